@@ -1,0 +1,29 @@
+//! Piazza's primitive values: BLAKE3 hashes, ed25519 keys and signatures, checksummed addresses
+//! and `u128` amounts.
+//!
+//! Invariants:
+//! - Every hash is domain-separated: [`Hash::of`] takes a domain tag so that bytes meant for one
+//!   purpose can never be confused with bytes meant for another.
+//! - Signatures are verified strictly (`verify_strict`): no malleable or small-order encodings.
+//! - [`Amount`] arithmetic is checked; nothing here wraps or saturates silently.
+//! - Addresses are shown as bech32m with the prefix `pz`; parsing checks the checksum and prefix.
+//!
+//! ```
+//! use piazza_primitives::{Address, Amount, SecretKey};
+//! let key = SecretKey::from_seed([7; 32]);
+//! let address = key.public_key().address();
+//! assert_eq!(address.to_string().parse::<Address>().unwrap(), address);
+//! let sig = key.sign(b"piazza");
+//! assert!(key.public_key().verify(b"piazza", &sig).is_ok());
+//! assert_eq!(Amount::pza(1).checked_add(Amount::new(1)).unwrap().base_units(), 1_000_000_001);
+//! ```
+
+mod address;
+mod amount;
+mod hash;
+mod keys;
+
+pub use address::{Address, AddressError};
+pub use amount::{Amount, AmountParseError, PZA_DECIMALS};
+pub use hash::Hash;
+pub use keys::{KeyError, PublicKey, SecretKey, Signature};
