@@ -1,0 +1,623 @@
+//! Fast kernels: the same floating-point operations as [`crate::reference`], in the same order
+//! for every output element, arranged for speed.
+//!
+//! What may change here and what may not:
+//! - May: the order in which *independent* output elements are computed (tiles, threads over
+//!   output rows, SIMD across lanes or columns), loads and stores, packing, copies.
+//! - May not: the lane an element is added to, the order within a lane, the combine tree,
+//!   fused multiply-add, or a different transcendental function.
+//!
+//! SIMD comes from the compiler vectorising lane arrays (`[f32; 8]`), which maps each lane to
+//! one vector slot and keeps each slot's operation sequence as written. On x86-64 the matmul
+//! kernel is also compiled with AVX2 enabled and picked at run time ([`Isa`]); AVX2 only
+//! widens registers, it cannot change results (Rust never contracts `a * b + c` into an FMA).
+
+use std::num::NonZeroUsize;
+
+use crate::reference::{self, combine, Activation, LANES};
+
+/// Instruction set a kernel is compiled for. Every choice gives the same bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// The target's baseline instructions (SSE2 on x86-64).
+    Portable,
+    /// x86-64 AVX2 (only offered when the CPU has it).
+    Avx2,
+}
+
+impl Isa {
+    /// The widest instruction set this CPU offers.
+    pub fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Portable
+    }
+
+    /// Every instruction set this CPU can run (for equivalence tests).
+    pub fn available() -> Vec<Isa> {
+        let mut isas = vec![Isa::Portable];
+        if Isa::detect() == Isa::Avx2 {
+            isas.push(Isa::Avx2);
+        }
+        isas
+    }
+}
+
+/// How a kernel runs: thread count and instruction set. Neither changes any result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Compute {
+    pub threads: NonZeroUsize,
+    pub isa: Isa,
+}
+
+impl Compute {
+    /// `threads` threads (0 is read as 1) with the CPU's best instruction set.
+    pub fn new(threads: usize) -> Compute {
+        Compute {
+            threads: NonZeroUsize::new(threads).unwrap_or(NonZeroUsize::MIN),
+            isa: Isa::detect(),
+        }
+    }
+
+    pub fn single_threaded(self) -> Compute {
+        Compute {
+            threads: NonZeroUsize::MIN,
+            ..self
+        }
+    }
+}
+
+impl Default for Compute {
+    fn default() -> Self {
+        Compute::new(1)
+    }
+}
+
+/// Work below this many multiply-adds runs on the calling thread (spawning costs more).
+const PARALLEL_WORK_MIN: usize = 1 << 16;
+
+/// Split `out` (rows of `width` elements) into contiguous row ranges, one per thread, and
+/// run `body(first_row, rows_out)` on each. Ranges are multiples of `align` rows (but the last).
+/// Every row is computed by exactly one call, so results cannot depend on the thread count.
+pub fn for_row_ranges<F>(
+    out: &mut [f32],
+    width: usize,
+    align: usize,
+    work_per_row: usize,
+    threads: NonZeroUsize,
+    body: F,
+) where
+    F: Fn(usize, &mut [f32]) + Sync,
+{
+    let rows = if width == 0 { 0 } else { out.len() / width };
+    let threads = threads.get().min(rows.div_ceil(align.max(1))).max(1);
+    if threads == 1 || rows.saturating_mul(work_per_row) < PARALLEL_WORK_MIN {
+        body(0, out);
+        return;
+    }
+    let per_thread = rows.div_ceil(threads).div_ceil(align) * align;
+    std::thread::scope(|scope| {
+        let mut rest = out;
+        let mut first_row = 0;
+        let body = &body;
+        while !rest.is_empty() {
+            let take = per_thread.min(rest.len() / width);
+            let (chunk, tail) = rest.split_at_mut(take * width);
+            rest = tail;
+            let start = first_row;
+            first_row += take;
+            if rest.is_empty() {
+                body(start, chunk); // the calling thread takes the last range
+            } else {
+                scope.spawn(move || body(start, chunk));
+            }
+        }
+    });
+}
+
+/// [`reference::sum`], vectorised.
+pub fn sum(x: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for l in 0..LANES {
+            lanes[l] = lanes[l] + chunk[l];
+        }
+    }
+    for (l, &value) in tail.iter().enumerate() {
+        lanes[l] = lanes[l] + value;
+    }
+    combine(lanes)
+}
+
+/// [`reference::dot`], vectorised.
+pub fn dot(x: &[f32], y: &[f32]) -> f32 {
+    assert_eq!(x.len(), y.len(), "dot of unequal lengths");
+    let mut lanes = [0.0f32; LANES];
+    let xs = x.chunks_exact(LANES);
+    let ys = y.chunks_exact(LANES);
+    let (x_tail, y_tail) = (xs.remainder(), ys.remainder());
+    for (xc, yc) in xs.zip(ys) {
+        for l in 0..LANES {
+            lanes[l] = lanes[l] + xc[l] * yc[l];
+        }
+    }
+    for l in 0..x_tail.len() {
+        lanes[l] = lanes[l] + x_tail[l] * y_tail[l];
+    }
+    combine(lanes)
+}
+
+/// [`reference::sum_squared_deviation`], vectorised.
+pub fn sum_squared_deviation(x: &[f32], mean: f32) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for l in 0..LANES {
+            let deviation = chunk[l] - mean;
+            lanes[l] = lanes[l] + deviation * deviation;
+        }
+    }
+    for (l, &value) in tail.iter().enumerate() {
+        let deviation = value - mean;
+        lanes[l] = lanes[l] + deviation * deviation;
+    }
+    combine(lanes)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Matrix multiply: out = act(a · bᵀ + bias)
+// ---------------------------------------------------------------------------------------------
+
+/// Rows of `a` per register tile.
+const TILE_ROWS: usize = 4;
+/// Rows of `b` (output columns) per register tile.
+const TILE_COLS: usize = 3;
+/// Rows of `b` per cache block: the block (`COLUMN_BLOCK * k` floats) stays in L2 while every
+/// row tile of `a` passes over it.
+const COLUMN_BLOCK: usize = 48;
+
+#[inline(always)]
+fn load8(slice: &[f32], at: usize) -> [f32; LANES] {
+    // One bounds check per 8 elements; `at + 8 <= len` holds for every call below.
+    let chunk: &[f32; LANES] = slice[at..at + LANES].try_into().expect("8 elements");
+    *chunk
+}
+
+/// Lane sums of an `R x C` tile of dot products; every slice has length `k`.
+/// Element `p` of the reduction goes to lane `p % 8`, in increasing `p`, as in [`reference::dot`].
+#[inline(always)]
+fn tile<const R: usize, const C: usize>(a: [&[f32]; R], b: [&[f32]; C], k: usize) -> [[f32; C]; R] {
+    let mut lanes = [[[0.0f32; LANES]; C]; R];
+    let full = k - k % LANES;
+    let mut p = 0;
+    while p < full {
+        let bv: [[f32; LANES]; C] = std::array::from_fn(|j| load8(b[j], p));
+        for i in 0..R {
+            let av = load8(a[i], p);
+            for j in 0..C {
+                for l in 0..LANES {
+                    lanes[i][j][l] = lanes[i][j][l] + av[l] * bv[j][l];
+                }
+            }
+        }
+        p += LANES;
+    }
+    for l in 0..k - full {
+        for i in 0..R {
+            for j in 0..C {
+                lanes[i][j][l] = lanes[i][j][l] + a[i][full + l] * b[j][full + l];
+            }
+        }
+    }
+    std::array::from_fn(|i| std::array::from_fn(|j| combine(lanes[i][j])))
+}
+
+/// Shape and epilogue of one matrix multiply.
+#[derive(Clone, Copy)]
+pub struct Linear<'a> {
+    pub b: &'a [f32],
+    pub bias: Option<&'a [f32]>,
+    pub activation: Activation,
+    pub n: usize,
+    pub k: usize,
+}
+
+impl Linear<'_> {
+    #[inline(always)]
+    fn finish(&self, j: usize, sum: f32) -> f32 {
+        let value = match self.bias {
+            Some(bias) => sum + bias[j],
+            None => sum,
+        };
+        self.activation.apply(value)
+    }
+
+    /// `out` (rows `first_row..` of the result) from the matching rows of `a`.
+    #[inline(always)]
+    fn rows(&self, a: &[f32], first_row: usize, out: &mut [f32]) {
+        let (n, k) = (self.n, self.k);
+        if n == 0 {
+            return;
+        }
+        let rows = out.len() / n;
+        let a_row = |i: usize| &a[(first_row + i) * k..(first_row + i + 1) * k];
+        let b_row = |j: usize| &self.b[j * k..(j + 1) * k];
+        let mut block_start = 0;
+        while block_start < n {
+            let block_end = (block_start + COLUMN_BLOCK).min(n);
+            let mut i = 0;
+            while i + TILE_ROWS <= rows {
+                let a_tile: [&[f32]; TILE_ROWS] = std::array::from_fn(|r| a_row(i + r));
+                let mut j = block_start;
+                while j + TILE_COLS <= block_end {
+                    let b_tile: [&[f32]; TILE_COLS] = std::array::from_fn(|c| b_row(j + c));
+                    let sums = tile(a_tile, b_tile, k);
+                    for r in 0..TILE_ROWS {
+                        for c in 0..TILE_COLS {
+                            out[(i + r) * n + j + c] = self.finish(j + c, sums[r][c]);
+                        }
+                    }
+                    j += TILE_COLS;
+                }
+                while j < block_end {
+                    let sums = tile(a_tile, [b_row(j)], k);
+                    for r in 0..TILE_ROWS {
+                        out[(i + r) * n + j] = self.finish(j, sums[r][0]);
+                    }
+                    j += 1;
+                }
+                i += TILE_ROWS;
+            }
+            while i < rows {
+                let a_tile = [a_row(i)];
+                let mut j = block_start;
+                while j + TILE_COLS <= block_end {
+                    let b_tile: [&[f32]; TILE_COLS] = std::array::from_fn(|c| b_row(j + c));
+                    let sums = tile(a_tile, b_tile, k);
+                    for c in 0..TILE_COLS {
+                        out[i * n + j + c] = self.finish(j + c, sums[0][c]);
+                    }
+                    j += TILE_COLS;
+                }
+                while j < block_end {
+                    out[i * n + j] = self.finish(j, tile(a_tile, [b_row(j)], k)[0][0]);
+                    j += 1;
+                }
+                i += 1;
+            }
+            block_start = block_end;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn linear_rows_avx2(linear: &Linear<'_>, a: &[f32], first_row: usize, out: &mut [f32]) {
+    linear.rows(a, first_row, out)
+}
+
+fn linear_rows_portable(linear: &Linear<'_>, a: &[f32], first_row: usize, out: &mut [f32]) {
+    linear.rows(a, first_row, out)
+}
+
+/// [`reference::linear`]: register tiles, cache blocks over output columns, threads over rows.
+/// `a: [m, k]`, `out: [m, n]` with `m = out.len() / n` (lengths checked by the caller).
+pub fn linear(linear: &Linear<'_>, a: &[f32], out: &mut [f32], compute: Compute) {
+    let work_per_row = linear.n.saturating_mul(linear.k);
+    for_row_ranges(
+        out,
+        linear.n,
+        TILE_ROWS,
+        work_per_row,
+        compute.threads,
+        |first_row, chunk| match compute.isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 if Isa::detect() == Isa::Avx2 => {
+                // SAFETY: the CPU supports AVX2 (checked just above).
+                unsafe { linear_rows_avx2(linear, a, first_row, chunk) }
+            }
+            _ => linear_rows_portable(linear, a, first_row, chunk),
+        },
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row-wise operators
+// ---------------------------------------------------------------------------------------------
+
+/// Elementwise `f` over rows of `width`, threaded; `f(x_chunk, y_chunk, out_chunk)`.
+fn elementwise<F>(len: usize, width: usize, out: &mut [f32], compute: Compute, f: F)
+where
+    F: Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
+{
+    let width = width.max(1);
+    let _ = len;
+    for_row_ranges(out, width, 1, width * 8, compute.threads, |first, chunk| {
+        f(first * width..first * width + chunk.len(), chunk)
+    });
+}
+
+/// [`reference::add`], threaded.
+pub fn add(x: &[f32], y: &[f32], out: &mut [f32], width: usize, compute: Compute) {
+    elementwise(x.len(), width, out, compute, |range, chunk| {
+        for ((o, a), b) in chunk.iter_mut().zip(&x[range.clone()]).zip(&y[range]) {
+            *o = a + b;
+        }
+    });
+}
+
+/// [`reference::mul`], threaded.
+pub fn mul(x: &[f32], y: &[f32], out: &mut [f32], width: usize, compute: Compute) {
+    elementwise(x.len(), width, out, compute, |range, chunk| {
+        for ((o, a), b) in chunk.iter_mut().zip(&x[range.clone()]).zip(&y[range]) {
+            *o = a * b;
+        }
+    });
+}
+
+/// [`reference::activation`], threaded.
+pub fn activation(
+    x: &[f32],
+    activation: Activation,
+    out: &mut [f32],
+    width: usize,
+    compute: Compute,
+) {
+    elementwise(x.len(), width, out, compute, |range, chunk| {
+        for (o, a) in chunk.iter_mut().zip(&x[range]) {
+            *o = activation.apply(*a);
+        }
+    });
+}
+
+/// [`reference::layernorm`] (with the residual add of [`reference::add_layernorm`] when given).
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm(
+    x: &[f32],
+    residual: Option<&[f32]>,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    n: usize,
+    out: &mut [f32],
+    compute: Compute,
+) {
+    for_row_ranges(out, n, 1, n * 4, compute.threads, |first, chunk| {
+        let mut summed = vec![0.0f32; n];
+        for (r, out_row) in chunk.chunks_exact_mut(n).enumerate() {
+            let at = (first + r) * n;
+            let row = match residual {
+                Some(residual) => {
+                    for c in 0..n {
+                        summed[c] = x[at + c] + residual[at + c];
+                    }
+                    &summed[..]
+                }
+                None => &x[at..at + n],
+            };
+            let mean = sum(row) / n as f32;
+            let variance = sum_squared_deviation(row, mean) / n as f32;
+            let inv = 1.0 / (variance + eps).sqrt();
+            for c in 0..n {
+                out_row[c] = ((row[c] - mean) * inv) * gamma[c] + beta[c];
+            }
+        }
+    });
+}
+
+/// [`reference::rmsnorm`], threaded over rows.
+pub fn rmsnorm(x: &[f32], gamma: &[f32], eps: f32, n: usize, out: &mut [f32], compute: Compute) {
+    for_row_ranges(out, n, 1, n * 2, compute.threads, |first, chunk| {
+        for (r, out_row) in chunk.chunks_exact_mut(n).enumerate() {
+            let row = &x[(first + r) * n..(first + r + 1) * n];
+            let inv = 1.0 / (dot(row, row) / n as f32 + eps).sqrt();
+            for c in 0..n {
+                out_row[c] = (row[c] * inv) * gamma[c];
+            }
+        }
+    });
+}
+
+/// One row of [`reference::softmax`], with a vectorised sum.
+fn softmax_row(row: &[f32], keep: Option<&[f32]>, scale: f32, out: &mut [f32]) {
+    let kept = |c: usize| keep.is_none_or(|keep| keep[c] != 0.0);
+    let mut max = f32::NEG_INFINITY;
+    let mut any = false;
+    for (c, &value) in row.iter().enumerate() {
+        if kept(c) {
+            let z = value * scale;
+            if !any || z > max {
+                max = z;
+            }
+            any = true;
+        }
+    }
+    if !any {
+        out.fill(0.0);
+        return;
+    }
+    for (c, &value) in row.iter().enumerate() {
+        out[c] = if kept(c) {
+            libm::expf(value * scale - max)
+        } else {
+            0.0
+        };
+    }
+    let total = sum(out);
+    for value in out.iter_mut() {
+        *value = *value / total;
+    }
+}
+
+/// [`reference::softmax`], threaded over rows.
+pub fn softmax(
+    x: &[f32],
+    keep: Option<&[f32]>,
+    scale: f32,
+    n: usize,
+    out: &mut [f32],
+    compute: Compute,
+) {
+    for_row_ranges(out, n, 1, n * 16, compute.threads, |first, chunk| {
+        for (r, out_row) in chunk.chunks_exact_mut(n).enumerate() {
+            softmax_row(
+                &x[(first + r) * n..(first + r + 1) * n],
+                keep,
+                scale,
+                out_row,
+            );
+        }
+    });
+}
+
+/// Shape of an attention call: `batch` sequences of `seq` tokens, `heads` heads of `head_dim`.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionShape {
+    pub batch: usize,
+    pub seq: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub scale: f32,
+}
+
+/// [`reference::attention`] for each of `shape.batch` sequences, threaded over (sequence, head).
+///
+/// Per head: `q_h`, `k_h` and `v_hᵀ` are copied out contiguously (exact), then
+/// `scores = q_h · k_hᵀ` and `context = p · (v_hᵀ)ᵀ` use the matmul tile kernel, whose per-element
+/// order is [`reference::dot`]'s.
+pub fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    keep: &[f32],
+    shape: AttentionShape,
+    out: &mut [f32],
+    compute: Compute,
+) {
+    let AttentionShape {
+        batch,
+        seq,
+        heads,
+        head_dim,
+        scale,
+    } = shape;
+    let width = heads * head_dim;
+    let units = batch * heads;
+    if units == 0 || seq == 0 || head_dim == 0 {
+        return;
+    }
+    // Each unit (sequence b, head h) writes a [seq, head_dim] block; gather them after.
+    let mut blocks = vec![0.0f32; units * seq * head_dim];
+    let single = compute.single_threaded();
+    for_row_ranges(
+        &mut blocks,
+        seq * head_dim,
+        1,
+        seq * seq * head_dim * 2,
+        compute.threads,
+        |first_unit, chunk| {
+            let mut qh = vec![0.0f32; seq * head_dim];
+            let mut kh = vec![0.0f32; seq * head_dim];
+            let mut vt = vec![0.0f32; head_dim * seq];
+            let mut scores = vec![0.0f32; seq * seq];
+            let mut probabilities = vec![0.0f32; seq * seq];
+            for (u, block) in chunk.chunks_exact_mut(seq * head_dim).enumerate() {
+                let (b, h) = ((first_unit + u) / heads, (first_unit + u) % heads);
+                for t in 0..seq {
+                    let at = (b * seq + t) * width + h * head_dim;
+                    qh[t * head_dim..(t + 1) * head_dim].copy_from_slice(&q[at..at + head_dim]);
+                    kh[t * head_dim..(t + 1) * head_dim].copy_from_slice(&k[at..at + head_dim]);
+                    for c in 0..head_dim {
+                        vt[c * seq + t] = v[at + c];
+                    }
+                }
+                let keep_b = &keep[b * seq..(b + 1) * seq];
+                let scores_op = Linear {
+                    b: &kh,
+                    bias: None,
+                    activation: Activation::Identity,
+                    n: seq,
+                    k: head_dim,
+                };
+                linear(&scores_op, &qh, &mut scores, single);
+                for i in 0..seq {
+                    softmax_row(
+                        &scores[i * seq..(i + 1) * seq],
+                        Some(keep_b),
+                        scale,
+                        &mut probabilities[i * seq..(i + 1) * seq],
+                    );
+                }
+                let context_op = Linear {
+                    b: &vt,
+                    bias: None,
+                    activation: Activation::Identity,
+                    n: head_dim,
+                    k: seq,
+                };
+                linear(&context_op, &probabilities, block, single);
+            }
+        },
+    );
+    for b in 0..batch {
+        for h in 0..heads {
+            let block = &blocks[(b * heads + h) * seq * head_dim..][..seq * head_dim];
+            for t in 0..seq {
+                let at = (b * seq + t) * width + h * head_dim;
+                out[at..at + head_dim].copy_from_slice(&block[t * head_dim..(t + 1) * head_dim]);
+            }
+        }
+    }
+}
+
+/// [`reference::mean_pool`], vectorised across columns.
+pub fn mean_pool(x: &[f32], keep: &[f32], seq: usize, width: usize, out: &mut [f32]) {
+    let batch = if seq == 0 { 0 } else { keep.len() / seq };
+    let mut lanes = vec![[0.0f32; LANES]; width];
+    for b in 0..batch {
+        for lane in lanes.iter_mut() {
+            *lane = [0.0; LANES];
+        }
+        let mut kept = 0usize;
+        for t in 0..seq {
+            if keep[b * seq + t] == 0.0 {
+                continue;
+            }
+            kept += 1;
+            let row = &x[(b * seq + t) * width..(b * seq + t + 1) * width];
+            let l = t % LANES;
+            for (lane, &value) in lanes.iter_mut().zip(row) {
+                lane[l] = lane[l] + value;
+            }
+        }
+        for c in 0..width {
+            out[b * width + c] = if kept == 0 {
+                0.0
+            } else {
+                combine(lanes[c]) / kept as f32
+            };
+        }
+    }
+}
+
+/// [`reference::l2_normalize`], with a vectorised dot.
+pub fn l2_normalize(x: &[f32], n: usize, out: &mut [f32]) {
+    for (row, out_row) in x.chunks_exact(n.max(1)).zip(out.chunks_exact_mut(n.max(1))) {
+        let norm = dot(row, row).sqrt();
+        let denominator = if norm > reference::L2_NORM_EPSILON {
+            norm
+        } else {
+            reference::L2_NORM_EPSILON
+        };
+        for (o, &value) in out_row.iter_mut().zip(row) {
+            *o = value / denominator;
+        }
+    }
+}

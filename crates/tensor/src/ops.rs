@@ -1,0 +1,256 @@
+//! Operators on [`Tensor`]s: shape checks, then the fast kernel.
+//!
+//! Every function here returns exactly the bits of its [`crate::reference`] counterpart, for
+//! any [`Compute`] (thread count and instruction set).
+
+use crate::kernels::{self, AttentionShape, Compute, Linear};
+use crate::reference::{self, Activation};
+use crate::{Error, Result, Tensor};
+
+fn check_shape(op: &'static str, tensor: &Tensor, expected: &[usize]) -> Result<()> {
+    if tensor.shape() != expected {
+        return Err(Error::Shape {
+            op,
+            expected: expected.to_vec(),
+            got: tensor.shape().to_vec(),
+        });
+    }
+    Ok(())
+}
+
+fn contiguous_slice<'a>(op: &'static str, tensor: &'a Tensor) -> Result<&'a [f32]> {
+    tensor.as_slice().ok_or_else(|| Error::NotContiguous {
+        op,
+        shape: tensor.shape().to_vec(),
+    })
+}
+
+/// `act(x · wᵀ + bias)` for `x: [m, k]`, `w: [n, k]` (PyTorch's `Linear` weight layout), `bias: [n]`.
+pub fn linear(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    activation: Activation,
+    compute: Compute,
+) -> Result<Tensor> {
+    const OP: &str = "linear";
+    let (a, m, k) = x.matrix(OP)?;
+    let (b, n, k_w) = w.matrix(OP)?;
+    if k != k_w {
+        return Err(Error::Shape {
+            op: OP,
+            expected: vec![n, k],
+            got: w.shape().to_vec(),
+        });
+    }
+    let bias = bias.map(|bias| bias.vector(OP, n)).transpose()?;
+    let mut out = vec![0.0f32; m * n];
+    let op = Linear {
+        b,
+        bias,
+        activation,
+        n,
+        k,
+    };
+    kernels::linear(&op, a, &mut out, compute);
+    Tensor::from_vec(out, &[m, n])
+}
+
+/// `a · bᵀ` for `a: [m, k]`, `b: [n, k]`.
+pub fn matmul_nt(a: &Tensor, b: &Tensor, compute: Compute) -> Result<Tensor> {
+    linear(a, b, None, Activation::Identity, compute)
+}
+
+/// `a · b` for `a: [m, k]`, `b: [k, n]` (`b` is transposed into a contiguous copy first; exact).
+pub fn matmul(a: &Tensor, b: &Tensor, compute: Compute) -> Result<Tensor> {
+    let b_t = b.transpose(0, 1)?.contiguous();
+    matmul_nt(a, &b_t, compute)
+}
+
+fn binary(
+    op: &'static str,
+    x: &Tensor,
+    y: &Tensor,
+    compute: Compute,
+    kernel: fn(&[f32], &[f32], &mut [f32], usize, Compute),
+) -> Result<Tensor> {
+    check_shape(op, y, x.shape())?;
+    let (xs, ys) = (x.contiguous(), y.contiguous());
+    let (xs, ys) = (contiguous_slice(op, &xs)?, contiguous_slice(op, &ys)?);
+    let mut out = vec![0.0f32; xs.len()];
+    let width = x.shape().last().copied().unwrap_or(1);
+    kernel(xs, ys, &mut out, width, compute);
+    Tensor::from_vec(out, x.shape())
+}
+
+/// Elementwise `x + y` (same shapes).
+pub fn add(x: &Tensor, y: &Tensor, compute: Compute) -> Result<Tensor> {
+    binary("add", x, y, compute, kernels::add)
+}
+
+/// Elementwise `x * y` (same shapes).
+pub fn mul(x: &Tensor, y: &Tensor, compute: Compute) -> Result<Tensor> {
+    binary("mul", x, y, compute, kernels::mul)
+}
+
+/// Elementwise activation (erf-GELU, SiLU or identity).
+pub fn activation(x: &Tensor, activation: Activation, compute: Compute) -> Result<Tensor> {
+    let xs = x.contiguous();
+    let xs = contiguous_slice("activation", &xs)?;
+    let mut out = vec![0.0f32; xs.len()];
+    let width = x.shape().last().copied().unwrap_or(1);
+    kernels::activation(xs, activation, &mut out, width, compute);
+    Tensor::from_vec(out, x.shape())
+}
+
+pub fn gelu_erf(x: &Tensor, compute: Compute) -> Result<Tensor> {
+    activation(x, Activation::GeluErf, compute)
+}
+
+pub fn silu(x: &Tensor, compute: Compute) -> Result<Tensor> {
+    activation(x, Activation::Silu, compute)
+}
+
+/// Layer normalisation over the last axis of `x: [rows, n]`, optionally of `x + residual`.
+pub fn layernorm(
+    x: &Tensor,
+    residual: Option<&Tensor>,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f32,
+    compute: Compute,
+) -> Result<Tensor> {
+    const OP: &str = "layernorm";
+    let (xs, _, n) = x.matrix(OP)?;
+    let residual = match residual {
+        Some(residual) => {
+            check_shape(OP, residual, x.shape())?;
+            Some(contiguous_slice(OP, residual)?)
+        }
+        None => None,
+    };
+    let (gamma, beta) = (gamma.vector(OP, n)?, beta.vector(OP, n)?);
+    let mut out = vec![0.0f32; xs.len()];
+    kernels::layernorm(xs, residual, gamma, beta, eps, n, &mut out, compute);
+    Tensor::from_vec(out, x.shape())
+}
+
+/// RMS normalisation over the last axis of `x: [rows, n]`.
+pub fn rmsnorm(x: &Tensor, gamma: &Tensor, eps: f32, compute: Compute) -> Result<Tensor> {
+    const OP: &str = "rmsnorm";
+    let (xs, _, n) = x.matrix(OP)?;
+    let gamma = gamma.vector(OP, n)?;
+    let mut out = vec![0.0f32; xs.len()];
+    kernels::rmsnorm(xs, gamma, eps, n, &mut out, compute);
+    Tensor::from_vec(out, x.shape())
+}
+
+/// Softmax over the last axis of `x: [rows, n]` after scaling by `scale`; `keep: [n]` masks columns.
+pub fn softmax(x: &Tensor, keep: Option<&Tensor>, scale: f32, compute: Compute) -> Result<Tensor> {
+    const OP: &str = "softmax";
+    let (xs, _, n) = x.matrix(OP)?;
+    let keep = keep.map(|keep| keep.vector(OP, n)).transpose()?;
+    let mut out = vec![0.0f32; xs.len()];
+    kernels::softmax(xs, keep, scale, n, &mut out, compute);
+    Tensor::from_vec(out, x.shape())
+}
+
+/// Multi-head self-attention over `batch` sequences of `seq` tokens each.
+///
+/// `q, k, v: [batch * seq, heads * head_dim]`, `keep: [batch * seq]` (1 = real token, 0 = padding);
+/// scores are scaled by `1 / sqrt(head_dim)` inside the softmax.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    keep: &Tensor,
+    seq: usize,
+    heads: usize,
+    compute: Compute,
+) -> Result<Tensor> {
+    const OP: &str = "attention";
+    let (qs, rows, width) = q.matrix(OP)?;
+    check_shape(OP, k, q.shape())?;
+    check_shape(OP, v, q.shape())?;
+    let keep = keep.vector(OP, rows)?;
+    if seq == 0 || heads == 0 || rows % seq != 0 || width % heads != 0 {
+        return Err(Error::Parameter {
+            op: OP,
+            detail: format!(
+                "seq {seq}, heads {heads} do not divide shape {:?}",
+                q.shape()
+            ),
+        });
+    }
+    let head_dim = width / heads;
+    let shape = AttentionShape {
+        batch: rows / seq,
+        seq,
+        heads,
+        head_dim,
+        scale: 1.0 / (head_dim as f32).sqrt(),
+    };
+    let (ks, vs) = (contiguous_slice(OP, k)?, contiguous_slice(OP, v)?);
+    let mut out = vec![0.0f32; qs.len()];
+    kernels::attention(qs, ks, vs, keep, shape, &mut out, compute);
+    Tensor::from_vec(out, q.shape())
+}
+
+/// Rotary position embedding of `x: [seq, heads * head_dim]` at `positions` (one per row).
+pub fn rope(x: &Tensor, positions: &[u32], heads: usize, base: f32) -> Result<Tensor> {
+    const OP: &str = "rope";
+    let (xs, rows, width) = x.matrix(OP)?;
+    if positions.len() != rows || heads == 0 || width % heads != 0 || (width / heads) % 2 != 0 {
+        return Err(Error::Parameter {
+            op: OP,
+            detail: format!(
+                "{} positions, {heads} heads for shape {:?}",
+                positions.len(),
+                x.shape()
+            ),
+        });
+    }
+    let mut out = vec![0.0f32; xs.len()];
+    reference::rope(xs, positions, heads, width / heads, base, &mut out);
+    Tensor::from_vec(out, x.shape())
+}
+
+/// Rows of `table: [vocab, width]` picked by `ids`; an id past the table is an error.
+pub fn embedding(table: &Tensor, ids: &[u32]) -> Result<Tensor> {
+    const OP: &str = "embedding";
+    let (rows, vocab, width) = table.matrix(OP)?;
+    if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+        return Err(Error::Index {
+            op: OP,
+            index: id as usize,
+            len: vocab,
+        });
+    }
+    let mut out = vec![0.0f32; ids.len() * width];
+    reference::embedding(rows, ids, width, &mut out);
+    Tensor::from_vec(out, &[ids.len(), width])
+}
+
+/// Masked mean over tokens: `x: [batch * seq, width]`, `keep: [batch * seq]` → `[batch, width]`.
+pub fn mean_pool(x: &Tensor, keep: &Tensor, seq: usize) -> Result<Tensor> {
+    const OP: &str = "mean_pool";
+    let (xs, rows, width) = x.matrix(OP)?;
+    let keep = keep.vector(OP, rows)?;
+    if seq == 0 || rows % seq != 0 {
+        return Err(Error::Parameter {
+            op: OP,
+            detail: format!("seq {seq} does not divide {rows} rows"),
+        });
+    }
+    let mut out = vec![0.0f32; rows / seq * width];
+    kernels::mean_pool(xs, keep, seq, width, &mut out);
+    Tensor::from_vec(out, &[rows / seq, width])
+}
+
+/// Each row of `x: [rows, n]` divided by its L2 norm (at least 1e-12).
+pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
+    let (xs, _, n) = x.matrix("l2_normalize")?;
+    let mut out = vec![0.0f32; xs.len()];
+    kernels::l2_normalize(xs, n, &mut out);
+    Tensor::from_vec(out, x.shape())
+}

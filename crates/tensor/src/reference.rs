@@ -1,0 +1,345 @@
+//! The scalar reference implementation of every operator: this module *is* the specification.
+//!
+//! Each function is written as plainly as possible, one element at a time, so that the
+//! floating-point operation order can be read off the source. The fast kernels in
+//! [`crate::kernels`] must return the same bits as these functions for every input; the
+//! property tests in `tests/equivalence.rs` check it.
+//!
+//! Rules shared by every reduction (see docs/engine.md):
+//! - [`LANES`] = 8 partial sums; element `i` of the reduced axis is added to lane `i % 8`, in
+//!   increasing `i`; every lane starts at `+0.0`.
+//! - the lanes are combined by the fixed tree in [`combine`].
+//! - products are rounded before they are added (no fused multiply-add).
+//! - transcendental functions come from the pure-Rust `libm` crate; `sqrt` is IEEE 754's
+//!   correctly rounded square root (identical on every target).
+//!
+//! Functions here take row-major slices whose lengths the caller ([`crate::ops`]) has checked.
+
+/// Number of partial sums in every reduction.
+pub const LANES: usize = 8;
+
+/// The fixed combine tree: `((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))`.
+pub fn combine(lanes: [f32; LANES]) -> f32 {
+    let t0 = lanes[0] + lanes[4];
+    let t1 = lanes[1] + lanes[5];
+    let t2 = lanes[2] + lanes[6];
+    let t3 = lanes[3] + lanes[7];
+    let u0 = t0 + t2;
+    let u1 = t1 + t3;
+    u0 + u1
+}
+
+/// `sum_i x[i]` in the lane order.
+pub fn sum(x: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    for (i, &value) in x.iter().enumerate() {
+        lanes[i % LANES] = lanes[i % LANES] + value;
+    }
+    combine(lanes)
+}
+
+/// `sum_i x[i] * y[i]` in the lane order; `x` and `y` have the same length.
+pub fn dot(x: &[f32], y: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    for i in 0..x.len() {
+        let product = x[i] * y[i];
+        lanes[i % LANES] = lanes[i % LANES] + product;
+    }
+    combine(lanes)
+}
+
+/// `sum_i (x[i] - mean)^2` in the lane order.
+pub fn sum_squared_deviation(x: &[f32], mean: f32) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    for (i, &value) in x.iter().enumerate() {
+        let deviation = value - mean;
+        let square = deviation * deviation;
+        lanes[i % LANES] = lanes[i % LANES] + square;
+    }
+    combine(lanes)
+}
+
+/// An elementwise function applied to a linear layer's output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Activation {
+    Identity,
+    /// The exact (erf) GELU, as in BERT.
+    GeluErf,
+    /// `x * sigmoid(x)`, as in Llama's feed-forward.
+    Silu,
+}
+
+impl Activation {
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::Identity => x,
+            Activation::GeluErf => gelu_erf(x),
+            Activation::Silu => silu(x),
+        }
+    }
+}
+
+/// `(x * 0.5) * (1 + erf(x * (1/sqrt 2)))`.
+pub fn gelu_erf(x: f32) -> f32 {
+    let half = x * 0.5;
+    let inner = x * std::f32::consts::FRAC_1_SQRT_2;
+    half * (1.0 + libm::erff(inner))
+}
+
+/// `x / (1 + exp(-x))`.
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + libm::expf(-x))
+}
+
+/// `out[i][j] = act(dot(a[i], b[j]) + bias[j])` for `a: [m, k]`, `b: [n, k]`, `out: [m, n]`.
+/// Without a bias the `+ bias[j]` step is skipped (not replaced by `+ 0.0`).
+#[allow(clippy::too_many_arguments)]
+pub fn linear(
+    a: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    activation: Activation,
+    m: usize,
+    n: usize,
+    k: usize,
+    out: &mut [f32],
+) {
+    for i in 0..m {
+        for j in 0..n {
+            let mut value = dot(&a[i * k..(i + 1) * k], &b[j * k..(j + 1) * k]);
+            if let Some(bias) = bias {
+                value = value + bias[j];
+            }
+            out[i * n + j] = activation.apply(value);
+        }
+    }
+}
+
+/// Elementwise `x + y`.
+pub fn add(x: &[f32], y: &[f32], out: &mut [f32]) {
+    for i in 0..x.len() {
+        out[i] = x[i] + y[i];
+    }
+}
+
+/// Elementwise `x * y`.
+pub fn mul(x: &[f32], y: &[f32], out: &mut [f32]) {
+    for i in 0..x.len() {
+        out[i] = x[i] * y[i];
+    }
+}
+
+/// Elementwise activation.
+pub fn activation(x: &[f32], activation: Activation, out: &mut [f32]) {
+    for i in 0..x.len() {
+        out[i] = activation.apply(x[i]);
+    }
+}
+
+/// Layer normalisation of each row of `x: [rows, n]`:
+/// `mean = sum(x) / n`, `var = sum((x - mean)^2) / n`, `inv = 1 / sqrt(var + eps)`,
+/// `out = ((x - mean) * inv) * gamma + beta`.
+pub fn layernorm(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, n: usize, out: &mut [f32]) {
+    let rows = if n == 0 { 0 } else { x.len() / n };
+    for r in 0..rows {
+        let row = &x[r * n..(r + 1) * n];
+        let mean = sum(row) / n as f32;
+        let variance = sum_squared_deviation(row, mean) / n as f32;
+        let inv = 1.0 / (variance + eps).sqrt();
+        for c in 0..n {
+            let centered = row[c] - mean;
+            let scaled = centered * inv;
+            out[r * n + c] = scaled * gamma[c] + beta[c];
+        }
+    }
+}
+
+/// `layernorm(x + residual)`: the sum is rounded to f32 first.
+pub fn add_layernorm(
+    x: &[f32],
+    residual: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    n: usize,
+    out: &mut [f32],
+) {
+    let mut summed = vec![0.0f32; x.len()];
+    add(x, residual, &mut summed);
+    layernorm(&summed, gamma, beta, eps, n, out);
+}
+
+/// RMS normalisation of each row: `inv = 1 / sqrt(dot(x, x) / n + eps)`, `out = (x * inv) * gamma`.
+pub fn rmsnorm(x: &[f32], gamma: &[f32], eps: f32, n: usize, out: &mut [f32]) {
+    let rows = if n == 0 { 0 } else { x.len() / n };
+    for r in 0..rows {
+        let row = &x[r * n..(r + 1) * n];
+        let mean_square = dot(row, row) / n as f32;
+        let inv = 1.0 / (mean_square + eps).sqrt();
+        for c in 0..n {
+            out[r * n + c] = (row[c] * inv) * gamma[c];
+        }
+    }
+}
+
+/// Masked softmax of each row of `x: [rows, n]` after scaling by `scale`.
+///
+/// Column `c` takes part when `keep` is `None` or `keep[c] != 0`. With `z = x * scale`:
+/// `max` = the largest kept `z` (scanned in increasing `c`, replaced only when strictly
+/// greater), `e = exp(z - max)` for kept columns and `0` for the others, `out = e / sum(e)`.
+/// A row with no kept column is all zeros.
+pub fn softmax(x: &[f32], keep: Option<&[f32]>, scale: f32, n: usize, out: &mut [f32]) {
+    let rows = if n == 0 { 0 } else { x.len() / n };
+    let kept = |c: usize| keep.is_none_or(|keep| keep[c] != 0.0);
+    for r in 0..rows {
+        let row = &x[r * n..(r + 1) * n];
+        let mut max = f32::NEG_INFINITY;
+        let mut any = false;
+        for c in 0..n {
+            if kept(c) {
+                let z = row[c] * scale;
+                if !any || z > max {
+                    max = z;
+                }
+                any = true;
+            }
+        }
+        let exps: Vec<f32> = (0..n)
+            .map(|c| {
+                if any && kept(c) {
+                    libm::expf(row[c] * scale - max)
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let total = sum(&exps);
+        for c in 0..n {
+            out[r * n + c] = if any { exps[c] / total } else { 0.0 };
+        }
+    }
+}
+
+/// Multi-head self-attention for one sequence.
+///
+/// `q, k, v: [seq, heads * head_dim]`, `keep: [seq]` (key `j` takes part when `keep[j] != 0`).
+/// For each head `h` and query `i`: `s[j] = dot(q[i, h], k[j, h])`,
+/// `p = softmax(s, keep, scale)`, `out[i, h*head_dim + c] = dot(p, v[:, h*head_dim + c])`
+/// (a dot over `j` in the lane order).
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    keep: &[f32],
+    seq: usize,
+    heads: usize,
+    head_dim: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let width = heads * head_dim;
+    for h in 0..heads {
+        let column = |t: &[f32], row: usize| {
+            t[row * width + h * head_dim..row * width + (h + 1) * head_dim].to_vec()
+        };
+        for i in 0..seq {
+            let query = column(q, i);
+            let scores: Vec<f32> = (0..seq).map(|j| dot(&query, &column(k, j))).collect();
+            let mut probabilities = vec![0.0f32; seq];
+            softmax(&scores, Some(keep), scale, seq, &mut probabilities);
+            for c in 0..head_dim {
+                let values: Vec<f32> = (0..seq).map(|j| v[j * width + h * head_dim + c]).collect();
+                out[i * width + h * head_dim + c] = dot(&probabilities, &values);
+            }
+        }
+    }
+}
+
+/// Rotary position embedding (rotate-half form) of `x: [seq, heads * head_dim]`.
+///
+/// For pair `i < head_dim / 2`: `inv_freq = 1 / powf(base, (2i) / head_dim)`,
+/// `angle = position * inv_freq`, `(c, s) = (cosf(angle), sinf(angle))`,
+/// `out[i] = x[i] * c - x[i + half] * s`, `out[i + half] = x[i + half] * c + x[i] * s`.
+pub fn rope(
+    x: &[f32],
+    positions: &[u32],
+    heads: usize,
+    head_dim: usize,
+    base: f32,
+    out: &mut [f32],
+) {
+    let half = head_dim / 2;
+    let width = heads * head_dim;
+    for (t, &position) in positions.iter().enumerate() {
+        for h in 0..heads {
+            let at = t * width + h * head_dim;
+            for i in 0..half {
+                let (cos, sin) = rope_angle(position, i, head_dim, base);
+                let first = x[at + i];
+                let second = x[at + i + half];
+                out[at + i] = first * cos - second * sin;
+                out[at + i + half] = second * cos + first * sin;
+            }
+        }
+    }
+}
+
+/// `(cos, sin)` of RoPE pair `i` at `position`, as specified in [`rope`].
+pub fn rope_angle(position: u32, i: usize, head_dim: usize, base: f32) -> (f32, f32) {
+    let exponent = (2 * i) as f32 / head_dim as f32;
+    let inv_freq = 1.0 / libm::powf(base, exponent);
+    let angle = position as f32 * inv_freq;
+    (libm::cosf(angle), libm::sinf(angle))
+}
+
+/// Row gather: `out[t] = table[ids[t]]` for `table: [vocab, width]` (ids checked by the caller).
+pub fn embedding(table: &[f32], ids: &[u32], width: usize, out: &mut [f32]) {
+    for (t, &id) in ids.iter().enumerate() {
+        let id = id as usize;
+        out[t * width..(t + 1) * width].copy_from_slice(&table[id * width..(id + 1) * width]);
+    }
+}
+
+/// Masked mean over the tokens of each sequence: `x: [batch * seq, width]`, `keep: [batch * seq]`.
+///
+/// For sequence `b` and column `c`: kept token `t` (in increasing `t`) is added to lane `t % 8`;
+/// the lanes are combined; the sum is divided by the number of kept tokens as f32.
+/// A sequence with no kept token gives zeros.
+pub fn mean_pool(x: &[f32], keep: &[f32], seq: usize, width: usize, out: &mut [f32]) {
+    let batch = if seq == 0 { 0 } else { keep.len() / seq };
+    for b in 0..batch {
+        let kept: Vec<usize> = (0..seq).filter(|&t| keep[b * seq + t] != 0.0).collect();
+        for c in 0..width {
+            let mut lanes = [0.0f32; LANES];
+            for &t in &kept {
+                lanes[t % LANES] = lanes[t % LANES] + x[(b * seq + t) * width + c];
+            }
+            out[b * width + c] = if kept.is_empty() {
+                0.0
+            } else {
+                combine(lanes) / kept.len() as f32
+            };
+        }
+    }
+}
+
+/// Smallest norm [`l2_normalize`] divides by (as `torch.nn.functional.normalize`).
+pub const L2_NORM_EPSILON: f32 = 1e-12;
+
+/// Each row divided by `max(sqrt(dot(row, row)), 1e-12)`.
+pub fn l2_normalize(x: &[f32], n: usize, out: &mut [f32]) {
+    let rows = if n == 0 { 0 } else { x.len() / n };
+    for r in 0..rows {
+        let row = &x[r * n..(r + 1) * n];
+        let norm = dot(row, row).sqrt();
+        let denominator = if norm > L2_NORM_EPSILON {
+            norm
+        } else {
+            L2_NORM_EPSILON
+        };
+        for c in 0..n {
+            out[r * n + c] = row[c] / denominator;
+        }
+    }
+}

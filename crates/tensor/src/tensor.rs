@@ -1,0 +1,198 @@
+//! An f32 tensor: shared storage plus a [`Layout`].
+
+use std::sync::Arc;
+
+use crate::layout::{element_count, Layout};
+use crate::{Error, Result};
+
+/// An immutable f32 tensor. Views (`transpose`, `narrow`, `reshape`) share storage;
+/// [`Tensor::contiguous`] copies into row-major order (a copy is exact, so views never change bits).
+#[derive(Clone, Debug)]
+pub struct Tensor {
+    storage: Arc<[f32]>,
+    layout: Layout,
+}
+
+impl Tensor {
+    /// A row-major tensor owning `data`; `data.len()` must equal the product of `shape`.
+    pub fn from_vec(data: Vec<f32>, shape: &[usize]) -> Result<Self> {
+        let count = element_count(shape)?;
+        if count != data.len() {
+            return Err(Error::Shape {
+                op: "from_vec",
+                expected: shape.to_vec(),
+                got: vec![data.len()],
+            });
+        }
+        Ok(Self {
+            storage: data.into(),
+            layout: Layout::contiguous(shape)?,
+        })
+    }
+
+    pub fn zeros(shape: &[usize]) -> Result<Self> {
+        let count = element_count(shape)?;
+        Self::from_vec(vec![0.0; count], shape)
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        self.layout.shape()
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub fn rank(&self) -> usize {
+        self.layout.rank()
+    }
+
+    pub fn element_count(&self) -> usize {
+        self.layout.element_count()
+    }
+
+    pub fn is_contiguous(&self) -> bool {
+        self.layout.is_contiguous()
+    }
+
+    /// The elements in row-major order, borrowed when the tensor is contiguous.
+    pub fn as_slice(&self) -> Option<&[f32]> {
+        if !self.is_contiguous() {
+            return None;
+        }
+        let start = self.layout.offset();
+        self.storage.get(start..start + self.element_count())
+    }
+
+    /// The elements in row-major order (a copy).
+    pub fn to_vec(&self) -> Vec<f32> {
+        match self.as_slice() {
+            Some(slice) => slice.to_vec(),
+            None => self.layout.indices().map(|i| self.storage[i]).collect(),
+        }
+    }
+
+    /// This tensor in row-major order: itself when already contiguous, otherwise a copy.
+    pub fn contiguous(&self) -> Tensor {
+        if self.is_contiguous() {
+            return self.clone();
+        }
+        let layout = Layout::contiguous(self.shape()).expect("shape was valid already");
+        Tensor {
+            storage: self.to_vec().into(),
+            layout,
+        }
+    }
+
+    pub fn transpose(&self, a: usize, b: usize) -> Result<Tensor> {
+        Ok(Tensor {
+            storage: self.storage.clone(),
+            layout: self.layout.transpose(a, b)?,
+        })
+    }
+
+    pub fn narrow(&self, axis: usize, start: usize, len: usize) -> Result<Tensor> {
+        Ok(Tensor {
+            storage: self.storage.clone(),
+            layout: self.layout.narrow(axis, start, len)?,
+        })
+    }
+
+    /// Reinterpret with a new shape; copies first when the tensor is not contiguous.
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        let base = self.contiguous();
+        Ok(Tensor {
+            layout: base.layout.reshape(shape)?,
+            storage: base.storage,
+        })
+    }
+
+    /// Rows `start..start + len` of a rank-2 tensor, as a contiguous tensor.
+    pub fn rows(&self, start: usize, len: usize) -> Result<Tensor> {
+        Ok(self.narrow(0, start, len)?.contiguous())
+    }
+
+    /// Canonical bytes: the little-endian f32 values in row-major order (see docs/engine.md).
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(self.element_count() * 4);
+        match self.as_slice() {
+            Some(slice) => {
+                for value in slice {
+                    bytes.extend_from_slice(&value.to_le_bytes());
+                }
+            }
+            None => {
+                for index in self.layout.indices() {
+                    bytes.extend_from_slice(&self.storage[index].to_le_bytes());
+                }
+            }
+        }
+        bytes
+    }
+
+    /// True when both tensors have the same shape and the same bits in every element.
+    pub fn bits_eq(&self, other: &Tensor) -> bool {
+        self.shape() == other.shape()
+            && self
+                .to_vec()
+                .iter()
+                .zip(other.to_vec())
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+    }
+
+    /// The rank-2 view `[rows, cols]` of a contiguous tensor, or a shape error naming `op`.
+    pub(crate) fn matrix(&self, op: &'static str) -> Result<(&[f32], usize, usize)> {
+        if self.rank() != 2 {
+            return Err(Error::Rank {
+                op,
+                expected: 2,
+                shape: self.shape().to_vec(),
+            });
+        }
+        let slice = self.as_slice().ok_or_else(|| Error::NotContiguous {
+            op,
+            shape: self.shape().to_vec(),
+        })?;
+        Ok((slice, self.shape()[0], self.shape()[1]))
+    }
+
+    /// The elements of a contiguous rank-1 tensor of length `len`.
+    pub(crate) fn vector(&self, op: &'static str, len: usize) -> Result<&[f32]> {
+        if self.shape() != [len] {
+            return Err(Error::Shape {
+                op,
+                expected: vec![len],
+                got: self.shape().to_vec(),
+            });
+        }
+        self.as_slice().ok_or_else(|| Error::NotContiguous {
+            op,
+            shape: self.shape().to_vec(),
+        })
+    }
+}
+
+/// Exact conversion of an IEEE 754 binary16 bit pattern to f32 (every f16 is an f32).
+pub fn f16_bits_to_f32(bits: u16) -> f32 {
+    let sign = ((bits as u32) & 0x8000) << 16;
+    let exponent = ((bits >> 10) & 0x1f) as u32;
+    let mantissa = (bits & 0x3ff) as u32;
+    let magnitude = match exponent {
+        0 if mantissa == 0 => 0,
+        0 => {
+            // Subnormal f16: value = mantissa * 2^-24; normalise it for f32.
+            let shift = mantissa.leading_zeros() - 21; // bring the top set bit to bit 10
+            let mantissa = (mantissa << shift) & 0x3ff;
+            let exponent = 127 - 15 + 1 - shift;
+            (exponent << 23) | (mantissa << 13)
+        }
+        0x1f => 0x7f80_0000 | (mantissa << 13), // infinity or NaN (payload kept)
+        _ => ((exponent + 127 - 15) << 23) | (mantissa << 13),
+    };
+    f32::from_bits(sign | magnitude)
+}
+
+/// Exact conversion of a bfloat16 bit pattern to f32 (bf16 is the top half of an f32).
+pub fn bf16_bits_to_f32(bits: u16) -> f32 {
+    f32::from_bits((bits as u32) << 16)
+}

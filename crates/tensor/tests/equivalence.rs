@@ -1,0 +1,254 @@
+//! Every fast kernel returns exactly the bits of its scalar reference, for random shapes (odd
+//! sizes and tails included), every thread count and every instruction set this CPU has.
+
+use std::num::NonZeroUsize;
+
+use piazza_tensor::kernels::{self, AttentionShape, Linear};
+use piazza_tensor::reference::{self, Activation};
+use piazza_tensor::{bf16_bits_to_f32, f16_bits_to_f32, Compute, Isa};
+use proptest::prelude::*;
+
+/// Values with a wide spread of magnitudes and signs, so rounding differences would show.
+fn values(len: usize) -> impl Strategy<Value = Vec<f32>> {
+    prop::collection::vec(
+        prop_oneof![
+            4 => -4.0f32..4.0,
+            1 => -1.0e4f32..1.0e4,
+            1 => -1.0e-3f32..1.0e-3,
+            1 => Just(0.0f32),
+            1 => Just(-0.0f32),
+        ],
+        len,
+    )
+}
+
+fn keep_mask(len: usize) -> impl Strategy<Value = Vec<f32>> {
+    prop::collection::vec(prop_oneof![3 => Just(1.0f32), 1 => Just(0.0f32)], len)
+}
+
+/// All the ways a kernel may run: 1, 2, 3 and 4 threads on each instruction set.
+fn computes() -> Vec<Compute> {
+    let mut all = Vec::new();
+    for isa in Isa::available() {
+        for threads in [1, 2, 3, 4] {
+            all.push(Compute {
+                threads: NonZeroUsize::new(threads).unwrap(),
+                isa,
+            });
+        }
+    }
+    all
+}
+
+/// The one assertion every test makes: same length, same bits.
+fn check_bits(what: &str, reference: &[f32], fast: &[f32]) {
+    assert_eq!(reference.len(), fast.len(), "{what}: length");
+    for (i, (r, f)) in reference.iter().zip(fast).enumerate() {
+        assert_eq!(
+            r.to_bits(),
+            f.to_bits(),
+            "{what}: element {i}: reference {r:e}, fast {f:e}"
+        );
+    }
+}
+
+fn activations() -> impl Strategy<Value = Activation> {
+    prop_oneof![
+        Just(Activation::Identity),
+        Just(Activation::GeluErf),
+        Just(Activation::Silu)
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn reductions_match((x, y, mean) in (0usize..200).prop_flat_map(|n| (values(n), values(n), -2.0f32..2.0))) {
+        check_bits("sum", &[reference::sum(&x)], &[kernels::sum(&x)]);
+        check_bits("dot", &[reference::dot(&x, &y)], &[kernels::dot(&x, &y)]);
+        check_bits(
+            "sum_squared_deviation",
+            &[reference::sum_squared_deviation(&x, mean)],
+            &[kernels::sum_squared_deviation(&x, mean)],
+        );
+    }
+
+    #[test]
+    fn linear_matches(
+        (m, n, k, a, b, bias) in (1usize..40, 1usize..60, 0usize..70).prop_flat_map(|(m, n, k)| {
+            (Just(m), Just(n), Just(k), values(m * k), values(n * k), prop::option::of(values(n)))
+        }),
+        activation in activations(),
+    ) {
+        let mut expected = vec![0.0f32; m * n];
+        reference::linear(&a, &b, bias.as_deref(), activation, m, n, k, &mut expected);
+        for compute in computes() {
+            let mut out = vec![f32::NAN; m * n];
+            let op = Linear { b: &b, bias: bias.as_deref(), activation, n, k };
+            kernels::linear(&op, &a, &mut out, compute);
+            check_bits(&format!("linear {m}x{n}x{k} {compute:?}"), &expected, &out);
+        }
+    }
+
+    #[test]
+    fn elementwise_matches(
+        (width, x, y) in (1usize..50, 0usize..20).prop_flat_map(|(w, r)| (Just(w), values(w * r), values(w * r))),
+        activation in activations(),
+    ) {
+        let len = x.len();
+        let (mut add_ref, mut mul_ref, mut act_ref) = (vec![0.0; len], vec![0.0; len], vec![0.0; len]);
+        reference::add(&x, &y, &mut add_ref);
+        reference::mul(&x, &y, &mut mul_ref);
+        reference::activation(&x, activation, &mut act_ref);
+        for compute in computes() {
+            let (mut add, mut mul, mut act) = (vec![0.0; len], vec![0.0; len], vec![0.0; len]);
+            kernels::add(&x, &y, &mut add, width, compute);
+            kernels::mul(&x, &y, &mut mul, width, compute);
+            kernels::activation(&x, activation, &mut act, width, compute);
+            check_bits("add", &add_ref, &add);
+            check_bits("mul", &mul_ref, &mul);
+            check_bits("activation", &act_ref, &act);
+        }
+    }
+
+    #[test]
+    fn norms_match(
+        (n, x, residual, gamma, beta) in (1usize..100, 1usize..12).prop_flat_map(|(n, rows)| {
+            (Just(n), values(n * rows), values(n * rows), values(n), values(n))
+        }),
+        eps in prop_oneof![Just(1e-12f32), Just(1e-5f32), Just(1e-6f32)],
+    ) {
+        let len = x.len();
+        let mut ln_ref = vec![0.0; len];
+        let mut add_ln_ref = vec![0.0; len];
+        let mut rms_ref = vec![0.0; len];
+        let mut l2_ref = vec![0.0; len];
+        reference::layernorm(&x, &gamma, &beta, eps, n, &mut ln_ref);
+        reference::add_layernorm(&x, &residual, &gamma, &beta, eps, n, &mut add_ln_ref);
+        reference::rmsnorm(&x, &gamma, eps, n, &mut rms_ref);
+        reference::l2_normalize(&x, n, &mut l2_ref);
+        let mut l2 = vec![0.0; len];
+        kernels::l2_normalize(&x, n, &mut l2);
+        check_bits("l2_normalize", &l2_ref, &l2);
+        for compute in computes() {
+            let (mut ln, mut add_ln, mut rms) = (vec![0.0; len], vec![0.0; len], vec![0.0; len]);
+            kernels::layernorm(&x, None, &gamma, &beta, eps, n, &mut ln, compute);
+            kernels::layernorm(&x, Some(&residual), &gamma, &beta, eps, n, &mut add_ln, compute);
+            kernels::rmsnorm(&x, &gamma, eps, n, &mut rms, compute);
+            check_bits("layernorm", &ln_ref, &ln);
+            check_bits("add_layernorm", &add_ln_ref, &add_ln);
+            check_bits("rmsnorm", &rms_ref, &rms);
+        }
+    }
+
+    #[test]
+    fn softmax_matches(
+        (n, x, keep) in (1usize..80, 1usize..10).prop_flat_map(|(n, rows)| (Just(n), values(n * rows), keep_mask(n))),
+        scale in prop_oneof![Just(1.0f32), Just(0.17677669f32), 0.01f32..2.0],
+        masked in any::<bool>(),
+    ) {
+        let keep = masked.then_some(&keep[..]);
+        let mut expected = vec![0.0; x.len()];
+        reference::softmax(&x, keep, scale, n, &mut expected);
+        for compute in computes() {
+            let mut out = vec![f32::NAN; x.len()];
+            kernels::softmax(&x, keep, scale, n, &mut out, compute);
+            check_bits("softmax", &expected, &out);
+        }
+    }
+
+    #[test]
+    fn attention_matches(
+        (batch, seq, heads, head_dim, q, k, v, keep) in (1usize..3, 1usize..20, 1usize..4, 1usize..12)
+            .prop_flat_map(|(batch, seq, heads, head_dim)| {
+                let len = batch * seq * heads * head_dim;
+                (Just(batch), Just(seq), Just(heads), Just(head_dim), values(len), values(len), values(len), keep_mask(batch * seq))
+            }),
+    ) {
+        let width = heads * head_dim;
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let mut expected = vec![0.0; q.len()];
+        for b in 0..batch {
+            let rows = b * seq * width..(b + 1) * seq * width;
+            reference::attention(
+                &q[rows.clone()], &k[rows.clone()], &v[rows.clone()], &keep[b * seq..(b + 1) * seq],
+                seq, heads, head_dim, scale, &mut expected[rows],
+            );
+        }
+        for compute in computes() {
+            let mut out = vec![f32::NAN; q.len()];
+            let shape = AttentionShape { batch, seq, heads, head_dim, scale };
+            kernels::attention(&q, &k, &v, &keep, shape, &mut out, compute);
+            check_bits("attention", &expected, &out);
+        }
+    }
+
+    #[test]
+    fn mean_pool_matches(
+        (seq, width, x, keep) in (1usize..3, 1usize..30, 1usize..40).prop_flat_map(|(batch, seq, width)| {
+            (Just(seq), Just(width), values(batch * seq * width), keep_mask(batch * seq))
+        }),
+    ) {
+        let batch = keep.len() / seq;
+        let mut expected = vec![0.0; batch * width];
+        let mut out = vec![f32::NAN; batch * width];
+        reference::mean_pool(&x, &keep, seq, width, &mut expected);
+        kernels::mean_pool(&x, &keep, seq, width, &mut out);
+        check_bits("mean_pool", &expected, &out);
+    }
+}
+
+/// Every f16 bit pattern converts to the value the IEEE 754 binary16 formula gives.
+#[test]
+fn f16_conversion_is_exact() {
+    for bits in 0..=u16::MAX {
+        let sign = if bits & 0x8000 != 0 { -1.0f64 } else { 1.0 };
+        let exponent = ((bits >> 10) & 0x1f) as i32;
+        let mantissa = (bits & 0x3ff) as f64;
+        let value = f16_bits_to_f32(bits);
+        match exponent {
+            0x1f if mantissa == 0.0 => assert_eq!(value as f64, sign * f64::INFINITY),
+            0x1f => assert!(value.is_nan(), "{bits:#06x}"),
+            0 => assert_eq!(
+                value as f64,
+                sign * mantissa * 2f64.powi(-24),
+                "{bits:#06x}"
+            ),
+            _ => assert_eq!(
+                value as f64,
+                sign * (1.0 + mantissa / 1024.0) * 2f64.powi(exponent - 15),
+                "{bits:#06x}"
+            ),
+        }
+        if bits == 0x8000 {
+            assert!(value.is_sign_negative());
+        }
+    }
+}
+
+#[test]
+fn bf16_conversion_is_exact() {
+    for bits in 0..=u16::MAX {
+        let value = bf16_bits_to_f32(bits);
+        assert_eq!(value.to_bits() >> 16, bits as u32);
+        assert_eq!(value.to_bits() & 0xffff, 0);
+    }
+}
+
+#[test]
+fn rope_rotates_pairs_by_position() {
+    // Position 0 is the identity; the norm of each pair is kept (to rounding).
+    let x: Vec<f32> = (0..16).map(|i| i as f32 - 7.5).collect();
+    let mut out = vec![0.0; 16];
+    reference::rope(&x, &[0, 5], 2, 4, 10000.0, &mut out);
+    assert_eq!(&out[..8], &x[..8]);
+    for h in 0..2 {
+        for i in 0..2 {
+            let at = 8 + h * 4;
+            let before = x[at + i].hypot(x[at + i + 2]);
+            let after = out[at + i].hypot(out[at + i + 2]);
+            assert!((before - after).abs() < 1e-5 * before.max(1.0));
+        }
+    }
+}
