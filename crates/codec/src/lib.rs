@@ -128,6 +128,10 @@ impl<'a> Reader<'a> {
     pub fn offset(&self) -> usize {
         self.offset
     }
+    /// The bytes read since `start`, an earlier [`Reader::offset`].
+    pub fn read_since(&self, start: usize) -> &'a [u8] {
+        &self.bytes[start.min(self.offset)..self.offset]
+    }
     pub fn remaining(&self) -> usize {
         self.bytes.len() - self.offset
     }

@@ -1,0 +1,274 @@
+//! Blocks, receipts and events.
+
+use crate::error::{ErrorCode, TxError};
+use crate::tx::{SignedTransaction, CHAIN_ID_BYTES_MAX};
+use piazza_codec::{Decode, DecodeError, Encode, Reader, Writer};
+use piazza_primitives::{Amount, Hash, PublicKey, SecretKey, Signature};
+
+/// Most transactions in one block.
+pub const BLOCK_TXS_MAX: usize = 20_000;
+/// Largest encoded block.
+pub const BLOCK_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Most events one transaction may emit.
+pub const EVENTS_PER_TX_MAX: usize = 64;
+const EVENT_ATTRIBUTES_MAX: usize = 16;
+const EVENT_TEXT_BYTES_MAX: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockHeader {
+    pub chain_id: String,
+    pub height: u64,
+    pub parent_hash: Hash,
+    /// Milliseconds since the Unix epoch, chosen by the proposer; never decreases.
+    pub time_ms: u64,
+    pub proposer: PublicKey,
+    /// Binary Merkle root over the transaction hashes.
+    pub tx_root: Hash,
+    /// The state root after executing this block.
+    pub state_root: Hash,
+    /// `H(randomness_proof)`: the chain's randomness for this height.
+    pub randomness: Hash,
+    /// The proposer's signature over the previous randomness and this height. Ed25519 signatures
+    /// are deterministic, so the proposer cannot grind it.
+    pub randomness_proof: Signature,
+}
+
+impl Encode for BlockHeader {
+    fn encode(&self, w: &mut Writer) {
+        w.str(&self.chain_id);
+        w.u64(self.height);
+        w.value(&self.parent_hash);
+        w.u64(self.time_ms);
+        w.value(&self.proposer);
+        w.value(&self.tx_root);
+        w.value(&self.state_root);
+        w.value(&self.randomness);
+        w.value(&self.randomness_proof);
+    }
+}
+
+impl Decode for BlockHeader {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(BlockHeader {
+            chain_id: r.string(CHAIN_ID_BYTES_MAX)?,
+            height: r.u64()?,
+            parent_hash: r.value()?,
+            time_ms: r.u64()?,
+            proposer: r.value()?,
+            tx_root: r.value()?,
+            state_root: r.value()?,
+            randomness: r.value()?,
+            randomness_proof: r.value()?,
+        })
+    }
+}
+
+impl BlockHeader {
+    pub fn hash(&self) -> Hash {
+        Hash::of("piazza/block", &[&self.to_bytes()])
+    }
+}
+
+/// What the proposer signs to derive the randomness of `height`.
+pub fn randomness_input(chain_id: &str, height: u64, previous: &Hash) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.array(b"piazza/randomness/v1");
+    w.str(chain_id);
+    w.u64(height);
+    w.value(previous);
+    w.into_bytes()
+}
+
+/// The randomness of a height, from the proposer's signature.
+pub fn randomness_from_proof(proof: &Signature) -> Hash {
+    Hash::of("piazza/randomness", &[&proof.0])
+}
+
+/// Signs the randomness input of `height`.
+pub fn prove_randomness(key: &SecretKey, chain_id: &str, height: u64, previous: &Hash) -> (Hash, Signature) {
+    let proof = key.sign(&randomness_input(chain_id, height, previous));
+    (randomness_from_proof(&proof), proof)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    pub header: BlockHeader,
+    pub txs: Vec<SignedTransaction>,
+    /// The proposer's signature over the header hash.
+    pub signature: Signature,
+}
+
+impl Encode for Block {
+    fn encode(&self, w: &mut Writer) {
+        w.value(&self.header);
+        w.seq(&self.txs);
+        w.value(&self.signature);
+    }
+}
+
+impl Decode for Block {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Block { header: r.value()?, txs: r.seq(BLOCK_TXS_MAX)?, signature: r.value()? })
+    }
+}
+
+impl Block {
+    pub fn hash(&self) -> Hash {
+        self.header.hash()
+    }
+
+    /// Decodes untrusted bytes, refusing anything over [`BLOCK_BYTES_MAX`].
+    pub fn decode_bytes(bytes: &[u8]) -> Result<Block, DecodeError> {
+        if bytes.len() > BLOCK_BYTES_MAX {
+            return Err(DecodeError::TooLong { offset: 0, length: bytes.len(), limit: BLOCK_BYTES_MAX });
+        }
+        Block::from_bytes(bytes)
+    }
+
+    pub fn verify_signature(&self) -> Result<(), TxError> {
+        self.header
+            .proposer
+            .verify(&self.hash().0, &self.signature)
+            .map_err(|e| TxError::new(ErrorCode::BadSignature, format!("block signature: {e}")))
+    }
+}
+
+/// Binary Merkle root over leaf hashes: leaves and nodes are domain-separated, an odd node is
+/// promoted unchanged, and the empty tree has root `H("piazza/merkle-empty")`.
+pub fn merkle_root(leaves: &[Hash]) -> Hash {
+    if leaves.is_empty() {
+        return Hash::of("piazza/merkle-empty", &[]);
+    }
+    let mut level: Vec<Hash> = leaves.iter().map(|l| Hash::of("piazza/merkle-leaf", &[&l.0])).collect();
+    while level.len() > 1 {
+        level = level
+            .chunks(2)
+            .map(|pair| match pair {
+                [left, right] => Hash::of("piazza/merkle-node", &[&left.0, &right.0]),
+                [single] => *single,
+                _ => unreachable!("chunks(2) yields one or two"),
+            })
+            .collect();
+    }
+    level[0]
+}
+
+pub fn tx_root(txs: &[SignedTransaction]) -> Hash {
+    let hashes: Vec<Hash> = txs.iter().map(|t| t.hash()).collect();
+    merkle_root(&hashes)
+}
+
+/// Something a module reports happened: `bank.transfer {from, to, amount}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Event {
+    pub kind: String,
+    pub attributes: Vec<(String, String)>,
+}
+
+impl Event {
+    pub fn new(kind: &str, attributes: &[(&str, String)]) -> Event {
+        Event { kind: kind.to_string(), attributes: attributes.iter().map(|(k, v)| (k.to_string(), v.clone())).collect() }
+    }
+
+    pub fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+impl Encode for Event {
+    fn encode(&self, w: &mut Writer) {
+        w.str(&self.kind);
+        w.len(self.attributes.len());
+        for (k, v) in &self.attributes {
+            w.str(k);
+            w.str(v);
+        }
+    }
+}
+
+impl Decode for Event {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let kind = r.string(EVENT_TEXT_BYTES_MAX)?;
+        let n = r.len(EVENT_ATTRIBUTES_MAX)?;
+        let mut attributes = Vec::with_capacity(n);
+        for _ in 0..n {
+            attributes.push((r.string(EVENT_TEXT_BYTES_MAX)?, r.string(EVENT_TEXT_BYTES_MAX)?));
+        }
+        Ok(Event { kind, attributes })
+    }
+}
+
+/// How a committed transaction ended. Its fee is paid and its nonce used either way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxStatus {
+    Ok,
+    Failed { code: u16, message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub tx_hash: Hash,
+    pub height: u64,
+    pub index: u32,
+    pub status: TxStatus,
+    pub fee_paid: Amount,
+    pub events: Vec<Event>,
+}
+
+impl Encode for Receipt {
+    fn encode(&self, w: &mut Writer) {
+        w.value(&self.tx_hash);
+        w.u64(self.height);
+        w.u32(self.index);
+        match &self.status {
+            TxStatus::Ok => w.u8(0),
+            TxStatus::Failed { code, message } => {
+                w.u8(1);
+                w.u16(*code);
+                w.str(message);
+            }
+        }
+        w.value(&self.fee_paid);
+        w.seq(&self.events);
+    }
+}
+
+impl Decode for Receipt {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let tx_hash = r.value()?;
+        let height = r.u64()?;
+        let index = r.u32()?;
+        let offset = r.offset();
+        let status = match r.u8()? {
+            0 => TxStatus::Ok,
+            1 => TxStatus::Failed { code: r.u16()?, message: r.string(1024)? },
+            tag => return Err(DecodeError::InvalidTag { offset, tag, what: "tx status" }),
+        };
+        Ok(Receipt { tx_hash, height, index, status, fee_paid: r.value()?, events: r.seq(EVENTS_PER_TX_MAX)? })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merkle_root_depends_on_order_and_count() {
+        let a = Hash::of("t", &[b"a"]);
+        let b = Hash::of("t", &[b"b"]);
+        let c = Hash::of("t", &[b"c"]);
+        assert_ne!(merkle_root(&[a, b]), merkle_root(&[b, a]));
+        assert_ne!(merkle_root(&[a, b]), merkle_root(&[a, b, c]));
+        assert_ne!(merkle_root(&[a]), a);
+        assert_ne!(merkle_root(&[]), merkle_root(&[a]));
+    }
+
+    #[test]
+    fn randomness_is_verifiable() {
+        let key = SecretKey::from_seed([5; 32]);
+        let (r, proof) = prove_randomness(&key, "c", 3, &Hash::ZERO);
+        assert!(key.public_key().verify(&randomness_input("c", 3, &Hash::ZERO), &proof).is_ok());
+        assert_eq!(randomness_from_proof(&proof), r);
+        assert_ne!(prove_randomness(&key, "c", 4, &Hash::ZERO).0, r);
+    }
+}

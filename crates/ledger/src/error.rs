@@ -1,0 +1,122 @@
+//! Transaction errors with stable, consensus-visible codes.
+
+use piazza_codec::DecodeError;
+use std::fmt;
+
+/// Stable codes: they appear in receipts, in RPC errors and in client scripts. Never renumber;
+/// only add.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    MalformedBytes = 1,
+    OversizedTx = 2,
+    BadSignature = 3,
+    WrongChainId = 4,
+    NonceReplayed = 5,
+    NonceGap = 6,
+    InsufficientFunds = 7,
+    FeeTooLow = 8,
+    TooManyMessages = 9,
+    InvalidMessage = 10,
+    MempoolFull = 11,
+    DuplicateTx = 12,
+    NoMessages = 13,
+    Overflow = 14,
+    UnbondExceedsBond = 20,
+    StakeBelowMinimum = 21,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 16] = [
+        ErrorCode::MalformedBytes,
+        ErrorCode::OversizedTx,
+        ErrorCode::BadSignature,
+        ErrorCode::WrongChainId,
+        ErrorCode::NonceReplayed,
+        ErrorCode::NonceGap,
+        ErrorCode::InsufficientFunds,
+        ErrorCode::FeeTooLow,
+        ErrorCode::TooManyMessages,
+        ErrorCode::InvalidMessage,
+        ErrorCode::MempoolFull,
+        ErrorCode::DuplicateTx,
+        ErrorCode::NoMessages,
+        ErrorCode::Overflow,
+        ErrorCode::UnbondExceedsBond,
+        ErrorCode::StakeBelowMinimum,
+    ];
+
+    pub fn code(self) -> u16 {
+        self as u16
+    }
+
+    pub fn from_code(code: u16) -> Option<ErrorCode> {
+        Self::ALL.into_iter().find(|c| c.code() == code)
+    }
+
+    /// The stable snake_case name shown to people and scripts.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::MalformedBytes => "malformed_bytes",
+            ErrorCode::OversizedTx => "oversized_tx",
+            ErrorCode::BadSignature => "bad_signature",
+            ErrorCode::WrongChainId => "wrong_chain_id",
+            ErrorCode::NonceReplayed => "nonce_replayed",
+            ErrorCode::NonceGap => "nonce_gap",
+            ErrorCode::InsufficientFunds => "insufficient_funds",
+            ErrorCode::FeeTooLow => "fee_too_low",
+            ErrorCode::TooManyMessages => "too_many_messages",
+            ErrorCode::InvalidMessage => "invalid_message",
+            ErrorCode::MempoolFull => "mempool_full",
+            ErrorCode::DuplicateTx => "duplicate_tx",
+            ErrorCode::NoMessages => "no_messages",
+            ErrorCode::Overflow => "overflow",
+            ErrorCode::UnbondExceedsBond => "unbond_exceeds_bond",
+            ErrorCode::StakeBelowMinimum => "stake_below_minimum",
+        }
+    }
+}
+
+/// Why a transaction (or one of its messages) was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl TxError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        TxError { code, message: message.into() }
+    }
+}
+
+impl fmt::Display for TxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}): {}", self.code.name(), self.code.code(), self.message)
+    }
+}
+
+impl std::error::Error for TxError {}
+
+impl From<DecodeError> for TxError {
+    fn from(e: DecodeError) -> Self {
+        TxError::new(ErrorCode::MalformedBytes, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_round_trip() {
+        let mut seen = std::collections::BTreeSet::new();
+        for code in ErrorCode::ALL {
+            assert!(seen.insert(code.code()), "duplicate code {}", code.code());
+            assert_eq!(ErrorCode::from_code(code.code()), Some(code));
+        }
+        let names: std::collections::BTreeSet<_> = ErrorCode::ALL.iter().map(|c| c.name()).collect();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+    }
+}

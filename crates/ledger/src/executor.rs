@@ -1,0 +1,324 @@
+//! The state transition: a pure function of (state, block, transactions).
+
+use crate::bank::{self, Bank};
+use crate::block::{tx_root, Block, Event, Receipt, TxStatus, EVENTS_PER_TX_MAX};
+use crate::error::{ErrorCode, TxError};
+use crate::genesis::{FeeParams, Genesis, GenesisError};
+use crate::module::{BlockContext, Module, TxContext};
+use crate::staking::{self, Role, Staking};
+use crate::state::{StateDelta, StateRead};
+use crate::tx::{check_stateless, Message, SignedTransaction};
+use piazza_codec::{Decode, DecodeError, Encode, Reader, Writer};
+use piazza_primitives::{Amount, Hash};
+use std::collections::BTreeMap;
+use thiserror::Error;
+
+/// State writes in key order: `None` deletes.
+pub type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+mod chain_key {
+    pub fn id() -> Vec<u8> {
+        b"chain/id".to_vec()
+    }
+    pub fn fees() -> Vec<u8> {
+        b"chain/fees".to_vec()
+    }
+    pub fn head() -> Vec<u8> {
+        b"chain/head".to_vec()
+    }
+}
+
+/// The last executed block as the state records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainHead {
+    pub height: u64,
+    pub time_ms: u64,
+    pub randomness: Hash,
+}
+
+impl Encode for ChainHead {
+    fn encode(&self, w: &mut Writer) {
+        w.u64(self.height);
+        w.u64(self.time_ms);
+        w.value(&self.randomness);
+    }
+}
+
+impl Decode for ChainHead {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(ChainHead { height: r.u64()?, time_ms: r.u64()?, randomness: r.value()? })
+    }
+}
+
+/// Why a block cannot be applied.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum BlockError {
+    #[error("block height {got}, expected {expected}")]
+    WrongHeight { expected: u64, got: u64 },
+    #[error("block for chain `{0}`")]
+    WrongChain(String),
+    #[error("block time {got} ms is before its parent's {parent} ms")]
+    TimeWentBack { parent: u64, got: u64 },
+    #[error("bad block signature or randomness proof")]
+    BadSignature,
+    #[error("proposer {0} is not a bonded validator")]
+    NotAValidator(String),
+    #[error("transaction root does not match the transactions")]
+    WrongTxRoot,
+    #[error("transaction {index} cannot be included: {error}")]
+    InvalidTx { index: usize, error: TxError },
+}
+
+/// The result of executing one block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockOutcome {
+    pub writes: Writes,
+    pub receipts: Vec<Receipt>,
+    /// Events from block hooks (for example matured unbondings).
+    pub events: Vec<Event>,
+}
+
+pub fn chain_head(state: &dyn StateRead) -> Option<ChainHead> {
+    StateDelta::new(state).get(&chain_key::head())
+}
+
+pub fn chain_id(state: &dyn StateRead) -> Option<String> {
+    state.get(&chain_key::id()).map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+/// Routes a message's stateless check to its module.
+pub fn check_message_stateless(message: &Message) -> Result<(), TxError> {
+    match message {
+        Message::Bank(m) => Bank::check_stateless(m),
+        Message::Staking(m) => Staking::check_stateless(m),
+    }
+}
+
+fn message_fee_units(message: &Message) -> u64 {
+    match message {
+        Message::Bank(m) => Bank::fee_units(m),
+        Message::Staking(m) => Staking::fee_units(m),
+    }
+}
+
+/// The fee a transaction pays.
+pub fn fee_for(tx: &SignedTransaction, fees: &FeeParams) -> Result<Amount, TxError> {
+    let overflow = || TxError::new(ErrorCode::Overflow, "fee overflows");
+    let mut units = fees.tx_base_units;
+    for m in &tx.tx.messages {
+        units = units.checked_add(message_fee_units(m)).ok_or_else(overflow)?;
+    }
+    let bytes = (tx.encoded_len() as u64).checked_mul(fees.byte_units).ok_or_else(overflow)?;
+    units = units.checked_add(bytes).ok_or_else(overflow)?;
+    fees.unit_price.checked_mul(units as u128).ok_or_else(overflow)
+}
+
+/// The tokens a transaction's messages move out of the sender's balance, at most.
+fn outflow(tx: &SignedTransaction) -> Option<Amount> {
+    tx.tx.messages.iter().try_fold(Amount::ZERO, |total, m| match m {
+        Message::Bank(bank::Msg::Send { amount, .. }) | Message::Staking(staking::Msg::Bond { amount, .. }) => total.checked_add(*amount),
+        Message::Staking(staking::Msg::Unbond { .. }) => Some(total),
+    })
+}
+
+pub fn fee_params(state: &dyn StateRead) -> FeeParams {
+    StateDelta::new(state).get(&chain_key::fees()).expect("fee params are written at genesis")
+}
+
+/// Admission to the mempool: everything [`BlockExecutor::apply_tx`] checks, except that the
+/// nonce may run up to `nonce_window` ahead of the account's, and the balance must cover the fee
+/// and every amount the messages send or bond. The signature is checked by the caller (in batches).
+pub fn check_admission(state: &dyn StateRead, tx: &SignedTransaction, nonce_window: u64) -> Result<Amount, TxError> {
+    let chain = chain_id(state).expect("chain id is written at genesis");
+    check_stateless(tx, &chain, true)?;
+    let view = StateDelta::new(state);
+    let account = bank::account(&view, &tx.sender());
+    check_nonce_window(tx.tx.nonce, account.nonce, nonce_window)?;
+    let fee = fee_for(tx, &fee_params(state))?;
+    if fee > tx.tx.max_fee {
+        return Err(fee_too_low(fee, tx.tx.max_fee));
+    }
+    let needed = outflow(tx).and_then(|o| o.checked_add(fee)).ok_or_else(|| TxError::new(ErrorCode::Overflow, "amounts overflow"))?;
+    if account.balance < needed {
+        return Err(TxError::new(ErrorCode::InsufficientFunds, format!("{} holds {} PZA, the transaction needs {needed} PZA", tx.sender(), account.balance)));
+    }
+    Ok(fee)
+}
+
+fn check_nonce_window(nonce: u64, expected: u64, window: u64) -> Result<(), TxError> {
+    if nonce < expected {
+        return Err(TxError::new(ErrorCode::NonceReplayed, format!("nonce {nonce} is used; the account's next nonce is {expected}")));
+    }
+    if nonce - expected >= window {
+        return Err(TxError::new(ErrorCode::NonceGap, format!("nonce {nonce} is too far ahead of the account's next nonce {expected}")));
+    }
+    Ok(())
+}
+
+fn fee_too_low(fee: Amount, max_fee: Amount) -> TxError {
+    TxError::new(ErrorCode::FeeTooLow, format!("the fee is {fee} PZA, the transaction allows at most {max_fee} PZA"))
+}
+
+/// Writes the genesis state.
+pub fn init_chain(genesis: &Genesis) -> Result<Writes, GenesisError> {
+    genesis.validate()?;
+    let empty = BTreeMap::new();
+    let mut state = StateDelta::new(&empty);
+    state.put(chain_key::id(), &RawString(genesis.chain_id.clone()));
+    state.put(chain_key::fees(), &genesis.fees);
+    state.put(chain_key::head(), &ChainHead { height: 0, time_ms: genesis.genesis_time_ms, randomness: Hash::of("piazza/genesis-randomness", &[genesis.chain_id.as_bytes()]) });
+    Bank::init_chain(&mut state, genesis)?;
+    Staking::init_chain(&mut state, genesis)?;
+    Ok(state.into_writes())
+}
+
+/// A string stored as its bytes, without a length prefix.
+struct RawString(String);
+
+impl Encode for RawString {
+    fn encode(&self, w: &mut Writer) {
+        w.array(self.0.as_bytes())
+    }
+}
+
+/// Executes one block's transactions in order.
+pub struct BlockExecutor<'a> {
+    state: StateDelta<'a>,
+    block: BlockContext,
+    fees: FeeParams,
+    receipts: Vec<Receipt>,
+    events: Vec<Event>,
+}
+
+impl<'a> BlockExecutor<'a> {
+    /// Starts a block and runs every module's `begin_block`.
+    pub fn begin(base: &'a dyn StateRead, block: BlockContext) -> Self {
+        let mut state = StateDelta::new(base);
+        let fees = state.get(&chain_key::fees()).expect("fee params are written at genesis");
+        let mut events = Vec::new();
+        Bank::begin_block(&mut state, &block, &mut events);
+        Staking::begin_block(&mut state, &block, &mut events);
+        BlockExecutor { state, block, fees, receipts: Vec::new(), events }
+    }
+
+    pub fn block(&self) -> &BlockContext {
+        &self.block
+    }
+
+    /// Applies one transaction. `Err` means it cannot be included at all (bad signature, nonce,
+    /// fee) and nothing changed; `Ok` means it is included, its fee paid and its nonce used,
+    /// whether its messages succeeded or not (see the receipt).
+    pub fn apply_tx(&mut self, tx: &SignedTransaction, signature_checked: bool) -> Result<&Receipt, TxError> {
+        check_stateless(tx, &self.block.chain_id, signature_checked)?;
+        let sender = tx.sender();
+        let mut account = bank::account(&self.state, &sender);
+        check_nonce_window(tx.tx.nonce, account.nonce, 1)?;
+        let fee = fee_for(tx, &self.fees)?;
+        if fee > tx.tx.max_fee {
+            return Err(fee_too_low(fee, tx.tx.max_fee));
+        }
+        account.balance = account.balance.checked_sub(fee).ok_or_else(|| {
+            TxError::new(ErrorCode::InsufficientFunds, format!("{sender} holds {} PZA, the fee is {fee} PZA", account.balance))
+        })?;
+        account.nonce += 1;
+        bank::put_account(&mut self.state, &sender, &account);
+        bank::credit(&mut self.state, &bank::treasury(), fee).expect("the treasury cannot overflow below the supply");
+
+        let checkpoint = self.state.checkpoint();
+        let mut ctx = TxContext { block: &self.block, sender, tx_hash: tx.hash(), events: Vec::new() };
+        let result = run_messages(&mut self.state, &mut ctx, &tx.tx.messages);
+        let status = match result {
+            Ok(()) => {
+                self.state.release(checkpoint);
+                TxStatus::Ok
+            }
+            Err(error) => {
+                self.state.revert(checkpoint);
+                ctx.events.clear();
+                TxStatus::Failed { code: error.code.code(), message: error.message }
+            }
+        };
+        ctx.events.truncate(EVENTS_PER_TX_MAX);
+        self.receipts.push(Receipt {
+            tx_hash: tx.hash(),
+            height: self.block.height,
+            index: self.receipts.len() as u32,
+            status,
+            fee_paid: fee,
+            events: ctx.events,
+        });
+        Ok(self.receipts.last().expect("just pushed"))
+    }
+
+    /// Runs every module's `end_block` and returns the block's writes and receipts.
+    pub fn finish(mut self) -> BlockOutcome {
+        Bank::end_block(&mut self.state, &self.block, &mut self.events);
+        Staking::end_block(&mut self.state, &self.block, &mut self.events);
+        let head = ChainHead { height: self.block.height, time_ms: self.block.time_ms, randomness: self.block.randomness };
+        self.state.put(chain_key::head(), &head);
+        BlockOutcome { writes: self.state.into_writes(), receipts: self.receipts, events: self.events }
+    }
+}
+
+fn run_messages(state: &mut StateDelta<'_>, ctx: &mut TxContext<'_>, messages: &[Message]) -> Result<(), TxError> {
+    for message in messages {
+        match message {
+            Message::Bank(m) => {
+                Bank::check_stateful(state, ctx, m)?;
+                Bank::execute(state, ctx, m)?;
+            }
+            Message::Staking(m) => {
+                Staking::check_stateful(state, ctx, m)?;
+                Staking::execute(state, ctx, m)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Validates a block against the state it builds on and executes it. Every transaction must be
+/// includable. The caller checks the parent hash and compares the resulting state root with the
+/// header's. `signatures_checked` skips transaction signatures the caller has already verified.
+pub fn execute_block(base: &dyn StateRead, block: &Block, signatures_checked: bool) -> Result<BlockOutcome, BlockError> {
+    let header = &block.header;
+    let chain = chain_id(base).expect("chain id is written at genesis");
+    if header.chain_id != chain {
+        return Err(BlockError::WrongChain(header.chain_id.clone()));
+    }
+    let head = chain_head(base).expect("chain head is written at genesis");
+    if header.height != head.height + 1 {
+        return Err(BlockError::WrongHeight { expected: head.height + 1, got: header.height });
+    }
+    if header.time_ms < head.time_ms {
+        return Err(BlockError::TimeWentBack { parent: head.time_ms, got: header.time_ms });
+    }
+    let view = StateDelta::new(base);
+    if staking::bonded(&view, &header.proposer.address(), Role::Validator).is_zero() {
+        return Err(BlockError::NotAValidator(header.proposer.address().to_string()));
+    }
+    let input = crate::block::randomness_input(&chain, header.height, &head.randomness);
+    if block.verify_signature().is_err()
+        || header.proposer.verify(&input, &header.randomness_proof).is_err()
+        || crate::block::randomness_from_proof(&header.randomness_proof) != header.randomness
+    {
+        return Err(BlockError::BadSignature);
+    }
+    if tx_root(&block.txs) != header.tx_root {
+        return Err(BlockError::WrongTxRoot);
+    }
+    let checked: Vec<bool> = if signatures_checked {
+        vec![true; block.txs.len()]
+    } else {
+        let refs: Vec<&SignedTransaction> = block.txs.iter().collect();
+        crate::tx::verify_signatures(&refs).into_iter().map(|r| r.is_ok()).collect()
+    };
+    let mut executor = BlockExecutor::begin(
+        base,
+        BlockContext { chain_id: chain, height: header.height, time_ms: header.time_ms, randomness: header.randomness, proposer: header.proposer },
+    );
+    for (index, tx) in block.txs.iter().enumerate() {
+        executor.apply_tx(tx, checked[index]).map_err(|error| BlockError::InvalidTx { index, error })?;
+    }
+    Ok(executor.finish())
+}

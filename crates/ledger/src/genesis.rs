@@ -1,0 +1,81 @@
+//! Genesis: the chain's first state, and the parameters it fixes.
+
+use crate::staking::{self, Role};
+use piazza_codec::{Decode, DecodeError, Encode, Reader, Writer};
+use piazza_primitives::{Address, Amount};
+use thiserror::Error;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum GenesisError {
+    #[error("invalid genesis: {0}")]
+    Invalid(String),
+}
+
+/// How transaction fees are metered: `(tx_base_units + Σ message units + bytes × byte_units)
+/// × unit_price`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FeeParams {
+    pub unit_price: Amount,
+    pub tx_base_units: u64,
+    pub byte_units: u64,
+}
+
+impl Default for FeeParams {
+    fn default() -> Self {
+        FeeParams { unit_price: Amount::new(1_000), tx_base_units: 100, byte_units: 1 }
+    }
+}
+
+impl Encode for FeeParams {
+    fn encode(&self, w: &mut Writer) {
+        w.value(&self.unit_price);
+        w.u64(self.tx_base_units);
+        w.u64(self.byte_units);
+    }
+}
+
+impl Decode for FeeParams {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(FeeParams { unit_price: r.value()?, tx_base_units: r.u64()?, byte_units: r.u64()? })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GenesisAccount {
+    pub address: Address,
+    pub balance: Amount,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GenesisBond {
+    pub address: Address,
+    pub role: Role,
+    pub amount: Amount,
+}
+
+/// The genesis document. JSON on disk; its meaning is the state `init_chain` writes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Genesis {
+    pub chain_id: String,
+    pub genesis_time_ms: u64,
+    #[serde(default)]
+    pub fees: FeeParams,
+    #[serde(default)]
+    pub staking: staking::Params,
+    pub accounts: Vec<GenesisAccount>,
+    /// Bonds made at genesis from the accounts above; at least one validator.
+    pub bonds: Vec<GenesisBond>,
+}
+
+impl Genesis {
+    pub fn validate(&self) -> Result<(), GenesisError> {
+        if self.chain_id.is_empty() || self.chain_id.len() > crate::tx::CHAIN_ID_BYTES_MAX {
+            return Err(GenesisError::Invalid(format!("chain id must be 1..={} bytes", crate::tx::CHAIN_ID_BYTES_MAX)));
+        }
+        if !self.bonds.iter().any(|b| b.role == Role::Validator) {
+            return Err(GenesisError::Invalid("genesis needs at least one validator bond".into()));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,263 @@
+//! Transactions: `{chain_id, sender, nonce, max_fee, messages[]}`, signed over their canonical
+//! encoding.
+
+use crate::error::{ErrorCode, TxError};
+use crate::{bank, staking};
+use piazza_codec::{Decode, DecodeError, Encode, Reader, Writer};
+use piazza_primitives::{Address, Amount, Hash, PublicKey, SecretKey, Signature};
+
+/// Largest encoded signed transaction.
+pub const TX_BYTES_MAX: usize = 64 * 1024;
+/// Most messages in one transaction.
+pub const TX_MESSAGES_MAX: usize = 16;
+/// Longest chain id.
+pub const CHAIN_ID_BYTES_MAX: usize = 64;
+
+const SIGN_DOMAIN: &[u8] = b"piazza/tx/v1\0";
+
+/// One action inside a transaction, routed to the module that owns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    Bank(bank::Msg),
+    Staking(staking::Msg),
+}
+
+const TAG_BANK: u8 = 1;
+const TAG_STAKING: u8 = 2;
+
+impl Encode for Message {
+    fn encode(&self, w: &mut Writer) {
+        match self {
+            Message::Bank(m) => {
+                w.u8(TAG_BANK);
+                m.encode(w)
+            }
+            Message::Staking(m) => {
+                w.u8(TAG_STAKING);
+                m.encode(w)
+            }
+        }
+    }
+}
+
+impl Decode for Message {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let offset = r.offset();
+        match r.u8()? {
+            TAG_BANK => Ok(Message::Bank(r.value()?)),
+            TAG_STAKING => Ok(Message::Staking(r.value()?)),
+            tag => Err(DecodeError::InvalidTag { offset, tag, what: "message module" }),
+        }
+    }
+}
+
+/// The unsigned body of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transaction {
+    pub chain_id: String,
+    pub sender: PublicKey,
+    pub nonce: u64,
+    pub max_fee: Amount,
+    pub messages: Vec<Message>,
+}
+
+impl Encode for Transaction {
+    fn encode(&self, w: &mut Writer) {
+        w.str(&self.chain_id);
+        w.value(&self.sender);
+        w.u64(self.nonce);
+        w.value(&self.max_fee);
+        w.seq(&self.messages);
+    }
+}
+
+impl Decode for Transaction {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Transaction {
+            chain_id: r.string(CHAIN_ID_BYTES_MAX)?,
+            sender: r.value()?,
+            nonce: r.u64()?,
+            max_fee: r.value()?,
+            messages: r.seq(TX_MESSAGES_MAX)?,
+        })
+    }
+}
+
+impl Transaction {
+    pub fn sender_address(&self) -> Address {
+        self.sender.address()
+    }
+
+    /// The bytes the sender signs: a domain tag and the canonical encoding.
+    pub fn sign_bytes(&self) -> Vec<u8> {
+        let mut bytes = SIGN_DOMAIN.to_vec();
+        bytes.extend_from_slice(&self.to_bytes());
+        bytes
+    }
+
+    pub fn sign(self, key: &SecretKey) -> SignedTransaction {
+        let signature = key.sign(&self.sign_bytes());
+        SignedTransaction::new(self, signature)
+    }
+}
+
+/// A transaction with its signature, its canonical bytes and its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedTransaction {
+    pub tx: Transaction,
+    pub signature: Signature,
+    hash: Hash,
+    encoded_len: usize,
+}
+
+impl SignedTransaction {
+    pub fn new(tx: Transaction, signature: Signature) -> Self {
+        let mut w = Writer::new();
+        w.value(&tx);
+        w.value(&signature);
+        let bytes = w.into_bytes();
+        SignedTransaction { tx, signature, hash: tx_hash(&bytes), encoded_len: bytes.len() }
+    }
+
+    /// Decodes untrusted bytes, refusing anything over [`TX_BYTES_MAX`].
+    pub fn decode_bytes(bytes: &[u8]) -> Result<Self, TxError> {
+        if bytes.len() > TX_BYTES_MAX {
+            return Err(TxError::new(
+                ErrorCode::OversizedTx,
+                format!("transaction is {} bytes, the limit is {TX_BYTES_MAX}", bytes.len()),
+            ));
+        }
+        Ok(Self::from_bytes(bytes)?)
+    }
+
+    pub fn hash(&self) -> Hash {
+        self.hash
+    }
+
+    pub fn encoded_len(&self) -> usize {
+        self.encoded_len
+    }
+
+    pub fn sender(&self) -> Address {
+        self.tx.sender.address()
+    }
+
+    pub fn verify_signature(&self) -> Result<(), TxError> {
+        self.tx
+            .sender
+            .verify(&self.tx.sign_bytes(), &self.signature)
+            .map_err(|e| TxError::new(ErrorCode::BadSignature, e.to_string()))
+    }
+}
+
+fn tx_hash(encoded: &[u8]) -> Hash {
+    Hash::of("piazza/tx-id", &[encoded])
+}
+
+impl Encode for SignedTransaction {
+    fn encode(&self, w: &mut Writer) {
+        w.value(&self.tx);
+        w.value(&self.signature);
+    }
+}
+
+impl Decode for SignedTransaction {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let start = r.offset();
+        let tx: Transaction = r.value()?;
+        let signature: Signature = r.value()?;
+        let encoded = r.read_since(start);
+        Ok(SignedTransaction { tx, signature, hash: tx_hash(encoded), encoded_len: encoded.len() })
+    }
+}
+
+/// Checks that need no state: size, chain id, message count, each message's own rules and the
+/// signature (unless the caller has already verified it, for example in a batch).
+pub fn check_stateless(tx: &SignedTransaction, chain_id: &str, signature_checked: bool) -> Result<(), TxError> {
+    if tx.encoded_len() > TX_BYTES_MAX {
+        return Err(TxError::new(ErrorCode::OversizedTx, format!("transaction is {} bytes, the limit is {TX_BYTES_MAX}", tx.encoded_len())));
+    }
+    if tx.tx.chain_id != chain_id {
+        return Err(TxError::new(
+            ErrorCode::WrongChainId,
+            format!("transaction is for chain `{}`, this is `{chain_id}`", tx.tx.chain_id),
+        ));
+    }
+    if tx.tx.messages.is_empty() {
+        return Err(TxError::new(ErrorCode::NoMessages, "a transaction needs at least one message"));
+    }
+    if tx.tx.messages.len() > TX_MESSAGES_MAX {
+        return Err(TxError::new(ErrorCode::TooManyMessages, format!("at most {TX_MESSAGES_MAX} messages")));
+    }
+    for message in &tx.tx.messages {
+        crate::executor::check_message_stateless(message)?;
+    }
+    if !signature_checked {
+        tx.verify_signature()?;
+    }
+    Ok(())
+}
+
+/// Verifies many signatures with strict single verification, spread over the machine's cores.
+/// (Batch verification is cofactored and would accept signatures that strict verification
+/// refuses, so nodes could disagree; it is not used.) Returns one result per input, in order.
+pub fn verify_signatures(txs: &[&SignedTransaction]) -> Vec<Result<(), TxError>> {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
+    if threads <= 1 || txs.len() < 64 {
+        return txs.iter().map(|t| t.verify_signature()).collect();
+    }
+    let chunk = txs.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = txs
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(|t| t.verify_signature()).collect::<Vec<_>>()))
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("signature verification does not panic")).collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> SignedTransaction {
+        let key = SecretKey::from_seed([3; 32]);
+        Transaction {
+            chain_id: "test".into(),
+            sender: key.public_key(),
+            nonce: 4,
+            max_fee: Amount::new(1000),
+            messages: vec![Message::Bank(bank::Msg::Send { to: Address([1; 20]), amount: Amount::new(5) })],
+        }
+        .sign(&key)
+    }
+
+    #[test]
+    fn encoding_round_trips_and_hash_is_of_bytes() {
+        let tx = sample();
+        let bytes = tx.to_bytes();
+        let back = SignedTransaction::decode_bytes(&bytes).unwrap();
+        assert_eq!(back, tx);
+        assert_eq!(back.hash(), tx_hash(&bytes));
+        assert_eq!(back.encoded_len(), bytes.len());
+        assert!(check_stateless(&back, "test", false).is_ok());
+    }
+
+    #[test]
+    fn tampering_breaks_the_signature() {
+        let mut tx = sample();
+        tx.tx.nonce += 1;
+        let tx = SignedTransaction::new(tx.tx, tx.signature);
+        assert_eq!(check_stateless(&tx, "test", false).unwrap_err().code, ErrorCode::BadSignature);
+        assert_eq!(verify_signatures(&[&sample(), &tx])[1].as_ref().unwrap_err().code, ErrorCode::BadSignature);
+        assert!(verify_signatures(&[&sample(), &sample()]).iter().all(|r| r.is_ok()));
+    }
+
+    #[test]
+    fn wrong_chain_and_oversize_are_refused() {
+        assert_eq!(check_stateless(&sample(), "other", false).unwrap_err().code, ErrorCode::WrongChainId);
+        let huge = vec![0u8; TX_BYTES_MAX + 1];
+        assert_eq!(SignedTransaction::decode_bytes(&huge).unwrap_err().code, ErrorCode::OversizedTx);
+        assert_eq!(SignedTransaction::decode_bytes(&[1, 2, 3]).unwrap_err().code, ErrorCode::MalformedBytes);
+    }
+}
