@@ -21,13 +21,13 @@ pub struct Layout {
 impl Layout {
     /// A row-major (C order) layout for `shape`, starting at offset 0.
     pub fn contiguous(shape: &[usize]) -> Result<Self> {
-        let count = element_count(shape)?;
-        let _ = count;
+        element_count(shape)?;
         let mut strides = vec![0; shape.len()];
         let mut stride = 1usize;
         for (axis, &dim) in shape.iter().enumerate().rev() {
             strides[axis] = stride;
-            stride *= dim;
+            // Saturates only for tensors with a zero dimension, whose strides are never used.
+            stride = stride.saturating_mul(dim);
         }
         Ok(Self {
             shape: shape.to_vec(),

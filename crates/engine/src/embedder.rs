@@ -1,0 +1,665 @@
+//! Sentence embeddings with a BERT encoder (all-MiniLM-L6-v2 and its kin).
+//!
+//! Pipeline: tokenize (with [CLS]/[SEP]), truncate at [`MAX_TOKENS`], batch with padding and an
+//! attention mask, BERT encoder, mean-pool over real tokens, L2-normalise.
+
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::OnceLock;
+
+use piazza_tensor::{Activation, Compute, Tensor};
+use tokenizers::{PostProcessor, Tokenizer, TruncationParams};
+
+use crate::config::BertConfig;
+use crate::graph::{self, Graph, JobInput, Op, OpKind, Source, Step};
+use crate::merkle::Hash;
+use crate::safetensors::SafeTensors;
+use crate::trace::{self, Trace};
+use crate::weights::{WeightCommitment, Weights};
+use crate::{Error, Result};
+
+/// Tokens per text after truncation, [CLS] and [SEP] included (sentence-transformers'
+/// `max_seq_length` for all-MiniLM-L6-v2).
+pub const MAX_TOKENS: usize = 256;
+/// Texts per batch in [`Embedder::embed`]. Results do not depend on it (see the tests).
+pub const BATCH_SIZE: usize = 16;
+/// Largest files accepted.
+pub const MODEL_BYTES_MAX: u64 = 4 * 1024 * 1024 * 1024;
+pub const TOKENIZER_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Largest text accepted, in bytes (longer inputs are truncated to 256 tokens anyway).
+pub const TEXT_BYTES_MAX: usize = 1024 * 1024;
+/// Most texts in one call.
+pub const TEXTS_MAX: usize = 65_536;
+
+/// A padded batch of token ids: the job input of a run.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    pub batch: usize,
+    pub seq: usize,
+    /// `[batch * seq, 1]`: token ids (0 for padding).
+    pub token_ids: Tensor,
+    /// `[batch * seq, 1]`: 1 for real tokens, 0 for padding.
+    pub keep: Tensor,
+}
+
+impl Batch {
+    /// Pad `sequences` (each non-empty) to the longest one.
+    pub fn pad(sequences: &[Vec<u32>]) -> Result<Batch> {
+        let seq = sequences.iter().map(Vec::len).max().unwrap_or(0);
+        if sequences.is_empty() || seq == 0 {
+            return Err(Error::Input {
+                detail: "a batch needs at least one non-empty token sequence".into(),
+            });
+        }
+        let rows = sequences.len() * seq;
+        let mut ids = vec![0.0f32; rows];
+        let mut keep = vec![0.0f32; rows];
+        for (b, sequence) in sequences.iter().enumerate() {
+            for (t, &id) in sequence.iter().enumerate() {
+                if id >= 1 << 24 {
+                    return Err(Error::Input {
+                        detail: format!("token id {id} is not exact in f32"),
+                    });
+                }
+                ids[b * seq + t] = id as f32;
+                keep[b * seq + t] = 1.0;
+            }
+        }
+        let tensor_error = |source| Error::Tensor {
+            op: "batch".into(),
+            source,
+        };
+        Ok(Batch {
+            batch: sequences.len(),
+            seq,
+            token_ids: Tensor::from_vec(ids, &[rows, 1]).map_err(tensor_error)?,
+            keep: Tensor::from_vec(keep, &[rows, 1]).map_err(tensor_error)?,
+        })
+    }
+
+    fn input(&self, input: JobInput) -> &Tensor {
+        match input {
+            JobInput::TokenIds => &self.token_ids,
+            JobInput::Keep => &self.keep,
+        }
+    }
+}
+
+/// Every op output of a run, kept for re-execution and audits.
+#[derive(Clone, Debug)]
+pub struct Recording {
+    pub graph: Graph,
+    pub outputs: Vec<Tensor>,
+    pub trace: Trace,
+}
+
+impl Recording {
+    /// The activation inputs of step `index`, restricted to its rows: what a verifier needs
+    /// (with the weights) to re-execute it.
+    pub fn step_inputs(&self, batch: &Batch, index: usize) -> Result<Vec<Tensor>> {
+        let step = self.graph.steps.get(index).ok_or_else(|| Error::Input {
+            detail: format!("no step {index}"),
+        })?;
+        let op = &self.graph.ops[step.op];
+        op.activations()
+            .map(|source| {
+                let full = match source {
+                    Source::Input(input) => batch.input(*input),
+                    Source::Op(earlier) => &self.outputs[*earlier],
+                    Source::Weight(_) => unreachable!("activations() skips weights"),
+                };
+                full.rows(step.input_rows.start, step.input_rows.len())
+                    .map_err(|source| Error::Tensor {
+                        op: op.name.clone(),
+                        source,
+                    })
+            })
+            .collect()
+    }
+}
+
+/// A loaded sentence-embedding model. Immutable after load; share it across threads.
+pub struct Embedder {
+    config: BertConfig,
+    weights: Weights,
+    tokenizer: Tokenizer,
+    tokenizer_hash: Hash,
+    commitment: OnceLock<WeightCommitment>,
+}
+
+impl std::fmt::Debug for Embedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embedder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>> {
+    let io_error = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let len = std::fs::metadata(path).map_err(io_error)?.len();
+    if len > max {
+        return Err(Error::Input {
+            detail: format!("{} is {len} bytes, more than {max}", path.display()),
+        });
+    }
+    std::fs::read(path).map_err(io_error)
+}
+
+/// Parse `tokenizer.json` bytes and set truncation at [`MAX_TOKENS`], no padding.
+pub fn parse_tokenizer(bytes: &[u8]) -> Result<Tokenizer> {
+    if bytes.len() as u64 > TOKENIZER_BYTES_MAX {
+        return Err(Error::Tokenizer {
+            detail: format!("{} bytes, more than {TOKENIZER_BYTES_MAX}", bytes.len()),
+        });
+    }
+    // The tokenizers crate is third-party code reading untrusted bytes: a panic inside it is
+    // turned into an error here rather than taking the process down.
+    let parsed = catch_unwind(AssertUnwindSafe(|| -> Result<Tokenizer> {
+        let mut tokenizer = Tokenizer::from_bytes(bytes).map_err(|error| Error::Tokenizer {
+            detail: error.to_string(),
+        })?;
+        let added = tokenizer
+            .get_post_processor()
+            .map_or(0, |processor| processor.added_tokens(false));
+        if added >= MAX_TOKENS {
+            return Err(Error::Tokenizer {
+                detail: format!("post-processor adds {added} tokens"),
+            });
+        }
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: MAX_TOKENS,
+                ..TruncationParams::default()
+            }))
+            .map_err(|error| Error::Tokenizer {
+                detail: error.to_string(),
+            })?;
+        tokenizer.with_padding(None);
+        Ok(tokenizer)
+    }));
+    parsed.unwrap_or_else(|_| {
+        Err(Error::Tokenizer {
+            detail: "tokenizer panicked while loading".into(),
+        })
+    })
+}
+
+impl Embedder {
+    /// Load `model.safetensors`, `config.json` and `tokenizer.json` from `dir`.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Embedder> {
+        let dir = dir.as_ref();
+        let config = BertConfig::parse(&read_bounded(
+            &dir.join("config.json"),
+            crate::config::CONFIG_BYTES_MAX as u64,
+        )?)?;
+        let model = SafeTensors::parse(read_bounded(
+            &dir.join("model.safetensors"),
+            MODEL_BYTES_MAX,
+        )?)?;
+        let weights = Weights::from_safetensors(&model)?;
+        let tokenizer_bytes = read_bounded(&dir.join("tokenizer.json"), TOKENIZER_BYTES_MAX)?;
+        Embedder::from_parts(config, weights, &tokenizer_bytes)
+    }
+
+    /// Build from parsed parts; checks every weight the graph needs is present with its shape.
+    pub fn from_parts(
+        config: BertConfig,
+        weights: Weights,
+        tokenizer_json: &[u8],
+    ) -> Result<Embedder> {
+        let tokenizer = parse_tokenizer(tokenizer_json)?;
+        let embedder = Embedder {
+            weights: strip_prefix(weights),
+            config,
+            tokenizer,
+            tokenizer_hash: *blake3::hash(tokenizer_json).as_bytes(),
+            commitment: OnceLock::new(),
+        };
+        for (name, shape) in embedder.weight_shapes() {
+            embedder.weights.get(&name, &shape)?;
+        }
+        Ok(embedder)
+    }
+
+    pub fn config(&self) -> &BertConfig {
+        &self.config
+    }
+
+    pub fn weights(&self) -> &Weights {
+        &self.weights
+    }
+
+    /// Embedding width (384 for MiniLM).
+    pub fn dimension(&self) -> usize {
+        self.config.hidden_size
+    }
+
+    /// BLAKE3 of the `tokenizer.json` bytes.
+    pub fn tokenizer_hash(&self) -> Hash {
+        self.tokenizer_hash
+    }
+
+    /// The weight commitment (computed on first use: hashes every weight byte once).
+    pub fn weight_commitment(&self) -> &WeightCommitment {
+        self.commitment.get_or_init(|| self.weights.commit())
+    }
+
+    /// The 32-byte weight commitment root.
+    pub fn weights_commitment(&self) -> Hash {
+        self.weight_commitment().root
+    }
+
+    /// Token ids of each text: [CLS] … [SEP], truncated to [`MAX_TOKENS`].
+    pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        if texts.len() > TEXTS_MAX {
+            return Err(Error::Input {
+                detail: format!("{} texts, more than {TEXTS_MAX}", texts.len()),
+            });
+        }
+        texts
+            .iter()
+            .map(|&text| {
+                if text.len() > TEXT_BYTES_MAX {
+                    return Err(Error::Input {
+                        detail: format!("text of {} bytes, more than {TEXT_BYTES_MAX}", text.len()),
+                    });
+                }
+                let encoded = catch_unwind(AssertUnwindSafe(|| self.tokenizer.encode(text, true)))
+                    .map_err(|_| Error::Tokenizer {
+                        detail: "tokenizer panicked while encoding".into(),
+                    })?
+                    .map_err(|error| Error::Tokenizer {
+                        detail: error.to_string(),
+                    })?;
+                let ids = encoded.get_ids().to_vec();
+                if ids.is_empty() || ids.len() > MAX_TOKENS {
+                    return Err(Error::Tokenizer {
+                        detail: format!("text encoded to {} tokens", ids.len()),
+                    });
+                }
+                Ok(ids)
+            })
+            .collect()
+    }
+
+    /// Unit-length embeddings of `texts`, in order, computed `BATCH_SIZE` at a time.
+    pub fn embed(&self, texts: &[&str], threads: usize) -> Result<Vec<Vec<f32>>> {
+        let compute = Compute::new(threads);
+        let sequences = self.tokenize(texts)?;
+        let mut embeddings = Vec::with_capacity(texts.len());
+        for group in sequences.chunks(BATCH_SIZE) {
+            let batch = Batch::pad(group)?;
+            let output = self.run(&batch, compute)?;
+            let width = self.dimension();
+            embeddings.extend(output.to_vec().chunks_exact(width).map(<[f32]>::to_vec));
+        }
+        Ok(embeddings)
+    }
+
+    /// The graph of a run over `batch` sequences padded to `seq` tokens.
+    pub fn graph(&self, batch: usize, seq: usize) -> Graph {
+        let c = &self.config;
+        let rows = batch * seq;
+        let (hidden, eps) = (c.hidden_size, c.layer_norm_eps);
+        let weight = |name: String| Source::Weight(name);
+        let mut ops = vec![Op {
+            name: "embeddings".into(),
+            kind: OpKind::Embed { seq, eps },
+            inputs: vec![
+                Source::Input(JobInput::TokenIds),
+                weight("embeddings.word_embeddings.weight".into()),
+                weight("embeddings.position_embeddings.weight".into()),
+                weight("embeddings.token_type_embeddings.weight".into()),
+                weight("embeddings.LayerNorm.weight".into()),
+                weight("embeddings.LayerNorm.bias".into()),
+            ],
+            output_shape: [rows, hidden],
+        }];
+        let mut hidden_state = 0;
+        for layer in 0..c.num_hidden_layers {
+            let p = format!("encoder.layer.{layer}");
+            let push = |ops: &mut Vec<Op>, name: String, kind, inputs, width| {
+                ops.push(Op {
+                    name,
+                    kind,
+                    inputs,
+                    output_shape: [rows, width],
+                });
+                ops.len() - 1
+            };
+            let linear = |input: usize, name: &str, activation| {
+                (
+                    OpKind::Linear { activation },
+                    vec![
+                        Source::Op(input),
+                        weight(format!("{p}.{name}.weight")),
+                        weight(format!("{p}.{name}.bias")),
+                    ],
+                )
+            };
+            let mut qkv = [0; 3];
+            for (slot, name) in ["query", "key", "value"].into_iter().enumerate() {
+                let (kind, inputs) = linear(
+                    hidden_state,
+                    &format!("attention.self.{name}"),
+                    Activation::Identity,
+                );
+                qkv[slot] = push(
+                    &mut ops,
+                    format!("{p}.attention.self.{name}"),
+                    kind,
+                    inputs,
+                    hidden,
+                );
+            }
+            let attention = push(
+                &mut ops,
+                format!("{p}.attention.self"),
+                OpKind::Attention {
+                    seq,
+                    heads: c.num_attention_heads,
+                },
+                vec![
+                    Source::Op(qkv[0]),
+                    Source::Op(qkv[1]),
+                    Source::Op(qkv[2]),
+                    Source::Input(JobInput::Keep),
+                ],
+                hidden,
+            );
+            let (kind, inputs) = linear(attention, "attention.output.dense", Activation::Identity);
+            let dense = push(
+                &mut ops,
+                format!("{p}.attention.output.dense"),
+                kind,
+                inputs,
+                hidden,
+            );
+            let attention_out = push(
+                &mut ops,
+                format!("{p}.attention.output.LayerNorm"),
+                OpKind::AddLayerNorm { eps },
+                vec![
+                    Source::Op(dense),
+                    Source::Op(hidden_state),
+                    weight(format!("{p}.attention.output.LayerNorm.weight")),
+                    weight(format!("{p}.attention.output.LayerNorm.bias")),
+                ],
+                hidden,
+            );
+            let (kind, inputs) = linear(attention_out, "intermediate.dense", Activation::GeluErf);
+            let intermediate = push(
+                &mut ops,
+                format!("{p}.intermediate.dense"),
+                kind,
+                inputs,
+                c.intermediate_size,
+            );
+            let (kind, inputs) = linear(intermediate, "output.dense", Activation::Identity);
+            let output = push(&mut ops, format!("{p}.output.dense"), kind, inputs, hidden);
+            hidden_state = push(
+                &mut ops,
+                format!("{p}.output.LayerNorm"),
+                OpKind::AddLayerNorm { eps },
+                vec![
+                    Source::Op(output),
+                    Source::Op(attention_out),
+                    weight(format!("{p}.output.LayerNorm.weight")),
+                    weight(format!("{p}.output.LayerNorm.bias")),
+                ],
+                hidden,
+            );
+        }
+        ops.push(Op {
+            name: "pooling.mean".into(),
+            kind: OpKind::MeanPool { seq },
+            inputs: vec![Source::Op(hidden_state), Source::Input(JobInput::Keep)],
+            output_shape: [batch, hidden],
+        });
+        let pooled = ops.len() - 1;
+        ops.push(Op {
+            name: "normalize.l2".into(),
+            kind: OpKind::L2Normalize,
+            inputs: vec![Source::Op(pooled)],
+            output_shape: [batch, hidden],
+        });
+        Graph::new(batch, seq, ops)
+    }
+
+    /// Every weight the graph reads, with its expected shape.
+    fn weight_shapes(&self) -> BTreeMap<String, Vec<usize>> {
+        let c = &self.config;
+        let (h, i) = (c.hidden_size, c.intermediate_size);
+        let mut shapes = BTreeMap::new();
+        let mut add = |name: String, shape: Vec<usize>| {
+            shapes.insert(name, shape);
+        };
+        add(
+            "embeddings.word_embeddings.weight".into(),
+            vec![c.vocab_size, h],
+        );
+        add(
+            "embeddings.position_embeddings.weight".into(),
+            vec![c.max_position_embeddings, h],
+        );
+        add(
+            "embeddings.token_type_embeddings.weight".into(),
+            vec![c.type_vocab_size, h],
+        );
+        add("embeddings.LayerNorm.weight".into(), vec![h]);
+        add("embeddings.LayerNorm.bias".into(), vec![h]);
+        for layer in 0..c.num_hidden_layers {
+            let p = format!("encoder.layer.{layer}");
+            for name in ["query", "key", "value"] {
+                add(format!("{p}.attention.self.{name}.weight"), vec![h, h]);
+                add(format!("{p}.attention.self.{name}.bias"), vec![h]);
+            }
+            add(format!("{p}.attention.output.dense.weight"), vec![h, h]);
+            add(format!("{p}.attention.output.dense.bias"), vec![h]);
+            add(format!("{p}.intermediate.dense.weight"), vec![i, h]);
+            add(format!("{p}.intermediate.dense.bias"), vec![i]);
+            add(format!("{p}.output.dense.weight"), vec![h, i]);
+            add(format!("{p}.output.dense.bias"), vec![h]);
+            for norm in ["attention.output.LayerNorm", "output.LayerNorm"] {
+                add(format!("{p}.{norm}.weight"), vec![h]);
+                add(format!("{p}.{norm}.bias"), vec![h]);
+            }
+        }
+        shapes
+    }
+
+    fn check_batch(&self, batch: &Batch) -> Result<()> {
+        if batch.seq > self.config.max_position_embeddings || batch.seq > MAX_TOKENS {
+            return Err(Error::Input {
+                detail: format!("sequence of {} tokens is too long", batch.seq),
+            });
+        }
+        let rows = batch.batch * batch.seq;
+        if batch.token_ids.shape() != [rows, 1] || batch.keep.shape() != [rows, 1] {
+            return Err(Error::Input {
+                detail: "token_ids and keep must be [batch * seq, 1]".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn weight_refs(&self, op: &Op) -> Result<Vec<&Tensor>> {
+        op.weights()
+            .map(|name| {
+                self.weights
+                    .tensor(name)
+                    .ok_or_else(|| Error::MissingWeight {
+                        name: name.to_string(),
+                    })
+            })
+            .collect()
+    }
+
+    /// Execute the graph; `on_output(op_index, output)` sees each op's output as it is made.
+    fn execute(
+        &self,
+        batch: &Batch,
+        compute: Compute,
+        keep_outputs: bool,
+        mut on_output: impl FnMut(&Graph, usize, &Tensor),
+    ) -> Result<(Graph, Vec<Option<Tensor>>)> {
+        self.check_batch(batch)?;
+        let graph = self.graph(batch.batch, batch.seq);
+        let last_uses = graph.last_uses();
+        let mut outputs: Vec<Option<Tensor>> = Vec::with_capacity(graph.ops.len());
+        for (index, op) in graph.ops.iter().enumerate() {
+            let activations: Vec<&Tensor> = op
+                .activations()
+                .map(|source| match source {
+                    Source::Input(input) => Ok(batch.input(*input)),
+                    Source::Op(earlier) => outputs[*earlier].as_ref().ok_or_else(|| Error::Step {
+                        op: op.name.clone(),
+                        detail: format!("output of op {earlier} was released"),
+                    }),
+                    Source::Weight(_) => unreachable!("activations() skips weights"),
+                })
+                .collect::<Result<_>>()?;
+            let output = graph::apply(op, &activations, &self.weight_refs(op)?, 0, compute)?;
+            on_output(&graph, index, &output);
+            outputs.push(Some(output));
+            if !keep_outputs {
+                for (earlier, &last) in last_uses.iter().enumerate().take(index) {
+                    if last == index {
+                        outputs[earlier] = None;
+                    }
+                }
+            }
+        }
+        Ok((graph, outputs))
+    }
+
+    /// The `[batch, hidden]` embeddings of a padded batch, without a trace.
+    pub fn run(&self, batch: &Batch, compute: Compute) -> Result<Tensor> {
+        let (_, mut outputs) = self.execute(batch, compute, false, |_, _, _| {})?;
+        outputs.pop().flatten().ok_or_else(|| Error::Input {
+            detail: "empty graph".into(),
+        })
+    }
+
+    /// The embeddings and the trace of a run.
+    pub fn run_traced(&self, batch: &Batch, compute: Compute) -> Result<(Tensor, Trace)> {
+        let recording = self.run_with(batch, compute, false)?;
+        let output = recording
+            .outputs
+            .last()
+            .cloned()
+            .ok_or_else(|| Error::Input {
+                detail: "empty graph".into(),
+            })?;
+        Ok((output, recording.trace))
+    }
+
+    /// A traced run that keeps every op's output (for audits and re-execution).
+    pub fn run_recorded(&self, batch: &Batch, compute: Compute) -> Result<Recording> {
+        self.run_with(batch, compute, true)
+    }
+
+    fn run_with(&self, batch: &Batch, compute: Compute, keep_outputs: bool) -> Result<Recording> {
+        let mut step_hashes = Vec::new();
+        let (graph, outputs) =
+            self.execute(batch, compute, keep_outputs, |graph, index, output| {
+                let steps: Vec<(usize, &Step)> = graph
+                    .steps
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, step)| step.op == index)
+                    .collect();
+                step_hashes.extend(hash_steps(&steps, output, compute));
+            })?;
+        let outputs: Vec<Tensor> = if keep_outputs {
+            outputs.into_iter().flatten().collect()
+        } else {
+            outputs.into_iter().last().flatten().into_iter().collect()
+        };
+        Ok(Recording {
+            graph,
+            outputs,
+            trace: Trace::from_leaves(step_hashes),
+        })
+    }
+
+    /// Recompute step `index` of `graph` from its activation inputs alone (each restricted to
+    /// the step's input rows, as [`Recording::step_inputs`] gives them) and this model's
+    /// weights. The result's [`trace::tensor_step_hash`] is the step's trace leaf.
+    pub fn execute_step(&self, graph: &Graph, index: usize, inputs: &[Tensor]) -> Result<Tensor> {
+        let step = graph.steps.get(index).ok_or_else(|| Error::Input {
+            detail: format!("no step {index} (graph has {})", graph.steps.len()),
+        })?;
+        let op = graph.ops.get(step.op).ok_or_else(|| Error::Input {
+            detail: format!("step {index} names missing op {}", step.op),
+        })?;
+        let expected = op.activations().count();
+        let rows = step.input_rows.len();
+        if inputs.len() != expected || inputs.iter().any(|t| t.rank() != 2 || t.shape()[0] != rows)
+        {
+            return Err(Error::Step {
+                op: op.name.clone(),
+                detail: format!("expected {expected} inputs of {rows} rows"),
+            });
+        }
+        let activations: Vec<&Tensor> = inputs.iter().collect();
+        graph::apply(
+            op,
+            &activations,
+            &self.weight_refs(op)?,
+            step.input_rows.start,
+            Compute::new(1),
+        )
+    }
+}
+
+/// Leaf hashes of `steps` (global index, step) of one op's `output`, hashed on up to
+/// `compute.threads` threads; returned in step order.
+fn hash_steps(steps: &[(usize, &Step)], output: &Tensor, compute: Compute) -> Vec<Hash> {
+    let width = output.shape()[1];
+    let values = output.as_slice().expect("op outputs are contiguous");
+    let hash_one = |(index, step): &(usize, &Step)| {
+        let rows = &values[step.output_rows.start * width..step.output_rows.end * width];
+        trace::step_hash(*index, rows, step.output_rows.len(), width)
+    };
+    let threads = compute.threads.get().min(steps.len()).max(1);
+    if threads == 1 || values.len() < 1 << 16 {
+        return steps.iter().map(hash_one).collect();
+    }
+    let per_thread = steps.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = steps
+            .chunks(per_thread)
+            .map(|chunk| scope.spawn(move || chunk.iter().map(hash_one).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| handle.join().expect("hashing does not panic"))
+            .collect()
+    })
+}
+
+/// Accept weights named with a `bert.` prefix (as `BertModel` checkpoints inside larger models).
+fn strip_prefix(weights: Weights) -> Weights {
+    if weights
+        .tensor("embeddings.word_embeddings.weight")
+        .is_some()
+    {
+        return weights;
+    }
+    let manifest = weights.manifest();
+    let renamed = manifest
+        .iter()
+        .filter_map(|entry| {
+            let tensor = weights.tensor(&entry.name)?.clone();
+            let name = entry.name.strip_prefix("bert.").unwrap_or(&entry.name);
+            Some((name.to_string(), tensor))
+        })
+        .collect();
+    Weights::from_tensors(renamed)
+}

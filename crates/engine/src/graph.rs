@@ -1,0 +1,245 @@
+//! The operator graph: a model run as a fixed sequence of operators, each split into steps.
+//!
+//! An [`Op`] names its inputs ([`Source`]: a job input, a weight, or an earlier op's output)
+//! and its parameters ([`OpKind`]). Every op's output is a matrix `[rows, width]`, and every op
+//! is row-separable: output rows `r0..r1` depend only on input rows `i0..i1` (the same rows for
+//! row-wise ops, whole sequences for attention and pooling). A [`Step`] is one such block; the
+//! trace hashes one leaf per step, so no step needs more than a few MiB of input.
+
+use std::ops::Range;
+
+use piazza_tensor::{ops, Activation, Compute, Tensor};
+
+use crate::{Error, Result};
+
+/// Rows per step of a row-wise op: at most 64 rows × 1536 floats (384 KiB) of activations.
+pub const ROW_BLOCK: usize = 64;
+
+/// Job inputs, each a `[batch * seq, 1]` f32 tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum JobInput {
+    /// Token ids (integers below 2^24, so exact in f32); padding uses id 0.
+    TokenIds,
+    /// 1 for a real token, 0 for padding.
+    Keep,
+}
+
+/// Where an op's input comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Source {
+    Input(JobInput),
+    Weight(String),
+    /// The output of an earlier op (by index).
+    Op(usize),
+}
+
+/// What an op computes. Activations (job inputs and op outputs) come first in `Op::inputs`,
+/// weights after, in the order listed here.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OpKind {
+    /// `layernorm((word[id] + token_type[0]) + position[row % seq])`.
+    /// Activations: token ids. Weights: word, position, token type tables, gamma, beta.
+    Embed { seq: usize, eps: f32 },
+    /// `act(x · wᵀ + b)`. Activations: x. Weights: w `[n, k]`, b `[n]`.
+    Linear { activation: Activation },
+    /// Multi-head self-attention per sequence of `seq` rows.
+    /// Activations: q, k, v, keep. Weights: none.
+    Attention { seq: usize, heads: usize },
+    /// `layernorm(x + residual)`. Activations: x, residual. Weights: gamma, beta.
+    AddLayerNorm { eps: f32 },
+    /// Masked mean over each sequence of `seq` rows. Activations: x, keep.
+    MeanPool { seq: usize },
+    /// Each row divided by its L2 norm. Activations: x.
+    L2Normalize,
+}
+
+/// One operator of a run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Op {
+    pub name: String,
+    pub kind: OpKind,
+    pub inputs: Vec<Source>,
+    /// `[rows, width]` of the output.
+    pub output_shape: [usize; 2],
+}
+
+impl Op {
+    pub fn activations(&self) -> impl Iterator<Item = &Source> {
+        self.inputs
+            .iter()
+            .filter(|source| !matches!(source, Source::Weight(_)))
+    }
+
+    pub fn weights(&self) -> impl Iterator<Item = &str> {
+        self.inputs.iter().filter_map(|source| match source {
+            Source::Weight(name) => Some(name.as_str()),
+            _ => None,
+        })
+    }
+
+    /// Rows of a sequence-wise op's unit, or `None` for row-wise ops.
+    fn sequence(&self) -> Option<usize> {
+        match self.kind {
+            OpKind::Attention { seq, .. } | OpKind::MeanPool { seq } => Some(seq),
+            _ => None,
+        }
+    }
+}
+
+/// One traced block of an op: output rows `output_rows` from input rows `input_rows`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub op: usize,
+    pub output_rows: Range<usize>,
+    pub input_rows: Range<usize>,
+}
+
+/// A model run for one input shape: ops in execution order and their steps (trace leaves).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Graph {
+    pub batch: usize,
+    pub seq: usize,
+    pub ops: Vec<Op>,
+    pub steps: Vec<Step>,
+}
+
+impl Graph {
+    /// A graph of `ops`, cut into steps.
+    pub fn new(batch: usize, seq: usize, ops: Vec<Op>) -> Graph {
+        let mut steps = Vec::new();
+        for (index, op) in ops.iter().enumerate() {
+            let rows = op.output_shape[0];
+            match (&op.kind, op.sequence()) {
+                (OpKind::MeanPool { .. }, Some(seq)) => {
+                    for b in 0..rows {
+                        steps.push(Step {
+                            op: index,
+                            output_rows: b..b + 1,
+                            input_rows: b * seq..(b + 1) * seq,
+                        });
+                    }
+                }
+                (_, Some(seq)) => {
+                    for start in (0..rows).step_by(seq.max(1)) {
+                        steps.push(Step {
+                            op: index,
+                            output_rows: start..start + seq,
+                            input_rows: start..start + seq,
+                        });
+                    }
+                }
+                (_, None) => {
+                    for start in (0..rows).step_by(ROW_BLOCK) {
+                        let end = (start + ROW_BLOCK).min(rows);
+                        steps.push(Step {
+                            op: index,
+                            output_rows: start..end,
+                            input_rows: start..end,
+                        });
+                    }
+                }
+            }
+        }
+        Graph {
+            batch,
+            seq,
+            ops,
+            steps,
+        }
+    }
+
+    /// For each op, the index of the last op that reads its output (itself when none does).
+    pub fn last_uses(&self) -> Vec<usize> {
+        let mut last: Vec<usize> = (0..self.ops.len()).collect();
+        for (index, op) in self.ops.iter().enumerate() {
+            for source in &op.inputs {
+                if let Source::Op(input) = source {
+                    last[*input] = index;
+                }
+            }
+        }
+        last
+    }
+}
+
+/// Compute one op (or one step of it) from its activation inputs and weights.
+///
+/// `activations` are the op's activation inputs restricted to the rows being computed, the
+/// first of which is row `first_row` of the full input (only `Embed` uses it: positions).
+pub fn apply(
+    op: &Op,
+    activations: &[&Tensor],
+    weights: &[&Tensor],
+    first_row: usize,
+    compute: Compute,
+) -> Result<Tensor> {
+    let wrong_arity = || Error::Step {
+        op: op.name.clone(),
+        detail: format!(
+            "expected other inputs, got {} activations and {} weights",
+            activations.len(),
+            weights.len()
+        ),
+    };
+    let tensor_error = |source| Error::Tensor {
+        op: op.name.clone(),
+        source,
+    };
+    let output = match (&op.kind, activations, weights) {
+        (&OpKind::Embed { seq, eps }, [ids], [word, position, token_type, gamma, beta]) => {
+            let ids = token_ids(ids, word.shape()[0], &op.name)?;
+            let rows = ids.len();
+            let positions: Vec<u32> = (0..rows)
+                .map(|r| ((first_row + r) % seq.max(1)) as u32)
+                .collect();
+            let single = compute.single_threaded();
+            (|| {
+                let words = ops::embedding(word, &ids)?;
+                let types = ops::embedding(token_type, &vec![0; rows])?;
+                let positions = ops::embedding(position, &positions)?;
+                let sum = ops::add(&ops::add(&words, &types, single)?, &positions, single)?;
+                ops::layernorm(&sum, None, gamma, beta, eps, compute)
+            })()
+            .map_err(tensor_error)?
+        }
+        (&OpKind::Linear { activation }, [x], [w, b]) => {
+            ops::linear(x, w, Some(b), activation, compute).map_err(tensor_error)?
+        }
+        (&OpKind::Attention { seq, heads }, [q, k, v, keep], []) => {
+            let keep = keep_vector(keep).map_err(tensor_error)?;
+            ops::attention(q, k, v, &keep, seq, heads, compute).map_err(tensor_error)?
+        }
+        (&OpKind::AddLayerNorm { eps }, [x, residual], [gamma, beta]) => {
+            ops::layernorm(x, Some(residual), gamma, beta, eps, compute).map_err(tensor_error)?
+        }
+        (&OpKind::MeanPool { seq }, [x, keep], []) => {
+            let keep = keep_vector(keep).map_err(tensor_error)?;
+            ops::mean_pool(x, &keep, seq).map_err(tensor_error)?
+        }
+        (OpKind::L2Normalize, [x], []) => ops::l2_normalize(x).map_err(tensor_error)?,
+        _ => return Err(wrong_arity()),
+    };
+    Ok(output)
+}
+
+fn keep_vector(keep: &Tensor) -> piazza_tensor::Result<Tensor> {
+    keep.reshape(&[keep.element_count()])
+}
+
+/// Token ids from a `[rows, 1]` f32 tensor: each must be an integer below `vocab`.
+fn token_ids(ids: &Tensor, vocab: usize, op: &str) -> Result<Vec<u32>> {
+    ids.to_vec()
+        .into_iter()
+        .map(|value| {
+            let valid = value >= 0.0 && value.fract() == 0.0 && (value as usize) < vocab;
+            if valid {
+                Ok(value as u32)
+            } else {
+                Err(Error::Step {
+                    op: op.to_string(),
+                    detail: format!("token id {value} outside vocabulary of {vocab}"),
+                })
+            }
+        })
+        .collect()
+}

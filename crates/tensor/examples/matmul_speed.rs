@@ -1,0 +1,37 @@
+//! Prints the matmul kernel's speed in GFLOP/s for MiniLM's shapes: `cargo run --release --example matmul_speed`.
+use std::time::Instant;
+
+use piazza_tensor::kernels::{self, Linear};
+use piazza_tensor::{Activation, Compute, Isa};
+
+fn main() {
+    for (m, n, k) in [(512, 1536, 384), (512, 384, 1536), (512, 384, 384)] {
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 97) as f32 * 0.01).collect();
+        let b: Vec<f32> = (0..n * k).map(|i| (i % 89) as f32 * 0.01).collect();
+        let mut out = vec![0.0f32; m * n];
+        for isa in Isa::available() {
+            for threads in [1, 2, 1] {
+                let compute = Compute {
+                    threads: std::num::NonZeroUsize::new(threads).unwrap(),
+                    isa,
+                };
+                let op = Linear {
+                    b: &b,
+                    bias: None,
+                    activation: Activation::Identity,
+                    n,
+                    k,
+                };
+                kernels::linear(&op, &a, &mut out, compute);
+                let runs = 10;
+                let start = Instant::now();
+                for _ in 0..runs {
+                    kernels::linear(&op, &a, &mut out, compute);
+                }
+                let seconds = start.elapsed().as_secs_f64() / runs as f64;
+                let gflops = 2.0 * (m * n * k) as f64 / seconds / 1e9;
+                println!("{m}x{n}x{k} {isa:?} threads={threads}: {gflops:.1} GFLOP/s");
+            }
+        }
+    }
+}
