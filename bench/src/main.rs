@@ -1,0 +1,141 @@
+//! Sentences per second for all-MiniLM-L6-v2: piazza-engine next to candle (CPU), same inputs,
+//! same thread counts, same process; plus the cost of tracing (hashing every step).
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor as CandleTensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+use piazza_engine::{Batch, Compute, Embedder};
+
+/// Each measurement is repeated this many times; the fastest counts.
+const REPEATS: usize = 3;
+
+struct Workload {
+    label: &'static str,
+    sentences: Vec<String>,
+    batch_size: usize,
+}
+
+fn workloads() -> Vec<Workload> {
+    let words = [
+        "open", "networks", "verify", "every", "inference", "result", "with", "bitwise",
+        "reproducible", "kernels", "so", "honest", "providers", "earn", "fees", "and", "cheaters",
+        "lose", "stake", "quickly",
+    ];
+    let sentence = |seed: usize, count: usize| -> String {
+        (0..count).map(|i| words[(seed * 7 + i * 3) % words.len()]).collect::<Vec<_>>().join(" ")
+    };
+    vec![
+        Workload {
+            label: "~16 tokens",
+            sentences: (0..64).map(|s| sentence(s, 13)).collect(),
+            batch_size: 16,
+        },
+        Workload {
+            label: "256 tokens",
+            sentences: (0..8).map(|s| sentence(s, 400)).collect(),
+            batch_size: 4,
+        },
+    ]
+}
+
+fn best_seconds(mut run: impl FnMut()) -> f64 {
+    run(); // warm-up
+    (0..REPEATS)
+        .map(|_| {
+            let start = Instant::now();
+            run();
+            start.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+struct Candle {
+    model: BertModel,
+}
+
+impl Candle {
+    fn load(dir: &std::path::Path) -> candle_core::Result<Candle> {
+        let config: Config = serde_json::from_slice(&std::fs::read(dir.join("config.json"))?)
+            .map_err(candle_core::Error::wrap)?;
+        // SAFETY: the model file is not modified while mapped.
+        let vb = unsafe {
+            VarBuilder::from_mmaped_safetensors(&[dir.join("model.safetensors")], DType::F32, &Device::Cpu)?
+        };
+        Ok(Candle { model: BertModel::load(vb, &config)? })
+    }
+
+    /// Mean-pooled, L2-normalised embeddings of a padded batch (as sentence-transformers).
+    fn embed(&self, batch: &Batch) -> candle_core::Result<Vec<f32>> {
+        let (b, s) = (batch.batch, batch.seq);
+        let ids: Vec<u32> = batch.token_ids.to_vec().iter().map(|&x| x as u32).collect();
+        let ids = CandleTensor::from_vec(ids, (b, s), &Device::Cpu)?;
+        let mask = CandleTensor::from_vec(batch.keep.to_vec(), (b, s), &Device::Cpu)?;
+        let hidden = self.model.forward(&ids, &ids.zeros_like()?, Some(&mask))?;
+        let summed = hidden.broadcast_mul(&mask.unsqueeze(2)?)?.sum(1)?;
+        let pooled = summed.broadcast_div(&mask.sum_keepdim(1)?)?;
+        let norm = pooled.sqr()?.sum_keepdim(1)?.sqrt()?;
+        pooled.broadcast_div(&norm)?.flatten_all()?.to_vec1()
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = piazza_engine::models_dir().join("minilm");
+    let embedder = Embedder::load(&dir)
+        .map_err(|e| format!("{e} (in {}; run scripts/fetch-models.sh)", dir.display()))?;
+    let candle = Candle::load(&dir)?;
+    println!("all-MiniLM-L6-v2, CPU, {} logical cores; best of {REPEATS} runs", std::thread::available_parallelism()?);
+    println!();
+    println!("| input | threads | piazza sent/s | candle sent/s | piazza ÷ candle | trace overhead | max abs diff |");
+    println!("|---|---|---|---|---|---|---|");
+    for workload in workloads() {
+        let texts: Vec<&str> = workload.sentences.iter().map(String::as_str).collect();
+        let ids = embedder.tokenize(&texts)?;
+        let batches: Vec<Batch> = ids.chunks(workload.batch_size).map(Batch::pad).collect::<Result<_, _>>()?;
+        let mean_tokens = ids.iter().map(Vec::len).sum::<usize>() as f64 / ids.len() as f64;
+        for threads in [1usize, 2] {
+            let compute = Compute::new(threads);
+            let ours = best_seconds(|| {
+                for batch in &batches {
+                    embedder.run(batch, compute).expect("piazza run");
+                }
+            });
+            let traced = best_seconds(|| {
+                for batch in &batches {
+                    embedder.run_traced(batch, compute).expect("piazza traced run");
+                }
+            });
+            // candle reads RAYON_NUM_THREADS for its matmul and runs on the current rayon pool.
+            std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+            let theirs = pool.install(|| {
+                best_seconds(|| {
+                    for batch in &batches {
+                        candle.embed(batch).expect("candle run");
+                    }
+                })
+            });
+            let mut max_diff = 0.0f32;
+            for batch in &batches {
+                let a = embedder.run(batch, compute)?.to_vec();
+                let b = pool.install(|| candle.embed(batch))?;
+                for (x, y) in a.iter().zip(&b) {
+                    max_diff = max_diff.max((x - y).abs());
+                }
+            }
+            let n = texts.len() as f64;
+            println!(
+                "| {} (mean {:.0}) | {threads} | {:.1} | {:.1} | {:.2} | {:.3} | {:.1e} |",
+                workload.label,
+                mean_tokens,
+                n / ours,
+                n / theirs,
+                theirs / ours,
+                traced / ours,
+                max_diff,
+            );
+        }
+    }
+    Ok(())
+}
