@@ -23,12 +23,14 @@ pub enum ErrorCode {
     DuplicateTx = 12,
     NoMessages = 13,
     Overflow = 14,
+    /// The node could not process the request (storage failure); the transaction may be retried.
+    Internal = 15,
     UnbondExceedsBond = 20,
     StakeBelowMinimum = 21,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::MalformedBytes,
         ErrorCode::OversizedTx,
         ErrorCode::BadSignature,
@@ -43,6 +45,7 @@ impl ErrorCode {
         ErrorCode::DuplicateTx,
         ErrorCode::NoMessages,
         ErrorCode::Overflow,
+        ErrorCode::Internal,
         ErrorCode::UnbondExceedsBond,
         ErrorCode::StakeBelowMinimum,
     ];
@@ -72,6 +75,7 @@ impl ErrorCode {
             ErrorCode::DuplicateTx => "duplicate_tx",
             ErrorCode::NoMessages => "no_messages",
             ErrorCode::Overflow => "overflow",
+            ErrorCode::Internal => "internal",
             ErrorCode::UnbondExceedsBond => "unbond_exceeds_bond",
             ErrorCode::StakeBelowMinimum => "stake_below_minimum",
         }

@@ -126,10 +126,19 @@ pub fn fee_params(state: &dyn StateRead) -> FeeParams {
     StateDelta::new(state).get(&chain_key::fees()).expect("fee params are written at genesis")
 }
 
+/// What admission learned about a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    pub fee: Amount,
+    /// The sender's committed next nonce.
+    pub committed_nonce: u64,
+}
+
 /// Admission to the mempool: everything [`BlockExecutor::apply_tx`] checks, except that the
 /// nonce may run up to `nonce_window` ahead of the account's, and the balance must cover the fee
-/// and every amount the messages send or bond. The signature is checked by the caller (in batches).
-pub fn check_admission(state: &dyn StateRead, tx: &SignedTransaction, nonce_window: u64) -> Result<Amount, TxError> {
+/// and every amount the messages send or bond. The signature is left to the caller, which checks
+/// it after these cheaper checks.
+pub fn check_admission(state: &dyn StateRead, tx: &SignedTransaction, nonce_window: u64) -> Result<Admission, TxError> {
     let chain = chain_id(state).expect("chain id is written at genesis");
     check_stateless(tx, &chain, true)?;
     let view = StateDelta::new(state);
@@ -143,7 +152,7 @@ pub fn check_admission(state: &dyn StateRead, tx: &SignedTransaction, nonce_wind
     if account.balance < needed {
         return Err(TxError::new(ErrorCode::InsufficientFunds, format!("{} holds {} PZA, the transaction needs {needed} PZA", tx.sender(), account.balance)));
     }
-    Ok(fee)
+    Ok(Admission { fee, committed_nonce: account.nonce })
 }
 
 fn check_nonce_window(nonce: u64, expected: u64, window: u64) -> Result<(), TxError> {

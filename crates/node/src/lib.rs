@@ -1,0 +1,115 @@
+//! A Piazza validator node: the application behind the consensus boundary, the mempool, the
+//! JSON-RPC server (HTTP and WebSocket), and Prometheus metrics.
+//!
+//! Invariants:
+//! - The node is the IO shell around the pure ledger: it reads the clock only to propose a block
+//!   time, and everything it commits goes through `piazza_store` one block per transaction.
+//! - Only this crate (and clients) speak JSON; [`rpc`] maps domain types into `piazza_api`.
+//! - Every queue is bounded: the mempool, the consensus channel, subscriber buffers, request
+//!   bodies and batches.
+//!
+//! ```no_run
+//! # async fn run(genesis: piazza_ledger::genesis::Genesis, key: piazza_primitives::SecretKey) {
+//! let config = piazza_node::NodeConfig::new("./data".into(), "127.0.0.1:0".parse().unwrap());
+//! let node = piazza_node::start(config, Some(genesis), key).await.unwrap();
+//! println!("rpc on {}", node.rpc_addr);
+//! node.shutdown().await;
+//! # }
+//! ```
+
+pub mod app;
+pub mod metrics;
+pub mod rpc;
+
+pub use app::{App, CommittedBlock, NodeError};
+
+use piazza_consensus::{SoloProducer, APP_CHANNEL_CAPACITY};
+use piazza_ledger::genesis::Genesis;
+use piazza_mempool::MempoolConfig;
+use piazza_primitives::SecretKey;
+use piazza_store::Store;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// The database file inside a node's data directory.
+pub const CHAIN_DB_FILE: &str = "chain.redb";
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub data_dir: PathBuf,
+    pub rpc_addr: SocketAddr,
+    pub block_interval: Duration,
+    pub mempool: MempoolConfig,
+}
+
+impl NodeConfig {
+    pub fn new(data_dir: PathBuf, rpc_addr: SocketAddr) -> Self {
+        NodeConfig { data_dir, rpc_addr, block_interval: Duration::from_millis(1000), mempool: MempoolConfig::default() }
+    }
+}
+
+/// A running node.
+pub struct NodeHandle {
+    /// Where the JSON-RPC server listens (the real port when asked for port 0).
+    pub rpc_addr: SocketAddr,
+    pub app: Arc<App>,
+    shutdown: watch::Sender<bool>,
+    producer: JoinHandle<()>,
+    server: JoinHandle<()>,
+}
+
+impl NodeHandle {
+    /// Stops producing blocks after the one in flight, then stops serving RPC.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.producer.await;
+        let _ = self.server.await;
+    }
+
+    /// Waits until the block producer stops (on shutdown or a fatal commit error).
+    pub async fn stopped(&mut self) {
+        let _ = (&mut self.producer).await;
+    }
+}
+
+/// Opens the chain in `config.data_dir` (writing `genesis` if it is new), starts the
+/// single-validator producer and the RPC server.
+pub async fn start(config: NodeConfig, genesis: Option<Genesis>, key: SecretKey) -> Result<NodeHandle, NodeError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| NodeError::Io(format!("cannot create {}: {e}", config.data_dir.display())))?;
+    let store = Store::open(&config.data_dir.join(CHAIN_DB_FILE))?;
+    let app = Arc::new(App::open(store, genesis.as_ref(), key, config.mempool)?);
+    let head = app.head()?;
+    tracing::info!(chain_id = app.chain_id(), height = head.height, state_root = %head.state_root, "chain opened");
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (app_tx, app_rx) = mpsc::channel(APP_CHANNEL_CAPACITY);
+    tokio::spawn(app.clone().serve(app_rx));
+    let producer = SoloProducer { app: app_tx, block_interval: config.block_interval };
+    let producer_shutdown = shutdown_rx.clone();
+    let producer = tokio::spawn(async move {
+        if let Err(e) = producer.run(producer_shutdown).await {
+            tracing::error!(error = %e, "block production stopped");
+        }
+    });
+
+    let listener = tokio::net::TcpListener::bind(config.rpc_addr)
+        .await
+        .map_err(|e| NodeError::Io(format!("cannot listen on {}: {e}", config.rpc_addr)))?;
+    let rpc_addr = listener.local_addr().map_err(|e| NodeError::Io(e.to_string()))?;
+    let router = rpc::router(app.clone());
+    let mut server_shutdown = shutdown_rx;
+    let server = tokio::spawn(async move {
+        let stop = async move {
+            let _ = server_shutdown.wait_for(|stop| *stop).await;
+        };
+        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
+            tracing::error!(error = %e, "RPC server stopped");
+        }
+    });
+    tracing::info!(%rpc_addr, "JSON-RPC listening");
+    Ok(NodeHandle { rpc_addr, app, shutdown, producer, server })
+}

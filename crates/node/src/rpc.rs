@@ -1,0 +1,415 @@
+//! JSON-RPC 2.0 over HTTP (`POST /`) and WebSocket (`GET /ws`), plus `/metrics` and `/health`.
+//! This module is the node's only JSON: it maps domain types to `piazza_api` shapes here.
+
+use crate::app::{App, CommittedBlock};
+use axum::body::Body;
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use piazza_api::{error_code, method, AccountInfo, BlockInfo, EventInfo, ReceiptInfo, RpcError, StakeInfo, Status, Submitted, TxFailure, TxInfo};
+use piazza_codec::Encode;
+use piazza_ledger::bank::{self, Msg as BankMsg};
+use piazza_ledger::block::{Block, Event, Receipt, TxStatus};
+use piazza_ledger::error::{ErrorCode, TxError};
+use piazza_ledger::executor;
+use piazza_ledger::staking::{self, Msg as StakingMsg, Role};
+use piazza_ledger::state::StateDelta;
+use piazza_ledger::tx::{Message, SignedTransaction};
+use piazza_primitives::{Address, Hash};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Largest JSON-RPC request body, over HTTP or as one WebSocket message.
+pub const RPC_BODY_BYTES_MAX: usize = 512 * 1024;
+/// Most calls in one JSON-RPC batch.
+pub const RPC_BATCH_MAX: usize = 100;
+/// Most subscriptions one WebSocket may hold.
+pub const SUBSCRIPTIONS_PER_SOCKET_MAX: usize = 16;
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/", post(http_rpc))
+        .route("/ws", get(ws_upgrade))
+        .route("/metrics", get(metrics))
+        .route("/health", get(|| async { "ok" }))
+        .with_state(app)
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let body = app.metrics.render(app.mempool_size());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+async fn http_rpc(State(app): State<Arc<App>>, body: Body) -> Response {
+    let bytes = match axum::body::to_bytes(body, RPC_BODY_BYTES_MAX).await {
+        Ok(b) => b,
+        Err(_) => {
+            let error = rpc_error(error_code::BODY_TOO_LARGE, format!("request body exceeds {RPC_BODY_BYTES_MAX} bytes"), None);
+            app.metrics.record_rpc(false);
+            return (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(response(Value::Null, Err(error)))).into_response();
+        }
+    };
+    let answer = tokio::task::spawn_blocking(move || handle_body(&app, &bytes)).await;
+    match answer {
+        Ok(Some(value)) => axum::Json(value).into_response(),
+        Ok(None) => StatusCode::NO_CONTENT.into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "request handler failed").into_response(),
+    }
+}
+
+/// Parses and answers a request body: one call or a batch. `None` for notifications only.
+fn handle_body(app: &App, bytes: &[u8]) -> Option<Value> {
+    let parsed: Value = match serde_json::from_slice(bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            app.metrics.record_rpc(false);
+            return Some(response(Value::Null, Err(rpc_error(error_code::PARSE_ERROR, format!("invalid JSON: {e}"), None))));
+        }
+    };
+    match parsed {
+        Value::Array(calls) if calls.is_empty() => Some(response(Value::Null, Err(rpc_error(error_code::INVALID_REQUEST, "empty batch", None)))),
+        Value::Array(calls) if calls.len() > RPC_BATCH_MAX => {
+            Some(response(Value::Null, Err(rpc_error(error_code::INVALID_REQUEST, format!("a batch holds at most {RPC_BATCH_MAX} calls"), None))))
+        }
+        Value::Array(calls) => {
+            let answers: Vec<Value> = calls.into_iter().filter_map(|c| handle_call(app, c)).collect();
+            (!answers.is_empty()).then_some(Value::Array(answers))
+        }
+        call => handle_call(app, call),
+    }
+}
+
+/// Answers one call object; `None` for a notification (no `id`).
+fn handle_call(app: &App, call: Value) -> Option<Value> {
+    let Value::Object(mut call) = call else {
+        app.metrics.record_rpc(false);
+        return Some(response(Value::Null, Err(rpc_error(error_code::INVALID_REQUEST, "a call must be a JSON object", None))));
+    };
+    let id = call.remove("id");
+    let is_notification = id.is_none();
+    let id = id.unwrap_or(Value::Null);
+    let result = (|| {
+        if call.get("jsonrpc") != Some(&json!("2.0")) {
+            return Err(rpc_error(error_code::INVALID_REQUEST, "`jsonrpc` must be \"2.0\"", None));
+        }
+        let Some(Value::String(name)) = call.remove("method") else {
+            return Err(rpc_error(error_code::INVALID_REQUEST, "`method` must be a string", None));
+        };
+        let params = match call.remove("params") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(params)) => params,
+            Some(_) => return Err(rpc_error(error_code::INVALID_PARAMS, "`params` must be an array", None)),
+        };
+        dispatch(app, &name, &params)
+    })();
+    app.metrics.record_rpc(result.is_ok());
+    (!is_notification).then(|| response(id, result))
+}
+
+fn response(id: Value, result: Result<Value, RpcError>) -> Value {
+    match result {
+        Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
+        Err(error) => json!({"jsonrpc": "2.0", "id": id, "error": error}),
+    }
+}
+
+fn rpc_error(code: i64, message: impl Into<String>, data: Option<Value>) -> RpcError {
+    RpcError { code, message: message.into(), data }
+}
+
+fn tx_error(e: TxError) -> RpcError {
+    rpc_error(e.code.code() as i64, e.to_string(), Some(json!({"name": e.code.name(), "code": e.code.code()})))
+}
+
+fn internal(e: impl std::fmt::Display) -> RpcError {
+    rpc_error(error_code::INTERNAL_ERROR, e.to_string(), None)
+}
+
+fn param<'a>(params: &'a [Value], index: usize, what: &str) -> Result<&'a Value, RpcError> {
+    params.get(index).ok_or_else(|| rpc_error(error_code::INVALID_PARAMS, format!("missing parameter {index}: {what}"), None))
+}
+
+fn string_param<'a>(params: &'a [Value], index: usize, what: &str) -> Result<&'a str, RpcError> {
+    param(params, index, what)?.as_str().ok_or_else(|| rpc_error(error_code::INVALID_PARAMS, format!("parameter {index} ({what}) must be a string"), None))
+}
+
+fn hash_param(params: &[Value], index: usize) -> Result<Hash, RpcError> {
+    let text = string_param(params, index, "hash")?;
+    text.parse().map_err(|e| rpc_error(error_code::INVALID_PARAMS, format!("`{text}` is not a 32-byte hex hash: {e}"), None))
+}
+
+fn address_param(params: &[Value], index: usize) -> Result<Address, RpcError> {
+    let text = string_param(params, index, "address")?;
+    text.parse().map_err(|e| rpc_error(error_code::INVALID_PARAMS, format!("`{text}`: {e}"), None))
+}
+
+fn to_value<T: serde::Serialize>(value: T) -> Result<Value, RpcError> {
+    serde_json::to_value(value).map_err(internal)
+}
+
+fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value, RpcError> {
+    match name {
+        method::STATUS => to_value(status(app)?),
+        method::SUBMIT_TRANSACTION => {
+            let text = string_param(params, 0, "signed transaction hex")?;
+            let text = text.strip_prefix("0x").unwrap_or(text);
+            let bytes = hex::decode(text).map_err(|e| tx_error(TxError::new(ErrorCode::MalformedBytes, format!("not hex: {e}"))))?;
+            let hash = app.submit(&bytes).map_err(tx_error)?;
+            to_value(Submitted { hash: hash.to_hex() })
+        }
+        method::GET_TRANSACTION => {
+            let hash = hash_param(params, 0)?;
+            match app.store().tx(&hash).map_err(internal)? {
+                None => Ok(Value::Null),
+                Some((location, tx)) => to_value(tx_info(&tx, location.height, location.index)),
+            }
+        }
+        method::GET_RECEIPT => {
+            let hash = hash_param(params, 0)?;
+            match app.store().receipt(&hash).map_err(internal)? {
+                None => Ok(Value::Null),
+                Some(receipt) => to_value(receipt_info(&receipt)),
+            }
+        }
+        method::GET_BLOCK => {
+            let with_raw = params.get(1).and_then(Value::as_bool).unwrap_or(false);
+            let height = match param(params, 0, "height or hash")? {
+                Value::Number(n) => n.as_u64().ok_or_else(|| rpc_error(error_code::INVALID_PARAMS, "height must be a non-negative integer", None))?,
+                Value::String(_) => match app.store().block_height(&hash_param(params, 0)?).map_err(internal)? {
+                    Some(h) => h,
+                    None => return Ok(Value::Null),
+                },
+                _ => return Err(rpc_error(error_code::INVALID_PARAMS, "parameter 0 must be a height or a block hash", None)),
+            };
+            match app.store().block(height).map_err(internal)? {
+                None => Ok(Value::Null),
+                Some(block) => to_value(block_info(&block, with_raw)),
+            }
+        }
+        method::GET_ACCOUNT => {
+            let address = address_param(params, 0)?;
+            let head = app.head().map_err(internal)?;
+            let height = match params.get(1) {
+                None | Some(Value::Null) => head.height,
+                Some(v) => v.as_u64().filter(|h| *h <= head.height).ok_or_else(|| rpc_error(error_code::INVALID_PARAMS, format!("height must be at most {}", head.height), None))?,
+            };
+            let key = bank::state_key::account(&address);
+            let (value, proof) = app.store().get_with_proof(&key, height).map_err(internal)?;
+            let state_root = app.store().state_root(height).map_err(internal)?.ok_or_else(|| internal("missing state root"))?;
+            let account = match &value {
+                None => bank::Account::default(),
+                Some(bytes) => <bank::Account as piazza_codec::Decode>::from_bytes(bytes).map_err(internal)?,
+            };
+            to_value(AccountInfo {
+                address: address.to_string(),
+                balance: account.balance.base_units().to_string(),
+                nonce: account.nonce,
+                height,
+                state_root: state_root.to_hex(),
+                key: hex::encode(&key),
+                value: value.map(hex::encode),
+                proof: hex::encode(proof.to_bytes()),
+            })
+        }
+        method::GET_STAKE => {
+            let address = address_param(params, 0)?;
+            let snapshot = app.store().snapshot().map_err(internal)?;
+            let view = StateDelta::new(&snapshot);
+            let bonds: BTreeMap<String, String> = Role::ALL
+                .into_iter()
+                .map(|role| (role.name().to_string(), staking::bonded(&view, &address, role)))
+                .filter(|(_, amount)| !amount.is_zero())
+                .map(|(role, amount)| (role, amount.base_units().to_string()))
+                .collect();
+            to_value(StakeInfo { address: address.to_string(), bonds, unbonding: staking::unbonding(&view, &address).base_units().to_string() })
+        }
+        method::SUBSCRIBE | method::UNSUBSCRIBE => Err(rpc_error(error_code::METHOD_NOT_FOUND, "subscriptions need a WebSocket connection (GET /ws)", None)),
+        other => Err(rpc_error(error_code::METHOD_NOT_FOUND, format!("unknown method `{other}`"), None)),
+    }
+}
+
+fn status(app: &App) -> Result<Status, RpcError> {
+    let head = app.head().map_err(internal)?;
+    let snapshot = app.store().snapshot().map_err(internal)?;
+    let time_ms = executor::chain_head(&snapshot).map(|h| h.time_ms).unwrap_or(0);
+    Ok(Status {
+        chain_id: app.chain_id().to_string(),
+        height: head.height,
+        block_hash: head.block_hash.to_hex(),
+        state_root: head.state_root.to_hex(),
+        time_ms,
+        mempool_size: app.mempool_size(),
+        validator: app.validator().to_string(),
+    })
+}
+
+pub fn message_json(message: &Message) -> Value {
+    match message {
+        Message::Bank(BankMsg::Send { to, amount }) => json!({"type": "bank.send", "to": to.to_string(), "amount": amount.base_units().to_string()}),
+        Message::Staking(StakingMsg::Bond { role, amount }) => json!({"type": "staking.bond", "role": role.name(), "amount": amount.base_units().to_string()}),
+        Message::Staking(StakingMsg::Unbond { role, amount }) => json!({"type": "staking.unbond", "role": role.name(), "amount": amount.base_units().to_string()}),
+    }
+}
+
+fn tx_info(tx: &SignedTransaction, height: u64, index: u32) -> TxInfo {
+    TxInfo {
+        hash: tx.hash().to_hex(),
+        height,
+        index,
+        sender: tx.sender().to_string(),
+        nonce: tx.tx.nonce,
+        max_fee: tx.tx.max_fee.base_units().to_string(),
+        messages: tx.tx.messages.iter().map(message_json).collect(),
+        raw: hex::encode(tx.to_bytes()),
+    }
+}
+
+fn event_info(event: &Event, height: u64, tx_hash: Option<Hash>) -> EventInfo {
+    EventInfo { kind: event.kind.clone(), attributes: event.attributes.iter().cloned().collect(), tx_hash: tx_hash.map(|h| h.to_hex()), height }
+}
+
+fn receipt_info(receipt: &Receipt) -> ReceiptInfo {
+    let (status, error) = match &receipt.status {
+        TxStatus::Ok => ("ok", None),
+        TxStatus::Failed { code, message } => (
+            "failed",
+            Some(TxFailure { code: *code, name: ErrorCode::from_code(*code).map_or("unknown", |c| c.name()).to_string(), message: message.clone() }),
+        ),
+    };
+    ReceiptInfo {
+        tx_hash: receipt.tx_hash.to_hex(),
+        height: receipt.height,
+        index: receipt.index,
+        status: status.to_string(),
+        error,
+        fee_paid: receipt.fee_paid.base_units().to_string(),
+        events: receipt.events.iter().map(|e| event_info(e, receipt.height, Some(receipt.tx_hash))).collect(),
+    }
+}
+
+fn block_info(block: &Block, with_raw: bool) -> BlockInfo {
+    let h = &block.header;
+    BlockInfo {
+        hash: block.hash().to_hex(),
+        height: h.height,
+        parent_hash: h.parent_hash.to_hex(),
+        time_ms: h.time_ms,
+        proposer: h.proposer.address().to_string(),
+        tx_root: h.tx_root.to_hex(),
+        state_root: h.state_root.to_hex(),
+        randomness: h.randomness.to_hex(),
+        tx_hashes: block.txs.iter().map(|t| t.hash().to_hex()).collect(),
+        raw: with_raw.then(|| hex::encode(block.to_bytes())),
+    }
+}
+
+async fn ws_upgrade(State(app): State<Arc<App>>, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(RPC_BODY_BYTES_MAX).on_upgrade(move |socket| serve_socket(app, socket))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Topic {
+    NewBlocks,
+    Events,
+}
+
+/// One WebSocket: JSON-RPC calls in, answers and subscription notifications out.
+async fn serve_socket(app: Arc<App>, mut socket: WebSocket) {
+    let mut committed = app.subscribe();
+    let mut subscriptions: BTreeMap<u64, Topic> = BTreeMap::new();
+    let mut next_id = 1u64;
+    loop {
+        tokio::select! {
+            incoming = socket.recv() => {
+                let text = match incoming {
+                    Some(Ok(WsMessage::Text(text))) => text.to_string(),
+                    Some(Ok(WsMessage::Binary(bytes))) => String::from_utf8_lossy(&bytes).into_owned(),
+                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+                    Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return,
+                };
+                let answer = match socket_call(&text, &mut subscriptions, &mut next_id) {
+                    Some(answer) => Some(answer),
+                    None => {
+                        let app = app.clone();
+                        tokio::task::spawn_blocking(move || handle_body(&app, text.as_bytes())).await.ok().flatten()
+                    }
+                };
+                if let Some(answer) = answer {
+                    if socket.send(WsMessage::Text(answer.to_string().into())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            block = committed.recv() => {
+                let block = match block {
+                    Ok(block) => block,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "a WebSocket subscriber fell behind");
+                        continue;
+                    }
+                    Err(_) => return,
+                };
+                for notification in notifications(&block, &subscriptions) {
+                    if socket.send(WsMessage::Text(notification.to_string().into())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Handles subscribe/unsubscribe calls; `None` for anything else (answered like HTTP).
+fn socket_call(text: &str, subscriptions: &mut BTreeMap<u64, Topic>, next_id: &mut u64) -> Option<Value> {
+    let call: Value = serde_json::from_str(text).ok()?;
+    let name = call.get("method")?.as_str()?;
+    if name != method::SUBSCRIBE && name != method::UNSUBSCRIBE {
+        return None;
+    }
+    let id = call.get("id").cloned().unwrap_or(Value::Null);
+    let first = call.get("params").and_then(|p| p.get(0));
+    let result = if name == method::SUBSCRIBE {
+        match first.and_then(Value::as_str) {
+            Some(topic @ ("newBlocks" | "events")) => {
+                if subscriptions.len() >= SUBSCRIPTIONS_PER_SOCKET_MAX {
+                    Err(rpc_error(error_code::INVALID_REQUEST, format!("at most {SUBSCRIPTIONS_PER_SOCKET_MAX} subscriptions per connection"), None))
+                } else {
+                    let sub = *next_id;
+                    *next_id += 1;
+                    subscriptions.insert(sub, if topic == "newBlocks" { Topic::NewBlocks } else { Topic::Events });
+                    Ok(json!(sub.to_string()))
+                }
+            }
+            _ => Err(rpc_error(error_code::INVALID_PARAMS, "subscribe to \"newBlocks\" or \"events\"", None)),
+        }
+    } else {
+        let sub = first.and_then(Value::as_str).and_then(|s| s.parse::<u64>().ok());
+        Ok(json!(sub.is_some_and(|s| subscriptions.remove(&s).is_some())))
+    };
+    Some(response(id, result))
+}
+
+fn notifications(block: &CommittedBlock, subscriptions: &BTreeMap<u64, Topic>) -> Vec<Value> {
+    let mut out = Vec::new();
+    let height = block.block.header.height;
+    for (sub, topic) in subscriptions {
+        let results: Vec<Value> = match topic {
+            Topic::NewBlocks => vec![serde_json::to_value(block_info(&block.block, false)).unwrap_or(Value::Null)],
+            Topic::Events => block
+                .receipts
+                .iter()
+                .flat_map(|r| r.events.iter().map(move |e| event_info(e, height, Some(r.tx_hash))))
+                .chain(block.events.iter().map(|e| event_info(e, height, None)))
+                .filter_map(|e| serde_json::to_value(e).ok())
+                .collect(),
+        };
+        for result in results {
+            out.push(json!({"jsonrpc": "2.0", "method": method::SUBSCRIPTION, "params": {"subscription": sub.to_string(), "result": result}}));
+        }
+    }
+    out
+}
