@@ -1,0 +1,251 @@
+//! A Rust client for a Piazza node: JSON-RPC over HTTP, block subscriptions over WebSocket,
+//! transaction building and signing, and state-proof checking.
+//!
+//! Invariants:
+//! - The client trusts nothing it can check: [`Client::verified_account`] verifies the state
+//!   proof against the state root of a block whose proposer signature it checks.
+//! - It speaks only the shapes in `piazza_api`; it knows no node internals.
+//!
+//! ```no_run
+//! # async fn demo(key: piazza_primitives::SecretKey) -> Result<(), piazza_client::ClientError> {
+//! use piazza_client::Client;
+//! use piazza_primitives::{Address, Amount};
+//! let client = Client::new("http://127.0.0.1:8545");
+//! let to: Address = "pz1...".parse().unwrap();
+//! let hash = client.transfer(&key, to, Amount::pza(5)).await?;
+//! let receipt = client.wait_for_receipt(&hash, std::time::Duration::from_secs(10)).await?;
+//! println!("{}", receipt.status);
+//! # Ok(()) }
+//! ```
+
+use piazza_api::{method, AccountInfo, BlockInfo, ReceiptInfo, RpcError, StakeInfo, Status, Submitted, TxInfo};
+use piazza_codec::{Decode, Encode};
+use piazza_ledger::bank;
+use piazza_ledger::block::Block;
+use piazza_ledger::staking::{self, Role};
+use piazza_ledger::tx::{Message, SignedTransaction, Transaction};
+use piazza_merkle::StateProof;
+use piazza_primitives::{Address, Amount, Hash, SecretKey};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use thiserror::Error;
+
+/// The most a transaction built by this client lets the ledger charge, unless told otherwise.
+pub const DEFAULT_MAX_FEE: Amount = Amount::pza(1);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("cannot reach the node: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("node refused: {} (code {})", .0.message, .0.code)]
+    Rpc(RpcError),
+    #[error("unexpected answer from the node: {0}")]
+    Decode(String),
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("verification failed: {0}")]
+    Verification(String),
+    #[error("websocket: {0}")]
+    WebSocket(String),
+}
+
+impl ClientError {
+    /// The ledger's stable error name, when the node refused a transaction.
+    pub fn ledger_error_name(&self) -> Option<&str> {
+        match self {
+            ClientError::Rpc(e) => e.data.as_ref()?.get("name")?.as_str(),
+            _ => None,
+        }
+    }
+}
+
+pub struct Client {
+    url: String,
+    http: reqwest::Client,
+    next_id: AtomicU64,
+}
+
+impl Client {
+    pub fn new(url: &str) -> Client {
+        let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().expect("a plain HTTP client builds");
+        Client { url: url.trim_end_matches('/').to_string(), http, next_id: AtomicU64::new(1) }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// One JSON-RPC call.
+    pub async fn call<T: DeserializeOwned>(&self, name: &str, params: Value) -> Result<T, ClientError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": name, "params": params});
+        let answer: Value = self.http.post(format!("{}/", self.url)).json(&body).send().await?.json().await?;
+        if let Some(error) = answer.get("error") {
+            let error: RpcError = serde_json::from_value(error.clone()).map_err(|e| ClientError::Decode(e.to_string()))?;
+            return Err(ClientError::Rpc(error));
+        }
+        let result = answer.get("result").cloned().ok_or_else(|| ClientError::Decode("no result".into()))?;
+        serde_json::from_value(result).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    pub async fn status(&self) -> Result<Status, ClientError> {
+        self.call(method::STATUS, json!([])).await
+    }
+
+    pub async fn submit(&self, tx: &SignedTransaction) -> Result<Hash, ClientError> {
+        self.submit_raw(&tx.to_bytes()).await
+    }
+
+    pub async fn submit_raw(&self, bytes: &[u8]) -> Result<Hash, ClientError> {
+        let submitted: Submitted = self.call(method::SUBMIT_TRANSACTION, json!([hex::encode(bytes)])).await?;
+        submitted.hash.parse().map_err(|_| ClientError::Decode("bad hash".into()))
+    }
+
+    pub async fn transaction(&self, hash: &Hash) -> Result<Option<TxInfo>, ClientError> {
+        self.call(method::GET_TRANSACTION, json!([hash.to_hex()])).await
+    }
+
+    pub async fn receipt(&self, hash: &Hash) -> Result<Option<ReceiptInfo>, ClientError> {
+        self.call(method::GET_RECEIPT, json!([hash.to_hex()])).await
+    }
+
+    pub async fn block(&self, height: u64) -> Result<Option<BlockInfo>, ClientError> {
+        self.call(method::GET_BLOCK, json!([height])).await
+    }
+
+    pub async fn block_by_hash(&self, hash: &Hash) -> Result<Option<BlockInfo>, ClientError> {
+        self.call(method::GET_BLOCK, json!([hash.to_hex()])).await
+    }
+
+    /// The full block, decoded from its canonical bytes, with its proposer signature checked.
+    pub async fn raw_block(&self, height: u64) -> Result<Option<Block>, ClientError> {
+        let info: Option<BlockInfo> = self.call(method::GET_BLOCK, json!([height, true])).await?;
+        let Some(raw) = info.and_then(|i| i.raw) else { return Ok(None) };
+        let bytes = hex::decode(raw).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let block = Block::decode_bytes(&bytes).map_err(|e| ClientError::Decode(e.to_string()))?;
+        block.verify_signature().map_err(|e| ClientError::Verification(e.to_string()))?;
+        Ok(Some(block))
+    }
+
+    pub async fn account(&self, address: &Address) -> Result<AccountInfo, ClientError> {
+        self.call(method::GET_ACCOUNT, json!([address.to_string()])).await
+    }
+
+    /// The account with its state proof checked against the state root of the block at the
+    /// same height, whose proposer signature is checked too. Returns the account and the
+    /// block's proposer so the caller can compare it with the validator it trusts.
+    pub async fn verified_account(&self, address: &Address) -> Result<(AccountInfo, Block), ClientError> {
+        let info = self.account(address).await?;
+        let block = self.raw_block(info.height).await?.ok_or_else(|| ClientError::Verification(format!("no block at height {}", info.height)))?;
+        let root: Hash = info.state_root.parse().map_err(|_| ClientError::Decode("bad state root".into()))?;
+        if block.header.state_root != root {
+            return Err(ClientError::Verification("the account's state root is not the block's".into()));
+        }
+        verify_account_proof(&info, address)?;
+        Ok((info, block))
+    }
+
+    pub async fn stake(&self, address: &Address) -> Result<StakeInfo, ClientError> {
+        self.call(method::GET_STAKE, json!([address.to_string()])).await
+    }
+
+    /// Polls for a receipt until `timeout`.
+    pub async fn wait_for_receipt(&self, hash: &Hash, timeout: Duration) -> Result<ReceiptInfo, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(receipt) = self.receipt(hash).await? {
+                return Ok(receipt);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClientError::Timeout(timeout));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Builds and signs a transaction from `key` at its next nonce.
+    pub async fn build(&self, key: &SecretKey, messages: Vec<Message>, max_fee: Amount) -> Result<SignedTransaction, ClientError> {
+        let status = self.status().await?;
+        let account = self.account(&key.public_key().address()).await?;
+        Ok(Transaction { chain_id: status.chain_id, sender: key.public_key(), nonce: account.nonce, max_fee, messages }.sign(key))
+    }
+
+    pub async fn transfer(&self, key: &SecretKey, to: Address, amount: Amount) -> Result<Hash, ClientError> {
+        let tx = self.build(key, vec![Message::Bank(bank::Msg::Send { to, amount })], DEFAULT_MAX_FEE).await?;
+        self.submit(&tx).await
+    }
+
+    pub async fn bond(&self, key: &SecretKey, role: Role, amount: Amount) -> Result<Hash, ClientError> {
+        let tx = self.build(key, vec![Message::Staking(staking::Msg::Bond { role, amount })], DEFAULT_MAX_FEE).await?;
+        self.submit(&tx).await
+    }
+
+    pub async fn unbond(&self, key: &SecretKey, role: Role, amount: Amount) -> Result<Hash, ClientError> {
+        let tx = self.build(key, vec![Message::Staking(staking::Msg::Unbond { role, amount })], DEFAULT_MAX_FEE).await?;
+        self.submit(&tx).await
+    }
+
+    /// Subscribes over WebSocket to `"newBlocks"` or `"events"`; each item is a notification's
+    /// `result`.
+    pub async fn subscribe(&self, topic: &str) -> Result<Subscription, ClientError> {
+        use futures_util::{SinkExt, StreamExt};
+        let ws_url = format!("{}/ws", self.url.replacen("http", "ws", 1));
+        let (mut socket, _) = tokio_tungstenite::connect_async(ws_url).await.map_err(|e| ClientError::WebSocket(e.to_string()))?;
+        let call = json!({"jsonrpc": "2.0", "id": 1, "method": method::SUBSCRIBE, "params": [topic]});
+        socket.send(tokio_tungstenite::tungstenite::Message::Text(call.to_string().into())).await.map_err(|e| ClientError::WebSocket(e.to_string()))?;
+        while let Some(message) = socket.next().await {
+            let message = message.map_err(|e| ClientError::WebSocket(e.to_string()))?;
+            let Ok(answer) = serde_json::from_str::<Value>(message.to_text().unwrap_or("")) else { continue };
+            if let Some(error) = answer.get("error") {
+                return Err(ClientError::Rpc(serde_json::from_value(error.clone()).map_err(|e| ClientError::Decode(e.to_string()))?));
+            }
+            if answer.get("id") == Some(&json!(1)) {
+                return Ok(Subscription { socket });
+            }
+        }
+        Err(ClientError::WebSocket("closed before the subscription was confirmed".into()))
+    }
+}
+
+/// Checks an account's state proof against the root it names.
+pub fn verify_account_proof(info: &AccountInfo, address: &Address) -> Result<(), ClientError> {
+    let bad = |what: &str| ClientError::Verification(what.to_string());
+    let key = bank::state_key::account(address);
+    if hex::decode(&info.key).map_err(|_| bad("key is not hex"))? != key {
+        return Err(bad("the proof is for another key"));
+    }
+    let value = info.value.as_ref().map(hex::decode).transpose().map_err(|_| bad("value is not hex"))?;
+    let account = match &value {
+        Some(bytes) => bank::Account::from_bytes(bytes).map_err(|e| ClientError::Verification(e.to_string()))?,
+        None => bank::Account::default(),
+    };
+    if account.balance.base_units().to_string() != info.balance || account.nonce != info.nonce {
+        return Err(bad("balance or nonce differ from the proven value"));
+    }
+    let proof = StateProof::from_bytes(&hex::decode(&info.proof).map_err(|_| bad("proof is not hex"))?).map_err(|e| ClientError::Verification(e.to_string()))?;
+    let root: Hash = info.state_root.parse().map_err(|_| bad("bad state root"))?;
+    proof.verify(root, &key, value.as_deref()).map_err(|e| ClientError::Verification(e.to_string()))
+}
+
+/// A live WebSocket subscription.
+pub struct Subscription {
+    socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+impl Subscription {
+    /// The next notification's `result`, or `None` when the connection closes.
+    pub async fn next(&mut self) -> Option<Value> {
+        use futures_util::StreamExt;
+        while let Some(Ok(message)) = self.socket.next().await {
+            let Ok(value) = serde_json::from_str::<Value>(message.to_text().unwrap_or("")) else { continue };
+            if value.get("method").and_then(Value::as_str) == Some(method::SUBSCRIPTION) {
+                return value.get("params").and_then(|p| p.get("result")).cloned();
+            }
+        }
+        None
+    }
+}
