@@ -1,0 +1,141 @@
+//! `piazza devnet` and `piazza node`.
+
+use crate::config;
+use anyhow::{Context, Result};
+use clap::Args;
+use piazza_keystore::Keystore;
+use piazza_ledger::genesis::{FeeParams, Genesis, GenesisAccount, GenesisBond};
+use piazza_ledger::staking::{self, Role};
+use piazza_mempool::MempoolConfig;
+use piazza_primitives::{Address, Amount};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEVNET_CHAIN_ID: &str = "piazza-devnet";
+pub const DEFAULT_RPC_ADDR: &str = "127.0.0.1:8545";
+/// The development key's name in the devnet keystore.
+pub const DEV_KEY: &str = "dev";
+pub const VALIDATOR_KEY: &str = "validator";
+
+#[derive(Args)]
+pub struct NodeArgs {
+    /// TOML config file (flags and PIAZZA_* variables override it).
+    #[arg(long, env = "PIAZZA_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where the chain, keys and genesis live [default: ~/.piazza/devnet or ~/.piazza/node].
+    #[arg(long, env = "PIAZZA_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// JSON-RPC listen address [default: 127.0.0.1:8545].
+    #[arg(long, env = "PIAZZA_RPC_ADDR")]
+    rpc_addr: Option<String>,
+    /// Block interval [default: 1000].
+    #[arg(long, env = "PIAZZA_BLOCK_INTERVAL_MS")]
+    block_interval_ms: Option<u64>,
+    /// Genesis document (JSON), needed the first time a node starts (`piazza node`).
+    #[arg(long, env = "PIAZZA_GENESIS")]
+    genesis: Option<PathBuf>,
+    /// Keystore name of the validator key [default: validator].
+    #[arg(long, env = "PIAZZA_VALIDATOR_KEY")]
+    validator_key: Option<String>,
+    /// Keystore directory [default: DATA_DIR/keys].
+    #[arg(long, env = "PIAZZA_KEYSTORE")]
+    keystore: Option<PathBuf>,
+}
+
+pub fn password() -> String {
+    std::env::var("PIAZZA_PASSWORD").unwrap_or_default()
+}
+
+fn devnet_genesis(dev: Address, validator: Address) -> Genesis {
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    Genesis {
+        chain_id: DEVNET_CHAIN_ID.into(),
+        genesis_time_ms: now_ms,
+        fees: FeeParams::default(),
+        staking: staking::Params::default(),
+        accounts: vec![
+            GenesisAccount { address: dev, balance: Amount::pza(1_000_000) },
+            GenesisAccount { address: validator, balance: Amount::pza(100_000) },
+        ],
+        bonds: vec![GenesisBond { address: validator, role: Role::Validator, amount: Amount::pza(10_000) }],
+    }
+}
+
+pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
+    let file = config::load(args.config.as_deref())?;
+    let role = if devnet { "devnet" } else { "node" };
+    let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| config::home().join(role));
+    let rpc_addr = args.rpc_addr.or(file.rpc_addr).unwrap_or_else(|| DEFAULT_RPC_ADDR.into());
+    let rpc_addr = rpc_addr.parse().with_context(|| format!("--rpc-addr `{rpc_addr}` is not HOST:PORT"))?;
+    let block_interval_ms = args.block_interval_ms.or(file.block_interval_ms).unwrap_or(1000);
+    anyhow::ensure!(block_interval_ms > 0, "block interval must be positive");
+    let keystore_dir = args.keystore.or(file.keystore).unwrap_or_else(|| data_dir.join("keys"));
+    let validator_name = args.validator_key.or(file.validator_key).unwrap_or_else(|| VALIDATOR_KEY.into());
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let keystore = Keystore::open(&keystore_dir)?;
+    let password = password();
+
+    let genesis_path = data_dir.join("genesis.json");
+    let fresh = !data_dir.join(piazza_node::CHAIN_DB_FILE).exists();
+    let genesis = if devnet {
+        for name in [DEV_KEY, validator_name.as_str()] {
+            if keystore.info(name).is_err() {
+                let info = keystore.create(name, &password)?;
+                tracing::info!(name, address = %info.address, "created devnet key");
+            }
+        }
+        if fresh {
+            let genesis = devnet_genesis(keystore.info(DEV_KEY)?.address, keystore.info(&validator_name)?.address);
+            std::fs::write(&genesis_path, serde_json::to_vec_pretty(&genesis)?)?;
+            Some(genesis)
+        } else {
+            None
+        }
+    } else {
+        match args.genesis.or(file.genesis) {
+            Some(path) => {
+                let bytes = std::fs::read(&path).with_context(|| format!("reading genesis {}", path.display()))?;
+                anyhow::ensure!(bytes.len() <= 16 * 1024 * 1024, "genesis is larger than 16 MiB");
+                Some(serde_json::from_slice(&bytes).with_context(|| format!("parsing genesis {}", path.display()))?)
+            }
+            None if fresh => anyhow::bail!("{} holds no chain yet: pass --genesis FILE", data_dir.display()),
+            None => None,
+        }
+    };
+    let key = keystore.unlock(&validator_name, &password).with_context(|| format!("unlocking validator key `{validator_name}`"))?;
+
+    let mut node_config = piazza_node::NodeConfig::new(data_dir.clone(), rpc_addr);
+    node_config.block_interval = Duration::from_millis(block_interval_ms);
+    if let Some(capacity) = file.mempool_capacity {
+        node_config.mempool = MempoolConfig { capacity, ..MempoolConfig::default() };
+    }
+    let mut node = piazza_node::start(node_config, genesis, key).await?;
+    let head = node.app.head()?;
+    println!("piazza {role}: chain {} at height {}, JSON-RPC on http://{}", node.app.chain_id(), head.height, node.rpc_addr);
+    if devnet {
+        let dev = keystore.info(DEV_KEY)?;
+        println!("piazza devnet: funded key `{DEV_KEY}` = {} in keystore {}", dev.address, keystore_dir.display());
+    }
+    tokio::select! {
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            node.shutdown().await;
+        }
+        _ = node.stopped() => anyhow::bail!("block production stopped; see the log above"),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,177 @@
+//! `piazza`: one program for every role of the Piazza network.
+
+mod bench;
+mod config;
+mod devnet;
+mod query;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "piazza", version, about = "Piazza: an open network for verifiable AI")]
+struct Cli {
+    /// Log format on stderr: `text` or `json`. Levels come from RUST_LOG (default `info`).
+    #[arg(long, global = true, env = "PIAZZA_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage encrypted keys (password from PIAZZA_PASSWORD; empty if unset).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+        #[arg(long, global = true, env = "PIAZZA_KEYSTORE")]
+        keystore: Option<PathBuf>,
+    },
+    /// Run a one-process development network: a validator with a funded `dev` key.
+    Devnet(devnet::NodeArgs),
+    /// Run a validator node from a genesis file.
+    Node(devnet::NodeArgs),
+    /// Chain status.
+    Status(ClientArgs),
+    /// Send PZA.
+    Send {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        signer: SignerArgs,
+        /// Recipient address (pz1...) or a key name in the keystore.
+        #[arg(long)]
+        to: String,
+        /// Amount in PZA, e.g. `1.5`.
+        #[arg(long)]
+        amount: String,
+    },
+    /// An account's balance and nonce (checked against a signed block's state root with --verify).
+    Balance {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Address (pz1...) or a key name in the keystore.
+        account: String,
+        #[arg(long)]
+        verify: bool,
+        #[arg(long, env = "PIAZZA_KEYSTORE")]
+        keystore: Option<PathBuf>,
+    },
+    /// A block by height or hash.
+    Block {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Height, hash, or `latest`.
+        id: String,
+    },
+    /// A transaction and its receipt by hash.
+    Tx {
+        #[command(flatten)]
+        client: ClientArgs,
+        hash: String,
+    },
+    /// Bond PZA for a role (validator, provider, auditor, storage).
+    Stake {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        signer: SignerArgs,
+        #[arg(long, default_value = "provider")]
+        role: String,
+        #[arg(long)]
+        amount: String,
+    },
+    /// Start unbonding; the tokens return after the unbonding delay.
+    Unstake {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        signer: SignerArgs,
+        #[arg(long, default_value = "provider")]
+        role: String,
+        #[arg(long)]
+        amount: String,
+    },
+    /// Benchmarks that print comparable numbers.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a new key.
+    New { name: String },
+    /// List keys.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a key's address and public key.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Clone)]
+pub struct ClientArgs {
+    /// The node's JSON-RPC URL.
+    #[arg(long, env = "PIAZZA_NODE", default_value = "http://127.0.0.1:8545")]
+    pub node: String,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Clone)]
+pub struct SignerArgs {
+    /// Key name in the keystore.
+    #[arg(long, default_value = "dev")]
+    pub from: String,
+    #[arg(long, env = "PIAZZA_KEYSTORE")]
+    pub keystore: Option<PathBuf>,
+    /// Most PZA the transaction may pay in fees.
+    #[arg(long, default_value = "1")]
+    pub max_fee: String,
+    /// Wait for the receipt.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+fn init_logs(format: &str) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        "json" => builder.json().init(),
+        "text" => builder.init(),
+        other => anyhow::bail!("unknown log format `{other}` (text or json)"),
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logs(&cli.log_format)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Keys { command, keystore } => query::keys(command, keystore),
+        Command::Devnet(args) => devnet::run(args, true).await,
+        Command::Node(args) => devnet::run(args, false).await,
+        Command::Status(client) => query::status(&client).await,
+        Command::Send { client, signer, to, amount } => query::send(&client, &signer, &to, &amount).await,
+        Command::Balance { client, account, verify, keystore } => query::balance(&client, &account, verify, keystore).await,
+        Command::Block { client, id } => query::block(&client, &id).await,
+        Command::Tx { client, hash } => query::tx(&client, &hash).await,
+        Command::Stake { client, signer, role, amount } => query::stake(&client, &signer, &role, &amount, true).await,
+        Command::Unstake { client, signer, role, amount } => query::stake(&client, &signer, &role, &amount, false).await,
+        Command::Bench { command } => bench::run(command),
+    }
+}
