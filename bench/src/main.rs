@@ -9,7 +9,7 @@ use candle_transformers::models::bert::{BertModel, Config};
 use piazza_engine::{Batch, Compute, Embedder};
 
 /// Each measurement is repeated this many times; the fastest counts.
-const REPEATS: usize = 3;
+const REPEATS: usize = 5;
 
 struct Workload {
     label: &'static str,
@@ -40,15 +40,20 @@ fn workloads() -> Vec<Workload> {
     ]
 }
 
-fn best_seconds(mut run: impl FnMut()) -> f64 {
-    run(); // warm-up
-    (0..REPEATS)
-        .map(|_| {
+/// Best time of each closure over `REPEATS` rounds, the closures taking turns in each round.
+fn best_of_interleaved<const N: usize>(runs: [&dyn Fn(); N]) -> [f64; N] {
+    let mut best = [f64::INFINITY; N];
+    for run in runs {
+        run(); // warm-up
+    }
+    for _ in 0..REPEATS {
+        for (slot, run) in runs.iter().enumerate() {
             let start = Instant::now();
             run();
-            start.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
+            best[slot] = best[slot].min(start.elapsed().as_secs_f64());
+        }
+    }
+    best
 }
 
 struct Candle {
@@ -96,26 +101,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mean_tokens = ids.iter().map(Vec::len).sum::<usize>() as f64 / ids.len() as f64;
         for threads in [1usize, 2] {
             let compute = Compute::new(threads);
-            let ours = best_seconds(|| {
-                for batch in &batches {
-                    embedder.run(batch, compute).expect("piazza run");
-                }
-            });
-            let traced = best_seconds(|| {
-                for batch in &batches {
-                    embedder.run_traced(batch, compute).expect("piazza traced run");
-                }
-            });
             // candle reads RAYON_NUM_THREADS for its matmul and runs on the current rayon pool.
             std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
-            let theirs = pool.install(|| {
-                best_seconds(|| {
+            let run_ours = || {
+                for batch in &batches {
+                    embedder.run(batch, compute).expect("piazza run");
+                }
+            };
+            let run_traced = || {
+                for batch in &batches {
+                    embedder.run_traced(batch, compute).expect("piazza traced run");
+                }
+            };
+            let run_candle = || {
+                pool.install(|| {
                     for batch in &batches {
                         candle.embed(batch).expect("candle run");
                     }
                 })
-            });
+            };
+            // Interleaved, so that load from other processes hits all three alike.
+            let [ours, traced, theirs] = best_of_interleaved([&run_ours, &run_traced, &run_candle]);
             let mut max_diff = 0.0f32;
             for batch in &batches {
                 let a = embedder.run(batch, compute)?.to_vec();

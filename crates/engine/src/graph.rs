@@ -187,7 +187,8 @@ pub fn apply(
     };
     let output = match (&op.kind, activations, weights) {
         (&OpKind::Embed { seq, eps }, [ids], [word, position, token_type, gamma, beta]) => {
-            let ids = token_ids(ids, word.shape()[0], &op.name)?;
+            let vocab = word.shape().first().copied().unwrap_or(0);
+            let ids = token_ids(ids, vocab, &op.name)?;
             let rows = ids.len();
             let positions: Vec<u32> = (0..rows)
                 .map(|r| ((first_row + r) % seq.max(1)) as u32)
@@ -242,4 +243,61 @@ fn token_ids(ids: &Tensor, vocab: usize, op: &str) -> Result<Vec<u32>> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(kind: OpKind, rows: usize) -> Op {
+        Op {
+            name: "test".into(),
+            kind,
+            inputs: vec![],
+            output_shape: [rows, 8],
+        }
+    }
+
+    /// Steps of each op cover its output rows once, in order, each within the block limits.
+    fn check_cover(graph: &Graph) {
+        for (index, op) in graph.ops.iter().enumerate() {
+            let rows: Vec<usize> = graph
+                .steps
+                .iter()
+                .filter(|step| step.op == index)
+                .flat_map(|step| step.output_rows.clone())
+                .collect();
+            assert_eq!(
+                rows,
+                (0..op.output_shape[0]).collect::<Vec<_>>(),
+                "op {index}"
+            );
+        }
+        for step in &graph.steps {
+            assert!(step.input_rows.len() <= ROW_BLOCK.max(graph.seq));
+        }
+    }
+
+    #[test]
+    fn steps_cover_every_row_once() {
+        for (batch, seq) in [(1, 1), (1, 7), (3, 64), (4, 256), (5, 33)] {
+            let rows = batch * seq;
+            let graph = Graph::new(
+                batch,
+                seq,
+                vec![
+                    op(
+                        OpKind::Linear {
+                            activation: Activation::Identity,
+                        },
+                        rows,
+                    ),
+                    op(OpKind::Attention { seq, heads: 2 }, rows),
+                    op(OpKind::MeanPool { seq }, batch),
+                    op(OpKind::L2Normalize, batch),
+                ],
+            );
+            check_cover(&graph);
+        }
+    }
 }

@@ -11,8 +11,9 @@ use crate::merkle::{self, Hash, Proof};
 /// Merkle domain of trace leaves.
 pub const TRACE_DOMAIN: &str = "piazza.trace.v1";
 
-/// Floats converted per hasher update (keeps the conversion buffer on the stack).
-const HASH_BUFFER_FLOATS: usize = 1024;
+/// Floats converted per hasher update on big-endian targets (16 KiB: full SIMD width in BLAKE3).
+#[cfg(not(target_endian = "little"))]
+const HASH_BUFFER_FLOATS: usize = 4096;
 
 /// The hashes of a run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +48,24 @@ pub fn step_hash(index: usize, values: &[f32], rows: usize, width: usize) -> Has
     hasher.update(&2u32.to_le_bytes());
     hasher.update(&(rows as u64).to_le_bytes());
     hasher.update(&(width as u64).to_le_bytes());
+    update_with_f32s(&mut hasher, values);
+    *hasher.finalize().as_bytes()
+}
+
+/// Feed `values` as little-endian f32 bytes.
+#[cfg(target_endian = "little")]
+fn update_with_f32s(hasher: &mut blake3::Hasher, values: &[f32]) {
+    // SAFETY: f32 has no padding and every byte pattern is a valid u8; u8 needs no alignment;
+    // the byte length is exactly 4 * values.len(). On little-endian targets these bytes are the
+    // canonical little-endian encoding.
+    let bytes =
+        unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), values.len() * 4) };
+    hasher.update(bytes);
+}
+
+/// Feed `values` as little-endian f32 bytes.
+#[cfg(not(target_endian = "little"))]
+fn update_with_f32s(hasher: &mut blake3::Hasher, values: &[f32]) {
     let mut buffer = [0u8; HASH_BUFFER_FLOATS * 4];
     for chunk in values.chunks(HASH_BUFFER_FLOATS) {
         for (bytes, value) in buffer.chunks_exact_mut(4).zip(chunk) {
@@ -54,7 +73,6 @@ pub fn step_hash(index: usize, values: &[f32], rows: usize, width: usize) -> Has
         }
         hasher.update(&buffer[..chunk.len() * 4]);
     }
-    *hasher.finalize().as_bytes()
 }
 
 /// Canonical bytes of any tensor (shape header, then little-endian f32 values).

@@ -27,6 +27,7 @@ fn check_close(case: &str, expected: &[f32], got: &[f32]) {
         "{case}: component difference {worst:e}"
     );
     assert!(cosine >= COSINE_MIN, "{case}: cosine {cosine}");
+    eprintln!("{case}: max component difference {worst:.2e}, cosine {cosine:.9}");
 }
 
 #[test]

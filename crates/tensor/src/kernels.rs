@@ -7,10 +7,10 @@
 //! - May not: the lane an element is added to, the order within a lane, the combine tree,
 //!   fused multiply-add, or a different transcendental function.
 //!
-//! SIMD comes from the compiler vectorising lane arrays (`[f32; 8]`), which maps each lane to
+//! SIMD comes from the compiler vectorising lane arrays (`[f32; 16]`), which maps each lane to
 //! one vector slot and keeps each slot's operation sequence as written. On x86-64 the matmul
-//! kernel is also compiled with AVX2 enabled and picked at run time ([`Isa`]); AVX2 only
-//! widens registers, it cannot change results (Rust never contracts `a * b + c` into an FMA).
+//! kernel is also compiled with AVX2 and with AVX-512 enabled and picked at run time ([`Isa`]);
+//! wider registers cannot change results (Rust never contracts `a * b + c` into an FMA).
 
 use std::num::NonZeroUsize;
 
@@ -23,6 +23,8 @@ pub enum Isa {
     Portable,
     /// x86-64 AVX2 (only offered when the CPU has it).
     Avx2,
+    /// x86-64 AVX-512F (only offered when the CPU has it).
+    Avx512,
 }
 
 impl Isa {
@@ -30,6 +32,9 @@ impl Isa {
     pub fn detect() -> Isa {
         #[cfg(target_arch = "x86_64")]
         {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
             if std::arch::is_x86_feature_detected!("avx2") {
                 return Isa::Avx2;
             }
@@ -37,13 +42,25 @@ impl Isa {
         Isa::Portable
     }
 
+    /// Whether this CPU can run `self`.
+    pub fn is_supported(self) -> bool {
+        match self {
+            Isa::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
     /// Every instruction set this CPU can run (for equivalence tests).
     pub fn available() -> Vec<Isa> {
-        let mut isas = vec![Isa::Portable];
-        if Isa::detect() == Isa::Avx2 {
-            isas.push(Isa::Avx2);
-        }
-        isas
+        [Isa::Portable, Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter(|isa| isa.is_supported())
+            .collect()
     }
 }
 
@@ -175,32 +192,30 @@ pub fn sum_squared_deviation(x: &[f32], mean: f32) -> f32 {
 // Matrix multiply: out = act(a · bᵀ + bias)
 // ---------------------------------------------------------------------------------------------
 
-/// Rows of `a` per register tile.
-const TILE_ROWS: usize = 4;
-/// Rows of `b` (output columns) per register tile.
-const TILE_COLS: usize = 3;
 /// Rows of `b` per cache block: the block (`COLUMN_BLOCK * k` floats) stays in L2 while every
 /// row tile of `a` passes over it.
 const COLUMN_BLOCK: usize = 48;
+/// Row alignment of the thread ranges (a multiple of every tile height below).
+const ROW_ALIGN: usize = 4;
 
 #[inline(always)]
-fn load8(slice: &[f32], at: usize) -> [f32; LANES] {
-    // One bounds check per 8 elements; `at + 8 <= len` holds for every call below.
-    let chunk: &[f32; LANES] = slice[at..at + LANES].try_into().expect("8 elements");
+fn load_lanes(slice: &[f32], at: usize) -> [f32; LANES] {
+    // One bounds check per 16 elements; `at + 16 <= len` holds for every call below.
+    let chunk: &[f32; LANES] = slice[at..at + LANES].try_into().expect("16 elements");
     *chunk
 }
 
 /// Lane sums of an `R x C` tile of dot products; every slice has length `k`.
-/// Element `p` of the reduction goes to lane `p % 8`, in increasing `p`, as in [`reference::dot`].
+/// Element `p` of the reduction goes to lane `p % 16`, in increasing `p`, as in [`reference::dot`].
 #[inline(always)]
 fn tile<const R: usize, const C: usize>(a: [&[f32]; R], b: [&[f32]; C], k: usize) -> [[f32; C]; R] {
     let mut lanes = [[[0.0f32; LANES]; C]; R];
     let full = k - k % LANES;
     let mut p = 0;
     while p < full {
-        let bv: [[f32; LANES]; C] = std::array::from_fn(|j| load8(b[j], p));
+        let bv: [[f32; LANES]; C] = std::array::from_fn(|j| load_lanes(b[j], p));
         for i in 0..R {
-            let av = load8(a[i], p);
+            let av = load_lanes(a[i], p);
             for j in 0..C {
                 for l in 0..LANES {
                     lanes[i][j][l] = lanes[i][j][l] + av[l] * bv[j][l];
@@ -239,9 +254,15 @@ impl Linear<'_> {
         self.activation.apply(value)
     }
 
-    /// `out` (rows `first_row..` of the result) from the matching rows of `a`.
+    /// `out` (rows `first_row..` of the result) from the matching rows of `a`, in register
+    /// tiles of `TILE_ROWS x TILE_COLS` outputs (the tile shape only groups independent outputs).
     #[inline(always)]
-    fn rows(&self, a: &[f32], first_row: usize, out: &mut [f32]) {
+    fn rows<const TILE_ROWS: usize, const TILE_COLS: usize>(
+        &self,
+        a: &[f32],
+        first_row: usize,
+        out: &mut [f32],
+    ) {
         let (n, k) = (self.n, self.k);
         if n == 0 {
             return;
@@ -297,32 +318,48 @@ impl Linear<'_> {
     }
 }
 
+// Tile shapes per instruction set, sized to the register file: a 16-lane accumulator is one
+// AVX-512 register (32 of them), two AVX2 registers (16) or four SSE registers (16).
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn linear_rows_avx512(linear: &Linear<'_>, a: &[f32], first_row: usize, out: &mut [f32]) {
+    linear.rows::<4, 5>(a, first_row, out)
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn linear_rows_avx2(linear: &Linear<'_>, a: &[f32], first_row: usize, out: &mut [f32]) {
-    linear.rows(a, first_row, out)
+    linear.rows::<3, 2>(a, first_row, out)
 }
 
 fn linear_rows_portable(linear: &Linear<'_>, a: &[f32], first_row: usize, out: &mut [f32]) {
-    linear.rows(a, first_row, out)
+    linear.rows::<1, 3>(a, first_row, out)
 }
 
 /// [`reference::linear`]: register tiles, cache blocks over output columns, threads over rows.
 /// `a: [m, k]`, `out: [m, n]` with `m = out.len() / n` (lengths checked by the caller).
+/// An instruction set the CPU lacks falls back to the portable kernel (same bits).
 pub fn linear(linear: &Linear<'_>, a: &[f32], out: &mut [f32], compute: Compute) {
     let work_per_row = linear.n.saturating_mul(linear.k);
+    let isa = if compute.isa.is_supported() {
+        compute.isa
+    } else {
+        Isa::Portable
+    };
     for_row_ranges(
         out,
         linear.n,
-        TILE_ROWS,
+        ROW_ALIGN,
         work_per_row,
         compute.threads,
-        |first_row, chunk| match compute.isa {
+        |first_row, chunk| match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 if Isa::detect() == Isa::Avx2 => {
-                // SAFETY: the CPU supports AVX2 (checked just above).
-                unsafe { linear_rows_avx2(linear, a, first_row, chunk) }
-            }
+            // SAFETY: the CPU supports AVX-512F (`is_supported` above).
+            Isa::Avx512 => unsafe { linear_rows_avx512(linear, a, first_row, chunk) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the CPU supports AVX2 (`is_supported` above).
+            Isa::Avx2 => unsafe { linear_rows_avx2(linear, a, first_row, chunk) },
             _ => linear_rows_portable(linear, a, first_row, chunk),
         },
     );

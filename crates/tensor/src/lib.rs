@@ -4,7 +4,7 @@
 //! - [`reference`] holds a plain scalar implementation of every operator; it is the
 //!   specification. Every fast path in [`kernels`] (SIMD, tiles, threads, AVX2) returns exactly
 //!   its bits, for every input, thread count and target CPU.
-//! - Every reduction uses [`reference::LANES`] = 8 partial sums (element `i` into lane `i % 8`)
+//! - Every reduction uses [`reference::LANES`] = 16 partial sums (element `i` into lane `i % 16`)
 //!   and the fixed combine tree [`reference::combine`]. A reduction axis is never split across
 //!   threads; threads only split output rows.
 //! - No fused multiply-add, no fast-math; `exp`, `erf`, `pow`, `sin`, `cos` come from the

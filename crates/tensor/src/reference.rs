@@ -6,7 +6,7 @@
 //! property tests in `tests/equivalence.rs` check it.
 //!
 //! Rules shared by every reduction (see docs/engine.md):
-//! - [`LANES`] = 8 partial sums; element `i` of the reduced axis is added to lane `i % 8`, in
+//! - [`LANES`] = 16 partial sums; element `i` of the reduced axis is added to lane `i % 16`, in
 //!   increasing `i`; every lane starts at `+0.0`.
 //! - the lanes are combined by the fixed tree in [`combine`].
 //! - products are rounded before they are added (no fused multiply-add).
@@ -16,17 +16,20 @@
 //! Functions here take row-major slices whose lengths the caller ([`crate::ops`]) has checked.
 
 /// Number of partial sums in every reduction.
-pub const LANES: usize = 8;
+pub const LANES: usize = 16;
 
-/// The fixed combine tree: `((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))`.
+/// The fixed combine tree, pairwise halving: `l[i] = l[i] + l[i + w]` for `i < w`, with
+/// `w = 8, 4, 2, 1`; the result is `l[0]`. (What a vector reduction of 16 lanes does.)
 pub fn combine(lanes: [f32; LANES]) -> f32 {
-    let t0 = lanes[0] + lanes[4];
-    let t1 = lanes[1] + lanes[5];
-    let t2 = lanes[2] + lanes[6];
-    let t3 = lanes[3] + lanes[7];
-    let u0 = t0 + t2;
-    let u1 = t1 + t3;
-    u0 + u1
+    let mut lanes = lanes;
+    let mut width = LANES / 2;
+    while width >= 1 {
+        for i in 0..width {
+            lanes[i] = lanes[i] + lanes[i + width];
+        }
+        width /= 2;
+    }
+    lanes[0]
 }
 
 /// `sum_i x[i]` in the lane order.
@@ -303,7 +306,7 @@ pub fn embedding(table: &[f32], ids: &[u32], width: usize, out: &mut [f32]) {
 
 /// Masked mean over the tokens of each sequence: `x: [batch * seq, width]`, `keep: [batch * seq]`.
 ///
-/// For sequence `b` and column `c`: kept token `t` (in increasing `t`) is added to lane `t % 8`;
+/// For sequence `b` and column `c`: kept token `t` (in increasing `t`) is added to lane `t % 16`;
 /// the lanes are combined; the sum is divided by the number of kept tokens as f32.
 /// A sequence with no kept token gives zeros.
 pub fn mean_pool(x: &[f32], keep: &[f32], seq: usize, width: usize, out: &mut [f32]) {
