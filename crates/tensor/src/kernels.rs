@@ -110,7 +110,7 @@ pub fn for_row_ranges<F>(
 ) where
     F: Fn(usize, &mut [f32]) + Sync,
 {
-    let rows = if width == 0 { 0 } else { out.len() / width };
+    let rows = out.len().checked_div(width).unwrap_or(0);
     let threads = threads.get().min(rows.div_ceil(align.max(1))).max(1);
     if threads == 1 || rows.saturating_mul(work_per_row) < PARALLEL_WORK_MIN {
         body(0, out);
@@ -616,7 +616,7 @@ pub fn attention(
 
 /// [`reference::mean_pool`], vectorised across columns.
 pub fn mean_pool(x: &[f32], keep: &[f32], seq: usize, width: usize, out: &mut [f32]) {
-    let batch = if seq == 0 { 0 } else { keep.len() / seq };
+    let batch = keep.len().checked_div(seq).unwrap_or(0);
     let mut lanes = vec![[0.0f32; LANES]; width];
     for b in 0..batch {
         for lane in lanes.iter_mut() {

@@ -25,6 +25,9 @@
 //! assert!(y1.bits_eq(&y2));
 //! ```
 
+// `a = a + b` is written out on purpose: it spells the floating-point operation order.
+#![allow(clippy::assign_op_pattern)]
+
 pub mod kernels;
 pub mod layout;
 pub mod ops;

@@ -15,6 +15,8 @@
 //!
 //! Functions here take row-major slices whose lengths the caller ([`crate::ops`]) has checked.
 
+#![allow(clippy::needless_range_loop)] // index loops keep the order visible
+
 /// Number of partial sums in every reduction.
 pub const LANES: usize = 16;
 
@@ -143,7 +145,7 @@ pub fn activation(x: &[f32], activation: Activation, out: &mut [f32]) {
 /// `mean = sum(x) / n`, `var = sum((x - mean)^2) / n`, `inv = 1 / sqrt(var + eps)`,
 /// `out = ((x - mean) * inv) * gamma + beta`.
 pub fn layernorm(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, n: usize, out: &mut [f32]) {
-    let rows = if n == 0 { 0 } else { x.len() / n };
+    let rows = x.len().checked_div(n).unwrap_or(0);
     for r in 0..rows {
         let row = &x[r * n..(r + 1) * n];
         let mean = sum(row) / n as f32;
@@ -174,7 +176,7 @@ pub fn add_layernorm(
 
 /// RMS normalisation of each row: `inv = 1 / sqrt(dot(x, x) / n + eps)`, `out = (x * inv) * gamma`.
 pub fn rmsnorm(x: &[f32], gamma: &[f32], eps: f32, n: usize, out: &mut [f32]) {
-    let rows = if n == 0 { 0 } else { x.len() / n };
+    let rows = x.len().checked_div(n).unwrap_or(0);
     for r in 0..rows {
         let row = &x[r * n..(r + 1) * n];
         let mean_square = dot(row, row) / n as f32;
@@ -192,7 +194,7 @@ pub fn rmsnorm(x: &[f32], gamma: &[f32], eps: f32, n: usize, out: &mut [f32]) {
 /// greater), `e = exp(z - max)` for kept columns and `0` for the others, `out = e / sum(e)`.
 /// A row with no kept column is all zeros.
 pub fn softmax(x: &[f32], keep: Option<&[f32]>, scale: f32, n: usize, out: &mut [f32]) {
-    let rows = if n == 0 { 0 } else { x.len() / n };
+    let rows = x.len().checked_div(n).unwrap_or(0);
     let kept = |c: usize| keep.is_none_or(|keep| keep[c] != 0.0);
     for r in 0..rows {
         let row = &x[r * n..(r + 1) * n];
@@ -310,7 +312,7 @@ pub fn embedding(table: &[f32], ids: &[u32], width: usize, out: &mut [f32]) {
 /// the lanes are combined; the sum is divided by the number of kept tokens as f32.
 /// A sequence with no kept token gives zeros.
 pub fn mean_pool(x: &[f32], keep: &[f32], seq: usize, width: usize, out: &mut [f32]) {
-    let batch = if seq == 0 { 0 } else { keep.len() / seq };
+    let batch = keep.len().checked_div(seq).unwrap_or(0);
     for b in 0..batch {
         let kept: Vec<usize> = (0..seq).filter(|&t| keep[b * seq + t] != 0.0).collect();
         for c in 0..width {
@@ -332,7 +334,7 @@ pub const L2_NORM_EPSILON: f32 = 1e-12;
 
 /// Each row divided by `max(sqrt(dot(row, row)), 1e-12)`.
 pub fn l2_normalize(x: &[f32], n: usize, out: &mut [f32]) {
-    let rows = if n == 0 { 0 } else { x.len() / n };
+    let rows = x.len().checked_div(n).unwrap_or(0);
     for r in 0..rows {
         let row = &x[r * n..(r + 1) * n];
         let norm = dot(row, row).sqrt();

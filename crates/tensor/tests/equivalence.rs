@@ -61,7 +61,7 @@ fn activations() -> impl Strategy<Value = Activation> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
     fn reductions_match((x, y, mean) in (0usize..200).prop_flat_map(|n| (values(n), values(n), -2.0f32..2.0))) {

@@ -1,0 +1,55 @@
+//! Where the time of a traced run goes: plain run, traced run, and hashing alone.
+//! `cargo run --release -p piazza-engine --example trace_overhead [threads]`
+
+use std::time::Instant;
+
+use piazza_engine::{trace, Batch, Compute, Embedder};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let threads: usize = std::env::args().nth(1).map_or(Ok(1), |t| t.parse())?;
+    let embedder = Embedder::load(piazza_engine::models_dir().join("minilm"))?;
+    let text = "open networks verify every inference result with bitwise reproducible kernels so honest providers earn";
+    let texts = vec![text; 16];
+    let batch = Batch::pad(&embedder.tokenize(&texts)?)?;
+    let compute = Compute::new(threads);
+    let recording = embedder.run_recorded(&batch, compute)?;
+    let bytes: usize = recording
+        .outputs
+        .iter()
+        .map(|t| t.element_count() * 4)
+        .sum();
+    let mut best = [f64::INFINITY; 3];
+    for _ in 0..10 {
+        let start = Instant::now();
+        embedder.run(&batch, compute)?;
+        best[0] = best[0].min(start.elapsed().as_secs_f64());
+        let start = Instant::now();
+        embedder.run_traced(&batch, compute)?;
+        best[1] = best[1].min(start.elapsed().as_secs_f64());
+        let start = Instant::now();
+        for (index, step) in recording.graph.steps.iter().enumerate() {
+            let output = &recording.outputs[step.op];
+            let width = output.shape()[1];
+            let values = &output.as_slice().unwrap()
+                [step.output_rows.start * width..step.output_rows.end * width];
+            std::hint::black_box(trace::step_hash(
+                index,
+                values,
+                step.output_rows.len(),
+                width,
+            ));
+        }
+        best[2] = best[2].min(start.elapsed().as_secs_f64());
+    }
+    println!(
+        "rows {} threads {threads}: run {:.1} ms, traced {:.1} ms (x{:.3}), hashing alone {:.1} ms for {:.1} MB ({:.2} GB/s)",
+        batch.batch * batch.seq,
+        best[0] * 1e3,
+        best[1] * 1e3,
+        best[1] / best[0],
+        best[2] * 1e3,
+        bytes as f64 / 1e6,
+        bytes as f64 / best[2] / 1e9
+    );
+    Ok(())
+}
