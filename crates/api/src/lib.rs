@@ -149,3 +149,100 @@ pub struct StakeInfo {
     pub bonds: std::collections::BTreeMap<String, String>,
     pub unbonding: String,
 }
+
+pub mod compute_method {
+    pub const GET_MODELS: &str = "piazza_getModels";
+    pub const GET_JOB: &str = "piazza_getJob";
+    pub const GET_PROVIDER: &str = "piazza_getProvider";
+    pub const GET_PROVIDER_JOBS: &str = "piazza_getProviderJobs";
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ModelInfo {
+    pub name: String,
+    /// `embedding` or `generation`.
+    pub kind: String,
+    pub architecture: String,
+    pub config_hash: String,
+    pub weights_commitment: String,
+    pub tokenizer_hash: String,
+    pub owner: String,
+    pub license: String,
+    pub price_floor: String,
+    /// Addresses of the providers serving it.
+    pub providers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProviderInfo {
+    pub address: String,
+    pub models: Vec<String>,
+    pub price_per_unit: String,
+    pub capacity: u32,
+    pub endpoint: String,
+    pub active_jobs: u32,
+    pub jobs_completed: u64,
+    pub deadlines_missed: u64,
+    pub stake: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct JobParamsInfo {
+    pub max_tokens: u32,
+    pub temperature_milli: u32,
+    pub top_k: u32,
+    pub top_p_milli: u32,
+    pub repetition_penalty_milli: u32,
+    pub seed: u64,
+    pub chat: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobResultInfo {
+    /// Hex of the output bytes (embeddings: little-endian f32; generation: UTF-8 text).
+    pub output: String,
+    pub output_hash: String,
+    pub trace_root: String,
+    pub work_units: u64,
+    pub posted_height: u64,
+}
+
+/// The provenance record of a settled job.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobReceiptInfo {
+    pub job: u64,
+    pub model: String,
+    pub input_hash: String,
+    pub output_hash: String,
+    pub trace_root: String,
+    pub provider: String,
+    pub price: String,
+    pub refund: String,
+    pub height: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobInfo {
+    pub id: u64,
+    pub client: String,
+    pub model: String,
+    /// Hex of the input bytes.
+    pub input: String,
+    pub params: JobParamsInfo,
+    pub max_units: u64,
+    pub max_price: String,
+    pub submitted_height: u64,
+    /// `pending`, `assigned`, `posted`, `settled` or `expired`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_height: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle_height: Option<u64>,
+    pub missed: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<JobResultInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<JobReceiptInfo>,
+}

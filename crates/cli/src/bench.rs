@@ -55,6 +55,8 @@ fn transfers(txs: usize, senders: usize, json: bool) -> Result<()> {
         staking: staking::Params::default(),
         accounts,
         bonds: vec![GenesisBond { address: validator.public_key().address(), role: Role::Validator, amount: Amount::pza(10_000) }],
+        models: vec![],
+        compute: Default::default(),
     };
     let store = Store::open(&dir.path().join("chain.redb"))?;
     let app = App::open(store, Some(&genesis), validator, MempoolConfig { capacity: txs + 1, nonce_window: 64 })?;

@@ -58,6 +58,8 @@ fn devnet_genesis(dev: Address, validator: Address) -> Genesis {
             GenesisAccount { address: validator, balance: Amount::pza(100_000) },
         ],
         bonds: vec![GenesisBond { address: validator, role: Role::Validator, amount: Amount::pza(10_000) }],
+        models: vec![],
+        compute: Default::default(),
     }
 }
 

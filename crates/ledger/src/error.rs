@@ -27,10 +27,23 @@ pub enum ErrorCode {
     Internal = 15,
     UnbondExceedsBond = 20,
     StakeBelowMinimum = 21,
+    UnknownModel = 30,
+    EscrowTooLow = 31,
+    InputTooLarge = 32,
+    NotAssigned = 33,
+    LateResult = 34,
+    ResultAlreadyPosted = 35,
+    UnknownJob = 36,
+    NoProvider = 37,
+    NotAProvider = 38,
+    ModelExists = 39,
+    WorkExceedsLimit = 40,
+    OutputHashMismatch = 41,
+    ProviderExists = 42,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 30] = [
         ErrorCode::MalformedBytes,
         ErrorCode::OversizedTx,
         ErrorCode::BadSignature,
@@ -48,6 +61,19 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::UnbondExceedsBond,
         ErrorCode::StakeBelowMinimum,
+        ErrorCode::UnknownModel,
+        ErrorCode::EscrowTooLow,
+        ErrorCode::InputTooLarge,
+        ErrorCode::NotAssigned,
+        ErrorCode::LateResult,
+        ErrorCode::ResultAlreadyPosted,
+        ErrorCode::UnknownJob,
+        ErrorCode::NoProvider,
+        ErrorCode::NotAProvider,
+        ErrorCode::ModelExists,
+        ErrorCode::WorkExceedsLimit,
+        ErrorCode::OutputHashMismatch,
+        ErrorCode::ProviderExists,
     ];
 
     pub fn code(self) -> u16 {
@@ -78,6 +104,19 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::UnbondExceedsBond => "unbond_exceeds_bond",
             ErrorCode::StakeBelowMinimum => "stake_below_minimum",
+            ErrorCode::UnknownModel => "unknown_model",
+            ErrorCode::EscrowTooLow => "escrow_too_low",
+            ErrorCode::InputTooLarge => "input_too_large",
+            ErrorCode::NotAssigned => "not_assigned",
+            ErrorCode::LateResult => "late_result",
+            ErrorCode::ResultAlreadyPosted => "result_already_posted",
+            ErrorCode::UnknownJob => "unknown_job",
+            ErrorCode::NoProvider => "no_provider",
+            ErrorCode::NotAProvider => "not_a_provider",
+            ErrorCode::ModelExists => "model_exists",
+            ErrorCode::WorkExceedsLimit => "work_exceeds_limit",
+            ErrorCode::OutputHashMismatch => "output_hash_mismatch",
+            ErrorCode::ProviderExists => "provider_exists",
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The state transition: a pure function of (state, block, transactions).
 
 use crate::bank::{self, Bank};
+use crate::compute::{self, Compute};
+use crate::models::Models;
 use crate::block::{tx_root, Block, Event, Receipt, TxStatus, EVENTS_PER_TX_MAX};
 use crate::error::{ErrorCode, TxError};
 use crate::genesis::{FeeParams, Genesis, GenesisError};
@@ -92,6 +94,8 @@ pub fn check_message_stateless(message: &Message) -> Result<(), TxError> {
     match message {
         Message::Bank(m) => Bank::check_stateless(m),
         Message::Staking(m) => Staking::check_stateless(m),
+        Message::Models(m) => Models::check_stateless(m),
+        Message::Compute(m) => Compute::check_stateless(m),
     }
 }
 
@@ -99,6 +103,8 @@ fn message_fee_units(message: &Message) -> u64 {
     match message {
         Message::Bank(m) => Bank::fee_units(m),
         Message::Staking(m) => Staking::fee_units(m),
+        Message::Models(m) => Models::fee_units(m),
+        Message::Compute(m) => Compute::fee_units(m),
     }
 }
 
@@ -117,8 +123,11 @@ pub fn fee_for(tx: &SignedTransaction, fees: &FeeParams) -> Result<Amount, TxErr
 /// The tokens a transaction's messages move out of the sender's balance, at most.
 fn outflow(tx: &SignedTransaction) -> Option<Amount> {
     tx.tx.messages.iter().try_fold(Amount::ZERO, |total, m| match m {
-        Message::Bank(bank::Msg::Send { amount, .. }) | Message::Staking(staking::Msg::Bond { amount, .. }) => total.checked_add(*amount),
-        Message::Staking(staking::Msg::Unbond { .. }) => Some(total),
+        Message::Bank(bank::Msg::Send { amount, .. })
+        | Message::Staking(staking::Msg::Bond { amount, .. })
+        | Message::Compute(compute::Msg::SubmitJob { max_price: amount, .. })
+        | Message::Compute(compute::Msg::RegisterProvider { stake: amount, .. }) => total.checked_add(*amount),
+        Message::Staking(staking::Msg::Unbond { .. }) | Message::Models(_) | Message::Compute(_) => Some(total),
     })
 }
 
@@ -179,6 +188,8 @@ pub fn init_chain(genesis: &Genesis) -> Result<Writes, GenesisError> {
     state.put(chain_key::head(), &ChainHead { height: 0, time_ms: genesis.genesis_time_ms, randomness: Hash::of("piazza/genesis-randomness", &[genesis.chain_id.as_bytes()]) });
     Bank::init_chain(&mut state, genesis)?;
     Staking::init_chain(&mut state, genesis)?;
+    Models::init_chain(&mut state, genesis)?;
+    Compute::init_chain(&mut state, genesis)?;
     Ok(state.into_writes())
 }
 
@@ -208,6 +219,8 @@ impl<'a> BlockExecutor<'a> {
         let mut events = Vec::new();
         Bank::begin_block(&mut state, &block, &mut events);
         Staking::begin_block(&mut state, &block, &mut events);
+        Models::begin_block(&mut state, &block, &mut events);
+        Compute::begin_block(&mut state, &block, &mut events);
         BlockExecutor { state, block, fees, receipts: Vec::new(), events }
     }
 
@@ -264,6 +277,8 @@ impl<'a> BlockExecutor<'a> {
     pub fn finish(mut self) -> BlockOutcome {
         Bank::end_block(&mut self.state, &self.block, &mut self.events);
         Staking::end_block(&mut self.state, &self.block, &mut self.events);
+        Models::end_block(&mut self.state, &self.block, &mut self.events);
+        Compute::end_block(&mut self.state, &self.block, &mut self.events);
         let head = ChainHead { height: self.block.height, time_ms: self.block.time_ms, randomness: self.block.randomness };
         self.state.put(chain_key::head(), &head);
         BlockOutcome { writes: self.state.into_writes(), receipts: self.receipts, events: self.events }
@@ -280,6 +295,14 @@ fn run_messages(state: &mut StateDelta<'_>, ctx: &mut TxContext<'_>, messages: &
             Message::Staking(m) => {
                 Staking::check_stateful(state, ctx, m)?;
                 Staking::execute(state, ctx, m)?;
+            }
+            Message::Models(m) => {
+                Models::check_stateful(state, ctx, m)?;
+                Models::execute(state, ctx, m)?;
+            }
+            Message::Compute(m) => {
+                Compute::check_stateful(state, ctx, m)?;
+                Compute::execute(state, ctx, m)?;
             }
         }
     }

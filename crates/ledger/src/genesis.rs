@@ -66,6 +66,10 @@ pub struct Genesis {
     pub accounts: Vec<GenesisAccount>,
     /// Bonds made at genesis from the accounts above; at least one validator.
     pub bonds: Vec<GenesisBond>,
+    #[serde(default)]
+    pub models: Vec<crate::models::ModelRecord>,
+    #[serde(default)]
+    pub compute: crate::compute::Params,
 }
 
 impl Genesis {

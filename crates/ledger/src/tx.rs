@@ -2,7 +2,7 @@
 //! encoding.
 
 use crate::error::{ErrorCode, TxError};
-use crate::{bank, staking};
+use crate::{bank, compute, models, staking};
 use piazza_codec::{Decode, DecodeError, Encode, Reader, Writer};
 use piazza_primitives::{Address, Amount, Hash, PublicKey, SecretKey, Signature};
 
@@ -20,10 +20,14 @@ const SIGN_DOMAIN: &[u8] = b"piazza/tx/v1\0";
 pub enum Message {
     Bank(bank::Msg),
     Staking(staking::Msg),
+    Models(models::Msg),
+    Compute(compute::Msg),
 }
 
 const TAG_BANK: u8 = 1;
 const TAG_STAKING: u8 = 2;
+const TAG_MODELS: u8 = 3;
+const TAG_COMPUTE: u8 = 4;
 
 impl Encode for Message {
     fn encode(&self, w: &mut Writer) {
@@ -36,6 +40,14 @@ impl Encode for Message {
                 w.u8(TAG_STAKING);
                 m.encode(w)
             }
+            Message::Models(m) => {
+                w.u8(TAG_MODELS);
+                m.encode(w)
+            }
+            Message::Compute(m) => {
+                w.u8(TAG_COMPUTE);
+                m.encode(w)
+            }
         }
     }
 }
@@ -46,6 +58,8 @@ impl Decode for Message {
         match r.u8()? {
             TAG_BANK => Ok(Message::Bank(r.value()?)),
             TAG_STAKING => Ok(Message::Staking(r.value()?)),
+            TAG_MODELS => Ok(Message::Models(r.value()?)),
+            TAG_COMPUTE => Ok(Message::Compute(r.value()?)),
             tag => Err(DecodeError::InvalidTag { offset, tag, what: "message module" }),
         }
     }

@@ -30,6 +30,8 @@ fn genesis(keys: &[SecretKey]) -> Genesis {
         staking,
         accounts: keys.iter().map(|k| GenesisAccount { address: k.public_key().address(), balance: Amount::pza(1_000) }).collect(),
         bonds: vec![GenesisBond { address: keys[0].public_key().address(), role: Role::Validator, amount: Amount::pza(100) }],
+        models: vec![],
+        compute: Default::default(),
     }
 }
 

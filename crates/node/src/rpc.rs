@@ -9,9 +9,11 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use piazza_api::{error_code, method, AccountInfo, BlockInfo, EventInfo, ReceiptInfo, RpcError, StakeInfo, Status, Submitted, TxFailure, TxInfo};
+use piazza_api::{compute_method, error_code, method, AccountInfo, JobInfo, JobParamsInfo, JobReceiptInfo, JobResultInfo, ModelInfo, ProviderInfo, BlockInfo, EventInfo, ReceiptInfo, RpcError, StakeInfo, Status, Submitted, TxFailure, TxInfo};
 use piazza_codec::Encode;
 use piazza_ledger::bank::{self, Msg as BankMsg};
+use piazza_ledger::compute::{self, Job, JobStatus};
+use piazza_ledger::models;
 use piazza_ledger::block::{Block, Event, Receipt, TxStatus};
 use piazza_ledger::error::{ErrorCode, TxError};
 use piazza_ledger::executor;
@@ -227,6 +229,58 @@ fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value, RpcError> 
                 .collect();
             to_value(StakeInfo { address: address.to_string(), bonds, unbonding: staking::unbonding(&view, &address).base_units().to_string() })
         }
+        compute_method::GET_MODELS => {
+            let snapshot = app.store().snapshot().map_err(internal)?;
+            let view = StateDelta::new(&snapshot);
+            let models: Vec<ModelInfo> = models::all(&view)
+                .into_iter()
+                .map(|m| ModelInfo {
+                    providers: compute::providers_serving(&view, &m.name).iter().map(|a| a.to_string()).collect(),
+                    name: m.name,
+                    kind: m.kind.name().to_string(),
+                    architecture: m.architecture,
+                    config_hash: m.config_hash.to_hex(),
+                    weights_commitment: m.weights_commitment.to_hex(),
+                    tokenizer_hash: m.tokenizer_hash.to_hex(),
+                    owner: m.owner.to_string(),
+                    license: m.license,
+                    price_floor: m.price_floor.base_units().to_string(),
+                })
+                .collect();
+            to_value(models)
+        }
+        compute_method::GET_JOB => {
+            let id = param(params, 0, "job id")?.as_u64().ok_or_else(|| rpc_error(error_code::INVALID_PARAMS, "job id must be a non-negative integer", None))?;
+            let snapshot = app.store().snapshot().map_err(internal)?;
+            match compute::job(&StateDelta::new(&snapshot), id) {
+                None => Ok(Value::Null),
+                Some(job) => to_value(job_info(&job)),
+            }
+        }
+        compute_method::GET_PROVIDER => {
+            let address = address_param(params, 0)?;
+            let snapshot = app.store().snapshot().map_err(internal)?;
+            let view = StateDelta::new(&snapshot);
+            match compute::provider(&view, &address) {
+                None => Ok(Value::Null),
+                Some(p) => to_value(ProviderInfo {
+                    address: address.to_string(),
+                    models: p.offer.models,
+                    price_per_unit: p.offer.price_per_unit.base_units().to_string(),
+                    capacity: p.offer.capacity,
+                    endpoint: p.offer.endpoint,
+                    active_jobs: p.active_jobs,
+                    jobs_completed: p.jobs_completed,
+                    deadlines_missed: p.deadlines_missed,
+                    stake: staking::bonded(&view, &address, Role::Provider).base_units().to_string(),
+                }),
+            }
+        }
+        compute_method::GET_PROVIDER_JOBS => {
+            let address = address_param(params, 0)?;
+            let snapshot = app.store().snapshot().map_err(internal)?;
+            to_value(compute::assigned_jobs(&StateDelta::new(&snapshot), &address))
+        }
         method::SUBSCRIBE | method::UNSUBSCRIBE => Err(rpc_error(error_code::METHOD_NOT_FOUND, "subscriptions need a WebSocket connection (GET /ws)", None)),
         other => Err(rpc_error(error_code::METHOD_NOT_FOUND, format!("unknown method `{other}`"), None)),
     }
@@ -252,6 +306,65 @@ pub fn message_json(message: &Message) -> Value {
         Message::Bank(BankMsg::Send { to, amount }) => json!({"type": "bank.send", "to": to.to_string(), "amount": amount.base_units().to_string()}),
         Message::Staking(StakingMsg::Bond { role, amount }) => json!({"type": "staking.bond", "role": role.name(), "amount": amount.base_units().to_string()}),
         Message::Staking(StakingMsg::Unbond { role, amount }) => json!({"type": "staking.unbond", "role": role.name(), "amount": amount.base_units().to_string()}),
+        Message::Models(models::Msg::Register(record)) => json!({"type": "models.register", "name": record.name, "kind": record.kind.name()}),
+        Message::Compute(m) => match m {
+            compute::Msg::RegisterProvider { offer, stake } => json!({"type": "compute.register_provider", "models": offer.models, "price_per_unit": offer.price_per_unit.base_units().to_string(), "capacity": offer.capacity, "stake": stake.base_units().to_string()}),
+            compute::Msg::UpdateProvider { offer } => json!({"type": "compute.update_provider", "models": offer.models, "price_per_unit": offer.price_per_unit.base_units().to_string(), "capacity": offer.capacity}),
+            compute::Msg::ExitProvider => json!({"type": "compute.exit_provider"}),
+            compute::Msg::SubmitJob { model, input, max_units, max_price, .. } => json!({"type": "compute.submit_job", "model": model, "input_bytes": input.len(), "max_units": max_units, "max_price": max_price.base_units().to_string()}),
+            compute::Msg::PostResult { job, output_hash, trace_root, work_units, .. } => json!({"type": "compute.post_result", "job": job, "output_hash": output_hash.to_hex(), "trace_root": trace_root.to_hex(), "work_units": work_units}),
+        },
+    }
+}
+
+fn job_info(job: &Job) -> JobInfo {
+    let (provider, deadline_height, settle_height) = match &job.status {
+        JobStatus::Assigned { provider, deadline_height } => (Some(provider.to_string()), Some(*deadline_height), None),
+        JobStatus::Posted { provider, settle_height } => (Some(provider.to_string()), None, Some(*settle_height)),
+        JobStatus::Settled => (job.receipt.as_ref().map(|r| r.provider.to_string()), None, None),
+        JobStatus::Pending | JobStatus::Expired => (None, None, None),
+    };
+    let p = &job.params;
+    JobInfo {
+        id: job.id,
+        client: job.client.to_string(),
+        model: job.model.clone(),
+        input: hex::encode(&job.input),
+        params: JobParamsInfo {
+            max_tokens: p.max_tokens,
+            temperature_milli: p.temperature_milli,
+            top_k: p.top_k,
+            top_p_milli: p.top_p_milli,
+            repetition_penalty_milli: p.repetition_penalty_milli,
+            seed: p.seed,
+            chat: p.chat,
+        },
+        max_units: job.max_units,
+        max_price: job.max_price.base_units().to_string(),
+        submitted_height: job.submitted_height,
+        status: job.status.name().to_string(),
+        provider,
+        deadline_height,
+        settle_height,
+        missed: job.missed.iter().map(|a| a.to_string()).collect(),
+        result: job.result.as_ref().map(|r| JobResultInfo {
+            output: hex::encode(&r.output),
+            output_hash: r.output_hash.to_hex(),
+            trace_root: r.trace_root.to_hex(),
+            work_units: r.work_units,
+            posted_height: r.posted_height,
+        }),
+        receipt: job.receipt.as_ref().map(|r| JobReceiptInfo {
+            job: r.job,
+            model: r.model.clone(),
+            input_hash: r.input_hash.to_hex(),
+            output_hash: r.output_hash.to_hex(),
+            trace_root: r.trace_root.to_hex(),
+            provider: r.provider.to_string(),
+            price: r.price.base_units().to_string(),
+            refund: r.refund.base_units().to_string(),
+            height: r.height,
+        }),
     }
 }
 

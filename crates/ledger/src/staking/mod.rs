@@ -234,6 +234,25 @@ pub fn unbond(state: &mut StateDelta<'_>, block: &BlockContext, address: &Addres
     Ok(release_height)
 }
 
+/// Takes up to `amount` from a bond (what there is, if less) and sends it to `to`, or burns it
+/// when `to` is `None`. Returns what was taken. A bond left below the role's minimum stays: the
+/// role's own module decides what a thin bond may do.
+pub fn slash(state: &mut StateDelta<'_>, address: &Address, role: Role, amount: Amount, to: Option<&Address>) -> Amount {
+    let current = bonded(state, address, role);
+    let taken = amount.min(current);
+    if taken.is_zero() {
+        return taken;
+    }
+    set_bond(state, address, role, current.checked_sub(taken).expect("taken is at most the bond"));
+    let total = total_bonded(state, role).checked_sub(taken).expect("the role total covers every bond");
+    state.put(state_key::total(role), &total);
+    match to {
+        Some(to) => bank::transfer(state, &pool(), to, taken).expect("the pool holds every bond"),
+        None => bank::burn(state, &pool(), taken).expect("the pool holds every bond"),
+    }
+    taken
+}
+
 pub struct Staking;
 
 impl Module for Staking {

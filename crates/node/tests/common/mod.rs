@@ -25,6 +25,8 @@ pub fn genesis(users: &[SecretKey]) -> Genesis {
         staking: staking::Params { unbonding_delay_blocks: 3, min_bond: [Amount::pza(1_000), Amount::pza(100), Amount::pza(100), Amount::pza(100)] },
         accounts,
         bonds: vec![GenesisBond { address: validator, role: Role::Validator, amount: Amount::pza(1_000) }],
+        models: vec![],
+        compute: Default::default(),
     }
 }
 

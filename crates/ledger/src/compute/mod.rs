@@ -1,0 +1,955 @@
+//! `compute`: the inference market. Providers register with stake, clients submit jobs with
+//! escrow, the chain assigns each job to a provider by stake-weighted randomness, the provider
+//! posts its result (output, output hash, trace root, work), and after the challenge window the
+//! escrow pays the price — split among provider, model owner, auditor pool and treasury — and
+//! refunds the rest. Every settled job leaves a receipt.
+//!
+//! Invariants:
+//! - The escrow account holds exactly the `max_price` of every job not yet settled or expired.
+//! - Assignment uses the randomness of a block after the job's submission, so neither the
+//!   client nor the proposer of the submitting block can choose the provider.
+//! - A job settles or expires exactly once; its price is at most its escrow.
+
+pub mod state_key;
+
+use crate::bank;
+use crate::block::Event;
+use crate::error::{ErrorCode, TxError};
+use crate::genesis::{Genesis, GenesisError};
+use crate::models::{self, MODEL_NAME_BYTES_MAX};
+use crate::module::{BlockContext, Module, TxContext};
+use crate::staking::{self, Role};
+use crate::state::StateDelta;
+use piazza_codec::{Decode, DecodeError, Encode, Reader, Writer};
+use piazza_primitives::{Address, Amount, Hash};
+
+/// Largest inline job input.
+pub const JOB_INPUT_BYTES_MAX: usize = 16 * 1024;
+/// Largest inline job output.
+pub const JOB_OUTPUT_BYTES_MAX: usize = 64 * 1024;
+/// Most units of work one job may declare.
+pub const JOB_UNITS_MAX: u64 = 8192;
+pub const PROVIDER_MODELS_MAX: usize = 16;
+pub const PROVIDERS_PER_MODEL_MAX: usize = 256;
+pub const PROVIDER_CAPACITY_MAX: u32 = 1024;
+/// Most jobs queued for one block hook (assignment, deadlines, settlement).
+pub const JOBS_PER_QUEUE_MAX: usize = 100_000;
+const ENDPOINT_BYTES_MAX: usize = 256;
+const BPS: u128 = 10_000;
+
+/// The escrow account.
+pub fn escrow() -> Address {
+    Address::module("compute")
+}
+
+/// Where auditors' share of every fee collects.
+pub fn auditor_pool() -> Address {
+    Address::module("auditor-pool")
+}
+
+/// A list with a bound on its length, for state values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct List<T, const MAX: usize>(pub Vec<T>);
+
+impl<T, const MAX: usize> Default for List<T, MAX> {
+    fn default() -> Self {
+        List(Vec::new())
+    }
+}
+
+impl<T: Encode, const MAX: usize> Encode for List<T, MAX> {
+    fn encode(&self, w: &mut Writer) {
+        w.seq(&self.0)
+    }
+}
+
+impl<T: Decode, const MAX: usize> Decode for List<T, MAX> {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(List(r.seq(MAX)?))
+    }
+}
+
+type JobQueue = List<u64, JOBS_PER_QUEUE_MAX>;
+
+/// Basis points of a job's price, by recipient; they sum to 10 000.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FeeSplit {
+    pub provider_bps: u16,
+    pub model_owner_bps: u16,
+    pub auditor_pool_bps: u16,
+    pub treasury_bps: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Params {
+    pub min_provider_stake: Amount,
+    /// Blocks between a posted result and its settlement, for audits and challenges.
+    pub challenge_window_blocks: u64,
+    /// Blocks a provider has to post a result once assigned.
+    pub job_deadline_blocks: u64,
+    /// Taken from the provider's stake (to the treasury) when it misses a deadline.
+    pub missed_deadline_penalty: Amount,
+    /// Assignments before an unserved job expires and is refunded.
+    pub max_attempts: u8,
+    pub split: FeeSplit,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            min_provider_stake: Amount::pza(100),
+            challenge_window_blocks: 2,
+            job_deadline_blocks: 20,
+            missed_deadline_penalty: Amount::pza(10),
+            max_attempts: 3,
+            split: FeeSplit { provider_bps: 7_000, model_owner_bps: 1_500, auditor_pool_bps: 1_000, treasury_bps: 500 },
+        }
+    }
+}
+
+impl Params {
+    pub fn validate(&self) -> Result<(), String> {
+        let s = &self.split;
+        let total = s.provider_bps as u32 + s.model_owner_bps as u32 + s.auditor_pool_bps as u32 + s.treasury_bps as u32;
+        if total != BPS as u32 {
+            return Err(format!("the fee split sums to {total} basis points, not 10000"));
+        }
+        if self.job_deadline_blocks == 0 || self.max_attempts == 0 {
+            return Err("job deadline and attempts must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+impl Encode for Params {
+    fn encode(&self, w: &mut Writer) {
+        w.value(&self.min_provider_stake);
+        w.u64(self.challenge_window_blocks);
+        w.u64(self.job_deadline_blocks);
+        w.value(&self.missed_deadline_penalty);
+        w.u8(self.max_attempts);
+        w.u16(self.split.provider_bps);
+        w.u16(self.split.model_owner_bps);
+        w.u16(self.split.auditor_pool_bps);
+        w.u16(self.split.treasury_bps);
+    }
+}
+
+impl Decode for Params {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Params {
+            min_provider_stake: r.value()?,
+            challenge_window_blocks: r.u64()?,
+            job_deadline_blocks: r.u64()?,
+            missed_deadline_penalty: r.value()?,
+            max_attempts: r.u8()?,
+            split: FeeSplit { provider_bps: r.u16()?, model_owner_bps: r.u16()?, auditor_pool_bps: r.u16()?, treasury_bps: r.u16()? },
+        })
+    }
+}
+
+fn encode_models(w: &mut Writer, models: &[String]) {
+    w.len(models.len());
+    for m in models {
+        w.str(m);
+    }
+}
+
+fn decode_models(r: &mut Reader<'_>) -> Result<Vec<String>, DecodeError> {
+    let n = r.len(PROVIDER_MODELS_MAX)?;
+    (0..n).map(|_| r.string(MODEL_NAME_BYTES_MAX)).collect()
+}
+
+/// What a provider offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    pub models: Vec<String>,
+    pub price_per_unit: Amount,
+    pub capacity: u32,
+    pub endpoint: String,
+}
+
+impl Encode for Offer {
+    fn encode(&self, w: &mut Writer) {
+        encode_models(w, &self.models);
+        w.value(&self.price_per_unit);
+        w.u32(self.capacity);
+        w.str(&self.endpoint);
+    }
+}
+
+impl Decode for Offer {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Offer { models: decode_models(r)?, price_per_unit: r.value()?, capacity: r.u32()?, endpoint: r.string(ENDPOINT_BYTES_MAX)? })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provider {
+    pub address: Address,
+    pub offer: Offer,
+    pub active_jobs: u32,
+    pub jobs_completed: u64,
+    pub deadlines_missed: u64,
+}
+
+impl Encode for Provider {
+    fn encode(&self, w: &mut Writer) {
+        w.value(&self.address);
+        w.value(&self.offer);
+        w.u32(self.active_jobs);
+        w.u64(self.jobs_completed);
+        w.u64(self.deadlines_missed);
+    }
+}
+
+impl Decode for Provider {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Provider { address: r.value()?, offer: r.value()?, active_jobs: r.u32()?, jobs_completed: r.u64()?, deadlines_missed: r.u64()? })
+    }
+}
+
+/// Generation parameters, in integers (no floats in state): temperature, top-p and repetition
+/// penalty are in thousandths.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct JobParams {
+    pub max_tokens: u32,
+    pub temperature_milli: u32,
+    pub top_k: u32,
+    pub top_p_milli: u32,
+    pub repetition_penalty_milli: u32,
+    pub seed: u64,
+    /// Wrap the input in the model's chat template as one user message.
+    pub chat: bool,
+}
+
+impl Encode for JobParams {
+    fn encode(&self, w: &mut Writer) {
+        w.u32(self.max_tokens);
+        w.u32(self.temperature_milli);
+        w.u32(self.top_k);
+        w.u32(self.top_p_milli);
+        w.u32(self.repetition_penalty_milli);
+        w.u64(self.seed);
+        w.bool(self.chat);
+    }
+}
+
+impl Decode for JobParams {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(JobParams {
+            max_tokens: r.u32()?,
+            temperature_milli: r.u32()?,
+            top_k: r.u32()?,
+            top_p_milli: r.u32()?,
+            repetition_penalty_milli: r.u32()?,
+            seed: r.u64()?,
+            chat: r.bool()?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobStatus {
+    /// Waiting for the next block's randomness.
+    Pending,
+    Assigned { provider: Address, deadline_height: u64 },
+    Posted { provider: Address, settle_height: u64 },
+    Settled,
+    /// No provider could serve it; refunded in full.
+    Expired,
+}
+
+impl JobStatus {
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobStatus::Pending => "pending",
+            JobStatus::Assigned { .. } => "assigned",
+            JobStatus::Posted { .. } => "posted",
+            JobStatus::Settled => "settled",
+            JobStatus::Expired => "expired",
+        }
+    }
+}
+
+impl Encode for JobStatus {
+    fn encode(&self, w: &mut Writer) {
+        match self {
+            JobStatus::Pending => w.u8(0),
+            JobStatus::Assigned { provider, deadline_height } => {
+                w.u8(1);
+                w.value(provider);
+                w.u64(*deadline_height);
+            }
+            JobStatus::Posted { provider, settle_height } => {
+                w.u8(2);
+                w.value(provider);
+                w.u64(*settle_height);
+            }
+            JobStatus::Settled => w.u8(3),
+            JobStatus::Expired => w.u8(4),
+        }
+    }
+}
+
+impl Decode for JobStatus {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let offset = r.offset();
+        Ok(match r.u8()? {
+            0 => JobStatus::Pending,
+            1 => JobStatus::Assigned { provider: r.value()?, deadline_height: r.u64()? },
+            2 => JobStatus::Posted { provider: r.value()?, settle_height: r.u64()? },
+            3 => JobStatus::Settled,
+            4 => JobStatus::Expired,
+            tag => return Err(DecodeError::InvalidTag { offset, tag, what: "job status" }),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobResult {
+    pub output: Vec<u8>,
+    pub output_hash: Hash,
+    pub trace_root: Hash,
+    pub work_units: u64,
+    pub posted_height: u64,
+}
+
+impl Encode for JobResult {
+    fn encode(&self, w: &mut Writer) {
+        w.bytes(&self.output);
+        w.value(&self.output_hash);
+        w.value(&self.trace_root);
+        w.u64(self.work_units);
+        w.u64(self.posted_height);
+    }
+}
+
+impl Decode for JobResult {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(JobResult { output: r.bytes(JOB_OUTPUT_BYTES_MAX)?, output_hash: r.value()?, trace_root: r.value()?, work_units: r.u64()?, posted_height: r.u64()? })
+    }
+}
+
+/// The provenance record of a settled job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobReceipt {
+    pub job: u64,
+    pub model: String,
+    pub input_hash: Hash,
+    pub output_hash: Hash,
+    pub trace_root: Hash,
+    pub provider: Address,
+    pub price: Amount,
+    pub refund: Amount,
+    pub height: u64,
+}
+
+impl Encode for JobReceipt {
+    fn encode(&self, w: &mut Writer) {
+        w.u64(self.job);
+        w.str(&self.model);
+        w.value(&self.input_hash);
+        w.value(&self.output_hash);
+        w.value(&self.trace_root);
+        w.value(&self.provider);
+        w.value(&self.price);
+        w.value(&self.refund);
+        w.u64(self.height);
+    }
+}
+
+impl Decode for JobReceipt {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(JobReceipt {
+            job: r.u64()?,
+            model: r.string(MODEL_NAME_BYTES_MAX)?,
+            input_hash: r.value()?,
+            output_hash: r.value()?,
+            trace_root: r.value()?,
+            provider: r.value()?,
+            price: r.value()?,
+            refund: r.value()?,
+            height: r.u64()?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub id: u64,
+    pub client: Address,
+    pub model: String,
+    pub input: Vec<u8>,
+    pub params: JobParams,
+    pub max_units: u64,
+    pub max_price: Amount,
+    pub submitted_height: u64,
+    /// The assigned provider's price, fixed at assignment.
+    pub price_per_unit: Amount,
+    pub status: JobStatus,
+    /// Providers assigned before, who missed their deadline.
+    pub missed: Vec<Address>,
+    pub result: Option<JobResult>,
+    pub receipt: Option<JobReceipt>,
+}
+
+const ATTEMPTS_MAX: usize = 255;
+
+impl Encode for Job {
+    fn encode(&self, w: &mut Writer) {
+        w.u64(self.id);
+        w.value(&self.client);
+        w.str(&self.model);
+        w.bytes(&self.input);
+        w.value(&self.params);
+        w.u64(self.max_units);
+        w.value(&self.max_price);
+        w.u64(self.submitted_height);
+        w.value(&self.price_per_unit);
+        w.value(&self.status);
+        w.seq(&self.missed);
+        w.option(&self.result);
+        w.option(&self.receipt);
+    }
+}
+
+impl Decode for Job {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Job {
+            id: r.u64()?,
+            client: r.value()?,
+            model: r.string(MODEL_NAME_BYTES_MAX)?,
+            input: r.bytes(JOB_INPUT_BYTES_MAX)?,
+            params: r.value()?,
+            max_units: r.u64()?,
+            max_price: r.value()?,
+            submitted_height: r.u64()?,
+            price_per_unit: r.value()?,
+            status: r.value()?,
+            missed: r.seq(ATTEMPTS_MAX)?,
+            result: r.option()?,
+            receipt: r.option()?,
+        })
+    }
+}
+
+impl Job {
+    pub fn input_hash(&self) -> Hash {
+        input_hash(&self.input)
+    }
+}
+
+pub fn input_hash(input: &[u8]) -> Hash {
+    Hash::of("piazza/job-input", &[input])
+}
+
+/// The hash a result's output must carry.
+pub fn output_hash(output: &[u8]) -> Hash {
+    Hash::of("piazza/job-output", &[output])
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Msg {
+    /// Becomes a provider, bonding `stake` (on top of any provider bond already held).
+    RegisterProvider { offer: Offer, stake: Amount },
+    UpdateProvider { offer: Offer },
+    /// Stops serving and unbonds the whole provider bond (through the unbonding delay).
+    ExitProvider,
+    /// Submits a job, escrowing `max_price`.
+    SubmitJob { model: String, input: Vec<u8>, params: JobParams, max_units: u64, max_price: Amount },
+    PostResult { job: u64, output: Vec<u8>, output_hash: Hash, trace_root: Hash, work_units: u64 },
+}
+
+impl Encode for Msg {
+    fn encode(&self, w: &mut Writer) {
+        match self {
+            Msg::RegisterProvider { offer, stake } => {
+                w.u8(0);
+                w.value(offer);
+                w.value(stake);
+            }
+            Msg::UpdateProvider { offer } => {
+                w.u8(1);
+                w.value(offer);
+            }
+            Msg::ExitProvider => w.u8(2),
+            Msg::SubmitJob { model, input, params, max_units, max_price } => {
+                w.u8(3);
+                w.str(model);
+                w.bytes(input);
+                w.value(params);
+                w.u64(*max_units);
+                w.value(max_price);
+            }
+            Msg::PostResult { job, output, output_hash, trace_root, work_units } => {
+                w.u8(4);
+                w.u64(*job);
+                w.bytes(output);
+                w.value(output_hash);
+                w.value(trace_root);
+                w.u64(*work_units);
+            }
+        }
+    }
+}
+
+impl Decode for Msg {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let offset = r.offset();
+        Ok(match r.u8()? {
+            0 => Msg::RegisterProvider { offer: r.value()?, stake: r.value()? },
+            1 => Msg::UpdateProvider { offer: r.value()? },
+            2 => Msg::ExitProvider,
+            3 => Msg::SubmitJob { model: r.string(MODEL_NAME_BYTES_MAX)?, input: r.bytes(JOB_INPUT_BYTES_MAX)?, params: r.value()?, max_units: r.u64()?, max_price: r.value()? },
+            4 => Msg::PostResult { job: r.u64()?, output: r.bytes(JOB_OUTPUT_BYTES_MAX)?, output_hash: r.value()?, trace_root: r.value()?, work_units: r.u64()? },
+            tag => return Err(DecodeError::InvalidTag { offset, tag, what: "compute message" }),
+        })
+    }
+}
+
+pub fn params(state: &StateDelta<'_>) -> Params {
+    state.get(&state_key::params()).expect("compute params are written at genesis")
+}
+
+pub fn provider(state: &StateDelta<'_>, address: &Address) -> Option<Provider> {
+    state.get(&state_key::provider(address))
+}
+
+pub fn job(state: &StateDelta<'_>, id: u64) -> Option<Job> {
+    state.get(&state_key::job(id))
+}
+
+/// The jobs currently assigned to a provider.
+pub fn assigned_jobs(state: &StateDelta<'_>, address: &Address) -> Vec<u64> {
+    state.get::<List<u64, { PROVIDER_CAPACITY_MAX as usize }>>(&state_key::assigned(address)).unwrap_or_default().0
+}
+
+pub fn providers_serving(state: &StateDelta<'_>, model: &str) -> Vec<Address> {
+    state.get::<List<Address, PROVIDERS_PER_MODEL_MAX>>(&state_key::serving(model)).unwrap_or_default().0
+}
+
+fn invalid(message: impl Into<String>) -> TxError {
+    TxError::new(ErrorCode::InvalidMessage, message)
+}
+
+fn check_offer(offer: &Offer) -> Result<(), TxError> {
+    if offer.models.is_empty() || offer.models.len() > PROVIDER_MODELS_MAX {
+        return Err(invalid(format!("a provider serves 1 to {PROVIDER_MODELS_MAX} models")));
+    }
+    if offer.capacity == 0 || offer.capacity > PROVIDER_CAPACITY_MAX {
+        return Err(invalid(format!("capacity must be 1 to {PROVIDER_CAPACITY_MAX}")));
+    }
+    let mut sorted = offer.models.clone();
+    sorted.sort();
+    sorted.dedup();
+    if sorted.len() != offer.models.len() {
+        return Err(invalid("a model is listed twice"));
+    }
+    Ok(())
+}
+
+fn check_offer_stateful(state: &StateDelta<'_>, offer: &Offer) -> Result<(), TxError> {
+    for name in &offer.models {
+        let record = models::record(state, name).ok_or_else(|| models::unknown(name))?;
+        if offer.price_per_unit < record.price_floor {
+            return Err(invalid(format!("`{name}` has a price floor of {} PZA per unit", record.price_floor)));
+        }
+        if providers_serving(state, name).len() >= PROVIDERS_PER_MODEL_MAX {
+            return Err(invalid(format!("`{name}` already has {PROVIDERS_PER_MODEL_MAX} providers")));
+        }
+    }
+    Ok(())
+}
+
+fn set_serving(state: &mut StateDelta<'_>, address: &Address, models: &[String], serve: bool) {
+    for model in models {
+        let mut list = providers_serving(state, model);
+        match (list.binary_search(address), serve) {
+            (Err(at), true) => list.insert(at, *address),
+            (Ok(at), false) => {
+                list.remove(at);
+            }
+            _ => {}
+        }
+        state.put(state_key::serving(model), &List::<Address, PROVIDERS_PER_MODEL_MAX>(list));
+    }
+}
+
+fn set_assigned(state: &mut StateDelta<'_>, address: &Address, job: u64, assigned: bool) {
+    let mut list = assigned_jobs(state, address);
+    match (list.binary_search(&job), assigned) {
+        (Err(at), true) => list.insert(at, job),
+        (Ok(at), false) => {
+            list.remove(at);
+        }
+        _ => {}
+    }
+    state.put(state_key::assigned(address), &List::<u64, { PROVIDER_CAPACITY_MAX as usize }>(list));
+}
+
+fn push_queue(state: &mut StateDelta<'_>, key: Vec<u8>, job: u64) -> Result<(), TxError> {
+    let mut queue: JobQueue = state.get(&key).unwrap_or_default();
+    if queue.0.len() >= JOBS_PER_QUEUE_MAX {
+        return Err(invalid("too many jobs queued for one block; try again"));
+    }
+    queue.0.push(job);
+    state.put(key, &queue);
+    Ok(())
+}
+
+fn take_queue(state: &mut StateDelta<'_>, key: Vec<u8>) -> Vec<u64> {
+    let queue: JobQueue = state.get(&key).unwrap_or_default();
+    state.delete(key);
+    queue.0
+}
+
+/// Chooses a provider for `job` by stake-weighted randomness: eligible providers serve the model,
+/// have room, charge at most the job's escrow for its declared work, have the minimum stake and
+/// have not missed this job's deadline before.
+pub fn choose_provider(state: &StateDelta<'_>, job: &Job, randomness: &Hash) -> Option<Address> {
+    let params = params(state);
+    let mut candidates: Vec<(Address, u128)> = Vec::new();
+    for address in providers_serving(state, &job.model) {
+        let Some(p) = provider(state, &address) else { continue };
+        let affordable = p.offer.price_per_unit.checked_mul(job.max_units as u128).is_some_and(|cost| cost <= job.max_price);
+        let stake = staking::bonded(state, &address, Role::Provider);
+        if affordable && p.active_jobs < p.offer.capacity && stake >= params.min_provider_stake && !job.missed.contains(&address) {
+            candidates.push((address, stake.base_units()));
+        }
+    }
+    let total: u128 = candidates.iter().map(|(_, w)| *w).fold(0u128, |a, b| a.saturating_add(b));
+    if total == 0 {
+        return None;
+    }
+    let draw = Hash::of("piazza/compute/assign", &[&randomness.0, &job.id.to_le_bytes(), &(job.missed.len() as u64).to_le_bytes()]);
+    let mut target = u128::from_le_bytes(draw.0[..16].try_into().expect("16 bytes")) % total;
+    for (address, weight) in candidates {
+        if target < weight {
+            return Some(address);
+        }
+        target -= weight;
+    }
+    unreachable!("the target is below the total weight")
+}
+
+fn expire(state: &mut StateDelta<'_>, mut job: Job, events: &mut Vec<Event>) {
+    bank::transfer(state, &escrow(), &job.client, job.max_price).expect("the escrow holds every open job's price");
+    events.push(Event::new("compute.job_expired", &[("job", job.id.to_string()), ("refund", job.max_price.base_units().to_string())]));
+    job.status = JobStatus::Expired;
+    state.put(state_key::job(job.id), &job);
+}
+
+/// Assigns `job` at `block` or expires it when nobody can serve it.
+fn assign(state: &mut StateDelta<'_>, mut job: Job, block: &BlockContext, events: &mut Vec<Event>) {
+    let params = params(state);
+    let chosen = (job.missed.len() < params.max_attempts as usize).then(|| choose_provider(state, &job, &block.randomness)).flatten();
+    let Some(address) = chosen else { return expire(state, job, events) };
+    let deadline_height = block.height + params.job_deadline_blocks;
+    if push_queue(state, state_key::deadlines(deadline_height), job.id).is_err() {
+        return expire(state, job, events);
+    }
+    let mut p = provider(state, &address).expect("chosen providers exist");
+    p.active_jobs += 1;
+    job.price_per_unit = p.offer.price_per_unit;
+    state.put(state_key::provider(&address), &p);
+    set_assigned(state, &address, job.id, true);
+    job.status = JobStatus::Assigned { provider: address, deadline_height };
+    events.push(Event::new("compute.job_assigned", &[("job", job.id.to_string()), ("provider", address.to_string()), ("deadline_height", deadline_height.to_string())]));
+    state.put(state_key::job(job.id), &job);
+}
+
+fn release_provider(state: &mut StateDelta<'_>, address: &Address, job: u64, completed: bool) {
+    if let Some(mut p) = provider(state, address) {
+        p.active_jobs = p.active_jobs.saturating_sub(1);
+        if completed {
+            p.jobs_completed += 1;
+        } else {
+            p.deadlines_missed += 1;
+        }
+        state.put(state_key::provider(address), &p);
+    }
+    set_assigned(state, address, job, false);
+}
+
+fn settle(state: &mut StateDelta<'_>, mut job: Job, block: &BlockContext, events: &mut Vec<Event>) {
+    let JobStatus::Posted { provider: address, .. } = job.status else { return };
+    let result = job.result.clone().expect("posted jobs have a result");
+    let split = params(state).split;
+    let price = job.price_per_unit.checked_mul(result.work_units as u128).unwrap_or(job.max_price).min(job.max_price);
+    let share = |bps: u16| price.checked_mul_div(bps as u128, BPS).expect("bps shares of a u128 price fit");
+    let owner = models::record(state, &job.model).map(|m| m.owner).unwrap_or_else(bank::treasury);
+    let (to_owner, to_pool, to_treasury) = (share(split.model_owner_bps), share(split.auditor_pool_bps), share(split.treasury_bps));
+    let to_provider = price.checked_sub(to_owner).and_then(|p| p.checked_sub(to_pool)).and_then(|p| p.checked_sub(to_treasury)).expect("shares sum to at most the price");
+    let refund = job.max_price.checked_sub(price).expect("price is capped by the escrow");
+    for (to, amount) in [(address, to_provider), (owner, to_owner), (auditor_pool(), to_pool), (bank::treasury(), to_treasury), (job.client, refund)] {
+        if !amount.is_zero() {
+            bank::transfer(state, &escrow(), &to, amount).expect("the escrow holds every open job's price");
+        }
+    }
+    let receipt = JobReceipt {
+        job: job.id,
+        model: job.model.clone(),
+        input_hash: job.input_hash(),
+        output_hash: result.output_hash,
+        trace_root: result.trace_root,
+        provider: address,
+        price,
+        refund,
+        height: block.height,
+    };
+    events.push(Event::new(
+        "compute.job_settled",
+        &[
+            ("job", job.id.to_string()),
+            ("provider", address.to_string()),
+            ("price", price.base_units().to_string()),
+            ("to_provider", to_provider.base_units().to_string()),
+            ("to_model_owner", to_owner.base_units().to_string()),
+            ("to_auditor_pool", to_pool.base_units().to_string()),
+            ("to_treasury", to_treasury.base_units().to_string()),
+            ("refund", refund.base_units().to_string()),
+            ("output_hash", result.output_hash.to_hex()),
+            ("trace_root", result.trace_root.to_hex()),
+        ],
+    ));
+    job.status = JobStatus::Settled;
+    job.receipt = Some(receipt);
+    state.put(state_key::job(job.id), &job);
+}
+
+pub struct Compute;
+
+impl Module for Compute {
+    type Msg = Msg;
+    const NAME: &'static str = "compute";
+
+    fn fee_units(msg: &Msg) -> u64 {
+        match msg {
+            Msg::RegisterProvider { .. } | Msg::UpdateProvider { .. } | Msg::ExitProvider => 200,
+            Msg::SubmitJob { .. } => 100,
+            Msg::PostResult { .. } => 100,
+        }
+    }
+
+    fn check_stateless(msg: &Msg) -> Result<(), TxError> {
+        match msg {
+            Msg::RegisterProvider { offer, .. } | Msg::UpdateProvider { offer } => check_offer(offer),
+            Msg::ExitProvider => Ok(()),
+            Msg::SubmitJob { input, max_units, params, .. } => {
+                if input.len() > JOB_INPUT_BYTES_MAX {
+                    return Err(TxError::new(ErrorCode::InputTooLarge, format!("inline input is at most {JOB_INPUT_BYTES_MAX} bytes")));
+                }
+                if *max_units == 0 || *max_units > JOB_UNITS_MAX {
+                    return Err(invalid(format!("max_units must be 1 to {JOB_UNITS_MAX}")));
+                }
+                if params.max_tokens as u64 > *max_units {
+                    return Err(invalid("max_tokens exceeds max_units"));
+                }
+                Ok(())
+            }
+            Msg::PostResult { output, output_hash: claimed, .. } => {
+                if output_hash(output) != *claimed {
+                    return Err(TxError::new(ErrorCode::OutputHashMismatch, "the output hash is not the hash of the output"));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn check_stateful(state: &StateDelta<'_>, ctx: &TxContext<'_>, msg: &Msg) -> Result<(), TxError> {
+        match msg {
+            Msg::RegisterProvider { offer, .. } => {
+                if provider(state, &ctx.sender).is_some() {
+                    return Err(TxError::new(ErrorCode::ProviderExists, format!("{} is already a provider; update it instead", ctx.sender)));
+                }
+                check_offer_stateful(state, offer)
+            }
+            Msg::UpdateProvider { offer } => {
+                provider(state, &ctx.sender).ok_or_else(|| not_a_provider(&ctx.sender))?;
+                check_offer_stateful(state, offer)
+            }
+            Msg::ExitProvider => {
+                let p = provider(state, &ctx.sender).ok_or_else(|| not_a_provider(&ctx.sender))?;
+                if p.active_jobs > 0 {
+                    return Err(invalid(format!("{} jobs are still assigned; finish them first", p.active_jobs)));
+                }
+                Ok(())
+            }
+            Msg::SubmitJob { model, max_units, max_price, .. } => {
+                let record = models::record(state, model).ok_or_else(|| models::unknown(model))?;
+                let floor = record.price_floor.checked_mul(*max_units as u128).ok_or_else(|| invalid("price overflows"))?;
+                if *max_price < floor {
+                    return Err(TxError::new(ErrorCode::EscrowTooLow, format!("{max_units} units of `{model}` cost at least {floor} PZA; the escrow is {max_price} PZA")));
+                }
+                let balance = bank::account(state, &ctx.sender).balance;
+                if balance < *max_price {
+                    return Err(TxError::new(ErrorCode::InsufficientFunds, format!("{} holds {balance} PZA, the escrow is {max_price} PZA", ctx.sender)));
+                }
+                let probe = Job {
+                    id: 0,
+                    client: ctx.sender,
+                    model: model.clone(),
+                    input: Vec::new(),
+                    params: JobParams::default(),
+                    max_units: *max_units,
+                    max_price: *max_price,
+                    submitted_height: 0,
+                    price_per_unit: Amount::ZERO,
+                    status: JobStatus::Pending,
+                    missed: Vec::new(),
+                    result: None,
+                    receipt: None,
+                };
+                if choose_provider(state, &probe, &Hash::ZERO).is_none() {
+                    return Err(TxError::new(ErrorCode::NoProvider, format!("no provider with room serves `{model}` within an escrow of {max_price} PZA")));
+                }
+                Ok(())
+            }
+            Msg::PostResult { job: id, output, work_units, .. } => {
+                let job = job(state, *id).ok_or_else(|| TxError::new(ErrorCode::UnknownJob, format!("no job {id}")))?;
+                match &job.status {
+                    JobStatus::Assigned { provider, .. } if *provider == ctx.sender => {}
+                    JobStatus::Posted { provider, .. } if *provider == ctx.sender => {
+                        return Err(TxError::new(ErrorCode::ResultAlreadyPosted, format!("job {id} already has a result from {provider}")))
+                    }
+                    JobStatus::Settled if job.receipt.as_ref().is_some_and(|r| r.provider == ctx.sender) => {
+                        return Err(TxError::new(ErrorCode::ResultAlreadyPosted, format!("job {id} is already settled with this provider's result")))
+                    }
+                    _ if job.missed.contains(&ctx.sender) => {
+                        return Err(TxError::new(ErrorCode::LateResult, format!("{} missed the deadline of job {id}; it was reassigned", ctx.sender)))
+                    }
+                    _ => return Err(TxError::new(ErrorCode::NotAssigned, format!("job {id} is not assigned to {}", ctx.sender))),
+                }
+                if *work_units > job.max_units {
+                    return Err(TxError::new(ErrorCode::WorkExceedsLimit, format!("{work_units} units exceed the job's {}", job.max_units)));
+                }
+                if output.len() > JOB_OUTPUT_BYTES_MAX {
+                    return Err(invalid("output too large"));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn execute(state: &mut StateDelta<'_>, ctx: &mut TxContext<'_>, msg: &Msg) -> Result<(), TxError> {
+        let sender = ctx.sender;
+        match msg {
+            Msg::RegisterProvider { offer, stake } => {
+                if !stake.is_zero() {
+                    staking::bond(state, &sender, Role::Provider, *stake)?;
+                }
+                let minimum = params(state).min_provider_stake;
+                let bonded = staking::bonded(state, &sender, Role::Provider);
+                if bonded < minimum {
+                    return Err(TxError::new(ErrorCode::StakeBelowMinimum, format!("a provider needs {minimum} PZA bonded, {sender} has {bonded} PZA")));
+                }
+                set_serving(state, &sender, &offer.models, true);
+                state.put(state_key::provider(&sender), &Provider { address: sender, offer: offer.clone(), active_jobs: 0, jobs_completed: 0, deadlines_missed: 0 });
+                ctx.emit(Event::new("compute.provider_registered", &[("provider", sender.to_string()), ("stake", bonded.base_units().to_string())]));
+            }
+            Msg::UpdateProvider { offer } => {
+                let mut p = provider(state, &sender).ok_or_else(|| not_a_provider(&sender))?;
+                set_serving(state, &sender, &p.offer.models, false);
+                set_serving(state, &sender, &offer.models, true);
+                p.offer = offer.clone();
+                state.put(state_key::provider(&sender), &p);
+                ctx.emit(Event::new("compute.provider_updated", &[("provider", sender.to_string())]));
+            }
+            Msg::ExitProvider => {
+                let p = provider(state, &sender).ok_or_else(|| not_a_provider(&sender))?;
+                set_serving(state, &sender, &p.offer.models, false);
+                state.delete(state_key::provider(&sender));
+                state.delete(state_key::assigned(&sender));
+                let bonded = staking::bonded(state, &sender, Role::Provider);
+                let release = if bonded.is_zero() { ctx.block.height } else { staking::unbond(state, ctx.block, &sender, Role::Provider, bonded)? };
+                ctx.emit(Event::new("compute.provider_exited", &[("provider", sender.to_string()), ("unbonding", bonded.base_units().to_string()), ("release_height", release.to_string())]));
+            }
+            Msg::SubmitJob { model, input, params: job_params, max_units, max_price } => {
+                bank::transfer(state, &sender, &escrow(), *max_price)?;
+                let id: u64 = state.get(&state_key::next_job()).unwrap_or(0);
+                state.put(state_key::next_job(), &(id + 1));
+                let job = Job {
+                    id,
+                    client: sender,
+                    model: model.clone(),
+                    input: input.clone(),
+                    params: job_params.clone(),
+                    max_units: *max_units,
+                    max_price: *max_price,
+                    submitted_height: ctx.block.height,
+                    price_per_unit: Amount::ZERO,
+                    status: JobStatus::Pending,
+                    missed: Vec::new(),
+                    result: None,
+                    receipt: None,
+                };
+                state.put(state_key::job(id), &job);
+                push_queue(state, state_key::pending(), id)?;
+                ctx.emit(Event::new(
+                    "compute.job_submitted",
+                    &[("job", id.to_string()), ("model", model.clone()), ("client", sender.to_string()), ("escrow", max_price.base_units().to_string())],
+                ));
+            }
+            Msg::PostResult { job: id, output, output_hash, trace_root, work_units } => {
+                let mut job = job(state, *id).ok_or_else(|| TxError::new(ErrorCode::UnknownJob, format!("no job {id}")))?;
+                let settle_height = ctx.block.height + params(state).challenge_window_blocks;
+                release_provider(state, &sender, *id, true);
+                push_queue(state, state_key::settlements(settle_height), *id)?;
+                job.status = JobStatus::Posted { provider: sender, settle_height };
+                job.result = Some(JobResult { output: output.clone(), output_hash: *output_hash, trace_root: *trace_root, work_units: *work_units, posted_height: ctx.block.height });
+                state.put(state_key::job(*id), &job);
+                ctx.emit(Event::new(
+                    "compute.result_posted",
+                    &[("job", id.to_string()), ("provider", sender.to_string()), ("output_hash", output_hash.to_hex()), ("trace_root", trace_root.to_hex()), ("settle_height", settle_height.to_string())],
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn init_chain(state: &mut StateDelta<'_>, genesis: &Genesis) -> Result<(), GenesisError> {
+        genesis.compute.validate().map_err(GenesisError::Invalid)?;
+        state.put(state_key::params(), &genesis.compute);
+        Ok(())
+    }
+
+    /// Assigns the jobs submitted in earlier blocks, with this block's randomness.
+    fn begin_block(state: &mut StateDelta<'_>, block: &BlockContext, events: &mut Vec<Event>) {
+        for id in take_queue(state, state_key::pending()) {
+            if let Some(job) = job(state, id) {
+                assign(state, job, block, events);
+            }
+        }
+    }
+
+    /// Penalises and reassigns jobs whose deadline is this block, then settles the jobs whose
+    /// challenge window ends here.
+    fn end_block(state: &mut StateDelta<'_>, block: &BlockContext, events: &mut Vec<Event>) {
+        let params = params(state);
+        for id in take_queue(state, state_key::deadlines(block.height)) {
+            let Some(mut job) = job(state, id) else { continue };
+            let JobStatus::Assigned { provider: address, deadline_height } = job.status else { continue };
+            if deadline_height != block.height {
+                continue;
+            }
+            release_provider(state, &address, id, false);
+            let penalty = staking::slash(state, &address, Role::Provider, params.missed_deadline_penalty, Some(&bank::treasury()));
+            events.push(Event::new(
+                "compute.deadline_missed",
+                &[("job", id.to_string()), ("provider", address.to_string()), ("penalty", penalty.base_units().to_string())],
+            ));
+            job.missed.push(address);
+            assign(state, job, block, events);
+        }
+        for id in take_queue(state, state_key::settlements(block.height)) {
+            if let Some(job) = job(state, id) {
+                settle(state, job, block, events);
+            }
+        }
+    }
+}
+
+fn not_a_provider(address: &Address) -> TxError {
+    TxError::new(ErrorCode::NotAProvider, format!("{address} is not a registered provider"))
+}
