@@ -1,0 +1,664 @@
+//! The generation loop: passes of the graph, trace leaves, token choice, streaming text.
+
+use std::ops::Range;
+use std::path::Path;
+
+use piazza_engine::merkle::Hash;
+use piazza_engine::trace::{step_hash, Trace};
+use piazza_engine::weights::{WeightCommitment, Weights};
+use piazza_tensor::{ops, Compute, Tensor};
+
+use crate::gguf::Gguf;
+use crate::graph::{Cache, Graph, Op, OpKind, Source, Step};
+use crate::kernels::{self, CausalShape};
+use crate::model::{self, LlamaConfig};
+use crate::sampling::{self, SamplingParams};
+use crate::tokenizer::{Message, TextDecoder, Tokenizer};
+use crate::{Error, Result};
+
+/// Most tokens in one sequence (prompt + generated), whatever the model's context length:
+/// bounds the KV cache and the largest attention step (`4096 × 192 × 2` floats = 6 MiB).
+pub const SEQUENCE_TOKENS_MAX: usize = 4096;
+
+/// What to generate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerateParams {
+    /// Most new tokens (≥ 1).
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Stop when the text contains one of these; the text ends before it.
+    pub stop: Vec<String>,
+    /// Stop at the end-of-sequence token (not part of the text).
+    pub stop_at_eos: bool,
+}
+
+impl GenerateParams {
+    pub fn greedy(max_tokens: usize) -> GenerateParams {
+        GenerateParams {
+            max_tokens,
+            sampling: SamplingParams::greedy(),
+            stop: Vec::new(),
+            stop_at_eos: true,
+        }
+    }
+}
+
+/// One new token, as it is chosen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenEvent {
+    /// 0 for the first new token.
+    pub index: usize,
+    pub id: u32,
+    /// Text that became final with this token (may be empty: an incomplete UTF-8 character,
+    /// a control token, or text that may begin a stop sequence is held back).
+    pub text: String,
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    MaxTokens,
+    Eos,
+    Stop,
+    /// The sequence reached [`SEQUENCE_TOKENS_MAX`] or the model's context.
+    Context,
+}
+
+/// A finished generation.
+#[derive(Clone, Debug)]
+pub struct Generation {
+    /// New token ids (including the end-of-sequence token when it ended the generation).
+    pub ids: Vec<u32>,
+    pub text: String,
+    pub finish: FinishReason,
+    pub trace: Trace,
+    pub prompt_tokens: usize,
+}
+
+impl Generation {
+    pub fn trace_root(&self) -> Hash {
+        self.trace.root
+    }
+
+    pub fn step_count(&self) -> usize {
+        self.trace.step_hashes.len()
+    }
+}
+
+/// Everything a generation computed: the graph and every op output (for re-execution tests
+/// and for answering a challenge).
+#[derive(Clone, Debug)]
+pub struct Recording {
+    pub graph: Graph,
+    pub prompt: Vec<u32>,
+    pub outputs: Vec<Tensor>,
+}
+
+impl Recording {
+    /// The activation inputs of step `index`, restricted to the rows it reads.
+    pub fn step_inputs(&self, index: usize) -> Result<Vec<Tensor>> {
+        let step = self.graph.steps.get(index).ok_or_else(|| Error::Input {
+            detail: format!("step {index} of {}", self.graph.steps.len()),
+        })?;
+        let op = &self.graph.ops[step.op];
+        let prompt = prompt_tensor(&self.prompt)?;
+        let outputs: Vec<Option<&Tensor>> = self.outputs.iter().map(Some).collect();
+        op.activations()
+            .enumerate()
+            .map(|(i, source)| {
+                let full = resolve(source, &prompt, &outputs)?;
+                restrict(op, i, &full, &step.rows)
+            })
+            .collect()
+    }
+}
+
+/// A loaded model: configuration, f32 weights, tokenizer.
+pub struct Generator {
+    config: LlamaConfig,
+    weights: Weights,
+    tokenizer: Tokenizer,
+    output_weight: &'static str,
+}
+
+impl std::fmt::Debug for Generator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Generator")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn prompt_tensor(ids: &[u32]) -> Result<Tensor> {
+    let values = ids.iter().map(|&id| id as f32).collect();
+    Tensor::from_vec(values, &[ids.len(), 1]).map_err(|source| Error::Tensor {
+        op: "prompt".into(),
+        source,
+    })
+}
+
+fn tensor_error(op: &Op) -> impl Fn(piazza_tensor::Error) -> Error + '_ {
+    move |source| Error::Tensor {
+        op: op.name.clone(),
+        source,
+    }
+}
+
+/// Resolve an activation source to a tensor (stacks are concatenated by rows).
+fn resolve(source: &Source, prompt: &Tensor, outputs: &[Option<&Tensor>]) -> Result<Tensor> {
+    let missing = |detail: String| Error::Input { detail };
+    match source {
+        Source::Prompt => Ok(prompt.clone()),
+        Source::Op(i) => outputs
+            .get(*i)
+            .copied()
+            .flatten()
+            .cloned()
+            .ok_or_else(|| missing(format!("output of op {i} is not available"))),
+        Source::Weight(name) => Err(missing(format!("weight {name} is not an activation"))),
+        Source::Rows(parts) => {
+            let parts: Vec<Tensor> = parts
+                .iter()
+                .map(|p| resolve(p, prompt, outputs))
+                .collect::<Result<_>>()?;
+            let width = parts.first().map_or(1, |t| t.shape()[1]);
+            let mut values = Vec::new();
+            let mut rows = 0;
+            for part in &parts {
+                if part.shape()[1] != width {
+                    return Err(missing("stacked inputs of different widths".into()));
+                }
+                rows += part.shape()[0];
+                values.extend_from_slice(&part.contiguous().to_vec());
+            }
+            Tensor::from_vec(values, &[rows, width]).map_err(|source| Error::Tensor {
+                op: "stack".into(),
+                source,
+            })
+        }
+    }
+}
+
+/// Rows of activation input `input` that output rows `rows` of `op` read.
+fn restrict(op: &Op, input: usize, full: &Tensor, rows: &Range<usize>) -> Result<Tensor> {
+    match op.input_rows(input, rows) {
+        None => Ok(full.clone()),
+        Some(range) => {
+            if full.rank() != 2 || range.end > full.shape()[0] {
+                return Err(Error::Step {
+                    op: op.name.clone(),
+                    detail: format!("input {input} {:?} lacks rows {range:?}", full.shape()),
+                });
+            }
+            full.rows(range.start, range.len())
+                .map_err(tensor_error(op))
+        }
+    }
+}
+
+/// Hash a `[rows, columns]` block of `output` (width `width`) as trace leaf `index`.
+fn block_hash(index: usize, output: &[f32], width: usize, step: &Step) -> Hash {
+    let (rows, cols) = (step.rows.len(), step.columns.len());
+    if cols == width {
+        return step_hash(
+            index,
+            &output[step.rows.start * width..step.rows.end * width],
+            rows,
+            cols,
+        );
+    }
+    let mut block = Vec::with_capacity(rows * cols);
+    for r in step.rows.clone() {
+        block.extend_from_slice(
+            &output[r * width + step.columns.start..r * width + step.columns.end],
+        );
+    }
+    step_hash(index, &block, rows, cols)
+}
+
+fn token_id(value: f32, vocab: usize, op: &Op) -> Result<u32> {
+    if value >= 0.0 && value.fract() == 0.0 && (value as usize) < vocab {
+        Ok(value as u32)
+    } else {
+        Err(Error::Step {
+            op: op.name.clone(),
+            detail: format!("{value} is not a token id below {vocab}"),
+        })
+    }
+}
+
+impl Generator {
+    /// Load a GGUF file (validated; see docs/llm.md §1).
+    pub fn load(path: impl AsRef<Path>) -> Result<Generator> {
+        let file = Gguf::open(path.as_ref())?;
+        Generator::from_gguf(&file)
+    }
+
+    pub fn from_gguf(file: &Gguf) -> Result<Generator> {
+        let config = LlamaConfig::from_gguf(file)?;
+        let tokenizer = Tokenizer::from_gguf(file, config.vocab)?;
+        let weights = model::load_weights(file, &config)?;
+        Ok(Generator {
+            output_weight: model::output_weight_name(file),
+            config,
+            weights,
+            tokenizer,
+        })
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn weights(&self) -> &Weights {
+        &self.weights
+    }
+
+    /// Token ids of `text` (no BOS; control tokens such as `<|im_start|>` matched whole).
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
+        self.tokenizer.encode(text)
+    }
+
+    /// The model's chat template applied to `messages`, with the assistant generation prompt.
+    pub fn apply_chat_template(&self, messages: &[Message]) -> Result<String> {
+        let template = self
+            .tokenizer
+            .chat_template
+            .as_ref()
+            .ok_or_else(|| Error::Tokenizer {
+                detail: "the model has no chat template".into(),
+            })?;
+        Ok(template.render(messages))
+    }
+
+    /// The commitment to the f32 weights the decoder computes with (after dequantization and
+    /// the Q/K un-permutation), in piazza-engine's chunked scheme. Hashes ~540 MB: call once.
+    pub fn weights_commitment(&self) -> WeightCommitment {
+        self.weights.commit()
+    }
+
+    /// BLAKE3 over the tokenizer metadata (docs/llm.md §6).
+    pub fn tokenizer_hash(&self) -> Hash {
+        self.tokenizer.hash()
+    }
+
+    /// Generate from `prompt_ids`, calling `on_token` for each new token.
+    pub fn generate(
+        &self,
+        prompt_ids: &[u32],
+        params: &GenerateParams,
+        threads: usize,
+        on_token: impl FnMut(TokenEvent),
+    ) -> Result<Generation> {
+        Ok(self
+            .run(prompt_ids, params, Compute::new(threads), on_token, false)?
+            .0)
+    }
+
+    /// [`Generator::generate`] that also keeps every op output (memory grows with the run).
+    pub fn generate_recorded(
+        &self,
+        prompt_ids: &[u32],
+        params: &GenerateParams,
+        compute: Compute,
+    ) -> Result<(Generation, Recording)> {
+        let (generation, recording) = self.run(prompt_ids, params, compute, |_| {}, true)?;
+        let recording = recording.ok_or_else(|| Error::Input {
+            detail: "no recording".into(),
+        })?;
+        Ok((generation, recording))
+    }
+
+    /// Logits after `prompt_ids` (one prefill pass; no sampling trace is returned).
+    pub fn next_token_logits(&self, prompt_ids: &[u32], threads: usize) -> Result<Vec<f32>> {
+        let params = GenerateParams::greedy(1);
+        let (_, recording) = self.run(prompt_ids, &params, Compute::new(threads), |_| {}, true)?;
+        let recording = recording.ok_or_else(|| Error::Input {
+            detail: "no recording".into(),
+        })?;
+        let logits = recording.graph.ops.len() - 2;
+        Ok(recording.outputs[logits].to_vec())
+    }
+
+    /// Recompute step `index` of `graph` from its activation `inputs` (as
+    /// [`Recording::step_inputs`] gives them) and the weights, on one thread. The result's
+    /// [`step_hash`] equals the trace leaf.
+    pub fn execute_step(&self, graph: &Graph, index: usize, inputs: &[Tensor]) -> Result<Tensor> {
+        let step = graph.steps.get(index).ok_or_else(|| Error::Input {
+            detail: format!("step {index} of {}", graph.steps.len()),
+        })?;
+        let op = &graph.ops[step.op];
+        self.compute_block(op, &step.rows, &step.columns, inputs, Compute::new(1))
+    }
+
+    /// The leaf hash of step `index` whose output is `output`.
+    pub fn step_leaf(index: usize, output: &Tensor) -> Hash {
+        let values = output.to_vec();
+        let (rows, cols) = (
+            output.shape()[0],
+            output.shape().get(1).copied().unwrap_or(1),
+        );
+        step_hash(index, &values, rows, cols)
+    }
+
+    fn run(
+        &self,
+        prompt: &[u32],
+        params: &GenerateParams,
+        compute: Compute,
+        mut on_token: impl FnMut(TokenEvent),
+        record: bool,
+    ) -> Result<(Generation, Option<Recording>)> {
+        params
+            .sampling
+            .validate()
+            .map_err(|detail| Error::Input { detail })?;
+        if prompt.is_empty() {
+            return Err(Error::Input {
+                detail: "empty prompt".into(),
+            });
+        }
+        if params.max_tokens == 0 {
+            return Err(Error::Input {
+                detail: "max_tokens must be at least 1".into(),
+            });
+        }
+        let limit = SEQUENCE_TOKENS_MAX.min(self.config.context);
+        if prompt.len() > limit {
+            return Err(Error::Input {
+                detail: format!("prompt of {} tokens exceeds {limit}", prompt.len()),
+            });
+        }
+        if let Some(&id) = prompt.iter().find(|&&id| id as usize >= self.config.vocab) {
+            return Err(Error::Input {
+                detail: format!("token id {id} is outside the vocabulary"),
+            });
+        }
+        let prompt_values = prompt_tensor(prompt)?;
+        let mut graph = Graph::default();
+        let mut cache = Cache::default();
+        let mut outputs: Vec<Option<Tensor>> = Vec::new();
+        let mut leaves = Vec::new();
+        let mut ids = Vec::new();
+        let mut decoder = TextDecoder::default();
+        let mut text = String::new();
+        let mut emitted = 0usize;
+        let (mut rows, mut position) = (prompt.len(), 0usize);
+        let finish = loop {
+            let pass_start = graph.ops.len();
+            let sample = graph.push_pass(
+                &self.config,
+                self.output_weight,
+                &mut cache,
+                rows,
+                position,
+                &params.sampling,
+            );
+            let first_step = leaves.len();
+            for op_index in pass_start..graph.ops.len() {
+                let op = &graph.ops[op_index];
+                let [op_rows, width] = op.output_shape;
+                let view: Vec<Option<&Tensor>> = outputs.iter().map(Option::as_ref).collect();
+                let inputs = op
+                    .activations()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        restrict(op, i, &resolve(s, &prompt_values, &view)?, &(0..op_rows))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let output =
+                    self.compute_block(op, &(0..op_rows), &(0..width), &inputs, compute)?;
+                let values = output.as_slice().unwrap_or_default();
+                for step_index in leaves.len()..graph.steps.len() {
+                    let step = &graph.steps[step_index];
+                    if step.op != op_index {
+                        break;
+                    }
+                    leaves.push(block_hash(step_index, values, width, step));
+                }
+                outputs.push(Some(output));
+            }
+            debug_assert!(first_step <= leaves.len());
+            if !record {
+                // Keep only what later passes read: the KV cache and the samples.
+                let keep: Vec<usize> = cache
+                    .keys
+                    .iter()
+                    .chain(&cache.values)
+                    .filter_map(|ops| ops.last().copied())
+                    .chain([sample])
+                    .collect();
+                for (i, slot) in outputs.iter_mut().enumerate().skip(pass_start) {
+                    if !keep.contains(&i) {
+                        *slot = None;
+                    }
+                }
+            }
+            let chosen = outputs[sample].as_ref().map_or(0.0, |t| t.to_vec()[0]);
+            let id = token_id(chosen, self.config.vocab, &graph.ops[sample])?;
+            ids.push(id);
+            position += rows;
+            rows = 1;
+            let eos = params.stop_at_eos && Some(id) == self.tokenizer.eos;
+            if !eos {
+                text.push_str(&decoder.push(self.tokenizer.token_bytes(id)));
+            }
+            let stop_at = params
+                .stop
+                .iter()
+                .filter(|s| !s.is_empty())
+                .filter_map(|s| text.find(s.as_str()))
+                .min();
+            let finish = if let Some(at) = stop_at {
+                text.truncate(at);
+                Some(FinishReason::Stop)
+            } else if eos {
+                Some(FinishReason::Eos)
+            } else if ids.len() >= params.max_tokens {
+                Some(FinishReason::MaxTokens)
+            } else if position + 1 > limit {
+                Some(FinishReason::Context)
+            } else {
+                None
+            };
+            if finish.is_some() && finish != Some(FinishReason::Stop) {
+                text.push_str(&decoder.finish());
+            }
+            let safe_end = match finish {
+                Some(_) => text.len(),
+                None => held_back_end(&text, &params.stop),
+            };
+            let piece = text
+                .get(emitted.min(safe_end)..safe_end)
+                .unwrap_or("")
+                .to_string();
+            emitted = emitted.max(safe_end);
+            on_token(TokenEvent {
+                index: ids.len() - 1,
+                id,
+                text: piece,
+            });
+            if let Some(finish) = finish {
+                break finish;
+            }
+        };
+        let trace = Trace::from_leaves(leaves);
+        let recording = record.then(|| Recording {
+            graph,
+            prompt: prompt.to_vec(),
+            // Recording keeps every output, so indices are unchanged.
+            outputs: outputs.into_iter().flatten().collect(),
+        });
+        Ok((
+            Generation {
+                ids,
+                text,
+                finish,
+                trace,
+                prompt_tokens: prompt.len(),
+            },
+            recording,
+        ))
+    }
+
+    /// Output rows `rows`, columns `columns` of `op` from its (restricted) activation inputs.
+    fn compute_block(
+        &self,
+        op: &Op,
+        rows: &Range<usize>,
+        columns: &Range<usize>,
+        inputs: &[Tensor],
+        compute: Compute,
+    ) -> Result<Tensor> {
+        let [op_rows, width] = op.output_shape;
+        let fail = |detail: String| Error::Step {
+            op: op.name.clone(),
+            detail,
+        };
+        if rows.end > op_rows || columns.end > width || rows.is_empty() || columns.is_empty() {
+            return Err(fail(format!(
+                "block {rows:?} × {columns:?} of {op_rows} × {width}"
+            )));
+        }
+        let activation_count = op.activations().count();
+        if inputs.len() != activation_count {
+            return Err(fail(format!(
+                "{} inputs, expected {activation_count}",
+                inputs.len()
+            )));
+        }
+        let n = rows.len();
+        let expect = |i: usize, shape: [usize; 2]| -> Result<&[f32]> {
+            let t = &inputs[i];
+            if t.shape() != shape {
+                return Err(fail(format!(
+                    "input {i} has shape {:?}, expected {shape:?}",
+                    t.shape()
+                )));
+            }
+            t.as_slice()
+                .ok_or_else(|| fail(format!("input {i} is not contiguous")))
+        };
+        let weight = |i: usize| -> Result<&Tensor> {
+            let name = op
+                .weights()
+                .nth(i)
+                .ok_or_else(|| fail("missing weight".into()))?;
+            self.weights
+                .tensor(name)
+                .ok_or_else(|| Error::MissingWeight { name: name.into() })
+        };
+        if !matches!(op.kind, OpKind::Linear { .. }) && *columns != (0..width) {
+            return Err(fail("only linear ops are split by columns".into()));
+        }
+        let output = match &op.kind {
+            OpKind::Embed => {
+                let ids = expect(0, [n, 1])?
+                    .iter()
+                    .map(|&v| token_id(v, self.config.vocab, op))
+                    .collect::<Result<Vec<_>>>()?;
+                ops::embedding(weight(0)?, &ids).map_err(tensor_error(op))?
+            }
+            OpKind::RmsNorm { eps, .. } => {
+                let in_width = weight(0)?.element_count();
+                expect(0, [n, in_width])?;
+                ops::rmsnorm(&inputs[0], weight(0)?, *eps, compute).map_err(tensor_error(op))?
+            }
+            OpKind::Linear { activation } => {
+                let w = weight(0)?;
+                let k = w.shape()[1];
+                let x = expect(0, [n, k])?;
+                let w = w
+                    .as_slice()
+                    .ok_or_else(|| fail("weight not contiguous".into()))?;
+                let w = &w[columns.start * k..columns.end * k];
+                let mut out = vec![0.0f32; n * columns.len()];
+                kernels::linear(x, w, n, columns.len(), k, *activation, &mut out, compute);
+                Tensor::from_vec(out, &[n, columns.len()]).map_err(tensor_error(op))?
+            }
+            OpKind::Rope {
+                heads,
+                base,
+                first_position,
+            } => {
+                expect(0, [n, width])?;
+                let positions: Vec<u32> = (0..n)
+                    .map(|i| (first_position + rows.start + i) as u32)
+                    .collect();
+                ops::rope(&inputs[0], &positions, *heads, *base).map_err(tensor_error(op))?
+            }
+            OpKind::Attention {
+                heads,
+                kv_heads,
+                first_position,
+            } => {
+                let shape = CausalShape {
+                    rows: n,
+                    first_position: first_position + rows.start,
+                    heads: *heads,
+                    kv_heads: *kv_heads,
+                    head_dim: width / heads,
+                };
+                let kv_width = kv_heads * shape.head_dim;
+                let q = expect(0, [n, width])?;
+                let k = expect(1, [shape.keys(), kv_width])?;
+                let v = expect(2, [shape.keys(), kv_width])?;
+                let mut out = vec![0.0f32; n * width];
+                kernels::causal_attention(q, k, v, shape, &mut out, compute);
+                Tensor::from_vec(out, &[n, width]).map_err(tensor_error(op))?
+            }
+            OpKind::Add | OpKind::Mul => {
+                expect(0, [n, width])?;
+                expect(1, [n, width])?;
+                let f = if op.kind == OpKind::Add {
+                    ops::add
+                } else {
+                    ops::mul
+                };
+                f(&inputs[0], &inputs[1], compute).map_err(tensor_error(op))?
+            }
+            OpKind::Sample { index, params } => {
+                let logits = expect(0, [1, self.config.vocab])?;
+                let history_rows = inputs[1].shape()[0];
+                let history = expect(1, [history_rows, 1])?
+                    .iter()
+                    .map(|&v| token_id(v, self.config.vocab, op))
+                    .collect::<Result<Vec<_>>>()?;
+                params.validate().map_err(fail)?;
+                let id = sampling::sample(logits, &history, params, *index);
+                Tensor::from_vec(vec![id as f32], &[1, 1]).map_err(tensor_error(op))?
+            }
+        };
+        Ok(output)
+    }
+}
+
+/// End of the text that is safe to show: hold back a suffix that may begin a stop sequence.
+fn held_back_end(text: &str, stops: &[String]) -> usize {
+    let mut end = text.len();
+    for stop in stops.iter().filter(|s| !s.is_empty()) {
+        let from = text.len().saturating_sub(stop.len() - 1);
+        for start in from..text.len() {
+            if start >= end {
+                break;
+            }
+            let Some(suffix) = text.get(start..) else {
+                continue;
+            };
+            if suffix.len() < stop.len() && stop.starts_with(suffix) {
+                end = start;
+                break;
+            }
+        }
+    }
+    end
+}
+
+/// Render `messages` with the model's chat template and tokenize (convenience for the CLI).
+pub fn chat_prompt_ids(generator: &Generator, messages: &[Message]) -> Result<Vec<u32>> {
+    generator.tokenize(&generator.apply_chat_template(messages)?)
+}

@@ -1,0 +1,364 @@
+//! The operator graph of a generation: one *pass* per forward call (the prefill of the prompt,
+//! then one pass per generated token), each a fixed sequence of [`Op`]s, each cut into
+//! [`Step`]s (the trace leaves). The layout is specified in docs/llm.md §4.
+//!
+//! Every op's output is a matrix `[rows, width]`. Inputs are job inputs (the prompt ids),
+//! weights (by GGUF name) or earlier outputs, possibly several stacked by rows
+//! ([`Source::Rows`]: the KV cache of a layer is the stack of that layer's `k_rope` / `v`
+//! outputs of every pass so far; the token history is the prompt and every sampled token).
+
+use std::ops::Range;
+
+use piazza_tensor::Activation;
+
+use crate::model::LlamaConfig;
+use crate::sampling::SamplingParams;
+
+/// Rows per step of a row-wise op.
+pub const ROW_BLOCK: usize = 64;
+/// Most weight floats one step of a linear op reads (2 MiB): the output columns are cut so
+/// that `columns × in_features ≤ WEIGHT_BLOCK_FLOATS`.
+pub const WEIGHT_BLOCK_FLOATS: usize = 1 << 19;
+
+/// Where an op's input comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The prompt token ids, `[prompt_len, 1]` f32 (ids below 2^24 are exact).
+    Prompt,
+    Weight(String),
+    /// The output of an earlier op (by global index).
+    Op(usize),
+    /// Several activation sources stacked by rows, in order.
+    Rows(Vec<Source>),
+}
+
+/// What an op computes. Activation inputs come first in [`Op::inputs`], then weights.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OpKind {
+    /// Row gather of the token table. Activations: ids `[rows, 1]`. Weights: table.
+    Embed,
+    /// `rmsnorm(x[row + input_row_offset])`. Activations: x. Weights: gamma.
+    RmsNorm { eps: f32, input_row_offset: usize },
+    /// `act(x · wᵀ)`. Activations: x. Weights: w `[n, k]`.
+    Linear { activation: Activation },
+    /// Rotate-half RoPE at position `first_position + row`. Activations: x.
+    Rope {
+        heads: usize,
+        base: f32,
+        first_position: usize,
+    },
+    /// Causal grouped-query attention; query row `i` is at `first_position + i`.
+    /// Activations: q `[rows, heads·d]`, keys and values `[first_position + rows, kv_heads·d]`.
+    Attention {
+        heads: usize,
+        kv_heads: usize,
+        first_position: usize,
+    },
+    /// Elementwise sum. Activations: x, y.
+    Add,
+    /// Elementwise product. Activations: x, y.
+    Mul,
+    /// Choose token number `index` of the generation. Activations: logits `[1, vocab]`, token
+    /// history `[history, 1]` (prompt, then every earlier sample). Output `[1, 1]`: the id.
+    Sample { index: u64, params: SamplingParams },
+}
+
+/// One operator.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Op {
+    /// `pass{p}.{name}`, e.g. `pass0.blk.3.attn_q`.
+    pub name: String,
+    pub kind: OpKind,
+    pub inputs: Vec<Source>,
+    /// `[rows, width]`.
+    pub output_shape: [usize; 2],
+}
+
+impl Op {
+    pub fn activations(&self) -> impl Iterator<Item = &Source> {
+        self.inputs
+            .iter()
+            .filter(|s| !matches!(s, Source::Weight(_)))
+    }
+
+    pub fn weights(&self) -> impl Iterator<Item = &str> {
+        self.inputs.iter().filter_map(|s| match s {
+            Source::Weight(name) => Some(name.as_str()),
+            _ => None,
+        })
+    }
+
+    /// Rows of activation input `input` (in activation order) that output rows `rows` read.
+    pub fn input_rows(&self, input: usize, rows: &Range<usize>) -> Option<Range<usize>> {
+        match &self.kind {
+            OpKind::RmsNorm {
+                input_row_offset, ..
+            } => Some(rows.start + input_row_offset..rows.end + input_row_offset),
+            OpKind::Attention { first_position, .. } if input > 0 => {
+                Some(0..first_position + rows.end)
+            }
+            // Sampling reads its whole inputs (one row of logits, the whole history).
+            OpKind::Sample { .. } => None,
+            _ => Some(rows.clone()),
+        }
+    }
+}
+
+/// One traced block of an op: output rows × output columns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub op: usize,
+    pub rows: Range<usize>,
+    pub columns: Range<usize>,
+}
+
+/// The ops and steps of a generation so far.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Graph {
+    pub ops: Vec<Op>,
+    pub steps: Vec<Step>,
+    /// First op index of each pass.
+    pub pass_starts: Vec<usize>,
+}
+
+/// Op indices a pass leaves for later passes.
+#[derive(Clone, Debug, Default)]
+pub struct Cache {
+    /// Per layer: the `k_rope` and `v` ops of every pass, in order.
+    pub keys: Vec<Vec<usize>>,
+    pub values: Vec<Vec<usize>>,
+    /// The sample op of every pass.
+    pub samples: Vec<usize>,
+}
+
+impl Graph {
+    fn push(
+        &mut self,
+        name: String,
+        kind: OpKind,
+        inputs: Vec<Source>,
+        shape: [usize; 2],
+    ) -> usize {
+        let index = self.ops.len();
+        let [rows, width] = shape;
+        let column_block = match (
+            &kind,
+            inputs.iter().find_map(|s| match s {
+                Source::Weight(_) => Some(()),
+                _ => None,
+            }),
+        ) {
+            (OpKind::Linear { .. }, Some(())) => self.linear_k(&inputs).map_or(width, |k| {
+                (WEIGHT_BLOCK_FLOATS / k.max(1)).clamp(1, width.max(1))
+            }),
+            _ => width.max(1),
+        };
+        let row_block = match kind {
+            OpKind::Sample { .. } => rows.max(1),
+            _ => ROW_BLOCK,
+        };
+        for r0 in (0..rows).step_by(row_block) {
+            for c0 in (0..width).step_by(column_block) {
+                self.steps.push(Step {
+                    op: index,
+                    rows: r0..(r0 + row_block).min(rows),
+                    columns: c0..(c0 + column_block).min(width),
+                });
+            }
+        }
+        self.ops.push(Op {
+            name,
+            kind,
+            inputs,
+            output_shape: shape,
+        });
+        index
+    }
+
+    /// Input width of a linear op = width of its activation input.
+    fn linear_k(&self, inputs: &[Source]) -> Option<usize> {
+        match inputs.first()? {
+            Source::Op(i) => Some(self.ops[*i].output_shape[1]),
+            _ => None,
+        }
+    }
+
+    /// Append one pass over `rows` new tokens starting at `first_position`; returns the index
+    /// of its sample op. Pass 0 reads the prompt; pass `p > 0` reads the sample of pass `p - 1`.
+    pub fn push_pass(
+        &mut self,
+        config: &LlamaConfig,
+        output_weight: &str,
+        cache: &mut Cache,
+        rows: usize,
+        first_position: usize,
+        params: &SamplingParams,
+    ) -> usize {
+        let pass = self.pass_starts.len();
+        self.pass_starts.push(self.ops.len());
+        if cache.keys.is_empty() {
+            cache.keys = vec![Vec::new(); config.layers];
+            cache.values = vec![Vec::new(); config.layers];
+        }
+        let (h, f, kv) = (config.hidden, config.ffn, config.kv_width());
+        let name = |part: &str| format!("pass{pass}.{part}");
+        let weight = |name: String| Source::Weight(name);
+        let ids = match cache.samples.last() {
+            Some(&sample) => Source::Op(sample),
+            None => Source::Prompt,
+        };
+        let mut x = self.push(
+            name("token_embd"),
+            OpKind::Embed,
+            vec![ids, weight("token_embd.weight".into())],
+            [rows, h],
+        );
+        let rms = OpKind::RmsNorm {
+            eps: config.rms_eps,
+            input_row_offset: 0,
+        };
+        let linear = OpKind::Linear {
+            activation: Activation::Identity,
+        };
+        for layer in 0..config.layers {
+            let w = |part: &str| weight(format!("blk.{layer}.{part}.weight"));
+            let n = |part: &str| name(&format!("blk.{layer}.{part}"));
+            let normed = self.push(
+                n("attn_norm"),
+                rms.clone(),
+                vec![Source::Op(x), w("attn_norm")],
+                [rows, h],
+            );
+            let q = self.push(
+                n("attn_q"),
+                linear.clone(),
+                vec![Source::Op(normed), w("attn_q")],
+                [rows, h],
+            );
+            let k = self.push(
+                n("attn_k"),
+                linear.clone(),
+                vec![Source::Op(normed), w("attn_k")],
+                [rows, kv],
+            );
+            let v = self.push(
+                n("attn_v"),
+                linear.clone(),
+                vec![Source::Op(normed), w("attn_v")],
+                [rows, kv],
+            );
+            let rope = |heads| OpKind::Rope {
+                heads,
+                base: config.rope_base,
+                first_position,
+            };
+            let q_rope = self.push(
+                n("q_rope"),
+                rope(config.heads),
+                vec![Source::Op(q)],
+                [rows, h],
+            );
+            let k_rope = self.push(
+                n("k_rope"),
+                rope(config.kv_heads),
+                vec![Source::Op(k)],
+                [rows, kv],
+            );
+            cache.keys[layer].push(k_rope);
+            cache.values[layer].push(v);
+            let stack = |ops: &[usize]| Source::Rows(ops.iter().map(|&i| Source::Op(i)).collect());
+            let attention = self.push(
+                n("attention"),
+                OpKind::Attention {
+                    heads: config.heads,
+                    kv_heads: config.kv_heads,
+                    first_position,
+                },
+                vec![
+                    Source::Op(q_rope),
+                    stack(&cache.keys[layer]),
+                    stack(&cache.values[layer]),
+                ],
+                [rows, h],
+            );
+            let attn_out = self.push(
+                n("attn_output"),
+                linear.clone(),
+                vec![Source::Op(attention), w("attn_output")],
+                [rows, h],
+            );
+            let residual = self.push(
+                n("attn_residual"),
+                OpKind::Add,
+                vec![Source::Op(x), Source::Op(attn_out)],
+                [rows, h],
+            );
+            let normed = self.push(
+                n("ffn_norm"),
+                rms.clone(),
+                vec![Source::Op(residual), w("ffn_norm")],
+                [rows, h],
+            );
+            let gate = self.push(
+                n("ffn_gate"),
+                OpKind::Linear {
+                    activation: Activation::Silu,
+                },
+                vec![Source::Op(normed), w("ffn_gate")],
+                [rows, f],
+            );
+            let up = self.push(
+                n("ffn_up"),
+                linear.clone(),
+                vec![Source::Op(normed), w("ffn_up")],
+                [rows, f],
+            );
+            let gated = self.push(
+                n("ffn_gated"),
+                OpKind::Mul,
+                vec![Source::Op(gate), Source::Op(up)],
+                [rows, f],
+            );
+            let down = self.push(
+                n("ffn_down"),
+                linear.clone(),
+                vec![Source::Op(gated), w("ffn_down")],
+                [rows, h],
+            );
+            x = self.push(
+                n("ffn_residual"),
+                OpKind::Add,
+                vec![Source::Op(residual), Source::Op(down)],
+                [rows, h],
+            );
+        }
+        let last = self.push(
+            name("output_norm"),
+            OpKind::RmsNorm {
+                eps: config.rms_eps,
+                input_row_offset: rows - 1,
+            },
+            vec![Source::Op(x), weight("output_norm.weight".into())],
+            [1, h],
+        );
+        let logits = self.push(
+            name("logits"),
+            linear,
+            vec![Source::Op(last), weight(output_weight.to_string())],
+            [1, config.vocab],
+        );
+        let mut history = vec![Source::Prompt];
+        history.extend(cache.samples.iter().map(|&i| Source::Op(i)));
+        let sample = self.push(
+            name("sample"),
+            OpKind::Sample {
+                index: pass as u64,
+                params: params.clone(),
+            },
+            vec![Source::Op(logits), Source::Rows(history)],
+            [1, 1],
+        );
+        cache.samples.push(sample);
+        sample
+    }
+}

@@ -1,0 +1,255 @@
+//! The Llama-family configuration from GGUF metadata, and the f32 weights.
+//!
+//! Weights keep their GGUF names (`blk.{L}.attn_q.weight`, …) and PyTorch layout `[out, in]`.
+//! llama.cpp's converter permutes the rows of `attn_q` and `attn_k` inside each head so that its
+//! interleaved RoPE (pairs `(2i, 2i+1)`) applies; this crate undoes that permutation at load
+//! (as Hugging Face transformers does when it reads a GGUF), so the rotate-half RoPE of
+//! `piazza-tensor` (pairs `(i, i + d/2)`) applies. The permutation only moves rows: exact.
+
+use std::collections::BTreeMap;
+
+use piazza_engine::weights::Weights;
+use piazza_tensor::Tensor;
+
+use crate::gguf::{Gguf, GgufError};
+use crate::{Error, Result};
+
+/// Largest hidden size, FFN size, layer count, head count and context accepted from a file.
+pub const HIDDEN_MAX: usize = 16_384;
+pub const FFN_MAX: usize = 65_536;
+pub const LAYERS_MAX: usize = 256;
+pub const HEADS_MAX: usize = 1024;
+pub const VOCAB_MAX: usize = 1 << 20;
+pub const CONTEXT_MAX: usize = 1 << 20;
+
+/// The shape and constants of a Llama-family decoder.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LlamaConfig {
+    pub layers: usize,
+    pub hidden: usize,
+    pub ffn: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub vocab: usize,
+    /// Longest sequence the model was trained for (`llama.context_length`).
+    pub context: usize,
+    pub rope_base: f32,
+    pub rms_eps: f32,
+}
+
+impl LlamaConfig {
+    /// Read and check `llama.*` metadata.
+    pub fn from_gguf(file: &Gguf) -> Result<LlamaConfig> {
+        let architecture = text(file, "general.architecture")?;
+        if architecture != "llama" {
+            return Err(metadata_error(
+                "general.architecture",
+                format!("{architecture:?} is not supported (only \"llama\")"),
+            ));
+        }
+        let layers = integer(file, "llama.block_count", LAYERS_MAX)?;
+        let hidden = integer(file, "llama.embedding_length", HIDDEN_MAX)?;
+        let ffn = integer(file, "llama.feed_forward_length", FFN_MAX)?;
+        let heads = integer(file, "llama.attention.head_count", HEADS_MAX)?;
+        let kv_heads = match file.get("llama.attention.head_count_kv") {
+            Some(_) => integer(file, "llama.attention.head_count_kv", HEADS_MAX)?,
+            None => heads,
+        };
+        let context = integer(file, "llama.context_length", CONTEXT_MAX)?;
+        if hidden % heads != 0 || heads % kv_heads != 0 {
+            return Err(metadata_error(
+                "llama.attention.head_count",
+                format!("{heads} heads / {kv_heads} kv heads do not divide hidden {hidden}"),
+            ));
+        }
+        let head_dim = hidden / heads;
+        if head_dim % 2 != 0 {
+            return Err(metadata_error(
+                "llama.attention.head_count",
+                format!("head size {head_dim} is odd"),
+            ));
+        }
+        if let Some(value) = file.get("llama.rope.dimension_count") {
+            if value.as_u64() != Some(head_dim as u64) {
+                return Err(metadata_error(
+                    "llama.rope.dimension_count",
+                    format!("{value:?}: only full-head RoPE ({head_dim}) is supported"),
+                ));
+            }
+        }
+        let rope_base = match file.get("llama.rope.freq_base") {
+            Some(value) => value
+                .as_f32()
+                .ok_or_else(|| metadata_error("llama.rope.freq_base", "not a float".into()))?,
+            None => 10_000.0,
+        };
+        if !(rope_base.is_finite() && rope_base > 1.0) {
+            return Err(metadata_error(
+                "llama.rope.freq_base",
+                format!("{rope_base} is not a finite base above 1"),
+            ));
+        }
+        let rms_eps = file
+            .get("llama.attention.layer_norm_rms_epsilon")
+            .and_then(|v| v.as_f32())
+            .ok_or_else(|| {
+                metadata_error(
+                    "llama.attention.layer_norm_rms_epsilon",
+                    "missing or not a float".into(),
+                )
+            })?;
+        if !(rms_eps.is_finite() && rms_eps > 0.0) {
+            return Err(metadata_error(
+                "llama.attention.layer_norm_rms_epsilon",
+                format!("{rms_eps} is not positive"),
+            ));
+        }
+        let vocab = file
+            .tensors()
+            .get("token_embd.weight")
+            .map(|t| t.shape()[0])
+            .ok_or_else(|| Error::MissingWeight {
+                name: "token_embd.weight".into(),
+            })?;
+        if vocab == 0 || vocab > VOCAB_MAX {
+            return Err(metadata_error(
+                "token_embd.weight",
+                format!("vocabulary of {vocab} tokens"),
+            ));
+        }
+        Ok(LlamaConfig {
+            layers,
+            hidden,
+            ffn,
+            heads,
+            kv_heads,
+            head_dim,
+            vocab,
+            context,
+            rope_base,
+            rms_eps,
+        })
+    }
+
+    /// Width of the K and V projections.
+    pub fn kv_width(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+
+    /// Every weight the decoder reads, with its row-major shape.
+    pub fn weight_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let (h, f, kv) = (self.hidden, self.ffn, self.kv_width());
+        let mut shapes = vec![
+            ("token_embd.weight".to_string(), vec![self.vocab, h]),
+            ("output_norm.weight".to_string(), vec![h]),
+        ];
+        for layer in 0..self.layers {
+            let name = |part: &str| format!("blk.{layer}.{part}.weight");
+            shapes.extend([
+                (name("attn_norm"), vec![h]),
+                (name("attn_q"), vec![h, h]),
+                (name("attn_k"), vec![kv, h]),
+                (name("attn_v"), vec![kv, h]),
+                (name("attn_output"), vec![h, h]),
+                (name("ffn_norm"), vec![h]),
+                (name("ffn_gate"), vec![f, h]),
+                (name("ffn_up"), vec![f, h]),
+                (name("ffn_down"), vec![h, f]),
+            ]);
+        }
+        shapes
+    }
+}
+
+fn metadata_error(key: &str, detail: String) -> Error {
+    Error::Gguf(GgufError::Metadata {
+        key: key.to_string(),
+        detail,
+    })
+}
+
+fn text<'a>(file: &'a Gguf, key: &str) -> Result<&'a str> {
+    file.get(key)
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| metadata_error(key, "missing or not a string".into()))
+}
+
+fn integer(file: &Gguf, key: &str, max: usize) -> Result<usize> {
+    match file.get(key).and_then(|v| v.as_u64()) {
+        Some(v) if v >= 1 && v <= max as u64 => Ok(v as usize),
+        Some(v) => Err(metadata_error(key, format!("{v} is outside 1..={max}"))),
+        None => Err(metadata_error(key, "missing or not an integer".into())),
+    }
+}
+
+/// Name of the output projection: `output.weight` when the file has one, else the tied
+/// `token_embd.weight`.
+pub fn output_weight_name(file: &Gguf) -> &'static str {
+    if file.tensors().contains_key("output.weight") {
+        "output.weight"
+    } else {
+        "token_embd.weight"
+    }
+}
+
+/// Dequantize every weight the decoder reads (shapes checked), un-permuting Q and K.
+pub fn load_weights(file: &Gguf, config: &LlamaConfig) -> Result<Weights> {
+    let mut shapes = config.weight_shapes();
+    if output_weight_name(file) == "output.weight" {
+        shapes.push(("output.weight".into(), vec![config.vocab, config.hidden]));
+    }
+    let mut tensors = BTreeMap::new();
+    for (name, shape) in shapes {
+        let info = file
+            .tensors()
+            .get(&name)
+            .ok_or_else(|| Error::MissingWeight { name: name.clone() })?;
+        if info.shape() != shape {
+            return Err(Error::WeightShape {
+                name,
+                expected: shape,
+                got: info.shape(),
+            });
+        }
+        let mut tensor = file.tensor_f32(&name)?;
+        if name.ends_with(".attn_q.weight") {
+            tensor = unpermute_rows(&tensor, config.heads)?;
+        } else if name.ends_with(".attn_k.weight") {
+            tensor = unpermute_rows(&tensor, config.kv_heads)?;
+        }
+        tensors.insert(name, tensor);
+    }
+    Ok(Weights::from_tensors(tensors))
+}
+
+/// Undo llama.cpp's Q/K row permutation: within each head of `d` rows, GGUF row `2i + a`
+/// (pair `i`, member `a`) becomes row `a * d/2 + i`.
+pub fn unpermute_rows(tensor: &Tensor, heads: usize) -> Result<Tensor> {
+    let shape = tensor.shape().to_vec();
+    let (rows, width) = (shape[0], shape.iter().skip(1).product::<usize>());
+    if heads == 0 || rows % heads != 0 || (rows / heads) % 2 != 0 {
+        return Err(Error::WeightShape {
+            name: "attention projection".into(),
+            expected: vec![heads, 2],
+            got: shape,
+        });
+    }
+    let (d, half) = (rows / heads, rows / heads / 2);
+    let values = tensor.to_vec();
+    let mut out = vec![0.0f32; values.len()];
+    for h in 0..heads {
+        for i in 0..half {
+            for a in 0..2 {
+                let from = h * d + 2 * i + a;
+                let to = h * d + a * half + i;
+                out[to * width..(to + 1) * width]
+                    .copy_from_slice(&values[from * width..(from + 1) * width]);
+            }
+        }
+    }
+    Tensor::from_vec(out, &shape).map_err(|source| Error::Tensor {
+        op: "unpermute".into(),
+        source,
+    })
+}

@@ -1,0 +1,432 @@
+//! The tokenizer and chat template carried in the GGUF metadata (docs/llm.md §6).
+//!
+//! Encoding: GPT-2 byte-level BPE (`tokenizer.ggml.model = "gpt2"`) built from
+//! `tokenizer.ggml.tokens` and `tokenizer.ggml.merges` with the `tokenizers` crate; the
+//! pre-tokenizer follows `tokenizer.ggml.pre` (`"smollm"`: single digits split off, then the
+//! GPT-2 regex; `"gpt2"`/`"default"`: the GPT-2 regex). Control tokens (type 3) are matched
+//! whole in the text (so a chat prompt's `<|im_start|>` is one token).
+//!
+//! Decoding is done here, not by the crate: each token's string maps back to bytes through the
+//! GPT-2 byte↔unicode table; control tokens decode to nothing. Bytes are turned into text only
+//! up to the last complete UTF-8 character ([`TextDecoder`]), so a character split across
+//! tokens is never emitted half.
+
+use std::collections::BTreeMap;
+
+use tokenizers::models::bpe::{Vocab, BPE};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+use tokenizers::{AddedToken, Tokenizer as HfTokenizer};
+
+use crate::gguf::{Gguf, Value};
+use crate::{Error, Result};
+
+/// Longest text accepted by [`Tokenizer::encode`].
+pub const TEXT_BYTES_MAX: usize = 1 << 20;
+/// Domain of [`Tokenizer::hash`].
+pub const TOKENIZER_DOMAIN: &str = "piazza.llm.tokenizer.v1";
+/// GGUF token type of control tokens.
+pub const TOKEN_TYPE_CONTROL: i64 = 3;
+
+/// A chat message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+impl Message {
+    pub fn new(role: &str, content: &str) -> Message {
+        Message {
+            role: role.to_string(),
+            content: content.to_string(),
+        }
+    }
+}
+
+/// The chat formats this crate renders (it does not run Jinja).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChatTemplate {
+    /// `<|im_start|>{role}\n{content}<|im_end|>\n` per message, `<|im_start|>assistant\n` as the
+    /// generation prompt; `default_system` is inserted first when the first message is not a
+    /// system message (SmolLM2's template does this).
+    ChatMl { default_system: Option<String> },
+}
+
+impl ChatTemplate {
+    /// Recognise `tokenizer.chat_template`. ChatML templates are recognised by their markers;
+    /// anything else is refused rather than rendered wrongly.
+    pub fn from_jinja(template: &str) -> Result<ChatTemplate> {
+        if !(template.contains("<|im_start|>") && template.contains("<|im_end|>")) {
+            return Err(Error::Tokenizer {
+                detail: "chat template is not ChatML; no other template is supported".into(),
+            });
+        }
+        let default_system = if template.contains("messages[0]['role'] != 'system'") {
+            let marker = "<|im_start|>system\n";
+            template.find(marker).and_then(|start| {
+                let rest = &template[start + marker.len()..];
+                rest.find("<|im_end|>").map(|end| rest[..end].to_string())
+            })
+        } else {
+            None
+        };
+        Ok(ChatTemplate::ChatMl { default_system })
+    }
+
+    /// The prompt text for `messages`, ending with the assistant's generation prompt.
+    pub fn render(&self, messages: &[Message]) -> String {
+        let ChatTemplate::ChatMl { default_system } = self;
+        let mut text = String::new();
+        if let Some(system) = default_system {
+            if messages.first().is_none_or(|m| m.role != "system") {
+                text.push_str(&format!("<|im_start|>system\n{system}<|im_end|>\n"));
+            }
+        }
+        for message in messages {
+            text.push_str(&format!(
+                "<|im_start|>{}\n{}<|im_end|>\n",
+                message.role, message.content
+            ));
+        }
+        text.push_str("<|im_start|>assistant\n");
+        text
+    }
+}
+
+/// The model's tokenizer.
+pub struct Tokenizer {
+    inner: HfTokenizer,
+    /// Bytes of each token (empty for control tokens).
+    token_bytes: Vec<Vec<u8>>,
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+    pub chat_template: Option<ChatTemplate>,
+    hash: [u8; 32],
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("vocab", &self.token_bytes.len())
+            .field("bos", &self.bos)
+            .field("eos", &self.eos)
+            .finish()
+    }
+}
+
+fn tokenizer_error(detail: impl Into<String>) -> Error {
+    Error::Tokenizer {
+        detail: detail.into(),
+    }
+}
+
+/// GPT-2's byte → unicode table: printable bytes map to themselves, the rest to 256 + n.
+fn byte_to_char() -> [char; 256] {
+    let mut table = ['\0'; 256];
+    let mut next = 256u32;
+    for byte in 0..=255u8 {
+        let printable = matches!(byte, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+        let code = if printable {
+            byte as u32
+        } else {
+            next += 1;
+            next - 1
+        };
+        table[byte as usize] = char::from_u32(code).unwrap_or('\0');
+    }
+    table
+}
+
+impl Tokenizer {
+    /// Build from `tokenizer.*` metadata; `vocab` is the model's embedding rows.
+    pub fn from_gguf(file: &Gguf, vocab: usize) -> Result<Tokenizer> {
+        let get = |key: &str| file.get(key);
+        let model = get("tokenizer.ggml.model").and_then(Value::as_str);
+        if model != Some("gpt2") {
+            return Err(tokenizer_error(format!(
+                "tokenizer.ggml.model {model:?}: only \"gpt2\" (byte-level BPE) is supported"
+            )));
+        }
+        let tokens: Vec<&str> = get("tokenizer.ggml.tokens")
+            .and_then(Value::as_array)
+            .ok_or_else(|| tokenizer_error("tokenizer.ggml.tokens missing"))?
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .ok_or_else(|| tokenizer_error("a token is not a string"))
+            })
+            .collect::<Result<_>>()?;
+        if tokens.len() != vocab {
+            return Err(tokenizer_error(format!(
+                "{} tokens for a model with {vocab} embedding rows",
+                tokens.len()
+            )));
+        }
+        let types: Vec<i64> = match get("tokenizer.ggml.token_type").and_then(Value::as_array) {
+            Some(values) if values.len() == tokens.len() => values
+                .iter()
+                .map(|v| match v {
+                    Value::I32(t) => Ok(*t as i64),
+                    other => other
+                        .as_u64()
+                        .map(|t| t as i64)
+                        .ok_or_else(|| tokenizer_error("token type is not an integer")),
+                })
+                .collect::<Result<_>>()?,
+            Some(_) => return Err(tokenizer_error("token_type length differs from tokens")),
+            None => vec![1; tokens.len()],
+        };
+        let merges: Vec<(String, String)> = get("tokenizer.ggml.merges")
+            .and_then(Value::as_array)
+            .ok_or_else(|| tokenizer_error("tokenizer.ggml.merges missing"))?
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .and_then(|m| m.split_once(' '))
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(|| tokenizer_error("a merge is not \"left right\""))
+            })
+            .collect::<Result<_>>()?;
+        let id = |key: &str| -> Result<Option<u32>> {
+            match get(key) {
+                None => Ok(None),
+                Some(v) => match v.as_u64() {
+                    Some(id) if (id as usize) < vocab => Ok(Some(id as u32)),
+                    _ => Err(tokenizer_error(format!("{key} {v:?} is not a token id"))),
+                },
+            }
+        };
+        let (bos, eos) = (
+            id("tokenizer.ggml.bos_token_id")?,
+            id("tokenizer.ggml.eos_token_id")?,
+        );
+        let pre = get("tokenizer.ggml.pre")
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        let byte_level = ByteLevel::new(false, true, true);
+        let pre_tokenizer: PreTokenizerWrapper = match pre {
+            "smollm" => Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into(),
+            "gpt2" | "default" => byte_level.into(),
+            other => {
+                return Err(tokenizer_error(format!(
+                    "tokenizer.ggml.pre {other:?} is not supported (smollm, gpt2, default)"
+                )))
+            }
+        };
+        let chat_template = match get("tokenizer.chat_template").and_then(Value::as_str) {
+            Some(t) => Some(ChatTemplate::from_jinja(t)?),
+            None => None,
+        };
+
+        let vocab_map: Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.to_string(), i as u32))
+            .collect();
+        let special: Vec<AddedToken> = tokens
+            .iter()
+            .zip(&types)
+            .filter(|(_, &t)| t == TOKEN_TYPE_CONTROL)
+            .map(|(t, _)| AddedToken::from(t.to_string(), true))
+            .collect();
+        // The tokenizers crate may panic on inputs it does not expect: contain it.
+        let inner = std::panic::catch_unwind(move || -> Result<HfTokenizer> {
+            let bpe = BPE::builder()
+                .vocab_and_merges(vocab_map, merges)
+                .build()
+                .map_err(|e| tokenizer_error(format!("BPE: {e}")))?;
+            let mut inner = HfTokenizer::new(bpe);
+            inner.with_pre_tokenizer(Some(pre_tokenizer));
+            inner
+                .add_special_tokens(special)
+                .map_err(|e| tokenizer_error(format!("special tokens: {e}")))?;
+            Ok(inner)
+        })
+        .map_err(|_| tokenizer_error("the tokenizers crate panicked building the BPE"))??;
+
+        let table = byte_to_char();
+        let mut char_to_byte = BTreeMap::new();
+        for (byte, &c) in table.iter().enumerate() {
+            char_to_byte.insert(c, byte as u8);
+        }
+        let token_bytes = tokens
+            .iter()
+            .zip(&types)
+            .map(|(token, &kind)| {
+                if kind == TOKEN_TYPE_CONTROL {
+                    Vec::new()
+                } else if token.chars().all(|c| char_to_byte.contains_key(&c)) {
+                    token.chars().map(|c| char_to_byte[&c]).collect()
+                } else {
+                    token.as_bytes().to_vec()
+                }
+            })
+            .collect();
+        Ok(Tokenizer {
+            inner,
+            token_bytes,
+            bos,
+            eos,
+            chat_template,
+            hash: metadata_hash(file),
+        })
+    }
+
+    /// Token ids of `text` (no BOS added; control tokens in the text are matched whole).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        if text.len() > TEXT_BYTES_MAX {
+            return Err(Error::Input {
+                detail: format!("text of {} bytes exceeds {TEXT_BYTES_MAX}", text.len()),
+            });
+        }
+        let encoding = std::panic::catch_unwind(|| self.inner.encode(text, false))
+            .map_err(|_| tokenizer_error("the tokenizers crate panicked encoding"))?
+            .map_err(|e| tokenizer_error(format!("encode: {e}")))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Bytes of token `id` (empty for control tokens and unknown ids).
+    pub fn token_bytes(&self, id: u32) -> &[u8] {
+        self.token_bytes
+            .get(id as usize)
+            .map_or(&[], |b| b.as_slice())
+    }
+
+    /// Text of `ids` (invalid UTF-8 replaced by U+FFFD; control tokens omitted).
+    pub fn decode(&self, ids: &[u32]) -> String {
+        let bytes: Vec<u8> = ids
+            .iter()
+            .flat_map(|&id| self.token_bytes(id).to_vec())
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.token_bytes.len()
+    }
+
+    /// `BLAKE3` over the `tokenizer.*` metadata (docs/llm.md §6).
+    pub fn hash(&self) -> [u8; 32] {
+        self.hash
+    }
+}
+
+/// `BLAKE3(domain ‖ for each "tokenizer.*" key in byte order: len u32 ‖ key ‖ GGUF value bytes)`.
+fn metadata_hash(file: &Gguf) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(TOKENIZER_DOMAIN.as_bytes());
+    for (key, value) in file.metadata().range("tokenizer.".to_string()..) {
+        if !key.starts_with("tokenizer.") {
+            break;
+        }
+        hasher.update(&(key.len() as u32).to_le_bytes());
+        hasher.update(key.as_bytes());
+        encode_value(value, &mut hasher, true);
+    }
+    *hasher.finalize().as_bytes()
+}
+
+/// A value in GGUF's own encoding (type id, then payload).
+fn encode_value(value: &Value, hasher: &mut blake3::Hasher, with_type: bool) {
+    let (type_id, payload): (u32, Vec<u8>) = match value {
+        Value::U8(v) => (0, vec![*v]),
+        Value::I8(v) => (1, v.to_le_bytes().to_vec()),
+        Value::U16(v) => (2, v.to_le_bytes().to_vec()),
+        Value::I16(v) => (3, v.to_le_bytes().to_vec()),
+        Value::U32(v) => (4, v.to_le_bytes().to_vec()),
+        Value::I32(v) => (5, v.to_le_bytes().to_vec()),
+        Value::F32(v) => (6, v.to_le_bytes().to_vec()),
+        Value::Bool(v) => (7, vec![*v as u8]),
+        Value::String(s) => {
+            let mut bytes = (s.len() as u64).to_le_bytes().to_vec();
+            bytes.extend_from_slice(s.as_bytes());
+            (8, bytes)
+        }
+        Value::Array(values) => {
+            if with_type {
+                hasher.update(&9u32.to_le_bytes());
+            }
+            let element_type = values.first().map_or(0, value_type);
+            hasher.update(&element_type.to_le_bytes());
+            hasher.update(&(values.len() as u64).to_le_bytes());
+            for v in values {
+                encode_value(v, hasher, false);
+            }
+            return;
+        }
+        Value::U64(v) => (10, v.to_le_bytes().to_vec()),
+        Value::I64(v) => (11, v.to_le_bytes().to_vec()),
+        Value::F64(v) => (12, v.to_le_bytes().to_vec()),
+    };
+    if with_type {
+        hasher.update(&type_id.to_le_bytes());
+    }
+    hasher.update(&payload);
+}
+
+fn value_type(value: &Value) -> u32 {
+    match value {
+        Value::U8(_) => 0,
+        Value::I8(_) => 1,
+        Value::U16(_) => 2,
+        Value::I16(_) => 3,
+        Value::U32(_) => 4,
+        Value::I32(_) => 5,
+        Value::F32(_) => 6,
+        Value::Bool(_) => 7,
+        Value::String(_) => 8,
+        Value::Array(_) => 9,
+        Value::U64(_) => 10,
+        Value::I64(_) => 11,
+        Value::F64(_) => 12,
+    }
+}
+
+/// Turns token bytes into text incrementally: only complete UTF-8 characters come out; an
+/// invalid sequence becomes U+FFFD.
+#[derive(Debug, Default)]
+pub struct TextDecoder {
+    pending: Vec<u8>,
+}
+
+impl TextDecoder {
+    /// Add `bytes`; return the text that is now complete.
+    pub fn push(&mut self, bytes: &[u8]) -> String {
+        self.pending.extend_from_slice(bytes);
+        let mut text = String::new();
+        loop {
+            match std::str::from_utf8(&self.pending) {
+                Ok(valid) => {
+                    text.push_str(valid);
+                    self.pending.clear();
+                    return text;
+                }
+                Err(error) => {
+                    let valid_len = error.valid_up_to();
+                    // SAFETY-free: from_utf8 just validated this prefix.
+                    text.push_str(std::str::from_utf8(&self.pending[..valid_len]).unwrap_or(""));
+                    match error.error_len() {
+                        None => {
+                            self.pending.drain(..valid_len);
+                            return text;
+                        }
+                        Some(bad) => {
+                            text.push('\u{FFFD}');
+                            self.pending.drain(..valid_len + bad);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whatever is left (an incomplete character) as U+FFFD.
+    pub fn finish(&mut self) -> String {
+        let text = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        text
+    }
+}

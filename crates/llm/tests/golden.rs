@@ -1,0 +1,65 @@
+//! SmolLM2 against Hugging Face transformers (float32, dequantized GGUF):
+//! tests/fixtures/smollm2_reference.json.
+
+mod common;
+
+use piazza_llm::{FinishReason, GenerateParams};
+
+/// Largest |logit difference| accepted for the top-5 next-token logits.
+const LOGIT_TOLERANCE: f32 = 1e-3;
+
+#[test]
+fn prompt_ids_match_the_reference() {
+    let generator = common::generator();
+    for case in common::reference_cases() {
+        assert_eq!(
+            generator.tokenize(&case.prompt).unwrap(),
+            case.prompt_ids,
+            "{:?}",
+            case.prompt
+        );
+    }
+}
+
+#[test]
+fn next_token_logits_match_the_reference() {
+    let generator = common::generator();
+    for case in common::reference_cases() {
+        let logits = generator.next_token_logits(&case.prompt_ids, 2).unwrap();
+        let mut order: Vec<usize> = (0..logits.len()).collect();
+        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+        let top5: Vec<u32> = order[..5].iter().map(|&i| i as u32).collect();
+        eprintln!("{:?}: top5 {top5:?}", case.prompt);
+        for (&id, &expected) in case.top5_ids.iter().zip(&case.top5_logits) {
+            let got = logits[id as usize];
+            eprintln!(
+                "  id {id}: ours {got} reference {expected} diff {:e}",
+                got - expected
+            );
+            assert!(
+                (got - expected).abs() <= LOGIT_TOLERANCE,
+                "{:?}: logit of {id} is {got}, reference {expected}",
+                case.prompt
+            );
+        }
+        assert_eq!(top5, case.top5_ids, "{:?}", case.prompt);
+    }
+}
+
+#[test]
+fn greedy_continuations_match_the_reference() {
+    let generator = common::generator();
+    for case in common::reference_cases() {
+        let params = GenerateParams::greedy(case.greedy_ids.len());
+        let mut streamed = String::new();
+        let generation = generator
+            .generate(&case.prompt_ids, &params, 2, |event| {
+                streamed.push_str(&event.text)
+            })
+            .unwrap();
+        assert_eq!(generation.ids, case.greedy_ids, "{:?}", case.prompt);
+        assert_eq!(generation.text, case.greedy_text, "{:?}", case.prompt);
+        assert_eq!(streamed, generation.text);
+        assert_eq!(generation.finish, FinishReason::MaxTokens);
+    }
+}
