@@ -1,5 +1,5 @@
 //! Where the time of a traced run goes: plain run, traced run, and hashing alone.
-//! `cargo run --release -p piazza-engine --example trace_overhead [threads]`
+//! `cargo run --release -p piazza-engine --example trace_overhead [threads] [batch] [words]`
 
 use std::time::Instant;
 
@@ -8,8 +8,23 @@ use piazza_engine::{trace, Batch, Compute, Embedder};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let threads: usize = std::env::args().nth(1).map_or(Ok(1), |t| t.parse())?;
     let embedder = Embedder::load(piazza_engine::models_dir().join("minilm"))?;
-    let text = "open networks verify every inference result with bitwise reproducible kernels so honest providers earn";
-    let texts = vec![text; 16];
+    let batch_size: usize = std::env::args().nth(2).map_or(Ok(16), |t| t.parse())?;
+    let words: usize = std::env::args().nth(3).map_or(Ok(16), |t| t.parse())?;
+    let vocabulary = [
+        "open",
+        "networks",
+        "verify",
+        "every",
+        "inference",
+        "result",
+        "with",
+        "bitwise",
+    ];
+    let text: String = (0..words)
+        .map(|i| vocabulary[i % vocabulary.len()])
+        .collect::<Vec<_>>()
+        .join(" ");
+    let texts = vec![text.as_str(); batch_size];
     let batch = Batch::pad(&embedder.tokenize(&texts)?)?;
     let compute = Compute::new(threads);
     let recording = embedder.run_recorded(&batch, compute)?;
