@@ -372,24 +372,30 @@ impl Embedder {
                 ],
                 hidden,
             );
-            let (kind, inputs) = linear(attention, "attention.output.dense", Activation::Identity);
-            let dense = push(
-                &mut ops,
-                format!("{p}.attention.output.dense"),
-                kind,
-                inputs,
-                hidden,
+            let fused = |input: usize, residual: usize, dense: &str, norm: &str| {
+                (
+                    OpKind::LinearAddLayerNorm { eps },
+                    vec![
+                        Source::Op(input),
+                        Source::Op(residual),
+                        weight(format!("{p}.{dense}.weight")),
+                        weight(format!("{p}.{dense}.bias")),
+                        weight(format!("{p}.{norm}.weight")),
+                        weight(format!("{p}.{norm}.bias")),
+                    ],
+                )
+            };
+            let (kind, inputs) = fused(
+                attention,
+                hidden_state,
+                "attention.output.dense",
+                "attention.output.LayerNorm",
             );
             let attention_out = push(
                 &mut ops,
-                format!("{p}.attention.output.LayerNorm"),
-                OpKind::AddLayerNorm { eps },
-                vec![
-                    Source::Op(dense),
-                    Source::Op(hidden_state),
-                    weight(format!("{p}.attention.output.LayerNorm.weight")),
-                    weight(format!("{p}.attention.output.LayerNorm.bias")),
-                ],
+                format!("{p}.attention.output"),
+                kind,
+                inputs,
                 hidden,
             );
             let (kind, inputs) = linear(attention_out, "intermediate.dense", Activation::GeluErf);
@@ -400,20 +406,13 @@ impl Embedder {
                 inputs,
                 c.intermediate_size,
             );
-            let (kind, inputs) = linear(intermediate, "output.dense", Activation::Identity);
-            let output = push(&mut ops, format!("{p}.output.dense"), kind, inputs, hidden);
-            hidden_state = push(
-                &mut ops,
-                format!("{p}.output.LayerNorm"),
-                OpKind::AddLayerNorm { eps },
-                vec![
-                    Source::Op(output),
-                    Source::Op(attention_out),
-                    weight(format!("{p}.output.LayerNorm.weight")),
-                    weight(format!("{p}.output.LayerNorm.bias")),
-                ],
-                hidden,
+            let (kind, inputs) = fused(
+                intermediate,
+                attention_out,
+                "output.dense",
+                "output.LayerNorm",
             );
+            hidden_state = push(&mut ops, format!("{p}.output"), kind, inputs, hidden);
         }
         ops.push(Op {
             name: "pooling.mean".into(),

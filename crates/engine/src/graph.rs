@@ -47,6 +47,10 @@ pub enum OpKind {
     Attention { seq: usize, heads: usize },
     /// `layernorm(x + residual)`. Activations: x, residual. Weights: gamma, beta.
     AddLayerNorm { eps: f32 },
+    /// `layernorm((x · wᵀ + b) + residual)`: a projection fused with the residual layer norm
+    /// after it (BERT's `*.output.dense` + `*.output.LayerNorm`), so the projection's output is
+    /// not hashed on its own. Activations: x, residual. Weights: w, b, gamma, beta.
+    LinearAddLayerNorm { eps: f32 },
     /// Masked mean over each sequence of `seq` rows. Activations: x, keep.
     MeanPool { seq: usize },
     /// Each row divided by its L2 norm. Activations: x.
@@ -212,6 +216,12 @@ pub fn apply(
         }
         (&OpKind::AddLayerNorm { eps }, [x, residual], [gamma, beta]) => {
             ops::layernorm(x, Some(residual), gamma, beta, eps, compute).map_err(tensor_error)?
+        }
+        (&OpKind::LinearAddLayerNorm { eps }, [x, residual], [w, b, gamma, beta]) => {
+            let projected =
+                ops::linear(x, w, Some(b), Activation::Identity, compute).map_err(tensor_error)?;
+            ops::layernorm(&projected, Some(residual), gamma, beta, eps, compute)
+                .map_err(tensor_error)?
         }
         (&OpKind::MeanPool { seq }, [x, keep], []) => {
             let keep = keep_vector(keep).map_err(tensor_error)?;
