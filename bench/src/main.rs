@@ -129,15 +129,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .iter()
                 .map(|batch| embedder.run_recorded(batch, compute))
                 .collect::<Result<_, _>>()?;
+            // Split over the same number of threads as the traced run splits its hashing.
             let hash_only = || {
                 for recording in &recordings {
-                    for (index, step) in recording.graph.steps.iter().enumerate() {
-                        let output = &recording.outputs[step.op];
-                        let width = output.shape()[1];
-                        let rows = &output.as_slice().expect("contiguous")
-                            [step.output_rows.start * width..step.output_rows.end * width];
-                        std::hint::black_box(trace::step_hash(index, rows, step.output_rows.len(), width));
-                    }
+                    let steps: Vec<_> = recording.graph.steps.iter().enumerate().collect();
+                    std::thread::scope(|scope| {
+                        for part in steps.chunks(steps.len().div_ceil(threads)) {
+                            scope.spawn(move || {
+                                for &(index, step) in part {
+                                    let output = &recording.outputs[step.op];
+                                    let width = output.shape()[1];
+                                    let rows = &output.as_slice().expect("contiguous")
+                                        [step.output_rows.start * width..step.output_rows.end * width];
+                                    std::hint::black_box(trace::step_hash(
+                                        index,
+                                        rows,
+                                        step.output_rows.len(),
+                                        width,
+                                    ));
+                                }
+                            });
+                        }
+                    });
                 }
             };
             let [hashing] = best_of_interleaved([&hash_only]);
