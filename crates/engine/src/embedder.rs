@@ -288,15 +288,21 @@ impl Embedder {
     }
 
     /// Unit-length embeddings of `texts`, in order, computed `BATCH_SIZE` at a time.
+    ///
+    /// Texts are batched longest first (as sentence-transformers does) so that little padding is
+    /// computed; padding changes no bit of an embedding, so the grouping cannot change results.
     pub fn embed(&self, texts: &[&str], threads: usize) -> Result<Vec<Vec<f32>>> {
         let compute = Compute::new(threads);
         let sequences = self.tokenize(texts)?;
-        let mut embeddings = Vec::with_capacity(texts.len());
-        for group in sequences.chunks(BATCH_SIZE) {
-            let batch = Batch::pad(group)?;
-            let output = self.run(&batch, compute)?;
-            let width = self.dimension();
-            embeddings.extend(output.to_vec().chunks_exact(width).map(<[f32]>::to_vec));
+        let mut order: Vec<usize> = (0..sequences.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(sequences[i].len()));
+        let mut embeddings = vec![Vec::new(); texts.len()];
+        for group in order.chunks(BATCH_SIZE) {
+            let members: Vec<Vec<u32>> = group.iter().map(|&i| sequences[i].clone()).collect();
+            let output = self.run(&Batch::pad(&members)?, compute)?.to_vec();
+            for (&i, vector) in group.iter().zip(output.chunks_exact(self.dimension())) {
+                embeddings[i] = vector.to_vec();
+            }
         }
         Ok(embeddings)
     }
