@@ -95,6 +95,17 @@ pub struct Recording {
 }
 
 impl Recording {
+    /// The logits `[1, vocab]` computed by pass `pass` (0: after the prompt).
+    pub fn logits(&self, pass: usize) -> Option<&Tensor> {
+        let end = match self.graph.pass_starts.get(pass + 1) {
+            Some(&next) => next,
+            None if pass < self.graph.pass_starts.len() => self.graph.ops.len(),
+            None => return None,
+        };
+        // Each pass ends with `logits`, then `sample`.
+        self.outputs.get(end.checked_sub(2)?)
+    }
+
     /// The activation inputs of step `index`, restricted to the rows it reads.
     pub fn step_inputs(&self, index: usize) -> Result<Vec<Tensor>> {
         let step = self.graph.steps.get(index).ok_or_else(|| Error::Input {
@@ -320,8 +331,12 @@ impl Generator {
         let recording = recording.ok_or_else(|| Error::Input {
             detail: "no recording".into(),
         })?;
-        let logits = recording.graph.ops.len() - 2;
-        Ok(recording.outputs[logits].to_vec())
+        recording
+            .logits(0)
+            .map(Tensor::to_vec)
+            .ok_or_else(|| Error::Input {
+                detail: "no logits".into(),
+            })
     }
 
     /// Recompute step `index` of `graph` from its activation `inputs` (as

@@ -134,7 +134,7 @@ pub fn causal_attention(
                 }
                 let total = tk::sum(p);
                 for score in p.iter_mut() {
-                    *score = *score / total;
+                    *score /= total;
                 }
                 for (c, value) in block.iter_mut().enumerate() {
                     let column = &vt[(g * d + c) * keys_max..(g * d + c) * keys_max + keys];
@@ -145,6 +145,7 @@ pub fn causal_attention(
     );
 }
 
+#[allow(clippy::too_many_arguments)]
 /// `act(x · wᵀ)` for `x: [m, k]`, `w: [n, k]`, exactly [`reference::linear`] without bias.
 ///
 /// Few rows (decoding): threads split the output columns, each running `piazza-tensor`'s tile

@@ -3,7 +3,7 @@
 
 mod common;
 
-use piazza_llm::{FinishReason, GenerateParams};
+use piazza_llm::{Compute, FinishReason, GenerateParams};
 
 /// Largest |logit difference| accepted for the top-5 next-token logits.
 const LOGIT_TOLERANCE: f32 = 1e-3;
@@ -21,11 +21,16 @@ fn prompt_ids_match_the_reference() {
     }
 }
 
+/// The greedy continuation, and the top-5 logits after the prompt (from the same run's trace).
 #[test]
-fn next_token_logits_match_the_reference() {
+fn greedy_continuations_and_next_token_logits_match_the_reference() {
     let generator = common::generator();
     for case in common::reference_cases() {
-        let logits = generator.next_token_logits(&case.prompt_ids, 2).unwrap();
+        let params = GenerateParams::greedy(case.greedy_ids.len());
+        let (generation, recording) = generator
+            .generate_recorded(&case.prompt_ids, &params, Compute::new(2))
+            .unwrap();
+        let logits = recording.logits(0).unwrap().to_vec();
         let mut order: Vec<usize> = (0..logits.len()).collect();
         order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
         let top5: Vec<u32> = order[..5].iter().map(|&i| i as u32).collect();
@@ -43,23 +48,27 @@ fn next_token_logits_match_the_reference() {
             );
         }
         assert_eq!(top5, case.top5_ids, "{:?}", case.prompt);
+        assert_eq!(generation.ids, case.greedy_ids, "{:?}", case.prompt);
+        assert_eq!(generation.text, case.greedy_text, "{:?}", case.prompt);
+        assert_eq!(generation.finish, FinishReason::MaxTokens);
     }
 }
 
+/// Streaming gives the same text, piece by piece, as the finished generation.
 #[test]
-fn greedy_continuations_match_the_reference() {
+fn streamed_pieces_add_up_to_the_text() {
     let generator = common::generator();
-    for case in common::reference_cases() {
-        let params = GenerateParams::greedy(case.greedy_ids.len());
-        let mut streamed = String::new();
-        let generation = generator
-            .generate(&case.prompt_ids, &params, 2, |event| {
-                streamed.push_str(&event.text)
-            })
-            .unwrap();
-        assert_eq!(generation.ids, case.greedy_ids, "{:?}", case.prompt);
-        assert_eq!(generation.text, case.greedy_text, "{:?}", case.prompt);
-        assert_eq!(streamed, generation.text);
-        assert_eq!(generation.finish, FinishReason::MaxTokens);
-    }
+    let case = &common::reference_cases()[1];
+    let params = GenerateParams::greedy(case.greedy_ids.len());
+    let mut streamed = String::new();
+    let mut count = 0;
+    let generation = generator
+        .generate(&case.prompt_ids, &params, 1, |event| {
+            assert_eq!(event.index, count);
+            count += 1;
+            streamed.push_str(&event.text);
+        })
+        .unwrap();
+    assert_eq!(count, generation.ids.len());
+    assert_eq!(streamed, case.greedy_text);
 }

@@ -232,7 +232,7 @@ pub mod writer {
         let merges = ["h e", "l l", "he ll", "Ġ w"];
         tokens.extend(merges.iter().map(|m| m.replace(' ', "")));
         let mut types = vec![3, 3];
-        types.extend(std::iter::repeat(1).take(tokens.len() - 2));
+        types.extend(std::iter::repeat_n(1, tokens.len() - 2));
         let vocab = tokens.len() as u64;
         let metadata = vec![
             ("general.architecture", Value::Str("llama".into())),
