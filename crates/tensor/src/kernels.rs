@@ -97,9 +97,18 @@ impl Default for Compute {
 /// Work below this many multiply-adds runs on the calling thread (spawning costs more).
 const PARALLEL_WORK_MIN: usize = 1 << 16;
 
-/// Split `out` (rows of `width` elements) into contiguous row ranges, one per thread, and
-/// run `body(first_row, rows_out)` on each. Ranges are multiples of `align` rows (but the last).
-/// Every row is computed by exactly one call, so results cannot depend on the thread count.
+/// Row ranges per thread: more ranges than threads, handed out on demand, keep every core busy
+/// when another process takes one (which range a thread gets never changes what it computes).
+const RANGES_PER_THREAD: usize = 4;
+/// Fewest rows in one range when there are enough rows (a range re-reads the other operand,
+/// so tiny ranges cost bandwidth).
+const RANGE_ROWS_MIN: usize = 16;
+
+/// Split `out` (rows of `width` elements) into contiguous row ranges and run
+/// `body(first_row, rows_out)` on each, on up to `threads` threads (the caller is one of them).
+/// Ranges are multiples of `align` rows (but the last). Every row is computed by exactly one
+/// call, with the same operations whichever thread runs it, so results cannot depend on the
+/// thread count or on scheduling.
 pub fn for_row_ranges<F>(
     out: &mut [f32],
     width: usize,
@@ -110,29 +119,43 @@ pub fn for_row_ranges<F>(
 ) where
     F: Fn(usize, &mut [f32]) + Sync,
 {
+    let align = align.max(1);
     let rows = out.len().checked_div(width).unwrap_or(0);
-    let threads = threads.get().min(rows.div_ceil(align.max(1))).max(1);
+    let threads = threads.get().min(rows.div_ceil(align)).max(1);
     if threads == 1 || rows.saturating_mul(work_per_row) < PARALLEL_WORK_MIN {
         body(0, out);
         return;
     }
-    let per_thread = rows.div_ceil(threads).div_ceil(align) * align;
-    std::thread::scope(|scope| {
-        let mut rest = out;
-        let mut first_row = 0;
-        let body = &body;
-        while !rest.is_empty() {
-            let take = per_thread.min(rest.len() / width);
-            let (chunk, tail) = rest.split_at_mut(take * width);
-            rest = tail;
+    let ranges = threads * RANGES_PER_THREAD;
+    // At least RANGE_ROWS_MIN rows per range, but never fewer ranges than threads.
+    let floor = RANGE_ROWS_MIN.min(rows.div_ceil(threads));
+    let per_range = rows.div_ceil(ranges).max(floor).div_ceil(align) * align;
+    let mut first_row = 0;
+    let chunks: Vec<(usize, &mut [f32])> = out
+        .chunks_mut(per_range * width)
+        .map(|chunk| {
             let start = first_row;
-            first_row += take;
-            if rest.is_empty() {
-                body(start, chunk); // the calling thread takes the last range
-            } else {
-                scope.spawn(move || body(start, chunk));
-            }
+            first_row += chunk.len() / width;
+            (start, chunk)
+        })
+        .collect();
+    let queue = std::sync::Mutex::new(chunks.into_iter());
+    let work = || loop {
+        // A poisoned lock means another worker panicked; the scope re-raises that panic.
+        let next = match queue.lock() {
+            Ok(mut queue) => queue.next(),
+            Err(_) => None,
+        };
+        match next {
+            Some((start, chunk)) => body(start, chunk),
+            None => break,
         }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..threads {
+            scope.spawn(work);
+        }
+        work();
     });
 }
 
