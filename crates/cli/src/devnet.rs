@@ -16,6 +16,10 @@ pub const DEFAULT_RPC_ADDR: &str = "127.0.0.1:8545";
 /// The development key's name in the devnet keystore.
 pub const DEV_KEY: &str = "dev";
 pub const VALIDATOR_KEY: &str = "validator";
+/// The devnet's in-process provider.
+pub const PROVIDER_KEY: &str = "provider";
+/// Owner of the bundled models' records (receives their share of fees).
+pub const MODELS_KEY: &str = "models";
 
 #[derive(Args)]
 pub struct NodeArgs {
@@ -40,13 +44,16 @@ pub struct NodeArgs {
     /// Keystore directory [default: DATA_DIR/keys].
     #[arg(long, env = "PIAZZA_KEYSTORE")]
     keystore: Option<PathBuf>,
+    /// Devnet: do not run the in-process provider.
+    #[arg(long)]
+    no_provider: bool,
 }
 
 pub fn password() -> String {
     std::env::var("PIAZZA_PASSWORD").unwrap_or_default()
 }
 
-fn devnet_genesis(dev: Address, validator: Address) -> Genesis {
+fn devnet_genesis(dev: Address, validator: Address, provider: Address, models: Vec<piazza_ledger::models::ModelRecord>) -> Genesis {
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     Genesis {
         chain_id: DEVNET_CHAIN_ID.into(),
@@ -56,9 +63,10 @@ fn devnet_genesis(dev: Address, validator: Address) -> Genesis {
         accounts: vec![
             GenesisAccount { address: dev, balance: Amount::pza(1_000_000) },
             GenesisAccount { address: validator, balance: Amount::pza(100_000) },
+            GenesisAccount { address: provider, balance: Amount::pza(10_000) },
         ],
         bonds: vec![GenesisBond { address: validator, role: Role::Validator, amount: Amount::pza(10_000) }],
-        models: vec![],
+        models,
         compute: Default::default(),
     }
 }
@@ -80,14 +88,16 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
     let genesis_path = data_dir.join("genesis.json");
     let fresh = !data_dir.join(piazza_node::CHAIN_DB_FILE).exists();
     let genesis = if devnet {
-        for name in [DEV_KEY, validator_name.as_str()] {
+        for name in [DEV_KEY, validator_name.as_str(), PROVIDER_KEY, MODELS_KEY] {
             if keystore.info(name).is_err() {
                 let info = keystore.create(name, &password)?;
                 tracing::info!(name, address = %info.address, "created devnet key");
             }
         }
         if fresh {
-            let genesis = devnet_genesis(keystore.info(DEV_KEY)?.address, keystore.info(&validator_name)?.address);
+            let models_dir = piazza_engine::models_dir();
+            let minilm = piazza_provider::models::minilm_record(&models_dir, keystore.info(MODELS_KEY)?.address)?;
+            let genesis = devnet_genesis(keystore.info(DEV_KEY)?.address, keystore.info(&validator_name)?.address, keystore.info(PROVIDER_KEY)?.address, vec![minilm]);
             std::fs::write(&genesis_path, serde_json::to_vec_pretty(&genesis)?)?;
             Some(genesis)
         } else {
@@ -118,17 +128,49 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
         let dev = keystore.info(DEV_KEY)?;
         println!("piazza devnet: funded key `{DEV_KEY}` = {} in keystore {}", dev.address, keystore_dir.display());
     }
+    let (stop_provider, provider_stopped) = tokio::sync::watch::channel(false);
+    let mut provider = if devnet && !args.no_provider {
+        let config = piazza_provider::ProviderConfig {
+            node_url: format!("http://{}", node.rpc_addr),
+            key: keystore.unlock(PROVIDER_KEY, &password)?,
+            models_dir: piazza_engine::models_dir(),
+            serve: vec![piazza_provider::models::MINILM.into()],
+            price_per_unit: Amount::new(1_000),
+            capacity: 4,
+            stake: Amount::pza(1_000),
+            endpoint: String::new(),
+            concurrency: 2,
+            threads: 1,
+            journal_dir: data_dir.join("provider-journal"),
+            poll_interval: Duration::from_millis(100),
+        };
+        println!("piazza devnet: provider `{PROVIDER_KEY}` = {} serves {:?}", config.address(), config.serve);
+        Some(tokio::spawn(piazza_provider::run(config, provider_stopped)))
+    } else {
+        None
+    };
+    let provider_failed = async {
+        match provider.as_mut() {
+            Some(task) => task.await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         _ = shutdown_signal() => {
             tracing::info!("shutting down");
+            let _ = stop_provider.send(true);
+            if let Some(task) = provider.take() {
+                let _ = task.await;
+            }
             node.shutdown().await;
         }
         _ = node.stopped() => anyhow::bail!("block production stopped; see the log above"),
+        result = provider_failed => anyhow::bail!("the devnet's provider stopped: {result:?}"),
     }
     Ok(())
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

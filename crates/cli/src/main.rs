@@ -3,6 +3,7 @@
 mod bench;
 mod config;
 mod devnet;
+mod market;
 mod query;
 
 use anyhow::Result;
@@ -93,6 +94,36 @@ enum Command {
         #[arg(long)]
         amount: String,
     },
+    /// Registered models.
+    Models(ClientArgs),
+    /// Inference jobs: submit and inspect.
+    Job {
+        #[command(subcommand)]
+        command: market::JobCommand,
+    },
+    /// Provider: register, status, and the daemon that runs jobs.
+    Provider {
+        #[command(subcommand)]
+        command: market::ProviderCommand,
+    },
+    /// Sentence embeddings with the local deterministic engine (MiniLM).
+    Embed {
+        texts: Vec<String>,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A traced run: operator count and trace root.
+    Trace {
+        #[arg(long, default_value = piazza_provider::models::MINILM)]
+        model: String,
+        text: String,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Benchmarks that print comparable numbers.
     Bench {
         #[command(subcommand)]
@@ -172,6 +203,11 @@ async fn run(command: Command) -> Result<()> {
         Command::Tx { client, hash } => query::tx(&client, &hash).await,
         Command::Stake { client, signer, role, amount } => query::stake(&client, &signer, &role, &amount, true).await,
         Command::Unstake { client, signer, role, amount } => query::stake(&client, &signer, &role, &amount, false).await,
+        Command::Models(client) => market::models(&client).await,
+        Command::Job { command } => market::job(command).await,
+        Command::Provider { command } => market::provider(command).await,
+        Command::Embed { texts, threads, json } => market::embed(&texts, threads, json),
+        Command::Trace { model, text, threads, json } => market::trace(&model, &text, threads, json),
         Command::Bench { command } => bench::run(command),
     }
 }

@@ -15,12 +15,12 @@ use std::time::Duration;
 
 const RECEIPT_WAIT: Duration = Duration::from_secs(60);
 
-fn keystore(dir: Option<PathBuf>) -> Result<Keystore> {
+pub(crate) fn keystore(dir: Option<PathBuf>) -> Result<Keystore> {
     let dir = dir.unwrap_or_else(|| config::home().join("keys"));
     Ok(Keystore::open(&dir)?)
 }
 
-fn print<T: Serialize>(json: bool, value: &T, human: impl FnOnce() -> String) {
+pub(crate) fn print<T: Serialize>(json: bool, value: &T, human: impl FnOnce() -> String) {
     if json {
         println!("{}", serde_json::to_string_pretty(value).expect("results serialize"));
     } else {
@@ -28,7 +28,7 @@ fn print<T: Serialize>(json: bool, value: &T, human: impl FnOnce() -> String) {
     }
 }
 
-fn pza(base_units: &str) -> String {
+pub(crate) fn pza(base_units: &str) -> String {
     base_units.parse::<u128>().map(|u| format!("{} PZA", Amount::new(u))).unwrap_or_else(|_| base_units.to_string())
 }
 
@@ -56,7 +56,7 @@ pub fn keys(command: KeysCommand, dir: Option<PathBuf>) -> Result<()> {
 }
 
 /// An address, or the name of a key in the keystore.
-fn resolve(account: &str, keystore_dir: Option<PathBuf>) -> Result<Address> {
+pub(crate) fn resolve(account: &str, keystore_dir: Option<PathBuf>) -> Result<Address> {
     if account.starts_with("pz1") {
         return Ok(account.parse()?);
     }

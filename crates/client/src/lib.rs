@@ -249,3 +249,56 @@ impl Subscription {
         None
     }
 }
+
+/// The compute market.
+impl Client {
+    pub async fn models(&self) -> Result<Vec<piazza_api::ModelInfo>, ClientError> {
+        self.call(piazza_api::compute_method::GET_MODELS, json!([])).await
+    }
+
+    pub async fn job(&self, id: u64) -> Result<Option<piazza_api::JobInfo>, ClientError> {
+        self.call(piazza_api::compute_method::GET_JOB, json!([id])).await
+    }
+
+    pub async fn provider(&self, address: &Address) -> Result<Option<piazza_api::ProviderInfo>, ClientError> {
+        self.call(piazza_api::compute_method::GET_PROVIDER, json!([address.to_string()])).await
+    }
+
+    pub async fn provider_jobs(&self, address: &Address) -> Result<Vec<u64>, ClientError> {
+        self.call(piazza_api::compute_method::GET_PROVIDER_JOBS, json!([address.to_string()])).await
+    }
+
+    /// Submits a job and returns its id (read from the committed receipt).
+    pub async fn submit_job(&self, key: &SecretKey, job: piazza_ledger::compute::Msg, timeout: Duration) -> Result<(u64, ReceiptInfo), ClientError> {
+        let tx = self.build(key, vec![Message::Compute(job)], DEFAULT_MAX_FEE).await?;
+        let hash = self.submit(&tx).await?;
+        let receipt = self.wait_for_receipt(&hash, timeout).await?;
+        if let Some(error) = &receipt.error {
+            return Err(ClientError::Rpc(RpcError { code: error.code as i64, message: format!("{}: {}", error.name, error.message), data: Some(json!({"name": error.name, "code": error.code})) }));
+        }
+        let id = receipt
+            .events
+            .iter()
+            .find(|e| e.kind == "compute.job_submitted")
+            .and_then(|e| e.attributes.get("job"))
+            .and_then(|j| j.parse().ok())
+            .ok_or_else(|| ClientError::Decode("no job id in the receipt".into()))?;
+        Ok((id, receipt))
+    }
+
+    /// Polls a job until it is settled or expired.
+    pub async fn wait_for_job(&self, id: u64, timeout: Duration) -> Result<piazza_api::JobInfo, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(job) = self.job(id).await? {
+                if job.status == "settled" || job.status == "expired" {
+                    return Ok(job);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClientError::Timeout(timeout));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

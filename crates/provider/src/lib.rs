@@ -1,0 +1,227 @@
+//! The provider daemon: loads the models it serves (checking each against the chain's weights
+//! commitment), registers with stake if it has not, watches the chain for jobs assigned to it,
+//! runs them on the deterministic engine and posts the results.
+//!
+//! Invariants:
+//! - At most `concurrency` jobs run at once; each runs once per process.
+//! - A result is journaled (signed transaction, fsynced) before it is sent; after a restart a
+//!   journaled job is re-sent byte for byte, never re-executed into a second, different result.
+//! - The daemon holds no chain state of its own: what is assigned comes from the node.
+//!
+//! ```no_run
+//! # async fn run(config: piazza_provider::ProviderConfig) {
+//! let (stop, stopped) = tokio::sync::watch::channel(false);
+//! let daemon = tokio::spawn(piazza_provider::run(config, stopped));
+//! // ... later:
+//! stop.send(true).unwrap();
+//! daemon.await.unwrap().unwrap();
+//! # }
+//! ```
+
+pub mod journal;
+pub mod models;
+
+use journal::Journal;
+use models::{Execution, LoadedModel};
+use piazza_client::{Client, ClientError};
+use piazza_codec::Encode;
+use piazza_ledger::compute::{self, Offer};
+use piazza_ledger::tx::{Message, Transaction};
+use piazza_primitives::{Address, Amount, SecretKey};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use thiserror::Error;
+use tokio::sync::{watch, Semaphore};
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ProviderError {
+    #[error("node: {0}")]
+    Client(#[from] ClientError),
+    #[error("model: {0}")]
+    Model(String),
+    #[error("journal: {0}")]
+    Journal(#[from] std::io::Error),
+    #[error("{0}")]
+    Config(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub node_url: String,
+    pub key: SecretKey,
+    pub models_dir: PathBuf,
+    /// Model names (as registered on chain) to serve.
+    pub serve: Vec<String>,
+    pub price_per_unit: Amount,
+    pub capacity: u32,
+    /// Bonded when registering.
+    pub stake: Amount,
+    pub endpoint: String,
+    /// Jobs run at once.
+    pub concurrency: usize,
+    /// Threads per job.
+    pub threads: usize,
+    pub journal_dir: PathBuf,
+    pub poll_interval: Duration,
+}
+
+impl ProviderConfig {
+    pub fn address(&self) -> Address {
+        self.key.public_key().address()
+    }
+}
+
+/// Loads every served model, checked against the chain.
+pub async fn load_models(client: &Client, config: &ProviderConfig) -> Result<BTreeMap<String, LoadedModel>, ProviderError> {
+    let records = client.models().await?;
+    let mut loaded = BTreeMap::new();
+    for name in &config.serve {
+        let record = records.iter().find(|r| &r.name == name).ok_or_else(|| ProviderError::Config(format!("the chain has no model `{name}`")))?.clone();
+        let dir = config.models_dir.clone();
+        let model = tokio::task::spawn_blocking(move || models::load(&dir, &record)).await.map_err(|e| ProviderError::Model(e.to_string()))??;
+        tracing::info!(model = %name, "model loaded and matches its on-chain commitment");
+        loaded.insert(name.clone(), model);
+    }
+    Ok(loaded)
+}
+
+/// Registers the provider (bonding `config.stake`) unless it already is one.
+pub async fn ensure_registered(client: &Client, config: &ProviderConfig) -> Result<(), ProviderError> {
+    if client.provider(&config.address()).await?.is_some() {
+        return Ok(());
+    }
+    let offer = Offer { models: config.serve.clone(), price_per_unit: config.price_per_unit, capacity: config.capacity, endpoint: config.endpoint.clone() };
+    let tx = client.build(&config.key, vec![Message::Compute(compute::Msg::RegisterProvider { offer, stake: config.stake })], piazza_client::DEFAULT_MAX_FEE).await?;
+    let hash = client.submit(&tx).await?;
+    let receipt = client.wait_for_receipt(&hash, Duration::from_secs(60)).await?;
+    if let Some(error) = receipt.error {
+        return Err(ProviderError::Config(format!("registration failed: {} {}", error.name, error.message)));
+    }
+    tracing::info!(provider = %config.address(), "registered as a provider");
+    Ok(())
+}
+
+/// Sends results in nonce order.
+struct Poster {
+    client: Client,
+    key: SecretKey,
+    next_nonce: tokio::sync::Mutex<Option<u64>>,
+}
+
+impl Poster {
+    async fn post(&self, journal: &Journal, job: u64, execution: &Execution) -> Result<(), ProviderError> {
+        let mut next = self.next_nonce.lock().await;
+        for attempt in 0..2 {
+            let nonce = match *next {
+                Some(n) => n,
+                None => self.client.account(&self.key.public_key().address()).await?.nonce,
+            };
+            let status = self.client.status().await?;
+            let message = compute::Msg::PostResult {
+                job,
+                output: execution.output.clone(),
+                output_hash: compute::output_hash(&execution.output),
+                trace_root: execution.trace_root,
+                work_units: execution.work_units,
+            };
+            let tx = Transaction { chain_id: status.chain_id, sender: self.key.public_key(), nonce, max_fee: piazza_client::DEFAULT_MAX_FEE, messages: vec![Message::Compute(message)] }.sign(&self.key);
+            let bytes = tx.to_bytes();
+            journal.record(job, &bytes)?;
+            match self.client.submit_raw(&bytes).await {
+                Ok(hash) => {
+                    *next = Some(nonce + 1);
+                    tracing::info!(job, tx = %hash, units = execution.work_units, "result posted");
+                    return Ok(());
+                }
+                Err(e) if attempt == 0 && matches!(e.ledger_error_name(), Some("nonce_replayed" | "nonce_gap")) => *next = None,
+                Err(e) => {
+                    *next = None;
+                    return Err(e.into());
+                }
+            }
+        }
+        unreachable!("the loop returns on its second attempt")
+    }
+}
+
+/// Runs until `shutdown` turns true: finishes the jobs in flight, then returns.
+pub async fn run(config: ProviderConfig, mut shutdown: watch::Receiver<bool>) -> Result<(), ProviderError> {
+    let client = Client::new(&config.node_url);
+    let models = Arc::new(load_models(&client, &config).await?);
+    ensure_registered(&client, &config).await?;
+    let journal = Arc::new(Journal::open(&config.journal_dir)?);
+    let poster = Arc::new(Poster { client: Client::new(&config.node_url), key: config.key.clone(), next_nonce: tokio::sync::Mutex::new(None) });
+    let me = config.address();
+    forget_finished(&client, &journal, &me).await;
+
+    let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    let in_flight: Arc<Mutex<BTreeSet<u64>>> = Arc::new(Mutex::new(BTreeSet::new()));
+    let mut tasks = tokio::task::JoinSet::new();
+    tracing::info!(provider = %me, models = ?config.serve, "provider running");
+    loop {
+        match client.provider_jobs(&me).await {
+            Ok(jobs) => {
+                for id in jobs {
+                    if !in_flight.lock().expect("in-flight lock").insert(id) {
+                        continue;
+                    }
+                    let (client, models, journal, poster, in_flight, permits, threads, me) =
+                        (Client::new(&config.node_url), models.clone(), journal.clone(), poster.clone(), in_flight.clone(), permits.clone(), config.threads, me);
+                    tasks.spawn(async move {
+                        let _permit = permits.acquire().await.expect("the semaphore is never closed");
+                        if let Err(e) = process(&client, &models, &journal, &poster, &me, id, threads).await {
+                            tracing::warn!(job = id, error = %e, "job failed; will retry while it stays assigned");
+                        }
+                        in_flight.lock().expect("in-flight lock").remove(&id);
+                    });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list assigned jobs"),
+        }
+        while tasks.try_join_next().is_some() {}
+        tokio::select! {
+            _ = tokio::time::sleep(config.poll_interval) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+    }
+    tracing::info!(jobs = tasks.len(), "provider stopping; finishing jobs in flight");
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Drops journal entries of jobs no longer assigned to this provider.
+async fn forget_finished(client: &Client, journal: &Journal, me: &Address) {
+    for id in journal.jobs() {
+        if let Ok(Some(job)) = client.job(id).await {
+            if !(job.status == "assigned" && job.provider.as_deref() == Some(&me.to_string())) {
+                journal.forget(id);
+            }
+        }
+    }
+}
+
+async fn process(client: &Client, models: &BTreeMap<String, LoadedModel>, journal: &Journal, poster: &Poster, me: &Address, id: u64, threads: usize) -> Result<(), ProviderError> {
+    let Some(job) = client.job(id).await? else { return Ok(()) };
+    if job.status != "assigned" || job.provider.as_deref() != Some(&me.to_string()) {
+        journal.forget(id);
+        return Ok(());
+    }
+    if let Some(bytes) = journal.get(id) {
+        match client.submit_raw(&bytes).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.ledger_error_name() == Some("duplicate_tx") => return Ok(()),
+            Err(e) => tracing::info!(job = id, error = %e, "journaled result not accepted; executing again"),
+        }
+    }
+    let model = models.get(&job.model).ok_or_else(|| ProviderError::Config(format!("job {id} is for `{}`, which this provider does not load", job.model)))?.clone();
+    let input = hex::decode(&job.input).map_err(|e| ProviderError::Model(format!("job input is not hex: {e}")))?;
+    let params = job.params.clone();
+    let execution = tokio::task::spawn_blocking(move || models::execute(&model, &input, &params, threads)).await.map_err(|e| ProviderError::Model(e.to_string()))??;
+    poster.post(journal, id, &execution).await
+}
