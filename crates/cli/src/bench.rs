@@ -36,35 +36,66 @@ pub fn run(command: BenchCommand) -> Result<()> {
 }
 
 fn transfers(txs: usize, senders: usize, json: bool) -> Result<()> {
-    anyhow::ensure!(senders > 0 && txs >= senders, "need at least one transfer per sender");
+    anyhow::ensure!(
+        senders > 0 && txs >= senders,
+        "need at least one transfer per sender"
+    );
     let per_sender = txs.div_ceil(senders);
-    anyhow::ensure!(per_sender <= 64, "at most 64 transfers per sender (the mempool's nonce window); raise --senders");
+    anyhow::ensure!(
+        per_sender <= 64,
+        "at most 64 transfers per sender (the mempool's nonce window); raise --senders"
+    );
     let dir = tempfile::tempdir()?;
     let validator = SecretKey::from_seed([200; 32]);
-    let keys: Vec<SecretKey> = (0..senders).map(|i| {
-        let mut seed = [7u8; 32];
-        seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
-        SecretKey::from_seed(seed)
-    }).collect();
-    let mut accounts: Vec<GenesisAccount> = keys.iter().map(|k| GenesisAccount { address: k.public_key().address(), balance: Amount::pza(1_000_000) }).collect();
-    accounts.push(GenesisAccount { address: validator.public_key().address(), balance: Amount::pza(100_000) });
+    let keys: Vec<SecretKey> = (0..senders)
+        .map(|i| {
+            let mut seed = [7u8; 32];
+            seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            SecretKey::from_seed(seed)
+        })
+        .collect();
+    let mut accounts: Vec<GenesisAccount> = keys
+        .iter()
+        .map(|k| GenesisAccount {
+            address: k.public_key().address(),
+            balance: Amount::pza(1_000_000),
+        })
+        .collect();
+    accounts.push(GenesisAccount {
+        address: validator.public_key().address(),
+        balance: Amount::pza(100_000),
+    });
     let genesis = Genesis {
         chain_id: "piazza-bench".into(),
         genesis_time_ms: 0,
         fees: FeeParams::default(),
         staking: staking::Params::default(),
         accounts,
-        bonds: vec![GenesisBond { address: validator.public_key().address(), role: Role::Validator, amount: Amount::pza(10_000) }],
+        bonds: vec![GenesisBond {
+            address: validator.public_key().address(),
+            role: Role::Validator,
+            amount: Amount::pza(10_000),
+        }],
         models: vec![],
         compute: Default::default(),
     };
     let store = Store::open(&dir.path().join("chain.redb"))?;
-    let app = App::open(store, Some(&genesis), validator, MempoolConfig { capacity: txs + 1, nonce_window: 64 })?;
+    let app = App::open(
+        store,
+        Some(&genesis),
+        validator,
+        MempoolConfig {
+            capacity: txs + 1,
+            nonce_window: 64,
+        },
+    )?;
 
     // The clients' work, not timed: build, sign and encode.
     let signing = Instant::now();
     let encoded: Vec<Vec<u8>> = std::thread::scope(|scope| {
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         let chunk = keys.len().div_ceil(threads);
         let handles: Vec<_> = keys
             .chunks(chunk)
@@ -75,8 +106,17 @@ fn transfers(txs: usize, senders: usize, json: bool) -> Result<()> {
                     for round in 0..per_sender {
                         for (i, key) in part.iter().enumerate() {
                             let to = Address([((c * chunk + i + round) % 251) as u8; 20]);
-                            let message = Message::Bank(bank::Msg::Send { to, amount: Amount::new(1_000 + round as u128) });
-                            let tx = Transaction { chain_id: "piazza-bench".into(), sender: key.public_key(), nonce: round as u64, max_fee: Amount::pza(1), messages: vec![message] };
+                            let message = Message::Bank(bank::Msg::Send {
+                                to,
+                                amount: Amount::new(1_000 + round as u128),
+                            });
+                            let tx = Transaction {
+                                chain_id: "piazza-bench".into(),
+                                sender: key.public_key(),
+                                nonce: round as u64,
+                                max_fee: Amount::pza(1),
+                                messages: vec![message],
+                            };
                             out.push((round, tx.sign(key).to_bytes()));
                         }
                     }
@@ -84,17 +124,27 @@ fn transfers(txs: usize, senders: usize, json: bool) -> Result<()> {
                 })
             })
             .collect();
-        let mut all: Vec<(usize, Vec<u8>)> = handles.into_iter().flat_map(|h| h.join().expect("signing threads do not panic")).collect();
+        let mut all: Vec<(usize, Vec<u8>)> = handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("signing threads do not panic"))
+            .collect();
         all.sort_by_key(|(round, _)| *round);
         all.into_iter().map(|(_, bytes)| bytes).take(txs).collect()
     });
     let signing = signing.elapsed();
 
     let started = Instant::now();
-    let decoded: Vec<SignedTransaction> = encoded.iter().map(|b| SignedTransaction::decode_bytes(b)).collect::<Result<_, _>>()?;
+    let decoded: Vec<SignedTransaction> = encoded
+        .iter()
+        .map(|b| SignedTransaction::decode_bytes(b))
+        .collect::<Result<_, _>>()?;
     let admitted = app.submit_many(decoded);
     let refused = admitted.iter().filter(|r| r.is_err()).count();
-    anyhow::ensure!(refused == 0, "{refused} transfers refused at admission: {:?}", admitted.iter().find(|r| r.is_err()));
+    anyhow::ensure!(
+        refused == 0,
+        "{refused} transfers refused at admission: {:?}",
+        admitted.iter().find(|r| r.is_err())
+    );
     let admission = started.elapsed();
 
     let mut blocks = 0u64;
@@ -104,7 +154,9 @@ fn transfers(txs: usize, senders: usize, json: bool) -> Result<()> {
     while app.mempool_size() > 0 {
         let height = app.head()?.height + 1;
         let t = Instant::now();
-        let block = app.propose(height, height * 1000).map_err(|e| anyhow::anyhow!(e.0))?;
+        let block = app
+            .propose(height, height * 1000)
+            .map_err(|e| anyhow::anyhow!(e.0))?;
         build_secs += t.elapsed().as_secs_f64();
         let t = Instant::now();
         committed += app.commit(block).map_err(|e| anyhow::anyhow!(e.0))?.txs;
@@ -114,9 +166,14 @@ fn transfers(txs: usize, senders: usize, json: bool) -> Result<()> {
     }
     let total = started.elapsed();
     anyhow::ensure!(committed == txs, "committed {committed} of {txs}");
-    anyhow::ensure!(app.store().tx_count()? as usize == txs, "the store holds a different count");
+    anyhow::ensure!(
+        app.store().tx_count()? as usize == txs,
+        "the store holds a different count"
+    );
     let tps = txs as f64 / total.as_secs_f64();
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let result = serde_json::json!({
         "benchmark": "transfers",
         "transfers": txs,
@@ -134,10 +191,26 @@ fn transfers(txs: usize, senders: usize, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else {
         println!("piazza bench transfers: {txs} signed transfers from {senders} senders, {blocks} blocks, {cores} cores");
-        println!("  admission (decode + signature + state checks + mempool): {:>8.3} s  {:>10.0} tx/s", admission.as_secs_f64(), txs as f64 / admission.as_secs_f64());
-        println!("  block building (execution + state tree root):            {:>8.3} s  {:>10.0} tx/s", build_secs, txs as f64 / build_secs);
-        println!("  commit (one durable redb transaction per block):          {:>8.3} s  {:>10.0} tx/s", commit_secs, txs as f64 / commit_secs);
-        println!("  end to end:                                              {:>8.3} s  {:>10.0} tx/s", total.as_secs_f64(), tps);
+        println!(
+            "  admission (decode + signature + state checks + mempool): {:>8.3} s  {:>10.0} tx/s",
+            admission.as_secs_f64(),
+            txs as f64 / admission.as_secs_f64()
+        );
+        println!(
+            "  block building (execution + state tree root):            {:>8.3} s  {:>10.0} tx/s",
+            build_secs,
+            txs as f64 / build_secs
+        );
+        println!(
+            "  commit (one durable redb transaction per block):          {:>8.3} s  {:>10.0} tx/s",
+            commit_secs,
+            txs as f64 / commit_secs
+        );
+        println!(
+            "  end to end:                                              {:>8.3} s  {:>10.0} tx/s",
+            total.as_secs_f64(),
+            tps
+        );
     }
     Ok(())
 }

@@ -53,19 +53,40 @@ pub fn password() -> String {
     std::env::var("PIAZZA_PASSWORD").unwrap_or_default()
 }
 
-fn devnet_genesis(dev: Address, validator: Address, provider: Address, models: Vec<piazza_ledger::models::ModelRecord>) -> Genesis {
-    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+fn devnet_genesis(
+    dev: Address,
+    validator: Address,
+    provider: Address,
+    models: Vec<piazza_ledger::models::ModelRecord>,
+) -> Genesis {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
     Genesis {
         chain_id: DEVNET_CHAIN_ID.into(),
         genesis_time_ms: now_ms,
         fees: FeeParams::default(),
         staking: staking::Params::default(),
         accounts: vec![
-            GenesisAccount { address: dev, balance: Amount::pza(1_000_000) },
-            GenesisAccount { address: validator, balance: Amount::pza(100_000) },
-            GenesisAccount { address: provider, balance: Amount::pza(10_000) },
+            GenesisAccount {
+                address: dev,
+                balance: Amount::pza(1_000_000),
+            },
+            GenesisAccount {
+                address: validator,
+                balance: Amount::pza(100_000),
+            },
+            GenesisAccount {
+                address: provider,
+                balance: Amount::pza(10_000),
+            },
         ],
-        bonds: vec![GenesisBond { address: validator, role: Role::Validator, amount: Amount::pza(10_000) }],
+        bonds: vec![GenesisBond {
+            address: validator,
+            role: Role::Validator,
+            amount: Amount::pza(10_000),
+        }],
         models,
         compute: Default::default(),
     }
@@ -74,14 +95,32 @@ fn devnet_genesis(dev: Address, validator: Address, provider: Address, models: V
 pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
     let file = config::load(args.config.as_deref())?;
     let role = if devnet { "devnet" } else { "node" };
-    let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| config::home().join(role));
-    let rpc_addr = args.rpc_addr.or(file.rpc_addr).unwrap_or_else(|| DEFAULT_RPC_ADDR.into());
-    let rpc_addr = rpc_addr.parse().with_context(|| format!("--rpc-addr `{rpc_addr}` is not HOST:PORT"))?;
-    let block_interval_ms = args.block_interval_ms.or(file.block_interval_ms).unwrap_or(1000);
+    let data_dir = args
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(|| config::home().join(role));
+    let rpc_addr = args
+        .rpc_addr
+        .or(file.rpc_addr)
+        .unwrap_or_else(|| DEFAULT_RPC_ADDR.into());
+    let rpc_addr = rpc_addr
+        .parse()
+        .with_context(|| format!("--rpc-addr `{rpc_addr}` is not HOST:PORT"))?;
+    let block_interval_ms = args
+        .block_interval_ms
+        .or(file.block_interval_ms)
+        .unwrap_or(1000);
     anyhow::ensure!(block_interval_ms > 0, "block interval must be positive");
-    let keystore_dir = args.keystore.or(file.keystore).unwrap_or_else(|| data_dir.join("keys"));
-    let validator_name = args.validator_key.or(file.validator_key).unwrap_or_else(|| VALIDATOR_KEY.into());
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let keystore_dir = args
+        .keystore
+        .or(file.keystore)
+        .unwrap_or_else(|| data_dir.join("keys"));
+    let validator_name = args
+        .validator_key
+        .or(file.validator_key)
+        .unwrap_or_else(|| VALIDATOR_KEY.into());
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
     let keystore = Keystore::open(&keystore_dir)?;
     let password = password();
 
@@ -96,8 +135,16 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
         }
         if fresh {
             let models_dir = piazza_engine::models_dir();
-            let minilm = piazza_provider::models::minilm_record(&models_dir, keystore.info(MODELS_KEY)?.address)?;
-            let genesis = devnet_genesis(keystore.info(DEV_KEY)?.address, keystore.info(&validator_name)?.address, keystore.info(PROVIDER_KEY)?.address, vec![minilm]);
+            let minilm = piazza_provider::models::minilm_record(
+                &models_dir,
+                keystore.info(MODELS_KEY)?.address,
+            )?;
+            let genesis = devnet_genesis(
+                keystore.info(DEV_KEY)?.address,
+                keystore.info(&validator_name)?.address,
+                keystore.info(PROVIDER_KEY)?.address,
+                vec![minilm],
+            );
             std::fs::write(&genesis_path, serde_json::to_vec_pretty(&genesis)?)?;
             Some(genesis)
         } else {
@@ -106,27 +153,51 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
     } else {
         match args.genesis.or(file.genesis) {
             Some(path) => {
-                let bytes = std::fs::read(&path).with_context(|| format!("reading genesis {}", path.display()))?;
-                anyhow::ensure!(bytes.len() <= 16 * 1024 * 1024, "genesis is larger than 16 MiB");
-                Some(serde_json::from_slice(&bytes).with_context(|| format!("parsing genesis {}", path.display()))?)
+                let bytes = std::fs::read(&path)
+                    .with_context(|| format!("reading genesis {}", path.display()))?;
+                anyhow::ensure!(
+                    bytes.len() <= 16 * 1024 * 1024,
+                    "genesis is larger than 16 MiB"
+                );
+                Some(
+                    serde_json::from_slice(&bytes)
+                        .with_context(|| format!("parsing genesis {}", path.display()))?,
+                )
             }
-            None if fresh => anyhow::bail!("{} holds no chain yet: pass --genesis FILE", data_dir.display()),
+            None if fresh => anyhow::bail!(
+                "{} holds no chain yet: pass --genesis FILE",
+                data_dir.display()
+            ),
             None => None,
         }
     };
-    let key = keystore.unlock(&validator_name, &password).with_context(|| format!("unlocking validator key `{validator_name}`"))?;
+    let key = keystore
+        .unlock(&validator_name, &password)
+        .with_context(|| format!("unlocking validator key `{validator_name}`"))?;
 
     let mut node_config = piazza_node::NodeConfig::new(data_dir.clone(), rpc_addr);
     node_config.block_interval = Duration::from_millis(block_interval_ms);
     if let Some(capacity) = file.mempool_capacity {
-        node_config.mempool = MempoolConfig { capacity, ..MempoolConfig::default() };
+        node_config.mempool = MempoolConfig {
+            capacity,
+            ..MempoolConfig::default()
+        };
     }
     let mut node = piazza_node::start(node_config, genesis, key).await?;
     let head = node.app.head()?;
-    println!("piazza {role}: chain {} at height {}, JSON-RPC on http://{}", node.app.chain_id(), head.height, node.rpc_addr);
+    println!(
+        "piazza {role}: chain {} at height {}, JSON-RPC on http://{}",
+        node.app.chain_id(),
+        head.height,
+        node.rpc_addr
+    );
     if devnet {
         let dev = keystore.info(DEV_KEY)?;
-        println!("piazza devnet: funded key `{DEV_KEY}` = {} in keystore {}", dev.address, keystore_dir.display());
+        println!(
+            "piazza devnet: funded key `{DEV_KEY}` = {} in keystore {}",
+            dev.address,
+            keystore_dir.display()
+        );
     }
     let (stop_provider, provider_stopped) = tokio::sync::watch::channel(false);
     let mut provider = if devnet && !args.no_provider {
@@ -144,7 +215,11 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
             journal_dir: data_dir.join("provider-journal"),
             poll_interval: Duration::from_millis(100),
         };
-        println!("piazza devnet: provider `{PROVIDER_KEY}` = {} serves {:?}", config.address(), config.serve);
+        println!(
+            "piazza devnet: provider `{PROVIDER_KEY}` = {} serves {:?}",
+            config.address(),
+            config.serve
+        );
         Some(tokio::spawn(piazza_provider::run(config, provider_stopped)))
     } else {
         None
@@ -174,7 +249,8 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler installs");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -11,7 +11,11 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "piazza", version, about = "Piazza: an open network for verifiable AI")]
+#[command(
+    name = "piazza",
+    version,
+    about = "Piazza: an open network for verifiable AI"
+)]
 struct Cli {
     /// Log format on stderr: `text` or `json`. Levels come from RUST_LOG (default `info`).
     #[arg(long, global = true, env = "PIAZZA_LOG_FORMAT", default_value = "text")]
@@ -174,8 +178,11 @@ pub struct SignerArgs {
 }
 
 fn init_logs(format: &str) -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         "json" => builder.json().init(),
         "text" => builder.init(),
@@ -187,7 +194,9 @@ fn init_logs(format: &str) -> Result<()> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logs(&cli.log_format)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run(cli.command))
 }
 
@@ -197,17 +206,46 @@ async fn run(command: Command) -> Result<()> {
         Command::Devnet(args) => devnet::run(args, true).await,
         Command::Node(args) => devnet::run(args, false).await,
         Command::Status(client) => query::status(&client).await,
-        Command::Send { client, signer, to, amount } => query::send(&client, &signer, &to, &amount).await,
-        Command::Balance { client, account, verify, keystore } => query::balance(&client, &account, verify, keystore).await,
+        Command::Send {
+            client,
+            signer,
+            to,
+            amount,
+        } => query::send(&client, &signer, &to, &amount).await,
+        Command::Balance {
+            client,
+            account,
+            verify,
+            keystore,
+        } => query::balance(&client, &account, verify, keystore).await,
         Command::Block { client, id } => query::block(&client, &id).await,
         Command::Tx { client, hash } => query::tx(&client, &hash).await,
-        Command::Stake { client, signer, role, amount } => query::stake(&client, &signer, &role, &amount, true).await,
-        Command::Unstake { client, signer, role, amount } => query::stake(&client, &signer, &role, &amount, false).await,
+        Command::Stake {
+            client,
+            signer,
+            role,
+            amount,
+        } => query::stake(&client, &signer, &role, &amount, true).await,
+        Command::Unstake {
+            client,
+            signer,
+            role,
+            amount,
+        } => query::stake(&client, &signer, &role, &amount, false).await,
         Command::Models(client) => market::models(&client).await,
         Command::Job { command } => market::job(command).await,
         Command::Provider { command } => market::provider(command).await,
-        Command::Embed { texts, threads, json } => market::embed(&texts, threads, json),
-        Command::Trace { model, text, threads, json } => market::trace(&model, &text, threads, json),
+        Command::Embed {
+            texts,
+            threads,
+            json,
+        } => market::embed(&texts, threads, json),
+        Command::Trace {
+            model,
+            text,
+            threads,
+            json,
+        } => market::trace(&model, &text, threads, json),
         Command::Bench { command } => bench::run(command),
     }
 }

@@ -121,11 +121,19 @@ pub struct RunArgs {
     pub poll_ms: u64,
 }
 
-pub fn provider_config(node: &str, key: piazza_primitives::SecretKey, offer: &OfferArgs, run: &RunArgs) -> Result<ProviderConfig> {
+pub fn provider_config(
+    node: &str,
+    key: piazza_primitives::SecretKey,
+    offer: &OfferArgs,
+    run: &RunArgs,
+) -> Result<ProviderConfig> {
     Ok(ProviderConfig {
         node_url: node.to_string(),
         key,
-        models_dir: run.models_dir.clone().unwrap_or_else(piazza_engine::models_dir),
+        models_dir: run
+            .models_dir
+            .clone()
+            .unwrap_or_else(piazza_engine::models_dir),
         serve: offer.models.clone(),
         price_per_unit: offer.price.parse()?,
         capacity: offer.capacity,
@@ -133,7 +141,10 @@ pub fn provider_config(node: &str, key: piazza_primitives::SecretKey, offer: &Of
         endpoint: offer.endpoint.clone(),
         concurrency: run.concurrency,
         threads: run.threads,
-        journal_dir: run.journal.clone().unwrap_or_else(|| crate::config::home().join("provider-journal")),
+        journal_dir: run
+            .journal
+            .clone()
+            .unwrap_or_else(|| crate::config::home().join("provider-journal")),
         poll_interval: Duration::from_millis(run.poll_ms.max(10)),
     })
 }
@@ -147,7 +158,17 @@ pub async fn models(args: &ClientArgs) -> Result<()> {
     crate::query::print(args.json, &models, || {
         models
             .iter()
-            .map(|m| format!("{}\t{}\t{}\tfloor {} PZA/unit\t{} providers\tweights {}", m.name, m.kind, m.architecture, crate::query::pza(&m.price_floor).trim_end_matches(" PZA"), m.providers.len(), m.weights_commitment))
+            .map(|m| {
+                format!(
+                    "{}\t{}\t{}\tfloor {} PZA/unit\t{} providers\tweights {}",
+                    m.name,
+                    m.kind,
+                    m.architecture,
+                    crate::query::pza(&m.price_floor).trim_end_matches(" PZA"),
+                    m.providers.len(),
+                    m.weights_commitment
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n")
     });
@@ -156,29 +177,71 @@ pub async fn models(args: &ClientArgs) -> Result<()> {
 
 pub async fn job(command: JobCommand) -> Result<()> {
     match command {
-        JobCommand::Submit { client: args, signer, model, input, max_tokens, seed, temperature, max_units, max_price, chat } => {
+        JobCommand::Submit {
+            client: args,
+            signer,
+            model,
+            input,
+            max_tokens,
+            seed,
+            temperature,
+            max_units,
+            max_price,
+            chat,
+        } => {
             let key = unlock(&signer)?;
             let client = Client::new(&args.node);
-            let record = client.models().await?.into_iter().find(|m| m.name == model).with_context(|| format!("the chain has no model `{model}` (see `piazza models`)"))?;
+            let record = client
+                .models()
+                .await?
+                .into_iter()
+                .find(|m| m.name == model)
+                .with_context(|| {
+                    format!("the chain has no model `{model}` (see `piazza models`)")
+                })?;
             let generation = record.kind == "generation";
-            let max_units = max_units.unwrap_or(if generation { max_tokens as u64 } else { piazza_engine::MAX_TOKENS as u64 });
+            let max_units = max_units.unwrap_or(if generation {
+                max_tokens as u64
+            } else {
+                piazza_engine::MAX_TOKENS as u64
+            });
             let max_price = match max_price {
                 Some(p) => p.parse()?,
                 None => Amount::new(record.price_floor.parse::<u128>()? * max_units as u128 * 4),
             };
-            anyhow::ensure!(temperature.is_finite() && temperature >= 0.0, "temperature must be a non-negative number");
-            let params = JobParams { max_tokens: if generation { max_tokens } else { 0 }, temperature_milli: (temperature * 1000.0).round() as u32, seed, chat, ..JobParams::default() };
-            let msg = compute::Msg::SubmitJob { model, input: input.into_bytes(), params, max_units, max_price };
+            anyhow::ensure!(
+                temperature.is_finite() && temperature >= 0.0,
+                "temperature must be a non-negative number"
+            );
+            let params = JobParams {
+                max_tokens: if generation { max_tokens } else { 0 },
+                temperature_milli: (temperature * 1000.0).round() as u32,
+                seed,
+                chat,
+                ..JobParams::default()
+            };
+            let msg = compute::Msg::SubmitJob {
+                model,
+                input: input.into_bytes(),
+                params,
+                max_units,
+                max_price,
+            };
             let (id, _) = client.submit_job(&key, msg, JOB_WAIT).await?;
             if !signer.wait {
-                crate::query::print(args.json, &serde_json::json!({"job": id}), || format!("submitted job {id}"));
+                crate::query::print(args.json, &serde_json::json!({"job": id}), || {
+                    format!("submitted job {id}")
+                });
                 return Ok(());
             }
             let job = client.wait_for_job(id, JOB_WAIT).await?;
             print_job(&args, &job)
         }
         JobCommand::Show { client: args, id } => {
-            let job = Client::new(&args.node).job(id).await?.with_context(|| format!("no job {id}"))?;
+            let job = Client::new(&args.node)
+                .job(id)
+                .await?
+                .with_context(|| format!("no job {id}"))?;
             print_job(&args, &job)
         }
     }
@@ -188,7 +251,9 @@ pub async fn job(command: JobCommand) -> Result<()> {
 pub fn decoded_output(job: &piazza_api::JobInfo) -> Option<serde_json::Value> {
     let bytes = hex::decode(&job.result.as_ref()?.output).ok()?;
     if job.params.max_tokens > 0 {
-        return Some(serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        return Some(serde_json::Value::String(
+            String::from_utf8_lossy(&bytes).into_owned(),
+        ));
     }
     piazza_provider::models::embedding_from_bytes(&bytes).map(|v| serde_json::json!(v))
 }
@@ -201,8 +266,16 @@ fn print_job(args: &ClientArgs, job: &piazza_api::JobInfo) -> Result<()> {
         match &output {
             Some(serde_json::Value::String(text)) => out += &format!("\noutput: {text}"),
             Some(serde_json::Value::Array(v)) => {
-                let head: Vec<String> = v.iter().take(4).map(|x| format!("{:.6}", x.as_f64().unwrap_or(0.0))).collect();
-                out += &format!("\noutput: embedding [{} dims] [{}, ...]", v.len(), head.join(", "));
+                let head: Vec<String> = v
+                    .iter()
+                    .take(4)
+                    .map(|x| format!("{:.6}", x.as_f64().unwrap_or(0.0)))
+                    .collect();
+                out += &format!(
+                    "\noutput: embedding [{} dims] [{}, ...]",
+                    v.len(),
+                    head.join(", ")
+                );
             }
             _ => {}
         }
@@ -220,30 +293,65 @@ fn print_job(args: &ClientArgs, job: &piazza_api::JobInfo) -> Result<()> {
         }
         out
     });
-    anyhow::ensure!(job.status != "expired", "job {} expired: no provider served it; the escrow was refunded", job.id);
+    anyhow::ensure!(
+        job.status != "expired",
+        "job {} expired: no provider served it; the escrow was refunded",
+        job.id
+    );
     Ok(())
 }
 
 pub async fn provider(command: ProviderCommand) -> Result<()> {
     match command {
-        ProviderCommand::Register { client: args, signer, offer } => {
+        ProviderCommand::Register {
+            client: args,
+            signer,
+            offer,
+        } => {
             let key = unlock(&signer)?;
-            let offer_msg = Offer { models: offer.models.clone(), price_per_unit: offer.price.parse()?, capacity: offer.capacity, endpoint: offer.endpoint.clone() };
+            let offer_msg = Offer {
+                models: offer.models.clone(),
+                price_per_unit: offer.price.parse()?,
+                capacity: offer.capacity,
+                endpoint: offer.endpoint.clone(),
+            };
             let client = Client::new(&args.node);
-            let tx = client.build(&key, vec![Message::Compute(compute::Msg::RegisterProvider { offer: offer_msg, stake: offer.stake.parse()? })], signer.max_fee.parse()?).await?;
+            let tx = client
+                .build(
+                    &key,
+                    vec![Message::Compute(compute::Msg::RegisterProvider {
+                        offer: offer_msg,
+                        stake: offer.stake.parse()?,
+                    })],
+                    signer.max_fee.parse()?,
+                )
+                .await?;
             let hash = client.submit(&tx).await?;
             let receipt = client.wait_for_receipt(&hash, JOB_WAIT).await?;
             crate::query::print(args.json, &receipt, || match &receipt.error {
-                None => format!("registered {} as a provider at height {}", key.public_key().address(), receipt.height),
+                None => format!(
+                    "registered {} as a provider at height {}",
+                    key.public_key().address(),
+                    receipt.height
+                ),
                 Some(e) => format!("registration failed: {} ({}) {}", e.name, e.code, e.message),
             });
             anyhow::ensure!(receipt.error.is_none(), "registration failed");
             Ok(())
         }
-        ProviderCommand::Status { client: args, provider, from, keystore } => {
-            let address: Address = crate::query::resolve(provider.as_deref().unwrap_or(&from), keystore)?;
+        ProviderCommand::Status {
+            client: args,
+            provider,
+            from,
+            keystore,
+        } => {
+            let address: Address =
+                crate::query::resolve(provider.as_deref().unwrap_or(&from), keystore)?;
             let client = Client::new(&args.node);
-            let info = client.provider(&address).await?.with_context(|| format!("{address} is not a registered provider"))?;
+            let info = client
+                .provider(&address)
+                .await?
+                .with_context(|| format!("{address} is not a registered provider"))?;
             let jobs = client.provider_jobs(&address).await?;
             let value = serde_json::json!({"provider": info, "assigned_jobs": jobs});
             crate::query::print(args.json, &value, || {
@@ -262,7 +370,12 @@ pub async fn provider(command: ProviderCommand) -> Result<()> {
             });
             Ok(())
         }
-        ProviderCommand::Run { client: args, signer, offer, run } => {
+        ProviderCommand::Run {
+            client: args,
+            signer,
+            offer,
+            run,
+        } => {
             let key = unlock(&signer)?;
             let config = provider_config(&args.node, key, &offer, &run)?;
             let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -280,29 +393,53 @@ pub async fn provider(command: ProviderCommand) -> Result<()> {
 }
 
 pub fn embed(texts: &[String], threads: usize, json: bool) -> Result<()> {
-    let embedder = piazza_engine::Embedder::load(piazza_engine::models_dir().join("minilm")).context("loading MiniLM (run scripts/fetch-models.sh)")?;
+    let embedder = piazza_engine::Embedder::load(piazza_engine::models_dir().join("minilm"))
+        .context("loading MiniLM (run scripts/fetch-models.sh)")?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let vectors = embedder.embed(&refs, threads)?;
     if json {
-        println!("{}", serde_json::to_string(&serde_json::json!({"model": piazza_provider::models::MINILM, "embeddings": vectors}))?);
+        println!(
+            "{}",
+            serde_json::to_string(
+                &serde_json::json!({"model": piazza_provider::models::MINILM, "embeddings": vectors})
+            )?
+        );
     } else {
         for (text, v) in texts.iter().zip(&vectors) {
-            println!("{text}\n  [{}]", v.iter().map(|x| format!("{x:.6}")).collect::<Vec<_>>().join(", "));
+            println!(
+                "{text}\n  [{}]",
+                v.iter()
+                    .map(|x| format!("{x:.6}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
     }
     Ok(())
 }
 
 pub fn trace(model: &str, text: &str, threads: usize, json: bool) -> Result<()> {
-    anyhow::ensure!(model == piazza_provider::models::MINILM || model == "minilm", "unknown model `{model}` (available: {})", piazza_provider::models::MINILM);
-    let embedder = piazza_engine::Embedder::load(piazza_engine::models_dir().join("minilm")).context("loading MiniLM (run scripts/fetch-models.sh)")?;
+    anyhow::ensure!(
+        model == piazza_provider::models::MINILM || model == "minilm",
+        "unknown model `{model}` (available: {})",
+        piazza_provider::models::MINILM
+    );
+    let embedder = piazza_engine::Embedder::load(piazza_engine::models_dir().join("minilm"))
+        .context("loading MiniLM (run scripts/fetch-models.sh)")?;
     let tokens = embedder.tokenize(&[text])?;
     let batch = piazza_engine::Batch::pad(&tokens)?;
     let (_, trace) = embedder.run_traced(&batch, piazza_engine::Compute::new(threads))?;
     let root = piazza_primitives::Hash(trace.root).to_hex();
     let ops = trace.step_hashes.len();
-    crate::query::print(json, &serde_json::json!({"model": model, "tokens": tokens[0].len(), "operators": ops, "trace_root": root}), || {
-        format!("model:      {model}\ntokens:     {}\noperators:  {ops}\ntrace root: {root}", tokens[0].len())
-    });
+    crate::query::print(
+        json,
+        &serde_json::json!({"model": model, "tokens": tokens[0].len(), "operators": ops, "trace_root": root}),
+        || {
+            format!(
+                "model:      {model}\ntokens:     {}\noperators:  {ops}\ntrace root: {root}",
+                tokens[0].len()
+            )
+        },
+    );
     Ok(())
 }

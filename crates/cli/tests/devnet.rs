@@ -27,9 +27,21 @@ impl Drop for Devnet {
 }
 
 fn start_devnet(dir: &Path) -> Devnet {
+    start_devnet_with(dir, &[])
+}
+
+fn start_devnet_with(dir: &Path, extra: &[&str]) -> Devnet {
     let mut child = Command::new(PIAZZA)
-        .args(["devnet", "--rpc-addr", "127.0.0.1:0", "--block-interval-ms", "100", "--data-dir"])
+        .args([
+            "devnet",
+            "--rpc-addr",
+            "127.0.0.1:0",
+            "--block-interval-ms",
+            "100",
+            "--data-dir",
+        ])
         .arg(dir)
+        .args(extra)
         .env_remove("PIAZZA_KEYSTORE")
         .env_remove("PIAZZA_PASSWORD")
         .env("RUST_LOG", "warn")
@@ -46,8 +58,19 @@ fn start_devnet(dir: &Path) -> Devnet {
             }
         }
     });
-    let url = rx.recv_timeout(WAIT).expect("the devnet prints its RPC address");
+    let url = rx
+        .recv_timeout(WAIT)
+        .expect("the devnet prints its RPC address");
     Devnet { child, url }
+}
+
+fn balance_of(client: &Client, runtime: &tokio::runtime::Runtime, address: &str) -> u128 {
+    runtime
+        .block_on(client.account(&address.parse().unwrap()))
+        .unwrap()
+        .balance
+        .parse()
+        .unwrap()
 }
 
 fn cli(devnet: &Devnet, dir: &Path, args: &[&str]) -> Value {
@@ -59,47 +82,112 @@ fn cli(devnet: &Devnet, dir: &Path, args: &[&str]) -> Value {
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();
-    assert!(output.status.success(), "piazza {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("piazza {args:?} printed no JSON ({e}): {}", String::from_utf8_lossy(&output.stdout)))
+    assert!(
+        output.status.success(),
+        "piazza {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "piazza {args:?} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
 }
 
 #[test]
 fn the_cli_drives_a_devnet_and_the_chain_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let devnet = start_devnet(dir.path());
-    let keys = Command::new(PIAZZA).args(["keys", "new", "bob"]).env("PIAZZA_KEYSTORE", dir.path().join("keys")).env_remove("PIAZZA_PASSWORD").output().unwrap();
+    let keys = Command::new(PIAZZA)
+        .args(["keys", "new", "bob"])
+        .env("PIAZZA_KEYSTORE", dir.path().join("keys"))
+        .env_remove("PIAZZA_PASSWORD")
+        .output()
+        .unwrap();
     assert!(keys.status.success());
-    let bob = Keystore::open(&dir.path().join("keys")).unwrap().info("bob").unwrap().address.to_string();
+    let bob = Keystore::open(&dir.path().join("keys"))
+        .unwrap()
+        .info("bob")
+        .unwrap()
+        .address
+        .to_string();
 
-    let receipt = cli(&devnet, dir.path(), &["send", "--from", "dev", "--to", "bob", "--amount", "5.5", "--wait"]);
+    let receipt = cli(
+        &devnet,
+        dir.path(),
+        &[
+            "send", "--from", "dev", "--to", "bob", "--amount", "5.5", "--wait",
+        ],
+    );
     assert_eq!(receipt["status"], "ok");
     let balance = cli(&devnet, dir.path(), &["balance", "bob", "--verify"]);
-    assert_eq!(balance["account"]["balance"], Amount::new(5_500_000_000).base_units().to_string());
+    assert_eq!(
+        balance["account"]["balance"],
+        Amount::new(5_500_000_000).base_units().to_string()
+    );
     assert_eq!(balance["account"]["address"], bob);
     assert!(balance["verified_against_block_of"].is_string());
 
     let tx_hash = receipt["tx_hash"].as_str().unwrap();
     let tx = cli(&devnet, dir.path(), &["tx", tx_hash]);
     assert_eq!(tx["transaction"]["messages"][0]["to"], bob);
-    let block = cli(&devnet, dir.path(), &[&"block", &receipt["height"].to_string().as_str()]);
-    assert!(block["tx_hashes"].as_array().unwrap().iter().any(|h| h == tx_hash));
+    let block = cli(
+        &devnet,
+        dir.path(),
+        &[&"block", &receipt["height"].to_string().as_str()],
+    );
+    assert!(block["tx_hashes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|h| h == tx_hash));
 
-    let staked = cli(&devnet, dir.path(), &["stake", "--from", "dev", "--role", "provider", "--amount", "250", "--wait"]);
+    let staked = cli(
+        &devnet,
+        dir.path(),
+        &[
+            "stake", "--from", "dev", "--role", "provider", "--amount", "250", "--wait",
+        ],
+    );
     assert_eq!(staked["events"][0]["kind"], "staking.bond");
     let balance = cli(&devnet, dir.path(), &["balance", "dev"]);
-    assert_eq!(balance["stake"]["bonds"]["provider"], Amount::pza(250).base_units().to_string());
-    let unstaked = cli(&devnet, dir.path(), &["unstake", "--from", "dev", "--role", "provider", "--amount", "250", "--wait"]);
+    assert_eq!(
+        balance["stake"]["bonds"]["provider"],
+        Amount::pza(250).base_units().to_string()
+    );
+    let unstaked = cli(
+        &devnet,
+        dir.path(),
+        &[
+            "unstake", "--from", "dev", "--role", "provider", "--amount", "250", "--wait",
+        ],
+    );
     assert_eq!(unstaked["events"][0]["kind"], "staking.unbond");
 
     // A refused transfer is a clear error on stderr and a failing exit code.
     let refused = Command::new(PIAZZA)
-        .args(["send", "--from", "bob", "--to", "dev", "--amount", "1000", "--node", &devnet.url])
+        .args([
+            "send",
+            "--from",
+            "bob",
+            "--to",
+            "dev",
+            "--amount",
+            "1000",
+            "--node",
+            &devnet.url,
+        ])
         .env("PIAZZA_KEYSTORE", dir.path().join("keys"))
         .env_remove("PIAZZA_PASSWORD")
         .output()
         .unwrap();
     assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("insufficient_funds"), "{}", String::from_utf8_lossy(&refused.stderr));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("insufficient_funds"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 
     let before = cli(&devnet, dir.path(), &["status"]);
     drop(devnet);
@@ -108,7 +196,10 @@ fn the_cli_drives_a_devnet_and_the_chain_survives_a_restart() {
     assert_eq!(after["chain_id"], before["chain_id"]);
     assert!(after["height"].as_u64() >= before["height"].as_u64());
     let balance = cli(&devnet, dir.path(), &["balance", "bob", "--verify"]);
-    assert_eq!(balance["account"]["balance"], Amount::new(5_500_000_000).base_units().to_string());
+    assert_eq!(
+        balance["account"]["balance"],
+        Amount::new(5_500_000_000).base_units().to_string()
+    );
 }
 
 #[test]
@@ -116,7 +207,10 @@ fn sigkill_during_transfers_loses_nothing_committed() {
     let dir = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut devnet = start_devnet(dir.path());
-    let dev = Keystore::open(&dir.path().join("keys")).unwrap().unlock("dev", "").unwrap();
+    let dev = Keystore::open(&dir.path().join("keys"))
+        .unwrap()
+        .unlock("dev", "")
+        .unwrap();
     let recipient = Address([0x5a; 20]);
     let client = Client::new(&devnet.url);
     let chain_id = runtime.block_on(client.status()).unwrap().chain_id;
@@ -131,7 +225,17 @@ fn sigkill_during_transfers_loses_nothing_committed() {
         let mut nonce = 0u64;
         while started.elapsed() < kill_after {
             for _ in 0..20 {
-                let tx = Transaction { chain_id: chain_id.clone(), sender: dev.public_key(), nonce, max_fee: Amount::pza(1), messages: vec![Message::Bank(bank::Msg::Send { to: recipient, amount: Amount::new(nonce as u128 + 1) })] }.sign(&dev);
+                let tx = Transaction {
+                    chain_id: chain_id.clone(),
+                    sender: dev.public_key(),
+                    nonce,
+                    max_fee: Amount::pza(1),
+                    messages: vec![Message::Bank(bank::Msg::Send {
+                        to: recipient,
+                        amount: Amount::new(nonce as u128 + 1),
+                    })],
+                }
+                .sign(&dev);
                 match client.submit(&tx).await {
                     Ok(hash) => {
                         sent.push((hash, nonce));
@@ -142,7 +246,9 @@ fn sigkill_during_transfers_loses_nothing_committed() {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
             for (hash, nonce) in &sent {
-                if !reported.iter().any(|(h, _)| h == hash) && client.receipt(hash).await.unwrap().is_some() {
+                if !reported.iter().any(|(h, _)| h == hash)
+                    && client.receipt(hash).await.unwrap().is_some()
+                {
                     reported.push((*hash, *nonce));
                 }
             }
@@ -150,13 +256,21 @@ fn sigkill_during_transfers_loses_nothing_committed() {
     });
     devnet.child.kill().unwrap(); // SIGKILL
     devnet.child.wait().unwrap();
-    assert!(reported.len() >= 10, "only {} transfers were reported committed before the kill", reported.len());
+    assert!(
+        reported.len() >= 10,
+        "only {} transfers were reported committed before the kill",
+        reported.len()
+    );
 
     let devnet = start_devnet(dir.path());
     let client = Client::new(&devnet.url);
     runtime.block_on(async {
         for (hash, _) in &reported {
-            let receipt = client.receipt(hash).await.unwrap().unwrap_or_else(|| panic!("reported transfer {hash} was lost"));
+            let receipt = client
+                .receipt(hash)
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("reported transfer {hash} was lost"));
             assert_eq!(receipt.status, "ok");
         }
         // Committed transfers form a gap-free nonce prefix, and the balance is exactly theirs.
@@ -170,22 +284,360 @@ fn sigkill_during_transfers_loses_nothing_committed() {
             }
         }
         assert!(committed as usize >= reported.len());
-        assert_eq!(client.account(&recipient).await.unwrap().balance, expected.to_string());
-        assert_eq!(client.account(&dev.public_key().address()).await.unwrap().nonce, committed);
+        assert_eq!(
+            client.account(&recipient).await.unwrap().balance,
+            expected.to_string()
+        );
+        assert_eq!(
+            client
+                .account(&dev.public_key().address())
+                .await
+                .unwrap()
+                .nonce,
+            committed
+        );
     });
     let head = runtime.block_on(client.status()).unwrap();
     drop(devnet);
 
     // Replay the stored blocks into a fresh store: the same state root at the same height.
     let stored = piazza_store::Store::open(&dir.path().join("chain.redb")).unwrap();
-    let genesis: piazza_ledger::genesis::Genesis = serde_json::from_slice(&stored.genesis().unwrap().unwrap()).unwrap();
+    let genesis: piazza_ledger::genesis::Genesis =
+        serde_json::from_slice(&stored.genesis().unwrap().unwrap()).unwrap();
     let replay_store = piazza_store::Store::open(&dir.path().join("replay.redb")).unwrap();
-    let replica = piazza_node::App::open(replay_store, Some(&genesis), piazza_primitives::SecretKey::from_seed([1; 32]), Default::default()).unwrap();
+    let replica = piazza_node::App::open(
+        replay_store,
+        Some(&genesis),
+        piazza_primitives::SecretKey::from_seed([1; 32]),
+        Default::default(),
+    )
+    .unwrap();
     let stored_head = stored.head().unwrap().unwrap();
     assert!(stored_head.height >= head.height);
     for height in 1..=stored_head.height {
-        replica.commit(stored.block(height).unwrap().unwrap()).unwrap();
+        replica
+            .commit(stored.block(height).unwrap().unwrap())
+            .unwrap();
     }
     assert_eq!(replica.head().unwrap(), stored_head);
-    assert_eq!(replica.store().state_root(head.height).unwrap().unwrap().to_hex(), head.state_root);
+    assert_eq!(
+        replica
+            .store()
+            .state_root(head.height)
+            .unwrap()
+            .unwrap()
+            .to_hex(),
+        head.state_root
+    );
+}
+
+#[test]
+fn an_embedding_job_from_the_cli_settles_with_the_exact_fee_split_and_the_engines_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let devnet = start_devnet(dir.path());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = Client::new(&devnet.url);
+    let keystore = Keystore::open(&dir.path().join("keys")).unwrap();
+    let address = |name: &str| keystore.info(name).unwrap().address.to_string();
+    let (dev, provider, owner) = (address("dev"), address("provider"), address("models"));
+    let pool = piazza_ledger::compute::auditor_pool().to_string();
+    let treasury = piazza_ledger::bank::treasury().to_string();
+    // Let the in-process provider register first.
+    let started = Instant::now();
+    while runtime
+        .block_on(client.provider(&provider.parse().unwrap()))
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            started.elapsed() < WAIT,
+            "the devnet's provider did not register"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before: Vec<u128> = [&provider, &owner, &pool]
+        .iter()
+        .map(|a| balance_of(&client, &runtime, a))
+        .collect();
+
+    let text = "Piazza is the square beside the tower.";
+    let out = cli(
+        &devnet,
+        dir.path(),
+        &[
+            "job",
+            "submit",
+            "--model",
+            "all-minilm-l6-v2",
+            "--input",
+            text,
+            "--max-price",
+            "0.01",
+            "--wait",
+        ],
+    );
+    let job = &out["job"];
+    assert_eq!(job["status"], "settled");
+    let receipt = &job["receipt"];
+    assert_eq!(receipt["provider"], provider.as_str());
+
+    // The output is the engine's, bit for bit.
+    let embedder =
+        piazza_engine::Embedder::load(piazza_engine::models_dir().join("minilm")).unwrap();
+    let expected = embedder.embed(&[text], 1).unwrap().remove(0);
+    let output: Vec<f32> = out["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    assert_eq!(output, expected);
+    let raw = hex_decode(job["result"]["output"].as_str().unwrap());
+    assert_eq!(
+        raw,
+        expected
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>()
+    );
+    let tokens = embedder.tokenize(&[text]).unwrap()[0].len() as u128;
+    assert_eq!(
+        job["result"]["work_units"].as_u64().unwrap() as u128,
+        tokens
+    );
+
+    // The settlement event splits the price exactly; everything adds up to the escrow.
+    let settled_height = receipt["height"].as_u64().unwrap();
+    let escrow: u128 = job["max_price"].as_str().unwrap().parse().unwrap();
+    let price: u128 = receipt["price"].as_str().unwrap().parse().unwrap();
+    let refund: u128 = receipt["refund"].as_str().unwrap().parse().unwrap();
+    assert_eq!(price, tokens * 1_000, "units × the provider's price");
+    let block = runtime
+        .block_on(client.raw_block(settled_height))
+        .unwrap()
+        .unwrap();
+    assert_eq!(block.header.height, settled_height);
+    // Genesis split: 15% model owner, 10% auditor pool, 5% treasury (rounded down), the rest
+    // to the provider.
+    let (to_owner, to_pool, to_treasury) = (
+        price * 1_500 / 10_000,
+        price * 1_000 / 10_000,
+        price * 500 / 10_000,
+    );
+    let to_provider = price - to_owner - to_pool - to_treasury;
+    assert_eq!(
+        to_provider + to_owner + to_pool + to_treasury + refund,
+        escrow,
+        "provider + owner + pool + treasury + refund = escrow"
+    );
+    // The provider's balance moved by its share minus the fee of its result transaction.
+    let after: Vec<u128> = [&provider, &owner, &pool]
+        .iter()
+        .map(|a| balance_of(&client, &runtime, a))
+        .collect();
+    assert_eq!(after[1] - before[1], to_owner);
+    assert_eq!(after[2] - before[2], to_pool);
+    let post_fee: u128 = {
+        let tx_hash = runtime
+            .block_on(client.block(job["result"]["posted_height"].as_u64().unwrap()))
+            .unwrap()
+            .unwrap()
+            .tx_hashes
+            .into_iter()
+            .find(|h| {
+                runtime
+                    .block_on(client.transaction(&h.parse().unwrap()))
+                    .unwrap()
+                    .unwrap()
+                    .sender
+                    == provider
+            })
+            .unwrap();
+        runtime
+            .block_on(client.receipt(&tx_hash.parse().unwrap()))
+            .unwrap()
+            .unwrap()
+            .fee_paid
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(after[0] + post_fee - before[0], to_provider);
+    let _ = (dev, treasury);
+
+    // Refusals: clear errors, no escrow taken.
+    let escrow_before = balance_of(
+        &client,
+        &runtime,
+        &piazza_ledger::compute::escrow().to_string(),
+    );
+    for (args, name) in [
+        (vec!["--model", "no-such-model"], "no model `no-such-model`"),
+        (
+            vec!["--model", "all-minilm-l6-v2", "--max-price", "0.000000001"],
+            "escrow_too_low",
+        ),
+    ] {
+        let output = Command::new(PIAZZA)
+            .args(["job", "submit", "--input", "x", "--node", &devnet.url])
+            .args(&args)
+            .env("PIAZZA_KEYSTORE", dir.path().join("keys"))
+            .env_remove("PIAZZA_PASSWORD")
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains(name),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let big = "x".repeat(piazza_ledger::compute::JOB_INPUT_BYTES_MAX + 1);
+    let output = Command::new(PIAZZA)
+        .args([
+            "job",
+            "submit",
+            "--model",
+            "all-minilm-l6-v2",
+            "--input",
+            &big,
+            "--node",
+            &devnet.url,
+        ])
+        .env("PIAZZA_KEYSTORE", dir.path().join("keys"))
+        .env_remove("PIAZZA_PASSWORD")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("input_too_large"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        balance_of(
+            &client,
+            &runtime,
+            &piazza_ledger::compute::escrow().to_string()
+        ),
+        escrow_before
+    );
+}
+
+fn hex_decode(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_provider_that_dies_holding_a_job_is_penalised_and_the_job_completes_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let devnet = start_devnet_with(dir.path(), &["--no-provider"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = Client::new(&devnet.url);
+    let keystore_dir = dir.path().join("keys");
+    let keystore = Keystore::open(&keystore_dir).unwrap();
+    let provider_a = keystore.info("provider").unwrap().address.to_string();
+    // A second provider, funded by dev.
+    let keys = Command::new(PIAZZA)
+        .args(["keys", "new", "second"])
+        .env("PIAZZA_KEYSTORE", &keystore_dir)
+        .env_remove("PIAZZA_PASSWORD")
+        .output()
+        .unwrap();
+    assert!(keys.status.success());
+    let provider_b = keystore.info("second").unwrap().address.to_string();
+    cli(
+        &devnet,
+        dir.path(),
+        &[
+            "send", "--from", "dev", "--to", "second", "--amount", "5000", "--wait",
+        ],
+    );
+
+    let run_provider = |name: &str, journal: &Path| {
+        Command::new(PIAZZA)
+            .args([
+                "provider",
+                "run",
+                "--from",
+                name,
+                "--node",
+                &devnet.url,
+                "--poll-ms",
+                "50",
+                "--journal",
+            ])
+            .arg(journal)
+            .env("PIAZZA_KEYSTORE", &keystore_dir)
+            .env_remove("PIAZZA_PASSWORD")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // Provider A starts, registers, and dies (SIGKILL) before it can serve anything.
+    let mut a = run_provider("provider", &dir.path().join("journal-a"));
+    let started = Instant::now();
+    while runtime
+        .block_on(client.provider(&provider_a.parse().unwrap()))
+        .unwrap()
+        .is_none()
+    {
+        assert!(started.elapsed() < WAIT, "provider A did not register");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let stake_before: u128 = runtime
+        .block_on(client.provider(&provider_a.parse().unwrap()))
+        .unwrap()
+        .unwrap()
+        .stake
+        .parse()
+        .unwrap();
+
+    // The job can only go to A.
+    let submitted = cli(
+        &devnet,
+        dir.path(),
+        &[
+            "job",
+            "submit",
+            "--model",
+            "all-minilm-l6-v2",
+            "--input",
+            "who serves me?",
+        ],
+    );
+    let id = submitted["job"].as_u64().unwrap();
+    let started = Instant::now();
+    loop {
+        let job = runtime.block_on(client.job(id)).unwrap().unwrap();
+        if job.status == "assigned" {
+            assert_eq!(job.provider.as_deref(), Some(provider_a.as_str()));
+            break;
+        }
+        assert!(started.elapsed() < WAIT);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // B comes up; after A's deadline the job is reassigned to B and completes.
+    let mut b = run_provider("second", &dir.path().join("journal-b"));
+    let job = runtime
+        .block_on(client.wait_for_job(id, Duration::from_secs(60)))
+        .unwrap();
+    let _ = b.kill();
+    let _ = b.wait();
+    assert_eq!(job.status, "settled");
+    assert_eq!(job.missed, vec![provider_a.clone()]);
+    assert_eq!(job.receipt.as_ref().unwrap().provider, provider_b);
+    let info = runtime
+        .block_on(client.provider(&provider_a.parse().unwrap()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(info.deadlines_missed, 1);
+    let penalty = piazza_ledger::compute::Params::default()
+        .missed_deadline_penalty
+        .base_units();
+    assert_eq!(info.stake.parse::<u128>().unwrap(), stake_before - penalty);
 }

@@ -18,7 +18,9 @@
 //! # Ok(()) }
 //! ```
 
-use piazza_api::{method, AccountInfo, BlockInfo, ReceiptInfo, RpcError, StakeInfo, Status, Submitted, TxInfo};
+use piazza_api::{
+    method, AccountInfo, BlockInfo, ReceiptInfo, RpcError, StakeInfo, Status, Submitted, TxInfo,
+};
 use piazza_codec::{Decode, Encode};
 use piazza_ledger::bank;
 use piazza_ledger::block::Block;
@@ -71,8 +73,15 @@ pub struct Client {
 
 impl Client {
     pub fn new(url: &str) -> Client {
-        let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().expect("a plain HTTP client builds");
-        Client { url: url.trim_end_matches('/').to_string(), http, next_id: AtomicU64::new(1) }
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .expect("a plain HTTP client builds");
+        Client {
+            url: url.trim_end_matches('/').to_string(),
+            http,
+            next_id: AtomicU64::new(1),
+        }
     }
 
     pub fn url(&self) -> &str {
@@ -80,15 +89,30 @@ impl Client {
     }
 
     /// One JSON-RPC call.
-    pub async fn call<T: DeserializeOwned>(&self, name: &str, params: Value) -> Result<T, ClientError> {
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        name: &str,
+        params: Value,
+    ) -> Result<T, ClientError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let body = json!({"jsonrpc": "2.0", "id": id, "method": name, "params": params});
-        let answer: Value = self.http.post(format!("{}/", self.url)).json(&body).send().await?.json().await?;
+        let answer: Value = self
+            .http
+            .post(format!("{}/", self.url))
+            .json(&body)
+            .send()
+            .await?
+            .json()
+            .await?;
         if let Some(error) = answer.get("error") {
-            let error: RpcError = serde_json::from_value(error.clone()).map_err(|e| ClientError::Decode(e.to_string()))?;
+            let error: RpcError = serde_json::from_value(error.clone())
+                .map_err(|e| ClientError::Decode(e.to_string()))?;
             return Err(ClientError::Rpc(error));
         }
-        let result = answer.get("result").cloned().ok_or_else(|| ClientError::Decode("no result".into()))?;
+        let result = answer
+            .get("result")
+            .cloned()
+            .ok_or_else(|| ClientError::Decode("no result".into()))?;
         serde_json::from_value(result).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
@@ -101,12 +125,18 @@ impl Client {
     }
 
     pub async fn submit_raw(&self, bytes: &[u8]) -> Result<Hash, ClientError> {
-        let submitted: Submitted = self.call(method::SUBMIT_TRANSACTION, json!([hex::encode(bytes)])).await?;
-        submitted.hash.parse().map_err(|_| ClientError::Decode("bad hash".into()))
+        let submitted: Submitted = self
+            .call(method::SUBMIT_TRANSACTION, json!([hex::encode(bytes)]))
+            .await?;
+        submitted
+            .hash
+            .parse()
+            .map_err(|_| ClientError::Decode("bad hash".into()))
     }
 
     pub async fn transaction(&self, hash: &Hash) -> Result<Option<TxInfo>, ClientError> {
-        self.call(method::GET_TRANSACTION, json!([hash.to_hex()])).await
+        self.call(method::GET_TRANSACTION, json!([hash.to_hex()]))
+            .await
     }
 
     pub async fn receipt(&self, hash: &Hash) -> Result<Option<ReceiptInfo>, ClientError> {
@@ -124,37 +154,57 @@ impl Client {
     /// The full block, decoded from its canonical bytes, with its proposer signature checked.
     pub async fn raw_block(&self, height: u64) -> Result<Option<Block>, ClientError> {
         let info: Option<BlockInfo> = self.call(method::GET_BLOCK, json!([height, true])).await?;
-        let Some(raw) = info.and_then(|i| i.raw) else { return Ok(None) };
+        let Some(raw) = info.and_then(|i| i.raw) else {
+            return Ok(None);
+        };
         let bytes = hex::decode(raw).map_err(|e| ClientError::Decode(e.to_string()))?;
         let block = Block::decode_bytes(&bytes).map_err(|e| ClientError::Decode(e.to_string()))?;
-        block.verify_signature().map_err(|e| ClientError::Verification(e.to_string()))?;
+        block
+            .verify_signature()
+            .map_err(|e| ClientError::Verification(e.to_string()))?;
         Ok(Some(block))
     }
 
     pub async fn account(&self, address: &Address) -> Result<AccountInfo, ClientError> {
-        self.call(method::GET_ACCOUNT, json!([address.to_string()])).await
+        self.call(method::GET_ACCOUNT, json!([address.to_string()]))
+            .await
     }
 
     /// The account with its state proof checked against the state root of the block at the
     /// same height, whose proposer signature is checked too. Returns the account and the
     /// block's proposer so the caller can compare it with the validator it trusts.
-    pub async fn verified_account(&self, address: &Address) -> Result<(AccountInfo, Block), ClientError> {
+    pub async fn verified_account(
+        &self,
+        address: &Address,
+    ) -> Result<(AccountInfo, Block), ClientError> {
         let info = self.account(address).await?;
-        let block = self.raw_block(info.height).await?.ok_or_else(|| ClientError::Verification(format!("no block at height {}", info.height)))?;
-        let root: Hash = info.state_root.parse().map_err(|_| ClientError::Decode("bad state root".into()))?;
+        let block = self.raw_block(info.height).await?.ok_or_else(|| {
+            ClientError::Verification(format!("no block at height {}", info.height))
+        })?;
+        let root: Hash = info
+            .state_root
+            .parse()
+            .map_err(|_| ClientError::Decode("bad state root".into()))?;
         if block.header.state_root != root {
-            return Err(ClientError::Verification("the account's state root is not the block's".into()));
+            return Err(ClientError::Verification(
+                "the account's state root is not the block's".into(),
+            ));
         }
         verify_account_proof(&info, address)?;
         Ok((info, block))
     }
 
     pub async fn stake(&self, address: &Address) -> Result<StakeInfo, ClientError> {
-        self.call(method::GET_STAKE, json!([address.to_string()])).await
+        self.call(method::GET_STAKE, json!([address.to_string()]))
+            .await
     }
 
     /// Polls for a receipt until `timeout`.
-    pub async fn wait_for_receipt(&self, hash: &Hash, timeout: Duration) -> Result<ReceiptInfo, ClientError> {
+    pub async fn wait_for_receipt(
+        &self,
+        hash: &Hash,
+        timeout: Duration,
+    ) -> Result<ReceiptInfo, ClientError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Some(receipt) = self.receipt(hash).await? {
@@ -168,24 +218,69 @@ impl Client {
     }
 
     /// Builds and signs a transaction from `key` at its next nonce.
-    pub async fn build(&self, key: &SecretKey, messages: Vec<Message>, max_fee: Amount) -> Result<SignedTransaction, ClientError> {
+    pub async fn build(
+        &self,
+        key: &SecretKey,
+        messages: Vec<Message>,
+        max_fee: Amount,
+    ) -> Result<SignedTransaction, ClientError> {
         let status = self.status().await?;
         let account = self.account(&key.public_key().address()).await?;
-        Ok(Transaction { chain_id: status.chain_id, sender: key.public_key(), nonce: account.nonce, max_fee, messages }.sign(key))
+        Ok(Transaction {
+            chain_id: status.chain_id,
+            sender: key.public_key(),
+            nonce: account.nonce,
+            max_fee,
+            messages,
+        }
+        .sign(key))
     }
 
-    pub async fn transfer(&self, key: &SecretKey, to: Address, amount: Amount) -> Result<Hash, ClientError> {
-        let tx = self.build(key, vec![Message::Bank(bank::Msg::Send { to, amount })], DEFAULT_MAX_FEE).await?;
+    pub async fn transfer(
+        &self,
+        key: &SecretKey,
+        to: Address,
+        amount: Amount,
+    ) -> Result<Hash, ClientError> {
+        let tx = self
+            .build(
+                key,
+                vec![Message::Bank(bank::Msg::Send { to, amount })],
+                DEFAULT_MAX_FEE,
+            )
+            .await?;
         self.submit(&tx).await
     }
 
-    pub async fn bond(&self, key: &SecretKey, role: Role, amount: Amount) -> Result<Hash, ClientError> {
-        let tx = self.build(key, vec![Message::Staking(staking::Msg::Bond { role, amount })], DEFAULT_MAX_FEE).await?;
+    pub async fn bond(
+        &self,
+        key: &SecretKey,
+        role: Role,
+        amount: Amount,
+    ) -> Result<Hash, ClientError> {
+        let tx = self
+            .build(
+                key,
+                vec![Message::Staking(staking::Msg::Bond { role, amount })],
+                DEFAULT_MAX_FEE,
+            )
+            .await?;
         self.submit(&tx).await
     }
 
-    pub async fn unbond(&self, key: &SecretKey, role: Role, amount: Amount) -> Result<Hash, ClientError> {
-        let tx = self.build(key, vec![Message::Staking(staking::Msg::Unbond { role, amount })], DEFAULT_MAX_FEE).await?;
+    pub async fn unbond(
+        &self,
+        key: &SecretKey,
+        role: Role,
+        amount: Amount,
+    ) -> Result<Hash, ClientError> {
+        let tx = self
+            .build(
+                key,
+                vec![Message::Staking(staking::Msg::Unbond { role, amount })],
+                DEFAULT_MAX_FEE,
+            )
+            .await?;
         self.submit(&tx).await
     }
 
@@ -194,20 +289,35 @@ impl Client {
     pub async fn subscribe(&self, topic: &str) -> Result<Subscription, ClientError> {
         use futures_util::{SinkExt, StreamExt};
         let ws_url = format!("{}/ws", self.url.replacen("http", "ws", 1));
-        let (mut socket, _) = tokio_tungstenite::connect_async(ws_url).await.map_err(|e| ClientError::WebSocket(e.to_string()))?;
-        let call = json!({"jsonrpc": "2.0", "id": 1, "method": method::SUBSCRIBE, "params": [topic]});
-        socket.send(tokio_tungstenite::tungstenite::Message::Text(call.to_string().into())).await.map_err(|e| ClientError::WebSocket(e.to_string()))?;
+        let (mut socket, _) = tokio_tungstenite::connect_async(ws_url)
+            .await
+            .map_err(|e| ClientError::WebSocket(e.to_string()))?;
+        let call =
+            json!({"jsonrpc": "2.0", "id": 1, "method": method::SUBSCRIBE, "params": [topic]});
+        socket
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                call.to_string().into(),
+            ))
+            .await
+            .map_err(|e| ClientError::WebSocket(e.to_string()))?;
         while let Some(message) = socket.next().await {
             let message = message.map_err(|e| ClientError::WebSocket(e.to_string()))?;
-            let Ok(answer) = serde_json::from_str::<Value>(message.to_text().unwrap_or("")) else { continue };
+            let Ok(answer) = serde_json::from_str::<Value>(message.to_text().unwrap_or("")) else {
+                continue;
+            };
             if let Some(error) = answer.get("error") {
-                return Err(ClientError::Rpc(serde_json::from_value(error.clone()).map_err(|e| ClientError::Decode(e.to_string()))?));
+                return Err(ClientError::Rpc(
+                    serde_json::from_value(error.clone())
+                        .map_err(|e| ClientError::Decode(e.to_string()))?,
+                ));
             }
             if answer.get("id") == Some(&json!(1)) {
                 return Ok(Subscription { socket });
             }
         }
-        Err(ClientError::WebSocket("closed before the subscription was confirmed".into()))
+        Err(ClientError::WebSocket(
+            "closed before the subscription was confirmed".into(),
+        ))
     }
 }
 
@@ -218,22 +328,34 @@ pub fn verify_account_proof(info: &AccountInfo, address: &Address) -> Result<(),
     if hex::decode(&info.key).map_err(|_| bad("key is not hex"))? != key {
         return Err(bad("the proof is for another key"));
     }
-    let value = info.value.as_ref().map(hex::decode).transpose().map_err(|_| bad("value is not hex"))?;
+    let value = info
+        .value
+        .as_ref()
+        .map(hex::decode)
+        .transpose()
+        .map_err(|_| bad("value is not hex"))?;
     let account = match &value {
-        Some(bytes) => bank::Account::from_bytes(bytes).map_err(|e| ClientError::Verification(e.to_string()))?,
+        Some(bytes) => bank::Account::from_bytes(bytes)
+            .map_err(|e| ClientError::Verification(e.to_string()))?,
         None => bank::Account::default(),
     };
     if account.balance.base_units().to_string() != info.balance || account.nonce != info.nonce {
         return Err(bad("balance or nonce differ from the proven value"));
     }
-    let proof = StateProof::from_bytes(&hex::decode(&info.proof).map_err(|_| bad("proof is not hex"))?).map_err(|e| ClientError::Verification(e.to_string()))?;
+    let proof =
+        StateProof::from_bytes(&hex::decode(&info.proof).map_err(|_| bad("proof is not hex"))?)
+            .map_err(|e| ClientError::Verification(e.to_string()))?;
     let root: Hash = info.state_root.parse().map_err(|_| bad("bad state root"))?;
-    proof.verify(root, &key, value.as_deref()).map_err(|e| ClientError::Verification(e.to_string()))
+    proof
+        .verify(root, &key, value.as_deref())
+        .map_err(|e| ClientError::Verification(e.to_string()))
 }
 
 /// A live WebSocket subscription.
 pub struct Subscription {
-    socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
 }
 
 impl Subscription {
@@ -241,7 +363,9 @@ impl Subscription {
     pub async fn next(&mut self) -> Option<Value> {
         use futures_util::StreamExt;
         while let Some(Ok(message)) = self.socket.next().await {
-            let Ok(value) = serde_json::from_str::<Value>(message.to_text().unwrap_or("")) else { continue };
+            let Ok(value) = serde_json::from_str::<Value>(message.to_text().unwrap_or("")) else {
+                continue;
+            };
             if value.get("method").and_then(Value::as_str) == Some(method::SUBSCRIPTION) {
                 return value.get("params").and_then(|p| p.get("result")).cloned();
             }
@@ -253,28 +377,52 @@ impl Subscription {
 /// The compute market.
 impl Client {
     pub async fn models(&self) -> Result<Vec<piazza_api::ModelInfo>, ClientError> {
-        self.call(piazza_api::compute_method::GET_MODELS, json!([])).await
+        self.call(piazza_api::compute_method::GET_MODELS, json!([]))
+            .await
     }
 
     pub async fn job(&self, id: u64) -> Result<Option<piazza_api::JobInfo>, ClientError> {
-        self.call(piazza_api::compute_method::GET_JOB, json!([id])).await
+        self.call(piazza_api::compute_method::GET_JOB, json!([id]))
+            .await
     }
 
-    pub async fn provider(&self, address: &Address) -> Result<Option<piazza_api::ProviderInfo>, ClientError> {
-        self.call(piazza_api::compute_method::GET_PROVIDER, json!([address.to_string()])).await
+    pub async fn provider(
+        &self,
+        address: &Address,
+    ) -> Result<Option<piazza_api::ProviderInfo>, ClientError> {
+        self.call(
+            piazza_api::compute_method::GET_PROVIDER,
+            json!([address.to_string()]),
+        )
+        .await
     }
 
     pub async fn provider_jobs(&self, address: &Address) -> Result<Vec<u64>, ClientError> {
-        self.call(piazza_api::compute_method::GET_PROVIDER_JOBS, json!([address.to_string()])).await
+        self.call(
+            piazza_api::compute_method::GET_PROVIDER_JOBS,
+            json!([address.to_string()]),
+        )
+        .await
     }
 
     /// Submits a job and returns its id (read from the committed receipt).
-    pub async fn submit_job(&self, key: &SecretKey, job: piazza_ledger::compute::Msg, timeout: Duration) -> Result<(u64, ReceiptInfo), ClientError> {
-        let tx = self.build(key, vec![Message::Compute(job)], DEFAULT_MAX_FEE).await?;
+    pub async fn submit_job(
+        &self,
+        key: &SecretKey,
+        job: piazza_ledger::compute::Msg,
+        timeout: Duration,
+    ) -> Result<(u64, ReceiptInfo), ClientError> {
+        let tx = self
+            .build(key, vec![Message::Compute(job)], DEFAULT_MAX_FEE)
+            .await?;
         let hash = self.submit(&tx).await?;
         let receipt = self.wait_for_receipt(&hash, timeout).await?;
         if let Some(error) = &receipt.error {
-            return Err(ClientError::Rpc(RpcError { code: error.code as i64, message: format!("{}: {}", error.name, error.message), data: Some(json!({"name": error.name, "code": error.code})) }));
+            return Err(ClientError::Rpc(RpcError {
+                code: error.code as i64,
+                message: format!("{}: {}", error.name, error.message),
+                data: Some(json!({"name": error.name, "code": error.code})),
+            }));
         }
         let id = receipt
             .events
@@ -287,7 +435,11 @@ impl Client {
     }
 
     /// Polls a job until it is settled or expired.
-    pub async fn wait_for_job(&self, id: u64, timeout: Duration) -> Result<piazza_api::JobInfo, ClientError> {
+    pub async fn wait_for_job(
+        &self,
+        id: u64,
+        timeout: Duration,
+    ) -> Result<piazza_api::JobInfo, ClientError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Some(job) = self.job(id).await? {

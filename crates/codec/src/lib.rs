@@ -35,9 +35,17 @@ pub enum DecodeError {
     #[error("unexpected end of input: needed {needed} more bytes at offset {offset}")]
     UnexpectedEnd { offset: usize, needed: usize },
     #[error("length {length} exceeds the limit {limit} at offset {offset}")]
-    TooLong { offset: usize, length: usize, limit: usize },
+    TooLong {
+        offset: usize,
+        length: usize,
+        limit: usize,
+    },
     #[error("invalid tag {tag} for {what} at offset {offset}")]
-    InvalidTag { offset: usize, tag: u8, what: &'static str },
+    InvalidTag {
+        offset: usize,
+        tag: u8,
+        what: &'static str,
+    },
     #[error("{trailing} trailing bytes after the value")]
     TrailingBytes { trailing: usize },
     #[error("invalid UTF-8 string at offset {offset}")]
@@ -166,7 +174,11 @@ impl<'a> Reader<'a> {
         match self.u8()? {
             0 => Ok(false),
             1 => Ok(true),
-            tag => Err(DecodeError::InvalidTag { offset, tag, what: "bool" }),
+            tag => Err(DecodeError::InvalidTag {
+                offset,
+                tag,
+                what: "bool",
+            }),
         }
     }
     pub fn u16(&mut self) -> Result<u16, DecodeError> {
@@ -186,7 +198,11 @@ impl<'a> Reader<'a> {
         let offset = self.offset;
         let length = self.u32()? as usize;
         if length > limit {
-            return Err(DecodeError::TooLong { offset, length, limit });
+            return Err(DecodeError::TooLong {
+                offset,
+                length,
+                limit,
+            });
         }
         Ok(length)
     }
@@ -207,7 +223,11 @@ impl<'a> Reader<'a> {
         match self.u8()? {
             0 => Ok(None),
             1 => Ok(Some(T::decode(self)?)),
-            tag => Err(DecodeError::InvalidTag { offset, tag, what: "option" }),
+            tag => Err(DecodeError::InvalidTag {
+                offset,
+                tag,
+                what: "option",
+            }),
         }
     }
     /// A sequence of at most `limit` elements. Capacity is reserved only up to what the
@@ -288,16 +308,27 @@ mod tests {
         w.u32(u32::MAX);
         let bytes = w.into_bytes();
         let err = Reader::new(&bytes).bytes(1024).unwrap_err();
-        assert!(matches!(err, DecodeError::TooLong { length, limit: 1024, .. } if length == u32::MAX as usize));
+        assert!(
+            matches!(err, DecodeError::TooLong { length, limit: 1024, .. } if length == u32::MAX as usize)
+        );
         let err = Reader::new(&bytes).seq::<u64>(usize::MAX).unwrap_err();
         assert!(matches!(err, DecodeError::UnexpectedEnd { .. }));
     }
 
     #[test]
     fn non_canonical_tags_are_rejected() {
-        assert!(matches!(bool::from_bytes(&[2]), Err(DecodeError::InvalidTag { tag: 2, .. })));
-        assert!(matches!(Reader::new(&[7]).option::<u8>(), Err(DecodeError::InvalidTag { tag: 7, .. })));
-        assert!(matches!(u16::from_bytes(&[1, 0, 0]), Err(DecodeError::TrailingBytes { trailing: 1 })));
+        assert!(matches!(
+            bool::from_bytes(&[2]),
+            Err(DecodeError::InvalidTag { tag: 2, .. })
+        ));
+        assert!(matches!(
+            Reader::new(&[7]).option::<u8>(),
+            Err(DecodeError::InvalidTag { tag: 7, .. })
+        ));
+        assert!(matches!(
+            u16::from_bytes(&[1, 0, 0]),
+            Err(DecodeError::TrailingBytes { trailing: 1 })
+        ));
     }
 
     proptest! {

@@ -34,11 +34,21 @@ pub enum AppMsg {
     /// Consensus has started; the application answers with the next height to decide.
     ConsensusReady { reply: oneshot::Sender<u64> },
     /// This validator proposes at `height`: build a block from the mempool.
-    GetValue { height: u64, time_ms: u64, reply: oneshot::Sender<Result<Block, AppError>> },
+    GetValue {
+        height: u64,
+        time_ms: u64,
+        reply: oneshot::Sender<Result<Block, AppError>>,
+    },
     /// `block` is decided: execute (if needed) and commit it durably before answering.
-    Decided { block: Box<Block>, reply: oneshot::Sender<Result<Committed, AppError>> },
+    Decided {
+        block: Box<Block>,
+        reply: oneshot::Sender<Result<Committed, AppError>>,
+    },
     /// A peer syncs: return the decided block at `height`, if stored.
-    GetDecidedValue { height: u64, reply: oneshot::Sender<Option<Block>> },
+    GetDecidedValue {
+        height: u64,
+        reply: oneshot::Sender<Option<Block>>,
+    },
 }
 
 pub type AppSender = mpsc::Sender<AppMsg>;
@@ -68,14 +78,30 @@ impl SoloProducer {
             if *shutdown.borrow() {
                 return Ok(());
             }
-            let time_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+            let time_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
             let (reply, answer) = oneshot::channel();
-            self.send(AppMsg::GetValue { height, time_ms, reply }).await?;
+            self.send(AppMsg::GetValue {
+                height,
+                time_ms,
+                reply,
+            })
+            .await?;
             let block = answer.await.map_err(|_| gone())??;
             let (reply, answer) = oneshot::channel();
-            self.send(AppMsg::Decided { block: Box::new(block), reply }).await?;
+            self.send(AppMsg::Decided {
+                block: Box::new(block),
+                reply,
+            })
+            .await?;
             let committed = answer.await.map_err(|_| gone())??;
-            tracing::debug!(height = committed.height, txs = committed.txs, "block committed");
+            tracing::debug!(
+                height = committed.height,
+                txs = committed.txs,
+                "block committed"
+            );
             height = committed.height + 1;
         }
     }

@@ -53,7 +53,10 @@ pub enum KeystoreError {
     #[error("key file {path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     #[error("{path}: {error}")]
-    Io { path: PathBuf, error: std::io::Error },
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
 }
 
 /// The public part of a stored key.
@@ -97,13 +100,18 @@ pub struct Keystore {
 impl Keystore {
     /// Opens (creating if needed) a keystore directory.
     pub fn open(dir: &Path) -> Result<Keystore, KeystoreError> {
-        fs::create_dir_all(dir).map_err(|error| KeystoreError::Io { path: dir.to_path_buf(), error })?;
+        fs::create_dir_all(dir).map_err(|error| KeystoreError::Io {
+            path: dir.to_path_buf(),
+            error,
+        })?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
         }
-        Ok(Keystore { dir: dir.to_path_buf() })
+        Ok(Keystore {
+            dir: dir.to_path_buf(),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -111,7 +119,11 @@ impl Keystore {
     }
 
     fn path(&self, name: &str) -> Result<PathBuf, KeystoreError> {
-        let valid = !name.is_empty() && name.len() <= NAME_BYTES_MAX && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let valid = !name.is_empty()
+            && name.len() <= NAME_BYTES_MAX
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !valid {
             return Err(KeystoreError::InvalidName(name.to_string()));
         }
@@ -124,7 +136,12 @@ impl Keystore {
     }
 
     /// Stores an existing key under `name`.
-    pub fn import(&self, name: &str, key: &SecretKey, password: &str) -> Result<KeyInfo, KeystoreError> {
+    pub fn import(
+        &self,
+        name: &str,
+        key: &SecretKey,
+        password: &str,
+    ) -> Result<KeyInfo, KeystoreError> {
         let path = self.path(name)?;
         if path.exists() {
             return Err(KeystoreError::Exists(name.to_string()));
@@ -135,53 +152,105 @@ impl Keystore {
         let mut nonce = [0u8; 24];
         OsRng.fill_bytes(&mut salt);
         OsRng.fill_bytes(&mut nonce);
-        let sealing_key = derive(password, &salt, M_COST_KIB, T_COST, 1).map_err(|reason| KeystoreError::Corrupt { path: path.clone(), reason })?;
+        let sealing_key = derive(password, &salt, M_COST_KIB, T_COST, 1).map_err(|reason| {
+            KeystoreError::Corrupt {
+                path: path.clone(),
+                reason,
+            }
+        })?;
         let cipher = XChaCha20Poly1305::new(&sealing_key.into());
         let seed = key.seed();
         let ciphertext = cipher
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: &seed, aad: &address.0 })
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: &seed,
+                    aad: &address.0,
+                },
+            )
             .expect("encryption of 32 bytes cannot fail");
         let file = KeyFile {
             version: FILE_VERSION,
             name: name.to_string(),
             address,
             public_key: public.to_hex(),
-            kdf: Kdf { algorithm: "argon2id".into(), m_cost_kib: M_COST_KIB, t_cost: T_COST, p_cost: 1, salt: hex::encode(salt) },
-            cipher: Cipher { algorithm: "xchacha20poly1305".into(), nonce: hex::encode(nonce), ciphertext: hex::encode(ciphertext) },
+            kdf: Kdf {
+                algorithm: "argon2id".into(),
+                m_cost_kib: M_COST_KIB,
+                t_cost: T_COST,
+                p_cost: 1,
+                salt: hex::encode(salt),
+            },
+            cipher: Cipher {
+                algorithm: "xchacha20poly1305".into(),
+                nonce: hex::encode(nonce),
+                ciphertext: hex::encode(ciphertext),
+            },
         };
         let json = serde_json::to_vec_pretty(&file).expect("key files serialize");
         write_new(&path, &json)?;
-        Ok(KeyInfo { name: name.to_string(), address, public_key: public.to_hex() })
+        Ok(KeyInfo {
+            name: name.to_string(),
+            address,
+            public_key: public.to_hex(),
+        })
     }
 
     fn read(&self, name: &str) -> Result<(PathBuf, KeyFile), KeystoreError> {
         let path = self.path(name)?;
         let metadata = fs::metadata(&path).map_err(|error| match error.kind() {
             std::io::ErrorKind::NotFound => KeystoreError::NotFound(name.to_string()),
-            _ => KeystoreError::Io { path: path.clone(), error },
+            _ => KeystoreError::Io {
+                path: path.clone(),
+                error,
+            },
         })?;
         if metadata.len() > KEY_FILE_BYTES_MAX {
-            return Err(KeystoreError::Corrupt { path, reason: format!("larger than {KEY_FILE_BYTES_MAX} bytes") });
+            return Err(KeystoreError::Corrupt {
+                path,
+                reason: format!("larger than {KEY_FILE_BYTES_MAX} bytes"),
+            });
         }
-        let bytes = fs::read(&path).map_err(|error| KeystoreError::Io { path: path.clone(), error })?;
-        let file: KeyFile = serde_json::from_slice(&bytes).map_err(|e| KeystoreError::Corrupt { path: path.clone(), reason: e.to_string() })?;
+        let bytes = fs::read(&path).map_err(|error| KeystoreError::Io {
+            path: path.clone(),
+            error,
+        })?;
+        let file: KeyFile = serde_json::from_slice(&bytes).map_err(|e| KeystoreError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
         if file.version != FILE_VERSION {
-            return Err(KeystoreError::Corrupt { path, reason: format!("unsupported version {}", file.version) });
+            return Err(KeystoreError::Corrupt {
+                path,
+                reason: format!("unsupported version {}", file.version),
+            });
         }
         Ok((path, file))
     }
 
     pub fn info(&self, name: &str) -> Result<KeyInfo, KeystoreError> {
         let (_, file) = self.read(name)?;
-        Ok(KeyInfo { name: file.name, address: file.address, public_key: file.public_key })
+        Ok(KeyInfo {
+            name: file.name,
+            address: file.address,
+            public_key: file.public_key,
+        })
     }
 
     /// Every key, by name.
     pub fn list(&self) -> Result<Vec<KeyInfo>, KeystoreError> {
-        let entries = fs::read_dir(&self.dir).map_err(|error| KeystoreError::Io { path: self.dir.clone(), error })?;
+        let entries = fs::read_dir(&self.dir).map_err(|error| KeystoreError::Io {
+            path: self.dir.clone(),
+            error,
+        })?;
         let mut names: Vec<String> = entries
             .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".json")).map(str::to_string))
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".json"))
+                    .map(str::to_string)
+            })
             .collect();
         names.sort();
         names.iter().map(|n| self.info(n)).collect()
@@ -190,39 +259,77 @@ impl Keystore {
     /// Decrypts a key.
     pub fn unlock(&self, name: &str, password: &str) -> Result<SecretKey, KeystoreError> {
         let (path, file) = self.read(name)?;
-        let corrupt = |reason: String| KeystoreError::Corrupt { path: path.clone(), reason };
+        let corrupt = |reason: String| KeystoreError::Corrupt {
+            path: path.clone(),
+            reason,
+        };
         if file.kdf.algorithm != "argon2id" || file.cipher.algorithm != "xchacha20poly1305" {
             return Err(corrupt("unknown algorithm".into()));
         }
-        if file.kdf.m_cost_kib > M_COST_KIB_MAX || file.kdf.t_cost > T_COST_MAX || file.kdf.p_cost != 1 {
+        if file.kdf.m_cost_kib > M_COST_KIB_MAX
+            || file.kdf.t_cost > T_COST_MAX
+            || file.kdf.p_cost != 1
+        {
             return Err(corrupt("argon2 costs out of bounds".into()));
         }
         let salt = hex::decode(&file.kdf.salt).map_err(|e| corrupt(e.to_string()))?;
-        let nonce: [u8; 24] = hex::decode(&file.cipher.nonce).ok().and_then(|n| n.try_into().ok()).ok_or_else(|| corrupt("nonce must be 24 bytes".into()))?;
-        let ciphertext = hex::decode(&file.cipher.ciphertext).map_err(|e| corrupt(e.to_string()))?;
-        let sealing_key = derive(password, &salt, file.kdf.m_cost_kib, file.kdf.t_cost, file.kdf.p_cost).map_err(corrupt)?;
+        let nonce: [u8; 24] = hex::decode(&file.cipher.nonce)
+            .ok()
+            .and_then(|n| n.try_into().ok())
+            .ok_or_else(|| corrupt("nonce must be 24 bytes".into()))?;
+        let ciphertext =
+            hex::decode(&file.cipher.ciphertext).map_err(|e| corrupt(e.to_string()))?;
+        let sealing_key = derive(
+            password,
+            &salt,
+            file.kdf.m_cost_kib,
+            file.kdf.t_cost,
+            file.kdf.p_cost,
+        )
+        .map_err(corrupt)?;
         let cipher = XChaCha20Poly1305::new(&sealing_key.into());
         let seed = cipher
-            .decrypt(XNonce::from_slice(&nonce), Payload { msg: &ciphertext, aad: &file.address.0 })
+            .decrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: &ciphertext,
+                    aad: &file.address.0,
+                },
+            )
             .map_err(|_| KeystoreError::WrongPassword(name.to_string()))?;
-        let seed: [u8; 32] = seed.try_into().map_err(|_| corrupt("sealed key must be 32 bytes".into()))?;
+        let seed: [u8; 32] = seed
+            .try_into()
+            .map_err(|_| corrupt("sealed key must be 32 bytes".into()))?;
         let key = SecretKey::from_seed(seed);
-        if key.public_key().address() != file.address || key.public_key().to_hex() != file.public_key {
+        if key.public_key().address() != file.address
+            || key.public_key().to_hex() != file.public_key
+        {
             return Err(corrupt("the key does not match the file's address".into()));
         }
         Ok(key)
     }
 }
 
-fn derive(password: &str, salt: &[u8], m_cost_kib: u32, t_cost: u32, p_cost: u32) -> Result<[u8; 32], String> {
+fn derive(
+    password: &str,
+    salt: &[u8],
+    m_cost_kib: u32,
+    t_cost: u32,
+    p_cost: u32,
+) -> Result<[u8; 32], String> {
     let params = Params::new(m_cost_kib, t_cost, p_cost, Some(32)).map_err(|e| e.to_string())?;
     let mut out = [0u8; 32];
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params).hash_password_into(password.as_bytes(), salt, &mut out).map_err(|e| e.to_string())?;
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password_into(password.as_bytes(), salt, &mut out)
+        .map_err(|e| e.to_string())?;
     Ok(out)
 }
 
 fn write_new(path: &Path, bytes: &[u8]) -> Result<(), KeystoreError> {
-    let io = |error| KeystoreError::Io { path: path.to_path_buf(), error };
+    let io = |error| KeystoreError::Io {
+        path: path.to_path_buf(),
+        error,
+    };
     let tmp = path.with_extension("json.tmp");
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -260,32 +367,66 @@ mod tests {
         let key = SecretKey::from_seed([4; 32]);
         let info = ks.import("dev", &key, "").unwrap();
         assert_eq!(info.address, key.public_key().address());
-        assert!(matches!(ks.import("dev", &key, ""), Err(KeystoreError::Exists(_))));
-        assert!(matches!(ks.import("../x", &key, ""), Err(KeystoreError::InvalidName(_))));
-        assert!(matches!(ks.unlock("nobody", ""), Err(KeystoreError::NotFound(_))));
+        assert!(matches!(
+            ks.import("dev", &key, ""),
+            Err(KeystoreError::Exists(_))
+        ));
+        assert!(matches!(
+            ks.import("../x", &key, ""),
+            Err(KeystoreError::InvalidName(_))
+        ));
+        assert!(matches!(
+            ks.unlock("nobody", ""),
+            Err(KeystoreError::NotFound(_))
+        ));
         assert_eq!(ks.unlock("dev", "").unwrap().seed(), key.seed());
-        assert!(matches!(ks.unlock("dev", "x"), Err(KeystoreError::WrongPassword(_))));
+        assert!(matches!(
+            ks.unlock("dev", "x"),
+            Err(KeystoreError::WrongPassword(_))
+        ));
         assert_eq!(ks.list().unwrap(), vec![info]);
         let raw = fs::read_to_string(dir.path().join("dev.json")).unwrap();
-        assert!(!raw.contains(&hex::encode(key.seed())), "the seed is never stored in the clear");
+        assert!(
+            !raw.contains(&hex::encode(key.seed())),
+            "the seed is never stored in the clear"
+        );
     }
 
     #[test]
     fn altered_files_do_not_open() {
         let dir = tempfile::tempdir().unwrap();
         let ks = Keystore::open(dir.path()).unwrap();
-        ks.import("a", &SecretKey::from_seed([4; 32]), "pw").unwrap();
+        ks.import("a", &SecretKey::from_seed([4; 32]), "pw")
+            .unwrap();
         let path = dir.path().join("a.json");
         let original = fs::read_to_string(&path).unwrap();
-        let other = SecretKey::from_seed([5; 32]).public_key().address().to_string();
-        let edited = original.replace(&SecretKey::from_seed([4; 32]).public_key().address().to_string(), &other);
+        let other = SecretKey::from_seed([5; 32])
+            .public_key()
+            .address()
+            .to_string();
+        let edited = original.replace(
+            &SecretKey::from_seed([4; 32])
+                .public_key()
+                .address()
+                .to_string(),
+            &other,
+        );
         fs::write(&path, edited).unwrap();
-        assert!(matches!(ks.unlock("a", "pw"), Err(KeystoreError::WrongPassword(_))));
+        assert!(matches!(
+            ks.unlock("a", "pw"),
+            Err(KeystoreError::WrongPassword(_))
+        ));
         let mut value: serde_json::Value = serde_json::from_str(&original).unwrap();
         value["kdf"]["m_cost_kib"] = serde_json::json!(u32::MAX);
         fs::write(&path, value.to_string()).unwrap();
-        assert!(matches!(ks.unlock("a", "pw"), Err(KeystoreError::Corrupt { .. })));
+        assert!(matches!(
+            ks.unlock("a", "pw"),
+            Err(KeystoreError::Corrupt { .. })
+        ));
         fs::write(&path, "{").unwrap();
-        assert!(matches!(ks.unlock("a", "pw"), Err(KeystoreError::Corrupt { .. })));
+        assert!(matches!(
+            ks.unlock("a", "pw"),
+            Err(KeystoreError::Corrupt { .. })
+        ));
     }
 }

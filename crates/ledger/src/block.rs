@@ -85,7 +85,12 @@ pub fn randomness_from_proof(proof: &Signature) -> Hash {
 }
 
 /// Signs the randomness input of `height`.
-pub fn prove_randomness(key: &SecretKey, chain_id: &str, height: u64, previous: &Hash) -> (Hash, Signature) {
+pub fn prove_randomness(
+    key: &SecretKey,
+    chain_id: &str,
+    height: u64,
+    previous: &Hash,
+) -> (Hash, Signature) {
     let proof = key.sign(&randomness_input(chain_id, height, previous));
     (randomness_from_proof(&proof), proof)
 }
@@ -108,7 +113,11 @@ impl Encode for Block {
 
 impl Decode for Block {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(Block { header: r.value()?, txs: r.seq(BLOCK_TXS_MAX)?, signature: r.value()? })
+        Ok(Block {
+            header: r.value()?,
+            txs: r.seq(BLOCK_TXS_MAX)?,
+            signature: r.value()?,
+        })
     }
 }
 
@@ -120,7 +129,11 @@ impl Block {
     /// Decodes untrusted bytes, refusing anything over [`BLOCK_BYTES_MAX`].
     pub fn decode_bytes(bytes: &[u8]) -> Result<Block, DecodeError> {
         if bytes.len() > BLOCK_BYTES_MAX {
-            return Err(DecodeError::TooLong { offset: 0, length: bytes.len(), limit: BLOCK_BYTES_MAX });
+            return Err(DecodeError::TooLong {
+                offset: 0,
+                length: bytes.len(),
+                limit: BLOCK_BYTES_MAX,
+            });
         }
         Block::from_bytes(bytes)
     }
@@ -139,7 +152,10 @@ pub fn merkle_root(leaves: &[Hash]) -> Hash {
     if leaves.is_empty() {
         return Hash::of("piazza/merkle-empty", &[]);
     }
-    let mut level: Vec<Hash> = leaves.iter().map(|l| Hash::of("piazza/merkle-leaf", &[&l.0])).collect();
+    let mut level: Vec<Hash> = leaves
+        .iter()
+        .map(|l| Hash::of("piazza/merkle-leaf", &[&l.0]))
+        .collect();
     while level.len() > 1 {
         level = level
             .chunks(2)
@@ -167,11 +183,20 @@ pub struct Event {
 
 impl Event {
     pub fn new(kind: &str, attributes: &[(&str, String)]) -> Event {
-        Event { kind: kind.to_string(), attributes: attributes.iter().map(|(k, v)| (k.to_string(), v.clone())).collect() }
+        Event {
+            kind: kind.to_string(),
+            attributes: attributes
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        }
     }
 
     pub fn attribute(&self, key: &str) -> Option<&str> {
-        self.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.attributes
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -192,7 +217,10 @@ impl Decode for Event {
         let n = r.len(EVENT_ATTRIBUTES_MAX)?;
         let mut attributes = Vec::with_capacity(n);
         for _ in 0..n {
-            attributes.push((r.string(EVENT_TEXT_BYTES_MAX)?, r.string(EVENT_TEXT_BYTES_MAX)?));
+            attributes.push((
+                r.string(EVENT_TEXT_BYTES_MAX)?,
+                r.string(EVENT_TEXT_BYTES_MAX)?,
+            ));
         }
         Ok(Event { kind, attributes })
     }
@@ -241,10 +269,26 @@ impl Decode for Receipt {
         let offset = r.offset();
         let status = match r.u8()? {
             0 => TxStatus::Ok,
-            1 => TxStatus::Failed { code: r.u16()?, message: r.string(1024)? },
-            tag => return Err(DecodeError::InvalidTag { offset, tag, what: "tx status" }),
+            1 => TxStatus::Failed {
+                code: r.u16()?,
+                message: r.string(1024)?,
+            },
+            tag => {
+                return Err(DecodeError::InvalidTag {
+                    offset,
+                    tag,
+                    what: "tx status",
+                })
+            }
         };
-        Ok(Receipt { tx_hash, height, index, status, fee_paid: r.value()?, events: r.seq(EVENTS_PER_TX_MAX)? })
+        Ok(Receipt {
+            tx_hash,
+            height,
+            index,
+            status,
+            fee_paid: r.value()?,
+            events: r.seq(EVENTS_PER_TX_MAX)?,
+        })
     }
 }
 
@@ -267,7 +311,10 @@ mod tests {
     fn randomness_is_verifiable() {
         let key = SecretKey::from_seed([5; 32]);
         let (r, proof) = prove_randomness(&key, "c", 3, &Hash::ZERO);
-        assert!(key.public_key().verify(&randomness_input("c", 3, &Hash::ZERO), &proof).is_ok());
+        assert!(key
+            .public_key()
+            .verify(&randomness_input("c", 3, &Hash::ZERO), &proof)
+            .is_ok());
         assert_eq!(randomness_from_proof(&proof), r);
         assert_ne!(prove_randomness(&key, "c", 4, &Hash::ZERO).0, r);
     }

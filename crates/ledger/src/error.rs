@@ -130,13 +130,22 @@ pub struct TxError {
 
 impl TxError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        TxError { code, message: message.into() }
+        TxError {
+            code,
+            message: message.into(),
+        }
     }
 }
 
 impl fmt::Display for TxError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}): {}", self.code.name(), self.code.code(), self.message)
+        write!(
+            f,
+            "{} ({}): {}",
+            self.code.name(),
+            self.code.code(),
+            self.message
+        )
     }
 }
 
@@ -159,7 +168,8 @@ mod tests {
             assert!(seen.insert(code.code()), "duplicate code {}", code.code());
             assert_eq!(ErrorCode::from_code(code.code()), Some(code));
         }
-        let names: std::collections::BTreeSet<_> = ErrorCode::ALL.iter().map(|c| c.name()).collect();
+        let names: std::collections::BTreeSet<_> =
+            ErrorCode::ALL.iter().map(|c| c.name()).collect();
         assert_eq!(names.len(), ErrorCode::ALL.len());
     }
 }

@@ -1,11 +1,11 @@
 //! The state transition: a pure function of (state, block, transactions).
 
 use crate::bank::{self, Bank};
-use crate::compute::{self, Compute};
-use crate::models::Models;
 use crate::block::{tx_root, Block, Event, Receipt, TxStatus, EVENTS_PER_TX_MAX};
+use crate::compute::{self, Compute};
 use crate::error::{ErrorCode, TxError};
 use crate::genesis::{FeeParams, Genesis, GenesisError};
+use crate::models::Models;
 use crate::module::{BlockContext, Module, TxContext};
 use crate::staking::{self, Role, Staking};
 use crate::state::{StateDelta, StateRead};
@@ -48,7 +48,11 @@ impl Encode for ChainHead {
 
 impl Decode for ChainHead {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(ChainHead { height: r.u64()?, time_ms: r.u64()?, randomness: r.value()? })
+        Ok(ChainHead {
+            height: r.u64()?,
+            time_ms: r.u64()?,
+            randomness: r.value()?,
+        })
     }
 }
 
@@ -86,7 +90,9 @@ pub fn chain_head(state: &dyn StateRead) -> Option<ChainHead> {
 }
 
 pub fn chain_id(state: &dyn StateRead) -> Option<String> {
-    state.get(&chain_key::id()).map(|b| String::from_utf8_lossy(&b).into_owned())
+    state
+        .get(&chain_key::id())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
 /// Routes a message's stateless check to its module.
@@ -113,26 +119,43 @@ pub fn fee_for(tx: &SignedTransaction, fees: &FeeParams) -> Result<Amount, TxErr
     let overflow = || TxError::new(ErrorCode::Overflow, "fee overflows");
     let mut units = fees.tx_base_units;
     for m in &tx.tx.messages {
-        units = units.checked_add(message_fee_units(m)).ok_or_else(overflow)?;
+        units = units
+            .checked_add(message_fee_units(m))
+            .ok_or_else(overflow)?;
     }
-    let bytes = (tx.encoded_len() as u64).checked_mul(fees.byte_units).ok_or_else(overflow)?;
+    let bytes = (tx.encoded_len() as u64)
+        .checked_mul(fees.byte_units)
+        .ok_or_else(overflow)?;
     units = units.checked_add(bytes).ok_or_else(overflow)?;
-    fees.unit_price.checked_mul(units as u128).ok_or_else(overflow)
+    fees.unit_price
+        .checked_mul(units as u128)
+        .ok_or_else(overflow)
 }
 
 /// The tokens a transaction's messages move out of the sender's balance, at most.
 fn outflow(tx: &SignedTransaction) -> Option<Amount> {
-    tx.tx.messages.iter().try_fold(Amount::ZERO, |total, m| match m {
-        Message::Bank(bank::Msg::Send { amount, .. })
-        | Message::Staking(staking::Msg::Bond { amount, .. })
-        | Message::Compute(compute::Msg::SubmitJob { max_price: amount, .. })
-        | Message::Compute(compute::Msg::RegisterProvider { stake: amount, .. }) => total.checked_add(*amount),
-        Message::Staking(staking::Msg::Unbond { .. }) | Message::Models(_) | Message::Compute(_) => Some(total),
-    })
+    tx.tx
+        .messages
+        .iter()
+        .try_fold(Amount::ZERO, |total, m| match m {
+            Message::Bank(bank::Msg::Send { amount, .. })
+            | Message::Staking(staking::Msg::Bond { amount, .. })
+            | Message::Compute(compute::Msg::SubmitJob {
+                max_price: amount, ..
+            })
+            | Message::Compute(compute::Msg::RegisterProvider { stake: amount, .. }) => {
+                total.checked_add(*amount)
+            }
+            Message::Staking(staking::Msg::Unbond { .. })
+            | Message::Models(_)
+            | Message::Compute(_) => Some(total),
+        })
 }
 
 pub fn fee_params(state: &dyn StateRead) -> FeeParams {
-    StateDelta::new(state).get(&chain_key::fees()).expect("fee params are written at genesis")
+    StateDelta::new(state)
+        .get(&chain_key::fees())
+        .expect("fee params are written at genesis")
 }
 
 /// What admission learned about a transaction.
@@ -147,7 +170,11 @@ pub struct Admission {
 /// nonce may run up to `nonce_window` ahead of the account's, and the balance must cover the fee
 /// and every amount the messages send or bond. The signature is left to the caller, which checks
 /// it after these cheaper checks.
-pub fn check_admission(state: &dyn StateRead, tx: &SignedTransaction, nonce_window: u64) -> Result<Admission, TxError> {
+pub fn check_admission(
+    state: &dyn StateRead,
+    tx: &SignedTransaction,
+    nonce_window: u64,
+) -> Result<Admission, TxError> {
     let chain = chain_id(state).expect("chain id is written at genesis");
     check_stateless(tx, &chain, true)?;
     let view = StateDelta::new(state);
@@ -157,25 +184,46 @@ pub fn check_admission(state: &dyn StateRead, tx: &SignedTransaction, nonce_wind
     if fee > tx.tx.max_fee {
         return Err(fee_too_low(fee, tx.tx.max_fee));
     }
-    let needed = outflow(tx).and_then(|o| o.checked_add(fee)).ok_or_else(|| TxError::new(ErrorCode::Overflow, "amounts overflow"))?;
+    let needed = outflow(tx)
+        .and_then(|o| o.checked_add(fee))
+        .ok_or_else(|| TxError::new(ErrorCode::Overflow, "amounts overflow"))?;
     if account.balance < needed {
-        return Err(TxError::new(ErrorCode::InsufficientFunds, format!("{} holds {} PZA, the transaction needs {needed} PZA", tx.sender(), account.balance)));
+        return Err(TxError::new(
+            ErrorCode::InsufficientFunds,
+            format!(
+                "{} holds {} PZA, the transaction needs {needed} PZA",
+                tx.sender(),
+                account.balance
+            ),
+        ));
     }
-    Ok(Admission { fee, committed_nonce: account.nonce })
+    Ok(Admission {
+        fee,
+        committed_nonce: account.nonce,
+    })
 }
 
 fn check_nonce_window(nonce: u64, expected: u64, window: u64) -> Result<(), TxError> {
     if nonce < expected {
-        return Err(TxError::new(ErrorCode::NonceReplayed, format!("nonce {nonce} is used; the account's next nonce is {expected}")));
+        return Err(TxError::new(
+            ErrorCode::NonceReplayed,
+            format!("nonce {nonce} is used; the account's next nonce is {expected}"),
+        ));
     }
     if nonce - expected >= window {
-        return Err(TxError::new(ErrorCode::NonceGap, format!("nonce {nonce} is too far ahead of the account's next nonce {expected}")));
+        return Err(TxError::new(
+            ErrorCode::NonceGap,
+            format!("nonce {nonce} is too far ahead of the account's next nonce {expected}"),
+        ));
     }
     Ok(())
 }
 
 fn fee_too_low(fee: Amount, max_fee: Amount) -> TxError {
-    TxError::new(ErrorCode::FeeTooLow, format!("the fee is {fee} PZA, the transaction allows at most {max_fee} PZA"))
+    TxError::new(
+        ErrorCode::FeeTooLow,
+        format!("the fee is {fee} PZA, the transaction allows at most {max_fee} PZA"),
+    )
 }
 
 /// Writes the genesis state.
@@ -185,7 +233,14 @@ pub fn init_chain(genesis: &Genesis) -> Result<Writes, GenesisError> {
     let mut state = StateDelta::new(&empty);
     state.put(chain_key::id(), &RawString(genesis.chain_id.clone()));
     state.put(chain_key::fees(), &genesis.fees);
-    state.put(chain_key::head(), &ChainHead { height: 0, time_ms: genesis.genesis_time_ms, randomness: Hash::of("piazza/genesis-randomness", &[genesis.chain_id.as_bytes()]) });
+    state.put(
+        chain_key::head(),
+        &ChainHead {
+            height: 0,
+            time_ms: genesis.genesis_time_ms,
+            randomness: Hash::of("piazza/genesis-randomness", &[genesis.chain_id.as_bytes()]),
+        },
+    );
     Bank::init_chain(&mut state, genesis)?;
     Staking::init_chain(&mut state, genesis)?;
     Models::init_chain(&mut state, genesis)?;
@@ -215,13 +270,21 @@ impl<'a> BlockExecutor<'a> {
     /// Starts a block and runs every module's `begin_block`.
     pub fn begin(base: &'a dyn StateRead, block: BlockContext) -> Self {
         let mut state = StateDelta::new(base);
-        let fees = state.get(&chain_key::fees()).expect("fee params are written at genesis");
+        let fees = state
+            .get(&chain_key::fees())
+            .expect("fee params are written at genesis");
         let mut events = Vec::new();
         Bank::begin_block(&mut state, &block, &mut events);
         Staking::begin_block(&mut state, &block, &mut events);
         Models::begin_block(&mut state, &block, &mut events);
         Compute::begin_block(&mut state, &block, &mut events);
-        BlockExecutor { state, block, fees, receipts: Vec::new(), events }
+        BlockExecutor {
+            state,
+            block,
+            fees,
+            receipts: Vec::new(),
+            events,
+        }
     }
 
     pub fn block(&self) -> &BlockContext {
@@ -231,7 +294,11 @@ impl<'a> BlockExecutor<'a> {
     /// Applies one transaction. `Err` means it cannot be included at all (bad signature, nonce,
     /// fee) and nothing changed; `Ok` means it is included, its fee paid and its nonce used,
     /// whether its messages succeeded or not (see the receipt).
-    pub fn apply_tx(&mut self, tx: &SignedTransaction, signature_checked: bool) -> Result<&Receipt, TxError> {
+    pub fn apply_tx(
+        &mut self,
+        tx: &SignedTransaction,
+        signature_checked: bool,
+    ) -> Result<&Receipt, TxError> {
         check_stateless(tx, &self.block.chain_id, signature_checked)?;
         let sender = tx.sender();
         let mut account = bank::account(&self.state, &sender);
@@ -241,14 +308,26 @@ impl<'a> BlockExecutor<'a> {
             return Err(fee_too_low(fee, tx.tx.max_fee));
         }
         account.balance = account.balance.checked_sub(fee).ok_or_else(|| {
-            TxError::new(ErrorCode::InsufficientFunds, format!("{sender} holds {} PZA, the fee is {fee} PZA", account.balance))
+            TxError::new(
+                ErrorCode::InsufficientFunds,
+                format!(
+                    "{sender} holds {} PZA, the fee is {fee} PZA",
+                    account.balance
+                ),
+            )
         })?;
         account.nonce += 1;
         bank::put_account(&mut self.state, &sender, &account);
-        bank::credit(&mut self.state, &bank::treasury(), fee).expect("the treasury cannot overflow below the supply");
+        bank::credit(&mut self.state, &bank::treasury(), fee)
+            .expect("the treasury cannot overflow below the supply");
 
         let checkpoint = self.state.checkpoint();
-        let mut ctx = TxContext { block: &self.block, sender, tx_hash: tx.hash(), events: Vec::new() };
+        let mut ctx = TxContext {
+            block: &self.block,
+            sender,
+            tx_hash: tx.hash(),
+            events: Vec::new(),
+        };
         let result = run_messages(&mut self.state, &mut ctx, &tx.tx.messages);
         let status = match result {
             Ok(()) => {
@@ -258,7 +337,10 @@ impl<'a> BlockExecutor<'a> {
             Err(error) => {
                 self.state.revert(checkpoint);
                 ctx.events.clear();
-                TxStatus::Failed { code: error.code.code(), message: error.message }
+                TxStatus::Failed {
+                    code: error.code.code(),
+                    message: error.message,
+                }
             }
         };
         ctx.events.truncate(EVENTS_PER_TX_MAX);
@@ -279,13 +361,25 @@ impl<'a> BlockExecutor<'a> {
         Staking::end_block(&mut self.state, &self.block, &mut self.events);
         Models::end_block(&mut self.state, &self.block, &mut self.events);
         Compute::end_block(&mut self.state, &self.block, &mut self.events);
-        let head = ChainHead { height: self.block.height, time_ms: self.block.time_ms, randomness: self.block.randomness };
+        let head = ChainHead {
+            height: self.block.height,
+            time_ms: self.block.time_ms,
+            randomness: self.block.randomness,
+        };
         self.state.put(chain_key::head(), &head);
-        BlockOutcome { writes: self.state.into_writes(), receipts: self.receipts, events: self.events }
+        BlockOutcome {
+            writes: self.state.into_writes(),
+            receipts: self.receipts,
+            events: self.events,
+        }
     }
 }
 
-fn run_messages(state: &mut StateDelta<'_>, ctx: &mut TxContext<'_>, messages: &[Message]) -> Result<(), TxError> {
+fn run_messages(
+    state: &mut StateDelta<'_>,
+    ctx: &mut TxContext<'_>,
+    messages: &[Message],
+) -> Result<(), TxError> {
     for message in messages {
         match message {
             Message::Bank(m) => {
@@ -312,7 +406,11 @@ fn run_messages(state: &mut StateDelta<'_>, ctx: &mut TxContext<'_>, messages: &
 /// Validates a block against the state it builds on and executes it. Every transaction must be
 /// includable. The caller checks the parent hash and compares the resulting state root with the
 /// header's. `signatures_checked` skips transaction signatures the caller has already verified.
-pub fn execute_block(base: &dyn StateRead, block: &Block, signatures_checked: bool) -> Result<BlockOutcome, BlockError> {
+pub fn execute_block(
+    base: &dyn StateRead,
+    block: &Block,
+    signatures_checked: bool,
+) -> Result<BlockOutcome, BlockError> {
     let header = &block.header;
     let chain = chain_id(base).expect("chain id is written at genesis");
     if header.chain_id != chain {
@@ -320,18 +418,29 @@ pub fn execute_block(base: &dyn StateRead, block: &Block, signatures_checked: bo
     }
     let head = chain_head(base).expect("chain head is written at genesis");
     if header.height != head.height + 1 {
-        return Err(BlockError::WrongHeight { expected: head.height + 1, got: header.height });
+        return Err(BlockError::WrongHeight {
+            expected: head.height + 1,
+            got: header.height,
+        });
     }
     if header.time_ms < head.time_ms {
-        return Err(BlockError::TimeWentBack { parent: head.time_ms, got: header.time_ms });
+        return Err(BlockError::TimeWentBack {
+            parent: head.time_ms,
+            got: header.time_ms,
+        });
     }
     let view = StateDelta::new(base);
     if staking::bonded(&view, &header.proposer.address(), Role::Validator).is_zero() {
-        return Err(BlockError::NotAValidator(header.proposer.address().to_string()));
+        return Err(BlockError::NotAValidator(
+            header.proposer.address().to_string(),
+        ));
     }
     let input = crate::block::randomness_input(&chain, header.height, &head.randomness);
     if block.verify_signature().is_err()
-        || header.proposer.verify(&input, &header.randomness_proof).is_err()
+        || header
+            .proposer
+            .verify(&input, &header.randomness_proof)
+            .is_err()
         || crate::block::randomness_from_proof(&header.randomness_proof) != header.randomness
     {
         return Err(BlockError::BadSignature);
@@ -343,14 +452,25 @@ pub fn execute_block(base: &dyn StateRead, block: &Block, signatures_checked: bo
         vec![true; block.txs.len()]
     } else {
         let refs: Vec<&SignedTransaction> = block.txs.iter().collect();
-        crate::tx::verify_signatures(&refs).into_iter().map(|r| r.is_ok()).collect()
+        crate::tx::verify_signatures(&refs)
+            .into_iter()
+            .map(|r| r.is_ok())
+            .collect()
     };
     let mut executor = BlockExecutor::begin(
         base,
-        BlockContext { chain_id: chain, height: header.height, time_ms: header.time_ms, randomness: header.randomness, proposer: header.proposer },
+        BlockContext {
+            chain_id: chain,
+            height: header.height,
+            time_ms: header.time_ms,
+            randomness: header.randomness,
+            proposer: header.proposer,
+        },
     );
     for (index, tx) in block.txs.iter().enumerate() {
-        executor.apply_tx(tx, checked[index]).map_err(|error| BlockError::InvalidTx { index, error })?;
+        executor
+            .apply_tx(tx, checked[index])
+            .map_err(|error| BlockError::InvalidTx { index, error })?;
     }
     Ok(executor.finish())
 }

@@ -23,7 +23,11 @@ pub struct FeeParams {
 
 impl Default for FeeParams {
     fn default() -> Self {
-        FeeParams { unit_price: Amount::new(1_000), tx_base_units: 100, byte_units: 1 }
+        FeeParams {
+            unit_price: Amount::new(1_000),
+            tx_base_units: 100,
+            byte_units: 1,
+        }
     }
 }
 
@@ -37,7 +41,11 @@ impl Encode for FeeParams {
 
 impl Decode for FeeParams {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(FeeParams { unit_price: r.value()?, tx_base_units: r.u64()?, byte_units: r.u64()? })
+        Ok(FeeParams {
+            unit_price: r.value()?,
+            tx_base_units: r.u64()?,
+            byte_units: r.u64()?,
+        })
     }
 }
 
@@ -75,10 +83,15 @@ pub struct Genesis {
 impl Genesis {
     pub fn validate(&self) -> Result<(), GenesisError> {
         if self.chain_id.is_empty() || self.chain_id.len() > crate::tx::CHAIN_ID_BYTES_MAX {
-            return Err(GenesisError::Invalid(format!("chain id must be 1..={} bytes", crate::tx::CHAIN_ID_BYTES_MAX)));
+            return Err(GenesisError::Invalid(format!(
+                "chain id must be 1..={} bytes",
+                crate::tx::CHAIN_ID_BYTES_MAX
+            )));
         }
         if !self.bonds.iter().any(|b| b.role == Role::Validator) {
-            return Err(GenesisError::Invalid("genesis needs at least one validator bond".into()));
+            return Err(GenesisError::Invalid(
+                "genesis needs at least one validator bond".into(),
+            ));
         }
         Ok(())
     }

@@ -45,8 +45,16 @@ pub trait Module {
     fn check_stateless(msg: &Self::Msg) -> Result<(), TxError>;
     /// Rules that need state. Failing here (or in `execute`) fails the transaction's messages;
     /// its fee is still charged.
-    fn check_stateful(state: &StateDelta<'_>, ctx: &TxContext<'_>, msg: &Self::Msg) -> Result<(), TxError>;
-    fn execute(state: &mut StateDelta<'_>, ctx: &mut TxContext<'_>, msg: &Self::Msg) -> Result<(), TxError>;
+    fn check_stateful(
+        state: &StateDelta<'_>,
+        ctx: &TxContext<'_>,
+        msg: &Self::Msg,
+    ) -> Result<(), TxError>;
+    fn execute(
+        state: &mut StateDelta<'_>,
+        ctx: &mut TxContext<'_>,
+        msg: &Self::Msg,
+    ) -> Result<(), TxError>;
 
     fn init_chain(state: &mut StateDelta<'_>, genesis: &Genesis) -> Result<(), GenesisError>;
     fn begin_block(_state: &mut StateDelta<'_>, _block: &BlockContext, _events: &mut Vec<Event>) {}

@@ -33,7 +33,12 @@ pub struct Checkpoint {
 
 impl<'a> StateDelta<'a> {
     pub fn new(base: &'a dyn StateRead) -> Self {
-        StateDelta { base, writes: BTreeMap::new(), journal: Vec::new(), checkpoints: 0 }
+        StateDelta {
+            base,
+            writes: BTreeMap::new(),
+            journal: Vec::new(),
+            checkpoints: 0,
+        }
     }
 
     pub fn get_raw(&self, key: &[u8]) -> Option<Vec<u8>> {
@@ -47,7 +52,12 @@ impl<'a> StateDelta<'a> {
     /// decode is a broken invariant, not bad input.
     pub fn get<T: Decode>(&self, key: &[u8]) -> Option<T> {
         self.get_raw(key).map(|bytes| {
-            T::from_bytes(&bytes).unwrap_or_else(|e| panic!("state value at {:?} does not decode: {e}", String::from_utf8_lossy(key)))
+            T::from_bytes(&bytes).unwrap_or_else(|e| {
+                panic!(
+                    "state value at {:?} does not decode: {e}",
+                    String::from_utf8_lossy(key)
+                )
+            })
         })
     }
 
@@ -68,13 +78,18 @@ impl<'a> StateDelta<'a> {
 
     pub fn checkpoint(&mut self) -> Checkpoint {
         self.checkpoints += 1;
-        Checkpoint { journal_len: self.journal.len() }
+        Checkpoint {
+            journal_len: self.journal.len(),
+        }
     }
 
     /// Undoes every write since `checkpoint`.
     pub fn revert(&mut self, checkpoint: Checkpoint) {
         while self.journal.len() > checkpoint.journal_len {
-            let (key, previous) = self.journal.pop().expect("journal is longer than the checkpoint");
+            let (key, previous) = self
+                .journal
+                .pop()
+                .expect("journal is longer than the checkpoint");
             match previous {
                 Some(value) => self.writes.insert(key, value),
                 None => self.writes.remove(&key),

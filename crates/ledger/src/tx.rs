@@ -60,7 +60,11 @@ impl Decode for Message {
             TAG_STAKING => Ok(Message::Staking(r.value()?)),
             TAG_MODELS => Ok(Message::Models(r.value()?)),
             TAG_COMPUTE => Ok(Message::Compute(r.value()?)),
-            tag => Err(DecodeError::InvalidTag { offset, tag, what: "message module" }),
+            tag => Err(DecodeError::InvalidTag {
+                offset,
+                tag,
+                what: "message module",
+            }),
         }
     }
 }
@@ -130,7 +134,12 @@ impl SignedTransaction {
         w.value(&tx);
         w.value(&signature);
         let bytes = w.into_bytes();
-        SignedTransaction { tx, signature, hash: tx_hash(&bytes), encoded_len: bytes.len() }
+        SignedTransaction {
+            tx,
+            signature,
+            hash: tx_hash(&bytes),
+            encoded_len: bytes.len(),
+        }
     }
 
     /// Decodes untrusted bytes, refusing anything over [`TX_BYTES_MAX`].
@@ -138,7 +147,10 @@ impl SignedTransaction {
         if bytes.len() > TX_BYTES_MAX {
             return Err(TxError::new(
                 ErrorCode::OversizedTx,
-                format!("transaction is {} bytes, the limit is {TX_BYTES_MAX}", bytes.len()),
+                format!(
+                    "transaction is {} bytes, the limit is {TX_BYTES_MAX}",
+                    bytes.len()
+                ),
             ));
         }
         Ok(Self::from_bytes(bytes)?)
@@ -181,27 +193,51 @@ impl Decode for SignedTransaction {
         let tx: Transaction = r.value()?;
         let signature: Signature = r.value()?;
         let encoded = r.read_since(start);
-        Ok(SignedTransaction { tx, signature, hash: tx_hash(encoded), encoded_len: encoded.len() })
+        Ok(SignedTransaction {
+            tx,
+            signature,
+            hash: tx_hash(encoded),
+            encoded_len: encoded.len(),
+        })
     }
 }
 
 /// Checks that need no state: size, chain id, message count, each message's own rules and the
 /// signature (unless the caller has already verified it, for example in a batch).
-pub fn check_stateless(tx: &SignedTransaction, chain_id: &str, signature_checked: bool) -> Result<(), TxError> {
+pub fn check_stateless(
+    tx: &SignedTransaction,
+    chain_id: &str,
+    signature_checked: bool,
+) -> Result<(), TxError> {
     if tx.encoded_len() > TX_BYTES_MAX {
-        return Err(TxError::new(ErrorCode::OversizedTx, format!("transaction is {} bytes, the limit is {TX_BYTES_MAX}", tx.encoded_len())));
+        return Err(TxError::new(
+            ErrorCode::OversizedTx,
+            format!(
+                "transaction is {} bytes, the limit is {TX_BYTES_MAX}",
+                tx.encoded_len()
+            ),
+        ));
     }
     if tx.tx.chain_id != chain_id {
         return Err(TxError::new(
             ErrorCode::WrongChainId,
-            format!("transaction is for chain `{}`, this is `{chain_id}`", tx.tx.chain_id),
+            format!(
+                "transaction is for chain `{}`, this is `{chain_id}`",
+                tx.tx.chain_id
+            ),
         ));
     }
     if tx.tx.messages.is_empty() {
-        return Err(TxError::new(ErrorCode::NoMessages, "a transaction needs at least one message"));
+        return Err(TxError::new(
+            ErrorCode::NoMessages,
+            "a transaction needs at least one message",
+        ));
     }
     if tx.tx.messages.len() > TX_MESSAGES_MAX {
-        return Err(TxError::new(ErrorCode::TooManyMessages, format!("at most {TX_MESSAGES_MAX} messages")));
+        return Err(TxError::new(
+            ErrorCode::TooManyMessages,
+            format!("at most {TX_MESSAGES_MAX} messages"),
+        ));
     }
     for message in &tx.tx.messages {
         crate::executor::check_message_stateless(message)?;
@@ -216,7 +252,10 @@ pub fn check_stateless(tx: &SignedTransaction, chain_id: &str, signature_checked
 /// (Batch verification is cofactored and would accept signatures that strict verification
 /// refuses, so nodes could disagree; it is not used.) Returns one result per input, in order.
 pub fn verify_signatures(txs: &[&SignedTransaction]) -> Vec<Result<(), TxError>> {
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(8);
     if threads <= 1 || txs.len() < 64 {
         return txs.iter().map(|t| t.verify_signature()).collect();
     }
@@ -224,9 +263,18 @@ pub fn verify_signatures(txs: &[&SignedTransaction]) -> Vec<Result<(), TxError>>
     std::thread::scope(|scope| {
         let handles: Vec<_> = txs
             .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(|t| t.verify_signature()).collect::<Vec<_>>()))
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|t| t.verify_signature())
+                        .collect::<Vec<_>>()
+                })
+            })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().expect("signature verification does not panic")).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("signature verification does not panic"))
+            .collect()
     })
 }
 
@@ -241,7 +289,10 @@ mod tests {
             sender: key.public_key(),
             nonce: 4,
             max_fee: Amount::new(1000),
-            messages: vec![Message::Bank(bank::Msg::Send { to: Address([1; 20]), amount: Amount::new(5) })],
+            messages: vec![Message::Bank(bank::Msg::Send {
+                to: Address([1; 20]),
+                amount: Amount::new(5),
+            })],
         }
         .sign(&key)
     }
@@ -262,16 +313,38 @@ mod tests {
         let mut tx = sample();
         tx.tx.nonce += 1;
         let tx = SignedTransaction::new(tx.tx, tx.signature);
-        assert_eq!(check_stateless(&tx, "test", false).unwrap_err().code, ErrorCode::BadSignature);
-        assert_eq!(verify_signatures(&[&sample(), &tx])[1].as_ref().unwrap_err().code, ErrorCode::BadSignature);
-        assert!(verify_signatures(&[&sample(), &sample()]).iter().all(|r| r.is_ok()));
+        assert_eq!(
+            check_stateless(&tx, "test", false).unwrap_err().code,
+            ErrorCode::BadSignature
+        );
+        assert_eq!(
+            verify_signatures(&[&sample(), &tx])[1]
+                .as_ref()
+                .unwrap_err()
+                .code,
+            ErrorCode::BadSignature
+        );
+        assert!(verify_signatures(&[&sample(), &sample()])
+            .iter()
+            .all(|r| r.is_ok()));
     }
 
     #[test]
     fn wrong_chain_and_oversize_are_refused() {
-        assert_eq!(check_stateless(&sample(), "other", false).unwrap_err().code, ErrorCode::WrongChainId);
+        assert_eq!(
+            check_stateless(&sample(), "other", false).unwrap_err().code,
+            ErrorCode::WrongChainId
+        );
         let huge = vec![0u8; TX_BYTES_MAX + 1];
-        assert_eq!(SignedTransaction::decode_bytes(&huge).unwrap_err().code, ErrorCode::OversizedTx);
-        assert_eq!(SignedTransaction::decode_bytes(&[1, 2, 3]).unwrap_err().code, ErrorCode::MalformedBytes);
+        assert_eq!(
+            SignedTransaction::decode_bytes(&huge).unwrap_err().code,
+            ErrorCode::OversizedTx
+        );
+        assert_eq!(
+            SignedTransaction::decode_bytes(&[1, 2, 3])
+                .unwrap_err()
+                .code,
+            ErrorCode::MalformedBytes
+        );
     }
 }

@@ -28,8 +28,17 @@ fn model_owner() -> Address {
 impl Chain {
     fn new(users: &[&SecretKey], compute: compute::Params) -> Chain {
         let validator = SecretKey::from_seed([99; 32]);
-        let mut accounts: Vec<GenesisAccount> = users.iter().map(|k| GenesisAccount { address: k.public_key().address(), balance: Amount::pza(10_000) }).collect();
-        accounts.push(GenesisAccount { address: validator.public_key().address(), balance: Amount::pza(10_000) });
+        let mut accounts: Vec<GenesisAccount> = users
+            .iter()
+            .map(|k| GenesisAccount {
+                address: k.public_key().address(),
+                balance: Amount::pza(10_000),
+            })
+            .collect();
+        accounts.push(GenesisAccount {
+            address: validator.public_key().address(),
+            balance: Amount::pza(10_000),
+        });
         let model = |name: &str, kind| ModelRecord {
             name: name.into(),
             kind,
@@ -47,25 +56,57 @@ impl Chain {
             fees: FeeParams::default(),
             staking: staking::Params::default(),
             accounts,
-            bonds: vec![GenesisBond { address: validator.public_key().address(), role: Role::Validator, amount: Amount::pza(1_000) }],
-            models: vec![model("embed", ModelKind::Embedding), model("chat", ModelKind::Generation)],
+            bonds: vec![GenesisBond {
+                address: validator.public_key().address(),
+                role: Role::Validator,
+                amount: Amount::pza(1_000),
+            }],
+            models: vec![
+                model("embed", ModelKind::Embedding),
+                model("chat", ModelKind::Generation),
+            ],
             compute,
         };
-        let state = init_chain(&genesis).unwrap().into_iter().map(|(k, v)| (k, v.unwrap())).collect();
-        Chain { state, height: 0, nonces: BTreeMap::new(), validator }
+        let state = init_chain(&genesis)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k, v.unwrap()))
+            .collect();
+        Chain {
+            state,
+            height: 0,
+            nonces: BTreeMap::new(),
+            validator,
+        }
     }
 
     fn tx(&mut self, key: &SecretKey, message: Message) -> piazza_ledger::tx::SignedTransaction {
         let nonce = self.nonces.entry(key.public_key().address()).or_default();
-        let tx = Transaction { chain_id: "compute".into(), sender: key.public_key(), nonce: *nonce, max_fee: Amount::pza(1), messages: vec![message] }.sign(key);
+        let tx = Transaction {
+            chain_id: "compute".into(),
+            sender: key.public_key(),
+            nonce: *nonce,
+            max_fee: Amount::pza(1),
+            messages: vec![message],
+        }
+        .sign(key);
         *nonce += 1;
         tx
     }
 
     /// Runs one block; returns the receipts and the block-hook events.
-    fn block(&mut self, txs: Vec<piazza_ledger::tx::SignedTransaction>) -> (Vec<Receipt>, Vec<Event>) {
+    fn block(
+        &mut self,
+        txs: Vec<piazza_ledger::tx::SignedTransaction>,
+    ) -> (Vec<Receipt>, Vec<Event>) {
         self.height += 1;
-        let context = BlockContext { chain_id: "compute".into(), height: self.height, time_ms: self.height, randomness: Hash::of("r", &[&self.height.to_le_bytes()]), proposer: self.validator.public_key() };
+        let context = BlockContext {
+            chain_id: "compute".into(),
+            height: self.height,
+            time_ms: self.height,
+            randomness: Hash::of("r", &[&self.height.to_le_bytes()]),
+            proposer: self.validator.public_key(),
+        };
         let outcome = {
             let mut executor = BlockExecutor::begin(&self.state, context);
             for tx in &txs {
@@ -100,27 +141,51 @@ impl Chain {
 fn failed(receipt: &Receipt) -> Option<&str> {
     match &receipt.status {
         TxStatus::Ok => None,
-        TxStatus::Failed { code, .. } => piazza_ledger::ErrorCode::from_code(*code).map(|c| c.name()),
+        TxStatus::Failed { code, .. } => {
+            piazza_ledger::ErrorCode::from_code(*code).map(|c| c.name())
+        }
     }
 }
 
 fn register(model: &str, price: u128) -> Message {
     Message::Compute(compute::Msg::RegisterProvider {
-        offer: Offer { models: vec![model.into()], price_per_unit: Amount::new(price), capacity: 4, endpoint: "http://p".into() },
+        offer: Offer {
+            models: vec![model.into()],
+            price_per_unit: Amount::new(price),
+            capacity: 4,
+            endpoint: "http://p".into(),
+        },
         stake: Amount::pza(500),
     })
 }
 
 fn submit(model: &str, input: &[u8], max_units: u64, max_price: Amount) -> Message {
-    Message::Compute(compute::Msg::SubmitJob { model: model.into(), input: input.to_vec(), params: JobParams::default(), max_units, max_price })
+    Message::Compute(compute::Msg::SubmitJob {
+        model: model.into(),
+        input: input.to_vec(),
+        params: JobParams::default(),
+        max_units,
+        max_price,
+    })
 }
 
 fn post(job: u64, output: &[u8], units: u64) -> Message {
-    Message::Compute(compute::Msg::PostResult { job, output: output.to_vec(), output_hash: compute::output_hash(output), trace_root: Hash([5; 32]), work_units: units })
+    Message::Compute(compute::Msg::PostResult {
+        job,
+        output: output.to_vec(),
+        output_hash: compute::output_hash(output),
+        trace_root: Hash([5; 32]),
+        work_units: units,
+    })
 }
 
 fn attribute(events: &[Event], kind: &str, key: &str) -> String {
-    events.iter().find(|e| e.kind == kind).and_then(|e| e.attribute(key)).unwrap_or_else(|| panic!("no {kind}.{key} in {events:?}")).to_string()
+    events
+        .iter()
+        .find(|e| e.kind == kind)
+        .and_then(|e| e.attribute(key))
+        .unwrap_or_else(|| panic!("no {kind}.{key} in {events:?}"))
+        .to_string()
 }
 
 #[test]
@@ -140,13 +205,20 @@ fn a_job_settles_with_the_fee_split_and_the_rest_refunded() {
 
     // The next block assigns it with its own randomness.
     let (_, events) = chain.block(vec![]);
-    assert_eq!(attribute(&events, "compute.job_assigned", "provider"), provider.public_key().address().to_string());
+    assert_eq!(
+        attribute(&events, "compute.job_assigned", "provider"),
+        provider.public_key().address().to_string()
+    );
 
     let (receipt, _) = chain.one(&provider, post(0, b"vector", 12));
     assert_eq!(failed(&receipt), None);
     let post_fee = receipt.fee_paid;
     let provider_before = chain.balance(&provider.public_key().address());
-    let (pool_before, treasury_before, owner_before) = (chain.balance(&compute::auditor_pool()), chain.balance(&bank::treasury()), chain.balance(&model_owner()));
+    let (pool_before, treasury_before, owner_before) = (
+        chain.balance(&compute::auditor_pool()),
+        chain.balance(&bank::treasury()),
+        chain.balance(&model_owner()),
+    );
     // The challenge window (2 blocks) passes, then it settles.
     chain.block(vec![]);
     assert!(matches!(chain.job(0).status, JobStatus::Posted { .. }));
@@ -155,28 +227,72 @@ fn a_job_settles_with_the_fee_split_and_the_rest_refunded() {
     assert_eq!(job.status, JobStatus::Settled);
     let price = Amount::new(12 * 2_000);
     let receipt = job.receipt.unwrap();
-    assert_eq!((receipt.price, receipt.refund), (price, escrow.checked_sub(price).unwrap()));
+    assert_eq!(
+        (receipt.price, receipt.refund),
+        (price, escrow.checked_sub(price).unwrap())
+    );
     assert_eq!(receipt.input_hash, compute::input_hash(b"hello world"));
 
-    let got = |key: &str| Amount::new(attribute(&events, "compute.job_settled", key).parse().unwrap());
+    let got = |key: &str| {
+        Amount::new(
+            attribute(&events, "compute.job_settled", key)
+                .parse()
+                .unwrap(),
+        )
+    };
     assert_eq!(got("to_provider"), Amount::new(24_000 * 70 / 100));
     assert_eq!(got("to_model_owner"), Amount::new(24_000 * 15 / 100));
     assert_eq!(got("to_auditor_pool"), Amount::new(24_000 * 10 / 100));
     assert_eq!(got("to_treasury"), Amount::new(24_000 * 5 / 100));
-    let parts = [got("to_provider"), got("to_model_owner"), got("to_auditor_pool"), got("to_treasury"), got("refund")];
-    assert_eq!(parts.iter().fold(Amount::ZERO, |a, b| a.checked_add(*b).unwrap()), escrow, "provider + owner + pool + treasury + refund = escrow");
-    assert_eq!(chain.balance(&provider.public_key().address()), provider_before.checked_add(got("to_provider")).unwrap());
-    assert_eq!(chain.balance(&model_owner()), owner_before.checked_add(got("to_model_owner")).unwrap());
-    assert_eq!(chain.balance(&compute::auditor_pool()), pool_before.checked_add(got("to_auditor_pool")).unwrap());
-    assert_eq!(chain.balance(&bank::treasury()), treasury_before.checked_add(got("to_treasury")).unwrap());
+    let parts = [
+        got("to_provider"),
+        got("to_model_owner"),
+        got("to_auditor_pool"),
+        got("to_treasury"),
+        got("refund"),
+    ];
+    assert_eq!(
+        parts
+            .iter()
+            .fold(Amount::ZERO, |a, b| a.checked_add(*b).unwrap()),
+        escrow,
+        "provider + owner + pool + treasury + refund = escrow"
+    );
+    assert_eq!(
+        chain.balance(&provider.public_key().address()),
+        provider_before.checked_add(got("to_provider")).unwrap()
+    );
+    assert_eq!(
+        chain.balance(&model_owner()),
+        owner_before.checked_add(got("to_model_owner")).unwrap()
+    );
+    assert_eq!(
+        chain.balance(&compute::auditor_pool()),
+        pool_before.checked_add(got("to_auditor_pool")).unwrap()
+    );
+    assert_eq!(
+        chain.balance(&bank::treasury()),
+        treasury_before.checked_add(got("to_treasury")).unwrap()
+    );
     assert_eq!(chain.balance(&compute::escrow()), Amount::ZERO);
-    assert_eq!(chain.balance(&client.public_key().address()), client_before.checked_sub(submit_fee).unwrap().checked_sub(price).unwrap());
+    assert_eq!(
+        chain.balance(&client.public_key().address()),
+        client_before
+            .checked_sub(submit_fee)
+            .unwrap()
+            .checked_sub(price)
+            .unwrap()
+    );
     let _ = post_fee;
 }
 
 #[test]
 fn refusals_lose_no_escrow() {
-    let (provider, client, stranger) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]), SecretKey::from_seed([3; 32]));
+    let (provider, client, stranger) = (
+        SecretKey::from_seed([1; 32]),
+        SecretKey::from_seed([2; 32]),
+        SecretKey::from_seed([3; 32]),
+    );
     let mut chain = Chain::new(&[&provider, &client, &stranger], compute::Params::default());
     chain.one(&provider, register("embed", 2_000));
     let before = chain.balance(&client.public_key().address());
@@ -187,28 +303,70 @@ fn refusals_lose_no_escrow() {
     assert_eq!(failed(&r2), Some("escrow_too_low"));
     let (r3, _) = chain.one(&client, submit("chat", b"x", 10, Amount::new(1_000_000)));
     assert_eq!(failed(&r3), Some("no_provider"));
-    let fees = [r.fee_paid, r2.fee_paid, r3.fee_paid].iter().fold(Amount::ZERO, |a, b| a.checked_add(*b).unwrap());
-    assert_eq!(chain.balance(&client.public_key().address()), before.checked_sub(fees).unwrap(), "only fees were paid");
+    let fees = [r.fee_paid, r2.fee_paid, r3.fee_paid]
+        .iter()
+        .fold(Amount::ZERO, |a, b| a.checked_add(*b).unwrap());
+    assert_eq!(
+        chain.balance(&client.public_key().address()),
+        before.checked_sub(fees).unwrap(),
+        "only fees were paid"
+    );
     assert_eq!(chain.balance(&compute::escrow()), Amount::ZERO);
 
     // Oversized input: not even includable.
-    let big = chain.tx(&client, submit("embed", &vec![0; compute::JOB_INPUT_BYTES_MAX + 1], 10, Amount::new(1_000_000)));
-    assert!(big.encoded_len() > piazza_ledger::tx::TX_BYTES_MAX || piazza_ledger::tx::check_stateless(&big, "compute", false).is_err());
+    let big = chain.tx(
+        &client,
+        submit(
+            "embed",
+            &vec![0; compute::JOB_INPUT_BYTES_MAX + 1],
+            10,
+            Amount::new(1_000_000),
+        ),
+    );
+    assert!(
+        big.encoded_len() > piazza_ledger::tx::TX_BYTES_MAX
+            || piazza_ledger::tx::check_stateless(&big, "compute", false).is_err()
+    );
     let err = piazza_ledger::tx::check_stateless(&big, "compute", false).unwrap_err();
     assert_eq!(err.code.name(), "input_too_large");
-    *chain.nonces.get_mut(&client.public_key().address()).unwrap() -= 1;
+    *chain
+        .nonces
+        .get_mut(&client.public_key().address())
+        .unwrap() -= 1;
 
-    chain.one(&client, submit("embed", b"hello", 10, Amount::new(1_000_000)));
+    chain.one(
+        &client,
+        submit("embed", b"hello", 10, Amount::new(1_000_000)),
+    );
     chain.block(vec![]);
     let (r, _) = chain.one(&stranger, post(0, b"out", 3));
     assert_eq!(failed(&r), Some("not_assigned"));
-    let bad_hash = Message::Compute(compute::Msg::PostResult { job: 0, output: b"out".to_vec(), output_hash: Hash([1; 32]), trace_root: Hash([5; 32]), work_units: 3 });
+    let bad_hash = Message::Compute(compute::Msg::PostResult {
+        job: 0,
+        output: b"out".to_vec(),
+        output_hash: Hash([1; 32]),
+        trace_root: Hash([5; 32]),
+        work_units: 3,
+    });
     let tx = chain.tx(&provider, bad_hash);
-    assert_eq!(piazza_ledger::tx::check_stateless(&tx, "compute", false).unwrap_err().code.name(), "output_hash_mismatch");
-    *chain.nonces.get_mut(&provider.public_key().address()).unwrap() -= 1;
+    assert_eq!(
+        piazza_ledger::tx::check_stateless(&tx, "compute", false)
+            .unwrap_err()
+            .code
+            .name(),
+        "output_hash_mismatch"
+    );
+    *chain
+        .nonces
+        .get_mut(&provider.public_key().address())
+        .unwrap() -= 1;
     let (r, _) = chain.one(&provider, post(0, b"out", 11));
     assert_eq!(failed(&r), Some("work_exceeds_limit"));
-    assert_eq!(chain.balance(&compute::escrow()), Amount::new(1_000_000), "the open job's escrow is intact");
+    assert_eq!(
+        chain.balance(&compute::escrow()),
+        Amount::new(1_000_000),
+        "the open job's escrow is intact"
+    );
     let (r, _) = chain.one(&provider, post(0, b"out", 3));
     assert_eq!(failed(&r), None);
     let (r, _) = chain.one(&provider, post(0, b"out", 3));
@@ -217,34 +375,63 @@ fn refusals_lose_no_escrow() {
     assert_eq!(failed(&r), Some("unknown_job"));
     // The window has passed during the refused posts: the job settled once, for 3 units.
     let receipt = chain.job(0).receipt.unwrap();
-    assert_eq!((receipt.price, receipt.refund), (Amount::new(6_000), Amount::new(994_000)));
+    assert_eq!(
+        (receipt.price, receipt.refund),
+        (Amount::new(6_000), Amount::new(994_000))
+    );
     assert_eq!(chain.balance(&compute::escrow()), Amount::ZERO);
 }
 
 #[test]
 fn a_missed_deadline_is_penalised_and_the_job_reassigned() {
-    let (a, b, client) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]), SecretKey::from_seed([3; 32]));
-    let params = compute::Params { job_deadline_blocks: 3, challenge_window_blocks: 0, ..compute::Params::default() };
+    let (a, b, client) = (
+        SecretKey::from_seed([1; 32]),
+        SecretKey::from_seed([2; 32]),
+        SecretKey::from_seed([3; 32]),
+    );
+    let params = compute::Params {
+        job_deadline_blocks: 3,
+        challenge_window_blocks: 0,
+        ..compute::Params::default()
+    };
     let mut chain = Chain::new(&[&a, &b, &client], params.clone());
     let t1 = chain.tx(&a, register("embed", 1_000));
     let t2 = chain.tx(&b, register("embed", 1_000));
     chain.block(vec![t1, t2]);
     chain.one(&client, submit("embed", b"hi", 10, Amount::new(50_000)));
     let (_, events) = chain.block(vec![]);
-    let first: Address = attribute(&events, "compute.job_assigned", "provider").parse().unwrap();
-    let (first_key, second_key) = if first == a.public_key().address() { (&a, &b) } else { (&b, &a) };
+    let first: Address = attribute(&events, "compute.job_assigned", "provider")
+        .parse()
+        .unwrap();
+    let (first_key, second_key) = if first == a.public_key().address() {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
     let stake_before = staking::bonded(&StateDelta::new(&chain.state), &first, Role::Provider);
     let mut reassigned = None;
     for _ in 0..3 {
         let (_, events) = chain.block(vec![]);
         if events.iter().any(|e| e.kind == "compute.deadline_missed") {
-            assert_eq!(attribute(&events, "compute.deadline_missed", "penalty"), params.missed_deadline_penalty.base_units().to_string());
+            assert_eq!(
+                attribute(&events, "compute.deadline_missed", "penalty"),
+                params.missed_deadline_penalty.base_units().to_string()
+            );
             reassigned = Some(attribute(&events, "compute.job_assigned", "provider"));
         }
     }
-    assert_eq!(reassigned, Some(second_key.public_key().address().to_string()), "reassigned to the other provider");
+    assert_eq!(
+        reassigned,
+        Some(second_key.public_key().address().to_string()),
+        "reassigned to the other provider"
+    );
     let stake_after = staking::bonded(&StateDelta::new(&chain.state), &first, Role::Provider);
-    assert_eq!(stake_after, stake_before.checked_sub(params.missed_deadline_penalty).unwrap());
+    assert_eq!(
+        stake_after,
+        stake_before
+            .checked_sub(params.missed_deadline_penalty)
+            .unwrap()
+    );
     let (r, _) = chain.one(first_key, post(0, b"late", 2));
     assert_eq!(failed(&r), Some("late_result"));
     let (r, events) = chain.one(second_key, post(0, b"done", 2));
@@ -256,7 +443,11 @@ fn a_missed_deadline_is_penalised_and_the_job_reassigned() {
 #[test]
 fn a_job_nobody_can_serve_expires_with_a_full_refund() {
     let (a, client) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([3; 32]));
-    let params = compute::Params { job_deadline_blocks: 1, max_attempts: 1, ..compute::Params::default() };
+    let params = compute::Params {
+        job_deadline_blocks: 1,
+        max_attempts: 1,
+        ..compute::Params::default()
+    };
     let mut chain = Chain::new(&[&a, &client], params);
     chain.one(&a, register("embed", 1_000));
     chain.one(&client, submit("embed", b"hi", 10, Amount::new(50_000)));
@@ -265,6 +456,9 @@ fn a_job_nobody_can_serve_expires_with_a_full_refund() {
     let (_, events) = chain.block(vec![]);
     assert_eq!(attribute(&events, "compute.job_expired", "refund"), "50000");
     assert_eq!(chain.job(0).status, JobStatus::Expired);
-    assert_eq!(chain.balance(&client.public_key().address()), before.checked_add(Amount::new(50_000)).unwrap());
+    assert_eq!(
+        chain.balance(&client.public_key().address()),
+        before.checked_add(Amount::new(50_000)).unwrap()
+    );
     assert_eq!(chain.balance(&compute::escrow()), Amount::ZERO);
 }

@@ -4,7 +4,9 @@
 
 use piazza_codec::{Decode, Encode};
 use piazza_ledger::bank;
-use piazza_ledger::block::{prove_randomness, tx_root, Block, BlockHeader, Event, Receipt, TxStatus};
+use piazza_ledger::block::{
+    prove_randomness, tx_root, Block, BlockHeader, Event, Receipt, TxStatus,
+};
 use piazza_ledger::staking::{self, Role};
 use piazza_ledger::tx::{Message, SignedTransaction, Transaction};
 use piazza_primitives::{Address, Amount, Hash, SecretKey};
@@ -28,17 +30,38 @@ impl Rng {
 fn seed_txs() -> Vec<SignedTransaction> {
     let key = SecretKey::from_seed([9; 32]);
     let messages = vec![
-        vec![Message::Bank(bank::Msg::Send { to: Address([1; 20]), amount: Amount::pza(3) })],
-        vec![Message::Staking(staking::Msg::Bond { role: Role::Provider, amount: Amount::pza(100) })],
+        vec![Message::Bank(bank::Msg::Send {
+            to: Address([1; 20]),
+            amount: Amount::pza(3),
+        })],
+        vec![Message::Staking(staking::Msg::Bond {
+            role: Role::Provider,
+            amount: Amount::pza(100),
+        })],
         vec![
-            Message::Staking(staking::Msg::Unbond { role: Role::Storage, amount: Amount::new(1) }),
-            Message::Bank(bank::Msg::Send { to: Address([2; 20]), amount: Amount::new(u128::MAX) }),
+            Message::Staking(staking::Msg::Unbond {
+                role: Role::Storage,
+                amount: Amount::new(1),
+            }),
+            Message::Bank(bank::Msg::Send {
+                to: Address([2; 20]),
+                amount: Amount::new(u128::MAX),
+            }),
         ],
     ];
     messages
         .into_iter()
         .enumerate()
-        .map(|(i, m)| Transaction { chain_id: "fuzz".into(), sender: key.public_key(), nonce: i as u64, max_fee: Amount::pza(1), messages: m }.sign(&key))
+        .map(|(i, m)| {
+            Transaction {
+                chain_id: "fuzz".into(),
+                sender: key.public_key(),
+                nonce: i as u64,
+                max_fee: Amount::pza(1),
+                messages: m,
+            }
+            .sign(&key)
+        })
         .collect()
 }
 
@@ -46,9 +69,23 @@ fn seed_block() -> Block {
     let key = SecretKey::from_seed([8; 32]);
     let txs = seed_txs();
     let (randomness, randomness_proof) = prove_randomness(&key, "fuzz", 1, &Hash::ZERO);
-    let header = BlockHeader { chain_id: "fuzz".into(), height: 1, parent_hash: Hash::ZERO, time_ms: 5, proposer: key.public_key(), tx_root: tx_root(&txs), state_root: Hash([3; 32]), randomness, randomness_proof };
+    let header = BlockHeader {
+        chain_id: "fuzz".into(),
+        height: 1,
+        parent_hash: Hash::ZERO,
+        time_ms: 5,
+        proposer: key.public_key(),
+        tx_root: tx_root(&txs),
+        state_root: Hash([3; 32]),
+        randomness,
+        randomness_proof,
+    };
     let signature = key.sign(&header.hash().0);
-    Block { header, txs, signature }
+    Block {
+        header,
+        txs,
+        signature,
+    }
 }
 
 fn seed_receipt() -> Receipt {
@@ -56,9 +93,15 @@ fn seed_receipt() -> Receipt {
         tx_hash: Hash([4; 32]),
         height: 7,
         index: 2,
-        status: TxStatus::Failed { code: 7, message: "insufficient".into() },
+        status: TxStatus::Failed {
+            code: 7,
+            message: "insufficient".into(),
+        },
         fee_paid: Amount::new(10),
-        events: vec![Event::new("bank.transfer", &[("from", "a".into()), ("to", "b".into())])],
+        events: vec![Event::new(
+            "bank.transfer",
+            &[("from", "a".into()), ("to", "b".into())],
+        )],
     }
 }
 
@@ -104,7 +147,11 @@ fn mutate(rng: &mut Rng, input: &[u8], corpus: &[Vec<u8>]) -> Vec<u8> {
 fn check<T: Decode + Encode>(bytes: &[u8], decode: impl Fn(&[u8]) -> Option<T>) -> bool {
     match decode(bytes) {
         Some(value) => {
-            assert_eq!(value.to_bytes(), bytes, "a decoded value must re-encode to the same bytes");
+            assert_eq!(
+                value.to_bytes(),
+                bytes,
+                "a decoded value must re-encode to the same bytes"
+            );
             true
         }
         None => false,
@@ -113,7 +160,11 @@ fn check<T: Decode + Encode>(bytes: &[u8], decode: impl Fn(&[u8]) -> Option<T>) 
 
 #[test]
 fn mutated_inputs_never_panic_and_decode_canonically() {
-    let corpus: Vec<Vec<u8>> = seed_txs().iter().map(|t| t.to_bytes()).chain([seed_block().to_bytes(), seed_receipt().to_bytes()]).collect();
+    let corpus: Vec<Vec<u8>> = seed_txs()
+        .iter()
+        .map(|t| t.to_bytes())
+        .chain([seed_block().to_bytes(), seed_receipt().to_bytes()])
+        .collect();
     let mut rng = Rng(0x5eed);
     let mut decoded = [0usize; 3];
     for round in 0..30_000 {
@@ -127,6 +178,9 @@ fn mutated_inputs_never_panic_and_decode_canonically() {
     assert!(decoded.iter().all(|n| *n > 0), "decoded counts {decoded:?}");
     for seed in &corpus[..3] {
         let tx = SignedTransaction::decode_bytes(seed).unwrap();
-        assert_eq!(tx.hash(), SignedTransaction::new(tx.tx.clone(), tx.signature).hash());
+        assert_eq!(
+            tx.hash(),
+            SignedTransaction::new(tx.tx.clone(), tx.signature).hash()
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! Property tests of the ledger's invariants over random transaction sequences.
 
+use piazza_codec::Decode;
 use piazza_ledger::bank::{self, Account};
 use piazza_ledger::block::TxStatus;
 use piazza_ledger::executor::{init_chain, BlockExecutor, Writes};
@@ -8,7 +9,6 @@ use piazza_ledger::module::BlockContext;
 use piazza_ledger::staking::{self, Role};
 use piazza_ledger::state::StateDelta;
 use piazza_ledger::tx::{Message, Transaction};
-use piazza_codec::Decode;
 use piazza_primitives::{Address, Amount, Hash, SecretKey};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 const USERS: usize = 4;
 
 fn keys() -> Vec<SecretKey> {
-    (0..USERS).map(|i| SecretKey::from_seed([i as u8 + 1; 32])).collect()
+    (0..USERS)
+        .map(|i| SecretKey::from_seed([i as u8 + 1; 32]))
+        .collect()
 }
 
 fn genesis(keys: &[SecretKey]) -> Genesis {
@@ -28,8 +30,18 @@ fn genesis(keys: &[SecretKey]) -> Genesis {
         genesis_time_ms: 0,
         fees: FeeParams::default(),
         staking,
-        accounts: keys.iter().map(|k| GenesisAccount { address: k.public_key().address(), balance: Amount::pza(1_000) }).collect(),
-        bonds: vec![GenesisBond { address: keys[0].public_key().address(), role: Role::Validator, amount: Amount::pza(100) }],
+        accounts: keys
+            .iter()
+            .map(|k| GenesisAccount {
+                address: k.public_key().address(),
+                balance: Amount::pza(1_000),
+            })
+            .collect(),
+        bonds: vec![GenesisBond {
+            address: keys[0].public_key().address(),
+            role: Role::Validator,
+            amount: Amount::pza(100),
+        }],
         models: vec![],
         compute: Default::default(),
     }
@@ -71,7 +83,10 @@ fn tracked_addresses(keys: &[SecretKey]) -> Vec<Address> {
     all
 }
 
-fn check_invariants(state: &BTreeMap<Vec<u8>, Vec<u8>>, keys: &[SecretKey]) -> Result<(), TestCaseError> {
+fn check_invariants(
+    state: &BTreeMap<Vec<u8>, Vec<u8>>,
+    keys: &[SecretKey],
+) -> Result<(), TestCaseError> {
     let view = StateDelta::new(state);
     let supply = bank::supply(&view);
     // Every account in state is one we know, so the sum below covers them all.
@@ -82,17 +97,28 @@ fn check_invariants(state: &BTreeMap<Vec<u8>, Vec<u8>>, keys: &[SecretKey]) -> R
         sum = sum.checked_add(account.balance).unwrap();
     }
     prop_assert_eq!(sum, supply, "balances must sum to the supply");
-    let tracked: Amount = tracked_addresses(keys).iter().map(|a| bank::account(&view, a).balance).fold(Amount::ZERO, |a, b| a.checked_add(b).unwrap());
+    let tracked: Amount = tracked_addresses(keys)
+        .iter()
+        .map(|a| bank::account(&view, a).balance)
+        .fold(Amount::ZERO, |a, b| a.checked_add(b).unwrap());
     prop_assert_eq!(tracked, supply);
     let mut staked = Amount::ZERO;
     for key in keys {
         let address = key.public_key().address();
         for role in Role::ALL {
-            staked = staked.checked_add(staking::bonded(&view, &address, role)).unwrap();
+            staked = staked
+                .checked_add(staking::bonded(&view, &address, role))
+                .unwrap();
         }
-        staked = staked.checked_add(staking::unbonding(&view, &address)).unwrap();
+        staked = staked
+            .checked_add(staking::unbonding(&view, &address))
+            .unwrap();
     }
-    prop_assert_eq!(bank::account(&view, &staking::pool()).balance, staked, "the pool holds exactly the stake");
+    prop_assert_eq!(
+        bank::account(&view, &staking::pool()).balance,
+        staked,
+        "the pool holds exactly the stake"
+    );
     Ok(())
 }
 

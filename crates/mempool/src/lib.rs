@@ -27,7 +27,10 @@ pub struct MempoolConfig {
 
 impl Default for MempoolConfig {
     fn default() -> Self {
-        MempoolConfig { capacity: 100_000, nonce_window: 64 }
+        MempoolConfig {
+            capacity: 100_000,
+            nonce_window: 64,
+        }
     }
 }
 
@@ -50,7 +53,13 @@ pub struct Mempool {
 
 impl Mempool {
     pub fn new(config: MempoolConfig) -> Self {
-        Mempool { config, senders: HashMap::new(), order: BTreeMap::new(), hashes: HashMap::new(), next_arrival: 0 }
+        Mempool {
+            config,
+            senders: HashMap::new(),
+            order: BTreeMap::new(),
+            hashes: HashMap::new(),
+            next_arrival: 0,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -70,30 +79,65 @@ impl Mempool {
     }
 
     /// Adds a transaction whose sender's committed next nonce is `committed_nonce`.
-    pub fn insert(&mut self, tx: Arc<SignedTransaction>, committed_nonce: u64) -> Result<(), TxError> {
+    pub fn insert(
+        &mut self,
+        tx: Arc<SignedTransaction>,
+        committed_nonce: u64,
+    ) -> Result<(), TxError> {
         let hash = tx.hash();
         if self.hashes.contains_key(&hash) {
-            return Err(TxError::new(ErrorCode::DuplicateTx, format!("transaction {hash} is already pending")));
+            return Err(TxError::new(
+                ErrorCode::DuplicateTx,
+                format!("transaction {hash} is already pending"),
+            ));
         }
         let sender = tx.sender();
         let nonce = tx.tx.nonce;
-        let floor = self.senders.get(&sender).map_or(committed_nonce, |q| q.next_nonce.max(committed_nonce));
+        let floor = self
+            .senders
+            .get(&sender)
+            .map_or(committed_nonce, |q| q.next_nonce.max(committed_nonce));
         if nonce < floor {
-            return Err(TxError::new(ErrorCode::NonceReplayed, format!("nonce {nonce} is used; the account's next nonce is {floor}")));
+            return Err(TxError::new(
+                ErrorCode::NonceReplayed,
+                format!("nonce {nonce} is used; the account's next nonce is {floor}"),
+            ));
         }
         if nonce - floor >= self.config.nonce_window {
-            return Err(TxError::new(ErrorCode::NonceGap, format!("nonce {nonce} is more than {} ahead of the account's next nonce {floor}", self.config.nonce_window)));
+            return Err(TxError::new(
+                ErrorCode::NonceGap,
+                format!(
+                    "nonce {nonce} is more than {} ahead of the account's next nonce {floor}",
+                    self.config.nonce_window
+                ),
+            ));
         }
         if let Some(existing) = self.senders.get(&sender).and_then(|q| q.txs.get(&nonce)) {
-            return Err(TxError::new(ErrorCode::DuplicateTx, format!("nonce {nonce} of {sender} is already pending as {}", existing.hash())));
+            return Err(TxError::new(
+                ErrorCode::DuplicateTx,
+                format!(
+                    "nonce {nonce} of {sender} is already pending as {}",
+                    existing.hash()
+                ),
+            ));
         }
         if self.hashes.len() >= self.config.capacity {
-            return Err(TxError::new(ErrorCode::MempoolFull, format!("the mempool holds its maximum of {} transactions", self.config.capacity)));
+            return Err(TxError::new(
+                ErrorCode::MempoolFull,
+                format!(
+                    "the mempool holds its maximum of {} transactions",
+                    self.config.capacity
+                ),
+            ));
         }
         let arrival = self.next_arrival;
         let queue = self.senders.entry(sender).or_insert_with(|| {
             self.order.insert(arrival, sender);
-            SenderQueue { next_nonce: floor, txs: BTreeMap::new(), arrival }
+            SenderQueue {
+                next_nonce: floor,
+                txs: BTreeMap::new(),
+                arrival,
+            }
         });
         if queue.arrival == arrival {
             self.next_arrival += 1;
@@ -129,7 +173,9 @@ impl Mempool {
 
     /// Records a sender's new committed nonce and drops its transactions below it.
     pub fn set_committed_nonce(&mut self, sender: &Address, next_nonce: u64) {
-        let Some(queue) = self.senders.get_mut(sender) else { return };
+        let Some(queue) = self.senders.get_mut(sender) else {
+            return;
+        };
         queue.next_nonce = queue.next_nonce.max(next_nonce);
         let keep = queue.txs.split_off(&queue.next_nonce);
         for tx in std::mem::replace(&mut queue.txs, keep).into_values() {
@@ -141,8 +187,13 @@ impl Mempool {
     /// Removes a transaction that can no longer be included, and every later nonce of its
     /// sender (they could never execute without it).
     pub fn remove_with_successors(&mut self, hash: &Hash) {
-        let Some((sender, nonce)) = self.hashes.get(hash).copied() else { return };
-        let queue = self.senders.get_mut(&sender).expect("indexed senders have queues");
+        let Some((sender, nonce)) = self.hashes.get(hash).copied() else {
+            return;
+        };
+        let queue = self
+            .senders
+            .get_mut(&sender)
+            .expect("indexed senders have queues");
         for tx in queue.txs.split_off(&nonce).into_values() {
             self.hashes.remove(&tx.hash());
         }
@@ -165,8 +216,20 @@ mod tests {
     use piazza_primitives::{Amount, SecretKey};
 
     fn tx(key: &SecretKey, nonce: u64) -> Arc<SignedTransaction> {
-        let message = Message::Bank(bank::Msg::Send { to: Address([0; 20]), amount: Amount::new(1) });
-        Arc::new(Transaction { chain_id: "t".into(), sender: key.public_key(), nonce, max_fee: Amount::new(1), messages: vec![message] }.sign(key))
+        let message = Message::Bank(bank::Msg::Send {
+            to: Address([0; 20]),
+            amount: Amount::new(1),
+        });
+        Arc::new(
+            Transaction {
+                chain_id: "t".into(),
+                sender: key.public_key(),
+                nonce,
+                max_fee: Amount::new(1),
+                messages: vec![message],
+            }
+            .sign(key),
+        )
     }
 
     fn nonces(txs: &[Arc<SignedTransaction>]) -> Vec<u64> {
@@ -176,7 +239,10 @@ mod tests {
     #[test]
     fn reaps_gap_free_runs_in_arrival_order() {
         let (a, b) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]));
-        let mut pool = Mempool::new(MempoolConfig { capacity: 10, nonce_window: 4 });
+        let mut pool = Mempool::new(MempoolConfig {
+            capacity: 10,
+            nonce_window: 4,
+        });
         pool.insert(tx(&b, 0), 0).unwrap();
         pool.insert(tx(&a, 1), 0).unwrap();
         pool.insert(tx(&a, 0), 0).unwrap();
@@ -191,7 +257,10 @@ mod tests {
     #[test]
     fn refusals_have_stable_codes() {
         let a = SecretKey::from_seed([1; 32]);
-        let mut pool = Mempool::new(MempoolConfig { capacity: 2, nonce_window: 4 });
+        let mut pool = Mempool::new(MempoolConfig {
+            capacity: 2,
+            nonce_window: 4,
+        });
         let first = tx(&a, 5);
         pool.insert(first.clone(), 5).unwrap();
         let code = |r: Result<(), TxError>| r.unwrap_err().code;

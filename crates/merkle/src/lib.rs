@@ -82,7 +82,9 @@ impl StateProof {
         if bytes.len() > PROOF_BYTES_MAX {
             return Err(ProofError::TooLarge(bytes.len()));
         }
-        borsh::from_slice(bytes).map(StateProof).map_err(|e| ProofError::Malformed(e.to_string()))
+        borsh::from_slice(bytes)
+            .map(StateProof)
+            .map_err(|e| ProofError::Malformed(e.to_string()))
     }
 
     /// Checks that `key` holds `value` (`None`: is absent) in the tree with root `root`.
@@ -115,16 +117,29 @@ impl MemoryTreeStore {
 
 impl TreeReader for MemoryTreeStore {
     fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
-        Ok(self.nodes.read().expect("not poisoned").get(node_key).cloned())
+        Ok(self
+            .nodes
+            .read()
+            .expect("not poisoned")
+            .get(node_key)
+            .cloned())
     }
 
-    fn get_value_option(&self, max_version: Version, key_hash: KeyHash) -> anyhow::Result<Option<OwnedValue>> {
+    fn get_value_option(
+        &self,
+        max_version: Version,
+        key_hash: KeyHash,
+    ) -> anyhow::Result<Option<OwnedValue>> {
         let values = self.values.read().expect("not poisoned");
-        Ok(values.range((key_hash, 0)..=(key_hash, max_version)).next_back().and_then(|(_, v)| v.clone()))
+        Ok(values
+            .range((key_hash, 0)..=(key_hash, max_version))
+            .next_back()
+            .and_then(|(_, v)| v.clone()))
     }
 
     fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
-        Err(anyhow::anyhow!("rightmost-leaf lookups (tree restore) are not supported"))
+        Err(anyhow::anyhow!(
+            "rightmost-leaf lookups (tree restore) are not supported"
+        ))
     }
 }
-

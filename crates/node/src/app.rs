@@ -3,7 +3,9 @@
 
 use crate::metrics::Metrics;
 use piazza_consensus::{AppError, AppMsg, Committed};
-use piazza_ledger::block::{prove_randomness, tx_root, Block, BlockHeader, Event, Receipt, BLOCK_BYTES_MAX, BLOCK_TXS_MAX};
+use piazza_ledger::block::{
+    prove_randomness, tx_root, Block, BlockHeader, Event, Receipt, BLOCK_BYTES_MAX, BLOCK_TXS_MAX,
+};
 use piazza_ledger::error::TxError;
 use piazza_ledger::executor::{self, BlockExecutor, BlockOutcome};
 use piazza_ledger::genesis::Genesis;
@@ -61,23 +63,38 @@ pub struct App {
 
 impl App {
     /// Opens the chain in `store`, writing `genesis` first if the store is empty.
-    pub fn open(store: Store, genesis: Option<&Genesis>, key: SecretKey, mempool: MempoolConfig) -> Result<App, NodeError> {
+    pub fn open(
+        store: Store,
+        genesis: Option<&Genesis>,
+        key: SecretKey,
+        mempool: MempoolConfig,
+    ) -> Result<App, NodeError> {
         let head = store.head()?;
         let chain_id = match (head, genesis) {
-            (None, None) => return Err(NodeError::Genesis("the data directory is empty and no genesis was given".into())),
+            (None, None) => {
+                return Err(NodeError::Genesis(
+                    "the data directory is empty and no genesis was given".into(),
+                ))
+            }
             (None, Some(genesis)) => {
-                let writes = executor::init_chain(genesis).map_err(|e| NodeError::Genesis(e.to_string()))?;
+                let writes =
+                    executor::init_chain(genesis).map_err(|e| NodeError::Genesis(e.to_string()))?;
                 let prepared = store.prepare(0, &writes)?;
-                let document = serde_json::to_vec_pretty(genesis).map_err(|e| NodeError::Genesis(e.to_string()))?;
+                let document = serde_json::to_vec_pretty(genesis)
+                    .map_err(|e| NodeError::Genesis(e.to_string()))?;
                 let head = store.commit_genesis(&document, &writes, prepared)?;
                 tracing::info!(chain_id = %genesis.chain_id, state_root = %head.state_root, "genesis committed");
                 genesis.chain_id.clone()
             }
             (Some(_), given) => {
-                let stored = executor::chain_id(&store.snapshot()?).ok_or_else(|| NodeError::Genesis("stored state has no chain id".into()))?;
+                let stored = executor::chain_id(&store.snapshot()?)
+                    .ok_or_else(|| NodeError::Genesis("stored state has no chain id".into()))?;
                 if let Some(genesis) = given {
                     if genesis.chain_id != stored {
-                        return Err(NodeError::ChainMismatch { stored, given: genesis.chain_id.clone() });
+                        return Err(NodeError::ChainMismatch {
+                            stored,
+                            given: genesis.chain_id.clone(),
+                        });
                     }
                 }
                 stored
@@ -88,7 +105,15 @@ impl App {
         if let Some(head) = store.head()? {
             metrics.set_height(head.height);
         }
-        Ok(App { store, chain_id, key, mempool: Mutex::new(Mempool::new(mempool)), pending: Mutex::new(None), committed, metrics })
+        Ok(App {
+            store,
+            chain_id,
+            key,
+            mempool: Mutex::new(Mempool::new(mempool)),
+            pending: Mutex::new(None),
+            committed,
+            metrics,
+        })
     }
 
     pub fn store(&self) -> &Store {
@@ -104,7 +129,10 @@ impl App {
     }
 
     pub fn head(&self) -> Result<Head, StoreError> {
-        Ok(self.store.head()?.expect("an open app has committed genesis"))
+        Ok(self
+            .store
+            .head()?
+            .expect("an open app has committed genesis"))
     }
 
     pub fn mempool_size(&self) -> usize {
@@ -139,15 +167,26 @@ impl App {
     fn admit(&self, tx: SignedTransaction, signature_checked: bool) -> Result<Hash, TxError> {
         let hash = tx.hash();
         if self.mempool.lock().expect("mempool lock").contains(&hash) {
-            return Err(TxError::new(piazza_ledger::ErrorCode::DuplicateTx, format!("transaction {hash} is already pending")));
+            return Err(TxError::new(
+                piazza_ledger::ErrorCode::DuplicateTx,
+                format!("transaction {hash} is already pending"),
+            ));
         }
         let snapshot = self.store.snapshot().map_err(internal)?;
-        let window = self.mempool.lock().expect("mempool lock").config().nonce_window;
+        let window = self
+            .mempool
+            .lock()
+            .expect("mempool lock")
+            .config()
+            .nonce_window;
         let admission = executor::check_admission(&snapshot, &tx, window)?;
         if !signature_checked {
             tx.verify_signature()?;
         }
-        self.mempool.lock().expect("mempool lock").insert(Arc::new(tx), admission.committed_nonce)?;
+        self.mempool
+            .lock()
+            .expect("mempool lock")
+            .insert(Arc::new(tx), admission.committed_nonce)?;
         Ok(hash)
     }
 
@@ -156,14 +195,29 @@ impl App {
     pub fn propose(&self, height: u64, time_ms: u64) -> Result<Block, AppError> {
         let head = self.head().map_err(app_error)?;
         if height != head.height + 1 {
-            return Err(AppError(format!("asked to propose height {height}, the head is {}", head.height)));
+            return Err(AppError(format!(
+                "asked to propose height {height}, the head is {}",
+                head.height
+            )));
         }
         let snapshot = self.store.snapshot().map_err(app_error)?;
-        let parent = executor::chain_head(&snapshot).ok_or_else(|| AppError("state has no chain head".into()))?;
+        let parent = executor::chain_head(&snapshot)
+            .ok_or_else(|| AppError("state has no chain head".into()))?;
         let time_ms = time_ms.max(parent.time_ms);
-        let (randomness, randomness_proof) = prove_randomness(&self.key, &self.chain_id, height, &parent.randomness);
-        let context = BlockContext { chain_id: self.chain_id.clone(), height, time_ms, randomness, proposer: self.key.public_key() };
-        let candidates = self.mempool.lock().expect("mempool lock").reap(BLOCK_TXS_MAX, BLOCK_BYTES_MAX - BLOCK_FRAMING_BYTES);
+        let (randomness, randomness_proof) =
+            prove_randomness(&self.key, &self.chain_id, height, &parent.randomness);
+        let context = BlockContext {
+            chain_id: self.chain_id.clone(),
+            height,
+            time_ms,
+            randomness,
+            proposer: self.key.public_key(),
+        };
+        let candidates = self
+            .mempool
+            .lock()
+            .expect("mempool lock")
+            .reap(BLOCK_TXS_MAX, BLOCK_BYTES_MAX - BLOCK_FRAMING_BYTES);
         let mut executor = BlockExecutor::begin(&snapshot, context);
         let mut included = Vec::with_capacity(candidates.len());
         let mut refused = Vec::new();
@@ -183,7 +237,10 @@ impl App {
             }
         }
         let outcome = executor.finish();
-        let prepared = self.store.prepare(height, &outcome.writes).map_err(app_error)?;
+        let prepared = self
+            .store
+            .prepare(height, &outcome.writes)
+            .map_err(app_error)?;
         let header = BlockHeader {
             chain_id: self.chain_id.clone(),
             height,
@@ -196,8 +253,16 @@ impl App {
             randomness_proof,
         };
         let signature = self.key.sign(&header.hash().0);
-        let block = Block { header, txs: included, signature };
-        *self.pending.lock().expect("pending lock") = Some(Pending { block_hash: block.hash(), outcome, prepared });
+        let block = Block {
+            header,
+            txs: included,
+            signature,
+        };
+        *self.pending.lock().expect("pending lock") = Some(Pending {
+            block_hash: block.hash(),
+            outcome,
+            prepared,
+        });
         Ok(block)
     }
 
@@ -210,7 +275,10 @@ impl App {
             Some(p) if p.block_hash == block.hash() => (p.outcome, p.prepared),
             _ => self.execute_foreign(&block)?,
         };
-        let head = self.store.commit_block(&block, &outcome, prepared).map_err(app_error)?;
+        let head = self
+            .store
+            .commit_block(&block, &outcome, prepared)
+            .map_err(app_error)?;
         let mut next_nonces: BTreeMap<Address, u64> = BTreeMap::new();
         for tx in &block.txs {
             let next = next_nonces.entry(tx.sender()).or_default();
@@ -223,21 +291,36 @@ impl App {
             }
         }
         let txs = block.txs.len();
-        self.metrics.record_commit(head.height, txs, started.elapsed());
-        let committed = CommittedBlock { block, receipts: outcome.receipts, events: outcome.events };
+        self.metrics
+            .record_commit(head.height, txs, started.elapsed());
+        let committed = CommittedBlock {
+            block,
+            receipts: outcome.receipts,
+            events: outcome.events,
+        };
         // Nobody listening is fine.
         let _ = self.committed.send(Arc::new(committed));
-        Ok(Committed { height: head.height, txs })
+        Ok(Committed {
+            height: head.height,
+            txs,
+        })
     }
 
     fn execute_foreign(&self, block: &Block) -> Result<(BlockOutcome, PreparedState), AppError> {
         let head = self.head().map_err(app_error)?;
         if block.header.parent_hash != head.block_hash {
-            return Err(AppError(format!("block {} does not extend the head {}", block.header.height, head.block_hash)));
+            return Err(AppError(format!(
+                "block {} does not extend the head {}",
+                block.header.height, head.block_hash
+            )));
         }
         let snapshot = self.store.snapshot().map_err(app_error)?;
-        let outcome = executor::execute_block(&snapshot, block, false).map_err(|e| AppError(e.to_string()))?;
-        let prepared = self.store.prepare(block.header.height, &outcome.writes).map_err(app_error)?;
+        let outcome = executor::execute_block(&snapshot, block, false)
+            .map_err(|e| AppError(e.to_string()))?;
+        let prepared = self
+            .store
+            .prepare(block.header.height, &outcome.writes)
+            .map_err(app_error)?;
         Ok((outcome, prepared))
     }
 
@@ -260,7 +343,11 @@ impl App {
                 let next = self.head().map(|h| h.height + 1).unwrap_or(1);
                 let _ = reply.send(next);
             }
-            AppMsg::GetValue { height, time_ms, reply } => {
+            AppMsg::GetValue {
+                height,
+                time_ms,
+                reply,
+            } => {
                 let _ = reply.send(self.propose(height, time_ms));
             }
             AppMsg::Decided { block, reply } => {
@@ -282,5 +369,8 @@ fn app_error(e: StoreError) -> AppError {
 }
 
 fn internal(e: StoreError) -> TxError {
-    TxError::new(piazza_ledger::ErrorCode::Internal, format!("node storage: {e}"))
+    TxError::new(
+        piazza_ledger::ErrorCode::Internal,
+        format!("node storage: {e}"),
+    )
 }

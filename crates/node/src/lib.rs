@@ -48,7 +48,12 @@ pub struct NodeConfig {
 
 impl NodeConfig {
     pub fn new(data_dir: PathBuf, rpc_addr: SocketAddr) -> Self {
-        NodeConfig { data_dir, rpc_addr, block_interval: Duration::from_millis(1000), mempool: MempoolConfig::default() }
+        NodeConfig {
+            data_dir,
+            rpc_addr,
+            block_interval: Duration::from_millis(1000),
+            mempool: MempoolConfig::default(),
+        }
     }
 }
 
@@ -78,8 +83,13 @@ impl NodeHandle {
 
 /// Opens the chain in `config.data_dir` (writing `genesis` if it is new), starts the
 /// single-validator producer and the RPC server.
-pub async fn start(config: NodeConfig, genesis: Option<Genesis>, key: SecretKey) -> Result<NodeHandle, NodeError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| NodeError::Io(format!("cannot create {}: {e}", config.data_dir.display())))?;
+pub async fn start(
+    config: NodeConfig,
+    genesis: Option<Genesis>,
+    key: SecretKey,
+) -> Result<NodeHandle, NodeError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| NodeError::Io(format!("cannot create {}: {e}", config.data_dir.display())))?;
     let store = Store::open(&config.data_dir.join(CHAIN_DB_FILE))?;
     let app = Arc::new(App::open(store, genesis.as_ref(), key, config.mempool)?);
     let head = app.head()?;
@@ -88,7 +98,10 @@ pub async fn start(config: NodeConfig, genesis: Option<Genesis>, key: SecretKey)
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (app_tx, app_rx) = mpsc::channel(APP_CHANNEL_CAPACITY);
     tokio::spawn(app.clone().serve(app_rx));
-    let producer = SoloProducer { app: app_tx, block_interval: config.block_interval };
+    let producer = SoloProducer {
+        app: app_tx,
+        block_interval: config.block_interval,
+    };
     let producer_shutdown = shutdown_rx.clone();
     let producer = tokio::spawn(async move {
         if let Err(e) = producer.run(producer_shutdown).await {
@@ -99,17 +112,28 @@ pub async fn start(config: NodeConfig, genesis: Option<Genesis>, key: SecretKey)
     let listener = tokio::net::TcpListener::bind(config.rpc_addr)
         .await
         .map_err(|e| NodeError::Io(format!("cannot listen on {}: {e}", config.rpc_addr)))?;
-    let rpc_addr = listener.local_addr().map_err(|e| NodeError::Io(e.to_string()))?;
+    let rpc_addr = listener
+        .local_addr()
+        .map_err(|e| NodeError::Io(e.to_string()))?;
     let router = rpc::router(app.clone());
     let mut server_shutdown = shutdown_rx;
     let server = tokio::spawn(async move {
         let stop = async move {
             let _ = server_shutdown.wait_for(|stop| *stop).await;
         };
-        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(stop)
+            .await
+        {
             tracing::error!(error = %e, "RPC server stopped");
         }
     });
     tracing::info!(%rpc_addr, "JSON-RPC listening");
-    Ok(NodeHandle { rpc_addr, app, shutdown, producer, server })
+    Ok(NodeHandle {
+        rpc_addr,
+        app,
+        shutdown,
+        producer,
+        server,
+    })
 }

@@ -43,13 +43,16 @@ impl Metrics {
         self.height.store(height, Relaxed);
         self.blocks_committed.fetch_add(1, Relaxed);
         self.txs_committed.fetch_add(txs as u64, Relaxed);
-        self.commit_micros_total.fetch_add(took.as_micros() as u64, Relaxed);
+        self.commit_micros_total
+            .fetch_add(took.as_micros() as u64, Relaxed);
     }
 
     pub fn record_admission(&self, result: &Result<Hash, TxError>) {
         match result {
             Ok(_) => self.txs_admitted.fetch_add(1, Relaxed),
-            Err(e) => self.txs_refused[(e.code.code() as usize).min(CODES_MAX - 1)].fetch_add(1, Relaxed),
+            Err(e) => {
+                self.txs_refused[(e.code.code() as usize).min(CODES_MAX - 1)].fetch_add(1, Relaxed)
+            }
         };
     }
 
@@ -63,20 +66,67 @@ impl Metrics {
     pub fn render(&self, mempool_size: usize) -> String {
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         };
-        metric("piazza_block_height", "gauge", "Height of the last committed block.", self.height.load(Relaxed));
-        metric("piazza_blocks_committed_total", "counter", "Blocks committed by this process.", self.blocks_committed.load(Relaxed));
-        metric("piazza_txs_committed_total", "counter", "Transactions committed by this process.", self.txs_committed.load(Relaxed));
-        metric("piazza_commit_micros_total", "counter", "Microseconds spent committing blocks.", self.commit_micros_total.load(Relaxed));
-        metric("piazza_txs_admitted_total", "counter", "Transactions admitted to the mempool.", self.txs_admitted.load(Relaxed));
-        metric("piazza_mempool_size", "gauge", "Transactions waiting in the mempool.", mempool_size as u64);
-        metric("piazza_rpc_requests_total", "counter", "JSON-RPC calls served.", self.rpc_requests.load(Relaxed));
-        metric("piazza_rpc_errors_total", "counter", "JSON-RPC calls answered with an error.", self.rpc_errors.load(Relaxed));
+        metric(
+            "piazza_block_height",
+            "gauge",
+            "Height of the last committed block.",
+            self.height.load(Relaxed),
+        );
+        metric(
+            "piazza_blocks_committed_total",
+            "counter",
+            "Blocks committed by this process.",
+            self.blocks_committed.load(Relaxed),
+        );
+        metric(
+            "piazza_txs_committed_total",
+            "counter",
+            "Transactions committed by this process.",
+            self.txs_committed.load(Relaxed),
+        );
+        metric(
+            "piazza_commit_micros_total",
+            "counter",
+            "Microseconds spent committing blocks.",
+            self.commit_micros_total.load(Relaxed),
+        );
+        metric(
+            "piazza_txs_admitted_total",
+            "counter",
+            "Transactions admitted to the mempool.",
+            self.txs_admitted.load(Relaxed),
+        );
+        metric(
+            "piazza_mempool_size",
+            "gauge",
+            "Transactions waiting in the mempool.",
+            mempool_size as u64,
+        );
+        metric(
+            "piazza_rpc_requests_total",
+            "counter",
+            "JSON-RPC calls served.",
+            self.rpc_requests.load(Relaxed),
+        );
+        metric(
+            "piazza_rpc_errors_total",
+            "counter",
+            "JSON-RPC calls answered with an error.",
+            self.rpc_errors.load(Relaxed),
+        );
         let _ = writeln!(out, "# HELP piazza_txs_refused_total Transactions refused at admission, by error code.\n# TYPE piazza_txs_refused_total counter");
         for code in ErrorCode::ALL {
             let n = self.txs_refused[(code.code() as usize).min(CODES_MAX - 1)].load(Relaxed);
-            let _ = writeln!(out, "piazza_txs_refused_total{{code=\"{}\"}} {n}", code.name());
+            let _ = writeln!(
+                out,
+                "piazza_txs_refused_total{{code=\"{}\"}} {n}",
+                code.name()
+            );
         }
         out
     }

@@ -9,14 +9,18 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use piazza_api::{compute_method, error_code, method, AccountInfo, JobInfo, JobParamsInfo, JobReceiptInfo, JobResultInfo, ModelInfo, ProviderInfo, BlockInfo, EventInfo, ReceiptInfo, RpcError, StakeInfo, Status, Submitted, TxFailure, TxInfo};
+use piazza_api::{
+    compute_method, error_code, method, AccountInfo, BlockInfo, EventInfo, JobInfo, JobParamsInfo,
+    JobReceiptInfo, JobResultInfo, ModelInfo, ProviderInfo, ReceiptInfo, RpcError, StakeInfo,
+    Status, Submitted, TxFailure, TxInfo,
+};
 use piazza_codec::Encode;
 use piazza_ledger::bank::{self, Msg as BankMsg};
-use piazza_ledger::compute::{self, Job, JobStatus};
-use piazza_ledger::models;
 use piazza_ledger::block::{Block, Event, Receipt, TxStatus};
+use piazza_ledger::compute::{self, Job, JobStatus};
 use piazza_ledger::error::{ErrorCode, TxError};
 use piazza_ledger::executor;
+use piazza_ledger::models;
 use piazza_ledger::staking::{self, Msg as StakingMsg, Role};
 use piazza_ledger::state::StateDelta;
 use piazza_ledger::tx::{Message, SignedTransaction};
@@ -50,9 +54,17 @@ async fn http_rpc(State(app): State<Arc<App>>, body: Body) -> Response {
     let bytes = match axum::body::to_bytes(body, RPC_BODY_BYTES_MAX).await {
         Ok(b) => b,
         Err(_) => {
-            let error = rpc_error(error_code::BODY_TOO_LARGE, format!("request body exceeds {RPC_BODY_BYTES_MAX} bytes"), None);
+            let error = rpc_error(
+                error_code::BODY_TOO_LARGE,
+                format!("request body exceeds {RPC_BODY_BYTES_MAX} bytes"),
+                None,
+            );
             app.metrics.record_rpc(false);
-            return (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(response(Value::Null, Err(error)))).into_response();
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                axum::Json(response(Value::Null, Err(error))),
+            )
+                .into_response();
         }
     };
     let answer = tokio::task::spawn_blocking(move || handle_body(&app, &bytes)).await;
@@ -69,16 +81,34 @@ fn handle_body(app: &App, bytes: &[u8]) -> Option<Value> {
         Ok(v) => v,
         Err(e) => {
             app.metrics.record_rpc(false);
-            return Some(response(Value::Null, Err(rpc_error(error_code::PARSE_ERROR, format!("invalid JSON: {e}"), None))));
+            return Some(response(
+                Value::Null,
+                Err(rpc_error(
+                    error_code::PARSE_ERROR,
+                    format!("invalid JSON: {e}"),
+                    None,
+                )),
+            ));
         }
     };
     match parsed {
-        Value::Array(calls) if calls.is_empty() => Some(response(Value::Null, Err(rpc_error(error_code::INVALID_REQUEST, "empty batch", None)))),
-        Value::Array(calls) if calls.len() > RPC_BATCH_MAX => {
-            Some(response(Value::Null, Err(rpc_error(error_code::INVALID_REQUEST, format!("a batch holds at most {RPC_BATCH_MAX} calls"), None))))
-        }
+        Value::Array(calls) if calls.is_empty() => Some(response(
+            Value::Null,
+            Err(rpc_error(error_code::INVALID_REQUEST, "empty batch", None)),
+        )),
+        Value::Array(calls) if calls.len() > RPC_BATCH_MAX => Some(response(
+            Value::Null,
+            Err(rpc_error(
+                error_code::INVALID_REQUEST,
+                format!("a batch holds at most {RPC_BATCH_MAX} calls"),
+                None,
+            )),
+        )),
         Value::Array(calls) => {
-            let answers: Vec<Value> = calls.into_iter().filter_map(|c| handle_call(app, c)).collect();
+            let answers: Vec<Value> = calls
+                .into_iter()
+                .filter_map(|c| handle_call(app, c))
+                .collect();
             (!answers.is_empty()).then_some(Value::Array(answers))
         }
         call => handle_call(app, call),
@@ -89,22 +119,43 @@ fn handle_body(app: &App, bytes: &[u8]) -> Option<Value> {
 fn handle_call(app: &App, call: Value) -> Option<Value> {
     let Value::Object(mut call) = call else {
         app.metrics.record_rpc(false);
-        return Some(response(Value::Null, Err(rpc_error(error_code::INVALID_REQUEST, "a call must be a JSON object", None))));
+        return Some(response(
+            Value::Null,
+            Err(rpc_error(
+                error_code::INVALID_REQUEST,
+                "a call must be a JSON object",
+                None,
+            )),
+        ));
     };
     let id = call.remove("id");
     let is_notification = id.is_none();
     let id = id.unwrap_or(Value::Null);
     let result = (|| {
         if call.get("jsonrpc") != Some(&json!("2.0")) {
-            return Err(rpc_error(error_code::INVALID_REQUEST, "`jsonrpc` must be \"2.0\"", None));
+            return Err(rpc_error(
+                error_code::INVALID_REQUEST,
+                "`jsonrpc` must be \"2.0\"",
+                None,
+            ));
         }
         let Some(Value::String(name)) = call.remove("method") else {
-            return Err(rpc_error(error_code::INVALID_REQUEST, "`method` must be a string", None));
+            return Err(rpc_error(
+                error_code::INVALID_REQUEST,
+                "`method` must be a string",
+                None,
+            ));
         };
         let params = match call.remove("params") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(params)) => params,
-            Some(_) => return Err(rpc_error(error_code::INVALID_PARAMS, "`params` must be an array", None)),
+            Some(_) => {
+                return Err(rpc_error(
+                    error_code::INVALID_PARAMS,
+                    "`params` must be an array",
+                    None,
+                ))
+            }
         };
         dispatch(app, &name, &params)
     })();
@@ -120,11 +171,19 @@ fn response(id: Value, result: Result<Value, RpcError>) -> Value {
 }
 
 fn rpc_error(code: i64, message: impl Into<String>, data: Option<Value>) -> RpcError {
-    RpcError { code, message: message.into(), data }
+    RpcError {
+        code,
+        message: message.into(),
+        data,
+    }
 }
 
 fn tx_error(e: TxError) -> RpcError {
-    rpc_error(e.code.code() as i64, e.to_string(), Some(json!({"name": e.code.name(), "code": e.code.code()})))
+    rpc_error(
+        e.code.code() as i64,
+        e.to_string(),
+        Some(json!({"name": e.code.name(), "code": e.code.code()})),
+    )
 }
 
 fn internal(e: impl std::fmt::Display) -> RpcError {
@@ -132,21 +191,40 @@ fn internal(e: impl std::fmt::Display) -> RpcError {
 }
 
 fn param<'a>(params: &'a [Value], index: usize, what: &str) -> Result<&'a Value, RpcError> {
-    params.get(index).ok_or_else(|| rpc_error(error_code::INVALID_PARAMS, format!("missing parameter {index}: {what}"), None))
+    params.get(index).ok_or_else(|| {
+        rpc_error(
+            error_code::INVALID_PARAMS,
+            format!("missing parameter {index}: {what}"),
+            None,
+        )
+    })
 }
 
 fn string_param<'a>(params: &'a [Value], index: usize, what: &str) -> Result<&'a str, RpcError> {
-    param(params, index, what)?.as_str().ok_or_else(|| rpc_error(error_code::INVALID_PARAMS, format!("parameter {index} ({what}) must be a string"), None))
+    param(params, index, what)?.as_str().ok_or_else(|| {
+        rpc_error(
+            error_code::INVALID_PARAMS,
+            format!("parameter {index} ({what}) must be a string"),
+            None,
+        )
+    })
 }
 
 fn hash_param(params: &[Value], index: usize) -> Result<Hash, RpcError> {
     let text = string_param(params, index, "hash")?;
-    text.parse().map_err(|e| rpc_error(error_code::INVALID_PARAMS, format!("`{text}` is not a 32-byte hex hash: {e}"), None))
+    text.parse().map_err(|e| {
+        rpc_error(
+            error_code::INVALID_PARAMS,
+            format!("`{text}` is not a 32-byte hex hash: {e}"),
+            None,
+        )
+    })
 }
 
 fn address_param(params: &[Value], index: usize) -> Result<Address, RpcError> {
     let text = string_param(params, index, "address")?;
-    text.parse().map_err(|e| rpc_error(error_code::INVALID_PARAMS, format!("`{text}`: {e}"), None))
+    text.parse()
+        .map_err(|e| rpc_error(error_code::INVALID_PARAMS, format!("`{text}`: {e}"), None))
 }
 
 fn to_value<T: serde::Serialize>(value: T) -> Result<Value, RpcError> {
@@ -159,9 +237,16 @@ fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value, RpcError> 
         method::SUBMIT_TRANSACTION => {
             let text = string_param(params, 0, "signed transaction hex")?;
             let text = text.strip_prefix("0x").unwrap_or(text);
-            let bytes = hex::decode(text).map_err(|e| tx_error(TxError::new(ErrorCode::MalformedBytes, format!("not hex: {e}"))))?;
+            let bytes = hex::decode(text).map_err(|e| {
+                tx_error(TxError::new(
+                    ErrorCode::MalformedBytes,
+                    format!("not hex: {e}"),
+                ))
+            })?;
             let hash = app.submit(&bytes).map_err(tx_error)?;
-            to_value(Submitted { hash: hash.to_hex() })
+            to_value(Submitted {
+                hash: hash.to_hex(),
+            })
         }
         method::GET_TRANSACTION => {
             let hash = hash_param(params, 0)?;
@@ -180,12 +265,28 @@ fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value, RpcError> 
         method::GET_BLOCK => {
             let with_raw = params.get(1).and_then(Value::as_bool).unwrap_or(false);
             let height = match param(params, 0, "height or hash")? {
-                Value::Number(n) => n.as_u64().ok_or_else(|| rpc_error(error_code::INVALID_PARAMS, "height must be a non-negative integer", None))?,
-                Value::String(_) => match app.store().block_height(&hash_param(params, 0)?).map_err(internal)? {
+                Value::Number(n) => n.as_u64().ok_or_else(|| {
+                    rpc_error(
+                        error_code::INVALID_PARAMS,
+                        "height must be a non-negative integer",
+                        None,
+                    )
+                })?,
+                Value::String(_) => match app
+                    .store()
+                    .block_height(&hash_param(params, 0)?)
+                    .map_err(internal)?
+                {
                     Some(h) => h,
                     None => return Ok(Value::Null),
                 },
-                _ => return Err(rpc_error(error_code::INVALID_PARAMS, "parameter 0 must be a height or a block hash", None)),
+                _ => {
+                    return Err(rpc_error(
+                        error_code::INVALID_PARAMS,
+                        "parameter 0 must be a height or a block hash",
+                        None,
+                    ))
+                }
             };
             match app.store().block(height).map_err(internal)? {
                 None => Ok(Value::Null),
@@ -197,14 +298,26 @@ fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value, RpcError> 
             let head = app.head().map_err(internal)?;
             let height = match params.get(1) {
                 None | Some(Value::Null) => head.height,
-                Some(v) => v.as_u64().filter(|h| *h <= head.height).ok_or_else(|| rpc_error(error_code::INVALID_PARAMS, format!("height must be at most {}", head.height), None))?,
+                Some(v) => v.as_u64().filter(|h| *h <= head.height).ok_or_else(|| {
+                    rpc_error(
+                        error_code::INVALID_PARAMS,
+                        format!("height must be at most {}", head.height),
+                        None,
+                    )
+                })?,
             };
             let key = bank::state_key::account(&address);
             let (value, proof) = app.store().get_with_proof(&key, height).map_err(internal)?;
-            let state_root = app.store().state_root(height).map_err(internal)?.ok_or_else(|| internal("missing state root"))?;
+            let state_root = app
+                .store()
+                .state_root(height)
+                .map_err(internal)?
+                .ok_or_else(|| internal("missing state root"))?;
             let account = match &value {
                 None => bank::Account::default(),
-                Some(bytes) => <bank::Account as piazza_codec::Decode>::from_bytes(bytes).map_err(internal)?,
+                Some(bytes) => {
+                    <bank::Account as piazza_codec::Decode>::from_bytes(bytes).map_err(internal)?
+                }
             };
             to_value(AccountInfo {
                 address: address.to_string(),
@@ -223,11 +336,20 @@ fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value, RpcError> 
             let view = StateDelta::new(&snapshot);
             let bonds: BTreeMap<String, String> = Role::ALL
                 .into_iter()
-                .map(|role| (role.name().to_string(), staking::bonded(&view, &address, role)))
+                .map(|role| {
+                    (
+                        role.name().to_string(),
+                        staking::bonded(&view, &address, role),
+                    )
+                })
                 .filter(|(_, amount)| !amount.is_zero())
                 .map(|(role, amount)| (role, amount.base_units().to_string()))
                 .collect();
-            to_value(StakeInfo { address: address.to_string(), bonds, unbonding: staking::unbonding(&view, &address).base_units().to_string() })
+            to_value(StakeInfo {
+                address: address.to_string(),
+                bonds,
+                unbonding: staking::unbonding(&view, &address).base_units().to_string(),
+            })
         }
         compute_method::GET_MODELS => {
             let snapshot = app.store().snapshot().map_err(internal)?;
@@ -235,7 +357,10 @@ fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value, RpcError> 
             let models: Vec<ModelInfo> = models::all(&view)
                 .into_iter()
                 .map(|m| ModelInfo {
-                    providers: compute::providers_serving(&view, &m.name).iter().map(|a| a.to_string()).collect(),
+                    providers: compute::providers_serving(&view, &m.name)
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect(),
                     name: m.name,
                     kind: m.kind.name().to_string(),
                     architecture: m.architecture,
@@ -250,7 +375,13 @@ fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value, RpcError> 
             to_value(models)
         }
         compute_method::GET_JOB => {
-            let id = param(params, 0, "job id")?.as_u64().ok_or_else(|| rpc_error(error_code::INVALID_PARAMS, "job id must be a non-negative integer", None))?;
+            let id = param(params, 0, "job id")?.as_u64().ok_or_else(|| {
+                rpc_error(
+                    error_code::INVALID_PARAMS,
+                    "job id must be a non-negative integer",
+                    None,
+                )
+            })?;
             let snapshot = app.store().snapshot().map_err(internal)?;
             match compute::job(&StateDelta::new(&snapshot), id) {
                 None => Ok(Value::Null),
@@ -272,24 +403,39 @@ fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value, RpcError> 
                     active_jobs: p.active_jobs,
                     jobs_completed: p.jobs_completed,
                     deadlines_missed: p.deadlines_missed,
-                    stake: staking::bonded(&view, &address, Role::Provider).base_units().to_string(),
+                    stake: staking::bonded(&view, &address, Role::Provider)
+                        .base_units()
+                        .to_string(),
                 }),
             }
         }
         compute_method::GET_PROVIDER_JOBS => {
             let address = address_param(params, 0)?;
             let snapshot = app.store().snapshot().map_err(internal)?;
-            to_value(compute::assigned_jobs(&StateDelta::new(&snapshot), &address))
+            to_value(compute::assigned_jobs(
+                &StateDelta::new(&snapshot),
+                &address,
+            ))
         }
-        method::SUBSCRIBE | method::UNSUBSCRIBE => Err(rpc_error(error_code::METHOD_NOT_FOUND, "subscriptions need a WebSocket connection (GET /ws)", None)),
-        other => Err(rpc_error(error_code::METHOD_NOT_FOUND, format!("unknown method `{other}`"), None)),
+        method::SUBSCRIBE | method::UNSUBSCRIBE => Err(rpc_error(
+            error_code::METHOD_NOT_FOUND,
+            "subscriptions need a WebSocket connection (GET /ws)",
+            None,
+        )),
+        other => Err(rpc_error(
+            error_code::METHOD_NOT_FOUND,
+            format!("unknown method `{other}`"),
+            None,
+        )),
     }
 }
 
 fn status(app: &App) -> Result<Status, RpcError> {
     let head = app.head().map_err(internal)?;
     let snapshot = app.store().snapshot().map_err(internal)?;
-    let time_ms = executor::chain_head(&snapshot).map(|h| h.time_ms).unwrap_or(0);
+    let time_ms = executor::chain_head(&snapshot)
+        .map(|h| h.time_ms)
+        .unwrap_or(0);
     Ok(Status {
         chain_id: app.chain_id().to_string(),
         height: head.height,
@@ -303,25 +449,63 @@ fn status(app: &App) -> Result<Status, RpcError> {
 
 pub fn message_json(message: &Message) -> Value {
     match message {
-        Message::Bank(BankMsg::Send { to, amount }) => json!({"type": "bank.send", "to": to.to_string(), "amount": amount.base_units().to_string()}),
-        Message::Staking(StakingMsg::Bond { role, amount }) => json!({"type": "staking.bond", "role": role.name(), "amount": amount.base_units().to_string()}),
-        Message::Staking(StakingMsg::Unbond { role, amount }) => json!({"type": "staking.unbond", "role": role.name(), "amount": amount.base_units().to_string()}),
-        Message::Models(models::Msg::Register(record)) => json!({"type": "models.register", "name": record.name, "kind": record.kind.name()}),
+        Message::Bank(BankMsg::Send { to, amount }) => {
+            json!({"type": "bank.send", "to": to.to_string(), "amount": amount.base_units().to_string()})
+        }
+        Message::Staking(StakingMsg::Bond { role, amount }) => {
+            json!({"type": "staking.bond", "role": role.name(), "amount": amount.base_units().to_string()})
+        }
+        Message::Staking(StakingMsg::Unbond { role, amount }) => {
+            json!({"type": "staking.unbond", "role": role.name(), "amount": amount.base_units().to_string()})
+        }
+        Message::Models(models::Msg::Register(record)) => {
+            json!({"type": "models.register", "name": record.name, "kind": record.kind.name()})
+        }
         Message::Compute(m) => match m {
-            compute::Msg::RegisterProvider { offer, stake } => json!({"type": "compute.register_provider", "models": offer.models, "price_per_unit": offer.price_per_unit.base_units().to_string(), "capacity": offer.capacity, "stake": stake.base_units().to_string()}),
-            compute::Msg::UpdateProvider { offer } => json!({"type": "compute.update_provider", "models": offer.models, "price_per_unit": offer.price_per_unit.base_units().to_string(), "capacity": offer.capacity}),
+            compute::Msg::RegisterProvider { offer, stake } => {
+                json!({"type": "compute.register_provider", "models": offer.models, "price_per_unit": offer.price_per_unit.base_units().to_string(), "capacity": offer.capacity, "stake": stake.base_units().to_string()})
+            }
+            compute::Msg::UpdateProvider { offer } => {
+                json!({"type": "compute.update_provider", "models": offer.models, "price_per_unit": offer.price_per_unit.base_units().to_string(), "capacity": offer.capacity})
+            }
             compute::Msg::ExitProvider => json!({"type": "compute.exit_provider"}),
-            compute::Msg::SubmitJob { model, input, max_units, max_price, .. } => json!({"type": "compute.submit_job", "model": model, "input_bytes": input.len(), "max_units": max_units, "max_price": max_price.base_units().to_string()}),
-            compute::Msg::PostResult { job, output_hash, trace_root, work_units, .. } => json!({"type": "compute.post_result", "job": job, "output_hash": output_hash.to_hex(), "trace_root": trace_root.to_hex(), "work_units": work_units}),
+            compute::Msg::SubmitJob {
+                model,
+                input,
+                max_units,
+                max_price,
+                ..
+            } => {
+                json!({"type": "compute.submit_job", "model": model, "input_bytes": input.len(), "max_units": max_units, "max_price": max_price.base_units().to_string()})
+            }
+            compute::Msg::PostResult {
+                job,
+                output_hash,
+                trace_root,
+                work_units,
+                ..
+            } => {
+                json!({"type": "compute.post_result", "job": job, "output_hash": output_hash.to_hex(), "trace_root": trace_root.to_hex(), "work_units": work_units})
+            }
         },
     }
 }
 
 fn job_info(job: &Job) -> JobInfo {
     let (provider, deadline_height, settle_height) = match &job.status {
-        JobStatus::Assigned { provider, deadline_height } => (Some(provider.to_string()), Some(*deadline_height), None),
-        JobStatus::Posted { provider, settle_height } => (Some(provider.to_string()), None, Some(*settle_height)),
-        JobStatus::Settled => (job.receipt.as_ref().map(|r| r.provider.to_string()), None, None),
+        JobStatus::Assigned {
+            provider,
+            deadline_height,
+        } => (Some(provider.to_string()), Some(*deadline_height), None),
+        JobStatus::Posted {
+            provider,
+            settle_height,
+        } => (Some(provider.to_string()), None, Some(*settle_height)),
+        JobStatus::Settled => (
+            job.receipt.as_ref().map(|r| r.provider.to_string()),
+            None,
+            None,
+        ),
         JobStatus::Pending | JobStatus::Expired => (None, None, None),
     };
     let p = &job.params;
@@ -382,7 +566,12 @@ fn tx_info(tx: &SignedTransaction, height: u64, index: u32) -> TxInfo {
 }
 
 fn event_info(event: &Event, height: u64, tx_hash: Option<Hash>) -> EventInfo {
-    EventInfo { kind: event.kind.clone(), attributes: event.attributes.iter().cloned().collect(), tx_hash: tx_hash.map(|h| h.to_hex()), height }
+    EventInfo {
+        kind: event.kind.clone(),
+        attributes: event.attributes.iter().cloned().collect(),
+        tx_hash: tx_hash.map(|h| h.to_hex()),
+        height,
+    }
 }
 
 fn receipt_info(receipt: &Receipt) -> ReceiptInfo {
@@ -390,7 +579,13 @@ fn receipt_info(receipt: &Receipt) -> ReceiptInfo {
         TxStatus::Ok => ("ok", None),
         TxStatus::Failed { code, message } => (
             "failed",
-            Some(TxFailure { code: *code, name: ErrorCode::from_code(*code).map_or("unknown", |c| c.name()).to_string(), message: message.clone() }),
+            Some(TxFailure {
+                code: *code,
+                name: ErrorCode::from_code(*code)
+                    .map_or("unknown", |c| c.name())
+                    .to_string(),
+                message: message.clone(),
+            }),
         ),
     };
     ReceiptInfo {
@@ -400,7 +595,11 @@ fn receipt_info(receipt: &Receipt) -> ReceiptInfo {
         status: status.to_string(),
         error,
         fee_paid: receipt.fee_paid.base_units().to_string(),
-        events: receipt.events.iter().map(|e| event_info(e, receipt.height, Some(receipt.tx_hash))).collect(),
+        events: receipt
+            .events
+            .iter()
+            .map(|e| event_info(e, receipt.height, Some(receipt.tx_hash)))
+            .collect(),
     }
 }
 
@@ -421,7 +620,8 @@ fn block_info(block: &Block, with_raw: bool) -> BlockInfo {
 }
 
 async fn ws_upgrade(State(app): State<Arc<App>>, ws: WebSocketUpgrade) -> Response {
-    ws.max_message_size(RPC_BODY_BYTES_MAX).on_upgrade(move |socket| serve_socket(app, socket))
+    ws.max_message_size(RPC_BODY_BYTES_MAX)
+        .on_upgrade(move |socket| serve_socket(app, socket))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -477,7 +677,11 @@ async fn serve_socket(app: Arc<App>, mut socket: WebSocket) {
 }
 
 /// Handles subscribe/unsubscribe calls; `None` for anything else (answered like HTTP).
-fn socket_call(text: &str, subscriptions: &mut BTreeMap<u64, Topic>, next_id: &mut u64) -> Option<Value> {
+fn socket_call(
+    text: &str,
+    subscriptions: &mut BTreeMap<u64, Topic>,
+    next_id: &mut u64,
+) -> Option<Value> {
     let call: Value = serde_json::from_str(text).ok()?;
     let name = call.get("method")?.as_str()?;
     if name != method::SUBSCRIBE && name != method::UNSUBSCRIBE {
@@ -489,19 +693,40 @@ fn socket_call(text: &str, subscriptions: &mut BTreeMap<u64, Topic>, next_id: &m
         match first.and_then(Value::as_str) {
             Some(topic @ ("newBlocks" | "events")) => {
                 if subscriptions.len() >= SUBSCRIPTIONS_PER_SOCKET_MAX {
-                    Err(rpc_error(error_code::INVALID_REQUEST, format!("at most {SUBSCRIPTIONS_PER_SOCKET_MAX} subscriptions per connection"), None))
+                    Err(rpc_error(
+                        error_code::INVALID_REQUEST,
+                        format!(
+                            "at most {SUBSCRIPTIONS_PER_SOCKET_MAX} subscriptions per connection"
+                        ),
+                        None,
+                    ))
                 } else {
                     let sub = *next_id;
                     *next_id += 1;
-                    subscriptions.insert(sub, if topic == "newBlocks" { Topic::NewBlocks } else { Topic::Events });
+                    subscriptions.insert(
+                        sub,
+                        if topic == "newBlocks" {
+                            Topic::NewBlocks
+                        } else {
+                            Topic::Events
+                        },
+                    );
                     Ok(json!(sub.to_string()))
                 }
             }
-            _ => Err(rpc_error(error_code::INVALID_PARAMS, "subscribe to \"newBlocks\" or \"events\"", None)),
+            _ => Err(rpc_error(
+                error_code::INVALID_PARAMS,
+                "subscribe to \"newBlocks\" or \"events\"",
+                None,
+            )),
         }
     } else {
-        let sub = first.and_then(Value::as_str).and_then(|s| s.parse::<u64>().ok());
-        Ok(json!(sub.is_some_and(|s| subscriptions.remove(&s).is_some())))
+        let sub = first
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<u64>().ok());
+        Ok(json!(
+            sub.is_some_and(|s| subscriptions.remove(&s).is_some())
+        ))
     };
     Some(response(id, result))
 }
@@ -511,11 +736,17 @@ fn notifications(block: &CommittedBlock, subscriptions: &BTreeMap<u64, Topic>) -
     let height = block.block.header.height;
     for (sub, topic) in subscriptions {
         let results: Vec<Value> = match topic {
-            Topic::NewBlocks => vec![serde_json::to_value(block_info(&block.block, false)).unwrap_or(Value::Null)],
+            Topic::NewBlocks => {
+                vec![serde_json::to_value(block_info(&block.block, false)).unwrap_or(Value::Null)]
+            }
             Topic::Events => block
                 .receipts
                 .iter()
-                .flat_map(|r| r.events.iter().map(move |e| event_info(e, height, Some(r.tx_hash))))
+                .flat_map(|r| {
+                    r.events
+                        .iter()
+                        .map(move |e| event_info(e, height, Some(r.tx_hash)))
+                })
                 .chain(block.events.iter().map(|e| event_info(e, height, None)))
                 .filter_map(|e| serde_json::to_value(e).ok())
                 .collect(),

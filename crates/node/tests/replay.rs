@@ -13,7 +13,13 @@ use proptest::prelude::*;
 
 fn open(dir: &tempfile::TempDir, name: &str, users: &[SecretKey]) -> App {
     let store = Store::open(&dir.path().join(name)).unwrap();
-    App::open(store, Some(&common::genesis(users)), common::validator_key(), MempoolConfig::default()).unwrap()
+    App::open(
+        store,
+        Some(&common::genesis(users)),
+        common::validator_key(),
+        MempoolConfig::default(),
+    )
+    .unwrap()
 }
 
 #[derive(Debug, Clone)]
@@ -83,13 +89,26 @@ fn a_block_with_a_forged_transaction_is_refused() {
     let users = vec![common::user_key(1)];
     let dir = tempfile::tempdir().unwrap();
     let origin = open(&dir, "origin.redb", &users);
-    let tx = Transaction { chain_id: "piazza-test".into(), sender: users[0].public_key(), nonce: 0, max_fee: Amount::pza(1), messages: vec![Message::Bank(bank::Msg::Send { to: Address([7; 20]), amount: Amount::pza(1) })] }.sign(&users[0]);
+    let tx = Transaction {
+        chain_id: "piazza-test".into(),
+        sender: users[0].public_key(),
+        nonce: 0,
+        max_fee: Amount::pza(1),
+        messages: vec![Message::Bank(bank::Msg::Send {
+            to: Address([7; 20]),
+            amount: Amount::pza(1),
+        })],
+    }
+    .sign(&users[0]);
     assert!(origin.submit_many(vec![tx]).iter().all(|r| r.is_ok()));
     let block = origin.propose(1, 1_700_000_000_000).unwrap();
     let replica = open(&dir, "replica.redb", &users);
     // Same block, but the transaction's amount changed after signing: the signature fails.
     let mut forged = block.clone();
-    forged.txs[0].tx.messages = vec![Message::Bank(bank::Msg::Send { to: Address([7; 20]), amount: Amount::pza(2) })];
+    forged.txs[0].tx.messages = vec![Message::Bank(bank::Msg::Send {
+        to: Address([7; 20]),
+        amount: Amount::pza(2),
+    })];
     assert!(replica.commit(forged).is_err());
     // A header whose state root lies is refused.
     let mut lying = block.clone();

@@ -55,7 +55,10 @@ impl FromStr for Address {
             return Err(AddressError::WrongPrefix(checked.hrp().to_string()));
         }
         let data: Vec<u8> = checked.byte_iter().collect();
-        let bytes: [u8; 20] = data.as_slice().try_into().map_err(|_| AddressError::WrongLength(data.len()))?;
+        let bytes: [u8; 20] = data
+            .as_slice()
+            .try_into()
+            .map_err(|_| AddressError::WrongLength(data.len()))?;
         Ok(Address(bytes))
     }
 }
@@ -96,9 +99,15 @@ mod tests {
         let mut corrupted = a.clone().into_bytes();
         let last = corrupted.len() - 1;
         corrupted[last] = if corrupted[last] == b'q' { b'p' } else { b'q' };
-        assert!(matches!(String::from_utf8(corrupted).unwrap().parse::<Address>(), Err(AddressError::Encoding(_))));
+        assert!(matches!(
+            String::from_utf8(corrupted).unwrap().parse::<Address>(),
+            Err(AddressError::Encoding(_))
+        ));
         let other = bech32::encode::<Bech32m>(Hrp::parse_unchecked("xx"), &[9; 20]).unwrap();
-        assert_eq!(other.parse::<Address>(), Err(AddressError::WrongPrefix("xx".into())));
+        assert_eq!(
+            other.parse::<Address>(),
+            Err(AddressError::WrongPrefix("xx".into()))
+        );
     }
 
     proptest! {

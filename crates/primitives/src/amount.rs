@@ -52,7 +52,9 @@ impl Amount {
         if denominator == 0 {
             return None;
         }
-        self.0.checked_mul(numerator).map(|p| Amount(p / denominator))
+        self.0
+            .checked_mul(numerator)
+            .map(|p| Amount(p / denominator))
     }
 }
 
@@ -94,7 +96,11 @@ impl FromStr for Amount {
             return Err(AmountParseError::TooPrecise(s.to_string()));
         }
         let overflow = || AmountParseError::Overflow(s.to_string());
-        let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| overflow())? };
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| overflow())?
+        };
         let frac_units: u128 = if frac.is_empty() {
             0
         } else {
@@ -130,7 +136,9 @@ impl serde::Serialize for Amount {
 impl<'de> serde::Deserialize<'de> for Amount {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse::<u128>().map(Amount).map_err(serde::de::Error::custom)
+        s.parse::<u128>()
+            .map(Amount)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -141,16 +149,36 @@ mod tests {
 
     #[test]
     fn parse_and_display() {
-        for (text, units) in [("1", UNITS_PER_PZA), ("1.5", UNITS_PER_PZA * 3 / 2), ("0.000000001", 1), (".25", UNITS_PER_PZA / 4)] {
+        for (text, units) in [
+            ("1", UNITS_PER_PZA),
+            ("1.5", UNITS_PER_PZA * 3 / 2),
+            ("0.000000001", 1),
+            (".25", UNITS_PER_PZA / 4),
+        ] {
             assert_eq!(text.parse::<Amount>().unwrap(), Amount(units), "{text}");
         }
         assert_eq!(Amount(1).to_string(), "0.000000001");
         assert_eq!(Amount::pza(12).to_string(), "12");
-        assert!(matches!("1.0000000001".parse::<Amount>(), Err(AmountParseError::TooPrecise(_))));
-        assert!(matches!("-1".parse::<Amount>(), Err(AmountParseError::NotDecimal(_))));
-        assert!(matches!(".".parse::<Amount>(), Err(AmountParseError::NotDecimal(_))));
-        assert!(matches!("1e9".parse::<Amount>(), Err(AmountParseError::NotDecimal(_))));
-        assert!(matches!("999999999999999999999999999999999999".parse::<Amount>(), Err(AmountParseError::Overflow(_))));
+        assert!(matches!(
+            "1.0000000001".parse::<Amount>(),
+            Err(AmountParseError::TooPrecise(_))
+        ));
+        assert!(matches!(
+            "-1".parse::<Amount>(),
+            Err(AmountParseError::NotDecimal(_))
+        ));
+        assert!(matches!(
+            ".".parse::<Amount>(),
+            Err(AmountParseError::NotDecimal(_))
+        ));
+        assert!(matches!(
+            "1e9".parse::<Amount>(),
+            Err(AmountParseError::NotDecimal(_))
+        ));
+        assert!(matches!(
+            "999999999999999999999999999999999999".parse::<Amount>(),
+            Err(AmountParseError::Overflow(_))
+        ));
     }
 
     #[test]

@@ -57,7 +57,8 @@ impl PublicKey {
     pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), KeyError> {
         let key = VerifyingKey::from_bytes(&self.0).map_err(|_| KeyError::InvalidPublicKey)?;
         let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
-        key.verify_strict(message, &sig).map_err(|_| KeyError::BadSignature)
+        key.verify_strict(message, &sig)
+            .map_err(|_| KeyError::BadSignature)
     }
 
     pub fn to_hex(&self) -> String {
@@ -123,7 +124,10 @@ mod tests {
         let key = SecretKey::from_seed([1; 32]);
         let sig = key.sign(b"m");
         assert_eq!(key.public_key().verify(b"m", &sig), Ok(()));
-        assert_eq!(key.public_key().verify(b"n", &sig), Err(KeyError::BadSignature));
+        assert_eq!(
+            key.public_key().verify(b"n", &sig),
+            Err(KeyError::BadSignature)
+        );
         let other = SecretKey::from_seed([2; 32]).public_key();
         assert_eq!(other.verify(b"m", &sig), Err(KeyError::BadSignature));
         assert!(!format!("{key:?}").contains(&hex::encode(key.seed())));

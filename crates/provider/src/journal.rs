@@ -12,7 +12,9 @@ pub struct Journal {
 impl Journal {
     pub fn open(dir: &Path) -> std::io::Result<Journal> {
         fs::create_dir_all(dir)?;
-        Ok(Journal { dir: dir.to_path_buf() })
+        Ok(Journal {
+            dir: dir.to_path_buf(),
+        })
     }
 
     fn path(&self, job: u64) -> PathBuf {
@@ -39,10 +41,19 @@ impl Journal {
 
     /// Jobs with a recorded result.
     pub fn jobs(&self) -> Vec<u64> {
-        let Ok(entries) = fs::read_dir(&self.dir) else { return Vec::new() };
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
         let mut jobs: Vec<u64> = entries
             .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_str()?.strip_prefix("job-")?.strip_suffix(".tx")?.parse().ok())
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_prefix("job-")?
+                    .strip_suffix(".tx")?
+                    .parse()
+                    .ok()
+            })
             .collect();
         jobs.sort();
         jobs

@@ -75,13 +75,22 @@ impl ProviderConfig {
 }
 
 /// Loads every served model, checked against the chain.
-pub async fn load_models(client: &Client, config: &ProviderConfig) -> Result<BTreeMap<String, LoadedModel>, ProviderError> {
+pub async fn load_models(
+    client: &Client,
+    config: &ProviderConfig,
+) -> Result<BTreeMap<String, LoadedModel>, ProviderError> {
     let records = client.models().await?;
     let mut loaded = BTreeMap::new();
     for name in &config.serve {
-        let record = records.iter().find(|r| &r.name == name).ok_or_else(|| ProviderError::Config(format!("the chain has no model `{name}`")))?.clone();
+        let record = records
+            .iter()
+            .find(|r| &r.name == name)
+            .ok_or_else(|| ProviderError::Config(format!("the chain has no model `{name}`")))?
+            .clone();
         let dir = config.models_dir.clone();
-        let model = tokio::task::spawn_blocking(move || models::load(&dir, &record)).await.map_err(|e| ProviderError::Model(e.to_string()))??;
+        let model = tokio::task::spawn_blocking(move || models::load(&dir, &record))
+            .await
+            .map_err(|e| ProviderError::Model(e.to_string()))??;
         tracing::info!(model = %name, "model loaded and matches its on-chain commitment");
         loaded.insert(name.clone(), model);
     }
@@ -89,16 +98,38 @@ pub async fn load_models(client: &Client, config: &ProviderConfig) -> Result<BTr
 }
 
 /// Registers the provider (bonding `config.stake`) unless it already is one.
-pub async fn ensure_registered(client: &Client, config: &ProviderConfig) -> Result<(), ProviderError> {
+pub async fn ensure_registered(
+    client: &Client,
+    config: &ProviderConfig,
+) -> Result<(), ProviderError> {
     if client.provider(&config.address()).await?.is_some() {
         return Ok(());
     }
-    let offer = Offer { models: config.serve.clone(), price_per_unit: config.price_per_unit, capacity: config.capacity, endpoint: config.endpoint.clone() };
-    let tx = client.build(&config.key, vec![Message::Compute(compute::Msg::RegisterProvider { offer, stake: config.stake })], piazza_client::DEFAULT_MAX_FEE).await?;
+    let offer = Offer {
+        models: config.serve.clone(),
+        price_per_unit: config.price_per_unit,
+        capacity: config.capacity,
+        endpoint: config.endpoint.clone(),
+    };
+    let tx = client
+        .build(
+            &config.key,
+            vec![Message::Compute(compute::Msg::RegisterProvider {
+                offer,
+                stake: config.stake,
+            })],
+            piazza_client::DEFAULT_MAX_FEE,
+        )
+        .await?;
     let hash = client.submit(&tx).await?;
-    let receipt = client.wait_for_receipt(&hash, Duration::from_secs(60)).await?;
+    let receipt = client
+        .wait_for_receipt(&hash, Duration::from_secs(60))
+        .await?;
     if let Some(error) = receipt.error {
-        return Err(ProviderError::Config(format!("registration failed: {} {}", error.name, error.message)));
+        return Err(ProviderError::Config(format!(
+            "registration failed: {} {}",
+            error.name, error.message
+        )));
     }
     tracing::info!(provider = %config.address(), "registered as a provider");
     Ok(())
@@ -112,12 +143,22 @@ struct Poster {
 }
 
 impl Poster {
-    async fn post(&self, journal: &Journal, job: u64, execution: &Execution) -> Result<(), ProviderError> {
+    async fn post(
+        &self,
+        journal: &Journal,
+        job: u64,
+        execution: &Execution,
+    ) -> Result<(), ProviderError> {
         let mut next = self.next_nonce.lock().await;
         for attempt in 0..2 {
             let nonce = match *next {
                 Some(n) => n,
-                None => self.client.account(&self.key.public_key().address()).await?.nonce,
+                None => {
+                    self.client
+                        .account(&self.key.public_key().address())
+                        .await?
+                        .nonce
+                }
             };
             let status = self.client.status().await?;
             let message = compute::Msg::PostResult {
@@ -127,7 +168,14 @@ impl Poster {
                 trace_root: execution.trace_root,
                 work_units: execution.work_units,
             };
-            let tx = Transaction { chain_id: status.chain_id, sender: self.key.public_key(), nonce, max_fee: piazza_client::DEFAULT_MAX_FEE, messages: vec![Message::Compute(message)] }.sign(&self.key);
+            let tx = Transaction {
+                chain_id: status.chain_id,
+                sender: self.key.public_key(),
+                nonce,
+                max_fee: piazza_client::DEFAULT_MAX_FEE,
+                messages: vec![Message::Compute(message)],
+            }
+            .sign(&self.key);
             let bytes = tx.to_bytes();
             journal.record(job, &bytes)?;
             match self.client.submit_raw(&bytes).await {
@@ -136,7 +184,15 @@ impl Poster {
                     tracing::info!(job, tx = %hash, units = execution.work_units, "result posted");
                     return Ok(());
                 }
-                Err(e) if attempt == 0 && matches!(e.ledger_error_name(), Some("nonce_replayed" | "nonce_gap")) => *next = None,
+                Err(e)
+                    if attempt == 0
+                        && matches!(
+                            e.ledger_error_name(),
+                            Some("nonce_replayed" | "nonce_gap")
+                        ) =>
+                {
+                    *next = None
+                }
                 Err(e) => {
                     *next = None;
                     return Err(e.into());
@@ -148,12 +204,19 @@ impl Poster {
 }
 
 /// Runs until `shutdown` turns true: finishes the jobs in flight, then returns.
-pub async fn run(config: ProviderConfig, mut shutdown: watch::Receiver<bool>) -> Result<(), ProviderError> {
+pub async fn run(
+    config: ProviderConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ProviderError> {
     let client = Client::new(&config.node_url);
     let models = Arc::new(load_models(&client, &config).await?);
     ensure_registered(&client, &config).await?;
     let journal = Arc::new(Journal::open(&config.journal_dir)?);
-    let poster = Arc::new(Poster { client: Client::new(&config.node_url), key: config.key.clone(), next_nonce: tokio::sync::Mutex::new(None) });
+    let poster = Arc::new(Poster {
+        client: Client::new(&config.node_url),
+        key: config.key.clone(),
+        next_nonce: tokio::sync::Mutex::new(None),
+    });
     let me = config.address();
     forget_finished(&client, &journal, &me).await;
 
@@ -168,8 +231,16 @@ pub async fn run(config: ProviderConfig, mut shutdown: watch::Receiver<bool>) ->
                     if !in_flight.lock().expect("in-flight lock").insert(id) {
                         continue;
                     }
-                    let (client, models, journal, poster, in_flight, permits, threads, me) =
-                        (Client::new(&config.node_url), models.clone(), journal.clone(), poster.clone(), in_flight.clone(), permits.clone(), config.threads, me);
+                    let (client, models, journal, poster, in_flight, permits, threads, me) = (
+                        Client::new(&config.node_url),
+                        models.clone(),
+                        journal.clone(),
+                        poster.clone(),
+                        in_flight.clone(),
+                        permits.clone(),
+                        config.threads,
+                        me,
+                    );
                     tasks.spawn(async move {
                         let _permit = permits.acquire().await.expect("the semaphore is never closed");
                         if let Err(e) = process(&client, &models, &journal, &poster, &me, id, threads).await {
@@ -190,7 +261,10 @@ pub async fn run(config: ProviderConfig, mut shutdown: watch::Receiver<bool>) ->
             break;
         }
     }
-    tracing::info!(jobs = tasks.len(), "provider stopping; finishing jobs in flight");
+    tracing::info!(
+        jobs = tasks.len(),
+        "provider stopping; finishing jobs in flight"
+    );
     while tasks.join_next().await.is_some() {}
     Ok(())
 }
@@ -206,8 +280,18 @@ async fn forget_finished(client: &Client, journal: &Journal, me: &Address) {
     }
 }
 
-async fn process(client: &Client, models: &BTreeMap<String, LoadedModel>, journal: &Journal, poster: &Poster, me: &Address, id: u64, threads: usize) -> Result<(), ProviderError> {
-    let Some(job) = client.job(id).await? else { return Ok(()) };
+async fn process(
+    client: &Client,
+    models: &BTreeMap<String, LoadedModel>,
+    journal: &Journal,
+    poster: &Poster,
+    me: &Address,
+    id: u64,
+    threads: usize,
+) -> Result<(), ProviderError> {
+    let Some(job) = client.job(id).await? else {
+        return Ok(());
+    };
     if job.status != "assigned" || job.provider.as_deref() != Some(&me.to_string()) {
         journal.forget(id);
         return Ok(());
@@ -216,12 +300,26 @@ async fn process(client: &Client, models: &BTreeMap<String, LoadedModel>, journa
         match client.submit_raw(&bytes).await {
             Ok(_) => return Ok(()),
             Err(e) if e.ledger_error_name() == Some("duplicate_tx") => return Ok(()),
-            Err(e) => tracing::info!(job = id, error = %e, "journaled result not accepted; executing again"),
+            Err(e) => {
+                tracing::info!(job = id, error = %e, "journaled result not accepted; executing again")
+            }
         }
     }
-    let model = models.get(&job.model).ok_or_else(|| ProviderError::Config(format!("job {id} is for `{}`, which this provider does not load", job.model)))?.clone();
-    let input = hex::decode(&job.input).map_err(|e| ProviderError::Model(format!("job input is not hex: {e}")))?;
+    let model = models
+        .get(&job.model)
+        .ok_or_else(|| {
+            ProviderError::Config(format!(
+                "job {id} is for `{}`, which this provider does not load",
+                job.model
+            ))
+        })?
+        .clone();
+    let input = hex::decode(&job.input)
+        .map_err(|e| ProviderError::Model(format!("job input is not hex: {e}")))?;
     let params = job.params.clone();
-    let execution = tokio::task::spawn_blocking(move || models::execute(&model, &input, &params, threads)).await.map_err(|e| ProviderError::Model(e.to_string()))??;
+    let execution =
+        tokio::task::spawn_blocking(move || models::execute(&model, &input, &params, threads))
+            .await
+            .map_err(|e| ProviderError::Model(e.to_string()))??;
     poster.post(journal, id, &execution).await
 }

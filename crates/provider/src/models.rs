@@ -23,10 +23,16 @@ pub struct Execution {
 }
 
 /// Where a model's files live under the models directory, by architecture.
-pub fn local_path(models_dir: &Path, record: &ModelInfo) -> Result<std::path::PathBuf, ProviderError> {
+pub fn local_path(
+    models_dir: &Path,
+    record: &ModelInfo,
+) -> Result<std::path::PathBuf, ProviderError> {
     match record.architecture.as_str() {
         "bert" => Ok(models_dir.join("minilm")),
-        other => Err(ProviderError::Model(format!("`{}`: no local engine for architecture `{other}`", record.name))),
+        other => Err(ProviderError::Model(format!(
+            "`{}`: no local engine for architecture `{other}`",
+            record.name
+        ))),
     }
 }
 
@@ -34,8 +40,12 @@ pub fn local_path(models_dir: &Path, record: &ModelInfo) -> Result<std::path::Pa
 /// chain's record: a provider never serves weights the chain did not name.
 pub fn load(models_dir: &Path, record: &ModelInfo) -> Result<LoadedModel, ProviderError> {
     let path = local_path(models_dir, record)?;
-    let embedder = Embedder::load(&path).map_err(|e| ProviderError::Model(format!("loading {}: {e}", path.display())))?;
-    let (weights, tokenizer) = (hex(&embedder.weights_commitment()), hex(&embedder.tokenizer_hash()));
+    let embedder = Embedder::load(&path)
+        .map_err(|e| ProviderError::Model(format!("loading {}: {e}", path.display())))?;
+    let (weights, tokenizer) = (
+        hex(&embedder.weights_commitment()),
+        hex(&embedder.tokenizer_hash()),
+    );
     if weights != record.weights_commitment || tokenizer != record.tokenizer_hash {
         return Err(ProviderError::Model(format!(
             "`{}`: local weights {weights} / tokenizer {tokenizer} differ from the chain's {} / {}",
@@ -51,7 +61,12 @@ fn hex(bytes: &[u8; 32]) -> String {
 
 /// Runs one job. Inputs that are not UTF-8 are read lossily, so every input has exactly one
 /// output.
-pub fn execute(model: &LoadedModel, input: &[u8], _params: &JobParamsInfo, threads: usize) -> Result<Execution, ProviderError> {
+pub fn execute(
+    model: &LoadedModel,
+    input: &[u8],
+    _params: &JobParamsInfo,
+    threads: usize,
+) -> Result<Execution, ProviderError> {
     let engine = |e: piazza_engine::Error| ProviderError::Model(e.to_string());
     match model {
         LoadedModel::Embedding(embedder) => {
@@ -59,8 +74,14 @@ pub fn execute(model: &LoadedModel, input: &[u8], _params: &JobParamsInfo, threa
             let tokens = embedder.tokenize(&[text.as_ref()]).map_err(engine)?;
             let work_units = tokens[0].len() as u64;
             let batch = Batch::pad(&tokens).map_err(engine)?;
-            let (output, trace) = embedder.run_traced(&batch, Compute::new(threads)).map_err(engine)?;
-            Ok(Execution { output: embedding_bytes(&output.to_vec()), trace_root: Hash(trace.root), work_units })
+            let (output, trace) = embedder
+                .run_traced(&batch, Compute::new(threads))
+                .map_err(engine)?;
+            Ok(Execution {
+                output: embedding_bytes(&output.to_vec()),
+                trace_root: Hash(trace.root),
+                work_units,
+            })
         }
     }
 }
@@ -72,15 +93,26 @@ pub fn embedding_bytes(vector: &[f32]) -> Vec<u8> {
 
 /// The inverse of [`embedding_bytes`]; `None` unless the length is a multiple of 4.
 pub fn embedding_from_bytes(bytes: &[u8]) -> Option<Vec<f32>> {
-    (bytes.len() % 4 == 0).then(|| bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    (bytes.len() % 4 == 0).then(|| {
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    })
 }
 
 /// The chain record of the bundled MiniLM, computed from its files (the devnet's genesis uses
 /// it). The config hash is BLAKE3 of `config.json`'s bytes.
-pub fn minilm_record(models_dir: &Path, owner: piazza_primitives::Address) -> Result<piazza_ledger::models::ModelRecord, ProviderError> {
+pub fn minilm_record(
+    models_dir: &Path,
+    owner: piazza_primitives::Address,
+) -> Result<piazza_ledger::models::ModelRecord, ProviderError> {
     let dir = models_dir.join("minilm");
     let embedder = Embedder::load(&dir).map_err(|e| {
-        ProviderError::Model(format!("loading {}: {e} (run scripts/fetch-models.sh)", dir.display()))
+        ProviderError::Model(format!(
+            "loading {}: {e} (run scripts/fetch-models.sh)",
+            dir.display()
+        ))
     })?;
     let config = std::fs::read(dir.join("config.json"))?;
     Ok(piazza_ledger::models::ModelRecord {

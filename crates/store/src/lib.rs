@@ -16,6 +16,8 @@
 //! assert!(store.head().unwrap().is_none());
 //! ```
 
+use jmt::storage::{LeafNode, Node, NodeKey, TreeReader};
+use jmt::{KeyHash, OwnedValue, Version};
 use piazza_codec::{Decode, DecodeError, Encode, Reader, Writer};
 use piazza_ledger::block::{Block, Event, Receipt};
 use piazza_ledger::executor::{BlockOutcome, Writes};
@@ -23,8 +25,6 @@ use piazza_ledger::state::StateRead;
 use piazza_ledger::tx::SignedTransaction;
 use piazza_merkle::{key_hash, StateProof, Tree, TreeUpdateBatch};
 use piazza_primitives::Hash;
-use jmt::storage::{LeafNode, Node, NodeKey, TreeReader};
-use jmt::{KeyHash, OwnedValue, Version};
 use redb::{Database, ReadableTableMetadata, TableDefinition};
 use std::path::Path;
 use thiserror::Error;
@@ -53,11 +53,18 @@ pub enum StoreError {
     #[error("state tree: {0}")]
     Tree(String),
     #[error("stored bytes do not decode ({what}): {error}")]
-    Corrupt { what: &'static str, error: DecodeError },
+    Corrupt {
+        what: &'static str,
+        error: DecodeError,
+    },
     #[error("block {got} does not follow the head {head:?}")]
     NotNext { head: Option<u64>, got: u64 },
     #[error("state root of block {height} is {computed}, the header says {header}")]
-    StateRootMismatch { height: u64, computed: Hash, header: Hash },
+    StateRootMismatch {
+        height: u64,
+        computed: Hash,
+        header: Hash,
+    },
     #[error("genesis is already committed")]
     GenesisExists,
 }
@@ -69,7 +76,13 @@ macro_rules! db_err {
         }
     )*};
 }
-db_err!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+db_err!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
 
 fn corrupt(what: &'static str) -> impl FnOnce(DecodeError) -> StoreError {
     move |error| StoreError::Corrupt { what, error }
@@ -93,7 +106,11 @@ impl Encode for Head {
 
 impl Decode for Head {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(Head { height: r.u64()?, block_hash: r.value()?, state_root: r.value()? })
+        Ok(Head {
+            height: r.u64()?,
+            block_hash: r.value()?,
+            state_root: r.value()?,
+        })
     }
 }
 
@@ -140,7 +157,9 @@ impl Store {
         let txn = self.db.begin_read()?;
         let meta = txn.open_table(META)?;
         let value = meta.get(HEAD)?;
-        value.map(|v| Head::from_bytes(v.value()).map_err(corrupt("head"))).transpose()
+        value
+            .map(|v| Head::from_bytes(v.value()).map_err(corrupt("head")))
+            .transpose()
     }
 
     /// The genesis document as committed.
@@ -162,18 +181,36 @@ impl Store {
     /// writing anything.
     pub fn prepare(&self, version: Version, writes: &Writes) -> Result<PreparedState, StoreError> {
         let txn = self.db.begin_read()?;
-        let reader = TreeTables { nodes: txn.open_table(TREE_NODES)?, values: txn.open_table(TREE_VALUES)? };
+        let reader = TreeTables {
+            nodes: txn.open_table(TREE_NODES)?,
+            values: txn.open_table(TREE_VALUES)?,
+        };
         let value_set = writes.iter().map(|(k, v)| (key_hash(k), v.clone()));
-        let (root, batch) = Tree::new(&reader).put_value_set(value_set, version).map_err(|e| StoreError::Tree(e.to_string()))?;
-        Ok(PreparedState { version, root: Hash(root.0), batch })
+        let (root, batch) = Tree::new(&reader)
+            .put_value_set(value_set, version)
+            .map_err(|e| StoreError::Tree(e.to_string()))?;
+        Ok(PreparedState {
+            version,
+            root: Hash(root.0),
+            batch,
+        })
     }
 
     /// Commits the genesis state as version 0.
-    pub fn commit_genesis(&self, genesis_document: &[u8], writes: &Writes, prepared: PreparedState) -> Result<Head, StoreError> {
+    pub fn commit_genesis(
+        &self,
+        genesis_document: &[u8],
+        writes: &Writes,
+        prepared: PreparedState,
+    ) -> Result<Head, StoreError> {
         if self.head()?.is_some() {
             return Err(StoreError::GenesisExists);
         }
-        let head = Head { height: 0, block_hash: Hash::ZERO, state_root: prepared.root };
+        let head = Head {
+            height: 0,
+            block_hash: Hash::ZERO,
+            state_root: prepared.root,
+        };
         let txn = self.db.begin_write()?;
         {
             write_state(&txn, writes, &prepared)?;
@@ -186,25 +223,44 @@ impl Store {
     }
 
     /// Commits a block with its execution outcome and prepared state, atomically and durably.
-    pub fn commit_block(&self, block: &Block, outcome: &BlockOutcome, prepared: PreparedState) -> Result<Head, StoreError> {
+    pub fn commit_block(
+        &self,
+        block: &Block,
+        outcome: &BlockOutcome,
+        prepared: PreparedState,
+    ) -> Result<Head, StoreError> {
         let height = block.header.height;
         let current = self.head()?;
         if current.map(|h| h.height + 1) != Some(height) || prepared.version != height {
-            return Err(StoreError::NotNext { head: current.map(|h| h.height), got: height });
+            return Err(StoreError::NotNext {
+                head: current.map(|h| h.height),
+                got: height,
+            });
         }
         if prepared.root != block.header.state_root {
-            return Err(StoreError::StateRootMismatch { height, computed: prepared.root, header: block.header.state_root });
+            return Err(StoreError::StateRootMismatch {
+                height,
+                computed: prepared.root,
+                header: block.header.state_root,
+            });
         }
         let block_hash = block.hash();
-        let head = Head { height, block_hash, state_root: prepared.root };
+        let head = Head {
+            height,
+            block_hash,
+            state_root: prepared.root,
+        };
         let txn = self.db.begin_write()?;
         {
             write_state(&txn, &outcome.writes, &prepared)?;
-            txn.open_table(BLOCKS)?.insert(height, block.to_bytes().as_slice())?;
-            txn.open_table(BLOCK_HEIGHTS)?.insert(block_hash.0.as_slice(), height)?;
+            txn.open_table(BLOCKS)?
+                .insert(height, block.to_bytes().as_slice())?;
+            txn.open_table(BLOCK_HEIGHTS)?
+                .insert(block_hash.0.as_slice(), height)?;
             let mut events = Writer::new();
             events.seq(&outcome.events);
-            txn.open_table(BLOCK_EVENTS)?.insert(height, events.into_bytes().as_slice())?;
+            txn.open_table(BLOCK_EVENTS)?
+                .insert(height, events.into_bytes().as_slice())?;
             let mut txs = txn.open_table(TXS)?;
             let mut receipts = txn.open_table(RECEIPTS)?;
             for (index, (tx, receipt)) in block.txs.iter().zip(&outcome.receipts).enumerate() {
@@ -215,7 +271,8 @@ impl Store {
                 txs.insert(tx.hash().0.as_slice(), w.into_bytes().as_slice())?;
                 receipts.insert(tx.hash().0.as_slice(), receipt.to_bytes().as_slice())?;
             }
-            txn.open_table(META)?.insert(HEAD, head.to_bytes().as_slice())?;
+            txn.open_table(META)?
+                .insert(HEAD, head.to_bytes().as_slice())?;
         }
         txn.commit()?;
         Ok(head)
@@ -225,7 +282,9 @@ impl Store {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(BLOCKS)?;
         let value = table.get(height)?;
-        value.map(|v| Block::from_bytes(v.value()).map_err(corrupt("block"))).transpose()
+        value
+            .map(|v| Block::from_bytes(v.value()).map_err(corrupt("block")))
+            .transpose()
     }
 
     pub fn block_height(&self, hash: &Hash) -> Result<Option<u64>, StoreError> {
@@ -241,17 +300,24 @@ impl Store {
         let value = table.get(height)?;
         match value {
             None => Ok(Vec::new()),
-            Some(v) => Reader::new(v.value()).seq(piazza_ledger::block::BLOCK_TXS_MAX).map_err(corrupt("block events")),
+            Some(v) => Reader::new(v.value())
+                .seq(piazza_ledger::block::BLOCK_TXS_MAX)
+                .map_err(corrupt("block events")),
         }
     }
 
     pub fn tx(&self, hash: &Hash) -> Result<Option<(TxLocation, SignedTransaction)>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(TXS)?;
-        let Some(value) = table.get(hash.0.as_slice())? else { return Ok(None) };
+        let Some(value) = table.get(hash.0.as_slice())? else {
+            return Ok(None);
+        };
         let mut r = Reader::new(value.value());
         let decode = |r: &mut Reader<'_>| -> Result<_, DecodeError> {
-            let location = TxLocation { height: r.u64()?, index: r.u32()? };
+            let location = TxLocation {
+                height: r.u64()?,
+                index: r.u32()?,
+            };
             let tx = r.value()?;
             r.finish()?;
             Ok((location, tx))
@@ -263,21 +329,34 @@ impl Store {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(RECEIPTS)?;
         let value = table.get(hash.0.as_slice())?;
-        value.map(|v| Receipt::from_bytes(v.value()).map_err(corrupt("receipt"))).transpose()
+        value
+            .map(|v| Receipt::from_bytes(v.value()).map_err(corrupt("receipt")))
+            .transpose()
     }
 
     pub fn state_root(&self, version: Version) -> Result<Option<Hash>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(ROOTS)?;
         let value = table.get(version)?;
-        value.map(|v| Hash::from_bytes(v.value()).map_err(corrupt("state root"))).transpose()
+        value
+            .map(|v| Hash::from_bytes(v.value()).map_err(corrupt("state root")))
+            .transpose()
     }
 
     /// The value of `key` at `version` with a proof against that version's state root.
-    pub fn get_with_proof(&self, key: &[u8], version: Version) -> Result<(Option<Vec<u8>>, StateProof), StoreError> {
+    pub fn get_with_proof(
+        &self,
+        key: &[u8],
+        version: Version,
+    ) -> Result<(Option<Vec<u8>>, StateProof), StoreError> {
         let txn = self.db.begin_read()?;
-        let reader = TreeTables { nodes: txn.open_table(TREE_NODES)?, values: txn.open_table(TREE_VALUES)? };
-        let (value, proof) = Tree::new(&reader).get_with_proof(key_hash(key), version).map_err(|e| StoreError::Tree(e.to_string()))?;
+        let reader = TreeTables {
+            nodes: txn.open_table(TREE_NODES)?,
+            values: txn.open_table(TREE_VALUES)?,
+        };
+        let (value, proof) = Tree::new(&reader)
+            .get_with_proof(key_hash(key), version)
+            .map_err(|e| StoreError::Tree(e.to_string()))?;
         Ok((value, StateProof::new(proof)))
     }
 
@@ -288,7 +367,11 @@ impl Store {
     }
 }
 
-fn write_state(txn: &redb::WriteTransaction, writes: &Writes, prepared: &PreparedState) -> Result<(), StoreError> {
+fn write_state(
+    txn: &redb::WriteTransaction,
+    writes: &Writes,
+    prepared: &PreparedState,
+) -> Result<(), StoreError> {
     let mut state = txn.open_table(STATE)?;
     for (key, value) in writes {
         match value {
@@ -315,7 +398,8 @@ fn write_state(txn: &redb::WriteTransaction, writes: &Writes, prepared: &Prepare
         }
         values.insert(key.as_slice(), bytes.as_slice())?;
     }
-    txn.open_table(ROOTS)?.insert(prepared.version, prepared.root.to_bytes().as_slice())?;
+    txn.open_table(ROOTS)?
+        .insert(prepared.version, prepared.root.to_bytes().as_slice())?;
     Ok(())
 }
 
@@ -335,7 +419,10 @@ impl StateRead for Snapshot {
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
         // A failing disk read of committed state is not recoverable here; the node restarts
         // from its last committed block.
-        let value = self.state.get(key).unwrap_or_else(|e| panic!("reading committed state failed: {e}"));
+        let value = self
+            .state
+            .get(key)
+            .unwrap_or_else(|e| panic!("reading committed state failed: {e}"));
         value.map(|v| v.value().to_vec())
     }
 }
@@ -348,15 +435,23 @@ struct TreeTables {
 impl TreeReader for TreeTables {
     fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
         let key = borsh::to_vec(node_key)?;
-        let Some(value) = self.nodes.get(key.as_slice())? else { return Ok(None) };
+        let Some(value) = self.nodes.get(key.as_slice())? else {
+            return Ok(None);
+        };
         Ok(Some(borsh::from_slice(value.value())?))
     }
 
-    fn get_value_option(&self, max_version: Version, key_hash: KeyHash) -> anyhow::Result<Option<OwnedValue>> {
+    fn get_value_option(
+        &self,
+        max_version: Version,
+        key_hash: KeyHash,
+    ) -> anyhow::Result<Option<OwnedValue>> {
         let start = value_key(key_hash, 0);
         let end = value_key(key_hash, max_version);
         let mut range = self.values.range(start.as_slice()..=end.as_slice())?;
-        let Some(entry) = range.next_back() else { return Ok(None) };
+        let Some(entry) = range.next_back() else {
+            return Ok(None);
+        };
         let (_, value) = entry?;
         let bytes = value.value();
         match bytes.first() {

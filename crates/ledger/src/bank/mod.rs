@@ -39,8 +39,15 @@ impl Decode for Msg {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let offset = r.offset();
         match r.u8()? {
-            0 => Ok(Msg::Send { to: r.value()?, amount: r.value()? }),
-            tag => Err(DecodeError::InvalidTag { offset, tag, what: "bank message" }),
+            0 => Ok(Msg::Send {
+                to: r.value()?,
+                amount: r.value()?,
+            }),
+            tag => Err(DecodeError::InvalidTag {
+                offset,
+                tag,
+                what: "bank message",
+            }),
         }
     }
 }
@@ -60,7 +67,10 @@ impl Encode for Account {
 
 impl Decode for Account {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(Account { balance: r.value()?, nonce: r.u64()? })
+        Ok(Account {
+            balance: r.value()?,
+            nonce: r.u64()?,
+        })
     }
 }
 
@@ -77,27 +87,44 @@ pub fn supply(state: &StateDelta<'_>) -> Amount {
 }
 
 fn insufficient(address: &Address, balance: Amount, needed: Amount) -> TxError {
-    TxError::new(ErrorCode::InsufficientFunds, format!("{address} holds {balance} PZA, needs {needed} PZA"))
+    TxError::new(
+        ErrorCode::InsufficientFunds,
+        format!("{address} holds {balance} PZA, needs {needed} PZA"),
+    )
 }
 
 pub fn debit(state: &mut StateDelta<'_>, address: &Address, amount: Amount) -> Result<(), TxError> {
     let mut acct = account(state, address);
-    acct.balance = acct.balance.checked_sub(amount).ok_or_else(|| insufficient(address, acct.balance, amount))?;
-    put_account(state, address, &acct);
-    Ok(())
-}
-
-pub fn credit(state: &mut StateDelta<'_>, address: &Address, amount: Amount) -> Result<(), TxError> {
-    let mut acct = account(state, address);
     acct.balance = acct
         .balance
-        .checked_add(amount)
-        .ok_or_else(|| TxError::new(ErrorCode::Overflow, format!("balance of {address} would overflow")))?;
+        .checked_sub(amount)
+        .ok_or_else(|| insufficient(address, acct.balance, amount))?;
     put_account(state, address, &acct);
     Ok(())
 }
 
-pub fn transfer(state: &mut StateDelta<'_>, from: &Address, to: &Address, amount: Amount) -> Result<(), TxError> {
+pub fn credit(
+    state: &mut StateDelta<'_>,
+    address: &Address,
+    amount: Amount,
+) -> Result<(), TxError> {
+    let mut acct = account(state, address);
+    acct.balance = acct.balance.checked_add(amount).ok_or_else(|| {
+        TxError::new(
+            ErrorCode::Overflow,
+            format!("balance of {address} would overflow"),
+        )
+    })?;
+    put_account(state, address, &acct);
+    Ok(())
+}
+
+pub fn transfer(
+    state: &mut StateDelta<'_>,
+    from: &Address,
+    to: &Address,
+    amount: Amount,
+) -> Result<(), TxError> {
     debit(state, from, amount)?;
     credit(state, to, amount)
 }
@@ -115,7 +142,9 @@ pub fn mint(state: &mut StateDelta<'_>, to: &Address, amount: Amount) -> Result<
 /// Destroys tokens held by `from` (for example the burned share of a slash).
 pub fn burn(state: &mut StateDelta<'_>, from: &Address, amount: Amount) -> Result<(), TxError> {
     debit(state, from, amount)?;
-    let total = supply(state).checked_sub(amount).expect("supply covers every balance");
+    let total = supply(state)
+        .checked_sub(amount)
+        .expect("supply covers every balance");
     state.put(state_key::supply(), &total);
     Ok(())
 }
@@ -134,14 +163,19 @@ impl Module for Bank {
 
     fn check_stateless(msg: &Msg) -> Result<(), TxError> {
         match msg {
-            Msg::Send { amount, .. } if amount.is_zero() => {
-                Err(TxError::new(ErrorCode::InvalidMessage, "a transfer needs a positive amount"))
-            }
+            Msg::Send { amount, .. } if amount.is_zero() => Err(TxError::new(
+                ErrorCode::InvalidMessage,
+                "a transfer needs a positive amount",
+            )),
             Msg::Send { .. } => Ok(()),
         }
     }
 
-    fn check_stateful(state: &StateDelta<'_>, ctx: &TxContext<'_>, msg: &Msg) -> Result<(), TxError> {
+    fn check_stateful(
+        state: &StateDelta<'_>,
+        ctx: &TxContext<'_>,
+        msg: &Msg,
+    ) -> Result<(), TxError> {
         match msg {
             Msg::Send { amount, .. } => {
                 let balance = account(state, &ctx.sender).balance;
@@ -153,13 +187,21 @@ impl Module for Bank {
         }
     }
 
-    fn execute(state: &mut StateDelta<'_>, ctx: &mut TxContext<'_>, msg: &Msg) -> Result<(), TxError> {
+    fn execute(
+        state: &mut StateDelta<'_>,
+        ctx: &mut TxContext<'_>,
+        msg: &Msg,
+    ) -> Result<(), TxError> {
         match msg {
             Msg::Send { to, amount } => {
                 transfer(state, &ctx.sender, to, *amount)?;
                 ctx.emit(Event::new(
                     "bank.transfer",
-                    &[("from", ctx.sender.to_string()), ("to", to.to_string()), ("amount", amount.base_units().to_string())],
+                    &[
+                        ("from", ctx.sender.to_string()),
+                        ("to", to.to_string()),
+                        ("amount", amount.base_units().to_string()),
+                    ],
                 ));
                 Ok(())
             }
@@ -168,7 +210,8 @@ impl Module for Bank {
 
     fn init_chain(state: &mut StateDelta<'_>, genesis: &Genesis) -> Result<(), GenesisError> {
         for entry in &genesis.accounts {
-            mint(state, &entry.address, entry.balance).map_err(|e| GenesisError::Invalid(e.to_string()))?;
+            mint(state, &entry.address, entry.balance)
+                .map_err(|e| GenesisError::Invalid(e.to_string()))?;
         }
         Ok(())
     }

@@ -102,7 +102,12 @@ impl Default for Params {
             job_deadline_blocks: 20,
             missed_deadline_penalty: Amount::pza(10),
             max_attempts: 3,
-            split: FeeSplit { provider_bps: 7_000, model_owner_bps: 1_500, auditor_pool_bps: 1_000, treasury_bps: 500 },
+            split: FeeSplit {
+                provider_bps: 7_000,
+                model_owner_bps: 1_500,
+                auditor_pool_bps: 1_000,
+                treasury_bps: 500,
+            },
         }
     }
 }
@@ -110,9 +115,14 @@ impl Default for Params {
 impl Params {
     pub fn validate(&self) -> Result<(), String> {
         let s = &self.split;
-        let total = s.provider_bps as u32 + s.model_owner_bps as u32 + s.auditor_pool_bps as u32 + s.treasury_bps as u32;
+        let total = s.provider_bps as u32
+            + s.model_owner_bps as u32
+            + s.auditor_pool_bps as u32
+            + s.treasury_bps as u32;
         if total != BPS as u32 {
-            return Err(format!("the fee split sums to {total} basis points, not 10000"));
+            return Err(format!(
+                "the fee split sums to {total} basis points, not 10000"
+            ));
         }
         if self.job_deadline_blocks == 0 || self.max_attempts == 0 {
             return Err("job deadline and attempts must be positive".into());
@@ -143,7 +153,12 @@ impl Decode for Params {
             job_deadline_blocks: r.u64()?,
             missed_deadline_penalty: r.value()?,
             max_attempts: r.u8()?,
-            split: FeeSplit { provider_bps: r.u16()?, model_owner_bps: r.u16()?, auditor_pool_bps: r.u16()?, treasury_bps: r.u16()? },
+            split: FeeSplit {
+                provider_bps: r.u16()?,
+                model_owner_bps: r.u16()?,
+                auditor_pool_bps: r.u16()?,
+                treasury_bps: r.u16()?,
+            },
         })
     }
 }
@@ -180,7 +195,12 @@ impl Encode for Offer {
 
 impl Decode for Offer {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(Offer { models: decode_models(r)?, price_per_unit: r.value()?, capacity: r.u32()?, endpoint: r.string(ENDPOINT_BYTES_MAX)? })
+        Ok(Offer {
+            models: decode_models(r)?,
+            price_per_unit: r.value()?,
+            capacity: r.u32()?,
+            endpoint: r.string(ENDPOINT_BYTES_MAX)?,
+        })
     }
 }
 
@@ -205,7 +225,13 @@ impl Encode for Provider {
 
 impl Decode for Provider {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(Provider { address: r.value()?, offer: r.value()?, active_jobs: r.u32()?, jobs_completed: r.u64()?, deadlines_missed: r.u64()? })
+        Ok(Provider {
+            address: r.value()?,
+            offer: r.value()?,
+            active_jobs: r.u32()?,
+            jobs_completed: r.u64()?,
+            deadlines_missed: r.u64()?,
+        })
     }
 }
 
@@ -253,8 +279,14 @@ impl Decode for JobParams {
 pub enum JobStatus {
     /// Waiting for the next block's randomness.
     Pending,
-    Assigned { provider: Address, deadline_height: u64 },
-    Posted { provider: Address, settle_height: u64 },
+    Assigned {
+        provider: Address,
+        deadline_height: u64,
+    },
+    Posted {
+        provider: Address,
+        settle_height: u64,
+    },
     Settled,
     /// No provider could serve it; refunded in full.
     Expired,
@@ -276,12 +308,18 @@ impl Encode for JobStatus {
     fn encode(&self, w: &mut Writer) {
         match self {
             JobStatus::Pending => w.u8(0),
-            JobStatus::Assigned { provider, deadline_height } => {
+            JobStatus::Assigned {
+                provider,
+                deadline_height,
+            } => {
                 w.u8(1);
                 w.value(provider);
                 w.u64(*deadline_height);
             }
-            JobStatus::Posted { provider, settle_height } => {
+            JobStatus::Posted {
+                provider,
+                settle_height,
+            } => {
                 w.u8(2);
                 w.value(provider);
                 w.u64(*settle_height);
@@ -297,11 +335,23 @@ impl Decode for JobStatus {
         let offset = r.offset();
         Ok(match r.u8()? {
             0 => JobStatus::Pending,
-            1 => JobStatus::Assigned { provider: r.value()?, deadline_height: r.u64()? },
-            2 => JobStatus::Posted { provider: r.value()?, settle_height: r.u64()? },
+            1 => JobStatus::Assigned {
+                provider: r.value()?,
+                deadline_height: r.u64()?,
+            },
+            2 => JobStatus::Posted {
+                provider: r.value()?,
+                settle_height: r.u64()?,
+            },
             3 => JobStatus::Settled,
             4 => JobStatus::Expired,
-            tag => return Err(DecodeError::InvalidTag { offset, tag, what: "job status" }),
+            tag => {
+                return Err(DecodeError::InvalidTag {
+                    offset,
+                    tag,
+                    what: "job status",
+                })
+            }
         })
     }
 }
@@ -327,7 +377,13 @@ impl Encode for JobResult {
 
 impl Decode for JobResult {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(JobResult { output: r.bytes(JOB_OUTPUT_BYTES_MAX)?, output_hash: r.value()?, trace_root: r.value()?, work_units: r.u64()?, posted_height: r.u64()? })
+        Ok(JobResult {
+            output: r.bytes(JOB_OUTPUT_BYTES_MAX)?,
+            output_hash: r.value()?,
+            trace_root: r.value()?,
+            work_units: r.u64()?,
+            posted_height: r.u64()?,
+        })
     }
 }
 
@@ -452,13 +508,30 @@ pub fn output_hash(output: &[u8]) -> Hash {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Msg {
     /// Becomes a provider, bonding `stake` (on top of any provider bond already held).
-    RegisterProvider { offer: Offer, stake: Amount },
-    UpdateProvider { offer: Offer },
+    RegisterProvider {
+        offer: Offer,
+        stake: Amount,
+    },
+    UpdateProvider {
+        offer: Offer,
+    },
     /// Stops serving and unbonds the whole provider bond (through the unbonding delay).
     ExitProvider,
     /// Submits a job, escrowing `max_price`.
-    SubmitJob { model: String, input: Vec<u8>, params: JobParams, max_units: u64, max_price: Amount },
-    PostResult { job: u64, output: Vec<u8>, output_hash: Hash, trace_root: Hash, work_units: u64 },
+    SubmitJob {
+        model: String,
+        input: Vec<u8>,
+        params: JobParams,
+        max_units: u64,
+        max_price: Amount,
+    },
+    PostResult {
+        job: u64,
+        output: Vec<u8>,
+        output_hash: Hash,
+        trace_root: Hash,
+        work_units: u64,
+    },
 }
 
 impl Encode for Msg {
@@ -474,7 +547,13 @@ impl Encode for Msg {
                 w.value(offer);
             }
             Msg::ExitProvider => w.u8(2),
-            Msg::SubmitJob { model, input, params, max_units, max_price } => {
+            Msg::SubmitJob {
+                model,
+                input,
+                params,
+                max_units,
+                max_price,
+            } => {
                 w.u8(3);
                 w.str(model);
                 w.bytes(input);
@@ -482,7 +561,13 @@ impl Encode for Msg {
                 w.u64(*max_units);
                 w.value(max_price);
             }
-            Msg::PostResult { job, output, output_hash, trace_root, work_units } => {
+            Msg::PostResult {
+                job,
+                output,
+                output_hash,
+                trace_root,
+                work_units,
+            } => {
                 w.u8(4);
                 w.u64(*job);
                 w.bytes(output);
@@ -498,18 +583,43 @@ impl Decode for Msg {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let offset = r.offset();
         Ok(match r.u8()? {
-            0 => Msg::RegisterProvider { offer: r.value()?, stake: r.value()? },
+            0 => Msg::RegisterProvider {
+                offer: r.value()?,
+                stake: r.value()?,
+            },
             1 => Msg::UpdateProvider { offer: r.value()? },
             2 => Msg::ExitProvider,
-            3 => Msg::SubmitJob { model: r.string(MODEL_NAME_BYTES_MAX)?, input: r.bytes(JOB_INPUT_BYTES_MAX)?, params: r.value()?, max_units: r.u64()?, max_price: r.value()? },
-            4 => Msg::PostResult { job: r.u64()?, output: r.bytes(JOB_OUTPUT_BYTES_MAX)?, output_hash: r.value()?, trace_root: r.value()?, work_units: r.u64()? },
-            tag => return Err(DecodeError::InvalidTag { offset, tag, what: "compute message" }),
+            // Inputs and outputs decode up to the transaction bound; the stateless check then
+            // refuses oversized ones with their own error code.
+            3 => Msg::SubmitJob {
+                model: r.string(MODEL_NAME_BYTES_MAX)?,
+                input: r.bytes(crate::tx::TX_BYTES_MAX)?,
+                params: r.value()?,
+                max_units: r.u64()?,
+                max_price: r.value()?,
+            },
+            4 => Msg::PostResult {
+                job: r.u64()?,
+                output: r.bytes(crate::tx::TX_BYTES_MAX)?,
+                output_hash: r.value()?,
+                trace_root: r.value()?,
+                work_units: r.u64()?,
+            },
+            tag => {
+                return Err(DecodeError::InvalidTag {
+                    offset,
+                    tag,
+                    what: "compute message",
+                })
+            }
         })
     }
 }
 
 pub fn params(state: &StateDelta<'_>) -> Params {
-    state.get(&state_key::params()).expect("compute params are written at genesis")
+    state
+        .get(&state_key::params())
+        .expect("compute params are written at genesis")
 }
 
 pub fn provider(state: &StateDelta<'_>, address: &Address) -> Option<Provider> {
@@ -522,11 +632,17 @@ pub fn job(state: &StateDelta<'_>, id: u64) -> Option<Job> {
 
 /// The jobs currently assigned to a provider.
 pub fn assigned_jobs(state: &StateDelta<'_>, address: &Address) -> Vec<u64> {
-    state.get::<List<u64, { PROVIDER_CAPACITY_MAX as usize }>>(&state_key::assigned(address)).unwrap_or_default().0
+    state
+        .get::<List<u64, { PROVIDER_CAPACITY_MAX as usize }>>(&state_key::assigned(address))
+        .unwrap_or_default()
+        .0
 }
 
 pub fn providers_serving(state: &StateDelta<'_>, model: &str) -> Vec<Address> {
-    state.get::<List<Address, PROVIDERS_PER_MODEL_MAX>>(&state_key::serving(model)).unwrap_or_default().0
+    state
+        .get::<List<Address, PROVIDERS_PER_MODEL_MAX>>(&state_key::serving(model))
+        .unwrap_or_default()
+        .0
 }
 
 fn invalid(message: impl Into<String>) -> TxError {
@@ -535,10 +651,14 @@ fn invalid(message: impl Into<String>) -> TxError {
 
 fn check_offer(offer: &Offer) -> Result<(), TxError> {
     if offer.models.is_empty() || offer.models.len() > PROVIDER_MODELS_MAX {
-        return Err(invalid(format!("a provider serves 1 to {PROVIDER_MODELS_MAX} models")));
+        return Err(invalid(format!(
+            "a provider serves 1 to {PROVIDER_MODELS_MAX} models"
+        )));
     }
     if offer.capacity == 0 || offer.capacity > PROVIDER_CAPACITY_MAX {
-        return Err(invalid(format!("capacity must be 1 to {PROVIDER_CAPACITY_MAX}")));
+        return Err(invalid(format!(
+            "capacity must be 1 to {PROVIDER_CAPACITY_MAX}"
+        )));
     }
     let mut sorted = offer.models.clone();
     sorted.sort();
@@ -553,10 +673,15 @@ fn check_offer_stateful(state: &StateDelta<'_>, offer: &Offer) -> Result<(), TxE
     for name in &offer.models {
         let record = models::record(state, name).ok_or_else(|| models::unknown(name))?;
         if offer.price_per_unit < record.price_floor {
-            return Err(invalid(format!("`{name}` has a price floor of {} PZA per unit", record.price_floor)));
+            return Err(invalid(format!(
+                "`{name}` has a price floor of {} PZA per unit",
+                record.price_floor
+            )));
         }
         if providers_serving(state, name).len() >= PROVIDERS_PER_MODEL_MAX {
-            return Err(invalid(format!("`{name}` already has {PROVIDERS_PER_MODEL_MAX} providers")));
+            return Err(invalid(format!(
+                "`{name}` already has {PROVIDERS_PER_MODEL_MAX} providers"
+            )));
         }
     }
     Ok(())
@@ -572,7 +697,10 @@ fn set_serving(state: &mut StateDelta<'_>, address: &Address, models: &[String],
             }
             _ => {}
         }
-        state.put(state_key::serving(model), &List::<Address, PROVIDERS_PER_MODEL_MAX>(list));
+        state.put(
+            state_key::serving(model),
+            &List::<Address, PROVIDERS_PER_MODEL_MAX>(list),
+        );
     }
 }
 
@@ -585,7 +713,10 @@ fn set_assigned(state: &mut StateDelta<'_>, address: &Address, job: u64, assigne
         }
         _ => {}
     }
-    state.put(state_key::assigned(address), &List::<u64, { PROVIDER_CAPACITY_MAX as usize }>(list));
+    state.put(
+        state_key::assigned(address),
+        &List::<u64, { PROVIDER_CAPACITY_MAX as usize }>(list),
+    );
 }
 
 fn push_queue(state: &mut StateDelta<'_>, key: Vec<u8>, job: u64) -> Result<(), TxError> {
@@ -611,18 +742,38 @@ pub fn choose_provider(state: &StateDelta<'_>, job: &Job, randomness: &Hash) -> 
     let params = params(state);
     let mut candidates: Vec<(Address, u128)> = Vec::new();
     for address in providers_serving(state, &job.model) {
-        let Some(p) = provider(state, &address) else { continue };
-        let affordable = p.offer.price_per_unit.checked_mul(job.max_units as u128).is_some_and(|cost| cost <= job.max_price);
+        let Some(p) = provider(state, &address) else {
+            continue;
+        };
+        let affordable = p
+            .offer
+            .price_per_unit
+            .checked_mul(job.max_units as u128)
+            .is_some_and(|cost| cost <= job.max_price);
         let stake = staking::bonded(state, &address, Role::Provider);
-        if affordable && p.active_jobs < p.offer.capacity && stake >= params.min_provider_stake && !job.missed.contains(&address) {
+        if affordable
+            && p.active_jobs < p.offer.capacity
+            && stake >= params.min_provider_stake
+            && !job.missed.contains(&address)
+        {
             candidates.push((address, stake.base_units()));
         }
     }
-    let total: u128 = candidates.iter().map(|(_, w)| *w).fold(0u128, |a, b| a.saturating_add(b));
+    let total: u128 = candidates
+        .iter()
+        .map(|(_, w)| *w)
+        .fold(0u128, |a, b| a.saturating_add(b));
     if total == 0 {
         return None;
     }
-    let draw = Hash::of("piazza/compute/assign", &[&randomness.0, &job.id.to_le_bytes(), &(job.missed.len() as u64).to_le_bytes()]);
+    let draw = Hash::of(
+        "piazza/compute/assign",
+        &[
+            &randomness.0,
+            &job.id.to_le_bytes(),
+            &(job.missed.len() as u64).to_le_bytes(),
+        ],
+    );
     let mut target = u128::from_le_bytes(draw.0[..16].try_into().expect("16 bytes")) % total;
     for (address, weight) in candidates {
         if target < weight {
@@ -634,8 +785,15 @@ pub fn choose_provider(state: &StateDelta<'_>, job: &Job, randomness: &Hash) -> 
 }
 
 fn expire(state: &mut StateDelta<'_>, mut job: Job, events: &mut Vec<Event>) {
-    bank::transfer(state, &escrow(), &job.client, job.max_price).expect("the escrow holds every open job's price");
-    events.push(Event::new("compute.job_expired", &[("job", job.id.to_string()), ("refund", job.max_price.base_units().to_string())]));
+    bank::transfer(state, &escrow(), &job.client, job.max_price)
+        .expect("the escrow holds every open job's price");
+    events.push(Event::new(
+        "compute.job_expired",
+        &[
+            ("job", job.id.to_string()),
+            ("refund", job.max_price.base_units().to_string()),
+        ],
+    ));
     job.status = JobStatus::Expired;
     state.put(state_key::job(job.id), &job);
 }
@@ -643,8 +801,12 @@ fn expire(state: &mut StateDelta<'_>, mut job: Job, events: &mut Vec<Event>) {
 /// Assigns `job` at `block` or expires it when nobody can serve it.
 fn assign(state: &mut StateDelta<'_>, mut job: Job, block: &BlockContext, events: &mut Vec<Event>) {
     let params = params(state);
-    let chosen = (job.missed.len() < params.max_attempts as usize).then(|| choose_provider(state, &job, &block.randomness)).flatten();
-    let Some(address) = chosen else { return expire(state, job, events) };
+    let chosen = (job.missed.len() < params.max_attempts as usize)
+        .then(|| choose_provider(state, &job, &block.randomness))
+        .flatten();
+    let Some(address) = chosen else {
+        return expire(state, job, events);
+    };
     let deadline_height = block.height + params.job_deadline_blocks;
     if push_queue(state, state_key::deadlines(deadline_height), job.id).is_err() {
         return expire(state, job, events);
@@ -654,8 +816,18 @@ fn assign(state: &mut StateDelta<'_>, mut job: Job, block: &BlockContext, events
     job.price_per_unit = p.offer.price_per_unit;
     state.put(state_key::provider(&address), &p);
     set_assigned(state, &address, job.id, true);
-    job.status = JobStatus::Assigned { provider: address, deadline_height };
-    events.push(Event::new("compute.job_assigned", &[("job", job.id.to_string()), ("provider", address.to_string()), ("deadline_height", deadline_height.to_string())]));
+    job.status = JobStatus::Assigned {
+        provider: address,
+        deadline_height,
+    };
+    events.push(Event::new(
+        "compute.job_assigned",
+        &[
+            ("job", job.id.to_string()),
+            ("provider", address.to_string()),
+            ("deadline_height", deadline_height.to_string()),
+        ],
+    ));
     state.put(state_key::job(job.id), &job);
 }
 
@@ -673,18 +845,51 @@ fn release_provider(state: &mut StateDelta<'_>, address: &Address, job: u64, com
 }
 
 fn settle(state: &mut StateDelta<'_>, mut job: Job, block: &BlockContext, events: &mut Vec<Event>) {
-    let JobStatus::Posted { provider: address, .. } = job.status else { return };
+    let JobStatus::Posted {
+        provider: address, ..
+    } = job.status
+    else {
+        return;
+    };
     let result = job.result.clone().expect("posted jobs have a result");
     let split = params(state).split;
-    let price = job.price_per_unit.checked_mul(result.work_units as u128).unwrap_or(job.max_price).min(job.max_price);
-    let share = |bps: u16| price.checked_mul_div(bps as u128, BPS).expect("bps shares of a u128 price fit");
-    let owner = models::record(state, &job.model).map(|m| m.owner).unwrap_or_else(bank::treasury);
-    let (to_owner, to_pool, to_treasury) = (share(split.model_owner_bps), share(split.auditor_pool_bps), share(split.treasury_bps));
-    let to_provider = price.checked_sub(to_owner).and_then(|p| p.checked_sub(to_pool)).and_then(|p| p.checked_sub(to_treasury)).expect("shares sum to at most the price");
-    let refund = job.max_price.checked_sub(price).expect("price is capped by the escrow");
-    for (to, amount) in [(address, to_provider), (owner, to_owner), (auditor_pool(), to_pool), (bank::treasury(), to_treasury), (job.client, refund)] {
+    let price = job
+        .price_per_unit
+        .checked_mul(result.work_units as u128)
+        .unwrap_or(job.max_price)
+        .min(job.max_price);
+    let share = |bps: u16| {
+        price
+            .checked_mul_div(bps as u128, BPS)
+            .expect("bps shares of a u128 price fit")
+    };
+    let owner = models::record(state, &job.model)
+        .map(|m| m.owner)
+        .unwrap_or_else(bank::treasury);
+    let (to_owner, to_pool, to_treasury) = (
+        share(split.model_owner_bps),
+        share(split.auditor_pool_bps),
+        share(split.treasury_bps),
+    );
+    let to_provider = price
+        .checked_sub(to_owner)
+        .and_then(|p| p.checked_sub(to_pool))
+        .and_then(|p| p.checked_sub(to_treasury))
+        .expect("shares sum to at most the price");
+    let refund = job
+        .max_price
+        .checked_sub(price)
+        .expect("price is capped by the escrow");
+    for (to, amount) in [
+        (address, to_provider),
+        (owner, to_owner),
+        (auditor_pool(), to_pool),
+        (bank::treasury(), to_treasury),
+        (job.client, refund),
+    ] {
         if !amount.is_zero() {
-            bank::transfer(state, &escrow(), &to, amount).expect("the escrow holds every open job's price");
+            bank::transfer(state, &escrow(), &to, amount)
+                .expect("the escrow holds every open job's price");
         }
     }
     let receipt = JobReceipt {
@@ -734,11 +939,21 @@ impl Module for Compute {
 
     fn check_stateless(msg: &Msg) -> Result<(), TxError> {
         match msg {
-            Msg::RegisterProvider { offer, .. } | Msg::UpdateProvider { offer } => check_offer(offer),
+            Msg::RegisterProvider { offer, .. } | Msg::UpdateProvider { offer } => {
+                check_offer(offer)
+            }
             Msg::ExitProvider => Ok(()),
-            Msg::SubmitJob { input, max_units, params, .. } => {
+            Msg::SubmitJob {
+                input,
+                max_units,
+                params,
+                ..
+            } => {
                 if input.len() > JOB_INPUT_BYTES_MAX {
-                    return Err(TxError::new(ErrorCode::InputTooLarge, format!("inline input is at most {JOB_INPUT_BYTES_MAX} bytes")));
+                    return Err(TxError::new(
+                        ErrorCode::InputTooLarge,
+                        format!("inline input is at most {JOB_INPUT_BYTES_MAX} bytes"),
+                    ));
                 }
                 if *max_units == 0 || *max_units > JOB_UNITS_MAX {
                     return Err(invalid(format!("max_units must be 1 to {JOB_UNITS_MAX}")));
@@ -748,20 +963,39 @@ impl Module for Compute {
                 }
                 Ok(())
             }
-            Msg::PostResult { output, output_hash: claimed, .. } => {
+            Msg::PostResult {
+                output,
+                output_hash: claimed,
+                ..
+            } => {
+                if output.len() > JOB_OUTPUT_BYTES_MAX {
+                    return Err(invalid(format!(
+                        "inline output is at most {JOB_OUTPUT_BYTES_MAX} bytes"
+                    )));
+                }
                 if output_hash(output) != *claimed {
-                    return Err(TxError::new(ErrorCode::OutputHashMismatch, "the output hash is not the hash of the output"));
+                    return Err(TxError::new(
+                        ErrorCode::OutputHashMismatch,
+                        "the output hash is not the hash of the output",
+                    ));
                 }
                 Ok(())
             }
         }
     }
 
-    fn check_stateful(state: &StateDelta<'_>, ctx: &TxContext<'_>, msg: &Msg) -> Result<(), TxError> {
+    fn check_stateful(
+        state: &StateDelta<'_>,
+        ctx: &TxContext<'_>,
+        msg: &Msg,
+    ) -> Result<(), TxError> {
         match msg {
             Msg::RegisterProvider { offer, .. } => {
                 if provider(state, &ctx.sender).is_some() {
-                    return Err(TxError::new(ErrorCode::ProviderExists, format!("{} is already a provider; update it instead", ctx.sender)));
+                    return Err(TxError::new(
+                        ErrorCode::ProviderExists,
+                        format!("{} is already a provider; update it instead", ctx.sender),
+                    ));
                 }
                 check_offer_stateful(state, offer)
             }
@@ -772,19 +1006,36 @@ impl Module for Compute {
             Msg::ExitProvider => {
                 let p = provider(state, &ctx.sender).ok_or_else(|| not_a_provider(&ctx.sender))?;
                 if p.active_jobs > 0 {
-                    return Err(invalid(format!("{} jobs are still assigned; finish them first", p.active_jobs)));
+                    return Err(invalid(format!(
+                        "{} jobs are still assigned; finish them first",
+                        p.active_jobs
+                    )));
                 }
                 Ok(())
             }
-            Msg::SubmitJob { model, max_units, max_price, .. } => {
+            Msg::SubmitJob {
+                model,
+                max_units,
+                max_price,
+                ..
+            } => {
                 let record = models::record(state, model).ok_or_else(|| models::unknown(model))?;
-                let floor = record.price_floor.checked_mul(*max_units as u128).ok_or_else(|| invalid("price overflows"))?;
+                let floor = record
+                    .price_floor
+                    .checked_mul(*max_units as u128)
+                    .ok_or_else(|| invalid("price overflows"))?;
                 if *max_price < floor {
                     return Err(TxError::new(ErrorCode::EscrowTooLow, format!("{max_units} units of `{model}` cost at least {floor} PZA; the escrow is {max_price} PZA")));
                 }
                 let balance = bank::account(state, &ctx.sender).balance;
                 if balance < *max_price {
-                    return Err(TxError::new(ErrorCode::InsufficientFunds, format!("{} holds {balance} PZA, the escrow is {max_price} PZA", ctx.sender)));
+                    return Err(TxError::new(
+                        ErrorCode::InsufficientFunds,
+                        format!(
+                            "{} holds {balance} PZA, the escrow is {max_price} PZA",
+                            ctx.sender
+                        ),
+                    ));
                 }
                 let probe = Job {
                     id: 0,
@@ -806,33 +1057,64 @@ impl Module for Compute {
                 }
                 Ok(())
             }
-            Msg::PostResult { job: id, output, work_units, .. } => {
-                let job = job(state, *id).ok_or_else(|| TxError::new(ErrorCode::UnknownJob, format!("no job {id}")))?;
+            Msg::PostResult {
+                job: id,
+                work_units,
+                ..
+            } => {
+                let job = job(state, *id)
+                    .ok_or_else(|| TxError::new(ErrorCode::UnknownJob, format!("no job {id}")))?;
                 match &job.status {
                     JobStatus::Assigned { provider, .. } if *provider == ctx.sender => {}
                     JobStatus::Posted { provider, .. } if *provider == ctx.sender => {
-                        return Err(TxError::new(ErrorCode::ResultAlreadyPosted, format!("job {id} already has a result from {provider}")))
+                        return Err(TxError::new(
+                            ErrorCode::ResultAlreadyPosted,
+                            format!("job {id} already has a result from {provider}"),
+                        ))
                     }
-                    JobStatus::Settled if job.receipt.as_ref().is_some_and(|r| r.provider == ctx.sender) => {
-                        return Err(TxError::new(ErrorCode::ResultAlreadyPosted, format!("job {id} is already settled with this provider's result")))
+                    JobStatus::Settled
+                        if job
+                            .receipt
+                            .as_ref()
+                            .is_some_and(|r| r.provider == ctx.sender) =>
+                    {
+                        return Err(TxError::new(
+                            ErrorCode::ResultAlreadyPosted,
+                            format!("job {id} is already settled with this provider's result"),
+                        ))
                     }
                     _ if job.missed.contains(&ctx.sender) => {
-                        return Err(TxError::new(ErrorCode::LateResult, format!("{} missed the deadline of job {id}; it was reassigned", ctx.sender)))
+                        return Err(TxError::new(
+                            ErrorCode::LateResult,
+                            format!(
+                                "{} missed the deadline of job {id}; it was reassigned",
+                                ctx.sender
+                            ),
+                        ))
                     }
-                    _ => return Err(TxError::new(ErrorCode::NotAssigned, format!("job {id} is not assigned to {}", ctx.sender))),
+                    _ => {
+                        return Err(TxError::new(
+                            ErrorCode::NotAssigned,
+                            format!("job {id} is not assigned to {}", ctx.sender),
+                        ))
+                    }
                 }
                 if *work_units > job.max_units {
-                    return Err(TxError::new(ErrorCode::WorkExceedsLimit, format!("{work_units} units exceed the job's {}", job.max_units)));
-                }
-                if output.len() > JOB_OUTPUT_BYTES_MAX {
-                    return Err(invalid("output too large"));
+                    return Err(TxError::new(
+                        ErrorCode::WorkExceedsLimit,
+                        format!("{work_units} units exceed the job's {}", job.max_units),
+                    ));
                 }
                 Ok(())
             }
         }
     }
 
-    fn execute(state: &mut StateDelta<'_>, ctx: &mut TxContext<'_>, msg: &Msg) -> Result<(), TxError> {
+    fn execute(
+        state: &mut StateDelta<'_>,
+        ctx: &mut TxContext<'_>,
+        msg: &Msg,
+    ) -> Result<(), TxError> {
         let sender = ctx.sender;
         match msg {
             Msg::RegisterProvider { offer, stake } => {
@@ -842,11 +1124,29 @@ impl Module for Compute {
                 let minimum = params(state).min_provider_stake;
                 let bonded = staking::bonded(state, &sender, Role::Provider);
                 if bonded < minimum {
-                    return Err(TxError::new(ErrorCode::StakeBelowMinimum, format!("a provider needs {minimum} PZA bonded, {sender} has {bonded} PZA")));
+                    return Err(TxError::new(
+                        ErrorCode::StakeBelowMinimum,
+                        format!("a provider needs {minimum} PZA bonded, {sender} has {bonded} PZA"),
+                    ));
                 }
                 set_serving(state, &sender, &offer.models, true);
-                state.put(state_key::provider(&sender), &Provider { address: sender, offer: offer.clone(), active_jobs: 0, jobs_completed: 0, deadlines_missed: 0 });
-                ctx.emit(Event::new("compute.provider_registered", &[("provider", sender.to_string()), ("stake", bonded.base_units().to_string())]));
+                state.put(
+                    state_key::provider(&sender),
+                    &Provider {
+                        address: sender,
+                        offer: offer.clone(),
+                        active_jobs: 0,
+                        jobs_completed: 0,
+                        deadlines_missed: 0,
+                    },
+                );
+                ctx.emit(Event::new(
+                    "compute.provider_registered",
+                    &[
+                        ("provider", sender.to_string()),
+                        ("stake", bonded.base_units().to_string()),
+                    ],
+                ));
             }
             Msg::UpdateProvider { offer } => {
                 let mut p = provider(state, &sender).ok_or_else(|| not_a_provider(&sender))?;
@@ -854,7 +1154,10 @@ impl Module for Compute {
                 set_serving(state, &sender, &offer.models, true);
                 p.offer = offer.clone();
                 state.put(state_key::provider(&sender), &p);
-                ctx.emit(Event::new("compute.provider_updated", &[("provider", sender.to_string())]));
+                ctx.emit(Event::new(
+                    "compute.provider_updated",
+                    &[("provider", sender.to_string())],
+                ));
             }
             Msg::ExitProvider => {
                 let p = provider(state, &sender).ok_or_else(|| not_a_provider(&sender))?;
@@ -862,10 +1165,27 @@ impl Module for Compute {
                 state.delete(state_key::provider(&sender));
                 state.delete(state_key::assigned(&sender));
                 let bonded = staking::bonded(state, &sender, Role::Provider);
-                let release = if bonded.is_zero() { ctx.block.height } else { staking::unbond(state, ctx.block, &sender, Role::Provider, bonded)? };
-                ctx.emit(Event::new("compute.provider_exited", &[("provider", sender.to_string()), ("unbonding", bonded.base_units().to_string()), ("release_height", release.to_string())]));
+                let release = if bonded.is_zero() {
+                    ctx.block.height
+                } else {
+                    staking::unbond(state, ctx.block, &sender, Role::Provider, bonded)?
+                };
+                ctx.emit(Event::new(
+                    "compute.provider_exited",
+                    &[
+                        ("provider", sender.to_string()),
+                        ("unbonding", bonded.base_units().to_string()),
+                        ("release_height", release.to_string()),
+                    ],
+                ));
             }
-            Msg::SubmitJob { model, input, params: job_params, max_units, max_price } => {
+            Msg::SubmitJob {
+                model,
+                input,
+                params: job_params,
+                max_units,
+                max_price,
+            } => {
                 bank::transfer(state, &sender, &escrow(), *max_price)?;
                 let id: u64 = state.get(&state_key::next_job()).unwrap_or(0);
                 state.put(state_key::next_job(), &(id + 1));
@@ -888,20 +1208,47 @@ impl Module for Compute {
                 push_queue(state, state_key::pending(), id)?;
                 ctx.emit(Event::new(
                     "compute.job_submitted",
-                    &[("job", id.to_string()), ("model", model.clone()), ("client", sender.to_string()), ("escrow", max_price.base_units().to_string())],
+                    &[
+                        ("job", id.to_string()),
+                        ("model", model.clone()),
+                        ("client", sender.to_string()),
+                        ("escrow", max_price.base_units().to_string()),
+                    ],
                 ));
             }
-            Msg::PostResult { job: id, output, output_hash, trace_root, work_units } => {
-                let mut job = job(state, *id).ok_or_else(|| TxError::new(ErrorCode::UnknownJob, format!("no job {id}")))?;
+            Msg::PostResult {
+                job: id,
+                output,
+                output_hash,
+                trace_root,
+                work_units,
+            } => {
+                let mut job = job(state, *id)
+                    .ok_or_else(|| TxError::new(ErrorCode::UnknownJob, format!("no job {id}")))?;
                 let settle_height = ctx.block.height + params(state).challenge_window_blocks;
                 release_provider(state, &sender, *id, true);
                 push_queue(state, state_key::settlements(settle_height), *id)?;
-                job.status = JobStatus::Posted { provider: sender, settle_height };
-                job.result = Some(JobResult { output: output.clone(), output_hash: *output_hash, trace_root: *trace_root, work_units: *work_units, posted_height: ctx.block.height });
+                job.status = JobStatus::Posted {
+                    provider: sender,
+                    settle_height,
+                };
+                job.result = Some(JobResult {
+                    output: output.clone(),
+                    output_hash: *output_hash,
+                    trace_root: *trace_root,
+                    work_units: *work_units,
+                    posted_height: ctx.block.height,
+                });
                 state.put(state_key::job(*id), &job);
                 ctx.emit(Event::new(
                     "compute.result_posted",
-                    &[("job", id.to_string()), ("provider", sender.to_string()), ("output_hash", output_hash.to_hex()), ("trace_root", trace_root.to_hex()), ("settle_height", settle_height.to_string())],
+                    &[
+                        ("job", id.to_string()),
+                        ("provider", sender.to_string()),
+                        ("output_hash", output_hash.to_hex()),
+                        ("trace_root", trace_root.to_hex()),
+                        ("settle_height", settle_height.to_string()),
+                    ],
                 ));
             }
         }
@@ -928,16 +1275,34 @@ impl Module for Compute {
     fn end_block(state: &mut StateDelta<'_>, block: &BlockContext, events: &mut Vec<Event>) {
         let params = params(state);
         for id in take_queue(state, state_key::deadlines(block.height)) {
-            let Some(mut job) = job(state, id) else { continue };
-            let JobStatus::Assigned { provider: address, deadline_height } = job.status else { continue };
+            let Some(mut job) = job(state, id) else {
+                continue;
+            };
+            let JobStatus::Assigned {
+                provider: address,
+                deadline_height,
+            } = job.status
+            else {
+                continue;
+            };
             if deadline_height != block.height {
                 continue;
             }
             release_provider(state, &address, id, false);
-            let penalty = staking::slash(state, &address, Role::Provider, params.missed_deadline_penalty, Some(&bank::treasury()));
+            let penalty = staking::slash(
+                state,
+                &address,
+                Role::Provider,
+                params.missed_deadline_penalty,
+                Some(&bank::treasury()),
+            );
             events.push(Event::new(
                 "compute.deadline_missed",
-                &[("job", id.to_string()), ("provider", address.to_string()), ("penalty", penalty.base_units().to_string())],
+                &[
+                    ("job", id.to_string()),
+                    ("provider", address.to_string()),
+                    ("penalty", penalty.base_units().to_string()),
+                ],
             ));
             job.missed.push(address);
             assign(state, job, block, events);
@@ -951,5 +1316,8 @@ impl Module for Compute {
 }
 
 fn not_a_provider(address: &Address) -> TxError {
-    TxError::new(ErrorCode::NotAProvider, format!("{address} is not a registered provider"))
+    TxError::new(
+        ErrorCode::NotAProvider,
+        format!("{address} is not a registered provider"),
+    )
 }

@@ -50,7 +50,11 @@ impl Decode for ModelKind {
         match r.u8()? {
             0 => Ok(ModelKind::Embedding),
             1 => Ok(ModelKind::Generation),
-            tag => Err(DecodeError::InvalidTag { offset, tag, what: "model kind" }),
+            tag => Err(DecodeError::InvalidTag {
+                offset,
+                tag,
+                what: "model kind",
+            }),
         }
     }
 }
@@ -124,7 +128,11 @@ impl Decode for Msg {
         let offset = r.offset();
         match r.u8()? {
             0 => Ok(Msg::Register(r.value()?)),
-            tag => Err(DecodeError::InvalidTag { offset, tag, what: "models message" }),
+            tag => Err(DecodeError::InvalidTag {
+                offset,
+                tag,
+                what: "models message",
+            }),
         }
     }
 }
@@ -168,20 +176,35 @@ pub fn unknown(name: &str) -> TxError {
 fn check_record(record: &ModelRecord) -> Result<(), TxError> {
     let valid_name = !record.name.is_empty()
         && record.name.len() <= MODEL_NAME_BYTES_MAX
-        && record.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        && record
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     if !valid_name {
-        return Err(TxError::new(ErrorCode::InvalidMessage, format!("model name `{}` must be 1-{MODEL_NAME_BYTES_MAX} of [A-Za-z0-9-_.]", record.name)));
+        return Err(TxError::new(
+            ErrorCode::InvalidMessage,
+            format!(
+                "model name `{}` must be 1-{MODEL_NAME_BYTES_MAX} of [A-Za-z0-9-_.]",
+                record.name
+            ),
+        ));
     }
     Ok(())
 }
 
 fn insert(state: &mut StateDelta<'_>, record: &ModelRecord) -> Result<(), TxError> {
     if self::record(state, &record.name).is_some() {
-        return Err(TxError::new(ErrorCode::ModelExists, format!("a model named `{}` exists", record.name)));
+        return Err(TxError::new(
+            ErrorCode::ModelExists,
+            format!("a model named `{}` exists", record.name),
+        ));
     }
     let Names(mut names) = state.get(&state_key::names()).unwrap_or(Names(Vec::new()));
     if names.len() >= MODELS_MAX {
-        return Err(TxError::new(ErrorCode::InvalidMessage, "the model registry is full"));
+        return Err(TxError::new(
+            ErrorCode::InvalidMessage,
+            "the model registry is full",
+        ));
     }
     names.push(record.name.clone());
     state.put(state_key::names(), &Names(names));
@@ -204,25 +227,47 @@ impl Module for Models {
         check_record(record)
     }
 
-    fn check_stateful(state: &StateDelta<'_>, _ctx: &TxContext<'_>, msg: &Msg) -> Result<(), TxError> {
+    fn check_stateful(
+        state: &StateDelta<'_>,
+        _ctx: &TxContext<'_>,
+        msg: &Msg,
+    ) -> Result<(), TxError> {
         let Msg::Register(record) = msg;
         if self::record(state, &record.name).is_some() {
-            return Err(TxError::new(ErrorCode::ModelExists, format!("a model named `{}` exists", record.name)));
+            return Err(TxError::new(
+                ErrorCode::ModelExists,
+                format!("a model named `{}` exists", record.name),
+            ));
         }
         Ok(())
     }
 
-    fn execute(state: &mut StateDelta<'_>, ctx: &mut TxContext<'_>, msg: &Msg) -> Result<(), TxError> {
+    fn execute(
+        state: &mut StateDelta<'_>,
+        ctx: &mut TxContext<'_>,
+        msg: &Msg,
+    ) -> Result<(), TxError> {
         let Msg::Register(record) = msg;
-        let record = ModelRecord { owner: ctx.sender, ..record.clone() };
+        let record = ModelRecord {
+            owner: ctx.sender,
+            ..record.clone()
+        };
         insert(state, &record)?;
-        ctx.emit(Event::new("models.registered", &[("name", record.name.clone()), ("owner", record.owner.to_string())]));
+        ctx.emit(Event::new(
+            "models.registered",
+            &[
+                ("name", record.name.clone()),
+                ("owner", record.owner.to_string()),
+            ],
+        ));
         Ok(())
     }
 
     fn init_chain(state: &mut StateDelta<'_>, genesis: &Genesis) -> Result<(), GenesisError> {
         for record in &genesis.models {
-            check_record(record).and_then(|()| insert(state, record)).map_err(|e| GenesisError::Invalid(format!("model `{}`: {e}", record.name)))?;
+            check_record(record)
+                .and_then(|()| insert(state, record))
+                .map_err(|e| GenesisError::Invalid(format!("model `{}`: {e}", record.name)))?;
         }
         Ok(())
     }

@@ -22,7 +22,9 @@ pub fn pool() -> Address {
     Address::module("staking")
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 #[repr(u8)]
 pub enum Role {
@@ -33,7 +35,12 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Validator, Role::Provider, Role::Auditor, Role::Storage];
+    pub const ALL: [Role; 4] = [
+        Role::Validator,
+        Role::Provider,
+        Role::Auditor,
+        Role::Storage,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -48,7 +55,10 @@ impl Role {
 impl std::str::FromStr for Role {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Role::ALL.into_iter().find(|r| r.name() == s).ok_or_else(|| format!("unknown role `{s}` (validator, provider, auditor, storage)"))
+        Role::ALL
+            .into_iter()
+            .find(|r| r.name() == s)
+            .ok_or_else(|| format!("unknown role `{s}` (validator, provider, auditor, storage)"))
     }
 }
 
@@ -62,7 +72,14 @@ impl Decode for Role {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let offset = r.offset();
         let tag = r.u8()?;
-        Role::ALL.get(tag as usize).copied().ok_or(DecodeError::InvalidTag { offset, tag, what: "role" })
+        Role::ALL
+            .get(tag as usize)
+            .copied()
+            .ok_or(DecodeError::InvalidTag {
+                offset,
+                tag,
+                what: "role",
+            })
     }
 }
 
@@ -88,9 +105,19 @@ impl Decode for Msg {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let offset = r.offset();
         match r.u8()? {
-            0 => Ok(Msg::Bond { role: r.value()?, amount: r.value()? }),
-            1 => Ok(Msg::Unbond { role: r.value()?, amount: r.value()? }),
-            tag => Err(DecodeError::InvalidTag { offset, tag, what: "staking message" }),
+            0 => Ok(Msg::Bond {
+                role: r.value()?,
+                amount: r.value()?,
+            }),
+            1 => Ok(Msg::Unbond {
+                role: r.value()?,
+                amount: r.value()?,
+            }),
+            tag => Err(DecodeError::InvalidTag {
+                offset,
+                tag,
+                what: "staking message",
+            }),
         }
     }
 }
@@ -105,7 +132,15 @@ pub struct Params {
 
 impl Default for Params {
     fn default() -> Self {
-        Params { unbonding_delay_blocks: 20, min_bond: [Amount::pza(1_000), Amount::pza(100), Amount::pza(100), Amount::pza(100)] }
+        Params {
+            unbonding_delay_blocks: 20,
+            min_bond: [
+                Amount::pza(1_000),
+                Amount::pza(100),
+                Amount::pza(100),
+                Amount::pza(100),
+            ],
+        }
     }
 }
 
@@ -120,7 +155,10 @@ impl Encode for Params {
 
 impl Decode for Params {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(Params { unbonding_delay_blocks: r.u64()?, min_bond: [r.value()?, r.value()?, r.value()?, r.value()?] })
+        Ok(Params {
+            unbonding_delay_blocks: r.u64()?,
+            min_bond: [r.value()?, r.value()?, r.value()?, r.value()?],
+        })
     }
 }
 
@@ -140,7 +178,10 @@ impl Encode for Release {
 
 impl Decode for Release {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(Release { address: r.value()?, amount: r.value()? })
+        Ok(Release {
+            address: r.value()?,
+            amount: r.value()?,
+        })
     }
 }
 
@@ -159,11 +200,15 @@ impl Decode for Releases {
 }
 
 pub fn params(state: &StateDelta<'_>) -> Params {
-    state.get(&state_key::params()).expect("staking params are written at genesis")
+    state
+        .get(&state_key::params())
+        .expect("staking params are written at genesis")
 }
 
 pub fn bonded(state: &StateDelta<'_>, address: &Address, role: Role) -> Amount {
-    state.get(&state_key::bond(address, role)).unwrap_or_default()
+    state
+        .get(&state_key::bond(address, role))
+        .unwrap_or_default()
 }
 
 pub fn total_bonded(state: &StateDelta<'_>, role: Role) -> Amount {
@@ -171,7 +216,9 @@ pub fn total_bonded(state: &StateDelta<'_>, role: Role) -> Amount {
 }
 
 pub fn unbonding(state: &StateDelta<'_>, address: &Address) -> Amount {
-    state.get(&state_key::unbonding(address)).unwrap_or_default()
+    state
+        .get(&state_key::unbonding(address))
+        .unwrap_or_default()
 }
 
 fn overflow() -> TxError {
@@ -188,27 +235,51 @@ fn set_bond(state: &mut StateDelta<'_>, address: &Address, role: Role, amount: A
 }
 
 /// Moves `amount` of the sender's balance into a bond for `role`.
-pub fn bond(state: &mut StateDelta<'_>, address: &Address, role: Role, amount: Amount) -> Result<Amount, TxError> {
-    let new_bond = bonded(state, address, role).checked_add(amount).ok_or_else(overflow)?;
+pub fn bond(
+    state: &mut StateDelta<'_>,
+    address: &Address,
+    role: Role,
+    amount: Amount,
+) -> Result<Amount, TxError> {
+    let new_bond = bonded(state, address, role)
+        .checked_add(amount)
+        .ok_or_else(overflow)?;
     let minimum = params(state).min_bond[role as usize];
     if new_bond < minimum {
         return Err(TxError::new(
             ErrorCode::StakeBelowMinimum,
-            format!("a {} bond must be at least {minimum} PZA, this one would be {new_bond} PZA", role.name()),
+            format!(
+                "a {} bond must be at least {minimum} PZA, this one would be {new_bond} PZA",
+                role.name()
+            ),
         ));
     }
     bank::transfer(state, address, &pool(), amount)?;
     set_bond(state, address, role, new_bond);
-    let total = total_bonded(state, role).checked_add(amount).ok_or_else(overflow)?;
+    let total = total_bonded(state, role)
+        .checked_add(amount)
+        .ok_or_else(overflow)?;
     state.put(state_key::total(role), &total);
     Ok(new_bond)
 }
 
 /// Starts returning `amount` of a bond; the tokens reach the balance after the unbonding delay.
-pub fn unbond(state: &mut StateDelta<'_>, block: &BlockContext, address: &Address, role: Role, amount: Amount) -> Result<u64, TxError> {
+pub fn unbond(
+    state: &mut StateDelta<'_>,
+    block: &BlockContext,
+    address: &Address,
+    role: Role,
+    amount: Amount,
+) -> Result<u64, TxError> {
     let current = bonded(state, address, role);
     let remaining = current.checked_sub(amount).ok_or_else(|| {
-        TxError::new(ErrorCode::UnbondExceedsBond, format!("{address} has {current} PZA bonded as {}, cannot unbond {amount} PZA", role.name()))
+        TxError::new(
+            ErrorCode::UnbondExceedsBond,
+            format!(
+                "{address} has {current} PZA bonded as {}, cannot unbond {amount} PZA",
+                role.name()
+            ),
+        )
     })?;
     let params = params(state);
     let minimum = params.min_bond[role as usize];
@@ -219,17 +290,30 @@ pub fn unbond(state: &mut StateDelta<'_>, block: &BlockContext, address: &Addres
         ));
     }
     set_bond(state, address, role, remaining);
-    let total = total_bonded(state, role).checked_sub(amount).expect("the role total covers every bond");
+    let total = total_bonded(state, role)
+        .checked_sub(amount)
+        .expect("the role total covers every bond");
     state.put(state_key::total(role), &total);
-    let pending = unbonding(state, address).checked_add(amount).ok_or_else(overflow)?;
+    let pending = unbonding(state, address)
+        .checked_add(amount)
+        .ok_or_else(overflow)?;
     state.put(state_key::unbonding(address), &pending);
-    let release_height = block.height.checked_add(params.unbonding_delay_blocks).ok_or_else(overflow)?;
+    let release_height = block
+        .height
+        .checked_add(params.unbonding_delay_blocks)
+        .ok_or_else(overflow)?;
     let queue_key = state_key::release_queue(release_height);
     let mut queue: Releases = state.get(&queue_key).unwrap_or(Releases(Vec::new()));
     if queue.0.len() >= RELEASES_PER_HEIGHT_MAX {
-        return Err(TxError::new(ErrorCode::InvalidMessage, "too many unbondings mature at this height; try again next block"));
+        return Err(TxError::new(
+            ErrorCode::InvalidMessage,
+            "too many unbondings mature at this height; try again next block",
+        ));
     }
-    queue.0.push(Release { address: *address, amount });
+    queue.0.push(Release {
+        address: *address,
+        amount,
+    });
     state.put(queue_key, &queue);
     Ok(release_height)
 }
@@ -237,14 +321,29 @@ pub fn unbond(state: &mut StateDelta<'_>, block: &BlockContext, address: &Addres
 /// Takes up to `amount` from a bond (what there is, if less) and sends it to `to`, or burns it
 /// when `to` is `None`. Returns what was taken. A bond left below the role's minimum stays: the
 /// role's own module decides what a thin bond may do.
-pub fn slash(state: &mut StateDelta<'_>, address: &Address, role: Role, amount: Amount, to: Option<&Address>) -> Amount {
+pub fn slash(
+    state: &mut StateDelta<'_>,
+    address: &Address,
+    role: Role,
+    amount: Amount,
+    to: Option<&Address>,
+) -> Amount {
     let current = bonded(state, address, role);
     let taken = amount.min(current);
     if taken.is_zero() {
         return taken;
     }
-    set_bond(state, address, role, current.checked_sub(taken).expect("taken is at most the bond"));
-    let total = total_bonded(state, role).checked_sub(taken).expect("the role total covers every bond");
+    set_bond(
+        state,
+        address,
+        role,
+        current
+            .checked_sub(taken)
+            .expect("taken is at most the bond"),
+    );
+    let total = total_bonded(state, role)
+        .checked_sub(taken)
+        .expect("the role total covers every bond");
     state.put(state_key::total(role), &total);
     match to {
         Some(to) => bank::transfer(state, &pool(), to, taken).expect("the pool holds every bond"),
@@ -266,17 +365,27 @@ impl Module for Staking {
     fn check_stateless(msg: &Msg) -> Result<(), TxError> {
         let (Msg::Bond { amount, .. } | Msg::Unbond { amount, .. }) = msg;
         if amount.is_zero() {
-            return Err(TxError::new(ErrorCode::InvalidMessage, "a stake change needs a positive amount"));
+            return Err(TxError::new(
+                ErrorCode::InvalidMessage,
+                "a stake change needs a positive amount",
+            ));
         }
         Ok(())
     }
 
-    fn check_stateful(state: &StateDelta<'_>, ctx: &TxContext<'_>, msg: &Msg) -> Result<(), TxError> {
+    fn check_stateful(
+        state: &StateDelta<'_>,
+        ctx: &TxContext<'_>,
+        msg: &Msg,
+    ) -> Result<(), TxError> {
         match msg {
             Msg::Bond { amount, .. } => {
                 let balance = bank::account(state, &ctx.sender).balance;
                 if balance < *amount {
-                    return Err(TxError::new(ErrorCode::InsufficientFunds, format!("{} holds {balance} PZA, needs {amount} PZA", ctx.sender)));
+                    return Err(TxError::new(
+                        ErrorCode::InsufficientFunds,
+                        format!("{} holds {balance} PZA, needs {amount} PZA", ctx.sender),
+                    ));
                 }
                 Ok(())
             }
@@ -284,21 +393,35 @@ impl Module for Staking {
         }
     }
 
-    fn execute(state: &mut StateDelta<'_>, ctx: &mut TxContext<'_>, msg: &Msg) -> Result<(), TxError> {
+    fn execute(
+        state: &mut StateDelta<'_>,
+        ctx: &mut TxContext<'_>,
+        msg: &Msg,
+    ) -> Result<(), TxError> {
         let sender = ctx.sender;
         match msg {
             Msg::Bond { role, amount } => {
                 let total = bond(state, &sender, *role, *amount)?;
                 ctx.emit(Event::new(
                     "staking.bond",
-                    &[("address", sender.to_string()), ("role", role.name().into()), ("amount", amount.base_units().to_string()), ("bonded", total.base_units().to_string())],
+                    &[
+                        ("address", sender.to_string()),
+                        ("role", role.name().into()),
+                        ("amount", amount.base_units().to_string()),
+                        ("bonded", total.base_units().to_string()),
+                    ],
                 ));
             }
             Msg::Unbond { role, amount } => {
                 let release_height = unbond(state, ctx.block, &sender, *role, *amount)?;
                 ctx.emit(Event::new(
                     "staking.unbond",
-                    &[("address", sender.to_string()), ("role", role.name().into()), ("amount", amount.base_units().to_string()), ("release_height", release_height.to_string())],
+                    &[
+                        ("address", sender.to_string()),
+                        ("role", role.name().into()),
+                        ("amount", amount.base_units().to_string()),
+                        ("release_height", release_height.to_string()),
+                    ],
                 ));
             }
         }
@@ -308,23 +431,36 @@ impl Module for Staking {
     fn init_chain(state: &mut StateDelta<'_>, genesis: &Genesis) -> Result<(), GenesisError> {
         state.put(state_key::params(), &genesis.staking);
         for entry in &genesis.bonds {
-            bond(state, &entry.address, entry.role, entry.amount).map_err(|e| GenesisError::Invalid(format!("genesis bond of {}: {e}", entry.address)))?;
+            bond(state, &entry.address, entry.role, entry.amount).map_err(|e| {
+                GenesisError::Invalid(format!("genesis bond of {}: {e}", entry.address))
+            })?;
         }
         Ok(())
     }
 
     fn end_block(state: &mut StateDelta<'_>, block: &BlockContext, events: &mut Vec<Event>) {
         let key = state_key::release_queue(block.height);
-        let Some(Releases(releases)) = state.get::<Releases>(&key) else { return };
+        let Some(Releases(releases)) = state.get::<Releases>(&key) else {
+            return;
+        };
         for release in releases {
-            bank::transfer(state, &pool(), &release.address, release.amount).expect("the pool holds every pending unbonding");
-            let pending = unbonding(state, &release.address).checked_sub(release.amount).expect("pending unbonding covers its releases");
+            bank::transfer(state, &pool(), &release.address, release.amount)
+                .expect("the pool holds every pending unbonding");
+            let pending = unbonding(state, &release.address)
+                .checked_sub(release.amount)
+                .expect("pending unbonding covers its releases");
             if pending.is_zero() {
                 state.delete(state_key::unbonding(&release.address));
             } else {
                 state.put(state_key::unbonding(&release.address), &pending);
             }
-            events.push(Event::new("staking.released", &[("address", release.address.to_string()), ("amount", release.amount.base_units().to_string())]));
+            events.push(Event::new(
+                "staking.released",
+                &[
+                    ("address", release.address.to_string()),
+                    ("amount", release.amount.base_units().to_string()),
+                ],
+            ));
         }
         state.delete(key);
     }

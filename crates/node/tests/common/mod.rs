@@ -16,15 +16,33 @@ pub fn user_key(i: u8) -> SecretKey {
 
 pub fn genesis(users: &[SecretKey]) -> Genesis {
     let validator = validator_key().public_key().address();
-    let mut accounts = vec![GenesisAccount { address: validator, balance: Amount::pza(10_000) }];
-    accounts.extend(users.iter().map(|k| GenesisAccount { address: k.public_key().address(), balance: Amount::pza(1_000) }));
+    let mut accounts = vec![GenesisAccount {
+        address: validator,
+        balance: Amount::pza(10_000),
+    }];
+    accounts.extend(users.iter().map(|k| GenesisAccount {
+        address: k.public_key().address(),
+        balance: Amount::pza(1_000),
+    }));
     Genesis {
         chain_id: "piazza-test".into(),
         genesis_time_ms: 1_700_000_000_000,
         fees: FeeParams::default(),
-        staking: staking::Params { unbonding_delay_blocks: 3, min_bond: [Amount::pza(1_000), Amount::pza(100), Amount::pza(100), Amount::pza(100)] },
+        staking: staking::Params {
+            unbonding_delay_blocks: 3,
+            min_bond: [
+                Amount::pza(1_000),
+                Amount::pza(100),
+                Amount::pza(100),
+                Amount::pza(100),
+            ],
+        },
         accounts,
-        bonds: vec![GenesisBond { address: validator, role: Role::Validator, amount: Amount::pza(1_000) }],
+        bonds: vec![GenesisBond {
+            address: validator,
+            role: Role::Validator,
+            amount: Amount::pza(1_000),
+        }],
         models: vec![],
         compute: Default::default(),
     }
@@ -41,7 +59,14 @@ pub async fn start(users: &[SecretKey]) -> TestNode {
     let dir = tempfile::tempdir().unwrap();
     let mut config = NodeConfig::new(dir.path().to_path_buf(), "127.0.0.1:0".parse().unwrap());
     config.block_interval = Duration::from_millis(100);
-    let node = piazza_node::start(config, Some(genesis(users)), validator_key()).await.unwrap();
+    let node = piazza_node::start(config, Some(genesis(users)), validator_key())
+        .await
+        .unwrap();
     let url = format!("http://{}", node.rpc_addr);
-    TestNode { client: piazza_client::Client::new(&url), url, node, _dir: dir }
+    TestNode {
+        client: piazza_client::Client::new(&url),
+        url,
+        node,
+        _dir: dir,
+    }
 }
