@@ -187,3 +187,41 @@ pub fn element_count(shape: &[usize]) -> Result<usize> {
     }
     Ok(count)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{Error, Tensor};
+
+    fn matrix() -> Tensor {
+        Tensor::from_vec((0..6).map(|i| i as f32).collect(), &[2, 3]).unwrap()
+    }
+
+    #[test]
+    fn views_share_storage_and_copy_exactly() {
+        let m = matrix();
+        let t = m.transpose(0, 1).unwrap();
+        assert!(!t.is_contiguous());
+        assert_eq!(t.shape(), [3, 2]);
+        assert_eq!(t.to_vec(), vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+        assert!(t.contiguous().is_contiguous());
+        let column = m.narrow(1, 1, 2).unwrap();
+        assert_eq!(column.to_vec(), vec![1.0, 2.0, 4.0, 5.0]);
+        let row = m.narrow(0, 1, 1).unwrap();
+        assert!(row.is_contiguous());
+        assert_eq!(row.as_slice().unwrap(), &[3.0, 4.0, 5.0]);
+        assert_eq!(t.reshape(&[6]).unwrap().to_vec(), t.to_vec());
+        assert_eq!(m.layout().storage_end(), 6);
+    }
+
+    #[test]
+    fn bad_views_are_errors() {
+        let m = matrix();
+        assert!(matches!(m.transpose(0, 2), Err(Error::Axis { .. })));
+        assert!(matches!(m.narrow(1, 2, 2), Err(Error::Range { .. })));
+        assert!(matches!(m.narrow(1, usize::MAX, 2), Err(Error::Range { .. })));
+        assert!(matches!(m.reshape(&[4]), Err(Error::Shape { .. })));
+        assert!(matches!(Tensor::zeros(&[1 << 20, 1 << 20]), Err(Error::TooLarge { .. })));
+        assert!(matches!(Tensor::zeros(&[1; 9]), Err(Error::TooLarge { .. })));
+        assert!(Tensor::zeros(&[0, 1 << 31, 1 << 31]).is_ok());
+    }
+}
