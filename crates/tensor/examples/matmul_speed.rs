@@ -5,7 +5,7 @@ use piazza_tensor::kernels::{self, Linear};
 use piazza_tensor::{Activation, Compute, Isa};
 
 fn main() {
-    for (m, n, k) in [(512, 1536, 384), (512, 384, 1536), (512, 384, 384)] {
+    for (m, n, k) in [(512, 1536, 384), (272, 384, 1536), (272, 384, 384)] {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 97) as f32 * 0.01).collect();
         let b: Vec<f32> = (0..n * k).map(|i| (i % 89) as f32 * 0.01).collect();
         let mut out = vec![0.0f32; m * n];

@@ -218,10 +218,19 @@ mod tests {
         let m = matrix();
         assert!(matches!(m.transpose(0, 2), Err(Error::Axis { .. })));
         assert!(matches!(m.narrow(1, 2, 2), Err(Error::Range { .. })));
-        assert!(matches!(m.narrow(1, usize::MAX, 2), Err(Error::Range { .. })));
+        assert!(matches!(
+            m.narrow(1, usize::MAX, 2),
+            Err(Error::Range { .. })
+        ));
         assert!(matches!(m.reshape(&[4]), Err(Error::Shape { .. })));
-        assert!(matches!(Tensor::zeros(&[1 << 20, 1 << 20]), Err(Error::TooLarge { .. })));
-        assert!(matches!(Tensor::zeros(&[1; 9]), Err(Error::TooLarge { .. })));
+        assert!(matches!(
+            Tensor::zeros(&[1 << 20, 1 << 20]),
+            Err(Error::TooLarge { .. })
+        ));
+        assert!(matches!(
+            Tensor::zeros(&[1; 9]),
+            Err(Error::TooLarge { .. })
+        ));
         assert!(Tensor::zeros(&[0, 1 << 31, 1 << 31]).is_ok());
     }
 }
