@@ -4,7 +4,7 @@ use std::ops::Range;
 use std::path::Path;
 
 use piazza_engine::merkle::Hash;
-use piazza_engine::trace::{step_hash, Trace};
+use piazza_engine::trace::{step_hash, tensor_step_hash, Trace};
 use piazza_engine::weights::{WeightCommitment, Weights};
 use piazza_tensor::{ops, Compute, Tensor};
 
@@ -111,7 +111,13 @@ impl Recording {
         let step = self.graph.steps.get(index).ok_or_else(|| Error::Input {
             detail: format!("step {index} of {}", self.graph.steps.len()),
         })?;
-        let op = &self.graph.ops[step.op];
+        let op = self.graph.ops.get(step.op).ok_or_else(|| Error::Input {
+            detail: format!(
+                "step {index} names op {} of {}",
+                step.op,
+                self.graph.ops.len()
+            ),
+        })?;
         let prompt = prompt_tensor(&self.prompt)?;
         let outputs: Vec<Option<&Tensor>> = self.outputs.iter().map(Some).collect();
         op.activations()
@@ -172,12 +178,16 @@ fn resolve(source: &Source, prompt: &Tensor, outputs: &[Option<&Tensor>]) -> Res
                 .iter()
                 .map(|p| resolve(p, prompt, outputs))
                 .collect::<Result<_>>()?;
-            let width = parts.first().map_or(1, |t| t.shape()[1]);
+            let width = parts
+                .first()
+                .map_or(1, |t| t.shape().get(1).copied().unwrap_or(0));
             let mut values = Vec::new();
             let mut rows = 0;
             for part in &parts {
-                if part.shape()[1] != width {
-                    return Err(missing("stacked inputs of different widths".into()));
+                if part.rank() != 2 || part.shape()[1] != width {
+                    return Err(missing(
+                        "stacked inputs must be matrices of one width".into(),
+                    ));
                 }
                 rows += part.shape()[0];
                 values.extend_from_slice(&part.contiguous().to_vec());
@@ -346,18 +356,16 @@ impl Generator {
         let step = graph.steps.get(index).ok_or_else(|| Error::Input {
             detail: format!("step {index} of {}", graph.steps.len()),
         })?;
-        let op = &graph.ops[step.op];
+        let op = graph.ops.get(step.op).ok_or_else(|| Error::Input {
+            detail: format!("step {index} names op {} of {}", step.op, graph.ops.len()),
+        })?;
         self.compute_block(op, &step.rows, &step.columns, inputs, Compute::new(1))
     }
 
     /// The leaf hash of step `index` whose output is `output`.
     pub fn step_leaf(index: usize, output: &Tensor) -> Hash {
-        let values = output.to_vec();
-        let (rows, cols) = (
-            output.shape()[0],
-            output.shape().get(1).copied().unwrap_or(1),
-        );
-        step_hash(index, &values, rows, cols)
+        // For a [rows, columns] block this is `step_hash` (the same canonical bytes).
+        tensor_step_hash(index, output)
     }
 
     fn run(
@@ -585,6 +593,12 @@ impl Generator {
             }
             OpKind::Linear { activation } => {
                 let w = weight(0)?;
+                if w.rank() != 2 || columns.end > w.shape()[0] {
+                    return Err(fail(format!(
+                        "weight {:?} lacks columns {columns:?}",
+                        w.shape()
+                    )));
+                }
                 let k = w.shape()[1];
                 let x = expect(0, [n, k])?;
                 let w = w
@@ -611,6 +625,11 @@ impl Generator {
                 kv_heads,
                 first_position,
             } => {
+                if *heads == 0 || *kv_heads == 0 || heads % kv_heads != 0 || width % heads != 0 {
+                    return Err(fail(format!(
+                        "{heads} heads, {kv_heads} KV heads, width {width}"
+                    )));
+                }
                 let shape = CausalShape {
                     rows: n,
                     first_position: first_position + rows.start,
@@ -638,7 +657,7 @@ impl Generator {
             }
             OpKind::Sample { index, params } => {
                 let logits = expect(0, [1, self.config.vocab])?;
-                let history_rows = inputs[1].shape()[0];
+                let history_rows = inputs[1].shape().first().copied().unwrap_or(0);
                 let history = expect(1, [history_rows, 1])?
                     .iter()
                     .map(|&v| token_id(v, self.config.vocab, op))

@@ -72,3 +72,29 @@ fn streamed_pieces_add_up_to_the_text() {
     assert_eq!(count, generation.ids.len());
     assert_eq!(streamed, case.greedy_text);
 }
+
+/// A stop string ends the generation; the text ends before it, and no streamed piece shows
+/// any part of it.
+#[test]
+fn stop_strings_cut_the_text_and_the_stream() {
+    let generator = common::generator();
+    let case = &common::reference_cases()[1];
+    let stop = "answer is";
+    let at = case
+        .greedy_text
+        .find(stop)
+        .expect("fixture text contains the stop string");
+    let mut params = GenerateParams::greedy(case.greedy_ids.len());
+    params.stop = vec![stop.to_string(), "never appears".to_string()];
+    let mut streamed = String::new();
+    let generation = generator
+        .generate(&case.prompt_ids, &params, 1, |event| {
+            streamed.push_str(&event.text)
+        })
+        .unwrap();
+    assert_eq!(generation.finish, FinishReason::Stop);
+    assert_eq!(generation.text, case.greedy_text[..at]);
+    assert_eq!(streamed, generation.text);
+    assert!(generation.ids.len() < case.greedy_ids.len());
+    assert_eq!(generation.ids[..], case.greedy_ids[..generation.ids.len()]);
+}
