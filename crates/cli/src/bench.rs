@@ -27,11 +27,26 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Embedding jobs through the compute market on an in-process devnet: jobs per second next
+    /// to the engine alone, and the latency the ledger adds (submit → settled, minus inference).
+    Jobs {
+        /// Jobs in the throughput phase.
+        #[arg(long, default_value_t = 60)]
+        jobs: usize,
+        #[arg(long, default_value_t = 200)]
+        block_interval_ms: u64,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(command: BenchCommand) -> Result<()> {
+    // `jobs` runs its own runtime: this is called from outside one.
     match command {
         BenchCommand::Transfers { txs, senders, json } => transfers(txs, senders, json),
+        BenchCommand::Jobs { jobs, block_interval_ms, json } => {
+            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(crate::bench_jobs::run(jobs, block_interval_ms, json))
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! `piazza`: one program for every role of the Piazza network.
 
 mod bench;
+mod bench_jobs;
 mod config;
 mod devnet;
 mod market;
@@ -246,6 +247,6 @@ async fn run(command: Command) -> Result<()> {
             threads,
             json,
         } => market::trace(&model, &text, threads, json),
-        Command::Bench { command } => bench::run(command),
+        Command::Bench { command } => tokio::task::spawn_blocking(move || bench::run(command)).await?,
     }
 }

@@ -139,6 +139,7 @@ pub async fn ensure_registered(
 struct Poster {
     client: Client,
     key: SecretKey,
+    chain_id: String,
     next_nonce: tokio::sync::Mutex<Option<u64>>,
 }
 
@@ -160,7 +161,6 @@ impl Poster {
                         .nonce
                 }
             };
-            let status = self.client.status().await?;
             let message = compute::Msg::PostResult {
                 job,
                 output: execution.output.clone(),
