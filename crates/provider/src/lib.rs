@@ -169,7 +169,7 @@ impl Poster {
                 work_units: execution.work_units,
             };
             let tx = Transaction {
-                chain_id: status.chain_id,
+                chain_id: self.chain_id.clone(),
                 sender: self.key.public_key(),
                 nonce,
                 max_fee: piazza_client::DEFAULT_MAX_FEE,
@@ -212,9 +212,11 @@ pub async fn run(
     let models = Arc::new(load_models(&client, &config).await?);
     ensure_registered(&client, &config).await?;
     let journal = Arc::new(Journal::open(&config.journal_dir)?);
+    let chain_id = client.status().await?.chain_id;
     let poster = Arc::new(Poster {
         client: Client::new(&config.node_url),
         key: config.key.clone(),
+        chain_id,
         next_nonce: tokio::sync::Mutex::new(None),
     });
     let me = config.address();
