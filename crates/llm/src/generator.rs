@@ -124,7 +124,7 @@ impl Recording {
             .enumerate()
             .map(|(i, source)| {
                 let full = resolve(source, &prompt, &outputs)?;
-                restrict(op, i, &full, &step.rows)
+                restrict(op, i, &full, &step.rows, &step.columns)
             })
             .collect()
     }
@@ -201,20 +201,38 @@ fn resolve(source: &Source, prompt: &Tensor, outputs: &[Option<&Tensor>]) -> Res
 }
 
 /// Rows of activation input `input` that output rows `rows` of `op` read.
-fn restrict(op: &Op, input: usize, full: &Tensor, rows: &Range<usize>) -> Result<Tensor> {
-    match op.input_rows(input, rows) {
-        None => Ok(full.clone()),
-        Some(range) => {
-            if full.rank() != 2 || range.end > full.shape()[0] {
-                return Err(Error::Step {
-                    op: op.name.clone(),
-                    detail: format!("input {input} {:?} lacks rows {range:?}", full.shape()),
-                });
-            }
-            full.rows(range.start, range.len())
-                .map_err(tensor_error(op))
+fn restrict(
+    op: &Op,
+    input: usize,
+    full: &Tensor,
+    rows: &Range<usize>,
+    columns: &Range<usize>,
+) -> Result<Tensor> {
+    let lacks = |what: String| Error::Step {
+        op: op.name.clone(),
+        detail: format!("input {input} {:?} lacks {what}", full.shape()),
+    };
+    let mut tensor = full.clone();
+    if let Some(range) = op.input_rows(input, rows) {
+        if tensor.rank() != 2 || range.end > tensor.shape()[0] {
+            return Err(lacks(format!("rows {range:?}")));
+        }
+        tensor = tensor
+            .rows(range.start, range.len())
+            .map_err(tensor_error(op))?;
+    }
+    if let Some(range) = op.input_columns(input, columns) {
+        if tensor.rank() != 2 || range.end > tensor.shape()[1] {
+            return Err(lacks(format!("columns {range:?}")));
+        }
+        if range != (0..tensor.shape()[1]) {
+            tensor = tensor
+                .narrow(1, range.start, range.len())
+                .map_err(tensor_error(op))?
+                .contiguous();
         }
     }
+    Ok(tensor)
 }
 
 /// Hash a `[rows, columns]` block of `output` (width `width`) as trace leaf `index`.
@@ -349,6 +367,23 @@ impl Generator {
             })
     }
 
+    /// The graph of a generation of `new_tokens` tokens after `prompt_tokens` prompt tokens
+    /// with `sampling` (equal to [`Recording::graph`] of that run).
+    pub fn generation_graph(
+        &self,
+        prompt_tokens: usize,
+        new_tokens: usize,
+        sampling: &SamplingParams,
+    ) -> Graph {
+        Graph::for_generation(
+            &self.config,
+            self.output_weight,
+            prompt_tokens,
+            new_tokens,
+            sampling,
+        )
+    }
+
     /// Recompute step `index` of `graph` from its activation `inputs` (as
     /// [`Recording::step_inputs`] gives them) and the weights, on one thread. The result's
     /// [`step_hash`] equals the trace leaf.
@@ -430,7 +465,13 @@ impl Generator {
                     .activations()
                     .enumerate()
                     .map(|(i, s)| {
-                        restrict(op, i, &resolve(s, &prompt_values, &view)?, &(0..op_rows))
+                        restrict(
+                            op,
+                            i,
+                            &resolve(s, &prompt_values, &view)?,
+                            &(0..op_rows),
+                            &(0..width),
+                        )
                     })
                     .collect::<Result<Vec<_>>>()?;
                 let output =
@@ -575,8 +616,11 @@ impl Generator {
                 .tensor(name)
                 .ok_or_else(|| Error::MissingWeight { name: name.into() })
         };
-        if !matches!(op.kind, OpKind::Linear { .. }) && *columns != (0..width) {
-            return Err(fail("only linear ops are split by columns".into()));
+        let column_split = matches!(op.kind, OpKind::Linear { .. } | OpKind::Attention { .. });
+        if !column_split && *columns != (0..width) {
+            return Err(fail(
+                "only linear and attention ops are split by columns".into(),
+            ));
         }
         let output = match &op.kind {
             OpKind::Embed => {
@@ -630,20 +674,30 @@ impl Generator {
                         "{heads} heads, {kv_heads} KV heads, width {width}"
                     )));
                 }
+                // The block covers whole KV-head groups: their query heads and KV heads.
+                let head_dim = width / heads;
+                let group_width = heads / kv_heads * head_dim;
+                if group_width == 0
+                    || columns.start % group_width != 0
+                    || columns.end % group_width != 0
+                {
+                    return Err(fail(format!("columns {columns:?} split a KV-head group")));
+                }
+                let groups = columns.len() / group_width;
                 let shape = CausalShape {
                     rows: n,
                     first_position: first_position + rows.start,
-                    heads: *heads,
-                    kv_heads: *kv_heads,
-                    head_dim: width / heads,
+                    heads: groups * (heads / kv_heads),
+                    kv_heads: groups,
+                    head_dim,
                 };
-                let kv_width = kv_heads * shape.head_dim;
-                let q = expect(0, [n, width])?;
+                let (q_width, kv_width) = (columns.len(), groups * head_dim);
+                let q = expect(0, [n, q_width])?;
                 let k = expect(1, [shape.keys(), kv_width])?;
                 let v = expect(2, [shape.keys(), kv_width])?;
-                let mut out = vec![0.0f32; n * width];
+                let mut out = vec![0.0f32; n * q_width];
                 kernels::causal_attention(q, k, v, shape, &mut out, compute);
-                Tensor::from_vec(out, &[n, width]).map_err(tensor_error(op))?
+                Tensor::from_vec(out, &[n, q_width]).map_err(tensor_error(op))?
             }
             OpKind::Add | OpKind::Mul => {
                 expect(0, [n, width])?;

@@ -102,6 +102,27 @@ impl Op {
             _ => Some(rows.clone()),
         }
     }
+
+    /// Columns of activation input `input` that output columns `columns` read, when not all:
+    /// an attention step over the query heads of KV heads `g0..g1` reads those query columns
+    /// and KV columns `g0·d..g1·d`.
+    pub fn input_columns(&self, input: usize, columns: &Range<usize>) -> Option<Range<usize>> {
+        match self.kind {
+            OpKind::Attention {
+                heads, kv_heads, ..
+            } if heads > 0 && kv_heads > 0 && heads % kv_heads == 0 => {
+                let head_dim = self.output_shape[1] / heads;
+                let group_width = heads / kv_heads * head_dim;
+                if input == 0 || group_width == 0 {
+                    Some(columns.clone())
+                } else {
+                    let (g0, g1) = (columns.start / group_width, columns.end / group_width);
+                    Some(g0 * head_dim..g1 * head_dim)
+                }
+            }
+            _ => None,
+        }
+    }
 }
 
 /// One traced block of an op: output rows × output columns.
@@ -151,6 +172,9 @@ impl Graph {
             (OpKind::Linear { .. }, Some(())) => self.linear_k(&inputs).map_or(width, |k| {
                 (WEIGHT_BLOCK_FLOATS / k.max(1)).clamp(1, width.max(1))
             }),
+            // One step per KV head: its query heads, its keys and values (≤ 2 MiB of cache
+            // per step at the sequence limit).
+            (OpKind::Attention { kv_heads, .. }, _) => (width / kv_heads.max(&1)).max(1),
             _ => width.max(1),
         };
         let row_block = match kind {
@@ -181,6 +205,26 @@ impl Graph {
             Source::Op(i) => Some(self.ops[*i].output_shape[1]),
             _ => None,
         }
+    }
+
+    /// The graph of a generation of `new_tokens` tokens after a `prompt_tokens`-token prompt
+    /// (what a verifier rebuilds from a job's parameters, without running it).
+    pub fn for_generation(
+        config: &LlamaConfig,
+        output_weight: &str,
+        prompt_tokens: usize,
+        new_tokens: usize,
+        params: &SamplingParams,
+    ) -> Graph {
+        let mut graph = Graph::default();
+        let mut cache = Cache::default();
+        let (mut rows, mut position) = (prompt_tokens, 0);
+        for _ in 0..new_tokens {
+            graph.push_pass(config, output_weight, &mut cache, rows, position, params);
+            position += rows;
+            rows = 1;
+        }
+        graph
     }
 
     /// Append one pass over `rows` new tokens starting at `first_position`; returns the index

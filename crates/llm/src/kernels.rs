@@ -145,6 +145,11 @@ pub fn causal_attention(
     );
 }
 
+/// Multiply-adds below which a few-row matmul stays on one thread: each split is a spawn and
+/// a join, and a decode step has hundreds of ops (only the FFN and output projections of
+/// SmolLM2 are split).
+pub const COLUMN_THREADS_WORK_MIN: usize = 1 << 19;
+
 #[allow(clippy::too_many_arguments)]
 /// `act(x · wᵀ)` for `x: [m, k]`, `w: [n, k]`, exactly [`reference::linear`] without bias.
 ///
@@ -162,7 +167,7 @@ pub fn linear(
     compute: Compute,
 ) {
     let threads = compute.threads.get();
-    if m >= 4 * threads || threads == 1 || n < 2 * threads || m * n * k < (1 << 16) {
+    if m >= 4 * threads || threads == 1 || n < 2 * threads || m * n * k < COLUMN_THREADS_WORK_MIN {
         let op = Linear {
             b: w,
             bias: None,

@@ -107,6 +107,25 @@ fn prefill_and_decode_steps_reexecute_to_their_leaves() {
         }
     }
     assert!(checked > 100, "{checked} steps checked");
+    // A verifier rebuilds the same graph from the job's parameters alone.
+    let rebuilt = generator.generation_graph(
+        recording.prompt.len(),
+        NEW_TOKENS,
+        &GenerateParams::greedy(NEW_TOKENS).sampling,
+    );
+    assert_eq!(&rebuilt, graph);
+    // Attention steps are one KV head each.
+    let attention = graph
+        .ops
+        .iter()
+        .position(|op| op.name.ends_with("attention"))
+        .unwrap();
+    let heads = graph
+        .steps
+        .iter()
+        .filter(|s| s.op == attention && s.rows.start == 0)
+        .count();
+    assert_eq!(heads, generator.config().kv_heads);
     // The prefill was cut: some op has several row blocks, the logits several column blocks.
     assert!(graph.steps.iter().any(|s| s.rows.start == 64));
     assert!(graph.steps.iter().any(|s| s.columns.start > 0));
