@@ -43,7 +43,10 @@ fn candle_run(
     let start = Instant::now();
     for i in 1..new_tokens {
         let input = Tensor::new(&[ids[i - 1]], &device)?.unsqueeze(0)?;
-        let next: Vec<f32> = model.forward(&input, prompt.len() + i - 1)?.squeeze(0)?.to_vec1()?;
+        let next: Vec<f32> = model
+            .forward(&input, prompt.len() + i - 1)?
+            .squeeze(0)?
+            .to_vec1()?;
         ids.push(argmax(&next));
     }
     Ok((prefill_s, start.elapsed().as_secs_f64(), ids, logits))
@@ -61,7 +64,10 @@ fn main() -> Result<(), Error> {
     let mut candle = ModelWeights::from_gguf(content, &mut file, &Device::Cpu)?;
     println!("candle load {:.2} s", start.elapsed().as_secs_f64());
     let prompt = generator.tokenize(PROMPT)?;
-    println!("prompt {} tokens, {new_tokens} new tokens, greedy\n", prompt.len());
+    println!(
+        "prompt {} tokens, {new_tokens} new tokens, greedy\n",
+        prompt.len()
+    );
     println!("engine  threads  prompt tok/s  generate tok/s");
     for threads in [1usize, 2] {
         let start = Instant::now();
@@ -73,11 +79,17 @@ fn main() -> Result<(), Error> {
         let ours = generator.generate(&prompt, &params, threads, |_| {})?;
         let decode_s = start.elapsed().as_secs_f64() - prefill_s;
         println!(
-            "piazza  {threads}        {:>10.1}  {:>14.1}",
+            "piazza  {threads}        {:>10.1}  {:>14.1}   trace root {}",
             prompt.len() as f64 / prefill_s,
-            (new_tokens - 1) as f64 / decode_s
+            (new_tokens - 1) as f64 / decode_s,
+            ours.trace_root()[..8]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
         );
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()?;
         let (c_prefill, c_decode, c_ids, c_logits) =
             pool.install(|| candle_run(&mut candle, &prompt, new_tokens))?;
         println!(
@@ -92,7 +104,12 @@ fn main() -> Result<(), Error> {
                 .zip(&c_logits)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0f32, f32::max);
-            let same = ours.ids.iter().zip(&c_ids).take_while(|(a, b)| a == b).count();
+            let same = ours
+                .ids
+                .iter()
+                .zip(&c_ids)
+                .take_while(|(a, b)| a == b)
+                .count();
             println!(
                 "  first token: piazza {} candle {}; max |logit diff| after the prompt {max_diff:.3}; \
                  greedy ids agree for the first {same} of {new_tokens}",
@@ -102,7 +119,10 @@ fn main() -> Result<(), Error> {
     }
     if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
         if let Some(line) = status.lines().find(|l| l.starts_with("VmHWM:")) {
-            println!("\npeak memory of this process (both models loaded): {}", line.trim_start_matches("VmHWM:").trim());
+            println!(
+                "\npeak memory of this process (both models loaded): {}",
+                line.trim_start_matches("VmHWM:").trim()
+            );
         }
     }
     Ok(())
