@@ -195,6 +195,8 @@ pub struct JobParamsInfo {
     pub repetition_penalty_milli: u32,
     pub seed: u64,
     pub chat: bool,
+    #[serde(default)]
+    pub stop: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

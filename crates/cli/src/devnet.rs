@@ -47,6 +47,9 @@ pub struct NodeArgs {
     /// Devnet: do not run the in-process provider.
     #[arg(long)]
     no_provider: bool,
+    /// Devnet: bundled models to register at genesis and serve (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = [piazza_provider::models::MINILM.to_string(), piazza_provider::models::SMOLLM2.to_string()])]
+    models: Vec<String>,
 }
 
 pub fn password() -> String {
@@ -135,15 +138,20 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
         }
         if fresh {
             let models_dir = piazza_engine::models_dir();
-            let minilm = piazza_provider::models::minilm_record(
-                &models_dir,
-                keystore.info(MODELS_KEY)?.address,
-            )?;
+            let owner = keystore.info(MODELS_KEY)?.address;
+            let mut records = Vec::new();
+            for name in &args.models {
+                records.push(match name.as_str() {
+                    piazza_provider::models::MINILM => piazza_provider::models::minilm_record(&models_dir, owner)?,
+                    piazza_provider::models::SMOLLM2 => piazza_provider::models::smollm2_record(&models_dir, owner)?,
+                    other => anyhow::bail!("no bundled model `{other}` (bundled: {}, {})", piazza_provider::models::MINILM, piazza_provider::models::SMOLLM2),
+                });
+            }
             let genesis = devnet_genesis(
                 keystore.info(DEV_KEY)?.address,
                 keystore.info(&validator_name)?.address,
                 keystore.info(PROVIDER_KEY)?.address,
-                vec![minilm],
+                records,
             );
             std::fs::write(&genesis_path, serde_json::to_vec_pretty(&genesis)?)?;
             Some(genesis)
@@ -205,7 +213,12 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
             node_url: format!("http://{}", node.rpc_addr),
             key: keystore.unlock(PROVIDER_KEY, &password)?,
             models_dir: piazza_engine::models_dir(),
-            serve: vec![piazza_provider::models::MINILM.into()],
+            serve: {
+                // Serve what was asked for and is registered (an older chain may lack some).
+                let snapshot = node.app.store().snapshot()?;
+                let registered = piazza_ledger::models::all(&piazza_ledger::state::StateDelta::new(&snapshot));
+                args.models.iter().filter(|m| registered.iter().any(|r| &r.name == *m)).cloned().collect()
+            },
             price_per_unit: Amount::new(1_000),
             capacity: 4,
             stake: Amount::pza(1_000),

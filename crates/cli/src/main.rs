@@ -119,6 +119,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Generate text with the local deterministic engine (SmolLM2), streamed as it is produced.
+    Generate {
+        prompt: String,
+        #[arg(long, default_value_t = 64)]
+        max_tokens: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// 0 is greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        #[arg(long, default_value_t = 0)]
+        top_k: u32,
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        #[arg(long, default_value_t = 1.0)]
+        repetition_penalty: f32,
+        /// Wrap the prompt in the model's chat template as a user message.
+        #[arg(long)]
+        chat: bool,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
     /// A traced run: operator count and trace root.
     Trace {
         #[arg(long, default_value = piazza_provider::models::MINILM)]
@@ -219,6 +241,10 @@ async fn run(command: Command) -> Result<()> {
             verify,
             keystore,
         } => query::balance(&client, &account, verify, keystore).await,
+        Command::Generate { prompt, max_tokens, seed, temperature, top_k, top_p, repetition_penalty, chat, threads } => {
+            let sampling = piazza_llm::SamplingParams { temperature, top_k, top_p, repetition_penalty, seed };
+            market::generate(&prompt, max_tokens, sampling, chat, threads)
+        }
         Command::Block { client, id } => query::block(&client, &id).await,
         Command::Tx { client, hash } => query::tx(&client, &hash).await,
         Command::Stake {

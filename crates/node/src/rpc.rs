@@ -522,6 +522,7 @@ fn job_info(job: &Job) -> JobInfo {
             repetition_penalty_milli: p.repetition_penalty_milli,
             seed: p.seed,
             chat: p.chat,
+            stop: p.stop.clone(),
         },
         max_units: job.max_units,
         max_price: job.max_price.base_units().to_string(),

@@ -12,6 +12,7 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub enum LoadedModel {
     Embedding(Arc<Embedder>),
+    Generation(Arc<piazza_llm::Generator>),
 }
 
 /// What a provider posts for a job.
@@ -29,6 +30,7 @@ pub fn local_path(
 ) -> Result<std::path::PathBuf, ProviderError> {
     match record.architecture.as_str() {
         "bert" => Ok(models_dir.join("minilm")),
+        "llama" => Ok(models_dir.join("smollm2").join(SMOLLM2_FILE)),
         other => Err(ProviderError::Model(format!(
             "`{}`: no local engine for architecture `{other}`",
             record.name
@@ -40,19 +42,23 @@ pub fn local_path(
 /// chain's record: a provider never serves weights the chain did not name.
 pub fn load(models_dir: &Path, record: &ModelInfo) -> Result<LoadedModel, ProviderError> {
     let path = local_path(models_dir, record)?;
-    let embedder = Embedder::load(&path)
-        .map_err(|e| ProviderError::Model(format!("loading {}: {e}", path.display())))?;
-    let (weights, tokenizer) = (
-        hex(&embedder.weights_commitment()),
-        hex(&embedder.tokenizer_hash()),
-    );
+    let loading = |e: String| ProviderError::Model(format!("loading {}: {e}", path.display()));
+    let (model, weights, tokenizer) = if record.architecture == "llama" {
+        let generator = piazza_llm::Generator::load(&path).map_err(|e| loading(e.to_string()))?;
+        let (weights, tokenizer) = (hex(&generator.weights_commitment().root), hex(&generator.tokenizer_hash()));
+        (LoadedModel::Generation(Arc::new(generator)), weights, tokenizer)
+    } else {
+        let embedder = Embedder::load(&path).map_err(|e| loading(e.to_string()))?;
+        let (weights, tokenizer) = (hex(&embedder.weights_commitment()), hex(&embedder.tokenizer_hash()));
+        (LoadedModel::Embedding(Arc::new(embedder)), weights, tokenizer)
+    };
     if weights != record.weights_commitment || tokenizer != record.tokenizer_hash {
         return Err(ProviderError::Model(format!(
             "`{}`: local weights {weights} / tokenizer {tokenizer} differ from the chain's {} / {}",
             record.name, record.weights_commitment, record.tokenizer_hash
         )));
     }
-    Ok(LoadedModel::Embedding(Arc::new(embedder)))
+    Ok(model)
 }
 
 fn hex(bytes: &[u8; 32]) -> String {
@@ -64,7 +70,7 @@ fn hex(bytes: &[u8; 32]) -> String {
 pub fn execute(
     model: &LoadedModel,
     input: &[u8],
-    _params: &JobParamsInfo,
+    params: &JobParamsInfo,
     threads: usize,
 ) -> Result<Execution, ProviderError> {
     let engine = |e: piazza_engine::Error| ProviderError::Model(e.to_string());
@@ -83,7 +89,75 @@ pub fn execute(
                 work_units,
             })
         }
+        LoadedModel::Generation(generator) => {
+            let llm = |e: piazza_llm::Error| ProviderError::Model(e.to_string());
+            let text = String::from_utf8_lossy(input);
+            let prompt = if params.chat {
+                piazza_llm::chat_prompt_ids(generator, &chat_messages(&text)).map_err(llm)?
+            } else {
+                generator.tokenize(&text).map_err(llm)?
+            };
+            let generation = generator.generate(&prompt, &generate_params(params), threads, |_| {}).map_err(llm)?;
+            let (trace_root, work_units) = (Hash(generation.trace_root()), generation.ids.len() as u64);
+            Ok(Execution { output: generation.text.into_bytes(), trace_root, work_units })
+        }
     }
+}
+
+/// A chat job's input: a JSON array of `{role, content}` messages, or plain text for one user
+/// message.
+pub fn chat_messages(input: &str) -> Vec<piazza_llm::Message> {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        role: String,
+        content: String,
+    }
+    match serde_json::from_str::<Vec<Entry>>(input) {
+        Ok(entries) if !entries.is_empty() => entries.into_iter().map(|e| piazza_llm::Message { role: e.role, content: e.content }).collect(),
+        _ => vec![piazza_llm::Message { role: "user".into(), content: input.to_string() }],
+    }
+}
+
+/// The engine's generation parameters from a job's integer parameters (thousandths → f32 by
+/// one correctly rounded division, the same on every machine).
+pub fn generate_params(params: &JobParamsInfo) -> piazza_llm::GenerateParams {
+    let milli = |v: u32, default: f32| if v == 0 { default } else { v as f32 / 1000.0 };
+    piazza_llm::GenerateParams {
+        max_tokens: params.max_tokens.max(1) as usize,
+        sampling: piazza_llm::SamplingParams {
+            temperature: params.temperature_milli as f32 / 1000.0,
+            top_k: params.top_k,
+            top_p: milli(params.top_p_milli, 1.0),
+            repetition_penalty: milli(params.repetition_penalty_milli, 1.0),
+            seed: params.seed,
+        },
+        stop: params.stop.clone(),
+        stop_at_eos: true,
+    }
+}
+
+/// The bundled generation model's file under the models directory.
+pub const SMOLLM2_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+/// The on-chain name of the bundled generation model.
+pub const SMOLLM2: &str = "smollm2-135m-instruct";
+
+/// The chain record of the bundled SmolLM2 (config hash: BLAKE3 of the whole GGUF file, whose
+/// metadata is the configuration).
+pub fn smollm2_record(models_dir: &Path, owner: piazza_primitives::Address) -> Result<piazza_ledger::models::ModelRecord, ProviderError> {
+    let path = models_dir.join("smollm2").join(SMOLLM2_FILE);
+    let generator = piazza_llm::Generator::load(&path).map_err(|e| ProviderError::Model(format!("loading {}: {e} (run scripts/fetch-models.sh)", path.display())))?;
+    let file = std::fs::read(&path)?;
+    Ok(piazza_ledger::models::ModelRecord {
+        name: SMOLLM2.into(),
+        kind: piazza_ledger::models::ModelKind::Generation,
+        architecture: "llama".into(),
+        config_hash: Hash::of("piazza/model-config", &[&file]),
+        weights_commitment: Hash(generator.weights_commitment().root),
+        tokenizer_hash: Hash(generator.tokenizer_hash()),
+        owner,
+        license: "apache-2.0".into(),
+        price_floor: piazza_primitives::Amount::new(1_000),
+    })
 }
 
 /// An embedding as a job output: little-endian f32s.

@@ -245,9 +245,16 @@ pub struct JobParams {
     pub top_p_milli: u32,
     pub repetition_penalty_milli: u32,
     pub seed: u64,
-    /// Wrap the input in the model's chat template as one user message.
+    /// Wrap the input in the model's chat template (the input is then a JSON array of
+    /// `{role, content}` messages, or plain text for one user message).
     pub chat: bool,
+    /// Stop generating when the text contains one of these.
+    pub stop: Vec<String>,
 }
+
+/// Most stop sequences per job, and their longest length.
+pub const STOP_SEQUENCES_MAX: usize = 4;
+pub const STOP_SEQUENCE_BYTES_MAX: usize = 64;
 
 impl Encode for JobParams {
     fn encode(&self, w: &mut Writer) {
@@ -258,6 +265,10 @@ impl Encode for JobParams {
         w.u32(self.repetition_penalty_milli);
         w.u64(self.seed);
         w.bool(self.chat);
+        w.len(self.stop.len());
+        for s in &self.stop {
+            w.str(s);
+        }
     }
 }
 
@@ -271,6 +282,10 @@ impl Decode for JobParams {
             repetition_penalty_milli: r.u32()?,
             seed: r.u64()?,
             chat: r.bool()?,
+            stop: {
+                let n = r.len(STOP_SEQUENCES_MAX)?;
+                (0..n).map(|_| r.string(STOP_SEQUENCE_BYTES_MAX)).collect::<Result<_, _>>()?
+            },
         })
     }
 }
@@ -960,6 +975,9 @@ impl Module for Compute {
                 }
                 if params.max_tokens as u64 > *max_units {
                     return Err(invalid("max_tokens exceeds max_units"));
+                }
+                if params.stop.iter().any(|s| s.is_empty()) {
+                    return Err(invalid("a stop sequence is empty"));
                 }
                 Ok(())
             }
