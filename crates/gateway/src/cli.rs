@@ -1,0 +1,148 @@
+//! `piazza gateway ...`: the command surface, mounted by the `piazza` binary.
+
+use crate::keys::KeyStore;
+use crate::{start, GatewayConfig, Limits};
+use anyhow::Context;
+use clap::Subcommand;
+use piazza_keystore::Keystore;
+use piazza_primitives::Amount;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn default_dir(leaf: &str) -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".piazza")
+        .join(leaf)
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Dirs {
+    /// Where the gateway keeps its API keys [default: ~/.piazza/gateway].
+    #[arg(long, env = "PIAZZA_GATEWAY_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Keystore of the paying keys [default: ~/.piazza/devnet/keys].
+    #[arg(long, env = "PIAZZA_KEYSTORE")]
+    pub keystore: Option<PathBuf>,
+}
+
+impl Dirs {
+    fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| default_dir("gateway"))
+    }
+    fn keystore(&self) -> PathBuf {
+        self.keystore
+            .clone()
+            .unwrap_or_else(|| default_dir("devnet").join("keys"))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GatewayCommand {
+    /// Serve the OpenAI-compatible API.
+    Run {
+        /// Listen address.
+        #[arg(long, env = "PIAZZA_GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// The node's JSON-RPC URL.
+        #[arg(long, env = "PIAZZA_NODE", default_value = "http://127.0.0.1:8545")]
+        node: String,
+        #[command(flatten)]
+        dirs: Dirs,
+        /// Requests handled at once.
+        #[arg(long, default_value_t = 64)]
+        max_in_flight: usize,
+        /// Seconds a job may take from submission to settlement.
+        #[arg(long, default_value_t = 120)]
+        job_timeout_s: u64,
+        /// Largest request body in bytes.
+        #[arg(long, default_value_t = 1024 * 1024)]
+        body_bytes_max: usize,
+    },
+    /// API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Issue an API key paid by a keystore key (the key is printed once and never stored).
+    Create {
+        /// Keystore name of the paying key.
+        #[arg(long)]
+        from: String,
+        /// Most PZA the key may spend (prices and fees), e.g. `10` or `0.5`.
+        #[arg(long)]
+        spend_limit: String,
+        #[command(flatten)]
+        dirs: Dirs,
+    },
+    /// List API keys (ids, paying keys, limits, spending).
+    List {
+        #[command(flatten)]
+        dirs: Dirs,
+    },
+}
+
+/// Runs one `piazza gateway` command.
+pub async fn run(command: GatewayCommand) -> anyhow::Result<()> {
+    match command {
+        GatewayCommand::Run {
+            listen,
+            node,
+            dirs,
+            max_in_flight,
+            job_timeout_s,
+            body_bytes_max,
+        } => {
+            let mut config = GatewayConfig::new(listen, &node, dirs.data_dir(), dirs.keystore());
+            config.password = std::env::var("PIAZZA_PASSWORD").unwrap_or_default();
+            config.limits = Limits {
+                requests_in_flight_max: NonZeroUsize::new(max_in_flight)
+                    .context("--max-in-flight must be positive")?,
+                job_timeout: Duration::from_secs(job_timeout_s),
+                body_bytes_max,
+                ..Limits::default()
+            };
+            let gateway = start(config)
+                .await
+                .with_context(|| format!("starting the gateway against {node}"))?;
+            println!("OpenAI-compatible API on {}/v1", gateway.url());
+            tokio::signal::ctrl_c().await?;
+            gateway.shutdown().await;
+            Ok(())
+        }
+        GatewayCommand::Key(KeyCommand::Create {
+            from,
+            spend_limit,
+            dirs,
+        }) => {
+            let limit: Amount = spend_limit
+                .parse()
+                .with_context(|| format!("--spend-limit `{spend_limit}` is not a PZA amount"))?;
+            Keystore::open(&dirs.keystore())?
+                .info(&from)
+                .with_context(|| format!("no key `{from}` in {}", dirs.keystore().display()))?;
+            let (api_key, record) = KeyStore::open(&dirs.data_dir())?.create(&from, limit)?;
+            println!("{api_key}");
+            eprintln!(
+                "api key {} paid by `{from}`, spend limit {limit} PZA (shown once; only its hash is stored)",
+                record.id
+            );
+            Ok(())
+        }
+        GatewayCommand::Key(KeyCommand::List { dirs }) => {
+            for r in KeyStore::open(&dirs.data_dir())?.list() {
+                println!(
+                    "{}  from {}  spent {} of {} PZA",
+                    r.id, r.signer, r.spent, r.spend_limit
+                );
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! The gateway's side of the compute market: the model catalogue, the paying keys and their
+//! nonces, and one job from submission to settlement.
+
+use crate::openai::ApiError;
+use piazza_api::{JobInfo, ModelInfo};
+use piazza_client::{Client, ClientError};
+use piazza_ledger::compute::{self, JobParams};
+use piazza_ledger::tx::{Message, Transaction};
+use piazza_primitives::{Amount, Hash, SecretKey};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+/// The fee cap of a gateway transaction (a job submission costs about 0.0003 PZA at genesis
+/// fee parameters); reserved against the spend limit with the escrow.
+pub const JOB_MAX_FEE: Amount = Amount::new(10_000_000);
+/// How long the model catalogue (models and their providers' prices) is reused.
+const CATALOGUE_TTL: Duration = Duration::from_secs(2);
+
+/// A model as the gateway prices it.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub info: ModelInfo,
+    /// The highest price per unit among the providers serving it: an escrow at this price
+    /// makes every one of them eligible. `None` when no provider serves it.
+    pub price_per_unit: Option<Amount>,
+}
+
+impl Model {
+    pub fn is_generation(&self) -> bool {
+        self.info.kind == "generation"
+    }
+}
+
+/// A keystore key that signs the gateway's transactions, with its next nonce.
+pub struct Signer {
+    key: SecretKey,
+    /// `None` until read from the chain, and again after a refused submission.
+    next_nonce: Mutex<Option<u64>>,
+}
+
+/// What a settled job gives back.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobReceipt {
+    pub job: u64,
+    pub model: String,
+    pub provider: String,
+    pub trace_root: String,
+    pub tx: String,
+    pub input_hash: String,
+    pub output_hash: String,
+    pub price: String,
+    pub fee: String,
+    pub height: u64,
+}
+
+pub struct JobOutcome {
+    pub output: Vec<u8>,
+    pub work_units: u64,
+    pub receipt: JobReceipt,
+    /// What the account paid: the price plus the transaction fee.
+    pub charged: Amount,
+}
+
+/// Why a job did not settle, with what the chain charged anyway.
+pub struct JobFailure {
+    pub error: ApiError,
+    pub charged: Amount,
+}
+
+pub struct Market {
+    pub client: Client,
+    chain_id: String,
+    catalogue: Mutex<Option<(Instant, Arc<BTreeMap<String, Model>>)>>,
+    pub job_timeout: Duration,
+}
+
+fn node_error(e: ClientError) -> ApiError {
+    match e {
+        ClientError::Timeout(t) => {
+            ApiError::timeout(format!("the job did not settle within {t:?}"))
+        }
+        ClientError::Rpc(_) => match e.ledger_error_name() {
+            Some("insufficient_funds") => {
+                ApiError::quota(format!("the paying account cannot cover this request: {e}"))
+            }
+            Some("input_too_large") => ApiError::too_large(e.to_string()),
+            Some("no_provider") => ApiError::unavailable("no_provider", e.to_string()),
+            _ => ApiError::upstream(e.to_string()),
+        },
+        other => ApiError::upstream(other.to_string()),
+    }
+}
+
+fn amount(text: &str) -> Amount {
+    text.parse::<u128>()
+        .map(Amount::new)
+        .unwrap_or(Amount::ZERO)
+}
+
+impl Market {
+    pub async fn connect(node_url: &str, job_timeout: Duration) -> Result<Market, ClientError> {
+        let client = Client::new(node_url);
+        let chain_id = client.status().await?.chain_id;
+        Ok(Market {
+            client,
+            chain_id,
+            catalogue: Mutex::new(None),
+            job_timeout,
+        })
+    }
+
+    /// Models by name, with their providers' prices (cached for [`CATALOGUE_TTL`]).
+    pub async fn catalogue(&self) -> Result<Arc<BTreeMap<String, Model>>, ApiError> {
+        let mut cached = self.catalogue.lock().await;
+        if let Some((at, models)) = cached.as_ref() {
+            if at.elapsed() < CATALOGUE_TTL {
+                return Ok(models.clone());
+            }
+        }
+        let mut models = BTreeMap::new();
+        for info in self.client.models().await.map_err(node_error)? {
+            let mut price: Option<Amount> = None;
+            for address in &info.providers {
+                let Ok(address) = address.parse() else {
+                    continue;
+                };
+                if let Some(p) = self.client.provider(&address).await.map_err(node_error)? {
+                    let offer = amount(&p.price_per_unit);
+                    price = Some(price.map_or(offer, |best| best.max(offer)));
+                }
+            }
+            models.insert(
+                info.name.clone(),
+                Model {
+                    info,
+                    price_per_unit: price,
+                },
+            );
+        }
+        let models = Arc::new(models);
+        *cached = Some((Instant::now(), models.clone()));
+        Ok(models)
+    }
+
+    pub async fn model(&self, name: &str) -> Result<Model, ApiError> {
+        self.catalogue()
+            .await?
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ApiError::model_not_found(name))
+    }
+
+    pub fn signer(key: SecretKey) -> Signer {
+        Signer {
+            key,
+            next_nonce: Mutex::new(None),
+        }
+    }
+
+    /// Signs and posts one job submission at the signer's next nonce. The nonce lock is held
+    /// only while posting, so concurrent requests of one account get consecutive nonces.
+    async fn post(&self, signer: &Signer, job: compute::Msg) -> Result<Hash, ApiError> {
+        let mut next = signer.next_nonce.lock().await;
+        let nonce = match *next {
+            Some(n) => n,
+            None => {
+                self.client
+                    .account(&signer.key.public_key().address())
+                    .await
+                    .map_err(node_error)?
+                    .nonce
+            }
+        };
+        let tx = Transaction {
+            chain_id: self.chain_id.clone(),
+            sender: signer.key.public_key(),
+            nonce,
+            max_fee: JOB_MAX_FEE,
+            messages: vec![Message::Compute(job)],
+        }
+        .sign(&signer.key);
+        match self.client.submit(&tx).await {
+            Ok(hash) => {
+                *next = Some(nonce + 1);
+                Ok(hash)
+            }
+            Err(e) => {
+                *next = None;
+                Err(node_error(e))
+            }
+        }
+    }
+
+    /// One job, from submission to settlement.
+    pub async fn run_job(
+        &self,
+        signer: &Signer,
+        model: &str,
+        input: Vec<u8>,
+        params: JobParams,
+        max_units: u64,
+        max_price: Amount,
+    ) -> Result<JobOutcome, JobFailure> {
+        let nothing = |error| JobFailure {
+            error,
+            charged: Amount::ZERO,
+        };
+        let job = compute::Msg::SubmitJob {
+            model: model.to_string(),
+            input,
+            params,
+            max_units,
+            max_price,
+        };
+        let hash = self.post(signer, job).await.map_err(nothing)?;
+        let receipt = self
+            .client
+            .wait_for_receipt(&hash, self.job_timeout)
+            .await
+            .map_err(|e| JobFailure {
+                // Unknown whether it was included: count the worst case.
+                charged: max_price.checked_add(JOB_MAX_FEE).unwrap_or(max_price),
+                error: node_error(e),
+            })?;
+        let fee = amount(&receipt.fee_paid);
+        let failed = |error| JobFailure {
+            error,
+            charged: fee,
+        };
+        if let Some(error) = &receipt.error {
+            let message = format!(
+                "the chain refused the job: {} ({})",
+                error.name, error.message
+            );
+            return Err(failed(match error.name.as_str() {
+                "insufficient_funds" => ApiError::quota(message),
+                "input_too_large" => ApiError::too_large(message),
+                "no_provider" => ApiError::unavailable("no_provider", message),
+                "unknown_model" => ApiError::model_not_found(model),
+                _ => ApiError::upstream(message),
+            }));
+        }
+        let id = receipt
+            .events
+            .iter()
+            .find(|e| e.kind == "compute.job_submitted")
+            .and_then(|e| e.attributes.get("job"))
+            .and_then(|j| j.parse().ok())
+            .ok_or_else(|| failed(ApiError::upstream("no job id in the submission receipt")))?;
+        let job: JobInfo = self
+            .client
+            .wait_for_job(id, self.job_timeout)
+            .await
+            .map_err(|e| JobFailure {
+                charged: max_price.checked_add(fee).unwrap_or(max_price),
+                error: node_error(e),
+            })?;
+        if job.status != "settled" {
+            return Err(failed(ApiError::unavailable(
+                "no_provider",
+                format!(
+                    "job {id} {}: no provider executed it; the escrow was refunded",
+                    job.status
+                ),
+            )));
+        }
+        let (Some(result), Some(r)) = (job.result, job.receipt) else {
+            return Err(failed(ApiError::upstream(format!(
+                "settled job {id} has no result"
+            ))));
+        };
+        let output = hex::decode(&result.output)
+            .map_err(|_| failed(ApiError::upstream(format!("job {id}: output is not hex"))))?;
+        let price = amount(&r.price);
+        Ok(JobOutcome {
+            output,
+            work_units: result.work_units,
+            charged: price.checked_add(fee).unwrap_or(price),
+            receipt: JobReceipt {
+                job: id,
+                model: r.model,
+                provider: r.provider,
+                trace_root: r.trace_root,
+                tx: receipt.tx_hash,
+                input_hash: r.input_hash,
+                output_hash: r.output_hash,
+                price: r.price,
+                fee: receipt.fee_paid,
+                height: r.height,
+            },
+        })
+    }
+}

@@ -1,0 +1,147 @@
+//! An in-process devnet for the gateway's tests and benchmark: a validator, a provider serving
+//! MiniLM (and SmolLM2 when asked and its file is present) and a funded `dev` key in a keystore.
+
+#![allow(dead_code)]
+
+use piazza_keystore::Keystore;
+use piazza_ledger::genesis::{FeeParams, Genesis, GenesisAccount, GenesisBond};
+use piazza_ledger::staking::{self, Role};
+use piazza_primitives::{Amount, SecretKey};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The devnet's paying key, sealed with the empty password.
+pub const DEV_KEY: &str = "dev";
+/// Registered at genesis, served by nobody.
+pub const UNSERVED_MODEL: &str = "unserved-embedder";
+/// The provider's price per unit (input token or generated token), in base units.
+pub const PRICE_PER_UNIT: u128 = 1_000;
+
+pub struct Devnet {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub keystore_dir: PathBuf,
+    /// Whether the generation model is on chain and served.
+    pub generation: bool,
+    node: piazza_node::NodeHandle,
+    stop: tokio::sync::watch::Sender<bool>,
+    daemon: tokio::task::JoinHandle<Result<(), piazza_provider::ProviderError>>,
+}
+
+pub struct DevnetOptions {
+    pub block_interval: Duration,
+    pub generation: bool,
+    /// Jobs the provider runs at once.
+    pub provider_concurrency: usize,
+}
+
+pub async fn devnet(options: DevnetOptions) -> Devnet {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let keystore_dir = dir.path().join("keys");
+    let keystore = Keystore::open(&keystore_dir).expect("keystore");
+    let dev = keystore.create(DEV_KEY, "").expect("dev key").address;
+    let validator = SecretKey::from_seed([231; 32]);
+    let provider = SecretKey::from_seed([232; 32]);
+    let owner = SecretKey::from_seed([233; 32]).public_key().address();
+    let models_dir = piazza_engine::models_dir();
+    let minilm = piazza_provider::models::minilm_record(&models_dir, owner)
+        .expect("MiniLM under the models directory (scripts/fetch-models.sh)");
+    let mut unserved = minilm.clone();
+    unserved.name = UNSERVED_MODEL.into();
+    let mut models = vec![minilm.clone(), unserved];
+    let mut serve = vec![minilm.name.clone()];
+    let mut generation = false;
+    if options.generation {
+        match piazza_provider::models::smollm2_record(&models_dir, owner) {
+            Ok(record) => {
+                serve.push(record.name.clone());
+                models.push(record);
+                generation = true;
+            }
+            Err(e) => eprintln!("devnet: no generation model ({e}); chat is not checked"),
+        }
+    }
+    let mut accounts: Vec<GenesisAccount> = [
+        dev,
+        validator.public_key().address(),
+        provider.public_key().address(),
+    ]
+    .into_iter()
+    .map(|address| GenesisAccount {
+        address,
+        balance: Amount::pza(1_000_000),
+    })
+    .collect();
+    accounts.sort_by_key(|a| a.address);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let genesis = Genesis {
+        chain_id: "piazza-gateway-test".into(),
+        genesis_time_ms: now_ms,
+        fees: FeeParams::default(),
+        staking: staking::Params::default(),
+        accounts,
+        bonds: vec![GenesisBond {
+            address: validator.public_key().address(),
+            role: Role::Validator,
+            amount: Amount::pza(10_000),
+        }],
+        models,
+        compute: Default::default(),
+    };
+    let mut config = piazza_node::NodeConfig::new(
+        dir.path().join("node"),
+        "127.0.0.1:0".parse().expect("address"),
+    );
+    config.block_interval = options.block_interval;
+    let node = piazza_node::start(config, Some(genesis), validator)
+        .await
+        .expect("node starts");
+    let url = format!("http://{}", node.rpc_addr);
+    let provider_config = piazza_provider::ProviderConfig {
+        node_url: url.clone(),
+        key: provider,
+        models_dir,
+        serve,
+        price_per_unit: Amount::new(PRICE_PER_UNIT),
+        capacity: 256,
+        stake: Amount::pza(1_000),
+        endpoint: String::new(),
+        concurrency: options.provider_concurrency,
+        threads: 1,
+        journal_dir: dir.path().join("journal"),
+        poll_interval: Duration::from_millis(10),
+    };
+    let address = provider_config.address();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let daemon = tokio::spawn(piazza_provider::run(provider_config, stopped));
+    let client = piazza_client::Client::new(&url);
+    let started = Instant::now();
+    while client.provider(&address).await.ok().flatten().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the provider did not register"
+        );
+        assert!(!daemon.is_finished(), "the provider stopped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Devnet {
+        dir,
+        url,
+        keystore_dir,
+        generation,
+        node,
+        stop,
+        daemon,
+    }
+}
+
+impl Devnet {
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.daemon.await;
+        self.node.shutdown().await;
+    }
+}
