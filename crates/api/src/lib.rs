@@ -197,6 +197,9 @@ pub struct JobParamsInfo {
     pub chat: bool,
     #[serde(default)]
     pub stop: Vec<String>,
+    /// Blocks the provider has to answer (0: the chain's default).
+    #[serde(default)]
+    pub deadline_blocks: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -42,6 +42,9 @@ pub enum JobCommand {
         /// Wrap the input in the model's chat template.
         #[arg(long)]
         chat: bool,
+        /// Blocks the provider has to answer [default: the chain's].
+        #[arg(long, default_value_t = 0)]
+        deadline_blocks: u32,
     },
     /// A job's state, result and receipt.
     Show {
@@ -188,6 +191,7 @@ pub async fn job(command: JobCommand) -> Result<()> {
             max_units,
             max_price,
             chat,
+            deadline_blocks,
         } => {
             let key = unlock(&signer)?;
             let client = Client::new(&args.node);
@@ -218,6 +222,7 @@ pub async fn job(command: JobCommand) -> Result<()> {
                 temperature_milli: (temperature * 1000.0).round() as u32,
                 seed,
                 chat,
+                deadline_blocks,
                 ..JobParams::default()
             };
             let msg = compute::Msg::SubmitJob {

@@ -523,6 +523,7 @@ fn job_info(job: &Job) -> JobInfo {
             seed: p.seed,
             chat: p.chat,
             stop: p.stop.clone(),
+            deadline_blocks: p.deadline_blocks,
         },
         max_units: job.max_units,
         max_price: job.max_price.base_units().to_string(),

@@ -250,7 +250,12 @@ pub struct JobParams {
     pub chat: bool,
     /// Stop generating when the text contains one of these.
     pub stop: Vec<String>,
+    /// Blocks the assigned provider has to post a result (0: the chain's default).
+    pub deadline_blocks: u32,
 }
+
+/// The longest deadline a client may ask for.
+pub const JOB_DEADLINE_BLOCKS_MAX: u32 = 10_000;
 
 /// Most stop sequences per job, and their longest length.
 pub const STOP_SEQUENCES_MAX: usize = 4;
@@ -269,6 +274,7 @@ impl Encode for JobParams {
         for s in &self.stop {
             w.str(s);
         }
+        w.u32(self.deadline_blocks);
     }
 }
 
@@ -286,6 +292,7 @@ impl Decode for JobParams {
                 let n = r.len(STOP_SEQUENCES_MAX)?;
                 (0..n).map(|_| r.string(STOP_SEQUENCE_BYTES_MAX)).collect::<Result<_, _>>()?
             },
+            deadline_blocks: r.u32()?,
         })
     }
 }
@@ -822,7 +829,11 @@ fn assign(state: &mut StateDelta<'_>, mut job: Job, block: &BlockContext, events
     let Some(address) = chosen else {
         return expire(state, job, events);
     };
-    let deadline_height = block.height + params.job_deadline_blocks;
+    let deadline_blocks = match job.params.deadline_blocks {
+        0 => params.job_deadline_blocks,
+        asked => asked as u64,
+    };
+    let deadline_height = block.height + deadline_blocks;
     if push_queue(state, state_key::deadlines(deadline_height), job.id).is_err() {
         return expire(state, job, events);
     }
@@ -975,6 +986,9 @@ impl Module for Compute {
                 }
                 if params.max_tokens as u64 > *max_units {
                     return Err(invalid("max_tokens exceeds max_units"));
+                }
+                if params.deadline_blocks > JOB_DEADLINE_BLOCKS_MAX {
+                    return Err(invalid(format!("a job deadline is at most {JOB_DEADLINE_BLOCKS_MAX} blocks")));
                 }
                 if params.stop.iter().any(|s| s.is_empty()) {
                     return Err(invalid("a stop sequence is empty"));
