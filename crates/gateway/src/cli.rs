@@ -146,3 +146,75 @@ pub async fn run(command: GatewayCommand) -> anyhow::Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct Piazza {
+        #[command(subcommand)]
+        gateway: GatewayCommand,
+    }
+
+    #[test]
+    fn the_command_surface_parses() {
+        Piazza::command().debug_assert();
+        let parsed = Piazza::try_parse_from([
+            "piazza",
+            "key",
+            "create",
+            "--from",
+            "dev",
+            "--spend-limit",
+            "2.5",
+        ])
+        .unwrap();
+        assert!(
+            matches!(parsed.gateway, GatewayCommand::Key(KeyCommand::Create { ref from, ref spend_limit, .. }) if from == "dev" && spend_limit == "2.5")
+        );
+        let parsed = Piazza::try_parse_from([
+            "piazza",
+            "run",
+            "--listen",
+            "127.0.0.1:9000",
+            "--node",
+            "http://n:1",
+        ])
+        .unwrap();
+        assert!(
+            matches!(parsed.gateway, GatewayCommand::Run { ref node, .. } if node == "http://n:1")
+        );
+        assert!(Piazza::try_parse_from(["piazza", "key", "create", "--from", "dev"]).is_err());
+    }
+
+    #[tokio::test]
+    async fn key_create_writes_a_key_for_an_existing_keystore_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let keystore = dir.path().join("keys");
+        Keystore::open(&keystore)
+            .unwrap()
+            .create("dev", "")
+            .unwrap();
+        let dirs = Dirs {
+            data_dir: Some(dir.path().join("gateway")),
+            keystore: Some(keystore),
+        };
+        let create = |from: &str| {
+            GatewayCommand::Key(KeyCommand::Create {
+                from: from.into(),
+                spend_limit: "1.5".into(),
+                dirs: dirs.clone(),
+            })
+        };
+        run(create("dev")).await.unwrap();
+        assert!(run(create("nobody")).await.is_err());
+        let keys = KeyStore::open(&dir.path().join("gateway")).unwrap().list();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(
+            (keys[0].signer.as_str(), keys[0].spend_limit),
+            ("dev", "1.5".parse().unwrap())
+        );
+    }
+}

@@ -70,10 +70,13 @@ pub struct JobFailure {
     pub charged: Amount,
 }
 
+/// Models by name.
+pub type Catalogue = Arc<BTreeMap<String, Model>>;
+
 pub struct Market {
     pub client: Client,
     chain_id: String,
-    catalogue: Mutex<Option<(Instant, Arc<BTreeMap<String, Model>>)>>,
+    catalogue: Mutex<Option<(Instant, Catalogue)>>,
     pub job_timeout: Duration,
 }
 
@@ -113,7 +116,7 @@ impl Market {
     }
 
     /// Models by name, with their providers' prices (cached for [`CATALOGUE_TTL`]).
-    pub async fn catalogue(&self) -> Result<Arc<BTreeMap<String, Model>>, ApiError> {
+    pub async fn catalogue(&self) -> Result<Catalogue, ApiError> {
         let mut cached = self.catalogue.lock().await;
         if let Some((at, models)) = cached.as_ref() {
             if at.elapsed() < CATALOGUE_TTL {
@@ -224,7 +227,15 @@ impl Market {
                 // Unknown whether it was included: count the worst case.
                 charged: max_price.checked_add(JOB_MAX_FEE).unwrap_or(max_price),
                 error: node_error(e),
-            })?;
+            });
+        let receipt = match receipt {
+            Ok(r) => r,
+            Err(failure) => {
+                // The transaction may have left the mempool: read the nonce from the chain again.
+                *signer.next_nonce.lock().await = None;
+                return Err(failure);
+            }
+        };
         let fee = amount(&receipt.fee_paid);
         let failed = |error| JobFailure {
             error,
