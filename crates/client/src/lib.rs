@@ -236,20 +236,24 @@ impl Client {
         .sign(key))
     }
 
+    /// Builds, signs and submits one message from `key` with the default fee cap.
+    pub async fn send_message(
+        &self,
+        key: &SecretKey,
+        message: Message,
+    ) -> Result<Hash, ClientError> {
+        let tx = self.build(key, vec![message], DEFAULT_MAX_FEE).await?;
+        self.submit(&tx).await
+    }
+
     pub async fn transfer(
         &self,
         key: &SecretKey,
         to: Address,
         amount: Amount,
     ) -> Result<Hash, ClientError> {
-        let tx = self
-            .build(
-                key,
-                vec![Message::Bank(bank::Msg::Send { to, amount })],
-                DEFAULT_MAX_FEE,
-            )
-            .await?;
-        self.submit(&tx).await
+        self.send_message(key, Message::Bank(bank::Msg::Send { to, amount }))
+            .await
     }
 
     pub async fn bond(
@@ -258,14 +262,8 @@ impl Client {
         role: Role,
         amount: Amount,
     ) -> Result<Hash, ClientError> {
-        let tx = self
-            .build(
-                key,
-                vec![Message::Staking(staking::Msg::Bond { role, amount })],
-                DEFAULT_MAX_FEE,
-            )
-            .await?;
-        self.submit(&tx).await
+        self.send_message(key, Message::Staking(staking::Msg::Bond { role, amount }))
+            .await
     }
 
     pub async fn unbond(
@@ -274,14 +272,8 @@ impl Client {
         role: Role,
         amount: Amount,
     ) -> Result<Hash, ClientError> {
-        let tx = self
-            .build(
-                key,
-                vec![Message::Staking(staking::Msg::Unbond { role, amount })],
-                DEFAULT_MAX_FEE,
-            )
-            .await?;
-        self.submit(&tx).await
+        self.send_message(key, Message::Staking(staking::Msg::Unbond { role, amount }))
+            .await
     }
 
     /// Subscribes over WebSocket to `"newBlocks"` or `"events"`; each item is a notification's

@@ -18,6 +18,24 @@
 //! assert_eq!(Amount::pza(1).checked_add(Amount::new(1)).unwrap().base_units(), 1_000_000_001);
 //! ```
 
+/// JSON carries the value as its `Display` string and parses it back with `FromStr`.
+macro_rules! serde_as_string {
+    ($t:ty) => {
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 mod address;
 mod amount;
 mod hash;
