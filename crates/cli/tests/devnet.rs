@@ -26,8 +26,9 @@ impl Drop for Devnet {
     }
 }
 
+/// A devnet with the embedding model only (loading SmolLM2 costs seconds a test need not pay).
 fn start_devnet(dir: &Path) -> Devnet {
-    start_devnet_with(dir, &[])
+    start_devnet_with(dir, &["--models", "all-minilm-l6-v2"])
 }
 
 fn start_devnet_with(dir: &Path, extra: &[&str]) -> Devnet {
@@ -532,7 +533,7 @@ fn hex_decode(s: &str) -> Vec<u8> {
 #[test]
 fn a_provider_that_dies_holding_a_job_is_penalised_and_the_job_completes_elsewhere() {
     let dir = tempfile::tempdir().unwrap();
-    let devnet = start_devnet_with(dir.path(), &["--no-provider"]);
+    let devnet = start_devnet_with(dir.path(), &["--no-provider", "--models", "all-minilm-l6-v2"]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = Client::new(&devnet.url);
     let keystore_dir = dir.path().join("keys");
