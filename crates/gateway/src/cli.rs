@@ -10,17 +10,23 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// `$PIAZZA_HOME` (default `~/.piazza`) joined with `leaf`, as the `piazza` command does.
 fn default_dir(leaf: &str) -> PathBuf {
-    std::env::var_os("HOME")
+    let home = std::env::var_os("PIAZZA_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join(".piazza")
-        .join(leaf)
+        .unwrap_or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."))
+                .join(".piazza")
+        });
+    home.join(leaf)
 }
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Dirs {
-    /// Where the gateway keeps its API keys [default: ~/.piazza/gateway].
+    /// Where the gateway keeps its API keys [default: ~/.piazza/devnet/gateway, where the
+    /// devnet's own gateway keeps them].
     #[arg(long, env = "PIAZZA_GATEWAY_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Keystore of the paying keys [default: ~/.piazza/devnet/keys].

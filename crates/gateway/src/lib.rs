@@ -76,6 +76,8 @@ pub const EMBEDDING_UNITS_MAX: u64 = 256;
 pub const CHAT_MAX_TOKENS_DEFAULT: u64 = 256;
 /// The OpenAI default `max_tokens` for text completions.
 pub const COMPLETION_MAX_TOKENS_DEFAULT: u64 = 16;
+/// How long a request body may take to arrive (408 beyond).
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Messages in one chat request.
 pub const CHAT_MESSAGES_MAX: usize = 256;
 
@@ -323,11 +325,21 @@ impl Gateway {
     ) -> Result<(Caller, T), ApiError> {
         let caller = self.admit(headers).await?;
         let limit = self.limits.body_bytes_max;
-        let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-            ApiError::too_large(format!(
-                "The request body is larger than {limit} bytes (or was cut off)"
-            ))
-        })?;
+        let bytes = tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit))
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "invalid_request_error",
+                    Some("timeout"),
+                    "The request body did not arrive in time",
+                )
+            })?
+            .map_err(|_| {
+                ApiError::too_large(format!(
+                    "The request body is larger than {limit} bytes (or was cut off)"
+                ))
+            })?;
         let request = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::invalid(None, format!("Invalid request body: {e}")))?;
         Ok((caller, request))
