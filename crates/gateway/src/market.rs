@@ -16,6 +16,9 @@ use tokio::sync::Mutex;
 /// The fee cap of a gateway transaction (a job submission costs about 0.0003 PZA at genesis
 /// fee parameters); reserved against the spend limit with the escrow.
 pub const JOB_MAX_FEE: Amount = Amount::new(10_000_000);
+/// Submissions retried after a stale nonce, and the wait before each retry.
+const NONCE_RETRIES: u32 = 3;
+const NONCE_RETRY_WAIT: Duration = Duration::from_millis(500);
 /// How long the model catalogue (models and their providers' prices) is reused.
 const CATALOGUE_TTL: Duration = Duration::from_secs(2);
 
@@ -167,32 +170,43 @@ impl Market {
     /// only while posting, so concurrent requests of one account get consecutive nonces.
     async fn post(&self, signer: &Signer, job: compute::Msg) -> Result<Hash, ApiError> {
         let mut next = signer.next_nonce.lock().await;
-        let nonce = match *next {
-            Some(n) => n,
-            None => {
-                self.client
-                    .account(&signer.key.public_key().address())
-                    .await
-                    .map_err(node_error)?
-                    .nonce
+        let mut attempt = 0;
+        loop {
+            let nonce = match *next {
+                Some(n) => n,
+                None => {
+                    self.client
+                        .account(&signer.key.public_key().address())
+                        .await
+                        .map_err(node_error)?
+                        .nonce
+                }
+            };
+            let tx = Transaction {
+                chain_id: self.chain_id.clone(),
+                sender: signer.key.public_key(),
+                nonce,
+                max_fee: JOB_MAX_FEE,
+                messages: vec![Message::Compute(job.clone())],
             }
-        };
-        let tx = Transaction {
-            chain_id: self.chain_id.clone(),
-            sender: signer.key.public_key(),
-            nonce,
-            max_fee: JOB_MAX_FEE,
-            messages: vec![Message::Compute(job)],
-        }
-        .sign(&signer.key);
-        match self.client.submit(&tx).await {
-            Ok(hash) => {
-                *next = Some(nonce + 1);
-                Ok(hash)
-            }
-            Err(e) => {
-                *next = None;
-                Err(node_error(e))
+            .sign(&signer.key);
+            match self.client.submit(&tx).await {
+                Ok(hash) => {
+                    *next = Some(nonce + 1);
+                    return Ok(hash);
+                }
+                Err(e) => {
+                    *next = None;
+                    // Another signer of the same key (or a transaction that left the mempool)
+                    // moved the nonce: read it again once the pending ones have had a block.
+                    let stale =
+                        matches!(e.ledger_error_name(), Some("nonce_replayed" | "nonce_gap"));
+                    attempt += 1;
+                    if !stale || attempt > NONCE_RETRIES {
+                        return Err(node_error(e));
+                    }
+                    tokio::time::sleep(NONCE_RETRY_WAIT).await;
+                }
             }
         }
     }

@@ -19,10 +19,14 @@ fn repo_root() -> PathBuf {
 }
 
 async fn gateway(devnet: &support::Devnet) -> GatewayHandle {
+    gateway_in(devnet, "gateway").await
+}
+
+async fn gateway_in(devnet: &support::Devnet, dir: &str) -> GatewayHandle {
     let mut config = GatewayConfig::new(
         "127.0.0.1:0".parse().unwrap(),
         &devnet.url,
-        devnet.dir.path().join("gateway"),
+        devnet.dir.path().join(dir),
         devnet.keystore_dir.clone(),
     );
     config.limits = Limits {
