@@ -48,6 +48,9 @@ fn best_of_interleaved<const N: usize>(runs: [&dyn Fn(); N]) -> [f64; N] {
     }
     for _ in 0..REPEATS {
         for (slot, run) in runs.iter().enumerate() {
+            // Let the previous closure's idle threads (rayon workers spin before they sleep)
+            // go quiet, so that they do not take cycles from the next measurement.
+            std::thread::sleep(std::time::Duration::from_millis(200));
             let start = Instant::now();
             run();
             best[slot] = best[slot].min(start.elapsed().as_secs_f64());
@@ -122,7 +125,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 })
             };
             // Interleaved, so that load from other processes hits all three alike.
-            let [traced, ours, theirs] = best_of_interleaved([&run_traced, &run_ours, &run_candle]);
+            // PIAZZA_BENCH_TRACE_ONLY=1 leaves candle out (to see the trace overhead alone).
+            let [traced, ours, theirs] = if std::env::var_os("PIAZZA_BENCH_TRACE_ONLY").is_some() {
+                let [traced, ours] = best_of_interleaved([&run_traced, &run_ours]);
+                [traced, ours, f64::NAN]
+            } else {
+                best_of_interleaved([&run_traced, &run_ours, &run_candle])
+            };
             // Hashing alone, over the recorded outputs of the same batches: the trace's own cost,
             // free of the scheduling noise that the two full runs above carry.
             let recordings: Vec<_> = batches
