@@ -44,6 +44,9 @@ pub struct NodeArgs {
     /// Keystore directory [default: DATA_DIR/keys].
     #[arg(long, env = "PIAZZA_KEYSTORE")]
     keystore: Option<PathBuf>,
+    /// Devnet: serve the OpenAI-compatible gateway here (API keys in DATA_DIR/gateway).
+    #[arg(long, env = "PIAZZA_GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
+    gateway_addr: std::net::SocketAddr,
     /// Devnet: do not run the in-process provider.
     #[arg(long)]
     no_provider: bool,
@@ -237,6 +240,16 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
     } else {
         None
     };
+    let gateway = match devnet.then_some(args.gateway_addr) {
+        Some(listen) => {
+            let mut config = piazza_gateway::GatewayConfig::new(listen, &format!("http://{}", node.rpc_addr), data_dir.join("gateway"), keystore_dir.clone());
+            config.password = password.clone();
+            let gateway = piazza_gateway::start(config).await?;
+            println!("piazza devnet: OpenAI-compatible API on {}/v1 (API keys: piazza gateway key create --from {DEV_KEY} --spend-limit 10)", gateway.url());
+            Some(gateway)
+        }
+        None => None,
+    };
     let provider_failed = async {
         match provider.as_mut() {
             Some(task) => task.await,
@@ -249,6 +262,9 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
             let _ = stop_provider.send(true);
             if let Some(task) = provider.take() {
                 let _ = task.await;
+            }
+            if let Some(gateway) = gateway {
+                gateway.shutdown().await;
             }
             node.shutdown().await;
         }

@@ -151,6 +151,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// OpenAI-compatible gateway: serve /v1 (embeddings, completions, chat) and manage API keys.
+    Gateway {
+        #[command(subcommand)]
+        command: piazza_gateway::GatewayCommand,
+    },
     /// Benchmarks that print comparable numbers.
     Bench {
         #[command(subcommand)]
@@ -273,6 +278,7 @@ async fn run(command: Command) -> Result<()> {
             threads,
             json,
         } => market::trace(&model, &text, threads, json),
+        Command::Gateway { command } => piazza_gateway::run(command).await,
         Command::Bench { command } => tokio::task::spawn_blocking(move || bench::run(command)).await?,
     }
 }
