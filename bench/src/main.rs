@@ -19,12 +19,32 @@ struct Workload {
 
 fn workloads() -> Vec<Workload> {
     let words = [
-        "open", "networks", "verify", "every", "inference", "result", "with", "bitwise",
-        "reproducible", "kernels", "so", "honest", "providers", "earn", "fees", "and", "cheaters",
-        "lose", "stake", "quickly",
+        "open",
+        "networks",
+        "verify",
+        "every",
+        "inference",
+        "result",
+        "with",
+        "bitwise",
+        "reproducible",
+        "kernels",
+        "so",
+        "honest",
+        "providers",
+        "earn",
+        "fees",
+        "and",
+        "cheaters",
+        "lose",
+        "stake",
+        "quickly",
     ];
     let sentence = |seed: usize, count: usize| -> String {
-        (0..count).map(|i| words[(seed * 7 + i * 3) % words.len()]).collect::<Vec<_>>().join(" ")
+        (0..count)
+            .map(|i| words[(seed * 7 + i * 3) % words.len()])
+            .collect::<Vec<_>>()
+            .join(" ")
     };
     vec![
         Workload {
@@ -69,9 +89,15 @@ impl Candle {
             .map_err(candle_core::Error::wrap)?;
         // SAFETY: the model file is not modified while mapped.
         let vb = unsafe {
-            VarBuilder::from_mmaped_safetensors(&[dir.join("model.safetensors")], DType::F32, &Device::Cpu)?
+            VarBuilder::from_mmaped_safetensors(
+                &[dir.join("model.safetensors")],
+                DType::F32,
+                &Device::Cpu,
+            )?
         };
-        Ok(Candle { model: BertModel::load(vb, &config)? })
+        Ok(Candle {
+            model: BertModel::load(vb, &config)?,
+        })
     }
 
     /// Mean-pooled, L2-normalised embeddings of a padded batch (as sentence-transformers).
@@ -93,20 +119,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let embedder = Embedder::load(&dir)
         .map_err(|e| format!("{e} (in {}; run scripts/fetch-models.sh)", dir.display()))?;
     let candle = Candle::load(&dir)?;
-    println!("all-MiniLM-L6-v2, CPU, {} logical cores; best of {REPEATS} runs", std::thread::available_parallelism()?);
+    println!(
+        "all-MiniLM-L6-v2, CPU, {} logical cores; best of {REPEATS} runs",
+        std::thread::available_parallelism()?
+    );
     println!();
     println!("| input | threads | piazza sent/s | candle sent/s | piazza ÷ candle | traced ÷ untraced | (run + hashing) ÷ run | max abs diff |");
     println!("|---|---|---|---|---|---|---|---|");
     for workload in workloads() {
         let texts: Vec<&str> = workload.sentences.iter().map(String::as_str).collect();
         let ids = embedder.tokenize(&texts)?;
-        let batches: Vec<Batch> = ids.chunks(workload.batch_size).map(Batch::pad).collect::<Result<_, _>>()?;
+        let batches: Vec<Batch> = ids
+            .chunks(workload.batch_size)
+            .map(Batch::pad)
+            .collect::<Result<_, _>>()?;
         let mean_tokens = ids.iter().map(Vec::len).sum::<usize>() as f64 / ids.len() as f64;
         for threads in [1usize, 2] {
             let compute = Compute::new(threads);
             // candle reads RAYON_NUM_THREADS for its matmul and runs on the current rayon pool.
             std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()?;
             let run_ours = || {
                 for batch in &batches {
                     embedder.run(batch, compute).expect("piazza run");
@@ -114,7 +148,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             };
             let run_traced = || {
                 for batch in &batches {
-                    embedder.run_traced(batch, compute).expect("piazza traced run");
+                    embedder
+                        .run_traced(batch, compute)
+                        .expect("piazza traced run");
                 }
             };
             let run_candle = || {
@@ -148,8 +184,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                                 for &(index, step) in part {
                                     let output = &recording.outputs[step.op];
                                     let width = output.shape()[1];
-                                    let rows = &output.as_slice().expect("contiguous")
-                                        [step.output_rows.start * width..step.output_rows.end * width];
+                                    let rows = &output.as_slice().expect("contiguous")[step
+                                        .output_rows
+                                        .start
+                                        * width
+                                        ..step.output_rows.end * width];
                                     std::hint::black_box(trace::step_hash(
                                         index,
                                         rows,
