@@ -44,9 +44,14 @@ pub fn run(command: BenchCommand) -> Result<()> {
     // `jobs` runs its own runtime: this is called from outside one.
     match command {
         BenchCommand::Transfers { txs, senders, json } => transfers(txs, senders, json),
-        BenchCommand::Jobs { jobs, block_interval_ms, json } => {
-            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(crate::bench_jobs::run(jobs, block_interval_ms, json))
-        }
+        BenchCommand::Jobs {
+            jobs,
+            block_interval_ms,
+            json,
+        } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(crate::bench_jobs::run(jobs, block_interval_ms, json)),
     }
 }
 

@@ -12,7 +12,10 @@ const CLIENTS: usize = 8;
 const LATENCY_SAMPLES: usize = 12;
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn text(i: usize) -> String {
@@ -24,9 +27,21 @@ pub async fn run(jobs: usize, block_interval_ms: u64, json: bool) -> Result<()> 
     let models_dir = piazza_engine::models_dir();
     let validator = SecretKey::from_seed([201; 32]);
     let provider = SecretKey::from_seed([202; 32]);
-    let clients: Vec<SecretKey> = (0..CLIENTS).map(|i| SecretKey::from_seed([210 + i as u8; 32])).collect();
-    let record = piazza_provider::models::minilm_record(&models_dir, SecretKey::from_seed([203; 32]).public_key().address())?;
-    let mut accounts: Vec<GenesisAccount> = clients.iter().chain([&validator, &provider]).map(|k| GenesisAccount { address: k.public_key().address(), balance: Amount::pza(100_000) }).collect();
+    let clients: Vec<SecretKey> = (0..CLIENTS)
+        .map(|i| SecretKey::from_seed([210 + i as u8; 32]))
+        .collect();
+    let record = piazza_provider::models::minilm_record(
+        &models_dir,
+        SecretKey::from_seed([203; 32]).public_key().address(),
+    )?;
+    let mut accounts: Vec<GenesisAccount> = clients
+        .iter()
+        .chain([&validator, &provider])
+        .map(|k| GenesisAccount {
+            address: k.public_key().address(),
+            balance: Amount::pza(100_000),
+        })
+        .collect();
     accounts.sort_by_key(|a| a.address);
     let genesis = Genesis {
         chain_id: "piazza-bench-jobs".into(),
@@ -34,10 +49,17 @@ pub async fn run(jobs: usize, block_interval_ms: u64, json: bool) -> Result<()> 
         fees: FeeParams::default(),
         staking: staking::Params::default(),
         accounts,
-        bonds: vec![GenesisBond { address: validator.public_key().address(), role: Role::Validator, amount: Amount::pza(10_000) }],
+        bonds: vec![GenesisBond {
+            address: validator.public_key().address(),
+            role: Role::Validator,
+            amount: Amount::pza(10_000),
+        }],
         models: vec![record.clone()],
         // No challenge window: this measures what the ledger adds, not the audit delay.
-        compute: compute::Params { challenge_window_blocks: 0, ..compute::Params::default() },
+        compute: compute::Params {
+            challenge_window_blocks: 0,
+            ..compute::Params::default()
+        },
     };
     let mut config = piazza_node::NodeConfig::new(dir.path().join("node"), "127.0.0.1:0".parse()?);
     config.block_interval = Duration::from_millis(block_interval_ms);
@@ -64,7 +86,10 @@ pub async fn run(jobs: usize, block_interval_ms: u64, json: bool) -> Result<()> 
     let client = Client::new(&url);
     let started = Instant::now();
     while client.provider(&provider_address).await?.is_none() {
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "the provider did not register");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "the provider did not register"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
@@ -80,17 +105,28 @@ pub async fn run(jobs: usize, block_interval_ms: u64, json: bool) -> Result<()> 
     let handles: Vec<_> = (0..concurrency)
         .map(|w| {
             let embedder = embedder.clone();
-            std::thread::spawn(move || (w..jobs).step_by(concurrency).try_for_each(|i| embedder.embed(&[&text(i)], 1).map(|_| ())))
+            std::thread::spawn(move || {
+                (w..jobs)
+                    .step_by(concurrency)
+                    .try_for_each(|i| embedder.embed(&[&text(i)], 1).map(|_| ()))
+            })
         })
         .collect();
     for h in handles {
-        h.join().map_err(|_| anyhow::anyhow!("engine thread panicked"))??;
+        h.join()
+            .map_err(|_| anyhow::anyhow!("engine thread panicked"))??;
     }
     let engine_jobs_per_s = jobs as f64 / t.elapsed().as_secs_f64();
 
     let (url_for_jobs, model) = (url.clone(), record.name.clone());
     let submit_one = move |key: &SecretKey, i: usize| {
-        let msg = compute::Msg::SubmitJob { model: model.clone(), input: text(i).into_bytes(), params: JobParams::default(), max_units: 256, max_price: Amount::new(1_000 * 256) };
+        let msg = compute::Msg::SubmitJob {
+            model: model.clone(),
+            input: text(i).into_bytes(),
+            params: JobParams::default(),
+            max_units: 256,
+            max_price: Amount::new(1_000 * 256),
+        };
         let (client, key) = (Client::new(&url_for_jobs), key.clone());
         async move { client.submit_job(&key, msg, Duration::from_secs(120)).await }
     };
@@ -102,7 +138,10 @@ pub async fn run(jobs: usize, block_interval_ms: u64, json: bool) -> Result<()> 
         let (id, _) = submit_one(&clients[0], i).await?;
         let job = client.wait_for_job(id, Duration::from_secs(120)).await?;
         let height = job.receipt.context("settled jobs have receipts")?.height;
-        let block = client.block(height).await?.context("the settling block exists")?;
+        let block = client
+            .block(height)
+            .await?
+            .context("the settling block exists")?;
         added_ms.push(block.time_ms.saturating_sub(t0) as f64 - single_ms[i]);
     }
     added_ms.sort_by(|a, b| a.total_cmp(b));
@@ -115,19 +154,45 @@ pub async fn run(jobs: usize, block_interval_ms: u64, json: bool) -> Result<()> 
     let mut tasks = tokio::task::JoinSet::new();
     for (c, key) in clients.iter().enumerate() {
         let ids: Vec<usize> = (c..jobs).step_by(CLIENTS).collect();
-        let (key, client, chain_id, model) = (key.clone(), Client::new(&url), chain_id.clone(), record.name.clone());
+        let (key, client, chain_id, model) = (
+            key.clone(),
+            Client::new(&url),
+            chain_id.clone(),
+            record.name.clone(),
+        );
         tasks.spawn(async move {
             let mut nonce = client.account(&key.public_key().address()).await?.nonce;
             let mut hashes = Vec::new();
             for i in ids {
-                let msg = compute::Msg::SubmitJob { model: model.clone(), input: text(i).into_bytes(), params: JobParams::default(), max_units: 256, max_price: Amount::new(1_000 * 256) };
-                let tx = piazza_ledger::tx::Transaction { chain_id: chain_id.clone(), sender: key.public_key(), nonce, max_fee: piazza_client::DEFAULT_MAX_FEE, messages: vec![piazza_ledger::tx::Message::Compute(msg)] }.sign(&key);
+                let msg = compute::Msg::SubmitJob {
+                    model: model.clone(),
+                    input: text(i).into_bytes(),
+                    params: JobParams::default(),
+                    max_units: 256,
+                    max_price: Amount::new(1_000 * 256),
+                };
+                let tx = piazza_ledger::tx::Transaction {
+                    chain_id: chain_id.clone(),
+                    sender: key.public_key(),
+                    nonce,
+                    max_fee: piazza_client::DEFAULT_MAX_FEE,
+                    messages: vec![piazza_ledger::tx::Message::Compute(msg)],
+                }
+                .sign(&key);
                 hashes.push(client.submit(&tx).await?);
                 nonce += 1;
             }
             for hash in hashes {
-                let receipt = client.wait_for_receipt(&hash, Duration::from_secs(300)).await?;
-                let id: u64 = receipt.events.iter().find(|e| e.kind == "compute.job_submitted").and_then(|e| e.attributes.get("job")).and_then(|j| j.parse().ok()).context("job id")?;
+                let receipt = client
+                    .wait_for_receipt(&hash, Duration::from_secs(300))
+                    .await?;
+                let id: u64 = receipt
+                    .events
+                    .iter()
+                    .find(|e| e.kind == "compute.job_submitted")
+                    .and_then(|e| e.attributes.get("job"))
+                    .and_then(|j| j.parse().ok())
+                    .context("job id")?;
                 let job = client.wait_for_job(id, Duration::from_secs(300)).await?;
                 anyhow::ensure!(job.status == "settled", "job {id} {}", job.status);
             }

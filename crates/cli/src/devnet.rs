@@ -145,9 +145,17 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
             let mut records = Vec::new();
             for name in &args.models {
                 records.push(match name.as_str() {
-                    piazza_provider::models::MINILM => piazza_provider::models::minilm_record(&models_dir, owner)?,
-                    piazza_provider::models::SMOLLM2 => piazza_provider::models::smollm2_record(&models_dir, owner)?,
-                    other => anyhow::bail!("no bundled model `{other}` (bundled: {}, {})", piazza_provider::models::MINILM, piazza_provider::models::SMOLLM2),
+                    piazza_provider::models::MINILM => {
+                        piazza_provider::models::minilm_record(&models_dir, owner)?
+                    }
+                    piazza_provider::models::SMOLLM2 => {
+                        piazza_provider::models::smollm2_record(&models_dir, owner)?
+                    }
+                    other => anyhow::bail!(
+                        "no bundled model `{other}` (bundled: {}, {})",
+                        piazza_provider::models::MINILM,
+                        piazza_provider::models::SMOLLM2
+                    ),
                 });
             }
             let genesis = devnet_genesis(
@@ -219,8 +227,13 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
             serve: {
                 // Serve what was asked for and is registered (an older chain may lack some).
                 let snapshot = node.app.store().snapshot()?;
-                let registered = piazza_ledger::models::all(&piazza_ledger::state::StateDelta::new(&snapshot));
-                args.models.iter().filter(|m| registered.iter().any(|r| &r.name == *m)).cloned().collect()
+                let registered =
+                    piazza_ledger::models::all(&piazza_ledger::state::StateDelta::new(&snapshot));
+                args.models
+                    .iter()
+                    .filter(|m| registered.iter().any(|r| &r.name == *m))
+                    .cloned()
+                    .collect()
             },
             price_per_unit: Amount::new(1_000),
             capacity: 4,
@@ -242,7 +255,12 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
     };
     let gateway = match devnet.then_some(args.gateway_addr) {
         Some(listen) => {
-            let mut config = piazza_gateway::GatewayConfig::new(listen, &format!("http://{}", node.rpc_addr), data_dir.join("gateway"), keystore_dir.clone());
+            let mut config = piazza_gateway::GatewayConfig::new(
+                listen,
+                &format!("http://{}", node.rpc_addr),
+                data_dir.join("gateway"),
+                keystore_dir.clone(),
+            );
             config.password = password.clone();
             let gateway = piazza_gateway::start(config).await?;
             println!("piazza devnet: OpenAI-compatible API on {}/v1 (API keys: piazza gateway key create --from {DEV_KEY} --spend-limit 10)", gateway.url());

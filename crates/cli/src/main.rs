@@ -246,8 +246,24 @@ async fn run(command: Command) -> Result<()> {
             verify,
             keystore,
         } => query::balance(&client, &account, verify, keystore).await,
-        Command::Generate { prompt, max_tokens, seed, temperature, top_k, top_p, repetition_penalty, chat, threads } => {
-            let sampling = piazza_llm::SamplingParams { temperature, top_k, top_p, repetition_penalty, seed };
+        Command::Generate {
+            prompt,
+            max_tokens,
+            seed,
+            temperature,
+            top_k,
+            top_p,
+            repetition_penalty,
+            chat,
+            threads,
+        } => {
+            let sampling = piazza_llm::SamplingParams {
+                temperature,
+                top_k,
+                top_p,
+                repetition_penalty,
+                seed,
+            };
             market::generate(&prompt, max_tokens, sampling, chat, threads)
         }
         Command::Block { client, id } => query::block(&client, &id).await,
@@ -279,6 +295,8 @@ async fn run(command: Command) -> Result<()> {
             json,
         } => market::trace(&model, &text, threads, json),
         Command::Gateway { command } => piazza_gateway::run(command).await,
-        Command::Bench { command } => tokio::task::spawn_blocking(move || bench::run(command)).await?,
+        Command::Bench { command } => {
+            tokio::task::spawn_blocking(move || bench::run(command)).await?
+        }
     }
 }

@@ -449,17 +449,38 @@ pub fn trace(model: &str, text: &str, threads: usize, json: bool) -> Result<()> 
     Ok(())
 }
 
-pub fn generate(prompt: &str, max_tokens: usize, sampling: piazza_llm::SamplingParams, chat: bool, threads: usize) -> Result<()> {
+pub fn generate(
+    prompt: &str,
+    max_tokens: usize,
+    sampling: piazza_llm::SamplingParams,
+    chat: bool,
+    threads: usize,
+) -> Result<()> {
     use std::io::Write;
-    anyhow::ensure!(sampling.temperature.is_finite() && sampling.temperature >= 0.0, "temperature must be a non-negative number");
+    anyhow::ensure!(
+        sampling.temperature.is_finite() && sampling.temperature >= 0.0,
+        "temperature must be a non-negative number"
+    );
     let path = piazza_llm::default_model_path();
-    let generator = piazza_llm::Generator::load(&path).with_context(|| format!("loading {} (run scripts/fetch-models.sh)", path.display()))?;
+    let generator = piazza_llm::Generator::load(&path)
+        .with_context(|| format!("loading {} (run scripts/fetch-models.sh)", path.display()))?;
     let prompt_ids = if chat {
-        piazza_llm::chat_prompt_ids(&generator, &[piazza_llm::Message { role: "user".into(), content: prompt.to_string() }])?
+        piazza_llm::chat_prompt_ids(
+            &generator,
+            &[piazza_llm::Message {
+                role: "user".into(),
+                content: prompt.to_string(),
+            }],
+        )?
     } else {
         generator.tokenize(prompt)?
     };
-    let params = piazza_llm::GenerateParams { max_tokens: max_tokens.max(1), sampling, stop: Vec::new(), stop_at_eos: true };
+    let params = piazza_llm::GenerateParams {
+        max_tokens: max_tokens.max(1),
+        sampling,
+        stop: Vec::new(),
+        stop_at_eos: true,
+    };
     let started = std::time::Instant::now();
     let mut stdout = std::io::stdout();
     let generation = generator.generate(&prompt_ids, &params, threads, |event| {

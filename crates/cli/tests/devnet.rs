@@ -37,6 +37,8 @@ fn start_devnet_with(dir: &Path, extra: &[&str]) -> Devnet {
             "devnet",
             "--rpc-addr",
             "127.0.0.1:0",
+            "--gateway-addr",
+            "127.0.0.1:0",
             "--block-interval-ms",
             "100",
             "--data-dir",
@@ -533,7 +535,10 @@ fn hex_decode(s: &str) -> Vec<u8> {
 #[test]
 fn a_provider_that_dies_holding_a_job_is_penalised_and_the_job_completes_elsewhere() {
     let dir = tempfile::tempdir().unwrap();
-    let devnet = start_devnet_with(dir.path(), &["--no-provider", "--models", "all-minilm-l6-v2"]);
+    let devnet = start_devnet_with(
+        dir.path(),
+        &["--no-provider", "--models", "all-minilm-l6-v2"],
+    );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = Client::new(&devnet.url);
     let keystore_dir = dir.path().join("keys");
@@ -649,22 +654,60 @@ fn a_generation_job_from_the_cli_settles_with_the_engines_greedy_text() {
     let devnet = start_devnet_with(dir.path(), &["--models", "smollm2-135m-instruct"]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = Client::new(&devnet.url);
-    let provider = Keystore::open(&dir.path().join("keys")).unwrap().info("provider").unwrap().address;
+    let provider = Keystore::open(&dir.path().join("keys"))
+        .unwrap()
+        .info("provider")
+        .unwrap()
+        .address;
     let started = Instant::now();
-    while runtime.block_on(client.provider(&provider)).unwrap().is_none() {
-        assert!(started.elapsed() < Duration::from_secs(120), "the devnet's provider did not register");
+    while runtime
+        .block_on(client.provider(&provider))
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the devnet's provider did not register"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let prompt = "The capital of France is";
-    let out = cli(&devnet, dir.path(), &["job", "submit", "--model", "smollm2-135m-instruct", "--input", prompt, "--max-tokens", "8", "--wait"]);
+    let out = cli(
+        &devnet,
+        dir.path(),
+        &[
+            "job",
+            "submit",
+            "--model",
+            "smollm2-135m-instruct",
+            "--input",
+            prompt,
+            "--max-tokens",
+            "8",
+            "--wait",
+        ],
+    );
     let job = &out["job"];
     assert_eq!(job["status"], "settled");
 
     let generator = piazza_llm::Generator::load(piazza_llm::default_model_path()).unwrap();
-    let expected = generator.generate(&generator.tokenize(prompt).unwrap(), &piazza_llm::GenerateParams::greedy(8), 1, |_| {}).unwrap();
+    let expected = generator
+        .generate(
+            &generator.tokenize(prompt).unwrap(),
+            &piazza_llm::GenerateParams::greedy(8),
+            1,
+            |_| {},
+        )
+        .unwrap();
     assert_eq!(out["output"], expected.text.as_str());
-    assert_eq!(job["result"]["trace_root"], piazza_primitives::Hash(expected.trace_root()).to_hex());
-    assert_eq!(job["result"]["work_units"].as_u64().unwrap(), expected.ids.len() as u64);
+    assert_eq!(
+        job["result"]["trace_root"],
+        piazza_primitives::Hash(expected.trace_root()).to_hex()
+    );
+    assert_eq!(
+        job["result"]["work_units"].as_u64().unwrap(),
+        expected.ids.len() as u64
+    );
     let escrow: u128 = job["max_price"].as_str().unwrap().parse().unwrap();
     let price: u128 = job["receipt"]["price"].as_str().unwrap().parse().unwrap();
     let refund: u128 = job["receipt"]["refund"].as_str().unwrap().parse().unwrap();

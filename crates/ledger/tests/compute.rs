@@ -468,12 +468,42 @@ fn a_client_may_set_the_deadline() {
     let (a, client) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([3; 32]));
     let mut chain = Chain::new(&[&a, &client], compute::Params::default());
     chain.one(&a, register("embed", 1_000));
-    let params = JobParams { deadline_blocks: 7, ..JobParams::default() };
-    let message = Message::Compute(compute::Msg::SubmitJob { model: "embed".into(), input: b"hi".to_vec(), params, max_units: 10, max_price: Amount::new(50_000) });
+    let params = JobParams {
+        deadline_blocks: 7,
+        ..JobParams::default()
+    };
+    let message = Message::Compute(compute::Msg::SubmitJob {
+        model: "embed".into(),
+        input: b"hi".to_vec(),
+        params,
+        max_units: 10,
+        max_price: Amount::new(50_000),
+    });
     chain.one(&client, message);
     let (_, events) = chain.block(vec![]);
-    assert_eq!(attribute(&events, "compute.job_assigned", "deadline_height"), (chain.height + 7).to_string());
-    let too_long = JobParams { deadline_blocks: compute::JOB_DEADLINE_BLOCKS_MAX + 1, ..JobParams::default() };
-    let tx = chain.tx(&client, Message::Compute(compute::Msg::SubmitJob { model: "embed".into(), input: b"hi".to_vec(), params: too_long, max_units: 10, max_price: Amount::new(50_000) }));
-    assert_eq!(piazza_ledger::tx::check_stateless(&tx, "compute", false).unwrap_err().code.name(), "invalid_message");
+    assert_eq!(
+        attribute(&events, "compute.job_assigned", "deadline_height"),
+        (chain.height + 7).to_string()
+    );
+    let too_long = JobParams {
+        deadline_blocks: compute::JOB_DEADLINE_BLOCKS_MAX + 1,
+        ..JobParams::default()
+    };
+    let tx = chain.tx(
+        &client,
+        Message::Compute(compute::Msg::SubmitJob {
+            model: "embed".into(),
+            input: b"hi".to_vec(),
+            params: too_long,
+            max_units: 10,
+            max_price: Amount::new(50_000),
+        }),
+    );
+    assert_eq!(
+        piazza_ledger::tx::check_stateless(&tx, "compute", false)
+            .unwrap_err()
+            .code
+            .name(),
+        "invalid_message"
+    );
 }

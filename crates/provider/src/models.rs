@@ -45,12 +45,26 @@ pub fn load(models_dir: &Path, record: &ModelInfo) -> Result<LoadedModel, Provid
     let loading = |e: String| ProviderError::Model(format!("loading {}: {e}", path.display()));
     let (model, weights, tokenizer) = if record.architecture == "llama" {
         let generator = piazza_llm::Generator::load(&path).map_err(|e| loading(e.to_string()))?;
-        let (weights, tokenizer) = (hex(&generator.weights_commitment().root), hex(&generator.tokenizer_hash()));
-        (LoadedModel::Generation(Arc::new(generator)), weights, tokenizer)
+        let (weights, tokenizer) = (
+            hex(&generator.weights_commitment().root),
+            hex(&generator.tokenizer_hash()),
+        );
+        (
+            LoadedModel::Generation(Arc::new(generator)),
+            weights,
+            tokenizer,
+        )
     } else {
         let embedder = Embedder::load(&path).map_err(|e| loading(e.to_string()))?;
-        let (weights, tokenizer) = (hex(&embedder.weights_commitment()), hex(&embedder.tokenizer_hash()));
-        (LoadedModel::Embedding(Arc::new(embedder)), weights, tokenizer)
+        let (weights, tokenizer) = (
+            hex(&embedder.weights_commitment()),
+            hex(&embedder.tokenizer_hash()),
+        );
+        (
+            LoadedModel::Embedding(Arc::new(embedder)),
+            weights,
+            tokenizer,
+        )
     };
     if weights != record.weights_commitment || tokenizer != record.tokenizer_hash {
         return Err(ProviderError::Model(format!(
@@ -97,9 +111,16 @@ pub fn execute(
             } else {
                 generator.tokenize(&text).map_err(llm)?
             };
-            let generation = generator.generate(&prompt, &generate_params(params), threads, |_| {}).map_err(llm)?;
-            let (trace_root, work_units) = (Hash(generation.trace_root()), generation.ids.len() as u64);
-            Ok(Execution { output: generation.text.into_bytes(), trace_root, work_units })
+            let generation = generator
+                .generate(&prompt, &generate_params(params), threads, |_| {})
+                .map_err(llm)?;
+            let (trace_root, work_units) =
+                (Hash(generation.trace_root()), generation.ids.len() as u64);
+            Ok(Execution {
+                output: generation.text.into_bytes(),
+                trace_root,
+                work_units,
+            })
         }
     }
 }
@@ -113,8 +134,17 @@ pub fn chat_messages(input: &str) -> Vec<piazza_llm::Message> {
         content: String,
     }
     match serde_json::from_str::<Vec<Entry>>(input) {
-        Ok(entries) if !entries.is_empty() => entries.into_iter().map(|e| piazza_llm::Message { role: e.role, content: e.content }).collect(),
-        _ => vec![piazza_llm::Message { role: "user".into(), content: input.to_string() }],
+        Ok(entries) if !entries.is_empty() => entries
+            .into_iter()
+            .map(|e| piazza_llm::Message {
+                role: e.role,
+                content: e.content,
+            })
+            .collect(),
+        _ => vec![piazza_llm::Message {
+            role: "user".into(),
+            content: input.to_string(),
+        }],
     }
 }
 
@@ -143,9 +173,17 @@ pub const SMOLLM2: &str = "smollm2-135m-instruct";
 
 /// The chain record of the bundled SmolLM2 (config hash: BLAKE3 of the whole GGUF file, whose
 /// metadata is the configuration).
-pub fn smollm2_record(models_dir: &Path, owner: piazza_primitives::Address) -> Result<piazza_ledger::models::ModelRecord, ProviderError> {
+pub fn smollm2_record(
+    models_dir: &Path,
+    owner: piazza_primitives::Address,
+) -> Result<piazza_ledger::models::ModelRecord, ProviderError> {
     let path = models_dir.join("smollm2").join(SMOLLM2_FILE);
-    let generator = piazza_llm::Generator::load(&path).map_err(|e| ProviderError::Model(format!("loading {}: {e} (run scripts/fetch-models.sh)", path.display())))?;
+    let generator = piazza_llm::Generator::load(&path).map_err(|e| {
+        ProviderError::Model(format!(
+            "loading {}: {e} (run scripts/fetch-models.sh)",
+            path.display()
+        ))
+    })?;
     let file = std::fs::read(&path)?;
     Ok(piazza_ledger::models::ModelRecord {
         name: SMOLLM2.into(),

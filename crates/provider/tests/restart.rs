@@ -26,22 +26,47 @@ async fn start() -> Net {
     let validator = SecretKey::from_seed([31; 32]);
     let provider = SecretKey::from_seed([32; 32]);
     let user = SecretKey::from_seed([33; 32]);
-    let record = models::minilm_record(&piazza_engine::models_dir(), user.public_key().address()).unwrap();
+    let record =
+        models::minilm_record(&piazza_engine::models_dir(), user.public_key().address()).unwrap();
     let genesis = Genesis {
         chain_id: "provider-test".into(),
         genesis_time_ms: 0,
         fees: FeeParams::default(),
         staking: staking::Params::default(),
-        accounts: [&validator, &provider, &user].iter().map(|k| GenesisAccount { address: k.public_key().address(), balance: Amount::pza(10_000) }).collect(),
-        bonds: vec![GenesisBond { address: validator.public_key().address(), role: Role::Validator, amount: Amount::pza(1_000) }],
+        accounts: [&validator, &provider, &user]
+            .iter()
+            .map(|k| GenesisAccount {
+                address: k.public_key().address(),
+                balance: Amount::pza(10_000),
+            })
+            .collect(),
+        bonds: vec![GenesisBond {
+            address: validator.public_key().address(),
+            role: Role::Validator,
+            amount: Amount::pza(1_000),
+        }],
         models: vec![record],
-        compute: compute::Params { challenge_window_blocks: 0, job_deadline_blocks: 1_000, ..compute::Params::default() },
+        compute: compute::Params {
+            challenge_window_blocks: 0,
+            job_deadline_blocks: 1_000,
+            ..compute::Params::default()
+        },
     };
-    let mut config = piazza_node::NodeConfig::new(dir.path().join("node"), "127.0.0.1:0".parse().unwrap());
+    let mut config =
+        piazza_node::NodeConfig::new(dir.path().join("node"), "127.0.0.1:0".parse().unwrap());
     config.block_interval = Duration::from_millis(50);
-    let node = piazza_node::start(config, Some(genesis), validator).await.unwrap();
+    let node = piazza_node::start(config, Some(genesis), validator)
+        .await
+        .unwrap();
     let url = format!("http://{}", node.rpc_addr);
-    Net { client: Client::new(&url), url, node, provider, user, dir }
+    Net {
+        client: Client::new(&url),
+        url,
+        node,
+        provider,
+        user,
+        dir,
+    }
 }
 
 fn provider_config(net: &Net) -> ProviderConfig {
@@ -62,7 +87,13 @@ fn provider_config(net: &Net) -> ProviderConfig {
 }
 
 async fn submit(net: &Net, text: &str) -> u64 {
-    let msg = compute::Msg::SubmitJob { model: models::MINILM.into(), input: text.as_bytes().to_vec(), params: JobParams::default(), max_units: 256, max_price: Amount::new(256_000) };
+    let msg = compute::Msg::SubmitJob {
+        model: models::MINILM.into(),
+        input: text.as_bytes().to_vec(),
+        params: JobParams::default(),
+        max_units: 256,
+        max_price: Amount::new(256_000),
+    };
     net.client.submit_job(&net.user, msg, WAIT).await.unwrap().0
 }
 
@@ -80,28 +111,64 @@ async fn a_journaled_result_is_resent_byte_for_byte_after_a_restart() {
     let config = provider_config(&net);
     let client = &net.client;
     // Register (as the daemon would) without running it, so the job waits for us.
-    piazza_provider::ensure_registered(client, &config).await.unwrap();
+    piazza_provider::ensure_registered(client, &config)
+        .await
+        .unwrap();
     let id = submit(&net, "journaled before the crash").await;
     wait_assigned(&net, id).await;
 
     // The process "crashed" right after journaling its signed result and before sending it.
-    let embedder = piazza_engine::Embedder::load(piazza_engine::models_dir().join("minilm")).unwrap();
+    let embedder =
+        piazza_engine::Embedder::load(piazza_engine::models_dir().join("minilm")).unwrap();
     let loaded = models::LoadedModel::Embedding(std::sync::Arc::new(embedder));
-    let execution = models::execute(&loaded, b"journaled before the crash", &Default::default(), 1).unwrap();
+    let execution = models::execute(
+        &loaded,
+        b"journaled before the crash",
+        &Default::default(),
+        1,
+    )
+    .unwrap();
     let nonce = client.account(&config.address()).await.unwrap().nonce;
-    let message = compute::Msg::PostResult { job: id, output: execution.output.clone(), output_hash: compute::output_hash(&execution.output), trace_root: execution.trace_root, work_units: execution.work_units };
-    let tx = Transaction { chain_id: "provider-test".into(), sender: config.key.public_key(), nonce, max_fee: Amount::pza(1), messages: vec![Message::Compute(message)] }.sign(&config.key);
-    Journal::open(&config.journal_dir).unwrap().record(id, &tx.to_bytes()).unwrap();
+    let message = compute::Msg::PostResult {
+        job: id,
+        output: execution.output.clone(),
+        output_hash: compute::output_hash(&execution.output),
+        trace_root: execution.trace_root,
+        work_units: execution.work_units,
+    };
+    let tx = Transaction {
+        chain_id: "provider-test".into(),
+        sender: config.key.public_key(),
+        nonce,
+        max_fee: Amount::pza(1),
+        messages: vec![Message::Compute(message)],
+    }
+    .sign(&config.key);
+    Journal::open(&config.journal_dir)
+        .unwrap()
+        .record(id, &tx.to_bytes())
+        .unwrap();
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let daemon = tokio::spawn(piazza_provider::run(config.clone(), stopped));
     let job = client.wait_for_job(id, WAIT).await.unwrap();
     assert_eq!(job.status, "settled");
     // The chain holds exactly the journaled transaction: same hash, one result.
-    let receipt = client.receipt(&tx.hash()).await.unwrap().expect("the journaled transaction was committed");
+    let receipt = client
+        .receipt(&tx.hash())
+        .await
+        .unwrap()
+        .expect("the journaled transaction was committed");
     assert_eq!(receipt.status, "ok");
-    assert_eq!(job.result.unwrap().trace_root, execution.trace_root.to_hex());
-    assert_eq!(client.account(&config.address()).await.unwrap().nonce, nonce + 1, "no second result was sent");
+    assert_eq!(
+        job.result.unwrap().trace_root,
+        execution.trace_root.to_hex()
+    );
+    assert_eq!(
+        client.account(&config.address()).await.unwrap().nonce,
+        nonce + 1,
+        "no second result was sent"
+    );
 
     // Another job after a clean restart: served once, nothing lost.
     stop.send(true).unwrap();
@@ -112,7 +179,10 @@ async fn a_journaled_result_is_resent_byte_for_byte_after_a_restart() {
     let job = client.wait_for_job(second, WAIT).await.unwrap();
     assert_eq!(job.status, "settled");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(client.account(&config.address()).await.unwrap().nonce, nonce + 2);
+    assert_eq!(
+        client.account(&config.address()).await.unwrap().nonce,
+        nonce + 2
+    );
     stop.send(true).unwrap();
     daemon.await.unwrap().unwrap();
     net.node.shutdown().await;

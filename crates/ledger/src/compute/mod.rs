@@ -290,7 +290,9 @@ impl Decode for JobParams {
             chat: r.bool()?,
             stop: {
                 let n = r.len(STOP_SEQUENCES_MAX)?;
-                (0..n).map(|_| r.string(STOP_SEQUENCE_BYTES_MAX)).collect::<Result<_, _>>()?
+                (0..n)
+                    .map(|_| r.string(STOP_SEQUENCE_BYTES_MAX))
+                    .collect::<Result<_, _>>()?
             },
             deadline_blocks: r.u32()?,
         })
@@ -988,7 +990,9 @@ impl Module for Compute {
                     return Err(invalid("max_tokens exceeds max_units"));
                 }
                 if params.deadline_blocks > JOB_DEADLINE_BLOCKS_MAX {
-                    return Err(invalid(format!("a job deadline is at most {JOB_DEADLINE_BLOCKS_MAX} blocks")));
+                    return Err(invalid(format!(
+                        "a job deadline is at most {JOB_DEADLINE_BLOCKS_MAX} blocks"
+                    )));
                 }
                 if params.stop.iter().any(|s| s.is_empty()) {
                     return Err(invalid("a stop sequence is empty"));
