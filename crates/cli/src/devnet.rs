@@ -236,7 +236,7 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
                     .collect()
             },
             price_per_unit: Amount::new(1_000),
-            capacity: 4,
+            capacity: 16,
             stake: Amount::pza(1_000),
             endpoint: String::new(),
             concurrency: 2,

@@ -507,3 +507,43 @@ fn a_client_may_set_the_deadline() {
         "invalid_message"
     );
 }
+
+#[test]
+fn jobs_wait_for_a_busy_provider_instead_of_expiring() {
+    let (a, client) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([3; 32]));
+    let mut chain = Chain::new(
+        &[&a, &client],
+        compute::Params {
+            challenge_window_blocks: 0,
+            ..compute::Params::default()
+        },
+    );
+    let one_slot = Message::Compute(compute::Msg::RegisterProvider {
+        offer: Offer {
+            models: vec!["embed".into()],
+            price_per_unit: Amount::new(1_000),
+            capacity: 1,
+            endpoint: String::new(),
+        },
+        stake: Amount::pza(500),
+    });
+    chain.one(&a, one_slot);
+    let first = chain.tx(&client, submit("embed", b"one", 10, Amount::new(50_000)));
+    let second = chain.tx(&client, submit("embed", b"two", 10, Amount::new(50_000)));
+    chain.block(vec![first, second]);
+    chain.block(vec![]);
+    assert!(matches!(chain.job(0).status, JobStatus::Assigned { .. }));
+    assert_eq!(
+        chain.job(1).status,
+        JobStatus::Pending,
+        "the second job waits for the only slot"
+    );
+    chain.block(vec![]);
+    assert_eq!(chain.job(1).status, JobStatus::Pending);
+    chain.one(&a, post(0, b"done", 2));
+    chain.block(vec![]);
+    assert!(
+        matches!(chain.job(1).status, JobStatus::Assigned { .. }),
+        "assigned once the slot frees"
+    );
+}

@@ -91,6 +91,8 @@ pub struct Params {
     pub missed_deadline_penalty: Amount,
     /// Assignments before an unserved job expires and is refunded.
     pub max_attempts: u8,
+    /// Blocks a job may wait for a provider with room before it expires and is refunded.
+    pub queue_timeout_blocks: u64,
     pub split: FeeSplit,
 }
 
@@ -102,6 +104,7 @@ impl Default for Params {
             job_deadline_blocks: 20,
             missed_deadline_penalty: Amount::pza(10),
             max_attempts: 3,
+            queue_timeout_blocks: 300,
             split: FeeSplit {
                 provider_bps: 7_000,
                 model_owner_bps: 1_500,
@@ -138,6 +141,7 @@ impl Encode for Params {
         w.u64(self.job_deadline_blocks);
         w.value(&self.missed_deadline_penalty);
         w.u8(self.max_attempts);
+        w.u64(self.queue_timeout_blocks);
         w.u16(self.split.provider_bps);
         w.u16(self.split.model_owner_bps);
         w.u16(self.split.auditor_pool_bps);
@@ -153,6 +157,7 @@ impl Decode for Params {
             job_deadline_blocks: r.u64()?,
             missed_deadline_penalty: r.value()?,
             max_attempts: r.u8()?,
+            queue_timeout_blocks: r.u64()?,
             split: FeeSplit {
                 provider_bps: r.u16()?,
                 model_owner_bps: r.u16()?,
@@ -465,6 +470,9 @@ pub struct Job {
     pub max_units: u64,
     pub max_price: Amount,
     pub submitted_height: u64,
+    /// When the job last started waiting for a provider (submission or a missed deadline);
+    /// it waits for room at most `queue_timeout_blocks` from then.
+    pub queued_height: u64,
     /// The assigned provider's price, fixed at assignment.
     pub price_per_unit: Amount,
     pub status: JobStatus,
@@ -486,6 +494,7 @@ impl Encode for Job {
         w.u64(self.max_units);
         w.value(&self.max_price);
         w.u64(self.submitted_height);
+        w.u64(self.queued_height);
         w.value(&self.price_per_unit);
         w.value(&self.status);
         w.seq(&self.missed);
@@ -505,6 +514,7 @@ impl Decode for Job {
             max_units: r.u64()?,
             max_price: r.value()?,
             submitted_height: r.u64()?,
+            queued_height: r.u64()?,
             price_per_unit: r.value()?,
             status: r.value()?,
             missed: r.seq(ATTEMPTS_MAX)?,
@@ -763,26 +773,7 @@ fn take_queue(state: &mut StateDelta<'_>, key: Vec<u8>) -> Vec<u64> {
 /// have room, charge at most the job's escrow for its declared work, have the minimum stake and
 /// have not missed this job's deadline before.
 pub fn choose_provider(state: &StateDelta<'_>, job: &Job, randomness: &Hash) -> Option<Address> {
-    let params = params(state);
-    let mut candidates: Vec<(Address, u128)> = Vec::new();
-    for address in providers_serving(state, &job.model) {
-        let Some(p) = provider(state, &address) else {
-            continue;
-        };
-        let affordable = p
-            .offer
-            .price_per_unit
-            .checked_mul(job.max_units as u128)
-            .is_some_and(|cost| cost <= job.max_price);
-        let stake = staking::bonded(state, &address, Role::Provider);
-        if affordable
-            && p.active_jobs < p.offer.capacity
-            && stake >= params.min_provider_stake
-            && !job.missed.contains(&address)
-        {
-            candidates.push((address, stake.base_units()));
-        }
-    }
+    let candidates = eligible_providers(state, job, true);
     let total: u128 = candidates
         .iter()
         .map(|(_, w)| *w)
@@ -808,6 +799,32 @@ pub fn choose_provider(state: &StateDelta<'_>, job: &Job, randomness: &Hash) -> 
     unreachable!("the target is below the total weight")
 }
 
+/// Providers that could serve `job`, with their stake as weight; `with_room` also requires a
+/// free slot now.
+fn eligible_providers(state: &StateDelta<'_>, job: &Job, with_room: bool) -> Vec<(Address, u128)> {
+    let params = params(state);
+    let mut candidates: Vec<(Address, u128)> = Vec::new();
+    for address in providers_serving(state, &job.model) {
+        let Some(p) = provider(state, &address) else {
+            continue;
+        };
+        let affordable = p
+            .offer
+            .price_per_unit
+            .checked_mul(job.max_units as u128)
+            .is_some_and(|cost| cost <= job.max_price);
+        let stake = staking::bonded(state, &address, Role::Provider);
+        if affordable
+            && (!with_room || p.active_jobs < p.offer.capacity)
+            && stake >= params.min_provider_stake
+            && !job.missed.contains(&address)
+        {
+            candidates.push((address, stake.base_units()));
+        }
+    }
+    candidates
+}
+
 fn expire(state: &mut StateDelta<'_>, mut job: Job, events: &mut Vec<Event>) {
     bank::transfer(state, &escrow(), &job.client, job.max_price)
         .expect("the escrow holds every open job's price");
@@ -829,6 +846,17 @@ fn assign(state: &mut StateDelta<'_>, mut job: Job, block: &BlockContext, events
         .then(|| choose_provider(state, &job, &block.randomness))
         .flatten();
     let Some(address) = chosen else {
+        // Providers may be busy: wait in the queue (bounded), then give up and refund.
+        let waiting = job.missed.len() < params.max_attempts as usize
+            && block.height
+                < job
+                    .queued_height
+                    .saturating_add(params.queue_timeout_blocks);
+        if waiting && push_queue(state, state_key::pending(), job.id).is_ok() {
+            job.status = JobStatus::Pending;
+            state.put(state_key::job(job.id), &job);
+            return;
+        }
         return expire(state, job, events);
     };
     let deadline_blocks = match job.params.deadline_blocks {
@@ -1082,14 +1110,18 @@ impl Module for Compute {
                     max_units: *max_units,
                     max_price: *max_price,
                     submitted_height: 0,
+                    queued_height: 0,
                     price_per_unit: Amount::ZERO,
                     status: JobStatus::Pending,
                     missed: Vec::new(),
                     result: None,
                     receipt: None,
                 };
-                if choose_provider(state, &probe, &Hash::ZERO).is_none() {
-                    return Err(TxError::new(ErrorCode::NoProvider, format!("no provider with room serves `{model}` within an escrow of {max_price} PZA")));
+                if eligible_providers(state, &probe, false).is_empty() {
+                    return Err(TxError::new(
+                        ErrorCode::NoProvider,
+                        format!("no provider serves `{model}` within an escrow of {max_price} PZA"),
+                    ));
                 }
                 Ok(())
             }
@@ -1234,6 +1266,7 @@ impl Module for Compute {
                     max_units: *max_units,
                     max_price: *max_price,
                     submitted_height: ctx.block.height,
+                    queued_height: ctx.block.height,
                     price_per_unit: Amount::ZERO,
                     status: JobStatus::Pending,
                     missed: Vec::new(),
@@ -1341,6 +1374,7 @@ impl Module for Compute {
                 ],
             ));
             job.missed.push(address);
+            job.queued_height = block.height;
             assign(state, job, block, events);
         }
         for id in take_queue(state, state_key::settlements(block.height)) {
