@@ -732,6 +732,35 @@ fn sse(headers: HeaderMap, chunks: Vec<Value>) -> Response {
         .into_response()
 }
 
+/// Ends a stream: the last chunk (with the finish reason) carries the receipts; then the usage
+/// chunk, when asked for.
+fn end_stream(
+    headers: HeaderMap,
+    mut chunks: Vec<Value>,
+    mut last: Value,
+    piazza: &Value,
+    usage: Option<Value>,
+) -> Response {
+    last["piazza"] = piazza.clone();
+    chunks.push(last);
+    chunks.extend(usage);
+    sse(headers, chunks)
+}
+
+/// With `stream_options.include_usage`, a final chunk with no choices that carries the usage
+/// (`fields`: id, object, created, model, usage) and the receipts.
+fn usage_chunk(sampling: &Sampling, mut fields: Value, piazza: &Value) -> Option<Value> {
+    let wanted = sampling
+        .stream_options
+        .as_ref()
+        .is_some_and(|o| o.include_usage);
+    wanted.then(|| {
+        fields["choices"] = json!([]);
+        fields["piazza"] = piazza.clone();
+        fields
+    })
+}
+
 /// Pieces of `text` for streaming: words with their following whitespace.
 fn pieces(text: &str) -> Vec<&str> {
     text.split_inclusive(char::is_whitespace).collect()
@@ -799,18 +828,19 @@ async fn chat_completions(
                 .into_iter()
                 .map(|p| chunk(json!({"content": p}), None)),
         );
-        let mut last = chunk(json!({}), Some(reason));
-        last["piazza"] = piazza.clone();
-        chunks.push(last);
-        if request
-            .sampling
-            .stream_options
-            .as_ref()
-            .is_some_and(|o| o.include_usage)
-        {
-            chunks.push(json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": request.model, "choices": [], "usage": usage, "piazza": piazza}));
-        }
-        return Ok(sse(receipt_headers(&receipts), chunks));
+        let last = chunk(json!({}), Some(reason));
+        let usage_chunk = usage_chunk(
+            &request.sampling,
+            json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": request.model, "usage": usage}),
+            &piazza,
+        );
+        return Ok(end_stream(
+            receipt_headers(&receipts),
+            chunks,
+            last,
+            &piazza,
+            usage_chunk,
+        ));
     }
     let body = json!({
         "id": id,
@@ -859,19 +889,20 @@ async fn completions(
             json!({"id": id, "object": "text_completion", "created": created, "model": request.model,
                    "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": reason}]})
         };
-        let mut chunks: Vec<Value> = pieces(&text).into_iter().map(|p| chunk(p, None)).collect();
-        let mut last = chunk("", Some(reason));
-        last["piazza"] = piazza.clone();
-        chunks.push(last);
-        if request
-            .sampling
-            .stream_options
-            .as_ref()
-            .is_some_and(|o| o.include_usage)
-        {
-            chunks.push(json!({"id": id, "object": "text_completion", "created": created, "model": request.model, "choices": [], "usage": usage, "piazza": piazza}));
-        }
-        return Ok(sse(receipt_headers(&receipts), chunks));
+        let chunks: Vec<Value> = pieces(&text).into_iter().map(|p| chunk(p, None)).collect();
+        let last = chunk("", Some(reason));
+        let usage_chunk = usage_chunk(
+            &request.sampling,
+            json!({"id": id, "object": "text_completion", "created": created, "model": request.model, "usage": usage}),
+            &piazza,
+        );
+        return Ok(end_stream(
+            receipt_headers(&receipts),
+            chunks,
+            last,
+            &piazza,
+            usage_chunk,
+        ));
     }
     let body = json!({
         "id": id,
