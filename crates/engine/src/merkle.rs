@@ -44,7 +44,8 @@ pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
     *hasher.finalize().as_bytes()
 }
 
-fn root_hash(domain: &str, leaf_count: u64, top: &Hash) -> Hash {
+/// The root of a `leaf_count`-leaf tree whose top node is `top` (the count is bound in).
+pub fn root_hash(domain: &str, leaf_count: u64, top: &Hash) -> Hash {
     let mut hasher = blake3::Hasher::new();
     hasher.update(&[ROOT_TAG, domain_len(domain)]);
     hasher.update(domain.as_bytes());
