@@ -150,6 +150,70 @@ pub struct StakeInfo {
     pub unbonding: String,
 }
 
+pub mod verify_method {
+    pub const GET_DISPUTE: &str = "piazza_getDispute";
+    pub const GET_VERIFY_TASKS: &str = "piazza_getVerifyTasks";
+    pub const GET_AUDITOR: &str = "piazza_getAuditor";
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PartyInfo {
+    pub address: String,
+    pub job: u64,
+    pub root: String,
+    /// 0 until a redundant copy's provider states it in round 0.
+    pub step_count: u64,
+    pub ids: String,
+    pub bond: String,
+    pub is_provider: bool,
+}
+
+/// A dispute's public state: everything a party needs to play its next move.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DisputeInfo {
+    pub job: u64,
+    pub defendant: PartyInfo,
+    pub claimant: PartyInfo,
+    pub round: u32,
+    pub node_level: u32,
+    pub node_index: u64,
+    /// `bisect`, `input` or `step`.
+    pub phase: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<u64>,
+    /// Defendant's and claimant's leaf at `step`.
+    #[serde(default)]
+    pub leaves: Vec<String>,
+    /// Whether the defendant and the claimant revealed this round.
+    pub revealed: Vec<bool>,
+    pub deadline_height: u64,
+    pub opened_height: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditInfo {
+    pub job: u64,
+    pub auditor: String,
+    pub deadline_height: u64,
+}
+
+/// The open audits and disputes of one address.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct VerifyTasks {
+    pub audits: Vec<AuditInfo>,
+    pub disputes: Vec<DisputeInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditorInfo {
+    pub address: String,
+    pub models: Vec<String>,
+    pub attested: u64,
+    pub challenged: u64,
+    pub missed: u64,
+    pub stake: String,
+}
+
 pub mod compute_method {
     pub const GET_MODELS: &str = "piazza_getModels";
     pub const GET_JOB: &str = "piazza_getJob";
@@ -183,6 +247,8 @@ pub struct ProviderInfo {
     pub active_jobs: u32,
     pub jobs_completed: u64,
     pub deadlines_missed: u64,
+    #[serde(default)]
+    pub frauds: u64,
     pub stake: String,
 }
 
@@ -200,6 +266,9 @@ pub struct JobParamsInfo {
     /// Blocks the provider has to answer (0: the chain's default).
     #[serde(default)]
     pub deadline_blocks: u32,
+    /// Providers the job runs on (0 or 1: one).
+    #[serde(default)]
+    pub redundancy: u8,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -237,8 +306,14 @@ pub struct JobInfo {
     pub max_units: u64,
     pub max_price: String,
     pub submitted_height: u64,
-    /// `pending`, `assigned`, `posted`, `settled` or `expired`.
+    /// `pending`, `assigned`, `posted`, `settled`, `expired` or `failed`.
     pub status: String,
+    /// The first job of its redundant group (its own id when it runs once).
+    #[serde(default)]
+    pub group: u64,
+    /// Why a posted job is not settling yet: `audit`, `dispute` or `group`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -98,6 +98,7 @@ fn transfers(txs: usize, senders: usize, json: bool) -> Result<()> {
         }],
         models: vec![],
         compute: Default::default(),
+        verify: Default::default(),
     };
     let store = Store::open(&dir.path().join("chain.redb"))?;
     let app = App::open(

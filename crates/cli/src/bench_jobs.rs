@@ -60,6 +60,7 @@ pub async fn run(jobs: usize, block_interval_ms: u64, json: bool) -> Result<()> 
             challenge_window_blocks: 0,
             ..compute::Params::default()
         },
+        verify: Default::default(),
     };
     let mut config = piazza_node::NodeConfig::new(dir.path().join("node"), "127.0.0.1:0".parse()?);
     config.block_interval = Duration::from_millis(block_interval_ms);
@@ -79,6 +80,7 @@ pub async fn run(jobs: usize, block_interval_ms: u64, json: bool) -> Result<()> 
         threads: 1,
         journal_dir: dir.path().join("journal"),
         poll_interval: Duration::from_millis(10),
+        fault: Default::default(),
     };
     let provider_address = provider_config.address();
     let (stop, stopped) = tokio::sync::watch::channel(false);

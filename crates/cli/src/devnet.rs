@@ -18,6 +18,7 @@ pub const DEV_KEY: &str = "dev";
 pub const VALIDATOR_KEY: &str = "validator";
 /// The devnet's in-process provider.
 pub const PROVIDER_KEY: &str = "provider";
+pub const AUDITOR_KEY: &str = "auditor";
 /// Owner of the bundled models' records (receives their share of fees).
 pub const MODELS_KEY: &str = "models";
 
@@ -50,6 +51,9 @@ pub struct NodeArgs {
     /// Devnet: do not run the in-process provider.
     #[arg(long)]
     no_provider: bool,
+    /// Run without the devnet's auditor.
+    #[arg(long)]
+    no_auditor: bool,
     /// Devnet: bundled models to register at genesis and serve (comma-separated).
     #[arg(long, value_delimiter = ',', default_values_t = [piazza_provider::models::MINILM.to_string(), piazza_provider::models::SMOLLM2.to_string()])]
     models: Vec<String>,
@@ -63,6 +67,7 @@ fn devnet_genesis(
     dev: Address,
     validator: Address,
     provider: Address,
+    auditor: Address,
     models: Vec<piazza_ledger::models::ModelRecord>,
 ) -> Genesis {
     let now_ms = std::time::SystemTime::now()
@@ -87,6 +92,10 @@ fn devnet_genesis(
                 address: provider,
                 balance: Amount::pza(10_000),
             },
+            GenesisAccount {
+                address: auditor,
+                balance: Amount::pza(10_000),
+            },
         ],
         bonds: vec![GenesisBond {
             address: validator,
@@ -95,6 +104,11 @@ fn devnet_genesis(
         }],
         models,
         compute: Default::default(),
+        // Every result of a provider with fewer than 20 completed jobs is audited; then 10 %.
+        verify: piazza_ledger::verify::Params {
+            new_provider_audit_rate_bps: 10_000,
+            ..Default::default()
+        },
     }
 }
 
@@ -133,7 +147,13 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
     let genesis_path = data_dir.join("genesis.json");
     let fresh = !data_dir.join(piazza_node::CHAIN_DB_FILE).exists();
     let genesis = if devnet {
-        for name in [DEV_KEY, validator_name.as_str(), PROVIDER_KEY, MODELS_KEY] {
+        for name in [
+            DEV_KEY,
+            validator_name.as_str(),
+            PROVIDER_KEY,
+            AUDITOR_KEY,
+            MODELS_KEY,
+        ] {
             if keystore.info(name).is_err() {
                 let info = keystore.create(name, &password)?;
                 tracing::info!(name, address = %info.address, "created devnet key");
@@ -162,6 +182,7 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
                 keystore.info(DEV_KEY)?.address,
                 keystore.info(&validator_name)?.address,
                 keystore.info(PROVIDER_KEY)?.address,
+                keystore.info(AUDITOR_KEY)?.address,
                 records,
             );
             std::fs::write(&genesis_path, serde_json::to_vec_pretty(&genesis)?)?;
@@ -243,6 +264,7 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
             threads: 1,
             journal_dir: data_dir.join("provider-journal"),
             poll_interval: Duration::from_millis(100),
+            fault: Default::default(),
         };
         println!(
             "piazza devnet: provider `{PROVIDER_KEY}` = {} serves {:?}",
@@ -250,6 +272,37 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
             config.serve
         );
         Some(tokio::spawn(piazza_provider::run(config, provider_stopped)))
+    } else {
+        None
+    };
+    let registered_models: Vec<String> = {
+        let snapshot = node.app.store().snapshot()?;
+        piazza_ledger::models::all(&piazza_ledger::state::StateDelta::new(&snapshot))
+            .into_iter()
+            .map(|r| r.name)
+            .filter(|name| args.models.contains(name))
+            .collect()
+    };
+    let auditor = if devnet && !args.no_auditor && keystore.info(AUDITOR_KEY).is_ok() {
+        let config = piazza_provider::auditor::AuditorConfig {
+            node_url: format!("http://{}", node.rpc_addr),
+            key: keystore.unlock(AUDITOR_KEY, &password)?,
+            models_dir: piazza_engine::models_dir(),
+            audit: registered_models,
+            stake: Amount::pza(1_000),
+            threads: 1,
+            poll_interval: Duration::from_millis(100),
+            fault: Default::default(),
+        };
+        println!(
+            "piazza devnet: auditor `{AUDITOR_KEY}` = {} audits {:?}",
+            config.address(),
+            config.audit
+        );
+        Some(tokio::spawn(piazza_provider::auditor::run(
+            config,
+            stop_provider.subscribe(),
+        )))
     } else {
         None
     };
@@ -279,6 +332,9 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
             tracing::info!("shutting down");
             let _ = stop_provider.send(true);
             if let Some(task) = provider.take() {
+                let _ = task.await;
+            }
+            if let Some(task) = auditor {
                 let _ = task.await;
             }
             if let Some(gateway) = gateway {

@@ -6,6 +6,7 @@ mod config;
 mod devnet;
 mod market;
 mod query;
+mod verify;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -110,6 +111,17 @@ enum Command {
     Provider {
         #[command(subcommand)]
         command: market::ProviderCommand,
+    },
+    /// Auditor: register, status, and the daemon that re-executes sampled jobs and plays disputes.
+    Auditor {
+        #[command(subcommand)]
+        command: verify::AuditorCommand,
+    },
+    /// A dispute's state: parties, round, node, phase.
+    Dispute {
+        #[command(flatten)]
+        client: ClientArgs,
+        job: u64,
     },
     /// Sentence embeddings with the local deterministic engine (MiniLM).
     Embed {
@@ -283,6 +295,8 @@ async fn run(command: Command) -> Result<()> {
         Command::Models(client) => market::models(&client).await,
         Command::Job { command } => market::job(command).await,
         Command::Provider { command } => market::provider(command).await,
+        Command::Auditor { command } => verify::auditor(command).await,
+        Command::Dispute { client, job } => verify::dispute(&client, job).await,
         Command::Embed {
             texts,
             threads,

@@ -45,6 +45,10 @@ pub enum JobCommand {
         /// Blocks the provider has to answer [default: the chain's].
         #[arg(long, default_value_t = 0)]
         deadline_blocks: u32,
+        /// Run on this many distinct providers (escrow per provider); equal results settle at
+        /// once, differences are disputed.
+        #[arg(long, default_value_t = 1)]
+        redundancy: u8,
     },
     /// A job's state, result and receipt.
     Show {
@@ -122,6 +126,20 @@ pub struct RunArgs {
     pub journal: Option<PathBuf>,
     #[arg(long, default_value_t = 200)]
     pub poll_ms: u64,
+    /// FOR TESTS AND DEMOS ONLY: misbehave on purpose (repeatable): `corrupt-op=N|first|middle|last`
+    /// (a wrong trace step), `wrong-output` (a wrong last step and output), `silent-in-dispute`
+    /// (stop answering after a dispute's first round). A faulty daemon gets slashed.
+    #[arg(long)]
+    pub fault: Vec<String>,
+}
+
+/// The `--fault` values as one fault.
+pub fn fault(specs: &[String]) -> Result<piazza_provider::dispute::Fault> {
+    let mut fault = piazza_provider::dispute::Fault::default();
+    for spec in specs {
+        fault.add(spec).map_err(anyhow::Error::msg)?;
+    }
+    Ok(fault)
 }
 
 pub fn provider_config(
@@ -149,6 +167,7 @@ pub fn provider_config(
             .clone()
             .unwrap_or_else(|| crate::config::home().join("provider-journal")),
         poll_interval: Duration::from_millis(run.poll_ms.max(10)),
+        fault: fault(&run.fault)?,
     })
 }
 
@@ -192,6 +211,7 @@ pub async fn job(command: JobCommand) -> Result<()> {
             max_price,
             chat,
             deadline_blocks,
+            redundancy,
         } => {
             let key = unlock(&signer)?;
             let client = Client::new(&args.node);
@@ -223,6 +243,7 @@ pub async fn job(command: JobCommand) -> Result<()> {
                 seed,
                 chat,
                 deadline_blocks,
+                redundancy,
                 ..JobParams::default()
             };
             let msg = compute::Msg::SubmitJob {

@@ -5,98 +5,12 @@ use piazza_keystore::Keystore;
 use piazza_ledger::bank;
 use piazza_ledger::tx::{Message, Transaction};
 use piazza_primitives::{Address, Amount, Hash};
-use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const PIAZZA: &str = env!("CARGO_BIN_EXE_piazza");
-const WAIT: Duration = Duration::from_secs(20);
-
-struct Devnet {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Devnet {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A devnet with the embedding model only (loading SmolLM2 costs seconds a test need not pay).
-fn start_devnet(dir: &Path) -> Devnet {
-    start_devnet_with(dir, &["--models", "all-minilm-l6-v2"])
-}
-
-fn start_devnet_with(dir: &Path, extra: &[&str]) -> Devnet {
-    let mut child = Command::new(PIAZZA)
-        .args([
-            "devnet",
-            "--rpc-addr",
-            "127.0.0.1:0",
-            "--gateway-addr",
-            "127.0.0.1:0",
-            "--block-interval-ms",
-            "100",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .args(extra)
-        .env_remove("PIAZZA_KEYSTORE")
-        .env_remove("PIAZZA_PASSWORD")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("piazza starts");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.split("JSON-RPC on ").nth(1) {
-                let _ = tx.send(url.trim().to_string());
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(WAIT)
-        .expect("the devnet prints its RPC address");
-    Devnet { child, url }
-}
-
-fn balance_of(client: &Client, runtime: &tokio::runtime::Runtime, address: &str) -> u128 {
-    runtime
-        .block_on(client.account(&address.parse().unwrap()))
-        .unwrap()
-        .balance
-        .parse()
-        .unwrap()
-}
-
-fn cli(devnet: &Devnet, dir: &Path, args: &[&str]) -> Value {
-    let output = Command::new(PIAZZA)
-        .args(args)
-        .args(["--node", &devnet.url, "--json"])
-        .env("PIAZZA_KEYSTORE", dir.join("keys"))
-        .env_remove("PIAZZA_PASSWORD")
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "piazza {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "piazza {args:?} printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
-}
+mod common;
+use common::*;
 
 #[test]
 fn the_cli_drives_a_devnet_and_the_chain_survives_a_restart() {

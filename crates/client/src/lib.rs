@@ -389,6 +389,34 @@ impl Client {
         .await
     }
 
+    pub async fn dispute(&self, job: u64) -> Result<Option<piazza_api::DisputeInfo>, ClientError> {
+        self.call(piazza_api::verify_method::GET_DISPUTE, json!([job]))
+            .await
+    }
+
+    /// The open audits and disputes `address` takes part in.
+    pub async fn verify_tasks(
+        &self,
+        address: &Address,
+    ) -> Result<piazza_api::VerifyTasks, ClientError> {
+        self.call(
+            piazza_api::verify_method::GET_VERIFY_TASKS,
+            json!([address.to_string()]),
+        )
+        .await
+    }
+
+    pub async fn auditor(
+        &self,
+        address: &Address,
+    ) -> Result<Option<piazza_api::AuditorInfo>, ClientError> {
+        self.call(
+            piazza_api::verify_method::GET_AUDITOR,
+            json!([address.to_string()]),
+        )
+        .await
+    }
+
     pub async fn provider_jobs(&self, address: &Address) -> Result<Vec<u64>, ClientError> {
         self.call(
             piazza_api::compute_method::GET_PROVIDER_JOBS,
@@ -426,7 +454,7 @@ impl Client {
         Ok((id, receipt))
     }
 
-    /// Polls a job until it is settled or expired.
+    /// Polls a job until it is settled, expired or failed.
     pub async fn wait_for_job(
         &self,
         id: u64,
@@ -435,7 +463,7 @@ impl Client {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Some(job) = self.job(id).await? {
-                if job.status == "settled" || job.status == "expired" {
+                if matches!(job.status.as_str(), "settled" | "expired" | "failed") {
                     return Ok(job);
                 }
             }

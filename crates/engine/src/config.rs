@@ -12,7 +12,7 @@ pub const VOCAB_MAX: usize = 1 << 20;
 pub const POSITIONS_MAX: usize = 1 << 16;
 
 /// The fields of a Hugging Face BERT `config.json` the encoder uses.
-#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
 pub struct BertConfig {
     pub hidden_size: usize,
     pub num_hidden_layers: usize,

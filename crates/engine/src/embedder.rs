@@ -122,9 +122,14 @@ impl Recording {
 /// A loaded sentence-embedding model. Immutable after load; share it across threads.
 pub struct Embedder {
     config: BertConfig,
+    /// The `config.json` bytes this model was loaded from (their hash is the model's config
+    /// hash on chain).
+    config_bytes: Vec<u8>,
     weights: Weights,
     tokenizer: Tokenizer,
     tokenizer_hash: Hash,
+    /// The `tokenizer.json` bytes (the tokenizer evidence of a tokenization dispute).
+    tokenizer_json: Vec<u8>,
     commitment: OnceLock<WeightCommitment>,
 }
 
@@ -189,35 +194,84 @@ pub fn parse_tokenizer(bytes: &[u8]) -> Result<Tokenizer> {
     })
 }
 
+/// A model's tokenizer hash: BLAKE3 of its `tokenizer.json` bytes ([`Embedder::tokenizer_hash`]).
+pub fn tokenizer_hash(tokenizer_json: &[u8]) -> Hash {
+    *blake3::hash(tokenizer_json).as_bytes()
+}
+
+/// Token ids of each text under `tokenizer` (from [`parse_tokenizer`]): [CLS] … [SEP], truncated
+/// to [`MAX_TOKENS`]. [`Embedder::tokenize`] is this function, so anyone holding the
+/// `tokenizer.json` bytes derives the ids a provider computes.
+pub fn tokenize_with(tokenizer: &Tokenizer, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+    if texts.len() > TEXTS_MAX {
+        return Err(Error::Input {
+            detail: format!("{} texts, more than {TEXTS_MAX}", texts.len()),
+        });
+    }
+    texts
+        .iter()
+        .map(|&text| {
+            if text.len() > TEXT_BYTES_MAX {
+                return Err(Error::Input {
+                    detail: format!("text of {} bytes, more than {TEXT_BYTES_MAX}", text.len()),
+                });
+            }
+            let encoded = catch_unwind(AssertUnwindSafe(|| tokenizer.encode(text, true)))
+                .map_err(|_| Error::Tokenizer {
+                    detail: "tokenizer panicked while encoding".into(),
+                })?
+                .map_err(|error| Error::Tokenizer {
+                    detail: error.to_string(),
+                })?;
+            let ids = encoded.get_ids().to_vec();
+            if ids.is_empty() || ids.len() > MAX_TOKENS {
+                return Err(Error::Tokenizer {
+                    detail: format!("text encoded to {} tokens", ids.len()),
+                });
+            }
+            Ok(ids)
+        })
+        .collect()
+}
+
 impl Embedder {
     /// Load `model.safetensors`, `config.json` and `tokenizer.json` from `dir`.
     pub fn load(dir: impl AsRef<Path>) -> Result<Embedder> {
         let dir = dir.as_ref();
-        let config = BertConfig::parse(&read_bounded(
+        let config_bytes = read_bounded(
             &dir.join("config.json"),
             crate::config::CONFIG_BYTES_MAX as u64,
-        )?)?;
+        )?;
+        let config = BertConfig::parse(&config_bytes)?;
         let model = SafeTensors::parse(read_bounded(
             &dir.join("model.safetensors"),
             MODEL_BYTES_MAX,
         )?)?;
         let weights = Weights::from_safetensors(&model)?;
         let tokenizer_bytes = read_bounded(&dir.join("tokenizer.json"), TOKENIZER_BYTES_MAX)?;
-        Embedder::from_parts(config, weights, &tokenizer_bytes)
+        let mut embedder = Embedder::from_parts(config, weights, &tokenizer_bytes)?;
+        embedder.config_bytes = config_bytes;
+        Ok(embedder)
     }
 
     /// Build from parsed parts; checks every weight the graph needs is present with its shape.
+    /// Its [`Embedder::config_bytes`] are the configuration serialized as compact JSON.
     pub fn from_parts(
         config: BertConfig,
         weights: Weights,
         tokenizer_json: &[u8],
     ) -> Result<Embedder> {
         let tokenizer = parse_tokenizer(tokenizer_json)?;
+        let config_bytes = serde_json::to_vec(&config).map_err(|error| Error::Config {
+            detail: error.to_string(),
+        })?;
         let embedder = Embedder {
             weights: strip_prefix(weights),
             config,
+            config_bytes,
             tokenizer,
-            tokenizer_hash: *blake3::hash(tokenizer_json).as_bytes(),
+            tokenizer_hash: tokenizer_hash(tokenizer_json),
+            tokenizer_json: tokenizer_json.to_vec(),
             commitment: OnceLock::new(),
         };
         for (name, shape) in embedder.weight_shapes() {
@@ -234,6 +288,11 @@ impl Embedder {
         &self.weights
     }
 
+    /// The configuration bytes the model was loaded from (`config.json`).
+    pub fn config_bytes(&self) -> &[u8] {
+        &self.config_bytes
+    }
+
     /// Embedding width (384 for MiniLM).
     pub fn dimension(&self) -> usize {
         self.config.hidden_size
@@ -242,6 +301,12 @@ impl Embedder {
     /// BLAKE3 of the `tokenizer.json` bytes.
     pub fn tokenizer_hash(&self) -> Hash {
         self.tokenizer_hash
+    }
+
+    /// The `tokenizer.json` bytes the model was loaded from (their BLAKE3 is
+    /// [`Embedder::tokenizer_hash`]).
+    pub fn tokenizer_json(&self) -> &[u8] {
+        &self.tokenizer_json
     }
 
     /// The weight commitment (computed on first use: hashes every weight byte once).
@@ -256,35 +321,7 @@ impl Embedder {
 
     /// Token ids of each text: [CLS] … [SEP], truncated to [`MAX_TOKENS`].
     pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
-        if texts.len() > TEXTS_MAX {
-            return Err(Error::Input {
-                detail: format!("{} texts, more than {TEXTS_MAX}", texts.len()),
-            });
-        }
-        texts
-            .iter()
-            .map(|&text| {
-                if text.len() > TEXT_BYTES_MAX {
-                    return Err(Error::Input {
-                        detail: format!("text of {} bytes, more than {TEXT_BYTES_MAX}", text.len()),
-                    });
-                }
-                let encoded = catch_unwind(AssertUnwindSafe(|| self.tokenizer.encode(text, true)))
-                    .map_err(|_| Error::Tokenizer {
-                        detail: "tokenizer panicked while encoding".into(),
-                    })?
-                    .map_err(|error| Error::Tokenizer {
-                        detail: error.to_string(),
-                    })?;
-                let ids = encoded.get_ids().to_vec();
-                if ids.is_empty() || ids.len() > MAX_TOKENS {
-                    return Err(Error::Tokenizer {
-                        detail: format!("text encoded to {} tokens", ids.len()),
-                    });
-                }
-                Ok(ids)
-            })
-            .collect()
+        tokenize_with(&self.tokenizer, texts)
     }
 
     /// Unit-length embeddings of `texts`, in order, computed `BATCH_SIZE` at a time.
@@ -309,173 +346,12 @@ impl Embedder {
 
     /// The graph of a run over `batch` sequences padded to `seq` tokens.
     pub fn graph(&self, batch: usize, seq: usize) -> Graph {
-        let c = &self.config;
-        let rows = batch * seq;
-        let (hidden, eps) = (c.hidden_size, c.layer_norm_eps);
-        let weight = |name: String| Source::Weight(name);
-        let mut ops = vec![Op {
-            name: "embeddings".into(),
-            kind: OpKind::Embed { seq, eps },
-            inputs: vec![
-                Source::Input(JobInput::TokenIds),
-                weight("embeddings.word_embeddings.weight".into()),
-                weight("embeddings.position_embeddings.weight".into()),
-                weight("embeddings.token_type_embeddings.weight".into()),
-                weight("embeddings.LayerNorm.weight".into()),
-                weight("embeddings.LayerNorm.bias".into()),
-            ],
-            output_shape: [rows, hidden],
-        }];
-        let mut hidden_state = 0;
-        for layer in 0..c.num_hidden_layers {
-            let p = format!("encoder.layer.{layer}");
-            let push = |ops: &mut Vec<Op>, name: String, kind, inputs, width| {
-                ops.push(Op {
-                    name,
-                    kind,
-                    inputs,
-                    output_shape: [rows, width],
-                });
-                ops.len() - 1
-            };
-            let linear = |input: usize, name: &str, activation| {
-                (
-                    OpKind::Linear { activation },
-                    vec![
-                        Source::Op(input),
-                        weight(format!("{p}.{name}.weight")),
-                        weight(format!("{p}.{name}.bias")),
-                    ],
-                )
-            };
-            let mut qkv = [0; 3];
-            for (slot, name) in ["query", "key", "value"].into_iter().enumerate() {
-                let (kind, inputs) = linear(
-                    hidden_state,
-                    &format!("attention.self.{name}"),
-                    Activation::Identity,
-                );
-                qkv[slot] = push(
-                    &mut ops,
-                    format!("{p}.attention.self.{name}"),
-                    kind,
-                    inputs,
-                    hidden,
-                );
-            }
-            let attention = push(
-                &mut ops,
-                format!("{p}.attention.self"),
-                OpKind::Attention {
-                    seq,
-                    heads: c.num_attention_heads,
-                },
-                vec![
-                    Source::Op(qkv[0]),
-                    Source::Op(qkv[1]),
-                    Source::Op(qkv[2]),
-                    Source::Input(JobInput::Keep),
-                ],
-                hidden,
-            );
-            let fused = |input: usize, residual: usize, dense: &str, norm: &str| {
-                (
-                    OpKind::LinearAddLayerNorm { eps },
-                    vec![
-                        Source::Op(input),
-                        Source::Op(residual),
-                        weight(format!("{p}.{dense}.weight")),
-                        weight(format!("{p}.{dense}.bias")),
-                        weight(format!("{p}.{norm}.weight")),
-                        weight(format!("{p}.{norm}.bias")),
-                    ],
-                )
-            };
-            let (kind, inputs) = fused(
-                attention,
-                hidden_state,
-                "attention.output.dense",
-                "attention.output.LayerNorm",
-            );
-            let attention_out = push(
-                &mut ops,
-                format!("{p}.attention.output"),
-                kind,
-                inputs,
-                hidden,
-            );
-            let (kind, inputs) = linear(attention_out, "intermediate.dense", Activation::GeluErf);
-            let intermediate = push(
-                &mut ops,
-                format!("{p}.intermediate.dense"),
-                kind,
-                inputs,
-                c.intermediate_size,
-            );
-            let (kind, inputs) = fused(
-                intermediate,
-                attention_out,
-                "output.dense",
-                "output.LayerNorm",
-            );
-            hidden_state = push(&mut ops, format!("{p}.output"), kind, inputs, hidden);
-        }
-        ops.push(Op {
-            name: "pooling.mean".into(),
-            kind: OpKind::MeanPool { seq },
-            inputs: vec![Source::Op(hidden_state), Source::Input(JobInput::Keep)],
-            output_shape: [batch, hidden],
-        });
-        let pooled = ops.len() - 1;
-        ops.push(Op {
-            name: "normalize.l2".into(),
-            kind: OpKind::L2Normalize,
-            inputs: vec![Source::Op(pooled)],
-            output_shape: [batch, hidden],
-        });
-        Graph::new(batch, seq, ops)
+        self.config.graph(batch, seq)
     }
 
     /// Every weight the graph reads, with its expected shape.
     fn weight_shapes(&self) -> BTreeMap<String, Vec<usize>> {
-        let c = &self.config;
-        let (h, i) = (c.hidden_size, c.intermediate_size);
-        let mut shapes = BTreeMap::new();
-        let mut add = |name: String, shape: Vec<usize>| {
-            shapes.insert(name, shape);
-        };
-        add(
-            "embeddings.word_embeddings.weight".into(),
-            vec![c.vocab_size, h],
-        );
-        add(
-            "embeddings.position_embeddings.weight".into(),
-            vec![c.max_position_embeddings, h],
-        );
-        add(
-            "embeddings.token_type_embeddings.weight".into(),
-            vec![c.type_vocab_size, h],
-        );
-        add("embeddings.LayerNorm.weight".into(), vec![h]);
-        add("embeddings.LayerNorm.bias".into(), vec![h]);
-        for layer in 0..c.num_hidden_layers {
-            let p = format!("encoder.layer.{layer}");
-            for name in ["query", "key", "value"] {
-                add(format!("{p}.attention.self.{name}.weight"), vec![h, h]);
-                add(format!("{p}.attention.self.{name}.bias"), vec![h]);
-            }
-            add(format!("{p}.attention.output.dense.weight"), vec![h, h]);
-            add(format!("{p}.attention.output.dense.bias"), vec![h]);
-            add(format!("{p}.intermediate.dense.weight"), vec![i, h]);
-            add(format!("{p}.intermediate.dense.bias"), vec![i]);
-            add(format!("{p}.output.dense.weight"), vec![h, i]);
-            add(format!("{p}.output.dense.bias"), vec![h]);
-            for norm in ["attention.output.LayerNorm", "output.LayerNorm"] {
-                add(format!("{p}.{norm}.weight"), vec![h]);
-                add(format!("{p}.{norm}.bias"), vec![h]);
-            }
-        }
-        shapes
+        self.config.weight_shapes()
     }
 
     fn check_batch(&self, batch: &Batch) -> Result<()> {
@@ -620,6 +496,180 @@ impl Embedder {
             step.input_rows.start,
             Compute::new(1),
         )
+    }
+}
+
+impl BertConfig {
+    /// The graph of a run over `batch` sequences padded to `seq` tokens (built from the
+    /// configuration alone: what a verifier rebuilds without loading the weights).
+    pub fn graph(&self, batch: usize, seq: usize) -> Graph {
+        let c = self;
+        let rows = batch * seq;
+        let (hidden, eps) = (c.hidden_size, c.layer_norm_eps);
+        let weight = |name: String| Source::Weight(name);
+        let mut ops = vec![Op {
+            name: "embeddings".into(),
+            kind: OpKind::Embed { seq, eps },
+            inputs: vec![
+                Source::Input(JobInput::TokenIds),
+                weight("embeddings.word_embeddings.weight".into()),
+                weight("embeddings.position_embeddings.weight".into()),
+                weight("embeddings.token_type_embeddings.weight".into()),
+                weight("embeddings.LayerNorm.weight".into()),
+                weight("embeddings.LayerNorm.bias".into()),
+            ],
+            output_shape: [rows, hidden],
+        }];
+        let mut hidden_state = 0;
+        for layer in 0..c.num_hidden_layers {
+            let p = format!("encoder.layer.{layer}");
+            let push = |ops: &mut Vec<Op>, name: String, kind, inputs, width| {
+                ops.push(Op {
+                    name,
+                    kind,
+                    inputs,
+                    output_shape: [rows, width],
+                });
+                ops.len() - 1
+            };
+            let linear = |input: usize, name: &str, activation| {
+                (
+                    OpKind::Linear { activation },
+                    vec![
+                        Source::Op(input),
+                        weight(format!("{p}.{name}.weight")),
+                        weight(format!("{p}.{name}.bias")),
+                    ],
+                )
+            };
+            let mut qkv = [0; 3];
+            for (slot, name) in ["query", "key", "value"].into_iter().enumerate() {
+                let (kind, inputs) = linear(
+                    hidden_state,
+                    &format!("attention.self.{name}"),
+                    Activation::Identity,
+                );
+                qkv[slot] = push(
+                    &mut ops,
+                    format!("{p}.attention.self.{name}"),
+                    kind,
+                    inputs,
+                    hidden,
+                );
+            }
+            let attention = push(
+                &mut ops,
+                format!("{p}.attention.self"),
+                OpKind::Attention {
+                    seq,
+                    heads: c.num_attention_heads,
+                },
+                vec![
+                    Source::Op(qkv[0]),
+                    Source::Op(qkv[1]),
+                    Source::Op(qkv[2]),
+                    Source::Input(JobInput::Keep),
+                ],
+                hidden,
+            );
+            let fused = |input: usize, residual: usize, dense: &str, norm: &str| {
+                (
+                    OpKind::LinearAddLayerNorm { eps },
+                    vec![
+                        Source::Op(input),
+                        Source::Op(residual),
+                        weight(format!("{p}.{dense}.weight")),
+                        weight(format!("{p}.{dense}.bias")),
+                        weight(format!("{p}.{norm}.weight")),
+                        weight(format!("{p}.{norm}.bias")),
+                    ],
+                )
+            };
+            let (kind, inputs) = fused(
+                attention,
+                hidden_state,
+                "attention.output.dense",
+                "attention.output.LayerNorm",
+            );
+            let attention_out = push(
+                &mut ops,
+                format!("{p}.attention.output"),
+                kind,
+                inputs,
+                hidden,
+            );
+            let (kind, inputs) = linear(attention_out, "intermediate.dense", Activation::GeluErf);
+            let intermediate = push(
+                &mut ops,
+                format!("{p}.intermediate.dense"),
+                kind,
+                inputs,
+                c.intermediate_size,
+            );
+            let (kind, inputs) = fused(
+                intermediate,
+                attention_out,
+                "output.dense",
+                "output.LayerNorm",
+            );
+            hidden_state = push(&mut ops, format!("{p}.output"), kind, inputs, hidden);
+        }
+        ops.push(Op {
+            name: "pooling.mean".into(),
+            kind: OpKind::MeanPool { seq },
+            inputs: vec![Source::Op(hidden_state), Source::Input(JobInput::Keep)],
+            output_shape: [batch, hidden],
+        });
+        let pooled = ops.len() - 1;
+        ops.push(Op {
+            name: "normalize.l2".into(),
+            kind: OpKind::L2Normalize,
+            inputs: vec![Source::Op(pooled)],
+            output_shape: [batch, hidden],
+        });
+        Graph::new(batch, seq, ops)
+    }
+
+    /// Every weight the graph reads, with its expected shape.
+    pub fn weight_shapes(&self) -> BTreeMap<String, Vec<usize>> {
+        let c = self;
+        let (h, i) = (c.hidden_size, c.intermediate_size);
+        let mut shapes = BTreeMap::new();
+        let mut add = |name: String, shape: Vec<usize>| {
+            shapes.insert(name, shape);
+        };
+        add(
+            "embeddings.word_embeddings.weight".into(),
+            vec![c.vocab_size, h],
+        );
+        add(
+            "embeddings.position_embeddings.weight".into(),
+            vec![c.max_position_embeddings, h],
+        );
+        add(
+            "embeddings.token_type_embeddings.weight".into(),
+            vec![c.type_vocab_size, h],
+        );
+        add("embeddings.LayerNorm.weight".into(), vec![h]);
+        add("embeddings.LayerNorm.bias".into(), vec![h]);
+        for layer in 0..c.num_hidden_layers {
+            let p = format!("encoder.layer.{layer}");
+            for name in ["query", "key", "value"] {
+                add(format!("{p}.attention.self.{name}.weight"), vec![h, h]);
+                add(format!("{p}.attention.self.{name}.bias"), vec![h]);
+            }
+            add(format!("{p}.attention.output.dense.weight"), vec![h, h]);
+            add(format!("{p}.attention.output.dense.bias"), vec![h]);
+            add(format!("{p}.intermediate.dense.weight"), vec![i, h]);
+            add(format!("{p}.intermediate.dense.bias"), vec![i]);
+            add(format!("{p}.output.dense.weight"), vec![h, i]);
+            add(format!("{p}.output.dense.bias"), vec![h]);
+            for norm in ["attention.output.LayerNorm", "output.LayerNorm"] {
+                add(format!("{p}.{norm}.weight"), vec![h]);
+                add(format!("{p}.{norm}.bias"), vec![h]);
+            }
+        }
+        shapes
     }
 }
 

@@ -193,19 +193,17 @@ pub fn apply(
         (&OpKind::Embed { seq, eps }, [ids], [word, position, token_type, gamma, beta]) => {
             let vocab = word.shape().first().copied().unwrap_or(0);
             let ids = token_ids(ids, vocab, &op.name)?;
-            let rows = ids.len();
-            let positions: Vec<u32> = (0..rows)
+            let positions: Vec<u32> = (0..ids.len())
                 .map(|r| ((first_row + r) % seq.max(1)) as u32)
                 .collect();
-            let single = compute.single_threaded();
-            (|| {
-                let words = ops::embedding(word, &ids)?;
-                let types = ops::embedding(token_type, &vec![0; rows])?;
-                let positions = ops::embedding(position, &positions)?;
-                let sum = ops::add(&ops::add(&words, &types, single)?, &positions, single)?;
-                ops::layernorm(&sum, None, gamma, beta, eps, compute)
-            })()
-            .map_err(tensor_error)?
+            let tables = EmbedTables {
+                word,
+                position,
+                token_type,
+                gamma,
+                beta,
+            };
+            embed(&tables, &ids, &positions, 0, eps, compute).map_err(tensor_error)?
         }
         (&OpKind::Linear { activation }, [x], [w, b]) => {
             ops::linear(x, w, Some(b), activation, compute).map_err(tensor_error)?
@@ -231,6 +229,34 @@ pub fn apply(
         _ => return Err(wrong_arity()),
     };
     Ok(output)
+}
+
+/// The tables and norm of an [`OpKind::Embed`] op.
+pub struct EmbedTables<'a> {
+    pub word: &'a Tensor,
+    pub position: &'a Tensor,
+    pub token_type: &'a Tensor,
+    pub gamma: &'a Tensor,
+    pub beta: &'a Tensor,
+}
+
+/// `layernorm((word[ids[r]] + token_type[token_type_row]) + position[positions[r]])` for each
+/// row `r`: the arithmetic of [`OpKind::Embed`]. The tables may be compact (only the rows the
+/// ids name, with the ids renumbered): a gather copies rows, so the result is the same bits.
+pub fn embed(
+    tables: &EmbedTables<'_>,
+    ids: &[u32],
+    positions: &[u32],
+    token_type_row: u32,
+    eps: f32,
+    compute: Compute,
+) -> piazza_tensor::Result<Tensor> {
+    let single = compute.single_threaded();
+    let words = ops::embedding(tables.word, ids)?;
+    let types = ops::embedding(tables.token_type, &vec![token_type_row; ids.len()])?;
+    let positions = ops::embedding(tables.position, positions)?;
+    let sum = ops::add(&ops::add(&words, &types, single)?, &positions, single)?;
+    ops::layernorm(&sum, None, tables.gamma, tables.beta, eps, compute)
 }
 
 fn keep_vector(keep: &Tensor) -> piazza_tensor::Result<Tensor> {

@@ -40,7 +40,10 @@ pub mod weights;
 
 use std::path::PathBuf;
 
-pub use embedder::{parse_tokenizer, Batch, Embedder, Recording, BATCH_SIZE, MAX_TOKENS};
+pub use embedder::{
+    parse_tokenizer, tokenize_with, tokenizer_hash, Batch, Embedder, Recording, BATCH_SIZE,
+    MAX_TOKENS,
+};
 pub use graph::{Graph, Op, OpKind, Source, Step};
 pub use piazza_tensor::{Compute, Tensor};
 pub use safetensors::SafeTensorsError;

@@ -136,13 +136,8 @@ impl Weights {
         });
         let manifest_hash = *blake3::hash(&self.manifest_bytes()).as_bytes();
         let chunk_root = merkle::root(WEIGHT_DOMAIN, &leaves);
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(&[0x03]);
-        hasher.update(WEIGHT_DOMAIN.as_bytes());
-        hasher.update(&manifest_hash);
-        hasher.update(&chunk_root);
         WeightCommitment {
-            root: *hasher.finalize().as_bytes(),
+            root: commitment_root(&manifest_hash, &chunk_root),
             manifest_hash,
             chunk_root,
             chunk_leaves: leaves,
@@ -160,16 +155,121 @@ impl Weights {
             let len = tensor.element_count() * 4;
             let (from, to) = (start.max(offset), end.min(offset + len));
             if from < to {
-                let values = tensor.to_vec();
                 let elements = (from - offset) / 4..(to - offset) / 4;
-                for value in &values[elements] {
-                    bytes.extend_from_slice(&value.to_le_bytes());
+                let mut push = |values: &[f32]| {
+                    for value in &values[elements.clone()] {
+                        bytes.extend_from_slice(&value.to_le_bytes());
+                    }
+                };
+                match tensor.as_slice() {
+                    Some(values) => push(values),
+                    None => push(&tensor.to_vec()),
                 }
             }
             offset += len;
+            if offset >= end {
+                break;
+            }
         }
         (!bytes.is_empty()).then_some(bytes)
     }
+}
+
+/// Most entries, name bytes and dimensions per entry [`parse_manifest`] accepts.
+pub const MANIFEST_ENTRIES_MAX: usize = 1 << 16;
+pub const MANIFEST_NAME_BYTES_MAX: usize = 1024;
+pub const MANIFEST_RANK_MAX: usize = 8;
+/// Largest canonical weight blob a manifest may describe (1 TiB).
+pub const BLOB_BYTES_MAX: u64 = 1 << 40;
+
+/// Read manifest bytes as [`Weights::manifest_bytes`] writes them, with limits: names in
+/// strictly increasing byte order, each tensor at the offset where the previous one ends.
+/// Returns the entries and the blob's length in bytes. Bytes that are not exactly a canonical
+/// manifest give an error (never a panic).
+pub fn parse_manifest(bytes: &[u8]) -> Result<(Vec<ManifestEntry>, u64)> {
+    let fail = |detail: String| Error::Input {
+        detail: format!("weight manifest: {detail}"),
+    };
+    let mut rest = bytes;
+    let mut take = |len: usize| -> Result<&[u8]> {
+        if rest.len() < len {
+            return Err(fail("truncated".into()));
+        }
+        let (head, tail) = rest.split_at(len);
+        rest = tail;
+        Ok(head)
+    };
+    let u64_at = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+    let u32_at = |b: &[u8]| u32::from_le_bytes(b.try_into().expect("4 bytes"));
+    let count = u64_at(take(8)?);
+    if count > MANIFEST_ENTRIES_MAX as u64 {
+        return Err(fail(format!(
+            "{count} entries, more than {MANIFEST_ENTRIES_MAX}"
+        )));
+    }
+    let mut entries: Vec<ManifestEntry> = Vec::new();
+    let mut offset = 0u64;
+    for _ in 0..count {
+        let name_len = u32_at(take(4)?) as usize;
+        if name_len > MANIFEST_NAME_BYTES_MAX {
+            return Err(fail(format!("name of {name_len} bytes")));
+        }
+        let name = std::str::from_utf8(take(name_len)?)
+            .map_err(|_| fail("name is not UTF-8".into()))?
+            .to_string();
+        if entries.last().is_some_and(|last| last.name >= name) {
+            return Err(fail(format!("{name:?} out of order")));
+        }
+        let rank = u32_at(take(4)?) as usize;
+        if rank > MANIFEST_RANK_MAX {
+            return Err(fail(format!("{name:?} has rank {rank}")));
+        }
+        let mut shape = Vec::with_capacity(rank);
+        let mut elements = 1u64;
+        for _ in 0..rank {
+            let dim = u64_at(take(8)?);
+            elements = elements
+                .checked_mul(dim)
+                .filter(|&e| e <= BLOB_BYTES_MAX / 4)
+                .ok_or_else(|| fail(format!("{name:?} is too large")))?;
+            shape.push(usize::try_from(dim).map_err(|_| fail(format!("{name:?} is too large")))?);
+        }
+        let entry_offset = u64_at(take(8)?);
+        if entry_offset != offset {
+            return Err(fail(format!(
+                "{name:?} at offset {entry_offset}, expected {offset}"
+            )));
+        }
+        offset = offset
+            .checked_add(elements * 4)
+            .filter(|&end| end <= BLOB_BYTES_MAX)
+            .ok_or_else(|| fail("blob too large".into()))?;
+        entries.push(ManifestEntry {
+            name,
+            shape,
+            offset: entry_offset,
+        });
+    }
+    if !rest.is_empty() {
+        return Err(fail(format!("{} trailing bytes", rest.len())));
+    }
+    Ok((entries, offset))
+}
+
+/// Number of [`WEIGHT_CHUNK_BYTES`] chunks of a blob of `blob_bytes` bytes.
+pub fn chunk_count(blob_bytes: u64) -> u64 {
+    blob_bytes.div_ceil(WEIGHT_CHUNK_BYTES as u64)
+}
+
+/// The weight commitment from its two parts:
+/// `BLAKE3(0x03 ‖ WEIGHT_DOMAIN ‖ manifest_hash ‖ chunk_root)`.
+pub fn commitment_root(manifest_hash: &Hash, chunk_root: &Hash) -> Hash {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&[0x03]);
+    hasher.update(WEIGHT_DOMAIN.as_bytes());
+    hasher.update(manifest_hash);
+    hasher.update(chunk_root);
+    *hasher.finalize().as_bytes()
 }
 
 /// The weight commitment, with what is needed to prove slices.

@@ -40,10 +40,19 @@ pub enum ErrorCode {
     WorkExceedsLimit = 40,
     OutputHashMismatch = 41,
     ProviderExists = 42,
+    NotAnAuditor = 50,
+    AuditorExists = 51,
+    NotChallengeable = 52,
+    DisputeExists = 53,
+    NoDispute = 54,
+    WrongRound = 55,
+    NotAParty = 56,
+    BadReveal = 57,
+    EvidenceRejected = 58,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 30] = [
+    pub const ALL: [ErrorCode; 39] = [
         ErrorCode::MalformedBytes,
         ErrorCode::OversizedTx,
         ErrorCode::BadSignature,
@@ -74,6 +83,15 @@ impl ErrorCode {
         ErrorCode::WorkExceedsLimit,
         ErrorCode::OutputHashMismatch,
         ErrorCode::ProviderExists,
+        ErrorCode::NotAnAuditor,
+        ErrorCode::AuditorExists,
+        ErrorCode::NotChallengeable,
+        ErrorCode::DisputeExists,
+        ErrorCode::NoDispute,
+        ErrorCode::WrongRound,
+        ErrorCode::NotAParty,
+        ErrorCode::BadReveal,
+        ErrorCode::EvidenceRejected,
     ];
 
     pub fn code(self) -> u16 {
@@ -117,6 +135,15 @@ impl ErrorCode {
             ErrorCode::WorkExceedsLimit => "work_exceeds_limit",
             ErrorCode::OutputHashMismatch => "output_hash_mismatch",
             ErrorCode::ProviderExists => "provider_exists",
+            ErrorCode::NotAnAuditor => "not_an_auditor",
+            ErrorCode::AuditorExists => "auditor_exists",
+            ErrorCode::NotChallengeable => "not_challengeable",
+            ErrorCode::DisputeExists => "dispute_exists",
+            ErrorCode::NoDispute => "no_dispute",
+            ErrorCode::WrongRound => "wrong_round",
+            ErrorCode::NotAParty => "not_a_party",
+            ErrorCode::BadReveal => "bad_reveal",
+            ErrorCode::EvidenceRejected => "evidence_rejected",
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::module::{BlockContext, Module, TxContext};
 use crate::staking::{self, Role, Staking};
 use crate::state::{StateDelta, StateRead};
 use crate::tx::{check_stateless, Message, SignedTransaction};
+use crate::verify::{self, Verify};
 use piazza_codec::{Decode, DecodeError, Encode, Reader, Writer};
 use piazza_primitives::{Amount, Hash};
 use std::collections::BTreeMap;
@@ -102,6 +103,7 @@ pub fn check_message_stateless(message: &Message) -> Result<(), TxError> {
         Message::Staking(m) => Staking::check_stateless(m),
         Message::Models(m) => Models::check_stateless(m),
         Message::Compute(m) => Compute::check_stateless(m),
+        Message::Verify(m) => Verify::check_stateless(m),
     }
 }
 
@@ -111,6 +113,7 @@ fn message_fee_units(message: &Message) -> u64 {
         Message::Staking(m) => Staking::fee_units(m),
         Message::Models(m) => Models::fee_units(m),
         Message::Compute(m) => Compute::fee_units(m),
+        Message::Verify(m) => Verify::fee_units(m),
     }
 }
 
@@ -140,12 +143,20 @@ fn outflow(tx: &SignedTransaction) -> Option<Amount> {
         .try_fold(Amount::ZERO, |total, m| match m {
             Message::Bank(bank::Msg::Send { amount, .. })
             | Message::Staking(staking::Msg::Bond { amount, .. })
-            | Message::Compute(compute::Msg::SubmitJob {
-                max_price: amount, ..
-            })
             | Message::Compute(compute::Msg::RegisterProvider { stake: amount, .. }) => {
                 total.checked_add(*amount)
             }
+            Message::Compute(compute::Msg::SubmitJob {
+                max_price, params, ..
+            }) => total.checked_add(max_price.checked_mul(params.copies() as u128)?),
+            Message::Verify(verify::Msg::RegisterAuditor { stake: amount, .. }) => {
+                total.checked_add(*amount)
+            }
+            Message::Verify(verify::Msg::Challenge { .. }) => {
+                // The bond is checked against the balance when the challenge executes.
+                Some(total)
+            }
+            Message::Verify(_) => Some(total),
             Message::Staking(staking::Msg::Unbond { .. })
             | Message::Models(_)
             | Message::Compute(_) => Some(total),
@@ -245,6 +256,7 @@ pub fn init_chain(genesis: &Genesis) -> Result<Writes, GenesisError> {
     Staking::init_chain(&mut state, genesis)?;
     Models::init_chain(&mut state, genesis)?;
     Compute::init_chain(&mut state, genesis)?;
+    Verify::init_chain(&mut state, genesis)?;
     Ok(state.into_writes())
 }
 
@@ -278,6 +290,7 @@ impl<'a> BlockExecutor<'a> {
         Staking::begin_block(&mut state, &block, &mut events);
         Models::begin_block(&mut state, &block, &mut events);
         Compute::begin_block(&mut state, &block, &mut events);
+        Verify::begin_block(&mut state, &block, &mut events);
         BlockExecutor {
             state,
             block,
@@ -360,6 +373,7 @@ impl<'a> BlockExecutor<'a> {
         Bank::end_block(&mut self.state, &self.block, &mut self.events);
         Staking::end_block(&mut self.state, &self.block, &mut self.events);
         Models::end_block(&mut self.state, &self.block, &mut self.events);
+        Verify::end_block(&mut self.state, &self.block, &mut self.events);
         Compute::end_block(&mut self.state, &self.block, &mut self.events);
         let head = ChainHead {
             height: self.block.height,
@@ -397,6 +411,10 @@ fn run_messages(
             Message::Compute(m) => {
                 Compute::check_stateful(state, ctx, m)?;
                 Compute::execute(state, ctx, m)?;
+            }
+            Message::Verify(m) => {
+                Verify::check_stateful(state, ctx, m)?;
+                Verify::execute(state, ctx, m)?;
             }
         }
     }

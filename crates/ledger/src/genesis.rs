@@ -78,6 +78,8 @@ pub struct Genesis {
     pub models: Vec<crate::models::ModelRecord>,
     #[serde(default)]
     pub compute: crate::compute::Params,
+    #[serde(default)]
+    pub verify: crate::verify::Params,
 }
 
 impl Genesis {

@@ -2,12 +2,38 @@
 //! encoding.
 
 use crate::error::{ErrorCode, TxError};
-use crate::{bank, compute, models, staking};
+use crate::{bank, compute, models, staking, verify};
 use piazza_codec::{Decode, DecodeError, Encode, Reader, Writer};
 use piazza_primitives::{Address, Amount, Hash, PublicKey, SecretKey, Signature};
 
 /// Largest encoded signed transaction.
 pub const TX_BYTES_MAX: usize = 64 * 1024;
+/// The size class of a transaction whose only message is `verify::Msg::Arbitrate`: a step's
+/// inputs and weight slices (or a tokenizer), with room for the envelope.
+pub const EVIDENCE_TX_BYTES_MAX: usize = verify::EVIDENCE_BYTES_MAX + 4096;
+
+fn oversized(len: usize, limit: usize) -> TxError {
+    TxError::new(
+        ErrorCode::OversizedTx,
+        format!("transaction is {len} bytes, the limit is {limit}"),
+    )
+}
+
+/// The size limit of `tx`'s class: evidence-only transactions get [`EVIDENCE_TX_BYTES_MAX`].
+pub fn size_limit(tx: &SignedTransaction) -> usize {
+    match tx.tx.messages.as_slice() {
+        [Message::Verify(verify::Msg::Arbitrate { .. })] => EVIDENCE_TX_BYTES_MAX,
+        _ => TX_BYTES_MAX,
+    }
+}
+
+fn check_size(tx: &SignedTransaction) -> Result<(), TxError> {
+    let limit = size_limit(tx);
+    if tx.encoded_len() > limit {
+        return Err(oversized(tx.encoded_len(), limit));
+    }
+    Ok(())
+}
 /// Most messages in one transaction.
 pub const TX_MESSAGES_MAX: usize = 16;
 /// Longest chain id.
@@ -22,12 +48,14 @@ pub enum Message {
     Staking(staking::Msg),
     Models(models::Msg),
     Compute(compute::Msg),
+    Verify(verify::Msg),
 }
 
 const TAG_BANK: u8 = 1;
 const TAG_STAKING: u8 = 2;
 const TAG_MODELS: u8 = 3;
 const TAG_COMPUTE: u8 = 4;
+const TAG_VERIFY: u8 = 5;
 
 impl Encode for Message {
     fn encode(&self, w: &mut Writer) {
@@ -48,6 +76,10 @@ impl Encode for Message {
                 w.u8(TAG_COMPUTE);
                 m.encode(w)
             }
+            Message::Verify(m) => {
+                w.u8(TAG_VERIFY);
+                m.encode(w)
+            }
         }
     }
 }
@@ -60,6 +92,7 @@ impl Decode for Message {
             TAG_STAKING => Ok(Message::Staking(r.value()?)),
             TAG_MODELS => Ok(Message::Models(r.value()?)),
             TAG_COMPUTE => Ok(Message::Compute(r.value()?)),
+            TAG_VERIFY => Ok(Message::Verify(r.value()?)),
             tag => Err(DecodeError::InvalidTag {
                 offset,
                 tag,
@@ -142,16 +175,18 @@ impl SignedTransaction {
         }
     }
 
-    /// Decodes untrusted bytes, refusing anything over [`TX_BYTES_MAX`].
+    /// Decodes untrusted bytes, refusing anything over [`TX_BYTES_MAX`] (or
+    /// [`EVIDENCE_TX_BYTES_MAX`] for a transaction that only carries arbitration evidence).
     pub fn decode_bytes(bytes: &[u8]) -> Result<Self, TxError> {
+        if bytes.len() > EVIDENCE_TX_BYTES_MAX {
+            return Err(oversized(bytes.len(), EVIDENCE_TX_BYTES_MAX));
+        }
+        // Past the ordinary limit only a well-formed evidence transaction is accepted.
         if bytes.len() > TX_BYTES_MAX {
-            return Err(TxError::new(
-                ErrorCode::OversizedTx,
-                format!(
-                    "transaction is {} bytes, the limit is {TX_BYTES_MAX}",
-                    bytes.len()
-                ),
-            ));
+            return match Self::from_bytes(bytes) {
+                Ok(tx) if size_limit(&tx) == EVIDENCE_TX_BYTES_MAX => Ok(tx),
+                _ => Err(oversized(bytes.len(), TX_BYTES_MAX)),
+            };
         }
         Ok(Self::from_bytes(bytes)?)
     }
@@ -209,15 +244,7 @@ pub fn check_stateless(
     chain_id: &str,
     signature_checked: bool,
 ) -> Result<(), TxError> {
-    if tx.encoded_len() > TX_BYTES_MAX {
-        return Err(TxError::new(
-            ErrorCode::OversizedTx,
-            format!(
-                "transaction is {} bytes, the limit is {TX_BYTES_MAX}",
-                tx.encoded_len()
-            ),
-        ));
-    }
+    check_size(tx)?;
     if tx.tx.chain_id != chain_id {
         return Err(TxError::new(
             ErrorCode::WrongChainId,

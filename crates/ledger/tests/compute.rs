@@ -66,6 +66,7 @@ impl Chain {
                 model("chat", ModelKind::Generation),
             ],
             compute,
+            verify: Default::default(),
         };
         let state = init_chain(&genesis)
             .unwrap()

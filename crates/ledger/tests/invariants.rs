@@ -44,6 +44,7 @@ fn genesis(keys: &[SecretKey]) -> Genesis {
         }],
         models: vec![],
         compute: Default::default(),
+        verify: Default::default(),
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::ops::Range;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use piazza_engine::merkle::Hash;
 use piazza_engine::trace::{step_hash, tensor_step_hash, Trace};
@@ -136,6 +137,7 @@ pub struct Generator {
     weights: Weights,
     tokenizer: Tokenizer,
     output_weight: &'static str,
+    commitment: OnceLock<WeightCommitment>,
 }
 
 impl std::fmt::Debug for Generator {
@@ -279,6 +281,7 @@ impl Generator {
         let weights = model::load_weights(file, &config)?;
         Ok(Generator {
             output_weight: model::output_weight_name(file),
+            commitment: OnceLock::new(),
             config,
             weights,
             tokenizer,
@@ -304,20 +307,25 @@ impl Generator {
 
     /// The model's chat template applied to `messages`, with the assistant generation prompt.
     pub fn apply_chat_template(&self, messages: &[Message]) -> Result<String> {
-        let template = self
-            .tokenizer
-            .chat_template
-            .as_ref()
-            .ok_or_else(|| Error::Tokenizer {
-                detail: "the model has no chat template".into(),
-            })?;
-        Ok(template.render(messages))
+        self.tokenizer.apply_chat_template(messages)
     }
 
     /// The commitment to the f32 weights the decoder computes with (after dequantization and
-    /// the Q/K un-permutation), in piazza-engine's chunked scheme. Hashes ~540 MB: call once.
+    /// the Q/K un-permutation), in piazza-engine's chunked scheme. Hashes ~540 MB on first use,
+    /// then kept.
     pub fn weights_commitment(&self) -> WeightCommitment {
-        self.weights.commit()
+        self.weight_commitment().clone()
+    }
+
+    /// [`Generator::weights_commitment`], borrowed (computed on first use).
+    pub fn weight_commitment(&self) -> &WeightCommitment {
+        self.commitment.get_or_init(|| self.weights.commit())
+    }
+
+    /// Name of the output projection's weight (`output.weight`, or the tied
+    /// `token_embd.weight`).
+    pub fn output_weight(&self) -> &'static str {
+        self.output_weight
     }
 
     /// BLAKE3 over the tokenizer metadata (docs/llm.md §6).
@@ -394,7 +402,27 @@ impl Generator {
         let op = graph.ops.get(step.op).ok_or_else(|| Error::Input {
             detail: format!("step {index} names op {} of {}", step.op, graph.ops.len()),
         })?;
-        self.compute_block(op, &step.rows, &step.columns, inputs, Compute::new(1))
+        let weights = self.weight_refs(op)?;
+        compute_block(
+            &self.config,
+            op,
+            &step.rows,
+            &step.columns,
+            inputs,
+            &weights,
+            Compute::new(1),
+        )
+    }
+
+    /// The weights `op` reads, whole, in its input order.
+    fn weight_refs(&self, op: &Op) -> Result<Vec<&Tensor>> {
+        op.weights()
+            .map(|name| {
+                self.weights
+                    .tensor(name)
+                    .ok_or_else(|| Error::MissingWeight { name: name.into() })
+            })
+            .collect()
     }
 
     /// The leaf hash of step `index` whose output is `output`.
@@ -474,8 +502,16 @@ impl Generator {
                         )
                     })
                     .collect::<Result<Vec<_>>>()?;
-                let output =
-                    self.compute_block(op, &(0..op_rows), &(0..width), &inputs, compute)?;
+                let weights = self.weight_refs(op)?;
+                let output = compute_block(
+                    &self.config,
+                    op,
+                    &(0..op_rows),
+                    &(0..width),
+                    &inputs,
+                    &weights,
+                    compute,
+                )?;
                 let values = output.as_slice().unwrap_or_default();
                 for step_index in leaves.len()..graph.steps.len() {
                     let step = &graph.steps[step_index];
@@ -568,161 +604,179 @@ impl Generator {
             recording,
         ))
     }
+}
 
-    /// Output rows `rows`, columns `columns` of `op` from its (restricted) activation inputs.
-    fn compute_block(
-        &self,
-        op: &Op,
-        rows: &Range<usize>,
-        columns: &Range<usize>,
-        inputs: &[Tensor],
-        compute: Compute,
-    ) -> Result<Tensor> {
-        let [op_rows, width] = op.output_shape;
-        let fail = |detail: String| Error::Step {
-            op: op.name.clone(),
-            detail,
-        };
-        if rows.end > op_rows || columns.end > width || rows.is_empty() || columns.is_empty() {
+/// Output rows `rows`, columns `columns` of `op` from its (restricted) activation inputs and
+/// its weights, in the op's input order: the one arithmetic path of generation and of
+/// re-execution. A weight may be given in part, with the same result bits:
+/// - a linear op's weight holds either every row or exactly rows `columns` (the rows that the
+///   block's output columns read);
+/// - an embedding table may be compact: only the rows the ids name, with the ids in `inputs`
+///   renumbered to index it (a gather copies rows).
+pub fn compute_block(
+    config: &LlamaConfig,
+    op: &Op,
+    rows: &Range<usize>,
+    columns: &Range<usize>,
+    inputs: &[Tensor],
+    weights: &[&Tensor],
+    compute: Compute,
+) -> Result<Tensor> {
+    let [op_rows, width] = op.output_shape;
+    let fail = |detail: String| Error::Step {
+        op: op.name.clone(),
+        detail,
+    };
+    if rows.end > op_rows || columns.end > width || rows.is_empty() || columns.is_empty() {
+        return Err(fail(format!(
+            "block {rows:?} × {columns:?} of {op_rows} × {width}"
+        )));
+    }
+    let activation_count = op.activations().count();
+    if inputs.len() != activation_count {
+        return Err(fail(format!(
+            "{} inputs, expected {activation_count}",
+            inputs.len()
+        )));
+    }
+    let n = rows.len();
+    let expect = |i: usize, shape: [usize; 2]| -> Result<&[f32]> {
+        let t = &inputs[i];
+        if t.shape() != shape {
             return Err(fail(format!(
-                "block {rows:?} × {columns:?} of {op_rows} × {width}"
+                "input {i} has shape {:?}, expected {shape:?}",
+                t.shape()
             )));
         }
-        let activation_count = op.activations().count();
-        if inputs.len() != activation_count {
-            return Err(fail(format!(
-                "{} inputs, expected {activation_count}",
-                inputs.len()
-            )));
+        t.as_slice()
+            .ok_or_else(|| fail(format!("input {i} is not contiguous")))
+    };
+    if weights.len() != op.weights().count() {
+        return Err(fail(format!(
+            "{} weights, expected {}",
+            weights.len(),
+            op.weights().count()
+        )));
+    }
+    let weight = |i: usize| -> Result<&Tensor> {
+        weights
+            .get(i)
+            .copied()
+            .ok_or_else(|| fail("missing weight".into()))
+    };
+    let column_split = matches!(op.kind, OpKind::Linear { .. } | OpKind::Attention { .. });
+    if !column_split && *columns != (0..width) {
+        return Err(fail(
+            "only linear and attention ops are split by columns".into(),
+        ));
+    }
+    let output = match &op.kind {
+        OpKind::Embed => {
+            let table = weight(0)?;
+            let table_rows = table.shape().first().copied().unwrap_or(0);
+            let ids = expect(0, [n, 1])?
+                .iter()
+                .map(|&v| token_id(v, table_rows.min(config.vocab), op))
+                .collect::<Result<Vec<_>>>()?;
+            ops::embedding(table, &ids).map_err(tensor_error(op))?
         }
-        let n = rows.len();
-        let expect = |i: usize, shape: [usize; 2]| -> Result<&[f32]> {
-            let t = &inputs[i];
-            if t.shape() != shape {
-                return Err(fail(format!(
-                    "input {i} has shape {:?}, expected {shape:?}",
-                    t.shape()
-                )));
-            }
-            t.as_slice()
-                .ok_or_else(|| fail(format!("input {i} is not contiguous")))
-        };
-        let weight = |i: usize| -> Result<&Tensor> {
-            let name = op
-                .weights()
-                .nth(i)
-                .ok_or_else(|| fail("missing weight".into()))?;
-            self.weights
-                .tensor(name)
-                .ok_or_else(|| Error::MissingWeight { name: name.into() })
-        };
-        let column_split = matches!(op.kind, OpKind::Linear { .. } | OpKind::Attention { .. });
-        if !column_split && *columns != (0..width) {
-            return Err(fail(
-                "only linear and attention ops are split by columns".into(),
-            ));
+        OpKind::RmsNorm { eps, .. } => {
+            let in_width = weight(0)?.element_count();
+            expect(0, [n, in_width])?;
+            ops::rmsnorm(&inputs[0], weight(0)?, *eps, compute).map_err(tensor_error(op))?
         }
-        let output = match &op.kind {
-            OpKind::Embed => {
-                let ids = expect(0, [n, 1])?
-                    .iter()
-                    .map(|&v| token_id(v, self.config.vocab, op))
-                    .collect::<Result<Vec<_>>>()?;
-                ops::embedding(weight(0)?, &ids).map_err(tensor_error(op))?
-            }
-            OpKind::RmsNorm { eps, .. } => {
-                let in_width = weight(0)?.element_count();
-                expect(0, [n, in_width])?;
-                ops::rmsnorm(&inputs[0], weight(0)?, *eps, compute).map_err(tensor_error(op))?
-            }
-            OpKind::Linear { activation } => {
-                let w = weight(0)?;
-                if w.rank() != 2 || columns.end > w.shape()[0] {
+        OpKind::Linear { activation } => {
+            let w = weight(0)?;
+            // Rows of `w` held: every row, or exactly the block's columns.
+            let first_row = match w.shape() {
+                &[held, _] if held == columns.len() => columns.start,
+                &[held, _] if held >= columns.end => 0,
+                _ => {
                     return Err(fail(format!(
                         "weight {:?} lacks columns {columns:?}",
                         w.shape()
-                    )));
+                    )))
                 }
-                let k = w.shape()[1];
-                let x = expect(0, [n, k])?;
-                let w = w
-                    .as_slice()
-                    .ok_or_else(|| fail("weight not contiguous".into()))?;
-                let w = &w[columns.start * k..columns.end * k];
-                let mut out = vec![0.0f32; n * columns.len()];
-                kernels::linear(x, w, n, columns.len(), k, *activation, &mut out, compute);
-                Tensor::from_vec(out, &[n, columns.len()]).map_err(tensor_error(op))?
+            };
+            let k = w.shape()[1];
+            let x = expect(0, [n, k])?;
+            let w = w
+                .as_slice()
+                .ok_or_else(|| fail("weight not contiguous".into()))?;
+            let w = &w[(columns.start - first_row) * k..(columns.end - first_row) * k];
+            let mut out = vec![0.0f32; n * columns.len()];
+            kernels::linear(x, w, n, columns.len(), k, *activation, &mut out, compute);
+            Tensor::from_vec(out, &[n, columns.len()]).map_err(tensor_error(op))?
+        }
+        OpKind::Rope {
+            heads,
+            base,
+            first_position,
+        } => {
+            expect(0, [n, width])?;
+            let positions: Vec<u32> = (0..n)
+                .map(|i| (first_position + rows.start + i) as u32)
+                .collect();
+            ops::rope(&inputs[0], &positions, *heads, *base).map_err(tensor_error(op))?
+        }
+        OpKind::Attention {
+            heads,
+            kv_heads,
+            first_position,
+        } => {
+            if *heads == 0 || *kv_heads == 0 || heads % kv_heads != 0 || width % heads != 0 {
+                return Err(fail(format!(
+                    "{heads} heads, {kv_heads} KV heads, width {width}"
+                )));
             }
-            OpKind::Rope {
-                heads,
-                base,
-                first_position,
-            } => {
-                expect(0, [n, width])?;
-                let positions: Vec<u32> = (0..n)
-                    .map(|i| (first_position + rows.start + i) as u32)
-                    .collect();
-                ops::rope(&inputs[0], &positions, *heads, *base).map_err(tensor_error(op))?
+            // The block covers whole KV-head groups: their query heads and KV heads.
+            let head_dim = width / heads;
+            let group_width = heads / kv_heads * head_dim;
+            if group_width == 0
+                || columns.start % group_width != 0
+                || columns.end % group_width != 0
+            {
+                return Err(fail(format!("columns {columns:?} split a KV-head group")));
             }
-            OpKind::Attention {
-                heads,
-                kv_heads,
-                first_position,
-            } => {
-                if *heads == 0 || *kv_heads == 0 || heads % kv_heads != 0 || width % heads != 0 {
-                    return Err(fail(format!(
-                        "{heads} heads, {kv_heads} KV heads, width {width}"
-                    )));
-                }
-                // The block covers whole KV-head groups: their query heads and KV heads.
-                let head_dim = width / heads;
-                let group_width = heads / kv_heads * head_dim;
-                if group_width == 0
-                    || columns.start % group_width != 0
-                    || columns.end % group_width != 0
-                {
-                    return Err(fail(format!("columns {columns:?} split a KV-head group")));
-                }
-                let groups = columns.len() / group_width;
-                let shape = CausalShape {
-                    rows: n,
-                    first_position: first_position + rows.start,
-                    heads: groups * (heads / kv_heads),
-                    kv_heads: groups,
-                    head_dim,
-                };
-                let (q_width, kv_width) = (columns.len(), groups * head_dim);
-                let q = expect(0, [n, q_width])?;
-                let k = expect(1, [shape.keys(), kv_width])?;
-                let v = expect(2, [shape.keys(), kv_width])?;
-                let mut out = vec![0.0f32; n * q_width];
-                kernels::causal_attention(q, k, v, shape, &mut out, compute);
-                Tensor::from_vec(out, &[n, q_width]).map_err(tensor_error(op))?
-            }
-            OpKind::Add | OpKind::Mul => {
-                expect(0, [n, width])?;
-                expect(1, [n, width])?;
-                let f = if op.kind == OpKind::Add {
-                    ops::add
-                } else {
-                    ops::mul
-                };
-                f(&inputs[0], &inputs[1], compute).map_err(tensor_error(op))?
-            }
-            OpKind::Sample { index, params } => {
-                let logits = expect(0, [1, self.config.vocab])?;
-                let history_rows = inputs[1].shape().first().copied().unwrap_or(0);
-                let history = expect(1, [history_rows, 1])?
-                    .iter()
-                    .map(|&v| token_id(v, self.config.vocab, op))
-                    .collect::<Result<Vec<_>>>()?;
-                params.validate().map_err(fail)?;
-                let id = sampling::sample(logits, &history, params, *index);
-                Tensor::from_vec(vec![id as f32], &[1, 1]).map_err(tensor_error(op))?
-            }
-        };
-        Ok(output)
-    }
+            let groups = columns.len() / group_width;
+            let shape = CausalShape {
+                rows: n,
+                first_position: first_position + rows.start,
+                heads: groups * (heads / kv_heads),
+                kv_heads: groups,
+                head_dim,
+            };
+            let (q_width, kv_width) = (columns.len(), groups * head_dim);
+            let q = expect(0, [n, q_width])?;
+            let k = expect(1, [shape.keys(), kv_width])?;
+            let v = expect(2, [shape.keys(), kv_width])?;
+            let mut out = vec![0.0f32; n * q_width];
+            kernels::causal_attention(q, k, v, shape, &mut out, compute);
+            Tensor::from_vec(out, &[n, q_width]).map_err(tensor_error(op))?
+        }
+        OpKind::Add | OpKind::Mul => {
+            expect(0, [n, width])?;
+            expect(1, [n, width])?;
+            let f = if op.kind == OpKind::Add {
+                ops::add
+            } else {
+                ops::mul
+            };
+            f(&inputs[0], &inputs[1], compute).map_err(tensor_error(op))?
+        }
+        OpKind::Sample { index, params } => {
+            let logits = expect(0, [1, config.vocab])?;
+            let history_rows = inputs[1].shape().first().copied().unwrap_or(0);
+            let history = expect(1, [history_rows, 1])?
+                .iter()
+                .map(|&v| token_id(v, config.vocab, op))
+                .collect::<Result<Vec<_>>>()?;
+            params.validate().map_err(fail)?;
+            let id = sampling::sample(logits, &history, params, *index);
+            Tensor::from_vec(vec![id as f32], &[1, 1]).map_err(tensor_error(op))?
+        }
+    };
+    Ok(output)
 }
 
 /// End of the text that is safe to show: hold back a suffix that may begin a stop sequence.
@@ -746,7 +800,8 @@ fn held_back_end(text: &str, stops: &[String]) -> usize {
     end
 }
 
-/// Render `messages` with the model's chat template and tokenize (convenience for the CLI).
+/// Render `messages` with the model's chat template and tokenize
+/// ([`Tokenizer::chat_prompt_ids`], which the ledger's tokenization arbiter also calls).
 pub fn chat_prompt_ids(generator: &Generator, messages: &[Message]) -> Result<Vec<u32>> {
-    generator.tokenize(&generator.apply_chat_template(messages)?)
+    generator.tokenizer.chat_prompt_ids(messages)
 }

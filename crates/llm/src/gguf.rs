@@ -215,18 +215,24 @@ pub struct Gguf {
     data_start: usize,
 }
 
-/// A bounds-checked cursor over the file.
-struct Reader<'a> {
+/// A bounds-checked cursor over the file (also over the tokenizer metadata preimage,
+/// [`crate::tokenizer::Tokenizer::from_metadata_preimage`], which holds values in GGUF's
+/// encoding).
+pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn remaining(&self) -> u64 {
+    pub(crate) fn new(bytes: &'a [u8]) -> Reader<'a> {
+        Reader { bytes, at: 0 }
+    }
+
+    pub(crate) fn remaining(&self) -> u64 {
         (self.bytes.len() - self.at) as u64
     }
 
-    fn take(&mut self, len: u64, what: &'static str) -> Result<&'a [u8]> {
+    pub(crate) fn take(&mut self, len: u64, what: &'static str) -> Result<&'a [u8]> {
         if len > self.remaining() {
             return Err(GgufError::Truncated {
                 what,
@@ -244,7 +250,7 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    fn u32(&mut self, what: &'static str) -> Result<u32> {
+    pub(crate) fn u32(&mut self, what: &'static str) -> Result<u32> {
         Ok(u32::from_le_bytes(self.array(what)?))
     }
 
@@ -263,7 +269,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A value of type `type_id`; arrays may not nest.
-    fn value(&mut self, key: &str, type_id: u32, in_array: bool) -> Result<Value> {
+    pub(crate) fn value(&mut self, key: &str, type_id: u32, in_array: bool) -> Result<Value> {
         const WHAT: &str = "metadata value";
         Ok(match type_id {
             0 => Value::U8(self.array::<1>(WHAT)?[0]),

@@ -16,7 +16,8 @@
 //! - The GGUF file is untrusted: counts, lengths, dims, offsets and alignment are checked
 //!   against limits and the file size; bad bytes give an [`Error`], never a panic.
 //!
-//! Knows nothing of the ledger, the network or JSON.
+//! Knows nothing of the ledger or the network; the only JSON it reads is a chat job's input
+//! ([`chat_messages_from_input`]), so providers and the ledger read it alike.
 //!
 //! # Example
 //! ```no_run
@@ -43,15 +44,15 @@ pub mod tokenizer;
 use std::path::PathBuf;
 
 pub use generator::{
-    chat_prompt_ids, FinishReason, GenerateParams, Generation, Generator, Recording, TokenEvent,
-    SEQUENCE_TOKENS_MAX,
+    chat_prompt_ids, compute_block, FinishReason, GenerateParams, Generation, Generator, Recording,
+    TokenEvent, SEQUENCE_TOKENS_MAX,
 };
 pub use gguf::{Gguf, GgufError};
 pub use graph::{Graph, Op, OpKind, Source, Step};
 pub use model::LlamaConfig;
 pub use piazza_tensor::{Compute, Tensor};
 pub use sampling::SamplingParams;
-pub use tokenizer::{Message, Tokenizer};
+pub use tokenizer::{chat_messages_from_input, Message, Tokenizer};
 
 /// The SmolLM2 file `scripts/fetch-models.sh` downloads, under `piazza_engine::models_dir()`.
 pub fn default_model_path() -> PathBuf {

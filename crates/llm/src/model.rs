@@ -22,6 +22,11 @@ pub const HEADS_MAX: usize = 1024;
 pub const VOCAB_MAX: usize = 1 << 20;
 pub const CONTEXT_MAX: usize = 1 << 20;
 
+/// First bytes of [`LlamaConfig::canonical_bytes`].
+pub const CONFIG_TAG: &[u8] = b"piazza.llama.config.v1";
+/// Length of [`LlamaConfig::canonical_bytes`]: the tag, eight u64 and two f32.
+pub const CONFIG_BYTES: usize = CONFIG_TAG.len() + 8 * 8 + 2 * 4;
+
 /// The shape and constants of a Llama-family decoder.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LlamaConfig {
@@ -64,12 +69,6 @@ impl LlamaConfig {
             ));
         }
         let head_dim = hidden / heads;
-        if head_dim % 2 != 0 {
-            return Err(metadata_error(
-                "llama.attention.head_count",
-                format!("head size {head_dim} is odd"),
-            ));
-        }
         if let Some(value) = file.get("llama.rope.dimension_count") {
             if value.as_u64() != Some(head_dim as u64) {
                 return Err(metadata_error(
@@ -84,12 +83,6 @@ impl LlamaConfig {
                 .ok_or_else(|| metadata_error("llama.rope.freq_base", "not a float".into()))?,
             None => 10_000.0,
         };
-        if !(rope_base.is_finite() && rope_base > 1.0) {
-            return Err(metadata_error(
-                "llama.rope.freq_base",
-                format!("{rope_base} is not a finite base above 1"),
-            ));
-        }
         let rms_eps = file
             .get("llama.attention.layer_norm_rms_epsilon")
             .and_then(|v| v.as_f32())
@@ -99,12 +92,6 @@ impl LlamaConfig {
                     "missing or not a float".into(),
                 )
             })?;
-        if !(rms_eps.is_finite() && rms_eps > 0.0) {
-            return Err(metadata_error(
-                "llama.attention.layer_norm_rms_epsilon",
-                format!("{rms_eps} is not positive"),
-            ));
-        }
         let vocab = file
             .tensors()
             .get("token_embd.weight")
@@ -112,13 +99,7 @@ impl LlamaConfig {
             .ok_or_else(|| Error::MissingWeight {
                 name: "token_embd.weight".into(),
             })?;
-        if vocab == 0 || vocab > VOCAB_MAX {
-            return Err(metadata_error(
-                "token_embd.weight",
-                format!("vocabulary of {vocab} tokens"),
-            ));
-        }
-        Ok(LlamaConfig {
+        let config = LlamaConfig {
             layers,
             hidden,
             ffn,
@@ -129,7 +110,127 @@ impl LlamaConfig {
             context,
             rope_base,
             rms_eps,
-        })
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Check the sizes against the limits and each other, and the constants.
+    pub fn validate(&self) -> Result<()> {
+        let in_range = |value: usize, max: usize| (1..=max).contains(&value);
+        let sizes = [
+            ("llama.block_count", self.layers, LAYERS_MAX),
+            ("llama.embedding_length", self.hidden, HIDDEN_MAX),
+            ("llama.feed_forward_length", self.ffn, FFN_MAX),
+            ("llama.attention.head_count", self.heads, HEADS_MAX),
+            ("llama.attention.head_count_kv", self.kv_heads, HEADS_MAX),
+            ("llama.context_length", self.context, CONTEXT_MAX),
+        ];
+        for (key, value, max) in sizes {
+            if !in_range(value, max) {
+                return Err(metadata_error(key, format!("{value} is outside 1..={max}")));
+            }
+        }
+        if !in_range(self.vocab, VOCAB_MAX) {
+            return Err(metadata_error(
+                "token_embd.weight",
+                format!("vocabulary of {} tokens", self.vocab),
+            ));
+        }
+        if self.hidden % self.heads != 0
+            || self.heads % self.kv_heads != 0
+            || self.head_dim != self.hidden / self.heads
+        {
+            return Err(metadata_error(
+                "llama.attention.head_count",
+                format!(
+                    "{} heads / {} kv heads of size {} do not divide hidden {}",
+                    self.heads, self.kv_heads, self.head_dim, self.hidden
+                ),
+            ));
+        }
+        if self.head_dim % 2 != 0 {
+            return Err(metadata_error(
+                "llama.attention.head_count",
+                format!("head size {} is odd", self.head_dim),
+            ));
+        }
+        if !(self.rope_base.is_finite() && self.rope_base > 1.0) {
+            return Err(metadata_error(
+                "llama.rope.freq_base",
+                format!("{} is not a finite base above 1", self.rope_base),
+            ));
+        }
+        if !(self.rms_eps.is_finite() && self.rms_eps > 0.0) {
+            return Err(metadata_error(
+                "llama.attention.layer_norm_rms_epsilon",
+                format!("{} is not positive", self.rms_eps),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The canonical encoding (its hash is a model record's config hash):
+    /// [`CONFIG_TAG`], then `layers, hidden, ffn, heads, kv_heads, head_dim, vocab, context`
+    /// as u64 LE, then `rope_base` and `rms_eps` as f32 LE bits ([`CONFIG_BYTES`] bytes).
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(CONFIG_BYTES);
+        bytes.extend_from_slice(CONFIG_TAG);
+        for value in [
+            self.layers,
+            self.hidden,
+            self.ffn,
+            self.heads,
+            self.kv_heads,
+            self.head_dim,
+            self.vocab,
+            self.context,
+        ] {
+            bytes.extend_from_slice(&(value as u64).to_le_bytes());
+        }
+        bytes.extend_from_slice(&self.rope_base.to_bits().to_le_bytes());
+        bytes.extend_from_slice(&self.rms_eps.to_bits().to_le_bytes());
+        bytes
+    }
+
+    /// The inverse of [`LlamaConfig::canonical_bytes`]: exactly [`CONFIG_BYTES`] bytes that
+    /// pass [`LlamaConfig::validate`], else an error.
+    pub fn from_canonical_bytes(bytes: &[u8]) -> Result<LlamaConfig> {
+        let fail = |detail: String| metadata_error("canonical config", detail);
+        if bytes.len() != CONFIG_BYTES || !bytes.starts_with(CONFIG_TAG) {
+            return Err(fail(format!(
+                "{} bytes, expected {CONFIG_BYTES} starting with the tag",
+                bytes.len()
+            )));
+        }
+        let mut fields = bytes[CONFIG_TAG.len()..].chunks_exact(8);
+        let mut size = || -> Result<usize> {
+            let field = fields.next().ok_or_else(|| fail("truncated".into()))?;
+            let value = u64::from_le_bytes(field.try_into().expect("8 bytes"));
+            usize::try_from(value).map_err(|_| fail(format!("size {value}")))
+        };
+        let (layers, hidden, ffn, heads) = (size()?, size()?, size()?, size()?);
+        let (kv_heads, head_dim, vocab, context) = (size()?, size()?, size()?, size()?);
+        let tail = &bytes[CONFIG_BYTES - 8..];
+        let float = |at: usize| {
+            f32::from_bits(u32::from_le_bytes(
+                tail[at..at + 4].try_into().expect("4 bytes"),
+            ))
+        };
+        let config = LlamaConfig {
+            layers,
+            hidden,
+            ffn,
+            heads,
+            kv_heads,
+            head_dim,
+            vocab,
+            context,
+            rope_base: float(0),
+            rms_eps: float(4),
+        };
+        config.validate()?;
+        Ok(config)
     }
 
     /// Width of the K and V projections.

@@ -10,6 +10,11 @@
 //! GPT-2 byte↔unicode table; control tokens decode to nothing. Bytes are turned into text only
 //! up to the last complete UTF-8 character ([`TextDecoder`]), so a character split across
 //! tokens is never emitted half.
+//!
+//! The tokenizer's identity is its *metadata preimage* ([`Tokenizer::metadata_preimage`]): the
+//! bytes whose BLAKE3 is [`Tokenizer::hash`]. [`Tokenizer::from_metadata_preimage`] rebuilds the
+//! same tokenizer from those bytes alone, so a party without the GGUF file (the ledger settling
+//! a tokenization dispute) derives the same token ids as a provider.
 
 use std::collections::BTreeMap;
 
@@ -20,11 +25,16 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::{AddedToken, Tokenizer as HfTokenizer};
 
-use crate::gguf::{Gguf, Value};
+use crate::gguf::{self, Gguf, Reader, Value};
 use crate::{Error, Result};
 
 /// Longest text accepted by [`Tokenizer::encode`].
 pub const TEXT_BYTES_MAX: usize = 1 << 20;
+/// Largest metadata preimage accepted by [`Tokenizer::from_metadata_preimage`] (SmolLM2's is
+/// about 1.8 MB).
+pub const PREIMAGE_BYTES_MAX: usize = 16 << 20;
+/// Metadata keys of the tokenizer start with this.
+pub const TOKENIZER_KEY_PREFIX: &str = "tokenizer.";
 /// Domain of [`Tokenizer::hash`].
 pub const TOKENIZER_DOMAIN: &str = "piazza.llm.tokenizer.v1";
 /// GGUF token type of control tokens.
@@ -96,6 +106,31 @@ impl ChatTemplate {
     }
 }
 
+/// A chat job's input as messages: a non-empty JSON array of `{role, content}` objects, or
+/// else (any other JSON, or not JSON) the whole text as one user message.
+///
+/// Providers and the ledger's tokenization arbiter both read chat inputs with this function.
+pub fn chat_messages_from_input(input: &str) -> Vec<Message> {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        role: String,
+        content: String,
+    }
+    match serde_json::from_str::<Vec<Entry>>(input) {
+        Ok(entries) if !entries.is_empty() => entries
+            .into_iter()
+            .map(|e| Message {
+                role: e.role,
+                content: e.content,
+            })
+            .collect(),
+        _ => vec![Message {
+            role: "user".into(),
+            content: input.to_string(),
+        }],
+    }
+}
+
 /// The model's tokenizer.
 pub struct Tokenizer {
     inner: HfTokenizer,
@@ -104,6 +139,9 @@ pub struct Tokenizer {
     pub bos: Option<u32>,
     pub eos: Option<u32>,
     pub chat_template: Option<ChatTemplate>,
+    /// The `tokenizer.*` metadata in [`Tokenizer::metadata_preimage`]'s encoding.
+    preimage: Vec<u8>,
+    /// BLAKE3 of `preimage`.
     hash: [u8; 32],
 }
 
@@ -143,7 +181,29 @@ fn byte_to_char() -> [char; 256] {
 impl Tokenizer {
     /// Build from `tokenizer.*` metadata; `vocab` is the model's embedding rows.
     pub fn from_gguf(file: &Gguf, vocab: usize) -> Result<Tokenizer> {
-        let get = |key: &str| file.get(key);
+        Tokenizer::from_metadata(file.metadata(), vocab)
+    }
+
+    /// Rebuild from [`Tokenizer::metadata_preimage`] bytes (untrusted: bounded, never panics);
+    /// `vocab` is the model's embedding rows. The result equals [`Tokenizer::from_gguf`] on the
+    /// file the preimage came from, and its [`Tokenizer::hash`] is `BLAKE3(bytes)`.
+    ///
+    /// Only the canonical encoding is accepted: `bytes` must be exactly what
+    /// `metadata_preimage` writes for the metadata they hold.
+    pub fn from_metadata_preimage(bytes: &[u8], vocab: usize) -> Result<Tokenizer> {
+        let metadata = parse_metadata_preimage(bytes)?;
+        let tokenizer = Tokenizer::from_metadata(&metadata, vocab)?;
+        if tokenizer.preimage != bytes {
+            return Err(tokenizer_error(
+                "metadata preimage is not in canonical encoding",
+            ));
+        }
+        Ok(tokenizer)
+    }
+
+    /// Build from a metadata map (only its `tokenizer.*` keys are read).
+    fn from_metadata(metadata: &BTreeMap<String, Value>, vocab: usize) -> Result<Tokenizer> {
+        let get = |key: &str| metadata.get(key);
         let model = get("tokenizer.ggml.model").and_then(Value::as_str);
         if model != Some("gpt2") {
             return Err(tokenizer_error(format!(
@@ -265,13 +325,16 @@ impl Tokenizer {
                 }
             })
             .collect();
+        let preimage = metadata_preimage(metadata);
+        let hash = preimage_hash(&preimage);
         Ok(Tokenizer {
             inner,
             token_bytes,
             bos,
             eos,
             chat_template,
-            hash: metadata_hash(file),
+            preimage,
+            hash,
         })
     }
 
@@ -308,29 +371,113 @@ impl Tokenizer {
         self.token_bytes.len()
     }
 
-    /// `BLAKE3` over the `tokenizer.*` metadata (docs/llm.md §6).
+    /// `BLAKE3` over the `tokenizer.*` metadata (docs/llm.md §6): `BLAKE3(metadata_preimage())`.
     pub fn hash(&self) -> [u8; 32] {
         self.hash
     }
+
+    /// The bytes [`Tokenizer::hash`] is the BLAKE3 of, from which
+    /// [`Tokenizer::from_metadata_preimage`] rebuilds this tokenizer: `domain ‖ for each
+    /// "tokenizer.*" key in byte order: len u32 ‖ key ‖ GGUF value bytes`.
+    pub fn metadata_preimage(&self) -> &[u8] {
+        &self.preimage
+    }
+
+    /// The model's chat template applied to `messages`, with the assistant generation prompt.
+    pub fn apply_chat_template(&self, messages: &[Message]) -> Result<String> {
+        let template = self
+            .chat_template
+            .as_ref()
+            .ok_or_else(|| tokenizer_error("the model has no chat template"))?;
+        Ok(template.render(messages))
+    }
+
+    /// Token ids of the chat prompt for `messages` (template applied, then [`Tokenizer::encode`]).
+    pub fn chat_prompt_ids(&self, messages: &[Message]) -> Result<Vec<u32>> {
+        self.encode(&self.apply_chat_template(messages)?)
+    }
 }
 
-/// `BLAKE3(domain ‖ for each "tokenizer.*" key in byte order: len u32 ‖ key ‖ GGUF value bytes)`.
-fn metadata_hash(file: &Gguf) -> [u8; 32] {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(TOKENIZER_DOMAIN.as_bytes());
-    for (key, value) in file.metadata().range("tokenizer.".to_string()..) {
-        if !key.starts_with("tokenizer.") {
+/// [`Tokenizer::hash`] of the tokenizer whose [`Tokenizer::metadata_preimage`] is `preimage`.
+pub fn preimage_hash(preimage: &[u8]) -> [u8; 32] {
+    *blake3::hash(preimage).as_bytes()
+}
+
+/// `domain ‖ for each "tokenizer.*" key in byte order: len u32 ‖ key ‖ GGUF value bytes`.
+fn metadata_preimage(metadata: &BTreeMap<String, Value>) -> Vec<u8> {
+    let mut out = TOKENIZER_DOMAIN.as_bytes().to_vec();
+    for (key, value) in metadata.range(TOKENIZER_KEY_PREFIX.to_string()..) {
+        if !key.starts_with(TOKENIZER_KEY_PREFIX) {
             break;
         }
-        hasher.update(&(key.len() as u32).to_le_bytes());
-        hasher.update(key.as_bytes());
-        encode_value(value, &mut hasher, true);
+        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        out.extend_from_slice(key.as_bytes());
+        encode_value(value, &mut out, true);
     }
-    *hasher.finalize().as_bytes()
+    out
+}
+
+/// Read [`metadata_preimage`]'s encoding back into a map: at most [`PREIMAGE_BYTES_MAX`] bytes,
+/// the domain, then entries with `tokenizer.*` keys in strictly increasing order, each value
+/// read by the GGUF reader under its limits.
+fn parse_metadata_preimage(bytes: &[u8]) -> Result<BTreeMap<String, Value>> {
+    if bytes.len() > PREIMAGE_BYTES_MAX {
+        return Err(tokenizer_error(format!(
+            "metadata preimage of {} bytes exceeds {PREIMAGE_BYTES_MAX}",
+            bytes.len()
+        )));
+    }
+    let mut reader = Reader::new(bytes);
+    let domain = reader.take(TOKENIZER_DOMAIN.len() as u64, "tokenizer domain")?;
+    if domain != TOKENIZER_DOMAIN.as_bytes() {
+        return Err(tokenizer_error(format!(
+            "metadata preimage does not start with {TOKENIZER_DOMAIN:?}"
+        )));
+    }
+    let mut metadata = BTreeMap::new();
+    while reader.remaining() > 0 {
+        if metadata.len() as u64 >= gguf::METADATA_ENTRIES_MAX {
+            return Err(gguf::GgufError::TooMany {
+                what: "metadata entry",
+                count: metadata.len() as u64 + 1,
+                max: gguf::METADATA_ENTRIES_MAX,
+            }
+            .into());
+        }
+        let key_len = reader.u32("metadata key")? as u64;
+        if key_len > gguf::NAME_BYTES_MAX {
+            return Err(gguf::GgufError::TooLong {
+                what: "metadata key",
+                len: key_len,
+                max: gguf::NAME_BYTES_MAX,
+            }
+            .into());
+        }
+        let key = std::str::from_utf8(reader.take(key_len, "metadata key")?)
+            .map_err(|_| tokenizer_error("a metadata key is not UTF-8"))?
+            .to_string();
+        if !key.starts_with(TOKENIZER_KEY_PREFIX) {
+            return Err(tokenizer_error(format!(
+                "metadata key {key:?} does not start with {TOKENIZER_KEY_PREFIX:?}"
+            )));
+        }
+        if metadata
+            .last_key_value()
+            .is_some_and(|(last, _)| *last >= key)
+        {
+            return Err(tokenizer_error(format!(
+                "metadata key {key:?} is out of order or repeated"
+            )));
+        }
+        let type_id = reader.u32("metadata type")?;
+        let value = reader.value(&key, type_id, false)?;
+        metadata.insert(key, value);
+    }
+    Ok(metadata)
 }
 
 /// A value in GGUF's own encoding (type id, then payload).
-fn encode_value(value: &Value, hasher: &mut blake3::Hasher, with_type: bool) {
+fn encode_value(value: &Value, out: &mut Vec<u8>, with_type: bool) {
     let (type_id, payload): (u32, Vec<u8>) = match value {
         Value::U8(v) => (0, vec![*v]),
         Value::I8(v) => (1, v.to_le_bytes().to_vec()),
@@ -347,13 +494,13 @@ fn encode_value(value: &Value, hasher: &mut blake3::Hasher, with_type: bool) {
         }
         Value::Array(values) => {
             if with_type {
-                hasher.update(&9u32.to_le_bytes());
+                out.extend_from_slice(&9u32.to_le_bytes());
             }
             let element_type = values.first().map_or(0, value_type);
-            hasher.update(&element_type.to_le_bytes());
-            hasher.update(&(values.len() as u64).to_le_bytes());
+            out.extend_from_slice(&element_type.to_le_bytes());
+            out.extend_from_slice(&(values.len() as u64).to_le_bytes());
             for v in values {
-                encode_value(v, hasher, false);
+                encode_value(v, out, false);
             }
             return;
         }
@@ -362,9 +509,9 @@ fn encode_value(value: &Value, hasher: &mut blake3::Hasher, with_type: bool) {
         Value::F64(v) => (12, v.to_le_bytes().to_vec()),
     };
     if with_type {
-        hasher.update(&type_id.to_le_bytes());
+        out.extend_from_slice(&type_id.to_le_bytes());
     }
-    hasher.update(&payload);
+    out.extend_from_slice(&payload);
 }
 
 fn value_type(value: &Value) -> u32 {

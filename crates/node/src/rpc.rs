@@ -10,9 +10,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use piazza_api::{
-    compute_method, error_code, method, AccountInfo, BlockInfo, EventInfo, JobInfo, JobParamsInfo,
-    JobReceiptInfo, JobResultInfo, ModelInfo, ProviderInfo, ReceiptInfo, RpcError, StakeInfo,
-    Status, Submitted, TxFailure, TxInfo,
+    compute_method, error_code, method, verify_method, AccountInfo, AuditInfo, AuditorInfo,
+    BlockInfo, DisputeInfo, EventInfo, JobInfo, JobParamsInfo, JobReceiptInfo, JobResultInfo,
+    ModelInfo, PartyInfo, ProviderInfo, ReceiptInfo, RpcError, StakeInfo, Status, Submitted,
+    TxFailure, TxInfo, VerifyTasks,
 };
 use piazza_codec::Encode;
 use piazza_ledger::bank::{self, Msg as BankMsg};
@@ -24,13 +25,14 @@ use piazza_ledger::models;
 use piazza_ledger::staking::{self, Msg as StakingMsg, Role};
 use piazza_ledger::state::StateDelta;
 use piazza_ledger::tx::{Message, SignedTransaction};
+use piazza_ledger::verify;
 use piazza_primitives::{Address, Hash};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Largest JSON-RPC request body, over HTTP or as one WebSocket message.
-pub const RPC_BODY_BYTES_MAX: usize = 512 * 1024;
+pub const RPC_BODY_BYTES_MAX: usize = 2 * piazza_ledger::tx::EVIDENCE_TX_BYTES_MAX + 64 * 1024;
 /// Most calls in one JSON-RPC batch.
 pub const RPC_BATCH_MAX: usize = 100;
 /// Most subscriptions one WebSocket may hold.
@@ -383,9 +385,21 @@ fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value, RpcError> 
                 )
             })?;
             let snapshot = app.store().snapshot().map_err(internal)?;
-            match compute::job(&StateDelta::new(&snapshot), id) {
+            let view = StateDelta::new(&snapshot);
+            match compute::job(&view, id) {
                 None => Ok(Value::Null),
-                Some(job) => to_value(job_info(&job)),
+                Some(job) => {
+                    let mut info = job_info(&job);
+                    info.hold = verify::hold(&view, id).map(|h| {
+                        match h {
+                            verify::Hold::Audit { .. } => "audit",
+                            verify::Hold::Dispute => "dispute",
+                            verify::Hold::Group => "group",
+                        }
+                        .to_string()
+                    });
+                    to_value(info)
+                }
             }
         }
         compute_method::GET_PROVIDER => {
@@ -403,6 +417,7 @@ fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value, RpcError> 
                     active_jobs: p.active_jobs,
                     jobs_completed: p.jobs_completed,
                     deadlines_missed: p.deadlines_missed,
+                    frauds: p.frauds,
                     stake: staking::bonded(&view, &address, Role::Provider)
                         .base_units()
                         .to_string(),
@@ -416,6 +431,58 @@ fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value, RpcError> 
                 &StateDelta::new(&snapshot),
                 &address,
             ))
+        }
+        verify_method::GET_DISPUTE => {
+            let id = param(params, 0, "job id")?.as_u64().ok_or_else(|| {
+                rpc_error(
+                    error_code::INVALID_PARAMS,
+                    "job id must be a non-negative integer",
+                    None,
+                )
+            })?;
+            let snapshot = app.store().snapshot().map_err(internal)?;
+            match verify::dispute(&StateDelta::new(&snapshot), id) {
+                None => Ok(Value::Null),
+                Some(d) => to_value(dispute_info(&d)),
+            }
+        }
+        verify_method::GET_VERIFY_TASKS => {
+            let address = address_param(params, 0)?;
+            let snapshot = app.store().snapshot().map_err(internal)?;
+            let view = StateDelta::new(&snapshot);
+            let mut tasks = VerifyTasks::default();
+            for job in verify::tasks(&view, &address) {
+                if let Some(d) = verify::dispute(&view, job) {
+                    tasks.disputes.push(dispute_info(&d));
+                } else if let Some(verify::Hold::Audit { auditor, deadline }) =
+                    verify::hold(&view, job)
+                {
+                    tasks.audits.push(AuditInfo {
+                        job,
+                        auditor: auditor.to_string(),
+                        deadline_height: deadline,
+                    });
+                }
+            }
+            to_value(tasks)
+        }
+        verify_method::GET_AUDITOR => {
+            let address = address_param(params, 0)?;
+            let snapshot = app.store().snapshot().map_err(internal)?;
+            let view = StateDelta::new(&snapshot);
+            match verify::auditor(&view, &address) {
+                None => Ok(Value::Null),
+                Some(a) => to_value(AuditorInfo {
+                    address: address.to_string(),
+                    models: a.models,
+                    attested: a.attested,
+                    challenged: a.challenged,
+                    missed: a.missed,
+                    stake: staking::bonded(&view, &address, Role::Auditor)
+                        .base_units()
+                        .to_string(),
+                }),
+            }
         }
         method::SUBSCRIBE | method::UNSUBSCRIBE => Err(rpc_error(
             error_code::METHOD_NOT_FOUND,
@@ -488,6 +555,71 @@ pub fn message_json(message: &Message) -> Value {
                 json!({"type": "compute.post_result", "job": job, "output_hash": output_hash.to_hex(), "trace_root": trace_root.to_hex(), "work_units": work_units})
             }
         },
+        Message::Verify(m) => match m {
+            verify::Msg::RegisterAuditor { models, stake } => {
+                json!({"type": "verify.register_auditor", "models": models, "stake": stake.base_units().to_string()})
+            }
+            verify::Msg::ExitAuditor => json!({"type": "verify.exit_auditor"}),
+            verify::Msg::Attest { job } => json!({"type": "verify.attest", "job": job}),
+            verify::Msg::Challenge {
+                job,
+                trace_root,
+                step_count,
+                ids,
+            } => {
+                json!({"type": "verify.challenge", "job": job, "trace_root": trace_root.to_hex(), "step_count": step_count, "ids": ids.to_hex()})
+            }
+            verify::Msg::Reveal {
+                job,
+                round,
+                left,
+                right,
+                ..
+            } => {
+                json!({"type": "verify.reveal", "job": job, "round": round, "left": left.to_hex(), "right": right.to_hex()})
+            }
+            verify::Msg::Arbitrate { job, evidence } => {
+                json!({"type": "verify.arbitrate", "job": job, "evidence_bytes": evidence.len()})
+            }
+        },
+    }
+}
+
+fn party_info(p: &verify::Party) -> PartyInfo {
+    PartyInfo {
+        address: p.address.to_string(),
+        job: p.job,
+        root: p.root.to_hex(),
+        step_count: p.step_count,
+        ids: p.ids.to_hex(),
+        bond: p.bond.base_units().to_string(),
+        is_provider: p.is_provider,
+    }
+}
+
+fn dispute_info(d: &verify::Dispute) -> DisputeInfo {
+    let (phase, step, leaves) = match &d.phase {
+        verify::Phase::Bisect => ("bisect", None, Vec::new()),
+        verify::Phase::Input => ("input", None, Vec::new()),
+        verify::Phase::Step { step, leaves } => (
+            "step",
+            Some(*step),
+            leaves.iter().map(|l| l.to_hex()).collect(),
+        ),
+    };
+    DisputeInfo {
+        job: d.job,
+        defendant: party_info(&d.parties[verify::DEFENDANT]),
+        claimant: party_info(&d.parties[verify::CLAIMANT]),
+        round: d.round,
+        node_level: d.node.level,
+        node_index: d.node.index,
+        phase: phase.to_string(),
+        step,
+        leaves,
+        revealed: d.reveals.iter().map(Option::is_some).collect(),
+        deadline_height: d.deadline,
+        opened_height: d.opened_height,
     }
 }
 
@@ -507,6 +639,7 @@ fn job_info(job: &Job) -> JobInfo {
             None,
         ),
         JobStatus::Pending | JobStatus::Expired => (None, None, None),
+        JobStatus::Failed => (None, None, None),
     };
     let p = &job.params;
     JobInfo {
@@ -524,11 +657,14 @@ fn job_info(job: &Job) -> JobInfo {
             chat: p.chat,
             stop: p.stop.clone(),
             deadline_blocks: p.deadline_blocks,
+            redundancy: p.redundancy,
         },
         max_units: job.max_units,
         max_price: job.max_price.base_units().to_string(),
         submitted_height: job.submitted_height,
         status: job.status.name().to_string(),
+        group: job.group,
+        hold: None,
         provider,
         deadline_height,
         settle_height,

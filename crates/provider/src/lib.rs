@@ -18,9 +18,12 @@
 //! # }
 //! ```
 
+pub mod auditor;
+pub mod dispute;
 pub mod journal;
 pub mod models;
 
+use dispute::{Fault, Player};
 use journal::Journal;
 use models::{Execution, LoadedModel};
 use piazza_client::{Client, ClientError};
@@ -66,6 +69,8 @@ pub struct ProviderConfig {
     pub threads: usize,
     pub journal_dir: PathBuf,
     pub poll_interval: Duration,
+    /// Deliberate misbehaviour for tests and demos (see [`Fault`]); none in production.
+    pub fault: Fault,
 }
 
 impl ProviderConfig {
@@ -79,15 +84,24 @@ pub async fn load_models(
     client: &Client,
     config: &ProviderConfig,
 ) -> Result<BTreeMap<String, LoadedModel>, ProviderError> {
+    load_named(client, &config.models_dir, &config.serve).await
+}
+
+/// Loads the named models from `models_dir`, each checked against its on-chain record.
+pub async fn load_named(
+    client: &Client,
+    models_dir: &std::path::Path,
+    names: &[String],
+) -> Result<BTreeMap<String, LoadedModel>, ProviderError> {
     let records = client.models().await?;
     let mut loaded = BTreeMap::new();
-    for name in &config.serve {
+    for name in names {
         let record = records
             .iter()
             .find(|r| &r.name == name)
             .ok_or_else(|| ProviderError::Config(format!("the chain has no model `{name}`")))?
             .clone();
-        let dir = config.models_dir.clone();
+        let dir = models_dir.to_path_buf();
         let model = tokio::task::spawn_blocking(move || models::load(&dir, &record))
             .await
             .map_err(|e| ProviderError::Model(e.to_string()))??;
@@ -135,8 +149,8 @@ pub async fn ensure_registered(
     Ok(())
 }
 
-/// Sends results in nonce order.
-struct Poster {
+/// Sends this key's transactions in nonce order.
+pub struct Poster {
     client: Client,
     key: SecretKey,
     chain_id: String,
@@ -144,12 +158,22 @@ struct Poster {
 }
 
 impl Poster {
-    async fn post(
+    pub fn new(client: Client, key: SecretKey, chain_id: String) -> Poster {
+        Poster {
+            client,
+            key,
+            chain_id,
+            next_nonce: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Signs `messages` with the next nonce and sends them; with `journal`, the signed bytes
+    /// are journaled (fsynced) for `job` first.
+    async fn send(
         &self,
-        journal: &Journal,
-        job: u64,
-        execution: &Execution,
-    ) -> Result<(), ProviderError> {
+        messages: Vec<Message>,
+        journal: Option<(&Journal, u64)>,
+    ) -> Result<piazza_primitives::Hash, ProviderError> {
         let mut next = self.next_nonce.lock().await;
         for attempt in 0..2 {
             let nonce = match *next {
@@ -161,28 +185,22 @@ impl Poster {
                         .nonce
                 }
             };
-            let message = compute::Msg::PostResult {
-                job,
-                output: execution.output.clone(),
-                output_hash: compute::output_hash(&execution.output),
-                trace_root: execution.trace_root,
-                work_units: execution.work_units,
-            };
             let tx = Transaction {
                 chain_id: self.chain_id.clone(),
                 sender: self.key.public_key(),
                 nonce,
-                max_fee: piazza_client::DEFAULT_MAX_FEE,
-                messages: vec![Message::Compute(message)],
+                max_fee: max_fee(&messages),
+                messages: messages.clone(),
             }
             .sign(&self.key);
             let bytes = tx.to_bytes();
-            journal.record(job, &bytes)?;
+            if let Some((journal, job)) = journal {
+                journal.record(job, &bytes)?;
+            }
             match self.client.submit_raw(&bytes).await {
                 Ok(hash) => {
                     *next = Some(nonce + 1);
-                    tracing::info!(job, tx = %hash, units = execution.work_units, "result posted");
-                    return Ok(());
+                    return Ok(hash);
                 }
                 Err(e)
                     if attempt == 0
@@ -200,6 +218,51 @@ impl Poster {
             }
         }
         unreachable!("the loop returns on its second attempt")
+    }
+
+    async fn post(
+        &self,
+        journal: &Journal,
+        job: u64,
+        execution: &Execution,
+    ) -> Result<(), ProviderError> {
+        let message = compute::Msg::PostResult {
+            job,
+            output: execution.output.clone(),
+            output_hash: compute::output_hash(&execution.output),
+            trace_root: execution.trace_root,
+            work_units: execution.work_units,
+        };
+        let hash = self
+            .send(vec![Message::Compute(message)], Some((journal, job)))
+            .await?;
+        tracing::info!(job, tx = %hash, units = execution.work_units, "result posted");
+        Ok(())
+    }
+}
+
+/// The fee ceiling for `messages`: evidence pays by the byte, up to a few PZA.
+fn max_fee(messages: &[Message]) -> Amount {
+    match messages {
+        [Message::Verify(piazza_ledger::verify::Msg::Arbitrate { .. })] => Amount::pza(50),
+        _ => piazza_client::DEFAULT_MAX_FEE,
+    }
+}
+
+/// Plays this address's audits and disputes once: every move goes out through `poster`.
+pub async fn play(client: &Client, player: &Player, poster: &Poster, me: &Address) {
+    let tasks = match client.verify_tasks(me).await {
+        Ok(tasks) => tasks,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list audits and disputes");
+            return;
+        }
+    };
+    for m in player.moves(client, &tasks).await {
+        match poster.send(vec![m.message], None).await {
+            Ok(hash) => tracing::info!(job = m.job, tx = %hash, "{} sent", m.what),
+            Err(e) => tracing::warn!(job = m.job, error = %e, "{} refused", m.what),
+        }
     }
 }
 
@@ -221,6 +284,16 @@ pub async fn run(
     });
     let me = config.address();
     forget_finished(&client, &journal, &me).await;
+    let player = Arc::new(Player::new(
+        me,
+        models.clone(),
+        config.threads,
+        config.fault.clone(),
+    ));
+    if !config.fault.is_none() {
+        tracing::warn!(fault = ?config.fault, "FAULT INJECTION: this provider misbehaves on purpose");
+    }
+    let mut playing: Option<tokio::task::JoinHandle<()>> = None;
 
     let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
     let in_flight: Arc<Mutex<BTreeSet<u64>>> = Arc::new(Mutex::new(BTreeSet::new()));
@@ -233,7 +306,7 @@ pub async fn run(
                     if !in_flight.lock().expect("in-flight lock").insert(id) {
                         continue;
                     }
-                    let (client, models, journal, poster, in_flight, permits, threads, me) = (
+                    let (client, models, journal, poster, in_flight, permits, threads, me, fault) = (
                         Client::new(&config.node_url),
                         models.clone(),
                         journal.clone(),
@@ -242,10 +315,11 @@ pub async fn run(
                         permits.clone(),
                         config.threads,
                         me,
+                        config.fault.clone(),
                     );
                     tasks.spawn(async move {
                         let _permit = permits.acquire().await.expect("the semaphore is never closed");
-                        if let Err(e) = process(&client, &models, &journal, &poster, &me, id, threads).await {
+                        if let Err(e) = process(&client, &models, &journal, &poster, &me, id, threads, &fault).await {
                             tracing::warn!(job = id, error = %e, "job failed; will retry while it stays assigned");
                         }
                         in_flight.lock().expect("in-flight lock").remove(&id);
@@ -255,6 +329,17 @@ pub async fn run(
             Err(e) => tracing::warn!(error = %e, "cannot list assigned jobs"),
         }
         while tasks.try_join_next().is_some() {}
+        // Disputes are played on their own task so a long re-execution never holds up jobs.
+        if playing.as_ref().is_none_or(|task| task.is_finished()) {
+            let (client, player, poster) = (
+                Client::new(&config.node_url),
+                player.clone(),
+                poster.clone(),
+            );
+            playing = Some(tokio::spawn(async move {
+                play(&client, &player, &poster, &me).await
+            }));
+        }
         tokio::select! {
             _ = tokio::time::sleep(config.poll_interval) => {}
             _ = shutdown.changed() => {}
@@ -290,6 +375,7 @@ async fn process(
     me: &Address,
     id: u64,
     threads: usize,
+    fault: &Fault,
 ) -> Result<(), ProviderError> {
     let Some(job) = client.job(id).await? else {
         return Ok(());
@@ -318,10 +404,23 @@ async fn process(
         .clone();
     let input = hex::decode(&job.input)
         .map_err(|e| ProviderError::Model(format!("job input is not hex: {e}")))?;
-    let params = job.params.clone();
-    let execution =
+    let execution = if fault.is_none() {
+        let params = job.params.clone();
         tokio::task::spawn_blocking(move || models::execute(&model, &input, &params, threads))
             .await
-            .map_err(|e| ProviderError::Model(e.to_string()))??;
+            .map_err(|e| ProviderError::Model(e.to_string()))??
+    } else {
+        let (spec, fault) = (dispute::job_spec(&job)?, fault.clone());
+        let run = tokio::task::spawn_blocking(move || {
+            dispute::run_with_fault(&model, &spec, threads, &fault)
+        })
+        .await
+        .map_err(|e| ProviderError::Model(e.to_string()))??;
+        Execution {
+            output: run.output.clone(),
+            trace_root: piazza_primitives::Hash(run.trace_root),
+            work_units: run.work_units,
+        }
+    };
     poster.post(journal, id, &execution).await
 }

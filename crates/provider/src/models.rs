@@ -3,17 +3,13 @@
 
 use crate::ProviderError;
 use piazza_api::{JobParamsInfo, ModelInfo};
-use piazza_engine::{Batch, Compute, Embedder};
+use piazza_arbiter::JobSpec;
+use piazza_engine::Embedder;
 use piazza_primitives::Hash;
 use std::path::Path;
 use std::sync::Arc;
 
-/// A model ready to run.
-#[derive(Clone)]
-pub enum LoadedModel {
-    Embedding(Arc<Embedder>),
-    Generation(Arc<piazza_llm::Generator>),
-}
+pub use piazza_arbiter::{generate_params, LoadedModel};
 
 /// What a provider posts for a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,91 +75,42 @@ fn hex(bytes: &[u8; 32]) -> String {
     Hash(*bytes).to_hex()
 }
 
-/// Runs one job. Inputs that are not UTF-8 are read lossily, so every input has exactly one
-/// output.
+/// Runs one job (through [`piazza_arbiter::run_job`], which keeps the recording a dispute
+/// needs). Inputs that are not UTF-8 are read lossily, so every input has exactly one output.
 pub fn execute(
     model: &LoadedModel,
     input: &[u8],
     params: &JobParamsInfo,
     threads: usize,
 ) -> Result<Execution, ProviderError> {
-    let engine = |e: piazza_engine::Error| ProviderError::Model(e.to_string());
-    match model {
-        LoadedModel::Embedding(embedder) => {
-            let text = String::from_utf8_lossy(input);
-            let tokens = embedder.tokenize(&[text.as_ref()]).map_err(engine)?;
-            let work_units = tokens[0].len() as u64;
-            let batch = Batch::pad(&tokens).map_err(engine)?;
-            let (output, trace) = embedder
-                .run_traced(&batch, Compute::new(threads))
-                .map_err(engine)?;
-            Ok(Execution {
-                output: embedding_bytes(&output.to_vec()),
-                trace_root: Hash(trace.root),
-                work_units,
-            })
-        }
-        LoadedModel::Generation(generator) => {
-            let llm = |e: piazza_llm::Error| ProviderError::Model(e.to_string());
-            let text = String::from_utf8_lossy(input);
-            let prompt = if params.chat {
-                piazza_llm::chat_prompt_ids(generator, &chat_messages(&text)).map_err(llm)?
-            } else {
-                generator.tokenize(&text).map_err(llm)?
-            };
-            let generation = generator
-                .generate(&prompt, &generate_params(params), threads, |_| {})
-                .map_err(llm)?;
-            let (trace_root, work_units) =
-                (Hash(generation.trace_root()), generation.ids.len() as u64);
-            Ok(Execution {
-                output: generation.text.into_bytes(),
-                trace_root,
-                work_units,
-            })
-        }
+    let run = piazza_arbiter::run_job(model, &job_spec(input, params), threads, None)
+        .map_err(|e| ProviderError::Model(e.to_string()))?;
+    Ok(Execution {
+        output: run.output,
+        trace_root: Hash(run.trace_root),
+        work_units: run.work_units,
+    })
+}
+
+/// A job as the arbiter reads it.
+pub fn job_spec(input: &[u8], params: &JobParamsInfo) -> JobSpec {
+    JobSpec {
+        input: input.to_vec(),
+        max_tokens: params.max_tokens,
+        temperature_milli: params.temperature_milli,
+        top_k: params.top_k,
+        top_p_milli: params.top_p_milli,
+        repetition_penalty_milli: params.repetition_penalty_milli,
+        seed: params.seed,
+        chat: params.chat,
+        stop: params.stop.clone(),
     }
 }
 
 /// A chat job's input: a JSON array of `{role, content}` messages, or plain text for one user
 /// message.
 pub fn chat_messages(input: &str) -> Vec<piazza_llm::Message> {
-    #[derive(serde::Deserialize)]
-    struct Entry {
-        role: String,
-        content: String,
-    }
-    match serde_json::from_str::<Vec<Entry>>(input) {
-        Ok(entries) if !entries.is_empty() => entries
-            .into_iter()
-            .map(|e| piazza_llm::Message {
-                role: e.role,
-                content: e.content,
-            })
-            .collect(),
-        _ => vec![piazza_llm::Message {
-            role: "user".into(),
-            content: input.to_string(),
-        }],
-    }
-}
-
-/// The engine's generation parameters from a job's integer parameters (thousandths → f32 by
-/// one correctly rounded division, the same on every machine).
-pub fn generate_params(params: &JobParamsInfo) -> piazza_llm::GenerateParams {
-    let milli = |v: u32, default: f32| if v == 0 { default } else { v as f32 / 1000.0 };
-    piazza_llm::GenerateParams {
-        max_tokens: params.max_tokens.max(1) as usize,
-        sampling: piazza_llm::SamplingParams {
-            temperature: params.temperature_milli as f32 / 1000.0,
-            top_k: params.top_k,
-            top_p: milli(params.top_p_milli, 1.0),
-            repetition_penalty: milli(params.repetition_penalty_milli, 1.0),
-            seed: params.seed,
-        },
-        stop: params.stop.clone(),
-        stop_at_eos: true,
-    }
+    piazza_llm::tokenizer::chat_messages_from_input(input)
 }
 
 /// The bundled generation model's file under the models directory.
@@ -171,8 +118,8 @@ pub const SMOLLM2_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 /// The on-chain name of the bundled generation model.
 pub const SMOLLM2: &str = "smollm2-135m-instruct";
 
-/// The chain record of the bundled SmolLM2 (config hash: BLAKE3 of the whole GGUF file, whose
-/// metadata is the configuration).
+/// The chain record of the bundled SmolLM2 (config hash: of the canonical `LlamaConfig`
+/// bytes, which the arbiter reads).
 pub fn smollm2_record(
     models_dir: &Path,
     owner: piazza_primitives::Address,
@@ -184,12 +131,12 @@ pub fn smollm2_record(
             path.display()
         ))
     })?;
-    let file = std::fs::read(&path)?;
+    let config = generator.config().canonical_bytes();
     Ok(piazza_ledger::models::ModelRecord {
         name: SMOLLM2.into(),
         kind: piazza_ledger::models::ModelKind::Generation,
         architecture: "llama".into(),
-        config_hash: Hash::of("piazza/model-config", &[&file]),
+        config_hash: Hash(piazza_arbiter::config_hash(&config)),
         weights_commitment: Hash(generator.weights_commitment().root),
         tokenizer_hash: Hash(generator.tokenizer_hash()),
         owner,

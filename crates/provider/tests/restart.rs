@@ -51,6 +51,7 @@ async fn start() -> Net {
             job_deadline_blocks: 1_000,
             ..compute::Params::default()
         },
+        verify: Default::default(),
     };
     let mut config =
         piazza_node::NodeConfig::new(dir.path().join("node"), "127.0.0.1:0".parse().unwrap());
@@ -83,6 +84,7 @@ fn provider_config(net: &Net) -> ProviderConfig {
         threads: 1,
         journal_dir: net.dir.path().join("journal"),
         poll_interval: Duration::from_millis(20),
+        fault: Default::default(),
     }
 }
 

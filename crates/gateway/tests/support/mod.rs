@@ -90,6 +90,7 @@ pub async fn devnet(options: DevnetOptions) -> Devnet {
         }],
         models,
         compute: Default::default(),
+        verify: Default::default(),
     };
     let mut config = piazza_node::NodeConfig::new(
         dir.path().join("node"),
@@ -113,6 +114,7 @@ pub async fn devnet(options: DevnetOptions) -> Devnet {
         threads: 1,
         journal_dir: dir.path().join("journal"),
         poll_interval: Duration::from_millis(10),
+        fault: Default::default(),
     };
     let address = provider_config.address();
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -216,6 +216,8 @@ pub struct Provider {
     pub active_jobs: u32,
     pub jobs_completed: u64,
     pub deadlines_missed: u64,
+    /// Results proven wrong in disputes.
+    pub frauds: u64,
 }
 
 impl Encode for Provider {
@@ -225,6 +227,7 @@ impl Encode for Provider {
         w.u32(self.active_jobs);
         w.u64(self.jobs_completed);
         w.u64(self.deadlines_missed);
+        w.u64(self.frauds);
     }
 }
 
@@ -236,6 +239,7 @@ impl Decode for Provider {
             active_jobs: r.u32()?,
             jobs_completed: r.u64()?,
             deadlines_missed: r.u64()?,
+            frauds: r.u64()?,
         })
     }
 }
@@ -257,6 +261,19 @@ pub struct JobParams {
     pub stop: Vec<String>,
     /// Blocks the assigned provider has to post a result (0: the chain's default).
     pub deadline_blocks: u32,
+    /// Run the job on this many distinct providers (0 or 1: one). Equal results settle at
+    /// once; any difference goes to a dispute. The client escrows `max_price` per provider.
+    pub redundancy: u8,
+}
+
+/// Most providers one redundant job runs on.
+pub const REDUNDANCY_MAX: u8 = 5;
+
+impl JobParams {
+    /// Providers the job runs on.
+    pub fn copies(&self) -> u8 {
+        self.redundancy.max(1)
+    }
 }
 
 /// The longest deadline a client may ask for.
@@ -280,6 +297,7 @@ impl Encode for JobParams {
             w.str(s);
         }
         w.u32(self.deadline_blocks);
+        w.u8(self.redundancy);
     }
 }
 
@@ -300,6 +318,7 @@ impl Decode for JobParams {
                     .collect::<Result<_, _>>()?
             },
             deadline_blocks: r.u32()?,
+            redundancy: r.u8()?,
         })
     }
 }
@@ -319,6 +338,8 @@ pub enum JobStatus {
     Settled,
     /// No provider could serve it; refunded in full.
     Expired,
+    /// Its result was proven wrong in a dispute; refunded in full.
+    Failed,
 }
 
 impl JobStatus {
@@ -329,6 +350,7 @@ impl JobStatus {
             JobStatus::Posted { .. } => "posted",
             JobStatus::Settled => "settled",
             JobStatus::Expired => "expired",
+            JobStatus::Failed => "failed",
         }
     }
 }
@@ -355,6 +377,7 @@ impl Encode for JobStatus {
             }
             JobStatus::Settled => w.u8(3),
             JobStatus::Expired => w.u8(4),
+            JobStatus::Failed => w.u8(5),
         }
     }
 }
@@ -374,6 +397,7 @@ impl Decode for JobStatus {
             },
             3 => JobStatus::Settled,
             4 => JobStatus::Expired,
+            5 => JobStatus::Failed,
             tag => {
                 return Err(DecodeError::InvalidTag {
                     offset,
@@ -470,6 +494,9 @@ pub struct Job {
     pub max_units: u64,
     pub max_price: Amount,
     pub submitted_height: u64,
+    /// The first job of its redundant group (its own id when it runs once); the group is
+    /// `group .. group + params.copies()`.
+    pub group: u64,
     /// When the job last started waiting for a provider (submission or a missed deadline);
     /// it waits for room at most `queue_timeout_blocks` from then.
     pub queued_height: u64,
@@ -494,6 +521,7 @@ impl Encode for Job {
         w.u64(self.max_units);
         w.value(&self.max_price);
         w.u64(self.submitted_height);
+        w.u64(self.group);
         w.u64(self.queued_height);
         w.value(&self.price_per_unit);
         w.value(&self.status);
@@ -514,6 +542,7 @@ impl Decode for Job {
             max_units: r.u64()?,
             max_price: r.value()?,
             submitted_height: r.u64()?,
+            group: r.u64()?,
             queued_height: r.u64()?,
             price_per_unit: r.value()?,
             status: r.value()?,
@@ -527,6 +556,25 @@ impl Decode for Job {
 impl Job {
     pub fn input_hash(&self) -> Hash {
         input_hash(&self.input)
+    }
+
+    /// The ids of its redundant group (just its own when it runs once).
+    pub fn group_ids(&self) -> std::ops::Range<u64> {
+        self.group..self.group + self.params.copies() as u64
+    }
+
+    pub fn is_redundant(&self) -> bool {
+        self.params.copies() > 1
+    }
+
+    /// The provider holding or having posted this job, if any.
+    pub fn provider(&self) -> Option<Address> {
+        match &self.status {
+            JobStatus::Assigned { provider, .. } | JobStatus::Posted { provider, .. } => {
+                Some(*provider)
+            }
+            _ => self.receipt.as_ref().map(|r| r.provider),
+        }
     }
 }
 
@@ -803,6 +851,12 @@ pub fn choose_provider(state: &StateDelta<'_>, job: &Job, randomness: &Hash) -> 
 /// free slot now.
 fn eligible_providers(state: &StateDelta<'_>, job: &Job, with_room: bool) -> Vec<(Address, u128)> {
     let params = params(state);
+    // A redundant job's copies go to distinct providers.
+    let siblings: Vec<Address> = job
+        .group_ids()
+        .filter(|id| *id != job.id)
+        .filter_map(|id| self::job(state, id)?.provider())
+        .collect();
     let mut candidates: Vec<(Address, u128)> = Vec::new();
     for address in providers_serving(state, &job.model) {
         let Some(p) = provider(state, &address) else {
@@ -818,6 +872,7 @@ fn eligible_providers(state: &StateDelta<'_>, job: &Job, with_room: bool) -> Vec
             && (!with_room || p.active_jobs < p.offer.capacity)
             && stake >= params.min_provider_stake
             && !job.missed.contains(&address)
+            && !siblings.contains(&address)
         {
             candidates.push((address, stake.base_units()));
         }
@@ -939,7 +994,10 @@ fn settle(state: &mut StateDelta<'_>, mut job: Job, block: &BlockContext, events
     for (to, amount) in [
         (address, to_provider),
         (owner, to_owner),
-        (auditor_pool(), to_pool),
+        (
+            crate::verify::attestation(state, job.id).unwrap_or_else(auditor_pool),
+            to_pool,
+        ),
         (bank::treasury(), to_treasury),
         (job.client, refund),
     ] {
@@ -977,6 +1035,65 @@ fn settle(state: &mut StateDelta<'_>, mut job: Job, block: &BlockContext, events
     job.status = JobStatus::Settled;
     job.receipt = Some(receipt);
     state.put(state_key::job(job.id), &job);
+}
+
+/// Settles a posted job the verify module held back, if its challenge window is over (else its
+/// queued settlement will).
+pub fn settle_released(
+    state: &mut StateDelta<'_>,
+    id: u64,
+    block: &BlockContext,
+    events: &mut Vec<Event>,
+) {
+    let Some(job) = job(state, id) else {
+        return;
+    };
+    if let JobStatus::Posted { settle_height, .. } = job.status {
+        if settle_height <= block.height {
+            settle(state, job, block, events);
+        }
+    }
+}
+
+/// Settles a posted job now (a redundant job whose copies agree).
+pub fn settle_now(
+    state: &mut StateDelta<'_>,
+    id: u64,
+    block: &BlockContext,
+    events: &mut Vec<Event>,
+) {
+    if let Some(job) = job(state, id) {
+        settle(state, job, block, events);
+    }
+}
+
+/// A posted result proven wrong: the job fails, its whole escrow goes back to the client and
+/// the provider's fraud count grows. Returns the provider.
+pub fn fail(state: &mut StateDelta<'_>, id: u64, events: &mut Vec<Event>) -> Option<Address> {
+    let mut job = job(state, id)?;
+    let JobStatus::Posted {
+        provider: address, ..
+    } = job.status
+    else {
+        return None;
+    };
+    bank::transfer(state, &escrow(), &job.client, job.max_price)
+        .expect("the escrow holds every open job's price");
+    if let Some(mut p) = provider(state, &address) {
+        p.frauds += 1;
+        state.put(state_key::provider(&address), &p);
+    }
+    events.push(Event::new(
+        "compute.job_failed",
+        &[
+            ("job", id.to_string()),
+            ("provider", address.to_string()),
+            ("refund", job.max_price.base_units().to_string()),
+        ],
+    ));
+    job.status = JobStatus::Failed;
+    state.put(state_key::job(id), &job);
+    Some(address)
 }
 
 pub struct Compute;
@@ -1081,6 +1198,7 @@ impl Module for Compute {
                 model,
                 max_units,
                 max_price,
+                params: job_params,
                 ..
             } => {
                 let record = models::record(state, model).ok_or_else(|| models::unknown(model))?;
@@ -1091,12 +1209,20 @@ impl Module for Compute {
                 if *max_price < floor {
                     return Err(TxError::new(ErrorCode::EscrowTooLow, format!("{max_units} units of `{model}` cost at least {floor} PZA; the escrow is {max_price} PZA")));
                 }
+                if job_params.redundancy > REDUNDANCY_MAX {
+                    return Err(invalid(format!(
+                        "redundancy is at most {REDUNDANCY_MAX} providers"
+                    )));
+                }
+                let escrowed = max_price
+                    .checked_mul(job_params.copies() as u128)
+                    .ok_or_else(|| invalid("escrow overflows"))?;
                 let balance = bank::account(state, &ctx.sender).balance;
-                if balance < *max_price {
+                if balance < escrowed {
                     return Err(TxError::new(
                         ErrorCode::InsufficientFunds,
                         format!(
-                            "{} holds {balance} PZA, the escrow is {max_price} PZA",
+                            "{} holds {balance} PZA, the escrow is {escrowed} PZA",
                             ctx.sender
                         ),
                     ));
@@ -1110,6 +1236,7 @@ impl Module for Compute {
                     max_units: *max_units,
                     max_price: *max_price,
                     submitted_height: 0,
+                    group: 0,
                     queued_height: 0,
                     price_per_unit: Amount::ZERO,
                     status: JobStatus::Pending,
@@ -1206,6 +1333,7 @@ impl Module for Compute {
                         active_jobs: 0,
                         jobs_completed: 0,
                         deadlines_missed: 0,
+                        frauds: 0,
                     },
                 );
                 ctx.emit(Event::new(
@@ -1254,36 +1382,44 @@ impl Module for Compute {
                 max_units,
                 max_price,
             } => {
-                bank::transfer(state, &sender, &escrow(), *max_price)?;
-                let id: u64 = state.get(&state_key::next_job()).unwrap_or(0);
-                state.put(state_key::next_job(), &(id + 1));
-                let job = Job {
-                    id,
-                    client: sender,
-                    model: model.clone(),
-                    input: input.clone(),
-                    params: job_params.clone(),
-                    max_units: *max_units,
-                    max_price: *max_price,
-                    submitted_height: ctx.block.height,
-                    queued_height: ctx.block.height,
-                    price_per_unit: Amount::ZERO,
-                    status: JobStatus::Pending,
-                    missed: Vec::new(),
-                    result: None,
-                    receipt: None,
-                };
-                state.put(state_key::job(id), &job);
-                push_queue(state, state_key::pending(), id)?;
-                ctx.emit(Event::new(
-                    "compute.job_submitted",
-                    &[
-                        ("job", id.to_string()),
-                        ("model", model.clone()),
-                        ("client", sender.to_string()),
-                        ("escrow", max_price.base_units().to_string()),
-                    ],
-                ));
+                let copies = job_params.copies() as u64;
+                let total = max_price
+                    .checked_mul(copies as u128)
+                    .ok_or_else(|| invalid("escrow overflows"))?;
+                bank::transfer(state, &sender, &escrow(), total)?;
+                let group: u64 = state.get(&state_key::next_job()).unwrap_or(0);
+                state.put(state_key::next_job(), &(group + copies));
+                for id in group..group + copies {
+                    let job = Job {
+                        id,
+                        group,
+                        client: sender,
+                        model: model.clone(),
+                        input: input.clone(),
+                        params: job_params.clone(),
+                        max_units: *max_units,
+                        max_price: *max_price,
+                        submitted_height: ctx.block.height,
+                        queued_height: ctx.block.height,
+                        price_per_unit: Amount::ZERO,
+                        status: JobStatus::Pending,
+                        missed: Vec::new(),
+                        result: None,
+                        receipt: None,
+                    };
+                    state.put(state_key::job(id), &job);
+                    push_queue(state, state_key::pending(), id)?;
+                    ctx.emit(Event::new(
+                        "compute.job_submitted",
+                        &[
+                            ("job", id.to_string()),
+                            ("model", model.clone()),
+                            ("client", sender.to_string()),
+                            ("escrow", max_price.base_units().to_string()),
+                            ("group", group.to_string()),
+                        ],
+                    ));
+                }
             }
             Msg::PostResult {
                 job: id,
@@ -1309,6 +1445,7 @@ impl Module for Compute {
                     posted_height: ctx.block.height,
                 });
                 state.put(state_key::job(*id), &job);
+                crate::verify::result_posted(state, &job, ctx.block, &mut ctx.events);
                 ctx.emit(Event::new(
                     "compute.result_posted",
                     &[
@@ -1378,6 +1515,10 @@ impl Module for Compute {
             assign(state, job, block, events);
         }
         for id in take_queue(state, state_key::settlements(block.height)) {
+            // Jobs under audit or dispute settle when the verify module releases them.
+            if crate::verify::holds(state, id) {
+                continue;
+            }
             if let Some(job) = job(state, id) {
                 settle(state, job, block, events);
             }

@@ -45,6 +45,7 @@ pub fn genesis(users: &[SecretKey]) -> Genesis {
         }],
         models: vec![],
         compute: Default::default(),
+        verify: Default::default(),
     }
 }
 

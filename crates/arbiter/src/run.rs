@@ -1,0 +1,382 @@
+//! Running a job with recording, and cutting the evidence for one step out of the run (what
+//! provider and auditor daemons do).
+
+use std::sync::Arc;
+
+use piazza_engine::merkle;
+use piazza_engine::trace::{self, TRACE_DOMAIN};
+use piazza_engine::weights::{WeightCommitment, Weights};
+use piazza_engine::{Batch, Compute, Embedder};
+use piazza_llm::tokenizer::{chat_messages_from_input, TextDecoder};
+use piazza_llm::{GenerateParams, Generator};
+
+use crate::evidence::{ChunkOpening, Evidence, LeafOpening};
+use crate::plan::{self, ModelGraph, StepGraph};
+use crate::{
+    config_hash, generate_params, ids_commitment, tree, ArbiterError, Family, Hash, JobSpec,
+    ModelCommitments,
+};
+
+/// A model ready to run.
+#[derive(Clone, Debug)]
+pub enum LoadedModel {
+    Embedding(Arc<Embedder>),
+    Generation(Arc<Generator>),
+}
+
+impl LoadedModel {
+    pub fn family(&self) -> Family {
+        match self {
+            LoadedModel::Embedding(_) => Family::Bert,
+            LoadedModel::Generation(_) => Family::Llama,
+        }
+    }
+
+    /// The bytes whose hash is the model record's config hash (bert: the `config.json` bytes
+    /// the embedder was loaded from; llama: `LlamaConfig::canonical_bytes`).
+    pub fn config_bytes(&self) -> Vec<u8> {
+        match self {
+            LoadedModel::Embedding(embedder) => embedder.config_bytes().to_vec(),
+            LoadedModel::Generation(generator) => generator.config().canonical_bytes(),
+        }
+    }
+
+    /// The weight commitment (computed on first use, then kept by the engine).
+    pub fn weight_commitment(&self) -> &WeightCommitment {
+        match self {
+            LoadedModel::Embedding(embedder) => embedder.weight_commitment(),
+            LoadedModel::Generation(generator) => generator.weight_commitment(),
+        }
+    }
+
+    pub fn weights(&self) -> &Weights {
+        match self {
+            LoadedModel::Embedding(embedder) => embedder.weights(),
+            LoadedModel::Generation(generator) => generator.weights(),
+        }
+    }
+
+    /// What a model record for this model commits to.
+    pub fn commitments(&self) -> ModelCommitments {
+        ModelCommitments {
+            family: self.family(),
+            config_hash: config_hash(&self.config_bytes()),
+            weights_commitment: self.weight_commitment().root,
+            tokenizer_hash: match self {
+                LoadedModel::Embedding(embedder) => embedder.tokenizer_hash(),
+                LoadedModel::Generation(generator) => generator.tokenizer_hash(),
+            },
+        }
+    }
+}
+
+/// Every op output of a run.
+#[derive(Clone, Debug)]
+enum Recording {
+    Bert(piazza_engine::Recording),
+    Llama(piazza_llm::Recording),
+}
+
+/// A job run with recording: its output, its trace, and what it takes to answer a dispute.
+#[derive(Clone, Debug)]
+pub struct JobRun {
+    /// Embedding: the vector as little-endian f32s; generation: the UTF-8 text.
+    pub output: Vec<u8>,
+    /// Embedding: tokens of the text; generation: new token ids.
+    pub work_units: u64,
+    /// The token ids the run used (see [`ids_commitment`]).
+    pub ids: Vec<u32>,
+    /// One leaf hash per step.
+    pub leaves: Vec<Hash>,
+    pub trace_root: Hash,
+    recording: Recording,
+    corrupted: Option<u64>,
+}
+
+/// Run `job` on `model` with recording, on `threads` threads (the results are the same bits
+/// for every thread count). Output bytes and work units are what a provider posts.
+///
+/// `corrupt_step` injects a fault (for tests and demos): after the honest run, 1.0 is added to
+/// the first value of step N's output block, and leaf N and the root are recomputed; later
+/// steps are not. When N is the last step the output follows the corrupted value: an
+/// embedding's first component changes; a generation's last sampled id becomes
+/// `(id + 1) mod vocab` and the text is decoded again. Evidence from such a run carries the
+/// corrupted block wherever it opens step N.
+pub fn run_job(
+    model: &LoadedModel,
+    job: &JobSpec,
+    threads: usize,
+    corrupt_step: Option<u64>,
+) -> Result<JobRun, ArbiterError> {
+    let text = String::from_utf8_lossy(&job.input);
+    let mut run = match model {
+        LoadedModel::Embedding(embedder) => run_embedding(embedder, &text, threads)?,
+        LoadedModel::Generation(generator) => run_generation(generator, job, &text, threads)?,
+    };
+    if let Some(step) = corrupt_step {
+        run.corrupt(model, job, step)?;
+    }
+    Ok(run)
+}
+
+fn model_error(error: impl std::fmt::Display) -> ArbiterError {
+    ArbiterError::Model(error.to_string())
+}
+
+fn run_embedding(embedder: &Embedder, text: &str, threads: usize) -> Result<JobRun, ArbiterError> {
+    let tokens = embedder.tokenize(&[text]).map_err(model_error)?;
+    let ids = tokens.first().cloned().unwrap_or_default();
+    let batch = Batch::pad(&tokens).map_err(model_error)?;
+    let recording = embedder
+        .run_recorded(&batch, Compute::new(threads))
+        .map_err(model_error)?;
+    let vector = recording
+        .outputs
+        .last()
+        .ok_or_else(|| model_error("empty graph"))?
+        .to_vec();
+    Ok(JobRun {
+        output: vector.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        work_units: ids.len() as u64,
+        leaves: recording.trace.step_hashes.clone(),
+        trace_root: recording.trace.root,
+        ids,
+        recording: Recording::Bert(recording),
+        corrupted: None,
+    })
+}
+
+fn run_generation(
+    generator: &Generator,
+    job: &JobSpec,
+    text: &str,
+    threads: usize,
+) -> Result<JobRun, ArbiterError> {
+    let prompt = if job.chat {
+        piazza_llm::chat_prompt_ids(generator, &chat_messages_from_input(text))
+    } else {
+        generator.tokenize(text)
+    }
+    .map_err(model_error)?;
+    let (generation, recording) = generator
+        .generate_recorded(&prompt, &generate_params(job), Compute::new(threads))
+        .map_err(model_error)?;
+    Ok(JobRun {
+        output: generation.text.into_bytes(),
+        work_units: generation.ids.len() as u64,
+        leaves: generation.trace.step_hashes,
+        trace_root: generation.trace.root,
+        ids: prompt,
+        recording: Recording::Llama(recording),
+        corrupted: None,
+    })
+}
+
+/// The text of new token `ids` as the generator makes it: the end-of-sequence token (when it
+/// stops generation) is not text, and the text ends before the first stop sequence.
+fn decode_text(generator: &Generator, ids: &[u32], params: &GenerateParams) -> String {
+    let tokenizer = generator.tokenizer();
+    let mut decoder = TextDecoder::default();
+    let mut text = String::new();
+    for &id in ids {
+        if params.stop_at_eos && Some(id) == tokenizer.eos {
+            break;
+        }
+        text.push_str(&decoder.push(tokenizer.token_bytes(id)));
+        let stop_at = params
+            .stop
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| text.find(s.as_str()))
+            .min();
+        if let Some(at) = stop_at {
+            text.truncate(at);
+            return text;
+        }
+    }
+    text.push_str(&decoder.finish());
+    text
+}
+
+impl JobRun {
+    pub fn step_count(&self) -> u64 {
+        self.leaves.len() as u64
+    }
+
+    pub fn ids_commitment(&self) -> Hash {
+        ids_commitment(&self.ids)
+    }
+
+    /// Every level of the trace tree, from the leaves up (to answer bisection rounds).
+    pub fn levels(&self) -> Vec<Vec<Hash>> {
+        tree::levels(&self.leaves)
+    }
+
+    /// Step `step`'s output block as recorded (corrupted where this run was corrupted).
+    fn block(&self, graph: &StepGraph, step: usize) -> Result<Vec<f32>, ArbiterError> {
+        let (op, rows, columns) = graph
+            .block(step)
+            .ok_or_else(|| model_error(format!("no step {step}")))?;
+        let output = match &self.recording {
+            Recording::Bert(recording) => recording.outputs.get(op),
+            Recording::Llama(recording) => recording.outputs.get(op),
+        }
+        .ok_or_else(|| model_error(format!("no output of op {op}")))?;
+        let width = output.shape().get(1).copied().unwrap_or(1);
+        let owned;
+        let values = match output.as_slice() {
+            Some(values) => values,
+            None => {
+                owned = output.to_vec();
+                &owned
+            }
+        };
+        let mut block = Vec::with_capacity(rows.len() * columns.len());
+        for row in rows {
+            block
+                .extend_from_slice(&values[row * width + columns.start..row * width + columns.end]);
+        }
+        if self.corrupted == Some(step as u64) {
+            if let Some(first) = block.first_mut() {
+                *first += 1.0;
+            }
+        }
+        Ok(block)
+    }
+
+    fn graph_for(&self, model: &LoadedModel) -> Result<StepGraph, ArbiterError> {
+        let model = match (&self.recording, model) {
+            (Recording::Bert(recording), LoadedModel::Embedding(embedder)) => ModelGraph::Bert {
+                config: embedder.config().clone(),
+                graph: recording.graph.clone(),
+            },
+            (Recording::Llama(recording), LoadedModel::Generation(generator)) => {
+                ModelGraph::Llama {
+                    config: generator.config().clone(),
+                    graph: recording.graph.clone(),
+                }
+            }
+            _ => return Err(model_error("the run was made with another model")),
+        };
+        Ok(StepGraph::new(model))
+    }
+
+    /// Apply the fault of [`run_job`]'s `corrupt_step`.
+    fn corrupt(
+        &mut self,
+        model: &LoadedModel,
+        job: &JobSpec,
+        step: u64,
+    ) -> Result<(), ArbiterError> {
+        if step >= self.step_count() {
+            return Err(model_error(format!(
+                "cannot corrupt step {step} of {}",
+                self.step_count()
+            )));
+        }
+        let graph = self.graph_for(model)?;
+        self.corrupted = Some(step);
+        let block = self.block(&graph, step as usize)?;
+        let [rows, columns] = graph
+            .block_shape(step as usize)
+            .ok_or_else(|| model_error(format!("no step {step}")))?;
+        self.leaves[step as usize] = trace::step_hash(step as usize, &block, rows, columns);
+        self.trace_root = merkle::root(TRACE_DOMAIN, &self.leaves);
+        if step + 1 == self.step_count() {
+            match (model, &self.recording) {
+                (LoadedModel::Embedding(_), _) => {
+                    self.output = block.iter().flat_map(|v| v.to_le_bytes()).collect();
+                }
+                (LoadedModel::Generation(generator), Recording::Llama(recording)) => {
+                    let mut ids = sampled_ids(recording)?;
+                    let vocab = generator.config().vocab as u32;
+                    if let Some(last) = ids.last_mut() {
+                        *last = (*last + 1) % vocab;
+                    }
+                    self.output = decode_text(generator, &ids, &generate_params(job)).into_bytes();
+                }
+                _ => return Err(model_error("the run was made with another model")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Evidence for step `step` from this run: the blocks it reads with their proofs in this
+    /// run's trace, the weight chunks it reads with their proofs, the config, the manifest and
+    /// the ids.
+    pub fn evidence(&self, model: &LoadedModel, step: u64) -> Result<Evidence, ArbiterError> {
+        let graph = self.graph_for(model)?;
+        if step >= self.step_count() {
+            return Err(ArbiterError::StepOutOfRange {
+                step,
+                count: self.step_count(),
+            });
+        }
+        let plan = graph.plan(step as usize, self.ids.len())?;
+        let leaves = plan
+            .leaves
+            .iter()
+            .map(|&index| {
+                let [rows, columns] = graph
+                    .block_shape(index)
+                    .ok_or_else(|| model_error(format!("no step {index}")))?;
+                let siblings = merkle::prove(&self.leaves, index)
+                    .ok_or_else(|| model_error(format!("no leaf {index}")))?
+                    .siblings;
+                Ok(LeafOpening {
+                    index: index as u64,
+                    rows: rows as u32,
+                    columns: columns as u32,
+                    values: self.block(&graph, index)?,
+                    siblings,
+                })
+            })
+            .collect::<Result<Vec<_>, ArbiterError>>()?;
+        let blocks: Vec<&[f32]> = leaves.iter().map(|leaf| leaf.values.as_slice()).collect();
+        let inputs = plan.assemble(&graph, &self.ids, &blocks)?;
+        let weights = model.weights();
+        let manifest = weights.manifest();
+        let reads = plan.weight_reads(&graph, &inputs, &manifest)?;
+        let commitment = model.weight_commitment();
+        let chunks = plan::chunks_of(&reads)?
+            .into_iter()
+            .map(|index| {
+                let missing = || model_error(format!("no weight chunk {index}"));
+                Ok(ChunkOpening {
+                    index,
+                    bytes: weights.chunk(index as usize).ok_or_else(missing)?,
+                    siblings: merkle::prove(&commitment.chunk_leaves, index as usize)
+                        .ok_or_else(missing)?
+                        .siblings,
+                })
+            })
+            .collect::<Result<Vec<_>, ArbiterError>>()?;
+        Ok(Evidence {
+            step,
+            config: model.config_bytes(),
+            manifest: weights.manifest_bytes(),
+            chunk_root: commitment.chunk_root,
+            ids: self.ids.clone(),
+            leaves,
+            chunks,
+        })
+    }
+}
+
+/// The new token ids of a recorded generation (the output of each pass's sample op).
+fn sampled_ids(recording: &piazza_llm::Recording) -> Result<Vec<u32>, ArbiterError> {
+    recording
+        .graph
+        .ops
+        .iter()
+        .zip(&recording.outputs)
+        .filter(|(op, _)| matches!(op.kind, piazza_llm::OpKind::Sample { .. }))
+        .map(|(_, output)| {
+            output
+                .to_vec()
+                .first()
+                .map(|&id| id as u32)
+                .ok_or_else(|| model_error("empty sample"))
+        })
+        .collect()
+}

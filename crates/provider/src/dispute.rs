@@ -1,0 +1,440 @@
+//! Playing audits and disputes: what provider and auditor daemons do by themselves.
+//!
+//! A [`Player`] keeps its own recorded run of every job it has a stake in (re-executed on
+//! demand: runs are deterministic, so the run is the same as when the result was computed)
+//! and, from the chain's public dispute state, makes its next move: reveal the children of the
+//! disputed node in its own trace tree, and once the divergent step is found, send the evidence
+//! that re-executes it — only when its own check of that evidence gives its own leaf (a party
+//! that knows it would lose sends nothing). Audits: re-run, then attest or challenge.
+//!
+//! [`Fault`]s are deliberate misbehaviour for tests and demos; an honest daemon has none.
+
+use crate::models::LoadedModel;
+use crate::ProviderError;
+use piazza_api::{DisputeInfo, JobInfo, VerifyTasks};
+use piazza_arbiter::{tree, JobRun, JobSpec};
+use piazza_client::Client;
+use piazza_ledger::tx::Message;
+use piazza_ledger::verify;
+use piazza_primitives::{Address, Hash};
+use std::collections::{BTreeMap, BTreeSet};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+/// Which step a fault corrupts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepChoice {
+    First,
+    Middle,
+    Last,
+    At(u64),
+}
+
+impl StepChoice {
+    fn resolve(self, count: u64) -> u64 {
+        let last = count.saturating_sub(1);
+        match self {
+            StepChoice::First => 0,
+            StepChoice::Middle => count / 2,
+            StepChoice::Last => last,
+            StepChoice::At(n) => n.min(last),
+        }
+    }
+}
+
+/// Deliberate misbehaviour, for tests and demos of the verification game. Never use in
+/// production: a faulty provider is slashed, a faulty auditor loses its bonds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fault {
+    /// Corrupt one step of every run: its output block's first value + 1.0, the leaf and root
+    /// recomputed, later steps left as they were (`corrupt-op=N|first|middle|last`).
+    pub corrupt: Option<StepChoice>,
+    /// Corrupt the last step, which the output follows (`wrong-output`).
+    pub wrong_output: bool,
+    /// Answer the first round of a dispute, then nothing (`silent-in-dispute`).
+    pub silent_in_dispute: bool,
+}
+
+impl Fault {
+    pub fn is_none(&self) -> bool {
+        *self == Fault::default()
+    }
+
+    /// Adds one `--fault` value.
+    pub fn add(&mut self, spec: &str) -> Result<(), String> {
+        match spec.split_once('=') {
+            Some(("corrupt-op", step)) => {
+                self.corrupt = Some(match step {
+                    "first" => StepChoice::First,
+                    "middle" => StepChoice::Middle,
+                    "last" => StepChoice::Last,
+                    n => StepChoice::At(n.parse().map_err(|_| {
+                        format!("corrupt-op takes a step number or first|middle|last, not `{n}`")
+                    })?),
+                })
+            }
+            None if spec == "wrong-output" => self.wrong_output = true,
+            None if spec == "silent-in-dispute" => self.silent_in_dispute = true,
+            _ => {
+                return Err(format!(
+                    "unknown fault `{spec}` (corrupt-op=N|first|middle|last, wrong-output, silent-in-dispute)"
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    fn corrupt_step(&self) -> Option<StepChoice> {
+        if self.wrong_output {
+            Some(StepChoice::Last)
+        } else {
+            self.corrupt
+        }
+    }
+}
+
+impl FromStr for Fault {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Fault, String> {
+        let mut fault = Fault::default();
+        for spec in s.split(',').filter(|s| !s.is_empty()) {
+            fault.add(spec.trim())?;
+        }
+        Ok(fault)
+    }
+}
+
+/// The job as the arbiter reads it.
+pub fn job_spec(job: &JobInfo) -> Result<JobSpec, ProviderError> {
+    let p = &job.params;
+    Ok(JobSpec {
+        input: hex::decode(&job.input)
+            .map_err(|e| ProviderError::Model(format!("job input is not hex: {e}")))?,
+        max_tokens: p.max_tokens,
+        temperature_milli: p.temperature_milli,
+        top_k: p.top_k,
+        top_p_milli: p.top_p_milli,
+        repetition_penalty_milli: p.repetition_penalty_milli,
+        seed: p.seed,
+        chat: p.chat,
+        stop: p.stop.clone(),
+    })
+}
+
+/// Runs a job with recording, applying `fault` (a faulty run corrupts one step).
+pub fn run_with_fault(
+    model: &LoadedModel,
+    job: &JobSpec,
+    threads: usize,
+    fault: &Fault,
+) -> Result<JobRun, ProviderError> {
+    let run = |corrupt| {
+        piazza_arbiter::run_job(model, job, threads, corrupt)
+            .map_err(|e| ProviderError::Model(e.to_string()))
+    };
+    let honest = run(None)?;
+    match fault.corrupt_step() {
+        None => Ok(honest),
+        Some(choice) => run(Some(choice.resolve(honest.step_count()))),
+    }
+}
+
+/// A move to send.
+pub struct Move {
+    pub job: u64,
+    pub what: &'static str,
+    pub message: Message,
+}
+
+/// One party's memory of its runs and the moves it has sent.
+pub struct Player {
+    me: Address,
+    models: Arc<BTreeMap<String, LoadedModel>>,
+    threads: usize,
+    fault: Fault,
+    runs: Mutex<BTreeMap<u64, Arc<JobRun>>>,
+    /// (job, round, phase) already answered: a move is sent once, then waits for a block.
+    sent: Mutex<BTreeSet<(u64, u32, String)>>,
+}
+
+impl Player {
+    pub fn new(
+        me: Address,
+        models: Arc<BTreeMap<String, LoadedModel>>,
+        threads: usize,
+        fault: Fault,
+    ) -> Player {
+        Player {
+            me,
+            models,
+            threads,
+            fault,
+            runs: Mutex::new(BTreeMap::new()),
+            sent: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// This party's run of `job` (computed once per process).
+    pub async fn run_of(&self, client: &Client, job: u64) -> Result<Arc<JobRun>, ProviderError> {
+        if let Some(run) = self.runs.lock().expect("runs lock").get(&job) {
+            return Ok(run.clone());
+        }
+        let info = client
+            .job(job)
+            .await?
+            .ok_or_else(|| ProviderError::Model(format!("no job {job}")))?;
+        let model = self.model(&info.model)?;
+        let spec = job_spec(&info)?;
+        let (threads, fault) = (self.threads, self.fault.clone());
+        let run =
+            tokio::task::spawn_blocking(move || run_with_fault(&model, &spec, threads, &fault))
+                .await
+                .map_err(|e| ProviderError::Model(e.to_string()))??;
+        let run = Arc::new(run);
+        self.runs
+            .lock()
+            .expect("runs lock")
+            .insert(job, run.clone());
+        Ok(run)
+    }
+
+    /// Keeps the run a daemon computed for its own result, so a dispute need not recompute it.
+    pub fn remember(&self, job: u64, run: Arc<JobRun>) {
+        self.runs.lock().expect("runs lock").insert(job, run);
+    }
+
+    fn model(&self, name: &str) -> Result<LoadedModel, ProviderError> {
+        self.models
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ProviderError::Config(format!("`{name}` is not loaded here")))
+    }
+
+    fn first_time(&self, job: u64, round: u32, phase: &str) -> bool {
+        self.sent
+            .lock()
+            .expect("sent lock")
+            .insert((job, round, phase.to_string()))
+    }
+
+    /// Forgets what ended (runs and sent moves of jobs no longer in `tasks`).
+    fn forget_except(&self, open: &BTreeSet<u64>, keep_runs: bool) {
+        self.sent
+            .lock()
+            .expect("sent lock")
+            .retain(|(job, _, _)| open.contains(job));
+        if !keep_runs {
+            self.runs
+                .lock()
+                .expect("runs lock")
+                .retain(|job, _| open.contains(job));
+        }
+    }
+
+    /// The moves for every open audit and dispute of this party.
+    pub async fn moves(&self, client: &Client, tasks: &VerifyTasks) -> Vec<Move> {
+        let mut moves = Vec::new();
+        let open: BTreeSet<u64> = tasks
+            .audits
+            .iter()
+            .map(|a| a.job)
+            .chain(tasks.disputes.iter().map(|d| d.job))
+            .collect();
+        for audit in &tasks.audits {
+            if audit.auditor != self.me.to_string() || !self.first_time(audit.job, 0, "audit") {
+                continue;
+            }
+            match self.audit(client, audit.job).await {
+                Ok(m) => moves.push(m),
+                Err(e) => {
+                    tracing::warn!(job = audit.job, error = %e, "audit failed; will retry");
+                    self.sent.lock().expect("sent lock").remove(&(
+                        audit.job,
+                        0,
+                        "audit".to_string(),
+                    ));
+                }
+            }
+        }
+        for dispute in &tasks.disputes {
+            match self.dispute_move(client, dispute).await {
+                Ok(Some(m)) => moves.push(m),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(job = dispute.job, error = %e, "dispute move failed"),
+            }
+        }
+        self.forget_except(&open, false);
+        moves
+    }
+
+    async fn audit(&self, client: &Client, job: u64) -> Result<Move, ProviderError> {
+        let info = client
+            .job(job)
+            .await?
+            .ok_or_else(|| ProviderError::Model(format!("no job {job}")))?;
+        let result = info
+            .result
+            .as_ref()
+            .ok_or_else(|| ProviderError::Model(format!("job {job} has no result")))?;
+        let run = self.run_of(client, job).await?;
+        let output_hash = piazza_ledger::compute::output_hash(&run.output).to_hex();
+        let root = Hash(run.trace_root).to_hex();
+        if output_hash == result.output_hash && root == result.trace_root {
+            tracing::info!(job, "audit: same output and trace; attesting");
+            return Ok(Move {
+                job,
+                what: "attest",
+                message: Message::Verify(verify::Msg::Attest { job }),
+            });
+        }
+        tracing::warn!(job, ours = %root, theirs = %result.trace_root, "audit: the result differs; challenging");
+        Ok(Move {
+            job,
+            what: "challenge",
+            message: Message::Verify(verify::Msg::Challenge {
+                job,
+                trace_root: Hash(run.trace_root),
+                step_count: run.step_count(),
+                ids: Hash(run.ids_commitment()),
+            }),
+        })
+    }
+
+    async fn dispute_move(
+        &self,
+        client: &Client,
+        d: &DisputeInfo,
+    ) -> Result<Option<Move>, ProviderError> {
+        let me = self.me.to_string();
+        let side = if d.defendant.address == me {
+            verify::DEFENDANT
+        } else if d.claimant.address == me {
+            verify::CLAIMANT
+        } else {
+            return Ok(None);
+        };
+        if self.fault.silent_in_dispute && d.round >= 1 {
+            return Ok(None);
+        }
+        let party = if side == verify::DEFENDANT {
+            &d.defendant
+        } else {
+            &d.claimant
+        };
+        let run = self.run_of(client, party.job).await?;
+        match d.phase.as_str() {
+            "bisect" => {
+                if d.revealed.get(side).copied().unwrap_or(true)
+                    || !self.first_time(d.job, d.round, "bisect")
+                {
+                    return Ok(None);
+                }
+                let levels = run.levels();
+                let node = if d.round == 0 {
+                    tree::top(run.step_count()).ok_or_else(|| {
+                        ProviderError::Model("a trace of fewer than 2 steps".into())
+                    })?
+                } else {
+                    tree::Node {
+                        level: d.node_level,
+                        index: d.node_index,
+                    }
+                };
+                let (left, right) = tree::children(&levels, node).ok_or_else(|| {
+                    ProviderError::Model(format!(
+                        "node {node:?} is not in this run's tree of {} steps",
+                        run.step_count()
+                    ))
+                })?;
+                Ok(Some(Move {
+                    job: d.job,
+                    what: "reveal",
+                    message: Message::Verify(verify::Msg::Reveal {
+                        job: d.job,
+                        round: d.round,
+                        left: Hash(left),
+                        right: Hash(right),
+                        step_count: run.step_count(),
+                        ids: Hash(run.ids_commitment()),
+                    }),
+                }))
+            }
+            "input" => {
+                if !self.first_time(d.job, d.round, "input") {
+                    return Ok(None);
+                }
+                let info = client
+                    .job(party.job)
+                    .await?
+                    .ok_or_else(|| ProviderError::Model(format!("no job {}", party.job)))?;
+                let model = self.model(&info.model)?;
+                let spec = job_spec(&info)?;
+                let evidence = piazza_arbiter::input_evidence(&model);
+                // Send only when the ledger's tokenization will agree with this party's ids.
+                let ids = piazza_arbiter::arbitrate_ids(&model.commitments(), &spec, &evidence)
+                    .map_err(|e| ProviderError::Model(e.to_string()))?;
+                if ids != run.ids_commitment() {
+                    return Ok(None);
+                }
+                Ok(Some(Move {
+                    job: d.job,
+                    what: "arbitrate input",
+                    message: Message::Verify(verify::Msg::Arbitrate {
+                        job: d.job,
+                        evidence,
+                    }),
+                }))
+            }
+            "step" => {
+                let Some(step) = d.step else {
+                    return Ok(None);
+                };
+                if !self.first_time(d.job, d.round, "step") {
+                    return Ok(None);
+                }
+                let info = client
+                    .job(party.job)
+                    .await?
+                    .ok_or_else(|| ProviderError::Model(format!("no job {}", party.job)))?;
+                let model = self.model(&info.model)?;
+                let spec = job_spec(&info)?;
+                let run2 = run.clone();
+                let (evidence, leaf) = tokio::task::spawn_blocking(move || {
+                    let evidence = run2
+                        .evidence(&model, step)
+                        .map_err(|e| ProviderError::Model(e.to_string()))?;
+                    let leaf = piazza_arbiter::arbitrate_with(
+                        &model.commitments(),
+                        &spec,
+                        run2.step_count(),
+                        &run2.ids_commitment(),
+                        &evidence,
+                        &|_, _, _| true,
+                    )
+                    .map_err(|e| ProviderError::Model(e.to_string()))?;
+                    Ok::<_, ProviderError>((evidence, leaf))
+                })
+                .await
+                .map_err(|e| ProviderError::Model(e.to_string()))??;
+                let mine = run.leaves.get(step as usize).copied();
+                if mine != Some(leaf) {
+                    tracing::info!(
+                        job = d.job,
+                        step,
+                        "this party's own step does not re-execute to its leaf; not arbitrating"
+                    );
+                    return Ok(None);
+                }
+                Ok(Some(Move {
+                    job: d.job,
+                    what: "arbitrate step",
+                    message: Message::Verify(verify::Msg::Arbitrate {
+                        job: d.job,
+                        evidence: evidence.encode(),
+                    }),
+                }))
+            }
+            _ => Ok(None),
+        }
+    }
+}
