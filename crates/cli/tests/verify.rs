@@ -110,7 +110,12 @@ fn caught(
         .unwrap()
         .address
         .to_string();
-    let mut args = vec!["provider", "run", "--from", "cheat", "--models", model];
+    let key = if model == MINILM {
+        "cheat"
+    } else {
+        "cheat-llm"
+    };
+    let mut args = vec!["provider", "run", "--from", key, "--models", model];
     for f in faults {
         args.extend_from_slice(&["--fault", f]);
     }
@@ -133,6 +138,13 @@ fn caught(
         .block_on(client.wait_for_job(id, DISPUTE_WAIT))
         .unwrap();
     drop(provider);
+    if job.status != "failed" {
+        for e in events.0.lock().unwrap().iter() {
+            if e["kind"].as_str().is_some_and(|k| k.starts_with("verify.")) {
+                eprintln!("{e}");
+            }
+        }
+    }
     assert_eq!(job.status, "failed", "job {id} with faults {faults:?}");
     assert!(job.receipt.is_none());
     let refunded = events.wait("compute.job_failed", id);
@@ -202,6 +214,25 @@ fn corrupt_providers_are_caught_bisected_to_the_step_slashed_and_clients_refunde
     let client = Client::new(&devnet.url);
     let events = Events::follow(&runtime, &client);
     let cheat = funded_key(&devnet, dir.path(), "cheat", "5000");
+    // The devnet's auditor registers once it has loaded its models.
+    let auditor: piazza_primitives::Address =
+        piazza_keystore::Keystore::open(&dir.path().join("keys"))
+            .unwrap()
+            .info("auditor")
+            .unwrap()
+            .address;
+    let started = Instant::now();
+    while runtime
+        .block_on(client.auditor(&auditor))
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the devnet's auditor did not register"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let text = "the square beside the tower";
     let steps = local_steps(
         MINILM,
@@ -251,13 +282,14 @@ fn corrupt_providers_are_caught_bisected_to_the_step_slashed_and_clients_refunde
         ..Default::default()
     };
     let gen_steps = local_steps(SMOLLM2, prompt, spec);
+    let cheat_llm = funded_key(&devnet, dir.path(), "cheat-llm", "5000");
     numbers.push(caught(
         &devnet,
         dir.path(),
         &runtime,
         &client,
         &events,
-        &cheat,
+        &cheat_llm,
         SMOLLM2,
         &["corrupt-op=middle"],
         prompt,
