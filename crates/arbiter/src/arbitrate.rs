@@ -176,13 +176,15 @@ fn llama_graph(
     let new_tokens_max = u64::from(job.max_tokens.max(1)).min((limit - prompt + 1) as u64);
     let new_tokens = if claim.step_count == first {
         Some(1)
-    } else if per_pass > 0 && claim.step_count > first && (claim.step_count - first) % per_pass == 0
+    } else if per_pass > 0
+        && claim.step_count > first
+        && (claim.step_count - first).is_multiple_of(per_pass)
     {
         Some(1 + (claim.step_count - first) / per_pass)
     } else {
         None
     };
-    if !new_tokens.is_some_and(|n| n <= new_tokens_max) {
+    if new_tokens.is_none_or(|n| n > new_tokens_max) {
         return Err(ArbiterError::StepCount {
             claim: claim.step_count,
             detail: format!(
@@ -225,47 +227,6 @@ fn generation_up_to(
         rows = 1;
     }
     graph
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The pruned graph has the same steps as the full one, and the same ops in its last pass.
-    #[test]
-    fn pruned_generation_graphs_keep_what_a_step_reads() {
-        let config = LlamaConfig {
-            layers: 2,
-            hidden: 64,
-            ffn: 96,
-            heads: 4,
-            kv_heads: 2,
-            head_dim: 16,
-            vocab: 300,
-            context: 64,
-            rope_base: 10_000.0,
-            rms_eps: 1e-5,
-        };
-        let sampling = piazza_llm::SamplingParams::seeded(3, 0.7);
-        for (prompt, passes) in [(1, 1), (5, 1), (70, 2), (9, 6)] {
-            let full = piazza_llm::Graph::for_generation(
-                &config,
-                "token_embd.weight",
-                prompt,
-                passes,
-                &sampling,
-            );
-            let pruned =
-                generation_up_to(&config, "token_embd.weight", prompt, passes - 1, &sampling);
-            assert_eq!(pruned.steps, full.steps);
-            assert_eq!(pruned.pass_starts, full.pass_starts);
-            let last = full.pass_starts[passes - 1];
-            assert_eq!(pruned.ops[last..], full.ops[last..]);
-            for (pruned, full) in pruned.ops.iter().zip(&full.ops) {
-                assert_eq!(pruned.output_shape, full.output_shape);
-            }
-        }
-    }
 }
 
 /// Check that the leaf openings are exactly the blocks `plan` reads, each proven in the
@@ -416,5 +377,46 @@ impl<'e> ChunkStore<'e> {
             );
         }
         Tensor::from_vec(values, &read.shape()).map_err(|e| ArbiterError::Execution(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pruned graph has the same steps as the full one, and the same ops in its last pass.
+    #[test]
+    fn pruned_generation_graphs_keep_what_a_step_reads() {
+        let config = LlamaConfig {
+            layers: 2,
+            hidden: 64,
+            ffn: 96,
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 16,
+            vocab: 300,
+            context: 64,
+            rope_base: 10_000.0,
+            rms_eps: 1e-5,
+        };
+        let sampling = piazza_llm::SamplingParams::seeded(3, 0.7);
+        for (prompt, passes) in [(1, 1), (5, 1), (70, 2), (9, 6)] {
+            let full = piazza_llm::Graph::for_generation(
+                &config,
+                "token_embd.weight",
+                prompt,
+                passes,
+                &sampling,
+            );
+            let pruned =
+                generation_up_to(&config, "token_embd.weight", prompt, passes - 1, &sampling);
+            assert_eq!(pruned.steps, full.steps);
+            assert_eq!(pruned.pass_starts, full.pass_starts);
+            let last = full.pass_starts[passes - 1];
+            assert_eq!(pruned.ops[last..], full.ops[last..]);
+            for (pruned, full) in pruned.ops.iter().zip(&full.ops) {
+                assert_eq!(pruned.output_shape, full.output_shape);
+            }
+        }
     }
 }

@@ -48,7 +48,7 @@ pub mod tree;
 pub use arbitrate::{arbitrate, arbitrate_with, LeafCheck};
 pub use evidence::{ChunkOpening, Evidence, LeafOpening, EVIDENCE_BYTES_MAX, SIBLINGS_MAX};
 pub use input::{arbitrate_ids, input_evidence};
-pub use run::{run_job, JobRun, LoadedModel};
+pub use run::{execute, run_job, JobOutput, JobRun, LoadedModel};
 
 pub type Hash = [u8; 32];
 

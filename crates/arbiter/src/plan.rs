@@ -49,6 +49,9 @@ enum Source<'g> {
     Stack(&'g [piazza_llm::Source]),
 }
 
+/// An activation source with the rows and columns a step reads of it.
+type SourceRead<'g> = (Source<'g>, Range<usize>, Range<usize>);
+
 /// Where part of an input comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Piece {
@@ -183,11 +186,7 @@ impl StepGraph {
     }
 
     /// The activation sources of step `step`'s op, each with the rows and columns it reads.
-    fn step_sources(
-        &self,
-        step: usize,
-        ids: usize,
-    ) -> Result<Vec<(Source<'_>, Range<usize>, Range<usize>)>, ArbiterError> {
+    fn step_sources(&self, step: usize, ids: usize) -> Result<Vec<SourceRead<'_>>, ArbiterError> {
         let no_step = || internal(format!("no step {step}"));
         match &self.model {
             ModelGraph::Bert { graph, .. } => {
@@ -632,7 +631,10 @@ impl WeightRead {
             Ok(base + r.start * row_bytes..base + r.end * row_bytes)
         };
         match &self.read {
-            Read::Whole => Ok(vec![base..base + self.floats()? as u64 * 4]),
+            Read::Whole => {
+                let whole = base..base + self.floats()? as u64 * 4;
+                Ok(vec![whole])
+            }
             Read::Rows(r) => Ok(vec![rows(r.start as u64..r.end as u64)?]),
             Read::Gather(list) => {
                 let mut ranges: Vec<Range<u64>> = Vec::new();

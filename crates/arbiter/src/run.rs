@@ -119,6 +119,57 @@ pub fn run_job(
     Ok(run)
 }
 
+/// What a provider posts for a job, computed without keeping any op output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobOutput {
+    pub output: Vec<u8>,
+    pub trace_root: Hash,
+    pub work_units: u64,
+}
+
+/// Runs `job` on `model` for its result only: the same output, trace root and work units as
+/// [`run_job`] (the same engines and code path up to the recording), in the memory of one
+/// pass rather than of every op output.
+pub fn execute(model: &LoadedModel, job: &JobSpec, threads: usize) -> Result<JobOutput, ArbiterError> {
+    let text = String::from_utf8_lossy(&job.input);
+    match model {
+        LoadedModel::Embedding(embedder) => {
+            let tokens = embedder.tokenize(&[text.as_ref()]).map_err(model_error)?;
+            let work_units = tokens.first().map_or(0, |t| t.len() as u64);
+            let batch = Batch::pad(&tokens).map_err(model_error)?;
+            let (vector, trace) = embedder
+                .run_traced(&batch, Compute::new(threads))
+                .map_err(model_error)?;
+            Ok(JobOutput {
+                output: vector.to_vec().iter().flat_map(|v| v.to_le_bytes()).collect(),
+                trace_root: trace.root,
+                work_units,
+            })
+        }
+        LoadedModel::Generation(generator) => {
+            let prompt = prompt_ids(generator, job, &text)?;
+            let generation = generator
+                .generate(&prompt, &generate_params(job), threads, |_| {})
+                .map_err(model_error)?;
+            Ok(JobOutput {
+                output: generation.text.into_bytes(),
+                trace_root: generation.trace.root,
+                work_units: generation.ids.len() as u64,
+            })
+        }
+    }
+}
+
+/// A generation job's prompt ids: the chat template applied when the job asks for it.
+fn prompt_ids(generator: &Generator, job: &JobSpec, text: &str) -> Result<Vec<u32>, ArbiterError> {
+    if job.chat {
+        piazza_llm::chat_prompt_ids(generator, &chat_messages_from_input(text))
+    } else {
+        generator.tokenize(text)
+    }
+    .map_err(model_error)
+}
+
 fn model_error(error: impl std::fmt::Display) -> ArbiterError {
     ArbiterError::Model(error.to_string())
 }
@@ -152,12 +203,7 @@ fn run_generation(
     text: &str,
     threads: usize,
 ) -> Result<JobRun, ArbiterError> {
-    let prompt = if job.chat {
-        piazza_llm::chat_prompt_ids(generator, &chat_messages_from_input(text))
-    } else {
-        generator.tokenize(text)
-    }
-    .map_err(model_error)?;
+    let prompt = prompt_ids(generator, job, text)?;
     let (generation, recording) = generator
         .generate_recorded(&prompt, &generate_params(job), Compute::new(threads))
         .map_err(model_error)?;

@@ -73,6 +73,12 @@ fn run_job_matches_the_engine_and_any_thread_count() {
     assert_eq!(one.output, bytes);
     assert_eq!(one.work_units, one.ids.len() as u64);
     assert_eq!(one.levels().last().unwrap().len(), 1);
+    // The provider's unrecorded path posts exactly what the recorded run commits to.
+    let posted = piazza_arbiter::execute(&model.loaded, &job, 2).unwrap();
+    assert_eq!(
+        (posted.output, posted.trace_root, posted.work_units),
+        (one.output.clone(), one.trace_root, one.work_units)
+    );
 }
 
 #[test]

@@ -100,6 +100,12 @@ fn run_job_matches_the_generator() {
     assert_eq!(run.output, generation.text.as_bytes());
     assert_eq!(run.trace_root, generation.trace_root());
     assert_eq!(run.work_units, generation.ids.len() as u64);
+    // The provider's unrecorded path posts exactly what the recorded run commits to.
+    let posted = piazza_arbiter::execute(&model.loaded, &job, 1).unwrap();
+    assert_eq!(
+        (posted.output, posted.trace_root, posted.work_units),
+        (run.output.clone(), run.trace_root, run.work_units)
+    );
 }
 
 #[test]

@@ -689,8 +689,8 @@ pub fn compute_block(
             let w = weight(0)?;
             // Rows of `w` held: every row, or exactly the block's columns.
             let first_row = match w.shape() {
-                &[held, _] if held == columns.len() => columns.start,
-                &[held, _] if held >= columns.end => 0,
+                [held, _] if *held == columns.len() => columns.start,
+                [held, _] if *held >= columns.end => 0,
                 _ => {
                     return Err(fail(format!(
                         "weight {:?} lacks columns {columns:?}",

@@ -137,8 +137,8 @@ impl LlamaConfig {
                 format!("vocabulary of {} tokens", self.vocab),
             ));
         }
-        if self.hidden % self.heads != 0
-            || self.heads % self.kv_heads != 0
+        if !self.hidden.is_multiple_of(self.heads)
+            || !self.heads.is_multiple_of(self.kv_heads)
             || self.head_dim != self.hidden / self.heads
         {
             return Err(metadata_error(
@@ -149,7 +149,7 @@ impl LlamaConfig {
                 ),
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return Err(metadata_error(
                 "llama.attention.head_count",
                 format!("head size {} is odd", self.head_dim),

@@ -3,7 +3,7 @@
 //! end by itself (see [`crate::dispute`]).
 
 use crate::dispute::{Fault, Player};
-use crate::{load_named, play, Poster, ProviderError};
+use crate::{load_named, play, register, Poster, ProviderError};
 use piazza_client::Client;
 use piazza_ledger::tx::Message;
 use piazza_ledger::verify;
@@ -44,28 +44,16 @@ pub async fn ensure_registered(
     if client.auditor(&config.address()).await?.is_some() {
         return Ok(());
     }
-    let tx = client
-        .build(
-            &config.key,
-            vec![Message::Verify(verify::Msg::RegisterAuditor {
-                models: config.audit.clone(),
-                stake: config.stake,
-            })],
-            piazza_client::DEFAULT_MAX_FEE,
-        )
-        .await?;
-    let hash = client.submit(&tx).await?;
-    let receipt = client
-        .wait_for_receipt(&hash, Duration::from_secs(60))
-        .await?;
-    if let Some(error) = receipt.error {
-        return Err(ProviderError::Config(format!(
-            "auditor registration failed: {} {}",
-            error.name, error.message
-        )));
-    }
-    tracing::info!(auditor = %config.address(), "registered as an auditor");
-    Ok(())
+    register(
+        client,
+        &config.key,
+        Message::Verify(verify::Msg::RegisterAuditor {
+            models: config.audit.clone(),
+            stake: config.stake,
+        }),
+        "auditor",
+    )
+    .await
 }
 
 /// Runs until `shutdown` turns true.

@@ -106,19 +106,9 @@ impl FromStr for Fault {
 
 /// The job as the arbiter reads it.
 pub fn job_spec(job: &JobInfo) -> Result<JobSpec, ProviderError> {
-    let p = &job.params;
-    Ok(JobSpec {
-        input: hex::decode(&job.input)
-            .map_err(|e| ProviderError::Model(format!("job input is not hex: {e}")))?,
-        max_tokens: p.max_tokens,
-        temperature_milli: p.temperature_milli,
-        top_k: p.top_k,
-        top_p_milli: p.top_p_milli,
-        repetition_penalty_milli: p.repetition_penalty_milli,
-        seed: p.seed,
-        chat: p.chat,
-        stop: p.stop.clone(),
-    })
+    let input = hex::decode(&job.input)
+        .map_err(|e| ProviderError::Model(format!("job input is not hex: {e}")))?;
+    Ok(crate::models::job_spec(&input, &job.params))
 }
 
 /// Runs a job with recording, applying `fault` (a faulty run corrupts one step).

@@ -125,15 +125,27 @@ pub async fn ensure_registered(
         capacity: config.capacity,
         endpoint: config.endpoint.clone(),
     };
+    register(
+        client,
+        &config.key,
+        Message::Compute(compute::Msg::RegisterProvider {
+            offer,
+            stake: config.stake,
+        }),
+        "provider",
+    )
+    .await
+}
+
+/// Sends a registration message and waits for it to be committed without error.
+pub async fn register(
+    client: &Client,
+    key: &SecretKey,
+    message: Message,
+    role: &str,
+) -> Result<(), ProviderError> {
     let tx = client
-        .build(
-            &config.key,
-            vec![Message::Compute(compute::Msg::RegisterProvider {
-                offer,
-                stake: config.stake,
-            })],
-            piazza_client::DEFAULT_MAX_FEE,
-        )
+        .build(key, vec![message], piazza_client::DEFAULT_MAX_FEE)
         .await?;
     let hash = client.submit(&tx).await?;
     let receipt = client
@@ -141,11 +153,11 @@ pub async fn ensure_registered(
         .await?;
     if let Some(error) = receipt.error {
         return Err(ProviderError::Config(format!(
-            "registration failed: {} {}",
+            "{role} registration failed: {} {}",
             error.name, error.message
         )));
     }
-    tracing::info!(provider = %config.address(), "registered as a provider");
+    tracing::info!(address = %key.public_key().address(), "registered as {role}");
     Ok(())
 }
 

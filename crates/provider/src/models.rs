@@ -83,12 +83,12 @@ pub fn execute(
     params: &JobParamsInfo,
     threads: usize,
 ) -> Result<Execution, ProviderError> {
-    let run = piazza_arbiter::run_job(model, &job_spec(input, params), threads, None)
+    let result = piazza_arbiter::execute(model, &job_spec(input, params), threads)
         .map_err(|e| ProviderError::Model(e.to_string()))?;
     Ok(Execution {
-        output: run.output,
-        trace_root: Hash(run.trace_root),
-        work_units: run.work_units,
+        output: result.output,
+        trace_root: Hash(result.trace_root),
+        work_units: result.work_units,
     })
 }
 

@@ -880,7 +880,7 @@ fn eligible_providers(state: &StateDelta<'_>, job: &Job, with_room: bool) -> Vec
     candidates
 }
 
-fn expire(state: &mut StateDelta<'_>, mut job: Job, events: &mut Vec<Event>) {
+fn expire(state: &mut StateDelta<'_>, mut job: Job, block: &BlockContext, events: &mut Vec<Event>) {
     bank::transfer(state, &escrow(), &job.client, job.max_price)
         .expect("the escrow holds every open job's price");
     events.push(Event::new(
@@ -892,6 +892,10 @@ fn expire(state: &mut StateDelta<'_>, mut job: Job, events: &mut Vec<Event>) {
     ));
     job.status = JobStatus::Expired;
     state.put(state_key::job(job.id), &job);
+    if job.is_redundant() {
+        // The other copies no longer wait for this one.
+        crate::verify::copy_closed(state, &job, block, events);
+    }
 }
 
 /// Assigns `job` at `block` or expires it when nobody can serve it.
@@ -912,7 +916,7 @@ fn assign(state: &mut StateDelta<'_>, mut job: Job, block: &BlockContext, events
             state.put(state_key::job(job.id), &job);
             return;
         }
-        return expire(state, job, events);
+        return expire(state, job, block, events);
     };
     let deadline_blocks = match job.params.deadline_blocks {
         0 => params.job_deadline_blocks,
@@ -920,7 +924,7 @@ fn assign(state: &mut StateDelta<'_>, mut job: Job, block: &BlockContext, events
     };
     let deadline_height = block.height + deadline_blocks;
     if push_queue(state, state_key::deadlines(deadline_height), job.id).is_err() {
-        return expire(state, job, events);
+        return expire(state, job, block, events);
     }
     let mut p = provider(state, &address).expect("chosen providers exist");
     p.active_jobs += 1;

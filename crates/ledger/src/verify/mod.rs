@@ -799,6 +799,16 @@ pub fn result_posted(
     }
 }
 
+/// Called by `compute` when a redundant copy ends without a result (expired).
+pub fn copy_closed(
+    state: &mut StateDelta<'_>,
+    job: &compute::Job,
+    block: &BlockContext,
+    events: &mut Vec<Event>,
+) {
+    review_group(state, job.group, block, events);
+}
+
 /// A redundant group whose copies are all in: equal results settle at once; otherwise the
 /// copies that differ from the most common result are disputed by its first holder.
 fn review_group(
