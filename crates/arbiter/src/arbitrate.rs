@@ -110,6 +110,51 @@ pub fn arbitrate_with(
     Ok(trace::tensor_step_hash(step, &output))
 }
 
+/// Whether a trace of `step_count` steps is a possible run of `job` from `ids` under the model
+/// whose config bytes are `config` (checked against the record): what the ledger asks when the
+/// parties of a dispute agree on the ids but not on the number of steps.
+pub fn step_count_fits(
+    model: &ModelCommitments,
+    job: &JobSpec,
+    config: &[u8],
+    ids: &[u32],
+    step_count: u64,
+) -> Result<bool, ArbiterError> {
+    if config_hash(config) != model.config_hash {
+        return Err(ArbiterError::ConfigHash);
+    }
+    if step_count == 0 || step_count > LEAVES_MAX {
+        return Ok(false);
+    }
+    let shape = match model.family {
+        Family::Bert => bert_graph(config, ids, step_count).map(drop),
+        Family::Llama => {
+            // Only the graph's shape matters here; the output weight (tied or not) has the
+            // same shape either way.
+            let evidence = Evidence {
+                step: 0,
+                config: Vec::new(),
+                manifest: Vec::new(),
+                chunk_root: [0; 32],
+                ids: ids.to_vec(),
+                leaves: Vec::new(),
+                chunks: Vec::new(),
+            };
+            let claim = TraceClaim {
+                root: [0; 32],
+                step_count,
+                ids_commitment: ids_commitment(ids),
+            };
+            llama_graph(config, &[], job, &evidence, &claim).map(drop)
+        }
+    };
+    match shape {
+        Ok(()) => Ok(true),
+        Err(ArbiterError::StepCount { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 fn job_error(detail: String) -> ArbiterError {
     ArbiterError::Job(detail)
 }

@@ -25,13 +25,27 @@ pub fn input_evidence(model: &LoadedModel) -> Vec<u8> {
     bytes
 }
 
-/// The commitment to the token ids `job`'s input turns into under `model`, from input
-/// evidence checked against the model's config and tokenizer hashes.
+/// What the ledger learns from input evidence: the token ids `job`'s input turns into under
+/// the model, and the config bytes (both checked against the record).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputVerdict {
+    pub ids: Vec<u32>,
+    pub config: Vec<u8>,
+}
+
+impl InputVerdict {
+    pub fn ids_commitment(&self) -> Hash {
+        ids_commitment(&self.ids)
+    }
+}
+
+/// Tokenizes `job`'s input with the tokenizer from input evidence, checked against the
+/// model's config and tokenizer hashes.
 pub fn arbitrate_ids(
     model: &ModelCommitments,
     job: &JobSpec,
     evidence: &[u8],
-) -> Result<Hash, ArbiterError> {
+) -> Result<InputVerdict, ArbiterError> {
     let encoding = |detail: &str| ArbiterError::Encoding(format!("input evidence: {detail}"));
     let len_bytes: [u8; 4] = evidence
         .get(..4)
@@ -49,17 +63,20 @@ pub fn arbitrate_ids(
     let ids = match model.family {
         Family::Bert => tokens::bert_ids(tokenizer, &model.tokenizer_hash, &job.input),
         Family::Llama => {
-            let config = piazza_llm::LlamaConfig::from_canonical_bytes(config)
+            let parsed = piazza_llm::LlamaConfig::from_canonical_bytes(config)
                 .map_err(|e| ArbiterError::Config(e.to_string()))?;
             tokens::llama_ids(
                 tokenizer,
                 &model.tokenizer_hash,
-                config.vocab,
+                parsed.vocab,
                 &job.input,
                 job.chat,
             )
         }
     }
     .map_err(tokens_error)?;
-    Ok(ids_commitment(&ids))
+    Ok(InputVerdict {
+        ids,
+        config: config.to_vec(),
+    })
 }

@@ -45,9 +45,9 @@ mod run;
 pub mod tokens;
 pub mod tree;
 
-pub use arbitrate::{arbitrate, arbitrate_with, LeafCheck};
+pub use arbitrate::{arbitrate, arbitrate_with, step_count_fits, LeafCheck};
 pub use evidence::{ChunkOpening, Evidence, LeafOpening, EVIDENCE_BYTES_MAX, SIBLINGS_MAX};
-pub use input::{arbitrate_ids, input_evidence};
+pub use input::{arbitrate_ids, input_evidence, InputVerdict};
 pub use run::{execute, run_job, JobOutput, JobRun, LoadedModel};
 
 pub type Hash = [u8; 32];

@@ -130,7 +130,11 @@ pub struct JobOutput {
 /// Runs `job` on `model` for its result only: the same output, trace root and work units as
 /// [`run_job`] (the same engines and code path up to the recording), in the memory of one
 /// pass rather than of every op output.
-pub fn execute(model: &LoadedModel, job: &JobSpec, threads: usize) -> Result<JobOutput, ArbiterError> {
+pub fn execute(
+    model: &LoadedModel,
+    job: &JobSpec,
+    threads: usize,
+) -> Result<JobOutput, ArbiterError> {
     let text = String::from_utf8_lossy(&job.input);
     match model {
         LoadedModel::Embedding(embedder) => {
@@ -141,7 +145,11 @@ pub fn execute(model: &LoadedModel, job: &JobSpec, threads: usize) -> Result<Job
                 .run_traced(&batch, Compute::new(threads))
                 .map_err(model_error)?;
             Ok(JobOutput {
-                output: vector.to_vec().iter().flat_map(|v| v.to_le_bytes()).collect(),
+                output: vector
+                    .to_vec()
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
                 trace_root: trace.root,
                 work_units,
             })

@@ -127,8 +127,9 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 200)]
     pub poll_ms: u64,
     /// FOR TESTS AND DEMOS ONLY: misbehave on purpose (repeatable): `corrupt-op=N|first|middle|last`
-    /// (a wrong trace step), `wrong-output` (a wrong last step and output), `silent-in-dispute`
-    /// (stop answering after a dispute's first round). A faulty daemon gets slashed.
+    /// (a wrong trace step), `wrong-output` (a wrong last step and output), `wrong-ids` (runs a
+    /// slightly different input), `silent-in-dispute` (stop answering after a dispute's first
+    /// round). A faulty daemon gets slashed.
     #[arg(long)]
     pub fault: Vec<String>,
 }

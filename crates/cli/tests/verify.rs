@@ -89,6 +89,16 @@ fn local_steps(model: &str, input: &str, spec: piazza_arbiter::JobSpec) -> u64 {
         .step_count()
 }
 
+/// How a dispute should end.
+enum Expect {
+    /// Bisected to this step and arbitrated by re-execution.
+    Step(u64),
+    /// Decided by the ledger's own tokenization.
+    Input,
+    /// The silent defendant loses at a round's deadline.
+    Silent,
+}
+
 /// Runs one faulty provider on one job and checks the whole dispute; returns the numbers.
 #[allow(clippy::too_many_arguments)]
 fn caught(
@@ -102,7 +112,7 @@ fn caught(
     faults: &[&str],
     input: &str,
     extra: &[&str],
-    expected_step: Option<u64>,
+    expected: Expect,
 ) -> String {
     let auditor = piazza_keystore::Keystore::open(&dir.join("keys"))
         .unwrap()
@@ -172,8 +182,8 @@ fn caught(
     let rounds = attr(&resolved, "rounds");
     let blocks = attr(&resolved, "blocks");
     let challenged = events.wait("verify.dispute_opened", id);
-    let report = match expected_step {
-        Some(expected) => {
+    let report = match expected {
+        Expect::Step(expected) => {
             let found = events.wait("verify.step_found", id);
             assert_eq!(
                 attr(&found, "step"),
@@ -192,7 +202,17 @@ fn caught(
                 challenged["height"]
             )
         }
-        None => {
+        Expect::Input => {
+            events.wait("verify.input_disputed", id);
+            let arbitrated = events.wait("verify.arbitrated", id);
+            assert_eq!(attr(&arbitrated, "by"), auditor);
+            assert!(attr(&resolved, "reason").starts_with("input tokenized to"));
+            format!(
+                "{model} {faults:?}: input dispute, {rounds} rounds, tokenizer evidence {} bytes, dispute {blocks} blocks",
+                attr(&arbitrated, "evidence_bytes"),
+            )
+        }
+        Expect::Silent => {
             assert_eq!(attr(&resolved, "reason"), "silent in a round");
             format!(
                 "{model} {faults:?}: silent defendant lost after {rounds} rounds, {blocks} blocks"
@@ -257,7 +277,7 @@ fn corrupt_providers_are_caught_bisected_to_the_step_slashed_and_clients_refunde
             &[fault],
             text,
             &[],
-            Some(step),
+            Expect::Step(step),
         ));
     }
     numbers.push(caught(
@@ -271,7 +291,20 @@ fn corrupt_providers_are_caught_bisected_to_the_step_slashed_and_clients_refunde
         &["corrupt-op=middle", "silent-in-dispute"],
         text,
         &[],
-        None,
+        Expect::Silent,
+    ));
+    numbers.push(caught(
+        &devnet,
+        dir.path(),
+        &runtime,
+        &client,
+        &events,
+        &cheat,
+        MINILM,
+        &["wrong-ids"],
+        text,
+        &[],
+        Expect::Input,
     ));
     // Generation: a chat job of a few tokens, corrupted in the middle of its trace.
     let prompt = "Name a colour.";
@@ -294,7 +327,7 @@ fn corrupt_providers_are_caught_bisected_to_the_step_slashed_and_clients_refunde
         &["corrupt-op=middle"],
         prompt,
         &["--chat", "--max-tokens", "4"],
-        Some(gen_steps / 2),
+        Expect::Step(gen_steps / 2),
     ));
     eprintln!("dispute numbers:\n{}", numbers.join("\n"));
 }

@@ -53,6 +53,9 @@ pub struct Fault {
     pub wrong_output: bool,
     /// Answer the first round of a dispute, then nothing (`silent-in-dispute`).
     pub silent_in_dispute: bool,
+    /// Run the job on a different input (one more space at the end), so its token ids differ
+    /// (`wrong-ids`).
+    pub wrong_ids: bool,
 }
 
 impl Fault {
@@ -75,9 +78,10 @@ impl Fault {
             }
             None if spec == "wrong-output" => self.wrong_output = true,
             None if spec == "silent-in-dispute" => self.silent_in_dispute = true,
+            None if spec == "wrong-ids" => self.wrong_ids = true,
             _ => {
                 return Err(format!(
-                    "unknown fault `{spec}` (corrupt-op=N|first|middle|last, wrong-output, silent-in-dispute)"
+                    "unknown fault `{spec}` (corrupt-op=N|first|middle|last, wrong-output, wrong-ids, silent-in-dispute)"
                 ))
             }
         }
@@ -118,8 +122,12 @@ pub fn run_with_fault(
     threads: usize,
     fault: &Fault,
 ) -> Result<JobRun, ProviderError> {
+    let mut job = job.clone();
+    if fault.wrong_ids {
+        job.input.extend_from_slice(b" x");
+    }
     let run = |corrupt| {
-        piazza_arbiter::run_job(model, job, threads, corrupt)
+        piazza_arbiter::run_job(model, &job, threads, corrupt)
             .map_err(|e| ProviderError::Model(e.to_string()))
     };
     let honest = run(None)?;
@@ -361,9 +369,9 @@ impl Player {
                 let spec = job_spec(&info)?;
                 let evidence = piazza_arbiter::input_evidence(&model);
                 // Send only when the ledger's tokenization will agree with this party's ids.
-                let ids = piazza_arbiter::arbitrate_ids(&model.commitments(), &spec, &evidence)
+                let verdict = piazza_arbiter::arbitrate_ids(&model.commitments(), &spec, &evidence)
                     .map_err(|e| ProviderError::Model(e.to_string()))?;
-                if ids != run.ids_commitment() {
+                if verdict.ids_commitment() != run.ids_commitment() {
                     return Ok(None);
                 }
                 Ok(Some(Move {

@@ -1179,19 +1179,28 @@ fn arbitrate(
             "the dispute is still in its bisection rounds",
         )),
         Phase::Input => {
-            let ids = piazza_arbiter::arbitrate_ids(&model, &job, evidence).map_err(rejected)?;
-            let loser = if ids == claimant.ids.0 && ids != defendant.ids.0 {
+            let verdict =
+                piazza_arbiter::arbitrate_ids(&model, &job, evidence).map_err(rejected)?;
+            let ids = Hash(verdict.ids_commitment());
+            let fits = |count: u64| {
+                piazza_arbiter::step_count_fits(&model, &job, &verdict.config, &verdict.ids, count)
+                    .map_err(rejected)
+            };
+            let loser = if ids != defendant.ids {
+                // The result was computed from the wrong token ids.
                 DEFENDANT
-            } else if ids == defendant.ids.0 && ids != claimant.ids.0 {
+            } else if ids != claimant.ids {
                 CLAIMANT
-            } else if ids != defendant.ids.0 {
+            } else if !fits(defendant.step_count)? {
                 DEFENDANT
+            } else if !fits(claimant.step_count)? {
+                CLAIMANT
             } else {
-                // Same ids, different step counts: the count follows from the ids and the
-                // provider's work, which both committed to; the claimant's differs.
+                // Both counts are possible runs of these ids: the parties disagree on where a
+                // generation stops, which the rounds cannot reach; the result stands.
                 CLAIMANT
             };
-            Ok((loser, format!("token ids {}", Hash(ids).to_hex())))
+            Ok((loser, format!("input tokenized to {}", ids.to_hex())))
         }
         Phase::Step { step, leaves } => {
             let decoded = piazza_arbiter::Evidence::decode(evidence).map_err(rejected)?;
