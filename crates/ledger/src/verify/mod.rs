@@ -1171,13 +1171,16 @@ fn arbitrate(
 ) -> Result<(usize, String), TxError> {
     let rejected =
         |e: piazza_arbiter::ArbiterError| error(ErrorCode::EvidenceRejected, e.to_string());
+    if dispute.phase == Phase::Bisect {
+        return Err(error(
+            ErrorCode::WrongRound,
+            "the dispute is still in its bisection rounds",
+        ));
+    }
     let (model, job) = arbiter_inputs(state, dispute.job)?;
     let [defendant, claimant] = &dispute.parties;
     match &dispute.phase {
-        Phase::Bisect => Err(error(
-            ErrorCode::WrongRound,
-            "the dispute is still in its bisection rounds",
-        )),
+        Phase::Bisect => unreachable!("checked above"),
         Phase::Input => {
             let verdict =
                 piazza_arbiter::arbitrate_ids(&model, &job, evidence).map_err(rejected)?;
