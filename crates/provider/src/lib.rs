@@ -379,6 +379,7 @@ async fn forget_finished(client: &Client, journal: &Journal, me: &Address) {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // the job's context, passed whole to one spawned task
 async fn process(
     client: &Client,
     models: &BTreeMap<String, LoadedModel>,

@@ -569,7 +569,7 @@ impl Dispute {
         let mut node = leaf.0;
         let mut position = index;
         for sibling in &siblings[..level] {
-            node = if position % 2 == 0 {
+            node = if position.is_multiple_of(2) {
                 tree::node_hash(&node, &sibling.0)
             } else {
                 tree::node_hash(&sibling.0, &node)
