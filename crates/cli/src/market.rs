@@ -325,6 +325,11 @@ fn print_job(args: &ClientArgs, job: &piazza_api::JobInfo) -> Result<()> {
         "job {} expired: no provider served it; the escrow was refunded",
         job.id
     );
+    anyhow::ensure!(
+        job.status != "failed",
+        "job {} failed: its result was proven wrong in a dispute; the escrow was refunded",
+        job.id
+    );
     Ok(())
 }
 

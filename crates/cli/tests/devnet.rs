@@ -251,7 +251,12 @@ fn sigkill_during_transfers_loses_nothing_committed() {
 #[test]
 fn an_embedding_job_from_the_cli_settles_with_the_exact_fee_split_and_the_engines_output() {
     let dir = tempfile::tempdir().unwrap();
-    let devnet = start_devnet(dir.path());
+    // Without the devnet's auditor the pool keeps its share (an attesting auditor would get it;
+    // that path is in tests/verify.rs).
+    let devnet = start_devnet_with(
+        dir.path(),
+        &["--no-auditor", "--models", "all-minilm-l6-v2"],
+    );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = Client::new(&devnet.url);
     let keystore = Keystore::open(&dir.path().join("keys")).unwrap();

@@ -365,6 +365,17 @@ fn an_honest_provider_falsely_challenged_keeps_its_stake_and_the_challenger_lose
         assert!(started.elapsed() < WAIT, "the auditor did not register");
         std::thread::sleep(Duration::from_millis(50));
     }
+    while runtime
+        .block_on(client.provider(&provider.parse().unwrap()))
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            started.elapsed() < WAIT,
+            "the devnet's provider did not register"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let stake_before = stake_of(&runtime, &client, &provider);
     let liar_before = balance_of(&client, &runtime, &liar);
     let id = submit(&devnet, dir.path(), MINILM, "an honest answer", &[]);
@@ -433,8 +444,15 @@ fn a_redundant_job_with_one_bad_provider_settles_to_the_honest_result() {
             &jb,
         ],
     );
+    let devnet_provider = piazza_keystore::Keystore::open(&dir.path().join("keys"))
+        .unwrap()
+        .info("provider")
+        .unwrap()
+        .address
+        .to_string();
     let started = Instant::now();
-    for address in [&honest, &cheat] {
+    // All three providers must be registered before the job, or a copy would wait for one.
+    for address in [&honest, &cheat, &devnet_provider] {
         while runtime
             .block_on(client.provider(&address.parse().unwrap()))
             .unwrap()

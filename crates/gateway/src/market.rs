@@ -283,6 +283,14 @@ impl Market {
                 charged: max_price.checked_add(fee).unwrap_or(max_price),
                 error: node_error(e),
             })?;
+        if job.status == "failed" {
+            return Err(failed(ApiError::unavailable(
+                "result_rejected",
+                format!(
+                    "job {id} failed: its result was proven wrong in a dispute; the escrow was refunded"
+                ),
+            )));
+        }
         if job.status != "settled" {
             return Err(failed(ApiError::unavailable(
                 "no_provider",
