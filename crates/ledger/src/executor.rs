@@ -195,6 +195,17 @@ pub fn check_admission(
     if fee > tx.tx.max_fee {
         return Err(fee_too_low(fee, tx.tx.max_fee));
     }
+    // Evidence (up to megabytes) is admitted only while a dispute waits for it.
+    if let [Message::Verify(verify::Msg::Arbitrate { job, .. })] = tx.tx.messages.as_slice() {
+        let waiting =
+            verify::dispute(&view, *job).is_some_and(|d| d.phase != verify::Phase::Bisect);
+        if !waiting {
+            return Err(TxError::new(
+                ErrorCode::NoDispute,
+                format!("job {job} has no dispute waiting for evidence"),
+            ));
+        }
+    }
     let needed = outflow(tx)
         .and_then(|o| o.checked_add(fee))
         .ok_or_else(|| TxError::new(ErrorCode::Overflow, "amounts overflow"))?;

@@ -87,6 +87,29 @@ async fn bad_transactions_are_refused_with_stable_codes_and_the_node_stays_healt
     )
     .await;
     expect_refusal(&t, &vec![7u8; TX_BYTES_MAX + 1], "oversized_tx").await;
+    // Evidence has its own size class, but only while a dispute waits for it; past the class
+    // it is oversized like anything else.
+    let evidence = |bytes: usize| {
+        Transaction {
+            chain_id: "piazza-test".into(),
+            sender: alice.public_key(),
+            nonce: 1,
+            max_fee: Amount::pza(50),
+            messages: vec![Message::Verify(piazza_ledger::verify::Msg::Arbitrate {
+                job: 0,
+                evidence: vec![0; bytes],
+            })],
+        }
+        .sign(&alice)
+        .to_bytes()
+    };
+    expect_refusal(&t, &evidence(200_000), "no_dispute").await;
+    expect_refusal(
+        &t,
+        &evidence(piazza_ledger::tx::EVIDENCE_TX_BYTES_MAX),
+        "oversized_tx",
+    )
+    .await;
     expect_refusal(&t, &[1, 2, 3, 4], "malformed_bytes").await;
     let mut truncated = send(&alice, 1, bob, Amount::pza(1), "piazza-test").to_bytes();
     truncated.truncate(truncated.len() - 1);
@@ -122,7 +145,8 @@ async fn bad_transactions_are_refused_with_stable_codes_and_the_node_stays_healt
     )
     .await;
     assert_eq!(answer["error"]["code"], -32602);
-    let (status, answer) = raw_call(&t.url, vec![b' '; 2 * 1024 * 1024]).await;
+    let (status, answer) =
+        raw_call(&t.url, vec![b' '; piazza_node::rpc::RPC_BODY_BYTES_MAX + 1]).await;
     assert_eq!(
         (status, answer["error"]["code"].as_i64()),
         (413, Some(-32001))
