@@ -290,8 +290,16 @@ fn print_job(args: &ClientArgs, job: &piazza_api::JobInfo) -> Result<()> {
     let value = serde_json::json!({"job": job, "output": output});
     crate::query::print(args.json, &value, || {
         let mut out = format!("job {} ({}): {}", job.id, job.model, job.status);
+        let label = if job.status == "failed" {
+            "rejected output"
+        } else {
+            "output"
+        };
+        if let Some(hold) = &job.hold {
+            out += &format!(" (held: {hold})");
+        }
         match &output {
-            Some(serde_json::Value::String(text)) => out += &format!("\noutput: {text}"),
+            Some(serde_json::Value::String(text)) => out += &format!("\n{label}: {text}"),
             Some(serde_json::Value::Array(v)) => {
                 let head: Vec<String> = v
                     .iter()
@@ -299,7 +307,7 @@ fn print_job(args: &ClientArgs, job: &piazza_api::JobInfo) -> Result<()> {
                     .map(|x| format!("{:.6}", x.as_f64().unwrap_or(0.0)))
                     .collect();
                 out += &format!(
-                    "\noutput: embedding [{} dims] [{}, ...]",
+                    "\n{label}: embedding [{} dims] [{}, ...]",
                     v.len(),
                     head.join(", ")
                 );

@@ -142,6 +142,8 @@ pub struct Move {
     pub job: u64,
     pub what: &'static str,
     pub message: Message,
+    /// The (job, round, phase) this move answers: sent once unless [`Player::retry`].
+    pub answers: (u64, u32, &'static str),
 }
 
 /// One party's memory of its runs and the moves it has sent.
@@ -206,6 +208,15 @@ impl Player {
             .get(name)
             .cloned()
             .ok_or_else(|| ProviderError::Config(format!("`{name}` is not loaded here")))
+    }
+
+    /// Lets a move that could not be sent be made again on the next pass.
+    pub fn retry(&self, m: &Move) {
+        let (job, round, phase) = m.answers;
+        self.sent
+            .lock()
+            .expect("sent lock")
+            .remove(&(job, round, phase.to_string()));
     }
 
     fn first_time(&self, job: u64, round: u32, phase: &str) -> bool {
@@ -283,12 +294,14 @@ impl Player {
                 job,
                 what: "attest",
                 message: Message::Verify(verify::Msg::Attest { job }),
+                answers: (job, 0, "audit"),
             });
         }
         tracing::warn!(job, ours = %root, theirs = %result.trace_root, "audit: the result differs; challenging");
         Ok(Move {
             job,
             what: "challenge",
+            answers: (job, 0, "audit"),
             message: Message::Verify(verify::Msg::Challenge {
                 job,
                 trace_root: Hash(run.trace_root),
@@ -347,6 +360,7 @@ impl Player {
                 Ok(Some(Move {
                     job: d.job,
                     what: "reveal",
+                    answers: (d.job, d.round, "bisect"),
                     message: Message::Verify(verify::Msg::Reveal {
                         job: d.job,
                         round: d.round,
@@ -377,6 +391,7 @@ impl Player {
                 Ok(Some(Move {
                     job: d.job,
                     what: "arbitrate input",
+                    answers: (d.job, d.round, "input"),
                     message: Message::Verify(verify::Msg::Arbitrate {
                         job: d.job,
                         evidence,
@@ -426,6 +441,7 @@ impl Player {
                 Ok(Some(Move {
                     job: d.job,
                     what: "arbitrate step",
+                    answers: (d.job, d.round, "step"),
                     message: Message::Verify(verify::Msg::Arbitrate {
                         job: d.job,
                         evidence: evidence.encode(),

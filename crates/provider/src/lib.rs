@@ -271,9 +271,12 @@ pub async fn play(client: &Client, player: &Player, poster: &Poster, me: &Addres
         }
     };
     for m in player.moves(client, &tasks).await {
-        match poster.send(vec![m.message], None).await {
+        match poster.send(vec![m.message.clone()], None).await {
             Ok(hash) => tracing::info!(job = m.job, tx = %hash, "{} sent", m.what),
-            Err(e) => tracing::warn!(job = m.job, error = %e, "{} refused", m.what),
+            Err(e) => {
+                tracing::warn!(job = m.job, error = %e, "{} refused; will try again", m.what);
+                player.retry(&m);
+            }
         }
     }
 }
