@@ -47,6 +47,27 @@ impl Events {
     }
 }
 
+fn wait_registered(runtime: &tokio::runtime::Runtime, client: &Client, role: &str, address: &str) {
+    let address: piazza_primitives::Address = address.parse().unwrap();
+    wait_until(
+        &format!("{role} {address} did not register"),
+        Duration::from_secs(60),
+        || {
+            if role == "auditor" {
+                runtime
+                    .block_on(client.auditor(&address))
+                    .unwrap()
+                    .is_some()
+            } else {
+                runtime
+                    .block_on(client.provider(&address))
+                    .unwrap()
+                    .is_some()
+            }
+        },
+    );
+}
+
 fn attr(event: &Value, name: &str) -> String {
     event["attributes"][name]
         .as_str()
@@ -132,15 +153,7 @@ fn caught(
     let journal = dir.join(format!("journal-{}", faults.join("-")));
     args.extend_from_slice(&["--journal", journal.to_str().unwrap()]);
     let provider = daemon(devnet, dir, &args);
-    let started = Instant::now();
-    while runtime
-        .block_on(client.provider(&cheat.parse().unwrap()))
-        .unwrap()
-        .is_none()
-    {
-        assert!(started.elapsed() < WAIT, "the provider did not register");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_registered(runtime, client, "provider", cheat);
     let stake_before = stake_of(runtime, client, cheat);
     let auditor_before = balance_of(client, runtime, &auditor);
     let id = submit(devnet, dir, model, input, extra);
@@ -241,18 +254,7 @@ fn corrupt_providers_are_caught_bisected_to_the_step_slashed_and_clients_refunde
             .info("auditor")
             .unwrap()
             .address;
-    let started = Instant::now();
-    while runtime
-        .block_on(client.auditor(&auditor))
-        .unwrap()
-        .is_none()
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the devnet's auditor did not register"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_registered(&runtime, &client, "auditor", &auditor.to_string());
     let text = "the square beside the tower";
     let steps = local_steps(
         MINILM,
@@ -356,26 +358,8 @@ fn an_honest_provider_falsely_challenged_keeps_its_stake_and_the_challenger_lose
             "corrupt-op=middle",
         ],
     );
-    let started = Instant::now();
-    while runtime
-        .block_on(client.auditor(&liar.parse().unwrap()))
-        .unwrap()
-        .is_none()
-    {
-        assert!(started.elapsed() < WAIT, "the auditor did not register");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    while runtime
-        .block_on(client.provider(&provider.parse().unwrap()))
-        .unwrap()
-        .is_none()
-    {
-        assert!(
-            started.elapsed() < WAIT,
-            "the devnet's provider did not register"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_registered(&runtime, &client, "auditor", &liar);
+    wait_registered(&runtime, &client, "provider", &provider);
     let stake_before = stake_of(&runtime, &client, &provider);
     let liar_before = balance_of(&client, &runtime, &liar);
     let id = submit(&devnet, dir.path(), MINILM, "an honest answer", &[]);
@@ -450,17 +434,9 @@ fn a_redundant_job_with_one_bad_provider_settles_to_the_honest_result() {
         .unwrap()
         .address
         .to_string();
-    let started = Instant::now();
     // All three providers must be registered before the job, or a copy would wait for one.
     for address in [&honest, &cheat, &devnet_provider] {
-        while runtime
-            .block_on(client.provider(&address.parse().unwrap()))
-            .unwrap()
-            .is_none()
-        {
-            assert!(started.elapsed() < WAIT, "a provider did not register");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_registered(&runtime, &client, "provider", address);
     }
     let cheat_stake = stake_of(&runtime, &client, &cheat);
     let first = submit(

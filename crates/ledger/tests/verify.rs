@@ -43,6 +43,20 @@ fn all_events(receipt_events: &[Event], block_events: &[Event]) -> Vec<Event> {
     receipt_events.iter().chain(block_events).cloned().collect()
 }
 
+/// A job to run on two providers.
+fn submit_twice() -> Message {
+    Message::Compute(compute::Msg::SubmitJob {
+        model: "embed".into(),
+        input: b"twice".to_vec(),
+        params: JobParams {
+            redundancy: 2,
+            ..JobParams::default()
+        },
+        max_units: 10,
+        max_price: Amount::new(50_000),
+    })
+}
+
 fn hold(chain: &Chain, job: u64) -> Option<Hold> {
     verify::hold(&StateDelta::new(&chain.state), job)
 }
@@ -274,19 +288,7 @@ fn a_redundant_job_settles_at_once_when_its_copies_agree() {
     let t2 = chain.tx(&b, register("embed", 1_000));
     chain.block(vec![t1, t2]);
     let before = chain.balance(&client.public_key().address());
-    let (r, _) = chain.one(
-        &client,
-        Message::Compute(compute::Msg::SubmitJob {
-            model: "embed".into(),
-            input: b"twice".to_vec(),
-            params: JobParams {
-                redundancy: 2,
-                ..JobParams::default()
-            },
-            max_units: 10,
-            max_price: Amount::new(50_000),
-        }),
-    );
+    let (r, _) = chain.one(&client, submit_twice());
     assert_eq!(failed(&r), None);
     assert_eq!(
         chain.balance(&compute::escrow()),
@@ -344,19 +346,7 @@ fn a_redundant_copy_nobody_can_serve_lets_the_others_settle() {
     };
     let mut chain = Chain::new(&[&a, &client], params);
     chain.one(&a, register("embed", 1_000));
-    let (r, _) = chain.one(
-        &client,
-        Message::Compute(compute::Msg::SubmitJob {
-            model: "embed".into(),
-            input: b"twice".to_vec(),
-            params: JobParams {
-                redundancy: 2,
-                ..JobParams::default()
-            },
-            max_units: 10,
-            max_price: Amount::new(50_000),
-        }),
-    );
+    let (r, _) = chain.one(&client, submit_twice());
     assert_eq!(failed(&r), None);
     chain.block(vec![]);
     // Only one provider: one copy is assigned, the other waits and then expires.

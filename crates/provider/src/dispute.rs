@@ -179,12 +179,7 @@ impl Player {
         if let Some(run) = self.runs.lock().expect("runs lock").get(&job) {
             return Ok(run.clone());
         }
-        let info = client
-            .job(job)
-            .await?
-            .ok_or_else(|| ProviderError::Model(format!("no job {job}")))?;
-        let model = self.model(&info.model)?;
-        let spec = job_spec(&info)?;
+        let (model, spec) = self.model_and_spec(client, job).await?;
         let (threads, fault) = (self.threads, self.fault.clone());
         let run =
             tokio::task::spawn_blocking(move || run_with_fault(&model, &spec, threads, &fault))
@@ -201,6 +196,19 @@ impl Player {
     /// Keeps the run a daemon computed for its own result, so a dispute need not recompute it.
     pub fn remember(&self, job: u64, run: Arc<JobRun>) {
         self.runs.lock().expect("runs lock").insert(job, run);
+    }
+
+    /// The loaded model a job runs on, and the job as the arbiter reads it.
+    async fn model_and_spec(
+        &self,
+        client: &Client,
+        job: u64,
+    ) -> Result<(LoadedModel, JobSpec), ProviderError> {
+        let info = client
+            .job(job)
+            .await?
+            .ok_or_else(|| ProviderError::Model(format!("no job {job}")))?;
+        Ok((self.model(&info.model)?, job_spec(&info)?))
     }
 
     fn model(&self, name: &str) -> Result<LoadedModel, ProviderError> {
@@ -375,12 +383,7 @@ impl Player {
                 if !self.first_time(d.job, d.round, "input") {
                     return Ok(None);
                 }
-                let info = client
-                    .job(party.job)
-                    .await?
-                    .ok_or_else(|| ProviderError::Model(format!("no job {}", party.job)))?;
-                let model = self.model(&info.model)?;
-                let spec = job_spec(&info)?;
+                let (model, spec) = self.model_and_spec(client, party.job).await?;
                 let evidence = piazza_arbiter::input_evidence(&model);
                 // Send only when the ledger's tokenization will agree with this party's ids.
                 let verdict = piazza_arbiter::arbitrate_ids(&model.commitments(), &spec, &evidence)
@@ -405,12 +408,7 @@ impl Player {
                 if !self.first_time(d.job, d.round, "step") {
                     return Ok(None);
                 }
-                let info = client
-                    .job(party.job)
-                    .await?
-                    .ok_or_else(|| ProviderError::Model(format!("no job {}", party.job)))?;
-                let model = self.model(&info.model)?;
-                let spec = job_spec(&info)?;
+                let (model, spec) = self.model_and_spec(client, party.job).await?;
                 let run2 = run.clone();
                 let (evidence, leaf) = tokio::task::spawn_blocking(move || {
                     let evidence = run2

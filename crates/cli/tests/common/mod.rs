@@ -142,3 +142,12 @@ pub fn daemon(devnet: &Devnet, dir: &Path, args: &[&str]) -> Daemon {
             .unwrap(),
     )
 }
+
+/// Polls `done` every 50 ms until it is true, failing the test with `what` after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
