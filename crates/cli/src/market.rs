@@ -128,7 +128,7 @@ pub struct RunArgs {
     pub poll_ms: u64,
     /// FOR TESTS AND DEMOS ONLY: misbehave on purpose (repeatable): `corrupt-op=N|first|middle|last`
     /// (a wrong trace step), `wrong-output` (a wrong last step and output), `wrong-ids` (runs a
-    /// slightly different input), `silent-in-dispute` (stop answering after a dispute's first
+    /// slightly different input), `stop-early` (one generated token short), `silent-in-dispute` (stop answering after a dispute's first
     /// round). A faulty daemon gets slashed.
     #[arg(long)]
     pub fault: Vec<String>,

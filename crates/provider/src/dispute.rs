@@ -56,6 +56,9 @@ pub struct Fault {
     /// Run the job on a different input (one more space at the end), so its token ids differ
     /// (`wrong-ids`).
     pub wrong_ids: bool,
+    /// Generate one token fewer than the job allows (`stop-early`): the same ids, a shorter
+    /// trace — a length dispute, which ends in a draw.
+    pub stop_early: bool,
 }
 
 impl Fault {
@@ -79,9 +82,10 @@ impl Fault {
             None if spec == "wrong-output" => self.wrong_output = true,
             None if spec == "silent-in-dispute" => self.silent_in_dispute = true,
             None if spec == "wrong-ids" => self.wrong_ids = true,
+            None if spec == "stop-early" => self.stop_early = true,
             _ => {
                 return Err(format!(
-                    "unknown fault `{spec}` (corrupt-op=N|first|middle|last, wrong-output, wrong-ids, silent-in-dispute)"
+                    "unknown fault `{spec}` (corrupt-op=N|first|middle|last, wrong-output, wrong-ids, stop-early, silent-in-dispute)"
                 ))
             }
         }
@@ -125,6 +129,9 @@ pub fn run_with_fault(
     let mut job = job.clone();
     if fault.wrong_ids {
         job.input.extend_from_slice(b" x");
+    }
+    if fault.stop_early {
+        job.max_tokens = job.max_tokens.saturating_sub(1).max(1);
     }
     let run = |corrupt| {
         piazza_arbiter::run_job(model, &job, threads, corrupt)

@@ -1104,15 +1104,56 @@ fn resolve(
             ("blocks", (block.height - dispute.opened_height).to_string()),
         ],
     ));
+    close(state, &dispute, block, events);
+}
+
+/// Ends a dispute: its record and tasks go; the surviving results' holds end (a failed job is
+/// gone; a surviving result settles, or its group is reviewed again).
+fn close(
+    state: &mut StateDelta<'_>,
+    dispute: &Dispute,
+    block: &BlockContext,
+    events: &mut Vec<Event>,
+) {
     state.delete(state_key::dispute(dispute.job));
-    set_task(state, &lost.address, dispute.job, false);
-    set_task(state, &won.address, dispute.job, false);
-    // Holds end: a failed job is gone; a surviving result settles (or its group re-reviews).
-    for job in [lost.job, won.job] {
+    for party in &dispute.parties {
+        set_task(state, &party.address, dispute.job, false);
+    }
+    for job in [
+        dispute.parties[DEFENDANT].job,
+        dispute.parties[CLAIMANT].job,
+    ] {
         if hold(state, job).is_some() && dispute_for(state, job).is_none() {
             release(state, job, block, events);
         }
     }
+}
+
+/// Ends a dispute nobody lost: what the ledger can decide does not separate the parties (two
+/// generations of the same ids stopping at different lengths). Bonds go back; the result stands.
+fn draw(
+    state: &mut StateDelta<'_>,
+    dispute: Dispute,
+    reason: &str,
+    block: &BlockContext,
+    events: &mut Vec<Event>,
+) {
+    for party in &dispute.parties {
+        if !party.is_provider && !party.bond.is_zero() {
+            bank::transfer(state, &escrow(), &party.address, party.bond)
+                .expect("the escrow holds every bond");
+        }
+    }
+    events.push(Event::new(
+        "verify.dispute_drawn",
+        &[
+            ("job", dispute.job.to_string()),
+            ("reason", reason.to_string()),
+            ("rounds", dispute.round.to_string()),
+            ("blocks", (block.height - dispute.opened_height).to_string()),
+        ],
+    ));
+    close(state, &dispute, block, events);
 }
 
 /// An open dispute in which `job`'s result is either side.
@@ -1163,12 +1204,12 @@ fn arbiter_inputs(
     ))
 }
 
-/// Decides the dispute with `evidence`: the loser, and why.
+/// Decides the dispute with `evidence`: the loser (none for a draw), and why.
 fn arbitrate(
     state: &StateDelta<'_>,
     dispute: &Dispute,
     evidence: &[u8],
-) -> Result<(usize, String), TxError> {
+) -> Result<(Option<usize>, String), TxError> {
     let rejected =
         |e: piazza_arbiter::ArbiterError| error(ErrorCode::EvidenceRejected, e.to_string());
     if dispute.phase == Phase::Bisect {
@@ -1191,17 +1232,17 @@ fn arbitrate(
             };
             let loser = if ids != defendant.ids {
                 // The result was computed from the wrong token ids.
-                DEFENDANT
+                Some(DEFENDANT)
             } else if ids != claimant.ids {
-                CLAIMANT
+                Some(CLAIMANT)
             } else if !fits(defendant.step_count)? {
-                DEFENDANT
+                Some(DEFENDANT)
             } else if !fits(claimant.step_count)? {
-                CLAIMANT
+                Some(CLAIMANT)
             } else {
                 // Both counts are possible runs of these ids: the parties disagree on where a
-                // generation stops, which the rounds cannot reach; the result stands.
-                CLAIMANT
+                // generation stops, which the rounds cannot reach. Nobody is proven wrong.
+                None
             };
             Ok((loser, format!("input tokenized to {}", ids.to_hex())))
         }
@@ -1236,7 +1277,7 @@ fn arbitrate(
                 DEFENDANT
             };
             Ok((
-                loser,
+                Some(loser),
                 format!("step {step} re-executed to {}", Hash(leaf).to_hex()),
             ))
         }
@@ -1668,7 +1709,10 @@ impl Module for Verify {
                         ("evidence_bytes", evidence.len().to_string()),
                     ],
                 ));
-                resolve(state, d, loser, &reason, &block, &mut ctx.events);
+                match loser {
+                    Some(loser) => resolve(state, d, loser, &reason, &block, &mut ctx.events),
+                    None => draw(state, d, &reason, &block, &mut ctx.events),
+                }
             }
         }
         Ok(())
