@@ -126,10 +126,11 @@ pub struct RunArgs {
     pub journal: Option<PathBuf>,
     #[arg(long, default_value_t = 200)]
     pub poll_ms: u64,
-    /// FOR TESTS AND DEMOS ONLY: misbehave on purpose (repeatable): `corrupt-op=N|first|middle|last`
-    /// (a wrong trace step), `wrong-output` (a wrong last step and output), `wrong-ids` (runs a
-    /// slightly different input), `stop-early` (one generated token short), `silent-in-dispute` (stop answering after a dispute's first
-    /// round). A faulty daemon gets slashed.
+    /// FOR TESTS AND DEMOS ONLY: misbehave on purpose (repeatable):
+    /// `corrupt-op=N|first|middle|last` (a wrong trace step), `wrong-output` (a wrong last step
+    /// and output), `wrong-ids` (runs a slightly different input), `stop-early` (one generated
+    /// token short), `silent-in-dispute` (stop answering after a dispute's first round). A faulty
+    /// daemon gets slashed.
     #[arg(long)]
     pub fault: Vec<String>,
 }
