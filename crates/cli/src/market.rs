@@ -110,20 +110,15 @@ pub struct OfferArgs {
     pub endpoint: String,
 }
 
+/// What every daemon that runs models takes (provider and auditor).
 #[derive(Args, Clone)]
-pub struct RunArgs {
+pub struct DaemonArgs {
     /// Where the model files are [default: $PIAZZA_MODELS_DIR or ~/.cache/piazza/models].
     #[arg(long, env = "PIAZZA_MODELS_DIR")]
     pub models_dir: Option<PathBuf>,
-    /// Jobs run at once.
-    #[arg(long, default_value_t = 2)]
-    pub concurrency: usize,
     /// Threads per job.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
-    /// Where posted results are journaled [default: ~/.piazza/provider-journal].
-    #[arg(long)]
-    pub journal: Option<PathBuf>,
     #[arg(long, default_value_t = 200)]
     pub poll_ms: u64,
     /// FOR TESTS AND DEMOS ONLY: misbehave on purpose (repeatable):
@@ -133,6 +128,18 @@ pub struct RunArgs {
     /// daemon gets slashed.
     #[arg(long)]
     pub fault: Vec<String>,
+}
+
+#[derive(Args, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+    /// Jobs run at once.
+    #[arg(long, default_value_t = 2)]
+    pub concurrency: usize,
+    /// Where posted results are journaled [default: ~/.piazza/provider-journal].
+    #[arg(long)]
+    pub journal: Option<PathBuf>,
 }
 
 /// The `--fault` values as one fault.
@@ -154,6 +161,7 @@ pub fn provider_config(
         node_url: node.to_string(),
         key,
         models_dir: run
+            .daemon
             .models_dir
             .clone()
             .unwrap_or_else(piazza_engine::models_dir),
@@ -163,13 +171,13 @@ pub fn provider_config(
         stake: offer.stake.parse()?,
         endpoint: offer.endpoint.clone(),
         concurrency: run.concurrency,
-        threads: run.threads,
+        threads: run.daemon.threads,
         journal_dir: run
             .journal
             .clone()
             .unwrap_or_else(|| crate::config::home().join("provider-journal")),
-        poll_interval: Duration::from_millis(run.poll_ms.max(10)),
-        fault: fault(&run.fault)?,
+        poll_interval: Duration::from_millis(run.daemon.poll_ms.max(10)),
+        fault: fault(&run.daemon.fault)?,
     })
 }
 

@@ -1,6 +1,6 @@
 //! Verification from the command line: the auditor daemon and dispute state.
 
-use crate::market::{fault, RunArgs};
+use crate::market::{fault, DaemonArgs};
 use crate::{ClientArgs, SignerArgs};
 use anyhow::{Context, Result};
 use clap::Subcommand;
@@ -36,7 +36,7 @@ pub enum AuditorCommand {
         #[arg(long, default_value = "1000")]
         stake: String,
         #[command(flatten)]
-        run: RunArgs,
+        daemon: DaemonArgs,
     },
 }
 
@@ -77,22 +77,22 @@ pub async fn auditor(command: AuditorCommand) -> Result<()> {
             signer,
             models,
             stake,
-            run,
+            daemon,
         } => {
             let key = crate::query::keystore(signer.keystore.clone())?
                 .unlock(&signer.from, &crate::devnet::password())?;
             let config = piazza_provider::auditor::AuditorConfig {
                 node_url: client.node.clone(),
                 key,
-                models_dir: run
+                models_dir: daemon
                     .models_dir
                     .clone()
                     .unwrap_or_else(piazza_engine::models_dir),
                 audit: models,
                 stake: stake.parse()?,
-                threads: run.threads,
-                poll_interval: Duration::from_millis(run.poll_ms.max(10)),
-                fault: fault(&run.fault)?,
+                threads: daemon.threads,
+                poll_interval: Duration::from_millis(daemon.poll_ms.max(10)),
+                fault: fault(&daemon.fault)?,
             };
             println!("auditor {} audits {:?}", config.address(), config.audit);
             let (stop, stopped) = tokio::sync::watch::channel(false);
