@@ -43,7 +43,9 @@ mod input;
 mod plan;
 mod run;
 pub mod tokens;
-pub mod tree;
+/// The trace tree's shape, as the bisection game walks it (lives in piazza-trace, which the
+/// ledger can link without the ML stack).
+pub use piazza_trace::tree;
 
 pub use arbitrate::{arbitrate, arbitrate_with, step_count_fits, LeafCheck};
 pub use evidence::{ChunkOpening, Evidence, LeafOpening, EVIDENCE_BYTES_MAX, SIBLINGS_MAX};

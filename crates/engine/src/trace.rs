@@ -1,98 +1,28 @@
-//! The trace of a run: one leaf hash per step, and their Merkle root.
-//!
-//! Canonical tensor bytes (what a leaf hashes, see docs/engine.md):
-//! `rank as u32 LE ‖ each dim as u64 LE ‖ each element as f32 LE (row-major)`.
-//! Leaf `i` = [`merkle::leaf_hash`] in domain [`TRACE_DOMAIN`] at index `i` over those bytes.
+//! The trace of a run: one leaf hash per step, and their Merkle root. The format lives in
+//! piazza-trace ([`piazza_trace::trace`]); this module adds the [`Tensor`] forms.
 
 use piazza_tensor::Tensor;
 
-use crate::merkle::{self, Hash, Proof};
-
-/// Merkle domain of trace leaves.
-pub const TRACE_DOMAIN: &str = "piazza.trace.v1";
-
-/// Floats converted per hasher update on big-endian targets (16 KiB: full SIMD width in BLAKE3).
-#[cfg(not(target_endian = "little"))]
-const HASH_BUFFER_FLOATS: usize = 4096;
-
-/// The hashes of a run.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Trace {
-    /// Leaf hash of each step, in step order.
-    pub step_hashes: Vec<Hash>,
-    /// Merkle root over `step_hashes`.
-    pub root: Hash,
-}
-
-impl Trace {
-    pub fn from_leaves(step_hashes: Vec<Hash>) -> Trace {
-        let root = merkle::root(TRACE_DOMAIN, &step_hashes);
-        Trace { step_hashes, root }
-    }
-
-    /// Inclusion proof of step `index` (for the bisection game).
-    pub fn proof(&self, index: usize) -> Option<Proof> {
-        merkle::prove(&self.step_hashes, index)
-    }
-
-    /// Whether `leaf` is step `index` of a trace with `root` and `step_count` steps.
-    pub fn verify(root: &Hash, step_count: u64, index: u64, leaf: &Hash, proof: &Proof) -> bool {
-        merkle::verify(TRACE_DOMAIN, root, step_count, index, leaf, proof)
-    }
-}
-
-/// The leaf hash of step `index` whose output is `rows` (a `[rows, width]` block of row-major
-/// values, given as a slice to avoid a copy).
-pub fn step_hash(index: usize, values: &[f32], rows: usize, width: usize) -> Hash {
-    let mut hasher = merkle::leaf_hasher(TRACE_DOMAIN, index as u64);
-    hasher.update(&2u32.to_le_bytes());
-    hasher.update(&(rows as u64).to_le_bytes());
-    hasher.update(&(width as u64).to_le_bytes());
-    update_with_f32s(&mut hasher, values);
-    *hasher.finalize().as_bytes()
-}
-
-/// Feed `values` as little-endian f32 bytes.
-#[cfg(target_endian = "little")]
-fn update_with_f32s(hasher: &mut blake3::Hasher, values: &[f32]) {
-    // SAFETY: f32 has no padding and every byte pattern is a valid u8; u8 needs no alignment;
-    // the byte length is exactly 4 * values.len(). On little-endian targets these bytes are the
-    // canonical little-endian encoding.
-    let bytes =
-        unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), values.len() * 4) };
-    hasher.update(bytes);
-}
-
-/// Feed `values` as little-endian f32 bytes.
-#[cfg(not(target_endian = "little"))]
-fn update_with_f32s(hasher: &mut blake3::Hasher, values: &[f32]) {
-    let mut buffer = [0u8; HASH_BUFFER_FLOATS * 4];
-    for chunk in values.chunks(HASH_BUFFER_FLOATS) {
-        for (bytes, value) in buffer.chunks_exact_mut(4).zip(chunk) {
-            bytes.copy_from_slice(&value.to_le_bytes());
-        }
-        hasher.update(&buffer[..chunk.len() * 4]);
-    }
-}
+use crate::merkle::Hash;
+pub use piazza_trace::trace::{shaped_step_hash, step_hash, Trace, TRACE_DOMAIN};
 
 /// Canonical bytes of any tensor (shape header, then little-endian f32 values).
 pub fn canonical_bytes(tensor: &Tensor) -> Vec<u8> {
-    let mut bytes = (tensor.rank() as u32).to_le_bytes().to_vec();
-    for &dim in tensor.shape() {
-        bytes.extend_from_slice(&(dim as u64).to_le_bytes());
-    }
-    bytes.extend_from_slice(&tensor.to_le_bytes());
-    bytes
+    piazza_trace::trace::canonical_bytes(tensor.shape(), &tensor.to_vec())
 }
 
 /// The leaf hash of step `index` with output `tensor` (any shape).
 pub fn tensor_step_hash(index: usize, tensor: &Tensor) -> Hash {
-    merkle::leaf_hash(TRACE_DOMAIN, index as u64, &canonical_bytes(tensor))
+    match tensor.as_slice() {
+        Some(values) => shaped_step_hash(index, tensor.shape(), values),
+        None => shaped_step_hash(index, tensor.shape(), &tensor.to_vec()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::merkle;
 
     #[test]
     fn streamed_and_whole_hashes_agree() {
@@ -100,6 +30,10 @@ mod tests {
             let values: Vec<f32> = (0..len).map(|i| i as f32 * 0.5 - 3.0).collect();
             let tensor = Tensor::from_vec(values.clone(), &[len, 1]).unwrap();
             assert_eq!(step_hash(3, &values, len, 1), tensor_step_hash(3, &tensor));
+            assert_eq!(
+                merkle::leaf_hash(TRACE_DOMAIN, 3, &canonical_bytes(&tensor)),
+                tensor_step_hash(3, &tensor)
+            );
             assert_ne!(step_hash(3, &values, len, 1), step_hash(4, &values, len, 1));
         }
     }

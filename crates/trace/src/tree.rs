@@ -1,6 +1,6 @@
 //! The shape of a trace tree, as the bisection game walks it.
 //!
-//! The trace root (piazza-engine `merkle`) is built level by level: level 0 holds the `n` leaf
+//! The trace root ([`crate::trace`]) is built level by level: level 0 holds the `n` leaf
 //! hashes; level `l + 1` pairs level `l` left to right with [`node_hash`], an unpaired last node
 //! moving up unchanged; the root binds the count: [`root_from_top`]`(n, top)`. Node `(l, p)`
 //! covers leaves `p·2^l .. min((p+1)·2^l, n)`.
@@ -10,10 +10,9 @@
 //! differ, else into the right one. Every leaf left of the final leaf then lies in a subtree
 //! both parties revealed with equal hashes, so they agree on all of them.
 
-use piazza_engine::merkle;
-use piazza_engine::trace::TRACE_DOMAIN;
-
-pub type Hash = [u8; 32];
+use crate::merkle;
+pub use crate::merkle::Hash;
+use crate::trace::TRACE_DOMAIN;
 
 /// A node: `level` 0 is the leaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
