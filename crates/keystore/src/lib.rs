@@ -8,6 +8,9 @@
 //!   overwritten.
 //! - Key files are untrusted input: every field is checked and argon2 costs are bounded, so a
 //!   hostile file cannot make the process allocate or spin without limit.
+//! - A key may have a password file next to it (`NAME.password`, mode 0600), so keys sealed with
+//!   different passwords live in one keystore; the devnet writes one only for keys it seals with
+//!   an empty password, so such a file never reveals a secret.
 //!
 //! ```
 //! # let dir = tempfile::tempdir().unwrap();
@@ -38,6 +41,8 @@ const M_COST_KIB_MAX: u32 = 1024 * 1024;
 const T_COST_MAX: u32 = 16;
 const KEY_FILE_BYTES_MAX: u64 = 16 * 1024;
 const NAME_BYTES_MAX: usize = 64;
+/// Largest password file read (`NAME.password`, `--password-file`).
+pub const PASSWORD_FILE_BYTES_MAX: u64 = 4 * 1024;
 
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -119,6 +124,32 @@ impl Keystore {
     }
 
     fn path(&self, name: &str) -> Result<PathBuf, KeystoreError> {
+        self.named(name, "json")
+    }
+
+    /// Where the password of key `name` is kept, if it has one: `NAME.password`.
+    pub fn password_path(&self, name: &str) -> Result<PathBuf, KeystoreError> {
+        self.named(name, "password")
+    }
+
+    /// The password stored next to key `name`, if there is a `NAME.password` file.
+    pub fn stored_password(&self, name: &str) -> Result<Option<String>, KeystoreError> {
+        let path = self.password_path(name)?;
+        match fs::metadata(&path) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(KeystoreError::Io { path, error }),
+            Ok(_) => read_password_file(&path).map(Some),
+        }
+    }
+
+    /// Keeps `password` in `NAME.password` (mode 0600), so commands unlock key `name` without
+    /// asking. Meant for keys sealed with an empty password (devnet keys).
+    pub fn store_password(&self, name: &str, password: &str) -> Result<(), KeystoreError> {
+        let path = self.password_path(name)?;
+        write_atomic(&path, password.as_bytes())
+    }
+
+    fn named(&self, name: &str, extension: &str) -> Result<PathBuf, KeystoreError> {
         let valid = !name.is_empty()
             && name.len() <= NAME_BYTES_MAX
             && name
@@ -127,7 +158,7 @@ impl Keystore {
         if !valid {
             return Err(KeystoreError::InvalidName(name.to_string()));
         }
-        Ok(self.dir.join(format!("{name}.json")))
+        Ok(self.dir.join(format!("{name}.{extension}")))
     }
 
     /// Generates a new key.
@@ -188,7 +219,7 @@ impl Keystore {
             },
         };
         let json = serde_json::to_vec_pretty(&file).expect("key files serialize");
-        write_new(&path, &json)?;
+        write_atomic(&path, &json)?;
         Ok(KeyInfo {
             name: name.to_string(),
             address,
@@ -325,12 +356,40 @@ fn derive(
     Ok(out)
 }
 
-fn write_new(path: &Path, bytes: &[u8]) -> Result<(), KeystoreError> {
+/// A password from a file: at most [`PASSWORD_FILE_BYTES_MAX`] bytes of UTF-8, one trailing
+/// line ending (`\n` or `\r\n`) removed.
+pub fn read_password_file(path: &Path) -> Result<String, KeystoreError> {
     let io = |error| KeystoreError::Io {
         path: path.to_path_buf(),
         error,
     };
-    let tmp = path.with_extension("json.tmp");
+    let corrupt = |reason: &str| KeystoreError::Corrupt {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    if fs::metadata(path).map_err(io)?.len() > PASSWORD_FILE_BYTES_MAX {
+        return Err(corrupt(&format!(
+            "a password file is at most {PASSWORD_FILE_BYTES_MAX} bytes"
+        )));
+    }
+    let text = String::from_utf8(fs::read(path).map_err(io)?)
+        .map_err(|_| corrupt("a password file holds UTF-8 text"))?;
+    let password = text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(&text);
+    Ok(password.to_string())
+}
+
+/// Writes a whole file (temporary file, fsync, rename) readable by its owner only.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), KeystoreError> {
+    let io = |error| KeystoreError::Io {
+        path: path.to_path_buf(),
+        error,
+    };
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -426,6 +485,46 @@ mod tests {
         fs::write(&path, "{").unwrap();
         assert!(matches!(
             ks.unlock("a", "pw"),
+            Err(KeystoreError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn password_files_sit_next_to_their_keys_and_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let ks = Keystore::open(dir.path()).unwrap();
+        ks.create("dev", "").unwrap();
+        assert_eq!(ks.stored_password("dev").unwrap(), None);
+        ks.store_password("dev", "").unwrap();
+        assert_eq!(ks.stored_password("dev").unwrap().as_deref(), Some(""));
+        let path = ks.password_path("dev").unwrap();
+        assert_eq!(path, dir.path().join("dev.password"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // Password files are not keys.
+        assert_eq!(ks.list().unwrap().len(), 1);
+        assert!(matches!(
+            ks.password_path("../dev"),
+            Err(KeystoreError::InvalidName(_))
+        ));
+
+        let file = dir.path().join("pw.txt");
+        fs::write(&file, "hunter2\r\n").unwrap();
+        assert_eq!(read_password_file(&file).unwrap(), "hunter2");
+        fs::write(&file, "two\n\n").unwrap();
+        assert_eq!(read_password_file(&file).unwrap(), "two\n");
+        fs::write(&file, vec![b'x'; PASSWORD_FILE_BYTES_MAX as usize + 1]).unwrap();
+        assert!(matches!(
+            read_password_file(&file),
+            Err(KeystoreError::Corrupt { .. })
+        ));
+        fs::write(&file, [0xff, 0xfe]).unwrap();
+        assert!(matches!(
+            read_password_file(&file),
             Err(KeystoreError::Corrupt { .. })
         ));
     }
