@@ -62,6 +62,9 @@ pub enum GatewayCommand {
         /// Requests handled at once.
         #[arg(long, default_value_t = 64)]
         max_in_flight: usize,
+        /// Requests one API key may have in flight (its share of --max-in-flight).
+        #[arg(long, default_value_t = 16)]
+        max_in_flight_per_key: usize,
         /// Seconds a job may take from submission to settlement.
         #[arg(long, default_value_t = 120)]
         job_timeout_s: u64,
@@ -102,6 +105,7 @@ pub async fn run(command: GatewayCommand) -> anyhow::Result<()> {
             node,
             dirs,
             max_in_flight,
+            max_in_flight_per_key,
             job_timeout_s,
             body_bytes_max,
         } => {
@@ -110,6 +114,8 @@ pub async fn run(command: GatewayCommand) -> anyhow::Result<()> {
             config.limits = Limits {
                 requests_in_flight_max: NonZeroUsize::new(max_in_flight)
                     .context("--max-in-flight must be positive")?,
+                requests_in_flight_per_key_max: NonZeroUsize::new(max_in_flight_per_key)
+                    .context("--max-in-flight-per-key must be positive")?,
                 job_timeout: Duration::from_secs(job_timeout_s),
                 body_bytes_max,
                 ..Limits::default()

@@ -37,12 +37,15 @@ pub enum KeyStoreError {
     },
     #[error("api key file {path}: {message}")]
     Corrupt { path: PathBuf, message: String },
-    #[error("the spend limit would be passed: spent {spent}, reserved {reserved}, limit {limit}, asked {asked} PZA")]
+    #[error("the request's worst-case cost of {asked} PZA exceeds the {remaining} PZA left of this key's spend limit ({limit} PZA: {spent} PZA spent, {reserved} PZA reserved by requests in flight)")]
     LimitReached {
+        /// The request's worst case.
+        asked: Amount,
+        /// `limit - spent - reserved`.
+        remaining: Amount,
         spent: Amount,
         reserved: Amount,
         limit: Amount,
-        asked: Amount,
     },
     #[error("unknown api key")]
     UnknownKey,
@@ -244,6 +247,15 @@ impl KeyStore {
             .ok_or(KeyStoreError::UnknownKey)
     }
 
+    /// What requests in flight hold against the key's limit.
+    pub fn reserved(&self, key_hash: &str) -> Amount {
+        self.lock()
+            .reserved
+            .get(key_hash)
+            .copied()
+            .unwrap_or(Amount::ZERO)
+    }
+
     /// Holds `amount` against the key's limit, or refuses when the limit would be passed.
     pub fn reserve(&self, key_hash: &str, amount: Amount) -> Result<Reservation, KeyStoreError> {
         let mut inner = self.lock();
@@ -261,11 +273,16 @@ impl KeyStore {
             .checked_add(reserved)
             .and_then(|t| t.checked_add(amount));
         if total.is_none_or(|t| t > limit) {
+            let remaining = spent
+                .checked_add(reserved)
+                .and_then(|used| limit.checked_sub(used))
+                .unwrap_or(Amount::ZERO);
             return Err(KeyStoreError::LimitReached {
+                asked: amount,
+                remaining,
                 spent,
                 reserved,
                 limit,
-                asked: amount,
             });
         }
         // Cannot overflow: `reserved + amount ≤ total ≤ limit`.
@@ -334,6 +351,7 @@ mod tests {
             Err(KeyStoreError::LimitReached { .. })
         ));
         store.settle(a, Amount::new(30)).unwrap();
+        assert_eq!(store.reserved(&record.key_hash), Amount::ZERO);
         let b = store.reserve(&record.key_hash, Amount::new(70)).unwrap();
         assert!(store.reserve(&record.key_hash, Amount::new(1)).is_err());
         // A charge never exceeds its reservation.
@@ -343,6 +361,27 @@ mod tests {
         assert!(store.reserve(&record.key_hash, Amount::ZERO).is_ok());
         let reopened = KeyStore::open(dir.path()).unwrap();
         assert_eq!(reopened.authenticate(&key).unwrap().spent, Amount::new(100));
+    }
+
+    #[test]
+    fn a_limit_below_one_request_names_the_worst_case_and_what_is_left() {
+        let (_dir, store) = store();
+        let (_, record) = store.create("dev", Amount::new(1_000)).unwrap();
+        let held = store.reserve(&record.key_hash, Amount::new(100)).unwrap();
+        let e = store
+            .reserve(&record.key_hash, Amount::new(256_000))
+            .unwrap_err();
+        assert!(
+            matches!(e, KeyStoreError::LimitReached { asked, remaining, .. }
+                if asked == Amount::new(256_000) && remaining == Amount::new(900)),
+            "{e:?}"
+        );
+        let message = e.to_string();
+        assert!(
+            message.contains("worst-case cost of 0.000256 PZA exceeds the 0.0000009 PZA left"),
+            "{message}"
+        );
+        store.settle(held, Amount::ZERO).unwrap();
     }
 
     #[test]

@@ -1,26 +1,27 @@
 //! The gateway's side of the compute market: the model catalogue, the paying keys and their
 //! nonces, and one job from submission to settlement.
 
-use crate::openai::ApiError;
+use crate::errors::ApiError;
+use crate::fees::{self, JobFees};
 use piazza_api::{JobInfo, ModelInfo};
 use piazza_client::{Client, ClientError};
-use piazza_ledger::compute::{self, JobParams};
+use piazza_ledger::compute;
 use piazza_ledger::tx::{Message, Transaction};
 use piazza_primitives::{Amount, Hash, SecretKey};
 use serde::Serialize;
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
-/// The fee cap of a gateway transaction (a job submission costs about 0.0003 PZA at genesis
-/// fee parameters); reserved against the spend limit with the escrow.
-pub const JOB_MAX_FEE: Amount = Amount::new(10_000_000);
 /// Submissions retried after a stale nonce, and the wait before each retry.
 const NONCE_RETRIES: u32 = 3;
 const NONCE_RETRY_WAIT: Duration = Duration::from_millis(500);
 /// How long the model catalogue (models and their providers' prices) is reused.
 const CATALOGUE_TTL: Duration = Duration::from_secs(2);
+/// How often a job's state is read while waiting for it to settle.
+const JOB_POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// A model as the gateway prices it.
 #[derive(Debug, Clone)]
@@ -62,6 +63,9 @@ pub struct JobReceipt {
 pub struct JobOutcome {
     pub output: Vec<u8>,
     pub work_units: u64,
+    /// Prompt tokens of a generation job, when the chain records them (`result.input_units`);
+    /// `None` on chains that record only the generated tokens.
+    pub input_units: Option<u64>,
     pub receipt: JobReceipt,
     /// What the account paid: the price plus the transaction fee.
     pub charged: Amount,
@@ -79,6 +83,8 @@ pub type Catalogue = Arc<BTreeMap<String, Model>>;
 pub struct Market {
     pub client: Client,
     chain_id: String,
+    /// Measured at connection, measured again if the node ever finds a fee too low.
+    fees: std::sync::RwLock<JobFees>,
     catalogue: Mutex<Option<(Instant, Catalogue)>>,
     pub job_timeout: Duration,
 }
@@ -110,9 +116,17 @@ impl Market {
     pub async fn connect(node_url: &str, job_timeout: Duration) -> Result<Market, ClientError> {
         let client = Client::new(node_url);
         let chain_id = client.status().await?.chain_id;
+        let fees = fees::learn(&client, &chain_id)
+            .await
+            .map_err(|e| match e {
+                fees::FeeError::Node(e) => e,
+                other => ClientError::Decode(other.to_string()),
+            })?;
+        tracing::info!(fixed = %fees.fixed, per_byte = %fees.per_byte, "job fees measured");
         Ok(Market {
             client,
             chain_id,
+            fees: std::sync::RwLock::new(fees),
             catalogue: Mutex::new(None),
             job_timeout,
         })
@@ -159,6 +173,25 @@ impl Market {
             .ok_or_else(|| ApiError::model_not_found(name))
     }
 
+    /// The chain's job fees as last measured.
+    pub fn fees(&self) -> JobFees {
+        *self.fees.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The exact fee of the transaction that submits `job`.
+    pub fn fee(&self, job: &compute::Msg) -> Result<Amount, ApiError> {
+        self.fees()
+            .fee(fees::job_tx_bytes(&self.chain_id, job.clone()))
+            .ok_or_else(|| ApiError::invalid(None, "the request's fee overflows"))
+    }
+
+    async fn measure_fees_again(&self) {
+        match fees::learn(&self.client, &self.chain_id).await {
+            Ok(fees) => *self.fees.write().unwrap_or_else(|p| p.into_inner()) = fees,
+            Err(e) => tracing::warn!(error = %e, "cannot measure the chain's fees"),
+        }
+    }
+
     pub fn signer(key: SecretKey) -> Signer {
         Signer {
             key,
@@ -168,7 +201,12 @@ impl Market {
 
     /// Signs and posts one job submission at the signer's next nonce. The nonce lock is held
     /// only while posting, so concurrent requests of one account get consecutive nonces.
-    async fn post(&self, signer: &Signer, job: compute::Msg) -> Result<Hash, ApiError> {
+    async fn post(
+        &self,
+        signer: &Signer,
+        job: compute::Msg,
+        fee: Amount,
+    ) -> Result<Hash, ApiError> {
         let mut next = signer.next_nonce.lock().await;
         let mut attempt = 0;
         loop {
@@ -186,7 +224,7 @@ impl Market {
                 chain_id: self.chain_id.clone(),
                 sender: signer.key.public_key(),
                 nonce,
-                max_fee: JOB_MAX_FEE,
+                max_fee: fee,
                 messages: vec![Message::Compute(job.clone())],
             }
             .sign(&signer.key);
@@ -197,6 +235,12 @@ impl Market {
                 }
                 Err(e) => {
                     *next = None;
+                    if e.ledger_error_name() == Some("fee_too_low") {
+                        // The fees changed since they were measured: measure again for the
+                        // next request (this one reserved too little to retry).
+                        self.measure_fees_again().await;
+                        return Err(node_error(e));
+                    }
                     // Another signer of the same key (or a transaction that left the mempool)
                     // moved the nonce: read it again once the pending ones have had a block.
                     let stale =
@@ -211,35 +255,59 @@ impl Market {
         }
     }
 
-    /// One job, from submission to settlement.
+    /// Polls a job until it is settled, expired or failed; with the prompt tokens its result
+    /// records, if any.
+    async fn wait_for_job(&self, id: u64) -> Result<(JobInfo, Option<u64>), ClientError> {
+        let deadline = tokio::time::Instant::now() + self.job_timeout;
+        loop {
+            let job: Value = self
+                .client
+                .call(piazza_api::compute_method::GET_JOB, json!([id]))
+                .await?;
+            if !job.is_null() {
+                let input_units = job
+                    .pointer("/result/input_units")
+                    .and_then(Value::as_u64);
+                let job: JobInfo = serde_json::from_value(job)
+                    .map_err(|e| ClientError::Decode(e.to_string()))?;
+                if matches!(job.status.as_str(), "settled" | "expired" | "failed") {
+                    return Ok((job, input_units));
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClientError::Timeout(self.job_timeout));
+            }
+            tokio::time::sleep(JOB_POLL_INTERVAL).await;
+        }
+    }
+
+    /// One job, from submission to settlement, its transaction paying `fee`.
     pub async fn run_job(
         &self,
         signer: &Signer,
-        model: &str,
-        input: Vec<u8>,
-        params: JobParams,
-        max_units: u64,
-        max_price: Amount,
+        job: compute::Msg,
+        fee: Amount,
     ) -> Result<JobOutcome, JobFailure> {
         let nothing = |error| JobFailure {
             error,
             charged: Amount::ZERO,
         };
-        let job = compute::Msg::SubmitJob {
-            model: model.to_string(),
-            input,
-            params,
-            max_units,
-            max_price,
+        let compute::Msg::SubmitJob {
+            model, max_price, ..
+        } = &job
+        else {
+            return Err(nothing(ApiError::internal("not a job submission")));
         };
-        let hash = self.post(signer, job).await.map_err(nothing)?;
+        let (model, max_price) = (model.clone(), *max_price);
+        let worst = max_price.checked_add(fee).unwrap_or(max_price);
+        let hash = self.post(signer, job, fee).await.map_err(nothing)?;
         let receipt = self
             .client
             .wait_for_receipt(&hash, self.job_timeout)
             .await
             .map_err(|e| JobFailure {
                 // Unknown whether it was included: count the worst case.
-                charged: max_price.checked_add(JOB_MAX_FEE).unwrap_or(max_price),
+                charged: worst,
                 error: node_error(e),
             });
         let receipt = match receipt {
@@ -264,7 +332,7 @@ impl Market {
                 "insufficient_funds" => ApiError::quota(message),
                 "input_too_large" => ApiError::too_large(message),
                 "no_provider" => ApiError::unavailable("no_provider", message),
-                "unknown_model" => ApiError::model_not_found(model),
+                "unknown_model" => ApiError::model_not_found(&model),
                 _ => ApiError::upstream(message),
             }));
         }
@@ -275,14 +343,10 @@ impl Market {
             .and_then(|e| e.attributes.get("job"))
             .and_then(|j| j.parse().ok())
             .ok_or_else(|| failed(ApiError::upstream("no job id in the submission receipt")))?;
-        let job: JobInfo = self
-            .client
-            .wait_for_job(id, self.job_timeout)
-            .await
-            .map_err(|e| JobFailure {
-                charged: max_price.checked_add(fee).unwrap_or(max_price),
-                error: node_error(e),
-            })?;
+        let (job, input_units) = self.wait_for_job(id).await.map_err(|e| JobFailure {
+            charged: max_price.checked_add(fee).unwrap_or(max_price),
+            error: node_error(e),
+        })?;
         if job.status == "failed" {
             return Err(failed(ApiError::unavailable(
                 "result_rejected",
@@ -311,6 +375,7 @@ impl Market {
         Ok(JobOutcome {
             output,
             work_units: result.work_units,
+            input_units,
             charged: price.checked_add(fee).unwrap_or(price),
             receipt: JobReceipt {
                 job: id,

@@ -1,129 +1,9 @@
-//! OpenAI's wire shapes: requests as the gateway accepts them, errors as OpenAI writes them.
+//! OpenAI's wire shapes: requests as the gateway accepts them (which fields each endpoint
+//! takes is in [`crate::params`]; errors in [`crate::errors`]).
 
-use axum::http::{HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+pub use crate::errors::ApiError;
 use serde::Deserialize;
-use serde_json::{json, Value};
-
-/// An error in OpenAI's shape: `{"error":{"message","type","param","code"}}`.
-#[derive(Debug, Clone)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
-    pub kind: &'static str,
-    pub param: Option<&'static str>,
-    pub code: Option<&'static str>,
-}
-
-impl ApiError {
-    pub fn new(
-        status: StatusCode,
-        kind: &'static str,
-        code: Option<&'static str>,
-        message: impl Into<String>,
-    ) -> Self {
-        ApiError {
-            status,
-            message: message.into(),
-            kind,
-            param: None,
-            code,
-        }
-    }
-    pub fn invalid(param: Option<&'static str>, message: impl Into<String>) -> Self {
-        ApiError {
-            param,
-            ..ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                None,
-                message,
-            )
-        }
-    }
-    pub fn bad_key(message: impl Into<String>) -> Self {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_request_error",
-            Some("invalid_api_key"),
-            message,
-        )
-    }
-    pub fn model_not_found(model: &str) -> Self {
-        ApiError {
-            param: Some("model"),
-            ..ApiError::new(
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                Some("model_not_found"),
-                format!("The model `{model}` does not exist on this chain"),
-            )
-        }
-    }
-    pub fn quota(message: impl Into<String>) -> Self {
-        ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "insufficient_quota",
-            Some("insufficient_quota"),
-            message,
-        )
-    }
-    pub fn too_large(message: impl Into<String>) -> Self {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request_error",
-            Some("request_too_large"),
-            message,
-        )
-    }
-    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server_error",
-            Some(code),
-            message,
-        )
-    }
-    pub fn upstream(message: impl Into<String>) -> Self {
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "server_error",
-            Some("upstream_error"),
-            message,
-        )
-    }
-    pub fn timeout(message: impl Into<String>) -> Self {
-        ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "server_error",
-            Some("timeout"),
-            message,
-        )
-    }
-    pub fn internal(message: impl Into<String>) -> Self {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            None,
-            message,
-        )
-    }
-    pub fn body(&self) -> Value {
-        json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}})
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (self.status, axum::Json(self.body())).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert("www-authenticate", HeaderValue::from_static("Bearer"));
-        }
-        response
-    }
-}
+use serde_json::Value;
 
 /// A string or a list of strings (`input`, `prompt`, `stop`).
 #[derive(Debug, Clone, Deserialize)]
@@ -292,16 +172,6 @@ mod tests {
     }
 
     #[test]
-    fn errors_have_openai_shape() {
-        let e = ApiError::model_not_found("nope");
-        assert_eq!(e.status, StatusCode::NOT_FOUND);
-        let body = e.body();
-        assert_eq!(body["error"]["code"], "model_not_found");
-        assert_eq!(body["error"]["param"], "model");
-        assert_eq!(body["error"]["type"], "invalid_request_error");
-    }
-
-    #[test]
     fn inputs_accept_strings_and_refuse_tokens() {
         let one: OneOrMany = serde_json::from_str(r#""a""#).unwrap();
         assert_eq!(one.strings("input").unwrap(), ["a"]);
@@ -310,7 +180,7 @@ mod tests {
         let tokens: OneOrMany = serde_json::from_str("[1,2]").unwrap();
         assert_eq!(
             tokens.strings("input").unwrap_err().status,
-            StatusCode::BAD_REQUEST
+            axum::http::StatusCode::BAD_REQUEST
         );
     }
 }

@@ -217,10 +217,46 @@ async fn openai_clients_get_verifiable_answers_from_a_devnet() {
     let nothing_spent = gw.keys().iter().all(|k| k.spent.is_zero());
     assert!(nothing_spent, "refused requests spent: {:?}", gw.keys());
 
+    // An input near the ledger's 16 KiB limit pays a fee by its size (about 0.016 PZA at the
+    // default fee parameters, past the fixed 0.01 PZA cap the gateway used to sign with).
+    let long_input = "a verifiable embedding of a long text ".repeat(15 * 1024 / 38);
+    let fee_before = gw.job_fees();
+    let (status, body) = call(
+        &gw,
+        Some(&key),
+        "/v1/embeddings",
+        embed(json!(long_input)),
+    )
+    .await;
+    assert_eq!(status, 200, "a {}-byte input: {body}", long_input.len());
+    let fee: u128 = body["piazza"][0]["fee"].as_str().unwrap().parse().unwrap();
+    assert!(fee > 10_000_000, "the fee of a 15 KiB job is {fee}");
+    assert_eq!(gw.job_fees(), fee_before, "the fees were measured right the first time");
+
     // A limit that covers exactly one request's worst case: one answer, then 429.
-    let worst_case = PRICE_PER_UNIT * piazza_gateway::EMBEDDING_UNITS_MAX as u128
-        + piazza_gateway::market::JOB_MAX_FEE.base_units();
-    let one_shot = gw.create_key(DEV_KEY, Amount::new(worst_case)).unwrap();
+    let worst_case = gw
+        .embedding_worst_case("all-minilm-l6-v2", &["hello"])
+        .await
+        .unwrap();
+    let escrow = Amount::new(PRICE_PER_UNIT * piazza_gateway::EMBEDDING_UNITS_MAX as u128);
+    let tx_bytes = piazza_gateway::fees::job_tx_bytes(
+        support::CHAIN_ID,
+        piazza_ledger::compute::Msg::SubmitJob {
+            model: "all-minilm-l6-v2".into(),
+            input: b"hello".to_vec(),
+            params: Default::default(),
+            max_units: piazza_gateway::EMBEDDING_UNITS_MAX,
+            max_price: escrow,
+        },
+    );
+    let fees = piazza_ledger::genesis::FeeParams::default();
+    let expected_fee = fees.unit_price.base_units() * (fees.tx_base_units + 100 + tx_bytes as u64) as u128;
+    assert_eq!(
+        worst_case,
+        Amount::new(escrow.base_units() + expected_fee),
+        "escrow plus the exact fee of its {tx_bytes}-byte transaction under the genesis fee parameters"
+    );
+    let one_shot = gw.create_key(DEV_KEY, worst_case).unwrap();
     let (status, body) = call(
         &gw,
         Some(&one_shot),

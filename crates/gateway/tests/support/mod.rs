@@ -10,6 +10,8 @@ use piazza_primitives::{Amount, SecretKey};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// The devnet's chain id.
+pub const CHAIN_ID: &str = "piazza-gateway-test";
 /// The devnet's paying key, sealed with the empty password.
 pub const DEV_KEY: &str = "dev";
 /// Registered at genesis, served by nobody.
@@ -78,7 +80,7 @@ pub async fn devnet(options: DevnetOptions) -> Devnet {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let genesis = Genesis {
-        chain_id: "piazza-gateway-test".into(),
+        chain_id: CHAIN_ID.into(),
         genesis_time_ms: now_ms,
         fees: FeeParams::default(),
         staking: staking::Params::default(),
