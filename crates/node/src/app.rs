@@ -183,10 +183,11 @@ impl App {
         if !signature_checked {
             tx.verify_signature()?;
         }
-        self.mempool
-            .lock()
-            .expect("mempool lock")
-            .insert(Arc::new(tx), admission.committed_nonce)?;
+        self.mempool.lock().expect("mempool lock").insert(
+            Arc::new(tx),
+            admission.committed_nonce,
+            piazza_mempool::Priority::Ordinary,
+        )?;
         Ok(hash)
     }
 

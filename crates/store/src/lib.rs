@@ -9,6 +9,11 @@
 //!   header's `state_root`.
 //! - There is one writer (the node's application task); readers see committed data only.
 //! - The store interprets nothing: it knows blocks and key-value writes, not modules.
+//! - Everything read back is bounded by the limit it was written under: a block's hook events
+//!   by [`BLOCK_EVENTS_MAX`] (a block with more is refused at commit, never truncated).
+//! - The transaction journal ([`Store::journal_append`]) holds transactions the node accepted
+//!   but has not committed; a block's commit removes its transactions from it in the same
+//!   write transaction. Drops are remembered for the most recent [`DROPPED_REMEMBERED_MAX`].
 //!
 //! ```
 //! # let dir = tempfile::tempdir().unwrap();
@@ -29,6 +34,8 @@ use redb::{Database, ReadableTableMetadata, TableDefinition};
 use std::path::Path;
 use thiserror::Error;
 
+mod journal;
+
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
 const TREE_NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tree_nodes");
@@ -41,6 +48,20 @@ const BLOCK_EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("block_ev
 /// tx hash → `height ‖ index ‖ signed transaction`.
 const TXS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("txs");
 const RECEIPTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("receipts");
+/// tx hash → signed transaction: accepted, not yet committed (the journal).
+const PENDING_TXS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pending_txs");
+/// tx hash → `sequence ‖ code (u32) ‖ reason`: recently dropped transactions.
+const DROPPED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("dropped_txs");
+/// sequence → tx hash: the order drops were recorded in, oldest first.
+const DROPPED_ORDER: TableDefinition<u64, &[u8]> = TableDefinition::new("dropped_order");
+
+/// Most events a block's hooks may emit: a block with more is refused at commit, and stored
+/// events are read back with this bound.
+pub const BLOCK_EVENTS_MAX: usize = 1 << 20;
+/// Most dropped transactions remembered; recording one more forgets the oldest.
+pub const DROPPED_REMEMBERED_MAX: usize = 1 << 16;
+/// Longest drop reason kept, in bytes (longer ones are cut at a character boundary).
+pub const DROP_REASON_BYTES_MAX: usize = 512;
 
 const HEAD: &str = "head";
 const GENESIS: &str = "genesis";
@@ -67,6 +88,14 @@ pub enum StoreError {
     },
     #[error("genesis is already committed")]
     GenesisExists,
+    #[error("block {height} emits {events} hook events, more than the {max} a block may store")]
+    TooManyEvents {
+        height: u64,
+        events: usize,
+        max: usize,
+    },
+    #[error("journal write failed: {0}")]
+    Journal(String),
 }
 
 macro_rules! db_err {
@@ -128,8 +157,17 @@ pub struct PreparedState {
     batch: TreeUpdateBatch,
 }
 
+/// A transaction the node dropped, as remembered: a stable error code and a reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DroppedTx {
+    pub hash: Hash,
+    pub code: u32,
+    pub reason: String,
+}
+
 pub struct Store {
     db: Database,
+    journal: journal::GroupCommit,
 }
 
 impl Store {
@@ -148,9 +186,15 @@ impl Store {
             txn.open_table(BLOCK_EVENTS)?;
             txn.open_table(TXS)?;
             txn.open_table(RECEIPTS)?;
+            txn.open_table(PENDING_TXS)?;
+            txn.open_table(DROPPED)?;
+            txn.open_table(DROPPED_ORDER)?;
         }
         txn.commit()?;
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            journal: journal::GroupCommit::default(),
+        })
     }
 
     pub fn head(&self) -> Result<Option<Head>, StoreError> {
@@ -230,6 +274,13 @@ impl Store {
         prepared: PreparedState,
     ) -> Result<Head, StoreError> {
         let height = block.header.height;
+        if outcome.events.len() > BLOCK_EVENTS_MAX {
+            return Err(StoreError::TooManyEvents {
+                height,
+                events: outcome.events.len(),
+                max: BLOCK_EVENTS_MAX,
+            });
+        }
         let current = self.head()?;
         if current.map(|h| h.height + 1) != Some(height) || prepared.version != height {
             return Err(StoreError::NotNext {
@@ -263,7 +314,9 @@ impl Store {
                 .insert(height, events.into_bytes().as_slice())?;
             let mut txs = txn.open_table(TXS)?;
             let mut receipts = txn.open_table(RECEIPTS)?;
+            let mut pending = txn.open_table(PENDING_TXS)?;
             for (index, (tx, receipt)) in block.txs.iter().zip(&outcome.receipts).enumerate() {
+                pending.remove(tx.hash().0.as_slice())?;
                 let mut w = Writer::new();
                 w.u64(height);
                 w.u32(index as u32);
@@ -301,7 +354,7 @@ impl Store {
         match value {
             None => Ok(Vec::new()),
             Some(v) => Reader::new(v.value())
-                .seq(piazza_ledger::block::BLOCK_TXS_MAX)
+                .seq(BLOCK_EVENTS_MAX)
                 .map_err(corrupt("block events")),
         }
     }
