@@ -9,8 +9,13 @@ use piazza_primitives::{Amount, Hash, PublicKey, SecretKey, Signature};
 pub const BLOCK_TXS_MAX: usize = 20_000;
 /// Largest encoded block.
 pub const BLOCK_BYTES_MAX: usize = 16 * 1024 * 1024;
-/// Most events one transaction may emit.
-pub const EVENTS_PER_TX_MAX: usize = 64;
+/// Most events one message may emit. Every message stays far below it (a redundant submission
+/// emits one event per copy, at most `REDUNDANCY_MAX`; a dispute's end a handful); a message that
+/// went past it would fail its transaction (`too_many_events`), never lose events.
+pub const EVENTS_PER_MESSAGE_MAX: usize = 64;
+/// Most events one transaction may emit: enough for every message at its own bound, so no legal
+/// transaction's receipt is ever cut.
+pub const EVENTS_PER_TX_MAX: usize = crate::tx::TX_MESSAGES_MAX * EVENTS_PER_MESSAGE_MAX;
 const EVENT_ATTRIBUTES_MAX: usize = 16;
 const EVENT_TEXT_BYTES_MAX: usize = 256;
 

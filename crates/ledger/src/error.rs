@@ -25,6 +25,10 @@ pub enum ErrorCode {
     Overflow = 14,
     /// The node could not process the request (storage failure); the transaction may be retried.
     Internal = 15,
+    /// A bounded ledger queue or list has no room for the entry the transaction would add.
+    QueueFull = 16,
+    /// A message emitted more events than its bound (a ledger invariant; never truncated).
+    TooManyEvents = 17,
     UnbondExceedsBond = 20,
     StakeBelowMinimum = 21,
     UnknownModel = 30,
@@ -52,7 +56,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 39] = [
+    pub const ALL: [ErrorCode; 41] = [
         ErrorCode::MalformedBytes,
         ErrorCode::OversizedTx,
         ErrorCode::BadSignature,
@@ -68,6 +72,8 @@ impl ErrorCode {
         ErrorCode::NoMessages,
         ErrorCode::Overflow,
         ErrorCode::Internal,
+        ErrorCode::QueueFull,
+        ErrorCode::TooManyEvents,
         ErrorCode::UnbondExceedsBond,
         ErrorCode::StakeBelowMinimum,
         ErrorCode::UnknownModel,
@@ -120,6 +126,8 @@ impl ErrorCode {
             ErrorCode::NoMessages => "no_messages",
             ErrorCode::Overflow => "overflow",
             ErrorCode::Internal => "internal",
+            ErrorCode::QueueFull => "queue_full",
+            ErrorCode::TooManyEvents => "too_many_events",
             ErrorCode::UnbondExceedsBond => "unbond_exceeds_bond",
             ErrorCode::StakeBelowMinimum => "stake_below_minimum",
             ErrorCode::UnknownModel => "unknown_model",

@@ -1,7 +1,9 @@
 //! The state transition: a pure function of (state, block, transactions).
 
 use crate::bank::{self, Bank};
-use crate::block::{tx_root, Block, Event, Receipt, TxStatus, EVENTS_PER_TX_MAX};
+use crate::block::{
+    tx_root, Block, Event, Receipt, TxStatus, EVENTS_PER_MESSAGE_MAX, EVENTS_PER_TX_MAX,
+};
 use crate::compute::{self, Compute};
 use crate::error::{ErrorCode, TxError};
 use crate::genesis::{FeeParams, Genesis, GenesisError};
@@ -367,7 +369,7 @@ impl<'a> BlockExecutor<'a> {
                 }
             }
         };
-        ctx.events.truncate(EVENTS_PER_TX_MAX);
+        debug_assert!(ctx.events.len() <= EVENTS_PER_TX_MAX);
         self.receipts.push(Receipt {
             tx_hash: tx.hash(),
             height: self.block.height,
@@ -406,6 +408,7 @@ fn run_messages(
     messages: &[Message],
 ) -> Result<(), TxError> {
     for message in messages {
+        let before = ctx.events.len();
         match message {
             Message::Bank(m) => {
                 Bank::check_stateful(state, ctx, m)?;
@@ -427,6 +430,13 @@ fn run_messages(
                 Verify::check_stateful(state, ctx, m)?;
                 Verify::execute(state, ctx, m)?;
             }
+        }
+        let emitted = ctx.events.len() - before;
+        if emitted > EVENTS_PER_MESSAGE_MAX {
+            return Err(TxError::new(
+                ErrorCode::TooManyEvents,
+                format!("a message emitted {emitted} events; at most {EVENTS_PER_MESSAGE_MAX}"),
+            ));
         }
     }
     Ok(())

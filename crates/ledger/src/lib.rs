@@ -35,9 +35,11 @@
 pub mod bank;
 pub mod block;
 pub mod compute;
+pub mod draw;
 pub mod error;
 pub mod executor;
 pub mod genesis;
+pub mod list;
 pub mod models;
 pub mod module;
 pub mod staking;

@@ -16,6 +16,7 @@ use crate::bank;
 use crate::block::Event;
 use crate::error::{ErrorCode, TxError};
 use crate::genesis::{Genesis, GenesisError};
+use crate::list;
 use crate::models::{self, MODEL_NAME_BYTES_MAX};
 use crate::module::{BlockContext, Module, TxContext};
 use crate::staking::{self, Role};
@@ -47,29 +48,7 @@ pub fn auditor_pool() -> Address {
     Address::module("auditor-pool")
 }
 
-/// A list with a bound on its length, for state values.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct List<T, const MAX: usize>(pub Vec<T>);
-
-impl<T, const MAX: usize> Default for List<T, MAX> {
-    fn default() -> Self {
-        List(Vec::new())
-    }
-}
-
-impl<T: Encode, const MAX: usize> Encode for List<T, MAX> {
-    fn encode(&self, w: &mut Writer) {
-        w.seq(&self.0)
-    }
-}
-
-impl<T: Decode, const MAX: usize> Decode for List<T, MAX> {
-    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(List(r.seq(MAX)?))
-    }
-}
-
-type JobQueue = List<u64, JOBS_PER_QUEUE_MAX>;
+pub use crate::list::List;
 
 /// Basis points of a job's price, by recipient; they sum to 10 000.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -802,19 +781,12 @@ fn set_assigned(state: &mut StateDelta<'_>, address: &Address, job: u64, assigne
 }
 
 fn push_queue(state: &mut StateDelta<'_>, key: Vec<u8>, job: u64) -> Result<(), TxError> {
-    let mut queue: JobQueue = state.get(&key).unwrap_or_default();
-    if queue.0.len() >= JOBS_PER_QUEUE_MAX {
-        return Err(invalid("too many jobs queued for one block; try again"));
-    }
-    queue.0.push(job);
-    state.put(key, &queue);
-    Ok(())
+    list::push::<JOBS_PER_QUEUE_MAX>(state, key, job)
+        .map_err(|full| full.refusal("the job queue of that block"))
 }
 
 fn take_queue(state: &mut StateDelta<'_>, key: Vec<u8>) -> Vec<u64> {
-    let queue: JobQueue = state.get(&key).unwrap_or_default();
-    state.delete(key);
-    queue.0
+    list::take::<JOBS_PER_QUEUE_MAX>(state, key)
 }
 
 /// Chooses a provider for `job` by stake-weighted randomness: eligible providers serve the model,
@@ -822,29 +794,15 @@ fn take_queue(state: &mut StateDelta<'_>, key: Vec<u8>) -> Vec<u64> {
 /// have not missed this job's deadline before.
 pub fn choose_provider(state: &StateDelta<'_>, job: &Job, randomness: &Hash) -> Option<Address> {
     let candidates = eligible_providers(state, job, true);
-    let total: u128 = candidates
-        .iter()
-        .map(|(_, w)| *w)
-        .fold(0u128, |a, b| a.saturating_add(b));
-    if total == 0 {
-        return None;
-    }
-    let draw = Hash::of(
+    crate::draw::weighted_choice(
         "piazza/compute/assign",
         &[
             &randomness.0,
             &job.id.to_le_bytes(),
             &(job.missed.len() as u64).to_le_bytes(),
         ],
-    );
-    let mut target = u128::from_le_bytes(draw.0[..16].try_into().expect("16 bytes")) % total;
-    for (address, weight) in candidates {
-        if target < weight {
-            return Some(address);
-        }
-        target -= weight;
-    }
-    unreachable!("the target is below the total weight")
+        &candidates,
+    )
 }
 
 /// Providers that could serve `job`, with their stake as weight; `with_room` also requires a
@@ -1449,7 +1407,7 @@ impl Module for Compute {
                     posted_height: ctx.block.height,
                 });
                 state.put(state_key::job(*id), &job);
-                crate::verify::result_posted(state, &job, ctx.block, &mut ctx.events);
+                crate::verify::result_posted(state, &job, ctx.block, &mut ctx.events)?;
                 ctx.emit(Event::new(
                     "compute.result_posted",
                     &[

@@ -24,9 +24,10 @@ pub mod state_key;
 
 use crate::bank;
 use crate::block::Event;
-use crate::compute::{self, JobStatus, List};
+use crate::compute::{self, JobStatus};
 use crate::error::{ErrorCode, TxError};
 use crate::genesis::{Genesis, GenesisError};
+use crate::list::{self, List};
 use crate::models::{self, MODEL_NAME_BYTES_MAX};
 use crate::module::{BlockContext, Module, TxContext};
 use crate::staking::{self, Role};
@@ -746,30 +747,35 @@ pub fn auditors_of(state: &StateDelta<'_>, model: &str) -> Vec<Address> {
         .0
 }
 
-fn set_task(state: &mut StateDelta<'_>, address: &Address, job: u64, open: bool) {
-    let mut list = tasks(state, address);
-    match (list.binary_search(&job), open) {
-        (Err(at), true) if list.len() < TASKS_MAX => list.insert(at, job),
-        (Ok(at), false) => {
-            list.remove(at);
-        }
-        _ => {}
-    }
-    state.put(state_key::tasks(address), &List::<u64, TASKS_MAX>(list));
+/// Records that `address` has an open audit or dispute on `job`; refuses when its list is full.
+fn add_task(state: &mut StateDelta<'_>, address: &Address, job: u64) -> Result<(), list::Full> {
+    let mut tasks: List<u64, TASKS_MAX> = state.get(&state_key::tasks(address)).unwrap_or_default();
+    tasks.insert_sorted(job)?;
+    state.put(state_key::tasks(address), &tasks);
+    Ok(())
 }
 
-fn push(state: &mut StateDelta<'_>, key: Vec<u8>, job: u64) {
-    let mut queue: List<u64, QUEUE_MAX> = state.get(&key).unwrap_or_default();
-    if queue.0.len() < QUEUE_MAX {
-        queue.0.push(job);
+fn has_room_for_task(state: &StateDelta<'_>, address: &Address) -> bool {
+    !state
+        .get::<List<u64, TASKS_MAX>>(&state_key::tasks(address))
+        .unwrap_or_default()
+        .is_full()
+}
+
+fn remove_task(state: &mut StateDelta<'_>, address: &Address, job: u64) {
+    let mut tasks: List<u64, TASKS_MAX> = state.get(&state_key::tasks(address)).unwrap_or_default();
+    if tasks.remove_sorted(&job) {
+        state.put(state_key::tasks(address), &tasks);
     }
-    state.put(key, &queue);
+}
+
+/// Puts `job` in the deadline queue of `height` (or the next one with room); the height used.
+fn schedule_deadline(state: &mut StateDelta<'_>, height: u64, job: u64) -> Result<u64, list::Full> {
+    list::schedule::<QUEUE_MAX>(state, state_key::deadlines, height, job)
 }
 
 fn take(state: &mut StateDelta<'_>, key: Vec<u8>) -> Vec<u64> {
-    let queue: List<u64, QUEUE_MAX> = state.get(&key).unwrap_or_default();
-    state.delete(key);
-    queue.0
+    list::take::<QUEUE_MAX>(state, key)
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> TxError {
@@ -790,13 +796,15 @@ pub fn result_posted(
     job: &compute::Job,
     block: &BlockContext,
     events: &mut Vec<Event>,
-) {
+) -> Result<(), TxError> {
     if job.is_redundant() {
         state.put(state_key::hold(job.id), &Hold::Group);
         review_group(state, job.group, block, events);
     } else {
-        push(state, state_key::draws(block.height + 1), job.id);
+        list::schedule::<QUEUE_MAX>(state, state_key::draws, block.height + 1, job.id)
+            .map_err(|full| full.refusal("the audit draw queue"))?;
     }
+    Ok(())
 }
 
 /// Called by `compute` when a redundant copy ends without a result (expired).
@@ -892,7 +900,16 @@ fn review_group(
             bond: Amount::ZERO,
             is_provider: true,
         };
-        open_dispute(state, job.id, defendant, claimant, block, events);
+        if let Err(refused) = open_dispute(state, job.id, defendant, claimant, block, events) {
+            // Only when a party already has `TASKS_MAX` open disputes or every deadline queue
+            // in reach is full: the copy stands (a result stands until proven wrong), openly.
+            events.push(Event::new(
+                "verify.dispute_refused",
+                &[("job", job.id.to_string()), ("reason", refused.message)],
+            ));
+            state.delete(state_key::hold(job.id));
+            compute::settle_now(state, job.id, block, events);
+        }
     }
 }
 
@@ -903,8 +920,19 @@ fn open_dispute(
     claimant: Party,
     block: &BlockContext,
     events: &mut Vec<Event>,
-) {
-    let deadline = block.height + params(state).round_blocks;
+) -> Result<(), TxError> {
+    for party in [&defendant, &claimant] {
+        if !has_room_for_task(state, &party.address) {
+            return Err(list::Full { max: TASKS_MAX }.refusal(&format!(
+                "the open audits and disputes of {}",
+                party.address
+            )));
+        }
+    }
+    let deadline = schedule_deadline(state, block.height + params(state).round_blocks, job)
+        .map_err(|full| full.refusal("the verify deadline queue"))?;
+    add_task(state, &defendant.address, job).expect("room checked above");
+    add_task(state, &claimant.address, job).expect("room checked above");
     events.push(Event::new(
         "verify.dispute_opened",
         &[
@@ -914,15 +942,13 @@ fn open_dispute(
             ("deadline_height", deadline.to_string()),
         ],
     ));
-    set_task(state, &defendant.address, job, true);
-    set_task(state, &claimant.address, job, true);
     state.put(state_key::hold(job), &Hold::Dispute);
     if claimant.job != job {
         state.put(state_key::hold(claimant.job), &Hold::Group);
     }
     let dispute = Dispute::open(job, defendant, claimant, block.height, deadline);
-    push(state, state_key::deadlines(deadline), job);
     state.put(state_key::dispute(job), &dispute);
+    Ok(())
 }
 
 /// Draws whether `job` is audited, with the randomness of a block after its result.
@@ -949,12 +975,8 @@ fn draw_audit(state: &mut StateDelta<'_>, id: u64, block: &BlockContext, events:
     } else {
         p.rate_for(&job.model)
     };
-    let draw = Hash::of(
-        "piazza/verify/audit",
-        &[&block.randomness.0, &id.to_le_bytes()],
-    );
-    let roll = u16::from_le_bytes([draw.0[0], draw.0[1]]) as u128 % BPS;
-    if roll >= rate as u128 {
+    let seed: [&[u8]; 2] = [&block.randomness.0, &id.to_le_bytes()];
+    if !crate::draw::happens("piazza/verify/audit", &seed, rate) {
         return;
     }
     let mut candidates: Vec<(Address, u128)> = Vec::new();
@@ -963,26 +985,28 @@ fn draw_audit(state: &mut StateDelta<'_>, id: u64, block: &BlockContext, events:
             continue;
         }
         let stake = staking::bonded(state, &candidate, Role::Auditor);
-        if stake >= p.min_auditor_stake {
+        if stake >= p.min_auditor_stake && has_room_for_task(state, &candidate) {
             candidates.push((candidate, stake.base_units()));
         }
     }
-    let total = candidates
-        .iter()
-        .fold(0u128, |a, (_, w)| a.saturating_add(*w));
-    if total == 0 {
+    let Some(chosen) = crate::draw::weighted_choice("piazza/verify/auditor", &seed, &candidates)
+    else {
         return;
-    }
-    let mut target = u128::from_le_bytes(draw.0[16..].try_into().expect("16 bytes")) % total;
-    let mut chosen = candidates[0].0;
-    for (candidate, weight) in candidates {
-        if target < weight {
-            chosen = candidate;
-            break;
+    };
+    let deadline = match schedule_deadline(state, block.height + p.audit_blocks, id) {
+        Ok(deadline) => deadline,
+        Err(full) => {
+            // Nothing is held, so nothing waits on a deadline that would never come.
+            events.push(Event::new(
+                "verify.audit_skipped",
+                &[
+                    ("job", id.to_string()),
+                    ("reason", full.refusal("the verify deadline queue").message),
+                ],
+            ));
+            return;
         }
-        target -= weight;
-    }
-    let deadline = block.height + p.audit_blocks;
+    };
     state.put(
         state_key::hold(id),
         &Hold::Audit {
@@ -990,8 +1014,7 @@ fn draw_audit(state: &mut StateDelta<'_>, id: u64, block: &BlockContext, events:
             deadline,
         },
     );
-    set_task(state, &chosen, id, true);
-    push(state, state_key::deadlines(deadline), id);
+    add_task(state, &chosen, id).expect("candidates have room for a task");
     events.push(Event::new(
         "verify.audit_assigned",
         &[
@@ -1117,7 +1140,7 @@ fn close(
 ) {
     state.delete(state_key::dispute(dispute.job));
     for party in &dispute.parties {
-        set_task(state, &party.address, dispute.job, false);
+        remove_task(state, &party.address, dispute.job);
     }
     for job in [
         dispute.parties[DEFENDANT].job,
@@ -1555,7 +1578,7 @@ impl Module for Verify {
             }
             Msg::Attest { job } => {
                 state.put(state_key::attestation(*job), &sender);
-                set_task(state, &sender, *job, false);
+                remove_task(state, &sender, *job);
                 if let Some(mut a) = auditor(state, &sender) {
                     a.attested += 1;
                     state.put(state_key::auditor(&sender), &a);
@@ -1577,7 +1600,7 @@ impl Module for Verify {
                 let result = job.result.clone().expect("posted jobs have a result");
                 bank::transfer(state, &sender, &escrow(), p.challenge_bond)?;
                 if let Some(Hold::Audit { auditor: a, .. }) = hold(state, *id) {
-                    set_task(state, &a, *id, false);
+                    remove_task(state, &a, *id);
                     if let Some(mut record) = auditor(state, &a) {
                         record.challenged += u64::from(a == sender);
                         state.put(state_key::auditor(&a), &record);
@@ -1601,7 +1624,7 @@ impl Module for Verify {
                     bond: p.challenge_bond,
                     is_provider: false,
                 };
-                open_dispute(state, *id, defendant, claimant, &block, &mut ctx.events);
+                open_dispute(state, *id, defendant, claimant, &block, &mut ctx.events)?;
             }
             Msg::Reveal {
                 job,
@@ -1650,8 +1673,9 @@ impl Module for Verify {
                             ));
                         }
                         d.phase = Phase::Input;
-                        d.deadline = block.height + p.arbitration_blocks;
-                        push(state, state_key::deadlines(d.deadline), *job);
+                        d.deadline =
+                            schedule_deadline(state, block.height + p.arbitration_blocks, *job)
+                                .map_err(|full| full.refusal("the verify deadline queue"))?;
                         ctx.emit(Event::new(
                             "verify.input_disputed",
                             &[
@@ -1678,12 +1702,12 @@ impl Module for Verify {
                     ],
                 ));
                 if d.round != before {
-                    d.deadline = block.height
-                        + match d.phase {
-                            Phase::Step { .. } => p.arbitration_blocks,
-                            _ => p.round_blocks,
-                        };
-                    push(state, state_key::deadlines(d.deadline), *job);
+                    let blocks = match d.phase {
+                        Phase::Step { .. } => p.arbitration_blocks,
+                        _ => p.round_blocks,
+                    };
+                    d.deadline = schedule_deadline(state, block.height + blocks, *job)
+                        .map_err(|full| full.refusal("the verify deadline queue"))?;
                     if let Phase::Step { step, .. } = d.phase {
                         ctx.emit(Event::new(
                             "verify.step_found",
@@ -1746,7 +1770,7 @@ impl Module for Verify {
             }) = hold(state, id)
             {
                 if deadline == block.height {
-                    set_task(state, &a, id, false);
+                    remove_task(state, &a, id);
                     if let Some(mut record) = auditor(state, &a) {
                         record.missed += 1;
                         state.put(state_key::auditor(&a), &record);
