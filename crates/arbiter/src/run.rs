@@ -7,8 +7,8 @@ use piazza_engine::merkle;
 use piazza_engine::trace::{self, TRACE_DOMAIN};
 use piazza_engine::weights::{WeightCommitment, Weights};
 use piazza_engine::{Batch, Compute, Embedder};
-use piazza_llm::tokenizer::{chat_messages_from_input, TextDecoder};
-use piazza_llm::{GenerateParams, Generator};
+use piazza_llm::tokenizer::chat_messages_from_input;
+use piazza_llm::Generator;
 
 use crate::evidence::{ChunkOpening, Evidence, LeafOpening};
 use crate::plan::{self, ModelGraph, StepGraph};
@@ -226,32 +226,6 @@ fn run_generation(
     })
 }
 
-/// The text of new token `ids` as the generator makes it: the end-of-sequence token (when it
-/// stops generation) is not text, and the text ends before the first stop sequence.
-fn decode_text(generator: &Generator, ids: &[u32], params: &GenerateParams) -> String {
-    let tokenizer = generator.tokenizer();
-    let mut decoder = TextDecoder::default();
-    let mut text = String::new();
-    for &id in ids {
-        if params.stop_at_eos && Some(id) == tokenizer.eos {
-            break;
-        }
-        text.push_str(&decoder.push(tokenizer.token_bytes(id)));
-        let stop_at = params
-            .stop
-            .iter()
-            .filter(|s| !s.is_empty())
-            .filter_map(|s| text.find(s.as_str()))
-            .min();
-        if let Some(at) = stop_at {
-            text.truncate(at);
-            return text;
-        }
-    }
-    text.push_str(&decoder.finish());
-    text
-}
-
 impl JobRun {
     pub fn step_count(&self) -> u64 {
         self.leaves.len() as u64
@@ -347,7 +321,9 @@ impl JobRun {
                     if let Some(last) = ids.last_mut() {
                         *last = (*last + 1) % vocab;
                     }
-                    self.output = decode_text(generator, &ids, &generate_params(job)).into_bytes();
+                    self.output = generator
+                        .generation_text(&ids, &generate_params(job))
+                        .into_bytes();
                 }
                 _ => return Err(model_error("the run was made with another model")),
             }

@@ -14,7 +14,8 @@ use crate::graph::{Cache, Graph, Op, OpKind, Source, Step};
 use crate::kernels::{self, CausalShape};
 use crate::model::{self, LlamaConfig};
 use crate::sampling::{self, SamplingParams};
-use crate::tokenizer::{Message, TextDecoder, Tokenizer};
+use crate::text::StopText;
+use crate::tokenizer::{Message, Tokenizer};
 use crate::{Error, Result};
 
 /// Most tokens in one sequence (prompt + generated), whatever the model's context length:
@@ -329,6 +330,15 @@ impl Generator {
     }
 
     /// BLAKE3 over the tokenizer metadata (docs/llm.md §6).
+    /// The text a generation of new tokens `ids` with `params` returns (the end token, when it
+    /// stops generation, is not text; the text ends before the first stop sequence): what the
+    /// arbiter and the daemons recompute from the ids, by the generator's own
+    /// [`crate::text::StopText`].
+    pub fn generation_text(&self, ids: &[u32], params: &GenerateParams) -> String {
+        let eos = self.tokenizer.eos.filter(|_| params.stop_at_eos);
+        crate::text::generation_text(ids, |id| self.tokenizer.token_bytes(id), eos, &params.stop)
+    }
+
     pub fn tokenizer_hash(&self) -> Hash {
         self.tokenizer.hash()
     }
@@ -470,8 +480,7 @@ impl Generator {
         let mut outputs: Vec<Option<Tensor>> = Vec::new();
         let mut leaves = Vec::new();
         let mut ids = Vec::new();
-        let mut decoder = TextDecoder::default();
-        let mut text = String::new();
+        let mut text = StopText::new(&params.stop);
         let mut emitted = 0usize;
         let (mut rows, mut position) = (prompt.len(), 0usize);
         let finish = loop {
@@ -544,17 +553,8 @@ impl Generator {
             position += rows;
             rows = 1;
             let eos = params.stop_at_eos && Some(id) == self.tokenizer.eos;
-            if !eos {
-                text.push_str(&decoder.push(self.tokenizer.token_bytes(id)));
-            }
-            let stop_at = params
-                .stop
-                .iter()
-                .filter(|s| !s.is_empty())
-                .filter_map(|s| text.find(s.as_str()))
-                .min();
-            let finish = if let Some(at) = stop_at {
-                text.truncate(at);
+            let stopped = !eos && text.push(self.tokenizer.token_bytes(id));
+            let finish = if stopped {
                 Some(FinishReason::Stop)
             } else if eos {
                 Some(FinishReason::Eos)
@@ -566,13 +566,14 @@ impl Generator {
                 None
             };
             if finish.is_some() && finish != Some(FinishReason::Stop) {
-                text.push_str(&decoder.finish());
+                text.finish();
             }
             let safe_end = match finish {
-                Some(_) => text.len(),
-                None => held_back_end(&text, &params.stop),
+                Some(_) => text.text().len(),
+                None => text.safe_end(),
             };
             let piece = text
+                .text()
                 .get(emitted.min(safe_end)..safe_end)
                 .unwrap_or("")
                 .to_string();
@@ -596,7 +597,7 @@ impl Generator {
         Ok((
             Generation {
                 ids,
-                text,
+                text: text.into_text(),
                 finish,
                 trace,
                 prompt_tokens: prompt.len(),
@@ -777,27 +778,6 @@ pub fn compute_block(
         }
     };
     Ok(output)
-}
-
-/// End of the text that is safe to show: hold back a suffix that may begin a stop sequence.
-fn held_back_end(text: &str, stops: &[String]) -> usize {
-    let mut end = text.len();
-    for stop in stops.iter().filter(|s| !s.is_empty()) {
-        let from = text.len().saturating_sub(stop.len() - 1);
-        for start in from..text.len() {
-            if start >= end {
-                break;
-            }
-            let Some(suffix) = text.get(start..) else {
-                continue;
-            };
-            if suffix.len() < stop.len() && stop.starts_with(suffix) {
-                end = start;
-                break;
-            }
-        }
-    }
-    end
 }
 
 /// Render `messages` with the model's chat template and tokenize

@@ -39,6 +39,7 @@ pub mod graph;
 pub mod kernels;
 pub mod model;
 pub mod sampling;
+pub mod text;
 pub mod tokenizer;
 
 use std::path::PathBuf;
