@@ -7,6 +7,8 @@
 //! There is one encoding per value: [`Evidence::decode`] rejects trailing bytes, so decoding
 //! and encoding again gives back the input.
 
+use piazza_codec::{DecodeError, Reader, Writer};
+
 use crate::{ArbiterError, Hash};
 
 /// Largest encoded evidence accepted (12 MiB).
@@ -54,33 +56,33 @@ pub struct Evidence {
 impl Evidence {
     /// The canonical bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.encoded_len());
-        out.extend_from_slice(&self.step.to_le_bytes());
-        put_bytes(&mut out, &self.config);
-        put_bytes(&mut out, &self.manifest);
-        out.extend_from_slice(&self.chunk_root);
-        put_len(&mut out, self.ids.len());
-        for id in &self.ids {
-            out.extend_from_slice(&id.to_le_bytes());
+        let mut out = Writer::new();
+        out.u64(self.step);
+        out.bytes(&self.config);
+        out.bytes(&self.manifest);
+        out.array(&self.chunk_root);
+        out.len(self.ids.len());
+        for &id in &self.ids {
+            out.u32(id);
         }
-        put_len(&mut out, self.leaves.len());
+        out.len(self.leaves.len());
         for leaf in &self.leaves {
-            out.extend_from_slice(&leaf.index.to_le_bytes());
-            out.extend_from_slice(&leaf.rows.to_le_bytes());
-            out.extend_from_slice(&leaf.columns.to_le_bytes());
-            put_len(&mut out, leaf.values.len());
+            out.u64(leaf.index);
+            out.u32(leaf.rows);
+            out.u32(leaf.columns);
+            out.len(leaf.values.len());
             for value in &leaf.values {
-                out.extend_from_slice(&value.to_bits().to_le_bytes());
+                out.u32(value.to_bits());
             }
             put_hashes(&mut out, &leaf.siblings);
         }
-        put_len(&mut out, self.chunks.len());
+        out.len(self.chunks.len());
         for chunk in &self.chunks {
-            out.extend_from_slice(&chunk.index.to_le_bytes());
-            put_bytes(&mut out, &chunk.bytes);
+            out.u64(chunk.index);
+            out.bytes(&chunk.bytes);
             put_hashes(&mut out, &chunk.siblings);
         }
-        out
+        out.into_bytes()
     }
 
     /// Length of [`Evidence::encode`]'s output.
@@ -117,29 +119,32 @@ impl Evidence {
                 bytes.len()
             )));
         }
-        let mut reader = Reader { rest: bytes };
+        Self::read(&mut Reader::new(bytes)).map_err(|error| encoding(error.to_string()))
+    }
+
+    fn read(reader: &mut Reader<'_>) -> Result<Evidence, DecodeError> {
         let step = reader.u64()?;
-        let config = reader.bytes()?;
-        let manifest = reader.bytes()?;
-        let chunk_root = reader.hash()?;
-        let id_count = reader.count(4)?;
+        let config = reader.bytes(reader.remaining())?;
+        let manifest = reader.bytes(reader.remaining())?;
+        let chunk_root = reader.array()?;
+        let id_count = count(reader, 4)?;
         let mut ids = Vec::with_capacity(id_count);
         for _ in 0..id_count {
             ids.push(reader.u32()?);
         }
         // A leaf is at least 28 bytes, a chunk at least 16.
-        let leaf_count = reader.count(28)?;
+        let leaf_count = count(reader, 28)?;
         let mut leaves = Vec::with_capacity(leaf_count);
         for _ in 0..leaf_count {
             let index = reader.u64()?;
             let rows = reader.u32()?;
             let columns = reader.u32()?;
-            let value_count = reader.count(4)?;
+            let value_count = count(reader, 4)?;
             let mut values = Vec::with_capacity(value_count);
             for _ in 0..value_count {
                 values.push(f32::from_bits(reader.u32()?));
             }
-            let siblings = reader.hashes()?;
+            let siblings = hashes(reader)?;
             leaves.push(LeafOpening {
                 index,
                 rows,
@@ -148,21 +153,19 @@ impl Evidence {
                 siblings,
             });
         }
-        let chunk_count = reader.count(16)?;
+        let chunk_count = count(reader, 16)?;
         let mut chunks = Vec::with_capacity(chunk_count);
         for _ in 0..chunk_count {
             let index = reader.u64()?;
-            let bytes = reader.bytes()?;
-            let siblings = reader.hashes()?;
+            let bytes = reader.bytes(reader.remaining())?;
+            let siblings = hashes(reader)?;
             chunks.push(ChunkOpening {
                 index,
                 bytes,
                 siblings,
             });
         }
-        if !reader.rest.is_empty() {
-            return Err(encoding(format!("{} trailing bytes", reader.rest.len())));
-        }
+        reader.finish()?;
         Ok(Evidence {
             step,
             config,
@@ -179,83 +182,103 @@ fn encoding(detail: String) -> ArbiterError {
     ArbiterError::Encoding(detail)
 }
 
-fn put_len(out: &mut Vec<u8>, len: usize) {
-    let len = u32::try_from(len).expect("evidence parts are far below 4 GiB");
-    out.extend_from_slice(&len.to_le_bytes());
-}
-
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    put_len(out, bytes.len());
-    out.extend_from_slice(bytes);
-}
-
-fn put_hashes(out: &mut Vec<u8>, hashes: &[Hash]) {
-    put_len(out, hashes.len());
+fn put_hashes(out: &mut Writer, hashes: &[Hash]) {
+    out.len(hashes.len());
     for hash in hashes {
-        out.extend_from_slice(hash);
+        out.array(hash);
     }
 }
 
-struct Reader<'a> {
-    rest: &'a [u8],
+/// A `u32` count of items of at least `item_bytes` bytes each, checked against the bytes left
+/// (so that no allocation exceeds the input's size).
+fn count(reader: &mut Reader<'_>, item_bytes: usize) -> Result<usize, DecodeError> {
+    reader.len(reader.remaining() / item_bytes)
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, len: usize) -> Result<&'a [u8], ArbiterError> {
-        if self.rest.len() < len {
-            return Err(encoding(format!(
-                "truncated: {len} bytes wanted, {} left",
-                self.rest.len()
-            )));
+/// A Merkle proof's siblings: at most [`SIBLINGS_MAX`].
+fn hashes(reader: &mut Reader<'_>) -> Result<Vec<Hash>, DecodeError> {
+    let count = reader.len(SIBLINGS_MAX.min(reader.remaining() / 32))?;
+    (0..count).map(|_| reader.array()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Evidence {
+        Evidence {
+            step: 7,
+            config: b"cfg".to_vec(),
+            manifest: vec![9],
+            chunk_root: [0xAB; 32],
+            ids: vec![1, 0x0102_0304],
+            leaves: vec![LeafOpening {
+                index: 3,
+                rows: 1,
+                columns: 2,
+                values: vec![1.5, -0.0],
+                siblings: vec![[0x11; 32]],
+            }],
+            chunks: vec![ChunkOpening {
+                index: 5,
+                bytes: vec![0xEE; 3],
+                siblings: vec![],
+            }],
         }
-        let (head, tail) = self.rest.split_at(len);
-        self.rest = tail;
-        Ok(head)
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], ArbiterError> {
-        let mut array = [0u8; N];
-        array.copy_from_slice(self.take(N)?);
-        Ok(array)
+    /// The layout in the module documentation, byte for byte: evidence is consensus (the
+    /// ledger decodes what daemons encode), so the format must not move.
+    #[test]
+    fn the_encoding_is_pinned() {
+        let le32 = |v: u32| v.to_le_bytes().to_vec();
+        let le64 = |v: u64| v.to_le_bytes().to_vec();
+        let expected: Vec<u8> = [
+            le64(7),
+            le32(3),
+            b"cfg".to_vec(),
+            le32(1),
+            vec![9],
+            vec![0xAB; 32],
+            le32(2),
+            le32(1),
+            le32(0x0102_0304),
+            le32(1),
+            le64(3),
+            le32(1),
+            le32(2),
+            le32(2),
+            le32(1.5f32.to_bits()),
+            le32((-0.0f32).to_bits()),
+            le32(1),
+            vec![0x11; 32],
+            le32(1),
+            le64(5),
+            le32(3),
+            vec![0xEE; 3],
+            le32(0),
+        ]
+        .concat();
+        let evidence = sample();
+        assert_eq!(evidence.encode(), expected);
+        assert_eq!(evidence.encoded_len(), expected.len());
+        assert_eq!(Evidence::decode(&expected).unwrap(), evidence);
     }
 
-    fn u32(&mut self) -> Result<u32, ArbiterError> {
-        Ok(u32::from_le_bytes(self.array()?))
-    }
-
-    fn u64(&mut self) -> Result<u64, ArbiterError> {
-        Ok(u64::from_le_bytes(self.array()?))
-    }
-
-    fn hash(&mut self) -> Result<Hash, ArbiterError> {
-        self.array()
-    }
-
-    /// A `u32` count of items of at least `item_bytes` bytes each, checked against the bytes
-    /// left (so that no allocation exceeds the input's size).
-    fn count(&mut self, item_bytes: usize) -> Result<usize, ArbiterError> {
-        let count = self.u32()? as usize;
-        if count.saturating_mul(item_bytes) > self.rest.len() {
-            return Err(encoding(format!(
-                "{count} items of {item_bytes}+ bytes in {} bytes",
-                self.rest.len()
-            )));
+    /// Every truncation, one trailing byte, and a sibling count past the limit are refused.
+    #[test]
+    fn hostile_bytes_are_refused() {
+        let bytes = sample().encode();
+        for len in 0..bytes.len() {
+            assert!(Evidence::decode(&bytes[..len]).is_err(), "prefix {len}");
         }
-        Ok(count)
-    }
-
-    fn bytes(&mut self) -> Result<Vec<u8>, ArbiterError> {
-        let len = self.count(1)?;
-        Ok(self.take(len)?.to_vec())
-    }
-
-    fn hashes(&mut self) -> Result<Vec<Hash>, ArbiterError> {
-        let count = self.count(32)?;
-        if count > SIBLINGS_MAX {
-            return Err(encoding(format!(
-                "{count} siblings, more than {SIBLINGS_MAX}"
-            )));
-        }
-        (0..count).map(|_| self.hash()).collect()
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(Evidence::decode(&trailing).is_err());
+        let mut many = sample();
+        many.chunks[0].siblings = vec![[0; 32]; SIBLINGS_MAX + 1];
+        assert!(Evidence::decode(&many.encode()).is_err());
+        many.chunks[0].siblings.pop();
+        assert!(Evidence::decode(&many.encode()).is_ok());
     }
 }

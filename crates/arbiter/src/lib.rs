@@ -131,15 +131,9 @@ pub fn generate_params(job: &JobSpec) -> piazza_llm::GenerateParams {
     }
 }
 
-/// BLAKE3 over `(domain length u32 LE ‖ domain ‖ parts…)`.
+/// BLAKE3 over `(domain length u32 LE ‖ domain ‖ parts…)`: the chain's domain-tagged hash.
 fn tagged_hash(domain: &str, parts: &[&[u8]]) -> Hash {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(&(domain.len() as u32).to_le_bytes());
-    hasher.update(domain.as_bytes());
-    for part in parts {
-        hasher.update(part);
-    }
-    *hasher.finalize().as_bytes()
+    piazza_primitives::Hash::of(domain, parts).0
 }
 
 /// The commitment to the token ids a run used (embedding: the text's ids; generation: the
