@@ -24,6 +24,7 @@ pub enum BenchCommand {
         /// Distinct senders (each sends txs/senders transfers, at most 64).
         #[arg(long, default_value_t = 2_000)]
         senders: usize,
+        /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
@@ -33,8 +34,10 @@ pub enum BenchCommand {
         /// Jobs in the throughput phase.
         #[arg(long, default_value_t = 60)]
         jobs: usize,
+        /// The devnet's block interval.
         #[arg(long, default_value_t = 200)]
         block_interval_ms: u64,
+        /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
@@ -209,25 +212,25 @@ fn transfers(txs: usize, senders: usize, json: bool) -> Result<()> {
         "client_signing_seconds_untimed": signing.as_secs_f64(),
     });
     if json {
-        println!("{}", serde_json::to_string_pretty(&result)?);
+        outln!("{}", serde_json::to_string_pretty(&result)?);
     } else {
-        println!("piazza bench transfers: {txs} signed transfers from {senders} senders, {blocks} blocks, {cores} cores");
-        println!(
+        outln!("piazza bench transfers: {txs} signed transfers from {senders} senders, {blocks} blocks, {cores} cores");
+        outln!(
             "  admission (decode + signature + state checks + mempool): {:>8.3} s  {:>10.0} tx/s",
             admission.as_secs_f64(),
             txs as f64 / admission.as_secs_f64()
         );
-        println!(
+        outln!(
             "  block building (execution + state tree root):            {:>8.3} s  {:>10.0} tx/s",
             build_secs,
             txs as f64 / build_secs
         );
-        println!(
+        outln!(
             "  commit (one durable redb transaction per block):          {:>8.3} s  {:>10.0} tx/s",
             commit_secs,
             txs as f64 / commit_secs
         );
-        println!(
+        outln!(
             "  end to end:                                              {:>8.3} s  {:>10.0} tx/s",
             total.as_secs_f64(),
             tps

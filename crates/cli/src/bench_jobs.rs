@@ -227,13 +227,13 @@ pub async fn run(jobs: usize, block_interval_ms: u64, json: bool) -> Result<()> 
         "market_over_engine": market_jobs_per_s / engine_jobs_per_s,
     });
     if json {
-        println!("{}", serde_json::to_string_pretty(&result)?);
+        outln!("{}", serde_json::to_string_pretty(&result)?);
     } else {
-        println!("piazza bench jobs: MiniLM embedding jobs, {block_interval_ms} ms blocks, challenge window 0, provider concurrency {concurrency}");
-        println!("  inference alone (median):          {median_inference:>8.1} ms");
-        println!("  ledger-added latency (median):     {median_added:>8.1} ms = {:.2} block intervals  (submit → settled block, minus inference)", median_added / block_interval_ms as f64);
-        println!("  throughput, engine alone:          {engine_jobs_per_s:>8.1} jobs/s");
-        println!("  throughput, through the market:    {market_jobs_per_s:>8.1} jobs/s  ({:.2} of the engine)", market_jobs_per_s / engine_jobs_per_s);
+        outln!("piazza bench jobs: MiniLM embedding jobs, {block_interval_ms} ms blocks, challenge window 0, provider concurrency {concurrency}");
+        outln!("  inference alone (median):          {median_inference:>8.1} ms");
+        outln!("  ledger-added latency (median):     {median_added:>8.1} ms = {:.2} block intervals  (submit → settled block, minus inference)", median_added / block_interval_ms as f64);
+        outln!("  throughput, engine alone:          {engine_jobs_per_s:>8.1} jobs/s");
+        outln!("  throughput, through the market:    {market_jobs_per_s:>8.1} jobs/s  ({:.2} of the engine)", market_jobs_per_s / engine_jobs_per_s);
     }
     Ok(())
 }

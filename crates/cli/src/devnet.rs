@@ -27,7 +27,8 @@ pub struct NodeArgs {
     /// TOML config file (flags and PIAZZA_* variables override it).
     #[arg(long, env = "PIAZZA_CONFIG")]
     config: Option<PathBuf>,
-    /// Where the chain, keys and genesis live [default: ~/.piazza/devnet or ~/.piazza/node].
+    /// Where the chain, keys and genesis live [default: ~/.piazza/devnet or ~/.piazza/node;
+    /// ~/.piazza is $PIAZZA_HOME].
     #[arg(long, env = "PIAZZA_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// JSON-RPC listen address [default: 127.0.0.1:8545].
@@ -59,8 +60,25 @@ pub struct NodeArgs {
     models: Vec<String>,
 }
 
-pub fn password() -> String {
-    std::env::var("PIAZZA_PASSWORD").unwrap_or_default()
+/// How often the devnet checks whether its in-process roles are registered.
+const READY_POLL_MS: u64 = 100;
+
+/// The password of a key the devnet unlocks: its `NAME.password` file, else PIAZZA_PASSWORD,
+/// else empty (the devnet never asks).
+fn devnet_password(keystore: &Keystore, name: &str) -> Result<String> {
+    let sources = crate::password::Sources {
+        file: None,
+        env: std::env::var(crate::password::PASSWORD_ENV).ok(),
+        terminal: false,
+    };
+    Ok(crate::password::for_key(keystore, name, &sources)?.0)
+}
+
+fn unlock(keystore: &Keystore, name: &str) -> Result<piazza_primitives::SecretKey> {
+    let password = devnet_password(keystore, name)?;
+    keystore
+        .unlock(name, &password)
+        .with_context(|| format!("unlocking key `{name}` in {}", keystore.dir().display()))
 }
 
 fn devnet_genesis(
@@ -115,10 +133,14 @@ fn devnet_genesis(
 pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
     let file = config::load(args.config.as_deref())?;
     let role = if devnet { "devnet" } else { "node" };
-    let data_dir = args
-        .data_dir
-        .or(file.data_dir)
-        .unwrap_or_else(|| config::home().join(role));
+    let home = config::home();
+    let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| {
+        if devnet {
+            config::devnet_dir(&home)
+        } else {
+            home.join(role)
+        }
+    });
     let rpc_addr = args
         .rpc_addr
         .or(file.rpc_addr)
@@ -142,7 +164,6 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let keystore = Keystore::open(&keystore_dir)?;
-    let password = password();
 
     let genesis_path = data_dir.join("genesis.json");
     let fresh = !data_dir.join(piazza_node::CHAIN_DB_FILE).exists();
@@ -155,7 +176,13 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
             MODELS_KEY,
         ] {
             if keystore.info(name).is_err() {
+                // Sealed with PIAZZA_PASSWORD if set; else with the empty password, kept in
+                // NAME.password so every command unlocks it whatever PIAZZA_PASSWORD says.
+                let password = std::env::var(crate::password::PASSWORD_ENV).unwrap_or_default();
                 let info = keystore.create(name, &password)?;
+                if password.is_empty() {
+                    keystore.store_password(name, "")?;
+                }
                 tracing::info!(name, address = %info.address, "created devnet key");
             }
         }
@@ -211,9 +238,7 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
             None => None,
         }
     };
-    let key = keystore
-        .unlock(&validator_name, &password)
-        .with_context(|| format!("unlocking validator key `{validator_name}`"))?;
+    let key = unlock(&keystore, &validator_name)?;
 
     let mut node_config = piazza_node::NodeConfig::new(data_dir.clone(), rpc_addr);
     node_config.block_interval = Duration::from_millis(block_interval_ms);
@@ -225,7 +250,7 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
     }
     let mut node = piazza_node::start(node_config, genesis, key).await?;
     let head = node.app.head()?;
-    println!(
+    outln!(
         "piazza {role}: chain {} at height {}, JSON-RPC on http://{}",
         node.app.chain_id(),
         head.height,
@@ -233,17 +258,19 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
     );
     if devnet {
         let dev = keystore.info(DEV_KEY)?;
-        println!(
+        outln!(
             "piazza devnet: funded key `{DEV_KEY}` = {} in keystore {}",
             dev.address,
             keystore_dir.display()
         );
     }
     let (stop_provider, provider_stopped) = tokio::sync::watch::channel(false);
+    // The in-process roles that must be registered before the devnet says it is ready.
+    let mut roles: Vec<(InProcess, Address)> = Vec::new();
     let mut provider = if devnet && !args.no_provider {
         let config = piazza_provider::ProviderConfig {
             node_url: format!("http://{}", node.rpc_addr),
-            key: keystore.unlock(PROVIDER_KEY, &password)?,
+            key: unlock(&keystore, PROVIDER_KEY)?,
             models_dir: piazza_engine::models_dir(),
             serve: {
                 // Serve what was asked for and is registered (an older chain may lack some).
@@ -266,7 +293,8 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
             poll_interval: Duration::from_millis(100),
             fault: Default::default(),
         };
-        println!(
+        roles.push((InProcess::Provider, config.address()));
+        outln!(
             "piazza devnet: provider `{PROVIDER_KEY}` = {} serves {:?}",
             config.address(),
             config.serve
@@ -286,7 +314,7 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
     let auditor = if devnet && !args.no_auditor && keystore.info(AUDITOR_KEY).is_ok() {
         let config = piazza_provider::auditor::AuditorConfig {
             node_url: format!("http://{}", node.rpc_addr),
-            key: keystore.unlock(AUDITOR_KEY, &password)?,
+            key: unlock(&keystore, AUDITOR_KEY)?,
             models_dir: piazza_engine::models_dir(),
             audit: registered_models,
             stake: Amount::pza(1_000),
@@ -294,7 +322,8 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
             poll_interval: Duration::from_millis(100),
             fault: Default::default(),
         };
-        println!(
+        roles.push((InProcess::Auditor, config.address()));
+        outln!(
             "piazza devnet: auditor `{AUDITOR_KEY}` = {} audits {:?}",
             config.address(),
             config.audit
@@ -314,20 +343,38 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
                 data_dir.join("gateway"),
                 keystore_dir.clone(),
             );
-            config.password = password.clone();
+            // The gateway takes one password for every paying key: the `dev` key's.
+            config.password = devnet_password(&keystore, DEV_KEY)?;
             let gateway = piazza_gateway::start(config).await?;
-            println!("piazza devnet: OpenAI-compatible API on {}/v1 (API keys: piazza gateway key create --from {DEV_KEY} --spend-limit 10)", gateway.url());
+            outln!(
+                "piazza devnet: OpenAI-compatible API on {}/v1 (API keys: piazza gateway key create --from {DEV_KEY} --spend-limit 10)",
+                gateway.url()
+            );
             Some(gateway)
         }
         None => None,
     };
+    if devnet {
+        let exports = config::client_exports(&home, &keystore_dir, &data_dir.join("gateway"));
+        if !exports.is_empty() {
+            outln!(
+                "piazza devnet: in other shells: export {}",
+                exports.join(" ")
+            );
+        }
+    }
+    let ready = tokio::spawn(announce_ready(
+        format!("http://{}", node.rpc_addr),
+        role,
+        roles,
+    ));
     let provider_failed = async {
         match provider.as_mut() {
             Some(task) => task.await,
             None => std::future::pending().await,
         }
     };
-    tokio::select! {
+    let outcome = tokio::select! {
         _ = shutdown_signal() => {
             tracing::info!("shutting down");
             let _ = stop_provider.send(true);
@@ -341,11 +388,53 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
                 gateway.shutdown().await;
             }
             node.shutdown().await;
+            Ok(())
         }
-        _ = node.stopped() => anyhow::bail!("block production stopped; see the log above"),
-        result = provider_failed => anyhow::bail!("the devnet's provider stopped: {result:?}"),
+        _ = node.stopped() => Err(anyhow::anyhow!("block production stopped; see the log above")),
+        result = provider_failed => Err(anyhow::anyhow!("the devnet's provider stopped: {result:?}")),
+    };
+    ready.abort();
+    outcome
+}
+
+/// A role the devnet runs in its own process.
+#[derive(Clone, Copy)]
+enum InProcess {
+    Provider,
+    Auditor,
+}
+
+impl InProcess {
+    fn name(self) -> &'static str {
+        match self {
+            InProcess::Provider => "provider",
+            InProcess::Auditor => "auditor",
+        }
     }
-    Ok(())
+}
+
+/// Prints `piazza ROLE: ready` once every in-process role (provider, auditor) is registered on
+/// chain, so the first job finds a provider. Scripts and tests wait for this line.
+async fn announce_ready(node_url: String, role: &str, roles: Vec<(InProcess, Address)>) {
+    let client = piazza_client::Client::new(&node_url);
+    for (in_process, address) in &roles {
+        loop {
+            let registered = match in_process {
+                InProcess::Provider => client.provider(address).await.map(|p| p.is_some()),
+                InProcess::Auditor => client.auditor(address).await.map(|a| a.is_some()),
+            };
+            if matches!(registered, Ok(true)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(READY_POLL_MS)).await;
+        }
+    }
+    let names: Vec<&str> = roles.iter().map(|(r, _)| r.name()).collect();
+    if names.is_empty() {
+        outln!("piazza {role}: ready");
+    } else {
+        outln!("piazza {role}: ready ({} registered)", names.join(" and "));
+    }
 }
 
 pub async fn shutdown_signal() {

@@ -1,7 +1,6 @@
 //! The compute market from the command line: models, jobs, providers; and the engine directly.
 
-use crate::devnet::password;
-use crate::{ClientArgs, SignerArgs};
+use crate::{ClientArgs, KeyArgs, NodeUrlArgs, SignerArgs};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use piazza_client::Client;
@@ -22,15 +21,19 @@ pub enum JobCommand {
         client: ClientArgs,
         #[command(flatten)]
         signer: SignerArgs,
+        /// The model, by its on-chain name (see `piazza models`).
         #[arg(long)]
         model: String,
+        /// The input text (at most 16 KiB): a sentence to embed or a prompt.
         #[arg(long)]
         input: String,
         /// Tokens to generate (generation models).
         #[arg(long, default_value_t = 64)]
         max_tokens: u32,
+        /// Sampling seed (generation models; the same seed and input give the same text).
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Sampling temperature (generation models); 0 is greedy.
         #[arg(long, default_value_t = 0.0)]
         temperature: f32,
         /// Units of work to pay for at most [default: 256 for embeddings, max-tokens for generation].
@@ -54,6 +57,7 @@ pub enum JobCommand {
     Show {
         #[command(flatten)]
         client: ClientArgs,
+        /// The job's id.
         id: u64,
     },
 }
@@ -65,7 +69,10 @@ pub enum ProviderCommand {
         #[command(flatten)]
         client: ClientArgs,
         #[command(flatten)]
-        signer: SignerArgs,
+        key: KeyArgs,
+        /// Most PZA the transaction may pay in fees.
+        #[arg(long, default_value = "1")]
+        max_fee: String,
         #[command(flatten)]
         offer: OfferArgs,
     },
@@ -75,17 +82,19 @@ pub enum ProviderCommand {
         client: ClientArgs,
         /// Address or key name [default: the `--from` key].
         provider: Option<String>,
+        /// Key name to look up when no provider is given.
         #[arg(long, default_value = "provider")]
         from: String,
+        /// Keystore to look key names up in [default: as for `keys`].
         #[arg(long, env = "PIAZZA_KEYSTORE")]
         keystore: Option<PathBuf>,
     },
     /// Run the provider daemon: load models, register if needed, execute assigned jobs.
     Run {
         #[command(flatten)]
-        client: ClientArgs,
+        node: NodeUrlArgs,
         #[command(flatten)]
-        signer: SignerArgs,
+        key: KeyArgs,
         #[command(flatten)]
         offer: OfferArgs,
         #[command(flatten)]
@@ -101,11 +110,13 @@ pub struct OfferArgs {
     /// Price per unit of work, in PZA.
     #[arg(long, default_value = "0.000001")]
     pub price: String,
+    /// Jobs held at once (assigned and not yet answered).
     #[arg(long, default_value_t = 4)]
     pub capacity: u32,
     /// PZA bonded at registration.
     #[arg(long, default_value = "1000")]
     pub stake: String,
+    /// Where clients can reach this provider (informational, published on chain).
     #[arg(long, default_value = "")]
     pub endpoint: String,
 }
@@ -119,6 +130,7 @@ pub struct DaemonArgs {
     /// Threads per job.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// How often to ask the node for work, in milliseconds.
     #[arg(long, default_value_t = 200)]
     pub poll_ms: u64,
     /// FOR TESTS AND DEMOS ONLY: misbehave on purpose (repeatable):
@@ -181,10 +193,6 @@ pub fn provider_config(
     })
 }
 
-fn unlock(signer: &SignerArgs) -> Result<piazza_primitives::SecretKey> {
-    Ok(crate::query::keystore(signer.keystore.clone())?.unlock(&signer.from, &password())?)
-}
-
 pub async fn models(args: &ClientArgs) -> Result<()> {
     let models = Client::new(&args.node).models().await?;
     crate::query::print(args.json, &models, || {
@@ -223,8 +231,15 @@ pub async fn job(command: JobCommand) -> Result<()> {
             deadline_blocks,
             redundancy,
         } => {
-            let key = unlock(&signer)?;
+            anyhow::ensure!(
+                input.len() <= compute::JOB_INPUT_BYTES_MAX,
+                "--input is {} bytes; a job's input is at most {} bytes ({} KiB)",
+                input.len(),
+                compute::JOB_INPUT_BYTES_MAX,
+                compute::JOB_INPUT_BYTES_MAX / 1024
+            );
             let client = Client::new(&args.node);
+            let key = crate::query::signer(&client, &signer.key).await?;
             let record = client
                 .models()
                 .await?
@@ -354,17 +369,18 @@ pub async fn provider(command: ProviderCommand) -> Result<()> {
     match command {
         ProviderCommand::Register {
             client: args,
-            signer,
+            key,
+            max_fee,
             offer,
         } => {
-            let key = unlock(&signer)?;
+            let client = Client::new(&args.node);
+            let key = crate::query::signer(&client, &key).await?;
             let offer_msg = Offer {
                 models: offer.models.clone(),
                 price_per_unit: offer.price.parse()?,
                 capacity: offer.capacity,
                 endpoint: offer.endpoint.clone(),
             };
-            let client = Client::new(&args.node);
             let tx = client
                 .build(
                     &key,
@@ -372,7 +388,7 @@ pub async fn provider(command: ProviderCommand) -> Result<()> {
                         offer: offer_msg,
                         stake: offer.stake.parse()?,
                     })],
-                    signer.max_fee.parse()?,
+                    max_fee.parse()?,
                 )
                 .await?;
             let hash = client.submit(&tx).await?;
@@ -403,30 +419,18 @@ pub async fn provider(command: ProviderCommand) -> Result<()> {
                 .with_context(|| format!("{address} is not a registered provider"))?;
             let jobs = client.provider_jobs(&address).await?;
             let value = serde_json::json!({"provider": info, "assigned_jobs": jobs});
-            crate::query::print(args.json, &value, || {
-                format!(
-                    "provider:  {}\nmodels:    {}\nprice:     {} per unit\nstake:     {}\ncapacity:  {} ({} active)\ncompleted: {}\nmissed:    {}\nassigned:  {:?}",
-                    info.address,
-                    info.models.join(", "),
-                    crate::query::pza(&info.price_per_unit),
-                    crate::query::pza(&info.stake),
-                    info.capacity,
-                    info.active_jobs,
-                    info.jobs_completed,
-                    info.deadlines_missed,
-                    jobs
-                )
-            });
+            crate::query::print(args.json, &value, || provider_text(&info, &jobs));
             Ok(())
         }
         ProviderCommand::Run {
-            client: args,
-            signer,
+            node,
+            key,
             offer,
             run,
         } => {
-            let key = unlock(&signer)?;
-            let config = provider_config(&args.node, key, &offer, &run)?;
+            let client = Client::new(&node.node);
+            let key = crate::query::signer(&client, &key).await?;
+            let config = provider_config(&node.node, key, &offer, &run)?;
             let (stop, stopped) = tokio::sync::watch::channel(false);
             let daemon = tokio::spawn(piazza_provider::run(config, stopped));
             tokio::select! {
@@ -441,13 +445,31 @@ pub async fn provider(command: ProviderCommand) -> Result<()> {
     }
 }
 
+/// A provider's record as text. The chain counts every posted result in `jobs_completed`, also
+/// those later proven wrong (`frauds`); those are not shown as completed.
+pub(crate) fn provider_text(info: &piazza_api::ProviderInfo, assigned: &[u64]) -> String {
+    format!(
+        "provider:  {}\nmodels:    {}\nprice:     {} per unit\nstake:     {}\ncapacity:  {} ({} active)\ncompleted: {}\nfrauds:    {}\nmissed:    {}\nassigned:  {:?}",
+        info.address,
+        info.models.join(", "),
+        crate::query::pza(&info.price_per_unit),
+        crate::query::pza(&info.stake),
+        info.capacity,
+        info.active_jobs,
+        info.jobs_completed.saturating_sub(info.frauds),
+        info.frauds,
+        info.deadlines_missed,
+        assigned
+    )
+}
+
 pub fn embed(texts: &[String], threads: usize, json: bool) -> Result<()> {
     let embedder = piazza_engine::Embedder::load(piazza_engine::models_dir().join("minilm"))
         .context("loading MiniLM (run scripts/fetch-models.sh)")?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let vectors = embedder.embed(&refs, threads)?;
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string(
                 &serde_json::json!({"model": piazza_provider::models::MINILM, "embeddings": vectors})
@@ -455,7 +477,7 @@ pub fn embed(texts: &[String], threads: usize, json: bool) -> Result<()> {
         );
     } else {
         for (text, v) in texts.iter().zip(&vectors) {
-            println!(
+            outln!(
                 "{text}\n  [{}]",
                 v.iter()
                     .map(|x| format!("{x:.6}"))
@@ -499,8 +521,8 @@ pub fn generate(
     sampling: piazza_llm::SamplingParams,
     chat: bool,
     threads: usize,
+    json: bool,
 ) -> Result<()> {
-    use std::io::Write;
     anyhow::ensure!(
         sampling.temperature.is_finite() && sampling.temperature >= 0.0,
         "temperature must be a non-negative number"
@@ -526,21 +548,65 @@ pub fn generate(
         stop_at_eos: true,
     };
     let started = std::time::Instant::now();
-    let mut stdout = std::io::stdout();
+    let mut text = String::new();
     let generation = generator.generate(&prompt_ids, &params, threads, |event| {
-        let _ = write!(stdout, "{}", event.text);
-        let _ = stdout.flush();
+        if json {
+            text.push_str(&event.text);
+        } else {
+            crate::out::text(&event.text);
+        }
     })?;
     let seconds = started.elapsed().as_secs_f64();
-    println!();
+    let trace_root = piazza_primitives::Hash(generation.trace_root()).to_hex();
+    if json {
+        outln!(
+            "{}",
+            serde_json::json!({
+                "model": piazza_provider::models::SMOLLM2,
+                "text": text,
+                "prompt_tokens": generation.prompt_tokens,
+                "new_tokens": generation.ids.len(),
+                "finish": format!("{:?}", generation.finish),
+                "trace_root": trace_root,
+                "operators": generation.step_count(),
+                "seconds": seconds,
+            })
+        );
+        return Ok(());
+    }
+    outln!();
     eprintln!(
         "[{} prompt tokens, {} new tokens in {seconds:.2} s ({:.1} tokens/s), finish {:?}, trace root {} over {} operators]",
         generation.prompt_tokens,
         generation.ids.len(),
         generation.ids.len() as f64 / seconds,
         generation.finish,
-        piazza_primitives::Hash(generation.trace_root()).to_hex(),
+        trace_root,
         generation.step_count()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_status_shows_frauds_and_does_not_count_them_completed() {
+        let info = piazza_api::ProviderInfo {
+            address: "pz1cheat".into(),
+            models: vec!["m".into()],
+            price_per_unit: "1000".into(),
+            capacity: 4,
+            endpoint: String::new(),
+            active_jobs: 0,
+            jobs_completed: 3,
+            deadlines_missed: 0,
+            frauds: 1,
+            stake: "950000000000".into(),
+        };
+        let text = provider_text(&info, &[]);
+        assert!(text.contains("\ncompleted: 2\n"), "{text}");
+        assert!(text.contains("\nfrauds:    1\n"), "{text}");
+    }
 }

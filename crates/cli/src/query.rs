@@ -1,7 +1,6 @@
 //! Client commands: keys, queries, transfers and staking.
 
-use crate::devnet::password;
-use crate::{config, ClientArgs, KeysCommand, SignerArgs};
+use crate::{config, ClientArgs, KeyArgs, KeysCommand, SignerArgs};
 use anyhow::{Context, Result};
 use piazza_client::Client;
 use piazza_keystore::Keystore;
@@ -14,21 +13,50 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 const RECEIPT_WAIT: Duration = Duration::from_secs(60);
+/// `unstake --wait` gives up when the chain makes no block for this long.
+const CHAIN_STALL_MS: u64 = 60_000;
+const HEIGHT_POLL_MS: u64 = 250;
 
 pub(crate) fn keystore(dir: Option<PathBuf>) -> Result<Keystore> {
-    let dir = dir.unwrap_or_else(|| config::home().join("keys"));
+    let dir = dir.unwrap_or_else(|| config::default_keystore(&config::home()));
     Ok(Keystore::open(&dir)?)
 }
 
 pub(crate) fn print<T: Serialize>(json: bool, value: &T, human: impl FnOnce() -> String) {
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(value).expect("results serialize")
         );
     } else {
-        println!("{}", human());
+        outln!("{}", human());
     }
+}
+
+/// The signing key's name: `--from`, or `dev` on the devnet only; elsewhere a missing `--from`
+/// is an error rather than a guess.
+pub(crate) fn signer_name(from: Option<&str>, chain_id: &str) -> Result<String> {
+    match from {
+        Some(name) => Ok(name.to_string()),
+        None if chain_id == crate::devnet::DEVNET_CHAIN_ID => Ok(crate::devnet::DEV_KEY.into()),
+        None => anyhow::bail!(
+            "--from KEY is required: the keystore key that signs (only the devnet defaults to `{}`; this chain is `{chain_id}`)",
+            crate::devnet::DEV_KEY
+        ),
+    }
+}
+
+/// Unlocks the signing key (`--from`, see [`signer_name`]) with its password.
+pub(crate) async fn signer(client: &Client, key: &KeyArgs) -> Result<piazza_primitives::SecretKey> {
+    let name = match &key.from {
+        Some(name) => name.clone(),
+        None => signer_name(None, &client.status().await?.chain_id)?,
+    };
+    crate::password::unlock(
+        &keystore(key.keystore.clone())?,
+        &name,
+        key.password_file.as_deref(),
+    )
 }
 
 pub(crate) fn pza(base_units: &str) -> String {
@@ -41,20 +69,25 @@ pub(crate) fn pza(base_units: &str) -> String {
 pub fn keys(command: KeysCommand, dir: Option<PathBuf>) -> Result<()> {
     let keystore = keystore(dir)?;
     match command {
-        KeysCommand::New { name } => {
-            let password = password();
-            if password.is_empty() {
-                eprintln!(
-                    "warning: PIAZZA_PASSWORD is not set; the key is sealed with an empty password"
-                );
-            }
+        KeysCommand::New {
+            name,
+            password_file,
+            json,
+        } => {
+            let password = crate::password::for_new_key(
+                &name,
+                &crate::password::Sources::of_process(password_file.as_deref()),
+            )?;
             let info = keystore.create(&name, &password)?;
-            println!(
-                "created `{}`: {} in {}",
-                info.name,
-                info.address,
-                keystore.dir().display()
-            );
+            let value = serde_json::json!({"key": info, "keystore": keystore.dir()});
+            print(json, &value, || {
+                format!(
+                    "created `{}`: {} in {}",
+                    info.name,
+                    info.address,
+                    keystore.dir().display()
+                )
+            });
         }
         KeysCommand::List { json } => {
             let keys = keystore.list()?;
@@ -89,21 +122,65 @@ pub(crate) fn resolve(account: &str, keystore_dir: Option<PathBuf>) -> Result<Ad
         .address)
 }
 
+/// Whether jobs can be served: every registered model has a provider. Returns the verdict and
+/// one line per model.
+pub(crate) fn readiness(models: &[piazza_api::ModelInfo]) -> (bool, Vec<String>) {
+    let ready = !models.is_empty() && models.iter().all(|m| !m.providers.is_empty());
+    let lines = models
+        .iter()
+        .map(|m| {
+            let n = m.providers.len();
+            format!("{} ({n} provider{})", m.name, if n == 1 { "" } else { "s" })
+        })
+        .collect();
+    (ready, lines)
+}
+
 pub async fn status(args: &ClientArgs) -> Result<()> {
-    let status = Client::new(&args.node).status().await?;
-    print(args.json, &status, || {
+    let client = Client::new(&args.node);
+    let status = client.status().await?;
+    let models = client.models().await?;
+    let (ready, serving) = readiness(&models);
+    let value = serde_json::json!({
+        "chain_id": status.chain_id,
+        "height": status.height,
+        "block_hash": status.block_hash,
+        "state_root": status.state_root,
+        "time_ms": status.time_ms,
+        "mempool_size": status.mempool_size,
+        "validator": status.validator,
+        "ready_for_jobs": ready,
+        "models": models.iter().map(|m| serde_json::json!({"name": m.name, "providers": m.providers.len()})).collect::<Vec<_>>(),
+    });
+    print(args.json, &value, || {
         format!(
-            "chain:      {}\nheight:     {}\nblock:      {}\nstate root: {}\nmempool:    {}\nvalidator:  {}",
-            status.chain_id, status.height, status.block_hash, status.state_root, status.mempool_size, status.validator
+            "chain:      {}\nheight:     {}\nblock:      {}\nstate root: {}\nmempool:    {}\nvalidator:  {}\njobs:       {}\nmodels:     {}",
+            status.chain_id,
+            status.height,
+            status.block_hash,
+            status.state_root,
+            status.mempool_size,
+            status.validator,
+            if ready { "ready (every model has a provider)" } else { "not ready (a model has no provider yet)" },
+            if serving.is_empty() { "none".to_string() } else { serving.join(", ") }
         )
     });
     Ok(())
 }
 
 async fn submit(args: &ClientArgs, signer: &SignerArgs, message: Message) -> Result<()> {
-    let key = keystore(signer.keystore.clone())?.unlock(&signer.from, &password())?;
+    submit_for_receipt(args, signer, message).await.map(|_| ())
+}
+
+/// Sends one message; with `--wait`, returns its receipt once committed without error.
+async fn submit_for_receipt(
+    args: &ClientArgs,
+    signer: &SignerArgs,
+    message: Message,
+) -> Result<Option<piazza_api::ReceiptInfo>> {
     let max_fee: Amount = signer.max_fee.parse()?;
     let client = Client::new(&args.node);
+    let key = self::signer(&client, &signer.key).await?;
     let tx = client.build(&key, vec![message], max_fee).await?;
     let hash = client.submit(&tx).await?;
     if !signer.wait {
@@ -112,7 +189,7 @@ async fn submit(args: &ClientArgs, signer: &SignerArgs, message: Message) -> Res
             &serde_json::json!({"hash": hash.to_hex()}),
             || format!("submitted {hash}"),
         );
-        return Ok(());
+        return Ok(None);
     }
     let receipt = client.wait_for_receipt(&hash, RECEIPT_WAIT).await?;
     print(args.json, &receipt, || match &receipt.error {
@@ -127,11 +204,11 @@ async fn submit(args: &ClientArgs, signer: &SignerArgs, message: Message) -> Res
         ),
     });
     anyhow::ensure!(receipt.error.is_none(), "the transaction failed");
-    Ok(())
+    Ok(Some(receipt))
 }
 
 pub async fn send(args: &ClientArgs, signer: &SignerArgs, to: &str, amount: &str) -> Result<()> {
-    let to = resolve(to, signer.keystore.clone())?;
+    let to = resolve(to, signer.key.keystore.clone())?;
     let amount: Amount = amount.parse()?;
     submit(args, signer, Message::Bank(bank::Msg::Send { to, amount })).await
 }
@@ -145,12 +222,70 @@ pub async fn stake(
 ) -> Result<()> {
     let role: Role = role.parse().map_err(anyhow::Error::msg)?;
     let amount: Amount = amount.parse()?;
-    let message = if bond {
-        staking::Msg::Bond { role, amount }
-    } else {
-        staking::Msg::Unbond { role, amount }
+    if bond {
+        return submit(
+            args,
+            signer,
+            Message::Staking(staking::Msg::Bond { role, amount }),
+        )
+        .await;
+    }
+    let receipt = submit_for_receipt(
+        args,
+        signer,
+        Message::Staking(staking::Msg::Unbond { role, amount }),
+    )
+    .await?;
+    let Some(receipt) = receipt else {
+        return Ok(());
     };
-    submit(args, signer, Message::Staking(message)).await
+    // `--wait` on an unbond waits for the tokens themselves: until the release height's block.
+    let release_height =
+        release_height(&receipt).context("the unbond's receipt carries no staking.unbond event")?;
+    if !args.json {
+        eprintln!("unbonding: the tokens return at height {release_height}; waiting");
+    }
+    let client = Client::new(&args.node);
+    wait_for_height(&client, release_height).await?;
+    print(
+        args.json,
+        &serde_json::json!({"unbonded": amount.base_units().to_string(), "released_height": release_height}),
+        || format!("unbonded {amount} PZA: back in the balance since height {release_height}"),
+    );
+    Ok(())
+}
+
+/// The height at which an unbond's tokens return, from its receipt's `staking.unbond` event.
+pub(crate) fn release_height(receipt: &piazza_api::ReceiptInfo) -> Option<u64> {
+    receipt
+        .events
+        .iter()
+        .find(|e| e.kind == "staking.unbond")?
+        .attributes
+        .get("release_height")?
+        .parse()
+        .ok()
+}
+
+/// Waits until the chain has committed block `height`; fails if it makes no block for
+/// [`CHAIN_STALL_MS`].
+async fn wait_for_height(client: &Client, height: u64) -> Result<()> {
+    let mut last = client.status().await?.height;
+    let mut last_change = std::time::Instant::now();
+    while last < height {
+        anyhow::ensure!(
+            last_change.elapsed() < Duration::from_millis(CHAIN_STALL_MS),
+            "the chain made no block for {} s (at height {last}, waiting for {height})",
+            CHAIN_STALL_MS / 1000
+        );
+        tokio::time::sleep(Duration::from_millis(HEIGHT_POLL_MS)).await;
+        let now = client.status().await?.height;
+        if now != last {
+            last = now;
+            last_change = std::time::Instant::now();
+        }
+    }
+    Ok(())
 }
 
 pub async fn balance(
@@ -250,4 +385,52 @@ pub async fn tx(args: &ClientArgs, hash: &str) -> Result<()> {
         out
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_devnet_signs_with_dev_by_default() {
+        assert_eq!(signer_name(Some("bob"), "mainnet").unwrap(), "bob");
+        assert_eq!(
+            signer_name(None, crate::devnet::DEVNET_CHAIN_ID).unwrap(),
+            crate::devnet::DEV_KEY
+        );
+        let error = signer_name(None, "mainnet").unwrap_err().to_string();
+        assert!(error.contains("--from"), "{error}");
+    }
+
+    fn model(name: &str, providers: usize) -> piazza_api::ModelInfo {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "kind": "embedding", "architecture": "bert", "config_hash": "",
+            "weights_commitment": "", "tokenizer_hash": "", "owner": "", "license": "",
+            "price_floor": "1", "providers": vec!["pz1x"; providers],
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn ready_means_every_model_has_a_provider() {
+        let (ready, lines) = readiness(&[model("a", 1), model("b", 0)]);
+        assert!(!ready);
+        assert_eq!(lines, ["a (1 provider)", "b (0 providers)"]);
+        assert!(readiness(&[model("a", 2), model("b", 1)]).0);
+        assert!(!readiness(&[]).0);
+    }
+
+    #[test]
+    fn an_unbonds_release_height_comes_from_its_event() {
+        let receipt: piazza_api::ReceiptInfo = serde_json::from_value(serde_json::json!({
+            "tx_hash": "00", "height": 5, "index": 0, "status": "ok", "fee_paid": "1",
+            "events": [{"kind": "staking.unbond", "height": 5,
+                        "attributes": {"release_height": "25", "amount": "1"}}],
+        }))
+        .unwrap();
+        assert_eq!(release_height(&receipt), Some(25));
+        let mut other = receipt.clone();
+        other.events[0].kind = "bank.send".into();
+        assert_eq!(release_height(&other), None);
+    }
 }

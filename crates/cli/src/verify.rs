@@ -1,7 +1,7 @@
 //! Verification from the command line: the auditor daemon and dispute state.
 
 use crate::market::{fault, DaemonArgs};
-use crate::{ClientArgs, SignerArgs};
+use crate::{ClientArgs, KeyArgs, NodeUrlArgs};
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use piazza_client::Client;
@@ -17,8 +17,10 @@ pub enum AuditorCommand {
         client: ClientArgs,
         /// Address or key name [default: the `--from` key].
         auditor: Option<String>,
+        /// Key name to look up when no auditor is given.
         #[arg(long, default_value = "auditor")]
         from: String,
+        /// Keystore to look key names up in [default: as for `keys`].
         #[arg(long, env = "PIAZZA_KEYSTORE")]
         keystore: Option<PathBuf>,
     },
@@ -26,9 +28,9 @@ pub enum AuditorCommand {
     /// audit, attest or challenge, and play every dispute to its end.
     Run {
         #[command(flatten)]
-        client: ClientArgs,
+        node: NodeUrlArgs,
         #[command(flatten)]
-        signer: SignerArgs,
+        key: KeyArgs,
         /// Models to audit, comma-separated on-chain names.
         #[arg(long, value_delimiter = ',', default_value = piazza_provider::models::MINILM)]
         models: Vec<String>,
@@ -73,16 +75,15 @@ pub async fn auditor(command: AuditorCommand) -> Result<()> {
             Ok(())
         }
         AuditorCommand::Run {
-            client,
-            signer,
+            node,
+            key,
             models,
             stake,
             daemon,
         } => {
-            let key = crate::query::keystore(signer.keystore.clone())?
-                .unlock(&signer.from, &crate::devnet::password())?;
+            let key = crate::query::signer(&Client::new(&node.node), &key).await?;
             let config = piazza_provider::auditor::AuditorConfig {
-                node_url: client.node.clone(),
+                node_url: node.node.clone(),
                 key,
                 models_dir: daemon
                     .models_dir
@@ -94,7 +95,7 @@ pub async fn auditor(command: AuditorCommand) -> Result<()> {
                 poll_interval: Duration::from_millis(daemon.poll_ms.max(10)),
                 fault: fault(&daemon.fault)?,
             };
-            println!("auditor {} audits {:?}", config.address(), config.audit);
+            outln!("auditor {} audits {:?}", config.address(), config.audit);
             let (stop, stopped) = tokio::sync::watch::channel(false);
             let daemon = tokio::spawn(piazza_provider::auditor::run(config, stopped));
             tokio::select! {
@@ -110,11 +111,44 @@ pub async fn auditor(command: AuditorCommand) -> Result<()> {
     }
 }
 
+/// What a job's state says about a dispute that is no longer open (the chain keeps no record of
+/// ended disputes, only their effect on the job).
+pub(crate) fn outcome(job: &piazza_api::JobInfo) -> String {
+    let id = job.id;
+    match (job.status.as_str(), job.hold.as_deref()) {
+        ("failed", _) => format!(
+            "job {id} failed: its result was proven wrong; the provider was slashed and the escrow refunded"
+        ),
+        ("settled", _) => format!(
+            "job {id} settled: its result stands (no dispute, or the provider won or drew it)"
+        ),
+        ("posted", Some(hold)) => {
+            format!("job {id} is posted and held ({hold}); no dispute is open")
+        }
+        ("posted", None) => {
+            format!("job {id} is posted, in its challenge window; no dispute is open")
+        }
+        (status, _) => format!("job {id} is {status}; no result to dispute yet"),
+    }
+}
+
 pub async fn dispute(args: &ClientArgs, job: u64) -> Result<()> {
-    let dispute = Client::new(&args.node)
-        .dispute(job)
-        .await?
-        .with_context(|| format!("job {job} has no open dispute"))?;
+    let client = Client::new(&args.node);
+    let Some(dispute) = client.dispute(job).await? else {
+        let info = client
+            .job(job)
+            .await?
+            .with_context(|| format!("no job {job}"))?;
+        let value = serde_json::json!({
+            "job": job,
+            "open": false,
+            "status": info.status,
+            "hold": info.hold,
+            "outcome": outcome(&info),
+        });
+        crate::query::print(args.json, &value, || outcome(&info));
+        return Ok(());
+    };
     crate::query::print(args.json, &dispute, || {
         format!(
             "job:        {}\ndefendant:  {} (root {})\nclaimant:   {} (root {})\nphase:      {}{}\nround:      {} at node {}/{}\ndeadline:   height {}",
@@ -132,4 +166,31 @@ pub async fn dispute(args: &ClientArgs, job: u64) -> Result<()> {
         )
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(status: &str, hold: Option<&str>) -> piazza_api::JobInfo {
+        let mut value = serde_json::json!({
+            "id": 3, "client": "pz1c", "model": "m", "input": "", "params": {
+                "max_tokens": 0, "temperature_milli": 0, "top_k": 0, "top_p_milli": 0,
+                "repetition_penalty_milli": 0, "seed": 0, "chat": false},
+            "max_units": 1, "max_price": "1", "submitted_height": 1, "status": status,
+            "missed": [],
+        });
+        if let Some(hold) = hold {
+            value["hold"] = hold.into();
+        }
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn an_ended_dispute_shows_the_jobs_outcome() {
+        assert!(outcome(&job("failed", None)).contains("proven wrong"));
+        assert!(outcome(&job("settled", None)).contains("result stands"));
+        assert!(outcome(&job("posted", Some("audit"))).contains("held (audit)"));
+        assert!(outcome(&job("assigned", None)).contains("no result"));
+    }
 }

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 pub const PIAZZA: &str = env!("CARGO_BIN_EXE_piazza");
 pub const WAIT: Duration = Duration::from_secs(20);
+/// How long a devnet may take from its RPC address to `ready` (models loaded, roles registered).
+pub const READY_WAIT: Duration = Duration::from_secs(120);
 
 pub struct Devnet {
     pub child: Child,
@@ -23,7 +25,7 @@ impl Drop for Devnet {
     }
 }
 
-/// A devnet with the embedding model only (loading SmolLM2 costs seconds a test need not pay).
+/// A devnet that said `ready` (every in-process role registered), with the embedding model only (loading SmolLM2 costs seconds a test need not pay).
 pub fn start_devnet(dir: &Path) -> Devnet {
     start_devnet_with(dir, &["--models", "all-minilm-l6-v2"])
 }
@@ -54,14 +56,25 @@ pub fn start_devnet_with(dir: &Path, extra: &[&str]) -> Devnet {
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some(url) = line.split("JSON-RPC on ").nth(1) {
-                let _ = tx.send(url.trim().to_string());
+                let _ = tx.send(Some(url.trim().to_string()));
+            }
+            if line.starts_with("piazza devnet: ready") {
+                let _ = tx.send(None);
             }
         }
     });
     let url = rx
         .recv_timeout(WAIT)
-        .expect("the devnet prints its RPC address");
-    Devnet { child, url }
+        .expect("the devnet prints its RPC address")
+        .expect("the RPC address comes first");
+    let devnet = Devnet { child, url };
+    assert_eq!(
+        rx.recv_timeout(READY_WAIT)
+            .expect("the devnet says it is ready"),
+        None,
+        "the devnet prints its RPC address once"
+    );
+    devnet
 }
 
 pub fn balance_of(client: &Client, runtime: &tokio::runtime::Runtime, address: &str) -> u128 {
