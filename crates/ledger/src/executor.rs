@@ -1,5 +1,6 @@
 //! The state transition: a pure function of (state, block, transactions).
 
+use crate::arbitration::{Arbiter, NoArbiter};
 use crate::bank::{self, Bank};
 use crate::block::{
     tx_root, Block, Event, Receipt, TxStatus, EVENTS_PER_MESSAGE_MAX, EVENTS_PER_TX_MAX,
@@ -285,6 +286,7 @@ impl Encode for RawString {
 /// Executes one block's transactions in order.
 pub struct BlockExecutor<'a> {
     state: StateDelta<'a>,
+    arbiter: &'a dyn Arbiter,
     block: BlockContext,
     fees: FeeParams,
     receipts: Vec<Receipt>,
@@ -306,11 +308,18 @@ impl<'a> BlockExecutor<'a> {
         Verify::begin_block(&mut state, &block, &mut events);
         BlockExecutor {
             state,
+            arbiter: &NoArbiter,
             block,
             fees,
             receipts: Vec::new(),
             events,
         }
+    }
+
+    /// Decides this block's disputes with `arbiter` (without one, evidence is rejected).
+    pub fn with_arbiter(mut self, arbiter: &'a dyn Arbiter) -> Self {
+        self.arbiter = arbiter;
+        self
     }
 
     pub fn block(&self) -> &BlockContext {
@@ -353,6 +362,7 @@ impl<'a> BlockExecutor<'a> {
             sender,
             tx_hash: tx.hash(),
             events: Vec::new(),
+            arbiter: self.arbiter,
         };
         let result = run_messages(&mut self.state, &mut ctx, &tx.tx.messages);
         let status = match result {
@@ -449,6 +459,7 @@ pub fn execute_block(
     base: &dyn StateRead,
     block: &Block,
     signatures_checked: bool,
+    arbiter: &dyn Arbiter,
 ) -> Result<BlockOutcome, BlockError> {
     let header = &block.header;
     let chain = chain_id(base).expect("chain id is written at genesis");
@@ -505,7 +516,8 @@ pub fn execute_block(
             randomness: header.randomness,
             proposer: header.proposer,
         },
-    );
+    )
+    .with_arbiter(arbiter);
     for (index, tx) in block.txs.iter().enumerate() {
         executor
             .apply_tx(tx, checked[index])

@@ -1,5 +1,6 @@
 //! The one shape every ledger module has.
 
+use crate::arbitration::Arbiter;
 use crate::block::Event;
 use crate::error::TxError;
 use crate::genesis::{Genesis, GenesisError};
@@ -18,12 +19,13 @@ pub struct BlockContext {
 }
 
 /// What one transaction gives its messages.
-#[derive(Debug)]
 pub struct TxContext<'a> {
     pub block: &'a BlockContext,
     pub sender: Address,
     pub tx_hash: Hash,
     pub events: Vec<Event>,
+    /// Decides disputes by re-execution (`verify`); the node wires in the engines' arbiter.
+    pub arbiter: &'a dyn Arbiter,
 }
 
 impl TxContext<'_> {

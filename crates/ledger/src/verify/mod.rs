@@ -1,7 +1,7 @@
 //! `verify`: what makes a result trustworthy (DESIGN.md §4). Audits drawn with the randomness of
 //! a block after the result, attestations, challenges with a bond, the bisection game over two
 //! trace trees with a deadline per round, one-step arbitration in which the ledger re-executes
-//! the first divergent step itself (`piazza-arbiter`), slashing, refunds and bond forfeits, and
+//! the first divergent step itself (through the node's [`Arbiter`]), slashing, refunds and bond forfeits, and
 //! redundant jobs that settle at once when their copies agree.
 //!
 //! The game: the defendant (the provider whose result is questioned) and the claimant (a
@@ -32,7 +32,8 @@ use crate::models::{self, MODEL_NAME_BYTES_MAX};
 use crate::module::{BlockContext, Module, TxContext};
 use crate::staking::{self, Role};
 use crate::state::StateDelta;
-use piazza_arbiter::tree::{self, Node};
+use crate::arbitration::Arbiter;
+use piazza_trace::tree::{self, Node};
 use piazza_codec::{Decode, DecodeError, Encode, Reader, Writer};
 use piazza_primitives::{Address, Amount, Hash};
 
@@ -42,7 +43,7 @@ pub const AUDITORS_PER_MODEL_MAX: usize = 256;
 pub const TASKS_MAX: usize = 4096;
 /// Largest evidence a transaction may carry (a step's inputs and weight slices, or a
 /// tokenizer); a transaction carrying it is in its own size class ([`crate::tx`]).
-pub const EVIDENCE_BYTES_MAX: usize = piazza_arbiter::EVIDENCE_BYTES_MAX;
+pub const EVIDENCE_BYTES_MAX: usize = crate::arbitration::EVIDENCE_BYTES_MAX;
 const QUEUE_MAX: usize = 100_000;
 /// Agreed subtrees a game can collect: one per level.
 const AGREED_MAX: usize = 64;
@@ -1192,67 +1193,29 @@ fn dispute_for(state: &StateDelta<'_>, job: u64) -> Option<Dispute> {
 }
 
 /// The job as the arbiter reads it, and the model's commitments.
-fn arbiter_inputs(
-    state: &StateDelta<'_>,
-    job: u64,
-) -> Result<(piazza_arbiter::ModelCommitments, piazza_arbiter::JobSpec), TxError> {
-    let job = compute::job(state, job).ok_or_else(|| no_dispute(job))?;
-    let record = models::record(state, &job.model).ok_or_else(|| models::unknown(&job.model))?;
-    let family =
-        piazza_arbiter::Family::from_architecture(&record.architecture).ok_or_else(|| {
-            error(
-                ErrorCode::EvidenceRejected,
-                format!("no arbiter for architecture `{}`", record.architecture),
-            )
-        })?;
-    let p = &job.params;
-    Ok((
-        piazza_arbiter::ModelCommitments {
-            family,
-            config_hash: record.config_hash.0,
-            weights_commitment: record.weights_commitment.0,
-            tokenizer_hash: record.tokenizer_hash.0,
-        },
-        piazza_arbiter::JobSpec {
-            input: job.input.clone(),
-            max_tokens: p.max_tokens,
-            temperature_milli: p.temperature_milli,
-            top_k: p.top_k,
-            top_p_milli: p.top_p_milli,
-            repetition_penalty_milli: p.repetition_penalty_milli,
-            seed: p.seed,
-            chat: p.chat,
-            stop: p.stop.clone(),
-        },
-    ))
-}
-
 /// Decides the dispute with `evidence`: the loser (none for a draw), and why.
 fn arbitrate(
     state: &StateDelta<'_>,
+    arbiter: &dyn Arbiter,
     dispute: &Dispute,
     evidence: &[u8],
 ) -> Result<(Option<usize>, String), TxError> {
-    let rejected =
-        |e: piazza_arbiter::ArbiterError| error(ErrorCode::EvidenceRejected, e.to_string());
+    let rejected = |reason: String| error(ErrorCode::EvidenceRejected, reason);
     if dispute.phase == Phase::Bisect {
         return Err(error(
             ErrorCode::WrongRound,
             "the dispute is still in its bisection rounds",
         ));
     }
-    let (model, job) = arbiter_inputs(state, dispute.job)?;
+    let job = compute::job(state, dispute.job).ok_or_else(|| no_dispute(dispute.job))?;
+    let model = models::record(state, &job.model).ok_or_else(|| models::unknown(&job.model))?;
     let [defendant, claimant] = &dispute.parties;
     match &dispute.phase {
         Phase::Bisect => unreachable!("checked above"),
         Phase::Input => {
-            let verdict =
-                piazza_arbiter::arbitrate_ids(&model, &job, evidence).map_err(rejected)?;
-            let ids = Hash(verdict.ids_commitment());
-            let fits = |count: u64| {
-                piazza_arbiter::step_count_fits(&model, &job, &verdict.config, &verdict.ids, count)
-                    .map_err(rejected)
-            };
+            let verdict = arbiter.input(&model, &job, evidence).map_err(rejected)?;
+            let ids = verdict.ids();
+            let fits = |count: u64| verdict.step_count_fits(count).map_err(rejected);
             let loser = if ids != defendant.ids {
                 // The result was computed from the wrong token ids.
                 Some(DEFENDANT)
@@ -1270,38 +1233,27 @@ fn arbitrate(
             Ok((loser, format!("input tokenized to {}", ids.to_hex())))
         }
         Phase::Step { step, leaves } => {
-            let decoded = piazza_arbiter::Evidence::decode(evidence).map_err(rejected)?;
-            if decoded.step != *step {
-                return Err(error(
-                    ErrorCode::EvidenceRejected,
-                    format!(
-                        "the evidence is for step {}, the dispute is at step {step}",
-                        decoded.step
-                    ),
-                ));
-            }
-            let leaf = piazza_arbiter::arbitrate_with(
-                &model,
-                &job,
-                claimant.step_count,
-                &claimant.ids.0,
-                &decoded,
-                &|index, leaf, siblings| {
-                    let siblings: Vec<Hash> = siblings.iter().map(|s| Hash(*s)).collect();
-                    dispute.leaf_agreed(index, &Hash(*leaf), &siblings)
-                },
-            )
-            .map_err(rejected)?;
-            let loser = if leaf == leaves[CLAIMANT].0 {
+            let leaf = arbiter
+                .step(
+                    &model,
+                    &job,
+                    *step,
+                    claimant.step_count,
+                    &claimant.ids,
+                    evidence,
+                    &|index, leaf, siblings| dispute.leaf_agreed(index, leaf, siblings),
+                )
+                .map_err(rejected)?;
+            let loser = if leaf == leaves[CLAIMANT] {
                 DEFENDANT
-            } else if leaf == leaves[DEFENDANT].0 {
+            } else if leaf == leaves[DEFENDANT] {
                 CLAIMANT
             } else {
                 DEFENDANT
             };
             Ok((
                 Some(loser),
-                format!("step {step} re-executed to {}", Hash(leaf).to_hex()),
+                format!("step {step} re-executed to {}", leaf.to_hex()),
             ))
         }
     }
@@ -1724,7 +1676,7 @@ impl Module for Verify {
             }
             Msg::Arbitrate { job, evidence } => {
                 let d = dispute(state, *job).ok_or_else(|| no_dispute(*job))?;
-                let (loser, reason) = arbitrate(state, &d, evidence)?;
+                let (loser, reason) = arbitrate(state, ctx.arbiter, &d, evidence)?;
                 ctx.emit(Event::new(
                     "verify.arbitrated",
                     &[

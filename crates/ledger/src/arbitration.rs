@@ -1,0 +1,80 @@
+//! The ledger's one window onto the inference engines: one-step arbitration of a dispute.
+//!
+//! The ledger decides who lost a dispute by re-executing one step of a model run (or by
+//! tokenizing a job's input) with the engines' deterministic kernels. It does so only through
+//! this trait, which the node implements with `piazza-arbiter` and passes to the executor, so
+//! the ledger, mempool, store and client build without the ML stack. Every validator must use the
+//! same implementation (it decides consensus); a node that runs none ([`NoArbiter`]) rejects
+//! evidence, which keeps a dispute in its phase until its deadline.
+
+use crate::compute::Job;
+use crate::models::ModelRecord;
+use piazza_primitives::Hash;
+
+/// Largest evidence a transaction may carry (a step's inputs and weight slices, or a
+/// tokenizer); an implementation must accept evidence up to this size.
+pub const EVIDENCE_BYTES_MAX: usize = 12 * 1024 * 1024;
+
+/// Whether a revealed leaf opens against the subtrees both parties agreed on: `(step, leaf,
+/// sibling path)`.
+pub type LeafCheck<'a> = dyn Fn(u64, &Hash, &[Hash]) -> bool + 'a;
+
+/// The input phase's finding: the token ids the model's own tokenizer gives the job's input.
+pub trait InputVerdict {
+    /// The commitment to those ids (the value parties state in round 0).
+    fn ids(&self) -> Hash;
+    /// Whether a run of these ids can have `step_count` steps under the job's parameters.
+    fn step_count_fits(&self, step_count: u64) -> Result<bool, String>;
+}
+
+/// One-step arbitration as the ledger needs it. Errors are reasons the evidence is rejected.
+pub trait Arbiter: Send + Sync {
+    /// Tokenizes `job`'s input with the tokenizer carried in `evidence`, checked against the
+    /// model record's tokenizer hash.
+    fn input(
+        &self,
+        model: &ModelRecord,
+        job: &Job,
+        evidence: &[u8],
+    ) -> Result<Box<dyn InputVerdict>, String>;
+
+    /// Re-executes `step` of the run of `job` (`step_count` steps from the ids committed to by
+    /// `ids`) from `evidence`, whose every input leaf must pass `leaf_agreed` and whose weights
+    /// must open against the record's commitment; returns the step's leaf.
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &self,
+        model: &ModelRecord,
+        job: &Job,
+        step: u64,
+        step_count: u64,
+        ids: &Hash,
+        evidence: &[u8],
+        leaf_agreed: &LeafCheck<'_>,
+    ) -> Result<Hash, String>;
+}
+
+/// For executors that decide no disputes (tests of other modules, tools): rejects all evidence.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoArbiter;
+
+const NO_ARBITER: &str = "this executor has no arbiter to re-execute a step";
+
+impl Arbiter for NoArbiter {
+    fn input(&self, _: &ModelRecord, _: &Job, _: &[u8]) -> Result<Box<dyn InputVerdict>, String> {
+        Err(NO_ARBITER.into())
+    }
+
+    fn step(
+        &self,
+        _: &ModelRecord,
+        _: &Job,
+        _: u64,
+        _: u64,
+        _: &Hash,
+        _: &[u8],
+        _: &LeafCheck<'_>,
+    ) -> Result<Hash, String> {
+        Err(NO_ARBITER.into())
+    }
+}
