@@ -3,10 +3,11 @@
 use std::collections::BTreeMap;
 
 use piazza_engine::config::BertConfig;
-use piazza_engine::merkle::{self, Proof};
-use piazza_engine::trace::{self, Trace};
-use piazza_engine::weights::{self, ManifestEntry, WEIGHT_CHUNK_BYTES, WEIGHT_DOMAIN};
+use piazza_engine::trace;
 use piazza_engine::MAX_TOKENS;
+use piazza_trace::merkle::Proof;
+use piazza_trace::weights::{self, ManifestEntry, WEIGHT_CHUNK_BYTES};
+use piazza_trace::Trace;
 use piazza_llm::{LlamaConfig, SEQUENCE_TOKENS_MAX};
 use piazza_tensor::Tensor;
 
@@ -71,7 +72,7 @@ pub fn arbitrate_with(
     if config_hash(&evidence.config) != model.config_hash {
         return Err(ArbiterError::ConfigHash);
     }
-    let manifest_hash = *blake3::hash(&evidence.manifest).as_bytes();
+    let manifest_hash = weights::manifest_hash(&evidence.manifest);
     if weights::commitment_root(&manifest_hash, &evidence.chunk_root) != model.weights_commitment {
         return Err(ArbiterError::WeightsCommitment);
     }
@@ -344,7 +345,6 @@ impl<'e> ChunkStore<'e> {
         evidence: &'e Evidence,
         blob_bytes: u64,
     ) -> Result<ChunkStore<'e>, ArbiterError> {
-        let chunk_count = weights::chunk_count(blob_bytes);
         let wanted = plan::chunks_of(reads)?;
         let given: Vec<u64> = evidence.chunks.iter().map(|chunk| chunk.index).collect();
         if given != wanted {
@@ -358,34 +358,19 @@ impl<'e> ChunkStore<'e> {
         }
         let mut chunks = BTreeMap::new();
         for chunk in &evidence.chunks {
-            let fail = |detail: String| ArbiterError::ChunkOpening {
-                index: chunk.index,
-                detail,
-            };
-            let start = chunk.index.saturating_mul(WEIGHT_CHUNK_BYTES as u64);
-            let len = blob_bytes
-                .saturating_sub(start)
-                .min(WEIGHT_CHUNK_BYTES as u64);
-            if chunk.index >= chunk_count || chunk.bytes.len() as u64 != len {
-                return Err(fail(format!(
-                    "{} bytes, expected {len} of {chunk_count} chunks",
-                    chunk.bytes.len()
-                )));
-            }
-            let leaf = merkle::leaf_hash(WEIGHT_DOMAIN, chunk.index, &chunk.bytes);
-            let proof = Proof {
-                siblings: chunk.siblings.clone(),
-            };
-            if !merkle::verify(
-                WEIGHT_DOMAIN,
+            weights::verify_chunk(
                 &evidence.chunk_root,
-                chunk_count,
+                blob_bytes,
                 chunk.index,
-                &leaf,
-                &proof,
-            ) {
-                return Err(fail("not under the chunk root".into()));
-            }
+                &chunk.bytes,
+                &chunk.siblings,
+            )
+            .map_err(|error| match error {
+                weights::CommitmentError::Chunk { index, detail } => {
+                    ArbiterError::ChunkOpening { index, detail }
+                }
+                other => ArbiterError::Chunks(other.to_string()),
+            })?;
             chunks.insert(chunk.index, chunk.bytes.as_slice());
         }
         Ok(ChunkStore { chunks })

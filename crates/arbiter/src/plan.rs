@@ -7,7 +7,7 @@ use std::ops::Range;
 
 use piazza_engine::config::BertConfig;
 use piazza_engine::graph::{self as bert_graph, EmbedTables, JobInput};
-use piazza_engine::weights::{ManifestEntry, WEIGHT_CHUNK_BYTES};
+use piazza_trace::weights::{ManifestEntry, WEIGHT_CHUNK_BYTES};
 use piazza_llm::LlamaConfig;
 use piazza_tensor::{Compute, Tensor};
 

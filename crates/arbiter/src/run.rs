@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
-use piazza_engine::merkle;
-use piazza_engine::trace::{self, TRACE_DOMAIN};
-use piazza_engine::weights::{WeightCommitment, Weights};
+use piazza_engine::trace;
+use piazza_engine::weights::Weights;
 use piazza_engine::{Batch, Compute, Embedder};
 use piazza_llm::tokenizer::chat_messages_from_input;
 use piazza_llm::Generator;
+use piazza_trace::merkle;
+use piazza_trace::trace::TRACE_DOMAIN;
+use piazza_trace::weights::WeightCommitment;
 
 use crate::evidence::{ChunkOpening, Evidence, LeafOpening};
 use crate::plan::{self, ModelGraph, StepGraph};

@@ -127,8 +127,9 @@ fn weight_slices_are_provable() {
         100_000..140_000,
         tensor.len() - 10..tensor.len(),
     ] {
-        let proofs = commitment
-            .prove_slice(embedder.weights(), name, elements.clone())
+        let proofs = embedder
+            .weights()
+            .prove_slice(commitment, name, elements.clone())
             .unwrap();
         let bytes = commitment.byte_range(name, elements.clone()).unwrap();
         let values = WeightCommitment::verify_slice(

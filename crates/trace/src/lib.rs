@@ -25,6 +25,7 @@
 pub mod merkle;
 pub mod trace;
 pub mod tree;
+pub mod weights;
 
 /// A 32-byte BLAKE3 digest.
 pub use merkle::Hash;
