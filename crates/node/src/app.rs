@@ -1,20 +1,47 @@
 //! The application behind the consensus boundary: admits transactions, builds blocks, commits
 //! decided blocks.
+//!
+//! # What a hash acknowledgement promises
+//!
+//! When [`App::submit`] (or an `Ok` of [`App::submit_many`]) returns a transaction's hash, the
+//! transaction passed the admission checks (chain id, nonce window, fee, balance, signature),
+//! is in the mempool, and is durably journaled in the node's database (the write is committed
+//! with fsync before the hash is returned). It is **not** a promise of inclusion. From then on
+//! [`App::transaction_status`] answers exactly one of:
+//! - `Pending`: still in the mempool (also after a crash: on restart every journaled
+//!   transaction is re-admitted, re-running the admission checks);
+//! - `Included { height }`: committed in that block (its receipt says whether its messages
+//!   succeeded; its fee and nonce apply either way);
+//! - `Dropped { code, reason }`: it left the mempool without being included: it waited on a
+//!   missing nonce for the pool's gapped lifetime, was evicted while gapped to make room for a
+//!   transaction that can execute, failed its checks when its block was built, an earlier nonce
+//!   of its sender was dropped, another transaction with its nonce was committed, or it failed
+//!   re-admission after a restart. The most recent [`piazza_store::DROPPED_REMEMBERED_MAX`]
+//!   drops are remembered, durably;
+//! - `Unknown`: never acknowledged by this node, or dropped longer ago than that.
+//!
+//! A crash can lose a transaction only if it was never acknowledged. After a crash, a
+//! transaction dropped in the last moments before it (before its drop was recorded at the next
+//! block) is re-admitted and dropped again, or included if it has become valid.
 
 use crate::metrics::Metrics;
+use piazza_codec::Encode;
 use piazza_consensus::{AppError, AppMsg, Committed};
 use piazza_ledger::block::{
     prove_randomness, tx_root, Block, BlockHeader, Event, Receipt, BLOCK_BYTES_MAX, BLOCK_TXS_MAX,
 };
+use piazza_ledger::error::ErrorCode;
 use piazza_ledger::error::TxError;
 use piazza_ledger::executor::{self, BlockExecutor, BlockOutcome};
 use piazza_ledger::genesis::Genesis;
 use piazza_ledger::module::BlockContext;
-use piazza_ledger::tx::SignedTransaction;
-use piazza_mempool::{Mempool, MempoolConfig};
+use piazza_ledger::state::{StateDelta, StateRead};
+use piazza_ledger::tx::{Message, SignedTransaction};
+use piazza_ledger::{compute, verify};
+use piazza_mempool::{Limits, Mempool, MempoolConfig, Priority, Removal, Removed};
 use piazza_primitives::{Address, Hash, SecretKey};
-use piazza_store::{Head, PreparedState, Store, StoreError};
-use std::collections::BTreeMap;
+use piazza_store::{DroppedTx, Head, PreparedState, Store, StoreError};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use thiserror::Error;
 use tokio::sync::{broadcast, mpsc};
@@ -23,6 +50,18 @@ use tokio::sync::{broadcast, mpsc};
 const BLOCK_FRAMING_BYTES: usize = 4096;
 /// Committed blocks buffered for subscribers before slow ones start missing blocks.
 const COMMITTED_CHANNEL_CAPACITY: usize = 256;
+/// Drops held in memory before they are written to the store (they are written at every
+/// commit, and as soon as this many are waiting).
+const DROPS_BUFFERED_MAX: usize = 4096;
+
+/// What became of a transaction this node acknowledged (see the module's documentation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransactionStatus {
+    Pending,
+    Included { height: u64 },
+    Dropped { code: ErrorCode, reason: String },
+    Unknown,
+}
 
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -56,6 +95,8 @@ pub struct App {
     chain_id: String,
     key: SecretKey,
     mempool: Mutex<Mempool>,
+    /// Drops not yet written to the store; taken only while holding `mempool` or after it.
+    drops: Mutex<Vec<DroppedTx>>,
     pending: Mutex<Option<Pending>>,
     committed: broadcast::Sender<Arc<CommittedBlock>>,
     pub metrics: Metrics,
@@ -68,6 +109,18 @@ impl App {
         genesis: Option<&Genesis>,
         key: SecretKey,
         mempool: MempoolConfig,
+    ) -> Result<App, NodeError> {
+        let limits = Limits::for_capacity(mempool.capacity);
+        Self::open_with_limits(store, genesis, key, mempool, limits)
+    }
+
+    /// [`App::open`] with the mempool's bounds given. Re-admits every journaled transaction.
+    pub fn open_with_limits(
+        store: Store,
+        genesis: Option<&Genesis>,
+        key: SecretKey,
+        mempool: MempoolConfig,
+        limits: Limits,
     ) -> Result<App, NodeError> {
         let head = store.head()?;
         let chain_id = match (head, genesis) {
@@ -102,18 +155,180 @@ impl App {
         };
         let (committed, _) = broadcast::channel(COMMITTED_CHANNEL_CAPACITY);
         let metrics = Metrics::default();
+        let mut pool = Mempool::with_limits(mempool, limits);
         if let Some(head) = store.head()? {
             metrics.set_height(head.height);
+            pool.advance(head.height);
         }
-        Ok(App {
+        let app = App {
             store,
             chain_id,
             key,
-            mempool: Mutex::new(Mempool::new(mempool)),
+            mempool: Mutex::new(pool),
+            drops: Mutex::new(Vec::new()),
             pending: Mutex::new(None),
             committed,
             metrics,
+        };
+        app.replay_journal()?;
+        Ok(app)
+    }
+
+    /// Re-admits the journaled transactions (those acknowledged and not committed before the
+    /// node stopped), in nonce order; records the ones that no longer pass as dropped.
+    fn replay_journal(&self) -> Result<(), NodeError> {
+        let mut entries = Vec::new();
+        let mut committed = Vec::new();
+        let mut dropped = Vec::new();
+        for (hash, bytes) in self.store.journal_entries()? {
+            if self.store.tx(&hash)?.is_some() {
+                committed.push(hash);
+                continue;
+            }
+            match SignedTransaction::decode_bytes(&bytes) {
+                Ok(tx) if tx.hash() == hash => entries.push(tx),
+                Ok(_) => dropped.push(drop_record(
+                    hash,
+                    ErrorCode::MalformedBytes,
+                    "journal entry does not match its hash".into(),
+                )),
+                Err(e) => dropped.push(drop_record(
+                    hash,
+                    e.code,
+                    format!("journal entry: {}", e.message),
+                )),
+            }
+        }
+        entries.sort_by_key(|tx| (tx.tx.nonce, tx.hash().0));
+        let (mut readmitted, total) = (0usize, entries.len());
+        for tx in entries {
+            let hash = tx.hash();
+            match self.admit(tx, true) {
+                Ok(_) => readmitted += 1,
+                Err(e) => dropped.push(drop_record(
+                    hash,
+                    e.code,
+                    format!("not re-admitted after a restart: {}", e.message),
+                )),
+            }
+        }
+        if total > 0 || !dropped.is_empty() {
+            tracing::info!(
+                readmitted,
+                dropped = dropped.len(),
+                committed = committed.len(),
+                "journaled transactions replayed"
+            );
+        }
+        self.record_drops(dropped);
+        self.store.journal_forget(&committed, &[])?;
+        self.flush_drops()?;
+        Ok(())
+    }
+
+    /// What became of `hash`, as far as this node knows (see the module's documentation for
+    /// what an acknowledgement promises).
+    pub fn transaction_status(&self, hash: &Hash) -> Result<TransactionStatus, StoreError> {
+        if let Some((location, _)) = self.store.tx(hash)? {
+            return Ok(TransactionStatus::Included {
+                height: location.height,
+            });
+        }
+        if self.mempool.lock().expect("mempool lock").contains(hash) {
+            return Ok(TransactionStatus::Pending);
+        }
+        let buffered = {
+            let drops = self.drops.lock().expect("drops lock");
+            drops.iter().rev().find(|d| d.hash == *hash).cloned()
+        };
+        let dropped = match buffered {
+            Some(drop) => Some(drop),
+            None => self.store.dropped(hash)?,
+        };
+        Ok(match dropped {
+            Some(drop) => TransactionStatus::Dropped {
+                code: u16::try_from(drop.code)
+                    .ok()
+                    .and_then(ErrorCode::from_code)
+                    .unwrap_or(ErrorCode::Internal),
+                reason: drop.reason,
+            },
+            // Committed between the first look and now.
+            None => match self.store.tx(hash)? {
+                Some((location, _)) => TransactionStatus::Included {
+                    height: location.height,
+                },
+                None => TransactionStatus::Unknown,
+            },
         })
+    }
+
+    fn record_drops(&self, dropped: Vec<DroppedTx>) {
+        if dropped.is_empty() {
+            return;
+        }
+        for drop in &dropped {
+            tracing::debug!(tx = %drop.hash, code = drop.code, reason = %drop.reason, "transaction dropped");
+        }
+        let waiting = {
+            let mut drops = self.drops.lock().expect("drops lock");
+            drops.extend(dropped);
+            drops.len()
+        };
+        if waiting >= DROPS_BUFFERED_MAX {
+            if let Err(e) = self.flush_drops() {
+                tracing::error!(error = %e, "recording dropped transactions failed");
+            }
+        }
+    }
+
+    /// Writes buffered drops to the store (and removes them from the journal). The buffer is
+    /// cleared only after the write, so a status lookup always finds a drop in one of the two.
+    fn flush_drops(&self) -> Result<(), StoreError> {
+        let mut drops = self.drops.lock().expect("drops lock");
+        if drops.is_empty() {
+            return Ok(());
+        }
+        self.store.journal_forget(&[], &drops)?;
+        drops.clear();
+        Ok(())
+    }
+
+    /// Maps the pool's removals (other than those of `committed` transactions) to drops.
+    fn removals_to_drops(
+        removed: Vec<Removed>,
+        committed: &HashSet<Hash>,
+        refused: Option<&TxError>,
+    ) -> Vec<DroppedTx> {
+        removed
+            .into_iter()
+            .filter(|r| !committed.contains(&r.hash))
+            .map(|r| {
+                let (code, reason) = match r.reason {
+                    Removal::Expired => (
+                        ErrorCode::NonceGap,
+                        format!("expired: nonce {} waited on a missing earlier nonce of {} for the gapped lifetime", r.nonce, r.sender),
+                    ),
+                    Removal::Evicted => (
+                        ErrorCode::MempoolFull,
+                        format!("evicted: nonce {} of {} waited on a missing earlier nonce while the mempool needed room for executable transactions", r.nonce, r.sender),
+                    ),
+                    Removal::NonceUsed => (
+                        ErrorCode::NonceReplayed,
+                        format!("another transaction with nonce {} of {} was committed", r.nonce, r.sender),
+                    ),
+                    Removal::PredecessorRemoved { nonce } => (
+                        ErrorCode::NonceGap,
+                        format!("nonce {nonce} of {} was dropped, so nonce {} can never execute", r.sender, r.nonce),
+                    ),
+                    _ => match refused {
+                        Some(e) => (e.code, format!("refused when its block was built: {}", e.message)),
+                        None => (ErrorCode::Internal, "removed by the node".to_string()),
+                    },
+                };
+                drop_record(r.hash, code, reason)
+            })
+            .collect()
     }
 
     pub fn store(&self) -> &Store {
@@ -143,27 +358,70 @@ impl App {
         self.committed.subscribe()
     }
 
-    /// Admits a transaction from untrusted bytes.
+    /// Admits a transaction from untrusted bytes; on `Ok` it is durably journaled (see the
+    /// module's documentation).
     pub fn submit(&self, bytes: &[u8]) -> Result<Hash, TxError> {
-        let result = SignedTransaction::decode_bytes(bytes).and_then(|tx| self.admit(tx, false));
+        let result = SignedTransaction::decode_bytes(bytes)
+            .and_then(|tx| self.admit(tx, false))
+            .and_then(|hash| self.journal(vec![(hash, bytes.to_vec())]).map(|()| hash));
         self.metrics.record_admission(&result);
         result
     }
 
-    /// Admits decoded transactions, verifying their signatures across all cores first.
+    /// Admits decoded transactions, verifying their signatures across all cores first; the
+    /// admitted ones are journaled together, in one durable write.
     pub fn submit_many(&self, txs: Vec<SignedTransaction>) -> Vec<Result<Hash, TxError>> {
         let refs: Vec<&SignedTransaction> = txs.iter().collect();
         let checks = piazza_ledger::tx::verify_signatures(&refs);
-        txs.into_iter()
+        let mut entries = Vec::new();
+        let mut results: Vec<Result<Hash, TxError>> = txs
+            .into_iter()
             .zip(checks)
             .map(|(tx, check)| {
+                let bytes = tx.to_bytes();
                 let result = check.and_then(|()| self.admit(tx, true));
-                self.metrics.record_admission(&result);
+                if let Ok(hash) = &result {
+                    entries.push((*hash, bytes));
+                }
                 result
             })
-            .collect()
+            .collect();
+        if let Err(e) = self.journal(entries) {
+            for result in &mut results {
+                if result.is_ok() {
+                    *result = Err(e.clone());
+                }
+            }
+        }
+        for result in &results {
+            self.metrics.record_admission(result);
+        }
+        results
     }
 
+    /// Journals admitted transactions durably; if that fails they leave the pool again and the
+    /// caller is refused (nothing unjournaled is acknowledged).
+    fn journal(&self, entries: Vec<(Hash, Vec<u8>)>) -> Result<(), TxError> {
+        let hashes: Vec<Hash> = entries.iter().map(|(h, _)| *h).collect();
+        let Err(e) = self.store.journal_append(entries) else {
+            return Ok(());
+        };
+        tracing::error!(error = %e, "journaling admitted transactions failed");
+        let mut mempool = self.mempool.lock().expect("mempool lock");
+        let mut removed = Vec::new();
+        for hash in &hashes {
+            removed.extend(mempool.remove_with_successors(hash));
+        }
+        // Successors that were acknowledged earlier are dropped, and said so.
+        let refused: HashSet<Hash> = hashes.iter().copied().collect();
+        let error = internal(e);
+        let drops = Self::removals_to_drops(removed, &refused, Some(&error));
+        self.record_drops(drops);
+        drop(mempool);
+        Err(error)
+    }
+
+    /// Runs the admission checks and inserts into the pool (not yet journaled).
     fn admit(&self, tx: SignedTransaction, signature_checked: bool) -> Result<Hash, TxError> {
         let hash = tx.hash();
         if self.mempool.lock().expect("mempool lock").contains(&hash) {
@@ -183,11 +441,14 @@ impl App {
         if !signature_checked {
             tx.verify_signature()?;
         }
-        self.mempool.lock().expect("mempool lock").insert(
-            Arc::new(tx),
-            admission.committed_nonce,
-            piazza_mempool::Priority::Ordinary,
-        )?;
+        let priority = priority(&snapshot, &tx);
+        let sender = tx.sender();
+        let mut mempool = self.mempool.lock().expect("mempool lock");
+        let mut removed = mempool.set_committed_nonce(&sender, admission.committed_nonce);
+        removed.extend(mempool.insert(Arc::new(tx), admission.committed_nonce, priority)?);
+        if !removed.is_empty() {
+            self.record_drops(Self::removals_to_drops(removed, &HashSet::new(), None));
+        }
         Ok(hash)
     }
 
@@ -219,7 +480,8 @@ impl App {
             .lock()
             .expect("mempool lock")
             .reap(BLOCK_TXS_MAX, BLOCK_BYTES_MAX - BLOCK_FRAMING_BYTES);
-        let mut executor = BlockExecutor::begin(&snapshot, context);
+        let mut executor = BlockExecutor::begin(&snapshot, context)
+            .with_arbiter(&crate::arbitration::EngineArbiter);
         let mut included = Vec::with_capacity(candidates.len());
         let mut refused = Vec::new();
         for tx in candidates {
@@ -227,15 +489,22 @@ impl App {
                 Ok(_) => included.push(SignedTransaction::clone(&tx)),
                 Err(error) => {
                     tracing::debug!(tx = %tx.hash(), %error, "dropping a transaction that cannot be included");
-                    refused.push(tx.hash());
+                    refused.push((tx.hash(), error));
                 }
             }
         }
         if !refused.is_empty() {
-            let mut mempool = self.mempool.lock().expect("mempool lock");
-            for hash in &refused {
-                mempool.remove_with_successors(hash);
+            let mempool = &mut self.mempool.lock().expect("mempool lock");
+            let mut drops = Vec::new();
+            for (hash, error) in &refused {
+                let removed = mempool.remove_with_successors(hash);
+                drops.extend(Self::removals_to_drops(
+                    removed,
+                    &HashSet::new(),
+                    Some(error),
+                ));
             }
+            self.record_drops(drops);
         }
         let outcome = executor.finish();
         let prepared = self
@@ -286,10 +555,17 @@ impl App {
             *next = (*next).max(tx.tx.nonce + 1);
         }
         {
+            let included: HashSet<Hash> = block.txs.iter().map(|tx| tx.hash()).collect();
             let mut mempool = self.mempool.lock().expect("mempool lock");
+            let mut removed = Vec::new();
             for (sender, nonce) in &next_nonces {
-                mempool.set_committed_nonce(sender, *nonce);
+                removed.extend(mempool.set_committed_nonce(sender, *nonce));
             }
+            removed.extend(mempool.advance(head.height));
+            self.record_drops(Self::removals_to_drops(removed, &included, None));
+        }
+        if let Err(e) = self.flush_drops() {
+            tracing::error!(error = %e, "recording dropped transactions failed");
         }
         let txs = block.txs.len();
         self.metrics
@@ -316,8 +592,9 @@ impl App {
             )));
         }
         let snapshot = self.store.snapshot().map_err(app_error)?;
-        let outcome = executor::execute_block(&snapshot, block, false)
-            .map_err(|e| AppError(e.to_string()))?;
+        let outcome =
+            executor::execute_block(&snapshot, block, false, &crate::arbitration::EngineArbiter)
+                .map_err(|e| AppError(e.to_string()))?;
         let prepared = self
             .store
             .prepare(block.header.height, &outcome.writes)
@@ -367,6 +644,53 @@ impl App {
 
 fn app_error(e: StoreError) -> AppError {
     AppError(e.to_string())
+}
+
+fn drop_record(hash: Hash, code: ErrorCode, reason: String) -> DroppedTx {
+    DroppedTx {
+        hash,
+        code: u32::from(code.code()),
+        reason,
+    }
+}
+
+/// Whether a transaction is its sender's protocol duty: every message is one the sender is
+/// obliged to send now (a result for, or the decline of, a job assigned to it, an attestation,
+/// a challenge or a dispute move in an audit or dispute it is part of) or evidence a waiting
+/// dispute needs. Everything else, including a duty message from someone not obliged to send
+/// it, is ordinary. This is the only place that maps messages to a mempool [`Priority`].
+pub fn priority(state: &dyn StateRead, tx: &SignedTransaction) -> Priority {
+    let view = StateDelta::new(state);
+    let sender = tx.sender();
+    let mut tasks: Option<Vec<u64>> = None;
+    let mut in_tasks = |job: u64| {
+        tasks
+            .get_or_insert_with(|| verify::tasks(&view, &sender))
+            .contains(&job)
+    };
+    let duty = |message: &Message, in_tasks: &mut dyn FnMut(u64) -> bool| {
+        match message {
+        Message::Compute(
+            compute::Msg::PostResult { job, .. } | compute::Msg::DeclineJob { job, .. },
+        ) => compute::job(&view, *job)
+            .is_some_and(|j| {
+                matches!(j.status, compute::JobStatus::Assigned { provider, .. } if provider == sender)
+            }),
+        Message::Verify(
+            verify::Msg::Attest { job }
+            | verify::Msg::Reveal { job, .. }
+            | verify::Msg::Challenge { job, .. },
+        ) => in_tasks(*job),
+        // Admission already requires a dispute waiting for it.
+        Message::Verify(verify::Msg::Arbitrate { .. }) => true,
+        _ => false,
+    }
+    };
+    if !tx.tx.messages.is_empty() && tx.tx.messages.iter().all(|m| duty(m, &mut in_tasks)) {
+        Priority::Duty
+    } else {
+        Priority::Ordinary
+    }
 }
 
 fn internal(e: StoreError) -> TxError {
