@@ -6,7 +6,8 @@
 //!   time, and everything it commits goes through `piazza_store` one block per transaction.
 //! - Only this crate (and clients) speak JSON; [`rpc`] maps domain types into `piazza_api`.
 //! - Every queue is bounded: the mempool, the consensus channel, subscriber buffers, request
-//!   bodies and batches.
+//!   bodies and batches; the server caps connections and sockets and times out slow clients
+//!   ([`rpc::RpcLimits`], `docs/threat-model.md`).
 //!
 //! ```no_run
 //! # async fn run(genesis: piazza_ledger::genesis::Genesis, key: piazza_primitives::SecretKey) {
@@ -44,6 +45,8 @@ pub struct NodeConfig {
     pub rpc_addr: SocketAddr,
     pub block_interval: Duration,
     pub mempool: MempoolConfig,
+    /// The JSON-RPC server's connection, body and socket limits.
+    pub rpc: rpc::RpcLimits,
 }
 
 impl NodeConfig {
@@ -53,6 +56,7 @@ impl NodeConfig {
             rpc_addr,
             block_interval: Duration::from_millis(1000),
             mempool: MempoolConfig::default(),
+            rpc: rpc::RpcLimits::default(),
         }
     }
 }
@@ -115,19 +119,12 @@ pub async fn start(
     let rpc_addr = listener
         .local_addr()
         .map_err(|e| NodeError::Io(e.to_string()))?;
-    let router = rpc::router(app.clone());
-    let mut server_shutdown = shutdown_rx;
-    let server = tokio::spawn(async move {
-        let stop = async move {
-            let _ = server_shutdown.wait_for(|stop| *stop).await;
-        };
-        if let Err(e) = axum::serve(listener, router)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::error!(error = %e, "RPC server stopped");
-        }
-    });
+    let server = tokio::spawn(rpc::server::serve(
+        listener,
+        app.clone(),
+        config.rpc.clone(),
+        shutdown_rx,
+    ));
     tracing::info!(%rpc_addr, "JSON-RPC listening");
     Ok(NodeHandle {
         rpc_addr,

@@ -17,6 +17,33 @@ pub struct Metrics {
     txs_refused: [AtomicU64; CODES_MAX],
     rpc_requests: AtomicU64,
     rpc_errors: AtomicU64,
+    /// The JSON-RPC server's own counters (connections, bodies, sockets).
+    pub server: ServerMetrics,
+}
+
+/// Counters of the network-facing server: what it admitted, refused and closed.
+#[derive(Default)]
+pub struct ServerMetrics {
+    /// HTTP connections open now.
+    pub connections_open: AtomicU64,
+    /// Connections closed at accept because every slot was busy.
+    pub connections_refused: AtomicU64,
+    /// Idle connections closed to make room for a new one.
+    pub connections_evicted: AtomicU64,
+    /// Bodies refused for their size (over the hard limit).
+    pub bodies_too_large: AtomicU64,
+    /// Large bodies refused because the large-body budget was in use.
+    pub bodies_busy: AtomicU64,
+    /// Bodies not received within their read timeout.
+    pub bodies_timed_out: AtomicU64,
+    /// Requests refused before parsing for their JSON shape (too many values or calls).
+    pub bodies_refused_shape: AtomicU64,
+    /// WebSockets open now.
+    pub sockets_open: AtomicU64,
+    /// WebSocket upgrades refused by the socket caps.
+    pub sockets_refused: AtomicU64,
+    /// WebSockets closed because they fell behind or stopped reading.
+    pub sockets_closed_slow: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -30,6 +57,7 @@ impl Default for Metrics {
             txs_refused: std::array::from_fn(|_| AtomicU64::new(0)),
             rpc_requests: AtomicU64::new(0),
             rpc_errors: AtomicU64::new(0),
+            server: ServerMetrics::default(),
         }
     }
 }
@@ -119,6 +147,21 @@ impl Metrics {
             "JSON-RPC calls answered with an error.",
             self.rpc_errors.load(Relaxed),
         );
+        let server = &self.server;
+        for (name, kind, help, value) in [
+            ("piazza_rpc_connections_open", "gauge", "HTTP connections open.", &server.connections_open),
+            ("piazza_rpc_connections_refused_total", "counter", "Connections refused at accept: every slot busy.", &server.connections_refused),
+            ("piazza_rpc_connections_evicted_total", "counter", "Idle connections closed to admit a new one.", &server.connections_evicted),
+            ("piazza_rpc_bodies_too_large_total", "counter", "Request bodies refused for their size.", &server.bodies_too_large),
+            ("piazza_rpc_bodies_busy_total", "counter", "Large bodies refused: the large-body budget was in use.", &server.bodies_busy),
+            ("piazza_rpc_bodies_timed_out_total", "counter", "Request bodies not received in time.", &server.bodies_timed_out),
+            ("piazza_rpc_bodies_refused_shape_total", "counter", "Requests refused before parsing: too many JSON values or calls.", &server.bodies_refused_shape),
+            ("piazza_ws_sockets_open", "gauge", "WebSockets open.", &server.sockets_open),
+            ("piazza_ws_sockets_refused_total", "counter", "WebSocket upgrades refused by the socket caps.", &server.sockets_refused),
+            ("piazza_ws_sockets_closed_slow_total", "counter", "WebSockets closed for falling behind or not reading.", &server.sockets_closed_slow),
+        ] {
+            metric(name, kind, help, value.load(Relaxed));
+        }
         let _ = writeln!(out, "# HELP piazza_txs_refused_total Transactions refused at admission, by error code.\n# TYPE piazza_txs_refused_total counter");
         for code in ErrorCode::ALL {
             let n = self.txs_refused[(code.code() as usize).min(CODES_MAX - 1)].load(Relaxed);

@@ -1,0 +1,371 @@
+//! The typed methods: parameters checked, the app asked, the answer shaped by [`super::convert`].
+
+use super::convert::{block_info, dispute_info, job_info, receipt_info, tx_info};
+use super::framing::{clip, internal, rpc_error, tx_error};
+use crate::app::App;
+use piazza_api::{
+    compute_method, error_code, method, verify_method, AccountInfo, AuditInfo, AuditorInfo,
+    ModelInfo, ProviderInfo, RpcError, StakeInfo, Status, Submitted, VerifyTasks,
+};
+use piazza_ledger::bank;
+use piazza_ledger::compute;
+use piazza_ledger::error::{ErrorCode, TxError};
+use piazza_ledger::executor;
+use piazza_ledger::models;
+use piazza_ledger::staking::{self, Role};
+use piazza_ledger::state::StateDelta;
+use piazza_ledger::verify;
+use piazza_primitives::{Address, Hash};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Longest text accepted where a hash is expected (64 hex digits and a `0x`, with room).
+const HASH_TEXT_BYTES_MAX: usize = 128;
+/// Longest text accepted where an address is expected (a bech32m `pz1…` is about 42 bytes).
+const ADDRESS_TEXT_BYTES_MAX: usize = 128;
+
+fn param<'a>(params: &'a [Value], index: usize, what: &str) -> Result<&'a Value, RpcError> {
+    params.get(index).ok_or_else(|| {
+        rpc_error(
+            error_code::INVALID_PARAMS,
+            format!("missing parameter {index}: {what}"),
+            None,
+        )
+    })
+}
+
+fn string_param<'a>(params: &'a [Value], index: usize, what: &str) -> Result<&'a str, RpcError> {
+    param(params, index, what)?.as_str().ok_or_else(|| {
+        rpc_error(
+            error_code::INVALID_PARAMS,
+            format!("parameter {index} ({what}) must be a string"),
+            None,
+        )
+    })
+}
+
+fn hash_param(params: &[Value], index: usize) -> Result<Hash, RpcError> {
+    let text = string_param(params, index, "hash")?;
+    if text.len() > HASH_TEXT_BYTES_MAX {
+        return Err(too_long(index, "hash", text, HASH_TEXT_BYTES_MAX));
+    }
+    text.parse().map_err(|e| {
+        rpc_error(
+            error_code::INVALID_PARAMS,
+            format!("`{}` is not a 32-byte hex hash: {e}", clip(text)),
+            None,
+        )
+    })
+}
+
+fn address_param(params: &[Value], index: usize) -> Result<Address, RpcError> {
+    let text = string_param(params, index, "address")?;
+    if text.len() > ADDRESS_TEXT_BYTES_MAX {
+        return Err(too_long(index, "address", text, ADDRESS_TEXT_BYTES_MAX));
+    }
+    text.parse().map_err(|e| {
+        rpc_error(
+            error_code::INVALID_PARAMS,
+            format!("`{}`: {e}", clip(text)),
+            None,
+        )
+    })
+}
+
+/// Refuses a string parameter longer than its shape allows, before any parser sees it.
+fn too_long(index: usize, what: &str, text: &str, bytes_max: usize) -> RpcError {
+    rpc_error(
+        error_code::INVALID_PARAMS,
+        format!(
+            "parameter {index} ({what}) is {} bytes, at most {bytes_max}: `{}`",
+            text.len(),
+            clip(text)
+        ),
+        None,
+    )
+}
+
+fn to_value<T: serde::Serialize>(value: T) -> Result<Value, RpcError> {
+    serde_json::to_value(value).map_err(internal)
+}
+
+pub(super) fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value, RpcError> {
+    match name {
+        method::STATUS => to_value(status(app)?),
+        method::SUBMIT_TRANSACTION => {
+            let text = string_param(params, 0, "signed transaction hex")?;
+            let text = text.strip_prefix("0x").unwrap_or(text);
+            let bytes = hex::decode(text).map_err(|e| {
+                tx_error(TxError::new(
+                    ErrorCode::MalformedBytes,
+                    format!("not hex: {e}"),
+                ))
+            })?;
+            let hash = app.submit(&bytes).map_err(tx_error)?;
+            to_value(Submitted {
+                hash: hash.to_hex(),
+            })
+        }
+        method::GET_TRANSACTION => {
+            let hash = hash_param(params, 0)?;
+            match app.store().tx(&hash).map_err(internal)? {
+                None => Ok(Value::Null),
+                Some((location, tx)) => to_value(tx_info(&tx, location.height, location.index)),
+            }
+        }
+        method::GET_RECEIPT => {
+            let hash = hash_param(params, 0)?;
+            match app.store().receipt(&hash).map_err(internal)? {
+                None => Ok(Value::Null),
+                Some(receipt) => to_value(receipt_info(&receipt)),
+            }
+        }
+        method::GET_BLOCK => {
+            let with_raw = params.get(1).and_then(Value::as_bool).unwrap_or(false);
+            let height = match param(params, 0, "height or hash")? {
+                Value::Number(n) => n.as_u64().ok_or_else(|| {
+                    rpc_error(
+                        error_code::INVALID_PARAMS,
+                        "height must be a non-negative integer",
+                        None,
+                    )
+                })?,
+                Value::String(_) => match app
+                    .store()
+                    .block_height(&hash_param(params, 0)?)
+                    .map_err(internal)?
+                {
+                    Some(h) => h,
+                    None => return Ok(Value::Null),
+                },
+                _ => {
+                    return Err(rpc_error(
+                        error_code::INVALID_PARAMS,
+                        "parameter 0 must be a height or a block hash",
+                        None,
+                    ))
+                }
+            };
+            match app.store().block(height).map_err(internal)? {
+                None => Ok(Value::Null),
+                Some(block) => to_value(block_info(&block, with_raw)),
+            }
+        }
+        method::GET_ACCOUNT => {
+            let address = address_param(params, 0)?;
+            let head = app.head().map_err(internal)?;
+            let height = match params.get(1) {
+                None | Some(Value::Null) => head.height,
+                Some(v) => v.as_u64().filter(|h| *h <= head.height).ok_or_else(|| {
+                    rpc_error(
+                        error_code::INVALID_PARAMS,
+                        format!("height must be at most {}", head.height),
+                        None,
+                    )
+                })?,
+            };
+            let key = bank::state_key::account(&address);
+            let (value, proof) = app.store().get_with_proof(&key, height).map_err(internal)?;
+            let state_root = app
+                .store()
+                .state_root(height)
+                .map_err(internal)?
+                .ok_or_else(|| internal("missing state root"))?;
+            let account = match &value {
+                None => bank::Account::default(),
+                Some(bytes) => {
+                    <bank::Account as piazza_codec::Decode>::from_bytes(bytes).map_err(internal)?
+                }
+            };
+            to_value(AccountInfo {
+                address: address.to_string(),
+                balance: account.balance.base_units().to_string(),
+                nonce: account.nonce,
+                height,
+                state_root: state_root.to_hex(),
+                key: hex::encode(&key),
+                value: value.map(hex::encode),
+                proof: hex::encode(proof.to_bytes()),
+            })
+        }
+        method::GET_STAKE => {
+            let address = address_param(params, 0)?;
+            let snapshot = app.store().snapshot().map_err(internal)?;
+            let view = StateDelta::new(&snapshot);
+            let bonds: BTreeMap<String, String> = Role::ALL
+                .into_iter()
+                .map(|role| {
+                    (
+                        role.name().to_string(),
+                        staking::bonded(&view, &address, role),
+                    )
+                })
+                .filter(|(_, amount)| !amount.is_zero())
+                .map(|(role, amount)| (role, amount.base_units().to_string()))
+                .collect();
+            to_value(StakeInfo {
+                address: address.to_string(),
+                bonds,
+                unbonding: staking::unbonding(&view, &address).base_units().to_string(),
+            })
+        }
+        compute_method::GET_MODELS => {
+            let snapshot = app.store().snapshot().map_err(internal)?;
+            let view = StateDelta::new(&snapshot);
+            let models: Vec<ModelInfo> = models::all(&view)
+                .into_iter()
+                .map(|m| ModelInfo {
+                    providers: compute::providers_serving(&view, &m.name)
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect(),
+                    name: m.name,
+                    kind: m.kind.name().to_string(),
+                    architecture: m.architecture,
+                    config_hash: m.config_hash.to_hex(),
+                    weights_commitment: m.weights_commitment.to_hex(),
+                    tokenizer_hash: m.tokenizer_hash.to_hex(),
+                    owner: m.owner.to_string(),
+                    license: m.license,
+                    price_floor: m.price_floor.base_units().to_string(),
+                })
+                .collect();
+            to_value(models)
+        }
+        compute_method::GET_JOB => {
+            let id = param(params, 0, "job id")?.as_u64().ok_or_else(|| {
+                rpc_error(
+                    error_code::INVALID_PARAMS,
+                    "job id must be a non-negative integer",
+                    None,
+                )
+            })?;
+            let snapshot = app.store().snapshot().map_err(internal)?;
+            let view = StateDelta::new(&snapshot);
+            match compute::job(&view, id) {
+                None => Ok(Value::Null),
+                Some(job) => {
+                    let mut info = job_info(&job);
+                    info.hold = verify::hold(&view, id).map(|h| {
+                        match h {
+                            verify::Hold::Audit { .. } => "audit",
+                            verify::Hold::Dispute => "dispute",
+                            verify::Hold::Group => "group",
+                        }
+                        .to_string()
+                    });
+                    to_value(info)
+                }
+            }
+        }
+        compute_method::GET_PROVIDER => {
+            let address = address_param(params, 0)?;
+            let snapshot = app.store().snapshot().map_err(internal)?;
+            let view = StateDelta::new(&snapshot);
+            match compute::provider(&view, &address) {
+                None => Ok(Value::Null),
+                Some(p) => to_value(ProviderInfo {
+                    address: address.to_string(),
+                    models: p.offer.models,
+                    price_per_unit: p.offer.price_per_unit.base_units().to_string(),
+                    capacity: p.offer.capacity,
+                    endpoint: p.offer.endpoint,
+                    active_jobs: p.active_jobs,
+                    jobs_completed: p.jobs_completed,
+                    deadlines_missed: p.deadlines_missed,
+                    frauds: p.frauds,
+                    stake: staking::bonded(&view, &address, Role::Provider)
+                        .base_units()
+                        .to_string(),
+                }),
+            }
+        }
+        compute_method::GET_PROVIDER_JOBS => {
+            let address = address_param(params, 0)?;
+            let snapshot = app.store().snapshot().map_err(internal)?;
+            to_value(compute::assigned_jobs(
+                &StateDelta::new(&snapshot),
+                &address,
+            ))
+        }
+        verify_method::GET_DISPUTE => {
+            let id = param(params, 0, "job id")?.as_u64().ok_or_else(|| {
+                rpc_error(
+                    error_code::INVALID_PARAMS,
+                    "job id must be a non-negative integer",
+                    None,
+                )
+            })?;
+            let snapshot = app.store().snapshot().map_err(internal)?;
+            match verify::dispute(&StateDelta::new(&snapshot), id) {
+                None => Ok(Value::Null),
+                Some(d) => to_value(dispute_info(&d)),
+            }
+        }
+        verify_method::GET_VERIFY_TASKS => {
+            let address = address_param(params, 0)?;
+            let snapshot = app.store().snapshot().map_err(internal)?;
+            let view = StateDelta::new(&snapshot);
+            let mut tasks = VerifyTasks::default();
+            for job in verify::tasks(&view, &address) {
+                if let Some(d) = verify::dispute(&view, job) {
+                    tasks.disputes.push(dispute_info(&d));
+                } else if let Some(verify::Hold::Audit { auditor, deadline }) =
+                    verify::hold(&view, job)
+                {
+                    tasks.audits.push(AuditInfo {
+                        job,
+                        auditor: auditor.to_string(),
+                        deadline_height: deadline,
+                    });
+                }
+            }
+            to_value(tasks)
+        }
+        verify_method::GET_AUDITOR => {
+            let address = address_param(params, 0)?;
+            let snapshot = app.store().snapshot().map_err(internal)?;
+            let view = StateDelta::new(&snapshot);
+            match verify::auditor(&view, &address) {
+                None => Ok(Value::Null),
+                Some(a) => to_value(AuditorInfo {
+                    address: address.to_string(),
+                    models: a.models,
+                    attested: a.attested,
+                    challenged: a.challenged,
+                    missed: a.missed,
+                    stake: staking::bonded(&view, &address, Role::Auditor)
+                        .base_units()
+                        .to_string(),
+                }),
+            }
+        }
+        method::SUBSCRIBE | method::UNSUBSCRIBE => Err(rpc_error(
+            error_code::METHOD_NOT_FOUND,
+            "subscriptions need a WebSocket connection (GET /ws)",
+            None,
+        )),
+        other => Err(rpc_error(
+            error_code::METHOD_NOT_FOUND,
+            format!("unknown method `{}`", clip(other)),
+            None,
+        )),
+    }
+}
+
+fn status(app: &App) -> Result<Status, RpcError> {
+    let head = app.head().map_err(internal)?;
+    let snapshot = app.store().snapshot().map_err(internal)?;
+    let time_ms = executor::chain_head(&snapshot)
+        .map(|h| h.time_ms)
+        .unwrap_or(0);
+    Ok(Status {
+        chain_id: app.chain_id().to_string(),
+        height: head.height,
+        block_hash: head.block_hash.to_hex(),
+        state_root: head.state_root.to_hex(),
+        time_ms,
+        mempool_size: app.mempool_size(),
+        validator: app.validator().to_string(),
+    })
+}
