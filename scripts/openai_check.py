@@ -7,7 +7,9 @@ Usage: openai_check.py --base-url http://HOST:PORT/v1 --api-key pz-... \
 Embeddings (single and batch, float and base64) must match the MiniLM reference fixture
 (components within 1e-5, cosine >= 0.99999) and carry their job receipts; a chat completion and a
 streamed one run when the chain lists a generation model; an unknown model gives 404, a bad key
-401 and a key whose spend limit cannot cover a request 429 `insufficient_quota`.
+401, a key whose spend limit cannot cover a request 429 `insufficient_quota` (not retried), and
+parameters the gateway cannot honour (tools, JSON mode, log probabilities, n > 1, streamed
+embeddings) 400 naming the parameter, while harmless ones (`user`) are accepted.
 Prints each check; exits non-zero on the first failure.
 """
 
@@ -78,7 +80,7 @@ def compare(got, want, what):
     return worst, cosine
 
 
-def expect_error(call, status, code, what):
+def expect_error(call, status, code, what, param=None):
     try:
         call()
     except openai.APIStatusError as e:
@@ -86,6 +88,8 @@ def expect_error(call, status, code, what):
         got_code = body.get("code") if "code" in body else getattr(e, "code", None)
         if e.status_code != status or (code is not None and got_code != code):
             fail(f"{what}: expected {status} {code}, got {e.status_code} {got_code}: {e}")
+        if param is not None and body.get("param") != param:
+            fail(f"{what}: expected the error to name `{param}`, got {body}")
         for field in ("message", "type"):
             if field not in body:
                 fail(f"{what}: error body without `{field}`: {e.body}")
@@ -176,11 +180,38 @@ def main():
     else:
         print("skip chat, streamed chat and completions: no generation model is served on this chain", flush=True)
 
+    # Parameters the gateway cannot honour are refused before anything is paid, naming them.
+    hello = [{"role": "user", "content": "hello"}]
+    chat_model = generation[0] if generation else EMBEDDING_MODEL
+    tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}
+    for kwargs, param in [
+        ({"tools": [tool]}, "tools"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"logprobs": True}, "logprobs"),
+        ({"n": 2}, "n"),
+    ]:
+        expect_error(lambda: client.chat.completions.create(model=chat_model, messages=hello, max_tokens=4, **kwargs), 400, None, f"chat with {param}", param=param)
+    expect_error(lambda: client.embeddings.create(model=EMBEDDING_MODEL, input="x", extra_body={"stream": True}), 400, None, "streamed embeddings", param="stream")
+    with_user = client.embeddings.create(model=EMBEDDING_MODEL, input=sentences[0], user="someone")
+    compare(with_user.data[0].embedding, reference[0], "embedding with `user`")
+    ok("embedding with the harmless `user` parameter")
+
     expect_error(lambda: client.embeddings.create(model="no-such-model", input="x"), 404, "model_not_found", "unknown model")
     bad = OpenAI(base_url=args.base_url, api_key="pz-not-a-key", max_retries=0)
     expect_error(lambda: bad.embeddings.create(model=EMBEDDING_MODEL, input="x"), 401, "invalid_api_key", "bad key")
-    poor = OpenAI(base_url=args.base_url, api_key=args.quota_key, max_retries=0)
+    # With the client's default retries: a spent limit says not to retry, so one attempt answers.
+    poor = OpenAI(base_url=args.base_url, api_key=args.quota_key, max_retries=2)
     expect_error(lambda: poor.embeddings.create(model=EMBEDDING_MODEL, input="x"), 429, "insufficient_quota", "exhausted spend limit")
+    try:
+        poor.embeddings.with_raw_response.create(model=EMBEDDING_MODEL, input="x")
+    except openai.APIStatusError as e:
+        if e.response.headers.get("x-should-retry") != "false":
+            fail(f"exhausted spend limit: no `x-should-retry: false` header: {dict(e.response.headers)}")
+        message = (e.body or {}).get("message", "") if isinstance(e.body, dict) else ""
+        if "worst-case cost" not in message:
+            fail(f"exhausted spend limit: the message does not name the request's worst case: {message!r}")
+        ok(f"exhausted spend limit is not retried: {message[:90]}...")
     print("openai_check: all checks passed", flush=True)
 
 

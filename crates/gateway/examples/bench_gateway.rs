@@ -99,6 +99,8 @@ async fn gateway(
     );
     config.limits = Limits {
         batch_submission: batch,
+        // One key drives every concurrency level: give it the whole gateway.
+        requests_in_flight_per_key_max: Limits::default().requests_in_flight_max,
         ..Limits::default()
     };
     let gw = start(config).await.expect("gateway");

@@ -61,7 +61,7 @@ pub(crate) async fn create(
     // An embedding job's units are its input tokens.
     let mut tokens = 0u64;
     for (index, outcome) in outcomes.iter().enumerate() {
-        if outcome.output.len() % 4 != 0 {
+        if !outcome.output.len().is_multiple_of(4) {
             return Err(ApiError::upstream(format!(
                 "job {}: an embedding of {} bytes",
                 outcome.receipt.job,

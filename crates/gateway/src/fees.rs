@@ -49,7 +49,9 @@ impl JobFees {
         let units = params.tx_base_units.checked_add(job_units)?;
         Some(JobFees {
             fixed: params.unit_price.checked_mul(u128::from(units))?,
-            per_byte: params.unit_price.checked_mul(u128::from(params.byte_units))?,
+            per_byte: params
+                .unit_price
+                .checked_mul(u128::from(params.byte_units))?,
         })
     }
 
@@ -159,12 +161,14 @@ pub async fn learn(client: &Client, chain_id: &str) -> Result<JobFees, FeeError>
         *point = (bytes, fee.base_units());
     }
     let [(bytes_a, fee_a), (bytes_b, fee_b)] = points;
-    let not_linear = || FeeError::Probe(format!("fees {fee_a} at {bytes_a} bytes and {fee_b} at {bytes_b} bytes are not a fixed part plus a price per byte"));
+    let not_linear = || {
+        FeeError::Probe(format!("fees {fee_a} at {bytes_a} bytes and {fee_b} at {bytes_b} bytes are not a fixed part plus a price per byte"))
+    };
     let (extra_fee, extra_bytes) = (
         fee_b.checked_sub(fee_a).ok_or_else(not_linear)?,
         bytes_b - bytes_a,
     );
-    if extra_fee % extra_bytes != 0 {
+    if !extra_fee.is_multiple_of(extra_bytes) {
         return Err(not_linear());
     }
     let per_byte = extra_fee / extra_bytes;
@@ -197,7 +201,11 @@ mod tests {
             for (model, input_bytes, stop) in [
                 ("m", 0, vec![]),
                 ("all-minilm-l6-v2", 300, vec!["\n".to_string()]),
-                ("smollm2-135m-instruct", 16 * 1024, vec!["END".into(), "STOP".into()]),
+                (
+                    "smollm2-135m-instruct",
+                    16 * 1024,
+                    vec!["END".into(), "STOP".into()],
+                ),
             ] {
                 let job = compute::Msg::SubmitJob {
                     model: model.into(),

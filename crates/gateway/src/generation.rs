@@ -44,7 +44,15 @@ pub(crate) async fn chat(
         .request::<ChatRequest>(Endpoint::Chat, &headers, body)
         .await?;
     let input = chat_input(&request)?;
-    generate(gw, caller, Shape::Chat, &request.model, input, &request.sampling).await
+    generate(
+        gw,
+        caller,
+        Shape::Chat,
+        &request.model,
+        input,
+        &request.sampling,
+    )
+    .await
 }
 
 pub(crate) async fn completions(
@@ -296,8 +304,10 @@ fn answer(
         .as_ref()
         .is_some_and(|o| o.include_usage)
     {
-        chunks.push(json!({"id": id, "object": chunk_object, "created": created, "model": model,
-                           "choices": [], "usage": usage, "piazza": piazza}));
+        chunks.push(
+            json!({"id": id, "object": chunk_object, "created": created, "model": model,
+                           "choices": [], "usage": usage, "piazza": piazza}),
+        );
     }
     sse(headers, chunks)
 }
@@ -450,7 +460,10 @@ mod tests {
                 .unwrap(),
         )
         .unwrap();
-        assert_eq!(body["choices"][0]["message"]["content"], "Paris is the capital");
+        assert_eq!(
+            body["choices"][0]["message"]["content"],
+            "Paris is the capital"
+        );
         assert_eq!(body["usage"]["total_tokens"], 13);
     }
 }

@@ -5,7 +5,7 @@
 //! rewritten whole and atomically (temporary file, fsync, rename) on every change.
 //!
 //! **Invariant:** for every record, `spent + reserved ≤ limit` at every instant. A request
-//! reserves its worst case (the escrow plus the fee cap) before its transaction is signed, and
+//! reserves its worst case (the escrow plus the exact fee of its transaction) before it is signed, and
 //! on settlement the reservation is replaced by what the chain actually charged.
 
 use piazza_primitives::Amount;

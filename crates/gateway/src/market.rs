@@ -116,12 +116,10 @@ impl Market {
     pub async fn connect(node_url: &str, job_timeout: Duration) -> Result<Market, ClientError> {
         let client = Client::new(node_url);
         let chain_id = client.status().await?.chain_id;
-        let fees = fees::learn(&client, &chain_id)
-            .await
-            .map_err(|e| match e {
-                fees::FeeError::Node(e) => e,
-                other => ClientError::Decode(other.to_string()),
-            })?;
+        let fees = fees::learn(&client, &chain_id).await.map_err(|e| match e {
+            fees::FeeError::Node(e) => e,
+            other => ClientError::Decode(other.to_string()),
+        })?;
         tracing::info!(fixed = %fees.fixed, per_byte = %fees.per_byte, "job fees measured");
         Ok(Market {
             client,
@@ -265,11 +263,9 @@ impl Market {
                 .call(piazza_api::compute_method::GET_JOB, json!([id]))
                 .await?;
             if !job.is_null() {
-                let input_units = job
-                    .pointer("/result/input_units")
-                    .and_then(Value::as_u64);
-                let job: JobInfo = serde_json::from_value(job)
-                    .map_err(|e| ClientError::Decode(e.to_string()))?;
+                let input_units = job.pointer("/result/input_units").and_then(Value::as_u64);
+                let job: JobInfo =
+                    serde_json::from_value(job).map_err(|e| ClientError::Decode(e.to_string()))?;
                 if matches!(job.status.as_str(), "settled" | "expired" | "failed") {
                     return Ok((job, input_units));
                 }

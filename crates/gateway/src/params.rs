@@ -158,7 +158,9 @@ fn static_name(name: &str) -> Option<&'static str> {
 
 /// Refuses the first field (in name order) that `endpoint` cannot honour.
 pub fn check(endpoint: Endpoint, body: &Map<String, Value>) -> Result<(), ApiError> {
-    for (name, value) in body {
+    let mut fields: Vec<(&String, &Value)> = body.iter().collect();
+    fields.sort_by_key(|(name, _)| *name);
+    for (name, value) in fields {
         if value.is_null() {
             continue;
         }
@@ -210,27 +212,91 @@ mod tests {
             body
         };
         for (endpoint, body, param) in [
-            (Endpoint::Chat, chat(json!({"tools": [{"type": "function", "function": {"name": "f"}}]})), "tools"),
-            (Endpoint::Chat, chat(json!({"tool_choice": "auto"})), "tool_choice"),
-            (Endpoint::Chat, chat(json!({"functions": [{"name": "f"}]})), "functions"),
-            (Endpoint::Chat, chat(json!({"function_call": {"name": "f"}})), "function_call"),
-            (Endpoint::Chat, chat(json!({"response_format": {"type": "json_object"}})), "response_format"),
+            (
+                Endpoint::Chat,
+                chat(json!({"tools": [{"type": "function", "function": {"name": "f"}}]})),
+                "tools",
+            ),
+            (
+                Endpoint::Chat,
+                chat(json!({"tool_choice": "auto"})),
+                "tool_choice",
+            ),
+            (
+                Endpoint::Chat,
+                chat(json!({"functions": [{"name": "f"}]})),
+                "functions",
+            ),
+            (
+                Endpoint::Chat,
+                chat(json!({"function_call": {"name": "f"}})),
+                "function_call",
+            ),
+            (
+                Endpoint::Chat,
+                chat(json!({"response_format": {"type": "json_object"}})),
+                "response_format",
+            ),
             (Endpoint::Chat, chat(json!({"logprobs": true})), "logprobs"),
-            (Endpoint::Chat, chat(json!({"top_logprobs": 3})), "top_logprobs"),
-            (Endpoint::Chat, chat(json!({"presence_penalty": 0.5})), "presence_penalty"),
-            (Endpoint::Chat, chat(json!({"logit_bias": {"50256": -100}})), "logit_bias"),
-            (Endpoint::Chat, chat(json!({"modalities": ["text", "audio"]})), "modalities"),
-            (Endpoint::Chat, chat(json!({"reasoning_effort": "low"})), "reasoning_effort"),
-            (Endpoint::Completions, json!({"model": "m", "prompt": "p", "echo": true}), "echo"),
-            (Endpoint::Completions, json!({"model": "m", "prompt": "p", "best_of": 3}), "best_of"),
-            (Endpoint::Completions, json!({"model": "m", "prompt": "p", "logprobs": 2}), "logprobs"),
-            (Endpoint::Completions, json!({"model": "m", "prompt": "p", "suffix": "end"}), "suffix"),
-            (Endpoint::Embeddings, json!({"model": "m", "input": "x", "stream": true}), "stream"),
+            (
+                Endpoint::Chat,
+                chat(json!({"top_logprobs": 3})),
+                "top_logprobs",
+            ),
+            (
+                Endpoint::Chat,
+                chat(json!({"presence_penalty": 0.5})),
+                "presence_penalty",
+            ),
+            (
+                Endpoint::Chat,
+                chat(json!({"logit_bias": {"50256": -100}})),
+                "logit_bias",
+            ),
+            (
+                Endpoint::Chat,
+                chat(json!({"modalities": ["text", "audio"]})),
+                "modalities",
+            ),
+            (
+                Endpoint::Chat,
+                chat(json!({"reasoning_effort": "low"})),
+                "reasoning_effort",
+            ),
+            (
+                Endpoint::Completions,
+                json!({"model": "m", "prompt": "p", "echo": true}),
+                "echo",
+            ),
+            (
+                Endpoint::Completions,
+                json!({"model": "m", "prompt": "p", "best_of": 3}),
+                "best_of",
+            ),
+            (
+                Endpoint::Completions,
+                json!({"model": "m", "prompt": "p", "logprobs": 2}),
+                "logprobs",
+            ),
+            (
+                Endpoint::Completions,
+                json!({"model": "m", "prompt": "p", "suffix": "end"}),
+                "suffix",
+            ),
+            (
+                Endpoint::Embeddings,
+                json!({"model": "m", "input": "x", "stream": true}),
+                "stream",
+            ),
         ] {
             let e = check_json(endpoint, body.clone()).expect_err(&body.to_string());
             assert_eq!(
                 (e.status, e.kind, e.param),
-                (StatusCode::BAD_REQUEST, "invalid_request_error", Some(param)),
+                (
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    Some(param)
+                ),
                 "{body}"
             );
             assert!(e.message.contains(param), "{}", e.message);
@@ -239,8 +305,11 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_named_in_the_message() {
-        let e = check_json(Endpoint::Embeddings, json!({"model": "m", "input": "x", "n": 2}))
-            .unwrap_err();
+        let e = check_json(
+            Endpoint::Embeddings,
+            json!({"model": "m", "input": "x", "n": 2}),
+        )
+        .unwrap_err();
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
         assert_eq!(e.message, "Unrecognized request argument supplied: n");
     }

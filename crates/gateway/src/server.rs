@@ -481,7 +481,8 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(
     endpoint: Endpoint,
     bytes: &[u8],
 ) -> Result<T, ApiError> {
-    let invalid = |e: serde_json::Error| ApiError::invalid(None, format!("Invalid request body: {e}"));
+    let invalid =
+        |e: serde_json::Error| ApiError::invalid(None, format!("Invalid request body: {e}"));
     let body: Value = serde_json::from_slice(bytes).map_err(invalid)?;
     let Value::Object(fields) = &body else {
         return Err(ApiError::invalid(
@@ -580,7 +581,8 @@ pub(crate) mod tests {
             (StatusCode::TOO_MANY_REQUESTS, Some("insufficient_quota"))
         );
         assert!(
-            e.message.starts_with("This request's worst-case cost is 0.000706 PZA")
+            e.message
+                .starts_with("This request's worst-case cost is 0.000706 PZA")
                 && e.message.contains("more than the 0.000001 PZA left"),
             "{}",
             e.message
@@ -590,8 +592,8 @@ pub(crate) mod tests {
 
     #[test]
     fn bodies_are_checked_before_they_are_typed() {
-        let e = parse::<crate::openai::EmbeddingsRequest>(Endpoint::Embeddings, b"[1]")
-            .unwrap_err();
+        let e =
+            parse::<crate::openai::EmbeddingsRequest>(Endpoint::Embeddings, b"[1]").unwrap_err();
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
         let e = parse::<crate::openai::ChatRequest>(
             Endpoint::Chat,

@@ -221,17 +221,15 @@ async fn openai_clients_get_verifiable_answers_from_a_devnet() {
     // default fee parameters, past the fixed 0.01 PZA cap the gateway used to sign with).
     let long_input = "a verifiable embedding of a long text ".repeat(15 * 1024 / 38);
     let fee_before = gw.job_fees();
-    let (status, body) = call(
-        &gw,
-        Some(&key),
-        "/v1/embeddings",
-        embed(json!(long_input)),
-    )
-    .await;
+    let (status, body) = call(&gw, Some(&key), "/v1/embeddings", embed(json!(long_input))).await;
     assert_eq!(status, 200, "a {}-byte input: {body}", long_input.len());
     let fee: u128 = body["piazza"][0]["fee"].as_str().unwrap().parse().unwrap();
     assert!(fee > 10_000_000, "the fee of a 15 KiB job is {fee}");
-    assert_eq!(gw.job_fees(), fee_before, "the fees were measured right the first time");
+    assert_eq!(
+        gw.job_fees(),
+        fee_before,
+        "the fees were measured right the first time"
+    );
 
     // A limit that covers exactly one request's worst case: one answer, then 429.
     let worst_case = gw
@@ -250,7 +248,8 @@ async fn openai_clients_get_verifiable_answers_from_a_devnet() {
         },
     );
     let fees = piazza_ledger::genesis::FeeParams::default();
-    let expected_fee = fees.unit_price.base_units() * (fees.tx_base_units + 100 + tx_bytes as u64) as u128;
+    let expected_fee =
+        fees.unit_price.base_units() * (fees.tx_base_units + 100 + tx_bytes as u64) as u128;
     assert_eq!(
         worst_case,
         Amount::new(escrow.base_units() + expected_fee),
