@@ -124,7 +124,18 @@ fn refusals_lose_no_escrow() {
     assert_eq!(failed(&r), Some("unknown_model"));
     let (r2, _) = chain.one(&client, submit("embed", b"x", 10, Amount::new(9_999)));
     assert_eq!(failed(&r2), Some("escrow_too_low"));
-    let (r3, _) = chain.one(&client, submit("chat", b"x", 10, Amount::new(1_000_000)));
+    // Two copies need two providers of `embed`; only one serves it.
+    let twice = Message::Compute(compute::Msg::SubmitJob {
+        model: "embed".into(),
+        input: b"x".to_vec(),
+        params: JobParams {
+            redundancy: 2,
+            ..JobParams::default()
+        },
+        max_units: 10,
+        max_price: Amount::new(1_000_000),
+    });
+    let (r3, _) = chain.one(&client, twice);
     assert_eq!(failed(&r3), Some("no_provider"));
     let fees = [r.fee_paid, r2.fee_paid, r3.fee_paid]
         .iter()
@@ -233,7 +244,8 @@ fn a_missed_deadline_is_penalised_and_the_job_reassigned() {
     };
     let stake_before = staking::bonded(&StateDelta::new(&chain.state), &first, Role::Provider);
     let mut reassigned = None;
-    for _ in 0..3 {
+    // The deadline: 3 base blocks plus one block of work at the declared speed.
+    for _ in 0..4 {
         let (_, events) = chain.block(vec![]);
         if events.iter().any(|e| e.kind == "compute.deadline_missed") {
             assert_eq!(
@@ -275,6 +287,7 @@ fn a_job_nobody_can_serve_expires_with_a_full_refund() {
     chain.one(&a, register("embed", 1_000));
     chain.one(&client, submit("embed", b"hi", 10, Amount::new(50_000)));
     let before = chain.balance(&client.public_key().address());
+    chain.block(vec![]);
     chain.block(vec![]);
     let (_, events) = chain.block(vec![]);
     assert_eq!(attribute(&events, "compute.job_expired", "refund"), "50000");
@@ -347,6 +360,7 @@ fn jobs_wait_for_a_busy_provider_instead_of_expiring() {
             price_per_unit: Amount::new(1_000),
             capacity: 1,
             endpoint: String::new(),
+            units_per_block: 1_000,
         },
         stake: Amount::pza(500),
     });

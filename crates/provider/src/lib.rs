@@ -22,6 +22,7 @@ pub mod auditor;
 pub mod dispute;
 pub mod journal;
 pub mod models;
+pub mod speed;
 
 use dispute::{Fault, Player};
 use journal::Journal;
@@ -112,18 +113,36 @@ pub async fn load_named(
 }
 
 /// Registers the provider (bonding `config.stake`) unless it already is one.
+/// Its declared speed is measured on `models` (see [`speed`]).
 pub async fn ensure_registered(
     client: &Client,
     config: &ProviderConfig,
+    models: &BTreeMap<String, LoadedModel>,
 ) -> Result<(), ProviderError> {
     if client.provider(&config.address()).await?.is_some() {
         return Ok(());
     }
+    let measured = {
+        let (models, threads) = (models.clone(), config.threads);
+        tokio::task::spawn_blocking(move || speed::measure_units_per_second(&models, threads))
+            .await
+            .map_err(|e| ProviderError::Model(e.to_string()))??
+    };
+    let interval_ms = speed::block_interval_ms(client).await?;
+    let units_per_block =
+        speed::units_per_block(measured, interval_ms, config.concurrency, config.capacity);
+    tracing::info!(
+        units_per_second = measured,
+        block_interval_ms = interval_ms,
+        units_per_block,
+        "declaring speed"
+    );
     let offer = Offer {
         models: config.serve.clone(),
         price_per_unit: config.price_per_unit,
         capacity: config.capacity,
         endpoint: config.endpoint.clone(),
+        units_per_block,
     };
     register(
         client,
@@ -251,6 +270,29 @@ impl Poster {
         tracing::info!(job, tx = %hash, units = execution.work_units, "result posted");
         Ok(())
     }
+
+    /// Declines an assigned job this provider cannot serve, saying why.
+    async fn decline(&self, job: u64, reason: &str) -> Result<(), ProviderError> {
+        let mut reason = reason.to_string();
+        if reason.len() > compute::DECLINE_REASON_BYTES_MAX {
+            let mut end = compute::DECLINE_REASON_BYTES_MAX;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+        }
+        let hash = self
+            .send(
+                vec![Message::Compute(compute::Msg::DeclineJob {
+                    job,
+                    reason: reason.clone(),
+                })],
+                None,
+            )
+            .await?;
+        tracing::warn!(job, tx = %hash, %reason, "job declined");
+        Ok(())
+    }
 }
 
 /// The fee ceiling for `messages`: evidence pays by the byte, up to a few PZA.
@@ -288,7 +330,7 @@ pub async fn run(
 ) -> Result<(), ProviderError> {
     let client = Client::new(&config.node_url);
     let models = Arc::new(load_models(&client, &config).await?);
-    ensure_registered(&client, &config).await?;
+    ensure_registered(&client, &config, &models).await?;
     let journal = Arc::new(Journal::open(&config.journal_dir)?);
     let chain_id = client.status().await?.chain_id;
     let poster = Arc::new(Poster {
@@ -422,9 +464,20 @@ async fn process(
         .map_err(|e| ProviderError::Model(format!("job input is not hex: {e}")))?;
     let execution = if fault.is_none() {
         let params = job.params.clone();
-        tokio::task::spawn_blocking(move || models::execute(&model, &input, &params, threads))
-            .await
-            .map_err(|e| ProviderError::Model(e.to_string()))??
+        let run =
+            tokio::task::spawn_blocking(move || models::execute(&model, &input, &params, threads))
+                .await
+                .map_err(|e| ProviderError::Model(e.to_string()))?;
+        match run {
+            Ok(execution) => execution,
+            // The model cannot run this input (too long for its context, nothing to
+            // tokenize, ...): the same input fails the same way every time, so decline it
+            // rather than retry it until the deadline slashes this provider.
+            Err(ProviderError::Model(reason)) => {
+                return poster.decline(id, &reason).await;
+            }
+            Err(e) => return Err(e),
+        }
     } else {
         let (spec, fault) = (dispute::job_spec(&job)?, fault.clone());
         let run = tokio::task::spawn_blocking(move || {

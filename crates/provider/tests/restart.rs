@@ -112,17 +112,18 @@ async fn a_journaled_result_is_resent_byte_for_byte_after_a_restart() {
     let net = start().await;
     let config = provider_config(&net);
     let client = &net.client;
+    let embedder =
+        piazza_engine::Embedder::load(piazza_engine::models_dir().join("minilm")).unwrap();
+    let loaded = models::LoadedModel::Embedding(std::sync::Arc::new(embedder));
+    let served = std::collections::BTreeMap::from([(models::MINILM.to_string(), loaded.clone())]);
     // Register (as the daemon would) without running it, so the job waits for us.
-    piazza_provider::ensure_registered(client, &config)
+    piazza_provider::ensure_registered(client, &config, &served)
         .await
         .unwrap();
     let id = submit(&net, "journaled before the crash").await;
     wait_assigned(&net, id).await;
 
     // The process "crashed" right after journaling its signed result and before sending it.
-    let embedder =
-        piazza_engine::Embedder::load(piazza_engine::models_dir().join("minilm")).unwrap();
-    let loaded = models::LoadedModel::Embedding(std::sync::Arc::new(embedder));
     let execution = models::execute(
         &loaded,
         b"journaled before the crash",

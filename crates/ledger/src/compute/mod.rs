@@ -166,6 +166,32 @@ pub struct Offer {
     pub price_per_unit: Amount,
     pub capacity: u32,
     pub endpoint: String,
+    /// Work units the provider declares it finishes per block for one job while running
+    /// `capacity` jobs at once: a job's result deadline grows with its work at this speed.
+    pub units_per_block: u32,
+}
+
+/// The fastest speed a provider may declare.
+pub const UNITS_PER_BLOCK_MAX: u32 = 1_000_000;
+/// Input bytes that count as one unit of work when a deadline is set: reading a prompt is
+/// several times faster per token than generating, and a token is a few bytes.
+pub const INPUT_BYTES_PER_DEADLINE_UNIT: u64 = 32;
+
+impl Job {
+    /// The work a deadline allows for: the units asked for plus the input to read.
+    pub fn deadline_units(&self) -> u64 {
+        self.max_units
+            .saturating_add(self.input.len() as u64 / INPUT_BYTES_PER_DEADLINE_UNIT)
+    }
+}
+
+impl Offer {
+    /// Blocks this provider needs for `units` of work at its declared speed (at least one).
+    pub fn work_blocks(&self, units: u64) -> u64 {
+        units
+            .div_ceil(u64::from(self.units_per_block.max(1)))
+            .max(1)
+    }
 }
 
 impl Encode for Offer {
@@ -174,6 +200,7 @@ impl Encode for Offer {
         w.value(&self.price_per_unit);
         w.u32(self.capacity);
         w.str(&self.endpoint);
+        w.u32(self.units_per_block);
     }
 }
 
@@ -184,6 +211,7 @@ impl Decode for Offer {
             price_per_unit: r.value()?,
             capacity: r.u32()?,
             endpoint: r.string(ENDPOINT_BYTES_MAX)?,
+            units_per_block: r.u32()?,
         })
     }
 }
@@ -593,7 +621,17 @@ pub enum Msg {
         trace_root: Hash,
         work_units: u64,
     },
+    /// The assigned provider declines a job it cannot serve (an input its model cannot run):
+    /// no penalty and no pay; the job goes to another provider, or expires with a full refund
+    /// once `max_attempts` providers have missed or declined it.
+    DeclineJob {
+        job: u64,
+        reason: String,
+    },
 }
+
+/// Longest reason a provider may give for declining a job.
+pub const DECLINE_REASON_BYTES_MAX: usize = 256;
 
 impl Encode for Msg {
     fn encode(&self, w: &mut Writer) {
@@ -636,6 +674,11 @@ impl Encode for Msg {
                 w.value(trace_root);
                 w.u64(*work_units);
             }
+            Msg::DeclineJob { job, reason } => {
+                w.u8(5);
+                w.u64(*job);
+                w.str(reason);
+            }
         }
     }
 }
@@ -665,6 +708,10 @@ impl Decode for Msg {
                 output_hash: r.value()?,
                 trace_root: r.value()?,
                 work_units: r.u64()?,
+            },
+            5 => Msg::DeclineJob {
+                job: r.u64()?,
+                reason: r.string(DECLINE_REASON_BYTES_MAX)?,
             },
             tag => {
                 return Err(DecodeError::InvalidTag {
@@ -719,6 +766,11 @@ fn check_offer(offer: &Offer) -> Result<(), TxError> {
     if offer.capacity == 0 || offer.capacity > PROVIDER_CAPACITY_MAX {
         return Err(invalid(format!(
             "capacity must be 1 to {PROVIDER_CAPACITY_MAX}"
+        )));
+    }
+    if offer.units_per_block == 0 || offer.units_per_block > UNITS_PER_BLOCK_MAX {
+        return Err(invalid(format!(
+            "units_per_block (the declared speed) must be 1 to {UNITS_PER_BLOCK_MAX}"
         )));
     }
     let mut sorted = offer.models.clone();
@@ -825,8 +877,12 @@ fn eligible_providers(state: &StateDelta<'_>, job: &Job, with_room: bool) -> Vec
             .price_per_unit
             .checked_mul(job.max_units as u128)
             .is_some_and(|cost| cost <= job.max_price);
+        // A client's own deadline must leave the provider the blocks its declared speed needs.
+        let fast_enough = job.params.deadline_blocks == 0
+            || p.offer.work_blocks(job.deadline_units()) < u64::from(job.params.deadline_blocks);
         let stake = staking::bonded(state, &address, Role::Provider);
         if affordable
+            && fast_enough
             && (!with_room || p.active_jobs < p.offer.capacity)
             && stake >= params.min_provider_stake
             && !job.missed.contains(&address)
@@ -876,15 +932,24 @@ fn assign(state: &mut StateDelta<'_>, mut job: Job, block: &BlockContext, events
         }
         return expire(state, job, block, events);
     };
+    let mut p = provider(state, &address).expect("chosen providers exist");
+    // The deadline follows the work asked for at the provider's declared speed, on top of the
+    // chain's base allowance for inclusion and latency; a client's own deadline was checked
+    // against that speed when the provider was chosen.
     let deadline_blocks = match job.params.deadline_blocks {
-        0 => params.job_deadline_blocks,
+        0 => params
+            .job_deadline_blocks
+            .saturating_add(p.offer.work_blocks(job.deadline_units())),
         asked => asked as u64,
     };
-    let deadline_height = block.height + deadline_blocks;
-    if push_queue(state, state_key::deadlines(deadline_height), job.id).is_err() {
+    let Ok(deadline_height) = list::schedule::<JOBS_PER_QUEUE_MAX>(
+        state,
+        state_key::deadlines,
+        block.height + deadline_blocks,
+        job.id,
+    ) else {
         return expire(state, job, block, events);
-    }
-    let mut p = provider(state, &address).expect("chosen providers exist");
+    };
     p.active_jobs += 1;
     job.price_per_unit = p.offer.price_per_unit;
     state.put(state_key::provider(&address), &p);
@@ -1068,7 +1133,7 @@ impl Module for Compute {
         match msg {
             Msg::RegisterProvider { .. } | Msg::UpdateProvider { .. } | Msg::ExitProvider => 200,
             Msg::SubmitJob { .. } => 100,
-            Msg::PostResult { .. } => 100,
+            Msg::PostResult { .. } | Msg::DeclineJob { .. } => 100,
         }
     }
 
@@ -1090,6 +1155,9 @@ impl Module for Compute {
                         format!("inline input is at most {JOB_INPUT_BYTES_MAX} bytes"),
                     ));
                 }
+                if input.is_empty() {
+                    return Err(invalid("the input is empty; no model runs on nothing"));
+                }
                 if *max_units == 0 || *max_units > JOB_UNITS_MAX {
                     return Err(invalid(format!("max_units must be 1 to {JOB_UNITS_MAX}")));
                 }
@@ -1103,6 +1171,14 @@ impl Module for Compute {
                 }
                 if params.stop.iter().any(|s| s.is_empty()) {
                     return Err(invalid("a stop sequence is empty"));
+                }
+                Ok(())
+            }
+            Msg::DeclineJob { reason, .. } => {
+                if reason.len() > DECLINE_REASON_BYTES_MAX {
+                    return Err(invalid(format!(
+                        "a decline reason is at most {DECLINE_REASON_BYTES_MAX} bytes"
+                    )));
                 }
                 Ok(())
             }
@@ -1158,10 +1234,10 @@ impl Module for Compute {
             }
             Msg::SubmitJob {
                 model,
+                input,
                 max_units,
                 max_price,
                 params: job_params,
-                ..
             } => {
                 let record = models::record(state, model).ok_or_else(|| models::unknown(model))?;
                 let floor = record
@@ -1193,8 +1269,11 @@ impl Module for Compute {
                     id: 0,
                     client: ctx.sender,
                     model: model.clone(),
-                    input: Vec::new(),
-                    params: JobParams::default(),
+                    input: input.clone(),
+                    params: JobParams {
+                        deadline_blocks: job_params.deadline_blocks,
+                        ..JobParams::default()
+                    },
                     max_units: *max_units,
                     max_price: *max_price,
                     submitted_height: 0,
@@ -1206,13 +1285,31 @@ impl Module for Compute {
                     result: None,
                     receipt: None,
                 };
-                if eligible_providers(state, &probe, false).is_empty() {
+                // A single job for a model nobody serves yet waits in the queue (up to
+                // `queue_timeout_blocks`) for a provider to register; otherwise the providers
+                // that could take it (price, speed for the client's deadline, one per copy of a
+                // redundant job) must exist now.
+                let eligible = eligible_providers(state, &probe, false).len();
+                let copies = job_params.copies() as usize;
+                let waits_for_first = copies == 1 && providers_serving(state, model).is_empty();
+                if copies > eligible && !waits_for_first {
                     return Err(TxError::new(
                         ErrorCode::NoProvider,
-                        format!("no provider serves `{model}` within an escrow of {max_price} PZA"),
+                        format!("redundancy {copies} needs {copies} distinct providers of `{model}` within an escrow of {max_price} PZA; {eligible} serve it"),
                     ));
                 }
                 Ok(())
+            }
+            Msg::DeclineJob { job: id, .. } => {
+                let job = job(state, *id)
+                    .ok_or_else(|| TxError::new(ErrorCode::UnknownJob, format!("no job {id}")))?;
+                match job.status {
+                    JobStatus::Assigned { provider, .. } if provider == ctx.sender => Ok(()),
+                    _ => Err(TxError::new(
+                        ErrorCode::NotAssigned,
+                        format!("job {id} is not assigned to {}", ctx.sender),
+                    )),
+                }
             }
             Msg::PostResult {
                 job: id,
@@ -1382,6 +1479,29 @@ impl Module for Compute {
                         ],
                     ));
                 }
+            }
+            Msg::DeclineJob { job: id, reason } => {
+                let mut job = job(state, *id).expect("checked: the job exists");
+                if let Some(mut p) = provider(state, &sender) {
+                    p.active_jobs = p.active_jobs.saturating_sub(1);
+                    state.put(state_key::provider(&sender), &p);
+                }
+                set_assigned(state, &sender, *id, false);
+                // Assigned again at the next block, with that block's randomness, to a provider
+                // that has neither missed nor declined it.
+                push_queue(state, state_key::pending(), *id)?;
+                job.missed.push(sender);
+                job.queued_height = ctx.block.height;
+                job.status = JobStatus::Pending;
+                state.put(state_key::job(*id), &job);
+                ctx.emit(Event::new(
+                    "compute.job_declined",
+                    &[
+                        ("job", id.to_string()),
+                        ("provider", sender.to_string()),
+                        ("reason", reason.clone()),
+                    ],
+                ));
             }
             Msg::PostResult {
                 job: id,

@@ -168,6 +168,7 @@ pub fn register(model: &str, price: u128) -> Message {
             price_per_unit: Amount::new(price),
             capacity: 4,
             endpoint: "http://p".into(),
+            units_per_block: 1_000,
         },
         stake: Amount::pza(500),
     })
