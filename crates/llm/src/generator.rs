@@ -4,14 +4,16 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use piazza_engine::merkle::Hash;
-use piazza_engine::trace::{step_hash, tensor_step_hash, Trace};
-use piazza_engine::weights::{WeightCommitment, Weights};
+use piazza_engine::trace::tensor_step_hash;
+use piazza_engine::weights::Weights;
+use piazza_tensor::kernels::{self, CausalShape};
 use piazza_tensor::{ops, Compute, Tensor};
+use piazza_trace::trace::{step_hash, Trace};
+use piazza_trace::weights::WeightCommitment;
+use piazza_trace::Hash;
 
 use crate::gguf::Gguf;
 use crate::graph::{Cache, Graph, Op, OpKind, Source, Step};
-use crate::kernels::{self, CausalShape};
 use crate::model::{self, LlamaConfig};
 use crate::sampling::{self, SamplingParams};
 use crate::text::StopText;
@@ -706,7 +708,7 @@ pub fn compute_block(
                 .ok_or_else(|| fail("weight not contiguous".into()))?;
             let w = &w[(columns.start - first_row) * k..(columns.end - first_row) * k];
             let mut out = vec![0.0f32; n * columns.len()];
-            kernels::linear(x, w, n, columns.len(), k, *activation, &mut out, compute);
+            kernels::linear_by_columns(x, w, n, columns.len(), k, *activation, &mut out, compute);
             Tensor::from_vec(out, &[n, columns.len()]).map_err(tensor_error(op))?
         }
         OpKind::Rope {

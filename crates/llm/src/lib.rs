@@ -4,13 +4,13 @@
 //! # Invariants
 //! - A generation is a fixed [`Graph`]: one pass for the prompt, one per new token, each a
 //!   fixed op sequence cut into [`graph::Step`]s (row blocks × weight-column blocks, ≤ 2 MiB of
-//!   weights each). The trace root is piazza-engine's Merkle root over one leaf per step
-//!   (`piazza_engine::trace::step_hash`); the layout is in docs/llm.md.
+//!   weights each). The trace root is piazza-trace's Merkle root over one leaf per step
+//!   (`piazza_trace::trace::step_hash`); the layout is in docs/llm.md.
 //! - The same file, prompt and [`GenerateParams`] (seed included) give the same tokens, text
 //!   and trace root for every thread count and instruction set: all float arithmetic is
-//!   `piazza-tensor`'s (or this crate's [`kernels`], which follow the same rules and are
-//!   property-tested against their scalar reference); token choice uses a counter-based RNG
-//!   and a total order.
+//!   `piazza-tensor`'s (causal attention over the KV cache and the column-threaded matmul
+//!   included), whose fast paths equal their scalar reference bit for bit; token choice uses a
+//!   counter-based RNG and a total order.
 //! - [`Generator::execute_step`] recomputes any step, prefill or decode (whose inputs include
 //!   the KV cache), from its inputs alone and reproduces its leaf hash.
 //! - The GGUF file is untrusted: counts, lengths, dims, offsets and alignment are checked
@@ -36,7 +36,6 @@
 mod generator;
 pub mod gguf;
 pub mod graph;
-pub mod kernels;
 pub mod model;
 pub mod sampling;
 pub mod text;

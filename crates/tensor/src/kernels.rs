@@ -681,3 +681,143 @@ pub fn l2_normalize(x: &[f32], n: usize, out: &mut [f32]) {
         }
     }
 }
+
+pub use crate::reference::CausalShape;
+
+/// [`reference::causal_attention`], vectorised dots, threaded over (row, head) pairs.
+pub fn causal_attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    shape: CausalShape,
+    out: &mut [f32],
+    compute: Compute,
+) {
+    let CausalShape {
+        rows,
+        first_position,
+        heads,
+        kv_heads,
+        head_dim: d,
+    } = shape;
+    let (width, kv_width, group) = (heads * d, kv_heads * d, heads / kv_heads);
+    let keys_max = shape.keys();
+    if rows == 0 || d == 0 {
+        return;
+    }
+    // V transposed per KV head: vt[g][c][j] (exact copy), so each output is a contiguous dot.
+    let mut vt = vec![0.0f32; kv_heads * d * keys_max];
+    for j in 0..keys_max {
+        for g in 0..kv_heads {
+            for c in 0..d {
+                vt[(g * d + c) * keys_max + j] = v[j * kv_width + g * d + c];
+            }
+        }
+    }
+    let scale = shape.scale();
+    // `out` viewed as rows * heads units of d values each.
+    for_row_ranges(
+        out,
+        d,
+        1,
+        keys_max * d * 2,
+        compute.threads,
+        |first_unit, chunk| {
+            let mut p = vec![0.0f32; keys_max];
+            for (u, block) in chunk.chunks_exact_mut(d).enumerate() {
+                let (i, h) = ((first_unit + u) / heads, (first_unit + u) % heads);
+                let g = h / group;
+                let keys = first_position + i + 1;
+                let query = &q[i * width + h * d..i * width + (h + 1) * d];
+                let p = &mut p[..keys];
+                let mut max = f32::NEG_INFINITY;
+                for (j, score) in p.iter_mut().enumerate() {
+                    let s = dot(query, &k[j * kv_width + g * d..j * kv_width + (g + 1) * d]);
+                    let z = s * scale;
+                    if j == 0 || z > max {
+                        max = z;
+                    }
+                    *score = s;
+                }
+                for score in p.iter_mut() {
+                    *score = libm::expf(*score * scale - max);
+                }
+                let total = sum(p);
+                for score in p.iter_mut() {
+                    *score /= total;
+                }
+                for (c, value) in block.iter_mut().enumerate() {
+                    let column = &vt[(g * d + c) * keys_max..(g * d + c) * keys_max + keys];
+                    *value = dot(p, column);
+                }
+            }
+        },
+    );
+}
+
+/// Multiply-adds below which [`linear_by_columns`] stays on one thread: each split is a spawn
+/// and a join, and a decode step has hundreds of ops.
+pub const COLUMN_THREADS_WORK_MIN: usize = 1 << 19;
+
+/// `act(x · wᵀ)` for `x: [m, k]`, `w: [n, k]`, exactly [`reference::linear`] without bias.
+///
+/// Few rows (decoding one token): threads split the output columns, each running the tile
+/// kernel of [`linear`] on its rows of `w`; many rows: [`linear`] splits the rows. Every output
+/// element is one [`reference::dot`] either way.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_by_columns(
+    x: &[f32],
+    w: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    activation: Activation,
+    out: &mut [f32],
+    compute: Compute,
+) {
+    let threads = compute.threads.get();
+    if m >= 4 * threads || threads == 1 || n < 2 * threads || m * n * k < COLUMN_THREADS_WORK_MIN {
+        let op = Linear {
+            b: w,
+            bias: None,
+            activation,
+            n,
+            k,
+        };
+        linear(&op, x, out, compute);
+        return;
+    }
+    let per_thread = n.div_ceil(threads);
+    let single = compute.single_threaded();
+    let blocks: Vec<Vec<f32>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..n)
+            .step_by(per_thread)
+            .map(|c0| {
+                let c1 = (c0 + per_thread).min(n);
+                scope.spawn(move || {
+                    let op = Linear {
+                        b: &w[c0 * k..c1 * k],
+                        bias: None,
+                        activation,
+                        n: c1 - c0,
+                        k,
+                    };
+                    let mut block = vec![0.0f32; m * (c1 - c0)];
+                    linear(&op, x, &mut block, single);
+                    block
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("linear worker panicked"))
+            .collect()
+    });
+    for (b, block) in blocks.iter().enumerate() {
+        let c0 = b * per_thread;
+        let cols = block.len() / m.max(1);
+        for r in 0..m {
+            out[r * n + c0..r * n + c0 + cols].copy_from_slice(&block[r * cols..(r + 1) * cols]);
+        }
+    }
+}

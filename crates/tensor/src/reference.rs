@@ -261,6 +261,64 @@ pub fn attention(
     }
 }
 
+/// Shape of a causal grouped-query attention call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CausalShape {
+    /// Query rows.
+    pub rows: usize,
+    /// Position of query row 0; row `i` attends to keys `0..=first_position + i`.
+    pub first_position: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl CausalShape {
+    /// Keys needed: `first_position + rows`.
+    pub fn keys(&self) -> usize {
+        self.first_position + self.rows
+    }
+
+    /// `1 / sqrt(head_dim)`.
+    pub fn scale(&self) -> f32 {
+        1.0 / (self.head_dim as f32).sqrt()
+    }
+}
+
+/// Causal grouped-query attention over a KV cache.
+///
+/// `q: [rows, heads * d]`, `k, v: [keys, kv_heads * d]` (keys ≥ `first_position + rows`).
+/// Query head `h` reads KV head `g = h / (heads / kv_heads)`. For query row `i` at position
+/// `t = first_position + i`: `s[j] = dot(q[i, h], k[j, g])` for `j = 0..=t`,
+/// `p = softmax(s, scale = 1/sqrt(d))`, `out[i, h, c] = dot(p, v[0..=t, g, c])` (both dots in
+/// the lane order of [`dot`]).
+pub fn causal_attention(q: &[f32], k: &[f32], v: &[f32], shape: CausalShape, out: &mut [f32]) {
+    let CausalShape {
+        rows,
+        first_position,
+        heads,
+        kv_heads,
+        head_dim: d,
+    } = shape;
+    let (width, kv_width, group) = (heads * d, kv_heads * d, heads / kv_heads);
+    for i in 0..rows {
+        let keys = first_position + i + 1;
+        for h in 0..heads {
+            let g = h / group;
+            let query = &q[i * width + h * d..i * width + (h + 1) * d];
+            let scores: Vec<f32> = (0..keys)
+                .map(|j| dot(query, &k[j * kv_width + g * d..j * kv_width + (g + 1) * d]))
+                .collect();
+            let mut p = vec![0.0f32; keys];
+            softmax(&scores, None, shape.scale(), keys, &mut p);
+            for c in 0..d {
+                let values: Vec<f32> = (0..keys).map(|j| v[j * kv_width + g * d + c]).collect();
+                out[i * width + h * d + c] = dot(&p, &values);
+            }
+        }
+    }
+}
+
 /// Rotary position embedding (rotate-half form) of `x: [seq, heads * head_dim]`.
 ///
 /// For pair `i < head_dim / 2`: `inv_freq = 1 / powf(base, (2i) / head_dim)`,

@@ -252,3 +252,75 @@ fn rope_rotates_pairs_by_position() {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Causal grouped-query attention over a KV cache (prefill: many rows at position 0;
+    /// decode: one row after a cache).
+    #[test]
+    fn causal_attention_matches(
+        (shape, q, k, v) in (1usize..12, 0usize..30, 1usize..4, 1usize..4, 1usize..10)
+            .prop_flat_map(|(rows, first_position, kv_heads, group, half_dim)| {
+                let shape = reference::CausalShape {
+                    rows,
+                    first_position,
+                    heads: kv_heads * group,
+                    kv_heads,
+                    head_dim: half_dim * 2,
+                };
+                let kv = shape.keys() * kv_heads * shape.head_dim;
+                (Just(shape), values(rows * shape.heads * shape.head_dim), values(kv), values(kv))
+            })
+    ) {
+        let mut expected = vec![0.0f32; q.len()];
+        reference::causal_attention(&q, &k, &v, shape, &mut expected);
+        for compute in computes() {
+            let mut out = vec![0.0f32; q.len()];
+            kernels::causal_attention(&q, &k, &v, shape, &mut out, compute);
+            check_bits(&format!("causal_attention {shape:?} {compute:?}"), &expected, &out);
+        }
+    }
+
+    /// Small products: `linear_by_columns` stays on the row-threaded kernel.
+    #[test]
+    fn linear_by_columns_matches_small(
+        (m, n, k, x, w, activation) in (1usize..6, 1usize..80, 1usize..80).prop_flat_map(|(m, n, k)| {
+            (Just(m), Just(n), Just(k), values(m * k), values(n * k), activations())
+        })
+    ) {
+        check_linear_by_columns(m, n, k, &x, &w, activation);
+    }
+}
+
+/// Each output is one [`reference::dot`] whichever way `linear_by_columns` splits the work.
+fn check_linear_by_columns(m: usize, n: usize, k: usize, x: &[f32], w: &[f32], activation: Activation) {
+    let mut expected = vec![0.0f32; m * n];
+    reference::linear(x, w, None, activation, m, n, k, &mut expected);
+    for compute in computes() {
+        let mut out = vec![0.0f32; m * n];
+        kernels::linear_by_columns(x, w, m, n, k, activation, &mut out, compute);
+        check_bits(&format!("linear_by_columns {m}x{n}x{k} {compute:?}"), &expected, &out);
+    }
+}
+
+/// Products above `COLUMN_THREADS_WORK_MIN` with few rows, where threads split the output
+/// columns (uneven splits included).
+#[test]
+fn linear_by_columns_matches_when_split_by_columns() {
+    let spread = |len: usize, seed: u32| -> Vec<f32> {
+        (0..len as u32)
+            .map(|i| {
+                let h = i.wrapping_mul(2_654_435_761).wrapping_add(seed).rotate_left(13);
+                (h % 20_001) as f32 / 1000.0 - 10.0
+            })
+            .collect()
+    };
+    for (m, n, k) in [(1, 1031, 577), (2, 700, 389), (3, 515, 341)] {
+        assert!(m * n * k >= kernels::COLUMN_THREADS_WORK_MIN);
+        let (x, w) = (spread(m * k, 1), spread(n * k, 2));
+        for activation in [Activation::Identity, Activation::Silu] {
+            check_linear_by_columns(m, n, k, &x, &w, activation);
+        }
+    }
+}
