@@ -119,6 +119,10 @@ pub struct OfferArgs {
     /// Where clients can reach this provider (informational, published on chain).
     #[arg(long, default_value = "")]
     pub endpoint: String,
+    /// Declared speed for `provider register`: work units finished per block for one job
+    /// (result deadlines grow with the work at this speed). `provider run` measures it instead.
+    #[arg(long, default_value_t = 1)]
+    pub units_per_block: u32,
 }
 
 /// What every daemon that runs models takes (provider and auditor).
@@ -380,6 +384,7 @@ pub async fn provider(command: ProviderCommand) -> Result<()> {
                 price_per_unit: offer.price.parse()?,
                 capacity: offer.capacity,
                 endpoint: offer.endpoint.clone(),
+                units_per_block: offer.units_per_block,
             };
             let tx = client
                 .build(

@@ -19,6 +19,7 @@
 //! ```
 
 pub mod app;
+pub mod arbitration;
 pub mod metrics;
 pub mod rpc;
 

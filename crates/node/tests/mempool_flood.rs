@@ -136,6 +136,7 @@ fn a_flood_of_gapped_and_ready_transactions_starves_neither_transfers_nor_duties
                 price_per_unit: Amount::new(1_000),
                 capacity: 4,
                 endpoint: "http://p".into(),
+                units_per_block: 1_000,
             },
             stake: Amount::pza(500),
         }),

@@ -56,6 +56,9 @@ pub fn message_json(message: &Message) -> Value {
             } => {
                 json!({"type": "compute.post_result", "job": job, "output_hash": output_hash.to_hex(), "trace_root": trace_root.to_hex(), "work_units": work_units})
             }
+            compute::Msg::DeclineJob { job, reason } => {
+                json!({"type": "compute.decline_job", "job": job, "reason": reason})
+            }
         },
         Message::Verify(m) => match m {
             verify::Msg::RegisterAuditor { models, stake } => {
