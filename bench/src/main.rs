@@ -185,14 +185,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                                     let output = &recording.outputs[step.op];
                                     let width = output.shape()[1];
                                     let rows = &output.as_slice().expect("contiguous")[step
-                                        .output_rows
+                                        .rows
                                         .start
                                         * width
-                                        ..step.output_rows.end * width];
+                                        ..step.rows.end * width];
                                     std::hint::black_box(trace::step_hash(
                                         index,
                                         rows,
-                                        step.output_rows.len(),
+                                        step.rows.len(),
                                         width,
                                     ));
                                 }

@@ -6,10 +6,11 @@
 use std::ops::Range;
 
 use piazza_engine::config::BertConfig;
-use piazza_engine::graph::{self as bert_graph, EmbedTables, JobInput};
+use piazza_engine::graph::{self as bert_graph, EmbedTables};
 use piazza_trace::weights::{ManifestEntry, WEIGHT_CHUNK_BYTES};
 use piazza_llm::LlamaConfig;
 use piazza_tensor::{Compute, Tensor};
+use piazza_trace::graph::{JobInput, Op, OpReads, Source, Step};
 
 use crate::evidence::EVIDENCE_BYTES_MAX;
 use crate::ArbiterError;
@@ -37,20 +38,56 @@ pub(crate) struct StepGraph {
     op_steps: Vec<Range<usize>>,
 }
 
-/// An activation source, for both families.
-#[derive(Clone, Copy)]
-enum Source<'g> {
-    /// The job's token ids (bert `TokenIds`, llama `Prompt`): `[ids, 1]`.
-    Ids,
-    /// Bert's padding mask: `[ids, 1]` of ones (a single sequence has no padding).
-    Keep,
-    Op(usize),
-    /// Llama sources stacked by rows.
-    Stack(&'g [piazza_llm::Source]),
+impl ModelGraph {
+    fn steps(&self) -> &[Step] {
+        match self {
+            ModelGraph::Bert { graph, .. } => &graph.steps,
+            ModelGraph::Llama { graph, .. } => &graph.steps,
+        }
+    }
+
+    fn op_count(&self) -> usize {
+        match self {
+            ModelGraph::Bert { graph, .. } => graph.ops.len(),
+            ModelGraph::Llama { graph, .. } => graph.ops.len(),
+        }
+    }
+
+    fn op_shape(&self, op: usize) -> Option<[usize; 2]> {
+        match self {
+            ModelGraph::Bert { graph, .. } => graph.ops.get(op).map(|o| o.output_shape),
+            ModelGraph::Llama { graph, .. } => graph.ops.get(op).map(|o| o.output_shape),
+        }
+    }
+
+    /// The activation sources of `step`'s op, each with the rows and columns the step reads
+    /// of it (`None`: all).
+    fn source_reads(&self, step: &Step) -> Option<Vec<SourceRead<'_>>> {
+        match self {
+            ModelGraph::Bert { graph, .. } => source_reads(&graph.ops, step),
+            ModelGraph::Llama { graph, .. } => source_reads(&graph.ops, step),
+        }
+    }
 }
 
-/// An activation source with the rows and columns a step reads of it.
-type SourceRead<'g> = (Source<'g>, Range<usize>, Range<usize>);
+/// An activation source with the rows and columns a step reads of it (`None`: all).
+type SourceRead<'g> = (&'g Source, Option<Range<usize>>, Option<Range<usize>>);
+
+fn source_reads<'g, K: OpReads>(ops: &'g [Op<K>], step: &Step) -> Option<Vec<SourceRead<'g>>> {
+    let op = ops.get(step.op)?;
+    Some(
+        op.activations()
+            .enumerate()
+            .map(|(k, source)| {
+                (
+                    source,
+                    op.input_rows(k, &step.rows),
+                    op.input_columns(k, &step.columns),
+                )
+            })
+            .collect(),
+    )
+}
 
 /// Where part of an input comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,65 +153,32 @@ fn intersect(a: &Range<usize>, b: &Range<usize>) -> Option<Range<usize>> {
 
 impl StepGraph {
     pub fn new(model: ModelGraph) -> StepGraph {
-        let (ops, ops_of_steps): (usize, Vec<usize>) = match &model {
-            ModelGraph::Bert { graph, .. } => {
-                (graph.ops.len(), graph.steps.iter().map(|s| s.op).collect())
-            }
-            ModelGraph::Llama { graph, .. } => {
-                (graph.ops.len(), graph.steps.iter().map(|s| s.op).collect())
-            }
-        };
-        let mut op_steps = vec![0..0; ops];
-        for (step, &op) in ops_of_steps.iter().enumerate() {
-            if let Some(range) = op_steps.get_mut(op) {
-                if range.start == range.end {
-                    *range = step..step + 1;
-                } else {
-                    range.end = step + 1;
-                }
-            }
-        }
+        let op_steps = piazza_trace::graph::op_steps(model.op_count(), model.steps());
         StepGraph { model, op_steps }
     }
 
     /// Step `step`'s op and output block (rows × columns of the op's output).
     pub fn block(&self, step: usize) -> Option<(usize, Range<usize>, Range<usize>)> {
-        match &self.model {
-            ModelGraph::Bert { graph, .. } => {
-                let s = graph.steps.get(step)?;
-                let width = graph.ops.get(s.op)?.output_shape[1];
-                Some((s.op, s.output_rows.clone(), 0..width))
-            }
-            ModelGraph::Llama { graph, .. } => {
-                let s = graph.steps.get(step)?;
-                Some((s.op, s.rows.clone(), s.columns.clone()))
-            }
-        }
+        let s = self.model.steps().get(step)?;
+        Some((s.op, s.rows.clone(), s.columns.clone()))
     }
 
     /// `[rows, columns]` of step `step`'s output block.
     pub fn block_shape(&self, step: usize) -> Option<[usize; 2]> {
-        let (_, rows, columns) = self.block(step)?;
-        Some([rows.len(), columns.len()])
+        Some(self.model.steps().get(step)?.shape())
     }
 
-    fn op_shape(&self, op: usize) -> Option<[usize; 2]> {
-        match &self.model {
-            ModelGraph::Bert { graph, .. } => graph.ops.get(op).map(|o| o.output_shape),
-            ModelGraph::Llama { graph, .. } => graph.ops.get(op).map(|o| o.output_shape),
-        }
-    }
-
-    fn source_shape(&self, source: Source<'_>, ids: usize) -> Result<[usize; 2], ArbiterError> {
+    fn source_shape(&self, source: &Source, ids: usize) -> Result<[usize; 2], ArbiterError> {
         match source {
-            Source::Ids | Source::Keep => Ok([ids, 1]),
+            Source::Input(_) => Ok([ids, 1]),
             Source::Op(op) => self
-                .op_shape(op)
+                .model
+                .op_shape(*op)
                 .ok_or_else(|| internal(format!("no op {op}"))),
-            Source::Stack(parts) => {
+            Source::Rows(parts) => {
                 let mut shape = [0, 0];
                 for (i, part) in parts.iter().enumerate() {
-                    let [rows, width] = self.source_shape(llama_source(part)?, ids)?;
+                    let [rows, width] = self.source_shape(part, ids)?;
                     if i > 0 && width != shape[1] {
                         return Err(internal("stacked sources differ in width".into()));
                     }
@@ -182,46 +186,31 @@ impl StepGraph {
                 }
                 Ok(shape)
             }
+            Source::Weight(_) => Err(internal("weight as activation".into())),
         }
     }
 
     /// The activation sources of step `step`'s op, each with the rows and columns it reads.
-    fn step_sources(&self, step: usize, ids: usize) -> Result<Vec<SourceRead<'_>>, ArbiterError> {
+    #[allow(clippy::type_complexity)]
+    fn step_sources(
+        &self,
+        step: usize,
+        ids: usize,
+    ) -> Result<Vec<(&Source, Range<usize>, Range<usize>)>, ArbiterError> {
         let no_step = || internal(format!("no step {step}"));
-        match &self.model {
-            ModelGraph::Bert { graph, .. } => {
-                let s = graph.steps.get(step).ok_or_else(no_step)?;
-                let op = graph.ops.get(s.op).ok_or_else(no_step)?;
-                op.activations()
-                    .map(|source| {
-                        let source = match source {
-                            bert_graph::Source::Input(JobInput::TokenIds) => Source::Ids,
-                            bert_graph::Source::Input(JobInput::Keep) => Source::Keep,
-                            bert_graph::Source::Op(op) => Source::Op(*op),
-                            bert_graph::Source::Weight(_) => {
-                                return Err(internal("weight as activation".into()))
-                            }
-                        };
-                        let [_, width] = self.source_shape(source, ids)?;
-                        Ok((source, s.input_rows.clone(), 0..width))
-                    })
-                    .collect()
-            }
-            ModelGraph::Llama { graph, .. } => {
-                let s = graph.steps.get(step).ok_or_else(no_step)?;
-                let op = graph.ops.get(s.op).ok_or_else(no_step)?;
-                op.activations()
-                    .enumerate()
-                    .map(|(k, source)| {
-                        let source = llama_source(source)?;
-                        let [rows, width] = self.source_shape(source, ids)?;
-                        let read_rows = op.input_rows(k, &s.rows).unwrap_or(0..rows);
-                        let read_columns = op.input_columns(k, &s.columns).unwrap_or(0..width);
-                        Ok((source, read_rows, read_columns))
-                    })
-                    .collect()
-            }
-        }
+        let s = self.model.steps().get(step).ok_or_else(no_step)?;
+        let reads = self.model.source_reads(s).ok_or_else(no_step)?;
+        reads
+            .into_iter()
+            .map(|(source, rows, columns)| {
+                let [all_rows, width] = self.source_shape(source, ids)?;
+                Ok((
+                    source,
+                    rows.unwrap_or(0..all_rows),
+                    columns.unwrap_or(0..width),
+                ))
+            })
+            .collect()
     }
 
     /// What step `step` reads, for a run over `ids` token ids.
@@ -265,7 +254,7 @@ impl StepGraph {
     /// The pieces of `rows` × `columns` of `source`, placed at `to` in the input.
     fn pieces(
         &self,
-        source: Source<'_>,
+        source: &Source,
         rows: &Range<usize>,
         columns: &Range<usize>,
         to: [usize; 2],
@@ -279,13 +268,13 @@ impl StepGraph {
             )));
         }
         match source {
-            Source::Ids | Source::Keep => out.push(Piece::Job {
-                keep: matches!(source, Source::Keep),
+            Source::Input(input) => out.push(Piece::Job {
+                keep: *input == JobInput::Keep,
                 rows: rows.clone(),
                 to_row: to[0],
             }),
             Source::Op(op) => {
-                let steps = self.op_steps.get(op).cloned().unwrap_or(0..0);
+                let steps = self.op_steps.get(*op).cloned().unwrap_or(0..0);
                 for step in steps {
                     let (_, block_rows, block_columns) = self
                         .block(step)
@@ -305,10 +294,9 @@ impl StepGraph {
                     });
                 }
             }
-            Source::Stack(parts) => {
+            Source::Rows(parts) => {
                 let mut offset = 0;
                 for part in parts {
-                    let part = llama_source(part)?;
                     let [part_rows, _] = self.source_shape(part, ids)?;
                     let span = offset..offset + part_rows;
                     if let Some(r) = intersect(&span, rows) {
@@ -319,17 +307,9 @@ impl StepGraph {
                     offset += part_rows;
                 }
             }
+            Source::Weight(_) => return Err(internal("weight as activation".into())),
         }
         Ok(())
-    }
-}
-
-fn llama_source(source: &piazza_llm::Source) -> Result<Source<'_>, ArbiterError> {
-    match source {
-        piazza_llm::Source::Prompt => Ok(Source::Ids),
-        piazza_llm::Source::Op(op) => Ok(Source::Op(*op)),
-        piazza_llm::Source::Rows(parts) => Ok(Source::Stack(parts)),
-        piazza_llm::Source::Weight(_) => Err(internal("weight as activation".into())),
     }
 }
 
@@ -427,7 +407,7 @@ impl StepPlan {
                 let reads = match op.kind {
                     bert_graph::OpKind::Embed { seq, .. } => {
                         let ids = token_ids(inputs, config.vocab_size)?;
-                        let positions = (step.input_rows.clone())
+                        let positions = bert_graph::input_rows(op, step)
                             .map(|row| (row % seq.max(1)) as u32)
                             .collect();
                         vec![
@@ -529,7 +509,7 @@ impl StepPlan {
                         [word, position, token_type, gamma, beta],
                     ) => {
                         let ids = token_ids(inputs, config.vocab_size)?;
-                        let positions: Vec<u32> = (step.input_rows.clone())
+                        let positions: Vec<u32> = bert_graph::input_rows(op, step)
                             .map(|row| (row % (*seq).max(1)) as u32)
                             .collect();
                         let tables = EmbedTables {
@@ -551,7 +531,7 @@ impl StepPlan {
                             op,
                             &activations,
                             &weights,
-                            step.input_rows.start,
+                            bert_graph::input_rows(op, step).start,
                             compute,
                         )
                         .map_err(|e| failed(e.to_string()))

@@ -33,7 +33,7 @@ fn spread(model: &Model, run: &JobRun) -> Vec<u64> {
         }
     }
     // A second row block of a row-wise op (input rows not starting at 0).
-    if let Some(index) = graph.steps.iter().position(|s| s.output_rows.start > 0) {
+    if let Some(index) = graph.steps.iter().position(|s| s.rows.start > 0) {
         steps.push(index as u64);
     }
     steps.sort_unstable();

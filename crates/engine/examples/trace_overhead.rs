@@ -46,11 +46,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let output = &recording.outputs[step.op];
             let width = output.shape()[1];
             let values = &output.as_slice().unwrap()
-                [step.output_rows.start * width..step.output_rows.end * width];
+                [step.rows.start * width..step.rows.end * width];
             std::hint::black_box(trace::step_hash(
                 index,
                 values,
-                step.output_rows.len(),
+                step.rows.len(),
                 width,
             ));
         }

@@ -107,9 +107,12 @@ impl Recording {
                 let full = match source {
                     Source::Input(input) => batch.input(*input),
                     Source::Op(earlier) => &self.outputs[*earlier],
-                    Source::Weight(_) => unreachable!("activations() skips weights"),
+                    Source::Weight(_) | Source::Rows(_) => {
+                        unreachable!("activations() skips weights; BERT graphs stack no rows")
+                    }
                 };
-                full.rows(step.input_rows.start, step.input_rows.len())
+                let rows = graph::input_rows(op, step);
+                full.rows(rows.start, rows.len())
                     .map_err(|source| Error::Tensor {
                         op: op.name.clone(),
                         source,
@@ -402,7 +405,9 @@ impl Embedder {
                         op: op.name.clone(),
                         detail: format!("output of op {earlier} was released"),
                     }),
-                    Source::Weight(_) => unreachable!("activations() skips weights"),
+                    Source::Weight(_) | Source::Rows(_) => {
+                        unreachable!("activations() skips weights; BERT graphs stack no rows")
+                    }
                 })
                 .collect::<Result<_>>()?;
             let output = graph::apply(op, &activations, &self.weight_refs(op)?, 0, compute)?;
@@ -480,7 +485,8 @@ impl Embedder {
             detail: format!("step {index} names missing op {}", step.op),
         })?;
         let expected = op.activations().count();
-        let rows = step.input_rows.len();
+        let input_rows = graph::input_rows(op, step);
+        let rows = input_rows.len();
         if inputs.len() != expected || inputs.iter().any(|t| t.rank() != 2 || t.shape()[0] != rows)
         {
             return Err(Error::Step {
@@ -493,9 +499,23 @@ impl Embedder {
             op,
             &activations,
             &self.weight_refs(op)?,
-            step.input_rows.start,
+            input_rows.start,
             Compute::new(1),
         )
+    }
+}
+
+impl piazza_trace::graph::StepExecutor for Embedder {
+    type Graph = Graph;
+    type Block = Tensor;
+    type Error = Error;
+
+    fn execute_step(&self, graph: &Graph, index: usize, inputs: &[Tensor]) -> Result<Tensor> {
+        Embedder::execute_step(self, graph, index, inputs)
+    }
+
+    fn step_leaf(&self, index: usize, output: &Tensor) -> Hash {
+        trace::tensor_step_hash(index, output)
     }
 }
 
@@ -679,8 +699,8 @@ fn hash_steps(steps: &[(usize, &Step)], output: &Tensor, compute: Compute) -> Ve
     let width = output.shape()[1];
     let values = output.as_slice().expect("op outputs are contiguous");
     let hash_one = |(index, step): &(usize, &Step)| {
-        let rows = &values[step.output_rows.start * width..step.output_rows.end * width];
-        trace::step_hash(*index, rows, step.output_rows.len(), width)
+        let rows = &values[step.rows.start * width..step.rows.end * width];
+        trace::step_hash(*index, rows, step.rows.len(), width)
     };
     let threads = compute.threads.get().min(steps.len()).max(1);
     if threads == 1 || values.len() < 1 << 16 {

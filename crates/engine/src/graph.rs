@@ -9,29 +9,14 @@
 use std::ops::Range;
 
 use piazza_tensor::{ops, Activation, Compute, Tensor};
+use piazza_trace::graph::OpReads;
 
 use crate::{Error, Result};
 
 /// Rows per step of a row-wise op: at most 64 rows × 1536 floats (384 KiB) of activations.
 pub const ROW_BLOCK: usize = 64;
 
-/// Job inputs, each a `[batch * seq, 1]` f32 tensor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum JobInput {
-    /// Token ids (integers below 2^24, so exact in f32); padding uses id 0.
-    TokenIds,
-    /// 1 for a real token, 0 for padding.
-    Keep,
-}
-
-/// Where an op's input comes from.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Source {
-    Input(JobInput),
-    Weight(String),
-    /// The output of an earlier op (by index).
-    Op(usize),
-}
+pub use piazza_trace::graph::{JobInput, Source, Step};
 
 /// What an op computes. Activations (job inputs and op outputs) come first in `Op::inputs`,
 /// weights after, in the order listed here.
@@ -58,44 +43,38 @@ pub enum OpKind {
 }
 
 /// One operator of a run.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Op {
-    pub name: String,
-    pub kind: OpKind,
-    pub inputs: Vec<Source>,
-    /// `[rows, width]` of the output.
-    pub output_shape: [usize; 2],
-}
+pub type Op = piazza_trace::graph::Op<OpKind>;
 
-impl Op {
-    pub fn activations(&self) -> impl Iterator<Item = &Source> {
-        self.inputs
-            .iter()
-            .filter(|source| !matches!(source, Source::Weight(_)))
-    }
-
-    pub fn weights(&self) -> impl Iterator<Item = &str> {
-        self.inputs.iter().filter_map(|source| match source {
-            Source::Weight(name) => Some(name.as_str()),
-            _ => None,
-        })
-    }
-
+impl OpKind {
     /// Rows of a sequence-wise op's unit, or `None` for row-wise ops.
     fn sequence(&self) -> Option<usize> {
-        match self.kind {
+        match *self {
             OpKind::Attention { seq, .. } | OpKind::MeanPool { seq } => Some(seq),
             _ => None,
         }
     }
 }
 
-/// One traced block of an op: output rows `output_rows` from input rows `input_rows`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Step {
-    pub op: usize,
-    pub output_rows: Range<usize>,
-    pub input_rows: Range<usize>,
+impl OpReads for OpKind {
+    /// Every input is read over the step's rows, except by mean pooling, whose output row `b`
+    /// reads sequence `b`'s rows.
+    fn input_rows(&self, _input: usize, rows: &Range<usize>) -> Option<Range<usize>> {
+        match *self {
+            OpKind::MeanPool { seq } => Some(rows.start * seq..rows.end * seq),
+            _ => Some(rows.clone()),
+        }
+    }
+
+    /// Every step reads whole input rows.
+    fn input_columns(&self, _: usize, _: usize, _: &Range<usize>) -> Option<Range<usize>> {
+        None
+    }
+}
+
+/// The input rows step `step` of `op` reads (the same for every activation input).
+pub fn input_rows(op: &Op, step: &Step) -> Range<usize> {
+    op.input_rows(0, &step.rows)
+        .unwrap_or_else(|| step.rows.clone())
 }
 
 /// A model run for one input shape: ops in execution order and their steps (trace leaves).
@@ -112,34 +91,24 @@ impl Graph {
     pub fn new(batch: usize, seq: usize, ops: Vec<Op>) -> Graph {
         let mut steps = Vec::new();
         for (index, op) in ops.iter().enumerate() {
-            let rows = op.output_shape[0];
-            match (&op.kind, op.sequence()) {
-                (OpKind::MeanPool { .. }, Some(seq)) => {
-                    for b in 0..rows {
-                        steps.push(Step {
-                            op: index,
-                            output_rows: b..b + 1,
-                            input_rows: b * seq..(b + 1) * seq,
-                        });
-                    }
+            let [rows, width] = op.output_shape;
+            let step = |rows: Range<usize>| Step {
+                op: index,
+                rows,
+                columns: 0..width,
+            };
+            match (&op.kind, op.kind.sequence()) {
+                (OpKind::MeanPool { .. }, Some(_)) => {
+                    steps.extend((0..rows).map(|b| step(b..b + 1)));
                 }
                 (_, Some(seq)) => {
                     for start in (0..rows).step_by(seq.max(1)) {
-                        steps.push(Step {
-                            op: index,
-                            output_rows: start..start + seq,
-                            input_rows: start..start + seq,
-                        });
+                        steps.push(step(start..start + seq));
                     }
                 }
                 (_, None) => {
                     for start in (0..rows).step_by(ROW_BLOCK) {
-                        let end = (start + ROW_BLOCK).min(rows);
-                        steps.push(Step {
-                            op: index,
-                            output_rows: start..end,
-                            input_rows: start..end,
-                        });
+                        steps.push(step(start..(start + ROW_BLOCK).min(rows)));
                     }
                 }
             }
@@ -154,15 +123,7 @@ impl Graph {
 
     /// For each op, the index of the last op that reads its output (itself when none does).
     pub fn last_uses(&self) -> Vec<usize> {
-        let mut last: Vec<usize> = (0..self.ops.len()).collect();
-        for (index, op) in self.ops.iter().enumerate() {
-            for source in &op.inputs {
-                if let Source::Op(input) = source {
-                    last[*input] = index;
-                }
-            }
-        }
-        last
+        piazza_trace::graph::last_uses(&self.ops)
     }
 }
 
@@ -301,7 +262,7 @@ mod tests {
                 .steps
                 .iter()
                 .filter(|step| step.op == index)
-                .flat_map(|step| step.output_rows.clone())
+                .flat_map(|step| step.rows.clone())
                 .collect();
             assert_eq!(
                 rows,
@@ -310,7 +271,9 @@ mod tests {
             );
         }
         for step in &graph.steps {
-            assert!(step.input_rows.len() <= ROW_BLOCK.max(graph.seq));
+            let op = &graph.ops[step.op];
+            assert!(input_rows(op, step).len() <= ROW_BLOCK.max(graph.seq));
+            assert_eq!(step.columns, 0..op.output_shape[1]);
         }
     }
 

@@ -13,7 +13,7 @@ use piazza_trace::weights::WeightCommitment;
 use piazza_trace::Hash;
 
 use crate::gguf::Gguf;
-use crate::graph::{Cache, Graph, Op, OpKind, Source, Step};
+use crate::graph::{Cache, Graph, JobInput, Op, OpKind, Source, Step};
 use crate::model::{self, LlamaConfig};
 use crate::sampling::{self, SamplingParams};
 use crate::text::StopText;
@@ -166,11 +166,26 @@ fn tensor_error(op: &Op) -> impl Fn(piazza_tensor::Error) -> Error + '_ {
     }
 }
 
+impl piazza_trace::graph::StepExecutor for Generator {
+    type Graph = Graph;
+    type Block = Tensor;
+    type Error = Error;
+
+    fn execute_step(&self, graph: &Graph, index: usize, inputs: &[Tensor]) -> Result<Tensor> {
+        Generator::execute_step(self, graph, index, inputs)
+    }
+
+    fn step_leaf(&self, index: usize, output: &Tensor) -> Hash {
+        Generator::step_leaf(index, output)
+    }
+}
+
 /// Resolve an activation source to a tensor (stacks are concatenated by rows).
 fn resolve(source: &Source, prompt: &Tensor, outputs: &[Option<&Tensor>]) -> Result<Tensor> {
     let missing = |detail: String| Error::Input { detail };
     match source {
-        Source::Prompt => Ok(prompt.clone()),
+        Source::Input(JobInput::TokenIds) => Ok(prompt.clone()),
+        Source::Input(JobInput::Keep) => Err(missing("a generation has no padding mask".into())),
         Source::Op(i) => outputs
             .get(*i)
             .copied()

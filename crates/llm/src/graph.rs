@@ -10,6 +10,7 @@
 use std::ops::Range;
 
 use piazza_tensor::Activation;
+use piazza_trace::graph::OpReads;
 
 use crate::model::LlamaConfig;
 use crate::sampling::SamplingParams;
@@ -20,17 +21,7 @@ pub const ROW_BLOCK: usize = 64;
 /// that `columns × in_features ≤ WEIGHT_BLOCK_FLOATS`.
 pub const WEIGHT_BLOCK_FLOATS: usize = 1 << 19;
 
-/// Where an op's input comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Source {
-    /// The prompt token ids, `[prompt_len, 1]` f32 (ids below 2^24 are exact).
-    Prompt,
-    Weight(String),
-    /// The output of an earlier op (by global index).
-    Op(usize),
-    /// Several activation sources stacked by rows, in order.
-    Rows(Vec<Source>),
-}
+pub use piazza_trace::graph::{JobInput, Source, Step};
 
 /// What an op computes. Activation inputs come first in [`Op::inputs`], then weights.
 #[derive(Clone, Debug, PartialEq)]
@@ -63,34 +54,15 @@ pub enum OpKind {
     Sample { index: u64, params: SamplingParams },
 }
 
-/// One operator.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Op {
-    /// `pass{p}.{name}`, e.g. `pass0.blk.3.attn_q`.
-    pub name: String,
-    pub kind: OpKind,
-    pub inputs: Vec<Source>,
-    /// `[rows, width]`.
-    pub output_shape: [usize; 2],
-}
+/// One operator; its name is `pass{p}.{name}`, e.g. `pass0.blk.3.attn_q`.
+pub type Op = piazza_trace::graph::Op<OpKind>;
 
-impl Op {
-    pub fn activations(&self) -> impl Iterator<Item = &Source> {
-        self.inputs
-            .iter()
-            .filter(|s| !matches!(s, Source::Weight(_)))
-    }
+/// The prompt token ids, `[prompt_len, 1]` f32 (ids below 2^24 are exact).
+pub const PROMPT: Source = Source::Input(JobInput::TokenIds);
 
-    pub fn weights(&self) -> impl Iterator<Item = &str> {
-        self.inputs.iter().filter_map(|s| match s {
-            Source::Weight(name) => Some(name.as_str()),
-            _ => None,
-        })
-    }
-
-    /// Rows of activation input `input` (in activation order) that output rows `rows` read.
-    pub fn input_rows(&self, input: usize, rows: &Range<usize>) -> Option<Range<usize>> {
-        match &self.kind {
+impl OpReads for OpKind {
+    fn input_rows(&self, input: usize, rows: &Range<usize>) -> Option<Range<usize>> {
+        match self {
             OpKind::RmsNorm {
                 input_row_offset, ..
             } => Some(rows.start + input_row_offset..rows.end + input_row_offset),
@@ -103,15 +75,19 @@ impl Op {
         }
     }
 
-    /// Columns of activation input `input` that output columns `columns` read, when not all:
-    /// an attention step over the query heads of KV heads `g0..g1` reads those query columns
-    /// and KV columns `g0·d..g1·d`.
-    pub fn input_columns(&self, input: usize, columns: &Range<usize>) -> Option<Range<usize>> {
-        match self.kind {
+    /// An attention step over the query heads of KV heads `g0..g1` reads those query columns
+    /// and KV columns `g0·d..g1·d`; every other op reads whole rows.
+    fn input_columns(
+        &self,
+        width: usize,
+        input: usize,
+        columns: &Range<usize>,
+    ) -> Option<Range<usize>> {
+        match *self {
             OpKind::Attention {
                 heads, kv_heads, ..
             } if heads > 0 && kv_heads > 0 && heads % kv_heads == 0 => {
-                let head_dim = self.output_shape[1] / heads;
+                let head_dim = width / heads;
                 let group_width = heads / kv_heads * head_dim;
                 if input == 0 || group_width == 0 {
                     Some(columns.clone())
@@ -123,14 +99,6 @@ impl Op {
             _ => None,
         }
     }
-}
-
-/// One traced block of an op: output rows × output columns.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Step {
-    pub op: usize,
-    pub rows: Range<usize>,
-    pub columns: Range<usize>,
 }
 
 /// The ops and steps of a generation so far.
@@ -249,7 +217,7 @@ impl Graph {
         let weight = |name: String| Source::Weight(name);
         let ids = match cache.samples.last() {
             Some(&sample) => Source::Op(sample),
-            None => Source::Prompt,
+            None => PROMPT,
         };
         let mut x = self.push(
             name("token_embd"),
@@ -391,7 +359,7 @@ impl Graph {
             vec![Source::Op(last), weight(output_weight.to_string())],
             [1, config.vocab],
         );
-        let mut history = vec![Source::Prompt];
+        let mut history = vec![PROMPT];
         history.extend(cache.samples.iter().map(|&i| Source::Op(i)));
         let sample = self.push(
             name("sample"),

@@ -1,7 +1,8 @@
 //! The shape of a traced run, shared by the engines that produce traces and the ledger that
-//! judges them: the Merkle trees ([`merkle`]), the trace of a run ([`trace`]: one leaf per
-//! step, hashing the step's output), and the trace tree as the bisection game walks it
-//! ([`tree`]).
+//! judges them: the graph of ops cut into steps and the step re-execution contract
+//! ([`graph`]), the Merkle trees ([`merkle`]), the trace of a run ([`trace`]: one leaf per
+//! step, hashing the step's output), the weight commitment with slice proofs ([`weights`]),
+//! and the trace tree as the bisection game walks it ([`tree`]).
 //!
 //! # Invariants
 //! - Every byte format here is consensus: a trace root or a weight commitment computed by a
@@ -22,6 +23,7 @@
 //! assert_eq!(tree::root_from_top(5, &levels.last().unwrap()[0]), trace.root);
 //! ```
 
+pub mod graph;
 pub mod merkle;
 pub mod trace;
 pub mod tree;
