@@ -135,7 +135,7 @@ pub async fn run(jobs: usize, block_interval_ms: u64, json: bool) -> Result<()> 
 
     // Latency, one job at a time: submit → the settling block's time, minus inference.
     let mut added_ms = Vec::new();
-    for i in 0..LATENCY_SAMPLES {
+    for (i, inference_ms) in single_ms.iter().enumerate().take(LATENCY_SAMPLES) {
         let t0 = now_ms();
         let (id, _) = submit_one(&clients[0], i).await?;
         let job = client.wait_for_job(id, Duration::from_secs(120)).await?;
@@ -144,7 +144,7 @@ pub async fn run(jobs: usize, block_interval_ms: u64, json: bool) -> Result<()> 
             .block(height)
             .await?
             .context("the settling block exists")?;
-        added_ms.push(block.time_ms.saturating_sub(t0) as f64 - single_ms[i]);
+        added_ms.push(block.time_ms.saturating_sub(t0) as f64 - inference_ms);
     }
     added_ms.sort_by(|a, b| a.total_cmp(b));
     let median_added = added_ms[added_ms.len() / 2];

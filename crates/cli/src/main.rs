@@ -483,7 +483,9 @@ mod tests {
     #[test]
     fn an_error_line_says_each_cause_once() {
         let inner = anyhow::anyhow!("connection refused");
-        let repeated = inner.context("sending: connection refused").context("no node");
+        let repeated = inner
+            .context("sending: connection refused")
+            .context("no node");
         assert_eq!(one_line(&repeated), "no node: sending: connection refused");
         let distinct = anyhow::anyhow!("bad byte").context("parsing genesis");
         assert_eq!(one_line(&distinct), "parsing genesis: bad byte");

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 const JOB_WAIT: Duration = Duration::from_secs(300);
 
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum JobCommand {
     /// Submit a job, escrowing its maximum price.

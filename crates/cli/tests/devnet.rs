@@ -52,7 +52,7 @@ fn the_cli_drives_a_devnet_and_the_chain_survives_a_restart() {
     let block = cli(
         &devnet,
         dir.path(),
-        &[&"block", &receipt["height"].to_string().as_str()],
+        &["block", receipt["height"].to_string().as_str()],
     );
     assert!(block["tx_hashes"]
         .as_array()
