@@ -310,6 +310,9 @@ fn a_redundant_job_settles_at_once_when_its_copies_agree() {
     let t0 = chain.tx(key(p0), post(0, b"same", 3));
     let (receipts, _) = chain.block(vec![t0]);
     assert_eq!(failed(&receipts[0]), None);
+    assert!(compute::is_held(&StateDelta::new(&chain.state), 0));
+    // The next block reviews the posted copy: it waits for the other one.
+    chain.block(vec![]);
     assert_eq!(
         hold(&chain, 0),
         Some(Hold::Group),
@@ -317,12 +320,13 @@ fn a_redundant_job_settles_at_once_when_its_copies_agree() {
     );
     let t1 = chain.tx(key(p1), post(1, b"same", 3));
     let (receipts, _) = chain.block(vec![t1]);
-    let events = &receipts[0].events;
+    assert_eq!(failed(&receipts[0]), None);
+    let (_, events) = chain.block(vec![]);
     assert!(
         events.iter().any(|e| e.kind == "verify.group_agreed"),
         "{events:?}"
     );
-    // Both settle in that block, without waiting for a challenge window.
+    // Both settle in the block after the last copy, without waiting for a challenge window.
     assert_eq!(chain.job(0).status, JobStatus::Settled);
     assert_eq!(chain.job(1).status, JobStatus::Settled);
     assert_eq!(chain.balance(&compute::escrow()), Amount::ZERO);
@@ -339,17 +343,22 @@ fn a_redundant_job_settles_at_once_when_its_copies_agree() {
 
 #[test]
 fn a_redundant_copy_nobody_can_serve_lets_the_others_settle() {
-    let (a, _, client, _) = keys();
+    let (a, b, client, _) = keys();
     let params = compute::Params {
         queue_timeout_blocks: 2,
         ..compute::Params::default()
     };
-    let mut chain = Chain::new(&[&a, &client], params);
-    chain.one(&a, register("embed", 1_000));
-    let (r, _) = chain.one(&client, submit_twice());
-    assert_eq!(failed(&r), None);
+    let mut chain = Chain::new(&[&a, &b, &client], params);
+    let t1 = chain.tx(&a, register("embed", 1_000));
+    let t2 = chain.tx(&b, register("embed", 1_000));
+    chain.block(vec![t1, t2]);
+    // Two providers when the job is submitted; one leaves before its copy is assigned.
+    let submit = chain.tx(&client, submit_twice());
+    let exit = chain.tx(&b, Message::Compute(compute::Msg::ExitProvider));
+    let (receipts, _) = chain.block(vec![submit, exit]);
+    assert!(receipts.iter().all(|r| failed(r).is_none()), "{receipts:?}");
     chain.block(vec![]);
-    // Only one provider: one copy is assigned, the other waits and then expires.
+    // Only one provider left: one copy is assigned, the other waits and then expires.
     let assigned = if chain.job(0).provider().is_some() {
         0
     } else {

@@ -907,8 +907,15 @@ fn expire(state: &mut StateDelta<'_>, mut job: Job, block: &BlockContext, events
     job.status = JobStatus::Expired;
     state.put(state_key::job(job.id), &job);
     if job.is_redundant() {
-        // The other copies no longer wait for this one.
-        crate::verify::copy_closed(state, &job, block, events);
+        // The other copies no longer wait for this one: their group is reviewed again.
+        if list::schedule::<JOBS_PER_QUEUE_MAX>(state, state_key::reviews, block.height, job.id)
+            .is_err()
+        {
+            events.push(Event::new(
+                "compute.review_unscheduled",
+                &[("job", job.id.to_string())],
+            ));
+        }
     }
 }
 
@@ -1022,7 +1029,9 @@ fn settle(state: &mut StateDelta<'_>, mut job: Job, block: &BlockContext, events
         (address, to_provider),
         (owner, to_owner),
         (
-            crate::verify::attestation(state, job.id).unwrap_or_else(auditor_pool),
+            state
+                .get::<Address>(&state_key::auditor_share(job.id))
+                .unwrap_or_else(auditor_pool),
             to_pool,
         ),
         (bank::treasury(), to_treasury),
@@ -1080,6 +1089,38 @@ pub fn settle_released(
             settle(state, job, block, events);
         }
     }
+}
+
+/// Keeps a posted job from settling until [`release`] (an audit, a dispute, a group).
+pub fn hold(state: &mut StateDelta<'_>, id: u64) {
+    state.put(state_key::held(id), &true);
+}
+
+/// Whether a posted job is kept from settling.
+pub fn is_held(state: &StateDelta<'_>, id: u64) -> bool {
+    state.get::<bool>(&state_key::held(id)).unwrap_or(false)
+}
+
+/// Ends a hold; the job settles at once if its challenge window is over, else at its end.
+pub fn release(state: &mut StateDelta<'_>, id: u64, block: &BlockContext, events: &mut Vec<Event>) {
+    state.delete(state_key::held(id));
+    settle_released(state, id, block, events);
+}
+
+/// Ends a hold without settling (the job fails, or its group is settled together).
+pub fn unhold(state: &mut StateDelta<'_>, id: u64) {
+    state.delete(state_key::held(id));
+}
+
+/// The job's auditor-pool share goes to `auditor` when it settles (it attested the result).
+pub fn pay_auditor_share_to(state: &mut StateDelta<'_>, id: u64, auditor: &Address) {
+    state.put(state_key::auditor_share(id), auditor);
+}
+
+/// The jobs whose results were posted (or whose redundant copies closed) at `height`, for the
+/// modules above to review; each height is taken once.
+pub fn take_reviews(state: &mut StateDelta<'_>, height: u64) -> Vec<u64> {
+    list::take::<JOBS_PER_QUEUE_MAX>(state, state_key::reviews(height))
 }
 
 /// Settles a posted job now (a redundant job whose copies agree).
@@ -1527,7 +1568,18 @@ impl Module for Compute {
                     posted_height: ctx.block.height,
                 });
                 state.put(state_key::job(*id), &job);
-                crate::verify::result_posted(state, &job, ctx.block, &mut ctx.events)?;
+                // Redundant copies wait for their group; every posted result is reviewed by the
+                // modules above in a later block (`take_reviews`).
+                if job.is_redundant() {
+                    hold(state, *id);
+                }
+                list::schedule::<JOBS_PER_QUEUE_MAX>(
+                    state,
+                    state_key::reviews,
+                    ctx.block.height,
+                    *id,
+                )
+                .map_err(|full| full.refusal("the result review queue"))?;
                 ctx.emit(Event::new(
                     "compute.result_posted",
                     &[
@@ -1598,7 +1650,7 @@ impl Module for Compute {
         }
         for id in take_queue(state, state_key::settlements(block.height)) {
             // Jobs under audit or dispute settle when the verify module releases them.
-            if crate::verify::holds(state, id) {
+            if is_held(state, id) {
                 continue;
             }
             if let Some(job) = job(state, id) {

@@ -50,6 +50,28 @@ pub fn settlements(height: u64) -> Vec<u8> {
     key
 }
 
+/// A posted job kept from settling (by a redundant group, an audit or a dispute).
+pub fn held(id: u64) -> Vec<u8> {
+    let mut key = b"compute/held/".to_vec();
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// Who receives a settled job's auditor-pool share (the auditor that attested it).
+pub fn auditor_share(id: u64) -> Vec<u8> {
+    let mut key = b"compute/auditor_share/".to_vec();
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// Jobs whose result was posted (or whose redundant copy closed) at a height, for review by
+/// the modules above (audit draws with a later block's randomness, group comparison).
+pub fn reviews(height: u64) -> Vec<u8> {
+    let mut key = b"compute/reviews/".to_vec();
+    key.extend_from_slice(&height.to_be_bytes());
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

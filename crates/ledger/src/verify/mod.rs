@@ -22,6 +22,7 @@
 
 pub mod state_key;
 
+use crate::arbitration::Arbiter;
 use crate::bank;
 use crate::block::Event;
 use crate::compute::{self, JobStatus};
@@ -32,10 +33,9 @@ use crate::models::{self, MODEL_NAME_BYTES_MAX};
 use crate::module::{BlockContext, Module, TxContext};
 use crate::staking::{self, Role};
 use crate::state::StateDelta;
-use crate::arbitration::Arbiter;
-use piazza_trace::tree::{self, Node};
 use piazza_codec::{Decode, DecodeError, Encode, Reader, Writer};
 use piazza_primitives::{Address, Amount, Hash};
+use piazza_trace::tree::{self, Node};
 
 pub const AUDITOR_MODELS_MAX: usize = 16;
 pub const AUDITORS_PER_MODEL_MAX: usize = 256;
@@ -733,6 +733,18 @@ pub fn attestation(state: &StateDelta<'_>, job: u64) -> Option<Address> {
     state.get(&state_key::attestation(job))
 }
 
+/// Holds a posted job for `why`: compute keeps it from settling until the hold ends.
+fn set_hold(state: &mut StateDelta<'_>, job: u64, why: &Hold) {
+    state.put(state_key::hold(job), why);
+    compute::hold(state, job);
+}
+
+/// Ends a hold without settling the job (its group settles together, or it fails).
+fn clear_hold(state: &mut StateDelta<'_>, job: u64) {
+    state.delete(state_key::hold(job));
+    compute::unhold(state, job);
+}
+
 /// Jobs with an open audit or dispute involving `address`.
 pub fn tasks(state: &StateDelta<'_>, address: &Address) -> Vec<u64> {
     state
@@ -790,32 +802,20 @@ fn no_dispute(job: u64) -> TxError {
     )
 }
 
-/// Called by `compute` when a result is posted: a single job is drawn for audit with the next
-/// block's randomness; a redundant copy waits for the others.
-pub fn result_posted(
-    state: &mut StateDelta<'_>,
-    job: &compute::Job,
-    block: &BlockContext,
-    events: &mut Vec<Event>,
-) -> Result<(), TxError> {
+/// Reviews a job `compute` reported in the previous block: a single job is drawn for audit
+/// with this block's randomness; a redundant copy's group is compared once all copies are in.
+fn review(state: &mut StateDelta<'_>, id: u64, block: &BlockContext, events: &mut Vec<Event>) {
+    let Some(job) = compute::job(state, id) else {
+        return;
+    };
     if job.is_redundant() {
-        state.put(state_key::hold(job.id), &Hold::Group);
+        if matches!(job.status, JobStatus::Posted { .. }) && !holds(state, id) {
+            set_hold(state, id, &Hold::Group);
+        }
         review_group(state, job.group, block, events);
     } else {
-        list::schedule::<QUEUE_MAX>(state, state_key::draws, block.height + 1, job.id)
-            .map_err(|full| full.refusal("the audit draw queue"))?;
+        draw_audit(state, id, block, events);
     }
-    Ok(())
-}
-
-/// Called by `compute` when a redundant copy ends without a result (expired).
-pub fn copy_closed(
-    state: &mut StateDelta<'_>,
-    job: &compute::Job,
-    block: &BlockContext,
-    events: &mut Vec<Event>,
-) {
-    review_group(state, job.group, block, events);
 }
 
 /// A redundant group whose copies are all in: equal results settle at once; otherwise the
@@ -867,7 +867,7 @@ fn review_group(
         .collect();
     if differing.is_empty() {
         for job in &posted {
-            state.delete(state_key::hold(job.id));
+            clear_hold(state, job.id);
             compute::settle_now(state, job.id, block, events);
         }
         events.push(Event::new(
@@ -908,7 +908,7 @@ fn review_group(
                 "verify.dispute_refused",
                 &[("job", job.id.to_string()), ("reason", refused.message)],
             ));
-            state.delete(state_key::hold(job.id));
+            clear_hold(state, job.id);
             compute::settle_now(state, job.id, block, events);
         }
     }
@@ -943,9 +943,9 @@ fn open_dispute(
             ("deadline_height", deadline.to_string()),
         ],
     ));
-    state.put(state_key::hold(job), &Hold::Dispute);
+    set_hold(state, job, &Hold::Dispute);
     if claimant.job != job {
-        state.put(state_key::hold(claimant.job), &Hold::Group);
+        set_hold(state, claimant.job, &Hold::Group);
     }
     let dispute = Dispute::open(job, defendant, claimant, block.height, deadline);
     state.put(state_key::dispute(job), &dispute);
@@ -1008,8 +1008,9 @@ fn draw_audit(state: &mut StateDelta<'_>, id: u64, block: &BlockContext, events:
             return;
         }
     };
-    state.put(
-        state_key::hold(id),
+    set_hold(
+        state,
+        id,
         &Hold::Audit {
             auditor: chosen,
             deadline,
@@ -1028,18 +1029,20 @@ fn draw_audit(state: &mut StateDelta<'_>, id: u64, block: &BlockContext, events:
 
 /// Ends a hold and lets the job settle (now, if its window is over).
 fn release(state: &mut StateDelta<'_>, job: u64, block: &BlockContext, events: &mut Vec<Event>) {
-    state.delete(state_key::hold(job));
     let Some(record) = compute::job(state, job) else {
+        clear_hold(state, job);
         return;
     };
     if !matches!(record.status, JobStatus::Posted { .. }) {
+        clear_hold(state, job);
         return;
     }
     if record.is_redundant() {
-        state.put(state_key::hold(job), &Hold::Group);
+        set_hold(state, job, &Hold::Group);
         review_group(state, record.group, block, events);
     } else {
-        compute::settle_released(state, job, block, events);
+        state.delete(state_key::hold(job));
+        compute::release(state, job, block, events);
     }
 }
 
@@ -1064,6 +1067,7 @@ fn resolve(
     };
     let (mut to_winner, mut burned) = (Amount::ZERO, Amount::ZERO);
     if lost.is_provider {
+        clear_hold(state, lost.job);
         if compute::fail(state, lost.job, events).is_some() {
             let slash = p
                 .fraud_slash
@@ -1530,6 +1534,7 @@ impl Module for Verify {
             }
             Msg::Attest { job } => {
                 state.put(state_key::attestation(*job), &sender);
+                compute::pay_auditor_share_to(state, *job, &sender);
                 remove_task(state, &sender, *job);
                 if let Some(mut a) = auditor(state, &sender) {
                     a.attested += 1;
@@ -1702,8 +1707,10 @@ impl Module for Verify {
 
     /// Draws audits for the results posted in the previous block, with this block's randomness.
     fn begin_block(state: &mut StateDelta<'_>, block: &BlockContext, events: &mut Vec<Event>) {
-        for id in take(state, state_key::draws(block.height)) {
-            draw_audit(state, id, block, events);
+        if let Some(previous) = block.height.checked_sub(1) {
+            for id in compute::take_reviews(state, previous) {
+                review(state, id, block, events);
+            }
         }
     }
 

@@ -41,12 +41,6 @@ pub fn dispute(job: u64) -> Vec<u8> {
 }
 
 /// Jobs whose audit draw happens at `height`.
-pub fn draws(height: u64) -> Vec<u8> {
-    let mut key = b"verify/draws/".to_vec();
-    key.extend_from_slice(&height.to_be_bytes());
-    key
-}
-
 /// Jobs with an audit or dispute deadline at `height`.
 pub fn deadlines(height: u64) -> Vec<u8> {
     let mut key = b"verify/deadlines/".to_vec();
