@@ -12,6 +12,8 @@ use piazza_node::rpc::{RpcLimits, RPC_BODY_BYTES_MAX, SERVER_BUSY};
 use piazza_node::{NodeConfig, NodeHandle};
 use piazza_primitives::{Address, Amount, SecretKey};
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -83,20 +85,24 @@ async fn wait_for_metric(url: &str, name: &str, at_least: u64) -> u64 {
     .unwrap_or_else(|_| panic!("{name} stayed below {at_least}"))
 }
 
-fn transfers(key: &SecretKey, count: u64, first_nonce: u64) -> Vec<SignedTransaction> {
-    (first_nonce..first_nonce + count)
-        .map(|nonce| {
-            Transaction {
-                chain_id: "piazza-test".into(),
-                sender: key.public_key(),
-                nonce,
-                max_fee: Amount::pza(1),
-                messages: vec![Message::Bank(bank::Msg::Send {
-                    to: Address([7; 20]),
-                    amount: Amount::new(1),
-                })],
-            }
-            .sign(key)
+/// `per_sender` transfers from each of `senders`, nonces from `first_nonce`.
+fn transfers(senders: &[SecretKey], per_sender: u64, first_nonce: u64) -> Vec<SignedTransaction> {
+    senders
+        .iter()
+        .flat_map(|key| {
+            (first_nonce..first_nonce + per_sender).map(move |nonce| {
+                Transaction {
+                    chain_id: "piazza-test".into(),
+                    sender: key.public_key(),
+                    nonce,
+                    max_fee: Amount::pza(1),
+                    messages: vec![Message::Bank(bank::Msg::Send {
+                        to: Address([7; 20]),
+                        amount: Amount::new(1),
+                    })],
+                }
+                .sign(key)
+            })
         })
         .collect()
 }
@@ -126,16 +132,22 @@ async fn subscribed(url: &str, topic: &str, times: usize) -> (Socket, Vec<String
     (socket, ids)
 }
 
-/// Reads notifications until `transfers` `bank.transfer` events arrived for subscription `id`.
-async fn read_transfers(mut socket: Socket, id: String, transfers: usize) -> Socket {
-    let mut seen = 0;
-    while seen < transfers {
-        let message = socket.next().await.unwrap().unwrap();
-        let Ok(text) = message.to_text() else { continue };
-        let note: Value = serde_json::from_str(text).unwrap();
+/// Reads notifications until `transfers` `bank.transfer` events arrived for subscription `id`,
+/// counting them in `seen`.
+async fn read_transfers(
+    mut socket: Socket,
+    id: String,
+    transfers: usize,
+    seen: Arc<AtomicUsize>,
+) -> Socket {
+    while seen.load(Relaxed) < transfers {
+        let WsMessage::Text(text) = socket.next().await.unwrap().unwrap() else {
+            continue;
+        };
+        let note: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(note["params"]["subscription"], json!(id), "{note}");
         if note["params"]["result"]["kind"] == "bank.transfer" {
-            seen += 1;
+            seen.fetch_add(1, Relaxed);
         }
     }
     socket
@@ -156,21 +168,31 @@ async fn close_reason(mut socket: Socket) -> String {
 }
 
 /// Sockets subscribed 16 times to `events` that never read, a reader, and `batches` blocks of
-/// `per_batch` transfers: the reader gets every event, the silent sockets are closed; returns the
-/// close reasons.
-async fn silent_subscribers(limits: RpcLimits, batches: u64, per_batch: u64) -> Vec<String> {
+/// `per_sender` transfers from each of 25 senders: the reader gets every event, the silent
+/// sockets are closed; returns the close reasons.
+async fn silent_subscribers(limits: RpcLimits, batches: u64, per_sender: u64) -> Vec<String> {
     const SILENT: usize = 6;
-    let alice = common::user_key(1);
-    let node = start(limits, std::slice::from_ref(&alice)).await;
+    let senders: Vec<SecretKey> = (1..=25).map(common::user_key).collect();
+    let node = start(limits, &senders).await;
     let mut silent = Vec::new();
     for _ in 0..SILENT {
         silent.push(subscribed(&node.url, "events", 16).await.0);
     }
     let (reader, ids) = subscribed(&node.url, "events", 1).await;
-    let total = (batches * per_batch) as usize;
-    let reading = tokio::spawn(read_transfers(reader, ids[0].clone(), total));
+    let total = (batches * per_sender) as usize * senders.len();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let reading = tokio::spawn(read_transfers(reader, ids[0].clone(), total, seen.clone()));
     for batch in 0..batches {
-        let txs = transfers(&alice, per_batch, batch * per_batch);
+        // The reader has read every earlier batch, so only the silent sockets fall behind.
+        let earlier = (batch * per_sender) as usize * senders.len();
+        tokio::time::timeout(WAIT, async {
+            while seen.load(Relaxed) < earlier {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the reader missed events");
+        let txs = transfers(&senders, per_sender, batch * per_sender);
         let results = node.handle.app.submit_many(txs);
         assert!(results.iter().all(Result::is_ok), "{:?}", results.first());
         // The next batch lands in a later block.
@@ -212,7 +234,7 @@ async fn sockets_that_never_read_are_closed_at_the_send_timeout_and_a_reader_get
         socket_send_timeout_ms: 500,
         ..RpcLimits::default()
     };
-    for reason in silent_subscribers(limits, 1, 1_500).await {
+    for reason in silent_subscribers(limits, 1, 60).await {
         assert!(reason.contains("not taken within 500 ms"), "{reason}");
     }
 }
@@ -224,7 +246,7 @@ async fn sockets_that_fall_behind_are_closed_at_the_queue_limit() {
         socket_queue_bytes_max: 64 * 1024,
         ..RpcLimits::default()
     };
-    for reason in silent_subscribers(limits, 3, 600).await {
+    for reason in silent_subscribers(limits, 3, 24).await {
         assert!(reason.contains("bytes of later notifications waiting"), "{reason}");
     }
 }
