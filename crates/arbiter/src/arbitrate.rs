@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use piazza_engine::config::BertConfig;
 use piazza_engine::trace;
 use piazza_engine::MAX_TOKENS;
+use piazza_llm::{LlamaConfig, SEQUENCE_TOKENS_MAX};
+use piazza_tensor::Tensor;
 use piazza_trace::merkle::Proof;
 use piazza_trace::weights::{self, ManifestEntry, WEIGHT_CHUNK_BYTES};
 use piazza_trace::Trace;
-use piazza_llm::{LlamaConfig, SEQUENCE_TOKENS_MAX};
-use piazza_tensor::Tensor;
 
 use crate::plan::{self, ModelGraph, StepGraph, StepPlan, WeightRead};
 use crate::tree::LEAVES_MAX;

@@ -7,10 +7,10 @@ use std::ops::Range;
 
 use piazza_engine::config::BertConfig;
 use piazza_engine::graph::{self as bert_graph, EmbedTables};
-use piazza_trace::weights::{ManifestEntry, WEIGHT_CHUNK_BYTES};
 use piazza_llm::LlamaConfig;
 use piazza_tensor::{Compute, Tensor};
 use piazza_trace::graph::{JobInput, Op, OpReads, Source, Step};
+use piazza_trace::weights::{ManifestEntry, WEIGHT_CHUNK_BYTES};
 
 use crate::evidence::EVIDENCE_BYTES_MAX;
 use crate::ArbiterError;

@@ -25,7 +25,11 @@ fn check<E>(
     let mut checked = 0;
     for step in (0..leaves.len()).step_by(stride).chain([last]) {
         let output = executor.execute_step(graph, step, &inputs(step)).unwrap();
-        assert_eq!(executor.step_leaf(step, &output), leaves[step], "step {step}");
+        assert_eq!(
+            executor.step_leaf(step, &output),
+            leaves[step],
+            "step {step}"
+        );
         checked += 1;
     }
     assert!(checked >= 2);

@@ -45,14 +45,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for (index, step) in recording.graph.steps.iter().enumerate() {
             let output = &recording.outputs[step.op];
             let width = output.shape()[1];
-            let values = &output.as_slice().unwrap()
-                [step.rows.start * width..step.rows.end * width];
-            std::hint::black_box(trace::step_hash(
-                index,
-                values,
-                step.rows.len(),
-                width,
-            ));
+            let values =
+                &output.as_slice().unwrap()[step.rows.start * width..step.rows.end * width];
+            std::hint::black_box(trace::step_hash(index, values, step.rows.len(), width));
         }
         best[2] = best[2].min(start.elapsed().as_secs_f64());
     }

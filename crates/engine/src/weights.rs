@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use piazza_tensor::Tensor;
+use piazza_trace::weights::{self as commitment, ChunkHasher};
 pub use piazza_trace::weights::{
     chunk_count, commitment_root, ChunkProof, CommitmentError, ManifestEntry, WeightCommitment,
     BLOB_BYTES_MAX, MANIFEST_ENTRIES_MAX, MANIFEST_NAME_BYTES_MAX, MANIFEST_RANK_MAX,
     WEIGHT_CHUNK_BYTES, WEIGHT_DOMAIN,
 };
-use piazza_trace::weights::{self as commitment, ChunkHasher};
 
 use crate::safetensors::SafeTensors;
 use crate::{Error, Result};

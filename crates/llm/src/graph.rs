@@ -86,7 +86,7 @@ impl OpReads for OpKind {
         match *self {
             OpKind::Attention {
                 heads, kv_heads, ..
-            } if heads > 0 && kv_heads > 0 && heads % kv_heads == 0 => {
+            } if heads > 0 && kv_heads > 0 && heads.is_multiple_of(kv_heads) => {
                 let head_dim = width / heads;
                 let group_width = heads / kv_heads * head_dim;
                 if input == 0 || group_width == 0 {

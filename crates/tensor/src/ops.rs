@@ -200,7 +200,11 @@ pub fn attention(
 pub fn rope(x: &Tensor, positions: &[u32], heads: usize, base: f32) -> Result<Tensor> {
     const OP: &str = "rope";
     let (xs, rows, width) = x.matrix(OP)?;
-    if positions.len() != rows || heads == 0 || width % heads != 0 || (width / heads) % 2 != 0 {
+    if positions.len() != rows
+        || heads == 0
+        || !width.is_multiple_of(heads)
+        || !(width / heads).is_multiple_of(2)
+    {
         return Err(Error::Parameter {
             op: OP,
             detail: format!(

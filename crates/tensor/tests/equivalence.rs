@@ -294,13 +294,24 @@ proptest! {
 }
 
 /// Each output is one [`reference::dot`] whichever way `linear_by_columns` splits the work.
-fn check_linear_by_columns(m: usize, n: usize, k: usize, x: &[f32], w: &[f32], activation: Activation) {
+fn check_linear_by_columns(
+    m: usize,
+    n: usize,
+    k: usize,
+    x: &[f32],
+    w: &[f32],
+    activation: Activation,
+) {
     let mut expected = vec![0.0f32; m * n];
     reference::linear(x, w, None, activation, m, n, k, &mut expected);
     for compute in computes() {
         let mut out = vec![0.0f32; m * n];
         kernels::linear_by_columns(x, w, m, n, k, activation, &mut out, compute);
-        check_bits(&format!("linear_by_columns {m}x{n}x{k} {compute:?}"), &expected, &out);
+        check_bits(
+            &format!("linear_by_columns {m}x{n}x{k} {compute:?}"),
+            &expected,
+            &out,
+        );
     }
 }
 
@@ -311,7 +322,10 @@ fn linear_by_columns_matches_when_split_by_columns() {
     let spread = |len: usize, seed: u32| -> Vec<f32> {
         (0..len as u32)
             .map(|i| {
-                let h = i.wrapping_mul(2_654_435_761).wrapping_add(seed).rotate_left(13);
+                let h = i
+                    .wrapping_mul(2_654_435_761)
+                    .wrapping_add(seed)
+                    .rotate_left(13);
                 (h % 20_001) as f32 / 1000.0 - 10.0
             })
             .collect()

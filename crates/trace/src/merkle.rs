@@ -126,7 +126,7 @@ pub fn verify(
             let Some(sibling_hash) = siblings.next() else {
                 return false;
             };
-            node = if position % 2 == 0 {
+            node = if position.is_multiple_of(2) {
                 node_hash(&node, sibling_hash)
             } else {
                 node_hash(sibling_hash, &node)

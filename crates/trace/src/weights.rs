@@ -209,10 +209,7 @@ pub fn verify_chunk(
     if index >= count || bytes.len() as u64 != len {
         return Err(CommitmentError::Chunk {
             index,
-            detail: format!(
-                "{} bytes, expected {len} of {count} chunks",
-                bytes.len()
-            ),
+            detail: format!("{} bytes, expected {len} of {count} chunks", bytes.len()),
         });
     }
     let leaf = merkle::leaf_hash(WEIGHT_DOMAIN, index, bytes);
@@ -457,9 +454,13 @@ mod tests {
                 .prove_slice(|i| chunk_of(&blob, i), name, elements.clone())
                 .unwrap();
             let range = commitment.byte_range(name, elements.clone()).unwrap();
-            let values =
-                WeightCommitment::verify_slice(&commitment.chunk_root, count, range.clone(), &proofs)
-                    .unwrap();
+            let values = WeightCommitment::verify_slice(
+                &commitment.chunk_root,
+                count,
+                range.clone(),
+                &proofs,
+            )
+            .unwrap();
             assert_eq!(values, blob[offset + elements.start..offset + elements.end]);
             let mut forged = proofs.clone();
             forged[0].bytes[0] ^= 1;
@@ -475,7 +476,9 @@ mod tests {
                 .siblings;
             verify_chunk(&commitment.chunk_root, blob_bytes, index, &bytes, &siblings).unwrap();
             let short = &bytes[..bytes.len() - 4];
-            assert!(verify_chunk(&commitment.chunk_root, blob_bytes, index, short, &siblings).is_err());
+            assert!(
+                verify_chunk(&commitment.chunk_root, blob_bytes, index, short, &siblings).is_err()
+            );
         }
         assert!(commitment.byte_range("a", 0..usize::MAX).is_err());
         assert!(commitment.byte_range("c", 0..1).is_err());
