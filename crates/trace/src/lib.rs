@@ -32,3 +32,29 @@ pub mod weights;
 /// A 32-byte BLAKE3 digest.
 pub use merkle::Hash;
 pub use trace::Trace;
+
+#[cfg(test)]
+mod tests {
+    /// The ledger links this crate: its dependencies stay free of the ML stack.
+    #[test]
+    fn depends_on_no_ml_crate() {
+        let manifest = include_str!("../Cargo.toml");
+        let dependencies = manifest
+            .split("[dependencies]")
+            .nth(1)
+            .and_then(|rest| rest.split("\n[").next())
+            .expect("a [dependencies] table");
+        let names: Vec<&str> = dependencies
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .filter_map(|line| line.split(['=', '.']).next())
+            .map(str::trim)
+            .collect();
+        let allowed = ["blake3", "thiserror", "piazza-codec", "piazza-primitives"];
+        for name in &names {
+            assert!(allowed.contains(name), "piazza-trace must not depend on {name}");
+        }
+        assert!(names.contains(&"blake3"));
+    }
+}
