@@ -333,9 +333,7 @@ impl World {
 
     fn jobs(&self) -> Vec<Job> {
         let view = StateDelta::new(&self.chain.state);
-        (0..)
-            .map_while(|id| compute::job(&view, id))
-            .collect()
+        (0..).map_while(|id| compute::job(&view, id)).collect()
     }
 
     fn hold(&self, id: u64) -> Option<Hold> {
@@ -460,7 +458,11 @@ impl World {
                 }
                 let d = &open[pick as usize % open.len()];
                 // The chosen side, unless it already answered this round.
-                let side = if d.reveals[side].is_some() { 1 - side } else { side };
+                let side = if d.reveals[side].is_some() {
+                    1 - side
+                } else {
+                    side
+                };
                 let party = &d.parties[side];
                 let sender = self.key_of(&party.address)?;
                 let leaves = self.traces.by_root.get(&party.root)?.clone();
@@ -503,7 +505,10 @@ impl World {
             .chain(block_events)
             .collect();
         for r in receipts.iter().filter(|r| r.status != TxStatus::Ok) {
-            prop_assert!(r.events.is_empty(), "a failed transaction emits nothing: {r:?}");
+            prop_assert!(
+                r.events.is_empty(),
+                "a failed transaction emits nothing: {r:?}"
+            );
         }
         self.account(&events)?;
         self.check()
@@ -628,7 +633,10 @@ impl World {
             .state
             .range(b"bank/account/".to_vec()..b"bank/account0".to_vec())
         {
-            sum += Account::from_bytes(bytes).expect("an account decodes").balance.base_units();
+            sum += Account::from_bytes(bytes)
+                .expect("an account decodes")
+                .balance
+                .base_units();
         }
         prop_assert_eq!(sum, supply, "balances sum to the supply");
         let mut stakers: Vec<Address> = (0..KEYS).map(|i| self.address(i)).collect();
@@ -643,14 +651,18 @@ impl World {
                     + base(staking::unbonding(&view, a))
             })
             .sum();
-        prop_assert_eq!(self.balance(&staking::pool()), staked, "the pool holds the stake");
+        prop_assert_eq!(
+            self.balance(&staking::pool()),
+            staked,
+            "the pool holds the stake"
+        );
 
         // Nothing sits past a deadline.
         for job in &jobs {
             let hold = self.hold(job.id);
-            let in_dispute = disputes.iter().any(|d| {
-                d.parties.iter().any(|p| p.job == job.id) || d.job == job.id
-            });
+            let in_dispute = disputes
+                .iter()
+                .any(|d| d.parties.iter().any(|p| p.job == job.id) || d.job == job.id);
             match &job.status {
                 JobStatus::Pending => {
                     prop_assert!(
@@ -679,11 +691,19 @@ impl World {
                     ),
                     Some(Hold::Audit { deadline, .. }) => {
                         prop_assert!(!job.is_redundant());
-                        prop_assert!(deadline > height, "audit of job {} past its deadline", job.id)
+                        prop_assert!(
+                            deadline > height,
+                            "audit of job {} past its deadline",
+                            job.id
+                        )
                     }
                     Some(Hold::Dispute) => {
                         let d = self.dispute(job.id);
-                        prop_assert!(d.is_some(), "job {} held for a dispute that is gone", job.id);
+                        prop_assert!(
+                            d.is_some(),
+                            "job {} held for a dispute that is gone",
+                            job.id
+                        );
                     }
                     Some(Hold::Group) => prop_assert!(job.is_redundant()),
                 },
@@ -708,7 +728,11 @@ impl World {
             }
         }
         for d in &disputes {
-            prop_assert!(d.deadline > height, "dispute on job {} past its deadline", d.job);
+            prop_assert!(
+                d.deadline > height,
+                "dispute on job {} past its deadline",
+                d.job
+            );
             prop_assert_eq!(self.hold(d.job), Some(Hold::Dispute));
             let status = &jobs[d.job as usize].status;
             prop_assert!(
@@ -748,27 +772,33 @@ impl World {
             };
         }
         for i in 0..KEYS {
-            prop_assert!(verify::tasks(&view, &self.address(i)).is_empty(), "tasks left");
+            prop_assert!(
+                verify::tasks(&view, &self.address(i)).is_empty(),
+                "tasks left"
+            );
             if i < PROVIDERS {
                 prop_assert!(compute::assigned_jobs(&view, &self.address(i)).is_empty());
             }
         }
         prop_assert_eq!(self.balance(&compute::escrow()), 0);
         prop_assert_eq!(self.balance(&verify::escrow()), 0);
-        prop_assert_eq!(paid_out, self.flows.escrow_in, "escrowed = settled + refunded");
+        prop_assert_eq!(
+            paid_out,
+            self.flows.escrow_in,
+            "escrowed = settled + refunded"
+        );
         prop_assert_eq!(self.flows.escrow_in, self.flows.escrow_out);
         prop_assert_eq!(self.flows.bonds_in, self.flows.bonds_out);
         prop_assert!(self.flows.challenged.is_empty());
         Ok(())
     }
 
-    fn settled(&self) -> bool {
-        self.jobs().iter().all(|j| {
-            matches!(
-                j.status,
-                JobStatus::Settled | JobStatus::Expired | JobStatus::Failed
-            ) && self.hold(j.id).is_none()
-        })
+    /// Whether a job has ended: settled, expired or failed, and not held.
+    fn ended(&self, job: &Job) -> bool {
+        matches!(
+            job.status,
+            JobStatus::Settled | JobStatus::Expired | JobStatus::Failed
+        ) && self.hold(job.id).is_none()
     }
 }
 
@@ -792,9 +822,15 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     for _ in 0..drain_blocks() {
         world.block(Vec::new())?;
     }
+    let open: Vec<(u64, String, Option<Hold>)> = world
+        .jobs()
+        .iter()
+        .filter(|j| !world.ended(j))
+        .map(|j| (j.id, format!("{:?}", j.status), world.hold(j.id)))
+        .collect();
     prop_assert!(
-        world.settled(),
-        "not everything ended {} blocks after the last action (height {last})",
+        open.is_empty(),
+        "not everything ended {} blocks after the last action (height {last}); open: {open:?}",
         drain_blocks()
     );
     world.check_ended()
@@ -806,7 +842,7 @@ fn the_drain_covers_every_deadline() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, max_shrink_iters: 2_000, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, max_shrink_iters: 2_000, .. ProptestConfig::default() })]
 
     #[test]
     fn escrow_is_conserved_across_compute_and_verify(
@@ -836,10 +872,23 @@ fn the_sequences_reach_every_path() {
             for e in receipts.iter().flat_map(|r| r.events.iter()).chain(&events) {
                 let key = match e.kind.as_str() {
                     "verify.dispute_resolved" => format!(
-                        "{} ({})",
+                        "{} ({}, {} lost)",
                         e.kind,
-                        e.attribute("reason").unwrap_or_default()
+                        e.attribute("reason").unwrap_or_default(),
+                        e.attribute("loser_side").unwrap_or_default()
                     ),
+                    "verify.dispute_opened" => {
+                        let claimant: Address = e
+                            .attribute("claimant")
+                            .and_then(|a| a.parse().ok())
+                            .expect("a claimant address");
+                        let by = if world.is_provider(&claimant) {
+                            "a copy"
+                        } else {
+                            "a challenge"
+                        };
+                        format!("{} (by {by})", e.kind)
+                    }
                     kind => kind.to_string(),
                 };
                 *seen.entry(key).or_default() += 1;
@@ -858,7 +907,6 @@ fn the_sequences_reach_every_path() {
             record(&mut world, Vec::new());
         }
     }
-    eprintln!("TEMP {seen:#?}");
     for kind in [
         "compute.job_settled",
         "compute.job_expired",
@@ -868,13 +916,154 @@ fn the_sequences_reach_every_path() {
         "verify.audit_missed",
         "verify.attested",
         "verify.group_agreed",
-        "verify.dispute_opened",
+        "verify.dispute_opened (by a copy)",
+        "verify.dispute_opened (by a challenge)",
         "verify.revealed",
         "verify.input_disputed",
         "verify.step_found",
-        "verify.dispute_resolved (silent in a round)",
-        "verify.dispute_resolved (no evidence by the arbitration deadline)",
+        "verify.dispute_resolved (silent in a round, defendant lost)",
+        "verify.dispute_resolved (silent in a round, claimant lost)",
+        "verify.dispute_resolved (no evidence by the arbitration deadline, claimant lost)",
     ] {
         assert!(seen.contains_key(kind), "no {kind} in {seen:#?}");
     }
+}
+
+/// A change made to the state behind the executor's back.
+type Tamper = Box<dyn Fn(&mut StateDelta<'_>)>;
+
+/// The checks are not vacuous: a unit moved out of an escrow, a bond that appears from
+/// nowhere, a silent burn, and a job left past its deadline are each caught.
+#[test]
+fn the_checks_catch_a_leak() {
+    let mut world = World::new();
+    let submit = Action::Submit {
+        copies: 1,
+        units: 4,
+        afford: PROVIDERS - 1,
+        extra: 0,
+    };
+    let tx = world.tx(&submit).expect("a submission");
+    world.block(vec![tx]).expect("a clean block");
+    world.block(Vec::new()).expect("the job is assigned");
+    let (client, job) = (world.address(CLIENT), world.jobs()[0].clone());
+    assert!(matches!(job.status, JobStatus::Assigned { .. }));
+    let tamperings: Vec<(&str, Tamper)> = vec![
+        (
+            "escrow leak",
+            Box::new(move |s| {
+                bank::transfer(s, &compute::escrow(), &client, Amount::new(1)).unwrap()
+            }),
+        ),
+        (
+            "bond from nowhere",
+            Box::new(move |s| {
+                bank::transfer(s, &client, &verify::escrow(), Amount::new(1)).unwrap()
+            }),
+        ),
+        (
+            "silent burn",
+            Box::new(move |s| bank::burn(s, &client, Amount::new(1)).unwrap()),
+        ),
+        (
+            "past its deadline",
+            Box::new(move |s| {
+                let mut stale = job.clone();
+                let JobStatus::Assigned { provider, .. } = stale.status else {
+                    unreachable!()
+                };
+                stale.status = JobStatus::Assigned {
+                    provider,
+                    deadline_height: 1,
+                };
+                s.put(compute::state_key::job(stale.id), &stale);
+            }),
+        ),
+    ];
+    for (name, tamper) in tamperings {
+        let clean = world.chain.state.clone();
+        let writes = {
+            let mut delta = StateDelta::new(&clean);
+            tamper(&mut delta);
+            delta.into_writes()
+        };
+        for (k, v) in writes {
+            match v {
+                Some(v) => world.chain.state.insert(k, v),
+                None => world.chain.state.remove(&k),
+            };
+        }
+        assert!(world.check().is_err(), "{name} went unnoticed");
+        world.chain.state = clean;
+        assert!(world.check().is_ok(), "the clean state passes");
+    }
+}
+
+/// A redundant group on three providers with three different results: the two copies that
+/// differ from the reference (the lowest id, on a tie) each dispute it. The first defendant
+/// answers round 0 and the reference stays silent, so the reference fails; the second
+/// defendant stays silent and fails too. The first defendant's copy is then the group's only
+/// result and must settle (or at least end): its escrow must not stay held.
+#[test]
+fn a_group_whose_reference_and_other_copy_fail_settles_the_survivor() {
+    let mut world = World::new();
+    let submit = Action::Submit {
+        copies: 3,
+        units: 2,
+        afford: PROVIDERS - 1,
+        extra: 0,
+    };
+    let tx = world.tx(&submit).expect("a submission");
+    world.block(vec![tx]).unwrap();
+    world.block(Vec::new()).unwrap();
+    let group: Vec<Job> = world.jobs();
+    assert!(group
+        .iter()
+        .all(|j| matches!(j.status, JobStatus::Assigned { .. })));
+    let mut txs = Vec::new();
+    for (job, outcome) in
+        group
+            .iter()
+            .zip([Outcome::WrongOutput, Outcome::Right, Outcome::WrongTrace])
+    {
+        let provider = world.key_of(&job.provider().unwrap()).unwrap();
+        let output = output(outcome, job.group);
+        let trace_root = world
+            .traces
+            .root(job.group, !matches!(outcome, Outcome::WrongTrace));
+        let message = Message::Compute(compute::Msg::PostResult {
+            job: job.id,
+            output_hash: compute::output_hash(&output),
+            output,
+            trace_root,
+            work_units: 2,
+        });
+        txs.push(world.chain.tx(&world.keys[provider].clone(), message));
+    }
+    world.block(txs).unwrap();
+    // The next block compares the group and opens the disputes.
+    world.block(Vec::new()).unwrap();
+    let (reference, survivor, silent) = (group[0].id, group[1].id, group[2].id);
+    assert!(world.dispute(survivor).is_some() && world.dispute(silent).is_some());
+    // Only the survivor answers round 0 of its dispute.
+    let reveal = Action::Reveal {
+        pick: 0,
+        side: verify::DEFENDANT,
+        play: Play::Truth,
+    };
+    let tx = world.tx(&reveal).expect("a reveal");
+    world.block(vec![tx]).unwrap();
+    for _ in 0..drain_blocks() {
+        world.block(Vec::new()).unwrap();
+    }
+    let jobs = world.jobs();
+    assert_eq!(jobs[reference as usize].status, JobStatus::Failed);
+    assert_eq!(jobs[silent as usize].status, JobStatus::Failed);
+    assert!(
+        world.ended(&jobs[survivor as usize]),
+        "the survivor is still {:?} with hold {:?}",
+        jobs[survivor as usize].status,
+        world.hold(survivor)
+    );
+    world.check_ended().unwrap();
 }
