@@ -103,7 +103,12 @@ fn genesis(validator: &SecretKey) -> Genesis {
         fees: FeeParams::default(),
         staking: staking::Params {
             unbonding_delay_blocks: 3,
-            min_bond: [Amount::pza(1_000), Amount::pza(100), Amount::pza(100), Amount::pza(100)],
+            min_bond: [
+                Amount::pza(1_000),
+                Amount::pza(100),
+                Amount::pza(100),
+                Amount::pza(100),
+            ],
         },
         accounts,
         bonds: vec![GenesisBond {
@@ -159,14 +164,16 @@ async fn subscribe(url: &str) -> (Socket, Value) {
     let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{url}/ws"))
         .await
         .expect("socket");
-    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "piazza_subscribe", "params": ["events"]});
+    let call =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "piazza_subscribe", "params": ["events"]});
     socket
         .send(WsMessage::Text(call.to_string().into()))
         .await
         .expect("subscribe");
     loop {
         let message = socket.next().await.expect("answer").expect("answer");
-        let answer: Value = serde_json::from_str(message.to_text().unwrap_or("")).unwrap_or_default();
+        let answer: Value =
+            serde_json::from_str(message.to_text().unwrap_or("")).unwrap_or_default();
         if answer["id"] == 1 {
             return (socket, answer["result"].clone());
         }
@@ -213,7 +220,10 @@ async fn sockets(options: &Options) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (idle, _) = memory_mib();
     reset_peak();
-    println!("  idle (node, {} sockets open, txs signed): RSS {idle} MiB", options.sockets + 1);
+    println!(
+        "  idle (node, {} sockets open, txs signed): RSS {idle} MiB",
+        options.sockets + 1
+    );
 
     let expected = txs.len();
     let height = node.app.head().expect("head").height;
@@ -221,14 +231,24 @@ async fn sockets(options: &Options) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let started = Instant::now();
-    let admitted = node.app.submit_many(txs).iter().filter(|r| r.is_ok()).count();
+    let admitted = node
+        .app
+        .submit_many(txs)
+        .iter()
+        .filter(|r| r.is_ok())
+        .count();
     println!("  admitted {admitted} in {:?}", started.elapsed());
     let reading = tokio::spawn(async move {
         let mut seen = 0;
         while seen < expected {
-            let Some(Ok(message)) = reader.next().await else { break };
-            let note: Value = serde_json::from_str(message.to_text().unwrap_or("")).unwrap_or_default();
-            if note["params"]["subscription"] == id && note["params"]["result"]["kind"] == "bank.transfer" {
+            let Some(Ok(message)) = reader.next().await else {
+                break;
+            };
+            let note: Value =
+                serde_json::from_str(message.to_text().unwrap_or("")).unwrap_or_default();
+            if note["params"]["subscription"] == id
+                && note["params"]["result"]["kind"] == "bank.transfer"
+            {
                 seen += 1;
             }
         }
@@ -252,7 +272,10 @@ async fn sockets(options: &Options) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    println!("  silent sockets closed as too slow: {closed}/{}", options.sockets);
+    println!(
+        "  silent sockets closed as too slow: {closed}/{}",
+        options.sockets
+    );
     print_memory("after", idle);
     drop(silent);
     node.shutdown().await;
@@ -261,7 +284,9 @@ async fn sockets(options: &Options) {
 /// Sends a `length`-byte `piazza_submitTransaction` body from one 64 KiB buffer; returns the
 /// status code (0 when the node closed the connection first).
 async fn send_body(addr: std::net::SocketAddr, length: usize) -> u16 {
-    let Ok(mut stream) = TcpStream::connect(addr).await else { return 0 };
+    let Ok(mut stream) = TcpStream::connect(addr).await else {
+        return 0;
+    };
     let prefix = br#"{"jsonrpc":"2.0","id":1,"method":"piazza_submitTransaction","params":[""#;
     let suffix = br#""]}"#;
     let head = format!(
@@ -378,7 +403,12 @@ async fn slow(options: &Options) {
         let mut status = Vec::new();
         let mut failures = 0;
         while !prober_stop.load(std::sync::atomic::Ordering::Relaxed) {
-            match probe(addr, b"GET /health HTTP/1.1\r\nhost: node\r\nconnection: close\r\n\r\n").await {
+            match probe(
+                addr,
+                b"GET /health HTTP/1.1\r\nhost: node\r\nconnection: close\r\n\r\n",
+            )
+            .await
+            {
                 Some(took) => health.push(took),
                 None => failures += 1,
             }
@@ -437,7 +467,12 @@ async fn slow(options: &Options) {
     );
     for (name, samples) in [("/health", &mut health), ("piazza_status", &mut status)] {
         samples.sort();
-        let at = |q: f64| samples.get(((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1))).copied().unwrap_or_default();
+        let at = |q: f64| {
+            samples
+                .get(((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or_default()
+        };
         println!(
             "  {name} on fresh connections during the attack: {} answered, p50 {:?}, p99 {:?}, max {:?}",
             samples.len(),

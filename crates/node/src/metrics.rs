@@ -149,16 +149,66 @@ impl Metrics {
         );
         let server = &self.server;
         for (name, kind, help, value) in [
-            ("piazza_rpc_connections_open", "gauge", "HTTP connections open.", &server.connections_open),
-            ("piazza_rpc_connections_refused_total", "counter", "Connections refused at accept: every slot busy.", &server.connections_refused),
-            ("piazza_rpc_connections_evicted_total", "counter", "Idle connections closed to admit a new one.", &server.connections_evicted),
-            ("piazza_rpc_bodies_too_large_total", "counter", "Request bodies refused for their size.", &server.bodies_too_large),
-            ("piazza_rpc_bodies_busy_total", "counter", "Large bodies refused: the large-body budget was in use.", &server.bodies_busy),
-            ("piazza_rpc_bodies_timed_out_total", "counter", "Request bodies not received in time.", &server.bodies_timed_out),
-            ("piazza_rpc_bodies_refused_shape_total", "counter", "Requests refused before parsing: too many JSON values or calls.", &server.bodies_refused_shape),
-            ("piazza_ws_sockets_open", "gauge", "WebSockets open.", &server.sockets_open),
-            ("piazza_ws_sockets_refused_total", "counter", "WebSocket upgrades refused by the socket caps.", &server.sockets_refused),
-            ("piazza_ws_sockets_closed_slow_total", "counter", "WebSockets closed for falling behind or not reading.", &server.sockets_closed_slow),
+            (
+                "piazza_rpc_connections_open",
+                "gauge",
+                "HTTP connections open.",
+                &server.connections_open,
+            ),
+            (
+                "piazza_rpc_connections_refused_total",
+                "counter",
+                "Connections refused at accept: every slot busy.",
+                &server.connections_refused,
+            ),
+            (
+                "piazza_rpc_connections_evicted_total",
+                "counter",
+                "Idle connections closed to admit a new one.",
+                &server.connections_evicted,
+            ),
+            (
+                "piazza_rpc_bodies_too_large_total",
+                "counter",
+                "Request bodies refused for their size.",
+                &server.bodies_too_large,
+            ),
+            (
+                "piazza_rpc_bodies_busy_total",
+                "counter",
+                "Large bodies refused: the large-body budget was in use.",
+                &server.bodies_busy,
+            ),
+            (
+                "piazza_rpc_bodies_timed_out_total",
+                "counter",
+                "Request bodies not received in time.",
+                &server.bodies_timed_out,
+            ),
+            (
+                "piazza_rpc_bodies_refused_shape_total",
+                "counter",
+                "Requests refused before parsing: too many JSON values or calls.",
+                &server.bodies_refused_shape,
+            ),
+            (
+                "piazza_ws_sockets_open",
+                "gauge",
+                "WebSockets open.",
+                &server.sockets_open,
+            ),
+            (
+                "piazza_ws_sockets_refused_total",
+                "counter",
+                "WebSocket upgrades refused by the socket caps.",
+                &server.sockets_refused,
+            ),
+            (
+                "piazza_ws_sockets_closed_slow_total",
+                "counter",
+                "WebSockets closed for falling behind or not reading.",
+                &server.sockets_closed_slow,
+            ),
         ] {
             metric(name, kind, help, value.load(Relaxed));
         }

@@ -36,9 +36,13 @@ async fn start(limits: RpcLimits, users: &[SecretKey]) -> Node {
     config.block_interval = Duration::from_millis(100);
     config.mempool.nonce_window = 10_000;
     config.rpc = limits;
-    let handle = piazza_node::start(config, Some(common::genesis(users)), common::validator_key())
-        .await
-        .unwrap();
+    let handle = piazza_node::start(
+        config,
+        Some(common::genesis(users)),
+        common::validator_key(),
+    )
+    .await
+    .unwrap();
     Node {
         url: format!("http://{}", handle.rpc_addr),
         handle,
@@ -115,7 +119,8 @@ async fn subscribed(url: &str, topic: &str, times: usize) -> (Socket, Vec<String
     let (mut socket, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
     let mut ids = Vec::new();
     for call in 0..times {
-        let request = json!({"jsonrpc": "2.0", "id": call, "method": "piazza_subscribe", "params": [topic]});
+        let request =
+            json!({"jsonrpc": "2.0", "id": call, "method": "piazza_subscribe", "params": [topic]});
         socket
             .send(WsMessage::Text(request.to_string().into()))
             .await
@@ -247,7 +252,10 @@ async fn sockets_that_fall_behind_are_closed_at_the_queue_limit() {
         ..RpcLimits::default()
     };
     for reason in silent_subscribers(limits, 3, 24).await {
-        assert!(reason.contains("bytes of later notifications waiting"), "{reason}");
+        assert!(
+            reason.contains("bytes of later notifications waiting"),
+            "{reason}"
+        );
     }
 }
 
@@ -265,7 +273,10 @@ async fn sockets_past_the_per_address_cap_are_refused() {
     }
     let refused = tokio_tungstenite::connect_async(&ws_url).await.unwrap_err();
     assert!(refused.to_string().contains("503"), "{refused}");
-    assert_eq!(metric(&node.url, "piazza_ws_sockets_refused_total").await, 1);
+    assert_eq!(
+        metric(&node.url, "piazza_ws_sockets_refused_total").await,
+        1
+    );
     // A place frees when a socket closes.
     open.pop().unwrap().close(None).await.unwrap();
     tokio::time::timeout(WAIT, async {
@@ -323,7 +334,11 @@ async fn oversized_bodies_and_batches_are_refused_before_parsing() {
         "ab".repeat(64 * 1024)
     );
     let (status, answer) = post(&node.url, big.into_bytes()).await;
-    assert_eq!((status, error_of(&answer).0), (503, SERVER_BUSY), "{answer}");
+    assert_eq!(
+        (status, error_of(&answer).0),
+        (503, SERVER_BUSY),
+        "{answer}"
+    );
 
     // A declared length over the hard limit: answered at once, without reading the body.
     let mut stream = TcpStream::connect(node.handle.rpc_addr).await.unwrap();
@@ -357,7 +372,12 @@ async fn read_response(stream: &mut TcpStream) -> String {
             if let Some(end) = text.find("\r\n\r\n") {
                 let length = text[..end]
                     .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ")?.parse().ok())
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")?
+                            .parse()
+                            .ok()
+                    })
                     .unwrap_or(0usize);
                 if received.len() >= end + 4 + length {
                     break;
@@ -403,7 +423,11 @@ async fn large_bodies_share_a_budget_and_trickled_bodies_are_cut() {
 
     // ...so a second one waits, then is refused; a small call is served meanwhile.
     let (status, answer) = post(&node.url, large(100 * 1024)).await;
-    assert_eq!((status, error_of(&answer).0), (503, SERVER_BUSY), "{answer}");
+    assert_eq!(
+        (status, error_of(&answer).0),
+        (503, SERVER_BUSY),
+        "{answer}"
+    );
     let (status, _) = post(
         &node.url,
         br#"{"jsonrpc":"2.0","id":1,"method":"piazza_status"}"#.to_vec(),
@@ -417,7 +441,10 @@ async fn large_bodies_share_a_budget_and_trickled_bodies_are_cut() {
     let (status, answer) = post(&node.url, large(100 * 1024)).await;
     assert_eq!(status, 200, "{answer}");
     let answer: Value = serde_json::from_str(&answer).unwrap();
-    assert_eq!(answer["error"]["data"]["name"], "malformed_bytes", "{answer}");
+    assert_eq!(
+        answer["error"]["data"]["name"], "malformed_bytes",
+        "{answer}"
+    );
 
     // A small body that trickles is cut at the small timeout.
     let mut slow = TcpStream::connect(node.handle.rpc_addr).await.unwrap();
@@ -452,7 +479,12 @@ async fn errors_quote_at_most_a_short_prefix_of_the_input() {
         assert_eq!(status, 200);
         assert!(code != 0);
         assert!(message.len() <= ERROR_BYTES_MAX, "{} bytes", message.len());
-        assert!(answer.len() < 1_024, "{} bytes: {}", answer.len(), &answer[..200]);
+        assert!(
+            answer.len() < 1_024,
+            "{} bytes: {}",
+            answer.len(),
+            &answer[..200]
+        );
     }
     // Invalid JSON with a long string: the parse error names a position, not the text.
     let (_, answer) = post(&node.url, format!("{{\"a\":\"{huge}\"").into_bytes()).await;

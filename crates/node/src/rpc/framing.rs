@@ -4,7 +4,9 @@
 
 use super::methods::dispatch;
 use super::server::Peer;
-use super::{RpcLimits, RpcState, RPC_BATCH_MAX, RPC_BODY_BYTES_MAX, RPC_JSON_VALUES_MAX, SERVER_BUSY};
+use super::{
+    RpcLimits, RpcState, RPC_BATCH_MAX, RPC_BODY_BYTES_MAX, RPC_JSON_VALUES_MAX, SERVER_BUSY,
+};
 use crate::app::App;
 use crate::metrics::ServerMetrics;
 use axum::body::Body;
@@ -193,12 +195,7 @@ impl Refusal {
             ),
         };
         let body = response(Value::Null, Err(rpc_error(code, message, None)));
-        (
-            status,
-            [(header::CONNECTION, "close")],
-            axum::Json(body),
-        )
-            .into_response()
+        (status, [(header::CONNECTION, "close")], axum::Json(body)).into_response()
     }
 }
 
@@ -481,7 +478,10 @@ mod tests {
 
     #[test]
     fn scan_counts_values_and_calls_outside_strings() {
-        check(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":[1,2]}"#, Ok(()));
+        check(
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","params":[1,2]}"#,
+            Ok(()),
+        );
         let commas_in_a_string = format!(r#"["{}"]"#, ",".repeat(RPC_JSON_VALUES_MAX * 2));
         check(&commas_in_a_string, Ok(()));
         let escaped_quote = format!(r#"["\"{}"]"#, ",".repeat(RPC_JSON_VALUES_MAX * 2));

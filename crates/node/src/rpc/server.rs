@@ -178,7 +178,11 @@ impl Registry {
     }
 
     fn len(&self) -> usize {
-        self.open.lock().unwrap_or_else(|e| e.into_inner()).slots.len()
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .slots
+            .len()
     }
 }
 
@@ -242,23 +246,24 @@ async fn connection(
     let metrics = &app.metrics.server;
     metrics.connections_open.fetch_add(1, Relaxed);
     let slot = peer.slot.clone();
-    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-        let first = if request.method() == hyper::Method::POST {
-            READING_BODY
-        } else {
-            PROCESSING
-        };
-        peer.slot.enter(first);
-        request.extensions_mut().insert(peer.clone());
-        let slot = peer.slot.clone();
-        let answer = router.clone().oneshot(request.map(axum::body::Body::new));
-        async move {
-            let response = answer.await;
-            slot.served.fetch_add(1, Relaxed);
-            slot.enter(IDLE);
-            response
-        }
-    });
+    let service =
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            let first = if request.method() == hyper::Method::POST {
+                READING_BODY
+            } else {
+                PROCESSING
+            };
+            peer.slot.enter(first);
+            request.extensions_mut().insert(peer.clone());
+            let slot = peer.slot.clone();
+            let answer = router.clone().oneshot(request.map(axum::body::Body::new));
+            async move {
+                let response = answer.await;
+                slot.served.fetch_add(1, Relaxed);
+                slot.enter(IDLE);
+                response
+            }
+        });
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())

@@ -103,7 +103,8 @@ impl Hub {
                 };
                 let rendered = match block {
                     Ok(block) => {
-                        let wanted = TOPICS.map(|t| publisher.subscribers[t as usize].load(Relaxed) > 0);
+                        let wanted =
+                            TOPICS.map(|t| publisher.subscribers[t as usize].load(Relaxed) > 0);
                         if !wanted.contains(&true) {
                             continue;
                         }
@@ -196,7 +197,12 @@ impl SocketPermit {
 
 impl Drop for SocketPermit {
     fn drop(&mut self) {
-        let mut open = self.state.sockets.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = self
+            .state
+            .sockets
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         open.0 -= 1;
         if let Some(n) = open.1.get_mut(&self.ip) {
             *n -= 1;
@@ -204,7 +210,12 @@ impl Drop for SocketPermit {
                 open.1.remove(&self.ip);
             }
         }
-        self.state.app.metrics.server.sockets_open.fetch_sub(1, Relaxed);
+        self.state
+            .app
+            .metrics
+            .server
+            .sockets_open
+            .fetch_sub(1, Relaxed);
     }
 }
 
@@ -216,7 +227,12 @@ pub(super) async fn upgrade(
 ) -> Response {
     let ip = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.addr.ip());
     let Some(permit) = SocketPermit::admit(&state, ip) else {
-        state.app.metrics.server.sockets_refused.fetch_add(1, Relaxed);
+        state
+            .app
+            .metrics
+            .server
+            .sockets_refused
+            .fetch_add(1, Relaxed);
         let limits = &state.limits;
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -235,8 +251,14 @@ pub(super) async fn upgrade(
 
 enum Command {
     Answer(Value),
-    Subscribe { id: Value, topic: Option<Topic> },
-    Unsubscribe { id: Value, subscription: Option<u64> },
+    Subscribe {
+        id: Value,
+        topic: Option<Topic>,
+    },
+    Unsubscribe {
+        id: Value,
+        subscription: Option<u64>,
+    },
 }
 
 async fn serve_socket(socket: WebSocket, permit: SocketPermit) {
@@ -417,7 +439,12 @@ async fn write_out(
         Stop::Gone => return,
         Stop::Close(code, reason) => (code, reason),
         Stop::Slow(reason) => {
-            state.app.metrics.server.sockets_closed_slow.fetch_add(1, Relaxed);
+            state
+                .app
+                .metrics
+                .server
+                .sockets_closed_slow
+                .fetch_add(1, Relaxed);
             (CLOSE_POLICY, format!("too slow: {reason}"))
         }
     };
