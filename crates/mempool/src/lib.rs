@@ -43,7 +43,7 @@ use std::sync::Arc;
 
 /// Most bytes held, by default: 256 MiB of encoded transactions.
 pub const BYTES_MAX_DEFAULT: usize = 256 * 1024 * 1024;
-/// Most transactions one sender may hold, by default.
+/// Most transactions one sender may hold, by default (or the nonce window, if wider).
 pub const SENDER_TXS_MAX_DEFAULT: usize = 64;
 /// Most bytes one sender may hold, by default: room for one evidence transaction and a window
 /// of ordinary ones.
@@ -72,7 +72,7 @@ impl Default for MempoolConfig {
     }
 }
 
-/// The pool's bounds beyond its capacity. [`Limits::for_capacity`] derives the defaults.
+/// The pool's bounds beyond its capacity. [`Limits::for_config`] derives the defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Most encoded bytes held in all.
@@ -95,12 +95,15 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The default bounds for a pool of `capacity` transactions: an eighth of it for gapped
-    /// transactions, a tenth reserved for duties.
-    pub fn for_capacity(capacity: usize) -> Limits {
+    /// The default bounds for a pool configured as `config`: an eighth of its capacity for
+    /// gapped transactions, a tenth reserved for duties, and one nonce window per sender (at
+    /// most [`SENDER_TXS_MAX_DEFAULT`] unless the window is wider).
+    pub fn for_config(config: MempoolConfig) -> Limits {
+        let capacity = config.capacity;
+        let window = usize::try_from(config.nonce_window).unwrap_or(usize::MAX);
         Limits {
             bytes_max: BYTES_MAX_DEFAULT,
-            sender_txs_max: SENDER_TXS_MAX_DEFAULT,
+            sender_txs_max: window.max(SENDER_TXS_MAX_DEFAULT),
             sender_bytes_max: SENDER_BYTES_MAX_DEFAULT,
             gapped_txs_max: capacity / 8,
             gapped_bytes_max: GAPPED_BYTES_MAX_DEFAULT,
@@ -227,7 +230,7 @@ fn full(message: String) -> TxError {
 impl Mempool {
     /// A pool with the default [`Limits`] for its capacity.
     pub fn new(config: MempoolConfig) -> Self {
-        Self::with_limits(config, Limits::for_capacity(config.capacity))
+        Self::with_limits(config, Limits::for_config(config))
     }
 
     pub fn with_limits(config: MempoolConfig, limits: Limits) -> Self {

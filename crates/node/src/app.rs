@@ -110,7 +110,7 @@ impl App {
         key: SecretKey,
         mempool: MempoolConfig,
     ) -> Result<App, NodeError> {
-        let limits = Limits::for_capacity(mempool.capacity);
+        let limits = Limits::for_config(mempool);
         Self::open_with_limits(store, genesis, key, mempool, limits)
     }
 
@@ -201,9 +201,11 @@ impl App {
         }
         entries.sort_by_key(|tx| (tx.tx.nonce, tx.hash().0));
         let (mut readmitted, total) = (0usize, entries.len());
-        for tx in entries {
+        let refs: Vec<&SignedTransaction> = entries.iter().collect();
+        let checks = piazza_ledger::tx::verify_signatures(&refs);
+        for (tx, check) in entries.into_iter().zip(checks) {
             let hash = tx.hash();
-            match self.admit(tx, true) {
+            match check.and_then(|()| self.admit(tx, true)) {
                 Ok(_) => readmitted += 1,
                 Err(e) => dropped.push(drop_record(
                     hash,

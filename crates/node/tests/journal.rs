@@ -53,7 +53,7 @@ fn open(path: &Path, capacity: usize) -> App {
         gapped_lifetime_blocks: 4,
         gapped_txs_max: 100,
         duty_txs_reserved: 0,
-        ..Limits::for_capacity(capacity)
+        ..Limits::for_config(config)
     };
     App::open_with_limits(
         store,

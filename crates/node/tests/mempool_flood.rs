@@ -124,7 +124,10 @@ fn a_flood_of_gapped_and_ready_transactions_starves_neither_transfers_nor_duties
         },
     )
     .unwrap();
-    let limits = piazza_mempool::Limits::for_capacity(CAPACITY);
+    let limits = piazza_mempool::Limits::for_config(MempoolConfig {
+        capacity: CAPACITY,
+        nonce_window: 64,
+    });
 
     // A provider with two assigned jobs.
     let register = sign(

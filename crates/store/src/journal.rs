@@ -116,8 +116,8 @@ impl Store {
             }
             let mut records = txn.open_table(DROPPED)?;
             let mut order = txn.open_table(DROPPED_ORDER)?;
-            let mut sequence = order.last()?.map_or(0, |(k, _)| k.value() + 1);
-            for drop in dropped {
+            let first = order.last()?.map_or(0, |(k, _)| k.value() + 1);
+            for (sequence, drop) in (first..).zip(dropped) {
                 let mut w = Writer::new();
                 w.u64(sequence);
                 w.u32(drop.code);
@@ -129,7 +129,6 @@ impl Store {
                     drop_order_entry(&mut order, old)?;
                 }
                 order.insert(sequence, drop.hash.0.as_slice())?;
-                sequence += 1;
             }
             while order.len()? > DROPPED_REMEMBERED_MAX as u64 {
                 let Some((_, hash)) = order.pop_first()? else {

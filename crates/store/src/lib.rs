@@ -69,8 +69,9 @@ const GENESIS: &str = "genesis";
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum StoreError {
+    /// Boxed: redb's error is large and every store call returns this type.
     #[error("database: {0}")]
-    Database(#[from] redb::Error),
+    Database(Box<redb::Error>),
     #[error("state tree: {0}")]
     Tree(String),
     #[error("stored bytes do not decode ({what}): {error}")]
@@ -101,11 +102,12 @@ pub enum StoreError {
 macro_rules! db_err {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
-            fn from(e: $t) -> Self { StoreError::Database(e.into()) }
+            fn from(e: $t) -> Self { StoreError::Database(Box::new(e.into())) }
         }
     )*};
 }
 db_err!(
+    redb::Error,
     redb::DatabaseError,
     redb::TransactionError,
     redb::TableError,
