@@ -36,6 +36,13 @@ pub(crate) async fn create(
             format!("At most {} inputs per request", gw.limits.batch_inputs_max),
         ));
     }
+    // As OpenAI does (and the ledger refuses an empty job input).
+    if let Some(i) = inputs.iter().position(String::is_empty) {
+        return Err(ApiError::invalid(
+            Some("input"),
+            format!("`input[{i}]` is an empty string; every input must hold some text"),
+        ));
+    }
     let base64 = match request.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,

@@ -20,8 +20,9 @@ use piazza_ledger::module::Module;
 use piazza_ledger::tx::{Message, Transaction};
 use piazza_primitives::{Amount, SecretKey};
 
-/// Input bytes of the two probes (their difference measures the per-byte fee).
-const PROBE_INPUT_BYTES: [usize; 2] = [0, 1024];
+/// Input bytes of the two probes (their difference measures the per-byte fee; the ledger
+/// refuses an empty input before looking at the fee).
+const PROBE_INPUT_BYTES: [usize; 2] = [1, 1025];
 /// The search for a fee doubles its guess at most this many times (2^100 base units is far
 /// beyond any supply).
 const PROBE_DOUBLINGS_MAX: u32 = 100;
@@ -45,7 +46,7 @@ pub struct JobFees {
 impl JobFees {
     /// The schedule the ledger applies under `params`.
     pub fn from_params(params: &FeeParams) -> Option<JobFees> {
-        let job_units = compute::Compute::fee_units(&probe_job(0));
+        let job_units = compute::Compute::fee_units(&probe_job(1));
         let units = params.tx_base_units.checked_add(job_units)?;
         Some(JobFees {
             fixed: params.unit_price.checked_mul(u128::from(units))?,
@@ -81,7 +82,7 @@ pub fn job_tx_bytes(chain_id: &str, job: compute::Msg) -> usize {
 fn probe_job(input_bytes: usize) -> compute::Msg {
     compute::Msg::SubmitJob {
         model: "fee-probe".into(),
-        input: vec![0; input_bytes],
+        input: vec![b'x'; input_bytes],
         params: JobParams::default(),
         max_units: 1,
         max_price: Amount::new(1),

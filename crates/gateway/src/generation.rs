@@ -71,6 +71,12 @@ pub(crate) async fn completions(
         ));
     }
     let prompt = prompts.pop().unwrap_or_default();
+    if prompt.is_empty() {
+        return Err(ApiError::invalid(
+            Some("prompt"),
+            "`prompt` is an empty string (a job needs some input)",
+        ));
+    }
     generate(
         gw,
         caller,

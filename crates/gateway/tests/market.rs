@@ -143,6 +143,17 @@ async fn unsupported_parameters_are_refused_before_anything_is_paid() {
     )
     .await;
     assert_eq!(status, 200, "harmless `user`: {body}");
+    let (status, body) = embed(
+        &s.gw,
+        &key,
+        json!({"model": MOCK_MODEL, "input": ["x", ""]}),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]["param"]),
+        (400, &json!("input")),
+        "{body}"
+    );
     assert_eq!(s.node.state.submitted.load(Ordering::SeqCst), 1);
 }
 

@@ -283,8 +283,8 @@ async fn openai_clients_get_verifiable_answers_from_a_devnet() {
     let record = gw
         .keys()
         .into_iter()
-        .find(|k| !k.spent.is_zero())
-        .expect("the one-shot key spent");
+        .find(|k| k.key_hash == piazza_gateway::keys::hash_key(&one_shot))
+        .expect("the one-shot key");
     let receipt = &body["piazza"][0];
     let price: u128 = receipt["price"].as_str().unwrap().parse().unwrap();
     let fee: u128 = receipt["fee"].as_str().unwrap().parse().unwrap();
@@ -296,6 +296,13 @@ async fn openai_clients_get_verifiable_answers_from_a_devnet() {
     assert_eq!(
         price,
         PRICE_PER_UNIT * body["usage"]["prompt_tokens"].as_u64().unwrap() as u128
+    );
+    println!(
+        "a one-word embedding: price {} PZA ({} tokens), fee {} PZA ({}x the price)",
+        Amount::new(price),
+        body["usage"]["prompt_tokens"],
+        Amount::new(fee),
+        fee / price.max(1)
     );
 
     // The official client.
