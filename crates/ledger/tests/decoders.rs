@@ -1,15 +1,176 @@
-//! The transaction, block and receipt decoders over a corpus of mutated inputs: no panic, and
-//! whatever decodes re-encodes to exactly the same bytes (the encoding is canonical).
-//! The same checks run under libFuzzer in `fuzz/` (`cargo fuzz run decode_tx`).
+//! The transaction, message, block and receipt decoders over a corpus of mutated inputs: no
+//! panic, and whatever decodes re-encodes to exactly the same bytes (the encoding is canonical).
+//! The corpus holds a transaction for every message kind of every module ([`KINDS`]: a new
+//! variant does not compile until [`kind`] names it, and the tests fail until the corpus
+//! carries it). The same checks run under libFuzzer in `fuzz/` (`cargo fuzz run decode_tx`).
 
+mod common;
+
+use common::register;
 use piazza_codec::{Decode, Encode};
 use piazza_ledger::bank;
 use piazza_ledger::block::{
     prove_randomness, tx_root, Block, BlockHeader, Event, Receipt, TxStatus,
 };
+use piazza_ledger::compute::{self, JobParams, Offer};
+use piazza_ledger::models::{self, ModelKind, ModelRecord};
 use piazza_ledger::staking::{self, Role};
 use piazza_ledger::tx::{Message, SignedTransaction, Transaction};
+use piazza_ledger::verify;
 use piazza_primitives::{Address, Amount, Hash, SecretKey};
+use std::collections::BTreeSet;
+
+/// Every message kind of every module, by name.
+const KINDS: [&str; 16] = [
+    "bank.send",
+    "staking.bond",
+    "staking.unbond",
+    "models.register",
+    "compute.register_provider",
+    "compute.update_provider",
+    "compute.exit_provider",
+    "compute.submit_job",
+    "compute.post_result",
+    "compute.decline_job",
+    "verify.register_auditor",
+    "verify.exit_auditor",
+    "verify.attest",
+    "verify.challenge",
+    "verify.reveal",
+    "verify.arbitrate",
+];
+
+/// The kind of a message. The match has no wildcard, so a new variant does not compile until
+/// it has an index here and a name in [`KINDS`].
+fn kind(message: &Message) -> &'static str {
+    let index = match message {
+        Message::Bank(bank::Msg::Send { .. }) => 0,
+        Message::Staking(staking::Msg::Bond { .. }) => 1,
+        Message::Staking(staking::Msg::Unbond { .. }) => 2,
+        Message::Models(models::Msg::Register(_)) => 3,
+        Message::Compute(m) => match m {
+            compute::Msg::RegisterProvider { .. } => 4,
+            compute::Msg::UpdateProvider { .. } => 5,
+            compute::Msg::ExitProvider => 6,
+            compute::Msg::SubmitJob { .. } => 7,
+            compute::Msg::PostResult { .. } => 8,
+            compute::Msg::DeclineJob { .. } => 9,
+        },
+        Message::Verify(m) => match m {
+            verify::Msg::RegisterAuditor { .. } => 10,
+            verify::Msg::ExitAuditor => 11,
+            verify::Msg::Attest { .. } => 12,
+            verify::Msg::Challenge { .. } => 13,
+            verify::Msg::Reveal { .. } => 14,
+            verify::Msg::Arbitrate { .. } => 15,
+        },
+    };
+    KINDS[index]
+}
+
+/// One message of every kind, with edge values (extreme amounts and ids, empty and non-empty
+/// lists and strings) so mutations land on every field's decoder.
+fn every_message() -> Vec<Message> {
+    let offer = match register("embed", 1_000) {
+        Message::Compute(compute::Msg::RegisterProvider { offer, .. }) => offer,
+        other => unreachable!("register builds a provider registration, not {other:?}"),
+    };
+    vec![
+        Message::Bank(bank::Msg::Send {
+            to: Address([7; 20]),
+            amount: Amount::new(u128::MAX),
+        }),
+        Message::Staking(staking::Msg::Bond {
+            role: Role::Auditor,
+            amount: Amount::pza(200),
+        }),
+        Message::Staking(staking::Msg::Unbond {
+            role: Role::Validator,
+            amount: Amount::ZERO,
+        }),
+        Message::Models(models::Msg::Register(ModelRecord {
+            name: "smol-chat".into(),
+            kind: ModelKind::Generation,
+            architecture: "llama".into(),
+            config_hash: Hash([1; 32]),
+            weights_commitment: Hash([2; 32]),
+            tokenizer_hash: Hash([3; 32]),
+            owner: Address([4; 20]),
+            license: String::new(),
+            price_floor: Amount::new(1_000),
+        })),
+        Message::Compute(compute::Msg::RegisterProvider {
+            offer: Offer {
+                models: vec!["embed".into(), "chat".into()],
+                ..offer.clone()
+            },
+            stake: Amount::pza(500),
+        }),
+        Message::Compute(compute::Msg::UpdateProvider {
+            offer: Offer {
+                price_per_unit: Amount::new(u128::MAX),
+                capacity: u32::MAX,
+                endpoint: String::new(),
+                ..offer
+            },
+        }),
+        Message::Compute(compute::Msg::ExitProvider),
+        Message::Compute(compute::Msg::SubmitJob {
+            model: "chat".into(),
+            input: b"[{\"role\":\"user\",\"content\":\"hi\"}]".to_vec(),
+            params: JobParams {
+                max_tokens: 16,
+                temperature_milli: 700,
+                top_k: 40,
+                top_p_milli: 900,
+                repetition_penalty_milli: 1_100,
+                seed: u64::MAX,
+                chat: true,
+                stop: vec!["\n".into(), "END".into()],
+                deadline_blocks: 30,
+                redundancy: 3,
+                ..JobParams::default()
+            },
+            max_units: 16,
+            max_price: Amount::new(1 << 100),
+        }),
+        Message::Compute(compute::Msg::PostResult {
+            job: u64::MAX,
+            output: b"out".to_vec(),
+            output_hash: compute::output_hash(b"out"),
+            trace_root: Hash([5; 32]),
+            work_units: 12,
+        }),
+        Message::Compute(compute::Msg::DeclineJob {
+            job: 4,
+            reason: "input longer than the model's context".into(),
+        }),
+        Message::Verify(verify::Msg::RegisterAuditor {
+            models: vec!["embed".into()],
+            stake: Amount::pza(100),
+        }),
+        Message::Verify(verify::Msg::ExitAuditor),
+        Message::Verify(verify::Msg::Attest { job: 3 }),
+        Message::Verify(verify::Msg::Challenge {
+            job: 0,
+            trace_root: Hash([9; 32]),
+            step_count: u64::MAX,
+            ids: Hash([8; 32]),
+        }),
+        Message::Verify(verify::Msg::Reveal {
+            job: 1,
+            round: u32::MAX,
+            left: Hash([6; 32]),
+            right: Hash::ZERO,
+            step_count: 40,
+            ids: Hash([8; 32]),
+        }),
+        Message::Verify(verify::Msg::Arbitrate {
+            job: 2,
+            evidence: (0..300u32).map(|i| i as u8).collect(),
+        }),
+    ]
+}
 
 /// A small deterministic generator (SplitMix64) so the corpus is the same on every run.
 struct Rng(u64);
@@ -29,7 +190,7 @@ impl Rng {
 
 fn seed_txs() -> Vec<SignedTransaction> {
     let key = SecretKey::from_seed([9; 32]);
-    let messages = vec![
+    let mut messages = vec![
         vec![Message::Bank(bank::Msg::Send {
             to: Address([1; 20]),
             amount: Amount::pza(3),
@@ -49,6 +210,7 @@ fn seed_txs() -> Vec<SignedTransaction> {
             }),
         ],
     ];
+    messages.extend(every_message().into_iter().map(|m| vec![m]));
     messages
         .into_iter()
         .enumerate()
@@ -159,28 +321,59 @@ fn check<T: Decode + Encode>(bytes: &[u8], decode: impl Fn(&[u8]) -> Option<T>) 
 }
 
 #[test]
+fn the_corpus_carries_every_message_kind() {
+    let seen: BTreeSet<&str> = seed_txs()
+        .iter()
+        .flat_map(|tx| tx.tx.messages.iter().map(kind))
+        .collect();
+    let all: BTreeSet<&str> = KINDS.iter().copied().collect();
+    assert_eq!(seen, all, "every message kind has a seed transaction");
+}
+
+#[test]
 fn mutated_inputs_never_panic_and_decode_canonically() {
-    let corpus: Vec<Vec<u8>> = seed_txs()
+    let txs = seed_txs();
+    let messages = every_message();
+    let corpus: Vec<Vec<u8>> = txs
         .iter()
         .map(|t| t.to_bytes())
+        .chain(messages.iter().map(|m| m.to_bytes()))
         .chain([seed_block().to_bytes(), seed_receipt().to_bytes()])
         .collect();
     let mut rng = Rng(0x5eed);
-    let mut decoded = [0usize; 3];
-    for round in 0..30_000 {
-        let input = mutate(&mut rng, &corpus[round % corpus.len()], &corpus);
+    let mut decoded = [0usize; 4];
+    // Mutants of each message's own encoding that still decode as a message, by kind.
+    let mut decoded_by_kind = vec![0usize; KINDS.len()];
+    for round in 0..120_000 {
+        let seed = round % corpus.len();
+        let input = mutate(&mut rng, &corpus[seed], &corpus);
         decoded[0] += check(&input, |b| SignedTransaction::decode_bytes(b).ok()) as usize;
         decoded[1] += check(&input, |b| Block::decode_bytes(b).ok()) as usize;
         decoded[2] += check(&input, |b| Receipt::from_bytes(b).ok()) as usize;
+        let message = check(&input, |b| Message::from_bytes(b).ok());
+        decoded[3] += message as usize;
+        if message && (txs.len()..txs.len() + messages.len()).contains(&seed) {
+            let kind = kind(&messages[seed - txs.len()]);
+            decoded_by_kind[KINDS.iter().position(|k| *k == kind).unwrap()] += 1;
+        }
     }
     // Some mutations (a flipped amount bit, say) still decode: the corpus reaches past the
-    // first length check.
+    // first length check, and past every message kind's tag.
     assert!(decoded.iter().all(|n| *n > 0), "decoded counts {decoded:?}");
-    for seed in &corpus[..3] {
-        let tx = SignedTransaction::decode_bytes(seed).unwrap();
+    for message in &messages {
+        let kind = kind(message);
+        let n = decoded_by_kind[KINDS.iter().position(|k| *k == kind).unwrap()];
+        assert!(n > 0, "no mutant of {kind} decoded: {decoded_by_kind:?}");
+    }
+    for (seed, tx) in corpus.iter().zip(&txs) {
+        let decoded = SignedTransaction::decode_bytes(seed).unwrap();
+        assert_eq!(&decoded, tx);
         assert_eq!(
-            tx.hash(),
-            SignedTransaction::new(tx.tx.clone(), tx.signature).hash()
+            decoded.hash(),
+            SignedTransaction::new(decoded.tx.clone(), decoded.signature).hash()
         );
+    }
+    for message in &messages {
+        assert_eq!(&Message::from_bytes(&message.to_bytes()).unwrap(), message);
     }
 }
