@@ -7,16 +7,17 @@
 //! ordinary traffic. The pool knows nothing else about what a transaction does.
 //!
 //! Invariants:
-//! - Bounded, by count and by bytes, in all ([`MempoolConfig::capacity`], [`Limits::bytes_max`])
-//!   and per sender ([`Limits::sender_txs_max`], [`Limits::sender_bytes_max`]), with nonces at
+//! - Bounded, by count and by bytes, in all ([`MempoolConfig::capacity`] and
+//!   [`Limits::bytes_max`] for ordinary transactions, plus the room reserved for duties) and per
+//!   sender ([`Limits::sender_txs_max`], [`Limits::sender_bytes_max`]), with nonces at
 //!   most [`MempoolConfig::nonce_window`] ahead. A full pool refuses with `mempool_full`.
 //! - Gapped transactions hold at most their own share ([`Limits::gapped_txs_max`],
 //!   [`Limits::gapped_bytes_max`]), expire after [`Limits::gapped_lifetime_blocks`], and are
 //!   evicted (oldest first) to make room for a ready transaction. So a pool full of gapped
 //!   transactions never refuses a transaction that can execute now.
-//! - Ordinary transactions may fill the pool only up to the room reserved for duties
-//!   ([`Limits::duty_txs_reserved`], [`Limits::duty_bytes_reserved`]); duties may use all of it,
-//!   and are reaped first.
+//! - Ordinary transactions may fill the pool only up to its capacity; duties may use that and
+//!   the room reserved for them on top ([`Limits::duty_txs_reserved`],
+//!   [`Limits::duty_bytes_reserved`]), and are reaped first.
 //! - Every transaction that leaves the pool other than by [`Mempool::reap`]ing callers committing
 //!   it is reported as a [`Removed`] with its reason; nothing leaves silently.
 //! - For every sender, entries hold nonces at or above the sender's committed next nonce, and
@@ -57,7 +58,7 @@ pub const DUTY_BYTES_RESERVED_DEFAULT: usize = 4 * EVIDENCE_TX_BYTES_MAX + 1024 
 
 #[derive(Debug, Clone, Copy)]
 pub struct MempoolConfig {
-    /// Most transactions held.
+    /// Most ordinary transactions held (duties may use [`Limits::duty_txs_reserved`] more).
     pub capacity: usize,
     /// How far ahead of its committed nonce a sender may queue.
     pub nonce_window: u64,
@@ -75,7 +76,8 @@ impl Default for MempoolConfig {
 /// The pool's bounds beyond its capacity. [`Limits::for_config`] derives the defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Most encoded bytes held in all.
+    /// Most encoded bytes of ordinary transactions held (duties may use
+    /// [`Limits::duty_bytes_reserved`] more).
     pub bytes_max: usize,
     /// Most transactions one sender may hold.
     pub sender_txs_max: usize,
@@ -88,15 +90,15 @@ pub struct Limits {
     /// Blocks after which a transaction still gapped is removed (counted from the height at
     /// which it arrived).
     pub gapped_lifetime_blocks: u64,
-    /// Transactions of the pool's capacity that only duties may use.
+    /// Transactions beyond the pool's capacity that only duties may use.
     pub duty_txs_reserved: usize,
-    /// Bytes of [`Limits::bytes_max`] that only duties may use.
+    /// Bytes beyond [`Limits::bytes_max`] that only duties may use.
     pub duty_bytes_reserved: usize,
 }
 
 impl Limits {
     /// The default bounds for a pool configured as `config`: an eighth of its capacity for
-    /// gapped transactions, a tenth reserved for duties, and one nonce window per sender (at
+    /// gapped transactions, a tenth more reserved for duties, and one nonce window per sender (at
     /// most [`SENDER_TXS_MAX_DEFAULT`] unless the window is wider).
     pub fn for_config(config: MempoolConfig) -> Limits {
         let capacity = config.capacity;
@@ -416,10 +418,11 @@ impl Mempool {
                 self.ordinary().minus(gapped_ordinary),
             )
         };
-        if !total.fits(bytes, self.config.capacity, limits.bytes_max) {
+        let (total_txs_max, total_bytes_max) = self.total_max();
+        if !total.fits(bytes, total_txs_max, total_bytes_max) {
             return Err(full(format!(
-                "the mempool holds its maximum of {} transactions and {} bytes",
-                self.config.capacity, limits.bytes_max
+                "the mempool holds its maximum of {total_txs_max} transactions and \
+                 {total_bytes_max} bytes"
             )));
         }
         let (ordinary_txs_max, ordinary_bytes_max) = self.ordinary_max();
@@ -427,7 +430,7 @@ impl Mempool {
             && !ordinary.fits(bytes, ordinary_txs_max, ordinary_bytes_max)
         {
             return Err(full(format!(
-                "ordinary transactions hold their maximum of {ordinary_txs_max} transactions \
+                "the mempool holds its maximum of {ordinary_txs_max} ordinary transactions \
                  and {ordinary_bytes_max} bytes (the rest is reserved for protocol duties)"
             )));
         }
@@ -439,13 +442,17 @@ impl Mempool {
     }
 
     fn ordinary_max(&self) -> (usize, usize) {
+        (self.config.capacity, self.limits.bytes_max)
+    }
+
+    fn total_max(&self) -> (usize, usize) {
         (
             self.config
                 .capacity
-                .saturating_sub(self.limits.duty_txs_reserved),
+                .saturating_add(self.limits.duty_txs_reserved),
             self.limits
                 .bytes_max
-                .saturating_sub(self.limits.duty_bytes_reserved),
+                .saturating_add(self.limits.duty_bytes_reserved),
         )
     }
 
@@ -486,8 +493,8 @@ impl Mempool {
 
     fn fits(&self, bytes: usize, priority: Priority) -> bool {
         let (ordinary_txs_max, ordinary_bytes_max) = self.ordinary_max();
-        self.total
-            .fits(bytes, self.config.capacity, self.limits.bytes_max)
+        let (total_txs_max, total_bytes_max) = self.total_max();
+        self.total.fits(bytes, total_txs_max, total_bytes_max)
             && (priority == Priority::Duty
                 || self
                     .ordinary()
@@ -798,7 +805,8 @@ impl Mempool {
             gapped_seqs,
             self.gapped_ordinary.len() + self.gapped_duty.len()
         );
-        assert!(total.txs <= self.config.capacity && total.bytes <= self.limits.bytes_max);
+        let (total_txs_max, total_bytes_max) = self.total_max();
+        assert!(total.txs <= total_txs_max && total.bytes <= total_bytes_max);
         assert!(gapped.txs <= self.limits.gapped_txs_max);
         assert!(gapped.bytes <= self.limits.gapped_bytes_max);
         let (ordinary_txs_max, ordinary_bytes_max) = self.ordinary_max();

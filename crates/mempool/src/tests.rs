@@ -318,11 +318,11 @@ fn duties_have_reserved_room_and_are_reaped_first() {
             ..open_limits(4)
         },
     );
-    for i in 1..=3 {
+    for i in 1..=4 {
         ordinary(&mut pool, tx(&key(i), 0)).unwrap();
     }
     assert_eq!(
-        code(ordinary(&mut pool, tx(&key(4), 0))),
+        code(ordinary(&mut pool, tx(&key(5), 0))),
         ErrorCode::MempoolFull
     );
     pool.insert(tx(&key(5), 0), 0, Priority::Duty).unwrap();
@@ -332,7 +332,7 @@ fn duties_have_reserved_room_and_are_reaped_first() {
     );
     let reaped = pool.reap(10, usize::MAX);
     assert_eq!(reaped[0].sender(), key(5).public_key().address());
-    assert_eq!(reaped.len(), 4);
+    assert_eq!(reaped.len(), 5);
     pool.assert_consistent();
 
     // The same by bytes.
@@ -342,7 +342,7 @@ fn duties_have_reserved_room_and_are_reaped_first() {
             nonce_window: 64,
         },
         Limits {
-            bytes_max: 3 * size,
+            bytes_max: 2 * size,
             duty_bytes_reserved: size,
             ..open_limits(100)
         },
@@ -354,6 +354,10 @@ fn duties_have_reserved_room_and_are_reaped_first() {
         ErrorCode::MempoolFull
     );
     pool.insert(tx(&key(3), 0), 0, Priority::Duty).unwrap();
+    assert_eq!(
+        code(pool.insert(tx(&key(4), 0), 0, Priority::Duty)),
+        ErrorCode::MempoolFull
+    );
     pool.assert_consistent();
 }
 
@@ -453,8 +457,9 @@ proptest! {
                             // A ready duty is refused only if ready transactions fill the pool
                             // or its sender's bounds.
                             prop_assert!(
-                                ready_before.0 + 1 > 14
-                                    || ready_before.1 + bytes > limits.bytes_max
+                                ready_before.0 + 1 > 14 + limits.duty_txs_reserved
+                                    || ready_before.1 + bytes
+                                        > limits.bytes_max + limits.duty_bytes_reserved
                                     || own_txs + 1 > limits.sender_txs_max
                                     || own_bytes + bytes > limits.sender_bytes_max
                             );
