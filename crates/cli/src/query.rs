@@ -169,14 +169,18 @@ pub async fn status(args: &ClientArgs) -> Result<()> {
 }
 
 async fn submit(args: &ClientArgs, signer: &SignerArgs, message: Message) -> Result<()> {
-    submit_for_receipt(args, signer, message).await.map(|_| ())
+    submit_for_receipt(args, signer, message, true)
+        .await
+        .map(|_| ())
 }
 
-/// Sends one message; with `--wait`, returns its receipt once committed without error.
+/// Sends one message; with `--wait`, returns its receipt once committed without error (printed
+/// unless `print_json_receipt` is false and the output is JSON: the caller prints more).
 async fn submit_for_receipt(
     args: &ClientArgs,
     signer: &SignerArgs,
     message: Message,
+    print_json_receipt: bool,
 ) -> Result<Option<piazza_api::ReceiptInfo>> {
     let max_fee: Amount = signer.max_fee.parse()?;
     let client = Client::new(&args.node);
@@ -192,17 +196,20 @@ async fn submit_for_receipt(
         return Ok(None);
     }
     let receipt = client.wait_for_receipt(&hash, RECEIPT_WAIT).await?;
-    print(args.json, &receipt, || match &receipt.error {
-        None => format!(
-            "committed {hash} at height {} (fee {})",
-            receipt.height,
-            pza(&receipt.fee_paid)
-        ),
-        Some(e) => format!(
-            "included {hash} at height {} but failed: {} ({}) {}",
-            receipt.height, e.name, e.code, e.message
-        ),
-    });
+    let human = !args.json;
+    if human || print_json_receipt || receipt.error.is_some() {
+        print(args.json, &receipt, || match &receipt.error {
+            None => format!(
+                "committed {hash} at height {} (fee {})",
+                receipt.height,
+                pza(&receipt.fee_paid)
+            ),
+            Some(e) => format!(
+                "included {hash} at height {} but failed: {} ({}) {}",
+                receipt.height, e.name, e.code, e.message
+            ),
+        });
+    }
     anyhow::ensure!(receipt.error.is_none(), "the transaction failed");
     Ok(Some(receipt))
 }
@@ -234,6 +241,7 @@ pub async fn stake(
         args,
         signer,
         Message::Staking(staking::Msg::Unbond { role, amount }),
+        false,
     )
     .await?;
     let Some(receipt) = receipt else {
@@ -249,7 +257,7 @@ pub async fn stake(
     wait_for_height(&client, release_height).await?;
     print(
         args.json,
-        &serde_json::json!({"unbonded": amount.base_units().to_string(), "released_height": release_height}),
+        &serde_json::json!({"receipt": receipt, "unbonded": amount.base_units().to_string(), "released_height": release_height}),
         || format!("unbonded {amount} PZA: back in the balance since height {release_height}"),
     );
     Ok(())

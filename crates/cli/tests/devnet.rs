@@ -80,7 +80,12 @@ fn the_cli_drives_a_devnet_and_the_chain_survives_a_restart() {
             "unstake", "--from", "dev", "--role", "provider", "--amount", "250", "--wait",
         ],
     );
-    assert_eq!(unstaked["events"][0]["kind"], "staking.unbond");
+    assert_eq!(unstaked["receipt"]["events"][0]["kind"], "staking.unbond");
+    // `--wait` returned once the unbonding delay ended: the tokens are back, none pending.
+    let released: u64 = unstaked["released_height"].as_u64().unwrap();
+    let balance = cli(&devnet, dir.path(), &["balance", "dev"]);
+    assert!(balance["account"]["height"].as_u64().unwrap() >= released);
+    assert_eq!(balance["stake"]["unbonding"], "0");
 
     // A refused transfer is a clear error on stderr and a failing exit code.
     let refused = Command::new(PIAZZA)

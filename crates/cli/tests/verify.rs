@@ -192,6 +192,14 @@ fn caught(
     let burned: u128 = attr(&resolved, "burned").parse().unwrap();
     assert_eq!(to_winner + burned, slash);
     assert_eq!(to_winner, slash / 2);
+    // Once ended, `piazza dispute` tells the outcome, and `provider status` counts the fraud.
+    let ended = cli(devnet, dir, &["dispute", &id.to_string()]);
+    assert_eq!(
+        (ended["open"].as_bool(), ended["status"].as_str()),
+        (Some(false), Some("failed"))
+    );
+    let record = cli(devnet, dir, &["provider", "status", cheat]);
+    assert!(record["provider"]["frauds"].as_u64() >= Some(1));
     let rounds = attr(&resolved, "rounds");
     let blocks = attr(&resolved, "blocks");
     let challenged = events.wait("verify.dispute_opened", id);
