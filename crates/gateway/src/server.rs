@@ -61,6 +61,11 @@ impl GatewayHandle {
         self.gateway.keys.reserved(key_hash)
     }
 
+    /// Requests holding one of the gateway's slots (jobs still settling included).
+    pub fn requests_in_flight(&self) -> usize {
+        self.gateway.slots.in_flight()
+    }
+
     /// The chain's job fees as the gateway measured them.
     pub fn job_fees(&self) -> JobFees {
         self.gateway.market.fees()

@@ -106,6 +106,11 @@ impl Slots {
         self.gateway.available_permits()
     }
 
+    /// The gateway's slots in use.
+    pub fn in_flight(&self) -> usize {
+        self.total_max - self.available()
+    }
+
     /// `key`'s free slots.
     pub fn available_to(&self, key: &str) -> usize {
         self.key_semaphore(key).available_permits()

@@ -228,13 +228,18 @@ async fn a_client_that_hangs_up_is_still_charged_and_nothing_stays_reserved() {
     request.abort();
     let _ = request.await;
     tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        s.gw.requests_in_flight(),
+        1,
+        "the settling jobs hold their slot"
+    );
     // The chain settles the jobs after the client left.
     s.node.state.hold.store(false, Ordering::SeqCst);
     let started = Instant::now();
-    while s.gw.reserved(&hash) > Amount::ZERO {
+    while s.gw.reserved(&hash) > Amount::ZERO || s.gw.requests_in_flight() > 0 {
         assert!(
             started.elapsed() < PATIENCE,
-            "the reservation was never released"
+            "the reservation or the slot was never released"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
