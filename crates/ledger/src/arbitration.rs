@@ -5,15 +5,38 @@
 //! this trait, which the node implements with `piazza-arbiter` and passes to the executor, so
 //! the ledger, mempool, store and client build without the ML stack. Every validator must use the
 //! same implementation (it decides consensus); a node that runs none ([`NoArbiter`]) rejects
-//! evidence, which keeps a dispute in its phase until its deadline.
+//! evidence, which keeps a dispute in its phase until its deadline. This file imports nothing
+//! else of the ledger: modules and their context depend on it, never the other way.
 
-use crate::compute::Job;
-use crate::models::ModelRecord;
 use piazza_primitives::Hash;
 
 /// Largest evidence a transaction may carry (a step's inputs and weight slices, or a
 /// tokenizer); an implementation must accept evidence up to this size.
 pub const EVIDENCE_BYTES_MAX: usize = 12 * 1024 * 1024;
+
+/// The model a disputed job ran, as its record commits to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Model {
+    /// `bert` or `llama` today; the arbiter refuses families it cannot run.
+    pub architecture: String,
+    pub config_hash: Hash,
+    pub weights_commitment: Hash,
+    pub tokenizer_hash: Hash,
+}
+
+/// A disputed job as the chain holds it: its input and the parameters of its run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub input: Vec<u8>,
+    pub max_tokens: u32,
+    pub temperature_milli: u32,
+    pub top_k: u32,
+    pub top_p_milli: u32,
+    pub repetition_penalty_milli: u32,
+    pub seed: u64,
+    pub chat: bool,
+    pub stop: Vec<String>,
+}
 
 /// Whether a revealed leaf opens against the subtrees both parties agreed on: `(step, leaf,
 /// sibling path)`.
@@ -33,7 +56,7 @@ pub trait Arbiter: Send + Sync {
     /// model record's tokenizer hash.
     fn input(
         &self,
-        model: &ModelRecord,
+        model: &Model,
         job: &Job,
         evidence: &[u8],
     ) -> Result<Box<dyn InputVerdict>, String>;
@@ -44,7 +67,7 @@ pub trait Arbiter: Send + Sync {
     #[allow(clippy::too_many_arguments)]
     fn step(
         &self,
-        model: &ModelRecord,
+        model: &Model,
         job: &Job,
         step: u64,
         step_count: u64,
@@ -61,13 +84,13 @@ pub struct NoArbiter;
 const NO_ARBITER: &str = "this executor has no arbiter to re-execute a step";
 
 impl Arbiter for NoArbiter {
-    fn input(&self, _: &ModelRecord, _: &Job, _: &[u8]) -> Result<Box<dyn InputVerdict>, String> {
+    fn input(&self, _: &Model, _: &Job, _: &[u8]) -> Result<Box<dyn InputVerdict>, String> {
         Err(NO_ARBITER.into())
     }
 
     fn step(
         &self,
-        _: &ModelRecord,
+        _: &Model,
         _: &Job,
         _: u64,
         _: u64,

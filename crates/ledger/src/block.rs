@@ -1,6 +1,7 @@
-//! Blocks, receipts and events.
+//! Blocks and receipts.
 
 use crate::error::{ErrorCode, TxError};
+pub use crate::event::{Event, EVENTS_PER_MESSAGE_MAX};
 use crate::tx::{SignedTransaction, CHAIN_ID_BYTES_MAX};
 use piazza_codec::{Decode, DecodeError, Encode, Reader, Writer};
 use piazza_primitives::{Amount, Hash, PublicKey, SecretKey, Signature};
@@ -9,15 +10,9 @@ use piazza_primitives::{Amount, Hash, PublicKey, SecretKey, Signature};
 pub const BLOCK_TXS_MAX: usize = 20_000;
 /// Largest encoded block.
 pub const BLOCK_BYTES_MAX: usize = 16 * 1024 * 1024;
-/// Most events one message may emit. Every message stays far below it (a redundant submission
-/// emits one event per copy, at most `REDUNDANCY_MAX`; a dispute's end a handful); a message that
-/// went past it would fail its transaction (`too_many_events`), never lose events.
-pub const EVENTS_PER_MESSAGE_MAX: usize = 64;
 /// Most events one transaction may emit: enough for every message at its own bound, so no legal
 /// transaction's receipt is ever cut.
 pub const EVENTS_PER_TX_MAX: usize = crate::tx::TX_MESSAGES_MAX * EVENTS_PER_MESSAGE_MAX;
-const EVENT_ATTRIBUTES_MAX: usize = 16;
-const EVENT_TEXT_BYTES_MAX: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockHeader {
@@ -177,58 +172,6 @@ pub fn merkle_root(leaves: &[Hash]) -> Hash {
 pub fn tx_root(txs: &[SignedTransaction]) -> Hash {
     let hashes: Vec<Hash> = txs.iter().map(|t| t.hash()).collect();
     merkle_root(&hashes)
-}
-
-/// Something a module reports happened: `bank.transfer {from, to, amount}`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Event {
-    pub kind: String,
-    pub attributes: Vec<(String, String)>,
-}
-
-impl Event {
-    pub fn new(kind: &str, attributes: &[(&str, String)]) -> Event {
-        Event {
-            kind: kind.to_string(),
-            attributes: attributes
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-        }
-    }
-
-    pub fn attribute(&self, key: &str) -> Option<&str> {
-        self.attributes
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-impl Encode for Event {
-    fn encode(&self, w: &mut Writer) {
-        w.str(&self.kind);
-        w.len(self.attributes.len());
-        for (k, v) in &self.attributes {
-            w.str(k);
-            w.str(v);
-        }
-    }
-}
-
-impl Decode for Event {
-    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let kind = r.string(EVENT_TEXT_BYTES_MAX)?;
-        let n = r.len(EVENT_ATTRIBUTES_MAX)?;
-        let mut attributes = Vec::with_capacity(n);
-        for _ in 0..n {
-            attributes.push((
-                r.string(EVENT_TEXT_BYTES_MAX)?,
-                r.string(EVENT_TEXT_BYTES_MAX)?,
-            ));
-        }
-        Ok(Event { kind, attributes })
-    }
 }
 
 /// How a committed transaction ended. Its fee is paid and its nonce used either way.

@@ -99,35 +99,12 @@ pub fn chain_id(state: &dyn StateRead) -> Option<String> {
         .map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
-/// Routes a message's stateless check to its module.
-pub fn check_message_stateless(message: &Message) -> Result<(), TxError> {
-    match message {
-        Message::Bank(m) => Bank::check_stateless(m),
-        Message::Staking(m) => Staking::check_stateless(m),
-        Message::Models(m) => Models::check_stateless(m),
-        Message::Compute(m) => Compute::check_stateless(m),
-        Message::Verify(m) => Verify::check_stateless(m),
-    }
-}
-
-fn message_fee_units(message: &Message) -> u64 {
-    match message {
-        Message::Bank(m) => Bank::fee_units(m),
-        Message::Staking(m) => Staking::fee_units(m),
-        Message::Models(m) => Models::fee_units(m),
-        Message::Compute(m) => Compute::fee_units(m),
-        Message::Verify(m) => Verify::fee_units(m),
-    }
-}
-
 /// The fee a transaction pays.
 pub fn fee_for(tx: &SignedTransaction, fees: &FeeParams) -> Result<Amount, TxError> {
     let overflow = || TxError::new(ErrorCode::Overflow, "fee overflows");
     let mut units = fees.tx_base_units;
     for m in &tx.tx.messages {
-        units = units
-            .checked_add(message_fee_units(m))
-            .ok_or_else(overflow)?;
+        units = units.checked_add(m.fee_units()).ok_or_else(overflow)?;
     }
     let bytes = (tx.encoded_len() as u64)
         .checked_mul(fees.byte_units)
@@ -266,11 +243,17 @@ pub fn init_chain(genesis: &Genesis) -> Result<Writes, GenesisError> {
             randomness: Hash::of("piazza/genesis-randomness", &[genesis.chain_id.as_bytes()]),
         },
     );
-    Bank::init_chain(&mut state, genesis)?;
-    Staking::init_chain(&mut state, genesis)?;
-    Models::init_chain(&mut state, genesis)?;
-    Compute::init_chain(&mut state, genesis)?;
-    Verify::init_chain(&mut state, genesis)?;
+    Bank::init_chain(&mut state, &genesis.accounts)?;
+    Staking::init_chain(
+        &mut state,
+        &staking::GenesisState {
+            params: genesis.staking.clone(),
+            bonds: genesis.bonds.clone(),
+        },
+    )?;
+    Models::init_chain(&mut state, &genesis.models)?;
+    Compute::init_chain(&mut state, &genesis.compute)?;
+    Verify::init_chain(&mut state, &genesis.verify)?;
     Ok(state.into_writes())
 }
 
@@ -284,6 +267,49 @@ impl Encode for RawString {
 }
 
 /// Executes one block's transactions in order.
+/// The order of the modules' `begin_block` hooks: compute assigns queued jobs with this
+/// block's randomness, then verify reviews the results compute reported in the previous block
+/// (audit draws, redundant groups), so a draw never sees a result of its own block.
+pub const BEGIN_BLOCK_ORDER: [&str; 5] = ["bank", "staking", "models", "compute", "verify"];
+/// The order of the `end_block` hooks: verify ends audits and disputes whose deadline is this
+/// block (releasing their holds) before compute settles the jobs whose window ends here, so a
+/// job released in this block settles in it.
+pub const END_BLOCK_ORDER: [&str; 5] = ["bank", "staking", "models", "verify", "compute"];
+
+#[derive(Clone, Copy)]
+enum Hook {
+    Begin,
+    End,
+}
+
+fn run_hook(
+    module: &str,
+    hook: Hook,
+    state: &mut StateDelta<'_>,
+    block: &BlockContext,
+    events: &mut Vec<Event>,
+) {
+    fn call<M: Module>(
+        hook: Hook,
+        state: &mut StateDelta<'_>,
+        block: &BlockContext,
+        events: &mut Vec<Event>,
+    ) {
+        match hook {
+            Hook::Begin => M::begin_block(state, block, events),
+            Hook::End => M::end_block(state, block, events),
+        }
+    }
+    match module {
+        Bank::NAME => call::<Bank>(hook, state, block, events),
+        Staking::NAME => call::<Staking>(hook, state, block, events),
+        Models::NAME => call::<Models>(hook, state, block, events),
+        Compute::NAME => call::<Compute>(hook, state, block, events),
+        Verify::NAME => call::<Verify>(hook, state, block, events),
+        other => unreachable!("no module named `{other}` has block hooks"),
+    }
+}
+
 pub struct BlockExecutor<'a> {
     state: StateDelta<'a>,
     arbiter: &'a dyn Arbiter,
@@ -301,11 +327,9 @@ impl<'a> BlockExecutor<'a> {
             .get(&chain_key::fees())
             .expect("fee params are written at genesis");
         let mut events = Vec::new();
-        Bank::begin_block(&mut state, &block, &mut events);
-        Staking::begin_block(&mut state, &block, &mut events);
-        Models::begin_block(&mut state, &block, &mut events);
-        Compute::begin_block(&mut state, &block, &mut events);
-        Verify::begin_block(&mut state, &block, &mut events);
+        for hook in BEGIN_BLOCK_ORDER {
+            run_hook(hook, Hook::Begin, &mut state, &block, &mut events);
+        }
         BlockExecutor {
             state,
             arbiter: &NoArbiter,
@@ -393,11 +417,15 @@ impl<'a> BlockExecutor<'a> {
 
     /// Runs every module's `end_block` and returns the block's writes and receipts.
     pub fn finish(mut self) -> BlockOutcome {
-        Bank::end_block(&mut self.state, &self.block, &mut self.events);
-        Staking::end_block(&mut self.state, &self.block, &mut self.events);
-        Models::end_block(&mut self.state, &self.block, &mut self.events);
-        Verify::end_block(&mut self.state, &self.block, &mut self.events);
-        Compute::end_block(&mut self.state, &self.block, &mut self.events);
+        for hook in END_BLOCK_ORDER {
+            run_hook(
+                hook,
+                Hook::End,
+                &mut self.state,
+                &self.block,
+                &mut self.events,
+            );
+        }
         let head = ChainHead {
             height: self.block.height,
             time_ms: self.block.time_ms,
@@ -419,28 +447,7 @@ fn run_messages(
 ) -> Result<(), TxError> {
     for message in messages {
         let before = ctx.events.len();
-        match message {
-            Message::Bank(m) => {
-                Bank::check_stateful(state, ctx, m)?;
-                Bank::execute(state, ctx, m)?;
-            }
-            Message::Staking(m) => {
-                Staking::check_stateful(state, ctx, m)?;
-                Staking::execute(state, ctx, m)?;
-            }
-            Message::Models(m) => {
-                Models::check_stateful(state, ctx, m)?;
-                Models::execute(state, ctx, m)?;
-            }
-            Message::Compute(m) => {
-                Compute::check_stateful(state, ctx, m)?;
-                Compute::execute(state, ctx, m)?;
-            }
-            Message::Verify(m) => {
-                Verify::check_stateful(state, ctx, m)?;
-                Verify::execute(state, ctx, m)?;
-            }
-        }
+        message.apply(state, ctx)?;
         let emitted = ctx.events.len() - before;
         if emitted > EVENTS_PER_MESSAGE_MAX {
             return Err(TxError::new(
@@ -524,4 +531,29 @@ pub fn execute_block(
             .map_err(|error| BlockError::InvalidTx { index, error })?;
     }
     Ok(executor.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_module_runs_each_hook_once_in_the_documented_order() {
+        let mut names = vec![
+            Bank::NAME,
+            Staking::NAME,
+            Models::NAME,
+            Compute::NAME,
+            Verify::NAME,
+        ];
+        names.sort();
+        for order in [BEGIN_BLOCK_ORDER, END_BLOCK_ORDER] {
+            let mut sorted = order.to_vec();
+            sorted.sort();
+            assert_eq!(sorted, names);
+        }
+        let at = |order: [&str; 5], name| order.iter().position(|n| *n == name).unwrap();
+        assert!(at(BEGIN_BLOCK_ORDER, "compute") < at(BEGIN_BLOCK_ORDER, "verify"));
+        assert!(at(END_BLOCK_ORDER, "verify") < at(END_BLOCK_ORDER, "compute"));
+    }
 }

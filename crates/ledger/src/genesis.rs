@@ -1,16 +1,14 @@
-//! Genesis: the chain's first state, and the parameters it fixes.
+//! Genesis: the chain's first state, and the parameters it fixes. The document is made of the
+//! modules' own sections (each module owns its genesis type and `init_chain`); this file only
+//! composes them, so it imports the modules and no module imports it.
 
 use crate::staking::{self, Role};
 use piazza_codec::{Decode, DecodeError, Encode, Reader, Writer};
-use piazza_primitives::{Address, Amount};
-use thiserror::Error;
+use piazza_primitives::Amount;
 
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
-pub enum GenesisError {
-    #[error("invalid genesis: {0}")]
-    Invalid(String),
-}
+pub use crate::bank::GenesisAccount;
+pub use crate::module::GenesisError;
+pub use crate::staking::GenesisBond;
 
 /// How transaction fees are metered: `(tx_base_units + Σ message units + bytes × byte_units)
 /// × unit_price`.
@@ -47,19 +45,6 @@ impl Decode for FeeParams {
             byte_units: r.u64()?,
         })
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct GenesisAccount {
-    pub address: Address,
-    pub balance: Amount,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct GenesisBond {
-    pub address: Address,
-    pub role: Role,
-    pub amount: Amount,
 }
 
 /// The genesis document. JSON on disk; its meaning is the state `init_chain` writes.

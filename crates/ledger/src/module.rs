@@ -1,11 +1,18 @@
 //! The one shape every ledger module has.
 
 use crate::arbitration::Arbiter;
-use crate::block::Event;
 use crate::error::TxError;
-use crate::genesis::{Genesis, GenesisError};
+use crate::event::Event;
 use crate::state::StateDelta;
 use piazza_primitives::{Address, Hash, PublicKey};
+
+/// A genesis document the chain cannot start from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GenesisError {
+    #[error("invalid genesis: {0}")]
+    Invalid(String),
+}
 
 /// What a block gives the modules: height, time and randomness come from the header, never from
 /// the machine.
@@ -38,6 +45,8 @@ impl TxContext<'_> {
 /// hooks. Modules are stateless types; all state lives in the [`StateDelta`].
 pub trait Module {
     type Msg;
+    /// The module's section of the genesis document.
+    type Genesis: ?Sized;
     /// Prefix of every state key and event kind this module owns.
     const NAME: &'static str;
 
@@ -58,7 +67,7 @@ pub trait Module {
         msg: &Self::Msg,
     ) -> Result<(), TxError>;
 
-    fn init_chain(state: &mut StateDelta<'_>, genesis: &Genesis) -> Result<(), GenesisError>;
+    fn init_chain(state: &mut StateDelta<'_>, genesis: &Self::Genesis) -> Result<(), GenesisError>;
     fn begin_block(_state: &mut StateDelta<'_>, _block: &BlockContext, _events: &mut Vec<Event>) {}
     fn end_block(_state: &mut StateDelta<'_>, _block: &BlockContext, _events: &mut Vec<Event>) {}
 }

@@ -1,13 +1,18 @@
 //! Transactions: `{chain_id, sender, nonce, max_fee, messages[]}`, signed over their canonical
 //! encoding.
 
+use crate::bank::{self, Bank};
+use crate::compute::{self, Compute};
 use crate::error::{ErrorCode, TxError};
-use crate::{bank, compute, models, staking, verify};
+use crate::models::{self, Models};
+use crate::module::{Module, TxContext};
+use crate::staking::{self, Staking};
+use crate::state::StateDelta;
+use crate::verify::{self, Verify};
 use piazza_codec::{Decode, DecodeError, Encode, Reader, Writer};
 use piazza_primitives::{Address, Amount, Hash, PublicKey, SecretKey, Signature};
 
-/// Largest encoded signed transaction.
-pub const TX_BYTES_MAX: usize = 64 * 1024;
+pub use crate::limits::{CHAIN_ID_BYTES_MAX, TX_BYTES_MAX, TX_MESSAGES_MAX};
 /// The size class of a transaction whose only message is `verify::Msg::Arbitrate`: a step's
 /// inputs and weight slices (or a tokenizer), with room for the envelope.
 pub const EVIDENCE_TX_BYTES_MAX: usize = verify::EVIDENCE_BYTES_MAX + 4096;
@@ -34,10 +39,6 @@ fn check_size(tx: &SignedTransaction) -> Result<(), TxError> {
     }
     Ok(())
 }
-/// Most messages in one transaction.
-pub const TX_MESSAGES_MAX: usize = 16;
-/// Longest chain id.
-pub const CHAIN_ID_BYTES_MAX: usize = 64;
 
 const SIGN_DOMAIN: &[u8] = b"piazza/tx/v1\0";
 
@@ -49,6 +50,55 @@ pub enum Message {
     Models(models::Msg),
     Compute(compute::Msg),
     Verify(verify::Msg),
+}
+
+/// Every message goes to its module through these three routes, so the executor and the
+/// admission checks never name a module.
+impl Message {
+    /// The module's rules that need no state.
+    pub fn check_stateless(&self) -> Result<(), TxError> {
+        match self {
+            Message::Bank(m) => Bank::check_stateless(m),
+            Message::Staking(m) => Staking::check_stateless(m),
+            Message::Models(m) => Models::check_stateless(m),
+            Message::Compute(m) => Compute::check_stateless(m),
+            Message::Verify(m) => Verify::check_stateless(m),
+        }
+    }
+
+    /// The message's metered cost in fee units, before the per-byte charge.
+    pub fn fee_units(&self) -> u64 {
+        match self {
+            Message::Bank(m) => Bank::fee_units(m),
+            Message::Staking(m) => Staking::fee_units(m),
+            Message::Models(m) => Models::fee_units(m),
+            Message::Compute(m) => Compute::fee_units(m),
+            Message::Verify(m) => Verify::fee_units(m),
+        }
+    }
+
+    /// The module's stateful check, then its execution.
+    pub fn apply(
+        &self,
+        state: &mut StateDelta<'_>,
+        ctx: &mut TxContext<'_>,
+    ) -> Result<(), TxError> {
+        fn run<M: Module>(
+            state: &mut StateDelta<'_>,
+            ctx: &mut TxContext<'_>,
+            msg: &M::Msg,
+        ) -> Result<(), TxError> {
+            M::check_stateful(state, ctx, msg)?;
+            M::execute(state, ctx, msg)
+        }
+        match self {
+            Message::Bank(m) => run::<Bank>(state, ctx, m),
+            Message::Staking(m) => run::<Staking>(state, ctx, m),
+            Message::Models(m) => run::<Models>(state, ctx, m),
+            Message::Compute(m) => run::<Compute>(state, ctx, m),
+            Message::Verify(m) => run::<Verify>(state, ctx, m),
+        }
+    }
 }
 
 const TAG_BANK: u8 = 1;
@@ -267,7 +317,7 @@ pub fn check_stateless(
         ));
     }
     for message in &tx.tx.messages {
-        crate::executor::check_message_stateless(message)?;
+        message.check_stateless()?;
     }
     if !signature_checked {
         tx.verify_signature()?;

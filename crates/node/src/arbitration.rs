@@ -4,9 +4,7 @@
 //! wires in this implementation for every block it builds or validates, so every validator
 //! decides disputes with the same deterministic kernels while the ledger itself links no ML code.
 
-use piazza_ledger::arbitration::{Arbiter, InputVerdict, LeafCheck};
-use piazza_ledger::compute::Job;
-use piazza_ledger::models::ModelRecord;
+use piazza_ledger::arbitration::{Arbiter, InputVerdict, Job, LeafCheck, Model};
 use piazza_primitives::Hash;
 
 /// The evidence bound the ledger admits is the one the arbiter decodes.
@@ -18,7 +16,7 @@ const _: () = assert!(
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EngineArbiter;
 
-fn commitments(model: &ModelRecord) -> Result<piazza_arbiter::ModelCommitments, String> {
+fn commitments(model: &Model) -> Result<piazza_arbiter::ModelCommitments, String> {
     let family = piazza_arbiter::Family::from_architecture(&model.architecture)
         .ok_or_else(|| format!("no arbiter for architecture `{}`", model.architecture))?;
     Ok(piazza_arbiter::ModelCommitments {
@@ -31,17 +29,16 @@ fn commitments(model: &ModelRecord) -> Result<piazza_arbiter::ModelCommitments, 
 
 /// A chain job as the arbiter reads it.
 pub fn job_spec(job: &Job) -> piazza_arbiter::JobSpec {
-    let p = &job.params;
     piazza_arbiter::JobSpec {
         input: job.input.clone(),
-        max_tokens: p.max_tokens,
-        temperature_milli: p.temperature_milli,
-        top_k: p.top_k,
-        top_p_milli: p.top_p_milli,
-        repetition_penalty_milli: p.repetition_penalty_milli,
-        seed: p.seed,
-        chat: p.chat,
-        stop: p.stop.clone(),
+        max_tokens: job.max_tokens,
+        temperature_milli: job.temperature_milli,
+        top_k: job.top_k,
+        top_p_milli: job.top_p_milli,
+        repetition_penalty_milli: job.repetition_penalty_milli,
+        seed: job.seed,
+        chat: job.chat,
+        stop: job.stop.clone(),
     }
 }
 
@@ -71,7 +68,7 @@ impl InputVerdict for Tokenized {
 impl Arbiter for EngineArbiter {
     fn input(
         &self,
-        model: &ModelRecord,
+        model: &Model,
         job: &Job,
         evidence: &[u8],
     ) -> Result<Box<dyn InputVerdict>, String> {
@@ -88,7 +85,7 @@ impl Arbiter for EngineArbiter {
 
     fn step(
         &self,
-        model: &ModelRecord,
+        model: &Model,
         job: &Job,
         step: u64,
         step_count: u64,

@@ -5,9 +5,9 @@
 
 pub mod state_key;
 
-use crate::block::Event;
 use crate::error::{ErrorCode, TxError};
-use crate::genesis::{Genesis, GenesisError};
+use crate::event::Event;
+use crate::module::GenesisError;
 use crate::module::{Module, TxContext};
 use crate::state::StateDelta;
 use piazza_codec::{Decode, DecodeError, Encode, Reader, Writer};
@@ -149,10 +149,18 @@ pub fn burn(state: &mut StateDelta<'_>, from: &Address, amount: Amount) -> Resul
     Ok(())
 }
 
+/// An account funded at genesis (the bank's genesis section is a list of them).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GenesisAccount {
+    pub address: Address,
+    pub balance: Amount,
+}
+
 pub struct Bank;
 
 impl Module for Bank {
     type Msg = Msg;
+    type Genesis = [GenesisAccount];
     const NAME: &'static str = "bank";
 
     fn fee_units(msg: &Msg) -> u64 {
@@ -208,8 +216,11 @@ impl Module for Bank {
         }
     }
 
-    fn init_chain(state: &mut StateDelta<'_>, genesis: &Genesis) -> Result<(), GenesisError> {
-        for entry in &genesis.accounts {
+    fn init_chain(
+        state: &mut StateDelta<'_>,
+        accounts: &[GenesisAccount],
+    ) -> Result<(), GenesisError> {
+        for entry in accounts {
             mint(state, &entry.address, entry.balance)
                 .map_err(|e| GenesisError::Invalid(e.to_string()))?;
         }

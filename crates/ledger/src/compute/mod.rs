@@ -13,11 +13,11 @@
 pub mod state_key;
 
 use crate::bank;
-use crate::block::Event;
 use crate::error::{ErrorCode, TxError};
-use crate::genesis::{Genesis, GenesisError};
+use crate::event::Event;
 use crate::list;
 use crate::models::{self, MODEL_NAME_BYTES_MAX};
+use crate::module::GenesisError;
 use crate::module::{BlockContext, Module, TxContext};
 use crate::staking::{self, Role};
 use crate::state::StateDelta;
@@ -697,14 +697,14 @@ impl Decode for Msg {
             // refuses oversized ones with their own error code.
             3 => Msg::SubmitJob {
                 model: r.string(MODEL_NAME_BYTES_MAX)?,
-                input: r.bytes(crate::tx::TX_BYTES_MAX)?,
+                input: r.bytes(crate::limits::TX_BYTES_MAX)?,
                 params: r.value()?,
                 max_units: r.u64()?,
                 max_price: r.value()?,
             },
             4 => Msg::PostResult {
                 job: r.u64()?,
-                output: r.bytes(crate::tx::TX_BYTES_MAX)?,
+                output: r.bytes(crate::limits::TX_BYTES_MAX)?,
                 output_hash: r.value()?,
                 trace_root: r.value()?,
                 work_units: r.u64()?,
@@ -1168,6 +1168,7 @@ pub struct Compute;
 
 impl Module for Compute {
     type Msg = Msg;
+    type Genesis = Params;
     const NAME: &'static str = "compute";
 
     fn fee_units(msg: &Msg) -> u64 {
@@ -1595,9 +1596,9 @@ impl Module for Compute {
         Ok(())
     }
 
-    fn init_chain(state: &mut StateDelta<'_>, genesis: &Genesis) -> Result<(), GenesisError> {
-        genesis.compute.validate().map_err(GenesisError::Invalid)?;
-        state.put(state_key::params(), &genesis.compute);
+    fn init_chain(state: &mut StateDelta<'_>, params: &Params) -> Result<(), GenesisError> {
+        params.validate().map_err(GenesisError::Invalid)?;
+        state.put(state_key::params(), params);
         Ok(())
     }
 

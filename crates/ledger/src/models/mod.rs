@@ -6,9 +6,9 @@
 
 pub mod state_key;
 
-use crate::block::Event;
 use crate::error::{ErrorCode, TxError};
-use crate::genesis::{Genesis, GenesisError};
+use crate::event::Event;
+use crate::module::GenesisError;
 use crate::module::{Module, TxContext};
 use crate::state::StateDelta;
 use piazza_codec::{Decode, DecodeError, Encode, Reader, Writer};
@@ -216,6 +216,7 @@ pub struct Models;
 
 impl Module for Models {
     type Msg = Msg;
+    type Genesis = [ModelRecord];
     const NAME: &'static str = "models";
 
     fn fee_units(_msg: &Msg) -> u64 {
@@ -263,8 +264,8 @@ impl Module for Models {
         Ok(())
     }
 
-    fn init_chain(state: &mut StateDelta<'_>, genesis: &Genesis) -> Result<(), GenesisError> {
-        for record in &genesis.models {
+    fn init_chain(state: &mut StateDelta<'_>, records: &[ModelRecord]) -> Result<(), GenesisError> {
+        for record in records {
             check_record(record)
                 .and_then(|()| insert(state, record))
                 .map_err(|e| GenesisError::Invalid(format!("model `{}`: {e}", record.name)))?;

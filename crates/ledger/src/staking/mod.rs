@@ -6,9 +6,9 @@
 pub mod state_key;
 
 use crate::bank;
-use crate::block::Event;
 use crate::error::{ErrorCode, TxError};
-use crate::genesis::{Genesis, GenesisError};
+use crate::event::Event;
+use crate::module::GenesisError;
 use crate::module::{BlockContext, Module, TxContext};
 use crate::state::StateDelta;
 use piazza_codec::{Decode, DecodeError, Encode, Reader, Writer};
@@ -352,10 +352,26 @@ pub fn slash(
     taken
 }
 
+/// A bond made at genesis from a funded account.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GenesisBond {
+    pub address: Address,
+    pub role: Role,
+    pub amount: Amount,
+}
+
+/// The staking module's genesis section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenesisState {
+    pub params: Params,
+    pub bonds: Vec<GenesisBond>,
+}
+
 pub struct Staking;
 
 impl Module for Staking {
     type Msg = Msg;
+    type Genesis = GenesisState;
     const NAME: &'static str = "staking";
 
     fn fee_units(_msg: &Msg) -> u64 {
@@ -428,8 +444,8 @@ impl Module for Staking {
         Ok(())
     }
 
-    fn init_chain(state: &mut StateDelta<'_>, genesis: &Genesis) -> Result<(), GenesisError> {
-        state.put(state_key::params(), &genesis.staking);
+    fn init_chain(state: &mut StateDelta<'_>, genesis: &GenesisState) -> Result<(), GenesisError> {
+        state.put(state_key::params(), &genesis.params);
         for entry in &genesis.bonds {
             bond(state, &entry.address, entry.role, entry.amount).map_err(|e| {
                 GenesisError::Invalid(format!("genesis bond of {}: {e}", entry.address))

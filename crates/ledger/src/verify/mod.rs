@@ -22,14 +22,14 @@
 
 pub mod state_key;
 
-use crate::arbitration::Arbiter;
+use crate::arbitration::{self, Arbiter};
 use crate::bank;
-use crate::block::Event;
 use crate::compute::{self, JobStatus};
 use crate::error::{ErrorCode, TxError};
-use crate::genesis::{Genesis, GenesisError};
+use crate::event::Event;
 use crate::list::{self, List};
 use crate::models::{self, MODEL_NAME_BYTES_MAX};
+use crate::module::GenesisError;
 use crate::module::{BlockContext, Module, TxContext};
 use crate::staking::{self, Role};
 use crate::state::StateDelta;
@@ -1197,6 +1197,35 @@ fn dispute_for(state: &StateDelta<'_>, job: u64) -> Option<Dispute> {
 }
 
 /// The job as the arbiter reads it, and the model's commitments.
+/// The model and job of a dispute, as the arbiter reads them.
+fn arbitration_inputs(
+    state: &StateDelta<'_>,
+    id: u64,
+) -> Result<(arbitration::Model, arbitration::Job), TxError> {
+    let job = compute::job(state, id).ok_or_else(|| no_dispute(id))?;
+    let record = models::record(state, &job.model).ok_or_else(|| models::unknown(&job.model))?;
+    let p = job.params;
+    Ok((
+        arbitration::Model {
+            architecture: record.architecture,
+            config_hash: record.config_hash,
+            weights_commitment: record.weights_commitment,
+            tokenizer_hash: record.tokenizer_hash,
+        },
+        arbitration::Job {
+            input: job.input,
+            max_tokens: p.max_tokens,
+            temperature_milli: p.temperature_milli,
+            top_k: p.top_k,
+            top_p_milli: p.top_p_milli,
+            repetition_penalty_milli: p.repetition_penalty_milli,
+            seed: p.seed,
+            chat: p.chat,
+            stop: p.stop,
+        },
+    ))
+}
+
 /// Decides the dispute with `evidence`: the loser (none for a draw), and why.
 fn arbitrate(
     state: &StateDelta<'_>,
@@ -1211,8 +1240,7 @@ fn arbitrate(
             "the dispute is still in its bisection rounds",
         ));
     }
-    let job = compute::job(state, dispute.job).ok_or_else(|| no_dispute(dispute.job))?;
-    let model = models::record(state, &job.model).ok_or_else(|| models::unknown(&job.model))?;
+    let (model, job) = arbitration_inputs(state, dispute.job)?;
     let [defendant, claimant] = &dispute.parties;
     match &dispute.phase {
         Phase::Bisect => unreachable!("checked above"),
@@ -1282,6 +1310,7 @@ pub struct Verify;
 
 impl Module for Verify {
     type Msg = Msg;
+    type Genesis = Params;
     const NAME: &'static str = "verify";
 
     fn fee_units(msg: &Msg) -> u64 {
@@ -1699,9 +1728,9 @@ impl Module for Verify {
         Ok(())
     }
 
-    fn init_chain(state: &mut StateDelta<'_>, genesis: &Genesis) -> Result<(), GenesisError> {
-        genesis.verify.validate().map_err(GenesisError::Invalid)?;
-        state.put(state_key::params(), &genesis.verify);
+    fn init_chain(state: &mut StateDelta<'_>, params: &Params) -> Result<(), GenesisError> {
+        params.validate().map_err(GenesisError::Invalid)?;
+        state.put(state_key::params(), params);
         Ok(())
     }
 
