@@ -434,8 +434,12 @@ fn an_embedding_job_from_the_cli_settles_with_the_exact_fee_split_and_the_engine
         .env_remove("PIAZZA_PASSWORD")
         .output()
         .unwrap();
+    // Refused before signing, citing the input limit (not the transaction's).
     assert!(
-        String::from_utf8_lossy(&output.stderr).contains("input_too_large"),
+        String::from_utf8_lossy(&output.stderr).contains(&format!(
+            "at most {} bytes",
+            piazza_ledger::compute::JOB_INPUT_BYTES_MAX
+        )),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
