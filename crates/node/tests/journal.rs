@@ -216,11 +216,21 @@ fn a_killed_process_loses_no_acknowledged_transaction() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let started = Instant::now();
+    // Lines arrive through a channel so that a child that hangs cannot hang the test.
+    let stdout = process.stdout.take().unwrap();
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + CHILD_WAIT;
     let mut acked = Vec::new();
-    let mut lines = BufReader::new(process.stdout.take().unwrap()).lines();
-    while acked.len() < KILL_AFTER_ACKS && started.elapsed() < CHILD_WAIT {
-        let Some(Ok(line)) = lines.next() else {
+    while acked.len() < KILL_AFTER_ACKS {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = received.recv_timeout(left) else {
             break;
         };
         if let Some(hex) = line.strip_prefix("acked ") {
