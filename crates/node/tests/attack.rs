@@ -491,3 +491,57 @@ async fn errors_quote_at_most_a_short_prefix_of_the_input() {
     assert!(answer.len() < 1_024, "{} bytes", answer.len());
     node.handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_answers_need_the_large_body_budget() {
+    let limits = RpcLimits {
+        small_body_bytes_max: 2 * 1024,
+        large_bodies_bytes_max: 0,
+        ..RpcLimits::default()
+    };
+    let senders: Vec<SecretKey> = (1..=4).map(common::user_key).collect();
+    let node = start(limits, &senders).await;
+    let client = piazza_client::Client::new(&node.url);
+    let mut per_height: std::collections::BTreeMap<u64, usize> = Default::default();
+    for result in node.handle.app.submit_many(transfers(&senders, 30, 0)) {
+        let receipt = client
+            .wait_for_receipt(&result.unwrap(), WAIT)
+            .await
+            .unwrap();
+        *per_height.entry(receipt.height).or_default() += 1;
+    }
+    let (height, txs) = per_height.into_iter().max_by_key(|(_, n)| *n).unwrap();
+    assert!(txs >= 30, "{txs} transactions in the fullest block");
+
+    // The block's raw bytes (~10 KiB of hex) need the budget, which is zero here.
+    let call =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "piazza_getBlock", "params": [height, true]});
+    let (status, answer) = post(&node.url, call.to_string().into_bytes()).await;
+    assert_eq!(
+        (status, error_of(&answer).0),
+        (503, SERVER_BUSY),
+        "{answer}"
+    );
+    let ws_url = format!("{}/ws", node.url.replacen("http", "ws", 1));
+    let (mut socket, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    socket
+        .send(WsMessage::Text(call.to_string().into()))
+        .await
+        .unwrap();
+    let answer = socket.next().await.unwrap().unwrap();
+    let answer: Value = serde_json::from_str(answer.to_text().unwrap()).unwrap();
+    assert_eq!(
+        (answer["id"].as_i64(), answer["error"]["code"].as_i64()),
+        (Some(1), Some(SERVER_BUSY)),
+        "{answer}"
+    );
+    // Small answers are served as before.
+    let (status, answer) = post(
+        &node.url,
+        br#"{"jsonrpc":"2.0","id":1,"method":"piazza_status"}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(metric(&node.url, "piazza_rpc_bodies_busy_total").await, 2);
+    node.handle.shutdown().await;
+}

@@ -9,7 +9,7 @@ use super::{
 };
 use crate::app::App;
 use crate::metrics::ServerMetrics;
-use axum::body::Body;
+use axum::body::{Body, BodyDataStream, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -30,6 +30,8 @@ pub const ERROR_ECHO_BYTES_MAX: usize = 64;
 pub const ERROR_MESSAGE_BYTES_MAX: usize = 512;
 /// The large-body budget is counted in units of this many bytes.
 const BUDGET_UNIT_BYTES: usize = 1024;
+/// A large answer is handed to the connection in chunks of this size.
+const RESPONSE_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Quotes client input in an error: at most [`ERROR_ECHO_BYTES_MAX`] bytes, then its length.
 pub fn clip(text: &str) -> String {
@@ -83,7 +85,7 @@ pub(super) fn response(id: Value, result: Result<Value, RpcError>) -> Value {
     }
 }
 
-/// Server-wide budgets shared by every connection.
+/// Server-wide budgets shared by every connection: large bodies and large answers share one.
 pub(crate) struct Budgets {
     /// Large bodies being read or handled, in [`BUDGET_UNIT_BYTES`] units.
     large: Arc<Semaphore>,
@@ -120,6 +122,33 @@ impl Budgets {
         }
     }
 
+    /// Grows a reservation to cover an answer of `bytes`, waiting at most `large_body_wait_ms`;
+    /// an answer up to `small_body_bytes_max` needs none.
+    pub(crate) async fn cover(
+        &self,
+        held: &mut Option<OwnedSemaphorePermit>,
+        bytes: usize,
+        limits: &RpcLimits,
+    ) -> Result<(), Refusal> {
+        if bytes <= limits.small_body_bytes_max {
+            return Ok(());
+        }
+        let have = held.as_ref().map_or(0, |p| p.num_permits());
+        let need = units(bytes);
+        if need <= have {
+            return Ok(());
+        }
+        let wait = Duration::from_millis(limits.large_body_wait_ms);
+        let permit = self
+            .reserve((need - have) * BUDGET_UNIT_BYTES, wait)
+            .await?;
+        match held {
+            Some(held) => held.merge(permit),
+            None => *held = Some(permit),
+        }
+        Ok(())
+    }
+
     /// Grows a reservation to cover `bytes` without waiting (a body longer than it declared or
     /// sent without a length).
     fn grow(&self, held: &mut Option<OwnedSemaphorePermit>, bytes: usize) -> Result<(), Refusal> {
@@ -148,7 +177,7 @@ fn units(bytes: usize) -> usize {
 
 /// Why a body was not read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refusal {
+pub(crate) enum Refusal {
     TooLarge,
     Busy,
     TimedOut,
@@ -172,7 +201,7 @@ impl Refusal {
                     StatusCode::SERVICE_UNAVAILABLE,
                     SERVER_BUSY,
                     format!(
-                        "bodies over {} bytes share a budget of {} bytes, in use now; retry later",
+                        "bodies and answers over {} bytes share a budget of {} bytes, in use now; retry later",
                         limits.small_body_bytes_max, limits.large_bodies_bytes_max
                     ),
                 )
@@ -212,10 +241,22 @@ pub(super) async fn http_rpc(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    let (bytes, large_permit) = match read_body(&state, request.into_body(), declared).await {
+    let mut stream = request.into_body().into_data_stream();
+    let (bytes, large_permit) = match read_body(&state, &mut stream, declared).await {
         Ok(read) => read,
         Err(refusal) => {
             state.app.metrics.record_rpc(false);
+            if matches!(refusal, Refusal::TooLarge | Refusal::Busy) {
+                // Answer at once, and discard what the client is still sending (for at most the
+                // body timeout) so that it reads the answer instead of a reset connection.
+                let discard = Duration::from_millis(limits.body_read_timeout_ms);
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(discard, async {
+                        while let Some(Ok(_)) = stream.next().await {}
+                    })
+                    .await;
+                });
+            }
             return refusal.answer(limits, metrics);
         }
     };
@@ -233,19 +274,42 @@ pub(super) async fn http_rpc(
     })
     .await;
     drop(handler);
-    let response = match answer {
-        Ok(Some(Ok(json))) => (
-            [(header::CONTENT_TYPE, "application/json")],
-            Body::from(json),
-        )
-            .into_response(),
-        Ok(None) => StatusCode::NO_CONTENT.into_response(),
+    let json = match answer {
+        Ok(Some(Ok(json))) => json,
+        Ok(None) => return StatusCode::NO_CONTENT.into_response(),
         Ok(Some(Err(_))) | Err(_) => {
-            (StatusCode::INTERNAL_SERVER_ERROR, "request handler failed").into_response()
+            return (StatusCode::INTERNAL_SERVER_ERROR, "request handler failed").into_response()
         }
     };
-    drop(large_permit);
-    response
+    // A large answer holds the budget until it is written (or the connection drops).
+    let mut permit = large_permit;
+    if let Err(refusal) = state.bodies.cover(&mut permit, json.len(), limits).await {
+        return refusal.answer(limits, metrics);
+    }
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        budgeted_body(json, permit),
+    )
+        .into_response()
+}
+
+/// A response body sent in chunks that keeps `permit` until the last chunk is taken (hyper
+/// takes more only as it writes) or the body is dropped.
+fn budgeted_body(json: Vec<u8>, permit: Option<OwnedSemaphorePermit>) -> Body {
+    if permit.is_none() {
+        return Body::from(json);
+    }
+    let json = Bytes::from(json);
+    let chunks = (0..json.len())
+        .step_by(RESPONSE_CHUNK_BYTES)
+        .map(move |at| {
+            let end = (at + RESPONSE_CHUNK_BYTES).min(json.len());
+            Ok::<_, std::convert::Infallible>(json.slice(at..end))
+        });
+    Body::from_stream(futures_util::stream::iter(chunks).map(move |chunk| {
+        let _held = &permit;
+        chunk
+    }))
 }
 
 /// Reads a body: at most [`RPC_BODY_BYTES_MAX`] bytes, within its read timeout; past
@@ -253,7 +317,7 @@ pub(super) async fn http_rpc(
 /// held until the request is answered).
 async fn read_body(
     state: &RpcState,
-    body: Body,
+    stream: &mut BodyDataStream,
     declared: Option<usize>,
 ) -> Result<(Vec<u8>, Option<OwnedSemaphorePermit>), Refusal> {
     let limits = &state.limits;
@@ -276,7 +340,6 @@ async fn read_body(
     } else {
         expected
     });
-    let mut stream = body.into_data_stream();
     loop {
         let next = tokio::time::timeout_at(deadline, stream.next())
             .await

@@ -12,7 +12,7 @@
 use super::convert::{block_info, event_info};
 use super::framing::{clip, handle_body, response, rpc_error, scan};
 use super::server::Peer;
-use super::{stopped, RpcState, SUBSCRIPTIONS_PER_SOCKET_MAX};
+use super::{stopped, RpcState, SERVER_BUSY, SUBSCRIPTIONS_PER_SOCKET_MAX};
 use crate::app::{App, CommittedBlock};
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -461,8 +461,28 @@ async fn answer(
     subscriptions: &mut Subscriptions,
     command: Command,
 ) -> Result<(), Stop> {
+    let mut permit = None;
     let text = match command {
-        Command::Answer(value) => value.to_string(),
+        Command::Answer(value) => {
+            let text = value.to_string();
+            let limits = &state.limits;
+            match state.bodies.cover(&mut permit, text.len(), limits).await {
+                Ok(()) => text,
+                Err(_) => {
+                    state.app.metrics.server.bodies_busy.fetch_add(1, Relaxed);
+                    let id = value.get("id").cloned().unwrap_or(Value::Null);
+                    let busy = rpc_error(
+                        SERVER_BUSY,
+                        format!(
+                            "answers over {} bytes share a budget of {} bytes, in use now; retry later",
+                            limits.small_body_bytes_max, limits.large_bodies_bytes_max
+                        ),
+                        None,
+                    );
+                    response(id, Err(busy)).to_string()
+                }
+            }
+        }
         Command::Subscribe { id, topic } => {
             let result = subscriptions.add(topic);
             state.app.metrics.record_rpc(result.is_ok());
@@ -474,7 +494,9 @@ async fn answer(
             response(id, Ok(json!(removed))).to_string()
         }
     };
-    send(state, sink, text).await
+    let sent = send(state, sink, text).await;
+    drop(permit);
+    sent
 }
 
 async fn notify(
