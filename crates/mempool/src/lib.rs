@@ -18,8 +18,9 @@
 //! - Ordinary transactions may fill the pool only up to its capacity; duties may use that and
 //!   the room reserved for them on top ([`Limits::duty_txs_reserved`],
 //!   [`Limits::duty_bytes_reserved`]), and are reaped first.
-//! - Every transaction that leaves the pool other than by [`Mempool::reap`]ing callers committing
-//!   it is reported as a [`Removed`] with its reason; nothing leaves silently.
+//! - Every transaction that leaves the pool is returned as a [`Removed`] with its reason (a
+//!   committed one as [`Removal::NonceUsed`]: the caller knows what it committed); nothing
+//!   leaves silently.
 //! - For every sender, entries hold nonces at or above the sender's committed next nonce, and
 //!   [`Mempool::reap`] returns only gap-free runs starting at it, so every reaped transaction's
 //!   nonce is the one the executor expects.
