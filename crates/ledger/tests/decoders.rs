@@ -129,7 +129,6 @@ fn every_message() -> Vec<Message> {
                 stop: vec!["\n".into(), "END".into()],
                 deadline_blocks: 30,
                 redundancy: 3,
-                ..JobParams::default()
             },
             max_units: 16,
             max_price: Amount::new(1 << 100),

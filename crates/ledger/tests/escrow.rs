@@ -3,9 +3,9 @@
 //!
 //! Each case registers three providers and two auditors, then runs up to 40 steps. A step is a
 //! block of one to three actions — job submissions (single, or redundant on 2 or 3 providers,
-//! with random units and escrow), results posted by the assigned provider (right, with a
-//! different output and trace root, or with the honest trace root but a different output),
-//! stray posts and attestations that must be refused, attestations by the drawn auditor,
+//! with random units and escrow), declines by the assigned provider, results it posts (right,
+//! with a different output and trace root, or with the honest trace root but a different
+//! output), stray posts and attestations that must be refused, attestations by the drawn auditor,
 //! challenges with a bond (by an auditor, an outsider or the client), reveals of a dispute
 //! round (truthful children from the party's real trace tree, a different token-ids
 //! commitment, or garbage) — or a run of empty blocks, in which deadlines pass: missed result
@@ -144,6 +144,8 @@ enum Action {
         outcome: Outcome,
         units: u16,
     },
+    /// The assigned provider of a job declines it.
+    Decline { pick: u16 },
     /// Some provider posts for some job (mostly refused).
     StrayPost { provider: usize, pick: u16 },
     /// The auditor drawn for a job attests.
@@ -190,6 +192,7 @@ fn action() -> impl Strategy<Value = Action> {
         ),
         5 => (any::<u16>(), outcome(), any::<u16>())
             .prop_map(|(pick, outcome, units)| Action::Post { pick, outcome, units }),
+        1 => any::<u16>().prop_map(|pick| Action::Decline { pick }),
         1 => (0..PROVIDERS, any::<u16>())
             .prop_map(|(provider, pick)| Action::StrayPost { provider, pick }),
         2 => any::<u16>().prop_map(|pick| Action::Attest { pick }),
@@ -395,6 +398,19 @@ impl World {
                     output,
                     trace_root,
                     work_units: 1 + units as u64 % job.max_units,
+                });
+                (provider, message)
+            }
+            Action::Decline { pick } => {
+                let assigned: Vec<&Job> = jobs
+                    .iter()
+                    .filter(|j| matches!(j.status, JobStatus::Assigned { .. }))
+                    .collect();
+                let job = nth(&assigned, pick)?;
+                let provider = self.key_of(&job.provider()?)?;
+                let message = Message::Compute(compute::Msg::DeclineJob {
+                    job: job.id,
+                    reason: "cannot serve".into(),
                 });
                 (provider, message)
             }
@@ -670,7 +686,9 @@ impl World {
                         "job {} pending past its queue timeout at {height}: {job:?}",
                         job.id
                     );
-                    prop_assert!(job.missed.len() < c.max_attempts as usize);
+                    // A job declined by its last allowed provider waits one block, then
+                    // expires at the next assignment.
+                    prop_assert!(job.missed.len() <= c.max_attempts as usize);
                     prop_assert_eq!(hold, None);
                 }
                 JobStatus::Assigned {
@@ -842,7 +860,11 @@ fn the_drain_covers_every_deadline() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, max_shrink_iters: 2_000, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 128,
+        max_shrink_iters: 2_000,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn escrow_is_conserved_across_compute_and_verify(
@@ -912,6 +934,7 @@ fn the_sequences_reach_every_path() {
         "compute.job_expired",
         "compute.job_failed",
         "compute.deadline_missed",
+        "compute.job_declined",
         "verify.audit_assigned",
         "verify.audit_missed",
         "verify.attested",
