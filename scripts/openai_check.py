@@ -156,7 +156,8 @@ def main():
         if not chat.usage or not (0 < chat.usage.completion_tokens <= 12):
             fail(f"chat: usage {chat.usage}")
         check_receipts(extra(chat, "piazza"), 1, raw.headers, "chat")
-        ok(f"chat completion ({model}): {text!r}, {chat.usage.completion_tokens} tokens, finish {chat.choices[0].finish_reason}")
+        r = extra(chat, "piazza")[0]
+        ok(f"chat completion ({model}): {text!r}, {chat.usage.completion_tokens} tokens, finish {chat.choices[0].finish_reason}, price {int(r['price']) / 1e9:.9f} PZA, fee {int(r['fee']) / 1e9:.9f} PZA")
 
         stream = client.chat.completions.create(model=model, messages=messages, max_tokens=12, temperature=0, seed=7, stream=True, stream_options={"include_usage": True})
         pieces, finish, streamed_receipts, usage = [], None, None, None
