@@ -6,6 +6,8 @@ use crate::tx::{SignedTransaction, CHAIN_ID_BYTES_MAX};
 use piazza_codec::{Decode, DecodeError, Encode, Reader, Writer};
 use piazza_primitives::{Amount, Hash, PublicKey, SecretKey, Signature};
 
+/// Longest failure message a receipt keeps (longer ones are cut when the receipt is made).
+pub const FAILURE_MESSAGE_BYTES_MAX: usize = 1024;
 /// Most transactions in one block.
 pub const BLOCK_TXS_MAX: usize = 20_000;
 /// Largest encoded block.
@@ -219,7 +221,7 @@ impl Decode for Receipt {
             0 => TxStatus::Ok,
             1 => TxStatus::Failed {
                 code: r.u16()?,
-                message: r.string(1024)?,
+                message: r.string(FAILURE_MESSAGE_BYTES_MAX)?,
             },
             tag => {
                 return Err(DecodeError::InvalidTag {

@@ -267,6 +267,19 @@ impl Encode for RawString {
 }
 
 /// Executes one block's transactions in order.
+/// `text` cut to at most `bytes_max` bytes at a character boundary (a reason may quote
+/// untrusted input at length; the receipt must still decode).
+fn cut(mut text: String, bytes_max: usize) -> String {
+    if text.len() > bytes_max {
+        let mut end = bytes_max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
 /// The order of the modules' `begin_block` hooks: compute assigns queued jobs with this
 /// block's randomness, then verify reviews the results compute reported in the previous block
 /// (audit draws, redundant groups), so a draw never sees a result of its own block.
@@ -399,7 +412,7 @@ impl<'a> BlockExecutor<'a> {
                 ctx.events.clear();
                 TxStatus::Failed {
                     code: error.code.code(),
-                    message: error.message,
+                    message: cut(error.message, crate::block::FAILURE_MESSAGE_BYTES_MAX),
                 }
             }
         };

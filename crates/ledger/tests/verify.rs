@@ -94,9 +94,16 @@ fn an_audited_job_waits_for_the_attestation_which_earns_the_auditor_its_share() 
     assert!(matches!(chain.job(0).status, JobStatus::Posted { .. }));
     assert!(matches!(hold(&chain, 0), Some(Hold::Audit { .. })));
     let before = chain.balance(&auditor.public_key().address());
-    let (r, events) = chain.one(&auditor, Message::Verify(verify::Msg::Attest { job: 0 }));
+    let (r, _) = chain.one(&auditor, Message::Verify(verify::Msg::Attest { job: 0 }));
     assert_eq!(failed(&r), None);
-    let events = all_events(&r.events, &events);
+    // An attested result stays open to challenges for a full window, then settles.
+    assert!(matches!(chain.job(0).status, JobStatus::Posted { .. }));
+    let window = compute::Params::default().challenge_window_blocks;
+    let mut events = r.events.clone();
+    for _ in 0..window {
+        let (_, block_events) = chain.block(vec![]);
+        events.extend(block_events);
+    }
     assert_eq!(chain.job(0).status, JobStatus::Settled);
     assert_eq!(hold(&chain, 0), None);
     // 4 units × 1000 = 4000; the auditor pool's 10 % goes to the attesting auditor.

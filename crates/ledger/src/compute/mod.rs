@@ -1107,6 +1107,34 @@ pub fn release(state: &mut StateDelta<'_>, id: u64, block: &BlockContext, events
     settle_released(state, id, block, events);
 }
 
+/// Keeps a posted job open to challenges for a full challenge window from `from_height` (after
+/// an attestation, so a wrong attested result can still be proven); never shortens it.
+pub fn extend_window(state: &mut StateDelta<'_>, id: u64, from_height: u64) -> Result<(), TxError> {
+    let Some(mut job) = job(state, id) else {
+        return Ok(());
+    };
+    let JobStatus::Posted {
+        provider,
+        settle_height,
+    } = job.status
+    else {
+        return Ok(());
+    };
+    let wanted = from_height.saturating_add(params(state).challenge_window_blocks);
+    if wanted <= settle_height {
+        return Ok(());
+    }
+    let scheduled =
+        list::schedule::<JOBS_PER_QUEUE_MAX>(state, state_key::settlements, wanted, id)
+            .map_err(|full| full.refusal("the settlement queue"))?;
+    job.status = JobStatus::Posted {
+        provider,
+        settle_height: scheduled,
+    };
+    state.put(state_key::job(id), &job);
+    Ok(())
+}
+
 /// Ends a hold without settling (the job fails, or its group is settled together).
 pub fn unhold(state: &mut StateDelta<'_>, id: u64) {
     state.delete(state_key::held(id));
@@ -1655,6 +1683,10 @@ impl Module for Compute {
                 continue;
             }
             if let Some(job) = job(state, id) {
+                // A window extended after an attestation settles at its new height.
+                if matches!(job.status, JobStatus::Posted { settle_height, .. } if settle_height > block.height) {
+                    continue;
+                }
                 settle(state, job, block, events);
             }
         }

@@ -306,7 +306,7 @@ pub fn unbond(
     let mut queue: Releases = state.get(&queue_key).unwrap_or(Releases(Vec::new()));
     if queue.0.len() >= RELEASES_PER_HEIGHT_MAX {
         return Err(TxError::new(
-            ErrorCode::InvalidMessage,
+            ErrorCode::QueueFull,
             "too many unbondings mature at this height; try again next block",
         ));
     }

@@ -82,6 +82,15 @@ pub struct Params {
     pub fraud_slash: Amount,
     /// The winner's share of a slash or forfeited bond; the rest is burned.
     pub winner_share_bps: u16,
+    /// Taken from an auditor's stake when a result it attested is proven wrong: an attestation
+    /// is a liability, so attesting without computing (the verifier's dilemma) loses money to
+    /// whoever plants or finds a wrong result (docs/verification.md, "Lazy auditors").
+    #[serde(default = "default_lazy_slash")]
+    pub lazy_slash: Amount,
+}
+
+fn default_lazy_slash() -> Amount {
+    Amount::pza(100)
 }
 
 impl Default for Params {
@@ -97,6 +106,7 @@ impl Default for Params {
             round_blocks: 20,
             arbitration_blocks: 40,
             fraud_slash: Amount::pza(50),
+            lazy_slash: default_lazy_slash(),
             winner_share_bps: 5_000,
         }
     }
@@ -115,6 +125,15 @@ impl Params {
         }
         if self.model_rates.len() > models::MODELS_MAX {
             return Err("too many per-model audit rates".into());
+        }
+        if self
+            .model_rates
+            .iter()
+            .any(|r| r.model.is_empty() || r.model.len() > MODEL_NAME_BYTES_MAX)
+        {
+            return Err(format!(
+                "a per-model audit rate names a model of 1 to {MODEL_NAME_BYTES_MAX} bytes"
+            ));
         }
         Ok(())
     }
@@ -144,6 +163,7 @@ impl Encode for Params {
         w.u64(self.arbitration_blocks);
         w.value(&self.fraud_slash);
         w.u16(self.winner_share_bps);
+        w.value(&self.lazy_slash);
     }
 }
 
@@ -171,6 +191,7 @@ impl Decode for Params {
             arbitration_blocks: r.u64()?,
             fraud_slash: r.value()?,
             winner_share_bps: r.u16()?,
+            lazy_slash: r.value()?,
         })
     }
 }
@@ -183,6 +204,8 @@ pub struct Auditor {
     pub challenged: u64,
     /// Audits that reached their deadline unanswered.
     pub missed: u64,
+    /// Attested results later proven wrong.
+    pub disproven: u64,
 }
 
 impl Encode for Auditor {
@@ -195,6 +218,7 @@ impl Encode for Auditor {
         w.u64(self.attested);
         w.u64(self.challenged);
         w.u64(self.missed);
+        w.u64(self.disproven);
     }
 }
 
@@ -206,6 +230,7 @@ impl Decode for Auditor {
             attested: r.u64()?,
             challenged: r.u64()?,
             missed: r.u64()?,
+            disproven: r.u64()?,
         })
     }
 }
@@ -1046,6 +1071,45 @@ fn release(state: &mut StateDelta<'_>, job: u64, block: &BlockContext, events: &
     }
 }
 
+/// A result `auditor` attested was proven wrong: it loses `lazy_slash` of its auditor stake,
+/// the winner's share to whoever proved it, the rest burned.
+fn disprove_attestation(
+    state: &mut StateDelta<'_>,
+    job: u64,
+    auditor: &Address,
+    prover: &Address,
+    events: &mut Vec<Event>,
+) {
+    let p = params(state);
+    let slash = p
+        .lazy_slash
+        .min(staking::bonded(state, auditor, Role::Auditor));
+    let reward = slash
+        .checked_mul_div(p.winner_share_bps as u128, BPS)
+        .expect("a share of an amount fits");
+    let to_prover = staking::slash(state, auditor, Role::Auditor, reward, Some(prover));
+    let burned = staking::slash(
+        state,
+        auditor,
+        Role::Auditor,
+        slash.checked_sub(reward).expect("a share is at most the whole"),
+        None,
+    );
+    if let Some(mut record) = self::auditor(state, auditor) {
+        record.disproven += 1;
+        state.put(state_key::auditor(auditor), &record);
+    }
+    events.push(Event::new(
+        "verify.attestation_disproven",
+        &[
+            ("job", job.to_string()),
+            ("auditor", auditor.to_string()),
+            ("to_prover", to_prover.base_units().to_string()),
+            ("burned", burned.base_units().to_string()),
+        ],
+    ));
+}
+
 /// Ends a dispute with `loser` losing: a provider's result fails (the client is refunded)
 /// and its stake is slashed, a challenger forfeits its bond; the winner gets its share and
 /// the rest is burned.
@@ -1089,6 +1153,9 @@ fn resolve(
                     .expect("a share is at most the whole"),
                 None,
             );
+            if let Some(attester) = attestation(state, lost.job) {
+                disprove_attestation(state, lost.job, &attester, &won.address, events);
+            }
         }
     } else if !lost.bond.is_zero() {
         let reward = share(lost.bond);
@@ -1529,6 +1596,7 @@ impl Module for Verify {
                         attested: 0,
                         challenged: 0,
                         missed: 0,
+                        disproven: 0,
                     },
                 );
                 ctx.emit(Event::new(
@@ -1564,6 +1632,8 @@ impl Module for Verify {
             Msg::Attest { job } => {
                 state.put(state_key::attestation(*job), &sender);
                 compute::pay_auditor_share_to(state, *job, &sender);
+                // Anyone may still prove the attested result wrong for a full window.
+                compute::extend_window(state, *job, block.height)?;
                 remove_task(state, &sender, *job);
                 if let Some(mut a) = auditor(state, &sender) {
                     a.attested += 1;
