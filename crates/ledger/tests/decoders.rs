@@ -21,7 +21,7 @@ use piazza_primitives::{Address, Amount, Hash, SecretKey};
 use std::collections::BTreeSet;
 
 /// Every message kind of every module, by name.
-const KINDS: [&str; 16] = [
+const KINDS: [&str; 17] = [
     "bank.send",
     "staking.bond",
     "staking.unbond",
@@ -38,6 +38,7 @@ const KINDS: [&str; 16] = [
     "verify.challenge",
     "verify.reveal",
     "verify.arbitrate",
+    "models.retire",
 ];
 
 /// The kind of a message. The match has no wildcard, so a new variant does not compile until
@@ -48,6 +49,7 @@ fn kind(message: &Message) -> &'static str {
         Message::Staking(staking::Msg::Bond { .. }) => 1,
         Message::Staking(staking::Msg::Unbond { .. }) => 2,
         Message::Models(models::Msg::Register(_)) => 3,
+        Message::Models(models::Msg::Retire { .. }) => 16,
         Message::Compute(m) => match m {
             compute::Msg::RegisterProvider { .. } => 4,
             compute::Msg::UpdateProvider { .. } => 5,
@@ -99,6 +101,9 @@ fn every_message() -> Vec<Message> {
             license: String::new(),
             price_floor: Amount::new(1_000),
         })),
+        Message::Models(models::Msg::Retire {
+            name: "smol-chat".into(),
+        }),
         Message::Compute(compute::Msg::RegisterProvider {
             offer: Offer {
                 models: vec!["embed".into(), "chat".into()],

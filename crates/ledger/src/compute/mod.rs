@@ -785,6 +785,12 @@ fn check_offer(offer: &Offer) -> Result<(), TxError> {
 fn check_offer_stateful(state: &StateDelta<'_>, offer: &Offer) -> Result<(), TxError> {
     for name in &offer.models {
         let record = models::record(state, name).ok_or_else(|| models::unknown(name))?;
+        if models::retired(state, name) {
+            return Err(TxError::new(
+                ErrorCode::UnknownModel,
+                format!("`{name}` is retired; it takes no new providers"),
+            ));
+        }
         if offer.price_per_unit < record.price_floor {
             return Err(invalid(format!(
                 "`{name}` has a price floor of {} PZA per unit",
@@ -1124,9 +1130,8 @@ pub fn extend_window(state: &mut StateDelta<'_>, id: u64, from_height: u64) -> R
     if wanted <= settle_height {
         return Ok(());
     }
-    let scheduled =
-        list::schedule::<JOBS_PER_QUEUE_MAX>(state, state_key::settlements, wanted, id)
-            .map_err(|full| full.refusal("the settlement queue"))?;
+    let scheduled = list::schedule::<JOBS_PER_QUEUE_MAX>(state, state_key::settlements, wanted, id)
+        .map_err(|full| full.refusal("the settlement queue"))?;
     job.status = JobStatus::Posted {
         provider,
         settle_height: scheduled,
@@ -1310,6 +1315,12 @@ impl Module for Compute {
                 params: job_params,
             } => {
                 let record = models::record(state, model).ok_or_else(|| models::unknown(model))?;
+                if models::retired(state, model) {
+                    return Err(TxError::new(
+                        ErrorCode::UnknownModel,
+                        format!("`{model}` is retired; it takes no new jobs"),
+                    ));
+                }
                 let floor = record
                     .price_floor
                     .checked_mul(*max_units as u128)
@@ -1684,7 +1695,8 @@ impl Module for Compute {
             }
             if let Some(job) = job(state, id) {
                 // A window extended after an attestation settles at its new height.
-                if matches!(job.status, JobStatus::Posted { settle_height, .. } if settle_height > block.height) {
+                if matches!(job.status, JobStatus::Posted { settle_height, .. } if settle_height > block.height)
+                {
                     continue;
                 }
                 settle(state, job, block, events);

@@ -9,15 +9,60 @@ pub mod state_key;
 use crate::error::{ErrorCode, TxError};
 use crate::event::Event;
 use crate::module::GenesisError;
-use crate::module::{Module, TxContext};
+use crate::module::{BlockContext, Module, TxContext};
 use crate::state::StateDelta;
 use piazza_codec::{Decode, DecodeError, Encode, Reader, Writer};
 use piazza_primitives::{Address, Amount, Hash};
 
 pub const MODEL_NAME_BYTES_MAX: usize = 64;
 const TEXT_BYTES_MAX: usize = 256;
-/// Most models the chain lists.
+/// Most per-model entries a genesis parameter list may hold (the registry itself has no cap).
 pub const MODELS_MAX: usize = 4096;
+/// Names per page of the registry's index; listings are read a page at a time.
+pub const MODELS_PER_PAGE_MAX: usize = 256;
+/// What a registered record locks per byte of its encoding, returned when it is removed: the
+/// registry has no global cap, so its size is paid for by those who fill it.
+pub const RECORD_DEPOSIT_PER_BYTE: Amount = Amount::new(10_000_000);
+/// Blocks between a record's retirement and its removal (with the deposit's refund): longer
+/// than any job for the model can still need its record (queue, deadline, window, dispute).
+pub const RETIRE_DELAY_BLOCKS: u64 = 100_000;
+/// Most removals due at one height (later ones slip to the next heights).
+pub const REMOVALS_PER_HEIGHT_MAX: usize = 1_024;
+
+/// Where record deposits wait.
+pub fn escrow() -> Address {
+    Address::module("models")
+}
+
+/// A record's bookkeeping: who paid its deposit, how much, where it is in the index, and when
+/// it leaves (once retired).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub payer: Address,
+    pub deposit: Amount,
+    pub index: u64,
+    pub removal_height: Option<u64>,
+}
+
+impl Encode for Entry {
+    fn encode(&self, w: &mut Writer) {
+        w.value(&self.payer);
+        w.value(&self.deposit);
+        w.u64(self.index);
+        w.option(&self.removal_height);
+    }
+}
+
+impl Decode for Entry {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Entry {
+            payer: r.value()?,
+            deposit: r.value()?,
+            index: r.u64()?,
+            removal_height: r.option()?,
+        })
+    }
+}
 
 /// What a model's work is and how it is measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -108,8 +153,12 @@ impl Decode for ModelRecord {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Msg {
-    /// Registers a model owned by the sender (the record's `owner` is ignored and set to it).
+    /// Registers a model owned by the sender (the record's `owner` is ignored and set to it),
+    /// locking [`RECORD_DEPOSIT_PER_BYTE`] for each byte of the record.
     Register(ModelRecord),
+    /// The owner retires a model: no new jobs or providers from now; the record is removed and
+    /// its deposit returned [`RETIRE_DELAY_BLOCKS`] later.
+    Retire { name: String },
 }
 
 impl Encode for Msg {
@@ -118,6 +167,10 @@ impl Encode for Msg {
             Msg::Register(record) => {
                 w.u8(0);
                 w.value(record);
+            }
+            Msg::Retire { name } => {
+                w.u8(1);
+                w.str(name);
             }
         }
     }
@@ -128,6 +181,9 @@ impl Decode for Msg {
         let offset = r.offset();
         match r.u8()? {
             0 => Ok(Msg::Register(r.value()?)),
+            1 => Ok(Msg::Retire {
+                name: r.string(MODEL_NAME_BYTES_MAX)?,
+            }),
             tag => Err(DecodeError::InvalidTag {
                 offset,
                 tag,
@@ -137,36 +193,90 @@ impl Decode for Msg {
     }
 }
 
+pub fn record(state: &StateDelta<'_>, name: &str) -> Option<ModelRecord> {
+    state.get(&state_key::record(name))
+}
+
+/// Model names, each a bounded string: a page of the index, or one name.
 struct Names(Vec<String>);
 
 impl Encode for Names {
     fn encode(&self, w: &mut Writer) {
         w.len(self.0.len());
-        for n in &self.0 {
-            w.str(n);
+        for name in &self.0 {
+            w.str(name);
         }
     }
 }
 
 impl Decode for Names {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let n = r.len(MODELS_MAX)?;
-        let mut names = Vec::with_capacity(n.min(r.remaining()));
-        for _ in 0..n {
-            names.push(r.string(MODEL_NAME_BYTES_MAX)?);
-        }
-        Ok(Names(names))
+        let n = r.len(MODELS_PER_PAGE_MAX)?;
+        (0..n)
+            .map(|_| r.string(MODEL_NAME_BYTES_MAX))
+            .collect::<Result<_, _>>()
+            .map(Names)
     }
 }
 
-pub fn record(state: &StateDelta<'_>, name: &str) -> Option<ModelRecord> {
-    state.get(&state_key::record(name))
+/// How many models are registered.
+pub fn count(state: &StateDelta<'_>) -> u64 {
+    state.get(&state_key::count()).unwrap_or(0)
 }
 
-/// Every registered model, in registration order.
+/// A record's deposit and place in the index.
+pub fn entry(state: &StateDelta<'_>, name: &str) -> Option<Entry> {
+    state.get(&state_key::entry(name))
+}
+
+/// Whether a model is retired (no new jobs or providers).
+pub fn retired(state: &StateDelta<'_>, name: &str) -> bool {
+    entry(state, name).is_some_and(|e| e.removal_height.is_some())
+}
+
+/// At most `limit` (up to [`MODELS_PER_PAGE_MAX`]) records from position `offset` of the index.
+pub fn list(state: &StateDelta<'_>, offset: u64, limit: usize) -> Vec<ModelRecord> {
+    let end = count(state).min(offset.saturating_add(limit.min(MODELS_PER_PAGE_MAX) as u64));
+    (offset..end)
+        .filter_map(|i| name_at(state, i))
+        .filter_map(|name| record(state, &name))
+        .collect()
+}
+
+/// The first page of the registry (in registration order until a removal moves the last
+/// entry into the freed place).
 pub fn all(state: &StateDelta<'_>) -> Vec<ModelRecord> {
-    let Names(names) = state.get(&state_key::names()).unwrap_or(Names(Vec::new()));
-    names.iter().filter_map(|n| record(state, n)).collect()
+    list(state, 0, MODELS_PER_PAGE_MAX)
+}
+
+fn page_of(index: u64) -> (u64, usize) {
+    let per = MODELS_PER_PAGE_MAX as u64;
+    (index / per, (index % per) as usize)
+}
+
+fn name_at(state: &StateDelta<'_>, index: u64) -> Option<String> {
+    let (page, slot) = page_of(index);
+    let Names(names) = state.get(&state_key::page(page))?;
+    names.get(slot).cloned()
+}
+
+/// Writes `name` at `index` (the end of the index or an existing place), or with `None`
+/// drops the last name.
+fn set_name_at(state: &mut StateDelta<'_>, index: u64, name: Option<String>) {
+    let (page, slot) = page_of(index);
+    let Names(mut names) = state
+        .get(&state_key::page(page))
+        .unwrap_or(Names(Vec::new()));
+    match name {
+        Some(name) if slot < names.len() => names[slot] = name,
+        Some(name) => names.push(name),
+        None => names.truncate(slot),
+    }
+    if names.is_empty() {
+        state.delete(state_key::page(page));
+    } else {
+        state.put(state_key::page(page), &Names(names));
+    }
 }
 
 pub fn unknown(name: &str) -> TxError {
@@ -174,6 +284,12 @@ pub fn unknown(name: &str) -> TxError {
 }
 
 fn check_record(record: &ModelRecord) -> Result<(), TxError> {
+    if record.architecture.len() > TEXT_BYTES_MAX || record.license.len() > TEXT_BYTES_MAX {
+        return Err(TxError::new(
+            ErrorCode::InvalidMessage,
+            format!("a model's architecture and license are at most {TEXT_BYTES_MAX} bytes"),
+        ));
+    }
     let valid_name = !record.name.is_empty()
         && record.name.len() <= MODEL_NAME_BYTES_MAX
         && record
@@ -192,24 +308,71 @@ fn check_record(record: &ModelRecord) -> Result<(), TxError> {
     Ok(())
 }
 
-fn insert(state: &mut StateDelta<'_>, record: &ModelRecord) -> Result<(), TxError> {
+/// The deposit a record locks: its encoded size at [`RECORD_DEPOSIT_PER_BYTE`].
+pub fn deposit_for(record: &ModelRecord) -> Amount {
+    RECORD_DEPOSIT_PER_BYTE
+        .checked_mul(record.to_bytes().len() as u128)
+        .expect("a bounded record's deposit fits")
+}
+
+fn insert(
+    state: &mut StateDelta<'_>,
+    record: &ModelRecord,
+    payer: Address,
+    deposit: Amount,
+) -> Result<(), TxError> {
     if self::record(state, &record.name).is_some() {
         return Err(TxError::new(
             ErrorCode::ModelExists,
             format!("a model named `{}` exists", record.name),
         ));
     }
-    let Names(mut names) = state.get(&state_key::names()).unwrap_or(Names(Vec::new()));
-    if names.len() >= MODELS_MAX {
-        return Err(TxError::new(
-            ErrorCode::InvalidMessage,
-            "the model registry is full",
-        ));
-    }
-    names.push(record.name.clone());
-    state.put(state_key::names(), &Names(names));
+    let index = count(state);
+    set_name_at(state, index, Some(record.name.clone()));
+    state.put(state_key::count(), &(index + 1));
     state.put(state_key::record(&record.name), record);
+    state.put(
+        state_key::entry(&record.name),
+        &Entry {
+            payer,
+            deposit,
+            index,
+            removal_height: None,
+        },
+    );
     Ok(())
+}
+
+/// Removes a retired record: the last name of the index takes its place, the deposit goes back.
+fn remove(state: &mut StateDelta<'_>, name: &str, events: &mut Vec<Event>) {
+    let Some(entry) = entry(state, name) else {
+        return;
+    };
+    let last = count(state).saturating_sub(1);
+    if entry.index != last {
+        if let Some(moved) = name_at(state, last) {
+            set_name_at(state, entry.index, Some(moved.clone()));
+            if let Some(mut e) = self::entry(state, &moved) {
+                e.index = entry.index;
+                state.put(state_key::entry(&moved), &e);
+            }
+        }
+    }
+    set_name_at(state, last, None);
+    state.put(state_key::count(), &last);
+    state.delete(state_key::record(name));
+    state.delete(state_key::entry(name));
+    if !entry.deposit.is_zero() {
+        crate::bank::transfer(state, &escrow(), &entry.payer, entry.deposit)
+            .expect("the escrow holds every record's deposit");
+    }
+    events.push(Event::new(
+        "models.removed",
+        &[
+            ("name", name.to_string()),
+            ("refund", entry.deposit.base_units().to_string()),
+        ],
+    ));
 }
 
 pub struct Models;
@@ -219,28 +382,52 @@ impl Module for Models {
     type Genesis = [ModelRecord];
     const NAME: &'static str = "models";
 
-    fn fee_units(_msg: &Msg) -> u64 {
-        1_000
+    fn fee_units(msg: &Msg) -> u64 {
+        match msg {
+            Msg::Register(_) => 1_000,
+            Msg::Retire { .. } => 200,
+        }
     }
 
     fn check_stateless(msg: &Msg) -> Result<(), TxError> {
-        let Msg::Register(record) = msg;
-        check_record(record)
+        match msg {
+            Msg::Register(record) => check_record(record),
+            Msg::Retire { .. } => Ok(()),
+        }
     }
 
     fn check_stateful(
         state: &StateDelta<'_>,
-        _ctx: &TxContext<'_>,
+        ctx: &TxContext<'_>,
         msg: &Msg,
     ) -> Result<(), TxError> {
-        let Msg::Register(record) = msg;
-        if self::record(state, &record.name).is_some() {
-            return Err(TxError::new(
-                ErrorCode::ModelExists,
-                format!("a model named `{}` exists", record.name),
-            ));
+        match msg {
+            Msg::Register(record) => {
+                if self::record(state, &record.name).is_some() {
+                    return Err(TxError::new(
+                        ErrorCode::ModelExists,
+                        format!("a model named `{}` exists", record.name),
+                    ));
+                }
+                Ok(())
+            }
+            Msg::Retire { name } => {
+                let record = self::record(state, name).ok_or_else(|| unknown(name))?;
+                if record.owner != ctx.sender {
+                    return Err(TxError::new(
+                        ErrorCode::InvalidMessage,
+                        format!("only its owner {} may retire `{name}`", record.owner),
+                    ));
+                }
+                if retired(state, name) {
+                    return Err(TxError::new(
+                        ErrorCode::InvalidMessage,
+                        format!("`{name}` is already retired"),
+                    ));
+                }
+                Ok(())
+            }
         }
-        Ok(())
     }
 
     fn execute(
@@ -248,28 +435,70 @@ impl Module for Models {
         ctx: &mut TxContext<'_>,
         msg: &Msg,
     ) -> Result<(), TxError> {
-        let Msg::Register(record) = msg;
-        let record = ModelRecord {
-            owner: ctx.sender,
-            ..record.clone()
-        };
-        insert(state, &record)?;
-        ctx.emit(Event::new(
-            "models.registered",
-            &[
-                ("name", record.name.clone()),
-                ("owner", record.owner.to_string()),
-            ],
-        ));
+        match msg {
+            Msg::Register(record) => {
+                let record = ModelRecord {
+                    owner: ctx.sender,
+                    ..record.clone()
+                };
+                let deposit = deposit_for(&record);
+                crate::bank::transfer(state, &ctx.sender, &escrow(), deposit)?;
+                insert(state, &record, ctx.sender, deposit)?;
+                ctx.emit(Event::new(
+                    "models.registered",
+                    &[
+                        ("name", record.name.clone()),
+                        ("owner", record.owner.to_string()),
+                        ("deposit", deposit.base_units().to_string()),
+                    ],
+                ));
+            }
+            Msg::Retire { name } => {
+                let mut entry = entry(state, name).expect("checked: the record exists");
+                let id: u64 = state.get(&state_key::next_removal()).unwrap_or(0);
+                state.put(state_key::next_removal(), &(id + 1));
+                state.put(state_key::removal(id), &Names(vec![name.clone()]));
+                let height = crate::list::schedule::<REMOVALS_PER_HEIGHT_MAX>(
+                    state,
+                    state_key::removals,
+                    ctx.block.height.saturating_add(RETIRE_DELAY_BLOCKS),
+                    id,
+                )
+                .map_err(|full| full.refusal("the record removal queue"))?;
+                entry.removal_height = Some(height);
+                state.put(state_key::entry(name), &entry);
+                ctx.emit(Event::new(
+                    "models.retired",
+                    &[
+                        ("name", name.clone()),
+                        ("removal_height", height.to_string()),
+                    ],
+                ));
+            }
+        }
         Ok(())
     }
 
     fn init_chain(state: &mut StateDelta<'_>, records: &[ModelRecord]) -> Result<(), GenesisError> {
         for record in records {
             check_record(record)
-                .and_then(|()| insert(state, record))
+                .and_then(|()| insert(state, record, record.owner, Amount::ZERO))
                 .map_err(|e| GenesisError::Invalid(format!("model `{}`: {e}", record.name)))?;
         }
         Ok(())
+    }
+
+    /// Removes the records whose retirement delay ends at this block, refunding deposits.
+    fn end_block(state: &mut StateDelta<'_>, block: &BlockContext, events: &mut Vec<Event>) {
+        for id in
+            crate::list::take::<REMOVALS_PER_HEIGHT_MAX>(state, state_key::removals(block.height))
+        {
+            if let Some(Names(names)) = state.get::<Names>(&state_key::removal(id)) {
+                for name in names {
+                    remove(state, &name, events);
+                }
+            }
+            state.delete(state_key::removal(id));
+        }
     }
 }

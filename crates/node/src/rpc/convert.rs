@@ -30,6 +30,9 @@ pub fn message_json(message: &Message) -> Value {
         Message::Models(models::Msg::Register(record)) => {
             json!({"type": "models.register", "name": record.name, "kind": record.kind.name()})
         }
+        Message::Models(models::Msg::Retire { name }) => {
+            json!({"type": "models.retire", "name": name})
+        }
         Message::Compute(m) => match m {
             compute::Msg::RegisterProvider { offer, stake } => {
                 json!({"type": "compute.register_provider", "models": offer.models, "price_per_unit": offer.price_per_unit.base_units().to_string(), "capacity": offer.capacity, "stake": stake.base_units().to_string()})
