@@ -19,8 +19,9 @@
 //!   (settlement shares, refunds of settled, expired and failed jobs);
 //! - (b) the verify escrow holds exactly the bonds of open disputes, and exactly the bonds
 //!   that challenges brought in minus those their resolutions paid out;
-//! - (c) the supply is the genesis supply less what dispute resolutions report as burned,
-//!   balances sum to the supply, and the staking pool holds exactly the stake;
+//! - (c) the supply is the genesis supply less what the events report as burned (a dispute's
+//!   loser, a disproven attestation), balances sum to the supply, and the staking pool holds
+//!   exactly the stake;
 //! - no job sits past a deadline: pending within its queue timeout, assigned before its result
 //!   deadline, posted and unheld before its settlement height, audits and dispute rounds
 //!   before their deadlines, every dispute holding its job, every settled job paid at most its
@@ -536,6 +537,10 @@ impl World {
         let bond = base(v.challenge_bond);
         for e in events {
             let job = || -> u64 { number(e, "job") as u64 };
+            // Every burn is reported: a dispute's loser, a disproven attestation.
+            if e.attribute("burned").is_some() {
+                self.flows.burned += number(e, "burned");
+            }
             match e.kind.as_str() {
                 "compute.job_submitted" => self.flows.escrow_in += number(e, "escrow"),
                 "compute.job_settled" => {
@@ -564,7 +569,6 @@ impl World {
                 }
                 "verify.dispute_resolved" => {
                     let (to_winner, burned) = (number(e, "to_winner"), number(e, "burned"));
-                    self.flows.burned += burned;
                     let challenged = self.flows.challenged.remove(&job());
                     if challenged {
                         // The bond leaves the escrow: forfeited or given back.
@@ -783,6 +787,11 @@ impl World {
                 job.id
             );
             prop_assert_eq!(self.hold(job.id), None, "job {} still held", job.id);
+            prop_assert!(
+                !compute::is_held(&view, job.id),
+                "job {} still held by compute",
+                job.id
+            );
             prop_assert!(self.dispute(job.id).is_none());
             paid_out += match &job.receipt {
                 Some(r) if job.status == JobStatus::Settled => base(r.price) + base(r.refund),
@@ -938,6 +947,7 @@ fn the_sequences_reach_every_path() {
         "verify.audit_assigned",
         "verify.audit_missed",
         "verify.attested",
+        "verify.attestation_disproven",
         "verify.group_agreed",
         "verify.dispute_opened (by a copy)",
         "verify.dispute_opened (by a challenge)",
