@@ -25,6 +25,8 @@ pub mod method {
     pub const SUBMIT_TRANSACTION: &str = "piazza_submitTransaction";
     pub const GET_TRANSACTION: &str = "piazza_getTransaction";
     pub const GET_RECEIPT: &str = "piazza_getReceipt";
+    /// What became of a transaction the node acknowledged: pending, included or dropped.
+    pub const GET_TRANSACTION_STATUS: &str = "piazza_getTransactionStatus";
     pub const GET_BLOCK: &str = "piazza_getBlock";
     pub const GET_ACCOUNT: &str = "piazza_getAccount";
     pub const GET_STAKE: &str = "piazza_getStake";
@@ -67,6 +69,25 @@ pub struct Status {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Submitted {
     pub hash: String,
+}
+
+/// What became of an acknowledged transaction (`piazza_getTransactionStatus`). A hash the node
+/// acknowledged is durably journaled: it is either included in a block or reported here as
+/// dropped with the reason; `unknown` means this node never acknowledged it (or forgot an old
+/// drop: it remembers the most recent ones).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum TxStatusInfo {
+    Pending,
+    Included {
+        height: u64,
+    },
+    Dropped {
+        code: u16,
+        name: String,
+        reason: String,
+    },
+    Unknown,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -139,6 +139,15 @@ impl Client {
             .await
     }
 
+    /// What became of a transaction this node acknowledged (pending, included, dropped).
+    pub async fn transaction_status(
+        &self,
+        hash: &Hash,
+    ) -> Result<piazza_api::TxStatusInfo, ClientError> {
+        self.call(method::GET_TRANSACTION_STATUS, json!([hash.to_hex()]))
+            .await
+    }
+
     pub async fn receipt(&self, hash: &Hash) -> Result<Option<ReceiptInfo>, ClientError> {
         self.call(method::GET_RECEIPT, json!([hash.to_hex()])).await
     }

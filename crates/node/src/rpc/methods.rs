@@ -2,10 +2,10 @@
 
 use super::convert::{block_info, dispute_info, job_info, receipt_info, tx_info};
 use super::framing::{clip, internal, rpc_error, tx_error};
-use crate::app::App;
+use crate::app::{App, TransactionStatus};
 use piazza_api::{
     compute_method, error_code, method, verify_method, AccountInfo, AuditInfo, AuditorInfo,
-    ModelInfo, ProviderInfo, RpcError, StakeInfo, Status, Submitted, VerifyTasks,
+    ModelInfo, ProviderInfo, RpcError, StakeInfo, Status, Submitted, TxStatusInfo, VerifyTasks,
 };
 use piazza_ledger::bank;
 use piazza_ledger::compute;
@@ -112,6 +112,20 @@ pub(super) fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value,
                 None => Ok(Value::Null),
                 Some((location, tx)) => to_value(tx_info(&tx, location.height, location.index)),
             }
+        }
+        method::GET_TRANSACTION_STATUS => {
+            let hash = hash_param(params, 0)?;
+            let status = match app.transaction_status(&hash).map_err(internal)? {
+                TransactionStatus::Pending => TxStatusInfo::Pending,
+                TransactionStatus::Included { height } => TxStatusInfo::Included { height },
+                TransactionStatus::Dropped { code, reason } => TxStatusInfo::Dropped {
+                    code: code.code(),
+                    name: code.name().to_string(),
+                    reason,
+                },
+                TransactionStatus::Unknown => TxStatusInfo::Unknown,
+            };
+            to_value(status)
         }
         method::GET_RECEIPT => {
             let hash = hash_param(params, 0)?;
