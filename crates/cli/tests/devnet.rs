@@ -16,6 +16,20 @@ use common::*;
 fn the_cli_drives_a_devnet_and_the_chain_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let devnet = start_devnet(dir.path());
+    // `ready` means the in-process provider and auditor are registered: a job can run now.
+    let status = cli(&devnet, dir.path(), &["status"]);
+    assert_eq!(status["ready_for_jobs"], true, "{status}");
+    let provider = cli(
+        &devnet,
+        dir.path(),
+        &["provider", "status", "--from", "provider"],
+    );
+    assert_eq!(provider["provider"]["models"][0], "all-minilm-l6-v2");
+    cli(
+        &devnet,
+        dir.path(),
+        &["auditor", "status", "--from", "auditor"],
+    );
     let keys = Command::new(PIAZZA)
         .args(["keys", "new", "bob"])
         .env("PIAZZA_KEYSTORE", dir.path().join("keys"))
