@@ -137,6 +137,22 @@ pub fn execute(
     job: &JobSpec,
     threads: usize,
 ) -> Result<JobOutput, ArbiterError> {
+    execute_until(
+        model,
+        job,
+        threads,
+        &std::sync::atomic::AtomicBool::new(false),
+    )
+}
+
+/// [`execute`] that a generation abandons at its next token once `cancel` is set (the job
+/// expired or went to another provider): no work is wasted on a result nobody will take.
+pub fn execute_until(
+    model: &LoadedModel,
+    job: &JobSpec,
+    threads: usize,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> Result<JobOutput, ArbiterError> {
     let text = String::from_utf8_lossy(&job.input);
     match model {
         LoadedModel::Embedding(embedder) => {
@@ -159,7 +175,7 @@ pub fn execute(
         LoadedModel::Generation(generator) => {
             let prompt = prompt_ids(generator, job, &text)?;
             let generation = generator
-                .generate(&prompt, &generate_params(job), threads, |_| {})
+                .generate_until(&prompt, &generate_params(job), threads, |_| {}, cancel)
                 .map_err(model_error)?;
             Ok(JobOutput {
                 output: generation.text.into_bytes(),

@@ -71,6 +71,17 @@ pub struct Client {
     next_id: AtomicU64,
 }
 
+impl Clone for Client {
+    /// Another handle on the same node, sharing the connection pool.
+    fn clone(&self) -> Client {
+        Client {
+            url: self.url.clone(),
+            http: self.http.clone(),
+            next_id: AtomicU64::new(self.next_id.load(std::sync::atomic::Ordering::Relaxed)),
+        }
+    }
+}
+
 impl Client {
     pub fn new(url: &str) -> Client {
         let http = reqwest::Client::builder()

@@ -369,7 +369,36 @@ impl Generator {
         on_token: impl FnMut(TokenEvent),
     ) -> Result<Generation> {
         Ok(self
-            .run(prompt_ids, params, Compute::new(threads), on_token, false)?
+            .run(
+                prompt_ids,
+                params,
+                Compute::new(threads),
+                on_token,
+                false,
+                None,
+            )?
+            .0)
+    }
+
+    /// [`Generator::generate`] that stops with [`Error::Cancelled`] at the next token once
+    /// `cancel` is set (a provider's job expired or went to another provider).
+    pub fn generate_until(
+        &self,
+        prompt_ids: &[u32],
+        params: &GenerateParams,
+        threads: usize,
+        on_token: impl FnMut(TokenEvent),
+        cancel: &std::sync::atomic::AtomicBool,
+    ) -> Result<Generation> {
+        Ok(self
+            .run(
+                prompt_ids,
+                params,
+                Compute::new(threads),
+                on_token,
+                false,
+                Some(cancel),
+            )?
             .0)
     }
 
@@ -380,7 +409,7 @@ impl Generator {
         params: &GenerateParams,
         compute: Compute,
     ) -> Result<(Generation, Recording)> {
-        let (generation, recording) = self.run(prompt_ids, params, compute, |_| {}, true)?;
+        let (generation, recording) = self.run(prompt_ids, params, compute, |_| {}, true, None)?;
         let recording = recording.ok_or_else(|| Error::Input {
             detail: "no recording".into(),
         })?;
@@ -390,7 +419,14 @@ impl Generator {
     /// Logits after `prompt_ids` (one prefill pass; no sampling trace is returned).
     pub fn next_token_logits(&self, prompt_ids: &[u32], threads: usize) -> Result<Vec<f32>> {
         let params = GenerateParams::greedy(1);
-        let (_, recording) = self.run(prompt_ids, &params, Compute::new(threads), |_| {}, true)?;
+        let (_, recording) = self.run(
+            prompt_ids,
+            &params,
+            Compute::new(threads),
+            |_| {},
+            true,
+            None,
+        )?;
         let recording = recording.ok_or_else(|| Error::Input {
             detail: "no recording".into(),
         })?;
@@ -465,6 +501,7 @@ impl Generator {
         compute: Compute,
         mut on_token: impl FnMut(TokenEvent),
         record: bool,
+        cancel: Option<&std::sync::atomic::AtomicBool>,
     ) -> Result<(Generation, Option<Recording>)> {
         params
             .sampling
@@ -501,6 +538,9 @@ impl Generator {
         let mut emitted = 0usize;
         let (mut rows, mut position) = (prompt.len(), 0usize);
         let finish = loop {
+            if cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed)) {
+                return Err(Error::Cancelled { tokens: ids.len() });
+            }
             let pass_start = graph.ops.len();
             let sample = graph.push_pass(
                 &self.config,

@@ -91,6 +91,9 @@ pub enum Error {
     Step { op: String, detail: String },
     #[error("input: {detail}")]
     Input { detail: String },
+    /// The caller asked the generation to stop (its job expired); no result.
+    #[error("generation cancelled after {tokens} tokens")]
+    Cancelled { tokens: usize },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

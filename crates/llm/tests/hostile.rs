@@ -145,3 +145,36 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_cancelled_generation_stops_at_the_next_token() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let file = Gguf::parse(writer::tiny_llama()).unwrap();
+    let generator = Generator::from_gguf(&file).unwrap();
+    let ids = generator.tokenize("hello world").unwrap();
+    let mut params = GenerateParams::greedy(16);
+    params.stop_at_eos = false;
+    let cancel = AtomicBool::new(false);
+    let mut seen = 0;
+    let result = generator.generate_until(
+        &ids,
+        &params,
+        1,
+        |_| {
+            seen += 1;
+            if seen == 3 {
+                cancel.store(true, Ordering::Relaxed);
+            }
+        },
+        &cancel,
+    );
+    match result {
+        Err(piazza_llm::Error::Cancelled { tokens }) => assert_eq!(tokens, 3),
+        other => panic!("expected a cancellation, got {other:?}"),
+    }
+    // Without the flag, the same run goes on to its limit.
+    let full = generator
+        .generate_until(&ids, &params, 1, |_| {}, &AtomicBool::new(false))
+        .unwrap();
+    assert_eq!(full.ids.len(), 16);
+}

@@ -413,6 +413,27 @@ pub async fn run(
     Ok(())
 }
 
+/// How often a running job's assignment is checked.
+const ASSIGNMENT_POLL: Duration = Duration::from_secs(1);
+
+/// Sets `cancel` once job `id` is no longer assigned to `me`.
+async fn watch_assignment(
+    client: Client,
+    me: Address,
+    id: u64,
+    cancel: Arc<std::sync::atomic::AtomicBool>,
+) {
+    loop {
+        tokio::time::sleep(ASSIGNMENT_POLL).await;
+        if let Ok(Some(job)) = client.job(id).await {
+            if !(job.status == "assigned" && job.provider.as_deref() == Some(&me.to_string())) {
+                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+}
+
 /// Drops journal entries of jobs no longer assigned to this provider.
 async fn forget_finished(client: &Client, journal: &Journal, me: &Address) {
     for id in journal.jobs() {
@@ -464,10 +485,25 @@ async fn process(
         .map_err(|e| ProviderError::Model(format!("job input is not hex: {e}")))?;
     let execution = if fault.is_none() {
         let params = job.params.clone();
-        let run =
-            tokio::task::spawn_blocking(move || models::execute(&model, &input, &params, threads))
-                .await
-                .map_err(|e| ProviderError::Model(e.to_string()))?;
+        // Work on a job that is no longer ours (expired, reassigned) stops at the next token.
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = tokio::spawn(watch_assignment(client.clone(), *me, id, cancel.clone()));
+        let flag = cancel.clone();
+        let run = tokio::task::spawn_blocking(move || {
+            models::execute_until(&model, &input, &params, threads, &flag)
+        })
+        .await
+        .map_err(|e| ProviderError::Model(e.to_string()));
+        watcher.abort();
+        let run = run?;
+        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(
+                job = id,
+                "job no longer assigned to this provider; work abandoned"
+            );
+            journal.forget(id);
+            return Ok(());
+        }
         match run {
             Ok(execution) => execution,
             // The model cannot run this input (too long for its context, nothing to

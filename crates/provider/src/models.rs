@@ -83,7 +83,24 @@ pub fn execute(
     params: &JobParamsInfo,
     threads: usize,
 ) -> Result<Execution, ProviderError> {
-    let result = piazza_arbiter::execute(model, &job_spec(input, params), threads)
+    execute_until(
+        model,
+        input,
+        params,
+        threads,
+        &std::sync::atomic::AtomicBool::new(false),
+    )
+}
+
+/// [`execute`] that a generation abandons once `cancel` is set.
+pub fn execute_until(
+    model: &LoadedModel,
+    input: &[u8],
+    params: &JobParamsInfo,
+    threads: usize,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> Result<Execution, ProviderError> {
+    let result = piazza_arbiter::execute_until(model, &job_spec(input, params), threads, cancel)
         .map_err(|e| ProviderError::Model(e.to_string()))?;
     Ok(Execution {
         output: result.output,
