@@ -108,7 +108,9 @@ impl Market {
         self.next_job += 1;
         tally.jobs += 1;
         let client = self.client.clone();
-        let (r, _) = self.chain.one(&client, submit("embed", b"job", 10, Amount::new(ESCROW)));
+        let (r, _) = self
+            .chain
+            .one(&client, submit("embed", b"job", 10, Amount::new(ESCROW)));
         assert_eq!(failed(&r), None);
         self.chain.block(vec![]);
         let (output, root): (&[u8], Hash) = if wrong {
@@ -199,7 +201,11 @@ fn cheating_on_a_fraction_of_jobs_loses_in_expectation() {
     for (cheater, earned, tally) in &outcomes {
         println!(
             "{}: {} jobs, {} audited, {} frauds caught, net {:+.6} PZA",
-            if *cheater { "cheater (1 in 5 wrong)" } else { "honest" },
+            if *cheater {
+                "cheater (1 in 5 wrong)"
+            } else {
+                "honest"
+            },
             tally.jobs,
             tally.audits,
             tally.caught,
@@ -213,9 +219,16 @@ fn cheating_on_a_fraction_of_jobs_loses_in_expectation() {
     let (_, honest, _) = &outcomes[0];
     let (_, cheater, tally) = &outcomes[1];
     assert!(*honest > 0, "an honest provider earns");
-    assert!(tally.caught > 0, "with {} wrong answers some were audited", jobs / cheat_every);
+    assert!(
+        tally.caught > 0,
+        "with {} wrong answers some were audited",
+        jobs / cheat_every
+    );
     assert!(cheater < honest, "cheating pays less than honesty");
-    assert!(*cheater < 0, "a caught cheater loses more than it ever earned");
+    assert!(
+        *cheater < 0,
+        "a caught cheater loses more than it ever earned"
+    );
     // Cheating breaks even only if the compute it saves per wrong answer exceeds this.
     assert!(per_wrong < 0.0);
 }
@@ -246,7 +259,8 @@ fn a_lazy_auditor_loses_to_canaries_and_an_honest_one_earns() {
             market.run_job(i % canary_every == 0, lazy, true, &mut tally);
         }
         let auditor_net = market.worth(&auditor) - auditor_before;
-        let planter_net: i128 = planter.iter().map(|k| market.worth(k)).sum::<i128>() - planter_before;
+        let planter_net: i128 =
+            planter.iter().map(|k| market.worth(k)).sum::<i128>() - planter_before;
         let record = verify::auditor(
             &StateDelta::new(&market.chain.state),
             &auditor.public_key().address(),

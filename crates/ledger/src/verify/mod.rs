@@ -1222,6 +1222,12 @@ fn close(
             release(state, job, block, events);
         }
     }
+    // Both parties' results may have failed: the group's surviving copies still wait.
+    if let Some(record) = compute::job(state, dispute.job) {
+        if record.is_redundant() {
+            review_group(state, record.group, block, events);
+        }
+    }
 }
 
 /// Ends a dispute nobody lost: what the ledger can decide does not separate the parties (two
