@@ -15,13 +15,16 @@ impl StateRead for BTreeMap<Vec<u8>, Vec<u8>> {
     }
 }
 
+/// An overlay entry: `Some(value)` written, `None` deleted.
+type Entry = Option<Vec<u8>>;
+
 /// Writes made by executing transactions on top of a base, with checkpoints so that a failed
 /// transaction's messages leave nothing behind.
 pub struct StateDelta<'a> {
     base: &'a dyn StateRead,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// (key, the overlay entry before the write) for every write since the first open checkpoint.
-    journal: Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>,
+    journal: Vec<(Vec<u8>, Option<Entry>)>,
     checkpoints: usize,
 }
 

@@ -22,9 +22,10 @@ fn keys() -> Vec<SecretKey> {
 }
 
 fn genesis(keys: &[SecretKey]) -> Genesis {
-    let mut staking = staking::Params::default();
-    staking.unbonding_delay_blocks = 2;
-    staking.min_bond = [Amount::pza(10); 4];
+    let staking = staking::Params {
+        unbonding_delay_blocks: 2,
+        min_bond: [Amount::pza(10); 4],
+    };
     Genesis {
         chain_id: "prop".into(),
         genesis_time_ms: 0,

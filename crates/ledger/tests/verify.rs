@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use piazza_ledger::block::Event;
 use piazza_ledger::compute::{self, JobParams, JobStatus};
 use piazza_ledger::staking::{self, Role};
 use piazza_ledger::state::StateDelta;
@@ -37,10 +36,6 @@ fn register_auditor() -> Message {
         models: vec!["embed".into()],
         stake: Amount::pza(200),
     })
-}
-
-fn all_events(receipt_events: &[Event], block_events: &[Event]) -> Vec<Event> {
-    receipt_events.iter().chain(block_events).cloned().collect()
 }
 
 /// A job to run on two providers.

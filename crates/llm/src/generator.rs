@@ -791,8 +791,8 @@ pub fn compute_block(
             let head_dim = width / heads;
             let group_width = heads / kv_heads * head_dim;
             if group_width == 0
-                || columns.start % group_width != 0
-                || columns.end % group_width != 0
+                || !columns.start.is_multiple_of(group_width)
+                || !columns.end.is_multiple_of(group_width)
             {
                 return Err(fail(format!("columns {columns:?} split a KV-head group")));
             }

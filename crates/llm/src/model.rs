@@ -329,7 +329,7 @@ pub fn load_weights(file: &Gguf, config: &LlamaConfig) -> Result<Weights> {
 pub fn unpermute_rows(tensor: &Tensor, heads: usize) -> Result<Tensor> {
     let shape = tensor.shape().to_vec();
     let (rows, width) = (shape[0], shape.iter().skip(1).product::<usize>());
-    if heads == 0 || rows % heads != 0 || (rows / heads) % 2 != 0 {
+    if heads == 0 || !rows.is_multiple_of(heads) || !(rows / heads).is_multiple_of(2) {
         return Err(Error::WeightShape {
             name: "attention projection".into(),
             expected: vec![heads, 2],

@@ -169,7 +169,7 @@ pub fn embedding_bytes(vector: &[f32]) -> Vec<u8> {
 
 /// The inverse of [`embedding_bytes`]; `None` unless the length is a multiple of 4.
 pub fn embedding_from_bytes(bytes: &[u8]) -> Option<Vec<f32>> {
-    (bytes.len() % 4 == 0).then(|| {
+    bytes.len().is_multiple_of(4).then(|| {
         bytes
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
