@@ -198,8 +198,7 @@ pub struct DisputeInfo {
     pub round: u32,
     pub node_level: u32,
     pub node_index: u64,
-    /// `bisect`, `input` or `step`.
-    pub phase: String,
+    pub phase: DisputePhase,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<u64>,
     /// Defendant's and claimant's leaf at `step`.
@@ -316,6 +315,71 @@ pub struct JobReceiptInfo {
     pub height: u64,
 }
 
+/// Where a job is in its life. A client that meets a state it does not know fails to decode
+/// the answer (it never guesses).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting for a provider.
+    Pending,
+    /// A provider holds it until its deadline.
+    Assigned,
+    /// A result is posted; it settles after the challenge window unless held.
+    Posted,
+    Settled,
+    /// Nobody served it; the escrow went back.
+    Expired,
+    /// Its result was proven wrong; the escrow went back.
+    Failed,
+}
+
+impl JobState {
+    pub fn name(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Assigned => "assigned",
+            JobState::Posted => "posted",
+            JobState::Settled => "settled",
+            JobState::Expired => "expired",
+            JobState::Failed => "failed",
+        }
+    }
+
+    /// Whether the job has ended (nothing more will happen to it).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Settled | JobState::Expired | JobState::Failed
+        )
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The phase of a dispute: the bisection rounds, an input dispute (the parties disagree on the
+/// token ids), or the step found (waiting for evidence).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum DisputePhase {
+    Bisect,
+    Input,
+    Step,
+}
+
+impl std::fmt::Display for DisputePhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DisputePhase::Bisect => "bisect",
+            DisputePhase::Input => "input",
+            DisputePhase::Step => "step",
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct JobInfo {
     pub id: u64,
@@ -327,8 +391,7 @@ pub struct JobInfo {
     pub max_units: u64,
     pub max_price: String,
     pub submitted_height: u64,
-    /// `pending`, `assigned`, `posted`, `settled`, `expired` or `failed`.
-    pub status: String,
+    pub status: JobState,
     /// The first job of its redundant group (its own id when it runs once).
     #[serde(default)]
     pub group: u64,
@@ -346,4 +409,38 @@ pub struct JobInfo {
     pub result: Option<JobResultInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipt: Option<JobReceiptInfo>,
+}
+
+#[cfg(test)]
+mod typed_state_tests {
+    use super::*;
+
+    #[test]
+    fn job_states_and_dispute_phases_cross_the_wire_by_name_and_unknown_ones_are_refused() {
+        for state in [
+            JobState::Pending,
+            JobState::Assigned,
+            JobState::Posted,
+            JobState::Settled,
+            JobState::Expired,
+            JobState::Failed,
+        ] {
+            let text = serde_json::to_string(&state).unwrap();
+            assert_eq!(text, format!("\"{}\"", state.name()));
+            assert_eq!(serde_json::from_str::<JobState>(&text).unwrap(), state);
+        }
+        for (phase, name) in [
+            (DisputePhase::Bisect, "bisect"),
+            (DisputePhase::Input, "input"),
+            (DisputePhase::Step, "step"),
+        ] {
+            assert_eq!(
+                serde_json::to_string(&phase).unwrap(),
+                format!("\"{name}\"")
+            );
+        }
+        // A phase or state this client does not know is an error, never a silent skip.
+        assert!(serde_json::from_str::<DisputePhase>("\"appeal\"").is_err());
+        assert!(serde_json::from_str::<JobState>("\"cancelled\"").is_err());
+    }
 }

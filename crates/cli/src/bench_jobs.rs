@@ -196,7 +196,11 @@ pub async fn run(jobs: usize, block_interval_ms: u64, json: bool) -> Result<()> 
                     .and_then(|j| j.parse().ok())
                     .context("job id")?;
                 let job = client.wait_for_job(id, Duration::from_secs(300)).await?;
-                anyhow::ensure!(job.status == "settled", "job {id} {}", job.status);
+                anyhow::ensure!(
+                    job.status == piazza_api::JobState::Settled,
+                    "job {id} {}",
+                    job.status
+                );
             }
             Ok(())
         });

@@ -320,7 +320,7 @@ fn print_job(args: &ClientArgs, job: &piazza_api::JobInfo) -> Result<()> {
     let value = serde_json::json!({"job": job, "output": output});
     crate::query::print(args.json, &value, || {
         let mut out = format!("job {} ({}): {}", job.id, job.model, job.status);
-        let label = if job.status == "failed" {
+        let label = if job.status == piazza_api::JobState::Failed {
             "rejected output"
         } else {
             "output"
@@ -359,12 +359,12 @@ fn print_job(args: &ClientArgs, job: &piazza_api::JobInfo) -> Result<()> {
         out
     });
     anyhow::ensure!(
-        job.status != "expired",
+        job.status != piazza_api::JobState::Expired,
         "job {} expired: no provider served it; the escrow was refunded",
         job.id
     );
     anyhow::ensure!(
-        job.status != "failed",
+        job.status != piazza_api::JobState::Failed,
         "job {} failed: its result was proven wrong in a dispute; the escrow was refunded",
         job.id
     );

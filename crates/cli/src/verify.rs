@@ -115,17 +115,18 @@ pub async fn auditor(command: AuditorCommand) -> Result<()> {
 /// ended disputes, only their effect on the job).
 pub(crate) fn outcome(job: &piazza_api::JobInfo) -> String {
     let id = job.id;
-    match (job.status.as_str(), job.hold.as_deref()) {
-        ("failed", _) => format!(
+    use piazza_api::JobState;
+    match (job.status, job.hold.as_deref()) {
+        (JobState::Failed, _) => format!(
             "job {id} failed: its result was proven wrong; the provider was slashed and the escrow refunded"
         ),
-        ("settled", _) => format!(
+        (JobState::Settled, _) => format!(
             "job {id} settled: its result stands (no dispute, or the provider won or drew it)"
         ),
-        ("posted", Some(hold)) => {
+        (JobState::Posted, Some(hold)) => {
             format!("job {id} is posted and held ({hold}); no dispute is open")
         }
-        ("posted", None) => {
+        (JobState::Posted, None) => {
             format!("job {id} is posted, in its challenge window; no dispute is open")
         }
         (status, _) => format!("job {id} is {status}; no result to dispute yet"),

@@ -562,7 +562,7 @@ fn a_provider_that_dies_holding_a_job_is_penalised_and_the_job_completes_elsewhe
     let started = Instant::now();
     loop {
         let job = runtime.block_on(client.job(id)).unwrap().unwrap();
-        if job.status == "assigned" {
+        if job.status == piazza_api::JobState::Assigned {
             assert_eq!(job.provider.as_deref(), Some(provider_a.as_str()));
             break;
         }
@@ -576,7 +576,7 @@ fn a_provider_that_dies_holding_a_job_is_penalised_and_the_job_completes_elsewhe
         .unwrap();
     let _ = b.kill();
     let _ = b.wait();
-    assert_eq!(job.status, "settled");
+    assert_eq!(job.status, piazza_api::JobState::Settled);
     assert_eq!(job.missed, vec![provider_a.clone()]);
     assert_eq!(job.receipt.as_ref().unwrap().provider, provider_b);
     let info = runtime

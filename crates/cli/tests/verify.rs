@@ -161,14 +161,18 @@ fn caught(
         .block_on(client.wait_for_job(id, DISPUTE_WAIT))
         .unwrap();
     drop(provider);
-    if job.status != "failed" {
+    if job.status != piazza_api::JobState::Failed {
         for e in events.0.lock().unwrap().iter() {
             if e["kind"].as_str().is_some_and(|k| k.starts_with("verify.")) {
                 eprintln!("{e}");
             }
         }
     }
-    assert_eq!(job.status, "failed", "job {id} with faults {faults:?}");
+    assert_eq!(
+        job.status,
+        piazza_api::JobState::Failed,
+        "job {id} with faults {faults:?}"
+    );
     assert!(job.receipt.is_none());
     let refunded = events.wait("compute.job_failed", id);
     assert_eq!(
@@ -374,7 +378,11 @@ fn corrupt_providers_are_caught_bisected_to_the_step_slashed_and_clients_refunde
         .unwrap();
     drop(provider);
     let drawn = events.wait("verify.dispute_drawn", id);
-    assert_eq!(job.status, "settled", "the result stands");
+    assert_eq!(
+        job.status,
+        piazza_api::JobState::Settled,
+        "the result stands"
+    );
     assert_eq!(stake_of(&runtime, &client, &cheat_llm), stake_before);
     let bond = piazza_ledger::verify::Params::default()
         .challenge_bond
@@ -426,7 +434,8 @@ fn an_honest_provider_falsely_challenged_keeps_its_stake_and_the_challenger_lose
         .block_on(client.wait_for_job(id, DISPUTE_WAIT))
         .unwrap();
     assert_eq!(
-        job.status, "settled",
+        job.status,
+        piazza_api::JobState::Settled,
         "the honest result settles after the dispute"
     );
     assert_eq!(job.receipt.as_ref().unwrap().provider, provider);
@@ -512,8 +521,14 @@ fn a_redundant_job_with_one_bad_provider_settles_to_the_honest_result() {
                 .unwrap()
         })
         .collect();
-    let failed: Vec<_> = jobs.iter().filter(|j| j.status == "failed").collect();
-    let settled: Vec<_> = jobs.iter().filter(|j| j.status == "settled").collect();
+    let failed: Vec<_> = jobs
+        .iter()
+        .filter(|j| j.status == piazza_api::JobState::Failed)
+        .collect();
+    let settled: Vec<_> = jobs
+        .iter()
+        .filter(|j| j.status == piazza_api::JobState::Settled)
+        .collect();
     assert_eq!(failed.len(), 1, "{jobs:?}");
     assert_eq!(settled.len(), 2, "{jobs:?}");
     let receipts: Vec<_> = settled.iter().map(|j| j.receipt.clone().unwrap()).collect();

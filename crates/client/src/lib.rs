@@ -483,7 +483,7 @@ impl Client {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Some(job) = self.job(id).await? {
-                if matches!(job.status.as_str(), "settled" | "expired" | "failed") {
+                if job.status.is_final() {
                     return Ok(job);
                 }
             }

@@ -185,7 +185,7 @@ async fn main() {
                         .wait_for_job(id, Duration::from_secs(120))
                         .await
                         .expect("settled");
-                    assert_eq!(settled.status, "settled");
+                    assert_eq!(settled.status, piazza_api::JobState::Settled);
                 }
             })
             .await;

@@ -266,7 +266,7 @@ impl Market {
                 let input_units = job.pointer("/result/input_units").and_then(Value::as_u64);
                 let job: JobInfo =
                     serde_json::from_value(job).map_err(|e| ClientError::Decode(e.to_string()))?;
-                if matches!(job.status.as_str(), "settled" | "expired" | "failed") {
+                if job.status.is_final() {
                     return Ok((job, input_units));
                 }
             }
@@ -343,7 +343,7 @@ impl Market {
             charged: max_price.checked_add(fee).unwrap_or(max_price),
             error: node_error(e),
         })?;
-        if job.status == "failed" {
+        if job.status == piazza_api::JobState::Failed {
             return Err(failed(ApiError::unavailable(
                 "result_rejected",
                 format!(
@@ -351,7 +351,7 @@ impl Market {
                 ),
             )));
         }
-        if job.status != "settled" {
+        if job.status != piazza_api::JobState::Settled {
             return Err(failed(ApiError::unavailable(
                 "no_provider",
                 format!(

@@ -11,7 +11,7 @@
 
 use crate::models::LoadedModel;
 use crate::ProviderError;
-use piazza_api::{DisputeInfo, JobInfo, VerifyTasks};
+use piazza_api::{DisputeInfo, DisputePhase, JobInfo, VerifyTasks};
 use piazza_arbiter::{tree, JobRun, JobSpec};
 use piazza_client::Client;
 use piazza_ledger::tx::Message;
@@ -348,8 +348,8 @@ impl Player {
             &d.claimant
         };
         let run = self.run_of(client, party.job).await?;
-        match d.phase.as_str() {
-            "bisect" => {
+        match d.phase {
+            DisputePhase::Bisect => {
                 if d.revealed.get(side).copied().unwrap_or(true)
                     || !self.first_time(d.job, d.round, "bisect")
                 {
@@ -386,7 +386,7 @@ impl Player {
                     }),
                 }))
             }
-            "input" => {
+            DisputePhase::Input => {
                 if !self.first_time(d.job, d.round, "input") {
                     return Ok(None);
                 }
@@ -408,7 +408,7 @@ impl Player {
                     }),
                 }))
             }
-            "step" => {
+            DisputePhase::Step => {
                 let Some(step) = d.step else {
                     return Ok(None);
                 };
@@ -453,7 +453,6 @@ impl Player {
                     }),
                 }))
             }
-            _ => Ok(None),
         }
     }
 }

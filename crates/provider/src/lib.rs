@@ -27,6 +27,7 @@ pub mod speed;
 use dispute::{Fault, Player};
 use journal::Journal;
 use models::{Execution, LoadedModel};
+use piazza_api::JobState;
 use piazza_client::{Client, ClientError};
 use piazza_codec::Encode;
 use piazza_ledger::compute::{self, Offer};
@@ -426,7 +427,9 @@ async fn watch_assignment(
     loop {
         tokio::time::sleep(ASSIGNMENT_POLL).await;
         if let Ok(Some(job)) = client.job(id).await {
-            if !(job.status == "assigned" && job.provider.as_deref() == Some(&me.to_string())) {
+            if !(job.status == JobState::Assigned
+                && job.provider.as_deref() == Some(&me.to_string()))
+            {
                 cancel.store(true, std::sync::atomic::Ordering::Relaxed);
                 return;
             }
@@ -438,7 +441,9 @@ async fn watch_assignment(
 async fn forget_finished(client: &Client, journal: &Journal, me: &Address) {
     for id in journal.jobs() {
         if let Ok(Some(job)) = client.job(id).await {
-            if !(job.status == "assigned" && job.provider.as_deref() == Some(&me.to_string())) {
+            if !(job.status == JobState::Assigned
+                && job.provider.as_deref() == Some(&me.to_string()))
+            {
                 journal.forget(id);
             }
         }
@@ -459,7 +464,7 @@ async fn process(
     let Some(job) = client.job(id).await? else {
         return Ok(());
     };
-    if job.status != "assigned" || job.provider.as_deref() != Some(&me.to_string()) {
+    if job.status != JobState::Assigned || job.provider.as_deref() != Some(&me.to_string()) {
         journal.forget(id);
         return Ok(());
     }

@@ -101,7 +101,7 @@ async fn submit(net: &Net, text: &str) -> u64 {
 
 async fn wait_assigned(net: &Net, id: u64) {
     let deadline = tokio::time::Instant::now() + WAIT;
-    while net.client.job(id).await.unwrap().unwrap().status != "assigned" {
+    while net.client.job(id).await.unwrap().unwrap().status != piazza_api::JobState::Assigned {
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -155,7 +155,7 @@ async fn a_journaled_result_is_resent_byte_for_byte_after_a_restart() {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let daemon = tokio::spawn(piazza_provider::run(config.clone(), stopped));
     let job = client.wait_for_job(id, WAIT).await.unwrap();
-    assert_eq!(job.status, "settled");
+    assert_eq!(job.status, piazza_api::JobState::Settled);
     // The chain holds exactly the journaled transaction: same hash, one result.
     let receipt = client
         .receipt(&tx.hash())
@@ -180,7 +180,7 @@ async fn a_journaled_result_is_resent_byte_for_byte_after_a_restart() {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let daemon = tokio::spawn(piazza_provider::run(config.clone(), stopped));
     let job = client.wait_for_job(second, WAIT).await.unwrap();
-    assert_eq!(job.status, "settled");
+    assert_eq!(job.status, piazza_api::JobState::Settled);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         client.account(&config.address()).await.unwrap().nonce,

@@ -1,8 +1,8 @@
 //! Domain types → `piazza_api` shapes. Pure functions, no IO.
 
 use piazza_api::{
-    BlockInfo, DisputeInfo, EventInfo, JobInfo, JobParamsInfo, JobReceiptInfo, JobResultInfo,
-    PartyInfo, ReceiptInfo, TxFailure, TxInfo,
+    BlockInfo, DisputeInfo, DisputePhase, EventInfo, JobInfo, JobParamsInfo, JobReceiptInfo,
+    JobResultInfo, JobState, PartyInfo, ReceiptInfo, TxFailure, TxInfo,
 };
 use piazza_codec::Encode;
 use piazza_ledger::bank::Msg as BankMsg;
@@ -107,10 +107,10 @@ pub(super) fn party_info(p: &verify::Party) -> PartyInfo {
 
 pub(super) fn dispute_info(d: &verify::Dispute) -> DisputeInfo {
     let (phase, step, leaves) = match &d.phase {
-        verify::Phase::Bisect => ("bisect", None, Vec::new()),
-        verify::Phase::Input => ("input", None, Vec::new()),
+        verify::Phase::Bisect => (DisputePhase::Bisect, None, Vec::new()),
+        verify::Phase::Input => (DisputePhase::Input, None, Vec::new()),
         verify::Phase::Step { step, leaves } => (
-            "step",
+            DisputePhase::Step,
             Some(*step),
             leaves.iter().map(|l| l.to_hex()).collect(),
         ),
@@ -122,7 +122,7 @@ pub(super) fn dispute_info(d: &verify::Dispute) -> DisputeInfo {
         round: d.round,
         node_level: d.node.level,
         node_index: d.node.index,
-        phase: phase.to_string(),
+        phase,
         step,
         leaves,
         revealed: d.reveals.iter().map(Option::is_some).collect(),
@@ -170,7 +170,14 @@ pub(super) fn job_info(job: &Job) -> JobInfo {
         max_units: job.max_units,
         max_price: job.max_price.base_units().to_string(),
         submitted_height: job.submitted_height,
-        status: job.status.name().to_string(),
+        status: match job.status {
+            JobStatus::Pending => JobState::Pending,
+            JobStatus::Assigned { .. } => JobState::Assigned,
+            JobStatus::Posted { .. } => JobState::Posted,
+            JobStatus::Settled => JobState::Settled,
+            JobStatus::Expired => JobState::Expired,
+            JobStatus::Failed => JobState::Failed,
+        },
         group: job.group,
         hold: None,
         provider,
