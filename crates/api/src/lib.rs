@@ -64,6 +64,18 @@ pub struct Status {
     pub time_ms: u64,
     pub mempool_size: usize,
     pub validator: String,
+    /// The chain's fee schedule (absent from older nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fees: Option<FeeInfo>,
+}
+
+/// How transaction fees are metered: `(tx_base_units + Σ message units + bytes × byte_units)
+/// × unit_price`, amounts in base units.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FeeInfo {
+    pub unit_price: String,
+    pub tx_base_units: u64,
+    pub byte_units: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -7,11 +7,7 @@
 //! signs each job with exactly that fee as its `max_fee` and reserves exactly that against the
 //! API key, so an input up to the ledger's limit is never refused for its size.
 //!
-//! The node serves no call for the fee parameters, so [`learn`] measures them: it asks the node
-//! to admit probe transactions from a fresh, unfunded key. Admission checks the fee before the
-//! balance, so `fee_too_low` means the probe's `max_fee` was below the fee and
-//! `insufficient_funds` means it was enough; nothing is ever admitted (the key holds nothing).
-//! Two probe sizes give `fixed` and `per_byte`.
+//! The node states its chain's fee parameters in `piazza_status`; [`learn`] reads them.
 
 use piazza_client::{Client, ClientError};
 use piazza_ledger::compute::{self, JobParams};
@@ -20,19 +16,12 @@ use piazza_ledger::module::Module;
 use piazza_ledger::tx::{Message, Transaction};
 use piazza_primitives::{Amount, SecretKey};
 
-/// Input bytes of the two probes (their difference measures the per-byte fee; the ledger
-/// refuses an empty input before looking at the fee).
-const PROBE_INPUT_BYTES: [usize; 2] = [1, 1025];
-/// The search for a fee doubles its guess at most this many times (2^100 base units is far
-/// beyond any supply).
-const PROBE_DOUBLINGS_MAX: u32 = 100;
-
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FeeError {
     #[error("node: {0}")]
     Node(#[from] ClientError),
-    #[error("measuring the chain's fees: {0}")]
+    #[error("the chain's fees: {0}")]
     Probe(String),
 }
 
@@ -89,97 +78,22 @@ fn probe_job(input_bytes: usize) -> compute::Msg {
     }
 }
 
-/// Whether a probe with this `max_fee` passes the fee check.
-async fn enough(
-    client: &Client,
-    chain_id: &str,
-    key: &SecretKey,
-    job: &compute::Msg,
-    max_fee: Amount,
-) -> Result<bool, FeeError> {
-    let tx = Transaction {
-        chain_id: chain_id.to_string(),
-        sender: key.public_key(),
-        nonce: 0,
-        max_fee,
-        messages: vec![Message::Compute(job.clone())],
-    }
-    .sign(key);
-    match client.submit(&tx).await {
-        Ok(_) => Err(FeeError::Probe(
-            "the node admitted an unfunded probe transaction".into(),
-        )),
-        Err(e) => match e.ledger_error_name() {
-            Some("fee_too_low") => Ok(false),
-            Some("insufficient_funds") => Ok(true),
-            _ => Err(FeeError::Node(e)),
-        },
-    }
-}
-
-/// The smallest `max_fee` the node admits for `job`: doubling, then bisection.
-async fn measure(
-    client: &Client,
-    chain_id: &str,
-    key: &SecretKey,
-    job: &compute::Msg,
-) -> Result<Amount, FeeError> {
-    if enough(client, chain_id, key, job, Amount::ZERO).await? {
-        return Ok(Amount::ZERO);
-    }
-    let (mut low, mut high) = (0u128, 1u128);
-    let mut doublings = 0;
-    while !enough(client, chain_id, key, job, Amount::new(high)).await? {
-        doublings += 1;
-        if doublings > PROBE_DOUBLINGS_MAX {
-            return Err(FeeError::Probe(format!(
-                "no fee below 2^{PROBE_DOUBLINGS_MAX} base units is enough"
-            )));
-        }
-        low = high;
-        high *= 2;
-    }
-    // `low` is too little, `high` is enough.
-    while high - low > 1 {
-        let middle = low + (high - low) / 2;
-        if enough(client, chain_id, key, job, Amount::new(middle)).await? {
-            high = middle;
-        } else {
-            low = middle;
-        }
-    }
-    Ok(Amount::new(high))
-}
-
-/// Measures the chain's job fees through the node's admission check (see the module's docs).
-pub async fn learn(client: &Client, chain_id: &str) -> Result<JobFees, FeeError> {
-    let key = SecretKey::generate();
-    let mut points = [(0u128, 0u128); 2];
-    for (point, input_bytes) in points.iter_mut().zip(PROBE_INPUT_BYTES) {
-        let job = probe_job(input_bytes);
-        let bytes = job_tx_bytes(chain_id, job.clone()) as u128;
-        let fee = measure(client, chain_id, &key, &job).await?;
-        *point = (bytes, fee.base_units());
-    }
-    let [(bytes_a, fee_a), (bytes_b, fee_b)] = points;
-    let not_linear = || {
-        FeeError::Probe(format!("fees {fee_a} at {bytes_a} bytes and {fee_b} at {bytes_b} bytes are not a fixed part plus a price per byte"))
+/// The chain's job fees, from the fee schedule the node states in `piazza_status`.
+pub async fn learn(client: &Client) -> Result<JobFees, FeeError> {
+    let info = client
+        .status()
+        .await?
+        .fees
+        .ok_or_else(|| FeeError::Probe("the node states no fee schedule".into()))?;
+    let params = FeeParams {
+        unit_price: Amount::new(info.unit_price.parse().map_err(|_| {
+            FeeError::Probe(format!("unit price `{}` is not a number", info.unit_price))
+        })?),
+        tx_base_units: info.tx_base_units,
+        byte_units: info.byte_units,
     };
-    let (extra_fee, extra_bytes) = (
-        fee_b.checked_sub(fee_a).ok_or_else(not_linear)?,
-        bytes_b - bytes_a,
-    );
-    if !extra_fee.is_multiple_of(extra_bytes) {
-        return Err(not_linear());
-    }
-    let per_byte = extra_fee / extra_bytes;
-    let fixed = fee_a
-        .checked_sub(per_byte * bytes_a)
-        .ok_or_else(not_linear)?;
-    Ok(JobFees {
-        fixed: Amount::new(fixed),
-        per_byte: Amount::new(per_byte),
-    })
+    JobFees::from_params(&params)
+        .ok_or_else(|| FeeError::Probe("the chain's fee schedule overflows".into()))
 }
 
 #[cfg(test)]

@@ -116,7 +116,7 @@ impl Market {
     pub async fn connect(node_url: &str, job_timeout: Duration) -> Result<Market, ClientError> {
         let client = Client::new(node_url);
         let chain_id = client.status().await?.chain_id;
-        let fees = fees::learn(&client, &chain_id).await.map_err(|e| match e {
+        let fees = fees::learn(&client).await.map_err(|e| match e {
             fees::FeeError::Node(e) => e,
             other => ClientError::Decode(other.to_string()),
         })?;
@@ -184,7 +184,7 @@ impl Market {
     }
 
     async fn measure_fees_again(&self) {
-        match fees::learn(&self.client, &self.chain_id).await {
+        match fees::learn(&self.client).await {
             Ok(fees) => *self.fees.write().unwrap_or_else(|p| p.into_inner()) = fees,
             Err(e) => tracing::warn!(error = %e, "cannot measure the chain's fees"),
         }

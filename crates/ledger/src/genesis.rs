@@ -21,8 +21,11 @@ pub struct FeeParams {
 
 impl Default for FeeParams {
     fn default() -> Self {
+        // 10 base units a unit: a one-job transaction (~450 units with its bytes) costs about
+        // 0.0000045 PZA, the order of a small job's price rather than 10-100x it; filling a
+        // 16 MiB block still costs ~0.17 PZA, and the mempool bounds each sender.
         FeeParams {
-            unit_price: Amount::new(1_000),
+            unit_price: Amount::new(10),
             tx_base_units: 100,
             byte_units: 1,
         }

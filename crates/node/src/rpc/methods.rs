@@ -381,5 +381,13 @@ fn status(app: &App) -> Result<Status, RpcError> {
         time_ms,
         mempool_size: app.mempool_size(),
         validator: app.validator().to_string(),
+        fees: Some({
+            let fees = executor::fee_params(&snapshot);
+            piazza_api::FeeInfo {
+                unit_price: fees.unit_price.base_units().to_string(),
+                tx_base_units: fees.tx_base_units,
+                byte_units: fees.byte_units,
+            }
+        }),
     })
 }
