@@ -1,57 +1,52 @@
-//! The gateway against a mock node (no chain, no models): fees by size, fairness between API
-//! keys, and settlement that survives a client hanging up. Fast; the real chain is in
-//! `openai.rs`.
+//! The gateway's market rules on a real in-process devnet (a validator with 100 ms blocks and a
+//! provider serving MiniLM): fees measured from the node and charged as the chain charged them,
+//! the quota message, parameters refused by name, fairness between API keys, and settlement that
+//! survives a client hanging up.
 
-#[path = "support/mock_node.rs"]
-mod mock_node;
+mod support;
 
-use mock_node::{mock_node, MockNode, MOCK_MODEL, MOCK_WORK_UNITS};
 use piazza_gateway::fees::JobFees;
 use piazza_gateway::{start, GatewayConfig, GatewayHandle, Limits};
-use piazza_keystore::Keystore;
+use piazza_ledger::compute;
 use piazza_ledger::genesis::FeeParams;
-use piazza_primitives::Amount;
+use piazza_primitives::{Amount, Hash};
+use piazza_provider::models::MINILM;
 use serde_json::{json, Value};
 use std::num::NonZeroUsize;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use support::{devnet_on, ChainOptions, Devnet, DevnetOptions, DEV_KEY};
 use tokio::io::AsyncWriteExt;
 
-const PRICE_PER_UNIT: u128 = 1_000;
-/// How long a test waits for something that should happen at once before failing.
+/// How long a test waits for something that should happen soon before failing.
 const PATIENCE: Duration = Duration::from_secs(30);
+/// How often a test looks again while it waits.
+const POLL: Duration = Duration::from_millis(10);
 
-struct Setup {
-    _dir: tempfile::TempDir,
-    node: MockNode,
-    gw: GatewayHandle,
-}
-
-async fn setup(fees: FeeParams, limits: Limits) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let keystore_dir = dir.path().join("keys");
-    let dev = Keystore::open(&keystore_dir)
-        .unwrap()
-        .create("dev", "")
-        .unwrap()
-        .address;
-    let node = mock_node(fees, dev, Amount::new(PRICE_PER_UNIT)).await;
-    let mut config = GatewayConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        &node.url,
-        dir.path().join("gateway"),
-        keystore_dir,
-    );
-    config.limits = limits;
-    let gw = start(config).await.expect("the gateway starts");
-    Setup {
-        _dir: dir,
-        node,
-        gw,
+fn options() -> DevnetOptions {
+    DevnetOptions {
+        block_interval: Duration::from_millis(100),
+        generation: false,
+        provider_concurrency: 2,
     }
 }
 
-async fn embed(gw: &GatewayHandle, key: &str, body: Value) -> (u16, Value) {
+async fn gateway(net: &Devnet, limits: Limits) -> GatewayHandle {
+    let mut config = GatewayConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        &net.url,
+        net.dir.path().join("gateway"),
+        net.keystore_dir.clone(),
+    );
+    config.limits = limits;
+    start(config).await.expect("the gateway starts")
+}
+
+/// One embeddings request: its status, the `x-should-retry` header and the JSON body.
+async fn embed_with_headers(
+    gw: &GatewayHandle,
+    key: &str,
+    body: Value,
+) -> (u16, Option<String>, Value) {
     let response = reqwest::Client::new()
         .post(format!("{}/v1/embeddings", gw.url()))
         .bearer_auth(key)
@@ -60,13 +55,43 @@ async fn embed(gw: &GatewayHandle, key: &str, body: Value) -> (u16, Value) {
         .await
         .expect("the gateway answers");
     let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    let retry = response
+        .headers()
+        .get("x-should-retry")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (status, retry, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn embed(gw: &GatewayHandle, key: &str, body: Value) -> (u16, Value) {
+    let (status, _, body) = embed_with_headers(gw, key, body).await;
+    (status, body)
 }
 
 fn record(gw: &GatewayHandle, index: usize) -> piazza_gateway::keys::KeyRecord {
     let mut keys = gw.keys();
     keys.sort_by_key(|k| k.id.clone());
     keys.swap_remove(index)
+}
+
+fn base_units(value: &Value) -> u128 {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("an amount in base units: {value}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("an amount in base units: {value}: {e}"))
+}
+
+/// The price the chain settled the job at.
+async fn settled_price(net: &Devnet, id: u64) -> u128 {
+    let job = net
+        .client
+        .job(id)
+        .await
+        .unwrap()
+        .expect("the job is on chain");
+    let receipt = job.receipt.expect("the job is settled");
+    receipt.price.parse().expect("a price in base units")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,59 +101,112 @@ async fn fees_come_from_the_chain_and_inputs_up_to_the_ledger_limit_pass() {
         tx_base_units: 50,
         byte_units: 2,
     };
-    let s = setup(fees.clone(), Limits::default()).await;
+    let net = devnet_on(
+        options(),
+        ChainOptions {
+            fees: fees.clone(),
+            ..ChainOptions::default()
+        },
+    )
+    .await;
+    let gw = gateway(&net, Limits::default()).await;
     assert_eq!(
-        s.gw.job_fees(),
+        gw.job_fees(),
         JobFees::from_params(&fees).unwrap(),
         "measured through the node's admission"
     );
-    let key = s.gw.create_key("dev", Amount::pza(10)).unwrap();
+    let key = gw.create_key(DEV_KEY, Amount::pza(10)).unwrap();
+    let balance_before = net.balance(&net.dev).await;
     // 16 KiB, the ledger's largest input: a fee of about 0.1 PZA at these parameters.
-    let input = "y".repeat(piazza_ledger::compute::JOB_INPUT_BYTES_MAX);
-    let (status, body) = embed(&s.gw, &key, json!({"model": MOCK_MODEL, "input": input})).await;
+    let input = "y".repeat(compute::JOB_INPUT_BYTES_MAX);
+    let (status, body) = embed(&gw, &key, json!({"model": MINILM, "input": input})).await;
     assert_eq!(status, 200, "{body}");
-    let fee: u128 = body["piazza"][0]["fee"].as_str().unwrap().parse().unwrap();
-    let price: u128 = body["piazza"][0]["price"]
-        .as_str()
+    let shown = &body["piazza"][0];
+    let id = shown["job"].as_u64().expect("a job id");
+    let tx: Hash = shown["tx"].as_str().unwrap().parse().expect("a tx hash");
+    // What the chain charged: the fee from the transaction's receipt, the price from the job's.
+    let fee: u128 = net
+        .client
+        .receipt(&tx)
+        .await
         .unwrap()
+        .expect("the submission's receipt")
+        .fee_paid
         .parse()
         .unwrap();
+    let price = settled_price(&net, id).await;
+    assert_eq!(
+        (base_units(&shown["fee"]), base_units(&shown["price"])),
+        (fee, price),
+        "the response shows what the chain charged"
+    );
     assert!(fee > 16 * 1024 * 2 * 3_000, "fee {fee}");
-    let spent = s.gw.keys()[0].spent;
+    let spent = gw.keys()[0].spent;
     assert_eq!(
         spent,
         Amount::new(fee + price),
         "charged the price and the fee"
     );
-    assert_eq!(s.gw.reserved(&s.gw.keys()[0].key_hash), Amount::ZERO);
-    assert_eq!(body["usage"]["prompt_tokens"], MOCK_WORK_UNITS);
+    assert_eq!(
+        balance_before - net.balance(&net.dev).await,
+        fee + price,
+        "the paying account lost exactly what the key was charged"
+    );
+    assert_eq!(gw.reserved(&gw.keys()[0].key_hash), Amount::ZERO);
+    let job = net.client.job(id).await.unwrap().unwrap();
+    assert_eq!(
+        body["usage"]["prompt_tokens"],
+        job.result.expect("a posted result").work_units
+    );
+    gw.shutdown().await;
+    net.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_limit_below_one_request_says_what_the_request_needs() {
-    let s = setup(FeeParams::default(), Limits::default()).await;
-    let key = s.gw.create_key("dev", Amount::new(1_000)).unwrap();
-    let worst = s.gw.embedding_worst_case(MOCK_MODEL, &["x"]).await.unwrap();
-    let (status, body) = embed(&s.gw, &key, json!({"model": MOCK_MODEL, "input": "x"})).await;
+    // No job runs: the provider is registered (its price sets the worst case) but not running.
+    let net = devnet_on(
+        options(),
+        ChainOptions {
+            provider_runs: false,
+            ..ChainOptions::default()
+        },
+    )
+    .await;
+    let gw = gateway(&net, Limits::default()).await;
+    let key = gw.create_key(DEV_KEY, Amount::new(1_000)).unwrap();
+    let worst = gw.embedding_worst_case(MINILM, &["x"]).await.unwrap();
+    let (status, retry, body) =
+        embed_with_headers(&gw, &key, json!({"model": MINILM, "input": "x"})).await;
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["error"]["code"], "insufficient_quota");
+    assert_eq!(retry.as_deref(), Some("false"), "a client must not retry");
     let message = body["error"]["message"].as_str().unwrap();
     assert!(
         message.contains(&format!("worst-case cost is {worst} PZA"))
             && message.contains("more than the 0.000001 PZA left"),
         "{message}"
     );
-    assert_eq!(s.node.state.submitted.load(Ordering::SeqCst), 0);
+    assert_eq!(record(&gw, 0).spent, Amount::ZERO);
+    assert_eq!(gw.reserved(&record(&gw, 0).key_hash), Amount::ZERO);
+    assert_eq!(
+        net.nonce(&net.dev).await,
+        0,
+        "nothing was signed for the chain"
+    );
+    gw.shutdown().await;
+    net.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsupported_parameters_are_refused_before_anything_is_paid() {
-    let s = setup(FeeParams::default(), Limits::default()).await;
-    let key = s.gw.create_key("dev", Amount::pza(1)).unwrap();
+    let net = devnet_on(options(), ChainOptions::default()).await;
+    let gw = gateway(&net, Limits::default()).await;
+    let key = gw.create_key(DEV_KEY, Amount::pza(1)).unwrap();
     let (status, body) = embed(
-        &s.gw,
+        &gw,
         &key,
-        json!({"model": MOCK_MODEL, "input": "x", "stream": true}),
+        json!({"model": MINILM, "input": "x", "stream": true}),
     )
     .await;
     assert_eq!(
@@ -136,32 +214,32 @@ async fn unsupported_parameters_are_refused_before_anything_is_paid() {
         (400, &json!("stream")),
         "{body}"
     );
-    let (status, body) = embed(
-        &s.gw,
-        &key,
-        json!({"model": MOCK_MODEL, "input": "x", "user": "someone"}),
-    )
-    .await;
-    assert_eq!(status, 200, "harmless `user`: {body}");
-    let (status, body) = embed(
-        &s.gw,
-        &key,
-        json!({"model": MOCK_MODEL, "input": ["x", ""]}),
-    )
-    .await;
+    let (status, body) = embed(&gw, &key, json!({"model": MINILM, "input": ["x", ""]})).await;
     assert_eq!(
         (status, &body["error"]["param"]),
         (400, &json!("input")),
         "{body}"
     );
-    assert_eq!(s.node.state.submitted.load(Ordering::SeqCst), 1);
+    assert_eq!(record(&gw, 0).spent, Amount::ZERO);
+    assert_eq!(net.nonce(&net.dev).await, 0, "nothing was paid");
+    let (status, body) = embed(
+        &gw,
+        &key,
+        json!({"model": MINILM, "input": "x", "user": "someone"}),
+    )
+    .await;
+    assert_eq!(status, 200, "harmless `user`: {body}");
+    assert_eq!(net.nonce(&net.dev).await, 1, "one job, the served one");
+    gw.shutdown().await;
+    net.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_that_floods_the_gateway_does_not_starve_another() {
     let in_flight = 8;
-    let s = setup(
-        FeeParams::default(),
+    let net = devnet_on(options(), ChainOptions::default()).await;
+    let gw = gateway(
+        &net,
         Limits {
             requests_in_flight_max: NonZeroUsize::new(in_flight).unwrap(),
             requests_in_flight_per_key_max: NonZeroUsize::new(2).unwrap(),
@@ -170,103 +248,140 @@ async fn a_key_that_floods_the_gateway_does_not_starve_another() {
         },
     )
     .await;
-    let flood = s.gw.create_key("dev", Amount::pza(1)).unwrap();
-    let other = s.gw.create_key("dev", Amount::pza(1)).unwrap();
-    // Key A: as many requests as the gateway has slots, each sending its body slowly (the
+    let flood = gw.create_key(DEV_KEY, Amount::pza(1)).unwrap();
+    let other = gw.create_key(DEV_KEY, Amount::pza(1)).unwrap();
+    // Key A: twice as many requests as the gateway has slots, each sending its body slowly (the
     // headers, then a few bytes of a 1000-byte body, then nothing).
     let mut trickles = Vec::new();
     for _ in 0..in_flight * 2 {
-        let mut socket = tokio::net::TcpStream::connect(s.gw.addr).await.unwrap();
+        let mut socket = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
         let head = format!(
             "POST /v1/embeddings HTTP/1.1\r\nhost: gateway\r\nauthorization: Bearer {flood}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"model\""
         );
         socket.write_all(head.as_bytes()).await.unwrap();
         trickles.push(socket);
     }
-    // Key B gets in and is answered (by the mock chain's model list: an unknown model).
-    let (status, body) = embed(
-        &s.gw,
-        &other,
-        json!({"model": "no-such-model", "input": "x"}),
-    )
-    .await;
+    // Key B gets in and is answered (by the chain's model list: an unknown model).
+    let (status, body) = embed(&gw, &other, json!({"model": "no-such-model", "input": "x"})).await;
     assert_eq!(
         status, 404,
         "key B was refused while key A trickled: {body}"
     );
-    // And B's real request is served.
-    let (status, body) = embed(&s.gw, &other, json!({"model": MOCK_MODEL, "input": "x"})).await;
+    // And B's real request is served by the provider.
+    let (status, body) = embed(&gw, &other, json!({"model": MINILM, "input": "x"})).await;
     assert_eq!(status, 200, "{body}");
+    assert!(
+        body["data"][0]["embedding"]
+            .as_array()
+            .is_some_and(|v| !v.is_empty()),
+        "{body}"
+    );
     drop(trickles);
+    gw.shutdown().await;
+    net.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_hangs_up_is_still_charged_and_nothing_stays_reserved() {
-    let s = setup(FeeParams::default(), Limits::default()).await;
-    let key = s.gw.create_key("dev", Amount::pza(1)).unwrap();
-    let hash = record(&s.gw, 0).key_hash;
-    s.node.state.hold.store(true, Ordering::SeqCst);
+    // The provider is registered but stopped, so the jobs wait on chain (far from their deadline)
+    // until the client has gone.
+    let mut net = devnet_on(
+        options(),
+        ChainOptions {
+            provider_runs: false,
+            compute: compute::Params {
+                job_deadline_blocks: 1_000,
+                ..compute::Params::default()
+            },
+            ..ChainOptions::default()
+        },
+    )
+    .await;
+    let gw = gateway(&net, Limits::default()).await;
+    let key = gw.create_key(DEV_KEY, Amount::pza(1)).unwrap();
+    let hash = record(&gw, 0).key_hash;
+    let balance_before = net.balance(&net.dev).await;
     let request = {
-        let url = format!("{}/v1/embeddings", s.gw.url());
+        let url = format!("{}/v1/embeddings", gw.url());
         let key = key.clone();
         tokio::spawn(async move {
             reqwest::Client::new()
                 .post(url)
                 .bearer_auth(key)
-                .json(&json!({"model": MOCK_MODEL, "input": ["a", "b"]}))
+                .json(&json!({"model": MINILM, "input": ["a", "b"]}))
                 .send()
                 .await
         })
     };
-    // Both jobs are signed and on chain, then the client hangs up.
+    // Both jobs are signed, on chain and assigned to the provider; then the client hangs up.
     let started = Instant::now();
-    while s.node.state.submitted.load(Ordering::SeqCst) < 2 {
+    let jobs = loop {
+        let jobs = net.client.provider_jobs(&net.provider).await.unwrap();
+        if jobs.len() >= 2 {
+            break jobs;
+        }
         assert!(started.elapsed() < PATIENCE, "the jobs were not submitted");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(s.gw.reserved(&hash) > Amount::ZERO);
+        tokio::time::sleep(POLL).await;
+    };
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    assert!(gw.reserved(&hash) > Amount::ZERO);
     request.abort();
-    let _ = request.await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        request.await.is_err(),
+        "the client hung up before any answer"
+    );
+    for &id in &jobs {
+        let job = net.client.job(id).await.unwrap().unwrap();
+        assert!(job.receipt.is_none(), "job {id} settled before the hang-up");
+    }
     assert_eq!(
-        s.gw.requests_in_flight(),
+        gw.requests_in_flight(),
         1,
         "the settling jobs hold their slot"
     );
-    // The chain settles the jobs after the client left.
-    s.node.state.hold.store(false, Ordering::SeqCst);
+    assert_eq!(record(&gw, 0).spent, Amount::ZERO, "nothing charged yet");
+
+    // The provider runs the jobs and the chain settles them after the client left.
+    net.start_provider();
     let started = Instant::now();
-    while s.gw.reserved(&hash) > Amount::ZERO || s.gw.requests_in_flight() > 0 {
+    while gw.reserved(&hash) > Amount::ZERO || gw.requests_in_flight() > 0 {
         assert!(
             started.elapsed() < PATIENCE,
             "the reservation or the slot was never released"
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(POLL).await;
     }
-    let fees = s.gw.job_fees();
-    let spent = record(&s.gw, 0).spent;
-    let price = PRICE_PER_UNIT * u128::from(MOCK_WORK_UNITS);
-    assert!(
-        spent.base_units() > 2 * (price + fees.fixed.base_units()),
-        "the two jobs were charged: {spent:?}"
+    let spent = record(&gw, 0).spent.base_units();
+    let mut prices = 0;
+    for &id in &jobs {
+        prices += settled_price(&net, id).await;
+    }
+    let paid = balance_before - net.balance(&net.dev).await;
+    assert_eq!(
+        spent, paid,
+        "the key was charged what the chain took from its account"
     );
-    // The same request, with the client staying, is charged the same.
-    let (status, body) = embed(
-        &s.gw,
-        &key,
-        json!({"model": MOCK_MODEL, "input": ["a", "b"]}),
-    )
-    .await;
+    let fixed = gw.job_fees().fixed.base_units();
+    assert!(
+        spent > prices + 2 * fixed,
+        "two fees were charged besides the prices: {spent} vs {prices} + 2 × {fixed}"
+    );
+
+    // The same request, with the client staying, is charged what its receipts show.
+    let (status, body) = embed(&gw, &key, json!({"model": MINILM, "input": ["a", "b"]})).await;
     assert_eq!(status, 200, "{body}");
-    let receipts = body["piazza"].as_array().unwrap();
-    let charged: u128 = receipts
+    let charged: u128 = body["piazza"]
+        .as_array()
+        .unwrap()
         .iter()
-        .map(|r| {
-            r["price"].as_str().unwrap().parse::<u128>().unwrap()
-                + r["fee"].as_str().unwrap().parse::<u128>().unwrap()
-        })
+        .map(|r| base_units(&r["price"]) + base_units(&r["fee"]))
         .sum();
-    assert_eq!(record(&s.gw, 0).spent, Amount::new(2 * spent.base_units()));
-    assert_eq!(spent, Amount::new(charged));
-    assert_eq!(s.gw.reserved(&hash), Amount::ZERO);
+    assert_eq!(record(&gw, 0).spent.base_units(), spent + charged);
+    assert_eq!(
+        balance_before - net.balance(&net.dev).await,
+        spent + charged
+    );
+    assert_eq!(gw.reserved(&hash), Amount::ZERO);
+    gw.shutdown().await;
+    net.shutdown().await;
 }

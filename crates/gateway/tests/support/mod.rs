@@ -1,12 +1,15 @@
 //! An in-process devnet for the gateway's tests and benchmark: a validator, a provider serving
 //! MiniLM (and SmolLM2 when asked and its file is present) and a funded `dev` key in a keystore.
+//! [`devnet_on`] also sets the chain's fee and compute parameters, and can leave the provider
+//! registered but stopped (jobs are assigned to it and wait) until [`Devnet::start_provider`].
 
 #![allow(dead_code)]
 
 use piazza_keystore::Keystore;
+use piazza_ledger::compute;
 use piazza_ledger::genesis::{FeeParams, Genesis, GenesisAccount, GenesisBond};
 use piazza_ledger::staking::{self, Role};
-use piazza_primitives::{Amount, SecretKey};
+use piazza_primitives::{Address, Amount, SecretKey};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -19,15 +22,25 @@ pub const UNSERVED_MODEL: &str = "unserved-embedder";
 /// The provider's price per unit (input token or generated token), in base units.
 pub const PRICE_PER_UNIT: u128 = 1_000;
 
+/// How long the devnet waits for its provider to register.
+const PROVIDER_REGISTER_WAIT: Duration = Duration::from_secs(120);
+
 pub struct Devnet {
     pub dir: tempfile::TempDir,
     pub url: String,
     pub keystore_dir: PathBuf,
     /// Whether the generation model is on chain and served.
     pub generation: bool,
+    /// A client of the node.
+    pub client: piazza_client::Client,
+    /// The address of the `dev` keystore key (funded at genesis).
+    pub dev: Address,
+    /// The provider's address.
+    pub provider: Address,
     node: piazza_node::NodeHandle,
+    provider_config: piazza_provider::ProviderConfig,
     stop: tokio::sync::watch::Sender<bool>,
-    daemon: tokio::task::JoinHandle<Result<(), piazza_provider::ProviderError>>,
+    daemon: Option<tokio::task::JoinHandle<Result<(), piazza_provider::ProviderError>>>,
 }
 
 pub struct DevnetOptions {
@@ -37,7 +50,30 @@ pub struct DevnetOptions {
     pub provider_concurrency: usize,
 }
 
+/// The chain's parameters and the provider's start, beyond [`DevnetOptions`].
+pub struct ChainOptions {
+    pub fees: FeeParams,
+    pub compute: compute::Params,
+    /// Whether the provider's daemon runs from the start; otherwise the provider is only
+    /// registered (jobs are assigned to it and wait) until [`Devnet::start_provider`].
+    pub provider_runs: bool,
+}
+
+impl Default for ChainOptions {
+    fn default() -> Self {
+        ChainOptions {
+            fees: FeeParams::default(),
+            compute: compute::Params::default(),
+            provider_runs: true,
+        }
+    }
+}
+
 pub async fn devnet(options: DevnetOptions) -> Devnet {
+    devnet_on(options, ChainOptions::default()).await
+}
+
+pub async fn devnet_on(options: DevnetOptions, chain: ChainOptions) -> Devnet {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let keystore_dir = dir.path().join("keys");
     let keystore = Keystore::open(&keystore_dir).expect("keystore");
@@ -82,7 +118,7 @@ pub async fn devnet(options: DevnetOptions) -> Devnet {
     let genesis = Genesis {
         chain_id: CHAIN_ID.into(),
         genesis_time_ms: now_ms,
-        fees: FeeParams::default(),
+        fees: chain.fees,
         staking: staking::Params::default(),
         accounts,
         bonds: vec![GenesisBond {
@@ -91,7 +127,7 @@ pub async fn devnet(options: DevnetOptions) -> Devnet {
             amount: Amount::pza(10_000),
         }],
         models,
-        compute: Default::default(),
+        compute: chain.compute,
         verify: Default::default(),
     };
     let mut config = piazza_node::NodeConfig::new(
@@ -119,33 +155,89 @@ pub async fn devnet(options: DevnetOptions) -> Devnet {
         fault: Default::default(),
     };
     let address = provider_config.address();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let daemon = tokio::spawn(piazza_provider::run(provider_config, stopped));
+    let (stop, _) = tokio::sync::watch::channel(false);
     let client = piazza_client::Client::new(&url);
-    let started = Instant::now();
-    while client.provider(&address).await.ok().flatten().is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "the provider did not register"
-        );
-        assert!(!daemon.is_finished(), "the provider stopped");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Devnet {
+    let mut devnet = Devnet {
         dir,
         url,
         keystore_dir,
         generation,
+        client,
+        dev,
+        provider: address,
         node,
+        provider_config,
         stop,
-        daemon,
+        daemon: None,
+    };
+    if chain.provider_runs {
+        devnet.start_provider();
+    } else {
+        let served = piazza_provider::load_models(&devnet.client, &devnet.provider_config)
+            .await
+            .expect("the provider's models load");
+        piazza_provider::ensure_registered(&devnet.client, &devnet.provider_config, &served)
+            .await
+            .expect("the provider registers");
     }
+    let started = Instant::now();
+    while devnet
+        .client
+        .provider(&address)
+        .await
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        assert!(
+            started.elapsed() < PROVIDER_REGISTER_WAIT,
+            "the provider did not register"
+        );
+        if let Some(daemon) = &devnet.daemon {
+            assert!(!daemon.is_finished(), "the provider stopped");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    devnet
 }
 
 impl Devnet {
+    /// Runs the provider's daemon (once; it serves the jobs already assigned to it).
+    pub fn start_provider(&mut self) {
+        if self.daemon.is_none() {
+            let stopped = self.stop.subscribe();
+            self.daemon = Some(tokio::spawn(piazza_provider::run(
+                self.provider_config.clone(),
+                stopped,
+            )));
+        }
+    }
+
+    /// The account's balance on chain, in base units.
+    pub async fn balance(&self, address: &Address) -> u128 {
+        self.client
+            .account(address)
+            .await
+            .expect("the node answers")
+            .balance
+            .parse()
+            .expect("a balance in base units")
+    }
+
+    /// The account's nonce on chain: how many of its transactions were included.
+    pub async fn nonce(&self, address: &Address) -> u64 {
+        self.client
+            .account(address)
+            .await
+            .expect("the node answers")
+            .nonce
+    }
+
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        let _ = self.daemon.await;
+        if let Some(daemon) = self.daemon {
+            let _ = daemon.await;
+        }
         self.node.shutdown().await;
     }
 }
