@@ -375,3 +375,29 @@ fn a_redundant_copy_nobody_can_serve_lets_the_others_settle() {
     assert_eq!(chain.job(assigned).status, JobStatus::Settled);
     assert_eq!(chain.balance(&compute::escrow()), Amount::ZERO);
 }
+
+#[test]
+fn a_provider_cannot_exit_while_its_result_can_still_be_proven_wrong() {
+    let (mut chain, provider, _, _) = posted_job(verify::Params::default());
+    let exit = Message::Compute(compute::Msg::ExitProvider);
+    // The result is in its challenge window (or held by an audit): leaving now would take the
+    // stake a fraud slash needs.
+    let (r, _) = chain.one(&provider, exit.clone());
+    assert_eq!(failed(&r), Some("invalid_message"));
+    assert!(matches!(chain.job(0).status, JobStatus::Posted { .. }));
+    let record = compute::provider(
+        &StateDelta::new(&chain.state),
+        &provider.public_key().address(),
+    )
+    .unwrap();
+    assert_eq!(record.unsettled, 1);
+    for _ in 0..200 {
+        if chain.job(0).status == JobStatus::Settled {
+            break;
+        }
+        chain.block(vec![]);
+    }
+    assert_eq!(chain.job(0).status, JobStatus::Settled);
+    let (r, _) = chain.one(&provider, exit);
+    assert_eq!(failed(&r), None, "settled: the provider may leave");
+}

@@ -225,6 +225,9 @@ pub struct Provider {
     pub deadlines_missed: u64,
     /// Results proven wrong in disputes.
     pub frauds: u64,
+    /// Posted results not yet settled or failed: while any remains, the provider cannot exit
+    /// (its stake must still answer for them).
+    pub unsettled: u64,
 }
 
 impl Encode for Provider {
@@ -235,6 +238,7 @@ impl Encode for Provider {
         w.u64(self.jobs_completed);
         w.u64(self.deadlines_missed);
         w.u64(self.frauds);
+        w.u64(self.unsettled);
     }
 }
 
@@ -247,6 +251,7 @@ impl Decode for Provider {
             jobs_completed: r.u64()?,
             deadlines_missed: r.u64()?,
             frauds: r.u64()?,
+            unsettled: r.u64()?,
         })
     }
 }
@@ -982,6 +987,18 @@ fn assign(state: &mut StateDelta<'_>, mut job: Job, block: &BlockContext, events
     state.put(state_key::job(job.id), &job);
 }
 
+/// One more (or one fewer) posted result of `address` waits to settle.
+fn change_unsettled(state: &mut StateDelta<'_>, address: &Address, posted: bool) {
+    if let Some(mut p) = provider(state, address) {
+        p.unsettled = if posted {
+            p.unsettled.saturating_add(1)
+        } else {
+            p.unsettled.saturating_sub(1)
+        };
+        state.put(state_key::provider(address), &p);
+    }
+}
+
 fn release_provider(state: &mut StateDelta<'_>, address: &Address, job: u64, completed: bool) {
     if let Some(mut p) = provider(state, address) {
         p.active_jobs = p.active_jobs.saturating_sub(1);
@@ -1002,6 +1019,7 @@ fn settle(state: &mut StateDelta<'_>, mut job: Job, block: &BlockContext, events
     else {
         return;
     };
+    change_unsettled(state, &address, false);
     let result = job.result.clone().expect("posted jobs have a result");
     let split = params(state).split;
     let price = job
@@ -1178,6 +1196,7 @@ pub fn fail(state: &mut StateDelta<'_>, id: u64, events: &mut Vec<Event>) -> Opt
     else {
         return None;
     };
+    change_unsettled(state, &address, false);
     bank::transfer(state, &escrow(), &job.client, job.max_price)
         .expect("the escrow holds every open job's price");
     if let Some(mut p) = provider(state, &address) {
@@ -1303,6 +1322,12 @@ impl Module for Compute {
                     return Err(invalid(format!(
                         "{} jobs are still assigned; finish them first",
                         p.active_jobs
+                    )));
+                }
+                if p.unsettled > 0 {
+                    return Err(invalid(format!(
+                        "{} results are still open to challenges or held; exit once they settle",
+                        p.unsettled
                     )));
                 }
                 Ok(())
@@ -1474,6 +1499,7 @@ impl Module for Compute {
                         jobs_completed: 0,
                         deadlines_missed: 0,
                         frauds: 0,
+                        unsettled: 0,
                     },
                 );
                 ctx.emit(Event::new(
@@ -1595,6 +1621,7 @@ impl Module for Compute {
                     .ok_or_else(|| TxError::new(ErrorCode::UnknownJob, format!("no job {id}")))?;
                 let settle_height = ctx.block.height + params(state).challenge_window_blocks;
                 release_provider(state, &sender, *id, true);
+                change_unsettled(state, &sender, true);
                 push_queue(state, state_key::settlements(settle_height), *id)?;
                 job.status = JobStatus::Posted {
                     provider: sender,
