@@ -5,9 +5,10 @@
 //! this trait, which the node implements with `piazza-arbiter` and passes to the executor, so
 //! the ledger, mempool, store and client build without the ML stack. Every validator must use the
 //! same implementation (it decides consensus); a node that runs none ([`NoArbiter`]) rejects
-//! evidence, which keeps a dispute in its phase until its deadline. This file imports nothing
-//! else of the ledger: modules and their context depend on it, never the other way.
+//! evidence, which keeps a dispute in its phase until its deadline. This file imports only
+//! the job's parameters: modules and their context depend on it, never the other way.
 
+use crate::job::JobParams;
 use piazza_primitives::Hash;
 
 /// Largest evidence a transaction may carry (a step's inputs and weight slices, or a
@@ -28,14 +29,7 @@ pub struct Model {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
     pub input: Vec<u8>,
-    pub max_tokens: u32,
-    pub temperature_milli: u32,
-    pub top_k: u32,
-    pub top_p_milli: u32,
-    pub repetition_penalty_milli: u32,
-    pub seed: u64,
-    pub chat: bool,
-    pub stop: Vec<String>,
+    pub params: JobParams,
 }
 
 /// Whether a revealed leaf opens against the subtrees both parties agreed on: `(step, leaf,

@@ -8,7 +8,8 @@ use std::path::Path;
 /// Bottom to top. A module may use any module in an earlier entry, none in its own or a later
 /// one (modules in one entry are independent of each other).
 const LAYERS: &[&[&str]] = &[
-    &["error", "state", "draw", "limits", "event", "arbitration"],
+    &["error", "state", "draw", "limits", "event", "job"],
+    &["arbitration"],
     &["list", "module"],
     &["bank"],
     &["staking"],

@@ -8,9 +8,8 @@ use piazza_ledger::arbitration::{Arbiter, InputVerdict, Job, LeafCheck, Model};
 use piazza_primitives::Hash;
 
 /// The evidence bound the ledger admits is the one the arbiter decodes.
-const _: () = assert!(
-    piazza_ledger::arbitration::EVIDENCE_BYTES_MAX == piazza_arbiter::EVIDENCE_BYTES_MAX
-);
+const _: () =
+    assert!(piazza_ledger::arbitration::EVIDENCE_BYTES_MAX == piazza_arbiter::EVIDENCE_BYTES_MAX);
 
 /// One-step arbitration by re-execution on the engines' kernels.
 #[derive(Debug, Clone, Copy, Default)]
@@ -29,16 +28,17 @@ fn commitments(model: &Model) -> Result<piazza_arbiter::ModelCommitments, String
 
 /// A chain job as the arbiter reads it.
 pub fn job_spec(job: &Job) -> piazza_arbiter::JobSpec {
+    let p = &job.params;
     piazza_arbiter::JobSpec {
         input: job.input.clone(),
-        max_tokens: job.max_tokens,
-        temperature_milli: job.temperature_milli,
-        top_k: job.top_k,
-        top_p_milli: job.top_p_milli,
-        repetition_penalty_milli: job.repetition_penalty_milli,
-        seed: job.seed,
-        chat: job.chat,
-        stop: job.stop.clone(),
+        max_tokens: p.max_tokens,
+        temperature_milli: p.temperature_milli,
+        top_k: p.top_k,
+        top_p_milli: p.top_p_milli,
+        repetition_penalty_milli: p.repetition_penalty_milli,
+        seed: p.seed,
+        chat: p.chat,
+        stop: p.stop.clone(),
     }
 }
 

@@ -1092,7 +1092,9 @@ fn disprove_attestation(
         state,
         auditor,
         Role::Auditor,
-        slash.checked_sub(reward).expect("a share is at most the whole"),
+        slash
+            .checked_sub(reward)
+            .expect("a share is at most the whole"),
         None,
     );
     if let Some(mut record) = self::auditor(state, auditor) {
@@ -1277,7 +1279,6 @@ fn arbitration_inputs(
 ) -> Result<(arbitration::Model, arbitration::Job), TxError> {
     let job = compute::job(state, id).ok_or_else(|| no_dispute(id))?;
     let record = models::record(state, &job.model).ok_or_else(|| models::unknown(&job.model))?;
-    let p = job.params;
     Ok((
         arbitration::Model {
             architecture: record.architecture,
@@ -1287,14 +1288,7 @@ fn arbitration_inputs(
         },
         arbitration::Job {
             input: job.input,
-            max_tokens: p.max_tokens,
-            temperature_milli: p.temperature_milli,
-            top_k: p.top_k,
-            top_p_milli: p.top_p_milli,
-            repetition_penalty_milli: p.repetition_penalty_milli,
-            seed: p.seed,
-            chat: p.chat,
-            stop: p.stop,
+            params: job.params,
         },
     ))
 }
