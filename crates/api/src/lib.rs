@@ -131,6 +131,17 @@ pub struct EventInfo {
     pub height: u64,
 }
 
+impl ReceiptInfo {
+    /// The ids of the jobs a submission created, in order (one per copy of a redundant job).
+    pub fn job_ids(&self) -> Vec<u64> {
+        self.events
+            .iter()
+            .filter(|e| e.kind == "compute.job_submitted")
+            .filter_map(|e| e.attributes.get("job")?.parse().ok())
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ReceiptInfo {
     pub tx_hash: String,

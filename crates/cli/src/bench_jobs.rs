@@ -188,13 +188,7 @@ pub async fn run(jobs: usize, block_interval_ms: u64, json: bool) -> Result<()> 
                 let receipt = client
                     .wait_for_receipt(&hash, Duration::from_secs(300))
                     .await?;
-                let id: u64 = receipt
-                    .events
-                    .iter()
-                    .find(|e| e.kind == "compute.job_submitted")
-                    .and_then(|e| e.attributes.get("job"))
-                    .and_then(|j| j.parse().ok())
-                    .context("job id")?;
+                let id: u64 = *receipt.job_ids().first().context("job id")?;
                 let job = client.wait_for_job(id, Duration::from_secs(300)).await?;
                 anyhow::ensure!(
                     job.status == piazza_api::JobState::Settled,

@@ -464,12 +464,9 @@ impl Client {
                 data: Some(json!({"name": error.name, "code": error.code})),
             }));
         }
-        let id = receipt
-            .events
-            .iter()
-            .find(|e| e.kind == "compute.job_submitted")
-            .and_then(|e| e.attributes.get("job"))
-            .and_then(|j| j.parse().ok())
+        let id = *receipt
+            .job_ids()
+            .first()
             .ok_or_else(|| ClientError::Decode("no job id in the receipt".into()))?;
         Ok((id, receipt))
     }

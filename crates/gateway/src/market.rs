@@ -332,12 +332,9 @@ impl Market {
                 _ => ApiError::upstream(message),
             }));
         }
-        let id = receipt
-            .events
-            .iter()
-            .find(|e| e.kind == "compute.job_submitted")
-            .and_then(|e| e.attributes.get("job"))
-            .and_then(|j| j.parse().ok())
+        let id = *receipt
+            .job_ids()
+            .first()
             .ok_or_else(|| failed(ApiError::upstream("no job id in the submission receipt")))?;
         let (job, input_units) = self.wait_for_job(id).await.map_err(|e| JobFailure {
             charged: max_price.checked_add(fee).unwrap_or(max_price),

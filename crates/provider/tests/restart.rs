@@ -181,12 +181,23 @@ async fn a_journaled_result_is_resent_byte_for_byte_after_a_restart() {
     let daemon = tokio::spawn(piazza_provider::run(config.clone(), stopped));
     let job = client.wait_for_job(second, WAIT).await.unwrap();
     assert_eq!(job.status, piazza_api::JobState::Settled);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once the daemon has stopped (nothing of it is in flight), the chain holds exactly one
+    // more transaction from it: the second job's result.
+    stop.send(true).unwrap();
+    daemon.await.unwrap().unwrap();
+    let receipt_height = client
+        .job(second)
+        .await
+        .unwrap()
+        .unwrap()
+        .receipt
+        .unwrap()
+        .height;
+    let head = client.status().await.unwrap().height;
+    assert!(head >= receipt_height);
     assert_eq!(
         client.account(&config.address()).await.unwrap().nonce,
         nonce + 2
     );
-    stop.send(true).unwrap();
-    daemon.await.unwrap().unwrap();
     net.node.shutdown().await;
 }
