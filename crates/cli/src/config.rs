@@ -75,7 +75,7 @@ pub fn gateway_defaults(
     let dirs = match &mut command {
         GatewayCommand::Run { dirs, .. }
         | GatewayCommand::Key(KeyCommand::Create { dirs, .. })
-        | GatewayCommand::Key(KeyCommand::List { dirs }) => dirs,
+        | GatewayCommand::Key(KeyCommand::List { dirs, .. }) => dirs,
     };
     let home = home();
     dirs.data_dir

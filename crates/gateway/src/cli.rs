@@ -38,7 +38,7 @@ impl Dirs {
     fn data_dir(&self) -> PathBuf {
         self.data_dir
             .clone()
-            .unwrap_or_else(|| default_dir("gateway"))
+            .unwrap_or_else(|| default_dir("devnet").join("gateway"))
     }
     fn keystore(&self) -> PathBuf {
         self.keystore
@@ -89,11 +89,17 @@ pub enum KeyCommand {
         spend_limit: String,
         #[command(flatten)]
         dirs: Dirs,
+        /// Print `{"api_key", "id", "from", "spend_limit"}` as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// List API keys (ids, paying keys, limits, spending).
     List {
         #[command(flatten)]
         dirs: Dirs,
+        /// Print the keys as a JSON array.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -132,6 +138,7 @@ pub async fn run(command: GatewayCommand) -> anyhow::Result<()> {
             from,
             spend_limit,
             dirs,
+            json,
         }) => {
             let limit: Amount = spend_limit
                 .parse()
@@ -140,22 +147,58 @@ pub async fn run(command: GatewayCommand) -> anyhow::Result<()> {
                 .info(&from)
                 .with_context(|| format!("no key `{from}` in {}", dirs.keystore().display()))?;
             let (api_key, record) = KeyStore::open(&dirs.data_dir())?.create(&from, limit)?;
-            println!("{api_key}");
+            if json {
+                let value = serde_json::json!({
+                    "api_key": api_key,
+                    "id": record.id,
+                    "from": from,
+                    "spend_limit": limit.to_string(),
+                });
+                return out(&format!("{value}\n"));
+            }
+            out(&format!("{api_key}\n"))?;
             eprintln!(
                 "api key {} paid by `{from}`, spend limit {limit} PZA (shown once; only its hash is stored)",
                 record.id
             );
             Ok(())
         }
-        GatewayCommand::Key(KeyCommand::List { dirs }) => {
-            for r in KeyStore::open(&dirs.data_dir())?.list() {
-                println!(
-                    "{}  from {}  spent {} of {} PZA",
-                    r.id, r.signer, r.spent, r.spend_limit
-                );
-            }
-            Ok(())
+        GatewayCommand::Key(KeyCommand::List { dirs, json }) => {
+            let keys = KeyStore::open(&dirs.data_dir())?.list();
+            let text: String = if json {
+                let values: Vec<serde_json::Value> = keys
+                    .iter()
+                    .map(|r| {
+                        serde_json::json!({
+                            "id": r.id,
+                            "from": r.signer,
+                            "spent": r.spent.to_string(),
+                            "spend_limit": r.spend_limit.to_string(),
+                        })
+                    })
+                    .collect();
+                format!("{}\n", serde_json::Value::Array(values))
+            } else {
+                keys.iter()
+                    .map(|r| {
+                        format!(
+                            "{}  from {}  spent {} of {} PZA\n",
+                            r.id, r.signer, r.spent, r.spend_limit
+                        )
+                    })
+                    .collect()
+            };
+            out(&text)
         }
+    }
+}
+
+/// Writes to standard output; a closed pipe (`| head`) ends quietly instead of panicking.
+fn out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
     }
 }
 
@@ -218,6 +261,7 @@ mod tests {
                 from: from.into(),
                 spend_limit: "1.5".into(),
                 dirs: dirs.clone(),
+                json: true,
             })
         };
         run(create("dev")).await.unwrap();

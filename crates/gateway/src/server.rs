@@ -319,8 +319,11 @@ impl Gateway {
             self.password.clone(),
         );
         // argon2: off the async threads.
+        // The key's own password file (`NAME.password` beside it) first, else the gateway's.
         let key = tokio::task::spawn_blocking(move || {
-            Keystore::open(&keystore_dir)?.unlock(&name_owned, &password)
+            let keystore = Keystore::open(&keystore_dir)?;
+            let password = keystore.stored_password(&name_owned)?.unwrap_or(password);
+            keystore.unlock(&name_owned, &password)
         })
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
