@@ -6,7 +6,8 @@ use piazza_api::{JobParamsInfo, ModelInfo};
 use piazza_arbiter::JobSpec;
 use piazza_engine::Embedder;
 use piazza_primitives::Hash;
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use piazza_arbiter::{generate_params, LoadedModel};
@@ -34,33 +35,50 @@ pub fn local_path(
     }
 }
 
+/// Models this process has loaded, by file: the devnet's genesis, its provider and its auditor
+/// share one copy of each (models are immutable once loaded).
+static LOADED: std::sync::OnceLock<std::sync::Mutex<BTreeMap<PathBuf, LoadedModel>>> =
+    std::sync::OnceLock::new();
+
+fn loaded() -> std::sync::MutexGuard<'static, BTreeMap<PathBuf, LoadedModel>> {
+    LOADED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The model in `path`, loaded once per process.
+fn load_file(path: &Path, generation: bool) -> Result<LoadedModel, ProviderError> {
+    if let Some(model) = loaded().get(path) {
+        return Ok(model.clone());
+    }
+    let loading = |e: String| ProviderError::Model(format!("loading {}: {e}", path.display()));
+    let model = if generation {
+        LoadedModel::Generation(Arc::new(
+            piazza_llm::Generator::load(path).map_err(|e| loading(e.to_string()))?,
+        ))
+    } else {
+        LoadedModel::Embedding(Arc::new(
+            Embedder::load(path).map_err(|e| loading(e.to_string()))?,
+        ))
+    };
+    Ok(loaded().entry(path.to_path_buf()).or_insert(model).clone())
+}
+
 /// Loads `record`'s model and checks its weights commitment and tokenizer hash against the
 /// chain's record: a provider never serves weights the chain did not name.
 pub fn load(models_dir: &Path, record: &ModelInfo) -> Result<LoadedModel, ProviderError> {
     let path = local_path(models_dir, record)?;
-    let loading = |e: String| ProviderError::Model(format!("loading {}: {e}", path.display()));
-    let (model, weights, tokenizer) = if record.architecture == "llama" {
-        let generator = piazza_llm::Generator::load(&path).map_err(|e| loading(e.to_string()))?;
-        let (weights, tokenizer) = (
+    let model = load_file(&path, record.architecture == "llama")?;
+    let (weights, tokenizer) = match &model {
+        LoadedModel::Generation(generator) => (
             hex(&generator.weights_commitment().root),
             hex(&generator.tokenizer_hash()),
-        );
-        (
-            LoadedModel::Generation(Arc::new(generator)),
-            weights,
-            tokenizer,
-        )
-    } else {
-        let embedder = Embedder::load(&path).map_err(|e| loading(e.to_string()))?;
-        let (weights, tokenizer) = (
+        ),
+        LoadedModel::Embedding(embedder) => (
             hex(&embedder.weights_commitment()),
             hex(&embedder.tokenizer_hash()),
-        );
-        (
-            LoadedModel::Embedding(Arc::new(embedder)),
-            weights,
-            tokenizer,
-        )
+        ),
     };
     if weights != record.weights_commitment || tokenizer != record.tokenizer_hash {
         return Err(ProviderError::Model(format!(
@@ -142,12 +160,14 @@ pub fn smollm2_record(
     owner: piazza_primitives::Address,
 ) -> Result<piazza_ledger::models::ModelRecord, ProviderError> {
     let path = models_dir.join("smollm2").join(SMOLLM2_FILE);
-    let generator = piazza_llm::Generator::load(&path).map_err(|e| {
-        ProviderError::Model(format!(
-            "loading {}: {e} (run scripts/fetch-models.sh)",
+    let LoadedModel::Generation(generator) = load_file(&path, true)
+        .map_err(|e| ProviderError::Model(format!("{e} (run scripts/fetch-models.sh)")))?
+    else {
+        return Err(ProviderError::Model(format!(
+            "{} is not a generation model",
             path.display()
-        ))
-    })?;
+        )));
+    };
     let config = generator.config().canonical_bytes();
     Ok(piazza_ledger::models::ModelRecord {
         name: SMOLLM2.into(),
@@ -184,12 +204,14 @@ pub fn minilm_record(
     owner: piazza_primitives::Address,
 ) -> Result<piazza_ledger::models::ModelRecord, ProviderError> {
     let dir = models_dir.join("minilm");
-    let embedder = Embedder::load(&dir).map_err(|e| {
-        ProviderError::Model(format!(
-            "loading {}: {e} (run scripts/fetch-models.sh)",
+    let LoadedModel::Embedding(embedder) = load_file(&dir, false)
+        .map_err(|e| ProviderError::Model(format!("{e} (run scripts/fetch-models.sh)")))?
+    else {
+        return Err(ProviderError::Model(format!(
+            "{} is not an embedding model",
             dir.display()
-        ))
-    })?;
+        )));
+    };
     let config = std::fs::read(dir.join("config.json"))?;
     Ok(piazza_ledger::models::ModelRecord {
         name: MINILM.into(),
