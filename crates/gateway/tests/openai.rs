@@ -217,14 +217,18 @@ async fn openai_clients_get_verifiable_answers_from_a_devnet() {
     let nothing_spent = gw.keys().iter().all(|k| k.spent.is_zero());
     assert!(nothing_spent, "refused requests spent: {:?}", gw.keys());
 
-    // An input near the ledger's 16 KiB limit pays a fee by its size (about 0.016 PZA at the
-    // default fee parameters, past the fixed 0.01 PZA cap the gateway used to sign with).
+    // An input near the ledger's 16 KiB limit is served and pays a fee by its size (the gateway
+    // used to sign every job with a fixed fee cap, which large inputs outgrew).
     let long_input = "a verifiable embedding of a long text ".repeat(15 * 1024 / 38);
     let fee_before = gw.job_fees();
     let (status, body) = call(&gw, Some(&key), "/v1/embeddings", embed(json!(long_input))).await;
     assert_eq!(status, 200, "a {}-byte input: {body}", long_input.len());
     let fee: u128 = body["piazza"][0]["fee"].as_str().unwrap().parse().unwrap();
-    assert!(fee > 10_000_000, "the fee of a 15 KiB job is {fee}");
+    let by_size = (long_input.len() as u128) * fee_before.per_byte.base_units();
+    assert!(
+        fee > by_size && fee > fee_before.fixed.base_units(),
+        "the fee of a 15 KiB job is {fee}: its bytes alone cost {by_size}"
+    );
     assert_eq!(
         gw.job_fees(),
         fee_before,
