@@ -370,10 +370,26 @@ pub async fn block(args: &ClientArgs, id: &str) -> Result<()> {
 pub async fn tx(args: &ClientArgs, hash: &str) -> Result<()> {
     let hash: Hash = hash.parse().context("expected a 32-byte hex hash")?;
     let client = Client::new(&args.node);
-    let tx = client
-        .transaction(&hash)
-        .await?
-        .with_context(|| format!("no committed transaction {hash}"))?;
+    let Some(tx) = client.transaction(&hash).await? else {
+        // Not in a block: say what became of it (the node journals what it acknowledged).
+        let status = client.transaction_status(&hash).await?;
+        let text = match &status {
+            piazza_api::TxStatusInfo::Pending => {
+                format!("{hash}: pending (acknowledged, not yet in a block)")
+            }
+            piazza_api::TxStatusInfo::Dropped { name, reason, .. } => {
+                format!("{hash}: dropped ({name}): {reason}")
+            }
+            piazza_api::TxStatusInfo::Included { height } => {
+                format!("{hash}: included at height {height}")
+            }
+            piazza_api::TxStatusInfo::Unknown => {
+                anyhow::bail!("no transaction {hash} (this node never acknowledged it)")
+            }
+        };
+        print(args.json, &serde_json::json!({ "status": status }), || text);
+        return Ok(());
+    };
     let receipt = client.receipt(&hash).await?;
     let value = serde_json::json!({"transaction": tx, "receipt": receipt});
     print(args.json, &value, || {

@@ -63,6 +63,17 @@ fn the_cli_drives_a_devnet_and_the_chain_survives_a_restart() {
     let tx_hash = receipt["tx_hash"].as_str().unwrap();
     let tx = cli(&devnet, dir.path(), &["tx", tx_hash]);
     assert_eq!(tx["transaction"]["messages"][0]["to"], bob);
+    // A hash this node never acknowledged is said to be unknown, not merely "not found".
+    let unknown = std::process::Command::new(common::PIAZZA)
+        .args(["tx", &"ab".repeat(32), "--node", &devnet.url])
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("never acknowledged"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
     let block = cli(
         &devnet,
         dir.path(),
