@@ -32,9 +32,9 @@ fn a_model_is_loaded_once_per_process_and_still_checked_against_its_record() {
     // A record naming other weights is still refused, cache or not.
     let mut other = info.clone();
     other.weights_commitment = piazza_primitives::Hash([9; 32]).to_hex();
-    let refused = models::load(&dir, &other)
-        .err()
-        .expect("other weights are refused");
+    let Err(refused) = models::load(&dir, &other) else {
+        panic!("other weights are refused");
+    };
     assert!(
         refused.to_string().contains("differ from the chain's"),
         "{refused}"
