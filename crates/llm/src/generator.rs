@@ -123,11 +123,11 @@ impl Recording {
             ),
         })?;
         let prompt = prompt_tensor(&self.prompt)?;
-        let outputs: Vec<Option<&Tensor>> = self.outputs.iter().map(Some).collect();
+        let output = |i: usize| self.outputs.get(i);
         op.activations()
             .enumerate()
             .map(|(i, source)| {
-                let full = resolve(source, &prompt, &outputs)?;
+                let full = resolve(source, &prompt, &output)?;
                 restrict(op, i, &full, &step.rows, &step.columns)
             })
             .collect()
@@ -181,22 +181,26 @@ impl piazza_trace::graph::StepExecutor for Generator {
 }
 
 /// Resolve an activation source to a tensor (stacks are concatenated by rows).
-fn resolve(source: &Source, prompt: &Tensor, outputs: &[Option<&Tensor>]) -> Result<Tensor> {
+/// An activation from the op outputs kept so far (`output(i)`: op `i`'s, when kept). A lookup
+/// rather than a slice so the generator never copies its list of outputs per op (that copy made
+/// a long generation quadratic in its op count).
+fn resolve<'t>(
+    source: &Source,
+    prompt: &Tensor,
+    output: &dyn Fn(usize) -> Option<&'t Tensor>,
+) -> Result<Tensor> {
     let missing = |detail: String| Error::Input { detail };
     match source {
         Source::Input(JobInput::TokenIds) => Ok(prompt.clone()),
         Source::Input(JobInput::Keep) => Err(missing("a generation has no padding mask".into())),
-        Source::Op(i) => outputs
-            .get(*i)
-            .copied()
-            .flatten()
+        Source::Op(i) => output(*i)
             .cloned()
             .ok_or_else(|| missing(format!("output of op {i} is not available"))),
         Source::Weight(name) => Err(missing(format!("weight {name} is not an activation"))),
         Source::Rows(parts) => {
             let parts: Vec<Tensor> = parts
                 .iter()
-                .map(|p| resolve(p, prompt, outputs))
+                .map(|p| resolve(p, prompt, output))
                 .collect::<Result<_>>()?;
             let width = parts
                 .first()
@@ -554,7 +558,7 @@ impl Generator {
             for op_index in pass_start..graph.ops.len() {
                 let op = &graph.ops[op_index];
                 let [op_rows, width] = op.output_shape;
-                let view: Vec<Option<&Tensor>> = outputs.iter().map(Option::as_ref).collect();
+                let view = |i: usize| outputs.get(i).and_then(Option::as_ref);
                 let inputs = op
                     .activations()
                     .enumerate()
