@@ -58,7 +58,9 @@ impl BertConfig {
         {
             return fail(format!("size out of range: {self:?}"));
         }
-        if self.num_attention_heads == 0 || !self.hidden_size.is_multiple_of(self.num_attention_heads) {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return fail(format!(
                 "{} heads do not divide hidden size {}",
                 self.num_attention_heads, self.hidden_size

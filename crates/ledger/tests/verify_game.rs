@@ -2,11 +2,11 @@
 //! step where the traces differ, every input of that step is provable against the agreed
 //! subtrees (and nothing else is), and the honest side wins whatever the adversary plays.
 
-use piazza_trace::tree;
-use piazza_trace::merkle;
-use piazza_trace::trace::{Trace, TRACE_DOMAIN};
 use piazza_ledger::verify::{Dispute, Party, Phase, CLAIMANT, DEFENDANT};
 use piazza_primitives::{Address, Amount, Hash};
+use piazza_trace::merkle;
+use piazza_trace::trace::{Trace, TRACE_DOMAIN};
+use piazza_trace::tree;
 use proptest::prelude::*;
 
 fn leaves(n: usize, seed: u64) -> Vec<[u8; 32]> {

@@ -53,7 +53,10 @@ mod tests {
             .collect();
         let allowed = ["blake3", "thiserror", "piazza-codec", "piazza-primitives"];
         for name in &names {
-            assert!(allowed.contains(name), "piazza-trace must not depend on {name}");
+            assert!(
+                allowed.contains(name),
+                "piazza-trace must not depend on {name}"
+            );
         }
         assert!(names.contains(&"blake3"));
     }
