@@ -18,6 +18,7 @@ for crate in piazza-ledger piazza-mempool piazza-store piazza-consensus piazza-a
   fi
 done
 
+cargo fmt --all --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 cargo test --workspace --locked
 cargo check --locked --manifest-path fuzz/Cargo.toml --bins
