@@ -46,6 +46,7 @@ pub mod limits;
 pub mod list;
 pub mod models;
 pub mod module;
+pub mod sessions;
 pub mod staking;
 pub mod state;
 pub mod tx;
