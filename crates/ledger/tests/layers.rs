@@ -15,7 +15,8 @@ const LAYERS: &[&[&str]] = &[
     &["staking"],
     &["models"],
     &["compute"],
-    &["verify"],
+    // `sessions` (channels between a client and a provider) builds on compute, beside verify.
+    &["verify", "sessions"],
     &["tx"],
     &["block"],
     &["genesis"],

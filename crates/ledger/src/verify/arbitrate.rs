@@ -1,0 +1,121 @@
+//! `Arbitrate`: anyone sends the evidence for the step the game found (or for the input
+//! tokenization) and the ledger decides through the node's arbiter.
+
+use super::*;
+
+/// The job as the arbiter reads it, and the model's commitments.
+/// The model and job of a dispute, as the arbiter reads them.
+fn arbitration_inputs(
+    state: &StateDelta<'_>,
+    id: u64,
+) -> Result<(arbitration::Model, arbitration::Job), TxError> {
+    let job = compute::job(state, id).ok_or_else(|| no_dispute(id))?;
+    let record = models::record(state, &job.model).ok_or_else(|| models::unknown(&job.model))?;
+    Ok((
+        arbitration::Model {
+            architecture: record.architecture,
+            config_hash: record.config_hash,
+            weights_commitment: record.weights_commitment,
+            tokenizer_hash: record.tokenizer_hash,
+        },
+        arbitration::Job {
+            input: job.input,
+            params: job.params,
+        },
+    ))
+}
+
+/// Decides the dispute with `evidence`: the loser (none for a draw), and why.
+fn arbitrate(
+    state: &StateDelta<'_>,
+    arbiter: &dyn Arbiter,
+    dispute: &Dispute,
+    evidence: &[u8],
+) -> Result<(Option<usize>, String), TxError> {
+    let rejected = |reason: String| error(ErrorCode::EvidenceRejected, reason);
+    if dispute.phase == Phase::Bisect {
+        return Err(error(
+            ErrorCode::WrongRound,
+            "the dispute is still in its bisection rounds",
+        ));
+    }
+    let (model, job) = arbitration_inputs(state, dispute.job)?;
+    let [defendant, claimant] = &dispute.parties;
+    match &dispute.phase {
+        Phase::Bisect => unreachable!("checked above"),
+        Phase::Input => {
+            let verdict = arbiter.input(&model, &job, evidence).map_err(rejected)?;
+            let ids = verdict.ids();
+            let fits = |count: u64| verdict.step_count_fits(count).map_err(rejected);
+            let loser = if ids != defendant.ids {
+                // The result was computed from the wrong token ids.
+                Some(DEFENDANT)
+            } else if ids != claimant.ids {
+                Some(CLAIMANT)
+            } else if !fits(defendant.step_count)? {
+                Some(DEFENDANT)
+            } else if !fits(claimant.step_count)? {
+                Some(CLAIMANT)
+            } else {
+                // Both counts are possible runs of these ids: the parties disagree on where a
+                // generation stops, which the rounds cannot reach. Nobody is proven wrong.
+                None
+            };
+            Ok((loser, format!("input tokenized to {}", ids.to_hex())))
+        }
+        Phase::Step { step, leaves } => {
+            let leaf = arbiter
+                .step(
+                    &model,
+                    &job,
+                    *step,
+                    claimant.step_count,
+                    &claimant.ids,
+                    evidence,
+                    &|index, leaf, siblings| dispute.leaf_agreed(index, leaf, siblings),
+                )
+                .map_err(rejected)?;
+            let loser = if leaf == leaves[CLAIMANT] {
+                DEFENDANT
+            } else if leaf == leaves[DEFENDANT] {
+                CLAIMANT
+            } else {
+                DEFENDANT
+            };
+            Ok((
+                Some(loser),
+                format!("step {step} re-executed to {}", leaf.to_hex()),
+            ))
+        }
+    }
+}
+
+pub(super) fn check_stateful(state: &StateDelta<'_>, job: &u64) -> Result<(), TxError> {
+    dispute(state, *job).ok_or_else(|| no_dispute(*job))?;
+    Ok(())
+}
+
+pub(super) fn execute(
+    state: &mut StateDelta<'_>,
+    ctx: &mut TxContext<'_>,
+    job: &u64,
+    evidence: &[u8],
+) -> Result<(), TxError> {
+    let sender = ctx.sender;
+    let block = ctx.block.clone();
+    let d = dispute(state, *job).ok_or_else(|| no_dispute(*job))?;
+    let (loser, reason) = arbitrate(state, ctx.arbiter, &d, evidence)?;
+    ctx.emit(Event::new(
+        "verify.arbitrated",
+        &[
+            ("job", job.to_string()),
+            ("by", sender.to_string()),
+            ("evidence_bytes", evidence.len().to_string()),
+        ],
+    ));
+    match loser {
+        Some(loser) => resolve(state, d, loser, &reason, &block, &mut ctx.events),
+        None => draw(state, d, &reason, &block, &mut ctx.events),
+    }
+    Ok(())
+}
