@@ -2,15 +2,13 @@
 //! expiry, settlement and its fee split, and the hold/release/fail calls through which the
 //! verify module (above) steers jobs under audit or dispute.
 
+use super::split::pay_price;
 use super::{assigned_jobs, job, params, provider, state_key, Job, JobReceipt, JobStatus};
-use super::{
-    auditor_pool, escrow, providers_serving, BPS, JOBS_PER_QUEUE_MAX, PROVIDER_CAPACITY_MAX,
-};
+use super::{auditor_pool, escrow, providers_serving, JOBS_PER_QUEUE_MAX, PROVIDER_CAPACITY_MAX};
 use crate::bank;
 use crate::error::TxError;
 use crate::event::Event;
 use crate::list::{self, List};
-use crate::models;
 use crate::module::BlockContext;
 use crate::staking::{self, Role};
 use crate::state::StateDelta;
@@ -242,50 +240,22 @@ pub(super) fn settle(
     };
     change_unsettled(state, &address, false);
     let result = job.result.clone().expect("posted jobs have a result");
-    let split = params(state).split;
     let price = job
         .price_per_unit
         .checked_mul(result.work_units as u128)
         .unwrap_or(job.max_price)
         .min(job.max_price);
-    let share = |bps: u16| {
-        price
-            .checked_mul_div(bps as u128, BPS)
-            .expect("bps shares of a u128 price fit")
-    };
-    let owner = models::record(state, &job.model)
-        .map(|m| m.owner)
-        .unwrap_or_else(bank::treasury);
-    let (to_owner, to_pool, to_treasury) = (
-        share(split.model_owner_bps),
-        share(split.auditor_pool_bps),
-        share(split.treasury_bps),
-    );
-    let to_provider = price
-        .checked_sub(to_owner)
-        .and_then(|p| p.checked_sub(to_pool))
-        .and_then(|p| p.checked_sub(to_treasury))
-        .expect("shares sum to at most the price");
+    let auditors = state
+        .get::<Address>(&state_key::auditor_share(job.id))
+        .unwrap_or_else(auditor_pool);
+    let paid = pay_price(state, &escrow(), price, &address, &job.model, &auditors);
     let refund = job
         .max_price
         .checked_sub(price)
         .expect("price is capped by the escrow");
-    for (to, amount) in [
-        (address, to_provider),
-        (owner, to_owner),
-        (
-            state
-                .get::<Address>(&state_key::auditor_share(job.id))
-                .unwrap_or_else(auditor_pool),
-            to_pool,
-        ),
-        (bank::treasury(), to_treasury),
-        (job.client, refund),
-    ] {
-        if !amount.is_zero() {
-            bank::transfer(state, &escrow(), &to, amount)
-                .expect("the escrow holds every open job's price");
-        }
+    if !refund.is_zero() {
+        bank::transfer(state, &escrow(), &job.client, refund)
+            .expect("the escrow holds every open job's price");
     }
     let receipt = JobReceipt {
         job: job.id,
@@ -304,10 +274,16 @@ pub(super) fn settle(
             ("job", job.id.to_string()),
             ("provider", address.to_string()),
             ("price", price.base_units().to_string()),
-            ("to_provider", to_provider.base_units().to_string()),
-            ("to_model_owner", to_owner.base_units().to_string()),
-            ("to_auditor_pool", to_pool.base_units().to_string()),
-            ("to_treasury", to_treasury.base_units().to_string()),
+            ("to_provider", paid.to_provider.base_units().to_string()),
+            (
+                "to_model_owner",
+                paid.to_model_owner.base_units().to_string(),
+            ),
+            (
+                "to_auditor_pool",
+                paid.to_auditor_pool.base_units().to_string(),
+            ),
+            ("to_treasury", paid.to_treasury.base_units().to_string()),
             ("refund", refund.base_units().to_string()),
             ("output_hash", result.output_hash.to_hex()),
             ("trace_root", result.trace_root.to_hex()),
