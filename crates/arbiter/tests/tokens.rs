@@ -9,6 +9,7 @@ use piazza_arbiter::tokens::{
 };
 use piazza_engine::Embedder;
 use piazza_llm::Generator;
+use piazza_primitives::chat::{ChatInput, ChatMessage, ChatRole};
 use proptest::prelude::*;
 
 fn minilm() -> &'static Embedder {
@@ -59,15 +60,29 @@ fn inputs() -> Vec<(&'static str, Vec<u8>)> {
                 .repeat(80)
                 .into_bytes(),
         ),
+        ("chat input", french_chat()),
+        ("plain chat", b"What is the capital of France?".to_vec()),
         (
-            "json chat",
+            "json messages (plain text)",
             br#"[{"role":"system","content":"Answer in French."},{"role":"user","content":"Hi!"}]"#
                 .to_vec(),
         ),
-        ("plain chat", b"What is the capital of France?".to_vec()),
-        ("json not messages", br#"{"role":"user"}"#.to_vec()),
+        (
+            "chat magic, bad body",
+            b"\x1epiazza-chat/1\nuser 9\nHi!\n".to_vec(),
+        ),
         ("control tokens", b"<|im_start|>user\nx<|im_end|>".to_vec()),
     ]
+}
+
+/// A system and a user message in the canonical chat encoding.
+fn french_chat() -> Vec<u8> {
+    ChatInput::new(vec![
+        ChatMessage::new(ChatRole::System, "Answer in French."),
+        ChatMessage::new(ChatRole::User, "Hi!"),
+    ])
+    .unwrap()
+    .encode()
 }
 
 /// What the provider computes for an embedding job (crates/provider/src/models.rs `execute`).
@@ -125,21 +140,29 @@ fn llama_ids_equal_the_provider_ids() {
 }
 
 #[test]
-fn chat_json_arrays_are_read_as_messages() {
+fn chat_inputs_are_read_as_messages_and_json_is_plain_text() {
     let generator = smollm2();
     let hash = generator.tokenizer_hash();
-    let json =
-        br#"[{"role":"system","content":"Answer in French."},{"role":"user","content":"Hi!"}]"#;
-    let ids = llama_ids(llama_evidence(), &hash, vocab(), json, true).unwrap();
+    let chat = french_chat();
+    let ids = llama_ids(llama_evidence(), &hash, vocab(), &chat, true).unwrap();
     let text = generator.tokenizer().decode(&ids);
     assert!(text.starts_with("system\nAnswer in French."), "{text:?}");
     assert!(
         !text.contains("SmolLM"),
         "no default system prompt: {text:?}"
     );
-    // The same bytes as a plain (non-chat) prompt are the JSON text itself.
-    let plain = llama_ids(llama_evidence(), &hash, vocab(), json, false).unwrap();
-    assert_eq!(generator.tokenizer().decode(&plain).as_bytes(), json);
+    // The same bytes as a plain (non-chat) prompt are the encoded text itself.
+    let plain = llama_ids(llama_evidence(), &hash, vocab(), &chat, false).unwrap();
+    assert_eq!(generator.tokenizer().decode(&plain).as_bytes(), chat);
+    // A JSON message list is no longer parsed: it is one user message.
+    let json =
+        br#"[{"role":"system","content":"Answer in French."},{"role":"user","content":"Hi!"}]"#;
+    let ids = llama_ids(llama_evidence(), &hash, vocab(), json, true).unwrap();
+    let text = generator.tokenizer().decode(&ids);
+    assert!(
+        text.contains("SmolLM") && text.contains("user\n[{\"role\":\"system\""),
+        "{text:?}"
+    );
     // Plain chat text is one user message after SmolLM2's default system prompt.
     let ids = llama_ids(llama_evidence(), &hash, vocab(), b"Hi!", true).unwrap();
     let text = generator.tokenizer().decode(&ids);
@@ -216,13 +239,7 @@ fn exercise_bert(bytes: &[u8]) {
 
 fn exercise_llama(bytes: &[u8]) {
     let hash = piazza_llm::tokenizer::preimage_hash(bytes);
-    let _ = llama_ids(
-        bytes,
-        &hash,
-        vocab(),
-        b"[{\"role\":\"user\",\"content\":\"Hi\"}]",
-        true,
-    );
+    let _ = llama_ids(bytes, &hash, vocab(), &french_chat(), true);
 }
 
 fn mutate(

@@ -1,7 +1,7 @@
 //! `POST /v1/chat/completions` and `POST /v1/completions`: one generation job each, answered
 //! whole or as server-sent events. Both endpoints share one path: the request becomes a prompt
-//! (chat messages as JSON for the model's own template, or the text prompt), the prompt one
-//! job, and the settled job one answer in the endpoint's shape.
+//! (chat messages in the canonical chat encoding for the model's own template, or the text
+//! prompt), the prompt one job, and the settled job one answer in the endpoint's shape.
 
 use crate::errors::ApiError;
 use crate::market::JobOutcome;
@@ -16,6 +16,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use piazza_ledger::compute::{JobParams, STOP_SEQUENCES_MAX, STOP_SEQUENCE_BYTES_MAX};
+use piazza_primitives::chat::{ChatInput, ChatMessage, ChatRole};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -88,8 +89,10 @@ pub(crate) async fn completions(
     .await
 }
 
-/// Chat messages as the job's input: a JSON array of `{role, content}` the provider renders
-/// with the model's own template (the job's `chat` flag).
+/// Chat messages as the job's input, in the canonical chat encoding
+/// ([`piazza_primitives::chat::ChatInput`]) the provider renders with the model's own template
+/// (the job's `chat` flag). OpenAI's `developer` role is a system message; other roles are
+/// refused.
 fn chat_input(request: &ChatRequest) -> Result<Vec<u8>, ApiError> {
     if request.messages.is_empty() || request.messages.len() > CHAT_MESSAGES_MAX {
         return Err(ApiError::invalid(
@@ -100,15 +103,10 @@ fn chat_input(request: &ChatRequest) -> Result<Vec<u8>, ApiError> {
     let mut messages = Vec::with_capacity(request.messages.len());
     for m in &request.messages {
         let role = match m.role.as_str() {
-            "system" | "developer" => "system",
-            "user" => "user",
-            "assistant" => "assistant",
-            other => {
-                return Err(ApiError::invalid(
-                    Some("messages"),
-                    format!("role `{other}` is not supported"),
-                ))
-            }
+            "developer" => ChatRole::System,
+            name => ChatRole::from_name(name).ok_or_else(|| {
+                ApiError::invalid(Some("messages"), format!("role `{name}` is not supported"))
+            })?,
         };
         let content = m
             .content
@@ -116,9 +114,11 @@ fn chat_input(request: &ChatRequest) -> Result<Vec<u8>, ApiError> {
             .map(|c| c.text())
             .transpose()?
             .unwrap_or_default();
-        messages.push(json!({"role": role, "content": content}));
+        messages.push(ChatMessage::new(role, content));
     }
-    serde_json::to_vec(&messages).map_err(|e| ApiError::internal(e.to_string()))
+    let chat =
+        ChatInput::new(messages).map_err(|e| ApiError::invalid(Some("messages"), e.to_string()))?;
+    Ok(chat.encode())
 }
 
 /// The shared path: one job for `input`, answered in `shape`.
@@ -384,6 +384,44 @@ mod tests {
                 (StatusCode::BAD_REQUEST, Some(param)),
                 "{body}"
             );
+        }
+    }
+
+    fn chat_request(messages: Value) -> ChatRequest {
+        serde_json::from_value(json!({"model": "m", "messages": messages})).unwrap()
+    }
+
+    #[test]
+    fn chat_messages_become_the_canonical_chat_input() {
+        let request = chat_request(json!([
+            {"role": "developer", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": "!"}]},
+            {"role": "assistant", "content": null},
+            {"role": "user", "content": "Again"},
+        ]));
+        let input = chat_input(&request).unwrap();
+        let want = ChatInput::new(vec![
+            ChatMessage::new(ChatRole::System, "Be brief."),
+            ChatMessage::new(ChatRole::User, "Hi!"),
+            ChatMessage::new(ChatRole::Assistant, ""),
+            ChatMessage::new(ChatRole::User, "Again"),
+        ])
+        .unwrap();
+        assert_eq!(ChatInput::decode(&input), Ok(want));
+        // One user message: the same bytes `piazza job submit --chat` sends.
+        let one = chat_input(&chat_request(json!([{"role": "user", "content": "Hi"}]))).unwrap();
+        assert_eq!(one, ChatInput::user("Hi").unwrap().encode());
+        for (messages, says) in [
+            (json!([{"role": "tool", "content": "x"}]), "role `tool`"),
+            (json!([{"role": "System", "content": "x"}]), "role `System`"),
+            (json!([]), "1 to 256 messages"),
+        ] {
+            let e = chat_input(&chat_request(messages)).unwrap_err();
+            assert_eq!(
+                (e.status, e.param),
+                (StatusCode::BAD_REQUEST, Some("messages"))
+            );
+            assert!(e.message.contains(says), "{}", e.message);
         }
     }
 

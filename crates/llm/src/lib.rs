@@ -16,8 +16,8 @@
 //! - The GGUF file is untrusted: counts, lengths, dims, offsets and alignment are checked
 //!   against limits and the file size; bad bytes give an [`Error`], never a panic.
 //!
-//! Knows nothing of the ledger or the network; the only JSON it reads is a chat job's input
-//! ([`chat_messages_from_input`]), so providers and the ledger read it alike.
+//! Knows nothing of the ledger, the network or JSON; a chat job's input is read from its
+//! canonical encoding ([`chat_messages_from_input`]), so providers and the ledger read it alike.
 //!
 //! # Example
 //! ```no_run

@@ -25,6 +25,9 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::{AddedToken, Tokenizer as HfTokenizer};
 
+pub use piazza_primitives::chat::CHAT_INPUT_MAGIC;
+use piazza_primitives::chat::{ChatInput, ChatRole};
+
 use crate::gguf::{self, Gguf, Reader, Value};
 use crate::{Error, Result};
 
@@ -106,26 +109,26 @@ impl ChatTemplate {
     }
 }
 
-/// A chat job's input as messages: a non-empty JSON array of `{role, content}` objects, or
-/// else (any other JSON, or not JSON) the whole text as one user message.
+/// A chat job's input as messages. The input, read as (lossy) UTF-8 text, is either a chat
+/// input in the canonical encoding ([`piazza_primitives::chat::ChatInput`]: it starts with
+/// [`CHAT_INPUT_MAGIC`]), which gives its messages, or anything else: plain text, or bytes
+/// that start like a chat input but do not decode, which are the whole text as one user
+/// message. An encoded chat input is valid UTF-8, so the text view is its bytes exactly.
 ///
-/// Providers and the ledger's tokenization arbiter both read chat inputs with this function.
+/// Providers and the ledger's tokenization arbiter both read chat inputs with this function;
+/// no JSON parser decides what a job means.
 pub fn chat_messages_from_input(input: &str) -> Vec<Message> {
-    #[derive(serde::Deserialize)]
-    struct Entry {
-        role: String,
-        content: String,
-    }
-    match serde_json::from_str::<Vec<Entry>>(input) {
-        Ok(entries) if !entries.is_empty() => entries
+    match ChatInput::decode(input.as_bytes()) {
+        Ok(chat) => chat
+            .into_messages()
             .into_iter()
-            .map(|e| Message {
-                role: e.role,
-                content: e.content,
+            .map(|m| Message {
+                role: m.role.as_str().to_string(),
+                content: m.content,
             })
             .collect(),
-        _ => vec![Message {
-            role: "user".into(),
+        Err(_) => vec![Message {
+            role: ChatRole::User.as_str().to_string(),
             content: input.to_string(),
         }],
     }

@@ -1,5 +1,5 @@
-//! Piazza's primitive values: BLAKE3 hashes, ed25519 keys and signatures, checksummed addresses
-//! and `u128` amounts.
+//! Piazza's primitive values: BLAKE3 hashes, ed25519 keys and signatures, checksummed addresses,
+//! `u128` amounts and the canonical encoding of a chat job's input ([`chat`]).
 //!
 //! Invariants:
 //! - Every hash is domain-separated: [`Hash::of`] takes a domain tag so that bytes meant for one
@@ -38,6 +38,7 @@ macro_rules! serde_as_string {
 
 mod address;
 mod amount;
+pub mod chat;
 mod hash;
 mod keys;
 
