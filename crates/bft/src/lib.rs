@@ -1,0 +1,24 @@
+//! Piazza on Malachite (Tendermint BFT, `arc-malachitebft-*` 0.8.2, app-channel API): the
+//! consensus `Context` for Piazza's blocks, the canonical codec of every consensus message, ed25519
+//! signing with Piazza's keys, and the app loop that answers Malachite's `AppMsg`s by talking to
+//! the application over `piazza_consensus::AppMsg`.
+//!
+//! Invariants:
+//! - Consensus decides a block id (its hash); the block travels as proposal parts and is
+//!   executed and committed by the application behind `piazza_consensus::AppMsg` only.
+//! - Every consensus signature is Piazza's strict ed25519 over `domain ‖ chain id ‖ canonical
+//!   bytes`; every decoder is bounded and never panics on peer bytes.
+//! - A decided block and its commit certificate are durable before `Decided` is answered; the
+//!   proposal for a (height, round) is persisted before it is streamed and rebuilt identically.
+//! - No ML dependency: this crate reaches the application only through the boundary.
+
+pub mod codec;
+pub mod context;
+pub mod signing;
+
+pub use codec::PiazzaCodec;
+pub use context::{
+    BlockId, Height, PiazzaContext, Proposal, ProposalPart, Validator, ValidatorAddress,
+    ValidatorSet, Vote,
+};
+pub use signing::{KeySigner, KeyVerifier, PiazzaSigning};
