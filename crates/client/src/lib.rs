@@ -34,6 +34,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use thiserror::Error;
 
+pub mod session;
+
 /// The most a transaction built by this client lets the ledger charge, unless told otherwise.
 pub const DEFAULT_MAX_FEE: Amount = Amount::pza(1);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

@@ -22,6 +22,9 @@ pub mod auditor;
 pub mod dispute;
 pub mod journal;
 pub mod models;
+pub mod server;
+pub mod session;
+pub mod session_store;
 pub mod speed;
 
 use dispute::{Fault, Player};

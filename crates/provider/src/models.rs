@@ -8,6 +8,7 @@ use piazza_engine::Embedder;
 use piazza_primitives::Hash;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 pub use piazza_arbiter::{generate_params, LoadedModel};
@@ -101,13 +102,7 @@ pub fn execute(
     params: &JobParamsInfo,
     threads: usize,
 ) -> Result<Execution, ProviderError> {
-    execute_until(
-        model,
-        input,
-        params,
-        threads,
-        &std::sync::atomic::AtomicBool::new(false),
-    )
+    execute_until(model, input, params, threads, &AtomicBool::new(false))
 }
 
 /// [`execute`] that a generation abandons once `cancel` is set.
@@ -116,15 +111,115 @@ pub fn execute_until(
     input: &[u8],
     params: &JobParamsInfo,
     threads: usize,
-    cancel: &std::sync::atomic::AtomicBool,
+    cancel: &AtomicBool,
 ) -> Result<Execution, ProviderError> {
-    let result = piazza_arbiter::execute_until(model, &job_spec(input, params), threads, cancel)
-        .map_err(|e| ProviderError::Model(e.to_string()))?;
+    execute_streaming(model, input, params, threads, cancel, |_| {})
+}
+
+/// [`execute_until`] that hands each piece of a generation's text to `on_delta` as soon as it
+/// is final (an embedding has no pieces). The pieces concatenate to the output; output, trace
+/// root and work units are those of the job path (one code path: the job path is this with an
+/// empty `on_delta`).
+pub fn execute_streaming(
+    model: &LoadedModel,
+    input: &[u8],
+    params: &JobParamsInfo,
+    threads: usize,
+    cancel: &AtomicBool,
+    mut on_delta: impl FnMut(&str),
+) -> Result<Execution, ProviderError> {
+    let spec = job_spec(input, params);
+    let model_error = |e: String| ProviderError::Model(e);
+    let LoadedModel::Generation(generator) = model else {
+        let result = piazza_arbiter::execute_until(model, &spec, threads, cancel)
+            .map_err(|e| model_error(e.to_string()))?;
+        return Ok(Execution {
+            output: result.output,
+            trace_root: Hash(result.trace_root),
+            work_units: result.work_units,
+        });
+    };
+    let text = String::from_utf8_lossy(input);
+    let prompt = if spec.chat {
+        piazza_llm::chat_prompt_ids(generator, &chat_messages(&text))
+    } else {
+        generator.tokenize(&text)
+    }
+    .map_err(|e| model_error(e.to_string()))?;
+    let generation = generator
+        .generate_until(
+            &prompt,
+            &generate_params(&spec),
+            threads,
+            |event| {
+                if !event.text.is_empty() {
+                    on_delta(&event.text)
+                }
+            },
+            cancel,
+        )
+        .map_err(|e| model_error(e.to_string()))?;
     Ok(Execution {
-        output: result.output,
-        trace_root: Hash(result.trace_root),
-        work_units: result.work_units,
+        output: generation.text.into_bytes(),
+        trace_root: Hash(generation.trace.root),
+        work_units: generation.ids.len() as u64,
     })
+}
+
+/// Most text pieces waiting for a reader of [`stream`]; past it, pieces are joined into one
+/// (nothing is lost, and the engine never waits on a slow reader).
+pub const DELTAS_QUEUED_MAX: usize = 64;
+
+/// A generation running on its own thread: text pieces as they are produced, then the result.
+pub struct Streaming {
+    /// Pieces of text in order, at most [`DELTAS_QUEUED_MAX`] queued; closed when the run ends.
+    /// What they leave out at the end (the channel was full) is [`Streaming::tail`].
+    pub deltas: tokio::sync::mpsc::Receiver<String>,
+    /// The run's result (cancelled runs end with an error).
+    pub done: tokio::task::JoinHandle<Result<Execution, ProviderError>>,
+    /// Set to stop the generation at its next token.
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl Streaming {
+    /// The part of `output` after the `received_bytes` already read from `deltas`: the pieces
+    /// always form a prefix of the output, so a reader that was slow still gets all of it.
+    pub fn tail(output: &[u8], received_bytes: usize) -> String {
+        String::from_utf8_lossy(output.get(received_bytes..).unwrap_or_default()).into_owned()
+    }
+}
+
+/// Starts [`execute_streaming`] on a blocking thread, its pieces sent into a bounded channel.
+/// A full channel never blocks the engine: the pieces it could not take are joined and sent
+/// with the next one; a reader that hangs up cancels the run at its next token.
+pub fn stream(
+    model: LoadedModel,
+    input: Vec<u8>,
+    params: JobParamsInfo,
+    threads: usize,
+) -> Streaming {
+    let (sender, deltas) = tokio::sync::mpsc::channel(DELTAS_QUEUED_MAX);
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        let mut pending = String::new();
+        execute_streaming(&model, &input, &params, threads, &flag, |piece| {
+            pending.push_str(piece);
+            match sender.try_send(std::mem::take(&mut pending)) {
+                Ok(()) => {}
+                Err(tokio::sync::mpsc::error::TrySendError::Full(text)) => pending = text,
+                // Nobody reads the text any more: stop at the next token.
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                    flag.store(true, Ordering::Relaxed)
+                }
+            }
+        })
+    });
+    Streaming {
+        deltas,
+        done,
+        cancel,
+    }
 }
 
 /// A job as the arbiter reads it.

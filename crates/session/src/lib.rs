@@ -136,7 +136,8 @@ pub struct Terms {
     pub owner_key: PublicKey,
     pub authorised: Option<PublicKey>,
     pub provider: Address,
-    /// What the session escrows: no voucher total may pass it.
+    /// What the session escrowed in all (what it holds plus what it paid out): no voucher
+    /// total may pass it.
     pub deposit: Amount,
     pub max_price_per_unit: Amount,
     /// The latest committed voucher's seq and total (where a fresh channel starts).
@@ -154,7 +155,7 @@ impl Terms {
             owner_key: session.owner_key,
             authorised: session.authorised,
             provider: session.provider?,
-            deposit: session.deposit,
+            deposit: session.deposit.checked_add(session.paid)?,
             max_price_per_unit: session.max_price_per_unit,
             committed_seq: session.committed_seq,
             committed_total: session.committed_total,

@@ -23,7 +23,7 @@ pub struct Served<'a> {
 }
 
 /// The provider's view of a session.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProviderView {
     pub session: u64,
     /// The seq the next request must carry.

@@ -143,13 +143,8 @@ impl ReceiptView {
 /// `GET /v1/sessions/{id}`: the provider's view.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionView {
-    pub session: u64,
-    pub next_seq: u64,
-    pub served_seq: u64,
-    pub paid_seq: u64,
-    pub paid: Amount,
-    pub owed: Amount,
-    pub in_flight: Option<u64>,
+    #[serde(flatten)]
+    pub channel: crate::ProviderView,
     /// The latest signed receipt (hex), for a client that lost its connection before it.
     pub last_receipt: Option<String>,
 }

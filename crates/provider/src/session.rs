@@ -1,0 +1,617 @@
+//! The provider's session endpoint (DESIGN.md §3.1), on the server of [`crate::server`]:
+//!
+//! - `POST /v1/sessions/{id}/requests` — a signed request (and the voucher paying the previous
+//!   one): answered with server-sent events, `delta`s of text as the generation produces them
+//!   (an embedding: one `embedding` event), then the signed `receipt`; or an `error`.
+//! - `POST /v1/sessions/{id}/vouchers` — a voucher on its own; answers the provider's view.
+//! - `GET /v1/sessions/{id}` — the provider's view: next seq, paid, owed, the last receipt.
+//!
+//! The rules are [`piazza_session::ProviderChannel`]'s: request `n + 1` is served only once
+//! request `n` is paid. Each admitted request is stored (for audits) before it runs; each
+//! receipt and voucher is stored with the channel before the answer goes out.
+//!
+//! **Invariants:** one request runs per session at a time and at most
+//! `ServerLimits::runs_max` on the engine (one more is refused with `busy`, never queued); a
+//! request whose reader hangs up or stalls is cancelled at its next token and costs the client
+//! nothing (no receipt is issued for it); hostile bodies get a JSON error, never a panic.
+
+use crate::models::{self, LoadedModel, Streaming};
+use crate::server::{read_body, BodyError, ServerLimits};
+use crate::session_store::SessionStore;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use piazza_api::JobParamsInfo;
+use piazza_codec::Encode;
+use piazza_ledger::job::JobParams;
+use piazza_ledger::sessions::{SignedRequest, SignedVoucher};
+use piazza_primitives::{Address, Amount, SecretKey};
+use piazza_session::wire::{ErrorView, Event, RequestBody, SessionView, VoucherBody, WireError};
+use piazza_session::{ProviderChannel, Refusal, Served, Terms};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+/// A session as the chain assigned it: its terms and the model it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assigned {
+    pub terms: Terms,
+    pub model: String,
+}
+
+/// Where the endpoint reads sessions (the node, in the daemon).
+pub trait SessionSource: Send + Sync + 'static {
+    /// The session `id`; `Ok(None)` when the chain has none (or none assigned yet).
+    fn session(
+        &self,
+        id: u64,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<Assigned>, String>> + Send + '_>>;
+}
+
+/// What the endpoint needs to serve.
+pub struct EndpointConfig {
+    pub key: SecretKey,
+    /// This provider's price (a receipt charges it, capped at the session's maximum).
+    pub price_per_unit: Amount,
+    pub models: Arc<BTreeMap<String, LoadedModel>>,
+    pub threads: usize,
+    pub limits: ServerLimits,
+    pub store: SessionStore,
+    pub source: Arc<dyn SessionSource>,
+}
+
+/// A session's channel and the model it runs.
+struct Entry {
+    channel: ProviderChannel,
+    model: String,
+}
+
+/// The endpoint's state, shared by its handlers.
+pub struct Endpoint {
+    config: EndpointConfig,
+    me: Address,
+    channels: Mutex<BTreeMap<u64, Arc<tokio::sync::Mutex<Entry>>>>,
+    runs: Arc<Semaphore>,
+}
+
+/// An error answer: its HTTP status and wire body.
+#[derive(Debug)]
+pub struct Failure {
+    status: StatusCode,
+    error: ErrorView,
+}
+
+impl Failure {
+    fn new(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Failure {
+        Failure {
+            status,
+            error: ErrorView {
+                code: code.into(),
+                message: message.to_string(),
+            },
+        }
+    }
+}
+
+impl From<Refusal> for Failure {
+    fn from(refusal: Refusal) -> Failure {
+        let status = match &refusal {
+            Refusal::NotAssigned { .. } => StatusCode::NOT_FOUND,
+            Refusal::Unpaid { .. } => StatusCode::PAYMENT_REQUIRED,
+            Refusal::Busy { .. } => StatusCode::CONFLICT,
+            Refusal::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Refusal::Signature(_) => StatusCode::FORBIDDEN,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Failure::new(status, refusal.code(), &refusal)
+    }
+}
+
+impl From<WireError> for Failure {
+    fn from(e: WireError) -> Failure {
+        Failure::new(StatusCode::BAD_REQUEST, e.code(), &e)
+    }
+}
+
+impl From<BodyError> for Failure {
+    fn from(e: BodyError) -> Failure {
+        let (status, code) = match e {
+            BodyError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            BodyError::TooSlow { .. } => (StatusCode::REQUEST_TIMEOUT, "too_slow"),
+            BodyError::Broken(_) => (StatusCode::BAD_REQUEST, "malformed"),
+        };
+        Failure::new(status, code, &e)
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.error });
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// The endpoint's routes over `config`.
+pub fn router(config: EndpointConfig) -> (Router, Arc<Endpoint>) {
+    let endpoint = Arc::new(Endpoint {
+        me: config.key.public_key().address(),
+        runs: Arc::new(Semaphore::new(config.limits.runs_max.max(1))),
+        channels: Mutex::new(BTreeMap::new()),
+        config,
+    });
+    let router = Router::new()
+        .route("/v1/sessions/{id}", get(show))
+        .route("/v1/sessions/{id}/requests", post(request))
+        .route("/v1/sessions/{id}/vouchers", post(voucher))
+        .fallback(|| async {
+            Failure::new(StatusCode::NOT_FOUND, "unknown_url", "no such endpoint")
+        })
+        .with_state(endpoint.clone());
+    (router, endpoint)
+}
+
+fn session_id(text: &str) -> Result<u64, Failure> {
+    text.parse().map_err(|_| {
+        Failure::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            "the session id is not a number",
+        )
+    })
+}
+
+fn io_failure(e: std::io::Error) -> Failure {
+    tracing::error!(error = %e, "session store write failed");
+    Failure::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage",
+        "the provider cannot store session state",
+    )
+}
+
+impl Endpoint {
+    /// Session `id`'s channel: kept, restored from the store, or new from the chain's record.
+    async fn entry(&self, id: u64) -> Result<Arc<tokio::sync::Mutex<Entry>>, Failure> {
+        if let Some(entry) = self.lock_channels().get(&id) {
+            return Ok(entry.clone());
+        }
+        let assigned = self
+            .config
+            .source
+            .session(id)
+            .await
+            .map_err(|e| Failure::new(StatusCode::BAD_GATEWAY, "node", e))?
+            .ok_or_else(|| {
+                Failure::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_session",
+                    format!("the chain has no assigned session {id}"),
+                )
+            })?;
+        if !self.config.models.contains_key(&assigned.model) {
+            return Err(Failure::new(
+                StatusCode::NOT_FOUND,
+                "not_assigned",
+                format!("this provider does not serve `{}`", assigned.model),
+            ));
+        }
+        let channel = match self.config.store.channel(id) {
+            Some(snapshot) => ProviderChannel::restore(assigned.terms, self.me, &snapshot)
+                .map_err(|e| Failure::new(StatusCode::NOT_FOUND, "not_assigned", e))?,
+            None => ProviderChannel::new(assigned.terms, self.me)?,
+        };
+        let mut channels = self.lock_channels();
+        if !channels.contains_key(&id) && channels.len() >= self.config.limits.sessions_max {
+            return Err(Failure::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "queue_full",
+                format!(
+                    "this provider already serves {} sessions",
+                    self.config.limits.sessions_max
+                ),
+            ));
+        }
+        Ok(channels
+            .entry(id)
+            .or_insert_with(|| {
+                Arc::new(tokio::sync::Mutex::new(Entry {
+                    channel,
+                    model: assigned.model,
+                }))
+            })
+            .clone())
+    }
+
+    fn lock_channels(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<tokio::sync::Mutex<Entry>>>> {
+        self.channels.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn save(&self, channel: &ProviderChannel) -> Result<(), Failure> {
+        self.config
+            .store
+            .save_channel(channel.terms().session, &channel.snapshot())
+            .map_err(io_failure)
+    }
+
+    /// Takes `voucher` unless it is the one already held.
+    fn pay(&self, entry: &mut Entry, voucher: &SignedVoucher) -> Result<(), Failure> {
+        let view = entry.channel.view();
+        let held = view.paid_seq == voucher.voucher.seq && view.paid == voucher.voucher.total;
+        if !held {
+            entry.channel.pay(voucher)?;
+            self.save(&entry.channel)?;
+        }
+        Ok(())
+    }
+
+    fn view(&self, channel: &ProviderChannel) -> SessionView {
+        SessionView {
+            channel: channel.view(),
+            last_receipt: channel
+                .last_receipt()
+                .map(|r| piazza_session::wire::to_hex(&r.clone().sign(&self.config.key))),
+        }
+    }
+
+    /// Channels with receipts their latest voucher pays, not yet committed.
+    pub async fn commits(&self) -> Vec<piazza_session::Commit> {
+        let entries: Vec<_> = self.lock_channels().values().cloned().collect();
+        let mut commits = Vec::new();
+        for entry in entries {
+            if let Some(commit) = entry.lock().await.channel.commit() {
+                commits.push(commit);
+            }
+        }
+        commits
+    }
+
+    /// Marks session `id`'s receipts through `seq` committed (its commit landed).
+    pub async fn committed(&self, id: u64, seq: u64) -> Result<(), Failure> {
+        let entry = self.lock_channels().get(&id).cloned();
+        if let Some(entry) = entry {
+            let mut entry = entry.lock().await;
+            entry.channel.committed(seq);
+            self.save(&entry.channel)?;
+        }
+        Ok(())
+    }
+}
+
+async fn show(State(endpoint): State<Arc<Endpoint>>, Path(id): Path<String>) -> Response {
+    let answer = async {
+        let entry = endpoint.entry(session_id(&id)?).await?;
+        let entry = entry.lock().await;
+        Ok::<_, Failure>(axum::Json(endpoint.view(&entry.channel)))
+    };
+    answer.await.into_response()
+}
+
+async fn voucher(
+    State(endpoint): State<Arc<Endpoint>>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
+    let answer = async {
+        let id = session_id(&id)?;
+        let body = read_body(body, &endpoint.config.limits).await?;
+        let voucher = VoucherBody::parse(&body)?;
+        let entry = endpoint.entry(id).await?;
+        let mut entry = entry.lock().await;
+        endpoint.pay(&mut entry, &voucher)?;
+        Ok::<_, Failure>(axum::Json(endpoint.view(&entry.channel)))
+    };
+    answer.await.into_response()
+}
+
+async fn request(
+    State(endpoint): State<Arc<Endpoint>>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
+    match admit(&endpoint, &id, body).await {
+        Ok(response) => response,
+        Err(failure) => failure.into_response(),
+    }
+}
+
+/// A generation's units are its new tokens: a request must ask for at most `max_units` of
+/// them (and an auditor re-runs exactly its parameters, so the provider cannot cut them).
+fn check_params(model: &LoadedModel, request: &SignedRequest) -> Result<(), Failure> {
+    let body = &request.request;
+    let tokens = u64::from(body.params.max_tokens);
+    if matches!(model, LoadedModel::Generation(_)) && (tokens == 0 || tokens > body.max_units) {
+        return Err(Failure::new(
+            StatusCode::BAD_REQUEST,
+            "max_units",
+            format!(
+                "max_tokens must be between 1 and max_units ({}), not {tokens}",
+                body.max_units
+            ),
+        ));
+    }
+    Ok(())
+}
+
+async fn admit(endpoint: &Arc<Endpoint>, id: &str, body: Body) -> Result<Response, Failure> {
+    let id = session_id(id)?;
+    let body = read_body(body, &endpoint.config.limits).await?;
+    let (request, voucher) = RequestBody::parse(&body)?;
+    if request.request.session != id {
+        return Err(
+            Refusal::Signature(piazza_ledger::sessions::SignatureError::WrongSession {
+                expected: id,
+                found: request.request.session,
+            })
+            .into(),
+        );
+    }
+    let entry = endpoint.entry(id).await?;
+    let mut guard = entry.lock().await;
+    if let Some(voucher) = &voucher {
+        endpoint.pay(&mut guard, voucher)?;
+    }
+    let model = endpoint
+        .config
+        .models
+        .get(&guard.model)
+        .cloned()
+        .ok_or_else(|| Failure::new(StatusCode::NOT_FOUND, "not_assigned", "model not loaded"))?;
+    check_params(&model, &request)?;
+    guard.channel.admit(&request)?;
+    let seq = request.request.seq;
+    let Ok(permit) = endpoint.runs.clone().try_acquire_owned() else {
+        guard.channel.abandon(seq);
+        return Err(Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            format!(
+                "the provider runs {} requests already; retry shortly",
+                endpoint.config.limits.runs_max
+            ),
+        ));
+    };
+    if let Err(e) = endpoint
+        .config
+        .store
+        .save_request(id, seq, &request.to_bytes())
+    {
+        guard.channel.abandon(seq);
+        return Err(io_failure(e));
+    }
+    drop(guard);
+    let (events, reader) = mpsc::channel(endpoint.config.limits.stream_events_max.max(1));
+    tokio::spawn(serve(
+        endpoint.clone(),
+        entry,
+        request,
+        model,
+        permit,
+        events,
+    ));
+    let stream = futures_util::stream::unfold(reader, |mut reader| async move {
+        let event: Event = reader.recv().await?;
+        Some((
+            Ok::<_, std::convert::Infallible>(Bytes::from(event.to_sse())),
+            reader,
+        ))
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// Sends `event` unless the reader is gone or takes none for `stall`.
+async fn send(events: &mpsc::Sender<Event>, event: Event, stall: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(stall, events.send(event)).await,
+        Ok(Ok(()))
+    )
+}
+
+/// A request's parameters as the job path reads them: `JobParamsInfo` is `JobParams`'s JSON
+/// view, field for field.
+fn job_params(params: &JobParams) -> Result<JobParamsInfo, crate::ProviderError> {
+    serde_json::to_value(params)
+        .and_then(serde_json::from_value)
+        .map_err(|e| crate::ProviderError::Model(format!("request parameters: {e}")))
+}
+
+/// Runs an admitted request, streams it, and ends with its receipt (or abandons it).
+async fn serve(
+    endpoint: Arc<Endpoint>,
+    entry: Arc<tokio::sync::Mutex<Entry>>,
+    request: SignedRequest,
+    model: LoadedModel,
+    _permit: OwnedSemaphorePermit,
+    events: mpsc::Sender<Event>,
+) {
+    let body = request.request;
+    let (seq, session) = (body.seq, body.session);
+    let stall = Duration::from_millis(endpoint.config.limits.stream_stall_ms);
+    let embedding = matches!(model, LoadedModel::Embedding(_));
+    let params = match job_params(&body.params) {
+        Ok(params) => params,
+        Err(e) => {
+            entry.lock().await.channel.abandon(seq);
+            let _ = send(&events, Event::error("model", &e), stall).await;
+            return;
+        }
+    };
+    let mut run = models::stream(model, body.input, params, endpoint.config.threads);
+    let (mut sent_bytes, mut reader_gone) = (0, false);
+    while let Some(text) = run.deltas.recv().await {
+        if reader_gone {
+            continue;
+        }
+        sent_bytes += text.len();
+        if !send(&events, Event::Delta { text }, stall).await {
+            reader_gone = true;
+            run.cancel.store(true, Ordering::Relaxed);
+        }
+    }
+    let result = match run.done.await {
+        Ok(result) => result,
+        Err(e) => Err(crate::ProviderError::Model(e.to_string())),
+    };
+    let mut guard = entry.lock().await;
+    let execution = match result {
+        Ok(execution) if !reader_gone && !events.is_closed() => execution,
+        Ok(_) => {
+            tracing::info!(
+                session,
+                seq,
+                "reader gone before the receipt; request abandoned"
+            );
+            guard.channel.abandon(seq);
+            return;
+        }
+        Err(e) => {
+            guard.channel.abandon(seq);
+            let _ = send(&events, Event::error("model", &e), stall).await;
+            return;
+        }
+    };
+    let served = Served {
+        output: &execution.output,
+        trace_root: execution.trace_root,
+        units: execution.work_units,
+        price_per_unit: endpoint.config.price_per_unit,
+    };
+    let receipt = match guard.channel.complete(served) {
+        Ok(receipt) => receipt.sign(&endpoint.config.key),
+        Err(refusal) => {
+            guard.channel.abandon(seq);
+            let _ = send(&events, Event::error(refusal.code(), &refusal), stall).await;
+            return;
+        }
+    };
+    if let Err(failure) = endpoint.save(&guard.channel) {
+        let _ = send(&events, Event::Error(failure.error), stall).await;
+        return;
+    }
+    drop(guard);
+    let last = if embedding {
+        Event::Embedding {
+            vector: models::embedding_from_bytes(&execution.output).unwrap_or_default(),
+        }
+    } else {
+        Event::Delta {
+            text: Streaming::tail(&execution.output, sent_bytes),
+        }
+    };
+    if !matches!(&last, Event::Delta { text } if text.is_empty()) {
+        send(&events, last, stall).await;
+    }
+    send(&events, Event::receipt(receipt), stall).await;
+}
+
+/// When the daemon posts a session's commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitPolicy {
+    /// Commit once this many paid receipts wait.
+    pub receipts: u64,
+    /// Commit whatever is paid at least this often.
+    pub interval_ms: u64,
+}
+
+impl Default for CommitPolicy {
+    fn default() -> CommitPolicy {
+        CommitPolicy {
+            receipts: 64,
+            interval_ms: 30_000,
+        }
+    }
+}
+
+/// How often the commit loop looks at the sessions.
+const COMMIT_CHECK_MS: u64 = 500;
+/// How long a commit's transaction is waited for before the next try.
+const COMMIT_RECEIPT_TIMEOUT_MS: u64 = 60_000;
+
+/// Posts `sessions::Msg::Commit` for each session whose paid receipts reach
+/// `policy.receipts`, or have waited `policy.interval_ms`, until `shutdown` turns true.
+/// A commit that lands drops its receipts from the channel; one refused is tried again.
+pub async fn commit_loop(
+    endpoint: Arc<Endpoint>,
+    client: piazza_client::Client,
+    poster: Arc<crate::Poster>,
+    policy: CommitPolicy,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut last: BTreeMap<u64, tokio::time::Instant> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(COMMIT_CHECK_MS)) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        for commit in endpoint.commits().await {
+            let session = commit.voucher.voucher.session;
+            let since = *last.entry(session).or_insert(now);
+            let due = commit.count >= policy.receipts
+                || now.duration_since(since) >= Duration::from_millis(policy.interval_ms);
+            if !due {
+                continue;
+            }
+            last.insert(session, now);
+            let seq = commit.voucher.voucher.seq;
+            match post_commit(&client, &poster, commit).await {
+                Ok(()) => {
+                    if let Err(e) = endpoint.committed(session, seq).await {
+                        tracing::warn!(session, error = %e.error.message, "commit landed; state not saved");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(session, error = %e, "session commit refused; will try again")
+                }
+            }
+        }
+    }
+}
+
+/// Sends one commit and waits until it is in a block without error.
+async fn post_commit(
+    client: &piazza_client::Client,
+    poster: &crate::Poster,
+    commit: piazza_session::Commit,
+) -> Result<(), crate::ProviderError> {
+    let session = commit.voucher.voucher.session;
+    let message = piazza_ledger::sessions::Msg::Commit {
+        session,
+        root: commit.root,
+        count: commit.count,
+        units: commit.units,
+        voucher: commit.voucher,
+    };
+    let hash = poster
+        .send(vec![piazza_ledger::tx::Message::Sessions(message)], None)
+        .await?;
+    let receipt = client
+        .wait_for_receipt(&hash, Duration::from_millis(COMMIT_RECEIPT_TIMEOUT_MS))
+        .await?;
+    if let Some(error) = receipt.error {
+        return Err(crate::ProviderError::Config(format!(
+            "commit of session {session}: {} {}",
+            error.name, error.message
+        )));
+    }
+    tracing::info!(session, tx = %hash, count = commit.count, "session receipts committed");
+    Ok(())
+}
