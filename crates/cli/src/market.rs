@@ -6,6 +6,7 @@ use clap::{Args, Subcommand};
 use piazza_client::Client;
 use piazza_ledger::compute::{self, JobParams, Offer};
 use piazza_ledger::tx::Message;
+use piazza_primitives::chat::{ChatInput, ChatMessage, ChatRole};
 use piazza_primitives::{Address, Amount};
 use piazza_provider::ProviderConfig;
 use std::path::PathBuf;
@@ -44,9 +45,13 @@ pub enum JobCommand {
         /// Escrow in PZA [default: the model's price floor × max units × 4].
         #[arg(long)]
         max_price: Option<String>,
-        /// Wrap the input in the model's chat template.
+        /// Send the input as one user message (the canonical chat encoding), which the provider
+        /// wraps in the model's chat template.
         #[arg(long)]
         chat: bool,
+        /// With --chat: a system message before the user's.
+        #[arg(long, requires = "chat")]
+        system: Option<String>,
         /// Blocks the provider has to answer [default: the chain's].
         #[arg(long, default_value_t = 0)]
         deadline_blocks: u32,
@@ -234,12 +239,18 @@ pub async fn job(command: JobCommand) -> Result<()> {
             max_units,
             max_price,
             chat,
+            system,
             deadline_blocks,
             redundancy,
         } => {
+            let input = if chat {
+                chat_input(system, input)?
+            } else {
+                input.into_bytes()
+            };
             anyhow::ensure!(
                 input.len() <= compute::JOB_INPUT_BYTES_MAX,
-                "--input is {} bytes; a job's input is at most {} bytes ({} KiB)",
+                "--input is {} bytes as a job input; a job's input is at most {} bytes ({} KiB)",
                 input.len(),
                 compute::JOB_INPUT_BYTES_MAX,
                 compute::JOB_INPUT_BYTES_MAX / 1024
@@ -279,7 +290,7 @@ pub async fn job(command: JobCommand) -> Result<()> {
             };
             let msg = compute::Msg::SubmitJob {
                 model,
-                input: input.into_bytes(),
+                input,
                 params,
                 max_units,
                 max_price,
@@ -452,6 +463,17 @@ pub async fn provider(command: ProviderCommand) -> Result<()> {
     }
 }
 
+/// A chat job's input: the optional system message and the user's, in the canonical chat
+/// encoding (the gateway encodes the same conversation to the same bytes).
+fn chat_input(system: Option<String>, user: String) -> Result<Vec<u8>> {
+    let mut messages = Vec::with_capacity(2);
+    if let Some(system) = system {
+        messages.push(ChatMessage::new(ChatRole::System, system));
+    }
+    messages.push(ChatMessage::new(ChatRole::User, user));
+    Ok(ChatInput::new(messages)?.encode())
+}
+
 /// A provider's record as text. The chain counts every posted result in `jobs_completed`, also
 /// those later proven wrong (`frauds`); those are not shown as completed.
 pub(crate) fn provider_text(info: &piazza_api::ProviderInfo, assigned: &[u64]) -> String {
@@ -597,6 +619,24 @@ pub fn generate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chat_jobs_send_the_canonical_chat_input() {
+        let plain = chat_input(None, "Hi".into()).unwrap();
+        assert_eq!(plain, ChatInput::user("Hi").unwrap().encode());
+        let with_system = chat_input(Some("Be brief.".into()), "Hi".into()).unwrap();
+        let messages = ChatInput::decode(&with_system).unwrap().into_messages();
+        assert_eq!(
+            messages,
+            [
+                ChatMessage::new(ChatRole::System, "Be brief."),
+                ChatMessage::new(ChatRole::User, "Hi"),
+            ]
+        );
+        let too_long = "x".repeat(piazza_primitives::chat::CHAT_CONTENT_BYTES_MAX + 1);
+        let error = chat_input(None, too_long).unwrap_err().to_string();
+        assert!(error.contains("more than the limit"), "{error}");
+    }
 
     #[test]
     fn provider_status_shows_frauds_and_does_not_count_them_completed() {
