@@ -434,6 +434,100 @@ pub struct JobInfo {
     pub receipt: Option<JobReceiptInfo>,
 }
 
+/// Session methods (DESIGN.md §3.1; the ledger's `sessions` module).
+pub mod session_method {
+    /// `[session id]` → [`super::SessionInfo`], or null when there is no such session.
+    pub const GET_SESSION: &str = "piazza_getSession";
+    /// `[session id, first commit index (optional, default: the newest page)]` → up to
+    /// [`super::SESSION_COMMITS_PAGE_MAX`] [`super::SessionCommitInfo`], oldest first.
+    pub const GET_SESSION_COMMITS: &str = "piazza_getSessionCommits";
+    /// `[address]` → [`super::AccountSessions`]: the sessions it owns or serves, not closed.
+    pub const GET_ACCOUNT_SESSIONS: &str = "piazza_getAccountSessions";
+}
+
+/// Most commits one `piazza_getSessionCommits` answer carries.
+pub const SESSION_COMMITS_PAGE_MAX: u64 = 64;
+
+/// Where a session stands.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    /// Escrowed; a later block assigns its provider.
+    Pending,
+    /// Its provider serves requests and commits vouchers.
+    Open,
+    /// No new requests; the provider may still commit until `closing_height` plus the
+    /// challenge window, then the unspent deposit returns.
+    Closing,
+    /// Settled: nothing is escrowed for it.
+    Closed,
+}
+
+/// A session's on-chain record. Amounts are base units as decimal strings; keys and hashes hex.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub id: u64,
+    pub owner: String,
+    pub owner_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorised: Option<String>,
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// The assigned provider's endpoint, from its compute offer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// What the session escrows now.
+    pub deposit: String,
+    pub max_price_per_unit: String,
+    pub expiry_height: u64,
+    pub opened_height: u64,
+    pub state: SessionState,
+    /// Released from the deposit so far (payouts and requests moved into jobs).
+    pub paid: String,
+    pub committed_total: String,
+    pub committed_seq: u64,
+    pub commit_height: u64,
+    pub committed_units: u64,
+    pub commits: u64,
+    pub pending_commits: u64,
+    pub closing_height: u64,
+}
+
+/// One commit of a session: its receipts root, voucher, payout and audits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SessionCommitInfo {
+    pub id: u64,
+    pub session: u64,
+    pub index: u64,
+    pub provider: String,
+    pub root: String,
+    pub count: u64,
+    pub units: u64,
+    pub from_seq: u64,
+    pub voucher_seq: u64,
+    pub total: String,
+    pub amount: String,
+    pub moved: String,
+    pub height: u64,
+    pub settle_height: u64,
+    /// Receipt indexes drawn for audit: the provider reveals each by `reveal_deadline`.
+    pub audited: Vec<u64>,
+    pub revealed: Vec<u64>,
+    pub reveal_deadline: u64,
+    pub audits_closed: bool,
+    /// Compute jobs made from this commit's revealed or challenged requests.
+    pub jobs: Vec<u64>,
+    pub paid: bool,
+}
+
+/// The sessions an address owns and serves that are not closed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct AccountSessions {
+    pub owned: Vec<u64>,
+    pub served: Vec<u64>,
+}
+
 #[cfg(test)]
 mod typed_state_tests {
     use super::*;

@@ -53,10 +53,21 @@ pub enum ErrorCode {
     NotAParty = 56,
     BadReveal = 57,
     EvidenceRejected = 58,
+    UnknownSession = 60,
+    /// The sender is not the session's owner (or, for a commit or reveal, its provider).
+    NotSessionParty = 61,
+    /// The session is not in a state that takes this message (pending, closing, closed).
+    SessionNotOpen = 62,
+    /// A voucher or request that does not verify, goes back, or pays more than allowed.
+    BadVoucher = 63,
+    /// A receipt that is not in its commit, does not match its request, or is already used.
+    BadReceipt = 64,
+    /// A reveal for a receipt that was not drawn for audit, or whose deadline passed.
+    NotAudited = 65,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 41] = [
+    pub const ALL: [ErrorCode; 47] = [
         ErrorCode::MalformedBytes,
         ErrorCode::OversizedTx,
         ErrorCode::BadSignature,
@@ -98,6 +109,12 @@ impl ErrorCode {
         ErrorCode::NotAParty,
         ErrorCode::BadReveal,
         ErrorCode::EvidenceRejected,
+        ErrorCode::UnknownSession,
+        ErrorCode::NotSessionParty,
+        ErrorCode::SessionNotOpen,
+        ErrorCode::BadVoucher,
+        ErrorCode::BadReceipt,
+        ErrorCode::NotAudited,
     ];
 
     pub fn code(self) -> u16 {
@@ -152,6 +169,12 @@ impl ErrorCode {
             ErrorCode::NotAParty => "not_a_party",
             ErrorCode::BadReveal => "bad_reveal",
             ErrorCode::EvidenceRejected => "evidence_rejected",
+            ErrorCode::UnknownSession => "unknown_session",
+            ErrorCode::NotSessionParty => "not_session_party",
+            ErrorCode::SessionNotOpen => "session_not_open",
+            ErrorCode::BadVoucher => "bad_voucher",
+            ErrorCode::BadReceipt => "bad_receipt",
+            ErrorCode::NotAudited => "not_audited",
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::error::{ErrorCode, TxError};
 use crate::genesis::{FeeParams, Genesis, GenesisError};
 use crate::models::Models;
 use crate::module::{BlockContext, Module, TxContext};
+use crate::sessions::{self, Sessions};
 use crate::staking::{self, Role, Staking};
 use crate::state::{StateDelta, StateRead};
 use crate::tx::{check_stateless, Message, SignedTransaction};
@@ -137,6 +138,12 @@ fn outflow(tx: &SignedTransaction) -> Option<Amount> {
                 Some(total)
             }
             Message::Verify(_) => Some(total),
+            Message::Sessions(sessions::Msg::Open {
+                deposit: amount, ..
+            })
+            | Message::Sessions(sessions::Msg::TopUp { amount, .. }) => total.checked_add(*amount),
+            // A challenge's bond is checked against the balance when it executes.
+            Message::Sessions(_) => Some(total),
             Message::Staking(staking::Msg::Unbond { .. })
             | Message::Models(_)
             | Message::Compute(_) => Some(total),
@@ -254,6 +261,8 @@ pub fn init_chain(genesis: &Genesis) -> Result<Writes, GenesisError> {
     Models::init_chain(&mut state, &genesis.models)?;
     Compute::init_chain(&mut state, &genesis.compute)?;
     Verify::init_chain(&mut state, &genesis.verify)?;
+    // Sessions take the default parameters until the genesis document carries a section.
+    Sessions::init_chain(&mut state, &sessions::Params::default())?;
     Ok(state.into_writes())
 }
 
@@ -282,12 +291,16 @@ fn cut(mut text: String, bytes_max: usize) -> String {
 
 /// The order of the modules' `begin_block` hooks: compute assigns queued jobs with this
 /// block's randomness, then verify reviews the results compute reported in the previous block
-/// (audit draws, redundant groups), so a draw never sees a result of its own block.
-pub const BEGIN_BLOCK_ORDER: [&str; 5] = ["bank", "staking", "models", "compute", "verify"];
-/// The order of the `end_block` hooks: verify ends audits and disputes whose deadline is this
-/// block (releasing their holds) before compute settles the jobs whose window ends here, so a
-/// job released in this block settles in it.
-pub const END_BLOCK_ORDER: [&str; 5] = ["bank", "staking", "models", "verify", "compute"];
+/// (audit draws, redundant groups), so a draw never sees a result of its own block; sessions
+/// (above both) then assign opened sessions and draw audits over earlier commits.
+pub const BEGIN_BLOCK_ORDER: [&str; 6] =
+    ["bank", "staking", "models", "compute", "verify", "sessions"];
+/// The order of the `end_block` hooks, top layer first: sessions slash missed reveals and pay
+/// out commits, verify ends audits and disputes whose deadline is this block (releasing their
+/// holds) before compute settles the jobs whose window ends here, so a job released in this
+/// block settles in it.
+pub const END_BLOCK_ORDER: [&str; 6] =
+    ["bank", "staking", "models", "sessions", "verify", "compute"];
 
 #[derive(Clone, Copy)]
 enum Hook {
@@ -319,6 +332,7 @@ fn run_hook(
         Models::NAME => call::<Models>(hook, state, block, events),
         Compute::NAME => call::<Compute>(hook, state, block, events),
         Verify::NAME => call::<Verify>(hook, state, block, events),
+        Sessions::NAME => call::<Sessions>(hook, state, block, events),
         other => unreachable!("no module named `{other}` has block hooks"),
     }
 }
@@ -558,6 +572,7 @@ mod tests {
             Models::NAME,
             Compute::NAME,
             Verify::NAME,
+            Sessions::NAME,
         ];
         names.sort();
         for order in [BEGIN_BLOCK_ORDER, END_BLOCK_ORDER] {
@@ -565,8 +580,10 @@ mod tests {
             sorted.sort();
             assert_eq!(sorted, names);
         }
-        let at = |order: [&str; 5], name| order.iter().position(|n| *n == name).unwrap();
+        let at = |order: [&str; 6], name| order.iter().position(|n| *n == name).unwrap();
         assert!(at(BEGIN_BLOCK_ORDER, "compute") < at(BEGIN_BLOCK_ORDER, "verify"));
         assert!(at(END_BLOCK_ORDER, "verify") < at(END_BLOCK_ORDER, "compute"));
+        assert!(at(BEGIN_BLOCK_ORDER, "verify") < at(BEGIN_BLOCK_ORDER, "sessions"));
+        assert!(at(END_BLOCK_ORDER, "sessions") < at(END_BLOCK_ORDER, "verify"));
     }
 }

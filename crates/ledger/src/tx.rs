@@ -6,6 +6,7 @@ use crate::compute::{self, Compute};
 use crate::error::{ErrorCode, TxError};
 use crate::models::{self, Models};
 use crate::module::{Module, TxContext};
+use crate::sessions::{self, Sessions};
 use crate::staking::{self, Staking};
 use crate::state::StateDelta;
 use crate::verify::{self, Verify};
@@ -50,6 +51,7 @@ pub enum Message {
     Models(models::Msg),
     Compute(compute::Msg),
     Verify(verify::Msg),
+    Sessions(sessions::Msg),
 }
 
 /// Every message goes to its module through these three routes, so the executor and the
@@ -63,6 +65,7 @@ impl Message {
             Message::Models(m) => Models::check_stateless(m),
             Message::Compute(m) => Compute::check_stateless(m),
             Message::Verify(m) => Verify::check_stateless(m),
+            Message::Sessions(m) => Sessions::check_stateless(m),
         }
     }
 
@@ -74,6 +77,7 @@ impl Message {
             Message::Models(m) => Models::fee_units(m),
             Message::Compute(m) => Compute::fee_units(m),
             Message::Verify(m) => Verify::fee_units(m),
+            Message::Sessions(m) => Sessions::fee_units(m),
         }
     }
 
@@ -97,6 +101,7 @@ impl Message {
             Message::Models(m) => run::<Models>(state, ctx, m),
             Message::Compute(m) => run::<Compute>(state, ctx, m),
             Message::Verify(m) => run::<Verify>(state, ctx, m),
+            Message::Sessions(m) => run::<Sessions>(state, ctx, m),
         }
     }
 }
@@ -106,6 +111,7 @@ const TAG_STAKING: u8 = 2;
 const TAG_MODELS: u8 = 3;
 const TAG_COMPUTE: u8 = 4;
 const TAG_VERIFY: u8 = 5;
+const TAG_SESSIONS: u8 = 6;
 
 impl Encode for Message {
     fn encode(&self, w: &mut Writer) {
@@ -130,6 +136,10 @@ impl Encode for Message {
                 w.u8(TAG_VERIFY);
                 m.encode(w)
             }
+            Message::Sessions(m) => {
+                w.u8(TAG_SESSIONS);
+                m.encode(w)
+            }
         }
     }
 }
@@ -143,6 +153,7 @@ impl Decode for Message {
             TAG_MODELS => Ok(Message::Models(r.value()?)),
             TAG_COMPUTE => Ok(Message::Compute(r.value()?)),
             TAG_VERIFY => Ok(Message::Verify(r.value()?)),
+            TAG_SESSIONS => Ok(Message::Sessions(r.value()?)),
             tag => Err(DecodeError::InvalidTag {
                 offset,
                 tag,

@@ -14,6 +14,7 @@ use piazza_ledger::block::{
 };
 use piazza_ledger::compute::{self, JobParams, Offer};
 use piazza_ledger::models::{self, ModelKind, ModelRecord};
+use piazza_ledger::sessions;
 use piazza_ledger::staking::{self, Role};
 use piazza_ledger::tx::{Message, SignedTransaction, Transaction};
 use piazza_ledger::verify;
@@ -21,7 +22,7 @@ use piazza_primitives::{Address, Amount, Hash, SecretKey};
 use std::collections::BTreeSet;
 
 /// Every message kind of every module, by name.
-const KINDS: [&str; 17] = [
+const KINDS: [&str; 23] = [
     "bank.send",
     "staking.bond",
     "staking.unbond",
@@ -39,6 +40,12 @@ const KINDS: [&str; 17] = [
     "verify.reveal",
     "verify.arbitrate",
     "models.retire",
+    "sessions.open",
+    "sessions.top_up",
+    "sessions.commit",
+    "sessions.reveal",
+    "sessions.challenge",
+    "sessions.close",
 ];
 
 /// The kind of a message. The match has no wildcard, so a new variant does not compile until
@@ -65,6 +72,14 @@ fn kind(message: &Message) -> &'static str {
             verify::Msg::Challenge { .. } => 13,
             verify::Msg::Reveal { .. } => 14,
             verify::Msg::Arbitrate { .. } => 15,
+        },
+        Message::Sessions(m) => match m {
+            sessions::Msg::Open { .. } => 17,
+            sessions::Msg::TopUp { .. } => 18,
+            sessions::Msg::Commit { .. } => 19,
+            sessions::Msg::Reveal { .. } => 20,
+            sessions::Msg::Challenge { .. } => 21,
+            sessions::Msg::Close { .. } => 22,
         },
     };
     KINDS[index]
@@ -144,6 +159,7 @@ fn every_message() -> Vec<Message> {
             output_hash: compute::output_hash(b"out"),
             trace_root: Hash([5; 32]),
             work_units: 12,
+            input_units: 34,
         }),
         Message::Compute(compute::Msg::DeclineJob {
             job: 4,
@@ -173,6 +189,80 @@ fn every_message() -> Vec<Message> {
             job: 2,
             evidence: (0..300u32).map(|i| i as u8).collect(),
         }),
+    ]
+    .into_iter()
+    .chain(session_messages())
+    .collect()
+}
+
+/// One message of every sessions kind, with signed parts that verify.
+fn session_messages() -> Vec<Message> {
+    let client = SecretKey::from_seed([21; 32]);
+    let provider = SecretKey::from_seed([22; 32]);
+    let request = sessions::Request {
+        session: 3,
+        seq: u64::MAX,
+        input: b"hello".to_vec(),
+        params: JobParams {
+            max_tokens: 8,
+            stop: vec!["\n".into()],
+            ..JobParams::default()
+        },
+        max_units: 8,
+    };
+    let receipt = sessions::Receipt {
+        session: 3,
+        seq: u64::MAX,
+        input_hash: compute::input_hash(b"hello"),
+        output_hash: compute::output_hash(b"world"),
+        trace_root: Hash([7; 32]),
+        units: 8,
+        price: Amount::new(u128::MAX),
+    };
+    let receipts = vec![receipt.clone(), receipt.clone(), receipt.clone()];
+    vec![
+        Message::Sessions(sessions::Msg::Open {
+            model: "chat".into(),
+            owner_key: client.public_key(),
+            authorised: Some(SecretKey::from_seed([23; 32]).public_key()),
+            deposit: Amount::pza(5),
+            max_price_per_unit: Amount::new(u128::MAX),
+            expiry_blocks: u64::MAX,
+        }),
+        Message::Sessions(sessions::Msg::TopUp {
+            session: u64::MAX,
+            amount: Amount::new(1),
+        }),
+        Message::Sessions(sessions::Msg::Commit {
+            session: 3,
+            root: sessions::receipts_root(&receipts),
+            count: 3,
+            units: 24,
+            voucher: sessions::Voucher {
+                session: 3,
+                seq: 2,
+                total: Amount::new(1 << 90),
+            }
+            .sign(&client),
+        }),
+        Message::Sessions(sessions::Msg::Reveal {
+            session: 3,
+            commit: 0,
+            index: 2,
+            receipt: Box::new(receipt.clone()),
+            proof: sessions::prove_receipt(&receipts, 2).unwrap(),
+            request: Box::new(request.clone().sign(&client)),
+        }),
+        Message::Sessions(sessions::Msg::Challenge {
+            session: 3,
+            commit: u64::MAX,
+            receipt: Box::new(receipt.sign(&provider)),
+            request: Box::new(request.sign(&client)),
+            trace_root: Hash([1; 32]),
+            step_count: 40,
+            ids: Hash::ZERO,
+        }),
+        Message::Sessions(sessions::Msg::Close { session: 0 }),
     ]
 }
 

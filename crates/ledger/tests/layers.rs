@@ -15,8 +15,10 @@ const LAYERS: &[&[&str]] = &[
     &["staking"],
     &["models"],
     &["compute"],
-    // `sessions` (channels between a client and a provider) builds on compute, beside verify.
-    &["verify", "sessions"],
+    &["verify"],
+    // `sessions` (channels between a client and a provider) turns disputed requests into
+    // compute jobs that verify audits and disputes.
+    &["sessions"],
     &["tx"],
     &["block"],
     &["genesis"],

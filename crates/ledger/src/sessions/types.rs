@@ -391,6 +391,11 @@ pub struct Session {
     pub committed_units: u64,
     /// Commits made so far (each numbered from 0).
     pub commits: u64,
+    /// Commits whose payout has not happened yet.
+    pub pending_commits: u64,
+    /// When the session started closing (0 while open): commits are still taken for one
+    /// challenge window after it, then the unspent deposit returns.
+    pub closing_height: u64,
 }
 
 impl Session {
@@ -419,6 +424,8 @@ impl Encode for Session {
         w.u64(self.commit_height);
         w.u64(self.committed_units);
         w.u64(self.commits);
+        w.u64(self.pending_commits);
+        w.u64(self.closing_height);
     }
 }
 
@@ -442,6 +449,134 @@ impl Decode for Session {
             commit_height: r.u64()?,
             committed_units: r.u64()?,
             commits: r.u64()?,
+            pending_commits: r.u64()?,
+            closing_height: r.u64()?,
+        })
+    }
+}
+
+/// Where a commit's payout stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitStatus {
+    /// In its challenge window, or waiting for its audits.
+    Pending,
+    /// Its new money has been paid out (less what moved into jobs).
+    Paid,
+}
+
+impl Encode for CommitStatus {
+    fn encode(&self, w: &mut Writer) {
+        w.bool(matches!(self, CommitStatus::Paid));
+    }
+}
+
+impl Decode for CommitStatus {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(if r.bool()? {
+            CommitStatus::Paid
+        } else {
+            CommitStatus::Pending
+        })
+    }
+}
+
+/// One commit of a session, as the ledger stores it (ids count every session's commits).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitRecord {
+    pub id: u64,
+    pub session: u64,
+    /// Its number among the session's commits, from 0.
+    pub index: u64,
+    pub provider: Address,
+    pub root: Hash,
+    /// Receipts under `root`.
+    pub count: u64,
+    /// Units the provider declares for these receipts.
+    pub units: u64,
+    /// The seq of the session's previous committed voucher.
+    pub from_seq: u64,
+    pub voucher_seq: u64,
+    pub total: Amount,
+    /// New money: `total` less the previously committed total.
+    pub amount: Amount,
+    /// Part of `amount` moved into compute jobs (revealed or challenged requests).
+    pub moved: Amount,
+    pub height: u64,
+    /// When its challenge window ends and, audits answered, it pays out.
+    pub settle_height: u64,
+    /// Receipt indexes drawn for audit, sorted.
+    pub audited: Vec<u64>,
+    /// Audited indexes revealed, sorted.
+    pub revealed: Vec<u64>,
+    /// The height by which audited receipts must be revealed (0: none drawn yet).
+    pub reveal_deadline: u64,
+    /// Whether the reveal deadline has been processed (missing reveals slashed).
+    pub audits_closed: bool,
+    /// Request seqs turned into compute jobs, sorted (each at most once).
+    pub adopted_seqs: Vec<u64>,
+    /// The compute jobs made from this commit's requests.
+    pub jobs: Vec<u64>,
+    pub status: CommitStatus,
+}
+
+impl CommitRecord {
+    /// Whether an audited receipt still waits for its reveal.
+    pub fn audits_open(&self) -> bool {
+        !self.audits_closed && self.revealed.len() < self.audited.len()
+    }
+}
+
+impl Encode for CommitRecord {
+    fn encode(&self, w: &mut Writer) {
+        w.u64(self.id);
+        w.u64(self.session);
+        w.u64(self.index);
+        w.value(&self.provider);
+        w.value(&self.root);
+        w.u64(self.count);
+        w.u64(self.units);
+        w.u64(self.from_seq);
+        w.u64(self.voucher_seq);
+        w.value(&self.total);
+        w.value(&self.amount);
+        w.value(&self.moved);
+        w.u64(self.height);
+        w.u64(self.settle_height);
+        w.seq(&self.audited);
+        w.seq(&self.revealed);
+        w.u64(self.reveal_deadline);
+        w.bool(self.audits_closed);
+        w.seq(&self.adopted_seqs);
+        w.seq(&self.jobs);
+        w.value(&self.status);
+    }
+}
+
+impl Decode for CommitRecord {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let per_commit = RECEIPTS_PER_COMMIT_MAX as usize;
+        Ok(CommitRecord {
+            id: r.u64()?,
+            session: r.u64()?,
+            index: r.u64()?,
+            provider: r.value()?,
+            root: r.value()?,
+            count: r.u64()?,
+            units: r.u64()?,
+            from_seq: r.u64()?,
+            voucher_seq: r.u64()?,
+            total: r.value()?,
+            amount: r.value()?,
+            moved: r.value()?,
+            height: r.u64()?,
+            settle_height: r.u64()?,
+            audited: r.seq(per_commit)?,
+            revealed: r.seq(per_commit)?,
+            reveal_deadline: r.u64()?,
+            audits_closed: r.bool()?,
+            adopted_seqs: r.seq(per_commit)?,
+            jobs: r.seq(per_commit)?,
+            status: r.value()?,
         })
     }
 }
@@ -499,6 +634,8 @@ mod tests {
             commit_height: 0,
             committed_units: 0,
             commits: 0,
+            pending_commits: 0,
+            closing_height: 0,
         }
     }
 
@@ -530,7 +667,7 @@ mod tests {
         let session = session(&key(9));
         let mut bytes = session.to_bytes();
         // The status byte follows the fixed fields up to `opened_height`.
-        let status_at = bytes.len() - (16 * 2 + 8 * 4) - 1;
+        let status_at = bytes.len() - (16 * 2 + 8 * 6) - 1;
         assert_eq!(bytes[status_at], 1);
         bytes[status_at] = 4;
         assert!(matches!(

@@ -154,51 +154,7 @@ pub(super) fn draw_audit(
     if !crate::draw::happens("piazza/verify/audit", &seed, rate) {
         return;
     }
-    let mut candidates: Vec<(Address, u128)> = Vec::new();
-    for candidate in auditors_of(state, &job.model) {
-        if candidate == address || candidate == job.client {
-            continue;
-        }
-        let stake = staking::bonded(state, &candidate, Role::Auditor);
-        if stake >= p.min_auditor_stake && has_room_for_task(state, &candidate) {
-            candidates.push((candidate, stake.base_units()));
-        }
-    }
-    let Some(chosen) = crate::draw::weighted_choice("piazza/verify/auditor", &seed, &candidates)
-    else {
-        return;
-    };
-    let deadline = match schedule_deadline(state, block.height + p.audit_blocks, id) {
-        Ok(deadline) => deadline,
-        Err(full) => {
-            // Nothing is held, so nothing waits on a deadline that would never come.
-            events.push(Event::new(
-                "verify.audit_skipped",
-                &[
-                    ("job", id.to_string()),
-                    ("reason", full.refusal("the verify deadline queue").message),
-                ],
-            ));
-            return;
-        }
-    };
-    set_hold(
-        state,
-        id,
-        &Hold::Audit {
-            auditor: chosen,
-            deadline,
-        },
-    );
-    add_task(state, &chosen, id).expect("candidates have room for a task");
-    events.push(Event::new(
-        "verify.audit_assigned",
-        &[
-            ("job", id.to_string()),
-            ("auditor", chosen.to_string()),
-            ("deadline_height", deadline.to_string()),
-        ],
-    ));
+    assign_auditor(state, id, block, events);
 }
 
 /// Ends a hold and lets the job settle (now, if its window is over).

@@ -90,6 +90,7 @@ pub fn message_json(message: &Message) -> Value {
                 json!({"type": "verify.arbitrate", "job": job, "evidence_bytes": evidence.len()})
             }
         },
+        Message::Sessions(m) => super::sessions::message_json(m),
     }
 }
 

@@ -4,8 +4,9 @@ use super::convert::{block_info, dispute_info, job_info, receipt_info, tx_info};
 use super::framing::{clip, internal, rpc_error, tx_error};
 use crate::app::{App, TransactionStatus};
 use piazza_api::{
-    compute_method, error_code, method, verify_method, AccountInfo, AuditInfo, AuditorInfo,
-    ModelInfo, ProviderInfo, RpcError, StakeInfo, Status, Submitted, TxStatusInfo, VerifyTasks,
+    compute_method, error_code, method, session_method, verify_method, AccountInfo, AuditInfo,
+    AuditorInfo, ModelInfo, ProviderInfo, RpcError, StakeInfo, Status, Submitted, TxStatusInfo,
+    VerifyTasks,
 };
 use piazza_ledger::bank;
 use piazza_ledger::compute;
@@ -24,7 +25,11 @@ const HASH_TEXT_BYTES_MAX: usize = 128;
 /// Longest text accepted where an address is expected (a bech32m `pz1…` is about 42 bytes).
 const ADDRESS_TEXT_BYTES_MAX: usize = 128;
 
-fn param<'a>(params: &'a [Value], index: usize, what: &str) -> Result<&'a Value, RpcError> {
+pub(super) fn param<'a>(
+    params: &'a [Value],
+    index: usize,
+    what: &str,
+) -> Result<&'a Value, RpcError> {
     params.get(index).ok_or_else(|| {
         rpc_error(
             error_code::INVALID_PARAMS,
@@ -58,7 +63,7 @@ fn hash_param(params: &[Value], index: usize) -> Result<Hash, RpcError> {
     })
 }
 
-fn address_param(params: &[Value], index: usize) -> Result<Address, RpcError> {
+pub(super) fn address_param(params: &[Value], index: usize) -> Result<Address, RpcError> {
     let text = string_param(params, index, "address")?;
     if text.len() > ADDRESS_TEXT_BYTES_MAX {
         return Err(too_long(index, "address", text, ADDRESS_TEXT_BYTES_MAX));
@@ -85,7 +90,7 @@ fn too_long(index: usize, what: &str, text: &str, bytes_max: usize) -> RpcError 
     )
 }
 
-fn to_value<T: serde::Serialize>(value: T) -> Result<Value, RpcError> {
+pub(super) fn to_value<T: serde::Serialize>(value: T) -> Result<Value, RpcError> {
     serde_json::to_value(value).map_err(internal)
 }
 
@@ -354,6 +359,9 @@ pub(super) fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value,
                 }),
             }
         }
+        session_method::GET_SESSION
+        | session_method::GET_SESSION_COMMITS
+        | session_method::GET_ACCOUNT_SESSIONS => super::sessions::dispatch(app, name, params),
         method::SUBSCRIBE | method::UNSUBSCRIBE => Err(rpc_error(
             error_code::METHOD_NOT_FOUND,
             "subscriptions need a WebSocket connection (GET /ws)",

@@ -14,6 +14,7 @@ mod convert;
 pub mod framing;
 mod methods;
 pub mod server;
+mod sessions;
 mod ws;
 
 pub use convert::message_json;
