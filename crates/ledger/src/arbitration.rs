@@ -44,6 +44,18 @@ pub trait InputVerdict {
     fn step_count_fits(&self, step_count: u64) -> Result<bool, String>;
 }
 
+/// A length dispute's finding: the parties agree on every step both traces have and on the
+/// ids, and differ in where the generation stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LengthFinding {
+    /// Whether each given step count is a possible run of the ids under the job's parameters.
+    pub fits: [bool; 2],
+    /// The step count of a generation that stops at the first agreed sample that ends it (end
+    /// of sequence, a stop sequence completed, `max_tokens` or the context reached); `None`
+    /// when none of the agreed samples ends it, so the generation goes on past them.
+    pub stop_steps: Option<u64>,
+}
+
 /// One-step arbitration as the ledger needs it. Errors are reasons the evidence is rejected.
 pub trait Arbiter: Send + Sync {
     /// Tokenizes `job`'s input with the tokenizer carried in `evidence`, checked against the
@@ -69,6 +81,22 @@ pub trait Arbiter: Send + Sync {
         evidence: &[u8],
         leaf_agreed: &LeafCheck<'_>,
     ) -> Result<Hash, String>;
+
+    /// Decides a length dispute from `evidence`: the samples of the first
+    /// `min(step_counts)` steps (each must pass `leaf_agreed`) with the model's config and
+    /// tokenizer (checked against the record), for the run from the ids committed to by `ids`.
+    /// An arbiter that cannot decide lengths rejects the evidence (the default).
+    fn length(
+        &self,
+        _model: &Model,
+        _job: &Job,
+        _ids: &Hash,
+        _step_counts: [u64; 2],
+        _evidence: &[u8],
+        _leaf_agreed: &LeafCheck<'_>,
+    ) -> Result<LengthFinding, String> {
+        Err("this arbiter decides no length disputes".into())
+    }
 }
 
 /// For executors that decide no disputes (tests of other modules, tools): rejects all evidence.

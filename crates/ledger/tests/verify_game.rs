@@ -170,3 +170,101 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Length disputes: the adversary's run has another step count (and maybe wrong steps
+    /// below the common count). Only its true reveals are accepted, silence where it must
+    /// reveal condemns it, and the game ends at the first differing common step or, when the
+    /// common steps all agree, at the length decision with every common step agreed.
+    #[test]
+    fn length_disputes_end_at_the_first_difference_or_the_agreed_prefix(
+        honest_count in 2usize..300,
+        adversary_count in 2usize..300,
+        seed in any::<u64>(),
+        wrong in proptest::collection::btree_set(0usize..300, 0..4),
+        adversary_defends in any::<bool>(),
+        plays in proptest::collection::vec(play(), 80),
+    ) {
+        prop_assume!(honest_count != adversary_count);
+        let longest = leaves(honest_count.max(adversary_count), seed);
+        let honest = longest[..honest_count].to_vec();
+        let mut bad = longest[..adversary_count].to_vec();
+        let common = honest_count.min(adversary_count);
+        for &i in wrong.iter().filter(|i| **i < adversary_count) {
+            bad[i] = merkle::leaf_hash(TRACE_DOMAIN, i as u64, b"a different output");
+        }
+        let first_wrong = wrong.iter().copied().find(|&i| i < common);
+        let (honest_side, adversary_side) = if adversary_defends {
+            (CLAIMANT, DEFENDANT)
+        } else {
+            (DEFENDANT, CLAIMANT)
+        };
+        let traces = if adversary_defends { [&bad, &honest] } else { [&honest, &bad] };
+        let levels = traces.map(|t| tree::levels(t));
+        let mut dispute = Dispute::open(7, party(1, traces[0]), party(2, traces[1]), 1, 10);
+        let own_node = |d: &Dispute, side: usize| if d.round == 0 {
+            tree::top(traces[side].len() as u64).unwrap()
+        } else {
+            d.node
+        };
+        let mut plays = plays.into_iter();
+        let mut rounds = 0u32;
+        let silent = loop {
+            if dispute.phase != Phase::Bisect {
+                break None;
+            }
+            prop_assert!(rounds <= 2 + tree::rounds_max(longest.len() as u64));
+            let before = dispute.round;
+            if dispute.must_reveal(honest_side) {
+                let (l, r) = tree::children(&levels[honest_side], own_node(&dispute, honest_side)).unwrap();
+                dispute.reveal(honest_side, Hash(l), Hash(r)).unwrap();
+            }
+            if dispute.round == before && dispute.must_reveal(adversary_side) {
+                let node = own_node(&dispute, adversary_side);
+                let (tl, tr) = tree::children(&levels[adversary_side], node).unwrap();
+                let truth = (Hash(tl), Hash(tr));
+                let answer = match plays.next().unwrap_or(Play::Truth) {
+                    Play::Truth => Some(truth),
+                    Play::Garbage(a, b) => Some((Hash(a), Hash(b))),
+                    Play::CopyHonest => tree::children(&levels[honest_side], own_node(&dispute, honest_side))
+                        .map(|(l, r)| (Hash(l), Hash(r))),
+                    Play::Silent => None,
+                };
+                let accepted = match answer {
+                    Some((l, r)) => {
+                        let result = dispute.reveal(adversary_side, l, r);
+                        prop_assert_eq!(result.is_ok(), (l, r) == truth);
+                        result.is_ok()
+                    }
+                    None => false,
+                };
+                if !accepted {
+                    break Some(adversary_side);
+                }
+            }
+            prop_assert!(dispute.round > before, "a round with every reveal in moves on");
+            rounds += 1;
+        };
+        match (silent, dispute.phase.clone()) {
+            (Some(side), _) => prop_assert_eq!(dispute.timeout_loser(), side),
+            (None, Phase::Step { step, leaves }) => {
+                prop_assert_eq!(Some(step as usize), first_wrong);
+                prop_assert_eq!(leaves[honest_side].0, honest[step as usize]);
+            }
+            (None, Phase::Input) => {
+                prop_assert_eq!(first_wrong, None);
+                let trace = Trace::from_leaves(honest.clone());
+                for (j, leaf) in honest.iter().enumerate().take(common) {
+                    let siblings: Vec<Hash> = trace.proof(j).unwrap().siblings.into_iter().map(Hash).collect();
+                    prop_assert!(dispute.leaf_agreed(j as u64, &Hash(*leaf), &siblings));
+                }
+
+                // Unanswered, the length decision's deadline rules against the claimant.
+                prop_assert_eq!(dispute.timeout_loser(), CLAIMANT);
+            }
+            (None, Phase::Bisect) => unreachable!("the loop ends past the rounds"),
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! `Arbitrate`: anyone sends the evidence for the step the game found (or for the input
-//! tokenization) and the ledger decides through the node's arbiter.
+//! tokenization, or for the length of a generation whose common prefix is agreed) and the
+//! ledger decides through the node's arbiter.
 
 use super::*;
 
@@ -43,6 +44,42 @@ fn arbitrate(
     let [defendant, claimant] = &dispute.parties;
     match &dispute.phase {
         Phase::Bisect => unreachable!("checked above"),
+        Phase::Input if dispute.is_length_dispute() && defendant.ids == claimant.ids => {
+            let counts = [defendant.step_count, claimant.step_count];
+            let finding = arbiter
+                .length(
+                    &model,
+                    &job,
+                    &claimant.ids,
+                    counts,
+                    evidence,
+                    &|index, leaf, siblings| dispute.leaf_agreed(index, leaf, siblings),
+                )
+                .map_err(rejected)?;
+            let common = dispute.common_steps();
+            // A count is right when it is a possible run that stops where the agreed samples
+            // stop it; with no stop among them, only a count past the common prefix can be.
+            let right = |side: usize| {
+                finding.fits[side]
+                    && match finding.stop_steps {
+                        Some(stop) => counts[side] == stop,
+                        None => counts[side] > common,
+                    }
+            };
+            // Counts differ, so at most one is right; when neither is, the defendant loses.
+            let loser = if right(DEFENDANT) {
+                CLAIMANT
+            } else {
+                DEFENDANT
+            };
+            let stop = finding
+                .stop_steps
+                .map_or_else(|| format!("after step {common}"), |s| s.to_string());
+            Ok((
+                Some(loser),
+                format!("the agreed samples stop the generation at {stop} steps"),
+            ))
+        }
         Phase::Input => {
             let verdict = arbiter.input(&model, &job, evidence).map_err(rejected)?;
             let ids = verdict.ids();
@@ -64,17 +101,24 @@ fn arbitrate(
             Ok((loser, format!("input tokenized to {}", ids.to_hex())))
         }
         Phase::Step { step, leaves } => {
-            let leaf = arbiter
-                .step(
+            let re_execute = |step_count: u64| {
+                arbiter.step(
                     &model,
                     &job,
                     *step,
-                    claimant.step_count,
+                    step_count,
                     &claimant.ids,
                     evidence,
                     &|index, leaf, siblings| dispute.leaf_agreed(index, leaf, siblings),
                 )
-                .map_err(rejected)?;
+            };
+            // In a length dispute the step lies in the common prefix, where both runs have
+            // the same graph; either count that is a possible run rebuilds it.
+            let leaf = match re_execute(claimant.step_count) {
+                Err(_) if dispute.is_length_dispute() => re_execute(defendant.step_count),
+                result => result,
+            }
+            .map_err(rejected)?;
             let loser = if leaf == leaves[CLAIMANT] {
                 DEFENDANT
             } else if leaf == leaves[DEFENDANT] {

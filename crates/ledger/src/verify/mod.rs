@@ -13,15 +13,17 @@
 //! evidence opens against those agreed subtrees and the weights against the model's
 //! commitment, re-executes the step with the deterministic kernels, and the side whose leaf
 //! matches wins. Silence at a round's deadline loses; when nobody proves anything at the
-//! arbitration deadline, the claimant loses (a result stands until proven wrong).
+//! arbitration deadline, the claimant loses (a result stands until proven wrong). Runs of the
+//! same ids that stop at different lengths play over the steps both have, then the ledger
+//! decides where the generation stops from the agreed samples ([`game`]).
 //!
 //! Invariants:
 //! - A held job never settles; every hold ends (attestation, audit deadline, dispute end).
-//! - A game ends within `tree::rounds_max(step_count)` rounds plus one arbitration.
+//! - A game ends within `tree::rounds_max(step_count)` rounds plus one arbitration; a length
+//!   dispute's within `2 + tree::rounds_max(larger count)` rounds plus one arbitration.
 //! - The verify escrow holds exactly the bonds of open disputes.
 
 mod arbitrate;
-mod assign;
 mod attest;
 mod audit;
 mod auditor;
@@ -33,8 +35,7 @@ mod reveal;
 pub mod state_key;
 mod types;
 
-pub use assign::{assign_auditor, audit_rate};
-pub use game::{Advance, Dispute, Party, Phase, CLAIMANT, DEFENDANT};
+pub use game::{prefix_nodes, Advance, Dispute, Party, Phase, CLAIMANT, DEFENDANT};
 pub use msg::Msg;
 pub use types::{Auditor, Hold};
 

@@ -1,5 +1,7 @@
 //! `Reveal`: a party opens the children of its node for this round of the game (in round 0 a
-//! redundant copy's provider also states its step count and token ids).
+//! redundant copy's provider also states its step count and token ids). Different ids send the
+//! dispute to the input phase; equal ids with different counts make it a length dispute, which
+//! walks the common prefix (see [`super::game`]).
 
 use super::*;
 
@@ -45,11 +47,12 @@ pub(super) fn execute(
     // Both sides may be the same address only in a test; the defendant answers first.
     let side = *sides
         .iter()
-        .find(|s| d.reveals[**s].is_none())
+        .find(|s| d.reveals[**s].is_none() && d.must_reveal(**s))
         .ok_or_else(|| error(ErrorCode::WrongRound, "this round is already revealed"))?;
     if d.round == 0 {
-        // Providers of redundant copies state their count and ids now; the
-        // defendant's must equal the claimant's, else the ledger tokenizes.
+        // Providers of redundant copies state their count and ids now; the defendant's ids
+        // must equal the claimant's, else the ledger tokenizes (different counts over the same
+        // ids are a length dispute, played in the rounds).
         let party = &mut d.parties[side];
         if party.is_provider && party.step_count == 0 {
             if *step_count < 2 || *step_count > tree::LEAVES_MAX {
@@ -60,7 +63,7 @@ pub(super) fn execute(
         }
         let [a, b] = &d.parties;
         let both_stated = a.step_count != 0 && b.step_count != 0;
-        if both_stated && (a.step_count != b.step_count || a.ids != b.ids) {
+        if both_stated && a.ids != b.ids {
             let top = tree::root_from_top(
                 d.parties[side].step_count,
                 &tree::node_hash(&left.0, &right.0),
@@ -101,8 +104,8 @@ pub(super) fn execute(
     ));
     if d.round != before {
         let blocks = match d.phase {
-            Phase::Step { .. } => p.arbitration_blocks,
-            _ => p.round_blocks,
+            Phase::Step { .. } | Phase::Input => p.arbitration_blocks,
+            Phase::Bisect => p.round_blocks,
         };
         d.deadline = schedule_deadline(state, block.height + blocks, *job)
             .map_err(|full| full.refusal("the verify deadline queue"))?;
@@ -112,6 +115,18 @@ pub(super) fn execute(
                 &[
                     ("job", job.to_string()),
                     ("step", step.to_string()),
+                    ("rounds", d.round.to_string()),
+                    ("deadline_height", d.deadline.to_string()),
+                ],
+            ));
+        }
+        if d.phase == Phase::Input {
+            // A length dispute whose common prefix is agreed: the ledger decides the length.
+            ctx.emit(Event::new(
+                "verify.length_disputed",
+                &[
+                    ("job", job.to_string()),
+                    ("common_steps", d.common_steps().to_string()),
                     ("rounds", d.round.to_string()),
                     ("deadline_height", d.deadline.to_string()),
                 ],
