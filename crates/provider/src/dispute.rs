@@ -2,18 +2,19 @@
 //!
 //! A [`Player`] keeps its own recorded run of every job it has a stake in (re-executed on
 //! demand: runs are deterministic, so the run is the same as when the result was computed)
-//! and, from the chain's public dispute state, makes its next move: reveal the children of the
-//! disputed node in its own trace tree, and once the divergent step is found, send the evidence
-//! that re-executes it — only when its own check of that evidence gives its own leaf (a party
-//! that knows it would lose sends nothing). Audits: re-run, then attest or challenge.
+//! and, from the chain's public dispute state (read through [`crate::chain::Chain`]), makes
+//! its next move: reveal the children of the disputed node in its own trace tree, and once the
+//! divergent step is found, send the evidence that re-executes it — only when its own check of
+//! that evidence gives its own leaf (a party that knows it would lose sends nothing). Audits:
+//! re-run, then attest or challenge.
 //!
 //! [`Fault`]s are deliberate misbehaviour for tests and demos; an honest daemon has none.
 
+use crate::chain::{Chain, DisputeView, Phase, Tasks};
 use crate::models::LoadedModel;
 use crate::ProviderError;
-use piazza_api::{DisputeInfo, DisputePhase, JobInfo, VerifyTasks};
+use piazza_api::JobInfo;
 use piazza_arbiter::{tree, JobRun, JobSpec};
-use piazza_client::Client;
 use piazza_ledger::tx::Message;
 use piazza_ledger::verify;
 use piazza_primitives::{Address, Hash};
@@ -161,7 +162,34 @@ pub struct Player {
     fault: Fault,
     runs: Mutex<BTreeMap<u64, Arc<JobRun>>>,
     /// (job, round, phase) already answered: a move is sent once, then waits for a block.
-    sent: Mutex<BTreeSet<(u64, u32, String)>>,
+    sent: Mutex<BTreeSet<(u64, u32, &'static str)>>,
+}
+
+/// Plays `me`'s audits and disputes once: reads its tasks from `chain` and sends every move
+/// through it; a move the chain refuses is made again on the next pass. Returns the moves
+/// the chain accepted.
+pub async fn play(chain: &impl Chain, player: &Player, me: &Address) -> Vec<Move> {
+    let tasks = match chain.tasks(me).await {
+        Ok(tasks) => tasks,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list audits and disputes");
+            return Vec::new();
+        }
+    };
+    let mut sent = Vec::new();
+    for m in player.moves(chain, &tasks).await {
+        match chain.submit(vec![m.message.clone()]).await {
+            Ok(hash) => {
+                tracing::info!(job = m.job, tx = %hash, "{} sent", m.what);
+                sent.push(m);
+            }
+            Err(e) => {
+                tracing::warn!(job = m.job, error = %e, "{} refused; will try again", m.what);
+                player.retry(&m);
+            }
+        }
+    }
+    sent
 }
 
 impl Player {
@@ -182,11 +210,11 @@ impl Player {
     }
 
     /// This party's run of `job` (computed once per process).
-    pub async fn run_of(&self, client: &Client, job: u64) -> Result<Arc<JobRun>, ProviderError> {
+    pub async fn run_of(&self, chain: &impl Chain, job: u64) -> Result<Arc<JobRun>, ProviderError> {
         if let Some(run) = self.runs.lock().expect("runs lock").get(&job) {
             return Ok(run.clone());
         }
-        let (model, spec) = self.model_and_spec(client, job).await?;
+        let (model, spec) = self.model_and_spec(chain, job).await?;
         let (threads, fault) = (self.threads, self.fault.clone());
         let run =
             tokio::task::spawn_blocking(move || run_with_fault(&model, &spec, threads, &fault))
@@ -208,14 +236,14 @@ impl Player {
     /// The loaded model a job runs on, and the job as the arbiter reads it.
     async fn model_and_spec(
         &self,
-        client: &Client,
+        chain: &impl Chain,
         job: u64,
     ) -> Result<(LoadedModel, JobSpec), ProviderError> {
-        let info = client
+        let view = chain
             .job(job)
             .await?
             .ok_or_else(|| ProviderError::Model(format!("no job {job}")))?;
-        Ok((self.model(&info.model)?, job_spec(&info)?))
+        Ok((self.model(&view.model)?, view.spec))
     }
 
     fn model(&self, name: &str) -> Result<LoadedModel, ProviderError> {
@@ -227,82 +255,75 @@ impl Player {
 
     /// Lets a move that could not be sent be made again on the next pass.
     pub fn retry(&self, m: &Move) {
-        let (job, round, phase) = m.answers;
-        self.sent
-            .lock()
-            .expect("sent lock")
-            .remove(&(job, round, phase.to_string()));
+        self.sent.lock().expect("sent lock").remove(&m.answers);
     }
 
-    fn first_time(&self, job: u64, round: u32, phase: &str) -> bool {
+    fn first_time(&self, job: u64, round: u32, phase: &'static str) -> bool {
         self.sent
             .lock()
             .expect("sent lock")
-            .insert((job, round, phase.to_string()))
+            .insert((job, round, phase))
     }
 
     /// Forgets what ended (runs and sent moves of jobs no longer in `tasks`).
-    fn forget_except(&self, open: &BTreeSet<u64>, keep_runs: bool) {
+    fn forget_except(&self, open: &BTreeSet<u64>) {
         self.sent
             .lock()
             .expect("sent lock")
             .retain(|(job, _, _)| open.contains(job));
-        if !keep_runs {
-            self.runs
-                .lock()
-                .expect("runs lock")
-                .retain(|job, _| open.contains(job));
-        }
+        self.runs
+            .lock()
+            .expect("runs lock")
+            .retain(|job, _| open.contains(job));
     }
 
     /// The moves for every open audit and dispute of this party.
-    pub async fn moves(&self, client: &Client, tasks: &VerifyTasks) -> Vec<Move> {
+    pub async fn moves(&self, chain: &impl Chain, tasks: &Tasks) -> Vec<Move> {
         let mut moves = Vec::new();
         let open: BTreeSet<u64> = tasks
             .audits
             .iter()
-            .map(|a| a.job)
+            .copied()
+            .chain(tasks.disputes.iter().flat_map(|d| d.sides.map(|s| s.job)))
             .chain(tasks.disputes.iter().map(|d| d.job))
             .collect();
-        for audit in &tasks.audits {
-            if audit.auditor != self.me.to_string() || !self.first_time(audit.job, 0, "audit") {
+        for &job in &tasks.audits {
+            if !self.first_time(job, 0, "audit") {
                 continue;
             }
-            match self.audit(client, audit.job).await {
+            match self.audit(chain, job).await {
                 Ok(m) => moves.push(m),
                 Err(e) => {
-                    tracing::warn!(job = audit.job, error = %e, "audit failed; will retry");
-                    self.sent.lock().expect("sent lock").remove(&(
-                        audit.job,
-                        0,
-                        "audit".to_string(),
-                    ));
+                    tracing::warn!(job, error = %e, "audit failed; will retry");
+                    self.sent
+                        .lock()
+                        .expect("sent lock")
+                        .remove(&(job, 0, "audit"));
                 }
             }
         }
         for dispute in &tasks.disputes {
-            match self.dispute_move(client, dispute).await {
+            match self.dispute_move(chain, dispute).await {
                 Ok(Some(m)) => moves.push(m),
                 Ok(None) => {}
                 Err(e) => tracing::warn!(job = dispute.job, error = %e, "dispute move failed"),
             }
         }
-        self.forget_except(&open, false);
+        self.forget_except(&open);
         moves
     }
 
-    async fn audit(&self, client: &Client, job: u64) -> Result<Move, ProviderError> {
-        let info = client
+    async fn audit(&self, chain: &impl Chain, job: u64) -> Result<Move, ProviderError> {
+        let view = chain
             .job(job)
             .await?
             .ok_or_else(|| ProviderError::Model(format!("no job {job}")))?;
-        let result = info
+        let result = view
             .result
-            .as_ref()
             .ok_or_else(|| ProviderError::Model(format!("job {job} has no result")))?;
-        let run = self.run_of(client, job).await?;
-        let output_hash = piazza_ledger::compute::output_hash(&run.output).to_hex();
-        let root = Hash(run.trace_root).to_hex();
+        let run = self.run_of(chain, job).await?;
+        let output_hash = piazza_ledger::compute::output_hash(&run.output);
+        let root = Hash(run.trace_root);
         if output_hash == result.output_hash && root == result.trace_root {
             tracing::info!(job, "audit: same output and trace; attesting");
             return Ok(Move {
@@ -319,7 +340,7 @@ impl Player {
             answers: (job, 0, "audit"),
             message: Message::Verify(verify::Msg::Challenge {
                 job,
-                trace_root: Hash(run.trace_root),
+                trace_root: root,
                 step_count: run.step_count(),
                 ids: Hash(run.ids_commitment()),
             }),
@@ -328,31 +349,20 @@ impl Player {
 
     async fn dispute_move(
         &self,
-        client: &Client,
-        d: &DisputeInfo,
+        chain: &impl Chain,
+        d: &DisputeView,
     ) -> Result<Option<Move>, ProviderError> {
-        let me = self.me.to_string();
-        let side = if d.defendant.address == me {
-            verify::DEFENDANT
-        } else if d.claimant.address == me {
-            verify::CLAIMANT
-        } else {
+        let Some(side) = d.sides.iter().position(|s| s.address == self.me) else {
             return Ok(None);
         };
         if self.fault.silent_in_dispute && d.round >= 1 {
             return Ok(None);
         }
-        let party = if side == verify::DEFENDANT {
-            &d.defendant
-        } else {
-            &d.claimant
-        };
-        let run = self.run_of(client, party.job).await?;
+        let party = d.sides[side];
+        let run = self.run_of(chain, party.job).await?;
         match d.phase {
-            DisputePhase::Bisect => {
-                if d.revealed.get(side).copied().unwrap_or(true)
-                    || !self.first_time(d.job, d.round, "bisect")
-                {
+            Phase::Bisect => {
+                if party.revealed || !self.first_time(d.job, d.round, "bisect") {
                     return Ok(None);
                 }
                 let levels = run.levels();
@@ -361,10 +371,7 @@ impl Player {
                         ProviderError::Model("a trace of fewer than 2 steps".into())
                     })?
                 } else {
-                    tree::Node {
-                        level: d.node_level,
-                        index: d.node_index,
-                    }
+                    d.node
                 };
                 let (left, right) = tree::children(&levels, node).ok_or_else(|| {
                     ProviderError::Model(format!(
@@ -386,11 +393,11 @@ impl Player {
                     }),
                 }))
             }
-            DisputePhase::Input => {
+            Phase::Input => {
                 if !self.first_time(d.job, d.round, "input") {
                     return Ok(None);
                 }
-                let (model, spec) = self.model_and_spec(client, party.job).await?;
+                let (model, spec) = self.model_and_spec(chain, party.job).await?;
                 let evidence = piazza_arbiter::input_evidence(&model);
                 // Send only when the ledger's tokenization will agree with this party's ids.
                 let verdict = piazza_arbiter::arbitrate_ids(&model.commitments(), &spec, &evidence)
@@ -408,14 +415,11 @@ impl Player {
                     }),
                 }))
             }
-            DisputePhase::Step => {
-                let Some(step) = d.step else {
-                    return Ok(None);
-                };
+            Phase::Step { step } => {
                 if !self.first_time(d.job, d.round, "step") {
                     return Ok(None);
                 }
-                let (model, spec) = self.model_and_spec(client, party.job).await?;
+                let (model, spec) = self.model_and_spec(chain, party.job).await?;
                 let run2 = run.clone();
                 let (evidence, leaf) = tokio::task::spawn_blocking(move || {
                     let evidence = run2

@@ -3,12 +3,13 @@
 use piazza_client::Client;
 use piazza_codec::Encode;
 use piazza_ledger::compute::{self, JobParams};
-use piazza_ledger::genesis::{FeeParams, Genesis, GenesisAccount, GenesisBond};
-use piazza_ledger::staking::{self, Role};
+use piazza_ledger::genesis::Genesis;
 use piazza_ledger::tx::{Message, Transaction};
 use piazza_primitives::{Amount, SecretKey};
 use piazza_provider::{journal::Journal, models, ProviderConfig};
 use std::time::Duration;
+
+mod harness;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -26,32 +27,13 @@ async fn start() -> Net {
     let validator = SecretKey::from_seed([31; 32]);
     let provider = SecretKey::from_seed([32; 32]);
     let user = SecretKey::from_seed([33; 32]);
-    let record =
-        models::minilm_record(&piazza_engine::models_dir(), user.public_key().address()).unwrap();
     let genesis = Genesis {
-        chain_id: "provider-test".into(),
-        genesis_time_ms: 0,
-        fees: FeeParams::default(),
-        staking: staking::Params::default(),
-        accounts: [&validator, &provider, &user]
-            .iter()
-            .map(|k| GenesisAccount {
-                address: k.public_key().address(),
-                balance: Amount::pza(10_000),
-            })
-            .collect(),
-        bonds: vec![GenesisBond {
-            address: validator.public_key().address(),
-            role: Role::Validator,
-            amount: Amount::pza(1_000),
-        }],
-        models: vec![record],
         compute: compute::Params {
             challenge_window_blocks: 0,
             job_deadline_blocks: 1_000,
             ..compute::Params::default()
         },
-        verify: Default::default(),
+        ..harness::minilm_genesis("provider-test", &validator, &[&provider, &user])
     };
     let mut config =
         piazza_node::NodeConfig::new(dir.path().join("node"), "127.0.0.1:0".parse().unwrap());
@@ -138,6 +120,8 @@ async fn a_journaled_result_is_resent_byte_for_byte_after_a_restart() {
         output_hash: compute::output_hash(&execution.output),
         trace_root: execution.trace_root,
         work_units: execution.work_units,
+        // Stated, recorded, not billed: nothing here depends on it.
+        input_units: 0,
     };
     let tx = Transaction {
         chain_id: "provider-test".into(),

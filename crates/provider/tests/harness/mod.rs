@@ -1,0 +1,648 @@
+//! An in-process chain for the dispute players: the ledger's executor driven block by block,
+//! with the node's own arbiter, from a seed. No socket, no sleep, no clock: a block is made
+//! when the scenario says, its time is `height × BLOCK_INTERVAL_MS` and its randomness a hash
+//! of (seed, height), so the same seed replays the same chain to the byte.
+//!
+//! [`World`] puts one provider, one auditor and one client on that chain. Each [`World::step`]
+//! lets the provider post results for its assigned jobs, lets each party's
+//! [`Player`] make its moves (through the same `dispute::play` the daemons run), then makes one
+//! block.
+#![allow(dead_code)]
+
+use piazza_ledger::bank::{self, Account};
+use piazza_ledger::block::{Event, TxStatus};
+use piazza_ledger::compute::{self, JobStatus, Offer};
+use piazza_ledger::executor::{check_admission, init_chain, BlockExecutor};
+use piazza_ledger::genesis::{FeeParams, Genesis, GenesisAccount, GenesisBond};
+use piazza_ledger::job::JobParams;
+use piazza_ledger::module::BlockContext;
+use piazza_ledger::staking::{self, Role};
+use piazza_ledger::state::StateDelta;
+use piazza_ledger::tx::{Message, SignedTransaction, Transaction};
+use piazza_ledger::verify;
+use piazza_node::arbitration::EngineArbiter;
+use piazza_primitives::{Address, Amount, Hash, SecretKey};
+use piazza_provider::chain::{self, Chain, DisputeView, JobView, PostedResult, Side, Tasks};
+use piazza_provider::dispute::{self, Fault, Player};
+use piazza_provider::models::{self, LoadedModel};
+use piazza_provider::ProviderError;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, OnceLock};
+
+pub const CHAIN_ID: &str = "provider-sim";
+/// A block's time is its height times this.
+pub const BLOCK_INTERVAL_MS: u64 = 1_000;
+/// Transactions waiting for the next block; one more is refused.
+pub const PENDING_TXS_MAX: usize = 64;
+/// Nonces a sender may run ahead of its committed one.
+pub const NONCE_WINDOW: u64 = 16;
+/// Blocks a scenario may run before it is declared stuck.
+pub const SCENARIO_BLOCKS_MAX: u64 = 200;
+/// Threads per recorded run.
+pub const THREADS: usize = 1;
+/// The fee ceiling of every transaction (evidence pays by the byte).
+pub const MAX_FEE: Amount = Amount::pza(50);
+
+/// The ledger's executor as a chain, one block when asked.
+pub struct Sim {
+    seed: u64,
+    validator: SecretKey,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    state: BTreeMap<Vec<u8>, Vec<u8>>,
+    height: u64,
+    pending: Vec<SignedTransaction>,
+    /// The next nonce each sender signs with (its committed nonce plus what is pending).
+    next_nonce: BTreeMap<Address, u64>,
+    /// Every event, with its block's height: transactions' first, then the block hooks'.
+    events: Vec<(u64, Event)>,
+    /// Transactions accepted but not includable when their block was made, with the reason.
+    dropped: Vec<String>,
+}
+
+impl Sim {
+    pub fn new(seed: u64, genesis: &Genesis, validator: SecretKey) -> Sim {
+        let state = init_chain(genesis)
+            .expect("a valid genesis")
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?)))
+            .collect();
+        Sim {
+            seed,
+            validator,
+            inner: Mutex::new(Inner {
+                state,
+                height: 0,
+                pending: Vec::new(),
+                next_nonce: BTreeMap::new(),
+                events: Vec::new(),
+                dropped: Vec::new(),
+            }),
+        }
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .expect("the sim lock is never held across a panic")
+    }
+
+    /// `key`'s view of this chain (its writes are signed with `key`).
+    pub fn party(&self, key: &SecretKey) -> Party<'_> {
+        Party {
+            sim: self,
+            key: key.clone(),
+        }
+    }
+
+    /// Reads the committed state.
+    pub fn read<T>(&self, f: impl FnOnce(&StateDelta<'_>) -> T) -> T {
+        let inner = self.inner();
+        f(&StateDelta::new(&inner.state))
+    }
+
+    pub fn height(&self) -> u64 {
+        self.inner().height
+    }
+
+    /// Signs `messages` with `key`'s next nonce and queues them for the next block; refuses
+    /// what the chain would not admit, and anything once the queue is full.
+    pub fn submit(&self, key: &SecretKey, messages: Vec<Message>) -> Result<Hash, ProviderError> {
+        let mut inner = self.inner();
+        if inner.pending.len() >= PENDING_TXS_MAX {
+            return Err(ProviderError::Config(format!(
+                "the pending queue is full ({PENDING_TXS_MAX} transactions)"
+            )));
+        }
+        let sender = key.public_key().address();
+        let committed = bank::account(&StateDelta::new(&inner.state), &sender).nonce;
+        let nonce = *inner.next_nonce.get(&sender).unwrap_or(&committed);
+        let tx = Transaction {
+            chain_id: CHAIN_ID.into(),
+            sender: key.public_key(),
+            nonce,
+            max_fee: MAX_FEE,
+            messages,
+        }
+        .sign(key);
+        check_admission(&inner.state, &tx, NONCE_WINDOW)
+            .map_err(|e| ProviderError::Config(format!("refused: {e}")))?;
+        inner.next_nonce.insert(sender, nonce + 1);
+        let hash = tx.hash();
+        inner.pending.push(tx);
+        Ok(hash)
+    }
+
+    /// Makes one block of every pending transaction, in arrival order; returns its height.
+    pub fn block(&self) -> u64 {
+        let mut inner = self.inner();
+        let height = inner.height + 1;
+        let context = BlockContext {
+            chain_id: CHAIN_ID.into(),
+            height,
+            time_ms: height * BLOCK_INTERVAL_MS,
+            randomness: Hash::of(
+                "piazza/provider-sim/randomness",
+                &[&self.seed.to_le_bytes(), &height.to_le_bytes()],
+            ),
+            proposer: self.validator.public_key(),
+        };
+        let pending = std::mem::take(&mut inner.pending);
+        let mut dropped = Vec::new();
+        let outcome = {
+            let mut executor =
+                BlockExecutor::begin(&inner.state, context).with_arbiter(&EngineArbiter);
+            for tx in &pending {
+                if let Err(e) = executor.apply_tx(tx, false) {
+                    dropped.push((tx.sender(), format!("{}: {e}", tx.hash())));
+                }
+            }
+            executor.finish()
+        };
+        for (sender, reason) in dropped {
+            // Its later nonces are read again from the chain.
+            inner.next_nonce.remove(&sender);
+            inner.dropped.push(reason);
+        }
+        for (key, value) in outcome.writes {
+            match value {
+                Some(value) => inner.state.insert(key, value),
+                None => inner.state.remove(&key),
+            };
+        }
+        let mut events: Vec<(u64, Event)> = Vec::new();
+        for receipt in outcome.receipts {
+            if let TxStatus::Failed { code, message } = &receipt.status {
+                inner
+                    .dropped
+                    .push(format!("{} failed ({code}): {message}", receipt.tx_hash));
+            }
+            events.extend(receipt.events.into_iter().map(|e| (height, e)));
+        }
+        events.extend(outcome.events.into_iter().map(|e| (height, e)));
+        inner.events.extend(events);
+        inner.height = height;
+        height
+    }
+
+    /// Every event so far, with its block's height.
+    pub fn events(&self) -> Vec<(u64, Event)> {
+        self.inner().events.clone()
+    }
+
+    /// The first event of `kind` about `job`.
+    pub fn event(&self, kind: &str, job: u64) -> Option<Event> {
+        let job = job.to_string();
+        self.inner()
+            .events
+            .iter()
+            .find(|(_, e)| e.kind == kind && e.attribute("job") == Some(job.as_str()))
+            .map(|(_, e)| e.clone())
+    }
+
+    /// Failed and undeliverable transactions, with their reasons.
+    pub fn refusals(&self) -> Vec<String> {
+        self.inner().dropped.clone()
+    }
+
+    /// One hash of the whole committed state and event log: two runs of a seed agree on it
+    /// exactly when they made the same chain.
+    pub fn digest(&self) -> Hash {
+        let inner = self.inner();
+        let mut parts: Vec<Vec<u8>> = Vec::new();
+        for (key, value) in &inner.state {
+            parts.push(key.clone());
+            parts.push(value.clone());
+        }
+        for (height, event) in &inner.events {
+            parts.push(height.to_le_bytes().to_vec());
+            parts.push(event.kind.as_bytes().to_vec());
+            for (name, value) in &event.attributes {
+                parts.push(name.as_bytes().to_vec());
+                parts.push(value.as_bytes().to_vec());
+            }
+        }
+        let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        Hash::of("piazza/provider-sim/digest", &parts)
+    }
+
+    /// The ledger's books balance: accounts sum to the supply, and the staking pool holds
+    /// exactly what `stakers` have bonded or are unbonding.
+    pub fn check_books(&self, stakers: &[Address]) -> Result<(), String> {
+        use piazza_codec::Decode;
+        let inner = self.inner();
+        let view = StateDelta::new(&inner.state);
+        let supply = bank::supply(&view);
+        let account_key = bank::state_key::account(&Address([0; 20]));
+        let prefix = &account_key[..account_key.len() - 20];
+        let mut sum = Amount::ZERO;
+        for (key, value) in inner.state.range(prefix.to_vec()..) {
+            if !key.starts_with(prefix) {
+                break;
+            }
+            let account = Account::from_bytes(value).map_err(|e| e.to_string())?;
+            sum = sum
+                .checked_add(account.balance)
+                .ok_or("balances overflow")?;
+        }
+        if sum != supply {
+            return Err(format!("accounts hold {sum}, the supply is {supply}"));
+        }
+        let mut staked = Amount::ZERO;
+        for address in stakers {
+            for role in Role::ALL {
+                staked = staked
+                    .checked_add(staking::bonded(&view, address, role))
+                    .ok_or("stake overflows")?;
+            }
+            staked = staked
+                .checked_add(staking::unbonding(&view, address))
+                .ok_or("stake overflows")?;
+        }
+        let pool = bank::account(&view, &staking::pool()).balance;
+        if pool != staked {
+            return Err(format!(
+                "the staking pool holds {pool}, the stakers {staked}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One party's view of a [`Sim`]: the player's reads, and its writes signed with its key.
+pub struct Party<'a> {
+    sim: &'a Sim,
+    key: SecretKey,
+}
+
+impl Chain for Party<'_> {
+    async fn job(&self, id: u64) -> Result<Option<JobView>, ProviderError> {
+        Ok(self.sim.read(|view| compute::job(view, id)).map(job_view))
+    }
+
+    async fn tasks(&self, me: &Address) -> Result<Tasks, ProviderError> {
+        Ok(self.sim.read(|view| tasks_view(view, me)))
+    }
+
+    async fn height(&self) -> Result<u64, ProviderError> {
+        Ok(self.sim.height())
+    }
+
+    async fn submit(&self, messages: Vec<Message>) -> Result<Hash, ProviderError> {
+        self.sim.submit(&self.key, messages)
+    }
+}
+
+fn job_view(job: compute::Job) -> JobView {
+    let spec = piazza_node::arbitration::job_spec(&piazza_ledger::arbitration::Job {
+        input: job.input,
+        params: job.params,
+    });
+    JobView {
+        model: job.model,
+        spec,
+        result: job.result.map(|r| PostedResult {
+            output_hash: r.output_hash,
+            trace_root: r.trace_root,
+        }),
+    }
+}
+
+fn tasks_view(view: &StateDelta<'_>, me: &Address) -> Tasks {
+    let mut tasks = Tasks::default();
+    for job in verify::tasks(view, me) {
+        if let Some(d) = verify::dispute(view, job) {
+            tasks.disputes.push(dispute_view(&d));
+        } else if let Some(verify::Hold::Audit { auditor, .. }) = verify::hold(view, job) {
+            if auditor == *me {
+                tasks.audits.push(job);
+            }
+        }
+    }
+    tasks
+}
+
+fn dispute_view(d: &verify::Dispute) -> DisputeView {
+    let side = |index: usize| Side {
+        address: d.parties[index].address,
+        job: d.parties[index].job,
+        revealed: d.reveals[index].is_some(),
+    };
+    DisputeView {
+        job: d.job,
+        sides: [side(verify::DEFENDANT), side(verify::CLAIMANT)],
+        round: d.round,
+        node: d.node,
+        phase: match d.phase {
+            verify::Phase::Bisect => chain::Phase::Bisect,
+            verify::Phase::Input => chain::Phase::Input,
+            verify::Phase::Step { step, .. } => chain::Phase::Step { step },
+        },
+    }
+}
+
+/// MiniLM, loaded once per test process.
+pub fn minilm() -> LoadedModel {
+    static MODEL: OnceLock<LoadedModel> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            LoadedModel::Embedding(Arc::new(
+                piazza_engine::Embedder::load(piazza_engine::models_dir().join("minilm"))
+                    .expect("MiniLM is fetched (scripts/fetch-models.sh)"),
+            ))
+        })
+        .clone()
+}
+
+/// A genesis with MiniLM registered (owned by the validator), `validator` bonded and every
+/// key in `funded` (and the validator) holding 10,000 PZA; default module parameters.
+pub fn minilm_genesis(chain_id: &str, validator: &SecretKey, funded: &[&SecretKey]) -> Genesis {
+    let validator_address = validator.public_key().address();
+    let record = models::minilm_record(&piazza_engine::models_dir(), validator_address)
+        .expect("MiniLM is fetched (scripts/fetch-models.sh)");
+    Genesis {
+        chain_id: chain_id.into(),
+        genesis_time_ms: 0,
+        fees: FeeParams::default(),
+        staking: staking::Params::default(),
+        accounts: std::iter::once(validator)
+            .chain(funded.iter().copied())
+            .map(|k| GenesisAccount {
+                address: k.public_key().address(),
+                balance: Amount::pza(10_000),
+            })
+            .collect(),
+        bonds: vec![GenesisBond {
+            address: validator_address,
+            role: Role::Validator,
+            amount: Amount::pza(1_000),
+        }],
+        models: vec![record],
+        compute: compute::Params::default(),
+        verify: verify::Params::default(),
+    }
+}
+
+/// Who plays, and how.
+#[derive(Debug, Clone, Default)]
+pub struct Setup {
+    pub seed: u64,
+    /// The provider's deliberate misbehaviour (none: honest).
+    pub provider_fault: Fault,
+    /// The auditor's deliberate misbehaviour (none: honest).
+    pub auditor_fault: Fault,
+    /// The auditor never runs (its audits time out).
+    pub auditor_offline: bool,
+}
+
+/// One daemon: its key, its player, and (for a provider) the jobs it has posted.
+pub struct Actor {
+    pub key: SecretKey,
+    pub player: Player,
+    pub fault: Fault,
+    posted: BTreeSet<u64>,
+}
+
+impl Actor {
+    fn new(key: SecretKey, fault: Fault) -> Actor {
+        let models = Arc::new(BTreeMap::from([(models::MINILM.to_string(), minilm())]));
+        Actor {
+            player: Player::new(key.public_key().address(), models, THREADS, fault.clone()),
+            key,
+            fault,
+            posted: BTreeSet::new(),
+        }
+    }
+
+    pub fn address(&self) -> Address {
+        self.key.public_key().address()
+    }
+}
+
+/// A provider, an auditor and a client on a [`Sim`] with every result audited.
+pub struct World {
+    pub sim: Sim,
+    pub provider: Actor,
+    pub auditor: Actor,
+    pub user: SecretKey,
+    pub setup: Setup,
+}
+
+/// How a job's story ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: JobStatus,
+    /// Blocks from the job's submission to its end.
+    pub blocks: u64,
+}
+
+impl World {
+    pub fn new(setup: Setup) -> World {
+        let key = |n: u8| SecretKey::from_seed([n; 32]);
+        let (validator, provider, auditor, user) = (key(41), key(42), key(43), key(44));
+        let genesis = Genesis {
+            compute: compute::Params {
+                challenge_window_blocks: 2,
+                job_deadline_blocks: 20,
+                ..compute::Params::default()
+            },
+            verify: verify::Params {
+                audit_rate_bps: 10_000,
+                new_provider_audit_rate_bps: 10_000,
+                audit_blocks: 6,
+                round_blocks: 4,
+                arbitration_blocks: 6,
+                ..verify::Params::default()
+            },
+            ..minilm_genesis(CHAIN_ID, &validator, &[&provider, &auditor, &user])
+        };
+        let world = World {
+            sim: Sim::new(setup.seed, &genesis, validator),
+            provider: Actor::new(provider, setup.provider_fault.clone()),
+            auditor: Actor::new(auditor, setup.auditor_fault.clone()),
+            user,
+            setup,
+        };
+        world.register();
+        world
+    }
+
+    fn register(&self) {
+        let offer = Offer {
+            models: vec![models::MINILM.into()],
+            price_per_unit: Amount::new(1_000),
+            capacity: 4,
+            endpoint: String::new(),
+            units_per_block: 1_000_000,
+        };
+        let registrations = [
+            (
+                &self.provider.key,
+                Message::Compute(compute::Msg::RegisterProvider {
+                    offer,
+                    stake: Amount::pza(1_000),
+                }),
+            ),
+            (
+                &self.auditor.key,
+                Message::Verify(verify::Msg::RegisterAuditor {
+                    models: vec![models::MINILM.into()],
+                    stake: Amount::pza(1_000),
+                }),
+            ),
+        ];
+        for (key, message) in registrations {
+            self.sim
+                .submit(key, vec![message])
+                .expect("registration admitted");
+        }
+        self.sim.block();
+        assert_eq!(self.sim.refusals(), Vec::<String>::new(), "registrations");
+    }
+
+    /// The client submits an embedding job for `text`; returns its id once it is on chain.
+    pub fn submit_job(&self, text: &str) -> u64 {
+        let message = Message::Compute(compute::Msg::SubmitJob {
+            model: models::MINILM.into(),
+            input: text.as_bytes().to_vec(),
+            params: JobParams::default(),
+            max_units: 256,
+            max_price: Amount::new(256_000),
+        });
+        self.sim
+            .submit(&self.user, vec![message])
+            .expect("job admitted");
+        let height = self.sim.block();
+        let submitted = self
+            .sim
+            .events()
+            .into_iter()
+            .rev()
+            .find(|(h, e)| *h == height && e.kind == "compute.job_submitted")
+            .unwrap_or_else(|| panic!("no job submitted: {:?}", self.sim.refusals()));
+        submitted
+            .1
+            .attribute("job")
+            .expect("a job id")
+            .parse()
+            .expect("a numeric job id")
+    }
+
+    /// The provider posts a result for each job newly assigned to it.
+    fn serve(&mut self) {
+        let me = self.provider.address();
+        let assigned = self.sim.read(|view| compute::assigned_jobs(view, &me));
+        for id in assigned {
+            if !self.provider.posted.insert(id) {
+                continue;
+            }
+            let job = self
+                .sim
+                .read(|view| compute::job(view, id))
+                .expect("an assigned job exists");
+            let view = job_view(job);
+            let run = dispute::run_with_fault(&minilm(), &view.spec, THREADS, &self.provider.fault)
+                .expect("MiniLM runs the job");
+            let message = Message::Compute(compute::Msg::PostResult {
+                job: id,
+                output: run.output.clone(),
+                output_hash: compute::output_hash(&run.output),
+                trace_root: Hash(run.trace_root),
+                work_units: run.work_units,
+                // Stated, recorded, not billed: nothing here depends on it.
+                input_units: 0,
+            });
+            self.sim
+                .submit(&self.provider.key, vec![message])
+                .expect("result admitted");
+        }
+    }
+
+    /// One round of every daemon, then one block.
+    pub async fn step(&mut self) {
+        self.serve();
+        let me = self.provider.address();
+        dispute::play(
+            &self.sim.party(&self.provider.key),
+            &self.provider.player,
+            &me,
+        )
+        .await;
+        if !self.setup.auditor_offline {
+            let me = self.auditor.address();
+            dispute::play(
+                &self.sim.party(&self.auditor.key),
+                &self.auditor.player,
+                &me,
+            )
+            .await;
+        }
+        self.sim.block();
+    }
+
+    /// Steps until job `id` has ended (settled, failed or expired, with no audit or dispute
+    /// left); panics after [`SCENARIO_BLOCKS_MAX`] blocks.
+    pub async fn run_to_end(&mut self, id: u64) -> Outcome {
+        let start = self.sim.height();
+        while self.sim.height() - start < SCENARIO_BLOCKS_MAX {
+            self.step().await;
+            let (job, held) = self.sim.read(|view| {
+                (
+                    compute::job(view, id).expect("the job exists"),
+                    verify::holds(view, id) || verify::dispute(view, id).is_some(),
+                )
+            });
+            let ended = matches!(
+                job.status,
+                JobStatus::Settled | JobStatus::Failed | JobStatus::Expired
+            );
+            if ended && !held {
+                return Outcome {
+                    status: job.status,
+                    blocks: self.sim.height() - start,
+                };
+            }
+        }
+        panic!(
+            "job {id} did not end within {SCENARIO_BLOCKS_MAX} blocks; refusals: {:?}",
+            self.sim.refusals()
+        );
+    }
+
+    pub fn provider_stake(&self) -> Amount {
+        let me = self.provider.address();
+        self.sim
+            .read(|view| staking::bonded(view, &me, Role::Provider))
+    }
+
+    pub fn auditor_stake(&self) -> Amount {
+        let me = self.auditor.address();
+        self.sim
+            .read(|view| staking::bonded(view, &me, Role::Auditor))
+    }
+
+    pub fn balance(&self, address: &Address) -> Amount {
+        self.sim.read(|view| bank::account(view, address).balance)
+    }
+
+    /// The books balance for this world's stakers.
+    pub fn check_books(&self) -> Result<(), String> {
+        let validator = self.sim.validator.public_key().address();
+        self.sim
+            .check_books(&[validator, self.provider.address(), self.auditor.address()])
+    }
+
+    /// The value of `name` in the first event of `kind` about `job`.
+    pub fn attribute(&self, kind: &str, job: u64, name: &str) -> String {
+        let event = self
+            .sim
+            .event(kind, job)
+            .unwrap_or_else(|| panic!("no {kind} for job {job}; events: {:?}", self.sim.events()));
+        event
+            .attribute(name)
+            .unwrap_or_else(|| panic!("no {name} in {event:?}"))
+            .to_string()
+    }
+}
