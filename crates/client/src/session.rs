@@ -175,7 +175,7 @@ impl SessionClient {
                         text = vector.iter().flat_map(|v| v.to_le_bytes()).collect();
                         embedding = Some(vector);
                     }
-                    Event::Receipt { receipt, .. } => return Ok((text, embedding, receipt)),
+                    Event::Receipt { receipt, .. } => return Ok((text, embedding, *receipt)),
                     Event::Error(error) => {
                         return Err(SessionError::Refused { status: 200, error })
                     }

@@ -166,7 +166,7 @@ pub enum Event {
         vector: Vec<f32>,
     },
     Receipt {
-        receipt: SignedReceipt,
+        receipt: Box<SignedReceipt>,
         view: ReceiptView,
     },
     Error(ErrorView),
@@ -192,7 +192,7 @@ impl Event {
     pub fn receipt(receipt: SignedReceipt) -> Event {
         Event::Receipt {
             view: ReceiptView::of(&receipt),
-            receipt,
+            receipt: Box::new(receipt),
         }
     }
 
@@ -216,7 +216,7 @@ impl Event {
             Event::Receipt { receipt, view } => (
                 "receipt",
                 json(&ReceiptData {
-                    receipt: to_hex(receipt),
+                    receipt: to_hex(receipt.as_ref()),
                     view: view.clone(),
                 }),
             ),
@@ -239,7 +239,7 @@ impl Event {
             "receipt" => {
                 let data: ReceiptData = serde_json::from_str(data).map_err(bad)?;
                 Event::Receipt {
-                    receipt: from_hex("receipt", &data.receipt)?,
+                    receipt: Box::new(from_hex("receipt", &data.receipt)?),
                     view: data.view,
                 }
             }
