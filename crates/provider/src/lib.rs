@@ -19,6 +19,7 @@
 //! ```
 
 pub mod auditor;
+pub mod chain;
 pub mod dispute;
 pub mod journal;
 pub mod models;
@@ -309,22 +310,7 @@ fn max_fee(messages: &[Message]) -> Amount {
 
 /// Plays this address's audits and disputes once: every move goes out through `poster`.
 pub async fn play(client: &Client, player: &Player, poster: &Poster, me: &Address) {
-    let tasks = match client.verify_tasks(me).await {
-        Ok(tasks) => tasks,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot list audits and disputes");
-            return;
-        }
-    };
-    for m in player.moves(client, &tasks).await {
-        match poster.send(vec![m.message.clone()], None).await {
-            Ok(hash) => tracing::info!(job = m.job, tx = %hash, "{} sent", m.what),
-            Err(e) => {
-                tracing::warn!(job = m.job, error = %e, "{} refused; will try again", m.what);
-                player.retry(&m);
-            }
-        }
-    }
+    dispute::play(&chain::Rpc { client, poster }, player, me).await;
 }
 
 /// Runs until `shutdown` turns true: finishes the jobs in flight, then returns.
