@@ -5,6 +5,8 @@ use crate::signing::PiazzaSigning;
 use malachitebft_app_channel::app::types::core::{
     self as mcore, LinearTimeouts, NilOrVal, Round, SignedExtension, VoteType, VotingPower,
 };
+use piazza_ledger::genesis::Genesis;
+use piazza_ledger::staking::Role;
 use piazza_primitives::{Address, Hash, PublicKey, Signature};
 use std::fmt;
 
@@ -149,6 +151,27 @@ impl ValidatorSet {
             validators,
             total_voting_power: total,
         })
+    }
+
+    /// The set at genesis: each key in `keys` whose address genesis bonds as a validator, with
+    /// one unit of voting power per whole PZA bonded. The ledger records no consensus keys yet,
+    /// so the keys come from the network's configuration; a key without a bond is refused.
+    pub fn from_genesis(genesis: &Genesis, keys: &[PublicKey]) -> Result<Self, ValidatorSetError> {
+        let unit = 10u128.pow(piazza_primitives::PZA_DECIMALS);
+        let mut validators = Vec::with_capacity(keys.len());
+        for key in keys {
+            let address = key.address();
+            let bonded: u128 = genesis
+                .bonds
+                .iter()
+                .filter(|b| b.address == address && b.role == Role::Validator)
+                .map(|b| b.amount.base_units())
+                .fold(0u128, u128::saturating_add);
+            let power =
+                u64::try_from(bonded / unit).map_err(|_| ValidatorSetError::TooMuchPower)?;
+            validators.push(Validator::new(*key, power));
+        }
+        ValidatorSet::new(validators)
     }
 
     pub fn validators(&self) -> &[Validator] {

@@ -12,13 +12,18 @@
 //!   proposal for a (height, round) is persisted before it is streamed and rebuilt identically.
 //! - No ML dependency: this crate reaches the application only through the boundary.
 
+pub mod app;
 pub mod codec;
 pub mod context;
+pub mod node;
 pub mod signing;
+pub mod store;
+pub mod streams;
 
-pub use codec::PiazzaCodec;
+pub use codec::{PiazzaCodec, PART_DATA_BYTES_MAX};
 pub use context::{
     BlockId, Height, PiazzaContext, Proposal, ProposalPart, Validator, ValidatorAddress,
     ValidatorSet, Vote,
 };
+pub use node::{start, BftConfig, BftHandle, StartError};
 pub use signing::{KeySigner, KeyVerifier, PiazzaSigning};
