@@ -322,6 +322,10 @@ pub struct JobResultInfo {
     pub trace_root: String,
     pub work_units: u64,
     pub posted_height: u64,
+    /// Tokens the provider states it read from the input (a generation's prompt tokens);
+    /// informational, not billed or checked. 0 when not stated.
+    #[serde(default)]
+    pub input_units: u64,
 }
 
 /// The provenance record of a settled job.

@@ -181,6 +181,7 @@ fn refusals_lose_no_escrow() {
         output_hash: Hash([1; 32]),
         trace_root: Hash([5; 32]),
         work_units: 3,
+        input_units: 0,
     });
     let tx = chain.tx(&provider, bad_hash);
     assert_eq!(
@@ -208,6 +209,12 @@ fn refusals_lose_no_escrow() {
     let (r, _) = chain.one(&provider, post(7, b"out", 3));
     assert_eq!(failed(&r), Some("unknown_job"));
     // The window has passed during the refused posts: the job settled once, for 3 units.
+    // The stated input tokens are recorded as stated and not billed.
+    let result = chain.job(0).result.unwrap();
+    assert_eq!(
+        (result.work_units, result.input_units),
+        (3, POSTED_INPUT_UNITS)
+    );
     let receipt = chain.job(0).receipt.unwrap();
     assert_eq!(
         (receipt.price, receipt.refund),

@@ -399,6 +399,7 @@ impl World {
                     output,
                     trace_root,
                     work_units: 1 + units as u64 % job.max_units,
+                    input_units: 0,
                 });
                 (provider, message)
             }
@@ -1070,6 +1071,7 @@ fn a_group_whose_reference_and_other_copy_fail_settles_the_survivor() {
             output,
             trace_root,
             work_units: 2,
+            input_units: 0,
         });
         txs.push(world.chain.tx(&world.keys[provider].clone(), message));
     }

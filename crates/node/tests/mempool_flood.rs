@@ -77,6 +77,7 @@ fn post(provider: &SecretKey, nonce: u64, job: u64) -> SignedTransaction {
             output,
             trace_root: Hash([5; 32]),
             work_units: 1,
+            input_units: 0,
         }),
     )
 }

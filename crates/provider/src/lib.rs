@@ -256,11 +256,13 @@ impl Poster {
         unreachable!("the loop returns on its second attempt")
     }
 
+    /// Posts `execution` with the input tokens it read (`input_units`, see [`input_units`]).
     async fn post(
         &self,
         journal: &Journal,
         job: u64,
         execution: &Execution,
+        input_units: u64,
     ) -> Result<(), ProviderError> {
         let message = compute::Msg::PostResult {
             job,
@@ -268,6 +270,7 @@ impl Poster {
             output_hash: compute::output_hash(&execution.output),
             trace_root: execution.trace_root,
             work_units: execution.work_units,
+            input_units,
         };
         let hash = self
             .send(vec![Message::Compute(message)], Some((journal, job)))
@@ -477,6 +480,12 @@ async fn process(
         .clone();
     let input = hex::decode(&job.input)
         .map_err(|e| ProviderError::Model(format!("job input is not hex: {e}")))?;
+    let input_units = {
+        let (model, spec) = (model.clone(), models::job_spec(&input, &job.params));
+        tokio::task::spawn_blocking(move || input_units(&model, &spec))
+            .await
+            .map_err(|e| ProviderError::Model(e.to_string()))?
+    };
     let execution = if fault.is_none() {
         let params = job.params.clone();
         // Work on a job that is no longer ours (expired, reassigned) stops at the next token.
@@ -521,5 +530,16 @@ async fn process(
             work_units: run.work_units,
         }
     };
-    poster.post(journal, id, &execution).await
+    poster.post(journal, id, &execution, input_units).await
+}
+
+/// The tokens `job`'s input turns into under `model`, counted exactly as the ledger's
+/// tokenization arbiter counts them in an input dispute (`arbitrate_ids` with the model's own
+/// tokenizer as evidence): a generation's prompt tokens, an embedding's input tokens. 0 when
+/// the input cannot be tokenized (the run then fails alike). About 50 ms for a SmolLM2 chat
+/// prompt and 15 ms for a MiniLM sentence (the tokenizer is rebuilt from its evidence).
+fn input_units(model: &LoadedModel, job: &piazza_arbiter::JobSpec) -> u64 {
+    let evidence = piazza_arbiter::input_evidence(model);
+    piazza_arbiter::arbitrate_ids(&model.commitments(), job, &evidence)
+        .map_or(0, |verdict| verdict.ids.len() as u64)
 }

@@ -79,6 +79,8 @@ pub fn adopt_posted(
             trace_root: served.trace_root,
             work_units: served.units,
             posted_height: height,
+            // A session's receipt states no input count.
+            input_units: 0,
         }),
         receipt: None,
     };

@@ -301,7 +301,17 @@ impl Module for Compute {
                 output_hash,
                 trace_root,
                 work_units,
-            } => post::execute(state, ctx, job, output, output_hash, trace_root, work_units),
+                input_units,
+            } => post::execute(
+                state,
+                ctx,
+                job,
+                output,
+                output_hash,
+                trace_root,
+                work_units,
+                input_units,
+            ),
         }
     }
 

@@ -31,6 +31,9 @@ pub enum Msg {
         output_hash: Hash,
         trace_root: Hash,
         work_units: u64,
+        /// Tokens the provider read from the input (a generation's prompt tokens, an
+        /// embedding's input tokens): stated by the provider, recorded, not billed.
+        input_units: u64,
     },
     /// The assigned provider declines a job it cannot serve (an input its model cannot run):
     /// no penalty and no pay; the job goes to another provider, or expires with a full refund
@@ -77,6 +80,7 @@ impl Encode for Msg {
                 output_hash,
                 trace_root,
                 work_units,
+                input_units,
             } => {
                 w.u8(4);
                 w.u64(*job);
@@ -84,6 +88,7 @@ impl Encode for Msg {
                 w.value(output_hash);
                 w.value(trace_root);
                 w.u64(*work_units);
+                w.u64(*input_units);
             }
             Msg::DeclineJob { job, reason } => {
                 w.u8(5);
@@ -119,6 +124,7 @@ impl Decode for Msg {
                 output_hash: r.value()?,
                 trace_root: r.value()?,
                 work_units: r.u64()?,
+                input_units: r.u64()?,
             },
             5 => Msg::DeclineJob {
                 job: r.u64()?,

@@ -1,5 +1,6 @@
-//! `PostResult`: the assigned provider posts its output, output hash, trace root and work; the
-//! result waits out the challenge window (or its group) and is queued for review.
+//! `PostResult`: the assigned provider posts its output, output hash, trace root, work and the
+//! input tokens it read (recorded as stated, not billed); the result waits out the challenge
+//! window (or its group) and is queued for review.
 
 use super::lifecycle::{change_unsettled, hold, push_queue, release_provider};
 use super::{invalid, job, output_hash, params, state_key, JobResult, JobStatus};
@@ -78,6 +79,7 @@ pub(super) fn check_stateful(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)] // the message's fields, as the other handlers take theirs
 pub(super) fn execute(
     state: &mut StateDelta<'_>,
     ctx: &mut TxContext<'_>,
@@ -86,6 +88,7 @@ pub(super) fn execute(
     output_hash: &Hash,
     trace_root: &Hash,
     work_units: &u64,
+    input_units: &u64,
 ) -> Result<(), TxError> {
     let sender = ctx.sender;
     let mut job = job(state, *id)
@@ -104,6 +107,7 @@ pub(super) fn execute(
         trace_root: *trace_root,
         work_units: *work_units,
         posted_height: ctx.block.height,
+        input_units: *input_units,
     });
     state.put(state_key::job(*id), &job);
     // Redundant copies wait for their group; every posted result is reviewed by the

@@ -199,6 +199,9 @@ pub struct JobResult {
     pub trace_root: Hash,
     pub work_units: u64,
     pub posted_height: u64,
+    /// Tokens the provider read from the input, as it stated them in `PostResult`
+    /// (informational: not billed, not checked by the ledger).
+    pub input_units: u64,
 }
 
 impl Encode for JobResult {
@@ -208,6 +211,7 @@ impl Encode for JobResult {
         w.value(&self.trace_root);
         w.u64(self.work_units);
         w.u64(self.posted_height);
+        w.u64(self.input_units);
     }
 }
 
@@ -219,6 +223,7 @@ impl Decode for JobResult {
             trace_root: r.value()?,
             work_units: r.u64()?,
             posted_height: r.u64()?,
+            input_units: r.u64()?,
         })
     }
 }

@@ -184,6 +184,9 @@ pub fn submit(model: &str, input: &[u8], max_units: u64, max_price: Amount) -> M
     })
 }
 
+/// The input tokens every [`post`] states.
+pub const POSTED_INPUT_UNITS: u64 = 17;
+
 pub fn post(job: u64, output: &[u8], units: u64) -> Message {
     Message::Compute(compute::Msg::PostResult {
         job,
@@ -191,6 +194,7 @@ pub fn post(job: u64, output: &[u8], units: u64) -> Message {
         output_hash: compute::output_hash(output),
         trace_root: Hash([5; 32]),
         work_units: units,
+        input_units: POSTED_INPUT_UNITS,
     })
 }
 

@@ -55,9 +55,10 @@ pub fn message_json(message: &Message) -> Value {
                 output_hash,
                 trace_root,
                 work_units,
+                input_units,
                 ..
             } => {
-                json!({"type": "compute.post_result", "job": job, "output_hash": output_hash.to_hex(), "trace_root": trace_root.to_hex(), "work_units": work_units})
+                json!({"type": "compute.post_result", "job": job, "output_hash": output_hash.to_hex(), "trace_root": trace_root.to_hex(), "work_units": work_units, "input_units": input_units})
             }
             compute::Msg::DeclineJob { job, reason } => {
                 json!({"type": "compute.decline_job", "job": job, "reason": reason})
@@ -191,6 +192,7 @@ pub(super) fn job_info(job: &Job) -> JobInfo {
             trace_root: r.trace_root.to_hex(),
             work_units: r.work_units,
             posted_height: r.posted_height,
+            input_units: r.input_units,
         }),
         receipt: job.receipt.as_ref().map(|r| JobReceiptInfo {
             job: r.job,
