@@ -63,3 +63,96 @@ async fn one_validator_finalizes_blocks_with_transactions() {
         assert!(!decision.certificate.commit_signatures.is_empty());
     }
 }
+
+/// The block hash and state root of every validator at `height` (all must have reached it).
+fn roots_at(
+    validators: &[TestValidator],
+    height: u64,
+) -> Vec<(piazza_primitives::Hash, piazza_primitives::Hash)> {
+    validators
+        .iter()
+        .map(|v| {
+            let block = v.app.store().block(height).unwrap().unwrap();
+            (block.hash(), block.header.state_root)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_validators_agree_three_keep_finalizing_and_a_restarted_one_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<_> = (0..4).map(validator_key).collect();
+    let users: Vec<_> = (0..4).map(user_key).collect();
+    let genesis = genesis(&keys, &users);
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let mut validators = Vec::new();
+    for i in 0..4 {
+        validators.push(start_validator(dir.path(), &keys, i, &genesis, &ports).await);
+    }
+
+    // Transactions sent to different validators: each user through its own validator.
+    let mut hashes = Vec::new();
+    for (i, user) in users.iter().enumerate() {
+        for nonce in 0..3 {
+            let bytes = transfer(user, nonce).to_bytes();
+            hashes.push(validators[i].app.submit(&bytes).unwrap());
+        }
+    }
+    let target = 4;
+    let reached = wait_until(WAIT, || validators.iter().all(|v| v.height() >= target)).await;
+    assert!(
+        reached,
+        "heights: {:?}",
+        validators.iter().map(|v| v.height()).collect::<Vec<_>>()
+    );
+    let roots = roots_at(&validators, target);
+    assert!(
+        roots.windows(2).all(|w| w[0] == w[1]),
+        "validators disagree: {roots:?}"
+    );
+
+    // Without transaction gossip (not built yet) a transaction waits in the mempool of the
+    // validator it was sent to until that validator proposes; every validator proposes sooner
+    // or later, so all of them become final, on every validator.
+    let all_final = wait_until(WAIT, || {
+        hashes.iter().all(|h| {
+            validators.iter().all(|v| {
+                matches!(
+                    v.app.transaction_status(h).unwrap(),
+                    TransactionStatus::Included { .. }
+                )
+            })
+        })
+    })
+    .await;
+    assert!(
+        all_final,
+        "transactions sent to different validators were not all finalized"
+    );
+
+    // One validator stops; the other three (3 of 4 voting power > 2/3) keep finalizing.
+    validators[3].stop().await;
+    let stopped_at = validators[3].height();
+    let live = &validators[..3];
+    let base = live.iter().map(|v| v.height()).max().unwrap();
+    let target = base + 3;
+    let reached = wait_until(WAIT, || live.iter().all(|v| v.height() >= target)).await;
+    assert!(
+        reached,
+        "heights after the stop: {:?}",
+        live.iter().map(|v| v.height()).collect::<Vec<_>>()
+    );
+    let roots = roots_at(live, target);
+    assert!(
+        roots.windows(2).all(|w| w[0] == w[1]),
+        "validators disagree: {roots:?}"
+    );
+    assert_eq!(
+        validators[3].height(),
+        stopped_at,
+        "a stopped validator does not commit"
+    );
+    for v in &mut validators {
+        v.stop().await;
+    }
+}
