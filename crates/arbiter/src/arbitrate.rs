@@ -212,13 +212,7 @@ fn llama_graph(
     } else {
         "token_embd.weight"
     };
-    let step_count = |passes: usize| {
-        generation_up_to(&config, output_weight, prompt, passes - 1, &sampling)
-            .steps
-            .len() as u64
-    };
-    let first = step_count(1);
-    let per_pass = step_count(2).saturating_sub(first);
+    let (first, per_pass) = generation_layout(&config, output_weight, prompt, &sampling);
     let new_tokens_max = u64::from(job.max_tokens.max(1)).min((limit - prompt + 1) as u64);
     let new_tokens = if claim.step_count == first {
         Some(1)
@@ -244,6 +238,23 @@ fn llama_graph(
     };
     let graph = generation_up_to(&config, output_weight, prompt, pass as usize, &sampling);
     Ok(StepGraph::new(ModelGraph::Llama { config, graph }))
+}
+
+/// The steps of a generation's first pass and of each later pass (every pass after the first
+/// has the same steps; each pass ends with its sample step).
+pub(crate) fn generation_layout(
+    config: &LlamaConfig,
+    output_weight: &str,
+    prompt_tokens: usize,
+    sampling: &piazza_llm::SamplingParams,
+) -> (u64, u64) {
+    let step_count = |passes: usize| {
+        generation_up_to(config, output_weight, prompt_tokens, passes - 1, sampling)
+            .steps
+            .len() as u64
+    };
+    let first = step_count(1);
+    (first, step_count(2).saturating_sub(first))
 }
 
 /// The graph of a generation's passes `0..=last`, as `Graph::for_generation` builds it, except

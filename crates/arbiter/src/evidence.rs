@@ -6,6 +6,9 @@
 //!  siblings (count, 32 bytes each)) ‖ chunks (count, each: index u64, bytes, siblings)`.
 //! There is one encoding per value: [`Evidence::decode`] rejects trailing bytes, so decoding
 //! and encoding again gives back the input.
+//!
+//! A length dispute's [`LengthEvidence`]: `config ‖ tokenizer ‖ ids (count, u32 each) ‖
+//! samples (count, each a leaf as above)`, decoded under the same rules.
 
 use piazza_codec::{DecodeError, Reader, Writer};
 
@@ -67,14 +70,7 @@ impl Evidence {
         }
         out.len(self.leaves.len());
         for leaf in &self.leaves {
-            out.u64(leaf.index);
-            out.u32(leaf.rows);
-            out.u32(leaf.columns);
-            out.len(leaf.values.len());
-            for value in &leaf.values {
-                out.u32(value.to_bits());
-            }
-            put_hashes(&mut out, &leaf.siblings);
+            put_leaf(&mut out, leaf);
         }
         out.len(self.chunks.len());
         for chunk in &self.chunks {
@@ -127,32 +123,9 @@ impl Evidence {
         let config = reader.bytes(reader.remaining())?;
         let manifest = reader.bytes(reader.remaining())?;
         let chunk_root = reader.array()?;
-        let id_count = count(reader, 4)?;
-        let mut ids = Vec::with_capacity(id_count);
-        for _ in 0..id_count {
-            ids.push(reader.u32()?);
-        }
-        // A leaf is at least 28 bytes, a chunk at least 16.
-        let leaf_count = count(reader, 28)?;
-        let mut leaves = Vec::with_capacity(leaf_count);
-        for _ in 0..leaf_count {
-            let index = reader.u64()?;
-            let rows = reader.u32()?;
-            let columns = reader.u32()?;
-            let value_count = count(reader, 4)?;
-            let mut values = Vec::with_capacity(value_count);
-            for _ in 0..value_count {
-                values.push(f32::from_bits(reader.u32()?));
-            }
-            let siblings = hashes(reader)?;
-            leaves.push(LeafOpening {
-                index,
-                rows,
-                columns,
-                values,
-                siblings,
-            });
-        }
+        let ids = read_ids(reader)?;
+        let leaves = read_leaves(reader)?;
+        // A chunk is at least 16 bytes.
         let chunk_count = count(reader, 16)?;
         let mut chunks = Vec::with_capacity(chunk_count);
         for _ in 0..chunk_count {
@@ -176,6 +149,105 @@ impl Evidence {
             chunks,
         })
     }
+}
+
+/// What decides a length dispute (the parties agree on the ids and on every step both traces
+/// have, and differ in where the generation stops): the model's config and tokenizer (checked
+/// against the record), the prompt ids, and the sample step of every generated token of the
+/// common prefix, each with its Merkle proof.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LengthEvidence {
+    /// The bytes whose hash is the model's config hash.
+    pub config: Vec<u8>,
+    /// The tokenizer's metadata preimage (`piazza_llm::Tokenizer::metadata_preimage`).
+    pub tokenizer: Vec<u8>,
+    /// The prompt ids.
+    pub ids: Vec<u32>,
+    /// The sample steps' `1 × 1` blocks (the token ids), by increasing index.
+    pub samples: Vec<LeafOpening>,
+}
+
+impl LengthEvidence {
+    /// The canonical bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Writer::new();
+        out.bytes(&self.config);
+        out.bytes(&self.tokenizer);
+        out.len(self.ids.len());
+        for &id in &self.ids {
+            out.u32(id);
+        }
+        out.len(self.samples.len());
+        for leaf in &self.samples {
+            put_leaf(&mut out, leaf);
+        }
+        out.into_bytes()
+    }
+
+    /// Read canonical bytes under the rules of [`Evidence::decode`]. Never panics.
+    pub fn decode(bytes: &[u8]) -> Result<LengthEvidence, ArbiterError> {
+        if bytes.len() > EVIDENCE_BYTES_MAX {
+            return Err(encoding(format!(
+                "{} bytes, more than {EVIDENCE_BYTES_MAX}",
+                bytes.len()
+            )));
+        }
+        let read = |reader: &mut Reader<'_>| {
+            let config = reader.bytes(reader.remaining())?;
+            let tokenizer = reader.bytes(reader.remaining())?;
+            let ids = read_ids(reader)?;
+            let samples = read_leaves(reader)?;
+            reader.finish()?;
+            Ok::<_, DecodeError>(LengthEvidence {
+                config,
+                tokenizer,
+                ids,
+                samples,
+            })
+        };
+        read(&mut Reader::new(bytes)).map_err(|error| encoding(error.to_string()))
+    }
+}
+
+fn put_leaf(out: &mut Writer, leaf: &LeafOpening) {
+    out.u64(leaf.index);
+    out.u32(leaf.rows);
+    out.u32(leaf.columns);
+    out.len(leaf.values.len());
+    for value in &leaf.values {
+        out.u32(value.to_bits());
+    }
+    put_hashes(out, &leaf.siblings);
+}
+
+fn read_ids(reader: &mut Reader<'_>) -> Result<Vec<u32>, DecodeError> {
+    let id_count = count(reader, 4)?;
+    (0..id_count).map(|_| reader.u32()).collect()
+}
+
+fn read_leaves(reader: &mut Reader<'_>) -> Result<Vec<LeafOpening>, DecodeError> {
+    // A leaf is at least 28 bytes.
+    let leaf_count = count(reader, 28)?;
+    let mut leaves = Vec::with_capacity(leaf_count);
+    for _ in 0..leaf_count {
+        let index = reader.u64()?;
+        let rows = reader.u32()?;
+        let columns = reader.u32()?;
+        let value_count = count(reader, 4)?;
+        let mut values = Vec::with_capacity(value_count);
+        for _ in 0..value_count {
+            values.push(f32::from_bits(reader.u32()?));
+        }
+        let siblings = hashes(reader)?;
+        leaves.push(LeafOpening {
+            index,
+            rows,
+            columns,
+            values,
+            siblings,
+        });
+    }
+    Ok(leaves)
 }
 
 fn encoding(detail: String) -> ArbiterError {

@@ -12,7 +12,7 @@ use piazza_trace::merkle;
 use piazza_trace::trace::TRACE_DOMAIN;
 use piazza_trace::weights::WeightCommitment;
 
-use crate::evidence::{ChunkOpening, Evidence, LeafOpening};
+use crate::evidence::{ChunkOpening, Evidence, LeafOpening, LengthEvidence};
 use crate::plan::{self, ModelGraph, StepGraph};
 use crate::{
     config_hash, generate_params, ids_commitment, tree, ArbiterError, Family, Hash, JobSpec,
@@ -407,6 +407,56 @@ impl JobRun {
             ids: self.ids.clone(),
             leaves,
             chunks,
+        })
+    }
+}
+
+impl JobRun {
+    /// Evidence for a length dispute from this run: the sample step of every pass below
+    /// `common` steps (the step count both parties' traces have) with its proof in this run's
+    /// trace, the config, the tokenizer and the prompt ids.
+    pub fn length_evidence(
+        &self,
+        model: &LoadedModel,
+        common: u64,
+    ) -> Result<LengthEvidence, ArbiterError> {
+        let (LoadedModel::Generation(generator), Recording::Llama(recording)) =
+            (model, &self.recording)
+        else {
+            return Err(model_error("only a generation has a length to dispute"));
+        };
+        let graph = self.graph_for(model)?;
+        let samples = recording
+            .graph
+            .steps
+            .iter()
+            .enumerate()
+            .take(common.min(self.step_count()) as usize)
+            .filter(|(_, step)| {
+                recording
+                    .graph
+                    .ops
+                    .get(step.op)
+                    .is_some_and(|op| matches!(op.kind, piazza_llm::OpKind::Sample { .. }))
+            })
+            .map(|(index, _)| {
+                let siblings = merkle::prove(&self.leaves, index)
+                    .ok_or_else(|| model_error(format!("no leaf {index}")))?
+                    .siblings;
+                Ok(LeafOpening {
+                    index: index as u64,
+                    rows: 1,
+                    columns: 1,
+                    values: self.block(&graph, index)?,
+                    siblings,
+                })
+            })
+            .collect::<Result<Vec<_>, ArbiterError>>()?;
+        Ok(LengthEvidence {
+            config: model.config_bytes(),
+            tokenizer: crate::tokens::llama_tokenizer_bytes(generator),
+            ids: self.ids.clone(),
+            samples,
         })
     }
 }
