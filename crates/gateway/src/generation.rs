@@ -1,13 +1,17 @@
-//! `POST /v1/chat/completions` and `POST /v1/completions`: one generation job each, answered
+//! `POST /v1/chat/completions` and `POST /v1/completions`: one generation each, answered
 //! whole or as server-sent events. Both endpoints share one path: the request becomes a prompt
 //! (chat messages in the canonical chat encoding for the model's own template, or the text
-//! prompt), the prompt one job, and the settled job one answer in the endpoint's shape.
+//! prompt), the prompt one request over a session (its text relayed as the provider streams
+//! it, the receipt on the last chunk) or, with `x-piazza-mode: job` or when no provider serves
+//! the model's sessions, one job, whose settled output becomes one answer.
 
 use crate::errors::ApiError;
+use crate::live::{self, Underway};
 use crate::market::JobOutcome;
 use crate::openai::{ChatRequest, CompletionRequest, Sampling};
 use crate::params::Endpoint;
 use crate::server::{now_s, receipt_headers, receipts_json, Caller, Gateway};
+use crate::sessions::Mode;
 use crate::{CHAT_MAX_TOKENS_DEFAULT, CHAT_MESSAGES_MAX, COMPLETION_MAX_TOKENS_DEFAULT};
 use axum::body::Body;
 use axum::extract::State;
@@ -47,7 +51,7 @@ pub(crate) async fn chat(
     let input = chat_input(&request)?;
     generate(
         gw,
-        caller,
+        (caller, Mode::of(&headers)?),
         Shape::Chat,
         &request.model,
         input,
@@ -80,7 +84,7 @@ pub(crate) async fn completions(
     }
     generate(
         gw,
-        caller,
+        (caller, Mode::of(&headers)?),
         Shape::Text,
         &request.model,
         prompt.into_bytes(),
@@ -121,10 +125,10 @@ fn chat_input(request: &ChatRequest) -> Result<Vec<u8>, ApiError> {
     Ok(chat.encode())
 }
 
-/// The shared path: one job for `input`, answered in `shape`.
+/// The shared path: one session request or job for `input`, answered in `shape`.
 async fn generate(
     gw: Arc<Gateway>,
-    caller: Caller,
+    (caller, mode): (Caller, Mode),
     shape: Shape,
     model: &str,
     input: Vec<u8>,
@@ -137,6 +141,31 @@ async fn generate(
     )?;
     params.chat = shape == Shape::Chat;
     let (served, price) = gw.served_model(model, "generation").await?;
+    let caller = match mode {
+        Mode::Job => caller,
+        Mode::Session => {
+            let ask = live::Ask {
+                input: input.clone(),
+                params: params.clone(),
+                max_units: max_tokens,
+            };
+            match live::start(&gw, caller, &served, price, vec![ask]).await? {
+                Ok(underway) => {
+                    let reply = Chunks::new(
+                        shape,
+                        model,
+                        format!("s{}-{}", underway.session, underway.seq),
+                    );
+                    return Ok(if sampling.stream {
+                        stream_live(reply, sampling, params, underway)
+                    } else {
+                        whole_live(reply, &params, underway).await?
+                    });
+                }
+                Err(caller) => caller,
+            }
+        }
+    };
     let mut outcomes = gw
         .run_jobs(
             caller,
@@ -209,35 +238,309 @@ fn job_params(
     Ok((params, max_tokens))
 }
 
-/// The generated text cut at the first stop sequence, and OpenAI's finish reason.
-fn finish(outcome: &JobOutcome, params: &JobParams) -> (String, &'static str) {
-    let mut text = String::from_utf8_lossy(&outcome.output).into_owned();
-    if let Some(cut) = params
+/// Where the first stop sequence starts in `text`.
+fn first_stop(text: &str, params: &JobParams) -> Option<usize> {
+    params
         .stop
         .iter()
         .filter_map(|s| text.find(s.as_str()))
         .min()
-    {
-        text.truncate(cut);
-        return (text, "stop");
-    }
-    let reason = if outcome.work_units >= u64::from(params.max_tokens) {
+}
+
+/// OpenAI's finish reason of a generation of `units` tokens not cut at a stop sequence.
+fn reason(units: u64, params: &JobParams) -> &'static str {
+    if units >= u64::from(params.max_tokens) {
         "length"
     } else {
         "stop"
-    };
-    (text, reason)
+    }
 }
 
-/// OpenAI's `usage`: generated tokens are the job's units; prompt tokens are what the chain
-/// records for the job (`input_units`), 0 on a chain that records none.
-fn usage(outcome: &JobOutcome) -> Value {
-    let prompt = outcome.input_units.unwrap_or(0);
+/// The generated text cut at the first stop sequence, and OpenAI's finish reason.
+fn finish(output: &[u8], units: u64, params: &JobParams) -> (String, &'static str) {
+    let mut text = String::from_utf8_lossy(output).into_owned();
+    if let Some(cut) = first_stop(&text, params) {
+        text.truncate(cut);
+        return (text, "stop");
+    }
+    (text, reason(units, params))
+}
+
+/// OpenAI's `usage`: generated tokens are the units; prompt tokens are what the chain records
+/// for the job (`input_units`), 0 where none is recorded (a chain without it, a session).
+fn usage(input_units: Option<u64>, units: u64) -> Value {
+    let prompt = input_units.unwrap_or(0);
     json!({
         "prompt_tokens": prompt,
-        "completion_tokens": outcome.work_units,
-        "total_tokens": prompt.saturating_add(outcome.work_units),
+        "completion_tokens": units,
+        "total_tokens": prompt.saturating_add(units),
     })
+}
+
+/// The chunks and answers of one generation in its endpoint's shape.
+struct Chunks {
+    shape: Shape,
+    id: String,
+    created: u64,
+    model: String,
+}
+
+impl Chunks {
+    fn new(shape: Shape, model: &str, id: String) -> Chunks {
+        let id = match shape {
+            Shape::Chat => format!("chatcmpl-{id}"),
+            Shape::Text => format!("cmpl-{id}"),
+        };
+        Chunks {
+            shape,
+            id,
+            created: now_s(),
+            model: model.to_string(),
+        }
+    }
+
+    fn chunk_object(&self) -> &'static str {
+        match self.shape {
+            Shape::Chat => "chat.completion.chunk",
+            Shape::Text => "text_completion",
+        }
+    }
+
+    fn chunk(&self, piece: Option<&str>, reason: Option<&str>) -> Value {
+        let choice = match self.shape {
+            Shape::Chat => {
+                let delta = piece.map_or(json!({}), |p| json!({"content": p}));
+                json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": reason})
+            }
+            Shape::Text => {
+                json!({"index": 0, "text": piece.unwrap_or(""), "logprobs": null, "finish_reason": reason})
+            }
+        };
+        json!({"id": self.id, "object": self.chunk_object(), "created": self.created, "model": self.model, "choices": [choice]})
+    }
+
+    /// The chunk that opens a stream (chat only: the assistant's role).
+    fn opening(&self) -> Option<Value> {
+        (self.shape == Shape::Chat).then(|| {
+            let mut first = self.chunk(None, None);
+            first["choices"][0]["delta"] = json!({"role": "assistant", "content": ""});
+            first
+        })
+    }
+
+    /// The chunks that close a stream: the finish reason with the receipts, then (with
+    /// `stream_options.include_usage`) a chunk with no choices carrying the usage.
+    fn closing(
+        &self,
+        include_usage: bool,
+        reason: &str,
+        usage: Value,
+        piazza: Value,
+    ) -> Vec<Value> {
+        let mut last = self.chunk(None, Some(reason));
+        last["piazza"] = piazza.clone();
+        let mut chunks = vec![last];
+        if include_usage {
+            chunks.push(json!({"id": self.id, "object": self.chunk_object(), "created": self.created, "model": self.model,
+                               "choices": [], "usage": usage, "piazza": piazza}));
+        }
+        chunks
+    }
+
+    /// The whole answer.
+    fn whole(&self, text: &str, reason: &str, usage: Value, piazza: Value) -> Value {
+        let (object, choice) = match self.shape {
+            Shape::Chat => (
+                "chat.completion",
+                json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": reason}),
+            ),
+            Shape::Text => (
+                "text_completion",
+                json!({"index": 0, "text": text, "logprobs": null, "finish_reason": reason}),
+            ),
+        };
+        json!({
+            "id": self.id, "object": object, "created": self.created, "model": self.model,
+            "choices": [choice], "usage": usage, "piazza": piazza,
+        })
+    }
+}
+
+/// A session's answer, whole.
+async fn whole_live(
+    reply: Chunks,
+    params: &JobParams,
+    underway: Underway,
+) -> Result<Response, ApiError> {
+    let answers = underway.finish().await?;
+    let answer = answers
+        .first()
+        .ok_or_else(|| ApiError::internal("no session answer"))?;
+    let units = answer.receipt.receipt.units;
+    let (text, reason) = finish(&answer.output, units, params);
+    let body = reply.whole(
+        &text,
+        reason,
+        usage(None, units),
+        live::receipts_json(&answers),
+    );
+    Ok((live::receipt_headers(&answers), Json(body)).into_response())
+}
+
+/// Text as it streams, held back only as far as a stop sequence could still begin in it.
+struct Cutter {
+    text: String,
+    sent: usize,
+    stopped: bool,
+    holdback: usize,
+}
+
+impl Cutter {
+    fn new(params: &JobParams) -> Cutter {
+        let longest = params.stop.iter().map(String::len).max().unwrap_or(0);
+        Cutter {
+            text: String::new(),
+            sent: 0,
+            stopped: false,
+            holdback: longest.saturating_sub(1),
+        }
+    }
+
+    /// What of the text so far may go out now.
+    fn push(&mut self, piece: &str, params: &JobParams) -> String {
+        if self.stopped {
+            return String::new();
+        }
+        self.text.push_str(piece);
+        let mut until = match first_stop(&self.text, params) {
+            Some(cut) => {
+                self.stopped = true;
+                cut
+            }
+            None => self.text.len().saturating_sub(self.holdback),
+        };
+        while !self.text.is_char_boundary(until) {
+            until -= 1;
+        }
+        let out = self
+            .text
+            .get(self.sent..until.max(self.sent))
+            .unwrap_or("")
+            .to_string();
+        self.sent = until.max(self.sent);
+        out
+    }
+
+    /// The rest once the text is complete.
+    fn rest(&mut self) -> String {
+        if self.stopped {
+            return String::new();
+        }
+        let out = self.text.get(self.sent..).unwrap_or("").to_string();
+        self.sent = self.text.len();
+        out
+    }
+}
+
+/// A session's answer as it streams: each piece of text as the provider sends it, the finish
+/// reason and receipts once its receipt is checked, then `data: [DONE]`.
+fn stream_live(
+    reply: Chunks,
+    sampling: &Sampling,
+    params: JobParams,
+    underway: Underway,
+) -> Response {
+    let mut queue: std::collections::VecDeque<String> =
+        reply.opening().map(|c| c.to_string()).into_iter().collect();
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&underway.session.to_string()) {
+        headers.insert("x-piazza-session", v);
+    }
+    let state = LiveStream {
+        cutter: Cutter::new(&params),
+        reply,
+        include_usage: include_usage(sampling),
+        params,
+        deltas: underway.deltas,
+        answers: Some(underway.answers),
+        queue: std::mem::take(&mut queue),
+    };
+    let events = futures_util::stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(data) = st.queue.pop_front() {
+                return Some((
+                    Ok::<_, std::convert::Infallible>(Event::default().data(data)),
+                    st,
+                ));
+            }
+            let answers = st.answers.take()?;
+            match st.deltas.recv().await {
+                Some(piece) => {
+                    st.answers = Some(answers);
+                    let out = st.cutter.push(&piece, &st.params);
+                    if !out.is_empty() {
+                        st.queue
+                            .push_back(st.reply.chunk(Some(&out), None).to_string());
+                    }
+                }
+                None => st.end(answers).await,
+            }
+        }
+    });
+    (headers, Sse::new(events).keep_alive(KeepAlive::default())).into_response()
+}
+
+struct LiveStream {
+    reply: Chunks,
+    include_usage: bool,
+    params: JobParams,
+    cutter: Cutter,
+    deltas: tokio::sync::mpsc::UnboundedReceiver<String>,
+    answers: Option<
+        tokio::sync::oneshot::Receiver<Result<Vec<piazza_client::session::Answer>, ApiError>>,
+    >,
+    queue: std::collections::VecDeque<String>,
+}
+
+impl LiveStream {
+    /// The closing chunks (or the error), then `[DONE]`.
+    async fn end(
+        &mut self,
+        answers: tokio::sync::oneshot::Receiver<
+            Result<Vec<piazza_client::session::Answer>, ApiError>,
+        >,
+    ) {
+        let result = answers.await.unwrap_or_else(|_| {
+            Err(ApiError::internal(
+                "the session task ended without an answer",
+            ))
+        });
+        match result {
+            Ok(answers) => {
+                let rest = self.cutter.rest();
+                if !rest.is_empty() {
+                    self.queue
+                        .push_back(self.reply.chunk(Some(&rest), None).to_string());
+                }
+                let units = answers.first().map_or(0, |a| a.receipt.receipt.units);
+                let reason = if self.cutter.stopped {
+                    "stop"
+                } else {
+                    reason(units, &self.params)
+                };
+                for chunk in self.reply.closing(
+                    self.include_usage,
+                    reason,
+                    usage(None, units),
+                    live::receipts_json(&answers),
+                ) {
+                    self.queue.push_back(chunk.to_string());
+                }
+            }
+            Err(e) => self.queue.push_back(e.body().to_string()),
+        }
+        self.queue.push_back("[DONE]".into());
+    }
 }
 
 /// The settled job as the endpoint's answer, whole or streamed.
@@ -248,74 +551,32 @@ fn answer(
     outcome: &JobOutcome,
     params: &JobParams,
 ) -> Response {
-    let (text, reason) = finish(outcome, params);
+    let (text, reason) = finish(&outcome.output, outcome.work_units, params);
     let receipts = [&outcome.receipt];
-    let (id, object, chunk_object) = match shape {
-        Shape::Chat => (
-            format!("chatcmpl-{}", outcome.receipt.job),
-            "chat.completion",
-            "chat.completion.chunk",
-        ),
-        Shape::Text => (
-            format!("cmpl-{}", outcome.receipt.job),
-            "text_completion",
-            "text_completion",
-        ),
-    };
-    let created = now_s();
-    let usage = usage(outcome);
+    let reply = Chunks::new(shape, model, outcome.receipt.job.to_string());
+    let usage = usage(outcome.input_units, outcome.work_units);
     let piazza = receipts_json(&receipts);
     let headers = receipt_headers(&receipts);
     if !sampling.stream {
-        let choice = match shape {
-            Shape::Chat => {
-                json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": reason})
-            }
-            Shape::Text => {
-                json!({"index": 0, "text": text, "logprobs": null, "finish_reason": reason})
-            }
-        };
-        let body = json!({
-            "id": id, "object": object, "created": created, "model": model,
-            "choices": [choice], "usage": usage, "piazza": piazza,
-        });
-        return (headers, Json(body)).into_response();
+        return (headers, Json(reply.whole(&text, reason, usage, piazza))).into_response();
     }
-    let chunk = |piece: Option<&str>, reason: Option<&str>| {
-        let choice = match shape {
-            Shape::Chat => {
-                let delta = piece.map_or(json!({}), |p| json!({"content": p}));
-                json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": reason})
-            }
-            Shape::Text => {
-                json!({"index": 0, "text": piece.unwrap_or(""), "logprobs": null, "finish_reason": reason})
-            }
-        };
-        json!({"id": id, "object": chunk_object, "created": created, "model": model, "choices": [choice]})
-    };
-    let mut chunks = Vec::new();
-    if shape == Shape::Chat {
-        let mut first = chunk(None, None);
-        first["choices"][0]["delta"] = json!({"role": "assistant", "content": ""});
-        chunks.push(first);
-    }
-    chunks.extend(pieces(&text).into_iter().map(|p| chunk(Some(p), None)));
+    let mut chunks: Vec<Value> = reply.opening().into_iter().collect();
+    chunks.extend(
+        pieces(&text)
+            .into_iter()
+            .map(|p| reply.chunk(Some(p), None)),
+    );
     // The last chunk (with the finish reason) carries the receipts.
-    let mut last = chunk(None, Some(reason));
-    last["piazza"] = piazza.clone();
-    chunks.push(last);
-    // With `stream_options.include_usage`, a final chunk with no choices carries the usage.
-    if sampling
+    chunks.extend(reply.closing(include_usage(sampling), reason, usage, piazza));
+    sse(headers, chunks)
+}
+
+/// Whether the stream ends with a chunk carrying the usage (`stream_options.include_usage`).
+fn include_usage(sampling: &Sampling) -> bool {
+    sampling
         .stream_options
         .as_ref()
         .is_some_and(|o| o.include_usage)
-    {
-        chunks.push(
-            json!({"id": id, "object": chunk_object, "created": created, "model": model,
-                           "choices": [], "usage": usage, "piazza": piazza}),
-        );
-    }
-    sse(headers, chunks)
 }
 
 /// Streamed answers: the settled job's text as OpenAI chunks, then `data: [DONE]`. The whole
@@ -433,17 +694,14 @@ mod tests {
             ..JobParams::default()
         };
         assert_eq!(
-            finish(&outcome("one two END three", 4), &params),
+            finish(b"one two END three", 4, &params),
             ("one two ".to_string(), "stop")
         );
         assert_eq!(
-            finish(&outcome("one two", 4), &params),
+            finish(b"one two", 4, &params),
             ("one two".to_string(), "length")
         );
-        assert_eq!(
-            finish(&outcome("one", 2), &params),
-            ("one".to_string(), "stop")
-        );
+        assert_eq!(finish(b"one", 2, &params), ("one".to_string(), "stop"));
     }
 
     #[test]
@@ -451,11 +709,11 @@ mod tests {
         let mut o = outcome("four words of text", 4);
         o.input_units = Some(23);
         assert_eq!(
-            usage(&o),
+            usage(o.input_units, o.work_units),
             json!({"prompt_tokens": 23, "completion_tokens": 4, "total_tokens": 27})
         );
         o.input_units = None;
-        assert_eq!(usage(&o)["total_tokens"], 4);
+        assert_eq!(usage(o.input_units, o.work_units)["total_tokens"], 4);
     }
 
     async fn events(response: Response) -> Vec<Value> {
@@ -509,5 +767,46 @@ mod tests {
             "Paris is the capital"
         );
         assert_eq!(body["usage"]["total_tokens"], 13);
+    }
+
+    #[test]
+    fn streamed_text_is_cut_at_a_stop_sequence_split_across_pieces() {
+        let params = JobParams {
+            stop: vec!["END".into()],
+            ..JobParams::default()
+        };
+        let mut cutter = Cutter::new(&params);
+        let sent: Vec<String> = ["one E", "N", "D two"]
+            .iter()
+            .map(|p| cutter.push(p, &params))
+            .collect();
+        // The last two bytes (as long as the stop sequence less one) are held back until
+        // they turn out not to begin it; what begins it never goes out.
+        assert_eq!(sent, ["one", " ", ""]);
+        assert_eq!(cutter.rest(), "");
+        assert!(cutter.stopped);
+        // Held-back text that is not a stop sequence goes out, all of it by the end.
+        let mut cutter = Cutter::new(&params);
+        let mut text = cutter.push("abcE", &params);
+        text += &cutter.push("é", &params);
+        text += &cutter.rest();
+        assert_eq!(text, "abcEé");
+        // No stop sequence: nothing is held back.
+        let plain = JobParams::default();
+        let mut cutter = Cutter::new(&plain);
+        assert_eq!(cutter.push("Paris", &plain), "Paris");
+    }
+
+    #[test]
+    fn the_mode_header_picks_session_or_job() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(Mode::of(&headers).unwrap(), Mode::Session);
+        headers.insert("x-piazza-mode", "job".parse().unwrap());
+        assert_eq!(Mode::of(&headers).unwrap(), Mode::Job);
+        headers.insert("x-piazza-mode", "chain".parse().unwrap());
+        assert_eq!(
+            Mode::of(&headers).unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
     }
 }

@@ -49,11 +49,13 @@ pub mod errors;
 pub mod fees;
 mod generation;
 pub mod keys;
+mod live;
 pub mod market;
 mod models;
 pub mod openai;
 pub mod params;
 mod server;
+pub mod sessions;
 pub mod slots;
 
 pub use cli::{run, GatewayCommand};

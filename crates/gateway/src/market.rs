@@ -30,6 +30,8 @@ pub struct Model {
     /// The highest price per unit among the providers serving it: an escrow at this price
     /// makes every one of them eligible. `None` when no provider serves it.
     pub price_per_unit: Option<Amount>,
+    /// Whether some provider serving it names an endpoint (where sessions are served).
+    pub session_endpoint: bool,
 }
 
 impl Model {
@@ -43,6 +45,12 @@ pub struct Signer {
     key: SecretKey,
     /// `None` until read from the chain, and again after a refused submission.
     next_nonce: Mutex<Option<u64>>,
+}
+
+impl Signer {
+    pub(crate) fn key(&self) -> &SecretKey {
+        &self.key
+    }
 }
 
 /// What a settled job gives back.
@@ -140,7 +148,7 @@ impl Market {
         }
         let mut models = BTreeMap::new();
         for info in self.client.models().await.map_err(node_error)? {
-            let mut price: Option<Amount> = None;
+            let (mut price, mut session_endpoint): (Option<Amount>, bool) = (None, false);
             for address in &info.providers {
                 let Ok(address) = address.parse() else {
                     continue;
@@ -148,6 +156,7 @@ impl Market {
                 if let Some(p) = self.client.provider(&address).await.map_err(node_error)? {
                     let offer = amount(&p.price_per_unit);
                     price = Some(price.map_or(offer, |best| best.max(offer)));
+                    session_endpoint |= !p.endpoint.trim().is_empty();
                 }
             }
             models.insert(
@@ -155,6 +164,7 @@ impl Market {
                 Model {
                     info,
                     price_per_unit: price,
+                    session_endpoint,
                 },
             );
         }
@@ -197,12 +207,23 @@ impl Market {
         }
     }
 
-    /// Signs and posts one job submission at the signer's next nonce. The nonce lock is held
-    /// only while posting, so concurrent requests of one account get consecutive nonces.
+    /// Signs and posts one job submission at the signer's next nonce.
     async fn post(
         &self,
         signer: &Signer,
         job: compute::Msg,
+        fee: Amount,
+    ) -> Result<Hash, ApiError> {
+        self.post_message(signer, Message::Compute(job), fee).await
+    }
+
+    /// Signs and posts one message at the signer's next nonce, its transaction paying at most
+    /// `fee`. The nonce lock is held only while posting, so concurrent requests of one account
+    /// (jobs and session transactions alike) get consecutive nonces.
+    pub(crate) async fn post_message(
+        &self,
+        signer: &Signer,
+        message: Message,
         fee: Amount,
     ) -> Result<Hash, ApiError> {
         let mut next = signer.next_nonce.lock().await;
@@ -223,7 +244,7 @@ impl Market {
                 sender: signer.key.public_key(),
                 nonce,
                 max_fee: fee,
-                messages: vec![Message::Compute(job.clone())],
+                messages: vec![message.clone()],
             }
             .sign(&signer.key);
             match self.client.submit(&tx).await {

@@ -30,6 +30,7 @@ pub(crate) struct Gateway {
     signers: tokio::sync::Mutex<BTreeMap<String, Arc<Signer>>>,
     pub(crate) limits: Limits,
     slots: Slots,
+    pub(crate) sessions: crate::sessions::Sessions,
 }
 
 /// A running gateway.
@@ -64,6 +65,11 @@ impl GatewayHandle {
     /// Requests holding one of the gateway's slots (jobs still settling included).
     pub fn requests_in_flight(&self) -> usize {
         self.gateway.slots.in_flight()
+    }
+
+    /// Session transactions (opens, top-ups, closes) the gateway has sent.
+    pub fn session_transactions(&self) -> u64 {
+        self.gateway.sessions.transactions()
     }
 
     /// The chain's job fees as the gateway measured them.
@@ -113,6 +119,7 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
             config.limits.requests_in_flight_per_key_max,
         ),
         limits: config.limits,
+        sessions: Default::default(),
     });
     let app = router(gateway.clone());
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -166,8 +173,8 @@ async fn unknown_url(method: Method, uri: Uri) -> ApiError {
 
 /// An authenticated request holding its key's slot and one of the gateway's.
 pub(crate) struct Caller {
-    key: KeyRecord,
-    slot: Slot,
+    pub(crate) key: KeyRecord,
+    pub(crate) slot: Slot,
 }
 
 /// The jobs of one request, priced.
@@ -184,14 +191,14 @@ pub(crate) struct Jobs {
 
 /// A reservation that is given back when dropped unless settled first, so no path (an error,
 /// a hung-up client, a cancelled task) leaves it held.
-struct Held {
+pub(crate) struct Held {
     keys: Arc<KeyStore>,
     key_id: String,
     reservation: Option<Reservation>,
 }
 
 impl Held {
-    fn settle(mut self, charged: Amount) {
+    pub(crate) fn settle(mut self, charged: Amount) {
         if let Some(reservation) = self.reservation.take() {
             if let Err(e) = self.keys.settle(reservation, charged) {
                 tracing::error!(error = %e, key = %self.key_id, %charged, "could not record a charge");
@@ -308,7 +315,22 @@ impl Gateway {
         Ok((Caller { key, slot }, request))
     }
 
-    async fn signer(&self, name: &str) -> Result<Arc<Signer>, ApiError> {
+    /// Reserves `worst_case` against `key`'s spend limit (429 when it would pass it).
+    pub(crate) fn reserve(&self, key: &KeyRecord, worst_case: Amount) -> Result<Held, ApiError> {
+        let reservation = self.keys.reserve(&key.key_hash, worst_case).map_err(|e| match e {
+            KeyStoreError::LimitReached { remaining, limit, .. } => ApiError::quota(format!(
+                "This request's worst-case cost is {worst_case} PZA, more than the {remaining} PZA left of this API key's spend limit ({limit} PZA). Raise the key's limit or ask for fewer tokens."
+            )),
+            other => ApiError::internal(other.to_string()),
+        })?;
+        Ok(Held {
+            keys: self.keys.clone(),
+            key_id: key.id.clone(),
+            reservation: Some(reservation),
+        })
+    }
+
+    pub(crate) async fn signer(&self, name: &str) -> Result<Arc<Signer>, ApiError> {
         let mut signers = self.signers.lock().await;
         if let Some(s) = signers.get(name) {
             return Ok(s.clone());
