@@ -125,14 +125,18 @@ async fn subscribed(url: &str, topic: &str, times: usize) -> (Socket, Vec<String
             .send(WsMessage::Text(request.to_string().into()))
             .await
             .unwrap();
-        loop {
-            let message = socket.next().await.unwrap().unwrap();
-            let answer: Value = serde_json::from_str(message.to_text().unwrap()).unwrap();
-            if answer["id"] == json!(call) {
-                ids.push(answer["result"].as_str().unwrap().to_string());
-                break;
+        let id = tokio::time::timeout(WAIT, async {
+            loop {
+                let message = socket.next().await.unwrap().unwrap();
+                let answer: Value = serde_json::from_str(message.to_text().unwrap()).unwrap();
+                if answer["id"] == json!(call) {
+                    return answer["result"].as_str().unwrap().to_string();
+                }
             }
-        }
+        })
+        .await
+        .expect("no answer to a subscribe call");
+        ids.push(id);
     }
     (socket, ids)
 }
@@ -202,9 +206,13 @@ async fn silent_subscribers(limits: RpcLimits, batches: u64, per_sender: u64) ->
         assert!(results.iter().all(Result::is_ok), "{:?}", results.first());
         // The next batch lands in a later block.
         let height = node.handle.app.head().unwrap().height;
-        while node.handle.app.head().unwrap().height < height + 2 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        tokio::time::timeout(WAIT, async {
+            while node.handle.app.head().unwrap().height < height + 2 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the node stopped making blocks");
     }
     let reader = tokio::time::timeout(WAIT, reading)
         .await
@@ -419,15 +427,23 @@ async fn large_bodies_share_a_budget_and_trickled_bodies_are_cut() {
     holder.write_all(head.as_bytes()).await.unwrap();
     holder.write_all(&body[..body.len() / 2]).await.unwrap();
     wait_for_metric(&node.url, "piazza_rpc_connections_open", 1).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
 
-    // ...so a second one waits, then is refused; a small call is served meanwhile.
-    let (status, answer) = post(&node.url, large(100 * 1024)).await;
-    assert_eq!(
-        (status, error_of(&answer).0),
-        (503, SERVER_BUSY),
-        "{answer}"
-    );
+    // ...so a second one waits, then is refused; a small call is served meanwhile. The hold
+    // starts once the server has read the holder's head, which shows only as this refusal: a
+    // second body sent before that is served (and refused as a transaction), so send again
+    // until the budget refuses it, within WAIT.
+    let answer = tokio::time::timeout(WAIT, async {
+        loop {
+            let (status, answer) = post(&node.url, large(100 * 1024)).await;
+            if status == 503 {
+                return answer;
+            }
+            assert_eq!(status, 200, "served before the hold: {answer}");
+        }
+    })
+    .await
+    .expect("a second large body was never refused while the first held the budget");
+    assert_eq!(error_of(&answer).0, SERVER_BUSY, "{answer}");
     let (status, _) = post(
         &node.url,
         br#"{"jsonrpc":"2.0","id":1,"method":"piazza_status"}"#.to_vec(),

@@ -299,9 +299,13 @@ async fn stake_unbonds_after_the_delay() {
     let stake = t.client.stake(&address).await.unwrap();
     assert!(stake.bonds.is_empty());
     assert_eq!(stake.unbonding, Amount::pza(300).base_units().to_string());
-    while t.client.status().await.unwrap().height < release {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    tokio::time::timeout(WAIT, async {
+        while t.client.status().await.unwrap().height < release {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the chain did not reach the release height");
     let after = t
         .client
         .account(&address)
