@@ -24,6 +24,7 @@
 //! - The verify escrow holds exactly the bonds of open disputes.
 
 mod arbitrate;
+mod assign;
 mod attest;
 mod audit;
 mod auditor;
@@ -35,6 +36,7 @@ mod reveal;
 pub mod state_key;
 mod types;
 
+pub use assign::{assign_auditor, audit_rate};
 pub use game::{prefix_nodes, Advance, Dispute, Party, Phase, CLAIMANT, DEFENDANT};
 pub use msg::Msg;
 pub use types::{Auditor, Hold};
