@@ -14,12 +14,16 @@
 //! # Ok(()) }
 //! ```
 
+use crate::{Client, ClientError};
+use piazza_api::{session_method, SessionInfo, SessionState};
 use piazza_ledger::job::JobParams;
-use piazza_ledger::sessions::{SignedReceipt, SignedVoucher};
-use piazza_primitives::Amount;
+use piazza_ledger::sessions::{self, SignedReceipt, SignedVoucher};
+use piazza_ledger::tx::Message;
+use piazza_primitives::{Address, Amount, Hash, PublicKey, SecretKey};
 use piazza_session::wire::{
     ErrorView, Event, EventReader, RequestBody, SessionView, VoucherBody, WireError,
 };
+use piazza_session::Terms;
 use piazza_session::{ClientChannel, ReceiptRefusal};
 use std::time::Duration;
 
@@ -224,4 +228,120 @@ async fn refused(response: reqwest::Response) -> Result<reqwest::Response, Sessi
         },
     };
     Err(SessionError::Refused { status, error })
+}
+
+/// What `sessions::Msg::Open` asks for.
+#[derive(Debug, Clone)]
+pub struct OpenSession {
+    pub model: String,
+    pub deposit: Amount,
+    pub max_price_per_unit: Amount,
+    pub expiry_blocks: u64,
+    /// A second key that may sign requests and vouchers.
+    pub authorised: Option<PublicKey>,
+}
+
+/// How long opening a session waits for its transaction.
+pub const OPEN_TIMEOUT_MS: u64 = 60_000;
+
+impl Client {
+    /// The chain's record of session `id`.
+    pub async fn session(&self, id: u64) -> Result<Option<SessionInfo>, ClientError> {
+        self.call(session_method::GET_SESSION, serde_json::json!([id]))
+            .await
+    }
+
+    /// Opens a session from `key` (its owner key) and returns its id once the transaction is
+    /// in a block.
+    pub async fn open_session(
+        &self,
+        key: &SecretKey,
+        open: OpenSession,
+    ) -> Result<u64, ClientError> {
+        let message = Message::Sessions(sessions::Msg::Open {
+            model: open.model,
+            owner_key: key.public_key(),
+            authorised: open.authorised,
+            deposit: open.deposit,
+            max_price_per_unit: open.max_price_per_unit,
+            expiry_blocks: open.expiry_blocks,
+        });
+        let hash = self.send_message(key, message).await?;
+        let receipt = self
+            .wait_for_receipt(&hash, Duration::from_millis(OPEN_TIMEOUT_MS))
+            .await?;
+        if let Some(error) = receipt.error {
+            return Err(ClientError::Decode(format!(
+                "session not opened: {} {}",
+                error.name, error.message
+            )));
+        }
+        receipt
+            .events
+            .iter()
+            .find(|e| e.kind == "sessions.opened")
+            .and_then(|e| e.attributes.get("session")?.parse().ok())
+            .ok_or_else(|| ClientError::Decode("no sessions.opened event".into()))
+    }
+
+    /// Waits until session `id` has a provider; returns its record.
+    pub async fn wait_for_session(
+        &self,
+        id: u64,
+        timeout: Duration,
+    ) -> Result<SessionInfo, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(info) = self.session(id).await? {
+                if info.state != SessionState::Pending {
+                    return Ok(info);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClientError::Timeout(timeout));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// The terms of a session from its RPC record; `None` while it has no provider.
+pub fn terms(info: &SessionInfo) -> Result<Option<Terms>, ClientError> {
+    let bad =
+        |what: &str, e: String| ClientError::Decode(format!("session {}: {what}: {e}", info.id));
+    let key = |what: &str, text: &str| -> Result<PublicKey, ClientError> {
+        let bytes: Hash = text
+            .parse()
+            .map_err(|e: hex::FromHexError| bad(what, e.to_string()))?;
+        Ok(PublicKey(bytes.0))
+    };
+    let amount = |what: &str, text: &str| -> Result<Amount, ClientError> {
+        text.parse::<u128>()
+            .map(Amount::new)
+            .map_err(|e| bad(what, e.to_string()))
+    };
+    let Some(provider) = &info.provider else {
+        return Ok(None);
+    };
+    let provider: Address = provider
+        .parse()
+        .map_err(|e: piazza_primitives::AddressError| bad("provider", e.to_string()))?;
+    let escrowed = amount("deposit", &info.deposit)?
+        .checked_add(amount("paid", &info.paid)?)
+        .ok_or_else(|| bad("deposit", "overflow".into()))?;
+    Ok(Some(Terms {
+        session: info.id,
+        owner_key: key("owner_key", &info.owner_key)?,
+        authorised: info
+            .authorised
+            .as_deref()
+            .map(|k| key("authorised", k))
+            .transpose()?,
+        provider,
+        deposit: escrowed,
+        max_price_per_unit: amount("max_price_per_unit", &info.max_price_per_unit)?,
+        committed_seq: info.committed_seq,
+        committed_total: amount("committed_total", &info.committed_total)?,
+        open: info.state == SessionState::Open,
+    }))
 }

@@ -333,6 +333,8 @@ pub async fn run(
         next_nonce: tokio::sync::Mutex::new(None),
     });
     let me = config.address();
+    let sessions =
+        session::start_daemon(&config, models.clone(), poster.clone(), shutdown.clone()).await?;
     forget_finished(&client, &journal, &me).await;
     let player = Arc::new(Player::new(
         me,
@@ -403,6 +405,9 @@ pub async fn run(
         "provider stopping; finishing jobs in flight"
     );
     while tasks.join_next().await.is_some() {}
+    if let Some(sessions) = sessions {
+        sessions.shutdown().await;
+    }
     Ok(())
 }
 

@@ -55,6 +55,27 @@ pub trait SessionSource: Send + Sync + 'static {
     ) -> Pin<Box<dyn Future<Output = Result<Option<Assigned>, String>> + Send + '_>>;
 }
 
+/// Sessions as the node reports them (`piazza_getSession`).
+pub struct NodeSessions(pub piazza_client::Client);
+
+impl SessionSource for NodeSessions {
+    fn session(
+        &self,
+        id: u64,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<Assigned>, String>> + Send + '_>> {
+        Box::pin(async move {
+            let Some(info) = self.0.session(id).await.map_err(|e| e.to_string())? else {
+                return Ok(None);
+            };
+            let terms = piazza_client::session::terms(&info).map_err(|e| e.to_string())?;
+            Ok(terms.map(|terms| Assigned {
+                terms,
+                model: info.model,
+            }))
+        })
+    }
+}
+
 /// What the endpoint needs to serve.
 pub struct EndpointConfig {
     pub key: SecretKey,
@@ -366,7 +387,16 @@ async fn admit(endpoint: &Arc<Endpoint>, id: &str, body: Body) -> Result<Respons
         .cloned()
         .ok_or_else(|| Failure::new(StatusCode::NOT_FOUND, "not_assigned", "model not loaded"))?;
     check_params(&model, &request)?;
-    guard.channel.admit(&request)?;
+    if let Err(refusal) = guard.channel.admit(&request) {
+        // The chain may know more (a top-up): read the session again once.
+        if !matches!(refusal, Refusal::OverDeposit { .. }) {
+            return Err(refusal.into());
+        }
+        if let Ok(Some(assigned)) = endpoint.config.source.session(id).await {
+            guard.channel.refresh(assigned.terms);
+        }
+        guard.channel.admit(&request)?;
+    }
     let seq = request.request.seq;
     let Ok(permit) = endpoint.runs.clone().try_acquire_owned() else {
         guard.channel.abandon(seq);
@@ -524,15 +554,15 @@ async fn serve(
 pub struct CommitPolicy {
     /// Commit once this many paid receipts wait.
     pub receipts: u64,
-    /// Commit whatever is paid at least this often.
-    pub interval_ms: u64,
+    /// Commit whatever is paid at least once every this many blocks.
+    pub interval_blocks: u64,
 }
 
 impl Default for CommitPolicy {
     fn default() -> CommitPolicy {
         CommitPolicy {
             receipts: 64,
-            interval_ms: 30_000,
+            interval_blocks: 60,
         }
     }
 }
@@ -552,7 +582,8 @@ pub async fn commit_loop(
     policy: CommitPolicy,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut last: BTreeMap<u64, tokio::time::Instant> = BTreeMap::new();
+    // The height each session was last committed at (or first seen with receipts).
+    let mut last: BTreeMap<u64, u64> = BTreeMap::new();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(COMMIT_CHECK_MS)) => {}
@@ -561,12 +592,22 @@ pub async fn commit_loop(
         if *shutdown.borrow() {
             return;
         }
-        let now = tokio::time::Instant::now();
-        for commit in endpoint.commits().await {
+        let commits = endpoint.commits().await;
+        if commits.is_empty() {
+            continue;
+        }
+        let now = match client.status().await {
+            Ok(status) => status.height,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the height; commits wait");
+                continue;
+            }
+        };
+        for commit in commits {
             let session = commit.voucher.voucher.session;
             let since = *last.entry(session).or_insert(now);
             let due = commit.count >= policy.receipts
-                || now.duration_since(since) >= Duration::from_millis(policy.interval_ms);
+                || now.saturating_sub(since) >= policy.interval_blocks;
             if !due {
                 continue;
             }
@@ -614,4 +655,66 @@ async fn post_commit(
     }
     tracing::info!(session, tx = %hash, count = commit.count, "session receipts committed");
     Ok(())
+}
+
+/// The address to listen on for a registered endpoint `http://IP:PORT[/...]`; `None` for an
+/// empty endpoint or one that names a host (put a proxy in front, or register the address).
+pub fn listen_address(endpoint: &str) -> Option<std::net::SocketAddr> {
+    let rest = endpoint.strip_prefix("http://")?;
+    rest.split('/').next()?.parse().ok()
+}
+
+/// The daemon's session endpoint and its commit loop.
+pub struct Daemon {
+    pub server: crate::server::ServerHandle,
+    commits: tokio::task::JoinHandle<()>,
+}
+
+impl Daemon {
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
+        let _ = self.commits.await;
+    }
+}
+
+/// Starts the session endpoint on the provider's registered endpoint, and its commit loop;
+/// `None` when the endpoint is not an `http://IP:PORT` address.
+pub async fn start_daemon(
+    config: &crate::ProviderConfig,
+    models: Arc<BTreeMap<String, LoadedModel>>,
+    poster: Arc<crate::Poster>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<Option<Daemon>, crate::ProviderError> {
+    let Some(listen) = listen_address(&config.endpoint) else {
+        if !config.endpoint.is_empty() {
+            tracing::warn!(endpoint = %config.endpoint, "not an http://IP:PORT endpoint: sessions are not served");
+        }
+        return Ok(None);
+    };
+    let client = piazza_client::Client::new(&config.node_url);
+    let limits = ServerLimits {
+        runs_max: config.concurrency.max(1),
+        ..ServerLimits::default()
+    };
+    let (router, endpoint) = router(EndpointConfig {
+        key: config.key.clone(),
+        price_per_unit: config.price_per_unit,
+        models,
+        threads: config.threads,
+        limits: limits.clone(),
+        store: SessionStore::open(&config.journal_dir.join("sessions"))?,
+        source: Arc::new(NodeSessions(client.clone())),
+    });
+    let server = crate::server::start(listen, router, limits)
+        .await
+        .map_err(|e| crate::ProviderError::Config(format!("session endpoint {listen}: {e}")))?;
+    tracing::info!(addr = %server.addr, "session endpoint listening");
+    let commits = tokio::spawn(commit_loop(
+        endpoint,
+        client,
+        poster,
+        CommitPolicy::default(),
+        shutdown,
+    ));
+    Ok(Some(Daemon { server, commits }))
 }
