@@ -4,8 +4,7 @@ use anyhow::Result;
 use clap::Subcommand;
 use piazza_codec::Encode;
 use piazza_ledger::bank;
-use piazza_ledger::genesis::{FeeParams, Genesis, GenesisAccount, GenesisBond};
-use piazza_ledger::staking::{self, Role};
+use piazza_ledger::genesis::GenesisAccount;
 use piazza_ledger::tx::{Message, SignedTransaction, Transaction};
 use piazza_mempool::MempoolConfig;
 use piazza_node::App;
@@ -41,20 +40,55 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// One long SmolLM2 generation through the compute market on an in-process devnet: the
+    /// job takes far more blocks than the base deadline, settles, and the provider is not
+    /// slashed (deadlines follow the work at the provider's declared speed).
+    LongGeneration {
+        /// Tokens to generate (a counting prompt keeps the model going).
+        #[arg(long, default_value_t = 2048)]
+        tokens: u32,
+        /// The devnet's block interval.
+        #[arg(long, default_value_t = 1000)]
+        block_interval_ms: u64,
+        /// Prompt length in bytes at least (a longer count): a long context.
+        #[arg(long, default_value_t = 0)]
+        prompt_bytes: usize,
+        /// Jobs the provider holds at once (its declared speed is shared among them).
+        #[arg(long, default_value_t = 16)]
+        capacity: u32,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(command: BenchCommand) -> Result<()> {
-    // `jobs` runs its own runtime: this is called from outside one.
+    // The market benchmarks run their own runtime: this is called from outside one.
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
     match command {
         BenchCommand::Transfers { txs, senders, json } => transfers(txs, senders, json),
         BenchCommand::Jobs {
             jobs,
             block_interval_ms,
             json,
-        } => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?
-            .block_on(crate::bench_jobs::run(jobs, block_interval_ms, json)),
+        } => runtime()?.block_on(crate::bench_jobs::run(jobs, block_interval_ms, json)),
+        BenchCommand::LongGeneration {
+            tokens,
+            block_interval_ms,
+            prompt_bytes,
+            capacity,
+            json,
+        } => runtime()?.block_on(crate::bench_long::run(crate::bench_long::LongGeneration {
+            tokens,
+            block_interval_ms,
+            prompt_bytes,
+            capacity,
+            json,
+        })),
     }
 }
 
@@ -88,21 +122,14 @@ fn transfers(txs: usize, senders: usize, json: bool) -> Result<()> {
         address: validator.public_key().address(),
         balance: Amount::pza(100_000),
     });
-    let genesis = Genesis {
-        chain_id: "piazza-bench".into(),
-        genesis_time_ms: 0,
-        fees: FeeParams::default(),
-        staking: staking::Params::default(),
+    let genesis = crate::bench_devnet::genesis(
+        "piazza-bench",
+        0,
         accounts,
-        bonds: vec![GenesisBond {
-            address: validator.public_key().address(),
-            role: Role::Validator,
-            amount: Amount::pza(10_000),
-        }],
-        models: vec![],
-        compute: Default::default(),
-        verify: Default::default(),
-    };
+        validator.public_key().address(),
+        vec![],
+        Default::default(),
+    );
     let store = Store::open(&dir.path().join("chain.redb"))?;
     let app = App::open(
         store,

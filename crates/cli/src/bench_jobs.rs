@@ -1,99 +1,40 @@
 //! `piazza bench jobs`: the compute market's overhead on top of inference.
 
+use crate::bench_devnet::{now_ms, BenchNet, BenchNetConfig, PRICE_PER_UNIT};
 use anyhow::{Context, Result};
 use piazza_client::Client;
 use piazza_ledger::compute::{self, JobParams};
-use piazza_ledger::genesis::{FeeParams, Genesis, GenesisAccount, GenesisBond};
-use piazza_ledger::staking::{self, Role};
 use piazza_primitives::{Amount, SecretKey};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 const CLIENTS: usize = 8;
 const LATENCY_SAMPLES: usize = 12;
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 fn text(i: usize) -> String {
     format!("Job number {i}: verifiable inference on an open network, settled on chain.")
 }
 
 pub async fn run(jobs: usize, block_interval_ms: u64, json: bool) -> Result<()> {
-    let dir = tempfile::tempdir()?;
     let models_dir = piazza_engine::models_dir();
-    let validator = SecretKey::from_seed([201; 32]);
-    let provider = SecretKey::from_seed([202; 32]);
-    let clients: Vec<SecretKey> = (0..CLIENTS)
-        .map(|i| SecretKey::from_seed([210 + i as u8; 32]))
-        .collect();
-    let record = piazza_provider::models::minilm_record(
-        &models_dir,
-        SecretKey::from_seed([203; 32]).public_key().address(),
-    )?;
-    let mut accounts: Vec<GenesisAccount> = clients
-        .iter()
-        .chain([&validator, &provider])
-        .map(|k| GenesisAccount {
-            address: k.public_key().address(),
-            balance: Amount::pza(100_000),
-        })
-        .collect();
-    accounts.sort_by_key(|a| a.address);
-    let genesis = Genesis {
-        chain_id: "piazza-bench-jobs".into(),
-        genesis_time_ms: now_ms(),
-        fees: FeeParams::default(),
-        staking: staking::Params::default(),
-        accounts,
-        bonds: vec![GenesisBond {
-            address: validator.public_key().address(),
-            role: Role::Validator,
-            amount: Amount::pza(10_000),
-        }],
-        models: vec![record.clone()],
+    let record =
+        piazza_provider::models::minilm_record(&models_dir, crate::bench_devnet::model_owner())?;
+    let concurrency = 2;
+    let net = BenchNet::start(BenchNetConfig {
+        chain_id: "piazza-bench-jobs",
+        model: record.clone(),
+        block_interval_ms,
         // No challenge window: this measures what the ledger adds, not the audit delay.
         compute: compute::Params {
             challenge_window_blocks: 0,
             ..compute::Params::default()
         },
-        verify: Default::default(),
-    };
-    let mut config = piazza_node::NodeConfig::new(dir.path().join("node"), "127.0.0.1:0".parse()?);
-    config.block_interval = Duration::from_millis(block_interval_ms);
-    let node = piazza_node::start(config, Some(genesis), validator).await?;
-    let url = format!("http://{}", node.rpc_addr);
-    let concurrency = 2;
-    let provider_config = piazza_provider::ProviderConfig {
-        node_url: url.clone(),
-        key: provider,
-        models_dir: models_dir.clone(),
-        serve: vec![record.name.clone()],
-        price_per_unit: Amount::new(1_000),
-        capacity: 64,
-        stake: Amount::pza(1_000),
-        endpoint: String::new(),
-        concurrency,
-        threads: 1,
-        journal_dir: dir.path().join("journal"),
-        poll_interval: Duration::from_millis(10),
-        fault: Default::default(),
-    };
-    let provider_address = provider_config.address();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let daemon = tokio::spawn(piazza_provider::run(provider_config, stopped));
+        clients: CLIENTS,
+        provider_capacity: 64,
+        provider_concurrency: concurrency,
+    })
+    .await?;
+    let (url, clients) = (net.url.clone(), net.clients.clone());
     let client = Client::new(&url);
-    let started = Instant::now();
-    while client.provider(&provider_address).await?.is_none() {
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(60),
-            "the provider did not register"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 
     // Inference alone: the same texts on the same engine, same concurrency and threads.
     let embedder = std::sync::Arc::new(piazza_engine::Embedder::load(models_dir.join("minilm"))?);
@@ -127,7 +68,7 @@ pub async fn run(jobs: usize, block_interval_ms: u64, json: bool) -> Result<()> 
             input: text(i).into_bytes(),
             params: JobParams::default(),
             max_units: 256,
-            max_price: Amount::new(1_000 * 256),
+            max_price: Amount::new(PRICE_PER_UNIT * 256),
         };
         let (client, key) = (Client::new(&url_for_jobs), key.clone());
         async move { client.submit_job(&key, msg, Duration::from_secs(120)).await }
@@ -171,7 +112,7 @@ pub async fn run(jobs: usize, block_interval_ms: u64, json: bool) -> Result<()> 
                     input: text(i).into_bytes(),
                     params: JobParams::default(),
                     max_units: 256,
-                    max_price: Amount::new(1_000 * 256),
+                    max_price: Amount::new(PRICE_PER_UNIT * 256),
                 };
                 let tx = piazza_ledger::tx::Transaction {
                     chain_id: chain_id.clone(),
@@ -203,9 +144,7 @@ pub async fn run(jobs: usize, block_interval_ms: u64, json: bool) -> Result<()> 
         done??;
     }
     let market_jobs_per_s = jobs as f64 / t.elapsed().as_secs_f64();
-    let _ = stop.send(true);
-    let _ = daemon.await;
-    node.shutdown().await;
+    net.stop().await;
 
     let median_inference = {
         let mut s = single_ms.clone();

@@ -12,7 +12,9 @@ macro_rules! outln {
 }
 
 mod bench;
+mod bench_devnet;
 mod bench_jobs;
+mod bench_long;
 mod config;
 mod devnet;
 mod market;
