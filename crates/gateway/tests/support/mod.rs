@@ -57,6 +57,8 @@ pub struct ChainOptions {
     /// Whether the provider's daemon runs from the start; otherwise the provider is only
     /// registered (jobs are assigned to it and wait) until [`Devnet::start_provider`].
     pub provider_runs: bool,
+    /// Whether the provider names an endpoint on 127.0.0.1 (where it serves sessions).
+    pub session_endpoint: bool,
 }
 
 impl Default for ChainOptions {
@@ -65,6 +67,7 @@ impl Default for ChainOptions {
             fees: FeeParams::default(),
             compute: compute::Params::default(),
             provider_runs: true,
+            session_endpoint: false,
         }
     }
 }
@@ -147,7 +150,11 @@ pub async fn devnet_on(options: DevnetOptions, chain: ChainOptions) -> Devnet {
         price_per_unit: Amount::new(PRICE_PER_UNIT),
         capacity: 256,
         stake: Amount::pza(1_000),
-        endpoint: String::new(),
+        endpoint: if chain.session_endpoint {
+            format!("http://127.0.0.1:{}", free_port())
+        } else {
+            String::new()
+        },
         concurrency: options.provider_concurrency,
         threads: 1,
         journal_dir: dir.path().join("journal"),
@@ -240,4 +247,12 @@ impl Devnet {
         }
         self.node.shutdown().await;
     }
+}
+
+/// A port free a moment ago on 127.0.0.1 (the provider registers its endpoint before binding).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
 }
