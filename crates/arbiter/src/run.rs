@@ -409,9 +409,7 @@ impl JobRun {
             chunks,
         })
     }
-}
 
-impl JobRun {
     /// Evidence for a length dispute from this run: the sample step of every pass below
     /// `common` steps (the step count both parties' traces have) with its proof in this run's
     /// trace, the config, the tokenizer and the prompt ids.
