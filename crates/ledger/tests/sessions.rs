@@ -700,3 +700,46 @@ fn an_expired_session_takes_commits_through_its_grace_then_refunds() {
     let provider = f.provider.clone();
     assert_eq!(f.send(&provider, late), Err("session_not_open".into()));
 }
+
+#[test]
+fn a_challenged_request_the_provider_cannot_defend_is_refunded_and_slashed_by_the_job_path() {
+    let mut f = fixture(0);
+    let client = f.client.public_key().address();
+    let asked = request(0, 1);
+    let batch = vec![receipt(&asked)];
+    let commit = f.commit(&batch).unwrap();
+    let message = Message::Sessions(sessions::Msg::Challenge {
+        session: 0,
+        commit,
+        receipt: Box::new(batch[0].clone().sign(&f.provider)),
+        request: Box::new(asked.sign(&f.client)),
+        trace_root: Hash([0xcc; 32]),
+        step_count: 40,
+        ids: Hash::ZERO,
+    });
+    let events = f.send(&f.client.clone(), message).unwrap();
+    let job: u64 = attribute(&events, "sessions.challenged", "job")
+        .parse()
+        .unwrap();
+    let before = f.chain.balance(&client);
+    let stake_before = f.provider_stake();
+    // The provider never answers round 0: it loses the dispute at the round's deadline.
+    let v = verify::params(&f.view());
+    let events = f.blocks(v.round_blocks + 1);
+    assert_eq!(
+        attribute(&events, "compute.job_failed", "refund"),
+        "8000",
+        "the request's price goes back to the owner"
+    );
+    assert!(matches!(
+        f.chain.job(job).status,
+        compute::JobStatus::Failed
+    ));
+    assert!(f.provider_stake() < stake_before, "the provider is slashed");
+    // The owner got the request's price and its bond back (and the winner's share).
+    let refunded = Amount::new(8_000).checked_add(v.challenge_bond).unwrap();
+    assert!(f.chain.balance(&client) >= before.checked_add(refunded).unwrap());
+    // The rest of the commit (nothing here) pays out; the session still closes cleanly.
+    assert_eq!(f.commit_record(commit).moved, Amount::new(8_000));
+    assert_eq!(f.commit_record(commit).status, CommitStatus::Paid);
+}
