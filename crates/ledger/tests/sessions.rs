@@ -743,3 +743,24 @@ fn a_challenged_request_the_provider_cannot_defend_is_refunded_and_slashed_by_th
     assert_eq!(f.commit_record(commit).moved, Amount::new(8_000));
     assert_eq!(f.commit_record(commit).status, CommitStatus::Paid);
 }
+
+#[test]
+fn a_provider_cannot_exit_while_it_serves_a_session() {
+    let mut f = fixture(0);
+    let provider = f.provider.clone();
+    let exit = Message::Compute(compute::Msg::ExitProvider);
+    assert_eq!(
+        f.send(&provider, exit.clone()),
+        Err("invalid_message".into())
+    );
+    let client = f.client.clone();
+    f.send(
+        &client,
+        Message::Sessions(sessions::Msg::Close { session: 0 }),
+    )
+    .unwrap();
+    let window = sessions::params(&f.view()).challenge_window_blocks;
+    f.blocks(window);
+    assert_eq!(f.session().status, SessionStatus::Closed);
+    f.send(&provider, exit).unwrap();
+}

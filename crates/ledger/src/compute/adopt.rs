@@ -87,3 +87,10 @@ pub fn adopt_posted(
     state.put(state_key::job(id), &job);
     Ok(id)
 }
+
+/// One more (`serving`) or one fewer obligation of `provider` outside compute's jobs (a
+/// session it serves): while any remains its exit is refused, as for an unsettled result, so
+/// its stake still answers for what it served.
+pub fn hold_provider(state: &mut StateDelta<'_>, provider: &Address, serving: bool) {
+    change_unsettled(state, provider, serving);
+}

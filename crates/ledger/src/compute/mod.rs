@@ -26,7 +26,7 @@ use lifecycle::{assign, release_provider, settle, take_queue};
 pub use crate::job::{
     JobParams, JOB_DEADLINE_BLOCKS_MAX, REDUNDANCY_MAX, STOP_SEQUENCES_MAX, STOP_SEQUENCE_BYTES_MAX,
 };
-pub use adopt::{adopt_posted, ServedRequest};
+pub use adopt::{adopt_posted, hold_provider, ServedRequest};
 pub use lifecycle::{
     choose_provider, extend_window, fail, hold, is_held, pay_auditor_share_to, release, settle_now,
     settle_released, take_reviews, unhold,

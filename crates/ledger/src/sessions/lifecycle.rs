@@ -78,6 +78,7 @@ pub(super) fn assign_pending(
             continue;
         }
         state.put(state_key::of_provider(&provider), &serving);
+        compute::hold_provider(state, &provider, true);
         session.provider = Some(provider);
         session.status = SessionStatus::Open;
         put_session(state, &session);
@@ -356,6 +357,7 @@ fn finish(
             List(sessions_of_provider(state, &provider));
         serving.remove_sorted(&session.id);
         state.put(state_key::of_provider(&provider), &serving);
+        compute::hold_provider(state, &provider, false);
     }
     events.push(Event::new(
         "sessions.closed",
