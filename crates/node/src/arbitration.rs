@@ -4,7 +4,7 @@
 //! wires in this implementation for every block it builds or validates, so every validator
 //! decides disputes with the same deterministic kernels while the ledger itself links no ML code.
 
-use piazza_ledger::arbitration::{Arbiter, InputVerdict, Job, LeafCheck, Model};
+use piazza_ledger::arbitration::{Arbiter, InputVerdict, Job, LeafCheck, LengthFinding, Model};
 use piazza_primitives::Hash;
 
 /// The evidence bound the ledger admits is the one the arbiter decodes.
@@ -114,5 +114,35 @@ impl Arbiter for EngineArbiter {
         )
         .map(Hash)
         .map_err(|e| e.to_string())
+    }
+
+    fn length(
+        &self,
+        model: &Model,
+        job: &Job,
+        ids: &Hash,
+        step_counts: [u64; 2],
+        evidence: &[u8],
+        leaf_agreed: &LeafCheck<'_>,
+    ) -> Result<LengthFinding, String> {
+        let model = commitments(model)?;
+        let decoded =
+            piazza_arbiter::tokens::LengthEvidence::decode(evidence).map_err(|e| e.to_string())?;
+        let finding = piazza_arbiter::tokens::arbitrate_length(
+            &model,
+            &job_spec(job),
+            &ids.0,
+            step_counts,
+            &decoded,
+            &|index, leaf, siblings| {
+                let siblings: Vec<Hash> = siblings.iter().map(|s| Hash(*s)).collect();
+                leaf_agreed(index, &Hash(*leaf), &siblings)
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(LengthFinding {
+            fits: finding.fits,
+            stop_steps: finding.stop_steps,
+        })
     }
 }
