@@ -42,6 +42,10 @@ pub struct Side {
     pub address: Address,
     /// The job whose run this side stands by (a challenger's is the disputed job).
     pub job: u64,
+    /// The step count it stated (0 until a redundant copy's provider states it in round 0).
+    pub step_count: u64,
+    /// Its commitment to the token ids its run used.
+    pub ids: Hash,
     /// Whether it has revealed in the current round.
     pub revealed: bool,
 }
@@ -51,7 +55,9 @@ pub struct Side {
 pub enum Phase {
     /// Rounds of the bisection game: each side reveals the children of `DisputeView::node`.
     Bisect,
-    /// The sides ran different token ids: the ledger tokenizes the input.
+    /// The sides ran different token ids: the ledger tokenizes the input. With equal ids and
+    /// different step counts (a length dispute whose common prefix is agreed): the ledger
+    /// decides where the generation stops.
     Input,
     /// The first divergent step is found: the ledger re-executes it.
     Step { step: u64 },
@@ -174,6 +180,8 @@ pub fn dispute_view(d: &DisputeInfo) -> Result<DisputeView, ProviderError> {
                 .parse()
                 .map_err(|e| wire_error("a party address", e))?,
             job: party.job,
+            step_count: party.step_count,
+            ids: hash("a party's ids commitment", &party.ids)?,
             // A missing flag reads as revealed: a player never reveals twice.
             revealed: d.revealed.get(index).copied().unwrap_or(true),
         })
@@ -241,6 +249,10 @@ mod tests {
         assert_eq!(view.sides[0].address, Address([1; 20]));
         assert_eq!(view.sides[1].address, Address([2; 20]));
         assert_eq!(
+            (view.sides[0].step_count, view.sides[1].ids),
+            (8, Hash([2; 32]))
+        );
+        assert_eq!(
             (view.sides[0].revealed, view.sides[1].revealed),
             (true, false)
         );
@@ -258,6 +270,9 @@ mod tests {
         assert!(dispute_view(&dispute(DisputePhase::Step, None, vec![])).is_err());
         let mut bad = dispute(DisputePhase::Bisect, None, vec![]);
         bad.claimant.address = "not an address".into();
+        assert!(dispute_view(&bad).is_err());
+        let mut bad = dispute(DisputePhase::Bisect, None, vec![]);
+        bad.defendant.ids = "zz".into();
         assert!(dispute_view(&bad).is_err());
     }
 

@@ -362,7 +362,10 @@ impl Player {
         let run = self.run_of(chain, party.job).await?;
         match d.phase {
             Phase::Bisect => {
-                if party.revealed || !self.first_time(d.job, d.round, "bisect") {
+                // On a length dispute's walk a side reveals only where its own tree has two
+                // children (above its top, or at a promoted node, it has nothing to reveal).
+                let must_reveal = d.round == 0 || tree::has_two_children(run.step_count(), d.node);
+                if party.revealed || !must_reveal || !self.first_time(d.job, d.round, "bisect") {
                     return Ok(None);
                 }
                 let levels = run.levels();
@@ -393,6 +396,26 @@ impl Player {
                     }),
                 }))
             }
+            Phase::Input if is_length_decision(d) => {
+                if !self.first_time(d.job, d.round, "length") {
+                    return Ok(None);
+                }
+                let (model, spec) = self.model_and_spec(chain, party.job).await?;
+                let counts = d.sides.map(|s| s.step_count);
+                let evidence = tokio::task::spawn_blocking(move || {
+                    length_move(&model, &spec, &run, side, counts)
+                })
+                .await
+                .map_err(|e| ProviderError::Model(e.to_string()))??;
+                let Some(evidence) = evidence else {
+                    tracing::info!(
+                        job = d.job,
+                        "the agreed samples do not stop this party's generation where it did; not arbitrating"
+                    );
+                    return Ok(None);
+                };
+                Ok(Some(arbitrate(d, "arbitrate length", "length", evidence)))
+            }
             Phase::Input => {
                 if !self.first_time(d.job, d.round, "input") {
                     return Ok(None);
@@ -405,15 +428,7 @@ impl Player {
                 if verdict.ids_commitment() != run.ids_commitment() {
                     return Ok(None);
                 }
-                Ok(Some(Move {
-                    job: d.job,
-                    what: "arbitrate input",
-                    answers: (d.job, d.round, "input"),
-                    message: Message::Verify(verify::Msg::Arbitrate {
-                        job: d.job,
-                        evidence,
-                    }),
-                }))
+                Ok(Some(arbitrate(d, "arbitrate input", "input", evidence)))
             }
             Phase::Step { step } => {
                 if !self.first_time(d.job, d.round, "step") {
@@ -447,16 +462,63 @@ impl Player {
                     );
                     return Ok(None);
                 }
-                Ok(Some(Move {
-                    job: d.job,
-                    what: "arbitrate step",
-                    answers: (d.job, d.round, "step"),
-                    message: Message::Verify(verify::Msg::Arbitrate {
-                        job: d.job,
-                        evidence: evidence.encode(),
-                    }),
-                }))
+                Ok(Some(arbitrate(
+                    d,
+                    "arbitrate step",
+                    "step",
+                    evidence.encode(),
+                )))
             }
         }
     }
+}
+
+/// The move that sends `evidence` for dispute `d` in its current `phase`.
+fn arbitrate(d: &DisputeView, what: &'static str, phase: &'static str, evidence: Vec<u8>) -> Move {
+    Move {
+        job: d.job,
+        what,
+        answers: (d.job, d.round, phase),
+        message: Message::Verify(verify::Msg::Arbitrate {
+            job: d.job,
+            evidence,
+        }),
+    }
+}
+
+/// Whether an input phase decides a length (equal ids, different step counts) rather than
+/// the ids.
+fn is_length_decision(d: &DisputeView) -> bool {
+    let [defendant, claimant] = d.sides;
+    defendant.ids == claimant.ids && defendant.step_count != claimant.step_count
+}
+
+/// The length evidence of this side's run, when the ledger will find this side's count right
+/// with it: a possible run that stops where the agreed samples stop it (or, with no stop among
+/// them, the longer one). `None`: this side would lose by its own evidence.
+fn length_move(
+    model: &LoadedModel,
+    spec: &JobSpec,
+    run: &JobRun,
+    side: usize,
+    counts: [u64; 2],
+) -> Result<Option<Vec<u8>>, ProviderError> {
+    let model_error = |e: piazza_arbiter::ArbiterError| ProviderError::Model(e.to_string());
+    let common = counts[0].min(counts[1]);
+    let evidence = run.length_evidence(model, common).map_err(model_error)?;
+    let finding = piazza_arbiter::tokens::arbitrate_length(
+        &model.commitments(),
+        spec,
+        &run.ids_commitment(),
+        counts,
+        &evidence,
+        &|_, _, _| true,
+    )
+    .map_err(model_error)?;
+    let right = finding.fits[side]
+        && match finding.stop_steps {
+            Some(stop) => counts[side] == stop,
+            None => counts[side] > common,
+        };
+    Ok(right.then(|| evidence.encode()))
 }

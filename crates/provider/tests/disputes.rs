@@ -8,7 +8,7 @@
 
 mod harness;
 
-use harness::{Setup, World};
+use harness::{Setup, SimModel, World};
 use piazza_ledger::compute::JobStatus;
 use piazza_ledger::verify;
 use piazza_primitives::Hash;
@@ -196,6 +196,50 @@ async fn a_provider_silent_in_its_dispute_loses_at_the_round_deadline_and_is_sla
         Expect::Silent,
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_provider_stopping_its_generation_early_loses_the_length_decision_and_is_slashed() {
+    let mut world = World::new(Setup {
+        seed: 10,
+        provider_fault: fault("stop-early"),
+        model: SimModel::SmolLm2,
+        ..Setup::default()
+    });
+    let stake_before = world.provider_stake();
+    let id = world.submit_job("Name a colour.");
+    let outcome = world.run_to_end(id).await;
+    assert_eq!(
+        outcome.status,
+        JobStatus::Failed,
+        "{:?}",
+        world.sim.refusals()
+    );
+    assert!(
+        world.sim.event("verify.length_disputed", id).is_some(),
+        "the walk agreed the common prefix and asked for the length"
+    );
+    let resolved = |name| world.attribute("verify.dispute_resolved", id, name);
+    assert_eq!(resolved("loser"), world.provider.address().to_string());
+    assert_eq!(
+        world.attribute("verify.arbitrated", id, "by"),
+        world.auditor.address().to_string(),
+        "the longer, honest run sends the length evidence"
+    );
+    let slash = verify::Params::default().fraud_slash;
+    assert_eq!(
+        world.provider_stake(),
+        stake_before
+            .checked_sub(slash)
+            .expect("stake covers the slash")
+    );
+    world.check_books().expect("the books balance");
+    eprintln!(
+        "stop-early: {} blocks, {} rounds, {}",
+        outcome.blocks,
+        resolved("rounds"),
+        resolved("reason")
+    );
 }
 
 #[tokio::test]

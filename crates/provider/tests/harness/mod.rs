@@ -9,6 +9,9 @@
 //! block.
 #![allow(dead_code)]
 
+use piazza_ledger::arbitration::{
+    Arbiter, InputVerdict, Job as ArbitrationJob, LeafCheck, LengthFinding, Model,
+};
 use piazza_ledger::bank::{self, Account};
 use piazza_ledger::block::{Event, TxStatus};
 use piazza_ledger::compute::{self, JobStatus, Offer};
@@ -153,7 +156,7 @@ impl Sim {
         let mut dropped = Vec::new();
         let outcome = {
             let mut executor =
-                BlockExecutor::begin(&inner.state, context).with_arbiter(&EngineArbiter);
+                BlockExecutor::begin(&inner.state, context).with_arbiter(&SimArbiter);
             for tx in &pending {
                 if let Err(e) = executor.apply_tx(tx, false) {
                     dropped.push((tx.sender(), format!("{}: {e}", tx.hash())));
@@ -271,6 +274,71 @@ impl Sim {
     }
 }
 
+/// The node's [`EngineArbiter`], and length decisions by
+/// `piazza_arbiter::tokens::arbitrate_length`: the node does not forward `Arbiter::length` yet
+/// (docs/verification.md, "Known limits"); once it does, this is `EngineArbiter` alone.
+struct SimArbiter;
+
+impl Arbiter for SimArbiter {
+    fn input(
+        &self,
+        model: &Model,
+        job: &ArbitrationJob,
+        evidence: &[u8],
+    ) -> Result<Box<dyn InputVerdict>, String> {
+        EngineArbiter.input(model, job, evidence)
+    }
+
+    fn step(
+        &self,
+        model: &Model,
+        job: &ArbitrationJob,
+        step: u64,
+        step_count: u64,
+        ids: &Hash,
+        evidence: &[u8],
+        leaf_agreed: &LeafCheck<'_>,
+    ) -> Result<Hash, String> {
+        EngineArbiter.step(model, job, step, step_count, ids, evidence, leaf_agreed)
+    }
+
+    fn length(
+        &self,
+        model: &Model,
+        job: &ArbitrationJob,
+        ids: &Hash,
+        step_counts: [u64; 2],
+        evidence: &[u8],
+        leaf_agreed: &LeafCheck<'_>,
+    ) -> Result<LengthFinding, String> {
+        let commitments = piazza_arbiter::ModelCommitments {
+            family: piazza_arbiter::Family::from_architecture(&model.architecture)
+                .ok_or_else(|| format!("no arbiter for `{}`", model.architecture))?,
+            config_hash: model.config_hash.0,
+            weights_commitment: model.weights_commitment.0,
+            tokenizer_hash: model.tokenizer_hash.0,
+        };
+        let evidence =
+            piazza_arbiter::tokens::LengthEvidence::decode(evidence).map_err(|e| e.to_string())?;
+        let finding = piazza_arbiter::tokens::arbitrate_length(
+            &commitments,
+            &piazza_node::arbitration::job_spec(job),
+            &ids.0,
+            step_counts,
+            &evidence,
+            &|index, leaf, siblings| {
+                let siblings: Vec<Hash> = siblings.iter().map(|s| Hash(*s)).collect();
+                leaf_agreed(index, &Hash(*leaf), &siblings)
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(LengthFinding {
+            fits: finding.fits,
+            stop_steps: finding.stop_steps,
+        })
+    }
+}
+
 /// One party's view of a [`Sim`]: the player's reads, and its writes signed with its key.
 pub struct Party<'a> {
     sim: &'a Sim,
@@ -328,6 +396,8 @@ fn dispute_view(d: &verify::Dispute) -> DisputeView {
     let side = |index: usize| Side {
         address: d.parties[index].address,
         job: d.parties[index].job,
+        step_count: d.parties[index].step_count,
+        ids: d.parties[index].ids,
         revealed: d.reveals[index].is_some(),
     };
     DisputeView {
@@ -356,12 +426,88 @@ pub fn minilm() -> LoadedModel {
         .clone()
 }
 
+/// SmolLM2, loaded once per test process.
+pub fn smollm2() -> LoadedModel {
+    static MODEL: OnceLock<LoadedModel> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let path = piazza_engine::models_dir()
+                .join("smollm2")
+                .join(models::SMOLLM2_FILE);
+            LoadedModel::Generation(Arc::new(
+                piazza_llm::Generator::load(path)
+                    .expect("SmolLM2 is fetched (scripts/fetch-models.sh)"),
+            ))
+        })
+        .clone()
+}
+
+/// Tokens a generation job of the harness may generate.
+pub const GENERATION_TOKENS: u32 = 4;
+
+/// The model a world's job runs on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SimModel {
+    /// MiniLM embeddings.
+    #[default]
+    MiniLm,
+    /// SmolLM2 chat generation of [`GENERATION_TOKENS`] tokens.
+    SmolLm2,
+}
+
+impl SimModel {
+    pub fn name(self) -> &'static str {
+        match self {
+            SimModel::MiniLm => models::MINILM,
+            SimModel::SmolLm2 => models::SMOLLM2,
+        }
+    }
+
+    pub fn loaded(self) -> LoadedModel {
+        match self {
+            SimModel::MiniLm => minilm(),
+            SimModel::SmolLm2 => smollm2(),
+        }
+    }
+
+    /// The chain's record of this model.
+    fn record(self, owner: Address) -> piazza_ledger::models::ModelRecord {
+        let dir = piazza_engine::models_dir();
+        match self {
+            SimModel::MiniLm => models::minilm_record(&dir, owner),
+            SimModel::SmolLm2 => models::smollm2_record(&dir, owner),
+        }
+        .expect("the model is fetched (scripts/fetch-models.sh)")
+    }
+
+    /// The job's parameters.
+    pub fn params(self) -> JobParams {
+        match self {
+            SimModel::MiniLm => JobParams::default(),
+            SimModel::SmolLm2 => JobParams {
+                max_tokens: GENERATION_TOKENS,
+                chat: true,
+                ..JobParams::default()
+            },
+        }
+    }
+}
+
 /// A genesis with MiniLM registered (owned by the validator), `validator` bonded and every
 /// key in `funded` (and the validator) holding 10,000 PZA; default module parameters.
 pub fn minilm_genesis(chain_id: &str, validator: &SecretKey, funded: &[&SecretKey]) -> Genesis {
+    model_genesis(SimModel::MiniLm, chain_id, validator, funded)
+}
+
+/// [`minilm_genesis`] with `model` registered instead.
+pub fn model_genesis(
+    model: SimModel,
+    chain_id: &str,
+    validator: &SecretKey,
+    funded: &[&SecretKey],
+) -> Genesis {
     let validator_address = validator.public_key().address();
-    let record = models::minilm_record(&piazza_engine::models_dir(), validator_address)
-        .expect("MiniLM is fetched (scripts/fetch-models.sh)");
+    let record = model.record(validator_address);
     Genesis {
         chain_id: chain_id.into(),
         genesis_time_ms: 0,
@@ -395,6 +541,8 @@ pub struct Setup {
     pub auditor_fault: Fault,
     /// The auditor never runs (its audits time out).
     pub auditor_offline: bool,
+    /// What the job runs on.
+    pub model: SimModel,
 }
 
 /// One daemon: its key, its player, and (for a provider) the jobs it has posted.
@@ -406,8 +554,8 @@ pub struct Actor {
 }
 
 impl Actor {
-    fn new(key: SecretKey, fault: Fault) -> Actor {
-        let models = Arc::new(BTreeMap::from([(models::MINILM.to_string(), minilm())]));
+    fn new(key: SecretKey, fault: Fault, model: SimModel) -> Actor {
+        let models = Arc::new(BTreeMap::from([(model.name().to_string(), model.loaded())]));
         Actor {
             player: Player::new(key.public_key().address(), models, THREADS, fault.clone()),
             key,
@@ -456,12 +604,17 @@ impl World {
                 arbitration_blocks: 6,
                 ..verify::Params::default()
             },
-            ..minilm_genesis(CHAIN_ID, &validator, &[&provider, &auditor, &user])
+            ..model_genesis(
+                setup.model,
+                CHAIN_ID,
+                &validator,
+                &[&provider, &auditor, &user],
+            )
         };
         let world = World {
             sim: Sim::new(setup.seed, &genesis, validator),
-            provider: Actor::new(provider, setup.provider_fault.clone()),
-            auditor: Actor::new(auditor, setup.auditor_fault.clone()),
+            provider: Actor::new(provider, setup.provider_fault.clone(), setup.model),
+            auditor: Actor::new(auditor, setup.auditor_fault.clone(), setup.model),
             user,
             setup,
         };
@@ -471,7 +624,7 @@ impl World {
 
     fn register(&self) {
         let offer = Offer {
-            models: vec![models::MINILM.into()],
+            models: vec![self.setup.model.name().into()],
             price_per_unit: Amount::new(1_000),
             capacity: 4,
             endpoint: String::new(),
@@ -488,7 +641,7 @@ impl World {
             (
                 &self.auditor.key,
                 Message::Verify(verify::Msg::RegisterAuditor {
-                    models: vec![models::MINILM.into()],
+                    models: vec![self.setup.model.name().into()],
                     stake: Amount::pza(1_000),
                 }),
             ),
@@ -502,12 +655,12 @@ impl World {
         assert_eq!(self.sim.refusals(), Vec::<String>::new(), "registrations");
     }
 
-    /// The client submits an embedding job for `text`; returns its id once it is on chain.
+    /// The client submits a job for `text` on the world's model; returns its id once it is on chain.
     pub fn submit_job(&self, text: &str) -> u64 {
         let message = Message::Compute(compute::Msg::SubmitJob {
-            model: models::MINILM.into(),
+            model: self.setup.model.name().into(),
             input: text.as_bytes().to_vec(),
-            params: JobParams::default(),
+            params: self.setup.model.params(),
             max_units: 256,
             max_price: Amount::new(256_000),
         });
@@ -543,8 +696,13 @@ impl World {
                 .read(|view| compute::job(view, id))
                 .expect("an assigned job exists");
             let view = job_view(job);
-            let run = dispute::run_with_fault(&minilm(), &view.spec, THREADS, &self.provider.fault)
-                .expect("MiniLM runs the job");
+            let run = dispute::run_with_fault(
+                &self.setup.model.loaded(),
+                &view.spec,
+                THREADS,
+                &self.provider.fault,
+            )
+            .expect("MiniLM runs the job");
             let message = Message::Compute(compute::Msg::PostResult {
                 job: id,
                 output: run.output.clone(),
