@@ -588,11 +588,7 @@ fn every_receipt_drawn_must_be_revealed_or_the_provider_is_slashed() {
     let penalty = compute::params(&f.view()).missed_deadline_penalty;
     let reveal_blocks = sessions::params(&f.view()).reveal_blocks;
     let events = f.blocks(reveal_blocks);
-    let missed: Vec<&Event> = events
-        .iter()
-        .filter(|e| e.kind == "sessions.reveal_missed")
-        .collect();
-    assert_eq!(missed.len(), 2);
+    assert_eq!(attribute(&events, "sessions.reveal_missed", "missed"), "2");
     assert_eq!(
         f.provider_stake(),
         stake_before

@@ -154,7 +154,8 @@ pub(super) fn draw_audits(
     }
 }
 
-/// Slashes the provider once for every audited receipt not revealed by this block, then pays
+/// Slashes the provider one penalty for every audited receipt not revealed by this block (one
+/// event per commit), then pays
 /// out the commits whose window is already over.
 pub(super) fn reveal_deadlines(
     state: &mut StateDelta<'_>,
@@ -175,12 +176,16 @@ pub(super) fn reveal_deadlines(
             .filter(|index| record.revealed.binary_search(index).is_err())
             .copied()
             .collect();
-        for index in &missed {
+        if !missed.is_empty() {
+            // One penalty per receipt not revealed, taken at once.
+            let owed = penalty
+                .checked_mul(missed.len() as u128)
+                .unwrap_or(Amount::new(u128::MAX));
             let slashed = staking::slash(
                 state,
                 &record.provider,
                 Role::Provider,
-                penalty,
+                owed,
                 Some(&bank::treasury()),
             );
             events.push(Event::new(
@@ -188,7 +193,7 @@ pub(super) fn reveal_deadlines(
                 &[
                     ("session", record.session.to_string()),
                     ("commit", id.to_string()),
-                    ("index", index.to_string()),
+                    ("missed", missed.len().to_string()),
                     ("provider", record.provider.to_string()),
                     ("penalty", amount_text(slashed)),
                 ],

@@ -210,7 +210,8 @@ impl Module for Sessions {
         match msg {
             Msg::Open { .. } => 200,
             Msg::TopUp { .. } | Msg::Close { .. } => 50,
-            Msg::Commit { .. } => 150,
+            // A unit per receipt: each is an audit draw in a later block.
+            Msg::Commit { count, .. } => 150 + (*count).min(RECEIPTS_PER_COMMIT_MAX),
             Msg::Reveal { .. } => 200,
             Msg::Challenge { .. } => 300,
         }
