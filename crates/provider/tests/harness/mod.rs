@@ -35,8 +35,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub const CHAIN_ID: &str = "provider-sim";
 /// A block's time is its height times this.
 pub const BLOCK_INTERVAL_MS: u64 = 1_000;
-/// Transactions waiting for the next block; one more is refused.
-pub const PENDING_TXS_MAX: usize = 64;
+/// Transactions waiting for the next block; one more is refused. A scenario sends a few per
+/// block (a result, a reveal from each side, evidence).
+pub const PENDING_TXS_MAX: usize = 8;
 /// Nonces a sender may run ahead of its committed one.
 pub const NONCE_WINDOW: u64 = 16;
 /// Blocks a scenario may run before it is declared stuck.
@@ -63,6 +64,8 @@ struct Inner {
     events: Vec<(u64, Event)>,
     /// Transactions accepted but not includable when their block was made, with the reason.
     dropped: Vec<String>,
+    /// Submissions refused because the pending queue was full.
+    refused_full: u64,
 }
 
 impl Sim {
@@ -82,6 +85,7 @@ impl Sim {
                 next_nonce: BTreeMap::new(),
                 events: Vec::new(),
                 dropped: Vec::new(),
+                refused_full: 0,
             }),
         }
     }
@@ -115,6 +119,7 @@ impl Sim {
     pub fn submit(&self, key: &SecretKey, messages: Vec<Message>) -> Result<Hash, ProviderError> {
         let mut inner = self.inner();
         if inner.pending.len() >= PENDING_TXS_MAX {
+            inner.refused_full += 1;
             return Err(ProviderError::Config(format!(
                 "the pending queue is full ({PENDING_TXS_MAX} transactions)"
             )));
@@ -203,6 +208,16 @@ impl Sim {
             .iter()
             .find(|(_, e)| e.kind == kind && e.attribute("job") == Some(job.as_str()))
             .map(|(_, e)| e.clone())
+    }
+
+    /// Submissions refused so far because the pending queue was full.
+    pub fn refused_full(&self) -> u64 {
+        self.inner().refused_full
+    }
+
+    /// Transactions waiting for the next block.
+    pub fn pending(&self) -> usize {
+        self.inner().pending.len()
     }
 
     /// Failed and undeliverable transactions, with their reasons.
@@ -681,6 +696,28 @@ impl World {
             .expect("a job id")
             .parse()
             .expect("a numeric job id")
+    }
+
+    /// The client fills the pending queue with transfers to itself; returns how many it sent.
+    pub fn fill_pending(&self) -> usize {
+        let me = self.user.public_key().address();
+        let mut sent = 0;
+        while self.sim.pending() < PENDING_TXS_MAX {
+            let transfer = Message::Bank(bank::Msg::Send {
+                to: me,
+                amount: Amount::new(1),
+            });
+            self.sim
+                .submit(&self.user, vec![transfer])
+                .expect("room in the queue");
+            sent += 1;
+        }
+        sent
+    }
+
+    /// Whether job `id` has an open dispute.
+    pub fn disputed(&self, id: u64) -> bool {
+        self.sim.read(|view| verify::dispute(view, id).is_some())
     }
 
     /// The provider posts a result for each job newly assigned to it.
