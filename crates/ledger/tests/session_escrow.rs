@@ -651,3 +651,51 @@ fn the_histories_reach_every_path() {
         );
     }
 }
+
+/// A change to the recorded flows (or supply) that the state does not match.
+type Tamper = fn(&mut World);
+
+/// The checks are not vacuous: a record of the flows one unit off the state is caught.
+#[test]
+fn the_checks_catch_a_leak() {
+    let mut world = World::new();
+    let open = Action::Open {
+        client: CLIENTS[0],
+        deposit: 50_000,
+        expiry: 10,
+    };
+    let tx = world.tx(&open).expect("an open");
+    world.block(vec![tx]).expect("a clean block");
+    world.block(Vec::new()).expect("the session is assigned");
+    let tamperings: [(&str, Tamper); 3] = [
+        ("a deposit the events never escrowed", |w| {
+            *w.flows.escrowed.get_mut(&0).unwrap() += 1
+        }),
+        ("a payout the session never released", |w| {
+            w.flows.payouts.insert(0, 1);
+        }),
+        ("a unit minted or burned silently", |w| {
+            w.genesis_supply += 1
+        }),
+    ];
+    for (name, tamper) in tamperings {
+        let mut tampered = World {
+            chain: Chain {
+                state: world.chain.state.clone(),
+                height: world.chain.height,
+                nonces: world.chain.nonces.clone(),
+                validator: world.chain.validator.clone(),
+            },
+            keys: world.keys.clone(),
+            served: BTreeMap::new(),
+            flows: Flows {
+                escrowed: world.flows.escrowed.clone(),
+                ..Flows::default()
+            },
+            genesis_supply: world.genesis_supply,
+        };
+        assert!(tampered.check().is_ok(), "the clean copy passes");
+        tamper(&mut tampered);
+        assert!(tampered.check().is_err(), "{name} went unnoticed");
+    }
+}
