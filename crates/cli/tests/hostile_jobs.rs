@@ -177,6 +177,10 @@ fn a_generation_far_longer_than_the_base_deadline_settles_and_nobody_is_slashed(
     let (before, dev_before) = (chain.provider(&provider), chain.balance(&dev));
     let base = compute::Params::default().job_deadline_blocks;
 
+    // The devnet's provider shares its speed among 16 jobs and declares the chain's minimum of
+    // one unit per 100 ms block: 200 tokens get 220 blocks (22 s). A 2-core CI box generates
+    // about 15 tokens/s (131 blocks); the run takes more than the 20-block base deadline on
+    // any machine slower than 100 tokens/s.
     let tokens = 200u32;
     let escrow = 2 * PRICE_PER_UNIT * u128::from(tokens);
     let (id, submitted, fee) = chain.submit(chain.generation(COUNTING.as_bytes(), tokens, escrow));
