@@ -15,7 +15,7 @@
 //! ```
 
 use crate::{Client, ClientError};
-use piazza_api::{session_method, SessionInfo, SessionState};
+use piazza_api::{session_method, SessionCommitInfo, SessionInfo, SessionState};
 use piazza_ledger::job::JobParams;
 use piazza_ledger::sessions::{self, SignedReceipt, SignedVoucher};
 use piazza_ledger::tx::Message;
@@ -249,6 +249,19 @@ impl Client {
     pub async fn session(&self, id: u64) -> Result<Option<SessionInfo>, ClientError> {
         self.call(session_method::GET_SESSION, serde_json::json!([id]))
             .await
+    }
+
+    /// The newest page of session `id`'s commits (or the page from commit index `first`).
+    pub async fn session_commits(
+        &self,
+        id: u64,
+        first: Option<u64>,
+    ) -> Result<Option<Vec<SessionCommitInfo>>, ClientError> {
+        self.call(
+            session_method::GET_SESSION_COMMITS,
+            serde_json::json!([id, first]),
+        )
+        .await
     }
 
     /// Opens a session from `key` (its owner key) and returns its id once the transaction is

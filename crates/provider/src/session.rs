@@ -295,8 +295,16 @@ impl Endpoint {
         commits
     }
 
-    /// Marks session `id`'s receipts through `seq` committed (its commit landed).
-    pub async fn committed(&self, id: u64, seq: u64) -> Result<(), Failure> {
+    /// Records `commit`'s receipts for its audits and drops them from the channel (the commit
+    /// landed).
+    pub async fn committed(&self, commit: &piazza_session::Commit) -> Result<(), Failure> {
+        let (id, seq) = (commit.voucher.voucher.session, commit.voucher.voucher.seq);
+        let mut w = piazza_codec::Writer::new();
+        w.seq(&commit.receipts);
+        self.config
+            .store
+            .save_commit(id, seq, &w.into_bytes())
+            .map_err(io_failure)?;
         let entry = self.lock_channels().get(&id).cloned();
         if let Some(entry) = entry {
             let mut entry = entry.lock().await;
@@ -304,6 +312,91 @@ impl Endpoint {
             self.save(&entry.channel)?;
         }
         Ok(())
+    }
+
+    /// The reveals owed for the stored commits (audited receipts not yet revealed); forgets
+    /// the commits whose audits are over. `sent` holds when each reveal was last sent: one
+    /// not shown on chain [`REVEAL_RETRY_BLOCKS`] later is sent again.
+    async fn reveals(
+        &self,
+        client: &piazza_client::Client,
+        sent: &mut BTreeMap<(u64, u64), u64>,
+        height: u64,
+    ) -> Vec<piazza_ledger::sessions::Msg> {
+        let mut reveals = Vec::new();
+        for (session, voucher_seq) in self.config.store.commits() {
+            let Ok(Some(commits)) = client.session_commits(session, None).await else {
+                continue;
+            };
+            let Some(info) = commits.iter().find(|c| c.voucher_seq == voucher_seq) else {
+                continue;
+            };
+            if info.audits_closed || (info.paid && info.audited.is_empty()) {
+                self.config.store.forget_commit(session, voucher_seq);
+                sent.retain(|(commit, _), _| *commit != info.id);
+                continue;
+            }
+            let Some(receipts) = self.stored_receipts(session, voucher_seq) else {
+                tracing::error!(
+                    session,
+                    voucher_seq,
+                    "stored commit unreadable: its audits cannot be answered"
+                );
+                continue;
+            };
+            for &index in info.audited.iter().filter(|i| !info.revealed.contains(i)) {
+                let last = sent.get(&(info.id, index)).copied();
+                if last.is_some_and(|last| height < last.saturating_add(REVEAL_RETRY_BLOCKS)) {
+                    continue;
+                }
+                sent.insert((info.id, index), height);
+                match self.reveal(session, info.id, index, &receipts) {
+                    Some(reveal) => reveals.push(reveal),
+                    None => tracing::error!(
+                        session,
+                        index,
+                        "an audited receipt or its request is missing"
+                    ),
+                }
+            }
+        }
+        reveals
+    }
+
+    fn stored_receipts(
+        &self,
+        session: u64,
+        voucher_seq: u64,
+    ) -> Option<Vec<piazza_ledger::sessions::Receipt>> {
+        let bytes = self.config.store.commit(session, voucher_seq)?;
+        let mut r = piazza_codec::Reader::new(&bytes);
+        let receipts = r
+            .seq(piazza_ledger::sessions::RECEIPTS_PER_COMMIT_MAX as usize)
+            .ok()?;
+        r.finish().ok()?;
+        Some(receipts)
+    }
+
+    /// The reveal of receipt `index` of commit `commit`.
+    fn reveal(
+        &self,
+        session: u64,
+        commit: u64,
+        index: u64,
+        receipts: &[piazza_ledger::sessions::Receipt],
+    ) -> Option<piazza_ledger::sessions::Msg> {
+        let receipt = receipts.get(usize::try_from(index).ok()?)?;
+        let bytes = self.config.store.request(session, receipt.seq)?;
+        let request = <SignedRequest as piazza_codec::Decode>::from_bytes(&bytes).ok()?;
+        let proof = piazza_ledger::sessions::prove_receipt(receipts, index as usize)?;
+        Some(piazza_ledger::sessions::Msg::Reveal {
+            session,
+            commit,
+            index,
+            receipt: Box::new(receipt.clone()),
+            proof,
+            request: Box::new(request),
+        })
     }
 }
 
@@ -567,6 +660,8 @@ impl Default for CommitPolicy {
     }
 }
 
+/// Blocks after which a reveal not yet shown on chain is sent again.
+const REVEAL_RETRY_BLOCKS: u64 = 5;
 /// How often the commit loop looks at the sessions.
 const COMMIT_CHECK_MS: u64 = 500;
 /// How long a commit's transaction is waited for before the next try.
@@ -584,6 +679,7 @@ pub async fn commit_loop(
 ) {
     // The height each session was last committed at (or first seen with receipts).
     let mut last: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut revealed = BTreeMap::new();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(COMMIT_CHECK_MS)) => {}
@@ -593,9 +689,6 @@ pub async fn commit_loop(
             return;
         }
         let commits = endpoint.commits().await;
-        if commits.is_empty() {
-            continue;
-        }
         let now = match client.status().await {
             Ok(status) => status.height,
             Err(e) => {
@@ -613,15 +706,24 @@ pub async fn commit_loop(
             }
             last.insert(session, now);
             let seq = commit.voucher.voucher.seq;
-            match post_commit(&client, &poster, commit).await {
+            match post_commit(&client, &poster, &commit).await {
                 Ok(()) => {
-                    if let Err(e) = endpoint.committed(session, seq).await {
-                        tracing::warn!(session, error = %e.error.message, "commit landed; state not saved");
+                    if let Err(e) = endpoint.committed(&commit).await {
+                        tracing::warn!(session, seq, error = %e.error.message, "commit landed; state not saved");
                     }
                 }
                 Err(e) => {
                     tracing::warn!(session, error = %e, "session commit refused; will try again")
                 }
+            }
+        }
+        for reveal in endpoint.reveals(&client, &mut revealed, now).await {
+            match poster
+                .send(vec![piazza_ledger::tx::Message::Sessions(reveal)], None)
+                .await
+            {
+                Ok(hash) => tracing::info!(tx = %hash, "session audit revealed"),
+                Err(e) => tracing::warn!(error = %e, "session reveal refused"),
             }
         }
     }
@@ -631,7 +733,7 @@ pub async fn commit_loop(
 async fn post_commit(
     client: &piazza_client::Client,
     poster: &crate::Poster,
-    commit: piazza_session::Commit,
+    commit: &piazza_session::Commit,
 ) -> Result<(), crate::ProviderError> {
     let session = commit.voucher.voucher.session;
     let message = piazza_ledger::sessions::Msg::Commit {
@@ -639,7 +741,7 @@ async fn post_commit(
         root: commit.root,
         count: commit.count,
         units: commit.units,
-        voucher: commit.voucher,
+        voucher: commit.voucher.clone(),
     };
     let hash = poster
         .send(vec![piazza_ledger::tx::Message::Sessions(message)], None)

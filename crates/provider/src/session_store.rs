@@ -57,6 +57,44 @@ impl SessionStore {
     pub fn request(&self, session: u64, seq: u64) -> Option<Vec<u8>> {
         fs::read(self.request_path(session, seq)).ok()
     }
+
+    fn commit_path(&self, session: u64, voucher_seq: u64) -> PathBuf {
+        self.dir
+            .join(format!("session-{session}-commit-{voucher_seq}.receipts"))
+    }
+
+    /// Records the receipts of a commit that landed (its audits may ask for any of them),
+    /// keyed by the seq of its voucher.
+    pub fn save_commit(&self, session: u64, voucher_seq: u64, bytes: &[u8]) -> std::io::Result<()> {
+        write_atomic(&self.dir, &self.commit_path(session, voucher_seq), bytes)
+    }
+
+    pub fn commit(&self, session: u64, voucher_seq: u64) -> Option<Vec<u8>> {
+        fs::read(self.commit_path(session, voucher_seq)).ok()
+    }
+
+    /// Forgets a commit whose audits are over.
+    pub fn forget_commit(&self, session: u64, voucher_seq: u64) {
+        let _ = fs::remove_file(self.commit_path(session, voucher_seq));
+    }
+
+    /// The recorded commits, as `(session, voucher seq)`, in order.
+    pub fn commits(&self) -> Vec<(u64, u64)> {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut commits: Vec<(u64, u64)> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_str()?.to_string();
+                let rest = name.strip_prefix("session-")?.strip_suffix(".receipts")?;
+                let (session, seq) = rest.split_once("-commit-")?;
+                Some((session.parse().ok()?, seq.parse().ok()?))
+            })
+            .collect();
+        commits.sort();
+        commits
+    }
 }
 
 #[cfg(test)]
@@ -74,6 +112,12 @@ mod tests {
         assert_eq!(store.channel(4).as_deref(), Some(&b"second"[..]));
         assert_eq!(store.request(4, 1).as_deref(), Some(&b"req"[..]));
         assert_eq!(store.channel(5), None);
+        store.save_commit(4, 9, b"receipts").unwrap();
+        store.save_commit(10, 2, b"more").unwrap();
+        assert_eq!(store.commits(), vec![(4, 9), (10, 2)]);
+        assert_eq!(store.commit(4, 9).as_deref(), Some(&b"receipts"[..]));
+        store.forget_commit(4, 9);
+        assert_eq!(store.commits(), vec![(10, 2)]);
         assert_eq!(store.request(4, 2), None);
     }
 }

@@ -44,6 +44,17 @@ async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_streams_pays_and_settles_on_chain() {
+    run_session(0).await;
+}
+
+/// Every committed receipt is drawn for audit: the daemon reveals each one in time and is
+/// not slashed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audited_receipts_are_revealed_in_time() {
+    run_session(10_000).await;
+}
+
+async fn run_session(audit_rate_bps: u16) {
     let dir = tempfile::tempdir().unwrap();
     let validator = SecretKey::from_seed([41; 32]);
     let provider = SecretKey::from_seed([42; 32]);
@@ -59,6 +70,10 @@ async fn a_session_streams_pays_and_settles_on_chain() {
         compute: compute::Params {
             job_deadline_blocks: 1_000,
             ..compute::Params::default()
+        },
+        verify: piazza_ledger::verify::Params {
+            audit_rate_bps,
+            ..piazza_ledger::verify::Params::default()
         },
         ..base
     };
@@ -170,11 +185,35 @@ async fn a_session_streams_pays_and_settles_on_chain() {
         committed.committed_units,
         answer.receipt.receipt.units + second.receipt.receipt.units
     );
+    let stake = client.provider(&me).await.unwrap().unwrap().stake;
+    if audit_rate_bps == 10_000 {
+        // The receipts may be in one commit or two (request 2 carried the voucher for 1).
+        let commits = eventually("both receipts are revealed", || async {
+            let commits = client.session_commits(id, None).await.unwrap().unwrap();
+            let revealed: usize = commits.iter().map(|c| c.revealed.len()).sum();
+            let closed = commits.iter().all(|c| c.audits_closed);
+            (revealed == 2 || closed).then_some(commits)
+        })
+        .await;
+        for commit in &commits {
+            assert_eq!(commit.audited, (0..commit.count).collect::<Vec<_>>());
+            assert_eq!(commit.revealed, commit.audited, "{commit:?}");
+        }
+        assert_eq!(commits.iter().map(|c| c.count).sum::<u64>(), 2);
+        let jobs: Vec<u64> = commits.iter().flat_map(|c| c.jobs.clone()).collect();
+        println!("revealed audits became jobs {jobs:?}");
+    }
     eventually("the voucher pays out", || async {
         let info = client.session(id).await.unwrap().unwrap();
         (info.paid == paid.base_units().to_string()).then_some(())
     })
     .await;
+
+    assert_eq!(
+        client.provider(&me).await.unwrap().unwrap().stake,
+        stake,
+        "no slash"
+    );
 
     // A client that takes a receipt and stops paying is refused at its next request.
     let third = session
