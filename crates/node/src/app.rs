@@ -37,7 +37,7 @@ use piazza_ledger::genesis::Genesis;
 use piazza_ledger::module::BlockContext;
 use piazza_ledger::state::{StateDelta, StateRead};
 use piazza_ledger::tx::{Message, SignedTransaction};
-use piazza_ledger::{compute, verify};
+use piazza_ledger::{compute, sessions, verify};
 use piazza_mempool::{Limits, Mempool, MempoolConfig, Priority, Removal, Removed};
 use piazza_primitives::{Address, Hash, SecretKey};
 use piazza_store::{DroppedTx, Head, PreparedState, Store, StoreError};
@@ -658,9 +658,9 @@ fn drop_record(hash: Hash, code: ErrorCode, reason: String) -> DroppedTx {
 
 /// Whether a transaction is its sender's protocol duty: every message is one the sender is
 /// obliged to send now (a result for, or the decline of, a job assigned to it, an attestation,
-/// a challenge or a dispute move in an audit or dispute it is part of) or evidence a waiting
-/// dispute needs. Everything else, including a duty message from someone not obliged to send
-/// it, is ordinary. This is the only place that maps messages to a mempool [`Priority`].
+/// a challenge or a dispute move in an audit or dispute it is part of, the reveal of a session
+/// receipt drawn for audit from its own commit) or evidence a waiting dispute needs. Everything
+/// else, including a duty message from someone not obliged to send it, is ordinary. This is the only place that maps messages to a mempool [`Priority`].
 pub fn priority(state: &dyn StateRead, tx: &SignedTransaction) -> Priority {
     let view = StateDelta::new(state);
     let sender = tx.sender();
@@ -685,6 +685,12 @@ pub fn priority(state: &dyn StateRead, tx: &SignedTransaction) -> Priority {
         ) => in_tasks(*job),
         // Admission already requires a dispute waiting for it.
         Message::Verify(verify::Msg::Arbitrate { .. }) => true,
+        // A reveal the sender's own commit owes before its deadline.
+        Message::Sessions(sessions::Msg::Reveal { commit, index, .. }) => {
+            sessions::commit(&view, *commit).is_some_and(|c| {
+                c.provider == sender && !c.audits_closed && c.audited.binary_search(index).is_ok()
+            })
+        }
         _ => false,
     }
     };
