@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 bash scripts/fetch-models.sh
 
-# The ledger, mempool, store, consensus, api and client reach the engines only through the
+# The ledger, mempool, store, consensus, bft, api and client reach the engines only through the
 # ledger's `Arbiter` trait: none of them may depend on the ML crates.
-for crate in piazza-ledger piazza-mempool piazza-store piazza-consensus piazza-api piazza-client; do
+for crate in piazza-ledger piazza-mempool piazza-store piazza-consensus piazza-bft piazza-api piazza-client; do
   if cargo tree --locked -p "$crate" --edges normal --prefix none \
       | grep -E '^(piazza-(engine|llm|tensor|arbiter)|tokenizers|candle)' >/dev/null; then
     echo "test: $crate depends on the ML stack:" >&2
