@@ -333,6 +333,40 @@ async fn a_move_refused_by_a_full_queue_is_made_again_and_the_cheat_is_still_cau
 }
 
 #[tokio::test]
+async fn daemons_restarted_in_the_middle_of_a_dispute_play_it_to_the_same_end() {
+    let setup = cheating_auditor(15, "corrupt-op=last");
+    let mut world = World::new(setup.clone());
+    let id = world.submit_job(TEXTS[3]);
+    let mut restarts = 0;
+    for _ in 0..harness::SCENARIO_BLOCKS_MAX {
+        if world.disputed(id) {
+            // Each block of the dispute, both processes crash and start again.
+            world.restart_players();
+            restarts += 1;
+        } else if restarts > 0 {
+            break;
+        }
+        world.step().await;
+    }
+    assert!(
+        restarts >= 2,
+        "restarted during the dispute ({restarts} times)"
+    );
+    assert!(!world.disputed(id));
+    assert_eq!(
+        world.attribute("verify.dispute_resolved", id, "winner"),
+        world.provider.address().to_string(),
+        "{:?}",
+        world.sim.refusals()
+    );
+    // The same game without restarts ends the same way, in the same number of rounds.
+    let (calm, calm_id) = check(setup, TEXTS[3], Expect::Any).await;
+    let rounds = |w: &World, id| w.attribute("verify.dispute_resolved", id, "rounds");
+    assert_eq!(rounds(&world, id), rounds(&calm, calm_id));
+    world.check_books().expect("the books balance");
+}
+
+#[tokio::test]
 async fn an_auditor_that_never_answers_misses_its_audit_and_the_result_settles() {
     let mut world = World::new(Setup {
         seed: 9,

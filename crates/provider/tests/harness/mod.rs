@@ -715,6 +715,14 @@ impl World {
         sent
     }
 
+    /// Both daemons crash and start again: fresh players that remember no run and no move
+    /// (what a restarted process knows is what the chain tells it).
+    pub fn restart_players(&mut self) {
+        for actor in [&mut self.provider, &mut self.auditor] {
+            *actor = Actor::new(actor.key.clone(), actor.fault.clone(), self.setup.model);
+        }
+    }
+
     /// Whether job `id` has an open dispute.
     pub fn disputed(&self, id: u64) -> bool {
         self.sim.read(|view| verify::dispute(view, id).is_some())
