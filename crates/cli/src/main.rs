@@ -21,6 +21,7 @@ mod market;
 mod out;
 mod password;
 mod query;
+mod session;
 mod verify;
 
 use anyhow::Result;
@@ -211,6 +212,14 @@ enum Command {
         #[command(subcommand)]
         command: piazza_gateway::GatewayCommand,
     },
+    /// Sessions: open, show, top up, close (requests go to the provider's endpoint).
+    Session {
+        #[command(subcommand)]
+        command: session::SessionCommand,
+    },
+    /// Chat with a model over a session: lines in, answers streamed, each receipt checked
+    /// and paid.
+    Chat(session::ChatArgs),
     /// Benchmarks that print comparable numbers.
     Bench {
         #[command(subcommand)]
@@ -428,6 +437,8 @@ async fn run(command: Command) -> Result<()> {
         Command::Gateway { command } => {
             piazza_gateway::run(config::gateway_defaults(command)).await
         }
+        Command::Session { command } => session::run(command).await,
+        Command::Chat(args) => session::chat(args).await,
         Command::Bench { command } => {
             tokio::task::spawn_blocking(move || bench::run(command)).await?
         }
