@@ -283,6 +283,40 @@ impl Endpoint {
         }
     }
 
+    /// Sessions with a channel here.
+    pub fn sessions(&self) -> Vec<u64> {
+        self.lock_channels().keys().copied().collect()
+    }
+
+    /// Reads every session again from the chain: takes newer terms (top-ups), and drops the
+    /// channels of sessions no longer open here that hold no paid receipt still to commit, so
+    /// `sessions_max` counts live sessions only. Their stored state stays for audits.
+    pub async fn prune(&self) {
+        for id in self.sessions() {
+            let Ok(assigned) = self.config.source.session(id).await else {
+                continue;
+            };
+            let Some(entry) = self.lock_channels().get(&id).cloned() else {
+                continue;
+            };
+            let mut guard = entry.lock().await;
+            let open = match assigned {
+                Some(assigned) if assigned.terms.open && assigned.terms.provider == self.me => {
+                    guard.channel.refresh(assigned.terms);
+                    true
+                }
+                _ => false,
+            };
+            // Receipts not paid by a voucher can no longer be committed: nothing to keep.
+            let idle = guard.channel.view().in_flight.is_none() && guard.channel.commit().is_none();
+            if !open && idle {
+                drop(guard);
+                self.lock_channels().remove(&id);
+                tracing::info!(session = id, "session no longer open here; channel dropped");
+            }
+        }
+    }
+
     /// Channels with receipts their latest voucher pays, not yet committed.
     pub async fn commits(&self) -> Vec<piazza_session::Commit> {
         let entries: Vec<_> = self.lock_channels().values().cloned().collect();
@@ -662,6 +696,8 @@ impl Default for CommitPolicy {
 
 /// Blocks after which a reveal not yet shown on chain is sent again.
 const REVEAL_RETRY_BLOCKS: u64 = 5;
+/// The commit loop reads every session again from the chain once in this many of its ticks.
+const PRUNE_EVERY_TICKS: u64 = 60;
 /// How often the commit loop looks at the sessions.
 const COMMIT_CHECK_MS: u64 = 500;
 /// How long a commit's transaction is waited for before the next try.
@@ -680,6 +716,7 @@ pub async fn commit_loop(
     // The height each session was last committed at (or first seen with receipts).
     let mut last: BTreeMap<u64, u64> = BTreeMap::new();
     let mut revealed = BTreeMap::new();
+    let mut ticks: u64 = 0;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(COMMIT_CHECK_MS)) => {}
@@ -687,6 +724,10 @@ pub async fn commit_loop(
         }
         if *shutdown.borrow() {
             return;
+        }
+        ticks += 1;
+        if ticks % PRUNE_EVERY_TICKS == 0 {
+            endpoint.prune().await;
         }
         let commits = endpoint.commits().await;
         let now = match client.status().await {

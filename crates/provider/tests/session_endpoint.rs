@@ -41,17 +41,27 @@ fn terms() -> Terms {
     }
 }
 
-/// One session, assigned to this provider for `model`.
-struct Fixed(String);
+/// Sessions [`SESSION`] and the ones in `more`, open and assigned to this provider for the
+/// model, except those listed in `closed`.
+struct Fixed {
+    model: String,
+    more: Vec<u64>,
+    closed: std::sync::Mutex<Vec<u64>>,
+}
 
 impl SessionSource for Fixed {
     fn session(
         &self,
         id: u64,
     ) -> Pin<Box<dyn Future<Output = Result<Option<Assigned>, String>> + Send + '_>> {
-        let found = (id == SESSION).then(|| Assigned {
-            terms: terms(),
-            model: self.0.clone(),
+        let open = !self.closed.lock().unwrap().contains(&id);
+        let found = (id == SESSION || self.more.contains(&id)).then(|| Assigned {
+            terms: Terms {
+                session: id,
+                open,
+                ..terms()
+            },
+            model: self.model.clone(),
         });
         Box::pin(async move { Ok(found) })
     }
@@ -80,19 +90,34 @@ fn model(generation: bool) -> (String, LoadedModel) {
 }
 
 async fn start(generation: bool, limits: ServerLimits, store: &std::path::Path) -> ServerHandle {
+    start_with(generation, limits, store, Vec::new()).await.0
+}
+
+async fn start_with(
+    generation: bool,
+    limits: ServerLimits,
+    store: &std::path::Path,
+    more: Vec<u64>,
+) -> (ServerHandle, Arc<session::Endpoint>, Arc<Fixed>) {
     let (name, loaded) = model(generation);
-    let (router, _) = session::router(EndpointConfig {
+    let source = Arc::new(Fixed {
+        model: name.clone(),
+        more,
+        closed: Default::default(),
+    });
+    let (router, endpoint) = session::router(EndpointConfig {
         key: provider(),
         price_per_unit: PRICE,
-        models: Arc::new(BTreeMap::from([(name.clone(), loaded)])),
+        models: Arc::new(BTreeMap::from([(name, loaded)])),
         threads: 2,
         limits: limits.clone(),
         store: SessionStore::open(store).unwrap(),
-        source: Arc::new(Fixed(name)),
+        source: source.clone(),
     });
-    server::start("127.0.0.1:0".parse().unwrap(), router, limits)
+    let server = server::start("127.0.0.1:0".parse().unwrap(), router, limits)
         .await
-        .unwrap()
+        .unwrap();
+    (server, endpoint, source)
 }
 
 /// Posts `body` to `path` and returns the status and the error code (if any).
@@ -482,4 +507,41 @@ async fn a_provider_gone_mid_stream_costs_the_client_nothing() {
     assert_eq!(client.paid(), Amount::ZERO, "no voucher was signed");
     assert!(client.channel().pending().is_none());
     assert_eq!(client.channel().next_seq(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_bounded_and_closed_ones_make_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = ServerLimits {
+        sessions_max: 1,
+        ..ServerLimits::default()
+    };
+    let (server, endpoint, source) = start_with(false, limits, dir.path(), vec![SESSION + 1]).await;
+    let url = server.url();
+    let mut first = SessionClient::new(&url, ClientChannel::new(terms(), owner()).unwrap());
+    first
+        .request(b"one".to_vec(), JobParams::default(), 64, |_| {})
+        .await
+        .unwrap();
+    let second_terms = Terms {
+        session: SESSION + 1,
+        ..terms()
+    };
+    let mut second = SessionClient::new(&url, ClientChannel::new(second_terms, owner()).unwrap());
+    let full = second
+        .request(b"two".to_vec(), JobParams::default(), 64, |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(full.code(), Some("queue_full"), "{full}");
+    // Still open: pruning keeps it.
+    endpoint.prune().await;
+    assert_eq!(endpoint.sessions(), vec![SESSION]);
+    source.closed.lock().unwrap().push(SESSION);
+    endpoint.prune().await;
+    assert!(endpoint.sessions().is_empty());
+    second
+        .request(b"two".to_vec(), JobParams::default(), 64, |_| {})
+        .await
+        .unwrap();
+    server.shutdown().await;
 }
