@@ -726,7 +726,7 @@ pub async fn commit_loop(
             return;
         }
         ticks += 1;
-        if ticks % PRUNE_EVERY_TICKS == 0 {
+        if ticks.is_multiple_of(PRUNE_EVERY_TICKS) {
             endpoint.prune().await;
         }
         let commits = endpoint.commits().await;
