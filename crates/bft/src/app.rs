@@ -24,6 +24,7 @@ use malachitebft_app_channel::{AppMsg, Channels, NetworkMsg};
 use piazza_codec::Encode;
 use piazza_consensus::{AppError, AppMsg as PiazzaMsg, AppSender, Committed};
 use piazza_ledger::block::Block;
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -54,6 +55,8 @@ pub struct AppLoop {
     pub app: AppSender,
     streams: PartStreams,
     height: Height,
+    /// Values of the current height already executed by the application (not executed again).
+    validated: BTreeMap<BlockId, Validity>,
 }
 
 /// Time for proposing when the clock is unreadable: the ledger raises it to the parent's time.
@@ -104,6 +107,7 @@ impl AppLoop {
             app,
             streams: PartStreams::new(),
             height: Height(0),
+            validated: BTreeMap::new(),
         }
     }
 
@@ -134,7 +138,7 @@ impl AppLoop {
         match msg {
             AppMsg::ConsensusReady { reply } => {
                 let next = self.catch_up().await?;
-                self.height = next;
+                self.enter_height(next);
                 let _ = reply.send((next, self.params()));
             }
             AppMsg::StartedRound {
@@ -143,12 +147,16 @@ impl AppLoop {
                 reply_value,
                 ..
             } => {
-                self.height = height;
+                self.enter_height(height);
                 let stored = match round.as_u32() {
                     Some(r) => self.store.proposals_at(height, r)?,
                     None => Vec::new(),
                 };
-                let _ = reply_value.send(stored.into_iter().map(|p| p.value).collect());
+                let mut values = Vec::with_capacity(stored.len());
+                for proposal in stored {
+                    values.push(self.revalidate(proposal).await?);
+                }
+                let _ = reply_value.send(values);
             }
             AppMsg::GetValue {
                 height,
@@ -197,7 +205,7 @@ impl AppLoop {
             } => {
                 let peer = published_by.unwrap_or(from).to_bytes();
                 let value = match self.streams.insert(peer, part, self.height) {
-                    Ok(Some(assembled)) => self.accept_stream(assembled)?,
+                    Ok(Some(assembled)) => self.accept_stream(assembled).await?,
                     Ok(None) => None,
                     Err(error) => {
                         tracing::warn!(%from, %error, "proposal part refused");
@@ -225,7 +233,7 @@ impl AppLoop {
             } => {
                 let committed = self.finalize(&certificate).await?;
                 let next = Height(committed.height + 1);
-                self.height = next;
+                self.enter_height(next);
                 self.streams.prune_below(next);
                 let _ = reply.send(Next::Start(next, self.params()));
             }
@@ -410,8 +418,8 @@ impl AppLoop {
 
     /// Checks a complete stream: from the round's proposer, signed by it, a block that decodes.
     /// Returns the value to give consensus (valid or not), or `None` for a stream not to trust.
-    fn accept_stream(
-        &self,
+    async fn accept_stream(
+        &mut self,
         stream: Assembled,
     ) -> Result<Option<ProposedValue<PiazzaContext>>, LoopError> {
         let init = &stream.init;
@@ -438,7 +446,13 @@ impl AppLoop {
             tracing::warn!(height = %init.height, round = %init.round, "proposal stream with a bad signature");
             return Ok(None);
         }
-        let validity = self.check_block(&block, init.height);
+        let mut validity = self.check_block(&block, init.height);
+        // A block of the current height executes now; one of a later height when its height
+        // starts (its parent is not committed yet), offered to consensus from `StartedRound`.
+        let current = init.height == self.height;
+        if validity.is_valid() && current {
+            validity = self.execute(block, id).await?;
+        }
         let proposal = StoredProposal {
             value: ProposedValue {
                 height: init.height,
@@ -453,12 +467,61 @@ impl AppLoop {
         if init.round.is_defined() {
             self.store.put_proposal(&proposal)?;
         }
-        Ok(Some(proposal.value))
+        Ok(current.then_some(proposal.value))
     }
 
-    /// The checks a block passes before this validator votes for it: its height and chain, a
-    /// proposer that is a validator and its signature on the header. Execution to the header's
-    /// state root happens when it is committed.
+    fn enter_height(&mut self, height: Height) {
+        if height != self.height {
+            self.validated.clear();
+        }
+        self.height = height;
+    }
+
+    /// Has the application execute another validator's block of the current height (once per
+    /// block); a block it refuses is `Invalid`.
+    async fn execute(&mut self, block: Block, id: BlockId) -> Result<Validity, LoopError> {
+        if let Some(validity) = self.validated.get(&id) {
+            return Ok(*validity);
+        }
+        let height = block.header.height;
+        let (reply, answer) = oneshot::channel();
+        let msg = PiazzaMsg::ValidateValue {
+            block: Box::new(block),
+            reply,
+        };
+        let validity = match self.ask(msg, answer).await? {
+            Ok(()) => Validity::Valid,
+            Err(error) => {
+                tracing::warn!(height, %error, "proposed block refused");
+                Validity::Invalid
+            }
+        };
+        self.validated.insert(id, validity);
+        Ok(validity)
+    }
+
+    /// A stored proposal as consensus gets it at the start of a round: another validator's
+    /// block that passed the structural checks is executed first (it may have arrived before
+    /// its height started).
+    async fn revalidate(
+        &mut self,
+        mut proposal: StoredProposal,
+    ) -> Result<ProposedValue<PiazzaContext>, LoopError> {
+        let own = proposal.value.proposer == self.address;
+        if own || proposal.value.validity.is_invalid() {
+            return Ok(proposal.value);
+        }
+        let block = Block::decode_bytes(&proposal.block_bytes).map_err(StoreError::Corrupt)?;
+        let validity = self.execute(block, proposal.value.value).await?;
+        if validity != proposal.value.validity {
+            proposal.value.validity = validity;
+            self.store.put_proposal(&proposal)?;
+        }
+        Ok(proposal.value)
+    }
+
+    /// The checks a block passes before it is executed: its height and chain, a proposer that
+    /// is a validator and its signature on the header.
     pub fn check_block(&self, block: &Block, height: Height) -> Validity {
         let header = &block.header;
         let proposer = ValidatorAddress(header.proposer.address());

@@ -44,6 +44,13 @@ pub enum AppMsg {
         block: Box<Block>,
         reply: oneshot::Sender<Result<Committed, AppError>>,
     },
+    /// Another validator proposed `block` for the next height: execute it on the head without
+    /// committing and answer whether it is valid (extends the head, every transaction applies,
+    /// and it executes to its header's state root). Only a network of validators sends this.
+    ValidateValue {
+        block: Box<Block>,
+        reply: oneshot::Sender<Result<(), AppError>>,
+    },
     /// A peer syncs: return the decided block at `height`, if stored.
     GetDecidedValue {
         height: u64,

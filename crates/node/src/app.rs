@@ -585,6 +585,24 @@ impl App {
         })
     }
 
+    /// Validates another validator's proposal for the next height by executing it on the head;
+    /// remembers the execution so that committing the same block does not execute it again.
+    pub fn validate(&self, block: Block) -> Result<(), AppError> {
+        let (outcome, prepared) = self.execute_foreign(&block)?;
+        if prepared.root != block.header.state_root {
+            return Err(AppError(format!(
+                "block {} executes to state root {}, its header says {}",
+                block.header.height, prepared.root, block.header.state_root
+            )));
+        }
+        *self.pending.lock().expect("pending lock") = Some(Pending {
+            block_hash: block.hash(),
+            outcome,
+            prepared,
+        });
+        Ok(())
+    }
+
     fn execute_foreign(&self, block: &Block) -> Result<(BlockOutcome, PreparedState), AppError> {
         let head = self.head().map_err(app_error)?;
         if block.header.parent_hash != head.block_hash {
@@ -636,6 +654,9 @@ impl App {
                     tracing::error!(error = %e, "commit failed");
                 }
                 let _ = reply.send(result);
+            }
+            AppMsg::ValidateValue { block, reply } => {
+                let _ = reply.send(self.validate(*block));
             }
             AppMsg::GetDecidedValue { height, reply } => {
                 let _ = reply.send(self.store.block(height).ok().flatten());
