@@ -545,3 +545,71 @@ async fn sessions_are_bounded_and_closed_ones_make_room() {
         .unwrap();
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_provider_keeps_its_receipts_and_vouchers() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(false, ServerLimits::default(), dir.path()).await;
+    let mut client =
+        SessionClient::new(&server.url(), ClientChannel::new(terms(), owner()).unwrap());
+    let first = client
+        .request(b"one".to_vec(), JobParams::default(), 64, |_| {})
+        .await
+        .unwrap();
+    let held = client
+        .request(b"two".to_vec(), JobParams::default(), 64, |_| {})
+        .await
+        .unwrap()
+        .voucher;
+    let before = client.view().await.unwrap();
+    server.shutdown().await;
+
+    // A new process on the same store: same view, and request 2 is still owed.
+    let server = start(false, ServerLimits::default(), dir.path()).await;
+    let replayed = RequestBody::new(&embedding_request(3).sign(&owner()), Some(&first.voucher));
+    let after = reqwest::Client::new()
+        .get(format!("{}/v1/sessions/{SESSION}", server.url()))
+        .send()
+        .await
+        .unwrap()
+        .json::<SessionView>()
+        .await
+        .unwrap();
+    assert_eq!(after, before);
+    assert_eq!((after.channel.served_seq, after.channel.paid_seq), (2, 1));
+    let requests = format!("/v1/sessions/{SESSION}/requests");
+    assert_eq!(
+        post(
+            &server.url(),
+            &requests,
+            serde_json::to_vec(&replayed).unwrap()
+        )
+        .await,
+        (402, "unpaid".to_string()),
+        "the voucher for request 1 is stale; request 2 is unpaid"
+    );
+    // The client pays request 2 (its voucher was kept for the next request) and goes on.
+    let client = SessionClient::new(
+        &server.url(),
+        ClientChannel::resume(terms(), owner(), 2, first.voucher.voucher.total).unwrap(),
+    );
+    let view = client.view().await.unwrap();
+    assert!(
+        view.last_receipt.is_some(),
+        "the receipt of request 2 is kept"
+    );
+    drop(client);
+    let third = RequestBody::new(&embedding_request(3).sign(&owner()), Some(&held));
+    assert_eq!(
+        reqwest::Client::new()
+            .post(format!("{}{requests}", server.url()))
+            .json(&third)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    server.shutdown().await;
+}
