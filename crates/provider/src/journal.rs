@@ -21,7 +21,8 @@ impl Journal {
         self.dir.join(format!("job-{job}.tx"))
     }
 
-    /// Records the signed result for `job`, durably, before it is sent.
+    /// Records the signed answer for `job` (its result or its decline), durably, before it is
+    /// sent.
     pub fn record(&self, job: u64, tx: &[u8]) -> std::io::Result<()> {
         let tmp = self.dir.join(format!("job-{job}.tmp"));
         let mut file = fs::File::create(&tmp)?;

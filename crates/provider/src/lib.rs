@@ -279,8 +279,15 @@ impl Poster {
         Ok(())
     }
 
-    /// Declines an assigned job this provider cannot serve, saying why.
-    async fn decline(&self, job: u64, reason: &str) -> Result<(), ProviderError> {
+    /// Declines an assigned job this provider cannot serve, saying why. The decline is
+    /// journaled like a result, so a poll that still lists the job before the decline is in a
+    /// block resends the same transaction instead of running the job again.
+    async fn decline(
+        &self,
+        journal: &Journal,
+        job: u64,
+        reason: &str,
+    ) -> Result<(), ProviderError> {
         let mut reason = reason.to_string();
         if reason.len() > compute::DECLINE_REASON_BYTES_MAX {
             let mut end = compute::DECLINE_REASON_BYTES_MAX;
@@ -295,7 +302,7 @@ impl Poster {
                     job,
                     reason: reason.clone(),
                 })],
-                None,
+                Some((journal, job)),
             )
             .await?;
         tracing::warn!(job, tx = %hash, %reason, "job declined");
@@ -518,7 +525,7 @@ async fn process(
             // tokenize, ...): the same input fails the same way every time, so decline it
             // rather than retry it until the deadline slashes this provider.
             Err(ProviderError::Model(reason)) => {
-                return poster.decline(id, &reason).await;
+                return poster.decline(journal, id, &reason).await;
             }
             Err(e) => return Err(e),
         }
