@@ -6,6 +6,7 @@ use crate::codec::PiazzaCodec;
 use crate::context::{PiazzaContext, ValidatorAddress, ValidatorSet};
 use crate::signing::{KeySigner, KeyVerifier};
 use crate::store::{ConsensusStore, StoreError};
+use bytesize::ByteSize;
 use malachitebft_app_channel::app::config::{
     ConsensusConfig, NodeConfig, P2pConfig, ValuePayload, ValueSyncConfig,
 };
@@ -18,6 +19,7 @@ use malachitebft_app_channel::{
     Signer, SyncContext, WalContext,
 };
 use piazza_consensus::AppSender;
+use piazza_ledger::block::BLOCK_BYTES_MAX;
 use piazza_primitives::SecretKey;
 use std::path::PathBuf;
 use tokio::task::JoinHandle;
@@ -26,6 +28,10 @@ use tokio::task::JoinHandle;
 pub const CONSENSUS_DB_FILE: &str = "consensus.redb";
 /// The WAL's file inside a validator's consensus home.
 pub const WAL_FILE: &str = "consensus.wal";
+/// The most bytes of one sync response and of one libp2p request or response: a block of the
+/// largest size with its commit certificate (Malachite's default, 10 MiB, is below a block's
+/// 16 MiB bound, so such a block could never be synced).
+pub const SYNC_RESPONSE_BYTES_MAX: usize = BLOCK_BYTES_MAX + 1024 * 1024;
 /// Capacity of the engine's request channel (state dumps, peer updates).
 pub const REQUEST_CHANNEL_CAPACITY: usize = 16;
 
@@ -65,7 +71,10 @@ impl BftConfig {
             listen_addr,
             persistent_peers: Vec::new(),
             timeouts: LinearTimeouts::default(),
-            value_sync: ValueSyncConfig::default(),
+            value_sync: ValueSyncConfig {
+                max_response_size: ByteSize::b(SYNC_RESPONSE_BYTES_MAX as u64),
+                ..ValueSyncConfig::default()
+            },
         }
     }
 }
@@ -156,6 +165,7 @@ pub async fn start(
             p2p: P2pConfig {
                 listen_addr: config.listen_addr.clone(),
                 persistent_peers: config.persistent_peers.clone(),
+                rpc_max_size: ByteSize::b(SYNC_RESPONSE_BYTES_MAX as u64),
                 ..P2pConfig::default()
             },
             value_payload: ValuePayload::ProposalAndParts,
