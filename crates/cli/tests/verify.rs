@@ -118,6 +118,8 @@ enum Expect {
     Input,
     /// The silent defendant loses at a round's deadline.
     Silent,
+    /// The runs agree on every common step; the ledger reads where the agreed samples stop.
+    Length,
 }
 
 /// Runs one faulty provider on one job and checks the whole dispute; returns the numbers.
@@ -237,6 +239,16 @@ fn caught(
                 attr(&arbitrated, "evidence_bytes"),
             )
         }
+        Expect::Length => {
+            events.wait("verify.length_disputed", id);
+            let arbitrated = events.wait("verify.arbitrated", id);
+            assert_eq!(attr(&arbitrated, "by"), auditor);
+            assert!(attr(&resolved, "reason").starts_with("the agreed samples stop"));
+            format!(
+                "{model} {faults:?}: length dispute, {rounds} rounds, length evidence {} bytes, dispute {blocks} blocks",
+                attr(&arbitrated, "evidence_bytes"),
+            )
+        }
         Expect::Silent => {
             assert_eq!(attr(&resolved, "reason"), "silent in a round");
             format!(
@@ -343,60 +355,21 @@ fn corrupt_providers_are_caught_bisected_to_the_step_slashed_and_clients_refunde
         &["--chat", "--max-tokens", "4"],
         Expect::Step(gen_steps / 2),
     ));
-    // A generation one token short: the same ids, a shorter trace. The ledger cannot tell
-    // where the generation should stop, so nobody is slashed: the bond comes back and the
-    // result stands.
-    let auditor_address = auditor.to_string();
-    let bond_holder_before = balance_of(&client, &runtime, &auditor_address);
-    let stake_before = stake_of(&runtime, &client, &cheat_llm);
-    let journal = dir.path().join("journal-stop-early");
-    let provider = daemon(
+    // A generation one token short: the same ids, a shorter trace. The game walks the steps
+    // both runs share, finds them agreed, and the ledger reads where the agreed samples stop
+    // the generation: the shorter run loses.
+    numbers.push(caught(
         &devnet,
         dir.path(),
-        &[
-            "provider",
-            "run",
-            "--from",
-            "cheat-llm",
-            "--models",
-            SMOLLM2,
-            "--fault",
-            "stop-early",
-            "--journal",
-            journal.to_str().unwrap(),
-        ],
-    );
-    let id = submit(
-        &devnet,
-        dir.path(),
+        &runtime,
+        &client,
+        &events,
+        &cheat_llm,
         SMOLLM2,
+        &["stop-early"],
         prompt,
         &["--chat", "--max-tokens", "4"],
-    );
-    let job = runtime
-        .block_on(client.wait_for_job(id, DISPUTE_WAIT))
-        .unwrap();
-    drop(provider);
-    let drawn = events.wait("verify.dispute_drawn", id);
-    assert_eq!(
-        job.status,
-        piazza_api::JobState::Settled,
-        "the result stands"
-    );
-    assert_eq!(stake_of(&runtime, &client, &cheat_llm), stake_before);
-    let bond = piazza_ledger::verify::Params::default()
-        .challenge_bond
-        .base_units();
-    let after = balance_of(&client, &runtime, &auditor_address);
-    assert!(
-        after + bond > bond_holder_before,
-        "the bond came back (only fees were paid)"
-    );
-    numbers.push(format!(
-        "{SMOLLM2} [\"stop-early\"]: draw after {} rounds, {} blocks ({})",
-        attr(&drawn, "rounds"),
-        attr(&drawn, "blocks"),
-        attr(&drawn, "reason")
+        Expect::Length,
     ));
     eprintln!("dispute numbers:\n{}", numbers.join("\n"));
 }
