@@ -2,17 +2,24 @@
 //!
 //! Any OpenAI client (its base URL set to the gateway, its API key one the gateway issued) gets
 //! `GET /v1/models`, `POST /v1/embeddings`, `POST /v1/completions` and
-//! `POST /v1/chat/completions` (with `stream: true`). Each request becomes paid jobs on chain,
-//! signed by the keystore key its API key is bound to, and each answer carries the receipts of
-//! its jobs — job id, provider, trace root, submitting transaction — in a `piazza` field (a list,
-//! one per job, in input order) and in `x-piazza-job`, `x-piazza-provider`,
-//! `x-piazza-trace-root` and `x-piazza-tx` headers (comma-separated, same order).
+//! `POST /v1/chat/completions` (with `stream: true`). A request is served over one of the
+//! paying key's sessions with the model's provider ([`sessions`]: opened, topped up and rotated
+//! by the gateway; text relayed as the provider streams it), each answer carrying the
+//! provider's signed session receipts in a `piazza` field (on the last chunk of a stream) and
+//! in `x-piazza-receipt` (hex of each signed receipt), `x-piazza-session`,
+//! `x-piazza-provider` and `x-piazza-trace-root` headers. With `x-piazza-mode: job`, or when
+//! no provider serves the model's sessions, it becomes paid jobs on chain, signed by the
+//! keystore key its API key is bound to, and each answer carries the receipts of its jobs —
+//! job id, provider, trace root, submitting transaction — in `piazza` (a list, one per job, in
+//! input order) and in `x-piazza-job`, `x-piazza-provider`, `x-piazza-trace-root` and
+//! `x-piazza-tx` headers (comma-separated, same order).
 //!
 //! **Invariants.**
 //! - A key never spends past its limit: a request reserves its worst case (escrow plus the
 //!   exact fee of each job's transaction, from the chain's fee schedule — [`fees`]) before
 //!   anything is signed and is refused with 429 `insufficient_quota` when that would pass the
-//!   limit; on settlement the chain's actual charge replaces the reservation. Jobs run and
+//!   limit; on settlement the chain's actual charge replaces the reservation. Over a session
+//!   the worst case is `max_units × max_price_per_unit` and the charge the receipt's price. Jobs run and
 //!   settle in a task of their own, so a client that hangs up is still charged and no
 //!   reservation outlives its jobs.
 //! - Only a hash of each API key is stored (`DATA_DIR/api_keys.json`, written atomically).
@@ -124,6 +131,8 @@ pub struct Limits {
     /// Largest `max_tokens` a generation request may ask for.
     pub max_tokens_max: u64,
     pub batch_submission: BatchSubmission,
+    /// A session's deposit (and each top-up), in requests at their worst case.
+    pub session_deposit_requests: u128,
 }
 
 impl Default for Limits {
@@ -137,6 +146,7 @@ impl Default for Limits {
             batch_inputs_max: 64,
             max_tokens_max: 2048,
             batch_submission: BatchSubmission::Concurrent,
+            session_deposit_requests: sessions::SESSION_DEPOSIT_REQUESTS,
         }
     }
 }

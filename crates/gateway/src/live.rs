@@ -71,6 +71,7 @@ pub(crate) async fn start(
         max_price_per_unit: price_per_unit,
         worst_case: worst_one,
         wait: gw.limits.queue_wait,
+        deposit_requests: gw.limits.session_deposit_requests,
     };
     let Some(mut lease) = gw
         .sessions
@@ -105,24 +106,36 @@ pub(crate) async fn start(
                         .unwrap_or(charged);
                     done.push(a);
                 }
+                Err(e) if e.code() == Some("busy") => {
+                    // Refused before it ran: the session stays good for the next request.
+                    failure = Some((false, ApiError::busy(format!("session {session}: {e}"))));
+                    break;
+                }
                 Err(e) => {
-                    failure = Some(ApiError::upstream(format!("session {session}: {e}")));
+                    failure = Some((true, ApiError::upstream(format!("session {session}: {e}"))));
                     break;
                 }
             }
         }
-        held.settle(charged);
-        let result = match failure {
-            None => Ok(done),
-            Some(e) => {
-                // A session whose request failed is not reused.
-                if let Some(id) = lease.retire() {
-                    gw.sessions.close(&gw.market, &signer, id).await;
-                }
-                Err(e)
-            }
+        let broken = failure.as_ref().is_some_and(|(broken, _)| *broken);
+        // The session goes back before the answer does, so the client's next request finds
+        // it idle (one that failed while it ran is retired, and closed below).
+        let retired = if broken {
+            lease.retire()
+        } else {
+            drop(lease);
+            None
         };
-        let _ = answer.send(result);
+        let _ = answer.send(match failure {
+            None => Ok(done),
+            Some((_, e)) => Err(e),
+        });
+        // Off the answer's path: the charge is written (until then the reservation holds at
+        // least as much against the limit), then a retired session is closed.
+        held.settle(charged);
+        if let Some(id) = retired {
+            gw.sessions.close(&gw.market, &signer, id).await;
+        }
     });
     Ok(Ok(Underway {
         deltas,

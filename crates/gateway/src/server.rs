@@ -135,6 +135,10 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
             source,
         })?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // Each SSE event goes out when written, not held for the previous one's ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app).with_graceful_shutdown(async {
             let _ = stopped.await;

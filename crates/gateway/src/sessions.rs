@@ -13,13 +13,12 @@
 
 use crate::errors::ApiError;
 use crate::market::{Market, Signer};
-use piazza_api::{session_method, SessionInfo, SessionState};
+use piazza_api::SessionState;
 use piazza_client::session::SessionClient;
 use piazza_ledger::sessions::Msg;
 use piazza_ledger::tx::Message;
-use piazza_primitives::{Address, Amount};
-use piazza_session::{ClientChannel, Terms};
-use serde_json::json;
+use piazza_primitives::Amount;
+use piazza_session::ClientChannel;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,7 +26,8 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// Sessions one paying key keeps open per model (the ledger allows 16 per account in all).
 pub const SESSIONS_PER_MODEL_MAX: usize = 8;
-/// A session's deposit, in requests at their worst case.
+/// A session's deposit (and each top-up), in requests at their worst case, by default
+/// ([`crate::Limits::session_deposit_requests`]).
 pub const SESSION_DEPOSIT_REQUESTS: u128 = 256;
 /// How long a session is opened for, in blocks.
 pub const SESSION_EXPIRY_BLOCKS: u64 = 50_000;
@@ -35,8 +35,6 @@ pub const SESSION_EXPIRY_BLOCKS: u64 = 50_000;
 pub const SESSION_ROTATE_BEFORE_BLOCKS: u64 = 500;
 /// How long an opened session may wait for its provider's assignment.
 pub const SESSION_ASSIGN_WAIT_MS: u64 = 30_000;
-/// How often a new session's state is read while it waits for its provider.
-const SESSION_POLL_MS: u64 = 50;
 /// After a model is found without a session endpoint, how long requests go straight to jobs.
 pub const SESSION_UNAVAILABLE_RETRY_MS: u64 = 10_000;
 /// How long the chain height read for the expiry checks is reused.
@@ -155,6 +153,8 @@ pub(crate) struct Need<'a> {
     /// The request's worst case (`max_units × max_price_per_unit`).
     pub worst_case: Amount,
     pub wait: Duration,
+    /// The deposit (and each top-up) in requests at `worst_case`.
+    pub deposit_requests: u128,
 }
 
 impl Sessions {
@@ -311,7 +311,7 @@ impl Sessions {
     ) -> Result<Option<Live>, ApiError> {
         let deposit = need
             .worst_case
-            .checked_mul(SESSION_DEPOSIT_REQUESTS)
+            .checked_mul(need.deposit_requests)
             .ok_or_else(|| ApiError::invalid(None, "the session's deposit overflows"))?;
         let key = need.signer.key();
         let receipt = self
@@ -334,13 +334,25 @@ impl Sessions {
             .find(|e| e.kind == "sessions.opened")
             .and_then(|e| e.attributes.get("session")?.parse::<u64>().ok())
             .ok_or_else(|| ApiError::upstream("no session id in the open receipt"))?;
-        let info = assigned(market, id).await?;
+        let info = market
+            .client
+            .wait_for_session(id, Duration::from_millis(SESSION_ASSIGN_WAIT_MS))
+            .await
+            .map_err(|e| ApiError::upstream(format!("session {id}: {e}")))?;
+        if info.state != SessionState::Open {
+            return Err(ApiError::upstream(format!(
+                "session {id} is {:?} before it served anything",
+                info.state
+            )));
+        }
         let Some(endpoint) = info.endpoint.clone().filter(|e| !e.trim().is_empty()) else {
             tracing::warn!(session = id, "the assigned provider names no endpoint");
             self.close(market, need.signer, id).await;
             return Ok(None);
         };
-        let terms = terms(&info, key.public_key())?;
+        let terms = piazza_client::session::terms(&info)
+            .map_err(|e| ApiError::upstream(e.to_string()))?
+            .ok_or_else(|| ApiError::upstream(format!("session {id} has no provider")))?;
         let channel = ClientChannel::new(terms, key.clone())
             .map_err(|e| ApiError::internal(e.to_string()))?;
         tracing::info!(session = id, %endpoint, model = need.model, "session opened");
@@ -362,7 +374,7 @@ impl Sessions {
     ) -> Result<(), ApiError> {
         let amount = need
             .worst_case
-            .checked_mul(SESSION_DEPOSIT_REQUESTS)
+            .checked_mul(need.deposit_requests)
             .ok_or_else(|| ApiError::invalid(None, "the session's deposit overflows"))?;
         let session = live.id();
         self.send(market, need.signer, Msg::TopUp { session, amount })
@@ -395,64 +407,4 @@ impl Sessions {
             tracing::warn!(session, error = %e.message, "could not close a session");
         }
     }
-}
-
-/// Waits until session `id` has its provider.
-async fn assigned(market: &Market, id: u64) -> Result<SessionInfo, ApiError> {
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(SESSION_ASSIGN_WAIT_MS);
-    loop {
-        let info: Option<SessionInfo> = market
-            .client
-            .call(session_method::GET_SESSION, json!([id]))
-            .await
-            .map_err(|e| ApiError::upstream(e.to_string()))?;
-        match info {
-            Some(info) if info.state == SessionState::Open => return Ok(info),
-            Some(info) if info.state != SessionState::Pending => {
-                return Err(ApiError::upstream(format!(
-                    "session {id} is {:?} before it served anything",
-                    info.state
-                )))
-            }
-            _ => {}
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(ApiError::timeout(format!(
-                "session {id} had no provider within {SESSION_ASSIGN_WAIT_MS} ms"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(SESSION_POLL_MS)).await;
-    }
-}
-
-/// The channel terms of an open session as the node reports it.
-pub fn terms(
-    info: &SessionInfo,
-    owner_key: piazza_primitives::PublicKey,
-) -> Result<Terms, ApiError> {
-    let bad = |what: &str| ApiError::upstream(format!("session {}: bad {what}", info.id));
-    let amount =
-        |text: &str, what: &str| text.parse::<u128>().map(Amount::new).map_err(|_| bad(what));
-    let provider: Address = info
-        .provider
-        .as_deref()
-        .ok_or_else(|| bad("provider"))?
-        .parse()
-        .map_err(|_| bad("provider"))?;
-    if info.owner_key != owner_key.to_hex() {
-        return Err(bad("owner key"));
-    }
-    Ok(Terms {
-        session: info.id,
-        owner_key,
-        authorised: None,
-        provider,
-        deposit: amount(&info.deposit, "deposit")?
-            .checked_add(amount(&info.paid, "paid")?)
-            .ok_or_else(|| bad("deposit"))?,
-        max_price_per_unit: amount(&info.max_price_per_unit, "max price")?,
-        committed_seq: info.committed_seq,
-        committed_total: amount(&info.committed_total, "committed total")?,
-        open: info.state == SessionState::Open,
-    })
 }

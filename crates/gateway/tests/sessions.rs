@@ -7,11 +7,11 @@
 
 mod support;
 
-use piazza_gateway::{start, GatewayConfig};
+use piazza_gateway::Limits;
 use piazza_primitives::Amount;
 use std::path::PathBuf;
 use std::time::Duration;
-use support::{devnet_on, ChainOptions, DevnetOptions, DEV_KEY};
+use support::{gateway, session_devnet, DevnetOptions, DEV_KEY};
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -32,30 +32,17 @@ async fn openai_client_is_served_over_sessions() {
         ),
         Err(e) => panic!("python3 is needed for the OpenAI client check: {e}"),
     }
-    let devnet = devnet_on(
-        DevnetOptions {
-            block_interval: Duration::from_millis(100),
-            generation: true,
-            provider_concurrency: 2,
-        },
-        ChainOptions {
-            session_endpoint: true,
-            ..ChainOptions::default()
-        },
-    )
+    let devnet = session_devnet(DevnetOptions {
+        block_interval: Duration::from_millis(100),
+        generation: true,
+        provider_concurrency: 2,
+    })
     .await;
     assert!(
         devnet.generation,
         "SmolLM2 is needed (scripts/fetch-models.sh)"
     );
-    let gw = start(GatewayConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        &devnet.url,
-        devnet.dir.path().join("gateway"),
-        devnet.keystore_dir.clone(),
-    ))
-    .await
-    .unwrap();
+    let gw = gateway(&devnet, Limits::default()).await;
     let key = gw.create_key(DEV_KEY, Amount::pza(100)).unwrap();
 
     let mut command = std::process::Command::new("python3");
@@ -95,6 +82,81 @@ async fn openai_client_is_served_over_sessions() {
     assert_eq!(gw.reserved(&record.key_hash), Amount::ZERO);
     // One session per model (chat, embeddings), opened once, whatever the request count.
     assert_eq!(gw.session_transactions(), 2);
+    gw.shutdown().await;
+    devnet.shutdown().await;
+}
+
+/// A session whose deposit runs low is topped up (one transaction) and keeps serving: the
+/// provider reads the larger deposit from the chain, and every answer has its receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_running_low_is_topped_up_and_keeps_serving() {
+    let devnet = session_devnet(DevnetOptions {
+        block_interval: Duration::from_millis(50),
+        generation: false,
+        provider_concurrency: 1,
+    })
+    .await;
+    // Room for two requests at their worst case (256 tokens each); an answer costs its ~40.
+    let gw = gateway(
+        &devnet,
+        Limits {
+            session_deposit_requests: 2,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let key = gw.create_key(DEV_KEY, Amount::pza(100)).unwrap();
+    let http = reqwest::Client::new();
+    let (mut sessions, mut paid) = (std::collections::BTreeSet::new(), 0u128);
+    let requests = 30;
+    // About 40 tokens each: a top-up every few requests.
+    let filler = "the quick brown fox jumps over the lazy dog ".repeat(4);
+    for i in 0..requests {
+        let response = http
+            .post(format!("{}/v1/embeddings", gw.url()))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({"model": "all-minilm-l6-v2", "input": format!("sentence number {i}: {filler}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "request {i}");
+        let session = response.headers()["x-piazza-session"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let body: serde_json::Value = response.json().await.unwrap();
+        let receipt = &body["piazza"][0];
+        assert_eq!(receipt["session"].to_string(), session);
+        paid += receipt["price"].as_str().unwrap().parse::<u128>().unwrap();
+        sessions.insert(session);
+    }
+    let worst = 256 * support::PRICE_PER_UNIT;
+    let deposit = 2 * worst;
+    assert!(
+        paid > deposit,
+        "the requests cost {paid}, more than one deposit"
+    );
+    assert_eq!(
+        sessions.len(),
+        1,
+        "one session served them all: {sessions:?}"
+    );
+    let sent = gw.session_transactions();
+    let top_ups = sent - 1;
+    assert!(top_ups >= 1, "{sent} session transactions");
+    let id: u64 = sessions.first().unwrap().parse().unwrap();
+    let info = devnet.client.session(id).await.unwrap().unwrap();
+    let escrowed = info.deposit.parse::<u128>().unwrap() + info.paid.parse::<u128>().unwrap();
+    assert_eq!(escrowed, deposit * (1 + top_ups as u128));
+    // The last charge is written just after its answer left.
+    let hash = gw.keys()[0].key_hash.clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while gw.reserved(&hash) != Amount::ZERO && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let record = gw.keys().into_iter().next().unwrap();
+    assert_eq!(record.spent, Amount::new(paid));
+    println!("{requests} requests, {paid} paid, one session, {top_ups} top-up(s)");
     gw.shutdown().await;
     devnet.shutdown().await;
 }

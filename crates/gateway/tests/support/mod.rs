@@ -19,6 +19,8 @@ pub const CHAIN_ID: &str = "piazza-gateway-test";
 pub const DEV_KEY: &str = "dev";
 /// Registered at genesis, served by nobody.
 pub const UNSERVED_MODEL: &str = "unserved-embedder";
+/// The validator's key seed (its account is funded at genesis).
+pub const VALIDATOR_SEED: [u8; 32] = [231; 32];
 /// The provider's price per unit (input token or generated token), in base units.
 pub const PRICE_PER_UNIT: u128 = 1_000;
 
@@ -81,7 +83,7 @@ pub async fn devnet_on(options: DevnetOptions, chain: ChainOptions) -> Devnet {
     let keystore_dir = dir.path().join("keys");
     let keystore = Keystore::open(&keystore_dir).expect("keystore");
     let dev = keystore.create(DEV_KEY, "").expect("dev key").address;
-    let validator = SecretKey::from_seed([231; 32]);
+    let validator = SecretKey::from_seed(VALIDATOR_SEED);
     let provider = SecretKey::from_seed([232; 32]);
     let owner = SecretKey::from_seed([233; 32]).public_key().address();
     let models_dir = piazza_engine::models_dir();
@@ -255,4 +257,33 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port on 127.0.0.1")
+}
+
+/// A devnet whose provider serves sessions on 127.0.0.1.
+pub async fn session_devnet(options: DevnetOptions) -> Devnet {
+    devnet_on(
+        options,
+        ChainOptions {
+            session_endpoint: true,
+            ..ChainOptions::default()
+        },
+    )
+    .await
+}
+
+/// A gateway on 127.0.0.1 in front of `devnet`, paying with its keystore, under `limits`.
+pub async fn gateway(
+    devnet: &Devnet,
+    limits: piazza_gateway::Limits,
+) -> piazza_gateway::GatewayHandle {
+    let mut config = piazza_gateway::GatewayConfig::new(
+        "127.0.0.1:0".parse().expect("address"),
+        &devnet.url,
+        devnet.dir.path().join("gateway"),
+        devnet.keystore_dir.clone(),
+    );
+    config.limits = limits;
+    piazza_gateway::start(config)
+        .await
+        .expect("the gateway starts")
 }
