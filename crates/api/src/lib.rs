@@ -293,6 +293,10 @@ pub struct ProviderInfo {
     #[serde(default)]
     pub frauds: u64,
     pub stake: String,
+    /// The speed the provider declared (work units per block for one job): its deadlines
+    /// follow it.
+    #[serde(default)]
+    pub units_per_block: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]

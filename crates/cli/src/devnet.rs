@@ -21,6 +21,8 @@ pub const PROVIDER_KEY: &str = "provider";
 pub const AUDITOR_KEY: &str = "auditor";
 /// Owner of the bundled models' records (receives their share of fees).
 pub const MODELS_KEY: &str = "models";
+/// Where the devnet's provider serves sessions: loopback, on a port the system picks.
+const DEVNET_SESSION_ENDPOINT: &str = "http://127.0.0.1:0";
 
 #[derive(Args)]
 pub struct NodeArgs {
@@ -286,7 +288,8 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
             price_per_unit: Amount::new(1_000),
             capacity: 16,
             stake: Amount::pza(1_000),
-            endpoint: String::new(),
+            // Sessions are served on a port the system picks; the offer on chain names it.
+            endpoint: DEVNET_SESSION_ENDPOINT.to_string(),
             concurrency: 2,
             threads: 1,
             journal_dir: data_dir.join("provider-journal"),

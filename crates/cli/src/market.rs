@@ -651,6 +651,7 @@ mod tests {
             deadlines_missed: 0,
             frauds: 1,
             stake: "950000000000".into(),
+            units_per_block: 2,
         };
         let text = provider_text(&info, &[]);
         assert!(text.contains("\ncompleted: 2\n"), "{text}");

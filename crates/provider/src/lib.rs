@@ -124,8 +124,8 @@ pub async fn ensure_registered(
     config: &ProviderConfig,
     models: &BTreeMap<String, LoadedModel>,
 ) -> Result<(), ProviderError> {
-    if client.provider(&config.address()).await?.is_some() {
-        return Ok(());
+    if let Some(registered) = client.provider(&config.address()).await? {
+        return update_endpoint(client, config, registered).await;
     }
     let measured = {
         let (models, threads) = (models.clone(), config.threads);
@@ -157,6 +157,38 @@ pub async fn ensure_registered(
             stake: config.stake,
         }),
         "provider",
+    )
+    .await
+}
+
+/// A registered provider whose endpoint moved (a session endpoint on a fresh port after a
+/// restart) announces the new one, keeping the rest of its offer.
+async fn update_endpoint(
+    client: &Client,
+    config: &ProviderConfig,
+    registered: piazza_api::ProviderInfo,
+) -> Result<(), ProviderError> {
+    if registered.endpoint == config.endpoint {
+        return Ok(());
+    }
+    let price_per_unit = registered
+        .price_per_unit
+        .parse::<u128>()
+        .map(Amount::new)
+        .map_err(|e| ProviderError::Config(format!("registered price is not a number: {e}")))?;
+    let offer = Offer {
+        models: registered.models,
+        price_per_unit,
+        capacity: registered.capacity,
+        endpoint: config.endpoint.clone(),
+        units_per_block: registered.units_per_block,
+    };
+    tracing::info!(endpoint = %config.endpoint, "announcing the provider's new endpoint");
+    register(
+        client,
+        &config.key,
+        Message::Compute(compute::Msg::UpdateProvider { offer }),
+        "provider endpoint update",
     )
     .await
 }
@@ -328,9 +360,9 @@ pub async fn run(
     config: ProviderConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ProviderError> {
+    let mut config = config;
     let client = Client::new(&config.node_url);
     let models = Arc::new(load_models(&client, &config).await?);
-    ensure_registered(&client, &config, &models).await?;
     let journal = Arc::new(Journal::open(&config.journal_dir)?);
     let chain_id = client.status().await?.chain_id;
     let poster = Arc::new(Poster {
@@ -340,8 +372,14 @@ pub async fn run(
         next_nonce: tokio::sync::Mutex::new(None),
     });
     let me = config.address();
+    // The session endpoint listens before the offer is registered, so the offer names the
+    // address it really has (port 0 becomes the port the system gave).
     let sessions =
         session::start_daemon(&config, models.clone(), poster.clone(), shutdown.clone()).await?;
+    if let Some(daemon) = &sessions {
+        config.endpoint = format!("http://{}", daemon.server.addr);
+    }
+    ensure_registered(&client, &config, &models).await?;
     forget_finished(&client, &journal, &me).await;
     let player = Arc::new(Player::new(
         me,

@@ -296,6 +296,7 @@ pub(super) fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value,
                     stake: staking::bonded(&view, &address, Role::Provider)
                         .base_units()
                         .to_string(),
+                    units_per_block: p.offer.units_per_block,
                 }),
             }
         }
