@@ -9,9 +9,6 @@
 //! block.
 #![allow(dead_code)]
 
-use piazza_ledger::arbitration::{
-    Arbiter, InputVerdict, Job as ArbitrationJob, LeafCheck, LengthFinding, Model,
-};
 use piazza_ledger::bank::{self, Account};
 use piazza_ledger::block::{Event, TxStatus};
 use piazza_ledger::compute::{self, JobStatus, Offer};
@@ -161,7 +158,7 @@ impl Sim {
         let mut dropped = Vec::new();
         let outcome = {
             let mut executor =
-                BlockExecutor::begin(&inner.state, context).with_arbiter(&SimArbiter);
+                BlockExecutor::begin(&inner.state, context).with_arbiter(&EngineArbiter);
             for tx in &pending {
                 if let Err(e) = executor.apply_tx(tx, false) {
                     dropped.push((tx.sender(), format!("{}: {e}", tx.hash())));
@@ -286,71 +283,6 @@ impl Sim {
             ));
         }
         Ok(())
-    }
-}
-
-/// The node's [`EngineArbiter`], and length decisions by
-/// `piazza_arbiter::tokens::arbitrate_length`: the node does not forward `Arbiter::length` yet
-/// (docs/verification.md, "Known limits"); once it does, this is `EngineArbiter` alone.
-struct SimArbiter;
-
-impl Arbiter for SimArbiter {
-    fn input(
-        &self,
-        model: &Model,
-        job: &ArbitrationJob,
-        evidence: &[u8],
-    ) -> Result<Box<dyn InputVerdict>, String> {
-        EngineArbiter.input(model, job, evidence)
-    }
-
-    fn step(
-        &self,
-        model: &Model,
-        job: &ArbitrationJob,
-        step: u64,
-        step_count: u64,
-        ids: &Hash,
-        evidence: &[u8],
-        leaf_agreed: &LeafCheck<'_>,
-    ) -> Result<Hash, String> {
-        EngineArbiter.step(model, job, step, step_count, ids, evidence, leaf_agreed)
-    }
-
-    fn length(
-        &self,
-        model: &Model,
-        job: &ArbitrationJob,
-        ids: &Hash,
-        step_counts: [u64; 2],
-        evidence: &[u8],
-        leaf_agreed: &LeafCheck<'_>,
-    ) -> Result<LengthFinding, String> {
-        let commitments = piazza_arbiter::ModelCommitments {
-            family: piazza_arbiter::Family::from_architecture(&model.architecture)
-                .ok_or_else(|| format!("no arbiter for `{}`", model.architecture))?,
-            config_hash: model.config_hash.0,
-            weights_commitment: model.weights_commitment.0,
-            tokenizer_hash: model.tokenizer_hash.0,
-        };
-        let evidence =
-            piazza_arbiter::tokens::LengthEvidence::decode(evidence).map_err(|e| e.to_string())?;
-        let finding = piazza_arbiter::tokens::arbitrate_length(
-            &commitments,
-            &piazza_node::arbitration::job_spec(job),
-            &ids.0,
-            step_counts,
-            &evidence,
-            &|index, leaf, siblings| {
-                let siblings: Vec<Hash> = siblings.iter().map(|s| Hash(*s)).collect();
-                leaf_agreed(index, &Hash(*leaf), &siblings)
-            },
-        )
-        .map_err(|e| e.to_string())?;
-        Ok(LengthFinding {
-            fits: finding.fits,
-            stop_steps: finding.stop_steps,
-        })
     }
 }
 
