@@ -243,7 +243,7 @@ fn caught(
             events.wait("verify.length_disputed", id);
             let arbitrated = events.wait("verify.arbitrated", id);
             assert_eq!(attr(&arbitrated, "by"), auditor);
-            assert!(attr(&resolved, "reason").starts_with("the agreed samples stop"));
+            assert!(attr(&resolved, "reason").starts_with("the agreed samples"));
             format!(
                 "{model} {faults:?}: length dispute, {rounds} rounds, length evidence {} bytes, dispute {blocks} blocks",
                 attr(&arbitrated, "evidence_bytes"),

@@ -72,13 +72,13 @@ fn arbitrate(
             } else {
                 DEFENDANT
             };
-            let stop = finding
-                .stop_steps
-                .map_or_else(|| format!("after step {common}"), |s| s.to_string());
-            Ok((
-                Some(loser),
-                format!("the agreed samples stop the generation at {stop} steps"),
-            ))
+            let reason = match finding.stop_steps {
+                Some(stop) => format!("the agreed samples stop the generation at {stop} steps"),
+                None => format!(
+                    "the agreed samples do not stop the generation within its {common} common steps"
+                ),
+            };
+            Ok((Some(loser), reason))
         }
         Phase::Input => {
             let verdict = arbiter.input(&model, &job, evidence).map_err(rejected)?;
