@@ -1,6 +1,8 @@
 //! Validators running Malachite in one process, each with its own store and a libp2p port on
 //! 127.0.0.1: one validator finalizes blocks with transactions; four reach the same height and
-//! state root, and keep finalizing with one of them stopped.
+//! state root with transactions sent to different validators, keep finalizing with one of them
+//! stopped, agree again once it restarts and catches up by value sync, halt without forking
+//! with two stopped, and resume when one returns.
 
 mod common;
 
@@ -66,7 +68,7 @@ async fn one_validator_finalizes_blocks_with_transactions() {
 
 /// The block hash and state root of every validator at `height` (all must have reached it).
 fn roots_at(
-    validators: &[TestValidator],
+    validators: &[&TestValidator],
     height: u64,
 ) -> Vec<(piazza_primitives::Hash, piazza_primitives::Hash)> {
     validators
@@ -79,7 +81,7 @@ fn roots_at(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn four_validators_agree_three_keep_finalizing_and_a_restarted_one_catches_up() {
+async fn four_validators_agree_tolerate_one_stop_sync_a_restart_and_halt_with_two_down() {
     let dir = tempfile::tempdir().unwrap();
     let keys: Vec<_> = (0..4).map(validator_key).collect();
     let users: Vec<_> = (0..4).map(user_key).collect();
@@ -98,18 +100,7 @@ async fn four_validators_agree_three_keep_finalizing_and_a_restarted_one_catches
             hashes.push(validators[i].app.submit(&bytes).unwrap());
         }
     }
-    let target = 4;
-    let reached = wait_until(WAIT, || validators.iter().all(|v| v.height() >= target)).await;
-    assert!(
-        reached,
-        "heights: {:?}",
-        validators.iter().map(|v| v.height()).collect::<Vec<_>>()
-    );
-    let roots = roots_at(&validators, target);
-    assert!(
-        roots.windows(2).all(|w| w[0] == w[1]),
-        "validators disagree: {roots:?}"
-    );
+    agree_beyond(&validators.iter().collect::<Vec<_>>(), 4).await;
 
     // Without transaction gossip (not built yet) a transaction waits in the mempool of the
     // validator it was sent to until that validator proposes; every validator proposes sooner
@@ -133,26 +124,74 @@ async fn four_validators_agree_three_keep_finalizing_and_a_restarted_one_catches
     // One validator stops; the other three (3 of 4 voting power > 2/3) keep finalizing.
     validators[3].stop().await;
     let stopped_at = validators[3].height();
-    let live = &validators[..3];
-    let base = live.iter().map(|v| v.height()).max().unwrap();
-    let target = base + 3;
-    let reached = wait_until(WAIT, || live.iter().all(|v| v.height() >= target)).await;
-    assert!(
-        reached,
-        "heights after the stop: {:?}",
-        live.iter().map(|v| v.height()).collect::<Vec<_>>()
-    );
-    let roots = roots_at(live, target);
-    assert!(
-        roots.windows(2).all(|w| w[0] == w[1]),
-        "validators disagree: {roots:?}"
-    );
+    agree_beyond(&[&validators[0], &validators[1], &validators[2]], 3).await;
     assert_eq!(
         validators[3].height(),
         stopped_at,
         "a stopped validator does not commit"
     );
+
+    // Restarted on the same data, it catches up by value sync and agrees.
+    restart(&mut validators, 3, dir.path(), &keys, &genesis, &ports).await;
+    agree_beyond(&validators.iter().collect::<Vec<_>>(), 2).await;
+
+    // Two of four stopped: below 2/3 of the power, the chain halts (without forking)...
+    validators[2].stop().await;
+    validators[3].stop().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let halted = validators[0].height().max(validators[1].height());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        validators[0].height().max(validators[1].height()),
+        halted,
+        "two of four validators finalized a block"
+    );
+    // ...and resumes when one returns.
+    restart(&mut validators, 3, dir.path(), &keys, &genesis, &ports).await;
+    let live = [&validators[0], &validators[1], &validators[3]];
+    let target = halted + 2;
+    let reached = wait_until(WAIT, || live.iter().all(|v| v.height() >= target)).await;
+    assert!(
+        reached,
+        "the chain did not resume: {:?}",
+        live.map(|v| v.height())
+    );
+    agree_beyond(&live, 0).await;
     for v in &mut validators {
         v.stop().await;
     }
+}
+
+/// Stops validator `i` if it runs, waits for its application to close, and starts it again on
+/// the same data directory.
+async fn restart(
+    validators: &mut Vec<TestValidator>,
+    i: usize,
+    dir: &std::path::Path,
+    keys: &[piazza_primitives::SecretKey],
+    genesis: &piazza_ledger::genesis::Genesis,
+    ports: &[u16],
+) {
+    let mut old = validators.remove(i);
+    old.stop().await;
+    let app = std::sync::Arc::downgrade(&old.app);
+    drop(old);
+    let new = start_validator_after(dir, keys, i, genesis, ports, app).await;
+    validators.insert(i, new);
+}
+
+/// Every validator reaches `margin` heights beyond the highest one now, with the same block.
+async fn agree_beyond(validators: &[&TestValidator], margin: u64) {
+    let target = validators.iter().map(|v| v.height()).max().unwrap() + margin;
+    let reached = wait_until(WAIT, || validators.iter().all(|v| v.height() >= target)).await;
+    assert!(
+        reached,
+        "heights: {:?}",
+        validators.iter().map(|v| v.height()).collect::<Vec<_>>()
+    );
+    let roots = roots_at(validators, target);
+    assert!(
+        roots.windows(2).all(|w| w[0] == w[1]),
+        "validators disagree: {roots:?}"
+    );
 }

@@ -164,6 +164,21 @@ pub async fn start_validator(
     }
 }
 
+/// Starts validator `index` again once its previous application (`previous`) has closed its
+/// store (the engine's app loop and the serving task drop it shortly after a stop).
+pub async fn start_validator_after(
+    dir: &std::path::Path,
+    keys: &[SecretKey],
+    index: usize,
+    genesis: &Genesis,
+    ports: &[u16],
+    previous: std::sync::Weak<App>,
+) -> TestValidator {
+    let closed = wait_until(Duration::from_secs(10), || previous.strong_count() == 0).await;
+    assert!(closed, "the stopped validator's application is still open");
+    start_validator(dir, keys, index, genesis, ports).await
+}
+
 /// Waits (polling every 20 ms) until `done` holds or `limit` passes; returns whether it held.
 pub async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let start = std::time::Instant::now();
