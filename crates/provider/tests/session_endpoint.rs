@@ -359,11 +359,23 @@ async fn connections_over_the_cap_are_refused() {
         ..ServerLimits::default()
     };
     let server = start(false, limits, dir.path()).await;
-    use tokio::io::AsyncReadExt;
-    let held: Vec<_> =
-        futures_util::future::join_all((0..2).map(|_| tokio::net::TcpStream::connect(server.addr)))
-            .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Two connections the server has accepted and answered once (kept alive): both count.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        stream
+            .write_all(b"GET /v1/sessions/0 HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = [0; 12];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut head))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        assert!(head.starts_with(b"HTTP/1.1 "), "{head:?}");
+        held.push(stream);
+    }
     let mut third = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let mut byte = [0; 1];
     let read = tokio::time::timeout(Duration::from_secs(5), third.read(&mut byte))
