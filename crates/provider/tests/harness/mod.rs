@@ -16,6 +16,7 @@ use piazza_ledger::executor::{check_admission, init_chain, BlockExecutor};
 use piazza_ledger::genesis::{FeeParams, Genesis, GenesisAccount, GenesisBond};
 use piazza_ledger::job::JobParams;
 use piazza_ledger::module::BlockContext;
+use piazza_ledger::sessions::{self, Receipt, SignedReceipt, SignedRequest};
 use piazza_ledger::staking::{self, Role};
 use piazza_ledger::state::StateDelta;
 use piazza_ledger::tx::{Message, SignedTransaction, Transaction};
@@ -26,6 +27,7 @@ use piazza_provider::chain::{self, Chain, DisputeView, JobView, PostedResult, Si
 use piazza_provider::dispute::{self, Fault, Player};
 use piazza_provider::models::{self, LoadedModel};
 use piazza_provider::ProviderError;
+use piazza_session::{ClientChannel, ProviderChannel, Served, Terms};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -63,6 +65,8 @@ struct Inner {
     dropped: Vec<String>,
     /// Submissions refused because the pending queue was full.
     refused_full: u64,
+    /// The fees each sender's included transactions paid.
+    fees_paid: BTreeMap<Address, Amount>,
 }
 
 impl Sim {
@@ -83,6 +87,7 @@ impl Sim {
                 events: Vec::new(),
                 dropped: Vec::new(),
                 refused_full: 0,
+                fees_paid: BTreeMap::new(),
             }),
         }
     }
@@ -156,16 +161,22 @@ impl Sim {
         };
         let pending = std::mem::take(&mut inner.pending);
         let mut dropped = Vec::new();
+        let mut fees = Vec::new();
         let outcome = {
             let mut executor =
                 BlockExecutor::begin(&inner.state, context).with_arbiter(&EngineArbiter);
             for tx in &pending {
-                if let Err(e) = executor.apply_tx(tx, false) {
-                    dropped.push((tx.sender(), format!("{}: {e}", tx.hash())));
+                match executor.apply_tx(tx, false) {
+                    Ok(receipt) => fees.push((tx.sender(), receipt.fee_paid)),
+                    Err(e) => dropped.push((tx.sender(), format!("{}: {e}", tx.hash()))),
                 }
             }
             executor.finish()
         };
+        for (sender, fee) in fees {
+            let paid = inner.fees_paid.entry(sender).or_insert(Amount::ZERO);
+            *paid = paid.checked_add(fee).expect("fees fit the supply");
+        }
         for (sender, reason) in dropped {
             // Its later nonces are read again from the chain.
             inner.next_nonce.remove(&sender);
@@ -205,6 +216,15 @@ impl Sim {
             .iter()
             .find(|(_, e)| e.kind == kind && e.attribute("job") == Some(job.as_str()))
             .map(|(_, e)| e.clone())
+    }
+
+    /// The fees `sender`'s included transactions have paid so far.
+    pub fn fees_paid(&self, sender: &Address) -> Amount {
+        self.inner()
+            .fees_paid
+            .get(sender)
+            .copied()
+            .unwrap_or(Amount::ZERO)
     }
 
     /// Submissions refused so far because the pending queue was full.
@@ -779,5 +799,215 @@ impl World {
             .attribute(name)
             .unwrap_or_else(|| panic!("no {name} in {event:?}"))
             .to_string()
+    }
+}
+
+/// The price per unit the world's provider asks (its offer's).
+pub const PRICE_PER_UNIT: Amount = Amount::new(1_000);
+
+/// A session between the world's client and provider, with both ends' channels: the client
+/// signs requests and vouchers, the provider runs, signs receipts and commits, as the client
+/// library and the provider's endpoint do, without HTTP.
+pub struct SessionPlay {
+    pub id: u64,
+    pub client: ClientChannel,
+    pub provider: ProviderChannel,
+    /// Every request served, by seq (what the provider stores to answer audits).
+    pub requests: BTreeMap<u64, SignedRequest>,
+    /// Every signed receipt, by seq (what the client keeps as evidence).
+    pub receipts: BTreeMap<u64, SignedReceipt>,
+    /// The receipts under each commit that landed, by commit id.
+    pub commits: BTreeMap<u64, Vec<Receipt>>,
+}
+
+/// A fault from its `--fault` spelling.
+pub fn fault(spec: &str) -> Fault {
+    spec.parse().expect("a known fault")
+}
+
+/// The step count of an honest MiniLM run of `text` (where `first|middle|last` land).
+pub fn steps(text: &str) -> u64 {
+    piazza_arbiter::run_job(
+        &minilm(),
+        &piazza_arbiter::JobSpec::embedding(text.into()),
+        THREADS,
+        None,
+    )
+    .expect("MiniLM runs")
+    .step_count()
+}
+
+impl World {
+    /// The number `name` of the event `kind` made at `height` (about session `session`, if
+    /// given); panics with the refusals when there is none.
+    fn number_at(&self, height: u64, kind: &str, name: &str, session: Option<u64>) -> u64 {
+        let session = session.map(|id| id.to_string());
+        let (_, event) = self
+            .sim
+            .events()
+            .into_iter()
+            .find(|(h, e)| {
+                *h == height
+                    && e.kind == kind
+                    && session
+                        .as_deref()
+                        .is_none_or(|id| e.attribute("session") == Some(id))
+            })
+            .unwrap_or_else(|| panic!("no {kind}: {:?}", self.sim.refusals()));
+        event
+            .attribute(name)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no number {name} in {event:?}"))
+    }
+
+    /// The client opens a session on the world's model escrowing `deposit`; returns it once a
+    /// provider is assigned (the world has one).
+    pub fn open_session(&self, deposit: Amount, expiry_blocks: u64) -> SessionPlay {
+        let open = Message::Sessions(sessions::Msg::Open {
+            model: self.setup.model.name().into(),
+            owner_key: self.user.public_key(),
+            authorised: None,
+            deposit,
+            max_price_per_unit: PRICE_PER_UNIT,
+            expiry_blocks,
+        });
+        self.sim
+            .submit(&self.user, vec![open])
+            .expect("open admitted");
+        let height = self.sim.block();
+        let id = self.number_at(height, "sessions.opened", "session", None);
+        let start = self.sim.height();
+        let terms = loop {
+            let record = self
+                .sim
+                .read(|view| sessions::session(view, id))
+                .expect("the session exists");
+            if let Some(terms) = Terms::of(&record) {
+                break terms;
+            }
+            assert!(
+                self.sim.height() - start < SCENARIO_BLOCKS_MAX,
+                "session {id} was never assigned"
+            );
+            self.sim.block();
+        };
+        assert_eq!(terms.provider, self.provider.address());
+        SessionPlay {
+            id,
+            client: ClientChannel::new(terms.clone(), self.user.clone()).expect("the owner's key"),
+            provider: ProviderChannel::new(terms, self.provider.address())
+                .expect("an assigned session"),
+            requests: BTreeMap::new(),
+            receipts: BTreeMap::new(),
+            commits: BTreeMap::new(),
+        }
+    }
+
+    /// One request of `text` through `session`: the client signs it, the provider runs it with
+    /// `fault` (the job path's fault injection) and signs the receipt of that run, the client
+    /// checks the receipt against the answer and pays it with a voucher the provider takes.
+    /// Returns the request's seq.
+    pub fn serve_session(&self, session: &mut SessionPlay, text: &str, fault: &Fault) -> u64 {
+        let request = session
+            .client
+            .request(text.as_bytes().to_vec(), self.setup.model.params(), 256)
+            .expect("the request fits the deposit");
+        session
+            .provider
+            .admit(&request)
+            .expect("the provider admits the request");
+        let spec = piazza_node::arbitration::job_spec(&piazza_ledger::arbitration::Job {
+            input: request.request.input.clone(),
+            params: request.request.params.clone(),
+        });
+        let run = dispute::run_with_fault(&self.setup.model.loaded(), &spec, THREADS, fault)
+            .expect("the model runs the request");
+        let receipt = session
+            .provider
+            .complete(Served {
+                output: &run.output,
+                trace_root: Hash(run.trace_root),
+                units: run.work_units,
+                price_per_unit: PRICE_PER_UNIT,
+            })
+            .expect("a receipt for the request in flight")
+            .sign(&self.provider.key);
+        let voucher = session
+            .client
+            .accept(&receipt, &run.output)
+            .expect("the client accepts the receipt of the answer it got");
+        session
+            .provider
+            .pay(&voucher)
+            .expect("the provider takes the voucher");
+        let seq = request.request.seq;
+        session.requests.insert(seq, request);
+        session.receipts.insert(seq, receipt);
+        seq
+    }
+
+    /// The provider commits every paid receipt of `session`; returns the commit's id once it
+    /// is on chain.
+    pub fn commit_session(&self, session: &mut SessionPlay) -> u64 {
+        let commit = session.provider.commit().expect("paid receipts to commit");
+        let message = Message::Sessions(sessions::Msg::Commit {
+            session: session.id,
+            root: commit.root,
+            count: commit.count,
+            units: commit.units,
+            voucher: commit.voucher.clone(),
+        });
+        self.sim
+            .submit(&self.provider.key, vec![message])
+            .expect("commit admitted");
+        let height = self.sim.block();
+        let commit_id = self.number_at(height, "sessions.committed", "commit", Some(session.id));
+        session.provider.committed(commit.voucher.voucher.seq);
+        session.commits.insert(commit_id, commit.receipts);
+        commit_id
+    }
+
+    /// The provider answers every audit drawn on `commit` not yet answered, as its daemon does
+    /// (the stored receipt, its proof, the stored request); returns the jobs the reveals
+    /// became, once on chain.
+    pub fn reveal_audited(&self, session: &SessionPlay, commit: u64) -> Vec<u64> {
+        let record = self
+            .sim
+            .read(|view| sessions::commit(view, commit))
+            .expect("the commit exists");
+        let receipts = &session.commits[&commit];
+        let owed: Vec<u64> = record
+            .audited
+            .iter()
+            .copied()
+            .filter(|i| !record.revealed.contains(i))
+            .collect();
+        for &index in &owed {
+            let at = usize::try_from(index).expect("an index of the commit");
+            let receipt = receipts[at].clone();
+            let reveal = Message::Sessions(sessions::Msg::Reveal {
+                session: session.id,
+                commit,
+                index,
+                request: Box::new(session.requests[&receipt.seq].clone()),
+                proof: sessions::prove_receipt(receipts, at).expect("the receipt is in the commit"),
+                receipt: Box::new(receipt),
+            });
+            self.sim
+                .submit(&self.provider.key, vec![reveal])
+                .expect("reveal admitted");
+        }
+        self.sim.block();
+        let after = self
+            .sim
+            .read(|view| sessions::commit(view, commit))
+            .expect("the commit exists");
+        assert_eq!(
+            after.revealed.len(),
+            record.revealed.len() + owed.len(),
+            "every reveal landed: {:?}",
+            self.sim.refusals()
+        );
+        after.jobs[record.jobs.len()..].to_vec()
     }
 }

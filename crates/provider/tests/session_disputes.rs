@@ -1,0 +1,237 @@
+//! Sessions' verification on the daemons' own players against the ledger's executor (see
+//! `harness`): a provider that corrupts one step of a session answer is caught by the audit
+//! draw (its reveal makes the request a job the honest auditor re-executes and challenges) or
+//! by the owner's own challenge, bisected to the corrupted step, slashed by `fraud_slash`, and
+//! the owner refunded exactly that request's price; honest answers of the same commit are paid.
+//!
+//! A provider that never reveals an audited receipt is slashed one penalty per receipt at the
+//! reveal deadline: `crates/ledger/tests/sessions.rs`
+//! (`every_receipt_drawn_must_be_revealed_or_the_provider_is_slashed`).
+
+mod harness;
+
+use harness::{fault, steps, SessionPlay, Setup, World};
+use piazza_ledger::compute::{self, JobStatus};
+use piazza_ledger::sessions::{self, SessionStatus};
+use piazza_ledger::tx::Message;
+use piazza_ledger::{bank, verify};
+use piazza_primitives::{Address, Amount};
+use piazza_provider::dispute::Fault;
+
+/// The inputs of the session's requests.
+const TEXTS: [&str; 2] = ["the square beside the tower", "bread, wine and olives"];
+/// What the owner escrows: the worst case of a few requests.
+const DEPOSIT: Amount = Amount::new(2_000_000);
+/// The session's length, in blocks (longer than any scenario).
+const EXPIRY_BLOCKS: u64 = 1_000;
+/// The provider's deliberate fault on the answers it corrupts.
+const CORRUPT: &str = "corrupt-op=middle";
+
+/// A world whose provider corrupts the middle step of what it runs in disputes (its
+/// session answers are corrupted or not per request, by `serve_session`).
+fn world(seed: u64) -> World {
+    World::new(Setup {
+        seed,
+        provider_fault: fault(CORRUPT),
+        ..Setup::default()
+    })
+}
+
+/// Balances and stakes at the start of a scenario: each party's balance less the fees it
+/// paid so far (what its balance is at the end less its fees, if nothing else moved).
+struct Before {
+    owner: Amount,
+    provider: Amount,
+    provider_stake: Amount,
+    auditor: Amount,
+}
+
+fn before(world: &World) -> Before {
+    let (owner, auditor) = (owner(world), world.auditor.address());
+    Before {
+        owner: plus_fees(world, &owner),
+        provider: plus_fees(world, &world.provider.address()),
+        provider_stake: world.provider_stake(),
+        auditor: plus_fees(world, &auditor),
+    }
+}
+
+/// `address`'s balance with every fee it has paid added back.
+fn plus_fees(world: &World, address: &Address) -> Amount {
+    world
+        .balance(address)
+        .checked_add(world.sim.fees_paid(address))
+        .expect("within the supply")
+}
+
+fn owner(world: &World) -> Address {
+    world.user.public_key().address()
+}
+
+/// The price of request `seq` on its receipt.
+fn price(session: &SessionPlay, seq: u64) -> Amount {
+    session.receipts[&seq].receipt.price
+}
+
+/// Checks that dispute over `job` went the honest way: bisected to the corrupted step of
+/// `text`'s run, arbitrated by the honest side's evidence, the provider the losing defendant
+/// slashed by `fraud_slash`, the job failed with a refund of exactly `refund`. Returns the
+/// winner's share.
+fn check_fraud(world: &World, job: u64, text: &str, winner: &Address, refund: Amount) -> Amount {
+    let resolved = |name| world.attribute("verify.dispute_resolved", job, name);
+    assert_eq!(resolved("winner"), winner.to_string());
+    assert_eq!(resolved("loser"), world.provider.address().to_string());
+    assert_eq!(resolved("loser_side"), "defendant");
+    assert_eq!(
+        world.attribute("verify.step_found", job, "step"),
+        (steps(text) / 2).to_string(),
+        "bisected to the corrupted step"
+    );
+    assert_eq!(
+        world.attribute("verify.arbitrated", job, "by"),
+        winner.to_string(),
+        "the honest side sends the evidence"
+    );
+    assert_eq!(
+        world.attribute("compute.job_failed", job, "refund"),
+        refund.base_units().to_string(),
+        "the owner gets that request's price back"
+    );
+    let fraud_slash = verify::Params::default().fraud_slash;
+    let to_winner = Amount::new(fraud_slash.base_units() / 2);
+    assert_eq!(resolved("to_winner"), to_winner.base_units().to_string());
+    to_winner
+}
+
+/// The owner closes the session and the chain runs until it is closed (its last commit's
+/// window over, the unspent deposit returned).
+fn close(world: &World, session: &SessionPlay) {
+    let close = Message::Sessions(sessions::Msg::Close {
+        session: session.id,
+    });
+    world
+        .sim
+        .submit(&world.user, vec![close])
+        .expect("close admitted");
+    let start = world.sim.height();
+    loop {
+        world.sim.block();
+        let status = world
+            .sim
+            .read(|view| sessions::session(view, session.id))
+            .expect("the session exists")
+            .status;
+        if status == SessionStatus::Closed {
+            break;
+        }
+        assert!(
+            world.sim.height() - start < harness::SCENARIO_BLOCKS_MAX,
+            "session {} never closed",
+            session.id
+        );
+    }
+}
+
+/// Nothing is left in escrow: no session, job or bond holds money.
+fn check_escrows_empty(world: &World) {
+    for (name, escrow) in [
+        ("sessions", sessions::escrow()),
+        ("compute", compute::escrow()),
+        ("verify", verify::escrow()),
+    ] {
+        assert_eq!(
+            world.sim.read(|view| bank::account(view, &escrow).balance),
+            Amount::ZERO,
+            "the {name} escrow is empty"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_corrupted_session_answer_drawn_for_audit_is_bisected_slashed_and_refunded() {
+    let mut world = world(21);
+    let start = before(&world);
+    let mut session = world.open_session(DEPOSIT, EXPIRY_BLOCKS);
+    let honest = world.serve_session(&mut session, TEXTS[0], &Fault::default());
+    let corrupt = world.serve_session(&mut session, TEXTS[1], &fault(CORRUPT));
+    let commit = world.commit_session(&mut session);
+    // Every receipt is drawn (the world audits at 100%) in the block after the commit.
+    world.sim.block();
+    let record = world
+        .sim
+        .read(|view| sessions::commit(view, commit))
+        .expect("the commit exists");
+    assert_eq!(record.audited, vec![0, 1]);
+    let jobs = world.reveal_audited(&session, commit);
+    assert_eq!(jobs.len(), 2, "each reveal makes its request a job");
+    let (honest_job, corrupt_job) = (jobs[0], jobs[1]);
+    for (job, seq) in [(honest_job, honest), (corrupt_job, corrupt)] {
+        assert_eq!(
+            world.attribute("sessions.request_adopted", job, "seq"),
+            seq.to_string()
+        );
+    }
+    let outcome = world.run_to_end(honest_job).await;
+    assert_eq!(
+        outcome.status,
+        JobStatus::Settled,
+        "the honest answer stands"
+    );
+    assert!(world
+        .sim
+        .event("verify.dispute_opened", honest_job)
+        .is_none());
+    let outcome = world.run_to_end(corrupt_job).await;
+    assert_eq!(outcome.status, JobStatus::Failed);
+    let auditor = world.auditor.address();
+    let to_winner = check_fraud(
+        &world,
+        corrupt_job,
+        TEXTS[1],
+        &auditor,
+        price(&session, corrupt),
+    );
+    close(&world, &session);
+    assert_eq!(world.sim.refusals(), Vec::<String>::new());
+
+    let fraud_slash = verify::Params::default().fraud_slash;
+    assert_eq!(
+        Some(world.provider_stake()),
+        start.provider_stake.checked_sub(fraud_slash),
+        "slashed by fraud_slash, and only that"
+    );
+    // Fees aside: the owner paid the honest answer only (the corrupted one came back by the
+    // job path, the unspent deposit at the close); the provider earned its share of the
+    // honest answer; the auditor its pool share of the audit it attested and half the slash
+    // of the one it proved (its bond came back).
+    let owner = owner(&world);
+    assert_eq!(
+        Some(plus_fees(&world, &owner)),
+        start.owner.checked_sub(price(&session, honest)),
+        "the owner pays the honest answer only"
+    );
+    let settled = |name| -> Amount {
+        Amount::new(
+            world
+                .attribute("compute.job_settled", honest_job, name)
+                .parse()
+                .expect("an amount"),
+        )
+    };
+    let provider = world.provider.address();
+    assert_eq!(
+        Some(plus_fees(&world, &provider)),
+        start.provider.checked_add(settled("to_provider")),
+        "the provider is paid for the honest answer"
+    );
+    assert_eq!(
+        Some(plus_fees(&world, &auditor)),
+        start
+            .auditor
+            .checked_add(to_winner)
+            .and_then(|a| a.checked_add(settled("to_auditor_pool"))),
+        "the auditor's share"
+    );
+    check_escrows_empty(&world);
+    world.check_books().expect("the books balance");
+}
