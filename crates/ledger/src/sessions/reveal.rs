@@ -1,6 +1,8 @@
 //! `Reveal`: the provider answers an audit with the receipt, its proof in the commit, and the
 //! signed request it served. The request becomes a compute job holding the receipt as its
 //! posted result (its price moved from the deposit into compute's escrow) and gets an auditor.
+//! A receipt the owner challenged before its reveal is already that job (disputed): revealing
+//! it answers the audit and makes no second job, so the provider is not penalized for it.
 
 use super::*;
 use crate::compute;
@@ -85,6 +87,24 @@ pub(super) fn check_adoptable(
     Ok(())
 }
 
+/// The job `record` already made of this very receipt (the owner challenged it before the
+/// provider revealed it): one of its jobs on the same input, output and trace.
+fn adopted_job(state: &StateDelta<'_>, record: &CommitRecord, receipt: &Receipt) -> Option<u64> {
+    if record.adopted_seqs.binary_search(&receipt.seq).is_err() {
+        return None;
+    }
+    record.jobs.iter().copied().find(|&id| {
+        compute::job(state, id).is_some_and(|job| {
+            job.result.is_some_and(|r| {
+                r.output_hash == receipt.output_hash && r.trace_root == receipt.trace_root
+            }) && compute::input_hash(&job.input) == receipt.input_hash
+        })
+    })
+}
+
+/// Checks a reveal; returns the session, the commit, and the job the receipt already is (an
+/// audited receipt the owner challenged first: revealing it answers the audit, as the job is
+/// disputed already), if any.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn check_stateful(
     state: &StateDelta<'_>,
@@ -95,7 +115,7 @@ pub(super) fn check_stateful(
     receipt: &Receipt,
     proof: &ReceiptProof,
     request: &SignedRequest,
-) -> Result<(Session, CommitRecord), TxError> {
+) -> Result<(Session, CommitRecord, Option<u64>), TxError> {
     let session = existing(state, *id)?;
     let record = commit_of(state, *id, *commit_id)?;
     if record.provider != ctx.sender {
@@ -129,8 +149,14 @@ pub(super) fn check_stateful(
             "the receipt is not receipt {index} of commit {commit_id}"
         )));
     }
+    if let Some(job) = adopted_job(state, &record, receipt) {
+        request
+            .verify_session(&session)
+            .map_err(|e| error(ErrorCode::BadVoucher, format!("request: {e}")))?;
+        return Ok((session, record, Some(job)));
+    }
     check_adoptable(&session, &record, receipt, request)?;
-    Ok((session, record))
+    Ok((session, record, None))
 }
 
 /// Makes the request a compute job holding the receipt as its posted result; its price (at
@@ -207,16 +233,19 @@ pub(super) fn execute(
     proof: &ReceiptProof,
     request: &SignedRequest,
 ) -> Result<(), TxError> {
-    let (mut session, mut record) =
+    let (mut session, mut record, adopted) =
         check_stateful(state, ctx, id, commit_id, index, receipt, proof, request)?;
-    let job = adopt(
-        state,
-        ctx,
-        &mut session,
-        &mut record,
-        receipt,
-        &request.request,
-    )?;
+    let job = match adopted {
+        Some(job) => job,
+        None => adopt(
+            state,
+            ctx,
+            &mut session,
+            &mut record,
+            receipt,
+            &request.request,
+        )?,
+    };
     let at = record
         .revealed
         .binary_search(index)
@@ -225,7 +254,9 @@ pub(super) fn execute(
     put_session(state, &session);
     put_commit(state, &record);
     let block = ctx.block.clone();
-    verify::assign_auditor(state, job, &block, &mut ctx.events);
+    if adopted.is_none() {
+        verify::assign_auditor(state, job, &block, &mut ctx.events);
+    }
     ctx.emit(Event::new(
         "sessions.revealed",
         &[
