@@ -147,6 +147,64 @@ fn check_escrows_empty(world: &World) {
     }
 }
 
+/// What the fraud's winner took (half the slash), by who won.
+struct Won {
+    owner: Amount,
+    auditor: Amount,
+}
+
+/// Closes `session` and checks every balance to the unit, fees aside: the provider's stake
+/// lost `fraud_slash` and nothing else; the owner paid the honest request `honest` (seq, job)
+/// only (the corrupted one came back by the job path, the unspent deposit at the close, a
+/// challenger's bond after its win); the provider was paid for the honest answer; the
+/// auditor took its pool share of the audit it attested; `won` went to the fraud's winner;
+/// every escrow is empty and the books balance.
+fn check_end(world: &World, start: &Before, session: &SessionPlay, honest: (u64, u64), won: Won) {
+    let (seq, job) = honest;
+    close(world, session);
+    assert_eq!(world.sim.refusals(), Vec::<String>::new());
+    let fraud_slash = verify::Params::default().fraud_slash;
+    assert_eq!(
+        Some(world.provider_stake()),
+        start.provider_stake.checked_sub(fraud_slash),
+        "slashed by fraud_slash, and only that"
+    );
+    let settled = |name| -> Amount {
+        Amount::new(
+            world
+                .attribute("compute.job_settled", job, name)
+                .parse()
+                .expect("an amount"),
+        )
+    };
+    let owner = owner(world);
+    assert_eq!(
+        Some(plus_fees(world, &owner)),
+        start
+            .owner
+            .checked_add(won.owner)
+            .and_then(|o| o.checked_sub(price(session, seq))),
+        "the owner pays the honest answer only"
+    );
+    let provider = world.provider.address();
+    assert_eq!(
+        Some(plus_fees(world, &provider)),
+        start.provider.checked_add(settled("to_provider")),
+        "the provider is paid for the honest answer"
+    );
+    let auditor = world.auditor.address();
+    assert_eq!(
+        Some(plus_fees(world, &auditor)),
+        start
+            .auditor
+            .checked_add(won.auditor)
+            .and_then(|a| a.checked_add(settled("to_auditor_pool"))),
+        "the auditor's share"
+    );
+    check_escrows_empty(world);
+    world.check_books().expect("the books balance");
+}
+
 #[tokio::test]
 async fn a_corrupted_session_answer_drawn_for_audit_is_bisected_slashed_and_refunded() {
     let mut world = world(21);
@@ -191,47 +249,68 @@ async fn a_corrupted_session_answer_drawn_for_audit_is_bisected_slashed_and_refu
         &auditor,
         price(&session, corrupt),
     );
-    close(&world, &session);
-    assert_eq!(world.sim.refusals(), Vec::<String>::new());
-
-    let fraud_slash = verify::Params::default().fraud_slash;
-    assert_eq!(
-        Some(world.provider_stake()),
-        start.provider_stake.checked_sub(fraud_slash),
-        "slashed by fraud_slash, and only that"
-    );
-    // Fees aside: the owner paid the honest answer only (the corrupted one came back by the
-    // job path, the unspent deposit at the close); the provider earned its share of the
-    // honest answer; the auditor its pool share of the audit it attested and half the slash
-    // of the one it proved (its bond came back).
-    let owner = owner(&world);
-    assert_eq!(
-        Some(plus_fees(&world, &owner)),
-        start.owner.checked_sub(price(&session, honest)),
-        "the owner pays the honest answer only"
-    );
-    let settled = |name| -> Amount {
-        Amount::new(
-            world
-                .attribute("compute.job_settled", honest_job, name)
-                .parse()
-                .expect("an amount"),
-        )
+    let won = Won {
+        owner: Amount::ZERO,
+        auditor: to_winner,
     };
-    let provider = world.provider.address();
+    check_end(&world, &start, &session, (honest, honest_job), won);
+}
+
+#[tokio::test]
+async fn a_corrupted_session_answer_the_owner_challenges_is_bisected_slashed_and_refunded() {
+    let mut world = world(22);
+    let start = before(&world);
+    let mut session = world.open_session(DEPOSIT, EXPIRY_BLOCKS);
+    let honest = world.serve_session(&mut session, TEXTS[0], &Fault::default());
+    let corrupt = world.serve_session(&mut session, TEXTS[1], &fault(CORRUPT));
+    let commit = world.commit_session(&mut session);
+    // The owner checks the answer it got against its own run and challenges the receipt, in
+    // the block that also draws the commit's audits.
+    let challenge = world.owner_challenge(&session, commit, corrupt);
+    world
+        .sim
+        .submit(&world.user, vec![challenge])
+        .expect("challenge admitted");
+    world.sim.block();
+    let record = world
+        .sim
+        .read(|view| sessions::commit(view, commit))
+        .expect("the commit exists");
+    assert_eq!(record.jobs.len(), 1, "the challenge made the request a job");
+    let challenged = record.jobs[0];
     assert_eq!(
-        Some(plus_fees(&world, &provider)),
-        start.provider.checked_add(settled("to_provider")),
-        "the provider is paid for the honest answer"
+        world.attribute("sessions.challenged", challenged, "seq"),
+        corrupt.to_string()
     );
+    assert_eq!(record.audited, vec![0, 1]);
+    // The provider answers both audits, as its daemon does: the challenged receipt is already
+    // a job; the honest one becomes one.
+    let jobs = world.reveal_audited(&session, commit);
+    assert_eq!(jobs.len(), 1, "only the honest request becomes a new job");
+    let honest_job = jobs[0];
     assert_eq!(
-        Some(plus_fees(&world, &auditor)),
-        start
-            .auditor
-            .checked_add(to_winner)
-            .and_then(|a| a.checked_add(settled("to_auditor_pool"))),
-        "the auditor's share"
+        world.attribute("sessions.request_adopted", honest_job, "seq"),
+        honest.to_string()
     );
-    check_escrows_empty(&world);
-    world.check_books().expect("the books balance");
+    let outcome = world.run_to_end(challenged).await;
+    assert_eq!(outcome.status, JobStatus::Failed);
+    let outcome = world.run_to_end(honest_job).await;
+    assert_eq!(
+        outcome.status,
+        JobStatus::Settled,
+        "the honest answer stands"
+    );
+    let owner = owner(&world);
+    let to_winner = check_fraud(
+        &world,
+        challenged,
+        TEXTS[1],
+        &owner,
+        price(&session, corrupt),
+    );
+    let won = Won {
+        owner: to_winner,
+        auditor: Amount::ZERO,
+    };
+    check_end(&world, &start, &session, (honest, honest_job), won);
 }

@@ -9,6 +9,7 @@
 //! block.
 #![allow(dead_code)]
 
+use piazza_arbiter::JobRun;
 use piazza_ledger::bank::{self, Account};
 use piazza_ledger::block::{Event, TxStatus};
 use piazza_ledger::compute::{self, JobStatus, Offer};
@@ -16,7 +17,7 @@ use piazza_ledger::executor::{check_admission, init_chain, BlockExecutor};
 use piazza_ledger::genesis::{FeeParams, Genesis, GenesisAccount, GenesisBond};
 use piazza_ledger::job::JobParams;
 use piazza_ledger::module::BlockContext;
-use piazza_ledger::sessions::{self, Receipt, SignedReceipt, SignedRequest};
+use piazza_ledger::sessions::{self, Receipt, Request, SignedReceipt, SignedRequest};
 use piazza_ledger::staking::{self, Role};
 use piazza_ledger::state::StateDelta;
 use piazza_ledger::tx::{Message, SignedTransaction, Transaction};
@@ -543,6 +544,8 @@ pub struct World {
     pub auditor: Actor,
     pub user: SecretKey,
     pub setup: Setup,
+    /// The client's own player (honest), once it disputes what it was served.
+    pub client: Option<Actor>,
 }
 
 /// How a job's story ended.
@@ -584,6 +587,7 @@ impl World {
             auditor: Actor::new(auditor, setup.auditor_fault.clone(), setup.model),
             user,
             setup,
+            client: None,
         };
         world.register();
         world
@@ -731,6 +735,14 @@ impl World {
                 &self.sim.party(&self.auditor.key),
                 &self.auditor.player,
                 &me,
+            )
+            .await;
+        }
+        if let Some(client) = &self.client {
+            dispute::play(
+                &self.sim.party(&client.key),
+                &client.player,
+                &client.address(),
             )
             .await;
         }
@@ -916,12 +928,7 @@ impl World {
             .provider
             .admit(&request)
             .expect("the provider admits the request");
-        let spec = piazza_node::arbitration::job_spec(&piazza_ledger::arbitration::Job {
-            input: request.request.input.clone(),
-            params: request.request.params.clone(),
-        });
-        let run = dispute::run_with_fault(&self.setup.model.loaded(), &spec, THREADS, fault)
-            .expect("the model runs the request");
+        let run = self.run_request(&request.request, fault);
         let receipt = session
             .provider
             .complete(Served {
@@ -944,6 +951,37 @@ impl World {
         session.requests.insert(seq, request);
         session.receipts.insert(seq, receipt);
         seq
+    }
+
+    /// `request` run on the world's model as a job of it would be, with `fault`.
+    fn run_request(&self, request: &Request, fault: &Fault) -> JobRun {
+        let spec = piazza_node::arbitration::job_spec(&piazza_ledger::arbitration::Job {
+            input: request.input.clone(),
+            params: request.params.clone(),
+        });
+        dispute::run_with_fault(&self.setup.model.loaded(), &spec, THREADS, fault)
+            .expect("the model runs the request")
+    }
+
+    /// The owner's challenge of request `seq`'s receipt in `commit`, with the trace of its own
+    /// honest run of the request; from now on the client plays its disputes (honestly).
+    pub fn owner_challenge(&mut self, session: &SessionPlay, commit: u64, seq: u64) -> Message {
+        let request = session.requests[&seq].clone();
+        let run = self.run_request(&request.request, &Fault::default());
+        self.client = Some(Actor::new(
+            self.user.clone(),
+            Fault::default(),
+            self.setup.model,
+        ));
+        Message::Sessions(sessions::Msg::Challenge {
+            session: session.id,
+            commit,
+            receipt: Box::new(session.receipts[&seq].clone()),
+            request: Box::new(request),
+            trace_root: Hash(run.trace_root),
+            step_count: run.step_count(),
+            ids: Hash(run.ids_commitment()),
+        })
     }
 
     /// The provider commits every paid receipt of `session`; returns the commit's id once it
