@@ -3,6 +3,8 @@
 //! draw (its reveal makes the request a job the honest auditor re-executes and challenges) or
 //! by the owner's own challenge, bisected to the corrupted step, slashed by `fraud_slash`, and
 //! the owner refunded exactly that request's price; honest answers of the same commit are paid.
+//! An audited receipt the owner challenged first is answered by revealing it (no second job);
+//! another receipt for the same request still owes its own reveal.
 //!
 //! A provider that never reveals an audited receipt is slashed one penalty per receipt at the
 //! reveal deadline: `crates/ledger/tests/sessions.rs`
@@ -132,6 +134,23 @@ fn close(world: &World, session: &SessionPlay) {
     }
 }
 
+/// The owner challenges receipt `seq` of `commit` in the block that also draws the commit's
+/// audits; returns the commit after that block.
+fn challenge_in_draw_block(
+    world: &mut World,
+    session: &SessionPlay,
+    commit: u64,
+    seq: u64,
+) -> sessions::CommitRecord {
+    let challenge = world.owner_challenge(session, commit, seq);
+    world
+        .sim
+        .submit(&world.user, vec![challenge])
+        .expect("challenge admitted");
+    world.sim.block();
+    world.commit_record(commit)
+}
+
 /// Nothing is left in escrow: no session, job or bond holds money.
 fn check_escrows_empty(world: &World) {
     for (name, escrow) in [
@@ -215,10 +234,7 @@ async fn a_corrupted_session_answer_drawn_for_audit_is_bisected_slashed_and_refu
     let commit = world.commit_session(&mut session);
     // Every receipt is drawn (the world audits at 100%) in the block after the commit.
     world.sim.block();
-    let record = world
-        .sim
-        .read(|view| sessions::commit(view, commit))
-        .expect("the commit exists");
+    let record = world.commit_record(commit);
     assert_eq!(record.audited, vec![0, 1]);
     let jobs = world.reveal_audited(&session, commit);
     assert_eq!(jobs.len(), 2, "each reveal makes its request a job");
@@ -266,16 +282,7 @@ async fn a_corrupted_session_answer_the_owner_challenges_is_bisected_slashed_and
     let commit = world.commit_session(&mut session);
     // The owner checks the answer it got against its own run and challenges the receipt, in
     // the block that also draws the commit's audits.
-    let challenge = world.owner_challenge(&session, commit, corrupt);
-    world
-        .sim
-        .submit(&world.user, vec![challenge])
-        .expect("challenge admitted");
-    world.sim.block();
-    let record = world
-        .sim
-        .read(|view| sessions::commit(view, commit))
-        .expect("the commit exists");
+    let record = challenge_in_draw_block(&mut world, &session, commit, corrupt);
     assert_eq!(record.jobs.len(), 1, "the challenge made the request a job");
     let challenged = record.jobs[0];
     assert_eq!(
@@ -313,4 +320,76 @@ async fn a_corrupted_session_answer_the_owner_challenges_is_bisected_slashed_and
         auditor: Amount::ZERO,
     };
     check_end(&world, &start, &session, (honest, honest_job), won);
+}
+
+#[tokio::test]
+async fn a_second_receipt_for_a_challenged_request_still_owes_its_own_reveal() {
+    let mut world = world(23);
+    let mut session = world.open_session(DEPOSIT, EXPIRY_BLOCKS);
+    let seq = world.serve_session(&mut session, TEXTS[1], &fault(CORRUPT));
+    // The provider slips a second receipt for the same request (an honest run's) into its
+    // commit, after the one it gave the owner.
+    let given = session.receipts[&seq].receipt.clone();
+    let honest = piazza_arbiter::run_job(
+        &harness::minilm(),
+        &piazza_arbiter::JobSpec::embedding(TEXTS[1].into()),
+        harness::THREADS,
+        None,
+    )
+    .expect("MiniLM runs");
+    let second = sessions::Receipt {
+        output_hash: compute::output_hash(&honest.output),
+        trace_root: piazza_primitives::Hash(honest.trace_root),
+        ..given.clone()
+    };
+    assert_ne!(second, given);
+    let receipts = vec![given, second];
+    let paid = session.provider.commit().expect("a paid receipt");
+    let commit = Message::Sessions(sessions::Msg::Commit {
+        session: session.id,
+        root: sessions::receipts_root(&receipts),
+        count: 2,
+        units: receipts.iter().map(|r| r.units).sum(),
+        voucher: paid.voucher,
+    });
+    world
+        .sim
+        .submit(&world.provider.key, vec![commit])
+        .expect("commit admitted");
+    world.sim.block();
+    let commit = world
+        .sim
+        .read(|view| sessions::session_commit(view, session.id, 0))
+        .expect("the commit landed");
+    session.commits.insert(commit, receipts);
+    let record = challenge_in_draw_block(&mut world, &session, commit, seq);
+    assert_eq!(record.audited, vec![0, 1]);
+    // Revealing the challenged receipt answers its audit; the second one is no job, and the
+    // request is one already: it cannot be revealed.
+    for index in [0, 1] {
+        let reveal = world.reveal(&session, commit, index);
+        world
+            .sim
+            .submit(&world.provider.key, vec![reveal])
+            .expect("reveal admitted");
+    }
+    world.sim.block();
+    let record = world.commit_record(commit);
+    assert_eq!(record.revealed, vec![0]);
+    assert_eq!(record.jobs.len(), 1, "no second job for the request");
+    let refusals = world.sim.refusals();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert!(refusals[0].contains("already a job"), "{refusals:?}");
+    // At the deadline the second receipt costs the provider one missed reveal.
+    let deadline = record.reveal_deadline;
+    while world.sim.height() < deadline {
+        world.sim.block();
+    }
+    let missed = world
+        .sim
+        .events()
+        .into_iter()
+        .find(|(_, e)| e.kind == "sessions.reveal_missed")
+        .expect("a missed reveal");
+    assert_eq!(missed.1.attribute("missed"), Some("1"));
 }

@@ -1005,15 +1005,34 @@ impl World {
         commit_id
     }
 
+    /// Commit `id` as the chain holds it.
+    pub fn commit_record(&self, id: u64) -> sessions::CommitRecord {
+        self.sim
+            .read(|view| sessions::commit(view, id))
+            .expect("the commit exists")
+    }
+
+    /// The provider's reveal of receipt `index` of `commit`, as its daemon makes it (the stored
+    /// receipt, its proof, the stored request).
+    pub fn reveal(&self, session: &SessionPlay, commit: u64, index: u64) -> Message {
+        let receipts = &session.commits[&commit];
+        let at = usize::try_from(index).expect("an index of the commit");
+        let receipt = receipts[at].clone();
+        Message::Sessions(sessions::Msg::Reveal {
+            session: session.id,
+            commit,
+            index,
+            request: Box::new(session.requests[&receipt.seq].clone()),
+            proof: sessions::prove_receipt(receipts, at).expect("the receipt is in the commit"),
+            receipt: Box::new(receipt),
+        })
+    }
+
     /// The provider answers every audit drawn on `commit` not yet answered, as its daemon does
     /// (the stored receipt, its proof, the stored request); returns the jobs the reveals
     /// became, once on chain.
     pub fn reveal_audited(&self, session: &SessionPlay, commit: u64) -> Vec<u64> {
-        let record = self
-            .sim
-            .read(|view| sessions::commit(view, commit))
-            .expect("the commit exists");
-        let receipts = &session.commits[&commit];
+        let record = self.commit_record(commit);
         let owed: Vec<u64> = record
             .audited
             .iter()
@@ -1021,25 +1040,15 @@ impl World {
             .filter(|i| !record.revealed.contains(i))
             .collect();
         for &index in &owed {
-            let at = usize::try_from(index).expect("an index of the commit");
-            let receipt = receipts[at].clone();
-            let reveal = Message::Sessions(sessions::Msg::Reveal {
-                session: session.id,
-                commit,
-                index,
-                request: Box::new(session.requests[&receipt.seq].clone()),
-                proof: sessions::prove_receipt(receipts, at).expect("the receipt is in the commit"),
-                receipt: Box::new(receipt),
-            });
             self.sim
-                .submit(&self.provider.key, vec![reveal])
+                .submit(
+                    &self.provider.key,
+                    vec![self.reveal(session, commit, index)],
+                )
                 .expect("reveal admitted");
         }
         self.sim.block();
-        let after = self
-            .sim
-            .read(|view| sessions::commit(view, commit))
-            .expect("the commit exists");
+        let after = self.commit_record(commit);
         assert_eq!(
             after.revealed.len(),
             record.revealed.len() + owed.len(),
