@@ -39,8 +39,9 @@ fn world(seed: u64) -> World {
     })
 }
 
-/// Balances and stakes at the start of a scenario: each party's balance less the fees it
-/// paid so far (what its balance is at the end less its fees, if nothing else moved).
+/// Balances and stakes at the start of a scenario: each party's balance with the fees it paid
+/// so far added back (the same sum at the end moves only by what it earned or spent, fees
+/// aside).
 struct Before {
     owner: Amount,
     provider: Amount,

@@ -6,7 +6,8 @@
 //! [`World`] puts one provider, one auditor and one client on that chain. Each [`World::step`]
 //! lets the provider post results for its assigned jobs, lets each party's
 //! [`Player`] make its moves (through the same `dispute::play` the daemons run), then makes one
-//! block.
+//! block. [`SessionPlay`] runs a session between the client and the provider with both ends'
+//! channels (requests, receipts, vouchers, commits, reveals, the owner's challenges).
 #![allow(dead_code)]
 
 use piazza_arbiter::JobRun;
