@@ -78,6 +78,7 @@ pub fn genesis(
         models,
         compute,
         verify: Default::default(),
+        sessions: Default::default(),
     }
 }
 

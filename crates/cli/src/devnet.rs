@@ -129,6 +129,7 @@ fn devnet_genesis(
             new_provider_audit_rate_bps: 10_000,
             ..Default::default()
         },
+        sessions: Default::default(),
     }
 }
 

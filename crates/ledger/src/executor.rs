@@ -262,7 +262,7 @@ pub fn init_chain(genesis: &Genesis) -> Result<Writes, GenesisError> {
     Compute::init_chain(&mut state, &genesis.compute)?;
     Verify::init_chain(&mut state, &genesis.verify)?;
     // Sessions take the default parameters until the genesis document carries a section.
-    Sessions::init_chain(&mut state, &sessions::Params::default())?;
+    Sessions::init_chain(&mut state, &genesis.sessions)?;
     Ok(state.into_writes())
 }
 

@@ -68,6 +68,8 @@ pub struct Genesis {
     pub compute: crate::compute::Params,
     #[serde(default)]
     pub verify: crate::verify::Params,
+    #[serde(default)]
+    pub sessions: crate::sessions::Params,
 }
 
 impl Genesis {

@@ -21,7 +21,7 @@
 //!     chain_id: "doc".into(), genesis_time_ms: 0, fees: FeeParams::default(), staking: Default::default(),
 //!     accounts: vec![GenesisAccount { address: me, balance: Amount::pza(10_000) }],
 //!     bonds: vec![GenesisBond { address: me, role: Role::Validator, amount: Amount::pza(1_000) }],
-//!     models: vec![], compute: Default::default(), verify: Default::default(),
+//!     models: vec![], compute: Default::default(), verify: Default::default(), sessions: Default::default(),
 //! };
 //! let state: std::collections::BTreeMap<Vec<u8>, Vec<u8>> =
 //!     init_chain(&genesis).unwrap().into_iter().map(|(k, v)| (k, v.unwrap())).collect();

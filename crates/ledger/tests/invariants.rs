@@ -46,6 +46,7 @@ fn genesis(keys: &[SecretKey]) -> Genesis {
         models: vec![],
         compute: Default::default(),
         verify: Default::default(),
+        sessions: Default::default(),
     }
 }
 

@@ -760,3 +760,43 @@ fn a_provider_cannot_exit_while_it_serves_a_session() {
     assert_eq!(f.session().status, SessionStatus::Closed);
     f.send(&provider, exit).unwrap();
 }
+
+#[test]
+fn genesis_sets_the_session_parameters_and_refuses_invalid_ones() {
+    use piazza_ledger::genesis::{FeeParams, Genesis, GenesisAccount, GenesisBond};
+    let validator = key(90);
+    let me = validator.public_key().address();
+    let mut genesis = Genesis {
+        chain_id: "sessions-genesis".into(),
+        genesis_time_ms: 0,
+        fees: FeeParams::default(),
+        staking: Default::default(),
+        accounts: vec![GenesisAccount {
+            address: me,
+            balance: Amount::pza(10_000),
+        }],
+        bonds: vec![GenesisBond {
+            address: me,
+            role: Role::Validator,
+            amount: Amount::pza(1_000),
+        }],
+        models: vec![],
+        compute: Default::default(),
+        verify: Default::default(),
+        sessions: sessions::Params {
+            expiry_blocks_max: 1_000,
+            challenge_window_blocks: 7,
+            reveal_blocks: 9,
+        },
+    };
+    let state: std::collections::BTreeMap<Vec<u8>, Vec<u8>> =
+        piazza_ledger::executor::init_chain(&genesis)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k, v.unwrap()))
+            .collect();
+    assert_eq!(sessions::params(&StateDelta::new(&state)), genesis.sessions);
+    genesis.sessions.reveal_blocks = 0;
+    let refused = piazza_ledger::executor::init_chain(&genesis).unwrap_err();
+    assert!(refused.to_string().contains("reveal blocks"), "{refused}");
+}

@@ -119,6 +119,7 @@ fn genesis(validator: &SecretKey) -> Genesis {
         models: vec![],
         compute: Default::default(),
         verify: Default::default(),
+        sessions: Default::default(),
     }
 }
 

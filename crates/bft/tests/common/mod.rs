@@ -61,6 +61,7 @@ pub fn genesis(validators: &[SecretKey], users: &[SecretKey]) -> Genesis {
         models: vec![],
         compute: Default::default(),
         verify: Default::default(),
+        sessions: Default::default(),
     }
 }
 

@@ -134,6 +134,7 @@ pub async fn devnet_on(options: DevnetOptions, chain: ChainOptions) -> Devnet {
         models,
         compute: chain.compute,
         verify: Default::default(),
+        sessions: Default::default(),
     };
     let mut config = piazza_node::NodeConfig::new(
         dir.path().join("node"),

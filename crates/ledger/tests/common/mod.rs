@@ -76,6 +76,7 @@ impl Chain {
             ],
             compute,
             verify,
+            sessions: Default::default(),
         };
         let state = init_chain(&genesis)
             .unwrap()

@@ -46,6 +46,7 @@ pub fn genesis(users: &[SecretKey]) -> Genesis {
         models: vec![],
         compute: Default::default(),
         verify: Default::default(),
+        sessions: Default::default(),
     }
 }
 

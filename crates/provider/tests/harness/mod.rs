@@ -497,6 +497,7 @@ pub fn model_genesis(
         models: vec![record],
         compute: compute::Params::default(),
         verify: verify::Params::default(),
+        sessions: Default::default(),
     }
 }
 
