@@ -133,6 +133,9 @@ pub struct Limits {
     pub batch_submission: BatchSubmission,
     /// A session's deposit (and each top-up), in requests at their worst case.
     pub session_deposit_requests: u128,
+    /// How long a session is opened for, in blocks (it is rotated
+    /// [`sessions::SESSION_ROTATE_BEFORE_BLOCKS`] before it expires).
+    pub session_expiry_blocks: u64,
 }
 
 impl Default for Limits {
@@ -147,6 +150,7 @@ impl Default for Limits {
             max_tokens_max: 2048,
             batch_submission: BatchSubmission::Concurrent,
             session_deposit_requests: sessions::SESSION_DEPOSIT_REQUESTS,
+            session_expiry_blocks: sessions::SESSION_EXPIRY_BLOCKS,
         }
     }
 }

@@ -72,6 +72,7 @@ pub(crate) async fn start(
         worst_case: worst_one,
         wait: gw.limits.queue_wait,
         deposit_requests: gw.limits.session_deposit_requests,
+        expiry_blocks: gw.limits.session_expiry_blocks,
     };
     let Some(mut lease) = gw
         .sessions

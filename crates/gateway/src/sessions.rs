@@ -29,7 +29,8 @@ pub const SESSIONS_PER_MODEL_MAX: usize = 8;
 /// A session's deposit (and each top-up), in requests at their worst case, by default
 /// ([`crate::Limits::session_deposit_requests`]).
 pub const SESSION_DEPOSIT_REQUESTS: u128 = 256;
-/// How long a session is opened for, in blocks.
+/// How long a session is opened for, in blocks, by default
+/// ([`crate::Limits::session_expiry_blocks`]).
 pub const SESSION_EXPIRY_BLOCKS: u64 = 50_000;
 /// A session this close to its expiry is closed and replaced.
 pub const SESSION_ROTATE_BEFORE_BLOCKS: u64 = 500;
@@ -155,6 +156,7 @@ pub(crate) struct Need<'a> {
     pub wait: Duration,
     /// The deposit (and each top-up) in requests at `worst_case`.
     pub deposit_requests: u128,
+    pub expiry_blocks: u64,
 }
 
 impl Sessions {
@@ -324,7 +326,7 @@ impl Sessions {
                     authorised: None,
                     deposit,
                     max_price_per_unit: need.max_price_per_unit,
-                    expiry_blocks: SESSION_EXPIRY_BLOCKS,
+                    expiry_blocks: need.expiry_blocks,
                 },
             )
             .await?;

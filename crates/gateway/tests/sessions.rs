@@ -160,3 +160,57 @@ async fn a_session_running_low_is_topped_up_and_keeps_serving() {
     gw.shutdown().await;
     devnet.shutdown().await;
 }
+
+/// A session near its expiry is closed and a new one serves the next requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_near_its_expiry_is_rotated() {
+    let devnet = session_devnet(DevnetOptions {
+        block_interval: Duration::from_millis(50),
+        generation: false,
+        provider_concurrency: 1,
+    })
+    .await;
+    // In the rotation window ten blocks after it opens.
+    let expiry = piazza_gateway::sessions::SESSION_ROTATE_BEFORE_BLOCKS + 10;
+    let gw = gateway(
+        &devnet,
+        Limits {
+            session_expiry_blocks: expiry,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let key = gw.create_key(DEV_KEY, Amount::pza(100)).unwrap();
+    let http = reqwest::Client::new();
+    let mut sessions = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while sessions.len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never rotated: {sessions:?}"
+        );
+        let response = http
+            .post(format!("{}/v1/embeddings", gw.url()))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({"model": "all-minilm-l6-v2", "input": "a sentence"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let session: u64 = response.headers()["x-piazza-session"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        if sessions.last() != Some(&session) {
+            sessions.push(session);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let old = devnet.client.session(sessions[0]).await.unwrap().unwrap();
+    assert_ne!(old.state, piazza_api::SessionState::Open, "{old:?}");
+    // An open, a close and a new open.
+    assert_eq!(gw.session_transactions(), 3);
+    gw.shutdown().await;
+    devnet.shutdown().await;
+}
