@@ -356,7 +356,7 @@ impl Endpoint {
         client: &piazza_client::Client,
         sent: &mut BTreeMap<(u64, u64), u64>,
         height: u64,
-    ) -> Vec<piazza_ledger::sessions::Msg> {
+    ) -> Vec<(piazza_ledger::sessions::Msg, bool)> {
         let mut reveals = Vec::new();
         for (session, voucher_seq) in self.config.store.commits() {
             let Ok(Some(commits)) = client.session_commits(session, None).await else {
@@ -385,7 +385,7 @@ impl Endpoint {
                 }
                 sent.insert((info.id, index), height);
                 match self.reveal(session, info.id, index, &receipts) {
-                    Some(reveal) => reveals.push(reveal),
+                    Some(reveal) => reveals.push((reveal, last.is_none())),
                     None => tracing::error!(
                         session,
                         index,
@@ -687,8 +687,10 @@ pub struct CommitPolicy {
 
 impl Default for CommitPolicy {
     fn default() -> CommitPolicy {
+        // Commits follow time, not traffic: one per session per interval, or sooner only when
+        // half of a commit's bound of receipts waits.
         CommitPolicy {
-            receipts: 64,
+            receipts: piazza_ledger::sessions::RECEIPTS_PER_COMMIT_MAX / 2,
             interval_blocks: 60,
         }
     }
@@ -758,16 +760,49 @@ pub async fn commit_loop(
                 }
             }
         }
-        for reveal in endpoint.reveals(&client, &mut revealed, now).await {
-            match poster
-                .send(vec![piazza_ledger::tx::Message::Sessions(reveal)], None)
-                .await
-            {
-                Ok(hash) => tracing::info!(tx = %hash, "session audit revealed"),
-                Err(e) => tracing::warn!(error = %e, "session reveal refused"),
+        for batch in reveal_batches(endpoint.reveals(&client, &mut revealed, now).await) {
+            let count = batch.len();
+            match poster.send(batch, None).await {
+                Ok(hash) => tracing::info!(tx = %hash, count, "session audits revealed"),
+                Err(e) => tracing::warn!(error = %e, count, "session reveals refused"),
             }
         }
     }
+}
+
+/// Bytes of reveals one transaction carries, leaving room for its envelope.
+const REVEAL_BATCH_BYTES_MAX: usize = piazza_ledger::tx::TX_BYTES_MAX - 4 * 1024;
+
+/// Groups reveals into transactions: first tries go together, as many to a transaction as its
+/// message and byte bounds allow, so the chain sees a transaction per batch rather than per
+/// audited request; a retry goes alone, so one reveal that cannot land never holds up others.
+fn reveal_batches(
+    reveals: Vec<(piazza_ledger::sessions::Msg, bool)>,
+) -> Vec<Vec<piazza_ledger::tx::Message>> {
+    let mut batches: Vec<Vec<piazza_ledger::tx::Message>> = Vec::new();
+    let mut open: Vec<piazza_ledger::tx::Message> = Vec::new();
+    let mut open_bytes = 0;
+    for (reveal, first) in reveals {
+        let message = piazza_ledger::tx::Message::Sessions(reveal);
+        if !first {
+            batches.push(vec![message]);
+            continue;
+        }
+        let bytes = piazza_codec::Encode::to_bytes(&message).len();
+        if !open.is_empty()
+            && (open.len() == piazza_ledger::tx::TX_MESSAGES_MAX
+                || open_bytes + bytes > REVEAL_BATCH_BYTES_MAX)
+        {
+            batches.push(std::mem::take(&mut open));
+            open_bytes = 0;
+        }
+        open_bytes += bytes;
+        open.push(message);
+    }
+    if !open.is_empty() {
+        batches.push(open);
+    }
+    batches
 }
 
 /// Sends one commit and waits until it is in a block without error.
@@ -860,4 +895,66 @@ pub async fn start_daemon(
         shutdown,
     ));
     Ok(Some(Daemon { server, commits }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use piazza_ledger::sessions::{Msg, Receipt, ReceiptProof, Request};
+    use piazza_primitives::{Amount, Hash, SecretKey};
+
+    fn reveal(seq: u64, input_bytes: usize) -> Msg {
+        let request = Request {
+            session: 1,
+            seq,
+            input: vec![b'x'; input_bytes],
+            params: Default::default(),
+            max_units: 8,
+        }
+        .sign(&SecretKey::from_seed([3; 32]));
+        Msg::Reveal {
+            session: 1,
+            commit: 0,
+            index: seq,
+            receipt: Box::new(Receipt {
+                session: 1,
+                seq,
+                input_hash: Hash::ZERO,
+                output_hash: Hash::ZERO,
+                trace_root: Hash::ZERO,
+                units: 8,
+                price: Amount::new(8),
+            }),
+            proof: ReceiptProof { siblings: vec![] },
+            request: Box::new(request),
+        }
+    }
+
+    #[test]
+    fn reveals_share_transactions_within_their_bounds_and_retries_go_alone() {
+        let sizes = |batches: &[Vec<piazza_ledger::tx::Message>]| {
+            batches.iter().map(Vec::len).collect::<Vec<_>>()
+        };
+        // Small reveals: as many to a transaction as it may hold messages.
+        let small: Vec<_> = (1..=40).map(|seq| (reveal(seq, 100), true)).collect();
+        assert_eq!(sizes(&reveal_batches(small)), vec![16, 16, 8]);
+        // Large ones: as many as fit in a transaction's bytes.
+        let large: Vec<_> = (1..=9).map(|seq| (reveal(seq, 16 * 1024), true)).collect();
+        let batches = reveal_batches(large);
+        assert_eq!(sizes(&batches), vec![3, 3, 3]);
+        for batch in &batches {
+            let bytes: usize = batch
+                .iter()
+                .map(|m| piazza_codec::Encode::to_bytes(m).len())
+                .sum();
+            assert!(bytes <= REVEAL_BATCH_BYTES_MAX, "{bytes}");
+        }
+        // A retry goes in a transaction of its own.
+        let mixed = vec![
+            (reveal(1, 100), true),
+            (reveal(2, 100), false),
+            (reveal(3, 100), true),
+        ];
+        assert_eq!(sizes(&reveal_batches(mixed)), vec![1, 2]);
+    }
 }
