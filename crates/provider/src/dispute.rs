@@ -177,19 +177,46 @@ pub async fn play(chain: &impl Chain, player: &Player, me: &Address) -> Vec<Move
         }
     };
     let mut sent = Vec::new();
-    for m in player.moves(chain, &tasks).await {
-        match chain.submit(vec![m.message.clone()]).await {
+    for batch in move_batches(player.moves(chain, &tasks).await) {
+        let messages = batch.iter().map(|m| m.message.clone()).collect();
+        match chain.submit(messages).await {
             Ok(hash) => {
-                tracing::info!(job = m.job, tx = %hash, "{} sent", m.what);
-                sent.push(m);
+                for m in &batch {
+                    tracing::info!(job = m.job, tx = %hash, "{} sent", m.what);
+                }
+                sent.extend(batch);
             }
             Err(e) => {
-                tracing::warn!(job = m.job, error = %e, "{} refused; will try again", m.what);
-                player.retry(&m);
+                for m in &batch {
+                    tracing::warn!(job = m.job, error = %e, "{} refused; will try again", m.what);
+                    player.retry(m);
+                }
             }
         }
     }
     sent
+}
+
+/// Groups one pass's moves into transactions: attestations (a few bytes each, one per audited
+/// job) share transactions up to the message bound, so an auditor's chain load follows its
+/// passes rather than the jobs it audits; every other move goes alone.
+fn move_batches(moves: Vec<Move>) -> Vec<Vec<Move>> {
+    let mut batches: Vec<Vec<Move>> = Vec::new();
+    let mut attests: Vec<Move> = Vec::new();
+    for m in moves {
+        if matches!(m.message, Message::Verify(verify::Msg::Attest { .. })) {
+            if attests.len() == piazza_ledger::tx::TX_MESSAGES_MAX {
+                batches.push(std::mem::take(&mut attests));
+            }
+            attests.push(m);
+        } else {
+            batches.push(vec![m]);
+        }
+    }
+    if !attests.is_empty() {
+        batches.push(attests);
+    }
+    batches
 }
 
 impl Player {
@@ -521,4 +548,38 @@ fn length_move(
             None => counts[side] > common,
         };
     Ok(right.then(|| evidence.encode()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attest(job: u64) -> Move {
+        Move {
+            job,
+            what: "attest",
+            message: Message::Verify(verify::Msg::Attest { job }),
+            answers: (job, 0, "audit"),
+        }
+    }
+
+    #[test]
+    fn attestations_share_transactions_and_other_moves_go_alone() {
+        let mut moves: Vec<Move> = (0..20).map(attest).collect();
+        moves.insert(
+            3,
+            Move {
+                job: 99,
+                what: "arbitrate",
+                message: Message::Verify(verify::Msg::Arbitrate {
+                    job: 99,
+                    evidence: vec![1, 2, 3],
+                }),
+                answers: (99, 1, "arbitrate"),
+            },
+        );
+        let batches = move_batches(moves);
+        let shapes: Vec<(usize, u64)> = batches.iter().map(|b| (b.len(), b[0].job)).collect();
+        assert_eq!(shapes, vec![(1, 99), (16, 0), (4, 16)]);
+    }
 }
