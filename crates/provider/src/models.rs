@@ -237,8 +237,8 @@ pub fn job_spec(input: &[u8], params: &JobParamsInfo) -> JobSpec {
     }
 }
 
-/// A chat job's input: a JSON array of `{role, content}` messages, or plain text for one user
-/// message.
+/// A chat job's input: the canonical chat encoding (`piazza_primitives::chat::ChatInput`), or
+/// anything else as one user message.
 pub fn chat_messages(input: &str) -> Vec<piazza_llm::Message> {
     piazza_llm::tokenizer::chat_messages_from_input(input)
 }
