@@ -53,6 +53,7 @@ pub enum SessionCommand {
     Show {
         #[command(flatten)]
         client: ClientArgs,
+        /// The session's id (as `session open` printed it).
         id: u64,
     },
     /// Adds PZA to a session's deposit.
@@ -61,7 +62,9 @@ pub enum SessionCommand {
         client: ClientArgs,
         #[command(flatten)]
         key: KeyArgs,
+        /// The session's id.
         id: u64,
+        /// PZA added to the deposit (e.g. `1.5`).
         #[arg(long)]
         amount: String,
     },
@@ -71,6 +74,7 @@ pub enum SessionCommand {
         client: ClientArgs,
         #[command(flatten)]
         key: KeyArgs,
+        /// The session's id.
         id: u64,
     },
 }
