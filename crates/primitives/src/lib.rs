@@ -38,6 +38,7 @@ macro_rules! serde_as_string {
 
 mod address;
 mod amount;
+pub mod blob;
 pub mod chat;
 mod hash;
 mod keys;
