@@ -64,10 +64,41 @@ pub enum ErrorCode {
     BadReceipt = 64,
     /// A reveal for a receipt that was not drawn for audit, or whose deadline passed.
     NotAudited = 65,
+    // The economy (shares, lineage, datasets, pools, labelling): 70-89.
+    /// A lineage names more parents than its bound.
+    LineageTooWide = 70,
+    /// A lineage's chain of parents is deeper than its bound.
+    LineageTooDeep = 71,
+    /// A record names itself (or a descendant) as its parent.
+    LineageCycle = 72,
+    /// Parent weights that are not positive, repeat a parent, or do not sum to the whole.
+    LineageWeights = 73,
+    /// A royalty or share over 10,000 basis points.
+    RoyaltyOverWhole = 74,
+    UnknownAsset = 75,
+    AssetExists = 76,
+    /// A claim or transfer by an account that holds none of the asset's shares and has nothing to claim.
+    NotAHolder = 77,
+    InsufficientShares = 78,
+    UnknownOffering = 79,
+    /// An offering or purchase whose price or supply does not fit the integers that hold it.
+    OfferingOverflow = 80,
+    OfferingSoldOut = 81,
+    UnknownDataset = 82,
+    UnknownPool = 83,
+    /// A contribution whose validation job is missing, not settled, or shows it too close to the pool's items.
+    ContributionRejected = 84,
+    UnknownLabelTask = 85,
+    /// A label from an account the task did not assign the item to.
+    NotALabeller = 86,
+    /// A label or settlement for a task or item not in the state that takes it.
+    LabelClosed = 87,
+    /// A message only the record's owner may send.
+    NotAssetOwner = 88,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 47] = [
+    pub const ALL: [ErrorCode; 66] = [
         ErrorCode::MalformedBytes,
         ErrorCode::OversizedTx,
         ErrorCode::BadSignature,
@@ -115,6 +146,25 @@ impl ErrorCode {
         ErrorCode::BadVoucher,
         ErrorCode::BadReceipt,
         ErrorCode::NotAudited,
+        ErrorCode::LineageTooWide,
+        ErrorCode::LineageTooDeep,
+        ErrorCode::LineageCycle,
+        ErrorCode::LineageWeights,
+        ErrorCode::RoyaltyOverWhole,
+        ErrorCode::UnknownAsset,
+        ErrorCode::AssetExists,
+        ErrorCode::NotAHolder,
+        ErrorCode::InsufficientShares,
+        ErrorCode::UnknownOffering,
+        ErrorCode::OfferingOverflow,
+        ErrorCode::OfferingSoldOut,
+        ErrorCode::UnknownDataset,
+        ErrorCode::UnknownPool,
+        ErrorCode::ContributionRejected,
+        ErrorCode::UnknownLabelTask,
+        ErrorCode::NotALabeller,
+        ErrorCode::LabelClosed,
+        ErrorCode::NotAssetOwner,
     ];
 
     pub fn code(self) -> u16 {
@@ -175,6 +225,25 @@ impl ErrorCode {
             ErrorCode::BadVoucher => "bad_voucher",
             ErrorCode::BadReceipt => "bad_receipt",
             ErrorCode::NotAudited => "not_audited",
+            ErrorCode::LineageTooWide => "lineage_too_wide",
+            ErrorCode::LineageTooDeep => "lineage_too_deep",
+            ErrorCode::LineageCycle => "lineage_cycle",
+            ErrorCode::LineageWeights => "lineage_weights",
+            ErrorCode::RoyaltyOverWhole => "royalty_over_whole",
+            ErrorCode::UnknownAsset => "unknown_asset",
+            ErrorCode::AssetExists => "asset_exists",
+            ErrorCode::NotAHolder => "not_a_holder",
+            ErrorCode::InsufficientShares => "insufficient_shares",
+            ErrorCode::UnknownOffering => "unknown_offering",
+            ErrorCode::OfferingOverflow => "offering_overflow",
+            ErrorCode::OfferingSoldOut => "offering_sold_out",
+            ErrorCode::UnknownDataset => "unknown_dataset",
+            ErrorCode::UnknownPool => "unknown_pool",
+            ErrorCode::ContributionRejected => "contribution_rejected",
+            ErrorCode::UnknownLabelTask => "unknown_label_task",
+            ErrorCode::NotALabeller => "not_a_labeller",
+            ErrorCode::LabelClosed => "label_closed",
+            ErrorCode::NotAssetOwner => "not_asset_owner",
         }
     }
 }

@@ -115,6 +115,9 @@ fn every_message() -> Vec<Message> {
             owner: Address([4; 20]),
             license: String::new(),
             price_floor: Amount::new(1_000),
+            numeric: Default::default(),
+            files: None,
+            lineage: Default::default(),
         })),
         Message::Models(models::Msg::Retire {
             name: "smol-chat".into(),

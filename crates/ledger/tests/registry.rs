@@ -21,6 +21,9 @@ fn record(name: &str) -> ModelRecord {
         owner: piazza_primitives::Address([0; 20]),
         license: "mit".into(),
         price_floor: Amount::new(1_000),
+        numeric: Default::default(),
+        files: None,
+        lineage: Default::default(),
     }
 }
 

@@ -40,6 +40,9 @@ fn genesis(users: &[SecretKey]) -> Genesis {
         owner: Address([0x0e; 20]),
         license: "apache-2.0".into(),
         price_floor: Amount::new(1_000),
+        numeric: Default::default(),
+        files: None,
+        lineage: Default::default(),
     });
     genesis
 }

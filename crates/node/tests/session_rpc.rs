@@ -48,6 +48,9 @@ async fn a_session_reads_back_through_the_session_methods_and_its_reveal_is_a_du
             owner: client.public_key().address(),
             license: "apache-2.0".into(),
             price_floor: Amount::new(1),
+            numeric: Default::default(),
+            files: None,
+            lineage: Default::default(),
         })),
     )
     .await;

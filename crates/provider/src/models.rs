@@ -274,6 +274,9 @@ pub fn smollm2_record(
         owner,
         license: "apache-2.0".into(),
         price_floor: piazza_primitives::Amount::new(1_000),
+        numeric: Default::default(),
+        files: None,
+        lineage: Default::default(),
     })
 }
 
@@ -318,6 +321,9 @@ pub fn minilm_record(
         owner,
         license: "apache-2.0".into(),
         price_floor: piazza_primitives::Amount::new(1_000),
+        numeric: Default::default(),
+        files: None,
+        lineage: Default::default(),
     })
 }
 

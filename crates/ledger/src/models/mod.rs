@@ -4,7 +4,10 @@
 //! Invariant: a model name is registered once; its record's commitments never change (a new
 //! version is a new name), so a job that names a model names exact weights.
 
+pub mod lineage;
 pub mod state_key;
+
+pub use lineage::{Lineage, ModelFiles, NumericProfile, Parent, Source};
 
 use crate::error::{ErrorCode, TxError};
 use crate::event::Event;
@@ -119,6 +122,15 @@ pub struct ModelRecord {
     pub license: String,
     /// Least price per unit of work a provider may charge for this model.
     pub price_floor: Amount,
+    /// The arithmetic the model's engines run (and traces are made of).
+    #[serde(default)]
+    pub numeric: NumericProfile,
+    /// The blobs its weights, tokenizer and config are stored in, when stored on Piazza.
+    #[serde(default)]
+    pub files: Option<ModelFiles>,
+    /// Base models and datasets it was trained on, and the share of its revenue that flows up.
+    #[serde(default)]
+    pub lineage: Lineage,
 }
 
 impl Encode for ModelRecord {
@@ -132,6 +144,9 @@ impl Encode for ModelRecord {
         w.value(&self.owner);
         w.str(&self.license);
         w.value(&self.price_floor);
+        w.value(&self.numeric);
+        w.option(&self.files);
+        w.value(&self.lineage);
     }
 }
 
@@ -147,6 +162,9 @@ impl Decode for ModelRecord {
             owner: r.value()?,
             license: r.string(TEXT_BYTES_MAX)?,
             price_floor: r.value()?,
+            numeric: r.value()?,
+            files: r.option()?,
+            lineage: r.value()?,
         })
     }
 }
@@ -305,7 +323,7 @@ fn check_record(record: &ModelRecord) -> Result<(), TxError> {
             ),
         ));
     }
-    Ok(())
+    record.lineage.check(&record.name)
 }
 
 /// The deposit a record locks: its encoded size at [`RECORD_DEPOSIT_PER_BYTE`].
@@ -409,7 +427,7 @@ impl Module for Models {
                         format!("a model named `{}` exists", record.name),
                     ));
                 }
-                Ok(())
+                lineage::depth(state, &record.name, &record.lineage).map(|_| ())
             }
             Msg::Retire { name } => {
                 let record = self::record(state, name).ok_or_else(|| unknown(name))?;
@@ -482,7 +500,8 @@ impl Module for Models {
     fn init_chain(state: &mut StateDelta<'_>, records: &[ModelRecord]) -> Result<(), GenesisError> {
         for record in records {
             check_record(record)
-                .and_then(|()| insert(state, record, record.owner, Amount::ZERO))
+                .and_then(|()| lineage::depth(state, &record.name, &record.lineage))
+                .and_then(|_| insert(state, record, record.owner, Amount::ZERO))
                 .map_err(|e| GenesisError::Invalid(format!("model `{}`: {e}", record.name)))?;
         }
         Ok(())

@@ -58,6 +58,9 @@ impl Chain {
             owner: model_owner(),
             license: "apache-2.0".into(),
             price_floor: Amount::new(1_000),
+            numeric: Default::default(),
+            files: None,
+            lineage: Default::default(),
         };
         let genesis = Genesis {
             chain_id: "compute".into(),
