@@ -1,0 +1,342 @@
+//! Reed-Solomon coding of whole blobs into `k` data and `m` parity shards, and back from any `k`.
+//!
+//! Layout (the shared blob spec, `piazza_primitives::blob`): the blob is zero-padded to
+//! `k × shard_len` bytes, where `shard_len` is `ceil(len / k)` rounded up to a multiple of
+//! 64 bytes; data shard `i` is bytes `[i × shard_len, (i + 1) × shard_len)` of the padded blob;
+//! parity shard `j` is recovery shard `j` of `reed-solomon-simd` over the `k` data shards. The
+//! code works on 64-byte blocks independently, so coding in stripes of [`STRIPE_BYTES`] gives the
+//! same parity as coding whole shards while keeping the working set in cache.
+
+use piazza_primitives::blob as spec;
+use piazza_primitives::Hash;
+use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
+
+use crate::BlobError;
+
+/// Data shards of a blob unless the caller says otherwise (see ARCHITECTURE.md: 4 + 2 keeps a
+/// devnet to six storage providers and tolerates two lost shards at 1.5× the blob's size).
+pub const DATA_SHARDS_DEFAULT: u16 = 4;
+/// Parity shards of a blob unless the caller says otherwise.
+pub const PARITY_SHARDS_DEFAULT: u16 = 2;
+/// Most shards (data + parity) of one blob.
+pub const SHARDS_MAX: u16 = 64;
+/// Largest shard accepted anywhere (coding, the store, the shard service): a shard is held in
+/// memory whole while it is checked against its root.
+pub const SHARD_BYTES_MAX: u64 = 128 << 20;
+/// Bytes of each shard coded at once (a multiple of 64): the coder's working set is
+/// `(k + m) × STRIPE_BYTES`.
+pub const STRIPE_BYTES: usize = 256 << 10;
+
+/// How a blob is cut into shards: what the ledger's blob record stores besides the roots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub len_bytes: u64,
+    pub k: u16,
+    pub m: u16,
+    pub shard_len: u64,
+}
+
+impl Layout {
+    /// The layout of a blob of `len_bytes` in `k` data and `m` parity shards; refused when a
+    /// count is zero, there are more than [`SHARDS_MAX`] shards or a shard would pass
+    /// [`SHARD_BYTES_MAX`].
+    pub fn new(len_bytes: u64, k: u16, m: u16) -> Result<Layout, BlobError> {
+        if k == 0 || m == 0 || u32::from(k) + u32::from(m) > u32::from(SHARDS_MAX) {
+            return Err(BlobError::ShardCount { k, m });
+        }
+        let shard_len = spec::shard_len(len_bytes, k).ok_or(BlobError::TooLarge { len_bytes })?;
+        if shard_len > SHARD_BYTES_MAX {
+            return Err(BlobError::TooLarge { len_bytes });
+        }
+        Ok(Layout {
+            len_bytes,
+            k,
+            m,
+            shard_len,
+        })
+    }
+
+    /// Checks a layout read from outside (a ledger record, a peer) is the one [`Layout::new`]
+    /// gives for its length and counts.
+    pub fn check(&self) -> Result<(), BlobError> {
+        let expected = Layout::new(self.len_bytes, self.k, self.m)?;
+        if expected != *self {
+            return Err(BlobError::Layout);
+        }
+        Ok(())
+    }
+
+    /// Data and parity shards together.
+    pub fn shard_count(&self) -> u16 {
+        self.k + self.m
+    }
+
+    fn shard_len_usize(&self) -> usize {
+        // At most SHARD_BYTES_MAX, checked at construction.
+        self.shard_len as usize
+    }
+}
+
+/// A blob cut into shards, each with its root: what `blob put` uploads and registers.
+#[derive(Clone, Debug)]
+pub struct Encoded {
+    pub layout: Layout,
+    pub id: Hash,
+    pub shards: Vec<Vec<u8>>,
+    pub roots: Vec<Hash>,
+}
+
+/// Cuts `data` into `k` data and `m` parity shards and commits to each.
+pub fn encode(data: &[u8], k: u16, m: u16) -> Result<Encoded, BlobError> {
+    let layout = Layout::new(data.len() as u64, k, m)?;
+    let shard_len = layout.shard_len_usize();
+    let mut shards: Vec<Vec<u8>> = (0..usize::from(k))
+        .map(|i| {
+            let start = (i * shard_len).min(data.len());
+            let end = ((i + 1) * shard_len).min(data.len());
+            let mut shard = Vec::with_capacity(shard_len);
+            shard.extend_from_slice(&data[start..end]);
+            shard.resize(shard_len, 0);
+            shard
+        })
+        .collect();
+    let parity = parity_of(&layout, &shards)?;
+    shards.extend(parity);
+    let roots = shards.iter().map(|s| spec::root_of(s)).collect();
+    Ok(Encoded {
+        layout,
+        id: spec::blob_id(data),
+        shards,
+        roots,
+    })
+}
+
+/// The `m` parity shards over `k` data shards of `layout.shard_len` bytes each.
+fn parity_of(layout: &Layout, data: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, BlobError> {
+    let shard_len = layout.shard_len_usize();
+    let mut parity = vec![vec![0u8; shard_len]; usize::from(layout.m)];
+    let mut encoder: Option<ReedSolomonEncoder> = None;
+    for start in (0..shard_len).step_by(STRIPE_BYTES) {
+        let len = STRIPE_BYTES.min(shard_len - start);
+        let (k, m) = (usize::from(layout.k), usize::from(layout.m));
+        let encoder = match encoder.as_mut() {
+            Some(e) => {
+                e.reset(k, m, len).map_err(coding)?;
+                e
+            }
+            None => encoder.insert(ReedSolomonEncoder::new(k, m, len).map_err(coding)?),
+        };
+        for shard in data {
+            encoder
+                .add_original_shard(&shard[start..start + len])
+                .map_err(coding)?;
+        }
+        let result = encoder.encode().map_err(coding)?;
+        for (out, recovery) in parity.iter_mut().zip(result.recovery_iter()) {
+            out[start..start + len].copy_from_slice(recovery);
+        }
+    }
+    Ok(parity)
+}
+
+fn coding(e: reed_solomon_simd::Error) -> BlobError {
+    BlobError::Coding(e.to_string())
+}
+
+/// Whether `bytes` are a shard of `shard_len` bytes whose root is `root`.
+pub fn verify_shard(root: &Hash, shard_len: u64, bytes: &[u8]) -> bool {
+    bytes.len() as u64 == shard_len && spec::root_of(bytes) == *root
+}
+
+/// The `k` data shards from any `k` of the blob's shards (`(index, bytes)`, each already of
+/// `layout.shard_len` bytes). Extra shards past the first `k` distinct ones are ignored.
+fn data_shards(layout: &Layout, shards: &[(u16, &[u8])]) -> Result<Vec<Vec<u8>>, BlobError> {
+    layout.check()?;
+    let (k, m) = (usize::from(layout.k), usize::from(layout.m));
+    let shard_len = layout.shard_len_usize();
+    let mut chosen: Vec<Option<&[u8]>> = vec![None; k + m];
+    let mut have = 0;
+    for &(index, bytes) in shards {
+        let slot = chosen
+            .get_mut(usize::from(index))
+            .ok_or(BlobError::ShardIndex { index })?;
+        if bytes.len() != shard_len {
+            return Err(BlobError::ShardLength {
+                index,
+                len_bytes: bytes.len() as u64,
+            });
+        }
+        if slot.is_none() && have < k {
+            *slot = Some(bytes);
+            have += 1;
+        }
+    }
+    if have < k {
+        return Err(BlobError::TooFewShards { have, need: k });
+    }
+    let mut data: Vec<Vec<u8>> = chosen[..k]
+        .iter()
+        .map(|s| s.map(<[u8]>::to_vec).unwrap_or_else(|| vec![0; shard_len]))
+        .collect();
+    if chosen[..k].iter().all(Option::is_some) || shard_len == 0 {
+        return Ok(data);
+    }
+    let mut decoder: Option<ReedSolomonDecoder> = None;
+    for start in (0..shard_len).step_by(STRIPE_BYTES) {
+        let len = STRIPE_BYTES.min(shard_len - start);
+        let decoder = match decoder.as_mut() {
+            Some(d) => {
+                d.reset(k, m, len).map_err(coding)?;
+                d
+            }
+            None => decoder.insert(ReedSolomonDecoder::new(k, m, len).map_err(coding)?),
+        };
+        for (index, shard) in chosen.iter().enumerate() {
+            let Some(shard) = shard else { continue };
+            let stripe = &shard[start..start + len];
+            if index < k {
+                decoder.add_original_shard(index, stripe).map_err(coding)?;
+            } else {
+                decoder
+                    .add_recovery_shard(index - k, stripe)
+                    .map_err(coding)?;
+            }
+        }
+        let result = decoder.decode().map_err(coding)?;
+        for (index, restored) in result.restored_original_iter() {
+            data[index][start..start + len].copy_from_slice(restored);
+        }
+    }
+    Ok(data)
+}
+
+/// The blob from any `k` of its shards, checked against its id. Shards should be checked
+/// against their roots first ([`verify_shard`]): a wrong shard gives wrong bytes, which the id
+/// then refuses.
+pub fn decode(layout: &Layout, id: &Hash, shards: &[(u16, &[u8])]) -> Result<Vec<u8>, BlobError> {
+    let data = data_shards(layout, shards)?;
+    let len = usize::try_from(layout.len_bytes).map_err(|_| BlobError::TooLarge {
+        len_bytes: layout.len_bytes,
+    })?;
+    let mut blob = data.concat();
+    blob.truncate(len);
+    if spec::blob_id(&blob) != *id {
+        return Err(BlobError::IdMismatch);
+    }
+    Ok(blob)
+}
+
+/// Shard `index` rebuilt from any `k` others (a repair), checked against its root.
+pub fn rebuild(
+    layout: &Layout,
+    index: u16,
+    root: &Hash,
+    shards: &[(u16, &[u8])],
+) -> Result<Vec<u8>, BlobError> {
+    if index >= layout.shard_count() {
+        return Err(BlobError::ShardIndex { index });
+    }
+    let mut data = data_shards(layout, shards)?;
+    let shard = if index < layout.k {
+        data.swap_remove(usize::from(index))
+    } else {
+        parity_of(layout, &data)?.swap_remove(usize::from(index - layout.k))
+    };
+    if !verify_shard(root, layout.shard_len, &shard) {
+        return Err(BlobError::RootMismatch { index });
+    }
+    Ok(shard)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_follow_the_spec_and_refuse_bad_counts() {
+        let layout = Layout::new(1000, 4, 2).unwrap();
+        assert_eq!(layout.shard_len, 256);
+        assert_eq!(Layout::new(0, 4, 2).unwrap().shard_len, 0);
+        assert!(matches!(
+            Layout::new(10, 0, 2),
+            Err(BlobError::ShardCount { .. })
+        ));
+        assert!(matches!(
+            Layout::new(10, 4, 0),
+            Err(BlobError::ShardCount { .. })
+        ));
+        assert!(matches!(
+            Layout::new(10, 60, 5),
+            Err(BlobError::ShardCount { .. })
+        ));
+        assert!(matches!(
+            Layout::new(SHARD_BYTES_MAX * 4 + 1, 4, 2),
+            Err(BlobError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            Layout::new(u64::MAX, 1, 1),
+            Err(BlobError::TooLarge { .. })
+        ));
+        let mut forged = layout;
+        forged.shard_len = 64;
+        assert!(matches!(forged.check(), Err(BlobError::Layout)));
+    }
+
+    #[test]
+    fn striped_parity_equals_whole_shard_parity() {
+        // Three stripes, the last one short.
+        let len = 4 * (2 * STRIPE_BYTES + 192);
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 4099) as u8).collect();
+        let encoded = encode(&data, 4, 2).unwrap();
+        let whole = reed_solomon_simd::encode(4, 2, &encoded.shards[..4]).unwrap();
+        assert_eq!(&encoded.shards[4..], &whole[..]);
+    }
+
+    #[test]
+    fn wrong_inputs_are_refused() {
+        let data = vec![9u8; 5000];
+        let e = encode(&data, 4, 2).unwrap();
+        let some: Vec<(u16, &[u8])> = e.shards[..3]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i as u16, s.as_slice()))
+            .collect();
+        assert!(matches!(
+            decode(&e.layout, &e.id, &some),
+            Err(BlobError::TooFewShards { have: 3, need: 4 })
+        ));
+        let repeated: Vec<(u16, &[u8])> = (0..4).map(|_| (0, e.shards[0].as_slice())).collect();
+        assert!(matches!(
+            decode(&e.layout, &e.id, &repeated),
+            Err(BlobError::TooFewShards { have: 1, need: 4 })
+        ));
+        let short = [(0u16, &e.shards[0][..10])];
+        assert!(matches!(
+            decode(&e.layout, &e.id, &short),
+            Err(BlobError::ShardLength { index: 0, .. })
+        ));
+        let past = [(6u16, e.shards[0].as_slice())];
+        assert!(matches!(
+            decode(&e.layout, &e.id, &past),
+            Err(BlobError::ShardIndex { index: 6 })
+        ));
+        // A corrupted parity shard decodes to other bytes, which the id refuses.
+        let mut bad = e.shards[5].clone();
+        bad[3] ^= 1;
+        assert!(!verify_shard(&e.roots[5], e.layout.shard_len, &bad));
+        let mixed: Vec<(u16, &[u8])> = vec![
+            (1, &e.shards[1]),
+            (2, &e.shards[2]),
+            (3, &e.shards[3]),
+            (5, &bad),
+        ];
+        assert!(matches!(
+            decode(&e.layout, &e.id, &mixed),
+            Err(BlobError::IdMismatch)
+        ));
+        assert!(matches!(
+            rebuild(&e.layout, 0, &e.roots[0], &mixed),
+            Err(BlobError::RootMismatch { index: 0 })
+        ));
+    }
+}
