@@ -31,6 +31,7 @@
 pub mod kernels;
 pub mod layout;
 pub mod ops;
+pub mod quant;
 pub mod reference;
 mod tensor;
 

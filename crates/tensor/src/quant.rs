@@ -1,0 +1,714 @@
+//! The quantized integer matmul: weights kept in GGUF's 32-element blocks (Q4_0, Q4_1, Q8_0),
+//! activations quantized per 32-element block to int8, block dot products in integers (exact),
+//! block terms combined in f32 in a fixed order. The specification is docs/llm.md §2.1; the
+//! scalar functions here ([`quantize_activations`], [`reference_linear`]) are it, and the AVX2
+//! and AVX-512 VNNI paths equal them bit for bit (the integer sums are exact in any order and
+//! every f32 operation is the same one, lane by lane).
+
+use std::ops::Range;
+
+use crate::kernels::{Compute, Isa};
+use crate::reference::Activation;
+use crate::tensor::f16_bits_to_f32;
+
+/// Elements per quantization block (weights and activations).
+pub const BLOCK: usize = 32;
+/// Largest magnitude of a quantized activation.
+pub const ACTIVATION_Q_MAX: f32 = 127.0;
+/// Work below this many multiply-adds runs on the calling thread (spawning costs more).
+const PARALLEL_WORK_MIN: usize = 1 << 16;
+
+/// How a weight block stores its 32 values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockFormat {
+    /// `d * (n - 8)`, `n` a nibble.
+    Q4_0,
+    /// `d * n + m`, `n` a nibble.
+    Q4_1,
+    /// `d * q`, `q` an i8.
+    Q8_0,
+}
+
+impl BlockFormat {
+    /// Bytes of one block in GGUF: f16 scale(s), then the values.
+    pub fn gguf_block_bytes(self) -> usize {
+        match self {
+            BlockFormat::Q4_0 => 18,
+            BlockFormat::Q4_1 => 20,
+            BlockFormat::Q8_0 => 34,
+        }
+    }
+
+    /// Bytes of a block's values in memory (nibbles packed two to a byte as in GGUF: byte `j`
+    /// holds element `j` in its low nibble and element `j + 16` in its high nibble).
+    pub fn value_bytes(self) -> usize {
+        match self {
+            BlockFormat::Q4_0 | BlockFormat::Q4_1 => BLOCK / 2,
+            BlockFormat::Q8_0 => BLOCK,
+        }
+    }
+}
+
+/// Why quantized data was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuantError {
+    #[error("{what}: {detail}")]
+    Shape { what: &'static str, detail: String },
+}
+
+/// A `[rows, cols]` weight matrix in quantized blocks, `cols` a multiple of [`BLOCK`]; each
+/// row is `cols / BLOCK` blocks. Scales are the f16 scales converted exactly to f32.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantMatrix {
+    format: BlockFormat,
+    rows: usize,
+    cols: usize,
+    /// `d` of every block, row-major.
+    scales: Vec<f32>,
+    /// `m` of every block (Q4_1 only; empty otherwise).
+    mins: Vec<f32>,
+    /// The values of every block, [`BlockFormat::value_bytes`] each.
+    values: Vec<u8>,
+}
+
+impl QuantMatrix {
+    /// Read `rows × cols` values from GGUF blocks (`bytes` exactly `rows × cols / 32` blocks).
+    pub fn from_gguf(
+        format: BlockFormat,
+        rows: usize,
+        cols: usize,
+        bytes: &[u8],
+    ) -> Result<QuantMatrix, QuantError> {
+        let shape = |detail: String| QuantError::Shape {
+            what: "quantized matrix",
+            detail,
+        };
+        if rows == 0 || cols == 0 || !cols.is_multiple_of(BLOCK) {
+            return Err(shape(format!("{rows} × {cols}: columns not whole blocks")));
+        }
+        let blocks = rows
+            .checked_mul(cols / BLOCK)
+            .ok_or_else(|| shape(format!("{rows} × {cols} overflows")))?;
+        let expected = blocks.checked_mul(format.gguf_block_bytes());
+        if expected != Some(bytes.len()) {
+            return Err(shape(format!(
+                "{} bytes for {blocks} {format:?} blocks",
+                bytes.len()
+            )));
+        }
+        let f16 = |b: &[u8]| f16_bits_to_f32(u16::from_le_bytes([b[0], b[1]]));
+        let mut matrix = QuantMatrix {
+            format,
+            rows,
+            cols,
+            scales: Vec::with_capacity(blocks),
+            mins: Vec::new(),
+            values: Vec::with_capacity(blocks * format.value_bytes()),
+        };
+        let header = format.gguf_block_bytes() - format.value_bytes();
+        for block in bytes.chunks_exact(format.gguf_block_bytes()) {
+            matrix.scales.push(f16(&block[0..2]));
+            if format == BlockFormat::Q4_1 {
+                matrix.mins.push(f16(&block[2..4]));
+            }
+            matrix.values.extend_from_slice(&block[header..]);
+        }
+        Ok(matrix)
+    }
+
+    pub fn format(&self) -> BlockFormat {
+        self.format
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    fn blocks_per_row(&self) -> usize {
+        self.cols / BLOCK
+    }
+
+    /// Bytes held in memory.
+    pub fn memory_bytes(&self) -> usize {
+        (self.scales.len() + self.mins.len()) * 4 + self.values.len()
+    }
+
+    /// The matrix made of rows `order[0], order[1], …` of this one (a row permutation or a
+    /// selection: moves whole rows, exact).
+    pub fn select_rows(&self, order: &[usize]) -> Result<QuantMatrix, QuantError> {
+        if let Some(&bad) = order.iter().find(|&&r| r >= self.rows) {
+            return Err(QuantError::Shape {
+                what: "row selection",
+                detail: format!("row {bad} of {}", self.rows),
+            });
+        }
+        if order.is_empty() {
+            return Err(QuantError::Shape {
+                what: "row selection",
+                detail: "no rows".into(),
+            });
+        }
+        let (bpr, vb) = (self.blocks_per_row(), self.format.value_bytes());
+        let mut out = QuantMatrix {
+            format: self.format,
+            rows: order.len(),
+            cols: self.cols,
+            scales: Vec::with_capacity(order.len() * bpr),
+            mins: Vec::new(),
+            values: Vec::with_capacity(order.len() * bpr * vb),
+        };
+        for &r in order {
+            out.scales
+                .extend_from_slice(&self.scales[r * bpr..(r + 1) * bpr]);
+            if self.format == BlockFormat::Q4_1 {
+                out.mins
+                    .extend_from_slice(&self.mins[r * bpr..(r + 1) * bpr]);
+            }
+            out.values
+                .extend_from_slice(&self.values[r * bpr * vb..(r + 1) * bpr * vb]);
+        }
+        Ok(out)
+    }
+
+    /// The integer value of element `j` of block `block` (row-major block index): `q` for
+    /// Q8_0, `n - 8` for Q4_0, `n` for Q4_1.
+    fn integer(&self, block: usize, j: usize) -> i32 {
+        match self.format {
+            BlockFormat::Q8_0 => self.values[block * BLOCK + j] as i8 as i32,
+            BlockFormat::Q4_0 | BlockFormat::Q4_1 => {
+                let byte = self.values[block * BLOCK / 2 + j % 16];
+                let nibble = if j < 16 { byte & 15 } else { byte >> 4 } as i32;
+                if self.format == BlockFormat::Q4_0 {
+                    nibble - 8
+                } else {
+                    nibble
+                }
+            }
+        }
+    }
+
+    /// Row `row` dequantized by docs/llm.md §2's exact rules (`d * q`, `d * (n - 8)`,
+    /// `d * n + m` with the product rounded first), into `out` (`cols` values).
+    pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
+        let bpr = self.blocks_per_row();
+        for (b, values) in out.chunks_exact_mut(BLOCK).take(bpr).enumerate() {
+            let block = row * bpr + b;
+            let d = self.scales[block];
+            for (j, value) in values.iter_mut().enumerate() {
+                let product = d * self.integer(block, j) as f32;
+                *value = match self.format {
+                    BlockFormat::Q4_1 => product + self.mins[block],
+                    _ => product,
+                };
+            }
+        }
+    }
+}
+
+/// Activations `[rows, cols]` quantized per 32-element block: a scale `d`, 32 int8 values
+/// and their sum per block.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantActivations {
+    rows: usize,
+    cols: usize,
+    scales: Vec<f32>,
+    sums: Vec<i32>,
+    values: Vec<i8>,
+}
+
+impl QuantActivations {
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+}
+
+/// Quantize `x: [rows, cols]` (`cols` a multiple of [`BLOCK`]) per block (docs/llm.md §2.1):
+/// `amax = max |x_j|` (NaN ignored), `d = amax / 127`, `q_j = round(x_j * (127 / amax))`
+/// rounded half away from zero and clamped to ±127 (`q_j = 0` when `amax = 0`); every
+/// operation one f32 rounding.
+pub fn quantize_activations(
+    x: &[f32],
+    rows: usize,
+    cols: usize,
+) -> Result<QuantActivations, QuantError> {
+    if !cols.is_multiple_of(BLOCK) || x.len() != rows * cols {
+        return Err(QuantError::Shape {
+            what: "activations",
+            detail: format!("{} values for {rows} × {cols}", x.len()),
+        });
+    }
+    let blocks = x.len() / BLOCK;
+    let mut out = QuantActivations {
+        rows,
+        cols,
+        scales: Vec::with_capacity(blocks),
+        sums: Vec::with_capacity(blocks),
+        values: Vec::with_capacity(x.len()),
+    };
+    for block in x.chunks_exact(BLOCK) {
+        let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let inverse = if amax > 0.0 {
+            ACTIVATION_Q_MAX / amax
+        } else {
+            0.0
+        };
+        out.scales.push(amax / ACTIVATION_Q_MAX);
+        let mut sum = 0i32;
+        for &v in block {
+            let q = (v * inverse)
+                .round()
+                .clamp(-ACTIVATION_Q_MAX, ACTIVATION_Q_MAX) as i8;
+            sum += q as i32;
+            out.values.push(q);
+        }
+        out.sums.push(sum);
+    }
+    Ok(out)
+}
+
+/// One output: row `row` of the activations against row `w_row` of the weights, the
+/// specification's fixed order: `acc = 0; for each block b in order:
+/// acc = acc + term_b`, with `term_b = (dw * da) * isum` (Q4_0, Q8_0) or
+/// `(dw * da) * isum + (mw * da) * asum` (Q4_1), `isum` the exact integer dot, `asum` the sum
+/// of the activation block; each operation one f32 rounding, no fused multiply-add.
+fn reference_dot(x: &QuantActivations, row: usize, w: &QuantMatrix, w_row: usize) -> f32 {
+    let bpr = w.blocks_per_row();
+    let mut acc = 0.0f32;
+    for b in 0..bpr {
+        let (wb, xb) = (w_row * bpr + b, row * bpr + b);
+        let isum: i32 = (0..BLOCK)
+            .map(|j| w.integer(wb, j) * x.values[xb * BLOCK + j] as i32)
+            .sum();
+        acc += block_term(w, wb, x, xb, isum);
+    }
+    acc
+}
+
+/// `term_b` of [`reference_dot`] from its exact integer dot.
+#[inline(always)]
+fn block_term(w: &QuantMatrix, wb: usize, x: &QuantActivations, xb: usize, isum: i32) -> f32 {
+    let da = x.scales[xb];
+    let term = (w.scales[wb] * da) * isum as f32;
+    match w.format {
+        BlockFormat::Q4_1 => term + (w.mins[wb] * da) * x.sums[xb] as f32,
+        _ => term,
+    }
+}
+
+fn check_shapes(
+    x: &QuantActivations,
+    w: &QuantMatrix,
+    columns: &Range<usize>,
+    out: &[f32],
+) -> Result<(), QuantError> {
+    if x.cols != w.cols
+        || columns.end > w.rows
+        || columns.is_empty()
+        || out.len() != x.rows * columns.len()
+    {
+        return Err(QuantError::Shape {
+            what: "quantized linear",
+            detail: format!(
+                "x {} × {}, w {} × {}, columns {columns:?}, out {}",
+                x.rows,
+                x.cols,
+                w.rows,
+                w.cols,
+                out.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The specification: `out[i][c - columns.start] = act(dot(x[i], w[c]))` for weight rows
+/// `c` in `columns`, by [`reference_dot`], one thread.
+pub fn reference_linear(
+    x: &QuantActivations,
+    w: &QuantMatrix,
+    columns: Range<usize>,
+    activation: Activation,
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    check_shapes(x, w, &columns, out)?;
+    let n = columns.len();
+    for i in 0..x.rows {
+        for (c, w_row) in columns.clone().enumerate() {
+            out[i * n + c] = activation.apply(reference_dot(x, i, w, w_row));
+        }
+    }
+    Ok(())
+}
+
+/// [`reference_linear`] on `compute`'s instruction set and threads (threads split the weight
+/// rows; every output is computed whole by one thread): the same bits.
+pub fn linear(
+    x: &QuantActivations,
+    w: &QuantMatrix,
+    columns: Range<usize>,
+    activation: Activation,
+    out: &mut [f32],
+    compute: Compute,
+) -> Result<(), QuantError> {
+    check_shapes(x, w, &columns, out)?;
+    let n = columns.len();
+    let threads = compute.threads.get().min(n);
+    let work = x.rows * n * w.cols;
+    if threads <= 1 || work < PARALLEL_WORK_MIN {
+        let mut block = vec![0.0f32; n];
+        for i in 0..x.rows {
+            dots(x, i, w, columns.clone(), &mut block, compute.isa);
+            for (o, v) in out[i * n..(i + 1) * n].iter_mut().zip(&block) {
+                *o = activation.apply(*v);
+            }
+        }
+        return Ok(());
+    }
+    let per_thread = n.div_ceil(threads);
+    let parts: Vec<Vec<f32>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (columns.start..columns.end)
+            .step_by(per_thread)
+            .map(|c0| {
+                let c1 = (c0 + per_thread).min(columns.end);
+                scope.spawn(move || {
+                    let mut part = vec![0.0f32; x.rows * (c1 - c0)];
+                    for (i, row) in part.chunks_exact_mut(c1 - c0).enumerate() {
+                        dots(x, i, w, c0..c1, row, compute.isa);
+                    }
+                    part
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("quantized linear worker panicked"))
+            .collect()
+    });
+    for (p, part) in parts.iter().enumerate() {
+        let c0 = p * per_thread;
+        let width = part.len() / x.rows.max(1);
+        for i in 0..x.rows {
+            for (o, v) in out[i * n + c0..i * n + c0 + width]
+                .iter_mut()
+                .zip(&part[i * width..(i + 1) * width])
+            {
+                *o = activation.apply(*v);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Dots of activation row `row` with weight rows `columns`, into `out` (no activation).
+fn dots(
+    x: &QuantActivations,
+    row: usize,
+    w: &QuantMatrix,
+    columns: Range<usize>,
+    out: &mut [f32],
+    isa: Isa,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if isa == Isa::Avx512 && has_vnni() {
+            // SAFETY: the CPU has AVX-512 F/BW/VL and VNNI (checked above).
+            unsafe { x86::dots_vnni(x, row, w, columns, out) };
+            return;
+        }
+        if matches!(isa, Isa::Avx512 | Isa::Avx2) && std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked above).
+            unsafe { x86::dots_avx2(x, row, w, columns, out) };
+            return;
+        }
+    }
+    let _ = isa;
+    for (o, w_row) in out.iter_mut().zip(columns) {
+        *o = reference_dot(x, row, w, w_row);
+    }
+}
+
+/// Whether the AVX-512 path can use VNNI (`vpdpbusd` on 256-bit registers).
+#[cfg(target_arch = "x86_64")]
+pub fn has_vnni() -> bool {
+    std::arch::is_x86_feature_detected!("avx512vnni")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! Integer block dots in SIMD: eight blocks' exact `isum`s at a time, then the f32 terms
+    //! lane by lane and their sequential sum, as [`super::reference_dot`].
+
+    use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    use super::{block_term, BlockFormat, QuantActivations, QuantMatrix, BLOCK};
+
+    /// The 32 integer weights of a block as bytes: unsigned nibbles (Q4_0, Q4_1; Q4_0's `- 8`
+    /// is applied to the sum) or the signed i8 (Q8_0).
+    #[inline(always)]
+    unsafe fn load_weights(w: &QuantMatrix, block: usize) -> __m256i {
+        match w.format {
+            BlockFormat::Q8_0 => {
+                _mm256_loadu_si256(w.values.as_ptr().add(block * BLOCK) as *const __m256i)
+            }
+            _ => {
+                let packed =
+                    _mm_loadu_si128(w.values.as_ptr().add(block * BLOCK / 2) as *const __m128i);
+                let mask = _mm_set1_epi8(15);
+                let low = _mm_and_si128(packed, mask);
+                let high = _mm_and_si128(_mm_srli_epi16(packed, 4), mask);
+                _mm256_set_m128i(high, low)
+            }
+        }
+    }
+
+    /// The exact integer dot of weight block `wb` and activation block `xb` from the raw sum
+    /// over the stored bytes (Q4_0 stores `n`, its value is `n - 8`).
+    #[inline(always)]
+    fn isum_fixup(w: &QuantMatrix, x: &QuantActivations, xb: usize, raw: i32) -> i32 {
+        match w.format {
+            BlockFormat::Q4_0 => raw - 8 * x.sums[xb],
+            _ => raw,
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn hsum(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+        _mm_cvtsi128_si32(s)
+    }
+
+    /// Partial sums of `weights · activations` (unsigned-or-signed weights per format).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn partial_avx2(format: BlockFormat, wv: __m256i, xv: __m256i) -> __m256i {
+        let (a, b) = match format {
+            // |w| (≤ 128 as u8) times x with w's sign: pairs ≤ 2 · 128 · 127 fit i16.
+            BlockFormat::Q8_0 => (_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv)),
+            _ => (wv, xv),
+        };
+        let pairs = _mm256_maddubs_epi16(a, b);
+        _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn partial_vnni(format: BlockFormat, wv: __m256i, xv: __m256i) -> __m256i {
+        let (a, b) = match format {
+            BlockFormat::Q8_0 => (_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv)),
+            _ => (wv, xv),
+        };
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b)
+    }
+
+    macro_rules! dots_body {
+        ($partial:ident, $x:ident, $row:ident, $w:ident, $columns:ident, $out:ident) => {{
+            let bpr = $w.cols / BLOCK;
+            for (o, w_row) in $out.iter_mut().zip($columns) {
+                let mut acc = 0.0f32;
+                for b in 0..bpr {
+                    let (wb, xb) = (w_row * bpr + b, $row * bpr + b);
+                    let wv = load_weights($w, wb);
+                    let xv =
+                        _mm256_loadu_si256($x.values.as_ptr().add(xb * BLOCK) as *const __m256i);
+                    let raw = hsum($partial($w.format, wv, xv));
+                    acc += block_term($w, wb, $x, xb, isum_fixup($w, $x, xb, raw));
+                }
+                *o = acc;
+            }
+        }};
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn dots_avx2(
+        x: &QuantActivations,
+        row: usize,
+        w: &QuantMatrix,
+        columns: Range<usize>,
+        out: &mut [f32],
+    ) {
+        dots_body!(partial_avx2, x, row, w, columns, out)
+    }
+
+    #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub(super) unsafe fn dots_vnni(
+        x: &QuantActivations,
+        row: usize,
+        w: &QuantMatrix,
+        columns: Range<usize>,
+        out: &mut [f32],
+    ) {
+        dots_body!(partial_vnni, x, row, w, columns, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic generator of test data (xorshift).
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn float(&mut self) -> f32 {
+            (self.next() % 2_000_001) as f32 / 1_000_000.0 - 1.0
+        }
+    }
+
+    /// GGUF bytes of `blocks` random blocks of `format` (every nibble and i8 value reachable,
+    /// -128 included).
+    fn random_gguf(format: BlockFormat, blocks: usize, rng: &mut Rng) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for _ in 0..blocks {
+            // f16 scales in a normal range (exponent 5..20), either sign for m.
+            let scale =
+                |rng: &mut Rng| (((rng.next() % 16 + 5) << 10) | (rng.next() % 1024)) as u16;
+            bytes.extend_from_slice(&scale(rng).to_le_bytes());
+            if format == BlockFormat::Q4_1 {
+                let m = scale(rng) | (((rng.next() % 2) as u16) << 15);
+                bytes.extend_from_slice(&m.to_le_bytes());
+            }
+            for _ in 0..format.value_bytes() {
+                bytes.push(rng.next() as u8);
+            }
+        }
+        bytes
+    }
+
+    fn check(format: BlockFormat, rows: usize, cols: usize, n: usize, seed: u64) {
+        let mut rng = Rng(seed);
+        let w = QuantMatrix::from_gguf(
+            format,
+            n,
+            cols,
+            &random_gguf(format, n * cols / BLOCK, &mut rng),
+        )
+        .unwrap();
+        let x: Vec<f32> = (0..rows * cols)
+            .map(|i| {
+                // Mix magnitudes, exact zeros and ties at .5 after scaling.
+                match i % 11 {
+                    0 => 0.0,
+                    1 => rng.float() * 1e3,
+                    _ => rng.float(),
+                }
+            })
+            .collect();
+        let xq = quantize_activations(&x, rows, cols).unwrap();
+        for columns in [0..n, 1..n.min(7)] {
+            let mut expected = vec![0.0f32; rows * columns.len()];
+            reference_linear(&xq, &w, columns.clone(), Activation::Silu, &mut expected).unwrap();
+            for isa in Isa::available() {
+                for threads in [1, 3] {
+                    let mut got = vec![0.0f32; expected.len()];
+                    let compute = Compute {
+                        threads: std::num::NonZeroUsize::new(threads).unwrap(),
+                        isa,
+                    };
+                    linear(
+                        &xq,
+                        &w,
+                        columns.clone(),
+                        Activation::Silu,
+                        &mut got,
+                        compute,
+                    )
+                    .unwrap();
+                    let same = got
+                        .iter()
+                        .zip(&expected)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{format:?} {isa:?} threads {threads} {columns:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_path_equals_the_reference_on_random_blocks() {
+        for (seed, format) in [BlockFormat::Q4_0, BlockFormat::Q4_1, BlockFormat::Q8_0]
+            .into_iter()
+            .enumerate()
+        {
+            check(format, 3, 8 * BLOCK, 40, seed as u64 + 1);
+            check(format, 1, 18 * BLOCK, 300, seed as u64 + 10);
+        }
+    }
+
+    #[test]
+    fn the_dot_is_the_specified_sum_of_block_terms() {
+        // One Q8_0 row of two blocks against activations quantized exactly.
+        let mut bytes = Vec::new();
+        for (d, q) in [(0x3c00u16, 2i8), (0x4000u16, -3i8)] {
+            bytes.extend_from_slice(&d.to_le_bytes());
+            bytes.extend(std::iter::repeat_n(q as u8, BLOCK));
+        }
+        let w = QuantMatrix::from_gguf(BlockFormat::Q8_0, 1, 2 * BLOCK, &bytes).unwrap();
+        let x = vec![127.0f32; 2 * BLOCK];
+        let xq = quantize_activations(&x, 1, 2 * BLOCK).unwrap();
+        assert_eq!(xq.scales, vec![1.0, 1.0]);
+        let mut out = [0.0f32];
+        reference_linear(&xq, &w, 0..1, Activation::Identity, &mut out).unwrap();
+        // (1 · 1) · (32 · 2 · 127) + (2 · 1) · (32 · -3 · 127)
+        assert_eq!(out[0], 8128.0 - 24384.0);
+    }
+
+    #[test]
+    fn activation_rounding_is_half_away_from_zero_and_clamped() {
+        let mut x = vec![0.0f32; BLOCK];
+        x[0] = 254.0; // amax: d = 2, q = 127
+        x[1] = 1.0; // 0.5 after scaling: rounds to 1
+        x[2] = -1.0; // -0.5: rounds to -1
+        x[3] = -254.0;
+        let q = quantize_activations(&x, 1, BLOCK).unwrap();
+        assert_eq!(q.scales[0], 2.0);
+        assert_eq!(&q.values[..4], &[127, 1, -1, -127]);
+        assert_eq!(q.sums[0], 0);
+        let zeros = quantize_activations(&[0.0; BLOCK], 1, BLOCK).unwrap();
+        assert_eq!((zeros.scales[0], zeros.sums[0]), (0.0, 0));
+    }
+
+    #[test]
+    fn dequantized_rows_follow_the_gguf_rules() {
+        // Q4_1: d = 1, m = -0.5 → n - 0.5; nibble layout low = j, high = j + 16.
+        let mut bytes = vec![0x00, 0x3c, 0x00, 0xb8];
+        bytes.extend((0..16u8).map(|j| j | (15 - j) << 4));
+        let w = QuantMatrix::from_gguf(BlockFormat::Q4_1, 1, BLOCK, &bytes).unwrap();
+        let mut row = [0.0f32; BLOCK];
+        w.dequantize_row(0, &mut row);
+        assert_eq!(row[3], 2.5);
+        assert_eq!(row[16 + 3], 11.5);
+        let picked = w.select_rows(&[0, 0]).unwrap();
+        assert_eq!(picked.rows(), 2);
+        assert!(w.select_rows(&[1]).is_err());
+    }
+
+    #[test]
+    fn malformed_shapes_are_refused() {
+        assert!(QuantMatrix::from_gguf(BlockFormat::Q8_0, 1, 31, &[0; 34]).is_err());
+        assert!(QuantMatrix::from_gguf(BlockFormat::Q8_0, 1, 32, &[0; 33]).is_err());
+        assert!(quantize_activations(&[0.0; 31], 1, 31).is_err());
+        let w = QuantMatrix::from_gguf(BlockFormat::Q8_0, 1, 32, &[0; 34]).unwrap();
+        let x = quantize_activations(&[0.0; 64], 1, 64).unwrap();
+        let mut out = [0.0f32];
+        assert!(reference_linear(&x, &w, 0..1, Activation::Identity, &mut out).is_err());
+    }
+}
