@@ -235,8 +235,17 @@ fn fee_too_low(fee: Amount, max_fee: Amount) -> TxError {
     )
 }
 
-/// Writes the genesis state.
+/// Writes the genesis state of a chain run by one producer (no validator records).
 pub fn init_chain(genesis: &Genesis) -> Result<Writes, GenesisError> {
+    init_chain_with_validators(genesis, &[])
+}
+
+/// Writes the genesis state of a network: [`init_chain`] plus the validators' records and
+/// their set for height 1 (see [`NetworkGenesis`](crate::genesis::NetworkGenesis)).
+pub fn init_chain_with_validators(
+    genesis: &Genesis,
+    validators: &[staking::validators::GenesisValidator],
+) -> Result<Writes, GenesisError> {
     genesis.validate()?;
     let empty = BTreeMap::new();
     let mut state = StateDelta::new(&empty);
@@ -256,6 +265,7 @@ pub fn init_chain(genesis: &Genesis) -> Result<Writes, GenesisError> {
         &staking::GenesisState {
             params: genesis.staking.clone(),
             bonds: genesis.bonds.clone(),
+            validators: validators.to_vec(),
         },
     )?;
     Models::init_chain(&mut state, &genesis.models)?;
@@ -411,6 +421,7 @@ impl<'a> BlockExecutor<'a> {
         let mut ctx = TxContext {
             block: &self.block,
             sender,
+            sender_key: tx.tx.sender,
             tx_hash: tx.hash(),
             events: Vec::new(),
             arbiter: self.arbiter,

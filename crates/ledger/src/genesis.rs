@@ -8,6 +8,7 @@ use piazza_primitives::Amount;
 
 pub use crate::bank::GenesisAccount;
 pub use crate::module::GenesisError;
+pub use crate::staking::validators::GenesisValidator;
 pub use crate::staking::GenesisBond;
 
 /// How transaction fees are metered: `(tx_base_units + Σ message units + bytes × byte_units)
@@ -70,6 +71,25 @@ pub struct Genesis {
     pub verify: crate::verify::Params,
     #[serde(default)]
     pub sessions: crate::sessions::Params,
+}
+
+/// The genesis document of a network of validators: every field of [`Genesis`] and a
+/// `validators` section naming the consensus keys of validators bonded in `bonds` (JSON: one
+/// object, the genesis fields beside `validators`). The set of height 1 is theirs; later sets
+/// come from the staking module (`staking::validators`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NetworkGenesis {
+    #[serde(flatten)]
+    pub genesis: Genesis,
+    #[serde(default)]
+    pub validators: Vec<GenesisValidator>,
+}
+
+impl NetworkGenesis {
+    /// The genesis state: see [`crate::executor::init_chain_with_validators`].
+    pub fn init_chain(&self) -> Result<crate::executor::Writes, GenesisError> {
+        crate::executor::init_chain_with_validators(&self.genesis, &self.validators)
+    }
 }
 
 impl Genesis {

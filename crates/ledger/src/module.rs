@@ -29,6 +29,8 @@ pub struct BlockContext {
 pub struct TxContext<'a> {
     pub block: &'a BlockContext,
     pub sender: Address,
+    /// The sender's key (`sender` is its address).
+    pub sender_key: PublicKey,
     pub tx_hash: Hash,
     pub events: Vec<Event>,
     /// Decides disputes by re-execution (`verify`); the node wires in the engines' arbiter.

@@ -1,9 +1,11 @@
-//! `staking`: bonds per role, unbonding through a delay, and the stake other modules weigh by.
+//! `staking`: bonds per role, unbonding through a delay, the stake other modules weigh by, and
+//! the validators (records, voting power, the set of each height: [`validators`]).
 //!
 //! Invariant: the staking pool's balance equals every bond plus every pending unbonding. Bonded
 //! tokens stay in the bank as the pool's balance, so the bank's supply invariant covers them.
 
 pub mod state_key;
+pub mod validators;
 
 use crate::bank;
 use crate::error::{ErrorCode, TxError};
@@ -232,6 +234,9 @@ fn set_bond(state: &mut StateDelta<'_>, address: &Address, role: Role, amount: A
     } else {
         state.put(key, &amount);
     }
+    if role == Role::Validator {
+        validators::bond_changed(state, address, amount);
+    }
 }
 
 /// Moves `amount` of the sender's balance into a bond for `role`.
@@ -365,6 +370,8 @@ pub struct GenesisBond {
 pub struct GenesisState {
     pub params: Params,
     pub bonds: Vec<GenesisBond>,
+    /// Consensus keys of validators bonded in `bonds`; empty for a chain run by one producer.
+    pub validators: Vec<validators::GenesisValidator>,
 }
 
 pub struct Staking;
@@ -417,6 +424,10 @@ impl Module for Staking {
         let sender = ctx.sender;
         match msg {
             Msg::Bond { role, amount } => {
+                if *role == Role::Validator {
+                    // The transaction's key becomes the validator's consensus key.
+                    validators::register(state, &ctx.sender_key)?;
+                }
                 let total = bond(state, &sender, *role, *amount)?;
                 ctx.emit(Event::new(
                     "staking.bond",
@@ -451,33 +462,39 @@ impl Module for Staking {
                 GenesisError::Invalid(format!("genesis bond of {}: {e}", entry.address))
             })?;
         }
-        Ok(())
+        validators::init_chain(state, &genesis.validators)
     }
 
     fn end_block(state: &mut StateDelta<'_>, block: &BlockContext, events: &mut Vec<Event>) {
-        let key = state_key::release_queue(block.height);
-        let Some(Releases(releases)) = state.get::<Releases>(&key) else {
-            return;
-        };
-        for release in releases {
-            bank::transfer(state, &pool(), &release.address, release.amount)
-                .expect("the pool holds every pending unbonding");
-            let pending = unbonding(state, &release.address)
-                .checked_sub(release.amount)
-                .expect("pending unbonding covers its releases");
-            if pending.is_zero() {
-                state.delete(state_key::unbonding(&release.address));
-            } else {
-                state.put(state_key::unbonding(&release.address), &pending);
-            }
-            events.push(Event::new(
-                "staking.released",
-                &[
-                    ("address", release.address.to_string()),
-                    ("amount", release.amount.base_units().to_string()),
-                ],
-            ));
-        }
-        state.delete(key);
+        release_unbonded(state, block, events);
+        validators::end_block(state, block.height, events);
     }
+}
+
+/// Returns the unbondings that mature at this block to their owners.
+fn release_unbonded(state: &mut StateDelta<'_>, block: &BlockContext, events: &mut Vec<Event>) {
+    let key = state_key::release_queue(block.height);
+    let Some(Releases(releases)) = state.get::<Releases>(&key) else {
+        return;
+    };
+    for release in releases {
+        bank::transfer(state, &pool(), &release.address, release.amount)
+            .expect("the pool holds every pending unbonding");
+        let pending = unbonding(state, &release.address)
+            .checked_sub(release.amount)
+            .expect("pending unbonding covers its releases");
+        if pending.is_zero() {
+            state.delete(state_key::unbonding(&release.address));
+        } else {
+            state.put(state_key::unbonding(&release.address), &pending);
+        }
+        events.push(Event::new(
+            "staking.released",
+            &[
+                ("address", release.address.to_string()),
+                ("amount", release.amount.base_units().to_string()),
+            ],
+        ));
+    }
+    state.delete(key);
 }

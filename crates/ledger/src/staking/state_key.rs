@@ -32,6 +32,28 @@ pub fn release_queue(height: u64) -> Vec<u8> {
     key
 }
 
+/// A validator's record, by operator.
+pub fn validator(operator: &Address) -> Vec<u8> {
+    let mut key = b"staking/validator/".to_vec();
+    key.extend_from_slice(&operator.0);
+    key
+}
+
+/// Every validator's operator, sorted.
+pub fn validator_index() -> Vec<u8> {
+    b"staking/validators".to_vec()
+}
+
+/// The scheduled validator sets (the one in force and those of the next heights).
+pub fn validator_schedule() -> Vec<u8> {
+    b"staking/validator_schedule".to_vec()
+}
+
+/// Set when a validator bond or record changed in the current block.
+pub fn validators_changed() -> Vec<u8> {
+    b"staking/validators_changed".to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
