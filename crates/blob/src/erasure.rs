@@ -77,6 +77,33 @@ impl Layout {
     }
 }
 
+/// What the chain records of a blob: its id, layout and one root per shard (data shards first).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    pub id: Hash,
+    pub layout: Layout,
+    pub roots: Vec<Hash>,
+}
+
+impl Manifest {
+    /// Checks a manifest read from outside: its layout follows from its length and counts, and
+    /// it has one root per shard.
+    pub fn check(&self) -> Result<(), BlobError> {
+        self.layout.check()?;
+        if self.roots.len() != usize::from(self.layout.shard_count()) {
+            return Err(BlobError::Layout);
+        }
+        Ok(())
+    }
+
+    /// The root shard `index` must hash to.
+    pub fn root(&self, index: u16) -> Result<&Hash, BlobError> {
+        self.roots
+            .get(usize::from(index))
+            .ok_or(BlobError::ShardIndex { index })
+    }
+}
+
 /// A blob cut into shards, each with its root: what `blob put` uploads and registers.
 #[derive(Clone, Debug)]
 pub struct Encoded {
@@ -84,6 +111,17 @@ pub struct Encoded {
     pub id: Hash,
     pub shards: Vec<Vec<u8>>,
     pub roots: Vec<Hash>,
+}
+
+impl Encoded {
+    /// What the chain records of this blob.
+    pub fn manifest(&self) -> Manifest {
+        Manifest {
+            id: self.id,
+            layout: self.layout,
+            roots: self.roots.clone(),
+        }
+    }
 }
 
 /// Cuts `data` into `k` data and `m` parity shards and commits to each.
