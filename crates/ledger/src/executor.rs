@@ -147,6 +147,10 @@ fn outflow(tx: &SignedTransaction) -> Option<Amount> {
             Message::Staking(staking::Msg::Unbond { .. })
             | Message::Models(_)
             | Message::Compute(_) => Some(total),
+            Message::Shares(bank::shares::Msg::Buy { max_cost, .. }) => {
+                total.checked_add(*max_cost)
+            }
+            Message::Shares(_) => Some(total),
         })
 }
 

@@ -52,6 +52,7 @@ pub enum Message {
     Compute(compute::Msg),
     Verify(verify::Msg),
     Sessions(sessions::Msg),
+    Shares(bank::shares::Msg),
 }
 
 /// Every message goes to its module through these three routes, so the executor and the
@@ -66,6 +67,7 @@ impl Message {
             Message::Compute(m) => Compute::check_stateless(m),
             Message::Verify(m) => Verify::check_stateless(m),
             Message::Sessions(m) => Sessions::check_stateless(m),
+            Message::Shares(m) => bank::shares::Shares::check_stateless(m),
         }
     }
 
@@ -78,6 +80,7 @@ impl Message {
             Message::Compute(m) => Compute::fee_units(m),
             Message::Verify(m) => Verify::fee_units(m),
             Message::Sessions(m) => Sessions::fee_units(m),
+            Message::Shares(m) => bank::shares::Shares::fee_units(m),
         }
     }
 
@@ -102,6 +105,7 @@ impl Message {
             Message::Compute(m) => run::<Compute>(state, ctx, m),
             Message::Verify(m) => run::<Verify>(state, ctx, m),
             Message::Sessions(m) => run::<Sessions>(state, ctx, m),
+            Message::Shares(m) => run::<bank::shares::Shares>(state, ctx, m),
         }
     }
 }
@@ -112,6 +116,7 @@ const TAG_MODELS: u8 = 3;
 const TAG_COMPUTE: u8 = 4;
 const TAG_VERIFY: u8 = 5;
 const TAG_SESSIONS: u8 = 6;
+const TAG_SHARES: u8 = bank::shares::MODULE_TAG;
 
 impl Encode for Message {
     fn encode(&self, w: &mut Writer) {
@@ -140,6 +145,10 @@ impl Encode for Message {
                 w.u8(TAG_SESSIONS);
                 m.encode(w)
             }
+            Message::Shares(m) => {
+                w.u8(TAG_SHARES);
+                m.encode(w)
+            }
         }
     }
 }
@@ -154,6 +163,7 @@ impl Decode for Message {
             TAG_COMPUTE => Ok(Message::Compute(r.value()?)),
             TAG_VERIFY => Ok(Message::Verify(r.value()?)),
             TAG_SESSIONS => Ok(Message::Sessions(r.value()?)),
+            TAG_SHARES => Ok(Message::Shares(r.value()?)),
             tag => Err(DecodeError::InvalidTag {
                 offset,
                 tag,

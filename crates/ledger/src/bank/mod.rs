@@ -3,6 +3,9 @@
 //! Invariant: the sum of all account balances equals `supply`; only `mint` and `burn` change the
 //! supply, and only genesis and slashing call them.
 
+pub mod assets;
+pub mod curve;
+pub mod shares;
 pub mod state_key;
 
 use crate::error::{ErrorCode, TxError};

@@ -262,7 +262,16 @@ fn depth_below(
                 let record = super::record(state, name).ok_or_else(|| super::unknown(name))?;
                 depth_below(state, own_name, &record.lineage, level + 1)?
             }
-            Source::Dataset(_) => 0,
+            Source::Dataset(id) => {
+                let asset = crate::bank::assets::AssetId::Dataset(*id);
+                if crate::bank::assets::asset(state, &asset).is_none() {
+                    return Err(refuse(
+                        ErrorCode::UnknownDataset,
+                        format!("no dataset {id}"),
+                    ));
+                }
+                0
+            }
         };
         deepest = deepest.max(below + 1);
     }

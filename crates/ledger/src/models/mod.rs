@@ -345,6 +345,10 @@ fn insert(
             format!("a model named `{}` exists", record.name),
         ));
     }
+    // The model's share asset: its revenue goes to the owner until units are issued.
+    let asset = crate::bank::assets::AssetId::Model(record.name.clone());
+    crate::bank::assets::forget_if_unissued(state, &asset);
+    crate::bank::assets::register(state, &asset, record.owner, None)?;
     let index = count(state);
     set_name_at(state, index, Some(record.name.clone()));
     state.put(state_key::count(), &(index + 1));
@@ -380,6 +384,10 @@ fn remove(state: &mut StateDelta<'_>, name: &str, events: &mut Vec<Event>) {
     state.put(state_key::count(), &last);
     state.delete(state_key::record(name));
     state.delete(state_key::entry(name));
+    crate::bank::assets::forget_if_unissued(
+        state,
+        &crate::bank::assets::AssetId::Model(name.to_string()),
+    );
     if !entry.deposit.is_zero() {
         crate::bank::transfer(state, &escrow(), &entry.payer, entry.deposit)
             .expect("the escrow holds every record's deposit");
