@@ -15,13 +15,15 @@
 //! - (c) what it released is exactly its payouts plus the prices of its requests moved into
 //!   compute jobs, and every payout's fee-split shares sum to the payout;
 //! - (d) the supply is the genesis supply less what the events report as burned (slashes for
-//!   missed reveals move stake to the treasury, fees move balances to the treasury);
+//!   missed reveals and commits' fraud slashes move stake to the treasury, fees move balances
+//!   to the treasury);
 //! - no voucher total exceeds what its session escrowed.
 //!
 //! At the end, empty blocks run past every expiry, grace, window, reveal and audit deadline:
 //! (e) every session is closed with nothing escrowed, every job made from a request ended
 //! (settled: price and refund; failed: refunded), and the sessions, compute and verify escrows
-//! are empty — nothing is locked.
+//! are empty — nothing is locked; (f) every commit drew at most `AUDITS` receipts (all of a
+//! smaller one), and every commit one of whose jobs failed paid its fraud slash exactly once.
 
 mod common;
 
@@ -50,6 +52,15 @@ const PRICES: [u128; PROVIDERS] = [1_000, 1_500];
 const MAX_PRICE: u128 = 2_000;
 const STEPS_MAX: usize = 30;
 const EXPIRY_BLOCKS_MAX: u64 = 30;
+/// Receipts drawn per commit: fewer than a commit's most receipts, so draws pick among them.
+const AUDITS: u64 = 2;
+
+fn sessions_params() -> sessions::Params {
+    sessions::Params {
+        audits_per_commit: AUDITS,
+        ..sessions::Params::default()
+    }
+}
 
 fn compute_params() -> compute::Params {
     compute::Params {
@@ -73,13 +84,14 @@ fn verify_params() -> verify::Params {
 /// from a request has ended: expiry, the closing grace, a commit's window, its reveal deadline,
 /// then the job's audit or dispute and its window.
 fn drain_blocks() -> u64 {
-    let s = sessions::Params::default();
+    let s = sessions_params();
     let (c, v) = (compute_params(), verify_params());
     EXPIRY_BLOCKS_MAX
         + 2 * s.challenge_window_blocks
         + s.reveal_blocks
         + v.audit_blocks.max(v.round_blocks + v.arbitration_blocks)
         + c.challenge_window_blocks
+        + 2 * sessions::FRAUD_CHECK_BLOCKS
         + 4
 }
 
@@ -192,6 +204,8 @@ struct Flows {
     jobs: Vec<u64>,
     /// Challenges by an owner that opened a dispute.
     challenged: usize,
+    /// Fraud slashes by commit id.
+    fraud_slashed: BTreeMap<u64, usize>,
     burned: u128,
 }
 
@@ -211,6 +225,11 @@ impl World {
             .collect();
         let refs: Vec<&SecretKey> = keys.iter().collect();
         let mut chain = Chain::with_verify(&refs, compute_params(), verify_params());
+        // The genesis sessions section, as `init_chain` writes it.
+        chain.state.insert(
+            sessions::state_key::params(),
+            piazza_codec::Encode::to_bytes(&sessions_params()),
+        );
         let mut txs: Vec<SignedTransaction> = PRICES
             .iter()
             .enumerate()
@@ -496,6 +515,13 @@ impl World {
                     self.flows.jobs.push(number(e, "job") as u64);
                 }
                 "sessions.challenged" => self.flows.challenged += 1,
+                "sessions.fraud_slashed" => {
+                    *self
+                        .flows
+                        .fraud_slashed
+                        .entry(number(e, "commit") as u64)
+                        .or_default() += 1
+                }
                 "sessions.closed" => {
                     prop_assert!(
                         self.flows
@@ -571,6 +597,27 @@ impl World {
         for escrow in [sessions::escrow(), compute::escrow(), verify::escrow()] {
             prop_assert_eq!(base(self.chain.balance(&escrow)), 0);
         }
+        // (f)
+        for c in self.commits() {
+            prop_assert!(c.audited.len() as u64 <= AUDITS.min(c.count));
+            if c.count <= AUDITS && c.audits_closed && !c.audited.is_empty() {
+                prop_assert_eq!(c.audited.len() as u64, c.count);
+            }
+            let failed = c
+                .jobs
+                .iter()
+                .any(|id| matches!(self.chain.job(*id).status, JobStatus::Failed));
+            let missed = c.revealed.len() < c.audited.len();
+            let slashes = self.flows.fraud_slashed.get(&c.id).copied().unwrap_or(0);
+            prop_assert!(slashes <= 1, "commit {} slashed {} times", c.id, slashes);
+            if failed && !missed {
+                prop_assert_eq!(slashes, 1, "commit {} with a failed job", c.id);
+                prop_assert!(c.fraud_slashed);
+            }
+            if missed {
+                prop_assert!(c.fraud_slashed, "commit {} missed a reveal", c.id);
+            }
+        }
         Ok(())
     }
 }
@@ -636,6 +683,11 @@ fn the_histories_reach_every_path() {
         *seen.entry("challenged").or_default() += world.flows.challenged;
         *seen.entry("revealed").or_default() +=
             commits.iter().filter(|c| !c.revealed.is_empty()).count();
+        *seen.entry("fraud slashed").or_default() += world.flows.fraud_slashed.len();
+        *seen.entry("drawn among more").or_default() += commits
+            .iter()
+            .filter(|c| c.count > AUDITS && !c.audited.is_empty())
+            .count();
     }
     for path in [
         "payout",
@@ -644,6 +696,8 @@ fn the_histories_reach_every_path() {
         "missed reveal",
         "revealed",
         "challenged",
+        "fraud slashed",
+        "drawn among more",
     ] {
         assert!(
             seen.get(path).copied().unwrap_or(0) > 0,

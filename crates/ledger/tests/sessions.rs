@@ -601,6 +601,53 @@ fn every_receipt_drawn_must_be_revealed_or_the_provider_is_slashed() {
     assert_eq!(f.send(&provider, late), Err("not_audited".into()));
 }
 
+/// `count` receipts of one unit at 100 base units each, from seq `first`.
+fn cheap_receipts(first: u64, count: u64) -> Vec<Receipt> {
+    (first..first + count)
+        .map(|seq| Receipt {
+            units: 1,
+            price: Amount::new(100),
+            ..receipt(&request(0, seq))
+        })
+        .collect()
+}
+
+#[test]
+fn a_commit_draws_the_same_few_audits_whatever_its_size() {
+    let mut f = fixture(10_000);
+    let audits = sessions::params(&f.view()).audits_per_commit;
+    let mut first = 1;
+    let mut fees = Vec::new();
+    for count in [2, 100, 1_000] {
+        let batch = cheap_receipts(first, count);
+        first += count;
+        let provider = f.provider.public_key().address();
+        let before = f.chain.balance(&provider);
+        let commit = f.commit(&batch).unwrap();
+        fees.push(before.checked_sub(f.chain.balance(&provider)).unwrap());
+        let events = f.blocks(1);
+        let audited = f.commit_record(commit).audited;
+        assert_eq!(
+            attribute(&events, "sessions.audit_drawn", "audited"),
+            audited.len().to_string()
+        );
+        if count <= audits {
+            assert_eq!(audited, (0..count).collect::<Vec<_>>(), "every receipt");
+        } else {
+            assert!(
+                !audited.is_empty() && audited.len() as u64 <= audits,
+                "{audited:?}"
+            );
+            assert!(audited.windows(2).all(|w| w[0] < w[1]), "sorted, distinct");
+            assert!(audited.iter().all(|&i| i < count));
+        }
+    }
+    assert!(
+        fees.windows(2).all(|w| w[0] == w[1]),
+        "a commit's fee does not grow with its receipts: {fees:?}"
+    );
+}
+
 #[test]
 fn a_receipt_not_drawn_cannot_be_revealed() {
     let mut f = fixture(0);
@@ -731,7 +778,37 @@ fn a_challenged_request_the_provider_cannot_defend_is_refunded_and_slashed_by_th
         f.chain.job(job).status,
         compute::JobStatus::Failed
     ));
-    assert!(f.provider_stake() < stake_before, "the provider is slashed");
+    assert_eq!(
+        f.provider_stake(),
+        stake_before.checked_sub(v.fraud_slash).unwrap(),
+        "the job path slashes its fraud_slash"
+    );
+    // Then the session's own look at the commit's jobs takes the commit's fraud slash, once.
+    let owed = sessions::fraud_slash(
+        &f.session(),
+        &f.commit_record(commit),
+        sessions::params(&f.view()).audits_per_commit,
+    );
+    assert_eq!(
+        owed,
+        Amount::new(16_000),
+        "2 × max(M, ⌈1/4⌉ × M), M = 8 000"
+    );
+    let events = f.blocks(sessions::FRAUD_CHECK_BLOCKS);
+    assert_eq!(
+        attribute(&events, "sessions.fraud_slashed", "penalty"),
+        "16000"
+    );
+    assert_eq!(
+        f.provider_stake(),
+        stake_before
+            .checked_sub(v.fraud_slash)
+            .and_then(|s| s.checked_sub(owed))
+            .unwrap()
+    );
+    assert!(f.commit_record(commit).fraud_slashed);
+    let events = f.blocks(2 * sessions::FRAUD_CHECK_BLOCKS);
+    assert!(!events.iter().any(|e| e.kind == "sessions.fraud_slashed"));
     // The owner got the request's price and its bond back (and the winner's share).
     let refunded = Amount::new(8_000).checked_add(v.challenge_bond).unwrap();
     assert!(f.chain.balance(&client) >= before.checked_add(refunded).unwrap());
@@ -787,6 +864,7 @@ fn genesis_sets_the_session_parameters_and_refuses_invalid_ones() {
             expiry_blocks_max: 1_000,
             challenge_window_blocks: 7,
             reveal_blocks: 9,
+            audits_per_commit: 3,
         },
     };
     let state: std::collections::BTreeMap<Vec<u8>, Vec<u8>> =
@@ -796,6 +874,15 @@ fn genesis_sets_the_session_parameters_and_refuses_invalid_ones() {
             .map(|(k, v)| (k, v.unwrap()))
             .collect();
     assert_eq!(sessions::params(&StateDelta::new(&state)), genesis.sessions);
+    for audits in [0, sessions::AUDITS_PER_COMMIT_MAX + 1] {
+        genesis.sessions.audits_per_commit = audits;
+        let refused = piazza_ledger::executor::init_chain(&genesis).unwrap_err();
+        assert!(
+            refused.to_string().contains("audits per commit"),
+            "{refused}"
+        );
+    }
+    genesis.sessions.audits_per_commit = 3;
     genesis.sessions.reveal_blocks = 0;
     let refused = piazza_ledger::executor::init_chain(&genesis).unwrap_err();
     assert!(refused.to_string().contains("reveal blocks"), "{refused}");

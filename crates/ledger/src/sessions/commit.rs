@@ -156,6 +156,8 @@ pub(super) fn execute(
         adopted_seqs: Vec::new(),
         jobs: Vec::new(),
         status: CommitStatus::Pending,
+        fraud_check_height: 0,
+        fraud_slashed: false,
     };
     put_commit(state, &record);
     session.committed_total = voucher.voucher.total;

@@ -93,12 +93,14 @@ pub(super) fn assign_pending(
 }
 
 /// Draws, with this block's randomness, which receipts of the commits made before it are
-/// audited (each with the model's audit rate), and sets their reveal deadline.
+/// audited: `audits_per_commit` draws, uniform over the commit's receipts (every receipt of a
+/// smaller commit; none for a model audited at rate 0), and sets their reveal deadline.
 pub(super) fn draw_audits(
     state: &mut StateDelta<'_>,
     block: &BlockContext,
     events: &mut Vec<Event>,
 ) {
+    let audits = params(state).audits_per_commit;
     for id in take(state, state_key::draws(block.height)) {
         let Some(mut record) = commit(state, id) else {
             continue;
@@ -106,14 +108,27 @@ pub(super) fn draw_audits(
         let Some(session) = session(state, record.session) else {
             continue;
         };
-        let rate = verify::audit_rate(state, &session.model);
-        record.audited = (0..record.count)
-            .filter(|index| {
-                let seed: [&[u8]; 3] =
-                    [&block.randomness.0, &id.to_le_bytes(), &index.to_le_bytes()];
-                crate::draw::happens("piazza/sessions/audit", &seed, rate)
-            })
-            .collect();
+        record.audited = if verify::audit_rate(state, &session.model) == 0 {
+            Vec::new()
+        } else if record.count <= audits {
+            (0..record.count).collect()
+        } else {
+            let mut drawn: Vec<u64> = (0..audits)
+                .map(|draw| {
+                    let seed: [&[u8]; 3] =
+                        [&block.randomness.0, &id.to_le_bytes(), &draw.to_le_bytes()];
+                    let index = crate::draw::uniform_below(
+                        "piazza/sessions/audit",
+                        &seed,
+                        u128::from(record.count),
+                    );
+                    u64::try_from(index).expect("below a u64 count")
+                })
+                .collect();
+            drawn.sort_unstable();
+            drawn.dedup();
+            drawn
+        };
         if record.audited.is_empty() {
             put_commit(state, &record);
             continue;
@@ -154,9 +169,10 @@ pub(super) fn draw_audits(
     }
 }
 
-/// Slashes the provider one penalty for every audited receipt not revealed by this block (one
-/// event per commit), then pays
-/// out the commits whose window is already over.
+/// Slashes the provider of every commit with an audited receipt not revealed by this block
+/// (one event per commit): a missed-deadline penalty per receipt, and at least the commit's
+/// fraud slash, as a receipt it cannot show counts as a wrong one. Then pays out the commits
+/// whose window is already over.
 pub(super) fn reveal_deadlines(
     state: &mut StateDelta<'_>,
     block: &BlockContext,
@@ -170,30 +186,32 @@ pub(super) fn reveal_deadlines(
         if record.audits_closed || record.reveal_deadline != block.height {
             continue;
         }
-        let missed: Vec<u64> = record
+        let missed = record
             .audited
             .iter()
             .filter(|index| record.revealed.binary_search(index).is_err())
-            .copied()
-            .collect();
-        if !missed.is_empty() {
-            // One penalty per receipt not revealed, taken at once.
-            let owed = penalty
-                .checked_mul(missed.len() as u128)
+            .count();
+        if missed > 0 {
+            let per_receipt = penalty
+                .checked_mul(missed as u128)
                 .unwrap_or(Amount::new(u128::MAX));
-            let slashed = staking::slash(
-                state,
-                &record.provider,
-                Role::Provider,
-                owed,
-                Some(&bank::treasury()),
-            );
+            let slashed = if record.fraud_slashed {
+                staking::slash(
+                    state,
+                    &record.provider,
+                    Role::Provider,
+                    per_receipt,
+                    Some(&bank::treasury()),
+                )
+            } else {
+                fraud::slash_commit(state, &mut record, per_receipt)
+            };
             events.push(Event::new(
                 "sessions.reveal_missed",
                 &[
                     ("session", record.session.to_string()),
                     ("commit", id.to_string()),
-                    ("missed", missed.len().to_string()),
+                    ("missed", missed.to_string()),
                     ("provider", record.provider.to_string()),
                     ("penalty", amount_text(slashed)),
                 ],

@@ -19,6 +19,7 @@
 mod challenge;
 mod close;
 mod commit;
+mod fraud;
 mod lifecycle;
 mod msg;
 mod open;
@@ -27,6 +28,7 @@ pub mod state_key;
 mod top_up;
 pub mod types;
 
+pub use fraud::fraud_slash;
 pub use msg::Msg;
 pub use types::*;
 
@@ -45,6 +47,13 @@ pub const SESSIONS_PER_PROVIDER_MAX: usize = 64;
 /// Most entries in one per-block queue (assignments, draws, deadlines, payouts, expiries).
 pub const SESSIONS_PER_QUEUE_MAX: usize = 100_000;
 
+/// Most receipts of one commit drawn for audit ([`Params::audits_per_commit`]'s bound): their
+/// reveals fit one transaction.
+pub const AUDITS_PER_COMMIT_MAX: u64 = 16;
+/// Blocks between two looks at a commit's jobs (revealed or challenged requests) while one is
+/// still posted or disputed, to slash its provider once if one is proven wrong.
+pub const FRAUD_CHECK_BLOCKS: u64 = 10;
+
 /// The account that escrows every session's deposit.
 pub fn escrow() -> Address {
     Address::module("sessions")
@@ -59,6 +68,17 @@ pub struct Params {
     pub challenge_window_blocks: u64,
     /// Blocks a provider has to reveal an audited receipt's request once drawn.
     pub reveal_blocks: u64,
+    /// Receipts of each commit drawn for audit (`A`, uniformly over the commit's receipts, with
+    /// replacement; every receipt of a commit of at most `A`), whatever the commit's size: the
+    /// chain load of audits follows commits, not requests. A commit proven to hold a wrong
+    /// receipt costs its provider [`fraud_slash`], which grows with the commit's size so
+    /// that cheating loses in expectation (DESIGN.md §3.1). A model audited at rate 0 draws none.
+    #[serde(default = "default_audits_per_commit")]
+    pub audits_per_commit: u64,
+}
+
+fn default_audits_per_commit() -> u64 {
+    4
 }
 
 impl Default for Params {
@@ -67,6 +87,7 @@ impl Default for Params {
             expiry_blocks_max: 100_000,
             challenge_window_blocks: 20,
             reveal_blocks: 50,
+            audits_per_commit: default_audits_per_commit(),
         }
     }
 }
@@ -81,6 +102,11 @@ impl Params {
                 "session expiry, challenge window and reveal blocks must be positive".into(),
             );
         }
+        if self.audits_per_commit == 0 || self.audits_per_commit > AUDITS_PER_COMMIT_MAX {
+            return Err(format!(
+                "audits per commit must be 1 to {AUDITS_PER_COMMIT_MAX}"
+            ));
+        }
         Ok(())
     }
 }
@@ -90,6 +116,7 @@ impl Encode for Params {
         w.u64(self.expiry_blocks_max);
         w.u64(self.challenge_window_blocks);
         w.u64(self.reveal_blocks);
+        w.u64(self.audits_per_commit);
     }
 }
 
@@ -99,6 +126,7 @@ impl Decode for Params {
             expiry_blocks_max: r.u64()?,
             challenge_window_blocks: r.u64()?,
             reveal_blocks: r.u64()?,
+            audits_per_commit: r.u64()?,
         })
     }
 }
@@ -210,8 +238,9 @@ impl Module for Sessions {
         match msg {
             Msg::Open { .. } => 200,
             Msg::TopUp { .. } | Msg::Close { .. } => 50,
-            // A unit per receipt: each is an audit draw in a later block.
-            Msg::Commit { count, .. } => 150 + (*count).min(RECEIPTS_PER_COMMIT_MAX),
+            // A unit per audit draw in a later block: at most `AUDITS_PER_COMMIT_MAX`, whatever
+            // the commit's size.
+            Msg::Commit { .. } => 150 + AUDITS_PER_COMMIT_MAX,
             Msg::Reveal { .. } => 200,
             Msg::Challenge { .. } => 300,
         }
@@ -375,10 +404,11 @@ impl Module for Sessions {
         lifecycle::draw_audits(state, block, events);
     }
 
-    /// Slashes missed reveals, pays out commits whose window ends here, and closes sessions
-    /// that expire or whose closing grace ends here.
+    /// Slashes missed reveals and commits proven to hold a wrong receipt, pays out commits whose
+    /// window ends here, and closes sessions that expire or whose closing grace ends here.
     fn end_block(state: &mut StateDelta<'_>, block: &BlockContext, events: &mut Vec<Event>) {
         lifecycle::reveal_deadlines(state, block, events);
+        fraud::checks(state, block, events);
         lifecycle::payouts(state, block, events);
         lifecycle::expiries(state, block, events);
     }

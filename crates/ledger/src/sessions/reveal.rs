@@ -209,6 +209,7 @@ pub(super) fn adopt(
         .expect_err("checked: not adopted yet");
     record.adopted_seqs.insert(at, receipt.seq);
     record.jobs.push(job);
+    fraud::watch(state, record, ctx.block.height)?;
     ctx.emit(Event::new(
         "sessions.request_adopted",
         &[

@@ -72,6 +72,11 @@ pub fn payouts(height: u64) -> Vec<u8> {
     with_number(b"sessions/payouts/", height)
 }
 
+/// Commits whose jobs (revealed or challenged requests) are looked at `height`.
+pub fn fraud_checks(height: u64) -> Vec<u8> {
+    with_number(b"sessions/fraud_checks/", height)
+}
+
 /// Sessions that expire at `height`.
 pub fn expiries(height: u64) -> Vec<u8> {
     with_number(b"sessions/expiries/", height)
@@ -83,7 +88,15 @@ mod tests {
 
     #[test]
     fn key_order_is_numeric_order() {
-        for key in [session, commit, draws, reveal_deadlines, payouts, expiries] {
+        for key in [
+            session,
+            commit,
+            draws,
+            reveal_deadlines,
+            payouts,
+            fraud_checks,
+            expiries,
+        ] {
             assert!(key(1) < key(2) && key(255) < key(256) && key(u64::MAX - 1) < key(u64::MAX));
         }
         assert!(session_commit(1, 9) < session_commit(2, 0));

@@ -517,6 +517,10 @@ pub struct CommitRecord {
     /// The compute jobs made from this commit's requests.
     pub jobs: Vec<u64>,
     pub status: CommitStatus,
+    /// When its jobs are next looked at for a proven fraud (0: not watched).
+    pub fraud_check_height: u64,
+    /// Whether its provider already paid the commit's fraud slash (at most once).
+    pub fraud_slashed: bool,
 }
 
 impl CommitRecord {
@@ -549,6 +553,8 @@ impl Encode for CommitRecord {
         w.seq(&self.adopted_seqs);
         w.seq(&self.jobs);
         w.value(&self.status);
+        w.u64(self.fraud_check_height);
+        w.bool(self.fraud_slashed);
     }
 }
 
@@ -577,12 +583,14 @@ impl Decode for CommitRecord {
             adopted_seqs: r.seq(per_commit)?,
             jobs: r.seq(per_commit)?,
             status: r.value()?,
+            fraud_check_height: r.u64()?,
+            fraud_slashed: r.bool()?,
         })
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::compute::{input_hash, output_hash};
 
@@ -615,7 +623,8 @@ mod tests {
         }
     }
 
-    fn session(provider: &SecretKey) -> Session {
+    /// An open session of owner key 1 (key 2 authorised) served by `provider`, for tests.
+    pub(crate) fn session(provider: &SecretKey) -> Session {
         Session {
             id: 7,
             owner: key(1).public_key().address(),
