@@ -34,6 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use thiserror::Error;
 
+mod agents;
 pub mod session;
 
 /// The most a transaction built by this client lets the ledger charge, unless told otherwise.

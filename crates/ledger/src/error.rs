@@ -95,10 +95,24 @@ pub enum ErrorCode {
     LabelClosed = 87,
     /// A message only the record's owner may send.
     NotAssetOwner = 88,
+    // Agents, session-key grants and transfer authorizations: 90-99.
+    /// The transaction's signer holds no live grant from its sender (none, revoked, expired).
+    GrantRefused = 90,
+    /// A grantee's transaction outside its grant: a message kind, a per-message limit, a
+    /// recipient or agent, the rate or the spend cap.
+    GrantExceeded = 91,
+    /// A transfer authorization that does not verify, is outside its validity or was used.
+    AuthorizationRefused = 92,
+    UnknownAgent = 93,
+    /// A message only the agent's owner may send, or a call message from the wrong party.
+    NotAgentParty = 94,
+    UnknownCall = 95,
+    /// A call not in the state that takes this message (already answered, settled, refunded).
+    CallClosed = 96,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 66] = [
+    pub const ALL: [ErrorCode; 73] = [
         ErrorCode::MalformedBytes,
         ErrorCode::OversizedTx,
         ErrorCode::BadSignature,
@@ -165,6 +179,13 @@ impl ErrorCode {
         ErrorCode::NotALabeller,
         ErrorCode::LabelClosed,
         ErrorCode::NotAssetOwner,
+        ErrorCode::GrantRefused,
+        ErrorCode::GrantExceeded,
+        ErrorCode::AuthorizationRefused,
+        ErrorCode::UnknownAgent,
+        ErrorCode::NotAgentParty,
+        ErrorCode::UnknownCall,
+        ErrorCode::CallClosed,
     ];
 
     pub fn code(self) -> u16 {
@@ -244,6 +265,13 @@ impl ErrorCode {
             ErrorCode::NotALabeller => "not_a_labeller",
             ErrorCode::LabelClosed => "label_closed",
             ErrorCode::NotAssetOwner => "not_asset_owner",
+            ErrorCode::GrantRefused => "grant_refused",
+            ErrorCode::GrantExceeded => "grant_exceeded",
+            ErrorCode::AuthorizationRefused => "authorization_refused",
+            ErrorCode::UnknownAgent => "unknown_agent",
+            ErrorCode::NotAgentParty => "not_agent_party",
+            ErrorCode::UnknownCall => "unknown_call",
+            ErrorCode::CallClosed => "call_closed",
         }
     }
 }

@@ -41,6 +41,7 @@ pub mod error;
 pub mod event;
 pub mod executor;
 pub mod genesis;
+pub mod grants;
 pub mod job;
 pub mod limits;
 pub mod list;

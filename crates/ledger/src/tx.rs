@@ -4,6 +4,7 @@
 use crate::bank::{self, Bank};
 use crate::compute::{self, Compute};
 use crate::error::{ErrorCode, TxError};
+use crate::grants::{self, Grants};
 use crate::models::{self, Models};
 use crate::module::{Module, TxContext};
 use crate::sessions::{self, Sessions};
@@ -42,6 +43,13 @@ fn check_size(tx: &SignedTransaction) -> Result<(), TxError> {
 }
 
 const SIGN_DOMAIN: &[u8] = b"piazza/tx/v1\0";
+/// The domain of a grantee's signature: it signs this, its own public key, then the
+/// transaction's canonical bytes, so a grantee signature can never pass as the sender's.
+const GRANTEE_SIGN_DOMAIN: &[u8] = b"piazza/tx-grantee/v1\0";
+/// The first four bytes of a grantee-signed transaction's encoding. A plain transaction starts
+/// with its chain id's length (at most [`CHAIN_ID_BYTES_MAX`]), so the two never collide and a
+/// plain transaction's bytes are unchanged.
+const GRANTEE_ENVELOPE: u32 = u32::MAX;
 
 /// One action inside a transaction, routed to the module that owns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +60,7 @@ pub enum Message {
     Compute(compute::Msg),
     Verify(verify::Msg),
     Sessions(sessions::Msg),
+    Grants(grants::Msg),
     Shares(bank::shares::Msg),
 }
 
@@ -67,6 +76,7 @@ impl Message {
             Message::Compute(m) => Compute::check_stateless(m),
             Message::Verify(m) => Verify::check_stateless(m),
             Message::Sessions(m) => Sessions::check_stateless(m),
+            Message::Grants(m) => Grants::check_stateless(m),
             Message::Shares(m) => bank::shares::Shares::check_stateless(m),
         }
     }
@@ -80,6 +90,7 @@ impl Message {
             Message::Compute(m) => Compute::fee_units(m),
             Message::Verify(m) => Verify::fee_units(m),
             Message::Sessions(m) => Sessions::fee_units(m),
+            Message::Grants(m) => Grants::fee_units(m),
             Message::Shares(m) => bank::shares::Shares::fee_units(m),
         }
     }
@@ -105,7 +116,27 @@ impl Message {
             Message::Compute(m) => run::<Compute>(state, ctx, m),
             Message::Verify(m) => run::<Verify>(state, ctx, m),
             Message::Sessions(m) => run::<Sessions>(state, ctx, m),
+            Message::Grants(m) => run::<Grants>(state, ctx, m),
             Message::Shares(m) => run::<bank::shares::Shares>(state, ctx, m),
+        }
+    }
+}
+
+impl Message {
+    /// The message's kind as a grant names it: its module tag and its own first byte.
+    pub fn kind(&self) -> grants::MessageKind {
+        let bytes = self.to_bytes();
+        grants::MessageKind {
+            module: bytes[0],
+            message: bytes.get(1).copied().unwrap_or(0),
+        }
+    }
+
+    /// Whom the message pays, for a grant's recipient and agent lists.
+    pub fn party(&self) -> Option<grants::Party> {
+        match self {
+            Message::Bank(bank::Msg::Send { to, .. }) => Some(grants::Party::Account(*to)),
+            _ => None,
         }
     }
 }
@@ -116,6 +147,7 @@ const TAG_MODELS: u8 = 3;
 const TAG_COMPUTE: u8 = 4;
 const TAG_VERIFY: u8 = 5;
 const TAG_SESSIONS: u8 = 6;
+const TAG_GRANTS: u8 = grants::MODULE_TAG;
 const TAG_SHARES: u8 = bank::shares::MODULE_TAG;
 
 impl Encode for Message {
@@ -145,6 +177,10 @@ impl Encode for Message {
                 w.u8(TAG_SESSIONS);
                 m.encode(w)
             }
+            Message::Grants(m) => {
+                w.u8(TAG_GRANTS);
+                m.encode(w)
+            }
             Message::Shares(m) => {
                 w.u8(TAG_SHARES);
                 m.encode(w)
@@ -163,6 +199,7 @@ impl Decode for Message {
             TAG_COMPUTE => Ok(Message::Compute(r.value()?)),
             TAG_VERIFY => Ok(Message::Verify(r.value()?)),
             TAG_SESSIONS => Ok(Message::Sessions(r.value()?)),
+            TAG_GRANTS => Ok(Message::Grants(r.value()?)),
             TAG_SHARES => Ok(Message::Shares(r.value()?)),
             tag => Err(DecodeError::InvalidTag {
                 offset,
@@ -221,29 +258,64 @@ impl Transaction {
         let signature = key.sign(&self.sign_bytes());
         SignedTransaction::new(self, signature)
     }
+
+    /// The bytes a grantee signs to act for the sender: its own domain, the grantee's key and
+    /// the canonical encoding.
+    pub fn grantee_sign_bytes(&self, grantee: &PublicKey) -> Vec<u8> {
+        let mut bytes = GRANTEE_SIGN_DOMAIN.to_vec();
+        bytes.extend_from_slice(&grantee.0);
+        bytes.extend_from_slice(&self.to_bytes());
+        bytes
+    }
+
+    /// Signs with a key the sender granted a scope to (`grants::Msg::Grant`): the transaction
+    /// acts for the sender's account within that grant, on the sender's nonce sequence.
+    pub fn sign_as_grantee(self, key: &SecretKey) -> SignedTransaction {
+        let grantee = key.public_key();
+        let signature = key.sign(&self.grantee_sign_bytes(&grantee));
+        SignedTransaction::new_as_grantee(self, grantee, signature)
+    }
 }
 
-/// A transaction with its signature, its canonical bytes and its hash.
+/// A transaction with its signature, its canonical bytes and its hash. The signature is the
+/// sender's own, or (with `grantee`) that of a key the sender granted a scope to; the
+/// encoding is `tx ‖ signature`, or `GRANTEE_ENVELOPE ‖ grantee ‖ tx ‖ signature`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedTransaction {
     pub tx: Transaction,
     pub signature: Signature,
+    grantee: Option<PublicKey>,
     hash: Hash,
     encoded_len: usize,
 }
 
 impl SignedTransaction {
     pub fn new(tx: Transaction, signature: Signature) -> Self {
-        let mut w = Writer::new();
-        w.value(&tx);
-        w.value(&signature);
-        let bytes = w.into_bytes();
-        SignedTransaction {
+        Self::with_signer(tx, None, signature)
+    }
+
+    /// A transaction signed by `grantee` for its sender (see [`Transaction::sign_as_grantee`]).
+    pub fn new_as_grantee(tx: Transaction, grantee: PublicKey, signature: Signature) -> Self {
+        Self::with_signer(tx, Some(grantee), signature)
+    }
+
+    fn with_signer(tx: Transaction, grantee: Option<PublicKey>, signature: Signature) -> Self {
+        let mut signed = SignedTransaction {
             tx,
             signature,
-            hash: tx_hash(&bytes),
-            encoded_len: bytes.len(),
-        }
+            grantee,
+            hash: Hash::ZERO,
+            encoded_len: 0,
+        };
+        let bytes = signed.to_bytes();
+        signed.hash = tx_hash(&bytes);
+        signed.encoded_len = bytes.len();
+        signed
+    }
+
+    /// The key a grantee signed with, when the sender did not sign itself.
+    pub fn grantee(&self) -> Option<&PublicKey> {
+        self.grantee.as_ref()
     }
 
     /// Decodes untrusted bytes, refusing anything over [`TX_BYTES_MAX`] (or
@@ -274,11 +346,17 @@ impl SignedTransaction {
         self.tx.sender.address()
     }
 
+    /// The sender's signature, or the grantee's (whether the grantee may act for the sender
+    /// is a question for the state: `executor::check_admission` and `BlockExecutor::apply_tx`).
     pub fn verify_signature(&self) -> Result<(), TxError> {
-        self.tx
-            .sender
-            .verify(&self.tx.sign_bytes(), &self.signature)
-            .map_err(|e| TxError::new(ErrorCode::BadSignature, e.to_string()))
+        let checked = match &self.grantee {
+            None => self
+                .tx
+                .sender
+                .verify(&self.tx.sign_bytes(), &self.signature),
+            Some(grantee) => grantee.verify(&self.tx.grantee_sign_bytes(grantee), &self.signature),
+        };
+        checked.map_err(|e| TxError::new(ErrorCode::BadSignature, e.to_string()))
     }
 }
 
@@ -288,6 +366,10 @@ fn tx_hash(encoded: &[u8]) -> Hash {
 
 impl Encode for SignedTransaction {
     fn encode(&self, w: &mut Writer) {
+        if let Some(grantee) = &self.grantee {
+            w.u32(GRANTEE_ENVELOPE);
+            w.value(grantee);
+        }
         w.value(&self.tx);
         w.value(&self.signature);
     }
@@ -296,12 +378,19 @@ impl Encode for SignedTransaction {
 impl Decode for SignedTransaction {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let start = r.offset();
+        let grantee = if r.clone().u32()? == GRANTEE_ENVELOPE {
+            r.u32()?;
+            Some(r.value()?)
+        } else {
+            None
+        };
         let tx: Transaction = r.value()?;
         let signature: Signature = r.value()?;
         let encoded = r.read_since(start);
         Ok(SignedTransaction {
             tx,
             signature,
+            grantee,
             hash: tx_hash(encoded),
             encoded_len: encoded.len(),
         })
