@@ -131,6 +131,11 @@ impl ShardStore {
         Ok(None)
     }
 
+    /// The root shard `key` is stored under, if it is stored (its bytes are not read).
+    pub fn stored_root(&self, key: &ShardKey) -> Result<Option<Hash>, StoreError> {
+        Ok(self.find(key)?.map(|(_, root)| root))
+    }
+
     /// Stores `bytes` as shard `key` after checking they hash to `root`; durable when it returns.
     /// Storing the same shard again replaces it (a copy that went bad is healed this way).
     pub fn put(&self, key: &ShardKey, root: &Hash, bytes: &[u8]) -> Result<(), StoreError> {

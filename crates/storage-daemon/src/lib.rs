@@ -16,6 +16,7 @@
 //! # }
 //! ```
 
+pub mod daemon;
 pub mod fetch;
 pub mod server;
 pub mod service;

@@ -66,6 +66,14 @@ impl ShardService {
         })
     }
 
+    /// Binds `listen` and serves this service's routes under its limits.
+    pub async fn start(
+        self: &Arc<ShardService>,
+        listen: std::net::SocketAddr,
+    ) -> std::io::Result<crate::server::ServerHandle> {
+        crate::server::start(listen, self.router(), self.limits.clone()).await
+    }
+
     /// The routes, on this service.
     pub fn router(self: &Arc<ShardService>) -> Router {
         Router::new()

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use piazza_blob::erasure::{self, Encoded};
 use piazza_blob::store::{ShardKey, ShardStore};
 use piazza_storage_daemon::fetch::{self, FetchError, Holder};
-use piazza_storage_daemon::server::{self, ServerHandle, ServerLimits};
+use piazza_storage_daemon::server::{ServerHandle, ServerLimits};
 use piazza_storage_daemon::service::{Assigned, Assignments, ShardService};
 
 const DEAL: u64 = 7;
+const LOOPBACK: &str = "127.0.0.1:0";
 
 /// A chain where this provider holds the listed shards of deal [`DEAL`].
 struct Fixed(BTreeMap<(u64, u16), Assigned>);
@@ -43,14 +44,8 @@ async fn provider(encoded: &Encoded, shards: &[u16], limits: ServerLimits) -> Pr
             ((DEAL, i), a)
         })
         .collect();
-    let service = ShardService::new(
-        Arc::clone(&store),
-        Arc::new(Fixed(assigned)),
-        limits.clone(),
-    );
-    let handle = server::start("127.0.0.1:0".parse().unwrap(), service.router(), limits)
-        .await
-        .unwrap();
+    let service = ShardService::new(Arc::clone(&store), Arc::new(Fixed(assigned)), limits);
+    let handle = service.start(LOOPBACK.parse().unwrap()).await.unwrap();
     Provider {
         handle,
         store,
