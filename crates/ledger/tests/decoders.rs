@@ -8,7 +8,7 @@ mod common;
 
 use common::register;
 use piazza_codec::{Decode, Encode};
-use piazza_ledger::bank;
+use piazza_ledger::bank::{self, shares};
 use piazza_ledger::block::{
     prove_randomness, tx_root, Block, BlockHeader, Event, Receipt, TxStatus,
 };
@@ -22,7 +22,7 @@ use piazza_primitives::{Address, Amount, Hash, SecretKey};
 use std::collections::BTreeSet;
 
 /// Every message kind of every module, by name.
-const KINDS: [&str; 23] = [
+const KINDS: [&str; 30] = [
     "bank.send",
     "staking.bond",
     "staking.unbond",
@@ -46,6 +46,13 @@ const KINDS: [&str; 23] = [
     "sessions.reveal",
     "sessions.challenge",
     "sessions.close",
+    "shares.issue",
+    "shares.transfer",
+    "shares.claim",
+    "shares.offer",
+    "shares.buy",
+    "shares.sell",
+    "shares.close",
 ];
 
 /// The kind of a message. The match has no wildcard, so a new variant does not compile until
@@ -80,6 +87,15 @@ fn kind(message: &Message) -> &'static str {
             sessions::Msg::Reveal { .. } => 20,
             sessions::Msg::Challenge { .. } => 21,
             sessions::Msg::Close { .. } => 22,
+        },
+        Message::Shares(m) => match m {
+            shares::Msg::Issue { .. } => 23,
+            shares::Msg::Transfer { .. } => 24,
+            shares::Msg::Claim { .. } => 25,
+            shares::Msg::Offer { .. } => 26,
+            shares::Msg::Buy { .. } => 27,
+            shares::Msg::Sell { .. } => 28,
+            shares::Msg::Close { .. } => 29,
         },
     };
     KINDS[index]
@@ -195,7 +211,85 @@ fn every_message() -> Vec<Message> {
     ]
     .into_iter()
     .chain(session_messages())
+    .chain(share_messages())
     .collect()
+}
+
+/// Every share message, with edge values, and a registration carrying files and a lineage.
+fn share_messages() -> Vec<Message> {
+    use piazza_ledger::bank::assets::AssetId;
+    use piazza_ledger::bank::curve::Curve;
+    let lineage = models::Lineage {
+        parents: vec![
+            models::Parent {
+                source: models::Source::Model("smol-chat".into()),
+                weight_bps: 6_000,
+            },
+            models::Parent {
+                source: models::Source::Dataset(u64::MAX),
+                weight_bps: 4_000,
+            },
+        ],
+        royalty_bps: 2_500,
+    };
+    let record = ModelRecord {
+        name: "smol-tuned".into(),
+        kind: ModelKind::Generation,
+        architecture: "llama".into(),
+        config_hash: Hash([1; 32]),
+        weights_commitment: Hash([2; 32]),
+        tokenizer_hash: Hash([3; 32]),
+        owner: Address([4; 20]),
+        license: "cc-by-4.0".into(),
+        price_floor: Amount::new(1),
+        numeric: models::NumericProfile::Quantized,
+        files: Some(models::ModelFiles {
+            weights: Hash([5; 32]),
+            tokenizer: Hash([6; 32]),
+            config: Hash([7; 32]),
+        }),
+        lineage,
+    };
+    vec![
+        Message::Models(models::Msg::Register(record)),
+        Message::Shares(shares::Msg::Issue {
+            asset: AssetId::Model("smol-tuned".into()),
+            supply: u128::MAX,
+        }),
+        Message::Shares(shares::Msg::Transfer {
+            asset: AssetId::Dataset(3),
+            to: Address([8; 20]),
+            units: 1,
+        }),
+        Message::Shares(shares::Msg::Claim {
+            asset: AssetId::Pool(u64::MAX),
+        }),
+        Message::Shares(shares::Msg::Offer {
+            asset: AssetId::Agent("helper".into()),
+            units: 10,
+            curve: Curve::Linear {
+                base: 1,
+                slope: u128::MAX,
+                reserve_bps: 10_000,
+            },
+        }),
+        Message::Shares(shares::Msg::Offer {
+            asset: AssetId::Model("m".into()),
+            units: 10,
+            curve: Curve::Fixed { price: 7 },
+        }),
+        Message::Shares(shares::Msg::Buy {
+            offering: 0,
+            units: 5,
+            max_cost: Amount::new(u128::MAX),
+        }),
+        Message::Shares(shares::Msg::Sell {
+            offering: u64::MAX,
+            units: 2,
+            min_refund: Amount::ZERO,
+        }),
+        Message::Shares(shares::Msg::Close { offering: 1 }),
+    ]
 }
 
 /// One message of every sessions kind, with signed parts that verify.

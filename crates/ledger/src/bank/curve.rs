@@ -78,7 +78,7 @@ impl Curve {
             Curve::Fixed { price } => price.checked_mul(n),
             Curve::Linear { base, slope, .. } => {
                 // n · s + n(n−1)/2: one of n, n−1 is even, so the halving is exact.
-                let pairs = if n % 2 == 0 {
+                let pairs = if n.is_multiple_of(2) {
                     (n / 2).checked_mul(n.saturating_sub(1))
                 } else {
                     n.checked_mul(n.saturating_sub(1) / 2)

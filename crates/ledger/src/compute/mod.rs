@@ -32,7 +32,7 @@ pub use lifecycle::{
     settle_released, take_reviews, unhold,
 };
 pub use msg::{Msg, DECLINE_REASON_BYTES_MAX};
-pub use split::{pay_price, PriceSplit};
+pub use split::{pay_model_revenue, pay_price, PriceSplit};
 pub use types::{
     input_hash, output_hash, Job, JobReceipt, JobResult, JobStatus, Offer, Provider,
     INPUT_BYTES_PER_DEADLINE_UNIT, UNITS_PER_BLOCK_MAX,
