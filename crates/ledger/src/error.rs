@@ -109,10 +109,27 @@ pub enum ErrorCode {
     UnknownCall = 95,
     /// A call not in the state that takes this message (already answered, settled, refunded).
     CallClosed = 96,
+    // Blob storage: 100-109.
+    UnknownDeal = 100,
+    NotAStorageProvider = 101,
+    StorageProviderExists = 102,
+    /// A blob record whose layout is inconsistent (shard count, shard length, sizes).
+    BadBlobRecord = 103,
+    /// The blob is already kept by a deal that has not ended.
+    BlobKept = 104,
+    NotDealOwner = 105,
+    /// An answer from an account that does not hold the shard.
+    NotShardHolder = 106,
+    /// No challenge is open on the shard (none issued, already answered, or past its deadline).
+    ChallengeClosed = 107,
+    /// The deal is not active (pending assignment or ended).
+    DealClosed = 108,
+    /// A storage provider that still holds shards cannot leave or shrink below them.
+    StorageProviderBusy = 109,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 73] = [
+    pub const ALL: [ErrorCode; 83] = [
         ErrorCode::MalformedBytes,
         ErrorCode::OversizedTx,
         ErrorCode::BadSignature,
@@ -186,6 +203,16 @@ impl ErrorCode {
         ErrorCode::NotAgentParty,
         ErrorCode::UnknownCall,
         ErrorCode::CallClosed,
+        ErrorCode::UnknownDeal,
+        ErrorCode::NotAStorageProvider,
+        ErrorCode::StorageProviderExists,
+        ErrorCode::BadBlobRecord,
+        ErrorCode::BlobKept,
+        ErrorCode::NotDealOwner,
+        ErrorCode::NotShardHolder,
+        ErrorCode::ChallengeClosed,
+        ErrorCode::DealClosed,
+        ErrorCode::StorageProviderBusy,
     ];
 
     pub fn code(self) -> u16 {
@@ -272,6 +299,16 @@ impl ErrorCode {
             ErrorCode::NotAgentParty => "not_agent_party",
             ErrorCode::UnknownCall => "unknown_call",
             ErrorCode::CallClosed => "call_closed",
+            ErrorCode::UnknownDeal => "unknown_deal",
+            ErrorCode::NotAStorageProvider => "not_a_storage_provider",
+            ErrorCode::StorageProviderExists => "storage_provider_exists",
+            ErrorCode::BadBlobRecord => "bad_blob_record",
+            ErrorCode::BlobKept => "blob_kept",
+            ErrorCode::NotDealOwner => "not_deal_owner",
+            ErrorCode::NotShardHolder => "not_shard_holder",
+            ErrorCode::ChallengeClosed => "challenge_closed",
+            ErrorCode::DealClosed => "deal_closed",
+            ErrorCode::StorageProviderBusy => "storage_provider_busy",
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::grants;
 use crate::models::Models;
 use crate::module::{BlockContext, Module, TxContext};
 use crate::sessions::{self, Sessions};
+use crate::storage::{self, Storage};
 use crate::staking::{self, Role, Staking};
 use crate::state::{StateDelta, StateRead};
 use crate::tx::{check_stateless, Message, SignedTransaction};
@@ -151,6 +152,11 @@ fn message_outflow(m: &Message) -> Option<Amount> {
         | Message::Sessions(sessions::Msg::TopUp { amount, .. }) => total.checked_add(*amount),
         // A challenge's bond is checked against the balance when it executes.
         Message::Sessions(_) => Some(total),
+        Message::Storage(storage::Msg::RegisterProvider { stake: amount, .. }) => {
+            total.checked_add(*amount)
+        }
+        // A deal's escrow follows the chain's price; it is measured when it executes.
+        Message::Storage(_) => Some(total),
         Message::Staking(staking::Msg::Unbond { .. })
         | Message::Models(_)
         | Message::Compute(_)
@@ -315,6 +321,8 @@ pub fn init_chain_with_validators(
     Verify::init_chain(&mut state, &genesis.verify)?;
     // Sessions take the default parameters until the genesis document carries a section.
     Sessions::init_chain(&mut state, &genesis.sessions)?;
+    // Storage takes the default parameters until the genesis document carries a section.
+    Storage::init_chain(&mut state, &storage::Params::default())?;
     Ok(state.into_writes())
 }
 
@@ -344,15 +352,18 @@ fn cut(mut text: String, bytes_max: usize) -> String {
 /// The order of the modules' `begin_block` hooks: compute assigns queued jobs with this
 /// block's randomness, then verify reviews the results compute reported in the previous block
 /// (audit draws, redundant groups), so a draw never sees a result of its own block; sessions
-/// (above both) then assign opened sessions and draw audits over earlier commits.
-pub const BEGIN_BLOCK_ORDER: [&str; 6] =
-    ["bank", "staking", "models", "compute", "verify", "sessions"];
+/// (above both) then assign opened sessions and draw audits over earlier commits; storage
+/// (beside them, on bank and staking only) assigns shards and starts epochs.
+pub const BEGIN_BLOCK_ORDER: [&str; 7] = [
+    "bank", "staking", "models", "compute", "verify", "sessions", "storage",
+];
 /// The order of the `end_block` hooks, top layer first: sessions slash missed reveals and pay
 /// out commits, verify ends audits and disputes whose deadline is this block (releasing their
 /// holds) before compute settles the jobs whose window ends here, so a job released in this
 /// block settles in it.
-pub const END_BLOCK_ORDER: [&str; 6] =
-    ["bank", "staking", "models", "sessions", "verify", "compute"];
+pub const END_BLOCK_ORDER: [&str; 7] = [
+    "bank", "staking", "models", "storage", "sessions", "verify", "compute",
+];
 
 #[derive(Clone, Copy)]
 enum Hook {
@@ -385,6 +396,7 @@ fn run_hook(
         Compute::NAME => call::<Compute>(hook, state, block, events),
         Verify::NAME => call::<Verify>(hook, state, block, events),
         Sessions::NAME => call::<Sessions>(hook, state, block, events),
+        Storage::NAME => call::<Storage>(hook, state, block, events),
         other => unreachable!("no module named `{other}` has block hooks"),
     }
 }
@@ -673,6 +685,7 @@ mod tests {
             Compute::NAME,
             Verify::NAME,
             Sessions::NAME,
+            Storage::NAME,
         ];
         names.sort();
         for order in [BEGIN_BLOCK_ORDER, END_BLOCK_ORDER] {
@@ -680,7 +693,7 @@ mod tests {
             sorted.sort();
             assert_eq!(sorted, names);
         }
-        let at = |order: [&str; 6], name| order.iter().position(|n| *n == name).unwrap();
+        let at = |order: [&str; 7], name| order.iter().position(|n| *n == name).unwrap();
         assert!(at(BEGIN_BLOCK_ORDER, "compute") < at(BEGIN_BLOCK_ORDER, "verify"));
         assert!(at(END_BLOCK_ORDER, "verify") < at(END_BLOCK_ORDER, "compute"));
         assert!(at(BEGIN_BLOCK_ORDER, "verify") < at(BEGIN_BLOCK_ORDER, "sessions"));

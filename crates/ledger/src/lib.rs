@@ -50,6 +50,7 @@ pub mod module;
 pub mod sessions;
 pub mod staking;
 pub mod state;
+pub mod storage;
 pub mod tx;
 pub mod verify;
 

@@ -10,6 +10,7 @@ use crate::module::{Module, TxContext};
 use crate::sessions::{self, Sessions};
 use crate::staking::{self, Staking};
 use crate::state::StateDelta;
+use crate::storage::{self, Storage};
 use crate::verify::{self, Verify};
 use piazza_codec::{Decode, DecodeError, Encode, Reader, Writer};
 use piazza_primitives::{Address, Amount, Hash, PublicKey, SecretKey, Signature};
@@ -60,6 +61,7 @@ pub enum Message {
     Compute(compute::Msg),
     Verify(verify::Msg),
     Sessions(sessions::Msg),
+    Storage(storage::Msg),
     Grants(grants::Msg),
     Shares(bank::shares::Msg),
 }
@@ -76,6 +78,7 @@ impl Message {
             Message::Compute(m) => Compute::check_stateless(m),
             Message::Verify(m) => Verify::check_stateless(m),
             Message::Sessions(m) => Sessions::check_stateless(m),
+            Message::Storage(m) => Storage::check_stateless(m),
             Message::Grants(m) => Grants::check_stateless(m),
             Message::Shares(m) => bank::shares::Shares::check_stateless(m),
         }
@@ -90,6 +93,7 @@ impl Message {
             Message::Compute(m) => Compute::fee_units(m),
             Message::Verify(m) => Verify::fee_units(m),
             Message::Sessions(m) => Sessions::fee_units(m),
+            Message::Storage(m) => Storage::fee_units(m),
             Message::Grants(m) => Grants::fee_units(m),
             Message::Shares(m) => bank::shares::Shares::fee_units(m),
         }
@@ -116,6 +120,7 @@ impl Message {
             Message::Compute(m) => run::<Compute>(state, ctx, m),
             Message::Verify(m) => run::<Verify>(state, ctx, m),
             Message::Sessions(m) => run::<Sessions>(state, ctx, m),
+            Message::Storage(m) => run::<Storage>(state, ctx, m),
             Message::Grants(m) => run::<Grants>(state, ctx, m),
             Message::Shares(m) => run::<bank::shares::Shares>(state, ctx, m),
         }
@@ -147,6 +152,7 @@ const TAG_MODELS: u8 = 3;
 const TAG_COMPUTE: u8 = 4;
 const TAG_VERIFY: u8 = 5;
 const TAG_SESSIONS: u8 = 6;
+const TAG_STORAGE: u8 = storage::MODULE_TAG;
 const TAG_GRANTS: u8 = grants::MODULE_TAG;
 const TAG_SHARES: u8 = bank::shares::MODULE_TAG;
 
@@ -177,6 +183,10 @@ impl Encode for Message {
                 w.u8(TAG_SESSIONS);
                 m.encode(w)
             }
+            Message::Storage(m) => {
+                w.u8(TAG_STORAGE);
+                m.encode(w)
+            }
             Message::Grants(m) => {
                 w.u8(TAG_GRANTS);
                 m.encode(w)
@@ -199,6 +209,7 @@ impl Decode for Message {
             TAG_COMPUTE => Ok(Message::Compute(r.value()?)),
             TAG_VERIFY => Ok(Message::Verify(r.value()?)),
             TAG_SESSIONS => Ok(Message::Sessions(r.value()?)),
+            TAG_STORAGE => Ok(Message::Storage(r.value()?)),
             TAG_GRANTS => Ok(Message::Grants(r.value()?)),
             TAG_SHARES => Ok(Message::Shares(r.value()?)),
             tag => Err(DecodeError::InvalidTag {

@@ -16,13 +16,14 @@ use piazza_ledger::compute::{self, JobParams, Offer};
 use piazza_ledger::models::{self, ModelKind, ModelRecord};
 use piazza_ledger::sessions;
 use piazza_ledger::staking::{self, Role};
+use piazza_ledger::storage;
 use piazza_ledger::tx::{Message, SignedTransaction, Transaction};
 use piazza_ledger::verify;
 use piazza_primitives::{Address, Amount, Hash, SecretKey};
 use std::collections::BTreeSet;
 
 /// Every message kind of every module, by name.
-const KINDS: [&str; 30] = [
+const KINDS: [&str; 36] = [
     "bank.send",
     "staking.bond",
     "staking.unbond",
@@ -53,6 +54,12 @@ const KINDS: [&str; 30] = [
     "shares.buy",
     "shares.sell",
     "shares.close",
+    "storage.register_provider",
+    "storage.update_provider",
+    "storage.exit_provider",
+    "storage.open_deal",
+    "storage.end_deal",
+    "storage.answer_challenge",
 ];
 
 /// The kind of a message. The match has no wildcard, so a new variant does not compile until
@@ -96,6 +103,14 @@ fn kind(message: &Message) -> &'static str {
             shares::Msg::Buy { .. } => 27,
             shares::Msg::Sell { .. } => 28,
             shares::Msg::Close { .. } => 29,
+        },
+        Message::Storage(m) => match m {
+            storage::Msg::RegisterProvider { .. } => 30,
+            storage::Msg::UpdateProvider { .. } => 31,
+            storage::Msg::ExitProvider => 32,
+            storage::Msg::OpenDeal { .. } => 33,
+            storage::Msg::EndDeal { .. } => 34,
+            storage::Msg::AnswerChallenge { .. } => 35,
         },
     };
     KINDS[index]
@@ -211,6 +226,7 @@ fn every_message() -> Vec<Message> {
     ]
     .into_iter()
     .chain(session_messages())
+    .chain(storage_messages())
     .chain(share_messages())
     .collect()
 }
@@ -289,6 +305,43 @@ fn share_messages() -> Vec<Message> {
             min_refund: Amount::ZERO,
         }),
         Message::Shares(shares::Msg::Close { offering: 1 }),
+    ]
+}
+
+/// One message of every storage kind, with edge values and a real chunk proof.
+fn storage_messages() -> Vec<Message> {
+    use piazza_primitives::blob;
+    let shard = vec![9u8; 3 * blob::CHUNK_BYTES + 100];
+    vec![
+        Message::Storage(storage::Msg::RegisterProvider {
+            stake: Amount::new(u128::MAX),
+            capacity_bytes: u64::MAX,
+            endpoint: "http://127.0.0.1:7000".into(),
+        }),
+        Message::Storage(storage::Msg::UpdateProvider {
+            capacity_bytes: 1,
+            endpoint: String::new(),
+        }),
+        Message::Storage(storage::Msg::ExitProvider),
+        Message::Storage(storage::Msg::OpenDeal {
+            blob: storage::BlobRecord {
+                id: Hash([3; 32]),
+                len_bytes: u64::MAX,
+                k: 4,
+                m: 2,
+                shard_len: 64,
+                shard_roots: vec![Hash([4; 32]); 6],
+            },
+            epochs: 1,
+        }),
+        Message::Storage(storage::Msg::EndDeal { deal: u64::MAX }),
+        Message::Storage(storage::Msg::AnswerChallenge {
+            deal: 1,
+            shard: u16::MAX,
+            chunk_index: 3,
+            chunk: blob::chunk(&shard, 3).unwrap().to_vec(),
+            path: blob::prove(&shard, 3).unwrap(),
+        }),
     ]
 }
 

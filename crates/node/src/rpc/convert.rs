@@ -92,6 +92,7 @@ pub fn message_json(message: &Message) -> Value {
             }
         },
         Message::Sessions(m) => super::sessions::message_json(m),
+        Message::Storage(m) => super::storage::message_json(m),
     }
 }
 

@@ -15,6 +15,7 @@ pub mod framing;
 mod methods;
 pub mod server;
 mod sessions;
+mod storage;
 mod ws;
 
 pub use convert::message_json;
