@@ -140,13 +140,40 @@ pub fn encode(data: &[u8], k: u16, m: u16) -> Result<Encoded, BlobError> {
         .collect();
     let parity = parity_of(&layout, &shards)?;
     shards.extend(parity);
-    let roots = shards.iter().map(|s| spec::root_of(s)).collect();
+    let (id, roots) = commitments(data, &shards);
     Ok(Encoded {
         layout,
-        id: spec::blob_id(data),
+        id,
         shards,
         roots,
     })
+}
+
+/// The blob id and every shard root, hashed on as many threads as the machine has cores (each
+/// root is one thread's work; hashing, not coding, is most of an encode's time).
+fn commitments(data: &[u8], shards: &[Vec<u8>]) -> (Hash, Vec<Hash>) {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    if threads < 2 {
+        return (
+            spec::blob_id(data),
+            shards.iter().map(|s| spec::root_of(s)).collect(),
+        );
+    }
+    let mut roots = vec![Hash::ZERO; shards.len()];
+    let id = std::thread::scope(|scope| {
+        let id = scope.spawn(|| spec::blob_id(data));
+        let per_thread = shards.len().div_ceil(threads - 1).max(1);
+        for (outs, ins) in roots.chunks_mut(per_thread).zip(shards.chunks(per_thread)) {
+            scope.spawn(move || {
+                for (out, shard) in outs.iter_mut().zip(ins) {
+                    *out = spec::root_of(shard);
+                }
+            });
+        }
+        id.join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    });
+    (id, roots)
 }
 
 /// The `m` parity shards over `k` data shards of `layout.shard_len` bytes each.
