@@ -1,6 +1,11 @@
-//! Prompt and generation speed of the traced decoder, and peak memory.
+//! Prompt and generation speed of the traced decoder, time per token along a generation, and
+//! peak memory.
 //!
-//! `cargo run --release -p piazza-llm --example bench_generate [-- TOKENS]`
+//! `cargo run --release -p piazza-llm --example bench_generate [-- TOKENS [THREADS...]]`
+//!
+//! Prints, per thread count: prefill tokens/s, decode tokens/s, and the mean time per token
+//! over windows of the generation (tokens 1–16, 17–128, 129–256, …) so a cost that grows with
+//! the generation shows.
 
 use std::time::Instant;
 
@@ -11,6 +16,9 @@ const PROMPT: &str = "Decentralized compute networks let anyone rent out spare m
     the model it paid for, and did not return something cheaper? One answer is to make every \
     operator deterministic, so that any result can be checked by re-running it.";
 
+/// Ends of the windows over which the mean time per token is printed.
+const WINDOW_ENDS: [usize; 5] = [16, 128, 256, 512, 1024];
+
 fn peak_memory_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -18,8 +26,64 @@ fn peak_memory_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// CPU time of this process so far (user + system, every thread, ended ones included), from
+/// `/proc/self/stat` in clock ticks of 10 ms: on a shared machine it shows the work done, which
+/// wall time hides under other processes' load.
+fn process_cpu_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which ends at the last ')'): utime is the 12th, stime the 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Mean milliseconds per token over each window `(previous end, end]` of decode tokens: wall
+/// time, then process CPU time.
+fn window_means(token_times_s: &[(f64, f64)]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut start = 0usize;
+    for end in WINDOW_ENDS {
+        let end = end.min(token_times_s.len());
+        if start >= end {
+            break;
+        }
+        let span = &token_times_s[start..end];
+        let mean_ms =
+            |f: fn(&(f64, f64)) -> f64| span.iter().map(f).sum::<f64>() / span.len() as f64 * 1e3;
+        out.push(format!(
+            "{}–{}: {:.1} ms (cpu {:.1} ms)",
+            start + 1,
+            end,
+            mean_ms(|t| t.0),
+            mean_ms(|t| t.1)
+        ));
+        start = end;
+    }
+    out
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let new_tokens: usize = std::env::args().nth(1).map_or(Ok(64), |s| s.parse())?;
+    let mut args = std::env::args().skip(1);
+    let new_tokens: usize = args.next().map_or(Ok(64), |s| s.parse())?;
+    let thread_counts: Vec<usize> = args.map(|s| s.parse()).collect::<Result<_, _>>()?;
+    let thread_counts = if thread_counts.is_empty() {
+        vec![1, 2]
+    } else {
+        thread_counts
+    };
     let path = piazza_llm::default_model_path();
     let start = Instant::now();
     let generator = Generator::load(&path)?;
@@ -33,15 +97,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "prompt {} tokens, {new_tokens} new tokens, greedy",
         prompt.len()
     );
-    for threads in [1, 2] {
+    for threads in thread_counts {
         // Prefill alone: one new token.
         let start = Instant::now();
         generator.generate(&prompt, &GenerateParams::greedy(1), threads, |_| {})?;
         let prefill_s = start.elapsed().as_secs_f64();
         let mut params = GenerateParams::greedy(new_tokens);
         params.stop_at_eos = false;
+        let mut token_times_s = Vec::with_capacity(new_tokens);
         let start = Instant::now();
-        let generation = generator.generate(&prompt, &params, threads, |_| {})?;
+        let mut last = (start, process_cpu_s());
+        let generation = generator.generate(&prompt, &params, threads, |event| {
+            let now = (Instant::now(), process_cpu_s());
+            if event.index > 0 {
+                token_times_s.push(((now.0 - last.0).as_secs_f64(), now.1 - last.1));
+            }
+            last = now;
+        })?;
         let total_s = start.elapsed().as_secs_f64();
         let decode_s = total_s - prefill_s;
         println!(
@@ -49,18 +121,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             prompt.len() as f64 / prefill_s,
             (generation.ids.len() - 1) as f64 / decode_s,
             generation.step_count(),
-            generation.trace_root().iter().map(|b| format!("{b:02x}")).collect::<String>()
+            hex(&generation.trace_root())
         );
+        println!("  per token: {}", window_means(&token_times_s).join(", "));
     }
     let start = Instant::now();
     let commitment = generator.weights_commitment();
     println!(
         "weights commitment {} ({:.2} s)",
-        commitment
-            .root
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>(),
+        hex(&commitment.root),
         start.elapsed().as_secs_f64()
     );
     if let Some(peak) = peak_memory_mib() {

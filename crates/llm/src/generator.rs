@@ -536,6 +536,7 @@ impl Generator {
         let mut graph = Graph::default();
         let mut cache = Cache::default();
         let mut outputs: Vec<Option<Tensor>> = Vec::new();
+        let mut kv_stacks = KvStacks::default();
         let mut leaves = Vec::new();
         let mut ids = Vec::new();
         let mut text = StopText::new(&params.stop);
@@ -559,21 +560,38 @@ impl Generator {
                 let op = &graph.ops[op_index];
                 let [op_rows, width] = op.output_shape;
                 let view = |i: usize| outputs.get(i).and_then(Option::as_ref);
-                let inputs = op
+                let is_attention = matches!(op.kind, OpKind::Attention { .. });
+                if is_attention {
+                    for source in op.activations() {
+                        kv_stacks.extend(source, &view)?;
+                    }
+                }
+                let tensors = op
                     .activations()
                     .enumerate()
-                    .map(|(i, s)| {
-                        restrict(
+                    .map(|(i, s)| match s {
+                        // The KV cache: read from its stack, not re-concatenated.
+                        Source::Rows(_) if is_attention => Ok(None),
+                        _ => restrict(
                             op,
                             i,
                             &resolve(s, &prompt_values, &view)?,
                             &(0..op_rows),
                             &(0..width),
                         )
+                        .map(Some),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let inputs = op
+                    .activations()
+                    .zip(&tensors)
+                    .map(|(source, tensor)| match tensor {
+                        Some(tensor) => Ok(Input::Tensor(tensor)),
+                        None => kv_stacks.input(source),
                     })
                     .collect::<Result<Vec<_>>>()?;
                 let weights = self.weight_refs(op)?;
-                let output = compute_block(
+                let output = compute_block_inputs(
                     &self.config,
                     op,
                     &(0..op_rows),
@@ -594,16 +612,10 @@ impl Generator {
             }
             debug_assert!(first_step <= leaves.len());
             if !record {
-                // Keep only what later passes read: the KV cache and the samples.
-                let keep: Vec<usize> = cache
-                    .keys
-                    .iter()
-                    .chain(&cache.values)
-                    .filter_map(|ops| ops.last().copied())
-                    .chain([sample])
-                    .collect();
+                // Keep only what later passes read: the samples (the KV cache is in its
+                // stacks, which the next pass extends by this pass's rows).
                 for (i, slot) in outputs.iter_mut().enumerate().skip(pass_start) {
-                    if !keep.contains(&i) {
+                    if i != sample {
                         *slot = None;
                     }
                 }
@@ -684,6 +696,129 @@ pub fn compute_block(
     weights: &[&Tensor],
     compute: Compute,
 ) -> Result<Tensor> {
+    let inputs: Vec<Input> = inputs.iter().map(Input::Tensor).collect();
+    compute_block_inputs(config, op, rows, columns, &inputs, weights, compute)
+}
+
+/// An activation input of [`compute_block_inputs`]: a tensor, or a row-major matrix held
+/// elsewhere (the generator's KV stacks).
+#[derive(Clone, Copy, Debug)]
+enum Input<'a> {
+    Tensor(&'a Tensor),
+    Matrix {
+        values: &'a [f32],
+        shape: [usize; 2],
+    },
+}
+
+impl Input<'_> {
+    fn shape(&self) -> &[usize] {
+        match self {
+            Input::Tensor(t) => t.shape(),
+            Input::Matrix { shape, .. } => shape,
+        }
+    }
+
+    fn values(&self) -> Option<&[f32]> {
+        match self {
+            Input::Tensor(t) => t.as_slice(),
+            Input::Matrix { values, .. } => Some(values),
+        }
+    }
+
+    /// The tensor, for the operators that take one (the generator passes only stacks of the
+    /// KV cache as matrices).
+    fn tensor(&self) -> Option<&Tensor> {
+        match self {
+            Input::Tensor(t) => Some(t),
+            Input::Matrix { .. } => None,
+        }
+    }
+}
+
+/// The KV cache of a generation as one growing row-major matrix per stacked source (keyed by
+/// its first op): each pass appends its new rows once, so a decode step copies one row per
+/// layer instead of re-concatenating the whole cache.
+#[derive(Default)]
+struct KvStacks {
+    /// First op of the stack → (parts stacked so far, width, values).
+    stacks: std::collections::BTreeMap<usize, (usize, usize, Vec<f32>)>,
+}
+
+impl KvStacks {
+    /// Append to the stack of `source` (a `Source::Rows` of op outputs) the parts it does not
+    /// hold yet; any other source is left alone.
+    fn extend<'t>(
+        &mut self,
+        source: &Source,
+        output: &dyn Fn(usize) -> Option<&'t Tensor>,
+    ) -> Result<()> {
+        let Some((first, parts)) = stack_parts(source) else {
+            return Ok(());
+        };
+        let (held, width, values) = self.stacks.entry(first).or_default();
+        for part in parts.iter().skip(*held) {
+            let Source::Op(i) = part else {
+                return Err(Error::Input {
+                    detail: "a KV stack holds only op outputs".into(),
+                });
+            };
+            let tensor = output(*i).ok_or_else(|| Error::Input {
+                detail: format!("output of op {i} is not available"),
+            })?;
+            match tensor.shape() {
+                [_, w] if *held == 0 || *w == *width => *width = *w,
+                shape => {
+                    return Err(Error::Input {
+                        detail: format!("KV part {shape:?} in a stack of width {width}"),
+                    })
+                }
+            }
+            values.extend_from_slice(&tensor.contiguous().to_vec());
+            *held += 1;
+        }
+        Ok(())
+    }
+
+    /// The whole stack of `source`, as extended.
+    fn input(&self, source: &Source) -> Result<Input<'_>> {
+        let missing = || Error::Input {
+            detail: "KV stack not built".into(),
+        };
+        let (first, parts) = stack_parts(source).ok_or_else(missing)?;
+        match self.stacks.get(&first) {
+            Some((held, width, values)) if *held == parts.len() && *width > 0 => {
+                Ok(Input::Matrix {
+                    values,
+                    shape: [values.len() / width, *width],
+                })
+            }
+            _ => Err(missing()),
+        }
+    }
+}
+
+/// The first op and the parts of a stacked source.
+fn stack_parts(source: &Source) -> Option<(usize, &[Source])> {
+    match source {
+        Source::Rows(parts) => match parts.first() {
+            Some(Source::Op(first)) => Some((*first, parts)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// [`compute_block`] on activation inputs that may live outside tensors.
+fn compute_block_inputs(
+    config: &LlamaConfig,
+    op: &Op,
+    rows: &Range<usize>,
+    columns: &Range<usize>,
+    inputs: &[Input],
+    weights: &[&Tensor],
+    compute: Compute,
+) -> Result<Tensor> {
     let [op_rows, width] = op.output_shape;
     let fail = |detail: String| Error::Step {
         op: op.name.clone(),
@@ -710,8 +845,13 @@ pub fn compute_block(
                 t.shape()
             )));
         }
-        t.as_slice()
+        t.values()
             .ok_or_else(|| fail(format!("input {i} is not contiguous")))
+    };
+    let tensor = |i: usize| -> Result<&Tensor> {
+        inputs[i]
+            .tensor()
+            .ok_or_else(|| fail(format!("input {i} is not a tensor")))
     };
     if weights.len() != op.weights().count() {
         return Err(fail(format!(
@@ -745,7 +885,7 @@ pub fn compute_block(
         OpKind::RmsNorm { eps, .. } => {
             let in_width = weight(0)?.element_count();
             expect(0, [n, in_width])?;
-            ops::rmsnorm(&inputs[0], weight(0)?, *eps, compute).map_err(tensor_error(op))?
+            ops::rmsnorm(tensor(0)?, weight(0)?, *eps, compute).map_err(tensor_error(op))?
         }
         OpKind::Linear { activation } => {
             let w = weight(0)?;
@@ -779,7 +919,7 @@ pub fn compute_block(
             let positions: Vec<u32> = (0..n)
                 .map(|i| (first_position + rows.start + i) as u32)
                 .collect();
-            ops::rope(&inputs[0], &positions, *heads, *base).map_err(tensor_error(op))?
+            ops::rope(tensor(0)?, &positions, *heads, *base).map_err(tensor_error(op))?
         }
         OpKind::Attention {
             heads,
@@ -824,7 +964,7 @@ pub fn compute_block(
             } else {
                 ops::mul
             };
-            f(&inputs[0], &inputs[1], compute).map_err(tensor_error(op))?
+            f(tensor(0)?, tensor(1)?, compute).map_err(tensor_error(op))?
         }
         OpKind::Sample { index, params } => {
             let logits = expect(0, [1, config.vocab])?;
@@ -845,4 +985,37 @@ pub fn compute_block(
 /// ([`Tokenizer::chat_prompt_ids`], which the ledger's tokenization arbiter also calls).
 pub fn chat_prompt_ids(generator: &Generator, messages: &[Message]) -> Result<Vec<u32>> {
     generator.tokenizer.chat_prompt_ids(messages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matrix(values: &[f32], width: usize) -> Tensor {
+        Tensor::from_vec(values.to_vec(), &[values.len() / width, width]).unwrap()
+    }
+
+    #[test]
+    fn kv_stacks_append_each_part_once_and_refuse_other_widths() {
+        let outputs = [matrix(&[1.0, 2.0], 2), matrix(&[3.0, 4.0, 5.0, 6.0], 2)];
+        let output = |i: usize| outputs.get(i);
+        let stack = |n: usize| Source::Rows((0..n).map(Source::Op).collect());
+        let mut stacks = KvStacks::default();
+        stacks.extend(&stack(1), &output).unwrap();
+        assert!(stacks.input(&stack(2)).is_err(), "not extended yet");
+        stacks.extend(&stack(2), &output).unwrap();
+        // Extending again with the same parts adds nothing.
+        stacks.extend(&stack(2), &output).unwrap();
+        match stacks.input(&stack(2)).unwrap() {
+            Input::Matrix { values, shape } => {
+                assert_eq!(values, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+                assert_eq!(shape, [3, 2]);
+            }
+            Input::Tensor(_) => panic!("a stack is a matrix"),
+        }
+        let wide = [matrix(&[1.0, 2.0], 2), matrix(&[3.0, 4.0, 5.0], 3)];
+        let output = |i: usize| wide.get(i);
+        assert!(KvStacks::default().extend(&stack(2), &output).is_err());
+        assert!(KvStacks::default().extend(&stack(3), &output).is_err());
+    }
 }
