@@ -146,6 +146,8 @@ fn message_outflow(m: &Message) -> Option<Amount> {
             Some(total)
         }
         Message::Verify(_) => Some(total),
+        // Moves the authorizer's tokens, not the sender's.
+        Message::Bank(bank::Msg::SettleAuthorization { .. }) => Some(total),
         Message::Sessions(sessions::Msg::Open {
             deposit: amount, ..
         })

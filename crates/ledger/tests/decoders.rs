@@ -13,6 +13,7 @@ use piazza_ledger::block::{
     prove_randomness, tx_root, Block, BlockHeader, Event, Receipt, TxStatus,
 };
 use piazza_ledger::compute::{self, JobParams, Offer};
+use piazza_ledger::grants;
 use piazza_ledger::models::{self, ModelKind, ModelRecord};
 use piazza_ledger::sessions;
 use piazza_ledger::staking::{self, Role};
@@ -23,7 +24,7 @@ use piazza_primitives::{Address, Amount, Hash, SecretKey};
 use std::collections::BTreeSet;
 
 /// Every message kind of every module, by name.
-const KINDS: [&str; 36] = [
+const KINDS: [&str; 39] = [
     "bank.send",
     "staking.bond",
     "staking.unbond",
@@ -60,6 +61,9 @@ const KINDS: [&str; 36] = [
     "storage.open_deal",
     "storage.end_deal",
     "storage.answer_challenge",
+    "grants.grant",
+    "grants.revoke",
+    "bank.settle_authorization",
 ];
 
 /// The kind of a message. The match has no wildcard, so a new variant does not compile until
@@ -67,6 +71,11 @@ const KINDS: [&str; 36] = [
 fn kind(message: &Message) -> &'static str {
     let index = match message {
         Message::Bank(bank::Msg::Send { .. }) => 0,
+        Message::Bank(bank::Msg::SettleAuthorization { .. }) => 38,
+        Message::Grants(m) => match m {
+            grants::Msg::Grant { .. } => 36,
+            grants::Msg::Revoke { .. } => 37,
+        },
         Message::Staking(staking::Msg::Bond { .. }) => 1,
         Message::Staking(staking::Msg::Unbond { .. }) => 2,
         Message::Models(models::Msg::Register(_)) => 3,
@@ -226,6 +235,7 @@ fn every_message() -> Vec<Message> {
     ]
     .into_iter()
     .chain(session_messages())
+    .chain(agent_messages())
     .chain(storage_messages())
     .chain(share_messages())
     .collect()
@@ -416,6 +426,70 @@ fn session_messages() -> Vec<Message> {
     ]
 }
 
+/// One message of every grants kind and a transfer authorization, with edge values.
+fn agent_messages() -> Vec<Message> {
+    let payer = SecretKey::from_seed([31; 32]);
+    let authorization = bank::authorization::TransferAuthorization {
+        from: payer.public_key(),
+        to: Address([5; 20]),
+        amount: Amount::new(u128::MAX),
+        valid_after: 0,
+        valid_before: u64::MAX,
+        nonce: Hash([4; 32]),
+    };
+    vec![
+        Message::Grants(grants::Msg::Grant {
+            grantee: SecretKey::from_seed([32; 32]).public_key(),
+            scope: grants::Scope {
+                kinds: vec![
+                    grants::MessageKind {
+                        module: 1,
+                        message: 0,
+                    },
+                    grants::MessageKind {
+                        module: 255,
+                        message: 255,
+                    },
+                ],
+                amount_per_message_max: Amount::new(u128::MAX),
+                recipients: Some(vec![Address([1; 20]), Address([2; 20])]),
+                agents: None,
+                spend_cap: Amount::new(1),
+                rate: grants::Rate {
+                    messages_max: u32::MAX,
+                    per_blocks: u64::MAX,
+                },
+                expiry_height: u64::MAX,
+            },
+        }),
+        Message::Grants(grants::Msg::Grant {
+            grantee: SecretKey::from_seed([33; 32]).public_key(),
+            scope: grants::Scope {
+                kinds: vec![grants::MessageKind {
+                    module: 2,
+                    message: 0,
+                }],
+                amount_per_message_max: Amount::ZERO,
+                recipients: None,
+                agents: Some(vec![0, u64::MAX]),
+                spend_cap: Amount::new(u128::MAX),
+                rate: grants::Rate {
+                    messages_max: 1,
+                    per_blocks: 1,
+                },
+                expiry_height: 1,
+            },
+        }),
+        Message::Grants(grants::Msg::Revoke {
+            grantee: SecretKey::from_seed([32; 32]).public_key(),
+        }),
+        Message::Bank(bank::Msg::SettleAuthorization {
+            signature: authorization.sign(&payer, "fuzz"),
+            authorization,
+        }),
+    ]
+}
+
 /// A small deterministic generator (SplitMix64) so the corpus is the same on every run.
 struct Rng(u64);
 
@@ -459,14 +533,19 @@ fn seed_txs() -> Vec<SignedTransaction> {
         .into_iter()
         .enumerate()
         .map(|(i, m)| {
-            Transaction {
+            let tx = Transaction {
                 chain_id: "fuzz".into(),
                 sender: key.public_key(),
                 nonce: i as u64,
                 max_fee: Amount::pza(1),
                 messages: m,
+            };
+            // Every fourth is signed by a grantee, so the corpus carries the envelope.
+            if i % 4 == 3 {
+                tx.sign_as_grantee(&SecretKey::from_seed([10; 32]))
+            } else {
+                tx.sign(&key)
             }
-            .sign(&key)
         })
         .collect()
 }
@@ -612,10 +691,13 @@ fn mutated_inputs_never_panic_and_decode_canonically() {
     for (seed, tx) in corpus.iter().zip(&txs) {
         let decoded = SignedTransaction::decode_bytes(seed).unwrap();
         assert_eq!(&decoded, tx);
-        assert_eq!(
-            decoded.hash(),
-            SignedTransaction::new(decoded.tx.clone(), decoded.signature).hash()
-        );
+        let rebuilt = match decoded.grantee() {
+            Some(grantee) => {
+                SignedTransaction::new_as_grantee(decoded.tx.clone(), *grantee, decoded.signature)
+            }
+            None => SignedTransaction::new(decoded.tx.clone(), decoded.signature),
+        };
+        assert_eq!(decoded.hash(), rebuilt.hash());
     }
     for message in &messages {
         assert_eq!(&Message::from_bytes(&message.to_bytes()).unwrap(), message);

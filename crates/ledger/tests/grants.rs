@@ -3,19 +3,20 @@
 //! after revocation — however the grantee crafts its transactions.
 
 mod common;
+mod scoped;
 
 use common::Chain;
 use piazza_ledger::bank;
 use piazza_ledger::block::TxStatus;
-use piazza_ledger::executor::{check_admission, BlockExecutor};
+use piazza_ledger::executor::check_admission;
 use piazza_ledger::grants::{self, MessageKind, Rate, Scope};
-use piazza_ledger::module::BlockContext;
 use piazza_ledger::staking::{self, Role};
 use piazza_ledger::state::StateDelta;
 use piazza_ledger::tx::{Message, SignedTransaction, Transaction};
 use piazza_ledger::ErrorCode;
-use piazza_primitives::{Address, Amount, Hash, SecretKey};
+use piazza_primitives::{Address, Amount, SecretKey};
 use proptest::prelude::*;
+use scoped::code;
 
 const SEND: MessageKind = MessageKind {
     module: 1,
@@ -107,41 +108,11 @@ fn as_owner(chain: &Chain, message: Message) -> SignedTransaction {
 /// Runs one block of `txs` at the next height; returns, per transaction, its status or why it
 /// could not be included.
 fn block(chain: &mut Chain, txs: &[SignedTransaction]) -> Vec<Result<TxStatus, ErrorCode>> {
-    chain.height += 1;
-    let context = BlockContext {
-        chain_id: "compute".into(),
-        height: chain.height,
-        time_ms: chain.height,
-        randomness: Hash::of("r", &[&chain.height.to_le_bytes()]),
-        proposer: chain.validator.public_key(),
-    };
-    let (results, outcome) = {
-        let mut executor = BlockExecutor::begin(&chain.state, context);
-        let results: Vec<_> = txs
-            .iter()
-            .map(|tx| {
-                executor
-                    .apply_tx(tx, false)
-                    .map(|r| r.status.clone())
-                    .map_err(|e| e.code)
-            })
-            .collect();
-        (results, executor.finish())
-    };
-    for (k, v) in outcome.writes {
-        match v {
-            Some(v) => chain.state.insert(k, v),
-            None => chain.state.remove(&k),
-        };
-    }
-    results
-}
-
-fn code(status: &TxStatus) -> Option<ErrorCode> {
-    match status {
-        TxStatus::Ok => None,
-        TxStatus::Failed { code, .. } => ErrorCode::from_code(*code),
-    }
+    let time_ms = chain.height + 1;
+    scoped::block_at(chain, time_ms, txs)
+        .into_iter()
+        .map(|r| r.map(|(status, _)| status))
+        .collect()
 }
 
 fn wide_rate() -> Rate {

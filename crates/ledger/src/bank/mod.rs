@@ -4,6 +4,7 @@
 //! supply, and only genesis and slashing call them.
 
 pub mod assets;
+pub mod authorization;
 pub mod curve;
 pub mod shares;
 pub mod state_key;
@@ -14,7 +15,7 @@ use crate::module::GenesisError;
 use crate::module::{Module, TxContext};
 use crate::state::StateDelta;
 use piazza_codec::{Decode, DecodeError, Encode, Reader, Writer};
-use piazza_primitives::{Address, Amount};
+use piazza_primitives::{Address, Amount, Signature};
 
 /// The account that collects transaction fees.
 pub fn treasury() -> Address {
@@ -23,7 +24,15 @@ pub fn treasury() -> Address {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Msg {
-    Send { to: Address, amount: Amount },
+    Send {
+        to: Address,
+        amount: Amount,
+    },
+    /// Settles an x402 transfer authorization `from` signed (any account may submit it).
+    SettleAuthorization {
+        authorization: authorization::TransferAuthorization,
+        signature: Signature,
+    },
 }
 
 impl Encode for Msg {
@@ -33,6 +42,14 @@ impl Encode for Msg {
                 w.u8(0);
                 w.value(to);
                 w.value(amount);
+            }
+            Msg::SettleAuthorization {
+                authorization,
+                signature,
+            } => {
+                w.u8(1);
+                w.value(authorization);
+                w.value(signature);
             }
         }
     }
@@ -45,6 +62,10 @@ impl Decode for Msg {
             0 => Ok(Msg::Send {
                 to: r.value()?,
                 amount: r.value()?,
+            }),
+            1 => Ok(Msg::SettleAuthorization {
+                authorization: r.value()?,
+                signature: r.value()?,
             }),
             tag => Err(DecodeError::InvalidTag {
                 offset,
@@ -169,6 +190,7 @@ impl Module for Bank {
     fn fee_units(msg: &Msg) -> u64 {
         match msg {
             Msg::Send { .. } => 10,
+            Msg::SettleAuthorization { .. } => authorization::fee_units(),
         }
     }
 
@@ -179,6 +201,7 @@ impl Module for Bank {
                 "a transfer needs a positive amount",
             )),
             Msg::Send { .. } => Ok(()),
+            Msg::SettleAuthorization { authorization, .. } => authorization.check_stateless(),
         }
     }
 
@@ -195,6 +218,10 @@ impl Module for Bank {
                 }
                 Ok(())
             }
+            Msg::SettleAuthorization {
+                authorization,
+                signature,
+            } => authorization::check_stateful(state, ctx, authorization, signature),
         }
     }
 
@@ -215,6 +242,9 @@ impl Module for Bank {
                     ],
                 ));
                 Ok(())
+            }
+            Msg::SettleAuthorization { authorization, .. } => {
+                authorization::execute(state, ctx, authorization)
             }
         }
     }

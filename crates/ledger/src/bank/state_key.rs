@@ -12,6 +12,13 @@ pub fn supply() -> Vec<u8> {
     b"bank/supply".to_vec()
 }
 
+/// The transfer-authorization nonces `from` settled whose validity has not ended.
+pub fn authorization_nonces(from: &Address) -> Vec<u8> {
+    let mut key = b"bank/authorization_nonces/".to_vec();
+    key.extend_from_slice(&from.0);
+    key
+}
+
 /// An asset's canonical id bytes (self-delimiting: a tag, then a length-prefixed name or a
 /// fixed-width id), so keys that append an address after them never collide.
 fn asset_id(prefix: &[u8], id: &super::assets::AssetId) -> Vec<u8> {

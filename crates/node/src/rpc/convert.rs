@@ -93,6 +93,10 @@ pub fn message_json(message: &Message) -> Value {
         },
         Message::Sessions(m) => super::sessions::message_json(m),
         Message::Storage(m) => super::storage::message_json(m),
+        Message::Grants(m) => super::agents::grants_json(m),
+        Message::Bank(BankMsg::SettleAuthorization { authorization, .. }) => {
+            super::agents::authorization_json(authorization)
+        }
     }
 }
 

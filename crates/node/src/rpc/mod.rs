@@ -10,6 +10,7 @@
 //!
 //! Every limit is a field of [`RpcLimits`]; the threat model is in `docs/threat-model.md`.
 
+mod agents;
 mod convert;
 pub mod framing;
 mod methods;
