@@ -50,7 +50,9 @@ pub use piazza_trace::tree;
 pub use arbitrate::{arbitrate, arbitrate_with, step_count_fits, LeafCheck};
 pub use evidence::{ChunkOpening, Evidence, LeafOpening, EVIDENCE_BYTES_MAX, SIBLINGS_MAX};
 pub use input::{arbitrate_ids, input_evidence, InputVerdict};
-pub use run::{execute, execute_until, run_job, JobOutput, JobRun, LoadedModel};
+pub use run::{
+    execute, execute_streaming, execute_until, prompt_ids, run_job, JobOutput, JobRun, LoadedModel,
+};
 
 pub type Hash = [u8; 32];
 

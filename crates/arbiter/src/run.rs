@@ -127,6 +127,8 @@ pub struct JobOutput {
     pub output: Vec<u8>,
     pub trace_root: Hash,
     pub work_units: u64,
+    /// The input's tokens: a generation's prompt ids, an embedding's tokens.
+    pub input_units: u64,
 }
 
 /// Runs `job` on `model` for its result only: the same output, trace root and work units as
@@ -153,6 +155,19 @@ pub fn execute_until(
     threads: usize,
     cancel: &std::sync::atomic::AtomicBool,
 ) -> Result<JobOutput, ArbiterError> {
+    execute_streaming(model, job, threads, cancel, |_| {})
+}
+
+/// [`execute_until`] that hands each piece of a generation's text to `on_token` as soon as it
+/// is final (an embedding has none): the pieces concatenate to the output, and the prompt ids
+/// are made once, here, for the run and its `input_units`.
+pub fn execute_streaming(
+    model: &LoadedModel,
+    job: &JobSpec,
+    threads: usize,
+    cancel: &std::sync::atomic::AtomicBool,
+    mut on_token: impl FnMut(&str),
+) -> Result<JobOutput, ArbiterError> {
     let text = String::from_utf8_lossy(&job.input);
     match model {
         LoadedModel::Embedding(embedder) => {
@@ -170,24 +185,36 @@ pub fn execute_until(
                     .collect(),
                 trace_root: trace.root,
                 work_units,
+                input_units: work_units,
             })
         }
         LoadedModel::Generation(generator) => {
             let prompt = prompt_ids(generator, job, &text)?;
+            let on_event = |event: piazza_llm::TokenEvent| {
+                if !event.text.is_empty() {
+                    on_token(&event.text)
+                }
+            };
             let generation = generator
-                .generate_until(&prompt, &generate_params(job), threads, |_| {}, cancel)
+                .generate_until(&prompt, &generate_params(job), threads, on_event, cancel)
                 .map_err(model_error)?;
             Ok(JobOutput {
                 output: generation.text.into_bytes(),
                 trace_root: generation.trace.root,
                 work_units: generation.ids.len() as u64,
+                input_units: prompt.len() as u64,
             })
         }
     }
 }
 
-/// A generation job's prompt ids: the chat template applied when the job asks for it.
-fn prompt_ids(generator: &Generator, job: &JobSpec, text: &str) -> Result<Vec<u32>, ArbiterError> {
+/// A generation job's prompt ids: the chat template applied when the job asks for it. Their
+/// count is the job's input units (a session receipt's prompt tokens).
+pub fn prompt_ids(
+    generator: &Generator,
+    job: &JobSpec,
+    text: &str,
+) -> Result<Vec<u32>, ArbiterError> {
     if job.chat {
         piazza_llm::chat_prompt_ids(generator, &chat_messages_from_input(text))
     } else {

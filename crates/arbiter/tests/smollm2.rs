@@ -106,6 +106,22 @@ fn run_job_matches_the_generator() {
         (posted.output, posted.trace_root, posted.work_units),
         (run.output.clone(), run.trace_root, run.work_units)
     );
+    // Streamed: the pieces make the output, and the input units are the prompt's ids.
+    let mut pieces = String::new();
+    let streamed = piazza_arbiter::execute_streaming(
+        &model.loaded,
+        &job,
+        1,
+        &std::sync::atomic::AtomicBool::new(false),
+        |piece| pieces.push_str(piece),
+    )
+    .unwrap();
+    assert_eq!(pieces.as_bytes(), run.output.as_slice());
+    assert_eq!(streamed.output, run.output);
+    let text = String::from_utf8_lossy(&job.input);
+    let prompt = piazza_arbiter::prompt_ids(generator, &job, &text).unwrap();
+    assert!(!prompt.is_empty());
+    assert_eq!(streamed.input_units, prompt.len() as u64);
 }
 
 #[test]
