@@ -36,6 +36,7 @@ use thiserror::Error;
 
 mod agents;
 pub mod session;
+pub mod storage;
 
 /// The most a transaction built by this client lets the ledger charge, unless told otherwise.
 pub const DEFAULT_MAX_FEE: Amount = Amount::pza(1);

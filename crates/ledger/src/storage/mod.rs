@@ -31,6 +31,7 @@ mod provider;
 pub mod state_key;
 pub mod types;
 
+pub use deal::deal_escrow;
 pub use msg::Msg;
 pub use types::*;
 

@@ -49,7 +49,7 @@ fn string_param<'a>(params: &'a [Value], index: usize, what: &str) -> Result<&'a
     })
 }
 
-fn hash_param(params: &[Value], index: usize) -> Result<Hash, RpcError> {
+pub(super) fn hash_param(params: &[Value], index: usize) -> Result<Hash, RpcError> {
     let text = string_param(params, index, "hash")?;
     if text.len() > HASH_TEXT_BYTES_MAX {
         return Err(too_long(index, "hash", text, HASH_TEXT_BYTES_MAX));
@@ -363,6 +363,9 @@ pub(super) fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value,
         session_method::GET_SESSION
         | session_method::GET_SESSION_COMMITS
         | session_method::GET_ACCOUNT_SESSIONS => super::sessions::dispatch(app, name, params),
+        name if super::storage::METHODS.contains(&name) => {
+            super::storage::dispatch(app, name, params)
+        }
         method::SUBSCRIBE | method::UNSUBSCRIBE => Err(rpc_error(
             error_code::METHOD_NOT_FOUND,
             "subscriptions need a WebSocket connection (GET /ws)",

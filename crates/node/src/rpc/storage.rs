@@ -2,8 +2,14 @@
 //! blobs, shards, challenges, providers) as JSON. The shapes are documented in
 //! `docs/storage.md` and read by `piazza_client::storage`.
 
+use super::framing::{internal, rpc_error};
+use super::methods::{address_param, hash_param, param};
+use crate::app::App;
+use piazza_api::{error_code, RpcError};
+use piazza_ledger::staking::{self, Role};
+use piazza_ledger::state::StateDelta;
 use piazza_ledger::storage;
-use piazza_primitives::Amount;
+use piazza_primitives::{Amount, Hash};
 use serde_json::{json, Value};
 
 fn amount(value: Amount) -> String {
@@ -38,5 +44,182 @@ pub fn message_json(message: &storage::Msg) -> Value {
         } => json!({"type": "storage.answer_challenge", "deal": deal, "shard": shard,
             "chunk_index": chunk_index, "chunk_bytes": chunk.len(),
             "path_siblings": path.siblings.len()}),
+    }
+}
+
+/// The storage methods' names (the client's `piazza_client::storage::method` mirrors them).
+pub mod method {
+    pub const GET_STORAGE_PARAMS: &str = "piazza_getStorageParams";
+    pub const GET_BLOB: &str = "piazza_getBlob";
+    pub const GET_STORAGE_DEAL: &str = "piazza_getStorageDeal";
+    pub const GET_STORAGE_DEALS: &str = "piazza_getStorageDeals";
+    pub const GET_STORAGE_CHALLENGES: &str = "piazza_getStorageChallenges";
+    pub const GET_STORAGE_PROVIDER: &str = "piazza_getStorageProvider";
+    pub const GET_STORAGE_PROVIDERS: &str = "piazza_getStorageProviders";
+}
+
+/// Every storage method, for the dispatcher.
+pub(super) const METHODS: [&str; 7] = [
+    method::GET_STORAGE_PARAMS,
+    method::GET_BLOB,
+    method::GET_STORAGE_DEAL,
+    method::GET_STORAGE_DEALS,
+    method::GET_STORAGE_CHALLENGES,
+    method::GET_STORAGE_PROVIDER,
+    method::GET_STORAGE_PROVIDERS,
+];
+
+fn hash(value: &Hash) -> String {
+    value.to_hex()
+}
+
+fn params_json(p: &storage::Params) -> Value {
+    json!({
+        "min_provider_stake": amount(p.min_provider_stake),
+        "price_per_byte_epoch": amount(p.price_per_byte_epoch),
+        "epoch_blocks": p.epoch_blocks,
+        "answer_blocks": p.answer_blocks,
+        "upload_blocks": p.upload_blocks,
+        "repair_blocks": p.repair_blocks,
+        "missed_proof_slash": amount(p.missed_proof_slash),
+    })
+}
+
+fn kind(kind: storage::ChallengeKind) -> &'static str {
+    match kind {
+        storage::ChallengeKind::Epoch => "epoch",
+        storage::ChallengeKind::Repair => "repair",
+    }
+}
+
+fn challenge_json(c: &storage::Challenge) -> Value {
+    json!({"kind": kind(c.kind), "chunk_index": c.chunk_index,
+        "issued_height": c.issued_height, "deadline_height": c.deadline_height})
+}
+
+fn blob_json(b: &storage::BlobRecord) -> Value {
+    json!({"id": hash(&b.id), "len_bytes": b.len_bytes, "k": b.k, "m": b.m,
+        "shard_len": b.shard_len,
+        "shard_roots": b.shard_roots.iter().map(hash).collect::<Vec<_>>()})
+}
+
+fn deal_json(view: &StateDelta<'_>, d: &storage::Deal) -> Value {
+    let shards: Vec<Value> = d
+        .shards
+        .iter()
+        .enumerate()
+        .map(|(index, s)| {
+            let endpoint = s
+                .provider
+                .and_then(|p| storage::provider(view, &p))
+                .map(|p| p.endpoint);
+            json!({"index": index, "provider": s.provider.map(|p| p.to_string()),
+                "endpoint": endpoint, "root": d.blob.shard_roots.get(index).map(hash),
+                "proven": s.proven, "challenge": s.challenge.as_ref().map(challenge_json),
+                "bounty": amount(s.bounty), "assignments": s.assignments,
+                "waiting": s.waiting})
+        })
+        .collect();
+    json!({
+        "id": d.id,
+        "owner": d.owner.to_string(),
+        "blob": blob_json(&d.blob),
+        "epochs": d.epochs,
+        "price_per_byte_epoch": amount(d.price_per_byte_epoch),
+        "escrow": amount(d.escrow),
+        "paid": amount(d.paid),
+        "refunded": amount(d.refunded),
+        "opened_height": d.opened_height,
+        "epochs_done": d.epochs_done,
+        "next_epoch_height": d.next_epoch_height,
+        "end_requested": d.end_requested,
+        "status": match d.status {
+            storage::DealStatus::Pending => "pending",
+            storage::DealStatus::Active => "active",
+            storage::DealStatus::Ended => "ended",
+        },
+        "shards": shards,
+    })
+}
+
+fn provider_json(view: &StateDelta<'_>, p: &storage::StorageProvider, with_shards: bool) -> Value {
+    let shards = with_shards.then(|| {
+        storage::provider_shards(view, &p.address)
+            .into_iter()
+            .map(|s| json!({"deal": s.deal, "shard": s.shard}))
+            .collect::<Vec<_>>()
+    });
+    json!({
+        "address": p.address.to_string(),
+        "capacity_bytes": p.capacity_bytes,
+        "used_bytes": p.used_bytes,
+        "endpoint": p.endpoint,
+        "proofs": p.proofs,
+        "failures": p.failures,
+        "stake": amount(staking::bonded(view, &p.address, Role::Storage)),
+        "shards": shards,
+    })
+}
+
+fn u64_param(params: &[Value], index: usize, what: &str) -> Result<u64, RpcError> {
+    param(params, index, what)?.as_u64().ok_or_else(|| {
+        rpc_error(
+            error_code::INVALID_PARAMS,
+            format!("{what} must be a non-negative integer"),
+            None,
+        )
+    })
+}
+
+/// Answers a storage method (see [`METHODS`]).
+pub(super) fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value, RpcError> {
+    let snapshot = app.store().snapshot().map_err(internal)?;
+    let view = StateDelta::new(&snapshot);
+    match name {
+        method::GET_STORAGE_PARAMS => Ok(params_json(&storage::params(&view))),
+        method::GET_BLOB => {
+            let id = hash_param(params, 0)?;
+            let Some(deal) =
+                storage::deal_of_blob(&view, &id).and_then(|d| storage::deal(&view, d))
+            else {
+                return Ok(Value::Null);
+            };
+            Ok(json!({"blob": blob_json(&deal.blob), "deal": deal_json(&view, &deal)}))
+        }
+        method::GET_STORAGE_DEAL => {
+            let id = u64_param(params, 0, "deal id")?;
+            Ok(storage::deal(&view, id).map_or(Value::Null, |d| deal_json(&view, &d)))
+        }
+        method::GET_STORAGE_DEALS => {
+            let owner = address_param(params, 0)?;
+            Ok(json!(storage::deals_of_owner(&view, &owner)))
+        }
+        method::GET_STORAGE_CHALLENGES => {
+            let provider = address_param(params, 0)?;
+            let open: Vec<Value> = storage::challenges_of(&view, &provider)
+                .iter()
+                .map(|c| {
+                    json!({"deal": c.deal, "shard": c.shard, "blob": hash(&c.blob),
+                        "shard_root": hash(&c.shard_root), "shard_len": c.shard_len,
+                        "kind": kind(c.challenge.kind), "chunk_index": c.challenge.chunk_index,
+                        "issued_height": c.challenge.issued_height,
+                        "deadline_height": c.challenge.deadline_height})
+                })
+                .collect();
+            Ok(json!(open))
+        }
+        method::GET_STORAGE_PROVIDER => {
+            let address = address_param(params, 0)?;
+            Ok(storage::provider(&view, &address)
+                .map_or(Value::Null, |p| provider_json(&view, &p, true)))
+        }
+        _ => {
+            let all: Vec<Value> = storage::providers(&view)
+                .into_iter()
+                .filter_map(|a| storage::provider(&view, &a))
+                .map(|p| provider_json(&view, &p, false))
+                .collect();
+            Ok(json!(all))
+        }
     }
 }
