@@ -1,5 +1,6 @@
 //! The state transition: a pure function of (state, block, transactions).
 
+use crate::agents::{self, Agents};
 use crate::arbitration::{Arbiter, NoArbiter};
 use crate::bank::{self, Bank};
 use crate::block::{
@@ -12,9 +13,9 @@ use crate::grants;
 use crate::models::Models;
 use crate::module::{BlockContext, Module, TxContext};
 use crate::sessions::{self, Sessions};
-use crate::storage::{self, Storage};
 use crate::staking::{self, Role, Staking};
 use crate::state::{StateDelta, StateRead};
+use crate::storage::{self, Storage};
 use crate::tx::{check_stateless, Message, SignedTransaction};
 use crate::verify::{self, Verify};
 use piazza_codec::{Decode, DecodeError, Encode, Reader, Writer};
@@ -146,6 +147,9 @@ fn message_outflow(m: &Message) -> Option<Amount> {
             Some(total)
         }
         Message::Verify(_) => Some(total),
+        Message::Agents(agents::Msg::Register { stake: amount, .. })
+        | Message::Agents(agents::Msg::Call { amount, .. }) => total.checked_add(*amount),
+        Message::Agents(_) => Some(total),
         // Moves the authorizer's tokens, not the sender's.
         Message::Bank(bank::Msg::SettleAuthorization { .. }) => Some(total),
         Message::Sessions(sessions::Msg::Open {
@@ -325,6 +329,8 @@ pub fn init_chain_with_validators(
     Sessions::init_chain(&mut state, &genesis.sessions)?;
     // Storage takes the default parameters until the genesis document carries a section.
     Storage::init_chain(&mut state, &storage::Params::default())?;
+    // Agents take the default parameters until the genesis document carries a section.
+    Agents::init_chain(&mut state, &agents::Params::default())?;
     Ok(state.into_writes())
 }
 
@@ -356,15 +362,16 @@ fn cut(mut text: String, bytes_max: usize) -> String {
 /// (audit draws, redundant groups), so a draw never sees a result of its own block; sessions
 /// (above both) then assign opened sessions and draw audits over earlier commits; storage
 /// (beside them, on bank and staking only) assigns shards and starts epochs.
-pub const BEGIN_BLOCK_ORDER: [&str; 7] = [
-    "bank", "staking", "models", "compute", "verify", "sessions", "storage",
+pub const BEGIN_BLOCK_ORDER: [&str; 8] = [
+    "bank", "staking", "models", "compute", "verify", "sessions", "storage", "agents",
 ];
 /// The order of the `end_block` hooks, top layer first: sessions slash missed reveals and pay
 /// out commits, verify ends audits and disputes whose deadline is this block (releasing their
 /// holds) before compute settles the jobs whose window ends here, so a job released in this
 /// block settles in it.
-pub const END_BLOCK_ORDER: [&str; 7] = [
-    "bank", "staking", "models", "storage", "sessions", "verify", "compute",
+/// Agents (on bank only) refund calls past their deadline and release answered ones.
+pub const END_BLOCK_ORDER: [&str; 8] = [
+    "bank", "staking", "models", "storage", "sessions", "verify", "compute", "agents",
 ];
 
 #[derive(Clone, Copy)]
@@ -399,6 +406,7 @@ fn run_hook(
         Verify::NAME => call::<Verify>(hook, state, block, events),
         Sessions::NAME => call::<Sessions>(hook, state, block, events),
         Storage::NAME => call::<Storage>(hook, state, block, events),
+        Agents::NAME => call::<Agents>(hook, state, block, events),
         other => unreachable!("no module named `{other}` has block hooks"),
     }
 }
@@ -688,6 +696,7 @@ mod tests {
             Verify::NAME,
             Sessions::NAME,
             Storage::NAME,
+            Agents::NAME,
         ];
         names.sort();
         for order in [BEGIN_BLOCK_ORDER, END_BLOCK_ORDER] {
@@ -695,7 +704,7 @@ mod tests {
             sorted.sort();
             assert_eq!(sorted, names);
         }
-        let at = |order: [&str; 7], name| order.iter().position(|n| *n == name).unwrap();
+        let at = |order: [&str; 8], name| order.iter().position(|n| *n == name).unwrap();
         assert!(at(BEGIN_BLOCK_ORDER, "compute") < at(BEGIN_BLOCK_ORDER, "verify"));
         assert!(at(END_BLOCK_ORDER, "verify") < at(END_BLOCK_ORDER, "compute"));
         assert!(at(BEGIN_BLOCK_ORDER, "verify") < at(BEGIN_BLOCK_ORDER, "sessions"));

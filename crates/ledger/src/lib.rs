@@ -32,6 +32,7 @@
 //! assert_eq!(executor.apply_tx(&tx, false).unwrap().status, piazza_ledger::block::TxStatus::Ok);
 //! ```
 
+pub mod agents;
 pub mod arbitration;
 pub mod bank;
 pub mod block;

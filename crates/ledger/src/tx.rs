@@ -1,6 +1,7 @@
 //! Transactions: `{chain_id, sender, nonce, max_fee, messages[]}`, signed over their canonical
 //! encoding.
 
+use crate::agents::{self, Agents};
 use crate::bank::{self, Bank};
 use crate::compute::{self, Compute};
 use crate::error::{ErrorCode, TxError};
@@ -63,6 +64,7 @@ pub enum Message {
     Sessions(sessions::Msg),
     Storage(storage::Msg),
     Grants(grants::Msg),
+    Agents(agents::Msg),
     Shares(bank::shares::Msg),
 }
 
@@ -80,6 +82,7 @@ impl Message {
             Message::Sessions(m) => Sessions::check_stateless(m),
             Message::Storage(m) => Storage::check_stateless(m),
             Message::Grants(m) => Grants::check_stateless(m),
+            Message::Agents(m) => Agents::check_stateless(m),
             Message::Shares(m) => bank::shares::Shares::check_stateless(m),
         }
     }
@@ -95,6 +98,7 @@ impl Message {
             Message::Sessions(m) => Sessions::fee_units(m),
             Message::Storage(m) => Storage::fee_units(m),
             Message::Grants(m) => Grants::fee_units(m),
+            Message::Agents(m) => Agents::fee_units(m),
             Message::Shares(m) => bank::shares::Shares::fee_units(m),
         }
     }
@@ -122,6 +126,7 @@ impl Message {
             Message::Sessions(m) => run::<Sessions>(state, ctx, m),
             Message::Storage(m) => run::<Storage>(state, ctx, m),
             Message::Grants(m) => run::<Grants>(state, ctx, m),
+            Message::Agents(m) => run::<Agents>(state, ctx, m),
             Message::Shares(m) => run::<bank::shares::Shares>(state, ctx, m),
         }
     }
@@ -141,6 +146,7 @@ impl Message {
     pub fn party(&self) -> Option<grants::Party> {
         match self {
             Message::Bank(bank::Msg::Send { to, .. }) => Some(grants::Party::Account(*to)),
+            Message::Agents(agents::Msg::Call { agent, .. }) => Some(grants::Party::Agent(*agent)),
             _ => None,
         }
     }
@@ -154,6 +160,7 @@ const TAG_VERIFY: u8 = 5;
 const TAG_SESSIONS: u8 = 6;
 const TAG_STORAGE: u8 = storage::MODULE_TAG;
 const TAG_GRANTS: u8 = grants::MODULE_TAG;
+const TAG_AGENTS: u8 = agents::MODULE_TAG;
 const TAG_SHARES: u8 = bank::shares::MODULE_TAG;
 
 impl Encode for Message {
@@ -191,6 +198,10 @@ impl Encode for Message {
                 w.u8(TAG_GRANTS);
                 m.encode(w)
             }
+            Message::Agents(m) => {
+                w.u8(TAG_AGENTS);
+                m.encode(w)
+            }
             Message::Shares(m) => {
                 w.u8(TAG_SHARES);
                 m.encode(w)
@@ -211,6 +222,7 @@ impl Decode for Message {
             TAG_SESSIONS => Ok(Message::Sessions(r.value()?)),
             TAG_STORAGE => Ok(Message::Storage(r.value()?)),
             TAG_GRANTS => Ok(Message::Grants(r.value()?)),
+            TAG_AGENTS => Ok(Message::Agents(r.value()?)),
             TAG_SHARES => Ok(Message::Shares(r.value()?)),
             tag => Err(DecodeError::InvalidTag {
                 offset,

@@ -8,6 +8,7 @@ mod common;
 
 use common::register;
 use piazza_codec::{Decode, Encode};
+use piazza_ledger::agents;
 use piazza_ledger::bank::{self, shares};
 use piazza_ledger::block::{
     prove_randomness, tx_root, Block, BlockHeader, Event, Receipt, TxStatus,
@@ -24,7 +25,7 @@ use piazza_primitives::{Address, Amount, Hash, SecretKey};
 use std::collections::BTreeSet;
 
 /// Every message kind of every module, by name.
-const KINDS: [&str; 39] = [
+const KINDS: [&str; 46] = [
     "bank.send",
     "staking.bond",
     "staking.unbond",
@@ -64,6 +65,13 @@ const KINDS: [&str; 39] = [
     "grants.grant",
     "grants.revoke",
     "bank.settle_authorization",
+    "agents.register",
+    "agents.update",
+    "agents.deactivate",
+    "agents.call",
+    "agents.answer",
+    "agents.release",
+    "agents.rate",
 ];
 
 /// The kind of a message. The match has no wildcard, so a new variant does not compile until
@@ -72,6 +80,15 @@ fn kind(message: &Message) -> &'static str {
     let index = match message {
         Message::Bank(bank::Msg::Send { .. }) => 0,
         Message::Bank(bank::Msg::SettleAuthorization { .. }) => 38,
+        Message::Agents(m) => match m {
+            agents::Msg::Register { .. } => 39,
+            agents::Msg::Update { .. } => 40,
+            agents::Msg::Deactivate { .. } => 41,
+            agents::Msg::Call { .. } => 42,
+            agents::Msg::Answer { .. } => 43,
+            agents::Msg::Release { .. } => 44,
+            agents::Msg::Rate { .. } => 45,
+        },
         Message::Grants(m) => match m {
             grants::Msg::Grant { .. } => 36,
             grants::Msg::Revoke { .. } => 37,
@@ -426,9 +443,24 @@ fn session_messages() -> Vec<Message> {
     ]
 }
 
-/// One message of every grants kind and a transfer authorization, with edge values.
+/// One message of every grants and agents kind and a transfer authorization, with edge values.
 fn agent_messages() -> Vec<Message> {
     let payer = SecretKey::from_seed([31; 32]);
+    let profile = agents::Profile {
+        description: "ranks documents by relevance".into(),
+        endpoints: vec![
+            agents::Endpoint {
+                protocol: agents::Protocol::A2a,
+                url: "https://agent.example/a2a".into(),
+            },
+            agents::Endpoint {
+                protocol: agents::Protocol::Http,
+                url: "http://127.0.0.1:9000".into(),
+            },
+        ],
+        tags: vec!["embedding".into(), "rank".into()],
+        price: Amount::new(1),
+    };
     let authorization = bank::authorization::TransferAuthorization {
         from: payer.public_key(),
         to: Address([5; 20]),
@@ -486,6 +518,37 @@ fn agent_messages() -> Vec<Message> {
         Message::Bank(bank::Msg::SettleAuthorization {
             signature: authorization.sign(&payer, "fuzz"),
             authorization,
+        }),
+        Message::Agents(agents::Msg::Register {
+            name: "ranker".into(),
+            profile: profile.clone(),
+            stake: Amount::new(u128::MAX),
+            share_asset: Some(piazza_ledger::bank::assets::AssetId::Agent("ranker".into())),
+        }),
+        Message::Agents(agents::Msg::Update {
+            agent: u64::MAX,
+            profile: agents::Profile {
+                description: String::new(),
+                endpoints: vec![],
+                tags: vec![],
+                price: Amount::ZERO,
+            },
+        }),
+        Message::Agents(agents::Msg::Deactivate { agent: 0 }),
+        Message::Agents(agents::Msg::Call {
+            agent: 1,
+            request_hash: Hash([6; 32]),
+            amount: Amount::new(u128::MAX),
+            timeout_blocks: u64::MAX,
+        }),
+        Message::Agents(agents::Msg::Answer {
+            call: u64::MAX,
+            result_hash: Hash::ZERO,
+        }),
+        Message::Agents(agents::Msg::Release { call: 3 }),
+        Message::Agents(agents::Msg::Rate {
+            call: 4,
+            rating: u8::MAX,
         }),
     ]
 }

@@ -21,8 +21,9 @@ const LAYERS: &[&[&str]] = &[
     &["sessions"],
     // Blob storage deals: bank and staking only.
     &["storage"],
-    // Scoped session keys: the executor reads them for a grantee's transactions.
-    &["grants"],
+    // Scoped session keys (the executor reads them for a grantee's transactions) and agents
+    // (records, paid calls and reputation, on bank alone).
+    &["grants", "agents"],
     &["tx"],
     &["block"],
     &["genesis"],
