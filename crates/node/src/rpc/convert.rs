@@ -94,6 +94,7 @@ pub fn message_json(message: &Message) -> Value {
         Message::Sessions(m) => super::sessions::message_json(m),
         Message::Storage(m) => super::storage::message_json(m),
         Message::Grants(m) => super::agents::grants_json(m),
+        Message::Agents(m) => super::agents::agents_json(m),
         Message::Bank(BankMsg::SettleAuthorization { authorization, .. }) => {
             super::agents::authorization_json(authorization)
         }

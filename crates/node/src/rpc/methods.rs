@@ -366,6 +366,9 @@ pub(super) fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value,
         name if super::storage::METHODS.contains(&name) => {
             super::storage::dispatch(app, name, params)
         }
+        name if super::agents::METHODS.contains(&name) => {
+            super::agents::dispatch(app, name, params)
+        }
         method::SUBSCRIBE | method::UNSUBSCRIBE => Err(rpc_error(
             error_code::METHOD_NOT_FOUND,
             "subscriptions need a WebSocket connection (GET /ws)",
