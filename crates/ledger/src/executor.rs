@@ -7,6 +7,7 @@ use crate::block::{
     tx_root, Block, Event, Receipt, TxStatus, EVENTS_PER_MESSAGE_MAX, EVENTS_PER_TX_MAX,
 };
 use crate::compute::{self, Compute};
+use crate::data;
 use crate::error::{ErrorCode, TxError};
 use crate::genesis::{FeeParams, Genesis, GenesisError};
 use crate::grants;
@@ -169,6 +170,7 @@ fn message_outflow(m: &Message) -> Option<Amount> {
         | Message::Grants(_) => Some(total),
         Message::Shares(bank::shares::Msg::Buy { max_cost, .. }) => total.checked_add(*max_cost),
         Message::Shares(_) => Some(total),
+        Message::Data(m) => total.checked_add(data::outflow(m)?),
     }
 }
 

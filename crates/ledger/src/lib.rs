@@ -37,6 +37,7 @@ pub mod arbitration;
 pub mod bank;
 pub mod block;
 pub mod compute;
+pub mod data;
 pub mod draw;
 pub mod error;
 pub mod event;

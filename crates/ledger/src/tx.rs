@@ -4,6 +4,7 @@
 use crate::agents::{self, Agents};
 use crate::bank::{self, Bank};
 use crate::compute::{self, Compute};
+use crate::data;
 use crate::error::{ErrorCode, TxError};
 use crate::grants::{self, Grants};
 use crate::models::{self, Models};
@@ -66,6 +67,7 @@ pub enum Message {
     Grants(grants::Msg),
     Agents(agents::Msg),
     Shares(bank::shares::Msg),
+    Data(data::Msg),
 }
 
 /// Every message goes to its module through these three routes, so the executor and the
@@ -84,6 +86,7 @@ impl Message {
             Message::Grants(m) => Grants::check_stateless(m),
             Message::Agents(m) => Agents::check_stateless(m),
             Message::Shares(m) => bank::shares::Shares::check_stateless(m),
+            Message::Data(m) => data::Data::check_stateless(m),
         }
     }
 
@@ -100,6 +103,7 @@ impl Message {
             Message::Grants(m) => Grants::fee_units(m),
             Message::Agents(m) => Agents::fee_units(m),
             Message::Shares(m) => bank::shares::Shares::fee_units(m),
+            Message::Data(m) => data::Data::fee_units(m),
         }
     }
 
@@ -128,6 +132,7 @@ impl Message {
             Message::Grants(m) => run::<Grants>(state, ctx, m),
             Message::Agents(m) => run::<Agents>(state, ctx, m),
             Message::Shares(m) => run::<bank::shares::Shares>(state, ctx, m),
+            Message::Data(m) => run::<data::Data>(state, ctx, m),
         }
     }
 }
@@ -162,6 +167,7 @@ const TAG_STORAGE: u8 = storage::MODULE_TAG;
 const TAG_GRANTS: u8 = grants::MODULE_TAG;
 const TAG_AGENTS: u8 = agents::MODULE_TAG;
 const TAG_SHARES: u8 = bank::shares::MODULE_TAG;
+const TAG_DATA: u8 = data::MODULE_TAG;
 
 impl Encode for Message {
     fn encode(&self, w: &mut Writer) {
@@ -206,6 +212,10 @@ impl Encode for Message {
                 w.u8(TAG_SHARES);
                 m.encode(w)
             }
+            Message::Data(m) => {
+                w.u8(TAG_DATA);
+                m.encode(w)
+            }
         }
     }
 }
@@ -224,6 +234,7 @@ impl Decode for Message {
             TAG_GRANTS => Ok(Message::Grants(r.value()?)),
             TAG_AGENTS => Ok(Message::Agents(r.value()?)),
             TAG_SHARES => Ok(Message::Shares(r.value()?)),
+            TAG_DATA => Ok(Message::Data(r.value()?)),
             tag => Err(DecodeError::InvalidTag {
                 offset,
                 tag,

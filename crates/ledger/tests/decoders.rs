@@ -10,6 +10,7 @@ use common::register;
 use piazza_codec::{Decode, Encode};
 use piazza_ledger::agents;
 use piazza_ledger::bank::{self, shares};
+use piazza_ledger::data;
 use piazza_ledger::block::{
     prove_randomness, tx_root, Block, BlockHeader, Event, Receipt, TxStatus,
 };
@@ -25,7 +26,7 @@ use piazza_primitives::{Address, Amount, Hash, SecretKey};
 use std::collections::BTreeSet;
 
 /// Every message kind of every module, by name.
-const KINDS: [&str; 46] = [
+const KINDS: [&str; 56] = [
     "bank.send",
     "staking.bond",
     "staking.unbond",
@@ -72,6 +73,16 @@ const KINDS: [&str; 46] = [
     "agents.answer",
     "agents.release",
     "agents.rate",
+    "data.register_dataset",
+    "data.buy_access",
+    "data.seal_key",
+    "data.create_pool",
+    "data.contribute",
+    "data.create_label_task",
+    "data.join_label_task",
+    "data.assign_labels",
+    "data.submit_label",
+    "data.settle_label_task",
 ];
 
 /// The kind of a message. The match has no wildcard, so a new variant does not compile until
@@ -120,6 +131,18 @@ fn kind(message: &Message) -> &'static str {
             sessions::Msg::Reveal { .. } => 20,
             sessions::Msg::Challenge { .. } => 21,
             sessions::Msg::Close { .. } => 22,
+        },
+        Message::Data(m) => match m {
+            data::Msg::RegisterDataset { .. } => 46,
+            data::Msg::BuyAccess { .. } => 47,
+            data::Msg::SealKey { .. } => 48,
+            data::Msg::CreatePool { .. } => 49,
+            data::Msg::Contribute { .. } => 50,
+            data::Msg::CreateLabelTask { .. } => 51,
+            data::Msg::JoinLabelTask { .. } => 52,
+            data::Msg::AssignLabels { .. } => 53,
+            data::Msg::SubmitLabel { .. } => 54,
+            data::Msg::SettleLabelTask { .. } => 55,
         },
         Message::Shares(m) => match m {
             shares::Msg::Issue { .. } => 23,
@@ -255,7 +278,59 @@ fn every_message() -> Vec<Message> {
     .chain(agent_messages())
     .chain(storage_messages())
     .chain(share_messages())
+    .chain(data_messages())
     .collect()
+}
+
+/// Every data message, with edge values.
+fn data_messages() -> Vec<Message> {
+    vec![
+        Message::Data(data::Msg::RegisterDataset {
+            blob: Hash([1; 32]),
+            schema: "jsonl".into(),
+            license: String::new(),
+            price: Amount::new(u128::MAX),
+            encrypted: true,
+        }),
+        Message::Data(data::Msg::BuyAccess { dataset: u64::MAX }),
+        Message::Data(data::Msg::SealKey {
+            dataset: 0,
+            buyer: Address([2; 20]),
+            sealed_key: vec![7; 48],
+        }),
+        Message::Data(data::Msg::CreatePool {
+            model: "embed".into(),
+            dims: 384,
+            min_distance_sq: u32::MAX,
+            schema: "text".into(),
+            license: "cc-by-4.0".into(),
+            price: Amount::ZERO,
+        }),
+        Message::Data(data::Msg::Contribute {
+            pool: 1,
+            item: Hash([3; 32]),
+            validation_job: u64::MAX,
+        }),
+        Message::Data(data::Msg::CreateLabelTask {
+            items: vec![Hash([4; 32]), Hash([5; 32])],
+            k: 3,
+            reward_per_label: Amount::new(1),
+            stake: Amount::new(u128::MAX),
+            rule: data::Rule::Tolerance { tolerance: 5 },
+            join_blocks: 10,
+            label_blocks: u32::MAX,
+            price: Amount::new(9),
+            license: "cc0".into(),
+        }),
+        Message::Data(data::Msg::JoinLabelTask { task: 0 }),
+        Message::Data(data::Msg::AssignLabels { task: 1 }),
+        Message::Data(data::Msg::SubmitLabel {
+            task: 2,
+            item: u16::MAX,
+            value: u32::MAX,
+        }),
+        Message::Data(data::Msg::SettleLabelTask { task: u64::MAX }),
+    ]
 }
 
 /// Every share message, with edge values, and a registration carrying files and a lineage.

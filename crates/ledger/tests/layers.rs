@@ -19,6 +19,8 @@ const LAYERS: &[&[&str]] = &[
     // `sessions` (channels between a client and a provider) turns disputed requests into
     // compute jobs that verify audits and disputes.
     &["sessions"],
+    // Datasets, contribution pools (validated by compute jobs) and labelling tasks.
+    &["data"],
     // Blob storage deals: bank and staking only.
     &["storage"],
     // Scoped session keys (the executor reads them for a grantee's transactions) and agents
