@@ -2,6 +2,7 @@
 //! peak memory.
 //!
 //! `cargo run --release -p piazza-llm --example bench_generate [-- TOKENS [THREADS...]]`
+//! (`PIAZZA_PROFILE=quantized` for the quantized numeric profile; f32 by default)
 //!
 //! Prints, per thread count: prefill tokens/s, decode tokens/s, and the mean time per token
 //! over windows of the generation (tokens 1–16, 17–128, 129–256, …) so a cost that grows with
@@ -9,7 +10,7 @@
 
 use std::time::Instant;
 
-use piazza_llm::{GenerateParams, Generator};
+use piazza_llm::{GenerateParams, Generator, NumericProfile};
 
 const PROMPT: &str = "Decentralized compute networks let anyone rent out spare machines to run \
     models for others. The hard part is trust: how does the client know the provider really ran \
@@ -86,11 +87,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let path = piazza_llm::default_model_path();
     let start = Instant::now();
-    let generator = Generator::load(&path)?;
+    let profile = match std::env::var("PIAZZA_PROFILE").as_deref() {
+        Ok("quantized") => NumericProfile::Quantized,
+        _ => NumericProfile::F32,
+    };
+    let generator = Generator::load_with(&path, profile)?;
     println!(
-        "load {:.2} s ({})",
+        "load {:.2} s ({}), profile {profile:?}, weights {:.0} MiB in memory",
         start.elapsed().as_secs_f64(),
-        path.display()
+        path.display(),
+        generator.weight_bytes() as f64 / (1 << 20) as f64
     );
     let prompt = generator.tokenize(PROMPT)?;
     println!(

@@ -6,15 +6,19 @@ use std::sync::OnceLock;
 
 use piazza_engine::trace::tensor_step_hash;
 use piazza_engine::weights::Weights;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
 use piazza_tensor::kernels::{self, CausalShape};
+use piazza_tensor::quant::{self, QuantMatrix};
 use piazza_tensor::{ops, Compute, Tensor};
 use piazza_trace::trace::{step_hash, Trace};
-use piazza_trace::weights::WeightCommitment;
+use piazza_trace::weights::{self as commitment, ChunkHasher, WeightCommitment};
 use piazza_trace::Hash;
 
 use crate::gguf::Gguf;
 use crate::graph::{Cache, Graph, JobInput, Op, OpKind, Source, Step};
-use crate::model::{self, LlamaConfig};
+use crate::model::{self, LlamaConfig, NumericProfile};
 use crate::sampling::{self, SamplingParams};
 use crate::text::StopText;
 use crate::tokenizer::{Message, Tokenizer};
@@ -134,10 +138,17 @@ impl Recording {
     }
 }
 
-/// A loaded model: configuration, f32 weights, tokenizer.
+/// A loaded model: configuration, weights (as its numeric profile holds them), tokenizer.
 pub struct Generator {
     config: LlamaConfig,
+    profile: NumericProfile,
+    /// f32 weights: all of them (F32 profile), or those not held in blocks (Quantized).
     weights: Weights,
+    /// Matrices held in quantized blocks (Quantized profile only).
+    quantized: BTreeMap<String, QuantMatrix>,
+    /// Quantized profile: the committed weights (f32 block encoding) for evidence, built on
+    /// first use.
+    committed: OnceLock<Weights>,
     tokenizer: Tokenizer,
     output_weight: &'static str,
     commitment: OnceLock<WeightCommitment>,
@@ -298,14 +309,30 @@ impl Generator {
     }
 
     pub fn from_gguf(file: &Gguf) -> Result<Generator> {
+        Generator::from_gguf_with(file, NumericProfile::F32)
+    }
+
+    /// Load a GGUF file for numeric profile `profile` (docs/llm.md §2.1).
+    pub fn load_with(path: impl AsRef<Path>, profile: NumericProfile) -> Result<Generator> {
+        let file = Gguf::open(path.as_ref())?;
+        Generator::from_gguf_with(&file, profile)
+    }
+
+    pub fn from_gguf_with(file: &Gguf, profile: NumericProfile) -> Result<Generator> {
         let config = LlamaConfig::from_gguf(file)?;
         let tokenizer = Tokenizer::from_gguf(file, config.vocab)?;
-        let weights = model::load_weights(file, &config)?;
+        let (weights, quantized) = match profile {
+            NumericProfile::F32 => (model::load_weights(file, &config)?, BTreeMap::new()),
+            NumericProfile::Quantized => model::load_quantized_weights(file, &config)?,
+        };
         Ok(Generator {
             output_weight: model::output_weight_name(file),
             commitment: OnceLock::new(),
+            committed: OnceLock::new(),
             config,
+            profile,
             weights,
+            quantized,
             tokenizer,
         })
     }
@@ -314,12 +341,75 @@ impl Generator {
         &self.config
     }
 
+    pub fn profile(&self) -> NumericProfile {
+        self.profile
+    }
+
+    /// The quantized matrix `name` (Quantized profile; `None` for f32 weights).
+    pub fn quantized_matrix(&self, name: &str) -> Option<&QuantMatrix> {
+        self.quantized.get(name)
+    }
+
+    /// Bytes the weights take in memory (f32 tensors and quantized blocks).
+    pub fn weight_bytes(&self) -> usize {
+        let f32_bytes: usize = self
+            .weights
+            .manifest()
+            .iter()
+            .map(|e| e.shape.iter().product::<usize>() * 4)
+            .sum();
+        f32_bytes
+            + self
+                .quantized
+                .values()
+                .map(QuantMatrix::memory_bytes)
+                .sum::<usize>()
+    }
+
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
     }
 
+    /// The committed weights: the f32 tensors, and (Quantized profile) every quantized matrix
+    /// in its f32 block encoding, built on first use (for evidence; ~4.1 bytes per weight).
     pub fn weights(&self) -> &Weights {
-        &self.weights
+        if self.quantized.is_empty() {
+            return &self.weights;
+        }
+        self.committed.get_or_init(|| {
+            let mut tensors = BTreeMap::new();
+            for (name, shape) in self.committed_shapes() {
+                let tensor = match self.quantized.get(&name) {
+                    Some(matrix) => {
+                        let mut values = Vec::with_capacity(shape.iter().product());
+                        for row in 0..matrix.rows() {
+                            matrix.encode_row(row, &mut values);
+                        }
+                        Tensor::from_vec(values, &shape).ok()
+                    }
+                    None => self.weights.tensor(&name).cloned(),
+                };
+                if let Some(tensor) = tensor {
+                    tensors.insert(name, tensor);
+                }
+            }
+            Weights::from_tensors(tensors)
+        })
+    }
+
+    /// Name and shape of every committed tensor, in name order: f32 tensors as they are,
+    /// quantized matrices as `[rows, encoded columns]`.
+    fn committed_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let mut shapes: BTreeMap<String, Vec<usize>> = self
+            .weights
+            .manifest()
+            .into_iter()
+            .map(|e| (e.name, e.shape))
+            .collect();
+        for (name, matrix) in &self.quantized {
+            shapes.insert(name.clone(), vec![matrix.rows(), matrix.encoded_cols()]);
+        }
+        shapes.into_iter().collect()
     }
 
     /// Token ids of `text` (no BOS; control tokens such as `<|im_start|>` matched whole).
@@ -341,7 +431,29 @@ impl Generator {
 
     /// [`Generator::weights_commitment`], borrowed (computed on first use).
     pub fn weight_commitment(&self) -> &WeightCommitment {
-        self.commitment.get_or_init(|| self.weights.commit())
+        self.commitment.get_or_init(|| {
+            if self.quantized.is_empty() {
+                return self.weights.commit();
+            }
+            // Streamed row by row: the encoded blob is never held.
+            let shapes = self.committed_shapes();
+            let mut hasher = ChunkHasher::new();
+            let mut row = Vec::new();
+            for (name, _) in &shapes {
+                if let Some(matrix) = self.quantized.get(name) {
+                    for r in 0..matrix.rows() {
+                        row.clear();
+                        matrix.encode_row(r, &mut row);
+                        hasher.push_f32s(&row);
+                    }
+                } else if let Some(tensor) = self.weights.tensor(name) {
+                    hasher.push_f32s(&tensor.to_vec());
+                }
+            }
+            let manifest =
+                commitment::manifest(shapes.iter().map(|(n, s)| (n.as_str(), s.as_slice())));
+            WeightCommitment::new(manifest, hasher.finish())
+        })
     }
 
     /// Name of the output projection's weight (`output.weight`, or the tied
@@ -470,24 +582,28 @@ impl Generator {
             detail: format!("step {index} names op {} of {}", step.op, graph.ops.len()),
         })?;
         let weights = self.weight_refs(op)?;
-        compute_block(
+        let inputs: Vec<Input> = inputs.iter().map(Input::Tensor).collect();
+        compute_block_inputs(
             &self.config,
             op,
             &step.rows,
             &step.columns,
-            inputs,
+            &inputs,
             &weights,
             Compute::new(1),
         )
     }
 
     /// The weights `op` reads, whole, in its input order.
-    fn weight_refs(&self, op: &Op) -> Result<Vec<&Tensor>> {
+    fn weight_refs(&self, op: &Op) -> Result<Vec<Weight<'_>>> {
         op.weights()
-            .map(|name| {
-                self.weights
+            .map(|name| match self.quantized.get(name) {
+                Some(matrix) => Ok(Weight::Quant(Cow::Borrowed(matrix))),
+                None => self
+                    .weights
                     .tensor(name)
-                    .ok_or_else(|| Error::MissingWeight { name: name.into() })
+                    .map(Weight::F32)
+                    .ok_or_else(|| Error::MissingWeight { name: name.into() }),
             })
             .collect()
     }
@@ -697,7 +813,51 @@ pub fn compute_block(
     compute: Compute,
 ) -> Result<Tensor> {
     let inputs: Vec<Input> = inputs.iter().map(Input::Tensor).collect();
-    compute_block_inputs(config, op, rows, columns, &inputs, weights, compute)
+    let weights = weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| committed_weight(config, op, i, w, &inputs))
+        .collect::<Result<Vec<_>>>()?;
+    compute_block_inputs(config, op, rows, columns, &inputs, &weights, compute)
+}
+
+/// A weight as [`compute_block_inputs`] reads it: f32, or a quantized matrix.
+#[derive(Clone, Debug)]
+enum Weight<'a> {
+    F32(&'a Tensor),
+    Quant(Cow<'a, QuantMatrix>),
+}
+
+/// Weight `index` of `op` as committed (docs/llm.md §3): a matrix whose width is not the
+/// width it multiplies (a linear op's input width, the embedding's hidden size) is a quantized
+/// matrix in its f32 block encoding (Quantized profile), decoded here.
+fn committed_weight<'a>(
+    config: &LlamaConfig,
+    op: &Op,
+    index: usize,
+    weight: &'a Tensor,
+    inputs: &[Input],
+) -> Result<Weight<'a>> {
+    let cols = match op.kind {
+        OpKind::Linear { .. } if index == 0 => inputs.first().and_then(|x| x.shape().get(1)),
+        OpKind::Embed if index == 0 => Some(&config.hidden),
+        _ => None,
+    };
+    match (cols, weight.shape()) {
+        (Some(&cols), &[rows, width]) if width != cols => {
+            let values = weight.as_slice().ok_or_else(|| Error::Step {
+                op: op.name.clone(),
+                detail: "weight not contiguous".into(),
+            })?;
+            let matrix =
+                QuantMatrix::from_encoded(rows, cols, values).map_err(|e| Error::Step {
+                    op: op.name.clone(),
+                    detail: e.to_string(),
+                })?;
+            Ok(Weight::Quant(Cow::Owned(matrix)))
+        }
+        _ => Ok(Weight::F32(weight)),
+    }
 }
 
 /// An activation input of [`compute_block_inputs`]: a tensor, or a row-major matrix held
@@ -816,7 +976,7 @@ fn compute_block_inputs(
     rows: &Range<usize>,
     columns: &Range<usize>,
     inputs: &[Input],
-    weights: &[&Tensor],
+    weights: &[Weight],
     compute: Compute,
 ) -> Result<Tensor> {
     let [op_rows, width] = op.output_shape;
@@ -861,11 +1021,17 @@ fn compute_block_inputs(
         )));
     }
     let weight = |i: usize| -> Result<&Tensor> {
-        weights
-            .get(i)
-            .copied()
-            .ok_or_else(|| fail("missing weight".into()))
+        match weights.get(i) {
+            Some(Weight::F32(tensor)) => Ok(tensor),
+            Some(Weight::Quant(_)) => Err(fail(format!("weight {i} is quantized"))),
+            None => Err(fail("missing weight".into())),
+        }
     };
+    let quantized = |i: usize| match weights.get(i) {
+        Some(Weight::Quant(matrix)) => Some(matrix.as_ref()),
+        _ => None,
+    };
+    let quant_error = |e: quant::QuantError| fail(e.to_string());
     let column_split = matches!(op.kind, OpKind::Linear { .. } | OpKind::Attention { .. });
     if !column_split && *columns != (0..width) {
         return Err(fail(
@@ -873,6 +1039,34 @@ fn compute_block_inputs(
         ));
     }
     let output = match &op.kind {
+        OpKind::Embed if quantized(0).is_some() => {
+            let table = quantized(0).ok_or_else(|| fail("missing weight".into()))?;
+            let ids = expect(0, [n, 1])?
+                .iter()
+                .map(|&v| token_id(v, table.rows().min(config.vocab), op))
+                .collect::<Result<Vec<_>>>()?;
+            let mut out = vec![0.0f32; n * table.cols()];
+            for (&id, row) in ids.iter().zip(out.chunks_exact_mut(table.cols())) {
+                table.dequantize_row(id as usize, row);
+            }
+            Tensor::from_vec(out, &[n, table.cols()]).map_err(tensor_error(op))?
+        }
+        OpKind::Linear { activation } if quantized(0).is_some() => {
+            let w = quantized(0).ok_or_else(|| fail("missing weight".into()))?;
+            // Rows of `w` held: every row, or exactly the block's columns.
+            let first_row = match w.rows() {
+                held if held == columns.len() => columns.start,
+                held if held >= columns.end => 0,
+                held => return Err(fail(format!("{held} weight rows lack columns {columns:?}"))),
+            };
+            let k = w.cols();
+            let x = expect(0, [n, k])?;
+            let x = quant::quantize_activations(x, n, k).map_err(quant_error)?;
+            let mut out = vec![0.0f32; n * columns.len()];
+            let held = columns.start - first_row..columns.end - first_row;
+            quant::linear(&x, w, held, *activation, &mut out, compute).map_err(quant_error)?;
+            Tensor::from_vec(out, &[n, columns.len()]).map_err(tensor_error(op))?
+        }
         OpKind::Embed => {
             let table = weight(0)?;
             let table_rows = table.shape().first().copied().unwrap_or(0);

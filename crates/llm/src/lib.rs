@@ -49,7 +49,7 @@ pub use generator::{
 };
 pub use gguf::{Gguf, GgufError};
 pub use graph::{Graph, Op, OpKind, Source, Step};
-pub use model::LlamaConfig;
+pub use model::{LlamaConfig, NumericProfile};
 pub use piazza_tensor::{Compute, Tensor};
 pub use sampling::SamplingParams;
 pub use tokenizer::{chat_messages_from_input, Message, Tokenizer};

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use piazza_engine::weights::Weights;
+use piazza_tensor::quant::{BlockFormat, QuantMatrix};
 use piazza_tensor::Tensor;
 
 use crate::gguf::{Gguf, GgufError};
@@ -296,23 +297,9 @@ pub fn output_weight_name(file: &Gguf) -> &'static str {
 
 /// Dequantize every weight the decoder reads (shapes checked), un-permuting Q and K.
 pub fn load_weights(file: &Gguf, config: &LlamaConfig) -> Result<Weights> {
-    let mut shapes = config.weight_shapes();
-    if output_weight_name(file) == "output.weight" {
-        shapes.push(("output.weight".into(), vec![config.vocab, config.hidden]));
-    }
     let mut tensors = BTreeMap::new();
-    for (name, shape) in shapes {
-        let info = file
-            .tensors()
-            .get(&name)
-            .ok_or_else(|| Error::MissingWeight { name: name.clone() })?;
-        if info.shape() != shape {
-            return Err(Error::WeightShape {
-                name,
-                expected: shape,
-                got: info.shape(),
-            });
-        }
+    for (name, shape) in expected_shapes(file, config) {
+        checked_info(file, &name, &shape)?;
         let mut tensor = file.tensor_f32(&name)?;
         if name.ends_with(".attn_q.weight") {
             tensor = unpermute_rows(&tensor, config.heads)?;
@@ -329,28 +316,131 @@ pub fn load_weights(file: &Gguf, config: &LlamaConfig) -> Result<Weights> {
 pub fn unpermute_rows(tensor: &Tensor, heads: usize) -> Result<Tensor> {
     let shape = tensor.shape().to_vec();
     let (rows, width) = (shape[0], shape.iter().skip(1).product::<usize>());
-    if heads == 0 || !rows.is_multiple_of(heads) || !(rows / heads).is_multiple_of(2) {
-        return Err(Error::WeightShape {
-            name: "attention projection".into(),
-            expected: vec![heads, 2],
-            got: shape,
-        });
-    }
-    let (d, half) = (rows / heads, rows / heads / 2);
+    let order = unpermuted_order(rows, heads, &shape)?;
     let values = tensor.to_vec();
     let mut out = vec![0.0f32; values.len()];
-    for h in 0..heads {
-        for i in 0..half {
-            for a in 0..2 {
-                let from = h * d + 2 * i + a;
-                let to = h * d + a * half + i;
-                out[to * width..(to + 1) * width]
-                    .copy_from_slice(&values[from * width..(from + 1) * width]);
-            }
-        }
+    for (to, &from) in order.iter().enumerate() {
+        out[to * width..(to + 1) * width]
+            .copy_from_slice(&values[from * width..(from + 1) * width]);
     }
     Tensor::from_vec(out, &shape).map_err(|source| Error::Tensor {
         op: "unpermute".into(),
         source,
     })
+}
+
+/// How a model's weights are held and its linear ops computed (the model record's numeric
+/// profile; docs/llm.md §2.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NumericProfile {
+    /// Every weight dequantized to f32; f32 kernels.
+    #[default]
+    F32,
+    /// Q4_0/Q4_1/Q8_0 matrices kept in their blocks; their linear ops quantize the activations
+    /// per block and take integer block dot products (`piazza_tensor::quant`). F32 and F16
+    /// tensors stay f32.
+    Quantized,
+}
+
+/// The block format of a GGUF type, when it is one.
+fn block_format(dtype: crate::gguf::GgmlType) -> Option<BlockFormat> {
+    use crate::gguf::GgmlType;
+    match dtype {
+        GgmlType::Q4_0 => Some(BlockFormat::Q4_0),
+        GgmlType::Q4_1 => Some(BlockFormat::Q4_1),
+        GgmlType::Q8_0 => Some(BlockFormat::Q8_0),
+        GgmlType::F32 | GgmlType::F16 => None,
+    }
+}
+
+/// The weights of the quantized profile: quantized matrices in their blocks (Q and K rows
+/// un-permuted), every other weight dequantized to f32.
+pub fn load_quantized_weights(
+    file: &Gguf,
+    config: &LlamaConfig,
+) -> Result<(Weights, BTreeMap<String, QuantMatrix>)> {
+    let mut tensors = BTreeMap::new();
+    let mut matrices = BTreeMap::new();
+    for (name, shape) in expected_shapes(file, config) {
+        let info = checked_info(file, &name, &shape)?;
+        let format = match (block_format(info.dtype), shape.as_slice()) {
+            (Some(format), [_, _]) => format,
+            _ => {
+                tensors.insert(name.clone(), file.tensor_f32(&name)?);
+                continue;
+            }
+        };
+        let bytes = file.tensor_bytes(&name).unwrap_or_default();
+        let quant_error = |e: piazza_tensor::quant::QuantError| {
+            Error::Gguf(GgufError::Tensor {
+                name: name.clone(),
+                detail: e.to_string(),
+            })
+        };
+        let mut matrix =
+            QuantMatrix::from_gguf(format, shape[0], shape[1], bytes).map_err(quant_error)?;
+        let heads = if name.ends_with(".attn_q.weight") {
+            Some(config.heads)
+        } else if name.ends_with(".attn_k.weight") {
+            Some(config.kv_heads)
+        } else {
+            None
+        };
+        if let Some(heads) = heads {
+            let order = unpermuted_order(shape[0], heads, &shape)?;
+            matrix = matrix.select_rows(&order).map_err(quant_error)?;
+        }
+        matrices.insert(name, matrix);
+    }
+    Ok((Weights::from_tensors(tensors), matrices))
+}
+
+/// Every weight the decoder reads with its row-major shape, the output projection included.
+fn expected_shapes(file: &Gguf, config: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
+    let mut shapes = config.weight_shapes();
+    if output_weight_name(file) == "output.weight" {
+        shapes.push(("output.weight".into(), vec![config.vocab, config.hidden]));
+    }
+    shapes
+}
+
+/// The header entry of weight `name`, which must have shape `shape`.
+fn checked_info<'f>(
+    file: &'f Gguf,
+    name: &str,
+    shape: &[usize],
+) -> Result<&'f crate::gguf::TensorInfo> {
+    let info = file
+        .tensors()
+        .get(name)
+        .ok_or_else(|| Error::MissingWeight { name: name.into() })?;
+    if info.shape() != shape {
+        return Err(Error::WeightShape {
+            name: name.into(),
+            expected: shape.to_vec(),
+            got: info.shape(),
+        });
+    }
+    Ok(info)
+}
+
+/// `order[to] = from` of [`unpermute_rows`] for `rows` rows in `heads` heads.
+fn unpermuted_order(rows: usize, heads: usize, shape: &[usize]) -> Result<Vec<usize>> {
+    if heads == 0 || !rows.is_multiple_of(heads) || !(rows / heads).is_multiple_of(2) {
+        return Err(Error::WeightShape {
+            name: "attention projection".into(),
+            expected: vec![heads, 2],
+            got: shape.to_vec(),
+        });
+    }
+    let (d, half) = (rows / heads, rows / heads / 2);
+    let mut order = vec![0usize; rows];
+    for h in 0..heads {
+        for i in 0..half {
+            for a in 0..2 {
+                order[h * d + a * half + i] = h * d + 2 * i + a;
+            }
+        }
+    }
+    Ok(order)
 }

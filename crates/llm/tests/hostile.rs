@@ -3,7 +3,7 @@
 mod common;
 
 use piazza_llm::gguf::{dequantize, GgmlType, Gguf};
-use piazza_llm::{GenerateParams, Generator};
+use piazza_llm::{Compute, GenerateParams, Generator, NumericProfile};
 use proptest::prelude::*;
 
 use common::writer;
@@ -16,12 +16,43 @@ fn exercise(bytes: Vec<u8>) -> bool {
     for name in file.tensors().keys() {
         let _ = file.tensor_f32(name);
     }
-    if let Ok(generator) = Generator::from_gguf(&file) {
-        if let Ok(ids) = generator.tokenize("hello world") {
-            let _ = generator.generate(&ids, &GenerateParams::greedy(2), 1, |_| {});
+    for profile in [NumericProfile::F32, NumericProfile::Quantized] {
+        if let Ok(generator) = Generator::from_gguf_with(&file, profile) {
+            if let Ok(ids) = generator.tokenize("hello world") {
+                let _ = generator.generate(&ids, &GenerateParams::greedy(2), 1, |_| {});
+            }
         }
     }
     true
+}
+
+#[test]
+fn tiny_model_in_the_quantized_profile_reexecutes_every_step_from_committed_weights() {
+    // Its matrices are Q4_0, Q4_1, Q8_0, F16 and F32: every block format and the f32 fallback.
+    let file = Gguf::parse(writer::tiny_llama()).unwrap();
+    let generator = Generator::from_gguf_with(&file, NumericProfile::Quantized).unwrap();
+    assert!(generator.quantized_matrix("blk.0.attn_q.weight").is_some());
+    assert!(generator
+        .quantized_matrix("blk.0.ffn_down.weight")
+        .is_none());
+    let ids = generator.tokenize("hello world").unwrap();
+    let (generation, recording) = generator
+        .generate_recorded(&ids, &GenerateParams::greedy(3), Compute::new(2))
+        .unwrap();
+    let f32_run = Generator::from_gguf(&file)
+        .unwrap()
+        .generate(&ids, &GenerateParams::greedy(3), 1, |_| {})
+        .unwrap();
+    assert_ne!(f32_run.trace_root(), generation.trace_root());
+    for (index, step) in recording.graph.steps.iter().enumerate() {
+        let name = &recording.graph.ops[step.op].name;
+        assert!(
+            common::step_from_committed_weights(&generator, &recording, &generation, index),
+            "{name}"
+        );
+    }
+    let weights = generator.weights();
+    assert_eq!(generator.weight_commitment().root, weights.commit().root);
 }
 
 #[test]

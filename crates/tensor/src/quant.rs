@@ -71,6 +71,16 @@ pub struct QuantMatrix {
     values: Vec<u8>,
 }
 
+/// Blocks of a `rows × cols` matrix: both at least 1, `cols` whole blocks, no overflow.
+fn block_count(rows: usize, cols: usize, what: &'static str) -> Result<usize, QuantError> {
+    let fail = |detail: String| QuantError::Shape { what, detail };
+    if rows == 0 || cols == 0 || !cols.is_multiple_of(BLOCK) {
+        return Err(fail(format!("{rows} × {cols}: columns not whole blocks")));
+    }
+    rows.checked_mul(cols / BLOCK)
+        .ok_or_else(|| fail(format!("{rows} × {cols} overflows")))
+}
+
 impl QuantMatrix {
     /// Read `rows × cols` values from GGUF blocks (`bytes` exactly `rows × cols / 32` blocks).
     pub fn from_gguf(
@@ -83,12 +93,7 @@ impl QuantMatrix {
             what: "quantized matrix",
             detail,
         };
-        if rows == 0 || cols == 0 || !cols.is_multiple_of(BLOCK) {
-            return Err(shape(format!("{rows} × {cols}: columns not whole blocks")));
-        }
-        let blocks = rows
-            .checked_mul(cols / BLOCK)
-            .ok_or_else(|| shape(format!("{rows} × {cols} overflows")))?;
+        let blocks = block_count(rows, cols, "quantized matrix")?;
         let expected = blocks.checked_mul(format.gguf_block_bytes());
         if expected != Some(bytes.len()) {
             return Err(shape(format!(
@@ -189,6 +194,93 @@ impl QuantMatrix {
                 }
             }
         }
+    }
+
+    /// Floats per block in the f32 block encoding ([`QuantMatrix::encode_row`]): 33 for
+    /// blocks of signed integers (Q8_0, Q4_0), 34 for Q4_1.
+    pub fn encoded_block_floats(format: BlockFormat) -> usize {
+        match format {
+            BlockFormat::Q4_1 => BLOCK + 2,
+            _ => BLOCK + 1,
+        }
+    }
+
+    /// Width of a row in the f32 block encoding.
+    pub fn encoded_cols(&self) -> usize {
+        self.blocks_per_row() * QuantMatrix::encoded_block_floats(self.format)
+    }
+
+    /// Row `row` in the f32 block encoding (docs/llm.md §2.1), appended to `out`: per block
+    /// `d`, then (Q4_1) `m`, then the 32 integer values as f32 (`q`, `n - 8` or `n`). Every
+    /// number is exact in f32, so [`QuantMatrix::from_encoded`] gives back the same arithmetic.
+    pub fn encode_row(&self, row: usize, out: &mut Vec<f32>) {
+        let bpr = self.blocks_per_row();
+        for block in row * bpr..(row + 1) * bpr {
+            out.push(self.scales[block]);
+            if self.format == BlockFormat::Q4_1 {
+                out.push(self.mins[block]);
+            }
+            out.extend((0..BLOCK).map(|j| self.integer(block, j) as f32));
+        }
+    }
+
+    /// A matrix from its f32 block encoding: `rows` rows of `cols` values, the block layout
+    /// told by the width (`cols / 32 × 33`: signed blocks, held as Q8_0; `× 34`: Q4_1).
+    /// Refuses values that are not integers in range (`-128..=127`, Q4_1 `0..=15`).
+    pub fn from_encoded(
+        rows: usize,
+        cols: usize,
+        values: &[f32],
+    ) -> Result<QuantMatrix, QuantError> {
+        let fail = |detail: String| QuantError::Shape {
+            what: "encoded blocks",
+            detail,
+        };
+        let blocks = block_count(rows, cols, "encoded blocks")?;
+        let format = if Some(values.len()) == blocks.checked_mul(BLOCK + 1) {
+            BlockFormat::Q8_0
+        } else if Some(values.len()) == blocks.checked_mul(BLOCK + 2) {
+            BlockFormat::Q4_1
+        } else {
+            return Err(fail(format!("{} values for {blocks} blocks", values.len())));
+        };
+        let (low, high) = match format {
+            BlockFormat::Q4_1 => (0.0, 15.0),
+            _ => (-128.0, 127.0),
+        };
+        let mut matrix = QuantMatrix {
+            format,
+            rows,
+            cols,
+            scales: Vec::with_capacity(blocks),
+            mins: Vec::new(),
+            values: Vec::with_capacity(blocks * format.value_bytes()),
+        };
+        for block in values.chunks_exact(QuantMatrix::encoded_block_floats(format)) {
+            matrix.scales.push(block[0]);
+            let integers = match format {
+                BlockFormat::Q4_1 => {
+                    matrix.mins.push(block[1]);
+                    &block[2..]
+                }
+                _ => &block[1..],
+            };
+            if let Some(bad) = integers
+                .iter()
+                .find(|v| !(v.fract() == 0.0 && (low..=high).contains(*v)))
+            {
+                return Err(fail(format!("{bad} is not a {format:?} integer")));
+            }
+            match format {
+                BlockFormat::Q4_1 => matrix.values.extend(
+                    (0..BLOCK / 2).map(|j| integers[j] as u8 | ((integers[j + 16] as u8) << 4)),
+                ),
+                _ => matrix
+                    .values
+                    .extend(integers.iter().map(|&v| v as i32 as i8 as u8)),
+            }
+        }
+        Ok(matrix)
     }
 
     /// Row `row` dequantized by docs/llm.md §2's exact rules (`d * q`, `d * (n - 8)`,
@@ -699,6 +791,61 @@ mod tests {
         let picked = w.select_rows(&[0, 0]).unwrap();
         assert_eq!(picked.rows(), 2);
         assert!(w.select_rows(&[1]).is_err());
+    }
+
+    #[test]
+    fn the_f32_block_encoding_keeps_the_arithmetic() {
+        for (seed, format) in [BlockFormat::Q4_0, BlockFormat::Q4_1, BlockFormat::Q8_0]
+            .into_iter()
+            .enumerate()
+        {
+            let mut rng = Rng(seed as u64 + 20);
+            let (n, cols) = (5, 4 * BLOCK);
+            let bytes = random_gguf(format, n * cols / BLOCK, &mut rng);
+            let w = QuantMatrix::from_gguf(format, n, cols, &bytes).unwrap();
+            let mut encoded = Vec::new();
+            for r in 0..n {
+                encoded.clear();
+                w.encode_row(r, &mut encoded);
+                assert_eq!(encoded.len(), w.encoded_cols());
+            }
+            let encoded: Vec<f32> = (0..n)
+                .flat_map(|r| {
+                    let mut row = Vec::new();
+                    w.encode_row(r, &mut row);
+                    row
+                })
+                .collect();
+            let back = QuantMatrix::from_encoded(n, cols, &encoded).unwrap();
+            let x: Vec<f32> = (0..2 * cols).map(|_| rng.float()).collect();
+            let xq = quantize_activations(&x, 2, cols).unwrap();
+            let (mut a, mut b) = (vec![0.0f32; 2 * n], vec![0.0f32; 2 * n]);
+            reference_linear(&xq, &w, 0..n, Activation::Identity, &mut a).unwrap();
+            linear(
+                &xq,
+                &back,
+                0..n,
+                Activation::Identity,
+                &mut b,
+                Compute::new(1),
+            )
+            .unwrap();
+            assert!(
+                a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{format:?}"
+            );
+            let (mut da, mut db) = (vec![0.0f32; cols], vec![0.0f32; cols]);
+            w.dequantize_row(1, &mut da);
+            back.dequantize_row(1, &mut db);
+            assert!(
+                da.iter().zip(&db).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{format:?}"
+            );
+            let mut bad = encoded.clone();
+            bad[1 + usize::from(format == BlockFormat::Q4_1)] = 0.5;
+            assert!(QuantMatrix::from_encoded(n, cols, &bad).is_err());
+            assert!(QuantMatrix::from_encoded(n, cols, &encoded[1..]).is_err());
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use piazza_llm::Generator;
+use piazza_llm::{Compute, Generation, Generator, OpKind, Recording, Tensor};
 
 /// The SmolLM2 generator; fails with instructions when the file is missing.
 pub fn generator() -> &'static Generator {
@@ -18,6 +18,46 @@ pub fn generator() -> &'static Generator {
         );
         Generator::load(&path).unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
     })
+}
+
+/// Re-execute step `index` of a recorded run the arbiter's way: from the committed weights
+/// alone ([`Generator::weights`]), a linear op's weight cut to the step's columns, through
+/// [`piazza_llm::compute_block`]; true when the output hashes to the run's leaf.
+pub fn step_from_committed_weights(
+    generator: &Generator,
+    recording: &Recording,
+    generation: &Generation,
+    index: usize,
+) -> bool {
+    let step = &recording.graph.steps[index];
+    let op = &recording.graph.ops[step.op];
+    let inputs = recording.step_inputs(index).unwrap();
+    let weights = generator.weights();
+    let held: Vec<Tensor> = op
+        .weights()
+        .map(|name| {
+            let tensor = weights.tensor(name).unwrap();
+            match op.kind {
+                OpKind::Linear { .. } => tensor
+                    .rows(step.columns.start, step.columns.len())
+                    .unwrap()
+                    .contiguous(),
+                _ => tensor.clone(),
+            }
+        })
+        .collect();
+    let held: Vec<&Tensor> = held.iter().collect();
+    let output = piazza_llm::compute_block(
+        generator.config(),
+        op,
+        &step.rows,
+        &step.columns,
+        &inputs,
+        &held,
+        Compute::new(1),
+    )
+    .unwrap();
+    Generator::step_leaf(index, &output) == generation.trace.step_hashes[index]
 }
 
 pub struct Case {
