@@ -100,6 +100,35 @@ impl std::fmt::Display for AssetId {
     }
 }
 
+/// Parses the form [`AssetId`] displays: `model:NAME`, `dataset:ID`, `agent:NAME`, `pool:ID`.
+impl std::str::FromStr for AssetId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (kind, rest) = s
+            .split_once(':')
+            .ok_or_else(|| format!("`{s}` is not KIND:ID (model:, dataset:, agent:, pool:)"))?;
+        let number = || {
+            rest.parse::<u64>()
+                .map_err(|_| format!("`{rest}` is not a number"))
+        };
+        let name = || {
+            if rest.is_empty() || rest.len() > NAME_BYTES_MAX {
+                Err(format!("a name is 1-{NAME_BYTES_MAX} bytes"))
+            } else {
+                Ok(rest.to_string())
+            }
+        };
+        match kind {
+            "model" => name().map(AssetId::Model),
+            "dataset" => number().map(AssetId::Dataset),
+            "agent" => name().map(AssetId::Agent),
+            "pool" => number().map(AssetId::Pool),
+            other => Err(format!("unknown asset kind `{other}`")),
+        }
+    }
+}
+
 /// An asset's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Asset {

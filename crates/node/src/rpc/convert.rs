@@ -95,6 +95,8 @@ pub fn message_json(message: &Message) -> Value {
         Message::Storage(m) => super::storage::message_json(m),
         Message::Grants(m) => super::agents::grants_json(m),
         Message::Agents(m) => super::agents::agents_json(m),
+        Message::Shares(m) => super::economy::shares_json(m),
+        Message::Data(m) => super::economy::data_json(m),
         Message::Bank(BankMsg::SettleAuthorization { authorization, .. }) => {
             super::agents::authorization_json(authorization)
         }

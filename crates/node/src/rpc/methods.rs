@@ -369,6 +369,9 @@ pub(super) fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value,
         name if super::agents::METHODS.contains(&name) => {
             super::agents::dispatch(app, name, params)
         }
+        name if super::economy::METHODS.contains(&name) => {
+            super::economy::dispatch(app, name, params)
+        }
         method::SUBSCRIBE | method::UNSUBSCRIBE => Err(rpc_error(
             error_code::METHOD_NOT_FOUND,
             "subscriptions need a WebSocket connection (GET /ws)",

@@ -12,6 +12,7 @@
 
 mod agents;
 mod convert;
+mod economy;
 pub mod framing;
 mod methods;
 pub mod server;
