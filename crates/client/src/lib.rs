@@ -35,6 +35,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 mod agents;
+pub mod economy;
 pub mod session;
 pub mod storage;
 
