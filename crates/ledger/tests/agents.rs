@@ -9,7 +9,7 @@ use piazza_codec::{Decode, Encode};
 use piazza_ledger::agents::{self, Agent, Endpoint, History, Profile, Protocol};
 use piazza_ledger::bank;
 use piazza_ledger::block::TxStatus;
-use piazza_ledger::grants::{self, MessageKind, Rate, Scope};
+use piazza_ledger::grants::{self, Rate, Scope};
 use piazza_ledger::state::StateDelta;
 use piazza_ledger::tx::{Message, SignedTransaction, Transaction};
 use piazza_ledger::ErrorCode;
