@@ -62,17 +62,6 @@ impl StorageParamsInfo {
     }
 }
 
-/// A blob record as the ledger keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BlobInfo {
-    pub id: Hash,
-    pub len_bytes: u64,
-    pub k: u16,
-    pub m: u16,
-    pub shard_len: u64,
-    pub shard_roots: Vec<Hash>,
-}
-
 /// An open challenge: answer chunk `chunk_index` of the shard by `deadline_height`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChallengeState {
@@ -103,7 +92,7 @@ pub struct ShardInfo {
 pub struct DealInfo {
     pub id: u64,
     pub owner: Address,
-    pub blob: BlobInfo,
+    pub blob: BlobRecord,
     pub epochs: u64,
     pub price_per_byte_epoch: String,
     pub escrow: String,
@@ -121,7 +110,7 @@ pub struct DealInfo {
 /// A blob and the deal keeping it (`piazza_getBlob`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlobDeal {
-    pub blob: BlobInfo,
+    pub blob: BlobRecord,
     pub deal: DealInfo,
 }
 

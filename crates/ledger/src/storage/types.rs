@@ -22,8 +22,9 @@ pub struct StorageProvider {
 }
 
 /// A blob as the ledger records it: its id, length and erasure layout (`k` data and `m` parity
-/// shards of `shard_len` bytes, each committed by its chunk Merkle root).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// shards of `shard_len` bytes, each committed by its chunk Merkle root). Its JSON (RPC) has the
+/// same fields, hashes in hex.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BlobRecord {
     /// `blob::blob_id` of the original bytes.
     pub id: Hash,

@@ -18,7 +18,7 @@ fn amount(value: Amount) -> String {
     value.base_units().to_string()
 }
 
-fn u64_param(params: &[Value], index: usize, what: &str) -> Result<u64, RpcError> {
+pub(super) fn u64_param(params: &[Value], index: usize, what: &str) -> Result<u64, RpcError> {
     param(params, index, what)?.as_u64().ok_or_else(|| {
         rpc_error(
             error_code::INVALID_PARAMS,

@@ -2,10 +2,11 @@
 //! blobs, shards, challenges, providers) as JSON. The shapes are documented in
 //! `docs/storage.md` and read by `piazza_client::storage`.
 
-use super::framing::{internal, rpc_error};
-use super::methods::{address_param, hash_param, param};
+use super::framing::internal;
+use super::methods::{address_param, hash_param};
+use super::sessions::u64_param;
 use crate::app::App;
-use piazza_api::{error_code, RpcError};
+use piazza_api::RpcError;
 use piazza_ledger::staking::{self, Role};
 use piazza_ledger::state::StateDelta;
 use piazza_ledger::storage;
@@ -97,12 +98,6 @@ fn challenge_json(c: &storage::Challenge) -> Value {
         "issued_height": c.issued_height, "deadline_height": c.deadline_height})
 }
 
-fn blob_json(b: &storage::BlobRecord) -> Value {
-    json!({"id": hash(&b.id), "len_bytes": b.len_bytes, "k": b.k, "m": b.m,
-        "shard_len": b.shard_len,
-        "shard_roots": b.shard_roots.iter().map(hash).collect::<Vec<_>>()})
-}
-
 fn deal_json(view: &StateDelta<'_>, d: &storage::Deal) -> Value {
     let shards: Vec<Value> = d
         .shards
@@ -123,7 +118,7 @@ fn deal_json(view: &StateDelta<'_>, d: &storage::Deal) -> Value {
     json!({
         "id": d.id,
         "owner": d.owner.to_string(),
-        "blob": blob_json(&d.blob),
+        "blob": &d.blob,
         "epochs": d.epochs,
         "price_per_byte_epoch": amount(d.price_per_byte_epoch),
         "escrow": amount(d.escrow),
@@ -161,16 +156,6 @@ fn provider_json(view: &StateDelta<'_>, p: &storage::StorageProvider, with_shard
     })
 }
 
-fn u64_param(params: &[Value], index: usize, what: &str) -> Result<u64, RpcError> {
-    param(params, index, what)?.as_u64().ok_or_else(|| {
-        rpc_error(
-            error_code::INVALID_PARAMS,
-            format!("{what} must be a non-negative integer"),
-            None,
-        )
-    })
-}
-
 /// Answers a storage method (see [`METHODS`]).
 pub(super) fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value, RpcError> {
     let snapshot = app.store().snapshot().map_err(internal)?;
@@ -184,7 +169,7 @@ pub(super) fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value,
             else {
                 return Ok(Value::Null);
             };
-            Ok(json!({"blob": blob_json(&deal.blob), "deal": deal_json(&view, &deal)}))
+            Ok(json!({"blob": &deal.blob, "deal": deal_json(&view, &deal)}))
         }
         method::GET_STORAGE_DEAL => {
             let id = u64_param(params, 0, "deal id")?;
