@@ -98,6 +98,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         path.display(),
         generator.weight_bytes() as f64 / (1 << 20) as f64
     );
+    if let Some(peak) = peak_memory_mib() {
+        println!("peak memory after load (VmHWM) {peak:.0} MiB");
+    }
     let prompt = generator.tokenize(PROMPT)?;
     println!(
         "prompt {} tokens, {new_tokens} new tokens, greedy",

@@ -315,18 +315,49 @@ impl Generator {
     /// Load a GGUF file for numeric profile `profile` (docs/llm.md §2.1).
     pub fn load_with(path: impl AsRef<Path>, profile: NumericProfile) -> Result<Generator> {
         let file = Gguf::open(path.as_ref())?;
-        Generator::from_gguf_with(&file, profile)
+        if profile == NumericProfile::F32 {
+            return Generator::from_gguf_with(&file, profile);
+        }
+        // The quantized weights are read while the file is released behind them.
+        let config = LlamaConfig::from_gguf(&file)?;
+        let tokenizer = Tokenizer::from_gguf(&file, config.vocab)?;
+        let output_weight = model::output_weight_name(&file);
+        let (weights, quantized) = model::drain_quantized_weights(file, &config)?;
+        Ok(Generator::assemble(
+            config,
+            profile,
+            tokenizer,
+            output_weight,
+            (weights, quantized),
+        ))
     }
 
     pub fn from_gguf_with(file: &Gguf, profile: NumericProfile) -> Result<Generator> {
         let config = LlamaConfig::from_gguf(file)?;
         let tokenizer = Tokenizer::from_gguf(file, config.vocab)?;
-        let (weights, quantized) = match profile {
+        let loaded = match profile {
             NumericProfile::F32 => (model::load_weights(file, &config)?, BTreeMap::new()),
             NumericProfile::Quantized => model::load_quantized_weights(file, &config)?,
         };
-        Ok(Generator {
-            output_weight: model::output_weight_name(file),
+        let output_weight = model::output_weight_name(file);
+        Ok(Generator::assemble(
+            config,
+            profile,
+            tokenizer,
+            output_weight,
+            loaded,
+        ))
+    }
+
+    fn assemble(
+        config: LlamaConfig,
+        profile: NumericProfile,
+        tokenizer: Tokenizer,
+        output_weight: &'static str,
+        (weights, quantized): (Weights, BTreeMap<String, QuantMatrix>),
+    ) -> Generator {
+        Generator {
+            output_weight,
             commitment: OnceLock::new(),
             committed: OnceLock::new(),
             config,
@@ -334,7 +365,7 @@ impl Generator {
             weights,
             quantized,
             tokenizer,
-        })
+        }
     }
 
     pub fn config(&self) -> &LlamaConfig {
@@ -672,6 +703,13 @@ impl Generator {
                 &params.sampling,
             );
             let first_step = leaves.len();
+            // Without a recording, an output is dropped after its last reader in the pass (a
+            // prefill's activations are never all held at once).
+            let last_reader = if record {
+                Vec::new()
+            } else {
+                pass_last_readers(&graph.ops, pass_start)
+            };
             for op_index in pass_start..graph.ops.len() {
                 let op = &graph.ops[op_index];
                 let [op_rows, width] = op.output_shape;
@@ -725,6 +763,17 @@ impl Generator {
                     leaves.push(block_hash(step_index, values, width, step));
                 }
                 outputs.push(Some(output));
+                if !record {
+                    let op = &graph.ops[op_index];
+                    for i in op.activations().flat_map(source_ops) {
+                        let last = i.checked_sub(pass_start).and_then(|at| last_reader.get(at));
+                        if last == Some(&op_index) && i != sample {
+                            if let Some(slot) = outputs.get_mut(i) {
+                                *slot = None;
+                            }
+                        }
+                    }
+                }
             }
             debug_assert!(first_step <= leaves.len());
             if !record {
@@ -956,6 +1005,29 @@ impl KvStacks {
             _ => Err(missing()),
         }
     }
+}
+
+/// The ops whose outputs `source` reads (through stacks).
+fn source_ops(source: &Source) -> Vec<usize> {
+    match source {
+        Source::Op(i) => vec![*i],
+        Source::Rows(parts) => parts.iter().flat_map(source_ops).collect(),
+        Source::Input(_) | Source::Weight(_) => Vec::new(),
+    }
+}
+
+/// For each op from `pass_start` on, the last op of the pass that reads its output (`usize::MAX`
+/// when none does).
+fn pass_last_readers(ops: &[Op], pass_start: usize) -> Vec<usize> {
+    let mut last = vec![usize::MAX; ops.len().saturating_sub(pass_start)];
+    for (reader, op) in ops.iter().enumerate().skip(pass_start) {
+        for i in op.activations().flat_map(source_ops) {
+            if let Some(slot) = i.checked_sub(pass_start).and_then(|at| last.get_mut(at)) {
+                *slot = reader;
+            }
+        }
+    }
+    last
 }
 
 /// The first op and the parts of a stacked source.

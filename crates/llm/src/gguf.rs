@@ -507,6 +507,26 @@ impl Gguf {
         Some(&self.bytes[start..start + info.byte_len as usize])
     }
 
+    /// Consume the file: hand every tensor's stored bytes to `visit`, last in the data section
+    /// first, and release the data behind each one as it goes (the allocation shrinks), so a
+    /// loader that keeps what it reads never holds the whole file beside it.
+    pub fn drain_tensors(
+        mut self,
+        mut visit: impl FnMut(&TensorInfo, &[u8]) -> std::result::Result<(), crate::Error>,
+    ) -> std::result::Result<(), crate::Error> {
+        let mut infos: Vec<TensorInfo> = std::mem::take(&mut self.tensors).into_values().collect();
+        infos.sort_by_key(|info| std::cmp::Reverse(info.offset));
+        for info in infos {
+            // The parser checked that every tensor lies inside the data section.
+            let start = self.data_start + info.offset as usize;
+            let end = start + info.byte_len as usize;
+            visit(&info, &self.bytes[start..end])?;
+            self.bytes.truncate(start);
+            self.bytes.shrink_to_fit();
+        }
+        Ok(())
+    }
+
     /// Tensor `name` dequantized to f32 with its row-major shape.
     pub fn tensor_f32(&self, name: &str) -> Result<Tensor> {
         let info = self.tensors.get(name).ok_or_else(|| GgufError::Tensor {

@@ -12,7 +12,7 @@ use piazza_engine::weights::Weights;
 use piazza_tensor::quant::{BlockFormat, QuantMatrix};
 use piazza_tensor::Tensor;
 
-use crate::gguf::{Gguf, GgufError};
+use crate::gguf::{Gguf, GgufError, TensorInfo};
 use crate::{Error, Result};
 
 /// Largest hidden size, FFN size, layer count, head count and context accepted from a file.
@@ -359,18 +359,62 @@ pub fn load_quantized_weights(
     file: &Gguf,
     config: &LlamaConfig,
 ) -> Result<(Weights, BTreeMap<String, QuantMatrix>)> {
-    let mut tensors = BTreeMap::new();
-    let mut matrices = BTreeMap::new();
+    let mut loaded = QuantizedWeights::default();
     for (name, shape) in expected_shapes(file, config) {
         let info = checked_info(file, &name, &shape)?;
+        let bytes = file.tensor_bytes(&name).unwrap_or_default();
+        loaded.add(config, info, bytes)?;
+    }
+    Ok((Weights::from_tensors(loaded.tensors), loaded.matrices))
+}
+
+/// [`load_quantized_weights`] that consumes the file: each tensor's stored bytes are released
+/// once read (from the end of the data section backwards), so the process never holds the
+/// whole file beside the whole model.
+pub fn drain_quantized_weights(
+    file: Gguf,
+    config: &LlamaConfig,
+) -> Result<(Weights, BTreeMap<String, QuantMatrix>)> {
+    let expected = expected_shapes(&file, config);
+    for (name, shape) in &expected {
+        checked_info(&file, name, shape)?;
+    }
+    let wanted: std::collections::BTreeSet<String> =
+        expected.into_iter().map(|(name, _)| name).collect();
+    let mut loaded = QuantizedWeights::default();
+    file.drain_tensors(|info, bytes| {
+        if wanted.contains(&info.name) {
+            loaded.add(config, info, bytes)?;
+        }
+        Ok(())
+    })?;
+    Ok((Weights::from_tensors(loaded.tensors), loaded.matrices))
+}
+
+/// What [`load_quantized_weights`] builds, tensor by tensor.
+#[derive(Default)]
+struct QuantizedWeights {
+    tensors: BTreeMap<String, Tensor>,
+    matrices: BTreeMap<String, QuantMatrix>,
+}
+
+impl QuantizedWeights {
+    /// Add weight `info` (shape already checked) from its stored `bytes`.
+    fn add(&mut self, config: &LlamaConfig, info: &TensorInfo, bytes: &[u8]) -> Result<()> {
+        let (name, shape) = (&info.name, info.shape());
         let format = match (block_format(info.dtype), shape.as_slice()) {
             (Some(format), [_, _]) => format,
             _ => {
-                tensors.insert(name.clone(), file.tensor_f32(&name)?);
-                continue;
+                let mut values = vec![0.0f32; info.element_count() as usize];
+                crate::gguf::dequantize(info.dtype, bytes, &mut values);
+                let tensor = Tensor::from_vec(values, &shape).map_err(|source| Error::Tensor {
+                    op: name.clone(),
+                    source,
+                })?;
+                self.tensors.insert(name.clone(), tensor);
+                return Ok(());
             }
         };
-        let bytes = file.tensor_bytes(&name).unwrap_or_default();
         let quant_error = |e: piazza_tensor::quant::QuantError| {
             Error::Gguf(GgufError::Tensor {
                 name: name.clone(),
@@ -390,9 +434,9 @@ pub fn load_quantized_weights(
             let order = unpermuted_order(shape[0], heads, &shape)?;
             matrix = matrix.select_rows(&order).map_err(quant_error)?;
         }
-        matrices.insert(name, matrix);
+        self.matrices.insert(name.clone(), matrix);
+        Ok(())
     }
-    Ok((Weights::from_tensors(tensors), matrices))
 }
 
 /// Every weight the decoder reads with its row-major shape, the output projection included.
@@ -405,11 +449,7 @@ fn expected_shapes(file: &Gguf, config: &LlamaConfig) -> Vec<(String, Vec<usize>
 }
 
 /// The header entry of weight `name`, which must have shape `shape`.
-fn checked_info<'f>(
-    file: &'f Gguf,
-    name: &str,
-    shape: &[usize],
-) -> Result<&'f crate::gguf::TensorInfo> {
+fn checked_info<'f>(file: &'f Gguf, name: &str, shape: &[usize]) -> Result<&'f TensorInfo> {
     let info = file
         .tensors()
         .get(name)

@@ -167,3 +167,25 @@ fn next_token_logits_stay_within_the_tolerance_of_f32() {
         );
     }
 }
+
+#[test]
+fn the_draining_loader_gives_the_same_model_as_the_borrowing_one() {
+    let path = piazza_llm::default_model_path();
+    let file = piazza_llm::Gguf::open(&path).unwrap();
+    let borrowed = Generator::from_gguf_with(&file, NumericProfile::Quantized).unwrap();
+    // The file's tensors, each handed over once, last in the data section first.
+    let mut offsets = Vec::new();
+    file.clone()
+        .drain_tensors(|info, bytes| {
+            assert_eq!(bytes.len() as u64, info.byte_len);
+            offsets.push(info.offset);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(offsets.len(), file.tensors().len());
+    assert!(offsets.windows(2).all(|w| w[0] > w[1]));
+    assert_eq!(
+        borrowed.weight_commitment().root,
+        quantized().weight_commitment().root
+    );
+}

@@ -605,20 +605,93 @@ mod x86 {
         _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b)
     }
 
+    /// Eight blocks' partial-sum vectors reduced to one vector of their eight sums, block
+    /// `i` in lane `i` (integer adds: exact in any order).
+    #[inline(always)]
+    unsafe fn reduce8(p: [__m256i; 8]) -> __m256i {
+        let t0 = _mm256_hadd_epi32(p[0], p[1]);
+        let t1 = _mm256_hadd_epi32(p[2], p[3]);
+        let t2 = _mm256_hadd_epi32(p[4], p[5]);
+        let t3 = _mm256_hadd_epi32(p[6], p[7]);
+        let u0 = _mm256_hadd_epi32(t0, t1);
+        let u1 = _mm256_hadd_epi32(t2, t3);
+        _mm256_add_epi32(
+            _mm256_permute2x128_si256(u0, u1, 0x20),
+            _mm256_permute2x128_si256(u0, u1, 0x31),
+        )
+    }
+
+    /// `term_b` of eight blocks from their exact integer dots, lane by lane the same f32
+    /// operations as [`super::block_term`].
+    #[inline(always)]
+    unsafe fn terms8(
+        w: &QuantMatrix,
+        wb: usize,
+        x: &QuantActivations,
+        xb: usize,
+        isum: __m256i,
+    ) -> [f32; 8] {
+        let sums = _mm256_loadu_si256(x.sums.as_ptr().add(xb) as *const __m256i);
+        let isum = match w.format {
+            BlockFormat::Q4_0 => _mm256_sub_epi32(isum, _mm256_slli_epi32(sums, 3)),
+            _ => isum,
+        };
+        let da = _mm256_loadu_ps(x.scales.as_ptr().add(xb));
+        let dw = _mm256_loadu_ps(w.scales.as_ptr().add(wb));
+        let mut term = _mm256_mul_ps(_mm256_mul_ps(dw, da), _mm256_cvtepi32_ps(isum));
+        if w.format == BlockFormat::Q4_1 {
+            let mw = _mm256_loadu_ps(w.mins.as_ptr().add(wb));
+            let offset = _mm256_mul_ps(_mm256_mul_ps(mw, da), _mm256_cvtepi32_ps(sums));
+            term = _mm256_add_ps(term, offset);
+        }
+        let mut out = [0.0f32; 8];
+        _mm256_storeu_ps(out.as_mut_ptr(), term);
+        out
+    }
+
+    /// Weight rows computed together: they share the activation loads, and their sequential
+    /// sums are independent chains the CPU overlaps.
+    const ROWS_TOGETHER: usize = 4;
+
     macro_rules! dots_body {
         ($partial:ident, $x:ident, $row:ident, $w:ident, $columns:ident, $out:ident) => {{
             let bpr = $w.cols / BLOCK;
-            for (o, w_row) in $out.iter_mut().zip($columns) {
-                let mut acc = 0.0f32;
-                for b in 0..bpr {
-                    let (wb, xb) = (w_row * bpr + b, $row * bpr + b);
-                    let wv = load_weights($w, wb);
-                    let xv =
-                        _mm256_loadu_si256($x.values.as_ptr().add(xb * BLOCK) as *const __m256i);
-                    let raw = hsum($partial($w.format, wv, xv));
-                    acc += block_term($w, wb, $x, xb, isum_fixup($w, $x, xb, raw));
+            let groups = bpr / 8;
+            for (chunk, outs) in $out.chunks_mut(ROWS_TOGETHER).enumerate() {
+                let first = $columns.start + chunk * ROWS_TOGETHER;
+                let mut acc = [0.0f32; ROWS_TOGETHER];
+                for g in 0..groups {
+                    let xb = $row * bpr + 8 * g;
+                    let mut xv = [_mm256_setzero_si256(); 8];
+                    for (i, v) in xv.iter_mut().enumerate() {
+                        *v = _mm256_loadu_si256(
+                            $x.values.as_ptr().add((xb + i) * BLOCK) as *const __m256i
+                        );
+                    }
+                    for (r, acc) in acc.iter_mut().enumerate().take(outs.len()) {
+                        let wb = (first + r) * bpr + 8 * g;
+                        let mut partials = [_mm256_setzero_si256(); 8];
+                        for (i, partial) in partials.iter_mut().enumerate() {
+                            *partial = $partial($w.format, load_weights($w, wb + i), xv[i]);
+                        }
+                        for term in terms8($w, wb, $x, xb, reduce8(partials)) {
+                            *acc += term;
+                        }
+                    }
                 }
-                *o = acc;
+                for (r, (o, acc)) in outs.iter_mut().zip(acc).enumerate() {
+                    let mut acc = acc;
+                    for b in 8 * groups..bpr {
+                        let (wb, xb) = ((first + r) * bpr + b, $row * bpr + b);
+                        let wv = load_weights($w, wb);
+                        let xv = _mm256_loadu_si256(
+                            $x.values.as_ptr().add(xb * BLOCK) as *const __m256i
+                        );
+                        let raw = hsum($partial($w.format, wv, xv));
+                        acc += block_term($w, wb, $x, xb, isum_fixup($w, $x, xb, raw));
+                    }
+                    *o = acc;
+                }
             }
         }};
     }
