@@ -283,3 +283,29 @@ fn depth_below(
     }
     Ok(deepest)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::ModelRecord;
+
+    #[test]
+    fn genesis_json_without_the_new_fields_takes_the_defaults() {
+        let owner = serde_json::to_value(piazza_primitives::Address([1; 20])).unwrap();
+        let hash = serde_json::to_value(Hash([7; 32])).unwrap();
+        let json = serde_json::json!({"name": "m", "kind": "generation", "architecture": "llama",
+            "config_hash": hash, "weights_commitment": hash, "tokenizer_hash": hash,
+            "owner": owner, "license": "", "price_floor": "1"});
+        let record: ModelRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(record.numeric, NumericProfile::F32);
+        assert_eq!(record.files, None);
+        assert_eq!(record.lineage, Lineage::default());
+        let with = r#"{"parents":[{"source":{"model":"base"},"weight_bps":6000},
+            {"source":{"dataset":3},"weight_bps":4000}],"royalty_bps":2500}"#;
+        let lineage: Lineage = serde_json::from_str(with).unwrap();
+        assert_eq!(lineage.parents[1].source, Source::Dataset(3));
+        assert_eq!(lineage.check("child"), Ok(()));
+        let bytes = lineage.to_bytes();
+        assert_eq!(Lineage::decode(&mut Reader::new(&bytes)).unwrap(), lineage);
+    }
+}
