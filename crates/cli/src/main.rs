@@ -17,6 +17,7 @@ mod bench_jobs;
 mod bench_long;
 mod config;
 mod devnet;
+mod economy;
 mod market;
 mod out;
 mod password;
@@ -220,6 +221,9 @@ enum Command {
     /// Chat with a model over a session: lines in, answers streamed, each receipt checked
     /// and paid.
     Chat(session::ChatArgs),
+    /// The economy: shares, offerings, models with lineage, datasets, pools, labelling.
+    #[command(flatten)]
+    Economy(economy::EconomyCommand),
     /// Benchmarks that print comparable numbers.
     Bench {
         #[command(subcommand)]
@@ -438,6 +442,7 @@ async fn run(command: Command) -> Result<()> {
             piazza_gateway::run(config::gateway_defaults(command)).await
         }
         Command::Session { command } => session::run(command).await,
+        Command::Economy(command) => economy::run(command).await,
         Command::Chat(args) => session::chat(args).await,
         Command::Bench { command } => {
             tokio::task::spawn_blocking(move || bench::run(command)).await?

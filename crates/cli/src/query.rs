@@ -168,7 +168,7 @@ pub async fn status(args: &ClientArgs) -> Result<()> {
     Ok(())
 }
 
-async fn submit(args: &ClientArgs, signer: &SignerArgs, message: Message) -> Result<()> {
+pub(crate) async fn submit(args: &ClientArgs, signer: &SignerArgs, message: Message) -> Result<()> {
     submit_for_receipt(args, signer, message, true)
         .await
         .map(|_| ())

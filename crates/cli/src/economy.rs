@@ -1,0 +1,787 @@
+//! `piazza shares|offering|model|dataset|pool|label ...`: the economy from the command line
+//! (docs/economy.md). Every command that sends a transaction takes the signer's flags
+//! (`--from`, `--max-fee`, `--wait`); every command takes `--json`.
+
+use crate::query::{print, resolve, submit};
+use crate::{ClientArgs, SignerArgs};
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use piazza_client::Client;
+use piazza_ledger::bank::assets::AssetId;
+use piazza_ledger::bank::curve::Curve;
+use piazza_ledger::bank::shares;
+use piazza_ledger::data::{self, Rule};
+use piazza_ledger::models::{self, Lineage, ModelKind, ModelRecord, Parent, Source};
+use piazza_ledger::tx::Message;
+use piazza_primitives::{Address, Amount, Hash};
+use serde_json::Value;
+
+#[derive(Subcommand)]
+pub enum EconomyCommand {
+    /// Share assets of models, datasets, agents and pools: issue, transfer, claim, show.
+    Shares {
+        #[command(subcommand)]
+        command: SharesCommand,
+    },
+    /// Offerings of share units at a fixed price or on a linear bonding curve.
+    Offering {
+        #[command(subcommand)]
+        command: OfferingCommand,
+    },
+    /// Model records with lineage (base models and datasets, royalty).
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+    /// Datasets: register, buy access, seal a buyer's content key, show.
+    Dataset {
+        #[command(subcommand)]
+        command: DatasetCommand,
+    },
+    /// Contribution pools validated by embedding jobs.
+    Pool {
+        #[command(subcommand)]
+        command: PoolCommand,
+    },
+    /// Labelling tasks.
+    Label {
+        #[command(subcommand)]
+        command: LabelCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SharesCommand {
+    /// Issue the asset's whole fixed supply to its owner (once).
+    Issue {
+        /// `model:NAME`, `dataset:ID` or `agent:NAME`.
+        asset: String,
+        #[arg(long)]
+        supply: u128,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        signer: SignerArgs,
+    },
+    /// Transfer units to an address or key name.
+    Transfer {
+        asset: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        units: u128,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        signer: SignerArgs,
+    },
+    /// Claim the revenue the signer's units have earned.
+    Claim {
+        asset: String,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        signer: SignerArgs,
+    },
+    /// The asset, its holders and what each may claim.
+    Show {
+        asset: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum OfferingCommand {
+    /// Offer units: `--price` for a fixed price, or `--base`/`--slope` for a linear curve.
+    Create {
+        asset: String,
+        #[arg(long)]
+        units: u128,
+        /// PZA per unit (fixed price).
+        #[arg(long, conflicts_with_all = ["base", "slope"])]
+        price: Option<String>,
+        /// PZA of the first unit on a linear curve.
+        #[arg(long)]
+        base: Option<String>,
+        /// PZA added per unit sold on a linear curve.
+        #[arg(long)]
+        slope: Option<String>,
+        /// Share of each purchase kept to refund sales back (basis points).
+        #[arg(long, default_value_t = 10_000)]
+        reserve_bps: u16,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        signer: SignerArgs,
+    },
+    /// Buy units, paying at most `--max-cost` PZA.
+    Buy {
+        id: u64,
+        #[arg(long)]
+        units: u128,
+        #[arg(long)]
+        max_cost: String,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        signer: SignerArgs,
+    },
+    /// Sell units back to a curve offering for at least `--min-refund` PZA.
+    Sell {
+        id: u64,
+        #[arg(long)]
+        units: u128,
+        #[arg(long, default_value = "0")]
+        min_refund: String,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        signer: SignerArgs,
+    },
+    /// End an offering (the seller): unsold units are released.
+    Close {
+        id: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        signer: SignerArgs,
+    },
+    Show {
+        id: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ModelCommand {
+    /// Register a model with its lineage: `--base M:W` and `--dataset D:W` (weights in basis
+    /// points summing to 10 000), `--royalty-bps` flowing up to them.
+    Register {
+        #[arg(long)]
+        name: String,
+        /// `embedding` or `generation`.
+        #[arg(long, default_value = "generation")]
+        kind: String,
+        #[arg(long)]
+        architecture: String,
+        #[arg(long)]
+        config_hash: Hash,
+        #[arg(long)]
+        weights_commitment: Hash,
+        #[arg(long)]
+        tokenizer_hash: Hash,
+        #[arg(long, default_value = "")]
+        license: String,
+        /// Least PZA per unit of work.
+        #[arg(long, default_value = "0.000001")]
+        price_floor: String,
+        /// A base model and its weight, `NAME:BPS` (repeatable).
+        #[arg(long = "base")]
+        bases: Vec<String>,
+        /// A dataset and its weight, `ID:BPS` (repeatable).
+        #[arg(long = "dataset")]
+        datasets: Vec<String>,
+        #[arg(long, default_value_t = 0)]
+        royalty_bps: u16,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        signer: SignerArgs,
+    },
+    /// A model's lineage graph.
+    Lineage {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DatasetCommand {
+    Register {
+        /// The content's blob id.
+        #[arg(long)]
+        blob: Hash,
+        #[arg(long, default_value = "")]
+        schema: String,
+        #[arg(long, default_value = "")]
+        license: String,
+        /// PZA per access.
+        #[arg(long)]
+        price: String,
+        #[arg(long)]
+        encrypted: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        signer: SignerArgs,
+    },
+    /// Buy access at the dataset's price.
+    Buy {
+        id: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        signer: SignerArgs,
+    },
+    /// Give a buyer the content key sealed to its key (hex).
+    Seal {
+        id: u64,
+        #[arg(long)]
+        buyer: String,
+        #[arg(long)]
+        sealed_key: String,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        signer: SignerArgs,
+    },
+    Show {
+        id: u64,
+        /// Also show this account's access.
+        #[arg(long)]
+        buyer: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PoolCommand {
+    /// Open a pool whose items are validated by `--model` embeddings.
+    Create {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        dims: u16,
+        /// Least squared distance (embeddings quantized to i8 at scale 127) to every item.
+        #[arg(long)]
+        min_distance_sq: u32,
+        #[arg(long, default_value = "")]
+        schema: String,
+        #[arg(long, default_value = "")]
+        license: String,
+        #[arg(long)]
+        price: String,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        signer: SignerArgs,
+    },
+    /// Add an item proven new by a settled embedding job the signer paid for.
+    Contribute {
+        id: u64,
+        /// The item's text (its hash is the job input's hash).
+        #[arg(long)]
+        text: String,
+        #[arg(long)]
+        job: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        signer: SignerArgs,
+    },
+    Show {
+        id: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum LabelCommand {
+    Create {
+        /// Item hashes (repeatable).
+        #[arg(long = "item", required = true)]
+        items: Vec<Hash>,
+        #[arg(long, default_value_t = 3)]
+        k: u8,
+        /// PZA per agreeing label.
+        #[arg(long)]
+        reward: String,
+        /// PZA each labeller stakes.
+        #[arg(long)]
+        stake: String,
+        /// `majority` or `tolerance:N`.
+        #[arg(long, default_value = "majority")]
+        rule: String,
+        #[arg(long, default_value_t = 20)]
+        join_blocks: u32,
+        #[arg(long, default_value_t = 50)]
+        label_blocks: u32,
+        /// PZA per access to the labelled dataset.
+        #[arg(long, default_value = "0")]
+        price: String,
+        #[arg(long, default_value = "")]
+        license: String,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        signer: SignerArgs,
+    },
+    Join {
+        id: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        signer: SignerArgs,
+    },
+    Assign {
+        id: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        signer: SignerArgs,
+    },
+    Submit {
+        id: u64,
+        #[arg(long)]
+        item: u16,
+        #[arg(long)]
+        value: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        signer: SignerArgs,
+    },
+    Settle {
+        id: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        signer: SignerArgs,
+    },
+    Show {
+        id: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+fn asset(text: &str) -> Result<AssetId> {
+    text.parse().map_err(anyhow::Error::msg)
+}
+
+fn base_units(pza: &str) -> Result<u128> {
+    Ok(pza.parse::<Amount>()?.base_units())
+}
+
+/// `NAME:BPS` or `ID:BPS`.
+fn weighted(spec: &str) -> Result<(&str, u16)> {
+    let (name, bps) = spec
+        .rsplit_once(':')
+        .with_context(|| format!("`{spec}` is not NAME:BPS"))?;
+    Ok((
+        name,
+        bps.parse().with_context(|| format!("weight in `{spec}`"))?,
+    ))
+}
+
+/// The lineage the flags describe.
+pub fn lineage(bases: &[String], datasets: &[String], royalty_bps: u16) -> Result<Lineage> {
+    let mut parents = Vec::new();
+    for spec in bases {
+        let (name, weight_bps) = weighted(spec)?;
+        parents.push(Parent {
+            source: Source::Model(name.to_string()),
+            weight_bps,
+        });
+    }
+    for spec in datasets {
+        let (id, weight_bps) = weighted(spec)?;
+        parents.push(Parent {
+            source: Source::Dataset(id.parse().with_context(|| format!("dataset id `{id}`"))?),
+            weight_bps,
+        });
+    }
+    Ok(Lineage {
+        parents,
+        royalty_bps,
+    })
+}
+
+fn rule(text: &str) -> Result<Rule> {
+    match text.split_once(':') {
+        None if text == "majority" => Ok(Rule::Majority),
+        Some(("tolerance", n)) => Ok(Rule::Tolerance {
+            tolerance: n.parse()?,
+        }),
+        _ => bail!("a rule is `majority` or `tolerance:N`"),
+    }
+}
+
+/// Prints a queried JSON value (pretty in both modes; `null` as "not found").
+fn show(client: &ClientArgs, value: Value) -> Result<()> {
+    anyhow::ensure!(!value.is_null(), "not found");
+    print(client.json, &value, || {
+        serde_json::to_string_pretty(&value).expect("JSON values serialize")
+    });
+    Ok(())
+}
+
+fn keystore(signer: &SignerArgs) -> Option<std::path::PathBuf> {
+    signer.key.keystore.clone()
+}
+
+pub async fn run(command: EconomyCommand) -> Result<()> {
+    match command {
+        EconomyCommand::Shares { command } => shares(command).await,
+        EconomyCommand::Offering { command } => offering(command).await,
+        EconomyCommand::Model { command } => model(command).await,
+        EconomyCommand::Dataset { command } => dataset(command).await,
+        EconomyCommand::Pool { command } => pool(command).await,
+        EconomyCommand::Label { command } => label(command).await,
+    }
+}
+
+async fn shares(command: SharesCommand) -> Result<()> {
+    let (client, signer, msg) = match command {
+        SharesCommand::Show { asset: id, client } => {
+            let value = Client::new(&client.node).asset(&asset(&id)?).await?;
+            return show(&client, value);
+        }
+        SharesCommand::Issue {
+            asset: id,
+            supply,
+            client,
+            signer,
+        } => (
+            client,
+            signer,
+            shares::Msg::Issue {
+                asset: asset(&id)?,
+                supply,
+            },
+        ),
+        SharesCommand::Transfer {
+            asset: id,
+            to,
+            units,
+            client,
+            signer,
+        } => {
+            let to: Address = resolve(&to, keystore(&signer))?;
+            let msg = shares::Msg::Transfer {
+                asset: asset(&id)?,
+                to,
+                units,
+            };
+            (client, signer, msg)
+        }
+        SharesCommand::Claim {
+            asset: id,
+            client,
+            signer,
+        } => (client, signer, shares::Msg::Claim { asset: asset(&id)? }),
+    };
+    submit(&client, &signer, Message::Shares(msg)).await
+}
+
+async fn offering(command: OfferingCommand) -> Result<()> {
+    let (client, signer, msg) = match command {
+        OfferingCommand::Show { id, client } => {
+            let value = Client::new(&client.node).offering(id).await?;
+            return show(&client, value);
+        }
+        OfferingCommand::Create {
+            asset: id,
+            units,
+            price,
+            base,
+            slope,
+            reserve_bps,
+            client,
+            signer,
+        } => {
+            let curve = match (price, base, slope) {
+                (Some(price), None, None) => Curve::Fixed {
+                    price: base_units(&price)?,
+                },
+                (None, Some(base), slope) => Curve::Linear {
+                    base: base_units(&base)?,
+                    slope: base_units(slope.as_deref().unwrap_or("0"))?,
+                    reserve_bps,
+                },
+                _ => bail!("give --price (fixed) or --base [--slope] (linear curve)"),
+            };
+            let msg = shares::Msg::Offer {
+                asset: asset(&id)?,
+                units,
+                curve,
+            };
+            (client, signer, msg)
+        }
+        OfferingCommand::Buy {
+            id,
+            units,
+            max_cost,
+            client,
+            signer,
+        } => (
+            client,
+            signer,
+            shares::Msg::Buy {
+                offering: id,
+                units,
+                max_cost: max_cost.parse()?,
+            },
+        ),
+        OfferingCommand::Sell {
+            id,
+            units,
+            min_refund,
+            client,
+            signer,
+        } => (
+            client,
+            signer,
+            shares::Msg::Sell {
+                offering: id,
+                units,
+                min_refund: min_refund.parse()?,
+            },
+        ),
+        OfferingCommand::Close { id, client, signer } => {
+            (client, signer, shares::Msg::Close { offering: id })
+        }
+    };
+    submit(&client, &signer, Message::Shares(msg)).await
+}
+
+async fn model(command: ModelCommand) -> Result<()> {
+    match command {
+        ModelCommand::Lineage { name, client } => {
+            let value = Client::new(&client.node).lineage(&name).await?;
+            show(&client, value)
+        }
+        ModelCommand::Register {
+            name,
+            kind,
+            architecture,
+            config_hash,
+            weights_commitment,
+            tokenizer_hash,
+            license,
+            price_floor,
+            bases,
+            datasets,
+            royalty_bps,
+            client,
+            signer,
+        } => {
+            let kind = match kind.as_str() {
+                "embedding" => ModelKind::Embedding,
+                "generation" => ModelKind::Generation,
+                other => bail!("a model kind is `embedding` or `generation`, not `{other}`"),
+            };
+            let record = ModelRecord {
+                name,
+                kind,
+                architecture,
+                config_hash,
+                weights_commitment,
+                tokenizer_hash,
+                // The ledger sets the owner to the signer.
+                owner: Address([0; 20]),
+                license,
+                price_floor: price_floor.parse()?,
+                numeric: Default::default(),
+                files: None,
+                lineage: lineage(&bases, &datasets, royalty_bps)?,
+            };
+            let msg = Message::Models(models::Msg::Register(record));
+            submit(&client, &signer, msg).await
+        }
+    }
+}
+
+async fn dataset(command: DatasetCommand) -> Result<()> {
+    let (client, signer, msg) = match command {
+        DatasetCommand::Show { id, buyer, client } => {
+            let buyer = buyer.map(|b| resolve(&b, None)).transpose()?;
+            let value = Client::new(&client.node)
+                .dataset(id, buyer.as_ref())
+                .await?;
+            return show(&client, value);
+        }
+        DatasetCommand::Register {
+            blob,
+            schema,
+            license,
+            price,
+            encrypted,
+            client,
+            signer,
+        } => (
+            client,
+            signer,
+            data::Msg::RegisterDataset {
+                blob,
+                schema,
+                license,
+                price: price.parse()?,
+                encrypted,
+            },
+        ),
+        DatasetCommand::Buy { id, client, signer } => {
+            (client, signer, data::Msg::BuyAccess { dataset: id })
+        }
+        DatasetCommand::Seal {
+            id,
+            buyer,
+            sealed_key,
+            client,
+            signer,
+        } => {
+            let buyer = resolve(&buyer, keystore(&signer))?;
+            let sealed_key = hex::decode(&sealed_key).context("the sealed key is hex")?;
+            let msg = data::Msg::SealKey {
+                dataset: id,
+                buyer,
+                sealed_key,
+            };
+            (client, signer, msg)
+        }
+    };
+    submit(&client, &signer, Message::Data(msg)).await
+}
+
+async fn pool(command: PoolCommand) -> Result<()> {
+    let (client, signer, msg) = match command {
+        PoolCommand::Show { id, client } => {
+            let value = Client::new(&client.node).pool(id).await?;
+            return show(&client, value);
+        }
+        PoolCommand::Create {
+            model,
+            dims,
+            min_distance_sq,
+            schema,
+            license,
+            price,
+            client,
+            signer,
+        } => (
+            client,
+            signer,
+            data::Msg::CreatePool {
+                model,
+                dims,
+                min_distance_sq,
+                schema,
+                license,
+                price: price.parse()?,
+            },
+        ),
+        PoolCommand::Contribute {
+            id,
+            text,
+            job,
+            client,
+            signer,
+        } => (
+            client,
+            signer,
+            data::Msg::Contribute {
+                pool: id,
+                item: piazza_ledger::compute::input_hash(text.as_bytes()),
+                validation_job: job,
+            },
+        ),
+    };
+    submit(&client, &signer, Message::Data(msg)).await
+}
+
+async fn label(command: LabelCommand) -> Result<()> {
+    let (client, signer, msg) = match command {
+        LabelCommand::Show { id, client } => {
+            let value = Client::new(&client.node).label_task(id).await?;
+            return show(&client, value);
+        }
+        LabelCommand::Create {
+            items,
+            k,
+            reward,
+            stake,
+            rule: text,
+            join_blocks,
+            label_blocks,
+            price,
+            license,
+            client,
+            signer,
+        } => (
+            client,
+            signer,
+            data::Msg::CreateLabelTask {
+                items,
+                k,
+                reward_per_label: reward.parse()?,
+                stake: stake.parse()?,
+                rule: rule(&text)?,
+                join_blocks,
+                label_blocks,
+                price: price.parse()?,
+                license,
+            },
+        ),
+        LabelCommand::Join { id, client, signer } => {
+            (client, signer, data::Msg::JoinLabelTask { task: id })
+        }
+        LabelCommand::Assign { id, client, signer } => {
+            (client, signer, data::Msg::AssignLabels { task: id })
+        }
+        LabelCommand::Submit {
+            id,
+            item,
+            value,
+            client,
+            signer,
+        } => (
+            client,
+            signer,
+            data::Msg::SubmitLabel {
+                task: id,
+                item,
+                value,
+            },
+        ),
+        LabelCommand::Settle { id, client, signer } => {
+            (client, signer, data::Msg::SettleLabelTask { task: id })
+        }
+    };
+    submit(&client, &signer, Message::Data(msg)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lineage_flags_parse_into_weighted_parents() {
+        let l = lineage(&["smollm2:6000".into()], &["3:4000".into()], 2_500).unwrap();
+        assert_eq!(l.royalty_bps, 2_500);
+        assert_eq!(
+            l.parents,
+            vec![
+                Parent {
+                    source: Source::Model("smollm2".into()),
+                    weight_bps: 6_000
+                },
+                Parent {
+                    source: Source::Dataset(3),
+                    weight_bps: 4_000
+                },
+            ]
+        );
+        assert!(lineage(&["nocolon".into()], &[], 0).is_err());
+        assert!(lineage(&[], &["x:10".into()], 0).is_err());
+        assert_eq!(
+            rule("tolerance:5").unwrap(),
+            Rule::Tolerance { tolerance: 5 }
+        );
+        assert!(rule("mode").is_err());
+    }
+}
