@@ -1,7 +1,7 @@
 //! The storage provider's duties, one pass at a time: answer every open challenge on the shards
 //! it holds (chunk + Merkle path, read from the store and checked against the shard's root) and
-//! rebuild every assigned shard it lacks or holds corrupted from any `k` other holders (a new
-//! assignment or a repair), before its challenge's deadline.
+//! rebuild every challenged shard it lacks or holds corrupted from any `k` other holders (a
+//! repair, or an upload that never came), before its challenge's deadline.
 //!
 //! The chain is behind [`StorageChain`] (the node over JSON-RPC in the CLI; a fake in tests), so
 //! a pass is the same code whatever answers it.
@@ -157,7 +157,15 @@ impl<C: StorageChain> Daemon<C> {
                 self.store.stored_root(&key),
                 Ok(Some(root)) if duty.manifest.root(duty.shard).ok() == Some(&root)
             );
-            if !held && self.rebuild_due(slot) && report.rebuilt < REBUILDS_PER_PASS_MAX {
+            // A shard is rebuilt once it is challenged (a repair is challenged at once; a new
+            // deal's first challenge comes after its upload window), not while its owner may
+            // still be uploading it.
+            let challenged = duty.challenge.is_some();
+            if !held
+                && challenged
+                && self.rebuild_due(slot)
+                && report.rebuilt < REBUILDS_PER_PASS_MAX
+            {
                 match self.rebuild(duty, &key).await {
                     Ok(()) => report.rebuilt += 1,
                     Err(e) => report.failures.push(e),

@@ -18,5 +18,7 @@
 
 pub mod daemon;
 pub mod fetch;
+pub mod provider;
+pub mod rpc;
 pub mod server;
 pub mod service;

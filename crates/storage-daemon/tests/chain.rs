@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use piazza_blob::erasure::{self, Layout, Manifest};
+use piazza_blob::erasure;
 use piazza_blob::store::{ShardKey, ShardStore};
 use piazza_codec::Encode;
 use piazza_ledger::block::{Receipt, TxStatus};
@@ -25,6 +25,7 @@ use piazza_storage_daemon::daemon::{
     Answer, ChainAssignments, Challenge, Daemon, DaemonConfig, Duty, StorageChain,
 };
 use piazza_storage_daemon::fetch::{self, Holder};
+use piazza_storage_daemon::rpc::manifest_of;
 use piazza_storage_daemon::server::{ServerHandle, ServerLimits};
 use piazza_storage_daemon::service::ShardService;
 
@@ -150,19 +151,6 @@ impl Ledger {
 
     fn bonded(&self, address: &Address) -> Amount {
         staking::bonded(&self.view(), address, Role::Storage)
-    }
-}
-
-fn manifest_of(record: &BlobRecord) -> Manifest {
-    Manifest {
-        id: record.id,
-        layout: Layout {
-            len_bytes: record.len_bytes,
-            k: record.k,
-            m: record.m,
-            shard_len: record.shard_len,
-        },
-        roots: record.shard_roots.clone(),
     }
 }
 
