@@ -559,6 +559,42 @@ fn an_owners_deal_list_is_bounded() {
 }
 
 #[test]
+fn the_chains_deals_and_providers_are_bounded() {
+    let owners = storage::ACTIVE_DEALS_MAX / storage::DEALS_PER_OWNER_MAX;
+    let mut net = Net::new(3, owners + 1);
+    let mut seed = 0u64;
+    for owner in 0..owners {
+        let key = net.owners[owner].clone();
+        let txs = (0..storage::DEALS_PER_OWNER_MAX)
+            .map(|_| {
+                seed += 1;
+                let mut record = coded(64, 2, 1, 0).record;
+                record.id = Hash::of("test/bound", &[&seed.to_le_bytes()]);
+                net.chain.tx(&key, open_deal(&record, 1_000))
+            })
+            .collect();
+        let (receipts, _) = net.chain.block(txs);
+        assert!(receipts.iter().all(|r| failed(r).is_none()));
+    }
+    let last = net.owners[owners].clone();
+    let one_more = coded(64, 2, 1, 7).record;
+    check_refused(&mut net, &last, open_deal(&one_more, 1), "queue_full");
+    // The registry: room for `STORAGE_PROVIDERS_MAX`, not one more.
+    let mut net = Net::new(storage::STORAGE_PROVIDERS_MAX, 0);
+    let extra = key(3, 0);
+    let funder = net.providers[0].clone();
+    let (receipt, _) = net.chain.one(
+        &funder,
+        Message::Bank(bank::Msg::Send {
+            to: extra.public_key().address(),
+            amount: Amount::pza(1_000),
+        }),
+    );
+    assert_eq!(failed(&receipt), None);
+    check_refused(&mut net, &extra, register_storage(1 << 20), "queue_full");
+}
+
+#[test]
 fn a_full_provider_is_left_out_and_a_deal_nobody_can_take_is_refunded() {
     let mut net = Net::new(3, 1);
     let owner = net.owners[0].clone();

@@ -69,12 +69,8 @@ impl Net {
     }
 
     pub fn with_params(providers: usize, owners: usize, params: storage::Params) -> Net {
-        let providers: Vec<SecretKey> = (0..providers)
-            .map(|i| SecretKey::from_seed([10 + i as u8; 32]))
-            .collect();
-        let owners: Vec<SecretKey> = (0..owners)
-            .map(|i| SecretKey::from_seed([60 + i as u8; 32]))
-            .collect();
+        let providers: Vec<SecretKey> = (0..providers).map(|i| key(1, i)).collect();
+        let owners: Vec<SecretKey> = (0..owners).map(|i| key(2, i)).collect();
         let all: Vec<&SecretKey> = providers.iter().chain(owners.iter()).collect();
         let mut chain = Chain::new(&all, Default::default());
         // The genesis document has no storage section yet: the tests set the parameters.
@@ -156,6 +152,13 @@ impl Net {
         }
         self.chain.block(txs).0
     }
+}
+
+/// Key `index` of a family (1: providers, 2: owners).
+pub fn key(family: u8, index: usize) -> SecretKey {
+    let mut seed = [family; 32];
+    seed[..8].copy_from_slice(&(index as u64).to_le_bytes());
+    SecretKey::from_seed(seed)
 }
 
 pub fn register_storage(capacity_bytes: u64) -> Message {
