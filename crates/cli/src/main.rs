@@ -15,14 +15,17 @@ mod bench;
 mod bench_devnet;
 mod bench_jobs;
 mod bench_long;
+mod bench_testnet;
 mod config;
 mod devnet;
 mod economy;
 mod market;
+mod node;
 mod out;
 mod password;
 mod query;
 mod session;
+mod testnet;
 mod verify;
 
 use anyhow::Result;
@@ -57,8 +60,14 @@ enum Command {
     },
     /// Run a one-process development network: a validator with a funded `dev` key.
     Devnet(devnet::NodeArgs),
-    /// Run a validator node from a genesis file.
-    Node(devnet::NodeArgs),
+    /// A local network of validators on 127.0.0.1: write its keys, configs and genesis, run it.
+    Testnet {
+        #[command(subcommand)]
+        command: testnet::TestnetCommand,
+    },
+    /// Run a node from a config file: a validator of a network on Malachite (with
+    /// `[consensus]`), or a single producer from a genesis file.
+    Node(node::NodeArgs),
     /// Chain status.
     Status(ClientArgs),
     /// Send PZA.
@@ -373,7 +382,8 @@ async fn run(command: Command) -> Result<()> {
     match command {
         Command::Keys { command, keystore } => query::keys(command, keystore),
         Command::Devnet(args) => devnet::run(args, true).await,
-        Command::Node(args) => devnet::run(args, false).await,
+        Command::Node(args) => node::run(args).await,
+        Command::Testnet { command } => testnet::run(command).await,
         Command::Status(client) => query::status(&client).await,
         Command::Send {
             client,

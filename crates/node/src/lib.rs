@@ -25,6 +25,10 @@ pub mod rpc;
 
 pub use app::{App, CommittedBlock, NodeError};
 
+pub use malachitebft_app_channel::app::net::Multiaddr;
+pub use piazza_bft as bft;
+
+use piazza_bft::{BftConfig, ValidatorSet};
 use piazza_consensus::{SoloProducer, APP_CHANNEL_CAPACITY};
 use piazza_ledger::genesis::Genesis;
 use piazza_mempool::MempoolConfig;
@@ -93,13 +97,7 @@ pub async fn start(
     genesis: Option<Genesis>,
     key: SecretKey,
 ) -> Result<NodeHandle, NodeError> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| NodeError::Io(format!("cannot create {}: {e}", config.data_dir.display())))?;
-    let store = Store::open(&config.data_dir.join(CHAIN_DB_FILE))?;
-    let app = Arc::new(App::open(store, genesis.as_ref(), key, config.mempool)?);
-    let head = app.head()?;
-    tracing::info!(chain_id = app.chain_id(), height = head.height, state_root = %head.state_root, "chain opened");
-
+    let app = open_app(&config, genesis.as_ref(), key)?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (app_tx, app_rx) = mpsc::channel(APP_CHANNEL_CAPACITY);
     tokio::spawn(app.clone().serve(app_rx));
@@ -113,10 +111,89 @@ pub async fn start(
             tracing::error!(error = %e, "block production stopped");
         }
     });
+    serve_rpc(config, app, shutdown, shutdown_rx, producer).await
+}
 
-    let listener = tokio::net::TcpListener::bind(config.rpc_addr)
+/// How often a BFT node checks whether its consensus app loop stopped by itself.
+pub const BFT_WATCH_INTERVAL_MS: u64 = 200;
+
+/// Opens the chain like [`start`], then joins a network of validators on Malachite
+/// (`piazza_bft::start`) instead of producing blocks alone: `consensus` says where the WAL
+/// lives, which address to listen on, which peers to dial and the round timeouts; `validators`
+/// is the set at genesis. [`NodeHandle::stopped`] returns when consensus stops.
+pub async fn start_bft(
+    config: NodeConfig,
+    genesis: Option<Genesis>,
+    key: SecretKey,
+    consensus: BftConfig,
+    validators: ValidatorSet,
+) -> Result<NodeHandle, NodeError> {
+    let app = open_app(&config, genesis.as_ref(), key.clone())?;
+    if consensus.chain_id != app.chain_id() {
+        return Err(NodeError::ChainMismatch {
+            stored: app.chain_id().to_string(),
+            given: consensus.chain_id,
+        });
+    }
+    let (shutdown, mut shutdown_rx) = watch::channel(false);
+    let (app_tx, app_rx) = mpsc::channel(APP_CHANNEL_CAPACITY);
+    tokio::spawn(app.clone().serve(app_rx));
+    let bft = piazza_bft::start(consensus, key, validators, app_tx)
         .await
-        .map_err(|e| NodeError::Io(format!("cannot listen on {}: {e}", config.rpc_addr)))?;
+        .map_err(|e| NodeError::Io(format!("consensus: {e}")))?;
+    tracing::info!(address = %bft.address, "consensus started");
+    let watch_shutdown = shutdown_rx.clone();
+    let producer = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(BFT_WATCH_INTERVAL_MS));
+        loop {
+            tokio::select! {
+                _ = shutdown_rx.changed() => break,
+                _ = tick.tick() => {
+                    if bft.app_loop_finished() {
+                        tracing::error!("consensus stopped");
+                        break;
+                    }
+                }
+            }
+        }
+        bft.shutdown().await;
+    });
+    serve_rpc(config, app, shutdown, watch_shutdown, producer).await
+}
+
+fn open_app(
+    config: &NodeConfig,
+    genesis: Option<&Genesis>,
+    key: SecretKey,
+) -> Result<Arc<App>, NodeError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| NodeError::Io(format!("cannot create {}: {e}", config.data_dir.display())))?;
+    let store = Store::open(&config.data_dir.join(CHAIN_DB_FILE))?;
+    let app = Arc::new(App::open(store, genesis, key, config.mempool)?);
+    let head = app.head()?;
+    tracing::info!(chain_id = app.chain_id(), height = head.height, state_root = %head.state_root, "chain opened");
+    Ok(app)
+}
+
+/// Starts the JSON-RPC server next to a running block producer (solo or consensus).
+async fn serve_rpc(
+    config: NodeConfig,
+    app: Arc<App>,
+    shutdown: watch::Sender<bool>,
+    shutdown_rx: watch::Receiver<bool>,
+    producer: JoinHandle<()>,
+) -> Result<NodeHandle, NodeError> {
+    let listener = match tokio::net::TcpListener::bind(config.rpc_addr).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            let _ = shutdown.send(true);
+            let _ = producer.await;
+            return Err(NodeError::Io(format!(
+                "cannot listen on {}: {e}",
+                config.rpc_addr
+            )));
+        }
+    };
     let rpc_addr = listener
         .local_addr()
         .map_err(|e| NodeError::Io(e.to_string()))?;

@@ -1,0 +1,451 @@
+//! `piazza testnet bench`: the same load on three local networks of `piazza node` processes,
+//! one after the other in one run: the devnet's single producer (solo, at the devnet's block
+//! interval), one Malachite validator, four Malachite validators. For each it prints finalized
+//! blocks per second with no load, transfers per second finalized under a flood of signed
+//! transfers, and submission → finality latency (p50/p99) under a light paced load.
+//!
+//! Finality is observed on the first node: the time its JSON-RPC first reports the block holding
+//! a transfer (polled every [`POLL_MS`]). With no transaction gossip between nodes yet, each
+//! transfer is sent to every node (what gossip would do), so each node admits it.
+
+use crate::testnet::{self, InitOptions, GENESIS_FILE, KEYS_DIR};
+use anyhow::{Context, Result};
+use clap::Args;
+use piazza_client::Client;
+use piazza_ledger::bank;
+use piazza_ledger::tx::{Message, SignedTransaction, Transaction};
+use piazza_primitives::{Address, Amount, Hash, SecretKey};
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often the observer polls the first node for new blocks.
+pub const POLL_MS: u64 = 5;
+/// The devnet's block interval (the solo producer's default).
+pub const DEVNET_BLOCK_INTERVAL_MS: u64 = 1_000;
+/// Transfers one sender signs at most (the mempool's nonce window).
+const PER_SENDER_MAX: usize = 64;
+/// Submissions in flight at once per node.
+const SUBMITTERS: usize = 16;
+/// How long a network may take to start or to finalize a load.
+const WAIT: Duration = Duration::from_secs(180);
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Transfers in the throughput phase.
+    #[arg(long, default_value_t = 20_000)]
+    pub transfers: usize,
+    /// Transfers in the latency phase (paced, one every --pace-ms).
+    #[arg(long, default_value_t = 100)]
+    pub latency_transfers: usize,
+    /// Time between two transfers of the latency phase.
+    #[arg(long, default_value_t = 50)]
+    pub pace_ms: u64,
+    /// Seconds of no load over which idle blocks per second are counted.
+    #[arg(long, default_value_t = 5)]
+    pub idle_s: u64,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One network the benchmark runs.
+#[derive(Clone, Copy)]
+enum Setup {
+    Solo,
+    Malachite(usize),
+}
+
+impl Setup {
+    fn name(self) -> String {
+        match self {
+            Setup::Solo => format!("devnet (solo producer, {DEVNET_BLOCK_INTERVAL_MS} ms)"),
+            Setup::Malachite(1) => "Malachite, 1 validator".into(),
+            Setup::Malachite(n) => format!("Malachite, {n} validators"),
+        }
+    }
+    fn validators(self) -> usize {
+        match self {
+            Setup::Solo => 1,
+            Setup::Malachite(n) => n,
+        }
+    }
+}
+
+/// What one network measured.
+struct Measured {
+    setup: String,
+    idle_blocks_per_second: f64,
+    transfers_per_second: f64,
+    load_blocks_per_second: f64,
+    latency_p50_ms: f64,
+    latency_p99_ms: f64,
+}
+
+pub async fn run(args: BenchArgs) -> Result<()> {
+    anyhow::ensure!(args.transfers > 0, "--transfers must be positive");
+    let senders = (args.transfers + args.latency_transfers).div_ceil(PER_SENDER_MAX);
+    let keys: Vec<SecretKey> = (0..senders)
+        .map(|i| {
+            let mut seed = [0x42u8; 32];
+            seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            SecretKey::from_seed(seed)
+        })
+        .collect();
+    let mut results = Vec::new();
+    for setup in [Setup::Solo, Setup::Malachite(1), Setup::Malachite(4)] {
+        if !args.json {
+            outln!("piazza testnet bench: {} ...", setup.name());
+        }
+        results.push(measure(setup, &keys, &args).await?);
+    }
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    if args.json {
+        let rows: Vec<_> = results
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "setup": m.setup,
+                    "idle_blocks_per_second": m.idle_blocks_per_second,
+                    "transfers_per_second_finalized": m.transfers_per_second,
+                    "blocks_per_second_under_load": m.load_blocks_per_second,
+                    "submission_to_finality_p50_ms": m.latency_p50_ms,
+                    "submission_to_finality_p99_ms": m.latency_p99_ms,
+                })
+            })
+            .collect();
+        let report = serde_json::json!({
+            "benchmark": "testnet",
+            "cores": cores,
+            "transfers": args.transfers,
+            "latency_transfers": args.latency_transfers,
+            "pace_ms": args.pace_ms,
+            "results": rows,
+        });
+        outln!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    outln!(
+        "piazza testnet bench: {} transfers (throughput), {} paced every {} ms (latency), {cores} cores, each network its own processes",
+        args.transfers,
+        args.latency_transfers,
+        args.pace_ms
+    );
+    outln!(
+        "  {:<34} {:>12} {:>14} {:>12} {:>10} {:>10}",
+        "network",
+        "idle blk/s",
+        "transfers/s",
+        "load blk/s",
+        "p50 ms",
+        "p99 ms"
+    );
+    for m in &results {
+        outln!(
+            "  {:<34} {:>12.1} {:>14.0} {:>12.1} {:>10.0} {:>10.0}",
+            m.setup,
+            m.idle_blocks_per_second,
+            m.transfers_per_second,
+            m.load_blocks_per_second,
+            m.latency_p50_ms,
+            m.latency_p99_ms
+        );
+    }
+    Ok(())
+}
+
+/// A node process of the benchmark, killed on drop.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_node(args: &[String], log: &Path) -> Result<Process> {
+    let out = std::fs::File::create(log)?;
+    let child = Command::new(std::env::current_exe()?)
+        .args(args)
+        .env_remove("PIAZZA_CONFIG")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()?;
+    Ok(Process(child))
+}
+
+/// A free port run: `count` consecutive ports on 127.0.0.1 bindable now.
+fn free_ports(count: u16) -> Result<u16> {
+    for _ in 0..50 {
+        let base = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        if base.checked_add(count).is_none() {
+            continue;
+        }
+        let held: Vec<_> = (base..base + count)
+            .map_while(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok())
+            .collect();
+        if held.len() == usize::from(count) {
+            return Ok(base);
+        }
+    }
+    anyhow::bail!("no run of {count} free ports on 127.0.0.1")
+}
+
+async fn measure(setup: Setup, keys: &[SecretKey], args: &BenchArgs) -> Result<Measured> {
+    let dir = tempfile::tempdir()?;
+    let validators = setup.validators();
+    let base_port = free_ports(2 * validators as u16)?;
+    let testnet = testnet::init(
+        dir.path(),
+        &InitOptions {
+            validators,
+            base_port,
+            models: Vec::new(),
+            funded: keys.iter().map(|k| k.public_key().address()).collect(),
+        },
+    )?;
+    let mut processes = Vec::new();
+    for (i, v) in testnet.validators.iter().enumerate() {
+        let log = dir.path().join(format!("node-{i}.log"));
+        let node_args: Vec<String> = match setup {
+            Setup::Malachite(_) => vec!["node".into(), "--config".into(), path(&v.config)],
+            Setup::Solo => {
+                let home = v.config.parent().context("a config has a directory")?;
+                vec![
+                    "node".into(),
+                    "--data-dir".into(),
+                    path(&home.join("data")),
+                    "--rpc-addr".into(),
+                    v.rpc_url.trim_start_matches("http://").into(),
+                    "--genesis".into(),
+                    path(&dir.path().join(GENESIS_FILE)),
+                    "--keystore".into(),
+                    path(&dir.path().join(KEYS_DIR)),
+                    "--validator-key".into(),
+                    v.name.clone(),
+                    "--block-interval-ms".into(),
+                    DEVNET_BLOCK_INTERVAL_MS.to_string(),
+                ]
+            }
+        };
+        processes.push(spawn_node(&node_args, &log)?);
+    }
+    let clients: Vec<Client> = testnet
+        .validators
+        .iter()
+        .map(|v| Client::new(&v.rpc_url))
+        .collect();
+    let started = Instant::now();
+    loop {
+        let mut ready = 0;
+        for client in &clients {
+            if matches!(client.status().await, Ok(s) if s.height >= 1) {
+                ready += 1;
+            }
+        }
+        if ready == clients.len() {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < WAIT,
+            "{} did not start; logs in {}",
+            setup.name(),
+            dir.path().display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let chain_id = clients[0].status().await?.chain_id;
+
+    // Idle: blocks finalized with nothing to do.
+    let idle_from = clients[0].status().await?.height;
+    let idle = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.idle_s)).await;
+    let idle_blocks = clients[0].status().await?.height - idle_from;
+    let idle_blocks_per_second = idle_blocks as f64 / idle.elapsed().as_secs_f64();
+
+    // Sign everything up front (the clients' work, not measured).
+    let per_sender = PER_SENDER_MAX;
+    let mut transfers: Vec<SignedTransaction> =
+        Vec::with_capacity(args.transfers + args.latency_transfers);
+    for nonce in 0..per_sender as u64 {
+        for key in keys {
+            transfers.push(
+                Transaction {
+                    chain_id: chain_id.clone(),
+                    sender: key.public_key(),
+                    nonce,
+                    max_fee: Amount::pza(1),
+                    messages: vec![Message::Bank(bank::Msg::Send {
+                        to: Address([3; 20]),
+                        amount: Amount::new(1),
+                    })],
+                }
+                .sign(key),
+            );
+        }
+    }
+    // The latency phase takes the first nonces of some senders; the flood the rest, in nonce
+    // order, so no transfer waits on a gap.
+    transfers.truncate(args.transfers + args.latency_transfers);
+    let flood = transfers.split_off(args.latency_transfers);
+    let paced = transfers;
+
+    let observer = Observer::start(clients[0].clone());
+
+    // Latency: paced transfers, each timed from its submission to its block on the first node.
+    let mut submitted_at = HashMap::new();
+    for tx in &paced {
+        let sent = Instant::now();
+        let hash = submit_everywhere(&clients, tx).await?;
+        submitted_at.insert(hash, sent);
+        tokio::time::sleep(Duration::from_millis(args.pace_ms)).await;
+    }
+    let finalized = observer
+        .wait_for(submitted_at.keys().copied().collect())
+        .await?;
+    let mut latencies: Vec<f64> = submitted_at
+        .iter()
+        .map(|(hash, sent)| {
+            finalized[hash]
+                .saturating_duration_since(*sent)
+                .as_secs_f64()
+                * 1000.0
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+
+    // Throughput: the flood, SUBMITTERS in flight per node, until the last is finalized.
+    let height_before = clients[0].status().await?.height;
+    let flood_started = Instant::now();
+    let hashes: Vec<Hash> = flood.iter().map(|tx| tx.hash()).collect();
+    let flood = Arc::new(flood);
+    let mut tasks = Vec::new();
+    for worker in 0..SUBMITTERS {
+        let flood = flood.clone();
+        let clients = clients.clone();
+        tasks.push(tokio::spawn(async move {
+            for tx in flood.iter().skip(worker).step_by(SUBMITTERS) {
+                submit_everywhere(&clients, tx).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    observer.wait_for(hashes).await?;
+    let flood_secs = flood_started.elapsed().as_secs_f64();
+    let load_blocks = clients[0].status().await?.height - height_before;
+    observer.stop();
+    drop(processes);
+    Ok(Measured {
+        setup: setup.name(),
+        idle_blocks_per_second,
+        transfers_per_second: flood.len() as f64 / flood_secs,
+        load_blocks_per_second: load_blocks as f64 / flood_secs,
+        latency_p50_ms: percentile(&latencies, 50),
+        latency_p99_ms: percentile(&latencies, 99),
+    })
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// The `pct`-th percentile of sorted samples (nearest rank).
+fn percentile(sorted: &[f64], pct: usize) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (sorted.len() * pct).div_ceil(100).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Sends `tx` to every node (in place of gossip); its hash once the first node admitted it.
+async fn submit_everywhere(clients: &[Client], tx: &SignedTransaction) -> Result<Hash> {
+    let mut first = None;
+    for client in clients {
+        let hash = client.submit(tx).await.context("submitting a transfer")?;
+        first.get_or_insert(hash);
+    }
+    first.context("no node")
+}
+
+/// Polls the first node for new blocks and records when each transaction's block appeared.
+struct Observer {
+    seen: Arc<std::sync::Mutex<HashMap<Hash, Instant>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Observer {
+    fn start(client: Client) -> Observer {
+        let seen = Arc::new(std::sync::Mutex::new(HashMap::new()));
+        let record = seen.clone();
+        let task = tokio::spawn(async move {
+            let mut next = match client.status().await {
+                Ok(s) => s.height + 1,
+                Err(_) => 1,
+            };
+            loop {
+                let head = client.status().await.map(|s| s.height).unwrap_or(0);
+                let now = Instant::now();
+                while next <= head {
+                    if let Ok(Some(block)) = client.block(next).await {
+                        let mut seen = record.lock().unwrap_or_else(|e| e.into_inner());
+                        for hash in block.tx_hashes.iter().filter_map(|h| h.parse().ok()) {
+                            seen.insert(hash, now);
+                        }
+                    }
+                    next += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+            }
+        });
+        Observer { seen, task }
+    }
+
+    /// Waits until every hash was seen in a block; when each was.
+    async fn wait_for(&self, hashes: Vec<Hash>) -> Result<HashMap<Hash, Instant>> {
+        let started = Instant::now();
+        loop {
+            {
+                let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+                if hashes.iter().all(|h| seen.contains_key(h)) {
+                    return Ok(hashes.iter().map(|h| (*h, seen[h])).collect());
+                }
+            }
+            anyhow::ensure!(
+                started.elapsed() < WAIT,
+                "transfers not finalized within {WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+        }
+    }
+
+    fn stop(self) {
+        self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let samples: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&samples, 50), 50.0);
+        assert_eq!(percentile(&samples, 99), 99.0);
+        assert_eq!(percentile(&[7.0], 99), 7.0);
+        assert!(percentile(&[], 50).is_nan());
+    }
+}
