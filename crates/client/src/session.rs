@@ -17,7 +17,7 @@
 use crate::{Client, ClientError};
 use piazza_api::{session_method, SessionCommitInfo, SessionInfo, SessionState};
 use piazza_ledger::job::JobParams;
-use piazza_ledger::sessions::{self, SignedReceipt, SignedVoucher};
+use piazza_ledger::sessions::{self, SignedReceipt, SignedRequest, SignedVoucher};
 use piazza_ledger::tx::Message;
 use piazza_primitives::{Address, Amount, Hash, PublicKey, SecretKey};
 use piazza_session::wire::{
@@ -26,6 +26,10 @@ use piazza_session::wire::{
 use piazza_session::Terms;
 use piazza_session::{ClientChannel, ReceiptRefusal};
 use std::time::Duration;
+
+/// The HTTP client (and connection pool) a [`SessionClient`] sends through; one can serve
+/// many sessions ([`SessionClient::with_http`]).
+pub use reqwest::Client as HttpClient;
 
 /// How long the client waits for the provider's next bytes before giving up on a request.
 pub const STREAM_IDLE_TIMEOUT_MS: u64 = 120_000;
@@ -69,7 +73,12 @@ pub struct Answer {
     pub output: Vec<u8>,
     /// The embedding, for an embedding model.
     pub embedding: Option<Vec<f32>>,
+    /// The request as signed and sent (what a challenge of the receipt carries).
+    pub request: SignedRequest,
     pub receipt: SignedReceipt,
+    /// The input's tokens as the provider counted them (the receipt event's unsigned
+    /// `input_units`: usage reports only).
+    pub input_units: u64,
     /// The voucher paying it (sent with the next request, or by [`SessionClient::pay`]).
     pub voucher: SignedVoucher,
 }
@@ -91,6 +100,13 @@ impl SessionClient {
             channel,
             unsent: None,
         }
+    }
+
+    /// The same client on `http`'s connection pool (shared with other sessions to the same
+    /// providers) instead of a pool of its own.
+    pub fn with_http(mut self, http: HttpClient) -> SessionClient {
+        self.http = http;
+        self
     }
 
     pub fn channel(&self) -> &ClientChannel {
@@ -124,13 +140,15 @@ impl SessionClient {
         let body = RequestBody::new(&request, self.unsent.as_ref());
         let answer = self.answer(&body, on_delta).await;
         match answer {
-            Ok((output, embedding, receipt)) => {
+            Ok((output, embedding, receipt, input_units)) => {
                 let voucher = self.channel.accept(&receipt, &output)?;
                 self.unsent = Some(voucher.clone());
                 Ok(Answer {
                     output,
                     embedding,
+                    request,
                     receipt,
+                    input_units,
                     voucher,
                 })
             }
@@ -145,7 +163,7 @@ impl SessionClient {
         &mut self,
         body: &RequestBody,
         mut on_delta: impl FnMut(&str),
-    ) -> Result<(Vec<u8>, Option<Vec<f32>>, SignedReceipt), SessionError> {
+    ) -> Result<(Vec<u8>, Option<Vec<f32>>, SignedReceipt, u64), SessionError> {
         let response = self
             .http
             .post(self.url("/requests"))
@@ -179,7 +197,9 @@ impl SessionClient {
                         text = vector.iter().flat_map(|v| v.to_le_bytes()).collect();
                         embedding = Some(vector);
                     }
-                    Event::Receipt { receipt, .. } => return Ok((text, embedding, *receipt)),
+                    Event::Receipt { receipt, view } => {
+                        return Ok((text, embedding, *receipt, view.input_units))
+                    }
                     Event::Error(error) => {
                         return Err(SessionError::Refused { status: 200, error })
                     }
@@ -239,6 +259,138 @@ pub struct OpenSession {
     pub expiry_blocks: u64,
     /// A second key that may sign requests and vouchers.
     pub authorised: Option<PublicKey>,
+}
+
+/// Most lines a [`ReceiptBook`] reads: a session's requests, well past a day of chat.
+pub const RECEIPT_BOOK_ENTRIES_MAX: usize = 100_000;
+/// Longest line of a [`ReceiptBook`]: a request of the largest input and its receipt, as hex.
+pub const RECEIPT_BOOK_LINE_BYTES_MAX: usize =
+    2 * piazza_ledger::compute::JOB_INPUT_BYTES_MAX + 4096;
+
+/// The requests a client sent and the receipts it got for them, kept in a file (one line per
+/// answer: the signed request and the signed receipt, as hex of their canonical bytes) so the
+/// owner can later challenge a receipt on chain with the request it answers.
+pub struct ReceiptBook {
+    path: std::path::PathBuf,
+}
+
+/// Why a receipt book could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReceiptBookError {
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} line {line}: {detail}")]
+    Corrupt {
+        path: std::path::PathBuf,
+        line: usize,
+        detail: String,
+    },
+}
+
+impl ReceiptBook {
+    /// The book at `path` (created on the first answer).
+    pub fn at(path: impl Into<std::path::PathBuf>) -> ReceiptBook {
+        ReceiptBook { path: path.into() }
+    }
+
+    /// Session `session`'s book under `dir`: `dir/sessions/SESSION.receipts`.
+    pub fn in_dir(dir: &std::path::Path, session: u64) -> ReceiptBook {
+        ReceiptBook::at(dir.join("sessions").join(format!("{session}.receipts")))
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    fn io(&self, source: std::io::Error) -> ReceiptBookError {
+        ReceiptBookError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Appends a request and the receipt that answers it (one line, written whole, then
+    /// synced).
+    pub fn record(
+        &self,
+        request: &SignedRequest,
+        receipt: &SignedReceipt,
+    ) -> Result<(), ReceiptBookError> {
+        use std::io::Write;
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| self.io(e))?;
+        }
+        let line = format!(
+            "{} {}\n",
+            piazza_session::wire::to_hex(request),
+            piazza_session::wire::to_hex(receipt)
+        );
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| self.io(e))?;
+        file.write_all(line.as_bytes()).map_err(|e| self.io(e))?;
+        file.sync_data().map_err(|e| self.io(e))
+    }
+
+    /// The request and receipt of request `seq` of `session` (the last one written, if a
+    /// seq was written twice); `None` when the book has none.
+    pub fn find(
+        &self,
+        session: u64,
+        seq: u64,
+    ) -> Result<Option<(SignedRequest, SignedReceipt)>, ReceiptBookError> {
+        use std::io::{BufRead, Read};
+        let file = match std::fs::File::open(&self.path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io(e)),
+        };
+        let mut reader = std::io::BufReader::new(file);
+        let mut found = None;
+        let mut line = String::new();
+        for number in 1..=RECEIPT_BOOK_ENTRIES_MAX {
+            line.clear();
+            let read = std::io::Read::by_ref(&mut reader)
+                .take(RECEIPT_BOOK_LINE_BYTES_MAX as u64 + 1)
+                .read_line(&mut line)
+                .map_err(|e| self.io(e))?;
+            if read == 0 {
+                return Ok(found);
+            }
+            let corrupt = |detail: String| ReceiptBookError::Corrupt {
+                path: self.path.clone(),
+                line: number,
+                detail,
+            };
+            if read > RECEIPT_BOOK_LINE_BYTES_MAX {
+                return Err(corrupt(format!(
+                    "longer than {RECEIPT_BOOK_LINE_BYTES_MAX} bytes"
+                )));
+            }
+            let (request, receipt) = line
+                .trim_end()
+                .split_once(' ')
+                .ok_or_else(|| corrupt("not `REQUEST RECEIPT`".into()))?;
+            let request: SignedRequest = piazza_session::wire::from_hex("request", request)
+                .map_err(|e| corrupt(e.to_string()))?;
+            let receipt: SignedReceipt = piazza_session::wire::from_hex("receipt", receipt)
+                .map_err(|e| corrupt(e.to_string()))?;
+            if receipt.receipt.session == session && receipt.receipt.seq == seq {
+                found = Some((request, receipt));
+            }
+        }
+        Err(ReceiptBookError::Corrupt {
+            path: self.path.clone(),
+            line: RECEIPT_BOOK_ENTRIES_MAX + 1,
+            detail: format!("more than {RECEIPT_BOOK_ENTRIES_MAX} lines"),
+        })
+    }
 }
 
 /// How long opening a session waits for its transaction.
@@ -357,4 +509,78 @@ pub fn terms(info: &SessionInfo) -> Result<Option<Terms>, ClientError> {
         committed_total: amount("committed_total", &info.committed_total)?,
         open: info.state == SessionState::Open,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use piazza_ledger::sessions::{Receipt, Request, Voucher};
+
+    fn answer(session: u64, seq: u64, key: &SecretKey) -> Answer {
+        let request = Request {
+            session,
+            seq,
+            input: format!("question {seq}").into_bytes(),
+            params: JobParams::default(),
+            max_units: 8,
+        }
+        .sign(key);
+        let receipt = Receipt {
+            session,
+            seq,
+            input_hash: piazza_ledger::compute::input_hash(&request.request.input),
+            output_hash: Hash::ZERO,
+            trace_root: Hash::ZERO,
+            units: 8,
+            price: Amount::new(8),
+        }
+        .sign(key);
+        Answer {
+            output: Vec::new(),
+            embedding: None,
+            request,
+            receipt,
+            input_units: 3,
+            voucher: Voucher {
+                session,
+                seq,
+                total: Amount::new(8 * seq as u128),
+            }
+            .sign(key),
+        }
+    }
+
+    #[test]
+    fn a_receipt_book_keeps_each_request_and_receipt_and_refuses_garbage() {
+        let dir = std::env::temp_dir().join(format!(
+            "piazza-receipt-book-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let key = SecretKey::from_seed([4; 32]);
+        let book = ReceiptBook::in_dir(&dir, 7);
+        assert!(book.find(7, 1).unwrap().is_none(), "no file yet");
+        for seq in 1..=3 {
+            let answer = answer(7, seq, &key);
+            book.record(&answer.request, &answer.receipt).unwrap();
+        }
+        let (request, receipt) = book.find(7, 2).unwrap().expect("request 2");
+        assert_eq!(request, answer(7, 2, &key).request);
+        assert_eq!(receipt, answer(7, 2, &key).receipt);
+        assert!(book.find(7, 4).unwrap().is_none());
+        assert!(book.find(8, 2).unwrap().is_none(), "another session's seq");
+
+        std::fs::write(book.path(), "zz 00\n").unwrap();
+        assert!(matches!(
+            book.find(7, 1),
+            Err(ReceiptBookError::Corrupt { line: 1, .. })
+        ));
+        std::fs::write(book.path(), "a".repeat(RECEIPT_BOOK_LINE_BYTES_MAX + 10)).unwrap();
+        assert!(matches!(
+            book.find(7, 1),
+            Err(ReceiptBookError::Corrupt { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -7,7 +7,8 @@
 //! - chat (SmolLM2): time to the first streamed token through the gateway against the engine's
 //!   own time to its first token (the prompt's prefill and one step);
 //! - chain load: the transactions the paying account and the provider sent for a run of
-//!   requests, at two request counts.
+//!   requests, at two request counts spread over the same seconds (commits follow time, audits
+//!   a fixed number per commit): side by side, the count does not grow with the requests.
 //!
 //! `cargo run -p piazza-gateway --example bench_sessions [-- --requests 1000]`
 
@@ -32,6 +33,11 @@ const REQUESTS_PER_LEVEL: usize = 256;
 const CONCURRENCY: [usize; 3] = [1, 8, 32];
 const CHAT_PROMPT: &str = "Write one sentence about the sea.";
 const CHAT_RUNS: usize = 5;
+/// The chain-load runs' span: both request counts spread evenly over it, so they cross the
+/// same commit intervals (60 blocks of 100 ms).
+const CHAIN_WINDOW: Duration = Duration::from_secs(12);
+/// How long the chain-load measurement waits after a run for its commits and reveals.
+const CHAIN_SETTLE: Duration = Duration::from_secs(35);
 
 /// p50, p99 (ms) and requests/s of `latencies` measured over `wall`.
 fn summary(mut latencies: Vec<Duration>, wall: Duration) -> (f64, f64, f64) {
@@ -75,6 +81,32 @@ where
         all.extend(w.await.expect("a load worker"));
     }
     (all, started.elapsed())
+}
+
+/// Runs `requests` calls of `one` spread evenly over `window`, at most `concurrency` at a time
+/// (a call that falls behind starts as soon as its worker is free).
+async fn paced<F, Fut>(requests: usize, window: Duration, concurrency: usize, one: F)
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let one = Arc::new(one);
+    let start = tokio::time::Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|w| {
+            let one = one.clone();
+            tokio::spawn(async move {
+                for i in (w..requests).step_by(concurrency) {
+                    let at = window.mul_f64(i as f64 / requests as f64);
+                    tokio::time::sleep_until(start + at).await;
+                    one().await;
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.expect("a paced worker");
+    }
 }
 
 fn loaded(models: &[piazza_api::ModelInfo], name: &str) -> LoadedModel {
@@ -307,27 +339,46 @@ async fn main() {
         );
     }
 
-    // Chain load: every transaction of the paying account and of the provider during a run.
+    // Chain load: every transaction of the paying account and of the provider during a run
+    // of each request count, spread over the same window.
+    let mut loads = Vec::new();
     for requests in [chain_requests / 10, chain_requests] {
         let before = (
             devnet.nonce(&devnet.dev).await,
             devnet.nonce(&devnet.provider).await,
         );
         let sent_before = gw.session_transactions();
-        let (_, wall) = load(requests, 8, embed.clone()).await;
-        // The provider commits what is paid within its commit interval.
-        tokio::time::sleep(Duration::from_secs(35)).await;
+        paced(requests, CHAIN_WINDOW, 8, embed.clone()).await;
+        // The provider commits what is paid within its commit interval, then reveals.
+        tokio::time::sleep(CHAIN_SETTLE).await;
         let after = (
             devnet.nonce(&devnet.dev).await,
             devnet.nonce(&devnet.provider).await,
         );
-        println!(
-            "chain load: {requests} requests in {:.1} s: {} transactions ({} by the gateway's account, {} session opens/top-ups by the gateway, {} provider commits)",
-            wall.as_secs_f64(),
-            (after.0 - before.0) + (after.1 - before.1),
+        loads.push((
+            requests,
             after.0 - before.0,
             gw.session_transactions() - sent_before,
             after.1 - before.1,
+        ));
+    }
+    println!(
+        "chain load (requests spread over {} s, then {} s for commits and reveals):",
+        CHAIN_WINDOW.as_secs(),
+        CHAIN_SETTLE.as_secs()
+    );
+    println!(
+        "{:>9}  {:>12}  {:>16}  {:>26}  {:>24}",
+        "requests",
+        "transactions",
+        "gateway account",
+        "of which session opens/ups",
+        "provider (commits, reveals)"
+    );
+    for (requests, gateway, sessions, provider) in &loads {
+        println!(
+            "{requests:>9}  {:>12}  {gateway:>16}  {sessions:>26}  {provider:>24}",
+            gateway + provider
         );
     }
     gw.shutdown().await;

@@ -7,6 +7,10 @@
 //! signs each job with exactly that fee as its `max_fee` and reserves exactly that against the
 //! API key, so an input up to the ledger's limit is never refused for its size.
 //!
+//! A session transaction (open, top-up, close) carries one `sessions::Msg`; its fee,
+//! [`JobFees::message_fee`], is reserved against the API key whose request may send it and
+//! charged when it is sent, as a job's is.
+//!
 //! The node states its chain's fee parameters in `piazza_status`; [`learn`] reads them.
 
 use piazza_client::{Client, ClientError};
@@ -30,6 +34,10 @@ pub enum FeeError {
 pub struct JobFees {
     pub fixed: Amount,
     pub per_byte: Amount,
+    /// The price of one fee unit.
+    pub unit_price: Amount,
+    /// The units every transaction pays before its messages.
+    pub tx_base_units: u64,
 }
 
 impl JobFees {
@@ -42,7 +50,19 @@ impl JobFees {
             per_byte: params
                 .unit_price
                 .checked_mul(u128::from(params.byte_units))?,
+            unit_price: params.unit_price,
+            tx_base_units: params.tx_base_units,
         })
+    }
+
+    /// The fee of a signed transaction carrying `message` alone on `chain_id`; `None` on
+    /// overflow.
+    pub fn message_fee(&self, chain_id: &str, message: Message) -> Option<Amount> {
+        let units = self.tx_base_units.checked_add(message.fee_units())?;
+        let bytes = tx_bytes(chain_id, message);
+        self.unit_price
+            .checked_mul(u128::from(units))?
+            .checked_add(self.per_byte.checked_mul(bytes as u128)?)
     }
 
     /// The fee of a signed job transaction of `tx_bytes` bytes; `None` on overflow.
@@ -56,13 +76,18 @@ impl JobFees {
 /// The signed size of a job transaction, which is all its fee depends on: the nonce, the fee
 /// cap and the key are fixed-width, so any values give the same size.
 pub fn job_tx_bytes(chain_id: &str, job: compute::Msg) -> usize {
+    tx_bytes(chain_id, Message::Compute(job))
+}
+
+/// The signed size of a transaction carrying `message` alone.
+fn tx_bytes(chain_id: &str, message: Message) -> usize {
     let key = SecretKey::from_seed([0; 32]);
     Transaction {
         chain_id: chain_id.to_string(),
         sender: key.public_key(),
         nonce: 0,
         max_fee: Amount::ZERO,
-        messages: vec![Message::Compute(job)],
+        messages: vec![message],
     }
     .sign(&key)
     .encoded_len()
@@ -100,6 +125,47 @@ pub async fn learn(client: &Client) -> Result<JobFees, FeeError> {
 mod tests {
     use super::*;
     use piazza_ledger::executor::fee_for;
+
+    #[test]
+    fn session_transactions_cost_the_ledgers_fee_for_them() {
+        use piazza_ledger::sessions::Msg;
+        let params = FeeParams {
+            unit_price: Amount::new(7),
+            tx_base_units: 3,
+            byte_units: 5,
+        };
+        let fees = JobFees::from_params(&params).unwrap();
+        let key = SecretKey::from_seed([9; 32]);
+        for message in [
+            Msg::Open {
+                model: "smollm2-135m-instruct".into(),
+                owner_key: key.public_key(),
+                authorised: None,
+                deposit: Amount::pza(12),
+                max_price_per_unit: Amount::new(1_000),
+                expiry_blocks: 50_000,
+            },
+            Msg::TopUp {
+                session: 41,
+                amount: Amount::pza(3),
+            },
+            Msg::Close { session: 7 },
+        ] {
+            let message = Message::Sessions(message);
+            let tx = Transaction {
+                chain_id: "some-chain".into(),
+                sender: key.public_key(),
+                nonce: 3,
+                max_fee: Amount::pza(1),
+                messages: vec![message.clone()],
+            }
+            .sign(&key);
+            assert_eq!(
+                fees.message_fee("some-chain", message),
+                Some(fee_for(&tx, &params).unwrap())
+            );
+        }
+    }
 
     #[test]
     fn the_schedule_is_the_ledgers_fee_for_job_transactions() {

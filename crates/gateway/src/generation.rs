@@ -267,7 +267,8 @@ fn finish(output: &[u8], units: u64, params: &JobParams) -> (String, &'static st
 }
 
 /// OpenAI's `usage`: generated tokens are the units; prompt tokens are what the chain records
-/// for the job (`input_units`), 0 where none is recorded (a chain without it, a session).
+/// for the job (`input_units`), or what a session's provider counted (its receipt event's
+/// `input_units`), 0 where none is recorded (a chain without it).
 fn usage(input_units: Option<u64>, units: u64) -> Value {
     let prompt = input_units.unwrap_or(0);
     json!({
@@ -381,7 +382,7 @@ async fn whole_live(
     let body = reply.whole(
         &text,
         reason,
-        usage(None, units),
+        usage(Some(answer.input_units), units),
         live::receipts_json(&answers),
     );
     Ok((live::receipt_headers(&answers), Json(body)).into_response())
@@ -523,6 +524,7 @@ impl LiveStream {
                         .push_back(self.reply.chunk(Some(&rest), None).to_string());
                 }
                 let units = answers.first().map_or(0, |a| a.receipt.receipt.units);
+                let input_units = answers.first().map(|a| a.input_units);
                 let reason = if self.cutter.stopped {
                     "stop"
                 } else {
@@ -531,7 +533,7 @@ impl LiveStream {
                 for chunk in self.reply.closing(
                     self.include_usage,
                     reason,
-                    usage(None, units),
+                    usage(input_units, units),
                     live::receipts_json(&answers),
                 ) {
                     self.queue.push_back(chunk.to_string());

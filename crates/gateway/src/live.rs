@@ -1,17 +1,21 @@
-//! One OpenAI request over a session: a session leased from [`crate::sessions`], the request's
-//! worst case reserved against the API key, then the requests sent through
-//! [`piazza_client::session::SessionClient`] in a task of its own that relays each piece of
-//! text as it arrives and charges the receipts' prices. A client that hangs up mid-answer is
-//! still charged for what its receipts price, and the reservation is given back on every path.
+//! One OpenAI request over a session: the request's worst case (its asks at the session's
+//! price and the fees of the session transactions it may send) reserved against the API key
+//! before anything is sent, a session leased from [`crate::sessions`], then the requests sent
+//! through [`piazza_client::session::SessionClient`] in a task of its own that relays each
+//! piece of text as it arrives and charges the receipts' prices and the fees its session
+//! transactions paid, as a job is charged its price and fee. A client that hangs up
+//! mid-answer is still charged for what its receipts price, and the reservation is given back
+//! on every path.
 
 use crate::errors::ApiError;
 use crate::market::Model;
 use crate::server::{Caller, Gateway};
-use crate::sessions::Need;
+use crate::sessions::{FeeBudget, Need};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use piazza_client::session::Answer;
 use piazza_ledger::job::JobParams;
-use piazza_ledger::sessions::SignedReceipt;
+use piazza_ledger::sessions::{Msg, SignedReceipt};
+use piazza_ledger::tx::Message;
 use piazza_primitives::Amount;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -53,6 +57,9 @@ pub(crate) async fn start(
     price_per_unit: Amount,
     asks: Vec<Ask>,
 ) -> Result<Result<Underway, Caller>, ApiError> {
+    if !model.session_endpoint {
+        return Ok(Err(caller));
+    }
     let overflow = || ApiError::invalid(None, "the request's price overflows");
     let mut worst_case = Amount::ZERO;
     let mut worst_one = Amount::ZERO;
@@ -64,6 +71,16 @@ pub(crate) async fn start(
         worst_case = worst_case.checked_add(worst).ok_or_else(overflow)?;
     }
     let signer = gw.signer(&caller.key.signer).await?;
+    let fee_of = |message: Msg| gw.market.message_fee(Message::Sessions(message));
+    let open_fee = fee_of(Msg::Open {
+        model: model.info.name.clone(),
+        owner_key: signer.key().public_key(),
+        authorised: None,
+        deposit: Amount::ZERO,
+        max_price_per_unit: price_per_unit,
+        expiry_blocks: gw.limits.session_expiry_blocks,
+    })?;
+    let close_fee = fee_of(Msg::Close { session: 0 })?;
     let need = Need {
         signer_name: &caller.key.signer,
         signer: &signer,
@@ -73,15 +90,32 @@ pub(crate) async fn start(
         wait: gw.limits.queue_wait,
         deposit_requests: gw.limits.session_deposit_requests,
         expiry_blocks: gw.limits.session_expiry_blocks,
+        open_fee,
+        close_fee,
     };
-    let Some(mut lease) = gw
+    // Refused here, before any transaction or request is sent, when the key cannot cover it.
+    let fee_reserve = need.fee_reserve().ok_or_else(overflow)?;
+    let held = gw.reserve(
+        &caller.key,
+        worst_case.checked_add(fee_reserve).ok_or_else(overflow)?,
+    )?;
+    let mut budget = FeeBudget::new(fee_reserve);
+    let leased = gw
         .sessions
-        .lease(&gw.market, &need, model.session_endpoint)
-        .await?
-    else {
-        return Ok(Err(caller));
+        .lease(&gw.market, &need, model.session_endpoint, &mut budget)
+        .await;
+    let mut lease = match leased {
+        Ok(Some(lease)) => lease,
+        Ok(None) => {
+            // The job path reserves for itself; what a session attempt paid is charged.
+            held.settle(budget.paid());
+            return Ok(Err(caller));
+        }
+        Err(e) => {
+            held.settle(budget.paid());
+            return Err(e);
+        }
     };
-    let held = gw.reserve(&caller.key, worst_case)?;
     let session = lease.live().id();
     let seq = lease.live().client.channel().next_seq();
     let (delta_out, deltas) = mpsc::unbounded_channel();
@@ -131,12 +165,14 @@ pub(crate) async fn start(
             None => Ok(done),
             Some((_, e)) => Err(e),
         });
-        // Off the answer's path: the charge is written (until then the reservation holds at
-        // least as much against the limit), then a retired session is closed.
-        held.settle(charged);
+        // Off the answer's path: a retired session is closed, then the charge is written
+        // (until then the reservation holds at least as much against the limit).
         if let Some(id) = retired {
-            gw.sessions.close(&gw.market, &signer, id).await;
+            gw.sessions
+                .close(&gw.market, &signer, id, &mut budget)
+                .await;
         }
+        held.settle(charged.checked_add(budget.paid()).unwrap_or(charged));
     });
     Ok(Ok(Underway {
         deltas,

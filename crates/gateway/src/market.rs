@@ -186,6 +186,13 @@ impl Market {
         *self.fees.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The exact fee of a transaction carrying `message` alone (a session's open or close).
+    pub fn message_fee(&self, message: Message) -> Result<Amount, ApiError> {
+        self.fees()
+            .message_fee(&self.chain_id, message)
+            .ok_or_else(|| ApiError::invalid(None, "the transaction's fee overflows"))
+    }
+
     /// The exact fee of the transaction that submits `job`.
     pub fn fee(&self, job: &compute::Msg) -> Result<Amount, ApiError> {
         self.fees()

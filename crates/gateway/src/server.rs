@@ -72,6 +72,12 @@ impl GatewayHandle {
         self.gateway.sessions.transactions()
     }
 
+    /// The fees the gateway's session transactions paid, in base units (each charged to the
+    /// API key whose request sent it).
+    pub fn session_fees_paid(&self) -> u64 {
+        self.gateway.sessions.fees_paid()
+    }
+
     /// The chain's job fees as the gateway measured them.
     pub fn job_fees(&self) -> JobFees {
         self.gateway.market.fees()

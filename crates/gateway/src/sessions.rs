@@ -6,10 +6,17 @@
 //! expiry. Requests go through [`piazza_client::session::SessionClient`], which checks each
 //! receipt before it signs the voucher paying it.
 //!
+//! Every session transaction is paid for by the request that sends it: a request reserves a
+//! [`FeeBudget`] (an open and two closes at their exact fees) with its worst case, the fees
+//! its transactions paid are charged to its API key, and a session near its expiry is rotated
+//! only while the budget still covers a close and an open. All sessions share one HTTP
+//! connection pool.
+//!
 //! **Invariants:** at most [`SESSIONS_PER_MODEL_MAX`] sessions per key and model; one request
 //! per session at a time (a [`Lease`]); a session whose request failed is retired, never
 //! reused; a model no provider serves sessions for is answered with `None` (the caller runs
-//! the request as a job), so no transaction is sent for it.
+//! the request as a job), so no transaction is sent for it; a request's session transactions
+//! never pay more than its budget.
 
 use crate::errors::ApiError;
 use crate::market::{Market, Signer};
@@ -136,6 +143,36 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// What one request may pay in session transaction fees, and what it paid.
+#[derive(Debug)]
+pub(crate) struct FeeBudget {
+    left: Amount,
+    paid: Amount,
+}
+
+impl FeeBudget {
+    pub(crate) fn new(reserved: Amount) -> FeeBudget {
+        FeeBudget {
+            left: reserved,
+            paid: Amount::ZERO,
+        }
+    }
+
+    /// The fees paid so far.
+    pub(crate) fn paid(&self) -> Amount {
+        self.paid
+    }
+
+    fn allows(&self, fee: Amount) -> bool {
+        fee <= self.left
+    }
+
+    fn spend(&mut self, fee: Amount) {
+        self.left = self.left.checked_sub(fee).unwrap_or(Amount::ZERO);
+        self.paid = self.paid.checked_add(fee).unwrap_or(self.paid);
+    }
+}
+
 /// Every pool of the gateway, by paying key and model.
 #[derive(Default)]
 pub(crate) struct Sessions {
@@ -143,6 +180,10 @@ pub(crate) struct Sessions {
     height: tokio::sync::Mutex<Option<(Instant, u64)>>,
     /// Session transactions sent (opens, top-ups, closes), for the chain-load measurement.
     transactions: std::sync::atomic::AtomicU64,
+    /// Their fees, in base units.
+    fees_paid: std::sync::atomic::AtomicU64,
+    /// The connection pool every session's client shares.
+    http: piazza_client::session::HttpClient,
 }
 
 /// What a request needs of a session.
@@ -157,11 +198,27 @@ pub(crate) struct Need<'a> {
     /// The deposit (and each top-up) in requests at `worst_case`.
     pub deposit_requests: u128,
     pub expiry_blocks: u64,
+    /// The exact fees of an open and of a close of this session.
+    pub open_fee: Amount,
+    pub close_fee: Amount,
+}
+
+impl Need<'_> {
+    /// What a request's session transactions may cost: a rotation's close, an open, and the
+    /// close of a session retired by its failure.
+    pub(crate) fn fee_reserve(&self) -> Option<Amount> {
+        self.close_fee.checked_mul(2)?.checked_add(self.open_fee)
+    }
 }
 
 impl Sessions {
     pub(crate) fn transactions(&self) -> u64 {
         self.transactions.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The fees of every session transaction sent, in base units.
+    pub(crate) fn fees_paid(&self) -> u64 {
+        self.fees_paid.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn pool(&self, signer: &str, model: &str) -> Arc<Pool> {
@@ -203,6 +260,7 @@ impl Sessions {
         market: &Market,
         need: &Need<'_>,
         session_endpoint: bool,
+        budget: &mut FeeBudget,
     ) -> Result<Option<Lease>, ApiError> {
         let pool = self.pool(need.signer_name, need.model);
         if !session_endpoint {
@@ -220,13 +278,13 @@ impl Sessions {
                     live: Some(live),
                     pool: pool.clone(),
                 };
-                if let Some(lease) = self.ready(market, need, lease).await? {
+                if let Some(lease) = self.ready(market, need, lease, budget).await? {
                     return Ok(Some(lease));
                 }
                 continue;
             }
             if let Ok(place) = pool.places.clone().try_acquire_owned() {
-                return match self.open(market, need, place).await? {
+                return match self.open(market, need, place, budget).await? {
                     Some(live) => Ok(Some(Lease {
                         live: Some(live),
                         pool: pool.clone(),
@@ -248,26 +306,30 @@ impl Sessions {
         }
     }
 
-    /// `lease` rotated out if it nears its expiry (`None`), else topped up if its deposit
-    /// cannot cover `need`.
+    /// `lease` rotated out if it nears its expiry and `budget` still pays a close and an open
+    /// (`None`), else topped up if its deposit cannot cover `need`.
     async fn ready(
         &self,
         market: &Market,
         need: &Need<'_>,
         mut lease: Lease,
+        budget: &mut FeeBudget,
     ) -> Result<Option<Lease>, ApiError> {
         let height = self.height(market).await?;
         let live = lease.live();
-        if live.expiry_height <= height.saturating_add(SESSION_ROTATE_BEFORE_BLOCKS) {
+        let rotation = need.close_fee.checked_add(need.open_fee);
+        if live.expiry_height <= height.saturating_add(SESSION_ROTATE_BEFORE_BLOCKS)
+            && rotation.is_some_and(|fee| budget.allows(fee))
+        {
             let id = live.id();
             // The last voucher goes out before the close, so the provider can commit it.
             let _ = live.client.pay().await;
             lease.retire();
-            self.close(market, need.signer, id).await;
+            self.close(market, need.signer, id, budget).await;
             return Ok(None);
         }
         if live.left() < need.worst_case {
-            self.top_up(market, need, live).await?;
+            self.top_up(market, need, live, budget).await?;
         }
         Ok(Some(lease))
     }
@@ -277,6 +339,7 @@ impl Sessions {
         market: &Market,
         signer: &Signer,
         message: Msg,
+        budget: &mut FeeBudget,
     ) -> Result<piazza_api::ReceiptInfo, ApiError> {
         let hash = market
             .post_message(signer, Message::Sessions(message), SESSION_TX_FEE_MAX)
@@ -288,6 +351,13 @@ impl Sessions {
             .wait_for_receipt(&hash, market.job_timeout)
             .await
             .map_err(|e| ApiError::upstream(format!("session transaction {hash}: {e}")))?;
+        // A transaction included pays its fee, refused or not.
+        let fee = Amount::new(receipt.fee_paid.parse().unwrap_or(0));
+        budget.spend(fee);
+        self.fees_paid.fetch_add(
+            u64::try_from(fee.base_units()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if let Some(error) = &receipt.error {
             return Err(match error.name.as_str() {
                 "insufficient_funds" => ApiError::quota(format!(
@@ -310,6 +380,7 @@ impl Sessions {
         market: &Market,
         need: &Need<'_>,
         place: OwnedSemaphorePermit,
+        budget: &mut FeeBudget,
     ) -> Result<Option<Live>, ApiError> {
         let deposit = need
             .worst_case
@@ -328,6 +399,7 @@ impl Sessions {
                     max_price_per_unit: need.max_price_per_unit,
                     expiry_blocks: need.expiry_blocks,
                 },
+                budget,
             )
             .await?;
         let id = receipt
@@ -349,7 +421,7 @@ impl Sessions {
         }
         let Some(endpoint) = info.endpoint.clone().filter(|e| !e.trim().is_empty()) else {
             tracing::warn!(session = id, "the assigned provider names no endpoint");
-            self.close(market, need.signer, id).await;
+            self.close(market, need.signer, id, budget).await;
             return Ok(None);
         };
         let terms = piazza_client::session::terms(&info)
@@ -359,7 +431,7 @@ impl Sessions {
             .map_err(|e| ApiError::internal(e.to_string()))?;
         tracing::info!(session = id, %endpoint, model = need.model, "session opened");
         Ok(Some(Live {
-            client: SessionClient::new(&endpoint, channel),
+            client: SessionClient::new(&endpoint, channel).with_http(self.http.clone()),
             endpoint,
             expiry_height: info.expiry_height,
             _place: place,
@@ -373,13 +445,14 @@ impl Sessions {
         market: &Market,
         need: &Need<'_>,
         live: &mut Live,
+        budget: &mut FeeBudget,
     ) -> Result<(), ApiError> {
         let amount = need
             .worst_case
             .checked_mul(need.deposit_requests)
             .ok_or_else(|| ApiError::invalid(None, "the session's deposit overflows"))?;
         let session = live.id();
-        self.send(market, need.signer, Msg::TopUp { session, amount })
+        self.send(market, need.signer, Msg::TopUp { session, amount }, budget)
             .await?;
         live.client
             .pay()
@@ -398,14 +471,23 @@ impl Sessions {
             channel.paid(),
         )
         .map_err(|e| ApiError::internal(e.to_string()))?;
-        live.client = SessionClient::new(&live.endpoint, channel);
+        live.client = SessionClient::new(&live.endpoint, channel).with_http(self.http.clone());
         tracing::info!(session, %amount, "session topped up");
         Ok(())
     }
 
     /// Closes session `id` (its unspent deposit returns after the last commit's window).
-    pub(crate) async fn close(&self, market: &Market, signer: &Signer, session: u64) {
-        if let Err(e) = self.send(market, signer, Msg::Close { session }).await {
+    pub(crate) async fn close(
+        &self,
+        market: &Market,
+        signer: &Signer,
+        session: u64,
+        budget: &mut FeeBudget,
+    ) {
+        if let Err(e) = self
+            .send(market, signer, Msg::Close { session }, budget)
+            .await
+        {
             tracing::warn!(session, error = %e.message, "could not close a session");
         }
     }

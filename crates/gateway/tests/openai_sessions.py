@@ -5,7 +5,8 @@
         --fixture crates/engine/tests/fixtures/minilm_reference.json
 
 A streamed chat arrives in several chunks (time to first chunk vs total printed), the last
-chunk carrying the session receipt; embeddings equal the MiniLM reference fixture; every
+chunk carrying the session receipt; `usage.prompt_tokens` is the prompt's token count the
+provider states (streamed with `include_usage` and whole alike); embeddings equal the MiniLM reference fixture; every
 answer carries its receipt (`piazza` and `x-piazza-receipt`); `x-piazza-mode: job` still runs
 an on-chain job. The last line is a JSON summary for the caller (the receipts' prices).
 """
@@ -19,6 +20,7 @@ import time
 import openai
 
 EMBEDDING_MODEL = "all-minilm-l6-v2"
+CHAT_PROMPT = "Write three sentences about the sea."
 TOLERANCE = 1e-5
 COSINE_MIN = 0.99999
 
@@ -83,8 +85,8 @@ def main():
     started = time.monotonic()
     stream = client.chat.completions.create(
         model=args.chat_model,
-        messages=[{"role": "user", "content": "Write three sentences about the sea."}],
-        max_tokens=48, temperature=0, stream=True)
+        messages=[{"role": "user", "content": CHAT_PROMPT}],
+        max_tokens=48, temperature=0, stream=True, stream_options={"include_usage": True})
     first, pieces, last = None, [], None
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
@@ -96,6 +98,9 @@ def main():
     if len(pieces) < 2:
         fail(f"streamed chat: {len(pieces)} content chunks")
     paid += check_session_receipts(extra(last, "piazza"), 1, None, "streamed chat")
+    if not last.usage or last.usage.prompt_tokens <= 0:
+        fail(f"streamed chat: usage {last.usage} has no prompt tokens")
+    prompt_tokens = last.usage.prompt_tokens
     text = "".join(pieces)
     ok(f"streamed chat: first content chunk after {first * 1000:.0f} ms, last after {total * 1000:.0f} ms, "
        f"{len(pieces)} chunks, {extra(last, 'piazza')[0]['units']} tokens: {text[:60]!r}")
@@ -103,13 +108,17 @@ def main():
     # The same chat whole: the same text (temperature 0), the receipt in body and header.
     raw = client.chat.completions.with_raw_response.create(
         model=args.chat_model,
-        messages=[{"role": "user", "content": "Write three sentences about the sea."}],
+        messages=[{"role": "user", "content": CHAT_PROMPT}],
         max_tokens=48, temperature=0)
     whole = raw.parse()
     if whole.choices[0].message.content != text:
         fail(f"whole chat {whole.choices[0].message.content!r} is not the streamed {text!r}")
     paid += check_session_receipts(extra(whole, "piazza"), 1, raw.headers, "whole chat")
-    ok("whole chat: the streamed text, receipt in `piazza` and x-piazza-receipt")
+    if whole.usage.prompt_tokens != prompt_tokens:
+        fail(f"whole chat: {whole.usage.prompt_tokens} prompt tokens, streamed {prompt_tokens}")
+    if whole.usage.total_tokens != prompt_tokens + whole.usage.completion_tokens:
+        fail(f"whole chat: usage {whole.usage} does not add up")
+    ok(f"whole chat: the streamed text, receipt in `piazza` and x-piazza-receipt, {prompt_tokens} prompt tokens")
 
     # Embeddings over the session: equal to the reference.
     raw = client.embeddings.with_raw_response.create(model=EMBEDDING_MODEL, input=sentences, encoding_format="float")
@@ -129,7 +138,8 @@ def main():
     job_charge = int(receipts[0]["price"]) + int(receipts[0]["fee"])
     ok(f"x-piazza-mode: job ran job {receipts[0]['job']}")
     print("all checks passed")
-    print(json.dumps({"session_paid": paid, "job_charge": job_charge, "ttfc_ms": first * 1000, "total_ms": total * 1000}))
+    print(json.dumps({"session_paid": paid, "job_charge": job_charge, "ttfc_ms": first * 1000, "total_ms": total * 1000,
+                      "chat_prompt": CHAT_PROMPT, "chat_prompt_tokens": prompt_tokens}))
 
 
 if __name__ == "__main__":

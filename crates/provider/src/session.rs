@@ -27,7 +27,7 @@ use axum::Router;
 use piazza_api::JobParamsInfo;
 use piazza_codec::Encode;
 use piazza_ledger::job::JobParams;
-use piazza_ledger::sessions::{SignedRequest, SignedVoucher};
+use piazza_ledger::sessions::{Msg, SignedReceipt, SignedRequest, SignedVoucher};
 use piazza_primitives::{Address, Amount, SecretKey};
 use piazza_session::wire::{ErrorView, Event, RequestBody, SessionView, VoucherBody, WireError};
 use piazza_session::{ProviderChannel, Refusal, Served, Terms};
@@ -608,6 +608,12 @@ async fn serve(
             return;
         }
     };
+    let prompt = match &model {
+        LoadedModel::Generation(generator) => {
+            Some((generator.clone(), body.input.clone(), params.clone()))
+        }
+        LoadedModel::Embedding(_) => None,
+    };
     let mut run = models::stream(model, body.input, params, endpoint.config.threads);
     let (mut sent_bytes, mut reader_gone) = (0, false);
     while let Some(text) = run.deltas.recv().await {
@@ -623,6 +629,18 @@ async fn serve(
     let result = match run.done.await {
         Ok(result) => result,
         Err(e) => Err(crate::ProviderError::Model(e.to_string())),
+    };
+    // An embedding's units are its input's tokens; a generation's prompt is counted apart
+    // (its units are the tokens it generated), off the path to the first token.
+    let input_units = match prompt {
+        None => 0,
+        Some((generator, input, params)) => tokio::task::spawn_blocking(move || {
+            let text = String::from_utf8_lossy(&input);
+            piazza_arbiter::prompt_ids(&generator, &models::job_spec(&input, &params), &text)
+                .map_or(0, |ids| ids.len() as u64)
+        })
+        .await
+        .unwrap_or(0),
     };
     let mut guard = entry.lock().await;
     let execution = match result {
@@ -641,6 +659,11 @@ async fn serve(
             let _ = send(&events, Event::error("model", &e), stall).await;
             return;
         }
+    };
+    let input_units = if embedding {
+        execution.work_units
+    } else {
+        input_units
     };
     let served = Served {
         output: &execution.output,
@@ -673,7 +696,7 @@ async fn serve(
     if !matches!(&last, Event::Delta { text } if text.is_empty()) {
         send(&events, last, stall).await;
     }
-    send(&events, Event::receipt(receipt), stall).await;
+    send(&events, Event::receipt(receipt, input_units), stall).await;
 }
 
 /// When the daemon posts a session's commit.
@@ -895,6 +918,92 @@ pub async fn start_daemon(
         shutdown,
     ));
     Ok(Some(Daemon { server, commits }))
+}
+
+/// The owner's challenge of `receipt`, committed in `commit`, with the trace of its own honest
+/// run of `request` on `model` (what `piazza session challenge` sends): the trace root, step
+/// count and token ids the bisection game starts from.
+pub fn owner_challenge(
+    model: &LoadedModel,
+    commit: u64,
+    request: &SignedRequest,
+    receipt: &SignedReceipt,
+    threads: usize,
+) -> Result<Msg, crate::ProviderError> {
+    let asked = &request.request;
+    let spec = models::job_spec(&asked.input, &job_params(&asked.params)?);
+    let run =
+        crate::dispute::run_with_fault(model, &spec, threads, &crate::dispute::Fault::default())?;
+    Ok(Msg::Challenge {
+        session: receipt.receipt.session,
+        commit,
+        receipt: Box::new(receipt.clone()),
+        request: Box::new(request.clone()),
+        trace_root: piazza_primitives::Hash(run.trace_root),
+        step_count: run.step_count(),
+        ids: piazza_primitives::Hash(run.ids_commitment()),
+    })
+}
+
+/// The commit among `commits` that pays request `seq`.
+pub fn commit_paying(commits: &[piazza_api::SessionCommitInfo], seq: u64) -> Option<u64> {
+    commits
+        .iter()
+        .find(|c| c.from_seq < seq && seq <= c.voucher_seq)
+        .map(|c| c.id)
+}
+
+/// How long [`challenge_and_play`] plays at most.
+pub const CHALLENGE_PLAY_MS_MAX: u64 = 30 * 60 * 1000;
+
+/// Sends `challenge` from `key` (the session's owner), then plays the dispute it opens with
+/// `models` until its job ends (or [`CHALLENGE_PLAY_MS_MAX`] passes); returns the job and how
+/// it ended.
+pub async fn challenge_and_play(
+    client: &piazza_client::Client,
+    key: &SecretKey,
+    models: Arc<BTreeMap<String, LoadedModel>>,
+    challenge: Msg,
+    threads: usize,
+    poll: Duration,
+) -> Result<(u64, piazza_api::JobState), crate::ProviderError> {
+    let hash = client
+        .send_message(key, piazza_ledger::tx::Message::Sessions(challenge))
+        .await?;
+    let receipt = client
+        .wait_for_receipt(&hash, Duration::from_millis(COMMIT_RECEIPT_TIMEOUT_MS))
+        .await?;
+    if let Some(e) = receipt.error {
+        return Err(crate::ProviderError::Config(format!(
+            "the challenge {hash} was refused: {} ({})",
+            e.name, e.message
+        )));
+    }
+    let job: u64 = receipt
+        .events
+        .iter()
+        .find(|e| e.kind == "sessions.challenged")
+        .and_then(|e| e.attributes.get("job")?.parse().ok())
+        .ok_or_else(|| crate::ProviderError::Config(format!("no job in {hash}'s events")))?;
+    let me = key.public_key().address();
+    let chain_id = client.status().await?.chain_id;
+    let poster = crate::Poster::new(client.clone(), key.clone(), chain_id);
+    let player = crate::dispute::Player::new(me, models, threads, crate::dispute::Fault::default());
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(CHALLENGE_PLAY_MS_MAX);
+    loop {
+        crate::play(client, &player, &poster, &me).await;
+        let state = client.job(job).await?.map(|j| j.status);
+        if let Some(state @ (piazza_api::JobState::Settled | piazza_api::JobState::Failed)) = state
+        {
+            return Ok((job, state));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(crate::ProviderError::Config(format!(
+                "job {job}'s dispute did not end within {CHALLENGE_PLAY_MS_MAX} ms"
+            )));
+        }
+        tokio::time::sleep(poll).await;
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,10 @@
 //! by the owner's own challenge, bisected to the corrupted step, slashed by `fraud_slash`, and
 //! the owner refunded exactly that request's price; honest answers of the same commit are paid.
 //! An audited receipt the owner challenged first is answered by revealing it (no second job);
-//! another receipt for the same request still owes its own reveal.
+//! another receipt for the same request still owes its own reveal. The client's own challenge
+//! is built from the receipts it kept (`piazza session challenge`: a `ReceiptBook` and
+//! `session::owner_challenge`). Every fraud also costs the provider its commit's fraud slash
+//! (`sessions::fraud_slash`), once.
 //!
 //! A provider that never reveals an audited receipt is slashed one penalty per receipt at the
 //! reveal deadline: `crates/ledger/tests/sessions.rs`
@@ -13,6 +16,7 @@
 mod harness;
 
 use harness::{fault, steps, SessionPlay, Setup, World};
+use piazza_client::session::ReceiptBook;
 use piazza_ledger::compute::{self, JobStatus};
 use piazza_ledger::sessions::{self, SessionStatus};
 use piazza_ledger::tx::Message;
@@ -144,12 +148,60 @@ fn challenge_in_draw_block(
     seq: u64,
 ) -> sessions::CommitRecord {
     let challenge = world.owner_challenge(session, commit, seq);
+    submit_in_draw_block(world, challenge, commit)
+}
+
+/// The owner sends `challenge` of a receipt of `commit` in the block that also draws the
+/// commit's audits; returns the commit after that block.
+fn submit_in_draw_block(world: &World, challenge: Message, commit: u64) -> sessions::CommitRecord {
     world
         .sim
         .submit(&world.user, vec![challenge])
         .expect("challenge admitted");
     world.sim.block();
     world.commit_record(commit)
+}
+
+/// After the owner challenged request `corrupt` of `commit` (now `record`): the provider
+/// reveals both audited receipts (the challenged one is already a job, the honest one becomes
+/// one), loses the dispute and is slashed, the owner is refunded and wins half the slash, the
+/// honest answer stands and is paid.
+async fn the_owner_wins(
+    world: &mut World,
+    start: &Before,
+    session: &SessionPlay,
+    (commit, record): (u64, sessions::CommitRecord),
+    (honest, corrupt): (u64, u64),
+) {
+    assert_eq!(record.jobs.len(), 1, "the challenge made the request a job");
+    let challenged = record.jobs[0];
+    assert_eq!(
+        world.attribute("sessions.challenged", challenged, "seq"),
+        corrupt.to_string()
+    );
+    assert_eq!(record.audited, vec![0, 1]);
+    let jobs = world.reveal_audited(session, commit);
+    assert_eq!(jobs.len(), 1, "only the honest request becomes a new job");
+    let honest_job = jobs[0];
+    assert_eq!(
+        world.attribute("sessions.request_adopted", honest_job, "seq"),
+        honest.to_string()
+    );
+    let outcome = world.run_to_end(challenged).await;
+    assert_eq!(outcome.status, JobStatus::Failed);
+    let outcome = world.run_to_end(honest_job).await;
+    assert_eq!(
+        outcome.status,
+        JobStatus::Settled,
+        "the honest answer stands"
+    );
+    let owner = owner(world);
+    let to_winner = check_fraud(world, challenged, TEXTS[1], &owner, price(session, corrupt));
+    let won = Won {
+        owner: to_winner,
+        auditor: Amount::ZERO,
+    };
+    check_end(world, start, session, (honest, honest_job), won);
 }
 
 /// Nothing is left in escrow: no session, job or bond holds money.
@@ -174,7 +226,7 @@ struct Won {
 }
 
 /// Closes `session` and checks every balance to the unit, fees aside: the provider's stake
-/// lost `fraud_slash` and nothing else; the owner paid the honest request `honest` (seq, job)
+/// lost `fraud_slash` and its commit's fraud slash (once) and nothing else; the owner paid the honest request `honest` (seq, job)
 /// only (the corrupted one came back by the job path, the unspent deposit at the close, a
 /// challenger's bond after its win); the provider was paid for the honest answer; the
 /// auditor took its pool share of the audit it attested; `won` went to the fraud's winner;
@@ -184,10 +236,41 @@ fn check_end(world: &World, start: &Before, session: &SessionPlay, honest: (u64,
     close(world, session);
     assert_eq!(world.sim.refusals(), Vec::<String>::new());
     let fraud_slash = verify::Params::default().fraud_slash;
+    let commit_slashes: Vec<_> = world
+        .sim
+        .events()
+        .into_iter()
+        .filter(|(_, e)| e.kind == "sessions.fraud_slashed")
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(
+        commit_slashes.len(),
+        1,
+        "one commit slash: {commit_slashes:?}"
+    );
+    let number = |name: &str| -> u64 {
+        commit_slashes[0]
+            .attribute(name)
+            .and_then(|n| n.parse().ok())
+            .expect("a number")
+    };
+    let commit = world.commit_record(number("commit"));
+    let record = world
+        .sim
+        .read(|view| sessions::session(view, session.id))
+        .expect("the session");
+    let audits = world
+        .sim
+        .read(|view| sessions::params(view).audits_per_commit);
+    let commit_slash = sessions::fraud_slash(&record, &commit, audits);
+    assert_eq!(u128::from(number("penalty")), commit_slash.base_units());
     assert_eq!(
         Some(world.provider_stake()),
-        start.provider_stake.checked_sub(fraud_slash),
-        "slashed by fraud_slash, and only that"
+        start
+            .provider_stake
+            .checked_sub(fraud_slash)
+            .and_then(|s| s.checked_sub(commit_slash)),
+        "slashed by fraud_slash and the commit's fraud slash, and only that"
     );
     let settled = |name| -> Amount {
         Amount::new(
@@ -284,43 +367,14 @@ async fn a_corrupted_session_answer_the_owner_challenges_is_bisected_slashed_and
     // The owner checks the answer it got against its own run and challenges the receipt, in
     // the block that also draws the commit's audits.
     let record = challenge_in_draw_block(&mut world, &session, commit, corrupt);
-    assert_eq!(record.jobs.len(), 1, "the challenge made the request a job");
-    let challenged = record.jobs[0];
-    assert_eq!(
-        world.attribute("sessions.challenged", challenged, "seq"),
-        corrupt.to_string()
-    );
-    assert_eq!(record.audited, vec![0, 1]);
-    // The provider answers both audits, as its daemon does: the challenged receipt is already
-    // a job; the honest one becomes one.
-    let jobs = world.reveal_audited(&session, commit);
-    assert_eq!(jobs.len(), 1, "only the honest request becomes a new job");
-    let honest_job = jobs[0];
-    assert_eq!(
-        world.attribute("sessions.request_adopted", honest_job, "seq"),
-        honest.to_string()
-    );
-    let outcome = world.run_to_end(challenged).await;
-    assert_eq!(outcome.status, JobStatus::Failed);
-    let outcome = world.run_to_end(honest_job).await;
-    assert_eq!(
-        outcome.status,
-        JobStatus::Settled,
-        "the honest answer stands"
-    );
-    let owner = owner(&world);
-    let to_winner = check_fraud(
-        &world,
-        challenged,
-        TEXTS[1],
-        &owner,
-        price(&session, corrupt),
-    );
-    let won = Won {
-        owner: to_winner,
-        auditor: Amount::ZERO,
-    };
-    check_end(&world, &start, &session, (honest, honest_job), won);
+    the_owner_wins(
+        &mut world,
+        &start,
+        &session,
+        (commit, record),
+        (honest, corrupt),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -393,4 +447,49 @@ async fn a_second_receipt_for_a_challenged_request_still_owes_its_own_reveal() {
         .find(|(_, e)| e.kind == "sessions.reveal_missed")
         .expect("a missed reveal");
     assert_eq!(missed.1.attribute("missed"), Some("1"));
+}
+
+#[tokio::test]
+async fn a_corrupted_receipt_the_client_kept_is_challenged_from_its_book_slashed_and_refunded() {
+    let mut world = world(24);
+    let start = before(&world);
+    let mut session = world.open_session(DEPOSIT, EXPIRY_BLOCKS);
+    let honest = world.serve_session(&mut session, TEXTS[0], &Fault::default());
+    let corrupt = world.serve_session(&mut session, TEXTS[1], &fault(CORRUPT));
+    // The client keeps each request and receipt it got, as `piazza chat` does.
+    let dir = tempfile::tempdir().unwrap();
+    let book = ReceiptBook::in_dir(dir.path(), session.id);
+    for seq in [honest, corrupt] {
+        book.record(&session.requests[&seq], &session.receipts[&seq])
+            .unwrap();
+    }
+    let commit = world.commit_session(&mut session);
+    // `piazza session challenge SESSION --seq N`: the kept request and receipt, the client's
+    // own honest run of the request.
+    let (request, receipt) = book
+        .find(session.id, corrupt)
+        .unwrap()
+        .expect("the kept receipt");
+    let challenge = piazza_provider::session::owner_challenge(
+        &world.setup.model.loaded(),
+        commit,
+        &request,
+        &receipt,
+        1,
+    )
+    .expect("the client's run");
+    // The harness's owner challenge (which also starts the client's player) is the same.
+    assert_eq!(
+        world.owner_challenge(&session, commit, corrupt),
+        Message::Sessions(challenge.clone())
+    );
+    let record = submit_in_draw_block(&world, Message::Sessions(challenge), commit);
+    the_owner_wins(
+        &mut world,
+        &start,
+        &session,
+        (commit, record),
+        (honest, corrupt),
+    )
+    .await;
 }

@@ -122,10 +122,14 @@ pub struct ReceiptView {
     pub units: u64,
     pub price: Amount,
     pub provider: String,
+    /// The input's tokens (a generation's prompt, an embedding's text) as the provider counted
+    /// them, for usage reports: not signed (prices are per unit of work, not per input token).
+    #[serde(default)]
+    pub input_units: u64,
 }
 
 impl ReceiptView {
-    pub fn of(signed: &SignedReceipt) -> ReceiptView {
+    pub fn of(signed: &SignedReceipt, input_units: u64) -> ReceiptView {
         let r: &Receipt = &signed.receipt;
         ReceiptView {
             session: r.session,
@@ -136,6 +140,7 @@ impl ReceiptView {
             units: r.units,
             price: r.price,
             provider: signed.signer.address().to_string(),
+            input_units,
         }
     }
 }
@@ -189,9 +194,10 @@ struct ReceiptData {
 }
 
 impl Event {
-    pub fn receipt(receipt: SignedReceipt) -> Event {
+    /// The receipt event of `receipt`, for a request whose input was `input_units` tokens.
+    pub fn receipt(receipt: SignedReceipt, input_units: u64) -> Event {
         Event::Receipt {
-            view: ReceiptView::of(&receipt),
+            view: ReceiptView::of(&receipt, input_units),
             receipt: Box::new(receipt),
         }
     }

@@ -373,7 +373,7 @@ fn events_survive_any_split_and_bad_streams_fail_cleanly() {
         Event::Embedding {
             vector: vec![0.5, -1.25],
         },
-        Event::receipt(receipt),
+        Event::receipt(receipt, 12),
         Event::error("unpaid", "pay first"),
     ];
     let stream: String = events.iter().map(Event::to_sse).collect();
