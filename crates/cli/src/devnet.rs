@@ -23,6 +23,13 @@ pub const AUDITOR_KEY: &str = "auditor";
 pub const MODELS_KEY: &str = "models";
 /// Where the devnet's provider serves sessions: loopback, on a port the system picks.
 const DEVNET_SESSION_ENDPOINT: &str = "http://127.0.0.1:0";
+/// The devnet's storage providers' keys: `storage-0`, `storage-1`, ...
+const STORAGE_KEY_PREFIX: &str = "storage-";
+/// Shard bytes each devnet storage provider offers.
+const DEVNET_STORAGE_CAPACITY_BYTES: u64 = 4 << 30;
+/// What each devnet storage provider is funded with at genesis and bonds.
+const DEVNET_STORAGE_FUNDS_PZA: u64 = 1_000;
+const DEVNET_STORAGE_STAKE_PZA: u64 = 100;
 
 #[derive(Args)]
 pub struct NodeArgs {
@@ -60,6 +67,10 @@ pub struct NodeArgs {
     /// Devnet: bundled models to register at genesis and serve (comma-separated).
     #[arg(long, value_delimiter = ',', default_values_t = [piazza_provider::models::MINILM.to_string(), piazza_provider::models::SMOLLM2.to_string()])]
     models: Vec<String>,
+    /// Devnet: storage providers to run in-process, each with its shard service on a loopback
+    /// port (6 hold the k + m shards of the default 4 + 2 layout).
+    #[arg(long, default_value_t = 6)]
+    storage_providers: usize,
 }
 
 /// How often the devnet checks whether its in-process roles are registered.
@@ -171,13 +182,20 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
     let genesis_path = data_dir.join("genesis.json");
     let fresh = !data_dir.join(piazza_node::CHAIN_DB_FILE).exists();
     let genesis = if devnet {
-        for name in [
+        let storage_keys: Vec<String> = (0..args.storage_providers)
+            .map(|i| format!("{STORAGE_KEY_PREFIX}{i}"))
+            .collect();
+        let fixed = [
             DEV_KEY,
             validator_name.as_str(),
             PROVIDER_KEY,
             AUDITOR_KEY,
             MODELS_KEY,
-        ] {
+        ];
+        for name in fixed
+            .into_iter()
+            .chain(storage_keys.iter().map(String::as_str))
+        {
             if keystore.info(name).is_err() {
                 // Sealed with PIAZZA_PASSWORD if set; else with the empty password, kept in
                 // NAME.password so every command unlocks it whatever PIAZZA_PASSWORD says.
@@ -208,13 +226,19 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
                     ),
                 });
             }
-            let genesis = devnet_genesis(
+            let mut genesis = devnet_genesis(
                 keystore.info(DEV_KEY)?.address,
                 keystore.info(&validator_name)?.address,
                 keystore.info(PROVIDER_KEY)?.address,
                 keystore.info(AUDITOR_KEY)?.address,
                 records,
             );
+            for name in &storage_keys {
+                genesis.accounts.push(GenesisAccount {
+                    address: keystore.info(name)?.address,
+                    balance: Amount::pza(DEVNET_STORAGE_FUNDS_PZA),
+                });
+            }
             std::fs::write(&genesis_path, serde_json::to_vec_pretty(&genesis)?)?;
             Some(genesis)
         } else {
@@ -339,6 +363,34 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
     } else {
         None
     };
+    let mut storage_tasks = Vec::new();
+    for i in 0..if devnet { args.storage_providers } else { 0 } {
+        let name = format!("{STORAGE_KEY_PREFIX}{i}");
+        let config = piazza_storage_daemon::provider::ProviderConfig {
+            node_url: format!("http://{}", node.rpc_addr),
+            key: unlock(&keystore, &name)?,
+            dir: data_dir.join("storage").join(&name),
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            endpoint: None,
+            capacity_bytes: DEVNET_STORAGE_CAPACITY_BYTES,
+            stake: Amount::pza(DEVNET_STORAGE_STAKE_PZA),
+            limits: Default::default(),
+            daemon: Default::default(),
+        };
+        roles.push((InProcess::Storage, config.address()));
+        let stopped = stop_provider.subscribe();
+        storage_tasks.push(tokio::spawn(async move {
+            if let Err(e) = piazza_storage_daemon::provider::run(config, stopped).await {
+                tracing::error!(storage = %name, error = %e, "devnet storage provider stopped");
+            }
+        }));
+    }
+    if !storage_tasks.is_empty() {
+        outln!(
+            "piazza devnet: {} storage providers (keys {STORAGE_KEY_PREFIX}0..) serve shards on loopback",
+            storage_tasks.len()
+        );
+    }
     let gateway = match devnet.then_some(args.gateway_addr) {
         Some(listen) => {
             let mut config = piazza_gateway::GatewayConfig::new(
@@ -388,6 +440,9 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
             if let Some(task) = auditor {
                 let _ = task.await;
             }
+            for task in storage_tasks {
+                let _ = task.await;
+            }
             if let Some(gateway) = gateway {
                 gateway.shutdown().await;
             }
@@ -406,6 +461,7 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
 enum InProcess {
     Provider,
     Auditor,
+    Storage,
 }
 
 impl InProcess {
@@ -413,6 +469,7 @@ impl InProcess {
         match self {
             InProcess::Provider => "provider",
             InProcess::Auditor => "auditor",
+            InProcess::Storage => "storage",
         }
     }
 }
@@ -426,6 +483,7 @@ async fn announce_ready(node_url: String, role: &str, roles: Vec<(InProcess, Add
             let registered = match in_process {
                 InProcess::Provider => client.provider(address).await.map(|p| p.is_some()),
                 InProcess::Auditor => client.auditor(address).await.map(|a| a.is_some()),
+                InProcess::Storage => client.storage_provider(address).await.map(|s| s.is_some()),
             };
             if matches!(registered, Ok(true)) {
                 break;
@@ -433,7 +491,21 @@ async fn announce_ready(node_url: String, role: &str, roles: Vec<(InProcess, Add
             tokio::time::sleep(Duration::from_millis(READY_POLL_MS)).await;
         }
     }
-    let names: Vec<&str> = roles.iter().map(|(r, _)| r.name()).collect();
+    // Each kind of role once, with its count when there are several (`6 storage`).
+    let mut names: Vec<String> = Vec::new();
+    for (role, _) in &roles {
+        let count = roles
+            .iter()
+            .filter(|(r, _)| r.name() == role.name())
+            .count();
+        let name = match count {
+            1 => role.name().to_string(),
+            n => format!("{n} {}", role.name()),
+        };
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
     if names.is_empty() {
         outln!("piazza {role}: ready");
     } else {

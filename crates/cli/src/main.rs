@@ -16,6 +16,7 @@ mod bench_devnet;
 mod bench_jobs;
 mod bench_long;
 mod bench_testnet;
+mod blob;
 mod config;
 mod devnet;
 mod economy;
@@ -25,6 +26,7 @@ mod out;
 mod password;
 mod query;
 mod session;
+mod storage;
 mod testnet;
 mod verify;
 
@@ -230,6 +232,16 @@ enum Command {
     /// Chat with a model over a session: lines in, answers streamed, each receipt checked
     /// and paid.
     Chat(session::ChatArgs),
+    /// Storage provider: run the daemon (shard service, challenge answers, repairs), status.
+    Storage {
+        #[command(subcommand)]
+        command: storage::StorageCommand,
+    },
+    /// Blobs kept by storage providers: put a file, get it back by id, a blob's deal.
+    Blob {
+        #[command(subcommand)]
+        command: blob::BlobCommand,
+    },
     /// The economy: shares, offerings, models with lineage, datasets, pools, labelling.
     #[command(flatten)]
     Economy(economy::EconomyCommand),
@@ -454,6 +466,8 @@ async fn run(command: Command) -> Result<()> {
         Command::Session { command } => session::run(command).await,
         Command::Economy(command) => economy::run(command).await,
         Command::Chat(args) => session::chat(args).await,
+        Command::Storage { command } => storage::run(command).await,
+        Command::Blob { command } => blob::run(command).await,
         Command::Bench { command } => {
             tokio::task::spawn_blocking(move || bench::run(command)).await?
         }
