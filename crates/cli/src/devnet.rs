@@ -181,24 +181,14 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
 
     let genesis_path = data_dir.join("genesis.json");
     let fresh = !data_dir.join(piazza_node::CHAIN_DB_FILE).exists();
+    let storage_keys: Vec<String> = (0..args.storage_providers)
+        .map(|i| format!("{STORAGE_KEY_PREFIX}{i}"))
+        .collect();
     let genesis = if devnet {
-        let storage_keys: Vec<String> = (0..args.storage_providers)
-            .map(|i| format!("{STORAGE_KEY_PREFIX}{i}"))
-            .collect();
-        let fixed = [
-            DEV_KEY,
-            validator_name.as_str(),
-            PROVIDER_KEY,
-            AUDITOR_KEY,
-            MODELS_KEY,
-        ];
-        for name in fixed
-            .into_iter()
-            .chain(storage_keys.iter().map(String::as_str))
-        {
+        // Sealed with PIAZZA_PASSWORD if set; else with the empty password, kept in
+        // NAME.password so every command unlocks it whatever PIAZZA_PASSWORD says.
+        let create_missing = |name: &str| -> Result<()> {
             if keystore.info(name).is_err() {
-                // Sealed with PIAZZA_PASSWORD if set; else with the empty password, kept in
-                // NAME.password so every command unlocks it whatever PIAZZA_PASSWORD says.
                 let password = std::env::var(crate::password::PASSWORD_ENV).unwrap_or_default();
                 let info = keystore.create(name, &password)?;
                 if password.is_empty() {
@@ -206,6 +196,16 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
                 }
                 tracing::info!(name, address = %info.address, "created devnet key");
             }
+            Ok(())
+        };
+        for name in [
+            DEV_KEY,
+            validator_name.as_str(),
+            PROVIDER_KEY,
+            AUDITOR_KEY,
+            MODELS_KEY,
+        ] {
+            create_missing(name)?;
         }
         if fresh {
             let models_dir = piazza_engine::models_dir();
@@ -225,6 +225,11 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
                         piazza_provider::models::SMOLLM2
                     ),
                 });
+            }
+            // The storage providers' keys, funded at genesis (a chain made before they
+            // existed runs none).
+            for name in &storage_keys {
+                create_missing(name)?;
             }
             let mut genesis = devnet_genesis(
                 keystore.info(DEV_KEY)?.address,
@@ -364,12 +369,14 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
         None
     };
     let mut storage_tasks = Vec::new();
-    for i in 0..if devnet { args.storage_providers } else { 0 } {
-        let name = format!("{STORAGE_KEY_PREFIX}{i}");
+    let storage_run = storage_keys
+        .iter()
+        .filter(|name| devnet && keystore.info(name).is_ok());
+    for name in storage_run {
         let config = piazza_storage_daemon::provider::ProviderConfig {
             node_url: format!("http://{}", node.rpc_addr),
-            key: unlock(&keystore, &name)?,
-            dir: data_dir.join("storage").join(&name),
+            key: unlock(&keystore, name)?,
+            dir: data_dir.join("storage").join(name),
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             endpoint: None,
             capacity_bytes: DEVNET_STORAGE_CAPACITY_BYTES,
@@ -379,6 +386,7 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
         };
         roles.push((InProcess::Storage, config.address()));
         let stopped = stop_provider.subscribe();
+        let name = name.clone();
         storage_tasks.push(tokio::spawn(async move {
             if let Err(e) = piazza_storage_daemon::provider::run(config, stopped).await {
                 tracing::error!(storage = %name, error = %e, "devnet storage provider stopped");
