@@ -154,6 +154,8 @@ pub enum OfferingCommand {
     },
 }
 
+/// A registration carries every field of a record; it is parsed once per run.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum ModelCommand {
     /// Register a model with its lineage: `--base M:W` and `--dataset D:W` (weights in basis
