@@ -465,7 +465,12 @@ impl StepPlan {
                     .ok()
                     .and_then(|i| manifest.get(i))
                     .ok_or_else(|| ArbiterError::Manifest(format!("no weight {name:?}")))?;
-                if Some(&entry.shape) != expected.as_ref() {
+                // A Llama matrix may be committed in the quantized profile's block encoding.
+                let quantized = matches!(graph.model, ModelGraph::Llama { .. })
+                    && expected.as_ref().is_some_and(|shape| {
+                        piazza_llm::model::committed_shape_matches(shape, &entry.shape)
+                    });
+                if Some(&entry.shape) != expected.as_ref() && !quantized {
                     return Err(ArbiterError::Manifest(format!(
                         "weight {name:?} has shape {:?}, the graph expects {expected:?}",
                         entry.shape

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{chat_job, check_step, claim, smollm2, Model};
+use common::{chat_job, check_step, claim, smollm2, smollm2_quantized, Model};
 use piazza_arbiter::{
     arbitrate, generate_params, run_job, ArbiterError, JobRun, JobSpec, LoadedModel,
 };
@@ -66,7 +66,10 @@ fn spread(model: &Model, job: &JobSpec, run: &JobRun) -> Vec<u64> {
 }
 
 fn check_job(job: &JobSpec, label: &str) {
-    let model = smollm2();
+    check_job_on(smollm2(), job, label);
+}
+
+fn check_job_on(model: &Model, job: &JobSpec, label: &str) {
     let run = run_job(&model.loaded, job, 2, None).unwrap();
     assert_eq!(
         run.work_units,
@@ -81,6 +84,21 @@ fn check_job(job: &JobSpec, label: &str) {
 #[test]
 fn greedy_generation_steps_arbitrate_to_their_leaves() {
     check_job(&chat_job(PROMPT, NEW_TOKENS, 0, 0), "smollm2 greedy");
+}
+
+#[test]
+fn quantized_generation_steps_arbitrate_to_their_leaves() {
+    // The weights are committed in the block encoding; the arbiter re-runs the integer path.
+    let model = smollm2_quantized();
+    assert_ne!(
+        model.commitments.weights_commitment,
+        smollm2().commitments.weights_commitment
+    );
+    check_job_on(
+        model,
+        &chat_job(PROMPT, NEW_TOKENS, 0, 0),
+        "smollm2 quantized",
+    );
 }
 
 #[test]

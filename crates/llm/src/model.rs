@@ -484,3 +484,21 @@ fn unpermuted_order(rows: usize, heads: usize, shape: &[usize]) -> Result<Vec<us
     }
     Ok(order)
 }
+
+/// Whether a committed weight of shape `committed` stands for a weight of row-major shape
+/// `shape`: the same shape (f32), or, for a matrix whose columns are whole blocks, its f32 block
+/// encoding `[rows, cols/32 × 33]` or `[rows, cols/32 × 34]` (Quantized profile; docs/llm.md §3).
+pub fn committed_shape_matches(shape: &[usize], committed: &[usize]) -> bool {
+    match (shape, committed) {
+        _ if shape == committed => true,
+        (&[rows, cols], &[held_rows, held_cols]) => {
+            let blocks = cols / piazza_tensor::quant::BLOCK;
+            rows == held_rows
+                && cols.is_multiple_of(piazza_tensor::quant::BLOCK)
+                && [BlockFormat::Q8_0, BlockFormat::Q4_1]
+                    .iter()
+                    .any(|&f| blocks * QuantMatrix::encoded_block_floats(f) == held_cols)
+        }
+        _ => false,
+    }
+}

@@ -43,6 +43,20 @@ pub fn smollm2() -> &'static Model {
     })
 }
 
+/// SmolLM2 in the quantized numeric profile (integer block dots; docs/llm.md §2.1).
+pub fn smollm2_quantized() -> &'static Model {
+    static MODEL: OnceLock<Model> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let path = piazza_llm::default_model_path();
+        let generator =
+            piazza_llm::Generator::load_with(&path, piazza_llm::NumericProfile::Quantized)
+                .unwrap_or_else(|e| {
+                    panic!("{}: {e} (run scripts/fetch-models.sh)", path.display())
+                });
+        load(LoadedModel::Generation(Arc::new(generator)))
+    })
+}
+
 pub fn claim(run: &JobRun) -> TraceClaim {
     TraceClaim {
         root: run.trace_root,

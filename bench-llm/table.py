@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""SmolLM2 prefill and decode tokens/s: piazza-llm (f32 and quantized profiles) beside llama.cpp
+(through llama-cpp-python), one table, same run, same prompt, threads 1 and 2, greedy.
+
+Outside the default build, like the candle comparison: llama-cpp-python is built here by pip.
+  python3 -m venv /tmp/llamavenv && /tmp/llamavenv/bin/pip install llama-cpp-python
+  cargo build --release -p piazza-llm --example bench_generate
+  /tmp/llamavenv/bin/python bench-llm/table.py [NEW_TOKENS] [ROUNDS]
+
+Each tool runs ROUNDS times per thread count, interleaved with the others; the best round is
+reported (the machine is shared). llama.cpp's threads are pinned (n_threads and
+n_threads_batch); piazza's are its argument. Model loading is not timed.
+"""
+import os
+import re
+import subprocess
+import sys
+import time
+
+from llama_cpp import Llama
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODEL = os.path.join(
+    os.environ.get("PIAZZA_MODELS_DIR", os.path.expanduser("~/.cache/piazza/models")),
+    "smollm2",
+    "SmolLM2-135M-Instruct.Q4_1.gguf",
+)
+BENCH = os.path.join(ROOT, "target", "release", "examples", "bench_generate")
+PROMPT = (
+    "Decentralized compute networks let anyone rent out spare machines to run "
+    "models for others. The hard part is trust: how does the client know the provider really ran "
+    "the model it paid for, and did not return something cheaper? One answer is to make every "
+    "operator deterministic, so that any result can be checked by re-running it."
+)
+
+
+def llama_cpp_round(threads, new_tokens):
+    """(prefill tok/s, decode tok/s) of one greedy run."""
+    llm = Llama(
+        model_path=MODEL,
+        n_threads=threads,
+        n_threads_batch=threads,
+        n_ctx=1024,
+        n_batch=512,
+        verbose=False,
+    )
+    tokens = llm.tokenize(PROMPT.encode(), add_bos=False)
+    llm.reset()
+    start = time.perf_counter()
+    llm.eval(tokens)
+    prefill_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(new_tokens - 1):
+        logits = llm.scores[llm.n_tokens - 1]
+        llm.eval([int(logits.argmax())])
+    decode_s = time.perf_counter() - start
+    return len(tokens) / prefill_s, (new_tokens - 1) / decode_s
+
+
+def piazza_round(profile, threads, new_tokens):
+    out = subprocess.run(
+        [BENCH, str(new_tokens), str(threads)],
+        env={**os.environ, "PIAZZA_PROFILE": profile},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    m = re.search(r"prompt ([\d.]+) tokens/s, generation ([\d.]+) tokens/s", out)
+    return float(m.group(1)), float(m.group(2))
+
+
+def main():
+    new_tokens = int(sys.argv[1]) if len(sys.argv) > 1 else 128
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    tools = {
+        "llama.cpp (Q4_1, Q8 activations)": lambda t: llama_cpp_round(t, new_tokens),
+        "piazza quantized": lambda t: piazza_round("quantized", t, new_tokens),
+        "piazza f32": lambda t: piazza_round("f32", t, new_tokens),
+    }
+    best = {}
+    for _ in range(rounds):
+        for threads in (1, 2):
+            for name, run in tools.items():
+                prefill, decode = run(threads)
+                old = best.get((name, threads), (0.0, 0.0))
+                best[(name, threads)] = (max(old[0], prefill), max(old[1], decode))
+    print(f"SmolLM2-135M Q4_1, {new_tokens} greedy tokens, best of {rounds}, load untimed")
+    print("| engine | threads | prefill tok/s | decode tok/s | decode vs llama.cpp |")
+    print("|---|---|---|---|---|")
+    for threads in (1, 2):
+        anchor = best[("llama.cpp (Q4_1, Q8 activations)", threads)][1]
+        for name in tools:
+            prefill, decode = best[(name, threads)]
+            print(f"| {name} | {threads} | {prefill:.1f} | {decode:.1f} | {decode / anchor:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
