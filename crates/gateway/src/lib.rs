@@ -64,6 +64,7 @@ pub mod params;
 mod server;
 pub mod sessions;
 pub mod slots;
+pub mod x402;
 
 pub use cli::{run, GatewayCommand};
 pub use server::{start, GatewayHandle};

@@ -1,0 +1,619 @@
+//! x402 v2 on Piazza: paid HTTP endpoints and a facilitator.
+//!
+//! A paid route ([`require_payment`]) answers a request without payment `402` with a
+//! `PAYMENT-REQUIRED` header (base64 of the JSON `PaymentRequired`: scheme `exact` on network
+//! `piazza:<chain-id>`, the amount in base units of PZA, `payTo` a `pz1…` address). The client
+//! signs a `bank::authorization::TransferAuthorization` and retries with `PAYMENT-SIGNATURE`
+//! (base64 of the JSON `PaymentPayload`). The route **settles before serving**: the facilitator
+//! submits `bank::Msg::SettleAuthorization` and waits for its receipt, then the handler runs
+//! and the answer carries `PAYMENT-RESPONSE` (base64 of the `SettleResponse`, with the
+//! settling transaction's hash). The ledger settles an authorization at most once; the
+//! facilitator also remembers each settled authorization under an idempotency key (the hash of
+//! the authorization), so a client that timed out and retries with the same payment is served
+//! without a second settlement. The facilitator endpoints `POST /verify`, `POST /settle` and
+//! `GET /supported` ([`facilitator_router`]) speak the same JSON.
+//!
+//! Piazza's `exact` payload: `{signature: hex(64), authorization: {from: hex(ed25519 public
+//! key), to: pz1…, value, validAfter, validBefore (unix seconds, decimal strings), nonce:
+//! hex(32)}}`; `from` is a public key rather than an address because ed25519 signatures do not
+//! recover their signer.
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use piazza_client::Client;
+use piazza_ledger::bank::{self, authorization::TransferAuthorization};
+use piazza_ledger::tx::Message;
+use piazza_primitives::{Address, Amount, Hash, PublicKey, SecretKey, Signature};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The protocol version spoken here.
+pub const X402_VERSION: u64 = 2;
+/// The only scheme: a signed transfer of exactly the asked amount.
+pub const SCHEME: &str = "exact";
+/// The asset named in requirements: the native token, in base units.
+pub const ASSET: &str = "PZA";
+pub const PAYMENT_REQUIRED: HeaderName = HeaderName::from_static("payment-required");
+pub const PAYMENT_SIGNATURE: HeaderName = HeaderName::from_static("payment-signature");
+pub const PAYMENT_RESPONSE: HeaderName = HeaderName::from_static("payment-response");
+/// Longest `PAYMENT-SIGNATURE` header accepted, in bytes (a payload is well under 2 KiB).
+pub const PAYMENT_HEADER_BYTES_MAX: usize = 8 * 1024;
+/// Largest facilitator request body, in bytes.
+pub const FACILITATOR_BODY_BYTES_MAX: usize = 16 * 1024;
+/// Most settled authorizations remembered for idempotent retries; entries leave once their
+/// `validBefore` has passed, and a full memory refuses new settlements rather than forget.
+pub const SETTLED_REMEMBERED_MAX: usize = 10_000;
+/// How long a settlement waits for its transaction's receipt.
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The x402 network name of a Piazza chain.
+pub fn network(chain_id: &str) -> String {
+    format!("piazza:{chain_id}")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceInfo {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mime_type: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentRequirements {
+    pub scheme: String,
+    pub network: String,
+    /// Base units of PZA, as a decimal string.
+    pub amount: String,
+    pub asset: String,
+    pub pay_to: String,
+    pub max_timeout_seconds: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentRequired {
+    pub x402_version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub resource: ResourceInfo,
+    pub accepts: Vec<PaymentRequirements>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizationJson {
+    pub from: String,
+    pub to: String,
+    pub value: String,
+    pub valid_after: String,
+    pub valid_before: String,
+    pub nonce: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExactPayload {
+    pub signature: String,
+    pub authorization: AuthorizationJson,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentPayload {
+    pub x402_version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<ResourceInfo>,
+    pub accepted: PaymentRequirements,
+    pub payload: ExactPayload,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SettleResponse {
+    pub success: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payer: Option<String>,
+    pub transaction: String,
+    pub network: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyResponse {
+    pub is_valid: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payer: Option<String>,
+}
+
+/// The body of `POST /verify` and `POST /settle`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FacilitatorRequest {
+    pub payment_payload: PaymentPayload,
+    pub payment_requirements: PaymentRequirements,
+}
+
+impl ExactPayload {
+    /// Signs `authorization` for `chain_id` with `key` (which must be `authorization.from`).
+    pub fn sign(authorization: &TransferAuthorization, key: &SecretKey, chain_id: &str) -> Self {
+        ExactPayload {
+            signature: hex::encode(authorization.sign(key, chain_id).0),
+            authorization: AuthorizationJson {
+                from: authorization.from.to_hex(),
+                to: authorization.to.to_string(),
+                value: authorization.amount.base_units().to_string(),
+                valid_after: authorization.valid_after.to_string(),
+                valid_before: authorization.valid_before.to_string(),
+                nonce: authorization.nonce.to_hex(),
+            },
+        }
+    }
+
+    /// The ledger's authorization and signature, or why the JSON does not hold one.
+    pub fn parse(&self) -> Result<(TransferAuthorization, Signature), &'static str> {
+        const INVALID: &str = "invalid_payload";
+        let a = &self.authorization;
+        let from: [u8; 32] = fixed_hex(&a.from).ok_or(INVALID)?;
+        let signature: [u8; 64] = fixed_hex(&self.signature).ok_or(INVALID)?;
+        let nonce: [u8; 32] = fixed_hex(&a.nonce).ok_or(INVALID)?;
+        let authorization = TransferAuthorization {
+            from: PublicKey(from),
+            to: a.to.parse().map_err(|_| INVALID)?,
+            amount: Amount::new(a.value.parse().map_err(|_| INVALID)?),
+            valid_after: a.valid_after.parse().map_err(|_| INVALID)?,
+            valid_before: a.valid_before.parse().map_err(|_| INVALID)?,
+            nonce: Hash(nonce),
+        };
+        Ok((authorization, Signature(signature)))
+    }
+}
+
+fn fixed_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let text = text.strip_prefix("0x").unwrap_or(text);
+    if text.len() != 2 * N {
+        return None;
+    }
+    hex::decode(text).ok()?.try_into().ok()
+}
+
+/// Standard base64 (RFC 4648, padded) of the JSON of `value`.
+pub fn encode_header<T: Serialize>(value: &T) -> String {
+    let json = serde_json::to_vec(value).expect("x402 types serialize");
+    crate::openai::base64(&json)
+}
+
+/// The JSON value in a standard base64 header, bounded by [`PAYMENT_HEADER_BYTES_MAX`].
+pub fn decode_header<T: for<'de> Deserialize<'de>>(text: &str) -> Option<T> {
+    if text.len() > PAYMENT_HEADER_BYTES_MAX {
+        return None;
+    }
+    serde_json::from_slice(&base64_decode(text.trim())?).ok()
+}
+
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    fn value(c: u8) -> Option<u32> {
+        match c {
+            b'A'..=b'Z' => Some(u32::from(c - b'A')),
+            b'a'..=b'z' => Some(u32::from(c - b'a') + 26),
+            b'0'..=b'9' => Some(u32::from(c - b'0') + 52),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            _ => None,
+        }
+    }
+    let bytes = text.as_bytes();
+    if !bytes.len().is_multiple_of(4) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
+    for (index, chunk) in bytes.chunks(4).enumerate() {
+        let last = index + 1 == bytes.len() / 4;
+        let padding = chunk.iter().rev().take_while(|c| **c == b'=').count();
+        if padding > 2 || (padding > 0 && !last) {
+            return None;
+        }
+        let mut word = 0u32;
+        for c in &chunk[..4 - padding] {
+            word = (word << 6) | value(*c)?;
+        }
+        word <<= 6 * padding as u32;
+        let decoded = [(word >> 16) as u8, (word >> 8) as u8, word as u8];
+        out.extend_from_slice(&decoded[..3 - padding]);
+    }
+    Some(out)
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Verifies and settles payments on one chain, submitting with its own key (which pays the
+/// transaction fees).
+pub struct Facilitator {
+    client: Client,
+    chain_id: String,
+    submitter: SecretKey,
+    settled: Mutex<Settled>,
+    /// One submission at a time, so the submitter's nonces stay in order.
+    submitting: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct Settled {
+    /// Idempotency key → (the authorization's `valid_before`, the settlement's answer).
+    done: BTreeMap<Hash, (u64, SettleResponse)>,
+    in_flight: BTreeSet<Hash>,
+}
+
+/// A verified payment: the ledger's authorization and signature, and its payer.
+struct Verified {
+    authorization: TransferAuthorization,
+    signature: Signature,
+    payer: Address,
+}
+
+impl Facilitator {
+    pub fn new(client: Client, chain_id: String, submitter: SecretKey) -> Self {
+        Facilitator {
+            client,
+            chain_id,
+            submitter,
+            settled: Mutex::new(Settled::default()),
+            submitting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn network(&self) -> String {
+        network(&self.chain_id)
+    }
+
+    /// Requirements for `amount` paid to `pay_to`.
+    pub fn requirements(&self, amount: Amount, pay_to: Address) -> PaymentRequirements {
+        PaymentRequirements {
+            scheme: SCHEME.into(),
+            network: self.network(),
+            amount: amount.base_units().to_string(),
+            asset: ASSET.into(),
+            pay_to: pay_to.to_string(),
+            max_timeout_seconds: SETTLE_TIMEOUT.as_secs(),
+            extra: None,
+        }
+    }
+
+    async fn check(
+        &self,
+        payment: &PaymentPayload,
+        requirements: &PaymentRequirements,
+    ) -> Result<Verified, String> {
+        if payment.x402_version != X402_VERSION {
+            return Err("invalid_x402_version".into());
+        }
+        if requirements.scheme != SCHEME || payment.accepted.scheme != SCHEME {
+            return Err("unsupported_scheme".into());
+        }
+        if requirements.network != self.network() || payment.accepted.network != self.network() {
+            return Err("invalid_network".into());
+        }
+        if payment.accepted != *requirements || requirements.asset != ASSET {
+            return Err("invalid_payment_requirements".into());
+        }
+        let (authorization, signature) = payment.payload.parse()?;
+        let payer = authorization.from.address();
+        let reject = |reason: &str| Err(format!("invalid_exact_piazza_payload_{reason}"));
+        if authorization.to.to_string() != requirements.pay_to {
+            return reject("recipient_mismatch");
+        }
+        if authorization.amount.base_units().to_string() != requirements.amount {
+            return reject("authorization_value");
+        }
+        if authorization.check_stateless().is_err() {
+            return Err("invalid_payload".into());
+        }
+        let now = now_s();
+        if now <= authorization.valid_after {
+            return reject("authorization_valid_after");
+        }
+        if authorization.check_time(now).is_err() {
+            return reject("authorization_valid_before");
+        }
+        if authorization.verify(&self.chain_id, &signature).is_err() {
+            return reject("signature");
+        }
+        let account = self
+            .client
+            .account(&payer)
+            .await
+            .map_err(|_| "unexpected_verify_error".to_string())?;
+        let balance: u128 = account
+            .balance
+            .parse()
+            .map_err(|_| "unexpected_verify_error".to_string())?;
+        if balance < authorization.amount.base_units() {
+            return Err("insufficient_funds".into());
+        }
+        Ok(Verified {
+            authorization,
+            signature,
+            payer,
+        })
+    }
+
+    /// `POST /verify`: whether the payment would settle now.
+    pub async fn verify(
+        &self,
+        payment: &PaymentPayload,
+        requirements: &PaymentRequirements,
+    ) -> VerifyResponse {
+        match self.check(payment, requirements).await {
+            Ok(verified) => VerifyResponse {
+                is_valid: true,
+                invalid_reason: None,
+                payer: Some(verified.payer.to_string()),
+            },
+            Err(reason) => VerifyResponse {
+                is_valid: false,
+                invalid_reason: Some(reason),
+                payer: payment
+                    .payload
+                    .parse()
+                    .ok()
+                    .map(|(a, _)| a.from.address().to_string()),
+            },
+        }
+    }
+
+    fn failed(&self, reason: String, payer: Option<String>) -> SettleResponse {
+        SettleResponse {
+            success: false,
+            error_reason: Some(reason),
+            payer,
+            transaction: String::new(),
+            network: self.network(),
+        }
+    }
+
+    /// `POST /settle`: settles the payment once. A payment already settled here answers its
+    /// first settlement again (same transaction), without a second one.
+    pub async fn settle(
+        &self,
+        payment: &PaymentPayload,
+        requirements: &PaymentRequirements,
+    ) -> SettleResponse {
+        let key = match payment.payload.parse() {
+            Ok((authorization, _)) => Hash::of(
+                "piazza/x402-idempotency",
+                &[&authorization.sign_bytes(&self.chain_id)],
+            ),
+            Err(reason) => return self.failed(reason.into(), None),
+        };
+        {
+            let mut settled = self.settled.lock().expect("settled lock");
+            if let Some((_, answer)) = settled.done.get(&key) {
+                return answer.clone();
+            }
+            let now = now_s();
+            settled
+                .done
+                .retain(|_, (valid_before, _)| *valid_before > now);
+            if settled.done.len() + settled.in_flight.len() >= SETTLED_REMEMBERED_MAX {
+                return self.failed("facilitator_busy".into(), None);
+            }
+            if !settled.in_flight.insert(key) {
+                return self.failed("settlement_in_progress".into(), None);
+            }
+        }
+        let answer = self.settle_new(payment, requirements).await;
+        let mut settled = self.settled.lock().expect("settled lock");
+        settled.in_flight.remove(&key);
+        if let (true, Ok((authorization, _))) = (answer.success, payment.payload.parse()) {
+            settled
+                .done
+                .insert(key, (authorization.valid_before, answer.clone()));
+        }
+        answer
+    }
+
+    async fn settle_new(
+        &self,
+        payment: &PaymentPayload,
+        requirements: &PaymentRequirements,
+    ) -> SettleResponse {
+        let verified = match self.check(payment, requirements).await {
+            Ok(verified) => verified,
+            Err(reason) => {
+                let payer = payment
+                    .payload
+                    .parse()
+                    .ok()
+                    .map(|(a, _)| a.from.address().to_string());
+                return self.failed(reason, payer);
+            }
+        };
+        let payer = Some(verified.payer.to_string());
+        let message = Message::Bank(bank::Msg::SettleAuthorization {
+            authorization: verified.authorization,
+            signature: verified.signature,
+        });
+        let submitted = {
+            let _turn = self.submitting.lock().await;
+            self.client.send_message(&self.submitter, message).await
+        };
+        let hash = match submitted {
+            Ok(hash) => hash,
+            Err(e) => {
+                let reason = e.ledger_error_name().unwrap_or("unexpected_settle_error");
+                return self.failed(reason.to_string(), payer);
+            }
+        };
+        match self.client.wait_for_receipt(&hash, SETTLE_TIMEOUT).await {
+            Ok(receipt) if receipt.status == "ok" => SettleResponse {
+                success: true,
+                error_reason: None,
+                payer,
+                transaction: hash.to_hex(),
+                network: self.network(),
+            },
+            Ok(_) => self.failed("invalid_transaction_state".into(), payer),
+            Err(_) => self.failed("unexpected_settle_error".into(), payer),
+        }
+    }
+}
+
+/// The facilitator's endpoints: `POST /verify`, `POST /settle`, `GET /supported`.
+pub fn facilitator_router(facilitator: Arc<Facilitator>) -> Router {
+    Router::new()
+        .route("/verify", post(verify_handler))
+        .route("/settle", post(settle_handler))
+        .route("/supported", get(supported_handler))
+        .layer(DefaultBodyLimit::max(FACILITATOR_BODY_BYTES_MAX))
+        .with_state(facilitator)
+}
+
+async fn verify_handler(
+    State(facilitator): State<Arc<Facilitator>>,
+    Json(request): Json<FacilitatorRequest>,
+) -> Json<VerifyResponse> {
+    Json(
+        facilitator
+            .verify(&request.payment_payload, &request.payment_requirements)
+            .await,
+    )
+}
+
+async fn settle_handler(
+    State(facilitator): State<Arc<Facilitator>>,
+    Json(request): Json<FacilitatorRequest>,
+) -> Json<SettleResponse> {
+    Json(
+        facilitator
+            .settle(&request.payment_payload, &request.payment_requirements)
+            .await,
+    )
+}
+
+async fn supported_handler(State(facilitator): State<Arc<Facilitator>>) -> Json<serde_json::Value> {
+    let mut signers = serde_json::Map::new();
+    signers.insert(
+        facilitator.network(),
+        serde_json::json!([facilitator.submitter.public_key().address().to_string()]),
+    );
+    Json(serde_json::json!({
+        "kinds": [{"x402Version": X402_VERSION, "scheme": SCHEME, "network": facilitator.network()}],
+        "extensions": [],
+        "signers": signers,
+    }))
+}
+
+/// A route's price: what [`require_payment`] asks before the handler runs.
+pub struct PaidRoute {
+    pub facilitator: Arc<Facilitator>,
+    pub resource: ResourceInfo,
+    pub requirements: PaymentRequirements,
+}
+
+fn payment_required(route: &PaidRoute, error: &str) -> Response {
+    let required = PaymentRequired {
+        x402_version: X402_VERSION,
+        error: Some(error.to_string()),
+        resource: route.resource.clone(),
+        accepts: vec![route.requirements.clone()],
+    };
+    let mut headers = HeaderMap::new();
+    if let Ok(value) = HeaderValue::from_str(&encode_header(&required)) {
+        headers.insert(PAYMENT_REQUIRED, value);
+    }
+    (StatusCode::PAYMENT_REQUIRED, headers, Json(required)).into_response()
+}
+
+/// Middleware for a paid route (`axum::middleware::from_fn_with_state`): a request without a
+/// valid `PAYMENT-SIGNATURE` gets `402` and `PAYMENT-REQUIRED`; a valid one is settled first,
+/// then served with `PAYMENT-RESPONSE`.
+pub async fn require_payment(
+    State(route): State<Arc<PaidRoute>>,
+    request: Request<Body>,
+    next: Next,
+) -> Response {
+    let Some(header) = request.headers().get(&PAYMENT_SIGNATURE) else {
+        return payment_required(&route, "PAYMENT-SIGNATURE header is required");
+    };
+    let Some(payment) = header
+        .to_str()
+        .ok()
+        .and_then(decode_header::<PaymentPayload>)
+    else {
+        return payment_required(&route, "invalid_payload");
+    };
+    let settled = route
+        .facilitator
+        .settle(&payment, &route.requirements)
+        .await;
+    if !settled.success {
+        let reason = settled
+            .error_reason
+            .as_deref()
+            .unwrap_or("settlement failed");
+        return payment_required(&route, reason);
+    }
+    let mut response = next.run(request).await;
+    if let Ok(value) = HeaderValue::from_str(&encode_header(&settled)) {
+        response.headers_mut().insert(PAYMENT_RESPONSE, value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trips_and_refuses_malformed_text() {
+        for input in ["", "f", "fo", "foo", "foob", "fooba", "foobar", "{\"a\":1}"] {
+            let encoded = crate::openai::base64(input.as_bytes());
+            assert_eq!(base64_decode(&encoded).unwrap(), input.as_bytes());
+        }
+        for bad in ["Zg", "Zm9v=", "Zg==Zg==", "Z===", "Zm9*"] {
+            assert_eq!(base64_decode(bad), None, "{bad}");
+        }
+        assert!(
+            decode_header::<PaymentPayload>(&"A".repeat(PAYMENT_HEADER_BYTES_MAX + 4)).is_none()
+        );
+    }
+
+    #[test]
+    fn a_payload_parses_back_to_the_signed_authorization() {
+        let key = SecretKey::from_seed([4; 32]);
+        let authorization = TransferAuthorization {
+            from: key.public_key(),
+            to: Address([9; 20]),
+            amount: Amount::new(12_345),
+            valid_after: 10,
+            valid_before: 100,
+            nonce: Hash([7; 32]),
+        };
+        let payload = ExactPayload::sign(&authorization, &key, "c");
+        let (parsed, signature) = payload.parse().unwrap();
+        assert_eq!(parsed, authorization);
+        assert!(parsed.verify("c", &signature).is_ok());
+        let mut short = payload.clone();
+        short.signature.pop();
+        assert_eq!(short.parse().unwrap_err(), "invalid_payload");
+    }
+}
