@@ -144,3 +144,90 @@ fn a_full_store_and_an_oversized_shard_are_refused() {
         Err(StoreError::TooLarge { .. })
     ));
 }
+
+/// Where the child writer keeps its store (set by the parent).
+const WRITER_DIR_ENV: &str = "PIAZZA_BLOB_STORE_WRITER_DIR";
+/// Bytes of each shard the child writes: large enough that a kill often lands mid-write.
+const WRITER_SHARD_BYTES: usize = 2 << 20;
+
+fn writer_shard() -> Vec<u8> {
+    (0..WRITER_SHARD_BYTES)
+        .map(|i| (i as u8).wrapping_mul(13) ^ (i >> 12) as u8)
+        .collect()
+}
+
+fn writer_key(i: u64) -> ShardKey {
+    ShardKey {
+        blob: Hash::of("test/writer", &[&i.to_le_bytes()]),
+        index: (i % 6) as u16,
+    }
+}
+
+/// The child of `a_sigkill_mid_write_loses_no_acknowledged_shard`: stores shards until killed,
+/// printing each index once `put` has returned.
+#[test]
+#[ignore = "run as a child process by a_sigkill_mid_write_loses_no_acknowledged_shard"]
+fn store_writer_child() {
+    let dir = std::env::var(WRITER_DIR_ENV).expect("run by the parent test");
+    let store = ShardStore::open(std::path::Path::new(&dir), u64::MAX).unwrap();
+    let shard = writer_shard();
+    let root = spec::root_of(&shard);
+    for i in 0.. {
+        store.put(&writer_key(i), &root, &shard).unwrap();
+        println!("stored {i}");
+    }
+}
+
+#[test]
+fn a_sigkill_mid_write_loses_no_acknowledged_shard() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "store_writer_child", "--nocapture"])
+        .env(WRITER_DIR_ENV, dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap());
+    let mut acknowledged = 0u64;
+    for line in lines.lines() {
+        if line.unwrap().starts_with("stored ") {
+            acknowledged += 1;
+            if acknowledged == 12 {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(acknowledged, 12, "the writer stopped early");
+
+    let store = ShardStore::open(dir.path(), u64::MAX).unwrap();
+    let shard = writer_shard();
+    let root = spec::root_of(&shard);
+    // Every acknowledged shard is there and whole; whatever else is there is whole too.
+    for i in 0..acknowledged {
+        let (stored_root, bytes) = store.get(&writer_key(i)).unwrap();
+        assert_eq!((stored_root, bytes.len()), (root, shard.len()));
+    }
+    let listed = store.list().unwrap();
+    assert!(listed.len() as u64 >= acknowledged);
+    for (key, listed_root) in &listed {
+        assert_eq!(*listed_root, root);
+        assert_eq!(store.get(key).unwrap().1, shard);
+    }
+    assert_eq!(store.used_bytes(), listed.len() as u64 * shard.len() as u64);
+    // No half-written file is left once the store is open again.
+    let leftovers = fs::read_dir(dir.path())
+        .unwrap()
+        .flat_map(|d| fs::read_dir(d.unwrap().path()).unwrap())
+        .filter(|f| {
+            f.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".tmp")
+        })
+        .count();
+    assert_eq!(leftovers, 0);
+}
