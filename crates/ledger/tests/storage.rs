@@ -673,3 +673,33 @@ fn bytes_on_chain_per_challenge_and_per_epoch() {
          {per_epoch} bytes per deal per epoch"
     );
 }
+
+#[test]
+fn the_most_answers_a_transaction_has_room_for_fit_at_their_largest() {
+    assert_eq!(storage::ANSWERS_PER_TX_MAX, 11);
+    let key = SecretKey::from_seed([2; 32]);
+    let answer = Message::Storage(storage::Msg::AnswerChallenge {
+        deal: u64::MAX,
+        shard: u16::MAX,
+        chunk_index: u64::MAX,
+        chunk: vec![1; CHUNK_BYTES],
+        path: MerklePath {
+            siblings: vec![Hash::ZERO; blob::MERKLE_PATH_SIBLINGS_MAX],
+        },
+    });
+    assert_eq!(answer.to_bytes().len(), storage::ANSWER_BYTES_MAX);
+    let tx = |count: usize| {
+        Transaction {
+            chain_id: "c".repeat(piazza_ledger::tx::CHAIN_ID_BYTES_MAX),
+            sender: key.public_key(),
+            nonce: u64::MAX,
+            max_fee: Amount::new(u128::MAX),
+            messages: vec![answer.clone(); count],
+        }
+        .sign_as_grantee(&key)
+    };
+    let most = tx(storage::ANSWERS_PER_TX_MAX);
+    assert!(most.encoded_len() <= piazza_ledger::tx::TX_BYTES_MAX);
+    assert!(most.encoded_len() + storage::ANSWER_BYTES_MAX > piazza_ledger::tx::TX_BYTES_MAX);
+    assert!(tx(storage::ANSWERS_PER_TX_MAX + 1).encoded_len() > piazza_ledger::tx::TX_BYTES_MAX);
+}

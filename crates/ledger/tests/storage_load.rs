@@ -1,6 +1,6 @@
-//! What the storage hooks cost: a chain keeping `DEALS` deals of 4 + 2 one-chunk shards, timed block by
-//! block (opening, assignment, an epoch's challenges, the answers) and the storage state it
-//! holds. Prints numbers; asserts only what the blocks did (every shard challenged, every answer
+//! What the storage hooks cost: a chain keeping `DEALS` deals of 4 + 2 one-chunk shards, timed
+//! block by block (opening, assignment, an epoch's challenges, the answers) and the storage
+//! state it holds. Prints numbers; asserts only what the blocks did (every shard challenged, every answer
 //! paid), never a time.
 
 mod common;

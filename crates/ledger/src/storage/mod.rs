@@ -32,7 +32,7 @@ pub mod state_key;
 pub mod types;
 
 pub use deal::deal_escrow;
-pub use msg::Msg;
+pub use msg::{Msg, ANSWERS_PER_TX_MAX, ANSWER_BYTES_MAX, TX_ENVELOPE_BYTES_MAX};
 pub use types::*;
 
 use crate::error::{ErrorCode, TxError};

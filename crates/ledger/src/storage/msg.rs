@@ -2,9 +2,22 @@
 
 use super::types::BlobRecord;
 use super::ENDPOINT_BYTES_MAX;
+use crate::limits::{CHAIN_ID_BYTES_MAX, TX_BYTES_MAX};
 use piazza_codec::{Decode, DecodeError, Encode, Reader, Writer};
-use piazza_primitives::blob::{MerklePath, CHUNK_BYTES};
+use piazza_primitives::blob::{MerklePath, CHUNK_BYTES, MERKLE_PATH_SIBLINGS_MAX};
 use piazza_primitives::Amount;
+
+/// The largest encoding of one `AnswerChallenge` in a transaction: module and message tags,
+/// deal, shard, chunk index, a full chunk and a path of `MERKLE_PATH_SIBLINGS_MAX` siblings,
+/// each length prefixed.
+pub const ANSWER_BYTES_MAX: usize =
+    1 + 1 + 8 + 2 + 8 + 4 + CHUNK_BYTES + 4 + 32 * MERKLE_PATH_SIBLINGS_MAX;
+/// The most a transaction's envelope takes besides its messages: the longest chain id, sender,
+/// nonce, fee, the messages' count, the signature and a grantee's key.
+pub const TX_ENVELOPE_BYTES_MAX: usize = 4 + CHAIN_ID_BYTES_MAX + 32 + 8 + 16 + 4 + 64 + 4 + 32;
+/// Most challenge answers one transaction always has room for, whatever their chunks and
+/// paths (more may fit when paths are short; the size bound decides).
+pub const ANSWERS_PER_TX_MAX: usize = (TX_BYTES_MAX - TX_ENVELOPE_BYTES_MAX) / ANSWER_BYTES_MAX;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Msg {
