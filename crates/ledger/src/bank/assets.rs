@@ -432,8 +432,15 @@ pub(super) fn move_units(
         .units
         .checked_add(units)
         .ok_or_else(|| overflow("a holding"))?;
-    put_holding(state, id, &mut a, from, src)?;
-    put_holding(state, id, &mut a, to, dst)?;
+    // Nothing is written when the move is refused: only a new holder can be refused (a full
+    // list), so the sender's side goes first only when it frees its place.
+    if src.units == 0 {
+        put_holding(state, id, &mut a, from, src)?;
+        put_holding(state, id, &mut a, to, dst)?;
+    } else {
+        put_holding(state, id, &mut a, to, dst)?;
+        put_holding(state, id, &mut a, from, src)?;
+    }
     state.put(state_key::asset(id), &a);
     Ok(())
 }
