@@ -1,12 +1,14 @@
-//! `piazza session open|show|top-up|close` and `piazza chat`: sessions (DESIGN.md §3.1) from
-//! the command line. A chat opens a session (or continues one), streams each answer from the
-//! provider's endpoint, checks its receipt and pays it with the next request.
+//! `piazza session open|show|top-up|close|challenge` and `piazza chat`: sessions (DESIGN.md
+//! §3.1) from the command line. A chat opens a session (or continues one), streams each answer
+//! from the provider's endpoint, checks its receipt and pays it with the next request, and
+//! keeps each request and receipt in the session's receipt book (`sessions/ID.receipts` beside
+//! the keystore), from which `session challenge` challenges a receipt on chain.
 
 use crate::query::{pza, signer};
 use crate::{ClientArgs, KeyArgs};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use piazza_client::session::{terms, OpenSession, SessionClient};
+use piazza_client::session::{terms, OpenSession, ReceiptBook, SessionClient};
 use piazza_client::Client;
 use piazza_ledger::job::JobParams;
 use piazza_ledger::sessions;
@@ -14,6 +16,7 @@ use piazza_ledger::tx::Message;
 use piazza_primitives::chat::{ChatInput, ChatMessage, ChatRole};
 use piazza_primitives::{Amount, PublicKey, SecretKey};
 use piazza_session::ClientChannel;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// How long opening waits for a provider to be assigned.
@@ -77,6 +80,47 @@ pub enum SessionCommand {
         /// The session's id.
         id: u64,
     },
+    /// Challenges a receipt kept in the session's receipt book: runs its request on the model
+    /// here, sends the owner's challenge (with a bond) and plays the dispute to its end; a
+    /// wrong answer is refunded and its provider slashed.
+    Challenge {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        key: KeyArgs,
+        /// The session's id.
+        id: u64,
+        /// The request's number in the session (as `piazza chat` printed it).
+        #[arg(long)]
+        seq: u64,
+        #[command(flatten)]
+        book: BookArgs,
+        /// The models directory [default: the engine's].
+        #[arg(long)]
+        models_dir: Option<PathBuf>,
+        /// Engine threads for the run.
+        #[arg(long, default_value = "1")]
+        threads: usize,
+    },
+}
+
+/// Where a session's requests and receipts are kept.
+#[derive(Args, Clone)]
+pub struct BookArgs {
+    /// The receipt book [default: sessions/ID.receipts beside the keystore directory].
+    #[arg(long)]
+    pub receipts: Option<PathBuf>,
+}
+
+impl BookArgs {
+    fn book(&self, key: &KeyArgs, session: u64) -> Result<ReceiptBook> {
+        if let Some(path) = &self.receipts {
+            return Ok(ReceiptBook::at(path));
+        }
+        let keystore = crate::query::keystore(key.keystore.clone())?;
+        let dir = keystore.dir();
+        Ok(ReceiptBook::in_dir(dir.parent().unwrap_or(dir), session))
+    }
 }
 
 /// `piazza chat`: lines from standard input, answers streamed.
@@ -94,6 +138,8 @@ pub struct ChatArgs {
     /// Most new tokens per answer (the units each request may cost).
     #[arg(long, default_value = "128")]
     pub max_tokens: u32,
+    #[command(flatten)]
+    pub book: BookArgs,
 }
 
 pub async fn run(command: SessionCommand) -> Result<()> {
@@ -123,7 +169,67 @@ pub async fn run(command: SessionCommand) -> Result<()> {
             send(&client, &key, sessions::Msg::Close { session: id }).await?;
             show(&client, id).await
         }
+        SessionCommand::Challenge {
+            client,
+            key,
+            id,
+            seq,
+            book,
+            models_dir,
+            threads,
+        } => {
+            let book = book.book(&key, id)?;
+            challenge(&client, &key, &book, (id, seq), models_dir, threads).await
+        }
     }
+}
+
+/// Challenges receipt `seq` of session `id` from `book` and plays the dispute to its end.
+async fn challenge(
+    client: &ClientArgs,
+    key: &KeyArgs,
+    book: &ReceiptBook,
+    (id, seq): (u64, u64),
+    models_dir: Option<PathBuf>,
+    threads: usize,
+) -> Result<()> {
+    let node = Client::new(&client.node);
+    let signer = signer(&node, key).await?;
+    let (request, receipt) = book.find(id, seq)?.with_context(|| {
+        format!(
+            "{} has no receipt for request {seq} of session {id}",
+            book.path().display()
+        )
+    })?;
+    let info = node
+        .session(id)
+        .await?
+        .with_context(|| format!("no session {id}"))?;
+    let commits = node.session_commits(id, None).await?.unwrap_or_default();
+    let commit = piazza_provider::session::commit_paying(&commits, seq).with_context(|| {
+        format!("no commit of session {id} pays request {seq} yet (commits follow an interval)")
+    })?;
+    let models_dir = models_dir.unwrap_or_else(piazza_engine::models_dir);
+    let models = std::sync::Arc::new(
+        piazza_provider::load_named(&node, &models_dir, std::slice::from_ref(&info.model)).await?,
+    );
+    let model = models[&info.model].clone();
+    let message = tokio::task::spawn_blocking(move || {
+        piazza_provider::session::owner_challenge(&model, commit, &request, &receipt, threads)
+    })
+    .await??;
+    eprintln!("challenging request {seq} of session {id} (commit {commit}); playing the dispute");
+    let (job, state) = piazza_provider::session::challenge_and_play(
+        &node,
+        &signer,
+        models,
+        message,
+        threads,
+        Duration::from_millis(500),
+    )
+    .await?;
+    crate::out::text(&format!("job {job}: {state:?}\n"));
+    Ok(())
 }
 
 async fn open_session(node: &Client, key: &SecretKey, open: &OpenArgs) -> Result<u64> {
@@ -218,7 +324,11 @@ pub async fn chat(args: ChatArgs) -> Result<()> {
         let channel = ClientChannel::resume(terms, key, view.next_seq, view.paid)?;
         session = SessionClient::new(&endpoint, channel);
     }
-    eprintln!("session {id} with {endpoint}; one message a line, end with Ctrl-D");
+    let book = args.book.book(&args.key, id)?;
+    eprintln!(
+        "session {id} with {endpoint}; one message a line, end with Ctrl-D; receipts kept in {}",
+        book.path().display()
+    );
     let mut history: Vec<ChatMessage> = Vec::new();
     loop {
         let (read, line) = tokio::task::spawn_blocking(|| {
@@ -244,9 +354,11 @@ pub async fn chat(args: ChatArgs) -> Result<()> {
             .request(input, params, u64::from(args.max_tokens), crate::out::text)
             .await?;
         crate::out::text("\n");
+        book.record(&answer.request, &answer.receipt)?;
         let receipt = &answer.receipt.receipt;
         eprintln!(
-            "[{} units, {}; {} paid in all]",
+            "[request {}: {} units, {}; {} paid in all]",
+            receipt.seq,
             receipt.units,
             receipt.price,
             session.paid()
