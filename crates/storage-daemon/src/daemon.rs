@@ -18,8 +18,9 @@ use tokio::sync::watch;
 use crate::fetch::{self, Holder};
 use crate::service::{Assigned, Assignments};
 
-/// Most answers sent in one transaction; more go in the next.
-pub const ANSWERS_PER_TX_MAX: usize = 16;
+/// Most answers sent in one transaction; more go in the next. Eleven full-chunk answers (a
+/// 4 KiB chunk and up to 48 siblings each) always fit the ledger's 64 KiB transaction bound.
+pub const ANSWERS_PER_TX_MAX: usize = 11;
 /// Most shards rebuilt in one pass (each holds `k + 1` shards in memory).
 pub const REBUILDS_PER_PASS_MAX: usize = 2;
 /// Passes a failed rebuild waits before it is tried again.

@@ -22,7 +22,7 @@ use piazza_ledger::storage::{self, BlobRecord, Deal, DealStatus};
 use piazza_ledger::tx::{Message, SignedTransaction, Transaction};
 use piazza_primitives::{Address, Amount, Hash, SecretKey};
 use piazza_storage_daemon::daemon::{
-    Answer, ChainAssignments, Challenge, Daemon, DaemonConfig, Duty, StorageChain,
+    self, Answer, ChainAssignments, Challenge, Daemon, DaemonConfig, Duty, StorageChain,
 };
 use piazza_storage_daemon::fetch::{self, Holder};
 use piazza_storage_daemon::rpc::manifest_of;
@@ -490,4 +490,35 @@ async fn put_prove_lose_m_get_repair_and_slash() {
         per_answer * usize::from(K + M),
         l.height
     );
+}
+
+#[test]
+fn a_full_batch_of_answers_fits_one_transaction() {
+    use piazza_primitives::blob::{MerklePath, CHUNK_BYTES, MERKLE_PATH_SIBLINGS_MAX};
+    let key = SecretKey::from_seed([1; 32]);
+    let answer = Message::Storage(storage::Msg::AnswerChallenge {
+        deal: u64::MAX,
+        shard: u16::MAX,
+        chunk_index: u64::MAX,
+        chunk: vec![0xff; CHUNK_BYTES],
+        path: MerklePath {
+            siblings: vec![Hash([0xff; 32]); MERKLE_PATH_SIBLINGS_MAX],
+        },
+    });
+    let tx = |answers: usize| {
+        Transaction {
+            chain_id: "a-long-chain-id-of-sixty-four-bytes-xxxxxxxxxxxxxxxxxxxxxxxxxxxxx".into(),
+            sender: key.public_key(),
+            nonce: u64::MAX,
+            max_fee: Amount::pza(1),
+            messages: vec![answer.clone(); answers],
+        }
+        .sign(&key)
+        .to_bytes()
+        .len()
+    };
+    let max = piazza_ledger::limits::TX_BYTES_MAX;
+    assert!(tx(daemon::ANSWERS_PER_TX_MAX) <= max);
+    // The bound is tight: one more worst-case answer overflows it.
+    assert!(tx(daemon::ANSWERS_PER_TX_MAX + 1) > max);
 }
