@@ -465,25 +465,38 @@ pub fn linear(
         return Ok(());
     }
     let per_thread = n.div_ceil(threads);
-    let parts: Vec<Vec<f32>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (columns.start..columns.end)
-            .step_by(per_thread)
-            .map(|c0| {
-                let c1 = (c0 + per_thread).min(columns.end);
-                scope.spawn(move || {
-                    let mut part = vec![0.0f32; x.rows * (c1 - c0)];
-                    for (i, row) in part.chunks_exact_mut(c1 - c0).enumerate() {
-                        dots(x, i, w, c0..c1, row, compute.isa);
-                    }
-                    part
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("quantized linear worker panicked"))
-            .collect()
-    });
+    let part_count = n.div_ceil(per_thread);
+    let compute_part = |p: usize| {
+        let c0 = columns.start + p * per_thread;
+        let c1 = (c0 + per_thread).min(columns.end);
+        let mut part = vec![0.0f32; x.rows * (c1 - c0)];
+        for (i, row) in part.chunks_exact_mut(c1 - c0).enumerate() {
+            dots(x, i, w, c0..c1, row, compute.isa);
+        }
+        part
+    };
+    let slots: Vec<std::sync::Mutex<Vec<f32>>> =
+        (0..part_count).map(|_| Default::default()).collect();
+    let fill = |p: usize| {
+        let part = compute_part(p);
+        if let Ok(mut slot) = slots[p].lock() {
+            *slot = part;
+        }
+    };
+    if !pool::run(part_count, &fill) {
+        // The pool is serving another caller: threads of our own.
+        std::thread::scope(|scope| {
+            for p in 1..part_count {
+                let fill = &fill;
+                scope.spawn(move || fill(p));
+            }
+            fill(0);
+        });
+    }
+    let parts: Vec<Vec<f32>> = slots
+        .into_iter()
+        .map(|slot| slot.into_inner().unwrap_or_default())
+        .collect();
     for (p, part) in parts.iter().enumerate() {
         let c0 = p * per_thread;
         let width = part.len() / x.rows.max(1);
@@ -497,6 +510,167 @@ pub fn linear(
         }
     }
     Ok(())
+}
+
+mod pool {
+    //! A persistent pool of worker threads for [`super::linear`]: a decode step runs a few
+    //! hundred small matmuls per token, and spawning threads for each costs as much as the work.
+    //! One caller at a time (others get `false` and use threads of their own); the caller runs
+    //! parts too and returns only when every part is done.
+
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+
+    /// Most worker threads the pool starts.
+    const WORKERS_MAX: usize = 63;
+
+    type Task = dyn Fn(usize) + Sync;
+
+    struct Job {
+        /// The caller's task; valid until the caller sees `next == parts && running == 0`.
+        task: *const Task,
+        parts: usize,
+        next: usize,
+        running: usize,
+        panicked: bool,
+    }
+
+    // SAFETY: the task is `Sync` and outlives every use (the caller waits for all parts).
+    unsafe impl Send for Job {}
+
+    #[derive(Default)]
+    struct State {
+        job: Option<Job>,
+        workers: usize,
+    }
+
+    #[derive(Default)]
+    struct Shared {
+        state: Mutex<State>,
+        work: Condvar,
+        done: Condvar,
+    }
+
+    struct Pool {
+        shared: Arc<Shared>,
+        call: Mutex<()>,
+    }
+
+    fn pool() -> &'static Pool {
+        static POOL: OnceLock<Pool> = OnceLock::new();
+        POOL.get_or_init(|| Pool {
+            shared: Arc::new(Shared::default()),
+            call: Mutex::new(()),
+        })
+    }
+
+    fn lock(shared: &Shared) -> MutexGuard<'_, State> {
+        shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Take the next part of the current job, if any.
+    fn take(state: &mut State) -> Option<(usize, *const Task)> {
+        let job = state.job.as_mut()?;
+        (job.next < job.parts).then(|| {
+            job.next += 1;
+            job.running += 1;
+            (job.next - 1, job.task)
+        })
+    }
+
+    /// Run part `part` of `task` and record its end.
+    fn run_part(shared: &Shared, part: usize, task: *const Task) {
+        // SAFETY: the caller of `run` keeps `task` alive until this part is recorded done.
+        let ok = catch_unwind(AssertUnwindSafe(|| unsafe { (*task)(part) })).is_ok();
+        let mut state = lock(shared);
+        if let Some(job) = state.job.as_mut() {
+            job.running -= 1;
+            job.panicked |= !ok;
+            if job.next == job.parts && job.running == 0 {
+                shared.done.notify_all();
+            }
+        }
+    }
+
+    fn worker(shared: Arc<Shared>) {
+        loop {
+            let (part, task) = {
+                let mut state = lock(&shared);
+                loop {
+                    if let Some(taken) = take(&mut state) {
+                        break taken;
+                    }
+                    state = shared
+                        .work
+                        .wait(state)
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                }
+            };
+            run_part(&shared, part, task);
+        }
+    }
+
+    /// Run `task(0)`, …, `task(parts - 1)` on the pool and the calling thread; `false` (nothing
+    /// run) when another caller holds the pool.
+    pub(super) fn run(parts: usize, task: &(dyn Fn(usize) + Sync)) -> bool {
+        let pool = pool();
+        let Ok(_call) = pool.call.try_lock() else {
+            return false;
+        };
+        let shared = &pool.shared;
+        {
+            let mut state = lock(shared);
+            let wanted = parts.saturating_sub(1).min(WORKERS_MAX);
+            while state.workers < wanted {
+                let for_worker = Arc::clone(shared);
+                if std::thread::Builder::new()
+                    .name("piazza-quant".into())
+                    .spawn(move || worker(for_worker))
+                    .is_err()
+                {
+                    break;
+                }
+                state.workers += 1;
+            }
+            // SAFETY (lifetime erased): `task` outlives the job; this function returns only
+            // after every part has finished and the job is removed.
+            let task: *const Task =
+                unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static Task>(task) };
+            state.job = Some(Job {
+                task,
+                parts,
+                next: 0,
+                running: 0,
+                panicked: false,
+            });
+            shared.work.notify_all();
+        }
+        loop {
+            let taken = take(&mut lock(shared));
+            match taken {
+                Some((part, task)) => run_part(shared, part, task),
+                None => break,
+            }
+        }
+        let mut state = lock(shared);
+        while state
+            .job
+            .as_ref()
+            .is_some_and(|job| job.next < job.parts || job.running > 0)
+        {
+            state = shared
+                .done
+                .wait(state)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        let panicked = state.job.take().is_some_and(|job| job.panicked);
+        drop(state);
+        assert!(!panicked, "a quantized linear part panicked");
+        true
+    }
 }
 
 /// Dots of activation row `row` with weight rows `columns`, into `out` (no activation).
