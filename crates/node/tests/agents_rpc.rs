@@ -9,7 +9,7 @@ use piazza_ledger::agents::{self, Endpoint, Profile, Protocol};
 use piazza_ledger::grants::{Rate, Scope};
 use piazza_ledger::tx::Message;
 use piazza_primitives::{Amount, Hash, SecretKey};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -129,36 +129,29 @@ async fn a_grantee_pays_an_agent_and_its_reputation_ranks_it() {
     )
     .await;
 
-    let worker_info: Value = t.client.call("piazza_getAgent", json!([0])).await.unwrap();
+    let worker_info = t.client.agent(0).await.unwrap();
     assert_eq!(worker_info["history"]["completed"], 1);
     assert_eq!(
         worker_info["history"]["paid"],
         Amount::pza(40).base_units().to_string()
     );
-    let call_info: Value = t
-        .client
-        .call("piazza_getAgentCall", json!([0]))
-        .await
-        .unwrap();
+    let call_info = t.client.agent_call(0).await.unwrap();
     assert_eq!(call_info["status"], "settled");
     assert_eq!(call_info["payer"], owner.public_key().address().to_string());
     assert_eq!(call_info["rating"], 5);
-    let found: Vec<Value> = t
-        .client
-        .call("piazza_findAgents", json!(["rank"]))
-        .await
-        .unwrap();
+    let found = t.client.find_agents("rank", 10).await.unwrap();
     let names: Vec<&str> = found.iter().map(|a| a["name"].as_str().unwrap()).collect();
     assert_eq!(
         names,
         ["worker", "idle"],
         "paid, rated work outranks a larger stake"
     );
-    let too_long = t
-        .client
-        .call::<Value>("piazza_findAgents", json!(["x".repeat(1_000)]))
-        .await;
-    assert!(too_long.is_err());
+    assert!(t.client.find_agents(&"x".repeat(1_000), 10).await.is_err());
+    assert!(
+        t.client.find_agents("rank", 1_000).await.is_err(),
+        "past the limit"
+    );
+    assert_eq!(t.client.agent(99).await.unwrap(), Value::Null);
 
     // Revoked: the node refuses the grantee's next transaction at submission.
     let hash = t.client.revoke(&owner, grantee.public_key()).await.unwrap();
