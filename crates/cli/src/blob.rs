@@ -13,7 +13,7 @@ use piazza_client::storage::{deal_id, DealInfo};
 use piazza_client::Client;
 use piazza_primitives::Hash;
 use piazza_storage_daemon::fetch;
-use piazza_storage_daemon::rpc::{holders_of, manifest_of, record_of};
+use piazza_storage_daemon::rpc::{holders_of, record_of};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -196,14 +196,10 @@ fn blob_id(text: &str) -> Result<Hash> {
 async fn get(args: &ClientArgs, id: &str, out: &Path) -> Result<()> {
     let client = Client::new(&args.node);
     let id = blob_id(id)?;
-    let found = client
-        .blob(&id)
-        .await?
-        .with_context(|| format!("no deal keeps blob {id}"))?;
-    let manifest = manifest_of(&found.blob);
-    manifest.check()?;
     let start = Instant::now();
-    let data = fetch::get_blob(&fetch::http_client(), &manifest, &holders_of(&found.deal)).await?;
+    let data = piazza_storage_daemon::rpc::get_blob(&client, &id)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
     let seconds = start.elapsed().as_secs_f64();
     write_atomically(out, &data)?;
     let len_bytes = data.len() as u64;

@@ -169,3 +169,22 @@ impl StorageChain for RpcChain {
         }
     }
 }
+
+/// Blob `id` from the holders the chain names, checked against its id: what a daemon that
+/// needs a blob it lacks (a model's weights) calls.
+pub async fn get_blob(client: &Client, id: &piazza_primitives::Hash) -> Result<Vec<u8>, String> {
+    let found = client
+        .blob(id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no deal keeps blob {id}"))?;
+    let manifest = manifest_of(&found.blob);
+    manifest.check().map_err(|e| e.to_string())?;
+    crate::fetch::get_blob(
+        &crate::fetch::http_client(),
+        &manifest,
+        &holders_of(&found.deal),
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
