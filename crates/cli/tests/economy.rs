@@ -156,45 +156,17 @@ fn pools_datasets_lineage_and_offerings_from_the_cli() {
 
     // A fine-tune with lineage: 60 % MiniLM, 40 % the pool's dataset, 30 % royalty.
     let hash = "11".repeat(32);
-    wait(&[
-        "model",
-        "register",
-        "--from",
-        "bob",
-        "--name",
-        "minilm-tuned",
-        "--kind",
-        "embedding",
-        "--architecture",
-        "bert",
-        "--config-hash",
-        &hash,
-        "--weights-commitment",
-        &hash,
-        "--tokenizer-hash",
-        &hash,
-        "--base",
-        "all-minilm-l6-v2:6000",
-        "--dataset",
-        "0:4000",
-        "--royalty-bps",
-        "3000",
-    ]);
-    let graph = cli(&devnet, d, &["model", "lineage", "minilm-tuned"]);
-    assert_eq!(graph["royalty_bps"], 3000);
-    assert_eq!(graph["parents"][0]["source"]["model"], "all-minilm-l6-v2");
-    assert_eq!(graph["parents"][1]["source"]["dataset"], 0);
-    // Over 100 % royalty is refused with its stable code.
-    let (ok, text) = try_cli(
-        &devnet,
-        d,
-        &[
+    // Model registrations by Bob, all with the same (unchecked) hashes and a lineage.
+    let register = |name: &str, lineage: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = [
             "model",
             "register",
             "--from",
             "bob",
             "--name",
-            "greedy",
+            name,
+            "--kind",
+            "embedding",
             "--architecture",
             "bert",
             "--config-hash",
@@ -203,12 +175,43 @@ fn pools_datasets_lineage_and_offerings_from_the_cli() {
             &hash,
             "--tokenizer-hash",
             &hash,
-            "--base",
-            "all-minilm-l6-v2:10000",
-            "--royalty-bps",
-            "10001",
             "--wait",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(lineage.iter().map(|s| s.to_string()));
+        args
+    };
+    let args = register(
+        "minilm-tuned",
+        &[
+            "--base",
+            "all-minilm-l6-v2:6000",
+            "--dataset",
+            "0:4000",
+            "--royalty-bps",
+            "3000",
         ],
+    );
+    cli(
+        &devnet,
+        d,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let graph = cli(&devnet, d, &["model", "lineage", "minilm-tuned"]);
+    assert_eq!(graph["royalty_bps"], 3000);
+    assert_eq!(graph["parents"][0]["source"]["model"], "all-minilm-l6-v2");
+    assert_eq!(graph["parents"][1]["source"]["dataset"], 0);
+    // Over 100 % royalty is refused with its stable code.
+    let args = register(
+        "greedy",
+        &["--base", "all-minilm-l6-v2:10000", "--royalty-bps", "10001"],
+    );
+    let (ok, text) = try_cli(
+        &devnet,
+        d,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     assert!(!ok && text.contains("royalty_over_whole"), "{text}");
 

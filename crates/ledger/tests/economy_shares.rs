@@ -3,36 +3,21 @@
 //! get (with their stable codes).
 
 mod common;
+mod economy_common;
 
 use common::{failed, Chain};
+use economy_common::record;
 use piazza_ledger::bank::assets::{self, AssetId, SCALE};
 use piazza_ledger::bank::curve::Curve;
 use piazza_ledger::bank::{self, shares};
 use piazza_ledger::compute;
-use piazza_ledger::models::{self, Lineage, ModelKind, ModelRecord, Parent, Source};
+use piazza_ledger::models::{self, Lineage, ModelRecord, Parent, Source};
 use piazza_ledger::module::Module;
 use piazza_ledger::state::StateDelta;
 use piazza_ledger::tx::Message;
-use piazza_primitives::{Address, Amount, Hash, SecretKey};
+use piazza_primitives::{Address, Amount, SecretKey};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
-
-fn record(name: &str, owner: Address, lineage: Lineage) -> ModelRecord {
-    ModelRecord {
-        name: name.into(),
-        kind: ModelKind::Generation,
-        architecture: "test".into(),
-        config_hash: Hash::of("c", &[name.as_bytes()]),
-        weights_commitment: Hash::of("w", &[name.as_bytes()]),
-        tokenizer_hash: Hash::of("t", &[name.as_bytes()]),
-        owner,
-        license: "apache-2.0".into(),
-        price_floor: Amount::new(1),
-        numeric: Default::default(),
-        files: None,
-        lineage,
-    }
-}
 
 fn addr(i: u8) -> Address {
     Address([i; 20])

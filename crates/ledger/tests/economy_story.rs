@@ -6,34 +6,19 @@
 //! labelling task with 3 labellers per item, one dishonest.
 
 mod common;
+mod economy_common;
 
 use common::{failed, post, register, submit, Chain};
+use economy_common::record;
 use piazza_ledger::bank::assets::{self, AssetId};
 use piazza_ledger::bank::curve::Curve;
 use piazza_ledger::bank::shares;
 use piazza_ledger::compute::{self, JobStatus};
 use piazza_ledger::data::{self, Rule};
-use piazza_ledger::models::{self, Lineage, ModelKind, ModelRecord, Parent, Source};
+use piazza_ledger::models::{self, Lineage, Parent, Source};
 use piazza_ledger::state::StateDelta;
 use piazza_ledger::tx::Message;
-use piazza_primitives::{Address, Amount, Hash, SecretKey};
-
-fn record(name: &str, owner: Address, lineage: Lineage) -> ModelRecord {
-    ModelRecord {
-        name: name.into(),
-        kind: ModelKind::Generation,
-        architecture: "llama".into(),
-        config_hash: Hash::of("c", &[name.as_bytes()]),
-        weights_commitment: Hash::of("w", &[name.as_bytes()]),
-        tokenizer_hash: Hash::of("t", &[name.as_bytes()]),
-        owner,
-        license: "apache-2.0".into(),
-        price_floor: Amount::new(1),
-        numeric: Default::default(),
-        files: None,
-        lineage,
-    }
-}
+use piazza_primitives::{Amount, Hash, SecretKey};
 
 fn embedding(values: [f32; 4]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
