@@ -6,6 +6,7 @@ mod common;
 mod scoped;
 
 use common::Chain;
+use piazza_ledger::agents;
 use piazza_ledger::bank;
 use piazza_ledger::block::TxStatus;
 use piazza_ledger::executor::check_admission;
@@ -22,6 +23,38 @@ const SEND: MessageKind = MessageKind {
     module: 1,
     message: 0,
 };
+
+const CALL: MessageKind = MessageKind {
+    module: agents::MODULE_TAG,
+    message: 3,
+};
+
+fn register_agent(name: &str) -> Message {
+    Message::Agents(agents::Msg::Register {
+        name: name.into(),
+        profile: agents::Profile {
+            description: String::new(),
+            endpoints: vec![agents::Endpoint {
+                protocol: agents::Protocol::Http,
+                url: "http://127.0.0.1:1".into(),
+            }],
+            tags: vec!["test".into()],
+            price: Amount::new(1),
+        },
+        stake: Amount::pza(10),
+        share_asset: None,
+    })
+}
+
+/// A paid call whose deadline lies past every test's end (no refund lands mid-test).
+fn call(agent: u64, amount: u128) -> Message {
+    Message::Agents(agents::Msg::Call {
+        agent,
+        request_hash: piazza_primitives::Hash([1; 32]),
+        amount: Amount::new(amount),
+        timeout_blocks: agents::CALL_TIMEOUT_BLOCKS_MAX,
+    })
+}
 
 fn owner() -> SecretKey {
     SecretKey::from_seed([1; 32])
@@ -301,10 +334,12 @@ fn a_bond_counts_against_the_per_message_limit_and_the_cap() {
 enum Step {
     /// Blocks pass with nothing in them.
     Wait(u64),
-    /// The grantee sends these transfers (to the allowed recipient or another) and perhaps a
-    /// bond (a kind the grant does not name), in one transaction.
+    /// The grantee sends these transfers (to the allowed recipient or another), these paid
+    /// calls (to the allowed agent or another) and perhaps a bond (a kind the grant does not
+    /// name), in one transaction.
     Grantee {
         sends: Vec<(bool, u128)>,
+        calls: Vec<(bool, u128)>,
         stake: Option<u128>,
     },
     Revoke,
@@ -317,9 +352,10 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (0u64..4).prop_map(Step::Wait),
         12 => (
             prop::collection::vec((prop::bool::weighted(0.85), 1u128..3_500_000_000), 1..4),
+            prop::collection::vec((prop::bool::weighted(0.8), 1u128..3_500_000_000), 0..2),
             prop::option::weighted(0.1, 100u128..200)
         )
-            .prop_map(|(sends, stake)| Step::Grantee { sends, stake }),
+            .prop_map(|(sends, calls, stake)| Step::Grantee { sends, calls, stake }),
         1 => Just(Step::Revoke),
     ]
 }
@@ -328,7 +364,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     /// However the grantee combines messages, no included transaction exceeds the grant's kinds
-    /// (staking is not granted), recipients, per-message limit, cap (fees included), rate or
+    /// (staking is not granted), recipients, agents, per-message limit, cap (fees included), rate or
     /// expiry, and nothing passes after revocation.
     #[test]
     fn no_grantee_transaction_exceeds_its_grant(
@@ -340,12 +376,18 @@ proptest! {
         expiry_height in 4u64..60,
     ) {
         let rate = Rate { messages_max, per_blocks };
-        let mut chain = granted(scope(
-            Amount::new(cap),
-            Amount::new(per_message),
-            rate,
-            expiry_height,
-        ));
+        let mut chain = Chain::new(&[&owner()], Default::default());
+        // Two agents (the owner's own, so nobody else needs funds); the grant pays only the
+        // first.
+        for name in ["allowed", "other"] {
+            let tx = as_owner(&chain, register_agent(name));
+            prop_assert_eq!(block(&mut chain, &[tx]), vec![Ok(TxStatus::Ok)]);
+        }
+        let mut with_calls = scope(Amount::new(cap), Amount::new(per_message), rate, expiry_height);
+        with_calls.kinds = vec![SEND, CALL];
+        with_calls.agents = Some(vec![0]);
+        let tx = as_owner(&chain, grant(with_calls));
+        prop_assert_eq!(block(&mut chain, &[tx]), vec![Ok(TxStatus::Ok)]);
         let owner_address = owner().public_key().address();
         let mut spent = 0u128;
         let mut revoked = false;
@@ -365,7 +407,7 @@ proptest! {
                         revoked = true;
                     }
                 }
-                Step::Grantee { sends, stake } => {
+                Step::Grantee { sends, calls, stake } => {
                     let mut messages: Vec<Message> = sends
                         .iter()
                         .map(|(allowed, amount)| {
@@ -373,6 +415,9 @@ proptest! {
                             send(to, *amount)
                         })
                         .collect();
+                    messages.extend(calls.iter().map(|(allowed, amount)| {
+                        call(if *allowed { 0 } else { 1 }, *amount)
+                    }));
                     if let Some(stake) = stake {
                         messages.push(Message::Staking(staking::Msg::Bond {
                             role: Role::Provider,
@@ -402,8 +447,8 @@ proptest! {
                             prop_assert!(spent <= cap, "cap exceeded: {} > {}", spent, cap);
                             if status == TxStatus::Ok {
                                 prop_assert!(stake.is_none(), "a kind outside the grant passed");
-                                for (allowed, amount) in &sends {
-                                    prop_assert!(*allowed, "paid a recipient outside the grant");
+                                for (allowed, amount) in sends.iter().chain(&calls) {
+                                    prop_assert!(*allowed, "paid a recipient or agent outside the grant");
                                     prop_assert!(*amount <= per_message, "per-message limit exceeded");
                                 }
                             }
