@@ -55,6 +55,17 @@ pub fn record_of(manifest: &Manifest) -> storage::BlobRecord {
     }
 }
 
+/// The ledger's message for a challenge answer.
+pub fn answer_message(answer: Answer) -> Message {
+    Message::Storage(storage::Msg::AnswerChallenge {
+        deal: answer.deal,
+        shard: answer.shard,
+        chunk_index: answer.chunk_index,
+        chunk: answer.chunk,
+        path: answer.path,
+    })
+}
+
 /// A storage provider's chain: a node's JSON-RPC and the provider's key.
 pub struct RpcChain {
     pub client: Client,
@@ -137,18 +148,7 @@ impl StorageChain for RpcChain {
                 answers.len()
             ));
         }
-        let messages = answers
-            .into_iter()
-            .map(|a| {
-                Message::Storage(storage::Msg::AnswerChallenge {
-                    deal: a.deal,
-                    shard: a.shard,
-                    chunk_index: a.chunk_index,
-                    chunk: a.chunk,
-                    path: a.path,
-                })
-            })
-            .collect();
+        let messages = answers.into_iter().map(answer_message).collect();
         let tx = self
             .client
             .build(&self.key, messages, piazza_client::DEFAULT_MAX_FEE)

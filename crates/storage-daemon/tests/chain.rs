@@ -25,7 +25,7 @@ use piazza_storage_daemon::daemon::{
     self, Answer, ChainAssignments, Challenge, Daemon, DaemonConfig, Duty, StorageChain,
 };
 use piazza_storage_daemon::fetch::{self, Holder};
-use piazza_storage_daemon::rpc::manifest_of;
+use piazza_storage_daemon::rpc::{answer_message, manifest_of};
 use piazza_storage_daemon::server::{ServerHandle, ServerLimits};
 use piazza_storage_daemon::service::ShardService;
 
@@ -212,18 +212,7 @@ impl StorageChain for LedgerChain {
     }
 
     async fn answer(&self, answers: Vec<Answer>) -> Result<(), String> {
-        let messages = answers
-            .into_iter()
-            .map(|a| {
-                Message::Storage(storage::Msg::AnswerChallenge {
-                    deal: a.deal,
-                    shard: a.shard,
-                    chunk_index: a.chunk_index,
-                    chunk: a.chunk,
-                    path: a.path,
-                })
-            })
-            .collect();
+        let messages = answers.into_iter().map(answer_message).collect();
         self.ledger.lock().unwrap().send(&self.key, messages);
         Ok(())
     }
