@@ -1,14 +1,15 @@
-//! Blocks per second and submission-to-finality latency of one Malachite validator beside the
+//! Blocks per second, transfers finalized per second and submission-to-finality latency of four
+//! Malachite validators (transactions sent to all four, gossiped) and of one, beside the
 //! devnet's solo producer, in the same run, with the same application, genesis and load.
 //!
 //! `cargo run -p piazza-bft --example bench -- [seconds] [tx_per_second]` (`--release` for
-//! production numbers; the dev profile already optimises dependencies).
+//! production numbers; the dev profile already optimises dependencies). Transfers are
+//! submitted in batches every `SUBMIT_INTERVAL_MS`, each sender through one node.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use common::*;
-use piazza_codec::Encode;
 use piazza_consensus::{SoloProducer, APP_CHANNEL_CAPACITY};
 use piazza_mempool::MempoolConfig;
 use piazza_node::App;
@@ -19,12 +20,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const USERS: usize = 64;
+/// How often the load generator submits a batch.
+const SUBMIT_INTERVAL_MS: u64 = 10;
 
 enum Producer {
     /// The devnet's producer at this block interval.
     Solo(Duration),
-    /// One Malachite validator (blocks as fast as consensus goes).
-    Malachite,
+    /// Malachite validators on 127.0.0.1 (blocks as fast as consensus goes).
+    Malachite(usize),
 }
 
 struct Report {
@@ -36,16 +39,31 @@ struct Report {
 
 async fn run(producer: &Producer, seconds: u64, tx_per_second: u64) -> Report {
     let dir = tempfile::tempdir().unwrap();
-    let keys = vec![validator_key(0)];
+    let validators = match producer {
+        Producer::Malachite(n) => *n,
+        Producer::Solo(_) => 1,
+    };
+    let keys: Vec<_> = (0..validators).map(validator_key).collect();
     let users: Vec<_> = (0..USERS).map(user_key).collect();
-    let genesis = genesis(&keys, &users);
-    let (app, stop): (Arc<App>, Box<dyn FnOnce() -> tokio::task::JoinHandle<()>>) = match producer {
-        Producer::Malachite => {
-            let mut v = start_validator(dir.path(), &keys, 0, &genesis, &[free_port()]).await;
-            let app = v.app.clone();
+    let genesis = network_genesis(&keys, &users);
+    type Stop = Box<dyn FnOnce() -> tokio::task::JoinHandle<()>>;
+    let (apps, stop): (Vec<Arc<App>>, Stop) = match producer {
+        Producer::Malachite(n) => {
+            let ports: Vec<u16> = (0..*n).map(|_| free_port()).collect();
+            let mut nodes = Vec::new();
+            for i in 0..*n {
+                nodes.push(start_validator(dir.path(), &keys, i, &genesis, &ports).await);
+            }
+            let apps = nodes.iter().map(|v| v.app.clone()).collect();
             (
-                app,
-                Box::new(move || tokio::spawn(async move { v.stop().await })),
+                apps,
+                Box::new(move || {
+                    tokio::spawn(async move {
+                        for v in &mut nodes {
+                            v.stop().await;
+                        }
+                    })
+                }),
             )
         }
         Producer::Solo(interval) => {
@@ -53,7 +71,7 @@ async fn run(producer: &Producer, seconds: u64, tx_per_second: u64) -> Report {
             let app = Arc::new(
                 App::open(
                     store,
-                    Some(&genesis),
+                    Some(&genesis.genesis),
                     keys[0].clone(),
                     MempoolConfig::default(),
                 )
@@ -70,7 +88,7 @@ async fn run(producer: &Producer, seconds: u64, tx_per_second: u64) -> Report {
                 let _ = solo.run(shutdown_rx).await;
             });
             (
-                app,
+                vec![app],
                 Box::new(move || {
                     let _ = shutdown.send(true);
                     task
@@ -78,6 +96,7 @@ async fn run(producer: &Producer, seconds: u64, tx_per_second: u64) -> Report {
             )
         }
     };
+    let app = apps[0].clone();
 
     let submitted: Arc<Mutex<HashMap<Hash, Instant>>> = Arc::default();
     let mut blocks_rx = app.subscribe();
@@ -86,21 +105,34 @@ async fn run(producer: &Producer, seconds: u64, tx_per_second: u64) -> Report {
     let deadline = started + Duration::from_secs(seconds);
 
     let submitter = {
-        let app = app.clone();
         let submitted = submitted.clone();
         tokio::spawn(async move {
-            let period = Duration::from_micros(1_000_000 / tx_per_second.max(1));
-            let mut ticker = tokio::time::interval(period);
+            let per_batch = (tx_per_second * SUBMIT_INTERVAL_MS / 1_000).max(1);
+            let mut ticker = tokio::time::interval(Duration::from_millis(SUBMIT_INTERVAL_MS));
             let mut i = 0u64;
             while Instant::now() < deadline {
                 ticker.tick().await;
-                let user = &users[(i % USERS as u64) as usize];
-                let tx = transfer(user, i / USERS as u64).to_bytes();
-                let at = Instant::now();
-                if let Ok(hash) = app.submit(&tx) {
-                    submitted.lock().unwrap().insert(hash, at);
+                // Each sender's transactions go through one node, the senders spread over all.
+                let mut batches = vec![Vec::new(); apps.len()];
+                for _ in 0..per_batch {
+                    let user = (i % USERS as u64) as usize;
+                    batches[user % apps.len()].push(transfer(&users[user], i / USERS as u64));
+                    i += 1;
                 }
-                i += 1;
+                for (node, batch) in batches.into_iter().enumerate() {
+                    if batch.is_empty() {
+                        continue;
+                    }
+                    let app = apps[node].clone();
+                    let at = Instant::now();
+                    let results = tokio::task::spawn_blocking(move || app.submit_many(batch))
+                        .await
+                        .unwrap();
+                    let mut submitted = submitted.lock().unwrap();
+                    for hash in results.into_iter().flatten() {
+                        submitted.insert(hash, at);
+                    }
+                }
             }
         })
     };
@@ -149,11 +181,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn print(name: &str, mut r: Report) {
     r.latencies_ms.sort_by(f64::total_cmp);
     println!(
-        "{name:<28} blocks {:>6}  blocks/s {:>8.1}  txs submitted {:>6}  finalized {:>6}  latency ms p50 {:>7.1}  p99 {:>7.1}",
+        "{name:<28} blocks {:>6}  blocks/s {:>8.1}  txs submitted {:>7}  finalized {:>7}  finalized/s {:>8.1}  latency ms p50 {:>7.1}  p99 {:>7.1}",
         r.blocks,
         r.blocks as f64 / r.seconds,
         r.txs,
         r.latencies_ms.len(),
+        r.latencies_ms.len() as f64 / r.seconds,
         percentile(&r.latencies_ms, 0.5),
         percentile(&r.latencies_ms, 0.99),
     );
@@ -174,7 +207,8 @@ async fn main() {
             "solo, 1 ms interval",
             Producer::Solo(Duration::from_millis(1)),
         ),
-        ("malachite, 1 validator", Producer::Malachite),
+        ("malachite, 1 validator", Producer::Malachite(1)),
+        ("malachite, 4 validators", Producer::Malachite(4)),
     ] {
         print(name, run(&producer, seconds, tx_per_second).await);
     }

@@ -2,13 +2,16 @@
 //! `piazza_consensus::AppMsg` (build a block, commit a decided block, read a stored block) and by
 //! keeping the consensus side's own records in [`ConsensusStore`].
 
-use crate::codec::{extend_certificate, SYNC_VALUES_MAX};
+use crate::codec::{
+    extend_certificate, GOSSIP_BATCH_BYTES_MAX, GOSSIP_TXS_MAX, GOSSIP_TX_BYTES_MAX,
+    SYNC_VALUES_MAX,
+};
 use crate::context::{
-    BlockId, Height, PiazzaContext, ProposalFin, ProposalInit, ProposalPart, ValidatorAddress,
-    ValidatorSet,
+    BlockId, Height, PiazzaContext, ProposalFin, ProposalInit, ProposalPart, Validator,
+    ValidatorAddress, ValidatorSet,
 };
 use crate::signing::{KeySigner, KeyVerifier};
-use crate::store::{ConsensusStore, Decision, StoreError, StoredProposal};
+use crate::store::{ConsensusStore, StoreError, StoredProposal};
 use crate::streams::{Assembled, PartStreams};
 use crate::PART_DATA_BYTES_MAX;
 use bytes::Bytes;
@@ -22,7 +25,7 @@ use malachitebft_app_channel::app::types::sync::RawDecidedValue;
 use malachitebft_app_channel::app::types::LocallyProposedValue;
 use malachitebft_app_channel::{AppMsg, Channels, NetworkMsg};
 use piazza_codec::Encode;
-use piazza_consensus::{AppError, AppMsg as PiazzaMsg, AppSender, Committed};
+use piazza_consensus::{AppError, AppMsg as PiazzaMsg, AppSender, Committed, TxGossip};
 use piazza_ledger::block::Block;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -41,7 +44,12 @@ pub enum LoopError {
     NetworkGone,
     #[error("decided block {0} at height {1} is not stored")]
     MissingDecidedBlock(BlockId, Height),
+    #[error("no validator set for height {0}: {1}")]
+    NoValidatorSet(Height, String),
 }
+
+/// Validator sets kept at once (the current height's and the few after it the ledger knows).
+pub const VALIDATOR_SETS_CACHED_MAX: usize = 8;
 
 /// What the app loop needs to know about the chain and this validator.
 pub struct AppLoop {
@@ -49,10 +57,14 @@ pub struct AppLoop {
     pub address: ValidatorAddress,
     pub signer: KeySigner,
     pub verifier: KeyVerifier,
-    pub validators: ValidatorSet,
+    /// The set for a chain whose ledger records no validators (`None`: the ledger's only).
+    configured: Option<ValidatorSet>,
+    /// Sets by height, as the application answered them (bounded, pruned as heights pass).
+    sets: BTreeMap<Height, ValidatorSet>,
     pub timeouts: LinearTimeouts,
     pub store: ConsensusStore,
     pub app: AppSender,
+    gossip: Option<TxGossip>,
     streams: PartStreams,
     height: Height,
     /// Values of the current height already executed by the application (not executed again).
@@ -88,6 +100,8 @@ pub fn block_parts(init: ProposalInit, block_bytes: &[u8], fin: ProposalFin) -> 
 }
 
 impl AppLoop {
+    /// An app loop whose validator sets come from the ledger, or are `validators` for a chain
+    /// whose ledger records none.
     pub fn new(
         chain_id: String,
         signer: KeySigner,
@@ -96,23 +110,87 @@ impl AppLoop {
         store: ConsensusStore,
         app: AppSender,
     ) -> Self {
+        let mut app_loop = Self::from_ledger(chain_id, signer, timeouts, store, app, None);
+        app_loop.configured = Some(validators);
+        app_loop
+    }
+
+    /// An app loop whose validator set of each height comes from the ledger
+    /// (`AppMsg::GetValidatorSet`), exchanging transactions with peers through `gossip`.
+    pub fn from_ledger(
+        chain_id: String,
+        signer: KeySigner,
+        timeouts: LinearTimeouts,
+        store: ConsensusStore,
+        app: AppSender,
+        gossip: Option<TxGossip>,
+    ) -> Self {
         AppLoop {
             address: ValidatorAddress(signer.public_key().address()),
             verifier: KeyVerifier::new(chain_id.clone()),
             chain_id,
             signer,
-            validators,
+            configured: None,
+            sets: BTreeMap::new(),
             timeouts,
             store,
             app,
+            gossip,
             streams: PartStreams::new(),
             height: Height(0),
             validated: BTreeMap::new(),
         }
     }
 
-    fn params(&self) -> HeightParams<PiazzaContext> {
-        HeightParams::new(self.validators.clone(), self.timeouts, None)
+    /// The validator set of `height`: the ledger's, the configured one for a chain without
+    /// validator records, `None` where the ledger cannot know it yet (too far ahead).
+    pub async fn validator_set(
+        &mut self,
+        height: Height,
+    ) -> Result<Option<ValidatorSet>, LoopError> {
+        if let Some(set) = self.sets.get(&height) {
+            return Ok(Some(set.clone()));
+        }
+        let (reply, answer) = oneshot::channel();
+        let msg = PiazzaMsg::GetValidatorSet {
+            height: height.0,
+            reply,
+        };
+        let set = match self.ask(msg, answer).await? {
+            Ok(Some(members)) => {
+                let validators = members
+                    .into_iter()
+                    .map(|v| Validator::new(v.consensus_key, v.voting_power))
+                    .collect();
+                ValidatorSet::new(validators)
+                    .map_err(|e| LoopError::NoValidatorSet(height, e.to_string()))?
+            }
+            Ok(None) => match &self.configured {
+                Some(set) => set.clone(),
+                None => {
+                    return Err(LoopError::NoValidatorSet(
+                        height,
+                        "the ledger records no validators and none are configured".into(),
+                    ))
+                }
+            },
+            Err(error) => {
+                tracing::debug!(%height, %error, "validator set not known yet");
+                return Ok(None);
+            }
+        };
+        while self.sets.len() >= VALIDATOR_SETS_CACHED_MAX {
+            self.sets.pop_first();
+        }
+        self.sets.insert(height, set.clone());
+        Ok(Some(set))
+    }
+
+    async fn params(&mut self, height: Height) -> Result<HeightParams<PiazzaContext>, LoopError> {
+        let set = self.validator_set(height).await?.ok_or_else(|| {
+            LoopError::NoValidatorSet(height, "committed state does not determine it".into())
+        })?;
+        Ok(HeightParams::new(set, self.timeouts, None))
     }
 
     async fn ask<T>(&self, msg: PiazzaMsg, answer: oneshot::Receiver<T>) -> Result<T, LoopError> {
@@ -122,10 +200,22 @@ impl AppLoop {
 
     /// Runs until the engine or the application goes away.
     pub async fn run(mut self, mut channels: Channels<PiazzaContext>) -> Result<(), LoopError> {
-        while let Some(msg) = channels.consensus.recv().await {
-            self.handle(msg, &channels.network).await?;
+        let publisher = self.gossip.as_mut().map(|gossip| {
+            let (_, closed) = mpsc::channel(1);
+            let local = std::mem::replace(&mut gossip.local, closed);
+            tokio::spawn(publish_transactions(local, channels.network.clone()))
+        });
+        let result = async {
+            while let Some(msg) = channels.consensus.recv().await {
+                self.handle(msg, &channels.network).await?;
+            }
+            Ok(())
         }
-        Ok(())
+        .await;
+        if let Some(publisher) = publisher {
+            publisher.abort();
+        }
+        result
     }
 
     /// Answers one message. An error is fatal for this validator (the store or the application
@@ -139,7 +229,8 @@ impl AppLoop {
             AppMsg::ConsensusReady { reply } => {
                 let next = self.catch_up().await?;
                 self.enter_height(next);
-                let _ = reply.send((next, self.params()));
+                let params = self.params(next).await?;
+                let _ = reply.send((next, params));
             }
             AppMsg::StartedRound {
                 height,
@@ -203,6 +294,14 @@ impl AppLoop {
                 part,
                 reply,
             } => {
+                let part = match part.content {
+                    StreamContent::Data(ProposalPart::Transactions(batch)) => {
+                        self.received_transactions(batch, &from);
+                        let _ = reply.send(None);
+                        return Ok(());
+                    }
+                    _ => part,
+                };
                 let peer = published_by.unwrap_or(from).to_bytes();
                 let value = match self.streams.insert(peer, part, self.height) {
                     Ok(Some(assembled)) => self.accept_stream(assembled).await?,
@@ -217,15 +316,16 @@ impl AppLoop {
             AppMsg::Decided {
                 certificate, reply, ..
             } => {
+                // The block stays in the stored proposals until the application commits it.
                 let height = certificate.height;
-                let proposal = self
+                if self
                     .store
                     .proposal_of(height, &certificate.value_id)?
-                    .ok_or(LoopError::MissingDecidedBlock(certificate.value_id, height))?;
-                self.store.put_decided(&Decision {
-                    certificate,
-                    block_bytes: proposal.block_bytes,
-                })?;
+                    .is_none()
+                {
+                    return Err(LoopError::MissingDecidedBlock(certificate.value_id, height));
+                }
+                self.store.put_certificate(&certificate)?;
                 let _ = reply.send(());
             }
             AppMsg::Finalized {
@@ -235,7 +335,8 @@ impl AppLoop {
                 let next = Height(committed.height + 1);
                 self.enter_height(next);
                 self.streams.prune_below(next);
-                let _ = reply.send(Next::Start(next, self.params()));
+                let params = self.params(next).await?;
+                let _ = reply.send(Next::Start(next, params));
             }
             AppMsg::GetDecidedValues { range, reply } => {
                 let start = range.start().0;
@@ -245,12 +346,15 @@ impl AppLoop {
                     .min(start.saturating_add(SYNC_VALUES_MAX as u64 - 1));
                 let mut values = Vec::new();
                 for h in start..=end {
-                    let Some(decision) = self.store.decided(Height(h))? else {
+                    let Some(certificate) = self.store.certificate(Height(h))? else {
+                        break;
+                    };
+                    let Some(block_bytes) = self.decided_block(&certificate).await? else {
                         break;
                     };
                     values.push(RawDecidedValue::new(
-                        Bytes::from(decision.block_bytes),
-                        extend_certificate(decision.certificate),
+                        Bytes::from(block_bytes),
+                        extend_certificate(certificate),
                     ));
                 }
                 let _ = reply.send(values);
@@ -268,14 +372,27 @@ impl AppLoop {
                         SyncedValueOutcome::PeerFault
                     }
                     Ok(block) => {
-                        let validity = self.check_block(&block, height);
+                        // The engine checked the commit certificate against the height's set;
+                        // the block itself must pass the checks and, at the current height,
+                        // execute to its header's state root.
+                        let id = BlockId(block.hash());
+                        let mut validity = match self.validator_set(height).await? {
+                            Some(set) => self.check_block(&block, height, &set),
+                            None => Validity::Invalid,
+                        };
+                        if validity.is_valid() && height == self.height {
+                            validity = self.execute(block, id).await?;
+                        }
+                        if validity.is_invalid() {
+                            tracing::warn!(%height, block = %id, "synced block refused");
+                        }
                         let stored = StoredProposal {
                             value: ProposedValue {
                                 height,
                                 round,
                                 valid_round: Round::Nil,
                                 proposer,
-                                value: BlockId(block.hash()),
+                                value: id,
                                 validity,
                             },
                             block_bytes: value_bytes.to_vec(),
@@ -299,11 +416,33 @@ impl AppLoop {
         let mut next = self
             .ask(PiazzaMsg::ConsensusReady { reply }, answer)
             .await?;
-        while let Some(decision) = self.store.decided(Height(next))? {
-            let committed = self.commit(&decision.block_bytes).await?;
+        while let Some(certificate) = self.store.certificate(Height(next))? {
+            let committed = self.finalize(&certificate).await?;
             next = committed.height + 1;
         }
         Ok(Height(next))
+    }
+
+    /// The bytes of a decided block: the application's committed block, or the stored
+    /// proposal while the application has not committed it yet.
+    async fn decided_block(
+        &self,
+        certificate: &CommitCertificate<PiazzaContext>,
+    ) -> Result<Option<Vec<u8>>, LoopError> {
+        let (reply, answer) = oneshot::channel();
+        let msg = PiazzaMsg::GetDecidedValue {
+            height: certificate.height.0,
+            reply,
+        };
+        if let Some(block) = self.ask(msg, answer).await? {
+            if block.hash() == certificate.value_id.0 {
+                return Ok(Some(block.to_bytes()));
+            }
+        }
+        let proposal = self
+            .store
+            .proposal_of(certificate.height, &certificate.value_id)?;
+        Ok(proposal.map(|p| p.block_bytes))
     }
 
     async fn commit(&self, block_bytes: &[u8]) -> Result<Committed, LoopError> {
@@ -321,11 +460,12 @@ impl AppLoop {
         certificate: &CommitCertificate<PiazzaContext>,
     ) -> Result<Committed, LoopError> {
         let height = certificate.height;
-        let decision = self
+        let proposal = self
             .store
-            .decided(height)?
+            .proposal_of(height, &certificate.value_id)?
             .ok_or(LoopError::MissingDecidedBlock(certificate.value_id, height))?;
-        let committed = self.commit(&decision.block_bytes).await?;
+        let committed = self.commit(&proposal.block_bytes).await?;
+        // Committed by the application: its store holds the block from now on.
         self.store.prune_proposals(height)?;
         Ok(committed)
     }
@@ -423,7 +563,11 @@ impl AppLoop {
         stream: Assembled,
     ) -> Result<Option<ProposedValue<PiazzaContext>>, LoopError> {
         let init = &stream.init;
-        let expected = self.validators.proposer(init.height, init.round);
+        let Some(set) = self.validator_set(init.height).await? else {
+            tracing::warn!(height = %init.height, "proposal stream for a height whose validator set is not known yet");
+            return Ok(None);
+        };
+        let expected = set.proposer(init.height, init.round);
         if expected.address != init.proposer {
             tracing::warn!(height = %init.height, round = %init.round, proposer = %init.proposer, "proposal stream from a validator that is not the round's proposer");
             return Ok(None);
@@ -446,7 +590,7 @@ impl AppLoop {
             tracing::warn!(height = %init.height, round = %init.round, "proposal stream with a bad signature");
             return Ok(None);
         }
-        let mut validity = self.check_block(&block, init.height);
+        let mut validity = self.check_block(&block, init.height, &set);
         // A block of the current height executes now; one of a later height when its height
         // starts (its parent is not committed yet), offered to consensus from `StartedRound`.
         let current = init.height == self.height;
@@ -475,6 +619,19 @@ impl AppLoop {
             self.validated.clear();
         }
         self.height = height;
+        self.sets.retain(|h, _| *h >= height);
+    }
+
+    /// Hands a peer's batch of transactions to the application (bounded: a full queue refuses
+    /// the batch, which stays in the mempools of the nodes that have it).
+    fn received_transactions(&self, batch: Vec<Vec<u8>>, from: &impl std::fmt::Display) {
+        let Some(gossip) = &self.gossip else {
+            return;
+        };
+        let count = batch.len();
+        if let Err(error) = gossip.remote.try_send(batch) {
+            tracing::warn!(%from, count, %error, "gossiped transactions refused: the queue to the application is full");
+        }
     }
 
     /// Has the application execute another validator's block of the current height (once per
@@ -521,17 +678,65 @@ impl AppLoop {
     }
 
     /// The checks a block passes before it is executed: its height and chain, a proposer that
-    /// is a validator and its signature on the header.
-    pub fn check_block(&self, block: &Block, height: Height) -> Validity {
+    /// is a validator of `set` (the height's) and its signature on the header.
+    pub fn check_block(&self, block: &Block, height: Height, set: &ValidatorSet) -> Validity {
         let header = &block.header;
         let proposer = ValidatorAddress(header.proposer.address());
         let ok = header.height == height.0
             && header.chain_id == self.chain_id
-            && self.validators.get(&proposer).is_some()
+            && set.get(&proposer).is_some()
             && header
                 .proposer
                 .verify(&header.hash().0, &block.signature)
                 .is_ok();
         Validity::from_bool(ok)
+    }
+}
+
+/// Publishes the transactions the application admitted from clients, in batches of what is
+/// waiting (at most `GOSSIP_TXS_MAX` transactions, adding while under `GOSSIP_BATCH_BYTES_MAX`),
+/// each batch a one-message stream of its own on the proposal-part gossip. A transaction over
+/// `GOSSIP_TX_BYTES_MAX` is not gossiped (it stays in this node's mempool).
+async fn publish_transactions(
+    mut local: mpsc::Receiver<Vec<u8>>,
+    network: mpsc::Sender<NetworkMsg<PiazzaContext>>,
+) {
+    let mut batches: u64 = 0;
+    while let Some(first) = local.recv().await {
+        let mut batch = Vec::new();
+        let mut bytes = 0usize;
+        let mut next = Some(first);
+        while let Some(tx) = next.take() {
+            if tx.len() > GOSSIP_TX_BYTES_MAX {
+                tracing::debug!(
+                    bytes = tx.len(),
+                    "a transaction too large to gossip stays local"
+                );
+            } else {
+                bytes += tx.len();
+                batch.push(tx);
+            }
+            if batch.len() < GOSSIP_TXS_MAX && bytes < GOSSIP_BATCH_BYTES_MAX {
+                next = local.try_recv().ok();
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        batches += 1;
+        let mut id = b"piazza/tx/".to_vec();
+        id.extend_from_slice(&batches.to_le_bytes());
+        let msg = StreamMessage::new(
+            StreamId::new(Bytes::from(id)),
+            0,
+            StreamContent::Data(ProposalPart::Transactions(batch)),
+        );
+        if network
+            .send(NetworkMsg::PublishProposalPart(msg))
+            .await
+            .is_err()
+        {
+            return;
+        }
     }
 }

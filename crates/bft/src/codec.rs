@@ -36,6 +36,13 @@ pub const STREAM_ID_BYTES_MAX: usize = 64;
 pub const PEER_ID_BYTES_MAX: usize = 64;
 /// The most bytes of a public key in a validator proof (ed25519: 32).
 pub const PROOF_KEY_BYTES_MAX: usize = 32;
+/// The most transactions in one gossiped batch.
+pub const GOSSIP_TXS_MAX: usize = 1024;
+/// The most bytes of one gossiped transaction (larger ones, arbitration evidence, stay in the
+/// mempool of the node they were sent to); far below Malachite's 4 MiB pub-sub bound.
+pub const GOSSIP_TX_BYTES_MAX: usize = 2 * 1024 * 1024;
+/// Transactions are added to a gossiped batch while it holds less than this many bytes.
+pub const GOSSIP_BATCH_BYTES_MAX: usize = 1024 * 1024;
 /// The most decided values in one sync response.
 pub const SYNC_VALUES_MAX: usize = 64;
 /// The most bytes of one synced value: an encoded block.
@@ -244,6 +251,13 @@ pub fn put_part(w: &mut Writer, part: &ProposalPart) {
             w.u8(2);
             w.array(&fin.signature.0);
         }
+        ProposalPart::Transactions(txs) => {
+            w.u8(3);
+            w.len(txs.len());
+            for tx in txs {
+                w.bytes(tx);
+            }
+        }
     }
 }
 
@@ -260,6 +274,14 @@ pub fn get_part(r: &mut Reader<'_>) -> Result<ProposalPart, DecodeError> {
         2 => Ok(ProposalPart::Fin(ProposalFin {
             signature: Signature(r.array()?),
         })),
+        3 => {
+            let count = r.len(GOSSIP_TXS_MAX)?;
+            let mut txs = Vec::with_capacity(count.min(16));
+            for _ in 0..count {
+                txs.push(r.bytes(GOSSIP_TX_BYTES_MAX)?);
+            }
+            Ok(ProposalPart::Transactions(txs))
+        }
         tag => Err(invalid_tag(offset, tag, "proposal part")),
     }
 }

@@ -268,12 +268,17 @@ pub struct ProposalFin {
     pub signature: Signature,
 }
 
-/// A block streamed as `Init`, `Data`… (the canonical block bytes in order), `Fin`.
+/// A block streamed as `Init`, `Data`… (the canonical block bytes in order), `Fin`; or, in a
+/// stream of its own (one message), a batch of gossiped transactions: Malachite's proposal-part
+/// gossip carries them between nodes, and the app loop hands them to the application's mempool
+/// instead of a block stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProposalPart {
     Init(ProposalInit),
     Data(Vec<u8>),
     Fin(ProposalFin),
+    /// Canonical bytes of signed transactions, each decoded (bounded) by the application.
+    Transactions(Vec<Vec<u8>>),
 }
 
 impl mcore::ProposalPart<PiazzaContext> for ProposalPart {

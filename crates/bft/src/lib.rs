@@ -25,5 +25,5 @@ pub use context::{
     BlockId, Height, PiazzaContext, Proposal, ProposalPart, Validator, ValidatorAddress,
     ValidatorSet, Vote,
 };
-pub use node::{start, BftConfig, BftHandle, StartError};
+pub use node::{start, start_node, BftConfig, BftHandle, StartError};
 pub use signing::{KeySigner, KeyVerifier, PiazzaSigning};

@@ -18,7 +18,7 @@ use malachitebft_app_channel::{
     ConsensusContext, EngineBuilder, EngineHandle, NetworkContext, NetworkIdentity, RequestContext,
     Signer, SyncContext, WalContext,
 };
-use piazza_consensus::AppSender;
+use piazza_consensus::{AppSender, TxGossip};
 use piazza_ledger::block::BLOCK_BYTES_MAX;
 use piazza_primitives::SecretKey;
 use std::path::PathBuf;
@@ -125,8 +125,10 @@ impl BftHandle {
     }
 }
 
-/// Starts a validator with `key` for `validators`, answering consensus through `app` (the
-/// application's end of `piazza_consensus::AppMsg`, e.g. `piazza_node::App::serve`).
+/// Starts a validator with `key` for a fixed set `validators` (used for a chain whose ledger
+/// records no validators; the ledger's sets win where it has them), answering consensus
+/// through `app` (the application's end of `piazza_consensus::AppMsg`, e.g.
+/// `piazza_node::App::serve`). No transaction gossip: prefer [`start_node`].
 pub async fn start(
     config: BftConfig,
     key: SecretKey,
@@ -137,6 +139,39 @@ pub async fn start(
     if validators.get(&address).is_none() {
         return Err(StartError::NotAValidator);
     }
+    let timeouts = config.timeouts;
+    let chain_id = config.chain_id.clone();
+    start_engine(config, key, move |signer, store| {
+        AppLoop::new(chain_id, signer, validators, timeouts, store, app)
+    })
+    .await
+}
+
+/// Starts a node of a network whose validator set of each height comes from the ledger
+/// (`AppMsg::GetValidatorSet`): it votes and proposes at the heights where `key` is in the
+/// set and follows the chain at the others. Transactions admitted by the application from
+/// clients are gossiped to every node, and peers' reach the application, through `gossip`
+/// (`piazza_node::App::gossip`).
+pub async fn start_node(
+    config: BftConfig,
+    key: SecretKey,
+    app: AppSender,
+    gossip: Option<TxGossip>,
+) -> Result<BftHandle, StartError> {
+    let timeouts = config.timeouts;
+    let chain_id = config.chain_id.clone();
+    start_engine(config, key, move |signer, store| {
+        AppLoop::from_ledger(chain_id, signer, timeouts, store, app, gossip)
+    })
+    .await
+}
+
+async fn start_engine(
+    config: BftConfig,
+    key: SecretKey,
+    app_loop: impl FnOnce(KeySigner, ConsensusStore) -> AppLoop,
+) -> Result<BftHandle, StartError> {
+    let address = ValidatorAddress(key.public_key().address());
     std::fs::create_dir_all(&config.home)
         .map_err(|e| StartError::Io(format!("cannot create {}: {e}", config.home.display())))?;
     let store = ConsensusStore::open(&config.home.join(CONSENSUS_DB_FILE))?;
@@ -188,14 +223,7 @@ pub async fn start(
         .await
         .map_err(|e| StartError::Engine(e.to_string()))?;
 
-    let app_loop = AppLoop::new(
-        config.chain_id,
-        signer,
-        validators,
-        config.timeouts,
-        store,
-        app,
-    );
+    let app_loop = app_loop(signer, store);
     let app_loop = tokio::spawn(async move {
         let result = app_loop.run(channels).await;
         if let Err(error) = &result {

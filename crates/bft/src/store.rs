@@ -1,7 +1,9 @@
 //! The consensus side's own durable records, one redb file beside the WAL: proposals seen or
 //! made per (height, round) (so a restarted validator re-proposes the same block and replays
-//! what it received), and decided blocks with their commit certificates (written before
-//! `Decided` is answered; served to syncing peers).
+//! what it received), and the commit certificate of each decided height (written before
+//! `Decided` is answered; served to syncing peers). A decided block is stored once: in the
+//! proposals until the application has committed it, then only in the application's store
+//! (the proposals of committed heights are pruned).
 
 use crate::codec::{get_commit_certificate, get_round, put_commit_certificate, put_round};
 use crate::context::{BlockId, Height, PiazzaContext, ValidatorAddress};
@@ -15,8 +17,8 @@ use std::path::Path;
 
 /// (height BE ‖ round BE ‖ block id) → (valid round, proposer, validity, block bytes).
 const PROPOSALS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("proposals");
-/// height → (commit certificate, block bytes).
-const DECIDED: TableDefinition<u64, &[u8]> = TableDefinition::new("decided");
+/// height → commit certificate.
+const CERTIFICATES: TableDefinition<u64, &[u8]> = TableDefinition::new("certificates");
 
 /// Why the consensus store failed.
 #[derive(Debug, thiserror::Error)]
@@ -35,13 +37,6 @@ fn db_error(e: impl std::fmt::Display) -> StoreError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredProposal {
     pub value: ProposedValue<PiazzaContext>,
-    pub block_bytes: Vec<u8>,
-}
-
-/// A decided block and the certificate that decided it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    pub certificate: CommitCertificate<PiazzaContext>,
     pub block_bytes: Vec<u8>,
 }
 
@@ -104,7 +99,7 @@ impl ConsensusStore {
         let db = Database::create(path).map_err(db_error)?;
         let tx = db.begin_write().map_err(db_error)?;
         tx.open_table(PROPOSALS).map_err(db_error)?;
-        tx.open_table(DECIDED).map_err(db_error)?;
+        tx.open_table(CERTIFICATES).map_err(db_error)?;
         tx.commit().map_err(db_error)?;
         Ok(ConsensusStore { db })
     }
@@ -182,39 +177,42 @@ impl ConsensusStore {
         tx.commit().map_err(db_error)
     }
 
-    /// Records a decision durably (one redb transaction, committed before this returns).
-    pub fn put_decided(&self, decision: &Decision) -> Result<(), StoreError> {
+    /// Records the certificate of a decided height durably (one redb transaction, committed
+    /// before this returns). Its block is the stored proposal it names.
+    pub fn put_certificate(
+        &self,
+        certificate: &CommitCertificate<PiazzaContext>,
+    ) -> Result<(), StoreError> {
         let mut w = Writer::new();
-        put_commit_certificate(&mut w, &decision.certificate);
-        w.bytes(&decision.block_bytes);
+        put_commit_certificate(&mut w, certificate);
         let tx = self.db.begin_write().map_err(db_error)?;
-        tx.open_table(DECIDED)
+        tx.open_table(CERTIFICATES)
             .map_err(db_error)?
-            .insert(decision.certificate.height.0, w.into_bytes().as_slice())
+            .insert(certificate.height.0, w.into_bytes().as_slice())
             .map_err(db_error)?;
         tx.commit().map_err(db_error)
     }
 
-    pub fn decided(&self, height: Height) -> Result<Option<Decision>, StoreError> {
+    /// The certificate that decided `height`, if stored.
+    pub fn certificate(
+        &self,
+        height: Height,
+    ) -> Result<Option<CommitCertificate<PiazzaContext>>, StoreError> {
         let tx = self.db.begin_read().map_err(db_error)?;
-        let table = tx.open_table(DECIDED).map_err(db_error)?;
+        let table = tx.open_table(CERTIFICATES).map_err(db_error)?;
         let Some(value) = table.get(height.0).map_err(db_error)? else {
             return Ok(None);
         };
         let mut r = Reader::new(value.value());
         let certificate = get_commit_certificate(&mut r)?;
-        let block_bytes = r.bytes(BLOCK_BYTES_MAX)?;
         r.finish()?;
-        Ok(Some(Decision {
-            certificate,
-            block_bytes,
-        }))
+        Ok(Some(certificate))
     }
 
-    /// The lowest height with a stored decision.
+    /// The lowest height with a stored certificate.
     pub fn first_decided(&self) -> Result<Option<Height>, StoreError> {
         let tx = self.db.begin_read().map_err(db_error)?;
-        let table = tx.open_table(DECIDED).map_err(db_error)?;
+        let table = tx.open_table(CERTIFICATES).map_err(db_error)?;
         let first = table.first().map_err(db_error)?;
         Ok(first.map(|(k, _)| Height(k.value())))
     }

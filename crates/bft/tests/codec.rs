@@ -160,6 +160,8 @@ fn parts_streams_proofs_and_wal_values_round_trip() {
         ProposalPart::Fin(ProposalFin {
             signature: Signature([5; 64]),
         }),
+        ProposalPart::Transactions(vec![vec![1, 2, 3], Vec::new(), vec![9; 300]]),
+        ProposalPart::Transactions(Vec::new()),
     ];
     for part in &parts {
         check(part);
@@ -234,6 +236,30 @@ fn bounds_are_enforced_before_allocation() {
     // A length prefix claiming 4 GiB with nothing behind it.
     let hostile = Bytes::from(vec![1, 0xff, 0xff, 0xff, 0xff]);
     assert!(Codec::<ProposalPart>::decode(&codec, hostile).is_err());
+    // A gossiped batch one transaction over its count, and one transaction over its size.
+    let many = codec
+        .encode(&ProposalPart::Transactions(vec![
+            Vec::new();
+            piazza_bft::codec::GOSSIP_TXS_MAX
+                + 1
+        ]))
+        .unwrap();
+    assert!(Codec::<ProposalPart>::decode(&codec, many).is_err());
+    let at_count = codec
+        .encode(&ProposalPart::Transactions(vec![
+            Vec::new();
+            piazza_bft::codec::GOSSIP_TXS_MAX
+        ]))
+        .unwrap();
+    assert!(Codec::<ProposalPart>::decode(&codec, at_count).is_ok());
+    let large = codec
+        .encode(&ProposalPart::Transactions(vec![vec![
+            0;
+            piazza_bft::codec::GOSSIP_TX_BYTES_MAX
+                + 1
+        ]]))
+        .unwrap();
+    assert!(Codec::<ProposalPart>::decode(&codec, large).is_err());
     // A certificate with one signature more than a validator set can hold.
     let polka = PolkaCertificate::<PiazzaContext> {
         height: Height(1),

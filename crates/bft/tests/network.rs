@@ -1,5 +1,6 @@
 //! Validators running Malachite in one process, each with its own store and a libp2p port on
-//! 127.0.0.1: one validator finalizes blocks with transactions; four reach the same height and
+//! 127.0.0.1: one validator finalizes blocks with transactions, each decided block stored once
+//! (its certificate by consensus, the block by the application); four reach the same height and
 //! state root with transactions sent to different validators, keep finalizing with one of them
 //! stopped, agree again once it restarts and catches up by value sync, halt without forking
 //! with two stopped, and resume when one returns.
@@ -11,15 +12,12 @@ use piazza_codec::Encode;
 use piazza_node::app::TransactionStatus;
 use std::time::Duration;
 
-/// Bound on every wait below: far above what the work needs, so only a stall trips it.
-const WAIT: Duration = Duration::from_secs(60);
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_validator_finalizes_blocks_with_transactions() {
     let dir = tempfile::tempdir().unwrap();
     let keys = vec![validator_key(0)];
     let users: Vec<_> = (0..4).map(user_key).collect();
-    let genesis = genesis(&keys, &users);
+    let genesis = network_genesis(&keys, &users);
     let ports = [free_port()];
     let mut validator = start_validator(dir.path(), &keys, 0, &genesis, &ports).await;
 
@@ -57,27 +55,21 @@ async fn one_validator_finalizes_blocks_with_transactions() {
             .join(piazza_bft::node::CONSENSUS_DB_FILE),
     )
     .unwrap();
+    // The block itself is stored once, by the application: the consensus store keeps no
+    // proposal of a committed height.
     for height in 1..=head.height {
-        let decision = store.decided(piazza_bft::Height(height)).unwrap().unwrap();
+        let certificate = store
+            .certificate(piazza_bft::Height(height))
+            .unwrap()
+            .unwrap();
         let block = app.store().block(height).unwrap().unwrap();
-        assert_eq!(decision.certificate.value_id.0, block.hash());
-        assert_eq!(decision.block_bytes, block.to_bytes());
-        assert!(!decision.certificate.commit_signatures.is_empty());
+        assert_eq!(certificate.value_id.0, block.hash());
+        assert!(!certificate.commit_signatures.is_empty());
+        assert!(store
+            .proposal_of(piazza_bft::Height(height), &certificate.value_id)
+            .unwrap()
+            .is_none());
     }
-}
-
-/// The block hash and state root of every validator at `height` (all must have reached it).
-fn roots_at(
-    validators: &[&TestValidator],
-    height: u64,
-) -> Vec<(piazza_primitives::Hash, piazza_primitives::Hash)> {
-    validators
-        .iter()
-        .map(|v| {
-            let block = v.app.store().block(height).unwrap().unwrap();
-            (block.hash(), block.header.state_root)
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -85,7 +77,7 @@ async fn four_validators_agree_tolerate_one_stop_sync_a_restart_and_halt_with_tw
     let dir = tempfile::tempdir().unwrap();
     let keys: Vec<_> = (0..4).map(validator_key).collect();
     let users: Vec<_> = (0..4).map(user_key).collect();
-    let genesis = genesis(&keys, &users);
+    let genesis = network_genesis(&keys, &users);
     let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
     let mut validators = Vec::new();
     for i in 0..4 {
@@ -102,9 +94,7 @@ async fn four_validators_agree_tolerate_one_stop_sync_a_restart_and_halt_with_tw
     }
     agree_beyond(&validators.iter().collect::<Vec<_>>(), 4).await;
 
-    // Without transaction gossip (not built yet) a transaction waits in the mempool of the
-    // validator it was sent to until that validator proposes; every validator proposes sooner
-    // or later, so all of them become final, on every validator.
+    // Every transaction becomes final on every validator, whichever validator it was sent to.
     let all_final = wait_until(WAIT, || {
         hashes.iter().all(|h| {
             validators.iter().all(|v| {
@@ -169,7 +159,7 @@ async fn restart(
     i: usize,
     dir: &std::path::Path,
     keys: &[piazza_primitives::SecretKey],
-    genesis: &piazza_ledger::genesis::Genesis,
+    genesis: &piazza_ledger::genesis::NetworkGenesis,
     ports: &[u16],
 ) {
     let mut old = validators.remove(i);
@@ -178,20 +168,4 @@ async fn restart(
     drop(old);
     let new = start_validator_after(dir, keys, i, genesis, ports, app).await;
     validators.insert(i, new);
-}
-
-/// Every validator reaches `margin` heights beyond the highest one now, with the same block.
-async fn agree_beyond(validators: &[&TestValidator], margin: u64) {
-    let target = validators.iter().map(|v| v.height()).max().unwrap() + margin;
-    let reached = wait_until(WAIT, || validators.iter().all(|v| v.height() >= target)).await;
-    assert!(
-        reached,
-        "heights: {:?}",
-        validators.iter().map(|v| v.height()).collect::<Vec<_>>()
-    );
-    let roots = roots_at(validators, target);
-    assert!(
-        roots.windows(2).all(|w| w[0] == w[1]),
-        "validators disagree: {roots:?}"
-    );
 }

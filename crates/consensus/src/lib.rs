@@ -13,6 +13,7 @@
 //! network plugs Malachite (Tendermint BFT) into the same messages.
 
 use piazza_ledger::block::Block;
+use piazza_ledger::staking::validators::ActiveValidator;
 use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -56,7 +57,28 @@ pub enum AppMsg {
         height: u64,
         reply: oneshot::Sender<Option<Block>>,
     },
+    /// The validator set of `height` from committed state (`staking::validators`): `None` for
+    /// a chain whose genesis names no validators, an error for a height committed state does
+    /// not determine yet (beyond the head plus `VALIDATOR_SET_DELAY`).
+    GetValidatorSet {
+        height: u64,
+        reply: oneshot::Sender<Result<Option<Vec<ActiveValidator>>, AppError>>,
+    },
 }
+
+/// Transactions between the application and the network's gossip. `local` yields the bytes of
+/// each transaction this node admitted from a client (bounded: when full, a transaction stays
+/// in this node's mempool only and is counted, not gossiped); `remote` takes batches received
+/// from peers, which the application admits like a client's but never gossips again.
+pub struct TxGossip {
+    pub local: mpsc::Receiver<Vec<u8>>,
+    pub remote: mpsc::Sender<Vec<Vec<u8>>>,
+}
+
+/// Capacity of [`TxGossip::local`], in transactions.
+pub const GOSSIP_LOCAL_CAPACITY: usize = 4096;
+/// Capacity of [`TxGossip::remote`], in batches.
+pub const GOSSIP_REMOTE_CAPACITY: usize = 64;
 
 pub type AppSender = mpsc::Sender<AppMsg>;
 

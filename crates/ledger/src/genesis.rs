@@ -81,7 +81,7 @@ pub struct Genesis {
 pub struct NetworkGenesis {
     #[serde(flatten)]
     pub genesis: Genesis,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub validators: Vec<GenesisValidator>,
 }
 

@@ -26,15 +26,18 @@
 
 use crate::metrics::Metrics;
 use piazza_codec::Encode;
-use piazza_consensus::{AppError, AppMsg, Committed};
+use piazza_consensus::{
+    AppError, AppMsg, Committed, TxGossip, GOSSIP_LOCAL_CAPACITY, GOSSIP_REMOTE_CAPACITY,
+};
 use piazza_ledger::block::{
     prove_randomness, tx_root, Block, BlockHeader, Event, Receipt, BLOCK_BYTES_MAX, BLOCK_TXS_MAX,
 };
 use piazza_ledger::error::ErrorCode;
 use piazza_ledger::error::TxError;
 use piazza_ledger::executor::{self, BlockExecutor, BlockOutcome};
-use piazza_ledger::genesis::Genesis;
+use piazza_ledger::genesis::{Genesis, NetworkGenesis};
 use piazza_ledger::module::BlockContext;
+use piazza_ledger::staking::validators::{self, ActiveValidator, VALIDATOR_SET_DELAY};
 use piazza_ledger::state::{StateDelta, StateRead};
 use piazza_ledger::tx::{Message, SignedTransaction};
 use piazza_ledger::{compute, sessions, verify};
@@ -42,7 +45,8 @@ use piazza_mempool::{Limits, Mempool, MempoolConfig, Priority, Removal, Removed}
 use piazza_primitives::{Address, Hash, SecretKey};
 use piazza_store::{DroppedTx, Head, PreparedState, Store, StoreError};
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use thiserror::Error;
 use tokio::sync::{broadcast, mpsc};
 
@@ -99,6 +103,10 @@ pub struct App {
     drops: Mutex<Vec<DroppedTx>>,
     pending: Mutex<Option<Pending>>,
     committed: broadcast::Sender<Arc<CommittedBlock>>,
+    /// Where transactions admitted from clients go to be gossiped (set by [`App::gossip`]).
+    gossip_out: OnceLock<mpsc::Sender<Vec<u8>>>,
+    /// Admitted transactions not gossiped because the gossip queue was full.
+    gossip_skipped: AtomicU64,
     pub metrics: Metrics,
 }
 
@@ -122,6 +130,33 @@ impl App {
         mempool: MempoolConfig,
         limits: Limits,
     ) -> Result<App, NodeError> {
+        let genesis = genesis.map(|g| NetworkGenesis {
+            genesis: g.clone(),
+            validators: Vec::new(),
+        });
+        Self::open_network_with_limits(store, genesis.as_ref(), key, mempool, limits)
+    }
+
+    /// Opens the chain of a network of validators: like [`App::open`], with a genesis that
+    /// names the validators' consensus keys (the set of each height then comes from the ledger).
+    pub fn open_network(
+        store: Store,
+        genesis: Option<&NetworkGenesis>,
+        key: SecretKey,
+        mempool: MempoolConfig,
+    ) -> Result<App, NodeError> {
+        let limits = Limits::for_config(mempool);
+        Self::open_network_with_limits(store, genesis, key, mempool, limits)
+    }
+
+    fn open_network_with_limits(
+        store: Store,
+        network: Option<&NetworkGenesis>,
+        key: SecretKey,
+        mempool: MempoolConfig,
+        limits: Limits,
+    ) -> Result<App, NodeError> {
+        let genesis = network.map(|n| &n.genesis);
         let head = store.head()?;
         let chain_id = match (head, genesis) {
             (None, None) => {
@@ -130,10 +165,12 @@ impl App {
                 ))
             }
             (None, Some(genesis)) => {
-                let writes =
-                    executor::init_chain(genesis).map_err(|e| NodeError::Genesis(e.to_string()))?;
+                let network = network.expect("a genesis comes with its network section");
+                let writes = network
+                    .init_chain()
+                    .map_err(|e| NodeError::Genesis(e.to_string()))?;
                 let prepared = store.prepare(0, &writes)?;
-                let document = serde_json::to_vec_pretty(genesis)
+                let document = serde_json::to_vec_pretty(network)
                     .map_err(|e| NodeError::Genesis(e.to_string()))?;
                 let head = store.commit_genesis(&document, &writes, prepared)?;
                 tracing::info!(chain_id = %genesis.chain_id, state_root = %head.state_root, "genesis committed");
@@ -168,6 +205,8 @@ impl App {
             drops: Mutex::new(Vec::new()),
             pending: Mutex::new(None),
             committed,
+            gossip_out: OnceLock::new(),
+            gossip_skipped: AtomicU64::new(0),
             metrics,
         };
         app.replay_journal()?;
@@ -367,12 +406,79 @@ impl App {
             .and_then(|tx| self.admit(tx, false))
             .and_then(|hash| self.journal(vec![(hash, bytes.to_vec())]).map(|()| hash));
         self.metrics.record_admission(&result);
+        if result.is_ok() {
+            self.gossip_local(bytes.to_vec());
+        }
         result
     }
 
     /// Admits decoded transactions, verifying their signatures across all cores first; the
     /// admitted ones are journaled together, in one durable write.
     pub fn submit_many(&self, txs: Vec<SignedTransaction>) -> Vec<Result<Hash, TxError>> {
+        let gossiped = self.gossip_out.get().is_some();
+        let bytes: Vec<Vec<u8>> = match gossiped {
+            true => txs.iter().map(|tx| tx.to_bytes()).collect(),
+            false => Vec::new(),
+        };
+        let results = self.admit_many(txs);
+        for (result, bytes) in results.iter().zip(bytes) {
+            if result.is_ok() {
+                self.gossip_local(bytes);
+            }
+        }
+        results
+    }
+
+    /// Admits transactions a peer gossiped (untrusted bytes, each decoded under its bound);
+    /// they are not gossiped again. Returns how many were admitted.
+    pub fn submit_from_peers(&self, batch: Vec<Vec<u8>>) -> usize {
+        let txs: Vec<SignedTransaction> = batch
+            .iter()
+            .filter_map(|bytes| SignedTransaction::decode_bytes(bytes).ok())
+            .collect();
+        self.admit_many(txs)
+            .iter()
+            .filter(|result| result.is_ok())
+            .count()
+    }
+
+    /// The gossip ends of this application: call once, before consensus starts (a second
+    /// call returns `None`). Spawns the task that admits peers' batches; needs a Tokio runtime.
+    pub fn gossip(self: &Arc<Self>) -> Option<TxGossip> {
+        let (local_tx, local) = mpsc::channel(GOSSIP_LOCAL_CAPACITY);
+        self.gossip_out.set(local_tx).ok()?;
+        let (remote, mut batches) = mpsc::channel::<Vec<Vec<u8>>>(GOSSIP_REMOTE_CAPACITY);
+        let app = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(batch) = batches.recv().await {
+                let Some(app) = app.upgrade() else { return };
+                let admitted =
+                    tokio::task::spawn_blocking(move || app.submit_from_peers(batch)).await;
+                if let Err(e) = admitted {
+                    tracing::error!(error = %e, "admitting gossiped transactions failed");
+                }
+            }
+        });
+        Some(TxGossip { local, remote })
+    }
+
+    /// Transactions admitted from clients that were not gossiped (the queue was full); they
+    /// stay in this node's mempool.
+    pub fn gossip_skipped(&self) -> u64 {
+        self.gossip_skipped.load(Ordering::Relaxed)
+    }
+
+    fn gossip_local(&self, bytes: Vec<u8>) {
+        let Some(out) = self.gossip_out.get() else {
+            return;
+        };
+        if out.try_send(bytes).is_err() {
+            let skipped = self.gossip_skipped.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::debug!(skipped, "gossip queue full: a transaction stays local");
+        }
+    }
+
+    fn admit_many(&self, txs: Vec<SignedTransaction>) -> Vec<Result<Hash, TxError>> {
         let refs: Vec<&SignedTransaction> = txs.iter().collect();
         let checks = piazza_ledger::tx::verify_signatures(&refs);
         let mut entries = Vec::new();
@@ -538,8 +644,9 @@ impl App {
         Ok(block)
     }
 
-    /// Commits a decided block. A block this node proposed is committed from its remembered
-    /// execution; any other block is validated and executed first.
+    /// Commits a decided block. A block this node proposed (or validated) is committed from its
+    /// remembered execution; any other block is executed first, and refused unless it extends
+    /// the head and executes to its header's state root.
     pub fn commit(&self, block: Block) -> Result<Committed, AppError> {
         let started = std::time::Instant::now();
         let pending = self.pending.lock().expect("pending lock").take();
@@ -589,12 +696,6 @@ impl App {
     /// remembers the execution so that committing the same block does not execute it again.
     pub fn validate(&self, block: Block) -> Result<(), AppError> {
         let (outcome, prepared) = self.execute_foreign(&block)?;
-        if prepared.root != block.header.state_root {
-            return Err(AppError(format!(
-                "block {} executes to state root {}, its header says {}",
-                block.header.height, prepared.root, block.header.state_root
-            )));
-        }
         *self.pending.lock().expect("pending lock") = Some(Pending {
             block_hash: block.hash(),
             outcome,
@@ -619,7 +720,41 @@ impl App {
             .store
             .prepare(block.header.height, &outcome.writes)
             .map_err(app_error)?;
+        // Never commit a block whose header disagrees with its execution here: that is a
+        // fork of state, not a block of this chain.
+        if prepared.root != block.header.state_root {
+            return Err(AppError(format!(
+                "block {} executes to state root {}, its header says {}",
+                block.header.height, prepared.root, block.header.state_root
+            )));
+        }
         Ok((outcome, prepared))
+    }
+
+    /// The validator set of `height` from committed state: `None` for a chain without
+    /// validator records; an error for a height beyond the head plus `VALIDATOR_SET_DELAY`.
+    /// A height at or below the head is read from the state committed before it.
+    pub fn validator_set(&self, height: u64) -> Result<Option<Vec<ActiveValidator>>, AppError> {
+        let head = self.head().map_err(app_error)?;
+        if height > head.height.saturating_add(VALIDATOR_SET_DELAY) {
+            return Err(AppError(format!(
+                "the validator set of height {height} is not known at head {}",
+                head.height
+            )));
+        }
+        let set = if height > head.height {
+            let snapshot = self.store.snapshot().map_err(app_error)?;
+            validators::validator_set(&StateDelta::new(&snapshot), height)
+        } else {
+            let key = piazza_ledger::staking::state_key::validator_schedule();
+            let (value, _) = self
+                .store
+                .get_with_proof(&key, height.saturating_sub(1))
+                .map_err(app_error)?;
+            let state: BTreeMap<Vec<u8>, Vec<u8>> = value.map(|v| (key, v)).into_iter().collect();
+            validators::validator_set(&StateDelta::new(&state), height)
+        };
+        Ok(set.map(|s| s.validators))
     }
 
     /// Serves the consensus boundary until the channel closes.
@@ -660,6 +795,9 @@ impl App {
             }
             AppMsg::GetDecidedValue { height, reply } => {
                 let _ = reply.send(self.store.block(height).ok().flatten());
+            }
+            AppMsg::GetValidatorSet { height, reply } => {
+                let _ = reply.send(self.validator_set(height));
             }
         }
     }

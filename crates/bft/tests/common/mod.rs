@@ -2,12 +2,21 @@
 //! application (`piazza_node::App`), consensus home and a libp2p port on 127.0.0.1.
 #![allow(dead_code)]
 
-use malachitebft_app_channel::app::types::core::LinearTimeouts;
-use piazza_bft::context::ValidatorSet;
+use malachitebft_app_channel::app::streaming::{StreamContent, StreamId, StreamMessage};
+use malachitebft_app_channel::app::types::core::{LinearTimeouts, Round, Validity};
+use malachitebft_app_channel::app::types::{Keypair, PeerId};
+use malachitebft_app_channel::AppMsg;
+use piazza_bft::app::{block_parts, AppLoop};
+use piazza_bft::context::{ProposalFin, ProposalInit, ValidatorAddress};
 use piazza_bft::{BftConfig, BftHandle};
+use piazza_bft::{BlockId, Height, KeySigner};
+use piazza_codec::Encode;
 use piazza_consensus::APP_CHANNEL_CAPACITY;
 use piazza_ledger::bank;
-use piazza_ledger::genesis::{FeeParams, Genesis, GenesisAccount, GenesisBond};
+use piazza_ledger::block::Block;
+use piazza_ledger::genesis::{
+    FeeParams, Genesis, GenesisAccount, GenesisBond, GenesisValidator, NetworkGenesis,
+};
 use piazza_ledger::staking::{self, Role};
 use piazza_ledger::tx::{Message, SignedTransaction, Transaction};
 use piazza_mempool::MempoolConfig;
@@ -16,8 +25,11 @@ use piazza_primitives::{Address, Amount, SecretKey};
 use piazza_store::Store;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 pub const CHAIN_ID: &str = "piazza-bft-test";
+/// Bound on every wait in the tests: far above what the work needs, so only a stall trips it.
+pub const WAIT: Duration = Duration::from_secs(60);
 
 pub fn validator_key(i: usize) -> SecretKey {
     let mut seed = [0x5a; 32];
@@ -63,6 +75,40 @@ pub fn genesis(validators: &[SecretKey], users: &[SecretKey]) -> Genesis {
         verify: Default::default(),
         sessions: Default::default(),
     }
+}
+
+/// The genesis of a network: [`genesis`] with every validator's consensus key named, so the
+/// ledger gives the set of each height; `others` are funded with 10,000 PZA each (enough to
+/// bond as a validator later).
+pub fn network_genesis(validators: &[SecretKey], others: &[SecretKey]) -> NetworkGenesis {
+    let mut genesis = genesis(validators, &[]);
+    genesis
+        .accounts
+        .extend(others.iter().map(|k| GenesisAccount {
+            address: k.public_key().address(),
+            balance: Amount::pza(10_000),
+        }));
+    NetworkGenesis {
+        genesis,
+        validators: validators
+            .iter()
+            .map(|k| GenesisValidator {
+                consensus_key: k.public_key(),
+            })
+            .collect(),
+    }
+}
+
+/// A transaction of `key` with `nonce` carrying `message`.
+pub fn signed(key: &SecretKey, nonce: u64, message: Message) -> SignedTransaction {
+    Transaction {
+        chain_id: CHAIN_ID.into(),
+        sender: key.public_key(),
+        nonce,
+        max_fee: Amount::pza(1),
+        messages: vec![message],
+    }
+    .sign(key)
 }
 
 pub fn transfer(key: &SecretKey, nonce: u64) -> SignedTransaction {
@@ -124,24 +170,44 @@ impl TestValidator {
     }
 }
 
-/// Starts validator `index` of `keys` with its data under `dir`, peering with `ports`.
+/// Starts node `index` of `keys` with its data under `dir`, peering with `ports`: a validator
+/// at the heights where the ledger's set holds its key, a follower at the others.
 pub async fn start_validator(
     dir: &std::path::Path,
     keys: &[SecretKey],
     index: usize,
-    genesis: &Genesis,
+    genesis: &NetworkGenesis,
     ports: &[u16],
+) -> TestValidator {
+    start_validator_with(dir, keys, index, genesis, ports, None).await
+}
+
+/// Rewrites a block this validator proposes (a hostile validator in a test); gets its key.
+pub type Tamper = fn(Block, &SecretKey) -> Block;
+
+/// [`start_validator`], with every block the node proposes passed through `tamper` between its
+/// application and consensus.
+pub async fn start_validator_with(
+    dir: &std::path::Path,
+    keys: &[SecretKey],
+    index: usize,
+    genesis: &NetworkGenesis,
+    ports: &[u16],
+    tamper: Option<Tamper>,
 ) -> TestValidator {
     let key = keys[index].clone();
     let data = dir.join(format!("validator-{index}"));
     std::fs::create_dir_all(&data).unwrap();
     let store = Store::open(&data.join("chain.redb")).unwrap();
-    let app =
-        Arc::new(App::open(store, Some(genesis), key.clone(), MempoolConfig::default()).unwrap());
-    let (app_tx, app_rx) = tokio::sync::mpsc::channel(APP_CHANNEL_CAPACITY);
+    let app = Arc::new(
+        App::open_network(store, Some(genesis), key.clone(), MempoolConfig::default()).unwrap(),
+    );
+    let gossip = app.gossip();
+    let (mut app_tx, app_rx) = tokio::sync::mpsc::channel(APP_CHANNEL_CAPACITY);
     tokio::spawn(app.clone().serve(app_rx));
-    let public: Vec<_> = keys.iter().map(|k| k.public_key()).collect();
-    let validators = ValidatorSet::from_genesis(genesis, &public).unwrap();
+    if let Some(tamper) = tamper {
+        app_tx = interpose(app_tx, key.clone(), tamper);
+    }
     let mut config = BftConfig::new(
         data.join("consensus"),
         CHAIN_ID.into(),
@@ -155,7 +221,7 @@ pub async fn start_validator(
         .filter(|(i, _)| *i != index)
         .map(|(_, p)| multiaddr(*p))
         .collect();
-    let bft = piazza_bft::start(config, key, validators, app_tx)
+    let bft = piazza_bft::start_node(config, key, app_tx, gossip)
         .await
         .unwrap();
     TestValidator {
@@ -165,13 +231,57 @@ pub async fn start_validator(
     }
 }
 
+/// A channel that forwards every consensus request to `app`, passing the blocks it builds
+/// through `tamper` on their way back.
+fn interpose(
+    app: piazza_consensus::AppSender,
+    key: SecretKey,
+    tamper: Tamper,
+) -> piazza_consensus::AppSender {
+    use piazza_consensus::AppMsg as PiazzaMsg;
+    let (tx, mut rx) = mpsc::channel::<PiazzaMsg>(APP_CHANNEL_CAPACITY);
+    tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            let msg = match msg {
+                PiazzaMsg::GetValue {
+                    height,
+                    time_ms,
+                    reply,
+                } => {
+                    let (inner, answer) = oneshot::channel();
+                    let ask = PiazzaMsg::GetValue {
+                        height,
+                        time_ms,
+                        reply: inner,
+                    };
+                    if app.send(ask).await.is_err() {
+                        return;
+                    }
+                    let key = key.clone();
+                    tokio::spawn(async move {
+                        if let Ok(built) = answer.await {
+                            let _ = reply.send(built.map(|b| tamper(b, &key)));
+                        }
+                    });
+                    continue;
+                }
+                other => other,
+            };
+            if app.send(msg).await.is_err() {
+                return;
+            }
+        }
+    });
+    tx
+}
+
 /// Starts validator `index` again once its previous application (`previous`) has closed its
 /// store (the engine's app loop and the serving task drop it shortly after a stop).
 pub async fn start_validator_after(
     dir: &std::path::Path,
     keys: &[SecretKey],
     index: usize,
-    genesis: &Genesis,
+    genesis: &NetworkGenesis,
     ports: &[u16],
     previous: std::sync::Weak<App>,
 ) -> TestValidator {
@@ -190,4 +300,160 @@ pub async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     done()
+}
+
+/// The block hash and state root of every validator at `height` (all must have reached it).
+pub fn roots_at(
+    validators: &[&TestValidator],
+    height: u64,
+) -> Vec<(piazza_primitives::Hash, piazza_primitives::Hash)> {
+    validators
+        .iter()
+        .map(|v| {
+            let block = v.app.store().block(height).unwrap().unwrap();
+            (block.hash(), block.header.state_root)
+        })
+        .collect()
+}
+
+/// Every validator reaches `margin` heights beyond the highest one now, with the same block.
+pub async fn agree_beyond(validators: &[&TestValidator], margin: u64) {
+    let target = validators.iter().map(|v| v.height()).max().unwrap() + margin;
+    let reached = wait_until(WAIT, || validators.iter().all(|v| v.height() >= target)).await;
+    assert!(
+        reached,
+        "heights: {:?}",
+        validators.iter().map(|v| v.height()).collect::<Vec<_>>()
+    );
+    let roots = roots_at(validators, target);
+    assert!(
+        roots.windows(2).all(|w| w[0] == w[1]),
+        "validators disagree: {roots:?}"
+    );
+}
+
+pub fn open_app(
+    dir: &std::path::Path,
+    name: &str,
+    key: &SecretKey,
+    genesis: &piazza_ledger::genesis::Genesis,
+) -> Arc<App> {
+    let store = Store::open(&dir.join(format!("{name}.redb"))).unwrap();
+    Arc::new(App::open(store, Some(genesis), key.clone(), MempoolConfig::default()).unwrap())
+}
+
+/// Feeds `block`'s stream for (height 1, `round`) as `proposer` signs it; returns what the app
+/// loop offers consensus once the stream is complete.
+pub async fn offer(
+    app_loop: &mut AppLoop,
+    network: &mpsc::Sender<malachitebft_app_channel::NetworkMsg<piazza_bft::PiazzaContext>>,
+    block: &Block,
+    round: u32,
+    proposer: &SecretKey,
+) -> Option<Validity> {
+    let signer = KeySigner::new(proposer.clone(), CHAIN_ID.into());
+    let round = Round::new(round);
+    let init = ProposalInit {
+        height: Height(1),
+        round,
+        pol_round: Round::Nil,
+        proposer: ValidatorAddress(proposer.public_key().address()),
+    };
+    let fin = ProposalFin {
+        signature: signer.sign_parts(Height(1), round, &BlockId(block.hash())),
+    };
+    let parts = block_parts(init, &block.to_bytes(), fin);
+    let stream = StreamId::new(bytes::Bytes::from(round.as_i64().to_le_bytes().to_vec()));
+    let end = parts.len() as u64;
+    let peer_key = Keypair::ed25519_from_bytes(proposer.seed()).unwrap();
+    let peer = PeerId::from_bytes(&peer_key.public().to_peer_id().to_bytes()).unwrap();
+    let mut offered = None;
+    let contents = parts
+        .into_iter()
+        .map(StreamContent::Data)
+        .chain([StreamContent::Fin]);
+    for (sequence, content) in contents.enumerate() {
+        let (reply, answer) = oneshot::channel();
+        let part = StreamMessage::new(stream.clone(), sequence as u64, content);
+        let msg = AppMsg::ReceivedProposalPart {
+            from: peer,
+            published_by: None,
+            part,
+            reply,
+        };
+        app_loop.handle(msg, network).await.unwrap();
+        let value = answer.await.unwrap();
+        assert!(
+            value.is_none() || sequence as u64 == end,
+            "offered before the stream ended"
+        );
+        offered = offered.or(value);
+    }
+    offered.map(|v| v.validity)
+}
+
+/// Block 1 of a one-validator chain (a transfer in it) built by the proposer's application, the
+/// same block claiming another state root (signed again by the proposer), and another node's
+/// application behind an app loop that has started height 1.
+pub struct Scene {
+    pub dir: tempfile::TempDir,
+    pub proposer: SecretKey,
+    pub block: Block,
+    pub lying: Block,
+    pub app: Arc<App>,
+    pub app_loop: AppLoop,
+    pub network: mpsc::Sender<malachitebft_app_channel::NetworkMsg<piazza_bft::PiazzaContext>>,
+    _published: mpsc::Receiver<malachitebft_app_channel::NetworkMsg<piazza_bft::PiazzaContext>>,
+}
+
+pub async fn scene() -> Scene {
+    let dir = tempfile::tempdir().unwrap();
+    let proposer = validator_key(0);
+    let other = validator_key(1);
+    let users = vec![user_key(0)];
+    let genesis = genesis(std::slice::from_ref(&proposer), &users);
+    let proposing = open_app(dir.path(), "proposer", &proposer, &genesis);
+    proposing
+        .submit(&transfer(&users[0], 0).to_bytes())
+        .unwrap();
+    let block = proposing
+        .propose(1, genesis.genesis_time_ms + 1_000)
+        .unwrap();
+    assert_eq!(block.txs.len(), 1);
+    let mut lying = block.clone();
+    lying.header.state_root = piazza_primitives::Hash([7; 32]);
+    lying.signature = proposer.sign(&lying.header.hash().0);
+
+    let app = open_app(dir.path(), "other", &other, &genesis);
+    let (app_tx, app_rx) = mpsc::channel(APP_CHANNEL_CAPACITY);
+    tokio::spawn(app.clone().serve(app_rx));
+    let validators =
+        piazza_bft::ValidatorSet::from_genesis(&genesis, &[proposer.public_key()]).unwrap();
+    let store =
+        piazza_bft::store::ConsensusStore::open(&dir.path().join("consensus.redb")).unwrap();
+    let mut app_loop = AppLoop::new(
+        CHAIN_ID.into(),
+        KeySigner::new(other.clone(), CHAIN_ID.into()),
+        validators,
+        local_timeouts(),
+        store,
+        app_tx,
+    );
+    let (network, published) = mpsc::channel(64);
+    let (reply, answer) = oneshot::channel();
+    app_loop
+        .handle(AppMsg::ConsensusReady { reply }, &network)
+        .await
+        .unwrap();
+    assert_eq!(answer.await.unwrap().0, Height(1));
+    Scene {
+        dir,
+        proposer,
+        block,
+        lying,
+        app,
+        app_loop,
+        network,
+        _published: published,
+    }
 }

@@ -228,6 +228,7 @@ pub(super) fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value,
                 unbonding: staking::unbonding(&view, &address).base_units().to_string(),
             })
         }
+        GET_VALIDATORS => validators(app, params),
         compute_method::GET_MODELS => {
             let snapshot = app.store().snapshot().map_err(internal)?;
             let view = StateDelta::new(&snapshot);
@@ -383,6 +384,49 @@ pub(super) fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value,
             None,
         )),
     }
+}
+
+/// `piazza_getValidators [height?]`: the validator set of `height` (default: the next block's)
+/// from committed state, `null` on a chain whose genesis names no validators.
+pub const GET_VALIDATORS: &str = "piazza_getValidators";
+
+fn validators(app: &App, params: &[Value]) -> Result<Value, RpcError> {
+    let head = app.head().map_err(internal)?;
+    let height = match params.first() {
+        None | Some(Value::Null) => head.height + 1,
+        Some(v) => v.as_u64().filter(|h| *h >= 1).ok_or_else(|| {
+            rpc_error(
+                error_code::INVALID_PARAMS,
+                "height must be a block height (1 or more)".to_string(),
+                None,
+            )
+        })?,
+    };
+    let set = app
+        .validator_set(height)
+        .map_err(|e| rpc_error(error_code::INVALID_PARAMS, e.0, None))?;
+    let Some(set) = set else {
+        return Ok(Value::Null);
+    };
+    let total: u64 = set
+        .iter()
+        .map(|v| v.voting_power)
+        .fold(0, u64::saturating_add);
+    let validators: Vec<Value> = set
+        .iter()
+        .map(|v| {
+            serde_json::json!({
+                "operator": v.operator.to_string(),
+                "consensus_key": v.consensus_key.to_hex(),
+                "voting_power": v.voting_power,
+            })
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "height": height,
+        "total_voting_power": total,
+        "validators": validators,
+    }))
 }
 
 fn status(app: &App) -> Result<Status, RpcError> {
