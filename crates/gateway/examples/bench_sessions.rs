@@ -33,9 +33,10 @@ const REQUESTS_PER_LEVEL: usize = 256;
 const CONCURRENCY: [usize; 3] = [1, 8, 32];
 const CHAT_PROMPT: &str = "Write one sentence about the sea.";
 const CHAT_RUNS: usize = 5;
-/// The chain-load runs' span: both request counts spread evenly over it, so they cross the
-/// same commit intervals (60 blocks of 100 ms).
-const CHAIN_WINDOW: Duration = Duration::from_secs(12);
+/// The chain-load runs' span: both request counts spread evenly over it (1,000 requests at 25
+/// a second, well under the engine's rate), so they cross the same commit intervals (60
+/// blocks of 100 ms).
+const CHAIN_WINDOW: Duration = Duration::from_secs(40);
 /// How long the chain-load measurement waits after a run for its commits and reveals.
 const CHAIN_SETTLE: Duration = Duration::from_secs(35);
 

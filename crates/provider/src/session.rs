@@ -738,8 +738,11 @@ pub async fn commit_loop(
     policy: CommitPolicy,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    // The height each session was last committed at (or first seen with receipts).
-    let mut last: BTreeMap<u64, u64> = BTreeMap::new();
+    // One clock for the provider: the height its receipts started waiting (none waiting: none),
+    // so every session's commit of an interval shares its transactions.
+    let mut since: Option<u64> = None;
+    // Sessions whose commit was in a refused transaction: their next try goes alone.
+    let mut alone: std::collections::BTreeSet<u64> = std::collections::BTreeSet::new();
     let mut revealed = BTreeMap::new();
     let mut ticks: u64 = 0;
     loop {
@@ -762,24 +765,44 @@ pub async fn commit_loop(
                 continue;
             }
         };
-        for commit in commits {
-            let session = commit.voucher.voucher.session;
-            let since = *last.entry(session).or_insert(now);
-            let due = commit.count >= policy.receipts
-                || now.saturating_sub(since) >= policy.interval_blocks;
-            if !due {
-                continue;
-            }
-            last.insert(session, now);
-            let seq = commit.voucher.voucher.seq;
-            match post_commit(&client, &poster, &commit).await {
-                Ok(()) => {
-                    if let Err(e) = endpoint.committed(&commit).await {
-                        tracing::warn!(session, seq, error = %e.error.message, "commit landed; state not saved");
+        if commits.is_empty() {
+            since = None;
+        }
+        let interval_due = now.saturating_sub(*since.get_or_insert(now)) >= policy.interval_blocks;
+        let due: Vec<piazza_session::Commit> = commits
+            .into_iter()
+            .filter(|c| interval_due || c.count >= policy.receipts)
+            .collect();
+        if interval_due {
+            since = Some(now);
+        }
+        let messages = due
+            .iter()
+            .map(|c| {
+                let session = c.voucher.voucher.session;
+                (commit_message(c), !alone.contains(&session))
+            })
+            .collect();
+        for batch in reveal_batches(messages) {
+            let sessions: Vec<u64> = batch.iter().filter_map(commit_session).collect();
+            match post_batch(&client, &poster, batch).await {
+                Ok(hash) => {
+                    for commit in due
+                        .iter()
+                        .filter(|c| sessions.contains(&c.voucher.voucher.session))
+                    {
+                        let (session, seq) =
+                            (commit.voucher.voucher.session, commit.voucher.voucher.seq);
+                        alone.remove(&session);
+                        tracing::info!(session, tx = %hash, count = commit.count, "session receipts committed");
+                        if let Err(e) = endpoint.committed(commit).await {
+                            tracing::warn!(session, seq, error = %e.error.message, "commit landed; state not saved");
+                        }
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(session, error = %e, "session commit refused; will try again")
+                    tracing::warn!(?sessions, error = %e, "session commits refused; each tries again alone");
+                    alone.extend(sessions);
                 }
             }
         }
@@ -796,9 +819,10 @@ pub async fn commit_loop(
 /// Bytes of reveals one transaction carries, leaving room for its envelope.
 const REVEAL_BATCH_BYTES_MAX: usize = piazza_ledger::tx::TX_BYTES_MAX - 4 * 1024;
 
-/// Groups reveals into transactions: first tries go together, as many to a transaction as its
-/// message and byte bounds allow, so the chain sees a transaction per batch rather than per
-/// audited request; a retry goes alone, so one reveal that cannot land never holds up others.
+/// Groups reveals (or commits) into transactions: first tries go together, as many to a
+/// transaction as its message and byte bounds allow, so the chain sees a transaction per batch
+/// rather than per audited request (or per session); a retry goes alone, so one message that
+/// cannot land never holds up others.
 fn reveal_batches(
     reveals: Vec<(piazza_ledger::sessions::Msg, bool)>,
 ) -> Vec<Vec<piazza_ledger::tx::Message>> {
@@ -828,34 +852,42 @@ fn reveal_batches(
     batches
 }
 
-/// Sends one commit and waits until it is in a block without error.
-async fn post_commit(
-    client: &piazza_client::Client,
-    poster: &crate::Poster,
-    commit: &piazza_session::Commit,
-) -> Result<(), crate::ProviderError> {
-    let session = commit.voucher.voucher.session;
-    let message = piazza_ledger::sessions::Msg::Commit {
-        session,
+/// The `Commit` message of `commit`.
+fn commit_message(commit: &piazza_session::Commit) -> piazza_ledger::sessions::Msg {
+    piazza_ledger::sessions::Msg::Commit {
+        session: commit.voucher.voucher.session,
         root: commit.root,
         count: commit.count,
         units: commit.units,
         voucher: commit.voucher.clone(),
-    };
-    let hash = poster
-        .send(vec![piazza_ledger::tx::Message::Sessions(message)], None)
-        .await?;
+    }
+}
+
+/// The session a batched `Commit` message is for.
+fn commit_session(message: &piazza_ledger::tx::Message) -> Option<u64> {
+    match message {
+        piazza_ledger::tx::Message::Sessions(Msg::Commit { session, .. }) => Some(*session),
+        _ => None,
+    }
+}
+
+/// Sends one transaction of `messages` and waits until it is in a block without error.
+async fn post_batch(
+    client: &piazza_client::Client,
+    poster: &crate::Poster,
+    messages: Vec<piazza_ledger::tx::Message>,
+) -> Result<piazza_primitives::Hash, crate::ProviderError> {
+    let hash = poster.send(messages, None).await?;
     let receipt = client
         .wait_for_receipt(&hash, Duration::from_millis(COMMIT_RECEIPT_TIMEOUT_MS))
         .await?;
     if let Some(error) = receipt.error {
         return Err(crate::ProviderError::Config(format!(
-            "commit of session {session}: {} {}",
+            "{hash}: {} {}",
             error.name, error.message
         )));
     }
-    tracing::info!(session, tx = %hash, count = commit.count, "session receipts committed");
-    Ok(())
+    Ok(hash)
 }
 
 /// The address to listen on for a registered endpoint `http://IP:PORT[/...]`; `None` for an
@@ -1037,6 +1069,40 @@ mod tests {
             proof: ReceiptProof { siblings: vec![] },
             request: Box::new(request),
         }
+    }
+
+    #[test]
+    fn every_sessions_commit_shares_transactions_and_a_refused_one_retries_alone() {
+        let key = SecretKey::from_seed([3; 32]);
+        let commit = |session: u64| piazza_session::Commit {
+            root: Hash::ZERO,
+            count: 3,
+            units: 9,
+            voucher: piazza_ledger::sessions::Voucher {
+                session,
+                seq: 3,
+                total: Amount::new(9),
+            }
+            .sign(&key),
+            receipts: Vec::new(),
+        };
+        // Twenty sessions due in one interval; session 5's last try was refused.
+        let due: Vec<_> = (1..=20)
+            .map(|session| (commit_message(&commit(session)), session != 5))
+            .collect();
+        let batches = reveal_batches(due);
+        let sessions: Vec<Vec<u64>> = batches
+            .iter()
+            .map(|b| b.iter().filter_map(commit_session).collect())
+            .collect();
+        assert_eq!(
+            sessions.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![1, 16, 3]
+        );
+        assert_eq!(sessions[0], vec![5]);
+        let mut all: Vec<u64> = sessions.concat();
+        all.sort_unstable();
+        assert_eq!(all, (1..=20).collect::<Vec<_>>());
     }
 
     #[test]
