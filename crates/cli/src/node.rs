@@ -7,11 +7,11 @@ use crate::config;
 use anyhow::{Context, Result};
 use clap::Args;
 use piazza_keystore::Keystore;
-use piazza_ledger::genesis::Genesis;
+use piazza_ledger::genesis::NetworkGenesis;
 use piazza_mempool::MempoolConfig;
-use piazza_node::bft::{BftConfig, ValidatorSet};
+use piazza_node::bft::BftConfig;
 use piazza_node::{Multiaddr, NodeHandle};
-use piazza_primitives::{PublicKey, SecretKey};
+use piazza_primitives::SecretKey;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -240,27 +240,9 @@ fn multiaddr(what: &str, text: &str) -> Result<Multiaddr> {
     })
 }
 
-/// A network's genesis document: the ledger's [`Genesis`] with, beside its fields, the
-/// consensus keys of the validators it bonds (`"validators": [{"consensus_key": HEX}]`).
-#[derive(Debug, Clone)]
-pub struct NetworkGenesis {
-    pub genesis: Genesis,
-    pub validators: Vec<PublicKey>,
-}
-
-/// The `validators` section of a genesis document.
-#[derive(Deserialize)]
-struct ValidatorsSection {
-    #[serde(default)]
-    validators: Vec<GenesisValidatorJson>,
-}
-
-#[derive(Deserialize, serde::Serialize)]
-struct GenesisValidatorJson {
-    consensus_key: String,
-}
-
-/// Reads a genesis document (JSON, at most [`GENESIS_BYTES_MAX`]).
+/// Reads a genesis document (JSON, at most [`GENESIS_BYTES_MAX`]): the ledger's genesis fields
+/// and, for a network, beside them the consensus keys of the validators it bonds
+/// (`"validators": [{"consensus_key": HEX}]`).
 pub fn read_genesis(path: &Path) -> Result<NetworkGenesis> {
     let bytes =
         std::fs::read(path).with_context(|| format!("reading genesis {}", path.display()))?;
@@ -269,41 +251,7 @@ pub fn read_genesis(path: &Path) -> Result<NetworkGenesis> {
         "genesis {} is larger than {GENESIS_BYTES_MAX} bytes",
         path.display()
     );
-    let parse = || -> Result<NetworkGenesis> {
-        let genesis = serde_json::from_slice(&bytes)?;
-        let section: ValidatorsSection = serde_json::from_slice(&bytes)?;
-        let validators = section
-            .validators
-            .iter()
-            .map(|v| {
-                piazza_keystore::parse_public_key(&v.consensus_key).with_context(|| {
-                    format!("consensus key `{}` is not 64 hex digits", v.consensus_key)
-                })
-            })
-            .collect::<Result<_>>()?;
-        Ok(NetworkGenesis {
-            genesis,
-            validators,
-        })
-    };
-    parse().with_context(|| format!("parsing genesis {}", path.display()))
-}
-
-/// The JSON of a network's genesis document (what [`read_genesis`] reads).
-pub fn genesis_json(network: &NetworkGenesis) -> Result<Vec<u8>> {
-    let mut document = serde_json::to_value(&network.genesis)?;
-    let validators: Vec<GenesisValidatorJson> = network
-        .validators
-        .iter()
-        .map(|key| GenesisValidatorJson {
-            consensus_key: key.to_hex(),
-        })
-        .collect();
-    document
-        .as_object_mut()
-        .context("a genesis is a JSON object")?
-        .insert("validators".into(), serde_json::to_value(validators)?);
-    Ok(serde_json::to_vec_pretty(&document)?)
+    serde_json::from_slice(&bytes).with_context(|| format!("parsing genesis {}", path.display()))
 }
 
 /// Unlocks `name` with its `NAME.password` file, else PIAZZA_PASSWORD, else the empty password
@@ -345,19 +293,14 @@ pub async fn start(plan: &NodePlan) -> Result<NodeHandle> {
     let Some(consensus) = &plan.consensus else {
         return Ok(piazza_node::start(node_config, genesis.map(|g| g.genesis), key).await?);
     };
-    let NetworkGenesis {
-        genesis,
-        validators,
-    } = genesis.context("a node on a network needs its genesis")?;
+    let genesis = genesis.context("a node on a network needs its genesis")?;
     anyhow::ensure!(
-        !validators.is_empty(),
+        !genesis.validators.is_empty(),
         "the genesis names no validators' consensus keys (`validators`)"
     );
-    let validators = ValidatorSet::from_genesis(&genesis, &validators)
-        .context("the validator set from the genesis's consensus keys and bonds")?;
     let mut bft = BftConfig::new(
         plan.data_dir.join("consensus"),
-        genesis.chain_id.clone(),
+        genesis.genesis.chain_id.clone(),
         consensus.listen_addr.clone(),
     );
     bft.moniker = consensus.moniker.clone();
@@ -366,7 +309,7 @@ pub async fn start(plan: &NodePlan) -> Result<NodeHandle> {
     bft.timeouts.prevote = Duration::from_millis(consensus.prevote_timeout_ms);
     bft.timeouts.precommit = Duration::from_millis(consensus.precommit_timeout_ms);
     bft.timeouts.rebroadcast = bft.timeouts.propose + bft.timeouts.prevote + bft.timeouts.precommit;
-    Ok(piazza_node::start_bft(node_config, Some(genesis), key, bft, validators).await?)
+    Ok(piazza_node::start_bft(node_config, Some(genesis), key, bft).await?)
 }
 
 pub async fn run(args: NodeArgs) -> Result<()> {
@@ -424,12 +367,10 @@ mod tests {
 
     #[test]
     fn flags_override_the_file_and_paths_follow_the_file() {
-        let file = format!(
-            "data_dir = \"v0\"\nrpc_addr = \"127.0.0.1:1\"\ngenesis = \"g.json\"\n\
+        let file = "data_dir = \"v0\"\nrpc_addr = \"127.0.0.1:1\"\ngenesis = \"g.json\"\n\
              [consensus]\nlisten_addr = \"/ip4/127.0.0.1/tcp/27000\"\n\
-             peers = [\"/ip4/127.0.0.1/tcp/27001\"]\npropose_timeout_ms = 700\n"
-        );
-        let plan = check(&file, &[]).unwrap();
+             peers = [\"/ip4/127.0.0.1/tcp/27001\"]\npropose_timeout_ms = 700\n";
+        let plan = check(file, &[]).unwrap();
         assert_eq!(plan.data_dir, PathBuf::from("v0"));
         assert_eq!(plan.rpc_addr.port(), 1);
         let consensus = plan.consensus.unwrap();
@@ -440,7 +381,7 @@ mod tests {
         assert_eq!(consensus.propose_timeout_ms, 700);
         assert_eq!(consensus.prevote_timeout_ms, DEFAULT_PREVOTE_TIMEOUT_MS);
         let plan = check(
-            &file,
+            file,
             &[
                 "--rpc-addr",
                 "127.0.0.1:2",

@@ -7,11 +7,13 @@
 //! as a peer). `run` starts `piazza node --config` for each, then a provider, an auditor and a
 //! gateway against different nodes, and stops them all on Ctrl-C.
 
-use crate::node::{self, NetworkGenesis};
+use crate::node;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use piazza_keystore::Keystore;
-use piazza_ledger::genesis::{FeeParams, Genesis, GenesisAccount, GenesisBond};
+use piazza_ledger::genesis::{
+    FeeParams, Genesis, GenesisAccount, GenesisBond, GenesisValidator, NetworkGenesis,
+};
 use piazza_ledger::staking::{self, Role};
 use piazza_primitives::{Address, Amount, PublicKey};
 use std::path::{Path, PathBuf};
@@ -220,13 +222,18 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<Testnet> {
             },
             sessions: Default::default(),
         },
-        validators: validator_keys.iter().map(|(_, key, _)| *key).collect(),
+        validators: validator_keys
+            .iter()
+            .map(|(_, key, _)| GenesisValidator {
+                consensus_key: *key,
+            })
+            .collect(),
     };
     genesis
         .genesis
         .validate()
         .context("the testnet's genesis")?;
-    std::fs::write(dir.join(GENESIS_FILE), node::genesis_json(&genesis)?)?;
+    std::fs::write(dir.join(GENESIS_FILE), serde_json::to_vec_pretty(&genesis)?)?;
 
     let all_ports = (0..options.validators)
         .map(|i| ports(options.base_port, i))
@@ -373,7 +380,20 @@ async fn run_network(args: RunArgs) -> Result<()> {
         );
         urls.push(format!("http://{rpc}"));
     }
-    let client = piazza_client::Client::new(&urls[0]);
+    // The roles need the nodes' RPC: wait until every node answers (or one stops).
+    let clients: Vec<_> = urls.iter().map(|u| piazza_client::Client::new(u)).collect();
+    tokio::select! {
+        _ = crate::devnet::shutdown_signal() => {
+            stop(processes).await;
+            return Ok(());
+        }
+        name = first_exit(&mut processes) => {
+            stop(processes).await;
+            anyhow::bail!("{name} stopped; see its log");
+        }
+        () = nodes_answer(&clients) => {}
+    }
+    let client = clients[0].clone();
     let genesis = node::read_genesis(&args.dir.join(GENESIS_FILE))?;
     let models: Vec<String> = genesis
         .genesis
@@ -459,6 +479,15 @@ async fn run_network(args: RunArgs) -> Result<()> {
     ready.abort();
     stop(processes).await;
     outcome
+}
+
+/// Returns once every node answers `piazza_status`.
+async fn nodes_answer(clients: &[piazza_client::Client]) {
+    for client in clients {
+        while client.status().await.is_err() {
+            tokio::time::sleep(Duration::from_millis(CHILD_POLL_MS)).await;
+        }
+    }
 }
 
 /// Prints `piazza testnet: ready` once the network has finalized its first block.

@@ -1,7 +1,10 @@
 //! A network of real `piazza node` processes on Malachite, written by `piazza testnet init`:
-//! four validators agree on every block; one killed (SIGKILL), the other three keep finalizing;
-//! restarted, it catches up by value sync; two killed, the chain halts without forking and
-//! resumes when one returns.
+//! transfers sent to different nodes reach the proposer by gossip; four validators agree on every
+//! block; one killed (SIGKILL), the other three keep finalizing; restarted, it catches up by
+//! value sync; two killed, the chain halts without forking and resumes when one returns; a node
+//! that is not a validator, started last, syncs to the same state.
+
+mod common;
 
 use piazza_client::Client;
 use piazza_ledger::bank;
@@ -9,9 +12,9 @@ use piazza_ledger::tx::{Message, Transaction};
 use piazza_primitives::{Address, Amount, SecretKey};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const PIAZZA: &str = env!("CARGO_BIN_EXE_piazza");
+use common::PIAZZA;
 /// How long the network may take to reach a state a step waits for.
 const STEP_WAIT: Duration = Duration::from_secs(45);
 /// How long a halted network is watched for a block it must not make: several rounds of the
@@ -95,6 +98,7 @@ fn free_port_run(count: u16) -> u16 {
 }
 
 struct Network {
+    base: u16,
     _dir: tempfile::TempDir,
     dir: PathBuf,
     nodes: Vec<NodeProcess>,
@@ -103,11 +107,17 @@ struct Network {
 
 impl Network {
     fn init(validators: usize) -> Network {
+        Network::init_with_models(validators, "")
+    }
+
+    /// A network whose genesis registers `models` (comma-separated bundled names).
+    fn init_with_models(validators: usize, models: &str) -> Network {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("testnet");
-        let base = free_port_run(2 * validators as u16);
+        // The validators' ports, then a later node's.
+        let base = free_port_run(2 * (validators as u16 + 1));
         let output = Command::new(PIAZZA)
-            .args(["testnet", "init", "--models", ""])
+            .args(["testnet", "init", "--models", models])
             .args(["--validators", &validators.to_string()])
             .args(["--base-port", &base.to_string(), "--dir"])
             .arg(&path)
@@ -128,6 +138,7 @@ impl Network {
             })
             .collect();
         Network {
+            base,
             _dir: dir,
             dir: path,
             nodes,
@@ -158,7 +169,7 @@ impl Network {
     /// Waits until each of `nodes` has finalized `height`, then checks that they hold the same
     /// block (hash and state root) there.
     fn agree_at(&self, nodes: &[usize], height: u64, what: &str) -> (String, String) {
-        wait_until(what, || {
+        common::wait_until(what, STEP_WAIT, || {
             nodes.iter().all(|&i| self.height(i) >= Some(height))
         });
         let blocks: Vec<_> = nodes
@@ -183,17 +194,40 @@ impl Network {
             .unwrap_or(0)
     }
 
+    /// Writes and starts a node that is not a validator: its own key, the ports after the
+    /// validators', every validator as a peer. Returns its index.
+    fn add_observer(&mut self) -> usize {
+        let keystore = piazza_keystore::Keystore::open(&self.dir.join("keys")).unwrap();
+        keystore.create("observer", "").unwrap();
+        keystore.store_password("observer", "").unwrap();
+        let rpc = self.base + 2 * VALIDATORS as u16;
+        let peers: Vec<String> = (0..VALIDATORS)
+            .map(|i| format!("\"/ip4/127.0.0.1/tcp/{}\"", self.base + 2 * i as u16 + 1))
+            .collect();
+        let home = self.dir.join("observer");
+        std::fs::create_dir_all(&home).unwrap();
+        let config = home.join("node.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = \"data\"\nrpc_addr = \"127.0.0.1:{rpc}\"\ngenesis = \"../genesis.json\"\n\
+                 keystore = \"../keys\"\nvalidator_key = \"observer\"\n[consensus]\n\
+                 listen_addr = \"/ip4/127.0.0.1/tcp/{}\"\npeers = [{}]\n",
+                rpc + 1,
+                peers.join(", ")
+            ),
+        )
+        .unwrap();
+        self.nodes.push(NodeProcess::start(
+            &config,
+            &format!("http://127.0.0.1:{rpc}"),
+        ));
+        self.nodes.len() - 1
+    }
+
     fn dev_key(&self) -> SecretKey {
         let keystore = piazza_keystore::Keystore::open(&self.dir.join("keys")).unwrap();
         keystore.unlock("dev", "").unwrap()
-    }
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < STEP_WAIT, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -203,9 +237,8 @@ fn four_validator_processes_agree_survive_crashes_and_halt_without_forking() {
     let all: Vec<usize> = (0..VALIDATORS).collect();
     net.agree_at(&all, 2, "four validators finalize height 2");
 
-    // Transfers, each sent to a different node first. Without transaction gossip between nodes
-    // (not built yet) a transaction reaches the proposer only if it was sent to it, so each is
-    // also sent to every other node; the nodes deduplicate it by hash.
+    // Transfers, each sent to one node, a different one each time: gossip carries them to the
+    // proposer, whichever it is.
     let dev = net.dev_key();
     let chain_id = net
         .runtime
@@ -226,12 +259,8 @@ fn four_validator_processes_agree_survive_crashes_and_halt_without_forking() {
             })],
         }
         .sign(&dev);
-        let first = nonce as usize % VALIDATORS;
-        for offset in 0..VALIDATORS {
-            let node = &net.nodes[(first + offset) % VALIDATORS];
-            let hash = net.runtime.block_on(node.client.submit(&tx)).unwrap();
-            hashes.push(hash);
-        }
+        let node = &net.nodes[nonce as usize % VALIDATORS].client;
+        hashes.push(net.runtime.block_on(node.submit(&tx)).unwrap());
     }
     let client = &net.nodes[0].client;
     for hash in &hashes {
@@ -286,4 +315,107 @@ fn four_validator_processes_agree_survive_crashes_and_halt_without_forking() {
     let resumed = net.agree_at(&[0, 1, 2], halted + 2, "the chain resumes");
     let history = net.agree_at(&[0, 1, 2], halted, "no fork across the halt");
     assert_ne!(resumed, history);
+
+    // A fifth node, not a validator, started now: it syncs the whole chain and agrees.
+    let observer = net.add_observer();
+    net.nodes[3].restart();
+    let target = net.highest(&[0, 1, 2]) + 1;
+    net.agree_at(
+        &[0, 1, 2, 3, observer],
+        target,
+        "a non-validator syncs to the same state",
+    );
+}
+
+/// How long the provider may take to load its model, measure its speed and register.
+const REGISTER_WAIT: Duration = Duration::from_secs(120);
+
+#[test]
+fn a_job_sent_to_one_node_is_served_by_a_provider_on_another_and_settles_alike_everywhere() {
+    let net = Network::init_with_models(VALIDATORS, "all-minilm-l6-v2");
+    let all: Vec<usize> = (0..VALIDATORS).collect();
+    net.agree_at(&all, 1, "four validators finalize height 1");
+    let keys = net.dir.join("keys");
+    // The provider talks to node 1 only.
+    let _provider = common::Daemon(
+        Command::new(PIAZZA)
+            .args(["provider", "run", "--from", "provider", "--models"])
+            .args([
+                "all-minilm-l6-v2",
+                "--poll-ms",
+                "50",
+                "--node",
+                &net.nodes[1].url,
+            ])
+            .env("PIAZZA_KEYSTORE", &keys)
+            .env_remove("PIAZZA_PASSWORD")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let provider = piazza_keystore::Keystore::open(&keys)
+        .unwrap()
+        .info("provider")
+        .unwrap()
+        .address;
+    let registered = || {
+        let found = net
+            .runtime
+            .block_on(net.nodes[0].client.provider(&provider));
+        matches!(found, Ok(Some(_)))
+    };
+    common::wait_until("the provider registers", REGISTER_WAIT, registered);
+
+    // The job goes to node 0.
+    let output = Command::new(PIAZZA)
+        .args([
+            "job",
+            "submit",
+            "--model",
+            "all-minilm-l6-v2",
+            "--from",
+            "dev",
+        ])
+        .args([
+            "--input",
+            "Piazza is the square beside the tower.",
+            "--max-price",
+            "0.01",
+        ])
+        .args(["--wait", "--json", "--node", &net.nodes[0].url])
+        .env("PIAZZA_KEYSTORE", &keys)
+        .env_remove("PIAZZA_PASSWORD")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "job submit: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let out: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(out["job"]["status"], "settled", "{out}");
+    let id = out["job"]["id"].as_u64().unwrap();
+    assert_eq!(out["job"]["receipt"]["provider"], provider.to_string());
+
+    // Every node holds the same settled job and receipt.
+    let receipt_on = |i: usize| {
+        net.runtime
+            .block_on(net.nodes[i].client.job(id))
+            .ok()
+            .flatten()
+            .and_then(|job| job.receipt)
+            .map(|receipt| serde_json::to_value(receipt).unwrap())
+    };
+    common::wait_until("every node records the receipt", STEP_WAIT, || {
+        all.iter().all(|&i| receipt_on(i).is_some())
+    });
+    for i in &all {
+        assert_eq!(
+            receipt_on(*i).as_ref(),
+            Some(&out["job"]["receipt"]),
+            "node {i}"
+        );
+    }
 }

@@ -28,9 +28,9 @@ pub use app::{App, CommittedBlock, NodeError};
 pub use malachitebft_app_channel::app::net::Multiaddr;
 pub use piazza_bft as bft;
 
-use piazza_bft::{BftConfig, ValidatorSet};
+use piazza_bft::BftConfig;
 use piazza_consensus::{SoloProducer, APP_CHANNEL_CAPACITY};
-use piazza_ledger::genesis::Genesis;
+use piazza_ledger::genesis::{Genesis, NetworkGenesis};
 use piazza_mempool::MempoolConfig;
 use piazza_primitives::SecretKey;
 use piazza_store::Store;
@@ -117,18 +117,29 @@ pub async fn start(
 /// How often a BFT node checks whether its consensus app loop stopped by itself.
 pub const BFT_WATCH_INTERVAL_MS: u64 = 200;
 
-/// Opens the chain like [`start`], then joins a network of validators on Malachite
-/// (`piazza_bft::start`) instead of producing blocks alone: `consensus` says where the WAL
-/// lives, which address to listen on, which peers to dial and the round timeouts; `validators`
-/// is the set at genesis. [`NodeHandle::stopped`] returns when consensus stops.
+/// Opens a network's chain (`App::open_network`: the genesis validators' records written at
+/// genesis) and joins it on Malachite (`piazza_bft::start_node`) instead of producing blocks
+/// alone: the validator set of each height comes from the ledger, so the node votes at the
+/// heights its key is in the set and follows the chain at the others; transactions it admits
+/// are gossiped to its peers and theirs reach it. `consensus` says where the WAL lives, which
+/// address to listen on, which peers to dial and the round timeouts. [`NodeHandle::stopped`]
+/// returns when consensus stops.
 pub async fn start_bft(
     config: NodeConfig,
-    genesis: Option<Genesis>,
+    genesis: Option<NetworkGenesis>,
     key: SecretKey,
     consensus: BftConfig,
-    validators: ValidatorSet,
 ) -> Result<NodeHandle, NodeError> {
-    let app = open_app(&config, genesis.as_ref(), key.clone())?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| NodeError::Io(format!("cannot create {}: {e}", config.data_dir.display())))?;
+    let store = Store::open(&config.data_dir.join(CHAIN_DB_FILE))?;
+    let app = Arc::new(App::open_network(
+        store,
+        genesis.as_ref(),
+        key.clone(),
+        config.mempool,
+    )?);
+    log_opened(&app)?;
     if consensus.chain_id != app.chain_id() {
         return Err(NodeError::ChainMismatch {
             stored: app.chain_id().to_string(),
@@ -137,8 +148,9 @@ pub async fn start_bft(
     }
     let (shutdown, mut shutdown_rx) = watch::channel(false);
     let (app_tx, app_rx) = mpsc::channel(APP_CHANNEL_CAPACITY);
+    let gossip = app.gossip();
     tokio::spawn(app.clone().serve(app_rx));
-    let bft = piazza_bft::start(consensus, key, validators, app_tx)
+    let bft = piazza_bft::start_node(consensus, key, app_tx, gossip)
         .await
         .map_err(|e| NodeError::Io(format!("consensus: {e}")))?;
     tracing::info!(address = %bft.address, "consensus started");
@@ -170,9 +182,14 @@ fn open_app(
         .map_err(|e| NodeError::Io(format!("cannot create {}: {e}", config.data_dir.display())))?;
     let store = Store::open(&config.data_dir.join(CHAIN_DB_FILE))?;
     let app = Arc::new(App::open(store, genesis, key, config.mempool)?);
+    log_opened(&app)?;
+    Ok(app)
+}
+
+fn log_opened(app: &App) -> Result<(), NodeError> {
     let head = app.head()?;
     tracing::info!(chain_id = app.chain_id(), height = head.height, state_root = %head.state_root, "chain opened");
-    Ok(app)
+    Ok(())
 }
 
 /// Starts the JSON-RPC server next to a running block producer (solo or consensus).
