@@ -91,13 +91,13 @@ async fn put(
     k: u16,
     m: u16,
 ) -> Result<()> {
-    let client = Client::new(&args.node);
-    let key = signer(&client, key).await?;
     let len_bytes = std::fs::metadata(file)
         .with_context(|| format!("reading {}", file.display()))?
         .len();
-    // Refuses a file too large for the layout before reading it.
+    // Refuses a file too large for the layout before reading it or asking the node anything.
     Layout::new(len_bytes, k, m)?;
+    let client = Client::new(&args.node);
+    let key = signer(&client, key).await?;
     let data = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let start = Instant::now();
     let encoded = tokio::task::spawn_blocking(move || erasure::encode(&data, k, m)).await??;

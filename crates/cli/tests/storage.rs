@@ -155,3 +155,43 @@ fn put_prove_kill_m_get_slash_and_repair() {
     );
     assert_eq!(std::fs::read(&out).unwrap(), data);
 }
+
+/// A node address nothing listens on: the refusals below must come before any request.
+const NO_NODE: &str = "http://127.0.0.1:9";
+
+fn refused(args: &[&str]) -> String {
+    let output = std::process::Command::new(PIAZZA)
+        .args(args)
+        .args(["--node", NO_NODE])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "piazza {args:?} succeeded");
+    let text = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    assert_eq!(text.lines().count(), 1, "one line: {text}");
+    text
+}
+
+#[test]
+fn blob_commands_refuse_bad_input_before_any_request() {
+    let dir = tempfile::tempdir().unwrap();
+    // Past 4 shards of 128 MiB: refused from its length alone (a sparse file, never read).
+    let big = dir.path().join("big.bin");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(4 * (128 << 20) + 1)
+        .unwrap();
+    let text = refused(&["blob", "put", big.to_str().unwrap(), "--from", "nobody"]);
+    assert!(text.contains("too large for its shard count"), "{text}");
+    let text = refused(&["blob", "put", "/nonexistent/file", "--from", "nobody"]);
+    assert!(
+        text.starts_with("error: reading /nonexistent/file"),
+        "{text}"
+    );
+    let small = dir.path().join("small.bin");
+    std::fs::write(&small, b"abc").unwrap();
+    let text = refused(&["blob", "put", small.to_str().unwrap(), "--k", "0"]);
+    assert!(text.contains("unsupported shard counts"), "{text}");
+    let text = refused(&["blob", "get", "xyz", "--out", "/tmp/never"]);
+    assert!(text.contains("is not a blob id"), "{text}");
+}
