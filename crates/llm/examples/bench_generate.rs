@@ -133,6 +133,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             hex(&generation.trace_root())
         );
         println!("  per token: {}", window_means(&token_times_s).join(", "));
+        // An auditor's check of the same generation: one pass over prompt and tokens.
+        let start = Instant::now();
+        let mismatch = generator.audit(&prompt, &generation.ids, &params, threads)?;
+        let audit_s = start.elapsed().as_secs_f64();
+        println!(
+            "  audit (one pass): {audit_s:.2} s = {:.2} x the generation ({total_s:.2} s), first mismatch {mismatch:?}",
+            audit_s / total_s
+        );
     }
     let start = Instant::now();
     let commitment = generator.weights_commitment();

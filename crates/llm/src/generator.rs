@@ -585,6 +585,101 @@ impl Generator {
             })
     }
 
+    /// The logits that chose each of `ids` after `prompt_ids` (row `i`: the logits after the
+    /// prompt and `ids[..i]`), from one prefill-shaped pass over the prompt and the tokens
+    /// ([`Graph::audit_pass`]). Every operator is row-independent, so each row equals, bit for
+    /// bit, the logits the generation's own pass computed.
+    pub fn audit_logits(
+        &self,
+        prompt_ids: &[u32],
+        ids: &[u32],
+        threads: usize,
+    ) -> Result<Vec<Vec<f32>>> {
+        let Some((_, fed)) = ids.split_last() else {
+            return Err(Error::Input {
+                detail: "no generated tokens to audit".into(),
+            });
+        };
+        let all: Vec<u32> = prompt_ids.iter().chain(fed).copied().collect();
+        let limit = SEQUENCE_TOKENS_MAX.min(self.config.context);
+        if prompt_ids.is_empty() || all.len() > limit {
+            return Err(Error::Input {
+                detail: format!("{} tokens to audit (1..={limit})", all.len()),
+            });
+        }
+        if let Some(&id) = all.iter().find(|&&id| id as usize >= self.config.vocab) {
+            return Err(Error::Input {
+                detail: format!("token id {id} is outside the vocabulary"),
+            });
+        }
+        let graph = Graph::audit_pass(
+            &self.config,
+            self.output_weight,
+            all.len(),
+            prompt_ids.len() - 1,
+        );
+        let all_values = prompt_tensor(&all)?;
+        let compute = Compute::new(threads);
+        let last_reader = pass_last_readers(&graph.ops, 0);
+        let mut outputs: Vec<Option<Tensor>> = Vec::with_capacity(graph.ops.len());
+        for (op_index, op) in graph.ops.iter().enumerate() {
+            let [op_rows, width] = op.output_shape;
+            let view = |i: usize| outputs.get(i).and_then(Option::as_ref);
+            let tensors = op
+                .activations()
+                .enumerate()
+                .map(|(i, s)| {
+                    let full = resolve(s, &all_values, &view)?;
+                    restrict(op, i, &full, &(0..op_rows), &(0..width))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let inputs: Vec<Input> = tensors.iter().map(Input::Tensor).collect();
+            outputs.push(Some(self.compute_op(op, &inputs, compute)?));
+            for i in op.activations().flat_map(source_ops) {
+                if last_reader.get(i) == Some(&op_index) {
+                    outputs[i] = None;
+                }
+            }
+        }
+        let logits = outputs
+            .pop()
+            .flatten()
+            .ok_or_else(|| Error::Input {
+                detail: "no logits".into(),
+            })?
+            .to_vec();
+        Ok(logits
+            .chunks_exact(self.config.vocab)
+            .map(<[f32]>::to_vec)
+            .collect())
+    }
+
+    /// Check a generation with one pass ([`Generator::audit_logits`]): the index of the first
+    /// of `ids` that the sampling rule (§5, with `params` and the token's index) does not choose
+    /// from its logits, or `None` when every token is reproduced. Where the generation stops
+    /// (end of sequence, stop text, length) is checked from the ids as for any result.
+    pub fn audit(
+        &self,
+        prompt_ids: &[u32],
+        ids: &[u32],
+        params: &GenerateParams,
+        threads: usize,
+    ) -> Result<Option<usize>> {
+        params
+            .sampling
+            .validate()
+            .map_err(|detail| Error::Input { detail })?;
+        let logits = self.audit_logits(prompt_ids, ids, threads)?;
+        let mut history = prompt_ids.to_vec();
+        for (index, (row, &id)) in logits.iter().zip(ids).enumerate() {
+            if sampling::sample(row, &history, &params.sampling, index as u64) != id {
+                return Ok(Some(index));
+            }
+            history.push(id);
+        }
+        Ok(None)
+    }
+
     /// The graph of a generation of `new_tokens` tokens after `prompt_tokens` prompt tokens
     /// with `sampling` (equal to [`Recording::graph`] of that run).
     pub fn generation_graph(
@@ -622,6 +717,21 @@ impl Generator {
             &inputs,
             &weights,
             Compute::new(1),
+        )
+    }
+
+    /// The whole output of `op` from its whole activation inputs.
+    fn compute_op(&self, op: &Op, inputs: &[Input], compute: Compute) -> Result<Tensor> {
+        let [rows, width] = op.output_shape;
+        let weights = self.weight_refs(op)?;
+        compute_block_inputs(
+            &self.config,
+            op,
+            &(0..rows),
+            &(0..width),
+            inputs,
+            &weights,
+            compute,
         )
     }
 
@@ -744,16 +854,7 @@ impl Generator {
                         None => kv_stacks.input(source),
                     })
                     .collect::<Result<Vec<_>>>()?;
-                let weights = self.weight_refs(op)?;
-                let output = compute_block_inputs(
-                    &self.config,
-                    op,
-                    &(0..op_rows),
-                    &(0..width),
-                    &inputs,
-                    &weights,
-                    compute,
-                )?;
+                let output = self.compute_op(op, &inputs, compute)?;
                 let values = output.as_slice().unwrap_or_default();
                 for step_index in leaves.len()..graph.steps.len() {
                     let step = &graph.steps[step_index];

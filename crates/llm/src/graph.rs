@@ -195,19 +195,17 @@ impl Graph {
         graph
     }
 
-    /// Append one pass over `rows` new tokens starting at `first_position`; returns the index
-    /// of its sample op. Pass 0 reads the prompt; pass `p > 0` reads the sample of pass `p - 1`.
-    pub fn push_pass(
+    /// The embedding of `ids` and every decoder layer of pass `pass` over `rows` tokens from
+    /// `first_position` (keys and values joining `cache`); returns the last layer's op.
+    fn push_layers(
         &mut self,
         config: &LlamaConfig,
-        output_weight: &str,
         cache: &mut Cache,
         rows: usize,
         first_position: usize,
-        params: &SamplingParams,
+        pass: usize,
+        ids: Source,
     ) -> usize {
-        let pass = self.pass_starts.len();
-        self.pass_starts.push(self.ops.len());
         if cache.keys.is_empty() {
             cache.keys = vec![Vec::new(); config.layers];
             cache.values = vec![Vec::new(); config.layers];
@@ -215,10 +213,6 @@ impl Graph {
         let (h, f, kv) = (config.hidden, config.ffn, config.kv_width());
         let name = |part: &str| format!("pass{pass}.{part}");
         let weight = |name: String| Source::Weight(name);
-        let ids = match cache.samples.last() {
-            Some(&sample) => Source::Op(sample),
-            None => PROMPT,
-        };
         let mut x = self.push(
             name("token_embd"),
             OpKind::Embed,
@@ -344,6 +338,69 @@ impl Graph {
                 [rows, h],
             );
         }
+        x
+    }
+
+    /// An auditor's single pass over `rows` tokens read from the job input (prompt and
+    /// generated tokens, positions `0..rows`), with the LM head on every row from `head_first_row`
+    /// on: the logits that chose each generated token, computed as in the decode passes
+    /// (every operator is row-independent), without the per-token passes.
+    pub fn audit_pass(
+        config: &LlamaConfig,
+        output_weight: &str,
+        rows: usize,
+        head_first_row: usize,
+    ) -> Graph {
+        let mut graph = Graph::default();
+        graph.pass_starts.push(0);
+        let x = graph.push_layers(config, &mut Cache::default(), rows, 0, 0, PROMPT);
+        let head_rows = rows.saturating_sub(head_first_row).max(1);
+        let normed = graph.push(
+            "audit.output_norm".into(),
+            OpKind::RmsNorm {
+                eps: config.rms_eps,
+                input_row_offset: rows - head_rows,
+            },
+            vec![Source::Op(x), Source::Weight("output_norm.weight".into())],
+            [head_rows, config.hidden],
+        );
+        graph.push(
+            "audit.logits".into(),
+            OpKind::Linear {
+                activation: Activation::Identity,
+            },
+            vec![
+                Source::Op(normed),
+                Source::Weight(output_weight.to_string()),
+            ],
+            [head_rows, config.vocab],
+        );
+        graph
+    }
+
+    /// Append one pass over `rows` new tokens starting at `first_position`; returns the index
+    /// of its sample op. Pass 0 reads the prompt; pass `p > 0` reads the sample of pass `p - 1`.
+    pub fn push_pass(
+        &mut self,
+        config: &LlamaConfig,
+        output_weight: &str,
+        cache: &mut Cache,
+        rows: usize,
+        first_position: usize,
+        params: &SamplingParams,
+    ) -> usize {
+        let pass = self.pass_starts.len();
+        self.pass_starts.push(self.ops.len());
+        let ids = match cache.samples.last() {
+            Some(&sample) => Source::Op(sample),
+            None => PROMPT,
+        };
+        let x = self.push_layers(config, cache, rows, first_position, pass, ids);
+        let name = |part: &str| format!("pass{pass}.{part}");
+        let weight = |name: String| Source::Weight(name);
+        let linear = OpKind::Linear {
+            activation: Activation::Identity,
+        };
         let last = self.push(
             name("output_norm"),
             OpKind::RmsNorm {
@@ -351,7 +408,7 @@ impl Graph {
                 input_row_offset: rows - 1,
             },
             vec![Source::Op(x), weight("output_norm.weight".into())],
-            [1, h],
+            [1, config.hidden],
         );
         let logits = self.push(
             name("logits"),

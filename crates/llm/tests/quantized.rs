@@ -189,3 +189,37 @@ fn the_draining_loader_gives_the_same_model_as_the_borrowing_one() {
         quantized().weight_commitment().root
     );
 }
+
+#[test]
+fn one_audit_pass_reproduces_every_decode_logit_in_both_profiles() {
+    for generator in [common::generator(), quantized()] {
+        let prompt = generator.tokenize(PROMPT).unwrap();
+        let mut params = GenerateParams::greedy(6);
+        params.stop_at_eos = false;
+        let (generation, recording) = generator
+            .generate_recorded(&prompt, &params, Compute::new(2))
+            .unwrap();
+        let audited = generator.audit_logits(&prompt, &generation.ids, 2).unwrap();
+        assert_eq!(audited.len(), generation.ids.len());
+        for (pass, row) in audited.iter().enumerate() {
+            let decoded = recording.logits(pass).unwrap().to_vec();
+            let same = decoded
+                .iter()
+                .zip(row)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{:?} pass {pass}", generator.profile());
+        }
+        assert_eq!(
+            generator
+                .audit(&prompt, &generation.ids, &params, 1)
+                .unwrap(),
+            None
+        );
+        let mut forged = generation.ids.clone();
+        forged[3] = (forged[3] + 1) % generator.config().vocab as u32;
+        assert_eq!(
+            generator.audit(&prompt, &forged, &params, 1).unwrap(),
+            Some(3)
+        );
+    }
+}
