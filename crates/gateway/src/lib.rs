@@ -58,6 +58,7 @@ mod generation;
 pub mod keys;
 mod live;
 pub mod market;
+pub mod mcp;
 mod models;
 pub mod openai;
 pub mod params;

@@ -168,6 +168,12 @@ fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/embeddings", post(crate::embeddings::create))
         .route("/v1/completions", post(crate::generation::completions))
         .route("/v1/chat/completions", post(crate::generation::chat))
+        .route(
+            "/mcp",
+            post(crate::mcp::post)
+                .get(crate::mcp::not_offered)
+                .delete(crate::mcp::not_offered),
+        )
         .fallback(unknown_url)
         .with_state(gateway)
 }

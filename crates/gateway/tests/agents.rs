@@ -1,0 +1,178 @@
+//! The gateway for agents on an in-process devnet: `/mcp` driven by the official MCP Python
+//! SDK (`tests/mcp.py`: tools listed, models, an embedding equal to the MiniLM fixture, a job
+//! submitted then shown, the paying account's balance, a wrong model a tool error), the paid
+//! tools charged to the API key exactly as its OpenAI routes are, and the transport's refusals
+//! (no key, a second key's limit, batches, oversized bodies, `GET`).
+
+mod support;
+
+use piazza_gateway::mcp::MCP_BODY_BYTES_MAX;
+use piazza_gateway::Limits;
+use piazza_primitives::Amount;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::Duration;
+use support::{devnet, gateway, DevnetOptions, DEV_KEY};
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("..")
+}
+
+/// Runs a Python client script to its end (bounded), its last stdout line parsed as JSON.
+async fn python(script: &str, args: Vec<String>) -> Value {
+    let module = script.trim_end_matches(".py");
+    let import = match module {
+        "mcp" => "import mcp",
+        _ => "import a2a",
+    };
+    let check = std::process::Command::new("python3")
+        .args(["-c", import])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        check.status.success(),
+        "`{import}` failed (CI installs the package, see .ci/run): {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let mut command = std::process::Command::new("python3");
+    command
+        .arg(repo_root().join("crates/gateway/tests").join(script))
+        .args(args);
+    let out = tokio::time::timeout(
+        Duration::from_secs(300),
+        tokio::task::spawn_blocking(move || command.output()),
+    )
+    .await
+    .expect("the client finishes within 5 minutes")
+    .unwrap()
+    .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    println!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{script} failed:\n{stdout}");
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("a JSON summary")
+}
+
+async fn post(url: &str, key: Option<&str>, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mcp_sdk_lists_and_calls_the_tools_within_the_keys_limit() {
+    let devnet = devnet(DevnetOptions {
+        block_interval: Duration::from_millis(100),
+        generation: false,
+        provider_concurrency: 1,
+    })
+    .await;
+    let gw = gateway(&devnet, Limits::default()).await;
+    let key = gw.create_key(DEV_KEY, Amount::pza(100)).unwrap();
+    let url = format!("{}/mcp", gw.url());
+
+    let summary = python(
+        "mcp.py",
+        vec![
+            "--url".into(),
+            url.clone(),
+            "--api-key".into(),
+            key.clone(),
+            "--embedding-model".into(),
+            piazza_provider::models::MINILM.into(),
+            "--fixture".into(),
+            repo_root()
+                .join("crates/engine/tests/fixtures/minilm_reference.json")
+                .display()
+                .to_string(),
+        ],
+    )
+    .await;
+    assert_eq!(summary["server"], "piazza-gateway", "{summary}");
+    assert_eq!(summary["embed_dims"], 384, "{summary}");
+    assert!(summary["job"].as_u64().is_some(), "{summary}");
+    let dev_balance = devnet.client.account(&devnet.dev).await.unwrap().balance;
+    // Read after the script: the chain moved on, the balance it saw was higher or equal.
+    let seen: u128 = summary["balance"].as_str().unwrap().parse().unwrap();
+    assert!(seen >= dev_balance.parse::<u128>().unwrap(), "{summary}");
+
+    // The embed and the job were charged to the key; nothing is left reserved.
+    let record = gw.keys().into_iter().next().unwrap();
+    assert!(record.spent > Amount::ZERO, "the paid tools were charged");
+    assert_eq!(gw.reserved(&record.key_hash), Amount::ZERO);
+
+    // Without a key: 401, as on the OpenAI routes.
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}});
+    let r = post(&url, None, initialize.to_string()).await;
+    assert_eq!(r.status(), 401);
+    // A notification: 202, no body.
+    let r = post(
+        &url,
+        Some(&key),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    // A batch is refused as an invalid request; an unknown method is named.
+    let r: Value = post(&url, Some(&key), json!([initialize]).to_string())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["error"]["code"], -32600, "{r}");
+    let r: Value = post(
+        &url,
+        Some(&key),
+        json!({"jsonrpc": "2.0", "id": 7, "method": "resources/list"}).to_string(),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        (r["id"].clone(), r["error"]["code"].clone()),
+        (json!(7), json!(-32601))
+    );
+    // Oversized: 413 before it is parsed.
+    let r = post(&url, Some(&key), vec![b' '; MCP_BODY_BYTES_MAX + 1]).await;
+    assert_eq!(r.status(), 413);
+    // No server-initiated stream.
+    let r = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+
+    // A key whose limit cannot cover an embedding's worst case: the tool answers the 429's
+    // reason as a tool error and nothing is charged.
+    let poor = gw.create_key(DEV_KEY, Amount::new(1)).unwrap();
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "embed", "arguments": {"model": piazza_provider::models::MINILM, "input": "hi"}}});
+    let r: Value = post(&url, Some(&poor), call.to_string())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    let text = r["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("spend limit"), "{text}");
+    let poor_record = gw
+        .keys()
+        .into_iter()
+        .find(|k| k.spend_limit == Amount::new(1))
+        .unwrap();
+    assert_eq!(poor_record.spent, Amount::ZERO);
+
+    gw.shutdown().await;
+    devnet.shutdown().await;
+}
