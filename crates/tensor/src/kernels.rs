@@ -5,12 +5,15 @@
 //! - May: the order in which *independent* output elements are computed (tiles, threads over
 //!   output rows, SIMD across lanes or columns), loads and stores, packing, copies.
 //! - May not: the lane an element is added to, the order within a lane, the combine tree,
-//!   fused multiply-add, or a different transcendental function.
+//!   fused multiply-add outside matrix products, or a different transcendental function.
 //!
-//! SIMD comes from the compiler vectorising lane arrays (`[f32; 16]`), which maps each lane to
-//! one vector slot and keeps each slot's operation sequence as written. On x86-64 the matmul
-//! kernel is also compiled with AVX2 and with AVX-512 enabled and picked at run time ([`Isa`]);
-//! wider registers cannot change results (Rust never contracts `a * b + c` into an FMA).
+//! Reductions get SIMD from the compiler vectorising lane arrays (`[f32; 16]`), which maps each
+//! lane to one vector slot and keeps each slot's operation sequence as written (Rust never
+//! contracts `a * b + c` into an FMA). Matrix products ([`linear`]) follow
+//! [`reference::dot_fma`]: each output is one accumulator, fused multiply-add over `k` in order,
+//! so micro-kernels vectorise across output columns (a packed panel of `b`) and the bits do not
+//! depend on the tile, the thread or the vector width. On x86-64 they run AVX-512F or AVX2+FMA
+//! intrinsics, picked at run time ([`Isa`]); elsewhere scalar `mul_add`.
 
 use std::num::NonZeroUsize;
 
@@ -21,9 +24,9 @@ use crate::reference::{self, combine, Activation, LANES};
 pub enum Isa {
     /// The target's baseline instructions (SSE2 on x86-64).
     Portable,
-    /// x86-64 AVX2 (only offered when the CPU has it).
+    /// x86-64 AVX2 with FMA (only offered when the CPU has both).
     Avx2,
-    /// x86-64 AVX-512F (only offered when the CPU has it).
+    /// x86-64 AVX-512F with FMA (only offered when the CPU has both).
     Avx512,
 }
 
@@ -32,11 +35,10 @@ impl Isa {
     pub fn detect() -> Isa {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                return Isa::Avx512;
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                return Isa::Avx2;
+            for isa in [Isa::Avx512, Isa::Avx2] {
+                if isa.is_supported() {
+                    return isa;
+                }
             }
         }
         Isa::Portable
@@ -47,9 +49,15 @@ impl Isa {
         match self {
             Isa::Portable => true,
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            Isa::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            Isa::Avx512 => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }
@@ -212,49 +220,191 @@ pub fn sum_squared_deviation(x: &[f32], mean: f32) -> f32 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Matrix multiply: out = act(a · bᵀ + bias)
+// Matrix multiply: out = act(a · bᵀ + bias), each output one `reference::dot_fma`
 // ---------------------------------------------------------------------------------------------
 
-/// Rows of `b` per cache block: the block (`COLUMN_BLOCK * k` floats) stays in L2 while every
-/// row tile of `a` passes over it.
-const COLUMN_BLOCK: usize = 48;
 /// Row alignment of the thread ranges (a multiple of every tile height below).
-const ROW_ALIGN: usize = 4;
+const ROW_ALIGN: usize = 24;
+/// Widest panel (columns of `out`) and tallest tile (rows of `out`) of any kernel below.
+const PANEL_COLS_MAX: usize = 32;
+const TILE_ROWS_MAX: usize = 8;
+/// One tile of finished sums, before the bias/activation epilogue.
+type TileSums = [[f32; PANEL_COLS_MAX]; TILE_ROWS_MAX];
 
-#[inline(always)]
-fn load_lanes(slice: &[f32], at: usize) -> [f32; LANES] {
-    // One bounds check per 16 elements; `at + 16 <= len` holds for every call below.
-    let chunk: &[f32; LANES] = slice[at..at + LANES].try_into().expect("16 elements");
-    *chunk
+/// A register-tiled micro-kernel: `rows ≤ tile_rows` rows of `a` (stride `k`, from `a[0]`)
+/// times one packed panel of `cols` columns (`panel[p * cols + c]`, `k * cols` floats), each
+/// output accumulated over `p = 0..k` in order with fused multiply-add, into `sums[r][c]`.
+#[derive(Clone, Copy)]
+struct TileKernel {
+    cols: usize,
+    tile_rows: usize,
+    /// SAFETY contract: the CPU supports the kernel's instructions (checked when it is chosen);
+    /// `a.len() >= (rows - 1) * k + k`, `panel.len() >= k * cols`, `1 <= rows <= tile_rows`.
+    tile: unsafe fn(rows: usize, a: &[f32], k: usize, panel: &[f32], sums: &mut TileSums),
 }
 
-/// Lane sums of an `R x C` tile of dot products; every slice has length `k`.
-/// Element `p` of the reduction goes to lane `p % 16`, in increasing `p`, as in [`reference::dot`].
-#[inline(always)]
-fn tile<const R: usize, const C: usize>(a: [&[f32]; R], b: [&[f32]; C], k: usize) -> [[f32; C]; R] {
-    let mut lanes = [[[0.0f32; LANES]; C]; R];
-    let full = k - k % LANES;
-    let mut p = 0;
-    while p < full {
-        let bv: [[f32; LANES]; C] = std::array::from_fn(|j| load_lanes(b[j], p));
-        for i in 0..R {
-            let av = load_lanes(a[i], p);
-            for j in 0..C {
-                for l in 0..LANES {
-                    lanes[i][j][l] = lanes[i][j][l] + av[l] * bv[j][l];
+/// Portable kernel: scalar `f32::mul_add` (IEEE fusedMultiplyAdd; a library call where the CPU
+/// has no FMA instruction, so slow but the same bits).
+fn tile_portable(rows: usize, a: &[f32], k: usize, panel: &[f32], sums: &mut TileSums) {
+    const COLS: usize = 16;
+    for r in 0..rows {
+        let row = &a[r * k..r * k + k];
+        let mut acc = [0.0f32; COLS];
+        for (p, &x) in row.iter().enumerate() {
+            let b = &panel[p * COLS..p * COLS + COLS];
+            for c in 0..COLS {
+                acc[c] = x.mul_add(b[c], acc[c]);
+            }
+        }
+        sums[r][..COLS].copy_from_slice(&acc);
+    }
+}
+
+const PORTABLE: TileKernel = TileKernel {
+    cols: 16,
+    tile_rows: 4,
+    tile: |rows, a, k, panel, sums| tile_portable(rows, a, k, panel, sums),
+};
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    // Index loops over the register tile keep row `r`'s broadcast next to its accumulators.
+    #![allow(clippy::needless_range_loop)]
+
+    use std::arch::x86_64::*;
+
+    use super::{TileKernel, TileSums};
+
+    /// One micro-kernel: `$rows_fn::<R>` holds `R` rows × 2 vectors of `$width` lanes
+    /// (`2 * $width` panel columns) in registers; `$tile_fn` dispatches on the row count under
+    /// `$feature`; `$name` is the [`TileKernel`].
+    macro_rules! micro_kernel {
+        ($name:ident, $tile_fn:ident, $rows_fn:ident, $feature:literal, $width:literal,
+         $tile_rows:literal, $zero:ident, $load:ident, $set1:ident, $fmadd:ident, $store:ident) => {
+            #[inline(always)]
+            unsafe fn $rows_fn<const R: usize>(
+                a: &[f32],
+                k: usize,
+                panel: &[f32],
+                sums: &mut TileSums,
+            ) {
+                const COLS: usize = 2 * $width;
+                assert!(a.len() >= (R - 1) * k + k && panel.len() >= k * COLS);
+                let (pa, pb) = (a.as_ptr(), panel.as_ptr());
+                // SAFETY: every pointer below stays inside the slices checked above; the
+                // caller guarantees the instruction set.
+                unsafe {
+                    let mut acc = [[$zero(); 2]; R];
+                    for p in 0..k {
+                        let b0 = $load(pb.add(p * COLS));
+                        let b1 = $load(pb.add(p * COLS + $width));
+                        for r in 0..R {
+                            let x = $set1(*pa.add(r * k + p));
+                            acc[r][0] = $fmadd(x, b0, acc[r][0]);
+                            acc[r][1] = $fmadd(x, b1, acc[r][1]);
+                        }
+                    }
+                    for r in 0..R {
+                        $store(sums[r].as_mut_ptr(), acc[r][0]);
+                        $store(sums[r].as_mut_ptr().add($width), acc[r][1]);
+                    }
                 }
             }
-        }
-        p += LANES;
+
+            #[target_feature(enable = $feature)]
+            unsafe fn $tile_fn(
+                rows: usize,
+                a: &[f32],
+                k: usize,
+                panel: &[f32],
+                sums: &mut TileSums,
+            ) {
+                // SAFETY: forwarded contract of `TileKernel::tile`.
+                unsafe {
+                    match rows.min($tile_rows) {
+                        8 => $rows_fn::<8>(a, k, panel, sums),
+                        7 => $rows_fn::<7>(a, k, panel, sums),
+                        6 => $rows_fn::<6>(a, k, panel, sums),
+                        5 => $rows_fn::<5>(a, k, panel, sums),
+                        4 => $rows_fn::<4>(a, k, panel, sums),
+                        3 => $rows_fn::<3>(a, k, panel, sums),
+                        2 => $rows_fn::<2>(a, k, panel, sums),
+                        _ => $rows_fn::<1>(a, k, panel, sums),
+                    }
+                }
+            }
+
+            pub(super) const $name: TileKernel = TileKernel {
+                cols: 2 * $width,
+                tile_rows: $tile_rows,
+                tile: $tile_fn,
+            };
+        };
     }
-    for l in 0..k - full {
-        for i in 0..R {
-            for j in 0..C {
-                lanes[i][j][l] = lanes[i][j][l] + a[i][full + l] * b[j][full + l];
+
+    // 8 rows × 32 columns: 16 of 32 zmm registers accumulate.
+    micro_kernel!(
+        AVX512,
+        tile_avx512,
+        avx512_rows,
+        "avx512f",
+        16,
+        8,
+        _mm512_setzero_ps,
+        _mm512_loadu_ps,
+        _mm512_set1_ps,
+        _mm512_fmadd_ps,
+        _mm512_storeu_ps
+    );
+    // 6 rows × 16 columns: 12 of 16 ymm registers accumulate.
+    micro_kernel!(
+        AVX2,
+        tile_avx2,
+        avx2_rows,
+        "avx2,fma",
+        8,
+        6,
+        _mm256_setzero_ps,
+        _mm256_loadu_ps,
+        _mm256_set1_ps,
+        _mm256_fmadd_ps,
+        _mm256_storeu_ps
+    );
+}
+
+impl TileKernel {
+    /// The kernel for `isa` (the caller has checked that the CPU supports it).
+    fn for_isa(isa: Isa) -> TileKernel {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => x86::AVX512,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => x86::AVX2,
+            _ => PORTABLE,
+        }
+    }
+}
+
+thread_local! {
+    /// Each thread's packed panel of `b`, reused across calls (grown, never shrunk), so the
+    /// matmul allocates only the first time a thread sees a larger `k`.
+    static PANEL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `panel[p * cols + c] = b[(first + c) * k + p]` for `c < width`, `0` for the padding columns.
+fn pack_panel(b: &[f32], k: usize, first: usize, width: usize, cols: usize, panel: &mut [f32]) {
+    for c in 0..cols {
+        if c < width {
+            let row = &b[(first + c) * k..(first + c + 1) * k];
+            for (p, &value) in row.iter().enumerate() {
+                panel[p * cols + c] = value;
+            }
+        } else {
+            for p in 0..k {
+                panel[p * cols + c] = 0.0;
             }
         }
     }
-    std::array::from_fn(|i| std::array::from_fn(|j| combine(lanes[i][j])))
 }
 
 /// Shape and epilogue of one matrix multiply.
@@ -277,113 +427,80 @@ impl Linear<'_> {
         self.activation.apply(value)
     }
 
-    /// `out` (rows `first_row..` of the result) from the matching rows of `a`, in register
-    /// tiles of `TILE_ROWS x TILE_COLS` outputs (the tile shape only groups independent outputs).
-    #[inline(always)]
-    fn rows<const TILE_ROWS: usize, const TILE_COLS: usize>(
+    /// `out` (rows `first_row..` of the result) from the matching rows of `a`: for each panel
+    /// of `kernel.cols` columns of `b` (packed once, in `panel`), every tile of rows; the tile
+    /// shape only groups independent outputs.
+    fn rows(
         &self,
+        kernel: TileKernel,
         a: &[f32],
         first_row: usize,
         out: &mut [f32],
+        panel: &mut [f32],
     ) {
-        let (n, k) = (self.n, self.k);
-        if n == 0 {
-            return;
-        }
+        let (n, k, cols) = (self.n, self.k, kernel.cols);
         let rows = out.len() / n;
-        let a_row = |i: usize| &a[(first_row + i) * k..(first_row + i + 1) * k];
-        let b_row = |j: usize| &self.b[j * k..(j + 1) * k];
-        let mut block_start = 0;
-        while block_start < n {
-            let block_end = (block_start + COLUMN_BLOCK).min(n);
+        let mut sums: TileSums = [[0.0; PANEL_COLS_MAX]; TILE_ROWS_MAX];
+        let mut j = 0;
+        while j < n {
+            let width = cols.min(n - j);
+            pack_panel(self.b, k, j, width, cols, panel);
             let mut i = 0;
-            while i + TILE_ROWS <= rows {
-                let a_tile: [&[f32]; TILE_ROWS] = std::array::from_fn(|r| a_row(i + r));
-                let mut j = block_start;
-                while j + TILE_COLS <= block_end {
-                    let b_tile: [&[f32]; TILE_COLS] = std::array::from_fn(|c| b_row(j + c));
-                    let sums = tile(a_tile, b_tile, k);
-                    for r in 0..TILE_ROWS {
-                        for c in 0..TILE_COLS {
-                            out[(i + r) * n + j + c] = self.finish(j + c, sums[r][c]);
-                        }
-                    }
-                    j += TILE_COLS;
-                }
-                while j < block_end {
-                    let sums = tile(a_tile, [b_row(j)], k);
-                    for r in 0..TILE_ROWS {
-                        out[(i + r) * n + j] = self.finish(j, sums[r][0]);
-                    }
-                    j += 1;
-                }
-                i += TILE_ROWS;
-            }
             while i < rows {
-                let a_tile = [a_row(i)];
-                let mut j = block_start;
-                while j + TILE_COLS <= block_end {
-                    let b_tile: [&[f32]; TILE_COLS] = std::array::from_fn(|c| b_row(j + c));
-                    let sums = tile(a_tile, b_tile, k);
-                    for c in 0..TILE_COLS {
-                        out[i * n + j + c] = self.finish(j + c, sums[0][c]);
+                let tile_rows = kernel.tile_rows.min(rows - i);
+                let a_tile = &a[(first_row + i) * k..(first_row + i + tile_rows) * k];
+                // SAFETY: `kernel` was chosen for a supported ISA; the slices have the lengths
+                // the contract asks for (`a_tile` holds `tile_rows` rows, `panel` `k * cols`).
+                unsafe { (kernel.tile)(tile_rows, a_tile, k, panel, &mut sums) };
+                for r in 0..tile_rows {
+                    let out_row = &mut out[(i + r) * n + j..(i + r) * n + j + width];
+                    for (c, value) in out_row.iter_mut().enumerate() {
+                        *value = self.finish(j + c, sums[r][c]);
                     }
-                    j += TILE_COLS;
                 }
-                while j < block_end {
-                    out[i * n + j] = self.finish(j, tile(a_tile, [b_row(j)], k)[0][0]);
-                    j += 1;
-                }
-                i += 1;
+                i += tile_rows;
             }
-            block_start = block_end;
+            j += width;
         }
     }
 }
 
-// Tile shapes per instruction set, sized to the register file: a 16-lane accumulator is one
-// AVX-512 register (32 of them), two AVX2 registers (16) or four SSE registers (16).
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn linear_rows_avx512(linear: &Linear<'_>, a: &[f32], first_row: usize, out: &mut [f32]) {
-    linear.rows::<4, 5>(a, first_row, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn linear_rows_avx2(linear: &Linear<'_>, a: &[f32], first_row: usize, out: &mut [f32]) {
-    linear.rows::<3, 2>(a, first_row, out)
-}
-
-fn linear_rows_portable(linear: &Linear<'_>, a: &[f32], first_row: usize, out: &mut [f32]) {
-    linear.rows::<1, 3>(a, first_row, out)
-}
-
-/// [`reference::linear`]: register tiles, cache blocks over output columns, threads over rows.
-/// `a: [m, k]`, `out: [m, n]` with `m = out.len() / n` (lengths checked by the caller).
+/// [`reference::linear`]: packed panels of `b`, register-tiled FMA micro-kernels, threads over
+/// rows. `a: [m, k]`, `out: [m, n]` with `m = out.len() / n` (lengths checked by the caller).
 /// An instruction set the CPU lacks falls back to the portable kernel (same bits).
 pub fn linear(linear: &Linear<'_>, a: &[f32], out: &mut [f32], compute: Compute) {
+    if linear.n == 0 || out.is_empty() {
+        return;
+    }
     let work_per_row = linear.n.saturating_mul(linear.k);
     let isa = if compute.isa.is_supported() {
         compute.isa
     } else {
         Isa::Portable
     };
+    let kernel = TileKernel::for_isa(isa);
+    let panel_len = linear.k * kernel.cols;
+    debug_assert!(kernel.cols <= PANEL_COLS_MAX && kernel.tile_rows <= TILE_ROWS_MAX);
     for_row_ranges(
         out,
         linear.n,
         ROW_ALIGN,
         work_per_row,
         compute.threads,
-        |first_row, chunk| match isa {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: the CPU supports AVX-512F (`is_supported` above).
-            Isa::Avx512 => unsafe { linear_rows_avx512(linear, a, first_row, chunk) },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: the CPU supports AVX2 (`is_supported` above).
-            Isa::Avx2 => unsafe { linear_rows_avx2(linear, a, first_row, chunk) },
-            _ => linear_rows_portable(linear, a, first_row, chunk),
+        |first_row, chunk| {
+            PANEL.with(|cell| match cell.try_borrow_mut() {
+                Ok(mut panel) => {
+                    if panel.len() < panel_len {
+                        panel.resize(panel_len, 0.0);
+                    }
+                    linear.rows(kernel, a, first_row, chunk, &mut panel[..panel_len]);
+                }
+                // Re-entered on this thread (never in this crate): a panel of its own.
+                Err(_) => {
+                    let mut panel = vec![0.0f32; panel_len];
+                    linear.rows(kernel, a, first_row, chunk, &mut panel);
+                }
+            })
         },
     );
 }
@@ -551,7 +668,7 @@ pub struct AttentionShape {
 ///
 /// Per head: `q_h`, `k_h` and `v_hᵀ` are copied out contiguously (exact), then
 /// `scores = q_h · k_hᵀ` and `context = p · (v_hᵀ)ᵀ` use the matmul tile kernel, whose per-element
-/// order is [`reference::dot`]'s.
+/// order is [`reference::dot_fma`]'s.
 pub fn attention(
     q: &[f32],
     k: &[f32],
@@ -763,7 +880,7 @@ pub const COLUMN_THREADS_WORK_MIN: usize = 1 << 19;
 ///
 /// Few rows (decoding one token): threads split the output columns, each running the tile
 /// kernel of [`linear`] on its rows of `w`; many rows: [`linear`] splits the rows. Every output
-/// element is one [`reference::dot`] either way.
+/// element is one [`reference::dot_fma`] either way.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_by_columns(
     x: &[f32],

@@ -7,7 +7,8 @@
 //! - Every reduction uses [`reference::LANES`] = 16 partial sums (element `i` into lane `i % 16`)
 //!   and the fixed combine tree [`reference::combine`]. A reduction axis is never split across
 //!   threads; threads only split output rows.
-//! - No fused multiply-add, no fast-math; `exp`, `erf`, `pow`, `sin`, `cos` come from the
+//! - Matrix products accumulate each output over `k` in order with fused multiply-add
+//!   ([`reference::dot_fma`]); nowhere else is a product fused. No fast-math; `exp`, `erf`, `pow`, `sin`, `cos` come from the
 //!   pure-Rust `libm` crate; `sqrt` is IEEE 754's correctly rounded square root.
 //! - No panic on bad shapes: operators return [`Error`] naming the op and the shapes.
 //!

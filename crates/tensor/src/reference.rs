@@ -9,7 +9,9 @@
 //! - [`LANES`] = 16 partial sums; element `i` of the reduced axis is added to lane `i % 16`, in
 //!   increasing `i`; every lane starts at `+0.0`.
 //! - the lanes are combined by the fixed tree in [`combine`].
-//! - products are rounded before they are added (no fused multiply-add).
+//! - products are rounded before they are added (no fused multiply-add), except in matrix
+//!   products ([`linear`], [`attention`]), whose outputs are [`dot_fma`]: one accumulator per
+//!   output, fused multiply-add over `k` in increasing order.
 //! - transcendental functions come from the pure-Rust `libm` crate; `sqrt` is IEEE 754's
 //!   correctly rounded square root (identical on every target).
 //!
@@ -51,6 +53,18 @@ pub fn dot(x: &[f32], y: &[f32]) -> f32 {
         lanes[i % LANES] = lanes[i % LANES] + product;
     }
     combine(lanes)
+}
+
+/// `sum_p x[p] * y[p]` as matrix products specify it: one accumulator starting at `+0.0`,
+/// `acc = fma(x[p], y[p], acc)` for `p = 0, 1, …` in order, each step rounded once (IEEE 754
+/// fusedMultiplyAdd). No output's order depends on tiles, threads or vector width, so fast
+/// kernels vectorise across outputs and still return these bits.
+pub fn dot_fma(x: &[f32], y: &[f32]) -> f32 {
+    let mut acc = 0.0f32;
+    for p in 0..x.len() {
+        acc = x[p].mul_add(y[p], acc);
+    }
+    acc
 }
 
 /// `sum_i (x[i] - mean)^2` in the lane order.
@@ -96,7 +110,7 @@ pub fn silu(x: f32) -> f32 {
     x / (1.0 + libm::expf(-x))
 }
 
-/// `out[i][j] = act(dot(a[i], b[j]) + bias[j])` for `a: [m, k]`, `b: [n, k]`, `out: [m, n]`.
+/// `out[i][j] = act(dot_fma(a[i], b[j]) + bias[j])` for `a: [m, k]`, `b: [n, k]`, `out: [m, n]`.
 /// Without a bias the `+ bias[j]` step is skipped (not replaced by `+ 0.0`).
 #[allow(clippy::too_many_arguments)]
 pub fn linear(
@@ -111,7 +125,7 @@ pub fn linear(
 ) {
     for i in 0..m {
         for j in 0..n {
-            let mut value = dot(&a[i * k..(i + 1) * k], &b[j * k..(j + 1) * k]);
+            let mut value = dot_fma(&a[i * k..(i + 1) * k], &b[j * k..(j + 1) * k]);
             if let Some(bias) = bias {
                 value = value + bias[j];
             }
@@ -228,9 +242,9 @@ pub fn softmax(x: &[f32], keep: Option<&[f32]>, scale: f32, n: usize, out: &mut 
 /// Multi-head self-attention for one sequence.
 ///
 /// `q, k, v: [seq, heads * head_dim]`, `keep: [seq]` (key `j` takes part when `keep[j] != 0`).
-/// For each head `h` and query `i`: `s[j] = dot(q[i, h], k[j, h])`,
-/// `p = softmax(s, keep, scale)`, `out[i, h*head_dim + c] = dot(p, v[:, h*head_dim + c])`
-/// (a dot over `j` in the lane order).
+/// For each head `h` and query `i`: `s[j] = dot_fma(q[i, h], k[j, h])`,
+/// `p = softmax(s, keep, scale)`, `out[i, h*head_dim + c] = dot_fma(p, v[:, h*head_dim + c])`
+/// (both matrix products: sequential fused multiply-add over `c`, then over `j`).
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     q: &[f32],
@@ -250,12 +264,12 @@ pub fn attention(
         };
         for i in 0..seq {
             let query = column(q, i);
-            let scores: Vec<f32> = (0..seq).map(|j| dot(&query, &column(k, j))).collect();
+            let scores: Vec<f32> = (0..seq).map(|j| dot_fma(&query, &column(k, j))).collect();
             let mut probabilities = vec![0.0f32; seq];
             softmax(&scores, Some(keep), scale, seq, &mut probabilities);
             for c in 0..head_dim {
                 let values: Vec<f32> = (0..seq).map(|j| v[j * width + h * head_dim + c]).collect();
-                out[i * width + h * head_dim + c] = dot(&probabilities, &values);
+                out[i * width + h * head_dim + c] = dot_fma(&probabilities, &values);
             }
         }
     }

@@ -338,3 +338,43 @@ fn linear_by_columns_matches_when_split_by_columns() {
         }
     }
 }
+
+/// Matrix products are fused multiply-adds in `k` order: `(1 + 2⁻¹²)² - (1 + 2⁻¹¹)` is `2⁻²⁴`
+/// with one rounding and `0` when the product is rounded first; every kernel gives `2⁻²⁴`.
+#[test]
+fn linear_fuses_multiply_add_in_k_order() {
+    let e = 2.0f32.powi(-12);
+    let a = [-(1.0 + 2.0 * e), 1.0 + e];
+    let b = [1.0, 1.0 + e];
+    // Step 0: acc = -(1 + 2⁻¹¹) exactly. Step 1: fma(1 + 2⁻¹², 1 + 2⁻¹², acc) = 2⁻²⁴ exactly.
+    // Rounded first, the product 1 + 2⁻¹¹ + 2⁻²⁴ is a tie that goes to 1 + 2⁻¹¹: the sum is 0.
+    let expected = 2.0f32.powi(-24);
+    let mut reference_out = [0.0f32];
+    reference::linear(
+        &a,
+        &b,
+        None,
+        Activation::Identity,
+        1,
+        1,
+        2,
+        &mut reference_out,
+    );
+    assert_eq!(reference_out[0].to_bits(), expected.to_bits());
+    for compute in computes() {
+        // 30 rows and 40 columns: full tiles, tails and several panels on every ISA.
+        let (m, n) = (30, 40);
+        let a_rows: Vec<f32> = a.iter().copied().cycle().take(m * 2).collect();
+        let b_rows: Vec<f32> = b.iter().copied().cycle().take(n * 2).collect();
+        let op = Linear {
+            b: &b_rows,
+            bias: None,
+            activation: Activation::Identity,
+            n,
+            k: 2,
+        };
+        let mut out = vec![f32::NAN; m * n];
+        kernels::linear(&op, &a_rows, &mut out, compute);
+        check_bits(&format!("fma {compute:?}"), &vec![expected; m * n], &out);
+    }
+}
