@@ -85,13 +85,6 @@ pub struct NetworkGenesis {
     pub validators: Vec<GenesisValidator>,
 }
 
-impl NetworkGenesis {
-    /// The genesis state: see [`crate::executor::init_chain_with_validators`].
-    pub fn init_chain(&self) -> Result<crate::executor::Writes, GenesisError> {
-        crate::executor::init_chain_with_validators(&self.genesis, &self.validators)
-    }
-}
-
 impl Genesis {
     pub fn validate(&self) -> Result<(), GenesisError> {
         if self.chain_id.is_empty() || self.chain_id.len() > crate::tx::CHAIN_ID_BYTES_MAX {

@@ -166,8 +166,7 @@ impl App {
             }
             (None, Some(genesis)) => {
                 let network = network.expect("a genesis comes with its network section");
-                let writes = network
-                    .init_chain()
+                let writes = executor::init_network(network)
                     .map_err(|e| NodeError::Genesis(e.to_string()))?;
                 let prepared = store.prepare(0, &writes)?;
                 let document = serde_json::to_vec_pretty(network)
