@@ -1,0 +1,215 @@
+//! Piazza's block explorer: HTML pages for the chain, its accounts, models, providers, jobs and
+//! disputes, served by the node at [`BASE_PATH`].
+//!
+//! The pages are rendered on the server from the node's own JSON-RPC methods, called in process
+//! through [`Source`] (no HTTP round trip); the only script is a small embedded file that
+//! subscribes to new blocks over the node's WebSocket. Nothing is fetched from another origin.
+//!
+//! Invariants:
+//! - Every value from the chain is HTML-escaped ([`html::escape`]) before it reaches a page.
+//! - Untrusted path and query text is bounded ([`QUERY_BYTES_MAX`]) and parsed before any call;
+//!   an unknown id answers 404, a malformed one 400, a node that cannot answer 503 — never 500.
+//! - One page module per ledger module (`pages::chain`, `pages::bank`, `pages::models`,
+//!   `pages::compute`, `pages::verify`), so a new module adds a file and a route.
+//!
+//! ```no_run
+//! # fn mount(source: std::sync::Arc<dyn piazza_explorer::Source>) -> axum::Router {
+//! axum::Router::new().nest(piazza_explorer::BASE_PATH, piazza_explorer::router(source))
+//! # }
+//! ```
+
+pub mod html;
+mod pages;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Where the node mounts the explorer.
+pub const BASE_PATH: &str = "/explorer";
+/// Longest search query or path id accepted; longer ones answer 400 before any lookup.
+pub const QUERY_BYTES_MAX: usize = 256;
+/// Blocks listed on the status page (and used for its block rate).
+pub const RECENT_BLOCKS_MAX: u64 = 20;
+
+/// The node's RPC methods, called in process. `params` are the JSON-RPC parameters.
+pub trait Source: Send + Sync + 'static {
+    fn call(&self, method: &str, params: &[Value]) -> Result<Value, SourceError>;
+}
+
+/// A method's refusal: its JSON-RPC error code and message.
+#[derive(Debug, Clone)]
+pub struct SourceError {
+    pub code: i64,
+    pub message: String,
+}
+
+/// Why a page is not shown.
+#[derive(Debug)]
+pub enum PageError {
+    /// The id is well formed but nothing has it.
+    NotFound(String),
+    /// The id or query is malformed or too long.
+    BadRequest(String),
+    /// The node could not answer.
+    Unavailable(String),
+}
+
+impl From<SourceError> for PageError {
+    fn from(e: SourceError) -> Self {
+        if e.code == piazza_api::error_code::INVALID_PARAMS {
+            PageError::BadRequest(e.message)
+        } else {
+            PageError::Unavailable(e.message)
+        }
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let (status, title, message) = match self {
+            PageError::NotFound(m) => (StatusCode::NOT_FOUND, "Not found", m),
+            PageError::BadRequest(m) => (StatusCode::BAD_REQUEST, "Bad request", m),
+            PageError::Unavailable(m) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The node could not answer",
+                m,
+            ),
+        };
+        let body = format!("<p class=\"error\">{}</p>", html::escape(&message));
+        (status, Html(html::layout(title, &body))).into_response()
+    }
+}
+
+/// A rendered page (already a whole document).
+pub struct Html(pub String);
+
+impl IntoResponse for Html {
+    fn into_response(self) -> Response {
+        (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self'; img-src 'self' data:",
+                ),
+            ],
+            self.0,
+        )
+            .into_response()
+    }
+}
+
+pub(crate) type PageResult = Result<Html, PageError>;
+
+type Shared = Arc<dyn Source>;
+
+/// The explorer's routes, relative to where they are mounted ([`BASE_PATH`]).
+pub fn router(source: Arc<dyn Source>) -> Router {
+    Router::new()
+        .route("/", get(status))
+        .route("/assets/style.css", get(style))
+        .route("/assets/explorer.js", get(script))
+        .route("/block/{id}", get(block))
+        .route("/tx/{hash}", get(tx))
+        .route("/account/{address}", get(account))
+        .route("/models", get(models))
+        .route("/model/{name}", get(model))
+        .route("/provider/{address}", get(provider))
+        .route("/job/{id}", get(job))
+        .route("/dispute/{id}", get(dispute))
+        .route("/search", get(search))
+        .fallback(|| async { PageError::NotFound("no such explorer page".into()) })
+        .with_state(source)
+}
+
+/// Refuses path or query text over [`QUERY_BYTES_MAX`].
+pub(crate) fn bounded(text: &str) -> Result<&str, PageError> {
+    if text.len() > QUERY_BYTES_MAX {
+        return Err(PageError::BadRequest(format!(
+            "{} bytes given, at most {QUERY_BYTES_MAX}",
+            text.len()
+        )));
+    }
+    Ok(text.trim())
+}
+
+async fn status(State(s): State<Shared>) -> PageResult {
+    pages::chain::status(s.as_ref())
+}
+
+async fn block(State(s): State<Shared>, Path(id): Path<String>) -> PageResult {
+    pages::chain::block(s.as_ref(), bounded(&id)?)
+}
+
+async fn tx(State(s): State<Shared>, Path(hash): Path<String>) -> PageResult {
+    pages::chain::tx(s.as_ref(), bounded(&hash)?)
+}
+
+async fn account(State(s): State<Shared>, Path(address): Path<String>) -> PageResult {
+    pages::bank::account(s.as_ref(), bounded(&address)?)
+}
+
+async fn models(State(s): State<Shared>) -> PageResult {
+    pages::models::list(s.as_ref())
+}
+
+async fn model(State(s): State<Shared>, Path(name): Path<String>) -> PageResult {
+    pages::models::model(s.as_ref(), bounded(&name)?)
+}
+
+async fn provider(State(s): State<Shared>, Path(address): Path<String>) -> PageResult {
+    pages::compute::provider(s.as_ref(), bounded(&address)?)
+}
+
+async fn job(State(s): State<Shared>, Path(id): Path<String>) -> PageResult {
+    pages::compute::job(s.as_ref(), bounded(&id)?)
+}
+
+async fn dispute(State(s): State<Shared>, Path(id): Path<String>) -> PageResult {
+    pages::verify::dispute(s.as_ref(), bounded(&id)?)
+}
+
+#[derive(serde::Deserialize)]
+struct SearchQuery {
+    #[serde(default)]
+    q: String,
+}
+
+async fn search(
+    State(s): State<Shared>,
+    query: Result<Query<SearchQuery>, QueryRejection>,
+) -> Response {
+    let q = match query {
+        Ok(Query(q)) => q.q,
+        Err(e) => return PageError::BadRequest(e.body_text()).into_response(),
+    };
+    match pages::search::search(s.as_ref(), &q) {
+        Ok(pages::search::Found::Page(path)) => {
+            Redirect::to(&format!("{BASE_PATH}/{path}")).into_response()
+        }
+        Ok(pages::search::Found::Choices(page)) => page.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn style() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("../assets/style.css"),
+    )
+        .into_response()
+}
+
+async fn script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../assets/explorer.js"),
+    )
+        .into_response()
+}
