@@ -386,22 +386,24 @@ impl TileKernel {
 }
 
 thread_local! {
-    /// Each thread's packed panel of `b`, reused across calls (grown, never shrunk), so the
-    /// matmul allocates only the first time a thread sees a larger `k`.
-    static PANEL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Each thread's packed panels of `b`, reused across calls (grown, never shrunk), so the
+    /// matmul allocates only the first time a thread sees a larger `b`.
+    static PANELS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// `panel[p * cols + c] = b[(first + c) * k + p]` for `c < width`, `0` for the padding columns.
-fn pack_panel(b: &[f32], k: usize, first: usize, width: usize, cols: usize, panel: &mut [f32]) {
-    for c in 0..cols {
-        if c < width {
-            let row = &b[(first + c) * k..(first + c + 1) * k];
-            for (p, &value) in row.iter().enumerate() {
-                panel[p * cols + c] = value;
-            }
-        } else {
-            for p in 0..k {
-                panel[p * cols + c] = 0.0;
+/// Every panel of `b` (`n` rows of `k`) for a kernel of `cols` columns, panel after panel:
+/// `packed[(j / cols) * k * cols + p * cols + c] = b[(j + c) * k + p]`, `0` past row `n`.
+fn pack_panels(b: &[f32], n: usize, k: usize, cols: usize, packed: &mut [f32]) {
+    for (panel_index, panel) in packed.chunks_exact_mut(k * cols).enumerate() {
+        let first = panel_index * cols;
+        let width = cols.min(n - first);
+        for (p, packed_row) in panel.chunks_exact_mut(cols).enumerate() {
+            for (c, value) in packed_row.iter_mut().enumerate() {
+                *value = if c < width {
+                    b[(first + c) * k + p]
+                } else {
+                    0.0
+                };
             }
         }
     }
@@ -427,8 +429,8 @@ impl Linear<'_> {
         self.activation.apply(value)
     }
 
-    /// `out` (rows `first_row..` of the result) from the matching rows of `a`: for each panel
-    /// of `kernel.cols` columns of `b` (packed once, in `panel`), every tile of rows; the tile
+    /// `out` (rows `first_row..` of the result) from the matching rows of `a`: for each packed
+    /// panel of `kernel.cols` columns of `b` ([`pack_panels`]), every tile of rows; the tile
     /// shape only groups independent outputs.
     fn rows(
         &self,
@@ -436,15 +438,14 @@ impl Linear<'_> {
         a: &[f32],
         first_row: usize,
         out: &mut [f32],
-        panel: &mut [f32],
+        packed: &[f32],
     ) {
         let (n, k, cols) = (self.n, self.k, kernel.cols);
         let rows = out.len() / n;
         let mut sums: TileSums = [[0.0; PANEL_COLS_MAX]; TILE_ROWS_MAX];
-        let mut j = 0;
-        while j < n {
+        for (panel_index, panel) in packed.chunks_exact(k * cols).enumerate() {
+            let j = panel_index * cols;
             let width = cols.min(n - j);
-            pack_panel(self.b, k, j, width, cols, panel);
             let mut i = 0;
             while i < rows {
                 let tile_rows = kernel.tile_rows.min(rows - i);
@@ -460,7 +461,6 @@ impl Linear<'_> {
                 }
                 i += tile_rows;
             }
-            j += width;
         }
     }
 }
@@ -478,31 +478,42 @@ pub fn linear(linear: &Linear<'_>, a: &[f32], out: &mut [f32], compute: Compute)
     } else {
         Isa::Portable
     };
+    if linear.k == 0 {
+        // Empty products: every sum is `+0.0` (no panel to pack).
+        for row in out.chunks_exact_mut(linear.n) {
+            for (j, value) in row.iter_mut().enumerate() {
+                *value = linear.finish(j, 0.0);
+            }
+        }
+        return;
+    }
     let kernel = TileKernel::for_isa(isa);
-    let panel_len = linear.k * kernel.cols;
     debug_assert!(kernel.cols <= PANEL_COLS_MAX && kernel.tile_rows <= TILE_ROWS_MAX);
-    for_row_ranges(
-        out,
-        linear.n,
-        ROW_ALIGN,
-        work_per_row,
-        compute.threads,
-        |first_row, chunk| {
-            PANEL.with(|cell| match cell.try_borrow_mut() {
-                Ok(mut panel) => {
-                    if panel.len() < panel_len {
-                        panel.resize(panel_len, 0.0);
-                    }
-                    linear.rows(kernel, a, first_row, chunk, &mut panel[..panel_len]);
-                }
-                // Re-entered on this thread (never in this crate): a panel of its own.
-                Err(_) => {
-                    let mut panel = vec![0.0f32; panel_len];
-                    linear.rows(kernel, a, first_row, chunk, &mut panel);
-                }
-            })
-        },
-    );
+    // `b` is packed once per call, on the calling thread, into its reused buffer; the workers
+    // only read it.
+    let packed_len = linear.n.div_ceil(kernel.cols) * linear.k * kernel.cols;
+    let mut run = |packed: &mut [f32]| {
+        pack_panels(linear.b, linear.n, linear.k, kernel.cols, packed);
+        let packed = &*packed;
+        for_row_ranges(
+            out,
+            linear.n,
+            ROW_ALIGN,
+            work_per_row,
+            compute.threads,
+            |first_row, chunk| linear.rows(kernel, a, first_row, chunk, packed),
+        );
+    };
+    PANELS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut panels) => {
+            if panels.len() < packed_len {
+                panels.resize(packed_len, 0.0);
+            }
+            run(&mut panels[..packed_len]);
+        }
+        // Re-entered on this thread (never in this crate): a buffer of its own.
+        Err(_) => run(&mut vec![0.0f32; packed_len]),
+    });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -378,3 +378,32 @@ fn linear_fuses_multiply_add_in_k_order() {
         check_bits(&format!("fma {compute:?}"), &vec![expected; m * n], &out);
     }
 }
+
+/// `k = 0`: every output is the epilogue of `+0.0` on every kernel.
+#[test]
+fn empty_products_are_the_epilogue_of_zero() {
+    let bias = [1.5f32, -2.0, 0.25];
+    let mut expected = [f32::NAN; 6];
+    reference::linear(
+        &[],
+        &[],
+        Some(&bias),
+        Activation::GeluErf,
+        2,
+        3,
+        0,
+        &mut expected,
+    );
+    for compute in computes() {
+        let op = Linear {
+            b: &[],
+            bias: Some(&bias),
+            activation: Activation::GeluErf,
+            n: 3,
+            k: 0,
+        };
+        let mut out = [f32::NAN; 6];
+        kernels::linear(&op, &[], &mut out, compute);
+        check_bits(&format!("k = 0 {compute:?}"), &expected, &out);
+    }
+}
