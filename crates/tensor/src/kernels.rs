@@ -633,7 +633,7 @@ fn softmax_row(row: &[f32], keep: Option<&[f32]>, scale: f32, out: &mut [f32]) {
     }
     for (c, &value) in row.iter().enumerate() {
         out[c] = if kept(c) {
-            libm::expf(value * scale - max)
+            reference::exp(value * scale - max)
         } else {
             0.0
         };
@@ -868,7 +868,7 @@ pub fn causal_attention(
                     *score = s;
                 }
                 for score in p.iter_mut() {
-                    *score = libm::expf(*score * scale - max);
+                    *score = reference::exp(*score * scale - max);
                 }
                 let total = sum(p);
                 for score in p.iter_mut() {

@@ -12,7 +12,8 @@
 //! - products are rounded before they are added (no fused multiply-add), except in matrix
 //!   products ([`linear`], [`attention`]), whose outputs are [`dot_fma`]: one accumulator per
 //!   output, fused multiply-add over `k` in increasing order.
-//! - transcendental functions come from the pure-Rust `libm` crate; `sqrt` is IEEE 754's
+//! - transcendental functions come from the pure-Rust `libm` crate, except softmax's [`exp`],
+//!   a fixed polynomial sequence; `sqrt` is IEEE 754's
 //!   correctly rounded square root (identical on every target).
 //!
 //! Functions here take row-major slices whose lengths the caller ([`crate::ops`]) has checked.
@@ -77,6 +78,51 @@ pub fn sum_squared_deviation(x: &[f32], mean: f32) -> f32 {
     }
     combine(lanes)
 }
+
+/// `e^x` as a fixed sequence of f32 operations (softmax's exponential): branch-free, so it
+/// vectorises, and the same bits on every path because each step is one IEEE operation.
+///
+/// `n = (x·log2(e) + 1.5·2²³) - 1.5·2²³` (round to nearest integer), `r = (x - n·LN2_HI) - n·LN2_LO`
+/// (Cody–Waite: `n·LN2_HI` is exact), `p = 1 + r(1 + r(1/2 + r(1/6 + r(1/24 + r(1/120 +
+/// r(1/720 + r/5040))))))` by Horner with separate multiply and add, then
+/// `(p · 2^⌊n/2⌋) · 2^(n-⌊n/2⌋)` (`⌊⌋` toward zero; both factors normal, so only the last
+/// product rounds). `x` is clamped to `[EXP_X_MIN, EXP_X_MAX]` first; above the range `+inf`,
+/// below `+0.0`, NaN stays NaN. Within 2 ulp of `libm::expf` (`exp_is_within_two_ulp_of_libm`).
+#[inline]
+pub fn exp(x: f32) -> f32 {
+    const LN2_HI: f32 = f32::from_bits(0x3f31_8000); // 0.693359375: 9 significant bits
+    const LN2_LO: f32 = -2.121_944_4e-4; // ln 2 - LN2_HI
+    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23
+    let clamped = x.clamp(EXP_X_MIN, EXP_X_MAX);
+    let n = (clamped * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let r = (clamped - n * LN2_HI) - n * LN2_LO;
+    let mut p = 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    let n = n as i32; // within [-150, 128]
+    let half = n / 2;
+    let scale = |e: i32| f32::from_bits(((e + 127) as u32) << 23);
+    let y = (p * scale(half)) * scale(n - half);
+    if x.is_nan() {
+        x
+    } else if x > EXP_X_MAX {
+        f32::INFINITY
+    } else if x < EXP_X_MIN {
+        0.0
+    } else {
+        y
+    }
+}
+
+/// Largest input of [`exp`] computed (`ln(f32::MAX)` rounded down); above it `+inf`.
+pub const EXP_X_MAX: f32 = 88.722_83;
+/// Smallest input of [`exp`] computed (`ln` of the smallest subnormal, rounded up); below it `+0.0`.
+pub const EXP_X_MIN: f32 = -103.972_08;
 
 /// An elementwise function applied to a linear layer's output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -205,7 +251,7 @@ pub fn rmsnorm(x: &[f32], gamma: &[f32], eps: f32, n: usize, out: &mut [f32]) {
 ///
 /// Column `c` takes part when `keep` is `None` or `keep[c] != 0`. With `z = x * scale`:
 /// `max` = the largest kept `z` (scanned in increasing `c`, replaced only when strictly
-/// greater), `e = exp(z - max)` for kept columns and `0` for the others, `out = e / sum(e)`.
+/// greater), `e = exp(z - max)` ([`exp`]) for kept columns and `0` for the others, `out = e / sum(e)`.
 /// A row with no kept column is all zeros.
 pub fn softmax(x: &[f32], keep: Option<&[f32]>, scale: f32, n: usize, out: &mut [f32]) {
     let rows = x.len().checked_div(n).unwrap_or(0);
@@ -226,7 +272,7 @@ pub fn softmax(x: &[f32], keep: Option<&[f32]>, scale: f32, n: usize, out: &mut 
         let exps: Vec<f32> = (0..n)
             .map(|c| {
                 if any && kept(c) {
-                    libm::expf(row[c] * scale - max)
+                    exp(row[c] * scale - max)
                 } else {
                     0.0
                 }

@@ -407,3 +407,48 @@ fn empty_products_are_the_epilogue_of_zero() {
         check_bits(&format!("k = 0 {compute:?}"), &expected, &out);
     }
 }
+
+/// Distance in units in the last place between two finite non-negative floats (or equal ones).
+fn ulp_distance(a: f32, b: f32) -> u32 {
+    if a == b || (a.is_nan() && b.is_nan()) {
+        return 0;
+    }
+    a.to_bits().abs_diff(b.to_bits())
+}
+
+/// `reference::exp` against `libm::expf` on every 257th float of both signs up to ±104 (and the
+/// special values): the largest error is printed and at most 2 ulp.
+#[test]
+fn exp_is_within_two_ulp_of_libm() {
+    let mut worst = (0u32, 0.0f32);
+    let limit = 104.0f32.to_bits();
+    for magnitude in (0..=limit).step_by(257) {
+        for sign in [0u32, 0x8000_0000] {
+            let x = f32::from_bits(magnitude | sign);
+            let distance = ulp_distance(reference::exp(x), libm::expf(x));
+            if distance > worst.0 {
+                worst = (distance, x);
+            }
+        }
+    }
+    for x in [
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.0,
+        -0.0,
+        88.73,
+        -104.0,
+        1e30,
+    ] {
+        let distance = ulp_distance(reference::exp(x), libm::expf(x));
+        assert!(
+            distance <= 2,
+            "exp({x}) = {} vs {}",
+            reference::exp(x),
+            libm::expf(x)
+        );
+    }
+    println!("exp: max error {} ulp (at x = {:e})", worst.0, worst.1);
+    assert!(worst.0 <= 2, "exp: {} ulp at {:e}", worst.0, worst.1);
+}
