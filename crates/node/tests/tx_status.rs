@@ -4,26 +4,14 @@
 mod common;
 
 use piazza_api::TxStatusInfo;
-use piazza_ledger::bank;
-use piazza_ledger::tx::{Message, Transaction};
-use piazza_primitives::{Address, Amount, Hash};
+use piazza_primitives::{Address, Hash};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acknowledged_transaction_is_pending_then_included() {
     let user = common::user_key(1);
     let net = common::start(std::slice::from_ref(&user)).await;
-    let tx = Transaction {
-        chain_id: "piazza-test".into(),
-        sender: user.public_key(),
-        nonce: 0,
-        max_fee: Amount::pza(1),
-        messages: vec![Message::Bank(bank::Msg::Send {
-            to: Address([9; 20]),
-            amount: Amount::new(1),
-        })],
-    }
-    .sign(&user);
+    let tx = common::transfer(&user, 0, Address([9; 20]), 1);
     let hash = net.client.submit(&tx).await.unwrap();
     let first = net.client.transaction_status(&hash).await.unwrap();
     assert!(

@@ -134,12 +134,40 @@ pub(crate) async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
 }
 
 pub(crate) fn router(state: Arc<RpcState>) -> Router {
+    let explorer = piazza_explorer::router(Arc::new(ExplorerSource(state.app.clone())));
     Router::new()
         .route("/", post(framing::http_rpc))
         .route("/ws", get(ws::upgrade))
         .route("/metrics", get(metrics))
         .route("/health", get(|| async { "ok" }))
         .with_state(state)
+        .nest(piazza_explorer::BASE_PATH, explorer)
+}
+
+/// The explorer's pages read through the same typed methods as JSON-RPC, in process; only
+/// reading methods (`piazza_status`, `piazza_get…`, `piazza_find…`) are reachable from it.
+struct ExplorerSource(Arc<App>);
+
+impl piazza_explorer::Source for ExplorerSource {
+    fn call(
+        &self,
+        name: &str,
+        params: &[serde_json::Value],
+    ) -> Result<serde_json::Value, piazza_explorer::SourceError> {
+        let reading = name == piazza_api::method::STATUS
+            || name.starts_with("piazza_get")
+            || name.starts_with("piazza_find");
+        if !reading {
+            return Err(piazza_explorer::SourceError {
+                code: piazza_api::error_code::METHOD_NOT_FOUND,
+                message: format!("the explorer only reads: `{}`", clip(name)),
+            });
+        }
+        methods::dispatch(&self.0, name, params).map_err(|e| piazza_explorer::SourceError {
+            code: e.code,
+            message: e.message,
+        })
+    }
 }
 
 async fn metrics(State(state): State<Arc<RpcState>>) -> Response {

@@ -14,6 +14,28 @@ pub fn user_key(i: u8) -> SecretKey {
     SecretKey::from_seed([i; 32])
 }
 
+/// A signed transfer of `amount` base units from `user` at `nonce`, fee up to 1 PZA.
+pub fn transfer(
+    user: &SecretKey,
+    nonce: u64,
+    to: piazza_primitives::Address,
+    amount: u128,
+) -> piazza_ledger::tx::SignedTransaction {
+    piazza_ledger::tx::Transaction {
+        chain_id: "piazza-test".into(),
+        sender: user.public_key(),
+        nonce,
+        max_fee: Amount::pza(1),
+        messages: vec![piazza_ledger::tx::Message::Bank(
+            piazza_ledger::bank::Msg::Send {
+                to,
+                amount: Amount::new(amount),
+            },
+        )],
+    }
+    .sign(user)
+}
+
 pub fn genesis(users: &[SecretKey]) -> Genesis {
     let validator = validator_key().public_key().address();
     let mut accounts = vec![GenesisAccount {
