@@ -50,6 +50,7 @@
 //! # }
 //! ```
 
+pub mod agents;
 pub mod cli;
 mod embeddings;
 pub mod errors;

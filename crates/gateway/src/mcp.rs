@@ -6,8 +6,8 @@
 //! Every message is authenticated with the same API keys as the OpenAI routes, and the paid
 //! tools (`embed`, `chat`, `submit_job`) run through those routes' own handlers, so they take
 //! the same slots, reserve the same worst case against the key's spend limit and answer with
-//! the same receipts. Reading tools (`show_job`, `balance`, `find_agents`, `get_agent`,
-//! `search_agents`) hold the key's slot while they ask the node.
+//! the same receipts (`search_agents` pays for its embeddings the same way). Reading tools
+//! (`show_job`, `balance`, `find_agents`, `get_agent`) hold the key's slot while they ask the node.
 
 use crate::errors::ApiError;
 use crate::server::Gateway;
@@ -208,6 +208,12 @@ fn tools() -> Vec<Value> {
             &["tag"],
         ),
         tool(
+            "search_agents",
+            "Active agents nearest in meaning to a query (descriptions embedded with MiniLM; paid), ranked with their stake and reputation.",
+            json!({"query": {"type": "string"}, "limit": limit}),
+            &["query"],
+        ),
+        tool(
             "get_agent",
             "One agent's record, history, reputation and score.",
             json!({"id": id}),
@@ -259,6 +265,11 @@ async fn call(gw: &Arc<Gateway>, headers: &HeaderMap, params: &Value) -> RpcResu
             openai_route(gw, headers, Route::Chat, Some(body)).await
         }
         "submit_job" => submit_job(gw, headers, args).await,
+        "search_agents" => {
+            let query = args.get("query").and_then(Value::as_str).unwrap_or("");
+            let limit = args.get("limit").and_then(Value::as_u64);
+            crate::agents::search(gw, headers, query, limit.map(|l| l as usize)).await
+        }
         "show_job" | "balance" | "find_agents" | "get_agent" => {
             read_tool(gw, headers, name, args).await
         }
@@ -337,6 +348,39 @@ async fn run_route(
         return Err(ApiError::new(status, "tool_error", None, message));
     }
     Ok(value)
+}
+
+/// The vectors of `texts` from an embedding request paid by the caller's key, in order.
+pub(crate) async fn embed(
+    gw: &Arc<Gateway>,
+    headers: &HeaderMap,
+    model: &str,
+    texts: &[&str],
+) -> Result<Vec<Vec<f32>>, ApiError> {
+    let body = json!({"model": model, "input": texts});
+    let answer = run_route(gw, forwarded(headers, false), Route::Embeddings, Some(body)).await?;
+    let data = answer["data"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    if data.len() != texts.len() {
+        return Err(ApiError::upstream(format!(
+            "{} embeddings for {} inputs",
+            data.len(),
+            texts.len()
+        )));
+    }
+    Ok(data
+        .iter()
+        .map(|d| {
+            d["embedding"]
+                .as_array()
+                .map(|v| {
+                    v.iter()
+                        .filter_map(Value::as_f64)
+                        .map(|x| x as f32)
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .collect())
 }
 
 async fn submit_job(

@@ -174,6 +174,15 @@ fn router(gateway: Arc<Gateway>) -> Router {
                 .get(crate::mcp::not_offered)
                 .delete(crate::mcp::not_offered),
         )
+        .route(
+            "/agents/{agent}/.well-known/agent-card.json",
+            get(crate::agents::card),
+        )
+        .route(
+            "/agents/{agent}/registration.json",
+            get(crate::agents::registration),
+        )
+        .route("/v1/agents/search", get(crate::agents::search_route))
         .fallback(unknown_url)
         .with_state(gateway)
 }

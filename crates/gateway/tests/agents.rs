@@ -66,8 +66,8 @@ async fn post(url: &str, key: Option<&str>, body: impl Into<reqwest::Body>) -> r
     request.send().await.unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn mcp_sdk_lists_and_calls_the_tools_within_the_keys_limit() {
+/// A devnet serving MiniLM, a gateway in front of it and an API key with 100 PZA to spend.
+async fn started() -> (support::Devnet, piazza_gateway::GatewayHandle, String) {
     let devnet = devnet(DevnetOptions {
         block_interval: Duration::from_millis(100),
         generation: false,
@@ -76,6 +76,12 @@ async fn mcp_sdk_lists_and_calls_the_tools_within_the_keys_limit() {
     .await;
     let gw = gateway(&devnet, Limits::default()).await;
     let key = gw.create_key(DEV_KEY, Amount::pza(100)).unwrap();
+    (devnet, gw, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mcp_sdk_lists_and_calls_the_tools_within_the_keys_limit() {
+    let (devnet, gw, key) = started().await;
     let url = format!("{}/mcp", gw.url());
 
     let summary = python(
@@ -172,6 +178,138 @@ async fn mcp_sdk_lists_and_calls_the_tools_within_the_keys_limit() {
         .find(|k| k.spend_limit == Amount::new(1))
         .unwrap();
     assert_eq!(poor_record.spent, Amount::ZERO);
+
+    gw.shutdown().await;
+    devnet.shutdown().await;
+}
+
+/// Registers an agent owned by the validator (funded at genesis) and waits for it to be on
+/// chain.
+async fn register(client: &piazza_client::Client, name: &str, description: &str, tags: &[&str]) {
+    use piazza_ledger::agents::{Endpoint, Msg, Profile, Protocol};
+    let key = piazza_primitives::SecretKey::from_seed(support::VALIDATOR_SEED);
+    let mut tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+    tags.sort();
+    let profile = Profile {
+        description: description.into(),
+        endpoints: vec![
+            Endpoint {
+                protocol: Protocol::A2a,
+                url: format!("http://127.0.0.1:9/{name}/a2a"),
+            },
+            Endpoint {
+                protocol: Protocol::Http,
+                url: format!("http://127.0.0.1:9/{name}"),
+            },
+        ],
+        tags,
+        price: Amount::new(1_000),
+    };
+    let message = piazza_ledger::tx::Message::Agents(Msg::Register {
+        name: name.into(),
+        profile,
+        stake: Amount::pza(10),
+        share_asset: None,
+    });
+    let hash = client.send_message(&key, message).await.unwrap();
+    let receipt = client
+        .wait_for_receipt(&hash, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(receipt.status, "ok", "{receipt:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn agents_have_cards_and_are_found_by_meaning() {
+    let (devnet, gw, key) = started().await;
+    let seeded = [
+        (
+            "translator",
+            "Translates letters and documents from English into French and German.",
+            &["language", "translation"][..],
+        ),
+        (
+            "ranker",
+            "Ranks a list of documents by how relevant each one is to a search query.",
+            &["ranking", "search"][..],
+        ),
+        (
+            "forecaster",
+            "Forecasts tomorrow's weather, rain and temperature for any city.",
+            &["weather"][..],
+        ),
+    ];
+    for (name, description, tags) in seeded {
+        register(&devnet.client, name, description, tags).await;
+    }
+
+    // a2a-sdk parses the card; the registration file has ERC-8004's shape.
+    let summary = python(
+        "a2a.py",
+        vec![
+            "--base-url".into(),
+            gw.url(),
+            "--agent".into(),
+            "ranker".into(),
+            "--a2a-url".into(),
+            "http://127.0.0.1:9/ranker/a2a".into(),
+            "--tags".into(),
+            "ranking,search".into(),
+        ],
+    )
+    .await;
+    assert_eq!(summary["binding"], "JSONRPC", "{summary}");
+    assert_eq!(summary["agent_id"], 1, "{summary}");
+
+    // By meaning: the query shares no word with the ranker's description.
+    let http = reqwest::Client::new();
+    let search = |q: &'static str| {
+        http.get(format!("{}/v1/agents/search", gw.url()))
+            .query(&[("q", q), ("limit", "3")])
+            .bearer_auth(&key)
+            .send()
+    };
+    let found: Value = search("which service can sort my texts by their usefulness for a question")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = found["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 3, "{found}");
+    assert_eq!(names[0], "ranker", "{found}");
+    let found: Value = search("will it be sunny in Paris tomorrow?")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["data"][0]["name"], "forecaster", "{found}");
+    // The embeddings were paid by the key; without a key nothing is read.
+    let record = gw.keys().into_iter().next().unwrap();
+    assert!(record.spent > Amount::ZERO);
+    let r = http
+        .get(format!("{}/v1/agents/search?q=x", gw.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http
+        .get(format!("{}/v1/agents/search", gw.url()))
+        .query(&[(
+            "q",
+            "x".repeat(piazza_gateway::agents::AGENTS_QUERY_BYTES_MAX + 1),
+        )])
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
 
     gw.shutdown().await;
     devnet.shutdown().await;

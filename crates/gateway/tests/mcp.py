@@ -48,7 +48,7 @@ async def main(args):
             names = sorted(t.name for t in tools.tools)
             summary["tools"] = names
             for needed in ["list_models", "embed", "chat", "submit_job", "show_job", "balance",
-                           "find_agents", "get_agent"]:
+                           "find_agents", "get_agent", "search_agents"]:
                 assert needed in names, (needed, names)
             for t in tools.tools:
                 assert t.input_schema["type"] == "object", t
