@@ -288,6 +288,11 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
         head.height,
         node.rpc_addr
     );
+    outln!(
+        "piazza {role}: explorer on http://{}{}",
+        node.rpc_addr,
+        piazza_node::rpc::EXPLORER_PATH
+    );
     if devnet {
         let dev = keystore.info(DEV_KEY)?;
         outln!(

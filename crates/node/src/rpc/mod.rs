@@ -22,6 +22,8 @@ mod ws;
 
 pub use convert::message_json;
 pub use framing::clip;
+/// Where the explorer's pages are served on the RPC address.
+pub use piazza_explorer::BASE_PATH as EXPLORER_PATH;
 
 use crate::app::App;
 use axum::extract::State;
