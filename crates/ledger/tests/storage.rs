@@ -703,3 +703,41 @@ fn the_most_answers_a_transaction_has_room_for_fit_at_their_largest() {
     assert!(most.encoded_len() + storage::ANSWER_BYTES_MAX > piazza_ledger::tx::TX_BYTES_MAX);
     assert!(tx(storage::ANSWERS_PER_TX_MAX + 1).encoded_len() > piazza_ledger::tx::TX_BYTES_MAX);
 }
+
+#[test]
+fn a_repair_never_goes_back_to_the_provider_that_failed_the_shard() {
+    // Three providers for a 2 + 1 deal: once one fails its shard, it is the only provider
+    // holding no shard of the deal, so only the exclusion keeps the shard from it.
+    let mut net = Net::new(3, 1);
+    let coded = coded(LEN, 2, 1, 1);
+    assert_eq!(failed(&net.open(0, &coded, 3)), None);
+    net.run_to(FIRST_EPOCH);
+    net.answer_all(0, &coded);
+    net.run_to(FIRST_EPOCH + EPOCH);
+    let failing = net.deal(0).shards[0].provider.unwrap();
+    let mut answers = Vec::new();
+    for shard in 1..3 {
+        let message = net.answer(0, shard, &coded);
+        let holder = net.deal(0).shards[usize::from(shard)].provider.unwrap();
+        answers.push(net.chain.tx(&net.key_of(&holder).clone(), message));
+    }
+    let (receipts, _) = net.chain.block(answers);
+    assert!(receipts.iter().all(|r| failed(r).is_none()));
+    let events = net.run_to(FIRST_EPOCH + EPOCH + ANSWER);
+    assert_eq!(
+        attribute(&events, "storage.shard_failed", "provider"),
+        failing.to_string()
+    );
+    // The repair draw finds nobody, now and at the next epoch's retry.
+    let events = net.run_to(FIRST_EPOCH + 2 * EPOCH + 1);
+    assert_eq!(net.deal(0).shards[0].provider, None);
+    assert!(
+        kinds(&events, "storage.shard_assigned").is_empty(),
+        "{events:?}"
+    );
+    assert!(
+        kinds(&events, "storage.repair_waiting").len() >= 2,
+        "{events:?}"
+    );
+    assert!(storage::provider_shards(&net.view(), &failing).is_empty());
+}

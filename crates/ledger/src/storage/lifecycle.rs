@@ -68,13 +68,14 @@ fn shard_event(
 }
 
 /// Providers that may take a shard of `deal` of `shard_len` bytes, with their `storage` bond as
-/// weight: bonded at least the minimum, with room, holding no other shard of the deal.
-fn eligible(state: &StateDelta<'_>, deal: &Deal) -> Vec<(Address, u128)> {
+/// weight: bonded at least the minimum, with room, holding no other shard of the deal and not
+/// in `excluded`.
+fn eligible(state: &StateDelta<'_>, deal: &Deal, excluded: &[Address]) -> Vec<(Address, u128)> {
     let minimum = params(state).min_provider_stake;
     let holders: Vec<Address> = deal.shards.iter().filter_map(|s| s.provider).collect();
     let mut candidates = Vec::new();
     for address in providers(state) {
-        if holders.contains(&address) {
+        if holders.contains(&address) || excluded.contains(&address) {
             continue;
         }
         let Some(p) = provider(state, &address) else {
@@ -237,6 +238,12 @@ pub(super) fn fail_shard(
         }
     }
     release(state, deal, index, &holder);
+    // A shard is assigned at most `ASSIGNMENTS_PER_SHARD_MAX` times, so each of its holders
+    // fits in the list: a push never refuses.
+    let mut failed = failed_holders(state, deal.id, index);
+    if !failed.0.contains(&holder) && failed.push(holder).is_ok() {
+        state.put(state_key::shard_failed(deal.id, index), &failed);
+    }
     let shard = &mut deal.shards[slot];
     shard.provider = None;
     shard.proven = false;
@@ -254,6 +261,20 @@ pub(super) fn fail_shard(
     queue_repair(state, deal, index);
 }
 
+/// The providers that failed shard `index` of deal `deal`.
+fn failed_holders(
+    state: &StateDelta<'_>,
+    deal: u64,
+    index: u16,
+) -> List<Address, FAILED_HOLDERS_MAX> {
+    state
+        .get(&state_key::shard_failed(deal, index))
+        .unwrap_or_default()
+}
+
+/// Most providers remembered as having failed one shard: one per assignment.
+const FAILED_HOLDERS_MAX: usize = ASSIGNMENTS_PER_SHARD_MAX as usize;
+
 /// Ends `deal`: the holders are released, unpaid bounties go to the treasury and the escrow
 /// not paid returns to the owner.
 fn finish(state: &mut StateDelta<'_>, mut deal: Deal, reason: &str, events: &mut Vec<Event>) {
@@ -269,6 +290,7 @@ fn finish(state: &mut StateDelta<'_>, mut deal: Deal, reason: &str, events: &mut
             .expect("bounties are bounded by the bonded supply");
         deal.shards[index].challenge = None;
         deal.shards[index].waiting = false;
+        state.delete(state_key::shard_failed(deal.id, shard_index));
     }
     bank::transfer(state, &escrow(), &bank::treasury(), bounties)
         .expect("the escrow account holds every bounty");
@@ -317,7 +339,7 @@ pub(super) fn assign_pending(
         if deal.status != DealStatus::Pending {
             continue;
         }
-        let mut candidates = eligible(state, &deal);
+        let mut candidates = eligible(state, &deal, &[]);
         let mut chosen = Vec::with_capacity(deal.shards.len());
         for index in 0..deal.shards.len() as u64 {
             let seed: [&[u8]; 3] = [&block.randomness.0, &id.to_le_bytes(), &index.to_le_bytes()];
@@ -357,7 +379,7 @@ pub(super) fn assign_pending(
 }
 
 /// Gives each shard waiting for repair to a new provider (stake-weighted, distinct from the
-/// deal's other holders), challenged at once.
+/// deal's other holders and from every provider that failed this shard), challenged at once.
 pub(super) fn assign_repairs(
     state: &mut StateDelta<'_>,
     block: &BlockContext,
@@ -376,7 +398,9 @@ pub(super) fn assign_repairs(
         }
         deal.shards[index].waiting = false;
         if deal.shards[index].provider.is_none() {
-            let candidates = eligible(state, &deal);
+            // Never back to a provider that failed this shard.
+            let failed = failed_holders(state, deal.id, shard_ref.shard);
+            let candidates = eligible(state, &deal, &failed.0);
             let seed: [&[u8]; 4] = [
                 &block.randomness.0,
                 &deal.id.to_le_bytes(),

@@ -68,6 +68,14 @@ pub fn repairs() -> Vec<u8> {
     b"storage/repairs".to_vec()
 }
 
+/// The providers that failed shard `shard` of deal `deal` (missed or wrong answers): never
+/// assigned that shard again. Deleted when the deal ends.
+pub fn shard_failed(deal: u64, shard: u16) -> Vec<u8> {
+    let mut key = with_number(b"storage/shard_failed/", deal);
+    key.extend_from_slice(&shard.to_be_bytes());
+    key
+}
+
 /// Deals whose next epoch (or end) is processed at `height`.
 pub fn epochs(height: u64) -> Vec<u8> {
     with_number(b"storage/epochs/", height)
