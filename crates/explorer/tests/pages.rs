@@ -43,10 +43,11 @@ fn block(height: u64) -> BlockInfo {
         tx_root: "00".repeat(32),
         state_root: "11".repeat(32),
         randomness: "22".repeat(32),
-        tx_hashes: if height == 2 {
-            vec![TX_HASH.into()]
-        } else {
-            vec![]
+        tx_hashes: match height {
+            2 => vec![TX_HASH.into()],
+            // A full block: more transactions than a page lists.
+            3 => (0..150u64).map(|i| format!("{i:064x}")).collect(),
+            _ => vec![],
         },
         raw: None,
     }
@@ -288,6 +289,9 @@ async fn each_page_shows_the_chains_values() {
     check("/", &["Blocks per minute", "60.000", "#3", "#1"]).await;
     check("/block/2", &[BLOCK_HASH, "1.5 PZA", "/explorer/tx/bb00"]).await;
     check(&format!("/block/{BLOCK_HASH}"), &["Block 2"]).await;
+    let full = get("/block/3").await;
+    assert!(full.body.contains("150 transactions, the first 100 shown"));
+    assert_eq!(full.body.matches("/explorer/tx/").count(), 100);
     check(
         &format!("/tx/{TX_HASH}"),
         &[

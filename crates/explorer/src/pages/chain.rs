@@ -6,6 +6,9 @@ use crate::{Html, PageError, PageResult, Source, RECENT_BLOCKS_MAX};
 use piazza_api::{method, BlockInfo, EventInfo, ReceiptInfo, Status, TxInfo};
 use serde_json::{json, Value};
 
+/// Transactions listed on a block page (each costs a receipt read).
+pub const TXS_SHOWN_MAX: usize = 100;
+
 pub fn status(source: &dyn Source) -> PageResult {
     let status: Status = fetch(source, method::STATUS, &[])?;
     let first = status.height.saturating_sub(RECENT_BLOCKS_MAX - 1).max(1);
@@ -109,14 +112,22 @@ pub fn block(source: &dyn Source, id: &str) -> PageResult {
         ("Randomness", escape(&block.randomness)),
     ]);
     let mut rows = Vec::new();
-    for hash in &block.tx_hashes {
+    for hash in block.tx_hashes.iter().take(TXS_SHOWN_MAX) {
         let receipt: Option<ReceiptInfo> = lookup(source, method::GET_RECEIPT, &[json!(hash)])?;
         let (status, fee) = receipt.as_ref().map_or(("–".into(), "–".into()), |r| {
             (escape(&r.status), pza(&r.fee_paid))
         });
         rows.push(vec![tx_link(hash), status, fee]);
     }
-    body.push_str("<h2>Transactions</h2>");
+    body.push_str(&format!(
+        "<h2>Transactions</h2><p id=\"tx-count\">{} transactions{}</p>",
+        block.tx_hashes.len(),
+        if block.tx_hashes.len() > TXS_SHOWN_MAX {
+            format!(", the first {TXS_SHOWN_MAX} shown")
+        } else {
+            String::new()
+        }
+    ));
     body.push_str(&table("txs", &["Hash", "Status", "Fee paid"], &rows));
     Ok(Html(html::layout(
         &format!("Block {}", block.height),
