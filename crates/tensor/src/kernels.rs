@@ -631,12 +631,20 @@ fn softmax_row(row: &[f32], keep: Option<&[f32]>, scale: f32, out: &mut [f32]) {
         out.fill(0.0);
         return;
     }
-    for (c, &value) in row.iter().enumerate() {
-        out[c] = if kept(c) {
-            reference::exp(value * scale - max)
-        } else {
-            0.0
-        };
+    // Every column's exponential is computed and the masked ones dropped by a select (the
+    // same bits as skipping them), so the loop has no branch and vectorises.
+    match keep {
+        Some(keep) => {
+            for ((o, &value), &k) in out.iter_mut().zip(row).zip(keep) {
+                let e = reference::exp(value * scale - max);
+                *o = if k != 0.0 { e } else { 0.0 };
+            }
+        }
+        None => {
+            for (o, &value) in out.iter_mut().zip(row) {
+                *o = reference::exp(value * scale - max);
+            }
+        }
     }
     let total = sum(out);
     for value in out.iter_mut() {
