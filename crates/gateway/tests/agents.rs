@@ -1,8 +1,10 @@
-//! The gateway for agents on an in-process devnet: `/mcp` driven by the official MCP Python
-//! SDK (`tests/mcp.py`: tools listed, models, an embedding equal to the MiniLM fixture, a job
-//! submitted then shown, the paying account's balance, a wrong model a tool error), the paid
-//! tools charged to the API key exactly as its OpenAI routes are, and the transport's refusals
-//! (no key, a second key's limit, batches, oversized bodies, `GET`).
+//! The gateway for agents on an in-process devnet, each piece checked with the ecosystem's own
+//! client from PyPI: `/mcp` with the official MCP SDK (`tests/mcp.py`: tools listed, models, an
+//! embedding equal to the MiniLM fixture, a job submitted then shown, the paying account's
+//! balance, a wrong model a tool error; the paid tools charged to the API key as its OpenAI
+//! routes are; the transport's refusals: no key, a key's limit, batches, oversized bodies,
+//! `GET`); agent cards with `a2a-sdk` (`tests/a2a.py`) and discovery by meaning over seeded
+//! agents; a paid route's 402 with the `x402` package (`tests/x402_parse.py`).
 
 mod support;
 
@@ -25,7 +27,8 @@ async fn python(script: &str, args: Vec<String>) -> Value {
     let module = script.trim_end_matches(".py");
     let import = match module {
         "mcp" => "import mcp",
-        _ => "import a2a",
+        "a2a" => "import a2a",
+        _ => "import x402",
     };
     let check = std::process::Command::new("python3")
         .args(["-c", import])
@@ -311,6 +314,51 @@ async fn agents_have_cards_and_are_found_by_meaning() {
         .unwrap();
     assert_eq!(r.status(), 400);
 
+    gw.shutdown().await;
+    devnet.shutdown().await;
+}
+
+/// The `x402` PyPI package decodes the 402 a paid route answers (scheme `exact` on
+/// `piazza:<chain-id>`, amount in base units, `payTo` a Piazza address).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_x402_package_parses_a_paid_routes_402() {
+    use piazza_gateway::x402::{self, Facilitator, PaidRoute, ResourceInfo};
+    use std::sync::Arc;
+    let (devnet, gw, _) = started().await;
+    let facilitator = Arc::new(Facilitator::new(
+        piazza_client::Client::new(&devnet.url),
+        support::CHAIN_ID.into(),
+        piazza_primitives::SecretKey::from_seed(support::VALIDATOR_SEED),
+    ));
+    let route = Arc::new(PaidRoute {
+        resource: ResourceInfo {
+            url: "http://127.0.0.1/paid".into(),
+            description: Some("a paid answer".into()),
+            mime_type: Some("text/plain".into()),
+        },
+        requirements: facilitator.requirements(Amount::new(1_234), devnet.provider),
+        facilitator,
+    });
+    let app = axum::Router::new()
+        .route("/paid", axum::routing::get(|| async { "the paid answer" }))
+        .route_layer(axum::middleware::from_fn_with_state(
+            route,
+            x402::require_payment,
+        ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/paid", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let summary = python("x402_parse.py", vec!["--url".into(), url]).await;
+    assert_eq!(summary["x402_version"], 2, "{summary}");
+    assert_eq!(summary["scheme"], "exact", "{summary}");
+    assert_eq!(
+        summary["network"],
+        format!("piazza:{}", support::CHAIN_ID),
+        "{summary}"
+    );
+    assert_eq!(summary["amount"], "1234", "{summary}");
+    assert_eq!(summary["pay_to"], devnet.provider.to_string(), "{summary}");
+    server.abort();
     gw.shutdown().await;
     devnet.shutdown().await;
 }
