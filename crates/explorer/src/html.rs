@@ -133,7 +133,7 @@ pub fn layout(title: &str, body: &str) -> String {
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
 <title>{title} · Piazza explorer</title>\
 <link rel=\"stylesheet\" href=\"{base}/assets/style.css\"></head><body>\
-<header><a class=\"brand\" href=\"{base}/\">Piazza explorer</a>\
+<header><a class=\"brand\" href=\"{base}\">Piazza explorer</a>\
 <nav>{models} {search}</nav>\
 <form action=\"{base}/search\" method=\"get\"><input name=\"q\" maxlength=\"{query_max}\" \
 placeholder=\"height, block or tx hash, pz1… address, job id, model name\" size=\"60\">\

@@ -438,3 +438,23 @@ async fn assets_are_embedded() {
     let style = get("/assets/style.css").await;
     assert!(style.body.contains("svg .range"));
 }
+
+#[tokio::test]
+async fn the_home_link_answers_where_the_node_mounts_it() {
+    let page = get("/models").await;
+    let home = format!("class=\"brand\" href=\"{}\"", piazza_explorer::BASE_PATH);
+    assert!(page.body.contains(&home));
+    let app = axum::Router::new().nest(
+        piazza_explorer::BASE_PATH,
+        router(Arc::new(Chain { broken: false })),
+    );
+    let response = app
+        .oneshot(
+            Request::get(piazza_explorer::BASE_PATH)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
