@@ -91,19 +91,81 @@ async fn put(
     k: u16,
     m: u16,
 ) -> Result<()> {
+    let terms = Terms { epochs, k, m };
+    // Refuses a file too large for the layout before asking the node anything.
+    check_layout(file, &terms)?;
+    let client = Client::new(&args.node);
+    let key = signer(&client, key).await?;
+    let stored = store(&client, &key, file, &terms).await?;
+    let (len_bytes, seconds) = (stored.len_bytes, stored.seconds);
+    let value = serde_json::json!({
+        "blob": stored.id,
+        "deal": stored.deal,
+        "len_bytes": len_bytes,
+        "k": k,
+        "m": m,
+        "shard_len": stored.shard_len,
+        "escrow": stored.info.escrow,
+        "holders": holders_of(&stored.info).iter().map(|h| serde_json::json!({"shard": h.index, "endpoint": h.endpoint})).collect::<Vec<_>>(),
+        "seconds": seconds,
+        "mb_per_s": megabytes_per_s(len_bytes, seconds),
+    });
+    crate::query::print(args.json, &value, || {
+        format!(
+            "blob {} stored: {len_bytes} bytes in {k}+{m} shards of {} bytes, deal {} (escrow {}), {:.1} MB/s",
+            stored.id,
+            stored.shard_len,
+            stored.deal,
+            pza(&stored.info.escrow),
+            megabytes_per_s(len_bytes, seconds)
+        )
+    });
+    Ok(())
+}
+
+/// A deal's terms: epochs kept and paid, data and parity shards.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Terms {
+    pub epochs: u64,
+    pub k: u16,
+    pub m: u16,
+}
+
+/// A blob stored under a deal.
+pub(crate) struct Stored {
+    pub id: Hash,
+    pub deal: u64,
+    pub len_bytes: u64,
+    pub shard_len: u64,
+    pub info: DealInfo,
+    pub seconds: f64,
+}
+
+/// Refuses a missing file or one too large for the layout, without reading it.
+pub(crate) fn check_layout(file: &Path, terms: &Terms) -> Result<u64> {
     let len_bytes = std::fs::metadata(file)
         .with_context(|| format!("reading {}", file.display()))?
         .len();
-    // Refuses a file too large for the layout before reading it or asking the node anything.
-    Layout::new(len_bytes, k, m)?;
-    let client = Client::new(&args.node);
-    let key = signer(&client, key).await?;
+    Layout::new(len_bytes, terms.k, terms.m)?;
+    Ok(len_bytes)
+}
+
+/// Stores `file` as a blob: encodes it into `k + m` shards, opens a deal signed by `key`,
+/// waits for its shards to be assigned and uploads each to its holder.
+pub(crate) async fn store(
+    client: &Client,
+    key: &piazza_primitives::SecretKey,
+    file: &Path,
+    terms: &Terms,
+) -> Result<Stored> {
+    let len_bytes = check_layout(file, terms)?;
+    let Terms { epochs, k, m } = *terms;
     let data = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let start = Instant::now();
     let encoded = tokio::task::spawn_blocking(move || erasure::encode(&data, k, m)).await??;
     let manifest = encoded.manifest();
     let hash = client
-        .open_deal(&key, record_of(&manifest), epochs)
+        .open_deal(key, record_of(&manifest), epochs)
         .await
         .context("opening the deal")?;
     let receipt = client
@@ -118,7 +180,7 @@ async fn put(
         );
     }
     let deal = deal_id(&receipt).context("the receipt names no deal")?;
-    let info = wait_assigned(&client, deal).await?;
+    let info = wait_assigned(client, deal).await?;
     let holders = holders_of(&info);
     anyhow::ensure!(
         holders.len() == usize::from(k + m),
@@ -140,29 +202,14 @@ async fn put(
     while let Some(done) = uploads.join_next().await {
         done?.context("uploading a shard")?;
     }
-    let seconds = start.elapsed().as_secs_f64();
-    let value = serde_json::json!({
-        "blob": manifest.id,
-        "deal": deal,
-        "len_bytes": len_bytes,
-        "k": k,
-        "m": m,
-        "shard_len": manifest.layout.shard_len,
-        "escrow": info.escrow,
-        "holders": holders.iter().map(|h| serde_json::json!({"shard": h.index, "endpoint": h.endpoint})).collect::<Vec<_>>(),
-        "seconds": seconds,
-        "mb_per_s": megabytes_per_s(len_bytes, seconds),
-    });
-    crate::query::print(args.json, &value, || {
-        format!(
-            "blob {} stored: {len_bytes} bytes in {k}+{m} shards of {} bytes, deal {deal} (escrow {}), {:.1} MB/s",
-            manifest.id,
-            manifest.layout.shard_len,
-            pza(&info.escrow),
-            megabytes_per_s(len_bytes, seconds)
-        )
-    });
-    Ok(())
+    Ok(Stored {
+        id: manifest.id,
+        deal,
+        len_bytes,
+        shard_len: manifest.layout.shard_len,
+        info,
+        seconds: start.elapsed().as_secs_f64(),
+    })
 }
 
 /// The deal once its shards are assigned.

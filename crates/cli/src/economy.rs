@@ -15,6 +15,7 @@ use piazza_ledger::models::{self, Lineage, ModelKind, ModelRecord, Parent, Sourc
 use piazza_ledger::tx::Message;
 use piazza_primitives::{Address, Amount, Hash};
 use serde_json::Value;
+use std::path::PathBuf;
 
 #[derive(Subcommand)]
 pub enum EconomyCommand {
@@ -154,6 +155,34 @@ pub enum OfferingCommand {
     },
 }
 
+/// A model record's terms: license, price floor and lineage.
+#[derive(clap::Args)]
+pub struct RecordTerms {
+    #[arg(long, default_value = "")]
+    license: String,
+    /// Least PZA per unit of work.
+    #[arg(long, default_value = "0.000001")]
+    price_floor: String,
+    /// A base model and its weight, `NAME:BPS` (repeatable).
+    #[arg(long = "base")]
+    bases: Vec<String>,
+    /// A dataset and its weight, `ID:BPS` (repeatable).
+    #[arg(long = "dataset")]
+    datasets: Vec<String>,
+    #[arg(long, default_value_t = 0)]
+    royalty_bps: u16,
+}
+
+impl RecordTerms {
+    /// Sets `record`'s license, price floor and lineage.
+    fn apply(&self, record: &mut ModelRecord) -> Result<()> {
+        record.license = self.license.clone();
+        record.price_floor = self.price_floor.parse()?;
+        record.lineage = lineage(&self.bases, &self.datasets, self.royalty_bps)?;
+        Ok(())
+    }
+}
+
 /// A registration carries every field of a record; it is parsed once per run.
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
@@ -174,19 +203,43 @@ pub enum ModelCommand {
         weights_commitment: Hash,
         #[arg(long)]
         tokenizer_hash: Hash,
-        #[arg(long, default_value = "")]
-        license: String,
-        /// Least PZA per unit of work.
-        #[arg(long, default_value = "0.000001")]
-        price_floor: String,
-        /// A base model and its weight, `NAME:BPS` (repeatable).
-        #[arg(long = "base")]
-        bases: Vec<String>,
-        /// A dataset and its weight, `ID:BPS` (repeatable).
-        #[arg(long = "dataset")]
-        datasets: Vec<String>,
-        #[arg(long, default_value_t = 0)]
-        royalty_bps: u16,
+        #[command(flatten)]
+        terms: RecordTerms,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        signer: SignerArgs,
+    },
+    /// Publish a model through storage: its weights, tokenizer and config files stored as
+    /// blobs (`blob put`), then its record registered with their blob ids and the weights
+    /// commitment, tokenizer and config hashes a provider computes from the same files. A
+    /// generation model is one GGUF file (its tokenizer and config inside): give `--weights`
+    /// only.
+    Publish {
+        #[arg(long)]
+        name: String,
+        /// `embedding` or `generation`.
+        #[arg(long, default_value = "generation")]
+        kind: String,
+        #[arg(long)]
+        weights: PathBuf,
+        /// The tokenizer file [default: the weights file].
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        /// The config file [default: the weights file].
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        terms: RecordTerms,
+        /// Epochs the storage deals keep (and pay for) each file.
+        #[arg(long, default_value_t = 100)]
+        epochs: u64,
+        /// Data shards of each blob.
+        #[arg(long, default_value_t = piazza_blob::erasure::DATA_SHARDS_DEFAULT)]
+        k: u16,
+        /// Parity shards of each blob.
+        #[arg(long, default_value_t = piazza_blob::erasure::PARITY_SHARDS_DEFAULT)]
+        m: u16,
         #[command(flatten)]
         client: ClientArgs,
         #[command(flatten)]
@@ -565,20 +618,12 @@ async fn model(command: ModelCommand) -> Result<()> {
             config_hash,
             weights_commitment,
             tokenizer_hash,
-            license,
-            price_floor,
-            bases,
-            datasets,
-            royalty_bps,
+            terms,
             client,
             signer,
         } => {
-            let kind = match kind.as_str() {
-                "embedding" => ModelKind::Embedding,
-                "generation" => ModelKind::Generation,
-                other => bail!("a model kind is `embedding` or `generation`, not `{other}`"),
-            };
-            let record = ModelRecord {
+            let kind = model_kind(&kind)?;
+            let mut record = ModelRecord {
                 name,
                 kind,
                 architecture,
@@ -587,16 +632,99 @@ async fn model(command: ModelCommand) -> Result<()> {
                 tokenizer_hash,
                 // The ledger sets the owner to the signer.
                 owner: Address([0; 20]),
-                license,
-                price_floor: price_floor.parse()?,
+                license: String::new(),
+                price_floor: Amount::ZERO,
                 numeric: Default::default(),
                 files: None,
-                lineage: lineage(&bases, &datasets, royalty_bps)?,
+                lineage: Default::default(),
             };
+            terms.apply(&mut record)?;
+            let msg = Message::Models(models::Msg::Register(record));
+            submit(&client, &signer, msg).await
+        }
+        ModelCommand::Publish {
+            name,
+            kind,
+            weights,
+            tokenizer,
+            config,
+            terms: record_terms,
+            epochs,
+            k,
+            m,
+            client,
+            signer,
+        } => {
+            let paths = piazza_provider::models::ModelPaths {
+                tokenizer: tokenizer.unwrap_or_else(|| weights.clone()),
+                config: config.unwrap_or_else(|| weights.clone()),
+                weights,
+            };
+            let terms = crate::blob::Terms { epochs, k, m };
+            let mut record =
+                publish(&client, &signer, &name, model_kind(&kind)?, &paths, &terms).await?;
+            record_terms.apply(&mut record)?;
             let msg = Message::Models(models::Msg::Register(record));
             submit(&client, &signer, msg).await
         }
     }
+}
+
+fn model_kind(kind: &str) -> Result<ModelKind> {
+    match kind {
+        "embedding" => Ok(ModelKind::Embedding),
+        "generation" => Ok(ModelKind::Generation),
+        other => bail!("a model kind is `embedding` or `generation`, not `{other}`"),
+    }
+}
+
+/// Checks the files (loaded as a provider loads them, for the record's hashes) and stores each
+/// distinct one as a blob; the record names the blobs in `files`.
+async fn publish(
+    args: &ClientArgs,
+    signer: &SignerArgs,
+    name: &str,
+    kind: ModelKind,
+    paths: &piazza_provider::models::ModelPaths,
+    terms: &crate::blob::Terms,
+) -> Result<ModelRecord> {
+    for path in [&paths.weights, &paths.tokenizer, &paths.config] {
+        crate::blob::check_layout(path, terms)?;
+    }
+    let mut record = {
+        let (name, paths) = (name.to_string(), paths.clone());
+        tokio::task::spawn_blocking(move || {
+            // The ledger sets the owner to the signer.
+            piazza_provider::models::record_of_files(&name, kind, &paths, Address([0; 20]))
+        })
+        .await??
+    };
+    let node = Client::new(&args.node);
+    let key = crate::query::signer(&node, &signer.key).await?;
+    // One blob per distinct file (a GGUF's three paths are one file, stored once).
+    let mut stored: Vec<(&PathBuf, Hash)> = Vec::new();
+    for path in [&paths.weights, &paths.tokenizer, &paths.config] {
+        if !stored.iter().any(|(p, _)| *p == path) {
+            let blob = crate::blob::store(&node, &key, path, terms)
+                .await
+                .with_context(|| format!("storing {}", path.display()))?;
+            tracing::info!(file = %path.display(), blob = %blob.id, deal = blob.deal, "stored");
+            stored.push((path, blob.id));
+        }
+    }
+    let id_of = |path: &PathBuf| {
+        stored
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map(|(_, id)| *id)
+            .expect("every path was stored above")
+    };
+    record.files = Some(models::ModelFiles {
+        weights: id_of(&paths.weights),
+        tokenizer: id_of(&paths.tokenizer),
+        config: id_of(&paths.config),
+    });
+    Ok(record)
 }
 
 async fn dataset(command: DatasetCommand) -> Result<()> {

@@ -255,7 +255,17 @@ pub fn smollm2_record(
     owner: piazza_primitives::Address,
 ) -> Result<piazza_ledger::models::ModelRecord, ProviderError> {
     let path = models_dir.join("smollm2").join(SMOLLM2_FILE);
-    let LoadedModel::Generation(generator) = load_file(&path, true)
+    generation_record(&path, SMOLLM2, owner)
+}
+
+/// The chain record of the generation model in the GGUF file `path` (which carries its
+/// tokenizer and config).
+fn generation_record(
+    path: &Path,
+    name: &str,
+    owner: piazza_primitives::Address,
+) -> Result<piazza_ledger::models::ModelRecord, ProviderError> {
+    let LoadedModel::Generation(generator) = load_file(path, true)
         .map_err(|e| ProviderError::Model(format!("{e} (run scripts/fetch-models.sh)")))?
     else {
         return Err(ProviderError::Model(format!(
@@ -265,7 +275,7 @@ pub fn smollm2_record(
     };
     let config = generator.config().canonical_bytes();
     Ok(piazza_ledger::models::ModelRecord {
-        name: SMOLLM2.into(),
+        name: name.into(),
         kind: piazza_ledger::models::ModelKind::Generation,
         architecture: "llama".into(),
         config_hash: Hash(piazza_arbiter::config_hash(&config)),
@@ -301,8 +311,17 @@ pub fn minilm_record(
     models_dir: &Path,
     owner: piazza_primitives::Address,
 ) -> Result<piazza_ledger::models::ModelRecord, ProviderError> {
-    let dir = models_dir.join("minilm");
-    let LoadedModel::Embedding(embedder) = load_file(&dir, false)
+    embedding_record(&models_dir.join("minilm"), MINILM, owner)
+}
+
+/// The chain record of the embedding model in `dir` (`model.safetensors`, `tokenizer.json`,
+/// `config.json`).
+fn embedding_record(
+    dir: &Path,
+    name: &str,
+    owner: piazza_primitives::Address,
+) -> Result<piazza_ledger::models::ModelRecord, ProviderError> {
+    let LoadedModel::Embedding(embedder) = load_file(dir, false)
         .map_err(|e| ProviderError::Model(format!("{e} (run scripts/fetch-models.sh)")))?
     else {
         return Err(ProviderError::Model(format!(
@@ -310,9 +329,9 @@ pub fn minilm_record(
             dir.display()
         )));
     };
-    let config = std::fs::read(dir.join("config.json"))?;
+    let config = std::fs::read(dir.join(EMBEDDING_CONFIG_FILE))?;
     Ok(piazza_ledger::models::ModelRecord {
-        name: MINILM.into(),
+        name: name.into(),
         kind: piazza_ledger::models::ModelKind::Embedding,
         architecture: "bert".into(),
         config_hash: Hash::of("piazza/model-config", &[&config]),
@@ -325,6 +344,64 @@ pub fn minilm_record(
         files: None,
         lineage: Default::default(),
     })
+}
+
+/// An embedding model's file names in its directory: weights, tokenizer, config.
+pub const EMBEDDING_WEIGHTS_FILE: &str = "model.safetensors";
+pub const EMBEDDING_TOKENIZER_FILE: &str = "tokenizer.json";
+pub const EMBEDDING_CONFIG_FILE: &str = "config.json";
+
+/// Where a model's three files lie before publishing. A GGUF generation model carries its
+/// tokenizer and config: its three paths are the one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelPaths {
+    pub weights: PathBuf,
+    pub tokenizer: PathBuf,
+    pub config: PathBuf,
+}
+
+/// The chain record (name, kind, architecture, config hash, weights commitment, tokenizer
+/// hash; `files` unset) of the model in `paths`, computed exactly as a provider computes it
+/// when it loads the model: the record a provider serving these files will accept.
+pub fn record_of_files(
+    name: &str,
+    kind: piazza_ledger::models::ModelKind,
+    paths: &ModelPaths,
+    owner: piazza_primitives::Address,
+) -> Result<piazza_ledger::models::ModelRecord, ProviderError> {
+    match kind {
+        piazza_ledger::models::ModelKind::Generation => {
+            if paths.tokenizer != paths.weights || paths.config != paths.weights {
+                return Err(ProviderError::Model(
+                    "a generation model is one GGUF file carrying its tokenizer and config: \
+                     give no separate tokenizer or config"
+                        .into(),
+                ));
+            }
+            generation_record(&paths.weights, name, owner)
+        }
+        piazza_ledger::models::ModelKind::Embedding => {
+            // The engine reads a directory with fixed names: the files are linked (or copied)
+            // into a fresh one.
+            let dir = tempfile::tempdir()?;
+            for (from, to) in [
+                (&paths.weights, EMBEDDING_WEIGHTS_FILE),
+                (&paths.tokenizer, EMBEDDING_TOKENIZER_FILE),
+                (&paths.config, EMBEDDING_CONFIG_FILE),
+            ] {
+                let to = dir.path().join(to);
+                if std::fs::hard_link(from, &to).is_err() {
+                    std::fs::copy(from, &to).map_err(|e| {
+                        ProviderError::Model(format!("reading {}: {e}", from.display()))
+                    })?;
+                }
+            }
+            let record = embedding_record(dir.path(), name, owner);
+            // The loaded copy is keyed by a path that is about to disappear.
+            loaded().remove(dir.path());
+            record
+        }
+    }
 }
 
 /// The on-chain name of the bundled sentence-embedding model.
