@@ -57,6 +57,7 @@ pub enum SharesCommand {
     Issue {
         /// `model:NAME`, `dataset:ID` or `agent:NAME`.
         asset: String,
+        /// Units to create, all to the owner; fixed forever.
         #[arg(long)]
         supply: u128,
         #[command(flatten)]
@@ -66,9 +67,12 @@ pub enum SharesCommand {
     },
     /// Transfer units to an address or key name.
     Transfer {
+        /// `model:NAME`, `dataset:ID`, `agent:NAME` or `pool:ID`.
         asset: String,
+        /// The recipient: a `pz1…` address or a key name.
         #[arg(long)]
         to: String,
+        /// Units to move.
         #[arg(long)]
         units: u128,
         #[command(flatten)]
@@ -78,6 +82,7 @@ pub enum SharesCommand {
     },
     /// Claim the revenue the signer's units have earned.
     Claim {
+        /// `model:NAME`, `dataset:ID`, `agent:NAME` or `pool:ID`.
         asset: String,
         #[command(flatten)]
         client: ClientArgs,
@@ -86,6 +91,7 @@ pub enum SharesCommand {
     },
     /// The asset, its holders and what each may claim.
     Show {
+        /// `model:NAME`, `dataset:ID`, `agent:NAME` or `pool:ID`.
         asset: String,
         #[command(flatten)]
         client: ClientArgs,
@@ -96,7 +102,9 @@ pub enum SharesCommand {
 pub enum OfferingCommand {
     /// Offer units: `--price` for a fixed price, or `--base`/`--slope` for a linear curve.
     Create {
+        /// `model:NAME`, `dataset:ID` or `agent:NAME` (the signer must hold the units).
         asset: String,
+        /// Units offered.
         #[arg(long)]
         units: u128,
         /// PZA per unit (fixed price).
@@ -118,9 +126,12 @@ pub enum OfferingCommand {
     },
     /// Buy units, paying at most `--max-cost` PZA.
     Buy {
+        /// The offering's id.
         id: u64,
+        /// Units to buy.
         #[arg(long)]
         units: u128,
+        /// Most PZA to pay; the purchase is refused above it.
         #[arg(long)]
         max_cost: String,
         #[command(flatten)]
@@ -130,9 +141,12 @@ pub enum OfferingCommand {
     },
     /// Sell units back to a curve offering for at least `--min-refund` PZA.
     Sell {
+        /// The offering's id.
         id: u64,
+        /// Units to sell back.
         #[arg(long)]
         units: u128,
+        /// Least PZA to receive; the sale is refused below it.
         #[arg(long, default_value = "0")]
         min_refund: String,
         #[command(flatten)]
@@ -142,6 +156,7 @@ pub enum OfferingCommand {
     },
     /// End an offering (the seller): unsold units are released.
     Close {
+        /// The offering's id.
         id: u64,
         #[command(flatten)]
         client: ClientArgs,
@@ -149,6 +164,7 @@ pub enum OfferingCommand {
         signer: SignerArgs,
     },
     Show {
+        /// The offering's id.
         id: u64,
         #[command(flatten)]
         client: ClientArgs,
@@ -158,6 +174,7 @@ pub enum OfferingCommand {
 /// A model record's terms: license, price floor and lineage.
 #[derive(clap::Args)]
 pub struct RecordTerms {
+    /// The model's license (SPDX id or URL).
     #[arg(long, default_value = "")]
     license: String,
     /// Least PZA per unit of work.
@@ -169,6 +186,7 @@ pub struct RecordTerms {
     /// A dataset and its weight, `ID:BPS` (repeatable).
     #[arg(long = "dataset")]
     datasets: Vec<String>,
+    /// Share of the model's revenue that flows up its lineage (basis points).
     #[arg(long, default_value_t = 0)]
     royalty_bps: u16,
 }
@@ -190,17 +208,22 @@ pub enum ModelCommand {
     /// Register a model with its lineage: `--base M:W` and `--dataset D:W` (weights in basis
     /// points summing to 10 000), `--royalty-bps` flowing up to them.
     Register {
+        /// The model's unique name.
         #[arg(long)]
         name: String,
         /// `embedding` or `generation`.
         #[arg(long, default_value = "generation")]
         kind: String,
+        /// e.g. `bert` or `llama`.
         #[arg(long)]
         architecture: String,
+        /// Hash of the configuration as the engine reads it (hex).
         #[arg(long)]
         config_hash: Hash,
+        /// The engine's Merkle root over the weights (hex).
         #[arg(long)]
         weights_commitment: Hash,
+        /// Hash of the tokenizer file (hex).
         #[arg(long)]
         tokenizer_hash: Hash,
         #[command(flatten)]
@@ -216,11 +239,13 @@ pub enum ModelCommand {
     /// generation model is one GGUF file (its tokenizer and config inside): give `--weights`
     /// only.
     Publish {
+        /// The model's unique name.
         #[arg(long)]
         name: String,
         /// `embedding` or `generation`.
         #[arg(long, default_value = "generation")]
         kind: String,
+        /// The weights file (safetensors, or a GGUF holding everything).
         #[arg(long)]
         weights: PathBuf,
         /// The tokenizer file [default: the weights file].
@@ -247,6 +272,7 @@ pub enum ModelCommand {
     },
     /// A model's lineage graph.
     Lineage {
+        /// The model's name.
         name: String,
         #[command(flatten)]
         client: ClientArgs,
@@ -259,13 +285,16 @@ pub enum DatasetCommand {
         /// The content's blob id.
         #[arg(long)]
         blob: Hash,
+        /// What an item looks like (free text or a schema URL).
         #[arg(long, default_value = "")]
         schema: String,
+        /// The dataset's license (SPDX id or URL).
         #[arg(long, default_value = "")]
         license: String,
         /// PZA per access.
         #[arg(long)]
         price: String,
+        /// The content is encrypted; buyers get its key sealed to theirs (`dataset seal`).
         #[arg(long)]
         encrypted: bool,
         #[command(flatten)]
@@ -275,6 +304,7 @@ pub enum DatasetCommand {
     },
     /// Buy access at the dataset's price.
     Buy {
+        /// The dataset's id.
         id: u64,
         #[command(flatten)]
         client: ClientArgs,
@@ -283,9 +313,12 @@ pub enum DatasetCommand {
     },
     /// Give a buyer the content key sealed to its key (hex).
     Seal {
+        /// The dataset's id.
         id: u64,
+        /// The buyer: a `pz1…` address or a key name.
         #[arg(long)]
         buyer: String,
+        /// The content key sealed to the buyer's key (hex).
         #[arg(long)]
         sealed_key: String,
         #[command(flatten)]
@@ -294,6 +327,7 @@ pub enum DatasetCommand {
         signer: SignerArgs,
     },
     Show {
+        /// The dataset's id.
         id: u64,
         /// Also show this account's access.
         #[arg(long)]
@@ -307,17 +341,22 @@ pub enum DatasetCommand {
 pub enum PoolCommand {
     /// Open a pool whose items are validated by `--model` embeddings.
     Create {
+        /// The embedding model whose jobs validate items.
         #[arg(long)]
         model: String,
+        /// Embedding dimensions of that model.
         #[arg(long)]
         dims: u16,
         /// Least squared distance (embeddings quantized to i8 at scale 127) to every item.
         #[arg(long)]
         min_distance_sq: u32,
+        /// What an item looks like (free text or a schema URL).
         #[arg(long, default_value = "")]
         schema: String,
+        /// The pool dataset's license (SPDX id or URL).
         #[arg(long, default_value = "")]
         license: String,
+        /// PZA per access to the pool's dataset.
         #[arg(long)]
         price: String,
         #[command(flatten)]
@@ -327,10 +366,12 @@ pub enum PoolCommand {
     },
     /// Add an item proven new by a settled embedding job the signer paid for.
     Contribute {
+        /// The pool's id.
         id: u64,
         /// The item's text (its hash is the job input's hash).
         #[arg(long)]
         text: String,
+        /// The settled embedding job of the item's text.
         #[arg(long)]
         job: u64,
         #[command(flatten)]
@@ -339,6 +380,7 @@ pub enum PoolCommand {
         signer: SignerArgs,
     },
     Show {
+        /// The pool's id.
         id: u64,
         #[command(flatten)]
         client: ClientArgs,
@@ -351,6 +393,7 @@ pub enum LabelCommand {
         /// Item hashes (repeatable).
         #[arg(long = "item", required = true)]
         items: Vec<Hash>,
+        /// Labellers per item.
         #[arg(long, default_value_t = 3)]
         k: u8,
         /// PZA per agreeing label.
@@ -362,13 +405,16 @@ pub enum LabelCommand {
         /// `majority` or `tolerance:N`.
         #[arg(long, default_value = "majority")]
         rule: String,
+        /// Blocks labellers have to join.
         #[arg(long, default_value_t = 20)]
         join_blocks: u32,
+        /// Blocks assigned labellers have to submit.
         #[arg(long, default_value_t = 50)]
         label_blocks: u32,
         /// PZA per access to the labelled dataset.
         #[arg(long, default_value = "0")]
         price: String,
+        /// The labelled dataset's license (SPDX id or URL).
         #[arg(long, default_value = "")]
         license: String,
         #[command(flatten)]
@@ -377,6 +423,7 @@ pub enum LabelCommand {
         signer: SignerArgs,
     },
     Join {
+        /// The task's id.
         id: u64,
         #[command(flatten)]
         client: ClientArgs,
@@ -384,6 +431,7 @@ pub enum LabelCommand {
         signer: SignerArgs,
     },
     Assign {
+        /// The task's id.
         id: u64,
         #[command(flatten)]
         client: ClientArgs,
@@ -391,9 +439,12 @@ pub enum LabelCommand {
         signer: SignerArgs,
     },
     Submit {
+        /// The task's id.
         id: u64,
+        /// The item's index in the task.
         #[arg(long)]
         item: u16,
+        /// The label (a class number, or a value under a tolerance rule).
         #[arg(long)]
         value: u32,
         #[command(flatten)]
@@ -402,6 +453,7 @@ pub enum LabelCommand {
         signer: SignerArgs,
     },
     Settle {
+        /// The task's id.
         id: u64,
         #[command(flatten)]
         client: ClientArgs,
@@ -409,6 +461,7 @@ pub enum LabelCommand {
         signer: SignerArgs,
     },
     Show {
+        /// The task's id.
         id: u64,
         #[command(flatten)]
         client: ClientArgs,
