@@ -1,18 +1,22 @@
 //! The state transition: a pure function of (state, block, transactions).
 
+use crate::agents::{self, Agents};
 use crate::arbitration::{Arbiter, NoArbiter};
 use crate::bank::{self, Bank};
 use crate::block::{
     tx_root, Block, Event, Receipt, TxStatus, EVENTS_PER_MESSAGE_MAX, EVENTS_PER_TX_MAX,
 };
 use crate::compute::{self, Compute};
+use crate::data;
 use crate::error::{ErrorCode, TxError};
 use crate::genesis::{FeeParams, Genesis, GenesisError};
+use crate::grants;
 use crate::models::Models;
 use crate::module::{BlockContext, Module, TxContext};
 use crate::sessions::{self, Sessions};
 use crate::staking::{self, Role, Staking};
 use crate::state::{StateDelta, StateRead};
+use crate::storage::{self, Storage};
 use crate::tx::{check_stateless, Message, SignedTransaction};
 use crate::verify::{self, Verify};
 use piazza_codec::{Decode, DecodeError, Encode, Reader, Writer};
@@ -118,36 +122,86 @@ pub fn fee_for(tx: &SignedTransaction, fees: &FeeParams) -> Result<Amount, TxErr
 
 /// The tokens a transaction's messages move out of the sender's balance, at most.
 fn outflow(tx: &SignedTransaction) -> Option<Amount> {
+    tx.tx.messages.iter().try_fold(Amount::ZERO, |total, m| {
+        total.checked_add(message_outflow(m)?)
+    })
+}
+
+/// The tokens one message declares it moves out of the sender's balance (a bond that a
+/// challenge takes is checked when it executes, and measured then for a grantee).
+fn message_outflow(m: &Message) -> Option<Amount> {
+    let total = Amount::ZERO;
+    match m {
+        Message::Bank(bank::Msg::Send { amount, .. })
+        | Message::Staking(staking::Msg::Bond { amount, .. })
+        | Message::Compute(compute::Msg::RegisterProvider { stake: amount, .. }) => {
+            total.checked_add(*amount)
+        }
+        Message::Compute(compute::Msg::SubmitJob {
+            max_price, params, ..
+        }) => total.checked_add(max_price.checked_mul(params.copies() as u128)?),
+        Message::Verify(verify::Msg::RegisterAuditor { stake: amount, .. }) => {
+            total.checked_add(*amount)
+        }
+        Message::Verify(verify::Msg::Challenge { .. }) => {
+            // The bond is checked against the balance when the challenge executes.
+            Some(total)
+        }
+        Message::Verify(_) => Some(total),
+        Message::Agents(agents::Msg::Register { stake: amount, .. })
+        | Message::Agents(agents::Msg::Call { amount, .. }) => total.checked_add(*amount),
+        Message::Agents(_) => Some(total),
+        // Moves the authorizer's tokens, not the sender's.
+        Message::Bank(bank::Msg::SettleAuthorization { .. }) => Some(total),
+        Message::Sessions(sessions::Msg::Open {
+            deposit: amount, ..
+        })
+        | Message::Sessions(sessions::Msg::TopUp { amount, .. }) => total.checked_add(*amount),
+        // A challenge's bond is checked against the balance when it executes.
+        Message::Sessions(_) => Some(total),
+        Message::Storage(storage::Msg::RegisterProvider { stake: amount, .. }) => {
+            total.checked_add(*amount)
+        }
+        // A deal's escrow follows the chain's price; it is measured when it executes.
+        Message::Storage(_) => Some(total),
+        Message::Staking(staking::Msg::Unbond { .. })
+        | Message::Models(_)
+        | Message::Compute(_)
+        | Message::Grants(_) => Some(total),
+        Message::Shares(bank::shares::Msg::Buy { max_cost, .. }) => total.checked_add(*max_cost),
+        Message::Shares(_) => Some(total),
+        Message::Data(m) => total.checked_add(data::outflow(m)?),
+    }
+}
+
+/// How a grantee's transaction uses its grant, message by message.
+fn grant_uses(tx: &SignedTransaction) -> Result<Vec<grants::Use>, TxError> {
     tx.tx
         .messages
         .iter()
-        .try_fold(Amount::ZERO, |total, m| match m {
-            Message::Bank(bank::Msg::Send { amount, .. })
-            | Message::Staking(staking::Msg::Bond { amount, .. })
-            | Message::Compute(compute::Msg::RegisterProvider { stake: amount, .. }) => {
-                total.checked_add(*amount)
-            }
-            Message::Compute(compute::Msg::SubmitJob {
-                max_price, params, ..
-            }) => total.checked_add(max_price.checked_mul(params.copies() as u128)?),
-            Message::Verify(verify::Msg::RegisterAuditor { stake: amount, .. }) => {
-                total.checked_add(*amount)
-            }
-            Message::Verify(verify::Msg::Challenge { .. }) => {
-                // The bond is checked against the balance when the challenge executes.
-                Some(total)
-            }
-            Message::Verify(_) => Some(total),
-            Message::Sessions(sessions::Msg::Open {
-                deposit: amount, ..
+        .map(|m| {
+            Ok(grants::Use {
+                kind: m.kind(),
+                amount: message_outflow(m)
+                    .ok_or_else(|| TxError::new(ErrorCode::Overflow, "amounts overflow"))?,
+                party: m.party(),
             })
-            | Message::Sessions(sessions::Msg::TopUp { amount, .. }) => total.checked_add(*amount),
-            // A challenge's bond is checked against the balance when it executes.
-            Message::Sessions(_) => Some(total),
-            Message::Staking(staking::Msg::Unbond { .. })
-            | Message::Models(_)
-            | Message::Compute(_) => Some(total),
         })
+        .collect()
+}
+
+/// A grantee's transaction may be included only while its grant covers it: checked before its
+/// fee is charged, so a revoked, expired or spent grant keeps it out of the block.
+fn check_grant(
+    state: &StateDelta<'_>,
+    tx: &SignedTransaction,
+    height: u64,
+    fee: Amount,
+) -> Result<(), TxError> {
+    if let Some(grantee) = tx.grantee() {
+        grants::check(state, &tx.sender(), grantee, height, &grant_uses(tx)?, fee)?;
+    }
+    Ok(())
 }
 
 pub fn fee_params(state: &dyn StateRead) -> FeeParams {
@@ -182,6 +236,8 @@ pub fn check_admission(
     if fee > tx.tx.max_fee {
         return Err(fee_too_low(fee, tx.tx.max_fee));
     }
+    let next_height = chain_head(state).map_or(1, |head| head.height + 1);
+    check_grant(&view, tx, next_height, fee)?;
     // Evidence (up to megabytes) is admitted only while a dispute waits for it.
     if let [Message::Verify(verify::Msg::Arbitrate { job, .. })] = tx.tx.messages.as_slice() {
         let waiting =
@@ -240,6 +296,12 @@ pub fn init_chain(genesis: &Genesis) -> Result<Writes, GenesisError> {
     init_chain_with_validators(genesis, &[])
 }
 
+/// Writes the genesis state of a network (`genesis::NetworkGenesis`): see
+/// [`init_chain_with_validators`].
+pub fn init_network(genesis: &crate::genesis::NetworkGenesis) -> Result<Writes, GenesisError> {
+    init_chain_with_validators(&genesis.genesis, &genesis.validators)
+}
+
 /// Writes the genesis state of a network: [`init_chain`] plus the validators' records and
 /// their set for height 1 (see [`NetworkGenesis`](crate::genesis::NetworkGenesis)).
 pub fn init_chain_with_validators(
@@ -273,6 +335,10 @@ pub fn init_chain_with_validators(
     Verify::init_chain(&mut state, &genesis.verify)?;
     // Sessions take the default parameters until the genesis document carries a section.
     Sessions::init_chain(&mut state, &genesis.sessions)?;
+    // Storage takes the default parameters until the genesis document carries a section.
+    Storage::init_chain(&mut state, &storage::Params::default())?;
+    // Agents take the default parameters until the genesis document carries a section.
+    Agents::init_chain(&mut state, &agents::Params::default())?;
     Ok(state.into_writes())
 }
 
@@ -302,15 +368,19 @@ fn cut(mut text: String, bytes_max: usize) -> String {
 /// The order of the modules' `begin_block` hooks: compute assigns queued jobs with this
 /// block's randomness, then verify reviews the results compute reported in the previous block
 /// (audit draws, redundant groups), so a draw never sees a result of its own block; sessions
-/// (above both) then assign opened sessions and draw audits over earlier commits.
-pub const BEGIN_BLOCK_ORDER: [&str; 6] =
-    ["bank", "staking", "models", "compute", "verify", "sessions"];
+/// (above both) then assign opened sessions and draw audits over earlier commits; storage
+/// (beside them, on bank and staking only) assigns shards and starts epochs.
+pub const BEGIN_BLOCK_ORDER: [&str; 8] = [
+    "bank", "staking", "models", "compute", "verify", "sessions", "storage", "agents",
+];
 /// The order of the `end_block` hooks, top layer first: sessions slash missed reveals and pay
 /// out commits, verify ends audits and disputes whose deadline is this block (releasing their
 /// holds) before compute settles the jobs whose window ends here, so a job released in this
 /// block settles in it.
-pub const END_BLOCK_ORDER: [&str; 6] =
-    ["bank", "staking", "models", "sessions", "verify", "compute"];
+/// Agents (on bank only) refund calls past their deadline and release answered ones.
+pub const END_BLOCK_ORDER: [&str; 8] = [
+    "bank", "staking", "models", "storage", "sessions", "verify", "compute", "agents",
+];
 
 #[derive(Clone, Copy)]
 enum Hook {
@@ -343,6 +413,8 @@ fn run_hook(
         Compute::NAME => call::<Compute>(hook, state, block, events),
         Verify::NAME => call::<Verify>(hook, state, block, events),
         Sessions::NAME => call::<Sessions>(hook, state, block, events),
+        Storage::NAME => call::<Storage>(hook, state, block, events),
+        Agents::NAME => call::<Agents>(hook, state, block, events),
         other => unreachable!("no module named `{other}` has block hooks"),
     }
 }
@@ -403,6 +475,7 @@ impl<'a> BlockExecutor<'a> {
         if fee > tx.tx.max_fee {
             return Err(fee_too_low(fee, tx.tx.max_fee));
         }
+        check_grant(&self.state, tx, self.block.height, fee)?;
         account.balance = account.balance.checked_sub(fee).ok_or_else(|| {
             TxError::new(
                 ErrorCode::InsufficientFunds,
@@ -416,6 +489,18 @@ impl<'a> BlockExecutor<'a> {
         bank::put_account(&mut self.state, &sender, &account);
         bank::credit(&mut self.state, &bank::treasury(), fee)
             .expect("the treasury cannot overflow below the supply");
+        if let Some(grantee) = tx.grantee() {
+            let messages = u32::try_from(tx.tx.messages.len()).unwrap_or(u32::MAX);
+            grants::record(
+                &mut self.state,
+                &sender,
+                grantee,
+                self.block.height,
+                messages,
+                fee,
+            )
+            .expect("check_grant covered the fee and the messages");
+        }
 
         let checkpoint = self.state.checkpoint();
         let mut ctx = TxContext {
@@ -426,7 +511,10 @@ impl<'a> BlockExecutor<'a> {
             events: Vec::new(),
             arbiter: self.arbiter,
         };
-        let result = run_messages(&mut self.state, &mut ctx, &tx.tx.messages);
+        let result = match tx.grantee() {
+            None => run_messages(&mut self.state, &mut ctx, &tx.tx.messages, None).map(|_| ()),
+            Some(grantee) => run_granted(&mut self.state, &mut ctx, tx, grantee),
+        };
         let status = match result {
             Ok(()) => {
                 self.state.release(checkpoint);
@@ -478,13 +566,19 @@ impl<'a> BlockExecutor<'a> {
     }
 }
 
+/// Runs the messages in order. With a grant's scope, each message's spend — the larger of what
+/// it declares and what it actually took from the sender's balance — must fit the scope's
+/// per-message limit; the sum is returned for the grant's cap.
 fn run_messages(
     state: &mut StateDelta<'_>,
     ctx: &mut TxContext<'_>,
     messages: &[Message],
-) -> Result<(), TxError> {
+    scope: Option<&grants::Scope>,
+) -> Result<Amount, TxError> {
+    let mut spent = Amount::ZERO;
     for message in messages {
         let before = ctx.events.len();
+        let balance_before = scope.map(|_| bank::account(state, &ctx.sender).balance);
         message.apply(state, ctx)?;
         let emitted = ctx.events.len() - before;
         if emitted > EVENTS_PER_MESSAGE_MAX {
@@ -493,8 +587,33 @@ fn run_messages(
                 format!("a message emitted {emitted} events; at most {EVENTS_PER_MESSAGE_MAX}"),
             ));
         }
+        if let (Some(scope), Some(balance_before)) = (scope, balance_before) {
+            let taken = balance_before
+                .checked_sub(bank::account(state, &ctx.sender).balance)
+                .unwrap_or(Amount::ZERO);
+            let declared = message_outflow(message).unwrap_or(taken);
+            let used = taken.max(declared);
+            grants::check_message_amount(scope, used)?;
+            spent = spent
+                .checked_add(used)
+                .ok_or_else(|| TxError::new(ErrorCode::Overflow, "amounts overflow"))?;
+        }
     }
-    Ok(())
+    Ok(spent)
+}
+
+/// A grantee's messages: run under the grant's scope, then their spend charged to its cap (a
+/// spend past the cap fails the messages; the fee stays charged).
+fn run_granted(
+    state: &mut StateDelta<'_>,
+    ctx: &mut TxContext<'_>,
+    tx: &SignedTransaction,
+    grantee: &piazza_primitives::PublicKey,
+) -> Result<(), TxError> {
+    let grant = grants::grant(state, &ctx.sender, grantee)
+        .ok_or_else(|| TxError::new(ErrorCode::GrantRefused, "the grant is gone"))?;
+    let spent = run_messages(state, ctx, &tx.tx.messages, Some(&grant.scope))?;
+    grants::record(state, &ctx.sender, grantee, ctx.block.height, 0, spent)
 }
 
 /// Validates a block against the state it builds on and executes it. Every transaction must be
@@ -584,6 +703,8 @@ mod tests {
             Compute::NAME,
             Verify::NAME,
             Sessions::NAME,
+            Storage::NAME,
+            Agents::NAME,
         ];
         names.sort();
         for order in [BEGIN_BLOCK_ORDER, END_BLOCK_ORDER] {
@@ -591,7 +712,7 @@ mod tests {
             sorted.sort();
             assert_eq!(sorted, names);
         }
-        let at = |order: [&str; 6], name| order.iter().position(|n| *n == name).unwrap();
+        let at = |order: [&str; 8], name| order.iter().position(|n| *n == name).unwrap();
         assert!(at(BEGIN_BLOCK_ORDER, "compute") < at(BEGIN_BLOCK_ORDER, "verify"));
         assert!(at(END_BLOCK_ORDER, "verify") < at(END_BLOCK_ORDER, "compute"));
         assert!(at(BEGIN_BLOCK_ORDER, "verify") < at(BEGIN_BLOCK_ORDER, "sessions"));

@@ -10,11 +10,11 @@ use common::register;
 use piazza_codec::{Decode, Encode};
 use piazza_ledger::agents;
 use piazza_ledger::bank::{self, shares};
-use piazza_ledger::data;
 use piazza_ledger::block::{
     prove_randomness, tx_root, Block, BlockHeader, Event, Receipt, TxStatus,
 };
 use piazza_ledger::compute::{self, JobParams, Offer};
+use piazza_ledger::data;
 use piazza_ledger::grants;
 use piazza_ledger::models::{self, ModelKind, ModelRecord};
 use piazza_ledger::sessions;
