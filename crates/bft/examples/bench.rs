@@ -26,8 +26,9 @@ const SUBMIT_INTERVAL_MS: u64 = 10;
 enum Producer {
     /// The devnet's producer at this block interval.
     Solo(Duration),
-    /// Malachite validators on 127.0.0.1 (blocks as fast as consensus goes).
-    Malachite(usize),
+    /// Malachite validators on 127.0.0.1, each height paced to this target time (`None`: blocks
+    /// as fast as consensus goes).
+    Malachite(usize, Option<Duration>),
 }
 
 struct Report {
@@ -40,7 +41,7 @@ struct Report {
 async fn run(producer: &Producer, seconds: u64, tx_per_second: u64) -> Report {
     let dir = tempfile::tempdir().unwrap();
     let validators = match producer {
-        Producer::Malachite(n) => *n,
+        Producer::Malachite(n, _) => *n,
         Producer::Solo(_) => 1,
     };
     let keys: Vec<_> = (0..validators).map(validator_key).collect();
@@ -48,11 +49,16 @@ async fn run(producer: &Producer, seconds: u64, tx_per_second: u64) -> Report {
     let genesis = network_genesis(&keys, &users);
     type Stop = Box<dyn FnOnce() -> tokio::task::JoinHandle<()>>;
     let (apps, stop): (Vec<Arc<App>>, Stop) = match producer {
-        Producer::Malachite(n) => {
+        Producer::Malachite(n, interval) => {
             let ports: Vec<u16> = (0..*n).map(|_| free_port()).collect();
             let mut nodes = Vec::new();
             for i in 0..*n {
-                nodes.push(start_validator(dir.path(), &keys, i, &genesis, &ports).await);
+                let options = Options {
+                    block_interval: *interval,
+                    ..Options::default()
+                };
+                let node = start_validator_with(dir.path(), &keys, i, &genesis, &ports, options);
+                nodes.push(node.await);
             }
             let apps = nodes.iter().map(|v| v.app.clone()).collect();
             (
@@ -207,8 +213,24 @@ async fn main() {
             "solo, 1 ms interval",
             Producer::Solo(Duration::from_millis(1)),
         ),
-        ("malachite, 1 validator", Producer::Malachite(1)),
-        ("malachite, 4 validators", Producer::Malachite(4)),
+        ("malachite, 1 validator", Producer::Malachite(1, None)),
+        ("malachite, 4 validators", Producer::Malachite(4, None)),
+        (
+            "malachite, 1, paced 1000 ms",
+            Producer::Malachite(1, Some(Duration::from_millis(1000))),
+        ),
+        (
+            "malachite, 4, paced 1000 ms",
+            Producer::Malachite(4, Some(Duration::from_millis(1000))),
+        ),
+        (
+            "malachite, 1, paced 100 ms",
+            Producer::Malachite(1, Some(Duration::from_millis(100))),
+        ),
+        (
+            "malachite, 4, paced 100 ms",
+            Producer::Malachite(4, Some(Duration::from_millis(100))),
+        ),
     ] {
         print(name, run(&producer, seconds, tx_per_second).await);
     }

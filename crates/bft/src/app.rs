@@ -62,6 +62,8 @@ pub struct AppLoop {
     /// Sets by height, as the application answered them (bounded, pruned as heights pass).
     sets: BTreeMap<Height, ValidatorSet>,
     pub timeouts: LinearTimeouts,
+    /// Each height's target time (`BftConfig::block_interval`); `None`: no pacing.
+    pub block_interval: Option<Duration>,
     pub store: ConsensusStore,
     pub app: AppSender,
     gossip: Option<TxGossip>,
@@ -133,6 +135,7 @@ impl AppLoop {
             configured: None,
             sets: BTreeMap::new(),
             timeouts,
+            block_interval: None,
             store,
             app,
             gossip,
@@ -190,7 +193,7 @@ impl AppLoop {
         let set = self.validator_set(height).await?.ok_or_else(|| {
             LoopError::NoValidatorSet(height, "committed state does not determine it".into())
         })?;
-        Ok(HeightParams::new(set, self.timeouts, None))
+        Ok(HeightParams::new(set, self.timeouts, self.block_interval))
     }
 
     async fn ask<T>(&self, msg: PiazzaMsg, answer: oneshot::Receiver<T>) -> Result<T, LoopError> {

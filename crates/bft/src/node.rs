@@ -22,6 +22,7 @@ use piazza_consensus::{AppSender, TxGossip};
 use piazza_ledger::block::BLOCK_BYTES_MAX;
 use piazza_primitives::SecretKey;
 use std::path::PathBuf;
+use std::time::Duration;
 use tokio::task::JoinHandle;
 
 /// The consensus store's file inside a validator's consensus home.
@@ -60,6 +61,10 @@ pub struct BftConfig {
     pub persistent_peers: Vec<Multiaddr>,
     pub timeouts: LinearTimeouts,
     pub value_sync: ValueSyncConfig,
+    /// The target time of a height, from its start to its block's commit (Malachite's
+    /// `HeightParams::target_time`): a decided block is committed no sooner, so an idle
+    /// network makes one block per interval. `None`: commit as soon as decided.
+    pub block_interval: Option<Duration>,
 }
 
 impl BftConfig {
@@ -75,6 +80,7 @@ impl BftConfig {
                 max_response_size: ByteSize::b(SYNC_RESPONSE_BYTES_MAX as u64),
                 ..ValueSyncConfig::default()
             },
+            block_interval: None,
         }
     }
 }
@@ -172,6 +178,7 @@ async fn start_engine(
     app_loop: impl FnOnce(KeySigner, ConsensusStore) -> AppLoop,
 ) -> Result<BftHandle, StartError> {
     let address = ValidatorAddress(key.public_key().address());
+    let block_interval = config.block_interval;
     std::fs::create_dir_all(&config.home)
         .map_err(|e| StartError::Io(format!("cannot create {}: {e}", config.home.display())))?;
     let store = ConsensusStore::open(&config.home.join(CONSENSUS_DB_FILE))?;
@@ -223,7 +230,8 @@ async fn start_engine(
         .await
         .map_err(|e| StartError::Engine(e.to_string()))?;
 
-    let app_loop = app_loop(signer, store);
+    let mut app_loop = app_loop(signer, store);
+    app_loop.block_interval = block_interval;
     let app_loop = tokio::spawn(async move {
         let result = app_loop.run(channels).await;
         if let Err(error) = &result {

@@ -140,7 +140,12 @@ async fn three_honest_validators_refuse_a_liars_blocks_and_keep_finalizing() {
     let mut nodes = Vec::new();
     for i in 0..4 {
         let tamper = (i == 3).then_some(wrong_root as Tamper);
-        nodes.push(start_validator_with(dir.path(), &keys, i, &genesis, &ports, tamper).await);
+        let options = Options {
+            tamper,
+            ..Options::default()
+        };
+        let node = start_validator_with(dir.path(), &keys, i, &genesis, &ports, options);
+        nodes.push(node.await);
     }
     let honest = [&nodes[0], &nodes[1], &nodes[2]];
     agree_beyond(&honest, 8).await;

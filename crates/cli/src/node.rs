@@ -38,7 +38,8 @@ pub struct NodeFile {
     /// The key's name in the keystore (its password in `KEYSTORE/NAME.password`, or
     /// PIAZZA_PASSWORD).
     pub validator_key: Option<String>,
-    /// Without `[consensus]` only: the solo producer's interval.
+    /// The solo producer's interval, or with `[consensus]` each height's target time (a
+    /// decided block is committed no sooner after its height started).
     pub block_interval_ms: Option<u64>,
     pub mempool_capacity: Option<usize>,
     pub consensus: Option<ConsensusFile>,
@@ -88,7 +89,7 @@ pub struct NodeArgs {
     /// Consensus: peers to dial (comma-separated libp2p addresses) [default: the file's].
     #[arg(long, env = "PIAZZA_PEERS", value_delimiter = ',')]
     peers: Option<Vec<String>>,
-    /// Solo producer only: block interval [default: 1000].
+    /// Block interval (solo producer) or each height's target time (consensus) [default: 1000].
     #[arg(long, env = "PIAZZA_BLOCK_INTERVAL_MS")]
     block_interval_ms: Option<u64>,
 }
@@ -304,6 +305,7 @@ pub async fn start(plan: &NodePlan) -> Result<NodeHandle> {
         consensus.listen_addr.clone(),
     );
     bft.moniker = consensus.moniker.clone();
+    bft.block_interval = Some(Duration::from_millis(plan.block_interval_ms));
     bft.persistent_peers = consensus.peers.clone();
     bft.timeouts.propose = Duration::from_millis(consensus.propose_timeout_ms);
     bft.timeouts.prevote = Duration::from_millis(consensus.prevote_timeout_ms);

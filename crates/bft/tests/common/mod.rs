@@ -179,21 +179,29 @@ pub async fn start_validator(
     genesis: &NetworkGenesis,
     ports: &[u16],
 ) -> TestValidator {
-    start_validator_with(dir, keys, index, genesis, ports, None).await
+    start_validator_with(dir, keys, index, genesis, ports, Options::default()).await
 }
 
 /// Rewrites a block this validator proposes (a hostile validator in a test); gets its key.
 pub type Tamper = fn(Block, &SecretKey) -> Block;
 
-/// [`start_validator`], with every block the node proposes passed through `tamper` between its
-/// application and consensus.
+/// How a test validator departs from the defaults.
+#[derive(Default)]
+pub struct Options {
+    /// Every block the node proposes passes through this between its application and consensus.
+    pub tamper: Option<Tamper>,
+    /// Each height committed no sooner than this after it started (`BftConfig::block_interval`).
+    pub block_interval: Option<Duration>,
+}
+
+/// [`start_validator`] with `options`.
 pub async fn start_validator_with(
     dir: &std::path::Path,
     keys: &[SecretKey],
     index: usize,
     genesis: &NetworkGenesis,
     ports: &[u16],
-    tamper: Option<Tamper>,
+    options: Options,
 ) -> TestValidator {
     let key = keys[index].clone();
     let data = dir.join(format!("validator-{index}"));
@@ -205,7 +213,7 @@ pub async fn start_validator_with(
     let gossip = app.gossip();
     let (mut app_tx, app_rx) = tokio::sync::mpsc::channel(APP_CHANNEL_CAPACITY);
     tokio::spawn(app.clone().serve(app_rx));
-    if let Some(tamper) = tamper {
+    if let Some(tamper) = options.tamper {
         app_tx = interpose(app_tx, key.clone(), tamper);
     }
     let mut config = BftConfig::new(
@@ -215,6 +223,7 @@ pub async fn start_validator_with(
     );
     config.moniker = format!("validator-{index}");
     config.timeouts = local_timeouts();
+    config.block_interval = options.block_interval;
     config.persistent_peers = ports
         .iter()
         .enumerate()
