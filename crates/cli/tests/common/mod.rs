@@ -31,6 +31,12 @@ pub fn start_devnet(dir: &Path) -> Devnet {
 }
 
 pub fn start_devnet_with(dir: &Path, extra: &[&str]) -> Devnet {
+    // 100 ms blocks unless the test names its own interval.
+    let interval: &[&str] = if extra.contains(&"--block-interval-ms") {
+        &[]
+    } else {
+        &["--block-interval-ms", "100"]
+    };
     let mut child = Command::new(PIAZZA)
         .args([
             "devnet",
@@ -38,10 +44,9 @@ pub fn start_devnet_with(dir: &Path, extra: &[&str]) -> Devnet {
             "127.0.0.1:0",
             "--gateway-addr",
             "127.0.0.1:0",
-            "--block-interval-ms",
-            "100",
-            "--data-dir",
         ])
+        .args(interval)
+        .arg("--data-dir")
         .arg(dir)
         .args(extra)
         .env_remove("PIAZZA_KEYSTORE")
