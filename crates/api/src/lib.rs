@@ -278,6 +278,26 @@ pub struct ModelInfo {
     pub price_floor: String,
     /// Addresses of the providers serving it.
     pub providers: Vec<String>,
+    /// The arithmetic its engines run and its traces are made of: `f32` or `quantized`.
+    #[serde(default = "f32_profile")]
+    pub numeric: String,
+    /// The blobs its files are stored in, when stored on Piazza (a provider that lacks the
+    /// weights fetches them by these ids).
+    #[serde(default)]
+    pub files: Option<ModelFilesInfo>,
+}
+
+/// The numeric profile of a record that names none.
+fn f32_profile() -> String {
+    "f32".into()
+}
+
+/// The blob ids (hex) of a model's files; a GGUF generation model's three are one blob.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ModelFilesInfo {
+    pub weights: String,
+    pub tokenizer: String,
+    pub config: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -27,6 +27,37 @@ pub enum LoadedModel {
 }
 
 impl LoadedModel {
+    /// Loads the model of `family` at `path` (bert: a directory holding `model.safetensors`,
+    /// `tokenizer.json` and `config.json`; llama: a GGUF file) for numeric profile `profile`,
+    /// the one its record names: a generation computes and is traced in that profile. Bert has
+    /// only the f32 profile. The caller checks [`LoadedModel::commitments`] against the record.
+    pub fn load(
+        family: Family,
+        path: &std::path::Path,
+        profile: piazza_llm::NumericProfile,
+    ) -> Result<LoadedModel, ArbiterError> {
+        let loading = |e: String| ArbiterError::Model(format!("loading {}: {e}", path.display()));
+        match (family, profile) {
+            (Family::Bert, piazza_llm::NumericProfile::F32) => Ok(LoadedModel::Embedding(
+                Arc::new(Embedder::load(path).map_err(|e| loading(e.to_string()))?),
+            )),
+            (Family::Bert, other) => Err(loading(format!(
+                "an embedding model has no {other:?} numeric profile"
+            ))),
+            (Family::Llama, profile) => Ok(LoadedModel::Generation(Arc::new(
+                Generator::load_with(path, profile).map_err(|e| loading(e.to_string()))?,
+            ))),
+        }
+    }
+
+    /// The numeric profile it computes in (an embedding model's is always f32).
+    pub fn profile(&self) -> piazza_llm::NumericProfile {
+        match self {
+            LoadedModel::Embedding(_) => piazza_llm::NumericProfile::F32,
+            LoadedModel::Generation(generator) => generator.profile(),
+        }
+    }
+
     pub fn family(&self) -> Family {
         match self {
             LoadedModel::Embedding(_) => Family::Bert,

@@ -65,6 +65,8 @@ fn model(name: &str) -> ModelInfo {
         license: "apache-2.0".into(),
         price_floor: "1000".into(),
         providers: vec![PROVIDER.into()],
+        numeric: "f32".into(),
+        files: None,
     }
 }
 

@@ -93,7 +93,9 @@ pub async fn load_models(
     load_named(client, &config.models_dir, &config.serve).await
 }
 
-/// Loads the named models from `models_dir`, each checked against its on-chain record.
+/// Loads the named models, each found by its on-chain record ([`models::resolve`]: a local
+/// file with the record's commitments, else its blobs fetched from storage into the cache
+/// under `models_dir`) in the numeric profile the record names.
 pub async fn load_named(
     client: &Client,
     models_dir: &std::path::Path,
@@ -107,11 +109,8 @@ pub async fn load_named(
             .find(|r| &r.name == name)
             .ok_or_else(|| ProviderError::Config(format!("the chain has no model `{name}`")))?
             .clone();
-        let dir = models_dir.to_path_buf();
-        let model = tokio::task::spawn_blocking(move || models::load(&dir, &record))
-            .await
-            .map_err(|e| ProviderError::Model(e.to_string()))??;
-        tracing::info!(model = %name, "model loaded and matches its on-chain commitment");
+        let model = models::resolve(client, models_dir, &record).await?;
+        tracing::info!(model = %name, numeric = %record.numeric, "model loaded and matches its on-chain commitment");
         loaded.insert(name.clone(), model);
     }
     Ok(loaded)

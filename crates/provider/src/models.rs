@@ -3,8 +3,9 @@
 
 use crate::ProviderError;
 use piazza_api::{JobParamsInfo, ModelInfo};
-use piazza_arbiter::JobSpec;
-use piazza_engine::Embedder;
+use piazza_arbiter::{Family, JobSpec};
+use piazza_client::Client;
+use piazza_llm::NumericProfile;
 use piazza_primitives::Hash;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,73 +22,334 @@ pub struct Execution {
     pub work_units: u64,
 }
 
-/// Where a model's files live under the models directory, by architecture.
-pub fn local_path(
-    models_dir: &Path,
-    record: &ModelInfo,
-) -> Result<std::path::PathBuf, ProviderError> {
-    match record.architecture.as_str() {
-        "bert" => Ok(models_dir.join("minilm")),
-        "llama" => Ok(models_dir.join("smollm2").join(SMOLLM2_FILE)),
+/// Where fetched model files are kept under the models directory: one file per blob, named by
+/// its blob id (hex), and for an embedding model a directory of links to its three blobs.
+pub const BLOB_CACHE_DIR: &str = "blobs";
+/// Most local files or directories tried for one record before the search gives up.
+pub const LOCAL_CANDIDATES_MAX: usize = 64;
+/// Deepest directory level under the models directory searched for local files.
+const LOCAL_SEARCH_DEPTH_MAX: usize = 3;
+
+/// The numeric profile a record names (`f32`, or `quantized`: integer block dots over the
+/// quantized weights). An empty name is f32, the profile of records made before profiles.
+pub fn numeric_profile(record: &ModelInfo) -> Result<NumericProfile, ProviderError> {
+    match record.numeric.as_str() {
+        "" | "f32" => Ok(NumericProfile::F32),
+        "quantized" => Ok(NumericProfile::Quantized),
         other => Err(ProviderError::Model(format!(
-            "`{}`: no local engine for architecture `{other}`",
+            "`{}`: unknown numeric profile `{other}`",
             record.name
         ))),
     }
 }
 
-/// Models this process has loaded, by file: the devnet's genesis, its provider and its auditor
-/// share one copy of each (models are immutable once loaded).
-static LOADED: std::sync::OnceLock<std::sync::Mutex<BTreeMap<PathBuf, LoadedModel>>> =
+fn family(record: &ModelInfo) -> Result<Family, ProviderError> {
+    Family::from_architecture(&record.architecture).ok_or_else(|| {
+        ProviderError::Model(format!(
+            "`{}`: no local engine for architecture `{}`",
+            record.name, record.architecture
+        ))
+    })
+}
+
+/// A loaded model's key: its file and its profile (one file loads as f32 and as quantized).
+type LoadedKey = (PathBuf, bool);
+
+fn loaded_key(path: &Path, profile: NumericProfile) -> LoadedKey {
+    (path.to_path_buf(), profile == NumericProfile::Quantized)
+}
+
+/// Models this process has loaded, by file and profile: the devnet's genesis, its provider and
+/// its auditor share one copy of each (models are immutable once loaded).
+static LOADED: std::sync::OnceLock<std::sync::Mutex<BTreeMap<LoadedKey, LoadedModel>>> =
     std::sync::OnceLock::new();
 
-fn loaded() -> std::sync::MutexGuard<'static, BTreeMap<PathBuf, LoadedModel>> {
+fn loaded() -> std::sync::MutexGuard<'static, BTreeMap<LoadedKey, LoadedModel>> {
     LOADED
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The model in `path`, loaded once per process.
-fn load_file(path: &Path, generation: bool) -> Result<LoadedModel, ProviderError> {
-    if let Some(model) = loaded().get(path) {
+/// The model in `path`, loaded once per process and profile.
+fn load_file(
+    path: &Path,
+    family: Family,
+    profile: NumericProfile,
+) -> Result<LoadedModel, ProviderError> {
+    let key = loaded_key(path, profile);
+    if let Some(model) = loaded().get(&key) {
         return Ok(model.clone());
     }
-    let loading = |e: String| ProviderError::Model(format!("loading {}: {e}", path.display()));
-    let model = if generation {
-        LoadedModel::Generation(Arc::new(
-            piazza_llm::Generator::load(path).map_err(|e| loading(e.to_string()))?,
-        ))
-    } else {
-        LoadedModel::Embedding(Arc::new(
-            Embedder::load(path).map_err(|e| loading(e.to_string()))?,
-        ))
-    };
-    Ok(loaded().entry(path.to_path_buf()).or_insert(model).clone())
+    let model = LoadedModel::load(family, path, profile)
+        .map_err(|e| ProviderError::Model(e.to_string()))?;
+    Ok(loaded().entry(key).or_insert(model).clone())
 }
 
-/// Loads `record`'s model and checks its weights commitment and tokenizer hash against the
-/// chain's record: a provider never serves weights the chain did not name.
+/// Where the blob `id` is cached under `models_dir`.
+pub fn cached_blob_path(models_dir: &Path, id: &str) -> PathBuf {
+    models_dir.join(BLOB_CACHE_DIR).join(id)
+}
+
+/// The cached copy of `record`'s files, when its blobs are all cached: the GGUF blob (llama),
+/// or a directory of links to the three blobs under the names the engine reads (bert).
+fn cached_candidate(models_dir: &Path, record: &ModelInfo, family: Family) -> Option<PathBuf> {
+    let files = record.files.as_ref()?;
+    let blob = |id: &str| Some(cached_blob_path(models_dir, id)).filter(|p| p.is_file());
+    let weights = blob(&files.weights)?;
+    if family == Family::Llama {
+        return Some(weights);
+    }
+    let (tokenizer, config) = (blob(&files.tokenizer)?, blob(&files.config)?);
+    let name = Hash::of(
+        "piazza/model-blobs",
+        &[
+            files.weights.as_bytes(),
+            files.tokenizer.as_bytes(),
+            files.config.as_bytes(),
+        ],
+    );
+    let dir = models_dir
+        .join(BLOB_CACHE_DIR)
+        .join(format!("embedding-{}", name.to_hex()));
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    link_embedding_dir(&dir, &weights, &tokenizer, &config)
+        .map_err(|e| tracing::warn!(dir = %dir.display(), error = %e, "cannot link cached blobs"))
+        .ok()
+        .map(|()| dir)
+}
+
+/// Makes `dir` hold links to an embedding model's three files under the engine's names: built
+/// beside it under a temporary name, then renamed into place whole.
+fn link_embedding_dir(
+    dir: &Path,
+    weights: &Path,
+    tokenizer: &Path,
+    config: &Path,
+) -> std::io::Result<()> {
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    let building = tempfile::tempdir_in(parent)?;
+    for (from, to) in [
+        (weights, EMBEDDING_WEIGHTS_FILE),
+        (tokenizer, EMBEDDING_TOKENIZER_FILE),
+        (config, EMBEDDING_CONFIG_FILE),
+    ] {
+        let to = building.path().join(to);
+        if std::fs::hard_link(from, &to).is_err() {
+            std::fs::copy(from, &to)?;
+        }
+    }
+    let building = building.keep();
+    std::fs::rename(&building, dir).inspect_err(|_| {
+        let _ = std::fs::remove_dir_all(&building);
+    })
+}
+
+/// The local files that may hold `record`'s model: its cached blobs first, then every GGUF
+/// file (llama) or directory holding `model.safetensors` (bert) under `models_dir`, at most
+/// [`LOCAL_CANDIDATES_MAX`], in name order.
+fn local_candidates(models_dir: &Path, record: &ModelInfo, family: Family) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = cached_candidate(models_dir, record, family)
+        .into_iter()
+        .collect();
+    let mut level = vec![models_dir.to_path_buf()];
+    for _ in 0..LOCAL_SEARCH_DEPTH_MAX {
+        let mut next = Vec::new();
+        for dir in &level {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            let mut entries: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+            entries.sort();
+            for path in entries {
+                if path == models_dir.join(BLOB_CACHE_DIR) {
+                    continue;
+                }
+                let candidate = match family {
+                    Family::Llama => {
+                        path.is_file() && path.extension().is_some_and(|e| e == "gguf")
+                    }
+                    Family::Bert => path.join(EMBEDDING_WEIGHTS_FILE).is_file(),
+                };
+                if candidate && !found.contains(&path) {
+                    found.push(path.clone());
+                }
+                if path.is_dir() {
+                    next.push(path);
+                }
+            }
+        }
+        level = next;
+    }
+    found.truncate(LOCAL_CANDIDATES_MAX);
+    found
+}
+
+/// Whether `model` is what `record` names: weights commitment, tokenizer hash and config hash
+/// equal. `Err` says how they differ.
+fn check_against(model: &LoadedModel, record: &ModelInfo) -> Result<(), String> {
+    let commitments = model.commitments();
+    let (weights, tokenizer, config) = (
+        hex(&commitments.weights_commitment),
+        hex(&commitments.tokenizer_hash),
+        hex(&commitments.config_hash),
+    );
+    if weights == record.weights_commitment
+        && tokenizer == record.tokenizer_hash
+        && config == record.config_hash
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "weights {weights} / tokenizer {tokenizer} / config {config} differ from the chain's {} / {} / {}",
+        record.weights_commitment, record.tokenizer_hash, record.config_hash
+    ))
+}
+
+/// Loads `record`'s model from a local file whose weights commitment, tokenizer hash and
+/// config hash equal the record's (whatever the file's name or the record's: a fine-tune
+/// registered under its own name with the same weights is served from the same file), in the
+/// numeric profile the record names. A provider never serves weights the chain did not name.
+/// [`resolve`] also fetches the files from storage when none matches.
 pub fn load(models_dir: &Path, record: &ModelInfo) -> Result<LoadedModel, ProviderError> {
-    let path = local_path(models_dir, record)?;
-    let model = load_file(&path, record.architecture == "llama")?;
-    let (weights, tokenizer) = match &model {
-        LoadedModel::Generation(generator) => (
-            hex(&generator.weights_commitment().root),
-            hex(&generator.tokenizer_hash()),
-        ),
-        LoadedModel::Embedding(embedder) => (
-            hex(&embedder.weights_commitment()),
-            hex(&embedder.tokenizer_hash()),
-        ),
+    let (family, profile) = (family(record)?, numeric_profile(record)?);
+    let candidates = local_candidates(models_dir, record, family);
+    let mut refused = Vec::new();
+    for path in &candidates {
+        let checked = load_file(path, family, profile).and_then(|model| {
+            check_against(&model, record).map(|()| model).map_err(|e| {
+                // Not this record's: a cached copy that was tampered with is never kept.
+                loaded().remove(&loaded_key(path, profile));
+                ProviderError::Model(e)
+            })
+        });
+        match checked {
+            Ok(model) => return Ok(model),
+            Err(e) => refused.push(format!("{}: {e}", path.display())),
+        }
+    }
+    Err(ProviderError::Model(format!(
+        "`{}`: no local file under {} holds the chain's model ({} tried{}{})",
+        record.name,
+        models_dir.display(),
+        candidates.len(),
+        if refused.is_empty() { "" } else { ": " },
+        refused.join("; ")
+    )))
+}
+
+/// Most bytes of one model file fetched from storage.
+pub const MODEL_FILE_BYTES_MAX: u64 = 8 << 30;
+
+/// Loads `record`'s model as [`load`] does and, when no local file holds it and the record
+/// names its blobs, fetches each missing blob from any `k` storage providers (checked against
+/// its blob id), keeps it in the content-addressed cache under `models_dir` (written under a
+/// temporary name, synced, then renamed: a partial download is never seen), and loads it,
+/// checked against the record's commitments before use. A cached blob that no longer matches
+/// its id is fetched again.
+pub async fn resolve(
+    client: &Client,
+    models_dir: &Path,
+    record: &ModelInfo,
+) -> Result<LoadedModel, ProviderError> {
+    let local = {
+        let (dir, record) = (models_dir.to_path_buf(), record.clone());
+        tokio::task::spawn_blocking(move || load(&dir, &record))
+            .await
+            .map_err(|e| ProviderError::Model(e.to_string()))?
     };
-    if weights != record.weights_commitment || tokenizer != record.tokenizer_hash {
+    let not_local = match local {
+        Ok(model) => return Ok(model),
+        Err(e) => e,
+    };
+    let Some(files) = &record.files else {
+        return Err(not_local);
+    };
+    tracing::info!(model = %record.name, "no local file holds the model; fetching it from storage");
+    let mut ids = vec![&files.weights, &files.tokenizer, &files.config];
+    ids.dedup();
+    for id in ids {
+        fetch_blob(client, models_dir, id).await?;
+    }
+    let (dir, record) = (models_dir.to_path_buf(), record.clone());
+    tokio::task::spawn_blocking(move || load(&dir, &record))
+        .await
+        .map_err(|e| ProviderError::Model(e.to_string()))?
+}
+
+/// Blob `id` in the cache under `models_dir`, fetched from storage unless a cached copy
+/// matches the id.
+async fn fetch_blob(
+    client: &Client,
+    models_dir: &Path,
+    id: &str,
+) -> Result<PathBuf, ProviderError> {
+    let blob_id: Hash = id
+        .parse()
+        .map_err(|_| ProviderError::Model(format!("`{id}` is not a blob id")))?;
+    let path = cached_blob_path(models_dir, &blob_id.to_hex());
+    let cached = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || cached_matches(&path, &blob_id))
+            .await
+            .map_err(|e| ProviderError::Model(e.to_string()))?
+    };
+    if cached {
+        return Ok(path);
+    }
+    let started = std::time::Instant::now();
+    let bytes = piazza_storage_daemon::rpc::get_blob(client, &blob_id)
+        .await
+        .map_err(|e| ProviderError::Model(format!("fetching blob {blob_id}: {e}")))?;
+    if bytes.len() as u64 > MODEL_FILE_BYTES_MAX {
         return Err(ProviderError::Model(format!(
-            "`{}`: local weights {weights} / tokenizer {tokenizer} differ from the chain's {} / {}",
-            record.name, record.weights_commitment, record.tokenizer_hash
+            "blob {blob_id} is {} bytes, over {MODEL_FILE_BYTES_MAX}",
+            bytes.len()
         )));
     }
-    Ok(model)
+    let len_bytes = bytes.len();
+    let target = path.clone();
+    tokio::task::spawn_blocking(move || write_atomically(&target, &bytes))
+        .await
+        .map_err(|e| ProviderError::Model(e.to_string()))??;
+    tracing::info!(
+        blob = %blob_id,
+        len_bytes,
+        ms = started.elapsed().as_millis() as u64,
+        "model file fetched from storage and checked against its blob id"
+    );
+    Ok(path)
+}
+
+/// Whether the file at `path` exists and its bytes hash to blob `id` (a copy that does not is
+/// removed).
+fn cached_matches(path: &Path, id: &Hash) -> bool {
+    let Ok(len) = std::fs::metadata(path).map(|m| m.len()) else {
+        return false;
+    };
+    let matches = len <= MODEL_FILE_BYTES_MAX
+        && std::fs::read(path).is_ok_and(|bytes| piazza_primitives::blob::blob_id(&bytes) == *id);
+    if !matches {
+        tracing::warn!(path = %path.display(), "cached blob does not match its id; fetching it again");
+        let _ = std::fs::remove_file(path);
+    }
+    matches
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it, renames it into place and syncs
+/// the directory: the file is whole under its name or absent.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ProviderError> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
 }
 
 fn hex(bytes: &[u8; 32]) -> String {
@@ -118,51 +380,28 @@ pub fn execute_until(
 
 /// [`execute_until`] that hands each piece of a generation's text to `on_delta` as soon as it
 /// is final (an embedding has no pieces). The pieces concatenate to the output; output, trace
-/// root and work units are those of the job path (one code path: the job path is this with an
-/// empty `on_delta`).
+/// root and work units are those of the job path (one code path:
+/// [`piazza_arbiter::execute_streaming`], which the job path runs with an empty `on_delta`).
 pub fn execute_streaming(
     model: &LoadedModel,
     input: &[u8],
     params: &JobParamsInfo,
     threads: usize,
     cancel: &AtomicBool,
-    mut on_delta: impl FnMut(&str),
+    on_delta: impl FnMut(&str),
 ) -> Result<Execution, ProviderError> {
-    let spec = job_spec(input, params);
-    let model_error = |e: String| ProviderError::Model(e);
-    let LoadedModel::Generation(generator) = model else {
-        let result = piazza_arbiter::execute_until(model, &spec, threads, cancel)
-            .map_err(|e| model_error(e.to_string()))?;
-        return Ok(Execution {
-            output: result.output,
-            trace_root: Hash(result.trace_root),
-            work_units: result.work_units,
-        });
-    };
-    let text = String::from_utf8_lossy(input);
-    let prompt = if spec.chat {
-        piazza_llm::chat_prompt_ids(generator, &chat_messages(&text))
-    } else {
-        generator.tokenize(&text)
-    }
-    .map_err(|e| model_error(e.to_string()))?;
-    let generation = generator
-        .generate_until(
-            &prompt,
-            &generate_params(&spec),
-            threads,
-            |event| {
-                if !event.text.is_empty() {
-                    on_delta(&event.text)
-                }
-            },
-            cancel,
-        )
-        .map_err(|e| model_error(e.to_string()))?;
+    let result = piazza_arbiter::execute_streaming(
+        model,
+        &job_spec(input, params),
+        threads,
+        cancel,
+        on_delta,
+    )
+    .map_err(|e| ProviderError::Model(e.to_string()))?;
     Ok(Execution {
-        output: generation.text.into_bytes(),
-        trace_root: Hash(generation.trace.root),
-        work_units: generation.ids.len() as u64,
+        output: result.output,
+        trace_root: Hash(result.trace_root),
+        work_units: result.work_units,
     })
 }
 
@@ -248,6 +487,10 @@ pub const SMOLLM2_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 /// The on-chain name of the bundled generation model.
 pub const SMOLLM2: &str = "smollm2-135m-instruct";
 
+/// The on-chain name of the bundled SmolLM2 in the quantized numeric profile (integer block
+/// dots over the Q4_1 weights as stored: the same file, its own record and commitment).
+pub const SMOLLM2_QUANTIZED: &str = "smollm2-135m-instruct-q";
+
 /// The chain record of the bundled SmolLM2 (config hash: of the canonical `LlamaConfig`
 /// bytes, which the arbiter reads).
 pub fn smollm2_record(
@@ -255,36 +498,95 @@ pub fn smollm2_record(
     owner: piazza_primitives::Address,
 ) -> Result<piazza_ledger::models::ModelRecord, ProviderError> {
     let path = models_dir.join("smollm2").join(SMOLLM2_FILE);
-    generation_record(&path, SMOLLM2, owner)
+    record_of_model(&path, Family::Llama, NumericProfile::F32, SMOLLM2, owner)
 }
 
-/// The chain record of the generation model in the GGUF file `path` (which carries its
-/// tokenizer and config).
-fn generation_record(
-    path: &Path,
+/// The chain record of the bundled SmolLM2 in the quantized numeric profile.
+pub fn smollm2_quantized_record(
+    models_dir: &Path,
+    owner: piazza_primitives::Address,
+) -> Result<piazza_ledger::models::ModelRecord, ProviderError> {
+    let path = models_dir.join("smollm2").join(SMOLLM2_FILE);
+    record_of_model(
+        &path,
+        Family::Llama,
+        NumericProfile::Quantized,
+        SMOLLM2_QUANTIZED,
+        owner,
+    )
+}
+
+/// The files of the bundled model `name` under `models_dir`, if it is one.
+pub fn bundled_paths(models_dir: &Path, name: &str) -> Option<ModelPaths> {
+    match name {
+        MINILM => {
+            let dir = models_dir.join("minilm");
+            Some(ModelPaths {
+                weights: dir.join(EMBEDDING_WEIGHTS_FILE),
+                tokenizer: dir.join(EMBEDDING_TOKENIZER_FILE),
+                config: dir.join(EMBEDDING_CONFIG_FILE),
+            })
+        }
+        SMOLLM2 | SMOLLM2_QUANTIZED => {
+            let file = models_dir.join("smollm2").join(SMOLLM2_FILE);
+            Some(ModelPaths {
+                weights: file.clone(),
+                tokenizer: file.clone(),
+                config: file,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The chain record of the bundled model `name` (see [`bundled_paths`]).
+pub fn bundled_record(
+    models_dir: &Path,
     name: &str,
     owner: piazza_primitives::Address,
 ) -> Result<piazza_ledger::models::ModelRecord, ProviderError> {
-    let LoadedModel::Generation(generator) = load_file(path, true)
-        .map_err(|e| ProviderError::Model(format!("{e} (run scripts/fetch-models.sh)")))?
-    else {
-        return Err(ProviderError::Model(format!(
-            "{} is not a generation model",
-            path.display()
-        )));
+    match name {
+        MINILM => minilm_record(models_dir, owner),
+        SMOLLM2 => smollm2_record(models_dir, owner),
+        SMOLLM2_QUANTIZED => smollm2_quantized_record(models_dir, owner),
+        other => Err(ProviderError::Config(format!(
+            "no bundled model `{other}` (bundled: {MINILM}, {SMOLLM2}, {SMOLLM2_QUANTIZED})"
+        ))),
+    }
+}
+
+/// The chain record named `name` of the model at `path` (a GGUF file carrying its tokenizer
+/// and config, or an embedding model's directory) in numeric profile `profile`: its
+/// commitments as a provider computes them when it loads the same file.
+fn record_of_model(
+    path: &Path,
+    family: Family,
+    profile: NumericProfile,
+    name: &str,
+    owner: piazza_primitives::Address,
+) -> Result<piazza_ledger::models::ModelRecord, ProviderError> {
+    use piazza_ledger::models::{ModelKind, NumericProfile as Numeric};
+    let model = load_file(path, family, profile)
+        .map_err(|e| ProviderError::Model(format!("{e} (run scripts/fetch-models.sh)")))?;
+    let commitments = model.commitments();
+    let (kind, architecture) = match family {
+        Family::Bert => (ModelKind::Embedding, "bert"),
+        Family::Llama => (ModelKind::Generation, "llama"),
     };
-    let config = generator.config().canonical_bytes();
     Ok(piazza_ledger::models::ModelRecord {
         name: name.into(),
-        kind: piazza_ledger::models::ModelKind::Generation,
-        architecture: "llama".into(),
-        config_hash: Hash(piazza_arbiter::config_hash(&config)),
-        weights_commitment: Hash(generator.weights_commitment().root),
-        tokenizer_hash: Hash(generator.tokenizer_hash()),
+        kind,
+        architecture: architecture.into(),
+        config_hash: Hash(commitments.config_hash),
+        weights_commitment: Hash(commitments.weights_commitment),
+        tokenizer_hash: Hash(commitments.tokenizer_hash),
         owner,
         license: "apache-2.0".into(),
         price_floor: piazza_primitives::Amount::new(1_000),
-        numeric: Default::default(),
+        numeric: match profile {
+            NumericProfile::F32 => Numeric::F32,
+            NumericProfile::Quantized => Numeric::Quantized,
+        },
         files: None,
         lineage: Default::default(),
     })
@@ -311,39 +613,8 @@ pub fn minilm_record(
     models_dir: &Path,
     owner: piazza_primitives::Address,
 ) -> Result<piazza_ledger::models::ModelRecord, ProviderError> {
-    embedding_record(&models_dir.join("minilm"), MINILM, owner)
-}
-
-/// The chain record of the embedding model in `dir` (`model.safetensors`, `tokenizer.json`,
-/// `config.json`).
-fn embedding_record(
-    dir: &Path,
-    name: &str,
-    owner: piazza_primitives::Address,
-) -> Result<piazza_ledger::models::ModelRecord, ProviderError> {
-    let LoadedModel::Embedding(embedder) = load_file(dir, false)
-        .map_err(|e| ProviderError::Model(format!("{e} (run scripts/fetch-models.sh)")))?
-    else {
-        return Err(ProviderError::Model(format!(
-            "{} is not an embedding model",
-            dir.display()
-        )));
-    };
-    let config = std::fs::read(dir.join(EMBEDDING_CONFIG_FILE))?;
-    Ok(piazza_ledger::models::ModelRecord {
-        name: name.into(),
-        kind: piazza_ledger::models::ModelKind::Embedding,
-        architecture: "bert".into(),
-        config_hash: Hash::of("piazza/model-config", &[&config]),
-        weights_commitment: Hash(embedder.weights_commitment()),
-        tokenizer_hash: Hash(embedder.tokenizer_hash()),
-        owner,
-        license: "apache-2.0".into(),
-        price_floor: piazza_primitives::Amount::new(1_000),
-        numeric: Default::default(),
-        files: None,
-        lineage: Default::default(),
-    })
+    let dir = models_dir.join("minilm");
+    record_of_model(&dir, Family::Bert, NumericProfile::F32, MINILM, owner)
 }
 
 /// An embedding model's file names in its directory: weights, tokenizer, config.
@@ -378,7 +649,13 @@ pub fn record_of_files(
                         .into(),
                 ));
             }
-            generation_record(&paths.weights, name, owner)
+            record_of_model(
+                &paths.weights,
+                Family::Llama,
+                NumericProfile::F32,
+                name,
+                owner,
+            )
         }
         piazza_ledger::models::ModelKind::Embedding => {
             // The engine reads a directory with fixed names: the files are linked (or copied)
@@ -396,9 +673,10 @@ pub fn record_of_files(
                     })?;
                 }
             }
-            let record = embedding_record(dir.path(), name, owner);
+            let record =
+                record_of_model(dir.path(), Family::Bert, NumericProfile::F32, name, owner);
             // The loaded copy is keyed by a path that is about to disappear.
-            loaded().remove(dir.path());
+            loaded().remove(&loaded_key(dir.path(), NumericProfile::F32));
             record
         }
     }

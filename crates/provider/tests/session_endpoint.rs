@@ -85,6 +85,8 @@ fn model(generation: bool) -> (String, LoadedModel) {
         license: record.license.clone(),
         price_floor: String::new(),
         providers: Vec::new(),
+        numeric: "f32".into(),
+        files: None,
     };
     (record.name, models::load(&dir, &info).unwrap())
 }

@@ -21,6 +21,8 @@ fn a_model_is_loaded_once_per_process_and_still_checked_against_its_record() {
         license: record.license.clone(),
         price_floor: record.price_floor.base_units().to_string(),
         providers: Vec::new(),
+        numeric: "f32".into(),
+        files: None,
     };
     let (LoadedModel::Embedding(first), LoadedModel::Embedding(second)) = (
         models::load(&dir, &info).unwrap(),

@@ -2,7 +2,7 @@
 
 use piazza_api::{
     BlockInfo, DisputeInfo, DisputePhase, EventInfo, JobInfo, JobParamsInfo, JobReceiptInfo,
-    JobResultInfo, JobState, PartyInfo, ReceiptInfo, TxFailure, TxInfo,
+    JobResultInfo, JobState, ModelFilesInfo, ModelInfo, PartyInfo, ReceiptInfo, TxFailure, TxInfo,
 };
 use piazza_codec::Encode;
 use piazza_ledger::bank::Msg as BankMsg;
@@ -15,6 +15,34 @@ use piazza_ledger::tx::{Message, SignedTransaction};
 use piazza_ledger::verify;
 use piazza_primitives::Hash;
 use serde_json::{json, Value};
+
+/// A model record as `piazza_getModels` lists it, with the addresses of the providers serving
+/// it: the record's numeric profile and the blob ids of its files included, so a provider
+/// that lacks the weights knows what to fetch and how to load it.
+pub fn model_info(record: models::ModelRecord, providers: Vec<String>) -> ModelInfo {
+    ModelInfo {
+        name: record.name,
+        kind: record.kind.name().to_string(),
+        architecture: record.architecture,
+        config_hash: record.config_hash.to_hex(),
+        weights_commitment: record.weights_commitment.to_hex(),
+        tokenizer_hash: record.tokenizer_hash.to_hex(),
+        owner: record.owner.to_string(),
+        license: record.license,
+        price_floor: record.price_floor.base_units().to_string(),
+        providers,
+        numeric: match record.numeric {
+            models::NumericProfile::F32 => "f32",
+            models::NumericProfile::Quantized => "quantized",
+        }
+        .to_string(),
+        files: record.files.map(|files| ModelFilesInfo {
+            weights: files.weights.to_hex(),
+            tokenizer: files.tokenizer.to_hex(),
+            config: files.config.to_hex(),
+        }),
+    }
+}
 
 pub fn message_json(message: &Message) -> Value {
     match message {

@@ -1,6 +1,6 @@
 //! The typed methods: parameters checked, the app asked, the answer shaped by [`super::convert`].
 
-use super::convert::{block_info, dispute_info, job_info, receipt_info, tx_info};
+use super::convert::{block_info, dispute_info, job_info, model_info, receipt_info, tx_info};
 use super::framing::{clip, internal, rpc_error, tx_error};
 use crate::app::{App, TransactionStatus};
 use piazza_api::{
@@ -234,20 +234,12 @@ pub(super) fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value,
             let view = StateDelta::new(&snapshot);
             let models: Vec<ModelInfo> = models::all(&view)
                 .into_iter()
-                .map(|m| ModelInfo {
-                    providers: compute::providers_serving(&view, &m.name)
+                .map(|m| {
+                    let providers = compute::providers_serving(&view, &m.name)
                         .iter()
                         .map(|a| a.to_string())
-                        .collect(),
-                    name: m.name,
-                    kind: m.kind.name().to_string(),
-                    architecture: m.architecture,
-                    config_hash: m.config_hash.to_hex(),
-                    weights_commitment: m.weights_commitment.to_hex(),
-                    tokenizer_hash: m.tokenizer_hash.to_hex(),
-                    owner: m.owner.to_string(),
-                    license: m.license,
-                    price_floor: m.price_floor.base_units().to_string(),
+                        .collect();
+                    model_info(m, providers)
                 })
                 .collect();
             to_value(models)
