@@ -11,6 +11,7 @@ macro_rules! outln {
     };
 }
 
+mod agent;
 mod bench;
 mod bench_devnet;
 mod bench_jobs;
@@ -223,6 +224,11 @@ enum Command {
     Gateway {
         #[command(subcommand)]
         command: piazza_gateway::GatewayCommand,
+    },
+    /// Agents: serve a paid capability over HTTP with x402, pay one, rate a paid call.
+    Agent {
+        #[command(subcommand)]
+        command: agent::AgentCommand,
     },
     /// Sessions: open, show, top up, close (requests go to the provider's endpoint).
     Session {
@@ -463,6 +469,7 @@ async fn run(command: Command) -> Result<()> {
         Command::Gateway { command } => {
             piazza_gateway::run(config::gateway_defaults(command)).await
         }
+        Command::Agent { command } => agent::run(command).await,
         Command::Session { command } => session::run(command).await,
         Command::Economy(command) => economy::run(command).await,
         Command::Chat(args) => session::chat(args).await,

@@ -9,11 +9,25 @@ use piazza_ledger::tx::{Message, SignedTransaction, Transaction};
 use piazza_primitives::{Amount, Hash, PublicKey, SecretKey};
 use serde_json::{json, Value};
 
+/// Largest answer [`Client::post_to_agent`] reads from an agent's endpoint, in bytes.
+pub const AGENT_ANSWER_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// What an agent's HTTP endpoint answered: its status, x402's headers (`PAYMENT-REQUIRED` on a
+/// 402, `PAYMENT-RESPONSE` once paid) and its body.
+#[derive(Debug, Clone)]
+pub struct AgentAnswer {
+    pub status: u16,
+    pub payment_required: Option<String>,
+    pub payment_response: Option<String>,
+    pub body: Vec<u8>,
+}
+
 /// The agents methods' names (the node's `rpc::agents::method` mirrors them).
 pub mod method {
     pub const FIND_AGENTS: &str = "piazza_findAgents";
     pub const GET_AGENT: &str = "piazza_getAgent";
     pub const GET_AGENT_CALL: &str = "piazza_getAgentCall";
+    pub const GET_AGENT_BY_NAME: &str = "piazza_getAgentByName";
 }
 
 impl Client {
@@ -76,9 +90,55 @@ impl Client {
         self.call(method::GET_AGENT, json!([id])).await
     }
 
+    /// The agent registered under `name`, as [`Client::agent`] shows it (`Value::Null` when
+    /// no agent has that name).
+    pub async fn agent_by_name(&self, name: &str) -> Result<Value, ClientError> {
+        self.call(method::GET_AGENT_BY_NAME, json!([name])).await
+    }
+
     /// One paid call (`Value::Null` when unknown).
     pub async fn agent_call(&self, id: u64) -> Result<Value, ClientError> {
         self.call(method::GET_AGENT_CALL, json!([id])).await
+    }
+
+    /// POSTs the JSON `body` to an agent's HTTP endpoint, with `payment` as x402's
+    /// `PAYMENT-SIGNATURE` when given. An answer over [`AGENT_ANSWER_BYTES_MAX`] is refused.
+    pub async fn post_to_agent(
+        &self,
+        url: &str,
+        body: &Value,
+        payment: Option<&str>,
+    ) -> Result<AgentAnswer, ClientError> {
+        let mut request = self.http.post(url).json(body);
+        if let Some(payment) = payment {
+            request = request.header("payment-signature", payment);
+        }
+        let mut response = request.send().await?;
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let (payment_required, payment_response) =
+            (header("payment-required"), header("payment-response"));
+        let status = response.status().as_u16();
+        let mut answer = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            if answer.len() + chunk.len() > AGENT_ANSWER_BYTES_MAX {
+                return Err(ClientError::Decode(format!(
+                    "{url} answered more than {AGENT_ANSWER_BYTES_MAX} bytes"
+                )));
+            }
+            answer.extend_from_slice(&chunk);
+        }
+        Ok(AgentAnswer {
+            status,
+            payment_required,
+            payment_response,
+            body: answer,
+        })
     }
 
     /// Revokes `grantee`'s grant: from the next transaction on it cannot act for `owner`.

@@ -282,11 +282,19 @@ async fn resolve(gw: &Gateway, agent: &str) -> Result<AgentRecord, ApiError> {
             .ok_or_else(|| unknown_agent(agent))?;
         return AgentRecord::from_json(&value).map_err(render_error);
     }
-    all_records(gw)
-        .await?
-        .into_iter()
-        .find(|r| r.name == agent)
-        .ok_or_else(|| unknown_agent(agent))
+    if agent.len() > piazza_ledger::agents::NAME_BYTES_MAX {
+        return Err(unknown_agent(agent));
+    }
+    let value: Value = gw
+        .market
+        .client
+        .agent_by_name(agent)
+        .await
+        .map_err(|e| ApiError::upstream(format!("the node: {e}")))?;
+    if value.is_null() {
+        return Err(unknown_agent(agent));
+    }
+    AgentRecord::from_json(&value).map_err(render_error)
 }
 
 pub(crate) async fn card(

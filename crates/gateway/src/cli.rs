@@ -47,6 +47,82 @@ impl Dirs {
     }
 }
 
+/// x402: routes that a request without an API key pays for per request (off unless
+/// `--x402-route` is given).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct X402Args {
+    /// A path charged per request over x402, e.g. `/v1/embeddings` (repeat for more).
+    #[arg(long = "x402-route", value_name = "PATH")]
+    pub routes: Vec<String>,
+    /// The agent (by name) whose paid calls these are: paid to its owner, at least its
+    /// price, each recorded on chain so its payer can rate it.
+    #[arg(long = "x402-agent", value_name = "NAME")]
+    pub agent: Option<String>,
+    /// PZA asked per request [default: the agent's price].
+    #[arg(long = "x402-price", value_name = "PZA")]
+    pub price: Option<String>,
+    /// The payee, a `pz1…` address [default: the agent's owner].
+    #[arg(long = "x402-pay-to", value_name = "ADDRESS")]
+    pub pay_to: Option<String>,
+    /// Keystore key that submits the settlements (and pays their fees).
+    #[arg(long = "x402-submitter", value_name = "NAME", default_value = "dev")]
+    pub submitter: String,
+    /// API key of this gateway that serves the paid requests (its paying key pays the
+    /// network for the work).
+    #[arg(
+        long = "x402-api-key",
+        env = "PIAZZA_X402_API_KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
+}
+
+impl X402Args {
+    /// The paywall these arguments configure (`None` without routes).
+    fn paywall(
+        &self,
+        keystore: &std::path::Path,
+        password: &str,
+    ) -> anyhow::Result<Option<crate::x402::PaywallConfig>> {
+        if self.routes.is_empty() {
+            return Ok(None);
+        }
+        let api_key = self
+            .api_key
+            .clone()
+            .context("--x402-route needs --x402-api-key (or PIAZZA_X402_API_KEY)")?;
+        let price = match &self.price {
+            Some(text) => Some(
+                text.parse::<Amount>()
+                    .with_context(|| format!("--x402-price `{text}` is not a PZA amount"))?,
+            ),
+            None => None,
+        };
+        let pay_to = match &self.pay_to {
+            Some(text) => Some(
+                text.parse()
+                    .map_err(|_| anyhow::anyhow!("--x402-pay-to `{text}` is not an address"))?,
+            ),
+            None => None,
+        };
+        let keys = Keystore::open(keystore)?;
+        let password = keys
+            .stored_password(&self.submitter)?
+            .unwrap_or_else(|| password.to_string());
+        let submitter = keys
+            .unlock(&self.submitter, &password)
+            .with_context(|| format!("unlocking --x402-submitter `{}`", self.submitter))?;
+        Ok(Some(crate::x402::PaywallConfig {
+            routes: self.routes.clone(),
+            agent: self.agent.clone(),
+            price,
+            pay_to,
+            submitter,
+            api_key,
+        }))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum GatewayCommand {
     /// Serve the OpenAI-compatible API.
@@ -71,6 +147,8 @@ pub enum GatewayCommand {
         /// Largest request body in bytes.
         #[arg(long, default_value_t = 1024 * 1024)]
         body_bytes_max: usize,
+        #[command(flatten)]
+        x402: X402Args,
     },
     /// API keys.
     #[command(subcommand)]
@@ -114,9 +192,12 @@ pub async fn run(command: GatewayCommand) -> anyhow::Result<()> {
             max_in_flight_per_key,
             job_timeout_s,
             body_bytes_max,
+            x402,
         } => {
             let mut config = GatewayConfig::new(listen, &node, dirs.data_dir(), dirs.keystore());
             config.password = std::env::var("PIAZZA_PASSWORD").unwrap_or_default();
+            config.paywall = x402.paywall(&dirs.keystore(), &config.password)?;
+            let paid_routes = x402.routes.clone();
             config.limits = Limits {
                 requests_in_flight_max: NonZeroUsize::new(max_in_flight)
                     .context("--max-in-flight must be positive")?,
@@ -130,6 +211,9 @@ pub async fn run(command: GatewayCommand) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("starting the gateway against {node}"))?;
             println!("OpenAI-compatible API on {}/v1", gateway.url());
+            for route in paid_routes {
+                println!("x402: {}{route} is paid per request", gateway.url());
+            }
             tokio::signal::ctrl_c().await?;
             gateway.shutdown().await;
             Ok(())
@@ -242,6 +326,39 @@ mod tests {
             matches!(parsed.gateway, GatewayCommand::Run { ref node, .. } if node == "http://n:1")
         );
         assert!(Piazza::try_parse_from(["piazza", "key", "create", "--from", "dev"]).is_err());
+    }
+
+    #[test]
+    fn the_paywall_is_off_by_default_and_needs_an_api_key_when_on() {
+        let parsed = Piazza::try_parse_from(["piazza", "run"]).unwrap();
+        let GatewayCommand::Run { x402, .. } = parsed.gateway else {
+            panic!("run parses as Run");
+        };
+        let nowhere = std::path::Path::new("/nonexistent");
+        assert!(x402.paywall(nowhere, "").unwrap().is_none());
+        let parsed = Piazza::try_parse_from([
+            "piazza",
+            "run",
+            "--x402-route",
+            "/v1/embeddings",
+            "--x402-agent",
+            "embedder",
+            "--x402-price",
+            "0.5",
+        ])
+        .unwrap();
+        let GatewayCommand::Run { mut x402, .. } = parsed.gateway else {
+            panic!("run parses as Run");
+        };
+        assert_eq!(x402.routes, ["/v1/embeddings"]);
+        assert_eq!(x402.agent.as_deref(), Some("embedder"));
+        x402.api_key = None;
+        let error = x402.paywall(nowhere, "").unwrap_err().to_string();
+        assert!(error.contains("--x402-api-key"), "{error}");
+        x402.api_key = Some("pk-test".into());
+        x402.price = Some("lots".into());
+        let error = x402.paywall(nowhere, "").unwrap_err().to_string();
+        assert!(error.contains("--x402-price"), "{error}");
     }
 
     #[tokio::test]

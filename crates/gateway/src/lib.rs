@@ -169,6 +169,8 @@ pub struct GatewayConfig {
     /// Unlocks the paying keys.
     pub password: String,
     pub limits: Limits,
+    /// Routes charged over x402 (`x402::PaywallConfig`); off when `None`.
+    pub paywall: Option<x402::PaywallConfig>,
 }
 
 impl GatewayConfig {
@@ -185,6 +187,7 @@ impl GatewayConfig {
             keystore_dir,
             password: String::new(),
             limits: Limits::default(),
+            paywall: None,
         }
     }
 }

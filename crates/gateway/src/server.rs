@@ -127,7 +127,15 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
         limits: config.limits,
         sessions: Default::default(),
     });
-    let app = router(gateway.clone());
+    let paywall = match config.paywall {
+        Some(paywall) => Some(Arc::new(
+            crate::x402::Paywall::new(paywall, gateway.market.client.clone())
+                .await
+                .map_err(GatewayError::Config)?,
+        )),
+        None => None,
+    };
+    let app = crate::x402::mount(router(gateway.clone()), paywall);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| GatewayError::Listen {

@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use piazza_client::Client;
+use piazza_ledger::agents;
 use piazza_ledger::bank::{self, authorization::TransferAuthorization};
 use piazza_ledger::tx::Message;
 use piazza_primitives::{Address, Amount, Hash, PublicKey, SecretKey, Signature};
@@ -184,6 +185,36 @@ impl ExactPayload {
     }
 }
 
+impl PaymentPayload {
+    /// The payment of `amount` by `key` for `required`'s first offer (to its `payTo`), valid
+    /// in the unix-second window `(valid_after, valid_before)`, under `nonce`. `None` when the
+    /// offer is missing or its `payTo` is not an address.
+    pub fn pay_first_offer(
+        required: &PaymentRequired,
+        key: &SecretKey,
+        chain_id: &str,
+        amount: Amount,
+        window_s: (u64, u64),
+        nonce: Hash,
+    ) -> Option<Self> {
+        let accepted = required.accepts.first()?;
+        let authorization = TransferAuthorization {
+            from: key.public_key(),
+            to: accepted.pay_to.parse().ok()?,
+            amount,
+            valid_after: window_s.0,
+            valid_before: window_s.1,
+            nonce,
+        };
+        Some(PaymentPayload {
+            x402_version: X402_VERSION,
+            resource: Some(required.resource.clone()),
+            accepted: accepted.clone(),
+            payload: ExactPayload::sign(&authorization, key, chain_id),
+        })
+    }
+}
+
 fn fixed_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
     let text = text.strip_prefix("0x").unwrap_or(text);
     if text.len() != 2 * N {
@@ -245,6 +276,17 @@ fn now_s() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// What a settlement submits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// `bank::Msg::SettleAuthorization`: the amount moves, nothing else is recorded.
+    Transfer,
+    /// `agents::Msg::PaidCall`: the amount pays `agent`'s owner and the chain records a
+    /// settled call for `request_hash`, which counts in the agent's reputation and which the
+    /// payer may rate.
+    AgentCall { agent: u64, request_hash: Hash },
+}
+
 /// Verifies and settles payments on one chain, submitting with its own key (which pays the
 /// transaction fees).
 pub struct Facilitator {
@@ -258,8 +300,8 @@ pub struct Facilitator {
 
 #[derive(Default)]
 struct Settled {
-    /// Idempotency key → (the authorization's `valid_before`, the settlement's answer).
-    done: BTreeMap<Hash, (u64, SettleResponse)>,
+    /// Idempotency key → (the authorization's `valid_before`, what it settled, the answer).
+    done: BTreeMap<Hash, (u64, Settlement, SettleResponse)>,
     in_flight: BTreeSet<Hash>,
 }
 
@@ -390,12 +432,25 @@ impl Facilitator {
         }
     }
 
-    /// `POST /settle`: settles the payment once. A payment already settled here answers its
-    /// first settlement again (same transaction), without a second one.
+    /// `POST /settle`: settles the payment once, as a plain transfer. A payment already
+    /// settled here answers its first settlement again (same transaction), without a second
+    /// one.
     pub async fn settle(
         &self,
         payment: &PaymentPayload,
         requirements: &PaymentRequirements,
+    ) -> SettleResponse {
+        self.settle_as(payment, requirements, Settlement::Transfer)
+            .await
+    }
+
+    /// Settles the payment once, as `settlement` says (a transfer, or an agent's paid call
+    /// recorded on chain); idempotent as [`Facilitator::settle`].
+    pub async fn settle_as(
+        &self,
+        payment: &PaymentPayload,
+        requirements: &PaymentRequirements,
+        settlement: Settlement,
     ) -> SettleResponse {
         let key = match payment.payload.parse() {
             Ok((authorization, _)) => Hash::of(
@@ -406,13 +461,18 @@ impl Facilitator {
         };
         {
             let mut settled = self.settled.lock().expect("settled lock");
-            if let Some((_, answer)) = settled.done.get(&key) {
+            if let Some((_, first, answer)) = settled.done.get(&key) {
+                // A retry of the same request is answered the first settlement; the same
+                // payment offered for another request (another agent call) is refused.
+                if *first != settlement {
+                    return self.failed("payment_already_used".into(), answer.payer.clone());
+                }
                 return answer.clone();
             }
             let now = now_s();
             settled
                 .done
-                .retain(|_, (valid_before, _)| *valid_before > now);
+                .retain(|_, (valid_before, _, _)| *valid_before > now);
             if settled.done.len() + settled.in_flight.len() >= SETTLED_REMEMBERED_MAX {
                 return self.failed("facilitator_busy".into(), None);
             }
@@ -420,13 +480,14 @@ impl Facilitator {
                 return self.failed("settlement_in_progress".into(), None);
             }
         }
-        let answer = self.settle_new(payment, requirements).await;
+        let answer = self.settle_new(payment, requirements, settlement).await;
         let mut settled = self.settled.lock().expect("settled lock");
         settled.in_flight.remove(&key);
         if let (true, Ok((authorization, _))) = (answer.success, payment.payload.parse()) {
-            settled
-                .done
-                .insert(key, (authorization.valid_before, answer.clone()));
+            settled.done.insert(
+                key,
+                (authorization.valid_before, settlement, answer.clone()),
+            );
         }
         answer
     }
@@ -435,6 +496,7 @@ impl Facilitator {
         &self,
         payment: &PaymentPayload,
         requirements: &PaymentRequirements,
+        settlement: Settlement,
     ) -> SettleResponse {
         let verified = match self.check(payment, requirements).await {
             Ok(verified) => verified,
@@ -448,10 +510,21 @@ impl Facilitator {
             }
         };
         let payer = Some(verified.payer.to_string());
-        let message = Message::Bank(bank::Msg::SettleAuthorization {
-            authorization: verified.authorization,
-            signature: verified.signature,
-        });
+        let message = match settlement {
+            Settlement::Transfer => Message::Bank(bank::Msg::SettleAuthorization {
+                authorization: verified.authorization,
+                signature: verified.signature,
+            }),
+            Settlement::AgentCall {
+                agent,
+                request_hash,
+            } => Message::Agents(agents::Msg::PaidCall {
+                agent,
+                request_hash,
+                authorization: verified.authorization,
+                signature: verified.signature,
+            }),
+        };
         let submitted = {
             let _turn = self.submitting.lock().await;
             self.client.send_message(&self.submitter, message).await
@@ -527,6 +600,9 @@ pub struct PaidRoute {
     pub facilitator: Arc<Facilitator>,
     pub resource: ResourceInfo,
     pub requirements: PaymentRequirements,
+    /// The agent whose paid calls these are (each settles as `agents::Msg::PaidCall` for the
+    /// request's hash); `None` settles a plain transfer.
+    pub agent: Option<u64>,
 }
 
 fn payment_required(route: &PaidRoute, error: &str) -> Response {
@@ -543,6 +619,17 @@ fn payment_required(route: &PaidRoute, error: &str) -> Response {
     (StatusCode::PAYMENT_REQUIRED, headers, Json(required)).into_response()
 }
 
+/// Largest request body a paid agent route hashes into its call's `request_hash`, in bytes.
+pub const PAID_REQUEST_BYTES_MAX: usize = 1024 * 1024;
+
+/// The hash an agent's paid call records: of the request's method, path and query, and body.
+pub fn request_hash(method: &str, path_and_query: &str, body: &[u8]) -> Hash {
+    Hash::of(
+        "piazza/x402-request",
+        &[method.as_bytes(), path_and_query.as_bytes(), body],
+    )
+}
+
 /// Middleware for a paid route (`axum::middleware::from_fn_with_state`): a request without a
 /// valid `PAYMENT-SIGNATURE` gets `402` and `PAYMENT-REQUIRED`; a valid one is settled first,
 /// then served with `PAYMENT-RESPONSE`.
@@ -551,32 +638,235 @@ pub async fn require_payment(
     request: Request<Body>,
     next: Next,
 ) -> Response {
+    charge(&route, request, next, None).await
+}
+
+/// Settles `request`'s payment for `route`, then runs it (with `serve_as` as its
+/// `Authorization` when given).
+async fn charge(
+    route: &PaidRoute,
+    request: Request<Body>,
+    next: Next,
+    serve_as: Option<&HeaderValue>,
+) -> Response {
     let Some(header) = request.headers().get(&PAYMENT_SIGNATURE) else {
-        return payment_required(&route, "PAYMENT-SIGNATURE header is required");
+        return payment_required(route, "PAYMENT-SIGNATURE header is required");
     };
     let Some(payment) = header
         .to_str()
         .ok()
         .and_then(decode_header::<PaymentPayload>)
     else {
-        return payment_required(&route, "invalid_payload");
+        return payment_required(route, "invalid_payload");
+    };
+    let (mut request, settlement) = match route.agent {
+        None => (request, Settlement::Transfer),
+        Some(agent) => {
+            let (parts, body) = request.into_parts();
+            let Ok(bytes) = axum::body::to_bytes(body, PAID_REQUEST_BYTES_MAX).await else {
+                return (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("a paid request's body is at most {PAID_REQUEST_BYTES_MAX} bytes"),
+                )
+                    .into_response();
+            };
+            let path = parts.uri.path_and_query().map_or("", |p| p.as_str());
+            let request_hash = request_hash(parts.method.as_str(), path, &bytes);
+            (
+                Request::from_parts(parts, Body::from(bytes)),
+                Settlement::AgentCall {
+                    agent,
+                    request_hash,
+                },
+            )
+        }
     };
     let settled = route
         .facilitator
-        .settle(&payment, &route.requirements)
+        .settle_as(&payment, &route.requirements, settlement)
         .await;
     if !settled.success {
         let reason = settled
             .error_reason
             .as_deref()
             .unwrap_or("settlement failed");
-        return payment_required(&route, reason);
+        return payment_required(route, reason);
+    }
+    if let Some(value) = serve_as {
+        request
+            .headers_mut()
+            .insert(axum::http::header::AUTHORIZATION, value.clone());
     }
     let mut response = next.run(request).await;
     if let Ok(value) = HeaderValue::from_str(&encode_header(&settled)) {
         response.headers_mut().insert(PAYMENT_RESPONSE, value);
     }
     response
+}
+
+/// What `piazza gateway run --x402-*` charges for: off unless configured.
+#[derive(Clone)]
+pub struct PaywallConfig {
+    /// Paths (exact) that a request without an API key pays for, one payment per request.
+    pub routes: Vec<String>,
+    /// The agent (by name) whose paid calls these are: paid to its owner, at least its price,
+    /// each recorded on chain so its payer can rate it. `None`: plain transfers to `pay_to`.
+    pub agent: Option<String>,
+    /// Asked per request; without it, the agent's own price.
+    pub price: Option<Amount>,
+    /// The payee; with an agent it must be the agent's owner (the default).
+    pub pay_to: Option<Address>,
+    /// Submits the settlements and pays their fees.
+    pub submitter: SecretKey,
+    /// The API key (of this gateway) a paid request is served with: its paying key pays the
+    /// network for the work, within the key's spend limit.
+    pub api_key: String,
+}
+
+impl std::fmt::Debug for PaywallConfig {
+    /// Names the submitter by address and hides the API key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PaywallConfig")
+            .field("routes", &self.routes)
+            .field("agent", &self.agent)
+            .field("price", &self.price)
+            .field("pay_to", &self.pay_to)
+            .field("submitter", &self.submitter.public_key().address())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A gateway's paid routes ([`paywall`]), built from a [`PaywallConfig`] against the chain.
+pub struct Paywall {
+    routes: BTreeMap<String, Arc<PaidRoute>>,
+    serve_as: HeaderValue,
+}
+
+/// Most paths one paywall charges for.
+pub const PAID_ROUTES_MAX: usize = 32;
+
+impl Paywall {
+    /// Reads the chain id and the named agent's record from the node; refuses a price below
+    /// the agent's or a payee other than its owner.
+    pub async fn new(config: PaywallConfig, client: Client) -> Result<Paywall, String> {
+        if config.routes.is_empty() || config.routes.len() > PAID_ROUTES_MAX {
+            return Err(format!(
+                "a paywall charges for 1..={PAID_ROUTES_MAX} routes"
+            ));
+        }
+        if let Some(route) = config.routes.iter().find(|r| !r.starts_with('/')) {
+            return Err(format!(
+                "a paid route is a path starting with `/`, not `{route}`"
+            ));
+        }
+        let serve_as = HeaderValue::from_str(&format!("Bearer {}", config.api_key))
+            .map_err(|_| "the paywall's API key is not a header value".to_string())?;
+        let chain_id = client
+            .status()
+            .await
+            .map_err(|e| format!("the node: {e}"))?
+            .chain_id;
+        let (agent, pay_to, price, description) = match &config.agent {
+            Some(name) => {
+                let record = client
+                    .agent_by_name(name)
+                    .await
+                    .map_err(|e| format!("the node: {e}"))?;
+                let fields = (
+                    record["id"].as_u64(),
+                    record["owner"]
+                        .as_str()
+                        .and_then(|o| o.parse::<Address>().ok()),
+                    record["price"]
+                        .as_str()
+                        .and_then(|p| p.parse::<u128>().ok()),
+                );
+                let (Some(id), Some(owner), Some(asked)) = fields else {
+                    return Err(format!("no agent `{name}` on chain {chain_id}"));
+                };
+                if record["active"] != serde_json::Value::Bool(true) {
+                    return Err(format!("agent `{name}` is deactivated"));
+                }
+                if config.pay_to.is_some_and(|to| to != owner) {
+                    return Err(format!("agent `{name}` is paid to its owner {owner}"));
+                }
+                let price = config.price.unwrap_or(Amount::new(asked));
+                if price.base_units() < asked {
+                    return Err(format!(
+                        "agent `{name}` asks at least {} PZA a call",
+                        Amount::new(asked)
+                    ));
+                }
+                let description = record["description"].as_str().unwrap_or("").to_string();
+                (Some(id), owner, price, format!("{name}: {description}"))
+            }
+            None => {
+                let pay_to = config
+                    .pay_to
+                    .ok_or("a paywall without an agent needs a payee")?;
+                let price = config
+                    .price
+                    .ok_or("a paywall without an agent needs a price")?;
+                (None, pay_to, price, "a paid route".to_string())
+            }
+        };
+        if price.is_zero() {
+            return Err("a paid route asks a positive price".into());
+        }
+        let facilitator = Arc::new(Facilitator::new(client, chain_id, config.submitter));
+        let routes = config
+            .routes
+            .iter()
+            .map(|path| {
+                let route = PaidRoute {
+                    facilitator: facilitator.clone(),
+                    resource: ResourceInfo {
+                        url: path.clone(),
+                        description: Some(description.clone()),
+                        mime_type: Some("application/json".into()),
+                    },
+                    requirements: facilitator.requirements(price, pay_to),
+                    agent,
+                };
+                (path.clone(), Arc::new(route))
+            })
+            .collect();
+        Ok(Paywall { routes, serve_as })
+    }
+
+    /// The requirements of a paid path, if it is one.
+    pub fn requirements(&self, path: &str) -> Option<&PaymentRequirements> {
+        self.routes.get(path).map(|route| &route.requirements)
+    }
+}
+
+/// The gateway's paywall middleware: a request for a paid path that carries no API key pays
+/// with x402 ([`require_payment`]) and is then served with the paywall's own API key; every
+/// other request passes untouched.
+pub async fn paywall(
+    State(paywall): State<Arc<Paywall>>,
+    request: Request<Body>,
+    next: Next,
+) -> Response {
+    let route = paywall.routes.get(request.uri().path()).cloned();
+    match route {
+        Some(route)
+            if !request
+                .headers()
+                .contains_key(axum::http::header::AUTHORIZATION) =>
+        {
+            charge(&route, request, next, Some(&paywall.serve_as)).await
+        }
+        _ => next.run(request).await,
+    }
+}
+
+/// Mounts `paywall` over `app` (the gateway's router) when one is configured.
+pub fn mount(app: Router, paywall: Option<Arc<Paywall>>) -> Router {
+    match paywall {
+        Some(paywall) => app.layer(axum::middleware::from_fn_with_state(paywall, self::paywall)),
+        None => app,
+    }
 }
 
 #[cfg(test)]

@@ -338,6 +338,7 @@ async fn the_x402_package_parses_a_paid_routes_402() {
         },
         requirements: facilitator.requirements(Amount::new(1_234), devnet.provider),
         facilitator,
+        agent: None,
     });
     let app = axum::Router::new()
         .route("/paid", axum::routing::get(|| async { "the paid answer" }))

@@ -6,10 +6,9 @@
 use axum::routing::get;
 use axum::Router;
 use piazza_gateway::x402::{
-    self, ExactPayload, Facilitator, PaidRoute, PaymentPayload, PaymentRequired, ResourceInfo,
-    SettleResponse, VerifyResponse,
+    self, Facilitator, PaidRoute, PaymentPayload, PaymentRequired, ResourceInfo, SettleResponse,
+    VerifyResponse,
 };
-use piazza_ledger::bank::authorization::TransferAuthorization;
 use piazza_ledger::genesis::{FeeParams, Genesis, GenesisAccount, GenesisBond};
 use piazza_ledger::staking::Role;
 use piazza_primitives::{Address, Amount, Hash, SecretKey};
@@ -63,20 +62,15 @@ fn genesis() -> Genesis {
 }
 
 fn payment(required: &PaymentRequired, amount: u128, nonce: u8) -> PaymentPayload {
-    let authorization = TransferAuthorization {
-        from: payer().public_key(),
-        to: payee(),
-        amount: Amount::new(amount),
-        valid_after: now_s() - 60,
-        valid_before: now_s() + 600,
-        nonce: Hash([nonce; 32]),
-    };
-    PaymentPayload {
-        x402_version: x402::X402_VERSION,
-        resource: Some(required.resource.clone()),
-        accepted: required.accepts[0].clone(),
-        payload: ExactPayload::sign(&authorization, &payer(), CHAIN_ID),
-    }
+    PaymentPayload::pay_first_offer(
+        required,
+        &payer(),
+        CHAIN_ID,
+        Amount::new(amount),
+        (now_s() - 60, now_s() + 600),
+        Hash([nonce; 32]),
+    )
+    .unwrap()
 }
 
 async fn balance(client: &piazza_client::Client, address: &Address) -> u128 {
@@ -132,6 +126,7 @@ async fn a_paid_route_settles_once_before_serving() {
         },
         requirements: facilitator.requirements(Amount::new(PRICE), payee()),
         facilitator: facilitator.clone(),
+        agent: None,
     });
     let app = Router::new()
         .route("/paid", get(|| async { "the paid answer" }))

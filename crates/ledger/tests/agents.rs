@@ -462,3 +462,98 @@ fn a_grantee_pays_only_the_agents_its_grant_names() {
         ErrorCode::GrantExceeded
     );
 }
+
+/// A call paid over HTTP with x402 (`agents::Msg::PaidCall`): the authorization pays the
+/// agent's owner at least its price, settles once, and becomes a settled call its payer (and
+/// only its payer) rates.
+#[test]
+fn an_x402_paid_call_settles_once_and_only_its_payer_rates_it() {
+    use piazza_ledger::bank::authorization::TransferAuthorization;
+    let (owner, payer, submitter) = (key(1), key(2), key(3));
+    let mut world = World::new(&[&owner, &payer, &submitter]);
+    world.ok(&owner, register("ranker", &["rank"], Amount::pza(10)));
+    let now_s = 1_000_000;
+    let authorization = |amount: Amount, to, nonce: u8| TransferAuthorization {
+        from: payer.public_key(),
+        to,
+        amount,
+        valid_after: now_s - 10,
+        valid_before: now_s + 100,
+        nonce: Hash([nonce; 32]),
+    };
+    let paid_call = |authorization: TransferAuthorization| {
+        let signature = authorization.sign(&payer, "compute");
+        Message::Agents(agents::Msg::PaidCall {
+            agent: 0,
+            request_hash: Hash([5; 32]),
+            authorization,
+            signature,
+        })
+    };
+    let owner_address = owner.public_key().address();
+    let settle = |world: &mut World, message: Message| {
+        let tx = world.tx(&submitter, vec![message]);
+        block_at(&mut world.chain, now_s * 1000, &[tx])
+            .remove(0)
+            .unwrap()
+            .0
+    };
+    let balance = |world: &World, who: &SecretKey| {
+        bank::account(&world.view(), &who.public_key().address())
+            .balance
+            .base_units()
+    };
+    let two = Amount::pza(2).base_units();
+    let (owner_before, payer_before) = (balance(&world, &owner), balance(&world, &payer));
+
+    // Below the price, or to someone other than the owner: refused, nothing paid.
+    let cheap = paid_call(authorization(Amount::new(1), owner_address, 1));
+    assert_eq!(
+        code(&settle(&mut world, cheap)),
+        Some(ErrorCode::EscrowTooLow)
+    );
+    let elsewhere = paid_call(authorization(
+        Amount::pza(1),
+        submitter.public_key().address(),
+        2,
+    ));
+    assert_eq!(
+        code(&settle(&mut world, elsewhere)),
+        Some(ErrorCode::NotAgentParty)
+    );
+    assert_eq!(balance(&world, &payer), payer_before);
+
+    // Paid: a settled call of the payer, counted in the history.
+    let paid = paid_call(authorization(Amount::pza(2), owner_address, 3));
+    assert_eq!(settle(&mut world, paid.clone()), TxStatus::Ok);
+    let call = agents::call(&world.view(), 0).unwrap();
+    assert_eq!(call.status, agents::CallStatus::Settled);
+    assert_eq!(call.payer, payer.public_key().address());
+    assert_eq!(call.request_hash, Hash([5; 32]));
+    assert_eq!(balance(&world, &owner), owner_before + two);
+    assert_eq!(balance(&world, &payer), payer_before - two);
+    let history = world.agent(0).history;
+    assert_eq!((history.completed, history.paid), (1, Amount::pza(2)));
+
+    // The same authorization again: refused; nothing paid twice, no second call.
+    assert_eq!(
+        code(&settle(&mut world, paid)),
+        Some(ErrorCode::AuthorizationRefused)
+    );
+    assert_eq!(balance(&world, &payer), payer_before - two);
+    assert!(agents::call(&world.view(), 1).is_none());
+    assert_eq!(world.agent(0).history.completed, 1);
+
+    // The submitter did not pay: it cannot rate; the payer can, once.
+    let rate = |rating| Message::Agents(agents::Msg::Rate { call: 0, rating });
+    assert_eq!(
+        code(&world.send(&submitter, rate(5))),
+        Some(ErrorCode::NotAgentParty)
+    );
+    assert_eq!(world.agent(0).history.rated_paid, Amount::ZERO);
+    world.ok(&payer, rate(5));
+    let history = world.agent(0).history;
+    assert_eq!(history.rated_paid, Amount::pza(2));
+    assert_eq!(history.rating_points, 5 * Amount::pza(2).base_units());
+    world.assert_escrow_balanced();
+}

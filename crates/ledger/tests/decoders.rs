@@ -22,11 +22,11 @@ use piazza_ledger::staking::{self, Role};
 use piazza_ledger::storage;
 use piazza_ledger::tx::{Message, SignedTransaction, Transaction};
 use piazza_ledger::verify;
-use piazza_primitives::{Address, Amount, Hash, SecretKey};
+use piazza_primitives::{Address, Amount, Hash, SecretKey, Signature};
 use std::collections::BTreeSet;
 
 /// Every message kind of every module, by name.
-const KINDS: [&str; 56] = [
+const KINDS: [&str; 57] = [
     "bank.send",
     "staking.bond",
     "staking.unbond",
@@ -83,6 +83,7 @@ const KINDS: [&str; 56] = [
     "data.assign_labels",
     "data.submit_label",
     "data.settle_label_task",
+    "agents.paid_call",
 ];
 
 /// The kind of a message. The match has no wildcard, so a new variant does not compile until
@@ -99,6 +100,7 @@ fn kind(message: &Message) -> &'static str {
             agents::Msg::Answer { .. } => 43,
             agents::Msg::Release { .. } => 44,
             agents::Msg::Rate { .. } => 45,
+            agents::Msg::PaidCall { .. } => 56,
         },
         Message::Grants(m) => match m {
             grants::Msg::Grant { .. } => 36,
@@ -624,6 +626,19 @@ fn agent_messages() -> Vec<Message> {
         Message::Agents(agents::Msg::Rate {
             call: 4,
             rating: u8::MAX,
+        }),
+        Message::Agents(agents::Msg::PaidCall {
+            agent: 2,
+            request_hash: Hash([8; 32]),
+            authorization: piazza_ledger::bank::authorization::TransferAuthorization {
+                from: SecretKey::from_seed([3; 32]).public_key(),
+                to: Address([4; 20]),
+                amount: Amount::new(u128::MAX),
+                valid_after: 0,
+                valid_before: u64::MAX,
+                nonce: Hash([5; 32]),
+            },
+            signature: Signature([6; 64]),
         }),
     ]
 }

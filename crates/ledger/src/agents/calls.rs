@@ -7,7 +7,7 @@ use crate::bank;
 use crate::error::{ErrorCode, TxError};
 use crate::event::Event;
 use crate::list;
-use crate::module::{BlockContext, TxContext};
+use crate::module::{BlockContext, Module, TxContext};
 use crate::state::StateDelta;
 
 fn unknown(id: u64) -> TxError {
@@ -23,6 +23,23 @@ fn closed(record: &Call, what: &str) -> TxError {
 
 fn not_party(message: String) -> TxError {
     TxError::new(ErrorCode::NotAgentParty, message)
+}
+
+fn active_agent(state: &StateDelta<'_>, id: u64) -> Result<super::Agent, TxError> {
+    agent(state, id)
+        .filter(|a| a.active)
+        .ok_or_else(|| TxError::new(ErrorCode::UnknownAgent, format!("no active agent {id}")))
+}
+
+/// The bank message that settles a paid call's authorization.
+fn settlement(
+    authorization: &bank::authorization::TransferAuthorization,
+    signature: &piazza_primitives::Signature,
+) -> bank::Msg {
+    bank::Msg::SettleAuthorization {
+        authorization: authorization.clone(),
+        signature: *signature,
+    }
 }
 
 /// The call `id` in `status`.
@@ -43,9 +60,7 @@ pub(super) fn check_stateful(
         Msg::Call {
             agent: id, amount, ..
         } => {
-            let record = agent(state, *id).filter(|a| a.active).ok_or_else(|| {
-                TxError::new(ErrorCode::UnknownAgent, format!("no active agent {id}"))
-            })?;
+            let record = active_agent(state, *id)?;
             if *amount < record.profile.price {
                 return Err(TxError::new(
                     ErrorCode::EscrowTooLow,
@@ -53,6 +68,27 @@ pub(super) fn check_stateful(
                 ));
             }
             Ok(())
+        }
+        Msg::PaidCall {
+            agent: id,
+            authorization,
+            signature,
+            ..
+        } => {
+            let record = active_agent(state, *id)?;
+            if authorization.to != record.owner {
+                return Err(not_party(format!(
+                    "a paid call to agent {id} pays its owner {}",
+                    record.owner
+                )));
+            }
+            if authorization.amount < record.profile.price {
+                return Err(TxError::new(
+                    ErrorCode::EscrowTooLow,
+                    format!("agent {id} asks {} PZA a call", record.profile.price),
+                ));
+            }
+            bank::Bank::check_stateful(state, ctx, &settlement(authorization, signature))
         }
         Msg::Answer { call: id, .. } => {
             let record = call_in(state, *id, CallStatus::Open)?;
@@ -130,6 +166,32 @@ pub(super) fn execute(
             state.put(state_key::call(id), &record);
             emit(ctx, "agents.call_opened", &record);
         }
+        Msg::PaidCall {
+            agent: agent_id,
+            request_hash,
+            authorization,
+            signature,
+        } => {
+            bank::Bank::execute(state, ctx, &settlement(authorization, signature))?;
+            let id: u64 = state.get(&state_key::next_call()).unwrap_or(0);
+            state.put(state_key::next_call(), &(id + 1));
+            let record = Call {
+                id,
+                agent: *agent_id,
+                payer: authorization.from.address(),
+                amount: authorization.amount,
+                request_hash: *request_hash,
+                result_hash: None,
+                status: CallStatus::Settled,
+                deadline: height,
+                release_at: height,
+                rating: None,
+            };
+            let mut subject = agent(state, *agent_id).ok_or_else(|| unknown(*agent_id))?;
+            record_completion(state, &mut subject, &record);
+            state.put(state_key::call(id), &record);
+            emit(ctx, "agents.call_settled", &record);
+        }
         Msg::Answer {
             call: id,
             result_hash,
@@ -185,18 +247,23 @@ fn counts(record: &Call, owner: &piazza_primitives::Address) -> bool {
 fn settle(state: &mut StateDelta<'_>, mut record: Call) -> Result<Event, TxError> {
     let mut subject = agent(state, record.agent).ok_or_else(|| unknown(record.agent))?;
     bank::transfer(state, &escrow(), &subject.owner, record.amount)?;
-    if counts(&record, &subject.owner) {
+    record_completion(state, &mut subject, &record);
+    record.status = CallStatus::Settled;
+    state.put(state_key::call(record.id), &record);
+    Ok(call_event("agents.call_settled", &record))
+}
+
+/// Counts a paid call in its agent's history (unless the agent's owner paid it).
+fn record_completion(state: &mut StateDelta<'_>, subject: &mut super::Agent, record: &Call) {
+    if counts(record, &subject.owner) {
         subject.history.completed += 1;
         subject.history.paid = subject
             .history
             .paid
             .checked_add(record.amount)
             .unwrap_or(subject.history.paid);
-        put_agent(state, &subject);
+        put_agent(state, subject);
     }
-    record.status = CallStatus::Settled;
-    state.put(state_key::call(record.id), &record);
-    Ok(call_event("agents.call_settled", &record))
 }
 
 /// Refunds a call its agent did not answer in time and records the timeout.

@@ -17,14 +17,14 @@ mod types;
 
 pub use types::*;
 
-use crate::bank::{self, assets::AssetId};
+use crate::bank::{self, assets::AssetId, authorization::TransferAuthorization};
 use crate::error::{ErrorCode, TxError};
 use crate::event::Event;
 use crate::list::List;
 use crate::module::{BlockContext, GenesisError, Module, TxContext};
 use crate::state::StateDelta;
 use piazza_codec::{Decode, DecodeError, Encode, Reader, Writer};
-use piazza_primitives::{Address, Amount, Hash};
+use piazza_primitives::{Address, Amount, Hash, Signature};
 
 /// The module tag `tx::Message` gives this module's messages.
 pub const MODULE_TAG: u8 = 21;
@@ -74,6 +74,16 @@ pub enum Msg {
     Release { call: u64 },
     /// The payer rates a settled call (1..=5), once.
     Rate { call: u64, rating: u8 },
+    /// A call paid over HTTP with x402 (docs/agents.md §4): settles the payer's transfer
+    /// `authorization` (to the agent's owner, at least the agent's price; anyone may submit
+    /// it, once) and records a settled call of `authorization.from` for `request_hash`, which
+    /// counts in the agent's history and which its payer may then rate.
+    PaidCall {
+        agent: u64,
+        request_hash: Hash,
+        authorization: TransferAuthorization,
+        signature: Signature,
+    },
 }
 
 impl Encode for Msg {
@@ -126,6 +136,18 @@ impl Encode for Msg {
                 w.u64(*call);
                 w.u8(*rating);
             }
+            Msg::PaidCall {
+                agent,
+                request_hash,
+                authorization,
+                signature,
+            } => {
+                w.u8(7);
+                w.u64(*agent);
+                w.value(request_hash);
+                w.value(authorization);
+                w.value(signature);
+            }
         }
     }
 }
@@ -159,6 +181,12 @@ impl Decode for Msg {
             6 => Ok(Msg::Rate {
                 call: r.u64()?,
                 rating: r.u8()?,
+            }),
+            7 => Ok(Msg::PaidCall {
+                agent: r.u64()?,
+                request_hash: r.value()?,
+                authorization: r.value()?,
+                signature: r.value()?,
             }),
             tag => Err(DecodeError::InvalidTag {
                 offset,
@@ -400,6 +428,8 @@ impl Module for Agents {
             }
             Msg::Deactivate { .. } => 100,
             Msg::Call { .. } | Msg::Answer { .. } | Msg::Release { .. } | Msg::Rate { .. } => 30,
+            // A signature verification and a transfer on top of a call.
+            Msg::PaidCall { .. } => 90,
         }
     }
 
@@ -442,6 +472,7 @@ impl Module for Agents {
                 Ok(())
             }
             Msg::Answer { .. } | Msg::Release { .. } => Ok(()),
+            Msg::PaidCall { authorization, .. } => authorization.check_stateless(),
             Msg::Rate { rating, .. } => {
                 if !(1..=RATING_MAX).contains(rating) {
                     return Err(invalid(format!("a rating is 1..={RATING_MAX}")));
@@ -473,9 +504,11 @@ impl Module for Agents {
             Msg::Update { agent, .. } | Msg::Deactivate { agent } => {
                 owned_active(state, *agent, &ctx.sender).map(|_| ())
             }
-            Msg::Call { .. } | Msg::Answer { .. } | Msg::Release { .. } | Msg::Rate { .. } => {
-                calls::check_stateful(state, ctx, msg)
-            }
+            Msg::Call { .. }
+            | Msg::Answer { .. }
+            | Msg::Release { .. }
+            | Msg::Rate { .. }
+            | Msg::PaidCall { .. } => calls::check_stateful(state, ctx, msg),
         }
     }
 
@@ -534,9 +567,11 @@ impl Module for Agents {
                 put_agent(state, &record);
                 emit_agent(ctx, "agents.deactivated", &record);
             }
-            Msg::Call { .. } | Msg::Answer { .. } | Msg::Release { .. } | Msg::Rate { .. } => {
-                calls::execute(state, ctx, msg)?
-            }
+            Msg::Call { .. }
+            | Msg::Answer { .. }
+            | Msg::Release { .. }
+            | Msg::Rate { .. }
+            | Msg::PaidCall { .. } => calls::execute(state, ctx, msg)?,
         }
         Ok(())
     }

@@ -39,6 +39,18 @@ pub(super) fn agents_json(message: &agents::Msg) -> Value {
         agents::Msg::Rate { call, rating } => {
             json!({"type": "agents.rate", "call": call, "rating": rating})
         }
+        agents::Msg::PaidCall {
+            agent,
+            request_hash,
+            authorization,
+            ..
+        } => {
+            let mut value = authorization_json(authorization);
+            value["type"] = json!("agents.paid_call");
+            value["agent"] = json!(agent);
+            value["request_hash"] = json!(request_hash.to_hex());
+            value
+        }
     }
 }
 
@@ -82,13 +94,16 @@ pub mod method {
     pub const GET_AGENT: &str = "piazza_getAgent";
     /// `[id]`: one paid call, or null.
     pub const GET_AGENT_CALL: &str = "piazza_getAgentCall";
+    /// `[name]`: the agent registered under `name` (active or not), or null.
+    pub const GET_AGENT_BY_NAME: &str = "piazza_getAgentByName";
 }
 
 /// Every agents method, for the dispatcher.
-pub(super) const METHODS: [&str; 3] = [
+pub(super) const METHODS: [&str; 4] = [
     method::FIND_AGENTS,
     method::GET_AGENT,
     method::GET_AGENT_CALL,
+    method::GET_AGENT_BY_NAME,
 ];
 
 /// How many agents `piazza_findAgents` returns when the caller names no limit.
@@ -209,6 +224,21 @@ pub(super) fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value,
         method::GET_AGENT_CALL => {
             let id = id_param(params, "call id")?;
             Ok(agents::call(&view, id).map_or(Value::Null, |c| call_json(&c)))
+        }
+        method::GET_AGENT_BY_NAME => {
+            let name = param(params, 0, "agent name")?
+                .as_str()
+                .filter(|name| name.len() <= agents::NAME_BYTES_MAX)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "an agent's name is a string of at most {} bytes",
+                        agents::NAME_BYTES_MAX
+                    ))
+                })?;
+            let record = view
+                .get::<u64>(&agents::state_key::name(name))
+                .and_then(|id| agents::agent(&view, id));
+            Ok(record.map_or(Value::Null, |a| agent_json(&a, &agent_params)))
         }
         other => unreachable!("`{other}` is not an agents method"),
     }
