@@ -69,6 +69,12 @@ pub struct QuantMatrix {
     mins: Vec<f32>,
     /// The values of every block, [`BlockFormat::value_bytes`] each.
     values: Vec<u8>,
+    /// `scales` again, laid out for the SIMD tiles: groups of [`TILE_WEIGHT_ROWS`] rows, block
+    /// by block, row by row within a block (`[(row / 8 * bpr + b) * 8 + row % 8]`, 0 past the
+    /// last row), so a tile loads one block's scales of its eight rows as one vector.
+    tile_scales: Vec<f32>,
+    /// `mins` in the same layout (Q4_1 only; empty otherwise).
+    tile_mins: Vec<f32>,
 }
 
 /// Blocks of a `rows × cols` matrix: both at least 1, `cols` whole blocks, no overflow.
@@ -109,6 +115,8 @@ impl QuantMatrix {
             scales: Vec::with_capacity(blocks),
             mins: Vec::new(),
             values: Vec::with_capacity(blocks * format.value_bytes()),
+            tile_scales: Vec::new(),
+            tile_mins: Vec::new(),
         };
         let header = format.gguf_block_bytes() - format.value_bytes();
         for block in bytes.chunks_exact(format.gguf_block_bytes()) {
@@ -118,7 +126,7 @@ impl QuantMatrix {
             }
             matrix.values.extend_from_slice(&block[header..]);
         }
-        Ok(matrix)
+        Ok(matrix.with_tile_layout())
     }
 
     pub fn format(&self) -> BlockFormat {
@@ -139,7 +147,31 @@ impl QuantMatrix {
 
     /// Bytes held in memory.
     pub fn memory_bytes(&self) -> usize {
-        (self.scales.len() + self.mins.len()) * 4 + self.values.len()
+        (self.scales.len() + self.mins.len() + self.tile_scales.len() + self.tile_mins.len()) * 4
+            + self.values.len()
+    }
+
+    /// Fill `tile_scales` and `tile_mins` from `scales` and `mins` (once, when built).
+    fn with_tile_layout(mut self) -> QuantMatrix {
+        let bpr = self.blocks_per_row();
+        let groups = self.rows.div_ceil(TILE_WEIGHT_ROWS);
+        let layout = |from: &[f32]| {
+            let mut to = vec![0.0f32; groups * bpr * TILE_WEIGHT_ROWS];
+            for (row, values) in from.chunks_exact(bpr).enumerate() {
+                let (group, lane) = (row / TILE_WEIGHT_ROWS, row % TILE_WEIGHT_ROWS);
+                for (b, &value) in values.iter().enumerate() {
+                    to[(group * bpr + b) * TILE_WEIGHT_ROWS + lane] = value;
+                }
+            }
+            to
+        };
+        self.tile_scales = layout(&self.scales);
+        self.tile_mins = if self.format == BlockFormat::Q4_1 {
+            layout(&self.mins)
+        } else {
+            Vec::new()
+        };
+        self
     }
 
     /// The matrix made of rows `order[0], order[1], …` of this one (a row permutation or a
@@ -165,6 +197,8 @@ impl QuantMatrix {
             scales: Vec::with_capacity(order.len() * bpr),
             mins: Vec::new(),
             values: Vec::with_capacity(order.len() * bpr * vb),
+            tile_scales: Vec::new(),
+            tile_mins: Vec::new(),
         };
         for &r in order {
             out.scales
@@ -176,7 +210,7 @@ impl QuantMatrix {
             out.values
                 .extend_from_slice(&self.values[r * bpr * vb..(r + 1) * bpr * vb]);
         }
-        Ok(out)
+        Ok(out.with_tile_layout())
     }
 
     /// The integer value of element `j` of block `block` (row-major block index): `q` for
@@ -255,6 +289,8 @@ impl QuantMatrix {
             scales: Vec::with_capacity(blocks),
             mins: Vec::new(),
             values: Vec::with_capacity(blocks * format.value_bytes()),
+            tile_scales: Vec::new(),
+            tile_mins: Vec::new(),
         };
         for block in values.chunks_exact(QuantMatrix::encoded_block_floats(format)) {
             matrix.scales.push(block[0]);
@@ -280,7 +316,7 @@ impl QuantMatrix {
                     .extend(integers.iter().map(|&v| v as i32 as i8 as u8)),
             }
         }
-        Ok(matrix)
+        Ok(matrix.with_tile_layout())
     }
 
     /// Row `row` dequantized by docs/llm.md §2's exact rules (`d * q`, `d * (n - 8)`,
@@ -461,7 +497,8 @@ pub fn linear(
         }
         return Ok(());
     }
-    let per_thread = n.div_ceil(threads);
+    // Whole tiles of weight rows per thread (a tile aligned to them loads its scales whole).
+    let per_thread = n.div_ceil(threads).div_ceil(TILE_WEIGHT_ROWS) * TILE_WEIGHT_ROWS;
     let part_count = n.div_ceil(per_thread);
     let compute_part = |p: usize| {
         let c0 = columns.start + p * per_thread;
@@ -508,9 +545,16 @@ pub fn linear(
 /// Weight rows read together by every activation row (they stay in cache while the rows pass
 /// over them): 64 rows of 576 Q4_1 weights are 23 KiB.
 const WEIGHT_ROWS_CACHED: usize = 64;
+/// Weight rows of one tile: lane `r` of a tile's block terms belongs to weight row `r`.
+const TILE_WEIGHT_ROWS: usize = 8;
+/// Activation rows of one tile: they share one unpacking of the tile's weight blocks.
+const TILE_ACTIVATION_ROWS: usize = 4;
+/// One tile's finished dots: `[activation row][weight row]`.
+type TileDots = [[f32; TILE_WEIGHT_ROWS]; TILE_ACTIVATION_ROWS];
 
 /// `[x.rows, columns.len()]` dots of every activation row with weight rows `columns` (no
-/// activation), weight rows outermost so a prefill reads each weight once per row block.
+/// activation), weight rows outermost so a prefill reads each weight once per row block; within
+/// a block, tiles of [`TILE_ACTIVATION_ROWS`] × [`TILE_WEIGHT_ROWS`] dots.
 fn weight_rows_block(
     x: &QuantActivations,
     w: &QuantMatrix,
@@ -519,14 +563,20 @@ fn weight_rows_block(
 ) -> Vec<f32> {
     let width = columns.len();
     let mut block = vec![0.0f32; x.rows * width];
-    let mut scratch = vec![0.0f32; WEIGHT_ROWS_CACHED];
+    let mut dots: TileDots = [[0.0; TILE_WEIGHT_ROWS]; TILE_ACTIVATION_ROWS];
     for c0 in columns.clone().step_by(WEIGHT_ROWS_CACHED) {
         let c1 = (c0 + WEIGHT_ROWS_CACHED).min(columns.end);
-        let at = c0 - columns.start;
-        for i in 0..x.rows {
-            let scratch = &mut scratch[..c1 - c0];
-            dots(x, i, w, c0..c1, scratch, isa);
-            block[i * width + at..i * width + at + (c1 - c0)].copy_from_slice(scratch);
+        for i0 in (0..x.rows).step_by(TILE_ACTIVATION_ROWS) {
+            let i1 = (i0 + TILE_ACTIVATION_ROWS).min(x.rows);
+            for g0 in (c0..c1).step_by(TILE_WEIGHT_ROWS) {
+                let g1 = (g0 + TILE_WEIGHT_ROWS).min(c1);
+                tile(x, i0..i1, w, g0..g1, &mut dots, isa);
+                let at = g0 - columns.start;
+                for (i, row) in (i0..i1).zip(&dots) {
+                    block[i * width + at..i * width + at + (g1 - g0)]
+                        .copy_from_slice(&row[..g1 - g0]);
+                }
+            }
         }
     }
     block
@@ -693,31 +743,36 @@ mod pool {
     }
 }
 
-/// Dots of activation row `row` with weight rows `columns`, into `out` (no activation).
-fn dots(
+/// The dots of activation rows `rows` (at most [`TILE_ACTIVATION_ROWS`]) with weight rows
+/// `weight_rows` (at most [`TILE_WEIGHT_ROWS`]), into
+/// `dots[i][r]` (no activation); each dot is [`reference_dot`]'s sequence of operations.
+fn tile(
     x: &QuantActivations,
-    row: usize,
+    rows: Range<usize>,
     w: &QuantMatrix,
-    columns: Range<usize>,
-    out: &mut [f32],
+    weight_rows: Range<usize>,
+    dots: &mut TileDots,
     isa: Isa,
 ) {
+    debug_assert!(rows.len() <= TILE_ACTIVATION_ROWS && weight_rows.len() <= TILE_WEIGHT_ROWS);
     #[cfg(target_arch = "x86_64")]
     {
         if isa == Isa::Avx512 && has_vnni() {
             // SAFETY: the CPU has AVX-512 F/BW/VL and VNNI (checked above).
-            unsafe { x86::dots_vnni(x, row, w, columns, out) };
+            unsafe { x86::tile_vnni(x, rows, w, weight_rows, dots) };
             return;
         }
         if matches!(isa, Isa::Avx512 | Isa::Avx2) && std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2 (checked above).
-            unsafe { x86::dots_avx2(x, row, w, columns, out) };
+            unsafe { x86::tile_avx2(x, rows, w, weight_rows, dots) };
             return;
         }
     }
     let _ = isa;
-    for (o, w_row) in out.iter_mut().zip(columns) {
-        *o = reference_dot(x, row, w, w_row);
+    for (i, out) in rows.zip(dots.iter_mut()) {
+        for (o, w_row) in out.iter_mut().zip(weight_rows.clone()) {
+            *o = reference_dot(x, i, w, w_row);
+        }
     }
 }
 
@@ -731,49 +786,29 @@ pub fn has_vnni() -> bool {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    //! Integer block dots in SIMD: eight blocks' exact `isum`s at a time, then the f32 terms
-    //! lane by lane and their sequential sum, as [`super::reference_dot`].
+    //! Integer block dots in SIMD: a tile's eight weight rows in the eight lanes, so each block
+    //! gives one vector of exact `isum`s, one vector of f32 block terms (the same operations as
+    //! [`super::block_term`], lane by lane) and one vector add into eight sequential sums.
 
     use std::arch::x86_64::*;
     use std::ops::Range;
 
-    use super::{block_term, BlockFormat, QuantActivations, QuantMatrix, BLOCK};
+    use super::{BlockFormat, QuantActivations, QuantMatrix, TileDots, BLOCK, TILE_WEIGHT_ROWS};
 
-    /// The 32 integer weights of a block as bytes: unsigned nibbles (Q4_0, Q4_1; Q4_0's `- 8`
-    /// is applied to the sum) or the signed i8 (Q8_0).
+    /// The 32 integer weights of the block at `at` as bytes: unsigned nibbles (Q4_0, Q4_1;
+    /// Q4_0's `- 8` is applied to the sum) or the signed i8 (Q8_0).
     #[inline(always)]
-    unsafe fn load_weights(w: &QuantMatrix, block: usize) -> __m256i {
-        match w.format {
-            BlockFormat::Q8_0 => {
-                _mm256_loadu_si256(w.values.as_ptr().add(block * BLOCK) as *const __m256i)
-            }
+    unsafe fn load_weights(format: BlockFormat, at: *const u8) -> __m256i {
+        match format {
+            BlockFormat::Q8_0 => _mm256_loadu_si256(at as *const __m256i),
             _ => {
-                let packed =
-                    _mm_loadu_si128(w.values.as_ptr().add(block * BLOCK / 2) as *const __m128i);
+                let packed = _mm_loadu_si128(at as *const __m128i);
                 let mask = _mm_set1_epi8(15);
                 let low = _mm_and_si128(packed, mask);
                 let high = _mm_and_si128(_mm_srli_epi16(packed, 4), mask);
                 _mm256_set_m128i(high, low)
             }
         }
-    }
-
-    /// The exact integer dot of weight block `wb` and activation block `xb` from the raw sum
-    /// over the stored bytes (Q4_0 stores `n`, its value is `n - 8`).
-    #[inline(always)]
-    fn isum_fixup(w: &QuantMatrix, x: &QuantActivations, xb: usize, raw: i32) -> i32 {
-        match w.format {
-            BlockFormat::Q4_0 => raw - 8 * x.sums[xb],
-            _ => raw,
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn hsum(v: __m256i) -> i32 {
-        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
-        _mm_cvtsi128_si32(s)
     }
 
     /// Partial sums of `weights · activations` (unsigned-or-signed weights per format).
@@ -799,8 +834,8 @@ mod x86 {
         _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b)
     }
 
-    /// Eight blocks' partial-sum vectors reduced to one vector of their eight sums, block
-    /// `i` in lane `i` (integer adds: exact in any order).
+    /// Eight partial-sum vectors reduced to one vector of their eight sums, vector `i`'s in
+    /// lane `i` (integer adds: exact in any order).
     #[inline(always)]
     unsafe fn reduce8(p: [__m256i; 8]) -> __m256i {
         let t0 = _mm256_hadd_epi32(p[0], p[1]);
@@ -815,102 +850,143 @@ mod x86 {
         )
     }
 
-    /// `term_b` of eight blocks from their exact integer dots, lane by lane the same f32
-    /// operations as [`super::block_term`].
+    /// `values[at + offsets[r]]` in the lanes `r` that `lanes` selects, 0 in the others.
     #[inline(always)]
-    unsafe fn terms8(
-        w: &QuantMatrix,
-        wb: usize,
-        x: &QuantActivations,
-        xb: usize,
-        isum: __m256i,
-    ) -> [f32; 8] {
-        let sums = _mm256_loadu_si256(x.sums.as_ptr().add(xb) as *const __m256i);
-        let isum = match w.format {
-            BlockFormat::Q4_0 => _mm256_sub_epi32(isum, _mm256_slli_epi32(sums, 3)),
-            _ => isum,
-        };
-        let da = _mm256_loadu_ps(x.scales.as_ptr().add(xb));
-        let dw = _mm256_loadu_ps(w.scales.as_ptr().add(wb));
-        let mut term = _mm256_mul_ps(_mm256_mul_ps(dw, da), _mm256_cvtepi32_ps(isum));
-        if w.format == BlockFormat::Q4_1 {
-            let mw = _mm256_loadu_ps(w.mins.as_ptr().add(wb));
-            let offset = _mm256_mul_ps(_mm256_mul_ps(mw, da), _mm256_cvtepi32_ps(sums));
-            term = _mm256_add_ps(term, offset);
-        }
-        let mut out = [0.0f32; 8];
-        _mm256_storeu_ps(out.as_mut_ptr(), term);
-        out
+    unsafe fn gather_rows(values: &[f32], at: usize, offsets: __m256i, lanes: __m256) -> __m256 {
+        _mm256_mask_i32gather_ps::<4>(_mm256_setzero_ps(), values.as_ptr().add(at), offsets, lanes)
     }
 
-    /// Weight rows computed together: they share the activation loads, and their sequential
-    /// sums are independent chains the CPU overlaps.
-    const ROWS_TOGETHER: usize = 4;
-
-    macro_rules! dots_body {
-        ($partial:ident, $x:ident, $row:ident, $w:ident, $columns:ident, $out:ident) => {{
-            let bpr = $w.cols / BLOCK;
-            let groups = bpr / 8;
-            for (chunk, outs) in $out.chunks_mut(ROWS_TOGETHER).enumerate() {
-                let first = $columns.start + chunk * ROWS_TOGETHER;
-                let mut acc = [0.0f32; ROWS_TOGETHER];
-                for g in 0..groups {
-                    let xb = $row * bpr + 8 * g;
-                    let mut xv = [_mm256_setzero_si256(); 8];
-                    for (i, v) in xv.iter_mut().enumerate() {
-                        *v = _mm256_loadu_si256(
-                            $x.values.as_ptr().add((xb + i) * BLOCK) as *const __m256i
-                        );
+    /// One tile: `R` activation rows from `row0` against the weight rows `weight_rows`
+    /// (unused lanes read no weights and are never stored). For each block in order, lane by
+    /// lane: `term = (dw * da) * isum` (`+ (mw * da) * asum` for Q4_1), `acc = acc + term`.
+    macro_rules! tile_body {
+        ($rows_fn:ident, $tile_fn:ident, $partial:ident, $feature:literal) => {
+            #[inline(always)]
+            unsafe fn $rows_fn<const R: usize>(
+                x: &QuantActivations,
+                row0: usize,
+                w: &QuantMatrix,
+                weight_rows: Range<usize>,
+                dots: &mut TileDots,
+            ) {
+                let bpr = w.cols / BLOCK;
+                let count = weight_rows.len();
+                assert!(
+                    (1..=TILE_WEIGHT_ROWS).contains(&count)
+                        && weight_rows.end <= w.rows
+                        && (row0 + R) * bpr <= x.scales.len()
+                        && bpr <= i32::MAX as usize / TILE_WEIGHT_ROWS
+                );
+                let q4_1 = w.format == BlockFormat::Q4_1;
+                // Lane `r` reads weight row `weight_rows.start + r`'s scale (rows past `count`:
+                // masked off, read as 0 and never stored).
+                let stride = bpr as i32;
+                let offsets = _mm256_mullo_epi32(
+                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                    _mm256_set1_epi32(stride),
+                );
+                let lanes = _mm256_cmpgt_epi32(
+                    _mm256_set1_epi32(count as i32),
+                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                );
+                let lanes = _mm256_castsi256_ps(lanes);
+                let first_block = weight_rows.start * bpr;
+                // A tile of whole row groups reads the tile layout of the scales (contiguous);
+                // one that starts inside a group gathers from the row-major scales.
+                let aligned = weight_rows.start % TILE_WEIGHT_ROWS == 0;
+                let tile_first = weight_rows.start * bpr;
+                assert!(
+                    !aligned
+                        || (w.tile_scales.len() >= tile_first + bpr * TILE_WEIGHT_ROWS
+                            && (!q4_1 || w.tile_mins.len() >= tile_first + bpr * TILE_WEIGHT_ROWS))
+                );
+                // Each lane's weight row (a tile of fewer rows repeats its last one in the
+                // unused lanes, whose sums are never stored).
+                let value_bytes = w.format.value_bytes();
+                let row_bytes = bpr * value_bytes;
+                let mut w_rows = [w.values.as_ptr(); TILE_WEIGHT_ROWS];
+                for (r, at) in w_rows.iter_mut().enumerate() {
+                    *at = at.add((weight_rows.start + r.min(count - 1)) * row_bytes);
+                }
+                let x_rows: [*const i8; R] =
+                    std::array::from_fn(|i| x.values.as_ptr().add((row0 + i) * bpr * BLOCK));
+                let mut acc = [_mm256_setzero_ps(); R];
+                for b in 0..bpr {
+                    let mut wv = [_mm256_setzero_si256(); TILE_WEIGHT_ROWS];
+                    for (v, at) in wv.iter_mut().zip(w_rows) {
+                        *v = load_weights(w.format, at.add(b * value_bytes));
                     }
-                    for (r, acc) in acc.iter_mut().enumerate().take(outs.len()) {
-                        let wb = (first + r) * bpr + 8 * g;
-                        let mut partials = [_mm256_setzero_si256(); 8];
-                        for (i, partial) in partials.iter_mut().enumerate() {
-                            *partial = $partial($w.format, load_weights($w, wb + i), xv[i]);
+                    let (dw, mw) = if aligned {
+                        let at = tile_first + b * TILE_WEIGHT_ROWS;
+                        let mw = if q4_1 {
+                            _mm256_loadu_ps(w.tile_mins.as_ptr().add(at))
+                        } else {
+                            _mm256_setzero_ps()
+                        };
+                        (_mm256_loadu_ps(w.tile_scales.as_ptr().add(at)), mw)
+                    } else {
+                        let mw = if q4_1 {
+                            gather_rows(&w.mins, first_block + b, offsets, lanes)
+                        } else {
+                            _mm256_setzero_ps()
+                        };
+                        (gather_rows(&w.scales, first_block + b, offsets, lanes), mw)
+                    };
+                    for (i, acc) in acc.iter_mut().enumerate() {
+                        let xb = (row0 + i) * bpr + b;
+                        let xv = _mm256_loadu_si256(x_rows[i].add(b * BLOCK) as *const __m256i);
+                        let mut partials = [_mm256_setzero_si256(); TILE_WEIGHT_ROWS];
+                        for (p, &v) in partials.iter_mut().zip(&wv) {
+                            *p = $partial(w.format, v, xv);
                         }
-                        for term in terms8($w, wb, $x, xb, reduce8(partials)) {
-                            *acc += term;
+                        let mut isum = reduce8(partials);
+                        let asum = *x.sums.get_unchecked(xb);
+                        if w.format == BlockFormat::Q4_0 {
+                            isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(8 * asum));
                         }
+                        let da = _mm256_set1_ps(*x.scales.get_unchecked(xb));
+                        let mut term =
+                            _mm256_mul_ps(_mm256_mul_ps(dw, da), _mm256_cvtepi32_ps(isum));
+                        if q4_1 {
+                            let offset =
+                                _mm256_mul_ps(_mm256_mul_ps(mw, da), _mm256_set1_ps(asum as f32));
+                            term = _mm256_add_ps(term, offset);
+                        }
+                        *acc = _mm256_add_ps(*acc, term);
                     }
                 }
-                for (r, (o, acc)) in outs.iter_mut().zip(acc).enumerate() {
-                    let mut acc = acc;
-                    for b in 8 * groups..bpr {
-                        let (wb, xb) = ((first + r) * bpr + b, $row * bpr + b);
-                        let wv = load_weights($w, wb);
-                        let xv = _mm256_loadu_si256(
-                            $x.values.as_ptr().add(xb * BLOCK) as *const __m256i
-                        );
-                        let raw = hsum($partial($w.format, wv, xv));
-                        acc += block_term($w, wb, $x, xb, isum_fixup($w, $x, xb, raw));
-                    }
-                    *o = acc;
+                for (out, acc) in dots.iter_mut().zip(acc) {
+                    _mm256_storeu_ps(out.as_mut_ptr(), acc);
                 }
             }
-        }};
+
+            #[target_feature(enable = $feature)]
+            pub(super) unsafe fn $tile_fn(
+                x: &QuantActivations,
+                rows: Range<usize>,
+                w: &QuantMatrix,
+                weight_rows: Range<usize>,
+                dots: &mut TileDots,
+            ) {
+                let row0 = rows.start;
+                match rows.len() {
+                    0 => {}
+                    1 => $rows_fn::<1>(x, row0, w, weight_rows, dots),
+                    2 => $rows_fn::<2>(x, row0, w, weight_rows, dots),
+                    3 => $rows_fn::<3>(x, row0, w, weight_rows, dots),
+                    _ => $rows_fn::<4>(x, row0, w, weight_rows, dots),
+                }
+            }
+        };
     }
 
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn dots_avx2(
-        x: &QuantActivations,
-        row: usize,
-        w: &QuantMatrix,
-        columns: Range<usize>,
-        out: &mut [f32],
-    ) {
-        dots_body!(partial_avx2, x, row, w, columns, out)
-    }
-
-    #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub(super) unsafe fn dots_vnni(
-        x: &QuantActivations,
-        row: usize,
-        w: &QuantMatrix,
-        columns: Range<usize>,
-        out: &mut [f32],
-    ) {
-        dots_body!(partial_vnni, x, row, w, columns, out)
-    }
+    tile_body!(rows_avx2, tile_avx2, partial_avx2, "avx2");
+    tile_body!(
+        rows_vnni,
+        tile_vnni,
+        partial_vnni,
+        "avx2,avx512f,avx512bw,avx512vl,avx512vnni"
+    );
 }
 
 #[cfg(test)]
@@ -1009,6 +1085,10 @@ mod tests {
         {
             check(format, 3, 8 * BLOCK, 40, seed as u64 + 1);
             check(format, 1, 18 * BLOCK, 300, seed as u64 + 10);
+            // Tiles of 4 activation rows and 8 weight rows with remainders of both, several
+            // cached weight-row blocks, a row of fewer blocks than a vector's lanes.
+            check(format, 6, 5 * BLOCK, 70, seed as u64 + 20);
+            check(format, 9, 48 * BLOCK, 133, seed as u64 + 30);
         }
     }
 

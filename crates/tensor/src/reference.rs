@@ -384,6 +384,8 @@ pub fn causal_attention(q: &[f32], k: &[f32], v: &[f32], shape: CausalShape, out
 /// For pair `i < head_dim / 2`: `inv_freq = 1 / powf(base, (2i) / head_dim)`,
 /// `angle = position * inv_freq`, `(c, s) = (cosf(angle), sinf(angle))`,
 /// `out[i] = x[i] * c - x[i + half] * s`, `out[i + half] = x[i + half] * c + x[i] * s`.
+/// (`inv_freq` depends on the pair alone and `(c, s)` on the pair and the row's position, so
+/// each is computed once and shared by every row, or every head.)
 pub fn rope(
     x: &[f32],
     positions: &[u32],
@@ -394,11 +396,17 @@ pub fn rope(
 ) {
     let half = head_dim / 2;
     let width = heads * head_dim;
+    let inv_freqs: Vec<f32> = (0..half)
+        .map(|i| rope_inv_freq(i, head_dim, base))
+        .collect();
+    let mut angles = vec![(0.0f32, 0.0f32); half];
     for (t, &position) in positions.iter().enumerate() {
+        for (angle, &inv_freq) in angles.iter_mut().zip(&inv_freqs) {
+            *angle = rope_cos_sin(position, inv_freq);
+        }
         for h in 0..heads {
             let at = t * width + h * head_dim;
-            for i in 0..half {
-                let (cos, sin) = rope_angle(position, i, head_dim, base);
+            for (i, &(cos, sin)) in angles.iter().enumerate() {
                 let first = x[at + i];
                 let second = x[at + i + half];
                 out[at + i] = first * cos - second * sin;
@@ -410,8 +418,17 @@ pub fn rope(
 
 /// `(cos, sin)` of RoPE pair `i` at `position`, as specified in [`rope`].
 pub fn rope_angle(position: u32, i: usize, head_dim: usize, base: f32) -> (f32, f32) {
+    rope_cos_sin(position, rope_inv_freq(i, head_dim, base))
+}
+
+/// `inv_freq` of RoPE pair `i` (a function of the pair alone, as specified in [`rope`]).
+pub fn rope_inv_freq(i: usize, head_dim: usize, base: f32) -> f32 {
     let exponent = (2 * i) as f32 / head_dim as f32;
-    let inv_freq = 1.0 / libm::powf(base, exponent);
+    1.0 / libm::powf(base, exponent)
+}
+
+/// `(cos, sin)` of the angle `position * inv_freq` (as specified in [`rope`]).
+pub fn rope_cos_sin(position: u32, inv_freq: f32) -> (f32, f32) {
     let angle = position as f32 * inv_freq;
     (libm::cosf(angle), libm::sinf(angle))
 }

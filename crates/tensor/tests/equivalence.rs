@@ -253,6 +253,38 @@ fn rope_rotates_pairs_by_position() {
     }
 }
 
+/// RoPE computes each pair's angle once per row and shares it across heads: every element
+/// still equals the specification's per-element formula through `rope_angle`.
+#[test]
+fn rope_equals_the_per_element_formula() {
+    let (heads, head_dim) = (3, 64);
+    let width = heads * head_dim;
+    let positions = [0u32, 1, 17, 300, 8191];
+    let x: Vec<f32> = (0..positions.len() * width)
+        .map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0)
+        .collect();
+    let mut out = vec![0.0; x.len()];
+    reference::rope(&x, &positions, heads, head_dim, 100_000.0, &mut out);
+    let half = head_dim / 2;
+    for (t, &position) in positions.iter().enumerate() {
+        for h in 0..heads {
+            for i in 0..half {
+                let at = t * width + h * head_dim;
+                let (cos, sin) = reference::rope_angle(position, i, head_dim, 100_000.0);
+                let (first, second) = (x[at + i], x[at + i + half]);
+                assert_eq!(
+                    out[at + i].to_bits(),
+                    (first * cos - second * sin).to_bits()
+                );
+                assert_eq!(
+                    out[at + i + half].to_bits(),
+                    (second * cos + first * sin).to_bits()
+                );
+            }
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
