@@ -76,8 +76,7 @@ pub struct Answer {
     /// The request as signed and sent (what a challenge of the receipt carries).
     pub request: SignedRequest,
     pub receipt: SignedReceipt,
-    /// The input's tokens as the provider counted them (the receipt event's unsigned
-    /// `input_units`: usage reports only).
+    /// The input's tokens as the provider counted them: the signed receipt's `input_units`.
     pub input_units: u64,
     /// The voucher paying it (sent with the next request, or by [`SessionClient::pay`]).
     pub voucher: SignedVoucher,
@@ -140,8 +139,13 @@ impl SessionClient {
         let body = RequestBody::new(&request, self.unsent.as_ref());
         let answer = self.answer(&body, on_delta).await;
         match answer {
-            Ok((output, embedding, receipt, input_units)) => {
-                let voucher = self.channel.accept(&receipt, &output)?;
+            Ok((output, embedding, receipt)) => {
+                let voucher = if embedding.is_some() {
+                    self.channel.accept_embedding(&receipt, &output)?
+                } else {
+                    self.channel.accept(&receipt, &output)?
+                };
+                let input_units = receipt.receipt.input_units;
                 self.unsent = Some(voucher.clone());
                 Ok(Answer {
                     output,
@@ -163,7 +167,7 @@ impl SessionClient {
         &mut self,
         body: &RequestBody,
         mut on_delta: impl FnMut(&str),
-    ) -> Result<(Vec<u8>, Option<Vec<f32>>, SignedReceipt, u64), SessionError> {
+    ) -> Result<(Vec<u8>, Option<Vec<f32>>, SignedReceipt), SessionError> {
         let response = self
             .http
             .post(self.url("/requests"))
@@ -197,9 +201,7 @@ impl SessionClient {
                         text = vector.iter().flat_map(|v| v.to_le_bytes()).collect();
                         embedding = Some(vector);
                     }
-                    Event::Receipt { receipt, view } => {
-                        return Ok((text, embedding, *receipt, view.input_units))
-                    }
+                    Event::Receipt { receipt, .. } => return Ok((text, embedding, *receipt)),
                     Event::Error(error) => {
                         return Err(SessionError::Refused { status: 200, error })
                     }
@@ -532,6 +534,7 @@ mod tests {
             output_hash: Hash::ZERO,
             trace_root: Hash::ZERO,
             units: 8,
+            input_units: 3,
             price: Amount::new(8),
         }
         .sign(key);

@@ -64,6 +64,9 @@ pub enum ErrorCode {
     BadReceipt = 64,
     /// A reveal for a receipt that was not drawn for audit, or whose deadline passed.
     NotAudited = 65,
+    /// A commit whose worst-case fraud slash (`2 × max(M, ⌈n/A⌉ × p)`) exceeds its
+    /// provider's bond at that moment: the bond could not answer for it.
+    CommitExceedsBond = 66,
     // The economy (shares, lineage, datasets, pools, labelling): 70-89.
     /// A lineage names more parents than its bound.
     LineageTooWide = 70,
@@ -126,10 +129,12 @@ pub enum ErrorCode {
     DealClosed = 108,
     /// A storage provider that still holds shards cannot leave or shrink below them.
     StorageProviderBusy = 109,
+    /// The deal's epochs have started: its upload can no longer be confirmed.
+    DealStarted = 110,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 83] = [
+    pub const ALL: [ErrorCode; 85] = [
         ErrorCode::MalformedBytes,
         ErrorCode::OversizedTx,
         ErrorCode::BadSignature,
@@ -177,6 +182,7 @@ impl ErrorCode {
         ErrorCode::BadVoucher,
         ErrorCode::BadReceipt,
         ErrorCode::NotAudited,
+        ErrorCode::CommitExceedsBond,
         ErrorCode::LineageTooWide,
         ErrorCode::LineageTooDeep,
         ErrorCode::LineageCycle,
@@ -213,6 +219,7 @@ impl ErrorCode {
         ErrorCode::ChallengeClosed,
         ErrorCode::DealClosed,
         ErrorCode::StorageProviderBusy,
+        ErrorCode::DealStarted,
     ];
 
     pub fn code(self) -> u16 {
@@ -273,6 +280,7 @@ impl ErrorCode {
             ErrorCode::BadVoucher => "bad_voucher",
             ErrorCode::BadReceipt => "bad_receipt",
             ErrorCode::NotAudited => "not_audited",
+            ErrorCode::CommitExceedsBond => "commit_exceeds_bond",
             ErrorCode::LineageTooWide => "lineage_too_wide",
             ErrorCode::LineageTooDeep => "lineage_too_deep",
             ErrorCode::LineageCycle => "lineage_cycle",
@@ -309,6 +317,7 @@ impl ErrorCode {
             ErrorCode::ChallengeClosed => "challenge_closed",
             ErrorCode::DealClosed => "deal_closed",
             ErrorCode::StorageProviderBusy => "storage_provider_busy",
+            ErrorCode::DealStarted => "deal_started",
         }
     }
 }

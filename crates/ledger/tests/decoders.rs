@@ -471,6 +471,7 @@ fn session_messages() -> Vec<Message> {
         output_hash: compute::output_hash(b"world"),
         trace_root: Hash([7; 32]),
         units: 8,
+        input_units: u64::MAX,
         price: Amount::new(u128::MAX),
     };
     let receipts = vec![receipt.clone(), receipt.clone(), receipt.clone()];

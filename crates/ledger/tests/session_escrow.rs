@@ -342,6 +342,7 @@ impl World {
                         output_hash: compute::output_hash(&r.input),
                         trace_root: Hash::of("test/trace", &[&r.input]),
                         units: *units,
+                        input_units: 1,
                         price: Amount::new(u128::from(*units) * MAX_PRICE / 2),
                     })
                     .collect();

@@ -157,6 +157,19 @@ impl Fixture {
             .unwrap())
     }
 
+    /// The owner's challenge of `receipt` (signed by the provider) in `commit`, for `request`.
+    fn challenge_message(&self, commit: u64, receipt: &Receipt, request: &Request) -> Message {
+        Message::Sessions(sessions::Msg::Challenge {
+            session: self.session,
+            commit,
+            receipt: Box::new(receipt.clone().sign(&self.provider)),
+            request: Box::new(request.clone().sign(&self.client)),
+            trace_root: Hash([0xcc; 32]),
+            step_count: 40,
+            ids: Hash::ZERO,
+        })
+    }
+
     fn blocks(&mut self, n: u64) -> Vec<Event> {
         (0..n).flat_map(|_| self.chain.block(vec![]).1).collect()
     }
@@ -192,6 +205,7 @@ fn receipt(request: &Request) -> Receipt {
         output_hash: compute::output_hash(format!("answer {}", request.seq).as_bytes()),
         trace_root: Hash::of("test/trace", &[&request.seq.to_le_bytes()]),
         units: 8,
+        input_units: 5,
         price: Amount::new(8_000),
     }
 }
@@ -674,17 +688,8 @@ fn the_owner_challenges_a_receipt_through_the_dispute_game() {
     let asked: Vec<Request> = (1..=2).map(|seq| request(0, seq)).collect();
     let batch: Vec<Receipt> = asked.iter().map(receipt).collect();
     let commit = f.commit(&batch).unwrap();
-    let challenge = |f: &Fixture, index: usize| {
-        Message::Sessions(sessions::Msg::Challenge {
-            session: 0,
-            commit,
-            receipt: Box::new(batch[index].clone().sign(&f.provider)),
-            request: Box::new(asked[index].clone().sign(&f.client)),
-            trace_root: Hash([0xcc; 32]),
-            step_count: 40,
-            ids: Hash::ZERO,
-        })
-    };
+    let challenge =
+        |f: &Fixture, index: usize| f.challenge_message(commit, &batch[index], &asked[index]);
     let stranger = f.stranger.clone();
     assert_eq!(
         f.send(&stranger, challenge(&f, 0)),
@@ -718,6 +723,48 @@ fn the_owner_challenges_a_receipt_through_the_dispute_game() {
         f.send(&client, challenge(&f, 0)),
         Err("not_challengeable".into())
     );
+}
+
+#[test]
+fn a_challenged_receipt_counting_no_prompt_is_disproven_at_once() {
+    let mut f = fixture(0);
+    let asked: Vec<Request> = (1..=2).map(|seq| request(0, seq)).collect();
+    let mut batch: Vec<Receipt> = asked.iter().map(receipt).collect();
+    // The provider signed a prompt of no tokens for request 2: no generation reads that.
+    batch[1].input_units = 0;
+    let commit = f.commit(&batch).unwrap();
+    let challenge =
+        |f: &Fixture, index: usize| f.challenge_message(commit, &batch[index], &asked[index]);
+    let client = f.client.clone();
+    let owner = client.public_key().address();
+    let (stake, balance) = (f.provider_stake(), f.chain.balance(&owner));
+    let events = f.send(&client, challenge(&f, 1)).unwrap();
+    let job: u64 = attribute(&events, "sessions.input_units_disproven", "job")
+        .parse()
+        .unwrap();
+    assert_eq!(f.chain.job(job).status, compute::JobStatus::Failed);
+    assert_eq!(f.chain.job(job).result.unwrap().input_units, 0);
+    assert!(
+        verify::dispute(&f.view(), job).is_none(),
+        "no game, no bond"
+    );
+    let record = f.commit_record(commit);
+    assert!(record.fraud_slashed);
+    let audits = sessions::params(&f.view()).audits_per_commit;
+    let penalty = sessions::fraud_slash(&f.session(), &record, audits);
+    assert_eq!(f.provider_stake(), stake.checked_sub(penalty).unwrap());
+    // The request's 8 000 went back to the owner, and no challenge bond left it.
+    assert_eq!(attribute(&events, "compute.job_failed", "refund"), "8000");
+    let bond = verify::params(&f.view()).challenge_bond;
+    assert!(f.chain.balance(&owner) > balance.checked_sub(bond).unwrap());
+
+    // A receipt with a possible count goes to the game as before, its count on the job.
+    let events = f.send(&client, challenge(&f, 0)).unwrap();
+    let job: u64 = attribute(&events, "sessions.challenged", "job")
+        .parse()
+        .unwrap();
+    assert!(verify::dispute(&f.view(), job).is_some());
+    assert_eq!(f.chain.job(job).result.unwrap().input_units, 5);
 }
 
 #[test]
@@ -817,6 +864,47 @@ fn a_challenged_request_the_provider_cannot_defend_is_refunded_and_slashed_by_th
     assert_eq!(f.commit_record(commit).status, CommitStatus::Paid);
 }
 
+/// The commit of `session`'s request 1 as one receipt paying `price` base units.
+fn one_receipt_commit(f: &mut Fixture, price: u128) -> Result<u64, String> {
+    let mut receipt = receipt(&request(f.session, 1));
+    receipt.price = Amount::new(price);
+    f.commit(&[receipt])
+}
+
+#[test]
+fn a_commit_whose_worst_slash_exceeds_the_bond_is_refused() {
+    let mut f = fixture(0);
+    let bond = f.provider_stake().base_units();
+    // A session whose price per unit lets one request carry half the provider's bond.
+    let client = f.client.clone();
+    let events = f
+        .send(
+            &client,
+            Message::Sessions(sessions::Msg::Open {
+                model: MODEL.into(),
+                owner_key: client.public_key(),
+                authorised: None,
+                deposit: Amount::new(bond),
+                max_price_per_unit: Amount::new(bond),
+                expiry_blocks: 100,
+            }),
+        )
+        .unwrap();
+    f.session = attribute(&events, "sessions.opened", "session")
+        .parse()
+        .unwrap();
+    f.blocks(1);
+    assert_eq!(f.session().status, SessionStatus::Open);
+    // One receipt of new money M: S = 2 × max(M, ⌈1/A⌉ × M) = 2M.
+    assert_eq!(
+        one_receipt_commit(&mut f, bond / 2 + 1),
+        Err("commit_exceeds_bond".into())
+    );
+    assert_eq!(f.session().commits, 0);
+    let id = one_receipt_commit(&mut f, bond / 2).expect("a slash equal to the bond fits");
+    assert_eq!(f.commit_record(id).amount, Amount::new(bond / 2));
+}
+
 #[test]
 fn a_provider_cannot_exit_while_it_serves_a_session() {
     let mut f = fixture(0);
@@ -866,6 +954,8 @@ fn genesis_sets_the_session_parameters_and_refuses_invalid_ones() {
             reveal_blocks: 9,
             audits_per_commit: 3,
         },
+        storage: Default::default(),
+        agents: Default::default(),
     };
     let state: std::collections::BTreeMap<Vec<u8>, Vec<u8>> =
         piazza_ledger::executor::init_chain(&genesis)

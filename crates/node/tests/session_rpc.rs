@@ -143,6 +143,7 @@ async fn a_session_reads_back_through_the_session_methods_and_its_reveal_is_a_du
             output_hash: compute::output_hash(&r.input),
             trace_root: Hash([9; 32]),
             units: 5,
+            input_units: 2,
             price: Amount::new(50),
         })
         .collect();

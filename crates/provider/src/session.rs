@@ -669,6 +669,7 @@ async fn serve(
         output: &execution.output,
         trace_root: execution.trace_root,
         units: execution.work_units,
+        input_units,
         price_per_unit: endpoint.config.price_per_unit,
     };
     let receipt = match guard.channel.complete(served) {
@@ -696,7 +697,7 @@ async fn serve(
     if !matches!(&last, Event::Delta { text } if text.is_empty()) {
         send(&events, last, stall).await;
     }
-    send(&events, Event::receipt(receipt, input_units), stall).await;
+    send(&events, Event::receipt(receipt), stall).await;
 }
 
 /// When the daemon posts a session's commit.
@@ -1064,6 +1065,7 @@ mod tests {
                 output_hash: Hash::ZERO,
                 trace_root: Hash::ZERO,
                 units: 8,
+                input_units: 3,
                 price: Amount::new(8),
             }),
             proof: ReceiptProof { siblings: vec![] },

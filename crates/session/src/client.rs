@@ -27,6 +27,10 @@ pub enum ReceiptRefusal {
     WrongOutput,
     #[error("receipt claims {units} units, over the request's {max_units}")]
     TooManyUnits { units: u64, max_units: u64 },
+    /// A prompt count no run can read: none, or for an embedding (whose units are its
+    /// input's tokens) other than its units.
+    #[error("receipt counts {input_units} input tokens for {units} units")]
+    WrongInputUnits { input_units: u64, units: u64 },
     #[error("receipt price {price} is over {units} units at {max_price_per_unit}")]
     Overpriced {
         price: Amount,
@@ -177,6 +181,9 @@ impl ClientChannel {
                 max_units: pending.max_units,
             });
         }
+        if body.input_units == 0 {
+            return Err(wrong_input_units(receipt));
+        }
         let max_price_per_unit = self.session.max_price_per_unit;
         let ceiling = max_price_per_unit
             .checked_mul(u128::from(body.units))
@@ -204,9 +211,29 @@ impl ClientChannel {
         Ok(voucher)
     }
 
+    /// [`ClientChannel::accept`] for an embedding's receipt, whose units are its input's
+    /// tokens: the signed prompt count must equal them.
+    pub fn accept_embedding(
+        &mut self,
+        receipt: &SignedReceipt,
+        output: &[u8],
+    ) -> Result<SignedVoucher, ReceiptRefusal> {
+        if receipt.receipt.input_units != receipt.receipt.units {
+            return Err(wrong_input_units(receipt));
+        }
+        self.accept(receipt, output)
+    }
+
     /// Gives up on the pending request (the provider failed or vanished before its receipt):
     /// nothing was signed for it, and the next request reuses its seq.
     pub fn abandon(&mut self) -> Option<Request> {
         self.pending.take()
+    }
+}
+
+fn wrong_input_units(receipt: &SignedReceipt) -> ReceiptRefusal {
+    ReceiptRefusal::WrongInputUnits {
+        input_units: receipt.receipt.input_units,
+        units: receipt.receipt.units,
     }
 }

@@ -37,7 +37,7 @@
 //! let request = client.request(b"hi".to_vec(), JobParams::default(), 5).unwrap();
 //! server.admit(&request).unwrap();
 //! let receipt = server
-//!     .complete(Served { output: b"out", trace_root: Hash::ZERO, units: 3, price_per_unit: Amount::new(7) })
+//!     .complete(Served { output: b"out", trace_root: Hash::ZERO, units: 3, input_units: 5, price_per_unit: Amount::new(7) })
 //!     .unwrap()
 //!     .sign(&provider);
 //! let voucher = client.accept(&receipt, b"out").unwrap();

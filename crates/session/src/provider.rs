@@ -18,6 +18,9 @@ pub struct Served<'a> {
     pub output: &'a [u8],
     pub trace_root: Hash,
     pub units: u64,
+    /// The input's tokens the run read (a generation's prompt ids, an embedding's tokens);
+    /// the receipt signs it.
+    pub input_units: u64,
     /// The provider's own price, capped at the session's maximum.
     pub price_per_unit: Amount,
 }
@@ -211,6 +214,7 @@ impl ProviderChannel {
             output_hash: output_hash(served.output),
             trace_root: served.trace_root,
             units: served.units,
+            input_units: served.input_units,
             price,
         };
         self.receipts.push(receipt.clone());

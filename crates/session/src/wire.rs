@@ -123,13 +123,13 @@ pub struct ReceiptView {
     pub price: Amount,
     pub provider: String,
     /// The input's tokens (a generation's prompt, an embedding's text) as the provider counted
-    /// them, for usage reports: not signed (prices are per unit of work, not per input token).
+    /// them: the signed receipt's `input_units`.
     #[serde(default)]
     pub input_units: u64,
 }
 
 impl ReceiptView {
-    pub fn of(signed: &SignedReceipt, input_units: u64) -> ReceiptView {
+    pub fn of(signed: &SignedReceipt) -> ReceiptView {
         let r: &Receipt = &signed.receipt;
         ReceiptView {
             session: r.session,
@@ -140,7 +140,7 @@ impl ReceiptView {
             units: r.units,
             price: r.price,
             provider: signed.signer.address().to_string(),
-            input_units,
+            input_units: r.input_units,
         }
     }
 }
@@ -194,10 +194,10 @@ struct ReceiptData {
 }
 
 impl Event {
-    /// The receipt event of `receipt`, for a request whose input was `input_units` tokens.
-    pub fn receipt(receipt: SignedReceipt, input_units: u64) -> Event {
+    /// The receipt event of `receipt`.
+    pub fn receipt(receipt: SignedReceipt) -> Event {
         Event::Receipt {
-            view: ReceiptView::of(&receipt, input_units),
+            view: ReceiptView::of(&receipt),
             receipt: Box::new(receipt),
         }
     }

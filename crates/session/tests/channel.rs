@@ -61,6 +61,7 @@ fn serve(server: &mut ProviderChannel, units: u64) -> (SignedReceipt, Vec<u8>) {
             output: &out,
             trace_root: Hash::of("test/trace", &[&seq.to_le_bytes()]),
             units,
+            input_units: 4,
             price_per_unit: PRICE,
         })
         .unwrap();
@@ -294,7 +295,27 @@ fn the_client_refuses_receipts_it_cannot_check() {
         assert_eq!(client.accept(&receipt, output).unwrap_err(), expected);
         assert_eq!(client.paid(), Amount::ZERO);
     }
-    let voucher = client.accept(&good, &out).unwrap();
+    // The signed prompt count: never none, and an embedding's is its units.
+    assert_eq!(
+        client
+            .accept(&tampered(&|r| r.input_units = 0), &out)
+            .unwrap_err(),
+        ReceiptRefusal::WrongInputUnits {
+            input_units: 0,
+            units: 4
+        }
+    );
+    assert_eq!(
+        client
+            .accept_embedding(&tampered(&|r| r.input_units = 5), &out)
+            .unwrap_err(),
+        ReceiptRefusal::WrongInputUnits {
+            input_units: 5,
+            units: 4
+        }
+    );
+    assert_eq!(client.paid(), Amount::ZERO);
+    let voucher = client.accept_embedding(&good, &out).unwrap();
     assert_eq!(voucher.voucher.total, Amount::new(28));
     assert_eq!(
         client.accept(&good, &out).unwrap_err(),
@@ -373,7 +394,7 @@ fn events_survive_any_split_and_bad_streams_fail_cleanly() {
         Event::Embedding {
             vector: vec![0.5, -1.25],
         },
-        Event::receipt(receipt, 12),
+        Event::receipt(receipt),
         Event::error("unpaid", "pay first"),
     ];
     let stream: String = events.iter().map(Event::to_sse).collect();
@@ -495,7 +516,7 @@ proptest! {
                     if server.view().in_flight.is_some() {
                         let seq = server.view().in_flight.unwrap();
                         let out = output(seq);
-                        match server.complete(Served { output: &out, trace_root: Hash::ZERO, units, price_per_unit: PRICE }) {
+                        match server.complete(Served { output: &out, trace_root: Hash::ZERO, units, input_units: 4, price_per_unit: PRICE }) {
                             Ok(r) => receipt = Some((r.sign(&provider()), out)),
                             Err(_) => server.abandon(seq),
                         }

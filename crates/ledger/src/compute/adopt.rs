@@ -22,6 +22,8 @@ pub struct ServedRequest {
     pub output_hash: Hash,
     pub trace_root: Hash,
     pub units: u64,
+    /// The input's tokens the provider signed for (its receipt's prompt count).
+    pub input_units: u64,
     /// The price the job settles at (and refunds on fraud); moved from `from` into escrow.
     pub price: Amount,
 }
@@ -79,8 +81,7 @@ pub fn adopt_posted(
             trace_root: served.trace_root,
             work_units: served.units,
             posted_height: height,
-            // A session's receipt states no input count.
-            input_units: 0,
+            input_units: served.input_units,
         }),
         receipt: None,
     };

@@ -128,17 +128,15 @@ pub(super) fn execute_register(
     stake: &Amount,
 ) -> Result<(), TxError> {
     let sender = ctx.sender;
-    if !stake.is_zero() {
-        staking::bond(state, &sender, Role::Provider, *stake)?;
-    }
     let minimum = params(state).min_provider_stake;
-    let bonded = staking::bonded(state, &sender, Role::Provider);
-    if bonded < minimum {
-        return Err(TxError::new(
-            ErrorCode::StakeBelowMinimum,
-            format!("a provider needs {minimum} PZA bonded, {sender} has {bonded} PZA"),
-        ));
-    }
+    let bonded = staking::bond_for_registration(
+        state,
+        &sender,
+        Role::Provider,
+        *stake,
+        minimum,
+        "a provider",
+    )?;
     set_serving(state, &sender, &offer.models, true);
     state.put(
         state_key::provider(&sender),

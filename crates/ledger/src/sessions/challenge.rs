@@ -1,9 +1,10 @@
 //! `Challenge`: the owner disputes a receipt of a commit still in its window. The request
 //! becomes a compute job holding the receipt as its posted result, and the owner challenges
 //! that job through the verify module (bond, bisection game, one-step arbitration): a fraud
-//! refunds the request and slashes the provider by the job path.
+//! refunds the request and slashes the provider by the job path. A receipt whose signed
+//! prompt count no run reads needs no game: its job fails at once and the commit is slashed.
 
-use super::reveal::{adopt, bad_receipt, check_adoptable, check_pair};
+use super::reveal::{adopt, bad_receipt, check_adoptable, check_pair, request_event};
 use super::*;
 use crate::verify::{self, Verify};
 use piazza_primitives::Hash;
@@ -91,7 +92,7 @@ pub(super) fn execute(
         challenge.request,
     )?;
     let receipt = &challenge.receipt.receipt;
-    let job = adopt(
+    let (job, disproven) = adopt(
         state,
         ctx,
         &mut session,
@@ -101,18 +102,15 @@ pub(super) fn execute(
     )?;
     put_session(state, &session);
     put_commit(state, &record);
-    let msg = verify_msg(job, &challenge);
-    Verify::check_stateful(state, ctx, &msg)?;
-    Verify::execute(state, ctx, &msg)?;
-    ctx.emit(Event::new(
+    if !disproven {
+        let msg = verify_msg(job, &challenge);
+        Verify::check_stateful(state, ctx, &msg)?;
+        Verify::execute(state, ctx, &msg)?;
+    }
+    ctx.emit(request_event(
         "sessions.challenged",
-        &[
-            ("session", challenge.session.to_string()),
-            ("commit", challenge.commit.to_string()),
-            ("seq", receipt.seq.to_string()),
-            ("job", job.to_string()),
-            ("challenger", ctx.sender.to_string()),
-        ],
+        [*challenge.session, *challenge.commit, receipt.seq, job],
+        &[("challenger", ctx.sender.to_string())],
     ));
     Ok(())
 }

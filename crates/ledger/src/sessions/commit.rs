@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::list;
+use crate::staking::{self, Role};
 use piazza_primitives::{Amount, Hash};
 
 pub(super) fn check_stateless(
@@ -108,7 +109,32 @@ pub(super) fn check_stateful(
         .total
         .checked_sub(session.committed_total)
         .expect("checked: the total never goes back");
+    check_bond(state, &session, &ctx.sender, new_money, *count)?;
     Ok((session, new_money))
+}
+
+/// Refuses a commit whose worst-case fraud slash exceeds its provider's bond now: a slash the
+/// bond could not pay would make cheating on this commit cheaper than the protocol promises.
+fn check_bond(
+    state: &StateDelta<'_>,
+    session: &Session,
+    provider: &Address,
+    amount: Amount,
+    count: u64,
+) -> Result<(), TxError> {
+    let slash = fraud::commit_slash(session, amount, count, params(state).audits_per_commit);
+    let bond = staking::bonded(state, provider, Role::Provider);
+    if slash > bond {
+        return Err(error(
+            ErrorCode::CommitExceedsBond,
+            format!(
+                "this commit's worst-case slash {} exceeds the provider's bond {}",
+                amount_text(slash),
+                amount_text(bond)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 pub(super) fn execute(

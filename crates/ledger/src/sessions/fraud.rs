@@ -23,15 +23,21 @@ use piazza_primitives::Amount;
 /// `S` for `record`, a commit of `session` audited with `audits` draws: what its provider
 /// loses when one of its receipts is proven wrong or a drawn one is not revealed.
 pub fn fraud_slash(session: &Session, record: &CommitRecord, audits: u64) -> Amount {
+    commit_slash(session, record.amount, record.count, audits)
+}
+
+/// `S` of a commit of `count` receipts bringing `amount` of new money to `session`, audited
+/// with `audits` draws (saturating at the largest amount).
+pub fn commit_slash(session: &Session, amount: Amount, count: u64, audits: u64) -> Amount {
     let most = Amount::new(u128::MAX);
     let request_max = session
         .max_price_per_unit
         .checked_mul(u128::from(JOB_UNITS_MAX))
         .unwrap_or(most);
-    let price_max = record.amount.min(request_max);
-    let per_draw = record.count.div_ceil(audits.max(1));
+    let price_max = amount.min(request_max);
+    let per_draw = count.div_ceil(audits.max(1));
     let spread = price_max.checked_mul(u128::from(per_draw)).unwrap_or(most);
-    spread.max(record.amount).checked_mul(2).unwrap_or(most)
+    spread.max(amount).checked_mul(2).unwrap_or(most)
 }
 
 /// Takes `S` from `record`'s provider once (the record is marked; the caller stores it).

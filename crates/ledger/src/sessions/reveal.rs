@@ -3,10 +3,14 @@
 //! posted result (its price moved from the deposit into compute's escrow) and gets an auditor.
 //! A receipt the owner challenged before its reveal is already that job (disputed): revealing
 //! it answers the audit and makes no second job, so the provider is not penalized for it.
+//! A receipt whose signed prompt count no run can have read is its own proof: its job fails
+//! at once (the client refunded) and the commit's fraud slash is taken.
 
 use super::*;
 use crate::compute;
+use crate::models::{self, ModelKind};
 use crate::verify;
+use piazza_primitives::Amount;
 
 /// The stateless rules a receipt and its request share in a reveal and a challenge.
 pub(super) fn check_pair(
@@ -161,6 +165,8 @@ pub(super) fn check_stateful(
 
 /// Makes the request a compute job holding the receipt as its posted result; its price (at
 /// most what the commit has left to pay) moves from the deposit into compute's escrow.
+/// Returns the job and whether the receipt's prompt count disproved it at once (then it
+/// needs no audit or dispute).
 pub(super) fn adopt(
     state: &mut StateDelta<'_>,
     ctx: &mut TxContext<'_>,
@@ -168,7 +174,7 @@ pub(super) fn adopt(
     record: &mut CommitRecord,
     receipt: &Receipt,
     request: &Request,
-) -> Result<u64, TxError> {
+) -> Result<(u64, bool), TxError> {
     let left = record
         .amount
         .checked_sub(record.moved)
@@ -188,6 +194,7 @@ pub(super) fn adopt(
             output_hash: receipt.output_hash,
             trace_root: receipt.trace_root,
             units: receipt.units,
+            input_units: receipt.input_units,
             price,
         },
     )?;
@@ -210,17 +217,63 @@ pub(super) fn adopt(
     record.adopted_seqs.insert(at, receipt.seq);
     record.jobs.push(job);
     fraud::watch(state, record, ctx.block.height)?;
-    ctx.emit(Event::new(
+    let ids = [session.id, record.id, receipt.seq, job];
+    ctx.emit(request_event(
         "sessions.request_adopted",
+        ids,
+        &[("price", amount_text(price))],
+    ));
+    let disproven = disprove_input_units(state, ctx, session, record, receipt, job);
+    Ok((job, disproven))
+}
+
+/// An event about request `seq` of `session`, in commit `commit`, made job `job` (`ids` in
+/// that order), with `more` attributes.
+pub(super) fn request_event(kind: &str, ids: [u64; 4], more: &[(&str, String)]) -> Event {
+    let names = ["session", "commit", "seq", "job"];
+    let attributes: Vec<(&str, String)> = names
+        .into_iter()
+        .zip(ids.map(|id| id.to_string()))
+        .chain(more.iter().cloned())
+        .collect();
+    Event::new(kind, &attributes)
+}
+
+/// Whether `receipt`'s signed prompt count is one no run of `model` reads: none at all, or
+/// for an embedding (whose units are its input's tokens) other than its units.
+fn impossible_input_units(state: &StateDelta<'_>, model: &str, receipt: &Receipt) -> bool {
+    match models::record(state, model).map(|record| record.kind) {
+        Some(ModelKind::Embedding) => receipt.input_units != receipt.units,
+        Some(ModelKind::Generation) | None => receipt.input_units == 0,
+    }
+}
+
+/// Fails `job`, adopted from `receipt`, when the receipt's prompt count is provably wrong:
+/// the client gets the request's price back and the provider pays the commit's fraud slash.
+/// Returns whether it did.
+fn disprove_input_units(
+    state: &mut StateDelta<'_>,
+    ctx: &mut TxContext<'_>,
+    session: &Session,
+    record: &mut CommitRecord,
+    receipt: &Receipt,
+    job: u64,
+) -> bool {
+    if !impossible_input_units(state, &session.model, receipt) {
+        return false;
+    }
+    compute::fail(state, job, &mut ctx.events);
+    let penalty = fraud::slash_commit(state, record, Amount::ZERO);
+    ctx.emit(request_event(
+        "sessions.input_units_disproven",
+        [session.id, record.id, receipt.seq, job],
         &[
-            ("session", session.id.to_string()),
-            ("commit", record.id.to_string()),
-            ("seq", receipt.seq.to_string()),
-            ("job", job.to_string()),
-            ("price", amount_text(price)),
+            ("input_units", receipt.input_units.to_string()),
+            ("units", receipt.units.to_string()),
+            ("penalty", amount_text(penalty)),
         ],
     ));
-    Ok(job)
+    true
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -236,8 +289,8 @@ pub(super) fn execute(
 ) -> Result<(), TxError> {
     let (mut session, mut record, adopted) =
         check_stateful(state, ctx, id, commit_id, index, receipt, proof, request)?;
-    let job = match adopted {
-        Some(job) => job,
+    let (job, disproven) = match adopted {
+        Some(job) => (job, false),
         None => adopt(
             state,
             ctx,
@@ -255,7 +308,7 @@ pub(super) fn execute(
     put_session(state, &session);
     put_commit(state, &record);
     let block = ctx.block.clone();
-    if adopted.is_none() {
+    if adopted.is_none() && !disproven {
         verify::assign_auditor(state, job, &block, &mut ctx.events);
     }
     ctx.emit(Event::new(

@@ -59,6 +59,10 @@ pub struct Receipt {
     pub output_hash: Hash,
     pub trace_root: Hash,
     pub units: u64,
+    /// The input's tokens as the provider's run read them (a generation's prompt ids after
+    /// the chat template, an embedding's tokens: then equal to `units`). Signed, so a wrong
+    /// count is the provider's own statement and usage reports rest on it.
+    pub input_units: u64,
     pub price: Amount,
 }
 
@@ -100,6 +104,7 @@ impl Encode for Receipt {
         w.value(&self.output_hash);
         w.value(&self.trace_root);
         w.u64(self.units);
+        w.u64(self.input_units);
         w.value(&self.price);
     }
 }
@@ -113,6 +118,7 @@ impl Decode for Receipt {
             output_hash: r.value()?,
             trace_root: r.value()?,
             units: r.u64()?,
+            input_units: r.u64()?,
             price: r.value()?,
         })
     }
@@ -619,6 +625,7 @@ pub(crate) mod tests {
             output_hash: output_hash(format!("out {seq}").as_bytes()),
             trace_root: Hash::of("test/trace", &[&seq.to_le_bytes()]),
             units: 10 + seq,
+            input_units: 3 + seq,
             price: Amount::new(100 * u128::from(seq)),
         }
     }
@@ -736,6 +743,12 @@ pub(crate) mod tests {
         let mut signed = request(1).sign(&key(1));
         signed.request.input.push(b'!');
         assert_eq!(signed.verify(), Err(SignatureError::BadSignature));
+
+        // The prompt count is signed: a receipt restating it no longer verifies.
+        let mut signed = receipt(1).sign(&key(9));
+        assert_eq!(signed.verify(), Ok(()));
+        signed.receipt.input_units += 1;
+        assert_eq!(signed.verify(), Err(SignatureError::BadSignature));
     }
 
     #[test]
@@ -765,6 +778,9 @@ pub(crate) mod tests {
                 assert!(!verify_receipt(&root, count + 1, index, r, &proof));
                 let mut forged = r.clone();
                 forged.price = Amount::new(1);
+                assert!(!verify_receipt(&root, count, index, &forged, &proof));
+                let mut forged = r.clone();
+                forged.input_units += 1;
                 assert!(!verify_receipt(&root, count, index, &forged, &proof));
                 if count > 1 {
                     let wrong = (index + 1) % count;

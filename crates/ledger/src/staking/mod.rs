@@ -268,6 +268,30 @@ pub fn bond(
     Ok(new_bond)
 }
 
+/// A registration's bond: bonds `stake` more for `role` (nothing when zero), then checks the
+/// whole bond reaches the registering module's `minimum` (`who` names the role in the
+/// refusal). Returns the bond.
+pub fn bond_for_registration(
+    state: &mut StateDelta<'_>,
+    address: &Address,
+    role: Role,
+    stake: Amount,
+    minimum: Amount,
+    who: &str,
+) -> Result<Amount, TxError> {
+    if !stake.is_zero() {
+        bond(state, address, role, stake)?;
+    }
+    let bonded = bonded(state, address, role);
+    if bonded < minimum {
+        return Err(TxError::new(
+            ErrorCode::StakeBelowMinimum,
+            format!("{who} needs {minimum} PZA bonded, {address} has {bonded} PZA"),
+        ));
+    }
+    Ok(bonded)
+}
+
 /// Starts returning `amount` of a bond; the tokens reach the balance after the unbonding delay.
 pub fn unbond(
     state: &mut StateDelta<'_>,

@@ -76,17 +76,15 @@ pub(super) fn execute_register(
     endpoint: &str,
 ) -> Result<(), TxError> {
     let sender = ctx.sender;
-    if !stake.is_zero() {
-        staking::bond(state, &sender, Role::Storage, *stake)?;
-    }
     let minimum = params(state).min_provider_stake;
-    let bonded = staking::bonded(state, &sender, Role::Storage);
-    if bonded < minimum {
-        return Err(error(
-            ErrorCode::StakeBelowMinimum,
-            format!("a storage provider needs {minimum} PZA bonded, {sender} has {bonded} PZA"),
-        ));
-    }
+    let bonded = staking::bond_for_registration(
+        state,
+        &sender,
+        Role::Storage,
+        *stake,
+        minimum,
+        "a storage provider",
+    )?;
     let mut registry: List<Address, STORAGE_PROVIDERS_MAX> = List(providers(state));
     registry
         .insert_sorted(sender)

@@ -937,6 +937,7 @@ impl World {
                 output: &run.output,
                 trace_root: Hash(run.trace_root),
                 units: run.work_units,
+                input_units: run.ids.len() as u64,
                 price_per_unit: PRICE_PER_UNIT,
             })
             .expect("a receipt for the request in flight")
