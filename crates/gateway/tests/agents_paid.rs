@@ -19,8 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use support::{devnet, DevnetOptions, DEV_KEY};
 
 const WAIT: Duration = Duration::from_secs(30);
-/// What agent B asks per call, in base units.
-const PRICE: u128 = 2_000_000;
+/// What agent B asks per call, in base units (2 PZA: enough paid volume to show in reputation).
+const PRICE: u128 = 2_000_000_000;
 
 fn validator() -> SecretKey {
     SecretKey::from_seed(support::VALIDATOR_SEED)
