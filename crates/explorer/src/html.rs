@@ -134,7 +134,7 @@ pub fn layout(title: &str, body: &str) -> String {
 <title>{title} · Piazza explorer</title>\
 <link rel=\"stylesheet\" href=\"{base}/assets/style.css\"></head><body>\
 <header><a class=\"brand\" href=\"{base}\">Piazza explorer</a>\
-<nav>{models} {search}</nav>\
+<nav>{models} {storage} {agents} {search}</nav>\
 <form action=\"{base}/search\" method=\"get\"><input name=\"q\" maxlength=\"{query_max}\" \
 placeholder=\"height, block or tx hash, pz1… address, job id, model name\" size=\"60\">\
 <button>Search</button></form></header><main><h1>{title}</h1>{body}</main>\
@@ -142,6 +142,8 @@ placeholder=\"height, block or tx hash, pz1… address, job id, model name\" siz
         title = escape(title),
         base = crate::BASE_PATH,
         models = link("models", "Models"),
+        storage = link("storage", "Storage"),
+        agents = link("agents", "Agents"),
         search = link("search", "Search"),
         query_max = crate::QUERY_BYTES_MAX,
     )

@@ -10,11 +10,14 @@
 //! - Untrusted path and query text is bounded ([`QUERY_BYTES_MAX`]) and parsed before any call;
 //!   an unknown id answers 404, a malformed one 400, a node that cannot answer 503 — never 500.
 //! - One page module per ledger module (`pages::chain`, `pages::bank`, `pages::models`,
-//!   `pages::compute`, `pages::verify`), so a new module adds a file and a route.
+//!   `pages::compute`, `pages::verify`, `pages::storage`, `pages::data`, `pages::agents`), so a
+//!   new module adds a file and a route.
+//! - The account page's state proof is checked in the browser (`assets/proof.js`: BLAKE3 and
+//!   the Jellyfish Merkle proof, as `piazza_client::verify_account_proof` checks it in Rust).
 //!
 //! ```no_run
 //! # fn mount(source: std::sync::Arc<dyn piazza_explorer::Source>) -> axum::Router {
-//! axum::Router::new().nest(piazza_explorer::BASE_PATH, piazza_explorer::router(source))
+//! axum::Router::new().merge(piazza_explorer::mounted(source))
 //! # }
 //! ```
 
@@ -115,6 +118,7 @@ pub fn router(source: Arc<dyn Source>) -> Router {
         .route("/", get(status))
         .route("/assets/style.css", get(style))
         .route("/assets/explorer.js", get(script))
+        .route("/assets/proof.js", get(proof_script))
         .route("/block/{id}", get(block))
         .route("/tx/{hash}", get(tx))
         .route("/account/{address}", get(account))
@@ -124,8 +128,27 @@ pub fn router(source: Arc<dyn Source>) -> Router {
         .route("/job/{id}", get(job))
         .route("/dispute/{id}", get(dispute))
         .route("/search", get(search))
+        .route("/storage", get(storage))
+        .route("/storage/provider/{address}", get(storage_provider))
+        .route("/storage/deal/{id}", get(storage_deal))
+        .route("/blob/{id}", get(blob))
+        .route("/dataset/{id}", get(dataset))
+        .route("/pool/{id}", get(pool))
+        .route("/label-task/{id}", get(label_task))
+        .route("/agents", get(agents))
+        .route("/agent/{id}", get(agent))
+        .route("/agent-call/{id}", get(agent_call))
         .fallback(|| async { PageError::NotFound("no such explorer page".into()) })
         .with_state(source)
+}
+
+/// The explorer mounted at [`BASE_PATH`], answering `BASE_PATH/` (with a trailing slash) too:
+/// a nested router answers only the bare path. Merge it into the node's router.
+pub fn mounted(source: Arc<dyn Source>) -> Router {
+    Router::new()
+        .route(&format!("{BASE_PATH}/"), get(status))
+        .with_state(source.clone())
+        .nest(BASE_PATH, router(source))
 }
 
 /// Refuses path or query text over [`QUERY_BYTES_MAX`].
@@ -175,6 +198,59 @@ async fn dispute(State(s): State<Shared>, Path(id): Path<String>) -> PageResult 
     pages::verify::dispute(s.as_ref(), bounded(&id)?)
 }
 
+async fn storage(State(s): State<Shared>) -> PageResult {
+    pages::storage::overview(s.as_ref())
+}
+
+async fn storage_provider(State(s): State<Shared>, Path(address): Path<String>) -> PageResult {
+    pages::storage::provider(s.as_ref(), bounded(&address)?)
+}
+
+async fn storage_deal(State(s): State<Shared>, Path(id): Path<String>) -> PageResult {
+    pages::storage::deal(s.as_ref(), bounded(&id)?)
+}
+
+async fn blob(State(s): State<Shared>, Path(id): Path<String>) -> PageResult {
+    pages::storage::blob(s.as_ref(), bounded(&id)?)
+}
+
+async fn dataset(State(s): State<Shared>, Path(id): Path<String>) -> PageResult {
+    pages::data::dataset(s.as_ref(), bounded(&id)?)
+}
+
+async fn pool(State(s): State<Shared>, Path(id): Path<String>) -> PageResult {
+    pages::data::pool(s.as_ref(), bounded(&id)?)
+}
+
+async fn label_task(State(s): State<Shared>, Path(id): Path<String>) -> PageResult {
+    pages::data::label_task(s.as_ref(), bounded(&id)?)
+}
+
+async fn agent(State(s): State<Shared>, Path(id): Path<String>) -> PageResult {
+    pages::agents::agent(s.as_ref(), bounded(&id)?)
+}
+
+async fn agent_call(State(s): State<Shared>, Path(id): Path<String>) -> PageResult {
+    pages::agents::call(s.as_ref(), bounded(&id)?)
+}
+
+#[derive(serde::Deserialize)]
+struct TagQuery {
+    #[serde(default)]
+    tag: String,
+}
+
+async fn agents(
+    State(s): State<Shared>,
+    query: Result<Query<TagQuery>, QueryRejection>,
+) -> PageResult {
+    let tag = query
+        .map_err(|e| PageError::BadRequest(e.body_text()))?
+        .0
+        .tag;
+    pages::agents::find(s.as_ref(), &tag)
+}
+
 #[derive(serde::Deserialize)]
 struct SearchQuery {
     #[serde(default)]
@@ -207,9 +283,17 @@ async fn style() -> Response {
 }
 
 async fn script() -> Response {
+    javascript(include_str!("../assets/explorer.js"))
+}
+
+async fn proof_script() -> Response {
+    javascript(include_str!("../assets/proof.js"))
+}
+
+fn javascript(source: &'static str) -> Response {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        include_str!("../assets/explorer.js"),
+        source,
     )
         .into_response()
 }

@@ -240,9 +240,82 @@ impl Source for Chain {
                 }),
                 _ => Ok(Value::Null),
             },
+            "piazza_getStorageParams" => Ok(json!({"epoch_blocks": 10, "answer_blocks": 3,
+                "price_per_byte_epoch": "2", "min_provider_stake": "100000000000"})),
+            "piazza_getStorageProviders" => Ok(json!([storage_provider(false)])),
+            "piazza_getStorageProvider" if address()? == PROVIDER => Ok(storage_provider(true)),
+            "piazza_getStorageChallenges" => Ok(json!([{"deal": 4, "shard": 1,
+                "blob": BLOB_ID, "shard_root": "cc".repeat(32), "shard_len": 64,
+                "kind": "proof", "chunk_index": 0, "issued_height": 2, "deadline_height": 5}])),
+            "piazza_getStorageDeal" if first.as_u64() == Some(4) => Ok(deal()),
+            "piazza_getStorageDeals" => Ok(json!([4])),
+            "piazza_getBlob" if first.as_str() == Some(BLOB_ID) => {
+                Ok(json!({"blob": deal()["blob"].clone(), "deal": deal()}))
+            }
+            "piazza_getDataset" if first.as_u64() == Some(6) => Ok(json!({"id": 6,
+                "owner": ALICE, "blob": BLOB_ID, "schema": "text/plain", "license": "cc-by-4.0",
+                "price": "3000000000", "encrypted": false, "pool": 8, "access": null})),
+            "piazza_getPool" if first.as_u64() == Some(8) => Ok(json!({"id": 8, "owner": ALICE,
+                "dataset": 6, "validation": {"embedding": {"model": "minilm", "dims": 4,
+                "min_distance_sq": 10}}, "items": [{"contributor": PROVIDER,
+                "hash": "dd".repeat(32), "job": 2}],
+                "weights": asset("pool:8")})),
+            "piazza_getAsset" => Ok(match first.as_str() {
+                Some(a @ ("model:minilm" | "dataset:6" | "agent:summarizer")) => asset(a),
+                _ => Value::Null,
+            }),
+            "piazza_getLineage" if first.as_str() == Some("minilm") => Ok(json!({
+                "model": "minilm", "owner": ALICE, "royalty_bps": 2500,
+                "parents": [{"source": {"model": "bert-base"}, "weight_bps": 6000,
+                    "lineage": {"model": "bert-base", "owner": ALICE, "royalty_bps": 0,
+                        "parents": []}},
+                    {"source": {"dataset": 6}, "weight_bps": 4000, "lineage": null}]})),
+            "piazza_getAgent" if first.as_u64() == Some(11) => Ok(agent()),
+            "piazza_findAgents" if first.as_str() == Some("summarize") => Ok(json!([agent()])),
+            "piazza_findAgents" => Ok(json!([])),
+            "piazza_getAgentCall" if first.as_u64() == Some(12) => Ok(json!({"id": 12,
+                "agent": 11, "payer": ALICE, "amount": "4000000000",
+                "request_hash": "ee".repeat(32), "result_hash": null, "status": "open",
+                "deadline": 30, "release_at": null, "rating": null})),
             _ => Ok(Value::Null),
         }
     }
+}
+
+const BLOB_ID: &str = "ab00000000000000000000000000000000000000000000000000000000000009";
+
+fn storage_provider(with_shards: bool) -> Value {
+    json!({"address": PROVIDER, "capacity_bytes": 1_000_000, "used_bytes": 4_096,
+        "endpoint": "http://127.0.0.1:1", "proofs": 17, "failures": 2, "stake": "250000000000",
+        "shards": with_shards.then(|| json!([{"deal": 4, "shard": 1}]))})
+}
+
+fn deal() -> Value {
+    json!({"id": 4, "owner": ALICE, "epochs": 3, "price_per_byte_epoch": "2",
+        "escrow": "9000000000", "paid": "0", "refunded": "0", "opened_height": 2,
+        "epochs_done": 0, "next_epoch_height": 12, "end_requested": false, "status": "active",
+        "blob": {"id": BLOB_ID, "len_bytes": 100, "k": 2, "m": 1, "shard_len": 64,
+            "shard_roots": ["c1".repeat(32), "c2".repeat(32), "c3".repeat(32)]},
+        "shards": [{"index": 1, "provider": PROVIDER, "endpoint": null, "root": "c2".repeat(32),
+            "proven": true, "challenge": {"kind": "proof", "chunk_index": 0,
+            "issued_height": 2, "deadline_height": 5}, "bounty": "1500000000",
+            "assignments": 1, "waiting": false}]})
+}
+
+fn asset(id: &str) -> Value {
+    json!({"asset": id, "owner": ALICE, "supply": "1000", "revenue": "7500000000",
+        "carry_scaled": "0", "forward": null, "holders": [{"address": PROVIDER,
+        "units": "250", "locked": "0", "claimable": "1250000000"}]})
+}
+
+fn agent() -> Value {
+    json!({"id": 11, "owner": ALICE, "name": "summarizer", "description": "<b>sums</b>",
+        "endpoints": [{"protocol": "mcp", "url": "http://127.0.0.1:2/mcp"}],
+        "tags": ["summarize"], "price": "4000000000", "stake": "100000000000",
+        "share_asset": "summarizer", "active": true, "registered_height": 2,
+        "history": {"completed": 9, "timeouts": 1, "paid": "36000000000",
+            "rated_paid": "36000000000", "rating_points": "45"},
+        "reputation_bps": "8100", "score": "123"})
 }
 
 struct Answer {
@@ -341,6 +414,126 @@ async fn each_page_shows_the_chains_values() {
 }
 
 #[tokio::test]
+async fn storage_data_agents_and_shares_pages_show_their_records() {
+    check(
+        "/storage",
+        &[
+            "Providers (1)",
+            "/explorer/storage/provider/pz1provider",
+            "17",
+            "250 PZA",
+        ],
+    )
+    .await;
+    check(
+        &format!("/storage/provider/{PROVIDER}"),
+        &[
+            "Shards held (1)",
+            "/explorer/storage/deal/4",
+            "Open challenges (1)",
+            "proof",
+        ],
+    )
+    .await;
+    check(
+        "/storage/deal/4",
+        &[
+            "9 PZA",
+            "active",
+            &format!("/explorer/blob/{BLOB_ID}"),
+            "1.5 PZA",
+            &"c2".repeat(32),
+        ],
+    )
+    .await;
+    check(
+        &format!("/blob/{BLOB_ID}"),
+        &[&"c3".repeat(32), "/explorer/storage/deal/4", "shard_len"],
+    )
+    .await;
+    check(&format!("/account/{ALICE}"), &["/explorer/storage/deal/4"]).await;
+    check(
+        "/dataset/6",
+        &[
+            "cc-by-4.0",
+            "3 PZA",
+            "/explorer/pool/8",
+            "Shares and royalties",
+            "7.5 PZA",
+        ],
+    )
+    .await;
+    check(
+        "/pool/8",
+        &[
+            "Contributions (1)",
+            &"dd".repeat(32),
+            "/explorer/job/2",
+            "/explorer/dataset/6",
+            "250",
+        ],
+    )
+    .await;
+    check(
+        "/model/minilm",
+        &[
+            "<span id=\"royalty\">2500</span>",
+            "/explorer/model/bert-base",
+            "weight 6000 bps",
+            "/explorer/dataset/6",
+            "Shares and royalties",
+            "1.25 PZA",
+        ],
+    )
+    .await;
+    check(
+        "/agent/11",
+        &[
+            "summarizer",
+            "&lt;b&gt;sums&lt;/b&gt;",
+            "8100",
+            "Reputation",
+            "mcp",
+            "1.25 PZA",
+        ],
+    )
+    .await;
+    check(
+        "/agents?tag=summarize",
+        &["/explorer/agent/11", "1 agents tagged summarize"],
+    )
+    .await;
+    check("/agent-call/12", &["4 PZA", "open", "/explorer/agent/11"]).await;
+    for (path, expected) in [
+        ("/storage/deal/99", StatusCode::NOT_FOUND),
+        ("/storage/deal/x", StatusCode::BAD_REQUEST),
+        ("/storage/provider/nope", StatusCode::BAD_REQUEST),
+        ("/blob/zz", StatusCode::BAD_REQUEST),
+        ("/dataset/99", StatusCode::NOT_FOUND),
+        ("/pool/-1", StatusCode::BAD_REQUEST),
+        ("/label-task/99", StatusCode::NOT_FOUND),
+        ("/agent/99", StatusCode::NOT_FOUND),
+        ("/agent-call/99", StatusCode::NOT_FOUND),
+    ] {
+        let answer = get(path).await;
+        assert_eq!(answer.status, expected, "{path}: {}", answer.body);
+        assert!(answer.body.contains("class=\"error\""), "{path}");
+    }
+    let long_tag = format!("/agents?tag={}", "t".repeat(QUERY_BYTES_MAX + 1));
+    assert_eq!(get(&long_tag).await.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn the_account_page_carries_its_proof_for_the_browser() {
+    let page = get(&format!("/account/{ALICE}")).await;
+    assert!(page.body.contains("id=\"proof\""));
+    assert!(page.body.contains("/explorer/assets/proof.js"));
+    let script = get("/assets/proof.js").await;
+    assert_eq!(script.status, StatusCode::OK);
+    assert!(script.body.contains("JMT::IntrnalNode"));
+}
+
+#[tokio::test]
 async fn chain_text_is_escaped_everywhere() {
     let list = get("/models").await;
     assert!(!list.body.contains(HOSTILE_MODEL));
@@ -384,6 +577,13 @@ async fn search_dispatches_on_the_shape() {
     // A part of a name lists the models that contain it.
     let partial = get("/search?q=mini").await;
     assert!(partial.body.contains("/explorer/model/minilm"));
+    // A capability tag lists the agents that declare it.
+    let tagged = get("/search?q=summarize").await;
+    assert!(
+        tagged.body.contains("/explorer/agent/11"),
+        "{}",
+        tagged.body
+    );
     check("/search", &["Search by block height"]).await;
 }
 
@@ -446,17 +646,14 @@ async fn the_home_link_answers_where_the_node_mounts_it() {
     let page = get("/models").await;
     let home = format!("class=\"brand\" href=\"{}\"", piazza_explorer::BASE_PATH);
     assert!(page.body.contains(&home));
-    let app = axum::Router::new().nest(
-        piazza_explorer::BASE_PATH,
-        router(Arc::new(Chain { broken: false })),
-    );
-    let response = app
-        .oneshot(
-            Request::get(piazza_explorer::BASE_PATH)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    // Mounted as the node mounts it: the bare path, the path with a trailing slash and a page.
+    let app = piazza_explorer::mounted(Arc::new(Chain { broken: false }));
+    for path in ["/explorer", "/explorer/", "/explorer/models"] {
+        let response = app
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
 }

@@ -1,10 +1,13 @@
 //! One module per ledger module; each page asks the node's methods and renders escaped HTML.
 
+pub mod agents;
 pub mod bank;
 pub mod chain;
 pub mod compute;
+pub mod data;
 pub mod models;
 pub mod search;
+pub mod storage;
 pub mod verify;
 
 use crate::{PageError, Source};
@@ -66,4 +69,92 @@ pub(crate) fn address(text: &str) -> Result<&str, PageError> {
 /// Whether `text` looks like an address (`pz1…`); the node checks the checksum.
 pub(crate) fn is_address(text: &str) -> bool {
     text.starts_with("pz1") && text.len() <= 90 && text.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// Fields whose values are amounts in base units (shown in PZA).
+const AMOUNT_FIELDS: &[&str] = &[
+    "amount",
+    "bounty",
+    "claimable",
+    "escrow",
+    "min_provider_stake",
+    "missed_proof_slash",
+    "paid",
+    "price",
+    "price_per_byte_epoch",
+    "rated_paid",
+    "refunded",
+    "reserve",
+    "revenue",
+    "reward_per_label",
+    "stake",
+];
+
+/// One JSON value as a table cell: addresses link to their account, amounts show in PZA,
+/// nested values as escaped JSON; `null` as a dash.
+pub(crate) fn cell(field: &str, value: &Value) -> String {
+    match value {
+        Value::Null => "–".into(),
+        Value::String(s) if is_address(s) => crate::html::account_link(s),
+        Value::String(s) if AMOUNT_FIELDS.contains(&field) => crate::html::pza(s),
+        Value::String(s) => crate::html::escape(s),
+        Value::Bool(_) | Value::Number(_) => value.to_string(),
+        Value::Array(_) | Value::Object(_) => {
+            crate::html::escape(&serde_json::to_string(value).unwrap_or_default())
+        }
+    }
+}
+
+/// A JSON object's fields as a two-column table, leaving out `skip` (shown elsewhere).
+pub(crate) fn object_facts(value: &Value, skip: &[&str]) -> String {
+    let rows: Vec<(&str, String)> = value
+        .as_object()
+        .map(|fields| {
+            fields
+                .iter()
+                .filter(|(k, _)| !skip.contains(&k.as_str()))
+                .map(|(k, v)| (k.as_str(), cell(k, v)))
+                .collect()
+        })
+        .unwrap_or_default();
+    crate::html::facts(&rows)
+}
+
+/// A list of JSON objects as a table of the named `columns`; `link(column, item)` may render a
+/// column's cell itself (a link), else [`cell`] does.
+pub(crate) fn object_table(
+    id: &str,
+    items: &[Value],
+    columns: &[&str],
+    link: impl Fn(&str, &Value) -> Option<String>,
+) -> String {
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|item| {
+            columns
+                .iter()
+                .map(|c| link(c, item).unwrap_or_else(|| cell(c, &item[*c])))
+                .collect()
+        })
+        .collect();
+    crate::html::table(id, columns, &rows)
+}
+
+/// Calls a method whose answer is `null` when nothing has the id, as raw JSON.
+pub(crate) fn lookup_value(
+    source: &dyn Source,
+    method: &str,
+    params: &[Value],
+) -> Result<Option<Value>, PageError> {
+    let value = source.call(method, params)?;
+    Ok((!value.is_null()).then_some(value))
+}
+
+/// A method's list answer for an extra section of a page; a node without the method, or one
+/// that refuses the parameters, gives an empty list (the section is left out).
+pub(crate) fn optional_list(source: &dyn Source, method: &str, params: &[Value]) -> Vec<Value> {
+    match source.call(method, params) {
+        Ok(Value::Array(items)) => items,
+        _ => Vec::new(),
+    }
 }

@@ -1,7 +1,7 @@
 //! Models: the registry, each record's commitments, its providers and its lineage.
 
 use super::fetch;
-use crate::html::{self, account_link, escape, facts, json_block, model_link, pza, table};
+use crate::html::{self, account_link, escape, facts, model_link, pza, table};
 use crate::{Html, PageError, PageResult, Source};
 use piazza_api::{compute_method, ModelInfo};
 use serde_json::{json, Value};
@@ -37,6 +37,37 @@ pub(crate) fn find(source: &dyn Source, name: &str) -> Result<Option<ModelInfo>,
     Ok(models.into_iter().find(|m| m.name == name))
 }
 
+/// Most lineage levels drawn (the ledger bounds a lineage to depth 4).
+const LINEAGE_DEPTH_MAX: u32 = 8;
+
+/// A lineage tree's parents as nested list items: each a model (linked) or a dataset, with
+/// its weight.
+fn parents(node: &Value, depth_left: u32) -> String {
+    let mut out = String::new();
+    for parent in node["parents"].as_array().into_iter().flatten() {
+        let source = &parent["source"];
+        let label = if let Some(model) = source["model"].as_str() {
+            model_link(model)
+        } else if let Some(dataset) = source["dataset"].as_u64() {
+            html::link(&format!("dataset/{dataset}"), &format!("dataset {dataset}"))
+        } else {
+            escape(&source.to_string())
+        };
+        out.push_str(&format!(
+            "<li>{label} <small>weight {} bps</small>",
+            parent["weight_bps"].as_u64().unwrap_or(0)
+        ));
+        if depth_left > 1 && parent["lineage"].is_object() {
+            out.push_str(&format!(
+                "<ul>{}</ul>",
+                parents(&parent["lineage"], depth_left - 1)
+            ));
+        }
+        out.push_str("</li>");
+    }
+    out
+}
+
 pub fn model(source: &dyn Source, name: &str) -> PageResult {
     let model = find(source, name)?
         .ok_or_else(|| PageError::NotFound(format!("no model named `{}`", html::short(name))))?;
@@ -60,9 +91,17 @@ pub fn model(source: &dyn Source, name: &str) -> PageResult {
     // The lineage method exists once the economy module is in the node; without it, no section.
     if let Ok(lineage) = source.call(GET_LINEAGE, &[json!(model.name)]) {
         if lineage != Value::Null {
-            body.push_str("<h2>Lineage</h2>");
-            body.push_str(&json_block(&lineage));
+            body.push_str(&format!(
+                "<h2>Lineage</h2><p>Royalty to parents: <span id=\"royalty\">{}</span> basis \
+points of its revenue.</p><ul class=\"lineage\">{}</ul>",
+                lineage["royalty_bps"].as_u64().unwrap_or(0),
+                parents(&lineage, LINEAGE_DEPTH_MAX)
+            ));
         }
     }
+    body.push_str(&super::data::shares(
+        source,
+        &format!("model:{}", model.name),
+    )?);
     Ok(Html(html::layout(&format!("Model {}", model.name), &body)))
 }

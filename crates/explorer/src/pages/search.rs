@@ -1,5 +1,6 @@
 //! One search box: the query's shape says what it is — a height or job id (digits), a block
-//! or transaction hash (64 hex digits), an address (`pz1…`), else a model name.
+//! or transaction hash (64 hex digits), an address (`pz1…`), else a model name (or part of
+//! one) or an agent's capability tag.
 
 use super::{is_address, is_hash, lookup};
 use crate::html::{self, link, url_segment};
@@ -63,20 +64,26 @@ pub fn search(source: &dyn Source, query: &str) -> Result<Found, PageError> {
         return Ok(Found::Page(format!("model/{}", url_segment(q))));
     }
     let needle = q.to_lowercase();
-    let matches: Vec<String> = models
+    let mut matches: Vec<String> = models
         .iter()
         .filter(|m| m.name.to_lowercase().contains(&needle))
         .take(MATCHES_MAX)
         .map(|m| html::model_link(&m.name))
         .collect();
+    // Agents that declare the query as a capability tag.
+    matches.extend(
+        super::agents::tagged(source, q)
+            .into_iter()
+            .take(MATCHES_MAX),
+    );
     if matches.is_empty() {
         return Err(PageError::NotFound(format!(
-            "nothing matches `{}`: not a height, job id, hash, address or model name",
+            "nothing matches `{}`: not a height, job id, hash, address, model name or agent tag",
             html::short(q)
         )));
     }
     Ok(Found::Choices(choices(
-        &format!("Models matching {q}"),
+        &format!("Models and agents matching {q}"),
         &matches,
     )))
 }

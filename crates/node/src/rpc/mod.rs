@@ -136,14 +136,14 @@ pub(crate) async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
 }
 
 pub(crate) fn router(state: Arc<RpcState>) -> Router {
-    let explorer = piazza_explorer::router(Arc::new(ExplorerSource(state.app.clone())));
+    let explorer = piazza_explorer::mounted(Arc::new(ExplorerSource(state.app.clone())));
     Router::new()
         .route("/", post(framing::http_rpc))
         .route("/ws", get(ws::upgrade))
         .route("/metrics", get(metrics))
         .route("/health", get(|| async { "ok" }))
         .with_state(state)
-        .nest(piazza_explorer::BASE_PATH, explorer)
+        .merge(explorer)
 }
 
 /// The explorer's pages read through the same typed methods as JSON-RPC, in process; only
