@@ -30,6 +30,14 @@ const DEVNET_STORAGE_CAPACITY_BYTES: u64 = 4 << 30;
 /// What each devnet storage provider is funded with at genesis and bonds.
 const DEVNET_STORAGE_FUNDS_PZA: u64 = 1_000;
 const DEVNET_STORAGE_STAKE_PZA: u64 = 100;
+/// What the bundled models' owner is funded with at genesis: it pays the storage deals that
+/// keep the models' files.
+const DEVNET_MODELS_FUNDS_PZA: u64 = 100_000;
+/// Epochs the devnet's storage deals keep the bundled models' files (≈ 11 days at the default
+/// 10-block epoch and 1 s blocks; escrow ≈ 28,500 PZA for the three bundled files).
+const DEVNET_MODEL_DEAL_EPOCHS: u64 = 100_000;
+/// Longest wait for enough storage providers to hold a blob's `k + m` shards.
+const DEVNET_PUBLISH_WAIT_MS: u64 = 120_000;
 
 #[derive(Args)]
 pub struct NodeArgs {
@@ -64,8 +72,10 @@ pub struct NodeArgs {
     /// Run without the devnet's auditor.
     #[arg(long)]
     no_auditor: bool,
-    /// Devnet: bundled models to register at genesis and serve (comma-separated).
-    #[arg(long, value_delimiter = ',', default_values_t = [piazza_provider::models::MINILM.to_string(), piazza_provider::models::SMOLLM2.to_string()])]
+    /// Devnet: bundled models to register at genesis and serve (comma-separated). With
+    /// storage providers, their records name their files' blob ids and the devnet stores the
+    /// files through storage right after it starts.
+    #[arg(long, value_delimiter = ',', default_values_t = [piazza_provider::models::MINILM.to_string(), piazza_provider::models::SMOLLM2.to_string(), piazza_provider::models::SMOLLM2_QUANTIZED.to_string()])]
     models: Vec<String>,
     /// Devnet: storage providers to run in-process, each with its shard service on a loopback
     /// port (6 hold the k + m shards of the default 4 + 2 layout).
@@ -141,6 +151,8 @@ fn devnet_genesis(
             ..Default::default()
         },
         sessions: Default::default(),
+        storage: Default::default(),
+        agents: Default::default(),
     }
 }
 
@@ -212,19 +224,11 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
             let owner = keystore.info(MODELS_KEY)?.address;
             let mut records = Vec::new();
             for name in &args.models {
-                records.push(match name.as_str() {
-                    piazza_provider::models::MINILM => {
-                        piazza_provider::models::minilm_record(&models_dir, owner)?
-                    }
-                    piazza_provider::models::SMOLLM2 => {
-                        piazza_provider::models::smollm2_record(&models_dir, owner)?
-                    }
-                    other => anyhow::bail!(
-                        "no bundled model `{other}` (bundled: {}, {})",
-                        piazza_provider::models::MINILM,
-                        piazza_provider::models::SMOLLM2
-                    ),
-                });
+                let mut record = piazza_provider::models::bundled_record(&models_dir, name, owner)?;
+                if args.storage_providers > 0 {
+                    record.files = Some(bundled_files(&models_dir, name)?);
+                }
+                records.push(record);
             }
             // The storage providers' keys, funded at genesis (a chain made before they
             // existed runs none).
@@ -238,6 +242,13 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
                 keystore.info(AUDITOR_KEY)?.address,
                 records,
             );
+            // Uploads, answers and repairs keep their time however fast the blocks are.
+            genesis.storage =
+                piazza_ledger::storage::Params::for_block_interval_ms(block_interval_ms);
+            genesis.accounts.push(GenesisAccount {
+                address: owner,
+                balance: Amount::pza(DEVNET_MODELS_FUNDS_PZA),
+            });
             for name in &storage_keys {
                 genesis.accounts.push(GenesisAccount {
                     address: keystore.info(name)?.address,
@@ -404,6 +415,18 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
             storage_tasks.len()
         );
     }
+    let publishing = (devnet && !storage_tasks.is_empty()).then(|| {
+        let (node_url, keystore_dir) = (format!("http://{}", node.rpc_addr), keystore_dir.clone());
+        tokio::spawn(async move {
+            let published = match Keystore::open(&keystore_dir) {
+                Ok(keystore) => publish_bundled(&node_url, &keystore).await,
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = published {
+                tracing::error!(error = %e, "the bundled models' files could not be stored");
+            }
+        })
+    });
     let gateway = match devnet.then_some(args.gateway_addr) {
         Some(listen) => {
             let mut config = piazza_gateway::GatewayConfig::new(
@@ -466,7 +489,107 @@ pub async fn run(args: NodeArgs, devnet: bool) -> Result<()> {
         result = provider_failed => Err(anyhow::anyhow!("the devnet's provider stopped: {result:?}")),
     };
     ready.abort();
+    if let Some(task) = publishing {
+        task.abort();
+    }
     outcome
+}
+
+/// The blob ids of the bundled model `name`'s files (a blob's id is its length and the root
+/// over its bytes: known before it is stored).
+fn bundled_files(
+    models_dir: &std::path::Path,
+    name: &str,
+) -> Result<piazza_ledger::models::ModelFiles> {
+    let paths = piazza_provider::models::bundled_paths(models_dir, name)
+        .with_context(|| format!("no bundled model `{name}`"))?;
+    let id = |path: &std::path::Path| -> Result<piazza_primitives::Hash> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(piazza_primitives::blob::blob_id(&bytes))
+    };
+    let weights = id(&paths.weights)?;
+    let same = |path: &std::path::Path| -> Result<piazza_primitives::Hash> {
+        if path == paths.weights {
+            Ok(weights)
+        } else {
+            id(path)
+        }
+    };
+    Ok(piazza_ledger::models::ModelFiles {
+        weights,
+        tokenizer: same(&paths.tokenizer)?,
+        config: same(&paths.config)?,
+    })
+}
+
+/// Stores the files of every registered model whose record names blobs no deal keeps yet, read
+/// from the bundled files with those ids, paid by the models' owner: what lets a provider
+/// without the files fetch them. Waits for enough storage providers to hold `k + m` shards.
+async fn publish_bundled(node_url: &str, keystore: &Keystore) -> Result<()> {
+    use piazza_blob::erasure::{DATA_SHARDS_DEFAULT, PARITY_SHARDS_DEFAULT};
+    let client = piazza_client::Client::new(node_url);
+    let key = unlock(keystore, MODELS_KEY)?;
+    let started = std::time::Instant::now();
+    let deadline = started + Duration::from_millis(DEVNET_PUBLISH_WAIT_MS);
+    let shards = usize::from(DATA_SHARDS_DEFAULT + PARITY_SHARDS_DEFAULT);
+    while client.storage_providers().await.map_or(0, |p| p.len()) < shards {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "fewer than {shards} storage providers registered within {DEVNET_PUBLISH_WAIT_MS} ms"
+        );
+        tokio::time::sleep(Duration::from_millis(READY_POLL_MS)).await;
+    }
+    let models_dir = piazza_engine::models_dir();
+    let mut files: Vec<(piazza_primitives::Hash, PathBuf)> = Vec::new();
+    for record in client.models().await? {
+        let (Some(blobs), Some(paths)) = (
+            record.files,
+            piazza_provider::models::bundled_paths(&models_dir, &record.name),
+        ) else {
+            continue;
+        };
+        for (id, path) in [
+            (blobs.weights, paths.weights),
+            (blobs.tokenizer, paths.tokenizer),
+            (blobs.config, paths.config),
+        ] {
+            let id: piazza_primitives::Hash = id
+                .parse()
+                .map_err(|_| anyhow::anyhow!("`{id}` is not a blob id"))?;
+            if !files.iter().any(|(have, _)| *have == id) {
+                files.push((id, path));
+            }
+        }
+    }
+    let terms = crate::blob::Terms {
+        epochs: DEVNET_MODEL_DEAL_EPOCHS,
+        k: DATA_SHARDS_DEFAULT,
+        m: PARITY_SHARDS_DEFAULT,
+    };
+    let (mut stored, mut len_bytes) = (0usize, 0u64);
+    for (id, path) in &files {
+        if client.blob(id).await?.is_some() {
+            continue;
+        }
+        let blob = crate::blob::store(&client, &key, path, &terms)
+            .await
+            .with_context(|| format!("storing {}", path.display()))?;
+        anyhow::ensure!(
+            blob.id == *id,
+            "{} changed since genesis: blob {} instead of {id}",
+            path.display(),
+            blob.id
+        );
+        stored += 1;
+        len_bytes += blob.len_bytes;
+    }
+    outln!(
+        "piazza devnet: bundled models published through storage ({} blobs, {stored} stored now, {:.1} MB in {:.1} s)",
+        files.len(),
+        len_bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// A role the devnet runs in its own process.
