@@ -82,6 +82,8 @@ fn the_genesis_set_takes_power_from_validator_bonds() {
         compute: Default::default(),
         verify: Default::default(),
         sessions: Default::default(),
+        storage: Default::default(),
+        agents: Default::default(),
     };
     let set = ValidatorSet::from_genesis(&genesis, &[key(1).public_key()]).unwrap();
     assert_eq!(set.validators()[0].voting_power, 3_000);

@@ -79,6 +79,8 @@ pub fn genesis(
         compute,
         verify: Default::default(),
         sessions: Default::default(),
+        storage: Default::default(),
+        agents: Default::default(),
     }
 }
 

@@ -109,8 +109,15 @@ async fn put(
         "holders": holders_of(&stored.info).iter().map(|h| serde_json::json!({"shard": h.index, "endpoint": h.endpoint})).collect::<Vec<_>>(),
         "seconds": seconds,
         "mb_per_s": megabytes_per_s(len_bytes, seconds),
+        "already_kept": stored.already_kept,
     });
     crate::query::print(args.json, &value, || {
+        if stored.already_kept {
+            return format!(
+                "blob {} is already kept by deal {} (owner {}): nothing uploaded",
+                stored.id, stored.deal, stored.info.owner
+            );
+        }
         format!(
             "blob {} stored: {len_bytes} bytes in {k}+{m} shards of {} bytes, deal {} (escrow {}), {:.1} MB/s",
             stored.id,
@@ -139,6 +146,8 @@ pub(crate) struct Stored {
     pub shard_len: u64,
     pub info: DealInfo,
     pub seconds: f64,
+    /// The blob was already kept by a live deal (`deal`): nothing was uploaded.
+    pub already_kept: bool,
 }
 
 /// Refuses a missing file or one too large for the layout, without reading it.
@@ -164,6 +173,22 @@ pub(crate) async fn store(
     let start = Instant::now();
     let encoded = tokio::task::spawn_blocking(move || erasure::encode(&data, k, m)).await??;
     let manifest = encoded.manifest();
+    // One deal keeps a blob at a time: bytes already kept are not uploaded again.
+    if let Some(kept) = client
+        .blob(&manifest.id)
+        .await?
+        .filter(|kept| kept.deal.status != "ended")
+    {
+        return Ok(Stored {
+            id: manifest.id,
+            deal: kept.deal.id,
+            len_bytes,
+            shard_len: manifest.layout.shard_len,
+            info: kept.deal,
+            seconds: start.elapsed().as_secs_f64(),
+            already_kept: true,
+        });
+    }
     let hash = client
         .open_deal(key, record_of(&manifest), epochs)
         .await
@@ -171,14 +196,7 @@ pub(crate) async fn store(
     let receipt = client
         .wait_for_receipt(&hash, Duration::from_millis(RECEIPT_WAIT_MS))
         .await?;
-    if let Some(e) = &receipt.error {
-        anyhow::bail!(
-            "the deal was refused: {} ({}): {}",
-            e.name,
-            e.code,
-            e.message
-        );
-    }
+    accepted(&receipt, "the deal")?;
     let deal = deal_id(&receipt).context("the receipt names no deal")?;
     let info = wait_assigned(client, deal).await?;
     let holders = holders_of(&info);
@@ -202,6 +220,15 @@ pub(crate) async fn store(
     while let Some(done) = uploads.join_next().await {
         done?.context("uploading a shard")?;
     }
+    // Every holder has its shard: challenges may start now rather than at the window's end.
+    let hash = client
+        .confirm_upload(key, deal)
+        .await
+        .context("confirming the upload")?;
+    let receipt = client
+        .wait_for_receipt(&hash, Duration::from_millis(RECEIPT_WAIT_MS))
+        .await?;
+    accepted(&receipt, &format!("confirming deal {deal}'s upload"))?;
     Ok(Stored {
         id: manifest.id,
         deal,
@@ -209,7 +236,16 @@ pub(crate) async fn store(
         shard_len: manifest.layout.shard_len,
         info,
         seconds: start.elapsed().as_secs_f64(),
+        already_kept: false,
     })
+}
+
+/// Fails with the ledger's reason when `receipt` says `what` was refused.
+fn accepted(receipt: &piazza_api::ReceiptInfo, what: &str) -> Result<()> {
+    match &receipt.error {
+        Some(e) => anyhow::bail!("{what} was refused: {} ({}): {}", e.name, e.code, e.message),
+        None => Ok(()),
+    }
 }
 
 /// The deal once its shards are assigned.

@@ -221,6 +221,8 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<Testnet> {
                 ..Default::default()
             },
             sessions: Default::default(),
+            storage: Default::default(),
+            agents: Default::default(),
         },
         validators: validator_keys
             .iter()

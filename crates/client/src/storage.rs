@@ -277,6 +277,12 @@ impl Client {
             .await
     }
 
+    /// Says every shard of `deal` is uploaded: its first epoch starts at the next block.
+    pub async fn confirm_upload(&self, key: &SecretKey, deal: u64) -> Result<Hash, ClientError> {
+        self.send_message(key, Message::Storage(storage::Msg::ConfirmUpload { deal }))
+            .await
+    }
+
     /// Answers a challenge with a chunk and its path (see [`ChallengeInfo::answer`] to build
     /// them from the shard's bytes).
     pub async fn answer_challenge(

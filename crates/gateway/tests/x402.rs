@@ -58,6 +58,8 @@ fn genesis() -> Genesis {
         compute: Default::default(),
         verify: Default::default(),
         sessions: Default::default(),
+        storage: Default::default(),
+        agents: Default::default(),
     }
 }
 

@@ -333,12 +333,9 @@ pub fn init_chain_with_validators(
     Models::init_chain(&mut state, &genesis.models)?;
     Compute::init_chain(&mut state, &genesis.compute)?;
     Verify::init_chain(&mut state, &genesis.verify)?;
-    // Sessions take the default parameters until the genesis document carries a section.
     Sessions::init_chain(&mut state, &genesis.sessions)?;
-    // Storage takes the default parameters until the genesis document carries a section.
-    Storage::init_chain(&mut state, &storage::Params::default())?;
-    // Agents take the default parameters until the genesis document carries a section.
-    Agents::init_chain(&mut state, &agents::Params::default())?;
+    Storage::init_chain(&mut state, &genesis.storage)?;
+    Agents::init_chain(&mut state, &genesis.agents)?;
     Ok(state.into_writes())
 }
 

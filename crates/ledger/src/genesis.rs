@@ -71,6 +71,10 @@ pub struct Genesis {
     pub verify: crate::verify::Params,
     #[serde(default)]
     pub sessions: crate::sessions::Params,
+    #[serde(default)]
+    pub storage: crate::storage::Params,
+    #[serde(default)]
+    pub agents: crate::agents::Params,
 }
 
 /// The genesis document of a network of validators: every field of [`Genesis`] and a

@@ -22,6 +22,7 @@
 //!     accounts: vec![GenesisAccount { address: me, balance: Amount::pza(10_000) }],
 //!     bonds: vec![GenesisBond { address: me, role: Role::Validator, amount: Amount::pza(1_000) }],
 //!     models: vec![], compute: Default::default(), verify: Default::default(), sessions: Default::default(),
+//!     storage: Default::default(), agents: Default::default(),
 //! };
 //! let state: std::collections::BTreeMap<Vec<u8>, Vec<u8>> =
 //!     init_chain(&genesis).unwrap().into_iter().map(|(k, v)| (k, v.unwrap())).collect();

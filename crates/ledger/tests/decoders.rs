@@ -26,7 +26,7 @@ use piazza_primitives::{Address, Amount, Hash, SecretKey, Signature};
 use std::collections::BTreeSet;
 
 /// Every message kind of every module, by name.
-const KINDS: [&str; 57] = [
+const KINDS: [&str; 58] = [
     "bank.send",
     "staking.bond",
     "staking.unbond",
@@ -84,6 +84,7 @@ const KINDS: [&str; 57] = [
     "data.submit_label",
     "data.settle_label_task",
     "agents.paid_call",
+    "storage.confirm_upload",
 ];
 
 /// The kind of a message. The match has no wildcard, so a new variant does not compile until
@@ -162,6 +163,7 @@ fn kind(message: &Message) -> &'static str {
             storage::Msg::OpenDeal { .. } => 33,
             storage::Msg::EndDeal { .. } => 34,
             storage::Msg::AnswerChallenge { .. } => 35,
+            storage::Msg::ConfirmUpload { .. } => 57,
         },
     };
     KINDS[index]
@@ -439,6 +441,7 @@ fn storage_messages() -> Vec<Message> {
             epochs: 1,
         }),
         Message::Storage(storage::Msg::EndDeal { deal: u64::MAX }),
+        Message::Storage(storage::Msg::ConfirmUpload { deal: 0 }),
         Message::Storage(storage::Msg::AnswerChallenge {
             deal: 1,
             shard: u16::MAX,

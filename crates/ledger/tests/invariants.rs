@@ -47,6 +47,8 @@ fn genesis(keys: &[SecretKey]) -> Genesis {
         compute: Default::default(),
         verify: Default::default(),
         sessions: Default::default(),
+        storage: Default::default(),
+        agents: Default::default(),
     }
 }
 

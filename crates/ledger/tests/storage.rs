@@ -741,3 +741,61 @@ fn a_repair_never_goes_back_to_the_provider_that_failed_the_shard() {
     );
     assert!(storage::provider_shards(&net.view(), &failing).is_empty());
 }
+
+#[test]
+fn a_confirmed_upload_starts_the_first_epoch_at_the_next_block() {
+    // A long upload window: without a confirmation the first epoch is 20 blocks away.
+    let params = storage::Params {
+        upload_blocks: 20,
+        ..test_params()
+    };
+    let mut net = Net::with_params(5, 2, params);
+    let coded = coded(LEN, 2, 1, 1);
+    let receipt = net.open(0, &coded, 3);
+    assert_eq!(failed(&receipt), None, "{receipt:?}");
+    let events = net.run_to(OPEN_AT + 1);
+    assert_eq!(kinds(&events, "storage.shard_assigned").len(), 3);
+    let scheduled = net.deal(0).next_epoch_height;
+    assert_eq!(scheduled, OPEN_AT + 1 + 20);
+
+    let (owner, stranger) = (net.owners[0].clone(), net.owners[1].clone());
+    let confirm = Message::Storage(storage::Msg::ConfirmUpload { deal: 0 });
+    check_refused(&mut net, &stranger, confirm.clone(), "not_deal_owner");
+    check_refused(
+        &mut net,
+        &owner,
+        Message::Storage(storage::Msg::ConfirmUpload { deal: 9 }),
+        "unknown_deal",
+    );
+    let (receipt, _) = net.chain.one(&owner, confirm.clone());
+    assert_eq!(failed(&receipt), None, "{receipt:?}");
+    let confirmed_at = net.chain.height;
+    let first = net.deal(0).next_epoch_height;
+    assert_eq!(first, confirmed_at + 1);
+    assert_eq!(
+        attribute(
+            &receipt.events,
+            "storage.upload_confirmed",
+            "first_epoch_height"
+        ),
+        first.to_string()
+    );
+    // The first epoch challenges every shard in the next block; a second confirmation there
+    // is refused: the epochs have started.
+    let (receipt, events) = net.chain.one(&owner, confirm);
+    assert_eq!(net.chain.height, first);
+    assert_eq!(failed(&receipt), Some("deal_started"), "{receipt:?}");
+    let epoch = kinds(&events, "storage.epoch");
+    assert_eq!(epoch.len(), 1);
+    assert_eq!(epoch[0].attribute("epoch"), Some("1"));
+    assert_eq!(epoch[0].attribute("challenges"), Some("3"));
+    net.answer_all(0, &coded);
+    let events = net.run_to(first + ANSWER);
+    assert!(kinds(&events, "storage.shard_failed").is_empty());
+    let d = net.deal(0);
+    assert!(d.shards.iter().all(|s| s.proven));
+    // The epochs go on from the new height; the old one holds nothing.
+    assert_eq!(d.epochs_done, 1);
+    assert_eq!(d.next_epoch_height, first + EPOCH);
+    assert!(first + EPOCH < scheduled);
+}

@@ -49,6 +49,8 @@ fn genesis(validators: u64, accounts: u64, stake: impl Fn(u64) -> Amount) -> Net
             compute: Default::default(),
             verify: Default::default(),
             sessions: Default::default(),
+            storage: Default::default(),
+            agents: Default::default(),
         },
         validators: (0..validators)
             .map(|i| GenesisValidator {

@@ -120,6 +120,8 @@ fn genesis(validator: &SecretKey) -> Genesis {
         compute: Default::default(),
         verify: Default::default(),
         sessions: Default::default(),
+        storage: Default::default(),
+        agents: Default::default(),
     }
 }
 

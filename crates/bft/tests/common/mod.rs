@@ -74,6 +74,8 @@ pub fn genesis(validators: &[SecretKey], users: &[SecretKey]) -> Genesis {
         compute: Default::default(),
         verify: Default::default(),
         sessions: Default::default(),
+        storage: Default::default(),
+        agents: Default::default(),
     }
 }
 

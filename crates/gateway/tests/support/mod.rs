@@ -135,6 +135,8 @@ pub async fn devnet_on(options: DevnetOptions, chain: ChainOptions) -> Devnet {
         compute: chain.compute,
         verify: Default::default(),
         sessions: Default::default(),
+        storage: Default::default(),
+        agents: Default::default(),
     };
     let mut config = piazza_node::NodeConfig::new(
         dir.path().join("node"),

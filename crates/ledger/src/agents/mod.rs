@@ -197,7 +197,7 @@ impl Decode for Msg {
     }
 }
 
-/// The module's parameters (defaults until the genesis document carries a section).
+/// The module's parameters: the genesis document's `agents` section.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Params {
     /// The least stake an agent registers with.

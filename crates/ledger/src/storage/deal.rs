@@ -168,11 +168,8 @@ pub(super) fn execute_open(
     Ok(())
 }
 
-pub(super) fn check_end(
-    state: &StateDelta<'_>,
-    ctx: &TxContext<'_>,
-    id: &u64,
-) -> Result<Deal, TxError> {
+/// Deal `id`, refused unless the sender owns it.
+fn owned(state: &StateDelta<'_>, ctx: &TxContext<'_>, id: &u64) -> Result<Deal, TxError> {
     let deal = existing(state, *id)?;
     if deal.owner != ctx.sender {
         return Err(error(
@@ -180,6 +177,15 @@ pub(super) fn check_end(
             format!("{} does not own deal {id}", ctx.sender),
         ));
     }
+    Ok(deal)
+}
+
+pub(super) fn check_end(
+    state: &StateDelta<'_>,
+    ctx: &TxContext<'_>,
+    id: &u64,
+) -> Result<Deal, TxError> {
+    let deal = owned(state, ctx, id)?;
     if deal.status != DealStatus::Active || deal.end_requested {
         return Err(error(
             ErrorCode::DealClosed,
@@ -202,6 +208,56 @@ pub(super) fn execute_end(
         &[
             ("deal", id.to_string()),
             ("end_height", deal.next_epoch_height.to_string()),
+        ],
+    ));
+    Ok(())
+}
+
+/// A confirmation is taken while the deal is active, has had no epoch, and its first epoch is
+/// still later than the next block.
+pub(super) fn check_confirm(
+    state: &StateDelta<'_>,
+    ctx: &TxContext<'_>,
+    id: &u64,
+) -> Result<Deal, TxError> {
+    let deal = owned(state, ctx, id)?;
+    if deal.status != DealStatus::Active || deal.end_requested {
+        return Err(error(
+            ErrorCode::DealClosed,
+            format!("deal {id} is not active (its shards are not assigned yet, or it ended)"),
+        ));
+    }
+    if deal.epochs_done > 0 || deal.next_epoch_height <= ctx.block.height.saturating_add(1) {
+        return Err(error(
+            ErrorCode::DealStarted,
+            format!(
+                "deal {id}'s epochs have started (first epoch at height {})",
+                deal.next_epoch_height
+            ),
+        ));
+    }
+    Ok(deal)
+}
+
+pub(super) fn execute_confirm(
+    state: &mut StateDelta<'_>,
+    ctx: &mut TxContext<'_>,
+    id: &u64,
+) -> Result<(), TxError> {
+    let mut deal = check_confirm(state, ctx, id)?;
+    let first = super::lifecycle::reschedule_epoch(state, &mut deal, ctx.block.height + 1)
+        .ok_or_else(|| {
+            error(
+                ErrorCode::QueueFull,
+                format!("no room to schedule deal {id}'s first epoch"),
+            )
+        })?;
+    put_deal(state, &deal);
+    ctx.emit(Event::new(
+        "storage.upload_confirmed",
+        &[
+            ("deal", id.to_string()),
+            ("first_epoch_height", first.to_string()),
         ],
     ));
     Ok(())

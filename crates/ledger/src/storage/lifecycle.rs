@@ -45,6 +45,34 @@ fn add_at(
     None
 }
 
+/// Moves `deal`'s next epoch to `height` (or the next height with room). Returns the height
+/// used, or `None` (nothing changed) when no height in reach has room.
+pub(super) fn reschedule_epoch(
+    state: &mut StateDelta<'_>,
+    deal: &mut Deal,
+    height: u64,
+) -> Option<u64> {
+    let old = state_key::epochs(deal.next_epoch_height);
+    let set: HeightSet = state.get(&old).unwrap_or_default();
+    let mut without = set.clone();
+    without.remove_sorted(&deal.id);
+    if without.0.is_empty() {
+        state.delete(old.clone());
+    } else {
+        state.put(old.clone(), &without);
+    }
+    match add_at(state, state_key::epochs, height, deal.id) {
+        Some(at) => {
+            deal.next_epoch_height = at;
+            Some(at)
+        }
+        None => {
+            state.put(old, &set);
+            None
+        }
+    }
+}
+
 fn take_set(state: &mut StateDelta<'_>, key: Vec<u8>) -> Vec<u64> {
     let set: HeightSet = state.get(&key).unwrap_or_default();
     state.delete(key);

@@ -83,7 +83,8 @@ pub struct Params {
     pub epoch_blocks: u64,
     /// Blocks a holder has to answer an epoch challenge (less than `epoch_blocks`).
     pub answer_blocks: u64,
-    /// Blocks between assignment and a deal's first epoch, for the owner's upload.
+    /// Blocks between assignment and a deal's first epoch, for the owner's upload; an owner
+    /// that confirms its upload (`ConfirmUpload`) starts the first epoch at once.
     pub upload_blocks: u64,
     /// Blocks a new holder has to rebuild a shard and answer its repair challenge.
     pub repair_blocks: u64,
@@ -99,14 +100,35 @@ impl Default for Params {
             price_per_byte_epoch: Amount::new(1),
             epoch_blocks: 10,
             answer_blocks: 5,
-            upload_blocks: 10,
+            upload_blocks: 600,
             repair_blocks: 30,
             missed_proof_slash: Amount::pza(10),
         }
     }
 }
 
+/// The block interval the default windows are counted for.
+pub const DEFAULT_BLOCK_INTERVAL_MS: u64 = 1_000;
+
 impl Params {
+    /// The defaults with each window (epoch, answer, upload, repair) kept at least as long in
+    /// time as at [`DEFAULT_BLOCK_INTERVAL_MS`]: faster blocks give more blocks, never less
+    /// time to upload, answer or repair.
+    pub fn for_block_interval_ms(block_interval_ms: u64) -> Params {
+        let base = Params::default();
+        let scale = |blocks: u64| -> u64 {
+            let ms = blocks.saturating_mul(DEFAULT_BLOCK_INTERVAL_MS);
+            ms.div_ceil(block_interval_ms.max(1)).max(blocks)
+        };
+        Params {
+            epoch_blocks: scale(base.epoch_blocks),
+            answer_blocks: scale(base.answer_blocks),
+            upload_blocks: scale(base.upload_blocks),
+            repair_blocks: scale(base.repair_blocks),
+            ..base
+        }
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.epoch_blocks == 0
             || self.answer_blocks == 0
@@ -279,7 +301,10 @@ impl Module for Storage {
     fn fee_units(msg: &Msg) -> u64 {
         match msg {
             Msg::RegisterProvider { .. } => 100,
-            Msg::UpdateProvider { .. } | Msg::ExitProvider | Msg::EndDeal { .. } => 50,
+            Msg::UpdateProvider { .. }
+            | Msg::ExitProvider
+            | Msg::EndDeal { .. }
+            | Msg::ConfirmUpload { .. } => 50,
             // A unit per shard: each is an assignment draw and a challenge every epoch.
             Msg::OpenDeal { blob, .. } => 200 + 10 * blob.shard_roots.len() as u64,
             Msg::AnswerChallenge { .. } => 50,
@@ -297,7 +322,7 @@ impl Module for Storage {
                 capacity_bytes,
                 endpoint,
             } => provider::check_stateless(capacity_bytes, endpoint),
-            Msg::ExitProvider | Msg::EndDeal { .. } => Ok(()),
+            Msg::ExitProvider | Msg::EndDeal { .. } | Msg::ConfirmUpload { .. } => Ok(()),
             Msg::OpenDeal { blob, epochs } => deal::check_stateless(blob, epochs),
             Msg::AnswerChallenge { chunk, .. } => answer::check_stateless(chunk),
         }
@@ -318,6 +343,7 @@ impl Module for Storage {
                 deal::check_open(state, ctx, blob, epochs).map(|_| ())
             }
             Msg::EndDeal { deal } => deal::check_end(state, ctx, deal).map(|_| ()),
+            Msg::ConfirmUpload { deal } => deal::check_confirm(state, ctx, deal).map(|_| ()),
             Msg::AnswerChallenge {
                 deal,
                 shard,
@@ -345,6 +371,7 @@ impl Module for Storage {
             Msg::ExitProvider => provider::execute_exit(state, ctx),
             Msg::OpenDeal { blob, epochs } => deal::execute_open(state, ctx, blob, epochs),
             Msg::EndDeal { deal } => deal::execute_end(state, ctx, deal),
+            Msg::ConfirmUpload { deal } => deal::execute_confirm(state, ctx, deal),
             Msg::AnswerChallenge {
                 deal,
                 shard,
@@ -373,5 +400,32 @@ impl Module for Storage {
     /// Fails the challenges whose deadline is this block and that were not answered.
     fn end_block(state: &mut StateDelta<'_>, block: &BlockContext, events: &mut Vec<Event>) {
         lifecycle::deadlines(state, block, events);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faster_blocks_keep_the_windows_long_in_time() {
+        let base = Params::default();
+        let fast = Params::for_block_interval_ms(100);
+        assert_eq!(fast.epoch_blocks, base.epoch_blocks * 10);
+        assert_eq!(fast.answer_blocks, base.answer_blocks * 10);
+        assert_eq!(fast.upload_blocks, base.upload_blocks * 10);
+        assert_eq!(fast.repair_blocks, base.repair_blocks * 10);
+        assert_eq!(fast.missed_proof_slash, base.missed_proof_slash);
+        assert!(fast.validate().is_ok());
+        // Slower blocks never shrink a window below its default block count.
+        assert_eq!(Params::for_block_interval_ms(5_000), base);
+        assert_eq!(
+            Params::for_block_interval_ms(DEFAULT_BLOCK_INTERVAL_MS),
+            base
+        );
+        // An odd interval rounds each window up.
+        let odd = Params::for_block_interval_ms(300);
+        assert_eq!(odd.answer_blocks, 17);
+        assert!(odd.validate().is_ok());
     }
 }

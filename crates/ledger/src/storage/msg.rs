@@ -41,6 +41,9 @@ pub enum Msg {
     OpenDeal { blob: BlobRecord, epochs: u64 },
     /// The owner ends a deal at its next epoch; the unused escrow returns then.
     EndDeal { deal: u64 },
+    /// The owner has uploaded every shard: the deal's first epoch starts at the next block
+    /// instead of at the end of the upload window.
+    ConfirmUpload { deal: u64 },
     /// The holder's answer to the open challenge on shard `shard` of `deal`: chunk
     /// `chunk_index` of the shard and its Merkle path to the shard's root.
     AnswerChallenge {
@@ -97,6 +100,10 @@ impl Encode for Msg {
                 w.bytes(chunk);
                 w.value(path);
             }
+            Msg::ConfirmUpload { deal } => {
+                w.u8(6);
+                w.u64(*deal);
+            }
         }
     }
 }
@@ -127,6 +134,7 @@ impl Decode for Msg {
                 chunk: r.bytes(CHUNK_BYTES)?,
                 path: r.value()?,
             },
+            6 => Msg::ConfirmUpload { deal: r.u64()? },
             tag => {
                 return Err(DecodeError::InvalidTag {
                     offset,

@@ -80,6 +80,8 @@ impl Chain {
             compute,
             verify,
             sessions: Default::default(),
+            storage: Default::default(),
+            agents: Default::default(),
         };
         let state = init_chain(&genesis)
             .unwrap()

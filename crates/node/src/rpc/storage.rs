@@ -36,6 +36,9 @@ pub fn message_json(message: &storage::Msg) -> Value {
             "blob": blob.id.to_hex(), "len_bytes": blob.len_bytes, "k": blob.k, "m": blob.m,
             "shard_len": blob.shard_len, "epochs": epochs}),
         storage::Msg::EndDeal { deal } => json!({"type": "storage.end_deal", "deal": deal}),
+        storage::Msg::ConfirmUpload { deal } => {
+            json!({"type": "storage.confirm_upload", "deal": deal})
+        }
         storage::Msg::AnswerChallenge {
             deal,
             shard,

@@ -69,6 +69,8 @@ pub fn genesis(users: &[SecretKey]) -> Genesis {
         compute: Default::default(),
         verify: Default::default(),
         sessions: Default::default(),
+        storage: Default::default(),
+        agents: Default::default(),
     }
 }
 

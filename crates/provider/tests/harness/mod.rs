@@ -498,6 +498,8 @@ pub fn model_genesis(
         compute: compute::Params::default(),
         verify: verify::Params::default(),
         sessions: Default::default(),
+        storage: Default::default(),
+        agents: Default::default(),
     }
 }
 
