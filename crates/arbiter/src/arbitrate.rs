@@ -98,6 +98,7 @@ pub fn arbitrate_with(
         Family::Llama => llama_graph(&evidence.config, &manifest, job, evidence, claim)?,
     };
     let step = evidence.step as usize;
+    refuse_constrained_sample(&graph, step, job)?;
     let plan = graph.plan(step, evidence.ids.len())?;
     let blocks = check_leaves(&graph, &plan, evidence, leaf_ok)?;
     let inputs = plan.assemble(&graph, &evidence.ids, &blocks)?;
@@ -109,6 +110,29 @@ pub fn arbitrate_with(
         .collect::<Result<Vec<_>, _>>()?;
     let output = plan.execute(&graph, &inputs, &reads, &weights)?;
     Ok(trace::tensor_step_hash(step, &output))
+}
+
+/// A constrained job's sample steps apply its token mask, which needs the model's vocabulary;
+/// step evidence does not carry the tokenizer yet, so such a step is refused rather than
+/// re-executed without the mask (which would decide against an honest provider).
+fn refuse_constrained_sample(
+    graph: &StepGraph,
+    step: usize,
+    job: &JobSpec,
+) -> Result<(), ArbiterError> {
+    let plan::ModelGraph::Llama { graph: llama, .. } = &graph.model else {
+        return Ok(());
+    };
+    let is_sample = graph
+        .block(step)
+        .and_then(|(op, _, _)| llama.ops.get(op))
+        .is_some_and(|op| matches!(op.kind, piazza_llm::OpKind::Sample { .. }));
+    if is_sample && crate::constraint::split_input(&job.input)?.0.is_some() {
+        return Err(job_error(
+            "a constrained job's sample step cannot be arbitrated yet (the evidence carries no vocabulary)".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Whether a trace of `step_count` steps is a possible run of `job` from `ids` under the model

@@ -38,6 +38,7 @@
 //! ```
 
 mod arbitrate;
+pub mod constraint;
 mod evidence;
 mod input;
 mod plan;

@@ -226,8 +226,15 @@ pub fn execute_streaming(
                     on_token(&event.text)
                 }
             };
-            let generation = generator
-                .generate_until(&prompt, &generate_params(job), threads, on_event, cancel)
+            let filter = crate::constraint::token_filter(generator, job)?;
+            let options = piazza_llm::RunOptions {
+                cancel: Some(cancel),
+                filter: filter.as_ref().map(|f| f as &dyn piazza_llm::TokenFilter),
+                record: false,
+            };
+            let params = generate_params(job);
+            let (generation, _) = generator
+                .generate_with(&prompt, &params, Compute::new(threads), options, on_event)
                 .map_err(model_error)?;
             Ok(JobOutput {
                 output: generation.text.into_bytes(),
@@ -240,12 +247,16 @@ pub fn execute_streaming(
 }
 
 /// A generation job's prompt ids: the chat template applied when the job asks for it. Their
-/// count is the job's input units (a session receipt's prompt tokens).
+/// count is the job's input units (a session receipt's prompt tokens). A constraint header in
+/// front of the input is not prompt text.
 pub fn prompt_ids(
     generator: &Generator,
     job: &JobSpec,
     text: &str,
 ) -> Result<Vec<u32>, ArbiterError> {
+    let (_, inner) = crate::constraint::split_input(text.as_bytes())?;
+    let text = String::from_utf8_lossy(inner);
+    let text = text.as_ref();
     if job.chat {
         piazza_llm::chat_prompt_ids(generator, &chat_messages_from_input(text))
     } else {
@@ -288,9 +299,17 @@ fn run_generation(
     threads: usize,
 ) -> Result<JobRun, ArbiterError> {
     let prompt = prompt_ids(generator, job, text)?;
+    let filter = crate::constraint::token_filter(generator, job)?;
+    let options = piazza_llm::RunOptions {
+        cancel: None,
+        filter: filter.as_ref().map(|f| f as &dyn piazza_llm::TokenFilter),
+        record: true,
+    };
+    let params = generate_params(job);
     let (generation, recording) = generator
-        .generate_recorded(&prompt, &generate_params(job), Compute::new(threads))
+        .generate_with(&prompt, &params, Compute::new(threads), options, |_| {})
         .map_err(model_error)?;
+    let recording = recording.ok_or_else(|| model_error("no recording"))?;
     Ok(JobRun {
         output: generation.text.into_bytes(),
         work_units: generation.ids.len() as u64,

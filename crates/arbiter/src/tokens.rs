@@ -112,6 +112,16 @@ pub fn llama_ids(
     chat: bool,
 ) -> Result<Vec<u32>, TokensError> {
     let tokenizer = llama_tokenizer(tokenizer_preimage, tokenizer_hash, vocab)?;
+    // A constraint header is not prompt text (as in `crate::prompt_ids`).
+    let input = match piazza_grammar::Constraint::split(input) {
+        Ok(Some((_, inner))) => inner,
+        Ok(None) => input,
+        Err(e) => {
+            return Err(TokensError::Input {
+                detail: e.to_string(),
+            })
+        }
+    };
     let text = String::from_utf8_lossy(input);
     let ids = if chat {
         tokenizer.chat_prompt_ids(&piazza_llm::chat_messages_from_input(&text))

@@ -130,6 +130,11 @@ impl Grammar {
         self.nodes.is_complete(state)
     }
 
+    /// Every byte of the schema's fixed texts (property keys, `enum`/`const` values).
+    pub fn literal_bytes(&self) -> impl Iterator<Item = u8> + '_ {
+        self.nodes.literal_bytes()
+    }
+
     /// The fewest bytes that make the value complete from `state` (0 when complete).
     pub fn min_bytes_to_complete(&self, state: &State) -> u64 {
         self.nodes.min_bytes_to_complete(state)

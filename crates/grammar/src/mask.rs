@@ -31,8 +31,16 @@ pub enum MaskError {
 pub struct Vocabulary {
     tokens: Vec<Vec<u8>>,
     by_first: Vec<Vec<u32>>,
+    /// Whether each byte is a token by itself.
+    single: [bool; 256],
     eos: u32,
 }
+
+/// Printable ASCII: JSON's structure, numbers and ASCII text. A vocabulary must hold each as a
+/// token of its own, so a completion of `n` bytes takes at most `n` tokens.
+const COMPLETING_BYTES: std::ops::RangeInclusive<u8> = 0x20..=0x7E;
+/// UTF-8 continuation bytes (to finish a character a token began), required likewise.
+const CONTINUATION_BYTES: std::ops::RangeInclusive<u8> = 0x80..=0xBF;
 
 impl Vocabulary {
     /// `tokens[id]`: the bytes token `id` adds to the text (empty for control tokens, which
@@ -54,14 +62,23 @@ impl Vocabulary {
                 }
             }
         }
-        if let Some(byte) = single.iter().position(|&s| !s) {
+        let missing: Vec<String> = COMPLETING_BYTES
+            .clone()
+            .chain(CONTINUATION_BYTES)
+            .map(usize::from)
+            .filter(|&b| !single[b])
+            .map(|b| format!("{b:#04x}"))
+            .collect();
+        if !missing.is_empty() {
             return Err(MaskError::Vocabulary(format!(
-                "no single-byte token for byte {byte:#04x}"
+                "no single-byte token for bytes {}",
+                missing.join(" ")
             )));
         }
         Ok(Vocabulary {
             tokens,
             by_first,
+            single,
             eos,
         })
     }
@@ -96,6 +113,14 @@ impl TokenMask {
         vocabulary: Arc<Vocabulary>,
         max_tokens: usize,
     ) -> Result<TokenMask, MaskError> {
+        if let Some(byte) = grammar
+            .literal_bytes()
+            .find(|&b| !vocabulary.single[b as usize])
+        {
+            return Err(MaskError::Vocabulary(format!(
+                "the schema's literal byte {byte:#04x} is not a token by itself"
+            )));
+        }
         let needed = grammar.min_bytes_to_complete(&grammar.start());
         if needed > max_tokens as u64 {
             return Err(MaskError::Budget { max_tokens, needed });

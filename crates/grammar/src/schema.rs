@@ -526,6 +526,20 @@ impl Builder {
     }
 }
 
+impl Nodes {
+    /// Every byte of the keys and literals.
+    pub fn literal_bytes(&self) -> impl Iterator<Item = u8> + '_ {
+        self.nodes.iter().flat_map(|node| {
+            let texts: Vec<&[u8]> = match node {
+                Node::Literal(bytes) => vec![bytes],
+                Node::Object { properties } => properties.iter().map(|p| &p.key[..]).collect(),
+                _ => Vec::new(),
+            };
+            texts.into_iter().flatten().copied()
+        })
+    }
+}
+
 /// Read schema bytes (bounded) into a document-ordered tree.
 pub(crate) fn parse(bytes: &[u8]) -> Result<Json, SchemaError> {
     if bytes.len() > SCHEMA_BYTES_MAX {

@@ -460,6 +460,19 @@ fn mask_refuses_a_budget_too_small_and_tokens_it_did_not_allow() {
     let text: Vec<u8> = generated.iter().flat_map(|&id| token_bytes(id)).collect();
     assert_eq!(text, br#"{"city":"","unit":"celsius"}"#);
     assert!(Vocabulary::new(vec![vec![b'a']], Some(0)).is_err());
+    // Control bytes and bytes that never occur in UTF-8 need no token of their own; a byte of a
+    // schema's literal does.
+    let mut tokens: Vec<Vec<u8>> = (0..=255u8)
+        .filter(|&b| b >= 0x20 && b != 0xD1)
+        .map(|b| vec![b])
+        .collect();
+    tokens.push(b"\xd1\x84".to_vec());
+    tokens.push(Vec::new());
+    let eos = Some(tokens.len() as u32 - 1);
+    let vocab = Arc::new(Vocabulary::new(tokens, eos).unwrap());
+    let cyrillic = grammar(&json!({"enum": ["ф"]}));
+    assert!(TokenMask::new(cyrillic, vocab.clone(), 8).is_err());
+    assert!(TokenMask::new(grammar(&json!({"type": "string"})), vocab, 8).is_ok());
     assert!(Vocabulary::new((0..=255u8).map(|b| vec![b]).collect(), None).is_err());
 }
 

@@ -62,6 +62,26 @@ pub struct TokenEvent {
     pub text: String,
 }
 
+/// A deterministic restriction of token choice (constrained decoding, docs/grammar.md): the
+/// ids that may be new token number `generated.len()` after the new tokens `generated`. The
+/// sample op excludes every other id before sampling, in a generation and when a step is
+/// re-executed, so a filtered run's trace is reproduced only with the same filter.
+pub trait TokenFilter: Send + Sync {
+    /// Set `allowed[id]` (one entry per vocabulary id) for each allowed id; at least one.
+    fn allowed(&self, generated: &[u32], allowed: &mut [bool]) -> std::result::Result<(), String>;
+}
+
+/// How [`Generator::generate_with`] runs.
+#[derive(Clone, Copy, Default)]
+pub struct RunOptions<'a> {
+    /// Stop with [`Error::Cancelled`] at the next token once set.
+    pub cancel: Option<&'a std::sync::atomic::AtomicBool>,
+    /// Restrict each token choice.
+    pub filter: Option<&'a dyn TokenFilter>,
+    /// Keep every op output (a [`Recording`]; memory grows with the run).
+    pub record: bool,
+}
+
 /// Why generation ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FinishReason {
@@ -549,6 +569,40 @@ impl Generator {
             .0)
     }
 
+    /// Generate with `options` (cancellation, a token filter, a recording).
+    pub fn generate_with(
+        &self,
+        prompt_ids: &[u32],
+        params: &GenerateParams,
+        compute: Compute,
+        options: RunOptions<'_>,
+        on_token: impl FnMut(TokenEvent),
+    ) -> Result<(Generation, Option<Recording>)> {
+        self.run_filtered(prompt_ids, params, compute, on_token, options)
+    }
+
+    /// [`Generator::execute_step`] for a generation whose token choices `filter` restricted
+    /// (only the sample steps differ).
+    pub fn execute_step_filtered(
+        &self,
+        graph: &Graph,
+        index: usize,
+        inputs: &[Tensor],
+        filter: &dyn TokenFilter,
+    ) -> Result<Tensor> {
+        let op = graph
+            .steps
+            .get(index)
+            .and_then(|step| graph.ops.get(step.op));
+        match op {
+            Some(op) if matches!(op.kind, OpKind::Sample { .. }) => {
+                let inputs: Vec<Input> = inputs.iter().map(Input::Tensor).collect();
+                filtered_sample(&self.config, op, &inputs, filter)
+            }
+            _ => self.execute_step(graph, index, inputs),
+        }
+    }
+
     /// [`Generator::generate`] that also keeps every op output (memory grows with the run).
     pub fn generate_recorded(
         &self,
@@ -760,10 +814,31 @@ impl Generator {
         prompt: &[u32],
         params: &GenerateParams,
         compute: Compute,
-        mut on_token: impl FnMut(TokenEvent),
+        on_token: impl FnMut(TokenEvent),
         record: bool,
         cancel: Option<&std::sync::atomic::AtomicBool>,
     ) -> Result<(Generation, Option<Recording>)> {
+        let options = RunOptions {
+            cancel,
+            filter: None,
+            record,
+        };
+        self.run_filtered(prompt, params, compute, on_token, options)
+    }
+
+    fn run_filtered(
+        &self,
+        prompt: &[u32],
+        params: &GenerateParams,
+        compute: Compute,
+        mut on_token: impl FnMut(TokenEvent),
+        options: RunOptions<'_>,
+    ) -> Result<(Generation, Option<Recording>)> {
+        let RunOptions {
+            cancel,
+            filter,
+            record,
+        } = options;
         params
             .sampling
             .validate()
@@ -854,7 +929,12 @@ impl Generator {
                         None => kv_stacks.input(source),
                     })
                     .collect::<Result<Vec<_>>>()?;
-                let output = self.compute_op(op, &inputs, compute)?;
+                let output = match filter {
+                    Some(filter) if matches!(op.kind, OpKind::Sample { .. }) => {
+                        filtered_sample(&self.config, op, &inputs, filter)?
+                    }
+                    _ => self.compute_op(op, &inputs, compute)?,
+                };
                 let values = output.as_slice().unwrap_or_default();
                 for step_index in leaves.len()..graph.steps.len() {
                     let step = &graph.steps[step_index];
@@ -1346,6 +1426,55 @@ fn compute_block_inputs(
         }
     };
     Ok(output)
+}
+
+/// The sample op's output with `filter` applied: the logits of the ids it does not allow are
+/// set to −∞ before the sampling rule (docs/llm.md §5), and the choice must be allowed. The
+/// new tokens so far are the last `index` rows of the op's history (prompt, then samples).
+fn filtered_sample(
+    config: &LlamaConfig,
+    op: &Op,
+    inputs: &[Input],
+    filter: &dyn TokenFilter,
+) -> Result<Tensor> {
+    let fail = |detail: String| Error::Step {
+        op: op.name.clone(),
+        detail,
+    };
+    let OpKind::Sample { index, params } = &op.kind else {
+        return Err(fail("not a sample op".into()));
+    };
+    let logits = match inputs.first() {
+        Some(t) if t.shape() == [1, config.vocab] => t.values(),
+        _ => None,
+    }
+    .ok_or_else(|| fail("logits are not one contiguous row of the vocabulary".into()))?;
+    let history = match inputs.get(1) {
+        Some(t) if t.shape().get(1) == Some(&1) => t.values(),
+        _ => None,
+    }
+    .ok_or_else(|| fail("history is not one contiguous column".into()))?
+    .iter()
+    .map(|&v| token_id(v, config.vocab, op))
+    .collect::<Result<Vec<_>>>()?;
+    params.validate().map_err(fail)?;
+    let generated = usize::try_from(*index)
+        .ok()
+        .and_then(|n| history.len().checked_sub(n))
+        .and_then(|start| history.get(start..))
+        .ok_or_else(|| fail(format!("sample {index} after {} ids", history.len())))?;
+    let mut allowed = vec![false; config.vocab];
+    filter.allowed(generated, &mut allowed).map_err(fail)?;
+    let masked: Vec<f32> = logits
+        .iter()
+        .zip(&allowed)
+        .map(|(&l, &ok)| if ok { l } else { f32::NEG_INFINITY })
+        .collect();
+    let id = sampling::sample(&masked, &history, params, *index);
+    if !allowed.get(id as usize).copied().unwrap_or(false) {
+        return Err(fail(format!("sample {index}: the filter allows no token")));
+    }
+    Tensor::from_vec(vec![id as f32], &[1, 1]).map_err(tensor_error(op))
 }
 
 /// Render `messages` with the model's chat template and tokenize

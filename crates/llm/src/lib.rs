@@ -45,7 +45,7 @@ use std::path::PathBuf;
 
 pub use generator::{
     chat_prompt_ids, compute_block, FinishReason, GenerateParams, Generation, Generator, Recording,
-    TokenEvent, SEQUENCE_TOKENS_MAX,
+    RunOptions, TokenEvent, TokenFilter, SEQUENCE_TOKENS_MAX,
 };
 pub use gguf::{Gguf, GgufError};
 pub use graph::{Graph, Op, OpKind, Source, Step};
