@@ -264,6 +264,48 @@ pub mod compute_method {
     pub const GET_PROVIDER_JOBS: &str = "piazza_getProviderJobs";
 }
 
+/// The storage methods' names (the node serves them, the client calls them).
+pub mod storage_method {
+    pub const GET_STORAGE_PARAMS: &str = "piazza_getStorageParams";
+    pub const GET_BLOB: &str = "piazza_getBlob";
+    pub const GET_STORAGE_DEAL: &str = "piazza_getStorageDeal";
+    pub const GET_STORAGE_DEALS: &str = "piazza_getStorageDeals";
+    pub const GET_STORAGE_CHALLENGES: &str = "piazza_getStorageChallenges";
+    pub const GET_STORAGE_PROVIDER: &str = "piazza_getStorageProvider";
+    pub const GET_STORAGE_PROVIDERS: &str = "piazza_getStorageProviders";
+}
+
+/// The economy methods' names (the node serves them, the client calls them).
+pub mod economy_method {
+    /// `["model:NAME" | "dataset:ID" | "agent:NAME" | "pool:ID"]`: the asset, its holders
+    /// (units, locked units, claimable now), or null.
+    pub const GET_ASSET: &str = "piazza_getAsset";
+    /// `[asset, address]`: base units the address may claim now (a decimal string).
+    pub const GET_CLAIMABLE: &str = "piazza_getClaimable";
+    /// `[id]`: one offering, or null.
+    pub const GET_OFFERING: &str = "piazza_getOffering";
+    /// `[model]`: the model's lineage graph down to the depth bound, or null.
+    pub const GET_LINEAGE: &str = "piazza_getLineage";
+    /// `[id, address?]`: a dataset (and the address's access), or null.
+    pub const GET_DATASET: &str = "piazza_getDataset";
+    /// `[id]`: a contribution pool with its items, or null.
+    pub const GET_POOL: &str = "piazza_getPool";
+    /// `[id]`: a labelling task, or null.
+    pub const GET_LABEL_TASK: &str = "piazza_getLabelTask";
+}
+
+/// The agents methods' names (the node serves them, the client calls them).
+pub mod agents_method {
+    /// `[tag, limit?]`: active agents with the capability tag, best score first.
+    pub const FIND_AGENTS: &str = "piazza_findAgents";
+    /// `[id]`: one agent's record, reputation and score, or null.
+    pub const GET_AGENT: &str = "piazza_getAgent";
+    /// `[id]`: one paid call, or null.
+    pub const GET_AGENT_CALL: &str = "piazza_getAgentCall";
+    /// `[name]`: the agent registered under `name` (active or not), or null.
+    pub const GET_AGENT_BY_NAME: &str = "piazza_getAgentByName";
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ModelInfo {
     pub name: String,

@@ -22,13 +22,8 @@ pub struct AgentAnswer {
     pub body: Vec<u8>,
 }
 
-/// The agents methods' names (the node's `rpc::agents::method` mirrors them).
-pub mod method {
-    pub const FIND_AGENTS: &str = "piazza_findAgents";
-    pub const GET_AGENT: &str = "piazza_getAgent";
-    pub const GET_AGENT_CALL: &str = "piazza_getAgentCall";
-    pub const GET_AGENT_BY_NAME: &str = "piazza_getAgentByName";
-}
+/// The agents methods' names (one table, in `piazza-api`).
+pub use piazza_api::agents_method as method;
 
 impl Client {
     /// Builds a transaction for `owner`'s account at its next nonce and signs it with

@@ -10,16 +10,8 @@ use piazza_ledger::tx::Message;
 use piazza_primitives::{Address, Amount, Hash, SecretKey};
 use serde_json::{json, Value};
 
-/// The economy methods' names (the node's `rpc::economy::method`).
-pub mod method {
-    pub const GET_ASSET: &str = "piazza_getAsset";
-    pub const GET_CLAIMABLE: &str = "piazza_getClaimable";
-    pub const GET_OFFERING: &str = "piazza_getOffering";
-    pub const GET_LINEAGE: &str = "piazza_getLineage";
-    pub const GET_DATASET: &str = "piazza_getDataset";
-    pub const GET_POOL: &str = "piazza_getPool";
-    pub const GET_LABEL_TASK: &str = "piazza_getLabelTask";
-}
+/// The economy methods' names (one table, in `piazza-api`).
+pub use piazza_api::economy_method as method;
 
 impl Client {
     /// An asset with its holders (units, locked, claimable), or null.

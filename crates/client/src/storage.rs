@@ -25,16 +25,8 @@ use piazza_primitives::{Address, Amount, Hash, SecretKey};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-/// The storage methods' names.
-pub mod method {
-    pub const GET_STORAGE_PARAMS: &str = "piazza_getStorageParams";
-    pub const GET_BLOB: &str = "piazza_getBlob";
-    pub const GET_STORAGE_DEAL: &str = "piazza_getStorageDeal";
-    pub const GET_STORAGE_DEALS: &str = "piazza_getStorageDeals";
-    pub const GET_STORAGE_CHALLENGES: &str = "piazza_getStorageChallenges";
-    pub const GET_STORAGE_PROVIDER: &str = "piazza_getStorageProvider";
-    pub const GET_STORAGE_PROVIDERS: &str = "piazza_getStorageProviders";
-}
+/// The storage methods' names (one table, in `piazza-api`).
+pub use piazza_api::storage_method as method;
 
 fn amount(text: &str) -> Result<Amount, ClientError> {
     text.parse::<u128>()

@@ -86,17 +86,8 @@ pub(super) fn authorization_json(authorization: &TransferAuthorization) -> Value
     })
 }
 
-/// The agents methods' names.
-pub mod method {
-    /// `[tag, limit?]`: active agents with the capability tag, best score first.
-    pub const FIND_AGENTS: &str = "piazza_findAgents";
-    /// `[id]`: one agent's record, reputation and score, or null.
-    pub const GET_AGENT: &str = "piazza_getAgent";
-    /// `[id]`: one paid call, or null.
-    pub const GET_AGENT_CALL: &str = "piazza_getAgentCall";
-    /// `[name]`: the agent registered under `name` (active or not), or null.
-    pub const GET_AGENT_BY_NAME: &str = "piazza_getAgentByName";
-}
+/// The agents methods' names (one table, in `piazza-api`).
+pub use piazza_api::agents_method as method;
 
 /// Every agents method, for the dispatcher.
 pub(super) const METHODS: [&str; 4] = [

@@ -16,24 +16,8 @@ use piazza_ledger::state::StateDelta;
 use piazza_primitives::Amount;
 use serde_json::{json, Value};
 
-/// The economy methods' names.
-pub mod method {
-    /// `["model:NAME" | "dataset:ID" | "agent:NAME" | "pool:ID"]`: the asset, its holders
-    /// (units, locked units, claimable now), or null.
-    pub const GET_ASSET: &str = "piazza_getAsset";
-    /// `[asset, address]`: base units the address may claim now (a decimal string).
-    pub const GET_CLAIMABLE: &str = "piazza_getClaimable";
-    /// `[id]`: one offering, or null.
-    pub const GET_OFFERING: &str = "piazza_getOffering";
-    /// `[model]`: the model's lineage graph down to the depth bound, or null.
-    pub const GET_LINEAGE: &str = "piazza_getLineage";
-    /// `[id, address?]`: a dataset (and the address's access), or null.
-    pub const GET_DATASET: &str = "piazza_getDataset";
-    /// `[id]`: a contribution pool with its items, or null.
-    pub const GET_POOL: &str = "piazza_getPool";
-    /// `[id]`: a labelling task, or null.
-    pub const GET_LABEL_TASK: &str = "piazza_getLabelTask";
-}
+/// The economy methods' names (one table, in `piazza-api`).
+pub use piazza_api::economy_method as method;
 
 /// Every economy method, for the dispatcher.
 pub(super) const METHODS: [&str; 7] = [

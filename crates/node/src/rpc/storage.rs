@@ -51,16 +51,8 @@ pub fn message_json(message: &storage::Msg) -> Value {
     }
 }
 
-/// The storage methods' names (the client's `piazza_client::storage::method` mirrors them).
-pub mod method {
-    pub const GET_STORAGE_PARAMS: &str = "piazza_getStorageParams";
-    pub const GET_BLOB: &str = "piazza_getBlob";
-    pub const GET_STORAGE_DEAL: &str = "piazza_getStorageDeal";
-    pub const GET_STORAGE_DEALS: &str = "piazza_getStorageDeals";
-    pub const GET_STORAGE_CHALLENGES: &str = "piazza_getStorageChallenges";
-    pub const GET_STORAGE_PROVIDER: &str = "piazza_getStorageProvider";
-    pub const GET_STORAGE_PROVIDERS: &str = "piazza_getStorageProviders";
-}
+/// The storage methods' names (one table, in `piazza-api`).
+pub use piazza_api::storage_method as method;
 
 /// Every storage method, for the dispatcher.
 pub(super) const METHODS: [&str; 7] = [
