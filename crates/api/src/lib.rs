@@ -14,6 +14,8 @@
 //! - `piazza_getBlock [height | hash]` → [`BlockInfo`] or `null`
 //! - `piazza_getAccount [address, height?]` → [`AccountInfo`] (with a state proof)
 //! - `piazza_getStake [address]` → [`StakeInfo`]
+//! - `piazza_getValidators [height?]` → [`ValidatorSetInfo`] or `null` (no validator records)
+//! - `piazza_getCommitCertificate [height]` → [`CommitCertificateInfo`] or `null`
 //! - `piazza_subscribe ["newBlocks" | "events"]` (WebSocket only) → subscription id; then
 //!   notifications `piazza_subscription {subscription, result}` with a [`BlockInfo`] or an
 //!   [`EventInfo`]. `piazza_unsubscribe [id]` → `true`.
@@ -33,6 +35,12 @@ pub mod method {
     pub const SUBSCRIBE: &str = "piazza_subscribe";
     pub const UNSUBSCRIBE: &str = "piazza_unsubscribe";
     pub const SUBSCRIPTION: &str = "piazza_subscription";
+    /// The validator set of a height (default: the next block's): [`super::ValidatorSetInfo`],
+    /// `null` on a chain whose genesis names no validators (a solo devnet).
+    pub const GET_VALIDATORS: &str = "piazza_getValidators";
+    /// The commit certificate that finalized a height on a network of validators:
+    /// [`super::CommitCertificateInfo`], `null` on a solo devnet or for a height not decided.
+    pub const GET_COMMIT_CERTIFICATE: &str = "piazza_getCommitCertificate";
 }
 
 /// JSON-RPC error codes. Transaction refusals use the ledger's stable code (1..=999) as the
@@ -169,6 +177,43 @@ pub struct BlockInfo {
     /// The block's canonical bytes, when asked for (`piazza_getBlock [h, true]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw: Option<String>,
+}
+
+/// One validator of a height's set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ValidatorInfo {
+    /// The operator's account (bech32m).
+    pub operator: String,
+    /// The ed25519 key it signs votes with (hex); its address is the vote's signer.
+    pub consensus_key: String,
+    pub voting_power: u64,
+}
+
+/// `piazza_getValidators [height?]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ValidatorSetInfo {
+    pub height: u64,
+    pub total_voting_power: u64,
+    pub validators: Vec<ValidatorInfo>,
+}
+
+/// One precommit of a commit certificate.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CommitSignatureInfo {
+    /// The signer's address (bech32m of its consensus key's address).
+    pub validator: String,
+    /// Its ed25519 signature over the precommit (hex).
+    pub signature: String,
+}
+
+/// `piazza_getCommitCertificate [height]`: the precommits that decided `block_hash` at
+/// (`height`, `round`); clients check them against the height's validator set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CommitCertificateInfo {
+    pub height: u64,
+    pub round: u32,
+    pub block_hash: String,
+    pub signatures: Vec<CommitSignatureInfo>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -28,6 +28,7 @@ use piazza_codec::Encode;
 use piazza_consensus::{AppError, AppMsg as PiazzaMsg, AppSender, Committed, TxGossip};
 use piazza_ledger::block::Block;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -51,6 +52,11 @@ pub enum LoopError {
 /// Validator sets kept at once (the current height's and the few after it the ledger knows).
 pub const VALIDATOR_SETS_CACHED_MAX: usize = 8;
 
+/// How far past this validator's clock a proposed block's time may be. A later time is refused
+/// (the validator votes nil), so a proposer cannot push the chain's clock ahead, which every
+/// window counted in time (deadlines, expiries) would follow.
+pub const PROPOSAL_TIME_AHEAD_MS_MAX: u64 = 10_000;
+
 /// What the app loop needs to know about the chain and this validator.
 pub struct AppLoop {
     pub chain_id: String,
@@ -64,13 +70,17 @@ pub struct AppLoop {
     pub timeouts: LinearTimeouts,
     /// Each height's target time (`BftConfig::block_interval`); `None`: no pacing.
     pub block_interval: Option<Duration>,
-    pub store: ConsensusStore,
+    /// Shared with the node's JSON-RPC server (`store::publish`), which reads certificates.
+    pub store: Arc<ConsensusStore>,
     pub app: AppSender,
     gossip: Option<TxGossip>,
     streams: PartStreams,
     height: Height,
     /// Values of the current height already executed by the application (not executed again).
     validated: BTreeMap<BlockId, Validity>,
+    /// The height and time of the last block the application committed: a proposal for the
+    /// next height must be later. `None` before the first block (genesis time is the ledger's).
+    parent: Option<(Height, u64)>,
 }
 
 /// Time for proposing when the clock is unreadable: the ledger raises it to the parent's time.
@@ -136,12 +146,13 @@ impl AppLoop {
             sets: BTreeMap::new(),
             timeouts,
             block_interval: None,
-            store,
+            store: Arc::new(store),
             app,
             gossip,
             streams: PartStreams::new(),
             height: Height(0),
             validated: BTreeMap::new(),
+            parent: None,
         }
     }
 
@@ -414,7 +425,7 @@ impl AppLoop {
 
     /// Commits every decision stored above the application's head (a crash between `Decided`
     /// and `Finalized`), then returns the next height to decide.
-    async fn catch_up(&self) -> Result<Height, LoopError> {
+    async fn catch_up(&mut self) -> Result<Height, LoopError> {
         let (reply, answer) = oneshot::channel();
         let mut next = self
             .ask(PiazzaMsg::ConsensusReady { reply }, answer)
@@ -422,6 +433,17 @@ impl AppLoop {
         while let Some(certificate) = self.store.certificate(Height(next))? {
             let committed = self.finalize(&certificate).await?;
             next = committed.height + 1;
+        }
+        if next > 1 && self.parent.is_none_or(|(h, _)| h.0 + 1 != next) {
+            let (reply, answer) = oneshot::channel();
+            let msg = PiazzaMsg::GetDecidedValue {
+                height: next - 1,
+                reply,
+            };
+            self.parent = self
+                .ask(msg, answer)
+                .await?
+                .map(|block| (Height(next - 1), block.header.time_ms));
         }
         Ok(Height(next))
     }
@@ -448,18 +470,21 @@ impl AppLoop {
         Ok(proposal.map(|p| p.block_bytes))
     }
 
-    async fn commit(&self, block_bytes: &[u8]) -> Result<Committed, LoopError> {
+    async fn commit(&mut self, block_bytes: &[u8]) -> Result<Committed, LoopError> {
         let block = Block::decode_bytes(block_bytes).map_err(StoreError::Corrupt)?;
+        let parent = (Height(block.header.height), block.header.time_ms);
         let (reply, answer) = oneshot::channel();
         let msg = PiazzaMsg::Decided {
             block: Box::new(block),
             reply,
         };
-        Ok(self.ask(msg, answer).await??)
+        let committed = self.ask(msg, answer).await??;
+        self.parent = Some(parent);
+        Ok(committed)
     }
 
     async fn finalize(
-        &self,
+        &mut self,
         certificate: &CommitCertificate<PiazzaContext>,
     ) -> Result<Committed, LoopError> {
         let height = certificate.height;
@@ -493,7 +518,7 @@ impl AppLoop {
         let (reply, answer) = oneshot::channel();
         let msg = PiazzaMsg::GetValue {
             height: height.0,
-            time_ms: now_ms(),
+            time_ms: self.proposal_time_ms(height),
             reply,
         };
         let block = match tokio::time::timeout(timeout, self.ask(msg, answer)).await {
@@ -598,7 +623,7 @@ impl AppLoop {
         // starts (its parent is not committed yet), offered to consensus from `StartedRound`.
         let current = init.height == self.height;
         if validity.is_valid() && current {
-            validity = self.execute(block, id).await?;
+            validity = self.execute_proposal(block, id).await?;
         }
         let proposal = StoredProposal {
             value: ProposedValue {
@@ -637,6 +662,51 @@ impl AppLoop {
         }
     }
 
+    /// The time this validator proposes at `height`: its clock, raised past the parent's time
+    /// (the time of a proposal must be after its parent's).
+    fn proposal_time_ms(&self, height: Height) -> u64 {
+        match self.parent {
+            Some((parent, time_ms)) if parent.0 + 1 == height.0 => {
+                now_ms().max(time_ms.saturating_add(1))
+            }
+            _ => now_ms(),
+        }
+    }
+
+    /// Why a proposed block's time is refused: not after its parent's (when the parent is the
+    /// last committed block), or more than `PROPOSAL_TIME_AHEAD_MS_MAX` past this clock.
+    pub fn check_time(&self, block: &Block) -> Result<(), String> {
+        let time_ms = block.header.time_ms;
+        if let Some((parent, parent_ms)) = self.parent {
+            if parent.0 + 1 == block.header.height && time_ms <= parent_ms {
+                return Err(format!(
+                    "its time {time_ms} ms is not after its parent's, {parent_ms} ms"
+                ));
+            }
+        }
+        let now = now_ms();
+        if time_ms > now.saturating_add(PROPOSAL_TIME_AHEAD_MS_MAX) {
+            return Err(format!(
+                "its time {time_ms} ms is {} ms ahead of this validator's clock (at most {PROPOSAL_TIME_AHEAD_MS_MAX})",
+                time_ms - now
+            ));
+        }
+        Ok(())
+    }
+
+    /// A proposal of the current height: its time checked, then executed by the application.
+    async fn execute_proposal(&mut self, block: Block, id: BlockId) -> Result<Validity, LoopError> {
+        if let Some(validity) = self.validated.get(&id) {
+            return Ok(*validity);
+        }
+        if let Err(reason) = self.check_time(&block) {
+            tracing::warn!(height = block.header.height, block = %id, %reason, "proposed block refused");
+            self.validated.insert(id, Validity::Invalid);
+            return Ok(Validity::Invalid);
+        }
+        self.execute(block, id).await
+    }
+
     /// Has the application execute another validator's block of the current height (once per
     /// block); a block it refuses is `Invalid`.
     async fn execute(&mut self, block: Block, id: BlockId) -> Result<Validity, LoopError> {
@@ -672,7 +742,7 @@ impl AppLoop {
             return Ok(proposal.value);
         }
         let block = Block::decode_bytes(&proposal.block_bytes).map_err(StoreError::Corrupt)?;
-        let validity = self.execute(block, proposal.value.value).await?;
+        let validity = self.execute_proposal(block, proposal.value.value).await?;
         if validity != proposal.value.validity {
             proposal.value.validity = validity;
             self.store.put_proposal(&proposal)?;

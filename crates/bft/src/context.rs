@@ -10,8 +10,9 @@ use piazza_ledger::staking::Role;
 use piazza_primitives::{Address, Hash, PublicKey, Signature};
 use std::fmt;
 
-/// The most validators a set may hold (bounds every certificate and vote buffer).
-pub const VALIDATORS_MAX: usize = 256;
+/// The most validators a set may hold (bounds every certificate and vote buffer); a client's
+/// certificate check applies the same bound.
+pub use piazza_consensus::certificate::VALIDATORS_MAX;
 /// The most voting power a whole set may hold, so that Malachite's threshold arithmetic
 /// (`3 × power`) never overflows a `u64`.
 pub const TOTAL_VOTING_POWER_MAX: u64 = u64::MAX / 4;

@@ -29,5 +29,5 @@ pub use context::{
     BlockId, Height, PiazzaContext, Proposal, ProposalPart, Validator, ValidatorAddress,
     ValidatorSet, Vote,
 };
-pub use node::{start, start_node, BftConfig, BftHandle, StartError};
+pub use node::{build_engine, start, start_node, BftConfig, BftHandle, Engine, StartError};
 pub use signing::{KeySigner, KeyVerifier, PiazzaSigning};

@@ -11,12 +11,12 @@ use malachitebft_app_channel::app::config::{
     ConsensusConfig, NodeConfig, P2pConfig, ValuePayload, ValueSyncConfig,
 };
 use malachitebft_app_channel::app::net::Multiaddr;
-use malachitebft_app_channel::app::types::codec::Codec;
+use malachitebft_app_channel::app::types::codec::{Codec, ConsensusCodec, SyncCodec};
 use malachitebft_app_channel::app::types::core::LinearTimeouts;
 use malachitebft_app_channel::app::types::Keypair;
 use malachitebft_app_channel::{
-    ConsensusContext, EngineBuilder, EngineHandle, NetworkContext, NetworkIdentity, RequestContext,
-    Signer, SyncContext, WalContext,
+    Channels, ConsensusContext, EngineBuilder, EngineHandle, NetworkContext, NetworkIdentity,
+    RequestContext, Signer, SyncContext, WalContext,
 };
 use piazza_consensus::{AppSender, TxGossip};
 use piazza_ledger::block::BLOCK_BYTES_MAX;
@@ -177,8 +177,40 @@ async fn start_engine(
     key: SecretKey,
     app_loop: impl FnOnce(KeySigner, ConsensusStore) -> AppLoop,
 ) -> Result<BftHandle, StartError> {
+    let engine = build_engine(&config, &key, PiazzaCodec).await?;
+    let mut app_loop = app_loop(engine.signer, engine.store);
+    app_loop.block_interval = config.block_interval;
+    Ok(BftHandle::host(
+        &config.chain_id,
+        engine.address,
+        app_loop,
+        engine.channels,
+        engine.handle,
+    ))
+}
+
+/// Malachite's engine of one node, started, before a host answers it: the channels the host
+/// answers and publishes on, and what an app loop needs (its signer and consensus store).
+pub struct Engine {
+    pub address: ValidatorAddress,
+    pub channels: Channels<PiazzaContext>,
+    pub handle: EngineHandle,
+    pub signer: KeySigner,
+    pub store: ConsensusStore,
+}
+
+/// Starts Malachite's engine (WAL, libp2p network, value sync, consensus) for `key` on
+/// `config`, its network speaking `net_codec`: Piazza's [`PiazzaCodec`] on every real node (the
+/// WAL and sync always do); a test wraps it to play a peer whose messages do not decode.
+pub async fn build_engine<N>(
+    config: &BftConfig,
+    key: &SecretKey,
+    net_codec: N,
+) -> Result<Engine, StartError>
+where
+    N: ConsensusCodec<PiazzaContext> + SyncCodec<PiazzaContext>,
+{
     let address = ValidatorAddress(key.public_key().address());
-    let block_interval = config.block_interval;
     std::fs::create_dir_all(&config.home)
         .map_err(|e| StartError::Io(format!("cannot create {}: {e}", config.home.display())))?;
     let store = ConsensusStore::open(&config.home.join(CONSENSUS_DB_FILE))?;
@@ -216,9 +248,9 @@ async fn start_engine(
         value_sync: config.value_sync,
     };
     let verifier = KeyVerifier::new(config.chain_id.clone());
-    let (channels, engine) = EngineBuilder::new(PiazzaContext, engine_config)
+    let (channels, handle) = EngineBuilder::new(PiazzaContext, engine_config)
         .with_default_wal(WalContext::new(config.home.join(WAL_FILE), PiazzaCodec))
-        .with_default_network(NetworkContext::new(identity, PiazzaCodec))
+        .with_default_network(NetworkContext::new(identity, net_codec))
         .with_default_sync(SyncContext::new(PiazzaCodec))
         .with_default_consensus(ConsensusContext::new_validator(
             address,
@@ -229,19 +261,37 @@ async fn start_engine(
         .build()
         .await
         .map_err(|e| StartError::Engine(e.to_string()))?;
-
-    let mut app_loop = app_loop(signer, store);
-    app_loop.block_interval = block_interval;
-    let app_loop = tokio::spawn(async move {
-        let result = app_loop.run(channels).await;
-        if let Err(error) = &result {
-            tracing::error!(%error, "the consensus app loop stopped");
-        }
-        result
-    });
-    Ok(BftHandle {
+    Ok(Engine {
         address,
-        engine,
-        app_loop,
+        channels,
+        handle,
+        signer,
+        store,
     })
+}
+
+impl BftHandle {
+    /// Runs `app_loop` as the host of an engine from [`build_engine`] and publishes its
+    /// consensus store (`store::publish`) so that this process's RPC serves its certificates.
+    pub fn host(
+        chain_id: &str,
+        address: ValidatorAddress,
+        app_loop: AppLoop,
+        channels: Channels<PiazzaContext>,
+        engine: EngineHandle,
+    ) -> BftHandle {
+        crate::store::publish(chain_id, address, &app_loop.store);
+        let app_loop = tokio::spawn(async move {
+            let result = app_loop.run(channels).await;
+            if let Err(error) = &result {
+                tracing::error!(%error, "the consensus app loop stopped");
+            }
+            result
+        });
+        BftHandle {
+            address,
+            engine,
+            app_loop,
+        }
+    }
 }

@@ -5,18 +5,18 @@
 //! Every signed message is `domain ‖ chain id ‖ canonical bytes`: a vote cannot pass for a
 //! proposal, and nothing signed on one chain verifies on another.
 
-use crate::codec::{put_block_id, put_height, put_nil_or_val, put_round, put_vote_type};
+use crate::codec::{put_block_id, put_height, put_round};
 use crate::context::{BlockId, Height, PiazzaContext, Proposal, Vote};
 use async_trait::async_trait;
 use malachitebft_app_channel::app::types::core::{
-    Round, SignedMessage, SigningScheme, ValidatorProof, VoteExtensionScope,
+    NilOrVal, Round, SignedMessage, SigningScheme, ValidatorProof, VoteExtensionScope, VoteType,
 };
 use malachitebft_signing::{Error as SigningError, Signer, VerificationResult, Verifier};
 use piazza_codec::Writer;
+use piazza_consensus::certificate::{self, VoteFields, VoteKind};
 use piazza_primitives::{PublicKey, SecretKey, Signature};
 use std::cmp::Ordering;
 
-const VOTE_DOMAIN: &str = "piazza/bft/vote";
 const PROPOSAL_DOMAIN: &str = "piazza/bft/proposal";
 const EXTENSION_DOMAIN: &str = "piazza/bft/vote-extension";
 const VALIDATOR_PROOF_DOMAIN: &str = "piazza/bft/validator-proof";
@@ -89,15 +89,23 @@ fn preimage(domain: &str, chain_id: &str, body: impl FnOnce(&mut Writer)) -> Vec
     w.into_bytes()
 }
 
-/// The bytes a validator signs for `vote` on `chain_id`.
+/// The bytes a validator signs for `vote` on `chain_id`: written once, in
+/// `piazza_consensus::certificate`, where clients check commit certificates with them.
 pub fn vote_signing_bytes(chain_id: &str, vote: &Vote) -> Vec<u8> {
-    preimage(VOTE_DOMAIN, chain_id, |w| {
-        put_vote_type(w, vote.vote_type);
-        put_height(w, vote.height);
-        put_round(w, vote.round);
-        put_nil_or_val(w, &vote.value);
-        w.array(&vote.validator.0 .0);
-    })
+    let fields = VoteFields {
+        kind: match vote.vote_type {
+            VoteType::Prevote => VoteKind::Prevote,
+            VoteType::Precommit => VoteKind::Precommit,
+        },
+        height: vote.height.0,
+        round: vote.round.as_u32(),
+        block: match &vote.value {
+            NilOrVal::Nil => None,
+            NilOrVal::Val(id) => Some(id.0),
+        },
+        validator: vote.validator.0,
+    };
+    certificate::vote_signing_bytes(chain_id, &fields)
 }
 
 /// The bytes a proposer signs for `proposal` on `chain_id`.

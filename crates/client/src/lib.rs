@@ -3,7 +3,9 @@
 //!
 //! Invariants:
 //! - The client trusts nothing it can check: [`Client::verified_account`] verifies the state
-//!   proof against the state root of a block whose proposer signature it checks.
+//!   proof against the state root of a block whose proposer signature it checks and, on a
+//!   network of validators, whose commit certificate carries more than two thirds of the
+//!   height's voting power ([`verify_certificate`]).
 //! - It speaks only the shapes in `piazza_api`; it knows no node internals.
 //!
 //! ```no_run
@@ -19,9 +21,11 @@
 //! ```
 
 use piazza_api::{
-    method, AccountInfo, BlockInfo, ReceiptInfo, RpcError, StakeInfo, Status, Submitted, TxInfo,
+    method, AccountInfo, BlockInfo, CommitCertificateInfo, ReceiptInfo, RpcError, StakeInfo,
+    Status, Submitted, TxInfo, ValidatorSetInfo,
 };
 use piazza_codec::{Decode, Encode};
+use piazza_consensus::certificate::{self, CertifiedPower};
 use piazza_ledger::bank;
 use piazza_ledger::block::Block;
 use piazza_ledger::staking::{self, Role};
@@ -216,7 +220,42 @@ impl Client {
             ));
         }
         verify_account_proof(&info, address)?;
+        self.certified_block(&block).await?;
         Ok((info, block))
+    }
+
+    /// The validator set of `height` from the node's committed state; `None` on a chain whose
+    /// genesis names no validators (a solo devnet).
+    pub async fn validators(&self, height: u64) -> Result<Option<ValidatorSetInfo>, ClientError> {
+        self.call(method::GET_VALIDATORS, json!([height])).await
+    }
+
+    /// The commit certificate that finalized `height`, as the node stores it (unchecked).
+    pub async fn commit_certificate(
+        &self,
+        height: u64,
+    ) -> Result<Option<CommitCertificateInfo>, ClientError> {
+        self.call(method::GET_COMMIT_CERTIFICATE, json!([height]))
+            .await
+    }
+
+    /// On a network of validators (the node names a validator set for the block's height), the
+    /// block's commit certificate checked against that set: more than two thirds of its power
+    /// precommitted this block. `None` on a solo devnet, whose blocks only their proposer signs.
+    pub async fn certified_block(
+        &self,
+        block: &Block,
+    ) -> Result<Option<CertifiedPower>, ClientError> {
+        let height = block.header.height;
+        let Some(set) = self.validators(height).await? else {
+            return Ok(None);
+        };
+        let certificate = self.commit_certificate(height).await?.ok_or_else(|| {
+            ClientError::Verification(format!(
+                "the node runs a network of validators but has no commit certificate for height {height}"
+            ))
+        })?;
+        verify_certificate(&certificate, block, &set).map(Some)
     }
 
     pub async fn stake(&self, address: &Address) -> Result<StakeInfo, ClientError> {
@@ -495,4 +534,72 @@ impl Client {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+fn hex_array<const N: usize>(text: &str, what: &str) -> Result<[u8; N], ClientError> {
+    let bytes = hex::decode(text).map_err(|e| ClientError::Decode(format!("{what}: {e}")))?;
+    bytes
+        .try_into()
+        .map_err(|_| ClientError::Decode(format!("{what}: not {N} bytes")))
+}
+
+/// Checks that `certificate` proves `block` final: it names `block`'s height and hash, and its
+/// precommits (strict ed25519 over Piazza's vote bytes on the block's chain) come from distinct
+/// members of `validators` (the height's set) holding more than two thirds of its power.
+pub fn verify_certificate(
+    certificate: &CommitCertificateInfo,
+    block: &Block,
+    validators: &ValidatorSetInfo,
+) -> Result<CertifiedPower, ClientError> {
+    if validators.validators.len() > certificate::VALIDATORS_MAX
+        || certificate.signatures.len() > certificate::VALIDATORS_MAX
+    {
+        return Err(ClientError::Verification(format!(
+            "more than {} validators or signatures",
+            certificate::VALIDATORS_MAX
+        )));
+    }
+    let members = validators
+        .validators
+        .iter()
+        .map(|v| {
+            Ok(certificate::Member {
+                public_key: piazza_primitives::PublicKey(hex_array(
+                    &v.consensus_key,
+                    "consensus key",
+                )?),
+                voting_power: v.voting_power,
+            })
+        })
+        .collect::<Result<Vec<_>, ClientError>>()?;
+    let signatures = certificate
+        .signatures
+        .iter()
+        .map(|s| {
+            Ok(certificate::CommitSignature {
+                validator: s
+                    .validator
+                    .parse()
+                    .map_err(|e| ClientError::Decode(format!("signer `{}`: {e}", s.validator)))?,
+                signature: piazza_primitives::Signature(hex_array(&s.signature, "signature")?),
+            })
+        })
+        .collect::<Result<Vec<_>, ClientError>>()?;
+    let plain = certificate::CommitCertificate {
+        height: certificate.height,
+        round: certificate.round,
+        block: certificate
+            .block_hash
+            .parse()
+            .map_err(|_| ClientError::Decode("bad certificate block hash".into()))?,
+        signatures,
+    };
+    certificate::verify_commit(
+        &block.header.chain_id,
+        &plain,
+        block.header.height,
+        &block.hash(),
+        &members,
+    )
+    .map_err(|e| ClientError::Verification(format!("commit certificate: {e}")))
 }

@@ -10,7 +10,10 @@
 //!   reads a clock.
 //!
 //! Behind the boundary: [`SoloProducer`], a single validator for the devnet. A multi-validator
-//! network plugs Malachite (Tendermint BFT) into the same messages.
+//! network plugs Malachite (Tendermint BFT) into the same messages. [`certificate`]: what a
+//! network's commit certificate proves, checkable by any client without Malachite.
+
+pub mod certificate;
 
 use piazza_ledger::block::Block;
 use piazza_ledger::staking::validators::ActiveValidator;

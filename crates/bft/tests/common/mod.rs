@@ -154,6 +154,16 @@ pub fn multiaddr(port: u16) -> malachitebft_app_channel::app::net::Multiaddr {
     format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()
 }
 
+/// The addresses of every node of `ports` but node `index`.
+pub fn peers_of(ports: &[u16], index: usize) -> Vec<malachitebft_app_channel::app::net::Multiaddr> {
+    ports
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != index)
+        .map(|(_, p)| multiaddr(*p))
+        .collect()
+}
+
 pub struct TestValidator {
     pub app: Arc<App>,
     pub bft: Option<BftHandle>,
@@ -226,12 +236,7 @@ pub async fn start_validator_with(
     config.moniker = format!("validator-{index}");
     config.timeouts = local_timeouts();
     config.block_interval = options.block_interval;
-    config.persistent_peers = ports
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != index)
-        .map(|(_, p)| multiaddr(*p))
-        .collect();
+    config.persistent_peers = peers_of(ports, index);
     let bft = piazza_bft::start_node(config, key, app_tx, gossip)
         .await
         .unwrap();
@@ -362,19 +367,33 @@ pub async fn offer(
     round: u32,
     proposer: &SecretKey,
 ) -> Option<Validity> {
+    offer_at(app_loop, network, block, Height(1), round, proposer).await
+}
+
+/// [`offer`] at `height`.
+pub async fn offer_at(
+    app_loop: &mut AppLoop,
+    network: &mpsc::Sender<malachitebft_app_channel::NetworkMsg<piazza_bft::PiazzaContext>>,
+    block: &Block,
+    height: Height,
+    round: u32,
+    proposer: &SecretKey,
+) -> Option<Validity> {
     let signer = KeySigner::new(proposer.clone(), CHAIN_ID.into());
     let round = Round::new(round);
     let init = ProposalInit {
-        height: Height(1),
+        height,
         round,
         pol_round: Round::Nil,
         proposer: ValidatorAddress(proposer.public_key().address()),
     };
     let fin = ProposalFin {
-        signature: signer.sign_parts(Height(1), round, &BlockId(block.hash())),
+        signature: signer.sign_parts(height, round, &BlockId(block.hash())),
     };
     let parts = block_parts(init, &block.to_bytes(), fin);
-    let stream = StreamId::new(bytes::Bytes::from(round.as_i64().to_le_bytes().to_vec()));
+    let mut stream_id = height.0.to_le_bytes().to_vec();
+    stream_id.extend_from_slice(&round.as_i64().to_le_bytes());
+    let stream = StreamId::new(bytes::Bytes::from(stream_id));
     let end = parts.len() as u64;
     let peer_key = Keypair::ed25519_from_bytes(proposer.seed()).unwrap();
     let peer = PeerId::from_bytes(&peer_key.public().to_peer_id().to_bytes()).unwrap();
@@ -417,6 +436,44 @@ pub struct Scene {
     _published: mpsc::Receiver<malachitebft_app_channel::NetworkMsg<piazza_bft::PiazzaContext>>,
 }
 
+/// An app loop of validator `key` over `app` (served from now on), in a set where `proposer`
+/// alone holds power, after `ConsensusReady`: the loop, its network channel and the height it
+/// starts at.
+pub async fn ready_loop(
+    dir: &std::path::Path,
+    app: &Arc<App>,
+    key: &SecretKey,
+    genesis: &Genesis,
+    proposer: &SecretKey,
+) -> (
+    AppLoop,
+    mpsc::Sender<malachitebft_app_channel::NetworkMsg<piazza_bft::PiazzaContext>>,
+    mpsc::Receiver<malachitebft_app_channel::NetworkMsg<piazza_bft::PiazzaContext>>,
+    Height,
+) {
+    let (app_tx, app_rx) = mpsc::channel(APP_CHANNEL_CAPACITY);
+    tokio::spawn(app.clone().serve(app_rx));
+    let validators =
+        piazza_bft::ValidatorSet::from_genesis(genesis, &[proposer.public_key()]).unwrap();
+    let store = piazza_bft::store::ConsensusStore::open(&dir.join("consensus.redb")).unwrap();
+    let mut app_loop = AppLoop::new(
+        CHAIN_ID.into(),
+        KeySigner::new(key.clone(), CHAIN_ID.into()),
+        validators,
+        local_timeouts(),
+        store,
+        app_tx,
+    );
+    let (network, published) = mpsc::channel(64);
+    let (reply, answer) = oneshot::channel();
+    app_loop
+        .handle(AppMsg::ConsensusReady { reply }, &network)
+        .await
+        .unwrap();
+    let next = answer.await.unwrap().0;
+    (app_loop, network, published, next)
+}
+
 pub async fn scene() -> Scene {
     let dir = tempfile::tempdir().unwrap();
     let proposer = validator_key(0);
@@ -436,27 +493,9 @@ pub async fn scene() -> Scene {
     lying.signature = proposer.sign(&lying.header.hash().0);
 
     let app = open_app(dir.path(), "other", &other, &genesis);
-    let (app_tx, app_rx) = mpsc::channel(APP_CHANNEL_CAPACITY);
-    tokio::spawn(app.clone().serve(app_rx));
-    let validators =
-        piazza_bft::ValidatorSet::from_genesis(&genesis, &[proposer.public_key()]).unwrap();
-    let store =
-        piazza_bft::store::ConsensusStore::open(&dir.path().join("consensus.redb")).unwrap();
-    let mut app_loop = AppLoop::new(
-        CHAIN_ID.into(),
-        KeySigner::new(other.clone(), CHAIN_ID.into()),
-        validators,
-        local_timeouts(),
-        store,
-        app_tx,
-    );
-    let (network, published) = mpsc::channel(64);
-    let (reply, answer) = oneshot::channel();
-    app_loop
-        .handle(AppMsg::ConsensusReady { reply }, &network)
-        .await
-        .unwrap();
-    assert_eq!(answer.await.unwrap().0, Height(1));
+    let (app_loop, network, published, next) =
+        ready_loop(dir.path(), &app, &other, &genesis, &proposer).await;
+    assert_eq!(next, Height(1));
     Scene {
         dir,
         proposer,

@@ -229,6 +229,7 @@ pub(super) fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value,
             })
         }
         GET_VALIDATORS => validators(app, params),
+        method::GET_COMMIT_CERTIFICATE => super::consensus::commit_certificate(app, params),
         compute_method::GET_MODELS => {
             let snapshot = app.store().snapshot().map_err(internal)?;
             let view = StateDelta::new(&snapshot);
@@ -380,7 +381,7 @@ pub(super) fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value,
 
 /// `piazza_getValidators [height?]`: the validator set of `height` (default: the next block's)
 /// from committed state, `null` on a chain whose genesis names no validators.
-pub const GET_VALIDATORS: &str = "piazza_getValidators";
+pub use piazza_api::method::GET_VALIDATORS;
 
 fn validators(app: &App, params: &[Value]) -> Result<Value, RpcError> {
     let head = app.head().map_err(internal)?;

@@ -11,6 +11,7 @@
 //! Every limit is a field of [`RpcLimits`]; the threat model is in `docs/threat-model.md`.
 
 mod agents;
+mod consensus;
 mod convert;
 mod economy;
 pub mod framing;
