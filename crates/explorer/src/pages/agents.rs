@@ -4,11 +4,8 @@
 use super::{integer, lookup_value, object_facts, object_table};
 use crate::html::{self, escape, link};
 use crate::{bounded, Html, PageError, PageResult, Source};
+use piazza_api::agents_method::{FIND_AGENTS, GET_AGENT, GET_AGENT_CALL};
 use serde_json::json;
-
-pub const FIND_AGENTS: &str = "piazza_findAgents";
-pub const GET_AGENT: &str = "piazza_getAgent";
-pub const GET_AGENT_CALL: &str = "piazza_getAgentCall";
 
 pub fn agent_link(id: u64, name: &str) -> String {
     link(&format!("agent/{id}"), name)

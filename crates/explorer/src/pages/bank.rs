@@ -42,7 +42,7 @@ pub fn account(source: &dyn Source, address: &str) -> PageResult {
         ));
     }
     if source
-        .call(super::storage::GET_STORAGE_PROVIDER, &param)
+        .call(piazza_api::storage_method::GET_STORAGE_PROVIDER, &param)
         .is_ok_and(|p| !p.is_null())
     {
         rows.push((

@@ -20,7 +20,7 @@ pub fn status(source: &dyn Source) -> PageResult {
     }
     let rate = block_rate(&blocks);
     let validators = source
-        .call("piazza_getValidators", &[])
+        .call(method::GET_VALIDATORS, &[])
         .unwrap_or(Value::Null);
     let mut rows = vec![
         ("Chain", escape(&status.chain_id)),

@@ -5,12 +5,8 @@
 use super::{integer, lookup_value, object_facts, object_table};
 use crate::html::{self, link};
 use crate::{Html, PageError, PageResult, Source};
+use piazza_api::economy_method::{GET_ASSET, GET_DATASET, GET_LABEL_TASK, GET_POOL};
 use serde_json::{json, Value};
-
-pub const GET_DATASET: &str = "piazza_getDataset";
-pub const GET_POOL: &str = "piazza_getPool";
-pub const GET_LABEL_TASK: &str = "piazza_getLabelTask";
-pub const GET_ASSET: &str = "piazza_getAsset";
 
 fn links(column: &str, item: &Value) -> Option<String> {
     match (column, &item[column]) {

@@ -3,11 +3,9 @@
 use super::fetch;
 use crate::html::{self, account_link, escape, facts, model_link, pza, table};
 use crate::{Html, PageError, PageResult, Source};
+use piazza_api::economy_method::GET_LINEAGE;
 use piazza_api::{compute_method, ModelInfo};
 use serde_json::{json, Value};
-
-/// The economy module's lineage method (`[model]` → tree or null).
-const GET_LINEAGE: &str = "piazza_getLineage";
 
 pub fn list(source: &dyn Source) -> PageResult {
     let models: Vec<ModelInfo> = fetch(source, compute_method::GET_MODELS, &[])?;

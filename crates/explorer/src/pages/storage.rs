@@ -5,15 +5,8 @@
 use super::{integer, is_hash, lookup_value, object_facts, object_table};
 use crate::html::{self, escape, link};
 use crate::{Html, PageError, PageResult, Source};
+use piazza_api::storage_method::*;
 use serde_json::{json, Value};
-
-pub const GET_STORAGE_PARAMS: &str = "piazza_getStorageParams";
-pub const GET_STORAGE_PROVIDERS: &str = "piazza_getStorageProviders";
-pub const GET_STORAGE_PROVIDER: &str = "piazza_getStorageProvider";
-pub const GET_STORAGE_CHALLENGES: &str = "piazza_getStorageChallenges";
-pub const GET_STORAGE_DEAL: &str = "piazza_getStorageDeal";
-pub const GET_STORAGE_DEALS: &str = "piazza_getStorageDeals";
-pub const GET_BLOB: &str = "piazza_getBlob";
 
 pub fn deal_link(id: u64) -> String {
     link(&format!("storage/deal/{id}"), &format!("deal {id}"))
