@@ -10,16 +10,14 @@ use piazza_client::Client;
 use piazza_gateway::x402::{self, PaymentPayload, PaymentRequired, SettleResponse};
 use piazza_ledger::agents::{self, Endpoint, Profile, Protocol};
 use piazza_ledger::tx::Message;
-use piazza_primitives::{Amount, Hash};
+use piazza_primitives::Amount;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// The path an agent serves its paid embeddings at.
 pub const PAID_PATH: &str = "/v1/embeddings";
-/// How long a payment this client signs stays valid, in seconds.
-const PAYMENT_VALIDITY_S: u64 = 300;
 /// How long `serve` and `call` wait for a transaction's receipt.
 const RECEIPT_WAIT: Duration = Duration::from_secs(60);
 
@@ -226,12 +224,6 @@ async fn serve_agent(node: &str, key: &KeyArgs, serve: Serve) -> Result<()> {
     Ok(())
 }
 
-fn now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// What a paid call answered.
 #[derive(serde::Serialize)]
 struct Paid {
@@ -305,8 +297,7 @@ async fn call(
     Ok(())
 }
 
-/// The x402 payment for `required`'s first offer: the exact amount, on this chain, at most
-/// `max_price`.
+/// The x402 payment for `required`'s first offer, at most `max_price`.
 fn pay(
     required: &PaymentRequired,
     payer: &piazza_primitives::SecretKey,
@@ -315,35 +306,8 @@ fn pay(
     url: &str,
     body: &Value,
 ) -> Result<PaymentPayload> {
-    let accepted = required
-        .accepts
-        .first()
-        .context("a 402 that accepts nothing")?;
-    if accepted.scheme != x402::SCHEME || accepted.network != x402::network(chain_id) {
-        bail!(
-            "the endpoint asks {} on {}; this node is {}",
-            accepted.scheme,
-            accepted.network,
-            x402::network(chain_id)
-        );
-    }
-    let amount = Amount::new(accepted.amount.parse().context("the asked amount")?);
-    if amount > max_price {
-        bail!("the endpoint asks {amount} PZA, more than --max-price {max_price} PZA");
-    }
-    let now = now_s();
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let nonce = Hash::of(
-        "piazza/x402-nonce",
-        &[
-            &nanos.to_le_bytes(),
-            url.as_bytes(),
-            body.to_string().as_bytes(),
-        ],
-    );
-    let window_s = (now.saturating_sub(60), now + PAYMENT_VALIDITY_S);
-    PaymentPayload::pay_first_offer(required, payer, chain_id, amount, window_s, nonce)
-        .context("the payee is not an address")
+    let seed = format!("{url}\n{body}");
+    x402::pay_for(required, payer, chain_id, max_price, seed.as_bytes())
+        .map(|(payment, _)| payment)
+        .map_err(|e| anyhow::anyhow!("{e} (--max-price {max_price})"))
 }

@@ -443,6 +443,98 @@ pub(crate) async fn search(
     Ok(json!({"object": "list", "query": query, "model": AGENTS_EMBEDDING_MODEL, "data": agents}))
 }
 
+/// The MCP tool `call_agent`: POSTs `body` to an agent's HTTP endpoint and, when it answers
+/// `402`, pays its x402 price from the caller's key: at most `max_price`, signed by the key's
+/// paying key, reserved against the key's spend limit before it is sent, and charged to the
+/// key only when the agent's `PAYMENT-RESPONSE` says it settled.
+pub(crate) async fn call_agent(
+    gw: &Arc<Gateway>,
+    headers: &HeaderMap,
+    args: &serde_json::Map<String, Value>,
+) -> Result<Value, ApiError> {
+    let caller = gw.admit(headers).await?;
+    let agent = match args.get("agent") {
+        Some(Value::String(name)) => name.clone(),
+        Some(Value::Number(id)) => id.to_string(),
+        _ => return Err(ApiError::invalid(Some("agent"), "`agent`: a name or an id")),
+    };
+    let max_price: piazza_primitives::Amount = args
+        .get("max_price")
+        .and_then(Value::as_str)
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| ApiError::invalid(Some("max_price"), "`max_price`: PZA, e.g. \"0.5\""))?;
+    let body = args.get("body").cloned().unwrap_or_else(|| json!({}));
+    let record = resolve(gw, &agent).await?;
+    let url = record
+        .endpoints
+        .iter()
+        .find(|e| e.protocol == "http")
+        .map(|e| e.url.clone())
+        .ok_or_else(|| {
+            ApiError::invalid(
+                Some("agent"),
+                format!("agent `{agent}` has no HTTP endpoint"),
+            )
+        })?;
+    let client = &gw.market.client;
+    let agent_error =
+        |e: piazza_client::ClientError| ApiError::upstream(format!("agent `{agent}`: {e}"));
+    let first = client
+        .post_to_agent(&url, &body, None)
+        .await
+        .map_err(agent_error)?;
+    let (answer, paid) = match (first.status, first.payment_required.as_deref()) {
+        (402, Some(header)) => {
+            let required: crate::x402::PaymentRequired = crate::x402::decode_header(header)
+                .ok_or_else(|| {
+                    ApiError::upstream(format!("agent `{agent}`: a 402 without x402 requirements"))
+                })?;
+            let chain_id = client
+                .status()
+                .await
+                .map_err(|e| ApiError::upstream(format!("the node: {e}")))?
+                .chain_id;
+            let signer = gw.signer(&caller.key.signer).await?;
+            let (payment, amount) = crate::x402::pay_for(
+                &required,
+                signer.key(),
+                &chain_id,
+                max_price,
+                format!("{url}\n{body}").as_bytes(),
+            )
+            .map_err(|e| ApiError::invalid(Some("max_price"), e))?;
+            let held = gw.reserve(&caller.key, amount)?;
+            let header = crate::x402::encode_header(&payment);
+            let answer = client
+                .post_to_agent(&url, &body, Some(&header))
+                .await
+                .map_err(agent_error)?;
+            let settled: Option<crate::x402::SettleResponse> = answer
+                .payment_response
+                .as_deref()
+                .and_then(crate::x402::decode_header);
+            match settled {
+                Some(settled) if settled.success => {
+                    held.settle(amount);
+                    (answer, Some((amount, settled.transaction)))
+                }
+                // Not settled: the reservation is given back when `held` drops.
+                _ => (answer, None),
+            }
+        }
+        _ => (first, None),
+    };
+    let text = String::from_utf8_lossy(&answer.body).to_string();
+    let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Ok(json!({
+        "agent": record.name,
+        "status": answer.status,
+        "answer": body,
+        "paid": paid.as_ref().map(|(amount, _)| amount.base_units().to_string()),
+        "transaction": paid.map(|(_, transaction)| transaction),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

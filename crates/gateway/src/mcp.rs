@@ -219,6 +219,16 @@ fn tools() -> Vec<Value> {
             json!({"id": id}),
             &["id"],
         ),
+        tool(
+            "call_agent",
+            "POSTs a JSON body to an agent's HTTP endpoint and pays its x402 price (at most max_price PZA) from this API key's account, within the key's spend limit; answers the agent's status, answer and the settling transaction.",
+            json!({
+                "agent": {"anyOf": [{"type": "string"}, {"type": "integer", "minimum": 0}], "description": "the agent's name or id"},
+                "body": {"type": "object"},
+                "max_price": {"type": "string", "description": "most PZA to pay, e.g. \"0.5\""},
+            }),
+            &["agent", "max_price"],
+        ),
     ]
 }
 
@@ -270,6 +280,7 @@ async fn call(gw: &Arc<Gateway>, headers: &HeaderMap, params: &Value) -> RpcResu
             let limit = args.get("limit").and_then(Value::as_u64);
             crate::agents::search(gw, headers, query, limit.map(|l| l as usize)).await
         }
+        "call_agent" => crate::agents::call_agent(gw, headers, args).await,
         "show_job" | "balance" | "find_agents" | "get_agent" => {
             read_tool(gw, headers, name, args).await
         }

@@ -215,6 +215,54 @@ impl PaymentPayload {
     }
 }
 
+/// How long a payment signed by [`pay_for`] stays valid, in seconds.
+pub const CLIENT_PAYMENT_VALIDITY_S: u64 = 300;
+
+/// A client's answer to a `402`: `required`'s first offer, checked to be Piazza's `exact`
+/// scheme on `chain_id` and to ask at most `max_price`, paid by `key` (valid from a minute ago
+/// for [`CLIENT_PAYMENT_VALIDITY_S`]; its nonce hashes the time with `nonce_seed`). The payment
+/// and its amount, or why it is refused.
+pub fn pay_for(
+    required: &PaymentRequired,
+    key: &SecretKey,
+    chain_id: &str,
+    max_price: Amount,
+    nonce_seed: &[u8],
+) -> Result<(PaymentPayload, Amount), String> {
+    let accepted = required
+        .accepts
+        .first()
+        .ok_or("the 402 accepts no payment")?;
+    if accepted.scheme != SCHEME || accepted.network != network(chain_id) {
+        return Err(format!(
+            "the endpoint asks {} on {}; this chain is {}",
+            accepted.scheme,
+            accepted.network,
+            network(chain_id)
+        ));
+    }
+    let amount = Amount::new(
+        accepted
+            .amount
+            .parse()
+            .map_err(|_| format!("the asked amount `{}` is not a number", accepted.amount))?,
+    );
+    if amount > max_price {
+        return Err(format!(
+            "the endpoint asks {amount} PZA, more than the most this call pays ({max_price} PZA)"
+        ));
+    }
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let nonce = Hash::of("piazza/x402-nonce", &[&nanos.to_le_bytes(), nonce_seed]);
+    let now = now_s();
+    let window_s = (now.saturating_sub(60), now + CLIENT_PAYMENT_VALIDITY_S);
+    let payment = PaymentPayload::pay_first_offer(required, key, chain_id, amount, window_s, nonce)
+        .ok_or("the payee is not an address")?;
+    Ok((payment, amount))
+}
+
 fn fixed_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
     let text = text.strip_prefix("0x").unwrap_or(text);
     if text.len() != 2 * N {

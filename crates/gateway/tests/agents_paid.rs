@@ -337,6 +337,61 @@ async fn agent_a_finds_pays_and_rates_agent_b_over_x402() {
     assert_ne!(send(client, &payer_a, rate(call, 1)).await, "ok");
     assert_eq!(reputation(client, agent_b).await.1, rated_reputation);
 
+    // Through MCP: `call_agent` pays B from the API key's own account, within its limit.
+    let carol = piazza_keystore::Keystore::open(&devnet.keystore_dir)
+        .unwrap()
+        .create("carol", "")
+        .unwrap()
+        .address;
+    let fund = Message::Bank(bank::Msg::Send {
+        to: carol,
+        amount: Amount::pza(10),
+    });
+    assert_eq!(send(client, &validator(), fund).await, "ok");
+    let mcp = |key: String, max_price: &str| {
+        let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "name": "call_agent", "arguments": {"agent": "embedder", "max_price": max_price,
+                "body": body("from a tool")}}});
+        http.post(format!("{}/mcp", gw_a.url()))
+            .bearer_auth(key)
+            .header("accept", "application/json, text/event-stream")
+            .json(&call)
+            .send()
+    };
+    let carol_before = devnet.balance(&carol).await;
+    // Over the key's spend limit, or above max_price: a tool error, nothing paid or charged.
+    let poor = gw_a.create_key("carol", Amount::new(PRICE - 1)).unwrap();
+    let key_c = gw_a.create_key("carol", Amount::pza(5)).unwrap();
+    for (key, max_price, says) in [
+        (poor, "3", "spend limit"),
+        (key_c.clone(), "1", "more than the most"),
+    ] {
+        let r: Value = mcp(key, max_price).await.unwrap().json().await.unwrap();
+        assert_eq!(r["result"]["isError"], true, "{r}");
+        let text = r["result"]["content"][0]["text"].as_str().unwrap();
+        assert!(text.contains(says), "{text}");
+    }
+    assert_eq!(devnet.balance(&carol).await, carol_before);
+    let r: Value = mcp(key_c, "3").await.unwrap().json().await.unwrap();
+    let answer = &r["result"]["structuredContent"];
+    assert_eq!(answer["status"], 200, "{r}");
+    assert_eq!(answer["paid"], PRICE.to_string(), "{r}");
+    assert_eq!(
+        answer["answer"]["data"][0]["embedding"]
+            .as_array()
+            .unwrap()
+            .len(),
+        384
+    );
+    assert_eq!(devnet.balance(&carol).await, carol_before - PRICE);
+    let charged = gw_a
+        .keys()
+        .into_iter()
+        .find(|k| k.spend_limit == Amount::pza(5))
+        .unwrap();
+    assert_eq!(charged.spent, Amount::new(PRICE));
+    assert_eq!(reputation(client, agent_b).await.0, 2);
+
     gw_a.shutdown().await;
     gw_b.shutdown().await;
     devnet.shutdown().await;
