@@ -1,7 +1,7 @@
 //! The gateway for agents on an in-process devnet, each piece checked with the ecosystem's own
 //! client from PyPI: `/mcp` with the official MCP SDK (`tests/mcp.py`: tools listed, models, an
 //! embedding equal to the MiniLM fixture, a job submitted then shown, the paying account's
-//! balance, a wrong model a tool error; the paid tools charged to the API key as its OpenAI
+//! balance, an agent called and paid over x402 with `call_agent`, a wrong model a tool error; the paid tools charged to the API key as its OpenAI
 //! routes are; the transport's refusals: no key, a key's limit, batches, oversized bodies,
 //! `GET`); agent cards with `a2a-sdk` (`tests/a2a.py`) and discovery by meaning over seeded
 //! agents; a paid route's 402 with the `x402` package (`tests/x402_parse.py`).
@@ -86,6 +86,16 @@ async fn started() -> (support::Devnet, piazza_gateway::GatewayHandle, String) {
 async fn mcp_sdk_lists_and_calls_the_tools_within_the_keys_limit() {
     let (devnet, gw, key) = started().await;
     let url = format!("{}/mcp", gw.url());
+    // An agent paid over x402, for `call_agent`.
+    let agent_price: u128 = 1_000;
+    let (agent_gw, _) = support::paid_agent(
+        &devnet,
+        "paid-embedder",
+        "Embeds sentences for a price.",
+        &piazza_primitives::SecretKey::from_seed(support::VALIDATOR_SEED),
+        agent_price,
+    )
+    .await;
 
     let summary = python(
         "mcp.py",
@@ -101,10 +111,25 @@ async fn mcp_sdk_lists_and_calls_the_tools_within_the_keys_limit() {
                 .join("crates/engine/tests/fixtures/minilm_reference.json")
                 .display()
                 .to_string(),
+            "--paid-agent".into(),
+            "paid-embedder".into(),
+            "--max-price".into(),
+            "0.001".into(),
         ],
     )
     .await;
     assert_eq!(summary["server"], "piazza-gateway", "{summary}");
+    // `call_agent` paid the agent its price from the key's account, once.
+    assert_eq!(
+        summary["paid_agent_paid"],
+        agent_price.to_string(),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["paid_agent_transaction"].as_str().map(str::len),
+        Some(64),
+        "{summary}"
+    );
     assert_eq!(summary["embed_dims"], 384, "{summary}");
     assert!(summary["job"].as_u64().is_some(), "{summary}");
     let dev_balance = devnet.client.account(&devnet.dev).await.unwrap().balance;
@@ -182,6 +207,7 @@ async fn mcp_sdk_lists_and_calls_the_tools_within_the_keys_limit() {
         .unwrap();
     assert_eq!(poor_record.spent, Amount::ZERO);
 
+    agent_gw.shutdown().await;
     gw.shutdown().await;
     devnet.shutdown().await;
 }

@@ -8,7 +8,7 @@
 
 mod support;
 
-use piazza_gateway::x402::{self, PaymentPayload, PaymentRequired, PaywallConfig, SettleResponse};
+use piazza_gateway::x402::{self, PaymentPayload, PaymentRequired, SettleResponse};
 use piazza_gateway::Limits;
 use piazza_ledger::agents::{self, Endpoint, Profile, Protocol};
 use piazza_ledger::bank;
@@ -108,24 +108,15 @@ async fn agent_a_finds_pays_and_rates_agent_b_over_x402() {
     }
 
     // B's server: a gateway whose embeddings are paid per request over x402, served with B's
-    // own API key. Its address is in B's record, so B registers before it starts.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
-    let endpoint_b = format!("http://127.0.0.1:{port}/v1/embeddings");
-    let registered = send(
-        client,
+    // own API key; its address is in B's record.
+    let (gw_b, endpoint_b) = support::paid_agent(
+        &devnet,
+        "embedder",
+        "Turns sentences into embedding vectors for semantic search and clustering.",
         &owner_b,
-        register(
-            "embedder",
-            "Turns sentences into embedding vectors for semantic search and clustering.",
-            "embeddings",
-            endpoint_b.clone(),
-        ),
+        PRICE,
     )
     .await;
-    assert_eq!(registered, "ok");
     for (name, description, tag) in [
         (
             "translator",
@@ -148,26 +139,6 @@ async fn agent_a_finds_pays_and_rates_agent_b_over_x402() {
     assert_eq!(b["owner"], devnet.dev.to_string());
     assert!(client.agent_by_name("nobody").await.unwrap().is_null());
 
-    let keys_b = piazza_gateway::keys::KeyStore::open(&devnet.dir.path().join("gateway-b"))
-        .unwrap()
-        .create(DEV_KEY, Amount::pza(100))
-        .unwrap()
-        .0;
-    let mut config = piazza_gateway::GatewayConfig::new(
-        format!("127.0.0.1:{port}").parse().unwrap(),
-        &devnet.url,
-        devnet.dir.path().join("gateway-b"),
-        devnet.keystore_dir.clone(),
-    );
-    config.paywall = Some(PaywallConfig {
-        routes: vec!["/v1/embeddings".into()],
-        agent: Some("embedder".into()),
-        price: None,
-        pay_to: None,
-        submitter: owner_b.clone(),
-        api_key: keys_b,
-    });
-    let gw_b = piazza_gateway::start(config).await.unwrap();
     // A's own gateway, for discovery (paid by A's API key).
     let gw_a = support::gateway(&devnet, Limits::default()).await;
     let key_a = gw_a.create_key(DEV_KEY, Amount::pza(100)).unwrap();

@@ -48,7 +48,7 @@ async def main(args):
             names = sorted(t.name for t in tools.tools)
             summary["tools"] = names
             for needed in ["list_models", "embed", "chat", "submit_job", "show_job", "balance",
-                           "find_agents", "get_agent", "search_agents"]:
+                           "find_agents", "get_agent", "search_agents", "call_agent"]:
                 assert needed in names, (needed, names)
             for t in tools.tools:
                 assert t.input_schema["type"] == "object", t
@@ -85,6 +85,15 @@ async def main(args):
                     "find_agents", {"tag": args.agent_tag, "limit": 5}))
                 summary["agents_found"] = [a["name"] for a in found["agents"]]
 
+            if args.paid_agent:
+                paid = structured(await client.call_tool("call_agent", {
+                    "agent": args.paid_agent, "max_price": args.max_price,
+                    "body": {"model": args.embedding_model, "input": sentence}}))
+                assert paid["status"] == 200, paid
+                assert len(paid["answer"]["data"][0]["embedding"]) == len(expected), paid
+                summary["paid_agent_paid"] = paid["paid"]
+                summary["paid_agent_transaction"] = paid["transaction"]
+
             wrong = await client.call_tool("embed", {"model": "no-such-model", "input": "x"})
             assert wrong.is_error, wrong
             summary["wrong_model_error"] = wrong.content[0].text
@@ -98,6 +107,8 @@ if __name__ == "__main__":
     parser.add_argument("--embedding-model", required=True)
     parser.add_argument("--fixture", required=True)
     parser.add_argument("--agent-tag")
+    parser.add_argument("--paid-agent")
+    parser.add_argument("--max-price", default="1")
     try:
         asyncio.run(main(parser.parse_args()))
     except Exception as e:  # one readable line for the Rust test's assertion message

@@ -290,3 +290,63 @@ pub async fn gateway(
         .await
         .expect("the gateway starts")
 }
+
+/// Agent `name`, owned by `owner` (which submits its settlements) and priced `price` base
+/// units, served by a gateway of its own on 127.0.0.1 whose `/v1/embeddings` is paid per
+/// request over x402 (and served with an API key of the `dev` key). Registers the agent with
+/// that endpoint, then starts the gateway; returns it and the endpoint.
+pub async fn paid_agent(
+    devnet: &Devnet,
+    name: &str,
+    description: &str,
+    owner: &SecretKey,
+    price: u128,
+) -> (piazza_gateway::GatewayHandle, String) {
+    use piazza_ledger::agents::{Endpoint, Msg, Profile, Protocol};
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}/v1/embeddings");
+    let register = piazza_ledger::tx::Message::Agents(Msg::Register {
+        name: name.into(),
+        profile: Profile {
+            description: description.into(),
+            endpoints: vec![Endpoint {
+                protocol: Protocol::Http,
+                url: endpoint.clone(),
+            }],
+            tags: vec!["embeddings".into()],
+            price: Amount::new(price),
+        },
+        stake: Amount::pza(10),
+        share_asset: None,
+    });
+    let hash = devnet.client.send_message(owner, register).await.unwrap();
+    let receipt = devnet
+        .client
+        .wait_for_receipt(&hash, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(receipt.status, "ok", "{receipt:?}");
+    let data_dir = devnet.dir.path().join(format!("gateway-{name}"));
+    let (api_key, _) = piazza_gateway::keys::KeyStore::open(&data_dir)
+        .unwrap()
+        .create(DEV_KEY, Amount::pza(100))
+        .unwrap();
+    let mut config = piazza_gateway::GatewayConfig::new(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        &devnet.url,
+        data_dir,
+        devnet.keystore_dir.clone(),
+    );
+    config.paywall = Some(piazza_gateway::x402::PaywallConfig {
+        routes: vec!["/v1/embeddings".into()],
+        agent: Some(name.into()),
+        price: None,
+        pay_to: None,
+        submitter: owner.clone(),
+        api_key,
+    });
+    let gateway = piazza_gateway::start(config)
+        .await
+        .expect("the agent's gateway starts");
+    (gateway, endpoint)
+}
