@@ -46,6 +46,22 @@ pub mod storage;
 /// The most a transaction built by this client lets the ledger charge, unless told otherwise.
 pub const DEFAULT_MAX_FEE: Amount = Amount::pza(1);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most calls in one JSON-RPC batch this client sends (a node answers at most 100 a request).
+pub const BATCH_CALLS_MAX: usize = 100;
+
+/// A JSON-RPC answer object's result, or its error.
+fn result_of<T: DeserializeOwned>(answer: Value) -> Result<T, ClientError> {
+    if let Some(error) = answer.get("error") {
+        let error: RpcError = serde_json::from_value(error.clone())
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        return Err(ClientError::Rpc(error));
+    }
+    let result = answer
+        .get("result")
+        .cloned()
+        .ok_or_else(|| ClientError::Decode("no result".into()))?;
+    serde_json::from_value(result).map_err(|e| ClientError::Decode(e.to_string()))
+}
 
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -116,24 +132,61 @@ impl Client {
     ) -> Result<T, ClientError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let body = json!({"jsonrpc": "2.0", "id": id, "method": name, "params": params});
-        let answer: Value = self
+        result_of(self.post(&body).await?)
+    }
+
+    /// Posts a JSON-RPC body (one call or a batch) and reads the answer.
+    async fn post(&self, body: &Value) -> Result<Value, ClientError> {
+        Ok(self
             .http
             .post(format!("{}/", self.url))
-            .json(&body)
+            .json(body)
             .send()
             .await?
             .json()
-            .await?;
-        if let Some(error) = answer.get("error") {
-            let error: RpcError = serde_json::from_value(error.clone())
-                .map_err(|e| ClientError::Decode(e.to_string()))?;
-            return Err(ClientError::Rpc(error));
+            .await?)
+    }
+
+    /// Sends `calls` (method, parameters) as JSON-RPC batches of at most [`BATCH_CALLS_MAX`]
+    /// calls; one result per call, in order. `Err` of the whole only when a request fails
+    /// (calls of the batches before it have run).
+    pub async fn call_batch<T: DeserializeOwned>(
+        &self,
+        calls: Vec<(&str, Value)>,
+    ) -> Result<Vec<Result<T, ClientError>>, ClientError> {
+        let mut results = Vec::with_capacity(calls.len());
+        let mut calls = calls.into_iter().peekable();
+        while calls.peek().is_some() {
+            let chunk: Vec<(&str, Value)> = calls.by_ref().take(BATCH_CALLS_MAX).collect();
+            let first = self
+                .next_id
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            let body: Vec<Value> = (first..)
+                .zip(chunk)
+                .map(|(id, (name, params))| {
+                    json!({"jsonrpc": "2.0", "id": id, "method": name, "params": params})
+                })
+                .collect();
+            let count = body.len();
+            let answer = self.post(&Value::Array(body)).await?;
+            // A batch is answered with an array in any order; a refused request with one error.
+            let Value::Array(answers) = answer else {
+                return Err(result_of::<Value>(answer).err().unwrap_or_else(|| {
+                    ClientError::Decode("a batch answered with one result".into())
+                }));
+            };
+            let mut by_id: std::collections::HashMap<u64, Value> = answers
+                .into_iter()
+                .filter_map(|a| Some((a.get("id")?.as_u64()?, a)))
+                .collect();
+            for id in (first..).take(count) {
+                let answer = by_id
+                    .remove(&id)
+                    .ok_or_else(|| ClientError::Decode(format!("no answer to call {id}")))?;
+                results.push(result_of(answer));
+            }
         }
-        let result = answer
-            .get("result")
-            .cloned()
-            .ok_or_else(|| ClientError::Decode("no result".into()))?;
-        serde_json::from_value(result).map_err(|e| ClientError::Decode(e.to_string()))
+        Ok(results)
     }
 
     pub async fn status(&self) -> Result<Status, ClientError> {
@@ -152,6 +205,34 @@ impl Client {
             .hash
             .parse()
             .map_err(|_| ClientError::Decode("bad hash".into()))
+    }
+
+    /// Submits signed transactions in JSON-RPC batches ([`Client::call_batch`]; a node admits
+    /// a batch's submissions together, in one durable journal write). One result per
+    /// transaction, in order.
+    pub async fn submit_batch(
+        &self,
+        txs: &[SignedTransaction],
+    ) -> Result<Vec<Result<Hash, ClientError>>, ClientError> {
+        let calls = txs
+            .iter()
+            .map(|tx| {
+                (
+                    method::SUBMIT_TRANSACTION,
+                    json!([hex::encode(tx.to_bytes())]),
+                )
+            })
+            .collect();
+        let answers: Vec<Result<Submitted, ClientError>> = self.call_batch(calls).await?;
+        Ok(answers
+            .into_iter()
+            .map(|answer| {
+                answer?
+                    .hash
+                    .parse()
+                    .map_err(|_| ClientError::Decode("bad hash".into()))
+            })
+            .collect())
     }
 
     pub async fn transaction(&self, hash: &Hash) -> Result<Option<TxInfo>, ClientError> {

@@ -40,7 +40,7 @@ use piazza_ledger::module::BlockContext;
 use piazza_ledger::staking::validators::{self, ActiveValidator, VALIDATOR_SET_DELAY};
 use piazza_ledger::state::{StateDelta, StateRead};
 use piazza_ledger::tx::{Message, SignedTransaction};
-use piazza_ledger::{compute, sessions, verify};
+use piazza_ledger::{compute, sessions, storage, verify};
 use piazza_mempool::{Limits, Mempool, MempoolConfig, Priority, Removal, Removed};
 use piazza_primitives::{Address, Hash, SecretKey};
 use piazza_store::{DroppedTx, Head, PreparedState, Store, StoreError};
@@ -54,6 +54,9 @@ use tokio::sync::{broadcast, mpsc};
 const BLOCK_FRAMING_BYTES: usize = 4096;
 /// Committed blocks buffered for subscribers before slow ones start missing blocks.
 const COMMITTED_CHANNEL_CAPACITY: usize = 256;
+/// Peers' gossiped transactions admitted together at most (the batches waiting in the queue
+/// from consensus are joined up to this many).
+const GOSSIP_ADMITTED_TXS_MAX: usize = 8192;
 /// Drops held in memory before they are written to the store (they are written at every
 /// commit, and as soon as this many are waiting).
 const DROPS_BUFFERED_MAX: usize = 4096;
@@ -92,6 +95,16 @@ struct Pending {
     block_hash: Hash,
     outcome: BlockOutcome,
     prepared: PreparedState,
+}
+
+/// Where a transaction's signature check stands when its admission checks run: its result is
+/// applied after the cheaper checks, so a transaction is refused for the same reason whether
+/// its signature was verified alone or in a batch.
+enum Signature {
+    /// Verify it after the state checks (a transaction failing those costs no verification).
+    Unchecked,
+    /// Verified already (in parallel with others).
+    Checked(Result<(), TxError>),
 }
 
 pub struct App {
@@ -243,7 +256,7 @@ impl App {
         let checks = piazza_ledger::tx::verify_signatures(&refs);
         for (tx, check) in entries.into_iter().zip(checks) {
             let hash = tx.hash();
-            match check.and_then(|()| self.admit(tx, true)) {
+            match self.admit(tx, Signature::Checked(check)) {
                 Ok(_) => readmitted += 1,
                 Err(e) => dropped.push(drop_record(
                     hash,
@@ -402,7 +415,7 @@ impl App {
     /// module's documentation).
     pub fn submit(&self, bytes: &[u8]) -> Result<Hash, TxError> {
         let result = SignedTransaction::decode_bytes(bytes)
-            .and_then(|tx| self.admit(tx, false))
+            .and_then(|tx| self.admit(tx, Signature::Unchecked))
             .and_then(|hash| self.journal(vec![(hash, bytes.to_vec())]).map(|()| hash));
         self.metrics.record_admission(&result);
         if result.is_ok() {
@@ -419,23 +432,34 @@ impl App {
             true => txs.iter().map(|tx| tx.to_bytes()).collect(),
             false => Vec::new(),
         };
-        let results = self.admit_many(txs);
-        for (result, bytes) in results.iter().zip(bytes) {
-            if result.is_ok() {
-                self.gossip_local(bytes);
-            }
-        }
+        let results = self.admit_many(txs.into_iter().map(Ok).collect());
+        self.gossip_admitted(&results, bytes);
+        results
+    }
+
+    /// Admits transactions from untrusted bytes, each decoded under its bound, as
+    /// [`App::submit_many`] does: signatures verified across all cores, the admitted ones
+    /// journaled in one durable write and then gossiped. One result per input, in order; on
+    /// `Ok` the transaction is durably journaled (see the module's documentation).
+    pub fn submit_batch(&self, batch: Vec<Vec<u8>>) -> Vec<Result<Hash, TxError>> {
+        let decoded = batch
+            .iter()
+            .map(|bytes| SignedTransaction::decode_bytes(bytes))
+            .collect();
+        let results = self.admit_many(decoded);
+        self.gossip_admitted(&results, batch);
         results
     }
 
     /// Admits transactions a peer gossiped (untrusted bytes, each decoded under its bound);
     /// they are not gossiped again. Returns how many were admitted.
     pub fn submit_from_peers(&self, batch: Vec<Vec<u8>>) -> usize {
-        let txs: Vec<SignedTransaction> = batch
+        let decoded = batch
             .iter()
-            .filter_map(|bytes| SignedTransaction::decode_bytes(bytes).ok())
+            .map(|bytes| SignedTransaction::decode_bytes(bytes))
+            .filter(|tx| tx.is_ok())
             .collect();
-        self.admit_many(txs)
+        self.admit_many(decoded)
             .iter()
             .filter(|result| result.is_ok())
             .count()
@@ -449,7 +473,13 @@ impl App {
         let (remote, mut batches) = mpsc::channel::<Vec<Vec<u8>>>(GOSSIP_REMOTE_CAPACITY);
         let app = Arc::downgrade(self);
         tokio::spawn(async move {
-            while let Some(batch) = batches.recv().await {
+            while let Some(mut batch) = batches.recv().await {
+                // The batches already waiting are admitted with it, in their order: one
+                // snapshot and one journal write for all, so admission keeps up with a flood.
+                while batch.len() < GOSSIP_ADMITTED_TXS_MAX {
+                    let Ok(next) = batches.try_recv() else { break };
+                    batch.extend(next);
+                }
                 let Some(app) = app.upgrade() else { return };
                 let admitted =
                     tokio::task::spawn_blocking(move || app.submit_from_peers(batch)).await;
@@ -477,22 +507,46 @@ impl App {
         }
     }
 
-    fn admit_many(&self, txs: Vec<SignedTransaction>) -> Vec<Result<Hash, TxError>> {
-        let refs: Vec<&SignedTransaction> = txs.iter().collect();
-        let checks = piazza_ledger::tx::verify_signatures(&refs);
+    /// Gossips the admitted ones of a batch (`bytes`: the batch's encodings, in order; empty
+    /// when nothing is gossiped).
+    fn gossip_admitted(&self, results: &[Result<Hash, TxError>], bytes: Vec<Vec<u8>>) {
+        if self.gossip_out.get().is_none() {
+            return;
+        }
+        for (result, bytes) in results.iter().zip(bytes) {
+            if result.is_ok() {
+                self.gossip_local(bytes);
+            }
+        }
+    }
+
+    /// Admits a batch (an `Err` input is answered as it is): the signatures verified first,
+    /// across all cores, then each transaction checked on one snapshot of the state exactly as
+    /// [`App::submit`] checks it (the same checks in the same order, so the same error), then
+    /// one durable journal write for all the admitted ones.
+    fn admit_many(
+        &self,
+        txs: Vec<Result<SignedTransaction, TxError>>,
+    ) -> Vec<Result<Hash, TxError>> {
+        let refs: Vec<&SignedTransaction> = txs.iter().filter_map(|tx| tx.as_ref().ok()).collect();
+        let mut checks = piazza_ledger::tx::verify_signatures(&refs).into_iter();
+        let snapshot = self.store.snapshot().map_err(internal);
         let mut entries = Vec::new();
         let mut results: Vec<Result<Hash, TxError>> = txs
             .into_iter()
-            .zip(checks)
-            .map(|(tx, check)| {
+            .map(|tx| {
+                let tx = tx?;
+                let signature = checks
+                    .next()
+                    .expect("one signature check per decoded transaction");
+                let snapshot = snapshot.as_ref().map_err(Clone::clone)?;
                 let bytes = tx.to_bytes();
-                let result = check.and_then(|()| self.admit(tx, true));
-                if let Ok(hash) = &result {
-                    entries.push((*hash, bytes));
-                }
-                result
+                let hash = self.admit_on(snapshot, tx, Signature::Checked(signature))?;
+                entries.push((hash, bytes));
+                Ok(hash)
             })
             .collect();
+        drop(snapshot);
         if let Err(e) = self.journal(entries) {
             for result in &mut results {
                 if result.is_ok() {
@@ -529,7 +583,18 @@ impl App {
     }
 
     /// Runs the admission checks and inserts into the pool (not yet journaled).
-    fn admit(&self, tx: SignedTransaction, signature_checked: bool) -> Result<Hash, TxError> {
+    fn admit(&self, tx: SignedTransaction, signature: Signature) -> Result<Hash, TxError> {
+        let snapshot = self.store.snapshot().map_err(internal)?;
+        self.admit_on(&snapshot, tx, signature)
+    }
+
+    /// [`App::admit`] on a snapshot of the committed state that the caller took.
+    fn admit_on(
+        &self,
+        snapshot: &dyn StateRead,
+        tx: SignedTransaction,
+        signature: Signature,
+    ) -> Result<Hash, TxError> {
         let hash = tx.hash();
         if self.mempool.lock().expect("mempool lock").contains(&hash) {
             return Err(TxError::new(
@@ -537,18 +602,18 @@ impl App {
                 format!("transaction {hash} is already pending"),
             ));
         }
-        let snapshot = self.store.snapshot().map_err(internal)?;
         let window = self
             .mempool
             .lock()
             .expect("mempool lock")
             .config()
             .nonce_window;
-        let admission = executor::check_admission(&snapshot, &tx, window)?;
-        if !signature_checked {
-            tx.verify_signature()?;
+        let admission = executor::check_admission(snapshot, &tx, window)?;
+        match signature {
+            Signature::Unchecked => tx.verify_signature()?,
+            Signature::Checked(result) => result?,
         }
-        let priority = priority(&snapshot, &tx);
+        let priority = priority(snapshot, &tx);
         let sender = tx.sender();
         let mut mempool = self.mempool.lock().expect("mempool lock");
         let mut removed = mempool.set_committed_nonce(&sender, admission.committed_nonce);
@@ -712,9 +777,14 @@ impl App {
             )));
         }
         let snapshot = self.store.snapshot().map_err(app_error)?;
-        let outcome =
-            executor::execute_block(&snapshot, block, false, &crate::arbitration::EngineArbiter)
-                .map_err(|e| AppError(e.to_string()))?;
+        let signatures_checked = self.verify_block_signatures(block);
+        let outcome = executor::execute_block(
+            &snapshot,
+            block,
+            signatures_checked,
+            &crate::arbitration::EngineArbiter,
+        )
+        .map_err(|e| AppError(e.to_string()))?;
         let prepared = self
             .store
             .prepare(block.header.height, &outcome.writes)
@@ -728,6 +798,28 @@ impl App {
             )));
         }
         Ok((outcome, prepared))
+    }
+
+    /// Verifies the signatures of another validator's block once here: a transaction still in
+    /// this node's mempool passed signature verification at admission (its hash covers every
+    /// byte, signature included), so only the others are verified, across all cores. `true`
+    /// when every signature is valid; `false` leaves every check to the executor, which then
+    /// refuses the block exactly as it would have without this step.
+    fn verify_block_signatures(&self, block: &Block) -> bool {
+        let unverified: Vec<&SignedTransaction> = {
+            let mempool = self.mempool.lock().expect("mempool lock");
+            block
+                .txs
+                .iter()
+                .filter(|tx| !mempool.contains(&tx.hash()))
+                .collect()
+        };
+        let reused = block.txs.len() - unverified.len();
+        self.metrics
+            .record_block_signatures(unverified.len(), reused);
+        piazza_ledger::tx::verify_signatures(&unverified)
+            .iter()
+            .all(|check| check.is_ok())
     }
 
     /// The validator set of `height` from committed state: `None` for a chain without
@@ -817,7 +909,8 @@ fn drop_record(hash: Hash, code: ErrorCode, reason: String) -> DroppedTx {
 /// Whether a transaction is its sender's protocol duty: every message is one the sender is
 /// obliged to send now (a result for, or the decline of, a job assigned to it, an attestation,
 /// a challenge or a dispute move in an audit or dispute it is part of, the reveal of a session
-/// receipt drawn for audit from its own commit) or evidence a waiting dispute needs. Everything
+/// receipt drawn for audit from its own commit, the answer to a storage challenge on a shard it
+/// holds) or evidence a waiting dispute needs. Everything
 /// else, including a duty message from someone not obliged to send it, is ordinary. This is the only place that maps messages to a mempool [`Priority`].
 pub fn priority(state: &dyn StateRead, tx: &SignedTransaction) -> Priority {
     let view = StateDelta::new(state);
@@ -849,6 +942,21 @@ pub fn priority(state: &dyn StateRead, tx: &SignedTransaction) -> Priority {
                 c.provider == sender && !c.audits_closed && c.audited.binary_search(index).is_ok()
             })
         }
+        // The answer to an open challenge on a shard the sender holds.
+        Message::Storage(storage::Msg::AnswerChallenge {
+            deal,
+            shard,
+            chunk_index,
+            ..
+        }) => storage::deal(&view, *deal).is_some_and(|d| {
+            d.status == storage::DealStatus::Active
+                && d.shards.get(usize::from(*shard)).is_some_and(|s| {
+                    s.provider == Some(sender)
+                        && s.challenge
+                            .as_ref()
+                            .is_some_and(|c| c.chunk_index == *chunk_index)
+                })
+        }),
         _ => false,
     }
     };

@@ -17,6 +17,11 @@ pub struct Metrics {
     txs_refused: [AtomicU64; CODES_MAX],
     rpc_requests: AtomicU64,
     rpc_errors: AtomicU64,
+    /// Transaction signatures of other validators' blocks verified when validating them.
+    block_signatures_verified: AtomicU64,
+    /// Transaction signatures of other validators' blocks not verified again: the same
+    /// transaction (same bytes, same hash) passed admission here and was still pending.
+    block_signatures_reused: AtomicU64,
     /// The JSON-RPC server's own counters (connections, bodies, sockets).
     pub server: ServerMetrics,
 }
@@ -57,6 +62,8 @@ impl Default for Metrics {
             txs_refused: std::array::from_fn(|_| AtomicU64::new(0)),
             rpc_requests: AtomicU64::new(0),
             rpc_errors: AtomicU64::new(0),
+            block_signatures_verified: AtomicU64::new(0),
+            block_signatures_reused: AtomicU64::new(0),
             server: ServerMetrics::default(),
         }
     }
@@ -82,6 +89,24 @@ impl Metrics {
                 self.txs_refused[(e.code.code() as usize).min(CODES_MAX - 1)].fetch_add(1, Relaxed)
             }
         };
+    }
+
+    /// Counts the transaction signatures of another validator's block: `verified` here,
+    /// `reused` from admission.
+    pub fn record_block_signatures(&self, verified: usize, reused: usize) {
+        self.block_signatures_verified
+            .fetch_add(verified as u64, Relaxed);
+        self.block_signatures_reused
+            .fetch_add(reused as u64, Relaxed);
+    }
+
+    /// `(verified, reused)` signatures of other validators' blocks so far (see
+    /// [`Metrics::record_block_signatures`]).
+    pub fn block_signatures(&self) -> (u64, u64) {
+        (
+            self.block_signatures_verified.load(Relaxed),
+            self.block_signatures_reused.load(Relaxed),
+        )
     }
 
     pub fn record_rpc(&self, ok: bool) {
@@ -146,6 +171,18 @@ impl Metrics {
             "counter",
             "JSON-RPC calls answered with an error.",
             self.rpc_errors.load(Relaxed),
+        );
+        metric(
+            "piazza_block_signatures_verified_total",
+            "counter",
+            "Transaction signatures of other validators' blocks verified here.",
+            self.block_signatures_verified.load(Relaxed),
+        );
+        metric(
+            "piazza_block_signatures_reused_total",
+            "counter",
+            "Transaction signatures of other validators' blocks already verified at admission.",
+            self.block_signatures_reused.load(Relaxed),
         );
         let server = &self.server;
         for (name, kind, help, value) in [

@@ -2,7 +2,7 @@
 //! pre-scan, one call or a batch, and the error shapes (which never echo more than a short
 //! prefix of any input).
 
-use super::methods::dispatch;
+use super::methods::{dispatch, submitted, submitted_bytes};
 use super::server::Peer;
 use super::{
     RpcLimits, RpcState, RPC_BATCH_MAX, RPC_BODY_BYTES_MAX, RPC_JSON_VALUES_MAX, SERVER_BUSY,
@@ -15,7 +15,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures_util::StreamExt;
-use piazza_api::{error_code, RpcError};
+use piazza_api::{error_code, method, RpcError};
 use piazza_ledger::error::TxError;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering::Relaxed;
@@ -449,50 +449,116 @@ pub(crate) fn handle_body(app: &App, bytes: &[u8]) -> Option<Value> {
             Some(response(Value::Null, Err(batch_too_long())))
         }
         Value::Array(calls) => {
-            let answers: Vec<Value> = calls
-                .into_iter()
-                .filter_map(|c| handle_call(app, c))
-                .collect();
+            let answers = handle_batch(app, calls);
             (!answers.is_empty()).then_some(Value::Array(answers))
         }
         call => handle_call(app, call),
     }
 }
 
+/// Answers a batch's calls in order, each as if it came alone, except that a run of
+/// consecutive `piazza_submitTransaction` calls is admitted together ([`App::submit_batch`]:
+/// signatures verified across the cores, one durable journal write for the run). Each
+/// submission still gets its own answer, the same as alone.
+fn handle_batch(app: &App, calls: Vec<Value>) -> Vec<Value> {
+    let mut calls = calls.into_iter().map(read_call).peekable();
+    let mut answers = Vec::new();
+    while let Some(call) = calls.next() {
+        if !call.is_submission() {
+            answers.extend(call.answer(app, |name, params| dispatch(app, name, params)));
+            continue;
+        }
+        let mut run = vec![call];
+        while let Some(next) = calls.next_if(Call::is_submission) {
+            run.push(next);
+        }
+        answers.extend(submit_run(app, run));
+    }
+    answers
+}
+
+/// Admits a run of submission calls together and answers each.
+fn submit_run(app: &App, run: Vec<Call>) -> Vec<Value> {
+    let mut decoded: Vec<Result<Vec<u8>, RpcError>> = run
+        .iter()
+        .map(|call| match &call.request {
+            Ok((_, params)) => submitted_bytes(params),
+            Err(e) => Err(e.clone()),
+        })
+        .collect();
+    let bytes: Vec<Vec<u8>> = decoded
+        .iter_mut()
+        .filter_map(|d| d.as_mut().ok().map(std::mem::take))
+        .collect();
+    let mut admitted = app.submit_batch(bytes).into_iter();
+    run.into_iter()
+        .zip(decoded)
+        .filter_map(|(call, bytes)| {
+            let result = bytes.map(|_| {
+                admitted
+                    .next()
+                    .expect("one admission result per decoded submission")
+            });
+            call.answer(app, |_, _| result.and_then(submitted))
+        })
+        .collect()
+}
+
+/// One call object as read: its id, whether it is a notification, and its method and
+/// parameters (or why it is not a valid call).
+struct Call {
+    id: Value,
+    notification: bool,
+    request: Result<(String, Vec<Value>), RpcError>,
+}
+
+impl Call {
+    fn is_submission(&self) -> bool {
+        matches!(&self.request, Ok((name, _)) if name == method::SUBMIT_TRANSACTION)
+    }
+
+    /// Runs the call with `run` (unless it is invalid) and counts it; `None` for a
+    /// notification.
+    fn answer(
+        self,
+        app: &App,
+        run: impl FnOnce(&str, &[Value]) -> Result<Value, RpcError>,
+    ) -> Option<Value> {
+        let result = self.request.and_then(|(name, params)| run(&name, &params));
+        app.metrics.record_rpc(result.is_ok());
+        (!self.notification).then(|| response(self.id, result))
+    }
+}
+
 /// Answers one call object; `None` for a notification (no `id`).
 fn handle_call(app: &App, call: Value) -> Option<Value> {
+    read_call(call).answer(app, |name, params| dispatch(app, name, params))
+}
+
+/// Reads one call object. A call that is not an object or whose `id` is malformed is answered
+/// (with a null id) even without an `id`.
+fn read_call(call: Value) -> Call {
+    let invalid = |message: String| Call {
+        id: Value::Null,
+        notification: false,
+        request: Err(rpc_error(error_code::INVALID_REQUEST, message, None)),
+    };
     let Value::Object(mut call) = call else {
-        app.metrics.record_rpc(false);
-        return Some(response(
-            Value::Null,
-            Err(rpc_error(
-                error_code::INVALID_REQUEST,
-                "a call must be a JSON object",
-                None,
-            )),
-        ));
+        return invalid("a call must be a JSON object".into());
     };
     let id = call.remove("id");
-    let is_notification = id.is_none();
+    let notification = id.is_none();
     let id = match id {
         None => Value::Null,
         Some(id @ (Value::Null | Value::Number(_))) => id,
         Some(Value::String(text)) if text.len() <= ERROR_ECHO_BYTES_MAX => Value::String(text),
         Some(_) => {
-            app.metrics.record_rpc(false);
-            return Some(response(
-                Value::Null,
-                Err(rpc_error(
-                    error_code::INVALID_REQUEST,
-                    format!(
-                        "`id` must be a number, null or a string of at most {ERROR_ECHO_BYTES_MAX} bytes"
-                    ),
-                    None,
-                )),
-            ));
+            return invalid(format!(
+                "`id` must be a number, null or a string of at most {ERROR_ECHO_BYTES_MAX} bytes"
+            ))
         }
     };
-    let result = (|| {
+    let request = (|| {
         if call.get("jsonrpc") != Some(&json!("2.0")) {
             return Err(rpc_error(
                 error_code::INVALID_REQUEST,
@@ -518,10 +584,13 @@ fn handle_call(app: &App, call: Value) -> Option<Value> {
                 ))
             }
         };
-        dispatch(app, &name, &params)
+        Ok((name, params))
     })();
-    app.metrics.record_rpc(result.is_ok());
-    (!is_notification).then(|| response(id, result))
+    Call {
+        id,
+        notification,
+        request,
+    }
 }
 
 #[cfg(test)]

@@ -94,23 +94,31 @@ pub(super) fn to_value<T: serde::Serialize>(value: T) -> Result<Value, RpcError>
     serde_json::to_value(value).map_err(internal)
 }
 
+/// The signed transaction of a `piazza_submitTransaction` call: its one parameter, hex (with
+/// or without `0x`).
+pub(super) fn submitted_bytes(params: &[Value]) -> Result<Vec<u8>, RpcError> {
+    let text = string_param(params, 0, "signed transaction hex")?;
+    let text = text.strip_prefix("0x").unwrap_or(text);
+    hex::decode(text).map_err(|e| {
+        tx_error(TxError::new(
+            ErrorCode::MalformedBytes,
+            format!("not hex: {e}"),
+        ))
+    })
+}
+
+/// The answer to a `piazza_submitTransaction` call.
+pub(super) fn submitted(admitted: Result<Hash, TxError>) -> Result<Value, RpcError> {
+    let hash = admitted.map_err(tx_error)?;
+    to_value(Submitted {
+        hash: hash.to_hex(),
+    })
+}
+
 pub(super) fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value, RpcError> {
     match name {
         method::STATUS => to_value(status(app)?),
-        method::SUBMIT_TRANSACTION => {
-            let text = string_param(params, 0, "signed transaction hex")?;
-            let text = text.strip_prefix("0x").unwrap_or(text);
-            let bytes = hex::decode(text).map_err(|e| {
-                tx_error(TxError::new(
-                    ErrorCode::MalformedBytes,
-                    format!("not hex: {e}"),
-                ))
-            })?;
-            let hash = app.submit(&bytes).map_err(tx_error)?;
-            to_value(Submitted {
-                hash: hash.to_hex(),
-            })
-        }
+        method::SUBMIT_TRANSACTION => submitted(app.submit(&submitted_bytes(params)?)),
         method::GET_TRANSACTION => {
             let hash = hash_param(params, 0)?;
             match app.store().tx(&hash).map_err(internal)? {
