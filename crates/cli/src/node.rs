@@ -26,6 +26,8 @@ pub const DEFAULT_KEY: &str = "validator";
 pub const DEFAULT_PROPOSE_TIMEOUT_MS: u64 = 1_000;
 pub const DEFAULT_PREVOTE_TIMEOUT_MS: u64 = 300;
 pub const DEFAULT_PRECOMMIT_TIMEOUT_MS: u64 = 300;
+/// The solo producer's interval, and on a network each height's target time, unless told.
+pub const DEFAULT_BLOCK_INTERVAL_MS: u64 = 1_000;
 
 /// `node.toml`: every field optional; `[consensus]` makes the node a validator of a network.
 #[derive(Debug, Default, Deserialize)]
@@ -160,7 +162,7 @@ pub fn plan(args: NodeArgs) -> Result<NodePlan> {
     let block_interval_ms = args
         .block_interval_ms
         .or(file.block_interval_ms)
-        .unwrap_or(1000);
+        .unwrap_or(DEFAULT_BLOCK_INTERVAL_MS);
     anyhow::ensure!(block_interval_ms > 0, "block interval must be positive");
     let keystore = args
         .keystore

@@ -60,6 +60,9 @@ pub struct InitArgs {
     /// Bundled models to register at genesis (comma-separated; empty for none).
     #[arg(long, value_delimiter = ',', default_values_t = [piazza_provider::models::MINILM.to_string()])]
     pub models: Vec<String>,
+    /// Each height's target time, written into every node's config (`block_interval_ms`).
+    #[arg(long, default_value_t = node::DEFAULT_BLOCK_INTERVAL_MS)]
+    pub block_interval_ms: u64,
 }
 
 #[derive(Args)]
@@ -84,7 +87,7 @@ pub async fn run(command: TestnetCommand) -> Result<()> {
                 models: args.models,
                 funded: Vec::new(),
             };
-            let testnet = init(&args.dir, &options)?;
+            let testnet = init_paced(&args.dir, &options, args.block_interval_ms)?;
             for v in &testnet.validators {
                 outln!(
                     "piazza testnet: {} = {} (JSON-RPC {}, consensus {}) config {}",
@@ -154,8 +157,18 @@ fn make_key(keystore: &Keystore, name: &str) -> Result<piazza_keystore::KeyInfo>
     Ok(info)
 }
 
-/// Writes the keystore, genesis and configs of a local network under `dir`.
+/// [`init_paced`] at the default block interval.
 pub fn init(dir: &Path, options: &InitOptions) -> Result<Testnet> {
+    init_paced(dir, options, node::DEFAULT_BLOCK_INTERVAL_MS)
+}
+
+/// Writes the keystore, genesis and configs of a local network under `dir`, each node pacing
+/// its heights to `block_interval_ms`.
+pub fn init_paced(dir: &Path, options: &InitOptions, block_interval_ms: u64) -> Result<Testnet> {
+    anyhow::ensure!(
+        block_interval_ms > 0,
+        "--block-interval-ms must be positive"
+    );
     anyhow::ensure!(
         (1..=VALIDATORS_MAX).contains(&options.validators),
         "--validators must be 1 to {VALIDATORS_MAX}"
@@ -259,6 +272,7 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<Testnet> {
              genesis = \"../{GENESIS_FILE}\"\n\
              keystore = \"../{KEYS_DIR}\"\n\
              validator_key = \"{name}\"\n\
+             block_interval_ms = {block_interval_ms}\n\
              \n\
              [consensus]\n\
              listen_addr = \"{}\"\n\
@@ -534,5 +548,61 @@ async fn stop(mut processes: Vec<Process>) {
     for process in &mut processes {
         let _ = process.child.kill();
         let _ = process.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Probe {
+        #[command(flatten)]
+        args: InitArgs,
+    }
+
+    fn options() -> InitOptions {
+        InitOptions {
+            validators: 2,
+            base_port: 40_000,
+            models: Vec::new(),
+            funded: Vec::new(),
+        }
+    }
+
+    /// The interval each written config gives its node.
+    fn intervals(testnet: &Testnet) -> Vec<Option<u64>> {
+        testnet
+            .validators
+            .iter()
+            .map(|v| node::load(&v.config).unwrap().block_interval_ms)
+            .collect()
+    }
+
+    #[test]
+    fn init_writes_the_block_interval_into_every_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let probe =
+            Probe::try_parse_from(["probe", "--dir", "d", "--block-interval-ms", "250"]).unwrap();
+        assert_eq!(probe.args.block_interval_ms, 250);
+        let testnet = init_paced(&dir.path().join("paced"), &options(), 250).unwrap();
+        assert_eq!(intervals(&testnet), vec![Some(250); 2]);
+
+        let testnet = init(&dir.path().join("default"), &options()).unwrap();
+        let default = Probe::try_parse_from(["probe", "--dir", "d"]).unwrap();
+        assert_eq!(
+            default.args.block_interval_ms,
+            node::DEFAULT_BLOCK_INTERVAL_MS
+        );
+        assert_eq!(
+            intervals(&testnet),
+            vec![Some(node::DEFAULT_BLOCK_INTERVAL_MS); 2]
+        );
+
+        let Err(error) = init_paced(&dir.path().join("zero"), &options(), 0) else {
+            panic!("a zero block interval was accepted");
+        };
+        assert!(error.to_string().contains("must be positive"), "{error}");
     }
 }

@@ -2,7 +2,8 @@
 //! transfers sent to different nodes reach the proposer by gossip; four validators agree on every
 //! block; one killed (SIGKILL), the other three keep finalizing; restarted, it catches up by
 //! value sync; two killed, the chain halts without forking and resumes when one returns; a node
-//! that is not a validator, started last, syncs to the same state.
+//! that is not a validator, started last, syncs to the same state; an account is proven against
+//! a block whose commit certificate the client checks (`balance --verify`).
 
 mod common;
 
@@ -282,6 +283,32 @@ fn four_validator_processes_agree_survive_crashes_and_halt_without_forking() {
         );
     }
 
+    // Proofs against the network: the recipient's account proven against a block whose commit
+    // certificate carries more than two thirds of its height's power, by the client and by
+    // `piazza balance --verify`.
+    let client = &net.nodes[1].client;
+    let (account, block) = net
+        .runtime
+        .block_on(client.verified_account(&recipient))
+        .expect("the account verifies against the network's certificate");
+    assert_eq!(account.balance, Amount::pza(8).base_units().to_string());
+    let power = net
+        .runtime
+        .block_on(client.certified_block(&block))
+        .unwrap()
+        .expect("a network certifies its blocks");
+    assert!(3 * power.signed > 2 * power.total, "{power:?}");
+    let output = Command::new(PIAZZA)
+        .args(["balance", "--verify", "--json", "--node", &net.nodes[1].url])
+        .arg(recipient.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "balance --verify: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
     // One validator killed: the other three hold more than 2/3 of the power and keep going.
     net.nodes[3].kill();
     let killed_at = net.highest(&[0, 1, 2]);
@@ -325,6 +352,10 @@ fn four_validator_processes_agree_survive_crashes_and_halt_without_forking() {
         target,
         "a non-validator syncs to the same state",
     );
+    // The synced node kept the certificates of the blocks it synced.
+    net.runtime
+        .block_on(net.nodes[observer].client.verified_account(&recipient))
+        .expect("a synced node proves accounts against the network's certificates");
 }
 
 /// How long the provider may take to load its model, measure its speed and register.
