@@ -9,6 +9,9 @@
 //!   `body_bytes_per_s_min`), so a slow sender cannot hold a connection forever.
 //! - At most `shards_in_memory_max` shards are held in memory at once by requests (uploads
 //!   being checked, downloads being sent); one more is refused with 503.
+//!
+//! The accept loop and its connection caps ([`serve`] under [`ConnectionLimits`]) are shared:
+//! the provider daemon's session endpoint runs on the same function.
 
 use axum::body::{Body, Bytes};
 use hyper::server::conn::http1;
@@ -37,6 +40,26 @@ pub struct ServerLimits {
     pub body_bytes_per_s_min: u64,
     /// Shards held in memory by requests at once.
     pub shards_in_memory_max: usize,
+}
+
+impl ServerLimits {
+    /// The bounds the accept loop enforces.
+    pub fn connections(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            connections_max: self.connections_max,
+            connections_per_address_max: self.connections_per_address_max,
+            header_read_timeout_ms: self.header_read_timeout_ms,
+        }
+    }
+}
+
+/// What an accept loop bounds: connections in all and from one IP address (one more is closed
+/// at once, never queued), and the time a request's headers may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    pub connections_max: usize,
+    pub connections_per_address_max: usize,
+    pub header_read_timeout_ms: u64,
 }
 
 impl Default for ServerLimits {
@@ -105,7 +128,7 @@ struct Ticket {
 }
 
 impl Ticket {
-    fn take(gate: &Arc<Mutex<Gate>>, ip: IpAddr, limits: &ServerLimits) -> Option<Ticket> {
+    fn take(gate: &Arc<Mutex<Gate>>, ip: IpAddr, limits: &ConnectionLimits) -> Option<Ticket> {
         let mut g = gate.lock().unwrap_or_else(|e| e.into_inner());
         let here = g.per_address.get(&ip).copied().unwrap_or(0);
         if g.open >= limits.connections_max || here >= limits.connections_per_address_max {
@@ -154,9 +177,14 @@ impl ServerHandle {
     }
 
     /// Stops accepting, lets open connections finish for a moment, and returns.
-    pub async fn stop(self) {
+    pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+    }
+
+    /// [`ServerHandle::shutdown`].
+    pub async fn stop(self) {
+        self.shutdown().await
     }
 }
 
@@ -165,6 +193,16 @@ pub async fn start(
     listen: SocketAddr,
     router: axum::Router,
     limits: ServerLimits,
+) -> std::io::Result<ServerHandle> {
+    serve(listen, router, limits.connections()).await
+}
+
+/// Binds `listen` and serves `router` on hyper's HTTP/1 driver under `limits` until stopped:
+/// the accept loop of every HTTP server of the daemons.
+pub async fn serve(
+    listen: SocketAddr,
+    router: axum::Router,
+    limits: ConnectionLimits,
 ) -> std::io::Result<ServerHandle> {
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
@@ -176,7 +214,7 @@ pub async fn start(
 async fn accept_loop(
     listener: TcpListener,
     router: axum::Router,
-    limits: ServerLimits,
+    limits: ConnectionLimits,
     mut stopped: watch::Receiver<bool>,
 ) {
     let gate = Arc::new(Mutex::new(Gate::default()));
@@ -188,7 +226,7 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    tracing::warn!(error = %e, "shard service: accept failed");
+                    tracing::warn!(error = %e, "http server: accept failed");
                     tokio::time::sleep(Duration::from_millis(ACCEPT_ERROR_BACKOFF_MS)).await;
                     continue;
                 }
@@ -196,7 +234,7 @@ async fn accept_loop(
         };
         while connections.try_join_next().is_some() {}
         let Some(ticket) = Ticket::take(&gate, peer.ip(), &limits) else {
-            tracing::debug!(%peer, "shard service: connection over the cap closed");
+            tracing::debug!(%peer, "http server: connection over the cap closed");
             continue;
         };
         let _ = stream.set_nodelay(true);
