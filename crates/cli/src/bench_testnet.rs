@@ -6,7 +6,9 @@
 //!
 //! Finality is observed on the first node: the time its JSON-RPC first reports the block holding
 //! a transfer (polled every [`POLL_MS`]). Transfers are spread over the nodes (each to one; the
-//! nodes gossip them).
+//! nodes gossip them); the flood goes in JSON-RPC batches of [`FLOOD_BATCH_TXS`], which a node
+//! admits together, the latency phase one transfer a request. `--networks` picks the networks,
+//! `--block-interval-ms` the validators' block interval. A network that fails keeps its logs.
 
 use crate::testnet::{self, InitOptions, GENESIS_FILE, KEYS_DIR};
 use anyhow::{Context, Result};
@@ -27,8 +29,11 @@ pub const POLL_MS: u64 = 5;
 pub const DEVNET_BLOCK_INTERVAL_MS: u64 = 1_000;
 /// Transfers one sender signs at most (the mempool's nonce window).
 const PER_SENDER_MAX: usize = 64;
-/// Submissions in flight at once (spread over the nodes).
+/// Submission requests in flight at once (spread over the nodes).
 const SUBMITTERS: usize = 16;
+/// Transfers in one submission request of the flood (a JSON-RPC batch, which a node admits
+/// together: one durable journal write); at most the node's `RPC_BATCH_MAX`.
+const FLOOD_BATCH_TXS: usize = piazza_client::BATCH_CALLS_MAX;
 /// How long a network may take to start or to finalize a load.
 const WAIT: Duration = Duration::from_secs(180);
 
@@ -46,6 +51,13 @@ pub struct BenchArgs {
     /// Seconds of no load over which idle blocks per second are counted.
     #[arg(long, default_value_t = 5)]
     pub idle_s: u64,
+    /// The networks to run, in order: `solo` (the devnet's producer) or a validator count.
+    #[arg(long, value_delimiter = ',', default_value = "solo,1,4")]
+    pub networks: Vec<String>,
+    /// Block interval of the Malachite validators (`block_interval_ms`: each height's target
+    /// time); the solo producer keeps the devnet's.
+    #[arg(long, default_value_t = 1_000)]
+    pub block_interval_ms: u64,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -66,6 +78,19 @@ impl Setup {
             Setup::Malachite(n) => format!("Malachite, {n} validators"),
         }
     }
+    fn parse(text: &str) -> Result<Setup> {
+        match text {
+            "solo" => Ok(Setup::Solo),
+            n => match n.parse::<usize>() {
+                Ok(n) if (1..=testnet::VALIDATORS_MAX).contains(&n) => Ok(Setup::Malachite(n)),
+                _ => anyhow::bail!(
+                    "--networks takes `solo` or a validator count (1 to {}), not `{n}`",
+                    testnet::VALIDATORS_MAX
+                ),
+            },
+        }
+    }
+
     fn validators(self) -> usize {
         match self {
             Setup::Solo => 1,
@@ -94,8 +119,17 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             SecretKey::from_seed(seed)
         })
         .collect();
+    let setups = args
+        .networks
+        .iter()
+        .map(|n| Setup::parse(n))
+        .collect::<Result<Vec<_>>>()?;
+    anyhow::ensure!(
+        args.block_interval_ms > 0,
+        "--block-interval-ms must be positive"
+    );
     let mut results = Vec::new();
-    for setup in [Setup::Solo, Setup::Malachite(1), Setup::Malachite(4)] {
+    for setup in setups {
         if !args.json {
             outln!("piazza testnet bench: {} ...", setup.name());
         }
@@ -124,16 +158,19 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             "transfers": args.transfers,
             "latency_transfers": args.latency_transfers,
             "pace_ms": args.pace_ms,
+            "block_interval_ms": args.block_interval_ms,
+            "flood_batch_txs": FLOOD_BATCH_TXS,
             "results": rows,
         });
         outln!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
     outln!(
-        "piazza testnet bench: {} transfers (throughput), {} paced every {} ms (latency), {cores} cores, each network its own processes",
+        "piazza testnet bench: {} transfers (throughput, {FLOOD_BATCH_TXS} a request), {} paced every {} ms (latency), validators at {} ms blocks, {cores} cores, each network its own processes",
         args.transfers,
         args.latency_transfers,
-        args.pace_ms
+        args.pace_ms,
+        args.block_interval_ms
     );
     outln!(
         "  {:<34} {:>12} {:>14} {:>12} {:>10} {:>10}",
@@ -200,8 +237,25 @@ fn free_ports(count: u16) -> Result<u16> {
     anyhow::bail!("no run of {count} free ports on 127.0.0.1")
 }
 
+/// Runs one network in a directory of its own, removed afterwards unless the run failed (its
+/// logs stay for a look).
 async fn measure(setup: Setup, keys: &[SecretKey], args: &BenchArgs) -> Result<Measured> {
     let dir = tempfile::tempdir()?;
+    match measure_in(&dir, setup, keys, args).await {
+        Ok(measured) => Ok(measured),
+        Err(error) => {
+            let kept = dir.keep();
+            Err(error.context(format!("{}: logs kept in {}", setup.name(), kept.display())))
+        }
+    }
+}
+
+async fn measure_in(
+    dir: &tempfile::TempDir,
+    setup: Setup,
+    keys: &[SecretKey],
+    args: &BenchArgs,
+) -> Result<Measured> {
     let validators = setup.validators();
     let base_port = free_ports(2 * validators as u16)?;
     let testnet = testnet::init(
@@ -217,7 +271,13 @@ async fn measure(setup: Setup, keys: &[SecretKey], args: &BenchArgs) -> Result<M
     for (i, v) in testnet.validators.iter().enumerate() {
         let log = dir.path().join(format!("node-{i}.log"));
         let node_args: Vec<String> = match setup {
-            Setup::Malachite(_) => vec!["node".into(), "--config".into(), path(&v.config)],
+            Setup::Malachite(_) => vec![
+                "node".into(),
+                "--config".into(),
+                path(&v.config),
+                "--block-interval-ms".into(),
+                args.block_interval_ms.to_string(),
+            ],
             Setup::Solo => {
                 let home = v.config.parent().context("a config has a directory")?;
                 vec![
@@ -323,20 +383,27 @@ async fn measure(setup: Setup, keys: &[SecretKey], args: &BenchArgs) -> Result<M
         .collect();
     latencies.sort_by(f64::total_cmp);
 
-    // Throughput: the flood, SUBMITTERS in flight per node, until the last is finalized.
+    // Throughput: the flood in batches of FLOOD_BATCH_TXS, SUBMITTERS requests in flight,
+    // until the last is finalized.
     let height_before = clients[0].status().await?.height;
     let flood_started = Instant::now();
     let hashes: Vec<Hash> = flood.iter().map(|tx| tx.hash()).collect();
-    let flood = Arc::new(flood);
+    let transfers = flood.len();
+    let batches = Arc::new(std::sync::Mutex::new(flood_batches(flood, clients.len())));
     let mut tasks = Vec::new();
-    for worker in 0..SUBMITTERS {
-        let flood = flood.clone();
+    for _ in 0..SUBMITTERS {
+        let batches = batches.clone();
         let clients = clients.clone();
         tasks.push(tokio::spawn(async move {
-            for tx in flood.iter().skip(worker).step_by(SUBMITTERS) {
-                submit(&clients, tx).await?;
+            loop {
+                let next = batches.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                let Some((node, batch)) = next else {
+                    return anyhow::Ok(());
+                };
+                for admitted in clients[node].submit_batch(&batch).await? {
+                    admitted.context("submitting a transfer")?;
+                }
             }
-            anyhow::Ok(())
         }));
     }
     for task in tasks {
@@ -350,7 +417,7 @@ async fn measure(setup: Setup, keys: &[SecretKey], args: &BenchArgs) -> Result<M
     Ok(Measured {
         setup: setup.name(),
         idle_blocks_per_second,
-        transfers_per_second: flood.len() as f64 / flood_secs,
+        transfers_per_second: transfers as f64 / flood_secs,
         load_blocks_per_second: load_blocks as f64 / flood_secs,
         latency_p50_ms: percentile(&latencies, 50),
         latency_p99_ms: percentile(&latencies, 99),
@@ -370,11 +437,49 @@ fn percentile(sorted: &[f64], pct: usize) -> f64 {
     sorted[rank - 1]
 }
 
-/// Sends `tx` to one node, the same for all of a sender's transfers (so a node sees a sender's
-/// nonces in order); gossip carries it to the others.
+/// The node a sender's transfers go to, the same for all of them (so a node sees a sender's
+/// nonces in order); gossip carries them to the others.
+fn node_of(tx: &SignedTransaction, nodes: usize) -> usize {
+    usize::from(tx.sender().0[0]) % nodes
+}
+
+/// Sends `tx` to its sender's node.
 async fn submit(clients: &[Client], tx: &SignedTransaction) -> Result<Hash> {
-    let client = &clients[usize::from(tx.sender().0[0]) % clients.len()];
+    let client = &clients[node_of(tx, clients.len())];
     client.submit(tx).await.context("submitting a transfer")
+}
+
+/// The flood as (node, batch of at most [`FLOOD_BATCH_TXS`]) in the order to pop them: each
+/// node's transfers in their order, the nodes' batches interleaved, the first batch last.
+fn flood_batches(
+    flood: Vec<SignedTransaction>,
+    nodes: usize,
+) -> Vec<(usize, Vec<SignedTransaction>)> {
+    let mut per_node: Vec<Vec<SignedTransaction>> = vec![Vec::new(); nodes];
+    for tx in flood {
+        per_node[node_of(&tx, nodes)].push(tx);
+    }
+    let mut chunks: Vec<std::vec::IntoIter<Vec<SignedTransaction>>> = per_node
+        .into_iter()
+        .map(|txs| {
+            txs.chunks(FLOOD_BATCH_TXS)
+                .map(<[SignedTransaction]>::to_vec)
+                .collect::<Vec<_>>()
+                .into_iter()
+        })
+        .collect();
+    let mut batches = Vec::new();
+    loop {
+        let before = batches.len();
+        for (node, chunks) in chunks.iter_mut().enumerate() {
+            batches.extend(chunks.next().map(|batch| (node, batch)));
+        }
+        if batches.len() == before {
+            break;
+        }
+    }
+    batches.reverse();
+    batches
 }
 
 /// Polls the first node for new blocks and records when each transaction's block appeared.
@@ -435,7 +540,44 @@ impl Observer {
 
 #[cfg(test)]
 mod tests {
-    use super::percentile;
+    use super::*;
+
+    #[test]
+    fn flood_batches_keep_each_nodes_transfers_in_order() {
+        let keys: Vec<SecretKey> = (0..7u8).map(|i| SecretKey::from_seed([i; 32])).collect();
+        let flood: Vec<SignedTransaction> = (0..40u64)
+            .flat_map(|nonce| {
+                keys.iter().map(move |key| {
+                    Transaction {
+                        chain_id: "bench".into(),
+                        sender: key.public_key(),
+                        nonce,
+                        max_fee: Amount::pza(1),
+                        messages: Vec::new(),
+                    }
+                    .sign(key)
+                })
+            })
+            .collect();
+        let mut batches = flood_batches(flood.clone(), 3);
+        let mut sent: Vec<Vec<Hash>> = vec![Vec::new(); 3];
+        while let Some((node, batch)) = batches.pop() {
+            assert!(!batch.is_empty() && batch.len() <= FLOOD_BATCH_TXS);
+            for tx in batch {
+                assert_eq!(node_of(&tx, 3), node);
+                sent[node].push(tx.hash());
+            }
+        }
+        for (node, hashes) in sent.iter().enumerate() {
+            let expected: Vec<Hash> = flood
+                .iter()
+                .filter(|tx| node_of(tx, 3) == node)
+                .map(|tx| tx.hash())
+                .collect();
+            assert_eq!(hashes, &expected);
+        }
+        assert_eq!(sent.iter().map(Vec::len).sum::<usize>(), flood.len());
+    }
 
     #[test]
     fn percentiles_are_nearest_rank() {
