@@ -24,6 +24,9 @@ use piazza_primitives::chat::{ChatInput, ChatMessage, ChatRole};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
+mod structured;
+use structured::Output;
+
 /// Which OpenAI answer a generation becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Shape {
@@ -48,11 +51,26 @@ pub(crate) async fn chat(
     let (caller, request) = gw
         .request::<ChatRequest>(Endpoint::Chat, &headers, body)
         .await?;
-    let input = chat_input(&request)?;
+    let max_tokens = request
+        .sampling
+        .max_completion_tokens
+        .or(request.sampling.max_tokens)
+        .unwrap_or(CHAT_MAX_TOKENS_DEFAULT);
+    let structured = structured::from_request(
+        request.response_format.as_ref(),
+        request.tools.as_ref(),
+        request.tool_choice.as_ref(),
+        max_tokens,
+    )?;
+    let instruction = structured.as_ref().map(|s| s.instruction.as_str());
+    let mut input = chat_input(&request, instruction)?;
+    if let Some(s) = &structured {
+        input = s.constraint.wrap(&input);
+    }
     generate(
         gw,
         (caller, Mode::of(&headers)?),
-        Shape::Chat,
+        (Shape::Chat, structured.map(|s| s.output)),
         &request.model,
         input,
         &request.sampling,
@@ -85,7 +103,7 @@ pub(crate) async fn completions(
     generate(
         gw,
         (caller, Mode::of(&headers)?),
-        Shape::Text,
+        (Shape::Text, None),
         &request.model,
         prompt.into_bytes(),
         &request.sampling,
@@ -96,15 +114,19 @@ pub(crate) async fn completions(
 /// Chat messages as the job's input, in the canonical chat encoding
 /// ([`piazza_primitives::chat::ChatInput`]) the provider renders with the model's own template
 /// (the job's `chat` flag). OpenAI's `developer` role is a system message; other roles are
-/// refused.
-fn chat_input(request: &ChatRequest) -> Result<Vec<u8>, ApiError> {
+/// refused. `instruction` (what a structured output must be) opens the conversation as a system
+/// message.
+fn chat_input(request: &ChatRequest, instruction: Option<&str>) -> Result<Vec<u8>, ApiError> {
     if request.messages.is_empty() || request.messages.len() > CHAT_MESSAGES_MAX {
         return Err(ApiError::invalid(
             Some("messages"),
             format!("`messages` must hold 1 to {CHAT_MESSAGES_MAX} messages"),
         ));
     }
-    let mut messages = Vec::with_capacity(request.messages.len());
+    let mut messages = Vec::with_capacity(request.messages.len() + 1);
+    if let Some(instruction) = instruction {
+        messages.push(ChatMessage::new(ChatRole::System, instruction));
+    }
     for m in &request.messages {
         let role = match m.role.as_str() {
             "developer" => ChatRole::System,
@@ -129,7 +151,7 @@ fn chat_input(request: &ChatRequest) -> Result<Vec<u8>, ApiError> {
 async fn generate(
     gw: Arc<Gateway>,
     (caller, mode): (Caller, Mode),
-    shape: Shape,
+    (shape, output): (Shape, Option<Output>),
     model: &str,
     input: Vec<u8>,
     sampling: &Sampling,
@@ -151,11 +173,12 @@ async fn generate(
             };
             match live::start(&gw, caller, &served, price, vec![ask]).await? {
                 Ok(underway) => {
-                    let reply = Chunks::new(
+                    let mut reply = Chunks::new(
                         shape,
                         model,
                         format!("s{}-{}", underway.session, underway.seq),
                     );
+                    reply.tool_call = output == Some(Output::ToolCall);
                     return Ok(if sampling.stream {
                         stream_live(reply, sampling, params, underway)
                     } else {
@@ -179,7 +202,7 @@ async fn generate(
     let outcome = outcomes
         .pop()
         .ok_or_else(|| ApiError::internal("no job outcome"))?;
-    Ok(answer(shape, model, sampling, &outcome, &params))
+    Ok(answer((shape, output), model, sampling, &outcome, &params))
 }
 
 /// Sampling fields → job parameters and the token budget.
@@ -284,6 +307,8 @@ struct Chunks {
     id: String,
     created: u64,
     model: String,
+    /// The text is one tool call (`{"name", "arguments"}`), answered as OpenAI's `tool_calls`.
+    tool_call: bool,
 }
 
 impl Chunks {
@@ -297,7 +322,26 @@ impl Chunks {
             id,
             created: now_s(),
             model: model.to_string(),
+            tool_call: false,
         }
+    }
+
+    /// OpenAI's `tool_calls` entry of the call `text` writes (`None` when it is not one: a
+    /// stop sequence cut it).
+    fn tool_calls(&self, text: &str) -> Option<Value> {
+        let (name, arguments) = structured::tool_call(text)?;
+        Some(
+            json!([{"index": 0, "id": format!("call_{}", self.id), "type": "function",
+                     "function": {"name": name, "arguments": arguments}}]),
+        )
+    }
+
+    /// A tool call's streamed chunk and finish reason, or the text's own.
+    fn streamed_call(&self, text: &str) -> Option<Value> {
+        let calls = self.tool_calls(text).filter(|_| self.tool_call)?;
+        let mut chunk = self.chunk(None, None);
+        chunk["choices"][0]["delta"] = json!({"tool_calls": calls});
+        Some(chunk)
     }
 
     fn chunk_object(&self) -> &'static str {
@@ -350,7 +394,13 @@ impl Chunks {
 
     /// The whole answer.
     fn whole(&self, text: &str, reason: &str, usage: Value, piazza: Value) -> Value {
+        let calls = self.tool_calls(text).filter(|_| self.tool_call);
         let (object, choice) = match self.shape {
+            Shape::Chat if calls.is_some() => (
+                "chat.completion",
+                json!({"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": calls},
+                       "logprobs": null, "finish_reason": "tool_calls"}),
+            ),
             Shape::Chat => (
                 "chat.completion",
                 json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": reason}),
@@ -479,7 +529,8 @@ fn stream_live(
                 Some(piece) => {
                     st.answers = Some(answers);
                     let out = st.cutter.push(&piece, &st.params);
-                    if !out.is_empty() {
+                    // A tool call goes out whole, once complete.
+                    if !out.is_empty() && !st.reply.tool_call {
                         st.queue
                             .push_back(st.reply.chunk(Some(&out), None).to_string());
                     }
@@ -518,14 +569,19 @@ impl LiveStream {
         });
         match result {
             Ok(answers) => {
+                let call = self.reply.streamed_call(&self.cutter.text);
                 let rest = self.cutter.rest();
-                if !rest.is_empty() {
+                if let Some(call) = &call {
+                    self.queue.push_back(call.to_string());
+                } else if !rest.is_empty() {
                     self.queue
                         .push_back(self.reply.chunk(Some(&rest), None).to_string());
                 }
                 let units = answers.first().map_or(0, |a| a.receipt.receipt.units);
                 let input_units = answers.first().map(|a| a.input_units);
-                let reason = if self.cutter.stopped {
+                let reason = if call.is_some() {
+                    "tool_calls"
+                } else if self.cutter.stopped {
                     "stop"
                 } else {
                     reason(units, &self.params)
@@ -547,7 +603,7 @@ impl LiveStream {
 
 /// The settled job as the endpoint's answer, whole or streamed.
 fn answer(
-    shape: Shape,
+    (shape, output): (Shape, Option<Output>),
     model: &str,
     sampling: &Sampling,
     outcome: &JobOutcome,
@@ -555,7 +611,8 @@ fn answer(
 ) -> Response {
     let (text, reason) = finish(&outcome.output, outcome.work_units, params);
     let receipts = [&outcome.receipt];
-    let reply = Chunks::new(shape, model, outcome.receipt.job.to_string());
+    let mut reply = Chunks::new(shape, model, outcome.receipt.job.to_string());
+    reply.tool_call = output == Some(Output::ToolCall);
     let usage = usage(outcome.input_units, outcome.work_units);
     let piazza = receipts_json(&receipts);
     let headers = receipt_headers(&receipts);
@@ -563,11 +620,16 @@ fn answer(
         return (headers, Json(reply.whole(&text, reason, usage, piazza))).into_response();
     }
     let mut chunks: Vec<Value> = reply.opening().into_iter().collect();
-    chunks.extend(
-        pieces(&text)
-            .into_iter()
-            .map(|p| reply.chunk(Some(p), None)),
-    );
+    let call = reply.streamed_call(&text);
+    let reason = if call.is_some() { "tool_calls" } else { reason };
+    match call {
+        Some(call) => chunks.push(call),
+        None => chunks.extend(
+            pieces(&text)
+                .into_iter()
+                .map(|p| reply.chunk(Some(p), None)),
+        ),
+    }
     // The last chunk (with the finish reason) carries the receipts.
     chunks.extend(reply.closing(include_usage(sampling), reason, usage, piazza));
     sse(headers, chunks)
@@ -662,7 +724,7 @@ mod tests {
             {"role": "assistant", "content": null},
             {"role": "user", "content": "Again"},
         ]));
-        let input = chat_input(&request).unwrap();
+        let input = chat_input(&request, None).unwrap();
         let want = ChatInput::new(vec![
             ChatMessage::new(ChatRole::System, "Be brief."),
             ChatMessage::new(ChatRole::User, "Hi!"),
@@ -672,14 +734,18 @@ mod tests {
         .unwrap();
         assert_eq!(ChatInput::decode(&input), Ok(want));
         // One user message: the same bytes `piazza job submit --chat` sends.
-        let one = chat_input(&chat_request(json!([{"role": "user", "content": "Hi"}]))).unwrap();
+        let one = chat_input(
+            &chat_request(json!([{"role": "user", "content": "Hi"}])),
+            None,
+        )
+        .unwrap();
         assert_eq!(one, ChatInput::user("Hi").unwrap().encode());
         for (messages, says) in [
             (json!([{"role": "tool", "content": "x"}]), "role `tool`"),
             (json!([{"role": "System", "content": "x"}]), "role `System`"),
             (json!([]), "1 to 256 messages"),
         ] {
-            let e = chat_input(&chat_request(messages)).unwrap_err();
+            let e = chat_input(&chat_request(messages), None).unwrap_err();
             assert_eq!(
                 (e.status, e.param),
                 (StatusCode::BAD_REQUEST, Some("messages"))
@@ -743,7 +809,7 @@ mod tests {
             (Shape::Chat, "/choices/0/delta/content"),
             (Shape::Text, "/choices/0/text"),
         ] {
-            let events = events(answer(shape, "m", &streamed, &o, &params)).await;
+            let events = events(answer((shape, None), "m", &streamed, &o, &params)).await;
             assert_eq!(events.last(), Some(&Value::String("[DONE]".into())));
             let text: String = events
                 .iter()
@@ -757,7 +823,7 @@ mod tests {
             assert_eq!(usage["usage"]["prompt_tokens"], 9, "{shape:?}");
             assert_eq!(usage["choices"], json!([]));
         }
-        let whole = answer(Shape::Chat, "m", &sampling(json!({})), &o, &params);
+        let whole = answer((Shape::Chat, None), "m", &sampling(json!({})), &o, &params);
         let body: Value = serde_json::from_slice(
             &axum::body::to_bytes(whole.into_body(), 1 << 20)
                 .await

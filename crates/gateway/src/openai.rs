@@ -118,6 +118,13 @@ pub struct Sampling {
 pub struct ChatRequest {
     pub model: String,
     pub messages: Vec<ChatMessage>,
+    /// Structured outputs (`crate::generation` compiles them into a constraint).
+    #[serde(default)]
+    pub tools: Option<Value>,
+    #[serde(default)]
+    pub tool_choice: Option<Value>,
+    #[serde(default)]
+    pub response_format: Option<Value>,
     #[serde(flatten)]
     pub sampling: Sampling,
 }

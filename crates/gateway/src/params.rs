@@ -30,6 +30,12 @@ enum Rule {
     },
     /// Refused whatever its value.
     Unsupported { what: &'static str },
+    /// Read into the typed request when `is_valid` accepts its shape; otherwise a 400 saying
+    /// `what` it must be.
+    Shaped {
+        is_valid: fn(&Value) -> bool,
+        what: &'static str,
+    },
 }
 
 fn is_false(v: &Value) -> bool {
@@ -48,18 +54,27 @@ fn is_empty(v: &Value) -> bool {
         _ => false,
     }
 }
+/// A list of `{"type": "function", "function": {"name": ...}}` (the rest is checked when the
+/// tools are compiled, `generation::structured`).
+fn is_tool_list(v: &Value) -> bool {
+    v.as_array().is_some_and(|tools| {
+        tools.iter().all(|t| {
+            t.get("type").and_then(Value::as_str) == Some("function")
+                && t.get("function")
+                    .and_then(|f| f.get("name"))
+                    .is_some_and(Value::is_string)
+        })
+    })
+}
 fn is_none_choice(v: &Value) -> bool {
     v.as_str() == Some("none")
-}
-fn is_text_format(v: &Value) -> bool {
-    v.get("type").and_then(Value::as_str) == Some("text")
 }
 fn is_text_only(v: &Value) -> bool {
     v.as_array()
         .is_some_and(|a| a.iter().all(|m| m.as_str() == Some("text")))
 }
 
-const NO_TOOLS: &str = "tool and function calling are not supported";
+const NO_TOOLS: &str = "the deprecated `functions` are not supported (use `tools`)";
 const NO_LOGPROBS: &str = "log probabilities are not returned (providers post only the text)";
 const NO_PENALTIES: &str = "frequency and presence penalties are not supported";
 
@@ -90,14 +105,16 @@ fn rule(endpoint: Endpoint, name: &str) -> Option<Rule> {
         },
         Endpoint::Chat => match name {
             "messages" | "max_completion_tokens" => Some(Rule::Used),
-            // Meaningful only with tools, which are refused.
+            // One tool call per answer: the flag changes nothing.
             "parallel_tool_calls" => Some(Rule::Ignored),
-            "tools" | "functions" => default_only(is_empty, NO_TOOLS),
-            "tool_choice" | "function_call" => default_only(is_none_choice, NO_TOOLS),
-            "response_format" => default_only(
-                is_text_format,
-                "only `response_format: {\"type\": \"text\"}` is supported (no JSON mode or schemas)",
-            ),
+            // Compiled into a constraint (`generation::structured`), checked there.
+            "tool_choice" | "response_format" => Some(Rule::Used),
+            "tools" => Some(Rule::Shaped {
+                is_valid: is_tool_list,
+                what: "a list of {\"type\": \"function\", \"function\": {\"name\": ...}}",
+            }),
+            "functions" => default_only(is_empty, NO_TOOLS),
+            "function_call" => default_only(is_none_choice, NO_TOOLS),
             "logprobs" => default_only(is_false, NO_LOGPROBS),
             "top_logprobs" => default_only(is_zero, NO_LOGPROBS),
             "modalities" => default_only(is_text_only, "only text output is supported"),
@@ -173,6 +190,16 @@ pub fn check(endpoint: Endpoint, body: &Map<String, Value>) -> Result<(), ApiErr
                 what
             }
             Some(Rule::Unsupported { what }) => what,
+            Some(Rule::Shaped { is_valid, what }) => {
+                if is_valid(value) {
+                    continue;
+                }
+                let param = static_name(name).unwrap_or("request");
+                return Err(ApiError::invalid(
+                    Some(param),
+                    format!("`{name}` must be {what}"),
+                ));
+            }
             None => {
                 return Err(ApiError {
                     code: Some("unknown_parameter"),
@@ -214,16 +241,6 @@ mod tests {
         for (endpoint, body, param) in [
             (
                 Endpoint::Chat,
-                chat(json!({"tools": [{"type": "function", "function": {"name": "f"}}]})),
-                "tools",
-            ),
-            (
-                Endpoint::Chat,
-                chat(json!({"tool_choice": "auto"})),
-                "tool_choice",
-            ),
-            (
-                Endpoint::Chat,
                 chat(json!({"functions": [{"name": "f"}]})),
                 "functions",
             ),
@@ -231,11 +248,6 @@ mod tests {
                 Endpoint::Chat,
                 chat(json!({"function_call": {"name": "f"}})),
                 "function_call",
-            ),
-            (
-                Endpoint::Chat,
-                chat(json!({"response_format": {"type": "json_object"}})),
-                "response_format",
             ),
             (Endpoint::Chat, chat(json!({"logprobs": true})), "logprobs"),
             (
