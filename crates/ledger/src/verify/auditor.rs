@@ -56,17 +56,15 @@ pub(super) fn execute_register(
     stake: &Amount,
 ) -> Result<(), TxError> {
     let sender = ctx.sender;
-    if !stake.is_zero() {
-        staking::bond(state, &sender, Role::Auditor, *stake)?;
-    }
     let minimum = params(state).min_auditor_stake;
-    let bonded = staking::bonded(state, &sender, Role::Auditor);
-    if bonded < minimum {
-        return Err(error(
-            ErrorCode::StakeBelowMinimum,
-            format!("an auditor needs {minimum} PZA bonded, {sender} has {bonded} PZA"),
-        ));
-    }
+    let bonded = staking::bond_for_registration(
+        state,
+        &sender,
+        Role::Auditor,
+        *stake,
+        minimum,
+        "an auditor",
+    )?;
     for name in names {
         let mut list = auditors_of(state, name);
         if let Err(at) = list.binary_search(&sender) {
