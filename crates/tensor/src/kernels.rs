@@ -397,13 +397,18 @@ fn pack_panels(b: &[f32], n: usize, k: usize, cols: usize, packed: &mut [f32]) {
     for (panel_index, panel) in packed.chunks_exact_mut(k * cols).enumerate() {
         let first = panel_index * cols;
         let width = cols.min(n - first);
-        for (p, packed_row) in panel.chunks_exact_mut(cols).enumerate() {
-            for (c, value) in packed_row.iter_mut().enumerate() {
-                *value = if c < width {
-                    b[(first + c) * k + p]
-                } else {
-                    0.0
-                };
+        // Row by row of `b` (each read once, in order); the panel's columns past `n` are 0.
+        for (c, row) in b[first * k..(first + width) * k]
+            .chunks_exact(k)
+            .enumerate()
+        {
+            for (value, packed_row) in row.iter().zip(panel.chunks_exact_mut(cols)) {
+                packed_row[c] = *value;
+            }
+        }
+        if width < cols {
+            for packed_row in panel.chunks_exact_mut(cols) {
+                packed_row[width..].fill(0.0);
             }
         }
     }
@@ -440,27 +445,40 @@ impl Linear<'_> {
         out: &mut [f32],
         packed: &[f32],
     ) {
+        let panel_len = self.k * kernel.cols;
+        for (panel_index, panel) in packed.chunks_exact(panel_len).enumerate() {
+            self.panel_rows(kernel, a, first_row, out, panel, panel_index * kernel.cols);
+        }
+    }
+
+    /// Columns `j..j + kernel.cols` (one packed `panel`) of `out`, every tile of rows.
+    fn panel_rows(
+        &self,
+        kernel: TileKernel,
+        a: &[f32],
+        first_row: usize,
+        out: &mut [f32],
+        panel: &[f32],
+        j: usize,
+    ) {
         let (n, k, cols) = (self.n, self.k, kernel.cols);
         let rows = out.len() / n;
+        let width = cols.min(n - j);
         let mut sums: TileSums = [[0.0; PANEL_COLS_MAX]; TILE_ROWS_MAX];
-        for (panel_index, panel) in packed.chunks_exact(k * cols).enumerate() {
-            let j = panel_index * cols;
-            let width = cols.min(n - j);
-            let mut i = 0;
-            while i < rows {
-                let tile_rows = kernel.tile_rows.min(rows - i);
-                let a_tile = &a[(first_row + i) * k..(first_row + i + tile_rows) * k];
-                // SAFETY: `kernel` was chosen for a supported ISA; the slices have the lengths
-                // the contract asks for (`a_tile` holds `tile_rows` rows, `panel` `k * cols`).
-                unsafe { (kernel.tile)(tile_rows, a_tile, k, panel, &mut sums) };
-                for r in 0..tile_rows {
-                    let out_row = &mut out[(i + r) * n + j..(i + r) * n + j + width];
-                    for (c, value) in out_row.iter_mut().enumerate() {
-                        *value = self.finish(j + c, sums[r][c]);
-                    }
+        let mut i = 0;
+        while i < rows {
+            let tile_rows = kernel.tile_rows.min(rows - i);
+            let a_tile = &a[(first_row + i) * k..(first_row + i + tile_rows) * k];
+            // SAFETY: `kernel` was chosen for a supported ISA; the slices have the lengths
+            // the contract asks for (`a_tile` holds `tile_rows` rows, `panel` `k * cols`).
+            unsafe { (kernel.tile)(tile_rows, a_tile, k, panel, &mut sums) };
+            for r in 0..tile_rows {
+                let out_row = &mut out[(i + r) * n + j..(i + r) * n + j + width];
+                for (c, value) in out_row.iter_mut().enumerate() {
+                    *value = self.finish(j + c, sums[r][c]);
                 }
-                i += tile_rows;
             }
+            i += tile_rows;
         }
     }
 }
@@ -489,10 +507,27 @@ pub fn linear(linear: &Linear<'_>, a: &[f32], out: &mut [f32], compute: Compute)
     }
     let kernel = TileKernel::for_isa(isa);
     debug_assert!(kernel.cols <= PANEL_COLS_MAX && kernel.tile_rows <= TILE_ROWS_MAX);
-    // `b` is packed once per call, on the calling thread, into its reused buffer; the workers
-    // only read it.
-    let packed_len = linear.n.div_ceil(kernel.cols) * linear.k * kernel.cols;
+    let rows = out.len() / linear.n;
+    let few_rows = rows <= ROW_ALIGN;
+    // Few rows (one thread range, e.g. decoding a token): each panel is packed just before its
+    // tiles run, into a buffer that stays in cache, so `b` is read once and never written out
+    // whole. Otherwise `b` is packed once per call, on the calling thread, into its reused
+    // buffer; the workers only read it.
+    let panel_len = linear.k * kernel.cols;
+    let packed_len = if few_rows {
+        panel_len
+    } else {
+        linear.n.div_ceil(kernel.cols) * panel_len
+    };
     let mut run = |packed: &mut [f32]| {
+        if few_rows {
+            for j in (0..linear.n).step_by(kernel.cols) {
+                let b = &linear.b[j * linear.k..];
+                pack_panels(b, linear.n - j, linear.k, kernel.cols, packed);
+                linear.panel_rows(kernel, a, 0, out, packed, j);
+            }
+            return;
+        }
         pack_panels(linear.b, linear.n, linear.k, kernel.cols, packed);
         let packed = &*packed;
         for_row_ranges(
