@@ -1,4 +1,5 @@
-//! Jobs that could make an honest provider miss a deadline, on a real devnet (100 ms blocks):
+//! Jobs that could make an honest provider miss a deadline, on a real devnet (100 ms blocks,
+//! 400 ms for the long generation):
 //! a generation that runs far past the chain's base deadline, an empty input, a prompt longer
 //! than the model's context, and a job taken from its provider while it runs.
 
@@ -24,6 +25,9 @@ const PRICE_PER_UNIT: u128 = 1_000;
 /// Longest wait for a job to end: a declined job waits `queue_timeout_blocks` (300) blocks of
 /// 100 ms for another provider before it expires.
 const JOB_WAIT: Duration = Duration::from_secs(90);
+/// The long-generation test's block interval: its deadline in blocks lasts long enough in
+/// wall-clock time for a loaded CI box's generation.
+const LONG_BLOCK_INTERVAL_MS: u64 = 400;
 
 /// One SmolLM2 devnet at a time: two machines' worth of generation on a small CI box would
 /// make each slower than the speed its provider measured alone.
@@ -136,9 +140,14 @@ impl Chain {
 
     /// Polls job `id` until it ends; also returns the deadline it had while assigned.
     fn wait_for_end(&self, id: u64) -> (JobInfo, Option<u64>) {
+        self.wait_for_end_within(id, JOB_WAIT)
+    }
+
+    /// [`Chain::wait_for_end`], waiting at most `wait`.
+    fn wait_for_end_within(&self, id: u64, wait: Duration) -> (JobInfo, Option<u64>) {
         let mut deadline = None;
         let mut job = self.job(id);
-        wait_until(&format!("job {id} ends"), JOB_WAIT, || {
+        wait_until(&format!("job {id} ends"), wait, || {
             job = self.job(id);
             deadline = job.deadline_height.or(deadline);
             job.status.is_final()
@@ -179,20 +188,24 @@ fn devnet_provider(dir: &Path) -> Address {
 
 #[test]
 fn a_generation_far_longer_than_the_base_deadline_settles_and_nobody_is_slashed() {
-    let chain = Chain::start(&["--block-interval-ms", "200"]);
+    let chain = Chain::start(&["--block-interval-ms", &LONG_BLOCK_INTERVAL_MS.to_string()]);
     let provider = devnet_provider(chain.path());
     let dev = chain.dev.public_key().address();
     let (before, dev_before) = (chain.provider(&provider), chain.balance(&dev));
     let base = compute::Params::default().job_deadline_blocks;
 
     // The devnet's provider shares its speed among 16 jobs and declares the chain's minimum of
-    // one unit per block: 200 tokens get 220 blocks (44 s at 200 ms). A loaded 2-core CI box
-    // generates 9-15 tokens/s (70-110 blocks); the run takes more than the 20-block base
-    // deadline on any machine slower than 50 tokens/s.
-    let tokens = 200u32;
+    // one unit per block: 400 tokens get 420 blocks (168 s at 400 ms), so the provider keeps
+    // its deadline down to 2.5 tokens/s (a 2-core box compiling on both cores generated under
+    // 5 tokens/s and missed 220 blocks of 200 ms). The run takes more than the 20-block base
+    // deadline (8 s) on any machine slower than 50 tokens/s.
+    let tokens = 400u32;
     let escrow = 2 * PRICE_PER_UNIT * u128::from(tokens);
     let (id, submitted, fee) = chain.submit(chain.generation(COUNTING.as_bytes(), tokens, escrow));
-    let (job, deadline) = chain.wait_for_end(id);
+    // The wait covers the whole deadline the job gets, and a few blocks for the result and the
+    // poll.
+    let deadline_ms = (base + u64::from(tokens) + 20) * LONG_BLOCK_INTERVAL_MS;
+    let (job, deadline) = chain.wait_for_end_within(id, Duration::from_millis(deadline_ms));
 
     assert_eq!(job.status, JobState::Settled, "{job:?}");
     let result = job.result.as_ref().unwrap();
