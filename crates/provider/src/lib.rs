@@ -1,6 +1,8 @@
-//! The provider daemon: loads the models it serves (checking each against the chain's weights
-//! commitment), registers with stake if it has not, watches the chain for jobs assigned to it,
-//! runs them on the deterministic engine and posts the results.
+//! The provider daemon: loads the models it serves, each found by its chain record (a local
+//! file with the record's commitments, else its blobs fetched from storage; see
+//! [`models::resolve`]) in the record's numeric profile, registers with stake if it has not,
+//! watches the chain for jobs assigned to it, runs them on the deterministic engine and posts
+//! the results.
 //!
 //! Invariants:
 //! - At most `concurrency` jobs run at once; each runs once per process.
