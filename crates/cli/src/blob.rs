@@ -174,20 +174,17 @@ pub(crate) async fn store(
     let encoded = tokio::task::spawn_blocking(move || erasure::encode(&data, k, m)).await??;
     let manifest = encoded.manifest();
     // One deal keeps a blob at a time: bytes already kept are not uploaded again.
-    if let Some(kept) = client
-        .blob(&manifest.id)
-        .await?
-        .filter(|kept| kept.deal.status != "ended")
-    {
-        return Ok(Stored {
-            id: manifest.id,
-            deal: kept.deal.id,
-            len_bytes,
-            shard_len: manifest.layout.shard_len,
-            info: kept.deal,
-            seconds: start.elapsed().as_secs_f64(),
-            already_kept: true,
-        });
+    let kept = |info: DealInfo| Stored {
+        id: manifest.id,
+        deal: info.id,
+        len_bytes,
+        shard_len: manifest.layout.shard_len,
+        info,
+        seconds: start.elapsed().as_secs_f64(),
+        already_kept: true,
+    };
+    if let Some(info) = live_deal(client, &manifest.id).await? {
+        return Ok(kept(info));
     }
     let hash = client
         .open_deal(key, record_of(&manifest), epochs)
@@ -196,6 +193,16 @@ pub(crate) async fn store(
     let receipt = client
         .wait_for_receipt(&hash, Duration::from_millis(RECEIPT_WAIT_MS))
         .await?;
+    // Another owner's deal for the same bytes may have been opened since the check above.
+    if receipt
+        .error
+        .as_ref()
+        .is_some_and(|e| e.name == "blob_kept")
+    {
+        if let Some(info) = live_deal(client, &manifest.id).await? {
+            return Ok(kept(info));
+        }
+    }
     accepted(&receipt, "the deal")?;
     let deal = deal_id(&receipt).context("the receipt names no deal")?;
     let info = wait_assigned(client, deal).await?;
@@ -238,6 +245,15 @@ pub(crate) async fn store(
         seconds: start.elapsed().as_secs_f64(),
         already_kept: false,
     })
+}
+
+/// The deal that keeps blob `id`, unless none does or it has ended.
+async fn live_deal(client: &Client, id: &Hash) -> Result<Option<DealInfo>> {
+    Ok(client
+        .blob(id)
+        .await?
+        .map(|kept| kept.deal)
+        .filter(|deal| deal.status != "ended"))
 }
 
 /// Fails with the ledger's reason when `receipt` says `what` was refused.

@@ -27,7 +27,13 @@ fn a_provider_with_an_empty_model_cache_serves_the_quantized_smollm2_fetched_fro
     let dir = tempfile::tempdir().unwrap();
     let devnet = start_devnet_with(
         dir.path(),
-        &["--no-provider", "--models", SMOLLM2_QUANTIZED],
+        &[
+            "--no-provider",
+            "--storage-providers",
+            "6",
+            "--models",
+            SMOLLM2_QUANTIZED,
+        ],
     );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = Client::new(&devnet.url);

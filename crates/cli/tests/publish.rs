@@ -34,6 +34,8 @@ fn publish_stores_the_files_and_registers_their_blob_ids() {
         &[
             "--no-provider",
             "--no-auditor",
+            "--storage-providers",
+            "6",
             "--models",
             "all-minilm-l6-v2",
         ],

@@ -37,6 +37,14 @@ pub fn start_devnet_with(dir: &Path, extra: &[&str]) -> Devnet {
     } else {
         &["--block-interval-ms", "100"]
     };
+    // No storage providers unless the test asks: with them the devnet stores the bundled
+    // models' files right after it starts, seconds of CPU that a 2-core box takes from the
+    // test's own deadlines.
+    let storage: &[&str] = if extra.contains(&"--storage-providers") {
+        &[]
+    } else {
+        &["--storage-providers", "0"]
+    };
     let mut child = Command::new(PIAZZA)
         .args([
             "devnet",
@@ -46,6 +54,7 @@ pub fn start_devnet_with(dir: &Path, extra: &[&str]) -> Devnet {
             "127.0.0.1:0",
         ])
         .args(interval)
+        .args(storage)
         .arg("--data-dir")
         .arg(dir)
         .args(extra)
