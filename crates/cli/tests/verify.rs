@@ -41,7 +41,14 @@ impl Events {
             }) {
                 return e.clone();
             }
-            assert!(started.elapsed() < DISPUTE_WAIT, "no {kind} for job {job}");
+            if started.elapsed() >= DISPUTE_WAIT {
+                for e in self.0.lock().unwrap().iter() {
+                    if e["attributes"]["job"].as_str() == Some(&job.to_string()) {
+                        eprintln!("{e}");
+                    }
+                }
+                panic!("no {kind} for job {job}");
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -263,9 +270,18 @@ fn caught(
 #[test]
 fn corrupt_providers_are_caught_bisected_to_the_step_slashed_and_clients_refunded() {
     let dir = tempfile::tempdir().unwrap();
+    // 200 ms blocks: a round's 20 blocks (4 s) leave a loaded 2-core box time to re-execute a
+    // SmolLM2 step and answer; at 100 ms (2 s) the SmolLM2 dispute after six MiniLM ones ended
+    // without the step found.
     let devnet = start_devnet_with(
         dir.path(),
-        &["--no-provider", "--models", &format!("{MINILM},{SMOLLM2}")],
+        &[
+            "--no-provider",
+            "--models",
+            &format!("{MINILM},{SMOLLM2}"),
+            "--block-interval-ms",
+            "200",
+        ],
     );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = Client::new(&devnet.url);
