@@ -8,8 +8,9 @@ Embeddings (single and batch, float and base64) must match the MiniLM reference 
 (components within 1e-5, cosine >= 0.99999) and carry their job receipts; a chat completion and a
 streamed one run when the chain lists a generation model; an unknown model gives 404, a bad key
 401, a key whose spend limit cannot cover a request 429 `insufficient_quota` (not retried), and
-parameters the gateway cannot honour (tools, JSON mode, log probabilities, n > 1, streamed
-embeddings) 400 naming the parameter, while harmless ones (`user`) are accepted.
+parameters the gateway cannot honour (an unknown response format, `tool_choice` without tools,
+log probabilities, n > 1, streamed embeddings, structured outputs whose shortest answer exceeds
+`max_tokens`) 400 naming the parameter, while harmless ones (`user`) are accepted.
 Prints each check; exits non-zero on the first failure.
 """
 
@@ -189,9 +190,12 @@ def main():
     chat_model = generation[0] if generation else EMBEDDING_MODEL
     tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}
     for kwargs, param in [
-        ({"tools": [tool]}, "tools"),
+        # Structured outputs are served (gateway/tests/structured.rs); one whose shortest valid
+        # answer cannot fit in `max_tokens` is refused before anything is paid.
+        ({"tools": [tool]}, "max_tokens"),
         ({"tool_choice": "required"}, "tool_choice"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}}}}, "max_tokens"),
+        ({"response_format": {"type": "xml"}}, "response_format"),
         ({"logprobs": True}, "logprobs"),
         ({"n": 2}, "n"),
     ]:

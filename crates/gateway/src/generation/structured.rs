@@ -133,6 +133,17 @@ pub(crate) fn from_request(
         Some(Value::Array(list)) => chosen_tools(list, tool_choice)?,
         Some(_) => return Err(invalid("tools", "`tools` must be a list")),
     };
+    // A call can be required only of tools the request lists.
+    let requires_call = !matches!(
+        tool_choice,
+        None | Some(Value::Null) | Some(Value::String(_))
+    ) || tool_choice.and_then(Value::as_str) == Some("required");
+    if tools.is_empty() && requires_call {
+        return Err(invalid(
+            "tool_choice",
+            "`tool_choice` asks for a tool call but `tools` lists none",
+        ));
+    }
     let format = response_format
         .filter(|f| !f.is_null())
         .map(|f| (f.get("type").and_then(Value::as_str), f));
@@ -267,6 +278,23 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_required_call_without_tools_is_a_400_naming_tool_choice() {
+        let named = json!({"type": "function", "function": {"name": "get_time"}});
+        for choice in [json!("required"), named] {
+            for tools in [None, Some(json!([]))] {
+                let refused = from_request(None, tools.as_ref(), Some(&choice), 64);
+                let param = refused.err().and_then(|e| e.param);
+                assert_eq!(param, Some("tool_choice"), "{choice} {tools:?}");
+            }
+        }
+        for choice in [json!("none"), json!("auto")] {
+            assert!(from_request(None, None, Some(&choice), 64)
+                .unwrap()
+                .is_none());
+        }
     }
 
     #[test]
