@@ -115,7 +115,14 @@ async fn a_deal_is_assigned_challenged_answered_and_paid_through_the_storage_met
         assert_eq!(info.shards.unwrap().len(), 1);
         assert_eq!(info.used_bytes, record.shard_len);
     }
-    // The first epoch challenges every shard; each holder answers from its bytes.
+    // The owner says the shards are uploaded: the first epoch starts at the next block and
+    // challenges every shard; each holder answers from its bytes.
+    let sent = t.client.confirm_upload(&owner, id).await;
+    let receipt = send_ok(&t, sent).await;
+    assert!(receipt
+        .events
+        .iter()
+        .any(|e| e.kind == "storage.upload_confirmed"));
     for key in &providers {
         let me = key.public_key().address();
         let open = challenges(&t, &me).await;
