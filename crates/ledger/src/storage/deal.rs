@@ -180,11 +180,8 @@ fn owned(state: &StateDelta<'_>, ctx: &TxContext<'_>, id: &u64) -> Result<Deal, 
     Ok(deal)
 }
 
-pub(super) fn check_end(
-    state: &StateDelta<'_>,
-    ctx: &TxContext<'_>,
-    id: &u64,
-) -> Result<Deal, TxError> {
+/// Deal `id`, refused unless the sender owns it and it is active and not ending.
+fn active_owned(state: &StateDelta<'_>, ctx: &TxContext<'_>, id: &u64) -> Result<Deal, TxError> {
     let deal = owned(state, ctx, id)?;
     if deal.status != DealStatus::Active || deal.end_requested {
         return Err(error(
@@ -193,6 +190,14 @@ pub(super) fn check_end(
         ));
     }
     Ok(deal)
+}
+
+pub(super) fn check_end(
+    state: &StateDelta<'_>,
+    ctx: &TxContext<'_>,
+    id: &u64,
+) -> Result<Deal, TxError> {
+    active_owned(state, ctx, id)
 }
 
 pub(super) fn execute_end(
@@ -220,13 +225,7 @@ pub(super) fn check_confirm(
     ctx: &TxContext<'_>,
     id: &u64,
 ) -> Result<Deal, TxError> {
-    let deal = owned(state, ctx, id)?;
-    if deal.status != DealStatus::Active || deal.end_requested {
-        return Err(error(
-            ErrorCode::DealClosed,
-            format!("deal {id} is not active (its shards are not assigned yet, or it ended)"),
-        ));
-    }
+    let deal = active_owned(state, ctx, id)?;
     if deal.epochs_done > 0 || deal.next_epoch_height <= ctx.block.height.saturating_add(1) {
         return Err(error(
             ErrorCode::DealStarted,
