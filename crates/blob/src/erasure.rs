@@ -11,7 +11,7 @@ use piazza_primitives::blob as spec;
 use piazza_primitives::Hash;
 use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
 
-use crate::BlobError;
+use crate::{commit, BlobError};
 
 /// Data shards of a blob unless the caller says otherwise (see ARCHITECTURE.md: 4 + 2 keeps a
 /// devnet to six storage providers and tolerates two lost shards at 1.5× the blob's size).
@@ -155,18 +155,18 @@ fn commitments(data: &[u8], shards: &[Vec<u8>]) -> (Hash, Vec<Hash>) {
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     if threads < 2 {
         return (
-            spec::blob_id(data),
-            shards.iter().map(|s| spec::root_of(s)).collect(),
+            commit::blob_id(data),
+            shards.iter().map(|s| commit::root_of(s)).collect(),
         );
     }
     let mut roots = vec![Hash::ZERO; shards.len()];
     let id = std::thread::scope(|scope| {
-        let id = scope.spawn(|| spec::blob_id(data));
+        let id = scope.spawn(|| commit::blob_id(data));
         let per_thread = shards.len().div_ceil(threads - 1).max(1);
         for (outs, ins) in roots.chunks_mut(per_thread).zip(shards.chunks(per_thread)) {
             scope.spawn(move || {
                 for (out, shard) in outs.iter_mut().zip(ins) {
-                    *out = spec::root_of(shard);
+                    *out = commit::root_of(shard);
                 }
             });
         }
@@ -210,7 +210,7 @@ fn coding(e: reed_solomon_simd::Error) -> BlobError {
 
 /// Whether `bytes` are a shard of `shard_len` bytes whose root is `root`.
 pub fn verify_shard(root: &Hash, shard_len: u64, bytes: &[u8]) -> bool {
-    bytes.len() as u64 == shard_len && spec::root_of(bytes) == *root
+    commit::verify_shard(root, shard_len, bytes)
 }
 
 /// The `k` data shards from any `k` of the blob's shards (`(index, bytes)`, each already of
@@ -285,7 +285,7 @@ pub fn decode(layout: &Layout, id: &Hash, shards: &[(u16, &[u8])]) -> Result<Vec
     })?;
     let mut blob = data.concat();
     blob.truncate(len);
-    if spec::blob_id(&blob) != *id {
+    if commit::blob_id(&blob) != *id {
         return Err(BlobError::IdMismatch);
     }
     Ok(blob)

@@ -25,6 +25,7 @@
 //! assert_eq!(erasure::decode(&encoded.layout, &encoded.id, &some).unwrap(), blob);
 //! ```
 
+pub mod commit;
 pub mod erasure;
 pub mod store;
 

@@ -15,6 +15,7 @@ use std::sync::Mutex;
 use piazza_primitives::blob::{self as spec, MerklePath};
 use piazza_primitives::Hash;
 
+use crate::commit;
 use crate::erasure::SHARD_BYTES_MAX;
 
 const SHARD_SUFFIX: &str = ".shard";
@@ -146,7 +147,7 @@ impl ShardStore {
                 max: SHARD_BYTES_MAX,
             });
         }
-        if spec::root_of(bytes) != *root {
+        if commit::root_of(bytes) != *root {
             return Err(StoreError::RootMismatch { root: *root });
         }
         let previous = self.find(key)?;
@@ -216,7 +217,7 @@ impl ShardStore {
         }
         let mut bytes = Vec::with_capacity(len_bytes as usize);
         file.take(SHARD_BYTES_MAX).read_to_end(&mut bytes)?;
-        if spec::root_of(&bytes) != root {
+        if commit::root_of(&bytes) != root {
             return Err(StoreError::Corrupt {
                 blob: key.blob,
                 index: key.index,

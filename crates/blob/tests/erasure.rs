@@ -1,5 +1,6 @@
 //! Round trips of the erasure layout: random sizes, any `k` of `k + m` shards.
 
+use piazza_blob::commit;
 use piazza_blob::erasure::{self, Layout};
 use piazza_primitives::blob as spec;
 use proptest::prelude::*;
@@ -27,6 +28,7 @@ fn check_round_trip(data: &[u8], k: u16, m: u16, seed: u64) -> Result<(), TestCa
     prop_assert_eq!(encoded.id, spec::blob_id(data));
     prop_assert_eq!(encoded.shards.len(), usize::from(k + m));
     for (shard, root) in encoded.shards.iter().zip(&encoded.roots) {
+        prop_assert_eq!(*root, spec::root_of(shard));
         prop_assert!(erasure::verify_shard(root, layout.shard_len, shard));
     }
     // The data shards are the zero-padded blob, in order.
@@ -91,5 +93,20 @@ fn default_layout_round_trips_across_stripes() {
             seed,
         )
         .unwrap();
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// The batched commitments are the spec's for any length: full and short last chunks,
+    /// partial batches and odd Merkle levels.
+    #[test]
+    fn batched_commitments_equal_the_spec(len in 0usize..600_000, fill: u8) {
+        let data: Vec<u8> = (0..len)
+            .map(|i| (i as u8).wrapping_mul(97).wrapping_add(fill) ^ (i >> 9) as u8)
+            .collect();
+        prop_assert_eq!(commit::root_of(&data), spec::root_of(&data));
+        prop_assert_eq!(commit::blob_id(&data), spec::blob_id(&data));
     }
 }
