@@ -672,8 +672,26 @@ impl Generator {
             all.len(),
             prompt_ids.len() - 1,
         );
-        let all_values = prompt_tensor(&all)?;
-        let compute = Compute::new(threads);
+        let logits = self
+            .run_audit_pass(&graph, &all, Compute::new(threads), |_, _| Ok(()))?
+            .to_vec();
+        Ok(logits
+            .chunks_exact(self.config.vocab)
+            .map(<[f32]>::to_vec)
+            .collect())
+    }
+
+    /// Runs the single pass `graph` ([`Graph::audit_pass`]) over the token ids `all`, handing
+    /// each op's whole output to `on_output` (op index, output) as it is computed; an output
+    /// is dropped after its last reader. Returns the last op's output (the logits).
+    fn run_audit_pass(
+        &self,
+        graph: &Graph,
+        all: &[u32],
+        compute: Compute,
+        mut on_output: impl FnMut(usize, &Tensor) -> Result<()>,
+    ) -> Result<Tensor> {
+        let all_values = prompt_tensor(all)?;
         let last_reader = pass_last_readers(&graph.ops, 0);
         let mut outputs: Vec<Option<Tensor>> = Vec::with_capacity(graph.ops.len());
         for (op_index, op) in graph.ops.iter().enumerate() {
@@ -688,24 +706,18 @@ impl Generator {
                 })
                 .collect::<Result<Vec<_>>>()?;
             let inputs: Vec<Input> = tensors.iter().map(Input::Tensor).collect();
-            outputs.push(Some(self.compute_op(op, &inputs, compute)?));
+            let output = self.compute_op(op, &inputs, compute)?;
+            on_output(op_index, &output)?;
+            outputs.push(Some(output));
             for i in op.activations().flat_map(source_ops) {
                 if last_reader.get(i) == Some(&op_index) {
                     outputs[i] = None;
                 }
             }
         }
-        let logits = outputs
-            .pop()
-            .flatten()
-            .ok_or_else(|| Error::Input {
-                detail: "no logits".into(),
-            })?
-            .to_vec();
-        Ok(logits
-            .chunks_exact(self.config.vocab)
-            .map(<[f32]>::to_vec)
-            .collect())
+        outputs.pop().flatten().ok_or_else(|| Error::Input {
+            detail: "an audit pass without ops".into(),
+        })
     }
 
     /// Check a generation with one pass ([`Generator::audit_logits`]): the index of the first
@@ -732,6 +744,138 @@ impl Generator {
             history.push(id);
         }
         Ok(None)
+    }
+
+    /// The generation of `params` after `prompt`, trace included, from one prefill-shaped pass
+    /// over the prompt and `draft` (the new tokens as a verifier expects them, e.g. a posted
+    /// text tokenized) instead of one pass per token. Every operator is row-independent, so
+    /// each decode pass's op outputs are rows of the single pass's outputs, bit for bit; they
+    /// are hashed as that pass's trace leaves (docs/llm.md §4). Tokens are chosen from each
+    /// row's logits by the sample op (with `filter`, as [`Generator::generate_with`]), so the
+    /// draft only decides which rows are computed. `None` when the draft does not carry the
+    /// generation to its end: a chosen token differs from the draft's, or the generation goes
+    /// on past the draft (only a step-by-step run gives its trace then).
+    pub fn generate_from_draft(
+        &self,
+        prompt: &[u32],
+        draft: &[u32],
+        params: &GenerateParams,
+        compute: Compute,
+        filter: Option<&dyn TokenFilter>,
+    ) -> Result<Option<Generation>> {
+        let limit = self.check_request(prompt, params)?;
+        let vocab = self.config.vocab;
+        if let Some(&id) = draft.iter().find(|&&id| id as usize >= vocab) {
+            return Err(Error::Input {
+                detail: format!("draft token id {id} is outside the vocabulary"),
+            });
+        }
+        // Draft tokens fed to later passes: one fewer than the tokens asked, within the limit.
+        let fed = draft
+            .len()
+            .min(params.max_tokens - 1)
+            .min(limit - prompt.len());
+        let draft = &draft[..fed];
+        let all: Vec<u32> = prompt.iter().chain(draft).copied().collect();
+        let (prompt_rows, passes) = (prompt.len(), fed + 1);
+        let single =
+            Graph::audit_pass(&self.config, self.output_weight, all.len(), prompt_rows - 1);
+        let graph = self.generation_graph(prompt_rows, passes, &params.sampling);
+        let op_steps = op_step_ranges(&graph);
+        // A pass is its layer ops, then output norm, logits and sample; the single pass has
+        // the same layer ops, then output norm and logits over rows `prompt_rows - 1..`.
+        let layer_ops = single.ops.len().saturating_sub(2);
+        let mut leaves: Vec<Option<Hash>> = vec![None; graph.steps.len()];
+        let mut hash_op = |gen_op: usize, values: &[f32], width: usize, first_row: usize| {
+            let op = &graph.ops[gen_op];
+            let [rows, op_width] = op.output_shape;
+            if op_width != width || (first_row + rows) * width > values.len() {
+                return Err(Error::Step {
+                    op: op.name.clone(),
+                    detail: format!(
+                        "rows {first_row}.. of a single-pass output of width {width} do not hold [{rows}, {op_width}]"
+                    ),
+                });
+            }
+            let values = &values[first_row * width..];
+            for index in op_steps[gen_op].clone() {
+                leaves[index] = Some(block_hash(index, values, width, &graph.steps[index]));
+            }
+            Ok(())
+        };
+        let logits = self.run_audit_pass(&single, &all, compute, |op_index, output| {
+            let width = output.shape().get(1).copied().unwrap_or(0);
+            let values = output.as_slice().unwrap_or_default();
+            for pass in 0..passes {
+                let first_row = match (op_index < layer_ops, pass) {
+                    (true, 0) => 0,
+                    (true, _) => prompt_rows + pass - 1,
+                    (false, _) => pass,
+                };
+                hash_op(graph.pass_starts[pass] + op_index, values, width, first_row)?;
+            }
+            Ok(())
+        })?;
+        let logits = logits.as_slice().unwrap_or_default();
+        let mut ids = Vec::new();
+        let mut history: Vec<f32> = prompt.iter().map(|&id| id as f32).collect();
+        let mut text = StopText::new(&params.stop);
+        let mut finish = None;
+        for (index, row) in logits.chunks_exact(vocab).enumerate().take(passes) {
+            let sample_op = graph.pass_starts[index] + layer_ops + 2;
+            let op = &graph.ops[sample_op];
+            let inputs = [
+                Input::Matrix {
+                    values: row,
+                    shape: [1, vocab],
+                },
+                Input::Matrix {
+                    values: &history,
+                    shape: [history.len(), 1],
+                },
+            ];
+            let chosen = match filter {
+                Some(filter) => filtered_sample(&self.config, op, &inputs, filter)?,
+                None => self.compute_op(op, &inputs, compute)?,
+            };
+            let value = chosen.as_slice().unwrap_or_default();
+            hash_op(sample_op, value, 1, 0)?;
+            let id = token_id(value.first().copied().unwrap_or(-1.0), vocab, op)?;
+            ids.push(id);
+            history.push(id as f32);
+            finish = self.finish_after(id, ids.len(), prompt_rows + index, params, &mut text);
+            if finish.is_some() {
+                break;
+            }
+            if draft.get(index) != Some(&id) {
+                return Ok(None);
+            }
+        }
+        let Some(finish) = finish else {
+            return Ok(None);
+        };
+        // The steps of the passes that ran: a prefix of the graph's.
+        let step_count = graph
+            .pass_starts
+            .get(ids.len())
+            .map_or(graph.steps.len(), |&op| op_steps[op].start);
+        let leaves = leaves
+            .into_iter()
+            .take(step_count)
+            .enumerate()
+            .map(|(index, leaf)| {
+                leaf.ok_or_else(|| Error::Input {
+                    detail: format!("step {index} has no output in the single pass"),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(Generation {
+            ids,
+            text: text.into_text(),
+            finish,
+            trace: Trace::from_leaves(leaves),
+            prompt_tokens: prompt_rows,
+        }))
     }
 
     /// The graph of a generation of `new_tokens` tokens after `prompt_tokens` prompt tokens
@@ -809,6 +953,68 @@ impl Generator {
         tensor_step_hash(index, output)
     }
 
+    /// Checks a generation request (valid sampling, a non-empty prompt of vocabulary ids that
+    /// fits, at least one token asked); returns the sequence limit.
+    fn check_request(&self, prompt: &[u32], params: &GenerateParams) -> Result<usize> {
+        params
+            .sampling
+            .validate()
+            .map_err(|detail| Error::Input { detail })?;
+        if prompt.is_empty() {
+            return Err(Error::Input {
+                detail: "empty prompt".into(),
+            });
+        }
+        if params.max_tokens == 0 {
+            return Err(Error::Input {
+                detail: "max_tokens must be at least 1".into(),
+            });
+        }
+        let limit = SEQUENCE_TOKENS_MAX.min(self.config.context);
+        if prompt.len() > limit {
+            return Err(Error::Input {
+                detail: format!("prompt of {} tokens exceeds {limit}", prompt.len()),
+            });
+        }
+        if let Some(&id) = prompt.iter().find(|&&id| id as usize >= self.config.vocab) {
+            return Err(Error::Input {
+                detail: format!("token id {id} is outside the vocabulary"),
+            });
+        }
+        Ok(limit)
+    }
+
+    /// Whether the generation ends after its new token `id` (the `count`-th), the sequence
+    /// having reached `position + 1` tokens; `text` takes the token's bytes (and is finished
+    /// when the generation ends other than at a stop sequence).
+    fn finish_after(
+        &self,
+        id: u32,
+        count: usize,
+        position: usize,
+        params: &GenerateParams,
+        text: &mut StopText,
+    ) -> Option<FinishReason> {
+        let limit = SEQUENCE_TOKENS_MAX.min(self.config.context);
+        let eos = params.stop_at_eos && Some(id) == self.tokenizer.eos;
+        let stopped = !eos && text.push(self.tokenizer.token_bytes(id));
+        let finish = if stopped {
+            Some(FinishReason::Stop)
+        } else if eos {
+            Some(FinishReason::Eos)
+        } else if count >= params.max_tokens {
+            Some(FinishReason::MaxTokens)
+        } else if position + 1 > limit {
+            Some(FinishReason::Context)
+        } else {
+            None
+        };
+        if finish.is_some() && finish != Some(FinishReason::Stop) {
+            text.finish();
+        }
+        finish
+    }
+
     fn run(
         &self,
         prompt: &[u32],
@@ -839,31 +1045,7 @@ impl Generator {
             filter,
             record,
         } = options;
-        params
-            .sampling
-            .validate()
-            .map_err(|detail| Error::Input { detail })?;
-        if prompt.is_empty() {
-            return Err(Error::Input {
-                detail: "empty prompt".into(),
-            });
-        }
-        if params.max_tokens == 0 {
-            return Err(Error::Input {
-                detail: "max_tokens must be at least 1".into(),
-            });
-        }
-        let limit = SEQUENCE_TOKENS_MAX.min(self.config.context);
-        if prompt.len() > limit {
-            return Err(Error::Input {
-                detail: format!("prompt of {} tokens exceeds {limit}", prompt.len()),
-            });
-        }
-        if let Some(&id) = prompt.iter().find(|&&id| id as usize >= self.config.vocab) {
-            return Err(Error::Input {
-                detail: format!("token id {id} is outside the vocabulary"),
-            });
-        }
+        self.check_request(prompt, params)?;
         let prompt_values = prompt_tensor(prompt)?;
         let mut graph = Graph::default();
         let mut cache = Cache::default();
@@ -971,22 +1153,7 @@ impl Generator {
             ids.push(id);
             position += rows;
             rows = 1;
-            let eos = params.stop_at_eos && Some(id) == self.tokenizer.eos;
-            let stopped = !eos && text.push(self.tokenizer.token_bytes(id));
-            let finish = if stopped {
-                Some(FinishReason::Stop)
-            } else if eos {
-                Some(FinishReason::Eos)
-            } else if ids.len() >= params.max_tokens {
-                Some(FinishReason::MaxTokens)
-            } else if position + 1 > limit {
-                Some(FinishReason::Context)
-            } else {
-                None
-            };
-            if finish.is_some() && finish != Some(FinishReason::Stop) {
-                text.finish();
-            }
+            let finish = self.finish_after(id, ids.len(), position, params, &mut text);
             let safe_end = match finish {
                 Some(_) => text.text().len(),
                 None => text.safe_end(),
@@ -1186,6 +1353,20 @@ impl KvStacks {
             _ => Err(missing()),
         }
     }
+}
+
+/// For each op of `graph`, the range of its steps (steps are in op order).
+fn op_step_ranges(graph: &Graph) -> Vec<Range<usize>> {
+    let mut ranges = vec![0..0; graph.ops.len()];
+    for (index, step) in graph.steps.iter().enumerate() {
+        if let Some(range) = ranges.get_mut(step.op) {
+            if range.start == range.end {
+                *range = index..index;
+            }
+            range.end = index + 1;
+        }
+    }
+    ranges
 }
 
 /// The ops whose outputs `source` reads (through stacks).
