@@ -60,8 +60,14 @@ pub struct Answer {
 pub trait StorageChain: Send + Sync + 'static {
     /// Every shard the chain assigns to this provider now.
     async fn duties(&self) -> Result<Vec<Duty>, String>;
-    /// Shard `shard` of deal `deal`, when the chain assigns it to this provider now.
-    async fn duty(&self, deal: u64, shard: u16) -> Result<Option<Duty>, String>;
+    /// Shard `shard` of deal `deal`, when the chain assigns it to this provider now (by
+    /// default: found among [`StorageChain::duties`]).
+    async fn duty(&self, deal: u64, shard: u16) -> Result<Option<Duty>, String> {
+        let duties = self.duties().await?;
+        Ok(duties
+            .into_iter()
+            .find(|d| d.deal == deal && d.shard == shard))
+    }
     /// Sends at most [`ANSWERS_PER_TX_MAX`] answers in one transaction.
     async fn answer(&self, answers: Vec<Answer>) -> Result<(), String>;
 }

@@ -42,12 +42,6 @@ impl StorageChain for FakeChain {
             })
             .collect())
     }
-    async fn duty(&self, deal: u64, shard: u16) -> Result<Option<Duty>, String> {
-        let duties = self.duties().await?;
-        Ok(duties
-            .into_iter()
-            .find(|d| d.deal == deal && d.shard == shard))
-    }
     async fn answer(&self, answers: Vec<Answer>) -> Result<(), String> {
         self.answers.lock().unwrap().extend(answers);
         Ok(())
