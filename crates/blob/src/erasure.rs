@@ -3,13 +3,14 @@
 //! Layout (the shared blob spec, `piazza_primitives::blob`): the blob is zero-padded to
 //! `k × shard_len` bytes, where `shard_len` is `ceil(len / k)` rounded up to a multiple of
 //! 64 bytes; data shard `i` is bytes `[i × shard_len, (i + 1) × shard_len)` of the padded blob;
-//! parity shard `j` is recovery shard `j` of `reed-solomon-simd` over the `k` data shards. The
-//! code works on 64-byte blocks independently, so coding in stripes of [`STRIPE_BYTES`] gives the
-//! same parity as coding whole shards while keeping the working set in cache.
+//! parity shard `j` is parity shard `j` of `reed-solomon-erasure`'s systematic code over GF(2^8)
+//! (`galois_8::ReedSolomon::new(k, m)`) over the `k` data shards. The code works byte by byte,
+//! so coding in stripes of [`STRIPE_BYTES`] gives the same parity as coding whole shards while
+//! keeping the working set in cache.
 
 use piazza_primitives::blob as spec;
 use piazza_primitives::Hash;
-use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
+use reed_solomon_erasure::galois_8::ReedSolomon;
 
 use crate::{commit, BlobError};
 
@@ -138,7 +139,8 @@ pub fn encode(data: &[u8], k: u16, m: u16) -> Result<Encoded, BlobError> {
             shard
         })
         .collect();
-    let parity = parity_of(&layout, &shards)?;
+    let data_refs: Vec<&[u8]> = shards.iter().map(Vec::as_slice).collect();
+    let parity = parity_of(&layout, &data_refs)?;
     shards.extend(parity);
     let (id, roots) = commitments(data, &shards);
     Ok(Encoded {
@@ -176,35 +178,30 @@ fn commitments(data: &[u8], shards: &[Vec<u8>]) -> (Hash, Vec<Hash>) {
     (id, roots)
 }
 
-/// The `m` parity shards over `k` data shards of `layout.shard_len` bytes each.
-fn parity_of(layout: &Layout, data: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, BlobError> {
+/// The code of `layout`'s shard counts.
+fn code_of(layout: &Layout) -> Result<ReedSolomon, BlobError> {
+    ReedSolomon::new(usize::from(layout.k), usize::from(layout.m)).map_err(coding)
+}
+
+/// The `m` parity shards over `k` data shards of `layout.shard_len` bytes each, coded stripe
+/// by stripe straight into the parity buffers.
+fn parity_of(layout: &Layout, data: &[&[u8]]) -> Result<Vec<Vec<u8>>, BlobError> {
     let shard_len = layout.shard_len_usize();
     let mut parity = vec![vec![0u8; shard_len]; usize::from(layout.m)];
-    let mut encoder: Option<ReedSolomonEncoder> = None;
+    let code = code_of(layout)?;
     for start in (0..shard_len).step_by(STRIPE_BYTES) {
         let len = STRIPE_BYTES.min(shard_len - start);
-        let (k, m) = (usize::from(layout.k), usize::from(layout.m));
-        let encoder = match encoder.as_mut() {
-            Some(e) => {
-                e.reset(k, m, len).map_err(coding)?;
-                e
-            }
-            None => encoder.insert(ReedSolomonEncoder::new(k, m, len).map_err(coding)?),
-        };
-        for shard in data {
-            encoder
-                .add_original_shard(&shard[start..start + len])
-                .map_err(coding)?;
-        }
-        let result = encoder.encode().map_err(coding)?;
-        for (out, recovery) in parity.iter_mut().zip(result.recovery_iter()) {
-            out[start..start + len].copy_from_slice(recovery);
-        }
+        let inputs: Vec<&[u8]> = data.iter().map(|s| &s[start..start + len]).collect();
+        let mut outputs: Vec<&mut [u8]> = parity
+            .iter_mut()
+            .map(|s| &mut s[start..start + len])
+            .collect();
+        code.encode_sep(&inputs, &mut outputs).map_err(coding)?;
     }
     Ok(parity)
 }
 
-fn coding(e: reed_solomon_simd::Error) -> BlobError {
+fn coding(e: reed_solomon_erasure::Error) -> BlobError {
     BlobError::Coding(e.to_string())
 }
 
@@ -213,9 +210,14 @@ pub fn verify_shard(root: &Hash, shard_len: u64, bytes: &[u8]) -> bool {
     commit::verify_shard(root, shard_len, bytes)
 }
 
-/// The `k` data shards from any `k` of the blob's shards (`(index, bytes)`, each already of
-/// `layout.shard_len` bytes). Extra shards past the first `k` distinct ones are ignored.
-fn data_shards(layout: &Layout, shards: &[(u16, &[u8])]) -> Result<Vec<Vec<u8>>, BlobError> {
+/// The `k` data shards, one after another in `out` (`k × shard_len` bytes), from any `k` of
+/// the blob's shards (`(index, bytes)`, each already of `layout.shard_len` bytes). Extra
+/// shards past the first `k` distinct ones are ignored.
+fn data_shards_into(
+    layout: &Layout,
+    shards: &[(u16, &[u8])],
+    out: &mut [u8],
+) -> Result<(), BlobError> {
     layout.check()?;
     let (k, m) = (usize::from(layout.k), usize::from(layout.m));
     let shard_len = layout.shard_len_usize();
@@ -239,51 +241,55 @@ fn data_shards(layout: &Layout, shards: &[(u16, &[u8])]) -> Result<Vec<Vec<u8>>,
     if have < k {
         return Err(BlobError::TooFewShards { have, need: k });
     }
-    let mut data: Vec<Vec<u8>> = chosen[..k]
-        .iter()
-        .map(|s| s.map(<[u8]>::to_vec).unwrap_or_else(|| vec![0; shard_len]))
-        .collect();
-    if chosen[..k].iter().all(Option::is_some) || shard_len == 0 {
-        return Ok(data);
+    if shard_len == 0 {
+        return Ok(());
     }
-    let mut decoder: Option<ReedSolomonDecoder> = None;
+    for (slot, shard) in out.chunks_exact_mut(shard_len).zip(&chosen[..k]) {
+        if let Some(shard) = shard {
+            slot.copy_from_slice(shard);
+        }
+    }
+    if chosen[..k].iter().all(Option::is_some) {
+        return Ok(());
+    }
+    // The chosen parity shards are copied a stripe at a time: the code reconstructs from
+    // mutable buffers.
+    let code = code_of(layout)?;
+    let mut scratch = vec![vec![0u8; STRIPE_BYTES.min(shard_len)]; m];
     for start in (0..shard_len).step_by(STRIPE_BYTES) {
         let len = STRIPE_BYTES.min(shard_len - start);
-        let decoder = match decoder.as_mut() {
-            Some(d) => {
-                d.reset(k, m, len).map_err(coding)?;
-                d
-            }
-            None => decoder.insert(ReedSolomonDecoder::new(k, m, len).map_err(coding)?),
-        };
-        for (index, shard) in chosen.iter().enumerate() {
-            let Some(shard) = shard else { continue };
-            let stripe = &shard[start..start + len];
-            if index < k {
-                decoder.add_original_shard(index, stripe).map_err(coding)?;
-            } else {
-                decoder
-                    .add_recovery_shard(index - k, stripe)
-                    .map_err(coding)?;
-            }
+        let mut pieces: Vec<(&mut [u8], bool)> = Vec::with_capacity(k + m);
+        for (slot, shard) in out.chunks_exact_mut(shard_len).zip(&chosen[..k]) {
+            pieces.push((&mut slot[start..start + len], shard.is_some()));
         }
-        let result = decoder.decode().map_err(coding)?;
-        for (index, restored) in result.restored_original_iter() {
-            data[index][start..start + len].copy_from_slice(restored);
+        for (buffer, shard) in scratch.iter_mut().zip(&chosen[k..]) {
+            let buffer = &mut buffer[..len];
+            if let Some(shard) = shard {
+                buffer.copy_from_slice(&shard[start..start + len]);
+            }
+            pieces.push((buffer, shard.is_some()));
         }
+        code.reconstruct_data(&mut pieces).map_err(coding)?;
     }
-    Ok(data)
+    Ok(())
+}
+
+/// The zero-padded blob (`k × shard_len` bytes) from any `k` of its shards.
+fn padded_blob(layout: &Layout, shards: &[(u16, &[u8])]) -> Result<Vec<u8>, BlobError> {
+    let padded_len = usize::from(layout.k) * layout.shard_len_usize();
+    let mut padded = vec![0u8; padded_len];
+    data_shards_into(layout, shards, &mut padded)?;
+    Ok(padded)
 }
 
 /// The blob from any `k` of its shards, checked against its id. Shards should be checked
 /// against their roots first ([`verify_shard`]): a wrong shard gives wrong bytes, which the id
 /// then refuses.
 pub fn decode(layout: &Layout, id: &Hash, shards: &[(u16, &[u8])]) -> Result<Vec<u8>, BlobError> {
-    let data = data_shards(layout, shards)?;
     let len = usize::try_from(layout.len_bytes).map_err(|_| BlobError::TooLarge {
         len_bytes: layout.len_bytes,
     })?;
-    let mut blob = data.concat();
+    let mut blob = padded_blob(layout, shards)?;
     blob.truncate(len);
     if commit::blob_id(&blob) != *id {
         return Err(BlobError::IdMismatch);
@@ -301,10 +307,17 @@ pub fn rebuild(
     if index >= layout.shard_count() {
         return Err(BlobError::ShardIndex { index });
     }
-    let mut data = data_shards(layout, shards)?;
+    let padded = padded_blob(layout, shards)?;
+    let shard_len = layout.shard_len_usize();
     let shard = if index < layout.k {
-        data.swap_remove(usize::from(index))
+        let start = usize::from(index) * shard_len;
+        padded[start..start + shard_len].to_vec()
     } else {
+        let data: Vec<&[u8]> = if shard_len == 0 {
+            vec![&[][..]; usize::from(layout.k)]
+        } else {
+            padded.chunks_exact(shard_len).collect()
+        };
         parity_of(layout, &data)?.swap_remove(usize::from(index - layout.k))
     };
     if !verify_shard(root, layout.shard_len, &shard) {
@@ -353,7 +366,11 @@ mod tests {
         let len = 4 * (2 * STRIPE_BYTES + 192);
         let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 4099) as u8).collect();
         let encoded = encode(&data, 4, 2).unwrap();
-        let whole = reed_solomon_simd::encode(4, 2, &encoded.shards[..4]).unwrap();
+        let mut whole = vec![vec![0u8; encoded.shards[0].len()]; 2];
+        ReedSolomon::new(4, 2)
+            .unwrap()
+            .encode_sep(&encoded.shards[..4], &mut whole)
+            .unwrap();
         assert_eq!(&encoded.shards[4..], &whole[..]);
     }
 
