@@ -226,6 +226,20 @@ pub enum ModelCommand {
         /// Hash of the tokenizer file (hex).
         #[arg(long)]
         tokenizer_hash: Hash,
+        /// The arithmetic its engines run: `f32`, or `quantized` (integer block dots over the
+        /// weights as stored; its weights commitment is the quantized one).
+        #[arg(long, default_value = "f32", value_parser = numeric_profile)]
+        numeric: models::NumericProfile,
+        /// The blob its weights are stored in (`blob put`): providers without the file fetch
+        /// it by this id.
+        #[arg(long)]
+        weights_blob: Option<Hash>,
+        /// The blob of its tokenizer [default: the weights blob, a GGUF carrying it].
+        #[arg(long, requires = "weights_blob")]
+        tokenizer_blob: Option<Hash>,
+        /// The blob of its config [default: the weights blob, a GGUF carrying it].
+        #[arg(long, requires = "weights_blob")]
+        config_blob: Option<Hash>,
         #[command(flatten)]
         terms: RecordTerms,
         #[command(flatten)]
@@ -254,6 +268,10 @@ pub enum ModelCommand {
         /// The config file [default: the weights file].
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The arithmetic its engines run: `f32`, or `quantized` (integer block dots over the
+        /// weights as stored; the record's weights commitment is computed in that profile).
+        #[arg(long, default_value = "f32", value_parser = numeric_profile)]
+        numeric: models::NumericProfile,
         #[command(flatten)]
         terms: RecordTerms,
         /// Epochs the storage deals keep (and pay for) each file.
@@ -671,11 +689,20 @@ async fn model(command: ModelCommand) -> Result<()> {
             config_hash,
             weights_commitment,
             tokenizer_hash,
+            numeric,
+            weights_blob,
+            tokenizer_blob,
+            config_blob,
             terms,
             client,
             signer,
         } => {
             let kind = model_kind(&kind)?;
+            let files = weights_blob.map(|weights| models::ModelFiles {
+                weights,
+                tokenizer: tokenizer_blob.unwrap_or(weights),
+                config: config_blob.unwrap_or(weights),
+            });
             let mut record = ModelRecord {
                 name,
                 kind,
@@ -687,8 +714,8 @@ async fn model(command: ModelCommand) -> Result<()> {
                 owner: Address([0; 20]),
                 license: String::new(),
                 price_floor: Amount::ZERO,
-                numeric: Default::default(),
-                files: None,
+                numeric,
+                files,
                 lineage: Default::default(),
             };
             terms.apply(&mut record)?;
@@ -701,6 +728,7 @@ async fn model(command: ModelCommand) -> Result<()> {
             weights,
             tokenizer,
             config,
+            numeric,
             terms: record_terms,
             epochs,
             k,
@@ -714,12 +742,24 @@ async fn model(command: ModelCommand) -> Result<()> {
                 weights,
             };
             let terms = crate::blob::Terms { epochs, k, m };
+            let kind = model_kind(&kind)?;
             let mut record =
-                publish(&client, &signer, &name, model_kind(&kind)?, &paths, &terms).await?;
+                publish(&client, &signer, &name, kind, numeric, &paths, &terms).await?;
             record_terms.apply(&mut record)?;
             let msg = Message::Models(models::Msg::Register(record));
             submit(&client, &signer, msg).await
         }
+    }
+}
+
+/// `--numeric`: a model record's numeric profile by its name.
+fn numeric_profile(name: &str) -> Result<models::NumericProfile, String> {
+    match name {
+        "f32" => Ok(models::NumericProfile::F32),
+        "quantized" => Ok(models::NumericProfile::Quantized),
+        other => Err(format!(
+            "a numeric profile is `f32` or `quantized`, not `{other}`"
+        )),
     }
 }
 
@@ -738,6 +778,7 @@ async fn publish(
     signer: &SignerArgs,
     name: &str,
     kind: ModelKind,
+    numeric: models::NumericProfile,
     paths: &piazza_provider::models::ModelPaths,
     terms: &crate::blob::Terms,
 ) -> Result<ModelRecord> {
@@ -748,7 +789,7 @@ async fn publish(
         let (name, paths) = (name.to_string(), paths.clone());
         tokio::task::spawn_blocking(move || {
             // The ledger sets the owner to the signer.
-            piazza_provider::models::record_of_files(&name, kind, &paths, Address([0; 20]))
+            piazza_provider::models::record_of_files(&name, kind, numeric, &paths, Address([0; 20]))
         })
         .await??
     };

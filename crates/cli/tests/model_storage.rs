@@ -1,14 +1,13 @@
 //! Models come from the chain and from storage: the devnet registers the quantized SmolLM2
 //! record with its file's blob id and stores the file through its storage providers; a
 //! provider started with an EMPTY models directory fetches the file by blob id, checks it, and
-//! serves jobs on the quantized record and on a fine-tune record (its own name and lineage,
-//! the same weights) with the same trace root as the local file gives; the devnet's auditor
-//! re-executes the quantized job in the record's profile and attests it.
+//! serves jobs on the quantized record and on a fine-tune record (`piazza model register
+//! --numeric quantized --weights-blob`: its own name and lineage, the same weights) with the
+//! same trace root as the local file gives; the devnet's auditor re-executes the quantized job
+//! in the record's profile and attests it.
 
 use piazza_client::Client;
 use piazza_keystore::Keystore;
-use piazza_ledger::models::{self, Lineage, ModelFiles, Parent, Source};
-use piazza_ledger::tx::Message;
 use piazza_primitives::Hash;
 use piazza_provider::models::SMOLLM2_QUANTIZED;
 use std::process::{Command, Stdio};
@@ -61,42 +60,54 @@ fn a_provider_with_an_empty_model_cache_serves_the_quantized_smollm2_fetched_fro
             .is_some_and(|found| found.deal.shards.iter().all(|s| s.proven))
     });
 
-    // A fine-tune: its own name and lineage, the same weights file (and blob).
-    let dev = keystore.unlock("dev", "").unwrap();
-    let mut fine_tune = piazza_provider::models::smollm2_quantized_record(
+    // A fine-tune registered with `piazza model register`: its own name and lineage, the
+    // quantized profile and the same weights file (and blob) as the base.
+    let base = piazza_provider::models::smollm2_quantized_record(
         &piazza_engine::models_dir(),
-        dev.public_key().address(),
+        keystore.info("dev").unwrap().address,
     )
     .unwrap();
-    fine_tune.name = FINE_TUNE.into();
-    fine_tune.files = Some(ModelFiles {
-        weights: blob,
-        tokenizer: blob,
-        config: blob,
-    });
-    fine_tune.lineage = Lineage {
-        parents: vec![Parent {
-            source: Source::Model(SMOLLM2_QUANTIZED.into()),
-            weight_bps: 10_000,
-        }],
-        royalty_bps: 1_000,
-    };
-    runtime.block_on(async {
-        let tx = client
-            .build(
-                &dev,
-                vec![Message::Models(models::Msg::Register(fine_tune))],
-                piazza_client::DEFAULT_MAX_FEE,
-            )
-            .await
-            .unwrap();
-        let hash = client.submit(&tx).await.unwrap();
-        let receipt = client
-            .wait_for_receipt(&hash, Duration::from_secs(30))
-            .await
-            .unwrap();
-        assert!(receipt.error.is_none(), "{:?}", receipt.error);
-    });
+    let receipt = cli(
+        &devnet,
+        dir.path(),
+        &[
+            "model",
+            "register",
+            "--name",
+            FINE_TUNE,
+            "--architecture",
+            "llama",
+            "--config-hash",
+            &base.config_hash.to_hex(),
+            "--weights-commitment",
+            &base.weights_commitment.to_hex(),
+            "--tokenizer-hash",
+            &base.tokenizer_hash.to_hex(),
+            "--numeric",
+            "quantized",
+            "--weights-blob",
+            &blob.to_hex(),
+            "--base",
+            &format!("{SMOLLM2_QUANTIZED}:10000"),
+            "--royalty-bps",
+            "1000",
+            "--from",
+            "dev",
+            "--wait",
+        ],
+    );
+    assert!(receipt["error"].is_null(), "{receipt}");
+    let registered = runtime
+        .block_on(client.models())
+        .unwrap()
+        .into_iter()
+        .find(|m| m.name == FINE_TUNE)
+        .expect("the fine-tune is registered");
+    assert_eq!(registered.numeric, "quantized");
+    let files = registered.files.expect("the fine-tune names its blobs");
+    for id in [&files.weights, &files.tokenizer, &files.config] {
+        assert_eq!(id.parse::<Hash>().unwrap(), blob);
+    }
 
     // The provider's models directory is empty: everything it serves comes from storage.
     let empty = dir.path().join("empty-models");

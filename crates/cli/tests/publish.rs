@@ -113,6 +113,19 @@ fn publish_stores_the_files_and_registers_their_blob_ids() {
     assert_eq!(published.kind, genesis.kind);
 }
 
+/// Runs `piazza model publish ARGS` against a node that is not there and returns its error:
+/// a refusal before any request (a request would fail differently).
+fn publish_refusal(args: &[&std::ffi::OsStr]) -> String {
+    let output = std::process::Command::new(PIAZZA)
+        .args(["model", "publish", "--name", "x"])
+        .args(args)
+        .args(["--node", "http://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 #[test]
 fn publish_refuses_a_generation_model_with_separate_files_before_any_request() {
     let dir = tempfile::tempdir().unwrap();
@@ -120,16 +133,72 @@ fn publish_refuses_a_generation_model_with_separate_files_before_any_request() {
     std::fs::write(&file, b"not a model").unwrap();
     let config = dir.path().join("config.json");
     std::fs::write(&config, b"{}").unwrap();
-    let output = std::process::Command::new(PIAZZA)
-        .args(["model", "publish", "--name", "x", "--weights"])
-        .arg(&file)
-        .arg("--config")
-        .arg(&config)
-        // Nothing listens here: a request would fail differently.
-        .args(["--node", "http://127.0.0.1:9"])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = publish_refusal(&[
+        "--weights".as_ref(),
+        file.as_ref(),
+        "--config".as_ref(),
+        config.as_ref(),
+    ]);
     assert!(stderr.contains("one GGUF file"), "{stderr}");
+}
+
+#[test]
+fn publish_refuses_a_quantized_embedding_model_before_any_request() {
+    let dir = piazza_engine::models_dir().join("minilm");
+    let (weights, tokenizer, config) = (
+        dir.join("model.safetensors"),
+        dir.join("tokenizer.json"),
+        dir.join("config.json"),
+    );
+    let stderr = publish_refusal(&[
+        "--kind".as_ref(),
+        "embedding".as_ref(),
+        "--numeric".as_ref(),
+        "quantized".as_ref(),
+        "--weights".as_ref(),
+        weights.as_ref(),
+        "--tokenizer".as_ref(),
+        tokenizer.as_ref(),
+        "--config".as_ref(),
+        config.as_ref(),
+    ]);
+    assert!(stderr.contains("only the f32 numeric profile"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_numeric_profile_is_refused() {
+    let stderr = publish_refusal(&[
+        "--weights".as_ref(),
+        "w.gguf".as_ref(),
+        "--numeric".as_ref(),
+        "f16".as_ref(),
+    ]);
+    assert!(stderr.contains("`f32` or `quantized`"), "{stderr}");
+}
+
+/// `publish --numeric quantized` computes the record a provider loading the file in the
+/// quantized profile accepts: the bundled quantized record's commitments, not the f32 ones.
+#[test]
+fn a_quantized_publish_commits_to_the_quantized_profile() {
+    use piazza_ledger::models::{ModelKind, NumericProfile};
+    let models_dir = piazza_engine::models_dir();
+    let paths = piazza_provider::models::bundled_paths(
+        &models_dir,
+        piazza_provider::models::SMOLLM2_QUANTIZED,
+    )
+    .unwrap();
+    let owner = piazza_primitives::Address([0; 20]);
+    let record_in = |numeric| {
+        piazza_provider::models::record_of_files("x", ModelKind::Generation, numeric, &paths, owner)
+            .unwrap()
+    };
+    let quantized = record_in(NumericProfile::Quantized);
+    let bundled = piazza_provider::models::smollm2_quantized_record(&models_dir, owner).unwrap();
+    assert_eq!(quantized.numeric, NumericProfile::Quantized);
+    assert_eq!(quantized.weights_commitment, bundled.weights_commitment);
+    assert_eq!(quantized.config_hash, bundled.config_hash);
+    assert_eq!(quantized.tokenizer_hash, bundled.tokenizer_hash);
+    let f32 = record_in(NumericProfile::F32);
+    assert_eq!(f32.numeric, NumericProfile::F32);
+    assert_ne!(f32.weights_commitment, quantized.weights_commitment);
 }

@@ -631,15 +631,22 @@ pub struct ModelPaths {
     pub config: PathBuf,
 }
 
-/// The chain record (name, kind, architecture, config hash, weights commitment, tokenizer
-/// hash; `files` unset) of the model in `paths`, computed exactly as a provider computes it
-/// when it loads the model: the record a provider serving these files will accept.
+/// The chain record (name, kind, architecture, numeric profile, config hash, weights
+/// commitment, tokenizer hash; `files` unset) of the model in `paths` in profile `numeric`,
+/// computed exactly as a provider computes it when it loads the model: the record a provider
+/// serving these files will accept. The weights commitment depends on the profile (the
+/// quantized profile commits to the weights as stored); an embedding model has only `F32`.
 pub fn record_of_files(
     name: &str,
     kind: piazza_ledger::models::ModelKind,
+    numeric: piazza_ledger::models::NumericProfile,
     paths: &ModelPaths,
     owner: piazza_primitives::Address,
 ) -> Result<piazza_ledger::models::ModelRecord, ProviderError> {
+    let profile = match numeric {
+        piazza_ledger::models::NumericProfile::F32 => NumericProfile::F32,
+        piazza_ledger::models::NumericProfile::Quantized => NumericProfile::Quantized,
+    };
     match kind {
         piazza_ledger::models::ModelKind::Generation => {
             if paths.tokenizer != paths.weights || paths.config != paths.weights {
@@ -649,15 +656,14 @@ pub fn record_of_files(
                         .into(),
                 ));
             }
-            record_of_model(
-                &paths.weights,
-                Family::Llama,
-                NumericProfile::F32,
-                name,
-                owner,
-            )
+            record_of_model(&paths.weights, Family::Llama, profile, name, owner)
         }
         piazza_ledger::models::ModelKind::Embedding => {
+            if profile != NumericProfile::F32 {
+                return Err(ProviderError::Model(
+                    "an embedding model has only the f32 numeric profile".into(),
+                ));
+            }
             // The engine reads a directory with fixed names: the files are linked (or copied)
             // into a fresh one.
             let dir = tempfile::tempdir()?;
