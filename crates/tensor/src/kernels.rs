@@ -370,6 +370,24 @@ mod x86 {
         _mm256_fmadd_ps,
         _mm256_storeu_ps
     );
+    /// `$name`: [`super::softmax_tail`] compiled with `$feature` (no FMA: the tail has no
+    /// product to fuse). Safety: the CPU supports `$feature`.
+    macro_rules! softmax_tail_for {
+        ($name:ident, $feature:literal) => {
+            #[target_feature(enable = $feature)]
+            pub(super) unsafe fn $name(
+                row: &[f32],
+                keep: Option<&[f32]>,
+                scale: f32,
+                max: f32,
+                out: &mut [f32],
+            ) {
+                super::softmax_tail(row, keep, scale, max, out)
+            }
+        };
+    }
+    softmax_tail_for!(softmax_tail_avx512, "avx512f");
+    softmax_tail_for!(softmax_tail_avx2, "avx2");
 }
 
 impl TileKernel {
@@ -491,11 +509,7 @@ pub fn linear(linear: &Linear<'_>, a: &[f32], out: &mut [f32], compute: Compute)
         return;
     }
     let work_per_row = linear.n.saturating_mul(linear.k);
-    let isa = if compute.isa.is_supported() {
-        compute.isa
-    } else {
-        Isa::Portable
-    };
+    let isa = supported_isa(compute.isa);
     if linear.k == 0 {
         // Empty products: every sum is `+0.0` (no panel to pack).
         for row in out.chunks_exact_mut(linear.n) {
@@ -648,8 +662,9 @@ pub fn rmsnorm(x: &[f32], gamma: &[f32], eps: f32, n: usize, out: &mut [f32], co
     });
 }
 
-/// One row of [`reference::softmax`], with a vectorised sum.
-fn softmax_row(row: &[f32], keep: Option<&[f32]>, scale: f32, out: &mut [f32]) {
+/// One row of [`reference::softmax`]: the max in column order, then the exponentials, the
+/// lane sum and the divisions vectorised for `isa` ([`softmax_tail`]).
+fn softmax_row(isa: Isa, row: &[f32], keep: Option<&[f32]>, scale: f32, out: &mut [f32]) {
     let kept = |c: usize| keep.is_none_or(|keep| keep[c] != 0.0);
     let mut max = f32::NEG_INFINITY;
     let mut any = false;
@@ -666,8 +681,23 @@ fn softmax_row(row: &[f32], keep: Option<&[f32]>, scale: f32, out: &mut [f32]) {
         out.fill(0.0);
         return;
     }
-    // Every column's exponential is computed and the masked ones dropped by a select (the
-    // same bits as skipping them), so the loop has no branch and vectorises.
+    match isa {
+        // SAFETY: the callers pass an `isa` the CPU supports (checked by `supported_isa`).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::softmax_tail_avx512(row, keep, scale, max, out) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::softmax_tail_avx2(row, keep, scale, max, out) },
+        _ => softmax_tail(row, keep, scale, max, out),
+    }
+}
+
+/// `out[c] = exp(row[c] * scale - max)` ([`reference::exp`], `0.0` where `keep[c] == 0`), then
+/// each divided by their lane [`sum`]. Every column's exponential is computed and the masked
+/// ones dropped by a select (the same bits as skipping them), so the loop has no branch and
+/// vectorises; inlined into one copy per instruction set.
+#[inline(always)]
+fn softmax_tail(row: &[f32], keep: Option<&[f32]>, scale: f32, max: f32, out: &mut [f32]) {
     match keep {
         Some(keep) => {
             for ((o, &value), &k) in out.iter_mut().zip(row).zip(keep) {
@@ -687,6 +717,15 @@ fn softmax_row(row: &[f32], keep: Option<&[f32]>, scale: f32, out: &mut [f32]) {
     }
 }
 
+/// `isa` if the CPU runs it, else [`Isa::Portable`] (same bits either way).
+fn supported_isa(isa: Isa) -> Isa {
+    if isa.is_supported() {
+        isa
+    } else {
+        Isa::Portable
+    }
+}
+
 /// [`reference::softmax`], threaded over rows.
 pub fn softmax(
     x: &[f32],
@@ -696,9 +735,11 @@ pub fn softmax(
     out: &mut [f32],
     compute: Compute,
 ) {
+    let isa = supported_isa(compute.isa);
     for_row_ranges(out, n, 1, n * 16, compute.threads, |first, chunk| {
         for (r, out_row) in chunk.chunks_exact_mut(n).enumerate() {
             softmax_row(
+                isa,
                 &x[(first + r) * n..(first + r + 1) * n],
                 keep,
                 scale,
@@ -747,6 +788,7 @@ pub fn attention(
     // Each unit (sequence b, head h) writes a [seq, head_dim] block; gather them after.
     let mut blocks = vec![0.0f32; units * seq * head_dim];
     let single = compute.single_threaded();
+    let isa = supported_isa(compute.isa);
     for_row_ranges(
         &mut blocks,
         seq * head_dim,
@@ -780,6 +822,7 @@ pub fn attention(
                 linear(&scores_op, &qh, &mut scores, single);
                 for i in 0..seq {
                     softmax_row(
+                        isa,
                         &scores[i * seq..(i + 1) * seq],
                         Some(keep_b),
                         scale,

@@ -94,7 +94,8 @@ pub fn exp(x: f32) -> f32 {
     const LN2_LO: f32 = -2.121_944_4e-4; // ln 2 - LN2_HI
     const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23
     let clamped = x.clamp(EXP_X_MIN, EXP_X_MAX);
-    let n = (clamped * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let rounded = clamped * std::f32::consts::LOG2_E + ROUND;
+    let n = rounded - ROUND;
     let r = (clamped - n * LN2_HI) - n * LN2_LO;
     let mut p = 1.0 / 5040.0;
     p = p * r + 1.0 / 720.0;
@@ -104,16 +105,18 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 0.5;
     p = p * r + 1.0;
     p = p * r + 1.0;
-    let n = n as i32; // within [-150, 128]
+    // `n` as an integer, read from the low bits of `rounded` (same exponent as ROUND), equal
+    // to `n as i32` within [-150, 128]; wrapping operations (and no float-to-int cast) keep the
+    // loop free of checks so it vectorises. A NaN's value is replaced below.
+    let n = (rounded.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
     let half = n / 2;
-    let scale = |e: i32| f32::from_bits(((e + 127) as u32) << 23);
-    let y = (p * scale(half)) * scale(n - half);
+    let scale = |e: i32| f32::from_bits((e.wrapping_add(127) as u32) << 23);
+    let y = (p * scale(half)) * scale(n.wrapping_sub(half));
+    // Selects, not branches, so a loop of `exp` vectorises (the kernels rely on it).
+    let y = if x > EXP_X_MAX { f32::INFINITY } else { y };
+    let y = if x < EXP_X_MIN { 0.0 } else { y };
     if x.is_nan() {
         x
-    } else if x > EXP_X_MAX {
-        f32::INFINITY
-    } else if x < EXP_X_MIN {
-        0.0
     } else {
         y
     }

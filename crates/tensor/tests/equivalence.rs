@@ -200,6 +200,54 @@ proptest! {
 }
 
 /// Every f16 bit pattern converts to the value the IEEE 754 binary16 formula gives.
+/// The softmax kernels (exponentials vectorised per instruction set) keep the reference's
+/// bits at the edges of `exp`: subnormal and zero results, the clamp bounds, infinities, NaN,
+/// masked columns, and a row longer than one vector with a tail.
+#[test]
+fn softmax_matches_at_the_edges_of_exp() {
+    let edges = [
+        0.0f32,
+        -87.0,
+        -88.72283,
+        -100.0,
+        -103.97208,
+        -103.972_09,
+        -1.0e30,
+        f32::NEG_INFINITY,
+        80.0,
+        88.72283,
+        1.0,
+        -0.5,
+        3.0,
+        -126.5,
+        -149.0,
+        2.0,
+        -0.0,
+        f32::MIN_POSITIVE,
+    ];
+    let n = edges.len();
+    let mut rows = edges.to_vec();
+    // Rows whose max is +inf or NaN: every exponential is NaN or 0.
+    rows.extend(
+        edges
+            .iter()
+            .map(|&x| if x == 1.0 { f32::INFINITY } else { x }),
+    );
+    rows.extend(edges.iter().map(|&x| if x == 3.0 { f32::NAN } else { x }));
+    let mask: Vec<f32> = (0..n).map(|c| if c % 3 == 1 { 0.0 } else { 1.0 }).collect();
+    for scale in [1.0f32, 0.125, 4.0] {
+        for keep in [None, Some(&mask[..])] {
+            let mut expected = vec![0.0; rows.len()];
+            reference::softmax(&rows, keep, scale, n, &mut expected);
+            for compute in computes() {
+                let mut out = vec![f32::NAN; rows.len()];
+                kernels::softmax(&rows, keep, scale, n, &mut out, compute);
+                check_bits(&format!("softmax {scale} {compute:?}"), &expected, &out);
+            }
+        }
+    }
+}
+
 #[test]
 fn f16_conversion_is_exact() {
     for bits in 0..=u16::MAX {
