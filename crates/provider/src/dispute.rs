@@ -161,6 +161,11 @@ pub struct Player {
     threads: usize,
     fault: Fault,
     runs: Mutex<BTreeMap<u64, Arc<JobRun>>>,
+    /// Outputs posted for the jobs this party audits, as its daemon read them off the chain
+    /// ([`Player::posted_output`]): a generation's audit checks them in one pass.
+    posted: Mutex<BTreeMap<u64, Vec<u8>>>,
+    /// Jobs this party has re-run step by step ([`Player::run_of`] computing a run).
+    full_runs: std::sync::atomic::AtomicU64,
     /// (job, round, phase) already answered: a move is sent once, then waits for a block.
     sent: Mutex<BTreeSet<(u64, u32, &'static str)>>,
 }
@@ -232,6 +237,8 @@ impl Player {
             threads,
             fault,
             runs: Mutex::new(BTreeMap::new()),
+            posted: Mutex::new(BTreeMap::new()),
+            full_runs: std::sync::atomic::AtomicU64::new(0),
             sent: Mutex::new(BTreeSet::new()),
         }
     }
@@ -243,6 +250,8 @@ impl Player {
         }
         let (model, spec) = self.model_and_spec(chain, job).await?;
         let (threads, fault) = (self.threads, self.fault.clone());
+        self.full_runs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let run =
             tokio::task::spawn_blocking(move || run_with_fault(&model, &spec, threads, &fault))
                 .await
@@ -253,6 +262,24 @@ impl Player {
             .expect("runs lock")
             .insert(job, run.clone());
         Ok(run)
+    }
+
+    /// Keeps the output posted for `job` (read off the chain by the daemon), so that its audit
+    /// checks a generation in one pass ([`audit_in_one_pass`]) instead of re-running it step by
+    /// step; without it the audit re-runs the job.
+    pub fn posted_output(&self, job: u64, output: Vec<u8>) {
+        self.posted.lock().expect("posted lock").insert(job, output);
+    }
+
+    /// Whether the output posted for `job` is held (see [`Player::posted_output`]).
+    pub fn has_posted_output(&self, job: u64) -> bool {
+        self.posted.lock().expect("posted lock").contains_key(&job)
+    }
+
+    /// How many jobs this party has re-run step by step (an audit that one pass decided
+    /// re-runs none).
+    pub fn full_runs(&self) -> u64 {
+        self.full_runs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Keeps the run a daemon computed for its own result, so a dispute need not recompute it.
@@ -302,6 +329,10 @@ impl Player {
             .lock()
             .expect("runs lock")
             .retain(|job, _| open.contains(job));
+        self.posted
+            .lock()
+            .expect("posted lock")
+            .retain(|job, _| open.contains(job));
     }
 
     /// The moves for every open audit and dispute of this party.
@@ -348,6 +379,30 @@ impl Player {
         let result = view
             .result
             .ok_or_else(|| ProviderError::Model(format!("job {job} has no result")))?;
+        let posted = self.posted.lock().expect("posted lock").get(&job).cloned();
+        // An honest auditor checks a generation in one pass when it has the posted output; a
+        // faulty one (tests and demos) plays its fault on a full run.
+        if let (Some(output), true) = (posted, self.fault.is_none()) {
+            let model = self.model(&view.model)?;
+            let (spec, threads) = (view.spec.clone(), self.threads);
+            let found = tokio::task::spawn_blocking(move || {
+                audit_in_one_pass(&model, &spec, &output, threads)
+            })
+            .await
+            .map_err(|e| ProviderError::Model(e.to_string()))??;
+            if found == Some((result.output_hash, result.trace_root)) {
+                tracing::info!(
+                    job,
+                    "audit: one pass gives the same output and trace; attesting"
+                );
+                return Ok(Move {
+                    job,
+                    what: "attest",
+                    message: Message::Verify(verify::Msg::Attest { job }),
+                    answers: (job, 0, "audit"),
+                });
+            }
+        }
         let run = self.run_of(chain, job).await?;
         let output_hash = piazza_ledger::compute::output_hash(&run.output);
         let root = Hash(run.trace_root);
@@ -498,6 +553,49 @@ impl Player {
             }
         }
     }
+}
+
+/// A generation job's output hash and trace root from one prefill-shaped pass over its prompt
+/// and `posted_output` tokenized (`Generator::generate_from_draft`): the generation the job's
+/// parameters make, computed and traced as step by step, bit for bit. `None` when one pass
+/// cannot tell (an embedding job, an output that is not UTF-8, or a text whose tokens are not
+/// the ones the generation chose, up to where it ends): only a full run decides then.
+pub fn audit_in_one_pass(
+    model: &LoadedModel,
+    spec: &JobSpec,
+    posted_output: &[u8],
+    threads: usize,
+) -> Result<Option<(Hash, Hash)>, ProviderError> {
+    let LoadedModel::Generation(generator) = model else {
+        return Ok(None);
+    };
+    let Ok(posted_text) = std::str::from_utf8(posted_output) else {
+        return Ok(None);
+    };
+    let model_error = |e: &dyn std::fmt::Display| ProviderError::Model(e.to_string());
+    let input = String::from_utf8_lossy(&spec.input);
+    let prompt =
+        piazza_arbiter::prompt_ids(generator, spec, &input).map_err(|e| model_error(&e))?;
+    let filter =
+        piazza_arbiter::constraint::token_filter(generator, spec).map_err(|e| model_error(&e))?;
+    let draft = generator
+        .tokenize(posted_text)
+        .map_err(|e| model_error(&e))?;
+    let generation = generator
+        .generate_from_draft(
+            &prompt,
+            &draft,
+            &piazza_arbiter::generate_params(spec),
+            piazza_llm::Compute::new(threads),
+            filter.as_ref().map(|f| f as &dyn piazza_llm::TokenFilter),
+        )
+        .map_err(|e| model_error(&e))?;
+    Ok(generation.map(|g| {
+        (
+            piazza_ledger::compute::output_hash(g.text.as_bytes()),
+            Hash(g.trace.root),
+        )
+    }))
 }
 
 /// The move that sends `evidence` for dispute `d` in its current `phase`.
