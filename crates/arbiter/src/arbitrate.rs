@@ -11,6 +11,7 @@ use piazza_trace::merkle::Proof;
 use piazza_trace::weights::{self, ManifestEntry, WEIGHT_CHUNK_BYTES};
 use piazza_trace::Trace;
 
+use crate::constraint::GrammarFilter;
 use crate::plan::{self, ModelGraph, StepGraph, StepPlan, WeightRead};
 use crate::tree::LEAVES_MAX;
 use crate::{
@@ -98,10 +99,14 @@ pub fn arbitrate_with(
         Family::Llama => llama_graph(&evidence.config, &manifest, job, evidence, claim)?,
     };
     let step = evidence.step as usize;
-    refuse_constrained_sample(&graph, step, job)?;
+    let filter = sample_filter(model, &graph, step, job, &evidence.tokenizer)?;
     let plan = graph.plan(step, evidence.ids.len())?;
     let blocks = check_leaves(&graph, &plan, evidence, leaf_ok)?;
-    let inputs = plan.assemble(&graph, &evidence.ids, &blocks)?;
+    let mut inputs = plan.assemble(&graph, &evidence.ids, &blocks)?;
+    let allowed = match &filter {
+        Some((filter, index)) => Some(mask_logits(&mut inputs, filter, *index)?),
+        None => None,
+    };
     let reads = plan.weight_reads(&graph, &inputs, &manifest)?;
     let store = ChunkStore::check(&reads, evidence, blob_bytes)?;
     let weights = reads
@@ -109,30 +114,93 @@ pub fn arbitrate_with(
         .map(|read| store.tensor(read))
         .collect::<Result<Vec<_>, _>>()?;
     let output = plan.execute(&graph, &inputs, &reads, &weights)?;
+    if let Some(allowed) = allowed {
+        // As the generator's filtered sample op: the choice must be one the mask allows.
+        let chosen = output.to_vec().first().map(|&id| id as usize);
+        if !chosen.is_some_and(|id| allowed.get(id).copied().unwrap_or(false)) {
+            return Err(ArbiterError::Execution(format!(
+                "sample step {step}: the job's mask allows no token"
+            )));
+        }
+    }
     Ok(trace::tensor_step_hash(step, &output))
 }
 
-/// A constrained job's sample steps apply its token mask, which needs the model's vocabulary;
-/// step evidence does not carry the tokenizer yet, so such a step is refused rather than
-/// re-executed without the mask (which would decide against an honest provider).
-fn refuse_constrained_sample(
+/// The token mask a step applies, with the sample's index (its new tokens so far): only a
+/// constrained job's sample step has one, built from the tokenizer the evidence carries
+/// (checked against the record's tokenizer hash before it is parsed). Any other step's
+/// evidence carries no tokenizer, and a constrained sample step's must.
+fn sample_filter(
+    model: &ModelCommitments,
     graph: &StepGraph,
     step: usize,
     job: &JobSpec,
-) -> Result<(), ArbiterError> {
-    let plan::ModelGraph::Llama { graph: llama, .. } = &graph.model else {
-        return Ok(());
+    tokenizer: &[u8],
+) -> Result<Option<(GrammarFilter, u64)>, ArbiterError> {
+    let sample = match &graph.model {
+        plan::ModelGraph::Llama { config, .. } => {
+            graph.sample_index(step).map(|index| (index, config.vocab))
+        }
+        plan::ModelGraph::Bert { .. } => None,
     };
-    let is_sample = graph
-        .block(step)
-        .and_then(|(op, _, _)| llama.ops.get(op))
-        .is_some_and(|op| matches!(op.kind, piazza_llm::OpKind::Sample { .. }));
-    if is_sample && crate::constraint::split_input(&job.input)?.0.is_some() {
-        return Err(job_error(
-            "a constrained job's sample step cannot be arbitrated yet (the evidence carries no vocabulary)".into(),
+    let constrained = crate::constraint::split_input(&job.input)?.0.is_some();
+    let Some((index, vocab)) = sample.filter(|_| constrained) else {
+        if !tokenizer.is_empty() {
+            return Err(ArbiterError::Tokenizer(
+                "the evidence carries a tokenizer this step does not read".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    if tokenizer.is_empty() {
+        return Err(ArbiterError::Tokenizer(
+            "a constrained job's sample step needs the tokenizer for its mask".into(),
         ));
     }
-    Ok(())
+    let tokenizer = crate::tokens::llama_tokenizer(tokenizer, &model.tokenizer_hash, vocab)
+        .map_err(|e| ArbiterError::Tokenizer(e.to_string()))?;
+    let filter = crate::constraint::filter_with(&tokenizer, vocab, job)?
+        .ok_or_else(|| job_error("the job's constraint gives no mask".into()))?;
+    Ok(Some((filter, index)))
+}
+
+/// Applies `filter` to a sample step's inputs (logits `1 × vocab`, then the history column of
+/// prompt and new ids) as the generator's filtered sample op does: the logits of the ids it
+/// does not allow become −∞. The new tokens so far are the history's last `index` ids.
+/// Returns which ids are allowed.
+fn mask_logits(
+    inputs: &mut [Tensor],
+    filter: &GrammarFilter,
+    index: u64,
+) -> Result<Vec<bool>, ArbiterError> {
+    let fail = |detail: &str| ArbiterError::Execution(format!("sample inputs: {detail}"));
+    let [logits, history, ..] = inputs else {
+        return Err(fail("a sample reads logits and a history"));
+    };
+    let mut values = logits.to_vec();
+    let history = history.to_vec();
+    let vocab = values.len() as f32;
+    if history
+        .iter()
+        .any(|&id| !(id >= 0.0 && id.fract() == 0.0 && id < vocab))
+    {
+        return Err(fail("the history holds a value that is no token id"));
+    }
+    let generated: Vec<u32> = usize::try_from(index)
+        .ok()
+        .and_then(|index| history.len().checked_sub(index))
+        .map(|start| history[start..].iter().map(|&id| id as u32).collect())
+        .ok_or_else(|| fail("fewer ids than new tokens"))?;
+    let mut allowed = vec![false; values.len()];
+    piazza_llm::TokenFilter::allowed(filter, &generated, &mut allowed)
+        .map_err(|e| ArbiterError::Execution(format!("the job's mask: {e}")))?;
+    for (value, &ok) in values.iter_mut().zip(&allowed) {
+        if !ok {
+            *value = f32::NEG_INFINITY;
+        }
+    }
+    *logits = Tensor::from_vec(values, logits.shape()).map_err(|e| fail(&e.to_string()))?;
+    Ok(allowed)
 }
 
 /// Whether a trace of `step_count` steps is a possible run of `job` from `ids` under the model
@@ -164,6 +232,7 @@ pub fn step_count_fits(
                 ids: ids.to_vec(),
                 leaves: Vec::new(),
                 chunks: Vec::new(),
+                tokenizer: Vec::new(),
             };
             let claim = TraceClaim {
                 root: [0; 32],

@@ -34,11 +34,13 @@ pub fn split_input(input: &[u8]) -> Result<(Option<Constraint>, &[u8]), ArbiterE
     }
 }
 
-/// The token byte strings of `generator`'s vocabulary (control tokens empty) and its end of
-/// sequence.
-pub fn vocabulary(generator: &Generator) -> Result<Vocabulary, ArbiterError> {
-    let tokenizer = generator.tokenizer();
-    let tokens = (0..generator.config().vocab as u32)
+/// The token byte strings of `tokenizer`'s first `vocab` ids (control tokens empty) and its
+/// end of sequence.
+pub fn vocabulary(
+    tokenizer: &piazza_llm::Tokenizer,
+    vocab: usize,
+) -> Result<Vocabulary, ArbiterError> {
+    let tokens = (0..vocab as u32)
         .map(|id| tokenizer.token_bytes(id).to_vec())
         .collect();
     Vocabulary::new(tokens, tokenizer.eos).map_err(|e| ArbiterError::Job(e.to_string()))
@@ -51,6 +53,16 @@ pub fn token_filter(
     generator: &Generator,
     job: &JobSpec,
 ) -> Result<Option<GrammarFilter>, ArbiterError> {
+    filter_with(generator.tokenizer(), generator.config().vocab, job)
+}
+
+/// [`token_filter`] from a tokenizer and the model's vocabulary size (what the arbiter has: the
+/// tokenizer rebuilt from the evidence's preimage, the size from the committed config).
+pub fn filter_with(
+    tokenizer: &piazza_llm::Tokenizer,
+    vocab: usize,
+    job: &JobSpec,
+) -> Result<Option<GrammarFilter>, ArbiterError> {
     let (Some(constraint), _) = split_input(&job.input)? else {
         return Ok(None);
     };
@@ -58,7 +70,7 @@ pub fn token_filter(
         .grammar()
         .map_err(|e| ArbiterError::Job(e.to_string()))?;
     let max_tokens = crate::generate_params(job).max_tokens;
-    let mask = TokenMask::new(grammar, Arc::new(vocabulary(generator)?), max_tokens)
+    let mask = TokenMask::new(grammar, Arc::new(vocabulary(tokenizer, vocab)?), max_tokens)
         .map_err(|e| ArbiterError::Job(e.to_string()))?;
     Ok(Some(GrammarFilter { mask }))
 }

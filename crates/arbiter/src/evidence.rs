@@ -3,7 +3,10 @@
 //! Layout (all integers little-endian, every length a `u32` prefix):
 //! `step u64 ‖ config ‖ manifest ‖ chunk_root [32] ‖ ids (count, u32 each) ‖
 //!  leaves (count, each: index u64, rows u32, columns u32, values (count, f32 bits each),
-//!  siblings (count, 32 bytes each)) ‖ chunks (count, each: index u64, bytes, siblings)`.
+//!  siblings (count, 32 bytes each)) ‖ chunks (count, each: index u64, bytes, siblings)
+//!  [‖ tokenizer]`. The tokenizer (a length-prefixed, non-empty byte string) is present only in
+//! the evidence for a constrained job's sample step, whose token mask needs the vocabulary
+//! (docs/grammar.md); every other step's evidence ends after its chunks, as before.
 //! There is one encoding per value: [`Evidence::decode`] rejects trailing bytes, so decoding
 //! and encoding again gives back the input.
 //!
@@ -54,6 +57,10 @@ pub struct Evidence {
     pub leaves: Vec<LeafOpening>,
     /// The weight chunks this step reads, by increasing index.
     pub chunks: Vec<ChunkOpening>,
+    /// The tokenizer's metadata preimage (`piazza_llm::Tokenizer::metadata_preimage`, whose
+    /// BLAKE3 is the model record's tokenizer hash) for a constrained job's sample step, whose
+    /// mask reads every token's bytes; empty for every other step.
+    pub tokenizer: Vec<u8>,
 }
 
 impl Evidence {
@@ -78,6 +85,9 @@ impl Evidence {
             out.bytes(&chunk.bytes);
             put_hashes(&mut out, &chunk.siblings);
         }
+        if !self.tokenizer.is_empty() {
+            out.bytes(&self.tokenizer);
+        }
         out.into_bytes()
     }
 
@@ -93,6 +103,10 @@ impl Evidence {
             .iter()
             .map(|chunk| 8 + 4 + chunk.bytes.len() + 4 + 32 * chunk.siblings.len())
             .sum();
+        let tokenizer = match self.tokenizer.len() {
+            0 => 0,
+            len => 4 + len,
+        };
         8 + 4
             + self.config.len()
             + 4
@@ -104,6 +118,7 @@ impl Evidence {
             + leaves
             + 4
             + chunks
+            + tokenizer
     }
 
     /// Read canonical bytes: at most [`EVIDENCE_BYTES_MAX`], every count checked against the
@@ -138,6 +153,19 @@ impl Evidence {
                 siblings,
             });
         }
+        // Present only when non-empty: an empty one would be a second encoding of its absence.
+        let tokenizer = if reader.remaining() > 0 {
+            let tokenizer = reader.bytes(reader.remaining())?;
+            if tokenizer.is_empty() {
+                return Err(DecodeError::Invalid {
+                    what: "evidence tokenizer",
+                    reason: "empty (absent is its one encoding)".into(),
+                });
+            }
+            tokenizer
+        } else {
+            Vec::new()
+        };
         reader.finish()?;
         Ok(Evidence {
             step,
@@ -147,6 +175,7 @@ impl Evidence {
             ids,
             leaves,
             chunks,
+            tokenizer,
         })
     }
 }
@@ -296,6 +325,7 @@ mod tests {
                 bytes: vec![0xEE; 3],
                 siblings: vec![],
             }],
+            tokenizer: Vec::new(),
         }
     }
 
@@ -352,5 +382,27 @@ mod tests {
         assert!(Evidence::decode(&many.encode()).is_err());
         many.chunks[0].siblings.pop();
         assert!(Evidence::decode(&many.encode()).is_ok());
+    }
+
+    /// A constrained sample step's evidence ends in its tokenizer (length-prefixed); the
+    /// evidence without one is the pinned layout unchanged, and an empty tokenizer written out
+    /// (a second encoding of none) or a cut one is refused.
+    #[test]
+    fn the_tokenizer_is_an_optional_tail() {
+        let plain = sample().encode();
+        let mut with = sample();
+        with.tokenizer = b"tok".to_vec();
+        let bytes = with.encode();
+        assert_eq!(
+            bytes,
+            [plain.clone(), 3u32.to_le_bytes().to_vec(), b"tok".to_vec()].concat()
+        );
+        assert_eq!(with.encoded_len(), bytes.len());
+        assert_eq!(Evidence::decode(&bytes).unwrap(), with);
+        for len in plain.len() + 1..bytes.len() {
+            assert!(Evidence::decode(&bytes[..len]).is_err(), "prefix {len}");
+        }
+        let empty = [plain, 0u32.to_le_bytes().to_vec()].concat();
+        assert!(Evidence::decode(&empty).is_err());
     }
 }

@@ -178,6 +178,8 @@ pub enum ArbiterError {
     Manifest(String),
     #[error("token ids do not match the trace's ids commitment")]
     IdsCommitment,
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
     #[error("job: {0}")]
     Job(String),
     #[error("no graph of this job has the claimed {claim} steps ({detail})")]

@@ -163,6 +163,18 @@ impl StepGraph {
         Some((s.op, s.rows.clone(), s.columns.clone()))
     }
 
+    /// The index (new tokens before it) of the sample op whose step `step` is, or `None` for
+    /// any other step.
+    pub fn sample_index(&self, step: usize) -> Option<u64> {
+        let ModelGraph::Llama { graph, .. } = &self.model else {
+            return None;
+        };
+        match graph.ops.get(graph.steps.get(step)?.op)?.kind {
+            piazza_llm::OpKind::Sample { index, .. } => Some(index),
+            _ => None,
+        }
+    }
+
     /// `[rows, columns]` of step `step`'s output block.
     pub fn block_shape(&self, step: usize) -> Option<[usize; 2]> {
         Some(self.model.steps().get(step)?.shape())

@@ -124,6 +124,9 @@ pub struct JobRun {
     pub trace_root: Hash,
     recording: Recording,
     corrupted: Option<u64>,
+    /// Whether the job's input carries a constraint (its sample steps' evidence then carries
+    /// the tokenizer the mask reads).
+    constrained: bool,
 }
 
 /// Run `job` on `model` with recording, on `threads` threads (the results are the same bits
@@ -289,6 +292,7 @@ fn run_embedding(embedder: &Embedder, text: &str, threads: usize) -> Result<JobR
         ids,
         recording: Recording::Bert(recording),
         corrupted: None,
+        constrained: false,
     })
 }
 
@@ -318,6 +322,7 @@ fn run_generation(
         ids: prompt,
         recording: Recording::Llama(recording),
         corrupted: None,
+        constrained: filter.is_some(),
     })
 }
 
@@ -428,7 +433,7 @@ impl JobRun {
 
     /// Evidence for step `step` from this run: the blocks it reads with their proofs in this
     /// run's trace, the weight chunks it reads with their proofs, the config, the manifest and
-    /// the ids.
+    /// the ids; for a constrained job's sample step, the tokenizer too.
     pub fn evidence(&self, model: &LoadedModel, step: u64) -> Result<Evidence, ArbiterError> {
         let graph = self.graph_for(model)?;
         if step >= self.step_count() {
@@ -476,6 +481,14 @@ impl JobRun {
                 })
             })
             .collect::<Result<Vec<_>, ArbiterError>>()?;
+        let tokenizer = match model {
+            LoadedModel::Generation(generator)
+                if self.constrained && graph.sample_index(step as usize).is_some() =>
+            {
+                crate::tokens::llama_tokenizer_bytes(generator)
+            }
+            _ => Vec::new(),
+        };
         Ok(Evidence {
             step,
             config: model.config_bytes(),
@@ -484,6 +497,7 @@ impl JobRun {
             ids: self.ids.clone(),
             leaves,
             chunks,
+            tokenizer,
         })
     }
 

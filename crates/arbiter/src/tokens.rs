@@ -133,8 +133,9 @@ pub fn llama_ids(
     })
 }
 
-/// The Llama tokenizer from its metadata preimage, which must hash to `tokenizer_hash`.
-fn llama_tokenizer(
+/// The Llama tokenizer from its metadata preimage, which must hash to `tokenizer_hash`
+/// (checked before anything is parsed).
+pub(crate) fn llama_tokenizer(
     preimage: &[u8],
     tokenizer_hash: &Hash,
     vocab: usize,

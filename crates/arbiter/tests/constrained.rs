@@ -1,6 +1,7 @@
 //! Constrained jobs on SmolLM2: the output is valid JSON of the schema, the provider's run and
 //! its recorded run agree, every sample step re-executes to its leaf only with the job's mask,
-//! and the on-chain arbiter refuses (rather than misjudges) a constrained sample step.
+//! and the on-chain arbiter decides a constrained sample step from the tokenizer its evidence
+//! carries (checked against the record), refusing evidence without it or with another.
 
 mod common;
 
@@ -131,7 +132,7 @@ fn the_header_is_not_prompt_text() {
 }
 
 #[test]
-fn sample_steps_reexecute_only_under_the_mask_and_arbitration_refuses_them() {
+fn sample_steps_reexecute_only_under_the_mask_and_arbitration_applies_it() {
     let model = smollm2();
     let generator = generator();
     let constraint = Constraint::JsonSchema(PERSON.as_bytes().to_vec());
@@ -188,14 +189,70 @@ fn sample_steps_reexecute_only_under_the_mask_and_arbitration_refuses_them() {
         "the mask changed no choice: {}",
         generation.text
     );
-    // The chain's arbiter re-executes without a vocabulary: it refuses a sample step of a
-    // constrained job, and still decides the other steps.
+    // The chain's arbiter rebuilds the mask from the tokenizer in the sample step's evidence:
+    // a step the mask changed re-executes to the honest leaf.
     let run = run_job(&model.loaded, &job, 2, None).unwrap();
     assert_eq!(run.trace_root, generation.trace.root);
-    let evidence = run.evidence(&model.loaded, sample_steps[0] as u64).unwrap();
-    let refused = arbitrate(&model.commitments, &job, &claim(&run), &evidence).unwrap_err();
-    assert!(refused.to_string().contains("constrained"), "{refused}");
-    common::check_step(model, &job, &run, sample_steps[0] as u64 - 1, "constrained");
+    let masked_step = sample_steps
+        .iter()
+        .copied()
+        .find(|&step| {
+            let inputs = recording.step_inputs(step).unwrap();
+            let plain = generator
+                .execute_step(&recording.graph, step, &inputs)
+                .unwrap();
+            Generator::step_leaf(step, &plain) != generation.trace.step_hashes[step]
+        })
+        .unwrap() as u64;
+    let evidence = common::check_step(model, &job, &run, masked_step, "constrained sample");
+    assert_eq!(
+        evidence.tokenizer,
+        generator.tokenizer().metadata_preimage(),
+        "a constrained sample step carries the tokenizer"
+    );
+    eprintln!(
+        "constrained sample step evidence: {} bytes, of which tokenizer {} bytes ({} tokens)",
+        evidence.encoded_len(),
+        evidence.tokenizer.len(),
+        generator.config().vocab
+    );
+    // The step before it (the logits) carries none and still arbitrates.
+    let before = common::check_step(model, &job, &run, masked_step - 1, "constrained");
+    assert!(before.tokenizer.is_empty());
+    // A cheater that corrupted the sample step is decided against: its leaf is not the one
+    // the masked re-execution gives, whichever party's run the evidence comes from.
+    let cheat = run_job(&model.loaded, &job, 2, Some(masked_step)).unwrap();
+    let from_cheat = cheat.evidence(&model.loaded, masked_step).unwrap();
+    let leaf = arbitrate(&model.commitments, &job, &claim(&cheat), &from_cheat).unwrap();
+    assert_eq!(leaf, run.leaves[masked_step as usize]);
+    assert_ne!(leaf, cheat.leaves[masked_step as usize]);
+    // Hostile evidence: no tokenizer, a tokenizer one byte off (not the record's hash), a
+    // tokenizer on a step that reads none.
+    let refused = |evidence: &piazza_arbiter::Evidence, what: &str| {
+        let error = arbitrate(&model.commitments, &job, &claim(&run), evidence).unwrap_err();
+        assert!(
+            matches!(error, piazza_arbiter::ArbiterError::Tokenizer(_)),
+            "{what}: {error}"
+        );
+        eprintln!("{what}: refused: {error}");
+    };
+    let mut without = evidence.clone();
+    without.tokenizer.clear();
+    refused(&without, "no tokenizer");
+    let mut other = evidence.clone();
+    let last = other.tokenizer.len() - 1;
+    other.tokenizer[last] ^= 1;
+    refused(&other, "another tokenizer");
+    let mut extra = before.clone();
+    extra.tokenizer = evidence.tokenizer.clone();
+    refused(&extra, "a tokenizer the step does not read");
+    // An unconstrained job's sample step carries none.
+    let plain_job = chat_job("Who are you?", 2, 0, 7);
+    let plain = run_job(&model.loaded, &plain_job, 2, None).unwrap();
+    let plain_evidence = plain
+        .evidence(&model.loaded, plain.step_count() - 1)
+        .unwrap();
+    assert!(plain_evidence.tokenizer.is_empty());
 }
 
 #[test]
