@@ -317,7 +317,16 @@ impl AppLoop {
                     _ => part,
                 };
                 let peer = published_by.unwrap_or(from).to_bytes();
-                let value = match self.streams.insert(peer, part, self.height) {
+                let evicted = self.streams.evicted();
+                let inserted = self.streams.insert(peer, part, self.height);
+                if self.streams.evicted() > evicted {
+                    tracing::debug!(
+                        %from,
+                        evicted = self.streams.evicted() - evicted,
+                        "incomplete proposal streams evicted to make room"
+                    );
+                }
+                let value = match inserted {
                     Ok(Some(assembled)) => self.accept_stream(assembled).await?,
                     Ok(None) => None,
                     Err(error) => {

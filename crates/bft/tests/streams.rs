@@ -1,6 +1,6 @@
 //! Proposal-part stream reassembly: parts in any order give the same block; every bound
-//! (streams in all, streams per peer, sequence, bytes) refuses instead of growing; malformed and
-//! stale streams are refused.
+//! (streams in all, streams per peer, sequence, bytes) holds, by evicting the least useful
+//! stream of the peer over it; malformed, stale and far-ahead streams are refused.
 
 use bytes::Bytes;
 use malachitebft_app_channel::app::streaming::{StreamContent, StreamId, StreamMessage};
@@ -8,8 +8,12 @@ use malachitebft_app_channel::app::types::core::Round;
 use piazza_bft::app::block_parts;
 use piazza_bft::codec::PARTS_PER_STREAM_MAX;
 use piazza_bft::context::{Height, ProposalFin, ProposalInit, ProposalPart, ValidatorAddress};
-use piazza_bft::streams::{PartStreams, StreamError, STREAMS_MAX, STREAMS_PER_PEER_MAX};
+use piazza_bft::streams::{
+    PartStreams, StreamError, STREAMS_MAX, STREAMS_PER_PEER_MAX, STREAM_BYTES_TOTAL_MAX,
+    STREAM_HEIGHTS_AHEAD_MAX,
+};
 use piazza_bft::PART_DATA_BYTES_MAX;
+use piazza_ledger::block::BLOCK_BYTES_MAX;
 use piazza_primitives::{Address, Signature};
 
 fn init(height: u64) -> ProposalInit {
@@ -105,10 +109,18 @@ fn stream_counts_are_bounded_in_all_and_per_peer() {
             .insert(b"greedy".to_vec(), first(id), Height(5))
             .unwrap();
     }
+    // A fifth stream of the same peer evicts its oldest; the peer's share stays at the bound.
+    streams
+        .insert(b"greedy".to_vec(), first(99), Height(5))
+        .unwrap();
+    assert_eq!(streams.len(), STREAMS_PER_PEER_MAX);
+    assert_eq!(streams.evicted(), 1);
     assert_eq!(
-        streams.insert(b"greedy".to_vec(), first(99), Height(5)),
-        Err(StreamError::TooManyStreamsFromPeer)
+        streams.insert(b"greedy".to_vec(), first(0), Height(5)),
+        Ok(None),
+        "stream 0 was the one evicted: it starts afresh"
     );
+    assert_eq!(streams.evicted(), 2);
     let mut peer = 0u32;
     while streams.len() < STREAMS_MAX {
         streams
@@ -116,9 +128,16 @@ fn stream_counts_are_bounded_in_all_and_per_peer() {
             .unwrap();
         peer += 1;
     }
+    // The buffer is full: a newcomer's stream takes the place of one of the largest holder's.
+    streams
+        .insert(b"late".to_vec(), first(0), Height(5))
+        .unwrap();
+    assert_eq!(streams.len(), STREAMS_MAX);
+    assert_eq!(streams.evicted(), 3);
     assert_eq!(
-        streams.insert(b"late".to_vec(), first(0), Height(5)),
-        Err(StreamError::TooManyStreams)
+        streams.insert(b"greedy".to_vec(), first(99), Height(5)),
+        Err(StreamError::Duplicate(0)),
+        "the greedy peer's newest stream is kept"
     );
     // Deciding height 5 frees the buffer.
     streams.prune_below(Height(6));
@@ -134,6 +153,70 @@ fn stream_counts_are_bounded_in_all_and_per_peer() {
             Height(6),
         )
         .unwrap();
+}
+
+/// Streams of `peer` that never finish: no `Init`, no end, each up to the largest block.
+fn flood(streams: &mut PartStreams, peer: &[u8], streams_count: u64) {
+    let parts = BLOCK_BYTES_MAX / PART_DATA_BYTES_MAX;
+    for id in 0..streams_count {
+        let stream = StreamId::new(Bytes::copy_from_slice(&id.to_le_bytes()));
+        for sequence in 1..=parts as u64 {
+            let data = ProposalPart::Data(vec![0; PART_DATA_BYTES_MAX]);
+            let msg = StreamMessage::new(stream.clone(), sequence, StreamContent::Data(data));
+            let _ = streams.insert(peer.to_vec(), msg, Height(5));
+            assert!(streams.bytes() <= STREAM_BYTES_TOTAL_MAX);
+        }
+    }
+}
+
+/// Two hostile publishers fill the buffers with streams that never finish (each the size of the
+/// largest block); an honest proposer's block still gets through, and the bytes stay bounded.
+#[test]
+fn hostile_publishers_cannot_crowd_out_an_honest_proposal() {
+    let mut streams = PartStreams::new();
+    for hostile in [b"hostile-a", b"hostile-b"] {
+        flood(&mut streams, hostile, STREAMS_PER_PEER_MAX as u64);
+    }
+    assert!(streams.bytes() > STREAM_BYTES_TOTAL_MAX - BLOCK_BYTES_MAX);
+    let bytes = block_bytes();
+    let mut done = None;
+    for msg in messages(b"honest", block_parts(init(5), &bytes, fin())) {
+        done = streams.insert(b"honest".to_vec(), msg, Height(5)).unwrap();
+    }
+    assert_eq!(
+        done.expect("the honest block is complete").block_bytes,
+        bytes
+    );
+    assert!(streams.evicted() > 0);
+}
+
+#[test]
+fn only_the_current_and_next_heights_are_kept() {
+    let mut streams = PartStreams::new();
+    let first =
+        |id: &[u8], height: u64| messages(id, block_parts(init(height), b"x", fin()))[0].clone();
+    let ahead = 5 + STREAM_HEIGHTS_AHEAD_MAX + 1;
+    assert_eq!(
+        streams.insert(b"p".to_vec(), first(b"far", ahead), Height(5)),
+        Err(StreamError::TooFarAhead(Height(ahead)))
+    );
+    streams
+        .insert(b"p".to_vec(), first(b"next", 6), Height(5))
+        .unwrap();
+    // A stream whose Init never comes.
+    let orphan = StreamMessage::new(
+        StreamId::new(Bytes::from_static(b"orphan")),
+        1,
+        StreamContent::Data(ProposalPart::Data(b"y".to_vec())),
+    );
+    streams.insert(b"p".to_vec(), orphan, Height(5)).unwrap();
+    assert_eq!(streams.len(), 2);
+    // Height 5 decided: the next height's stream and the orphan (it may be for 6) stay.
+    streams.prune_below(Height(6));
+    assert_eq!(streams.len(), 2);
+    // Height 6 decided: both are gone.
+    streams.prune_below(Height(7));
+    assert!(streams.is_empty());
 }
 
 /// Feeds a whole stream of `parts`; the last message must be refused as malformed and the
