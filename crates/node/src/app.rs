@@ -34,7 +34,7 @@ use piazza_ledger::block::{
 };
 use piazza_ledger::error::ErrorCode;
 use piazza_ledger::error::TxError;
-use piazza_ledger::executor::{self, BlockExecutor, BlockOutcome};
+use piazza_ledger::executor::{self, Admission, BlockExecutor, BlockOutcome};
 use piazza_ledger::genesis::{Genesis, NetworkGenesis};
 use piazza_ledger::module::BlockContext;
 use piazza_ledger::staking::validators::{self, ActiveValidator, VALIDATOR_SET_DELAY};
@@ -120,6 +120,8 @@ pub struct App {
     gossip_out: OnceLock<mpsc::Sender<Vec<u8>>>,
     /// Admitted transactions not gossiped because the gossip queue was full.
     gossip_skipped: AtomicU64,
+    /// Transaction signatures verified at admission.
+    admission_signatures: AtomicU64,
     pub metrics: Metrics,
 }
 
@@ -219,6 +221,7 @@ impl App {
             committed,
             gossip_out: OnceLock::new(),
             gossip_skipped: AtomicU64::new(0),
+            admission_signatures: AtomicU64::new(0),
             metrics,
         };
         app.replay_journal()?;
@@ -497,6 +500,12 @@ impl App {
         self.gossip_skipped.load(Ordering::Relaxed)
     }
 
+    /// Transaction signatures verified at admission since the node started (a transaction
+    /// refused by the state checks costs none).
+    pub fn admission_signatures(&self) -> u64 {
+        self.admission_signatures.load(Ordering::Relaxed)
+    }
+
     fn gossip_local(&self, bytes: Vec<u8>) {
         let Some(out) = self.gossip_out.get() else {
             return;
@@ -520,28 +529,44 @@ impl App {
         }
     }
 
-    /// Admits a batch (an `Err` input is answered as it is): the signatures verified first,
-    /// across all cores, then each transaction checked on one snapshot of the state exactly as
-    /// [`App::submit`] checks it (the same checks in the same order, so the same error), then
-    /// one durable journal write for all the admitted ones.
+    /// Admits a batch (an `Err` input is answered as it is): each transaction checked on one
+    /// snapshot of the state exactly as [`App::submit`] checks it (the same checks in the same
+    /// order, so the same error), the signatures of those that pass the state checks verified
+    /// together across all cores (one refused by them, such as a gossiped transaction whose
+    /// block was committed first, costs no verification), then one durable journal write for
+    /// all the admitted ones.
     fn admit_many(
         &self,
         txs: Vec<Result<SignedTransaction, TxError>>,
     ) -> Vec<Result<Hash, TxError>> {
-        let refs: Vec<&SignedTransaction> = txs.iter().filter_map(|tx| tx.as_ref().ok()).collect();
-        let mut checks = piazza_ledger::tx::verify_signatures(&refs).into_iter();
         let snapshot = self.store.snapshot().map_err(internal);
-        let mut entries = Vec::new();
-        let mut results: Vec<Result<Hash, TxError>> = txs
+        let prechecked: Vec<Result<(SignedTransaction, Admission), TxError>> = txs
             .into_iter()
             .map(|tx| {
                 let tx = tx?;
-                let signature = checks
+                let snapshot = snapshot.as_ref().map_err(Clone::clone)?;
+                let admission = self.precheck(snapshot, &tx)?;
+                Ok((tx, admission))
+            })
+            .collect();
+        let refs: Vec<&SignedTransaction> = prechecked
+            .iter()
+            .filter_map(|checked| checked.as_ref().ok().map(|(tx, _)| tx))
+            .collect();
+        self.admission_signatures
+            .fetch_add(refs.len() as u64, Ordering::Relaxed);
+        let mut checks = piazza_ledger::tx::verify_signatures(&refs).into_iter();
+        let mut entries = Vec::new();
+        let mut results: Vec<Result<Hash, TxError>> = prechecked
+            .into_iter()
+            .map(|checked| {
+                let (tx, admission) = checked?;
+                checks
                     .next()
-                    .expect("one signature check per decoded transaction");
+                    .expect("one signature check per transaction past the state checks")?;
                 let snapshot = snapshot.as_ref().map_err(Clone::clone)?;
                 let bytes = tx.to_bytes();
-                let hash = self.admit_on(snapshot, tx, Signature::Checked(signature))?;
+                let hash = self.insert_admitted(snapshot, tx, admission)?;
                 entries.push((hash, bytes));
                 Ok(hash)
             })
@@ -595,24 +620,45 @@ impl App {
         tx: SignedTransaction,
         signature: Signature,
     ) -> Result<Hash, TxError> {
+        let admission = self.precheck(snapshot, &tx)?;
+        match signature {
+            Signature::Unchecked => {
+                self.admission_signatures.fetch_add(1, Ordering::Relaxed);
+                tx.verify_signature()?
+            }
+            Signature::Checked(result) => result?,
+        }
+        self.insert_admitted(snapshot, tx, admission)
+    }
+
+    /// The admission checks that come before the signature: not pending already, and
+    /// `executor::check_admission` on the snapshot.
+    fn precheck(
+        &self,
+        snapshot: &dyn StateRead,
+        tx: &SignedTransaction,
+    ) -> Result<Admission, TxError> {
         let hash = tx.hash();
-        if self.mempool.lock().expect("mempool lock").contains(&hash) {
+        let mempool = self.mempool.lock().expect("mempool lock");
+        if mempool.contains(&hash) {
             return Err(TxError::new(
                 piazza_ledger::ErrorCode::DuplicateTx,
                 format!("transaction {hash} is already pending"),
             ));
         }
-        let window = self
-            .mempool
-            .lock()
-            .expect("mempool lock")
-            .config()
-            .nonce_window;
-        let admission = executor::check_admission(snapshot, &tx, window)?;
-        match signature {
-            Signature::Unchecked => tx.verify_signature()?,
-            Signature::Checked(result) => result?,
-        }
+        let window = mempool.config().nonce_window;
+        drop(mempool);
+        executor::check_admission(snapshot, tx, window)
+    }
+
+    /// Inserts a transaction that passed [`App::precheck`] and whose signature is verified.
+    fn insert_admitted(
+        &self,
+        snapshot: &dyn StateRead,
+        tx: SignedTransaction,
+        admission: Admission,
+    ) -> Result<Hash, TxError> {
+        let hash = tx.hash();
         let priority = priority(snapshot, &tx);
         let sender = tx.sender();
         let mut mempool = self.mempool.lock().expect("mempool lock");
