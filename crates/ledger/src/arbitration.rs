@@ -42,6 +42,12 @@ pub trait InputVerdict {
     fn ids(&self) -> Hash;
     /// Whether a run of these ids can have `step_count` steps under the job's parameters.
     fn step_count_fits(&self, step_count: u64) -> Result<bool, String>;
+    /// How many ids there are: the prompt count a provider signs for the input (a session
+    /// receipt's `input_units`, a result's). `None` from an arbiter that does not count them,
+    /// which then decides no dispute over a count.
+    fn id_count(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A length dispute's finding: the parties agree on every step both traces have and on the

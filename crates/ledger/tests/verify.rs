@@ -233,12 +233,6 @@ fn challenges_are_refused_outside_their_rules() {
             ids: Hash([1; 32]),
         })
     };
-    let (r, _) = chain.one(&auditor, challenge(0, Hash([5; 32])));
-    assert_eq!(
-        failed(&r),
-        Some("not_challengeable"),
-        "the same root as the result"
-    );
     let (r, _) = chain.one(&provider, challenge(0, Hash([9; 32])));
     assert_eq!(
         failed(&r),
@@ -279,6 +273,50 @@ fn challenges_are_refused_outside_their_rules() {
         chain.balance(&verify::escrow()),
         Amount::ZERO,
         "refused challenges hold no bond"
+    );
+}
+
+/// A challenge with the result's own trace root disputes only the prompt count the provider
+/// signed: no rounds, straight to the input phase; with no tokenizer sent by the arbitration
+/// deadline the claimant loses its bond (the engines' own arbiter decides the count in
+/// `crates/provider/tests/constrained_and_count_disputes.rs`).
+#[test]
+fn a_challenge_with_the_results_own_root_disputes_only_the_prompt_count() {
+    let (mut chain, _, _, auditor) = posted_job(verify::Params::default());
+    let (r, _) = chain.one(
+        &auditor,
+        Message::Verify(verify::Msg::Challenge {
+            job: 0,
+            trace_root: Hash([5; 32]),
+            step_count: 40,
+            ids: Hash([1; 32]),
+        }),
+    );
+    assert_eq!(failed(&r), None, "the result states {POSTED_INPUT_UNITS}");
+    let deadline: u64 = attribute(&r.events, "verify.input_disputed", "deadline_height")
+        .parse()
+        .unwrap();
+    let dispute = verify::dispute(&StateDelta::new(&chain.state), 0).expect("a dispute");
+    assert_eq!(dispute.phase, verify::Phase::Input);
+    let bond = verify::Params::default().challenge_bond;
+    let escrow = chain.balance(&verify::escrow());
+    assert_eq!(escrow, bond);
+    let mut ended = Vec::new();
+    while chain.height < deadline {
+        ended = chain.block(vec![]).1;
+    }
+    assert_eq!(
+        attribute(&ended, "verify.dispute_resolved", "loser_side"),
+        "claimant"
+    );
+    assert!(verify::dispute(&StateDelta::new(&chain.state), 0).is_none());
+    assert_eq!(chain.balance(&verify::escrow()), Amount::ZERO);
+    assert!(
+        matches!(
+            chain.job(0).status,
+            JobStatus::Posted { .. } | JobStatus::Settled
+        ),
+        "the result stands"
     );
 }
 

@@ -63,6 +63,10 @@ impl InputVerdict for Tokenized {
         )
         .map_err(|e| e.to_string())
     }
+
+    fn id_count(&self) -> Option<u64> {
+        Some(self.verdict.ids.len() as u64)
+    }
 }
 
 impl Arbiter for EngineArbiter {

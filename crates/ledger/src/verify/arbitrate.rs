@@ -84,10 +84,25 @@ fn arbitrate(
             let verdict = arbiter.input(&model, &job, evidence).map_err(rejected)?;
             let ids = verdict.ids();
             let fits = |count: u64| verdict.step_count_fits(count).map_err(rejected);
-            let loser = if ids != defendant.ids {
-                // The result was computed from the wrong token ids.
+            let counts = verdict.id_count();
+            // A party that signed a prompt count other than the tokenizer's signed a lie.
+            let miscounted = |party: &Party| {
+                signed_count(state, party).is_some_and(|signed| Some(signed) != counts)
+            };
+            if is_count_dispute(dispute) {
+                let count =
+                    counts.ok_or_else(|| rejected("this arbiter counts no token ids".into()))?;
+                let loser = if miscounted(defendant) {
+                    DEFENDANT
+                } else {
+                    CLAIMANT
+                };
+                return Ok((Some(loser), format!("input tokenized to {count} ids")));
+            }
+            let loser = if ids != defendant.ids || miscounted(defendant) {
+                // The result was computed from the wrong token ids, or signed a wrong count.
                 Some(DEFENDANT)
-            } else if ids != claimant.ids {
+            } else if ids != claimant.ids || miscounted(claimant) {
                 Some(CLAIMANT)
             } else if !fits(defendant.step_count)? {
                 Some(DEFENDANT)
@@ -132,6 +147,25 @@ fn arbitrate(
             ))
         }
     }
+}
+
+/// Whether `dispute` is over the prompt count alone: the claimant challenged with the
+/// result's own trace root (the same run), so only the count the provider signed is in doubt.
+pub(super) fn is_count_dispute(dispute: &Dispute) -> bool {
+    let [defendant, claimant] = &dispute.parties;
+    defendant.root == claimant.root
+}
+
+/// The prompt count `party` signed: a provider's stated `input_units` for its job (a session
+/// receipt's, or its `PostResult`'s); `None` for a challenger, or where none was stated (0).
+pub(super) fn signed_count(state: &StateDelta<'_>, party: &Party) -> Option<u64> {
+    if !party.is_provider {
+        return None;
+    }
+    compute::job(state, party.job)
+        .and_then(|job| job.result)
+        .map(|result| result.input_units)
+        .filter(|&count| count != 0)
 }
 
 pub(super) fn check_stateful(state: &StateDelta<'_>, job: &u64) -> Result<(), TxError> {

@@ -1,5 +1,7 @@
 //! `Challenge`: anyone inside the window (or the drawn auditor) bonds against a result with
-//! its own trace root, opening a dispute.
+//! its own trace root, opening a dispute. A challenge with the result's own trace root
+//! disputes only the prompt count the provider signed (`input_units`): it goes straight to the
+//! input phase, where the ledger tokenizes the input and the party whose count is wrong loses.
 
 use super::*;
 
@@ -65,11 +67,11 @@ pub(super) fn check_stateful(
     if job
         .result
         .as_ref()
-        .is_some_and(|r| r.trace_root == *trace_root)
+        .is_some_and(|r| r.trace_root == *trace_root && r.input_units == 0)
     {
         return Err(error(
             ErrorCode::NotChallengeable,
-            "the challenge's trace root equals the result's",
+            "the challenge's trace root equals the result's, which states no prompt count",
         ));
     }
     let bond = params(state).challenge_bond;
@@ -125,6 +127,12 @@ pub(super) fn execute(
         bond: p.challenge_bond,
         is_provider: false,
     };
+    let count_only = defendant.root == claimant.root;
     open_dispute(state, *id, defendant, claimant, &block, &mut ctx.events)?;
+    if count_only {
+        // The same run: no rounds to play, only the count to check against the tokenizer.
+        let d = dispute(state, *id).ok_or_else(|| no_dispute(*id))?;
+        enter_input_phase(state, d, block.height, &mut ctx.events)?;
+    }
     Ok(())
 }

@@ -42,7 +42,7 @@ pub use msg::Msg;
 pub use types::{Auditor, Hold};
 
 use audit::{disprove_attestation, release, review, review_group};
-use outcome::{draw, open_dispute, resolve, timeout};
+use outcome::{draw, enter_input_phase, open_dispute, resolve, timeout};
 
 use crate::arbitration::{self, Arbiter};
 use crate::bank;

@@ -42,6 +42,29 @@ pub(super) fn open_dispute(
     Ok(())
 }
 
+/// Moves dispute `d` to its input phase (the ledger tokenizes the job's input: the parties ran
+/// different ids, or only the signed prompt count is disputed) with the arbitration deadline
+/// from `height`, and stores it.
+pub(super) fn enter_input_phase(
+    state: &mut StateDelta<'_>,
+    mut d: Dispute,
+    height: u64,
+    events: &mut Vec<Event>,
+) -> Result<(), TxError> {
+    d.phase = Phase::Input;
+    d.deadline = schedule_deadline(state, height + params(state).arbitration_blocks, d.job)
+        .map_err(|full| full.refusal("the verify deadline queue"))?;
+    events.push(Event::new(
+        "verify.input_disputed",
+        &[
+            ("job", d.job.to_string()),
+            ("deadline_height", d.deadline.to_string()),
+        ],
+    ));
+    state.put(state_key::dispute(d.job), &d);
+    Ok(())
+}
+
 /// Ends a dispute with `loser` losing: a provider's result fails (the client is refunded)
 /// and its stake is slashed, a challenger forfeits its bond; the winner gets its share and
 /// the rest is burned.

@@ -74,18 +74,7 @@ pub(super) fn execute(
                     "the children do not hash to the party's root",
                 ));
             }
-            d.phase = Phase::Input;
-            d.deadline = schedule_deadline(state, block.height + p.arbitration_blocks, *job)
-                .map_err(|full| full.refusal("the verify deadline queue"))?;
-            ctx.emit(Event::new(
-                "verify.input_disputed",
-                &[
-                    ("job", job.to_string()),
-                    ("deadline_height", d.deadline.to_string()),
-                ],
-            ));
-            state.put(state_key::dispute(*job), &d);
-            return Ok(());
+            return enter_input_phase(state, d, block.height, &mut ctx.events);
         }
         let count = d.parties[CLAIMANT].step_count;
         if let Some(top) = tree::top(count) {
