@@ -6,8 +6,9 @@
 //! than `socket_queue_bytes_max` of later blocks' notifications waiting, or whose one message
 //! takes longer than
 //! `socket_send_timeout_ms` to write, is closed with a reason instead of buffered. The hub keeps
-//! at most [`HUB_BLOCKS_MAX`] rendered blocks, so notification memory does not grow with the
-//! number of sockets.
+//! at most [`HUB_BLOCKS_MAX`] rendered blocks ([`HUB_LAG_MS`] of blocks at the fastest block
+//! interval, [`BLOCK_INTERVAL_MIN_MS`]), so notification memory does not grow with the number of
+//! sockets; a socket further behind than that has lost notifications and is closed.
 
 use super::convert::{block_info, event_info};
 use super::framing::{clip, handle_body, response, rpc_error, scan};
@@ -31,8 +32,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, watch};
 
-/// Rendered blocks the hub keeps for sockets still sending earlier ones.
-pub const HUB_BLOCKS_MAX: usize = 16;
+/// How far behind, in time, a socket may fall in blocks before it is closed (the byte budget,
+/// `socket_queue_bytes_max`, usually closes a slow socket first).
+pub const HUB_LAG_MS: u64 = 30_000;
+/// The shortest block interval the hub is sized for (devnets and tests run 100 ms blocks).
+pub const BLOCK_INTERVAL_MIN_MS: u64 = 100;
+/// Rendered blocks the hub keeps for sockets still sending earlier ones: at least [`HUB_LAG_MS`]
+/// of blocks at [`BLOCK_INTERVAL_MIN_MS`], rounded up to a power of two as the channel holds them
+/// (512 blocks: 51.2 s at 100 ms).
+pub const HUB_BLOCKS_MAX: usize =
+    ((HUB_LAG_MS / BLOCK_INTERVAL_MIN_MS) as usize).next_power_of_two();
 /// Calls read from one socket and not yet answered.
 const SOCKET_COMMANDS_MAX: usize = 4;
 /// How often a socket blocked on a send checks how far behind it is.
@@ -87,7 +96,7 @@ pub(crate) struct Hub {
 
 impl Hub {
     pub(crate) fn start(app: &App, mut shutdown: watch::Receiver<bool>) -> Arc<Hub> {
-        let (sender, _) = broadcast::channel(HUB_BLOCKS_MAX);
+        let (sender, _) = hub_channel();
         let hub = Arc::new(Hub {
             published: [AtomicU64::new(0), AtomicU64::new(0)],
             subscribers: [AtomicUsize::new(0), AtomicUsize::new(0)],
@@ -388,6 +397,23 @@ impl Drop for Subscriptions {
     }
 }
 
+/// The channel from the hub to the sockets, holding the last [`HUB_BLOCKS_MAX`] rendered blocks.
+fn hub_channel() -> (
+    broadcast::Sender<Arc<Rendered>>,
+    broadcast::Receiver<Arc<Rendered>>,
+) {
+    broadcast::channel(HUB_BLOCKS_MAX)
+}
+
+/// Why a socket whose `missed` blocks left the hub before it sent them is closed.
+fn lagged(missed: u64) -> Stop {
+    Stop::Slow(format!(
+        "fell behind by more than {HUB_BLOCKS_MAX} blocks ({} s of {BLOCK_INTERVAL_MIN_MS} ms \
+         blocks); {missed} blocks of notifications were lost, subscribe again",
+        HUB_BLOCKS_MAX as u64 * BLOCK_INTERVAL_MIN_MS / 1000
+    ))
+}
+
 /// Why a socket stops.
 enum Stop {
     /// The client went away (or the reader stopped).
@@ -419,8 +445,10 @@ async fn write_out(
             },
             rendered = notifications.recv() => match rendered {
                 Ok(rendered) => notify(state, &mut sink, &subscriptions, &rendered).await,
-                Err(broadcast::error::RecvError::Lagged(_)) if !subscriptions.topics.is_empty() => {
-                    Err(Stop::Slow(format!("fell behind by more than {HUB_BLOCKS_MAX} blocks")))
+                Err(broadcast::error::RecvError::Lagged(missed))
+                    if !subscriptions.topics.is_empty() =>
+                {
+                    Err(lagged(missed))
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
                 Err(broadcast::error::RecvError::Closed) => {
@@ -604,6 +632,51 @@ async fn send_watched(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn block() -> Arc<Rendered> {
+        let items = vec![Box::<str>::from(r#"{"height":1}"#)];
+        Arc::new(Rendered {
+            topics: [Some(TopicRender { start: 0, items }), None],
+            gap: false,
+        })
+    }
+
+    fn reason(stop: Stop) -> String {
+        match stop {
+            Stop::Slow(reason) => reason,
+            Stop::Close(_, reason) => reason,
+            Stop::Gone => String::from("gone"),
+        }
+    }
+
+    #[test]
+    fn a_socket_seconds_behind_keeps_every_block_and_one_past_the_bound_is_closed() {
+        // 4 s of 100 ms blocks: within the bound, every block still reaches the socket.
+        let (sender, mut slow) = hub_channel();
+        for _ in 0..40 {
+            assert!(sender.send(block()).is_ok());
+        }
+        for _ in 0..40 {
+            assert!(slow.try_recv().is_ok(), "a block within the bound was lost");
+        }
+        // More blocks than the hub keeps: the socket lost some and is told why.
+        for _ in 0..HUB_BLOCKS_MAX + 3 {
+            assert!(sender.send(block()).is_ok());
+        }
+        let Err(broadcast::error::TryRecvError::Lagged(missed)) = slow.try_recv() else {
+            panic!("a socket past the bound was not told it lost blocks");
+        };
+        assert_eq!(missed, 3);
+        let reason = reason(lagged(missed));
+        assert!(
+            reason.contains("more than 512 blocks (51 s of 100 ms blocks)"),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("3 blocks of notifications were lost"),
+            "{reason}"
+        );
+    }
 
     #[test]
     fn the_envelope_is_the_notification_json() {
