@@ -1,5 +1,5 @@
-//! The chunk Merkle commitments of `piazza_primitives::blob` (shard roots, blob ids), the same
-//! bytes as [`spec::root_of`] and [`spec::blob_id`], computed with BLAKE3's SIMD lanes across
+//! The chunk Merkle commitments of `piazza_primitives::blob` (shard roots, blob ids, chunk
+//! proofs), the same bytes as [`spec::root_of`], [`spec::blob_id`] and [`spec::prove`], computed with BLAKE3's SIMD lanes across
 //! many leaves and inner nodes at once.
 //!
 //! Each leaf is a short BLAKE3 message (`Hash::of("piazza/blob/leaf", [index, chunk])`: a 20-byte
@@ -15,7 +15,7 @@
 
 use blake3::platform::{le_bytes_from_words_32, Platform};
 use blake3::IncrementCounter;
-use piazza_primitives::blob::{self as spec, CHUNK_BYTES};
+use piazza_primitives::blob::{self as spec, MerklePath, CHUNK_BYTES};
 use piazza_primitives::Hash;
 
 /// Leaves (or nodes) hashed per batch: enough to fill every lane several times over while the
@@ -71,9 +71,30 @@ pub fn root_of(data: &[u8]) -> Hash {
         return spec::empty_root();
     }
     let platform = Platform::detect();
-    let mut level = leaves(platform, data);
+    top(platform, leaves(platform, data), |_| {})
+}
+
+/// The proof of chunk `index` of `data` (a challenge's answer): equal to [`spec::prove`].
+pub fn prove(data: &[u8], index: u64) -> Option<MerklePath> {
+    spec::chunk(data, index)?;
+    let mut position = usize::try_from(index).ok()?;
+    let mut siblings = Vec::new();
+    let platform = Platform::detect();
+    top(platform, leaves(platform, data), |level| {
+        if let Some(sibling) = level.get(position ^ 1) {
+            siblings.push(*sibling);
+        }
+        position /= 2;
+    });
+    Some(MerklePath { siblings })
+}
+
+/// The root over a non-empty level of leaves, each level below the root shown to `on_level`
+/// before its parents are hashed.
+fn top(platform: Platform, mut level: Vec<Hash>, mut on_level: impl FnMut(&[Hash])) -> Hash {
     let mut next = Vec::with_capacity(level.len().div_ceil(2));
     while level.len() > 1 {
+        on_level(&level);
         parent_level(platform, &level, &mut next);
         std::mem::swap(&mut level, &mut next);
     }
@@ -279,6 +300,14 @@ mod tests {
                 let data: Vec<u8> = (0..len).map(|i| (i * 13 + i / 4093) as u8).collect();
                 assert_eq!(root_of(&data), spec::root_of(&data), "{len} bytes");
                 assert_eq!(blob_id(&data), spec::blob_id(&data), "{len} bytes");
+                let count = spec::chunk_count(len as u64);
+                for index in [0, count / 2, count.saturating_sub(1), count] {
+                    assert_eq!(
+                        prove(&data, index),
+                        spec::prove(&data, index),
+                        "{len} bytes"
+                    );
+                }
             }
         }
     }

@@ -230,7 +230,7 @@ impl ShardStore {
     /// against the shard's root before it is given.
     pub fn prove(&self, key: &ShardKey, chunk: u64) -> Result<(Vec<u8>, MerklePath), StoreError> {
         let (root, bytes) = self.get(key)?;
-        let path = spec::prove(&bytes, chunk).ok_or(StoreError::ChunkIndex { chunk })?;
+        let path = commit::prove(&bytes, chunk).ok_or(StoreError::ChunkIndex { chunk })?;
         let chunk_bytes = spec::chunk(&bytes, chunk)
             .ok_or(StoreError::ChunkIndex { chunk })?
             .to_vec();

@@ -102,11 +102,17 @@ proptest! {
     /// The batched commitments are the spec's for any length: full and short last chunks,
     /// partial batches and odd Merkle levels.
     #[test]
-    fn batched_commitments_equal_the_spec(len in 0usize..600_000, fill: u8) {
+    fn batched_commitments_equal_the_spec(len in 0usize..600_000, fill: u8, pick: u64) {
         let data: Vec<u8> = (0..len)
             .map(|i| (i as u8).wrapping_mul(97).wrapping_add(fill) ^ (i >> 9) as u8)
             .collect();
         prop_assert_eq!(commit::root_of(&data), spec::root_of(&data));
         prop_assert_eq!(commit::blob_id(&data), spec::blob_id(&data));
+        let count = spec::chunk_count(len as u64);
+        prop_assert_eq!(commit::prove(&data, count), None);
+        if count > 0 {
+            let index = pick % count;
+            prop_assert_eq!(commit::prove(&data, index), spec::prove(&data, index));
+        }
     }
 }
