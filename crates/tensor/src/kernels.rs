@@ -452,6 +452,26 @@ impl Linear<'_> {
         self.activation.apply(value)
     }
 
+    /// [`Linear::finish`] over columns `j..j + sums.len()` of one row: the bias added to the
+    /// row, then the activation over it (the same operations per element, in loops that
+    /// vectorise where the activation does).
+    #[inline(always)]
+    fn finish_row(&self, j: usize, sums: &[f32], out: &mut [f32]) {
+        match self.bias {
+            Some(bias) => {
+                for ((value, &sum), &b) in out.iter_mut().zip(sums).zip(&bias[j..]) {
+                    *value = sum + b;
+                }
+            }
+            None => out.copy_from_slice(sums),
+        }
+        if self.activation != Activation::Identity {
+            for value in out.iter_mut() {
+                *value = self.activation.apply(*value);
+            }
+        }
+    }
+
     /// `out` (rows `first_row..` of the result) from the matching rows of `a`: for each packed
     /// panel of `kernel.cols` columns of `b` ([`pack_panels`]), every tile of rows; the tile
     /// shape only groups independent outputs.
@@ -492,9 +512,7 @@ impl Linear<'_> {
             unsafe { (kernel.tile)(tile_rows, a_tile, k, panel, &mut sums) };
             for r in 0..tile_rows {
                 let out_row = &mut out[(i + r) * n + j..(i + r) * n + j + width];
-                for (c, value) in out_row.iter_mut().enumerate() {
-                    *value = self.finish(j + c, sums[r][c]);
-                }
+                self.finish_row(j, &sums[r][..width], out_row);
             }
             i += tile_rows;
         }

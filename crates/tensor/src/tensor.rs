@@ -9,7 +9,9 @@ use crate::{Error, Result};
 /// [`Tensor::contiguous`] copies into row-major order (a copy is exact, so views never change bits).
 #[derive(Clone, Debug)]
 pub struct Tensor {
-    storage: Arc<[f32]>,
+    /// The `Vec` an op wrote, shared as it is (a `Vec` moves into the `Arc` without a copy,
+    /// which `Arc<[f32]>` would need).
+    storage: Arc<Vec<f32>>,
     layout: Layout,
 }
 
@@ -25,7 +27,7 @@ impl Tensor {
             });
         }
         Ok(Self {
-            storage: data.into(),
+            storage: Arc::new(data),
             layout: Layout::contiguous(shape)?,
         })
     }
@@ -79,7 +81,7 @@ impl Tensor {
         }
         let layout = Layout::contiguous(self.shape()).expect("shape was valid already");
         Tensor {
-            storage: self.to_vec().into(),
+            storage: Arc::new(self.to_vec()),
             layout,
         }
     }
@@ -195,4 +197,20 @@ pub fn f16_bits_to_f32(bits: u16) -> f32 {
 /// Exact conversion of a bfloat16 bit pattern to f32 (bf16 is the top half of an f32).
 pub fn bf16_bits_to_f32(bits: u16) -> f32 {
     f32::from_bits((bits as u32) << 16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tensor;
+
+    /// An op's output becomes a tensor without a copy: the tensor reads the very buffer the op
+    /// wrote.
+    #[test]
+    fn from_vec_keeps_the_buffer() {
+        let data: Vec<f32> = (0..1024).map(|i| i as f32).collect();
+        let address = data.as_ptr();
+        let tensor = Tensor::from_vec(data, &[32, 32]).unwrap();
+        assert_eq!(tensor.as_slice().unwrap().as_ptr(), address);
+        assert_eq!(tensor.as_slice().unwrap()[33], 33.0);
+    }
 }
