@@ -305,8 +305,25 @@ pub struct AuditorInfo {
 pub mod compute_method {
     pub const GET_MODELS: &str = "piazza_getModels";
     pub const GET_JOB: &str = "piazza_getJob";
+    /// `[id, height?]` → [`super::JobProofInfo`]: the job record's state proof at a height
+    /// (default: the head), checkable against that block's state root.
+    pub const GET_JOB_PROOF: &str = "piazza_getJobProof";
     pub const GET_PROVIDER: &str = "piazza_getProvider";
     pub const GET_PROVIDER_JOBS: &str = "piazza_getProviderJobs";
+}
+
+/// A job record's state proof: the raw record under its state key (absent when no job has the
+/// id at that height) and the proof, all hex, against the state root of block `height`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobProofInfo {
+    pub id: u64,
+    /// The state version (block height) the record and proof are for.
+    pub height: u64,
+    pub state_root: String,
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    pub proof: String,
 }
 
 /// The storage methods' names (the node serves them, the client calls them).

@@ -5,7 +5,8 @@
 //! - The client trusts nothing it can check: [`Client::verified_account`] verifies the state
 //!   proof against the state root of a block whose proposer signature it checks and, on a
 //!   network of validators, whose commit certificate carries more than two thirds of the
-//!   height's voting power ([`verify_certificate`]).
+//!   height's voting power ([`verify_certificate`]); [`Client::verified_job`] does the same for
+//!   a job's record ([`verify_job_proof`]).
 //! - It speaks only the shapes in `piazza_api`; it knows no node internals.
 //!
 //! ```no_run
@@ -21,13 +22,14 @@
 //! ```
 
 use piazza_api::{
-    method, AccountInfo, BlockInfo, CommitCertificateInfo, ReceiptInfo, RpcError, StakeInfo,
-    Status, Submitted, TxInfo, ValidatorSetInfo,
+    compute_method, method, AccountInfo, BlockInfo, CommitCertificateInfo, JobProofInfo,
+    ReceiptInfo, RpcError, StakeInfo, Status, Submitted, TxInfo, ValidatorSetInfo,
 };
 use piazza_codec::{Decode, Encode};
 use piazza_consensus::certificate::{self, CertifiedPower};
 use piazza_ledger::bank;
 use piazza_ledger::block::Block;
+use piazza_ledger::compute::{self, Job};
 use piazza_ledger::staking::{self, Role};
 use piazza_ledger::tx::{Message, SignedTransaction, Transaction};
 use piazza_merkle::StateProof;
@@ -288,21 +290,48 @@ impl Client {
         address: &Address,
     ) -> Result<(AccountInfo, Block), ClientError> {
         let info = self.account(address).await?;
-        let block = self.raw_block(info.height).await?.ok_or_else(|| {
-            ClientError::Verification(format!("no block at height {}", info.height))
-        })?;
-        let root: Hash = info
-            .state_root
+        let block = self.block_with_root(info.height, &info.state_root).await?;
+        verify_account_proof(&info, address)?;
+        self.certified_block(&block).await?;
+        Ok((info, block))
+    }
+
+    /// The state proof of job `id`'s record at `height` (default: the head), unchecked.
+    pub async fn job_proof(
+        &self,
+        id: u64,
+        height: Option<u64>,
+    ) -> Result<JobProofInfo, ClientError> {
+        self.call(compute_method::GET_JOB_PROOF, json!([id, height]))
+            .await
+    }
+
+    /// Job `id`'s record (`None`: no such job) with its state proof checked against the state
+    /// root of the block at the same height, whose proposer signature (and, on a network of
+    /// validators, commit certificate) is checked too. Returns the record and the block.
+    pub async fn verified_job(&self, id: u64) -> Result<(Option<Job>, Block), ClientError> {
+        let info = self.job_proof(id, None).await?;
+        let block = self.block_with_root(info.height, &info.state_root).await?;
+        let job = verify_job_proof(&info, id)?;
+        self.certified_block(&block).await?;
+        Ok((job, block))
+    }
+
+    /// The signed block at `height`, refused unless its state root is `state_root` (hex).
+    async fn block_with_root(&self, height: u64, state_root: &str) -> Result<Block, ClientError> {
+        let block = self
+            .raw_block(height)
+            .await?
+            .ok_or_else(|| ClientError::Verification(format!("no block at height {height}")))?;
+        let root: Hash = state_root
             .parse()
             .map_err(|_| ClientError::Decode("bad state root".into()))?;
         if block.header.state_root != root {
             return Err(ClientError::Verification(
-                "the account's state root is not the block's".into(),
+                "the proof's state root is not the block's".into(),
             ));
         }
-        verify_account_proof(&info, address)?;
-        self.certified_block(&block).await?;
-        Ok((info, block))
+        Ok(block)
     }
 
     /// The validator set of `height` from the node's committed state; `None` on a chain whose
@@ -458,19 +487,77 @@ impl Client {
     }
 }
 
+/// An answer carrying a state proof, its fields hex as the node sends them.
+trait Proven {
+    /// `(key, value, proof, state root)`.
+    fn proven(&self) -> (&str, Option<&String>, &str, &str);
+}
+
+impl Proven for AccountInfo {
+    fn proven(&self) -> (&str, Option<&String>, &str, &str) {
+        (
+            &self.key,
+            self.value.as_ref(),
+            &self.proof,
+            &self.state_root,
+        )
+    }
+}
+
+impl Proven for JobProofInfo {
+    fn proven(&self) -> (&str, Option<&String>, &str, &str) {
+        (
+            &self.key,
+            self.value.as_ref(),
+            &self.proof,
+            &self.state_root,
+        )
+    }
+}
+
+/// Checks `info`'s state proof of `key` against the root it names; returns the proven value
+/// (`None`: the key is proven absent).
+fn verify_state_proof(key: &[u8], info: &impl Proven) -> Result<Option<Vec<u8>>, ClientError> {
+    let (key_hex, value_hex, proof_hex, root_hex) = info.proven();
+    let bad = |what: &str| ClientError::Verification(what.to_string());
+    if hex::decode(key_hex).map_err(|_| bad("key is not hex"))? != key {
+        return Err(bad("the proof is for another key"));
+    }
+    let value = value_hex
+        .map(hex::decode)
+        .transpose()
+        .map_err(|_| bad("value is not hex"))?;
+    let proof =
+        StateProof::from_bytes(&hex::decode(proof_hex).map_err(|_| bad("proof is not hex"))?)
+            .map_err(|e| ClientError::Verification(e.to_string()))?;
+    let root: Hash = root_hex.parse().map_err(|_| bad("bad state root"))?;
+    proof
+        .verify(root, key, value.as_deref())
+        .map_err(|e| ClientError::Verification(e.to_string()))?;
+    Ok(value)
+}
+
+/// Checks a job record's state proof against the root it names; returns the proven record
+/// (`None`: no job `id` at that height).
+pub fn verify_job_proof(info: &JobProofInfo, id: u64) -> Result<Option<Job>, ClientError> {
+    if info.id != id {
+        return Err(ClientError::Verification(format!(
+            "the proof is for job {}, not {id}",
+            info.id
+        )));
+    }
+    let key = compute::state_key::job(id);
+    let value = verify_state_proof(&key, info)?;
+    value
+        .map(|bytes| Job::from_bytes(&bytes).map_err(|e| ClientError::Verification(e.to_string())))
+        .transpose()
+}
+
 /// Checks an account's state proof against the root it names.
 pub fn verify_account_proof(info: &AccountInfo, address: &Address) -> Result<(), ClientError> {
     let bad = |what: &str| ClientError::Verification(what.to_string());
     let key = bank::state_key::account(address);
-    if hex::decode(&info.key).map_err(|_| bad("key is not hex"))? != key {
-        return Err(bad("the proof is for another key"));
-    }
-    let value = info
-        .value
-        .as_ref()
-        .map(hex::decode)
-        .transpose()
-        .map_err(|_| bad("value is not hex"))?;
+    let value = verify_state_proof(&key, info)?;
     let account = match &value {
         Some(bytes) => bank::Account::from_bytes(bytes)
             .map_err(|e| ClientError::Verification(e.to_string()))?,
@@ -479,13 +566,7 @@ pub fn verify_account_proof(info: &AccountInfo, address: &Address) -> Result<(),
     if account.balance.base_units().to_string() != info.balance || account.nonce != info.nonce {
         return Err(bad("balance or nonce differ from the proven value"));
     }
-    let proof =
-        StateProof::from_bytes(&hex::decode(&info.proof).map_err(|_| bad("proof is not hex"))?)
-            .map_err(|e| ClientError::Verification(e.to_string()))?;
-    let root: Hash = info.state_root.parse().map_err(|_| bad("bad state root"))?;
-    proof
-        .verify(root, &key, value.as_deref())
-        .map_err(|e| ClientError::Verification(e.to_string()))
+    Ok(())
 }
 
 /// A live WebSocket subscription.
@@ -683,4 +764,105 @@ pub fn verify_certificate(
         &members,
     )
     .map_err(|e| ClientError::Verification(format!("commit certificate: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use piazza_ledger::compute::{JobParams, JobResult, JobStatus};
+    use piazza_merkle::{key_hash, MemoryTreeStore, Tree};
+
+    fn job(id: u64) -> Job {
+        let output = b"Paris".to_vec();
+        Job {
+            id,
+            client: SecretKey::from_seed([1; 32]).public_key().address(),
+            model: "smollm2-135m".into(),
+            input: b"The capital of France is".to_vec(),
+            params: JobParams::default(),
+            max_units: 16,
+            max_price: Amount::pza(1),
+            submitted_height: 3,
+            group: id,
+            queued_height: 3,
+            price_per_unit: Amount::new(10),
+            status: JobStatus::Settled,
+            missed: Vec::new(),
+            result: Some(JobResult {
+                output_hash: compute::output_hash(&output),
+                output,
+                trace_root: Hash([7; 32]),
+                work_units: 5,
+                posted_height: 4,
+                input_units: 6,
+            }),
+            receipt: None,
+        }
+    }
+
+    /// A state of two jobs (and another key) and the node's answer for job `id` in it.
+    fn proof_of(id: u64) -> JobProofInfo {
+        let store = MemoryTreeStore::default();
+        let values = [
+            (
+                key_hash(&compute::state_key::job(1)),
+                Some(job(1).to_bytes()),
+            ),
+            (
+                key_hash(&compute::state_key::job(2)),
+                Some(job(2).to_bytes()),
+            ),
+            (key_hash(b"bank/other"), Some(b"x".to_vec())),
+        ];
+        let (root, batch) = Tree::new(&store).put_value_set(values, 9).unwrap();
+        store.write(batch.node_batch);
+        let key = compute::state_key::job(id);
+        let (value, proof) = Tree::new(&store).get_with_proof(key_hash(&key), 9).unwrap();
+        JobProofInfo {
+            id,
+            height: 9,
+            state_root: Hash(root.0).to_hex(),
+            key: hex::encode(&key),
+            value: value.map(hex::encode),
+            proof: hex::encode(StateProof::new(proof).to_bytes()),
+        }
+    }
+
+    #[test]
+    fn a_job_proof_verifies_and_returns_the_record() {
+        assert_eq!(verify_job_proof(&proof_of(2), 2).unwrap(), Some(job(2)));
+        // A job that does not exist is proven absent.
+        assert_eq!(verify_job_proof(&proof_of(5), 5).unwrap(), None);
+    }
+
+    #[test]
+    fn a_tampered_job_proof_or_record_fails() {
+        // The record with another output: its hash is not the one the root commits to.
+        let mut tampered = proof_of(2);
+        let mut record = job(2);
+        record.result.as_mut().unwrap().output = b"Lyon".to_vec();
+        tampered.value = Some(hex::encode(record.to_bytes()));
+        assert!(verify_job_proof(&tampered, 2).is_err());
+        // A record proven absent claimed to exist, and one that exists claimed absent.
+        let mut absent = proof_of(5);
+        absent.value = Some(hex::encode(job(5).to_bytes()));
+        assert!(verify_job_proof(&absent, 5).is_err());
+        let mut hidden = proof_of(2);
+        hidden.value = None;
+        assert!(verify_job_proof(&hidden, 2).is_err());
+        // One flipped byte of the proof, another root, another job's proof.
+        let mut proof = proof_of(2);
+        let mut bytes = hex::decode(&proof.proof).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        proof.proof = hex::encode(bytes);
+        assert!(verify_job_proof(&proof, 2).is_err());
+        let mut root = proof_of(2);
+        root.state_root = Hash([3; 32]).to_hex();
+        assert!(verify_job_proof(&root, 2).is_err());
+        assert!(verify_job_proof(&proof_of(1), 2).is_err());
+        let mut key = proof_of(1);
+        key.id = 2;
+        assert!(verify_job_proof(&key, 2).is_err());
+    }
 }

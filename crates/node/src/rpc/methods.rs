@@ -5,8 +5,8 @@ use super::framing::{clip, internal, rpc_error, tx_error};
 use crate::app::{App, TransactionStatus};
 use piazza_api::{
     compute_method, error_code, method, session_method, verify_method, AccountInfo, AuditInfo,
-    AuditorInfo, ModelInfo, ProviderInfo, RpcError, StakeInfo, Status, Submitted, TxStatusInfo,
-    VerifyTasks,
+    AuditorInfo, JobProofInfo, ModelInfo, ProviderInfo, RpcError, StakeInfo, Status, Submitted,
+    TxStatusInfo, VerifyTasks,
 };
 use piazza_ledger::bank;
 use piazza_ledger::compute;
@@ -74,6 +74,54 @@ pub(super) fn address_param(params: &[Value], index: usize) -> Result<Address, R
             format!("`{}`: {e}", clip(text)),
             None,
         )
+    })
+}
+
+/// Parameter 0 as a job id.
+fn job_id_param(params: &[Value]) -> Result<u64, RpcError> {
+    param(params, 0, "job id")?.as_u64().ok_or_else(|| {
+        rpc_error(
+            error_code::INVALID_PARAMS,
+            "job id must be a non-negative integer",
+            None,
+        )
+    })
+}
+
+/// A state value with its proof, as answers carry them.
+struct Proven {
+    height: u64,
+    /// Hex, like `proof`.
+    state_root: String,
+    value: Option<Vec<u8>>,
+    proof: String,
+}
+
+/// The value under `key` at `height` (default: the head) with its state proof and the state
+/// root it is checked against.
+fn proven(app: &App, height: Option<&Value>, key: &[u8]) -> Result<Proven, RpcError> {
+    let head = app.head().map_err(internal)?;
+    let height = match height {
+        None | Some(Value::Null) => head.height,
+        Some(v) => v.as_u64().filter(|h| *h <= head.height).ok_or_else(|| {
+            rpc_error(
+                error_code::INVALID_PARAMS,
+                format!("height must be at most {}", head.height),
+                None,
+            )
+        })?,
+    };
+    let (value, proof) = app.store().get_with_proof(key, height).map_err(internal)?;
+    let state_root = app
+        .store()
+        .state_root(height)
+        .map_err(internal)?
+        .ok_or_else(|| internal("missing state root"))?;
+    Ok(Proven {
+        height,
+        state_root: state_root.to_hex(),
+        value,
+        proof: hex::encode(proof.to_bytes()),
     })
 }
 
@@ -180,24 +228,13 @@ pub(super) fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value,
         }
         method::GET_ACCOUNT => {
             let address = address_param(params, 0)?;
-            let head = app.head().map_err(internal)?;
-            let height = match params.get(1) {
-                None | Some(Value::Null) => head.height,
-                Some(v) => v.as_u64().filter(|h| *h <= head.height).ok_or_else(|| {
-                    rpc_error(
-                        error_code::INVALID_PARAMS,
-                        format!("height must be at most {}", head.height),
-                        None,
-                    )
-                })?,
-            };
             let key = bank::state_key::account(&address);
-            let (value, proof) = app.store().get_with_proof(&key, height).map_err(internal)?;
-            let state_root = app
-                .store()
-                .state_root(height)
-                .map_err(internal)?
-                .ok_or_else(|| internal("missing state root"))?;
+            let Proven {
+                height,
+                state_root,
+                value,
+                proof,
+            } = proven(app, params.get(1), &key)?;
             let account = match &value {
                 None => bank::Account::default(),
                 Some(bytes) => {
@@ -209,10 +246,28 @@ pub(super) fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value,
                 balance: account.balance.base_units().to_string(),
                 nonce: account.nonce,
                 height,
-                state_root: state_root.to_hex(),
+                state_root,
                 key: hex::encode(&key),
                 value: value.map(hex::encode),
-                proof: hex::encode(proof.to_bytes()),
+                proof,
+            })
+        }
+        compute_method::GET_JOB_PROOF => {
+            let id = job_id_param(params)?;
+            let key = compute::state_key::job(id);
+            let Proven {
+                height,
+                state_root,
+                value,
+                proof,
+            } = proven(app, params.get(1), &key)?;
+            to_value(JobProofInfo {
+                id,
+                height,
+                state_root,
+                key: hex::encode(&key),
+                value: value.map(hex::encode),
+                proof,
             })
         }
         method::GET_STAKE => {
@@ -254,13 +309,7 @@ pub(super) fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value,
             to_value(models)
         }
         compute_method::GET_JOB => {
-            let id = param(params, 0, "job id")?.as_u64().ok_or_else(|| {
-                rpc_error(
-                    error_code::INVALID_PARAMS,
-                    "job id must be a non-negative integer",
-                    None,
-                )
-            })?;
+            let id = job_id_param(params)?;
             let snapshot = app.store().snapshot().map_err(internal)?;
             let view = StateDelta::new(&snapshot);
             match compute::job(&view, id) {
@@ -311,13 +360,7 @@ pub(super) fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value,
             ))
         }
         verify_method::GET_DISPUTE => {
-            let id = param(params, 0, "job id")?.as_u64().ok_or_else(|| {
-                rpc_error(
-                    error_code::INVALID_PARAMS,
-                    "job id must be a non-negative integer",
-                    None,
-                )
-            })?;
+            let id = job_id_param(params)?;
             let snapshot = app.store().snapshot().map_err(internal)?;
             match verify::dispute(&StateDelta::new(&snapshot), id) {
                 None => Ok(Value::Null),
