@@ -105,10 +105,12 @@ fn honest_run(world: &World, id: u64) -> (piazza_arbiter::JobRun, u64) {
     (run, count)
 }
 
-/// The provider posts the honest result of a fresh job with `input_units` prompt tokens, and
-/// the client challenges it with the result's own trace root (the count alone); returns the
-/// job, the honest count and whether the challenge was accepted.
-fn post_and_challenge_count(world: &World, input_units: impl Fn(u64) -> u64) -> (u64, u64, bool) {
+/// The provider posts the honest result of a fresh job with `input_units(count)` prompt
+/// tokens; returns the job, its honest run and count.
+fn post_honest(
+    world: &World,
+    input_units: impl Fn(u64) -> u64,
+) -> (u64, piazza_arbiter::JobRun, u64) {
     let id = world.submit_job("Name a colour.");
     world.sim.block(); // assigned to the only provider
     let (run, count) = honest_run(world, id);
@@ -122,6 +124,13 @@ fn post_and_challenge_count(world: &World, input_units: impl Fn(u64) -> u64) -> 
     });
     world.sim.submit(&world.provider.key, vec![post]).unwrap();
     world.sim.block();
+    (id, run, count)
+}
+
+/// [`post_honest`], then the client challenges the result with its own trace root (the
+/// count alone); returns the job, the honest count and whether the challenge was accepted.
+fn post_and_challenge_count(world: &World, input_units: impl Fn(u64) -> u64) -> (u64, u64, bool) {
+    let (id, run, count) = post_honest(world, input_units);
     let challenge = Message::Verify(verify::Msg::Challenge {
         job: id,
         trace_root: Hash(run.trace_root),
@@ -199,6 +208,36 @@ async fn a_right_prompt_count_beats_its_challenger_and_an_unstated_one_cannot_be
             .is_some_and(|r| r.contains("states no prompt count")),
         "{:?}",
         world.sim.refusals()
+    );
+    world.check_books().expect("the books balance");
+}
+
+/// An input dispute in which neither party ran the ledger's ids and count: the challenger ran
+/// other ids (`wrong-ids`), the provider the right ones but signed a wrong count. The provider's
+/// player sends the tokenizer (its ids are the ledger's), and the count it signed loses it the
+/// dispute.
+#[tokio::test]
+async fn a_right_run_with_a_wrong_signed_count_loses_an_input_dispute() {
+    let mut world = World::new(setup(25, "", "wrong-ids"));
+    let stake = world.provider_stake();
+    let (id, _, count) = post_honest(&world, |count| count + 2);
+    let outcome = world.run_to_end(id).await;
+    assert!(world.sim.event("verify.input_disputed", id).is_some());
+    assert_eq!(
+        world.attribute("verify.arbitrated", id, "by"),
+        world.provider.address().to_string(),
+        "the provider's ids are the ledger's, so its player sends the tokenizer"
+    );
+    assert_eq!(
+        world.attribute("verify.dispute_resolved", id, "loser"),
+        world.provider.address().to_string(),
+        "it signed {} prompt tokens for {count}",
+        count + 2
+    );
+    assert_eq!(outcome.status, JobStatus::Failed);
+    assert_eq!(
+        Some(world.provider_stake()),
+        stake.checked_sub(verify::Params::default().fraud_slash)
     );
     world.check_books().expect("the books balance");
 }
