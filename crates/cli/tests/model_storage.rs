@@ -14,6 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod common;
+mod model_register;
 use common::*;
 
 /// How long the devnet may take to store the bundled file (encode, deal, six uploads).
@@ -67,35 +68,24 @@ fn a_provider_with_an_empty_model_cache_serves_the_quantized_smollm2_fetched_fro
         keystore.info("dev").unwrap().address,
     )
     .unwrap();
-    let receipt = cli(
-        &devnet,
-        dir.path(),
-        &[
-            "model",
-            "register",
-            "--name",
-            FINE_TUNE,
-            "--architecture",
-            "llama",
-            "--config-hash",
-            &base.config_hash.to_hex(),
-            "--weights-commitment",
-            &base.weights_commitment.to_hex(),
-            "--tokenizer-hash",
-            &base.tokenizer_hash.to_hex(),
-            "--numeric",
-            "quantized",
+    let mut args = model_register::register_args(FINE_TUNE, &base);
+    let (blob_hex, parent) = (blob.to_hex(), format!("{SMOLLM2_QUANTIZED}:10000"));
+    args.extend(
+        [
             "--weights-blob",
-            &blob.to_hex(),
+            &blob_hex,
             "--base",
-            &format!("{SMOLLM2_QUANTIZED}:10000"),
+            &parent,
             "--royalty-bps",
             "1000",
             "--from",
             "dev",
             "--wait",
-        ],
+        ]
+        .map(str::to_string),
     );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let receipt = cli(&devnet, dir.path(), &args);
     assert!(receipt["error"].is_null(), "{receipt}");
     let registered = runtime
         .block_on(client.models())

@@ -9,6 +9,10 @@
 //! - A result is journaled (signed transaction, fsynced) before it is sent; after a restart a
 //!   journaled job is re-sent byte for byte, never re-executed into a second, different result.
 //! - The daemon holds no chain state of its own: what is assigned comes from the node.
+//! - A model record registered after the daemon started is picked up while it runs
+//!   ([`ModelFollower`]): resolved like the ones it started with, added to its offer; at most
+//!   [`MODELS_SERVED_MAX`] models are served, and a record that fails to resolve waits
+//!   [`MODEL_RETRY_MS`] before it is tried again.
 //!
 //! ```no_run
 //! # async fn run(config: piazza_provider::ProviderConfig) {
@@ -172,26 +176,180 @@ async fn update_endpoint(
     if registered.endpoint == config.endpoint {
         return Ok(());
     }
+    let models = registered.models.clone();
+    tracing::info!(endpoint = %config.endpoint, "announcing the provider's new endpoint");
+    let message = offer_update(registered, models, config.endpoint.clone())?;
+    register(client, &config.key, message, "provider endpoint update").await
+}
+
+/// The update of the registered offer to `models` and `endpoint` (its other terms kept).
+fn offer_update(
+    registered: piazza_api::ProviderInfo,
+    models: Vec<String>,
+    endpoint: String,
+) -> Result<Message, ProviderError> {
     let price_per_unit = registered
         .price_per_unit
         .parse::<u128>()
         .map(Amount::new)
         .map_err(|e| ProviderError::Config(format!("registered price is not a number: {e}")))?;
     let offer = Offer {
-        models: registered.models,
+        models,
         price_per_unit,
         capacity: registered.capacity,
-        endpoint: config.endpoint.clone(),
+        endpoint,
         units_per_block: registered.units_per_block,
     };
-    tracing::info!(endpoint = %config.endpoint, "announcing the provider's new endpoint");
-    register(
-        client,
-        &config.key,
-        Message::Compute(compute::Msg::UpdateProvider { offer }),
-        "provider endpoint update",
-    )
-    .await
+    Ok(Message::Compute(compute::Msg::UpdateProvider { offer }))
+}
+
+/// Most models one provider serves (the most an offer names): records registered later are
+/// not picked up past it.
+pub const MODELS_SERVED_MAX: usize = compute::PROVIDER_MODELS_MAX;
+/// Time between looks for model records registered since the provider started.
+pub const MODEL_REFRESH_MS: u64 = 1_000;
+/// Time a record that failed to resolve waits before it is tried again.
+pub const MODEL_RETRY_MS: u64 = 60_000;
+
+/// A new record's name and what resolving it gave.
+type Resolved = (String, Result<LoadedModel, String>);
+
+/// Picks up model records registered after the provider started: each is resolved like the
+/// models it started with ([`models::resolve`]: a local file with the record's commitments,
+/// else its blobs fetched from storage), then served and added to the provider's offer.
+/// Records already on chain at start are left alone (the operator chose among them).
+pub struct ModelFollower {
+    /// Records on chain when the provider started.
+    known: BTreeSet<String>,
+    /// Records that failed to resolve, with when they may be tried again.
+    failed: BTreeMap<String, tokio::time::Instant>,
+    last_look: Option<tokio::time::Instant>,
+    resolving: Option<tokio::task::JoinHandle<Vec<Resolved>>>,
+}
+
+impl ModelFollower {
+    /// Follows records not among `known` (the records on chain at start).
+    pub fn new(known: BTreeSet<String>) -> ModelFollower {
+        ModelFollower {
+            known,
+            failed: BTreeMap::new(),
+            last_look: None,
+            resolving: None,
+        }
+    }
+
+    /// The new records worth resolving now, at most `room` of them, in name order.
+    pub fn due(
+        &self,
+        records: &[piazza_api::ModelInfo],
+        served: &BTreeMap<String, LoadedModel>,
+        room: usize,
+        now: tokio::time::Instant,
+    ) -> Vec<piazza_api::ModelInfo> {
+        let mut due: Vec<_> = records
+            .iter()
+            .filter(|r| !self.known.contains(&r.name) && !served.contains_key(&r.name))
+            .filter(|r| self.failed.get(&r.name).is_none_or(|&after| now >= after))
+            .cloned()
+            .collect();
+        due.sort_by(|a, b| a.name.cmp(&b.name));
+        due.truncate(room);
+        due
+    }
+
+    /// One step, called on each poll: starts a look (every [`MODEL_REFRESH_MS`], one at a
+    /// time, off the poll loop) and returns the models a finished one resolved.
+    pub async fn step(
+        &mut self,
+        node_url: &str,
+        models_dir: &std::path::Path,
+        served: &BTreeMap<String, LoadedModel>,
+    ) -> BTreeMap<String, LoadedModel> {
+        let now = tokio::time::Instant::now();
+        let mut added = BTreeMap::new();
+        // Kept only while they wait: bounded by the records one look resolves per retry time.
+        self.failed.retain(|_, after| *after > now);
+        if let Some(task) = self.resolving.take_if(|task| task.is_finished()) {
+            for (name, resolved) in task.await.unwrap_or_default() {
+                match resolved {
+                    Ok(model) => {
+                        tracing::info!(model = %name, "new model record resolved; serving it");
+                        added.insert(name, model);
+                    }
+                    Err(e) => {
+                        tracing::warn!(model = %name, error = %e, "new model record not served");
+                        let after = now + Duration::from_millis(MODEL_RETRY_MS);
+                        self.failed.insert(name, after);
+                    }
+                }
+            }
+        }
+        let look_due = self
+            .last_look
+            .is_none_or(|last| now >= last + Duration::from_millis(MODEL_REFRESH_MS));
+        if self.resolving.is_none() && look_due {
+            self.last_look = Some(now);
+            let room = MODELS_SERVED_MAX.saturating_sub(served.len() + added.len());
+            let client = Client::new(node_url);
+            let records = match client.models().await {
+                Ok(records) => records,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list model records");
+                    return added;
+                }
+            };
+            let mut due = self.due(&records, served, room, now);
+            due.retain(|r| !added.contains_key(&r.name));
+            if !due.is_empty() {
+                let models_dir = models_dir.to_path_buf();
+                self.resolving = Some(tokio::spawn(async move {
+                    let mut out = Vec::new();
+                    for record in due {
+                        let resolved = models::resolve(&client, &models_dir, &record).await;
+                        out.push((record.name, resolved.map_err(|e| e.to_string())));
+                    }
+                    out
+                }));
+            }
+        }
+        added
+    }
+}
+
+/// Longest wait for the receipt of the offer's update.
+const OFFER_UPDATE_WAIT_MS: u64 = 60_000;
+
+/// Adds `added` to the provider's offer on chain (its other terms kept), sent by `poster` in
+/// nonce order with the provider's other transactions.
+async fn announce_models(
+    client: &Client,
+    poster: &Poster,
+    me: &Address,
+    added: &BTreeMap<String, LoadedModel>,
+) -> Result<(), ProviderError> {
+    let registered = client
+        .provider(me)
+        .await?
+        .ok_or_else(|| ProviderError::Config("this provider is not registered".into()))?;
+    let mut models = registered.models.clone();
+    models.extend(
+        added
+            .keys()
+            .filter(|n| !registered.models.contains(n))
+            .cloned(),
+    );
+    let endpoint = registered.endpoint.clone();
+    let message = offer_update(registered, models, endpoint)?;
+    let hash = poster.send(vec![message], None).await?;
+    let wait = Duration::from_millis(OFFER_UPDATE_WAIT_MS);
+    let receipt = client.wait_for_receipt(&hash, wait).await?;
+    match receipt.error {
+        Some(e) => Err(ProviderError::Config(format!(
+            "offer update refused: {} {}",
+            e.name, e.message
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Sends a registration message and waits for it to be committed without error.
@@ -363,7 +521,9 @@ pub async fn run(
 ) -> Result<(), ProviderError> {
     let mut config = config;
     let client = Client::new(&config.node_url);
-    let models = Arc::new(load_models(&client, &config).await?);
+    let known: BTreeSet<String> = client.models().await?.into_iter().map(|r| r.name).collect();
+    let mut follower = ModelFollower::new(known);
+    let mut models = Arc::new(load_models(&client, &config).await?);
     let journal = Arc::new(Journal::open(&config.journal_dir)?);
     let chain_id = client.status().await?.chain_id;
     let poster = Arc::new(Poster {
@@ -382,7 +542,7 @@ pub async fn run(
     }
     ensure_registered(&client, &config, &models).await?;
     forget_finished(&client, &journal, &me).await;
-    let player = Arc::new(Player::new(
+    let mut player = Arc::new(Player::new(
         me,
         models.clone(),
         config.threads,
@@ -427,6 +587,27 @@ pub async fn run(
             Err(e) => tracing::warn!(error = %e, "cannot list assigned jobs"),
         }
         while tasks.try_join_next().is_some() {}
+        let added = follower
+            .step(&config.node_url, &config.models_dir, &models)
+            .await;
+        if !added.is_empty() {
+            match announce_models(&client, &poster, &me, &added).await {
+                Ok(()) => {
+                    let mut served = (*models).clone();
+                    served.extend(added);
+                    models = Arc::new(served);
+                    // Disputes on the new models are played with them too (the session
+                    // endpoint keeps the models it started with).
+                    player = Arc::new(Player::new(
+                        me,
+                        models.clone(),
+                        config.threads,
+                        config.fault.clone(),
+                    ));
+                }
+                Err(e) => tracing::warn!(error = %e, "new models not added to the offer"),
+            }
+        }
         // Disputes are played on their own task so a long re-execution never holds up jobs.
         if playing.as_ref().is_none_or(|task| task.is_finished()) {
             let (client, player, poster) = (
@@ -593,4 +774,48 @@ fn input_units(model: &LoadedModel, job: &piazza_arbiter::JobSpec) -> u64 {
     let evidence = piazza_arbiter::input_evidence(model);
     piazza_arbiter::arbitrate_ids(&model.commitments(), job, &evidence)
         .map_or(0, |verdict| verdict.ids.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str) -> piazza_api::ModelInfo {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "kind": "embedding", "architecture": "bert", "config_hash": "",
+            "weights_commitment": "", "tokenizer_hash": "", "owner": "", "license": "",
+            "price_floor": "0", "providers": [], "numeric": "f32", "files": null,
+        }))
+        .unwrap()
+    }
+
+    fn names(records: &[piazza_api::ModelInfo]) -> Vec<&str> {
+        records.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    #[test]
+    fn only_records_registered_later_are_due_within_the_room_left() {
+        let mut follower = ModelFollower::new(BTreeSet::from(["at-start".to_string()]));
+        let records: Vec<_> = ["later-c", "at-start", "later-a", "later-b"]
+            .into_iter()
+            .map(record)
+            .collect();
+        let served = BTreeMap::new();
+        let now = tokio::time::Instant::now();
+        let due = follower.due(&records, &served, MODELS_SERVED_MAX, now);
+        assert_eq!(names(&due), ["later-a", "later-b", "later-c"]);
+        // The bound: no room, nothing picked up; some room, the first names.
+        assert!(follower.due(&records, &served, 0, now).is_empty());
+        assert_eq!(
+            names(&follower.due(&records, &served, 2, now)),
+            ["later-a", "later-b"]
+        );
+        // A record that failed waits for its retry time.
+        let retry = now + Duration::from_millis(MODEL_RETRY_MS);
+        follower.failed.insert("later-a".into(), retry);
+        let due = follower.due(&records, &served, MODELS_SERVED_MAX, now);
+        assert_eq!(names(&due), ["later-b", "later-c"]);
+        let due = follower.due(&records, &served, MODELS_SERVED_MAX, retry);
+        assert_eq!(names(&due), ["later-a", "later-b", "later-c"]);
+    }
 }
