@@ -1,6 +1,7 @@
-// Piazza explorer: checks an account's state proof in the browser, the way the Rust client does
-// (piazza_client::verify_account_proof): the proof must prove the shown value at the account's
-// state key under the shown state root, and the value must decode to the shown balance and nonce.
+// Piazza explorer: checks an account's or a job's state proof in the browser, the way the Rust
+// client does (piazza_client::verify_account_proof, verify_job_proof): the proof must prove the
+// shown value at the state key under the shown state root; an account's value must decode to the
+// shown balance and nonce; a job's output must hash to the output hash its proven record carries.
 // BLAKE3 and the Jellyfish Merkle proof (jmt 0.12, borsh-encoded) are implemented here; nothing
 // is fetched. Every value shown is inserted as text.
 (function () {
@@ -216,7 +217,47 @@
     verifyProof(root, key, value, fromHex(d.proof, "the proof"));
   }
 
-  window.piazzaProof = { blake3Hex: function (hex) { return toHex(blake3(fromHex(hex, "input"))); }, verifyAccount: verifyAccount };
+  function bigEndian64(n) {
+    var out = new Uint8Array(8), v = BigInt(n);
+    for (var i = 7; i >= 0; i--) { out[i] = Number(v & BigInt(255)); v = v >> BigInt(8); }
+    return out;
+  }
+  function contains(haystack, needle) {
+    outer: for (var i = 0; i + needle.length <= haystack.length; i++) {
+      for (var j = 0; j < needle.length; j++) if (haystack[i + j] !== needle[j]) continue outer;
+      return true;
+    }
+    return false;
+  }
+  // compute::output_hash: Hash::of("piazza/job-output", [output]), a length-prefixed domain tag.
+  function outputHash(output) {
+    var tag = ascii("piazza/job-output");
+    var length = new Uint8Array([tag.length & 255, (tag.length >> 8) & 255, 0, 0]);
+    return blake3(concat([length, tag, output]));
+  }
+  // The job checks of piazza_client::verify_job_proof over the page's data, and the shown
+  // output against the shown output hash, which the proven record must carry.
+  function verifyJob(d) {
+    var key = fromHex(d.key, "the key");
+    if (!equal(key, concat([ascii("compute/job/"), bigEndian64(d.id)]))) throw new Error("the proof is for another key");
+    if (!d.value) throw new Error("the proof says no job " + d.id + " exists");
+    var value = fromHex(d.value, "the record");
+    if (value.length < 8 || littleEndian(value.subarray(0, 8)).toString() !== String(d.id)) throw new Error("the proven record is not job " + d.id);
+    var root = fromHex(d.root, "the state root");
+    if (root.length !== 32) throw new Error("the state root is not 32 bytes");
+    if (d.root.toLowerCase() !== String(d.blockRoot).toLowerCase()) throw new Error("the job's state root is not the block's");
+    verifyProof(root, key, value, fromHex(d.proof, "the proof"));
+    if (!d.outputHash) return "";
+    var hash = fromHex(d.outputHash, "the output hash");
+    if (!contains(value, hash)) throw new Error("the proven record does not carry the output hash shown");
+    var output = fromHex(d.output, "the output");
+    if (equal(outputHash(output), hash)) return "";
+    // A session's result adopted on chain carries the hash only; its output stayed off chain.
+    if (output.length === 0) return " (the output is not on chain: only its hash is proven)";
+    throw new Error("the output's hash is not the output hash shown");
+  }
+
+  window.piazzaProof = { blake3Hex: function (hex) { return toHex(blake3(fromHex(hex, "input"))); }, verifyAccount: verifyAccount, verifyJob: verifyJob };
 
   var box = document.getElementById("proof");
   var result = document.getElementById("proof-result");
@@ -224,11 +265,19 @@
   if (!box || !result) return;
   function run() {
     try {
-      verifyAccount({
-        address: box.dataset.address, key: box.dataset.key, value: box.dataset.value || null,
-        proof: box.dataset.proof, root: box.dataset.root, blockRoot: box.dataset.blockRoot, balance: box.dataset.balance, nonce: box.dataset.nonce,
-      });
-      result.textContent = "verified";
+      var d = box.dataset, note = "";
+      if (d.kind === "job") {
+        note = verifyJob({
+          id: d.id, key: d.key, value: d.value || null, proof: d.proof, root: d.root, blockRoot: d.blockRoot,
+          output: d.output || "", outputHash: d.outputHash || null,
+        });
+      } else {
+        verifyAccount({
+          address: d.address, key: d.key, value: d.value || null,
+          proof: d.proof, root: d.root, blockRoot: d.blockRoot, balance: d.balance, nonce: d.nonce,
+        });
+      }
+      result.textContent = "verified" + note;
       result.className = "verified";
     } catch (e) {
       result.textContent = "failed: " + e.message;

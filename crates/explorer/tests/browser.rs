@@ -2,8 +2,8 @@
 //! WebDriver, on a devnet node in process with activity (a transfer, a provider, a settled job
 //! and a disputed one whose silent provider was slashed): each main page loads and shows what
 //! the JSON-RPC methods answer, a new block arrives over `/ws` without a reload, search finds
-//! by each key, the account page checks its state proof in the browser (and refuses a tampered
-//! one), and screenshots of the main pages are saved under `target/`.
+//! by each key, the account and job pages check their state proofs in the browser (and refuse
+//! tampered ones; a job's output is checked against its hash too), and screenshots of the main pages are saved under `target/`.
 
 mod devnet;
 mod webdriver;
@@ -29,6 +29,19 @@ const TAMPERINGS: [(&str, &str); 5] = [
     ),
     ("root", "d.root = flip(d.root, 0)"),
     ("value", "d.value = flip(d.value, 2)"),
+];
+
+/// Changes made to a job page's proof data, each of which the check must refuse: a digit of
+/// the proof, the record (a byte of its id, a byte near its end), the output shown, the output
+/// hash shown, the state root, and the record claimed absent.
+const JOB_TAMPERINGS: [(&str, &str); 7] = [
+    ("proof", "d.proof = flip(d.proof, 80)"),
+    ("value", "d.value = flip(d.value, 0)"),
+    ("value", "d.value = flip(d.value, d.value.length - 3)"),
+    ("output", "d.output = flip(d.output, 0)"),
+    ("outputHash", "d.outputHash = flip(d.outputHash, 5)"),
+    ("root", "d.root = flip(d.root, 0)"),
+    ("value", "d.value = ''"),
 ];
 
 /// Input lengths around BLAKE3's 64-byte blocks and 1 KiB chunks.
@@ -154,25 +167,7 @@ async fn check_pages(url: String, facts: Facts, browser: Browser) {
         .await;
     assert_eq!(browser.text("#proof-result").await.unwrap(), "verified");
     shoot(&browser, "account").await;
-    for (field, tamper) in TAMPERINGS {
-        let shown = browser
-            .script(
-                &format!(
-                    "var d = document.getElementById('proof').dataset; \
-var flip = function (s, i) {{ return s.slice(0, i) + (s[i] === '0' ? '1' : '0') + s.slice(i + 1); }}; \
-var saved = d.{field}; {tamper}; document.getElementById('verify-proof').click(); \
-var shown = document.getElementById('proof-result').textContent; d.{field} = saved; return shown;"
-                ),
-                vec![],
-            )
-            .await;
-        let shown = shown.as_str().unwrap_or_default();
-        assert!(shown.starts_with("failed"), "{field} tampered: {shown}");
-    }
-    browser
-        .script("document.getElementById('verify-proof').click();", vec![])
-        .await;
-    assert_eq!(browser.text("#proof-result").await.unwrap(), "verified");
+    refuses_tampering(&browser, &TAMPERINGS).await;
 
     // The script's BLAKE3 agrees with the Rust crate across block and chunk boundaries.
     for length in BLAKE3_LENGTHS {
@@ -223,6 +218,24 @@ var shown = document.getElementById('proof-result').textContent; d.{field} = sav
             "{text}"
         );
         assert!(text.contains(result["output_hash"].as_str().unwrap()));
+        // The Rust client checks the same record's proof against a signed block.
+        let (proven, _) = piazza_client::Client::new(&url)
+            .verified_job(job)
+            .await
+            .unwrap();
+        let proven = proven.expect("the job's record is proven present");
+        assert_eq!(
+            proven.result.unwrap().output_hash.to_hex(),
+            result["output_hash"].as_str().unwrap()
+        );
+        // The job record's state proof and the output against its hash, checked in the page.
+        browser
+            .wait_text("#proof-result", Duration::from_millis(LIVE_WAIT_MS), |t| {
+                t != "not checked"
+            })
+            .await;
+        assert_eq!(browser.text("#proof-result").await.unwrap(), "verified");
+        refuses_tampering(&browser, &JOB_TAMPERINGS).await;
         shoot(&browser, &format!("job-{job}")).await;
     }
     browser
@@ -301,4 +314,31 @@ var shown = document.getElementById('proof-result').textContent; d.{field} = sav
         assert!(!browser.page_text().await.contains("Not found"), "{query}");
     }
     browser.quit().await;
+}
+
+/// Applies each tampering to the page's proof data, runs the check and expects it to fail; then
+/// the untouched data verifies again.
+async fn refuses_tampering(browser: &Browser, tamperings: &[(&str, &str)]) {
+    for (field, tamper) in tamperings {
+        let shown = browser
+            .script(
+                &format!(
+                    "var d = document.getElementById('proof').dataset; \
+var flip = function (s, i) {{ return s.slice(0, i) + (s[i] === '0' ? '1' : '0') + s.slice(i + 1); }}; \
+var saved = d.{field}; {tamper}; document.getElementById('verify-proof').click(); \
+var shown = document.getElementById('proof-result').textContent; d.{field} = saved; return shown;"
+                ),
+                vec![],
+            )
+            .await;
+        let shown = shown.as_str().unwrap_or_default();
+        assert!(
+            shown.starts_with("failed"),
+            "{field} tampered ({tamper}): {shown}"
+        );
+    }
+    browser
+        .script("document.getElementById('verify-proof').click();", vec![])
+        .await;
+    assert_eq!(browser.text("#proof-result").await.unwrap(), "verified");
 }

@@ -218,6 +218,21 @@ impl Source for Chain {
             }),
             compute_method::GET_PROVIDER_JOBS => Ok(json!([])),
             compute_method::GET_MODELS => to(vec![model("minilm"), model(HOSTILE_MODEL)]),
+            compute_method::GET_JOB_PROOF => match first.as_u64() {
+                Some(id) => to(JobProofInfo {
+                    id,
+                    height: 3,
+                    state_root: "11".repeat(32),
+                    key: format!(
+                        "{}{}",
+                        hex_of("compute/job/"),
+                        hex::encode(id.to_be_bytes())
+                    ),
+                    value: None,
+                    proof: "66".repeat(8),
+                }),
+                None => Err(invalid("job id must be a non-negative integer")),
+            },
             compute_method::GET_JOB => match first.as_u64() {
                 Some(id @ (2 | 5 | 7)) => to(job(id)),
                 Some(_) => Ok(Value::Null),
@@ -531,6 +546,26 @@ async fn the_account_page_carries_its_proof_for_the_browser() {
     let script = get("/assets/proof.js").await;
     assert_eq!(script.status, StatusCode::OK);
     assert!(script.body.contains("JMT::IntrnalNode"));
+}
+
+#[tokio::test]
+async fn the_job_page_carries_its_record_proof_and_output_for_the_browser() {
+    let page = get("/job/2").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let result = job(2).result.unwrap();
+    for data in [
+        "data-kind=\"job\"".to_string(),
+        "data-id=\"2\"".to_string(),
+        format!("data-proof=\"{}\"", "66".repeat(8)),
+        format!("data-output=\"{}\"", result.output),
+        format!("data-output-hash=\"{}\"", result.output_hash),
+        format!("data-block-root=\"{}\"", "11".repeat(32)),
+    ] {
+        assert!(page.body.contains(&data), "{data} missing");
+    }
+    assert!(page.body.contains("/explorer/assets/proof.js"));
+    let script = get("/assets/proof.js").await;
+    assert!(script.body.contains("verifyJob"));
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 use super::lookup;
 use crate::html::{self, escape, facts, pza};
 use crate::{Html, PageError, PageResult, Source};
-use piazza_api::{compute_method, method, verify_method, AccountInfo, BlockInfo, StakeInfo};
+use piazza_api::{compute_method, method, verify_method, AccountInfo, StakeInfo};
 use serde_json::{json, Value};
 
 pub fn account(source: &dyn Source, address: &str) -> PageResult {
@@ -57,35 +57,24 @@ pub fn account(source: &dyn Source, address: &str) -> PageResult {
     if !deals.is_empty() {
         rows.push(("Storage deals", deals.join(", ")));
     }
-    let block: Option<BlockInfo> = lookup(source, method::GET_BLOCK, &[json!(account.height)])?;
-    let block_root = block.map(|b| b.state_root).unwrap_or_default();
+    let block_root = super::block_root(source, account.height)?;
     rows.push(("Block state root", escape(&block_root)));
     let mut body = facts(&rows);
-    body.push_str(&proof_check(&account, &block_root));
+    body.push_str("<h2>Check it yourself</h2>");
+    body.push_str(&super::proof_box(
+        "the account's state proof",
+        "account",
+        account.height,
+        &[
+            ("address", &account.address),
+            ("key", &account.key),
+            ("value", account.value.as_deref().unwrap_or("")),
+            ("proof", &account.proof),
+            ("root", &account.state_root),
+            ("block-root", &block_root),
+            ("balance", &account.balance),
+            ("nonce", &account.nonce.to_string()),
+        ],
+    ));
     Ok(Html(html::layout("Account", &body)))
-}
-
-/// The state proof as data for `assets/proof.js`, which checks it in the browser (BLAKE3 and the
-/// Jellyfish Merkle proof) against the state root of the block at the account's height, and
-/// the button that runs the check again.
-fn proof_check(account: &AccountInfo, block_root: &str) -> String {
-    format!(
-        "<h2>Check it yourself</h2><p>Your browser checks the account's state proof against the \
-state root of block {height}: <strong id=\"proof-result\">not checked</strong> \
-<button id=\"verify-proof\" type=\"button\">Verify again</button></p>\
-<div id=\"proof\" data-address=\"{address}\" data-key=\"{key}\" data-value=\"{value}\" \
-data-proof=\"{proof}\" data-root=\"{root}\" data-block-root=\"{block_root}\" \
-data-balance=\"{balance}\" data-nonce=\"{nonce}\"></div>\
-<script src=\"{base}/assets/proof.js\"></script>",
-        height = account.height,
-        address = escape(&account.address),
-        key = escape(&account.key),
-        value = escape(account.value.as_deref().unwrap_or("")),
-        proof = escape(&account.proof),
-        root = escape(&account.state_root),
-        block_root = escape(block_root),
-        balance = escape(&account.balance),
-        nonce = account.nonce,
-        base = crate::BASE_PATH,
-    )
 }

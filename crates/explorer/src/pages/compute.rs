@@ -4,7 +4,7 @@
 use super::{integer, lookup};
 use crate::html::{self, account_link, block_link, escape, facts, job_link, model_link, pza};
 use crate::{Html, PageError, PageResult, Source};
-use piazza_api::{compute_method, verify_method, JobInfo, ProviderInfo};
+use piazza_api::{compute_method, verify_method, JobInfo, JobProofInfo, ProviderInfo};
 use serde_json::{json, Value};
 
 pub fn provider(source: &dyn Source, address: &str) -> PageResult {
@@ -112,9 +112,46 @@ pub fn job(source: &dyn Source, id: &str) -> PageResult {
         ));
     }
     body.push_str("<h2>Check it yourself</h2>");
+    body.push_str(&job_proof(source, &job)?);
     let embedding = super::models::find(source, &job.model)?.is_some_and(|m| m.kind == "embedding");
     body.push_str(&recheck(&job, embedding));
     Ok(Html(html::layout(&format!("Job {id}"), &body)))
+}
+
+/// The job record's state proof at the head, with the output and output hash shown, for
+/// `assets/proof.js` to check: the proof against the block's state root, the output against the
+/// output hash, and the hash against the proven record.
+fn job_proof(source: &dyn Source, job: &JobInfo) -> Result<String, PageError> {
+    let proof: JobProofInfo =
+        super::fetch(source, compute_method::GET_JOB_PROOF, &[json!(job.id)])?;
+    let block_root = super::block_root(source, proof.height)?;
+    let (output, output_hash) = job
+        .result
+        .as_ref()
+        .map(|r| (r.output.as_str(), r.output_hash.as_str()))
+        .unwrap_or_default();
+    let id = proof.id.to_string();
+    let mut check = facts(&[
+        ("Proven at height", block_link(proof.height)),
+        ("State root", escape(&proof.state_root)),
+        ("Block state root", escape(&block_root)),
+    ]);
+    check.push_str(&super::proof_box(
+        "the job record's state proof (and the output against its hash)",
+        "job",
+        proof.height,
+        &[
+            ("id", &id),
+            ("key", &proof.key),
+            ("value", proof.value.as_deref().unwrap_or("")),
+            ("proof", &proof.proof),
+            ("root", &proof.state_root),
+            ("block-root", &block_root),
+            ("output", output),
+            ("output-hash", output_hash),
+        ],
+    ));
+    Ok(check)
 }
 
 /// The command that re-executes the job here and prints its trace root, to compare with the

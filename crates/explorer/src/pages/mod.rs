@@ -158,3 +158,32 @@ pub(crate) fn optional_list(source: &dyn Source, method: &str, params: &[Value])
         _ => Vec::new(),
     }
 }
+
+/// The state root of the block at `height`, as the block itself names it (empty when the node
+/// has no such block: the browser check then fails, saying the roots differ).
+pub(crate) fn block_root(source: &dyn Source, height: u64) -> Result<String, PageError> {
+    let block: Option<piazza_api::BlockInfo> = lookup(
+        source,
+        piazza_api::method::GET_BLOCK,
+        &[serde_json::json!(height)],
+    )?;
+    Ok(block.map(|b| b.state_root).unwrap_or_default())
+}
+
+/// A state proof as data for `assets/proof.js`, which checks it in the browser (BLAKE3 and the
+/// Jellyfish Merkle proof) against the state root of block `height`, and the button that runs
+/// the check again. `data` are the `data-` attributes (names and unescaped values) of `kind`.
+pub(crate) fn proof_box(what: &str, kind: &str, height: u64, data: &[(&str, &str)]) -> String {
+    let attributes: String = data
+        .iter()
+        .map(|(name, value)| format!(" data-{name}=\"{}\"", crate::html::escape(value)))
+        .collect();
+    format!(
+        "<p>Your browser checks {what} against the state root of block {height}: \
+<strong id=\"proof-result\">not checked</strong> \
+<button id=\"verify-proof\" type=\"button\">Verify again</button></p>\
+<div id=\"proof\" data-kind=\"{kind}\"{attributes}></div>\
+<script src=\"{base}/assets/proof.js\"></script>",
+        base = crate::BASE_PATH,
+    )
+}
