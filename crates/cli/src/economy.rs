@@ -31,8 +31,9 @@ pub enum EconomyCommand {
     },
     /// Model records with lineage (base models and datasets, royalty).
     Model {
+        // Boxed: a registration's arguments are many times the other commands' size.
         #[command(subcommand)]
-        command: ModelCommand,
+        command: Box<ModelCommand>,
     },
     /// Datasets: register, buy access, seal a buyer's content key, show.
     Dataset {
@@ -555,7 +556,7 @@ pub async fn run(command: EconomyCommand) -> Result<()> {
     match command {
         EconomyCommand::Shares { command } => shares(command).await,
         EconomyCommand::Offering { command } => offering(command).await,
-        EconomyCommand::Model { command } => model(command).await,
+        EconomyCommand::Model { command } => model(*command).await,
         EconomyCommand::Dataset { command } => dataset(command).await,
         EconomyCommand::Pool { command } => pool(command).await,
         EconomyCommand::Label { command } => label(command).await,
