@@ -56,6 +56,9 @@ pub const VALIDATOR_SETS_CACHED_MAX: usize = 8;
 /// (the validator votes nil), so a proposer cannot push the chain's clock ahead, which every
 /// window counted in time (deadlines, expiries) would follow.
 pub const PROPOSAL_TIME_AHEAD_MS_MAX: u64 = 10_000;
+/// Peers' transaction batches held while the application's admission queue is full (each at
+/// most `GOSSIP_BATCH_BYTES_MAX`, so at most 64 MiB); a batch beyond them is refused.
+pub const GOSSIP_HELD_BATCHES_MAX: usize = 64;
 
 /// What the app loop needs to know about the chain and this validator.
 pub struct AppLoop {
@@ -215,6 +218,7 @@ impl AppLoop {
     /// Runs until the engine or the application goes away.
     pub async fn run(mut self, mut channels: Channels<PiazzaContext>) -> Result<(), LoopError> {
         let publisher = self.gossip.as_mut().map(|gossip| {
+            gossip.remote = hold_batches(gossip.remote.clone(), GOSSIP_HELD_BATCHES_MAX);
             let (_, closed) = mpsc::channel(1);
             let local = std::mem::replace(&mut gossip.local, closed);
             tokio::spawn(publish_transactions(local, channels.network.clone()))
@@ -659,8 +663,9 @@ impl AppLoop {
         self.sets.retain(|h, _| *h >= height);
     }
 
-    /// Hands a peer's batch of transactions to the application (bounded: a full queue refuses
-    /// the batch, which stays in the mempools of the nodes that have it).
+    /// Hands a peer's batch of transactions to the application (bounded: while the application
+    /// is busy, up to `GOSSIP_HELD_BATCHES_MAX` batches wait in order (see [`hold_batches`]);
+    /// beyond them a batch is refused, and stays in the mempools of the nodes that have it).
     fn received_transactions(&self, batch: Vec<Vec<u8>>, from: &impl std::fmt::Display) {
         let Some(gossip) = &self.gossip else {
             return;
@@ -773,6 +778,22 @@ impl AppLoop {
                 .is_ok();
         Validity::from_bool(ok)
     }
+}
+
+/// A sender in front of `to` that holds up to `capacity` batches while `to` is full and hands
+/// them on in order as it drains (back-pressure instead of refusal); `try_send` on it refuses
+/// only when those are taken too. The forwarding task ends when every sender is dropped or `to`
+/// closes.
+pub fn hold_batches(to: mpsc::Sender<Vec<Vec<u8>>>, capacity: usize) -> mpsc::Sender<Vec<Vec<u8>>> {
+    let (held, mut waiting) = mpsc::channel::<Vec<Vec<u8>>>(capacity);
+    tokio::spawn(async move {
+        while let Some(batch) = waiting.recv().await {
+            if to.send(batch).await.is_err() {
+                return;
+            }
+        }
+    });
+    held
 }
 
 /// Publishes the transactions the application admitted from clients, in batches of what is
