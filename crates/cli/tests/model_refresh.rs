@@ -1,6 +1,7 @@
-//! The devnet's own provider picks up a model record registered while it runs: the record is
-//! resolved like the ones it started with (here the local MiniLM files, whose commitments it
-//! names), added to the provider's offer, and a job on it is served by that provider.
+//! The devnet's own provider picks up a model record registered while it runs and naming its
+//! files' blobs: the record is resolved like the ones it started with (here the local MiniLM
+//! files, whose commitments it names), added to the provider's offer, and a job on it is served
+//! by that provider.
 
 use piazza_client::Client;
 use piazza_keystore::Keystore;
@@ -35,8 +36,35 @@ fn a_model_registered_on_a_running_devnet_is_served_by_its_provider() {
         keystore.info("dev").unwrap().address,
     )
     .unwrap();
+    // It names the bundled files' blob ids (a blob id is known before the file is stored).
+    let minilm = piazza_provider::models::bundled_paths(
+        &piazza_engine::models_dir(),
+        piazza_provider::models::MINILM,
+    )
+    .unwrap();
+    let blob_of = |path: &std::path::Path| {
+        piazza_primitives::blob::blob_id(&std::fs::read(path).unwrap()).to_hex()
+    };
+    let (weights, tokenizer, config) = (
+        blob_of(&minilm.weights),
+        blob_of(&minilm.tokenizer),
+        blob_of(&minilm.config),
+    );
     let mut args = model_register::register_args(LATER, &base);
-    args.extend(["--from", "dev", "--wait"].map(str::to_string));
+    args.extend(
+        [
+            "--weights-blob",
+            &weights,
+            "--tokenizer-blob",
+            &tokenizer,
+            "--config-blob",
+            &config,
+            "--from",
+            "dev",
+            "--wait",
+        ]
+        .map(str::to_string),
+    );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let receipt = cli(&devnet, dir.path(), &args);
     assert!(receipt["error"].is_null(), "{receipt}");

@@ -9,8 +9,9 @@
 //! - A result is journaled (signed transaction, fsynced) before it is sent; after a restart a
 //!   journaled job is re-sent byte for byte, never re-executed into a second, different result.
 //! - The daemon holds no chain state of its own: what is assigned comes from the node.
-//! - A model record registered after the daemon started is picked up while it runs
-//!   ([`ModelFollower`]): resolved like the ones it started with, added to its offer; at most
+//! - A model record registered after the daemon started and naming its files' blobs is picked
+//!   up while it runs ([`ModelFollower`]): resolved like the ones it started with, added to its
+//!   offer; at most
 //!   [`MODELS_SERVED_MAX`] models are served, and a record that fails to resolve waits
 //!   [`MODEL_RETRY_MS`] before it is tried again.
 //!
@@ -214,10 +215,12 @@ pub const MODEL_RETRY_MS: u64 = 60_000;
 /// A new record's name and what resolving it gave.
 type Resolved = (String, Result<LoadedModel, String>);
 
-/// Picks up model records registered after the provider started: each is resolved like the
-/// models it started with ([`models::resolve`]: a local file with the record's commitments,
-/// else its blobs fetched from storage), then served and added to the provider's offer.
-/// Records already on chain at start are left alone (the operator chose among them).
+/// Picks up model records registered after the provider started that name their files' blobs
+/// (published for any provider to fetch): each is resolved like the models it started with
+/// ([`models::resolve`]: a local file with the record's commitments, else its blobs fetched
+/// from storage), then served and added to the provider's offer. Records already on chain at
+/// start are left alone (the operator chose among them), and so are records without blobs
+/// (only an operator who holds their files can choose to serve them).
 pub struct ModelFollower {
     /// Records on chain when the provider started.
     known: BTreeSet<String>,
@@ -248,6 +251,7 @@ impl ModelFollower {
     ) -> Vec<piazza_api::ModelInfo> {
         let mut due: Vec<_> = records
             .iter()
+            .filter(|r| r.files.is_some())
             .filter(|r| !self.known.contains(&r.name) && !served.contains_key(&r.name))
             .filter(|r| self.failed.get(&r.name).is_none_or(|&after| now >= after))
             .cloned()
@@ -784,7 +788,8 @@ mod tests {
         serde_json::from_value(serde_json::json!({
             "name": name, "kind": "embedding", "architecture": "bert", "config_hash": "",
             "weights_commitment": "", "tokenizer_hash": "", "owner": "", "license": "",
-            "price_floor": "0", "providers": [], "numeric": "f32", "files": null,
+            "price_floor": "0", "providers": [], "numeric": "f32",
+            "files": { "weights": "", "tokenizer": "", "config": "" },
         }))
         .unwrap()
     }
@@ -794,12 +799,13 @@ mod tests {
     }
 
     #[test]
-    fn only_records_registered_later_are_due_within_the_room_left() {
+    fn only_records_registered_later_with_blobs_are_due_within_the_room_left() {
         let mut follower = ModelFollower::new(BTreeSet::from(["at-start".to_string()]));
-        let records: Vec<_> = ["later-c", "at-start", "later-a", "later-b"]
+        let mut records: Vec<_> = ["later-c", "at-start", "later-a", "later-b", "no-blobs"]
             .into_iter()
             .map(record)
             .collect();
+        records[4].files = None;
         let served = BTreeMap::new();
         let now = tokio::time::Instant::now();
         let due = follower.due(&records, &served, MODELS_SERVED_MAX, now);
