@@ -409,7 +409,7 @@ async fn each_page_shows_the_chains_values() {
         &[
             &"77".repeat(32),
             "settled",
-            "piazza trace --model &#39;minilm&#39; &#39;it&#39;\\&#39;&#39;s a test&#39; --json",
+            "piazza job verify 2 --rpc &lt;node url&gt;",
         ],
     )
     .await;

@@ -113,8 +113,7 @@ pub fn job(source: &dyn Source, id: &str) -> PageResult {
     }
     body.push_str("<h2>Check it yourself</h2>");
     body.push_str(&job_proof(source, &job)?);
-    let embedding = super::models::find(source, &job.model)?.is_some_and(|m| m.kind == "embedding");
-    body.push_str(&recheck(&job, embedding));
+    body.push_str(&recheck(&job));
     Ok(Html(html::layout(&format!("Job {id}"), &body)))
 }
 
@@ -154,30 +153,17 @@ fn job_proof(source: &dyn Source, job: &JobInfo) -> Result<String, PageError> {
     Ok(check)
 }
 
-/// The command that re-executes the job here and prints its trace root, to compare with the
-/// posted one (embedding jobs: the input is the text; generation has no local re-run command).
-fn recheck(job: &JobInfo, embedding: bool) -> String {
-    let text = hex::decode(&job.input)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok());
-    match (job.result.as_ref(), text) {
-        (Some(result), Some(text)) if embedding => format!(
-            "<p>Re-execute it locally and compare the trace root with <code>{}</code>:</p>\
-<pre id=\"recheck\">piazza trace --model {} {} --json</pre>",
+/// The command that re-executes the job here (its model found as a provider finds it) and
+/// compares its output hash and trace root with the posted ones.
+fn recheck(job: &JobInfo) -> String {
+    match job.result.as_ref() {
+        Some(result) => format!(
+            "<p>Re-execute it locally and compare the trace root with <code>{}</code> \
+(<code>&lt;node url&gt;</code>: the JSON-RPC URL of the node serving this explorer):</p>\
+<pre id=\"recheck\">piazza job verify {} --rpc &lt;node url&gt;</pre>",
             escape(&result.trace_root),
-            escape(&shell_quote(&job.model)),
-            escape(&shell_quote(&text)),
+            job.id,
         ),
-        (None, _) => "<p>No result posted yet.</p>".into(),
-        _ => format!(
-            "<p>Show the job as the chain holds it: <code>piazza job show {}</code>; a local \
-re-run of a generation is done by an auditor (<code>piazza auditor run</code>).</p>",
-            job.id
-        ),
+        None => "<p>No result posted yet.</p>".into(),
     }
-}
-
-/// Single-quotes text for a POSIX shell.
-fn shell_quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "'\\''"))
 }
