@@ -450,8 +450,8 @@ pub struct JobResultInfo {
     pub trace_root: String,
     pub work_units: u64,
     pub posted_height: u64,
-    /// Tokens the provider states it read from the input (a generation's prompt tokens);
-    /// informational, not billed or checked. 0 when not stated.
+    /// Tokens the provider states it read from the input (a generation's prompt tokens); not
+    /// billed, checked against the tokenizer in a dispute's input phase. 0 when not stated.
     #[serde(default)]
     pub input_units: u64,
 }

@@ -73,7 +73,6 @@ pub async fn run(
     let player = Player::new(me, models, config.threads, config.fault.clone());
     tracing::info!(auditor = %me, models = ?config.audit, "auditor running");
     loop {
-        read_posted_outputs(&client, &player, &me).await;
         play(&client, &player, &poster, &me).await;
         tokio::select! {
             _ = tokio::time::sleep(config.poll_interval) => {}
@@ -84,27 +83,4 @@ pub async fn run(
         }
     }
     Ok(())
-}
-
-/// Hands `player` the outputs posted for `me`'s open audits that it does not hold yet, so it
-/// checks a generation in one pass; a read that fails leaves that audit to a full re-run.
-async fn read_posted_outputs(client: &Client, player: &Player, me: &Address) {
-    let Ok(tasks) = client.verify_tasks(me).await else {
-        return;
-    };
-    let Ok(tasks) = crate::chain::tasks_view(&tasks, me) else {
-        return;
-    };
-    for job in tasks.audits {
-        if player.has_posted_output(job) {
-            continue;
-        }
-        let output = match client.job(job).await {
-            Ok(Some(info)) => info.result.and_then(|r| hex::decode(r.output).ok()),
-            _ => None,
-        };
-        if let Some(output) = output {
-            player.posted_output(job, output);
-        }
-    }
 }

@@ -29,11 +29,16 @@ pub struct JobView {
     pub result: Option<PostedResult>,
 }
 
-/// What a provider posted: the hashes an auditor compares with its own run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a provider posted: the hashes an auditor compares with its own run, the output a
+/// generation's one-pass audit reads, and the prompt count it signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostedResult {
     pub output_hash: Hash,
     pub trace_root: Hash,
+    /// The output bytes when they are on chain (empty for a session result adopted without them).
+    pub output: Vec<u8>,
+    /// The prompt tokens the provider states it read; 0 when not stated.
+    pub input_units: u64,
 }
 
 /// One side of a dispute.
@@ -143,6 +148,8 @@ pub fn job_view(info: JobInfo) -> Result<JobView, ProviderError> {
             Ok::<_, ProviderError>(PostedResult {
                 output_hash: hash("an output hash", &r.output_hash)?,
                 trace_root: hash("a trace root", &r.trace_root)?,
+                output: hex::decode(&r.output).map_err(|e| wire_error("an output", e))?,
+                input_units: r.input_units,
             })
         })
         .transpose()?;

@@ -161,9 +161,6 @@ pub struct Player {
     threads: usize,
     fault: Fault,
     runs: Mutex<BTreeMap<u64, Arc<JobRun>>>,
-    /// Outputs posted for the jobs this party audits, as its daemon read them off the chain
-    /// ([`Player::posted_output`]): a generation's audit checks them in one pass.
-    posted: Mutex<BTreeMap<u64, Vec<u8>>>,
     /// Jobs this party has re-run step by step ([`Player::run_of`] computing a run).
     full_runs: std::sync::atomic::AtomicU64,
     /// (job, round, phase) already answered: a move is sent once, then waits for a block.
@@ -237,7 +234,6 @@ impl Player {
             threads,
             fault,
             runs: Mutex::new(BTreeMap::new()),
-            posted: Mutex::new(BTreeMap::new()),
             full_runs: std::sync::atomic::AtomicU64::new(0),
             sent: Mutex::new(BTreeSet::new()),
         }
@@ -262,18 +258,6 @@ impl Player {
             .expect("runs lock")
             .insert(job, run.clone());
         Ok(run)
-    }
-
-    /// Keeps the output posted for `job` (read off the chain by the daemon), so that its audit
-    /// checks a generation in one pass ([`audit_in_one_pass`]) instead of re-running it step by
-    /// step; without it the audit re-runs the job.
-    pub fn posted_output(&self, job: u64, output: Vec<u8>) {
-        self.posted.lock().expect("posted lock").insert(job, output);
-    }
-
-    /// Whether the output posted for `job` is held (see [`Player::posted_output`]).
-    pub fn has_posted_output(&self, job: u64) -> bool {
-        self.posted.lock().expect("posted lock").contains_key(&job)
     }
 
     /// How many jobs this party has re-run step by step (an audit that one pass decided
@@ -329,10 +313,6 @@ impl Player {
             .lock()
             .expect("runs lock")
             .retain(|job, _| open.contains(job));
-        self.posted
-            .lock()
-            .expect("posted lock")
-            .retain(|job, _| open.contains(job));
     }
 
     /// The moves for every open audit and dispute of this party.
@@ -379,18 +359,23 @@ impl Player {
         let result = view
             .result
             .ok_or_else(|| ProviderError::Model(format!("job {job} has no result")))?;
-        let posted = self.posted.lock().expect("posted lock").get(&job).cloned();
-        // An honest auditor checks a generation in one pass when it has the posted output; a
-        // faulty one (tests and demos) plays its fault on a full run.
-        if let (Some(output), true) = (posted, self.fault.is_none()) {
+        // An honest auditor checks a generation in one pass from the posted output; a faulty
+        // one (tests and demos) plays its fault on a full run. A wrong signed prompt count
+        // needs the full run too: its challenge states the run's step count and ids.
+        if self.fault.is_none() && !result.output.is_empty() {
             let model = self.model(&view.model)?;
             let (spec, threads) = (view.spec.clone(), self.threads);
+            let output = result.output.clone();
             let found = tokio::task::spawn_blocking(move || {
                 audit_in_one_pass(&model, &spec, &output, threads)
             })
             .await
             .map_err(|e| ProviderError::Model(e.to_string()))??;
-            if found == Some((result.output_hash, result.trace_root)) {
+            let agrees = found.is_some_and(|f| {
+                (f.output_hash, f.trace_root) == (result.output_hash, result.trace_root)
+                    && count_agrees(result.input_units, f.prompt_count)
+            });
+            if agrees {
                 tracing::info!(
                     job,
                     "audit: one pass gives the same output and trace; attesting"
@@ -406,7 +391,19 @@ impl Player {
         let run = self.run_of(chain, job).await?;
         let output_hash = piazza_ledger::compute::output_hash(&run.output);
         let root = Hash(run.trace_root);
-        if output_hash == result.output_hash && root == result.trace_root {
+        let same_run = output_hash == result.output_hash && root == result.trace_root;
+        let generation = matches!(self.model(&view.model)?, LoadedModel::Generation(_));
+        // A generation's run uses its prompt ids (`JobRun::ids`), which the ledger's
+        // tokenization counts in a dispute's input phase.
+        let prompt_count = run.ids.len() as u64;
+        if same_run && generation && !count_agrees(result.input_units, prompt_count) {
+            tracing::warn!(
+                job,
+                signed = result.input_units,
+                ours = prompt_count,
+                "audit: same output and trace but a wrong prompt count; challenging the count"
+            );
+        } else if same_run {
             tracing::info!(job, "audit: same output and trace; attesting");
             return Ok(Move {
                 job,
@@ -565,7 +562,7 @@ pub fn audit_in_one_pass(
     spec: &JobSpec,
     posted_output: &[u8],
     threads: usize,
-) -> Result<Option<(Hash, Hash)>, ProviderError> {
+) -> Result<Option<OnePass>, ProviderError> {
     let LoadedModel::Generation(generator) = model else {
         return Ok(None);
     };
@@ -590,12 +587,26 @@ pub fn audit_in_one_pass(
             filter.as_ref().map(|f| f as &dyn piazza_llm::TokenFilter),
         )
         .map_err(|e| model_error(&e))?;
-    Ok(generation.map(|g| {
-        (
-            piazza_ledger::compute::output_hash(g.text.as_bytes()),
-            Hash(g.trace.root),
-        )
+    Ok(generation.map(|g| OnePass {
+        output_hash: piazza_ledger::compute::output_hash(g.text.as_bytes()),
+        trace_root: Hash(g.trace.root),
+        prompt_count: prompt.len() as u64,
     }))
+}
+
+/// What one pass over a generation gives ([`audit_in_one_pass`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnePass {
+    pub output_hash: Hash,
+    pub trace_root: Hash,
+    /// The prompt's token count, which the provider's signed `input_units` must equal.
+    pub prompt_count: u64,
+}
+
+/// Whether a provider's signed prompt count agrees with the auditor's own (0: not stated,
+/// nothing to dispute; the ledger refuses a count-only challenge of it).
+fn count_agrees(signed: u64, ours: u64) -> bool {
+    signed == 0 || signed == ours
 }
 
 /// The move that sends `evidence` for dispute `d` in its current `phase`.

@@ -241,3 +241,36 @@ async fn a_right_run_with_a_wrong_signed_count_loses_an_input_dispute() {
     );
     world.check_books().expect("the books balance");
 }
+
+/// An honest auditor drawn for a result whose run is right but whose signed prompt count is
+/// wrong challenges the count by itself (the result's own trace root), sends the tokenizer in
+/// the input phase, and the provider is slashed.
+#[tokio::test]
+async fn an_honest_auditor_challenges_a_wrong_signed_count_by_itself() {
+    let mut world = World::new(setup(26, "", ""));
+    let stake = world.provider_stake();
+    let (id, run, count) = post_honest(&world, |count| count + 1);
+    let outcome = world.run_to_end(id).await;
+    assert_eq!(
+        world.attribute("verify.dispute_opened", id, "claimant"),
+        world.auditor.address().to_string(),
+        "the auditor challenged"
+    );
+    assert!(
+        world.sim.event("verify.input_disputed", id).is_some(),
+        "the count (the run's root {} is right) is decided in the input phase",
+        Hash(run.trace_root)
+    );
+    assert_eq!(
+        world.attribute("verify.dispute_resolved", id, "loser"),
+        world.provider.address().to_string(),
+        "it signed {} prompt tokens for {count}",
+        count + 1
+    );
+    assert_eq!(outcome.status, JobStatus::Failed);
+    assert_eq!(
+        Some(world.provider_stake()),
+        stake.checked_sub(verify::Params::default().fraud_slash)
+    );
+    world.check_books().expect("the books balance");
+}

@@ -9,7 +9,7 @@ mod harness;
 use harness::{Setup, SimModel, World};
 use piazza_ledger::compute::JobStatus;
 use piazza_primitives::Hash;
-use piazza_provider::dispute::{audit_in_one_pass, Fault};
+use piazza_provider::dispute::{audit_in_one_pass, Fault, OnePass};
 
 const PROMPT: &str = "Name a colour.";
 
@@ -39,10 +39,11 @@ fn one_pass_gives_the_output_hash_and_trace_root_of_a_full_run() {
     for text in [PROMPT, "Say hello in French."] {
         let spec = spec_of(&world, text);
         let run = piazza_arbiter::run_job(&model, &spec, harness::THREADS, None).unwrap();
-        let expected = (
-            piazza_ledger::compute::output_hash(&run.output),
-            Hash(run.trace_root),
-        );
+        let expected = OnePass {
+            output_hash: piazza_ledger::compute::output_hash(&run.output),
+            trace_root: Hash(run.trace_root),
+            prompt_count: run.ids.len() as u64,
+        };
         let found = audit_in_one_pass(&model, &spec, &run.output, harness::THREADS).unwrap();
         assert_eq!(found, Some(expected), "{text:?}");
         // Another text: the pass follows the generation, not the text, so it gives the

@@ -199,8 +199,8 @@ pub struct JobResult {
     pub trace_root: Hash,
     pub work_units: u64,
     pub posted_height: u64,
-    /// Tokens the provider read from the input, as it stated them in `PostResult`
-    /// (informational: not billed, not checked by the ledger).
+    /// Tokens the provider read from the input, as it stated them in `PostResult` (not
+    /// billed; a dispute's input phase checks it against the tokenizer, 0 when not stated).
     pub input_units: u64,
 }
 

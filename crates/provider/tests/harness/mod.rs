@@ -343,6 +343,8 @@ fn job_view(job: compute::Job) -> JobView {
         result: job.result.map(|r| PostedResult {
             output_hash: r.output_hash,
             trace_root: r.trace_root,
+            output: r.output,
+            input_units: r.input_units,
         }),
     }
 }
@@ -735,14 +737,6 @@ impl World {
         .await;
         if !self.setup.auditor_offline {
             let me = self.auditor.address();
-            // As the auditor daemon does: the posted outputs of its audits, for one-pass checks.
-            let audits = self.sim.read(|view| tasks_view(view, &me)).audits;
-            for job in audits {
-                let posted = self.sim.read(|view| compute::job(view, job));
-                if let Some(result) = posted.and_then(|job| job.result) {
-                    self.auditor.player.posted_output(job, result.output);
-                }
-            }
             dispute::play(
                 &self.sim.party(&self.auditor.key),
                 &self.auditor.player,
