@@ -236,6 +236,8 @@ type TileSums = [[f32; PANEL_COLS_MAX]; TILE_ROWS_MAX];
 /// output accumulated over `p = 0..k` in order with fused multiply-add, into `sums[r][c]`.
 #[derive(Clone, Copy)]
 struct TileKernel {
+    /// The instruction set the kernel (and its epilogue's activation) is compiled for.
+    isa: Isa,
     cols: usize,
     tile_rows: usize,
     /// SAFETY contract: the CPU supports the kernel's instructions (checked when it is chosen);
@@ -261,6 +263,7 @@ fn tile_portable(rows: usize, a: &[f32], k: usize, panel: &[f32], sums: &mut Til
 }
 
 const PORTABLE: TileKernel = TileKernel {
+    isa: Isa::Portable,
     cols: 16,
     tile_rows: 4,
     tile: |rows, a, k, panel, sums| tile_portable(rows, a, k, panel, sums),
@@ -273,14 +276,14 @@ mod x86 {
 
     use std::arch::x86_64::*;
 
-    use super::{TileKernel, TileSums};
+    use super::{Isa, TileKernel, TileSums};
 
     /// One micro-kernel: `$rows_fn::<R>` holds `R` rows × 2 vectors of `$width` lanes
     /// (`2 * $width` panel columns) in registers; `$tile_fn` dispatches on the row count under
     /// `$feature`; `$name` is the [`TileKernel`].
     macro_rules! micro_kernel {
-        ($name:ident, $tile_fn:ident, $rows_fn:ident, $feature:literal, $width:literal,
-         $tile_rows:literal, $zero:ident, $load:ident, $set1:ident, $fmadd:ident, $store:ident) => {
+        ($name:ident, $isa:ident, $tile_fn:ident, $rows_fn:ident, $feature:literal,
+         $width:literal, $tile_rows:literal, $zero:ident, $load:ident, $set1:ident, $fmadd:ident, $store:ident) => {
             #[inline(always)]
             unsafe fn $rows_fn<const R: usize>(
                 a: &[f32],
@@ -335,6 +338,7 @@ mod x86 {
             }
 
             pub(super) const $name: TileKernel = TileKernel {
+                isa: Isa::$isa,
                 cols: 2 * $width,
                 tile_rows: $tile_rows,
                 tile: $tile_fn,
@@ -345,6 +349,7 @@ mod x86 {
     // 8 rows × 32 columns: 16 of 32 zmm registers accumulate.
     micro_kernel!(
         AVX512,
+        Avx512,
         tile_avx512,
         avx512_rows,
         "avx512f",
@@ -359,6 +364,7 @@ mod x86 {
     // 6 rows × 16 columns: 12 of 16 ymm registers accumulate.
     micro_kernel!(
         AVX2,
+        Avx2,
         tile_avx2,
         avx2_rows,
         "avx2,fma",
@@ -388,6 +394,46 @@ mod x86 {
     }
     softmax_tail_for!(softmax_tail_avx512, "avx512f");
     softmax_tail_for!(softmax_tail_avx2, "avx2");
+
+    /// `$name`: [`super::gelu_in_place`] compiled with `$feature` (no FMA: GELU's sequence has
+    /// no product to fuse). Safety: the CPU supports `$feature`.
+    macro_rules! gelu_for {
+        ($name:ident, $feature:literal) => {
+            #[target_feature(enable = $feature)]
+            pub(super) unsafe fn $name(values: &mut [f32]) {
+                super::gelu_in_place(values)
+            }
+        };
+    }
+    gelu_for!(gelu_avx512, "avx512f");
+    gelu_for!(gelu_avx2, "avx2");
+}
+
+/// [`reference::gelu_erf`] over `values` in place; inlined into one copy per instruction set.
+#[inline(always)]
+fn gelu_in_place(values: &mut [f32]) {
+    for value in values.iter_mut() {
+        *value = reference::gelu_erf(*value);
+    }
+}
+
+/// `activation` over `values` in place, GELU's loop vectorised for `isa` (a supported one).
+fn activate(isa: Isa, activation: Activation, values: &mut [f32]) {
+    match (activation, isa) {
+        (Activation::Identity, _) => {}
+        // SAFETY: the callers pass an `isa` the CPU supports (checked by `supported_isa`).
+        #[cfg(target_arch = "x86_64")]
+        (Activation::GeluErf, Isa::Avx512) => unsafe { x86::gelu_avx512(values) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        (Activation::GeluErf, Isa::Avx2) => unsafe { x86::gelu_avx2(values) },
+        (Activation::GeluErf, _) => gelu_in_place(values),
+        (Activation::Silu, _) => {
+            for value in values.iter_mut() {
+                *value = activation.apply(*value);
+            }
+        }
+    }
 }
 
 impl TileKernel {
@@ -453,10 +499,10 @@ impl Linear<'_> {
     }
 
     /// [`Linear::finish`] over columns `j..j + sums.len()` of one row: the bias added to the
-    /// row, then the activation over it (the same operations per element, in loops that
-    /// vectorise where the activation does).
+    /// row, then the activation over it ([`activate`] for `isa`: the same operations per
+    /// element, in loops that vectorise where the activation does).
     #[inline(always)]
-    fn finish_row(&self, j: usize, sums: &[f32], out: &mut [f32]) {
+    fn finish_row(&self, isa: Isa, j: usize, sums: &[f32], out: &mut [f32]) {
         match self.bias {
             Some(bias) => {
                 for ((value, &sum), &b) in out.iter_mut().zip(sums).zip(&bias[j..]) {
@@ -465,11 +511,7 @@ impl Linear<'_> {
             }
             None => out.copy_from_slice(sums),
         }
-        if self.activation != Activation::Identity {
-            for value in out.iter_mut() {
-                *value = self.activation.apply(*value);
-            }
-        }
+        activate(isa, self.activation, out);
     }
 
     /// `out` (rows `first_row..` of the result) from the matching rows of `a`: for each packed
@@ -512,7 +554,7 @@ impl Linear<'_> {
             unsafe { (kernel.tile)(tile_rows, a_tile, k, panel, &mut sums) };
             for r in 0..tile_rows {
                 let out_row = &mut out[(i + r) * n + j..(i + r) * n + j + width];
-                self.finish_row(j, &sums[r][..width], out_row);
+                self.finish_row(kernel.isa, j, &sums[r][..width], out_row);
             }
             i += tile_rows;
         }
@@ -625,10 +667,10 @@ pub fn activation(
     width: usize,
     compute: Compute,
 ) {
+    let isa = supported_isa(compute.isa);
     elementwise(x.len(), width, out, compute, |range, chunk| {
-        for (o, a) in chunk.iter_mut().zip(&x[range]) {
-            *o = activation.apply(*a);
-        }
+        chunk.copy_from_slice(&x[range]);
+        activate(isa, activation, chunk);
     });
 }
 

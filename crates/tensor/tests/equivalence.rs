@@ -532,3 +532,123 @@ fn exp_is_within_two_ulp_of_libm() {
     println!("exp: max error {} ulp (at x = {:e})", worst.0, worst.1);
     assert!(worst.0 <= 2, "exp: {} ulp at {:e}", worst.0, worst.1);
 }
+
+/// Inputs at GELU's edges: signed zeros, subnormals, the normal extremes, the values where
+/// `erf`'s `exp` underflows or `x·x` overflows, infinities and NaNs of both signs.
+fn gelu_edge_inputs() -> Vec<f32> {
+    let mut inputs = vec![
+        0.0,
+        -0.0,
+        f32::from_bits(1),
+        -f32::from_bits(1),
+        f32::MIN_POSITIVE,
+        -f32::MIN_POSITIVE,
+        f32::MIN_POSITIVE / 3.0,
+        f32::MAX,
+        f32::MIN,
+        1e19,
+        -1e19,
+        1e20,
+        -1e20,
+        14.5,
+        -14.5,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        -f32::NAN,
+        f32::from_bits(0x7fa0_0001), // a signalling NaN
+    ];
+    // A dense run through the range where erf changes, with a length that leaves tails for
+    // every vector width.
+    inputs.extend((0..203).map(|i| (i as f32 - 101.0) * 0.0625));
+    inputs
+}
+
+/// GELU through the elementwise kernel and the matmul epilogue (an identity `b`, so the sums
+/// are the inputs) equals `reference::gelu_erf` bit for bit on every ISA and thread count.
+#[test]
+fn gelu_equals_reference_at_the_edges() {
+    let inputs = gelu_edge_inputs();
+    let expected: Vec<f32> = inputs.iter().map(|&x| reference::gelu_erf(x)).collect();
+    let n = inputs.len();
+    // One row per input value (k = 1, b = [1.0]): each sum is `fma(x, 1, +0.0)` (`x`, with
+    // `-0.0` made `+0.0` and NaNs quieted), then the bias-free GELU.
+    let identity = [1.0f32];
+    for compute in computes() {
+        let mut out = vec![0.0f32; n];
+        kernels::activation(&inputs, Activation::GeluErf, &mut out, n, compute);
+        check_bits(&format!("activation {compute:?}"), &expected, &out);
+
+        let op = Linear {
+            b: &identity,
+            bias: None,
+            activation: Activation::GeluErf,
+            n: 1,
+            k: 1,
+        };
+        let mut out = vec![0.0f32; n];
+        kernels::linear(&op, &inputs, &mut out, compute);
+        let through_matmul: Vec<f32> = inputs
+            .iter()
+            .map(|&x| reference::gelu_erf(x.mul_add(1.0, 0.0)))
+            .collect();
+        check_bits(&format!("linear {compute:?}"), &through_matmul, &out);
+
+        // A wide row (n = inputs), so the epilogue's vector loop and its tail both run.
+        let op = Linear {
+            b: &vec![1.0f32; n],
+            bias: Some(&inputs),
+            activation: Activation::GeluErf,
+            n,
+            k: 1,
+        };
+        let zero_row = [0.0f32; 3];
+        let mut out = vec![0.0f32; 3 * n];
+        kernels::linear(&op, &zero_row, &mut out, compute);
+        let expected_row: Vec<f32> = inputs
+            .iter()
+            .map(|&x| reference::gelu_erf(0.0f32.mul_add(1.0, 0.0) + x))
+            .collect();
+        for row in out.chunks_exact(n) {
+            check_bits(&format!("linear wide {compute:?}"), &expected_row, row);
+        }
+    }
+}
+
+/// `reference::erf` against `libm::erff`: every 4099th float of both signs (the whole f32
+/// range) plus a dense run over [-8, 8]; the largest absolute error is printed and at most
+/// `ERF_ABS_ERROR_MAX`. Infinities give ±1, NaN stays NaN, zeros keep their sign.
+#[test]
+fn erf_is_close_to_libm() {
+    let mut worst = (0.0f32, 0.0f32);
+    let mut check = |x: f32| {
+        let (ours, libm) = (reference::erf(x), libm::erff(x));
+        if x.is_nan() {
+            assert!(ours.is_nan(), "erf(NaN) = {ours}");
+            return;
+        }
+        let error = (ours - libm).abs();
+        if error > worst.0 {
+            worst = (error, x);
+        }
+    };
+    for bits in (0..=u32::MAX).step_by(4099) {
+        check(f32::from_bits(bits));
+    }
+    for i in -80_000..=80_000 {
+        check(i as f32 * 1e-4);
+    }
+    for x in gelu_edge_inputs() {
+        check(x);
+    }
+    assert_eq!(reference::erf(f32::INFINITY), 1.0);
+    assert_eq!(reference::erf(f32::NEG_INFINITY), -1.0);
+    assert!(reference::erf(0.0).is_sign_positive() && reference::erf(-0.0).is_sign_negative());
+    println!("erf: max abs error {:e} (at x = {:e})", worst.0, worst.1);
+    assert!(
+        worst.0 <= reference::ERF_ABS_ERROR_MAX,
+        "erf: {:e} at {:e}",
+        worst.0,
+        worst.1
+    );
+}
