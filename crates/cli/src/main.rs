@@ -21,6 +21,7 @@ mod blob;
 mod config;
 mod devnet;
 mod economy;
+mod job_verify;
 mod market;
 mod node;
 mod out;

@@ -67,6 +67,9 @@ pub enum JobCommand {
         /// The job's id.
         id: u64,
     },
+    /// Re-execute a posted job here (its model found as a provider finds it) and compare the
+    /// output hash and trace root with the posted ones: `match` (exit 0) or `MISMATCH`.
+    Verify(crate::job_verify::VerifyArgs),
 }
 
 #[derive(Subcommand)]
@@ -305,6 +308,7 @@ pub async fn job(command: JobCommand) -> Result<()> {
             let job = client.wait_for_job(id, JOB_WAIT).await?;
             print_job(&args, &job)
         }
+        JobCommand::Verify(args) => crate::job_verify::run(args).await,
         JobCommand::Show { client: args, id } => {
             let job = Client::new(&args.node)
                 .job(id)
