@@ -12,6 +12,8 @@
 //! - One page module per ledger module (`pages::chain`, `pages::bank`, `pages::models`,
 //!   `pages::compute`, `pages::verify`, `pages::storage`, `pages::data`, `pages::agents`), so a
 //!   new module adds a file and a route.
+//! - Semantic search ([`semantic`]) reaches an embedding model only through [`Embed`], supplied
+//!   by whoever mounts the explorer ([`mounted_with`]); without one its page says why.
 //! - The account page's state proof is checked in the browser (`assets/proof.js`: BLAKE3 and
 //!   the Jellyfish Merkle proof, as `piazza_client::verify_account_proof` checks it in Rust).
 //!
@@ -23,6 +25,9 @@
 
 pub mod html;
 mod pages;
+pub mod semantic;
+
+pub use semantic::{Embed, Embedding};
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -112,8 +117,22 @@ pub(crate) type PageResult = Result<Html, PageError>;
 
 type Shared = Arc<dyn Source>;
 
-/// The explorer's routes, relative to where they are mounted ([`BASE_PATH`]).
+/// Why [`router`] and [`mounted`] have no semantic search.
+pub const NO_EMBEDDER: &str = "this server was started without an embedding model";
+
+/// The explorer's routes, relative to where they are mounted ([`BASE_PATH`]), without semantic
+/// search (its page says why).
 pub fn router(source: Arc<dyn Source>) -> Router {
+    router_with(source, Embedding::Unavailable(NO_EMBEDDER.into()))
+}
+
+/// The explorer's routes with semantic search over `embedding`.
+pub fn router_with(source: Arc<dyn Source>, embedding: Embedding) -> Router {
+    let semantic: semantic::SharedSemantic =
+        Arc::new((source.clone(), semantic::Semantic::new(embedding)));
+    let semantic_route = Router::new()
+        .route("/semantic", get(semantic_search))
+        .with_state(semantic);
     Router::new()
         .route("/", get(status))
         .route("/assets/style.css", get(style))
@@ -140,15 +159,21 @@ pub fn router(source: Arc<dyn Source>) -> Router {
         .route("/agent-call/{id}", get(agent_call))
         .fallback(|| async { PageError::NotFound("no such explorer page".into()) })
         .with_state(source)
+        .merge(semantic_route)
 }
 
 /// The explorer mounted at [`BASE_PATH`], answering `BASE_PATH/` (with a trailing slash) too:
 /// a nested router answers only the bare path. Merge it into the node's router.
 pub fn mounted(source: Arc<dyn Source>) -> Router {
+    mounted_with(source, Embedding::Unavailable(NO_EMBEDDER.into()))
+}
+
+/// [`mounted`] with semantic search over `embedding`.
+pub fn mounted_with(source: Arc<dyn Source>, embedding: Embedding) -> Router {
     Router::new()
         .route(&format!("{BASE_PATH}/"), get(status))
         .with_state(source.clone())
-        .nest(BASE_PATH, router(source))
+        .nest(BASE_PATH, router_with(source, embedding))
 }
 
 /// Refuses path or query text over [`QUERY_BYTES_MAX`].
@@ -272,6 +297,14 @@ async fn search(
         Ok(pages::search::Found::Choices(page)) => page.into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+async fn semantic_search(
+    State(s): State<semantic::SharedSemantic>,
+    query: Result<Query<SearchQuery>, QueryRejection>,
+) -> PageResult {
+    let q = query.map_err(|e| PageError::BadRequest(e.body_text()))?.0.q;
+    semantic::search(s.0.as_ref(), &s.1, &q)
 }
 
 async fn style() -> Response {

@@ -90,9 +90,11 @@ pub fn search(source: &dyn Source, query: &str) -> Result<Found, PageError> {
 
 /// A page of links (already HTML); the title is text.
 fn choices(title: &str, links: &[String]) -> Html {
-    let mut body = String::from(
+    let mut body = format!(
         "<p>Search by block height, block or transaction hash, address (pz1…), job id or \
-model name.</p><ul class=\"choices\">",
+model name; or <a href=\"{}/semantic\">search models, datasets and agents by meaning</a>.</p>\
+<ul class=\"choices\">",
+        crate::BASE_PATH
     );
     for l in links {
         body.push_str(&format!("<li>{l}</li>"));

@@ -16,6 +16,7 @@ mod convert;
 mod economy;
 pub mod framing;
 mod methods;
+pub mod minilm;
 pub mod server;
 mod sessions;
 mod storage;
@@ -137,7 +138,10 @@ pub(crate) async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
 }
 
 pub(crate) fn router(state: Arc<RpcState>) -> Router {
-    let explorer = piazza_explorer::mounted(Arc::new(ExplorerSource(state.app.clone())));
+    let explorer = piazza_explorer::mounted_with(
+        Arc::new(ExplorerSource(state.app.clone())),
+        minilm::embedding(),
+    );
     Router::new()
         .route("/", post(framing::http_rpc))
         .route("/ws", get(ws::upgrade))
