@@ -73,7 +73,7 @@ pub struct AppLoop {
     pub timeouts: LinearTimeouts,
     /// Each height's target time (`BftConfig::block_interval`); `None`: no pacing.
     pub block_interval: Option<Duration>,
-    /// Shared with the node's JSON-RPC server (`store::publish`), which reads certificates.
+    /// Shared with the node's JSON-RPC server (`BftHandle::store`), which reads certificates.
     pub store: Arc<ConsensusStore>,
     pub app: AppSender,
     gossip: Option<TxGossip>,

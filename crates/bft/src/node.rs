@@ -22,6 +22,7 @@ use piazza_consensus::{AppSender, TxGossip};
 use piazza_ledger::block::BLOCK_BYTES_MAX;
 use piazza_primitives::SecretKey;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
@@ -114,9 +115,16 @@ pub struct BftHandle {
     pub address: ValidatorAddress,
     engine: EngineHandle,
     app_loop: JoinHandle<Result<(), LoopError>>,
+    store: Arc<ConsensusStore>,
 }
 
 impl BftHandle {
+    /// The node's consensus store, shared with the app loop: its JSON-RPC server reads the
+    /// commit certificates from it.
+    pub fn store(&self) -> Arc<ConsensusStore> {
+        self.store.clone()
+    }
+
     /// Stops the engine (its actors and network) and the app loop.
     pub async fn shutdown(self) {
         self.engine.actor.stop(Some("shutdown".into()));
@@ -181,7 +189,6 @@ async fn start_engine(
     let mut app_loop = app_loop(engine.signer, engine.store);
     app_loop.block_interval = config.block_interval;
     Ok(BftHandle::host(
-        &config.chain_id,
         engine.address,
         app_loop,
         engine.channels,
@@ -271,16 +278,14 @@ where
 }
 
 impl BftHandle {
-    /// Runs `app_loop` as the host of an engine from [`build_engine`] and publishes its
-    /// consensus store (`store::publish`) so that this process's RPC serves its certificates.
+    /// Runs `app_loop` as the host of an engine from [`build_engine`].
     pub fn host(
-        chain_id: &str,
         address: ValidatorAddress,
         app_loop: AppLoop,
         channels: Channels<PiazzaContext>,
         engine: EngineHandle,
     ) -> BftHandle {
-        crate::store::publish(chain_id, address, &app_loop.store);
+        let store = app_loop.store.clone();
         let app_loop = tokio::spawn(async move {
             let result = app_loop.run(channels).await;
             if let Err(error) = &result {
@@ -292,6 +297,7 @@ impl BftHandle {
             address,
             engine,
             app_loop,
+            store,
         }
     }
 }

@@ -5,8 +5,8 @@
 //! proposals until the application has committed it, then only in the application's store
 //! (the proposals of committed heights are pruned).
 //!
-//! A running node publishes its store ([`publish`]) so that its JSON-RPC server, in the same
-//! process, serves the certificates ([`decided_certificate`]) without a second handle on the file.
+//! A running node hands its store to its JSON-RPC server (`BftHandle::store`), which serves the
+//! certificates ([`ConsensusStore::decided_certificate`]) without a second handle on the file.
 
 use crate::codec::{get_commit_certificate, get_round, put_commit_certificate, put_round};
 use crate::context::{BlockId, Height, PiazzaContext, ValidatorAddress};
@@ -18,7 +18,6 @@ use piazza_ledger::block::BLOCK_BYTES_MAX;
 use piazza_primitives::{Address, Hash};
 use redb::{Database, ReadableTable, TableDefinition};
 use std::path::Path;
-use std::sync::{Arc, Mutex, Weak};
 
 /// (height BE ‖ round BE ‖ block id) → (valid round, proposer, validity, block bytes).
 const PROPOSALS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("proposals");
@@ -214,6 +213,17 @@ impl ConsensusStore {
         Ok(Some(certificate))
     }
 
+    /// The commit certificate of `height` as `piazza_consensus::certificate` checks it: `None`
+    /// when the height is not decided.
+    pub fn decided_certificate(
+        &self,
+        height: u64,
+    ) -> Result<Option<certificate::CommitCertificate>, StoreError> {
+        Ok(self
+            .certificate(Height(height))?
+            .and_then(|c| plain_certificate(&c)))
+    }
+
     /// The lowest height with a stored certificate.
     pub fn first_decided(&self) -> Result<Option<Height>, StoreError> {
         let tx = self.db.begin_read().map_err(db_error)?;
@@ -221,54 +231,6 @@ impl ConsensusStore {
         let first = table.first().map_err(db_error)?;
         Ok(first.map(|(k, _)| Height(k.value())))
     }
-}
-
-/// A store published by a running node: its chain and validator address, and the store while
-/// the node holds it.
-struct Published {
-    chain_id: String,
-    address: Address,
-    store: Weak<ConsensusStore>,
-}
-
-/// The stores of the nodes running in this process (one in a `piazza node`; several in tests).
-/// Entries whose node has stopped are dropped at the next [`publish`].
-static PUBLISHED: Mutex<Vec<Published>> = Mutex::new(Vec::new());
-
-/// Makes `store` readable by [`decided_certificate`] as the store of validator `address` on
-/// `chain_id`, for as long as the node holds it (replacing an earlier one of the same node).
-pub fn publish(chain_id: &str, address: ValidatorAddress, store: &Arc<ConsensusStore>) {
-    let mut published = PUBLISHED.lock().unwrap_or_else(|e| e.into_inner());
-    published.retain(|p| {
-        p.store.strong_count() > 0 && !(p.chain_id == chain_id && p.address == address.0)
-    });
-    published.push(Published {
-        chain_id: chain_id.to_string(),
-        address: address.0,
-        store: Arc::downgrade(store),
-    });
-}
-
-/// The commit certificate of `height` kept by the running node of validator `address` on
-/// `chain_id`: `None` when no such node runs in this process (a solo devnet) or the height is
-/// not decided.
-pub fn decided_certificate(
-    chain_id: &str,
-    address: Address,
-    height: u64,
-) -> Result<Option<certificate::CommitCertificate>, StoreError> {
-    let store = PUBLISHED
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .find(|p| p.chain_id == chain_id && p.address == address)
-        .and_then(|p| p.store.upgrade());
-    let Some(store) = store else {
-        return Ok(None);
-    };
-    Ok(store
-        .certificate(Height(height))?
-        .and_then(|c| plain_certificate(&c)))
 }
 
 /// A Malachite commit certificate as `piazza_consensus::certificate` checks it; `None` for one

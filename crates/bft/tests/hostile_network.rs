@@ -172,13 +172,7 @@ async fn start_hostile(
         None,
     );
     app_loop.block_interval = Some(BLOCK_INTERVAL);
-    let bft = BftHandle::host(
-        CHAIN_ID,
-        engine.address,
-        app_loop,
-        engine.channels,
-        engine.handle,
-    );
+    let bft = BftHandle::host(engine.address, app_loop, engine.channels, engine.handle);
     Hostile {
         key,
         app,

@@ -118,6 +118,9 @@ pub struct App {
     committed: broadcast::Sender<Arc<CommittedBlock>>,
     /// Where transactions admitted from clients go to be gossiped (set by [`App::gossip`]).
     gossip_out: OnceLock<mpsc::Sender<Vec<u8>>>,
+    /// The consensus store of a validator network's node (set by
+    /// [`App::set_consensus_store`]), where the commit certificates are read; none on a devnet.
+    consensus_store: OnceLock<Arc<piazza_bft::store::ConsensusStore>>,
     /// Admitted transactions not gossiped because the gossip queue was full.
     gossip_skipped: AtomicU64,
     /// Transaction signatures verified at admission.
@@ -220,6 +223,7 @@ impl App {
             pending: Mutex::new(None),
             committed,
             gossip_out: OnceLock::new(),
+            consensus_store: OnceLock::new(),
             gossip_skipped: AtomicU64::new(0),
             admission_signatures: AtomicU64::new(0),
             metrics,
@@ -466,6 +470,27 @@ impl App {
             .iter()
             .filter(|result| result.is_ok())
             .count()
+    }
+
+    /// Gives this application its node's consensus store, once consensus has started (a
+    /// second call is ignored): [`App::commit_certificate`] reads from it.
+    pub fn set_consensus_store(&self, store: Arc<piazza_bft::store::ConsensusStore>) {
+        let _ = self.consensus_store.set(store);
+    }
+
+    /// The commit certificate that decided `height`: `None` on a solo devnet (no consensus
+    /// store) or when the height is not decided.
+    pub fn commit_certificate(
+        &self,
+        height: u64,
+    ) -> Result<
+        Option<piazza_consensus::certificate::CommitCertificate>,
+        piazza_bft::store::StoreError,
+    > {
+        match self.consensus_store.get() {
+            Some(store) => store.decided_certificate(height),
+            None => Ok(None),
+        }
     }
 
     /// The gossip ends of this application: call once, before consensus starts (a second

@@ -154,6 +154,7 @@ pub async fn start_bft(
         .await
         .map_err(|e| NodeError::Io(format!("consensus: {e}")))?;
     tracing::info!(address = %bft.address, "consensus started");
+    app.set_consensus_store(bft.store());
     let watch_shutdown = shutdown_rx.clone();
     let producer = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(BFT_WATCH_INTERVAL_MS));

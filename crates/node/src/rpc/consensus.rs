@@ -1,6 +1,6 @@
 //! Consensus methods: `piazza_getCommitCertificate`, the precommits that finalized a height on a
-//! network of validators, read from the consensus store of the node running in this process
-//! (`piazza_bft::store::decided_certificate`). A solo devnet has none and answers `null`.
+//! network of validators, read from the node's consensus store ([`App::commit_certificate`]). A
+//! solo devnet has none and answers `null`.
 
 use super::framing::{internal, rpc_error};
 use super::methods::{param, to_value};
@@ -20,9 +20,7 @@ pub(super) fn commit_certificate(app: &App, params: &[Value]) -> Result<Value, R
                 None,
             )
         })?;
-    let certificate =
-        piazza_bft::store::decided_certificate(app.chain_id(), app.validator(), height)
-            .map_err(internal)?;
+    let certificate = app.commit_certificate(height).map_err(internal)?;
     let Some(certificate) = certificate else {
         return Ok(Value::Null);
     };
