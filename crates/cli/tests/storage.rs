@@ -14,6 +14,16 @@ use common::*;
 const STORAGE_PROVIDERS: usize = 8;
 /// Long enough for several epochs, a slash and a repair at the devnet's 100 ms blocks.
 const PROTOCOL_WAIT: Duration = Duration::from_secs(90);
+/// The blob's size: 100 MB (and 17 bytes, so the last chunk is partial); a smaller
+/// `PIAZZA_STORAGE_TEST_BYTES` runs the same story faster.
+const BLOB_BYTES_DEFAULT: u32 = 100_000_017;
+
+fn blob_bytes() -> u32 {
+    std::env::var("PIAZZA_STORAGE_TEST_BYTES")
+        .ok()
+        .map(|v| v.parse().expect("PIAZZA_STORAGE_TEST_BYTES is a byte count"))
+        .unwrap_or(BLOB_BYTES_DEFAULT)
+}
 
 fn deal_of(client: &Client, runtime: &tokio::runtime::Runtime, blob: &str) -> DealInfo {
     runtime
@@ -83,7 +93,7 @@ fn put_prove_kill_m_get_slash_and_repair() {
     });
 
     // Put a file.
-    let data: Vec<u8> = (0..3_000_017u32)
+    let data: Vec<u8> = (0..blob_bytes())
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
         .collect();
     let file = dir.path().join("blob.bin");
