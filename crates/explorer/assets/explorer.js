@@ -4,6 +4,9 @@
   "use strict";
   var EVENTS_SHOWN_MAX = 50;
   var BLOCKS_SHOWN_MAX = 20;
+  // A job page's re-check command names this node's JSON-RPC URL: the explorer's own origin.
+  var recheck = document.getElementById("recheck");
+  if (recheck) recheck.textContent = recheck.textContent.replace("<node url>", location.origin);
   var blocks = document.querySelector("#blocks tbody");
   var events = document.getElementById("events");
   if (!blocks && !events) return;

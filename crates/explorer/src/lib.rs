@@ -304,7 +304,10 @@ async fn semantic_search(
     query: Result<Query<SearchQuery>, QueryRejection>,
 ) -> PageResult {
     let q = query.map_err(|e| PageError::BadRequest(e.body_text()))?.0.q;
-    semantic::search(s.0.as_ref(), &s.1, &q)
+    // Embedding is CPU work (a first search loads the model): off the async workers.
+    tokio::task::spawn_blocking(move || semantic::search(s.0.as_ref(), &s.1, &q))
+        .await
+        .map_err(|e| PageError::Unavailable(format!("the semantic search stopped: {e}")))?
 }
 
 async fn style() -> Response {

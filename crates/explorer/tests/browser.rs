@@ -235,6 +235,11 @@ async fn check_pages(url: String, facts: Facts, browser: Browser) {
             })
             .await;
         assert_eq!(browser.text("#proof-result").await.unwrap(), "verified");
+        // The re-check command names this node, which `piazza job verify` reaches as is.
+        assert_eq!(
+            browser.text("#recheck").await.unwrap(),
+            format!("piazza job verify {job} --rpc {url}")
+        );
         refuses_tampering(&browser, &JOB_TAMPERINGS).await;
         shoot(&browser, &format!("job-{job}")).await;
     }

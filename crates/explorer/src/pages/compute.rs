@@ -159,7 +159,7 @@ fn recheck(job: &JobInfo) -> String {
     match job.result.as_ref() {
         Some(result) => format!(
             "<p>Re-execute it locally and compare the trace root with <code>{}</code> \
-(<code>&lt;node url&gt;</code>: the JSON-RPC URL of the node serving this explorer):</p>\
+(the page fills in <code>&lt;node url&gt;</code>: the JSON-RPC URL of the node serving this explorer):</p>\
 <pre id=\"recheck\">piazza job verify {} --rpc &lt;node url&gt;</pre>",
             escape(&result.trace_root),
             job.id,
