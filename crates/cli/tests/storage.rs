@@ -21,7 +21,10 @@ const BLOB_BYTES_DEFAULT: u32 = 100_000_017;
 fn blob_bytes() -> u32 {
     std::env::var("PIAZZA_STORAGE_TEST_BYTES")
         .ok()
-        .map(|v| v.parse().expect("PIAZZA_STORAGE_TEST_BYTES is a byte count"))
+        .map(|v| {
+            v.parse()
+                .expect("PIAZZA_STORAGE_TEST_BYTES is a byte count")
+        })
         .unwrap_or(BLOB_BYTES_DEFAULT)
 }
 
