@@ -157,7 +157,9 @@ pub struct Move {
 /// One party's memory of its runs and the moves it has sent.
 pub struct Player {
     me: Address,
-    models: Arc<BTreeMap<String, LoadedModel>>,
+    /// The models it plays with; grows when its provider serves a model registered later
+    /// ([`Player::set_models`]).
+    models: Mutex<Arc<BTreeMap<String, LoadedModel>>>,
     threads: usize,
     fault: Fault,
     runs: Mutex<BTreeMap<u64, Arc<JobRun>>>,
@@ -230,7 +232,7 @@ impl Player {
     ) -> Player {
         Player {
             me,
-            models,
+            models: Mutex::new(models),
             threads,
             fault,
             runs: Mutex::new(BTreeMap::new()),
@@ -284,8 +286,15 @@ impl Player {
         Ok((self.model(&view.model)?, view.spec))
     }
 
+    /// Plays with `models` from now on, keeping its runs and the moves it has sent.
+    pub fn set_models(&self, models: Arc<BTreeMap<String, LoadedModel>>) {
+        *self.models.lock().expect("models lock") = models;
+    }
+
     fn model(&self, name: &str) -> Result<LoadedModel, ProviderError> {
         self.models
+            .lock()
+            .expect("models lock")
             .get(name)
             .cloned()
             .ok_or_else(|| ProviderError::Config(format!("`{name}` is not loaded here")))

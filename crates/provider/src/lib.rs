@@ -546,7 +546,7 @@ pub async fn run(
     }
     ensure_registered(&client, &config, &models).await?;
     forget_finished(&client, &journal, &me).await;
-    let mut player = Arc::new(Player::new(
+    let player = Arc::new(Player::new(
         me,
         models.clone(),
         config.threads,
@@ -600,14 +600,10 @@ pub async fn run(
                     let mut served = (*models).clone();
                     served.extend(added);
                     models = Arc::new(served);
-                    // Disputes on the new models are played with them too (the session
-                    // endpoint keeps the models it started with).
-                    player = Arc::new(Player::new(
-                        me,
-                        models.clone(),
-                        config.threads,
-                        config.fault.clone(),
-                    ));
+                    // Disputes on the new models are played with them too, by the same player
+                    // (its runs and sent moves kept); the session endpoint keeps the models it
+                    // started with.
+                    player.set_models(models.clone());
                 }
                 Err(e) => tracing::warn!(error = %e, "new models not added to the offer"),
             }
