@@ -368,12 +368,12 @@ impl Player {
         let result = view
             .result
             .ok_or_else(|| ProviderError::Model(format!("job {job} has no result")))?;
+        let model = self.model(&view.model)?;
         // An honest auditor checks a generation in one pass from the posted output; a faulty
         // one (tests and demos) plays its fault on a full run. A wrong signed prompt count
         // needs the full run too: its challenge states the run's step count and ids.
         if self.fault.is_none() && !result.output.is_empty() {
-            let model = self.model(&view.model)?;
-            let (spec, threads) = (view.spec.clone(), self.threads);
+            let (model, spec, threads) = (model.clone(), view.spec.clone(), self.threads);
             let output = result.output.clone();
             let found = tokio::task::spawn_blocking(move || {
                 audit_in_one_pass(&model, &spec, &output, threads)
@@ -401,7 +401,7 @@ impl Player {
         let output_hash = piazza_ledger::compute::output_hash(&run.output);
         let root = Hash(run.trace_root);
         let same_run = output_hash == result.output_hash && root == result.trace_root;
-        let generation = matches!(self.model(&view.model)?, LoadedModel::Generation(_));
+        let generation = matches!(model, LoadedModel::Generation(_));
         // A generation's run uses its prompt ids (`JobRun::ids`), which the ledger's
         // tokenization counts in a dispute's input phase.
         let prompt_count = run.ids.len() as u64;
