@@ -8,7 +8,9 @@
 //! units (`owed_scaled`); a claim pays `owed_scaled / SCALE` and keeps the fraction in the
 //! holding; a holding that is emptied gives its fraction back to the asset's carry. So at every
 //! moment `escrow · SCALE = Σ owed_scaled (as of now) + Σ carry_scaled`, summed over assets:
-//! every unit paid in is claimable by exactly one holder or waits in one carry.
+//! every unit paid in is claimable by exactly one holder or waits in one carry. The carry (each
+//! part under one base unit) goes to whoever holds units at the next payment, so a holding
+//! earns exactly its pro-rata share of each payment plus that payment's carry, rounded down.
 //!
 //! Bounds: `supply ≤ SUPPLY_MAX = 2^48` and `SCALE = 2^32`, so `units · accumulator` stays below
 //! `2^128` until an asset has received 2^96 base units (about 7.9·10^19 PZA, beyond any supply).
