@@ -14,7 +14,8 @@
 //! - `piazza_getBlock [height | hash]` → [`BlockInfo`] or `null`
 //! - `piazza_getAccount [address, height?]` → [`AccountInfo`] (with a state proof)
 //! - `piazza_getStake [address]` → [`StakeInfo`]
-//! - `piazza_getValidators [height?]` → [`ValidatorSetInfo`] or `null` (no validator records)
+//! - `piazza_getValidators [height?]` → [`ValidatorSetInfo`] (with the schedule's state proof)
+//!   or `null` (no validator records)
 //! - `piazza_getCommitCertificate [height]` → [`CommitCertificateInfo`] or `null`
 //! - `piazza_subscribe ["newBlocks" | "events"]` (WebSocket only) → subscription id; then
 //!   notifications `piazza_subscription {subscription, result}` with a [`BlockInfo`] or an
@@ -195,6 +196,23 @@ pub struct ValidatorSetInfo {
     pub height: u64,
     pub total_voting_power: u64,
     pub validators: Vec<ValidatorInfo>,
+    /// The state proof of `staking/validator_schedule` the set was read from: at `height - 1`
+    /// for a height the node has finalized or the next one, so a light client checks the set
+    /// against the state root of block `height - 1` (absent from nodes that predate it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_proof: Option<StateProofInfo>,
+}
+
+/// A state key's raw value (absent: proven absent) and its proof, all hex, against the state
+/// root of block `height` (the state version the proof is for).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StateProofInfo {
+    pub height: u64,
+    pub state_root: String,
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    pub proof: String,
 }
 
 /// One precommit of a commit certificate.

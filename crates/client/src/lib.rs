@@ -23,7 +23,7 @@
 
 use piazza_api::{
     compute_method, method, AccountInfo, BlockInfo, CommitCertificateInfo, JobProofInfo,
-    ReceiptInfo, RpcError, StakeInfo, Status, Submitted, TxInfo, ValidatorSetInfo,
+    ReceiptInfo, RpcError, StakeInfo, StateProofInfo, Status, Submitted, TxInfo, ValidatorSetInfo,
 };
 use piazza_codec::{Decode, Encode};
 use piazza_consensus::certificate::{self, CertifiedPower};
@@ -37,13 +37,17 @@ use piazza_primitives::{Address, Amount, Hash, SecretKey};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 
 mod agents;
 pub mod economy;
+pub mod light;
 pub mod session;
 pub mod storage;
+
+pub use light::{LightClient, LightConfig, TrustAnchor};
 
 /// The most a transaction built by this client lets the ledger charge, unless told otherwise.
 pub const DEFAULT_MAX_FEE: Amount = Amount::pza(1);
@@ -96,6 +100,9 @@ pub struct Client {
     url: String,
     http: reqwest::Client,
     next_id: AtomicU64,
+    /// The trusted heights of the network, when the client was given a trust anchor; shared by
+    /// its clones.
+    light: Option<Arc<tokio::sync::Mutex<LightClient>>>,
 }
 
 impl Clone for Client {
@@ -105,6 +112,7 @@ impl Clone for Client {
             url: self.url.clone(),
             http: self.http.clone(),
             next_id: AtomicU64::new(self.next_id.load(std::sync::atomic::Ordering::Relaxed)),
+            light: self.light.clone(),
         }
     }
 }
@@ -119,7 +127,24 @@ impl Client {
             url: url.trim_end_matches('/').to_string(),
             http,
             next_id: AtomicU64::new(1),
+            light: None,
         }
+    }
+
+    /// This client, checking commit certificates from `anchor` (usually
+    /// [`TrustAnchor::from_genesis`]) as a light client: [`Client::certified_block`] then trusts
+    /// no validator set the node names without a proof (see [`light`]).
+    pub fn with_trust_anchor(mut self, anchor: TrustAnchor, config: LightConfig) -> Client {
+        self.light = Some(Arc::new(tokio::sync::Mutex::new(LightClient::new(
+            anchor, config,
+        ))));
+        self
+    }
+
+    /// Whether certificates are checked from a trust anchor; without one, against the validator
+    /// set the node reports, unproven.
+    pub fn has_trust_anchor(&self) -> bool {
+        self.light.is_some()
     }
 
     pub fn url(&self) -> &str {
@@ -349,14 +374,25 @@ impl Client {
             .await
     }
 
-    /// On a network of validators (the node names a validator set for the block's height), the
-    /// block's commit certificate checked against that set: more than two thirds of its power
-    /// precommitted this block. `None` on a solo devnet, whose blocks only their proposer signs.
+    /// On a network of validators, the block's commit certificate checked: more than two thirds
+    /// of its height's power precommitted this block. With a trust anchor
+    /// ([`Client::with_trust_anchor`]) the height's set is proven from the anchor by the light
+    /// client ([`light`]); without one it is the set the node names, unproven, and `None` on a
+    /// solo devnet (the node names no set), whose blocks only their proposer signs.
     pub async fn certified_block(
         &self,
         block: &Block,
     ) -> Result<Option<CertifiedPower>, ClientError> {
         let height = block.header.height;
+        if let Some(light) = &self.light {
+            let (hash, power) = light.lock().await.verify(self, height).await?;
+            if hash != block.hash() {
+                return Err(ClientError::Verification(format!(
+                    "block {height} is not the one the network's validators certified"
+                )));
+            }
+            return Ok(Some(power));
+        }
         let Some(set) = self.validators(height).await? else {
             return Ok(None);
         };
@@ -488,36 +524,30 @@ impl Client {
 }
 
 /// An answer carrying a state proof, its fields hex as the node sends them.
-trait Proven {
+pub(crate) trait Proven {
     /// `(key, value, proof, state root)`.
     fn proven(&self) -> (&str, Option<&String>, &str, &str);
 }
 
-impl Proven for AccountInfo {
-    fn proven(&self) -> (&str, Option<&String>, &str, &str) {
-        (
-            &self.key,
-            self.value.as_ref(),
-            &self.proof,
-            &self.state_root,
-        )
-    }
+/// Every answer that carries a state proof names its fields alike.
+macro_rules! proven {
+    ($($info:ty),*) => {$(
+        impl Proven for $info {
+            fn proven(&self) -> (&str, Option<&String>, &str, &str) {
+                (&self.key, self.value.as_ref(), &self.proof, &self.state_root)
+            }
+        }
+    )*};
 }
 
-impl Proven for JobProofInfo {
-    fn proven(&self) -> (&str, Option<&String>, &str, &str) {
-        (
-            &self.key,
-            self.value.as_ref(),
-            &self.proof,
-            &self.state_root,
-        )
-    }
-}
+proven!(AccountInfo, JobProofInfo, StateProofInfo);
 
 /// Checks `info`'s state proof of `key` against the root it names; returns the proven value
 /// (`None`: the key is proven absent).
-fn verify_state_proof(key: &[u8], info: &impl Proven) -> Result<Option<Vec<u8>>, ClientError> {
+pub(crate) fn verify_state_proof(
+    key: &[u8],
+    info: &impl Proven,
+) -> Result<Option<Vec<u8>>, ClientError> {
     let (key_hex, value_hex, proof_hex, root_hex) = info.proven();
     let bad = |what: &str| ClientError::Verification(what.to_string());
     if hex::decode(key_hex).map_err(|_| bad("key is not hex"))? != key {
@@ -713,11 +743,9 @@ pub fn verify_certificate(
     block: &Block,
     validators: &ValidatorSetInfo,
 ) -> Result<CertifiedPower, ClientError> {
-    if validators.validators.len() > certificate::VALIDATORS_MAX
-        || certificate.signatures.len() > certificate::VALIDATORS_MAX
-    {
+    if validators.validators.len() > certificate::VALIDATORS_MAX {
         return Err(ClientError::Verification(format!(
-            "more than {} validators or signatures",
+            "more than {} validators",
             certificate::VALIDATORS_MAX
         )));
     }
@@ -734,6 +762,36 @@ pub fn verify_certificate(
             })
         })
         .collect::<Result<Vec<_>, ClientError>>()?;
+    verify_commit(&decode_certificate(certificate)?, block, &members)
+}
+
+/// [`verify_certificate`] against members already decoded.
+fn verify_commit(
+    certificate: &certificate::CommitCertificate,
+    block: &Block,
+    members: &[certificate::Member],
+) -> Result<CertifiedPower, ClientError> {
+    certificate::verify_commit(
+        &block.header.chain_id,
+        certificate,
+        block.header.height,
+        &block.hash(),
+        members,
+    )
+    .map_err(|e| ClientError::Verification(format!("commit certificate: {e}")))
+}
+
+/// A certificate as the node sends it, decoded (its signatures unchecked); at most
+/// `certificate::VALIDATORS_MAX` signatures.
+fn decode_certificate(
+    certificate: &CommitCertificateInfo,
+) -> Result<certificate::CommitCertificate, ClientError> {
+    if certificate.signatures.len() > certificate::VALIDATORS_MAX {
+        return Err(ClientError::Verification(format!(
+            "more than {} signatures",
+            certificate::VALIDATORS_MAX
+        )));
+    }
     let signatures = certificate
         .signatures
         .iter()
@@ -747,7 +805,7 @@ pub fn verify_certificate(
             })
         })
         .collect::<Result<Vec<_>, ClientError>>()?;
-    let plain = certificate::CommitCertificate {
+    Ok(certificate::CommitCertificate {
         height: certificate.height,
         round: certificate.round,
         block: certificate
@@ -755,15 +813,7 @@ pub fn verify_certificate(
             .parse()
             .map_err(|_| ClientError::Decode("bad certificate block hash".into()))?,
         signatures,
-    };
-    certificate::verify_commit(
-        &block.header.chain_id,
-        &plain,
-        block.header.height,
-        &block.hash(),
-        &members,
-    )
-    .map_err(|e| ClientError::Verification(format!("commit certificate: {e}")))
+    })
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@ use super::framing::{clip, internal, rpc_error, tx_error};
 use crate::app::{App, TransactionStatus};
 use piazza_api::{
     compute_method, error_code, method, session_method, verify_method, AccountInfo, AuditInfo,
-    AuditorInfo, JobProofInfo, ModelInfo, ProviderInfo, RpcError, StakeInfo, Status, Submitted,
-    TxStatusInfo, VerifyTasks,
+    AuditorInfo, JobProofInfo, ModelInfo, ProviderInfo, RpcError, StakeInfo, StateProofInfo, Status,
+    Submitted, TxStatusInfo, ValidatorInfo, ValidatorSetInfo, VerifyTasks,
 };
 use piazza_ledger::bank;
 use piazza_ledger::compute;
@@ -431,7 +431,9 @@ pub(super) fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value,
 }
 
 /// `piazza_getValidators [height?]`: the validator set of `height` (default: the next block's)
-/// from committed state, `null` on a chain whose genesis names no validators.
+/// from committed state, `null` on a chain whose genesis names no validators, with the state
+/// proof of the schedule it was read from: at `height - 1` (at the head for a height past the
+/// next block's), so a light client checks the set against block `height - 1`'s state root.
 pub use piazza_api::method::GET_VALIDATORS;
 
 fn validators(app: &App, params: &[Value]) -> Result<Value, RpcError> {
@@ -452,25 +454,36 @@ fn validators(app: &App, params: &[Value]) -> Result<Value, RpcError> {
     let Some(set) = set else {
         return Ok(Value::Null);
     };
-    let total: u64 = set
-        .iter()
-        .map(|v| v.voting_power)
-        .fold(0, u64::saturating_add);
-    let validators: Vec<Value> = set
-        .iter()
-        .map(|v| {
-            serde_json::json!({
-                "operator": v.operator.to_string(),
-                "consensus_key": v.consensus_key.to_hex(),
-                "voting_power": v.voting_power,
+    let key = staking::state_key::validator_schedule();
+    let proof_height = (height - 1).min(head.height);
+    let Proven {
+        height: proof_height,
+        state_root,
+        value,
+        proof,
+    } = proven(app, Some(&Value::from(proof_height)), &key)?;
+    to_value(ValidatorSetInfo {
+        height,
+        total_voting_power: set
+            .iter()
+            .map(|v| v.voting_power)
+            .fold(0, u64::saturating_add),
+        validators: set
+            .iter()
+            .map(|v| ValidatorInfo {
+                operator: v.operator.to_string(),
+                consensus_key: v.consensus_key.to_hex(),
+                voting_power: v.voting_power,
             })
-        })
-        .collect();
-    Ok(serde_json::json!({
-        "height": height,
-        "total_voting_power": total,
-        "validators": validators,
-    }))
+            .collect(),
+        schedule_proof: Some(StateProofInfo {
+            height: proof_height,
+            state_root,
+            key: hex::encode(&key),
+            value: value.map(hex::encode),
+            proof,
+        }),
+    })
 }
 
 fn status(app: &App) -> Result<Status, RpcError> {
