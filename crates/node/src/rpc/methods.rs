@@ -5,8 +5,8 @@ use super::framing::{clip, internal, rpc_error, tx_error};
 use crate::app::{App, TransactionStatus};
 use piazza_api::{
     compute_method, error_code, method, session_method, verify_method, AccountInfo, AuditInfo,
-    AuditorInfo, JobProofInfo, ModelInfo, ProviderInfo, RpcError, StakeInfo, StateProofInfo, Status,
-    Submitted, TxStatusInfo, ValidatorInfo, ValidatorSetInfo, VerifyTasks,
+    AuditorInfo, JobProofInfo, ModelInfo, ProviderInfo, RpcError, StakeInfo, StateProofInfo,
+    Status, Submitted, TxStatusInfo, ValidatorInfo, ValidatorSetInfo, VerifyTasks,
 };
 use piazza_ledger::bank;
 use piazza_ledger::compute;
