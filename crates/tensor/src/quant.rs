@@ -56,25 +56,47 @@ pub enum QuantError {
     Shape { what: &'static str, detail: String },
 }
 
+/// Weight rows of one group: a group's blocks are stored together, lane `r` of every vector
+/// belonging to weight row `16 g + r` (16 f32 or i32 lanes fill an AVX-512 register).
+const GROUP_ROWS: usize = 16;
+/// Bytes of one chunk of a group's block: four bytes of each of its rows.
+const CHUNK_BYTES: usize = 4 * GROUP_ROWS;
+
 /// A `[rows, cols]` weight matrix in quantized blocks, `cols` a multiple of [`BLOCK`]; each
 /// row is `cols / BLOCK` blocks. Scales are the f16 scales converted exactly to f32.
+///
+/// Held in one layout, the one the SIMD kernels read (no second copy): rows in groups of
+/// [`GROUP_ROWS`] (zero rows pad the last group), and per group and block (a *cell*) the
+/// sixteen rows' scales side by side and their values interleaved in 64-byte chunks of four
+/// values per row, so one integer dot-product instruction against four broadcast activations
+/// advances sixteen rows at once, and no horizontal sum is ever needed. Values are stored as
+/// unsigned bytes: the specified integer plus [`BlockFormat::stored_bias`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuantMatrix {
     format: BlockFormat,
     rows: usize,
     cols: usize,
-    /// `d` of every block, row-major.
+    /// `d` of every block: `[cell * 16 + row % 16]`, `cell = row / 16 * bpr + block`.
     scales: Vec<f32>,
-    /// `m` of every block (Q4_1 only; empty otherwise).
+    /// `m` of every block in the same layout (Q4_1 only; empty otherwise).
     mins: Vec<f32>,
-    /// The values of every block, [`BlockFormat::value_bytes`] each.
+    /// The values of every cell, `16 ×` [`BlockFormat::value_bytes`] bytes each: chunk `k`,
+    /// lane `r`, byte `j` holds element `4k + j` (Q8_0), or elements `8k + j` (low nibble) and
+    /// `8k + 4 + j` (high nibble) (Q4_0, Q4_1).
     values: Vec<u8>,
-    /// `scales` again, laid out for the SIMD tiles: groups of [`TILE_WEIGHT_ROWS`] rows, block
-    /// by block, row by row within a block (`[(row / 8 * bpr + b) * 8 + row % 8]`, 0 past the
-    /// last row), so a tile loads one block's scales of its eight rows as one vector.
-    tile_scales: Vec<f32>,
-    /// `mins` in the same layout (Q4_1 only; empty otherwise).
-    tile_mins: Vec<f32>,
+}
+
+impl BlockFormat {
+    /// What a stored value exceeds the specified integer by (Q8_0's `q + 128` as a byte, Q4_0's
+    /// nibble `n` for `n - 8`): a block's integer dot is the stored dot minus the bias times
+    /// the activation block's sum.
+    fn stored_bias(self) -> i32 {
+        match self {
+            BlockFormat::Q4_0 => 8,
+            BlockFormat::Q4_1 => 0,
+            BlockFormat::Q8_0 => 128,
+        }
+    }
 }
 
 /// Blocks of a `rows × cols` matrix: both at least 1, `cols` whole blocks, no overflow.
@@ -83,11 +105,73 @@ fn block_count(rows: usize, cols: usize, what: &'static str) -> Result<usize, Qu
     if rows == 0 || cols == 0 || !cols.is_multiple_of(BLOCK) {
         return Err(fail(format!("{rows} × {cols}: columns not whole blocks")));
     }
-    rows.checked_mul(cols / BLOCK)
+    // The stored layout pads the rows to whole groups: at most `(rows + 16) × cols` bytes.
+    rows.checked_add(GROUP_ROWS)
+        .and_then(|padded| padded.checked_mul(cols))
+        .map(|_| rows * (cols / BLOCK))
         .ok_or_else(|| fail(format!("{rows} × {cols} overflows")))
 }
 
 impl QuantMatrix {
+    /// A matrix of zero blocks (shape checked by [`block_count`]).
+    fn zeros(format: BlockFormat, rows: usize, cols: usize) -> QuantMatrix {
+        let cells = rows.div_ceil(GROUP_ROWS) * (cols / BLOCK);
+        QuantMatrix {
+            format,
+            rows,
+            cols,
+            scales: vec![0.0; cells * GROUP_ROWS],
+            mins: if format == BlockFormat::Q4_1 {
+                vec![0.0; cells * GROUP_ROWS]
+            } else {
+                Vec::new()
+            },
+            values: vec![0; cells * GROUP_ROWS * format.value_bytes()],
+        }
+    }
+
+    /// Index of block `b` of row `row` in `scales` and `mins`.
+    fn lane(&self, row: usize, b: usize) -> usize {
+        (row / GROUP_ROWS * self.blocks_per_row() + b) * GROUP_ROWS + row % GROUP_ROWS
+    }
+
+    /// Where element `e` of block `b` of row `row` is stored: byte index and bit shift.
+    fn position(&self, row: usize, b: usize, e: usize) -> (usize, u32) {
+        let cell = (row / GROUP_ROWS * self.blocks_per_row() + b) * self.cell_bytes();
+        let lane = (row % GROUP_ROWS) * 4;
+        match self.format {
+            BlockFormat::Q8_0 => (cell + e / 4 * CHUNK_BYTES + lane + e % 4, 0),
+            BlockFormat::Q4_0 | BlockFormat::Q4_1 => {
+                let within = e % 8;
+                let shift = if within < 4 { 0 } else { 4 };
+                (cell + e / 8 * CHUNK_BYTES + lane + within % 4, shift)
+            }
+        }
+    }
+
+    /// The stored (biased, unsigned) value of element `e` of block `b` of row `row`.
+    fn stored(&self, row: usize, b: usize, e: usize) -> u8 {
+        let (at, shift) = self.position(row, b, e);
+        match self.format {
+            BlockFormat::Q8_0 => self.values[at],
+            _ => (self.values[at] >> shift) & 15,
+        }
+    }
+
+    /// Set block `b` of row `row` of a matrix built by [`QuantMatrix::zeros`]: scale `d`, min
+    /// `m` (Q4_1) and stored values `stored(e)`.
+    fn set_block(&mut self, row: usize, b: usize, d: f32, m: f32, stored: impl Fn(usize) -> u8) {
+        let lane = self.lane(row, b);
+        self.scales[lane] = d;
+        if self.format == BlockFormat::Q4_1 {
+            self.mins[lane] = m;
+        }
+        for e in 0..BLOCK {
+            let (at, shift) = self.position(row, b, e);
+            self.values[at] |= stored(e) << shift;
+        }
+    }
+
     /// Read `rows × cols` values from GGUF blocks (`bytes` exactly `rows × cols / 32` blocks).
     pub fn from_gguf(
         format: BlockFormat,
@@ -108,25 +192,23 @@ impl QuantMatrix {
             )));
         }
         let f16 = |b: &[u8]| f16_bits_to_f32(u16::from_le_bytes([b[0], b[1]]));
-        let mut matrix = QuantMatrix {
-            format,
-            rows,
-            cols,
-            scales: Vec::with_capacity(blocks),
-            mins: Vec::new(),
-            values: Vec::with_capacity(blocks * format.value_bytes()),
-            tile_scales: Vec::new(),
-            tile_mins: Vec::new(),
-        };
+        let mut matrix = QuantMatrix::zeros(format, rows, cols);
+        let bpr = matrix.blocks_per_row();
         let header = format.gguf_block_bytes() - format.value_bytes();
-        for block in bytes.chunks_exact(format.gguf_block_bytes()) {
-            matrix.scales.push(f16(&block[0..2]));
-            if format == BlockFormat::Q4_1 {
-                matrix.mins.push(f16(&block[2..4]));
-            }
-            matrix.values.extend_from_slice(&block[header..]);
+        for (k, block) in bytes.chunks_exact(format.gguf_block_bytes()).enumerate() {
+            let m = if format == BlockFormat::Q4_1 {
+                f16(&block[2..4])
+            } else {
+                0.0
+            };
+            let values = &block[header..];
+            matrix.set_block(k / bpr, k % bpr, f16(&block[0..2]), m, |e| match format {
+                BlockFormat::Q8_0 => values[e] ^ 0x80,
+                _ if e < 16 => values[e] & 15,
+                _ => values[e - 16] >> 4,
+            });
         }
-        Ok(matrix.with_tile_layout())
+        Ok(matrix)
     }
 
     pub fn format(&self) -> BlockFormat {
@@ -145,33 +227,14 @@ impl QuantMatrix {
         self.cols / BLOCK
     }
 
-    /// Bytes held in memory.
-    pub fn memory_bytes(&self) -> usize {
-        (self.scales.len() + self.mins.len() + self.tile_scales.len() + self.tile_mins.len()) * 4
-            + self.values.len()
+    /// Bytes of one cell's values (a group's block).
+    fn cell_bytes(&self) -> usize {
+        GROUP_ROWS * self.format.value_bytes()
     }
 
-    /// Fill `tile_scales` and `tile_mins` from `scales` and `mins` (once, when built).
-    fn with_tile_layout(mut self) -> QuantMatrix {
-        let bpr = self.blocks_per_row();
-        let groups = self.rows.div_ceil(TILE_WEIGHT_ROWS);
-        let layout = |from: &[f32]| {
-            let mut to = vec![0.0f32; groups * bpr * TILE_WEIGHT_ROWS];
-            for (row, values) in from.chunks_exact(bpr).enumerate() {
-                let (group, lane) = (row / TILE_WEIGHT_ROWS, row % TILE_WEIGHT_ROWS);
-                for (b, &value) in values.iter().enumerate() {
-                    to[(group * bpr + b) * TILE_WEIGHT_ROWS + lane] = value;
-                }
-            }
-            to
-        };
-        self.tile_scales = layout(&self.scales);
-        self.tile_mins = if self.format == BlockFormat::Q4_1 {
-            layout(&self.mins)
-        } else {
-            Vec::new()
-        };
-        self
+    /// Bytes held in memory.
+    pub fn memory_bytes(&self) -> usize {
+        (self.scales.len() + self.mins.len()) * 4 + self.values.len()
     }
 
     /// The matrix made of rows `order[0], order[1], …` of this one (a row permutation or a
@@ -189,45 +252,34 @@ impl QuantMatrix {
                 detail: "no rows".into(),
             });
         }
-        let (bpr, vb) = (self.blocks_per_row(), self.format.value_bytes());
-        let mut out = QuantMatrix {
-            format: self.format,
-            rows: order.len(),
-            cols: self.cols,
-            scales: Vec::with_capacity(order.len() * bpr),
-            mins: Vec::new(),
-            values: Vec::with_capacity(order.len() * bpr * vb),
-            tile_scales: Vec::new(),
-            tile_mins: Vec::new(),
-        };
-        for &r in order {
-            out.scales
-                .extend_from_slice(&self.scales[r * bpr..(r + 1) * bpr]);
-            if self.format == BlockFormat::Q4_1 {
-                out.mins
-                    .extend_from_slice(&self.mins[r * bpr..(r + 1) * bpr]);
+        block_count(order.len(), self.cols, "row selection")?;
+        let mut out = QuantMatrix::zeros(self.format, order.len(), self.cols);
+        for (to, &from) in order.iter().enumerate() {
+            for b in 0..self.blocks_per_row() {
+                let (d, m) = (self.scale(from, b), self.min(from, b));
+                out.set_block(to, b, d, m, |e| self.stored(from, b, e));
             }
-            out.values
-                .extend_from_slice(&self.values[r * bpr * vb..(r + 1) * bpr * vb]);
         }
-        Ok(out.with_tile_layout())
+        Ok(out)
     }
 
-    /// The integer value of element `j` of block `block` (row-major block index): `q` for
-    /// Q8_0, `n - 8` for Q4_0, `n` for Q4_1.
-    fn integer(&self, block: usize, j: usize) -> i32 {
+    /// `d` of block `b` of row `row`.
+    fn scale(&self, row: usize, b: usize) -> f32 {
+        self.scales[self.lane(row, b)]
+    }
+
+    /// `m` of block `b` of row `row` (0 unless Q4_1).
+    fn min(&self, row: usize, b: usize) -> f32 {
         match self.format {
-            BlockFormat::Q8_0 => self.values[block * BLOCK + j] as i8 as i32,
-            BlockFormat::Q4_0 | BlockFormat::Q4_1 => {
-                let byte = self.values[block * BLOCK / 2 + j % 16];
-                let nibble = if j < 16 { byte & 15 } else { byte >> 4 } as i32;
-                if self.format == BlockFormat::Q4_0 {
-                    nibble - 8
-                } else {
-                    nibble
-                }
-            }
+            BlockFormat::Q4_1 => self.mins[self.lane(row, b)],
+            _ => 0.0,
         }
+    }
+
+    /// The integer value of element `e` of block `b` of row `row`: `q` for Q8_0, `n - 8` for
+    /// Q4_0, `n` for Q4_1.
+    fn integer(&self, row: usize, b: usize, e: usize) -> i32 {
+        self.stored(row, b, e) as i32 - self.format.stored_bias()
     }
 
     /// Floats per block in the f32 block encoding ([`QuantMatrix::encode_row`]): 33 for
@@ -248,13 +300,12 @@ impl QuantMatrix {
     /// `d`, then (Q4_1) `m`, then the 32 integer values as f32 (`q`, `n - 8` or `n`). Every
     /// number is exact in f32, so [`QuantMatrix::from_encoded`] gives back the same arithmetic.
     pub fn encode_row(&self, row: usize, out: &mut Vec<f32>) {
-        let bpr = self.blocks_per_row();
-        for block in row * bpr..(row + 1) * bpr {
-            out.push(self.scales[block]);
+        for b in 0..self.blocks_per_row() {
+            out.push(self.scale(row, b));
             if self.format == BlockFormat::Q4_1 {
-                out.push(self.mins[block]);
+                out.push(self.min(row, b));
             }
-            out.extend((0..BLOCK).map(|j| self.integer(block, j) as f32));
+            out.extend((0..BLOCK).map(|e| self.integer(row, b, e) as f32));
         }
     }
 
@@ -282,24 +333,14 @@ impl QuantMatrix {
             BlockFormat::Q4_1 => (0.0, 15.0),
             _ => (-128.0, 127.0),
         };
-        let mut matrix = QuantMatrix {
-            format,
-            rows,
-            cols,
-            scales: Vec::with_capacity(blocks),
-            mins: Vec::new(),
-            values: Vec::with_capacity(blocks * format.value_bytes()),
-            tile_scales: Vec::new(),
-            tile_mins: Vec::new(),
-        };
-        for block in values.chunks_exact(QuantMatrix::encoded_block_floats(format)) {
-            matrix.scales.push(block[0]);
-            let integers = match format {
-                BlockFormat::Q4_1 => {
-                    matrix.mins.push(block[1]);
-                    &block[2..]
-                }
-                _ => &block[1..],
+        let mut matrix = QuantMatrix::zeros(format, rows, cols);
+        let bpr = matrix.blocks_per_row();
+        let bias = format.stored_bias();
+        let per_block = QuantMatrix::encoded_block_floats(format);
+        for (k, block) in values.chunks_exact(per_block).enumerate() {
+            let (m, integers) = match format {
+                BlockFormat::Q4_1 => (block[1], &block[2..]),
+                _ => (0.0, &block[1..]),
             };
             if let Some(bad) = integers
                 .iter()
@@ -307,16 +348,11 @@ impl QuantMatrix {
             {
                 return Err(fail(format!("{bad} is not a {format:?} integer")));
             }
-            match format {
-                BlockFormat::Q4_1 => matrix.values.extend(
-                    (0..BLOCK / 2).map(|j| integers[j] as u8 | ((integers[j + 16] as u8) << 4)),
-                ),
-                _ => matrix
-                    .values
-                    .extend(integers.iter().map(|&v| v as i32 as i8 as u8)),
-            }
+            matrix.set_block(k / bpr, k % bpr, block[0], m, |e| {
+                (integers[e] as i32 + bias) as u8
+            });
         }
-        Ok(matrix.with_tile_layout())
+        Ok(matrix)
     }
 
     /// Row `row` dequantized by docs/llm.md §2's exact rules (`d * q`, `d * (n - 8)`,
@@ -324,12 +360,11 @@ impl QuantMatrix {
     pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
         let bpr = self.blocks_per_row();
         for (b, values) in out.chunks_exact_mut(BLOCK).take(bpr).enumerate() {
-            let block = row * bpr + b;
-            let d = self.scales[block];
-            for (j, value) in values.iter_mut().enumerate() {
-                let product = d * self.integer(block, j) as f32;
+            let (d, m) = (self.scale(row, b), self.min(row, b));
+            for (e, value) in values.iter_mut().enumerate() {
+                let product = d * self.integer(row, b, e) as f32;
                 *value = match self.format {
-                    BlockFormat::Q4_1 => product + self.mins[block],
+                    BlockFormat::Q4_1 => product + m,
                     _ => product,
                 };
             }
@@ -411,24 +446,18 @@ fn reference_dot(x: &QuantActivations, row: usize, w: &QuantMatrix, w_row: usize
     let bpr = w.blocks_per_row();
     let mut acc = 0.0f32;
     for b in 0..bpr {
-        let (wb, xb) = (w_row * bpr + b, row * bpr + b);
+        let xb = row * bpr + b;
         let isum: i32 = (0..BLOCK)
-            .map(|j| w.integer(wb, j) * x.values[xb * BLOCK + j] as i32)
+            .map(|e| w.integer(w_row, b, e) * x.values[xb * BLOCK + e] as i32)
             .sum();
-        acc += block_term(w, wb, x, xb, isum);
+        let da = x.scales[xb];
+        let mut term = (w.scale(w_row, b) * da) * isum as f32;
+        if w.format == BlockFormat::Q4_1 {
+            term += (w.min(w_row, b) * da) * x.sums[xb] as f32;
+        }
+        acc += term;
     }
     acc
-}
-
-/// `term_b` of [`reference_dot`] from its exact integer dot.
-#[inline(always)]
-fn block_term(w: &QuantMatrix, wb: usize, x: &QuantActivations, xb: usize, isum: i32) -> f32 {
-    let da = x.scales[xb];
-    let term = (w.scales[wb] * da) * isum as f32;
-    match w.format {
-        BlockFormat::Q4_1 => term + (w.mins[wb] * da) * x.sums[xb] as f32,
-        _ => term,
-    }
 }
 
 fn check_shapes(
@@ -497,8 +526,8 @@ pub fn linear(
         }
         return Ok(());
     }
-    // Whole tiles of weight rows per thread (a tile aligned to them loads its scales whole).
-    let per_thread = n.div_ceil(threads).div_ceil(TILE_WEIGHT_ROWS) * TILE_WEIGHT_ROWS;
+    // Whole groups of weight rows per thread.
+    let per_thread = n.div_ceil(threads).div_ceil(GROUP_ROWS) * GROUP_ROWS;
     let part_count = n.div_ceil(per_thread);
     let compute_part = |p: usize| {
         let c0 = columns.start + p * per_thread;
@@ -542,19 +571,18 @@ pub fn linear(
     Ok(())
 }
 
-/// Weight rows read together by every activation row (they stay in cache while the rows pass
-/// over them): 64 rows of 576 Q4_1 weights are 23 KiB.
-const WEIGHT_ROWS_CACHED: usize = 64;
-/// Weight rows of one tile: lane `r` of a tile's block terms belongs to weight row `r`.
-const TILE_WEIGHT_ROWS: usize = 8;
+/// Groups of weight rows read together by every activation row (they stay in cache while the
+/// rows pass over them): 4 groups of 16 rows of 576 Q4_1 weights are 23 KiB.
+const CACHED_GROUPS: usize = 4;
 /// Activation rows of one tile: they share one unpacking of the tile's weight blocks.
 const TILE_ACTIVATION_ROWS: usize = 4;
-/// One tile's finished dots: `[activation row][weight row]`.
-type TileDots = [[f32; TILE_WEIGHT_ROWS]; TILE_ACTIVATION_ROWS];
+/// Dots of a tile's activation rows with the weight rows of [`CACHED_GROUPS`] groups:
+/// `[activation row][weight row - first row of the groups]`.
+type SpanDots = [[f32; CACHED_GROUPS * GROUP_ROWS]; TILE_ACTIVATION_ROWS];
 
 /// `[x.rows, columns.len()]` dots of every activation row with weight rows `columns` (no
-/// activation), weight rows outermost so a prefill reads each weight once per row block; within
-/// a block, tiles of [`TILE_ACTIVATION_ROWS`] × [`TILE_WEIGHT_ROWS`] dots.
+/// activation), weight rows outermost so a prefill reads each weight once per
+/// [`TILE_ACTIVATION_ROWS`] rows; whole groups are computed and the rows of `columns` kept.
 fn weight_rows_block(
     x: &QuantActivations,
     w: &QuantMatrix,
@@ -563,19 +591,19 @@ fn weight_rows_block(
 ) -> Vec<f32> {
     let width = columns.len();
     let mut block = vec![0.0f32; x.rows * width];
-    let mut dots: TileDots = [[0.0; TILE_WEIGHT_ROWS]; TILE_ACTIVATION_ROWS];
-    for c0 in columns.clone().step_by(WEIGHT_ROWS_CACHED) {
-        let c1 = (c0 + WEIGHT_ROWS_CACHED).min(columns.end);
+    let mut dots: SpanDots = [[0.0; CACHED_GROUPS * GROUP_ROWS]; TILE_ACTIVATION_ROWS];
+    let groups = columns.start / GROUP_ROWS..columns.end.div_ceil(GROUP_ROWS);
+    for g0 in groups.clone().step_by(CACHED_GROUPS) {
+        let g1 = (g0 + CACHED_GROUPS).min(groups.end);
+        let first = g0 * GROUP_ROWS;
+        let kept = first.max(columns.start)..(g1 * GROUP_ROWS).min(columns.end);
         for i0 in (0..x.rows).step_by(TILE_ACTIVATION_ROWS) {
             let i1 = (i0 + TILE_ACTIVATION_ROWS).min(x.rows);
-            for g0 in (c0..c1).step_by(TILE_WEIGHT_ROWS) {
-                let g1 = (g0 + TILE_WEIGHT_ROWS).min(c1);
-                tile(x, i0..i1, w, g0..g1, &mut dots, isa);
-                let at = g0 - columns.start;
-                for (i, row) in (i0..i1).zip(&dots) {
-                    block[i * width + at..i * width + at + (g1 - g0)]
-                        .copy_from_slice(&row[..g1 - g0]);
-                }
+            span(x, i0..i1, w, g0..g1, &mut dots, isa);
+            for (i, row) in (i0..i1).zip(&dots) {
+                let at = i * width + kept.start - columns.start;
+                block[at..at + kept.len()]
+                    .copy_from_slice(&row[kept.start - first..kept.end - first]);
             }
         }
     }
@@ -743,250 +771,319 @@ mod pool {
     }
 }
 
-/// The dots of activation rows `rows` (at most [`TILE_ACTIVATION_ROWS`]) with weight rows
-/// `weight_rows` (at most [`TILE_WEIGHT_ROWS`]), into
-/// `dots[i][r]` (no activation); each dot is [`reference_dot`]'s sequence of operations.
-fn tile(
+/// The dots of activation rows `rows` (at most [`TILE_ACTIVATION_ROWS`]) with the weight rows
+/// of groups `groups` (at most [`CACHED_GROUPS`]), into `dots[i][r]` (no activation; the rows
+/// padding the last group give 0); each dot is [`reference_dot`]'s sequence of operations.
+fn span(
     x: &QuantActivations,
     rows: Range<usize>,
     w: &QuantMatrix,
-    weight_rows: Range<usize>,
-    dots: &mut TileDots,
+    groups: Range<usize>,
+    dots: &mut SpanDots,
     isa: Isa,
 ) {
-    debug_assert!(rows.len() <= TILE_ACTIVATION_ROWS && weight_rows.len() <= TILE_WEIGHT_ROWS);
     #[cfg(target_arch = "x86_64")]
     {
         if isa == Isa::Avx512 && has_vnni() {
             // SAFETY: the CPU has AVX-512 F/BW/VL and VNNI (checked above).
-            unsafe { x86::tile_vnni(x, rows, w, weight_rows, dots) };
+            unsafe { x86::span_vnni(x, rows, w, groups, dots) };
             return;
         }
         if matches!(isa, Isa::Avx512 | Isa::Avx2) && std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2 (checked above).
-            unsafe { x86::tile_avx2(x, rows, w, weight_rows, dots) };
+            unsafe { x86::span_avx2(x, rows, w, groups, dots) };
             return;
         }
     }
     let _ = isa;
+    let first = groups.start * GROUP_ROWS;
     for (i, out) in rows.zip(dots.iter_mut()) {
-        for (o, w_row) in out.iter_mut().zip(weight_rows.clone()) {
-            *o = reference_dot(x, i, w, w_row);
+        for (o, w_row) in out.iter_mut().zip(first..groups.end * GROUP_ROWS) {
+            *o = if w_row < w.rows {
+                reference_dot(x, i, w, w_row)
+            } else {
+                0.0
+            };
         }
     }
 }
 
-/// Whether the AVX-512 path can use VNNI (`vpdpbusd` on 256-bit registers).
+/// Whether the AVX-512 path can use VNNI (`vpdpbusd`).
 #[cfg(target_arch = "x86_64")]
 pub fn has_vnni() -> bool {
-    std::arch::is_x86_feature_detected!("avx512vnni")
+    std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512vnni")
         && std::arch::is_x86_feature_detected!("avx512vl")
         && std::arch::is_x86_feature_detected!("avx512bw")
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    //! Integer block dots in SIMD: a tile's eight weight rows in the eight lanes, so each block
-    //! gives one vector of exact `isum`s, one vector of f32 block terms (the same operations as
-    //! [`super::block_term`], lane by lane) and one vector add into eight sequential sums.
+    //! Integer block dots in SIMD on the group layout of [`QuantMatrix`]: a group's sixteen
+    //! weight rows in the lanes (eight per AVX2 register, one half of the group), so each chunk
+    //! of a block is one integer dot-product instruction per activation row against four
+    //! broadcast activations, a block gives one vector of exact `isum`s without any horizontal
+    //! sum, then one vector of f32 block terms (the operations of [`super::reference_dot`], lane
+    //! by lane) and one vector add into the sequential sums.
 
     use std::arch::x86_64::*;
     use std::ops::Range;
 
-    use super::{BlockFormat, QuantActivations, QuantMatrix, TileDots, BLOCK, TILE_WEIGHT_ROWS};
+    use super::{
+        BlockFormat, QuantActivations, QuantMatrix, SpanDots, BLOCK, CACHED_GROUPS, CHUNK_BYTES,
+        GROUP_ROWS, TILE_ACTIVATION_ROWS,
+    };
 
-    /// The 32 integer weights of the block at `at` as bytes: unsigned nibbles (Q4_0, Q4_1;
-    /// Q4_0's `- 8` is applied to the sum) or the signed i8 (Q8_0).
+    /// The bounds every kernel below relies on: the activation rows and the weight groups exist
+    /// and fit `dots`.
+    fn check(x: &QuantActivations, rows: &Range<usize>, w: &QuantMatrix, groups: &Range<usize>) {
+        let bpr = w.cols / BLOCK;
+        let lanes = groups.end * bpr * GROUP_ROWS;
+        assert!(
+            x.cols == w.cols
+                && rows.len() <= TILE_ACTIVATION_ROWS
+                && rows.end * bpr <= x.scales.len()
+                && rows.end * bpr <= x.sums.len()
+                && rows.end * w.cols <= x.values.len()
+                && groups.len() <= CACHED_GROUPS
+                && lanes <= w.scales.len()
+                && (w.format != BlockFormat::Q4_1 || lanes <= w.mins.len())
+                && lanes * w.format.value_bytes() <= w.values.len()
+        );
+    }
+
+    /// Activation bytes `e..e + 4` of the block at `at`, as one i32 (for a broadcast).
     #[inline(always)]
-    unsafe fn load_weights(format: BlockFormat, at: *const u8) -> __m256i {
-        match format {
-            BlockFormat::Q8_0 => _mm256_loadu_si256(at as *const __m256i),
-            _ => {
-                let packed = _mm_loadu_si128(at as *const __m128i);
-                let mask = _mm_set1_epi8(15);
-                let low = _mm_and_si128(packed, mask);
-                let high = _mm_and_si128(_mm_srli_epi16(packed, 4), mask);
-                _mm256_set_m128i(high, low)
+    unsafe fn four(at: *const i8, e: usize) -> i32 {
+        (at.add(e) as *const i32).read_unaligned()
+    }
+
+    /// `R` activation rows from `row0` against the `G` groups from `group0`, into
+    /// `dots[i][at + 16 g + r]`. Per block, lane by lane: `isum` = the stored dot less the
+    /// format's bias times `asum`, `term = (dw * da) * isum` (`+ (mw * da) * asum` for Q4_1),
+    /// `acc = acc + term`. Q4 chunks hold two sets of four values per row (low and high
+    /// nibbles); Q8_0 chunks one (stored `q + 128`, unsigned as `vpdpbusd` needs).
+    #[inline(always)]
+    unsafe fn tile_vnni<const R: usize, const G: usize>(
+        x: &QuantActivations,
+        row0: usize,
+        w: &QuantMatrix,
+        group0: usize,
+        dots: &mut SpanDots,
+        at: usize,
+    ) {
+        let (bpr, cell_bytes) = (w.blocks_per_row(), w.cell_bytes());
+        let q4_1 = w.format == BlockFormat::Q4_1;
+        let bias = w.format.stored_bias();
+        let nibble = _mm512_set1_epi8(15);
+        let mut acc = [[_mm512_setzero_ps(); G]; R];
+        for b in 0..bpr {
+            let x_at: [*const i8; R] =
+                std::array::from_fn(|i| x.values.as_ptr().add(((row0 + i) * bpr + b) * BLOCK));
+            // `isum[g][i]`: group `g`, activation row `i`.
+            let mut isum = [[_mm512_setzero_si512(); R]; G];
+            if w.format == BlockFormat::Q8_0 {
+                for k in 0..BLOCK / 4 {
+                    for (g, sums) in isum.iter_mut().enumerate() {
+                        let cell = (group0 + g) * bpr + b;
+                        let raw = _mm512_loadu_si512(
+                            w.values.as_ptr().add(cell * cell_bytes + k * CHUNK_BYTES) as *const _,
+                        );
+                        for (sum, &x_at) in sums.iter_mut().zip(&x_at) {
+                            let xv = _mm512_set1_epi32(four(x_at, 4 * k));
+                            *sum = _mm512_dpbusd_epi32(*sum, raw, xv);
+                        }
+                    }
+                }
+            } else {
+                for c in 0..BLOCK / 8 {
+                    for (g, sums) in isum.iter_mut().enumerate() {
+                        let cell = (group0 + g) * bpr + b;
+                        let raw = _mm512_loadu_si512(
+                            w.values.as_ptr().add(cell * cell_bytes + c * CHUNK_BYTES) as *const _,
+                        );
+                        let low = _mm512_and_si512(raw, nibble);
+                        let high = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), nibble);
+                        for (sum, &x_at) in sums.iter_mut().zip(&x_at) {
+                            let xl = _mm512_set1_epi32(four(x_at, 8 * c));
+                            let xh = _mm512_set1_epi32(four(x_at, 8 * c + 4));
+                            *sum = _mm512_dpbusd_epi32(*sum, low, xl);
+                            *sum = _mm512_dpbusd_epi32(*sum, high, xh);
+                        }
+                    }
+                }
+            }
+            for i in 0..R {
+                let xb = (row0 + i) * bpr + b;
+                let asum = *x.sums.get_unchecked(xb);
+                let da = _mm512_set1_ps(*x.scales.get_unchecked(xb));
+                let offset = _mm512_set1_epi32(bias * asum);
+                for g in 0..G {
+                    let lanes = ((group0 + g) * bpr + b) * GROUP_ROWS;
+                    let exact = _mm512_sub_epi32(isum[g][i], offset);
+                    let dw = _mm512_loadu_ps(w.scales.as_ptr().add(lanes));
+                    let mut term = _mm512_mul_ps(_mm512_mul_ps(dw, da), _mm512_cvtepi32_ps(exact));
+                    if q4_1 {
+                        let mw = _mm512_loadu_ps(w.mins.as_ptr().add(lanes));
+                        let asum = _mm512_set1_ps(asum as f32);
+                        term = _mm512_add_ps(term, _mm512_mul_ps(_mm512_mul_ps(mw, da), asum));
+                    }
+                    acc[i][g] = _mm512_add_ps(acc[i][g], term);
+                }
+            }
+        }
+        for (i, acc) in acc.iter().enumerate() {
+            for (g, acc) in acc.iter().enumerate() {
+                _mm512_storeu_ps(dots[i].as_mut_ptr().add(at + g * GROUP_ROWS), *acc);
             }
         }
     }
 
-    /// Partial sums of `weights · activations` (unsigned-or-signed weights per format).
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn partial_avx2(format: BlockFormat, wv: __m256i, xv: __m256i) -> __m256i {
-        let (a, b) = match format {
-            // |w| (≤ 128 as u8) times x with w's sign: pairs ≤ 2 · 128 · 127 fit i16.
-            BlockFormat::Q8_0 => (_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv)),
-            _ => (wv, xv),
-        };
-        let pairs = _mm256_maddubs_epi16(a, b);
-        _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
+    /// The groups `groups` in tiles of `G` groups (then single groups) for `R` rows.
+    #[inline(always)]
+    unsafe fn groups_vnni<const R: usize, const G: usize>(
+        x: &QuantActivations,
+        row0: usize,
+        w: &QuantMatrix,
+        groups: Range<usize>,
+        dots: &mut SpanDots,
+    ) {
+        let mut g = groups.start;
+        while g + G <= groups.end {
+            tile_vnni::<R, G>(x, row0, w, g, dots, (g - groups.start) * GROUP_ROWS);
+            g += G;
+        }
+        while g < groups.end {
+            tile_vnni::<R, 1>(x, row0, w, g, dots, (g - groups.start) * GROUP_ROWS);
+            g += 1;
+        }
     }
 
-    #[inline]
+    /// [`super::span`] with AVX-512 VNNI: one activation row against four groups at once
+    /// (four independent sums hide the dot instruction's latency), more rows against two.
     #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn partial_vnni(format: BlockFormat, wv: __m256i, xv: __m256i) -> __m256i {
-        let (a, b) = match format {
-            BlockFormat::Q8_0 => (_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv)),
-            _ => (wv, xv),
+    pub(super) unsafe fn span_vnni(
+        x: &QuantActivations,
+        rows: Range<usize>,
+        w: &QuantMatrix,
+        groups: Range<usize>,
+        dots: &mut SpanDots,
+    ) {
+        check(x, &rows, w, &groups);
+        match rows.len() {
+            0 => {}
+            1 => groups_vnni::<1, 4>(x, rows.start, w, groups, dots),
+            2 => groups_vnni::<2, 2>(x, rows.start, w, groups, dots),
+            3 => groups_vnni::<3, 2>(x, rows.start, w, groups, dots),
+            _ => groups_vnni::<4, 2>(x, rows.start, w, groups, dots),
+        }
+    }
+
+    /// [`tile_vnni`] in AVX2 on half a group (`half` 0: rows 0–7, 1: rows 8–15) and one group.
+    /// Pairs of products are summed in i16 by `vpmaddubsw` first, so Q8_0's values are taken
+    /// back to signed (`q`, no bias) and multiplied as `|q| · (x · sign q)` (≤ 2 · 128 · 127
+    /// per pair); Q4 nibbles (≤ 15) against i8 fit as they are.
+    #[inline(always)]
+    unsafe fn tile_avx2<const R: usize>(
+        x: &QuantActivations,
+        row0: usize,
+        w: &QuantMatrix,
+        group: usize,
+        half: usize,
+        dots: &mut SpanDots,
+        at: usize,
+    ) {
+        let (bpr, cell_bytes) = (w.blocks_per_row(), w.cell_bytes());
+        let q4_1 = w.format == BlockFormat::Q4_1;
+        let bias = match w.format {
+            BlockFormat::Q4_0 => w.format.stored_bias(),
+            _ => 0,
         };
-        _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b)
-    }
-
-    /// Eight partial-sum vectors reduced to one vector of their eight sums, vector `i`'s in
-    /// lane `i` (integer adds: exact in any order).
-    #[inline(always)]
-    unsafe fn reduce8(p: [__m256i; 8]) -> __m256i {
-        let t0 = _mm256_hadd_epi32(p[0], p[1]);
-        let t1 = _mm256_hadd_epi32(p[2], p[3]);
-        let t2 = _mm256_hadd_epi32(p[4], p[5]);
-        let t3 = _mm256_hadd_epi32(p[6], p[7]);
-        let u0 = _mm256_hadd_epi32(t0, t1);
-        let u1 = _mm256_hadd_epi32(t2, t3);
-        _mm256_add_epi32(
-            _mm256_permute2x128_si256(u0, u1, 0x20),
-            _mm256_permute2x128_si256(u0, u1, 0x31),
-        )
-    }
-
-    /// `values[at + offsets[r]]` in the lanes `r` that `lanes` selects, 0 in the others.
-    #[inline(always)]
-    unsafe fn gather_rows(values: &[f32], at: usize, offsets: __m256i, lanes: __m256) -> __m256 {
-        _mm256_mask_i32gather_ps::<4>(_mm256_setzero_ps(), values.as_ptr().add(at), offsets, lanes)
-    }
-
-    /// One tile: `R` activation rows from `row0` against the weight rows `weight_rows`
-    /// (unused lanes read no weights and are never stored). For each block in order, lane by
-    /// lane: `term = (dw * da) * isum` (`+ (mw * da) * asum` for Q4_1), `acc = acc + term`.
-    macro_rules! tile_body {
-        ($rows_fn:ident, $tile_fn:ident, $partial:ident, $feature:literal) => {
-            #[inline(always)]
-            unsafe fn $rows_fn<const R: usize>(
-                x: &QuantActivations,
-                row0: usize,
-                w: &QuantMatrix,
-                weight_rows: Range<usize>,
-                dots: &mut TileDots,
-            ) {
-                let bpr = w.cols / BLOCK;
-                let count = weight_rows.len();
-                assert!(
-                    (1..=TILE_WEIGHT_ROWS).contains(&count)
-                        && weight_rows.end <= w.rows
-                        && (row0 + R) * bpr <= x.scales.len()
-                        && bpr <= i32::MAX as usize / TILE_WEIGHT_ROWS
-                );
-                let q4_1 = w.format == BlockFormat::Q4_1;
-                // Lane `r` reads weight row `weight_rows.start + r`'s scale (rows past `count`:
-                // masked off, read as 0 and never stored).
-                let stride = bpr as i32;
-                let offsets = _mm256_mullo_epi32(
-                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                    _mm256_set1_epi32(stride),
-                );
-                let lanes = _mm256_cmpgt_epi32(
-                    _mm256_set1_epi32(count as i32),
-                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                );
-                let lanes = _mm256_castsi256_ps(lanes);
-                let first_block = weight_rows.start * bpr;
-                // A tile of whole row groups reads the tile layout of the scales (contiguous);
-                // one that starts inside a group gathers from the row-major scales.
-                let aligned = weight_rows.start % TILE_WEIGHT_ROWS == 0;
-                let tile_first = weight_rows.start * bpr;
-                assert!(
-                    !aligned
-                        || (w.tile_scales.len() >= tile_first + bpr * TILE_WEIGHT_ROWS
-                            && (!q4_1 || w.tile_mins.len() >= tile_first + bpr * TILE_WEIGHT_ROWS))
-                );
-                // Each lane's weight row (a tile of fewer rows repeats its last one in the
-                // unused lanes, whose sums are never stored).
-                let value_bytes = w.format.value_bytes();
-                let row_bytes = bpr * value_bytes;
-                let mut w_rows = [w.values.as_ptr(); TILE_WEIGHT_ROWS];
-                for (r, at) in w_rows.iter_mut().enumerate() {
-                    *at = at.add((weight_rows.start + r.min(count - 1)) * row_bytes);
-                }
-                let x_rows: [*const i8; R] =
-                    std::array::from_fn(|i| x.values.as_ptr().add((row0 + i) * bpr * BLOCK));
-                let mut acc = [_mm256_setzero_ps(); R];
-                for b in 0..bpr {
-                    let mut wv = [_mm256_setzero_si256(); TILE_WEIGHT_ROWS];
-                    for (v, at) in wv.iter_mut().zip(w_rows) {
-                        *v = load_weights(w.format, at.add(b * value_bytes));
-                    }
-                    let (dw, mw) = if aligned {
-                        let at = tile_first + b * TILE_WEIGHT_ROWS;
-                        let mw = if q4_1 {
-                            _mm256_loadu_ps(w.tile_mins.as_ptr().add(at))
-                        } else {
-                            _mm256_setzero_ps()
-                        };
-                        (_mm256_loadu_ps(w.tile_scales.as_ptr().add(at)), mw)
-                    } else {
-                        let mw = if q4_1 {
-                            gather_rows(&w.mins, first_block + b, offsets, lanes)
-                        } else {
-                            _mm256_setzero_ps()
-                        };
-                        (gather_rows(&w.scales, first_block + b, offsets, lanes), mw)
-                    };
-                    for (i, acc) in acc.iter_mut().enumerate() {
-                        let xb = (row0 + i) * bpr + b;
-                        let xv = _mm256_loadu_si256(x_rows[i].add(b * BLOCK) as *const __m256i);
-                        let mut partials = [_mm256_setzero_si256(); TILE_WEIGHT_ROWS];
-                        for (p, &v) in partials.iter_mut().zip(&wv) {
-                            *p = $partial(w.format, v, xv);
-                        }
-                        let mut isum = reduce8(partials);
-                        let asum = *x.sums.get_unchecked(xb);
-                        if w.format == BlockFormat::Q4_0 {
-                            isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(8 * asum));
-                        }
-                        let da = _mm256_set1_ps(*x.scales.get_unchecked(xb));
-                        let mut term =
-                            _mm256_mul_ps(_mm256_mul_ps(dw, da), _mm256_cvtepi32_ps(isum));
-                        if q4_1 {
-                            let offset =
-                                _mm256_mul_ps(_mm256_mul_ps(mw, da), _mm256_set1_ps(asum as f32));
-                            term = _mm256_add_ps(term, offset);
-                        }
-                        *acc = _mm256_add_ps(*acc, term);
+        let nibble = _mm256_set1_epi8(15);
+        let flip = _mm256_set1_epi8(i8::MIN);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); R];
+        for b in 0..bpr {
+            let cell = group * bpr + b;
+            let base = w
+                .values
+                .as_ptr()
+                .add(cell * cell_bytes + half * CHUNK_BYTES / 2);
+            let x_at: [*const i8; R] =
+                std::array::from_fn(|i| x.values.as_ptr().add(((row0 + i) * bpr + b) * BLOCK));
+            let mut isum = [_mm256_setzero_si256(); R];
+            if w.format == BlockFormat::Q8_0 {
+                for k in 0..BLOCK / 4 {
+                    let raw = _mm256_loadu_si256(base.add(k * CHUNK_BYTES) as *const __m256i);
+                    let signed = _mm256_xor_si256(raw, flip);
+                    let magnitude = _mm256_sign_epi8(signed, signed);
+                    for i in 0..R {
+                        let xv = _mm256_set1_epi32(four(x_at[i], 4 * k));
+                        let pairs = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(xv, signed));
+                        isum[i] = _mm256_add_epi32(isum[i], _mm256_madd_epi16(pairs, ones));
                     }
                 }
-                for (out, acc) in dots.iter_mut().zip(acc) {
-                    _mm256_storeu_ps(out.as_mut_ptr(), acc);
+            } else {
+                for c in 0..BLOCK / 8 {
+                    let raw = _mm256_loadu_si256(base.add(c * CHUNK_BYTES) as *const __m256i);
+                    let low = _mm256_and_si256(raw, nibble);
+                    let high = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), nibble);
+                    for i in 0..R {
+                        let xl = _mm256_set1_epi32(four(x_at[i], 8 * c));
+                        let xh = _mm256_set1_epi32(four(x_at[i], 8 * c + 4));
+                        // Each pair ≤ 2 · 15 · 127, the two together fit i16 too.
+                        let pairs = _mm256_add_epi16(
+                            _mm256_maddubs_epi16(low, xl),
+                            _mm256_maddubs_epi16(high, xh),
+                        );
+                        isum[i] = _mm256_add_epi32(isum[i], _mm256_madd_epi16(pairs, ones));
+                    }
                 }
             }
+            let lanes = cell * GROUP_ROWS + half * GROUP_ROWS / 2;
+            let dw = _mm256_loadu_ps(w.scales.as_ptr().add(lanes));
+            for i in 0..R {
+                let xb = (row0 + i) * bpr + b;
+                let asum = *x.sums.get_unchecked(xb);
+                let da = _mm256_set1_ps(*x.scales.get_unchecked(xb));
+                let exact = _mm256_sub_epi32(isum[i], _mm256_set1_epi32(bias * asum));
+                let mut term = _mm256_mul_ps(_mm256_mul_ps(dw, da), _mm256_cvtepi32_ps(exact));
+                if q4_1 {
+                    let mw = _mm256_loadu_ps(w.mins.as_ptr().add(lanes));
+                    let asum = _mm256_set1_ps(asum as f32);
+                    term = _mm256_add_ps(term, _mm256_mul_ps(_mm256_mul_ps(mw, da), asum));
+                }
+                acc[i] = _mm256_add_ps(acc[i], term);
+            }
+        }
+        for (i, acc) in acc.iter().enumerate() {
+            _mm256_storeu_ps(dots[i].as_mut_ptr().add(at), *acc);
+        }
+    }
 
-            #[target_feature(enable = $feature)]
-            pub(super) unsafe fn $tile_fn(
-                x: &QuantActivations,
-                rows: Range<usize>,
-                w: &QuantMatrix,
-                weight_rows: Range<usize>,
-                dots: &mut TileDots,
-            ) {
-                let row0 = rows.start;
+    /// [`super::span`] with AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn span_avx2(
+        x: &QuantActivations,
+        rows: Range<usize>,
+        w: &QuantMatrix,
+        groups: Range<usize>,
+        dots: &mut SpanDots,
+    ) {
+        check(x, &rows, w, &groups);
+        for g in groups.clone() {
+            for half in 0..2 {
+                let at = (g - groups.start) * GROUP_ROWS + half * GROUP_ROWS / 2;
                 match rows.len() {
                     0 => {}
-                    1 => $rows_fn::<1>(x, row0, w, weight_rows, dots),
-                    2 => $rows_fn::<2>(x, row0, w, weight_rows, dots),
-                    3 => $rows_fn::<3>(x, row0, w, weight_rows, dots),
-                    _ => $rows_fn::<4>(x, row0, w, weight_rows, dots),
+                    1 => tile_avx2::<1>(x, rows.start, w, g, half, dots, at),
+                    2 => tile_avx2::<2>(x, rows.start, w, g, half, dots, at),
+                    3 => tile_avx2::<3>(x, rows.start, w, g, half, dots, at),
+                    _ => tile_avx2::<4>(x, rows.start, w, g, half, dots, at),
                 }
             }
-        };
+        }
     }
-
-    tile_body!(rows_avx2, tile_avx2, partial_avx2, "avx2");
-    tile_body!(
-        rows_vnni,
-        tile_vnni,
-        partial_vnni,
-        "avx2,avx512f,avx512bw,avx512vl,avx512vnni"
-    );
 }
 
 #[cfg(test)]
@@ -1048,7 +1145,8 @@ mod tests {
             })
             .collect();
         let xq = quantize_activations(&x, rows, cols).unwrap();
-        for columns in [0..n, 1..n.min(7)] {
+        // Whole groups, a few rows inside the first group, rows from inside a group to the end.
+        for columns in [0..n, 1..n.min(7), n / 3..n] {
             let mut expected = vec![0.0f32; rows * columns.len()];
             reference_linear(&xq, &w, columns.clone(), Activation::Silu, &mut expected).unwrap();
             for isa in Isa::available() {
@@ -1085,8 +1183,8 @@ mod tests {
         {
             check(format, 3, 8 * BLOCK, 40, seed as u64 + 1);
             check(format, 1, 18 * BLOCK, 300, seed as u64 + 10);
-            // Tiles of 4 activation rows and 8 weight rows with remainders of both, several
-            // cached weight-row blocks, a row of fewer blocks than a vector's lanes.
+            // Tiles of 4 activation rows and groups of 16 weight rows with remainders of both,
+            // several cached spans of groups, a row of fewer blocks than a vector's lanes.
             check(format, 6, 5 * BLOCK, 70, seed as u64 + 20);
             check(format, 9, 48 * BLOCK, 133, seed as u64 + 30);
         }
