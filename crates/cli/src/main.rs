@@ -96,6 +96,11 @@ enum Command {
         /// Check the account against a signed block's state root (a state proof).
         #[arg(long)]
         verify: bool,
+        /// With --verify: the network's genesis file (a testnet's `genesis.json`), from which
+        /// the block's commit certificate is checked as a light client; without it, against the
+        /// validator set the node names, unchecked.
+        #[arg(long, env = "PIAZZA_GENESIS", requires = "verify")]
+        genesis: Option<PathBuf>,
         /// Keystore to look key names up in [default: as for `keys`].
         #[arg(long, env = "PIAZZA_KEYSTORE")]
         keystore: Option<PathBuf>,
@@ -414,8 +419,16 @@ async fn run(command: Command) -> Result<()> {
             client,
             account,
             verify,
+            genesis,
             keystore,
-        } => query::balance(&client, &account, verify, keystore).await,
+        } => {
+            let verify = if verify {
+                query::Verify::Certified { genesis }
+            } else {
+                query::Verify::No
+            };
+            query::balance(&client, &account, verify, keystore).await
+        }
         Command::Generate {
             prompt,
             max_tokens,

@@ -2,7 +2,7 @@
 
 use crate::{config, ClientArgs, KeyArgs, KeysCommand, SignerArgs};
 use anyhow::{Context, Result};
-use piazza_client::Client;
+use piazza_client::{Client, LightConfig, TrustAnchor};
 use piazza_keystore::Keystore;
 use piazza_ledger::bank;
 use piazza_ledger::staking::{self, Role};
@@ -296,22 +296,67 @@ async fn wait_for_height(client: &Client, height: u64) -> Result<()> {
     Ok(())
 }
 
+/// Whether `balance` checks what the node answers.
+pub enum Verify {
+    No,
+    /// A state proof against a block whose certificate is checked from the network's genesis
+    /// (a light client) or, without one, against the validator set the node names.
+    Certified {
+        genesis: Option<PathBuf>,
+    },
+}
+
+/// What `balance --verify` checked.
+#[derive(Serialize)]
+struct BalanceProof {
+    /// The block whose state root proves the account, and its proposer.
+    block: u64,
+    proposer: String,
+    /// `[signed, total]` voting power of the block's commit certificate (a network).
+    certified_power: Option<[u64; 2]>,
+    /// Where the height's validator set came from.
+    validator_set: String,
+}
+
 pub async fn balance(
     args: &ClientArgs,
     account: &str,
-    verify: bool,
+    verify: Verify,
     keystore_dir: Option<PathBuf>,
 ) -> Result<()> {
     let address = resolve(account, keystore_dir)?;
-    let client = Client::new(&args.node);
-    let (info, proposer) = if verify {
-        let (info, block) = client.verified_account(&address).await?;
-        (info, Some(block.header.proposer.address()))
-    } else {
-        (client.account(&address).await?, None)
+    let mut client = Client::new(&args.node);
+    let (info, proof) = match verify {
+        Verify::No => (client.account(&address).await?, None),
+        Verify::Certified { genesis } => {
+            if let Some(path) = &genesis {
+                let anchor = TrustAnchor::from_genesis(&crate::node::read_genesis(path)?)?;
+                client = client.with_trust_anchor(anchor, LightConfig::default());
+            }
+            let (info, block) = client.verified_account(&address).await?;
+            let power = client.certified_block(&block).await?;
+            let proof = BalanceProof {
+                block: info.height,
+                proposer: block.header.proposer.address().to_string(),
+                certified_power: power.map(|p| [p.signed, p.total]),
+                validator_set: match (&genesis, power) {
+                    (Some(path), _) => format!("proven from the genesis {}", path.display()),
+                    (None, Some(_)) => {
+                        "taken from the node, unchecked (pass --genesis to prove it)".into()
+                    }
+                    (None, None) => "none (the node runs a solo chain)".into(),
+                },
+            };
+            (info, Some(proof))
+        }
     };
     let stake = client.stake(&address).await?;
-    let value = serde_json::json!({"account": info, "stake": stake, "verified_against_block_of": proposer.map(|p| p.to_string())});
+    let value = serde_json::json!({
+        "account": info,
+        "stake": stake,
+        "verified_against_block_of": proof.as_ref().map(|p| &p.proposer),
+        "proof": proof,
+    });
     print(args.json, &value, || {
         let mut out = format!(
             "address: {}\nbalance: {}\nnonce:   {}",
@@ -325,11 +370,16 @@ pub async fn balance(
         if stake.unbonding != "0" {
             out += &format!("\nunbonding: {}", pza(&stake.unbonding));
         }
-        if let Some(p) = proposer {
+        if let Some(p) = &proof {
             out += &format!(
-                "\nproof: verified against the state root of block {} signed by {p}",
-                info.height
+                "\nproof: verified against the state root of block {} signed by {}",
+                p.block, p.proposer
             );
+            if let Some([signed, total]) = p.certified_power {
+                out +=
+                    &format!("\ncertified by validators holding {signed} of {total} voting power");
+            }
+            out += &format!("\nvalidator set: {}", p.validator_set);
         }
         out
     });

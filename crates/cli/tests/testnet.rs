@@ -3,12 +3,16 @@
 //! block; one killed (SIGKILL), the other three keep finalizing; restarted, it catches up by
 //! value sync; two killed, the chain halts without forking and resumes when one returns; a node
 //! that is not a validator, started last, syncs to the same state; an account is proven against
-//! a block whose commit certificate the client checks (`balance --verify`).
+//! a block whose commit certificate the client checks (`balance --verify`); after a validator-set
+//! change, `balance --verify --genesis` proves it from the network's genesis as a light client
+//! and refuses it against another network's genesis.
 
 mod common;
 
 use piazza_client::Client;
 use piazza_ledger::bank;
+use piazza_ledger::staking::validators::VALIDATOR_SET_DELAY;
+use piazza_ledger::staking::{self, Role};
 use piazza_ledger::tx::{Message, Transaction};
 use piazza_primitives::{Address, Amount, SecretKey};
 use std::path::{Path, PathBuf};
@@ -230,6 +234,11 @@ impl Network {
         let keystore = piazza_keystore::Keystore::open(&self.dir.join("keys")).unwrap();
         keystore.unlock("dev", "").unwrap()
     }
+
+    fn validator_key(&self, index: usize) -> SecretKey {
+        let keystore = piazza_keystore::Keystore::open(&self.dir.join("keys")).unwrap();
+        keystore.unlock(&format!("validator-{index}"), "").unwrap()
+    }
 }
 
 #[test]
@@ -356,6 +365,90 @@ fn four_validator_processes_agree_survive_crashes_and_halt_without_forking() {
     net.runtime
         .block_on(net.nodes[observer].client.verified_account(&recipient))
         .expect("a synced node proves accounts against the network's certificates");
+
+    // A validator-set change: validator 0 bonds more, so from two blocks after its bond the
+    // set's powers differ from the genesis's. `balance --verify --genesis` then proves the
+    // account as a light client: the set of the head proven against its parent's state root,
+    // its certificate signed by more than a third of the genesis set's power.
+    let validator = net.validator_key(0);
+    let tx = Transaction {
+        chain_id: chain_id.clone(),
+        sender: validator.public_key(),
+        nonce: 0,
+        max_fee: Amount::pza(1),
+        messages: vec![Message::Staking(staking::Msg::Bond {
+            role: Role::Validator,
+            amount: Amount::pza(5_000),
+        })],
+    }
+    .sign(&validator);
+    let client = &net.nodes[1].client;
+    let receipt = net
+        .runtime
+        .block_on(async {
+            let hash = client.submit(&tx).await?;
+            client.wait_for_receipt(&hash, STEP_WAIT).await
+        })
+        .expect("the bond is finalized");
+    assert!(receipt.error.is_none(), "{receipt:?}");
+    let effective = receipt.height + VALIDATOR_SET_DELAY;
+    net.agree_at(&all, effective + 1, "the new set signs");
+    let powers = |height: u64| -> Vec<u64> {
+        let set = net.runtime.block_on(client.validators(height)).unwrap();
+        set.unwrap()
+            .validators
+            .iter()
+            .map(|v| v.voting_power)
+            .collect()
+    };
+    assert_ne!(powers(effective), powers(1), "the validator set changed");
+    let output = Command::new(PIAZZA)
+        .args(["balance", "--verify", "--json", "--node", &net.nodes[1].url])
+        .arg("--genesis")
+        .arg(net.dir.join("genesis.json"))
+        .arg(recipient.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "balance --verify --genesis: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(
+        answer["proof"]["block"].as_u64().unwrap() > effective,
+        "{answer}"
+    );
+    assert!(
+        answer["proof"]["validator_set"]
+            .as_str()
+            .unwrap()
+            .starts_with("proven from the genesis"),
+        "{answer}"
+    );
+    // The same network told by another genesis (other validators) is refused.
+    let other = tempfile::tempdir().unwrap();
+    let other_net = other.path().join("testnet");
+    let init = Command::new(PIAZZA)
+        .args(["testnet", "init", "--models", ""])
+        .args(["--validators", "4", "--dir"])
+        .arg(&other_net)
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    let refused = Command::new(PIAZZA)
+        .args(["balance", "--verify", "--node", &net.nodes[1].url])
+        .arg("--genesis")
+        .arg(other_net.join("genesis.json"))
+        .arg(recipient.to_string())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("not in the height's validator set"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 }
 
 /// How long the provider may take to load its model, measure its speed and register.
