@@ -96,10 +96,10 @@ enum Command {
         /// Check the account against a signed block's state root (a state proof).
         #[arg(long)]
         verify: bool,
-        /// With --verify: the network's genesis file (a testnet's `genesis.json`), from which
-        /// the block's commit certificate is checked as a light client; without it, against the
-        /// validator set the node names, unchecked.
-        #[arg(long, env = "PIAZZA_GENESIS", requires = "verify")]
+        /// With --verify: the network's genesis file (a testnet's `genesis.json`; `testnet run`
+        /// prints it), from which the block's commit certificate is checked as a light client;
+        /// without it, against the validator set the node names, unchecked.
+        #[arg(long, env = "PIAZZA_GENESIS")]
         genesis: Option<PathBuf>,
         /// Keystore to look key names up in [default: as for `keys`].
         #[arg(long, env = "PIAZZA_KEYSTORE")]

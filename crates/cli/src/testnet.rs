@@ -483,9 +483,10 @@ async fn run_network(args: RunArgs) -> Result<()> {
         );
     }
     outln!(
-        "piazza testnet: in other shells: export PIAZZA_NODE={} PIAZZA_KEYSTORE={}",
+        "piazza testnet: in other shells: export PIAZZA_NODE={} PIAZZA_KEYSTORE={} PIAZZA_GENESIS={}",
         urls[0],
-        keystore.display()
+        keystore.display(),
+        args.dir.join(GENESIS_FILE).display()
     );
     let ready = tokio::spawn(announce_ready(client));
     let outcome = tokio::select! {

@@ -6,7 +6,9 @@
 //!   proof against the state root of a block whose proposer signature it checks and, on a
 //!   network of validators, whose commit certificate carries more than two thirds of the
 //!   height's voting power ([`verify_certificate`]); [`Client::verified_job`] does the same for
-//!   a job's record ([`verify_job_proof`]).
+//!   a job's record ([`verify_job_proof`]). Given the network's genesis
+//!   ([`Client::with_trust_anchor`]), the height's validator set is proven too, as a light
+//!   client ([`light`]); without it, it is the set the node names.
 //! - It speaks only the shapes in `piazza_api`; it knows no node internals.
 //!
 //! ```no_run
