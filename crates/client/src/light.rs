@@ -18,7 +18,7 @@
 //! and signs its own certificates is refused (its signers hold none of the anchor's power).
 
 use crate::{decode_certificate, verify_commit, verify_state_proof, ClientError};
-use piazza_api::{CommitCertificateInfo, ValidatorSetInfo};
+use piazza_api::{CommitCertificateInfo, ValidatorInfo, ValidatorSetInfo};
 use piazza_consensus::certificate::{self, CertifiedPower, Member};
 use piazza_ledger::block::Block;
 use piazza_ledger::genesis::NetworkGenesis;
@@ -337,15 +337,7 @@ impl LightClient {
         let state: BTreeMap<Vec<u8>, Vec<u8>> = value.map(|v| (key, v)).into_iter().collect();
         let set = validators::validator_set(&StateDelta::new(&state), height)
             .ok_or_else(|| refused(height, "the proven state schedules no validator set"))?;
-        let reported = info
-            .validators
-            .iter()
-            .map(|v| (v.consensus_key.clone(), v.voting_power));
-        let proven = set
-            .validators
-            .iter()
-            .map(|v| (v.consensus_key.to_hex(), v.voting_power));
-        if !reported.eq(proven) {
+        if info.validators != validator_infos(&set.validators) {
             return Err(refused(
                 height,
                 "the validator set the node names is not the one its proof holds",
@@ -353,6 +345,18 @@ impl LightClient {
         }
         Ok(members_of(&set.validators))
     }
+}
+
+/// `validators` as a node names them in `piazza_getValidators`.
+fn validator_infos(validators: &[ActiveValidator]) -> Vec<ValidatorInfo> {
+    validators
+        .iter()
+        .map(|v| ValidatorInfo {
+            operator: v.operator.to_string(),
+            consensus_key: v.consensus_key.to_hex(),
+            voting_power: v.voting_power,
+        })
+        .collect()
 }
 
 /// The power of `trusted` whose members validly precommitted `block` in `certificate`, and the
@@ -398,7 +402,7 @@ mod tests {
     //! Chains built by the ledger itself (genesis, executed blocks, a Merkle state per height,
     //! proposer and precommit signatures), served to the light client as a node would.
     use super::*;
-    use piazza_api::{CommitSignatureInfo, StateProofInfo, ValidatorInfo};
+    use piazza_api::{CommitSignatureInfo, StateProofInfo};
     use piazza_ledger::block::{prove_randomness, tx_root, BlockHeader};
     use piazza_ledger::executor::{self, BlockExecutor};
     use piazza_ledger::genesis::{
@@ -522,15 +526,7 @@ mod tests {
             chain.sets.push(ValidatorSetInfo {
                 height,
                 total_voting_power: set.validators.iter().map(|v| v.voting_power).sum(),
-                validators: set
-                    .validators
-                    .iter()
-                    .map(|v| ValidatorInfo {
-                        operator: v.operator.to_string(),
-                        consensus_key: v.consensus_key.to_hex(),
-                        voting_power: v.voting_power,
-                    })
-                    .collect(),
+                validators: validator_infos(&set.validators),
                 schedule_proof: Some(StateProofInfo {
                     height: height - 1,
                     state_root: roots[height as usize - 1].to_hex(),
