@@ -412,29 +412,53 @@ pub fn quantize_activations(
     let mut out = QuantActivations {
         rows,
         cols,
-        scales: Vec::with_capacity(blocks),
-        sums: Vec::with_capacity(blocks),
-        values: Vec::with_capacity(x.len()),
+        scales: vec![0.0; blocks],
+        sums: vec![0; blocks],
+        values: vec![0; x.len()],
     };
-    for block in x.chunks_exact(BLOCK) {
-        let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let inverse = if amax > 0.0 {
-            ACTIVATION_Q_MAX / amax
-        } else {
-            0.0
-        };
-        out.scales.push(amax / ACTIVATION_Q_MAX);
-        let mut sum = 0i32;
-        for &v in block {
-            let q = (v * inverse)
-                .round()
-                .clamp(-ACTIVATION_Q_MAX, ACTIVATION_Q_MAX) as i8;
-            sum += q as i32;
-            out.values.push(q);
-        }
-        out.sums.push(sum);
+    let per_block = out.values.chunks_exact_mut(BLOCK);
+    for (((block, values), scale), sum) in x
+        .chunks_exact(BLOCK)
+        .zip(per_block)
+        .zip(&mut out.scales)
+        .zip(&mut out.sums)
+    {
+        let (d, s) = quantize_block(block.try_into().unwrap_or(&[0.0; BLOCK]), values);
+        (*scale, *sum) = (d, s);
     }
     Ok(out)
+}
+
+/// One block of [`quantize_activations`] into `values`: its scale and the sum of its values.
+/// Written so the compiler vectorises it on the baseline instruction set: the maximum over
+/// eight lanes (exact, so in any order), and `round(clamp(p))`, which equals the specified
+/// `clamp(round(p))` because ±127 are integers, as truncation plus a carry when the
+/// remainder (exact) reaches one half.
+#[inline]
+fn quantize_block(block: &[f32; BLOCK], values: &mut [i8]) -> (f32, i32) {
+    let mut lanes = [0.0f32; 8];
+    for eight in block.chunks_exact(8) {
+        for (m, v) in lanes.iter_mut().zip(eight) {
+            *m = m.max(v.abs());
+        }
+    }
+    let amax = lanes.iter().fold(0.0f32, |m, &v| m.max(v));
+    let inverse = if amax > 0.0 {
+        ACTIVATION_Q_MAX / amax
+    } else {
+        0.0
+    };
+    let mut sum = 0i32;
+    for (q, &v) in values.iter_mut().zip(block) {
+        let clamped = (v * inverse).clamp(-ACTIVATION_Q_MAX, ACTIVATION_Q_MAX);
+        // NaN gives 0 here (and `round` then `as i8` gives 0 in the specification).
+        let truncated = clamped as i32;
+        let remainder = clamped - truncated as f32;
+        let rounded = truncated + i32::from(remainder >= 0.5) - i32::from(remainder <= -0.5);
+        sum += rounded;
+        *q = rounded as i8;
+    }
+    (amax / ACTIVATION_Q_MAX, sum)
 }
 
 /// One output: row `row` of the activations against row `w_row` of the weights, the
@@ -520,10 +544,7 @@ pub fn linear(
     let threads = compute.threads.get().min(n);
     let work = x.rows * n * w.cols;
     if threads <= 1 || work < PARALLEL_WORK_MIN {
-        let block = weight_rows_block(x, w, columns.clone(), compute.isa);
-        for (o, v) in out.iter_mut().zip(&block) {
-            *o = activation.apply(*v);
-        }
+        weight_rows_block(x, w, columns.clone(), activation, out, compute.isa);
         return Ok(());
     }
     // Whole groups of weight rows per thread.
@@ -532,7 +553,9 @@ pub fn linear(
     let compute_part = |p: usize| {
         let c0 = columns.start + p * per_thread;
         let c1 = (c0 + per_thread).min(columns.end);
-        weight_rows_block(x, w, c0..c1, compute.isa)
+        let mut part = vec![0.0f32; x.rows * (c1 - c0)];
+        weight_rows_block(x, w, c0..c1, activation, &mut part, compute.isa);
+        part
     };
     let slots: Vec<std::sync::Mutex<Vec<f32>>> =
         (0..part_count).map(|_| Default::default()).collect();
@@ -560,12 +583,7 @@ pub fn linear(
         let c0 = p * per_thread;
         let width = part.len() / x.rows.max(1);
         for i in 0..x.rows {
-            for (o, v) in out[i * n + c0..i * n + c0 + width]
-                .iter_mut()
-                .zip(&part[i * width..(i + 1) * width])
-            {
-                *o = activation.apply(*v);
-            }
+            out[i * n + c0..i * n + c0 + width].copy_from_slice(&part[i * width..(i + 1) * width]);
         }
     }
     Ok(())
@@ -587,10 +605,12 @@ fn weight_rows_block(
     x: &QuantActivations,
     w: &QuantMatrix,
     columns: Range<usize>,
+    activation: Activation,
+    block: &mut [f32],
     isa: Isa,
-) -> Vec<f32> {
+) {
     let width = columns.len();
-    let mut block = vec![0.0f32; x.rows * width];
+    assert_eq!(block.len(), x.rows * width);
     let mut dots: SpanDots = [[0.0; CACHED_GROUPS * GROUP_ROWS]; TILE_ACTIVATION_ROWS];
     let groups = columns.start / GROUP_ROWS..columns.end.div_ceil(GROUP_ROWS);
     for g0 in groups.clone().step_by(CACHED_GROUPS) {
@@ -602,12 +622,15 @@ fn weight_rows_block(
             span(x, i0..i1, w, g0..g1, &mut dots, isa);
             for (i, row) in (i0..i1).zip(&dots) {
                 let at = i * width + kept.start - columns.start;
-                block[at..at + kept.len()]
-                    .copy_from_slice(&row[kept.start - first..kept.end - first]);
+                for (o, v) in block[at..at + kept.len()]
+                    .iter_mut()
+                    .zip(&row[kept.start - first..kept.end - first])
+                {
+                    *o = activation.apply(*v);
+                }
             }
         }
     }
-    block
 }
 
 mod pool {
@@ -1221,6 +1244,66 @@ mod tests {
         assert_eq!(q.sums[0], 0);
         let zeros = quantize_activations(&[0.0; BLOCK], 1, BLOCK).unwrap();
         assert_eq!((zeros.scales[0], zeros.sums[0]), (0.0, 0));
+    }
+
+    /// docs/llm.md §2.1's rounding of one block, written as stated: `round` (half away from
+    /// zero), then clamp, then the integer.
+    fn specified_block(block: &[f32]) -> (f32, Vec<i8>) {
+        let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let inverse = if amax > 0.0 {
+            ACTIVATION_Q_MAX / amax
+        } else {
+            0.0
+        };
+        let q = block
+            .iter()
+            .map(|&v| {
+                (v * inverse)
+                    .round()
+                    .clamp(-ACTIVATION_Q_MAX, ACTIVATION_Q_MAX) as i8
+            })
+            .collect();
+        (amax / ACTIVATION_Q_MAX, q)
+    }
+
+    #[test]
+    fn block_quantization_is_the_specified_rounding_on_edge_values() {
+        let mut rng = Rng(77);
+        let edges = [
+            0.0,
+            -0.0,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MIN_POSITIVE,
+            -f32::MIN_POSITIVE / 8.0,
+            f32::MAX,
+            f32::MIN,
+            0.5,
+            -0.5,
+            1.5,
+            -2.5,
+            126.5,
+            -126.5,
+            127.0,
+            3e38,
+            1e-30,
+        ];
+        for round in 0..2000 {
+            let block: Vec<f32> = (0..BLOCK)
+                .map(|j| match (round + j) % 5 {
+                    0 => edges[(rng.next() as usize) % edges.len()],
+                    // Exact halves after scaling: amax 127 makes each value its own `p`.
+                    1 => (rng.next() % 255) as f32 / 2.0 - 63.5,
+                    _ => rng.float() * 10f32.powi((rng.next() % 9) as i32 - 4),
+                })
+                .collect();
+            let got = quantize_activations(&block, 1, BLOCK).unwrap();
+            let (d, q) = specified_block(&block);
+            assert_eq!(got.scales[0].to_bits(), d.to_bits(), "{block:?}");
+            assert_eq!(got.values, q, "{block:?}");
+            assert_eq!(got.sums[0], q.iter().map(|&v| v as i32).sum::<i32>());
+        }
     }
 
     #[test]
