@@ -135,26 +135,31 @@ impl QuantMatrix {
         (row / GROUP_ROWS * self.blocks_per_row() + b) * GROUP_ROWS + row % GROUP_ROWS
     }
 
-    /// Where element `e` of block `b` of row `row` is stored: byte index and bit shift.
-    fn position(&self, row: usize, b: usize, e: usize) -> (usize, u32) {
-        let cell = (row / GROUP_ROWS * self.blocks_per_row() + b) * self.cell_bytes();
-        let lane = (row % GROUP_ROWS) * 4;
-        match self.format {
-            BlockFormat::Q8_0 => (cell + e / 4 * CHUNK_BYTES + lane + e % 4, 0),
+    /// Where block `b` of row `row` starts in `values` (its element 0's byte).
+    fn block_at(&self, row: usize, b: usize) -> usize {
+        (row / GROUP_ROWS * self.blocks_per_row() + b) * self.cell_bytes() + (row % GROUP_ROWS) * 4
+    }
+
+    /// Where element `e` of a block is stored, from the block's start: byte offset and bit
+    /// shift.
+    fn element_offset(format: BlockFormat, e: usize) -> (usize, u32) {
+        match format {
+            BlockFormat::Q8_0 => (e / 4 * CHUNK_BYTES + e % 4, 0),
             BlockFormat::Q4_0 | BlockFormat::Q4_1 => {
                 let within = e % 8;
                 let shift = if within < 4 { 0 } else { 4 };
-                (cell + e / 8 * CHUNK_BYTES + lane + within % 4, shift)
+                (e / 8 * CHUNK_BYTES + within % 4, shift)
             }
         }
     }
 
     /// The stored (biased, unsigned) value of element `e` of block `b` of row `row`.
     fn stored(&self, row: usize, b: usize, e: usize) -> u8 {
-        let (at, shift) = self.position(row, b, e);
+        let (offset, shift) = QuantMatrix::element_offset(self.format, e);
+        let byte = self.values[self.block_at(row, b) + offset];
         match self.format {
-            BlockFormat::Q8_0 => self.values[at],
-            _ => (self.values[at] >> shift) & 15,
+            BlockFormat::Q8_0 => byte,
+            _ => (byte >> shift) & 15,
         }
     }
 
@@ -166,9 +171,10 @@ impl QuantMatrix {
         if self.format == BlockFormat::Q4_1 {
             self.mins[lane] = m;
         }
+        let at = self.block_at(row, b);
         for e in 0..BLOCK {
-            let (at, shift) = self.position(row, b, e);
-            self.values[at] |= stored(e) << shift;
+            let (offset, shift) = QuantMatrix::element_offset(self.format, e);
+            self.values[at + offset] |= stored(e) << shift;
         }
     }
 
