@@ -84,15 +84,30 @@ fn workloads(embedder: &Embedder) -> Result<Vec<Workload>, Box<dyn std::error::E
     ])
 }
 
-fn best_seconds(rounds: usize, mut run: impl FnMut()) -> f64 {
+/// Seconds this thread has run on a CPU (Linux `/proc/thread-self/schedstat`), if readable.
+fn thread_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let nanoseconds: u64 = stat.split_whitespace().next()?.parse().ok()?;
+    Some(nanoseconds as f64 / 1e9)
+}
+
+/// Best wall-clock seconds of `rounds` runs (after one warm-up), and the best CPU seconds of
+/// the calling thread (the whole run when it uses one thread; not timed by other processes
+/// taking the core, so before/after builds compare on a loaded machine).
+fn best_seconds(rounds: usize, mut run: impl FnMut()) -> (f64, f64) {
     run();
     (0..rounds)
         .map(|_| {
-            let start = Instant::now();
+            let (start, cpu_start) = (Instant::now(), thread_cpu_seconds());
             run();
-            start.elapsed().as_secs_f64()
+            let cpu = thread_cpu_seconds()
+                .zip(cpu_start)
+                .map_or(f64::NAN, |(end, start)| end - start);
+            (start.elapsed().as_secs_f64(), cpu)
         })
-        .fold(f64::INFINITY, f64::min)
+        .fold((f64::INFINITY, f64::INFINITY), |(wall, cpu), (w, c)| {
+            (wall.min(w), cpu.min(c))
+        })
 }
 
 /// `{tool: {"<workload>/<threads>": seconds}}` from the Python anchors, or empty without them.
@@ -142,7 +157,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let embedder = Embedder::load(&model_dir)?;
     let workloads = workloads(&embedder)?;
     let mut piazza = BTreeMap::new();
-    for threads in THREADS {
+    // `PIAZZA_BENCH_THREADS=1` runs only that thread count (quick before/after comparisons).
+    let only: Option<usize> = std::env::var("PIAZZA_BENCH_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok());
+    for threads in THREADS.into_iter().filter(|t| only.is_none_or(|o| o == *t)) {
         let compute = Compute::new(threads);
         for workload in &workloads {
             let batches: Vec<Batch> = workload
@@ -150,12 +169,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .iter()
                 .map(|ids| Batch::pad(ids))
                 .collect::<Result<_, _>>()?;
-            let seconds = best_seconds(rounds, || {
+            let (seconds, cpu_seconds) = best_seconds(rounds, || {
                 for batch in &batches {
                     std::hint::black_box(embedder.run(batch, compute).expect("run"));
                 }
             });
             piazza.insert(format!("{}/{threads}", workload.name), seconds);
+            if threads == 1 {
+                let per_cpu_second = workload.sentences() as f64 / cpu_seconds;
+                eprintln!(
+                    "{} / 1 thread: {per_cpu_second:.1} sent per CPU second",
+                    workload.name
+                );
+            }
         }
     }
     let anchors = anchors(&workloads, rounds, &model_dir)?;

@@ -1,13 +1,21 @@
-//! Prints the matmul kernel's speed in GFLOP/s for MiniLM's shapes: `cargo run --release --example matmul_speed`.
+//! Prints the matmul kernel's speed in GFLOP/s for MiniLM's shapes (the feed-forward's first
+//! projection with its bias and GELU epilogue): `cargo run --release --example matmul_speed`.
 use std::time::Instant;
 
 use piazza_tensor::kernels::{self, Linear};
 use piazza_tensor::{Activation, Compute, Isa};
 
 fn main() {
-    for (m, n, k) in [(512, 1536, 384), (272, 384, 1536), (272, 384, 384)] {
+    let shapes = [
+        (704, 1536, 384, Activation::GeluErf),
+        (704, 384, 1536, Activation::Identity),
+        (704, 384, 384, Activation::Identity),
+        (272, 384, 384, Activation::Identity),
+    ];
+    for (m, n, k, activation) in shapes {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 97) as f32 * 0.01).collect();
         let b: Vec<f32> = (0..n * k).map(|i| (i % 89) as f32 * 0.01).collect();
+        let bias: Vec<f32> = (0..n).map(|i| (i % 13) as f32 * 0.1 - 0.6).collect();
         let mut out = vec![0.0f32; m * n];
         for isa in Isa::available() {
             for threads in [1, 2, 1] {
@@ -17,8 +25,8 @@ fn main() {
                 };
                 let op = Linear {
                     b: &b,
-                    bias: None,
-                    activation: Activation::Identity,
+                    bias: Some(&bias),
+                    activation,
                     n,
                     k,
                 };
@@ -30,7 +38,9 @@ fn main() {
                 }
                 let seconds = start.elapsed().as_secs_f64() / runs as f64;
                 let gflops = 2.0 * (m * n * k) as f64 / seconds / 1e9;
-                println!("{m}x{n}x{k} {isa:?} threads={threads}: {gflops:.1} GFLOP/s");
+                println!(
+                    "{m}x{n}x{k} {activation:?} {isa:?} threads={threads}: {gflops:.1} GFLOP/s"
+                );
             }
         }
     }
