@@ -8,8 +8,8 @@
 //! Invariants:
 //! - Consensus decides a block id (its hash); the block travels as proposal parts and is
 //!   executed and committed by the application behind `piazza_consensus::AppMsg` only.
-//! - Every consensus signature is Piazza's strict ed25519 over `domain ‖ chain id ‖ canonical
-//!   bytes`; every decoder is bounded and never panics on peer bytes.
+//! - Every consensus signature is Piazza's ed25519 (ZIP-215 rule) over `domain ‖ chain id ‖
+//!   canonical bytes`; every decoder is bounded and never panics on peer bytes.
 //! - A decided block and its commit certificate are durable before `Decided` is answered; the
 //!   proposal for a (height, round) is persisted before it is streamed and rebuilt identically.
 //! - A synced block counts only after the engine checked its certificate against the height's

@@ -1,5 +1,5 @@
-//! Signing and verification of consensus messages with Piazza's ed25519 keys and its strict
-//! single verification (`piazza_primitives::PublicKey::verify`), the rule every other Piazza
+//! Signing and verification of consensus messages with Piazza's ed25519 keys and its signature
+//! rule (ZIP-215, `piazza_primitives::PublicKey::verify`), the rule every other Piazza
 //! signature follows.
 //!
 //! Every signed message is `domain ‖ chain id ‖ canonical bytes`: a vote cannot pass for a
@@ -145,7 +145,7 @@ fn proof_signing_bytes(chain_id: &str, public_key: &[u8], peer_id: &[u8]) -> Vec
     })
 }
 
-/// Strict verification of `signature` by `public_key` over `message`.
+/// Verification of `signature` by `public_key` over `message` (Piazza's ZIP-215 rule).
 pub fn verify(public_key: &PublicKey, message: &[u8], signature: &BftSignature) -> bool {
     public_key.verify(message, &signature.0).is_ok()
 }

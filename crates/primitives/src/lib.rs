@@ -4,7 +4,10 @@
 //! Invariants:
 //! - Every hash is domain-separated: [`Hash::of`] takes a domain tag so that bytes meant for one
 //!   purpose can never be confused with bytes meant for another.
-//! - Signatures are verified strictly (`verify_strict`): no malleable or small-order encodings.
+//! - Signatures follow one rule, ZIP-215 (`ed25519-consensus`), in single and batch
+//!   verification alike, so the two never disagree: `s` canonical (below the group order), key
+//!   and `R` any encodings that decompress, the cofactored equation `[8][s]B = [8]R + [8][k]A`.
+//!   Every signature an ed25519 signer makes verifies; signing is plain ed25519.
 //! - [`Amount`] arithmetic is checked; nothing here wraps or saturates silently.
 //! - Addresses are shown as bech32m with the prefix `pz`; parsing checks the checksum and prefix.
 //!
@@ -46,4 +49,6 @@ mod keys;
 pub use address::{Address, AddressError};
 pub use amount::{Amount, AmountParseError, PZA_DECIMALS};
 pub use hash::Hash;
-pub use keys::{KeyError, PublicKey, SecretKey, Signature};
+pub use keys::{
+    verify_batch, KeyError, PublicKey, SecretKey, Signature, Signed, BATCH_SIGNATURES_MAX,
+};
