@@ -36,8 +36,9 @@ pub mod method {
     pub const SUBSCRIBE: &str = "piazza_subscribe";
     pub const UNSUBSCRIBE: &str = "piazza_unsubscribe";
     pub const SUBSCRIPTION: &str = "piazza_subscription";
-    /// The validator set of a height (default: the next block's): [`super::ValidatorSetInfo`],
-    /// `null` on a chain whose genesis names no validators (a solo devnet).
+    /// The validator set of a height (default: the next block's): [`super::ValidatorSetInfo`]
+    /// with the state proof of the schedule it was read from, `null` on a chain whose genesis
+    /// names no validators (a solo devnet).
     pub const GET_VALIDATORS: &str = "piazza_getValidators";
     /// The commit certificate that finalized a height on a network of validators:
     /// [`super::CommitCertificateInfo`], `null` on a solo devnet or for a height not decided.

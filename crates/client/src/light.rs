@@ -811,6 +811,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_anchor_of_another_chain_or_without_validators_is_refused() {
+        let net = network();
+        let chain = build(&net.genesis, &net.keys, &net.joining, 2);
+        let mut anchor = TrustAnchor::from_genesis(&net.genesis).unwrap();
+        assert_eq!(anchor.validators.len(), 4);
+        anchor.chain_id = "another-chain".into();
+        let mut client = LightClient::new(anchor, LightConfig::default());
+        let text = refusal(client.verify(&chain, 2).await);
+        assert!(text.contains("not of `another-chain`"), "{text}");
+        // A solo chain's genesis (no validators section) schedules no set to start from.
+        let mut solo = net.genesis.clone();
+        solo.validators.clear();
+        assert!(TrustAnchor::from_genesis(&solo).is_err());
+        // Nor is a height below the anchor trusted.
+        let text = refusal(light(&net, LightConfig::default()).verify(&chain, 0).await);
+        assert!(text.contains("below the trust anchor"), "{text}");
+    }
+
+    #[tokio::test]
     async fn the_trusted_heights_and_the_steps_are_bounded() {
         let net = network();
         let chain = build(&net.genesis, &net.keys, &net.joining, 12);
