@@ -387,13 +387,7 @@ impl Client {
     ) -> Result<Option<CertifiedPower>, ClientError> {
         let height = block.header.height;
         if let Some(light) = &self.light {
-            let (hash, power) = light.lock().await.verify(self, height).await?;
-            if hash != block.hash() {
-                return Err(ClientError::Verification(format!(
-                    "block {height} is not the one the network's validators certified"
-                )));
-            }
-            return Ok(Some(power));
+            return light.lock().await.certify(self, block).await.map(Some);
         }
         let Some(set) = self.validators(height).await? else {
             return Ok(None);

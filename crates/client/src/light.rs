@@ -231,6 +231,24 @@ impl LightClient {
             .ok_or_else(|| refused(height, "forgotten as soon as trusted"))
     }
 
+    /// The power certifying `block`, refused unless it is the block the network's validators
+    /// certified at its height.
+    pub(crate) async fn certify(
+        &mut self,
+        source: &impl ChainSource,
+        block: &Block,
+    ) -> Result<CertifiedPower, ClientError> {
+        let height = block.header.height;
+        let (hash, power) = self.verify(source, height).await?;
+        if hash != block.hash() {
+            return Err(refused(
+                height,
+                "the block is not the one the network's validators certified",
+            ));
+        }
+        Ok(power)
+    }
+
     fn remember(&mut self, height: u64, trusted: Trusted) {
         self.trusted.insert(height, trusted);
         while self.trusted.len() > self.config.trusted_heights_max {
@@ -808,6 +826,32 @@ mod tests {
             let text = refusal(client.verify(&lying, 8).await);
             assert!(text.contains(expected), "{expected}: {text}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_block_other_than_the_certified_one_is_refused() {
+        let net = network();
+        let chain = build(&net.genesis, &net.keys, &net.joining, 4);
+        let mut client = light(&net, LightConfig::default());
+        let power = client.certify(&chain, &chain.blocks[3]).await.unwrap();
+        assert!(certificate::is_quorum(power.signed, power.total));
+        // The same height, another header, signed by its proposer all the same.
+        let proposer = net
+            .keys
+            .iter()
+            .find(|k| k.public_key() == chain.blocks[3].header.proposer)
+            .unwrap();
+        let mut other = chain.blocks[3].clone();
+        other.header.time_ms += 1;
+        other.signature = proposer.sign(&other.hash().0);
+        let text = match client.certify(&chain, &other).await {
+            Err(ClientError::Verification(text)) => text,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        assert!(
+            text.contains("not the one the network's validators certified"),
+            "{text}"
+        );
     }
 
     #[tokio::test]
