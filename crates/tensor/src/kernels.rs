@@ -415,6 +415,27 @@ fn gelu_in_place(values: &mut [f32]) {
     map_by_lanes(values, reference::gelu_erf);
 }
 
+/// `dst.copy_from_slice(src)`, a row of 32 or 16 floats (a full tile row, one MiniLM head) as
+/// one fixed-size move: inlined vector moves instead of a `memcpy` call per short row.
+#[inline(always)]
+fn copy_row(dst: &mut [f32], src: &[f32]) {
+    if !copy_fixed::<PANEL_COLS_MAX>(dst, src) && !copy_fixed::<LANES>(dst, src) {
+        dst.copy_from_slice(src);
+    }
+}
+
+/// Copies `src` into `dst` and returns `true` when both hold exactly `N` floats.
+#[inline(always)]
+fn copy_fixed<const N: usize>(dst: &mut [f32], src: &[f32]) -> bool {
+    match (<&mut [f32; N]>::try_from(dst), <&[f32; N]>::try_from(src)) {
+        (Ok(dst), Ok(src)) => {
+            *dst = *src;
+            true
+        }
+        _ => false,
+    }
+}
+
 /// `values[i] = f(values[i])`, [`LANES`] at a time through a fixed-size array (one vector
 /// register per step once compiled for AVX-512), the tail padded with zeros into one more
 /// array, so short rows (a 32-column tile row, a 22-token softmax row) run as vectors too
@@ -593,7 +614,7 @@ impl Linear<'_> {
             unsafe { (kernel.tile)(tile_rows, a_tile, k, panel, &mut sums) };
             self.finish_tile(kernel.isa, j, tile_rows, width, &mut sums);
             for r in 0..tile_rows {
-                out[(i + r) * n + j..(i + r) * n + j + width].copy_from_slice(&sums[r][..width]);
+                copy_row(&mut out[(i + r) * n + j..][..width], &sums[r][..width]);
             }
             i += tile_rows;
         }
@@ -900,8 +921,14 @@ pub fn attention(
                 let (b, h) = ((first_unit + u) / heads, (first_unit + u) % heads);
                 for t in 0..seq {
                     let at = (b * seq + t) * width + h * head_dim;
-                    qh[t * head_dim..(t + 1) * head_dim].copy_from_slice(&q[at..at + head_dim]);
-                    kh[t * head_dim..(t + 1) * head_dim].copy_from_slice(&k[at..at + head_dim]);
+                    copy_row(
+                        &mut qh[t * head_dim..(t + 1) * head_dim],
+                        &q[at..at + head_dim],
+                    );
+                    copy_row(
+                        &mut kh[t * head_dim..(t + 1) * head_dim],
+                        &k[at..at + head_dim],
+                    );
                     for c in 0..head_dim {
                         vt[c * seq + t] = v[at + c];
                     }
@@ -940,7 +967,10 @@ pub fn attention(
             let block = &blocks[(b * heads + h) * seq * head_dim..][..seq * head_dim];
             for t in 0..seq {
                 let at = (b * seq + t) * width + h * head_dim;
-                out[at..at + head_dim].copy_from_slice(&block[t * head_dim..(t + 1) * head_dim]);
+                copy_row(
+                    &mut out[at..at + head_dim],
+                    &block[t * head_dim..(t + 1) * head_dim],
+                );
             }
         }
     }

@@ -652,3 +652,55 @@ fn erf_is_close_to_libm() {
         worst.1
     );
 }
+
+/// Attention at head widths of 16 and 32 (MiniLM's), whose rows the kernel copies as
+/// fixed-size moves, and sequence lengths around a 16-lane vector (softmax rows with a tail),
+/// equals the reference on every ISA and thread count.
+#[test]
+fn attention_matches_at_fixed_copy_widths() {
+    let value = |i: usize| ((i * 7919 % 1013) as f32 - 506.0) * 0.013;
+    for (head_dim, seq) in [(16, 5), (16, 22), (32, 17), (32, 22), (32, 33)] {
+        let (batch, heads) = (2, 3);
+        let len = batch * seq * heads * head_dim;
+        let q: Vec<f32> = (0..len).map(value).collect();
+        let k: Vec<f32> = (0..len).map(|i| value(i + 17)).collect();
+        let v: Vec<f32> = (0..len).map(|i| value(i + 31)).collect();
+        // The second sequence's last three tokens are padding.
+        let keep: Vec<f32> = (0..batch * seq)
+            .map(|t| if t + 3 >= batch * seq { 0.0 } else { 1.0 })
+            .collect();
+        let width = heads * head_dim;
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let mut expected = vec![0.0; len];
+        for b in 0..batch {
+            let rows = b * seq * width..(b + 1) * seq * width;
+            reference::attention(
+                &q[rows.clone()],
+                &k[rows.clone()],
+                &v[rows.clone()],
+                &keep[b * seq..(b + 1) * seq],
+                seq,
+                heads,
+                head_dim,
+                scale,
+                &mut expected[rows],
+            );
+        }
+        for compute in computes() {
+            let mut out = vec![f32::NAN; len];
+            let shape = AttentionShape {
+                batch,
+                seq,
+                heads,
+                head_dim,
+                scale,
+            };
+            kernels::attention(&q, &k, &v, &keep, shape, &mut out, compute);
+            check_bits(
+                &format!("attention d={head_dim} seq={seq} {compute:?}"),
+                &expected,
+                &out,
+            );
+        }
+    }
+}
