@@ -385,10 +385,10 @@ mod x86 {
                 row: &[f32],
                 keep: Option<&[f32]>,
                 scale: f32,
-                max: f32,
+                first: usize,
                 out: &mut [f32],
             ) {
-                super::softmax_tail(row, keep, scale, max, out)
+                super::softmax_tail(row, keep, scale, first, out)
             }
         };
     }
@@ -782,42 +782,84 @@ pub fn rmsnorm(x: &[f32], gamma: &[f32], eps: f32, n: usize, out: &mut [f32], co
     });
 }
 
-/// One row of [`reference::softmax`]: the max in column order, then the exponentials, the
-/// lane sum and the divisions vectorised for `isa` ([`softmax_tail`]).
+/// One row of [`reference::softmax`]: the max of the kept scaled values, the exponentials,
+/// the lane sum and the divisions, vectorised for `isa` ([`softmax_tail`]).
 fn softmax_row(isa: Isa, row: &[f32], keep: Option<&[f32]>, scale: f32, out: &mut [f32]) {
-    let kept = |c: usize| keep.is_none_or(|keep| keep[c] != 0.0);
-    let mut max = f32::NEG_INFINITY;
-    let mut any = false;
-    for (c, &value) in row.iter().enumerate() {
-        if kept(c) {
-            let z = value * scale;
-            if !any || z > max {
-                max = z;
-            }
-            any = true;
-        }
-    }
-    if !any {
+    let first = match keep {
+        Some(keep) => keep.iter().position(|&k| k != 0.0),
+        None => (!row.is_empty()).then_some(0),
+    };
+    let Some(first) = first else {
         out.fill(0.0);
         return;
-    }
+    };
     match isa {
         // SAFETY: the callers pass an `isa` the CPU supports (checked by `supported_isa`).
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { x86::softmax_tail_avx512(row, keep, scale, max, out) },
+        Isa::Avx512 => unsafe { x86::softmax_tail_avx512(row, keep, scale, first, out) },
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { x86::softmax_tail_avx2(row, keep, scale, max, out) },
-        _ => softmax_tail(row, keep, scale, max, out),
+        Isa::Avx2 => unsafe { x86::softmax_tail_avx2(row, keep, scale, first, out) },
+        _ => softmax_tail(row, keep, scale, first, out),
     }
 }
 
-/// `out[c] = exp(row[c] * scale - max)` ([`reference::exp`], `0.0` where `keep[c] == 0`), then
-/// each divided by their lane [`sum`]. Every column's exponential is computed and the masked
-/// ones dropped by a select (the same bits as skipping them), so the loop has no branch and
-/// vectorises; inlined into one copy per instruction set.
+/// The reference's running max of the kept `row[c] * scale` in column order, from the first
+/// kept column `first`: that value if it is NaN (nothing compares greater than NaN), else the
+/// largest kept value that is not NaN (a later NaN never compares greater). Computed in
+/// [`LANES`] lanes; which of two equal zeros wins may differ from the column order, and that
+/// changes no `exp(z - max)` (`z - 0.0` and `z - -0.0` are equal, or both zeros, and
+/// [`reference::exp`] maps both zeros to 1).
 #[inline(always)]
-fn softmax_tail(row: &[f32], keep: Option<&[f32]>, scale: f32, max: f32, out: &mut [f32]) {
+fn kept_max(row: &[f32], keep: Option<&[f32]>, scale: f32, first: usize) -> f32 {
+    let first_value = row[first] * scale;
+    if first_value.is_nan() {
+        return first_value;
+    }
+    let candidate = |value: f32, k: f32| {
+        let z = value * scale;
+        if k != 0.0 && !z.is_nan() {
+            z
+        } else {
+            f32::NEG_INFINITY
+        }
+    };
+    let larger = |a: f32, b: f32| if b > a { b } else { a };
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let (row_chunks, row_tail) = row.as_chunks::<LANES>();
+    match keep {
+        Some(keep) => {
+            let (keep_chunks, keep_tail) = keep.as_chunks::<LANES>();
+            for (values, keeps) in row_chunks.iter().zip(keep_chunks) {
+                for l in 0..LANES {
+                    lanes[l] = larger(lanes[l], candidate(values[l], keeps[l]));
+                }
+            }
+            for (l, (&value, &k)) in row_tail.iter().zip(keep_tail).enumerate() {
+                lanes[l] = larger(lanes[l], candidate(value, k));
+            }
+        }
+        None => {
+            for values in row_chunks {
+                for l in 0..LANES {
+                    lanes[l] = larger(lanes[l], candidate(values[l], 1.0));
+                }
+            }
+            for (l, &value) in row_tail.iter().enumerate() {
+                lanes[l] = larger(lanes[l], candidate(value, 1.0));
+            }
+        }
+    }
+    lanes.into_iter().fold(first_value, larger)
+}
+
+/// `out[c] = exp(row[c] * scale - max)` ([`reference::exp`], `0.0` where `keep[c] == 0`), then
+/// each divided by their lane [`sum`], with `max` from [`kept_max`]. Every column's
+/// exponential is computed and the masked ones dropped by a select (the same bits as skipping
+/// them), so the loop has no branch and vectorises; inlined into one copy per instruction set.
+#[inline(always)]
+fn softmax_tail(row: &[f32], keep: Option<&[f32]>, scale: f32, first: usize, out: &mut [f32]) {
+    let max = kept_max(row, keep, scale, first);
     // The argument of each exponential first (each step one f32 operation, stored as f32:
     // the same bits as computed inline), then the exponentials over whole vectors.
     for (o, &value) in out.iter_mut().zip(row) {

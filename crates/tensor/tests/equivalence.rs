@@ -201,8 +201,9 @@ proptest! {
 
 /// Every f16 bit pattern converts to the value the IEEE 754 binary16 formula gives.
 /// The softmax kernels (exponentials vectorised per instruction set) keep the reference's
-/// bits at the edges of `exp`: subnormal and zero results, the clamp bounds, infinities, NaN,
-/// masked columns, and a row longer than one vector with a tail.
+/// bits at the edges of `exp`: subnormal and zero results, the clamp bounds, infinities, NaN
+/// (also as the first column), tied zeros of both signs as the max, masked columns, and a row
+/// longer than one vector with a tail.
 #[test]
 fn softmax_matches_at_the_edges_of_exp() {
     let edges = [
@@ -234,6 +235,17 @@ fn softmax_matches_at_the_edges_of_exp() {
             .map(|&x| if x == 1.0 { f32::INFINITY } else { x }),
     );
     rows.extend(edges.iter().map(|&x| if x == 3.0 { f32::NAN } else { x }));
+    // The first (kept) column NaN: the max is NaN whatever follows.
+    rows.extend(
+        edges
+            .iter()
+            .enumerate()
+            .map(|(c, &x)| if c == 0 { f32::NAN } else { x }),
+    );
+    // A max of +0.0 and -0.0 tied (every other value negative).
+    rows.extend(edges.iter().map(|&x| if x == 0.0 { x } else { -x.abs() }));
+    // -inf first, NaN after: the max stays -inf.
+    rows.extend((0..edges.len()).map(|c| if c == 0 { f32::NEG_INFINITY } else { f32::NAN }));
     let mask: Vec<f32> = (0..n).map(|c| if c % 3 == 1 { 0.0 } else { 1.0 }).collect();
     for scale in [1.0f32, 0.125, 4.0] {
         for keep in [None, Some(&mask[..])] {
