@@ -8,7 +8,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::OnceLock;
 
-use piazza_tensor::{Activation, Compute, Tensor};
+use piazza_tensor::{Activation, Compute, Isa, PackedB, Tensor};
 use tokenizers::{PostProcessor, Tokenizer, TruncationParams};
 
 use crate::config::BertConfig;
@@ -134,6 +134,9 @@ pub struct Embedder {
     /// The `tokenizer.json` bytes (the tokenizer evidence of a tokenization dispute).
     tokenizer_json: Vec<u8>,
     commitment: OnceLock<WeightCommitment>,
+    /// The matrix of every linear op packed once for this CPU's matmul kernel, by weight name
+    /// (a second copy of those weights, ~43 MiB for MiniLM): runs skip packing them per call.
+    packed: BTreeMap<String, PackedB>,
 }
 
 impl std::fmt::Debug for Embedder {
@@ -268,7 +271,7 @@ impl Embedder {
         let config_bytes = serde_json::to_vec(&config).map_err(|error| Error::Config {
             detail: error.to_string(),
         })?;
-        let embedder = Embedder {
+        let mut embedder = Embedder {
             weights: strip_prefix(weights),
             config,
             config_bytes,
@@ -276,10 +279,12 @@ impl Embedder {
             tokenizer_hash: tokenizer_hash(tokenizer_json),
             tokenizer_json: tokenizer_json.to_vec(),
             commitment: OnceLock::new(),
+            packed: BTreeMap::new(),
         };
         for (name, shape) in embedder.weight_shapes() {
             embedder.weights.get(&name, &shape)?;
         }
+        embedder.packed = pack_linear_weights(&embedder.config, &embedder.weights);
         Ok(embedder)
     }
 
@@ -372,6 +377,11 @@ impl Embedder {
         Ok(())
     }
 
+    /// The packed matrix of a linear op, if it has one.
+    fn packed_for(&self, op: &Op) -> Option<&PackedB> {
+        op.weights().next().and_then(|name| self.packed.get(name))
+    }
+
     fn weight_refs(&self, op: &Op) -> Result<Vec<&Tensor>> {
         op.weights()
             .map(|name| {
@@ -410,7 +420,9 @@ impl Embedder {
                     }
                 })
                 .collect::<Result<_>>()?;
-            let output = graph::apply(op, &activations, &self.weight_refs(op)?, 0, compute)?;
+            let weights = self.weight_refs(op)?;
+            let packed = self.packed_for(op);
+            let output = graph::apply_packed(op, &activations, &weights, packed, 0, compute)?;
             on_output(&graph, index, &output);
             outputs.push(Some(output));
             if !keep_outputs {
@@ -495,10 +507,11 @@ impl Embedder {
             });
         }
         let activations: Vec<&Tensor> = inputs.iter().collect();
-        graph::apply(
+        graph::apply_packed(
             op,
             &activations,
             &self.weight_refs(op)?,
+            self.packed_for(op),
             input_rows.start,
             Compute::new(1),
         )
@@ -720,6 +733,31 @@ fn hash_steps(steps: &[(usize, &Step)], output: &Tensor, compute: Compute) -> Ve
 }
 
 /// Accept weights named with a `bert.` prefix (as `BertModel` checkpoints inside larger models).
+/// The matrix (first weight) of every linear op of `config`'s graph, packed for the kernel this
+/// CPU runs ([`Isa::detect`]); a run on another instruction set packs per call instead.
+fn pack_linear_weights(config: &BertConfig, weights: &Weights) -> BTreeMap<String, PackedB> {
+    let isa = Isa::detect();
+    let mut packed = BTreeMap::new();
+    for op in config.graph(1, 1).ops {
+        let linear = matches!(
+            op.kind,
+            OpKind::Linear { .. } | OpKind::LinearAddLayerNorm { .. }
+        );
+        let Some(name) = op.weights().next().filter(|_| linear) else {
+            continue;
+        };
+        let Some(tensor) = weights.tensor(name) else {
+            continue;
+        };
+        if let (Some(values), &[n, k]) = (tensor.as_slice(), tensor.shape()) {
+            if let Some(matrix) = PackedB::new(values, n, k, isa) {
+                packed.insert(name.to_string(), matrix);
+            }
+        }
+    }
+    packed
+}
+
 fn strip_prefix(weights: Weights) -> Weights {
     if weights
         .tensor("embeddings.word_embeddings.weight")

@@ -8,7 +8,7 @@
 
 use std::ops::Range;
 
-use piazza_tensor::{ops, Activation, Compute, Tensor};
+use piazza_tensor::{ops, Activation, Compute, PackedB, Tensor};
 use piazza_trace::graph::OpReads;
 
 use crate::{Error, Result};
@@ -138,6 +138,20 @@ pub fn apply(
     first_row: usize,
     compute: Compute,
 ) -> Result<Tensor> {
+    apply_packed(op, activations, weights, None, first_row, compute)
+}
+
+/// [`apply`], with the matrix of a linear op (its first weight) also given packed
+/// ([`PackedB::new`] of that weight, made once at load): the matrix product skips packing it.
+/// The same bits as [`apply`]; other ops ignore `packed`.
+pub fn apply_packed(
+    op: &Op,
+    activations: &[&Tensor],
+    weights: &[&Tensor],
+    packed: Option<&PackedB>,
+    first_row: usize,
+    compute: Compute,
+) -> Result<Tensor> {
     let wrong_arity = || Error::Step {
         op: op.name.clone(),
         detail: format!(
@@ -167,7 +181,7 @@ pub fn apply(
             embed(&tables, &ids, &positions, 0, eps, compute).map_err(tensor_error)?
         }
         (&OpKind::Linear { activation }, [x], [w, b]) => {
-            ops::linear(x, w, Some(b), activation, compute).map_err(tensor_error)?
+            ops::linear_packed(x, w, packed, Some(b), activation, compute).map_err(tensor_error)?
         }
         (&OpKind::Attention { seq, heads }, [q, k, v, keep], []) => {
             let keep = keep_vector(keep).map_err(tensor_error)?;
@@ -178,7 +192,8 @@ pub fn apply(
         }
         (&OpKind::LinearAddLayerNorm { eps }, [x, residual], [w, b, gamma, beta]) => {
             let projected =
-                ops::linear(x, w, Some(b), Activation::Identity, compute).map_err(tensor_error)?;
+                ops::linear_packed(x, w, packed, Some(b), Activation::Identity, compute)
+                    .map_err(tensor_error)?;
             ops::layernorm(&projected, Some(residual), gamma, beta, eps, compute)
                 .map_err(tensor_error)?
         }

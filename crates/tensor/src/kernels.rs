@@ -625,6 +625,55 @@ impl Linear<'_> {
 /// rows. `a: [m, k]`, `out: [m, n]` with `m = out.len() / n` (lengths checked by the caller).
 /// An instruction set the CPU lacks falls back to the portable kernel (same bits).
 pub fn linear(linear: &Linear<'_>, a: &[f32], out: &mut [f32], compute: Compute) {
+    linear_packed(linear, None, a, out, compute);
+}
+
+/// A matrix `b` (`n` rows of `k`, a weight) packed once into the panels of the micro-kernel an
+/// instruction set runs, so [`linear_packed`] does not pack it on every call. The panel width
+/// is the kernel's (32 columns for AVX-512, 16 for AVX2 and the portable kernel).
+#[derive(Clone, Debug)]
+pub struct PackedB {
+    values: Vec<f32>,
+    n: usize,
+    k: usize,
+    cols: usize,
+}
+
+impl PackedB {
+    /// `b` packed for the kernel that `isa` runs on this CPU (the portable one where the CPU
+    /// lacks `isa`); `None` when `b` is not `n * k` floats or has no column to pack (`k == 0`).
+    pub fn new(b: &[f32], n: usize, k: usize, isa: Isa) -> Option<PackedB> {
+        if k == 0 || n.checked_mul(k) != Some(b.len()) {
+            return None;
+        }
+        let cols = TileKernel::for_isa(supported_isa(isa)).cols;
+        let mut values = vec![0.0f32; n.div_ceil(cols).checked_mul(k * cols)?];
+        pack_panels(b, n, k, cols, &mut values);
+        Some(PackedB { values, n, k, cols })
+    }
+
+    /// Bytes the packed copy holds.
+    pub fn bytes(&self) -> usize {
+        self.values.len() * std::mem::size_of::<f32>()
+    }
+
+    /// Whether this is `linear.b`'s shape packed for `kernel`'s panel width.
+    fn fits(&self, linear: &Linear<'_>, kernel: TileKernel) -> bool {
+        self.n == linear.n && self.k == linear.k && self.cols == kernel.cols
+    }
+}
+
+/// [`linear`], reading `b`'s panels from `packed` when it fits the call (the caller packed
+/// `linear.b` itself, with the shape and the panel width of the kernel `compute` picks), and
+/// packing `b` here as [`linear`] does otherwise. The same bits either way: packing only moves
+/// values.
+pub fn linear_packed(
+    linear: &Linear<'_>,
+    packed: Option<&PackedB>,
+    a: &[f32],
+    out: &mut [f32],
+    compute: Compute,
+) {
     if linear.n == 0 || out.is_empty() {
         return;
     }
@@ -641,6 +690,20 @@ pub fn linear(linear: &Linear<'_>, a: &[f32], out: &mut [f32], compute: Compute)
     }
     let kernel = TileKernel::for_isa(isa);
     debug_assert!(kernel.cols <= PANEL_COLS_MAX && kernel.tile_rows <= TILE_ROWS_MAX);
+    let run_panels = |out: &mut [f32], packed: &[f32]| {
+        for_row_ranges(
+            out,
+            linear.n,
+            ROW_ALIGN,
+            work_per_row,
+            compute.threads,
+            |first_row, chunk| linear.rows(kernel, a, first_row, chunk, packed),
+        );
+    };
+    if let Some(packed) = packed.filter(|packed| packed.fits(linear, kernel)) {
+        run_panels(out, &packed.values);
+        return;
+    }
     let rows = out.len() / linear.n;
     let few_rows = rows <= ROW_ALIGN;
     // Few rows (one thread range, e.g. decoding a token): each panel is packed just before its
@@ -663,15 +726,7 @@ pub fn linear(linear: &Linear<'_>, a: &[f32], out: &mut [f32], compute: Compute)
             return;
         }
         pack_panels(linear.b, linear.n, linear.k, kernel.cols, packed);
-        let packed = &*packed;
-        for_row_ranges(
-            out,
-            linear.n,
-            ROW_ALIGN,
-            work_per_row,
-            compute.threads,
-            |first_row, chunk| linear.rows(kernel, a, first_row, chunk, packed),
-        );
+        run_panels(out, packed);
     };
     PANELS.with(|cell| match cell.try_borrow_mut() {
         Ok(mut panels) => {

@@ -36,7 +36,7 @@ pub mod quant;
 pub mod reference;
 mod tensor;
 
-pub use kernels::{Compute, Isa};
+pub use kernels::{Compute, Isa, PackedB};
 pub use layout::Layout;
 pub use reference::Activation;
 pub use tensor::{bf16_bits_to_f32, f16_bits_to_f32, Tensor};

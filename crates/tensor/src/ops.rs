@@ -3,7 +3,7 @@
 //! Every function here returns exactly the bits of its [`crate::reference`] counterpart, for
 //! any [`Compute`] (thread count and instruction set).
 
-use crate::kernels::{self, AttentionShape, Compute, Linear};
+use crate::kernels::{self, AttentionShape, Compute, Linear, PackedB};
 use crate::reference::{self, Activation};
 use crate::{Error, Result, Tensor};
 
@@ -33,6 +33,19 @@ pub fn linear(
     activation: Activation,
     compute: Compute,
 ) -> Result<Tensor> {
+    linear_packed(x, w, None, bias, activation, compute)
+}
+
+/// [`linear`] with `w` also given packed ([`PackedB::new`] of `w`'s values, e.g. once at load):
+/// the kernel skips packing `w` when `packed` fits the call. The same bits either way.
+pub fn linear_packed(
+    x: &Tensor,
+    w: &Tensor,
+    packed: Option<&PackedB>,
+    bias: Option<&Tensor>,
+    activation: Activation,
+    compute: Compute,
+) -> Result<Tensor> {
     const OP: &str = "linear";
     let (a, m, k) = x.matrix(OP)?;
     let (b, n, k_w) = w.matrix(OP)?;
@@ -52,7 +65,7 @@ pub fn linear(
         n,
         k,
     };
-    kernels::linear(&op, a, &mut out, compute);
+    kernels::linear_packed(&op, packed, a, &mut out, compute);
     Tensor::from_vec(out, &[m, n])
 }
 

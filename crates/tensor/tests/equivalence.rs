@@ -3,7 +3,7 @@
 
 use std::num::NonZeroUsize;
 
-use piazza_tensor::kernels::{self, AttentionShape, Linear};
+use piazza_tensor::kernels::{self, AttentionShape, Linear, PackedB};
 use piazza_tensor::reference::{self, Activation};
 use piazza_tensor::{bf16_bits_to_f32, f16_bits_to_f32, Compute, Isa};
 use proptest::prelude::*;
@@ -88,6 +88,16 @@ proptest! {
             let op = Linear { b: &b, bias: bias.as_deref(), activation, n, k };
             kernels::linear(&op, &a, &mut out, compute);
             check_bits(&format!("linear {m}x{n}x{k} {compute:?}"), &expected, &out);
+            // `b` packed ahead for this ISA's kernel, and for every other ISA's (a packing of
+            // another panel width is not used: the kernel packs `b` itself).
+            for packed_isa in Isa::available() {
+                let packed = PackedB::new(&b, n, k, packed_isa);
+                prop_assert_eq!(packed.is_some(), k > 0);
+                prop_assert!(PackedB::new(&b, n + 1, k, packed_isa).is_none());
+                let mut out = vec![f32::NAN; m * n];
+                kernels::linear_packed(&op, packed.as_ref(), &a, &mut out, compute);
+                check_bits(&format!("linear packed for {packed_isa:?} {compute:?}"), &expected, &out);
+            }
         }
     }
 
