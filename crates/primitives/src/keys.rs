@@ -1,5 +1,4 @@
 use crate::{Address, Hash};
-use ed25519_consensus as zip215;
 use ed25519_dalek::{Signer, SigningKey};
 use piazza_codec::{Decode, DecodeError, Encode, Reader, Writer};
 use std::fmt;
@@ -16,8 +15,7 @@ pub enum KeyError {
 
 /// Signatures checked together in one batch equation at most. A batch that fails is checked
 /// again one signature at a time, so a bad signature costs its whole batch a second pass: 64
-/// keeps that bounded while giving most of the gain (`examples/verify_bench.rs`: ~26 µs a
-/// signature in batches of 64, ~22 in batches of 1,024, ~57 one at a time).
+/// keeps that bounded while giving most of the gain (`examples/verify_bench.rs`).
 pub const BATCH_SIGNATURES_MAX: usize = 64;
 
 /// An ed25519 signing key. Its `Debug` never prints the secret.
@@ -62,17 +60,14 @@ impl PublicKey {
     }
 
     /// Checks `signature` over `message` by this key with Piazza's signature rule, ZIP-215
-    /// (`ed25519-consensus`): `s` must be canonical (below the group order), the key and `R`
+    /// (the rule of `ed25519-consensus`; see `zip215`): `s` must be canonical (below the group order), the key and `R`
     /// may be any 32 bytes that decompress to a curve point (non-canonical encodings and
     /// points of small or mixed order included), and the equation is the cofactored
     /// `[8][s]B = [8]R + [8][k]A` with `k = SHA-512(R ‖ A ‖ message)` over the bytes as sent.
     /// Batch verification ([`verify_batch`]) follows the same rule and answers the same.
     /// Every signature an ed25519 signer makes is valid under it.
     pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), KeyError> {
-        let key =
-            zip215::VerificationKey::try_from(self.0).map_err(|_| KeyError::InvalidPublicKey)?;
-        key.verify(&zip215::Signature::from(signature.0), message)
-            .map_err(|_| KeyError::BadSignature)
+        crate::zip215::verify(&self.0, message, &signature.0)
     }
 
     pub fn to_hex(&self) -> String {
@@ -113,27 +108,13 @@ pub struct Signed<'a> {
 pub fn verify_batch(items: &[Signed<'_>]) -> Vec<Result<(), KeyError>> {
     let mut results = Vec::with_capacity(items.len());
     for part in items.chunks(BATCH_SIGNATURES_MAX) {
-        if part.len() > 1 && batch_holds(part) {
+        if part.len() > 1 && crate::zip215::batch_holds(part) {
             results.extend(part.iter().map(|_| Ok(())));
         } else {
             results.extend(part.iter().map(|i| i.key.verify(i.message, i.signature)));
         }
     }
     results
-}
-
-/// Whether the batch equation holds for all of `items` (`false` if any key or `R` does not
-/// decompress or any `s` is not canonical).
-fn batch_holds(items: &[Signed<'_>]) -> bool {
-    let mut verifier = zip215::batch::Verifier::new();
-    for item in items {
-        verifier.queue((
-            zip215::VerificationKeyBytes::from(item.key.0),
-            zip215::Signature::from(item.signature.0),
-            item.message,
-        ));
-    }
-    verifier.verify(rand_core::OsRng).is_ok()
 }
 
 impl fmt::Debug for Signature {

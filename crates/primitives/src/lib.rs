@@ -4,7 +4,7 @@
 //! Invariants:
 //! - Every hash is domain-separated: [`Hash::of`] takes a domain tag so that bytes meant for one
 //!   purpose can never be confused with bytes meant for another.
-//! - Signatures follow one rule, ZIP-215 (`ed25519-consensus`), in single and batch
+//! - Signatures follow one rule, ZIP-215 (that of `ed25519-consensus`), in single and batch
 //!   verification alike, so the two never disagree: `s` canonical (below the group order), key
 //!   and `R` any encodings that decompress, the cofactored equation `[8][s]B = [8]R + [8][k]A`.
 //!   Every signature an ed25519 signer makes verifies; signing is plain ed25519.
@@ -45,6 +45,7 @@ pub mod blob;
 pub mod chat;
 mod hash;
 mod keys;
+mod zip215;
 
 pub use address::{Address, AddressError};
 pub use amount::{Amount, AmountParseError, PZA_DECIMALS};
@@ -52,3 +53,4 @@ pub use hash::Hash;
 pub use keys::{
     verify_batch, KeyError, PublicKey, SecretKey, Signature, Signed, BATCH_SIGNATURES_MAX,
 };
+pub use zip215::KEY_CACHE_ENTRIES_MAX;

@@ -1,6 +1,7 @@
 //! Piazza's signature rule (ZIP-215): single and batch verification answer the same for every
 //! kind of signature, honest or crafted (keys and `R` of small or mixed order, non-canonical
-//! encodings, non-canonical `s`), and a batch finds its bad signatures.
+//! encodings, non-canonical `s`), as the reference implementation (`ed25519-consensus`) does,
+//! and a batch finds its bad signatures.
 
 use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
@@ -229,10 +230,18 @@ fn single(case: &Case) -> Result<(), KeyError> {
     case.key.verify(&case.message, &case.signature)
 }
 
+/// The reference implementation of the rule: `ed25519-consensus`.
+fn reference(case: &Case) -> bool {
+    ed25519_consensus::VerificationKey::try_from(case.key.0)
+        .and_then(|key| key.verify(&case.signature.0.into(), &case.message))
+        .is_ok()
+}
+
 #[test]
-fn single_verification_follows_the_rule() {
+fn single_verification_follows_the_rule_as_the_reference_does() {
     for case in cases() {
         assert_eq!(single(&case).is_ok(), case.valid, "{}", case.name);
+        assert_eq!(reference(&case), case.valid, "{} (reference)", case.name);
     }
 }
 
@@ -331,4 +340,44 @@ fn strict_signatures_stay_valid_and_the_rule_is_wider_only_for_crafted_ones() {
         .unwrap()
         .verify_strict(b"m", &ed25519_dalek::Signature::from_bytes(&signature.0))
         .is_err());
+}
+
+#[test]
+fn perturbed_signatures_are_judged_as_the_reference_judges_them() {
+    // Honest signatures with one byte of the key, R, s or message changed, and random bytes
+    // in those places: single, batch and the reference agree on each.
+    let mut cases = Vec::new();
+    for i in 0..400u32 {
+        let noise = blake3::hash(&i.to_le_bytes());
+        let noise = noise.as_bytes();
+        let secret = SecretKey::from_seed([(i % 7) as u8; 32]);
+        let message = format!("transfer {i}").into_bytes();
+        let mut case = Case {
+            name: format!("perturbed {i}"),
+            key: secret.public_key(),
+            signature: secret.sign(&message),
+            message,
+            valid: true,
+        };
+        let at = usize::from(noise[1]);
+        match i % 5 {
+            0 => case.key.0[at % 32] ^= noise[2] | 1,
+            1 => case.signature.0[at % 32] ^= noise[2] | 1,
+            2 => case.signature.0[32 + at % 32] ^= noise[2] | 1,
+            3 => case.message.push(noise[2]),
+            _ => case.key.0.copy_from_slice(noise),
+        }
+        case.valid = reference(&case);
+        cases.push(case);
+    }
+    assert!(
+        cases.iter().any(|c| !c.valid),
+        "some perturbations are refused"
+    );
+    let items: Vec<Signed<'_>> = cases.iter().map(signed).collect();
+    let batch = verify_batch(&items);
+    for (case, answer) in cases.iter().zip(batch) {
+        assert_eq!(single(case).is_ok(), case.valid, "{}", case.name);
+        assert_eq!(answer.is_ok(), case.valid, "{} (batch)", case.name);
+    }
 }
