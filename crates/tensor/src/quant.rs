@@ -1388,6 +1388,24 @@ mod tests {
     }
 
     #[test]
+    fn a_matrix_is_held_once_in_whole_groups() {
+        // 20 rows of 2 Q4_1 blocks: 2 groups of 16 rows (the second padded), per block 16 value
+        // bytes, a scale and a min per row — and no second copy of either.
+        let mut rng = Rng(5);
+        let w = QuantMatrix::from_gguf(
+            BlockFormat::Q4_1,
+            20,
+            2 * BLOCK,
+            &random_gguf(BlockFormat::Q4_1, 40, &mut rng),
+        )
+        .unwrap();
+        let padded_blocks = 2 * GROUP_ROWS * 2;
+        assert_eq!(w.memory_bytes(), padded_blocks * (16 + 4 + 4));
+        // The padding rows are zeros: they add nothing to a dot and are never read back.
+        assert!((20..32).all(|r| (0..2).all(|b| w.scale(r, b) == 0.0 && w.stored(r, b, 7) == 0)));
+    }
+
+    #[test]
     fn malformed_shapes_are_refused() {
         assert!(QuantMatrix::from_gguf(BlockFormat::Q8_0, 1, 31, &[0; 34]).is_err());
         assert!(QuantMatrix::from_gguf(BlockFormat::Q8_0, 1, 32, &[0; 33]).is_err());
