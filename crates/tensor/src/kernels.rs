@@ -420,8 +420,15 @@ fn gelu_in_place(values: &mut [f32]) {
 #[inline(always)]
 fn copy_row(dst: &mut [f32], src: &[f32]) {
     if !copy_fixed::<PANEL_COLS_MAX>(dst, src) && !copy_fixed::<LANES>(dst, src) {
-        dst.copy_from_slice(src);
+        copy_other(dst, src);
     }
+}
+
+/// `dst.copy_from_slice(src)` out of line: kept apart so LLVM does not merge the fixed-size
+/// moves of [`copy_row`] into one `memcpy` call of a variable length.
+#[inline(never)]
+fn copy_other(dst: &mut [f32], src: &[f32]) {
+    dst.copy_from_slice(src);
 }
 
 /// Copies `src` into `dst` and returns `true` when both hold exactly `N` floats.
