@@ -97,11 +97,14 @@ pub(crate) fn verify(key: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> Re
 }
 
 /// Whether the batch equation holds for all of `items` (`false` as soon as a key or `R` does
-/// not decompress or an `s` is not canonical).
+/// not decompress or an `s` is not canonical, or when the OS gives no randomness).
 pub(crate) fn batch_holds(items: &[Signed<'_>]) -> bool {
     let keys = key_points(items.iter().map(|item| &item.key.0));
     let mut randomness = vec![0u8; 16 * items.len()];
-    rand_core::OsRng.fill_bytes(&mut randomness);
+    if rand_core::OsRng.try_fill_bytes(&mut randomness).is_err() {
+        // No randomness from the OS: the caller checks each signature on its own instead.
+        return false;
+    }
     let mut scalars = Vec::with_capacity(2 * items.len() + 1);
     let mut points = Vec::with_capacity(2 * items.len() + 1);
     let mut b_coefficient = Scalar::ZERO;
