@@ -135,7 +135,7 @@ pub struct Embedder {
     tokenizer_json: Vec<u8>,
     commitment: OnceLock<WeightCommitment>,
     /// The matrix of every linear op packed once for this CPU's matmul kernel, by weight name
-    /// (a second copy of those weights, ~43 MiB for MiniLM): runs skip packing them per call.
+    /// (a second copy of those weights, ~42 MB for MiniLM): runs skip packing them per call.
     packed: BTreeMap<String, PackedB>,
 }
 

@@ -1,5 +1,6 @@
 //! Prints the matmul kernel's speed in GFLOP/s for MiniLM's shapes (the feed-forward's first
-//! projection with its bias and GELU epilogue): `cargo run --release --example matmul_speed`.
+//! projection with its bias and GELU epilogue) and for SmolLM2's one-row f32 decode (no bias):
+//! `cargo run --release --example matmul_speed`.
 use std::time::Instant;
 
 use piazza_tensor::kernels::{self, Linear};
@@ -11,6 +12,9 @@ fn main() {
         (704, 384, 1536, Activation::Identity),
         (704, 384, 384, Activation::Identity),
         (272, 384, 384, Activation::Identity),
+        (1, 1536, 576, Activation::Identity),
+        (1, 576, 1536, Activation::Identity),
+        (1, 576, 576, Activation::Identity),
     ];
     for (m, n, k, activation) in shapes {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 97) as f32 * 0.01).collect();
@@ -25,13 +29,14 @@ fn main() {
                 };
                 let op = Linear {
                     b: &b,
-                    bias: Some(&bias),
+                    bias: (m > 1).then_some(&bias[..]),
                     activation,
                     n,
                     k,
                 };
                 kernels::linear(&op, &a, &mut out, compute);
-                let runs = 10;
+                // About 2 GFLOP per measurement, so one-row products are timed over many calls.
+                let runs = (1usize << 30) / (m * n * k);
                 let start = Instant::now();
                 for _ in 0..runs {
                     kernels::linear(&op, &a, &mut out, compute);
