@@ -732,8 +732,9 @@ fn hex_array<const N: usize>(text: &str, what: &str) -> Result<[u8; N], ClientEr
 }
 
 /// Checks that `certificate` proves `block` final: it names `block`'s height and hash, and its
-/// precommits (strict ed25519 over Piazza's vote bytes on the block's chain) come from distinct
-/// members of `validators` (the height's set) holding more than two thirds of its power.
+/// precommits (ed25519 under the ZIP-215 rule, over Piazza's vote bytes on the block's chain)
+/// come from distinct members of `validators` (the height's set) holding more than two thirds of
+/// its power.
 pub fn verify_certificate(
     certificate: &CommitCertificateInfo,
     block: &Block,

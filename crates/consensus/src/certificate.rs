@@ -139,9 +139,10 @@ pub fn is_quorum(signed: u64, total: u64) -> bool {
     3 * u128::from(signed) > 2 * u128::from(total)
 }
 
-/// Checks that `certificate` finalizes `block` at `height` on `chain_id`: every signature is a
-/// strict ed25519 precommit for that block by a distinct member of `validators` (the set of
-/// `height`), and together they hold more than two thirds of its voting power.
+/// Checks that `certificate` finalizes `block` at `height` on `chain_id`: every signature is an
+/// ed25519 precommit under the ZIP-215 rule (`PublicKey::verify`) for that block by a distinct
+/// member of `validators` (the set of `height`), and together they hold more than two thirds of
+/// its voting power.
 pub fn verify_commit(
     chain_id: &str,
     certificate: &CommitCertificate,
