@@ -32,6 +32,7 @@
 pub mod kernels;
 pub mod layout;
 pub mod ops;
+pub mod pool;
 pub mod quant;
 pub mod reference;
 mod tensor;
