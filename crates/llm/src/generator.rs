@@ -12,12 +12,13 @@ use std::collections::BTreeMap;
 use piazza_tensor::kernels::{self, CausalShape};
 use piazza_tensor::quant::{self, QuantMatrix};
 use piazza_tensor::{ops, Compute, Tensor};
-use piazza_trace::trace::{step_hash, Trace};
+use piazza_trace::trace::Trace;
 use piazza_trace::weights::{self as commitment, ChunkHasher, WeightCommitment};
 use piazza_trace::Hash;
 
 use crate::gguf::Gguf;
 use crate::graph::{Cache, Graph, JobInput, Op, OpKind, Source, Step};
+use crate::leaves;
 use crate::model::{self, LlamaConfig, NumericProfile};
 use crate::sampling::{self, SamplingParams};
 use crate::text::StopText;
@@ -292,22 +293,13 @@ fn restrict(
 
 /// Hash a `[rows, columns]` block of `output` (width `width`) as trace leaf `index`.
 fn block_hash(index: usize, output: &[f32], width: usize, step: &Step) -> Hash {
-    let (rows, cols) = (step.rows.len(), step.columns.len());
-    if cols == width {
-        return step_hash(
-            index,
-            &output[step.rows.start * width..step.rows.end * width],
-            rows,
-            cols,
-        );
-    }
-    let mut block = Vec::with_capacity(rows * cols);
-    for r in step.rows.clone() {
-        block.extend_from_slice(
-            &output[r * width + step.columns.start..r * width + step.columns.end],
-        );
-    }
-    step_hash(index, &block, rows, cols)
+    leaves::block_leaf(
+        index,
+        output,
+        width,
+        step.rows.clone(),
+        step.columns.clone(),
+    )
 }
 
 fn token_id(value: f32, vocab: usize, op: &Op) -> Result<u32> {
@@ -786,7 +778,9 @@ impl Generator {
         // the same layer ops, then output norm and logits over rows `prompt_rows - 1..`.
         let layer_ops = single.ops.len().saturating_sub(2);
         let mut leaves: Vec<Option<Hash>> = vec![None; graph.steps.len()];
-        let mut hash_op = |gen_op: usize, values: &[f32], width: usize, first_row: usize| {
+        // The leaf blocks of one op in every pass, as (step index, first row in the single
+        // pass's output) pairs; checked against the output, then hashed.
+        let op_blocks = |gen_op: usize, width: usize, first_row: usize, values: &[f32]| {
             let op = &graph.ops[gen_op];
             let [rows, op_width] = op.output_shape;
             if op_width != width || (first_row + rows) * width > values.len() {
@@ -797,22 +791,44 @@ impl Generator {
                     ),
                 });
             }
-            let values = &values[first_row * width..];
-            for index in op_steps[gen_op].clone() {
-                leaves[index] = Some(block_hash(index, values, width, &graph.steps[index]));
-            }
-            Ok(())
+            Ok(op_steps[gen_op]
+                .clone()
+                .map(move |index| (index, first_row)))
         };
         let logits = self.run_audit_pass(&single, &all, compute, |op_index, output| {
             let width = output.shape().get(1).copied().unwrap_or(0);
             let values = output.as_slice().unwrap_or_default();
+            // Contiguous blocks grouped by shape, hashed many at a time; others row by row.
+            let mut equal: BTreeMap<(usize, usize), Vec<leaves::LeafBlock>> = BTreeMap::new();
             for pass in 0..passes {
                 let first_row = match (op_index < layer_ops, pass) {
                     (true, 0) => 0,
                     (true, _) => prompt_rows + pass - 1,
                     (false, _) => pass,
                 };
-                hash_op(graph.pass_starts[pass] + op_index, values, width, first_row)?;
+                for (index, first_row) in
+                    op_blocks(graph.pass_starts[pass] + op_index, width, first_row, values)?
+                {
+                    let step = &graph.steps[index];
+                    let (rows, columns) = (&step.rows, &step.columns);
+                    if rows.len() == 1 || columns.len() == width {
+                        let start = (first_row + rows.start) * width + columns.start;
+                        let len = (rows.len() - 1) * width + columns.len();
+                        equal
+                            .entry((rows.len(), columns.len()))
+                            .or_default()
+                            .push((index, &values[start..start + len]));
+                    } else {
+                        let values = &values[first_row * width..];
+                        leaves[index] = Some(block_hash(index, values, width, step));
+                    }
+                }
+            }
+            for ((rows, cols), blocks) in equal {
+                let hashes = leaves::equal_leaves(rows, cols, &blocks);
+                for ((index, _), hash) in blocks.iter().zip(hashes) {
+                    leaves[*index] = Some(hash);
+                }
             }
             Ok(())
         })?;
@@ -839,7 +855,9 @@ impl Generator {
                 None => self.compute_op(op, &inputs, compute)?,
             };
             let value = chosen.as_slice().unwrap_or_default();
-            hash_op(sample_op, value, 1, 0)?;
+            for (index, _) in op_blocks(sample_op, 1, 0, value)? {
+                leaves[index] = Some(block_hash(index, value, 1, &graph.steps[index]));
+            }
             let id = token_id(value.first().copied().unwrap_or(-1.0), vocab, op)?;
             ids.push(id);
             history.push(id as f32);
@@ -897,7 +915,7 @@ impl Generator {
 
     /// Recompute step `index` of `graph` from its activation `inputs` (as
     /// [`Recording::step_inputs`] gives them) and the weights, on one thread. The result's
-    /// [`step_hash`] equals the trace leaf.
+    /// [`piazza_trace::trace::step_hash`] equals the trace leaf.
     pub fn execute_step(&self, graph: &Graph, index: usize, inputs: &[Tensor]) -> Result<Tensor> {
         let step = graph.steps.get(index).ok_or_else(|| Error::Input {
             detail: format!("step {index} of {}", graph.steps.len()),

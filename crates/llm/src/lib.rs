@@ -36,6 +36,8 @@
 mod generator;
 pub mod gguf;
 pub mod graph;
+#[cfg_attr(not(target_endian = "little"), allow(dead_code))]
+mod leaves;
 pub mod model;
 pub mod sampling;
 pub mod text;
