@@ -719,17 +719,16 @@ fn hash_steps(steps: &[(usize, &Step)], output: &Tensor, compute: Compute) -> Ve
     if threads == 1 || values.len() < 1 << 16 {
         return steps.iter().map(hash_one).collect();
     }
-    let per_thread = steps.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = steps
-            .chunks(per_thread)
-            .map(|chunk| scope.spawn(move || chunk.iter().map(hash_one).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|handle| handle.join().expect("hashing does not panic"))
-            .collect()
-    })
+    let hashes: Vec<std::sync::OnceLock<Hash>> =
+        steps.iter().map(|_| std::sync::OnceLock::new()).collect();
+    piazza_tensor::pool::Pool::global().for_each(threads, steps.len(), |i| {
+        // Each index runs once, so the cell is always empty here.
+        let _ = hashes[i].set(hash_one(&steps[i]));
+    });
+    hashes
+        .into_iter()
+        .map(|hash| hash.into_inner().expect("the pool runs every index"))
+        .collect()
 }
 
 /// Accept weights named with a `bert.` prefix (as `BertModel` checkpoints inside larger models).

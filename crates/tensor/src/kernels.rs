@@ -17,6 +17,7 @@
 
 use std::num::NonZeroUsize;
 
+use crate::pool::Pool;
 use crate::reference::{self, combine, Activation, LANES};
 
 /// Instruction set a kernel is compiled for. Every choice gives the same bits.
@@ -138,32 +139,17 @@ pub fn for_row_ranges<F>(
     // At least RANGE_ROWS_MIN rows per range, but never fewer ranges than threads.
     let floor = RANGE_ROWS_MIN.min(rows.div_ceil(threads));
     let per_range = rows.div_ceil(ranges).max(floor).div_ceil(align) * align;
-    let mut first_row = 0;
-    let chunks: Vec<(usize, &mut [f32])> = out
+    // Each range behind its own lock (never contended: every index is claimed once).
+    let chunks: Vec<std::sync::Mutex<&mut [f32]>> = out
         .chunks_mut(per_range * width)
-        .map(|chunk| {
-            let start = first_row;
-            first_row += chunk.len() / width;
-            (start, chunk)
-        })
+        .map(std::sync::Mutex::new)
         .collect();
-    let queue = std::sync::Mutex::new(chunks.into_iter());
-    let work = || loop {
-        // A poisoned lock means another worker panicked; the scope re-raises that panic.
-        let next = match queue.lock() {
-            Ok(mut queue) => queue.next(),
-            Err(_) => None,
+    Pool::global().for_each(threads, chunks.len(), |i| {
+        let mut chunk = match chunks[i].lock() {
+            Ok(chunk) => chunk,
+            Err(poisoned) => poisoned.into_inner(),
         };
-        match next {
-            Some((start, chunk)) => body(start, chunk),
-            None => break,
-        }
-    };
-    std::thread::scope(|scope| {
-        for _ in 1..threads {
-            scope.spawn(work);
-        }
-        work();
+        body(i * per_range, &mut chunk);
     });
 }
 
@@ -394,6 +380,24 @@ mod x86 {
     }
     softmax_tail_for!(softmax_tail_avx512, "avx512f");
     softmax_tail_for!(softmax_tail_avx2, "avx2");
+
+    /// `$name`: [`super::causal_unit_body`] compiled with `$feature` (no FMA: its dots and
+    /// sums are unfused by specification). Safety: the CPU supports `$feature`.
+    macro_rules! causal_unit_for {
+        ($name:ident, $feature:literal) => {
+            #[target_feature(enable = $feature)]
+            pub(super) unsafe fn $name(
+                unit: super::CausalUnit<'_>,
+                scores: &mut [f32],
+                p: &mut [f32],
+                out: &mut [f32],
+            ) {
+                super::causal_unit_body(unit, scores, p, out)
+            }
+        };
+    }
+    causal_unit_for!(causal_unit_avx512, "avx512f");
+    causal_unit_for!(causal_unit_avx2, "avx2");
 
     /// `$name`: [`super::gelu_in_place`] compiled with `$feature` (no FMA: GELU's sequence has
     /// no product to fuse). Safety: the CPU supports `$feature`.
@@ -1127,7 +1131,8 @@ pub fn l2_normalize(x: &[f32], n: usize, out: &mut [f32]) {
 
 pub use crate::reference::CausalShape;
 
-/// [`reference::causal_attention`], vectorised dots, threaded over (row, head) pairs.
+/// [`reference::causal_attention`], threaded over (row, head) pairs, each pair compiled for
+/// `compute.isa` ([`causal_unit`]).
 pub fn causal_attention(
     q: &[f32],
     k: &[f32],
@@ -1148,16 +1153,8 @@ pub fn causal_attention(
     if rows == 0 || d == 0 {
         return;
     }
-    // V transposed per KV head: vt[g][c][j] (exact copy), so each output is a contiguous dot.
-    let mut vt = vec![0.0f32; kv_heads * d * keys_max];
-    for j in 0..keys_max {
-        for g in 0..kv_heads {
-            for c in 0..d {
-                vt[(g * d + c) * keys_max + j] = v[j * kv_width + g * d + c];
-            }
-        }
-    }
     let scale = shape.scale();
+    let isa = supported_isa(compute.isa);
     // `out` viewed as rows * heads units of d values each.
     for_row_ranges(
         out,
@@ -1166,40 +1163,122 @@ pub fn causal_attention(
         keys_max * d * 2,
         compute.threads,
         |first_unit, chunk| {
+            let mut scores = vec![0.0f32; keys_max];
             let mut p = vec![0.0f32; keys_max];
             for (u, block) in chunk.chunks_exact_mut(d).enumerate() {
                 let (i, h) = ((first_unit + u) / heads, (first_unit + u) % heads);
                 let g = h / group;
                 let keys = first_position + i + 1;
-                let query = &q[i * width + h * d..i * width + (h + 1) * d];
-                let p = &mut p[..keys];
-                let mut max = f32::NEG_INFINITY;
-                for (j, score) in p.iter_mut().enumerate() {
-                    let s = dot(query, &k[j * kv_width + g * d..j * kv_width + (g + 1) * d]);
-                    let z = s * scale;
-                    if j == 0 || z > max {
-                        max = z;
-                    }
-                    *score = s;
-                }
-                for score in p.iter_mut() {
-                    *score = reference::exp(*score * scale - max);
-                }
-                let total = sum(p);
-                for score in p.iter_mut() {
-                    *score /= total;
-                }
-                for (c, value) in block.iter_mut().enumerate() {
-                    let column = &vt[(g * d + c) * keys_max..(g * d + c) * keys_max + keys];
-                    *value = dot(p, column);
-                }
+                let unit = CausalUnit {
+                    query: &q[i * width + h * d..i * width + (h + 1) * d],
+                    k: &k[g * d..],
+                    v: &v[g * d..],
+                    kv_width,
+                    scale,
+                };
+                causal_unit(isa, unit, &mut scores[..keys], &mut p[..keys], block);
             }
         },
     );
 }
 
-/// Multiply-adds below which [`linear_by_columns`] stays on one thread: each split is a spawn
-/// and a join, and a decode step has hundreds of ops.
+/// One (row, head) pair of [`causal_attention`]: the query, and the KV cache from this head's
+/// group on (key and value `j` start at `j * kv_width`).
+#[derive(Clone, Copy)]
+struct CausalUnit<'a> {
+    query: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    kv_width: usize,
+    scale: f32,
+}
+
+/// [`causal_unit_body`] compiled for `isa` (a supported one: [`supported_isa`]).
+fn causal_unit(isa: Isa, unit: CausalUnit<'_>, scores: &mut [f32], p: &mut [f32], out: &mut [f32]) {
+    match isa {
+        // SAFETY: the caller passes an `isa` the CPU supports (checked by `supported_isa`).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::causal_unit_avx512(unit, scores, p, out) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::causal_unit_avx2(unit, scores, p, out) },
+        _ => causal_unit_body(unit, scores, p, out),
+    }
+}
+
+/// One query over `scores.len()` cached positions, exactly as the reference: each score a
+/// lane [`dot`] of the query and key `j`, the reference softmax ([`softmax_tail`], its
+/// exponentials across positions in vectors), then [`weighted_values`]. Inlined into one copy
+/// per instruction set.
+#[inline(always)]
+fn causal_unit_body(unit: CausalUnit<'_>, scores: &mut [f32], p: &mut [f32], out: &mut [f32]) {
+    let d = unit.query.len();
+    for (j, score) in scores.iter_mut().enumerate() {
+        let at = j * unit.kv_width;
+        *score = dot(unit.query, &unit.k[at..at + d]);
+    }
+    // Position 0 is always a key of a causal row, so the softmax starts there.
+    softmax_tail(scores, None, unit.scale, 0, p);
+    weighted_values(p, unit.v, unit.kv_width, out);
+}
+
+/// `out[c] = `[`reference::dot`]`(p, v[.., c])` for every column `c < out.len()`, with value
+/// `j`'s row at `v[j * kv_width..]`: position `j` goes to lane `j % LANES` and each column's
+/// lanes meet in [`combine`]'s tree, as the reference. Vectorised across 16 columns at a time
+/// (`acc[lane][column]`, one vector per lane) reading value rows in place, so no transposed
+/// copy of `v` is needed; the tree runs as whole-vector adds.
+#[inline(always)]
+fn weighted_values(p: &[f32], v: &[f32], kv_width: usize, out: &mut [f32]) {
+    let (weight_chunks, weight_tail) = p.as_chunks::<LANES>();
+    for (block, out_block) in out.chunks_mut(LANES).enumerate() {
+        let c0 = block * LANES;
+        let cols = out_block.len();
+        let row = |j: usize| padded_lanes(&v[j * kv_width + c0..j * kv_width + c0 + cols]);
+        let mut acc = [[0.0f32; LANES]; LANES];
+        for (chunk, weights) in weight_chunks.iter().enumerate() {
+            for (l, &weight) in weights.iter().enumerate() {
+                let values = row(chunk * LANES + l);
+                for c in 0..LANES {
+                    acc[l][c] = acc[l][c] + weight * values[c];
+                }
+            }
+        }
+        let tail_first = weight_chunks.len() * LANES;
+        for (l, &weight) in weight_tail.iter().enumerate() {
+            let values = row(tail_first + l);
+            for c in 0..LANES {
+                acc[l][c] = acc[l][c] + weight * values[c];
+            }
+        }
+        let mut width = LANES / 2;
+        while width >= 1 {
+            for i in 0..width {
+                let upper = acc[i + width];
+                for (sum, &value) in acc[i].iter_mut().zip(&upper) {
+                    *sum = *sum + value;
+                }
+            }
+            width /= 2;
+        }
+        out_block.copy_from_slice(&acc[0][..cols]);
+    }
+}
+
+/// `values` (at most [`LANES`]) in a fixed-size array, zeros after them.
+#[inline(always)]
+fn padded_lanes(values: &[f32]) -> [f32; LANES] {
+    match <[f32; LANES]>::try_from(values) {
+        Ok(lanes) => lanes,
+        Err(_) => {
+            let mut lanes = [0.0f32; LANES];
+            lanes[..values.len()].copy_from_slice(values);
+            lanes
+        }
+    }
+}
+
+/// Multiply-adds below which [`linear_by_columns`] stays on one thread: each split is a
+/// hand-off to the pool and a wait, and a decode step has hundreds of ops.
 pub const COLUMN_THREADS_WORK_MIN: usize = 1 << 19;
 
 /// `act(x · wᵀ)` for `x: [m, k]`, `w: [n, k]`, exactly [`reference::linear`] without bias.
@@ -1232,30 +1311,32 @@ pub fn linear_by_columns(
     }
     let per_thread = n.div_ceil(threads);
     let single = compute.single_threaded();
-    let blocks: Vec<Vec<f32>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..n)
-            .step_by(per_thread)
-            .map(|c0| {
-                let c1 = (c0 + per_thread).min(n);
-                scope.spawn(move || {
-                    let op = Linear {
-                        b: &w[c0 * k..c1 * k],
-                        bias: None,
-                        activation,
-                        n: c1 - c0,
-                        k,
-                    };
-                    let mut block = vec![0.0f32; m * (c1 - c0)];
-                    linear(&op, x, &mut block, single);
-                    block
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("linear worker panicked"))
-            .collect()
+    let blocks: Vec<std::sync::Mutex<Vec<f32>>> = (0..n.div_ceil(per_thread))
+        .map(|_| std::sync::Mutex::new(Vec::new()))
+        .collect();
+    Pool::global().for_each(threads, blocks.len(), |b| {
+        let (c0, c1) = (b * per_thread, ((b + 1) * per_thread).min(n));
+        let op = Linear {
+            b: &w[c0 * k..c1 * k],
+            bias: None,
+            activation,
+            n: c1 - c0,
+            k,
+        };
+        let mut block = vec![0.0f32; m * (c1 - c0)];
+        linear(&op, x, &mut block, single);
+        match blocks[b].lock() {
+            Ok(mut slot) => *slot = block,
+            Err(poisoned) => *poisoned.into_inner() = block,
+        }
     });
+    let blocks: Vec<Vec<f32>> = blocks
+        .into_iter()
+        .map(|block| match block.into_inner() {
+            Ok(block) => block,
+            Err(poisoned) => poisoned.into_inner(),
+        })
+        .collect();
     for (b, block) in blocks.iter().enumerate() {
         let c0 = b * per_thread;
         let cols = block.len() / m.max(1);

@@ -375,13 +375,27 @@ proptest! {
                 (Just(shape), values(rows * shape.heads * shape.head_dim), values(kv), values(kv))
             })
     ) {
-        let mut expected = vec![0.0f32; q.len()];
-        reference::causal_attention(&q, &k, &v, shape, &mut expected);
-        for compute in computes() {
-            let mut out = vec![0.0f32; q.len()];
-            kernels::causal_attention(&q, &k, &v, shape, &mut out, compute);
-            check_bits(&format!("causal_attention {shape:?} {compute:?}"), &expected, &out);
-        }
+        check_causal_attention(shape, &q, &k, &v);
+    }
+
+    /// Decode over a longer cache (one row, up to ~300 positions: many full 16-position lane
+    /// chunks and an odd tail), SmolLM2's head size and odd ones (a partial 16-column block).
+    #[test]
+    fn causal_attention_matches_long_caches(
+        (shape, q, k, v) in (40usize..300, 1usize..3, 1usize..4, prop_oneof![Just(64usize), 1usize..40])
+            .prop_flat_map(|(first_position, kv_heads, group, head_dim)| {
+                let shape = reference::CausalShape {
+                    rows: 1,
+                    first_position,
+                    heads: kv_heads * group,
+                    kv_heads,
+                    head_dim,
+                };
+                let kv = shape.keys() * kv_heads * shape.head_dim;
+                (Just(shape), values(shape.heads * shape.head_dim), values(kv), values(kv))
+            })
+    ) {
+        check_causal_attention(shape, &q, &k, &v);
     }
 
     /// Small products: `linear_by_columns` stays on the row-threaded kernel.
@@ -392,6 +406,21 @@ proptest! {
         })
     ) {
         check_linear_by_columns(m, n, k, &x, &w, activation);
+    }
+}
+
+/// `kernels::causal_attention` gives the reference's bits on every thread count and ISA.
+fn check_causal_attention(shape: reference::CausalShape, q: &[f32], k: &[f32], v: &[f32]) {
+    let mut expected = vec![0.0f32; q.len()];
+    reference::causal_attention(q, k, v, shape, &mut expected);
+    for compute in computes() {
+        let mut out = vec![0.0f32; q.len()];
+        kernels::causal_attention(q, k, v, shape, &mut out, compute);
+        check_bits(
+            &format!("causal_attention {shape:?} {compute:?}"),
+            &expected,
+            &out,
+        );
     }
 }
 
