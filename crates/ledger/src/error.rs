@@ -1,6 +1,7 @@
 //! Transaction errors with stable, consensus-visible codes.
 
 use piazza_codec::DecodeError;
+use piazza_primitives::PublicKey;
 use std::fmt;
 
 /// Stable codes: they appear in receipts, in RPC errors and in client scripts. Never renumber;
@@ -29,6 +30,9 @@ pub enum ErrorCode {
     QueueFull = 16,
     /// A message emitted more events than its bound (a ledger invariant; never truncated).
     TooManyEvents = 17,
+    /// A key of small order (no secret: anyone can sign for it) signs the transaction or is
+    /// registered or bound to value by it.
+    SmallOrderKey = 18,
     UnbondExceedsBond = 20,
     StakeBelowMinimum = 21,
     UnknownModel = 30,
@@ -134,7 +138,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 85] = [
+    pub const ALL: [ErrorCode; 86] = [
         ErrorCode::MalformedBytes,
         ErrorCode::OversizedTx,
         ErrorCode::BadSignature,
@@ -152,6 +156,7 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::QueueFull,
         ErrorCode::TooManyEvents,
+        ErrorCode::SmallOrderKey,
         ErrorCode::UnbondExceedsBond,
         ErrorCode::StakeBelowMinimum,
         ErrorCode::UnknownModel,
@@ -250,6 +255,7 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::QueueFull => "queue_full",
             ErrorCode::TooManyEvents => "too_many_events",
+            ErrorCode::SmallOrderKey => "small_order_key",
             ErrorCode::UnbondExceedsBond => "unbond_exceeds_bond",
             ErrorCode::StakeBelowMinimum => "stake_below_minimum",
             ErrorCode::UnknownModel => "unknown_model",
@@ -336,6 +342,18 @@ impl TxError {
             message: message.into(),
         }
     }
+}
+
+/// Refuses `key` in the role `what` when it is of small order
+/// (`PublicKey::is_small_order`): such a key has no secret, so anyone could sign for it.
+pub fn refuse_small_order(key: &PublicKey, what: &str) -> Result<(), TxError> {
+    if key.is_small_order() {
+        return Err(TxError::new(
+            ErrorCode::SmallOrderKey,
+            format!("{what} {key} is of small order: it has no secret and anyone can sign for it"),
+        ));
+    }
+    Ok(())
 }
 
 impl fmt::Display for TxError {

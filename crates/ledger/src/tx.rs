@@ -5,7 +5,7 @@ use crate::agents::{self, Agents};
 use crate::bank::{self, Bank};
 use crate::compute::{self, Compute};
 use crate::data;
-use crate::error::{ErrorCode, TxError};
+use crate::error::{refuse_small_order, ErrorCode, TxError};
 use crate::grants::{self, Grants};
 use crate::models::{self, Models};
 use crate::module::{Module, TxContext};
@@ -442,8 +442,9 @@ impl Decode for SignedTransaction {
     }
 }
 
-/// Checks that need no state: size, chain id, message count, each message's own rules and the
-/// signature (unless the caller has already verified it, for example in a batch).
+/// Checks that need no state: size, chain id, message count, each message's own rules, a signer
+/// key not of small order and the signature (unless the caller has already verified it, for
+/// example in a batch).
 pub fn check_stateless(
     tx: &SignedTransaction,
     chain_id: &str,
@@ -473,6 +474,10 @@ pub fn check_stateless(
     }
     for message in &tx.tx.messages {
         message.check_stateless()?;
+    }
+    refuse_small_order(&tx.tx.sender, "the sender's key")?;
+    if let Some(grantee) = tx.grantee() {
+        refuse_small_order(grantee, "the signing grantee's key")?;
     }
     if !signature_checked {
         tx.verify_signature()?;

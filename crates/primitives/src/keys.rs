@@ -70,6 +70,14 @@ impl PublicKey {
         crate::zip215::verify(&self.0, message, &signature.0)
     }
 
+    /// Whether this key is of small order: one of the 8 torsion points of the curve, in any
+    /// encoding that decompresses. Such a key has no secret, and under ZIP-215 anyone can sign
+    /// for it (`R` of small order with `s = 0` verifies every message), so the ledger refuses
+    /// it wherever a key signs a transaction or is registered or bound to value.
+    pub fn is_small_order(&self) -> bool {
+        crate::zip215::is_small_order(&self.0)
+    }
+
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }

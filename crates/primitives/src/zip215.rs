@@ -96,6 +96,15 @@ pub(crate) fn verify(key: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> Re
     }
 }
 
+/// Whether `key` decompresses to a point of small order (its eightfold is the identity): one of
+/// the 8 torsion points, in any encoding ZIP-215 accepts. Such a key has no secret.
+pub(crate) fn is_small_order(key: &[u8; 32]) -> bool {
+    key_points(std::iter::once(key))
+        .pop()
+        .flatten()
+        .is_some_and(|point| point.is_small_order())
+}
+
 /// Whether the batch equation holds for all of `items` (`false` as soon as a key or `R` does
 /// not decompress or an `s` is not canonical, or when the OS gives no randomness).
 pub(crate) fn batch_holds(items: &[Signed<'_>]) -> bool {
@@ -175,5 +184,66 @@ mod tests {
             assert!(len <= KEY_CACHE_ENTRIES_MAX, "{len} keys cached");
         }
         assert_eq!(key.verify(b"m", &signature), Ok(()));
+    }
+
+    /// The 8 points of small order, built from the curve: `[L]P` of a point `P` is `P`'s torsion
+    /// part (times `L`, odd), so some `P` gives a point of order exactly 8 whose multiples are all 8.
+    fn torsion_points() -> Vec<EdwardsPoint> {
+        let order_8 = (0u8..)
+            .filter_map(|i| CompressedEdwardsY([i; 32]).decompress())
+            .map(|p| p + p * (Scalar::ZERO - Scalar::ONE))
+            .find(|t| !(t + t + t + t).is_identity())
+            .expect("some point has a torsion part of order 8");
+        let mut points = vec![EdwardsPoint::default()];
+        for _ in 1..8 {
+            points.push(points[points.len() - 1] + order_8);
+        }
+        points
+    }
+
+    #[test]
+    fn the_eight_torsion_points_in_every_encoding_are_small_order_and_signing_keys_are_not() {
+        let points = torsion_points();
+        let mut encodings: Vec<[u8; 32]> = points.iter().map(|p| p.compress().0).collect();
+        encodings.sort();
+        encodings.dedup();
+        assert_eq!(encodings.len(), 8, "8 distinct points");
+        // Non-canonical encodings ZIP-215 accepts: the sign bit set on an `x = 0` point, and
+        // `y + p` for the `y` below 19 (here `y = 0` and `y = 1`).
+        let mut all = encodings.clone();
+        for canonical in &encodings {
+            let mut flipped = *canonical;
+            flipped[31] ^= 0x80;
+            all.push(flipped);
+        }
+        let p_plus = |y: u8| {
+            let mut bytes = [0xff; 32];
+            bytes[0] = 0xed + y;
+            bytes[31] = 0x7f;
+            bytes
+        };
+        all.extend([p_plus(0), p_plus(1)]);
+        for bytes in &all {
+            let point = CompressedEdwardsY(*bytes).decompress();
+            assert!(point.is_some_and(|p| p.is_small_order()), "{bytes:02x?}");
+            assert!(PublicKey(*bytes).is_small_order(), "{bytes:02x?}");
+        }
+        // A small-order key really has no secret: `R` = identity, `s` = 0 verifies any message.
+        let mut forged = [0u8; 64];
+        forged[0] = 1;
+        for bytes in &encodings {
+            let key = PublicKey(*bytes);
+            assert_eq!(key.verify(b"any", &crate::Signature(forged)), Ok(()));
+        }
+        for seed in 0..64u8 {
+            assert!(!SecretKey::from_seed([seed; 32])
+                .public_key()
+                .is_small_order());
+        }
+        let off_curve = (2u8..)
+            .map(|y| [y; 32])
+            .find(|k| CompressedEdwardsY(*k).decompress().is_none())
+            .expect("some bytes are off the curve");
+        assert!(!PublicKey(off_curve).is_small_order());
     }
 }

@@ -86,9 +86,10 @@ impl TransferAuthorization {
             .map_err(|e| refused(format!("the authorization's signature: {e}")))
     }
 
-    /// Rules that need no state: a positive amount, a window that is not empty and not longer
-    /// than [`AUTHORIZATION_LIFETIME_MAX_S`].
+    /// Rules that need no state: a signer key not of small order, a positive amount, a window
+    /// that is not empty and not longer than [`AUTHORIZATION_LIFETIME_MAX_S`].
     pub fn check_stateless(&self) -> Result<(), TxError> {
+        crate::error::refuse_small_order(&self.from, "an authorization's signer")?;
         if self.amount.is_zero() {
             return Err(TxError::new(
                 ErrorCode::InvalidMessage,

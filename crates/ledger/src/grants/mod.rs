@@ -248,7 +248,10 @@ impl Module for Grants {
 
     fn check_stateless(msg: &Msg) -> Result<(), TxError> {
         match msg {
-            Msg::Grant { scope, .. } => scope.validate(),
+            Msg::Grant { grantee, scope } => {
+                crate::error::refuse_small_order(grantee, "a grantee's key")?;
+                scope.validate()
+            }
             Msg::Revoke { .. } => Ok(()),
         }
     }

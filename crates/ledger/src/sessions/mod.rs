@@ -250,11 +250,19 @@ impl Module for Sessions {
         match msg {
             Msg::Open {
                 model,
+                owner_key,
+                authorised,
                 deposit,
                 max_price_per_unit,
                 expiry_blocks,
                 ..
-            } => open::check_stateless(model, deposit, max_price_per_unit, expiry_blocks),
+            } => {
+                crate::error::refuse_small_order(owner_key, "a session's owner key")?;
+                if let Some(authorised) = authorised {
+                    crate::error::refuse_small_order(authorised, "a session's authorised key")?;
+                }
+                open::check_stateless(model, deposit, max_price_per_unit, expiry_blocks)
+            }
             Msg::TopUp { amount, .. } => top_up::check_stateless(amount),
             Msg::Commit {
                 session,

@@ -201,8 +201,9 @@ fn schedule(state: &StateDelta<'_>) -> Schedule {
 }
 
 /// Records `key` as the consensus key of the validator its address operates (idempotent for
-/// the same key). Refused when the records are full.
+/// the same key). Refused when the records are full or the key is of small order.
 pub fn register(state: &mut StateDelta<'_>, key: &PublicKey) -> Result<(), TxError> {
+    crate::error::refuse_small_order(key, "a validator's consensus key")?;
     let operator = key.address();
     if validator(state, &operator).is_some() {
         return Ok(());
