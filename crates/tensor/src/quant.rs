@@ -425,6 +425,17 @@ pub fn quantize_activations(
         sums: vec![0; blocks],
         values: vec![0; x.len()],
     };
+    #[cfg(target_arch = "x86_64")]
+    let block_fn = if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512 F (checked here).
+        |block: &[f32; BLOCK], values: &mut [i8]| unsafe {
+            x86::quantize_block_avx512(block, values)
+        }
+    } else {
+        quantize_block
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let block_fn = quantize_block;
     let per_block = out.values.chunks_exact_mut(BLOCK);
     for (((block, values), scale), sum) in x
         .chunks_exact(BLOCK)
@@ -432,7 +443,7 @@ pub fn quantize_activations(
         .zip(&mut out.scales)
         .zip(&mut out.sums)
     {
-        let (d, s) = quantize_block(block.try_into().unwrap_or(&[0.0; BLOCK]), values);
+        let (d, s) = block_fn(block.try_into().unwrap_or(&[0.0; BLOCK]), values);
         (*scale, *sum) = (d, s);
     }
     Ok(out)
@@ -463,8 +474,12 @@ fn quantize_block(block: &[f32; BLOCK], values: &mut [i8]) -> (f32, i32) {
         // NaN gives 0 here (and `round` then `as i8` gives 0 in the specification).
         let truncated = clamped as i32;
         let remainder = clamped - truncated as f32;
-        let rounded = truncated + i32::from(remainder >= 0.5) - i32::from(remainder <= -0.5);
-        sum += rounded;
+        // |rounded| ≤ 127 and |sum| ≤ 32 · 127: the wrapping operations never wrap (and
+        // carry no overflow branch that would keep the loop scalar).
+        let rounded = truncated
+            .wrapping_add(i32::from(remainder >= 0.5))
+            .wrapping_sub(i32::from(remainder <= -0.5));
+        sum = sum.wrapping_add(rounded);
         *q = rounded as i8;
     }
     (amax / ACTIVATION_Q_MAX, sum)
@@ -862,8 +877,8 @@ mod x86 {
     use std::ops::Range;
 
     use super::{
-        BlockFormat, QuantActivations, QuantMatrix, SpanDots, BLOCK, CACHED_GROUPS, CHUNK_BYTES,
-        GROUP_ROWS, TILE_ACTIVATION_ROWS,
+        BlockFormat, QuantActivations, QuantMatrix, SpanDots, ACTIVATION_Q_MAX, BLOCK,
+        CACHED_GROUPS, CHUNK_BYTES, GROUP_ROWS, TILE_ACTIVATION_ROWS,
     };
 
     /// The bounds every kernel below relies on: the activation rows and the weight groups exist
@@ -882,6 +897,59 @@ mod x86 {
                 && (w.format != BlockFormat::Q4_1 || lanes <= w.mins.len())
                 && lanes * w.format.value_bytes() <= w.values.len()
         );
+    }
+
+    /// [`super::quantize_block`] with AVX-512, lane by lane the same operations: `amax` as
+    /// the maximum of `|v|` with NaN lanes ignored (`vmaxps` returns its second operand, the
+    /// running maximum, when the first is NaN; a maximum is exact in any order), the product
+    /// clamped with NaN kept and then taken to 0 as `as i32` does, truncation and the carry
+    /// of a remainder of at least one half.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn quantize_block_avx512(
+        block: &[f32; BLOCK],
+        values: &mut [i8],
+    ) -> (f32, i32) {
+        assert!(values.len() >= BLOCK);
+        let magnitude = _mm512_set1_epi32(i32::MAX);
+        let v = [
+            _mm512_loadu_ps(block.as_ptr()),
+            _mm512_loadu_ps(block.as_ptr().add(16)),
+        ];
+        let abs =
+            |v: __m512| _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), magnitude));
+        let lanes = _mm512_max_ps(abs(v[1]), _mm512_max_ps(abs(v[0]), _mm512_setzero_ps()));
+        let amax = _mm512_reduce_max_ps(lanes);
+        let inverse = if amax > 0.0 {
+            ACTIVATION_Q_MAX / amax
+        } else {
+            0.0
+        };
+        let (low, high) = (
+            _mm512_set1_ps(-ACTIVATION_Q_MAX),
+            _mm512_set1_ps(ACTIVATION_Q_MAX),
+        );
+        let (half, minus_half) = (_mm512_set1_ps(0.5), _mm512_set1_ps(-0.5));
+        let one = _mm512_set1_epi32(1);
+        let mut sum = _mm512_setzero_si512();
+        for (i, v) in v.into_iter().enumerate() {
+            let product = _mm512_mul_ps(v, _mm512_set1_ps(inverse));
+            // `f32::clamp`: NaN stays NaN (`vmaxps`/`vminps` return the second operand, NaN).
+            let clamped = _mm512_min_ps(high, _mm512_max_ps(low, product));
+            let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(clamped, clamped);
+            let clamped = _mm512_maskz_mov_ps(ordered, clamped);
+            let truncated = _mm512_cvttps_epi32(clamped);
+            let remainder = _mm512_sub_ps(clamped, _mm512_cvtepi32_ps(truncated));
+            let up = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(remainder, half);
+            let down = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(remainder, minus_half);
+            let carried = _mm512_mask_add_epi32(truncated, up, truncated, one);
+            let rounded = _mm512_mask_sub_epi32(carried, down, carried, one);
+            sum = _mm512_add_epi32(sum, rounded);
+            _mm_storeu_si128(
+                values.as_mut_ptr().add(16 * i) as *mut __m128i,
+                _mm512_cvtepi32_epi8(rounded),
+            );
+        }
+        (amax / ACTIVATION_Q_MAX, _mm512_reduce_add_epi32(sum))
     }
 
     /// Activation bytes `e..e + 4` of the block at `at`, as one i32 (for a broadcast).
@@ -1314,6 +1382,12 @@ mod tests {
             assert_eq!(got.scales[0].to_bits(), d.to_bits(), "{block:?}");
             assert_eq!(got.values, q, "{block:?}");
             assert_eq!(got.sums[0], q.iter().map(|&v| v as i32).sum::<i32>());
+            // The portable block function too, wherever the SIMD one ran above.
+            let mut values = [0i8; BLOCK];
+            let (scalar_d, scalar_sum) =
+                quantize_block(block.as_slice().try_into().unwrap(), &mut values);
+            assert_eq!((scalar_d.to_bits(), scalar_sum), (d.to_bits(), got.sums[0]));
+            assert_eq!(values.as_slice(), q.as_slice(), "{block:?}");
         }
     }
 
