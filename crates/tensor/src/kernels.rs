@@ -399,18 +399,21 @@ mod x86 {
     causal_unit_for!(causal_unit_avx512, "avx512f");
     causal_unit_for!(causal_unit_avx2, "avx2");
 
-    /// `$name`: [`super::gelu_in_place`] compiled with `$feature` (no FMA: GELU's sequence has
-    /// no product to fuse). Safety: the CPU supports `$feature`.
-    macro_rules! gelu_for {
-        ($name:ident, $feature:literal) => {
+    /// `$name`: `super::$body` (an in-place activation) compiled with `$feature` (no FMA:
+    /// GELU's sequence, libm's `expf` and SiLU have no fused product). Safety: the CPU supports
+    /// `$feature`.
+    macro_rules! in_place_for {
+        ($name:ident, $feature:literal, $body:ident) => {
             #[target_feature(enable = $feature)]
             pub(super) unsafe fn $name(values: &mut [f32]) {
-                super::gelu_in_place(values)
+                super::$body(values)
             }
         };
     }
-    gelu_for!(gelu_avx512, "avx512f");
-    gelu_for!(gelu_avx2, "avx2");
+    in_place_for!(gelu_avx512, "avx512f", gelu_in_place);
+    in_place_for!(gelu_avx2, "avx2", gelu_in_place);
+    in_place_for!(silu_avx512, "avx512f", silu_in_place);
+    in_place_for!(silu_avx2, "avx2", silu_in_place);
 }
 
 /// [`reference::gelu_erf`] over `values` in place; inlined into one copy per instruction set.
@@ -488,12 +491,106 @@ fn activate(isa: Isa, activation: Activation, values: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         (Activation::GeluErf, Isa::Avx2) => unsafe { x86::gelu_avx2(values) },
         (Activation::GeluErf, _) => gelu_in_place(values),
-        (Activation::Silu, _) => {
-            for value in values.iter_mut() {
-                *value = activation.apply(*value);
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        (Activation::Silu, Isa::Avx512) => unsafe { x86::silu_avx512(values) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        (Activation::Silu, Isa::Avx2) => unsafe { x86::silu_avx2(values) },
+        (Activation::Silu, _) => silu_in_place(values),
+    }
+}
+
+/// [`reference::silu`] over `values` in place, [`LANES`] at a time ([`expf_lanes`]); the tail
+/// padded with ones (a value on the vector path) and dropped. Inlined into one copy per
+/// instruction set.
+#[inline(always)]
+fn silu_in_place(values: &mut [f32]) {
+    let mut chunks = values.as_chunks_mut::<LANES>();
+    for chunk in chunks.0.iter_mut() {
+        *chunk = silu_lanes(*chunk);
+    }
+    let tail = &mut chunks.1;
+    if !tail.is_empty() {
+        let mut lanes = [1.0f32; LANES];
+        lanes[..tail.len()].copy_from_slice(tail);
+        let len = tail.len();
+        tail.copy_from_slice(&silu_lanes(lanes)[..len]);
+    }
+}
+
+/// [`reference::silu`] of each lane: `x / (1 + expf(-x))` with [`expf_lanes`].
+#[inline(always)]
+fn silu_lanes(x: [f32; LANES]) -> [f32; LANES] {
+    let mut negated = [0.0f32; LANES];
+    for l in 0..LANES {
+        negated[l] = -x[l];
+    }
+    let exps = expf_lanes(negated);
+    let mut out = [0.0f32; LANES];
+    for l in 0..LANES {
+        out[l] = x[l] / (1.0 + exps[l]);
+    }
+    out
+}
+
+/// Below this `|x|` (bits of 2^-14) `libm::expf` returns `1 + x`: lanes there take the scalar call.
+const EXPF_TINY_BITS: u32 = 0x3900_0000;
+/// From this `|x|` (bits of 87.33655) `libm::expf` takes its overflow, underflow and NaN
+/// branches, or a scale beyond one multiply: lanes there take the scalar call.
+const EXPF_LARGE_BITS: u32 = 0x42ae_ac50;
+
+/// `libm::expf` (libm 0.2, FreeBSD's `e_expf.c`) of every lane, operation for operation, so
+/// the bits are the same: lanes with `2^-14 < |x| < 87.33655` run the argument reduction, the
+/// rational approximation and the one-multiply scale `2^k` (`k` within [-126, 126] there, where
+/// `scalbnf` is that one multiply) as branch-free selects that vectorise; any other lane calls
+/// `libm::expf` itself. `expf_matches_libm_lane_for_lane` checks it against `libm::expf` over a
+/// sweep of every exponent and sign.
+#[inline(always)]
+fn expf_lanes(x: [f32; LANES]) -> [f32; LANES] {
+    // libm's constants, by their bits.
+    const LN2_HI: f32 = f32::from_bits(0x3f31_7200);
+    const LN2_LO: f32 = f32::from_bits(0x35bf_be8e);
+    const INV_LN2: f32 = f32::from_bits(0x3fb8_aa3b);
+    const P1: f32 = f32::from_bits(0x3e2a_aa8f);
+    const P2: f32 = f32::from_bits(0xbb35_5215);
+    let mut out = [0.0f32; LANES];
+    let mut fast = [true; LANES];
+    for l in 0..LANES {
+        let bits = x[l].to_bits();
+        let negative = bits >> 31 != 0;
+        let magnitude = bits & 0x7fff_ffff;
+        fast[l] = magnitude > EXPF_TINY_BITS && magnitude < EXPF_LARGE_BITS;
+        let half = if negative { -0.5f32 } else { 0.5 };
+        let k_far = (INV_LN2 * x[l] + half) as i32;
+        let k_near = if negative { -1 } else { 1 };
+        let k = if magnitude > 0x3f85_1592 {
+            k_far
+        } else if magnitude > 0x3eb1_7218 {
+            k_near
+        } else {
+            0
+        };
+        // With k = 0 these are libm's `hi = x, lo = 0` exactly (x - 0 * c = x, 0 * c = 0).
+        let kf = k as f32;
+        let hi = x[l] - kf * LN2_HI;
+        let lo = kf * LN2_LO;
+        let r = hi - lo;
+        let rr = r * r;
+        let c = r - rr * (P1 + rr * P2);
+        let y = 1.0 + (r * c / (2.0 - c) - lo + hi);
+        // 2^k for k in [-126, 127] (the fast lanes); other lanes' value is replaced below.
+        let scale = f32::from_bits(((0x7f + k.clamp(-126, 127)) as u32) << 23);
+        out[l] = if k == 0 { y } else { y * scale };
+    }
+    if fast.contains(&false) {
+        for l in 0..LANES {
+            if !fast[l] {
+                out[l] = libm::expf(x[l]);
             }
         }
     }
+    out
 }
 
 impl TileKernel {
