@@ -615,14 +615,25 @@ thread_local! {
 /// Every panel of `b` (`n` rows of `k`) for a kernel of `cols` columns, panel after panel:
 /// `packed[(j / cols) * k * cols + p * cols + c] = b[(j + c) * k + p]`, `0` past row `n`.
 fn pack_panels(b: &[f32], n: usize, k: usize, cols: usize, packed: &mut [f32]) {
+    pack_strided_panels(b, k, n, k, cols, packed);
+}
+
+/// [`pack_panels`] of a `b` whose row `r` is `b[r * stride..r * stride + k]` (one head's slice
+/// of a wider activation row, read in place).
+fn pack_strided_panels(
+    b: &[f32],
+    stride: usize,
+    n: usize,
+    k: usize,
+    cols: usize,
+    packed: &mut [f32],
+) {
     for (panel_index, panel) in packed.chunks_exact_mut(k * cols).enumerate() {
         let first = panel_index * cols;
         let width = cols.min(n - first);
         // Row by row of `b` (each read once, in order); the panel's columns past `n` are 0.
-        for (c, row) in b[first * k..(first + width) * k]
-            .chunks_exact(k)
-            .enumerate()
-        {
+        for c in 0..width {
+            let row = &b[(first + c) * stride..(first + c) * stride + k];
             for (value, packed_row) in row.iter().zip(panel.chunks_exact_mut(cols)) {
                 packed_row[c] = *value;
             }
@@ -1082,9 +1093,10 @@ pub struct AttentionShape {
 
 /// [`reference::attention`] for each of `shape.batch` sequences, threaded over (sequence, head).
 ///
-/// Per head: `q_h`, `k_h` and `v_hᵀ` are copied out contiguously (exact), then
-/// `scores = q_h · k_hᵀ` and `context = p · (v_hᵀ)ᵀ` use the matmul tile kernel, whose per-element
-/// order is [`reference::dot_fma`]'s.
+/// Per head: `q_h` is copied out contiguously (exact), the micro-kernel's panels are packed
+/// straight from `k` and `v` (key rows for `scores = q_h · k_hᵀ`, value rows' column blocks for
+/// `context = p · v_h`), and the matmul tile kernel runs on them, whose per-element order is
+/// [`reference::dot_fma`]'s.
 pub fn attention(
     q: &[f32],
     k: &[f32],
@@ -1108,7 +1120,6 @@ pub fn attention(
     }
     // Each unit (sequence b, head h) writes a [seq, head_dim] block; gather them after.
     let mut blocks = vec![0.0f32; units * seq * head_dim];
-    let single = compute.single_threaded();
     let isa = supported_isa(compute.isa);
     for_row_ranges(
         &mut blocks,
@@ -1117,36 +1128,38 @@ pub fn attention(
         seq * seq * head_dim * 2,
         compute.threads,
         |first_unit, chunk| {
+            let kernel = TileKernel::for_isa(isa);
             let mut qh = vec![0.0f32; seq * head_dim];
-            let mut kh = vec![0.0f32; seq * head_dim];
-            let mut vt = vec![0.0f32; head_dim * seq];
+            let mut panel = vec![0.0f32; seq.max(head_dim) * kernel.cols];
             let mut scores = vec![0.0f32; seq * seq];
             let mut probabilities = vec![0.0f32; seq * seq];
             for (u, block) in chunk.chunks_exact_mut(seq * head_dim).enumerate() {
                 let (b, h) = ((first_unit + u) / heads, (first_unit + u) % heads);
+                // This head's columns of sequence b: row t at `at(t)`, rows `width` apart.
+                let head_start = b * seq * width + h * head_dim;
                 for t in 0..seq {
-                    let at = (b * seq + t) * width + h * head_dim;
+                    let at = head_start + t * width;
                     copy_row(
                         &mut qh[t * head_dim..(t + 1) * head_dim],
                         &q[at..at + head_dim],
                     );
-                    copy_row(
-                        &mut kh[t * head_dim..(t + 1) * head_dim],
-                        &k[at..at + head_dim],
-                    );
-                    for c in 0..head_dim {
-                        vt[c * seq + t] = v[at + c];
-                    }
                 }
-                let keep_b = &keep[b * seq..(b + 1) * seq];
+                // scores = q_h · k_hᵀ: each panel of key rows packed from `k` in place.
                 let scores_op = Linear {
-                    b: &kh,
+                    b: &[],
                     bias: None,
                     activation: Activation::Identity,
                     n: seq,
                     k: head_dim,
                 };
-                linear(&scores_op, &qh, &mut scores, single);
+                let panel_len = head_dim * kernel.cols;
+                for j in (0..seq).step_by(kernel.cols) {
+                    let panel = &mut panel[..panel_len];
+                    let first_key = &k[head_start + j * width..];
+                    pack_strided_panels(first_key, width, seq - j, head_dim, kernel.cols, panel);
+                    scores_op.panel_rows(kernel, &qh, 0, &mut scores, panel, j);
+                }
+                let keep_b = &keep[b * seq..(b + 1) * seq];
                 for i in 0..seq {
                     softmax_row(
                         isa,
@@ -1156,14 +1169,26 @@ pub fn attention(
                         &mut probabilities[i * seq..(i + 1) * seq],
                     );
                 }
+                // context = p · v_h: the panel of columns j.. of v_hᵀ is, row p, value row p's
+                // columns j.. (a row copy, no transpose).
                 let context_op = Linear {
-                    b: &vt,
+                    b: &[],
                     bias: None,
                     activation: Activation::Identity,
                     n: head_dim,
                     k: seq,
                 };
-                linear(&context_op, &probabilities, block, single);
+                let panel_len = seq * kernel.cols;
+                for j in (0..head_dim).step_by(kernel.cols) {
+                    let width_j = kernel.cols.min(head_dim - j);
+                    let panel = &mut panel[..panel_len];
+                    for (p, packed_row) in panel.chunks_exact_mut(kernel.cols).enumerate() {
+                        let at = head_start + p * width + j;
+                        copy_row(&mut packed_row[..width_j], &v[at..at + width_j]);
+                        packed_row[width_j..].fill(0.0);
+                    }
+                    context_op.panel_rows(kernel, &probabilities, 0, block, panel, j);
+                }
             }
         },
     );
