@@ -446,21 +446,87 @@ fn check_linear_by_columns(
     }
 }
 
+/// `len` values spread over [-10, 10] by a multiplicative hash of the index and `seed`.
+fn spread(len: usize, seed: u32) -> Vec<f32> {
+    (0..len as u32)
+        .map(|i| {
+            let h = i
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(seed)
+                .rotate_left(13);
+            (h % 20_001) as f32 / 1000.0 - 10.0
+        })
+        .collect()
+}
+
+/// Ops large enough to run on the thread pool (odd shapes, uneven row ranges) give the
+/// reference's bits, and so one thread's, on 1, 2 and 4 threads, call after call on the same
+/// pool.
+#[test]
+fn pooled_threads_give_the_bits_of_one_thread() {
+    let (m, n, k) = (203, 77, 131);
+    let (a, b, bias) = (spread(m * k, 3), spread(n * k, 4), spread(n, 5));
+    let mut linear_expected = vec![0.0f32; m * n];
+    reference::linear(
+        &a,
+        &b,
+        Some(&bias),
+        Activation::GeluErf,
+        m,
+        n,
+        k,
+        &mut linear_expected,
+    );
+    let (rows, cols) = (301, 37);
+    let x = spread(rows * cols, 6);
+    let mut softmax_expected = vec![0.0f32; x.len()];
+    reference::softmax(&x, None, 0.3, cols, &mut softmax_expected);
+    let shape = reference::CausalShape {
+        rows: 37,
+        first_position: 5,
+        heads: 6,
+        kv_heads: 2,
+        head_dim: 24,
+    };
+    let q = spread(shape.rows * shape.heads * shape.head_dim, 7);
+    let (kc, vc) = (
+        spread(shape.keys() * 2 * 24, 8),
+        spread(shape.keys() * 2 * 24, 9),
+    );
+    let mut causal_expected = vec![0.0f32; q.len()];
+    reference::causal_attention(&q, &kc, &vc, shape, &mut causal_expected);
+    for _round in 0..3 {
+        for isa in Isa::available() {
+            for threads in [1, 2, 4] {
+                let compute = Compute {
+                    threads: NonZeroUsize::new(threads).unwrap(),
+                    isa,
+                };
+                let op = Linear {
+                    b: &b,
+                    bias: Some(&bias),
+                    activation: Activation::GeluErf,
+                    n,
+                    k,
+                };
+                let mut out = vec![f32::NAN; m * n];
+                kernels::linear(&op, &a, &mut out, compute);
+                check_bits(&format!("linear {compute:?}"), &linear_expected, &out);
+                let mut out = vec![f32::NAN; x.len()];
+                kernels::softmax(&x, None, 0.3, cols, &mut out, compute);
+                check_bits(&format!("softmax {compute:?}"), &softmax_expected, &out);
+                let mut out = vec![f32::NAN; q.len()];
+                kernels::causal_attention(&q, &kc, &vc, shape, &mut out, compute);
+                check_bits(&format!("causal {compute:?}"), &causal_expected, &out);
+            }
+        }
+    }
+}
+
 /// Products above `COLUMN_THREADS_WORK_MIN` with few rows, where threads split the output
 /// columns (uneven splits included).
 #[test]
 fn linear_by_columns_matches_when_split_by_columns() {
-    let spread = |len: usize, seed: u32| -> Vec<f32> {
-        (0..len as u32)
-            .map(|i| {
-                let h = i
-                    .wrapping_mul(2_654_435_761)
-                    .wrapping_add(seed)
-                    .rotate_left(13);
-                (h % 20_001) as f32 / 1000.0 - 10.0
-            })
-            .collect()
-    };
     for (m, n, k) in [(1, 1031, 577), (2, 700, 389), (3, 515, 341)] {
         assert!(m * n * k >= kernels::COLUMN_THREADS_WORK_MIN);
         let (x, w) = (spread(m * k, 1), spread(n * k, 2));
