@@ -646,14 +646,27 @@ fn weight_rows_block(
             span(x, i0..i1, w, g0..g1, &mut dots, isa);
             for (i, row) in (i0..i1).zip(&dots) {
                 let at = i * width + kept.start - columns.start;
-                for (o, v) in block[at..at + kept.len()]
-                    .iter_mut()
-                    .zip(&row[kept.start - first..kept.end - first])
-                {
-                    *o = activation.apply(*v);
-                }
+                apply_activation(
+                    activation,
+                    &row[kept.start - first..kept.end - first],
+                    &mut block[at..at + kept.len()],
+                );
             }
         }
+    }
+}
+
+/// `out[j] = activation.apply(dots[j])`; SiLU with AVX-512 where the CPU has it (the same
+/// bits: [`x86::silu_avx512`]).
+fn apply_activation(activation: Activation, dots: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if activation == Activation::Silu && std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512 F (checked here).
+        unsafe { x86::silu_avx512(dots, out) };
+        return;
+    }
+    for (o, v) in out.iter_mut().zip(dots) {
+        *o = activation.apply(*v);
     }
 }
 
@@ -950,6 +963,71 @@ mod x86 {
             );
         }
         (amax / ACTIVATION_Q_MAX, _mm512_reduce_add_epi32(sum))
+    }
+
+    /// `out[j] = silu(x[j]) = x / (1 + expf(-x))` ([`crate::reference::silu`]) sixteen lanes at
+    /// a time, `expf` being libm's (FreeBSD's `e_expf.c`) written lane by lane: the same f32
+    /// operations in the same order, its three argument reductions chosen per lane, and the
+    /// scaling by `2^k` one multiply as libm's `scalbn` does for `|k| ≤ 126`. A vector with a
+    /// lane on libm's other paths (`|t| ≥ 87.34` or NaN, `|t| ≤ 2^-14`, for `t = -x`) and the
+    /// tail run through the scalar function.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn silu_avx512(x: &[f32], out: &mut [f32]) {
+        // libm's constants, by their bits.
+        let ln2_hi = f32::from_bits(0x3f31_7200);
+        let ln2_lo = f32::from_bits(0x35bf_be8e);
+        let inv_ln2 = f32::from_bits(0x3fb8_aa3b);
+        let p1 = f32::from_bits(0x3e2a_aa8f);
+        let p2 = f32::from_bits(0xbb35_5215);
+        let n = x.len().min(out.len());
+        let vectors = n / 16;
+        let sign_bit = _mm512_set1_epi32(i32::MIN);
+        let one = _mm512_set1_ps(1.0);
+        for v in 0..vectors {
+            let xv = _mm512_loadu_ps(x.as_ptr().add(16 * v));
+            let t = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(xv), sign_bit));
+            let bits = _mm512_castps_si512(t);
+            let ht = _mm512_andnot_si512(sign_bit, bits);
+            let special = _mm512_cmpge_epi32_mask(ht, _mm512_set1_epi32(0x42ae_ac50))
+                | _mm512_cmple_epi32_mask(ht, _mm512_set1_epi32(0x3900_0000));
+            if special != 0 {
+                for j in 16 * v..16 * v + 16 {
+                    out[j] = crate::reference::silu(x[j]);
+                }
+                continue;
+            }
+            let negative = _mm512_cmplt_epi32_mask(bits, _mm512_setzero_si512());
+            let half = _mm512_mask_blend_ps(negative, _mm512_set1_ps(0.5), _mm512_set1_ps(-0.5));
+            let k_far = _mm512_cvttps_epi32(_mm512_add_ps(
+                _mm512_mul_ps(_mm512_set1_ps(inv_ln2), t),
+                half,
+            ));
+            let k_near =
+                _mm512_mask_blend_epi32(negative, _mm512_set1_epi32(1), _mm512_set1_epi32(-1));
+            let far = _mm512_cmpgt_epi32_mask(ht, _mm512_set1_epi32(0x3f85_1592));
+            let near = _mm512_cmpgt_epi32_mask(ht, _mm512_set1_epi32(0x3eb1_7218));
+            let k = _mm512_mask_blend_epi32(far, _mm512_maskz_mov_epi32(near, k_near), k_far);
+            let kf = _mm512_cvtepi32_ps(k);
+            let hi = _mm512_sub_ps(t, _mm512_mul_ps(kf, _mm512_set1_ps(ln2_hi)));
+            let lo = _mm512_mul_ps(kf, _mm512_set1_ps(ln2_lo));
+            let r = _mm512_sub_ps(hi, lo);
+            let rr = _mm512_mul_ps(r, r);
+            let poly = _mm512_add_ps(_mm512_set1_ps(p1), _mm512_mul_ps(rr, _mm512_set1_ps(p2)));
+            let c = _mm512_sub_ps(r, _mm512_mul_ps(rr, poly));
+            let quotient =
+                _mm512_div_ps(_mm512_mul_ps(r, c), _mm512_sub_ps(_mm512_set1_ps(2.0), c));
+            let y = _mm512_add_ps(one, _mm512_add_ps(_mm512_sub_ps(quotient, lo), hi));
+            let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(
+                k,
+                _mm512_set1_epi32(127),
+            )));
+            let e = _mm512_mul_ps(y, scale);
+            let silu = _mm512_div_ps(xv, _mm512_add_ps(one, e));
+            _mm512_storeu_ps(out.as_mut_ptr().add(16 * v), silu);
+        }
+        for j in 16 * vectors..n {
+            out[j] = crate::reference::silu(x[j]);
+        }
     }
 
     /// Activation bytes `e..e + 4` of the block at `at`, as one i32 (for a broadcast).
@@ -1388,6 +1466,45 @@ mod tests {
                 quantize_block(block.as_slice().try_into().unwrap(), &mut values);
             assert_eq!((scalar_d.to_bits(), scalar_sum), (d.to_bits(), got.sums[0]));
             assert_eq!(values.as_slice(), q.as_slice(), "{block:?}");
+        }
+    }
+
+    /// The SiLU applied to matmul outputs equals `reference::silu` (libm's `expf`) bit for
+    /// bit: a stride through every f32 bit pattern, values at each of `expf`'s branch edges (in
+    /// vectors of their own, so the lanes' path runs them, and beside special lanes), random
+    /// values, and a length with a tail.
+    #[test]
+    fn silu_equals_the_reference_on_every_path() {
+        let around = |edges: &[u32]| -> Vec<f32> {
+            let mut out = Vec::new();
+            for &edge in edges {
+                for delta in 0..4u32 {
+                    for sign in [0, 1u32 << 31] {
+                        out.push(f32::from_bits((edge + delta) | sign));
+                        out.push(f32::from_bits((edge - delta) | sign));
+                    }
+                }
+            }
+            out
+        };
+        let strided: Vec<f32> = (0..=u32::MAX / 9973)
+            .map(|i| f32::from_bits(i * 9973))
+            .collect();
+        // The argument reductions' edges (|t| = 0.5 ln 2 and 1.5 ln 2), then the special paths'.
+        let reductions = around(&[0x3f85_1592, 0x3eb1_7218]);
+        let special = around(&[0x42ae_ac50, 0x42b1_7218, 0x42cf_f1b5, 0x3900_0000]);
+        let mut rng = Rng(3);
+        let random: Vec<f32> = (0..20_000).map(|_| rng.float() * 20.0).collect();
+        for x in [&strided, &reductions, &special, &random, &random[3..40]] {
+            let mut got = vec![0.0f32; x.len()];
+            apply_activation(Activation::Silu, x, &mut got);
+            for (&v, g) in x.iter().zip(&got) {
+                let expected = crate::reference::silu(v);
+                assert!(
+                    g.to_bits() == expected.to_bits() || (g.is_nan() && expected.is_nan()),
+                    "silu({v:e}) = {g:e}, expected {expected:e}"
+                );
+            }
         }
     }
 
