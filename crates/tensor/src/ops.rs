@@ -57,7 +57,7 @@ pub fn linear_packed(
         });
     }
     let bias = bias.map(|bias| bias.vector(OP, n)).transpose()?;
-    let mut out = vec![0.0f32; m * n];
+    let mut out = crate::tensor::zeroed(m * n);
     let op = Linear {
         b,
         bias,
@@ -90,7 +90,7 @@ fn binary(
     check_shape(op, y, x.shape())?;
     let (xs, ys) = (x.contiguous(), y.contiguous());
     let (xs, ys) = (contiguous_slice(op, &xs)?, contiguous_slice(op, &ys)?);
-    let mut out = vec![0.0f32; xs.len()];
+    let mut out = crate::tensor::zeroed(xs.len());
     let width = x.shape().last().copied().unwrap_or(1);
     kernel(xs, ys, &mut out, width, compute);
     Tensor::from_vec(out, x.shape())
@@ -110,7 +110,7 @@ pub fn mul(x: &Tensor, y: &Tensor, compute: Compute) -> Result<Tensor> {
 pub fn activation(x: &Tensor, activation: Activation, compute: Compute) -> Result<Tensor> {
     let xs = x.contiguous();
     let xs = contiguous_slice("activation", &xs)?;
-    let mut out = vec![0.0f32; xs.len()];
+    let mut out = crate::tensor::zeroed(xs.len());
     let width = x.shape().last().copied().unwrap_or(1);
     kernels::activation(xs, activation, &mut out, width, compute);
     Tensor::from_vec(out, x.shape())
@@ -143,7 +143,7 @@ pub fn layernorm(
         None => None,
     };
     let (gamma, beta) = (gamma.vector(OP, n)?, beta.vector(OP, n)?);
-    let mut out = vec![0.0f32; xs.len()];
+    let mut out = crate::tensor::zeroed(xs.len());
     kernels::layernorm(xs, residual, gamma, beta, eps, n, &mut out, compute);
     Tensor::from_vec(out, x.shape())
 }
@@ -153,7 +153,7 @@ pub fn rmsnorm(x: &Tensor, gamma: &Tensor, eps: f32, compute: Compute) -> Result
     const OP: &str = "rmsnorm";
     let (xs, _, n) = x.matrix(OP)?;
     let gamma = gamma.vector(OP, n)?;
-    let mut out = vec![0.0f32; xs.len()];
+    let mut out = crate::tensor::zeroed(xs.len());
     kernels::rmsnorm(xs, gamma, eps, n, &mut out, compute);
     Tensor::from_vec(out, x.shape())
 }
@@ -163,7 +163,7 @@ pub fn softmax(x: &Tensor, keep: Option<&Tensor>, scale: f32, compute: Compute) 
     const OP: &str = "softmax";
     let (xs, _, n) = x.matrix(OP)?;
     let keep = keep.map(|keep| keep.vector(OP, n)).transpose()?;
-    let mut out = vec![0.0f32; xs.len()];
+    let mut out = crate::tensor::zeroed(xs.len());
     kernels::softmax(xs, keep, scale, n, &mut out, compute);
     Tensor::from_vec(out, x.shape())
 }
@@ -204,7 +204,7 @@ pub fn attention(
         scale: 1.0 / (head_dim as f32).sqrt(),
     };
     let (ks, vs) = (contiguous_slice(OP, k)?, contiguous_slice(OP, v)?);
-    let mut out = vec![0.0f32; qs.len()];
+    let mut out = crate::tensor::zeroed(qs.len());
     kernels::attention(qs, ks, vs, keep, shape, &mut out, compute);
     Tensor::from_vec(out, q.shape())
 }
@@ -227,7 +227,7 @@ pub fn rope(x: &Tensor, positions: &[u32], heads: usize, base: f32) -> Result<Te
             ),
         });
     }
-    let mut out = vec![0.0f32; xs.len()];
+    let mut out = crate::tensor::zeroed(xs.len());
     reference::rope(xs, positions, heads, width / heads, base, &mut out);
     Tensor::from_vec(out, x.shape())
 }
@@ -243,7 +243,7 @@ pub fn embedding(table: &Tensor, ids: &[u32]) -> Result<Tensor> {
             len: vocab,
         });
     }
-    let mut out = vec![0.0f32; ids.len() * width];
+    let mut out = crate::tensor::zeroed(ids.len() * width);
     reference::embedding(rows, ids, width, &mut out);
     Tensor::from_vec(out, &[ids.len(), width])
 }
@@ -259,7 +259,7 @@ pub fn mean_pool(x: &Tensor, keep: &Tensor, seq: usize) -> Result<Tensor> {
             detail: format!("seq {seq} does not divide {rows} rows"),
         });
     }
-    let mut out = vec![0.0f32; rows / seq * width];
+    let mut out = crate::tensor::zeroed(rows / seq * width);
     kernels::mean_pool(xs, keep, seq, width, &mut out);
     Tensor::from_vec(out, &[rows / seq, width])
 }
@@ -267,7 +267,7 @@ pub fn mean_pool(x: &Tensor, keep: &Tensor, seq: usize) -> Result<Tensor> {
 /// Each row of `x: [rows, n]` divided by its L2 norm (at least 1e-12).
 pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
     let (xs, _, n) = x.matrix("l2_normalize")?;
-    let mut out = vec![0.0f32; xs.len()];
+    let mut out = crate::tensor::zeroed(xs.len());
     kernels::l2_normalize(xs, n, &mut out);
     Tensor::from_vec(out, x.shape())
 }

@@ -1,5 +1,6 @@
 //! An f32 tensor: shared storage plus a [`Layout`].
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use crate::layout::{element_count, Layout};
@@ -13,6 +14,68 @@ pub struct Tensor {
     /// which `Arc<[f32]>` would need).
     storage: Arc<Vec<f32>>,
     layout: Layout,
+}
+
+/// Smallest buffer worth keeping for reuse (smaller ones are cheap to allocate).
+const RECYCLE_BYTES_MIN: usize = 256 << 10;
+/// Most bytes, and most buffers, one thread keeps for reuse; a buffer that would exceed either
+/// is freed instead of kept.
+const RECYCLED_BYTES_MAX: usize = 64 << 20;
+const RECYCLED_BUFFERS_MAX: usize = 8;
+
+thread_local! {
+    /// Storage of this thread's dropped tensors, for the next op outputs: a reused buffer is
+    /// zeroed in place instead of mapping, faulting in and clearing fresh pages per op.
+    static RECYCLED: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `len` zeros: in the smallest buffer this thread recycled that holds them, else new.
+pub(crate) fn zeroed(len: usize) -> Vec<f32> {
+    if len.saturating_mul(4) >= RECYCLE_BYTES_MIN {
+        let reused = RECYCLED
+            .try_with(|cell| {
+                let mut list = cell.try_borrow_mut().ok()?;
+                let best = (0..list.len())
+                    .filter(|&i| list[i].capacity() >= len)
+                    .min_by_key(|&i| list[i].capacity())?;
+                Some(list.swap_remove(best))
+            })
+            .ok()
+            .flatten();
+        if let Some(mut buffer) = reused {
+            buffer.clear();
+            buffer.resize(len, 0.0);
+            return buffer;
+        }
+    }
+    vec![0.0; len]
+}
+
+/// Keeps `buffer` for [`zeroed`] when it is large enough and the thread's bounds allow;
+/// otherwise frees it.
+fn recycle(buffer: Vec<f32>) {
+    let bytes = buffer.capacity().saturating_mul(4);
+    if !(RECYCLE_BYTES_MIN..=RECYCLED_BYTES_MAX).contains(&bytes) {
+        return;
+    }
+    // During thread teardown, or re-entered, the buffer is simply freed.
+    let _ = RECYCLED.try_with(|cell| {
+        if let Ok(mut list) = cell.try_borrow_mut() {
+            let held: usize = list.iter().map(|b| b.capacity() * 4).sum();
+            if list.len() < RECYCLED_BUFFERS_MAX && held + bytes <= RECYCLED_BYTES_MAX {
+                list.push(buffer);
+            }
+        }
+    });
+}
+
+impl Drop for Tensor {
+    /// The last tensor on a storage hands it to [`recycle`].
+    fn drop(&mut self) {
+        if let Some(buffer) = Arc::get_mut(&mut self.storage) {
+            recycle(std::mem::take(buffer));
+        }
+    }
 }
 
 impl Tensor {
@@ -34,7 +97,7 @@ impl Tensor {
 
     pub fn zeros(shape: &[usize]) -> Result<Self> {
         let count = element_count(shape)?;
-        Self::from_vec(vec![0.0; count], shape)
+        Self::from_vec(zeroed(count), shape)
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -105,7 +168,7 @@ impl Tensor {
         let base = self.contiguous();
         Ok(Tensor {
             layout: base.layout.reshape(shape)?,
-            storage: base.storage,
+            storage: Arc::clone(&base.storage),
         })
     }
 
@@ -201,7 +264,63 @@ pub fn bf16_bits_to_f32(bits: u16) -> f32 {
 
 #[cfg(test)]
 mod tests {
-    use super::Tensor;
+    use super::*;
+
+    /// Floats in a buffer of `bytes`.
+    fn floats(bytes: usize) -> usize {
+        bytes / 4
+    }
+
+    /// A dropped op output's buffer is the next large output's, zeroed; a view keeps it alive.
+    #[test]
+    fn dropped_storage_is_reused_zeroed() {
+        let len = floats(RECYCLE_BYTES_MIN) + 5;
+        let tensor = Tensor::from_vec(vec![7.0; len], &[len]).unwrap();
+        let address = tensor.as_slice().unwrap().as_ptr();
+        let view = tensor.narrow(0, 1, 3).unwrap();
+        drop(tensor);
+        let other = zeroed(len);
+        assert_ne!(other.as_ptr(), address, "a view still holds the storage");
+        drop(view);
+        let reused = zeroed(len - 3);
+        assert_eq!(reused.as_ptr(), address);
+        assert!(reused.iter().all(|&v| v.to_bits() == 0) && reused.len() == len - 3);
+    }
+
+    /// The per-thread bounds hold: buffers past the count or byte limit are freed, not kept.
+    #[test]
+    fn recycling_stops_at_its_bounds() {
+        let held = || {
+            RECYCLED.with(|cell| {
+                cell.borrow()
+                    .iter()
+                    .map(|b| b.capacity() * 4)
+                    .sum::<usize>()
+            })
+        };
+        let count = || RECYCLED.with(|cell| cell.borrow().len());
+        for _ in 0..RECYCLED_BUFFERS_MAX + 3 {
+            drop(
+                Tensor::from_vec(
+                    vec![1.0; floats(RECYCLE_BYTES_MIN)],
+                    &[floats(RECYCLE_BYTES_MIN)],
+                )
+                .unwrap(),
+            );
+        }
+        assert_eq!(count(), RECYCLED_BUFFERS_MAX);
+        RECYCLED.with(|cell| cell.borrow_mut().clear());
+        let large = floats(RECYCLED_BYTES_MAX / 3);
+        for _ in 0..4 {
+            drop(Tensor::from_vec(vec![1.0; large], &[large]).unwrap());
+        }
+        assert_eq!(count(), 3);
+        assert!(held() <= RECYCLED_BYTES_MAX);
+        // Too small to keep.
+        RECYCLED.with(|cell| cell.borrow_mut().clear());
+        drop(Tensor::from_vec(vec![1.0; 16], &[16]).unwrap());
+        assert_eq!(count(), 0);
+    }
 
     /// An op's output becomes a tensor without a copy: the tensor reads the very buffer the op
     /// wrote.
