@@ -25,6 +25,7 @@
 //! block) is re-admitted and dropped again, or included if it has become valid.
 
 use crate::metrics::Metrics;
+use crate::verified::{VerifiedSignatures, VERIFIED_SIGNATURES_MAX};
 use piazza_codec::Encode;
 use piazza_consensus::{
     AppError, AppMsg, Committed, TxGossip, GOSSIP_LOCAL_CAPACITY, GOSSIP_REMOTE_CAPACITY,
@@ -125,6 +126,10 @@ pub struct App {
     gossip_skipped: AtomicU64,
     /// Transaction signatures verified at admission.
     admission_signatures: AtomicU64,
+    /// Hashes of transactions whose signatures were found valid here (by admission or in
+    /// another validator's block), so that no path verifies them again. Taken after `mempool`
+    /// when both are held.
+    verified: Mutex<VerifiedSignatures>,
     pub metrics: Metrics,
 }
 
@@ -226,6 +231,7 @@ impl App {
             consensus_store: OnceLock::new(),
             gossip_skipped: AtomicU64::new(0),
             admission_signatures: AtomicU64::new(0),
+            verified: Mutex::new(VerifiedSignatures::new(VERIFIED_SIGNATURES_MAX)),
             metrics,
         };
         app.replay_journal()?;
@@ -578,9 +584,10 @@ impl App {
             .iter()
             .filter_map(|checked| checked.as_ref().ok().map(|(tx, _)| tx))
             .collect();
+        let (checks, verified) = self.verify_unseen(&refs);
         self.admission_signatures
-            .fetch_add(refs.len() as u64, Ordering::Relaxed);
-        let mut checks = piazza_ledger::tx::verify_signatures(&refs).into_iter();
+            .fetch_add(verified as u64, Ordering::Relaxed);
+        let mut checks = checks.into_iter();
         let mut entries = Vec::new();
         let mut results: Vec<Result<Hash, TxError>> = prechecked
             .into_iter()
@@ -648,8 +655,10 @@ impl App {
         let admission = self.precheck(snapshot, &tx)?;
         match signature {
             Signature::Unchecked => {
-                self.admission_signatures.fetch_add(1, Ordering::Relaxed);
-                tx.verify_signature()?
+                let (mut checks, verified) = self.verify_unseen(&[&tx]);
+                self.admission_signatures
+                    .fetch_add(verified as u64, Ordering::Relaxed);
+                checks.pop().expect("one check for one transaction")?
             }
             Signature::Checked(result) => result?,
         }
@@ -871,26 +880,52 @@ impl App {
         Ok((outcome, prepared))
     }
 
-    /// Verifies the signatures of another validator's block once here: a transaction still in
-    /// this node's mempool passed signature verification at admission (its hash covers every
-    /// byte, signature included), so only the others are verified, across all cores. `true`
-    /// when every signature is valid; `false` leaves every check to the executor, which then
-    /// refuses the block exactly as it would have without this step.
+    /// Verifies the signatures of another validator's block once here (see
+    /// [`App::verify_unseen`]: only those not seen valid before). `true` when every signature
+    /// is valid; `false` leaves every check to the executor, which then refuses the block
+    /// exactly as it would have without this step.
     fn verify_block_signatures(&self, block: &Block) -> bool {
-        let unverified: Vec<&SignedTransaction> = {
+        let txs: Vec<&SignedTransaction> = block.txs.iter().collect();
+        let (checks, verified) = self.verify_unseen(&txs);
+        self.metrics
+            .record_block_signatures(verified, txs.len() - verified);
+        checks.iter().all(|check| check.is_ok())
+    }
+
+    /// The signature check of each of `txs`, in order, verifying (across all cores) only those
+    /// not known valid already: a transaction in the mempool passed verification at admission,
+    /// and `verified` remembers the others found valid (a hash covers every byte, signature
+    /// included, so its validity never changes). Remembers the newly valid ones; also returns
+    /// how many were verified here.
+    fn verify_unseen(&self, txs: &[&SignedTransaction]) -> (Vec<Result<(), TxError>>, usize) {
+        let known: Vec<bool> = {
             let mempool = self.mempool.lock().expect("mempool lock");
-            block
-                .txs
-                .iter()
-                .filter(|tx| !mempool.contains(&tx.hash()))
+            let verified = self.verified.lock().expect("verified lock");
+            txs.iter()
+                .map(|tx| verified.contains(&tx.hash()) || mempool.contains(&tx.hash()))
                 .collect()
         };
-        let reused = block.txs.len() - unverified.len();
-        self.metrics
-            .record_block_signatures(unverified.len(), reused);
-        piazza_ledger::tx::verify_signatures(&unverified)
+        let unseen: Vec<&SignedTransaction> = txs
             .iter()
-            .all(|check| check.is_ok())
+            .zip(&known)
+            .filter(|(_, known)| !**known)
+            .map(|(tx, _)| *tx)
+            .collect();
+        let mut fresh = piazza_ledger::tx::verify_signatures(&unseen).into_iter();
+        let checks: Vec<Result<(), TxError>> = known
+            .iter()
+            .map(|known| match known {
+                true => Ok(()),
+                false => fresh.next().expect("one check per unseen transaction"),
+            })
+            .collect();
+        let mut verified = self.verified.lock().expect("verified lock");
+        for ((tx, known), check) in txs.iter().zip(&known).zip(&checks) {
+            if !known && check.is_ok() {
+                verified.insert(tx.hash());
+            }
+        }
+        (checks, unseen.len())
     }
 
     /// The validator set of `height` from committed state: `None` for a chain without

@@ -22,6 +22,7 @@ pub mod app;
 pub mod arbitration;
 pub mod metrics;
 pub mod rpc;
+pub mod verified;
 
 pub use app::{App, CommittedBlock, NodeError};
 

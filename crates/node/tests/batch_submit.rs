@@ -249,24 +249,41 @@ fn with_txs(block: &Block, txs: Vec<SignedTransaction>) -> Block {
     }
 }
 
-#[test]
-fn another_validators_block_has_only_unseen_signatures_verified() {
+/// Three users, a proposer and a validator on their genesis, and the proposer's block of
+/// `count` round-robin transfers (admitted into the proposer only).
+fn proposed_block(
+    count: u64,
+) -> (
+    Vec<SecretKey>,
+    tempfile::TempDir,
+    App,
+    Vec<SignedTransaction>,
+    Block,
+) {
     let users: Vec<SecretKey> = (1..=3).map(common::user_key).collect();
-    let (_dir, proposer, validator) = proposer_and_validator(&users);
-    // 70 transfers: enough for the parallel path of the verification.
-    let txs = round_robin_transfers(&users, 70);
+    let (dir, proposer, validator) = proposer_and_validator(&users);
+    let txs = round_robin_transfers(&users, count);
     admit(&proposer, &txs);
     let block = proposer.propose(1, 1_700_000_001_000).unwrap();
+    (users, dir, validator, txs, block)
+}
+
+#[test]
+fn another_validators_block_has_only_unseen_signatures_verified() {
+    // 70 transfers: enough for the parallel path of the verification.
+    let (_users, _dir, validator, txs, block) = proposed_block(70);
     assert_eq!(block.txs.len(), txs.len());
 
     // Nothing seen before: every signature is verified.
     validator.validate(block.clone()).unwrap();
     assert_eq!(validator.metrics.block_signatures(), (70, 0));
 
-    // 50 seen at admission (gossip): only the other 20 are verified again.
+    // Seen valid in that block: admitting 50 of them (gossip) and validating the block again
+    // verifies none of them again.
     admit(&validator, &txs[..50]);
+    assert_eq!(validator.admission_signatures(), 0);
     validator.validate(block.clone()).unwrap();
-    assert_eq!(validator.metrics.block_signatures(), (70 + 20, 50));
+    assert_eq!(validator.metrics.block_signatures(), (70, 70));
     validator.commit(block.clone()).unwrap();
     assert_eq!(
         validator.head().unwrap().state_root,
@@ -298,15 +315,44 @@ fn a_block_with_a_bad_signature_is_refused_even_when_its_transaction_was_admitte
     assert_eq!(validator.metrics.block_signatures(), (1, 5));
 }
 
+/// A transaction is verified once per node whichever path brings it first: one admitted from a
+/// client or a peer is not verified again in another validator's block (it is in the
+/// mempool), and one verified in a block is not verified again when its gossip follows before
+/// the block is committed (the node remembers it, bounded by `VERIFIED_SIGNATURES_MAX`).
+#[test]
+fn a_signature_is_verified_once_whether_its_block_or_its_gossip_comes_first() {
+    let (users, _dir, validator, txs, block) = proposed_block(69);
+    // Gossip first for 9 of them, then the block: only the other 60 verified in the block.
+    let early: Vec<Vec<u8>> = txs[..9].iter().map(|tx| tx.to_bytes()).collect();
+    assert_eq!(validator.submit_from_peers(early), 9);
+    assert_eq!(validator.admission_signatures(), 9);
+    validator.validate(block.clone()).unwrap();
+    assert_eq!(validator.metrics.block_signatures(), (60, 9));
+    // The block first for the rest, then their gossip: admitted with no verification.
+    let late: Vec<Vec<u8>> = txs[9..].iter().map(|tx| tx.to_bytes()).collect();
+    assert_eq!(validator.submit_from_peers(late), 60);
+    assert_eq!(validator.admission_signatures(), 9);
+    // A single submission of a block-verified transaction is not verified again either.
+    let (_users, _dir, validator, _, block) = proposed_block(3);
+    validator.validate(block).unwrap();
+    assert_eq!(validator.metrics.block_signatures(), (3, 0));
+    validator.submit(&txs[0].to_bytes()).unwrap();
+    assert_eq!(validator.admission_signatures(), 0);
+    // A forged signature is never remembered: refused in the block, refused at admission.
+    let mut forged = txs[3].clone();
+    forged.signature = users[0].sign(b"another message");
+    let forged = SignedTransaction::new(forged.tx, forged.signature);
+    assert!(validator.submit(&forged.to_bytes()).is_err());
+    assert_eq!(validator.admission_signatures(), 1);
+    assert!(validator.submit(&forged.to_bytes()).is_err());
+    assert_eq!(validator.admission_signatures(), 2);
+}
+
 /// A peer's gossip that arrives after its block was committed (a lagging node's queue) is
 /// refused by the state checks, before any signature is verified; a fresh one is verified once.
 #[test]
 fn gossip_behind_its_block_costs_no_signature_check() {
-    let users: Vec<SecretKey> = (1..=3).map(common::user_key).collect();
-    let (_dir, proposer, validator) = proposer_and_validator(&users);
-    let txs = round_robin_transfers(&users, 69);
-    admit(&proposer, &txs);
-    let block = proposer.propose(1, 1_700_000_001_000).unwrap();
+    let (users, _dir, validator, txs, block) = proposed_block(69);
     validator.validate(block.clone()).unwrap();
     validator.commit(block).unwrap();
     let gossiped: Vec<Vec<u8>> = txs.iter().map(|tx| tx.to_bytes()).collect();
