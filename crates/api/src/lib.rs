@@ -240,14 +240,10 @@ pub struct AccountInfo {
     pub address: String,
     pub balance: String,
     pub nonce: u64,
-    /// The state version (block height) the values and proof are for.
-    pub height: u64,
-    pub state_root: String,
-    /// The state key, its raw value (absent for an empty account) and the proof, all hex.
-    pub key: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
-    pub proof: String,
+    /// The account's state proof (its value absent for an empty account), its fields beside
+    /// the account's on the wire.
+    #[serde(flatten)]
+    pub proof: StateProofInfo,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -336,13 +332,9 @@ pub mod compute_method {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct JobProofInfo {
     pub id: u64,
-    /// The state version (block height) the record and proof are for.
-    pub height: u64,
-    pub state_root: String,
-    pub key: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
-    pub proof: String,
+    /// The job record's state proof, its fields beside `id` on the wire.
+    #[serde(flatten)]
+    pub proof: StateProofInfo,
 }
 
 /// The storage methods' names (the node serves them, the client calls them).
@@ -710,5 +702,46 @@ mod typed_state_tests {
         // A phase or state this client does not know is an error, never a silent skip.
         assert!(serde_json::from_str::<DisputePhase>("\"appeal\"").is_err());
         assert!(serde_json::from_str::<JobState>("\"cancelled\"").is_err());
+    }
+
+    #[test]
+    fn proven_answers_carry_their_proof_fields_flat_on_the_wire() {
+        let proof = |value: Option<&str>| StateProofInfo {
+            height: 7,
+            state_root: "aa".into(),
+            key: "6b".into(),
+            value: value.map(str::to_string),
+            proof: "70".into(),
+        };
+        let account = AccountInfo {
+            address: "pz1x".into(),
+            balance: "5".into(),
+            nonce: 2,
+            proof: proof(Some("76")),
+        };
+        let wire = serde_json::to_value(&account).unwrap();
+        assert_eq!(
+            wire,
+            serde_json::json!({"address": "pz1x", "balance": "5", "nonce": 2, "height": 7,
+                "state_root": "aa", "key": "6b", "value": "76", "proof": "70"})
+        );
+        assert_eq!(
+            serde_json::from_value::<AccountInfo>(wire).unwrap(),
+            account
+        );
+        // A key proven absent has no `value`, on the wire or back.
+        let job = JobProofInfo {
+            id: 3,
+            proof: proof(None),
+        };
+        let wire = serde_json::to_value(&job).unwrap();
+        assert_eq!(
+            wire,
+            serde_json::json!({"id": 3, "height": 7, "state_root": "aa", "key": "6b", "proof": "70"})
+        );
+        assert_eq!(serde_json::from_value::<JobProofInfo>(wire).unwrap(), job);
+        // A proof field missing is an error, not a default.
+        let missing = serde_json::json!({"id": 3, "height": 7, "key": "6b", "proof": "70"});
+        assert!(serde_json::from_value::<JobProofInfo>(missing).is_err());
     }
 }

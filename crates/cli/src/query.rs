@@ -336,7 +336,7 @@ pub async fn balance(
             let (info, block) = client.verified_account(&address).await?;
             let power = client.certified_block(&block).await?;
             let proof = BalanceProof {
-                block: info.height,
+                block: info.proof.height,
                 proposer: block.header.proposer.address().to_string(),
                 certified_power: power.map(|p| [p.signed, p.total]),
                 validator_set: match (&genesis, power) {

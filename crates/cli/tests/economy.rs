@@ -67,7 +67,7 @@ fn balance_at(client: &Client, runtime: &tokio::runtime::Runtime, who: &str) -> 
     let account = runtime
         .block_on(client.account(&who.parse().unwrap()))
         .unwrap();
-    (account.balance.parse().unwrap(), account.height)
+    (account.balance.parse().unwrap(), account.proof.height)
 }
 
 /// Runs `piazza ARGS --node URL --json` and returns whether it succeeded and its stderr.

@@ -317,7 +317,9 @@ impl Client {
         address: &Address,
     ) -> Result<(AccountInfo, Block), ClientError> {
         let info = self.account(address).await?;
-        let block = self.block_with_root(info.height, &info.state_root).await?;
+        let block = self
+            .block_with_root(info.proof.height, &info.proof.state_root)
+            .await?;
         verify_account_proof(&info, address)?;
         self.certified_block(&block).await?;
         Ok((info, block))
@@ -338,7 +340,9 @@ impl Client {
     /// validators, commit certificate) is checked too. Returns the record and the block.
     pub async fn verified_job(&self, id: u64) -> Result<(Option<Job>, Block), ClientError> {
         let info = self.job_proof(id, None).await?;
-        let block = self.block_with_root(info.height, &info.state_root).await?;
+        let block = self
+            .block_with_root(info.proof.height, &info.proof.state_root)
+            .await?;
         let job = verify_job_proof(&info, id)?;
         self.certified_block(&block).await?;
         Ok((job, block))
@@ -519,37 +523,25 @@ impl Client {
     }
 }
 
-/// An answer carrying a state proof, its fields hex as the node sends them.
-pub(crate) trait Proven {
-    /// `(key, value, proof, state root)`.
-    fn proven(&self) -> (&str, Option<&String>, &str, &str);
-}
-
-/// Every answer that carries a state proof names its fields alike.
-macro_rules! proven {
-    ($($info:ty),*) => {$(
-        impl Proven for $info {
-            fn proven(&self) -> (&str, Option<&String>, &str, &str) {
-                (&self.key, self.value.as_ref(), &self.proof, &self.state_root)
-            }
-        }
-    )*};
-}
-
-proven!(AccountInfo, JobProofInfo, StateProofInfo);
-
 /// Checks `info`'s state proof of `key` against the root it names; returns the proven value
 /// (`None`: the key is proven absent).
 pub(crate) fn verify_state_proof(
     key: &[u8],
-    info: &impl Proven,
+    info: &StateProofInfo,
 ) -> Result<Option<Vec<u8>>, ClientError> {
-    let (key_hex, value_hex, proof_hex, root_hex) = info.proven();
+    let StateProofInfo {
+        key: key_hex,
+        value: value_hex,
+        proof: proof_hex,
+        state_root: root_hex,
+        ..
+    } = info;
     let bad = |what: &str| ClientError::Verification(what.to_string());
     if hex::decode(key_hex).map_err(|_| bad("key is not hex"))? != key {
         return Err(bad("the proof is for another key"));
     }
     let value = value_hex
+        .as_ref()
         .map(hex::decode)
         .transpose()
         .map_err(|_| bad("value is not hex"))?;
@@ -573,7 +565,7 @@ pub fn verify_job_proof(info: &JobProofInfo, id: u64) -> Result<Option<Job>, Cli
         )));
     }
     let key = compute::state_key::job(id);
-    let value = verify_state_proof(&key, info)?;
+    let value = verify_state_proof(&key, &info.proof)?;
     value
         .map(|bytes| Job::from_bytes(&bytes).map_err(|e| ClientError::Verification(e.to_string())))
         .transpose()
@@ -583,7 +575,7 @@ pub fn verify_job_proof(info: &JobProofInfo, id: u64) -> Result<Option<Job>, Cli
 pub fn verify_account_proof(info: &AccountInfo, address: &Address) -> Result<(), ClientError> {
     let bad = |what: &str| ClientError::Verification(what.to_string());
     let key = bank::state_key::account(address);
-    let value = verify_state_proof(&key, info)?;
+    let value = verify_state_proof(&key, &info.proof)?;
     let account = match &value {
         Some(bytes) => bank::Account::from_bytes(bytes)
             .map_err(|e| ClientError::Verification(e.to_string()))?,
@@ -867,11 +859,13 @@ mod tests {
         let (value, proof) = Tree::new(&store).get_with_proof(key_hash(&key), 9).unwrap();
         JobProofInfo {
             id,
-            height: 9,
-            state_root: Hash(root.0).to_hex(),
-            key: hex::encode(&key),
-            value: value.map(hex::encode),
-            proof: hex::encode(StateProof::new(proof).to_bytes()),
+            proof: StateProofInfo {
+                height: 9,
+                state_root: Hash(root.0).to_hex(),
+                key: hex::encode(&key),
+                value: value.map(hex::encode),
+                proof: hex::encode(StateProof::new(proof).to_bytes()),
+            },
         }
     }
 
@@ -888,24 +882,24 @@ mod tests {
         let mut tampered = proof_of(2);
         let mut record = job(2);
         record.result.as_mut().unwrap().output = b"Lyon".to_vec();
-        tampered.value = Some(hex::encode(record.to_bytes()));
+        tampered.proof.value = Some(hex::encode(record.to_bytes()));
         assert!(verify_job_proof(&tampered, 2).is_err());
         // A record proven absent claimed to exist, and one that exists claimed absent.
         let mut absent = proof_of(5);
-        absent.value = Some(hex::encode(job(5).to_bytes()));
+        absent.proof.value = Some(hex::encode(job(5).to_bytes()));
         assert!(verify_job_proof(&absent, 5).is_err());
         let mut hidden = proof_of(2);
-        hidden.value = None;
+        hidden.proof.value = None;
         assert!(verify_job_proof(&hidden, 2).is_err());
         // One flipped byte of the proof, another root, another job's proof.
         let mut proof = proof_of(2);
-        let mut bytes = hex::decode(&proof.proof).unwrap();
+        let mut bytes = hex::decode(&proof.proof.proof).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
-        proof.proof = hex::encode(bytes);
+        proof.proof.proof = hex::encode(bytes);
         assert!(verify_job_proof(&proof, 2).is_err());
         let mut root = proof_of(2);
-        root.state_root = Hash([3; 32]).to_hex();
+        root.proof.state_root = Hash([3; 32]).to_hex();
         assert!(verify_job_proof(&root, 2).is_err());
         assert!(verify_job_proof(&proof_of(1), 2).is_err());
         let mut key = proof_of(1);

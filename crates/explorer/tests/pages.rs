@@ -192,11 +192,13 @@ impl Source for Chain {
                 address: address()?,
                 balance: "42000000000".into(),
                 nonce: 5,
-                height: 3,
-                state_root: "11".repeat(32),
-                key: String::new(),
-                value: None,
-                proof: String::new(),
+                proof: StateProofInfo {
+                    height: 3,
+                    state_root: "11".repeat(32),
+                    key: String::new(),
+                    value: None,
+                    proof: String::new(),
+                },
             }),
             method::GET_STAKE => to(StakeInfo {
                 address: address()?,
@@ -221,15 +223,17 @@ impl Source for Chain {
             compute_method::GET_JOB_PROOF => match first.as_u64() {
                 Some(id) => to(JobProofInfo {
                     id,
-                    height: 3,
-                    state_root: "11".repeat(32),
-                    key: format!(
-                        "{}{}",
-                        hex_of("compute/job/"),
-                        hex::encode(id.to_be_bytes())
-                    ),
-                    value: None,
-                    proof: "66".repeat(8),
+                    proof: StateProofInfo {
+                        height: 3,
+                        state_root: "11".repeat(32),
+                        key: format!(
+                            "{}{}",
+                            hex_of("compute/job/"),
+                            hex::encode(id.to_be_bytes())
+                        ),
+                        value: None,
+                        proof: "66".repeat(8),
+                    },
                 }),
                 None => Err(invalid("job id must be a non-negative integer")),
             },

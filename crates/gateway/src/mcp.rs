@@ -457,7 +457,7 @@ async fn read_tool(
                 "address": account.address,
                 "balance": account.balance,
                 "nonce": account.nonce,
-                "height": account.height,
+                "height": account.proof.height,
             }))
         }
         "find_agents" => {

@@ -15,8 +15,8 @@ pub fn account(source: &dyn Source, address: &str) -> PageResult {
         ("Address", escape(&account.address)),
         ("Balance", pza(&account.balance)),
         ("Nonce", account.nonce.to_string()),
-        ("At height", account.height.to_string()),
-        ("State root", escape(&account.state_root)),
+        ("At height", account.proof.height.to_string()),
+        ("State root", escape(&account.proof.state_root)),
     ];
     let stake: Option<StakeInfo> = lookup(source, method::GET_STAKE, &param)?;
     if let Some(stake) = &stake {
@@ -57,20 +57,16 @@ pub fn account(source: &dyn Source, address: &str) -> PageResult {
     if !deals.is_empty() {
         rows.push(("Storage deals", deals.join(", ")));
     }
-    let block_root = super::block_root(source, account.height)?;
+    let block_root = super::block_root(source, account.proof.height)?;
     rows.push(("Block state root", escape(&block_root)));
     let mut body = facts(&rows);
     body.push_str("<h2>Check it yourself</h2>");
     body.push_str(&super::proof_box(
         "the account's state proof",
         "account",
-        account.height,
+        &account.proof,
         &[
             ("address", &account.address),
-            ("key", &account.key),
-            ("value", account.value.as_deref().unwrap_or("")),
-            ("proof", &account.proof),
-            ("root", &account.state_root),
             ("block-root", &block_root),
             ("balance", &account.balance),
             ("nonce", &account.nonce.to_string()),

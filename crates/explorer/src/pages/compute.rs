@@ -123,7 +123,7 @@ pub fn job(source: &dyn Source, id: &str) -> PageResult {
 fn job_proof(source: &dyn Source, job: &JobInfo) -> Result<String, PageError> {
     let proof: JobProofInfo =
         super::fetch(source, compute_method::GET_JOB_PROOF, &[json!(job.id)])?;
-    let block_root = super::block_root(source, proof.height)?;
+    let block_root = super::block_root(source, proof.proof.height)?;
     let (output, output_hash) = job
         .result
         .as_ref()
@@ -131,20 +131,16 @@ fn job_proof(source: &dyn Source, job: &JobInfo) -> Result<String, PageError> {
         .unwrap_or_default();
     let id = proof.id.to_string();
     let mut check = facts(&[
-        ("Proven at height", block_link(proof.height)),
-        ("State root", escape(&proof.state_root)),
+        ("Proven at height", block_link(proof.proof.height)),
+        ("State root", escape(&proof.proof.state_root)),
         ("Block state root", escape(&block_root)),
     ]);
     check.push_str(&super::proof_box(
         "the job record's state proof (and the output against its hash)",
         "job",
-        proof.height,
+        &proof.proof,
         &[
             ("id", &id),
-            ("key", &proof.key),
-            ("value", proof.value.as_deref().unwrap_or("")),
-            ("proof", &proof.proof),
-            ("root", &proof.state_root),
             ("block-root", &block_root),
             ("output", output),
             ("output-hash", output_hash),

@@ -171,13 +171,27 @@ pub(crate) fn block_root(source: &dyn Source, height: u64) -> Result<String, Pag
 }
 
 /// A state proof as data for `assets/proof.js`, which checks it in the browser (BLAKE3 and the
-/// Jellyfish Merkle proof) against the state root of block `height`, and the button that runs
-/// the check again. `data` are the `data-` attributes (names and unescaped values) of `kind`.
-pub(crate) fn proof_box(what: &str, kind: &str, height: u64, data: &[(&str, &str)]) -> String {
-    let attributes: String = data
+/// Jellyfish Merkle proof) against the state root of the block it names, and the button that
+/// runs the check again. The proof's key, value, proof and root become `data-` attributes,
+/// beside `data` (names and unescaped values) of `kind`.
+pub(crate) fn proof_box(
+    what: &str,
+    kind: &str,
+    proof: &piazza_api::StateProofInfo,
+    data: &[(&str, &str)],
+) -> String {
+    let proven = [
+        ("key", proof.key.as_str()),
+        ("value", proof.value.as_deref().unwrap_or("")),
+        ("proof", proof.proof.as_str()),
+        ("root", proof.state_root.as_str()),
+    ];
+    let attributes: String = proven
         .iter()
+        .chain(data)
         .map(|(name, value)| format!(" data-{name}=\"{}\"", crate::html::escape(value)))
         .collect();
+    let height = proof.height;
     format!(
         "<p>Your browser checks {what} against the state root of block {height}: \
 <strong id=\"proof-result\">not checked</strong> \

@@ -88,18 +88,13 @@ fn job_id_param(params: &[Value]) -> Result<u64, RpcError> {
     })
 }
 
-/// A state value with its proof, as answers carry them.
-struct Proven {
-    height: u64,
-    /// Hex, like `proof`.
-    state_root: String,
-    value: Option<Vec<u8>>,
-    proof: String,
-}
-
-/// The value under `key` at `height` (default: the head) with its state proof and the state
-/// root it is checked against.
-fn proven(app: &App, height: Option<&Value>, key: &[u8]) -> Result<Proven, RpcError> {
+/// The value under `key` at `height` (default: the head), raw, with its state proof (the
+/// value hex there too) and the state root it is checked against.
+fn proven(
+    app: &App,
+    height: Option<&Value>,
+    key: &[u8],
+) -> Result<(Option<Vec<u8>>, StateProofInfo), RpcError> {
     let head = app.head().map_err(internal)?;
     let height = match height {
         None | Some(Value::Null) => head.height,
@@ -117,12 +112,14 @@ fn proven(app: &App, height: Option<&Value>, key: &[u8]) -> Result<Proven, RpcEr
         .state_root(height)
         .map_err(internal)?
         .ok_or_else(|| internal("missing state root"))?;
-    Ok(Proven {
+    let info = StateProofInfo {
         height,
         state_root: state_root.to_hex(),
-        value,
+        key: hex::encode(key),
+        value: value.as_ref().map(hex::encode),
         proof: hex::encode(proof.to_bytes()),
-    })
+    };
+    Ok((value, info))
 }
 
 /// Refuses a string parameter longer than its shape allows, before any parser sees it.
@@ -229,12 +226,7 @@ pub(super) fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value,
         method::GET_ACCOUNT => {
             let address = address_param(params, 0)?;
             let key = bank::state_key::account(&address);
-            let Proven {
-                height,
-                state_root,
-                value,
-                proof,
-            } = proven(app, params.get(1), &key)?;
+            let (value, proof) = proven(app, params.get(1), &key)?;
             let account = match &value {
                 None => bank::Account::default(),
                 Some(bytes) => {
@@ -245,30 +237,14 @@ pub(super) fn dispatch(app: &App, name: &str, params: &[Value]) -> Result<Value,
                 address: address.to_string(),
                 balance: account.balance.base_units().to_string(),
                 nonce: account.nonce,
-                height,
-                state_root,
-                key: hex::encode(&key),
-                value: value.map(hex::encode),
                 proof,
             })
         }
         compute_method::GET_JOB_PROOF => {
             let id = job_id_param(params)?;
             let key = compute::state_key::job(id);
-            let Proven {
-                height,
-                state_root,
-                value,
-                proof,
-            } = proven(app, params.get(1), &key)?;
-            to_value(JobProofInfo {
-                id,
-                height,
-                state_root,
-                key: hex::encode(&key),
-                value: value.map(hex::encode),
-                proof,
-            })
+            let (_, proof) = proven(app, params.get(1), &key)?;
+            to_value(JobProofInfo { id, proof })
         }
         method::GET_STAKE => {
             let address = address_param(params, 0)?;
@@ -456,12 +432,7 @@ fn validators(app: &App, params: &[Value]) -> Result<Value, RpcError> {
     };
     let key = staking::state_key::validator_schedule();
     let proof_height = (height - 1).min(head.height);
-    let Proven {
-        height: proof_height,
-        state_root,
-        value,
-        proof,
-    } = proven(app, Some(&Value::from(proof_height)), &key)?;
+    let (_, schedule_proof) = proven(app, Some(&Value::from(proof_height)), &key)?;
     to_value(ValidatorSetInfo {
         height,
         total_voting_power: set
@@ -476,13 +447,7 @@ fn validators(app: &App, params: &[Value]) -> Result<Value, RpcError> {
                 voting_power: v.voting_power,
             })
             .collect(),
-        schedule_proof: Some(StateProofInfo {
-            height: proof_height,
-            state_root,
-            key: hex::encode(&key),
-            value: value.map(hex::encode),
-            proof,
-        }),
+        schedule_proof: Some(schedule_proof),
     })
 }
 
