@@ -481,7 +481,7 @@ fn map_by_lanes(values: &mut [f32], f: impl Fn(f32) -> f32) {
 }
 
 /// `activation` over `values` in place, GELU's loop vectorised for `isa` (a supported one).
-fn activate(isa: Isa, activation: Activation, values: &mut [f32]) {
+pub(crate) fn activate(isa: Isa, activation: Activation, values: &mut [f32]) {
     match (activation, isa) {
         (Activation::Identity, _) => {}
         // SAFETY: the callers pass an `isa` the CPU supports (checked by `supported_isa`).
@@ -501,37 +501,56 @@ fn activate(isa: Isa, activation: Activation, values: &mut [f32]) {
     }
 }
 
-/// [`reference::silu`] over `values` in place, [`LANES`] at a time ([`expf_lanes`]); the tail
+/// [`reference::silu`] over `values` in place, [`LANES`] at a time ([`silu_lanes`]); the tail
 /// padded with ones (a value on the vector path) and dropped. Inlined into one copy per
 /// instruction set.
 #[inline(always)]
 fn silu_in_place(values: &mut [f32]) {
     let mut chunks = values.as_chunks_mut::<LANES>();
     for chunk in chunks.0.iter_mut() {
-        *chunk = silu_lanes(*chunk);
+        silu_lanes(chunk);
     }
     let tail = &mut chunks.1;
     if !tail.is_empty() {
         let mut lanes = [1.0f32; LANES];
         lanes[..tail.len()].copy_from_slice(tail);
+        silu_lanes(&mut lanes);
         let len = tail.len();
-        tail.copy_from_slice(&silu_lanes(lanes)[..len]);
+        tail.copy_from_slice(&lanes[..len]);
     }
 }
 
-/// [`reference::silu`] of each lane: `x / (1 + expf(-x))` with [`expf_lanes`].
+/// [`reference::silu`] of each lane in place: `x / (1 + expf(-x))` with [`expf_lanes`] when
+/// every lane is on `expf`'s vector path ([`expf_lane_is_plain`]); otherwise the chunk takes
+/// the scalar function lane by lane (rare in activations: `|x| ≥ 87.3`, `|x| ≤ 2^-14`, NaN).
 #[inline(always)]
-fn silu_lanes(x: [f32; LANES]) -> [f32; LANES] {
+fn silu_lanes(x: &mut [f32; LANES]) {
+    let mut plain = true;
+    for value in x.iter() {
+        // `-x` has the magnitude of `x`.
+        plain &= expf_lane_is_plain(*value);
+    }
+    if !plain {
+        silu_scalar(x);
+        return;
+    }
     let mut negated = [0.0f32; LANES];
     for l in 0..LANES {
         negated[l] = -x[l];
     }
     let exps = expf_lanes(negated);
-    let mut out = [0.0f32; LANES];
     for l in 0..LANES {
-        out[l] = x[l] / (1.0 + exps[l]);
+        x[l] /= 1.0 + exps[l];
     }
-    out
+}
+
+/// [`reference::silu`] of each lane, out of line (the rare path of [`silu_lanes`]).
+#[inline(never)]
+#[cold]
+fn silu_scalar(x: &mut [f32; LANES]) {
+    for value in x.iter_mut() {
+        *value = reference::silu(*value);
+    }
 }
 
 /// Below this `|x|` (bits of 2^-14) `libm::expf` returns `1 + x`: lanes there take the scalar call.
@@ -540,12 +559,19 @@ const EXPF_TINY_BITS: u32 = 0x3900_0000;
 /// branches, or a scale beyond one multiply: lanes there take the scalar call.
 const EXPF_LARGE_BITS: u32 = 0x42ae_ac50;
 
+/// Whether `libm::expf(x)` takes the path [`expf_lanes`] computes: `2^-14 < |x| < 87.33655`.
+#[inline(always)]
+fn expf_lane_is_plain(x: f32) -> bool {
+    let magnitude = x.to_bits() & 0x7fff_ffff;
+    magnitude > EXPF_TINY_BITS && magnitude < EXPF_LARGE_BITS
+}
+
 /// `libm::expf` (libm 0.2, FreeBSD's `e_expf.c`) of every lane, operation for operation, so
-/// the bits are the same: lanes with `2^-14 < |x| < 87.33655` run the argument reduction, the
-/// rational approximation and the one-multiply scale `2^k` (`k` within [-126, 126] there, where
-/// `scalbnf` is that one multiply) as branch-free selects that vectorise; any other lane calls
-/// `libm::expf` itself. `expf_matches_libm_lane_for_lane` checks it against `libm::expf` over a
-/// sweep of every exponent and sign.
+/// the bits are the same, for lanes that are all [`expf_lane_is_plain`] (the caller checks):
+/// the argument reduction, the rational approximation and the one-multiply scale `2^k` (`k`
+/// within [-126, 126] there, where `scalbnf` is that one multiply; `k = 0` multiplies by 1,
+/// exact) as branch-free selects that vectorise. `silu_equals_the_reference_on_every_path`
+/// checks it against `libm::expf` at every branch edge and over a sweep of bit patterns.
 #[inline(always)]
 fn expf_lanes(x: [f32; LANES]) -> [f32; LANES] {
     // libm's constants, by their bits.
@@ -554,41 +580,36 @@ fn expf_lanes(x: [f32; LANES]) -> [f32; LANES] {
     const INV_LN2: f32 = f32::from_bits(0x3fb8_aa3b);
     const P1: f32 = f32::from_bits(0x3e2a_aa8f);
     const P2: f32 = f32::from_bits(0xbb35_5215);
+    // `k + 127` read back from the bits of `k + MAGIC` (exact for integer `|k| < 2^22`).
+    const MAGIC: f32 = 12_582_912.0;
+    const MAGIC_BIAS: u32 = 0x4b40_0000 - 0x7f;
     let mut out = [0.0f32; LANES];
-    let mut fast = [true; LANES];
     for l in 0..LANES {
         let bits = x[l].to_bits();
         let negative = bits >> 31 != 0;
         let magnitude = bits & 0x7fff_ffff;
-        fast[l] = magnitude > EXPF_TINY_BITS && magnitude < EXPF_LARGE_BITS;
         let half = if negative { -0.5f32 } else { 0.5 };
-        let k_far = (INV_LN2 * x[l] + half) as i32;
-        let k_near = if negative { -1 } else { 1 };
-        let k = if magnitude > 0x3f85_1592 {
+        // libm's `(int)(invln2 * x + half)` as a float: `trunc` vectorises where `as i32`'s
+        // saturation does not; on plain lanes it is an integer in [-126, 126], never -0.
+        let k_far = (INV_LN2 * x[l] + half).trunc();
+        let k_near = if negative { -1.0f32 } else { 1.0 };
+        let kf = if magnitude > 0x3f85_1592 {
             k_far
         } else if magnitude > 0x3eb1_7218 {
             k_near
         } else {
-            0
+            0.0
         };
         // With k = 0 these are libm's `hi = x, lo = 0` exactly (x - 0 * c = x, 0 * c = 0).
-        let kf = k as f32;
         let hi = x[l] - kf * LN2_HI;
         let lo = kf * LN2_LO;
         let r = hi - lo;
         let rr = r * r;
         let c = r - rr * (P1 + rr * P2);
         let y = 1.0 + (r * c / (2.0 - c) - lo + hi);
-        // 2^k for k in [-126, 127] (the fast lanes); other lanes' value is replaced below.
-        let scale = f32::from_bits(((0x7f + k.clamp(-126, 127)) as u32) << 23);
-        out[l] = if k == 0 { y } else { y * scale };
-    }
-    if fast.contains(&false) {
-        for l in 0..LANES {
-            if !fast[l] {
-                out[l] = libm::expf(x[l]);
-            }
-        }
+        // 2^k: the biased exponent `k + 127` (in [1, 253] on plain lanes) shifted into place.
+        let scale = f32::from_bits((kf + MAGIC).to_bits().wrapping_sub(MAGIC_BIAS) << 23);
+        out[l] = y * scale;
     }
     out
 }
@@ -1050,7 +1071,7 @@ fn softmax_tail(row: &[f32], keep: Option<&[f32]>, scale: f32, first: usize, out
 }
 
 /// `isa` if the CPU runs it, else [`Isa::Portable`] (same bits either way).
-fn supported_isa(isa: Isa) -> Isa {
+pub(crate) fn supported_isa(isa: Isa) -> Isa {
     if isa.is_supported() {
         isa
     } else {

@@ -6,8 +6,10 @@
 //! every f32 operation is the same one, lane by lane).
 
 use std::ops::Range;
+use std::sync::Mutex;
 
-use crate::kernels::{Compute, Isa};
+use crate::kernels::{self, Compute, Isa};
+use crate::pool::Pool;
 use crate::reference::Activation;
 use crate::tensor::f16_bits_to_f32;
 
@@ -15,11 +17,12 @@ use crate::tensor::f16_bits_to_f32;
 pub const BLOCK: usize = 32;
 /// Largest magnitude of a quantized activation.
 pub const ACTIVATION_Q_MAX: f32 = 127.0;
-/// Work below this many multiply-adds runs on the calling thread: handing a part to a pool
-/// worker costs tens of microseconds, as much as a one-row matmul of a layer (SmolLM2's
-/// largest, 1536 × 576, is 0.9 M); a decode step splits only its LM head, a prefill every
-/// matmul.
-const PARALLEL_WORK_MIN: usize = 1 << 21;
+/// Work below this many multiply-adds runs on the calling thread. Handing a part to a
+/// spinning [`Pool`] worker costs about a microsecond: one-row SmolLM2 matmuls on 2 threads
+/// (`examples/quant_decode_speed.rs`, quiet machine) took × 0.98 the 1-thread time for k / v
+/// (192 × 576, 0.11 M), × 1.5 for q / o (576 × 576, 0.33 M), × 1.7–1.8 for gate, up and down
+/// (0.88 M); so a decode step splits every matmul but k and v.
+const PARALLEL_WORK_MIN: usize = 1 << 18;
 
 /// How a weight block stores its 32 values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -574,40 +577,38 @@ pub fn linear(
     // Whole groups of weight rows per thread.
     let per_thread = n.div_ceil(threads).div_ceil(GROUP_ROWS) * GROUP_ROWS;
     let part_count = n.div_ceil(per_thread);
-    let compute_part = |p: usize| {
+    let part_columns = |p: usize| {
         let c0 = columns.start + p * per_thread;
-        let c1 = (c0 + per_thread).min(columns.end);
-        let mut part = vec![0.0f32; x.rows * (c1 - c0)];
-        weight_rows_block(x, w, c0..c1, activation, &mut part, compute.isa);
-        part
+        c0..(c0 + per_thread).min(columns.end)
     };
-    let slots: Vec<std::sync::Mutex<Vec<f32>>> =
-        (0..part_count).map(|_| Default::default()).collect();
-    let fill = |p: usize| {
-        let part = compute_part(p);
-        if let Ok(mut slot) = slots[p].lock() {
-            *slot = part;
-        }
-    };
-    if !pool::run(part_count, &fill) {
-        // The pool is serving another caller: threads of our own.
-        std::thread::scope(|scope| {
-            for p in 1..part_count {
-                let fill = &fill;
-                scope.spawn(move || fill(p));
-            }
-            fill(0);
+    if x.rows == 1 {
+        // One activation row: each part's outputs are one contiguous run of `out`.
+        let parts: Vec<Mutex<&mut [f32]>> = out.chunks_mut(per_thread).map(Mutex::new).collect();
+        Pool::global().for_each(threads, part_count, |p| {
+            let mut part = parts[p]
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            weight_rows_block(x, w, part_columns(p), activation, &mut part, compute.isa);
         });
+        return Ok(());
     }
-    let parts: Vec<Vec<f32>> = slots
-        .into_iter()
-        .map(|slot| slot.into_inner().unwrap_or_default())
-        .collect();
-    for (p, part) in parts.iter().enumerate() {
+    let parts: Vec<Mutex<Vec<f32>>> = (0..part_count).map(|_| Default::default()).collect();
+    Pool::global().for_each(threads, part_count, |p| {
+        let c = part_columns(p);
+        let mut part = vec![0.0f32; x.rows * c.len()];
+        weight_rows_block(x, w, c, activation, &mut part, compute.isa);
+        *parts[p]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = part;
+    });
+    for (p, part) in parts.into_iter().enumerate() {
+        let part = part
+            .into_inner()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let c0 = p * per_thread;
-        let width = part.len() / x.rows.max(1);
-        for i in 0..x.rows {
-            out[i * n + c0..i * n + c0 + width].copy_from_slice(&part[i * width..(i + 1) * width]);
+        let width = part_columns(p).len();
+        for (i, row) in part.chunks_exact(width).enumerate() {
+            out[i * n + c0..i * n + c0 + width].copy_from_slice(row);
         }
     }
     Ok(())
@@ -635,6 +636,7 @@ fn weight_rows_block(
 ) {
     let width = columns.len();
     assert_eq!(block.len(), x.rows * width);
+    let activation_isa = kernels::supported_isa(isa);
     let mut dots: SpanDots = [[0.0; CACHED_GROUPS * GROUP_ROWS]; TILE_ACTIVATION_ROWS];
     let groups = columns.start / GROUP_ROWS..columns.end.div_ceil(GROUP_ROWS);
     for g0 in groups.clone().step_by(CACHED_GROUPS) {
@@ -647,6 +649,7 @@ fn weight_rows_block(
             for (i, row) in (i0..i1).zip(&dots) {
                 let at = i * width + kept.start - columns.start;
                 apply_activation(
+                    activation_isa,
                     activation,
                     &row[kept.start - first..kept.end - first],
                     &mut block[at..at + kept.len()],
@@ -656,179 +659,11 @@ fn weight_rows_block(
     }
 }
 
-/// `out[j] = activation.apply(dots[j])`; SiLU with AVX-512 where the CPU has it (the same
-/// bits: [`x86::silu_avx512`]).
-fn apply_activation(activation: Activation, dots: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if activation == Activation::Silu && std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512 F (checked here).
-        unsafe { x86::silu_avx512(dots, out) };
-        return;
-    }
-    for (o, v) in out.iter_mut().zip(dots) {
-        *o = activation.apply(*v);
-    }
-}
-
-mod pool {
-    //! A persistent pool of worker threads for [`super::linear`]: a decode step runs a few
-    //! hundred small matmuls per token, and spawning threads for each costs as much as the work.
-    //! One caller at a time (others get `false` and use threads of their own); the caller runs
-    //! parts too and returns only when every part is done.
-
-    use std::panic::{catch_unwind, AssertUnwindSafe};
-    use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
-
-    /// Most worker threads the pool starts.
-    const WORKERS_MAX: usize = 63;
-
-    type Task = dyn Fn(usize) + Sync;
-
-    struct Job {
-        /// The caller's task; valid until the caller sees `next == parts && running == 0`.
-        task: *const Task,
-        parts: usize,
-        next: usize,
-        running: usize,
-        panicked: bool,
-    }
-
-    // SAFETY: the task is `Sync` and outlives every use (the caller waits for all parts).
-    unsafe impl Send for Job {}
-
-    #[derive(Default)]
-    struct State {
-        job: Option<Job>,
-        workers: usize,
-    }
-
-    #[derive(Default)]
-    struct Shared {
-        state: Mutex<State>,
-        work: Condvar,
-        done: Condvar,
-    }
-
-    struct Pool {
-        shared: Arc<Shared>,
-        call: Mutex<()>,
-    }
-
-    fn pool() -> &'static Pool {
-        static POOL: OnceLock<Pool> = OnceLock::new();
-        POOL.get_or_init(|| Pool {
-            shared: Arc::new(Shared::default()),
-            call: Mutex::new(()),
-        })
-    }
-
-    fn lock(shared: &Shared) -> MutexGuard<'_, State> {
-        shared
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Take the next part of the current job, if any.
-    fn take(state: &mut State) -> Option<(usize, *const Task)> {
-        let job = state.job.as_mut()?;
-        (job.next < job.parts).then(|| {
-            job.next += 1;
-            job.running += 1;
-            (job.next - 1, job.task)
-        })
-    }
-
-    /// Run part `part` of `task` and record its end.
-    fn run_part(shared: &Shared, part: usize, task: *const Task) {
-        // SAFETY: the caller of `run` keeps `task` alive until this part is recorded done.
-        let ok = catch_unwind(AssertUnwindSafe(|| unsafe { (*task)(part) })).is_ok();
-        let mut state = lock(shared);
-        if let Some(job) = state.job.as_mut() {
-            job.running -= 1;
-            job.panicked |= !ok;
-            if job.next == job.parts && job.running == 0 {
-                shared.done.notify_all();
-            }
-        }
-    }
-
-    fn worker(shared: Arc<Shared>) {
-        loop {
-            let (part, task) = {
-                let mut state = lock(&shared);
-                loop {
-                    if let Some(taken) = take(&mut state) {
-                        break taken;
-                    }
-                    state = shared
-                        .work
-                        .wait(state)
-                        .unwrap_or_else(|poisoned| poisoned.into_inner());
-                }
-            };
-            run_part(&shared, part, task);
-        }
-    }
-
-    /// Run `task(0)`, …, `task(parts - 1)` on the pool and the calling thread; `false` (nothing
-    /// run) when another caller holds the pool.
-    pub(super) fn run(parts: usize, task: &(dyn Fn(usize) + Sync)) -> bool {
-        let pool = pool();
-        let Ok(_call) = pool.call.try_lock() else {
-            return false;
-        };
-        let shared = &pool.shared;
-        {
-            let mut state = lock(shared);
-            let wanted = parts.saturating_sub(1).min(WORKERS_MAX);
-            while state.workers < wanted {
-                let for_worker = Arc::clone(shared);
-                if std::thread::Builder::new()
-                    .name("piazza-quant".into())
-                    .spawn(move || worker(for_worker))
-                    .is_err()
-                {
-                    break;
-                }
-                state.workers += 1;
-            }
-            // SAFETY (lifetime erased): `task` outlives the job; this function returns only
-            // after every part has finished and the job is removed.
-            let task: *const Task =
-                unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static Task>(task) };
-            state.job = Some(Job {
-                task,
-                parts,
-                next: 0,
-                running: 0,
-                panicked: false,
-            });
-            shared.work.notify_all();
-        }
-        loop {
-            let taken = take(&mut lock(shared));
-            match taken {
-                Some((part, task)) => run_part(shared, part, task),
-                None => break,
-            }
-        }
-        let mut state = lock(shared);
-        while state
-            .job
-            .as_ref()
-            .is_some_and(|job| job.next < job.parts || job.running > 0)
-        {
-            state = shared
-                .done
-                .wait(state)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-        }
-        let panicked = state.job.take().is_some_and(|job| job.panicked);
-        drop(state);
-        assert!(!panicked, "a quantized linear part panicked");
-        true
-    }
+/// `out[j] = activation.apply(dots[j])` with the kernels' activation for `isa` (a supported
+/// one; SiLU's `expf` in lanes, the same bits as [`crate::reference::silu`]).
+fn apply_activation(isa: Isa, activation: Activation, dots: &[f32], out: &mut [f32]) {
+    out.copy_from_slice(dots);
+    kernels::activate(isa, activation, out);
 }
 
 /// The dots of activation rows `rows` (at most [`TILE_ACTIVATION_ROWS`]) with the weight rows
@@ -963,71 +798,6 @@ mod x86 {
             );
         }
         (amax / ACTIVATION_Q_MAX, _mm512_reduce_add_epi32(sum))
-    }
-
-    /// `out[j] = silu(x[j]) = x / (1 + expf(-x))` ([`crate::reference::silu`]) sixteen lanes at
-    /// a time, `expf` being libm's (FreeBSD's `e_expf.c`) written lane by lane: the same f32
-    /// operations in the same order, its three argument reductions chosen per lane, and the
-    /// scaling by `2^k` one multiply as libm's `scalbn` does for `|k| ≤ 126`. A vector with a
-    /// lane on libm's other paths (`|t| ≥ 87.34` or NaN, `|t| ≤ 2^-14`, for `t = -x`) and the
-    /// tail run through the scalar function.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn silu_avx512(x: &[f32], out: &mut [f32]) {
-        // libm's constants, by their bits.
-        let ln2_hi = f32::from_bits(0x3f31_7200);
-        let ln2_lo = f32::from_bits(0x35bf_be8e);
-        let inv_ln2 = f32::from_bits(0x3fb8_aa3b);
-        let p1 = f32::from_bits(0x3e2a_aa8f);
-        let p2 = f32::from_bits(0xbb35_5215);
-        let n = x.len().min(out.len());
-        let vectors = n / 16;
-        let sign_bit = _mm512_set1_epi32(i32::MIN);
-        let one = _mm512_set1_ps(1.0);
-        for v in 0..vectors {
-            let xv = _mm512_loadu_ps(x.as_ptr().add(16 * v));
-            let t = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(xv), sign_bit));
-            let bits = _mm512_castps_si512(t);
-            let ht = _mm512_andnot_si512(sign_bit, bits);
-            let special = _mm512_cmpge_epi32_mask(ht, _mm512_set1_epi32(0x42ae_ac50))
-                | _mm512_cmple_epi32_mask(ht, _mm512_set1_epi32(0x3900_0000));
-            if special != 0 {
-                for j in 16 * v..16 * v + 16 {
-                    out[j] = crate::reference::silu(x[j]);
-                }
-                continue;
-            }
-            let negative = _mm512_cmplt_epi32_mask(bits, _mm512_setzero_si512());
-            let half = _mm512_mask_blend_ps(negative, _mm512_set1_ps(0.5), _mm512_set1_ps(-0.5));
-            let k_far = _mm512_cvttps_epi32(_mm512_add_ps(
-                _mm512_mul_ps(_mm512_set1_ps(inv_ln2), t),
-                half,
-            ));
-            let k_near =
-                _mm512_mask_blend_epi32(negative, _mm512_set1_epi32(1), _mm512_set1_epi32(-1));
-            let far = _mm512_cmpgt_epi32_mask(ht, _mm512_set1_epi32(0x3f85_1592));
-            let near = _mm512_cmpgt_epi32_mask(ht, _mm512_set1_epi32(0x3eb1_7218));
-            let k = _mm512_mask_blend_epi32(far, _mm512_maskz_mov_epi32(near, k_near), k_far);
-            let kf = _mm512_cvtepi32_ps(k);
-            let hi = _mm512_sub_ps(t, _mm512_mul_ps(kf, _mm512_set1_ps(ln2_hi)));
-            let lo = _mm512_mul_ps(kf, _mm512_set1_ps(ln2_lo));
-            let r = _mm512_sub_ps(hi, lo);
-            let rr = _mm512_mul_ps(r, r);
-            let poly = _mm512_add_ps(_mm512_set1_ps(p1), _mm512_mul_ps(rr, _mm512_set1_ps(p2)));
-            let c = _mm512_sub_ps(r, _mm512_mul_ps(rr, poly));
-            let quotient =
-                _mm512_div_ps(_mm512_mul_ps(r, c), _mm512_sub_ps(_mm512_set1_ps(2.0), c));
-            let y = _mm512_add_ps(one, _mm512_add_ps(_mm512_sub_ps(quotient, lo), hi));
-            let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(
-                k,
-                _mm512_set1_epi32(127),
-            )));
-            let e = _mm512_mul_ps(y, scale);
-            let silu = _mm512_div_ps(xv, _mm512_add_ps(one, e));
-            _mm512_storeu_ps(out.as_mut_ptr().add(16 * v), silu);
-        }
-        for j in 16 * vectors..n {
-            out[j] = crate::reference::silu(x[j]);
-        }
     }
 
     /// Activation bytes `e..e + 4` of the block at `at`, as one i32 (for a broadcast).
@@ -1365,8 +1135,12 @@ mod tests {
             // several cached spans of groups, a row of fewer blocks than a vector's lanes.
             check(format, 6, 5 * BLOCK, 70, seed as u64 + 20);
             check(format, 9, 48 * BLOCK, 133, seed as u64 + 30);
-            // Above the work that is split between threads.
+            // Above the work that is split between threads: several activation rows, and one
+            // (a decode step's matmul, each part written in place).
+            const { assert!(5 * 16 * BLOCK * 900 >= PARALLEL_WORK_MIN) };
             check(format, 5, 16 * BLOCK, 900, seed as u64 + 40);
+            const { assert!(18 * BLOCK * 467 >= PARALLEL_WORK_MIN) };
+            check(format, 1, 18 * BLOCK, 700, seed as u64 + 50);
         }
     }
 
@@ -1469,10 +1243,11 @@ mod tests {
         }
     }
 
-    /// The SiLU applied to matmul outputs equals `reference::silu` (libm's `expf`) bit for
-    /// bit: a stride through every f32 bit pattern, values at each of `expf`'s branch edges (in
-    /// vectors of their own, so the lanes' path runs them, and beside special lanes), random
-    /// values, and a length with a tail.
+    /// The SiLU applied to matmul outputs (the kernels' `activate`, the one vectorised `expf`)
+    /// equals `reference::silu` (libm's `expf`) bit for bit on every instruction set: a stride
+    /// through every f32 bit pattern, values at each of `expf`'s branch edges (in vectors of
+    /// their own, so the lanes' path runs them, and beside special lanes), random values, and
+    /// a length with a tail.
     #[test]
     fn silu_equals_the_reference_on_every_path() {
         let around = |edges: &[u32]| -> Vec<f32> {
@@ -1495,15 +1270,17 @@ mod tests {
         let special = around(&[0x42ae_ac50, 0x42b1_7218, 0x42cf_f1b5, 0x3900_0000]);
         let mut rng = Rng(3);
         let random: Vec<f32> = (0..20_000).map(|_| rng.float() * 20.0).collect();
-        for x in [&strided, &reductions, &special, &random, &random[3..40]] {
-            let mut got = vec![0.0f32; x.len()];
-            apply_activation(Activation::Silu, x, &mut got);
-            for (&v, g) in x.iter().zip(&got) {
-                let expected = crate::reference::silu(v);
-                assert!(
-                    g.to_bits() == expected.to_bits() || (g.is_nan() && expected.is_nan()),
-                    "silu({v:e}) = {g:e}, expected {expected:e}"
-                );
+        for isa in Isa::available() {
+            for x in [&strided, &reductions, &special, &random, &random[3..40]] {
+                let mut got = vec![0.0f32; x.len()];
+                apply_activation(isa, Activation::Silu, x, &mut got);
+                for (&v, g) in x.iter().zip(&got) {
+                    let expected = crate::reference::silu(v);
+                    assert!(
+                        g.to_bits() == expected.to_bits() || (g.is_nan() && expected.is_nan()),
+                        "{isa:?}: silu({v:e}) = {g:e}, expected {expected:e}"
+                    );
+                }
             }
         }
     }
