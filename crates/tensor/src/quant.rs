@@ -574,7 +574,9 @@ pub fn linear(
         weight_rows_block(x, w, columns.clone(), activation, out, compute.isa);
         return Ok(());
     }
-    // Whole groups of weight rows per thread.
+    // Whole groups of weight rows per thread, one part each: `kernels::for_row_ranges`'s
+    // four smaller ranges per thread cost a decode step's matmuls their spans of
+    // `CACHED_GROUPS` groups (2 threads on 576 × 576: × 1.16 the 1-thread speed, against × 1.5).
     let per_thread = n.div_ceil(threads).div_ceil(GROUP_ROWS) * GROUP_ROWS;
     let part_count = n.div_ceil(per_thread);
     let part_columns = |p: usize| {
