@@ -15,6 +15,7 @@
 
 use blake3::platform::{le_bytes_from_words_32, Platform};
 use blake3::IncrementCounter;
+use piazza_primitives::blake3_words::{CHUNK_END, CHUNK_START, IV, PARENT, ROOT};
 use piazza_primitives::blob::{self as spec, MerklePath, CHUNK_BYTES};
 use piazza_primitives::Hash;
 
@@ -25,20 +26,6 @@ pub const LEAF_BATCH: usize = 32;
 const BLAKE3_CHUNK_BYTES: usize = 1024;
 const BLOCK_BYTES: usize = 64;
 const CV_BYTES: usize = 32;
-const IV: [u32; 8] = [
-    0x6A09_E667,
-    0xBB67_AE85,
-    0x3C6E_F372,
-    0xA54F_F53A,
-    0x510E_527F,
-    0x9B05_688C,
-    0x1F83_D9AB,
-    0x5BE0_CD19,
-];
-const CHUNK_START: u8 = 1;
-const CHUNK_END: u8 = 2;
-const PARENT: u8 = 4;
-const ROOT: u8 = 8;
 
 /// `Hash::of`'s prefix for a 16-byte domain: its length as a `u32` LE, then its bytes.
 const fn domain_prefix(domain: &[u8; 16]) -> [u8; 20] {

@@ -17,6 +17,7 @@ use std::ops::Range;
 
 use blake3::platform::{le_bytes_from_words_32, Platform};
 use blake3::IncrementCounter;
+use piazza_primitives::blake3_words::{CHUNK_END, CHUNK_START, IV, PARENT, ROOT};
 use piazza_trace::trace::{step_hash, TRACE_DOMAIN};
 use piazza_trace::Hash;
 
@@ -24,22 +25,6 @@ const CHUNK_BYTES: usize = blake3::CHUNK_LEN;
 const BLOCK_BYTES: usize = blake3::BLOCK_LEN;
 const CV_BYTES: usize = blake3::OUT_LEN;
 const BLOCKS_PER_CHUNK: usize = CHUNK_BYTES / BLOCK_BYTES;
-// BLAKE3's IV and domain flags, which the crate does not export (`piazza_blob::commit` holds
-// the same; one shared lanes module would hold them once).
-const IV: [u32; 8] = [
-    0x6A09_E667,
-    0xBB67_AE85,
-    0x3C6E_F372,
-    0xA54F_F53A,
-    0x510E_527F,
-    0x9B05_688C,
-    0x1F83_D9AB,
-    0x5BE0_CD19,
-];
-const CHUNK_START: u8 = 1;
-const CHUNK_END: u8 = 2;
-const PARENT: u8 = 4;
-const ROOT: u8 = 8;
 
 /// Merkle leaf tag (`piazza_trace::merkle`: `0x00 ‖ len(domain) ‖ domain ‖ index`).
 const LEAF_TAG: u8 = 0x00;

@@ -2,6 +2,27 @@ use piazza_codec::{Decode, DecodeError, Encode, Reader, Writer};
 use std::fmt;
 use std::str::FromStr;
 
+/// BLAKE3's compression words the `blake3` crate does not export: its IV and domain flags, for
+/// the code that hashes many messages across SIMD lanes through `blake3::platform`
+/// (`piazza_blob::commit`, the LLM's trace leaves).
+pub mod blake3_words {
+    /// The initial chaining value (SHA-256's IV).
+    pub const IV: [u32; 8] = [
+        0x6A09_E667,
+        0xBB67_AE85,
+        0x3C6E_F372,
+        0xA54F_F53A,
+        0x510E_527F,
+        0x9B05_688C,
+        0x1F83_D9AB,
+        0x5BE0_CD19,
+    ];
+    pub const CHUNK_START: u8 = 1;
+    pub const CHUNK_END: u8 = 2;
+    pub const PARENT: u8 = 4;
+    pub const ROOT: u8 = 8;
+}
+
 /// A 32-byte BLAKE3 digest.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Hash(pub [u8; 32]);

@@ -49,7 +49,7 @@ mod zip215;
 
 pub use address::{Address, AddressError};
 pub use amount::{Amount, AmountParseError, PZA_DECIMALS};
-pub use hash::Hash;
+pub use hash::{blake3_words, Hash};
 pub use keys::{
     verify_batch, KeyError, PublicKey, SecretKey, Signature, Signed, BATCH_SIGNATURES_MAX,
 };
