@@ -231,7 +231,10 @@ async fn transfers_blocks_proofs_and_subscriptions() {
     // An empty account is proven absent.
     let nobody = Address([9; 20]);
     let info = t.client.account(&nobody).await.unwrap();
-    assert_eq!((info.balance.as_str(), info.proof.value.is_none()), ("0", true));
+    assert_eq!(
+        (info.balance.as_str(), info.proof.value.is_none()),
+        ("0", true)
+    );
     piazza_client::verify_account_proof(&info, &nobody).unwrap();
 
     let block_note = tokio::time::timeout(WAIT, blocks.next())
