@@ -4,7 +4,9 @@ use crate::error::{ErrorCode, TxError};
 pub use crate::event::{Event, EVENTS_PER_MESSAGE_MAX};
 use crate::tx::{SignedTransaction, CHAIN_ID_BYTES_MAX};
 use piazza_codec::{Decode, DecodeError, Encode, Reader, Writer};
-use piazza_primitives::{Amount, Hash, PublicKey, SecretKey, Signature};
+use piazza_primitives::{
+    Amount, Hash, PublicKey, SecretKey, Signature, VrfProof, VRF_OUTPUT_BYTES,
+};
 
 /// Longest failure message a receipt keeps (longer ones are cut when the receipt is made).
 pub const FAILURE_MESSAGE_BYTES_MAX: usize = 1024;
@@ -28,11 +30,14 @@ pub struct BlockHeader {
     pub tx_root: Hash,
     /// The state root after executing this block.
     pub state_root: Hash,
-    /// `H(randomness_proof)`: the chain's randomness for this height.
+    /// `H(beta)`: the chain's randomness for this height, from the output `beta` of
+    /// `randomness_proof`.
     pub randomness: Hash,
-    /// The proposer's signature over the previous randomness and this height. Ed25519 signatures
-    /// are deterministic, so the proposer cannot grind it.
-    pub randomness_proof: Signature,
+    /// The proposer's VRF proof (RFC 9381, ECVRF-EDWARDS25519-SHA512-TAI) over the previous
+    /// randomness and this height. Every valid proof of one input under one key has the same
+    /// output, so the proposer cannot grind the randomness (a signature would not do: a signer
+    /// may choose its nonce, and each nonce gives another valid signature).
+    pub randomness_proof: VrfProof,
 }
 
 impl Encode for BlockHeader {
@@ -71,7 +76,7 @@ impl BlockHeader {
     }
 }
 
-/// What the proposer signs to derive the randomness of `height`.
+/// The VRF input of the randomness of `height`.
 pub fn randomness_input(chain_id: &str, height: u64, previous: &Hash) -> Vec<u8> {
     let mut w = Writer::new();
     w.array(b"piazza/randomness/v1");
@@ -81,20 +86,25 @@ pub fn randomness_input(chain_id: &str, height: u64, previous: &Hash) -> Vec<u8>
     w.into_bytes()
 }
 
-/// The randomness of a height, from the proposer's signature.
-pub fn randomness_from_proof(proof: &Signature) -> Hash {
-    Hash::of("piazza/randomness", &[&proof.0])
+/// The randomness of a height, from the VRF output of its proof.
+pub fn randomness_from_output(beta: &[u8; VRF_OUTPUT_BYTES]) -> Hash {
+    Hash::of("piazza/randomness", &[beta])
 }
 
-/// Signs the randomness input of `height`.
+/// The randomness of `height` and its VRF proof by `key`.
 pub fn prove_randomness(
     key: &SecretKey,
     chain_id: &str,
     height: u64,
     previous: &Hash,
-) -> (Hash, Signature) {
-    let proof = key.sign(&randomness_input(chain_id, height, previous));
-    (randomness_from_proof(&proof), proof)
+) -> (Hash, VrfProof) {
+    let input = randomness_input(chain_id, height, previous);
+    let proof = key.vrf_prove(&input);
+    let beta = key
+        .public_key()
+        .vrf_verify(&input, &proof)
+        .expect("a proof by this key verifies under it");
+    (randomness_from_output(&beta), proof)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -261,11 +271,15 @@ mod tests {
     fn randomness_is_verifiable() {
         let key = SecretKey::from_seed([5; 32]);
         let (r, proof) = prove_randomness(&key, "c", 3, &Hash::ZERO);
-        assert!(key
+        let beta = key
             .public_key()
-            .verify(&randomness_input("c", 3, &Hash::ZERO), &proof)
-            .is_ok());
-        assert_eq!(randomness_from_proof(&proof), r);
+            .vrf_verify(&randomness_input("c", 3, &Hash::ZERO), &proof)
+            .unwrap();
+        assert_eq!(randomness_from_output(&beta), r);
         assert_ne!(prove_randomness(&key, "c", 4, &Hash::ZERO).0, r);
+        let other = SecretKey::from_seed([6; 32]).public_key();
+        assert!(other
+            .vrf_verify(&randomness_input("c", 3, &Hash::ZERO), &proof)
+            .is_err());
     }
 }

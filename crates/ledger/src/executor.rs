@@ -647,13 +647,11 @@ pub fn execute_block(
         ));
     }
     let input = crate::block::randomness_input(&chain, header.height, &head.randomness);
-    if block.verify_signature().is_err()
-        || header
-            .proposer
-            .verify(&input, &header.randomness_proof)
-            .is_err()
-        || crate::block::randomness_from_proof(&header.randomness_proof) != header.randomness
-    {
+    let randomness = header
+        .proposer
+        .vrf_verify(&input, &header.randomness_proof)
+        .map(|beta| crate::block::randomness_from_output(&beta));
+    if block.verify_signature().is_err() || randomness != Ok(header.randomness) {
         return Err(BlockError::BadSignature);
     }
     if tx_root(&block.txs) != header.tx_root {

@@ -1,5 +1,6 @@
-//! Piazza's primitive values: BLAKE3 hashes, ed25519 keys and signatures, checksummed addresses,
-//! `u128` amounts and the canonical encoding of a chat job's input ([`chat`]).
+//! Piazza's primitive values: BLAKE3 hashes, ed25519 keys, signatures and VRF proofs ([`VrfProof`]),
+//! checksummed addresses, `u128` amounts and the canonical encoding of a chat job's input
+//! ([`chat`]).
 //!
 //! Invariants:
 //! - Every hash is domain-separated: [`Hash::of`] takes a domain tag so that bytes meant for one
@@ -45,6 +46,7 @@ pub mod blob;
 pub mod chat;
 mod hash;
 mod keys;
+mod vrf;
 mod zip215;
 
 pub use address::{Address, AddressError};
@@ -53,4 +55,5 @@ pub use hash::{blake3_words, Hash};
 pub use keys::{
     verify_batch, KeyError, PublicKey, SecretKey, Signature, Signed, BATCH_SIGNATURES_MAX,
 };
+pub use vrf::{VrfProof, VRF_OUTPUT_BYTES, VRF_PROOF_BYTES};
 pub use zip215::KEY_CACHE_ENTRIES_MAX;
