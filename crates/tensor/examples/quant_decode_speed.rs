@@ -6,11 +6,12 @@
 use std::num::NonZeroUsize;
 use std::time::Instant;
 
-use piazza_tensor::quant::{self, BlockFormat, QuantMatrix};
+use piazza_tensor::quant;
 use piazza_tensor::{Activation, Compute, Isa};
 
-/// Bytes of one Q4_1 block: the f16 scale, the f16 minimum, 32 nibbles.
-const Q4_1_BLOCK_BYTES: usize = 20;
+#[path = "support/mod.rs"]
+mod support;
+
 /// Calls timed per measurement.
 const CALLS: usize = 2_000;
 
@@ -38,18 +39,7 @@ fn main() {
     ];
     let isa = Isa::available().into_iter().last().unwrap_or(Isa::Portable);
     for (rows, cols, activation, what) in shapes {
-        let blocks = rows * cols / quant::BLOCK;
-        let bytes: Vec<u8> = (0..blocks * Q4_1_BLOCK_BYTES)
-            .map(|i| match i % Q4_1_BLOCK_BYTES {
-                0 => 0x00, // d = 0x2c00 (1/16), little-endian
-                1 => 0x2c,
-                2 => 0x00, // m = 0xb000 (-1/8)
-                3 => 0xb0,
-                _ => (i.wrapping_mul(2_654_435_761) >> 7) as u8,
-            })
-            .collect();
-        let w = QuantMatrix::from_gguf(BlockFormat::Q4_1, rows, cols, &bytes)
-            .expect("a well-formed matrix");
+        let w = support::q4_1_matrix(rows, cols);
         let x: Vec<f32> = (0..cols).map(|i| (i % 37) as f32 * 0.05 - 0.9).collect();
         let xq = quant::quantize_activations(&x, 1, cols).expect("one block-aligned row");
         let mut out = vec![0.0f32; rows];

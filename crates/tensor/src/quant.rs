@@ -619,11 +619,14 @@ pub fn linear(
 /// Groups of weight rows read together by every activation row (they stay in cache while the
 /// rows pass over them): 4 groups of 16 rows of 576 Q4_1 weights are 23 KiB.
 const CACHED_GROUPS: usize = 4;
-/// Activation rows of one tile: they share one unpacking of the tile's weight blocks.
-const TILE_ACTIVATION_ROWS: usize = 4;
+/// Activation rows of one tile: they share one unpacking of the tile's weight blocks and one
+/// load of its scales.
+const TILE_ACTIVATION_ROWS: usize = 8;
 /// Dots of a tile's activation rows with the weight rows of [`CACHED_GROUPS`] groups:
 /// `[activation row][weight row - first row of the groups]`.
-type SpanDots = [[f32; CACHED_GROUPS * GROUP_ROWS]; TILE_ACTIVATION_ROWS];
+type SpanDots = [SpanRow; TILE_ACTIVATION_ROWS];
+/// One activation row's dots in [`SpanDots`].
+type SpanRow = [f32; CACHED_GROUPS * GROUP_ROWS];
 
 /// `[x.rows, columns.len()]` dots of every activation row with weight rows `columns` (no
 /// activation), weight rows outermost so a prefill reads each weight once per
@@ -727,7 +730,7 @@ mod x86 {
     use std::ops::Range;
 
     use super::{
-        BlockFormat, QuantActivations, QuantMatrix, SpanDots, ACTIVATION_Q_MAX, BLOCK,
+        BlockFormat, QuantActivations, QuantMatrix, SpanDots, SpanRow, ACTIVATION_Q_MAX, BLOCK,
         CACHED_GROUPS, CHUNK_BYTES, GROUP_ROWS, TILE_ACTIVATION_ROWS,
     };
 
@@ -808,77 +811,115 @@ mod x86 {
         (at.add(e) as *const i32).read_unaligned()
     }
 
-    /// `R` activation rows from `row0` against the `G` groups from `group0`, into
-    /// `dots[i][at + 16 g + r]`. Per block, lane by lane: `isum` = the stored dot less the
-    /// format's bias times `asum`, `term = (dw * da) * isum` (`+ (mw * da) * asum` for Q4_1),
-    /// `acc = acc + term`. Q4 chunks hold two sets of four values per row (low and high
-    /// nibbles); Q8_0 chunks one (stored `q + 128`, unsigned as `vpdpbusd` needs).
+    /// A [`BlockFormat`] as a constant parameter of the kernels below, so each format's loop
+    /// carries no branch on it.
+    const Q4_0: u8 = 0;
+    const Q4_1: u8 = 1;
+    const Q8_0: u8 = 2;
+
+    /// `R` activation rows from `row0` against the `G` groups from `group0` of a matrix in
+    /// format `F` ([`Q4_0`], [`Q4_1`] or [`Q8_0`]), into `dots[i][at + 16 g + r]`. Per block,
+    /// lane by lane: `isum` = the stored dot less the format's bias times `asum`,
+    /// `term = (dw * da) * isum` (`+ (mw * da) * asum` for Q4_1), `acc = acc + term`. Q4 chunks
+    /// hold two sets of four values per row (low and high nibbles); Q8_0 chunks one (stored
+    /// `q + 128`, unsigned as `vpdpbusd` needs). Every address is a pointer stepped once per
+    /// block (no index arithmetic, and so no overflow check, inside the loop) and the sums stay
+    /// in registers.
     #[inline(always)]
-    unsafe fn tile_vnni<const R: usize, const G: usize>(
+    unsafe fn tile_vnni<const R: usize, const G: usize, const F: u8>(
         x: &QuantActivations,
         row0: usize,
         w: &QuantMatrix,
         group0: usize,
-        dots: &mut SpanDots,
+        dots: &mut [SpanRow],
         at: usize,
     ) {
         let (bpr, cell_bytes) = (w.blocks_per_row(), w.cell_bytes());
-        let q4_1 = w.format == BlockFormat::Q4_1;
-        let bias = w.format.stored_bias();
+        let bias = match F {
+            Q4_0 => BlockFormat::Q4_0.stored_bias(),
+            Q4_1 => 0,
+            _ => BlockFormat::Q8_0.stored_bias(),
+        };
         let nibble = _mm512_set1_epi8(15);
+        // Block 0 of each activation row and of each group; stepped by one block per loop.
+        let mut x_values: [*const i8; R] =
+            std::array::from_fn(|i| x.values.as_ptr().add((row0 + i) * bpr * BLOCK));
+        let mut x_scales: [*const f32; R] =
+            std::array::from_fn(|i| x.scales.as_ptr().add((row0 + i) * bpr));
+        let mut x_sums: [*const i32; R] =
+            std::array::from_fn(|i| x.sums.as_ptr().add((row0 + i) * bpr));
+        let lanes0 = |g: usize| (group0 + g) * bpr * GROUP_ROWS;
+        let mut w_values: [*const u8; G] =
+            std::array::from_fn(|g| w.values.as_ptr().add((group0 + g) * bpr * cell_bytes));
+        let mut w_scales: [*const f32; G] =
+            std::array::from_fn(|g| w.scales.as_ptr().add(lanes0(g)));
+        // Q4_1 only (`mins` is empty otherwise and never read).
+        let mut w_mins: [*const f32; G] = std::array::from_fn(|g| match F {
+            Q4_1 => w.mins.as_ptr().add(lanes0(g)),
+            _ => w.mins.as_ptr(),
+        });
         let mut acc = [[_mm512_setzero_ps(); G]; R];
-        for b in 0..bpr {
-            let x_at: [*const i8; R] =
-                std::array::from_fn(|i| x.values.as_ptr().add(((row0 + i) * bpr + b) * BLOCK));
+        for _ in 0..bpr {
             // `isum[g][i]`: group `g`, activation row `i`.
             let mut isum = [[_mm512_setzero_si512(); R]; G];
-            if w.format == BlockFormat::Q8_0 {
+            if F == Q8_0 {
                 for k in 0..BLOCK / 4 {
-                    for (g, sums) in isum.iter_mut().enumerate() {
-                        let cell = (group0 + g) * bpr + b;
-                        let raw = _mm512_loadu_si512(
-                            w.values.as_ptr().add(cell * cell_bytes + k * CHUNK_BYTES) as *const _,
-                        );
-                        for (sum, &x_at) in sums.iter_mut().zip(&x_at) {
-                            let xv = _mm512_set1_epi32(four(x_at, 4 * k));
+                    for (sums, w_at) in isum.iter_mut().zip(&w_values) {
+                        let raw = _mm512_loadu_si512(w_at.add(k * CHUNK_BYTES) as *const _);
+                        for (sum, x_at) in sums.iter_mut().zip(&x_values) {
+                            let xv = _mm512_set1_epi32(four(*x_at, 4 * k));
                             *sum = _mm512_dpbusd_epi32(*sum, raw, xv);
                         }
                     }
                 }
             } else {
                 for c in 0..BLOCK / 8 {
-                    for (g, sums) in isum.iter_mut().enumerate() {
-                        let cell = (group0 + g) * bpr + b;
-                        let raw = _mm512_loadu_si512(
-                            w.values.as_ptr().add(cell * cell_bytes + c * CHUNK_BYTES) as *const _,
-                        );
+                    for (sums, w_at) in isum.iter_mut().zip(&w_values) {
+                        let raw = _mm512_loadu_si512(w_at.add(c * CHUNK_BYTES) as *const _);
                         let low = _mm512_and_si512(raw, nibble);
                         let high = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), nibble);
-                        for (sum, &x_at) in sums.iter_mut().zip(&x_at) {
-                            let xl = _mm512_set1_epi32(four(x_at, 8 * c));
-                            let xh = _mm512_set1_epi32(four(x_at, 8 * c + 4));
+                        for (sum, x_at) in sums.iter_mut().zip(&x_values) {
+                            let xl = _mm512_set1_epi32(four(*x_at, 8 * c));
+                            let xh = _mm512_set1_epi32(four(*x_at, 8 * c + 4));
                             *sum = _mm512_dpbusd_epi32(*sum, low, xl);
                             *sum = _mm512_dpbusd_epi32(*sum, high, xh);
                         }
                     }
                 }
             }
+            let dw: [__m512; G] = std::array::from_fn(|g| _mm512_loadu_ps(w_scales[g]));
+            let mw: [__m512; G] = std::array::from_fn(|g| match F {
+                Q4_1 => _mm512_loadu_ps(w_mins[g]),
+                _ => _mm512_setzero_ps(),
+            });
             for i in 0..R {
-                let xb = (row0 + i) * bpr + b;
-                let asum = *x.sums.get_unchecked(xb);
-                let da = _mm512_set1_ps(*x.scales.get_unchecked(xb));
-                let offset = _mm512_set1_epi32(bias * asum);
+                let asum = *x_sums[i];
+                let da = _mm512_set1_ps(*x_scales[i]);
+                let asum_f = _mm512_set1_ps(asum as f32);
+                let offset = _mm512_set1_epi32(bias.wrapping_mul(asum));
                 for g in 0..G {
-                    let lanes = ((group0 + g) * bpr + b) * GROUP_ROWS;
-                    let exact = _mm512_sub_epi32(isum[g][i], offset);
-                    let dw = _mm512_loadu_ps(w.scales.as_ptr().add(lanes));
-                    let mut term = _mm512_mul_ps(_mm512_mul_ps(dw, da), _mm512_cvtepi32_ps(exact));
-                    if q4_1 {
-                        let mw = _mm512_loadu_ps(w.mins.as_ptr().add(lanes));
-                        let asum = _mm512_set1_ps(asum as f32);
-                        term = _mm512_add_ps(term, _mm512_mul_ps(_mm512_mul_ps(mw, da), asum));
+                    let exact = match F {
+                        Q4_1 => isum[g][i],
+                        _ => _mm512_sub_epi32(isum[g][i], offset),
+                    };
+                    let mut term =
+                        _mm512_mul_ps(_mm512_mul_ps(dw[g], da), _mm512_cvtepi32_ps(exact));
+                    if F == Q4_1 {
+                        term = _mm512_add_ps(term, _mm512_mul_ps(_mm512_mul_ps(mw[g], da), asum_f));
                     }
                     acc[i][g] = _mm512_add_ps(acc[i][g], term);
+                }
+            }
+            for i in 0..R {
+                x_values[i] = x_values[i].add(BLOCK);
+                x_scales[i] = x_scales[i].add(1);
+                x_sums[i] = x_sums[i].add(1);
+            }
+            for g in 0..G {
+                w_values[g] = w_values[g].add(cell_bytes);
+                w_scales[g] = w_scales[g].add(GROUP_ROWS);
+                if F == Q4_1 {
+                    w_mins[g] = w_mins[g].add(GROUP_ROWS);
                 }
             }
         }
@@ -891,26 +932,53 @@ mod x86 {
 
     /// The groups `groups` in tiles of `G` groups (then single groups) for `R` rows.
     #[inline(always)]
-    unsafe fn groups_vnni<const R: usize, const G: usize>(
+    unsafe fn groups_vnni<const R: usize, const G: usize, const F: u8>(
         x: &QuantActivations,
         row0: usize,
         w: &QuantMatrix,
         groups: Range<usize>,
-        dots: &mut SpanDots,
+        dots: &mut [SpanRow],
     ) {
         let mut g = groups.start;
         while g + G <= groups.end {
-            tile_vnni::<R, G>(x, row0, w, g, dots, (g - groups.start) * GROUP_ROWS);
+            tile_vnni::<R, G, F>(x, row0, w, g, dots, (g - groups.start) * GROUP_ROWS);
             g += G;
         }
         while g < groups.end {
-            tile_vnni::<R, 1>(x, row0, w, g, dots, (g - groups.start) * GROUP_ROWS);
+            tile_vnni::<R, 1, F>(x, row0, w, g, dots, (g - groups.start) * GROUP_ROWS);
             g += 1;
         }
     }
 
+    /// [`groups_vnni`] for the activation rows `rows` (at most [`TILE_ACTIVATION_ROWS`]) of
+    /// format `F`: up to four rows against two groups at a time, five to eight against one
+    /// (sixteen or fewer sums and as many block dots in the 32 registers either way; eight
+    /// rows share each unpacked weight chunk: 145 against 143 multiply-adds/ns for tiles of
+    /// 4 × 2 and 6 × 2, `examples/quant_prefill_speed.rs`).
+    #[inline(always)]
+    unsafe fn rows_vnni<const F: u8>(
+        x: &QuantActivations,
+        rows: Range<usize>,
+        w: &QuantMatrix,
+        groups: Range<usize>,
+        dots: &mut SpanDots,
+    ) {
+        match rows.len() {
+            0 => {}
+            1 => groups_vnni::<1, 4, F>(x, rows.start, w, groups, dots),
+            2 => groups_vnni::<2, 2, F>(x, rows.start, w, groups, dots),
+            3 => groups_vnni::<3, 2, F>(x, rows.start, w, groups, dots),
+            4 => groups_vnni::<4, 2, F>(x, rows.start, w, groups, dots),
+            5 => groups_vnni::<5, 1, F>(x, rows.start, w, groups, dots),
+            6 => groups_vnni::<6, 1, F>(x, rows.start, w, groups, dots),
+            7 => groups_vnni::<7, 1, F>(x, rows.start, w, groups, dots),
+            _ => groups_vnni::<8, 1, F>(x, rows.start, w, groups, dots),
+        }
+    }
+
     /// [`super::span`] with AVX-512 VNNI: one activation row against four groups at once
-    /// (four independent sums hide the dot instruction's latency), more rows against two.
+    /// (four independent sums hide the dot instruction's latency), more rows as
+    /// [`rows_vnni`] tiles them.
     #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
     pub(super) unsafe fn span_vnni(
         x: &QuantActivations,
@@ -920,12 +988,10 @@ mod x86 {
         dots: &mut SpanDots,
     ) {
         check(x, &rows, w, &groups);
-        match rows.len() {
-            0 => {}
-            1 => groups_vnni::<1, 4>(x, rows.start, w, groups, dots),
-            2 => groups_vnni::<2, 2>(x, rows.start, w, groups, dots),
-            3 => groups_vnni::<3, 2>(x, rows.start, w, groups, dots),
-            _ => groups_vnni::<4, 2>(x, rows.start, w, groups, dots),
+        match w.format {
+            BlockFormat::Q4_0 => rows_vnni::<Q4_0>(x, rows, w, groups, dots),
+            BlockFormat::Q4_1 => rows_vnni::<Q4_1>(x, rows, w, groups, dots),
+            BlockFormat::Q8_0 => rows_vnni::<Q8_0>(x, rows, w, groups, dots),
         }
     }
 
@@ -940,7 +1006,7 @@ mod x86 {
         w: &QuantMatrix,
         group: usize,
         half: usize,
-        dots: &mut SpanDots,
+        dots: &mut [SpanRow],
         at: usize,
     ) {
         let (bpr, cell_bytes) = (w.blocks_per_row(), w.cell_bytes());
@@ -1024,12 +1090,15 @@ mod x86 {
         for g in groups.clone() {
             for half in 0..2 {
                 let at = (g - groups.start) * GROUP_ROWS + half * GROUP_ROWS / 2;
-                match rows.len() {
-                    0 => {}
-                    1 => tile_avx2::<1>(x, rows.start, w, g, half, dots, at),
-                    2 => tile_avx2::<2>(x, rows.start, w, g, half, dots, at),
-                    3 => tile_avx2::<3>(x, rows.start, w, g, half, dots, at),
-                    _ => tile_avx2::<4>(x, rows.start, w, g, half, dots, at),
+                // At most four rows at a time (the sums of more spill the sixteen registers).
+                for r0 in rows.clone().step_by(4) {
+                    let dots = &mut dots[r0 - rows.start..];
+                    match (rows.end - r0).min(4) {
+                        1 => tile_avx2::<1>(x, r0, w, g, half, dots, at),
+                        2 => tile_avx2::<2>(x, r0, w, g, half, dots, at),
+                        3 => tile_avx2::<3>(x, r0, w, g, half, dots, at),
+                        _ => tile_avx2::<4>(x, r0, w, g, half, dots, at),
+                    }
                 }
             }
         }
@@ -1137,6 +1206,10 @@ mod tests {
             // several cached spans of groups, a row of fewer blocks than a vector's lanes.
             check(format, 6, 5 * BLOCK, 70, seed as u64 + 20);
             check(format, 9, 48 * BLOCK, 133, seed as u64 + 30);
+            // Every tile height: 8 + 2, 8 + 4, 8 + 7 activation rows.
+            for (i, rows) in [10, 12, 15].into_iter().enumerate() {
+                check(format, rows, 3 * BLOCK, 35, seed as u64 + 60 + i as u64);
+            }
             // Above the work that is split between threads: several activation rows, and one
             // (a decode step's matmul, each part written in place).
             const { assert!(5 * 16 * BLOCK * 900 >= PARALLEL_WORK_MIN) };
