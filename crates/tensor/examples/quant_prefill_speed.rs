@@ -1,8 +1,9 @@
 //! Prints the quantized matmul's speed on SmolLM2-135M's many-row shapes (an auditor's single
 //! pass: prompt and generated tokens as one prefill, 130 activation rows; Q4_1 weights) on one
-//! thread, in multiply-adds per nanosecond, and the sum over one pass's matmuls.
-//! `cargo run --release -p piazza-tensor --example quant_prefill_speed [-- ROWS]`. Printed,
-//! never asserted.
+//! thread (or THREADS), in multiply-adds per nanosecond of wall time, and the sum over one
+//! pass's matmuls.
+//! `cargo run --release -p piazza-tensor --example quant_prefill_speed [-- ROWS [THREADS]]`.
+//! Printed, never asserted.
 use std::time::Instant;
 
 use piazza_tensor::quant;
@@ -19,10 +20,13 @@ const ROWS_DEFAULT: usize = 130;
 const LAYERS: usize = 30;
 
 fn main() {
-    let activation_rows: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(ROWS_DEFAULT);
+    let arg = |i: usize, default: usize| {
+        std::env::args()
+            .nth(i)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    };
+    let (activation_rows, threads) = (arg(1, ROWS_DEFAULT), arg(2, 1));
     // (weight rows, columns, activation, matmuls per pass, what)
     let shapes = [
         (192, 576, Activation::Identity, 2 * LAYERS, "k / v"),
@@ -41,7 +45,7 @@ fn main() {
         let xq =
             quant::quantize_activations(&x, activation_rows, cols).expect("block-aligned rows");
         let mut out = vec![0.0f32; activation_rows * rows];
-        let compute = Compute::new(1);
+        let compute = Compute::new(threads);
         let mut best = f64::INFINITY;
         for _ in 0..ROUNDS {
             let start = Instant::now();

@@ -570,8 +570,41 @@ pub fn linear(
     let n = columns.len();
     let threads = compute.threads.get().min(n);
     let work = x.rows * n * w.cols;
+    let all_rows = 0..x.rows;
     if threads <= 1 || work < PARALLEL_WORK_MIN {
-        weight_rows_block(x, w, columns.clone(), activation, out, compute.isa);
+        weight_rows_block(
+            x,
+            all_rows,
+            w,
+            columns.clone(),
+            activation,
+            out,
+            compute.isa,
+        );
+        return Ok(());
+    }
+    if x.rows >= threads * TILE_ACTIVATION_ROWS {
+        // Many activation rows (a prefill, an audit pass): whole tiles of activation rows per
+        // part, so each part's outputs are one contiguous run of `out`, written in place (no
+        // buffer per part and no copy), and the parts read the weights from the shared cache.
+        let per_part =
+            x.rows.div_ceil(threads).div_ceil(TILE_ACTIVATION_ROWS) * TILE_ACTIVATION_ROWS;
+        let parts: Vec<Mutex<&mut [f32]>> = out.chunks_mut(per_part * n).map(Mutex::new).collect();
+        Pool::global().for_each(threads, parts.len(), |p| {
+            let mut part = parts[p]
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let rows = p * per_part..((p + 1) * per_part).min(x.rows);
+            weight_rows_block(
+                x,
+                rows,
+                w,
+                columns.clone(),
+                activation,
+                &mut part,
+                compute.isa,
+            );
+        });
         return Ok(());
     }
     // Whole groups of weight rows per thread, one part each: `kernels::for_row_ranges`'s
@@ -590,7 +623,16 @@ pub fn linear(
             let mut part = parts[p]
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            weight_rows_block(x, w, part_columns(p), activation, &mut part, compute.isa);
+            let c = part_columns(p);
+            weight_rows_block(
+                x,
+                all_rows.clone(),
+                w,
+                c,
+                activation,
+                &mut part,
+                compute.isa,
+            );
         });
         return Ok(());
     }
@@ -598,7 +640,15 @@ pub fn linear(
     Pool::global().for_each(threads, part_count, |p| {
         let c = part_columns(p);
         let mut part = vec![0.0f32; x.rows * c.len()];
-        weight_rows_block(x, w, c, activation, &mut part, compute.isa);
+        weight_rows_block(
+            x,
+            all_rows.clone(),
+            w,
+            c,
+            activation,
+            &mut part,
+            compute.isa,
+        );
         *parts[p]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = part;
@@ -628,11 +678,12 @@ type SpanDots = [SpanRow; TILE_ACTIVATION_ROWS];
 /// One activation row's dots in [`SpanDots`].
 type SpanRow = [f32; CACHED_GROUPS * GROUP_ROWS];
 
-/// `[x.rows, columns.len()]` dots of every activation row with weight rows `columns` (no
-/// activation), weight rows outermost so a prefill reads each weight once per
-/// [`TILE_ACTIVATION_ROWS`] rows; whole groups are computed and the rows of `columns` kept.
+/// `[rows.len(), columns.len()]` outputs of activation rows `rows` with weight rows `columns`,
+/// weight rows outermost so a prefill reads each weight once per [`TILE_ACTIVATION_ROWS`]
+/// rows; whole groups are computed and the rows of `columns` kept.
 fn weight_rows_block(
     x: &QuantActivations,
+    rows: Range<usize>,
     w: &QuantMatrix,
     columns: Range<usize>,
     activation: Activation,
@@ -640,7 +691,7 @@ fn weight_rows_block(
     isa: Isa,
 ) {
     let width = columns.len();
-    assert_eq!(block.len(), x.rows * width);
+    assert!(rows.end <= x.rows && block.len() == rows.len() * width);
     let activation_isa = kernels::supported_isa(isa);
     let mut dots: SpanDots = [[0.0; CACHED_GROUPS * GROUP_ROWS]; TILE_ACTIVATION_ROWS];
     let groups = columns.start / GROUP_ROWS..columns.end.div_ceil(GROUP_ROWS);
@@ -648,10 +699,10 @@ fn weight_rows_block(
         let g1 = (g0 + CACHED_GROUPS).min(groups.end);
         let first = g0 * GROUP_ROWS;
         let kept = first.max(columns.start)..(g1 * GROUP_ROWS).min(columns.end);
-        for i0 in (0..x.rows).step_by(TILE_ACTIVATION_ROWS) {
-            let i1 = (i0 + TILE_ACTIVATION_ROWS).min(x.rows);
+        for i0 in rows.clone().step_by(TILE_ACTIVATION_ROWS) {
+            let i1 = (i0 + TILE_ACTIVATION_ROWS).min(rows.end);
             span(x, i0..i1, w, g0..g1, &mut dots, isa);
-            for (i, row) in (i0..i1).zip(&dots) {
+            for (i, row) in (i0 - rows.start..i1 - rows.start).zip(&dots) {
                 let at = i * width + kept.start - columns.start;
                 apply_activation(
                     activation_isa,
@@ -1214,6 +1265,12 @@ mod tests {
             // (a decode step's matmul, each part written in place).
             const { assert!(5 * 16 * BLOCK * 900 >= PARALLEL_WORK_MIN) };
             check(format, 5, 16 * BLOCK, 900, seed as u64 + 40);
+            // Enough activation rows that the threads split them in whole tiles (48 rows on
+            // 3 threads: parts of 16; 43 rows: 16, 16 and 11).
+            const { assert!(43 * 3 * BLOCK * 70 >= PARALLEL_WORK_MIN) };
+            const { assert!(43 >= 3 * TILE_ACTIVATION_ROWS) };
+            check(format, 48, 3 * BLOCK, 70, seed as u64 + 70);
+            check(format, 43, 3 * BLOCK, 70, seed as u64 + 80);
             const { assert!(18 * BLOCK * 467 >= PARALLEL_WORK_MIN) };
             check(format, 1, 18 * BLOCK, 700, seed as u64 + 50);
         }
