@@ -266,7 +266,9 @@ fn bert_graph(config: &[u8], ids: &[u32], step_count: u64) -> Result<StepGraph, 
     if let Some(id) = ids.iter().find(|&&id| id as usize >= config.vocab_size) {
         return Err(job_error(format!("token id {id} outside the vocabulary")));
     }
-    let graph = config.graph(1, ids.len());
+    let graph = config
+        .graph(&[ids.len()])
+        .map_err(|e| job_error(e.to_string()))?;
     if graph.steps.len() as u64 != step_count {
         return Err(ArbiterError::StepCount {
             claim: step_count,

@@ -417,11 +417,9 @@ impl StepPlan {
                 let step = &g.steps[self.step];
                 let op = &g.ops[step.op];
                 let reads = match op.kind {
-                    bert_graph::OpKind::Embed { seq, .. } => {
+                    bert_graph::OpKind::Embed { ref sequences, .. } => {
                         let ids = token_ids(inputs, config.vocab_size)?;
-                        let positions = bert_graph::input_rows(op, step)
-                            .map(|row| (row % seq.max(1)) as u32)
-                            .collect();
+                        let positions = embed_positions(sequences, op, step)?;
                         vec![
                             Read::Gather(distinct(ids)),
                             Read::Gather(distinct(positions)),
@@ -522,13 +520,11 @@ impl StepPlan {
                 let op = &g.ops[step.op];
                 match (&op.kind, weights) {
                     (
-                        bert_graph::OpKind::Embed { seq, eps },
+                        bert_graph::OpKind::Embed { sequences, eps },
                         [word, position, token_type, gamma, beta],
                     ) => {
                         let ids = token_ids(inputs, config.vocab_size)?;
-                        let positions: Vec<u32> = bert_graph::input_rows(op, step)
-                            .map(|row| (row % (*seq).max(1)) as u32)
-                            .collect();
+                        let positions = embed_positions(sequences, op, step)?;
                         let tables = EmbedTables {
                             word,
                             position,
@@ -662,6 +658,18 @@ pub(crate) fn chunks_of(reads: &[WeightRead]) -> Result<Vec<u64>, ArbiterError> 
     chunks.sort_unstable();
     chunks.dedup();
     Ok(chunks)
+}
+
+/// The position-table rows an embedding step gathers: each of its rows' position in its
+/// sequence.
+fn embed_positions(
+    sequences: &bert_graph::Sequences,
+    op: &bert_graph::Op,
+    step: &Step,
+) -> Result<Vec<u32>, ArbiterError> {
+    sequences
+        .positions(bert_graph::input_rows(op, step))
+        .ok_or_else(|| internal(format!("step rows {:?} outside the batch", step.rows)))
 }
 
 /// The token ids in the first input (`[rows, 1]` of integer-valued floats below `vocab`).

@@ -22,7 +22,7 @@ fn embedder(model: &Model) -> &piazza_engine::Embedder {
 
 /// The first step of each op kind, the first and last steps, and a few in between.
 fn spread(model: &Model, run: &JobRun) -> Vec<u64> {
-    let graph = embedder(model).graph(1, run.ids.len());
+    let graph = embedder(model).graph(&[run.ids.len()]).unwrap();
     let mut steps = vec![0, run.step_count() - 1, run.step_count() / 2];
     let mut kinds: Vec<std::mem::Discriminant<piazza_engine::OpKind>> = Vec::new();
     for (index, step) in graph.steps.iter().enumerate() {
@@ -128,7 +128,7 @@ fn fixture() -> (JobSpec, JobRun, Evidence) {
     let model = minilm();
     let job = JobSpec::embedding(SHORT.as_bytes().to_vec());
     let run = run_job(&model.loaded, &job, 2, None).unwrap();
-    let graph = embedder(model).graph(1, run.ids.len());
+    let graph = embedder(model).graph(&[run.ids.len()]).unwrap();
     let step = graph
         .steps
         .iter()

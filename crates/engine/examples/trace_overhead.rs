@@ -53,7 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!(
         "rows {} threads {threads}: run {:.1} ms, traced {:.1} ms (x{:.3}), hashing alone {:.1} ms for {:.1} MB ({:.2} GB/s)",
-        batch.batch * batch.seq,
+        batch.rows(),
         best[0] * 1e3,
         best[1] * 1e3,
         best[1] / best[0],

@@ -1,7 +1,8 @@
 //! Sentence embeddings with a BERT encoder (all-MiniLM-L6-v2 and its kin).
 //!
-//! Pipeline: tokenize (with [CLS]/[SEP]), truncate at [`MAX_TOKENS`], batch with padding and an
-//! attention mask, BERT encoder, mean-pool over real tokens, L2-normalise.
+//! Pipeline: tokenize (with [CLS]/[SEP]), truncate at [`MAX_TOKENS`], pack a batch (the tokens
+//! of every sequence one after the other, no padding), BERT encoder (attention within each
+//! sequence), mean-pool per sequence, L2-normalise.
 
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -32,56 +33,64 @@ pub const TEXT_BYTES_MAX: usize = 1024 * 1024;
 /// Most texts in one call.
 pub const TEXTS_MAX: usize = 65_536;
 
-/// A padded batch of token ids: the job input of a run.
+/// A packed batch of token ids: the job input of a run. The tokens of every sequence, one
+/// after the other, without padding: row-wise ops run over real tokens only, attention and
+/// mean pooling per sequence ([`graph::Sequences`]).
 #[derive(Clone, Debug)]
 pub struct Batch {
-    pub batch: usize,
-    pub seq: usize,
-    /// `[batch * seq, 1]`: token ids (0 for padding).
+    /// The token count of each sequence, in order (each at least 1).
+    pub lengths: Vec<usize>,
+    /// `[sum of lengths, 1]`: the token ids of every sequence, one after the other.
     pub token_ids: Tensor,
-    /// `[batch * seq, 1]`: 1 for real tokens, 0 for padding.
-    pub keep: Tensor,
 }
 
 impl Batch {
-    /// Pad `sequences` (each non-empty) to the longest one.
+    /// Pack `sequences` (each non-empty, ids below 2²⁴ so exact in f32) into one batch. The
+    /// name is historical: nothing is padded.
     pub fn pad(sequences: &[Vec<u32>]) -> Result<Batch> {
-        let seq = sequences.iter().map(Vec::len).max().unwrap_or(0);
-        if sequences.is_empty() || seq == 0 {
-            return Err(Error::Input {
-                detail: "a batch needs at least one non-empty token sequence".into(),
-            });
+        let input_error = |detail: String| Err(Error::Input { detail });
+        if sequences.is_empty() || sequences.len() > TEXTS_MAX {
+            return input_error(format!(
+                "a batch needs 1..={TEXTS_MAX} token sequences, got {}",
+                sequences.len()
+            ));
         }
-        let rows = sequences.len() * seq;
-        let mut ids = vec![0.0f32; rows];
-        let mut keep = vec![0.0f32; rows];
-        for (b, sequence) in sequences.iter().enumerate() {
-            for (t, &id) in sequence.iter().enumerate() {
-                if id >= 1 << 24 {
-                    return Err(Error::Input {
-                        detail: format!("token id {id} is not exact in f32"),
-                    });
-                }
-                ids[b * seq + t] = id as f32;
-                keep[b * seq + t] = 1.0;
+        if let Some(b) = sequences.iter().position(|sequence| sequence.is_empty()) {
+            return input_error(format!("token sequence {b} is empty"));
+        }
+        let rows: usize = sequences.iter().map(Vec::len).sum();
+        let mut ids = Vec::with_capacity(rows);
+        for &id in sequences.iter().flatten() {
+            if id >= 1 << 24 {
+                return input_error(format!("token id {id} is not exact in f32"));
             }
+            ids.push(id as f32);
         }
-        let tensor_error = |source| Error::Tensor {
-            op: "batch".into(),
-            source,
-        };
         Ok(Batch {
-            batch: sequences.len(),
-            seq,
-            token_ids: Tensor::from_vec(ids, &[rows, 1]).map_err(tensor_error)?,
-            keep: Tensor::from_vec(keep, &[rows, 1]).map_err(tensor_error)?,
+            lengths: sequences.iter().map(Vec::len).collect(),
+            token_ids: Tensor::from_vec(ids, &[rows, 1]).map_err(|source| Error::Tensor {
+                op: "batch".into(),
+                source,
+            })?,
         })
     }
 
-    fn input(&self, input: JobInput) -> &Tensor {
+    /// Number of sequences.
+    pub fn count(&self) -> usize {
+        self.lengths.len()
+    }
+
+    /// Rows of the batch: the sum of the sequence lengths (no padding).
+    pub fn rows(&self) -> usize {
+        self.lengths.iter().sum()
+    }
+
+    fn input(&self, input: JobInput) -> Result<&Tensor> {
         match input {
-            JobInput::TokenIds => &self.token_ids,
-            JobInput::Keep => &self.keep,
+            JobInput::TokenIds => Ok(&self.token_ids),
+            JobInput::Keep => Err(Error::Input {
+                detail: "a packed batch has no padding mask".into(),
+            }),
         }
     }
 }
@@ -105,7 +114,7 @@ impl Recording {
         op.activations()
             .map(|source| {
                 let full = match source {
-                    Source::Input(input) => batch.input(*input),
+                    Source::Input(input) => batch.input(*input)?,
                     Source::Op(earlier) => &self.outputs[*earlier],
                     Source::Weight(_) | Source::Rows(_) => {
                         unreachable!("activations() skips weights; BERT graphs stack no rows")
@@ -334,8 +343,8 @@ impl Embedder {
 
     /// Unit-length embeddings of `texts`, in order, computed `BATCH_SIZE` at a time.
     ///
-    /// Texts are batched longest first (as sentence-transformers does) so that little padding is
-    /// computed; padding changes no bit of an embedding, so the grouping cannot change results.
+    /// Texts are batched longest first (as sentence-transformers does); batches are packed (no
+    /// padding) and no sequence reads another's rows, so the grouping cannot change results.
     pub fn embed(&self, texts: &[&str], threads: usize) -> Result<Vec<Vec<f32>>> {
         let compute = Compute::new(threads);
         let sequences = self.tokenize(texts)?;
@@ -352,9 +361,10 @@ impl Embedder {
         Ok(embeddings)
     }
 
-    /// The graph of a run over `batch` sequences padded to `seq` tokens.
-    pub fn graph(&self, batch: usize, seq: usize) -> Graph {
-        self.config.graph(batch, seq)
+    /// The graph of a run over a packed batch of sequences of `lengths` tokens (each at least
+    /// 1; [`BertConfig::graph`]).
+    pub fn graph(&self, lengths: &[usize]) -> Result<Graph> {
+        self.config.graph(lengths)
     }
 
     /// Every weight the graph reads, with its expected shape.
@@ -363,15 +373,28 @@ impl Embedder {
     }
 
     fn check_batch(&self, batch: &Batch) -> Result<()> {
-        if batch.seq > self.config.max_position_embeddings || batch.seq > MAX_TOKENS {
+        let longest = self.config.max_position_embeddings.min(MAX_TOKENS);
+        if batch.lengths.is_empty() || batch.lengths.len() > TEXTS_MAX {
             return Err(Error::Input {
-                detail: format!("sequence of {} tokens is too long", batch.seq),
+                detail: format!(
+                    "a batch needs 1..={TEXTS_MAX} sequences, got {}",
+                    batch.lengths.len()
+                ),
             });
         }
-        let rows = batch.batch * batch.seq;
-        if batch.token_ids.shape() != [rows, 1] || batch.keep.shape() != [rows, 1] {
+        if let Some(length) = batch.lengths.iter().find(|&&n| n == 0 || n > longest) {
             return Err(Error::Input {
-                detail: "token_ids and keep must be [batch * seq, 1]".into(),
+                detail: format!("a sequence of {length} tokens, expected 1..={longest}"),
+            });
+        }
+        // At most TEXTS_MAX × MAX_TOKENS rows: no overflow.
+        if batch.token_ids.shape() != [batch.rows(), 1] {
+            return Err(Error::Input {
+                detail: format!(
+                    "token_ids must be [{}, 1] (the sum of the lengths), got {:?}",
+                    batch.rows(),
+                    batch.token_ids.shape()
+                ),
             });
         }
         Ok(())
@@ -403,14 +426,14 @@ impl Embedder {
         mut on_output: impl FnMut(&Graph, usize, &Tensor),
     ) -> Result<(Graph, Vec<Option<Tensor>>)> {
         self.check_batch(batch)?;
-        let graph = self.graph(batch.batch, batch.seq);
+        let graph = self.graph(&batch.lengths)?;
         let last_uses = graph.last_uses();
         let mut outputs: Vec<Option<Tensor>> = Vec::with_capacity(graph.ops.len());
         for (index, op) in graph.ops.iter().enumerate() {
             let activations: Vec<&Tensor> = op
                 .activations()
                 .map(|source| match source {
-                    Source::Input(input) => Ok(batch.input(*input)),
+                    Source::Input(input) => batch.input(*input),
                     Source::Op(earlier) => outputs[*earlier].as_ref().ok_or_else(|| Error::Step {
                         op: op.name.clone(),
                         detail: format!("output of op {earlier} was released"),
@@ -436,7 +459,7 @@ impl Embedder {
         Ok((graph, outputs))
     }
 
-    /// The `[batch, hidden]` embeddings of a padded batch, without a trace.
+    /// The `[sequences, hidden]` embeddings of a packed batch, without a trace.
     pub fn run(&self, batch: &Batch, compute: Compute) -> Result<Tensor> {
         let (_, mut outputs) = self.execute(batch, compute, false, |_, _, _| {})?;
         outputs.pop().flatten().ok_or_else(|| Error::Input {
@@ -533,16 +556,29 @@ impl piazza_trace::graph::StepExecutor for Embedder {
 }
 
 impl BertConfig {
-    /// The graph of a run over `batch` sequences padded to `seq` tokens (built from the
-    /// configuration alone: what a verifier rebuilds without loading the weights).
-    pub fn graph(&self, batch: usize, seq: usize) -> Graph {
+    /// The graph of a run over a packed batch of sequences of `lengths` tokens (built from
+    /// the configuration alone: what a verifier rebuilds without loading the weights). Row-wise
+    /// ops run over the sum of `lengths` rows; one sequence of `n` tokens gives the graph of an
+    /// unbatched run. An error if `lengths` is empty, a length is 0, or their sum overflows.
+    pub fn graph(&self, lengths: &[usize]) -> Result<Graph> {
         let c = self;
-        let rows = batch * seq;
+        let sequences = graph::Sequences::new(lengths)
+            .filter(|sequences| sequences.count() > 0)
+            .ok_or_else(|| Error::Input {
+                detail: format!(
+                    "{} sequence lengths: need at least one, each at least 1",
+                    lengths.len()
+                ),
+            })?;
+        let (rows, batch) = (sequences.rows(), sequences.count());
         let (hidden, eps) = (c.hidden_size, c.layer_norm_eps);
         let weight = |name: String| Source::Weight(name);
         let mut ops = vec![Op {
             name: "embeddings".into(),
-            kind: OpKind::Embed { seq, eps },
+            kind: OpKind::Embed {
+                sequences: sequences.clone(),
+                eps,
+            },
             inputs: vec![
                 Source::Input(JobInput::TokenIds),
                 weight("embeddings.word_embeddings.weight".into()),
@@ -594,15 +630,10 @@ impl BertConfig {
                 &mut ops,
                 format!("{p}.attention.self"),
                 OpKind::Attention {
-                    seq,
+                    sequences: sequences.clone(),
                     heads: c.num_attention_heads,
                 },
-                vec![
-                    Source::Op(qkv[0]),
-                    Source::Op(qkv[1]),
-                    Source::Op(qkv[2]),
-                    Source::Input(JobInput::Keep),
-                ],
+                vec![Source::Op(qkv[0]), Source::Op(qkv[1]), Source::Op(qkv[2])],
                 hidden,
             );
             let fused = |input: usize, residual: usize, dense: &str, norm: &str| {
@@ -649,8 +680,10 @@ impl BertConfig {
         }
         ops.push(Op {
             name: "pooling.mean".into(),
-            kind: OpKind::MeanPool { seq },
-            inputs: vec![Source::Op(hidden_state), Source::Input(JobInput::Keep)],
+            kind: OpKind::MeanPool {
+                sequences: sequences.clone(),
+            },
+            inputs: vec![Source::Op(hidden_state)],
             output_shape: [batch, hidden],
         });
         let pooled = ops.len() - 1;
@@ -660,7 +693,7 @@ impl BertConfig {
             inputs: vec![Source::Op(pooled)],
             output_shape: [batch, hidden],
         });
-        Graph::new(batch, seq, ops)
+        Ok(Graph::new(sequences, ops))
     }
 
     /// Every weight the graph reads, with its expected shape.
@@ -737,7 +770,10 @@ fn hash_steps(steps: &[(usize, &Step)], output: &Tensor, compute: Compute) -> Ve
 fn pack_linear_weights(config: &BertConfig, weights: &Weights) -> BTreeMap<String, PackedB> {
     let isa = Isa::detect();
     let mut packed = BTreeMap::new();
-    for op in config.graph(1, 1).ops {
+    let Ok(graph) = config.graph(&[1]) else {
+        return packed;
+    };
+    for op in graph.ops {
         let linear = matches!(
             op.kind,
             OpKind::Linear { .. } | OpKind::LinearAddLayerNorm { .. }

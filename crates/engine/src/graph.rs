@@ -7,6 +7,7 @@
 //! trace hashes one leaf per step, so no step needs more than a few MiB of input.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use piazza_tensor::{ops, Activation, Compute, PackedB, Tensor};
 use piazza_trace::graph::OpReads;
@@ -18,26 +19,104 @@ pub const ROW_BLOCK: usize = 64;
 
 pub use piazza_trace::graph::{JobInput, Source, Step};
 
+/// The sequences of a packed batch: their token counts, in order. Sequence `b` is rows
+/// `range(b)` of every row-wise activation (the rows of all sequences one after the other,
+/// no padding). Cheap to clone (shared).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sequences {
+    /// `count + 1` offsets: sequence `b` is rows `starts[b]..starts[b + 1]`.
+    starts: Arc<[usize]>,
+}
+
+impl Sequences {
+    /// The sequences of `lengths` tokens each; `None` when a length is 0 or the rows
+    /// overflow `usize` (so sequence boundaries are strictly increasing rows).
+    pub fn new(lengths: &[usize]) -> Option<Sequences> {
+        let mut starts = Vec::with_capacity(lengths.len() + 1);
+        let mut row = 0usize;
+        starts.push(row);
+        for &length in lengths {
+            if length == 0 {
+                return None;
+            }
+            row = row.checked_add(length)?;
+            starts.push(row);
+        }
+        Some(Sequences {
+            starts: starts.into(),
+        })
+    }
+
+    /// Number of sequences.
+    pub fn count(&self) -> usize {
+        self.starts.len() - 1
+    }
+
+    /// Rows of all sequences together.
+    pub fn rows(&self) -> usize {
+        self.starts[self.starts.len() - 1]
+    }
+
+    /// The token count of each sequence, in order.
+    pub fn lengths(&self) -> Vec<usize> {
+        self.starts.windows(2).map(|w| w[1] - w[0]).collect()
+    }
+
+    /// The longest sequence's token count (0 for none).
+    pub fn longest(&self) -> usize {
+        self.starts
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The rows of sequences `sequences` (empty past the end).
+    pub fn rows_of(&self, sequences: &Range<usize>) -> Range<usize> {
+        let at = |b: usize| self.starts[b.min(self.count())];
+        at(sequences.start)..at(sequences.end.max(sequences.start))
+    }
+
+    /// The position of each of `rows` within its sequence (row minus its sequence's first
+    /// row): what the `Embed` op adds the position table row of. `None` if a row is past the
+    /// last sequence.
+    pub fn positions(&self, rows: Range<usize>) -> Option<Vec<u32>> {
+        if rows.end > self.rows() {
+            return None;
+        }
+        // The sequence of the first row: the last start not above it.
+        let mut b = self.starts.partition_point(|&start| start <= rows.start) - 1;
+        rows.map(|row| {
+            while self.starts[b + 1] <= row {
+                b += 1;
+            }
+            u32::try_from(row - self.starts[b]).ok()
+        })
+        .collect()
+    }
+}
+
 /// What an op computes. Activations (job inputs and op outputs) come first in `Op::inputs`,
-/// weights after, in the order listed here.
+/// weights after, in the order listed here. Row-wise ops run over the rows of every sequence
+/// of the packed batch; the others take its [`Sequences`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum OpKind {
-    /// `layernorm((word[id] + token_type[0]) + position[row % seq])`.
-    /// Activations: token ids. Weights: word, position, token type tables, gamma, beta.
-    Embed { seq: usize, eps: f32 },
+    /// `layernorm((word[id] + token_type[0]) + position[p])` with `p` the row's position in
+    /// its sequence. Activations: token ids. Weights: word, position, token type tables,
+    /// gamma, beta.
+    Embed { sequences: Sequences, eps: f32 },
     /// `act(x · wᵀ + b)`. Activations: x. Weights: w `[n, k]`, b `[n]`.
     Linear { activation: Activation },
-    /// Multi-head self-attention per sequence of `seq` rows.
-    /// Activations: q, k, v, keep. Weights: none.
-    Attention { seq: usize, heads: usize },
+    /// Multi-head self-attention within each sequence. Activations: q, k, v. Weights: none.
+    Attention { sequences: Sequences, heads: usize },
     /// `layernorm(x + residual)`. Activations: x, residual. Weights: gamma, beta.
     AddLayerNorm { eps: f32 },
     /// `layernorm((x · wᵀ + b) + residual)`: a projection fused with the residual layer norm
     /// after it (BERT's `*.output.dense` + `*.output.LayerNorm`), so the projection's output is
     /// not hashed on its own. Activations: x, residual. Weights: w, b, gamma, beta.
     LinearAddLayerNorm { eps: f32 },
-    /// Masked mean over each sequence of `seq` rows. Activations: x, keep.
-    MeanPool { seq: usize },
+    /// Mean over each sequence's rows: one output row per sequence. Activations: x.
+    MeanPool { sequences: Sequences },
     /// Each row divided by its L2 norm. Activations: x.
     L2Normalize,
 }
@@ -45,22 +124,12 @@ pub enum OpKind {
 /// One operator of a run.
 pub type Op = piazza_trace::graph::Op<OpKind>;
 
-impl OpKind {
-    /// Rows of a sequence-wise op's unit, or `None` for row-wise ops.
-    fn sequence(&self) -> Option<usize> {
-        match *self {
-            OpKind::Attention { seq, .. } | OpKind::MeanPool { seq } => Some(seq),
-            _ => None,
-        }
-    }
-}
-
 impl OpReads for OpKind {
     /// Every input is read over the step's rows, except by mean pooling, whose output row `b`
     /// reads sequence `b`'s rows.
     fn input_rows(&self, _input: usize, rows: &Range<usize>) -> Option<Range<usize>> {
-        match *self {
-            OpKind::MeanPool { seq } => Some(rows.start * seq..rows.end * seq),
+        match self {
+            OpKind::MeanPool { sequences } => Some(sequences.rows_of(rows)),
             _ => Some(rows.clone()),
         }
     }
@@ -77,18 +146,18 @@ pub fn input_rows(op: &Op, step: &Step) -> Range<usize> {
         .unwrap_or_else(|| step.rows.clone())
 }
 
-/// A model run for one input shape: ops in execution order and their steps (trace leaves).
+/// A model run for one packed batch: ops in execution order and their steps (trace leaves).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Graph {
-    pub batch: usize,
-    pub seq: usize,
+    pub sequences: Sequences,
     pub ops: Vec<Op>,
     pub steps: Vec<Step>,
 }
 
 impl Graph {
-    /// A graph of `ops`, cut into steps.
-    pub fn new(batch: usize, seq: usize, ops: Vec<Op>) -> Graph {
+    /// A graph of `ops` over `sequences`, cut into steps: row-wise ops in blocks of
+    /// [`ROW_BLOCK`] rows, attention one step per sequence, mean pooling one per output row.
+    pub fn new(sequences: Sequences, ops: Vec<Op>) -> Graph {
         let mut steps = Vec::new();
         for (index, op) in ops.iter().enumerate() {
             let [rows, width] = op.output_shape;
@@ -97,16 +166,11 @@ impl Graph {
                 rows,
                 columns: 0..width,
             };
-            match (&op.kind, op.kind.sequence()) {
-                (OpKind::MeanPool { .. }, Some(_)) => {
-                    steps.extend((0..rows).map(|b| step(b..b + 1)));
-                }
-                (_, Some(seq)) => {
-                    for start in (0..rows).step_by(seq.max(1)) {
-                        steps.push(step(start..start + seq));
-                    }
-                }
-                (_, None) => {
+            match &op.kind {
+                OpKind::MeanPool { .. } => steps.extend((0..rows).map(|b| step(b..b + 1))),
+                OpKind::Attention { sequences, .. } => steps
+                    .extend((0..sequences.count()).map(|b| step(sequences.rows_of(&(b..b + 1))))),
+                _ => {
                     for start in (0..rows).step_by(ROW_BLOCK) {
                         steps.push(step(start..(start + ROW_BLOCK).min(rows)));
                     }
@@ -114,8 +178,7 @@ impl Graph {
             }
         }
         Graph {
-            batch,
-            seq,
+            sequences,
             ops,
             steps,
         }
@@ -165,12 +228,19 @@ pub fn apply_packed(
         source,
     };
     let output = match (&op.kind, activations, weights) {
-        (&OpKind::Embed { seq, eps }, [ids], [word, position, token_type, gamma, beta]) => {
+        (OpKind::Embed { sequences, eps }, [ids], [word, position, token_type, gamma, beta]) => {
             let vocab = word.shape().first().copied().unwrap_or(0);
             let ids = token_ids(ids, vocab, &op.name)?;
-            let positions: Vec<u32> = (0..ids.len())
-                .map(|r| ((first_row + r) % seq.max(1)) as u32)
-                .collect();
+            let positions = first_row
+                .checked_add(ids.len())
+                .and_then(|end| sequences.positions(first_row..end))
+                .ok_or_else(|| Error::Step {
+                    op: op.name.clone(),
+                    detail: format!(
+                        "rows {first_row}.. past the batch's {} rows",
+                        sequences.rows()
+                    ),
+                })?;
             let tables = EmbedTables {
                 word,
                 position,
@@ -178,14 +248,16 @@ pub fn apply_packed(
                 gamma,
                 beta,
             };
-            embed(&tables, &ids, &positions, 0, eps, compute).map_err(tensor_error)?
+            embed(&tables, &ids, &positions, 0, *eps, compute).map_err(tensor_error)?
         }
         (&OpKind::Linear { activation }, [x], [w, b]) => {
             ops::linear_packed(x, w, packed, Some(b), activation, compute).map_err(tensor_error)?
         }
-        (&OpKind::Attention { seq, heads }, [q, k, v, keep], []) => {
-            let keep = keep_vector(keep).map_err(tensor_error)?;
-            ops::attention(q, k, v, &keep, seq, heads, compute).map_err(tensor_error)?
+        (OpKind::Attention { sequences, heads }, [q, k, v], []) => {
+            // A step is one sequence: its rows alone.
+            let rows = q.shape().first().copied().unwrap_or(0);
+            let lengths = sequence_lengths(sequences, first_row, rows, &op.name)?;
+            ops::attention(q, k, v, &lengths, *heads, compute).map_err(tensor_error)?
         }
         (&OpKind::AddLayerNorm { eps }, [x, residual], [gamma, beta]) => {
             ops::layernorm(x, Some(residual), gamma, beta, eps, compute).map_err(tensor_error)?
@@ -197,9 +269,10 @@ pub fn apply_packed(
             ops::layernorm(&projected, Some(residual), gamma, beta, eps, compute)
                 .map_err(tensor_error)?
         }
-        (&OpKind::MeanPool { seq }, [x, keep], []) => {
-            let keep = keep_vector(keep).map_err(tensor_error)?;
-            ops::mean_pool(x, &keep, seq).map_err(tensor_error)?
+        (OpKind::MeanPool { sequences }, [x], []) => {
+            let rows = x.shape().first().copied().unwrap_or(0);
+            let lengths = sequence_lengths(sequences, first_row, rows, &op.name)?;
+            ops::mean_pool(x, &lengths).map_err(tensor_error)?
         }
         (OpKind::L2Normalize, [x], []) => ops::l2_normalize(x).map_err(tensor_error)?,
         _ => return Err(wrong_arity()),
@@ -235,8 +308,27 @@ pub fn embed(
     ops::layernorm(&sum, None, tables.gamma, tables.beta, eps, compute)
 }
 
-fn keep_vector(keep: &Tensor) -> piazza_tensor::Result<Tensor> {
-    keep.reshape(&[keep.element_count()])
+/// The lengths of the whole sequences that rows `first_row..first_row + rows` hold (what a
+/// sequence-wise op or one step of it runs over), or an error if those rows cut a sequence.
+fn sequence_lengths(
+    sequences: &Sequences,
+    first_row: usize,
+    rows: usize,
+    op: &str,
+) -> Result<Vec<usize>> {
+    let starts = &sequences.starts;
+    let end = first_row.checked_add(rows);
+    let first = starts.binary_search(&first_row);
+    let last = end.map(|end| starts.binary_search(&end));
+    match (first, last) {
+        (Ok(first), Some(Ok(last))) if first <= last => {
+            Ok(sequences.lengths()[first.min(last)..last].to_vec())
+        }
+        _ => Err(Error::Step {
+            op: op.to_string(),
+            detail: format!("rows {first_row}.. ({rows}) are not whole sequences"),
+        }),
+    }
 }
 
 /// Token ids from a `[rows, 1]` f32 tensor: each must be an integer below `vocab`.
@@ -287,18 +379,26 @@ mod tests {
         }
         for step in &graph.steps {
             let op = &graph.ops[step.op];
-            assert!(input_rows(op, step).len() <= ROW_BLOCK.max(graph.seq));
+            assert!(input_rows(op, step).len() <= ROW_BLOCK.max(graph.sequences.longest()));
             assert_eq!(step.columns, 0..op.output_shape[1]);
         }
     }
 
     #[test]
     fn steps_cover_every_row_once() {
-        for (batch, seq) in [(1, 1), (1, 7), (3, 64), (4, 256), (5, 33)] {
-            let rows = batch * seq;
+        let cases: [&[usize]; 6] = [
+            &[1],
+            &[7],
+            &[64, 64, 64],
+            &[256; 4],
+            &[1, 7, 22, 3],
+            &[33, 70],
+        ];
+        for lengths in cases {
+            let sequences = Sequences::new(lengths).unwrap();
+            let (rows, batch) = (sequences.rows(), sequences.count());
             let graph = Graph::new(
-                batch,
-                seq,
+                sequences.clone(),
                 vec![
                     op(
                         OpKind::Linear {
@@ -306,12 +406,54 @@ mod tests {
                         },
                         rows,
                     ),
-                    op(OpKind::Attention { seq, heads: 2 }, rows),
-                    op(OpKind::MeanPool { seq }, batch),
+                    op(
+                        OpKind::Attention {
+                            sequences: sequences.clone(),
+                            heads: 2,
+                        },
+                        rows,
+                    ),
+                    op(OpKind::MeanPool { sequences }, batch),
                     op(OpKind::L2Normalize, batch),
                 ],
             );
             check_cover(&graph);
+            // Attention and pooling steps are whole sequences, in order.
+            let whole: Vec<Range<usize>> = graph
+                .steps
+                .iter()
+                .filter(|step| step.op == 1)
+                .map(|step| step.rows.clone())
+                .collect();
+            let pooled: Vec<Range<usize>> = graph
+                .steps
+                .iter()
+                .filter(|step| step.op == 2)
+                .map(|step| input_rows(&graph.ops[2], step))
+                .collect();
+            assert_eq!(whole, pooled);
+            let lengths_read: Vec<usize> = whole.iter().map(Range::len).collect();
+            assert_eq!(lengths_read, lengths);
         }
+    }
+
+    #[test]
+    fn positions_restart_at_each_sequence() {
+        let sequences = Sequences::new(&[3, 1, 2]).unwrap();
+        assert_eq!(sequences.positions(0..6), Some(vec![0, 1, 2, 0, 0, 1]));
+        assert_eq!(sequences.positions(2..5), Some(vec![2, 0, 0]));
+        assert_eq!(sequences.positions(5..5), Some(vec![]));
+        assert_eq!(sequences.positions(4..7), None);
+        assert_eq!(Sequences::new(&[3, 0, 2]), None);
+        assert_eq!(Sequences::new(&[usize::MAX, 1]), None);
+        // A sequence-wise step must read whole sequences.
+        assert_eq!(sequence_lengths(&sequences, 3, 3, "t").unwrap(), vec![1, 2]);
+        assert_eq!(
+            sequence_lengths(&sequences, 0, 6, "t").unwrap(),
+            vec![3, 1, 2]
+        );
+        assert!(sequence_lengths(&sequences, 1, 3, "t").is_err());
+        assert!(sequence_lengths(&sequences, 3, 4, "t").is_err());
+        assert!(sequence_lengths(&sequences, usize::MAX, 2, "t").is_err());
     }
 }

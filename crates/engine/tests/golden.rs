@@ -63,7 +63,7 @@ fn embeddings_match_reference_alone_and_batched() {
         );
         alone.push(output.to_vec());
     }
-    // Batches of 4 with padding, as sentence-transformers ran them.
+    // Batches of 4 (sentence-transformers ran them padded; ours are packed).
     for (group_index, group) in ids.chunks(4).enumerate() {
         let output = embedder
             .run(&Batch::pad(group).unwrap(), compute)
@@ -76,7 +76,7 @@ fn embeddings_match_reference_alone_and_batched() {
                 &reference.embeddings[case],
                 got,
             );
-            // Padding changes no bit of a sentence's embedding.
+            // Batching changes no bit of a sentence's embedding.
             let same_bits = got
                 .iter()
                 .zip(&alone[case])

@@ -12,7 +12,7 @@ const TEXTS: [&str; 5] = [
     "Hello world",
     "",
     "Ünïcödé, emoji 🚀 and CJK 去中心化.",
-    "A somewhat longer sentence, so that the batch has padding in it and more than one row block of tokens to hash.",
+    "A somewhat longer sentence, so that the batch has sequences of unequal lengths and more than one row block of tokens to hash.",
 ];
 
 fn computes() -> Vec<Compute> {
@@ -43,7 +43,7 @@ fn trace_root_is_independent_of_threads_and_isa() {
         );
         assert_eq!(
             first_trace.step_hashes.len(),
-            embedder.graph(batch.batch, batch.seq).steps.len()
+            embedder.graph(&batch.lengths).unwrap().steps.len()
         );
         for compute in computes() {
             let (output, trace) = embedder.run_traced(batch, compute).unwrap();
@@ -55,6 +55,71 @@ fn trace_root_is_independent_of_threads_and_isa() {
     let (_, batched_trace) = embedder.run_traced(&batched, Compute::new(2)).unwrap();
     let (_, alone_trace) = embedder.run_traced(&alone, Compute::new(2)).unwrap();
     assert_ne!(batched_trace.root, alone_trace.root);
+}
+
+/// A packed batch holds real tokens only: row-wise ops run over the sum of the lengths,
+/// attention and pooling have one step per sequence, and one sequence of `n` tokens gives
+/// the unbatched graph.
+#[test]
+fn packed_batch_computes_real_tokens_only() {
+    let embedder = common::minilm();
+    let ids = embedder.tokenize(&TEXTS).unwrap();
+    let batch = Batch::pad(&ids).unwrap();
+    let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
+    assert_eq!(batch.lengths, lengths);
+    assert_eq!(batch.rows(), lengths.iter().sum::<usize>());
+    assert!(batch.rows() < ids.len() * lengths.iter().max().unwrap());
+    let graph = embedder.graph(&batch.lengths).unwrap();
+    for op in &graph.ops {
+        let expected = match op.kind {
+            piazza_engine::OpKind::MeanPool { .. } | piazza_engine::OpKind::L2Normalize => {
+                ids.len()
+            }
+            _ => batch.rows(),
+        };
+        assert_eq!(op.output_shape[0], expected, "{}", op.name);
+        let steps = graph.steps.iter().filter(|step| graph.ops[step.op] == *op);
+        if let piazza_engine::OpKind::Attention { .. } = op.kind {
+            let rows: Vec<usize> = steps.map(|step| step.rows.len()).collect();
+            assert_eq!(rows, lengths, "{}", op.name);
+        }
+    }
+    // Alone, one sequence's graph has one attention step per layer and 64-row blocks.
+    let alone = embedder.graph(&lengths[4..5]).unwrap();
+    assert_eq!(alone.sequences.count(), 1);
+    let per_op = |graph: &piazza_engine::Graph, name: &str| {
+        let op = graph.ops.iter().position(|op| op.name == name).unwrap();
+        graph.steps.iter().filter(|step| step.op == op).count()
+    };
+    assert_eq!(per_op(&alone, "encoder.layer.0.attention.self"), 1);
+    assert_eq!(
+        per_op(&alone, "encoder.layer.0.intermediate.dense"),
+        lengths[4].div_ceil(64)
+    );
+}
+
+/// Untrusted batches give errors: no sequence, an empty sequence, an id not exact in f32,
+/// a sequence past the position table, token ids that do not match the lengths.
+#[test]
+fn bad_batches_are_errors() {
+    let embedder = common::minilm();
+    assert!(Batch::pad(&[]).is_err());
+    assert!(Batch::pad(&[vec![101, 102], vec![]]).is_err());
+    assert!(Batch::pad(&[vec![101, 1 << 24]]).is_err());
+    let too_long = Batch::pad(&[vec![101; piazza_engine::MAX_TOKENS + 1]]).unwrap();
+    assert!(embedder.run(&too_long, Compute::new(1)).is_err());
+    let mut mismatched = Batch::pad(&[vec![101, 7592, 102], vec![101, 102]]).unwrap();
+    mismatched.lengths = vec![3, 3];
+    assert!(embedder.run(&mismatched, Compute::new(1)).is_err());
+    mismatched.lengths = vec![5, 0];
+    assert!(embedder.run(&mismatched, Compute::new(1)).is_err());
+    mismatched.lengths = vec![];
+    assert!(embedder.run(&mismatched, Compute::new(1)).is_err());
+    assert!(embedder.graph(&[]).is_err());
+    assert!(embedder.graph(&[3, 0]).is_err());
+    assert!(embedder.graph(&[usize::MAX, 2]).is_err());
+    let outside = Batch::pad(&[vec![101, 1 << 23, 102]]).unwrap();
+    assert!(embedder.run(&outside, Compute::new(1)).is_err());
 }
 
 #[test]

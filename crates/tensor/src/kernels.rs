@@ -1102,158 +1102,201 @@ pub fn softmax(
     });
 }
 
-/// Shape of an attention call: `batch` sequences of `seq` tokens, `heads` heads of `head_dim`.
+/// Shape of an attention call: `heads` heads of `head_dim` columns, scores scaled by `scale`.
 #[derive(Clone, Copy, Debug)]
 pub struct AttentionShape {
-    pub batch: usize,
-    pub seq: usize,
     pub heads: usize,
     pub head_dim: usize,
     pub scale: f32,
 }
 
-/// [`reference::attention`] for each of `shape.batch` sequences, threaded over (sequence, head).
+/// A product of `n` outputs over `k` without bias or activation, its panels packed by the
+/// caller (attention's two products).
+fn plain_product(n: usize, k: usize) -> Linear<'static> {
+    Linear {
+        b: &[],
+        bias: None,
+        activation: Activation::Identity,
+        n,
+        k,
+    }
+}
+
+/// The first row of each sequence of a packed batch, then the row count: `lengths.len() + 1`
+/// offsets.
+fn sequence_starts(lengths: &[usize]) -> Vec<usize> {
+    let mut starts = Vec::with_capacity(lengths.len() + 1);
+    let mut row = 0;
+    starts.push(row);
+    for &length in lengths {
+        row += length;
+        starts.push(row);
+    }
+    starts
+}
+
+/// [`reference::attention`] over a packed batch (sequence `b` the next `lengths[b]` rows of
+/// `q`, `k`, `v`; the caller checks that the lengths sum to the rows), threaded over
+/// (sequence, head) units.
 ///
-/// Per head: `q_h` is copied out contiguously (exact), the micro-kernel's panels are packed
+/// Per unit: `q_h` is copied out contiguously (exact), the micro-kernel's panels are packed
 /// straight from `k` and `v` (key rows for `scores = q_h · k_hᵀ`, value rows' column blocks for
 /// `context = p · v_h`), and the matmul tile kernel runs on them, whose per-element order is
-/// [`reference::dot_fma`]'s.
+/// [`reference::dot_fma`]'s. No padding: every score and probability is of a real key.
 pub fn attention(
     q: &[f32],
     k: &[f32],
     v: &[f32],
-    keep: &[f32],
+    lengths: &[usize],
     shape: AttentionShape,
     out: &mut [f32],
     compute: Compute,
 ) {
     let AttentionShape {
-        batch,
-        seq,
         heads,
         head_dim,
         scale,
     } = shape;
     let width = heads * head_dim;
-    let units = batch * heads;
-    if units == 0 || seq == 0 || head_dim == 0 {
+    let units = lengths.len() * heads;
+    if units == 0 || head_dim == 0 {
         return;
     }
-    // Each unit (sequence b, head h) writes a [seq, head_dim] block; gather them after.
-    let mut blocks = vec![0.0f32; units * seq * head_dim];
+    let starts = sequence_starts(lengths);
+    // Unit u (sequence u / heads, head u % heads) writes a [length, head_dim] block; the
+    // blocks lie in unit order, so each sequence's blocks fill its rows × width floats.
+    let block_start = |u: usize| match (starts.get(u / heads), lengths.get(u / heads)) {
+        (Some(&row), Some(&length)) => row * width + (u % heads) * length * head_dim,
+        _ => starts[lengths.len()] * width,
+    };
+    let mut blocks = vec![0.0f32; starts[lengths.len()] * width];
     let isa = supported_isa(compute.isa);
-    for_row_ranges(
-        &mut blocks,
-        seq * head_dim,
-        1,
-        seq * seq * head_dim * 2,
-        compute.threads,
-        |first_unit, chunk| {
-            let kernel = TileKernel::for_isa(isa);
-            let mut qh = vec![0.0f32; seq * head_dim];
-            let mut panel = vec![0.0f32; seq.max(head_dim) * kernel.cols];
-            let mut scores = vec![0.0f32; seq * seq];
-            let mut probabilities = vec![0.0f32; seq * seq];
-            for (u, block) in chunk.chunks_exact_mut(seq * head_dim).enumerate() {
-                let (b, h) = ((first_unit + u) / heads, (first_unit + u) % heads);
-                // This head's columns of sequence b: row t at `at(t)`, rows `width` apart.
-                let head_start = b * seq * width + h * head_dim;
-                for t in 0..seq {
-                    let at = head_start + t * width;
-                    copy_row(
-                        &mut qh[t * head_dim..(t + 1) * head_dim],
-                        &q[at..at + head_dim],
-                    );
-                }
-                // scores = q_h · k_hᵀ: each panel of key rows packed from `k` in place.
-                let scores_op = Linear {
-                    b: &[],
-                    bias: None,
-                    activation: Activation::Identity,
-                    n: seq,
-                    k: head_dim,
-                };
-                let panel_len = head_dim * kernel.cols;
-                for j in (0..seq).step_by(kernel.cols) {
-                    let panel = &mut panel[..panel_len];
-                    let first_key = &k[head_start + j * width..];
-                    pack_strided_panels(first_key, width, seq - j, head_dim, kernel.cols, panel);
-                    scores_op.panel_rows(kernel, &qh, 0, &mut scores, panel, j);
-                }
-                let keep_b = &keep[b * seq..(b + 1) * seq];
-                for i in 0..seq {
-                    softmax_row(
-                        isa,
-                        &scores[i * seq..(i + 1) * seq],
-                        Some(keep_b),
-                        scale,
-                        &mut probabilities[i * seq..(i + 1) * seq],
-                    );
-                }
-                // context = p · v_h: the panel of columns j.. of v_hᵀ is, row p, value row p's
-                // columns j.. (a row copy, no transpose).
-                let context_op = Linear {
-                    b: &[],
-                    bias: None,
-                    activation: Activation::Identity,
-                    n: head_dim,
-                    k: seq,
-                };
-                let panel_len = seq * kernel.cols;
-                for j in (0..head_dim).step_by(kernel.cols) {
-                    let width_j = kernel.cols.min(head_dim - j);
-                    let panel = &mut panel[..panel_len];
-                    for (p, packed_row) in panel.chunks_exact_mut(kernel.cols).enumerate() {
-                        let at = head_start + p * width + j;
-                        copy_row(&mut packed_row[..width_j], &v[at..at + width_j]);
-                        packed_row[width_j..].fill(0.0);
-                    }
-                    context_op.panel_rows(kernel, &probabilities, 0, block, panel, j);
-                }
+    // Units first_unit..end_unit, whose blocks are `chunk`.
+    let run = |first_unit: usize, end_unit: usize, chunk: &mut [f32]| {
+        let kernel = TileKernel::for_isa(isa);
+        let base = block_start(first_unit);
+        let longest = lengths[first_unit / heads..end_unit.div_ceil(heads)]
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(0);
+        let mut qh = vec![0.0f32; longest * head_dim];
+        let mut panel = vec![0.0f32; longest.max(head_dim) * kernel.cols];
+        let mut scores = vec![0.0f32; longest * longest];
+        let mut probabilities = vec![0.0f32; longest * longest];
+        for u in first_unit..end_unit {
+            let (b, h) = (u / heads, u % heads);
+            let seq = lengths[b];
+            if seq == 0 {
+                continue;
             }
-        },
-    );
-    for b in 0..batch {
-        for h in 0..heads {
-            let block = &blocks[(b * heads + h) * seq * head_dim..][..seq * head_dim];
+            let block = &mut chunk[block_start(u) - base..][..seq * head_dim];
+            let (qh, scores, probabilities) = (
+                &mut qh[..seq * head_dim],
+                &mut scores[..seq * seq],
+                &mut probabilities[..seq * seq],
+            );
+            // This head's columns of sequence b: row t at `at(t)`, rows `width` apart.
+            let head_start = starts[b] * width + h * head_dim;
             for t in 0..seq {
-                let at = (b * seq + t) * width + h * head_dim;
+                let at = head_start + t * width;
                 copy_row(
-                    &mut out[at..at + head_dim],
-                    &block[t * head_dim..(t + 1) * head_dim],
+                    &mut qh[t * head_dim..(t + 1) * head_dim],
+                    &q[at..at + head_dim],
                 );
             }
+            // scores = q_h · k_hᵀ: each panel of key rows packed from `k` in place.
+            let scores_op = plain_product(seq, head_dim);
+            let panel_len = head_dim * kernel.cols;
+            for j in (0..seq).step_by(kernel.cols) {
+                let panel = &mut panel[..panel_len];
+                let first_key = &k[head_start + j * width..];
+                pack_strided_panels(first_key, width, seq - j, head_dim, kernel.cols, panel);
+                scores_op.panel_rows(kernel, qh, 0, scores, panel, j);
+            }
+            for (score_row, probability_row) in scores
+                .chunks_exact(seq)
+                .zip(probabilities.chunks_exact_mut(seq))
+            {
+                softmax_row(isa, score_row, None, scale, probability_row);
+            }
+            // context = p · v_h: the panel of columns j.. of v_hᵀ is, row p, value row p's
+            // columns j.. (a row copy, no transpose).
+            let context_op = plain_product(head_dim, seq);
+            let panel_len = seq * kernel.cols;
+            for j in (0..head_dim).step_by(kernel.cols) {
+                let width_j = kernel.cols.min(head_dim - j);
+                let panel = &mut panel[..panel_len];
+                for (p, packed_row) in panel.chunks_exact_mut(kernel.cols).enumerate() {
+                    let at = head_start + p * width + j;
+                    copy_row(&mut packed_row[..width_j], &v[at..at + width_j]);
+                    packed_row[width_j..].fill(0.0);
+                }
+                context_op.panel_rows(kernel, probabilities, 0, block, panel, j);
+            }
+        }
+    };
+    let work: usize = lengths
+        .iter()
+        .map(|&length| length.saturating_mul(length).saturating_mul(2 * width))
+        .fold(0, usize::saturating_add);
+    let threads = compute.threads.get().min(units);
+    if threads == 1 || work < PARALLEL_WORK_MIN {
+        run(0, units, &mut blocks);
+    } else {
+        // Consecutive units per range, about RANGES_PER_THREAD ranges per thread, taken in
+        // order as threads free up.
+        let per_range = units.div_ceil(threads * RANGES_PER_THREAD);
+        let mut chunks = Vec::new();
+        let mut rest: &mut [f32] = &mut blocks;
+        for first in (0..units).step_by(per_range) {
+            let end = (first + per_range).min(units);
+            let (chunk, tail) = rest.split_at_mut(block_start(end) - block_start(first));
+            chunks.push(std::sync::Mutex::new((first, end, chunk)));
+            rest = tail;
+        }
+        Pool::global().for_each(threads, chunks.len(), |i| {
+            let mut guard = match chunks[i].lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let (first, end, ref mut chunk) = *guard;
+            run(first, end, chunk);
+        });
+    }
+    for u in 0..units {
+        let (b, h) = (u / heads, u % heads);
+        let block = &blocks[block_start(u)..][..lengths[b] * head_dim];
+        for (t, row) in block.chunks_exact(head_dim).enumerate() {
+            let at = (starts[b] + t) * width + h * head_dim;
+            copy_row(&mut out[at..at + head_dim], row);
         }
     }
 }
 
-/// [`reference::mean_pool`], vectorised across columns.
-pub fn mean_pool(x: &[f32], keep: &[f32], seq: usize, width: usize, out: &mut [f32]) {
-    let batch = keep.len().checked_div(seq).unwrap_or(0);
+/// [`reference::mean_pool`] over a packed batch, vectorised across columns.
+pub fn mean_pool(x: &[f32], lengths: &[usize], width: usize, out: &mut [f32]) {
     let mut lanes = vec![[0.0f32; LANES]; width];
-    for b in 0..batch {
+    let mut start = 0;
+    for (b, &seq) in lengths.iter().enumerate() {
         for lane in lanes.iter_mut() {
             *lane = [0.0; LANES];
         }
-        let mut kept = 0usize;
         for t in 0..seq {
-            if keep[b * seq + t] == 0.0 {
-                continue;
-            }
-            kept += 1;
-            let row = &x[(b * seq + t) * width..(b * seq + t + 1) * width];
+            let row = &x[(start + t) * width..(start + t + 1) * width];
             let l = t % LANES;
             for (lane, &value) in lanes.iter_mut().zip(row) {
                 lane[l] = lane[l] + value;
             }
         }
         for c in 0..width {
-            out[b * width + c] = if kept == 0 {
+            out[b * width + c] = if seq == 0 {
                 0.0
             } else {
-                combine(lanes[c]) / kept as f32
+                combine(lanes[c]) / seq as f32
             };
         }
+        start += seq;
     }
 }
 

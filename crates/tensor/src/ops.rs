@@ -168,16 +168,33 @@ pub fn softmax(x: &Tensor, keep: Option<&Tensor>, scale: f32, compute: Compute) 
     Tensor::from_vec(out, x.shape())
 }
 
-/// Multi-head self-attention over `batch` sequences of `seq` tokens each.
+/// Checks that the sequence `lengths` of a packed batch add up to `rows` (each sequence the
+/// next `lengths[b]` rows).
+fn check_lengths(op: &'static str, lengths: &[usize], rows: usize) -> Result<()> {
+    let total = lengths
+        .iter()
+        .try_fold(0usize, |total, &length| total.checked_add(length));
+    if total != Some(rows) {
+        return Err(Error::Parameter {
+            op,
+            detail: format!(
+                "{} sequence lengths do not add up to {rows} rows",
+                lengths.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Multi-head self-attention over a packed batch: sequence `b` is the next `lengths[b]` rows.
 ///
-/// `q, k, v: [batch * seq, heads * head_dim]`, `keep: [batch * seq]` (1 = real token, 0 = padding);
-/// scores are scaled by `1 / sqrt(head_dim)` inside the softmax.
+/// `q, k, v: [rows, heads * head_dim]` with `rows` the sum of `lengths`; a query attends to
+/// the keys of its own sequence; scores are scaled by `1 / sqrt(head_dim)` inside the softmax.
 pub fn attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
-    keep: &Tensor,
-    seq: usize,
+    lengths: &[usize],
     heads: usize,
     compute: Compute,
 ) -> Result<Tensor> {
@@ -185,27 +202,22 @@ pub fn attention(
     let (qs, rows, width) = q.matrix(OP)?;
     check_shape(OP, k, q.shape())?;
     check_shape(OP, v, q.shape())?;
-    let keep = keep.vector(OP, rows)?;
-    if seq == 0 || heads == 0 || rows % seq != 0 || width % heads != 0 {
+    check_lengths(OP, lengths, rows)?;
+    if heads == 0 || !width.is_multiple_of(heads) {
         return Err(Error::Parameter {
             op: OP,
-            detail: format!(
-                "seq {seq}, heads {heads} do not divide shape {:?}",
-                q.shape()
-            ),
+            detail: format!("{heads} heads do not divide shape {:?}", q.shape()),
         });
     }
     let head_dim = width / heads;
     let shape = AttentionShape {
-        batch: rows / seq,
-        seq,
         heads,
         head_dim,
         scale: 1.0 / (head_dim as f32).sqrt(),
     };
     let (ks, vs) = (contiguous_slice(OP, k)?, contiguous_slice(OP, v)?);
     let mut out = crate::tensor::zeroed(qs.len());
-    kernels::attention(qs, ks, vs, keep, shape, &mut out, compute);
+    kernels::attention(qs, ks, vs, lengths, shape, &mut out, compute);
     Tensor::from_vec(out, q.shape())
 }
 
@@ -248,20 +260,15 @@ pub fn embedding(table: &Tensor, ids: &[u32]) -> Result<Tensor> {
     Tensor::from_vec(out, &[ids.len(), width])
 }
 
-/// Masked mean over tokens: `x: [batch * seq, width]`, `keep: [batch * seq]` → `[batch, width]`.
-pub fn mean_pool(x: &Tensor, keep: &Tensor, seq: usize) -> Result<Tensor> {
+/// Mean over the tokens of each sequence of a packed batch: `x: [rows, width]`, sequence `b`
+/// the next `lengths[b]` rows (`rows` the sum of `lengths`) → `[lengths.len(), width]`.
+pub fn mean_pool(x: &Tensor, lengths: &[usize]) -> Result<Tensor> {
     const OP: &str = "mean_pool";
     let (xs, rows, width) = x.matrix(OP)?;
-    let keep = keep.vector(OP, rows)?;
-    if seq == 0 || rows % seq != 0 {
-        return Err(Error::Parameter {
-            op: OP,
-            detail: format!("seq {seq} does not divide {rows} rows"),
-        });
-    }
-    let mut out = crate::tensor::zeroed(rows / seq * width);
-    kernels::mean_pool(xs, keep, seq, width, &mut out);
-    Tensor::from_vec(out, &[rows / seq, width])
+    check_lengths(OP, lengths, rows)?;
+    let mut out = crate::tensor::zeroed(lengths.len() * width);
+    kernels::mean_pool(xs, lengths, width, &mut out);
+    Tensor::from_vec(out, &[lengths.len(), width])
 }
 
 /// Each row of `x: [rows, n]` divided by its L2 norm (at least 1e-12).

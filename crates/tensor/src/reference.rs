@@ -327,39 +327,47 @@ pub fn softmax(x: &[f32], keep: Option<&[f32]>, scale: f32, n: usize, out: &mut 
     }
 }
 
-/// Multi-head self-attention for one sequence.
+/// Multi-head self-attention over a packed batch: `q, k, v: [rows, heads * head_dim]` hold
+/// the rows of every sequence one after the other, sequence `b` being the next `lengths[b]`
+/// rows (`rows` = the sum of `lengths`). A query attends to the keys of its own sequence only.
 ///
-/// `q, k, v: [seq, heads * head_dim]`, `keep: [seq]` (key `j` takes part when `keep[j] != 0`).
-/// For each head `h` and query `i`: `s[j] = dot_fma(q[i, h], k[j, h])`,
-/// `p = softmax(s, keep, scale)`, `out[i, h*head_dim + c] = dot_fma(p, v[:, h*head_dim + c])`
-/// (both matrix products: sequential fused multiply-add over `c`, then over `j`).
+/// For each sequence, head `h` and query `i`: `s[j] = dot_fma(q[i, h], k[j, h])` over the
+/// sequence's keys `j` in order, `p = softmax(s, None, scale)`,
+/// `out[i, h*head_dim + c] = dot_fma(p, v[:, h*head_dim + c])` (both matrix products:
+/// sequential fused multiply-add over `c`, then over `j`).
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     q: &[f32],
     k: &[f32],
     v: &[f32],
-    keep: &[f32],
-    seq: usize,
+    lengths: &[usize],
     heads: usize,
     head_dim: usize,
     scale: f32,
     out: &mut [f32],
 ) {
     let width = heads * head_dim;
-    for h in 0..heads {
-        let column = |t: &[f32], row: usize| {
-            t[row * width + h * head_dim..row * width + (h + 1) * head_dim].to_vec()
-        };
-        for i in 0..seq {
-            let query = column(q, i);
-            let scores: Vec<f32> = (0..seq).map(|j| dot_fma(&query, &column(k, j))).collect();
-            let mut probabilities = vec![0.0f32; seq];
-            softmax(&scores, Some(keep), scale, seq, &mut probabilities);
-            for c in 0..head_dim {
-                let values: Vec<f32> = (0..seq).map(|j| v[j * width + h * head_dim + c]).collect();
-                out[i * width + h * head_dim + c] = dot_fma(&probabilities, &values);
+    let mut start = 0;
+    for &seq in lengths {
+        for h in 0..heads {
+            let column = |t: &[f32], row: usize| {
+                let at = (start + row) * width + h * head_dim;
+                t[at..at + head_dim].to_vec()
+            };
+            for i in 0..seq {
+                let query = column(q, i);
+                let scores: Vec<f32> = (0..seq).map(|j| dot_fma(&query, &column(k, j))).collect();
+                let mut probabilities = vec![0.0f32; seq];
+                softmax(&scores, None, scale, seq, &mut probabilities);
+                for c in 0..head_dim {
+                    let values: Vec<f32> = (0..seq)
+                        .map(|j| v[(start + j) * width + h * head_dim + c])
+                        .collect();
+                    out[(start + i) * width + h * head_dim + c] = dot_fma(&probabilities, &values);
+                }
             }
         }
+        start += seq;
     }
 }
 
@@ -483,26 +491,27 @@ pub fn embedding(table: &[f32], ids: &[u32], width: usize, out: &mut [f32]) {
     }
 }
 
-/// Masked mean over the tokens of each sequence: `x: [batch * seq, width]`, `keep: [batch * seq]`.
+/// Mean over the tokens of each sequence of a packed batch: `x: [rows, width]`, sequence `b`
+/// the next `lengths[b]` rows → `out: [lengths.len(), width]`.
 ///
-/// For sequence `b` and column `c`: kept token `t` (in increasing `t`) is added to lane `t % 16`;
-/// the lanes are combined; the sum is divided by the number of kept tokens as f32.
-/// A sequence with no kept token gives zeros.
-pub fn mean_pool(x: &[f32], keep: &[f32], seq: usize, width: usize, out: &mut [f32]) {
-    let batch = keep.len().checked_div(seq).unwrap_or(0);
-    for b in 0..batch {
-        let kept: Vec<usize> = (0..seq).filter(|&t| keep[b * seq + t] != 0.0).collect();
+/// For sequence `b` and column `c`: token `t` of the sequence (in increasing `t`, counted from
+/// the sequence's first row) is added to lane `t % 16`; the lanes are combined; the sum is
+/// divided by the sequence's length as f32. A sequence of no token gives zeros.
+pub fn mean_pool(x: &[f32], lengths: &[usize], width: usize, out: &mut [f32]) {
+    let mut start = 0;
+    for (b, &seq) in lengths.iter().enumerate() {
         for c in 0..width {
             let mut lanes = [0.0f32; LANES];
-            for &t in &kept {
-                lanes[t % LANES] = lanes[t % LANES] + x[(b * seq + t) * width + c];
+            for t in 0..seq {
+                lanes[t % LANES] = lanes[t % LANES] + x[(start + t) * width + c];
             }
-            out[b * width + c] = if kept.is_empty() {
+            out[b * width + c] = if seq == 0 {
                 0.0
             } else {
-                combine(lanes) / kept.len() as f32
+                combine(lanes) / seq as f32
             };
         }
+        start += seq;
     }
 }
 

@@ -170,41 +170,34 @@ proptest! {
 
     #[test]
     fn attention_matches(
-        (batch, seq, heads, head_dim, q, k, v, keep) in (1usize..3, 1usize..20, 1usize..4, 1usize..12)
-            .prop_flat_map(|(batch, seq, heads, head_dim)| {
-                let len = batch * seq * heads * head_dim;
-                (Just(batch), Just(seq), Just(heads), Just(head_dim), values(len), values(len), values(len), keep_mask(batch * seq))
+        (lengths, heads, head_dim, q, k, v) in (prop::collection::vec(0usize..20, 1..4), 1usize..4, 1usize..12)
+            .prop_flat_map(|(lengths, heads, head_dim)| {
+                let len = lengths.iter().sum::<usize>() * heads * head_dim;
+                (Just(lengths), Just(heads), Just(head_dim), values(len), values(len), values(len))
             }),
     ) {
-        let width = heads * head_dim;
         let scale = 1.0 / (head_dim as f32).sqrt();
         let mut expected = vec![0.0; q.len()];
-        for b in 0..batch {
-            let rows = b * seq * width..(b + 1) * seq * width;
-            reference::attention(
-                &q[rows.clone()], &k[rows.clone()], &v[rows.clone()], &keep[b * seq..(b + 1) * seq],
-                seq, heads, head_dim, scale, &mut expected[rows],
-            );
-        }
+        reference::attention(&q, &k, &v, &lengths, heads, head_dim, scale, &mut expected);
         for compute in computes() {
             let mut out = vec![f32::NAN; q.len()];
-            let shape = AttentionShape { batch, seq, heads, head_dim, scale };
-            kernels::attention(&q, &k, &v, &keep, shape, &mut out, compute);
+            let shape = AttentionShape { heads, head_dim, scale };
+            kernels::attention(&q, &k, &v, &lengths, shape, &mut out, compute);
             check_bits("attention", &expected, &out);
         }
     }
 
     #[test]
     fn mean_pool_matches(
-        (seq, width, x, keep) in (1usize..3, 1usize..30, 1usize..40).prop_flat_map(|(batch, seq, width)| {
-            (Just(seq), Just(width), values(batch * seq * width), keep_mask(batch * seq))
+        (lengths, width, x) in (prop::collection::vec(0usize..40, 1..4), 1usize..40).prop_flat_map(|(lengths, width)| {
+            let rows = lengths.iter().sum::<usize>();
+            (Just(lengths), Just(width), values(rows * width))
         }),
     ) {
-        let batch = keep.len() / seq;
-        let mut expected = vec![0.0; batch * width];
-        let mut out = vec![f32::NAN; batch * width];
-        reference::mean_pool(&x, &keep, seq, width, &mut expected);
-        kernels::mean_pool(&x, &keep, seq, width, &mut out);
+        let mut expected = vec![0.0; lengths.len() * width];
+        let mut out = vec![f32::NAN; lengths.len() * width];
+        reference::mean_pool(&x, &lengths, width, &mut expected);
+        kernels::mean_pool(&x, &lengths, width, &mut out);
         check_bits("mean_pool", &expected, &out);
     }
 }
@@ -770,57 +763,102 @@ fn erf_is_close_to_libm() {
     );
 }
 
-/// Attention at head widths of 16 and 32 (MiniLM's), whose rows the kernel copies as
-/// fixed-size moves, and sequence lengths around a 16-lane vector (softmax rows with a tail),
-/// equals the reference on every ISA and thread count.
+/// Attention over packed batches of odd sequence lengths (1, 7, 22, 3 and others) at head
+/// widths of 16 and 32 (MiniLM's, whose rows the kernel copies as fixed-size moves), lengths
+/// around a 16-lane vector (softmax rows with a tail) and several key panels, equals the
+/// reference on every ISA and 1–4 threads (every batch here is above the threading floor).
 #[test]
-fn attention_matches_at_fixed_copy_widths() {
+fn attention_matches_over_packed_odd_lengths() {
     let value = |i: usize| ((i * 7919 % 1013) as f32 - 506.0) * 0.013;
-    // (48, 70): several key panels and a partial value panel on every kernel width.
-    for (head_dim, seq) in [(16, 5), (16, 22), (32, 17), (32, 22), (32, 33), (48, 70)] {
-        let (batch, heads) = (2, 3);
-        let len = batch * seq * heads * head_dim;
+    let cases: [(usize, &[usize]); 6] = [
+        (16, &[1, 7, 22, 3]),
+        (32, &[1, 7, 22, 3]),
+        (16, &[5, 22, 17, 1, 1]),
+        (32, &[22, 19, 33]),
+        (32, &[17, 0, 14]),
+        // Several key panels and a partial value panel on every kernel width.
+        (48, &[70, 3]),
+    ];
+    for (head_dim, lengths) in cases {
+        let heads = 3;
+        let len = lengths.iter().sum::<usize>() * heads * head_dim;
         let q: Vec<f32> = (0..len).map(value).collect();
         let k: Vec<f32> = (0..len).map(|i| value(i + 17)).collect();
         let v: Vec<f32> = (0..len).map(|i| value(i + 31)).collect();
-        // The second sequence's last three tokens are padding.
-        let keep: Vec<f32> = (0..batch * seq)
-            .map(|t| if t + 3 >= batch * seq { 0.0 } else { 1.0 })
-            .collect();
-        let width = heads * head_dim;
         let scale = 1.0 / (head_dim as f32).sqrt();
         let mut expected = vec![0.0; len];
-        for b in 0..batch {
-            let rows = b * seq * width..(b + 1) * seq * width;
-            reference::attention(
-                &q[rows.clone()],
-                &k[rows.clone()],
-                &v[rows.clone()],
-                &keep[b * seq..(b + 1) * seq],
-                seq,
-                heads,
-                head_dim,
-                scale,
-                &mut expected[rows],
-            );
-        }
+        reference::attention(&q, &k, &v, lengths, heads, head_dim, scale, &mut expected);
         for compute in computes() {
             let mut out = vec![f32::NAN; len];
             let shape = AttentionShape {
-                batch,
-                seq,
                 heads,
                 head_dim,
                 scale,
             };
-            kernels::attention(&q, &k, &v, &keep, shape, &mut out, compute);
+            kernels::attention(&q, &k, &v, lengths, shape, &mut out, compute);
             check_bits(
-                &format!("attention d={head_dim} seq={seq} {compute:?}"),
+                &format!("attention d={head_dim} lengths={lengths:?} {compute:?}"),
                 &expected,
                 &out,
             );
         }
     }
+}
+
+/// A sequence's attention and mean are the same bits alone as inside any packed batch: the
+/// rows of the other sequences never enter them.
+#[test]
+fn packed_sequences_do_not_see_each_other() {
+    let value = |i: usize| ((i * 104_729 % 2003) as f32 - 1001.0) * 0.007;
+    let (heads, head_dim) = (2, 16);
+    let width = heads * head_dim;
+    let lengths = [7usize, 22, 1, 3];
+    let rows: usize = lengths.iter().sum();
+    let [q, k, v]: [Vec<f32>; 3] =
+        [0, 5, 9].map(|shift| (0..rows * width).map(|i| value(i + shift)).collect());
+    let shape = AttentionShape {
+        heads,
+        head_dim,
+        scale: 0.25,
+    };
+    let compute = Compute::new(2);
+    let mut batched = vec![0.0; rows * width];
+    kernels::attention(&q, &k, &v, &lengths, shape, &mut batched, compute);
+    let mut pooled = vec![0.0; lengths.len() * width];
+    kernels::mean_pool(&q, &lengths, width, &mut pooled);
+    let mut start = 0;
+    for (b, &length) in lengths.iter().enumerate() {
+        let range = start * width..(start + length) * width;
+        let mut alone = vec![0.0; length * width];
+        let (qs, ks, vs) = (&q[range.clone()], &k[range.clone()], &v[range.clone()]);
+        kernels::attention(qs, ks, vs, &[length], shape, &mut alone, compute);
+        check_bits("attention alone", &batched[range.clone()], &alone);
+        let mut mean = vec![0.0; width];
+        kernels::mean_pool(qs, &[length], width, &mut mean);
+        check_bits("mean alone", &pooled[b * width..(b + 1) * width], &mean);
+        start += length;
+    }
+}
+
+/// The packed operators refuse sequence lengths that do not add up to the rows, with an
+/// error (untrusted lengths never index past the data).
+#[test]
+fn packed_operators_refuse_lengths_that_do_not_add_up() {
+    use piazza_tensor::{ops, Tensor};
+    let x = Tensor::from_vec(vec![0.5; 6 * 4], &[6, 4]).unwrap();
+    let compute = Compute::new(1);
+    for lengths in [&[5usize][..], &[3, 4], &[], &[usize::MAX, 7]] {
+        assert!(ops::attention(&x, &x, &x, lengths, 2, compute).is_err());
+        assert!(ops::mean_pool(&x, lengths).is_err());
+    }
+    assert_eq!(
+        ops::attention(&x, &x, &x, &[2, 4], 2, compute)
+            .unwrap()
+            .shape(),
+        &[6, 4]
+    );
+    assert_eq!(ops::mean_pool(&x, &[2, 0, 4]).unwrap().shape(), &[3, 4]);
+    assert!(ops::attention(&x, &x, &x, &[6], 3, compute).is_err());
 }
 
 /// SiLU's vectorised `expf` is `libm::expf` bit for bit: every 97th f32 bit pattern (each
