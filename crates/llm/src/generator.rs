@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use piazza_tensor::kernels::{self, CausalShape};
 use piazza_tensor::quant::{self, QuantMatrix};
-use piazza_tensor::{ops, Compute, Tensor};
+use piazza_tensor::{ops, Activation, Compute, Tensor};
 use piazza_trace::trace::Trace;
 use piazza_trace::weights::{self as commitment, ChunkHasher, WeightCommitment};
 use piazza_trace::Hash;
@@ -685,6 +685,7 @@ impl Generator {
     ) -> Result<Tensor> {
         let all_values = prompt_tensor(all)?;
         let last_reader = pass_last_readers(&graph.ops, 0);
+        let mut quantized_input = QuantizedInput::default();
         let mut outputs: Vec<Option<Tensor>> = Vec::with_capacity(graph.ops.len());
         for (op_index, op) in graph.ops.iter().enumerate() {
             let [op_rows, width] = op.output_shape;
@@ -698,7 +699,7 @@ impl Generator {
                 })
                 .collect::<Result<Vec<_>>>()?;
             let inputs: Vec<Input> = tensors.iter().map(Input::Tensor).collect();
-            let output = self.compute_op(op, &inputs, compute)?;
+            let output = self.compute_op(op, &inputs, compute, Some(&mut quantized_input))?;
             on_output(op_index, &output)?;
             outputs.push(Some(output));
             for i in op.activations().flat_map(source_ops) {
@@ -852,7 +853,7 @@ impl Generator {
             ];
             let chosen = match filter {
                 Some(filter) => filtered_sample(&self.config, op, &inputs, filter)?,
-                None => self.compute_op(op, &inputs, compute)?,
+                None => self.compute_op(op, &inputs, compute, None)?,
             };
             let value = chosen.as_slice().unwrap_or_default();
             for (index, _) in op_blocks(sample_op, 1, 0, value)? {
@@ -936,10 +937,31 @@ impl Generator {
         )
     }
 
-    /// The whole output of `op` from its whole activation inputs.
-    fn compute_op(&self, op: &Op, inputs: &[Input], compute: Compute) -> Result<Tensor> {
+    /// The whole output of `op` from its whole activation inputs; a quantized matmul takes
+    /// its quantized input from `quantized_input` when the op before it read the same tensor.
+    fn compute_op(
+        &self,
+        op: &Op,
+        inputs: &[Input],
+        compute: Compute,
+        quantized_input: Option<&mut QuantizedInput>,
+    ) -> Result<Tensor> {
         let [rows, width] = op.output_shape;
         let weights = self.weight_refs(op)?;
+        if let (
+            Some(cache),
+            OpKind::Linear { activation },
+            [Weight::Quant(w)],
+            [Input::Tensor(x)],
+        ) = (quantized_input, &op.kind, weights.as_slice(), inputs)
+        {
+            if w.rows() == width && x.shape() == [rows, w.cols()] {
+                let x = cache
+                    .get(x, rows, w.cols())
+                    .map_err(|e| step_error(op, e.to_string()))?;
+                return quantized_linear(op, x, w, 0..width, *activation, compute);
+            }
+        }
         compute_block_inputs(
             &self.config,
             op,
@@ -1069,6 +1091,7 @@ impl Generator {
         let mut cache = Cache::default();
         let mut outputs: Vec<Option<Tensor>> = Vec::new();
         let mut kv_stacks = KvStacks::default();
+        let mut quantized_input = QuantizedInput::default();
         let mut leaves = Vec::new();
         let mut ids = Vec::new();
         let mut text = StopText::new(&params.stop);
@@ -1133,7 +1156,7 @@ impl Generator {
                     Some(filter) if matches!(op.kind, OpKind::Sample { .. }) => {
                         filtered_sample(&self.config, op, &inputs, filter)?
                     }
-                    _ => self.compute_op(op, &inputs, compute)?,
+                    _ => self.compute_op(op, &inputs, compute, Some(&mut quantized_input))?,
                 };
                 let values = output.as_slice().unwrap_or_default();
                 for step_index in leaves.len()..graph.steps.len() {
@@ -1234,6 +1257,73 @@ pub fn compute_block(
         .map(|(i, w)| committed_weight(config, op, i, w, &inputs))
         .collect::<Result<Vec<_>>>()?;
     compute_block_inputs(config, op, rows, columns, &inputs, &weights, compute)
+}
+
+/// The error of step work on `op`.
+fn step_error(op: &Op, detail: String) -> Error {
+    Error::Step {
+        op: op.name.clone(),
+        detail,
+    }
+}
+
+/// `act(x · w[held]ᵀ)` in the Quantized profile (docs/llm.md §2.1), `x` already quantized.
+fn quantized_linear(
+    op: &Op,
+    x: &quant::QuantActivations,
+    w: &QuantMatrix,
+    held: Range<usize>,
+    activation: Activation,
+    compute: Compute,
+) -> Result<Tensor> {
+    let shape = [x.rows(), held.len()];
+    let mut out = vec![0.0f32; shape[0] * shape[1]];
+    quant::linear(x, w, held, activation, &mut out, compute)
+        .map_err(|e| step_error(op, e.to_string()))?;
+    Tensor::from_vec(out, &shape).map_err(tensor_error(op))
+}
+
+/// The quantized activations of the last quantized matmul's input in a pass, for the next op
+/// that reads the same tensor: q, k and v read one normalised input, gate and up another, and
+/// would each quantize it again. Quantizing is a function of the values, so the bits are the
+/// same; the tensor is held, so its storage is neither freed nor reused while it is the key.
+#[derive(Default)]
+struct QuantizedInput {
+    cached: Option<(Tensor, quant::QuantActivations)>,
+    /// Inputs quantized so far (the others were kept ones).
+    quantized: usize,
+}
+
+impl QuantizedInput {
+    /// `input` (`[n, k]`) quantized: the kept activations when `input` is the storage they
+    /// were quantized from, else quantized now (and kept).
+    fn get(
+        &mut self,
+        input: &Tensor,
+        n: usize,
+        k: usize,
+    ) -> std::result::Result<&quant::QuantActivations, quant::QuantError> {
+        let values = input.as_slice().unwrap_or_default();
+        let same = |kept: &Tensor| {
+            kept.as_slice()
+                .is_some_and(|v| std::ptr::eq(v, values) && !values.is_empty())
+        };
+        let hit =
+            matches!(&self.cached, Some((kept, x)) if same(kept) && x.rows() == n && x.cols() == k);
+        if !hit {
+            self.cached = None;
+            let x = quant::quantize_activations(values, n, k)?;
+            self.cached = Some((input.clone(), x));
+            self.quantized += 1;
+        }
+        self.cached
+            .as_ref()
+            .map(|(_, x)| x)
+            .ok_or_else(|| quant::QuantError::Shape {
+                what: "quantized input",
+                detail: "none kept".into(),
+            })
+    }
 }
 
 /// A weight as [`compute_block_inputs`] reads it: f32, or a quantized matrix.
@@ -1514,10 +1604,8 @@ fn compute_block_inputs(
             let k = w.cols();
             let x = expect(0, [n, k])?;
             let x = quant::quantize_activations(x, n, k).map_err(quant_error)?;
-            let mut out = vec![0.0f32; n * columns.len()];
             let held = columns.start - first_row..columns.end - first_row;
-            quant::linear(&x, w, held, *activation, &mut out, compute).map_err(quant_error)?;
-            Tensor::from_vec(out, &[n, columns.len()]).map_err(tensor_error(op))?
+            quantized_linear(op, &x, w, held, *activation, compute)?
         }
         OpKind::Embed => {
             let table = weight(0)?;
@@ -1688,6 +1776,30 @@ mod tests {
 
     fn matrix(values: &[f32], width: usize) -> Tensor {
         Tensor::from_vec(values.to_vec(), &[values.len() / width, width]).unwrap()
+    }
+
+    #[test]
+    fn a_quantized_input_is_reused_only_for_the_same_storage() {
+        let values: Vec<f32> = (0..128).map(|i| (i as f32 - 60.0) * 0.37).collect();
+        let a = matrix(&values, 64);
+        let mut kept = QuantizedInput::default();
+        let expected = quant::quantize_activations(&values, 2, 64).unwrap();
+        // q, k and v read one tensor (clones share its storage): quantized once.
+        for input in [&a, &a.clone(), &a] {
+            assert_eq!(kept.get(input, 2, 64).unwrap(), &expected);
+        }
+        assert_eq!(kept.quantized, 1);
+        // Equal values in other storage, and other values: quantized again.
+        let b = matrix(&values, 64);
+        assert_eq!(kept.get(&b, 2, 64).unwrap(), &expected);
+        let other: Vec<f32> = values.iter().map(|v| v * 2.0 + 1.0).collect();
+        let c = matrix(&other, 64);
+        let expected_c = quant::quantize_activations(&other, 2, 64).unwrap();
+        assert_eq!(kept.get(&c, 2, 64).unwrap(), &expected_c);
+        assert_eq!(kept.quantized, 3);
+        // The same storage read as another shape is quantized again.
+        assert!(kept.get(&c, 4, 32).is_ok());
+        assert_eq!(kept.quantized, 4);
     }
 
     #[test]
