@@ -1,7 +1,8 @@
 //! MiniLM sentences per second at ~18 and 256 tokens, threads 1 and 2, printed as one table;
 //! with `PIAZZA_BENCH_PYTHON` set (a Python with torch, transformers, onnx and onnxruntime),
-//! PyTorch and ONNX Runtime run the same padded token ids in the same process tree, threads
-//! pinned, and their columns fill in (`bench/anchors/encoder_anchors.py`).
+//! PyTorch and ONNX Runtime run the same token ids, padded to each batch's longest as
+//! sentence-transformers does, in the same process tree, threads pinned, and their columns fill
+//! in (`bench/anchors/encoder_anchors.py`). Piazza runs each batch packed (no padding rows).
 //!
 //! `cargo run --release -p piazza-engine --example encoder_speed [rounds]`
 //! Timings are best of `rounds` (default 5), model loading untimed; the numbers are printed,
@@ -39,7 +40,8 @@ impl Workload {
         self.batches.iter().map(Vec::len).sum()
     }
 
-    /// Rows padded with 0 to the batch's longest (as [`Batch::pad`] does).
+    /// Rows padded with 0 to the batch's longest (what the anchors run; [`Batch::pad`] packs
+    /// instead).
     fn padded(&self) -> Vec<Vec<Vec<u32>>> {
         self.batches
             .iter()
@@ -156,6 +158,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model_dir = piazza_engine::models_dir().join("minilm");
     let embedder = Embedder::load(&model_dir)?;
     let workloads = workloads(&embedder)?;
+    for workload in &workloads {
+        let real: usize = workload.batches.iter().flatten().map(Vec::len).sum();
+        let padded: usize = workload.padded().iter().flatten().map(Vec::len).sum();
+        eprintln!(
+            "{}: {real} rows computed by piazza (packed), {padded} by the anchors (padded)",
+            workload.name
+        );
+    }
     let mut piazza = BTreeMap::new();
     // `PIAZZA_BENCH_THREADS=1` runs only that thread count (quick before/after comparisons).
     let only: Option<usize> = std::env::var("PIAZZA_BENCH_THREADS")
