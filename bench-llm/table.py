@@ -25,7 +25,10 @@ MODEL = os.path.join(
     "smollm2",
     "SmolLM2-135M-Instruct.Q4_1.gguf",
 )
-BENCH = os.path.join(ROOT, "target", "release", "examples", "bench_generate")
+# `PIAZZA_BENCH=PATH` runs another build of bench_generate (a before/after comparison).
+BENCH = os.environ.get(
+    "PIAZZA_BENCH", os.path.join(ROOT, "target", "release", "examples", "bench_generate")
+)
 PROMPT = (
     "Decentralized compute networks let anyone rent out spare machines to run "
     "models for others. The hard part is trust: how does the client know the provider really ran "
