@@ -2,8 +2,8 @@
 //! pass: prompt and generated tokens as one prefill, 130 activation rows; Q4_1 weights) on one
 //! thread (or THREADS), in multiply-adds per nanosecond of wall time, and the sum over one
 //! pass's matmuls.
-//! `cargo run --release -p piazza-tensor --example quant_prefill_speed [-- ROWS [THREADS]]`.
-//! Printed, never asserted.
+//! `cargo run --release -p piazza-tensor --example quant_prefill_speed [-- ROWS [THREADS]]`
+//! (`PIAZZA_ISA=avx2` for the AVX2 path on an AVX-512 machine). Printed, never asserted.
 use std::time::Instant;
 
 use piazza_tensor::quant;
@@ -35,7 +35,12 @@ fn main() {
         (1536, 576, Activation::Identity, LAYERS, "up"),
         (576, 1536, Activation::Identity, LAYERS, "down"),
     ];
-    println!("isa {:?}", Isa::detect());
+    let isa = match std::env::var("PIAZZA_ISA").as_deref() {
+        Ok("avx2") => Isa::Avx2,
+        Ok("portable") => Isa::Portable,
+        _ => Isa::detect(),
+    };
+    println!("isa {isa:?}");
     let mut pass_s = 0.0;
     for (rows, cols, activation, count, what) in shapes {
         let w = support::q4_1_matrix(rows, cols);
@@ -45,7 +50,10 @@ fn main() {
         let xq =
             quant::quantize_activations(&x, activation_rows, cols).expect("block-aligned rows");
         let mut out = vec![0.0f32; activation_rows * rows];
-        let compute = Compute::new(threads);
+        let compute = Compute {
+            isa,
+            ..Compute::new(threads)
+        };
         let mut best = f64::INFINITY;
         for _ in 0..ROUNDS {
             let start = Instant::now();

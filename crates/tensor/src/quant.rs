@@ -1051,7 +1051,7 @@ mod x86 {
     /// back to signed (`q`, no bias) and multiplied as `|q| · (x · sign q)` (≤ 2 · 128 · 127
     /// per pair); Q4 nibbles (≤ 15) against i8 fit as they are.
     #[inline(always)]
-    unsafe fn tile_avx2<const R: usize>(
+    unsafe fn tile_avx2<const R: usize, const F: u8>(
         x: &QuantActivations,
         row0: usize,
         w: &QuantMatrix,
@@ -1061,70 +1061,117 @@ mod x86 {
         at: usize,
     ) {
         let (bpr, cell_bytes) = (w.blocks_per_row(), w.cell_bytes());
-        let q4_1 = w.format == BlockFormat::Q4_1;
-        let bias = match w.format {
-            BlockFormat::Q4_0 => w.format.stored_bias(),
+        let bias = match F {
+            Q4_0 => BlockFormat::Q4_0.stored_bias(),
             _ => 0,
         };
         let nibble = _mm256_set1_epi8(15);
         let flip = _mm256_set1_epi8(i8::MIN);
         let ones = _mm256_set1_epi16(1);
+        // Block 0 of each activation row and of the half group; stepped by one block per loop.
+        let mut x_values: [*const i8; R] =
+            std::array::from_fn(|i| x.values.as_ptr().add((row0 + i) * bpr * BLOCK));
+        let mut x_scales: [*const f32; R] =
+            std::array::from_fn(|i| x.scales.as_ptr().add((row0 + i) * bpr));
+        let mut x_sums: [*const i32; R] =
+            std::array::from_fn(|i| x.sums.as_ptr().add((row0 + i) * bpr));
+        let lanes0 = group * bpr * GROUP_ROWS + half * GROUP_ROWS / 2;
+        let mut w_values = w
+            .values
+            .as_ptr()
+            .add(group * bpr * cell_bytes + half * CHUNK_BYTES / 2);
+        let mut w_scales = w.scales.as_ptr().add(lanes0);
+        // Q4_1 only (`mins` is empty otherwise and never read).
+        let mut w_mins = match F {
+            Q4_1 => w.mins.as_ptr().add(lanes0),
+            _ => w.mins.as_ptr(),
+        };
         let mut acc = [_mm256_setzero_ps(); R];
-        for b in 0..bpr {
-            let cell = group * bpr + b;
-            let base = w
-                .values
-                .as_ptr()
-                .add(cell * cell_bytes + half * CHUNK_BYTES / 2);
-            let x_at: [*const i8; R] =
-                std::array::from_fn(|i| x.values.as_ptr().add(((row0 + i) * bpr + b) * BLOCK));
+        for _ in 0..bpr {
             let mut isum = [_mm256_setzero_si256(); R];
-            if w.format == BlockFormat::Q8_0 {
+            if F == Q8_0 {
                 for k in 0..BLOCK / 4 {
-                    let raw = _mm256_loadu_si256(base.add(k * CHUNK_BYTES) as *const __m256i);
+                    let raw = _mm256_loadu_si256(w_values.add(k * CHUNK_BYTES) as *const __m256i);
                     let signed = _mm256_xor_si256(raw, flip);
                     let magnitude = _mm256_sign_epi8(signed, signed);
-                    for i in 0..R {
-                        let xv = _mm256_set1_epi32(four(x_at[i], 4 * k));
+                    for (sum, x_at) in isum.iter_mut().zip(&x_values) {
+                        let xv = _mm256_set1_epi32(four(*x_at, 4 * k));
                         let pairs = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(xv, signed));
-                        isum[i] = _mm256_add_epi32(isum[i], _mm256_madd_epi16(pairs, ones));
+                        *sum = _mm256_add_epi32(*sum, _mm256_madd_epi16(pairs, ones));
                     }
                 }
             } else {
                 for c in 0..BLOCK / 8 {
-                    let raw = _mm256_loadu_si256(base.add(c * CHUNK_BYTES) as *const __m256i);
+                    let raw = _mm256_loadu_si256(w_values.add(c * CHUNK_BYTES) as *const __m256i);
                     let low = _mm256_and_si256(raw, nibble);
                     let high = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), nibble);
-                    for i in 0..R {
-                        let xl = _mm256_set1_epi32(four(x_at[i], 8 * c));
-                        let xh = _mm256_set1_epi32(four(x_at[i], 8 * c + 4));
+                    for (sum, x_at) in isum.iter_mut().zip(&x_values) {
+                        let xl = _mm256_set1_epi32(four(*x_at, 8 * c));
+                        let xh = _mm256_set1_epi32(four(*x_at, 8 * c + 4));
                         // Each pair ≤ 2 · 15 · 127, the two together fit i16 too.
                         let pairs = _mm256_add_epi16(
                             _mm256_maddubs_epi16(low, xl),
                             _mm256_maddubs_epi16(high, xh),
                         );
-                        isum[i] = _mm256_add_epi32(isum[i], _mm256_madd_epi16(pairs, ones));
+                        *sum = _mm256_add_epi32(*sum, _mm256_madd_epi16(pairs, ones));
                     }
                 }
             }
-            let lanes = cell * GROUP_ROWS + half * GROUP_ROWS / 2;
-            let dw = _mm256_loadu_ps(w.scales.as_ptr().add(lanes));
+            let dw = _mm256_loadu_ps(w_scales);
             for i in 0..R {
-                let xb = (row0 + i) * bpr + b;
-                let asum = *x.sums.get_unchecked(xb);
-                let da = _mm256_set1_ps(*x.scales.get_unchecked(xb));
-                let exact = _mm256_sub_epi32(isum[i], _mm256_set1_epi32(bias * asum));
+                let asum = *x_sums[i];
+                let da = _mm256_set1_ps(*x_scales[i]);
+                let exact = match F {
+                    Q4_0 => _mm256_sub_epi32(isum[i], _mm256_set1_epi32(bias.wrapping_mul(asum))),
+                    _ => isum[i],
+                };
                 let mut term = _mm256_mul_ps(_mm256_mul_ps(dw, da), _mm256_cvtepi32_ps(exact));
-                if q4_1 {
-                    let mw = _mm256_loadu_ps(w.mins.as_ptr().add(lanes));
+                if F == Q4_1 {
+                    let mw = _mm256_loadu_ps(w_mins);
                     let asum = _mm256_set1_ps(asum as f32);
                     term = _mm256_add_ps(term, _mm256_mul_ps(_mm256_mul_ps(mw, da), asum));
                 }
                 acc[i] = _mm256_add_ps(acc[i], term);
             }
+            for i in 0..R {
+                x_values[i] = x_values[i].add(BLOCK);
+                x_scales[i] = x_scales[i].add(1);
+                x_sums[i] = x_sums[i].add(1);
+            }
+            w_values = w_values.add(cell_bytes);
+            w_scales = w_scales.add(GROUP_ROWS);
+            if F == Q4_1 {
+                w_mins = w_mins.add(GROUP_ROWS);
+            }
         }
         for (i, acc) in acc.iter().enumerate() {
             _mm256_storeu_ps(dots[i].as_mut_ptr().add(at), *acc);
+        }
+    }
+
+    /// [`tile_avx2`] over the groups `groups` and activation rows `rows`, four rows at a time
+    /// (the sums of more spill the sixteen registers).
+    #[inline(always)]
+    unsafe fn groups_avx2<const F: u8>(
+        x: &QuantActivations,
+        rows: Range<usize>,
+        w: &QuantMatrix,
+        groups: Range<usize>,
+        dots: &mut SpanDots,
+    ) {
+        for g in groups.clone() {
+            for half in 0..2 {
+                let at = (g - groups.start) * GROUP_ROWS + half * GROUP_ROWS / 2;
+                for r0 in rows.clone().step_by(4) {
+                    let dots = &mut dots[r0 - rows.start..];
+                    match (rows.end - r0).min(4) {
+                        1 => tile_avx2::<1, F>(x, r0, w, g, half, dots, at),
+                        2 => tile_avx2::<2, F>(x, r0, w, g, half, dots, at),
+                        3 => tile_avx2::<3, F>(x, r0, w, g, half, dots, at),
+                        _ => tile_avx2::<4, F>(x, r0, w, g, half, dots, at),
+                    }
+                }
+            }
         }
     }
 
@@ -1138,20 +1185,10 @@ mod x86 {
         dots: &mut SpanDots,
     ) {
         check(x, &rows, w, &groups);
-        for g in groups.clone() {
-            for half in 0..2 {
-                let at = (g - groups.start) * GROUP_ROWS + half * GROUP_ROWS / 2;
-                // At most four rows at a time (the sums of more spill the sixteen registers).
-                for r0 in rows.clone().step_by(4) {
-                    let dots = &mut dots[r0 - rows.start..];
-                    match (rows.end - r0).min(4) {
-                        1 => tile_avx2::<1>(x, r0, w, g, half, dots, at),
-                        2 => tile_avx2::<2>(x, r0, w, g, half, dots, at),
-                        3 => tile_avx2::<3>(x, r0, w, g, half, dots, at),
-                        _ => tile_avx2::<4>(x, r0, w, g, half, dots, at),
-                    }
-                }
-            }
+        match w.format {
+            BlockFormat::Q4_0 => groups_avx2::<Q4_0>(x, rows, w, groups, dots),
+            BlockFormat::Q4_1 => groups_avx2::<Q4_1>(x, rows, w, groups, dots),
+            BlockFormat::Q8_0 => groups_avx2::<Q8_0>(x, rows, w, groups, dots),
         }
     }
 }
