@@ -862,6 +862,37 @@ mod x86 {
         (at.add(e) as *const i32).read_unaligned()
     }
 
+    /// The current block of `R` activation rows: pointers to its values, scale and sum in
+    /// each row, stepped one block at a time.
+    struct RowBlocks<const R: usize> {
+        values: [*const i8; R],
+        scales: [*const f32; R],
+        sums: [*const i32; R],
+    }
+
+    impl<const R: usize> RowBlocks<R> {
+        /// Block 0 of rows `row0..row0 + R` (in `x`, as [`check`] asserts).
+        #[inline(always)]
+        unsafe fn first(x: &QuantActivations, row0: usize) -> Self {
+            let bpr = x.cols / BLOCK;
+            RowBlocks {
+                values: std::array::from_fn(|i| x.values.as_ptr().add((row0 + i) * bpr * BLOCK)),
+                scales: std::array::from_fn(|i| x.scales.as_ptr().add((row0 + i) * bpr)),
+                sums: std::array::from_fn(|i| x.sums.as_ptr().add((row0 + i) * bpr)),
+            }
+        }
+
+        /// The next block of every row (at most one past a row's last).
+        #[inline(always)]
+        unsafe fn step(&mut self) {
+            for i in 0..R {
+                self.values[i] = self.values[i].add(BLOCK);
+                self.scales[i] = self.scales[i].add(1);
+                self.sums[i] = self.sums[i].add(1);
+            }
+        }
+    }
+
     /// A [`BlockFormat`] as a constant parameter of the kernels below, so each format's loop
     /// carries no branch on it.
     const Q4_0: u8 = 0;
@@ -893,12 +924,7 @@ mod x86 {
         };
         let nibble = _mm512_set1_epi8(15);
         // Block 0 of each activation row and of each group; stepped by one block per loop.
-        let mut x_values: [*const i8; R] =
-            std::array::from_fn(|i| x.values.as_ptr().add((row0 + i) * bpr * BLOCK));
-        let mut x_scales: [*const f32; R] =
-            std::array::from_fn(|i| x.scales.as_ptr().add((row0 + i) * bpr));
-        let mut x_sums: [*const i32; R] =
-            std::array::from_fn(|i| x.sums.as_ptr().add((row0 + i) * bpr));
+        let mut xs = RowBlocks::<R>::first(x, row0);
         let lanes0 = |g: usize| (group0 + g) * bpr * GROUP_ROWS;
         let mut w_values: [*const u8; G] =
             std::array::from_fn(|g| w.values.as_ptr().add((group0 + g) * bpr * cell_bytes));
@@ -917,7 +943,7 @@ mod x86 {
                 for k in 0..BLOCK / 4 {
                     for (sums, w_at) in isum.iter_mut().zip(&w_values) {
                         let raw = _mm512_loadu_si512(w_at.add(k * CHUNK_BYTES) as *const _);
-                        for (sum, x_at) in sums.iter_mut().zip(&x_values) {
+                        for (sum, x_at) in sums.iter_mut().zip(&xs.values) {
                             let xv = _mm512_set1_epi32(four(*x_at, 4 * k));
                             *sum = _mm512_dpbusd_epi32(*sum, raw, xv);
                         }
@@ -929,7 +955,7 @@ mod x86 {
                         let raw = _mm512_loadu_si512(w_at.add(c * CHUNK_BYTES) as *const _);
                         let low = _mm512_and_si512(raw, nibble);
                         let high = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), nibble);
-                        for (sum, x_at) in sums.iter_mut().zip(&x_values) {
+                        for (sum, x_at) in sums.iter_mut().zip(&xs.values) {
                             let xl = _mm512_set1_epi32(four(*x_at, 8 * c));
                             let xh = _mm512_set1_epi32(four(*x_at, 8 * c + 4));
                             *sum = _mm512_dpbusd_epi32(*sum, low, xl);
@@ -944,8 +970,8 @@ mod x86 {
                 _ => _mm512_setzero_ps(),
             });
             for i in 0..R {
-                let asum = *x_sums[i];
-                let da = _mm512_set1_ps(*x_scales[i]);
+                let asum = *xs.sums[i];
+                let da = _mm512_set1_ps(*xs.scales[i]);
                 let asum_f = _mm512_set1_ps(asum as f32);
                 let offset = _mm512_set1_epi32(bias.wrapping_mul(asum));
                 for g in 0..G {
@@ -961,11 +987,7 @@ mod x86 {
                     acc[i][g] = _mm512_add_ps(acc[i][g], term);
                 }
             }
-            for i in 0..R {
-                x_values[i] = x_values[i].add(BLOCK);
-                x_scales[i] = x_scales[i].add(1);
-                x_sums[i] = x_sums[i].add(1);
-            }
+            xs.step();
             for g in 0..G {
                 w_values[g] = w_values[g].add(cell_bytes);
                 w_scales[g] = w_scales[g].add(GROUP_ROWS);
@@ -1069,12 +1091,7 @@ mod x86 {
         let flip = _mm256_set1_epi8(i8::MIN);
         let ones = _mm256_set1_epi16(1);
         // Block 0 of each activation row and of the half group; stepped by one block per loop.
-        let mut x_values: [*const i8; R] =
-            std::array::from_fn(|i| x.values.as_ptr().add((row0 + i) * bpr * BLOCK));
-        let mut x_scales: [*const f32; R] =
-            std::array::from_fn(|i| x.scales.as_ptr().add((row0 + i) * bpr));
-        let mut x_sums: [*const i32; R] =
-            std::array::from_fn(|i| x.sums.as_ptr().add((row0 + i) * bpr));
+        let mut xs = RowBlocks::<R>::first(x, row0);
         let lanes0 = group * bpr * GROUP_ROWS + half * GROUP_ROWS / 2;
         let mut w_values = w
             .values
@@ -1094,7 +1111,7 @@ mod x86 {
                     let raw = _mm256_loadu_si256(w_values.add(k * CHUNK_BYTES) as *const __m256i);
                     let signed = _mm256_xor_si256(raw, flip);
                     let magnitude = _mm256_sign_epi8(signed, signed);
-                    for (sum, x_at) in isum.iter_mut().zip(&x_values) {
+                    for (sum, x_at) in isum.iter_mut().zip(&xs.values) {
                         let xv = _mm256_set1_epi32(four(*x_at, 4 * k));
                         let pairs = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(xv, signed));
                         *sum = _mm256_add_epi32(*sum, _mm256_madd_epi16(pairs, ones));
@@ -1105,7 +1122,7 @@ mod x86 {
                     let raw = _mm256_loadu_si256(w_values.add(c * CHUNK_BYTES) as *const __m256i);
                     let low = _mm256_and_si256(raw, nibble);
                     let high = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), nibble);
-                    for (sum, x_at) in isum.iter_mut().zip(&x_values) {
+                    for (sum, x_at) in isum.iter_mut().zip(&xs.values) {
                         let xl = _mm256_set1_epi32(four(*x_at, 8 * c));
                         let xh = _mm256_set1_epi32(four(*x_at, 8 * c + 4));
                         // Each pair ≤ 2 · 15 · 127, the two together fit i16 too.
@@ -1119,8 +1136,8 @@ mod x86 {
             }
             let dw = _mm256_loadu_ps(w_scales);
             for i in 0..R {
-                let asum = *x_sums[i];
-                let da = _mm256_set1_ps(*x_scales[i]);
+                let asum = *xs.sums[i];
+                let da = _mm256_set1_ps(*xs.scales[i]);
                 let exact = match F {
                     Q4_0 => _mm256_sub_epi32(isum[i], _mm256_set1_epi32(bias.wrapping_mul(asum))),
                     _ => isum[i],
@@ -1133,11 +1150,7 @@ mod x86 {
                 }
                 acc[i] = _mm256_add_ps(acc[i], term);
             }
-            for i in 0..R {
-                x_values[i] = x_values[i].add(BLOCK);
-                x_scales[i] = x_scales[i].add(1);
-                x_sums[i] = x_sums[i].add(1);
-            }
+            xs.step();
             w_values = w_values.add(cell_bytes);
             w_scales = w_scales.add(GROUP_ROWS);
             if F == Q4_1 {
