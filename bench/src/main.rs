@@ -100,12 +100,22 @@ impl Candle {
         })
     }
 
-    /// Mean-pooled, L2-normalised embeddings of a padded batch (as sentence-transformers).
+    /// Mean-pooled, L2-normalised embeddings of a batch, padded as sentence-transformers pads it.
     fn embed(&self, batch: &Batch) -> candle_core::Result<Vec<f32>> {
-        let (b, s) = (batch.batch, batch.seq);
-        let ids: Vec<u32> = batch.token_ids.to_vec().iter().map(|&x| x as u32).collect();
+        // Piazza's batch is packed; candle gets it padded to the longest sequence, with a mask.
+        let (b, s) = (batch.lengths.len(), batch.lengths.iter().copied().max().unwrap_or(0));
+        let packed = batch.token_ids.to_vec();
+        let (mut ids, mut keep) = (vec![0u32; b * s], vec![0f32; b * s]);
+        let mut start = 0;
+        for (row, &length) in batch.lengths.iter().enumerate() {
+            for (t, &id) in packed[start..start + length].iter().enumerate() {
+                ids[row * s + t] = id as u32;
+                keep[row * s + t] = 1.0;
+            }
+            start += length;
+        }
         let ids = CandleTensor::from_vec(ids, (b, s), &Device::Cpu)?;
-        let mask = CandleTensor::from_vec(batch.keep.to_vec(), (b, s), &Device::Cpu)?;
+        let mask = CandleTensor::from_vec(keep, (b, s), &Device::Cpu)?;
         let hidden = self.model.forward(&ids, &ids.zeros_like()?, Some(&mask))?;
         let summed = hidden.broadcast_mul(&mask.unsqueeze(2)?)?.sum(1)?;
         let pooled = summed.broadcast_div(&mask.sum_keepdim(1)?)?;
@@ -131,7 +141,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let ids = embedder.tokenize(&texts)?;
         let batches: Vec<Batch> = ids
             .chunks(workload.batch_size)
-            .map(Batch::pad)
+            .map(Batch::pack)
             .collect::<Result<_, _>>()?;
         let mean_tokens = ids.iter().map(Vec::len).sum::<usize>() as f64 / ids.len() as f64;
         for threads in [1usize, 2] {

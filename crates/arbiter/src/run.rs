@@ -207,7 +207,7 @@ pub fn execute_streaming(
         LoadedModel::Embedding(embedder) => {
             let tokens = embedder.tokenize(&[text.as_ref()]).map_err(model_error)?;
             let work_units = tokens.first().map_or(0, |t| t.len() as u64);
-            let batch = Batch::pad(&tokens).map_err(model_error)?;
+            let batch = Batch::pack(&tokens).map_err(model_error)?;
             let (vector, trace) = embedder
                 .run_traced(&batch, Compute::new(threads))
                 .map_err(model_error)?;
@@ -275,7 +275,7 @@ fn model_error(error: impl std::fmt::Display) -> ArbiterError {
 fn run_embedding(embedder: &Embedder, text: &str, threads: usize) -> Result<JobRun, ArbiterError> {
     let tokens = embedder.tokenize(&[text]).map_err(model_error)?;
     let ids = tokens.first().cloned().unwrap_or_default();
-    let batch = Batch::pad(&tokens).map_err(model_error)?;
+    let batch = Batch::pack(&tokens).map_err(model_error)?;
     let recording = embedder
         .run_recorded(&batch, Compute::new(threads))
         .map_err(model_error)?;

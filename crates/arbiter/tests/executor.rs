@@ -43,7 +43,7 @@ fn the_embedder_keeps_the_step_contract() {
     let ids = embedder
         .tokenize(&["Steps replay from their inputs alone.", "Hi"])
         .unwrap();
-    let batch = Batch::pad(&ids).unwrap();
+    let batch = Batch::pack(&ids).unwrap();
     let recording = embedder.run_recorded(&batch, Compute::new(2)).unwrap();
     check(
         embedder.as_ref(),

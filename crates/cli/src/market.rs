@@ -531,7 +531,7 @@ pub fn trace(model: &str, text: &str, threads: usize, json: bool) -> Result<()> 
     let embedder = piazza_engine::Embedder::load(piazza_engine::models_dir().join("minilm"))
         .context("loading MiniLM (run scripts/fetch-models.sh)")?;
     let tokens = embedder.tokenize(&[text])?;
-    let batch = piazza_engine::Batch::pad(&tokens)?;
+    let batch = piazza_engine::Batch::pack(&tokens)?;
     let (_, trace) = embedder.run_traced(&batch, piazza_engine::Compute::new(threads))?;
     let root = piazza_primitives::Hash(trace.root).to_hex();
     let ops = trace.step_hashes.len();

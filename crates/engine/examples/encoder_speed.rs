@@ -40,7 +40,7 @@ impl Workload {
         self.batches.iter().map(Vec::len).sum()
     }
 
-    /// Rows padded with 0 to the batch's longest (what the anchors run; [`Batch::pad`] packs
+    /// Rows padded with 0 to the batch's longest (what the anchors run; [`Batch::pack`] packs
     /// instead).
     fn padded(&self) -> Vec<Vec<Vec<u32>>> {
         self.batches
@@ -177,7 +177,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let batches: Vec<Batch> = workload
                 .batches
                 .iter()
-                .map(|ids| Batch::pad(ids))
+                .map(|ids| Batch::pack(ids))
                 .collect::<Result<_, _>>()?;
             let (seconds, cpu_seconds) = best_seconds(rounds, || {
                 for batch in &batches {

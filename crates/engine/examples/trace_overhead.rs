@@ -25,7 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect::<Vec<_>>()
         .join(" ");
     let texts = vec![text.as_str(); batch_size];
-    let batch = Batch::pad(&embedder.tokenize(&texts)?)?;
+    let batch = Batch::pack(&embedder.tokenize(&texts)?)?;
     let compute = Compute::new(threads);
     let recording = embedder.run_recorded(&batch, compute)?;
     let bytes: usize = recording

@@ -29,8 +29,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     })?;
     let ids = embedder.tokenize(&TEXTS)?;
     let batches = [
-        ("batched", Batch::pad(&ids)?),
-        ("alone", Batch::pad(&ids[..1])?),
+        ("batched", Batch::pack(&ids)?),
+        ("alone", Batch::pack(&ids[..1])?),
     ];
     let mut roots = std::collections::BTreeSet::new();
     for (label, batch) in &batches {

@@ -45,9 +45,9 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Pack `sequences` (each non-empty, ids below 2²⁴ so exact in f32) into one batch. The
-    /// name is historical: nothing is padded.
-    pub fn pad(sequences: &[Vec<u32>]) -> Result<Batch> {
+    /// Pack `sequences` (each non-empty, ids below 2²⁴ so exact in f32) into one batch, one
+    /// after the other: nothing is padded.
+    pub fn pack(sequences: &[Vec<u32>]) -> Result<Batch> {
         let input_error = |detail: String| Err(Error::Input { detail });
         if sequences.is_empty() || sequences.len() > TEXTS_MAX {
             return input_error(format!(
@@ -353,7 +353,7 @@ impl Embedder {
         let mut embeddings = vec![Vec::new(); texts.len()];
         for group in order.chunks(BATCH_SIZE) {
             let members: Vec<Vec<u32>> = group.iter().map(|&i| sequences[i].clone()).collect();
-            let output = self.run(&Batch::pad(&members)?, compute)?.to_vec();
+            let output = self.run(&Batch::pack(&members)?, compute)?.to_vec();
             for (&i, vector) in group.iter().zip(output.chunks_exact(self.dimension())) {
                 embeddings[i] = vector.to_vec();
             }

@@ -24,7 +24,7 @@
 //! assert_eq!(vectors[0].len(), 384);
 //!
 //! let tokens = embedder.tokenize(&["Hello world"])?;
-//! let (output, trace) = embedder.run_traced(&Batch::pad(&tokens)?, Compute::new(2))?;
+//! let (output, trace) = embedder.run_traced(&Batch::pack(&tokens)?, Compute::new(2))?;
 //! println!("root {:02x?}, {} steps", trace.root, trace.step_hashes.len());
 //! # let _ = output;
 //! # Ok::<(), piazza_engine::Error>(())

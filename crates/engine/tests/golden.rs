@@ -52,7 +52,7 @@ fn embeddings_match_reference_alone_and_batched() {
     for (case, sequence) in ids.iter().enumerate() {
         let output = embedder
             .run(
-                &Batch::pad(std::slice::from_ref(sequence)).unwrap(),
+                &Batch::pack(std::slice::from_ref(sequence)).unwrap(),
                 compute,
             )
             .unwrap();
@@ -66,7 +66,7 @@ fn embeddings_match_reference_alone_and_batched() {
     // Batches of 4 (sentence-transformers ran them padded; ours are packed).
     for (group_index, group) in ids.chunks(4).enumerate() {
         let output = embedder
-            .run(&Batch::pad(group).unwrap(), compute)
+            .run(&Batch::pack(group).unwrap(), compute)
             .unwrap()
             .to_vec();
         for (offset, got) in output.chunks_exact(embedder.dimension()).enumerate() {

@@ -32,8 +32,8 @@ fn computes() -> Vec<Compute> {
 fn trace_root_is_independent_of_threads_and_isa() {
     let embedder = common::minilm();
     let ids = embedder.tokenize(&TEXTS).unwrap();
-    let batched = Batch::pad(&ids).unwrap();
-    let alone = Batch::pad(&ids[4..5]).unwrap();
+    let batched = Batch::pack(&ids).unwrap();
+    let alone = Batch::pack(&ids[4..5]).unwrap();
     for batch in [&batched, &alone] {
         let (first_output, first_trace) = embedder.run_traced(batch, Compute::new(1)).unwrap();
         let untraced = embedder.run(batch, Compute::new(1)).unwrap();
@@ -64,7 +64,7 @@ fn trace_root_is_independent_of_threads_and_isa() {
 fn packed_batch_computes_real_tokens_only() {
     let embedder = common::minilm();
     let ids = embedder.tokenize(&TEXTS).unwrap();
-    let batch = Batch::pad(&ids).unwrap();
+    let batch = Batch::pack(&ids).unwrap();
     let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
     assert_eq!(batch.lengths, lengths);
     assert_eq!(batch.rows(), lengths.iter().sum::<usize>());
@@ -103,12 +103,12 @@ fn packed_batch_computes_real_tokens_only() {
 #[test]
 fn bad_batches_are_errors() {
     let embedder = common::minilm();
-    assert!(Batch::pad(&[]).is_err());
-    assert!(Batch::pad(&[vec![101, 102], vec![]]).is_err());
-    assert!(Batch::pad(&[vec![101, 1 << 24]]).is_err());
-    let too_long = Batch::pad(&[vec![101; piazza_engine::MAX_TOKENS + 1]]).unwrap();
+    assert!(Batch::pack(&[]).is_err());
+    assert!(Batch::pack(&[vec![101, 102], vec![]]).is_err());
+    assert!(Batch::pack(&[vec![101, 1 << 24]]).is_err());
+    let too_long = Batch::pack(&[vec![101; piazza_engine::MAX_TOKENS + 1]]).unwrap();
     assert!(embedder.run(&too_long, Compute::new(1)).is_err());
-    let mut mismatched = Batch::pad(&[vec![101, 7592, 102], vec![101, 102]]).unwrap();
+    let mut mismatched = Batch::pack(&[vec![101, 7592, 102], vec![101, 102]]).unwrap();
     mismatched.lengths = vec![3, 3];
     assert!(embedder.run(&mismatched, Compute::new(1)).is_err());
     mismatched.lengths = vec![5, 0];
@@ -118,7 +118,7 @@ fn bad_batches_are_errors() {
     assert!(embedder.graph(&[]).is_err());
     assert!(embedder.graph(&[3, 0]).is_err());
     assert!(embedder.graph(&[usize::MAX, 2]).is_err());
-    let outside = Batch::pad(&[vec![101, 1 << 23, 102]]).unwrap();
+    let outside = Batch::pack(&[vec![101, 1 << 23, 102]]).unwrap();
     assert!(embedder.run(&outside, Compute::new(1)).is_err());
 }
 
@@ -126,7 +126,7 @@ fn bad_batches_are_errors() {
 fn every_step_reexecutes_to_its_hash() {
     let embedder = common::minilm();
     let ids = embedder.tokenize(&TEXTS).unwrap();
-    let batch = Batch::pad(&ids).unwrap();
+    let batch = Batch::pack(&ids).unwrap();
     let recording = embedder.run_recorded(&batch, Compute::new(2)).unwrap();
     let (_, traced) = embedder.run_traced(&batch, Compute::new(2)).unwrap();
     assert_eq!(recording.trace, traced);
