@@ -103,15 +103,7 @@ pub fn rounds_max(leaf_count: u64) -> u32 {
 pub fn levels(leaves: &[Hash]) -> Vec<Vec<Hash>> {
     let mut levels = vec![leaves.to_vec()];
     while levels.last().is_some_and(|level| level.len() > 1) {
-        let below = levels.last().expect("non-empty");
-        let above = below
-            .chunks(2)
-            .map(|pair| match pair {
-                [left, right] => node_hash(left, right),
-                [single] => *single,
-                _ => unreachable!("chunks(2) yields one or two"),
-            })
-            .collect();
+        let above = merkle::parent_level(levels.last().expect("non-empty"));
         levels.push(above);
     }
     levels
