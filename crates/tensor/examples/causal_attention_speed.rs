@@ -1,7 +1,8 @@
-//! Prints the speed of SmolLM2's decode attention (`kernels::causal_attention`, one query row
-//! over the KV cache: 9 heads, 3 KV heads, head size 64) in microseconds per call, for a few
-//! cache lengths, threads 1 and 2: `cargo run --release -p piazza-tensor --example
-//! causal_attention_speed`. Printed, never asserted.
+//! Prints the speed of SmolLM2's attention (`kernels::causal_attention`: 9 heads, 3 KV heads,
+//! head size 64) in microseconds per call: decode (one query row over a KV cache of a few
+//! lengths) and prefill (130 rows from position 0, the auditor's pass over prompt + output),
+//! threads 1 and 2: `cargo run --release -p piazza-tensor --example causal_attention_speed`.
+//! Printed, never asserted.
 use std::num::NonZeroUsize;
 use std::time::Instant;
 
@@ -9,23 +10,26 @@ use piazza_tensor::kernels;
 use piazza_tensor::reference::CausalShape;
 use piazza_tensor::{Compute, Isa};
 
-/// Calls per measurement (best of a few measurements is printed).
-const CALLS: usize = 2000;
+/// Work per measurement, in query rows × cached positions (best of a few measurements is
+/// printed).
+const ROW_POSITIONS_PER_MEASUREMENT: usize = 1 << 19;
 const MEASUREMENTS: usize = 5;
 
 fn main() {
     let isa = Isa::detect();
-    println!("isa {isa:?}; microseconds per call, best of {MEASUREMENTS} x {CALLS} calls");
-    for cache in [64usize, 256, 1024] {
+    println!("isa {isa:?}; microseconds per call, best of {MEASUREMENTS} measurements");
+    let decode = [64usize, 256, 1024].map(|cache| ("decode cache", 1, cache));
+    for (label, rows, first_position) in decode.into_iter().chain([("prefill rows", 130, 0)]) {
         let shape = CausalShape {
-            rows: 1,
-            first_position: cache,
+            rows,
+            first_position,
             heads: 9,
             kv_heads: 3,
             head_dim: 64,
         };
+        let calls = (ROW_POSITIONS_PER_MEASUREMENT / (rows * shape.keys())).max(1);
         let kv = shape.keys() * shape.kv_heads * shape.head_dim;
-        let q: Vec<f32> = (0..shape.heads * 64)
+        let q: Vec<f32> = (0..rows * shape.heads * 64)
             .map(|i| (i % 31) as f32 * 0.03 - 0.4)
             .collect();
         let k: Vec<f32> = (0..kv).map(|i| (i % 37) as f32 * 0.02 - 0.3).collect();
@@ -39,13 +43,14 @@ fn main() {
             let mut best = f64::INFINITY;
             for _ in 0..MEASUREMENTS {
                 let start = Instant::now();
-                for _ in 0..CALLS {
+                for _ in 0..calls {
                     kernels::causal_attention(&q, &k, &v, shape, &mut out, compute);
                     std::hint::black_box(&mut out);
                 }
-                best = best.min(start.elapsed().as_secs_f64() * 1e6 / CALLS as f64);
+                best = best.min(start.elapsed().as_secs_f64() * 1e6 / calls as f64);
             }
-            println!("cache {cache:5} threads {threads}: {best:8.2} us");
+            let size = rows.max(first_position);
+            println!("{label} {size:5} threads {threads}: {best:9.2} us");
         }
     }
 }

@@ -262,7 +262,7 @@ mod x86 {
 
     use std::arch::x86_64::*;
 
-    use super::{Isa, TileKernel, TileSums};
+    use super::{Isa, TileKernel, TileSums, LANES};
 
     /// One micro-kernel: `$rows_fn::<R>` holds `R` rows × 2 vectors of `$width` lanes
     /// (`2 * $width` panel columns) in registers; `$tile_fn` dispatches on the row count under
@@ -398,6 +398,77 @@ mod x86 {
     }
     causal_unit_for!(causal_unit_avx512, "avx512f");
     causal_unit_for!(causal_unit_avx2, "avx2");
+
+    /// `$name`: [`super::causal_rows_body`] with `$keys` positions per block and the scores of
+    /// `$scores`, compiled with `$feature` (no FMA, as above); `$scores`: [`super::block_scores`]
+    /// for `$keys` positions (one `$vector` register), its 16 lane accumulators held in
+    /// registers. Safety: the CPU supports `$feature`.
+    macro_rules! causal_rows_for {
+        ($name:ident, $scores:ident, $feature:literal, $keys:path, $vector:ty,
+         $zero:ident, $load:ident, $set1:ident, $mul:ident, $add:ident, $store:ident) => {
+            #[target_feature(enable = $feature)]
+            pub(super) unsafe fn $name(rows: super::CausalRows<'_>, out: &mut [f32]) {
+                // SAFETY: `$scores` needs `$feature`, which the caller guarantees.
+                unsafe { super::causal_rows_body::<{ $keys }>(rows, out, $scores) }
+            }
+
+            #[target_feature(enable = $feature)]
+            unsafe fn $scores(query: &[f32], keys_t: &[f32], scores: &mut [f32]) {
+                const KEYS: usize = $keys;
+                let block_len = query.len() * KEYS;
+                if block_len == 0 {
+                    return;
+                }
+                let blocks = keys_t.chunks_exact(block_len);
+                for (block, out) in blocks.zip(scores.chunks_exact_mut(KEYS)) {
+                    let mut acc: [$vector; LANES] = [$zero(); LANES];
+                    let columns = block.chunks_exact(LANES * KEYS);
+                    for (xs, rows) in query.chunks_exact(LANES).zip(columns) {
+                        for l in 0..LANES {
+                            // SAFETY: `rows` holds LANES * KEYS values; row `l` is in it.
+                            let keys = unsafe { $load(rows.as_ptr().add(l * KEYS)) };
+                            acc[l] = $add(acc[l], $mul($set1(xs[l]), keys));
+                        }
+                    }
+                    let mut width = LANES / 2;
+                    while width >= 1 {
+                        for i in 0..width {
+                            acc[i] = $add(acc[i], acc[i + width]);
+                        }
+                        width /= 2;
+                    }
+                    // SAFETY: `out` holds KEYS values.
+                    unsafe { $store(out.as_mut_ptr(), acc[0]) };
+                }
+            }
+        };
+    }
+    causal_rows_for!(
+        causal_rows_avx512,
+        block_scores_avx512,
+        "avx512f",
+        super::AVX512_KEYS,
+        __m512,
+        _mm512_setzero_ps,
+        _mm512_loadu_ps,
+        _mm512_set1_ps,
+        _mm512_mul_ps,
+        _mm512_add_ps,
+        _mm512_storeu_ps
+    );
+    causal_rows_for!(
+        causal_rows_avx2,
+        block_scores_avx2,
+        "avx2",
+        super::NARROW_KEYS,
+        __m256,
+        _mm256_setzero_ps,
+        _mm256_loadu_ps,
+        _mm256_set1_ps,
+        _mm256_mul_ps,
+        _mm256_add_ps,
+        _mm256_storeu_ps
+    );
 
     /// `$name`: `super::$body` (an in-place activation) compiled with `$feature` (no FMA:
     /// GELU's sequence, libm's `expf` and SiLU have no fused product). Safety: the CPU supports
@@ -1317,8 +1388,10 @@ pub fn l2_normalize(x: &[f32], n: usize, out: &mut [f32]) {
 
 pub use crate::reference::CausalShape;
 
-/// [`reference::causal_attention`], threaded over (row, head) pairs, each pair compiled for
-/// `compute.isa` ([`causal_unit`]).
+/// [`reference::causal_attention`], compiled for `compute.isa`. One row (decoding): threaded
+/// over heads, each (row, head) pair on its own ([`causal_unit`]). More rows (prefill):
+/// threaded over row ranges, each range one KV group at a time with the keys transposed once
+/// and shared by every row and head of the group ([`causal_rows`]).
 pub fn causal_attention(
     q: &[f32],
     k: &[f32],
@@ -1341,6 +1414,26 @@ pub fn causal_attention(
     }
     let scale = shape.scale();
     let isa = supported_isa(compute.isa);
+    if rows > 1 {
+        for_row_ranges(
+            out,
+            width,
+            1,
+            keys_max * width * 2,
+            compute.threads,
+            |first_row, chunk| {
+                let rows = CausalRows {
+                    q,
+                    k,
+                    v,
+                    shape,
+                    first_row,
+                };
+                causal_rows(isa, rows, chunk);
+            },
+        );
+        return;
+    }
     // `out` viewed as rows * heads units of d values each.
     for_row_ranges(
         out,
@@ -1408,6 +1501,160 @@ fn causal_unit_body(unit: CausalUnit<'_>, scores: &mut [f32], p: &mut [f32], out
     weighted_values(p, unit.v, unit.kv_width, out);
 }
 
+/// Query rows `first_row..` of a [`causal_attention`] call with every input (as many rows as
+/// the output slice it is run with holds).
+#[derive(Clone, Copy)]
+struct CausalRows<'a> {
+    shape: CausalShape,
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    first_row: usize,
+}
+
+/// Cached positions per block of [`block_scores`] for `isa`: one vector register of 16
+/// accumulators' worth (AVX-512: 16 lanes; AVX2 and the baseline: 8, so the 16 lane
+/// accumulators fit in the 16 registers).
+const AVX512_KEYS: usize = 16;
+const NARROW_KEYS: usize = 8;
+
+/// [`causal_rows_body`] compiled for `isa` (a supported one: [`supported_isa`]).
+fn causal_rows(isa: Isa, rows: CausalRows<'_>, out: &mut [f32]) {
+    match isa {
+        // SAFETY: the caller passes an `isa` the CPU supports (checked by `supported_isa`).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::causal_rows_avx512(rows, out) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::causal_rows_avx2(rows, out) },
+        // SAFETY: `block_scores` is safe.
+        _ => unsafe { causal_rows_body::<NARROW_KEYS>(rows, out, block_scores::<NARROW_KEYS>) },
+    }
+}
+
+/// The rows of `out` (each `heads * head_dim` wide), exactly as the reference, one KV group at
+/// a time: the group's keys up to the last row's position transposed once into blocks of
+/// `KEYS` positions ([`transpose_keys`]), then for every row and head of the group the scores
+/// of all its positions ([`block_scores`]), the reference softmax ([`softmax_tail`]) and
+/// [`weighted_values`]. Inlined into one copy per instruction set.
+/// Safety: `scores` (a [`BlockScores`] for `KEYS` positions) runs on this CPU.
+#[inline(always)]
+unsafe fn causal_rows_body<const KEYS: usize>(
+    rows: CausalRows<'_>,
+    out: &mut [f32],
+    scores_of: BlockScores,
+) {
+    let CausalShape {
+        first_position,
+        heads,
+        kv_heads,
+        head_dim: d,
+        ..
+    } = rows.shape;
+    let (width, kv_width, group) = (heads * d, kv_heads * d, heads / kv_heads);
+    let keys_max = first_position + rows.first_row + out.len() / width;
+    let d_padded = d.div_ceil(LANES) * LANES;
+    let block_len = d_padded * KEYS;
+    // Padding (positions past `keys_max`, elements past `d`) stays zero: never written.
+    let mut keys_t = vec![0.0f32; keys_max.div_ceil(KEYS) * block_len];
+    let mut scores = vec![0.0f32; keys_max.div_ceil(KEYS) * KEYS];
+    let mut p = vec![0.0f32; keys_max];
+    let mut query = vec![0.0f32; d_padded];
+    let scale = rows.shape.scale();
+    for g in 0..kv_heads {
+        transpose_keys::<KEYS>(&rows.k[g * d..], kv_width, d, keys_max, &mut keys_t);
+        for (i, out_row) in out.chunks_exact_mut(width).enumerate() {
+            let row = rows.first_row + i;
+            let keys = first_position + row + 1;
+            let blocks = keys.div_ceil(KEYS);
+            for h in g * group..(g + 1) * group {
+                query[..d].copy_from_slice(&rows.q[row * width + h * d..row * width + (h + 1) * d]);
+                // SAFETY: the caller's contract.
+                unsafe {
+                    scores_of(
+                        &query,
+                        &keys_t[..blocks * block_len],
+                        &mut scores[..blocks * KEYS],
+                    )
+                };
+                // Position 0 is always a key of a causal row, so the softmax starts there.
+                softmax_tail(&scores[..keys], None, scale, 0, &mut p[..keys]);
+                weighted_values(
+                    &p[..keys],
+                    &rows.v[g * d..],
+                    kv_width,
+                    &mut out_row[h * d..(h + 1) * d],
+                );
+            }
+        }
+    }
+}
+
+/// Keys `0..keys` (key `j`'s `d` values at `k[j * kv_width..]`) into `keys_t` as blocks of
+/// `KEYS` positions, each `d_padded` rows of `KEYS` values: element `e` of key `j` at
+/// `keys_t[((j / KEYS) * d_padded + e) * KEYS + j % KEYS]`. Other entries are left as they are.
+#[inline(always)]
+fn transpose_keys<const KEYS: usize>(
+    k: &[f32],
+    kv_width: usize,
+    d: usize,
+    keys: usize,
+    keys_t: &mut [f32],
+) {
+    let block_len = d.div_ceil(LANES) * LANES * KEYS;
+    for (j, key) in k.chunks(kv_width).take(keys).enumerate() {
+        let block = &mut keys_t[(j / KEYS) * block_len..(j / KEYS + 1) * block_len];
+        for (e, &value) in key[..d].iter().enumerate() {
+            block[e * KEYS + j % KEYS] = value;
+        }
+    }
+}
+
+/// [`block_scores`] for one block width, maybe compiled for an instruction set (then unsafe
+/// to call on a CPU without it).
+type BlockScores = unsafe fn(&[f32], &[f32], &mut [f32]);
+
+/// `scores[j] = `[`reference::dot`]`(query, key j)` for every position of `keys_t` (blocks
+/// of [`transpose_keys`]; `query` zero-padded to whole [`LANES`] like them). Element `e` goes
+/// to lane `e % LANES` in order, as the reference; vectorised across the `KEYS` positions of
+/// a block (`acc[lane][position]`), and each position's lanes meet in [`combine`]'s tree as
+/// whole-vector adds. The padding adds `0 * 0 = +0` to lanes that can never hold `-0` (each
+/// starts at `+0`, and a sum is `-0` only when both terms are), which changes no bits.
+#[inline(always)]
+fn block_scores<const KEYS: usize>(query: &[f32], keys_t: &[f32], scores: &mut [f32]) {
+    let (query_chunks, _) = query.as_chunks::<LANES>();
+    let (rows_t, _) = keys_t.as_chunks::<KEYS>();
+    let (score_blocks, _) = scores.as_chunks_mut::<KEYS>();
+    for (block, out) in rows_t.chunks_exact(query.len()).zip(score_blocks) {
+        let (columns, _) = block.as_chunks::<LANES>();
+        let mut acc = [[0.0f32; KEYS]; LANES];
+        for (xs, keys) in query_chunks.iter().zip(columns) {
+            for ((lane, &x), row) in acc.iter_mut().zip(xs).zip(keys) {
+                for (sum, &key) in lane.iter_mut().zip(row) {
+                    *sum = *sum + x * key;
+                }
+            }
+        }
+        *out = combine_vectors(acc);
+    }
+}
+
+/// [`combine`]'s tree for each of `N` columns at once: `acc[lane][column]`, whole-vector adds.
+#[inline(always)]
+fn combine_vectors<const N: usize>(mut acc: [[f32; N]; LANES]) -> [f32; N] {
+    let mut width = LANES / 2;
+    while width >= 1 {
+        for i in 0..width {
+            let upper = acc[i + width];
+            for (sum, &value) in acc[i].iter_mut().zip(&upper) {
+                *sum = *sum + value;
+            }
+        }
+        width /= 2;
+    }
+    acc[0]
+}
+
 /// `out[c] = `[`reference::dot`]`(p, v[.., c])` for every column `c < out.len()`, with value
 /// `j`'s row at `v[j * kv_width..]`: position `j` goes to lane `j % LANES` and each column's
 /// lanes meet in [`combine`]'s tree, as the reference. Vectorised across 16 columns at a time
@@ -1436,17 +1683,7 @@ fn weighted_values(p: &[f32], v: &[f32], kv_width: usize, out: &mut [f32]) {
                 acc[l][c] = acc[l][c] + weight * values[c];
             }
         }
-        let mut width = LANES / 2;
-        while width >= 1 {
-            for i in 0..width {
-                let upper = acc[i + width];
-                for (sum, &value) in acc[i].iter_mut().zip(&upper) {
-                    *sum = *sum + value;
-                }
-            }
-            width /= 2;
-        }
-        out_block.copy_from_slice(&acc[0][..cols]);
+        out_block.copy_from_slice(&combine_vectors(acc)[..cols]);
     }
 }
 

@@ -417,6 +417,36 @@ fn check_causal_attention(shape: reference::CausalShape, q: &[f32], k: &[f32], v
     }
 }
 
+/// Prefill-shaped calls (many query rows: the many-row path, whose keys are transposed per row
+/// range) and decode, SmolLM2's 9 heads over 3 KV heads: head size 64 and odd ones (a partial
+/// 16-lane chunk of each key, a partial column block), rows that leave a partial block of
+/// positions, from position 0 and from a filled cache; every ISA and thread count.
+#[test]
+fn causal_attention_matches_prefill_shapes() {
+    for head_dim in [64usize, 23, 5] {
+        for rows in [1usize, 5, 17, 130] {
+            for first_position in [0usize, 37] {
+                let shape = reference::CausalShape {
+                    rows,
+                    first_position,
+                    heads: 9,
+                    kv_heads: 3,
+                    head_dim,
+                };
+                let kv = shape.keys() * shape.kv_heads * head_dim;
+                let seed = (head_dim * 1000 + rows * 10 + first_position) as u32;
+                // Queries scaled down so the softmax spreads over many positions.
+                let q: Vec<f32> = spread(rows * shape.heads * head_dim, seed)
+                    .into_iter()
+                    .map(|x| x * 0.05)
+                    .collect();
+                let (k, v) = (spread(kv, seed + 1), spread(kv, seed + 2));
+                check_causal_attention(shape, &q, &k, &v);
+            }
+        }
+    }
+}
+
 /// Each output is one [`reference::dot`] whichever way `linear_by_columns` splits the work.
 fn check_linear_by_columns(
     m: usize,
