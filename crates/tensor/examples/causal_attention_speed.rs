@@ -1,8 +1,9 @@
 //! Prints the speed of SmolLM2's attention (`kernels::causal_attention`: 9 heads, 3 KV heads,
 //! head size 64) in microseconds per call: decode (one query row over a KV cache of a few
 //! lengths) and prefill (130 rows from position 0, the auditor's pass over prompt + output),
-//! threads 1 and 2: `cargo run --release -p piazza-tensor --example causal_attention_speed`.
-//! Printed, never asserted.
+//! threads 1 and 2: `cargo run --release -p piazza-tensor --example causal_attention_speed`
+//! (`PIAZZA_ISA=avx2` or `portable` for those paths on an AVX-512 machine). Printed, never
+//! asserted.
 use std::num::NonZeroUsize;
 use std::time::Instant;
 
@@ -16,7 +17,11 @@ const ROW_POSITIONS_PER_MEASUREMENT: usize = 1 << 19;
 const MEASUREMENTS: usize = 5;
 
 fn main() {
-    let isa = Isa::detect();
+    let isa = match std::env::var("PIAZZA_ISA").as_deref() {
+        Ok("avx2") => Isa::Avx2,
+        Ok("portable") => Isa::Portable,
+        _ => Isa::detect(),
+    };
     println!("isa {isa:?}; microseconds per call, best of {MEASUREMENTS} measurements");
     let decode = [64usize, 256, 1024].map(|cache| ("decode cache", 1, cache));
     for (label, rows, first_position) in decode.into_iter().chain([("prefill rows", 130, 0)]) {

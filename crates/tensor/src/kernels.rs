@@ -400,16 +400,41 @@ mod x86 {
     causal_unit_for!(causal_unit_avx2, "avx2");
 
     /// `$name`: [`super::causal_rows_body`] with `$keys` positions per block and the scores of
-    /// `$scores`, compiled with `$feature` (no FMA, as above); `$scores`: [`super::block_scores`]
-    /// for `$keys` positions (one `$vector` register), its 16 lane accumulators held in
-    /// registers. Safety: the CPU supports `$feature`.
+    /// `$scores`, compiled with `$feature` (no FMA, as above); `$scores`: the
+    /// [`super::BlockScores`] for `$keys` positions (one `$vector` register): element `e` goes
+    /// to lane `e % LANES` in order, as the reference, into `acc[lane]` (one register per lane,
+    /// across the block's positions), and each position's lanes meet in [`super::combine`]'s
+    /// tree as whole-register adds. The zero padding adds `0 * 0 = +0` to lanes that can never
+    /// hold `-0` (each starts at `+0`, and a sum is `-0` only when both terms are), which
+    /// changes no bits. Safety: the CPU supports `$feature`.
+    /// [`super::combine`]'s tree over 16 lane registers, whole-register adds with `$add`.
+    macro_rules! combine_registers {
+        ($add:ident, $acc:expr) => {{
+            let mut acc = $acc;
+            let mut width = LANES / 2;
+            while width >= 1 {
+                for i in 0..width {
+                    acc[i] = $add(acc[i], acc[i + width]);
+                }
+                width /= 2;
+            }
+            acc[0]
+        }};
+    }
+
     macro_rules! causal_rows_for {
-        ($name:ident, $scores:ident, $feature:literal, $keys:path, $vector:ty,
+        // With its own weighted values `$values` (`weighted_values_for`).
+        ($name:ident, $scores:ident, own $values:ident, $feature:literal, $keys:path,
+         $vector:ty, $($intrinsic:ident),*) => {
+            causal_rows_for!($name, $scores, $values, $feature, $keys, $vector, $($intrinsic),*);
+            weighted_values_for!($values, $feature, $keys, $vector, $($intrinsic),*);
+        };
+        ($name:ident, $scores:ident, $values:path, $feature:literal, $keys:path, $vector:ty,
          $zero:ident, $load:ident, $set1:ident, $mul:ident, $add:ident, $store:ident) => {
             #[target_feature(enable = $feature)]
             pub(super) unsafe fn $name(rows: super::CausalRows<'_>, out: &mut [f32]) {
-                // SAFETY: `$scores` needs `$feature`, which the caller guarantees.
-                unsafe { super::causal_rows_body::<{ $keys }>(rows, out, $scores) }
+                // SAFETY: `$scores` and `$values` need `$feature`, which the caller guarantees.
+                unsafe { super::causal_rows_body::<{ $keys }>(rows, out, $scores, $values) }
             }
 
             #[target_feature(enable = $feature)]
@@ -430,22 +455,61 @@ mod x86 {
                             acc[l] = $add(acc[l], $mul($set1(xs[l]), keys));
                         }
                     }
-                    let mut width = LANES / 2;
-                    while width >= 1 {
-                        for i in 0..width {
-                            acc[i] = $add(acc[i], acc[i + width]);
-                        }
-                        width /= 2;
-                    }
                     // SAFETY: `out` holds KEYS values.
-                    unsafe { $store(out.as_mut_ptr(), acc[0]) };
+                    unsafe { $store(out.as_mut_ptr(), combine_registers!($add, acc)) };
                 }
+            }
+        };
+    }
+
+    /// `$values`: the [`super::WeightedValues`] for `$feature`, columns `$width` at a time (one
+    /// `$vector` register).
+    macro_rules! weighted_values_for {
+        ($values:ident, $feature:literal, $width:path, $vector:ty,
+         $zero:ident, $load:ident, $set1:ident, $mul:ident, $add:ident, $store:ident) => {
+            #[target_feature(enable = $feature)]
+            unsafe fn $values(p: &[f32], v: &[f32], kv_width: usize, out: &mut [f32]) {
+                const WIDTH: usize = $width;
+                let full = out.len() / WIDTH * WIDTH;
+                let Some(last) = p.len().checked_sub(1) else {
+                    out.fill(0.0);
+                    return;
+                };
+                assert!(
+                    last * kv_width + out.len() <= v.len(),
+                    "value rows out of range"
+                );
+                let (chunks, tail) = p.as_chunks::<LANES>();
+                for (c0, out_block) in (0..full).step_by(WIDTH).zip(out.chunks_exact_mut(WIDTH)) {
+                    // SAFETY (each load below): position `j <= last` and columns
+                    // `c0..c0 + WIDTH <= out.len()` lie inside `v`, as asserted above.
+                    let column = unsafe { v.as_ptr().add(c0) };
+                    let mut acc: [$vector; LANES] = [$zero(); LANES];
+                    for (chunk, weights) in chunks.iter().enumerate() {
+                        for l in 0..LANES {
+                            let at = (chunk * LANES + l) * kv_width;
+                            let values = unsafe { $load(column.add(at)) };
+                            acc[l] = $add(acc[l], $mul($set1(weights[l]), values));
+                        }
+                    }
+                    for l in 0..LANES {
+                        if let Some(&weight) = tail.get(l) {
+                            let at = (chunks.len() * LANES + l) * kv_width;
+                            let values = unsafe { $load(column.add(at)) };
+                            acc[l] = $add(acc[l], $mul($set1(weight), values));
+                        }
+                    }
+                    // SAFETY: `out_block` holds WIDTH values.
+                    unsafe { $store(out_block.as_mut_ptr(), combine_registers!($add, acc)) };
+                }
+                super::weighted_values(p, &v[full..], kv_width, &mut out[full..]);
             }
         };
     }
     causal_rows_for!(
         causal_rows_avx512,
         block_scores_avx512,
+        own weighted_values_avx512,
         "avx512f",
         super::AVX512_KEYS,
         __m512,
@@ -459,8 +523,9 @@ mod x86 {
     causal_rows_for!(
         causal_rows_avx2,
         block_scores_avx2,
+        own weighted_values_avx2,
         "avx2",
-        super::NARROW_KEYS,
+        super::AVX2_KEYS,
         __m256,
         _mm256_setzero_ps,
         _mm256_loadu_ps,
@@ -468,6 +533,21 @@ mod x86 {
         _mm256_mul_ps,
         _mm256_add_ps,
         _mm256_storeu_ps
+    );
+    // SSE2's 4-column registers: the compiler-vectorised `weighted_values` is faster.
+    causal_rows_for!(
+        causal_rows_sse2,
+        block_scores_sse2,
+        super::weighted_values,
+        "sse2",
+        super::SSE2_KEYS,
+        __m128,
+        _mm_setzero_ps,
+        _mm_loadu_ps,
+        _mm_set1_ps,
+        _mm_mul_ps,
+        _mm_add_ps,
+        _mm_storeu_ps
     );
 
     /// `$name`: `super::$body` (an in-place activation) compiled with `$feature` (no FMA:
@@ -1414,6 +1494,7 @@ pub fn causal_attention(
     }
     let scale = shape.scale();
     let isa = supported_isa(compute.isa);
+    #[cfg(target_arch = "x86_64")]
     if rows > 1 {
         for_row_ranges(
             out,
@@ -1503,6 +1584,7 @@ fn causal_unit_body(unit: CausalUnit<'_>, scores: &mut [f32], p: &mut [f32], out
 
 /// Query rows `first_row..` of a [`causal_attention`] call with every input (as many rows as
 /// the output slice it is run with holds).
+#[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 struct CausalRows<'a> {
     shape: CausalShape,
@@ -1512,37 +1594,43 @@ struct CausalRows<'a> {
     first_row: usize,
 }
 
-/// Cached positions per block of [`block_scores`] for `isa`: one vector register of 16
-/// accumulators' worth (AVX-512: 16 lanes; AVX2 and the baseline: 8, so the 16 lane
-/// accumulators fit in the 16 registers).
+/// Cached positions per block of [`BlockScores`]: one vector register (AVX-512: 16 lanes,
+/// AVX2: 8, the x86-64 baseline SSE2: 4), so that the 16 lane accumulators of a block are 16
+/// registers.
+#[cfg(target_arch = "x86_64")]
 const AVX512_KEYS: usize = 16;
-const NARROW_KEYS: usize = 8;
+#[cfg(target_arch = "x86_64")]
+const AVX2_KEYS: usize = 8;
+#[cfg(target_arch = "x86_64")]
+const SSE2_KEYS: usize = 4;
 
-/// [`causal_rows_body`] compiled for `isa` (a supported one: [`supported_isa`]).
+/// [`causal_rows_body`] compiled for `isa` (a supported one: [`supported_isa`]; the baseline
+/// is x86-64's SSE2).
+#[cfg(target_arch = "x86_64")]
 fn causal_rows(isa: Isa, rows: CausalRows<'_>, out: &mut [f32]) {
     match isa {
         // SAFETY: the caller passes an `isa` the CPU supports (checked by `supported_isa`).
-        #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { x86::causal_rows_avx512(rows, out) },
         // SAFETY: as above.
-        #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { x86::causal_rows_avx2(rows, out) },
-        // SAFETY: `block_scores` is safe.
-        _ => unsafe { causal_rows_body::<NARROW_KEYS>(rows, out, block_scores::<NARROW_KEYS>) },
+        // SAFETY: every x86-64 CPU has SSE2.
+        Isa::Portable => unsafe { x86::causal_rows_sse2(rows, out) },
     }
 }
 
 /// The rows of `out` (each `heads * head_dim` wide), exactly as the reference, one KV group at
 /// a time: the group's keys up to the last row's position transposed once into blocks of
 /// `KEYS` positions ([`transpose_keys`]), then for every row and head of the group the scores
-/// of all its positions ([`block_scores`]), the reference softmax ([`softmax_tail`]) and
-/// [`weighted_values`]. Inlined into one copy per instruction set.
-/// Safety: `scores` (a [`BlockScores`] for `KEYS` positions) runs on this CPU.
+/// of all its positions ([`BlockScores`]), the reference softmax ([`softmax_tail`]) and
+/// the weighted values ([`WeightedValues`]). Inlined into one copy per instruction set.
+/// Safety: `scores_of` (for `KEYS` positions) and `values_of` run on this CPU.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn causal_rows_body<const KEYS: usize>(
     rows: CausalRows<'_>,
     out: &mut [f32],
     scores_of: BlockScores,
+    values_of: WeightedValues,
 ) {
     let CausalShape {
         first_position,
@@ -1579,12 +1667,15 @@ unsafe fn causal_rows_body<const KEYS: usize>(
                 };
                 // Position 0 is always a key of a causal row, so the softmax starts there.
                 softmax_tail(&scores[..keys], None, scale, 0, &mut p[..keys]);
-                weighted_values(
-                    &p[..keys],
-                    &rows.v[g * d..],
-                    kv_width,
-                    &mut out_row[h * d..(h + 1) * d],
-                );
+                // SAFETY: the caller's contract.
+                unsafe {
+                    values_of(
+                        &p[..keys],
+                        &rows.v[g * d..],
+                        kv_width,
+                        &mut out_row[h * d..(h + 1) * d],
+                    )
+                };
             }
         }
     }
@@ -1593,6 +1684,7 @@ unsafe fn causal_rows_body<const KEYS: usize>(
 /// Keys `0..keys` (key `j`'s `d` values at `k[j * kv_width..]`) into `keys_t` as blocks of
 /// `KEYS` positions, each `d_padded` rows of `KEYS` values: element `e` of key `j` at
 /// `keys_t[((j / KEYS) * d_padded + e) * KEYS + j % KEYS]`. Other entries are left as they are.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn transpose_keys<const KEYS: usize>(
     k: &[f32],
@@ -1610,34 +1702,17 @@ fn transpose_keys<const KEYS: usize>(
     }
 }
 
-/// [`block_scores`] for one block width, maybe compiled for an instruction set (then unsafe
-/// to call on a CPU without it).
+/// `scores[j] = `[`reference::dot`]`(query, key j)` for every position of `keys_t` (blocks of
+/// [`transpose_keys`]; `query` zero-padded to whole [`LANES`] like them), compiled for an
+/// instruction set (unsafe to call on a CPU without it): `x86::block_scores_*`.
+#[cfg(target_arch = "x86_64")]
 type BlockScores = unsafe fn(&[f32], &[f32], &mut [f32]);
 
-/// `scores[j] = `[`reference::dot`]`(query, key j)` for every position of `keys_t` (blocks
-/// of [`transpose_keys`]; `query` zero-padded to whole [`LANES`] like them). Element `e` goes
-/// to lane `e % LANES` in order, as the reference; vectorised across the `KEYS` positions of
-/// a block (`acc[lane][position]`), and each position's lanes meet in [`combine`]'s tree as
-/// whole-vector adds. The padding adds `0 * 0 = +0` to lanes that can never hold `-0` (each
-/// starts at `+0`, and a sum is `-0` only when both terms are), which changes no bits.
-#[inline(always)]
-fn block_scores<const KEYS: usize>(query: &[f32], keys_t: &[f32], scores: &mut [f32]) {
-    let (query_chunks, _) = query.as_chunks::<LANES>();
-    let (rows_t, _) = keys_t.as_chunks::<KEYS>();
-    let (score_blocks, _) = scores.as_chunks_mut::<KEYS>();
-    for (block, out) in rows_t.chunks_exact(query.len()).zip(score_blocks) {
-        let (columns, _) = block.as_chunks::<LANES>();
-        let mut acc = [[0.0f32; KEYS]; LANES];
-        for (xs, keys) in query_chunks.iter().zip(columns) {
-            for ((lane, &x), row) in acc.iter_mut().zip(xs).zip(keys) {
-                for (sum, &key) in lane.iter_mut().zip(row) {
-                    *sum = *sum + x * key;
-                }
-            }
-        }
-        *out = combine_vectors(acc);
-    }
-}
+/// [`weighted_values`] with its 16 lane accumulators in registers (whole vector-width column
+/// blocks; the rest by [`weighted_values`]), compiled for an instruction set (unsafe to call
+/// on a CPU without it): `x86::weighted_values_*`.
+#[cfg(target_arch = "x86_64")]
+type WeightedValues = unsafe fn(&[f32], &[f32], usize, &mut [f32]);
 
 /// [`combine`]'s tree for each of `N` columns at once: `acc[lane][column]`, whole-vector adds.
 #[inline(always)]
