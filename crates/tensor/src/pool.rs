@@ -1,8 +1,10 @@
 //! A persistent pool of worker threads for the kernels' row-parallel loops.
 //!
 //! Threads are started once and reused: a call hands each helper a pointer to the job, the
-//! helper spins briefly on its own slot (the next op usually follows within microseconds) and
-//! then parks. The calling thread always takes part, so `threads = n` uses `n - 1` workers.
+//! helper polls its own slot briefly (the next op usually follows within microseconds) and
+//! then parks. Polling spins a few iterations, then yields its core between polls, so a
+//! waiting thread never holds a core that the thread it waits for (or another process) could
+//! run on. The calling thread always takes part, so `threads = n` uses `n - 1` workers.
 //!
 //! # Invariants
 //! - [`Pool::for_each`] runs `task(i)` exactly once for every `i < tasks`, and returns only
@@ -39,11 +41,14 @@ use std::time::{Duration, Instant};
 /// clamped (fewer threads never change a result).
 pub const THREADS_MAX: usize = 256;
 
-/// How long an idle worker, or a caller waiting for its helpers, spins before it parks.
+/// How long an idle worker, or a caller waiting for its helpers, polls before it parks.
 pub const SPIN_NS: u64 = 50_000;
 
-/// Spin iterations between two reads of the clock while spinning.
-const SPINS_PER_CLOCK_READ: u32 = 64;
+/// Polls with a `pause` (`spin_loop`) before a waiting thread yields its core between polls
+/// (about 3 µs): a hand-off that follows at once costs no system call, while a waiting thread
+/// spinning on a core the awaited thread needs (on a loaded machine) gives it up within
+/// microseconds. Measured with `bench_generate 64 2` (docs/engine.md §8.2).
+pub const PAUSE_SPINS: u32 = 64;
 
 type Payload = Box<dyn Any + Send + 'static>;
 
@@ -182,17 +187,38 @@ fn run_on_workers(workers: &mut Vec<Worker>, helpers: usize, work: &(dyn Fn() + 
     }
 }
 
-/// Spins for [`SPIN_NS`] until `done()`, then parks between checks (each wake-up re-checks).
+/// What a waiting thread does before its next check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    Pause,
+    Yield,
+    Park,
+}
+
+/// The wait after `polls` unsuccessful checks, `waited` into the wait: [`PAUSE_SPINS`]
+/// pauses, then yields until [`SPIN_NS`], then parking.
+fn backoff(polls: u32, waited: Duration) -> Wait {
+    if polls < PAUSE_SPINS {
+        Wait::Pause
+    } else if waited < Duration::from_nanos(SPIN_NS) {
+        Wait::Yield
+    } else {
+        Wait::Park
+    }
+}
+
+/// Waits until `done()`, as [`backoff`] says; parks between checks at the end (each wake-up
+/// re-checks).
 fn wait_until(mut done: impl FnMut() -> bool) {
     let start = Instant::now();
-    let mut spins = 0u32;
+    let mut polls = 0u32;
     while !done() {
-        spins = spins.wrapping_add(1);
-        if !spins.is_multiple_of(SPINS_PER_CLOCK_READ) {
-            std::hint::spin_loop();
-        } else if start.elapsed() >= Duration::from_nanos(SPIN_NS) {
-            thread::park();
+        match backoff(polls, start.elapsed()) {
+            Wait::Pause => std::hint::spin_loop(),
+            Wait::Yield => thread::yield_now(),
+            Wait::Park => thread::park(),
         }
+        polls = polls.saturating_add(1);
     }
 }
 
@@ -264,6 +290,26 @@ impl Drop for Pool {
 mod tests {
     use super::*;
     use std::collections::BTreeSet;
+
+    /// Pauses first, yields the core until the spin time is up, then parks.
+    #[test]
+    fn a_waiting_thread_pauses_then_yields_then_parks() {
+        let spin = Duration::from_nanos(SPIN_NS);
+        let check = |polls: u32, waited: Duration, expected: Wait| {
+            assert_eq!(
+                backoff(polls, waited),
+                expected,
+                "{polls} polls, {waited:?}"
+            );
+        };
+        check(0, Duration::ZERO, Wait::Pause);
+        check(PAUSE_SPINS - 1, Duration::ZERO, Wait::Pause);
+        check(PAUSE_SPINS, Duration::ZERO, Wait::Yield);
+        check(PAUSE_SPINS, spin - Duration::from_nanos(1), Wait::Yield);
+        check(u32::MAX, spin - Duration::from_nanos(1), Wait::Yield);
+        check(PAUSE_SPINS, spin, Wait::Park);
+        check(u32::MAX, Duration::from_secs(1), Wait::Park);
+    }
 
     #[test]
     fn every_index_runs_once() {
