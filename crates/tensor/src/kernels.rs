@@ -1649,13 +1649,14 @@ unsafe fn causal_rows_body<const KEYS: usize>(
     let mut p = vec![0.0f32; keys_max];
     let mut query = vec![0.0f32; d_padded];
     let scale = rows.shape.scale();
-    for g in 0..kv_heads {
+    // Every head of `out`, as the one-row path (head `h` reads KV group `h / group`).
+    for g in 0..heads.div_ceil(group) {
         transpose_keys::<KEYS>(&rows.k[g * d..], kv_width, d, keys_max, &mut keys_t);
         for (i, out_row) in out.chunks_exact_mut(width).enumerate() {
             let row = rows.first_row + i;
             let keys = first_position + row + 1;
             let blocks = keys.div_ceil(KEYS);
-            for h in g * group..(g + 1) * group {
+            for h in g * group..((g + 1) * group).min(heads) {
                 query[..d].copy_from_slice(&rows.q[row * width + h * d..row * width + (h + 1) * d]);
                 // SAFETY: the caller's contract.
                 unsafe {
