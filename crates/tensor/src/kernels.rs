@@ -481,21 +481,23 @@ mod x86 {
                 );
                 let (chunks, tail) = p.as_chunks::<LANES>();
                 for (c0, out_block) in (0..full).step_by(WIDTH).zip(out.chunks_exact_mut(WIDTH)) {
-                    // SAFETY (each load below): position `j <= last` and columns
-                    // `c0..c0 + WIDTH <= out.len()` lie inside `v`, as asserted above.
-                    let column = unsafe { v.as_ptr().add(c0) };
+                    // `row` steps one value row per position (wrapping: past the last row it
+                    // is never read). SAFETY (each load below): the load of position
+                    // `j <= last` reads `v[j * kv_width + c0..][..WIDTH]`, inside `v` as
+                    // asserted above (`c0 + WIDTH <= out.len()`).
+                    let mut row = v.as_ptr().wrapping_add(c0);
                     let mut acc: [$vector; LANES] = [$zero(); LANES];
-                    for (chunk, weights) in chunks.iter().enumerate() {
+                    for weights in chunks {
                         for l in 0..LANES {
-                            let at = (chunk * LANES + l) * kv_width;
-                            let values = unsafe { $load(column.add(at)) };
+                            let values = unsafe { $load(row) };
+                            row = row.wrapping_add(kv_width);
                             acc[l] = $add(acc[l], $mul($set1(weights[l]), values));
                         }
                     }
                     for l in 0..LANES {
                         if let Some(&weight) = tail.get(l) {
-                            let at = (chunks.len() * LANES + l) * kv_width;
-                            let values = unsafe { $load(column.add(at)) };
+                            let values = unsafe { $load(row) };
+                            row = row.wrapping_add(kv_width);
                             acc[l] = $add(acc[l], $mul($set1(weight), values));
                         }
                     }
