@@ -401,8 +401,10 @@ fn a_generation_taken_from_its_provider_stops_running() {
         .iter()
         .any(|l: &String| l.contains("work abandoned") && l.contains(&job_field))
     {
+        // A bound on a stall, not a speed check: the provider notices within a poll or two,
+        // but CI runs other tests' providers and nodes on the same two cores at once.
         assert!(
-            missed_at.elapsed() < Duration::from_secs(20),
+            missed_at.elapsed() < Duration::from_secs(60),
             "the provider's log says nothing of abandoning job {id}: {seen:?}"
         );
         if let Ok(line) = log.recv_timeout(Duration::from_millis(100)) {
