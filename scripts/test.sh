@@ -19,6 +19,10 @@ for crate in piazza-ledger piazza-mempool piazza-store piazza-consensus piazza-b
 done
 
 cargo fmt --all --check
+# Both lock files must be current before the long steps run (the fuzz one is checked again, built,
+# after the tests).
+cargo metadata --locked --format-version 1 >/dev/null
+cargo metadata --locked --format-version 1 --manifest-path fuzz/Cargo.toml >/dev/null
 cargo clippy --locked --workspace --all-targets -- -D warnings
 cargo test --workspace --locked
 cargo check --locked --manifest-path fuzz/Cargo.toml --bins
