@@ -94,7 +94,6 @@ fn source_reads<'g, K: OpReads>(ops: &'g [Op<K>], step: &Step) -> Option<Vec<Sou
 enum Piece {
     /// Rows `rows` of a job input (one column), to row `to_row`.
     Job {
-        keep: bool,
         rows: Range<usize>,
         to_row: usize,
     },
@@ -280,8 +279,7 @@ impl StepGraph {
             )));
         }
         match source {
-            Source::Input(input) => out.push(Piece::Job {
-                keep: *input == JobInput::Keep,
+            Source::Input(JobInput::TokenIds) => out.push(Piece::Job {
                 rows: rows.clone(),
                 to_row: to[0],
             }),
@@ -363,13 +361,9 @@ impl StepPlan {
     ) -> Result<usize, ArbiterError> {
         let out_of_range = || internal("piece outside its input".into());
         match piece {
-            Piece::Job { keep, rows, to_row } => {
+            Piece::Job { rows, to_row } => {
                 for (i, row) in rows.clone().enumerate() {
-                    let value = if *keep {
-                        1.0
-                    } else {
-                        *ids.get(row).ok_or_else(out_of_range)? as f32
-                    };
+                    let value = *ids.get(row).ok_or_else(out_of_range)? as f32;
                     *values
                         .get_mut((to_row + i) * columns)
                         .ok_or_else(out_of_range)? = value;

@@ -88,9 +88,6 @@ impl Batch {
     fn input(&self, input: JobInput) -> Result<&Tensor> {
         match input {
             JobInput::TokenIds => Ok(&self.token_ids),
-            JobInput::Keep => Err(Error::Input {
-                detail: "a packed batch has no padding mask".into(),
-            }),
         }
     }
 }

@@ -224,7 +224,6 @@ fn resolve<'t>(
     let missing = |detail: String| Error::Input { detail };
     match source {
         Source::Input(JobInput::TokenIds) => Ok(prompt.clone()),
-        Source::Input(JobInput::Keep) => Err(missing("a generation has no padding mask".into())),
         Source::Op(i) => output(*i)
             .cloned()
             .ok_or_else(|| missing(format!("output of op {i} is not available"))),

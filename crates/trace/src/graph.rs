@@ -14,10 +14,9 @@ use crate::Hash;
 /// Job inputs, each a `[rows, 1]` f32 matrix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum JobInput {
-    /// Token ids (integers below 2^24, so exact in f32); padding uses id 0.
+    /// Token ids (integers below 2^24, so exact in f32). Batches are packed (sequences end to
+    /// end, no padding), so a run has no other input.
     TokenIds,
-    /// 1 for a real token, 0 for padding.
-    Keep,
 }
 
 /// Where an op's input comes from.
