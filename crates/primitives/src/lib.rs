@@ -42,6 +42,7 @@ macro_rules! serde_as_string {
 
 mod address;
 mod amount;
+pub mod blake3_lanes;
 pub mod blob;
 pub mod chat;
 mod hash;

@@ -11,11 +11,13 @@
 //!
 //! A node's message is 65 bytes: one whole BLAKE3 block and a 1-byte second block. [`root`] and
 //! [`prove`] hash each level's first blocks many nodes at a time across BLAKE3's SIMD lanes
-//! (`hash_many` through `blake3::platform`, up to 16 lanes with AVX-512), then each node's
-//! short second block on its own: the same bytes as [`node_hash`], which [`verify`] uses.
+//! (`hash_many` through `blake3::platform`, up to 16 lanes with AVX-512), then the nodes' short
+//! second blocks, each from its own chaining value, sixteen at a time
+//! (`piazza_primitives::blake3_lanes`): the same bytes as [`node_hash`], which [`verify`] uses.
 
-use blake3::platform::{le_bytes_from_words_32, Platform};
+use blake3::platform::{le_bytes_from_words_32, words_from_le_bytes_32, Platform};
 use blake3::IncrementCounter;
+use piazza_primitives::blake3_lanes::{compress_many, Compression};
 use piazza_primitives::blake3_words::{CHUNK_END, CHUNK_START, IV, ROOT};
 
 /// A 32-byte BLAKE3 digest.
@@ -77,6 +79,7 @@ pub(crate) fn parent_level(level: &[Hash]) -> Vec<Hash> {
     let platform = Platform::detect();
     let mut above = Vec::with_capacity(level.len().div_ceil(2));
     let mut first_blocks: Vec<[u8; BLOCK_BYTES]> = Vec::with_capacity(NODE_BATCH);
+    let mut tails: Vec<[u8; BLOCK_BYTES]> = Vec::with_capacity(NODE_BATCH);
     let mut chaining = [0u8; NODE_BATCH * HASH_BYTES];
     for batch in level.chunks(2 * NODE_BATCH) {
         let pairs = batch.chunks_exact(2);
@@ -98,9 +101,22 @@ pub(crate) fn parent_level(level: &[Hash]) -> Vec<Hash> {
             0,
             out,
         );
-        for (pair, cv) in pairs.clone().zip(out.chunks_exact(HASH_BYTES)) {
-            above.push(node_from_first_block(platform, cv, &pair[1]));
-        }
+        // Each node's 1-byte last block, its own chaining value, sixteen lanes at a time.
+        tails.clear();
+        tails.extend(pairs.clone().map(|pair| node_tail_block(&pair[1])));
+        let mut jobs: Vec<Compression> = tails
+            .iter()
+            .zip(out.chunks_exact(HASH_BYTES))
+            .map(|(tail, first_cv)| Compression {
+                cv: words_from_le_bytes_32(first_cv.try_into().expect("32-byte chunks")),
+                block: tail,
+                block_len: NODE_TAIL_BYTES as u8,
+                counter: 0,
+                flags: CHUNK_END | ROOT,
+            })
+            .collect();
+        compress_many(&mut jobs);
+        above.extend(jobs.iter().map(|job| le_bytes_from_words_32(&job.cv)));
         above.extend(pairs.remainder());
     }
     above
@@ -116,18 +132,12 @@ fn node_first_block(left: &Hash, right: &Hash) -> [u8; BLOCK_BYTES] {
     block
 }
 
-/// The node hash from the chaining value after its first block (`first_cv`, little-endian
-/// bytes): the right child's last bytes compressed as the final, root block of the message.
-fn node_from_first_block(platform: Platform, first_cv: &[u8], right: &Hash) -> Hash {
-    let mut words = [0u32; 8];
-    for (word, bytes) in words.iter_mut().zip(first_cv.chunks_exact(4)) {
-        *word = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-    }
+/// A node message's second, final block: the right child's last [`NODE_TAIL_BYTES`],
+/// zero-padded.
+fn node_tail_block(right: &Hash) -> [u8; BLOCK_BYTES] {
     let mut tail = [0u8; BLOCK_BYTES];
     tail[..NODE_TAIL_BYTES].copy_from_slice(&right[HASH_BYTES - NODE_TAIL_BYTES..]);
-    let flags = CHUNK_END | ROOT;
-    platform.compress_in_place(&mut words, &tail, NODE_TAIL_BYTES as u8, 0, flags);
-    le_bytes_from_words_32(&words)
+    tail
 }
 
 /// The root over `leaves` (already leaf-hashed) in `domain`.

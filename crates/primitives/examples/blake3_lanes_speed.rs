@@ -1,0 +1,83 @@
+//! Single BLAKE3 compressions timed in [`compress_many`]'s lanes and one at a time through
+//! `blake3::platform`: `cargo run --release -p piazza-primitives --example blake3_lanes_speed
+//! [jobs] [repeats]`. Prints nanoseconds per compression, best of the repeats.
+
+use std::time::Instant;
+
+use blake3::platform::Platform;
+use piazza_primitives::blake3_lanes::{compress_many, Compression, BLOCK_BYTES};
+use piazza_primitives::blake3_words::{CHUNK_END, IV, ROOT};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let count: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(4096);
+    let repeats: usize = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(50)
+        .max(1);
+    let blocks: Vec<[u8; BLOCK_BYTES]> = (0..count)
+        .map(|i| std::array::from_fn(|b| (i * 31 + b) as u8))
+        .collect();
+    let jobs: Vec<Compression> = blocks
+        .iter()
+        .enumerate()
+        .map(|(i, block)| Compression {
+            cv: IV.map(|w| w ^ i as u32),
+            block,
+            block_len: 1 + (i % 64) as u8,
+            counter: i as u64,
+            flags: CHUNK_END | ROOT,
+        })
+        .collect();
+    let best_ns = |run: &mut dyn FnMut(&mut [Compression])| {
+        let mut best = f64::MAX;
+        for _ in 0..repeats {
+            let mut work = jobs.clone();
+            let start = Instant::now();
+            run(std::hint::black_box(&mut work));
+            best = best.min(start.elapsed().as_secs_f64() * 1e9 / count as f64);
+            std::hint::black_box(&work);
+        }
+        best
+    };
+    let lanes = best_ns(&mut |work| compress_many(work));
+    let platform = Platform::detect();
+    let single = best_ns(&mut |work| {
+        for job in work {
+            platform.compress_in_place(
+                &mut job.cv,
+                job.block,
+                job.block_len,
+                job.counter,
+                job.flags,
+            );
+        }
+    });
+    // `hash_many` over whole 1 KiB BLAKE3 chunks, 16 inputs per call: nanoseconds per block.
+    let data: Vec<u8> = (0..16 * 1024 * 64).map(|i| (i * 7) as u8).collect();
+    let inputs: Vec<&[u8; 1024]> = data
+        .chunks_exact(1024)
+        .map(|c| c.try_into().unwrap())
+        .collect();
+    let mut out = vec![0u8; 32 * inputs.len()];
+    let mut many = f64::MAX;
+    for _ in 0..repeats {
+        let start = Instant::now();
+        for group in inputs.chunks(16) {
+            platform.hash_many(
+                group,
+                &IV,
+                0,
+                blake3::IncrementCounter::Yes,
+                0,
+                1,
+                2,
+                &mut out[..32 * group.len()],
+            );
+        }
+        many = many.min(start.elapsed().as_secs_f64() * 1e9 / (inputs.len() * 16) as f64);
+    }
+    println!("hash_many: {many:.1} ns per block");
+    println!("{count} compressions: lanes {lanes:.1} ns each, one at a time {single:.1} ns each");
+}
