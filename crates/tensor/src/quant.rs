@@ -386,18 +386,40 @@ impl QuantMatrix {
 
 /// Activations `[rows, cols]` quantized per 32-element block: a scale `d`, 32 int8 values
 /// and their sum per block.
+///
+/// Held in the order the SIMD kernels read: rows in tiles of [`TILE_ACTIVATION_ROWS`] (the
+/// last tile holds the rest), and within a tile block by block, the tile's rows side by side
+/// ([`QuantActivations::block_index`]), so a kernel steps one pointer per array by one block
+/// of its tile and finds each row at a constant offset. Each sum is kept as an integer and as
+/// its f32 value (exact: at most 32 · 127 in magnitude), so a kernel broadcasts it straight
+/// from memory.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuantActivations {
     rows: usize,
     cols: usize,
     scales: Vec<f32>,
     sums: Vec<i32>,
+    sum_floats: Vec<f32>,
     values: Vec<i8>,
 }
 
 impl QuantActivations {
     pub fn rows(&self) -> usize {
         self.rows
+    }
+
+    /// Rows of the tile holding `row`.
+    fn tile_rows(&self, row: usize) -> usize {
+        let first = row - row % TILE_ACTIVATION_ROWS;
+        (self.rows - first).min(TILE_ACTIVATION_ROWS)
+    }
+
+    /// Where block `b` of row `row` is held (an index into the scales and sums; its values
+    /// start at `BLOCK` times it): the tiles before the row's, then `b` blocks of its tile,
+    /// then the rows above it in the tile.
+    fn block_index(&self, row: usize, b: usize) -> usize {
+        let first = row - row % TILE_ACTIVATION_ROWS;
+        first * (self.cols / BLOCK) + b * self.tile_rows(row) + row % TILE_ACTIVATION_ROWS
     }
 
     pub fn cols(&self) -> usize {
@@ -426,6 +448,7 @@ pub fn quantize_activations(
         cols,
         scales: vec![0.0; blocks],
         sums: vec![0; blocks],
+        sum_floats: vec![0.0; blocks],
         values: vec![0; x.len()],
     };
     #[cfg(target_arch = "x86_64")]
@@ -439,15 +462,14 @@ pub fn quantize_activations(
     };
     #[cfg(not(target_arch = "x86_64"))]
     let block_fn = quantize_block;
-    let per_block = out.values.chunks_exact_mut(BLOCK);
-    for (((block, values), scale), sum) in x
-        .chunks_exact(BLOCK)
-        .zip(per_block)
-        .zip(&mut out.scales)
-        .zip(&mut out.sums)
-    {
+    let bpr = cols / BLOCK;
+    for (i, block) in x.chunks_exact(BLOCK).enumerate() {
+        let at = out.block_index(i / bpr, i % bpr);
+        let values = &mut out.values[at * BLOCK..(at + 1) * BLOCK];
         let (d, s) = block_fn(block.try_into().unwrap_or(&[0.0; BLOCK]), values);
-        (*scale, *sum) = (d, s);
+        out.scales[at] = d;
+        out.sums[at] = s;
+        out.sum_floats[at] = s as f32;
     }
     Ok(out)
 }
@@ -497,7 +519,7 @@ fn reference_dot(x: &QuantActivations, row: usize, w: &QuantMatrix, w_row: usize
     let bpr = w.blocks_per_row();
     let mut acc = 0.0f32;
     for b in 0..bpr {
-        let xb = row * bpr + b;
+        let xb = x.block_index(row, b);
         let isum: i32 = (0..BLOCK)
             .map(|e| w.integer(w_row, b, e) * x.values[xb * BLOCK + e] as i32)
             .sum();
@@ -699,8 +721,10 @@ fn weight_rows_block(
         let g1 = (g0 + CACHED_GROUPS).min(groups.end);
         let first = g0 * GROUP_ROWS;
         let kept = first.max(columns.start)..(g1 * GROUP_ROWS).min(columns.end);
-        for i0 in rows.clone().step_by(TILE_ACTIVATION_ROWS) {
-            let i1 = (i0 + TILE_ACTIVATION_ROWS).min(rows.end);
+        // The activation rows tile by tile of `x` (a kernel reads one tile at a time).
+        let mut i0 = rows.start;
+        while i0 < rows.end {
+            let i1 = (i0 - i0 % TILE_ACTIVATION_ROWS + TILE_ACTIVATION_ROWS).min(rows.end);
             span(x, i0..i1, w, g0..g1, &mut dots, isa);
             for (i, row) in (i0 - rows.start..i1 - rows.start).zip(&dots) {
                 let at = i * width + kept.start - columns.start;
@@ -711,6 +735,7 @@ fn weight_rows_block(
                     &mut block[at..at + kept.len()],
                 );
             }
+            i0 = i1;
         }
     }
 }
@@ -785,17 +810,20 @@ mod x86 {
         CACHED_GROUPS, CHUNK_BYTES, GROUP_ROWS, TILE_ACTIVATION_ROWS,
     };
 
-    /// The bounds every kernel below relies on: the activation rows and the weight groups exist
-    /// and fit `dots`.
+    /// The bounds every kernel below relies on: the activation rows are within one tile of
+    /// `x`, and they and the weight groups exist and fit `dots`.
     fn check(x: &QuantActivations, rows: &Range<usize>, w: &QuantMatrix, groups: &Range<usize>) {
         let bpr = w.cols / BLOCK;
         let lanes = groups.end * bpr * GROUP_ROWS;
+        let tile_end = rows.start - rows.start % TILE_ACTIVATION_ROWS + x.tile_rows(rows.start);
         assert!(
             x.cols == w.cols
-                && rows.len() <= TILE_ACTIVATION_ROWS
-                && rows.end * bpr <= x.scales.len()
-                && rows.end * bpr <= x.sums.len()
-                && rows.end * w.cols <= x.values.len()
+                && rows.start < x.rows
+                && rows.end <= tile_end
+                && x.rows * bpr <= x.scales.len()
+                && x.rows * bpr <= x.sums.len()
+                && x.rows * bpr <= x.sum_floats.len()
+                && x.rows * w.cols <= x.values.len()
                 && groups.len() <= CACHED_GROUPS
                 && lanes <= w.scales.len()
                 && (w.format != BlockFormat::Q4_1 || lanes <= w.mins.len())
@@ -862,34 +890,64 @@ mod x86 {
         (at.add(e) as *const i32).read_unaligned()
     }
 
-    /// The current block of `R` activation rows: pointers to its values, scale and sum in
-    /// each row, stepped one block at a time.
+    /// The current block of `R` activation rows of one tile ([`QuantActivations`]'s order):
+    /// the first row's values, scale and sums, row `i` at `i` blocks further; stepped by one
+    /// block of the tile (`tile_rows` blocks) at a time. Four pointers for any `R`, and each
+    /// row at a constant offset, so nothing spills and every scale and sum is a broadcast
+    /// operand read from memory.
     struct RowBlocks<const R: usize> {
-        values: [*const i8; R],
-        scales: [*const f32; R],
-        sums: [*const i32; R],
+        values: *const i8,
+        scales: *const f32,
+        sums: *const i32,
+        sum_floats: *const f32,
+        tile_rows: usize,
     }
 
     impl<const R: usize> RowBlocks<R> {
-        /// Block 0 of rows `row0..row0 + R` (in `x`, as [`check`] asserts).
+        /// Block 0 of rows `row0..row0 + R` (in one tile of `x`, as [`check`] asserts).
         #[inline(always)]
         unsafe fn first(x: &QuantActivations, row0: usize) -> Self {
-            let bpr = x.cols / BLOCK;
+            let at = x.block_index(row0, 0);
             RowBlocks {
-                values: std::array::from_fn(|i| x.values.as_ptr().add((row0 + i) * bpr * BLOCK)),
-                scales: std::array::from_fn(|i| x.scales.as_ptr().add((row0 + i) * bpr)),
-                sums: std::array::from_fn(|i| x.sums.as_ptr().add((row0 + i) * bpr)),
+                values: x.values.as_ptr().add(at * BLOCK),
+                scales: x.scales.as_ptr().add(at),
+                sums: x.sums.as_ptr().add(at),
+                sum_floats: x.sum_floats.as_ptr().add(at),
+                tile_rows: x.tile_rows(row0),
             }
         }
 
-        /// The next block of every row (at most one past a row's last).
+        /// Row `i`'s values of the current block.
+        #[inline(always)]
+        unsafe fn values(&self, i: usize) -> *const i8 {
+            self.values.add(i * BLOCK)
+        }
+
+        /// Row `i`'s scale of the current block.
+        #[inline(always)]
+        unsafe fn scale(&self, i: usize) -> f32 {
+            *self.scales.add(i)
+        }
+
+        /// Row `i`'s sum of the current block.
+        #[inline(always)]
+        unsafe fn sum(&self, i: usize) -> i32 {
+            *self.sums.add(i)
+        }
+
+        /// Row `i`'s sum of the current block as f32.
+        #[inline(always)]
+        unsafe fn sum_float(&self, i: usize) -> f32 {
+            *self.sum_floats.add(i)
+        }
+
+        /// The next block of every row (at most one past the tile's last).
         #[inline(always)]
         unsafe fn step(&mut self) {
-            for i in 0..R {
-                self.values[i] = self.values[i].add(BLOCK);
-                self.scales[i] = self.scales[i].add(1);
-                self.sums[i] = self.sums[i].add(1);
-            }
+            self.values = self.values.add(self.tile_rows * BLOCK);
+            self.scales = self.scales.add(self.tile_rows);
+            self.sums = self.sums.add(self.tile_rows);
+            self.sum_floats = self.sum_floats.add(self.tile_rows);
         }
     }
 
@@ -943,8 +1001,8 @@ mod x86 {
                 for k in 0..BLOCK / 4 {
                     for (sums, w_at) in isum.iter_mut().zip(&w_values) {
                         let raw = _mm512_loadu_si512(w_at.add(k * CHUNK_BYTES) as *const _);
-                        for (sum, x_at) in sums.iter_mut().zip(&xs.values) {
-                            let xv = _mm512_set1_epi32(four(*x_at, 4 * k));
+                        for (i, sum) in sums.iter_mut().enumerate() {
+                            let xv = _mm512_set1_epi32(four(xs.values(i), 4 * k));
                             *sum = _mm512_dpbusd_epi32(*sum, raw, xv);
                         }
                     }
@@ -955,9 +1013,9 @@ mod x86 {
                         let raw = _mm512_loadu_si512(w_at.add(c * CHUNK_BYTES) as *const _);
                         let low = _mm512_and_si512(raw, nibble);
                         let high = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), nibble);
-                        for (sum, x_at) in sums.iter_mut().zip(&xs.values) {
-                            let xl = _mm512_set1_epi32(four(*x_at, 8 * c));
-                            let xh = _mm512_set1_epi32(four(*x_at, 8 * c + 4));
+                        for (i, sum) in sums.iter_mut().enumerate() {
+                            let xl = _mm512_set1_epi32(four(xs.values(i), 8 * c));
+                            let xh = _mm512_set1_epi32(four(xs.values(i), 8 * c + 4));
                             *sum = _mm512_dpbusd_epi32(*sum, low, xl);
                             *sum = _mm512_dpbusd_epi32(*sum, high, xh);
                         }
@@ -970,10 +1028,9 @@ mod x86 {
                 _ => _mm512_setzero_ps(),
             });
             for i in 0..R {
-                let asum = *xs.sums[i];
-                let da = _mm512_set1_ps(*xs.scales[i]);
-                let asum_f = _mm512_set1_ps(asum as f32);
-                let offset = _mm512_set1_epi32(bias.wrapping_mul(asum));
+                let da = _mm512_set1_ps(xs.scale(i));
+                let asum_f = _mm512_set1_ps(xs.sum_float(i));
+                let offset = _mm512_set1_epi32(bias.wrapping_mul(xs.sum(i)));
                 for g in 0..G {
                     let exact = match F {
                         Q4_1 => isum[g][i],
@@ -1111,8 +1168,8 @@ mod x86 {
                     let raw = _mm256_loadu_si256(w_values.add(k * CHUNK_BYTES) as *const __m256i);
                     let signed = _mm256_xor_si256(raw, flip);
                     let magnitude = _mm256_sign_epi8(signed, signed);
-                    for (sum, x_at) in isum.iter_mut().zip(&xs.values) {
-                        let xv = _mm256_set1_epi32(four(*x_at, 4 * k));
+                    for (i, sum) in isum.iter_mut().enumerate() {
+                        let xv = _mm256_set1_epi32(four(xs.values(i), 4 * k));
                         let pairs = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(xv, signed));
                         *sum = _mm256_add_epi32(*sum, _mm256_madd_epi16(pairs, ones));
                     }
@@ -1122,9 +1179,9 @@ mod x86 {
                     let raw = _mm256_loadu_si256(w_values.add(c * CHUNK_BYTES) as *const __m256i);
                     let low = _mm256_and_si256(raw, nibble);
                     let high = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), nibble);
-                    for (sum, x_at) in isum.iter_mut().zip(&xs.values) {
-                        let xl = _mm256_set1_epi32(four(*x_at, 8 * c));
-                        let xh = _mm256_set1_epi32(four(*x_at, 8 * c + 4));
+                    for (i, sum) in isum.iter_mut().enumerate() {
+                        let xl = _mm256_set1_epi32(four(xs.values(i), 8 * c));
+                        let xh = _mm256_set1_epi32(four(xs.values(i), 8 * c + 4));
                         // Each pair ≤ 2 · 15 · 127, the two together fit i16 too.
                         let pairs = _mm256_add_epi16(
                             _mm256_maddubs_epi16(low, xl),
@@ -1136,16 +1193,18 @@ mod x86 {
             }
             let dw = _mm256_loadu_ps(w_scales);
             for i in 0..R {
-                let asum = *xs.sums[i];
-                let da = _mm256_set1_ps(*xs.scales[i]);
+                let da = _mm256_set1_ps(xs.scale(i));
                 let exact = match F {
-                    Q4_0 => _mm256_sub_epi32(isum[i], _mm256_set1_epi32(bias.wrapping_mul(asum))),
+                    Q4_0 => {
+                        let offset = _mm256_set1_epi32(bias.wrapping_mul(xs.sum(i)));
+                        _mm256_sub_epi32(isum[i], offset)
+                    }
                     _ => isum[i],
                 };
                 let mut term = _mm256_mul_ps(_mm256_mul_ps(dw, da), _mm256_cvtepi32_ps(exact));
                 if F == Q4_1 {
                     let mw = _mm256_loadu_ps(w_mins);
-                    let asum = _mm256_set1_ps(asum as f32);
+                    let asum = _mm256_set1_ps(xs.sum_float(i));
                     term = _mm256_add_ps(term, _mm256_mul_ps(_mm256_mul_ps(mw, da), asum));
                 }
                 acc[i] = _mm256_add_ps(acc[i], term);
