@@ -390,8 +390,7 @@ impl QuantMatrix {
 /// Held in the order the SIMD kernels read: rows in tiles of [`TILE_ACTIVATION_ROWS`] (the
 /// last tile holds the rest), and within a tile block by block, the tile's rows side by side
 /// ([`QuantActivations::block_index`]), so a kernel steps one pointer per array by one block
-/// of its tile and finds each row at a constant offset. Each sum is kept as an integer and as
-/// its f32 value (exact: at most 32 · 127 in magnitude), so a kernel broadcasts it straight
+/// of its tile and finds each row at a constant offset, every scale a broadcast operand read
 /// from memory.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuantActivations {
@@ -399,7 +398,8 @@ pub struct QuantActivations {
     cols: usize,
     scales: Vec<f32>,
     sums: Vec<i32>,
-    sum_floats: Vec<f32>,
+    /// `d · f32(s)` per block (one rounding), the factor of Q4_1's min term.
+    scaled_sums: Vec<f32>,
     values: Vec<i8>,
 }
 
@@ -429,8 +429,8 @@ impl QuantActivations {
 
 /// Quantize `x: [rows, cols]` (`cols` a multiple of [`BLOCK`]) per block (docs/llm.md §2.1):
 /// `amax = max |x_j|` (NaN ignored), `d = amax / 127`, `q_j = round(x_j * (127 / amax))`
-/// rounded half away from zero and clamped to ±127 (`q_j = 0` when `amax = 0`); every
-/// operation one f32 rounding.
+/// rounded half away from zero and clamped to ±127 (`q_j = 0` when `amax = 0`), the sum
+/// `s = Σ q_j` and the scaled sum `d * f32(s)`; every operation one f32 rounding.
 pub fn quantize_activations(
     x: &[f32],
     rows: usize,
@@ -448,7 +448,7 @@ pub fn quantize_activations(
         cols,
         scales: vec![0.0; blocks],
         sums: vec![0; blocks],
-        sum_floats: vec![0.0; blocks],
+        scaled_sums: vec![0.0; blocks],
         values: vec![0; x.len()],
     };
     #[cfg(target_arch = "x86_64")]
@@ -469,7 +469,7 @@ pub fn quantize_activations(
         let (d, s) = block_fn(block.try_into().unwrap_or(&[0.0; BLOCK]), values);
         out.scales[at] = d;
         out.sums[at] = s;
-        out.sum_floats[at] = s as f32;
+        out.scaled_sums[at] = d * s as f32;
     }
     Ok(out)
 }
@@ -513,8 +513,9 @@ fn quantize_block(block: &[f32; BLOCK], values: &mut [i8]) -> (f32, i32) {
 /// One output: row `row` of the activations against row `w_row` of the weights, the
 /// specification's fixed order: `acc = 0; for each block b in order:
 /// acc = acc + term_b`, with `term_b = (dw * da) * isum` (Q4_0, Q8_0) or
-/// `(dw * da) * isum + (mw * da) * asum` (Q4_1), `isum` the exact integer dot, `asum` the sum
-/// of the activation block; each operation one f32 rounding, no fused multiply-add.
+/// `(dw * da) * isum + mw * (da * asum)` (Q4_1), `isum` the exact integer dot, `asum` the sum
+/// of the activation block (`da * asum` is the block's scaled sum, formed once when the
+/// activations are quantized); each operation one f32 rounding, no fused multiply-add.
 fn reference_dot(x: &QuantActivations, row: usize, w: &QuantMatrix, w_row: usize) -> f32 {
     let bpr = w.blocks_per_row();
     let mut acc = 0.0f32;
@@ -526,7 +527,7 @@ fn reference_dot(x: &QuantActivations, row: usize, w: &QuantMatrix, w_row: usize
         let da = x.scales[xb];
         let mut term = (w.scale(w_row, b) * da) * isum as f32;
         if w.format == BlockFormat::Q4_1 {
-            term += (w.min(w_row, b) * da) * x.sums[xb] as f32;
+            term += w.min(w_row, b) * x.scaled_sums[xb];
         }
         acc += term;
     }
@@ -822,7 +823,7 @@ mod x86 {
                 && rows.end <= tile_end
                 && x.rows * bpr <= x.scales.len()
                 && x.rows * bpr <= x.sums.len()
-                && x.rows * bpr <= x.sum_floats.len()
+                && x.rows * bpr <= x.scaled_sums.len()
                 && x.rows * w.cols <= x.values.len()
                 && groups.len() <= CACHED_GROUPS
                 && lanes <= w.scales.len()
@@ -899,7 +900,7 @@ mod x86 {
         values: *const i8,
         scales: *const f32,
         sums: *const i32,
-        sum_floats: *const f32,
+        scaled_sums: *const f32,
         tile_rows: usize,
     }
 
@@ -912,7 +913,7 @@ mod x86 {
                 values: x.values.as_ptr().add(at * BLOCK),
                 scales: x.scales.as_ptr().add(at),
                 sums: x.sums.as_ptr().add(at),
-                sum_floats: x.sum_floats.as_ptr().add(at),
+                scaled_sums: x.scaled_sums.as_ptr().add(at),
                 tile_rows: x.tile_rows(row0),
             }
         }
@@ -935,10 +936,10 @@ mod x86 {
             *self.sums.add(i)
         }
 
-        /// Row `i`'s sum of the current block as f32.
+        /// Row `i`'s scaled sum of the current block.
         #[inline(always)]
-        unsafe fn sum_float(&self, i: usize) -> f32 {
-            *self.sum_floats.add(i)
+        unsafe fn scaled_sum(&self, i: usize) -> f32 {
+            *self.scaled_sums.add(i)
         }
 
         /// The next block of every row (at most one past the tile's last).
@@ -947,7 +948,7 @@ mod x86 {
             self.values = self.values.add(self.tile_rows * BLOCK);
             self.scales = self.scales.add(self.tile_rows);
             self.sums = self.sums.add(self.tile_rows);
-            self.sum_floats = self.sum_floats.add(self.tile_rows);
+            self.scaled_sums = self.scaled_sums.add(self.tile_rows);
         }
     }
 
@@ -960,7 +961,7 @@ mod x86 {
     /// `R` activation rows from `row0` against the `G` groups from `group0` of a matrix in
     /// format `F` ([`Q4_0`], [`Q4_1`] or [`Q8_0`]), into `dots[i][at + 16 g + r]`. Per block,
     /// lane by lane: `isum` = the stored dot less the format's bias times `asum`,
-    /// `term = (dw * da) * isum` (`+ (mw * da) * asum` for Q4_1), `acc = acc + term`. Q4 chunks
+    /// `term = (dw * da) * isum` (`+ mw * (da * asum)` for Q4_1, the scaled sum read as it is), `acc = acc + term`. Q4 chunks
     /// hold two sets of four values per row (low and high nibbles); Q8_0 chunks one (stored
     /// `q + 128`, unsigned as `vpdpbusd` needs). Every address is a pointer stepped once per
     /// block (no index arithmetic, and so no overflow check, inside the loop) and the sums stay
@@ -1029,7 +1030,7 @@ mod x86 {
             });
             for i in 0..R {
                 let da = _mm512_set1_ps(xs.scale(i));
-                let asum_f = _mm512_set1_ps(xs.sum_float(i));
+                let scaled_sum = _mm512_set1_ps(xs.scaled_sum(i));
                 let offset = _mm512_set1_epi32(bias.wrapping_mul(xs.sum(i)));
                 for g in 0..G {
                     let exact = match F {
@@ -1039,7 +1040,7 @@ mod x86 {
                     let mut term =
                         _mm512_mul_ps(_mm512_mul_ps(dw[g], da), _mm512_cvtepi32_ps(exact));
                     if F == Q4_1 {
-                        term = _mm512_add_ps(term, _mm512_mul_ps(_mm512_mul_ps(mw[g], da), asum_f));
+                        term = _mm512_add_ps(term, _mm512_mul_ps(mw[g], scaled_sum));
                     }
                     acc[i][g] = _mm512_add_ps(acc[i][g], term);
                 }
@@ -1204,8 +1205,8 @@ mod x86 {
                 let mut term = _mm256_mul_ps(_mm256_mul_ps(dw, da), _mm256_cvtepi32_ps(exact));
                 if F == Q4_1 {
                     let mw = _mm256_loadu_ps(w_mins);
-                    let asum = _mm256_set1_ps(xs.sum_float(i));
-                    term = _mm256_add_ps(term, _mm256_mul_ps(_mm256_mul_ps(mw, da), asum));
+                    let scaled_sum = _mm256_set1_ps(xs.scaled_sum(i));
+                    term = _mm256_add_ps(term, _mm256_mul_ps(mw, scaled_sum));
                 }
                 acc[i] = _mm256_add_ps(acc[i], term);
             }
@@ -1401,6 +1402,36 @@ mod tests {
         reference_linear(&xq, &w, 0..1, Activation::Identity, &mut out).unwrap();
         // (1 · 1) · (32 · 2 · 127) + (2 · 1) · (32 · -3 · 127)
         assert_eq!(out[0], 8128.0 - 24384.0);
+    }
+
+    /// Q4_1's min term is `m_w · (d_x · f32(s_x))`, the activation block's scaled sum formed
+    /// once: pinned on blocks where `(m_w · d_x) · f32(s_x)` rounds differently.
+    #[test]
+    fn the_q4_1_min_term_multiplies_the_scaled_sum() {
+        let x: Vec<f32> = (0..BLOCK).map(|j| 0.3 + j as f32 * 0.71).collect();
+        let xq = quantize_activations(&x, 1, BLOCK).unwrap();
+        let (da, s) = (xq.scales[0], xq.sums[0]);
+        assert_eq!(xq.scaled_sums[0].to_bits(), (da * s as f32).to_bits());
+        let mut orders_differ = 0;
+        for m_bits in 0x3c01u16..0x3c41 {
+            // d = 1.5 (f16 0x3e00), min m, nibbles 0..15 then 15..0.
+            let mut bytes = Vec::new();
+            bytes.extend_from_slice(&0x3e00u16.to_le_bytes());
+            bytes.extend_from_slice(&m_bits.to_le_bytes());
+            bytes.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
+            let w = QuantMatrix::from_gguf(BlockFormat::Q4_1, 1, BLOCK, &bytes).unwrap();
+            let (dw, mw) = (w.scale(0, 0), w.min(0, 0));
+            let isum: i32 = (0..BLOCK)
+                .map(|e| w.integer(0, 0, e) * xq.values[e] as i32)
+                .sum();
+            let specified = (dw * da) * isum as f32 + mw * (da * s as f32);
+            let other = (dw * da) * isum as f32 + (mw * da) * s as f32;
+            orders_differ += usize::from(specified.to_bits() != other.to_bits());
+            let mut out = [0.0f32];
+            reference_linear(&xq, &w, 0..1, Activation::Identity, &mut out).unwrap();
+            assert_eq!(out[0].to_bits(), (0.0 + specified).to_bits(), "m {m_bits:#x}");
+        }
+        assert!(orders_differ > 0, "no block tells the two orders apart");
     }
 
     #[test]
