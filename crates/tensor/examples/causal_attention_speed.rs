@@ -2,7 +2,8 @@
 //! head size 64) in microseconds per call: decode (one query row over a KV cache of a few
 //! lengths) and prefill (130 rows from position 0, the auditor's pass over prompt + output),
 //! threads 1 and 2: `cargo run --release -p piazza-tensor --example causal_attention_speed`
-//! (`PIAZZA_ISA=avx2` or `portable` for those paths on an AVX-512 machine). Printed, never
+//! (`PIAZZA_ISA=avx2` or `portable` for those paths on an AVX-512 machine; an argument
+//! `decode` or `prefill` runs only those lines, e.g. under `perf record`). Printed, never
 //! asserted.
 use std::num::NonZeroUsize;
 use std::time::Instant;
@@ -22,9 +23,14 @@ fn main() {
         Ok("portable") => Isa::Portable,
         _ => Isa::detect(),
     };
+    let only = std::env::args().nth(1);
     println!("isa {isa:?}; microseconds per call, best of {MEASUREMENTS} measurements");
-    let decode = [64usize, 256, 1024].map(|cache| ("decode cache", 1, cache));
-    for (label, rows, first_position) in decode.into_iter().chain([("prefill rows", 130, 0)]) {
+    let decode = [64usize, 256, 1024].map(|cache| ("decode", "decode cache", 1, cache));
+    let prefill = ("prefill", "prefill rows", 130, 0);
+    for (kind, label, rows, first_position) in decode.into_iter().chain([prefill]) {
+        if only.as_deref().is_some_and(|only| only != kind) {
+            continue;
+        }
         let shape = CausalShape {
             rows,
             first_position,

@@ -262,7 +262,7 @@ mod x86 {
 
     use std::arch::x86_64::*;
 
-    use super::{Isa, TileKernel, TileSums, LANES};
+    use super::{Isa, TileKernel, TileSums};
 
     /// One micro-kernel: `$rows_fn::<R>` holds `R` rows × 2 vectors of `$width` lanes
     /// (`2 * $width` panel columns) in registers; `$tile_fn` dispatches on the row count under
@@ -399,121 +399,385 @@ mod x86 {
     causal_unit_for!(causal_unit_avx512, "avx512f");
     causal_unit_for!(causal_unit_avx2, "avx2");
 
-    /// `$name`: [`super::causal_rows_body`] with `$keys` positions per block and the scores of
-    /// `$scores`, compiled with `$feature` (no FMA, as above); `$scores`: the
-    /// [`super::BlockScores`] for `$keys` positions (one `$vector` register): element `e` goes
-    /// to lane `e % LANES` in order, as the reference, into `acc[lane]` (one register per lane,
-    /// across the block's positions), and each position's lanes meet in [`super::combine`]'s
-    /// tree as whole-register adds. The zero padding adds `0 * 0 = +0` to lanes that can never
-    /// hold `-0` (each starts at `+0`, and a sum is `-0` only when both terms are), which
-    /// changes no bits. Safety: the CPU supports `$feature`.
-    /// [`super::combine`]'s tree over 16 lane registers, whole-register adds with `$add`.
-    macro_rules! combine_registers {
-        ($add:ident, $acc:expr) => {{
-            let mut acc = $acc;
-            let mut width = LANES / 2;
-            while width >= 1 {
-                for i in 0..width {
-                    acc[i] = $add(acc[i], acc[i + width]);
-                }
-                width /= 2;
-            }
-            acc[0]
-        }};
-    }
-
+    /// `$name`: [`super::causal_rows_body`] for vectors of `$width` lanes (`$vector`), compiled
+    /// with `$feature` (no FMA: the dots are unfused by specification), in module `$module`
+    /// with its kernels: `scores` ([`super::BlockScores`], blocks of `$width` positions, one
+    /// register) and `values` ([`super::WeightedValues`], `$width` columns per register), each
+    /// running up to `$pairs` (row, head) pairs at once, so that one load of keys or values
+    /// serves them all.
+    ///
+    /// Both compute dots in the reference's lane order ([`super::reference::dot`]): lane `l`
+    /// of a dot sums its terms `l, l + 16, …` in order, and the 16 lanes meet in
+    /// [`super::combine`]'s tree. Only a quarter of the lanes (`l`, `l + 8`, `l + 4`, `l + 12`,
+    /// which the tree's first two levels join) is live at a time, so `$pairs` pairs' lanes fit
+    /// in registers. A lane here starts from its first product instead of `+0 + product`: the
+    /// two differ only when the lane is `-0` here and `+0` in the reference (`+0 + x = x` but
+    /// for `x = -0`; a sum is `-0` only when both terms are), that difference stays a
+    /// `-0`/`+0` one through every later add and the tree, and the final `+ +0` of each dot
+    /// removes it (`-0 + +0 = +0`, `x + 0 = x` otherwise, NaN included). Zero padding
+    /// (elements past `d`) adds `+0 * +0 = +0`, which keeps that relation too. Safety (every
+    /// function): the CPU supports `$feature`.
     macro_rules! causal_rows_for {
-        // With its own weighted values `$values` (`weighted_values_for`).
-        ($name:ident, $scores:ident, own $values:ident, $feature:literal, $keys:path,
-         $vector:ty, $($intrinsic:ident),*) => {
-            causal_rows_for!($name, $scores, $values, $feature, $keys, $vector, $($intrinsic),*);
-            weighted_values_for!($values, $feature, $keys, $vector, $($intrinsic),*);
-        };
-        ($name:ident, $scores:ident, $values:path, $feature:literal, $keys:path, $vector:ty,
-         $zero:ident, $load:ident, $set1:ident, $mul:ident, $add:ident, $store:ident) => {
-            #[target_feature(enable = $feature)]
-            pub(super) unsafe fn $name(rows: super::CausalRows<'_>, out: &mut [f32]) {
-                // SAFETY: `$scores` and `$values` need `$feature`, which the caller guarantees.
-                unsafe { super::causal_rows_body::<{ $keys }>(rows, out, $scores, $values) }
-            }
+        ($module:ident, $name:ident, $feature:literal, $width:path, $pairs:literal,
+         $vector:ty, $zero:ident, $load:ident, $set1:ident, $mul:ident, $add:ident, $store:ident) => {
+            pub(super) use $module::causal_rows as $name;
 
-            #[target_feature(enable = $feature)]
-            unsafe fn $scores(query: &[f32], keys_t: &[f32], scores: &mut [f32]) {
-                const KEYS: usize = $keys;
-                let block_len = query.len() * KEYS;
-                if block_len == 0 {
-                    return;
-                }
-                let blocks = keys_t.chunks_exact(block_len);
-                for (block, out) in blocks.zip(scores.chunks_exact_mut(KEYS)) {
-                    let mut acc: [$vector; LANES] = [$zero(); LANES];
-                    let columns = block.chunks_exact(LANES * KEYS);
-                    for (xs, rows) in query.chunks_exact(LANES).zip(columns) {
-                        for l in 0..LANES {
-                            // SAFETY: `rows` holds LANES * KEYS values; row `l` is in it.
-                            let keys = unsafe { $load(rows.as_ptr().add(l * KEYS)) };
-                            acc[l] = $add(acc[l], $mul($set1(xs[l]), keys));
-                        }
-                    }
-                    // SAFETY: `out` holds KEYS values.
-                    unsafe { $store(out.as_mut_ptr(), combine_registers!($add, acc)) };
-                }
-            }
-        };
-    }
+            mod $module {
+                use std::arch::x86_64::*;
 
-    /// `$values`: the [`super::WeightedValues`] for `$feature`, columns `$width` at a time (one
-    /// `$vector` register).
-    macro_rules! weighted_values_for {
-        ($values:ident, $feature:literal, $width:path, $vector:ty,
-         $zero:ident, $load:ident, $set1:ident, $mul:ident, $add:ident, $store:ident) => {
-            #[target_feature(enable = $feature)]
-            unsafe fn $values(p: &[f32], v: &[f32], kv_width: usize, out: &mut [f32]) {
+                use super::super::{BlockQueries, CausalRows, SlabValues, LANES};
+
+                /// Vectors of `$width` lanes.
                 const WIDTH: usize = $width;
-                let full = out.len() / WIDTH * WIDTH;
-                let Some(last) = p.len().checked_sub(1) else {
-                    out.fill(0.0);
-                    return;
-                };
-                assert!(
-                    last * kv_width + out.len() <= v.len(),
-                    "value rows out of range"
-                );
-                let (chunks, tail) = p.as_chunks::<LANES>();
-                for (c0, out_block) in (0..full).step_by(WIDTH).zip(out.chunks_exact_mut(WIDTH)) {
-                    // `row` steps one value row per position (wrapping: past the last row it
-                    // is never read). SAFETY (each load below): the load of position
-                    // `j <= last` reads `v[j * kv_width + c0..][..WIDTH]`, inside `v` as
-                    // asserted above (`c0 + WIDTH <= out.len()`).
-                    let mut row = v.as_ptr().wrapping_add(c0);
-                    let mut acc: [$vector; LANES] = [$zero(); LANES];
-                    for weights in chunks {
-                        for l in 0..LANES {
-                            let values = unsafe { $load(row) };
-                            row = row.wrapping_add(kv_width);
-                            acc[l] = $add(acc[l], $mul($set1(weights[l]), values));
-                        }
-                    }
-                    for l in 0..LANES {
-                        if let Some(&weight) = tail.get(l) {
-                            let values = unsafe { $load(row) };
-                            row = row.wrapping_add(kv_width);
-                            acc[l] = $add(acc[l], $mul($set1(weight), values));
-                        }
-                    }
-                    // SAFETY: `out_block` holds WIDTH values.
-                    unsafe { $store(out_block.as_mut_ptr(), combine_registers!($add, acc)) };
+
+                #[target_feature(enable = $feature)]
+                pub(in super::super) unsafe fn causal_rows(rows: CausalRows<'_>, out: &mut [f32]) {
+                    // SAFETY: `scores` and `values` need `$feature`, which the caller
+                    // guarantees.
+                    unsafe { super::super::causal_rows_body::<WIDTH>(rows, out, scores, values) }
                 }
-                super::weighted_values(p, &v[full..], kv_width, &mut out[full..]);
+
+                /// `a[u] + b[u]` for every pair `u`.
+                #[inline(always)]
+                fn add_pairs<const Q: usize>(mut a: [$vector; Q], b: [$vector; Q]) -> [$vector; Q] {
+                    for u in 0..Q {
+                        // SAFETY: inlined into functions compiled with `$feature` only.
+                        a[u] = unsafe { $add(a[u], b[u]) };
+                    }
+                    a
+                }
+
+                /// `Q` queries from `queries` (`query_stride` apart) against one key block at
+                /// `block` ([`super::super::transpose_keys`]), for the block's `WIDTH`
+                /// positions at once: lanes `l`, `l + 8`, `l + 4` and `l + 12` of each dot
+                /// (each over its elements `lane, lane + 16, …` in order) and their first two
+                /// levels of [`super::super::combine`]'s tree, `(L[l] + L[l + 8]) + (L[l + 4]
+                /// + L[l + 12])`. Safety: the block holds `d_padded` rows of `WIDTH` and the
+                /// queries `Q * d_padded` values; `l < 4`.
+                #[inline(always)]
+                unsafe fn score_quarter<const Q: usize>(
+                    l: usize,
+                    queries: *const f32,
+                    query_stride: usize,
+                    d_padded: usize,
+                    block: *const f32,
+                ) -> [$vector; Q] {
+                    // Lane offsets from lane `l`.
+                    const OFFSETS: [usize; 4] = [0, 8, 4, 12];
+                    // Lane `l`'s row of the block and element of each query, stepped one
+                    // chunk of 16 elements at a time (wrapping: only read below `d_padded`).
+                    let mut keys_at = block.wrapping_add(l * WIDTH);
+                    let mut query_at = [queries.wrapping_add(l); Q];
+                    for u in 1..Q {
+                        query_at[u] = query_at[u - 1].wrapping_add(query_stride);
+                    }
+                    // SAFETY: every read is element `e < d_padded` of query `u < Q` and row `e`
+                    // of the block, inside them by the caller's contract.
+                    unsafe {
+                        let mut acc = [[$zero(); Q]; 4];
+                        for (acc, offset) in acc.iter_mut().zip(OFFSETS) {
+                            let keys = $load(keys_at.add(offset * WIDTH));
+                            for u in 0..Q {
+                                acc[u] = $mul($set1(*query_at[u].add(offset)), keys);
+                            }
+                        }
+                        for _ in 1..d_padded / LANES {
+                            keys_at = keys_at.wrapping_add(LANES * WIDTH);
+                            for at in query_at.iter_mut() {
+                                *at = at.wrapping_add(LANES);
+                            }
+                            for (acc, offset) in acc.iter_mut().zip(OFFSETS) {
+                                let keys = $load(keys_at.add(offset * WIDTH));
+                                for u in 0..Q {
+                                    let product = $mul($set1(*query_at[u].add(offset)), keys);
+                                    acc[u] = $add(acc[u], product);
+                                }
+                            }
+                        }
+                        add_pairs(add_pairs(acc[0], acc[1]), add_pairs(acc[2], acc[3]))
+                    }
+                }
+
+                /// The scores of `Q` queries against one key block, query `u`'s at
+                /// `scores[u * stride..][..WIDTH]`: the quarters meet as the rest of the
+                /// tree. Safety: as [`score_quarter`], and the scores hold
+                /// `(Q - 1) * stride + WIDTH` values.
+                #[inline(always)]
+                unsafe fn score_block<const Q: usize>(
+                    queries: *const f32,
+                    query_stride: usize,
+                    d_padded: usize,
+                    block: *const f32,
+                    scores: *mut f32,
+                    stride: usize,
+                ) {
+                    let (stride_q, d) = (query_stride, d_padded);
+                    // SAFETY: the caller's contract.
+                    unsafe {
+                        let half = add_pairs(
+                            score_quarter::<Q>(0, queries, stride_q, d, block),
+                            score_quarter::<Q>(2, queries, stride_q, d, block),
+                        );
+                        let sums = add_pairs(
+                            half,
+                            add_pairs(
+                                score_quarter::<Q>(1, queries, stride_q, d, block),
+                                score_quarter::<Q>(3, queries, stride_q, d, block),
+                            ),
+                        );
+                        for u in 0..Q {
+                            $store(scores.add(u * stride), $add(sums[u], $zero()));
+                        }
+                    }
+                }
+
+                /// The [`super::super::BlockScores`] for `$feature`.
+                #[target_feature(enable = $feature)]
+                unsafe fn scores(
+                    job: BlockQueries<'_>,
+                    block: &[f32],
+                    scores: &mut [f32],
+                    stride: usize,
+                ) {
+                    let BlockQueries {
+                        queries,
+                        query_stride,
+                        count,
+                    } = job;
+                    let d_padded = block.len() / WIDTH;
+                    assert!(
+                        d_padded % LANES == 0
+                            && block.len() == d_padded * WIDTH
+                            && (count == 0
+                                || ((count - 1) * query_stride + d_padded <= queries.len()
+                                    && (count - 1) * stride + WIDTH <= scores.len())),
+                        "score block out of range"
+                    );
+                    let mut first = 0;
+                    while first < count {
+                        let q = (count - first).min($pairs);
+                        // SAFETY: queries `first..first + q` and their scores are inside the
+                        // slices checked above; the caller guarantees `$feature`.
+                        unsafe {
+                            let queries = queries.as_ptr().add(first * query_stride);
+                            let block = block.as_ptr();
+                            let scores = scores.as_mut_ptr().add(first * stride);
+                            let (query_stride, dims) = (query_stride, d_padded);
+                            match q {
+                                1 => score_block::<1>(
+                                    queries,
+                                    query_stride,
+                                    dims,
+                                    block,
+                                    scores,
+                                    stride,
+                                ),
+                                2 => score_block::<2>(
+                                    queries,
+                                    query_stride,
+                                    dims,
+                                    block,
+                                    scores,
+                                    stride,
+                                ),
+                                3 => score_block::<3>(
+                                    queries,
+                                    query_stride,
+                                    dims,
+                                    block,
+                                    scores,
+                                    stride,
+                                ),
+                                _ => score_block::<$pairs>(
+                                    queries,
+                                    query_stride,
+                                    dims,
+                                    block,
+                                    scores,
+                                    stride,
+                                ),
+                            }
+                        }
+                        first += q;
+                    }
+                }
+
+                /// Lanes `l`, `l + 8`, `l + 4` and `l + 12` of `Q` pairs' weighted values
+                /// and their first two tree levels, as [`score_quarter`]: lane `lane` sums
+                /// positions `lane, lane + 16, … < keys`, each the slab's row (`WIDTH` columns
+                /// at `slab + j * LANES`) times pair `u`'s weight `p[u * p_stride + j]`; a lane
+                /// without positions is the reference's `+0`. Safety: the slab holds `keys`
+                /// rows of `LANES`, the weights `(Q - 1) * p_stride + keys` values; `l < 4`.
+                #[inline(always)]
+                unsafe fn value_quarter<const Q: usize>(
+                    l: usize,
+                    p: *const f32,
+                    p_stride: usize,
+                    keys: usize,
+                    slab: *const f32,
+                ) -> [$vector; Q] {
+                    // Lane offsets from lane `l`.
+                    const OFFSETS: [usize; 4] = [0, 8, 4, 12];
+                    let (chunks, tail) = (keys / LANES, keys % LANES);
+                    // Lane `l`'s row of the slab and weight of each pair, stepped one chunk
+                    // of 16 positions at a time (wrapping: only read below `keys`).
+                    let mut values_at = slab.wrapping_add(l * LANES);
+                    let mut p_at = [p.wrapping_add(l); Q];
+                    for u in 1..Q {
+                        p_at[u] = p_at[u - 1].wrapping_add(p_stride);
+                    }
+                    // SAFETY: every read is position `j < keys` of pair `u < Q` and row `j` of
+                    // the slab, inside them by the caller's contract.
+                    unsafe {
+                        let mut acc = [[$zero(); Q]; 4];
+                        if chunks > 0 {
+                            for (acc, offset) in acc.iter_mut().zip(OFFSETS) {
+                                let values = $load(values_at.add(offset * LANES));
+                                for u in 0..Q {
+                                    acc[u] = $mul($set1(*p_at[u].add(offset)), values);
+                                }
+                            }
+                            for _ in 1..chunks {
+                                values_at = values_at.wrapping_add(LANES * LANES);
+                                for at in p_at.iter_mut() {
+                                    *at = at.wrapping_add(LANES);
+                                }
+                                for (acc, offset) in acc.iter_mut().zip(OFFSETS) {
+                                    let values = $load(values_at.add(offset * LANES));
+                                    for u in 0..Q {
+                                        let product = $mul($set1(*p_at[u].add(offset)), values);
+                                        acc[u] = $add(acc[u], product);
+                                    }
+                                }
+                            }
+                            values_at = values_at.wrapping_add(LANES * LANES);
+                            for at in p_at.iter_mut() {
+                                *at = at.wrapping_add(LANES);
+                            }
+                        }
+                        // The partial chunk: lanes below `tail` have one more position.
+                        for (acc, offset) in acc.iter_mut().zip(OFFSETS) {
+                            if l + offset < tail {
+                                let values = $load(values_at.add(offset * LANES));
+                                for u in 0..Q {
+                                    let product = $mul($set1(*p_at[u].add(offset)), values);
+                                    acc[u] = if chunks > 0 {
+                                        $add(acc[u], product)
+                                    } else {
+                                        product
+                                    };
+                                }
+                            }
+                        }
+                        add_pairs(add_pairs(acc[0], acc[1]), add_pairs(acc[2], acc[3]))
+                    }
+                }
+
+                /// `Q` pairs' weighted values for `WIDTH` columns from `slab` (columns
+                /// `0..columns` of them stored at `out + u * out_stride`). Safety: as
+                /// [`value_quarter`], and `out` holds `(Q - 1) * out_stride + columns` values,
+                /// `columns <= WIDTH`.
+                #[inline(always)]
+                unsafe fn value_columns<const Q: usize>(
+                    p: *const f32,
+                    p_stride: usize,
+                    keys: usize,
+                    slab: *const f32,
+                    out: *mut f32,
+                    out_stride: usize,
+                    columns: usize,
+                ) {
+                    // SAFETY: the caller's contract.
+                    unsafe {
+                        let half = add_pairs(
+                            value_quarter::<Q>(0, p, p_stride, keys, slab),
+                            value_quarter::<Q>(2, p, p_stride, keys, slab),
+                        );
+                        let sums = add_pairs(
+                            half,
+                            add_pairs(
+                                value_quarter::<Q>(1, p, p_stride, keys, slab),
+                                value_quarter::<Q>(3, p, p_stride, keys, slab),
+                            ),
+                        );
+                        for u in 0..Q {
+                            let sum = $add(sums[u], $zero());
+                            if columns == WIDTH {
+                                $store(out.add(u * out_stride), sum);
+                            } else {
+                                let mut lanes = [0.0f32; WIDTH];
+                                $store(lanes.as_mut_ptr(), sum);
+                                std::ptr::copy_nonoverlapping(
+                                    lanes.as_ptr(),
+                                    out.add(u * out_stride),
+                                    columns,
+                                );
+                            }
+                        }
+                    }
+                }
+
+                /// The [`super::super::WeightedValues`] for `$feature`.
+                #[target_feature(enable = $feature)]
+                unsafe fn values(job: SlabValues<'_>, out: &mut [f32], out_stride: usize) {
+                    let SlabValues {
+                        p,
+                        p_stride,
+                        keys,
+                        slab,
+                        pairs,
+                        columns,
+                    } = job;
+                    assert!(
+                        columns <= LANES
+                            && keys * LANES <= slab.len()
+                            && (pairs == 0
+                                || ((pairs - 1) * p_stride + keys <= p.len()
+                                    && (pairs - 1) * out_stride + columns <= out.len())),
+                        "slab values out of range"
+                    );
+                    let mut first = 0;
+                    while first < pairs {
+                        let q = (pairs - first).min($pairs);
+                        for c0 in (0..columns).step_by(WIDTH) {
+                            let width = (columns - c0).min(WIDTH);
+                            // SAFETY: pairs `first..first + q`, their weights and outputs
+                            // and the slab's columns `c0..c0 + WIDTH` (`c0 + WIDTH <=
+                            // LANES`) are inside the slices checked above; the caller
+                            // guarantees `$feature`.
+                            unsafe {
+                                let p = p.as_ptr().add(first * p_stride);
+                                let slab = slab.as_ptr().add(c0);
+                                let out = out.as_mut_ptr().add(first * out_stride + c0);
+                                let (stride, width) = (out_stride, width);
+                                match q {
+                                    1 => value_columns::<1>(
+                                        p, p_stride, keys, slab, out, stride, width,
+                                    ),
+                                    2 => value_columns::<2>(
+                                        p, p_stride, keys, slab, out, stride, width,
+                                    ),
+                                    3 => value_columns::<3>(
+                                        p, p_stride, keys, slab, out, stride, width,
+                                    ),
+                                    _ => value_columns::<$pairs>(
+                                        p, p_stride, keys, slab, out, stride, width,
+                                    ),
+                                }
+                            }
+                        }
+                        first += q;
+                    }
+                }
             }
         };
     }
     causal_rows_for!(
+        avx512,
         causal_rows_avx512,
-        block_scores_avx512,
-        own weighted_values_avx512,
         "avx512f",
-        super::AVX512_KEYS,
+        super::super::AVX512_KEYS,
+        4,
         __m512,
         _mm512_setzero_ps,
         _mm512_loadu_ps,
@@ -523,11 +787,11 @@ mod x86 {
         _mm512_storeu_ps
     );
     causal_rows_for!(
+        avx2,
         causal_rows_avx2,
-        block_scores_avx2,
-        own weighted_values_avx2,
         "avx2",
-        super::AVX2_KEYS,
+        super::super::AVX2_KEYS,
+        2,
         __m256,
         _mm256_setzero_ps,
         _mm256_loadu_ps,
@@ -536,13 +800,12 @@ mod x86 {
         _mm256_add_ps,
         _mm256_storeu_ps
     );
-    // SSE2's 4-column registers: the compiler-vectorised `weighted_values` is faster.
     causal_rows_for!(
+        sse2,
         causal_rows_sse2,
-        block_scores_sse2,
-        super::weighted_values,
         "sse2",
-        super::SSE2_KEYS,
+        super::super::SSE2_KEYS,
+        2,
         __m128,
         _mm_setzero_ps,
         _mm_loadu_ps,
@@ -1596,9 +1859,9 @@ struct CausalRows<'a> {
     first_row: usize,
 }
 
-/// Cached positions per block of [`BlockScores`]: one vector register (AVX-512: 16 lanes,
-/// AVX2: 8, the x86-64 baseline SSE2: 4), so that the 16 lane accumulators of a block are 16
-/// registers.
+/// Cached positions per block of [`BlockScores`], and value columns per register of
+/// [`WeightedValues`]: one vector register (AVX-512: 16 lanes, AVX2: 8, the x86-64 baseline
+/// SSE2: 4).
 #[cfg(target_arch = "x86_64")]
 const AVX512_KEYS: usize = 16;
 #[cfg(target_arch = "x86_64")]
@@ -1620,11 +1883,23 @@ fn causal_rows(isa: Isa, rows: CausalRows<'_>, out: &mut [f32]) {
     }
 }
 
+/// Scores (then probabilities) held at once by the many-row path, per thread: a tile of rows
+/// times the KV group's heads times the positions of the tile's last row. 256 KiB stays in a
+/// core's L2 cache; longer calls run in tiles of fewer rows (at least one).
+#[cfg(target_arch = "x86_64")]
+const CAUSAL_SCORES_BYTES_MAX: usize = 1 << 18;
+
 /// The rows of `out` (each `heads * head_dim` wide), exactly as the reference, one KV group at
-/// a time: the group's keys up to the last row's position transposed once into blocks of
-/// `KEYS` positions ([`transpose_keys`]), then for every row and head of the group the scores
-/// of all its positions ([`BlockScores`]), the reference softmax ([`softmax_tail`]) and
-/// the weighted values ([`WeightedValues`]). Inlined into one copy per instruction set.
+/// a time. The group's keys up to the last row's position are transposed once into blocks of
+/// `KEYS` positions ([`transpose_keys`]) and its values packed into slabs of 16 columns
+/// ([`pack_values`]). Then, a tile of rows at a time ([`CAUSAL_SCORES_BYTES_MAX`]), over the
+/// tile's (row, head) pairs, head by head: the scores of every pair one key block at a time
+/// ([`BlockScores`]: the block stays in the L1 cache while every pair that reaches it reads
+/// it), the reference softmax of each pair in place ([`causal_softmax_rows`]), and the
+/// weighted values one slab at a time ([`WeightedValues`]: the slab, 64 bytes per position,
+/// stays in L1 while every pair reads it). Only the order of independent outputs changes:
+/// each score, probability and output value has the reference's operations. Inlined into
+/// one copy per instruction set.
 /// Safety: `scores_of` (for `KEYS` positions) and `values_of` run on this CPU.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
@@ -1642,44 +1917,233 @@ unsafe fn causal_rows_body<const KEYS: usize>(
         ..
     } = rows.shape;
     let (width, kv_width, group) = (heads * d, kv_heads * d, heads / kv_heads);
-    let keys_max = first_position + rows.first_row + out.len() / width;
+    let out_rows = out.len() / width;
+    let keys_max = first_position + rows.first_row + out_rows;
     let d_padded = d.div_ceil(LANES) * LANES;
     let block_len = d_padded * KEYS;
+    // Scores per (row, head) pair: every block of the longest row, in whole chunks of LANES
+    // (a multiple of KEYS) for the softmax.
+    let stride = keys_max.div_ceil(LANES) * LANES;
+    let tile_rows =
+        (CAUSAL_SCORES_BYTES_MAX / size_of::<f32>() / (group * stride)).clamp(1, out_rows);
     // Padding (positions past `keys_max`, elements past `d`) stays zero: never written.
     let mut keys_t = vec![0.0f32; keys_max.div_ceil(KEYS) * block_len];
-    let mut scores = vec![0.0f32; keys_max.div_ceil(KEYS) * KEYS];
-    let mut p = vec![0.0f32; keys_max];
-    let mut query = vec![0.0f32; d_padded];
+    let slab_len = keys_max * LANES;
+    let mut slabs = vec![0.0f32; d_padded / LANES * slab_len];
+    // Queries zero-padded to whole lanes (head by head, row by row) when `d` is not; else
+    // they are read in place.
+    let padded = d != d_padded;
+    let mut queries = vec![
+        0.0f32;
+        if padded {
+            tile_rows * group * d_padded
+        } else {
+            0
+        }
+    ];
+    let mut scores = vec![0.0f32; tile_rows * group * stride];
+    let mut maxes = vec![0.0f32; tile_rows * group];
     let scale = rows.shape.scale();
     // Every head of `out`, as the one-row path (head `h` reads KV group `h / group`).
     for g in 0..heads.div_ceil(group) {
         transpose_keys::<KEYS>(&rows.k[g * d..], kv_width, d, keys_max, &mut keys_t);
-        for (i, out_row) in out.chunks_exact_mut(width).enumerate() {
-            let row = rows.first_row + i;
-            let keys = first_position + row + 1;
-            let blocks = keys.div_ceil(KEYS);
-            for h in g * group..((g + 1) * group).min(heads) {
-                query[..d].copy_from_slice(&rows.q[row * width + h * d..row * width + (h + 1) * d]);
-                // SAFETY: the caller's contract.
-                unsafe {
-                    scores_of(
-                        &query,
-                        &keys_t[..blocks * block_len],
-                        &mut scores[..blocks * KEYS],
-                    )
-                };
-                // Position 0 is always a key of a causal row, so the softmax starts there.
-                softmax_tail(&scores[..keys], None, scale, 0, &mut p[..keys]);
-                // SAFETY: the caller's contract.
-                unsafe {
-                    values_of(
-                        &p[..keys],
-                        &rows.v[g * d..],
-                        kv_width,
-                        &mut out_row[h * d..(h + 1) * d],
-                    )
+        pack_values(&rows.v[g * d..], kv_width, d, keys_max, &mut slabs);
+        let first_head = g * group;
+        let group_heads = ((g + 1) * group).min(heads) - first_head;
+        for (t, out_tile) in out.chunks_mut(tile_rows * width).enumerate() {
+            let tile_first = rows.first_row + t * tile_rows;
+            let tile_len = out_tile.len() / width;
+            // Pair `u * tile_len + i`: head `first_head + u`, row `tile_first + i`; head
+            // `u`'s queries start at `q_at(u)`, `query_stride` apart.
+            let q_at = |u: usize| tile_first * width + (first_head + u) * d;
+            let (queries, query_stride) = if padded {
+                let pairs = queries
+                    .chunks_exact_mut(d_padded)
+                    .take(group_heads * tile_len);
+                for (pair, query) in pairs.enumerate() {
+                    let at = q_at(pair / tile_len) + pair % tile_len * width;
+                    query[..d].copy_from_slice(&rows.q[at..at + d]);
+                }
+                (&queries[..], d_padded)
+            } else {
+                (&rows.q[q_at(0)..], width)
+            };
+            let head_queries = |u: usize| {
+                if padded {
+                    u * tile_len * d_padded
+                } else {
+                    u * d
+                }
+            };
+            let keys_of = |i: usize| first_position + tile_first + i + 1;
+            for (b, block) in keys_t.chunks_exact(block_len).enumerate() {
+                // The rows from the first whose positions reach into block `b`.
+                let first_row = (b * KEYS).saturating_sub(first_position + tile_first);
+                if first_row >= tile_len {
+                    break;
+                }
+                for u in 0..group_heads {
+                    let job = BlockQueries {
+                        queries: &queries[head_queries(u) + first_row * query_stride..],
+                        query_stride,
+                        count: tile_len - first_row,
+                    };
+                    let at = (u * tile_len + first_row) * stride + b * KEYS;
+                    // SAFETY: the caller's contract.
+                    unsafe { scores_of(job, block, &mut scores[at..], stride) };
+                }
+            }
+            let pairs = group_heads * tile_len;
+            causal_softmax_rows(
+                &mut scores[..pairs * stride],
+                stride,
+                |pair| keys_of(pair % tile_len),
+                scale,
+                &mut maxes[..pairs],
+            );
+            for (c, slab) in slabs.chunks_exact(slab_len).enumerate() {
+                let columns = (d - c * LANES).min(LANES);
+                for (i, out_row) in out_tile.chunks_exact_mut(width).enumerate() {
+                    let job = SlabValues {
+                        p: &scores[i * stride..],
+                        p_stride: tile_len * stride,
+                        keys: keys_of(i),
+                        slab,
+                        pairs: group_heads,
+                        columns,
+                    };
+                    let at = first_head * d + c * LANES;
+                    // SAFETY: the caller's contract.
+                    unsafe { values_of(job, &mut out_row[at..], d) };
+                }
+            }
+        }
+    }
+}
+
+/// The reference softmax of each row of `rows` in place (row `r`: `keys(r)` positions at
+/// `rows[r * stride..]`): `row[c] = exp(row[c] * scale - max) / total` with `max` the largest
+/// `row[c] * scale` ([`causal_max`]), each exponential ([`reference::exp`]) added to lane
+/// `c % 16` of `total` in order, the lanes combined by [`combine`], then the divisions. Each
+/// step runs over every row before the next (`maxes` holds the rows' maxes, then totals), so
+/// one row's long chain of dependent operations overlaps the others'. A row is processed in
+/// whole chunks of [`LANES`] (`stride` is a multiple): the entries past `keys(r)` are scratch,
+/// computed with the rest but never added, so every loop runs on whole vectors. Inlined into
+/// one copy per instruction set, where the lane arrays are vectors.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn causal_softmax_rows(
+    rows: &mut [f32],
+    stride: usize,
+    keys: impl Fn(usize) -> usize,
+    scale: f32,
+    maxes: &mut [f32],
+) {
+    let chunks_of = |r: usize| keys(r).div_ceil(LANES) * LANES;
+    for (r, (row, max)) in rows.chunks_exact(stride).zip(maxes.iter_mut()).enumerate() {
+        let (chunks, _) = row[..chunks_of(r)].as_chunks::<LANES>();
+        *max = causal_max(chunks, keys(r), scale);
+    }
+    for (r, (row, max)) in rows
+        .chunks_exact_mut(stride)
+        .zip(maxes.iter_mut())
+        .enumerate()
+    {
+        let (keys, row_max) = (keys(r), *max);
+        let exps = |chunk: &mut [f32; LANES]| {
+            for value in chunk.iter_mut() {
+                *value = reference::exp(*value * scale - row_max);
+            }
+        };
+        let (chunks, _) = row[..chunks_of(r)].as_chunks_mut::<LANES>();
+        let (full, last) = chunks.split_at_mut(keys / LANES);
+        let mut lanes = [0.0f32; LANES];
+        for chunk in full.iter_mut() {
+            // An optimisation barrier, as in `map_by_lanes` (one vector per chunk).
+            std::hint::black_box(());
+            exps(chunk);
+            for l in 0..LANES {
+                lanes[l] = lanes[l] + chunk[l];
+            }
+        }
+        // The partial chunk: its lanes past `keys` add nothing.
+        if let Some(chunk) = last.first_mut() {
+            exps(chunk);
+            for l in 0..LANES {
+                lanes[l] = if l < keys % LANES {
+                    lanes[l] + chunk[l]
+                } else {
+                    lanes[l]
                 };
             }
+        }
+        *max = combine(lanes);
+    }
+    for (r, (row, &total)) in rows.chunks_exact_mut(stride).zip(maxes.iter()).enumerate() {
+        let (chunks, _) = row[..chunks_of(r)].as_chunks_mut::<LANES>();
+        for chunk in chunks.iter_mut() {
+            std::hint::black_box(());
+            for value in chunk.iter_mut() {
+                *value = *value / total;
+            }
+        }
+    }
+}
+
+/// The reference softmax's max of `row[c] * scale` over `c < keys` (the first if it is NaN,
+/// else the largest that is not NaN) in [`LANES`] lanes and a halving tree: which of two equal
+/// zeros wins may differ from the column order, and that changes no `exp(z - max)` (as
+/// [`kept_max`]). Entries past `keys` count as the first.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn causal_max(chunks: &[[f32; LANES]], keys: usize, scale: f32) -> f32 {
+    let first = chunks[0][0] * scale;
+    if first.is_nan() {
+        return first;
+    }
+    // `z` where it is greater, so a NaN `z` never wins.
+    let larger = |a: f32, z: f32| if z > a { z } else { a };
+    let mut lanes = [first; LANES];
+    let (full, last) = chunks.split_at(keys / LANES);
+    for chunk in full {
+        std::hint::black_box(());
+        for (lane, &value) in lanes.iter_mut().zip(chunk) {
+            *lane = larger(*lane, value * scale);
+        }
+    }
+    if let Some(chunk) = last.first() {
+        for (l, (lane, &value)) in lanes.iter_mut().zip(chunk).enumerate() {
+            *lane = larger(
+                *lane,
+                if l < keys % LANES {
+                    value * scale
+                } else {
+                    first
+                },
+            );
+        }
+    }
+    let mut width = LANES / 2;
+    while width >= 1 {
+        for l in 0..width {
+            lanes[l] = larger(lanes[l], lanes[l + width]);
+        }
+        width /= 2;
+    }
+    lanes[0]
+}
+
+/// Values `0..keys` (value `j`'s `d` values at `v[j * kv_width..]`) into `slabs` of [`LANES`]
+/// columns: column `c` of value `j` at `slabs[(c / LANES) * keys * LANES + j * LANES + c % LANES]`.
+/// Other entries are left as they are.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn pack_values(v: &[f32], kv_width: usize, d: usize, keys: usize, slabs: &mut [f32]) {
+    let slab_len = keys * LANES;
+    for (j, value) in v.chunks(kv_width).take(keys).enumerate() {
+        for (slab, columns) in value[..d].chunks(LANES).enumerate() {
+            let at = slab * slab_len + j * LANES;
+            copy_row(&mut slabs[at..at + columns.len()], columns);
         }
     }
 }
@@ -1697,25 +2161,70 @@ fn transpose_keys<const KEYS: usize>(
     keys_t: &mut [f32],
 ) {
     let block_len = d.div_ceil(LANES) * LANES * KEYS;
-    for (j, key) in k.chunks(kv_width).take(keys).enumerate() {
-        let block = &mut keys_t[(j / KEYS) * block_len..(j / KEYS + 1) * block_len];
-        for (e, &value) in key[..d].iter().enumerate() {
-            block[e * KEYS + j % KEYS] = value;
+    let mut first = 0;
+    for block in keys_t.chunks_exact_mut(block_len).take(keys.div_ceil(KEYS)) {
+        let count = (keys - first).min(KEYS);
+        // A tile of `KEYS` keys by 16 elements at a time: loaded a key at a time (zeros past
+        // the last key and past `d`), stored an element at a time.
+        for (e0, rows) in (0..d)
+            .step_by(LANES)
+            .zip(block.chunks_exact_mut(LANES * KEYS))
+        {
+            let mut tile = [[0.0f32; LANES]; KEYS];
+            let width = (d - e0).min(LANES);
+            for (position, lanes) in tile.iter_mut().enumerate().take(count) {
+                let at = (first + position) * kv_width + e0;
+                copy_row(&mut lanes[..width], &k[at..at + width]);
+            }
+            for (e, row) in rows.chunks_exact_mut(KEYS).enumerate() {
+                for (position, value) in row.iter_mut().enumerate() {
+                    *value = tile[position][e];
+                }
+            }
         }
+        first += count;
     }
 }
 
-/// `scores[j] = `[`reference::dot`]`(query, key j)` for every position of `keys_t` (blocks of
-/// [`transpose_keys`]; `query` zero-padded to whole [`LANES`] like them), compiled for an
-/// instruction set (unsafe to call on a CPU without it): `x86::block_scores_*`.
+/// `scores[u * stride + j] = `[`reference::dot`]`(query u, key j)` for the `KEYS` positions
+/// of one block of [`transpose_keys`] (`block`, `d_padded * KEYS` values) and every query of
+/// a [`BlockQueries`], compiled for an instruction set (unsafe to call on a CPU without it):
+/// `x86::*::scores`.
 #[cfg(target_arch = "x86_64")]
-type BlockScores = unsafe fn(&[f32], &[f32], &mut [f32]);
+type BlockScores =
+    unsafe fn(queries: BlockQueries<'_>, block: &[f32], scores: &mut [f32], stride: usize);
 
-/// [`weighted_values`] with its 16 lane accumulators in registers (whole vector-width column
-/// blocks; the rest by [`weighted_values`]), compiled for an instruction set (unsafe to call
-/// on a CPU without it): `x86::weighted_values_*`.
+/// The queries of a [`BlockScores`] call: query `u < count` is `queries[u * query_stride..]`
+/// (`d_padded` values, zero past `d` like the keys).
 #[cfg(target_arch = "x86_64")]
-type WeightedValues = unsafe fn(&[f32], &[f32], usize, &mut [f32]);
+#[derive(Clone, Copy)]
+struct BlockQueries<'a> {
+    queries: &'a [f32],
+    query_stride: usize,
+    count: usize,
+}
+
+/// The weighted values of some (row, head) pairs of one query row over one slab of
+/// [`pack_values`]: `out[u * out_stride + c] = `[`reference::dot`]`(p_u, slab column c)` for
+/// `u < pairs`, `c < columns`, with `p_u = p[u * p_stride..][..keys]` and the slab's rows
+/// `0..keys`; compiled for an instruction set (unsafe to call on a CPU without it):
+/// `x86::*::values`.
+#[cfg(target_arch = "x86_64")]
+type WeightedValues = unsafe fn(job: SlabValues<'_>, out: &mut [f32], out_stride: usize);
+
+/// The inputs of a [`WeightedValues`] call.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct SlabValues<'a> {
+    p: &'a [f32],
+    p_stride: usize,
+    keys: usize,
+    /// Rows of [`LANES`] values (at least `keys`).
+    slab: &'a [f32],
+    pairs: usize,
+    /// Columns of the slab that are outputs (at most [`LANES`]; the rest are padding).
+    columns: usize,
+}
 
 /// [`combine`]'s tree for each of `N` columns at once: `acc[lane][column]`, whole-vector adds.
 #[inline(always)]

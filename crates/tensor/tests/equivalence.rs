@@ -447,6 +447,42 @@ fn causal_attention_matches_prefill_shapes() {
     }
 }
 
+/// The many-row path's edges: a cache long enough that the scores are held a tile of rows at a
+/// time (several tiles per call and per thread range), KV groups of more heads than one kernel
+/// call takes at once (5 and 7 heads per KV head), and dots whose every product is `-0`
+/// (queries of `+0` against negative keys, values of `-0`), where the reference's lanes, which
+/// start at `+0`, end at `+0`.
+#[test]
+fn causal_attention_matches_on_many_row_edges() {
+    let shapes = [
+        (40, 3000, 2, 1, 8),
+        (33, 0, 5, 1, 16),
+        (21, 9, 14, 2, 24),
+        (18, 40, 7, 1, 64),
+    ];
+    for (rows, first_position, heads, kv_heads, head_dim) in shapes {
+        let shape = reference::CausalShape {
+            rows,
+            first_position,
+            heads,
+            kv_heads,
+            head_dim,
+        };
+        let kv = shape.keys() * kv_heads * head_dim;
+        let seed = (rows * 7 + heads) as u32;
+        let q: Vec<f32> = spread(rows * heads * head_dim, seed)
+            .into_iter()
+            .map(|x| x * 0.05)
+            .collect();
+        check_causal_attention(shape, &q, &spread(kv, seed + 1), &spread(kv, seed + 2));
+        // Every product `-0`: each score and each output a sum of `-0`s.
+        let zeros = vec![0.0f32; q.len()];
+        let negative = vec![-1.5f32; kv];
+        check_causal_attention(shape, &zeros, &negative, &vec![-0.0f32; kv]);
+        check_causal_attention(shape, &q, &spread(kv, seed + 3), &vec![-0.0f32; kv]);
+    }
+}
+
 /// Each output is one [`reference::dot`] whichever way `linear_by_columns` splits the work.
 fn check_linear_by_columns(
     m: usize,
