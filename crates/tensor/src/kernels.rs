@@ -262,7 +262,7 @@ mod x86 {
 
     use std::arch::x86_64::*;
 
-    use super::{Isa, TileKernel, TileSums};
+    use super::{Isa, TileKernel, TileSums, LANES};
 
     /// One micro-kernel: `$rows_fn::<R>` holds `R` rows × 2 vectors of `$width` lanes
     /// (`2 * $width` panel columns) in registers; `$tile_fn` dispatches on the row count under
@@ -419,7 +419,7 @@ mod x86 {
     /// function): the CPU supports `$feature`.
     macro_rules! causal_rows_for {
         ($module:ident, $name:ident, $feature:literal, $width:path, $pairs:literal,
-         $vector:ty, $zero:ident, $load:ident, $set1:ident, $mul:ident, $add:ident, $store:ident) => {
+         $transpose:expr, $vector:ty, $zero:ident, $load:ident, $set1:ident, $mul:ident, $add:ident, $store:ident) => {
             pub(super) use $module::causal_rows as $name;
 
             mod $module {
@@ -432,9 +432,13 @@ mod x86 {
 
                 #[target_feature(enable = $feature)]
                 pub(in super::super) unsafe fn causal_rows(rows: CausalRows<'_>, out: &mut [f32]) {
-                    // SAFETY: `scores` and `values` need `$feature`, which the caller
-                    // guarantees.
-                    unsafe { super::super::causal_rows_body::<WIDTH>(rows, out, scores, values) }
+                    let kernels = super::super::CausalKernels {
+                        transpose: $transpose,
+                        scores,
+                        values,
+                    };
+                    // SAFETY: the kernels need `$feature`, which the caller guarantees.
+                    unsafe { super::super::causal_rows_body::<WIDTH>(rows, out, kernels) }
                 }
 
                 /// `a[u] + b[u]` for every pair `u`.
@@ -778,6 +782,7 @@ mod x86 {
         "avx512f",
         super::super::AVX512_KEYS,
         4,
+        super::transpose_keys_avx512,
         __m512,
         _mm512_setzero_ps,
         _mm512_loadu_ps,
@@ -792,6 +797,7 @@ mod x86 {
         "avx2",
         super::super::AVX2_KEYS,
         2,
+        super::super::transpose_keys::<WIDTH>,
         __m256,
         _mm256_setzero_ps,
         _mm256_loadu_ps,
@@ -806,6 +812,7 @@ mod x86 {
         "sse2",
         super::super::SSE2_KEYS,
         2,
+        super::super::transpose_keys::<WIDTH>,
         __m128,
         _mm_setzero_ps,
         _mm_loadu_ps,
@@ -814,6 +821,109 @@ mod x86 {
         _mm_add_ps,
         _mm_storeu_ps
     );
+
+    /// [`super::transpose_keys`] for blocks of 16 positions, 16 keys by 16 elements at a time
+    /// in registers ([`transpose_16x16`]) where `d` is whole chunks of 16; the last partial
+    /// block (and any `d` that is not) by [`super::transpose_keys`]. Safety: the CPU supports
+    /// AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn transpose_keys_avx512(
+        k: &[f32],
+        kv_width: usize,
+        d: usize,
+        keys: usize,
+        keys_t: &mut [f32],
+    ) {
+        const KEYS: usize = super::AVX512_KEYS;
+        let full = if d.is_multiple_of(LANES) {
+            keys / KEYS
+        } else {
+            0
+        };
+        let block_len = d * KEYS;
+        for (b, block) in keys_t.chunks_exact_mut(block_len).take(full).enumerate() {
+            let first = b * KEYS * kv_width;
+            assert!(
+                first + (KEYS - 1) * kv_width + d <= k.len(),
+                "keys out of range"
+            );
+            for (e0, rows) in (0..d)
+                .step_by(LANES)
+                .zip(block.chunks_exact_mut(LANES * KEYS))
+            {
+                // SAFETY: elements `e0..e0 + 16 <= d` of keys `b * 16 + i` (`i < 16`) are
+                // inside `k` (asserted above), `rows` holds 16 rows of 16; the CPU has
+                // AVX-512F.
+                unsafe {
+                    let key = |i: usize| _mm512_loadu_ps(k.as_ptr().add(first + i * kv_width + e0));
+                    let elements = transpose_16x16(std::array::from_fn(key));
+                    for (e, row) in elements.into_iter().enumerate() {
+                        _mm512_storeu_ps(rows.as_mut_ptr().add(e * KEYS), row);
+                    }
+                }
+            }
+        }
+        if full * KEYS < keys {
+            super::transpose_keys::<KEYS>(
+                &k[full * KEYS * kv_width..],
+                kv_width,
+                d,
+                keys - full * KEYS,
+                &mut keys_t[full * block_len..],
+            );
+        }
+    }
+
+    /// The transpose of 16 rows of 16 values: `out[e]` lane `i` is `rows[i]` lane `e`
+    /// (interleaves of pairs, then of pairs of pairs, then two 128-bit lane shuffles).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn transpose_16x16(rows: [__m512; 16]) -> [__m512; 16] {
+        {
+            // `pairs[2m]`, `pairs[2m + 1]`: rows 2m and 2m + 1 interleaved, each 128-bit lane
+            // `c` holding elements 4c, 4c + 1 (low) and 4c + 2, 4c + 3 (high).
+            let pairs: [__m512; 16] = std::array::from_fn(|i| {
+                let (a, b) = (rows[i / 2 * 2], rows[i / 2 * 2 + 1]);
+                if i % 2 == 0 {
+                    _mm512_unpacklo_ps(a, b)
+                } else {
+                    _mm512_unpackhi_ps(a, b)
+                }
+            });
+            // `quads[4m + f]`: rows 4m..4m + 4, each 128-bit lane `c` element 4c + f.
+            let quads: [__m512; 16] = std::array::from_fn(|i| {
+                let (m, f) = (i / 4, i % 4);
+                let a = _mm512_castps_pd(pairs[4 * m + f / 2]);
+                let b = _mm512_castps_pd(pairs[4 * m + 2 + f / 2]);
+                _mm512_castpd_ps(if f % 2 == 0 {
+                    _mm512_unpacklo_pd(a, b)
+                } else {
+                    _mm512_unpackhi_pd(a, b)
+                })
+            });
+            // `halves[8h + 2f + s]`: rows 8h..8h + 8, elements f + 4s (low lanes) and
+            // f + 4s + 8 (high lanes) of rows 8h..8h + 4 then 8h + 4..8h + 8.
+            let halves: [__m512; 16] = std::array::from_fn(|i| {
+                let (h, f, s) = (i / 8, i % 8 / 2, i % 2);
+                let (a, b) = (quads[8 * h + f], quads[8 * h + 4 + f]);
+                if s == 0 {
+                    _mm512_shuffle_f32x4::<0x88>(a, b)
+                } else {
+                    _mm512_shuffle_f32x4::<0xdd>(a, b)
+                }
+            });
+            // Element `e = f + 4s + 8t`: lanes of rows 0..8 then 8..16.
+            std::array::from_fn(|e| {
+                let (f, s, t) = (e % 4, e / 4 % 2, e / 8);
+                let (a, b) = (halves[2 * f + s], halves[8 + 2 * f + s]);
+                if t == 0 {
+                    _mm512_shuffle_f32x4::<0x88>(a, b)
+                } else {
+                    _mm512_shuffle_f32x4::<0xdd>(a, b)
+                }
+            })
+        }
+    }
 
     /// `$name`: `super::$body` (an in-place activation) compiled with `$feature` (no FMA:
     /// GELU's sequence, libm's `expf` and SiLU have no fused product). Safety: the CPU supports
@@ -1900,15 +2010,19 @@ const CAUSAL_SCORES_BYTES_MAX: usize = 1 << 18;
 /// stays in L1 while every pair reads it). Only the order of independent outputs changes:
 /// each score, probability and output value has the reference's operations. Inlined into
 /// one copy per instruction set.
-/// Safety: `scores_of` (for `KEYS` positions) and `values_of` run on this CPU.
+/// Safety: the `kernels` (for `KEYS` positions) run on this CPU.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn causal_rows_body<const KEYS: usize>(
     rows: CausalRows<'_>,
     out: &mut [f32],
-    scores_of: BlockScores,
-    values_of: WeightedValues,
+    kernels: CausalKernels,
 ) {
+    let CausalKernels {
+        transpose,
+        scores: scores_of,
+        values: values_of,
+    } = kernels;
     let CausalShape {
         first_position,
         heads,
@@ -1946,7 +2060,8 @@ unsafe fn causal_rows_body<const KEYS: usize>(
     let scale = rows.shape.scale();
     // Every head of `out`, as the one-row path (head `h` reads KV group `h / group`).
     for g in 0..heads.div_ceil(group) {
-        transpose_keys::<KEYS>(&rows.k[g * d..], kv_width, d, keys_max, &mut keys_t);
+        // SAFETY: the caller's contract.
+        unsafe { transpose(&rows.k[g * d..], kv_width, d, keys_max, &mut keys_t) };
         pack_values(&rows.v[g * d..], kv_width, d, keys_max, &mut slabs);
         let first_head = g * group;
         let group_heads = ((g + 1) * group).min(heads) - first_head;
@@ -2184,6 +2299,17 @@ fn transpose_keys<const KEYS: usize>(
         }
         first += count;
     }
+}
+
+/// The kernels of [`causal_rows_body`] for one instruction set (unsafe to call on a CPU
+/// without it).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct CausalKernels {
+    /// [`transpose_keys`] or the same for one instruction set.
+    transpose: unsafe fn(k: &[f32], kv_width: usize, d: usize, keys: usize, keys_t: &mut [f32]),
+    scores: BlockScores,
+    values: WeightedValues,
 }
 
 /// `scores[u * stride + j] = `[`reference::dot`]`(query u, key j)` for the `KEYS` positions
