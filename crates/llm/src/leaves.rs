@@ -5,10 +5,14 @@
 //! the step index), the shape header (`2 as u32`, rows and columns as `u64`), then the values
 //! as little-endian f32 (docs/engine.md §4). A decode pass's leaves are single rows of a few
 //! KiB: hashed one at a time, each BLAKE3 chunk is compressed in one lane. An audit pass has
-//! the leaves of every decode pass of an op at once, equal in size, so [`equal_leaves`]
-//! compresses BLAKE3 chunk `j` of up to sixteen leaves together (`hash_many`), then their
-//! BLAKE3 parents the same way, the way `piazza_blob::commit` hashes its chunk leaves. Only each
-//! leaf's first BLAKE3 chunk (which holds the head) is copied, and each last partial block.
+//! the leaves of every decode pass of an op at once, equal in size, so [`equal_leaves`] hashes
+//! them together. With AVX-512 ([`lane_leaves`], `piazza_primitives::blake3_lanes`): the
+//! BLAKE3 chunks of every leaf share sixteen lanes, each lane taking the next chunk as its own
+//! ends, blocks read in place (only each leaf's first block, head and first values, and its
+//! partial last block are copied), then the BLAKE3 parents of every leaf level by level,
+//! sixteen at a time. Elsewhere ([`batch_leaves`]): BLAKE3 chunk `j` of up to sixteen leaves
+//! together (`hash_many`), then their parents the same way, each leaf's first BLAKE3 chunk
+//! copied and each last partial block compressed on its own.
 //!
 //! `blake3::platform` is the crate's undocumented compression interface; the version is held
 //! to `~1.8` in `Cargo.toml`, and the tests compare every path with `step_hash`.
@@ -17,6 +21,7 @@ use std::ops::Range;
 
 use blake3::platform::{le_bytes_from_words_32, Platform};
 use blake3::IncrementCounter;
+use piazza_primitives::blake3_lanes::{self, compress_many, hash_chunks, Chunk, Compression};
 use piazza_primitives::blake3_words::{CHUNK_END, CHUNK_START, IV, PARENT, ROOT};
 use piazza_trace::trace::{step_hash, TRACE_DOMAIN};
 use piazza_trace::Hash;
@@ -36,6 +41,13 @@ const CHUNKS_MAX: usize = 16;
 /// Leaves hashed together: every lane several times over, the batch's copied first chunks
 /// (`LEAF_BATCH` KiB) in the first-level cache.
 const LEAF_BATCH: usize = 32;
+/// Leaves hashed together by [`lane_leaves`]: their chunks fill the lanes four times over or
+/// more, the batch's first and last blocks (8 KiB) in the first-level cache.
+const LANE_BATCH: usize = 64;
+/// Fewest BLAKE3 chunks in all for which [`lane_leaves`] beats `step_hash` one leaf at a time:
+/// its lanes cost the same however few are busy, and a lone chunk in the lanes is slower than
+/// one compression at a time.
+const LANE_CHUNKS_MIN: usize = 4;
 
 /// The leaf of step `index` over rows `rows` × columns `columns` of `output`, a row-major
 /// matrix `width` wide: `step_hash` of that block. A single row or whole rows are hashed in
@@ -70,26 +82,27 @@ pub(crate) type LeafBlock<'a> = (usize, &'a [f32]);
 pub(crate) fn equal_leaves(rows: usize, cols: usize, blocks: &[LeafBlock]) -> Vec<Hash> {
     let message_bytes = HEAD_BYTES + 4 * rows * cols;
     let chunks = message_bytes.div_ceil(CHUNK_BYTES);
-    let lanes = blocks.len() > 1
-        && chunks <= CHUNKS_MAX
-        && blocks.iter().all(|(_, values)| values.len() == rows * cols);
-    if !lanes {
-        return blocks
-            .iter()
-            .map(|&(index, values)| step_hash(index, values, rows, cols))
-            .collect();
+    let equal =
+        chunks <= CHUNKS_MAX && blocks.iter().all(|(_, values)| values.len() == rows * cols);
+    #[cfg(target_endian = "little")]
+    if equal && blake3_lanes::lanes_available() && blocks.len() * chunks >= LANE_CHUNKS_MIN {
+        let mut scratch = LaneScratch::default();
+        let mut out = Vec::with_capacity(blocks.len());
+        for batch in blocks.chunks(LANE_BATCH) {
+            lane_leaves(rows, cols, batch, &mut scratch, &mut out);
+        }
+        return out;
     }
     #[cfg(target_endian = "little")]
-    {
+    if equal && blocks.len() > 1 {
         let platform = Platform::detect();
         let mut scratch = Scratch::default();
         let mut out = Vec::with_capacity(blocks.len());
         for batch in blocks.chunks(LEAF_BATCH) {
             batch_leaves(platform, rows, cols, batch, &mut scratch, &mut out);
         }
-        out
+        return out;
     }
-    #[cfg(not(target_endian = "little"))]
     blocks
         .iter()
         .map(|&(index, values)| step_hash(index, values, rows, cols))
@@ -239,6 +252,135 @@ fn hash_blocks(
     with_lengths!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
 }
 
+/// The leaves of `batch` (equal sizes) appended to `out`, every compression in
+/// `blake3_lanes`: each leaf's BLAKE3 chunks read in place (its first block, the head and
+/// the first values, and a partial last block from small copies), chunks of all leaves
+/// sharing the sixteen lanes, then the BLAKE3 parents level by level, sixteen at a time.
+#[cfg(target_endian = "little")]
+fn lane_leaves(
+    rows: usize,
+    cols: usize,
+    batch: &[LeafBlock],
+    s: &mut LaneScratch,
+    out: &mut Vec<Hash>,
+) {
+    let message_bytes = HEAD_BYTES + 4 * rows * cols;
+    let chunks = message_bytes.div_ceil(CHUNK_BYTES);
+    let last_len = message_bytes % BLOCK_BYTES;
+    let first_len = message_bytes.min(BLOCK_BYTES);
+    s.firsts.clear();
+    s.lasts.clear();
+    for &(index, values) in batch {
+        let bytes = f32_bytes(values);
+        let mut first = [0u8; BLOCK_BYTES];
+        first[..HEAD_BYTES].copy_from_slice(&leaf_head(index, rows, cols));
+        first[HEAD_BYTES..first_len].copy_from_slice(&bytes[..first_len - HEAD_BYTES]);
+        s.firsts.push(first);
+        let mut last = [0u8; BLOCK_BYTES];
+        if message_bytes > BLOCK_BYTES && last_len > 0 {
+            last[..last_len].copy_from_slice(&bytes[bytes.len() - last_len..]);
+        }
+        s.lasts.push(last);
+    }
+    // Chunk by chunk (chunk `j` of every leaf, then `j + 1`): lanes then take chunks of the
+    // same length and end together.
+    let mut jobs: Vec<Chunk> = Vec::with_capacity(batch.len() * chunks);
+    for j in 0..chunks {
+        let start = j * CHUNK_BYTES;
+        let end = message_bytes.min(start + CHUNK_BYTES);
+        let whole_end = start + (end - start) / BLOCK_BYTES * BLOCK_BYTES;
+        let partial = whole_end < end;
+        for (i, &(_, values)) in batch.iter().enumerate() {
+            let chunk = if message_bytes < BLOCK_BYTES {
+                // The whole message is one partial block.
+                Chunk {
+                    first: None,
+                    middle: &[],
+                    last: Some((&s.firsts[i], message_bytes as u8)),
+                    counter: 0,
+                    root: true,
+                }
+            } else {
+                let middle_start = if j == 0 { BLOCK_BYTES } else { start };
+                let bytes = f32_bytes(values);
+                Chunk {
+                    first: (j == 0).then_some(&s.firsts[i]),
+                    middle: &bytes[middle_start - HEAD_BYTES..whole_end - HEAD_BYTES],
+                    last: partial.then_some((&s.lasts[i], last_len as u8)),
+                    counter: j as u64,
+                    root: chunks == 1,
+                }
+            };
+            jobs.push(chunk);
+        }
+    }
+    s.chunk_cvs.resize(jobs.len(), [0; 8]);
+    hash_chunks(&jobs, &mut s.chunk_cvs);
+    // Leaf by leaf for the tree.
+    let n = batch.len();
+    s.cvs.clear();
+    s.cvs
+        .extend((0..n * chunks).map(|at| s.chunk_cvs[(at % chunks) * n + at / chunks]));
+    // The BLAKE3 tree of each leaf's chunks: adjacent pairs level by level, an odd last node
+    // carried up (BLAKE3's left-heavy tree), the last parent flagged as the root.
+    let mut width = chunks;
+    while width > 1 {
+        let above = width.div_ceil(2);
+        let flags = if width == 2 { PARENT | ROOT } else { PARENT };
+        s.parents.clear();
+        for leaf in s.cvs.chunks_exact(width) {
+            for pair in leaf.chunks_exact(2) {
+                let mut block = [0u8; BLOCK_BYTES];
+                block[..CV_BYTES].copy_from_slice(&le_bytes_from_words_32(&pair[0]));
+                block[CV_BYTES..].copy_from_slice(&le_bytes_from_words_32(&pair[1]));
+                s.parents.push(block);
+            }
+        }
+        let mut parent_jobs: Vec<Compression> = s
+            .parents
+            .iter()
+            .map(|block| Compression {
+                cv: IV,
+                block,
+                block_len: BLOCK_BYTES as u8,
+                counter: 0,
+                flags,
+            })
+            .collect();
+        compress_many(&mut parent_jobs);
+        let pairs = width / 2;
+        let mut next = Vec::with_capacity(batch.len() * above);
+        for (leaf, parents) in s
+            .cvs
+            .chunks_exact(width)
+            .zip(parent_jobs.chunks_exact(pairs))
+        {
+            next.extend(parents.iter().map(|job| job.cv));
+            if width % 2 == 1 {
+                next.push(leaf[width - 1]);
+            }
+        }
+        s.cvs = next;
+        width = above;
+    }
+    out.extend(s.cvs.iter().map(le_bytes_from_words_32));
+}
+
+/// Buffers reused by every batch of [`lane_leaves`].
+#[derive(Default)]
+struct LaneScratch {
+    /// Each leaf's first block: the head, then the first values.
+    firsts: Vec<[u8; BLOCK_BYTES]>,
+    /// Each leaf's zero-padded partial last block (unused when its message ends on a block).
+    lasts: Vec<[u8; BLOCK_BYTES]>,
+    /// Chaining values of chunk `j` of leaf `i` at `[j · n + i]`.
+    chunk_cvs: Vec<[u32; 8]>,
+    /// Chaining values of each leaf's chunks (then of each tree level), leaf by leaf.
+    cvs: Vec<[u32; 8]>,
+    /// Parent blocks of one tree level.
+    parents: Vec<[u8; BLOCK_BYTES]>,
+}
+
 /// The leaf message's bytes before the values.
 fn leaf_head(index: usize, rows: usize, cols: usize) -> [u8; HEAD_BYTES] {
     let mut head = [0u8; HEAD_BYTES];
@@ -305,12 +447,27 @@ mod tests {
                         (1000 + 3 * i, &values[at..at + rows * cols])
                     })
                     .collect();
-                let got = equal_leaves(rows, cols, &blocks);
                 let expected: Vec<Hash> = blocks
                     .iter()
                     .map(|&(index, v)| step_hash(index, v, rows, cols))
                     .collect();
+                let got = equal_leaves(rows, cols, &blocks);
                 assert_eq!(got, expected, "{rows} × {cols}, {count} leaves");
+                // Each lane path on its own, whichever `equal_leaves` chose.
+                let chunks = (HEAD_BYTES + 4 * rows * cols).div_ceil(CHUNK_BYTES);
+                if chunks <= CHUNKS_MAX {
+                    let mut lanes = Vec::new();
+                    for batch in blocks.chunks(LANE_BATCH) {
+                        lane_leaves(rows, cols, batch, &mut LaneScratch::default(), &mut lanes);
+                    }
+                    assert_eq!(lanes, expected, "{rows} × {cols}, {count} leaves in lanes");
+                    let (platform, mut many) = (Platform::detect(), Vec::new());
+                    for batch in blocks.chunks(LEAF_BATCH) {
+                        let scratch = &mut Scratch::default();
+                        batch_leaves(platform, rows, cols, batch, scratch, &mut many);
+                    }
+                    assert_eq!(many, expected, "{rows} × {cols}, {count} leaves, hash_many");
+                }
             }
         }
     }
@@ -330,5 +487,83 @@ mod tests {
                 expected
             );
         }
+    }
+}
+
+/// The leaves of a 64-token SmolLM2 audit pass timed alone (the shapes `equal_leaves` sees
+/// there, counted once): `cargo test --release -p piazza-llm leaves_speed -- --ignored
+/// --nocapture`. Prints milliseconds per pass; asserts nothing about speed.
+#[cfg(test)]
+mod speed {
+    use super::*;
+
+    /// (rows, columns, leaves per call, calls) of one audit pass.
+    const AUDIT_SHAPES: [(usize, usize, usize, usize); 17] = [
+        (64, 576, 1, 211),
+        (3, 576, 1, 211),
+        (1, 576, 63, 211),
+        (64, 192, 1, 90),
+        (3, 192, 1, 90),
+        (1, 192, 63, 90),
+        (1, 910, 63, 60),
+        (1, 626, 63, 60),
+        (64, 1536, 1, 30),
+        (3, 1536, 1, 30),
+        (1, 341, 63, 30),
+        (1, 235, 63, 30),
+        (1, 192, 189, 30),
+        (1, 1536, 63, 30),
+        (1, 910, 3456, 1),
+        (1, 576, 64, 1),
+        (1, 12, 64, 1),
+    ];
+
+    /// This thread's CPU seconds (user and system), from `/proc` (0 where there is none): a
+    /// measure that a busy machine's other processes do not inflate.
+    fn thread_cpu_s() -> f64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
+    #[test]
+    #[ignore = "prints timings"]
+    fn leaves_speed() {
+        let values: Vec<f32> = (0..1 << 22).map(|i| (i as f32 * 0.37).sin()).collect();
+        const PASSES: usize = 30;
+        let (start, cpu_start) = (std::time::Instant::now(), thread_cpu_s());
+        for _ in 0..PASSES {
+            let mut at = 0;
+            for &(rows, cols, count, calls) in &AUDIT_SHAPES {
+                for _ in 0..calls {
+                    let blocks: Vec<LeafBlock> = (0..count)
+                        .map(|i| {
+                            let len = rows * cols;
+                            if at + len > values.len() {
+                                at = 0;
+                            }
+                            at += len;
+                            (i, &values[at - len..at])
+                        })
+                        .collect();
+                    std::hint::black_box(equal_leaves(rows, cols, &blocks));
+                }
+            }
+        }
+        let wall_ms = start.elapsed().as_secs_f64() * 1e3 / PASSES as f64;
+        let cpu_ms = (thread_cpu_s() - cpu_start) * 1e3 / PASSES as f64;
+        println!(
+            "the leaves of one audit pass: {wall_ms:.1} ms, cpu {cpu_ms:.1} ms ({PASSES} passes)"
+        );
     }
 }

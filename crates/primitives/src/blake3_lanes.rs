@@ -5,7 +5,10 @@
 //! flags at the start. The short blocks that end messages (a Merkle node's last bytes, a trace
 //! leaf's last partial block) each need their own, so callers compressed them one at a time;
 //! [`compress_many`] takes each compression's own chaining value, 64-byte block (borrowed, so
-//! blocks are read in place), block length, counter and flags.
+//! blocks are read in place), block length, counter and flags. [`hash_chunks`] compresses whole
+//! BLAKE3 chunks, each lane taking the next chunk as its own ends, a chunk's blocks read from
+//! up to three places (a separate first block, whole blocks in place, a padded last block), so
+//! messages with a head in front of their payload are hashed without copying the payload.
 //!
 //! Invariant: the output is BLAKE3's compression function, bit for bit, on every path (the
 //! tests compare the lanes with `blake3::platform` on random inputs, every block length and
@@ -28,6 +31,8 @@
 //! ```
 
 use blake3::platform::Platform;
+
+use crate::blake3_words::{CHUNK_END, CHUNK_START, IV, ROOT};
 
 /// Bytes of a BLAKE3 block.
 pub const BLOCK_BYTES: usize = blake3::BLOCK_LEN;
@@ -64,6 +69,17 @@ pub fn compress_many(jobs: &mut [Compression<'_>]) {
     compress_one_at_a_time(jobs);
 }
 
+/// Whether this CPU has the sixteen AVX-512 lanes (without them every function here
+/// compresses one block at a time, slower than `blake3::platform::Platform::hash_many` for
+/// messages it can take).
+pub fn lanes_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        return true;
+    }
+    false
+}
+
 /// The fallback, and the tests' reference: one `blake3::platform` compression per job.
 fn compress_one_at_a_time(jobs: &mut [Compression<'_>]) {
     let platform = Platform::detect();
@@ -75,6 +91,123 @@ fn compress_one_at_a_time(jobs: &mut [Compression<'_>]) {
             job.counter,
             job.flags,
         );
+    }
+}
+
+/// One BLAKE3 chunk of a message, compressed from the IV: its blocks are `first` (if any),
+/// then `middle`'s whole blocks read in place, then `last` (if any), 1..=16 blocks in all.
+#[derive(Clone, Copy, Debug)]
+pub struct Chunk<'a> {
+    /// A first block kept apart from the others (a message's head, say).
+    pub first: Option<&'a [u8; BLOCK_BYTES]>,
+    /// Whole blocks: a multiple of 64 bytes.
+    pub middle: &'a [u8],
+    /// A final block kept apart (a zero-padded partial one, say) and its length (0..=64).
+    pub last: Option<(&'a [u8; BLOCK_BYTES], u8)>,
+    /// The chunk's index in its message.
+    pub counter: u64,
+    /// Whether the chunk is the whole message: its last block is then flagged as the root.
+    pub root: bool,
+}
+
+impl<'a> Chunk<'a> {
+    /// Blocks in the chunk.
+    pub fn block_count(&self) -> usize {
+        usize::from(self.first.is_some())
+            + self.middle.len() / BLOCK_BYTES
+            + usize::from(self.last.is_some())
+    }
+
+    /// Block `b` (below [`Chunk::block_count`]) and its length.
+    fn block(&self, b: usize) -> (&'a [u8; BLOCK_BYTES], u8) {
+        let middle_start = usize::from(self.first.is_some());
+        let middle_blocks = self.middle.len() / BLOCK_BYTES;
+        match (self.first, self.last) {
+            (Some(first), _) if b == 0 => (first, BLOCK_BYTES as u8),
+            (_, Some(last)) if b == middle_start + middle_blocks => last,
+            _ => {
+                let at = (b - middle_start) * BLOCK_BYTES;
+                let block = self.middle[at..at + BLOCK_BYTES]
+                    .try_into()
+                    .expect("a 64-byte slice");
+                (block, BLOCK_BYTES as u8)
+            }
+        }
+    }
+
+    /// The chunk's blocks into `list` (in order, from its start): their count and the last
+    /// one's length.
+    fn list_blocks(&self, list: &mut [&'a [u8; BLOCK_BYTES]; BLOCKS_PER_CHUNK]) -> (usize, u8) {
+        let (middle, _) = self.middle.as_chunks::<BLOCK_BYTES>();
+        let blocks = self
+            .first
+            .into_iter()
+            .chain(middle)
+            .chain(self.last.map(|(b, _)| b));
+        let mut count = 0;
+        for (slot, block) in list.iter_mut().zip(blocks) {
+            *slot = block;
+            count += 1;
+        }
+        let last_len = self.last.map_or(BLOCK_BYTES as u8, |(_, len)| len);
+        (count, last_len)
+    }
+
+    /// The flags of block `b`: chunk start, chunk end, root.
+    fn flags(&self, b: usize) -> u8 {
+        let mut flags = 0;
+        if b == 0 {
+            flags |= CHUNK_START;
+        }
+        if b + 1 == self.block_count() {
+            flags |= CHUNK_END;
+            if self.root {
+                flags |= ROOT;
+            }
+        }
+        flags
+    }
+
+    fn check(&self) {
+        assert!(
+            self.middle.len().is_multiple_of(BLOCK_BYTES)
+                && (1..=BLOCKS_PER_CHUNK).contains(&self.block_count()),
+            "a chunk is 1..=16 whole blocks, its last possibly partial"
+        );
+    }
+}
+
+/// Blocks in a BLAKE3 chunk.
+const BLOCKS_PER_CHUNK: usize = blake3::CHUNK_LEN / BLOCK_BYTES;
+
+/// The chaining value (the root's output words, for a root chunk) of every chunk, into `out`
+/// (as long as `chunks`). Any count; sixteen chunks at a time with AVX-512, each lane taking
+/// the next chunk as its own ends, so chunks of different lengths keep the lanes full.
+///
+/// # Panics
+/// When `out` is not as long as `chunks`, or a chunk is not 1..=16 blocks of which only the
+/// last is partial (the caller's invariant, never input-dependent).
+pub fn hash_chunks(chunks: &[Chunk<'_>], out: &mut [[u32; 8]]) {
+    assert_eq!(chunks.len(), out.len(), "one output per chunk");
+    chunks.iter().for_each(Chunk::check);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512 F was detected on this CPU just above.
+        unsafe { avx512::hash_chunks_lanes(chunks, out) };
+        return;
+    }
+    hash_chunks_one_at_a_time(chunks, out);
+}
+
+/// The fallback, and the tests' reference: each chunk's blocks through `blake3::platform`.
+fn hash_chunks_one_at_a_time(chunks: &[Chunk<'_>], out: &mut [[u32; 8]]) {
+    let platform = Platform::detect();
+    for (chunk, cv) in chunks.iter().zip(out) {
+        *cv = IV;
+        for b in 0..chunk.block_count() {
+            let (block, block_len) = chunk.block(b);
+            platform.compress_in_place(cv, block, block_len, chunk.counter, chunk.flags(b));
+        }
     }
 }
 
@@ -104,22 +237,25 @@ const fn schedule() -> [[usize; 16]; 7] {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{Compression, BLOCK_BYTES, LANES, SCHEDULE};
+    use super::{Chunk, Compression, BLOCKS_PER_CHUNK, BLOCK_BYTES, LANES, SCHEDULE};
     use crate::blake3_words::IV;
+    use crate::blake3_words::{CHUNK_END, CHUNK_START, ROOT};
     use std::arch::x86_64::*;
 
-    /// One G mix of state words `a, b, c, d` (one per lane in each vector) with message
-    /// vectors `x`, `y`.
-    macro_rules! g {
-        ($v:ident, $a:literal, $b:literal, $c:literal, $d:literal, $x:expr, $y:expr) => {
-            $v[$a] = _mm512_add_epi32(_mm512_add_epi32($v[$a], $v[$b]), $x);
-            $v[$d] = _mm512_ror_epi32::<16>(_mm512_xor_si512($v[$d], $v[$a]));
-            $v[$c] = _mm512_add_epi32($v[$c], $v[$d]);
-            $v[$b] = _mm512_ror_epi32::<12>(_mm512_xor_si512($v[$b], $v[$c]));
-            $v[$a] = _mm512_add_epi32(_mm512_add_epi32($v[$a], $v[$b]), $y);
-            $v[$d] = _mm512_ror_epi32::<8>(_mm512_xor_si512($v[$d], $v[$a]));
-            $v[$c] = _mm512_add_epi32($v[$c], $v[$d]);
-            $v[$b] = _mm512_ror_epi32::<7>(_mm512_xor_si512($v[$b], $v[$c]));
+    /// Four G mixes side by side, step by step (independent chains, interleaved for the
+    /// out-of-order core): G over state words `(a_k, b_k, c_k, d_k)` with message words
+    /// `(x_k, y_k)`, k = 0..4.
+    macro_rules! g4 {
+        ($v:ident, [$($a:literal),*], [$($b:literal),*], [$($c:literal),*], [$($d:literal),*],
+         [$($x:expr),*], [$($y:expr),*]) => {
+            $( $v[$a] = _mm512_add_epi32(_mm512_add_epi32($v[$a], $x), $v[$b]); )*
+            $( $v[$d] = _mm512_ror_epi32::<16>(_mm512_xor_si512($v[$d], $v[$a])); )*
+            $( $v[$c] = _mm512_add_epi32($v[$c], $v[$d]); )*
+            $( $v[$b] = _mm512_ror_epi32::<12>(_mm512_xor_si512($v[$b], $v[$c])); )*
+            $( $v[$a] = _mm512_add_epi32(_mm512_add_epi32($v[$a], $y), $v[$b]); )*
+            $( $v[$d] = _mm512_ror_epi32::<8>(_mm512_xor_si512($v[$d], $v[$a])); )*
+            $( $v[$c] = _mm512_add_epi32($v[$c], $v[$d]); )*
+            $( $v[$b] = _mm512_ror_epi32::<7>(_mm512_xor_si512($v[$b], $v[$c])); )*
         };
     }
 
@@ -127,15 +263,66 @@ mod avx512 {
     macro_rules! round {
         ($v:ident, $m:ident, $r:literal) => {
             let s = &SCHEDULE[$r];
-            g!($v, 0, 4, 8, 12, $m[s[0]], $m[s[1]]);
-            g!($v, 1, 5, 9, 13, $m[s[2]], $m[s[3]]);
-            g!($v, 2, 6, 10, 14, $m[s[4]], $m[s[5]]);
-            g!($v, 3, 7, 11, 15, $m[s[6]], $m[s[7]]);
-            g!($v, 0, 5, 10, 15, $m[s[8]], $m[s[9]]);
-            g!($v, 1, 6, 11, 12, $m[s[10]], $m[s[11]]);
-            g!($v, 2, 7, 8, 13, $m[s[12]], $m[s[13]]);
-            g!($v, 3, 4, 9, 14, $m[s[14]], $m[s[15]]);
+            // SAFETY: `$m` points at 16 vectors; every index of the schedule is below 16.
+            let w = |i: usize| unsafe { std::ptr::read_volatile($m.add(s[i])) };
+            g4!(
+                $v,
+                [0, 1, 2, 3],
+                [4, 5, 6, 7],
+                [8, 9, 10, 11],
+                [12, 13, 14, 15],
+                [w(0), w(2), w(4), w(6)],
+                [w(1), w(3), w(5), w(7)]
+            );
+            g4!(
+                $v,
+                [0, 1, 2, 3],
+                [5, 6, 7, 4],
+                [10, 11, 8, 9],
+                [15, 12, 13, 14],
+                [w(8), w(10), w(12), w(14)],
+                [w(9), w(11), w(13), w(15)]
+            );
         };
+    }
+
+    /// BLAKE3's compression in every lane: chaining values `cv` (word `w` of lane `i` in lane
+    /// `i` of vector `w`), message words `m` (likewise), and per lane the counter's low and
+    /// high halves, the block length and the flags in `words`; the output chaining values. A
+    /// macro, so that the whole compression is inlined into the caller (whose target features
+    /// it uses) and the state stays in registers.
+    macro_rules! compress {
+        ($cv:expr, $m:expr, $words:expr) => {{
+            let (cv, m, words): ([__m512i; 8], &[__m512i; 16], [__m512i; 4]) = ($cv, $m, $words);
+            let m: *const __m512i = m.as_ptr();
+            let mut v = [
+                cv[0],
+                cv[1],
+                cv[2],
+                cv[3],
+                cv[4],
+                cv[5],
+                cv[6],
+                cv[7],
+                _mm512_set1_epi32(IV[0] as i32),
+                _mm512_set1_epi32(IV[1] as i32),
+                _mm512_set1_epi32(IV[2] as i32),
+                _mm512_set1_epi32(IV[3] as i32),
+                words[0],
+                words[1],
+                words[2],
+                words[3],
+            ];
+            round!(v, m, 0);
+            round!(v, m, 1);
+            round!(v, m, 2);
+            round!(v, m, 3);
+            round!(v, m, 4);
+            round!(v, m, 5);
+            round!(v, m, 6);
+            let out: [__m512i; 8] = std::array::from_fn(|w| _mm512_xor_si512(v[w], v[w + 8]));
+            out
+        }};
     }
 
     /// Compresses `jobs` (1..=16) in the sixteen 32-bit lanes of AVX-512 vectors: lane `i`
@@ -159,35 +346,108 @@ mod avx512 {
             words[3][i] = u32::from(job.flags);
         }
         // SAFETY: each `words[k]` is 16 u32, the 64 bytes an unaligned 512-bit load reads.
-        let load = |k: usize| unsafe { _mm512_loadu_si512(words[k].as_ptr().cast()) };
-        let cv = load_cvs(jobs);
-        let mut v = [
-            cv[0],
-            cv[1],
-            cv[2],
-            cv[3],
-            cv[4],
-            cv[5],
-            cv[6],
-            cv[7],
-            _mm512_set1_epi32(IV[0] as i32),
-            _mm512_set1_epi32(IV[1] as i32),
-            _mm512_set1_epi32(IV[2] as i32),
-            _mm512_set1_epi32(IV[3] as i32),
-            load(0),
-            load(1),
-            load(2),
-            load(3),
-        ];
-        round!(v, m, 0);
-        round!(v, m, 1);
-        round!(v, m, 2);
-        round!(v, m, 3);
-        round!(v, m, 4);
-        round!(v, m, 5);
-        round!(v, m, 6);
-        let out: [__m512i; 8] = std::array::from_fn(|w| _mm512_xor_si512(v[w], v[w + 8]));
+        let words = words.map(|lanes| unsafe { _mm512_loadu_si512(lanes.as_ptr().cast()) });
+        let out = compress!(load_cvs(jobs), &m, words);
         store_cvs(&out, jobs);
+    }
+
+    /// Every chunk's chaining value into `out` (as long as `chunks`): one chunk per lane, a
+    /// block per lane a step; a lane whose chunk ends writes its chaining value out, takes
+    /// the next chunk and restarts from the IV. Each lane's block pointers are listed when it
+    /// takes a chunk; counters, lengths and flags stay in vectors, flags and lengths derived
+    /// from the block index by comparisons. Idle lanes (at the end) compress a zero block that
+    /// nobody reads.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn hash_chunks_lanes<'a>(chunks: &[Chunk<'a>], out: &mut [[u32; 8]]) {
+        assert_eq!(chunks.len(), out.len(), "one output per chunk");
+        const IDLE: usize = usize::MAX;
+        static ZERO: [u8; BLOCK_BYTES] = [0; BLOCK_BYTES];
+        let zero: &'a [u8; BLOCK_BYTES] = &ZERO;
+        let iv: [__m512i; 8] = std::array::from_fn(|w| _mm512_set1_epi32(IV[w] as i32));
+        // Per lane: its chunk, that chunk's blocks, and (row by row, for the vectors below)
+        // block count, last block length, root flag and counter halves.
+        let mut lane_chunk = [IDLE; LANES];
+        let mut lane_blocks = [[zero; BLOCKS_PER_CHUNK]; LANES];
+        let mut lane_words = [[0u32; LANES]; 5];
+        let mut next = 0;
+        // Lane `lane` takes the next chunk, or goes idle (a block count no index reaches).
+        let mut take = |lane: usize,
+                        lane_chunk: &mut [usize; LANES],
+                        lane_blocks: &mut [[&'a [u8; BLOCK_BYTES]; BLOCKS_PER_CHUNK]; LANES],
+                        lane_words: &mut [[u32; LANES]; 5]| {
+            let Some(chunk) = chunks.get(next) else {
+                lane_chunk[lane] = IDLE;
+                lane_blocks[lane][0] = zero;
+                lane_words[0][lane] = u32::MAX;
+                return;
+            };
+            lane_chunk[lane] = next;
+            next += 1;
+            let (count, last_len) = chunk.list_blocks(&mut lane_blocks[lane]);
+            lane_words[0][lane] = count as u32;
+            lane_words[1][lane] = u32::from(last_len);
+            lane_words[2][lane] = if chunk.root { u32::from(ROOT) } else { 0 };
+            lane_words[3][lane] = chunk.counter as u32;
+            lane_words[4][lane] = (chunk.counter >> 32) as u32;
+        };
+        for lane in 0..LANES {
+            take(lane, &mut lane_chunk, &mut lane_blocks, &mut lane_words);
+        }
+        // SAFETY: each `lane_words[k]` is 16 u32, the 64 bytes an unaligned 512-bit load reads.
+        let load = |words: &[u32; LANES]| unsafe { _mm512_loadu_si512(words.as_ptr().cast()) };
+        let mut vectors: [__m512i; 5] = std::array::from_fn(|k| load(&lane_words[k]));
+        let (one, full) = (_mm512_set1_epi32(1), _mm512_set1_epi32(BLOCK_BYTES as i32));
+        let (start, end) = (
+            _mm512_set1_epi32(i32::from(CHUNK_START)),
+            _mm512_set1_epi32(i32::from(CHUNK_END)),
+        );
+        let mut index = _mm512_setzero_si512();
+        let mut lane_index = [0usize; LANES];
+        let mut cv = iv;
+        let mut blocks = [zero; LANES];
+        let mut cv_words = [[0u32; LANES]; 8];
+        while lane_chunk.iter().any(|&c| c != IDLE) {
+            for lane in 0..LANES {
+                let block = lane_blocks[lane][lane_index[lane] % BLOCKS_PER_CHUNK];
+                blocks[lane] = block;
+                // Two blocks ahead, as BLAKE3's own lanes do (a hint: the address need not be
+                // valid, `prefetch` never faults).
+                _mm_prefetch::<_MM_HINT_T0>(block.as_ptr().wrapping_add(2 * BLOCK_BYTES).cast());
+            }
+            let m = load_transposed(&blocks);
+            let [count, last_len, root, counter_low, counter_high] = vectors;
+            let first = _mm512_cmpeq_epi32_mask(index, _mm512_setzero_si512());
+            let ending = _mm512_cmpeq_epi32_mask(_mm512_add_epi32(index, one), count);
+            let flags = _mm512_or_si512(
+                _mm512_maskz_mov_epi32(first, start),
+                _mm512_maskz_mov_epi32(ending, _mm512_or_si512(end, root)),
+            );
+            let length = _mm512_mask_blend_epi32(ending, full, last_len);
+            let words = [counter_low, counter_high, length, flags];
+            cv = compress!(cv, &m, words);
+            index = _mm512_add_epi32(index, one);
+            for i in &mut lane_index {
+                *i += 1;
+            }
+            if ending == 0 {
+                continue;
+            }
+            for (w, lanes) in cv_words.iter_mut().enumerate() {
+                // SAFETY: `lanes` is 16 u32, the 64 bytes an unaligned 512-bit store writes.
+                unsafe { _mm512_storeu_si512(lanes.as_mut_ptr().cast(), cv[w]) };
+            }
+            for lane in (0..LANES).filter(|lane| ending >> lane & 1 == 1) {
+                out[lane_chunk[lane]] = std::array::from_fn(|w| cv_words[w][lane]);
+                take(lane, &mut lane_chunk, &mut lane_blocks, &mut lane_words);
+                lane_index[lane] = 0;
+            }
+            vectors = std::array::from_fn(|k| load(&lane_words[k]));
+            index = _mm512_maskz_mov_epi32(!ending, index);
+            cv = std::array::from_fn(|w| _mm512_mask_blend_epi32(ending, cv[w], iv[w]));
+        }
     }
 
     /// 64-bit picks of `_mm512_permutex2var_epi64` that join the 128-bit lanes 0 and 2 (`LOW`)
@@ -231,7 +491,14 @@ mod avx512 {
             let low = _mm512_castsi256_si512(_mm256_loadu_si256(cv_of(i)));
             _mm512_inserti64x4::<1>(low, _mm256_loadu_si256(cv_of(i + 8)))
         });
-        let (low, high) = transpose_halves(&rows);
+        transpose_rows(&rows)
+    }
+
+    /// Rows `i` (`[a_i | b_i]`, eight words of each of two lanes' data `a_i` = lane `i`,
+    /// `b_i` = lane `i + 8`) to columns: vector `w` holds word `w` of lane `i` in lane `i`.
+    #[target_feature(enable = "avx512f")]
+    fn transpose_rows(rows: &[__m512i; 8]) -> [__m512i; 8] {
+        let (low, high) = transpose_halves(rows);
         // SAFETY: the picks are 8 i64, the 64 bytes an unaligned 512-bit load reads.
         let join_low = unsafe { _mm512_loadu_si512(JOIN_LOW.as_ptr().cast()) };
         let join_high = unsafe { _mm512_loadu_si512(JOIN_HIGH.as_ptr().cast()) };
@@ -272,49 +539,28 @@ mod avx512 {
     }
 
     /// The blocks' message words, word `w` of block `i` in lane `i` of vector `w` (blocks are
-    /// little-endian words, as is x86): a 16 × 16 transpose of 32-bit words.
+    /// little-endian words, as is x86): each half block of blocks `i` and `i + 8` loaded as
+    /// one vector's halves, then the 8 × 16 transposes of [`load_cvs`].
     #[target_feature(enable = "avx512f")]
     fn load_transposed(blocks: &[&[u8; BLOCK_BYTES]; LANES]) -> [__m512i; 16] {
-        // SAFETY: each block is 64 bytes, the size of an unaligned 512-bit load.
-        let rows: [__m512i; LANES] =
-            std::array::from_fn(|i| unsafe { _mm512_loadu_si512(blocks[i].as_ptr().cast()) });
-        // Within each 128-bit lane: rows 4g..4g+4 transposed, so that vector `quad[g][k]`
-        // holds word `k + 4L` of those four rows in its 128-bit lane `L`.
-        let quad: [[__m512i; 4]; 4] = std::array::from_fn(|g| {
-            let r = &rows[4 * g..4 * g + 4];
-            let low01 = _mm512_unpacklo_epi32(r[0], r[1]);
-            let high01 = _mm512_unpackhi_epi32(r[0], r[1]);
-            let low23 = _mm512_unpacklo_epi32(r[2], r[3]);
-            let high23 = _mm512_unpackhi_epi32(r[2], r[3]);
-            [
-                _mm512_unpacklo_epi64(low01, low23),
-                _mm512_unpackhi_epi64(low01, low23),
-                _mm512_unpacklo_epi64(high01, high23),
-                _mm512_unpackhi_epi64(high01, high23),
-            ]
-        });
-        // Then the 4 × 4 transpose of 128-bit lanes across the four row groups.
-        let mut out = [_mm512_setzero_si512(); 16];
-        for k in 0..4 {
-            let [q0, q1, q2, q3] = [quad[0][k], quad[1][k], quad[2][k], quad[3][k]];
-            let low01 = _mm512_shuffle_i32x4::<0b01_00_01_00>(q0, q1);
-            let high01 = _mm512_shuffle_i32x4::<0b11_10_11_10>(q0, q1);
-            let low23 = _mm512_shuffle_i32x4::<0b01_00_01_00>(q2, q3);
-            let high23 = _mm512_shuffle_i32x4::<0b11_10_11_10>(q2, q3);
-            out[k] = _mm512_shuffle_i32x4::<0b10_00_10_00>(low01, low23);
-            out[k + 4] = _mm512_shuffle_i32x4::<0b11_01_11_01>(low01, low23);
-            out[k + 8] = _mm512_shuffle_i32x4::<0b10_00_10_00>(high01, high23);
-            out[k + 12] = _mm512_shuffle_i32x4::<0b11_01_11_01>(high01, high23);
-        }
-        out
+        let half = |h: usize| -> [__m512i; 8] {
+            // SAFETY: each block is 64 bytes; bytes `32h..32h + 32` (h is 0 or 1) are the 32
+            // bytes an unaligned 256-bit load reads.
+            let rows: [__m512i; 8] = std::array::from_fn(|i| unsafe {
+                let low = _mm256_loadu_si256(blocks[i].as_ptr().add(32 * h).cast());
+                let high = _mm256_loadu_si256(blocks[i + 8].as_ptr().add(32 * h).cast());
+                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high)
+            });
+            transpose_rows(&rows)
+        };
+        let (low, high) = (half(0), half(1));
+        std::array::from_fn(|w| if w < 8 { low[w] } else { high[w - 8] })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::blake3_words::{CHUNK_END, CHUNK_START, IV, ROOT};
-
     /// xorshift64: reproducible inputs without a dependency.
     struct Rng(u64);
 
@@ -403,6 +649,89 @@ mod tests {
             compress_many(&mut jobs);
             let bytes: Vec<u8> = jobs[0].cv.iter().flat_map(|w| w.to_le_bytes()).collect();
             assert_eq!(bytes, blake3::hash(&message).as_bytes(), "{len} bytes");
+        }
+    }
+
+    /// A message's chunk `counter` (bytes `message`, the whole message when `root`) cut into
+    /// the parts of a [`Chunk`]: a separate first block when `split_first`, the whole blocks in
+    /// place, a zero-padded copy of a partial last block.
+    fn cut<'a>(
+        message: &'a [u8],
+        pads: &'a [[u8; BLOCK_BYTES]; 2],
+        split_first: bool,
+        counter: u64,
+        root: bool,
+    ) -> Chunk<'a> {
+        let whole = message.len() / BLOCK_BYTES;
+        let partial = !message.len().is_multiple_of(BLOCK_BYTES) || message.is_empty();
+        let split_first = split_first && whole > 0;
+        let first = split_first.then_some(&pads[0]);
+        let middle_start = if split_first { BLOCK_BYTES } else { 0 };
+        let middle = &message[middle_start.min(whole * BLOCK_BYTES)..whole * BLOCK_BYTES];
+        let last = partial.then_some((&pads[1], (message.len() % BLOCK_BYTES) as u8));
+        Chunk {
+            first,
+            middle,
+            last,
+            counter,
+            root,
+        }
+    }
+
+    fn pads(message: &[u8]) -> [[u8; BLOCK_BYTES]; 2] {
+        let whole = message.len() / BLOCK_BYTES;
+        let mut pads = [[0u8; BLOCK_BYTES]; 2];
+        if whole > 0 {
+            pads[0].copy_from_slice(&message[..BLOCK_BYTES]);
+        }
+        let tail = &message[whole * BLOCK_BYTES..];
+        pads[1][..tail.len()].copy_from_slice(tail);
+        pads
+    }
+
+    /// Chunks of every length (whole or partial last block, a separate first block or not),
+    /// counters and root flags, in any count: the lanes equal one block at a time, and a
+    /// one-chunk message's root equals `blake3::hash`.
+    #[test]
+    fn chunks_equal_one_block_at_a_time() {
+        let mut rng = Rng(0x1234_5678_9ABC_DEF1);
+        let data: Vec<u8> = (0..4 * blake3::CHUNK_LEN)
+            .map(|_| rng.next() as u8)
+            .collect();
+        let lengths: Vec<usize> = (0..=blake3::CHUNK_LEN).collect();
+        let pads: Vec<[[u8; BLOCK_BYTES]; 2]> = lengths
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| pads(&data[i % 97..][..len]))
+            .collect();
+        let chunks: Vec<Chunk> = lengths
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| {
+                let counter = if i % 3 == 0 { rng.next() } else { 0 };
+                cut(
+                    &data[i % 97..][..len],
+                    &pads[i],
+                    i % 2 == 0,
+                    counter,
+                    i % 5 == 0,
+                )
+            })
+            .collect();
+        for count in [0, 1, 2, 15, 16, 17, 40, chunks.len()] {
+            let mut expected = vec![[0u32; 8]; count];
+            hash_chunks_one_at_a_time(&chunks[..count], &mut expected);
+            let mut got = vec![[0u32; 8]; count];
+            hash_chunks(&chunks[..count], &mut got);
+            assert_eq!(got, expected, "{count} chunks");
+        }
+        for (i, &len) in lengths.iter().enumerate() {
+            let message = &data[i % 97..][..len];
+            let chunk = cut(message, &pads[i], i % 2 == 1, 0, true);
+            let mut cv = [[0u32; 8]];
+            hash_chunks(&[chunk; 1], &mut cv);
+            let bytes: Vec<u8> = cv[0].iter().flat_map(|w| w.to_le_bytes()).collect();
+            assert_eq!(bytes, blake3::hash(message).as_bytes(), "{len} bytes");
         }
     }
 }
