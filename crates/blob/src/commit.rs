@@ -6,15 +6,17 @@
 //! domain prefix, the 8-byte index and the 4 KiB chunk, 4124 bytes, five BLAKE3 chunks), so
 //! hashing leaves one at a time keeps most of the work in one lane. Here BLAKE3 chunk `j` of
 //! [`LEAF_BATCH`] leaves is compressed together (`hash_many`, up to 16 lanes with AVX-512), then
-//! the leaves' inner BLAKE3 parents, then each Merkle level's nodes the same way. Only the leaf's
-//! 28-byte tail chunk and the node's 20-byte second block, which no lane can take, are
-//! compressed one at a time.
+//! the leaves' inner BLAKE3 parents, then each Merkle level's nodes the same way. The leaf's
+//! 28-byte tail chunk and the node's 20-byte second block, which `hash_many` cannot take (each
+//! starts from its own chaining value or counter), go through
+//! `piazza_primitives::blake3_lanes` (sixteen at a time with AVX-512).
 //!
 //! `blake3::platform` is the crate's undocumented, unstable compression interface; the version
 //! is held to `~1.8` in `Cargo.toml`, and the tests compare every path with the spec's functions.
 
-use blake3::platform::{le_bytes_from_words_32, Platform};
+use blake3::platform::{le_bytes_from_words_32, words_from_le_bytes_32, Platform};
 use blake3::IncrementCounter;
+use piazza_primitives::blake3_lanes::{compress_many, Compression};
 use piazza_primitives::blake3_words::{CHUNK_END, CHUNK_START, IV, PARENT, ROOT};
 use piazza_primitives::blob::{self as spec, MerklePath, CHUNK_BYTES};
 use piazza_primitives::Hash;
@@ -127,6 +129,8 @@ struct LeafScratch {
     /// Parent blocks (two chaining values each) and their outputs.
     blocks: Vec<[u8; BLOCK_BYTES]>,
     out: Vec<u8>,
+    /// Each leaf's tail chunk, zero-padded to a block.
+    tails: Vec<[u8; BLOCK_BYTES]>,
 }
 
 /// Appends the leaves of the full chunks in `bytes`, the first being chunk `first`.
@@ -182,20 +186,29 @@ fn full_leaves(
         block[CV_BYTES..].copy_from_slice(&high[..CV_BYTES]);
     }
     compress_blocks(platform, &s.blocks[..n], PARENT, &mut s.out);
-    for (i, chunk) in chunks.iter().enumerate() {
+    // The tail chunks (one short block each, from the IV), sixteen lanes at a time.
+    s.tails.clear();
+    s.tails.extend(chunks.iter().map(|chunk| {
         let mut tail = [0u8; BLOCK_BYTES];
         tail[..TAIL_BYTES].copy_from_slice(&chunk[CHUNK_BYTES - TAIL_BYTES..]);
-        let mut cv = IV;
-        platform.compress_in_place(
-            &mut cv,
-            &tail,
-            TAIL_BYTES as u8,
-            WHOLE_CHUNKS as u64,
-            CHUNK_START | CHUNK_END,
-        );
+        tail
+    }));
+    let mut jobs: Vec<Compression> = s
+        .tails
+        .iter()
+        .map(|tail| Compression {
+            cv: IV,
+            block: tail,
+            block_len: TAIL_BYTES as u8,
+            counter: WHOLE_CHUNKS as u64,
+            flags: CHUNK_START | CHUNK_END,
+        })
+        .collect();
+    compress_many(&mut jobs);
+    for (i, job) in jobs.iter().enumerate() {
         let block = &mut s.blocks[i];
         block[..CV_BYTES].copy_from_slice(&s.out[i * CV_BYTES..][..CV_BYTES]);
-        block[CV_BYTES..].copy_from_slice(&le_bytes_from_words_32(&cv));
+        block[CV_BYTES..].copy_from_slice(&le_bytes_from_words_32(&job.cv));
     }
     compress_blocks(platform, &s.blocks[..n], PARENT | ROOT, &mut s.out);
     out.extend(s.out.chunks_exact(CV_BYTES).map(to_hash));
@@ -215,6 +228,7 @@ fn compress_blocks(platform: Platform, blocks: &[[u8; BLOCK_BYTES]], flags: u8, 
 fn parent_level(platform: Platform, level: &[Hash], next: &mut Vec<Hash>) {
     next.clear();
     let mut blocks = Vec::with_capacity(LEAF_BATCH);
+    let mut tails: Vec<[u8; BLOCK_BYTES]> = Vec::with_capacity(LEAF_BATCH);
     let mut cvs = Vec::with_capacity(LEAF_BATCH * CV_BYTES);
     for batch in level.chunks(2 * LEAF_BATCH) {
         blocks.clear();
@@ -226,25 +240,29 @@ fn parent_level(platform: Platform, level: &[Hash], next: &mut Vec<Hash>) {
                 .copy_from_slice(&pair[1].as_bytes()[..CV_BYTES - NODE_TAIL_BYTES]);
             blocks.push(block);
         }
-        // The first block of each node's message, all lanes at once; then its short second.
+        // The first block of each node's message, all lanes at once; then its short second,
+        // each from its own chaining value, sixteen lanes at a time.
         compress_blocks(platform, &blocks, 0, &mut cvs);
-        for (pair, cv) in batch.chunks_exact(2).zip(cvs.chunks_exact(CV_BYTES)) {
-            let mut words = [0u32; 8];
-            for (w, b) in words.iter_mut().zip(cv.chunks_exact(4)) {
-                *w = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-            }
+        tails.clear();
+        tails.extend(batch.chunks_exact(2).map(|pair| {
             let mut tail = [0u8; BLOCK_BYTES];
             tail[..NODE_TAIL_BYTES]
                 .copy_from_slice(&pair[1].as_bytes()[CV_BYTES - NODE_TAIL_BYTES..]);
-            platform.compress_in_place(
-                &mut words,
-                &tail,
-                NODE_TAIL_BYTES as u8,
-                0,
-                CHUNK_END | ROOT,
-            );
-            next.push(Hash(le_bytes_from_words_32(&words)));
-        }
+            tail
+        }));
+        let mut jobs: Vec<Compression> = tails
+            .iter()
+            .zip(cvs.chunks_exact(CV_BYTES))
+            .map(|(tail, cv)| Compression {
+                cv: words_from_le_bytes_32(cv.try_into().expect("32-byte chunks")),
+                block: tail,
+                block_len: NODE_TAIL_BYTES as u8,
+                counter: 0,
+                flags: CHUNK_END | ROOT,
+            })
+            .collect();
+        compress_many(&mut jobs);
+        next.extend(jobs.iter().map(|job| Hash(le_bytes_from_words_32(&job.cv))));
         if let [.., last] = batch {
             if batch.len() % 2 == 1 {
                 next.push(*last);
