@@ -723,54 +723,72 @@ mod x86 {
 
                 /// The [`super::super::WeightedValues`] for `$feature`.
                 #[target_feature(enable = $feature)]
-                unsafe fn values(job: SlabValues<'_>, out: &mut [f32], out_stride: usize) {
+                unsafe fn values(
+                    job: SlabValues<'_>,
+                    out: &mut [f32],
+                    out_row_stride: usize,
+                    out_stride: usize,
+                ) {
                     let SlabValues {
                         p,
+                        p_row_stride,
                         p_stride,
-                        keys,
+                        first_keys,
+                        rows,
                         slab,
                         pairs,
                         columns,
                     } = job;
+                    if rows == 0 || pairs == 0 {
+                        return;
+                    }
+                    // Every bound grows with the row, so the last row's bound all.
+                    let keys_max = first_keys + rows - 1;
+                    let last_pair = (rows - 1) * p_row_stride + (pairs - 1) * p_stride;
+                    let last_out = (rows - 1) * out_row_stride + (pairs - 1) * out_stride;
                     assert!(
                         columns <= LANES
-                            && keys * LANES <= slab.len()
-                            && (pairs == 0
-                                || ((pairs - 1) * p_stride + keys <= p.len()
-                                    && (pairs - 1) * out_stride + columns <= out.len())),
+                            && keys_max * LANES <= slab.len()
+                            && last_pair + keys_max <= p.len()
+                            && last_out + columns <= out.len(),
                         "slab values out of range"
                     );
-                    let mut first = 0;
-                    while first < pairs {
-                        let q = (pairs - first).min($pairs);
-                        for c0 in (0..columns).step_by(WIDTH) {
-                            let width = (columns - c0).min(WIDTH);
-                            // SAFETY: pairs `first..first + q`, their weights and outputs
-                            // and the slab's columns `c0..c0 + WIDTH` (`c0 + WIDTH <=
-                            // LANES`) are inside the slices checked above; the caller
-                            // guarantees `$feature`.
-                            unsafe {
-                                let p = p.as_ptr().add(first * p_stride);
-                                let slab = slab.as_ptr().add(c0);
-                                let out = out.as_mut_ptr().add(first * out_stride + c0);
-                                let (stride, width) = (out_stride, width);
-                                match q {
-                                    1 => value_columns::<1>(
-                                        p, p_stride, keys, slab, out, stride, width,
-                                    ),
-                                    2 => value_columns::<2>(
-                                        p, p_stride, keys, slab, out, stride, width,
-                                    ),
-                                    3 => value_columns::<3>(
-                                        p, p_stride, keys, slab, out, stride, width,
-                                    ),
-                                    _ => value_columns::<$pairs>(
-                                        p, p_stride, keys, slab, out, stride, width,
-                                    ),
+                    for i in 0..rows {
+                        let keys = first_keys + i;
+                        let mut first = 0;
+                        while first < pairs {
+                            let q = (pairs - first).min($pairs);
+                            for c0 in (0..columns).step_by(WIDTH) {
+                                let width = (columns - c0).min(WIDTH);
+                                // SAFETY: row `i`'s pairs `first..first + q`, their weights
+                                // and outputs and the slab's columns `c0..c0 + WIDTH` (`c0 +
+                                // WIDTH <= LANES`) are inside the slices checked above; the
+                                // caller guarantees `$feature`.
+                                unsafe {
+                                    let p_at = i * p_row_stride + first * p_stride;
+                                    let p = p.as_ptr().add(p_at);
+                                    let slab = slab.as_ptr().add(c0);
+                                    let out_at = i * out_row_stride + first * out_stride + c0;
+                                    let out = out.as_mut_ptr().add(out_at);
+                                    let (stride, width) = (out_stride, width);
+                                    match q {
+                                        1 => value_columns::<1>(
+                                            p, p_stride, keys, slab, out, stride, width,
+                                        ),
+                                        2 => value_columns::<2>(
+                                            p, p_stride, keys, slab, out, stride, width,
+                                        ),
+                                        3 => value_columns::<3>(
+                                            p, p_stride, keys, slab, out, stride, width,
+                                        ),
+                                        _ => value_columns::<$pairs>(
+                                            p, p_stride, keys, slab, out, stride, width,
+                                        ),
+                                    }
                                 }
                             }
+                            first += q;
                         }
-                        first += q;
                     }
                 }
             }
@@ -2117,20 +2135,19 @@ unsafe fn causal_rows_body<const KEYS: usize>(
                 &mut maxes[..pairs],
             );
             for (c, slab) in slabs.chunks_exact(slab_len).enumerate() {
-                let columns = (d - c * LANES).min(LANES);
-                for (i, out_row) in out_tile.chunks_exact_mut(width).enumerate() {
-                    let job = SlabValues {
-                        p: &scores[i * stride..],
-                        p_stride: tile_len * stride,
-                        keys: keys_of(i),
-                        slab,
-                        pairs: group_heads,
-                        columns,
-                    };
-                    let at = first_head * d + c * LANES;
-                    // SAFETY: the caller's contract.
-                    unsafe { values_of(job, &mut out_row[at..], d) };
-                }
+                let job = SlabValues {
+                    p: &scores[..pairs * stride],
+                    p_row_stride: stride,
+                    p_stride: tile_len * stride,
+                    first_keys: keys_of(0),
+                    rows: tile_len,
+                    slab,
+                    pairs: group_heads,
+                    columns: (d - c * LANES).min(LANES),
+                };
+                let at = first_head * d + c * LANES;
+                // SAFETY: the caller's contract.
+                unsafe { values_of(job, &mut out_tile[at..], width, d) };
             }
         }
     }
@@ -2330,22 +2347,28 @@ struct BlockQueries<'a> {
     count: usize,
 }
 
-/// The weighted values of some (row, head) pairs of one query row over one slab of
-/// [`pack_values`]: `out[u * out_stride + c] = `[`reference::dot`]`(p_u, slab column c)` for
-/// `u < pairs`, `c < columns`, with `p_u = p[u * p_stride..][..keys]` and the slab's rows
-/// `0..keys`; compiled for an instruction set (unsafe to call on a CPU without it):
-/// `x86::*::values`.
+/// The weighted values of a tile's (row, head) pairs over one slab of [`pack_values`] (see
+/// [`SlabValues`]), compiled for an instruction set (unsafe to call on a CPU without it):
+/// `x86::*::values`. Output `c` of row `i`, head `u` goes to
+/// `out[i * out_row_stride + u * out_stride + c]`.
 #[cfg(target_arch = "x86_64")]
-type WeightedValues = unsafe fn(job: SlabValues<'_>, out: &mut [f32], out_stride: usize);
+type WeightedValues =
+    unsafe fn(job: SlabValues<'_>, out: &mut [f32], out_row_stride: usize, out_stride: usize);
 
-/// The inputs of a [`WeightedValues`] call.
+/// The inputs of a [`WeightedValues`] call: rows `i < rows` with `first_keys + i` positions
+/// each, heads `u < pairs`; output column `c < columns` of pair `(i, u)` is
+/// [`reference::dot`]`(p_iu, slab column c)` with
+/// `p_iu = p[i * p_row_stride + u * p_stride..][..first_keys + i]` and the slab's rows
+/// `0..first_keys + i`.
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 struct SlabValues<'a> {
     p: &'a [f32],
+    p_row_stride: usize,
     p_stride: usize,
-    keys: usize,
-    /// Rows of [`LANES`] values (at least `keys`).
+    first_keys: usize,
+    rows: usize,
+    /// Rows of [`LANES`] values (at least the last row's positions).
     slab: &'a [f32],
     pairs: usize,
     /// Columns of the slab that are outputs (at most [`LANES`]; the rest are padding).
