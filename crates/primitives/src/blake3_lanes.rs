@@ -263,7 +263,11 @@ mod avx512 {
     macro_rules! round {
         ($v:ident, $m:ident, $r:literal) => {
             let s = &SCHEDULE[$r];
-            // SAFETY: `$m` points at 16 vectors; every index of the schedule is below 16.
+            // Each message word read at its use, an operand of its addition (volatile, so
+            // that LLVM does not hold all sixteen in registers and spill the state instead:
+            // measured 10.5 -> 9.7 ns a block with the interleaved G mixes).
+            // SAFETY: `$m` points at a borrowed, aligned array of 16 vectors; every index of
+            // the schedule is below 16.
             let w = |i: usize| unsafe { std::ptr::read_volatile($m.add(s[i])) };
             g4!(
                 $v,
@@ -440,7 +444,11 @@ mod avx512 {
                 unsafe { _mm512_storeu_si512(lanes.as_mut_ptr().cast(), cv[w]) };
             }
             for lane in (0..LANES).filter(|lane| ending >> lane & 1 == 1) {
-                out[lane_chunk[lane]] = std::array::from_fn(|w| cv_words[w][lane]);
+                // An idle lane never ends (its count is out of reach), and writes nothing.
+                let Some(cv_out) = out.get_mut(lane_chunk[lane]) else {
+                    continue;
+                };
+                *cv_out = std::array::from_fn(|w| cv_words[w][lane]);
                 take(lane, &mut lane_chunk, &mut lane_blocks, &mut lane_words);
                 lane_index[lane] = 0;
             }
