@@ -2155,7 +2155,7 @@ unsafe fn causal_rows_body<const KEYS: usize>(
 
 /// The reference softmax of each row of `rows` in place (row `r`: `keys(r)` positions at
 /// `rows[r * stride..]`): `row[c] = exp(row[c] * scale - max) / total` with `max` the largest
-/// `row[c] * scale` ([`causal_max`]), each exponential ([`reference::exp`]) added to lane
+/// `row[c] * scale` ([`causal_max`]), each exponential ([`softmax_exp`]) added to lane
 /// `c % 16` of `total` in order, the lanes combined by [`combine`], then the divisions. Each
 /// step runs over every row before the next (`maxes` holds the rows' maxes, then totals), so
 /// one row's long chain of dependent operations overlaps the others'. A row is processed in
@@ -2184,7 +2184,7 @@ fn causal_softmax_rows(
         let (keys, row_max) = (keys(r), *max);
         let exps = |chunk: &mut [f32; LANES]| {
             for value in chunk.iter_mut() {
-                *value = reference::exp(*value * scale - row_max);
+                *value = softmax_exp(*value * scale - row_max);
             }
         };
         let (chunks, _) = row[..chunks_of(r)].as_chunks_mut::<LANES>();
@@ -2219,6 +2219,44 @@ fn causal_softmax_rows(
                 *value = *value / total;
             }
         }
+    }
+}
+
+/// [`reference::exp`] of a softmax argument `z - max`, which is `<= 0` or NaN (`z <= max` for
+/// every counted `z`; `z - z = +0`): the reference's operations but for two that change
+/// nothing there, the clamp's upper bound and the `+inf` select above `EXP_X_MAX`. A NaN
+/// argument is returned as the reference returns it. The same bits on that domain
+/// (`softmax_exp_equals_the_reference_at_or_below_zero`); inlined into the vectorised loops.
+#[inline(always)]
+fn softmax_exp(x: f32) -> f32 {
+    const LN2_HI: f32 = f32::from_bits(0x3f31_8000);
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const ROUND: f32 = 12_582_912.0;
+    let clamped = if x < reference::EXP_X_MIN {
+        reference::EXP_X_MIN
+    } else {
+        x
+    };
+    let rounded = clamped * std::f32::consts::LOG2_E + ROUND;
+    let n = rounded - ROUND;
+    let r = (clamped - n * LN2_HI) - n * LN2_LO;
+    let mut p = 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    let n = (rounded.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    let half = n / 2;
+    let scale = |e: i32| f32::from_bits((e.wrapping_add(127) as u32) << 23);
+    let y = (p * scale(half)) * scale(n.wrapping_sub(half));
+    let y = if x < reference::EXP_X_MIN { 0.0 } else { y };
+    if x.is_nan() {
+        x
+    } else {
+        y
     }
 }
 
@@ -2501,6 +2539,40 @@ pub fn linear_by_columns(
         let cols = block.len() / m.max(1);
         for r in 0..m {
             out[r * n + c0..r * n + c0 + cols].copy_from_slice(&block[r * cols..(r + 1) * cols]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`softmax_exp`] is [`reference::exp`] at and below zero and for NaN: a sweep of the
+    /// negative bit patterns (every 1021st; every one was checked once), both zeros, the
+    /// neighbourhoods of the lower clamp and of a few thresholds, and NaNs.
+    #[test]
+    fn softmax_exp_equals_the_reference_at_or_below_zero() {
+        let mut inputs: Vec<f32> = (0x8000_0000u32..=0xffff_ffff)
+            .step_by(1021)
+            .map(f32::from_bits)
+            .collect();
+        inputs.extend([0.0, -0.0, f32::NEG_INFINITY, f32::NAN, -f32::NAN]);
+        for edge in [
+            reference::EXP_X_MIN,
+            -87.0,
+            -0.5 * std::f32::consts::LN_2,
+            -1e-30,
+        ] {
+            let bits = edge.to_bits();
+            inputs.extend((bits.saturating_sub(64)..=bits.saturating_add(64)).map(f32::from_bits));
+        }
+        for x in inputs.into_iter().filter(|x| x.is_nan() || *x <= 0.0) {
+            assert_eq!(
+                softmax_exp(x).to_bits(),
+                reference::exp(x).to_bits(),
+                "x {x:e} ({:#x})",
+                x.to_bits()
+            );
         }
     }
 }
