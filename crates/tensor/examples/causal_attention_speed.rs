@@ -3,8 +3,8 @@
 //! lengths) and prefill (130 rows from position 0, the auditor's pass over prompt + output),
 //! threads 1 and 2: `cargo run --release -p piazza-tensor --example causal_attention_speed`
 //! (`PIAZZA_ISA=avx2` or `portable` for those paths on an AVX-512 machine; an argument
-//! `decode` or `prefill` runs only those lines, e.g. under `perf record`). Printed, never
-//! asserted.
+//! `decode` or `prefill` runs only those lines, e.g. under `perf record`;
+//! `PIAZZA_PREFILL_ROWS=1024` a longer prompt). Printed, never asserted.
 use std::num::NonZeroUsize;
 use std::time::Instant;
 
@@ -26,7 +26,11 @@ fn main() {
     let only = std::env::args().nth(1);
     println!("isa {isa:?}; microseconds per call, best of {MEASUREMENTS} measurements");
     let decode = [64usize, 256, 1024].map(|cache| ("decode", "decode cache", 1, cache));
-    let prefill = ("prefill", "prefill rows", 130, 0);
+    let prefill_rows = std::env::var("PIAZZA_PREFILL_ROWS")
+        .ok()
+        .and_then(|rows| rows.parse().ok())
+        .unwrap_or(130);
+    let prefill = ("prefill", "prefill rows", prefill_rows, 0);
     for (kind, label, rows, first_position) in decode.into_iter().chain([prefill]) {
         if only.as_deref().is_some_and(|only| only != kind) {
             continue;
