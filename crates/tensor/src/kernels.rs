@@ -2056,9 +2056,10 @@ unsafe fn causal_rows_body<const KEYS: usize>(
     // Scores per (row, head) pair: every block of the longest row, in whole chunks of LANES
     // (a multiple of KEYS) for the softmax.
     let stride = keys_max.div_ceil(LANES) * LANES;
-    let tile_rows =
-        (CAUSAL_SCORES_BYTES_MAX / size_of::<f32>() / (group * stride)).clamp(1, out_rows);
-    // Padding (positions past `keys_max`, elements past `d`) stays zero: never written.
+    let tile_rows = (CAUSAL_SCORES_BYTES_MAX / size_of::<f32>() / (group * stride))
+        .min(out_rows)
+        .max(1);
+    // Padding (positions past `keys_max`, elements past `d`) is zero.
     let mut keys_t = vec![0.0f32; keys_max.div_ceil(KEYS) * block_len];
     let slab_len = keys_max * LANES;
     let mut slabs = vec![0.0f32; d_padded / LANES * slab_len];
@@ -2157,8 +2158,8 @@ unsafe fn causal_rows_body<const KEYS: usize>(
 /// `rows[r * stride..]`): `row[c] = exp(row[c] * scale - max) / total` with `max` the largest
 /// `row[c] * scale` ([`causal_max`]), each exponential ([`softmax_exp`]) added to lane
 /// `c % 16` of `total` in order, the lanes combined by [`combine`], then the divisions. Each
-/// step runs over every row before the next (`maxes` holds the rows' maxes, then totals), so
-/// one row's long chain of dependent operations overlaps the others'. A row is processed in
+/// step runs over every row before the next (`maxes` holds the rows' maxes, then their
+/// totals). A row is processed in
 /// whole chunks of [`LANES`] (`stride` is a multiple): the entries past `keys(r)` are scratch,
 /// computed with the rest but never added, so every loop runs on whole vectors. Inlined into
 /// one copy per instruction set, where the lane arrays are vectors.
