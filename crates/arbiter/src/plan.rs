@@ -93,10 +93,7 @@ fn source_reads<'g, K: OpReads>(ops: &'g [Op<K>], step: &Step) -> Option<Vec<Sou
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Piece {
     /// Rows `rows` of a job input (one column), to row `to_row`.
-    Job {
-        rows: Range<usize>,
-        to_row: usize,
-    },
+    Job { rows: Range<usize>, to_row: usize },
     /// Rows × columns of step `step`'s output block (block coordinates), to `to_row`,
     /// `to_column`.
     Block {

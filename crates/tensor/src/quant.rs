@@ -1429,7 +1429,11 @@ mod tests {
             orders_differ += usize::from(specified.to_bits() != other.to_bits());
             let mut out = [0.0f32];
             reference_linear(&xq, &w, 0..1, Activation::Identity, &mut out).unwrap();
-            assert_eq!(out[0].to_bits(), (0.0 + specified).to_bits(), "m {m_bits:#x}");
+            assert_eq!(
+                out[0].to_bits(),
+                (0.0 + specified).to_bits(),
+                "m {m_bits:#x}"
+            );
         }
         assert!(orders_differ > 0, "no block tells the two orders apart");
     }
