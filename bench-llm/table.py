@@ -10,6 +10,12 @@ Outside the default build, like the candle comparison: llama-cpp-python is built
 Each tool runs ROUNDS times per thread count, interleaved with the others; the best round is
 reported (the machine is shared). llama.cpp's threads are pinned (n_threads and
 n_threads_batch); piazza's are its argument. Model loading is not timed.
+
+Then one table of every engine target (issue 19) from the same run: MiniLM beside PyTorch and
+ONNX Runtime (`encoder_speed`, when PIAZZA_BENCH_PYTHON names a Python with torch, transformers,
+onnx and onnxruntime, and `cargo build --release -p piazza-engine --example encoder_speed` is
+done), SmolLM2 prefill and decode beside llama.cpp, the auditor's check with the trace root as a
+fraction of the generation (the range over rounds, wall time), and peak memory.
 """
 import os
 import re
@@ -60,6 +66,12 @@ def llama_cpp_round(threads, new_tokens):
     return len(tokens) / prefill_s, (new_tokens - 1) / decode_s
 
 
+ENCODER = os.path.join(ROOT, "target", "release", "examples", "encoder_speed")
+# (prefill tok/s, decode tok/s, audit ÷ generation, peak MiB) of piazza's last rounds, by
+# (profile, threads): the audit and memory columns of the summary.
+EXTRA = {}
+
+
 def piazza_round(profile, threads, new_tokens):
     out = subprocess.run(
         [BENCH, str(new_tokens), str(threads)],
@@ -69,7 +81,37 @@ def piazza_round(profile, threads, new_tokens):
         check=True,
     ).stdout
     m = re.search(r"prompt ([\d.]+) tokens/s, generation ([\d.]+) tokens/s", out)
+    audit = re.search(r"audit with trace root \(one pass\): [\d.]+ s = ([\d.]+) x", out)
+    peak = re.search(r"^peak memory \(VmHWM\) ([\d.]+) MiB", out, re.MULTILINE)
+    EXTRA.setdefault((profile, threads), []).append(
+        (float(audit.group(1)) if audit else None, float(peak.group(1)) if peak else None)
+    )
     return float(m.group(1)), float(m.group(2))
+
+
+def encoder_rows(rounds):
+    """encoder_speed's table rows as (workload, threads, piazza, pytorch, onnx), or [] when the
+    anchors' Python is not given."""
+    python = os.environ.get("PIAZZA_BENCH_PYTHON")
+    if not python or not os.path.exists(ENCODER):
+        return []
+    out = subprocess.run(
+        [ENCODER, str(rounds)], capture_output=True, text=True, check=True
+    ).stdout
+    rows = []
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[0].startswith("batch"):
+            rows.append((cells[0], int(cells[1]), float(cells[2]), float(cells[3]), float(cells[4])))
+    return rows
+
+
+def span(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "—"
+    low, high = min(values), max(values)
+    return f"{low:.2f}" if low == high else f"{low:.2f}–{high:.2f}"
 
 
 def main():
@@ -95,6 +137,39 @@ def main():
         for name in tools:
             prefill, decode = best[(name, threads)]
             print(f"| {name} | {threads} | {prefill:.1f} | {decode:.1f} | {decode / anchor:.2f} |")
+
+    encoder = encoder_rows(rounds)
+    print()
+    print("Every engine target, this run (ratio: piazza ÷ the best anchor; audit: ÷ generation)")
+    print("| workload | threads | best anchor | piazza | ratio | target |")
+    print("|---|---|---|---|---|---|")
+    for workload, threads, piazza, pytorch, onnx in encoder:
+        name, anchor = max(("PyTorch", pytorch), ("ONNX Runtime", onnx), key=lambda a: a[1])
+        print(
+            f"| MiniLM, {workload} | {threads} | {name} {anchor:.1f} sent/s | {piazza:.1f} sent/s "
+            f"| {piazza / anchor:.2f} | ≥ 1.0 |"
+        )
+    if not encoder:
+        print("| MiniLM | — | (set PIAZZA_BENCH_PYTHON and build encoder_speed) | | | ≥ 1.0 |")
+    llama = "llama.cpp (Q4_1, Q8 activations)"
+    for column, what, target in ((0, "prefill", "—"), (1, "greedy decode", "≥ 1.0")):
+        for threads in (1, 2):
+            anchor = best[(llama, threads)][column]
+            piazza = best[("piazza quantized", threads)][column]
+            print(
+                f"| SmolLM2 Q4_1, {what}, {new_tokens} tokens | {threads} | llama.cpp "
+                f"{anchor:.1f} tok/s | {piazza:.1f} tok/s | {piazza / anchor:.2f} | {target} |"
+            )
+    for threads in (1, 2):
+        audits = [a for a, _ in EXTRA.get(("quantized", threads), [])]
+        print(
+            f"| auditor's check with trace root, {new_tokens} tokens | {threads} | — | "
+            f"{span(audits)} × the generation | | ≤ 0.25 |"
+        )
+    peaks = [p for t in (1, 2) for _, p in EXTRA.get(("quantized", t), [])]
+    peak = max((p for p in peaks if p is not None), default=None)
+    if peak is not None:
+        print(f"| peak memory serving SmolLM2 (quantized) | — | — | {peak:.0f} MiB | | ≤ 223 MiB |")
 
 
 if __name__ == "__main__":
