@@ -3,6 +3,9 @@
 //! Every function here returns exactly the bits of its [`crate::reference`] counterpart, for
 //! any [`Compute`] (thread count and instruction set).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
 use crate::kernels::{self, AttentionShape, Compute, Linear, PackedB};
 use crate::reference::{self, Activation};
 use crate::{Error, Result, Tensor};
@@ -240,8 +243,63 @@ pub fn rope(x: &Tensor, positions: &[u32], heads: usize, base: f32) -> Result<Te
         });
     }
     let mut out = crate::tensor::zeroed(xs.len());
-    reference::rope(xs, positions, heads, width / heads, base, &mut out);
+    let head_dim = width / heads;
+    let half = head_dim / 2;
+    let table = rope_table(head_dim, base, positions.iter().copied().max().unwrap_or(0));
+    match table.as_deref() {
+        Some(table) => {
+            for (t, &position) in positions.iter().enumerate() {
+                let angles = &table[position as usize * half..][..half];
+                let at = t * width;
+                reference::rope_row(&xs[at..at + width], angles, &mut out[at..at + width]);
+            }
+        }
+        None => reference::rope(xs, positions, heads, head_dim, base, &mut out),
+    }
     Tensor::from_vec(out, x.shape())
+}
+
+/// Positions below this are served from [`rope_table`]'s cache (4096 positions of a 64-wide
+/// head are 1 MiB); later ones are computed per call.
+const ROPE_TABLE_POSITIONS: u32 = 4096;
+
+/// The `(cos, sin)` of every pair at positions `0..=max_position` (at least) for `head_dim`
+/// and `base`, `[position][pair]`, computed as [`reference::rope_angle`] specifies (so the
+/// same bits) and kept for the process, grown by doubling as later positions are asked: a
+/// model calls RoPE twice per layer at the same positions. `None` past
+/// [`ROPE_TABLE_POSITIONS`].
+fn rope_table(head_dim: usize, base: f32, max_position: u32) -> Option<Arc<Vec<(f32, f32)>>> {
+    type Tables = HashMap<(usize, u32), Arc<Vec<(f32, f32)>>>;
+    static TABLES: OnceLock<Mutex<Tables>> = OnceLock::new();
+    if max_position >= ROPE_TABLE_POSITIONS {
+        return None;
+    }
+    let half = head_dim / 2;
+    let mut tables = TABLES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let table = tables.entry((head_dim, base.to_bits())).or_default();
+    let have = (table.len() / half.max(1)) as u32;
+    if have <= max_position {
+        let positions = (max_position + 1)
+            .max(2 * have)
+            .clamp(64, ROPE_TABLE_POSITIONS);
+        let inv_freqs: Vec<f32> = (0..half)
+            .map(|i| reference::rope_inv_freq(i, head_dim, base))
+            .collect();
+        let mut grown = Vec::with_capacity(positions as usize * half);
+        grown.extend_from_slice(table);
+        for position in have..positions {
+            grown.extend(
+                inv_freqs
+                    .iter()
+                    .map(|&inv_freq| reference::rope_cos_sin(position, inv_freq)),
+            );
+        }
+        *table = Arc::new(grown);
+    }
+    Some(Arc::clone(table))
 }
 
 /// Rows of `table: [vocab, width]` picked by `ids`; an id past the table is an error.

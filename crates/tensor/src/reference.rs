@@ -445,23 +445,30 @@ pub fn rope(
     out: &mut [f32],
 ) {
     let half = head_dim / 2;
-    let width = heads * head_dim;
     let inv_freqs: Vec<f32> = (0..half)
         .map(|i| rope_inv_freq(i, head_dim, base))
         .collect();
     let mut angles = vec![(0.0f32, 0.0f32); half];
+    let width = heads * head_dim;
     for (t, &position) in positions.iter().enumerate() {
         for (angle, &inv_freq) in angles.iter_mut().zip(&inv_freqs) {
             *angle = rope_cos_sin(position, inv_freq);
         }
-        for h in 0..heads {
-            let at = t * width + h * head_dim;
-            for (i, &(cos, sin)) in angles.iter().enumerate() {
-                let first = x[at + i];
-                let second = x[at + i + half];
-                out[at + i] = first * cos - second * sin;
-                out[at + i + half] = second * cos + first * sin;
-            }
+        let at = t * width;
+        rope_row(&x[at..at + width], &angles, &mut out[at..at + width]);
+    }
+}
+
+/// One row of [`rope`] given its `(cos, sin)` per pair (`angles`, `head_dim / 2` of them):
+/// every head of `x` rotated into `out`.
+pub fn rope_row(x: &[f32], angles: &[(f32, f32)], out: &mut [f32]) {
+    let half = angles.len();
+    for (x, out) in x.chunks_exact(2 * half).zip(out.chunks_exact_mut(2 * half)) {
+        for (i, &(cos, sin)) in angles.iter().enumerate() {
+            let first = x[i];
+            let second = x[i + half];
+            out[i] = first * cos - second * sin;
+            out[i + half] = second * cos + first * sin;
         }
     }
 }

@@ -316,6 +316,39 @@ fn rope_rotates_pairs_by_position() {
     }
 }
 
+/// `ops::rope` reads its angles from a table kept per process and grown as later positions
+/// are asked (positions past the table computed per call): the same bits as the reference,
+/// in calls that grow the table, read it, and pass its end, for two head sizes and bases.
+#[test]
+fn rope_from_the_angle_table_equals_the_reference() {
+    let calls: [&[u32]; 5] = [
+        &[0, 1, 2],
+        &[63, 64, 65, 200],
+        &[5, 4095],
+        &[4096, 9000],
+        &[7, 3],
+    ];
+    for (heads, head_dim, base) in [(3, 64, 100_000.0f32), (2, 8, 10_000.0)] {
+        let width = heads * head_dim;
+        for positions in calls {
+            let x: Vec<f32> = (0..positions.len() * width)
+                .map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0)
+                .collect();
+            let mut expected = vec![0.0; x.len()];
+            reference::rope(&x, positions, heads, head_dim, base, &mut expected);
+            let tensor = piazza_tensor::Tensor::from_vec(x, &[positions.len(), width]).unwrap();
+            let got = piazza_tensor::ops::rope(&tensor, positions, heads, base).unwrap();
+            let got = got.to_vec();
+            assert!(
+                got.iter()
+                    .zip(&expected)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{heads} × {head_dim}, positions {positions:?}"
+            );
+        }
+    }
+}
+
 /// RoPE computes each pair's angle once per row and shares it across heads: every element
 /// still equals the specification's per-element formula through `rope_angle`.
 #[test]
