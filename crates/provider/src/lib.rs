@@ -674,6 +674,21 @@ async fn forget_finished(client: &Client, journal: &Journal, me: &Address) {
     }
 }
 
+/// Whether the journaled transaction `bytes` is in a block.
+async fn journaled_is_committed(client: &Client, bytes: &[u8]) -> Result<bool, ProviderError> {
+    match piazza_ledger::tx::SignedTransaction::decode_bytes(bytes) {
+        Ok(tx) => Ok(client.receipt(&tx.hash()).await?.is_some()),
+        Err(_) => Ok(false),
+    }
+}
+
+/// Whether job `id` is still assigned to `me`.
+async fn assigned_to(client: &Client, id: u64, me: &Address) -> Result<bool, ProviderError> {
+    Ok(client.job(id).await?.is_some_and(|job| {
+        job.status == JobState::Assigned && job.provider.as_deref() == Some(&me.to_string())
+    }))
+}
+
 #[allow(clippy::too_many_arguments)] // the job's context, passed whole to one spawned task
 async fn process(
     client: &Client,
@@ -697,6 +712,16 @@ async fn process(
             Ok(_) => return Ok(()),
             Err(e) if e.ledger_error_name() == Some("duplicate_tx") => return Ok(()),
             Err(e) => {
+                // A poll can list the job just before the block holding the journaled
+                // transaction is applied; by the resend its nonce is spent by that very
+                // transaction. Then the job is done: running it again would spend another
+                // nonce on a result the ledger refuses.
+                if journaled_is_committed(client, &bytes).await?
+                    || !assigned_to(client, id, me).await?
+                {
+                    journal.forget(id);
+                    return Ok(());
+                }
                 tracing::info!(job = id, error = %e, "journaled result not accepted; executing again")
             }
         }
