@@ -824,8 +824,12 @@ impl Generator {
                     }
                 }
             }
-            for ((rows, cols), blocks) in equal {
-                let hashes = leaves::equal_leaves(rows, cols, &blocks);
+            let groups: Vec<leaves::LeafGroup> = equal
+                .into_iter()
+                .map(|((rows, cols), blocks)| (rows, cols, blocks))
+                .collect();
+            let hashes = leaves::grouped_leaves(&groups, compute.threads.get());
+            for ((_, _, blocks), hashes) in groups.iter().zip(hashes) {
                 for ((index, _), hash) in blocks.iter().zip(hashes) {
                     leaves[*index] = Some(hash);
                 }

@@ -18,11 +18,13 @@
 //! to `~1.8` in `Cargo.toml`, and the tests compare every path with `step_hash`.
 
 use std::ops::Range;
+use std::sync::OnceLock;
 
 use blake3::platform::{le_bytes_from_words_32, Platform};
 use blake3::IncrementCounter;
 use piazza_primitives::blake3_lanes::{self, compress_many, hash_chunks, Chunk, Compression};
 use piazza_primitives::blake3_words::{CHUNK_END, CHUNK_START, IV, PARENT, ROOT};
+use piazza_tensor::pool::Pool;
 use piazza_trace::trace::{step_hash, TRACE_DOMAIN};
 use piazza_trace::Hash;
 
@@ -48,6 +50,11 @@ const LANE_BATCH: usize = 64;
 /// its lanes cost the same however few are busy, and a lone chunk in the lanes is slower than
 /// one compression at a time.
 const LANE_CHUNKS_MIN: usize = 4;
+/// Pieces per thread when [`grouped_leaves`] shares the hashing: more than one, so a thread
+/// slowed by another process does not hold the others up.
+const PIECES_PER_THREAD: usize = 2;
+/// Fewest bytes in a piece of [`grouped_leaves`]: sixteen BLAKE3 chunks fill the lanes once.
+const PIECE_BYTES_MIN: usize = 16 * CHUNK_BYTES;
 
 /// The leaf of step `index` over rows `rows` × columns `columns` of `output`, a row-major
 /// matrix `width` wide: `step_hash` of that block. A single row or whole rows are hashed in
@@ -107,6 +114,57 @@ pub(crate) fn equal_leaves(rows: usize, cols: usize, blocks: &[LeafBlock]) -> Ve
         .iter()
         .map(|&(index, values)| step_hash(index, values, rows, cols))
         .collect()
+}
+
+/// Blocks of one shape: rows, columns, and the blocks (step index, row-major values).
+pub(crate) type LeafGroup<'a> = (usize, usize, Vec<LeafBlock<'a>>);
+
+/// [`equal_leaves`] of every group, the groups' hashes in order, on up to `threads` threads
+/// (the kernels' pool). On more than one thread the groups are cut into pieces of about
+/// `1 / (PIECES_PER_THREAD · threads)` of the bytes (never under [`PIECE_BYTES_MIN`], so the
+/// lanes stay full), handed out largest first; a piece's hashes do not depend on which thread
+/// computes it.
+pub(crate) fn grouped_leaves(groups: &[LeafGroup], threads: usize) -> Vec<Vec<Hash>> {
+    if threads <= 1 {
+        return groups
+            .iter()
+            .map(|(rows, cols, blocks)| equal_leaves(*rows, *cols, blocks))
+            .collect();
+    }
+    let leaf_bytes = |rows: usize, cols: usize| HEAD_BYTES + 4 * rows * cols;
+    let total: usize = groups
+        .iter()
+        .map(|(rows, cols, blocks)| leaf_bytes(*rows, *cols) * blocks.len())
+        .sum();
+    let piece_bytes = (total / (PIECES_PER_THREAD * threads)).max(PIECE_BYTES_MIN);
+    // (group, its blocks in the piece, bytes)
+    let mut pieces: Vec<(usize, Range<usize>, usize)> = Vec::new();
+    for (g, (rows, cols, blocks)) in groups.iter().enumerate() {
+        let bytes = leaf_bytes(*rows, *cols);
+        let per_piece = (piece_bytes / bytes).max(1);
+        for start in (0..blocks.len()).step_by(per_piece) {
+            let end = (start + per_piece).min(blocks.len());
+            pieces.push((g, start..end, bytes * (end - start)));
+        }
+    }
+    let mut order: Vec<usize> = (0..pieces.len()).collect();
+    order.sort_by_key(|&p| std::cmp::Reverse(pieces[p].2));
+    let hashed: Vec<OnceLock<Vec<Hash>>> = pieces.iter().map(|_| OnceLock::new()).collect();
+    Pool::global().for_each(threads, order.len(), |i| {
+        let p = order[i];
+        let (g, range, _) = &pieces[p];
+        let (rows, cols, blocks) = &groups[*g];
+        // Each piece is set once: `for_each` runs every index exactly once.
+        let _ = hashed[p].set(equal_leaves(*rows, *cols, &blocks[range.clone()]));
+    });
+    let mut out: Vec<Vec<Hash>> = groups
+        .iter()
+        .map(|g| Vec::with_capacity(g.2.len()))
+        .collect();
+    for ((g, _, _), hashes) in pieces.iter().zip(hashed) {
+        out[*g].extend(hashes.into_inner().expect("for_each ran every piece"));
+    }
+    out
 }
 
 /// Buffers reused by every batch.
@@ -469,6 +527,43 @@ mod tests {
                     assert_eq!(many, expected, "{rows} × {cols}, {count} leaves, hash_many");
                 }
             }
+        }
+    }
+
+    /// Groups of an audit pass's kinds (a large prefill block, many single rows, a few
+    /// narrow ones) cut into pieces on 2 and 3 threads give each group's `step_hash`es in
+    /// order, as on one thread.
+    #[test]
+    fn grouped_leaves_on_many_threads_are_step_hashes_in_order() {
+        let values: Vec<f32> = (0..64 * 600).map(|i| (i as f32 * 0.11).cos()).collect();
+        let group = |rows: usize, cols: usize, count: usize| -> LeafGroup {
+            let blocks = (0..count)
+                .map(|i| (7 * i + rows, &values[i * cols..i * cols + rows * cols]))
+                .collect();
+            (rows, cols, blocks)
+        };
+        let groups = vec![
+            group(64, 576, 1),
+            group(1, 576, 63),
+            group(3, 576, 1),
+            group(1, 12, 40),
+            group(1, 910, 0),
+        ];
+        let expected: Vec<Vec<Hash>> = groups
+            .iter()
+            .map(|(rows, cols, blocks)| {
+                blocks
+                    .iter()
+                    .map(|&(index, v)| step_hash(index, v, *rows, *cols))
+                    .collect()
+            })
+            .collect();
+        for threads in [1, 2, 3] {
+            assert_eq!(
+                grouped_leaves(&groups, threads),
+                expected,
+                "{threads} threads"
+            );
         }
     }
 
