@@ -183,10 +183,10 @@ impl StepGraph {
                 .model
                 .op_shape(*op)
                 .ok_or_else(|| internal(format!("no op {op}"))),
-            Source::Rows(parts) => {
+            Source::Rows(_) | Source::Series { .. } => {
                 let mut shape = [0, 0];
-                for (i, part) in parts.iter().enumerate() {
-                    let [rows, width] = self.source_shape(part, ids)?;
+                for (i, part) in source.parts().into_iter().flatten().enumerate() {
+                    let [rows, width] = self.source_shape(&part, ids)?;
                     if i > 0 && width != shape[1] {
                         return Err(internal("stacked sources differ in width".into()));
                     }
@@ -301,15 +301,15 @@ impl StepGraph {
                     });
                 }
             }
-            Source::Rows(parts) => {
+            Source::Rows(_) | Source::Series { .. } => {
                 let mut offset = 0;
-                for part in parts {
-                    let [part_rows, _] = self.source_shape(part, ids)?;
+                for part in source.parts().into_iter().flatten() {
+                    let [part_rows, _] = self.source_shape(&part, ids)?;
                     let span = offset..offset + part_rows;
                     if let Some(r) = intersect(&span, rows) {
                         let local = r.start - offset..r.end - offset;
                         let at = [to[0] + r.start - rows.start, to[1]];
-                        self.pieces(part, &local, columns, at, ids, out)?;
+                        self.pieces(&part, &local, columns, at, ids, out)?;
                     }
                     offset += part_rows;
                 }

@@ -113,7 +113,7 @@ impl Recording {
                 let full = match source {
                     Source::Input(input) => batch.input(*input)?,
                     Source::Op(earlier) => &self.outputs[*earlier],
-                    Source::Weight(_) | Source::Rows(_) => {
+                    Source::Weight(_) | Source::Rows(_) | Source::Series { .. } => {
                         unreachable!("activations() skips weights; BERT graphs stack no rows")
                     }
                 };
@@ -435,7 +435,7 @@ impl Embedder {
                         op: op.name.clone(),
                         detail: format!("output of op {earlier} was released"),
                     }),
-                    Source::Weight(_) | Source::Rows(_) => {
+                    Source::Weight(_) | Source::Rows(_) | Source::Series { .. } => {
                         unreachable!("activations() skips weights; BERT graphs stack no rows")
                     }
                 })

@@ -138,6 +138,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             hex(&generation.trace_root())
         );
         println!("  per token: {}", window_means(&token_times_s).join(", "));
+        if let Some(peak) = peak_memory_mib() {
+            println!("  peak memory so far, a provider's (VmHWM) {peak:.0} MiB");
+        }
         // An auditor's check of the same generation: one pass over prompt and tokens.
         let (start, cpu_start) = (Instant::now(), process_cpu_s());
         let mismatch = generator.audit(&prompt, &generation.ids, &params, threads)?;

@@ -17,7 +17,7 @@ use piazza_trace::weights::{self as commitment, ChunkHasher, WeightCommitment};
 use piazza_trace::Hash;
 
 use crate::gguf::Gguf;
-use crate::graph::{Cache, Graph, JobInput, Op, OpKind, Source, Step};
+use crate::graph::{Cache, Graph, JobInput, Op, OpKind, Parts, Source, Step};
 use crate::leaves;
 use crate::model::{self, LlamaConfig, NumericProfile};
 use crate::sampling::{self, SamplingParams};
@@ -228,10 +228,12 @@ fn resolve<'t>(
             .cloned()
             .ok_or_else(|| missing(format!("output of op {i} is not available"))),
         Source::Weight(name) => Err(missing(format!("weight {name} is not an activation"))),
-        Source::Rows(parts) => {
-            let parts: Vec<Tensor> = parts
-                .iter()
-                .map(|p| resolve(p, prompt, output))
+        Source::Rows(_) | Source::Series { .. } => {
+            let parts: Vec<Tensor> = source
+                .parts()
+                .into_iter()
+                .flatten()
+                .map(|p| resolve(&p, prompt, output))
                 .collect::<Result<_>>()?;
             let width = parts
                 .first()
@@ -701,7 +703,7 @@ impl Generator {
             let output = self.compute_op(op, &inputs, compute, Some(&mut quantized_input))?;
             on_output(op_index, &output)?;
             outputs.push(Some(output));
-            for i in op.activations().flat_map(source_ops) {
+            for i in op.activations().flat_map(|s| source_ops(s, 0)) {
                 if last_reader.get(i) == Some(&op_index) {
                     outputs[i] = None;
                 }
@@ -1136,7 +1138,7 @@ impl Generator {
                     .enumerate()
                     .map(|(i, s)| match s {
                         // The KV cache: read from its stack, not re-concatenated.
-                        Source::Rows(_) if is_attention => Ok(None),
+                        Source::Rows(_) | Source::Series { .. } if is_attention => Ok(None),
                         _ => restrict(
                             op,
                             i,
@@ -1172,7 +1174,7 @@ impl Generator {
                 outputs.push(Some(output));
                 if !record {
                     let op = &graph.ops[op_index];
-                    for i in op.activations().flat_map(source_ops) {
+                    for i in op.activations().flat_map(|s| source_ops(s, pass_start)) {
                         let last = i.checked_sub(pass_start).and_then(|at| last_reader.get(at));
                         if last == Some(&op_index) && i != sample {
                             if let Some(slot) = outputs.get_mut(i) {
@@ -1414,7 +1416,7 @@ struct KvStacks {
 }
 
 impl KvStacks {
-    /// Append to the stack of `source` (a `Source::Rows` of op outputs) the parts it does not
+    /// Append to the stack of `source` (op outputs stacked by rows) the parts it does not
     /// hold yet; any other source is left alone.
     fn extend<'t>(
         &mut self,
@@ -1425,13 +1427,14 @@ impl KvStacks {
             return Ok(());
         };
         let (held, width, values) = self.stacks.entry(first).or_default();
-        for part in parts.iter().skip(*held) {
-            let Source::Op(i) = part else {
+        // `skip` on a series computes where to start: a pass costs its new parts only.
+        for part in parts.skip(*held) {
+            let Source::Op(i) = *part else {
                 return Err(Error::Input {
                     detail: "a KV stack holds only op outputs".into(),
                 });
             };
-            let tensor = output(*i).ok_or_else(|| Error::Input {
+            let tensor = output(i).ok_or_else(|| Error::Input {
                 detail: format!("output of op {i} is not available"),
             })?;
             match tensor.shape() {
@@ -1480,11 +1483,29 @@ fn op_step_ranges(graph: &Graph) -> Vec<Range<usize>> {
     ranges
 }
 
-/// The ops whose outputs `source` reads (through stacks).
-fn source_ops(source: &Source) -> Vec<usize> {
-    match source {
-        Source::Op(i) => vec![*i],
-        Source::Rows(parts) => parts.iter().flat_map(source_ops).collect(),
+/// The ops from `from` on whose outputs `source` reads (through stacks); the parts of a
+/// series before `from` are skipped without listing them (a KV stack spans every pass so far).
+fn source_ops(source: &Source, from: usize) -> Vec<usize> {
+    match *source {
+        Source::Op(i) => (i >= from).then_some(i).into_iter().collect(),
+        Source::Series { first, step, .. } => {
+            let skip = match from.checked_sub(first) {
+                Some(ahead) if ahead > 0 => ahead.div_ceil(step.max(1)),
+                _ => 0,
+            };
+            source
+                .parts()
+                .into_iter()
+                .flat_map(|parts| parts.skip(skip))
+                .flat_map(|part| source_ops(&part, from))
+                .collect()
+        }
+        Source::Rows(_) => source
+            .parts()
+            .into_iter()
+            .flatten()
+            .flat_map(|part| source_ops(&part, from))
+            .collect(),
         Source::Input(_) | Source::Weight(_) => Vec::new(),
     }
 }
@@ -1494,7 +1515,7 @@ fn source_ops(source: &Source) -> Vec<usize> {
 fn pass_last_readers(ops: &[Op], pass_start: usize) -> Vec<usize> {
     let mut last = vec![usize::MAX; ops.len().saturating_sub(pass_start)];
     for (reader, op) in ops.iter().enumerate().skip(pass_start) {
-        for i in op.activations().flat_map(source_ops) {
+        for i in op.activations().flat_map(|s| source_ops(s, pass_start)) {
             if let Some(slot) = i.checked_sub(pass_start).and_then(|at| last.get_mut(at)) {
                 *slot = reader;
             }
@@ -1503,13 +1524,11 @@ fn pass_last_readers(ops: &[Op], pass_start: usize) -> Vec<usize> {
     last
 }
 
-/// The first op and the parts of a stacked source.
-fn stack_parts(source: &Source) -> Option<(usize, &[Source])> {
-    match source {
-        Source::Rows(parts) => match parts.first() {
-            Some(Source::Op(first)) => Some((*first, parts)),
-            _ => None,
-        },
+/// The first op and the parts of a stacked source whose first part is an op output.
+fn stack_parts(source: &Source) -> Option<(usize, Parts<'_>)> {
+    let parts = source.parts()?;
+    match parts.clone().next().as_deref() {
+        Some(Source::Op(first)) => Some((*first, parts)),
         _ => None,
     }
 }

@@ -3,9 +3,10 @@
 //! [`Step`]s (the trace leaves). The layout is specified in docs/llm.md §4.
 //!
 //! Every op's output is a matrix `[rows, width]`. Inputs are job inputs (the prompt ids),
-//! weights (by GGUF name) or earlier outputs, possibly several stacked by rows
-//! ([`Source::Rows`]: the KV cache of a layer is the stack of that layer's `k_rope` / `v`
-//! outputs of every pass so far; the token history is the prompt and every sampled token).
+//! weights (by GGUF name) or earlier outputs, possibly several stacked by rows (the KV cache
+//! of a layer is the stack of that layer's `k_rope` / `v` outputs of every pass so far, a
+//! [`Source::Series`] as every pass has the same ops; the token history is the prompt and
+//! every sampled token).
 
 use std::ops::Range;
 
@@ -21,7 +22,7 @@ pub const ROW_BLOCK: usize = 64;
 /// that `columns × in_features ≤ WEIGHT_BLOCK_FLOATS`.
 pub const WEIGHT_BLOCK_FLOATS: usize = 1 << 19;
 
-pub use piazza_trace::graph::{JobInput, Source, Step};
+pub use piazza_trace::graph::{JobInput, Parts, Source, Step};
 
 /// What an op computes. Activation inputs come first in [`Op::inputs`], then weights.
 #[derive(Clone, Debug, PartialEq)]
@@ -114,10 +115,62 @@ pub struct Graph {
 #[derive(Clone, Debug, Default)]
 pub struct Cache {
     /// Per layer: the `k_rope` and `v` ops of every pass, in order.
-    pub keys: Vec<Vec<usize>>,
-    pub values: Vec<Vec<usize>>,
+    pub keys: Vec<OpStack>,
+    pub values: Vec<OpStack>,
     /// The sample op of every pass.
-    pub samples: Vec<usize>,
+    pub samples: OpStack,
+}
+
+/// Ops stacked by rows, one more each pass (a layer's keys or values, the samples), with
+/// their stack source ([`Source::stack`]) kept as each op is pushed: a pass's stacks cost
+/// constant time and space while the ops stay evenly spaced (as every pass has the same ops).
+#[derive(Clone, Debug, Default)]
+pub struct OpStack {
+    ops: Vec<usize>,
+    /// `Source::stack(&ops)` while it is a series.
+    series: Option<Source>,
+}
+
+impl OpStack {
+    pub fn push(&mut self, op: usize) {
+        self.series = match (self.ops.as_slice(), self.series.take()) {
+            ([], _) => Some(Source::stack(&[op])),
+            ([first], Some(_)) if op > *first => Some(Source::stack(&[*first, op])),
+            (
+                _,
+                Some(Source::Series {
+                    first,
+                    step,
+                    count,
+                }),
+            ) if step
+                .checked_mul(count)
+                .and_then(|d| first.checked_add(d))
+                == Some(op) =>
+            {
+                Some(Source::Series {
+                    first,
+                    step,
+                    count: count + 1,
+                })
+            }
+            _ => None,
+        };
+        self.ops.push(op);
+    }
+
+    /// The ops pushed so far, in order.
+    pub fn ops(&self) -> &[usize] {
+        &self.ops
+    }
+
+    /// The ops stacked by rows: `Source::stack(self.ops())`.
+    pub fn source(&self) -> Source {
+        match &self.series {
+            Some(series) => series.clone(),
+            None => Source::stack(&self.ops),
+        }
+    }
 }
 
 impl Graph {
@@ -207,8 +260,8 @@ impl Graph {
         ids: Source,
     ) -> usize {
         if cache.keys.is_empty() {
-            cache.keys = vec![Vec::new(); config.layers];
-            cache.values = vec![Vec::new(); config.layers];
+            cache.keys = vec![OpStack::default(); config.layers];
+            cache.values = vec![OpStack::default(); config.layers];
         }
         let (h, f, kv) = (config.hidden, config.ffn, config.kv_width());
         let name = |part: &str| format!("pass{pass}.{part}");
@@ -272,7 +325,6 @@ impl Graph {
             );
             cache.keys[layer].push(k_rope);
             cache.values[layer].push(v);
-            let stack = |ops: &[usize]| Source::Rows(ops.iter().map(|&i| Source::Op(i)).collect());
             let attention = self.push(
                 n("attention"),
                 OpKind::Attention {
@@ -282,8 +334,8 @@ impl Graph {
                 },
                 vec![
                     Source::Op(q_rope),
-                    stack(&cache.keys[layer]),
-                    stack(&cache.values[layer]),
+                    cache.keys[layer].source(),
+                    cache.values[layer].source(),
                 ],
                 [rows, h],
             );
@@ -391,7 +443,7 @@ impl Graph {
     ) -> usize {
         let pass = self.pass_starts.len();
         self.pass_starts.push(self.ops.len());
-        let ids = match cache.samples.last() {
+        let ids = match cache.samples.ops().last() {
             Some(&sample) => Source::Op(sample),
             None => PROMPT,
         };
@@ -417,7 +469,9 @@ impl Graph {
             [1, config.vocab],
         );
         let mut history = vec![PROMPT];
-        history.extend(cache.samples.iter().map(|&i| Source::Op(i)));
+        if !cache.samples.ops().is_empty() {
+            history.push(cache.samples.source());
+        }
         let sample = self.push(
             name("sample"),
             OpKind::Sample {
@@ -429,5 +483,87 @@ impl Graph {
         );
         cache.samples.push(sample);
         sample
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whatever the ops pushed, a stack's source is `Source::stack` of them: a series while
+    /// they are evenly spaced, a list from the first uneven one on.
+    #[test]
+    fn op_stacks_are_the_stack_of_their_ops() {
+        for ops in [
+            &[4][..],
+            &[4, 9, 14, 19, 24],
+            &[4, 9, 15, 20],
+            &[4, 9, 14, 14],
+            &[4, 3],
+            &[0, 0, 0],
+        ] {
+            let mut stack = OpStack::default();
+            for (n, &op) in ops.iter().enumerate() {
+                stack.push(op);
+                assert_eq!(stack.source(), Source::stack(&ops[..=n]), "{:?}", &ops[..=n]);
+            }
+            assert_eq!(stack.ops(), ops);
+        }
+    }
+
+    /// A generation's graph holds each KV cache and token history in constant space: every
+    /// attention op's keys and values are a series of one op per pass so far, the history the
+    /// prompt and a series of the samples.
+    #[test]
+    fn a_generation_stacks_its_cache_as_series() {
+        let config = LlamaConfig {
+            layers: 2,
+            hidden: 8,
+            ffn: 16,
+            heads: 2,
+            kv_heads: 1,
+            head_dim: 4,
+            vocab: 11,
+            context: 64,
+            rope_base: 10_000.0,
+            rms_eps: 1e-5,
+        };
+        let passes = 5;
+        let greedy = SamplingParams::greedy();
+        let graph = Graph::for_generation(&config, "output.weight", 3, passes, &greedy);
+        let per_pass = graph.ops.len() / passes;
+        let mut attention = 0;
+        for (index, op) in graph.ops.iter().enumerate() {
+            let pass = index / per_pass;
+            match &op.kind {
+                OpKind::Attention { .. } => {
+                    attention += 1;
+                    for source in &op.inputs[1..3] {
+                        let Source::Series { step, count, .. } = *source else {
+                            panic!("{}: {source:?} is not a series", op.name);
+                        };
+                        // One op is a series spaced by 1.
+                        let spacing = if pass == 0 { 1 } else { per_pass };
+                        assert_eq!((step, count), (spacing, pass + 1), "{}", op.name);
+                    }
+                }
+                OpKind::Sample { .. } => {
+                    let Source::Rows(history) = &op.inputs[1] else {
+                        panic!("{}: history {:?}", op.name, op.inputs[1]);
+                    };
+                    assert_eq!(history[0], PROMPT);
+                    match pass {
+                        0 => assert_eq!(history.len(), 1),
+                        _ => assert!(matches!(
+                            history[1],
+                            Source::Series { step, count, .. }
+                                if count == pass && (pass == 1 || step == per_pass)
+                        )),
+                    }
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(attention, passes * config.layers);
     }
 }

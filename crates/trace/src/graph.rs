@@ -28,7 +28,98 @@ pub enum Source {
     Op(usize),
     /// Several activation sources stacked by rows, in order (a KV cache, a token history).
     Rows(Vec<Source>),
+    /// The outputs of ops `first`, `first + step`, … (`count` of them) stacked by rows: the
+    /// same input as [`Source::Rows`] of those ops, in constant space. A generation's KV cache
+    /// and token history grow by one op a pass; listed, every pass's stacks made its graph
+    /// quadratic in the number of passes.
+    Series {
+        first: usize,
+        step: usize,
+        count: usize,
+    },
 }
+
+impl Source {
+    /// `ops` stacked by rows: a [`Source::Series`] when they are evenly spaced and increasing
+    /// (one op counts as spaced by 1), else a [`Source::Rows`] list.
+    pub fn stack(ops: &[usize]) -> Source {
+        let step = match ops {
+            [] => None,
+            [_] => Some(1),
+            [a, b, ..] => b.checked_sub(*a).filter(|&d| d > 0),
+        };
+        match step {
+            Some(step) if ops.windows(2).all(|w| w[0].checked_add(step) == Some(w[1])) => {
+                Source::Series {
+                    first: ops[0],
+                    step,
+                    count: ops.len(),
+                }
+            }
+            _ => Source::Rows(ops.iter().map(|&i| Source::Op(i)).collect()),
+        }
+    }
+
+    /// The parts of a stacked source, in order: a [`Source::Rows`] list's sources, a
+    /// [`Source::Series`]' ops; `None` for any other source.
+    pub fn parts(&self) -> Option<Parts<'_>> {
+        match self {
+            Source::Rows(list) => Some(Parts::List(list.iter())),
+            &Source::Series { first, step, count } => Some(Parts::Series {
+                next: first,
+                step,
+                left: count,
+            }),
+            Source::Input(_) | Source::Weight(_) | Source::Op(_) => None,
+        }
+    }
+}
+
+/// The parts of a stacked source ([`Source::parts`]).
+#[derive(Clone, Debug)]
+pub enum Parts<'a> {
+    List(std::slice::Iter<'a, Source>),
+    Series { next: usize, step: usize, left: usize },
+}
+
+impl<'a> Iterator for Parts<'a> {
+    type Item = std::borrow::Cow<'a, Source>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Parts::List(list) => list.next().map(std::borrow::Cow::Borrowed),
+            Parts::Series { next, step, left } => {
+                *left = left.checked_sub(1)?;
+                let op = *next;
+                *next = next.saturating_add(*step);
+                Some(std::borrow::Cow::Owned(Source::Op(op)))
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let len = match self {
+            Parts::List(list) => list.len(),
+            Parts::Series { left, .. } => *left,
+        };
+        (len, Some(len))
+    }
+
+    /// Skips without listing: a series' `n`-th part is computed.
+    fn nth(&mut self, n: usize) -> Option<Self::Item> {
+        match self {
+            Parts::List(list) => list.nth(n).map(std::borrow::Cow::Borrowed),
+            Parts::Series { next, step, left } => {
+                let skipped = n.min(*left);
+                *left -= skipped;
+                *next = next.saturating_add(step.saturating_mul(skipped));
+                self.next()
+            }
+        }
+    }
+}
+
+impl ExactSizeIterator for Parts<'_> {}
 
 /// One operator of a run; `K` is the family's op kind. Activation inputs come first in
 /// `inputs`, weights after.
@@ -111,7 +202,11 @@ pub fn last_uses<K>(ops: &[Op<K>]) -> Vec<usize> {
                     *slot = reader;
                 }
             }
-            Source::Rows(parts) => parts.iter().for_each(|part| mark(part, reader, last)),
+            Source::Rows(_) | Source::Series { .. } => source
+                .parts()
+                .into_iter()
+                .flatten()
+                .for_each(|part| mark(&part, reader, last)),
             Source::Input(_) | Source::Weight(_) => {}
         }
     }
@@ -184,8 +279,40 @@ mod tests {
             op(vec![Source::Op(1)]),
         ];
         assert_eq!(last_uses(&ops), vec![2, 3, 2, 3]);
+        let series = vec![
+            op(vec![Source::Input(JobInput::TokenIds)]),
+            op(vec![Source::Op(0)]),
+            op(vec![Source::Op(0)]),
+            op(vec![Source::stack(&[0, 2])]),
+        ];
+        assert_eq!(last_uses(&series), vec![3, 1, 3, 3]);
         assert_eq!(ops[1].activations().count(), 1);
         assert_eq!(ops[1].weights().collect::<Vec<_>>(), vec!["w"]);
+    }
+
+    /// Evenly spaced ops stack as a series with the same parts a list has; anything else
+    /// stays a list; skipping into a series computes the part.
+    #[test]
+    fn stacks_are_series_when_evenly_spaced() {
+        let parts = |source: &Source| -> Vec<Source> {
+            source.parts().expect("stacked").map(|p| p.into_owned()).collect()
+        };
+        let list = |ops: &[usize]| ops.iter().map(|&i| Source::Op(i)).collect::<Vec<_>>();
+        for ops in [&[7][..], &[3, 10], &[3, 10, 17, 24]] {
+            let stack = Source::stack(ops);
+            assert!(matches!(stack, Source::Series { .. }), "{ops:?}");
+            assert_eq!(parts(&stack), list(ops));
+            assert_eq!(stack.parts().map(|p| p.len()), Some(ops.len()));
+        }
+        for ops in [&[][..], &[3, 10, 18], &[5, 5], &[9, 4]] {
+            assert_eq!(Source::stack(ops), Source::Rows(list(ops)), "{ops:?}");
+        }
+        let series = Source::stack(&[3, 10, 17, 24]);
+        let mut skipped = series.parts().expect("stacked");
+        assert_eq!(skipped.nth(2).map(|p| p.into_owned()), Some(Source::Op(17)));
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped.nth(5), None);
+        assert_eq!(Source::Op(1).parts().map(|p| p.len()), None);
     }
 
     #[test]
