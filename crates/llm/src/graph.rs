@@ -136,17 +136,8 @@ impl OpStack {
         self.series = match (self.ops.as_slice(), self.series.take()) {
             ([], _) => Some(Source::stack(&[op])),
             ([first], Some(_)) if op > *first => Some(Source::stack(&[*first, op])),
-            (
-                _,
-                Some(Source::Series {
-                    first,
-                    step,
-                    count,
-                }),
-            ) if step
-                .checked_mul(count)
-                .and_then(|d| first.checked_add(d))
-                == Some(op) =>
+            (_, Some(Source::Series { first, step, count }))
+                if step.checked_mul(count).and_then(|d| first.checked_add(d)) == Some(op) =>
             {
                 Some(Source::Series {
                     first,
@@ -505,7 +496,12 @@ mod tests {
             let mut stack = OpStack::default();
             for (n, &op) in ops.iter().enumerate() {
                 stack.push(op);
-                assert_eq!(stack.source(), Source::stack(&ops[..=n]), "{:?}", &ops[..=n]);
+                assert_eq!(
+                    stack.source(),
+                    Source::stack(&ops[..=n]),
+                    "{:?}",
+                    &ops[..=n]
+                );
             }
             assert_eq!(stack.ops(), ops);
         }

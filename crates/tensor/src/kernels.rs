@@ -170,6 +170,7 @@ pub fn sum(x: &[f32]) -> f32 {
 }
 
 /// [`reference::dot`], vectorised.
+#[inline(always)]
 pub fn dot(x: &[f32], y: &[f32]) -> f32 {
     assert_eq!(x.len(), y.len(), "dot of unequal lengths");
     let mut lanes = [0.0f32; LANES];
@@ -396,8 +397,107 @@ mod x86 {
             }
         };
     }
-    causal_unit_for!(causal_unit_avx512, "avx512f");
     causal_unit_for!(causal_unit_avx2, "avx2");
+
+    /// [`super::causal_unit_body`] with AVX-512 F, its scores sixteen keys at a time
+    /// ([`unit_scores_avx512`]) when the head size is a whole number of 16-lane chunks.
+    /// Safety: the CPU supports AVX-512 F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn causal_unit_avx512(
+        unit: super::CausalUnit<'_>,
+        scores: &mut [f32],
+        p: &mut [f32],
+        out: &mut [f32],
+    ) {
+        let d = unit.query.len();
+        let blocked = if d.is_multiple_of(LANES) {
+            // SAFETY: the caller guarantees AVX-512 F.
+            unsafe { unit_scores_avx512(unit.query, unit.k, unit.kv_width, scores) }
+        } else {
+            0
+        };
+        super::causal_unit_tail(unit, blocked, scores, p, out)
+    }
+
+    /// Scores of one query against the first `scores.len() / 16 * 16` keys (key `j` at
+    /// `k[j * kv_width..][..d]`, `d` a multiple of 16), in the reference's lane order
+    /// ([`super::reference::dot`]: lane `l` adds the products of dimensions `l`, `l + 16`, …
+    /// to `+0.0` in order, then [`super::reference::combine`]'s tree): each key's sixteen lane
+    /// sums in one register, then the tree for sixteen keys at once, each level adding the
+    /// halves `i` and `i + w` (`w` = 8, 4, 2, 1) of two registers' keys side by side (IEEE
+    /// addition is commutative, so which operand comes first does not matter). Returns the
+    /// keys scored. Safety: the CPU supports AVX-512 F.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn unit_scores_avx512(
+        query: &[f32],
+        k: &[f32],
+        kv_width: usize,
+        scores: &mut [f32],
+    ) -> usize {
+        let d = query.len();
+        let blocks = scores.len() / LANES;
+        if blocks == 0 {
+            return 0;
+        }
+        let keys = blocks * LANES;
+        assert!(
+            d.is_multiple_of(LANES) && d <= kv_width && (keys - 1) * kv_width + d <= k.len(),
+            "keys out of range"
+        );
+        // Output lane `j` of the last level holds key `4 (j mod 4) + j / 4`.
+        let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        // SAFETY: every key row read lies inside `k` (checked above), every query chunk inside
+        // `query`, every store inside `scores`; the caller guarantees AVX-512 F.
+        unsafe {
+            let (q, kp) = (query.as_ptr(), k.as_ptr());
+            for block in 0..blocks {
+                let sums: [__m512; LANES] = std::array::from_fn(|key| {
+                    let row = kp.add((block * LANES + key) * kv_width);
+                    let mut acc = _mm512_setzero_ps();
+                    for c in (0..d).step_by(LANES) {
+                        let product =
+                            _mm512_mul_ps(_mm512_loadu_ps(q.add(c)), _mm512_loadu_ps(row.add(c)));
+                        acc = _mm512_add_ps(acc, product);
+                    }
+                    acc
+                });
+                // w = 8: 128-bit blocks (0, 1) + (2, 3) of two keys.
+                let eights: [__m512; 8] = std::array::from_fn(|m| {
+                    let (a, b) = (sums[2 * m], sums[2 * m + 1]);
+                    _mm512_add_ps(
+                        _mm512_shuffle_f32x4::<0x44>(a, b),
+                        _mm512_shuffle_f32x4::<0xEE>(a, b),
+                    )
+                });
+                // w = 4: blocks 0 + 1 of each key (keys 4n..4n + 4, one 128-bit block each).
+                let fours: [__m512; 4] = std::array::from_fn(|n| {
+                    let (a, b) = (eights[2 * n], eights[2 * n + 1]);
+                    _mm512_add_ps(
+                        _mm512_shuffle_f32x4::<0x88>(a, b),
+                        _mm512_shuffle_f32x4::<0xDD>(a, b),
+                    )
+                });
+                // w = 2 within each 128-bit block: key 8s + b at lanes 0, 1, key 8s + 4 + b at 2, 3.
+                let twos: [__m512; 2] = std::array::from_fn(|t| {
+                    let (a, b) = (fours[2 * t], fours[2 * t + 1]);
+                    _mm512_add_ps(
+                        _mm512_shuffle_ps::<0x44>(a, b),
+                        _mm512_shuffle_ps::<0xEE>(a, b),
+                    )
+                });
+                // w = 1: lane 4b + r holds key b + 4r.
+                let ones = _mm512_add_ps(
+                    _mm512_shuffle_ps::<0x88>(twos[0], twos[1]),
+                    _mm512_shuffle_ps::<0xDD>(twos[0], twos[1]),
+                );
+                _mm512_storeu_ps(
+                    scores.as_mut_ptr().add(block * LANES),
+                    _mm512_permutexvar_ps(order, ones),
+                );
+            }
+        }
+        keys
+    }
 
     /// `$name`: [`super::causal_rows_body`] for vectors of `$width` lanes (`$vector`), compiled
     /// with `$feature` (no FMA: the dots are unfused by specification), in module `$module`
@@ -1965,8 +2065,20 @@ fn causal_unit(isa: Isa, unit: CausalUnit<'_>, scores: &mut [f32], p: &mut [f32]
 /// per instruction set.
 #[inline(always)]
 fn causal_unit_body(unit: CausalUnit<'_>, scores: &mut [f32], p: &mut [f32], out: &mut [f32]) {
+    causal_unit_tail(unit, 0, scores, p, out)
+}
+
+/// [`causal_unit_body`] with the scores of keys `..scored` already in `scores`.
+#[inline(always)]
+fn causal_unit_tail(
+    unit: CausalUnit<'_>,
+    scored: usize,
+    scores: &mut [f32],
+    p: &mut [f32],
+    out: &mut [f32],
+) {
     let d = unit.query.len();
-    for (j, score) in scores.iter_mut().enumerate() {
+    for (j, score) in scores.iter_mut().enumerate().skip(scored) {
         let at = j * unit.kv_width;
         *score = dot(unit.query, &unit.k[at..at + d]);
     }
@@ -2435,31 +2547,56 @@ fn combine_vectors<const N: usize>(mut acc: [[f32; N]; LANES]) -> [f32; N] {
 /// lanes meet in [`combine`]'s tree, as the reference. Vectorised across 16 columns at a time
 /// (`acc[lane][column]`, one vector per lane) reading value rows in place, so no transposed
 /// copy of `v` is needed; the tree runs as whole-vector adds.
+/// Head sizes of 32, 64 and 128 columns take every column at once ([`weighted_values_wide`]).
 #[inline(always)]
 fn weighted_values(p: &[f32], v: &[f32], kv_width: usize, out: &mut [f32]) {
-    let (weight_chunks, weight_tail) = p.as_chunks::<LANES>();
+    match out.len() {
+        32 => weighted_values_wide::<32>(p, v, kv_width, out),
+        64 => weighted_values_wide::<64>(p, v, kv_width, out),
+        128 => weighted_values_wide::<128>(p, v, kv_width, out),
+        _ => weighted_values_blocks(p, v, kv_width, out),
+    }
+}
+
+/// [`weighted_values`] for `N` columns (`out.len() == N`): every column of a value row at
+/// once (`N / 16` vectors per lane), so each row is read once, not once per 16 columns.
+#[inline(always)]
+fn weighted_values_wide<const N: usize>(p: &[f32], v: &[f32], kv_width: usize, out: &mut [f32]) {
+    let row = |j: usize| -> [f32; N] {
+        v[j * kv_width..][..N]
+            .try_into()
+            .expect("a value row holds the head's columns")
+    };
+    out.copy_from_slice(&weighted_lanes(p, row));
+}
+
+/// [`weighted_values`] 16 columns at a time, any head size.
+#[inline(always)]
+fn weighted_values_blocks(p: &[f32], v: &[f32], kv_width: usize, out: &mut [f32]) {
     for (block, out_block) in out.chunks_mut(LANES).enumerate() {
         let c0 = block * LANES;
         let cols = out_block.len();
         let row = |j: usize| padded_lanes(&v[j * kv_width + c0..j * kv_width + c0 + cols]);
-        let mut acc = [[0.0f32; LANES]; LANES];
-        for (chunk, weights) in weight_chunks.iter().enumerate() {
-            for (l, &weight) in weights.iter().enumerate() {
-                let values = row(chunk * LANES + l);
-                for c in 0..LANES {
-                    acc[l][c] = acc[l][c] + weight * values[c];
-                }
-            }
-        }
-        let tail_first = weight_chunks.len() * LANES;
-        for (l, &weight) in weight_tail.iter().enumerate() {
-            let values = row(tail_first + l);
-            for c in 0..LANES {
-                acc[l][c] = acc[l][c] + weight * values[c];
-            }
-        }
-        out_block.copy_from_slice(&combine_vectors(acc)[..cols]);
+        out_block.copy_from_slice(&weighted_lanes(p, row)[..cols]);
     }
+}
+
+/// `sum_j p[j] · row(j)[c]` for each of `N` columns `c` in the reference's lane order:
+/// `acc[lane][column]`, position `j` in lane `j % LANES`, then [`combine`]'s tree as whole-
+/// vector adds.
+#[inline(always)]
+fn weighted_lanes<const N: usize>(p: &[f32], row: impl Fn(usize) -> [f32; N]) -> [f32; N] {
+    let (weight_chunks, weight_tail) = p.as_chunks::<LANES>();
+    let mut acc = [[0.0f32; N]; LANES];
+    let chunks = weight_chunks.iter().flat_map(|weights| weights.iter());
+    for (j, &weight) in chunks.chain(weight_tail).enumerate() {
+        let values = row(j);
+        let lane = &mut acc[j % LANES];
+        for c in 0..N {
+            lane[c] = lane[c] + weight * values[c];
+        }
+    }
+    combine_vectors(acc)
 }
 
 /// `values` (at most [`LANES`]) in a fixed-size array, zeros after them.

@@ -79,7 +79,11 @@ impl Source {
 #[derive(Clone, Debug)]
 pub enum Parts<'a> {
     List(std::slice::Iter<'a, Source>),
-    Series { next: usize, step: usize, left: usize },
+    Series {
+        next: usize,
+        step: usize,
+        left: usize,
+    },
 }
 
 impl<'a> Iterator for Parts<'a> {
@@ -295,7 +299,11 @@ mod tests {
     #[test]
     fn stacks_are_series_when_evenly_spaced() {
         let parts = |source: &Source| -> Vec<Source> {
-            source.parts().expect("stacked").map(|p| p.into_owned()).collect()
+            source
+                .parts()
+                .expect("stacked")
+                .map(|p| p.into_owned())
+                .collect()
         };
         let list = |ops: &[usize]| ops.iter().map(|&i| Source::Op(i)).collect::<Vec<_>>();
         for ops in [&[7][..], &[3, 10], &[3, 10, 17, 24]] {
