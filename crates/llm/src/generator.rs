@@ -1193,6 +1193,12 @@ impl Generator {
                         *slot = None;
                     }
                 }
+                // Later passes read this pass's outputs, never its ops' names or inputs:
+                // dropped, a long generation holds a few bytes per op instead of hundreds.
+                for op in &mut graph.ops[pass_start..] {
+                    op.name = String::new();
+                    op.inputs = Vec::new();
+                }
             }
             let chosen = outputs[sample].as_ref().map_or(0.0, |t| t.to_vec()[0]);
             let id = token_id(chosen, self.config.vocab, &graph.ops[sample])?;

@@ -271,8 +271,12 @@ impl Graph {
             activation: Activation::Identity,
         };
         for layer in 0..config.layers {
-            let w = |part: &str| weight(format!("blk.{layer}.{part}.weight"));
-            let n = |part: &str| name(&format!("blk.{layer}.{part}"));
+            // Names joined from prefixes formatted once per layer (a generation has hundreds
+            // of ops per pass, and `format!` per name was a few percent of building it).
+            let (op_prefix, weight_prefix) =
+                (name(&format!("blk.{layer}.")), format!("blk.{layer}."));
+            let w = |part: &str| weight([weight_prefix.as_str(), part, ".weight"].concat());
+            let n = |part: &str| [op_prefix.as_str(), part].concat();
             let normed = self.push(
                 n("attn_norm"),
                 rms.clone(),
