@@ -14,9 +14,9 @@
 //! `blake3::platform` is the crate's undocumented, unstable compression interface; the version
 //! is held to `~1.8` in `Cargo.toml`, and the tests compare every path with the spec's functions.
 
-use blake3::platform::{le_bytes_from_words_32, words_from_le_bytes_32, Platform};
+use blake3::platform::{le_bytes_from_words_32, Platform};
 use blake3::IncrementCounter;
-use piazza_primitives::blake3_lanes::{compress_many, Compression};
+use piazza_primitives::blake3_lanes::{compress_many, finish_roots, Compression};
 use piazza_primitives::blake3_words::{CHUNK_END, CHUNK_START, IV, PARENT, ROOT};
 use piazza_primitives::blob::{self as spec, MerklePath, CHUNK_BYTES};
 use piazza_primitives::Hash;
@@ -250,19 +250,11 @@ fn parent_level(platform: Platform, level: &[Hash], next: &mut Vec<Hash>) {
                 .copy_from_slice(&pair[1].as_bytes()[CV_BYTES - NODE_TAIL_BYTES..]);
             tail
         }));
-        let mut jobs: Vec<Compression> = tails
-            .iter()
-            .zip(cvs.chunks_exact(CV_BYTES))
-            .map(|(tail, cv)| Compression {
-                cv: words_from_le_bytes_32(cv.try_into().expect("32-byte chunks")),
-                block: tail,
-                block_len: NODE_TAIL_BYTES as u8,
-                counter: 0,
-                flags: CHUNK_END | ROOT,
-            })
-            .collect();
-        compress_many(&mut jobs);
-        next.extend(jobs.iter().map(|job| Hash(le_bytes_from_words_32(&job.cv))));
+        next.extend(
+            finish_roots(&cvs, &tails, NODE_TAIL_BYTES as u8)
+                .into_iter()
+                .map(Hash),
+        );
         if let [.., last] = batch {
             if batch.len() % 2 == 1 {
                 next.push(*last);

@@ -30,7 +30,7 @@
 //! assert_eq!(jobs[0].cv[0].to_le_bytes(), blake3::hash(b"abc").as_bytes()[..4]);
 //! ```
 
-use blake3::platform::Platform;
+use blake3::platform::{le_bytes_from_words_32, words_from_le_bytes_32, Platform};
 
 use crate::blake3_words::{CHUNK_END, CHUNK_START, IV, ROOT};
 
@@ -67,6 +67,33 @@ pub fn compress_many(jobs: &mut [Compression<'_>]) {
         return;
     }
     compress_one_at_a_time(jobs);
+}
+
+/// The hashes of one-chunk messages whose blocks but the last are already compressed: each
+/// message's chaining value so far (`cvs`: 32 little-endian bytes per message, as
+/// `Platform::hash_many` writes them, its first block flagged as the chunk's start) and its
+/// last block (`tails[i]`: `tail_len` bytes of message, then zeros), compressed as the chunk's
+/// end and the root, sixteen at a time. In order.
+///
+/// # Panics
+/// When `cvs` does not hold 32 bytes per tail (the caller's invariant).
+pub fn finish_roots(cvs: &[u8], tails: &[[u8; BLOCK_BYTES]], tail_len: u8) -> Vec<[u8; 32]> {
+    assert_eq!(cvs.len(), 32 * tails.len(), "one chaining value per tail");
+    let mut jobs: Vec<Compression> = tails
+        .iter()
+        .zip(cvs.chunks_exact(32))
+        .map(|(tail, cv)| Compression {
+            cv: words_from_le_bytes_32(cv.try_into().expect("32-byte chunks")),
+            block: tail,
+            block_len: tail_len,
+            counter: 0,
+            flags: CHUNK_END | ROOT,
+        })
+        .collect();
+    compress_many(&mut jobs);
+    jobs.iter()
+        .map(|job| le_bytes_from_words_32(&job.cv))
+        .collect()
 }
 
 /// Whether this CPU has the sixteen AVX-512 lanes (without them every function here
@@ -578,6 +605,56 @@ mod tests {
             self.0 ^= self.0 >> 7;
             self.0 ^= self.0 << 17;
             self.0
+        }
+    }
+
+    /// Messages of one whole block and 1..=64 more bytes: the first block through
+    /// `hash_many`, the rest through [`finish_roots`], equal `blake3::hash`.
+    #[test]
+    fn finished_roots_are_blake3_hashes() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for tail_len in [1usize, 7, 31, 63, 64] {
+            for count in [1usize, 5, 16, 17, 40] {
+                let messages: Vec<Vec<u8>> = (0..count)
+                    .map(|_| {
+                        (0..BLOCK_BYTES + tail_len)
+                            .map(|_| rng.next() as u8)
+                            .collect()
+                    })
+                    .collect();
+                let firsts: Vec<&[u8; BLOCK_BYTES]> = messages
+                    .iter()
+                    .map(|m| m[..BLOCK_BYTES].try_into().expect("a block"))
+                    .collect();
+                let mut cvs = vec![0u8; 32 * count];
+                Platform::detect().hash_many(
+                    &firsts,
+                    &IV,
+                    0,
+                    blake3::IncrementCounter::No,
+                    0,
+                    CHUNK_START,
+                    0,
+                    &mut cvs,
+                );
+                let tails: Vec<[u8; BLOCK_BYTES]> = messages
+                    .iter()
+                    .map(|m| {
+                        let mut tail = [0u8; BLOCK_BYTES];
+                        tail[..tail_len].copy_from_slice(&m[BLOCK_BYTES..]);
+                        tail
+                    })
+                    .collect();
+                let expected: Vec<[u8; 32]> = messages
+                    .iter()
+                    .map(|m| *blake3::hash(m).as_bytes())
+                    .collect();
+                assert_eq!(
+                    finish_roots(&cvs, &tails, tail_len as u8),
+                    expected,
+                    "{count} messages, {tail_len}-byte tails"
+                );
+            }
         }
     }
 

@@ -15,10 +15,10 @@
 //! second blocks, each from its own chaining value, sixteen at a time
 //! (`piazza_primitives::blake3_lanes`): the same bytes as [`node_hash`], which [`verify`] uses.
 
-use blake3::platform::{le_bytes_from_words_32, words_from_le_bytes_32, Platform};
+use blake3::platform::Platform;
 use blake3::IncrementCounter;
-use piazza_primitives::blake3_lanes::{compress_many, Compression};
-use piazza_primitives::blake3_words::{CHUNK_END, CHUNK_START, IV, ROOT};
+use piazza_primitives::blake3_lanes::finish_roots;
+use piazza_primitives::blake3_words::{CHUNK_START, IV};
 
 /// A 32-byte BLAKE3 digest.
 pub type Hash = [u8; 32];
@@ -104,19 +104,7 @@ pub(crate) fn parent_level(level: &[Hash]) -> Vec<Hash> {
         // Each node's 1-byte last block, its own chaining value, sixteen lanes at a time.
         tails.clear();
         tails.extend(pairs.clone().map(|pair| node_tail_block(&pair[1])));
-        let mut jobs: Vec<Compression> = tails
-            .iter()
-            .zip(out.chunks_exact(HASH_BYTES))
-            .map(|(tail, first_cv)| Compression {
-                cv: words_from_le_bytes_32(first_cv.try_into().expect("32-byte chunks")),
-                block: tail,
-                block_len: NODE_TAIL_BYTES as u8,
-                counter: 0,
-                flags: CHUNK_END | ROOT,
-            })
-            .collect();
-        compress_many(&mut jobs);
-        above.extend(jobs.iter().map(|job| le_bytes_from_words_32(&job.cv)));
+        above.extend(finish_roots(out, &tails, NODE_TAIL_BYTES as u8));
         above.extend(pairs.remainder());
     }
     above
