@@ -29,6 +29,11 @@ use crate::{Error, Result};
 /// bounds the KV cache and the largest attention step (`4096 × 192 × 2` floats = 6 MiB).
 pub const SEQUENCE_TOKENS_MAX: usize = 4096;
 
+/// Rows of logits an auditor's single pass computes at a time (12 MiB of SmolLM2's 49 152-wide
+/// rows): the output weight is read once per block, and the `[tokens, vocab]` logits of a long
+/// generation are never held at once.
+const LOGIT_ROWS: usize = 64;
+
 /// What to generate.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GenerateParams {
@@ -642,6 +647,17 @@ impl Generator {
         ids: &[u32],
         threads: usize,
     ) -> Result<Vec<Vec<f32>>> {
+        let logits = self.audit_pass_logits(prompt_ids, ids, threads)?;
+        Ok(logits
+            .as_slice()
+            .unwrap_or_default()
+            .chunks_exact(self.config.vocab)
+            .map(<[f32]>::to_vec)
+            .collect())
+    }
+
+    /// [`Generator::audit_logits`] as one `[ids, vocab]` tensor.
+    fn audit_pass_logits(&self, prompt_ids: &[u32], ids: &[u32], threads: usize) -> Result<Tensor> {
         let Some((_, fed)) = ids.split_last() else {
             return Err(Error::Input {
                 detail: "no generated tokens to audit".into(),
@@ -665,22 +681,24 @@ impl Generator {
             all.len(),
             prompt_ids.len() - 1,
         );
-        let logits = self
-            .run_audit_pass(&graph, &all, Compute::new(threads), |_, _| Ok(()))?
-            .to_vec();
-        Ok(logits
-            .chunks_exact(self.config.vocab)
-            .map(<[f32]>::to_vec)
-            .collect())
+        self.run_audit_pass(
+            &graph,
+            &all,
+            graph.ops.len(),
+            Compute::new(threads),
+            |_, _| Ok(()),
+        )
     }
 
-    /// Runs the single pass `graph` ([`Graph::audit_pass`]) over the token ids `all`, handing
-    /// each op's whole output to `on_output` (op index, output) as it is computed; an output
-    /// is dropped after its last reader. Returns the last op's output (the logits).
+    /// Runs the first `until` ops of the single pass `graph` ([`Graph::audit_pass`]) over the
+    /// token ids `all`, handing each op's whole output to `on_output` (op index, output) as it
+    /// is computed; an output is dropped after its last reader. Returns the last op's output
+    /// (with every op, the logits).
     fn run_audit_pass(
         &self,
         graph: &Graph,
         all: &[u32],
+        until: usize,
         compute: Compute,
         mut on_output: impl FnMut(usize, &Tensor) -> Result<()>,
     ) -> Result<Tensor> {
@@ -688,7 +706,7 @@ impl Generator {
         let last_reader = pass_last_readers(&graph.ops, 0);
         let mut quantized_input = QuantizedInput::default();
         let mut outputs: Vec<Option<Tensor>> = Vec::with_capacity(graph.ops.len());
-        for (op_index, op) in graph.ops.iter().enumerate() {
+        for (op_index, op) in graph.ops.iter().enumerate().take(until) {
             let [op_rows, width] = op.output_shape;
             let view = |i: usize| outputs.get(i).and_then(Option::as_ref);
             let tensors = op
@@ -729,9 +747,13 @@ impl Generator {
             .sampling
             .validate()
             .map_err(|detail| Error::Input { detail })?;
-        let logits = self.audit_logits(prompt_ids, ids, threads)?;
+        let logits = self.audit_pass_logits(prompt_ids, ids, threads)?;
+        let rows = logits
+            .as_slice()
+            .unwrap_or_default()
+            .chunks_exact(self.config.vocab);
         let mut history = prompt_ids.to_vec();
-        for (index, (row, &id)) in logits.iter().zip(ids).enumerate() {
+        for (index, (row, &id)) in rows.zip(ids).enumerate() {
             if sampling::sample(row, &history, &params.sampling, index as u64) != id {
                 return Ok(Some(index));
             }
@@ -774,7 +796,15 @@ impl Generator {
         let (prompt_rows, passes) = (prompt.len(), fed + 1);
         let single =
             Graph::audit_pass(&self.config, self.output_weight, all.len(), prompt_rows - 1);
-        let graph = self.generation_graph(prompt_rows, passes, &params.sampling);
+        let mut graph = self.generation_graph(prompt_rows, passes, &params.sampling);
+        // Of this graph only the sample ops run; the others give their shapes and steps, so
+        // their inputs (a few hundred bytes an op, every pass) are dropped.
+        for op in &mut graph.ops {
+            if !matches!(op.kind, OpKind::Sample { .. }) {
+                op.inputs = Vec::new();
+            }
+        }
+        let graph = graph;
         let op_steps = op_step_ranges(&graph);
         // A pass is its layer ops, then output norm, logits and sample; the single pass has
         // the same layer ops, then output norm and logits over rows `prompt_rows - 1..`.
@@ -797,20 +827,21 @@ impl Generator {
                 .clone()
                 .map(move |index| (index, first_row)))
         };
-        let logits = self.run_audit_pass(&single, &all, compute, |op_index, output| {
+        // Hashes the leaves of op `op_index` of the single pass in every pass of `passes`,
+        // `row_of(pass)` the first row of that pass's block in `output`.
+        let hash_op = |leaves: &mut [Option<Hash>],
+                       op_index: usize,
+                       output: &Tensor,
+                       passes: Range<usize>,
+                       row_of: &dyn Fn(usize) -> usize|
+         -> Result<()> {
             let width = output.shape().get(1).copied().unwrap_or(0);
             let values = output.as_slice().unwrap_or_default();
             // Contiguous blocks grouped by shape, hashed many at a time; others row by row.
             let mut equal: BTreeMap<(usize, usize), Vec<leaves::LeafBlock>> = BTreeMap::new();
-            for pass in 0..passes {
-                let first_row = match (op_index < layer_ops, pass) {
-                    (true, 0) => 0,
-                    (true, _) => prompt_rows + pass - 1,
-                    (false, _) => pass,
-                };
-                for (index, first_row) in
-                    op_blocks(graph.pass_starts[pass] + op_index, width, first_row, values)?
-                {
+            for pass in passes {
+                let gen_op = graph.pass_starts[pass] + op_index;
+                for (index, first_row) in op_blocks(gen_op, width, row_of(pass), values)? {
                     let step = &graph.steps[index];
                     let (rows, columns) = (&step.rows, &step.columns);
                     if rows.len() == 1 || columns.len() == width {
@@ -837,42 +868,75 @@ impl Generator {
                 }
             }
             Ok(())
-        })?;
-        let logits = logits.as_slice().unwrap_or_default();
+        };
+        // Every op but the logits in one pass; the logits op (`[passes, vocab]`: 201 MB at
+        // 1024 tokens) in blocks of `LOGIT_ROWS` rows, each hashed and sampled before the next.
+        let logits_op = single.ops.len() - 1;
+        let normed =
+            self.run_audit_pass(&single, &all, logits_op, compute, |op_index, output| {
+                let row_of = |pass: usize| match (op_index < layer_ops, pass) {
+                    (true, 0) => 0,
+                    (true, _) => prompt_rows + pass - 1,
+                    (false, _) => pass,
+                };
+                hash_op(&mut leaves, op_index, output, 0..passes, &row_of)
+            })?;
+        let head = &single.ops[logits_op];
         let mut ids = Vec::new();
         let mut history: Vec<f32> = prompt.iter().map(|&id| id as f32).collect();
         let mut text = StopText::new(&params.stop);
         let mut finish = None;
-        for (index, row) in logits.chunks_exact(vocab).enumerate().take(passes) {
-            let sample_op = graph.pass_starts[index] + layer_ops + 2;
-            let op = &graph.ops[sample_op];
-            let inputs = [
-                Input::Matrix {
-                    values: row,
-                    shape: [1, vocab],
-                },
-                Input::Matrix {
-                    values: &history,
-                    shape: [history.len(), 1],
-                },
-            ];
-            let chosen = match filter {
-                Some(filter) => filtered_sample(&self.config, op, &inputs, filter)?,
-                None => self.compute_op(op, &inputs, compute, None)?,
+        'blocks: for first in (0..passes).step_by(LOGIT_ROWS) {
+            let count = LOGIT_ROWS.min(passes - first);
+            let rows = normed.rows(first, count).map_err(tensor_error(head))?;
+            let block_op = Op {
+                output_shape: [count, vocab],
+                ..head.clone()
             };
-            let value = chosen.as_slice().unwrap_or_default();
-            for (index, _) in op_blocks(sample_op, 1, 0, value)? {
-                leaves[index] = Some(block_hash(index, value, 1, &graph.steps[index]));
-            }
-            let id = token_id(value.first().copied().unwrap_or(-1.0), vocab, op)?;
-            ids.push(id);
-            history.push(id as f32);
-            finish = self.finish_after(id, ids.len(), prompt_rows + index, params, &mut text);
-            if finish.is_some() {
-                break;
-            }
-            if draft.get(index) != Some(&id) {
-                return Ok(None);
+            let inputs = [Input::Tensor(&rows)];
+            let mut quantized = QuantizedInput::default();
+            let logits = self.compute_op(&block_op, &inputs, compute, Some(&mut quantized))?;
+            let block_rows = |pass: usize| pass - first;
+            hash_op(
+                &mut leaves,
+                logits_op,
+                &logits,
+                first..first + count,
+                &block_rows,
+            )?;
+            let logits = logits.as_slice().unwrap_or_default();
+            for (offset, row) in logits.chunks_exact(vocab).enumerate() {
+                let index = first + offset;
+                let sample_op = graph.pass_starts[index] + layer_ops + 2;
+                let op = &graph.ops[sample_op];
+                let inputs = [
+                    Input::Matrix {
+                        values: row,
+                        shape: [1, vocab],
+                    },
+                    Input::Matrix {
+                        values: &history,
+                        shape: [history.len(), 1],
+                    },
+                ];
+                let chosen = match filter {
+                    Some(filter) => filtered_sample(&self.config, op, &inputs, filter)?,
+                    None => self.compute_op(op, &inputs, compute, None)?,
+                };
+                let value = chosen.as_slice().unwrap_or_default();
+                for (index, _) in op_blocks(sample_op, 1, 0, value)? {
+                    leaves[index] = Some(block_hash(index, value, 1, &graph.steps[index]));
+                }
+                let id = token_id(value.first().copied().unwrap_or(-1.0), vocab, op)?;
+                ids.push(id);
+                history.push(id as f32);
+                finish = self.finish_after(id, ids.len(), prompt_rows + index, params, &mut text);
+                if finish.is_some() {
+                    break 'blocks;
+                }
+                if draft.get(index) != Some(&id) {
+                    return Ok(None);
+                }
             }
         }
         let Some(finish) = finish else {

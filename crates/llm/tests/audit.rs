@@ -72,6 +72,28 @@ fn the_single_pass_trace_root_equals_the_step_by_step_one_in_both_profiles() {
     }
 }
 
+/// A generation longer than one block of the single pass's logits rows (64): its rows come
+/// from two blocks, each hashed and sampled before the next, and a draft that leaves the
+/// generation in the second block is refused there.
+#[test]
+fn a_generation_past_one_block_of_logits_rows_is_rebuilt() {
+    let generator = quantized();
+    let mut params = GenerateParams::greedy(70);
+    params.stop_at_eos = false;
+    check(generator, &prompts()[1], &params);
+    let prompt_ids = generator.tokenize(&prompts()[1]).unwrap();
+    let decoded = generator.generate(&prompt_ids, &params, 1, |_| {}).unwrap();
+    let mut forged = decoded.ids.clone();
+    forged[66] = (forged[66] + 1) % 1000;
+    let rebuilt = generator
+        .generate_from_draft(&prompt_ids, &forged, &params, Compute::new(1), None)
+        .unwrap();
+    assert!(
+        rebuilt.is_none(),
+        "a draft that leaves the generation at token 66"
+    );
+}
+
 #[test]
 fn a_generation_ended_by_a_stop_sequence_or_its_last_token_is_rebuilt_too() {
     let generator = quantized();
