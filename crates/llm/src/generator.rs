@@ -857,16 +857,9 @@ impl Generator {
                     }
                 }
             }
-            let groups: Vec<leaves::LeafGroup> = equal
-                .into_iter()
-                .map(|((rows, cols), blocks)| (rows, cols, blocks))
-                .collect();
-            let hashes = leaves::grouped_leaves(&groups, compute.threads.get());
-            for ((_, _, blocks), hashes) in groups.iter().zip(hashes) {
-                for ((index, _), hash) in blocks.iter().zip(hashes) {
-                    leaves[*index] = Some(hash);
-                }
-            }
+            leaves::hash_by_shape(equal, compute.threads.get(), |index, hash| {
+                leaves[index] = Some(hash)
+            });
             Ok(())
         };
         // Every op but the logits in one pass; the logits op (`[passes, vocab]`: 201 MB at
@@ -1162,6 +1155,10 @@ impl Generator {
         let mut kv_stacks = KvStacks::default();
         let mut quantized_input = QuantizedInput::default();
         let mut leaves = Vec::new();
+        // Op outputs whose leaves are not hashed yet: a decode pass's, hashed together when the
+        // pass ends (its leaves are single rows of a few KiB, one BLAKE3 chunk or three: one at
+        // a time each is mostly single compressions, together they fill the SIMD lanes).
+        let mut held = HeldLeaves::default();
         let mut ids = Vec::new();
         let mut text = StopText::new(&params.stop);
         let mut emitted = 0usize;
@@ -1227,13 +1224,10 @@ impl Generator {
                     }
                     _ => self.compute_op(op, &inputs, compute, Some(&mut quantized_input))?,
                 };
-                let values = output.as_slice().unwrap_or_default();
-                for step_index in leaves.len()..graph.steps.len() {
-                    let step = &graph.steps[step_index];
-                    if step.op != op_index {
-                        break;
-                    }
-                    leaves.push(block_hash(step_index, values, width, step));
+                held.add(&graph, op_index, &output, width, &mut leaves);
+                if rows > 1 {
+                    // A prefill's outputs are large: hashed op by op, never all held.
+                    held.hash(&graph, compute, &mut leaves);
                 }
                 outputs.push(Some(output));
                 if !record {
@@ -1248,6 +1242,7 @@ impl Generator {
                     }
                 }
             }
+            held.hash(&graph, compute, &mut leaves);
             debug_assert!(first_step <= leaves.len());
             if !record {
                 // Keep only what later passes read: the samples (the KV cache is in its
@@ -1536,6 +1531,64 @@ impl KvStacks {
             }
             _ => Err(missing()),
         }
+    }
+}
+
+/// Op outputs of a generation whose trace leaves are not hashed yet ([`Generator::generate`]
+/// holds a decode pass's until the pass ends), with a placeholder in the leaf list for each of
+/// their steps.
+#[derive(Default)]
+struct HeldLeaves {
+    /// (op output, its width, its steps).
+    outputs: Vec<(Tensor, usize, Range<usize>)>,
+}
+
+impl HeldLeaves {
+    /// Hold `output` (of op `op_index`, `width` wide) and reserve the leaves of its steps,
+    /// which follow those in `leaves` so far.
+    fn add(
+        &mut self,
+        graph: &Graph,
+        op_index: usize,
+        output: &Tensor,
+        width: usize,
+        leaves: &mut Vec<Hash>,
+    ) {
+        let first = leaves.len();
+        let steps = graph.steps[first..]
+            .iter()
+            .take_while(|step| step.op == op_index)
+            .count();
+        leaves.resize(first + steps, [0; 32]);
+        self.outputs
+            .push((output.clone(), width, first..first + steps));
+    }
+
+    /// Hash every held step into its place in `leaves` and let the outputs go: contiguous
+    /// blocks of one shape together (`leaves::grouped_leaves`, on `compute`'s threads), others
+    /// one at a time.
+    fn hash(&mut self, graph: &Graph, compute: Compute, leaves: &mut [Hash]) {
+        let mut equal: BTreeMap<(usize, usize), Vec<leaves::LeafBlock>> = BTreeMap::new();
+        for (output, width, steps) in &self.outputs {
+            let values = output.as_slice().unwrap_or_default();
+            for index in steps.clone() {
+                let step = &graph.steps[index];
+                let (rows, columns) = (&step.rows, &step.columns);
+                let start = rows.start * width + columns.start;
+                let len = rows.len().saturating_sub(1) * width + columns.len();
+                match values.get(start..start + len) {
+                    Some(block) if rows.len() == 1 || columns.len() == *width => equal
+                        .entry((rows.len(), columns.len()))
+                        .or_default()
+                        .push((index, block)),
+                    _ => leaves[index] = block_hash(index, values, *width, step),
+                }
+            }
+        }
+        leaves::hash_by_shape(equal, compute.threads.get(), |index, hash| {
+            leaves[index] = hash
+        });
+        self.outputs.clear();
     }
 }
 

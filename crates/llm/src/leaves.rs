@@ -17,6 +17,7 @@
 //! `blake3::platform` is the crate's undocumented compression interface; the version is held
 //! to `~1.8` in `Cargo.toml`, and the tests compare every path with `step_hash`.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::OnceLock;
 
@@ -165,6 +166,26 @@ pub(crate) fn grouped_leaves(groups: &[LeafGroup], threads: usize) -> Vec<Vec<Ha
         out[*g].extend(hashes.into_inner().expect("for_each ran every piece"));
     }
     out
+}
+
+/// Blocks of several shapes (keyed by rows and columns, each block a step index and its
+/// values) hashed as [`grouped_leaves`] on up to `threads` threads; each leaf handed to `set`
+/// with its step index.
+pub(crate) fn hash_by_shape(
+    by_shape: BTreeMap<(usize, usize), Vec<LeafBlock>>,
+    threads: usize,
+    mut set: impl FnMut(usize, Hash),
+) {
+    let groups: Vec<LeafGroup> = by_shape
+        .into_iter()
+        .map(|((rows, cols), blocks)| (rows, cols, blocks))
+        .collect();
+    let hashes = grouped_leaves(&groups, threads);
+    for ((_, _, blocks), hashes) in groups.iter().zip(hashes) {
+        for (&(index, _), hash) in blocks.iter().zip(hashes) {
+            set(index, hash);
+        }
+    }
 }
 
 /// Buffers reused by every batch.
