@@ -837,27 +837,18 @@ impl Generator {
          -> Result<()> {
             let width = output.shape().get(1).copied().unwrap_or(0);
             let values = output.as_slice().unwrap_or_default();
-            // Contiguous blocks grouped by shape, hashed many at a time; others row by row.
-            let mut equal: BTreeMap<(usize, usize), Vec<leaves::LeafBlock>> = BTreeMap::new();
+            let mut groups = leaves::ShapeGroups::default();
             for pass in passes {
                 let gen_op = graph.pass_starts[pass] + op_index;
                 for (index, first_row) in op_blocks(gen_op, width, row_of(pass), values)? {
                     let step = &graph.steps[index];
-                    let (rows, columns) = (&step.rows, &step.columns);
-                    if rows.len() == 1 || columns.len() == width {
-                        let start = (first_row + rows.start) * width + columns.start;
-                        let len = (rows.len() - 1) * width + columns.len();
-                        equal
-                            .entry((rows.len(), columns.len()))
-                            .or_default()
-                            .push((index, &values[start..start + len]));
-                    } else {
-                        let values = &values[first_row * width..];
-                        leaves[index] = Some(block_hash(index, values, width, step));
+                    let block = &values[first_row * width..];
+                    if let Some(leaf) = groups.add(index, block, width, &step.rows, &step.columns) {
+                        leaves[index] = Some(leaf);
                     }
                 }
             }
-            leaves::hash_by_shape(equal, compute.threads.get(), |index, hash| {
+            groups.hash(compute.threads.get(), |index, hash| {
                 leaves[index] = Some(hash)
             });
             Ok(())
@@ -1564,30 +1555,20 @@ impl HeldLeaves {
             .push((output.clone(), width, first..first + steps));
     }
 
-    /// Hash every held step into its place in `leaves` and let the outputs go: contiguous
-    /// blocks of one shape together (`leaves::grouped_leaves`, on `compute`'s threads), others
-    /// one at a time.
+    /// Hash every held step into its place in `leaves` ([`leaves::ShapeGroups`], on
+    /// `compute`'s threads) and let the outputs go.
     fn hash(&mut self, graph: &Graph, compute: Compute, leaves: &mut [Hash]) {
-        let mut equal: BTreeMap<(usize, usize), Vec<leaves::LeafBlock>> = BTreeMap::new();
+        let mut groups = leaves::ShapeGroups::default();
         for (output, width, steps) in &self.outputs {
             let values = output.as_slice().unwrap_or_default();
             for index in steps.clone() {
                 let step = &graph.steps[index];
-                let (rows, columns) = (&step.rows, &step.columns);
-                let start = rows.start * width + columns.start;
-                let len = rows.len().saturating_sub(1) * width + columns.len();
-                match values.get(start..start + len) {
-                    Some(block) if rows.len() == 1 || columns.len() == *width => equal
-                        .entry((rows.len(), columns.len()))
-                        .or_default()
-                        .push((index, block)),
-                    _ => leaves[index] = block_hash(index, values, *width, step),
+                if let Some(leaf) = groups.add(index, values, *width, &step.rows, &step.columns) {
+                    leaves[index] = leaf;
                 }
             }
         }
-        leaves::hash_by_shape(equal, compute.threads.get(), |index, hash| {
-            leaves[index] = hash
-        });
+        groups.hash(compute.threads.get(), |index, hash| leaves[index] = hash);
         self.outputs.clear();
     }
 }
@@ -1611,9 +1592,11 @@ fn op_step_ranges(graph: &Graph) -> Vec<Range<usize>> {
 fn source_ops(source: &Source, from: usize) -> Vec<usize> {
     match *source {
         Source::Op(i) => (i >= from).then_some(i).into_iter().collect(),
-        Source::Series { first, step, .. } => {
-            let skip = match from.checked_sub(first) {
-                Some(ahead) if ahead > 0 => ahead.div_ceil(step.max(1)),
+        Source::Rows(_) | Source::Series { .. } => {
+            let skip = match *source {
+                Source::Series { first, step, .. } => {
+                    from.saturating_sub(first).div_ceil(step.max(1))
+                }
                 _ => 0,
             };
             source
@@ -1623,12 +1606,6 @@ fn source_ops(source: &Source, from: usize) -> Vec<usize> {
                 .flat_map(|part| source_ops(&part, from))
                 .collect()
         }
-        Source::Rows(_) => source
-            .parts()
-            .into_iter()
-            .flatten()
-            .flat_map(|part| source_ops(&part, from))
-            .collect(),
         Source::Input(_) | Source::Weight(_) => Vec::new(),
     }
 }

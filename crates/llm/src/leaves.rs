@@ -168,22 +168,56 @@ pub(crate) fn grouped_leaves(groups: &[LeafGroup], threads: usize) -> Vec<Vec<Ha
     out
 }
 
-/// Blocks of several shapes (keyed by rows and columns, each block a step index and its
-/// values) hashed as [`grouped_leaves`] on up to `threads` threads; each leaf handed to `set`
-/// with its step index.
-pub(crate) fn hash_by_shape(
-    by_shape: BTreeMap<(usize, usize), Vec<LeafBlock>>,
-    threads: usize,
-    mut set: impl FnMut(usize, Hash),
-) {
-    let groups: Vec<LeafGroup> = by_shape
-        .into_iter()
-        .map(|((rows, cols), blocks)| (rows, cols, blocks))
-        .collect();
-    let hashes = grouped_leaves(&groups, threads);
-    for ((_, _, blocks), hashes) in groups.iter().zip(hashes) {
-        for (&(index, _), hash) in blocks.iter().zip(hashes) {
-            set(index, hash);
+/// Trace leaves gathered op by op and hashed together: contiguous blocks (one row, or whole
+/// rows) grouped by shape, hashed as [`grouped_leaves`]; any other block hashed when added.
+#[derive(Default)]
+pub(crate) struct ShapeGroups<'a> {
+    by_shape: BTreeMap<(usize, usize), Vec<LeafBlock<'a>>>,
+}
+
+impl<'a> ShapeGroups<'a> {
+    /// Step `index`'s block, rows `rows` × columns `columns` of `output` (row-major, `width`
+    /// wide): kept for [`ShapeGroups::hash`] when contiguous (`None`), else its leaf now.
+    pub(crate) fn add(
+        &mut self,
+        index: usize,
+        output: &'a [f32],
+        width: usize,
+        rows: &Range<usize>,
+        columns: &Range<usize>,
+    ) -> Option<Hash> {
+        if rows.len() == 1 || columns.len() == width {
+            let start = rows.start * width + columns.start;
+            let len = (rows.len() - 1) * width + columns.len();
+            self.by_shape
+                .entry((rows.len(), columns.len()))
+                .or_default()
+                .push((index, &output[start..start + len]));
+            None
+        } else {
+            Some(block_leaf(
+                index,
+                output,
+                width,
+                rows.clone(),
+                columns.clone(),
+            ))
+        }
+    }
+
+    /// The leaves of the kept blocks on up to `threads` threads, each handed to `set` with
+    /// its step index.
+    pub(crate) fn hash(self, threads: usize, mut set: impl FnMut(usize, Hash)) {
+        let groups: Vec<LeafGroup> = self
+            .by_shape
+            .into_iter()
+            .map(|((rows, cols), blocks)| (rows, cols, blocks))
+            .collect();
+        let hashes = grouped_leaves(&groups, threads);
+        for ((_, _, blocks), hashes) in groups.iter().zip(hashes) {
+            for (&(index, _), hash) in blocks.iter().zip(hashes) {
+                set(index, hash);
+            }
         }
     }
 }
