@@ -175,7 +175,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         let same_root = rebuilt.map(|g| g.trace_root()) == Some(generation.trace_root());
         println!(
-            "  audit with trace root (one pass): {audit_s:.2} s = {:.2} x the generation; cpu {audit_cpu_s:.2} s = {:.2} x; same root {same_root}",
+            "  audit with trace root (one pass): {audit_s:.3} s = {:.2} x the generation ({total_s:.3} s); cpu {audit_cpu_s:.2} s = {:.2} x; same root {same_root}",
             audit_s / total_s,
             audit_cpu_s / total_cpu_s
         );

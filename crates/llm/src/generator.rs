@@ -810,8 +810,8 @@ impl Generator {
         // the same layer ops, then output norm and logits over rows `prompt_rows - 1..`.
         let layer_ops = single.ops.len().saturating_sub(2);
         let mut leaves: Vec<Option<Hash>> = vec![None; graph.steps.len()];
-        // The leaf blocks of one op in every pass, as (step index, first row in the single
-        // pass's output) pairs; checked against the output, then hashed.
+        // The steps of generation op `gen_op`, once its block (from row `first_row` of a
+        // single-pass output `width` wide) is checked to lie in that output.
         let op_blocks = |gen_op: usize, width: usize, first_row: usize, values: &[f32]| {
             let op = &graph.ops[gen_op];
             let [rows, op_width] = op.output_shape;
@@ -823,13 +823,14 @@ impl Generator {
                     ),
                 });
             }
-            Ok(op_steps[gen_op]
-                .clone()
-                .map(move |index| (index, first_row)))
+            Ok(op_steps[gen_op].clone())
         };
-        // Hashes the leaves of op `op_index` of the single pass in every pass of `passes`,
-        // `row_of(pass)` the first row of that pass's block in `output`.
-        let hash_op = |leaves: &mut [Option<Hash>],
+        // Holds the leaves of op `op_index` of the single pass in every pass of `passes`,
+        // `row_of(pass)` the first row of that pass's block in `output`; they are hashed with
+        // other ops' once a few MiB are held.
+        let mut held = HeldLeaves::default();
+        let hold_op = |held: &mut HeldLeaves,
+                       leaves: &mut [Option<Hash>],
                        op_index: usize,
                        output: &Tensor,
                        passes: Range<usize>,
@@ -837,20 +838,16 @@ impl Generator {
          -> Result<()> {
             let width = output.shape().get(1).copied().unwrap_or(0);
             let values = output.as_slice().unwrap_or_default();
-            let mut groups = leaves::ShapeGroups::default();
+            let mut blocks = Vec::with_capacity(passes.len());
             for pass in passes {
                 let gen_op = graph.pass_starts[pass] + op_index;
-                for (index, first_row) in op_blocks(gen_op, width, row_of(pass), values)? {
-                    let step = &graph.steps[index];
-                    let block = &values[first_row * width..];
-                    if let Some(leaf) = groups.add(index, block, width, &step.rows, &step.columns) {
-                        leaves[index] = Some(leaf);
-                    }
-                }
+                let first_row = row_of(pass);
+                blocks.push((op_blocks(gen_op, width, first_row, values)?, first_row));
             }
-            groups.hash(compute.threads.get(), |index, hash| {
-                leaves[index] = Some(hash)
-            });
+            held.hold(output, &blocks, width);
+            if held.full() {
+                held.hash(&graph, compute, |index, hash| leaves[index] = Some(hash));
+            }
             Ok(())
         };
         // Every op but the logits in one pass; the logits op (`[passes, vocab]`: 201 MB at
@@ -863,7 +860,7 @@ impl Generator {
                     (true, _) => prompt_rows + pass - 1,
                     (false, _) => pass,
                 };
-                hash_op(&mut leaves, op_index, output, 0..passes, &row_of)
+                hold_op(&mut held, &mut leaves, op_index, output, 0..passes, &row_of)
             })?;
         let head = &single.ops[logits_op];
         let mut ids = Vec::new();
@@ -881,7 +878,8 @@ impl Generator {
             let mut quantized = QuantizedInput::default();
             let logits = self.compute_op(&block_op, &inputs, compute, Some(&mut quantized))?;
             let block_rows = |pass: usize| pass - first;
-            hash_op(
+            hold_op(
+                &mut held,
                 &mut leaves,
                 logits_op,
                 &logits,
@@ -908,7 +906,7 @@ impl Generator {
                     None => self.compute_op(op, &inputs, compute, None)?,
                 };
                 let value = chosen.as_slice().unwrap_or_default();
-                for (index, _) in op_blocks(sample_op, 1, 0, value)? {
+                for index in op_blocks(sample_op, 1, 0, value)? {
                     leaves[index] = Some(block_hash(index, value, 1, &graph.steps[index]));
                 }
                 let id = token_id(value.first().copied().unwrap_or(-1.0), vocab, op)?;
@@ -926,6 +924,7 @@ impl Generator {
         let Some(finish) = finish else {
             return Ok(None);
         };
+        held.hash(&graph, compute, |index, hash| leaves[index] = Some(hash));
         // The steps of the passes that ran: a prefix of the graph's.
         let step_count = graph
             .pass_starts
@@ -1216,9 +1215,9 @@ impl Generator {
                     _ => self.compute_op(op, &inputs, compute, Some(&mut quantized_input))?,
                 };
                 held.add(&graph, op_index, &output, width, &mut leaves);
-                if rows > 1 {
-                    // A prefill's outputs are large: hashed op by op, never all held.
-                    held.hash(&graph, compute, &mut leaves);
+                if held.full() {
+                    // A prefill's outputs are large: a few MiB at a time, never all held.
+                    held.hash(&graph, compute, |i, hash| leaves[i] = hash);
                 }
                 outputs.push(Some(output));
                 if !record {
@@ -1233,7 +1232,7 @@ impl Generator {
                     }
                 }
             }
-            held.hash(&graph, compute, &mut leaves);
+            held.hash(&graph, compute, |i, hash| leaves[i] = hash);
             debug_assert!(first_step <= leaves.len());
             if !record {
                 // Keep only what later passes read: the samples (the KV cache is in its
@@ -1525,14 +1524,21 @@ impl KvStacks {
     }
 }
 
-/// Op outputs of a generation whose trace leaves are not hashed yet ([`Generator::generate`]
-/// holds a decode pass's until the pass ends), with a placeholder in the leaf list for each of
-/// their steps.
+/// Op outputs whose trace leaves are not hashed yet, hashed together ([`leaves::ShapeGroups`]):
+/// [`Generator::generate`] holds a decode pass's until the pass ends, a prefill's and an audit
+/// pass's up to [`HELD_BYTES`] (one dispatch to the threads for many ops, not one each).
 #[derive(Default)]
 struct HeldLeaves {
-    /// (op output, its width, its steps).
-    outputs: Vec<(Tensor, usize, Range<usize>)>,
+    outputs: Vec<Tensor>,
+    /// (held output, its width, steps, the row of the output where the steps' rows start).
+    blocks: Vec<(usize, usize, Range<usize>, usize)>,
+    /// The held outputs' bytes.
+    bytes: usize,
 }
+
+/// Bytes of op outputs [`HeldLeaves`] gathers before hashing a prefill's or an audit pass's
+/// leaves: several ops (a few hundred KiB each at 64 tokens) per dispatch to the threads.
+const HELD_BYTES: usize = 4 << 20;
 
 impl HeldLeaves {
     /// Hold `output` (of op `op_index`, `width` wide) and reserve the leaves of its steps,
@@ -1551,25 +1557,43 @@ impl HeldLeaves {
             .take_while(|step| step.op == op_index)
             .count();
         leaves.resize(first + steps, [0; 32]);
-        self.outputs
-            .push((output.clone(), width, first..first + steps));
+        self.hold(output, &[(first..first + steps, 0)], width);
     }
 
-    /// Hash every held step into its place in `leaves` ([`leaves::ShapeGroups`], on
-    /// `compute`'s threads) and let the outputs go.
-    fn hash(&mut self, graph: &Graph, compute: Compute, leaves: &mut [Hash]) {
+    /// Hold `output` (`width` wide) for the leaves of `blocks`: steps, and the row of the
+    /// output where their rows start.
+    fn hold(&mut self, output: &Tensor, blocks: &[(Range<usize>, usize)], width: usize) {
+        let held = self.outputs.len();
+        self.bytes += 4 * output.element_count();
+        self.outputs.push(output.clone());
+        self.blocks.extend(
+            blocks
+                .iter()
+                .map(|(steps, first_row)| (held, width, steps.clone(), *first_row)),
+        );
+    }
+
+    /// Whether [`HELD_BYTES`] or more are held.
+    fn full(&self) -> bool {
+        self.bytes >= HELD_BYTES
+    }
+
+    /// Hash every held step on `compute`'s threads, each handed to `set` with its index, and
+    /// let the outputs go.
+    fn hash(&mut self, graph: &Graph, compute: Compute, set: impl FnMut(usize, Hash)) {
         let mut groups = leaves::ShapeGroups::default();
-        for (output, width, steps) in &self.outputs {
-            let values = output.as_slice().unwrap_or_default();
+        for (held, width, steps, first_row) in &self.blocks {
+            let values = self.outputs[*held].as_slice().unwrap_or_default();
+            let values = values.get(first_row * width..).unwrap_or_default();
             for index in steps.clone() {
                 let step = &graph.steps[index];
-                if let Some(leaf) = groups.add(index, values, *width, &step.rows, &step.columns) {
-                    leaves[index] = leaf;
-                }
+                groups.add(index, values, *width, &step.rows, &step.columns);
             }
         }
-        groups.hash(compute.threads.get(), |index, hash| leaves[index] = hash);
+        groups.hash(compute.threads.get(), set);
         self.outputs.clear();
+        self.blocks.clear();
+        self.bytes = 0;
     }
 }
 

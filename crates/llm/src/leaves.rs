@@ -21,6 +21,9 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::OnceLock;
 
+use blake3::hazmat::{
+    left_subtree_len, merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode,
+};
 use blake3::platform::{le_bytes_from_words_32, Platform};
 use blake3::IncrementCounter;
 use piazza_primitives::blake3_lanes::{self, compress_many, hash_chunks, Chunk, Compression};
@@ -123,8 +126,9 @@ pub(crate) type LeafGroup<'a> = (usize, usize, Vec<LeafBlock<'a>>);
 /// [`equal_leaves`] of every group, the groups' hashes in order, on up to `threads` threads
 /// (the kernels' pool). On more than one thread the groups are cut into pieces of about
 /// `1 / (PIECES_PER_THREAD · threads)` of the bytes (never under [`PIECE_BYTES_MIN`], so the
-/// lanes stay full), handed out largest first; a piece's hashes do not depend on which thread
-/// computes it.
+/// lanes stay full), handed out largest first; a leaf longer than a piece (a prefill's block)
+/// is cut into BLAKE3 subtrees, merged once all are hashed. A piece's hashes do not depend on
+/// which thread computes it.
 pub(crate) fn grouped_leaves(groups: &[LeafGroup], threads: usize) -> Vec<Vec<Hash>> {
     if threads <= 1 {
         return groups
@@ -138,46 +142,178 @@ pub(crate) fn grouped_leaves(groups: &[LeafGroup], threads: usize) -> Vec<Vec<Ha
         .map(|(rows, cols, blocks)| leaf_bytes(*rows, *cols) * blocks.len())
         .sum();
     let piece_bytes = (total / (PIECES_PER_THREAD * threads)).max(PIECE_BYTES_MIN);
-    // (group, its blocks in the piece, bytes)
-    let mut pieces: Vec<(usize, Range<usize>, usize)> = Vec::new();
-    for (g, (rows, cols, blocks)) in groups.iter().enumerate() {
+    let mut pieces: Vec<Piece> = Vec::new();
+    for (group, (rows, cols, blocks)) in groups.iter().enumerate() {
         let bytes = leaf_bytes(*rows, *cols);
+        if bytes > piece_bytes {
+            for block in 0..blocks.len() {
+                let mut parts = Vec::new();
+                subtrees(0..bytes, piece_bytes, &mut parts);
+                pieces.extend(parts.into_iter().map(|bytes| Piece::Subtree {
+                    group,
+                    block,
+                    bytes,
+                }));
+            }
+            continue;
+        }
         let per_piece = (piece_bytes / bytes).max(1);
         for start in (0..blocks.len()).step_by(per_piece) {
             let end = (start + per_piece).min(blocks.len());
-            pieces.push((g, start..end, bytes * (end - start)));
+            pieces.push(Piece::Leaves(group, start..end));
         }
     }
+    let piece_size = |piece: &Piece| match piece {
+        Piece::Leaves(group, range) => {
+            let (rows, cols, _) = &groups[*group];
+            leaf_bytes(*rows, *cols) * range.len()
+        }
+        Piece::Subtree { bytes, .. } => bytes.len(),
+    };
     let mut order: Vec<usize> = (0..pieces.len()).collect();
-    order.sort_by_key(|&p| std::cmp::Reverse(pieces[p].2));
-    let hashed: Vec<OnceLock<Vec<Hash>>> = pieces.iter().map(|_| OnceLock::new()).collect();
+    order.sort_by_key(|&p| std::cmp::Reverse(piece_size(&pieces[p])));
+    let hashed: Vec<OnceLock<Hashed>> = pieces.iter().map(|_| OnceLock::new()).collect();
     Pool::global().for_each(threads, order.len(), |i| {
         let p = order[i];
-        let (g, range, _) = &pieces[p];
-        let (rows, cols, blocks) = &groups[*g];
+        let done = match &pieces[p] {
+            Piece::Leaves(group, range) => {
+                let (rows, cols, blocks) = &groups[*group];
+                Hashed::Leaves(equal_leaves(*rows, *cols, &blocks[range.clone()]))
+            }
+            Piece::Subtree {
+                group,
+                block,
+                bytes,
+            } => {
+                let (rows, cols, blocks) = &groups[*group];
+                let (index, values) = blocks[*block];
+                let head = leaf_head(index, *rows, *cols);
+                Hashed::Subtree(subtree_cv(&head, &le_bytes(values), bytes.clone()))
+            }
+        };
         // Each piece is set once: `for_each` runs every index exactly once.
-        let _ = hashed[p].set(equal_leaves(*rows, *cols, &blocks[range.clone()]));
+        let _ = hashed[p].set(done);
     });
     let mut out: Vec<Vec<Hash>> = groups
         .iter()
         .map(|g| Vec::with_capacity(g.2.len()))
         .collect();
-    for ((g, _, _), hashes) in pieces.iter().zip(hashed) {
-        out[*g].extend(hashes.into_inner().expect("for_each ran every piece"));
+    let mut done = pieces
+        .iter()
+        .zip(hashed)
+        .map(|(piece, cell)| (piece, cell.into_inner().expect("for_each ran every piece")))
+        .peekable();
+    while let Some((piece, hashed)) = done.next() {
+        match (piece, hashed) {
+            (Piece::Leaves(group, _), Hashed::Leaves(hashes)) => out[*group].extend(hashes),
+            (&Piece::Subtree { group, block, .. }, Hashed::Subtree(first)) => {
+                // The rest of this leaf's subtrees follow it, in the message's order.
+                let mut cvs = vec![first];
+                while let Some((
+                    &Piece::Subtree {
+                        group: g, block: b, ..
+                    },
+                    _,
+                )) = done.peek()
+                {
+                    if (g, b) != (group, block) {
+                        break;
+                    }
+                    if let Some((_, Hashed::Subtree(cv))) = done.next() {
+                        cvs.push(cv);
+                    }
+                }
+                let (rows, cols, _) = &groups[group];
+                let mut cvs = cvs.into_iter();
+                out[group].push(merged_root(leaf_bytes(*rows, *cols), piece_bytes, &mut cvs));
+            }
+            _ => unreachable!("a piece's result is of its own kind"),
+        }
     }
     out
 }
 
-/// Trace leaves gathered op by op and hashed together: contiguous blocks (one row, or whole
-/// rows) grouped by shape, hashed as [`grouped_leaves`]; any other block hashed when added.
+/// A share of [`grouped_leaves`]' work: whole leaves `range` of a group, or the BLAKE3
+/// subtree over bytes `bytes` of the message of one leaf (`block` of `group`).
+enum Piece {
+    Leaves(usize, Range<usize>),
+    Subtree {
+        group: usize,
+        block: usize,
+        bytes: Range<usize>,
+    },
+}
+
+/// A [`Piece`]'s result: the leaves, or the subtree's chaining value.
+enum Hashed {
+    Leaves(Vec<Hash>),
+    Subtree(ChainingValue),
+}
+
+/// `bytes` of a message cut as BLAKE3's tree is (the left subtree the largest power of two of
+/// chunks below the length, `hazmat::left_subtree_len`) into subtrees of at most `most`
+/// bytes (or one chunk), appended to `out` in order.
+fn subtrees(bytes: Range<usize>, most: usize, out: &mut Vec<Range<usize>>) {
+    let len = bytes.len();
+    if len <= most.max(CHUNK_BYTES) {
+        out.push(bytes);
+        return;
+    }
+    let left = left_subtree_len(len as u64) as usize;
+    subtrees(bytes.start..bytes.start + left, most, out);
+    subtrees(bytes.start + left..bytes.end, most, out);
+}
+
+/// The root of a `len`-byte message from the chaining values of its [`subtrees`] (of at most
+/// `most` bytes), in order.
+fn merged_root(len: usize, most: usize, cvs: &mut impl Iterator<Item = ChainingValue>) -> Hash {
+    let left = left_subtree_len(len as u64) as usize;
+    let left_cv = merged(left, most, cvs);
+    let right_cv = merged(len - left, most, cvs);
+    *merge_subtrees_root(&left_cv, &right_cv, Mode::Hash).as_bytes()
+}
+
+/// The chaining value of a `len`-byte subtree from those of its [`subtrees`], in order.
+fn merged(len: usize, most: usize, cvs: &mut impl Iterator<Item = ChainingValue>) -> ChainingValue {
+    if len <= most.max(CHUNK_BYTES) {
+        return cvs.next().unwrap_or_default();
+    }
+    let left = left_subtree_len(len as u64) as usize;
+    let left_cv = merged(left, most, cvs);
+    let right_cv = merged(len - left, most, cvs);
+    merge_subtrees_non_root(&left_cv, &right_cv, Mode::Hash)
+}
+
+/// The chaining value of the BLAKE3 subtree over bytes `bytes` of the message `head ‖ values`.
+fn subtree_cv(head: &[u8], values: &[u8], bytes: Range<usize>) -> ChainingValue {
+    let mut hasher = blake3::Hasher::new();
+    hasher.set_input_offset(bytes.start as u64);
+    let end = bytes.end - head.len();
+    if bytes.start < head.len() {
+        hasher.update(&head[bytes.start..]);
+        hasher.update(&values[..end]);
+    } else {
+        hasher.update(&values[bytes.start - head.len()..end]);
+    }
+    hasher.finalize_non_root()
+}
+
+/// Trace leaves gathered op by op and hashed together, grouped by shape, as
+/// [`grouped_leaves`]: contiguous blocks (one row, or whole rows) in place, the rows of a
+/// narrower block (a head's columns over a prefill's rows) copied out first.
 #[derive(Default)]
 pub(crate) struct ShapeGroups<'a> {
-    by_shape: BTreeMap<(usize, usize), Vec<LeafBlock<'a>>>,
+    /// (rows, columns) and the blocks of that shape, in order of first appearance.
+    by_shape: Vec<((usize, usize), Vec<LeafBlock<'a>>)>,
+    /// The group the last block went to (an op's steps are mostly of one shape).
+    last: usize,
+    /// Narrower blocks' values: step index, rows, columns, the block's rows copied in order.
+    copies: Vec<(usize, usize, usize, Vec<f32>)>,
 }
 
 impl<'a> ShapeGroups<'a> {
     /// Step `index`'s block, rows `rows` × columns `columns` of `output` (row-major, `width`
-    /// wide): kept for [`ShapeGroups::hash`] when contiguous (`None`), else its leaf now.
+    /// wide), kept for [`ShapeGroups::hash`].
     pub(crate) fn add(
         &mut self,
         index: usize,
@@ -185,31 +321,48 @@ impl<'a> ShapeGroups<'a> {
         width: usize,
         rows: &Range<usize>,
         columns: &Range<usize>,
-    ) -> Option<Hash> {
+    ) {
         if rows.len() == 1 || columns.len() == width {
             let start = rows.start * width + columns.start;
             let len = (rows.len() - 1) * width + columns.len();
-            self.by_shape
-                .entry((rows.len(), columns.len()))
-                .or_default()
+            self.group((rows.len(), columns.len()))
                 .push((index, &output[start..start + len]));
-            None
         } else {
-            Some(block_leaf(
-                index,
-                output,
-                width,
-                rows.clone(),
-                columns.clone(),
-            ))
+            let mut block = Vec::with_capacity(rows.len() * columns.len());
+            for r in rows.clone() {
+                block
+                    .extend_from_slice(&output[r * width + columns.start..r * width + columns.end]);
+            }
+            self.copies.push((index, rows.len(), columns.len(), block));
         }
+    }
+
+    /// The blocks of shape `shape` so far.
+    fn group(&mut self, shape: (usize, usize)) -> &mut Vec<LeafBlock<'a>> {
+        if self.by_shape.get(self.last).is_none_or(|(s, _)| *s != shape) {
+            self.last = match self.by_shape.iter().position(|(s, _)| *s == shape) {
+                Some(at) => at,
+                None => {
+                    self.by_shape.push((shape, Vec::new()));
+                    self.by_shape.len() - 1
+                }
+            };
+        }
+        &mut self.by_shape[self.last].1
     }
 
     /// The leaves of the kept blocks on up to `threads` threads, each handed to `set` with
     /// its step index.
     pub(crate) fn hash(self, threads: usize, mut set: impl FnMut(usize, Hash)) {
-        let groups: Vec<LeafGroup> = self
-            .by_shape
+        let mut by_shape: BTreeMap<(usize, usize), Vec<LeafBlock>> =
+            self.by_shape.into_iter().collect();
+        for (index, rows, cols, block) in &self.copies {
+            by_shape
+                .entry((*rows, *cols))
+                .or_default()
+                .push((*index, block.as_slice()));
+        }
+        let groups: Vec<LeafGroup> = by_shape
             .into_iter()
             .map(|((rows, cols), blocks)| (rows, cols, blocks))
             .collect();
@@ -524,6 +677,14 @@ fn f32_bytes(values: &[f32]) -> &[u8] {
     unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), values.len() * 4) }
 }
 
+/// `values` as their little-endian bytes: in place on a little-endian target.
+fn le_bytes(values: &[f32]) -> std::borrow::Cow<'_, [u8]> {
+    #[cfg(target_endian = "little")]
+    return std::borrow::Cow::Borrowed(f32_bytes(values));
+    #[cfg(not(target_endian = "little"))]
+    return std::borrow::Cow::Owned(values.iter().flat_map(|v| v.to_le_bytes()).collect());
+}
+
 fn words(bytes: &[u8]) -> [u32; 8] {
     let mut out = [0u32; 8];
     for (w, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
@@ -603,6 +764,7 @@ mod tests {
             group(3, 576, 1),
             group(1, 12, 40),
             group(1, 910, 0),
+            group(40, 600, 2),
         ];
         let expected: Vec<Vec<Hash>> = groups
             .iter()
@@ -613,7 +775,7 @@ mod tests {
                     .collect()
             })
             .collect();
-        for threads in [1, 2, 3] {
+        for threads in [1, 2, 3, 7] {
             assert_eq!(
                 grouped_leaves(&groups, threads),
                 expected,
