@@ -111,13 +111,7 @@ pub fn sample(logits: &[f32], history: &[u32], params: &SamplingParams, index: u
         return 0;
     }
     if params.temperature == 0.0 {
-        let mut best = 0usize;
-        for i in 1..scores.len() {
-            if scores[i].total_cmp(&scores[best]) == Ordering::Greater {
-                best = i;
-            }
-        }
-        return best as u32;
+        return argmax(&scores) as u32;
     }
     let mut candidates: Vec<(f32, u32)> = scores
         .iter()
@@ -162,4 +156,64 @@ pub fn sample(logits: &[f32], history: &[u32], params: &SamplingParams, index: u
         }
     }
     candidates[kept - 1].1
+}
+
+/// `f32::total_cmp`'s order as a signed integer: comparing two keys compares the floats.
+fn order_key(value: f32) -> i32 {
+    let bits = value.to_bits() as i32;
+    bits ^ ((((bits >> 31) as u32) >> 1) as i32)
+}
+
+/// The first index of the greatest of `scores` (not empty) in `total_cmp`'s order: the
+/// greatest key in one pass (without a dependency from element to element, so it runs in
+/// vectors), then the first index that holds it.
+fn argmax(scores: &[f32]) -> usize {
+    let best = scores
+        .iter()
+        .fold(i32::MIN, |best, &score| best.max(order_key(score)));
+    scores
+        .iter()
+        .position(|&score| order_key(score) == best)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The first strictly greater score in `total_cmp`'s order, element by element.
+    fn first_greatest(scores: &[f32]) -> usize {
+        let mut best = 0;
+        for i in 1..scores.len() {
+            if scores[i].total_cmp(&scores[best]) == Ordering::Greater {
+                best = i;
+            }
+        }
+        best
+    }
+
+    fn score() -> impl Strategy<Value = f32> {
+        prop_oneof![
+            4 => -3.0f32..3.0,
+            1 => Just(0.0f32),
+            1 => Just(-0.0f32),
+            1 => Just(f32::INFINITY),
+            1 => Just(f32::NEG_INFINITY),
+            1 => Just(f32::NAN),
+            1 => Just(-f32::NAN),
+            1 => any::<u32>().prop_map(f32::from_bits),
+        ]
+    }
+
+    proptest! {
+        /// Ties, signed zeros, infinities and NaNs of either sign: the first greatest in
+        /// `total_cmp`'s order, as comparing element by element gives.
+        #[test]
+        fn argmax_is_the_first_greatest_in_total_order(
+            scores in prop::collection::vec(score(), 1..300)
+        ) {
+            prop_assert_eq!(argmax(&scores), first_greatest(&scores));
+        }
+    }
 }
