@@ -339,7 +339,11 @@ impl<'a> ShapeGroups<'a> {
 
     /// The blocks of shape `shape` so far.
     fn group(&mut self, shape: (usize, usize)) -> &mut Vec<LeafBlock<'a>> {
-        if self.by_shape.get(self.last).is_none_or(|(s, _)| *s != shape) {
+        if self
+            .by_shape
+            .get(self.last)
+            .is_none_or(|(s, _)| *s != shape)
+        {
             self.last = match self.by_shape.iter().position(|(s, _)| *s == shape) {
                 Some(at) => at,
                 None => {
