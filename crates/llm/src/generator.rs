@@ -827,7 +827,7 @@ impl Generator {
         };
         // Holds the leaves of op `op_index` of the single pass in every pass of `passes`,
         // `row_of(pass)` the first row of that pass's block in `output`; they are hashed with
-        // other ops' once a few MiB are held.
+        // other ops' once `HELD_BYTES` are held.
         let mut held = HeldLeaves::default();
         let hold_op = |held: &mut HeldLeaves,
                        leaves: &mut [Option<Hash>],
@@ -1216,7 +1216,7 @@ impl Generator {
                 };
                 held.add(&graph, op_index, &output, width, &mut leaves);
                 if held.full() {
-                    // A prefill's outputs are large: a few MiB at a time, never all held.
+                    // A prefill's outputs are large: hashed `HELD_BYTES` at a time, never all held.
                     held.hash(&graph, compute, |i, hash| leaves[i] = hash);
                 }
                 outputs.push(Some(output));

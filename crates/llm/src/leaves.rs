@@ -17,6 +17,7 @@
 //! `blake3::platform` is the crate's undocumented compression interface; the version is held
 //! to `~1.8` in `Cargo.toml`, and the tests compare every path with `step_hash`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::OnceLock;
@@ -61,10 +62,7 @@ const PIECES_PER_THREAD: usize = 2;
 const PIECE_BYTES_MIN: usize = 16 * CHUNK_BYTES;
 
 /// The leaf of step `index` over rows `rows` × columns `columns` of `output`, a row-major
-/// matrix `width` wide: `step_hash` of that block. A single row or whole rows are hashed in
-/// place; the rows of a narrower block are copied out first: streamed row by row, each row
-/// would start inside a BLAKE3 chunk, and BLAKE3 compresses such input one block at a time
-/// (measured slower than the copy and one wide hash).
+/// matrix `width` wide: `step_hash` of that block ([`block_values`]).
 pub(crate) fn block_leaf(
     index: usize,
     output: &[f32],
@@ -72,17 +70,30 @@ pub(crate) fn block_leaf(
     rows: Range<usize>,
     columns: Range<usize>,
 ) -> Hash {
-    let (row_count, cols) = (rows.len(), columns.len());
-    if cols == width || row_count == 1 {
+    let values = block_values(output, width, &rows, &columns);
+    step_hash(index, &values, rows.len(), columns.len())
+}
+
+/// The row-major values of rows `rows` × columns `columns` of `output` (`width` wide): a
+/// single row or whole rows in place; the rows of a narrower block copied out. Streamed row by
+/// row, each row would start inside a BLAKE3 chunk, and BLAKE3 compresses such input one block
+/// at a time (measured slower than the copy and one wide hash).
+fn block_values<'a>(
+    output: &'a [f32],
+    width: usize,
+    rows: &Range<usize>,
+    columns: &Range<usize>,
+) -> Cow<'a, [f32]> {
+    if rows.len() == 1 || columns.len() == width {
         let start = rows.start * width + columns.start;
-        let len = (row_count - 1) * width + cols;
-        return step_hash(index, &output[start..start + len], row_count, cols);
+        let len = (rows.len() - 1) * width + columns.len();
+        return Cow::Borrowed(&output[start..start + len]);
     }
-    let mut block = Vec::with_capacity(row_count * cols);
-    for r in rows {
+    let mut block = Vec::with_capacity(rows.len() * columns.len());
+    for r in rows.clone() {
         block.extend_from_slice(&output[r * width + columns.start..r * width + columns.end]);
     }
-    step_hash(index, &block, row_count, cols)
+    Cow::Owned(block)
 }
 
 /// A leaf's step index and its block's row-major values.
@@ -146,13 +157,13 @@ pub(crate) fn grouped_leaves(groups: &[LeafGroup], threads: usize) -> Vec<Vec<Ha
     for (group, (rows, cols, blocks)) in groups.iter().enumerate() {
         let bytes = leaf_bytes(*rows, *cols);
         if bytes > piece_bytes {
+            let mut parts = Vec::new();
+            subtrees(0..bytes, piece_bytes, &mut parts);
             for block in 0..blocks.len() {
-                let mut parts = Vec::new();
-                subtrees(0..bytes, piece_bytes, &mut parts);
-                pieces.extend(parts.into_iter().map(|bytes| Piece::Subtree {
+                pieces.extend(parts.iter().map(|bytes| Piece::Subtree {
                     group,
                     block,
-                    bytes,
+                    bytes: bytes.clone(),
                 }));
             }
             continue;
@@ -322,18 +333,10 @@ impl<'a> ShapeGroups<'a> {
         rows: &Range<usize>,
         columns: &Range<usize>,
     ) {
-        if rows.len() == 1 || columns.len() == width {
-            let start = rows.start * width + columns.start;
-            let len = (rows.len() - 1) * width + columns.len();
-            self.group((rows.len(), columns.len()))
-                .push((index, &output[start..start + len]));
-        } else {
-            let mut block = Vec::with_capacity(rows.len() * columns.len());
-            for r in rows.clone() {
-                block
-                    .extend_from_slice(&output[r * width + columns.start..r * width + columns.end]);
-            }
-            self.copies.push((index, rows.len(), columns.len(), block));
+        let shape = (rows.len(), columns.len());
+        match block_values(output, width, rows, columns) {
+            Cow::Borrowed(values) => self.group(shape).push((index, values)),
+            Cow::Owned(values) => self.copies.push((index, shape.0, shape.1, values)),
         }
     }
 
@@ -682,11 +685,11 @@ fn f32_bytes(values: &[f32]) -> &[u8] {
 }
 
 /// `values` as their little-endian bytes: in place on a little-endian target.
-fn le_bytes(values: &[f32]) -> std::borrow::Cow<'_, [u8]> {
+fn le_bytes(values: &[f32]) -> Cow<'_, [u8]> {
     #[cfg(target_endian = "little")]
-    return std::borrow::Cow::Borrowed(f32_bytes(values));
+    return Cow::Borrowed(f32_bytes(values));
     #[cfg(not(target_endian = "little"))]
-    return std::borrow::Cow::Owned(values.iter().flat_map(|v| v.to_le_bytes()).collect());
+    return Cow::Owned(values.iter().flat_map(|v| v.to_le_bytes()).collect());
 }
 
 fn words(bytes: &[u8]) -> [u32; 8] {
@@ -751,8 +754,8 @@ mod tests {
     }
 
     /// Groups of an audit pass's kinds (a large prefill block, many single rows, a few
-    /// narrow ones) cut into pieces on 2 and 3 threads give each group's `step_hash`es in
-    /// order, as on one thread.
+    /// narrow ones, leaves long enough to be cut into BLAKE3 subtrees) cut into pieces on 2,
+    /// 3 and 7 threads give each group's `step_hash`es in order, as on one thread.
     #[test]
     fn grouped_leaves_on_many_threads_are_step_hashes_in_order() {
         let values: Vec<f32> = (0..64 * 600).map(|i| (i as f32 * 0.11).cos()).collect();
