@@ -17,7 +17,7 @@ use piazza_trace::weights::{self as commitment, ChunkHasher, WeightCommitment};
 use piazza_trace::Hash;
 
 use crate::gguf::Gguf;
-use crate::graph::{Cache, Graph, JobInput, Op, OpKind, Parts, Source, Step};
+use crate::graph::{Cache, GenerationLayout, Graph, JobInput, Op, OpKind, Parts, Source, Step};
 use crate::leaves;
 use crate::model::{self, LlamaConfig, NumericProfile};
 use crate::sampling::{self, SamplingParams};
@@ -796,34 +796,35 @@ impl Generator {
         let (prompt_rows, passes) = (prompt.len(), fed + 1);
         let single =
             Graph::audit_pass(&self.config, self.output_weight, all.len(), prompt_rows - 1);
-        let mut graph = self.generation_graph(prompt_rows, passes, &params.sampling);
-        // Of this graph only the sample ops run; the others give their shapes and steps, so
-        // their inputs (a few hundred bytes an op, every pass) are dropped.
-        for op in &mut graph.ops {
-            if !matches!(op.kind, OpKind::Sample { .. }) {
-                op.inputs = Vec::new();
-            }
-        }
-        let graph = graph;
-        let op_steps = op_step_ranges(&graph);
+        // Of the generation's graph only the steps are read, and the sample ops run: its
+        // layout gives them without listing every pass.
+        let layout = GenerationLayout::new(
+            &self.config,
+            self.output_weight,
+            prompt_rows,
+            passes,
+            &params.sampling,
+        );
         // A pass is its layer ops, then output norm, logits and sample; the single pass has
         // the same layer ops, then output norm and logits over rows `prompt_rows - 1..`.
         let layer_ops = single.ops.len().saturating_sub(2);
-        let mut leaves: Vec<Option<Hash>> = vec![None; graph.steps.len()];
-        // The steps of generation op `gen_op`, once its block (from row `first_row` of a
-        // single-pass output `width` wide) is checked to lie in that output.
+        let mut leaves: Vec<Option<Hash>> = vec![None; layout.step_count()];
+        // The steps of generation op `gen_op` and where their blocks are, once its block
+        // (from row `first_row` of a single-pass output `width` wide) is checked to lie in
+        // that output.
         let op_blocks = |gen_op: usize, width: usize, first_row: usize, values: &[f32]| {
-            let op = &graph.ops[gen_op];
-            let [rows, op_width] = op.output_shape;
-            if op_width != width || (first_row + rows) * width > values.len() {
-                return Err(Error::Step {
-                    op: op.name.clone(),
-                    detail: format!(
-                        "rows {first_row}.. of a single-pass output of width {width} do not hold [{rows}, {op_width}]"
-                    ),
-                });
-            }
-            Ok(op_steps[gen_op].clone())
+            let op = layout.op(gen_op).filter(|op| {
+                let [rows, op_width] = op.output_shape;
+                op_width == width && (first_row + rows) * width <= values.len()
+            });
+            op.map(|op| (op.steps, op.first_block)).ok_or_else(|| Error::Step {
+                op: layout
+                    .op_listed(gen_op)
+                    .map_or_else(|| format!("op {gen_op}"), |op| op.name),
+                detail: format!(
+                    "rows {first_row}.. of a single-pass output of width {width} do not hold its output"
+                ),
+            })
         };
         // Holds the leaves of op `op_index` of the single pass in every pass of `passes`,
         // `row_of(pass)` the first row of that pass's block in `output`; they are hashed with
@@ -840,13 +841,16 @@ impl Generator {
             let values = output.as_slice().unwrap_or_default();
             let mut blocks = Vec::with_capacity(passes.len());
             for pass in passes {
-                let gen_op = graph.pass_starts[pass] + op_index;
+                let gen_op = layout.pass_start(pass) + op_index;
                 let first_row = row_of(pass);
-                blocks.push((op_blocks(gen_op, width, first_row, values)?, first_row));
+                let (steps, first_block) = op_blocks(gen_op, width, first_row, values)?;
+                blocks.push((steps, first_block, first_row));
             }
             held.hold(output, &blocks, width);
             if held.full() {
-                held.hash(&graph, compute, |index, hash| leaves[index] = Some(hash));
+                held.hash(layout.steps(), compute, |index, hash| {
+                    leaves[index] = Some(hash)
+                });
             }
             Ok(())
         };
@@ -889,8 +893,10 @@ impl Generator {
             let logits = logits.as_slice().unwrap_or_default();
             for (offset, row) in logits.chunks_exact(vocab).enumerate() {
                 let index = first + offset;
-                let sample_op = graph.pass_starts[index] + layer_ops + 2;
-                let op = &graph.ops[sample_op];
+                let sample_op = layout.pass_start(index) + layer_ops + 2;
+                let op = &layout.op_listed(sample_op).ok_or_else(|| Error::Input {
+                    detail: format!("pass {index} has no sample op"),
+                })?;
                 let inputs = [
                     Input::Matrix {
                         values: row,
@@ -906,8 +912,11 @@ impl Generator {
                     None => self.compute_op(op, &inputs, compute, None)?,
                 };
                 let value = chosen.as_slice().unwrap_or_default();
-                for index in op_blocks(sample_op, 1, 0, value)? {
-                    leaves[index] = Some(block_hash(index, value, 1, &graph.steps[index]));
+                let (steps, first_block) = op_blocks(sample_op, 1, 0, value)?;
+                for (index, step) in
+                    steps.zip(layout.steps().get(first_block..).unwrap_or_default())
+                {
+                    leaves[index] = Some(block_hash(index, value, 1, step));
                 }
                 let id = token_id(value.first().copied().unwrap_or(-1.0), vocab, op)?;
                 ids.push(id);
@@ -924,12 +933,11 @@ impl Generator {
         let Some(finish) = finish else {
             return Ok(None);
         };
-        held.hash(&graph, compute, |index, hash| leaves[index] = Some(hash));
+        held.hash(layout.steps(), compute, |index, hash| {
+            leaves[index] = Some(hash)
+        });
         // The steps of the passes that ran: a prefix of the graph's.
-        let step_count = graph
-            .pass_starts
-            .get(ids.len())
-            .map_or(graph.steps.len(), |&op| op_steps[op].start);
+        let step_count = layout.pass_first_step(ids.len().min(passes));
         let leaves = leaves
             .into_iter()
             .take(step_count)
@@ -1217,7 +1225,7 @@ impl Generator {
                 held.add(&graph, op_index, &output, width, &mut leaves);
                 if held.full() {
                     // A prefill's outputs are large: hashed `HELD_BYTES` at a time, never all held.
-                    held.hash(&graph, compute, |i, hash| leaves[i] = hash);
+                    held.hash(&graph.steps, compute, |i, hash| leaves[i] = hash);
                 }
                 outputs.push(Some(output));
                 if !record {
@@ -1232,7 +1240,7 @@ impl Generator {
                     }
                 }
             }
-            held.hash(&graph, compute, |i, hash| leaves[i] = hash);
+            held.hash(&graph.steps, compute, |i, hash| leaves[i] = hash);
             debug_assert!(first_step <= leaves.len());
             if !record {
                 // Keep only what later passes read: the samples (the KV cache is in its
@@ -1530,10 +1538,21 @@ impl KvStacks {
 #[derive(Default)]
 struct HeldLeaves {
     outputs: Vec<Tensor>,
-    /// (held output, its width, steps, the row of the output where the steps' rows start).
-    blocks: Vec<(usize, usize, Range<usize>, usize)>,
+    blocks: Vec<HeldBlock>,
     /// The held outputs' bytes.
     bytes: usize,
+}
+
+/// Steps whose leaves are held: of held output `output` (`width` wide), their blocks read
+/// from row `first_row` on.
+struct HeldBlock {
+    output: usize,
+    width: usize,
+    /// The steps' indices (their leaves).
+    steps: Range<usize>,
+    /// Where the first step's block is in the step list handed to [`HeldLeaves::hash`].
+    first_block: usize,
+    first_row: usize,
 }
 
 /// Bytes of op outputs [`HeldLeaves`] gathers before hashing a prefill's or an audit pass's
@@ -1559,19 +1578,26 @@ impl HeldLeaves {
             .take_while(|step| step.op == op_index)
             .count();
         leaves.resize(first + steps, [0; 32]);
-        self.hold(output, &[(first..first + steps, 0)], width);
+        self.hold(output, &[(first..first + steps, first, 0)], width);
     }
 
-    /// Hold `output` (`width` wide) for the leaves of `blocks`: steps, and the row of the
-    /// output where their rows start.
-    fn hold(&mut self, output: &Tensor, blocks: &[(Range<usize>, usize)], width: usize) {
+    /// Hold `output` (`width` wide) for the leaves of `blocks`: steps, where the first one's
+    /// block is in the step list handed to [`HeldLeaves::hash`], and the row of the output
+    /// where their rows start.
+    fn hold(&mut self, output: &Tensor, blocks: &[(Range<usize>, usize, usize)], width: usize) {
         let held = self.outputs.len();
         self.bytes += 4 * output.element_count();
         self.outputs.push(output.clone());
         self.blocks.extend(
             blocks
                 .iter()
-                .map(|(steps, first_row)| (held, width, steps.clone(), *first_row)),
+                .map(|(steps, first_block, first_row)| HeldBlock {
+                    output: held,
+                    width,
+                    steps: steps.clone(),
+                    first_block: *first_block,
+                    first_row: *first_row,
+                }),
         );
     }
 
@@ -1582,14 +1608,19 @@ impl HeldLeaves {
 
     /// Hash every held step on `compute`'s threads, each handed to `set` with its index, and
     /// let the outputs go.
-    fn hash(&mut self, graph: &Graph, compute: Compute, set: impl FnMut(usize, Hash)) {
+    fn hash(&mut self, steps: &[Step], compute: Compute, set: impl FnMut(usize, Hash)) {
         let mut groups = leaves::ShapeGroups::default();
-        for (held, width, steps, first_row) in &self.blocks {
-            let values = self.outputs[*held].as_slice().unwrap_or_default();
-            let values = values.get(first_row * width..).unwrap_or_default();
-            for index in steps.clone() {
-                let step = &graph.steps[index];
-                groups.add(index, values, *width, &step.rows, &step.columns);
+        for block in &self.blocks {
+            let values = self.outputs[block.output].as_slice().unwrap_or_default();
+            let values = values
+                .get(block.first_row * block.width..)
+                .unwrap_or_default();
+            for (index, step) in block
+                .steps
+                .clone()
+                .zip(steps.get(block.first_block..).unwrap_or_default())
+            {
+                groups.add(index, values, block.width, &step.rows, &step.columns);
             }
         }
         groups.hash(compute.threads.get(), set);
@@ -1597,20 +1628,6 @@ impl HeldLeaves {
         self.blocks.clear();
         self.bytes = 0;
     }
-}
-
-/// For each op of `graph`, the range of its steps (steps are in op order).
-fn op_step_ranges(graph: &Graph) -> Vec<Range<usize>> {
-    let mut ranges = vec![0..0; graph.ops.len()];
-    for (index, step) in graph.steps.iter().enumerate() {
-        if let Some(range) = ranges.get_mut(step.op) {
-            if range.start == range.end {
-                *range = index..index;
-            }
-            range.end = index + 1;
-        }
-    }
-    ranges
 }
 
 /// The ops from `from` on whose outputs `source` reads (through stacks); the parts of a
