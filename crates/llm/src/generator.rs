@@ -1017,7 +1017,7 @@ impl Generator {
         {
             if w.rows() == width && x.shape() == [rows, w.cols()] {
                 let x = cache
-                    .get(x, rows, w.cols())
+                    .get(x, rows, w.cols(), compute)
                     .map_err(|e| step_error(op, e.to_string()))?;
                 return quantized_linear(op, x, w, 0..width, *activation, compute);
             }
@@ -1345,8 +1345,7 @@ fn quantized_linear(
     compute: Compute,
 ) -> Result<Tensor> {
     let shape = [x.rows(), held.len()];
-    let mut out = vec![0.0f32; shape[0] * shape[1]];
-    quant::linear(x, w, held, activation, &mut out, compute)
+    let out = quant::linear_vec(x, w, held, activation, compute)
         .map_err(|e| step_error(op, e.to_string()))?;
     Tensor::from_vec(out, &shape).map_err(tensor_error(op))
 }
@@ -1370,6 +1369,7 @@ impl QuantizedInput {
         input: &Tensor,
         n: usize,
         k: usize,
+        compute: Compute,
     ) -> std::result::Result<&quant::QuantActivations, quant::QuantError> {
         let values = input.as_slice().unwrap_or_default();
         let same = |kept: &Tensor| {
@@ -1380,7 +1380,7 @@ impl QuantizedInput {
             matches!(&self.cached, Some((kept, x)) if same(kept) && x.rows() == n && x.cols() == k);
         if !hit {
             self.cached = None;
-            let x = quant::quantize_activations(values, n, k)?;
+            let x = quant::quantize_activations_on(values, n, k, compute)?;
             self.cached = Some((input.clone(), x));
             self.quantized += 1;
         }
@@ -1768,7 +1768,7 @@ fn compute_block_inputs(
             };
             let k = w.cols();
             let x = expect(0, [n, k])?;
-            let x = quant::quantize_activations(x, n, k).map_err(quant_error)?;
+            let x = quant::quantize_activations_on(x, n, k, compute).map_err(quant_error)?;
             let held = columns.start - first_row..columns.end - first_row;
             quantized_linear(op, &x, w, held, *activation, compute)?
         }
@@ -1951,19 +1951,19 @@ mod tests {
         let expected = quant::quantize_activations(&values, 2, 64).unwrap();
         // q, k and v read one tensor (clones share its storage): quantized once.
         for input in [&a, &a.clone(), &a] {
-            assert_eq!(kept.get(input, 2, 64).unwrap(), &expected);
+            assert_eq!(kept.get(input, 2, 64, Compute::new(1)).unwrap(), &expected);
         }
         assert_eq!(kept.quantized, 1);
         // Equal values in other storage, and other values: quantized again.
         let b = matrix(&values, 64);
-        assert_eq!(kept.get(&b, 2, 64).unwrap(), &expected);
+        assert_eq!(kept.get(&b, 2, 64, Compute::new(1)).unwrap(), &expected);
         let other: Vec<f32> = values.iter().map(|v| v * 2.0 + 1.0).collect();
         let c = matrix(&other, 64);
         let expected_c = quant::quantize_activations(&other, 2, 64).unwrap();
-        assert_eq!(kept.get(&c, 2, 64).unwrap(), &expected_c);
+        assert_eq!(kept.get(&c, 2, 64, Compute::new(1)).unwrap(), &expected_c);
         assert_eq!(kept.quantized, 3);
         // The same storage read as another shape is quantized again.
-        assert!(kept.get(&c, 4, 32).is_ok());
+        assert!(kept.get(&c, 4, 32, Compute::new(1)).is_ok());
         assert_eq!(kept.quantized, 4);
     }
 

@@ -5,6 +5,7 @@
 //! and AVX-512 VNNI paths equal them bit for bit (the integer sums are exact in any order and
 //! every f32 operation is the same one, lane by lane).
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::Mutex;
 
@@ -436,6 +437,17 @@ pub fn quantize_activations(
     rows: usize,
     cols: usize,
 ) -> Result<QuantActivations, QuantError> {
+    quantize_activations_on(x, rows, cols, Compute::new(1))
+}
+
+/// [`quantize_activations`] on `compute`'s threads, whole tiles of rows each (a tile's blocks
+/// are one run of the result): the same blocks as on one.
+pub fn quantize_activations_on(
+    x: &[f32],
+    rows: usize,
+    cols: usize,
+    compute: Compute,
+) -> Result<QuantActivations, QuantError> {
     if !cols.is_multiple_of(BLOCK) || x.len() != rows * cols {
         return Err(QuantError::Shape {
             what: "activations",
@@ -451,27 +463,144 @@ pub fn quantize_activations(
         scaled_sums: vec![0.0; blocks],
         values: vec![0; x.len()],
     };
-    #[cfg(target_arch = "x86_64")]
-    let block_fn = if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512 F (checked here).
-        |block: &[f32; BLOCK], values: &mut [i8]| unsafe {
-            x86::quantize_block_avx512(block, values)
-        }
-    } else {
-        quantize_block
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let block_fn = quantize_block;
-    let bpr = cols / BLOCK;
-    for (i, block) in x.chunks_exact(BLOCK).enumerate() {
-        let at = out.block_index(i / bpr, i % bpr);
-        let values = &mut out.values[at * BLOCK..(at + 1) * BLOCK];
-        let (d, s) = block_fn(block.try_into().unwrap_or(&[0.0; BLOCK]), values);
-        out.scales[at] = d;
-        out.sums[at] = s;
-        out.scaled_sums[at] = d * s as f32;
+    let tiles = rows.div_ceil(TILE_ACTIVATION_ROWS);
+    let threads = compute.threads.get().min(tiles);
+    if threads <= 1 || x.len() < QUANTIZE_PARALLEL_MIN || cols == 0 {
+        let part = TileBlocks {
+            scales: &mut out.scales,
+            sums: &mut out.sums,
+            scaled_sums: &mut out.scaled_sums,
+            values: &mut out.values,
+        };
+        quantize_tiles(x, cols, part);
+        return Ok(out);
     }
+    let part_rows = tiles.div_ceil(threads) * TILE_ACTIVATION_ROWS;
+    let part_blocks = part_rows * cols / BLOCK;
+    let parts: Vec<Mutex<(&[f32], TileBlocks)>> = x
+        .chunks(part_rows * cols)
+        .zip(out.scales.chunks_mut(part_blocks))
+        .zip(out.sums.chunks_mut(part_blocks))
+        .zip(out.scaled_sums.chunks_mut(part_blocks))
+        .zip(out.values.chunks_mut(part_blocks * BLOCK))
+        .map(|((((x, scales), sums), scaled_sums), values)| {
+            let blocks = TileBlocks {
+                scales,
+                sums,
+                scaled_sums,
+                values,
+            };
+            Mutex::new((x, blocks))
+        })
+        .collect();
+    Pool::global().for_each(threads, parts.len(), |p| {
+        let mut part = parts[p]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (x, blocks) = &mut *part;
+        quantize_tiles(x, cols, blocks.reborrow());
+    });
     Ok(out)
+}
+
+/// Activation values from which [`quantize_activations_on`] quantizes on several threads
+/// (a decode step's rows are quantized on the calling thread).
+const QUANTIZE_PARALLEL_MIN: usize = 1 << 14;
+
+/// The blocks of whole tiles of rows of a [`QuantActivations`] (a run of its blocks).
+struct TileBlocks<'a> {
+    scales: &'a mut [f32],
+    sums: &'a mut [i32],
+    scaled_sums: &'a mut [f32],
+    values: &'a mut [i8],
+}
+
+impl TileBlocks<'_> {
+    fn reborrow(&mut self) -> TileBlocks<'_> {
+        TileBlocks {
+            scales: self.scales,
+            sums: self.sums,
+            scaled_sums: self.scaled_sums,
+            values: self.values,
+        }
+    }
+}
+
+/// Quantize rows `x` (`cols` wide: whole tiles of [`TILE_ACTIVATION_ROWS`] rows, then the
+/// last rows) into `out`, laid out as [`QuantActivations::block_index`] says.
+fn quantize_tiles(x: &[f32], cols: usize, out: TileBlocks) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512 F (checked here).
+        unsafe { x86::quantize_tiles_avx512(x, cols, out) };
+        return;
+    }
+    quantize_tiles_portable(x, cols, out);
+}
+
+/// [`quantize_tiles`] with `sixteen` quantizing a row's blocks sixteen at a time, then
+/// `block` each block left. `sixteen(x, values, first, stride)` writes block `j`'s values to
+/// `values[first + j · stride]` and returns the sixteen scales and sums.
+#[inline(always)]
+fn quantize_tiles_with<S>(
+    x: &[f32],
+    cols: usize,
+    out: TileBlocks,
+    sixteen: S,
+    block: impl Fn(&[f32; BLOCK], &mut [i8]) -> (f32, i32),
+) where
+    S: Fn(&[f32; 16 * BLOCK], &mut [[i8; BLOCK]], usize, usize) -> ([f32; 16], [i32; 16]),
+{
+    let bpr = cols / BLOCK;
+    let tile_values = TILE_ACTIVATION_ROWS * cols;
+    let tiles = x.chunks(tile_values).zip(
+        out.scales
+            .chunks_mut(TILE_ACTIVATION_ROWS * bpr)
+            .zip(out.sums.chunks_mut(TILE_ACTIVATION_ROWS * bpr))
+            .zip(out.scaled_sums.chunks_mut(TILE_ACTIVATION_ROWS * bpr))
+            .zip(out.values.chunks_mut(tile_values)),
+    );
+    for (tile, (((scales, sums), scaled_sums), values)) in tiles {
+        let tile_rows = tile.len() / cols;
+        let values: &mut [[i8; BLOCK]] = values.as_chunks_mut().0;
+        let mut set = |at: usize, d: f32, s: i32| {
+            scales[at] = d;
+            sums[at] = s;
+            scaled_sums[at] = d * s as f32;
+        };
+        for (r, row) in tile.chunks_exact(cols).enumerate() {
+            let (groups, rest) = row.as_chunks::<{ 16 * BLOCK }>();
+            for (g, group) in groups.iter().enumerate() {
+                let first = 16 * g * tile_rows + r;
+                let (d, s) = sixteen(group, values, first, tile_rows);
+                for j in 0..16 {
+                    set(first + j * tile_rows, d[j], s[j]);
+                }
+            }
+            for (b, x) in rest.as_chunks::<BLOCK>().0.iter().enumerate() {
+                let at = (16 * groups.len() + b) * tile_rows + r;
+                if let Some(values) = values.get_mut(at) {
+                    let (d, s) = block(x, values);
+                    set(at, d, s);
+                }
+            }
+        }
+    }
+}
+
+/// [`quantize_tiles`] on the baseline instruction set.
+fn quantize_tiles_portable(x: &[f32], cols: usize, out: TileBlocks) {
+    let sixteen =
+        |row: &[f32; 16 * BLOCK], values: &mut [[i8; BLOCK]], first: usize, stride: usize| {
+            let (mut d, mut s) = ([0.0; 16], [0; 16]);
+            for (j, x) in row.as_chunks::<BLOCK>().0.iter().enumerate() {
+                if let Some(values) = values.get_mut(first + j * stride) {
+                    (d[j], s[j]) = quantize_block(x, values);
+                }
+            }
+            (d, s)
+        };
+    quantize_tiles_with(x, cols, out, sixteen, quantize_block);
 }
 
 /// One block of [`quantize_activations`] into `values`: its scale and the sum of its values.
@@ -538,22 +667,18 @@ fn check_shapes(
     x: &QuantActivations,
     w: &QuantMatrix,
     columns: &Range<usize>,
-    out: &[f32],
+    out_len: usize,
 ) -> Result<(), QuantError> {
     if x.cols != w.cols
         || columns.end > w.rows
         || columns.is_empty()
-        || out.len() != x.rows * columns.len()
+        || out_len != x.rows * columns.len()
     {
         return Err(QuantError::Shape {
             what: "quantized linear",
             detail: format!(
                 "x {} × {}, w {} × {}, columns {columns:?}, out {}",
-                x.rows,
-                x.cols,
-                w.rows,
-                w.cols,
-                out.len()
+                x.rows, x.cols, w.rows, w.cols, out_len
             ),
         });
     }
@@ -569,7 +694,7 @@ pub fn reference_linear(
     activation: Activation,
     out: &mut [f32],
 ) -> Result<(), QuantError> {
-    check_shapes(x, w, &columns, out)?;
+    check_shapes(x, w, &columns, out.len())?;
     let n = columns.len();
     for i in 0..x.rows {
         for (c, w_row) in columns.clone().enumerate() {
@@ -589,7 +714,48 @@ pub fn linear(
     out: &mut [f32],
     compute: Compute,
 ) -> Result<(), QuantError> {
-    check_shapes(x, w, &columns, out)?;
+    check_shapes(x, w, &columns, out.len())?;
+    // SAFETY: `linear_into` only writes initialised values, so `out` stays initialised.
+    let out = unsafe { &mut *(out as *mut [f32] as *mut [MaybeUninit<f32>]) };
+    linear_into(x, w, columns, activation, out, compute);
+    Ok(())
+}
+
+/// [`linear`] into a new vector, `[x.rows(), columns.len()]`: its outputs are written once,
+/// not over zeros (an audit pass's matmuls zeroed 93 MB of outputs first).
+pub fn linear_vec(
+    x: &QuantActivations,
+    w: &QuantMatrix,
+    columns: Range<usize>,
+    activation: Activation,
+    compute: Compute,
+) -> Result<Vec<f32>, QuantError> {
+    let len = x.rows * columns.len();
+    check_shapes(x, w, &columns, len)?;
+    let mut out = Vec::with_capacity(len);
+    linear_into(
+        x,
+        w,
+        columns,
+        activation,
+        &mut out.spare_capacity_mut()[..len],
+        compute,
+    );
+    // SAFETY: `linear_into` writes every output (each path covers every row and column of
+    // `out`: whole activation rows, or whole columns of every row).
+    unsafe { out.set_len(len) };
+    Ok(out)
+}
+
+/// [`linear`] into `out` (shapes checked), every element of which it writes.
+fn linear_into(
+    x: &QuantActivations,
+    w: &QuantMatrix,
+    columns: Range<usize>,
+    activation: Activation,
+    out: &mut [MaybeUninit<f32>],
+    compute: Compute,
+) {
     let n = columns.len();
     let threads = compute.threads.get().min(n);
     let work = x.rows * n * w.cols;
@@ -604,7 +770,7 @@ pub fn linear(
             out,
             compute.isa,
         );
-        return Ok(());
+        return;
     }
     if x.rows >= threads * TILE_ACTIVATION_ROWS {
         // Many activation rows (a prefill, an audit pass): whole tiles of activation rows per
@@ -612,7 +778,8 @@ pub fn linear(
         // buffer per part and no copy), and the parts read the weights from the shared cache.
         let per_part =
             x.rows.div_ceil(threads).div_ceil(TILE_ACTIVATION_ROWS) * TILE_ACTIVATION_ROWS;
-        let parts: Vec<Mutex<&mut [f32]>> = out.chunks_mut(per_part * n).map(Mutex::new).collect();
+        let parts: Vec<Mutex<&mut [MaybeUninit<f32>]>> =
+            out.chunks_mut(per_part * n).map(Mutex::new).collect();
         Pool::global().for_each(threads, parts.len(), |p| {
             let mut part = parts[p]
                 .lock()
@@ -628,7 +795,7 @@ pub fn linear(
                 compute.isa,
             );
         });
-        return Ok(());
+        return;
     }
     // Whole groups of weight rows per thread, one part each: `kernels::for_row_ranges`'s
     // four smaller ranges per thread cost a decode step's matmuls their spans of
@@ -641,7 +808,8 @@ pub fn linear(
     };
     if x.rows == 1 {
         // One activation row: each part's outputs are one contiguous run of `out`.
-        let parts: Vec<Mutex<&mut [f32]>> = out.chunks_mut(per_thread).map(Mutex::new).collect();
+        let parts: Vec<Mutex<&mut [MaybeUninit<f32>]>> =
+            out.chunks_mut(per_thread).map(Mutex::new).collect();
         Pool::global().for_each(threads, part_count, |p| {
             let mut part = parts[p]
                 .lock()
@@ -657,21 +825,24 @@ pub fn linear(
                 compute.isa,
             );
         });
-        return Ok(());
+        return;
     }
     let parts: Vec<Mutex<Vec<f32>>> = (0..part_count).map(|_| Default::default()).collect();
     Pool::global().for_each(threads, part_count, |p| {
         let c = part_columns(p);
-        let mut part = vec![0.0f32; x.rows * c.len()];
+        let len = x.rows * c.len();
+        let mut part = Vec::with_capacity(len);
         weight_rows_block(
             x,
             all_rows.clone(),
             w,
             c,
             activation,
-            &mut part,
+            &mut part.spare_capacity_mut()[..len],
             compute.isa,
         );
+        // SAFETY: `weight_rows_block` writes every output of its block.
+        unsafe { part.set_len(len) };
         *parts[p]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = part;
@@ -683,10 +854,9 @@ pub fn linear(
         let c0 = p * per_thread;
         let width = part_columns(p).len();
         for (i, row) in part.chunks_exact(width).enumerate() {
-            out[i * n + c0..i * n + c0 + width].copy_from_slice(row);
+            write_all(&mut out[i * n + c0..i * n + c0 + width], row);
         }
     }
-    Ok(())
 }
 
 /// Groups of weight rows read together by every activation row (they stay in cache while the
@@ -710,7 +880,7 @@ fn weight_rows_block(
     w: &QuantMatrix,
     columns: Range<usize>,
     activation: Activation,
-    block: &mut [f32],
+    block: &mut [MaybeUninit<f32>],
     isa: Isa,
 ) {
     let width = columns.len();
@@ -741,11 +911,20 @@ fn weight_rows_block(
     }
 }
 
+/// `out = values` (same lengths), returned as the initialised values.
+fn write_all<'a>(out: &'a mut [MaybeUninit<f32>], values: &[f32]) -> &'a mut [f32] {
+    assert_eq!(out.len(), values.len());
+    for (out, &value) in out.iter_mut().zip(values) {
+        out.write(value);
+    }
+    // SAFETY: every element of `out` was just written.
+    unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
 /// `out[j] = activation.apply(dots[j])` with the kernels' activation for `isa` (a supported
 /// one; SiLU's `expf` in lanes, the same bits as [`crate::reference::silu`]).
-fn apply_activation(isa: Isa, activation: Activation, dots: &[f32], out: &mut [f32]) {
-    out.copy_from_slice(dots);
-    kernels::activate(isa, activation, out);
+fn apply_activation(isa: Isa, activation: Activation, dots: &[f32], out: &mut [MaybeUninit<f32>]) {
+    kernels::activate(isa, activation, write_all(out, dots));
 }
 
 /// The dots of activation rows `rows` (at most [`TILE_ACTIVATION_ROWS`]) with the weight rows
@@ -832,6 +1011,130 @@ mod x86 {
         );
     }
 
+    /// [`super::quantize_tiles`] with AVX-512: a row's blocks sixteen at a time
+    /// ([`quantize_sixteen_avx512`]), the rest one at a time.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn quantize_tiles_avx512(x: &[f32], cols: usize, out: super::TileBlocks) {
+        // SAFETY: this function's caller checked AVX-512 F.
+        super::quantize_tiles_with(
+            x,
+            cols,
+            out,
+            |row, values, first, stride| unsafe {
+                quantize_sixteen_avx512(row, values, first, stride)
+            },
+            |block, values| unsafe { quantize_block_avx512(block, values) },
+        );
+    }
+
+    /// The reductions [`reduce_sixteen`] makes.
+    const MAX_F32: u8 = 0;
+    const ADD_I32: u8 = 1;
+
+    /// `a` and `b` combined lane by lane: their maximum (`vmaxps`) or integer sum.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn combine<const OP: u8>(a: __m512, b: __m512) -> __m512 {
+        match OP {
+            MAX_F32 => _mm512_max_ps(a, b),
+            _ => _mm512_castsi512_ps(_mm512_add_epi32(
+                _mm512_castps_si512(a),
+                _mm512_castps_si512(b),
+            )),
+        }
+    }
+
+    /// Sixteen vectors `v` reduced lane-wise into one by [`combine`] (exact in any order, as
+    /// a maximum of numbers or a sum of small integers is): lane `j` of the result is the
+    /// reduction of `v[j]`'s sixteen lanes.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn reduce_sixteen<const OP: u8>(v: &[__m512; 16]) -> __m512 {
+        // Pairs: lanes 0–7 hold `a`'s halves combined, 8–15 `b`'s.
+        let mut halves = [_mm512_setzero_ps(); 8];
+        for (k, half) in halves.iter_mut().enumerate() {
+            let (a, b) = (v[2 * k], v[2 * k + 1]);
+            *half = combine::<OP>(
+                _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b),
+                _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b),
+            );
+        }
+        // Quarters: four lanes per vector of `v` (quarter q of `quarters[e]` is v[4e + q]).
+        let mut quarters = [_mm512_setzero_ps(); 4];
+        for (e, quarter) in quarters.iter_mut().enumerate() {
+            let (c, d) = (halves[2 * e], halves[2 * e + 1]);
+            *quarter = combine::<OP>(
+                _mm512_shuffle_f32x4::<0b10_00_10_00>(c, d),
+                _mm512_shuffle_f32x4::<0b11_01_11_01>(c, d),
+            );
+        }
+        // Within each 128-bit quarter: two lanes per vector of `v`, then one.
+        let mut pairs = [_mm512_setzero_ps(); 2];
+        for (f, pair) in pairs.iter_mut().enumerate() {
+            let (e0, e1) = (quarters[2 * f], quarters[2 * f + 1]);
+            *pair = combine::<OP>(
+                _mm512_shuffle_ps::<0b01_00_01_00>(e0, e1),
+                _mm512_shuffle_ps::<0b11_10_11_10>(e0, e1),
+            );
+        }
+        let lanes = combine::<OP>(
+            _mm512_shuffle_ps::<0b10_00_10_00>(pairs[0], pairs[1]),
+            _mm512_shuffle_ps::<0b11_01_11_01>(pairs[0], pairs[1]),
+        );
+        // Lane 4q + e holds v[4e + q]: back to lane j for v[j].
+        let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        _mm512_permutexvar_ps(order, lanes)
+    }
+
+    /// Sixteen consecutive blocks of a row, each as [`quantize_block_avx512`] quantizes it,
+    /// their `amax` (and so their scales) and sums found for all sixteen at once (one
+    /// division for sixteen, no horizontal reduction per block); block `j`'s values go to
+    /// `values[first + j · stride]`. Returns the scales and sums.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn quantize_sixteen_avx512(
+        row: &[f32; 16 * BLOCK],
+        values: &mut [[i8; BLOCK]],
+        first: usize,
+        stride: usize,
+    ) -> ([f32; 16], [i32; 16]) {
+        assert!(first + 15 * stride < values.len());
+        let magnitude = _mm512_set1_epi32(i32::MAX);
+        let at = row.as_ptr();
+        // Per block, `quantize_block_avx512`'s lane maxima: NaN lanes give way (`vmaxps`
+        // returns its second operand), so no lane is NaN and any order of reduction is exact.
+        let mut maxima = [_mm512_setzero_ps(); 16];
+        for (j, maximum) in maxima.iter_mut().enumerate() {
+            let v0 = _mm512_loadu_ps(at.add(j * BLOCK));
+            let v1 = _mm512_loadu_ps(at.add(j * BLOCK + 16));
+            let abs0 = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v0), magnitude));
+            let abs1 = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v1), magnitude));
+            *maximum = _mm512_max_ps(abs1, _mm512_max_ps(abs0, _mm512_setzero_ps()));
+        }
+        let amax = reduce_sixteen::<MAX_F32>(&maxima);
+        let q_max = _mm512_set1_ps(ACTIVATION_Q_MAX);
+        let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(amax, _mm512_setzero_ps());
+        let mut inverse = [0.0f32; 16];
+        _mm512_storeu_ps(
+            inverse.as_mut_ptr(),
+            _mm512_maskz_div_ps(positive, q_max, amax),
+        );
+        let mut sums = [_mm512_setzero_ps(); 16];
+        for (j, block_sum) in sums.iter_mut().enumerate() {
+            let scale = _mm512_set1_ps(inverse[j]);
+            let out = values.as_mut_ptr().add(first + j * stride) as *mut i8;
+            let low = quantize_lanes(_mm512_loadu_ps(at.add(j * BLOCK)), scale, out);
+            let high = quantize_lanes(_mm512_loadu_ps(at.add(j * BLOCK + 16)), scale, out.add(16));
+            // The integer sums in f32 lanes' bits: the reduction adds them as integers.
+            *block_sum = _mm512_castsi512_ps(_mm512_add_epi32(low, high));
+        }
+        let (mut d, mut s) = ([0.0f32; 16], [0i32; 16]);
+        _mm512_storeu_ps(d.as_mut_ptr(), _mm512_div_ps(amax, q_max));
+        let sums = _mm512_castps_si512(reduce_sixteen::<ADD_I32>(&sums));
+        _mm512_storeu_si512(s.as_mut_ptr() as *mut _, sums);
+        (d, s)
+    }
+
     /// [`super::quantize_block`] with AVX-512, lane by lane the same operations: `amax` as
     /// the maximum of `|v|` with NaN lanes ignored (`vmaxps` returns its second operand, the
     /// running maximum, when the first is NaN; a maximum is exact in any order), the product
@@ -857,32 +1160,40 @@ mod x86 {
         } else {
             0.0
         };
+        let scale = _mm512_set1_ps(inverse);
+        let out = values.as_mut_ptr();
+        let sum = _mm512_add_epi32(
+            quantize_lanes(v[0], scale, out),
+            quantize_lanes(v[1], scale, out.add(16)),
+        );
+        (amax / ACTIVATION_Q_MAX, _mm512_reduce_add_epi32(sum))
+    }
+
+    /// Sixteen values of a block quantized with its `inverse` (`127 / amax` in every lane):
+    /// the product clamped with NaN kept and then taken to 0 as `as i32` does, truncation and
+    /// the carry of a remainder of at least one half; stored as i8 at `out` and returned.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn quantize_lanes(v: __m512, inverse: __m512, out: *mut i8) -> __m512i {
         let (low, high) = (
             _mm512_set1_ps(-ACTIVATION_Q_MAX),
             _mm512_set1_ps(ACTIVATION_Q_MAX),
         );
         let (half, minus_half) = (_mm512_set1_ps(0.5), _mm512_set1_ps(-0.5));
         let one = _mm512_set1_epi32(1);
-        let mut sum = _mm512_setzero_si512();
-        for (i, v) in v.into_iter().enumerate() {
-            let product = _mm512_mul_ps(v, _mm512_set1_ps(inverse));
-            // `f32::clamp`: NaN stays NaN (`vmaxps`/`vminps` return the second operand, NaN).
-            let clamped = _mm512_min_ps(high, _mm512_max_ps(low, product));
-            let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(clamped, clamped);
-            let clamped = _mm512_maskz_mov_ps(ordered, clamped);
-            let truncated = _mm512_cvttps_epi32(clamped);
-            let remainder = _mm512_sub_ps(clamped, _mm512_cvtepi32_ps(truncated));
-            let up = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(remainder, half);
-            let down = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(remainder, minus_half);
-            let carried = _mm512_mask_add_epi32(truncated, up, truncated, one);
-            let rounded = _mm512_mask_sub_epi32(carried, down, carried, one);
-            sum = _mm512_add_epi32(sum, rounded);
-            _mm_storeu_si128(
-                values.as_mut_ptr().add(16 * i) as *mut __m128i,
-                _mm512_cvtepi32_epi8(rounded),
-            );
-        }
-        (amax / ACTIVATION_Q_MAX, _mm512_reduce_add_epi32(sum))
+        let product = _mm512_mul_ps(v, inverse);
+        // `f32::clamp`: NaN stays NaN (`vmaxps`/`vminps` return the second operand, NaN).
+        let clamped = _mm512_min_ps(high, _mm512_max_ps(low, product));
+        let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(clamped, clamped);
+        let clamped = _mm512_maskz_mov_ps(ordered, clamped);
+        let truncated = _mm512_cvttps_epi32(clamped);
+        let remainder = _mm512_sub_ps(clamped, _mm512_cvtepi32_ps(truncated));
+        let up = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(remainder, half);
+        let down = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(remainder, minus_half);
+        let carried = _mm512_mask_add_epi32(truncated, up, truncated, one);
+        let rounded = _mm512_mask_sub_epi32(carried, down, carried, one);
+        _mm_storeu_si128(out as *mut __m128i, _mm512_cvtepi32_epi8(rounded));
+        rounded
     }
 
     /// Activation bytes `e..e + 4` of the block at `at`, as one i32 (for a broadcast).
@@ -1350,6 +1661,10 @@ mod tests {
                         .zip(&expected)
                         .all(|(a, b)| a.to_bits() == b.to_bits());
                     assert!(same, "{format:?} {isa:?} threads {threads} {columns:?}");
+                    // Into a new vector, written once: the same bits.
+                    let vec = linear_vec(&xq, &w, columns.clone(), Activation::Silu, compute);
+                    let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&vec.unwrap()), bits(&got), "{format:?} {isa:?}");
                 }
             }
         }
@@ -1496,26 +1811,73 @@ mod tests {
             3e38,
             1e-30,
         ];
-        for round in 0..2000 {
-            let block: Vec<f32> = (0..BLOCK)
-                .map(|j| match (round + j) % 5 {
-                    0 => edges[(rng.next() as usize) % edges.len()],
+        // Rows of nineteen blocks: sixteen quantized at once on AVX-512, three one by one.
+        const ROW_BLOCKS: usize = 19;
+        for round in 0..200 {
+            // Blocks of edge values among others, of exact halves, of zeros, of plain values.
+            let row: Vec<f32> = (0..ROW_BLOCKS * BLOCK)
+                .map(|j| match ((round + j / BLOCK) % 5, (round + j) % 5) {
+                    (0, 0) => edges[(rng.next() as usize) % edges.len()],
                     // Exact halves after scaling: amax 127 makes each value its own `p`.
-                    1 => (rng.next() % 255) as f32 / 2.0 - 63.5,
+                    (1, _) => (rng.next() % 255) as f32 / 2.0 - 63.5,
+                    (2, _) if round % 3 == 0 => 0.0,
                     _ => rng.float() * 10f32.powi((rng.next() % 9) as i32 - 4),
                 })
                 .collect();
-            let got = quantize_activations(&block, 1, BLOCK).unwrap();
-            let (d, q) = specified_block(&block);
-            assert_eq!(got.scales[0].to_bits(), d.to_bits(), "{block:?}");
-            assert_eq!(got.values, q, "{block:?}");
-            assert_eq!(got.sums[0], q.iter().map(|&v| v as i32).sum::<i32>());
-            // The portable block function too, wherever the SIMD one ran above.
-            let mut values = [0i8; BLOCK];
-            let (scalar_d, scalar_sum) =
-                quantize_block(block.as_slice().try_into().unwrap(), &mut values);
-            assert_eq!((scalar_d.to_bits(), scalar_sum), (d.to_bits(), got.sums[0]));
-            assert_eq!(values.as_slice(), q.as_slice(), "{block:?}");
+            let got = quantize_activations(&row, 1, ROW_BLOCKS * BLOCK).unwrap();
+            for (b, block) in row.chunks_exact(BLOCK).enumerate() {
+                let at = got.block_index(0, b);
+                let (d, q) = specified_block(block);
+                assert_eq!(got.scales[at].to_bits(), d.to_bits(), "{block:?}");
+                assert_eq!(&got.values[at * BLOCK..(at + 1) * BLOCK], q, "{block:?}");
+                assert_eq!(got.sums[at], q.iter().map(|&v| v as i32).sum::<i32>());
+            }
+            // The portable path too, wherever the SIMD one ran above.
+            let mut portable = got.clone();
+            portable.values.fill(0);
+            portable.scales.fill(0.0);
+            let blocks = TileBlocks {
+                scales: &mut portable.scales,
+                sums: &mut portable.sums,
+                scaled_sums: &mut portable.scaled_sums,
+                values: &mut portable.values,
+            };
+            quantize_tiles_portable(&row, ROW_BLOCKS * BLOCK, blocks);
+            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&portable.scales), bits(&got.scales));
+            assert_eq!(bits(&portable.scaled_sums), bits(&got.scaled_sums));
+            assert_eq!((&portable.values, &portable.sums), (&got.values, &got.sums));
+        }
+    }
+
+    /// Activations quantized on several threads are those quantized on one, and each block
+    /// sits where `block_index` says: whole tiles, a last short tile, one row, wide rows.
+    #[test]
+    fn activations_quantized_on_threads_are_the_blocks_of_one() {
+        let mut rng = Rng(5);
+        // The last three are quantized in parts (at least `QUANTIZE_PARALLEL_MIN` values).
+        for (rows, cols) in [
+            (1, 64),
+            (7, 576),
+            (9, 1536),
+            (67, 576),
+            (130, 160),
+            (16, 1536),
+        ] {
+            let x: Vec<f32> = (0..rows * cols).map(|_| rng.float() * 3.0).collect();
+            let one = quantize_activations(&x, rows, cols).unwrap();
+            for (r, row) in x.chunks_exact(cols).enumerate() {
+                for (b, block) in row.chunks_exact(BLOCK).enumerate() {
+                    let at = one.block_index(r, b);
+                    let (d, q) = specified_block(block);
+                    assert_eq!(one.scales[at].to_bits(), d.to_bits());
+                    assert_eq!(&one.values[at * BLOCK..(at + 1) * BLOCK], q.as_slice());
+                }
+            }
+            for threads in [2, 3, 7] {
+                let many = quantize_activations_on(&x, rows, cols, Compute::new(threads));
+                assert_eq!(many.unwrap(), one, "{rows} × {cols} on {threads} threads");
+            }
         }
     }
 
@@ -1548,8 +1910,11 @@ mod tests {
         let random: Vec<f32> = (0..20_000).map(|_| rng.float() * 20.0).collect();
         for isa in Isa::available() {
             for x in [&strided, &reductions, &special, &random, &random[3..40]] {
-                let mut got = vec![0.0f32; x.len()];
-                apply_activation(isa, Activation::Silu, x, &mut got);
+                let mut got = Vec::with_capacity(x.len());
+                let out = &mut got.spare_capacity_mut()[..x.len()];
+                apply_activation(isa, Activation::Silu, x, out);
+                // SAFETY: `apply_activation` wrote every output.
+                unsafe { got.set_len(x.len()) };
                 for (&v, g) in x.iter().zip(&got) {
                     let expected = crate::reference::silu(v);
                     assert!(
