@@ -721,8 +721,9 @@ pub fn linear(
     Ok(())
 }
 
-/// [`linear`] into a new vector, `[x.rows(), columns.len()]`: its outputs are written once,
-/// not over zeros (an audit pass's matmuls zeroed 93 MB of outputs first).
+/// [`linear`] into a new vector (a dropped tensor's storage where this thread has one),
+/// `[x.rows(), columns.len()]`: its outputs are written once, not over zeros (an audit pass's
+/// matmuls zeroed 93 MB of outputs first).
 pub fn linear_vec(
     x: &QuantActivations,
     w: &QuantMatrix,
@@ -732,7 +733,7 @@ pub fn linear_vec(
 ) -> Result<Vec<f32>, QuantError> {
     let len = x.rows * columns.len();
     check_shapes(x, w, &columns, len)?;
-    let mut out = Vec::with_capacity(len);
+    let mut out = crate::tensor::empty_buffer(len);
     linear_into(
         x,
         w,
@@ -871,6 +872,41 @@ type SpanDots = [SpanRow; TILE_ACTIVATION_ROWS];
 /// One activation row's dots in [`SpanDots`].
 type SpanRow = [f32; CACHED_GROUPS * GROUP_ROWS];
 
+/// Where a span's dots go: those of its activation row `i` (from 0) at `ptr + i · stride`,
+/// sixteen per group, written and never read.
+#[derive(Clone, Copy)]
+struct SpanOut {
+    ptr: *mut f32,
+    stride: usize,
+}
+
+impl SpanOut {
+    /// A tile's [`SpanDots`].
+    fn dots(dots: &mut SpanDots) -> SpanOut {
+        SpanOut {
+            ptr: dots.as_mut_ptr() as *mut f32,
+            stride: CACHED_GROUPS * GROUP_ROWS,
+        }
+    }
+
+    /// Where row `i`'s dots start. Safety: the span has row `i`.
+    #[inline(always)]
+    unsafe fn row(self, i: usize) -> *mut f32 {
+        // SAFETY: the caller's contract.
+        unsafe { self.ptr.add(i * self.stride) }
+    }
+
+    /// The rows from `i` on. Safety: the span has row `i`.
+    #[inline(always)]
+    unsafe fn rows_from(self, i: usize) -> SpanOut {
+        SpanOut {
+            // SAFETY: the caller's contract.
+            ptr: unsafe { self.row(i) },
+            stride: self.stride,
+        }
+    }
+}
+
 /// `[rows.len(), columns.len()]` outputs of activation rows `rows` with weight rows `columns`,
 /// weight rows outermost so a prefill reads each weight once per [`TILE_ACTIVATION_ROWS`]
 /// rows; whole groups are computed and the rows of `columns` kept.
@@ -892,19 +928,43 @@ fn weight_rows_block(
         let g1 = (g0 + CACHED_GROUPS).min(groups.end);
         let first = g0 * GROUP_ROWS;
         let kept = first.max(columns.start)..(g1 * GROUP_ROWS).min(columns.end);
+        // Whole groups inside `columns` are written straight into `block`; the groups at its
+        // edges into `dots`, their rows in `columns` then copied.
+        let whole = kept == (first..g1 * GROUP_ROWS);
         // The activation rows tile by tile of `x` (a kernel reads one tile at a time).
         let mut i0 = rows.start;
         while i0 < rows.end {
             let i1 = (i0 - i0 % TILE_ACTIVATION_ROWS + TILE_ACTIVATION_ROWS).min(rows.end);
-            span(x, i0..i1, w, g0..g1, &mut dots, isa);
-            for (i, row) in (i0 - rows.start..i1 - rows.start).zip(&dots) {
-                let at = i * width + kept.start - columns.start;
-                apply_activation(
-                    activation_isa,
-                    activation,
-                    &row[kept.start - first..kept.end - first],
-                    &mut block[at..at + kept.len()],
-                );
+            let at = |i: usize| (i - rows.start) * width + kept.start - columns.start;
+            if whole {
+                // SAFETY: rows `i0..i1` of `block` hold `kept` (`(g1 - g0) · 16` values) from
+                // `at(i)` (`at(i1 - 1) + kept.len() <= block.len()`, asserted above).
+                unsafe {
+                    let out = SpanOut {
+                        ptr: block.as_mut_ptr().add(at(i0)) as *mut f32,
+                        stride: width,
+                    };
+                    span(x, i0..i1, w, g0..g1, out, isa);
+                }
+                if activation != Activation::Identity {
+                    for i in i0..i1 {
+                        let row = &mut block[at(i)..at(i) + kept.len()];
+                        // SAFETY: `span` wrote every value of the row.
+                        let row = unsafe { &mut *(row as *mut [MaybeUninit<f32>] as *mut [f32]) };
+                        kernels::activate(activation_isa, activation, row);
+                    }
+                }
+            } else {
+                // SAFETY: `dots` holds a tile's rows of `CACHED_GROUPS` groups.
+                unsafe { span(x, i0..i1, w, g0..g1, SpanOut::dots(&mut dots), isa) };
+                for (i, row) in (i0..i1).zip(&dots) {
+                    apply_activation(
+                        activation_isa,
+                        activation,
+                        &row[kept.start - first..kept.end - first],
+                        &mut block[at(i)..at(i) + kept.len()],
+                    );
+                }
             }
             i0 = i1;
         }
@@ -928,38 +988,43 @@ fn apply_activation(isa: Isa, activation: Activation, dots: &[f32], out: &mut [M
 }
 
 /// The dots of activation rows `rows` (at most [`TILE_ACTIVATION_ROWS`]) with the weight rows
-/// of groups `groups` (at most [`CACHED_GROUPS`]), into `dots[i][r]` (no activation; the rows
-/// padding the last group give 0); each dot is [`reference_dot`]'s sequence of operations.
-fn span(
+/// of groups `groups` (at most [`CACHED_GROUPS`]), row `i`'s dot with weight row `r` of the
+/// groups at `out.row(i) + r` (no activation; the rows padding the last group give 0); each
+/// dot is [`reference_dot`]'s sequence of operations. Safety: `out` can be written at
+/// `out.row(i) + r` for every such `i` and `r < 16 · groups.len()`.
+unsafe fn span(
     x: &QuantActivations,
     rows: Range<usize>,
     w: &QuantMatrix,
     groups: Range<usize>,
-    dots: &mut SpanDots,
+    out: SpanOut,
     isa: Isa,
 ) {
     #[cfg(target_arch = "x86_64")]
     {
         if isa == Isa::Avx512 && has_vnni() {
-            // SAFETY: the CPU has AVX-512 F/BW/VL and VNNI (checked above).
-            unsafe { x86::span_vnni(x, rows, w, groups, dots) };
+            // SAFETY: the CPU has AVX-512 F/BW/VL and VNNI (checked above); `out` as the
+            // caller guarantees.
+            unsafe { x86::span_vnni(x, rows, w, groups, out) };
             return;
         }
         if matches!(isa, Isa::Avx512 | Isa::Avx2) && std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked above).
-            unsafe { x86::span_avx2(x, rows, w, groups, dots) };
+            // SAFETY: the CPU has AVX2 (checked above); `out` as the caller guarantees.
+            unsafe { x86::span_avx2(x, rows, w, groups, out) };
             return;
         }
     }
     let _ = isa;
     let first = groups.start * GROUP_ROWS;
-    for (i, out) in rows.zip(dots.iter_mut()) {
-        for (o, w_row) in out.iter_mut().zip(first..groups.end * GROUP_ROWS) {
-            *o = if w_row < w.rows {
+    for (n, i) in rows.enumerate() {
+        for (r, w_row) in (first..groups.end * GROUP_ROWS).enumerate() {
+            let dot = if w_row < w.rows {
                 reference_dot(x, i, w, w_row)
             } else {
                 0.0
             };
+            // SAFETY: the caller's contract.
+            unsafe { out.row(n).add(r).write(dot) };
         }
     }
 }
@@ -986,12 +1051,12 @@ mod x86 {
     use std::ops::Range;
 
     use super::{
-        BlockFormat, QuantActivations, QuantMatrix, SpanDots, SpanRow, ACTIVATION_Q_MAX, BLOCK,
+        BlockFormat, QuantActivations, QuantMatrix, SpanOut, ACTIVATION_Q_MAX, BLOCK,
         CACHED_GROUPS, CHUNK_BYTES, GROUP_ROWS, TILE_ACTIVATION_ROWS,
     };
 
     /// The bounds every kernel below relies on: the activation rows are within one tile of
-    /// `x`, and they and the weight groups exist and fit `dots`.
+    /// `x`, and they and the weight groups exist (the caller guarantees the output).
     fn check(x: &QuantActivations, rows: &Range<usize>, w: &QuantMatrix, groups: &Range<usize>) {
         let bpr = w.cols / BLOCK;
         let lanes = groups.end * bpr * GROUP_ROWS;
@@ -1270,7 +1335,7 @@ mod x86 {
     const Q8_0: u8 = 2;
 
     /// `R` activation rows from `row0` against the `G` groups from `group0` of a matrix in
-    /// format `F` ([`Q4_0`], [`Q4_1`] or [`Q8_0`]), into `dots[i][at + 16 g + r]`. Per block,
+    /// format `F` ([`Q4_0`], [`Q4_1`] or [`Q8_0`]), into `out.row(i) + at + 16 g + r`. Per block,
     /// lane by lane: `isum` = the stored dot less the format's bias times `asum`,
     /// `term = (dw * da) * isum` (`+ mw * (da * asum)` for Q4_1, the scaled sum read as it is), `acc = acc + term`. Q4 chunks
     /// hold two sets of four values per row (low and high nibbles); Q8_0 chunks one (stored
@@ -1283,7 +1348,7 @@ mod x86 {
         row0: usize,
         w: &QuantMatrix,
         group0: usize,
-        dots: &mut [SpanRow],
+        out: SpanOut,
         at: usize,
     ) {
         let (bpr, cell_bytes) = (w.blocks_per_row(), w.cell_bytes());
@@ -1367,7 +1432,7 @@ mod x86 {
         }
         for (i, acc) in acc.iter().enumerate() {
             for (g, acc) in acc.iter().enumerate() {
-                _mm512_storeu_ps(dots[i].as_mut_ptr().add(at + g * GROUP_ROWS), *acc);
+                _mm512_storeu_ps(out.row(i).add(at + g * GROUP_ROWS), *acc);
             }
         }
     }
@@ -1379,15 +1444,15 @@ mod x86 {
         row0: usize,
         w: &QuantMatrix,
         groups: Range<usize>,
-        dots: &mut [SpanRow],
+        out: SpanOut,
     ) {
         let mut g = groups.start;
         while g + G <= groups.end {
-            tile_vnni::<R, G, F>(x, row0, w, g, dots, (g - groups.start) * GROUP_ROWS);
+            tile_vnni::<R, G, F>(x, row0, w, g, out, (g - groups.start) * GROUP_ROWS);
             g += G;
         }
         while g < groups.end {
-            tile_vnni::<R, 1, F>(x, row0, w, g, dots, (g - groups.start) * GROUP_ROWS);
+            tile_vnni::<R, 1, F>(x, row0, w, g, out, (g - groups.start) * GROUP_ROWS);
             g += 1;
         }
     }
@@ -1403,37 +1468,37 @@ mod x86 {
         rows: Range<usize>,
         w: &QuantMatrix,
         groups: Range<usize>,
-        dots: &mut SpanDots,
+        out: SpanOut,
     ) {
         match rows.len() {
             0 => {}
-            1 => groups_vnni::<1, 4, F>(x, rows.start, w, groups, dots),
-            2 => groups_vnni::<2, 2, F>(x, rows.start, w, groups, dots),
-            3 => groups_vnni::<3, 2, F>(x, rows.start, w, groups, dots),
-            4 => groups_vnni::<4, 2, F>(x, rows.start, w, groups, dots),
-            5 => groups_vnni::<5, 1, F>(x, rows.start, w, groups, dots),
-            6 => groups_vnni::<6, 1, F>(x, rows.start, w, groups, dots),
-            7 => groups_vnni::<7, 1, F>(x, rows.start, w, groups, dots),
-            _ => groups_vnni::<8, 1, F>(x, rows.start, w, groups, dots),
+            1 => groups_vnni::<1, 4, F>(x, rows.start, w, groups, out),
+            2 => groups_vnni::<2, 2, F>(x, rows.start, w, groups, out),
+            3 => groups_vnni::<3, 2, F>(x, rows.start, w, groups, out),
+            4 => groups_vnni::<4, 2, F>(x, rows.start, w, groups, out),
+            5 => groups_vnni::<5, 1, F>(x, rows.start, w, groups, out),
+            6 => groups_vnni::<6, 1, F>(x, rows.start, w, groups, out),
+            7 => groups_vnni::<7, 1, F>(x, rows.start, w, groups, out),
+            _ => groups_vnni::<8, 1, F>(x, rows.start, w, groups, out),
         }
     }
 
     /// [`super::span`] with AVX-512 VNNI: one activation row against four groups at once
     /// (four independent sums hide the dot instruction's latency), more rows as
-    /// [`rows_vnni`] tiles them.
+    /// [`rows_vnni`] tiles them. Safety: as [`super::span`]'s, and the CPU has the features.
     #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
     pub(super) unsafe fn span_vnni(
         x: &QuantActivations,
         rows: Range<usize>,
         w: &QuantMatrix,
         groups: Range<usize>,
-        dots: &mut SpanDots,
+        out: SpanOut,
     ) {
         check(x, &rows, w, &groups);
         match w.format {
-            BlockFormat::Q4_0 => rows_vnni::<Q4_0>(x, rows, w, groups, dots),
-            BlockFormat::Q4_1 => rows_vnni::<Q4_1>(x, rows, w, groups, dots),
-            BlockFormat::Q8_0 => rows_vnni::<Q8_0>(x, rows, w, groups, dots),
+            BlockFormat::Q4_0 => rows_vnni::<Q4_0>(x, rows, w, groups, out),
+            BlockFormat::Q4_1 => rows_vnni::<Q4_1>(x, rows, w, groups, out),
+            BlockFormat::Q8_0 => rows_vnni::<Q8_0>(x, rows, w, groups, out),
         }
     }
 
@@ -1448,7 +1513,7 @@ mod x86 {
         w: &QuantMatrix,
         group: usize,
         half: usize,
-        dots: &mut [SpanRow],
+        out: SpanOut,
         at: usize,
     ) {
         let (bpr, cell_bytes) = (w.blocks_per_row(), w.cell_bytes());
@@ -1529,7 +1594,7 @@ mod x86 {
             }
         }
         for (i, acc) in acc.iter().enumerate() {
-            _mm256_storeu_ps(dots[i].as_mut_ptr().add(at), *acc);
+            _mm256_storeu_ps(out.row(i).add(at), *acc);
         }
     }
 
@@ -1541,38 +1606,38 @@ mod x86 {
         rows: Range<usize>,
         w: &QuantMatrix,
         groups: Range<usize>,
-        dots: &mut SpanDots,
+        out: SpanOut,
     ) {
         for g in groups.clone() {
             for half in 0..2 {
                 let at = (g - groups.start) * GROUP_ROWS + half * GROUP_ROWS / 2;
                 for r0 in rows.clone().step_by(4) {
-                    let dots = &mut dots[r0 - rows.start..];
+                    let out = out.rows_from(r0 - rows.start);
                     match (rows.end - r0).min(4) {
-                        1 => tile_avx2::<1, F>(x, r0, w, g, half, dots, at),
-                        2 => tile_avx2::<2, F>(x, r0, w, g, half, dots, at),
-                        3 => tile_avx2::<3, F>(x, r0, w, g, half, dots, at),
-                        _ => tile_avx2::<4, F>(x, r0, w, g, half, dots, at),
+                        1 => tile_avx2::<1, F>(x, r0, w, g, half, out, at),
+                        2 => tile_avx2::<2, F>(x, r0, w, g, half, out, at),
+                        3 => tile_avx2::<3, F>(x, r0, w, g, half, out, at),
+                        _ => tile_avx2::<4, F>(x, r0, w, g, half, out, at),
                     }
                 }
             }
         }
     }
 
-    /// [`super::span`] with AVX2.
+    /// [`super::span`] with AVX2. Safety: as [`super::span`]'s, and the CPU has AVX2.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn span_avx2(
         x: &QuantActivations,
         rows: Range<usize>,
         w: &QuantMatrix,
         groups: Range<usize>,
-        dots: &mut SpanDots,
+        out: SpanOut,
     ) {
         check(x, &rows, w, &groups);
         match w.format {
-            BlockFormat::Q4_0 => groups_avx2::<Q4_0>(x, rows, w, groups, dots),
-            BlockFormat::Q4_1 => groups_avx2::<Q4_1>(x, rows, w, groups, dots),
-            BlockFormat::Q8_0 => groups_avx2::<Q8_0>(x, rows, w, groups, dots),
+            BlockFormat::Q4_0 => groups_avx2::<Q4_0>(x, rows, w, groups, out),
+            BlockFormat::Q4_1 => groups_avx2::<Q4_1>(x, rows, w, groups, out),
+            BlockFormat::Q8_0 => groups_avx2::<Q8_0>(x, rows, w, groups, out),
         }
     }
 }

@@ -31,24 +31,38 @@ thread_local! {
 
 /// `len` zeros: in the smallest buffer this thread recycled that holds them, else new.
 pub(crate) fn zeroed(len: usize) -> Vec<f32> {
-    if len.saturating_mul(4) >= RECYCLE_BYTES_MIN {
-        let reused = RECYCLED
-            .try_with(|cell| {
-                let mut list = cell.try_borrow_mut().ok()?;
-                let best = (0..list.len())
-                    .filter(|&i| list[i].capacity() >= len)
-                    .min_by_key(|&i| list[i].capacity())?;
-                Some(list.swap_remove(best))
-            })
-            .ok()
-            .flatten();
-        if let Some(mut buffer) = reused {
-            buffer.clear();
+    match recycled(len) {
+        Some(mut buffer) => {
             buffer.resize(len, 0.0);
-            return buffer;
+            buffer
         }
+        None => vec![0.0; len],
     }
-    vec![0.0; len]
+}
+
+/// An empty vector with room for `len` values, for an op that writes every one of them: the
+/// smallest buffer this thread recycled that holds them (not zeroed first), else new.
+pub(crate) fn empty_buffer(len: usize) -> Vec<f32> {
+    recycled(len).unwrap_or_else(|| Vec::with_capacity(len))
+}
+
+/// The smallest buffer this thread recycled that holds `len` values, emptied.
+fn recycled(len: usize) -> Option<Vec<f32>> {
+    if len.saturating_mul(4) < RECYCLE_BYTES_MIN {
+        return None;
+    }
+    let mut buffer = RECYCLED
+        .try_with(|cell| {
+            let mut list = cell.try_borrow_mut().ok()?;
+            let best = (0..list.len())
+                .filter(|&i| list[i].capacity() >= len)
+                .min_by_key(|&i| list[i].capacity())?;
+            Some(list.swap_remove(best))
+        })
+        .ok()
+        .flatten()?;
+    buffer.clear();
+    Some(buffer)
 }
 
 /// Keeps `buffer` for [`zeroed`] when it is large enough and the thread's bounds allow;
