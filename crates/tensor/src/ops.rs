@@ -93,7 +93,8 @@ fn binary(
     check_shape(op, y, x.shape())?;
     let (xs, ys) = (x.contiguous(), y.contiguous());
     let (xs, ys) = (contiguous_slice(op, &xs)?, contiguous_slice(op, &ys)?);
-    let mut out = crate::tensor::zeroed(xs.len());
+    // The kernel writes every output.
+    let mut out = crate::tensor::overwritten(xs.len());
     let width = x.shape().last().copied().unwrap_or(1);
     kernel(xs, ys, &mut out, width, compute);
     Tensor::from_vec(out, x.shape())
@@ -156,7 +157,8 @@ pub fn rmsnorm(x: &Tensor, gamma: &Tensor, eps: f32, compute: Compute) -> Result
     const OP: &str = "rmsnorm";
     let (xs, _, n) = x.matrix(OP)?;
     let gamma = gamma.vector(OP, n)?;
-    let mut out = crate::tensor::zeroed(xs.len());
+    // Every row is written whole.
+    let mut out = crate::tensor::overwritten(xs.len());
     kernels::rmsnorm(xs, gamma, eps, n, &mut out, compute);
     Tensor::from_vec(out, x.shape())
 }
@@ -242,7 +244,8 @@ pub fn rope(x: &Tensor, positions: &[u32], heads: usize, base: f32) -> Result<Te
             ),
         });
     }
-    let mut out = crate::tensor::zeroed(xs.len());
+    // Every row is written whole (its heads' pairs).
+    let mut out = crate::tensor::overwritten(xs.len());
     let head_dim = width / heads;
     let half = head_dim / 2;
     let table = rope_table(head_dim, base, positions.iter().copied().max().unwrap_or(0));

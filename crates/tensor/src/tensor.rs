@@ -33,6 +33,20 @@ thread_local! {
 pub(crate) fn zeroed(len: usize) -> Vec<f32> {
     match recycled(len) {
         Some(mut buffer) => {
+            buffer.clear();
+            buffer.resize(len, 0.0);
+            buffer
+        }
+        None => vec![0.0; len],
+    }
+}
+
+/// `len` values for an op that writes every one of them: a recycled buffer holding what it
+/// held (cut to `len`, or zeros past its old length), so nothing is cleared first; else new
+/// zeros.
+pub(crate) fn overwritten(len: usize) -> Vec<f32> {
+    match recycled(len) {
+        Some(mut buffer) => {
             buffer.resize(len, 0.0);
             buffer
         }
@@ -43,15 +57,21 @@ pub(crate) fn zeroed(len: usize) -> Vec<f32> {
 /// An empty vector with room for `len` values, for an op that writes every one of them: the
 /// smallest buffer this thread recycled that holds them (not zeroed first), else new.
 pub(crate) fn empty_buffer(len: usize) -> Vec<f32> {
-    recycled(len).unwrap_or_else(|| Vec::with_capacity(len))
+    match recycled(len) {
+        Some(mut buffer) => {
+            buffer.clear();
+            buffer
+        }
+        None => Vec::with_capacity(len),
+    }
 }
 
-/// The smallest buffer this thread recycled that holds `len` values, emptied.
+/// The smallest buffer this thread recycled that holds `len` values, as it was kept.
 fn recycled(len: usize) -> Option<Vec<f32>> {
     if len.saturating_mul(4) < RECYCLE_BYTES_MIN {
         return None;
     }
-    let mut buffer = RECYCLED
+    RECYCLED
         .try_with(|cell| {
             let mut list = cell.try_borrow_mut().ok()?;
             let best = (0..list.len())
@@ -60,9 +80,7 @@ fn recycled(len: usize) -> Option<Vec<f32>> {
             Some(list.swap_remove(best))
         })
         .ok()
-        .flatten()?;
-    buffer.clear();
-    Some(buffer)
+        .flatten()
 }
 
 /// Keeps `buffer` for [`zeroed`] when it is large enough and the thread's bounds allow;
@@ -299,6 +317,60 @@ mod tests {
         let reused = zeroed(len - 3);
         assert_eq!(reused.as_ptr(), address);
         assert!(reused.iter().all(|&v| v.to_bits() == 0) && reused.len() == len - 3);
+    }
+
+    /// An op that writes every output takes a dropped buffer as it is (not cleared): sums,
+    /// products, RMS norms and rotations into buffers that held other values are exact.
+    #[test]
+    fn overwritten_outputs_reuse_storage_and_are_exact() {
+        let (rows, n) = (64, floats(RECYCLE_BYTES_MIN) / 64 + 8);
+        let len = rows * n;
+        let values = |seed: f32| {
+            (0..len)
+                .map(|i| (i as f32 * seed).sin())
+                .collect::<Vec<_>>()
+        };
+        let (xs, ys) = (values(0.37), values(1.91));
+        let x = Tensor::from_vec(xs.clone(), &[rows, n]).unwrap();
+        let y = Tensor::from_vec(ys.clone(), &[rows, n]).unwrap();
+        let gamma = Tensor::from_vec(values(0.5)[..n].to_vec(), &[n]).unwrap();
+        let compute = crate::Compute::new(1);
+        let bits = |t: &Tensor| {
+            t.as_slice()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>()
+        };
+        let mut expected = vec![0.0; len];
+        for (op, reference) in [
+            (
+                crate::ops::add as fn(&Tensor, &Tensor, crate::Compute) -> crate::Result<Tensor>,
+                crate::reference::add as fn(&[f32], &[f32], &mut [f32]),
+            ),
+            (crate::ops::mul, crate::reference::mul),
+        ] {
+            // A dropped buffer of stale values for the op's output, the only one kept.
+            RECYCLED.with(|cell| cell.borrow_mut().clear());
+            let stale = Tensor::from_vec(vec![f32::NAN; len + 3], &[len + 3]).unwrap();
+            let address = stale.as_slice().unwrap().as_ptr();
+            drop(stale);
+            let out = op(&x, &y, compute).unwrap();
+            assert_eq!(out.as_slice().unwrap().as_ptr(), address);
+            reference(&xs, &ys, &mut expected);
+            assert_eq!(
+                bits(&out),
+                bits(&Tensor::from_vec(expected.clone(), &[rows, n]).unwrap())
+            );
+        }
+        drop(Tensor::from_vec(vec![f32::NAN; len], &[len]).unwrap());
+        let normed = crate::ops::rmsnorm(&x, &gamma, 1e-5, compute).unwrap();
+        let mut reference = vec![0.0; len];
+        crate::reference::rmsnorm(&xs, gamma.as_slice().unwrap(), 1e-5, n, &mut reference);
+        assert_eq!(
+            bits(&normed),
+            bits(&Tensor::from_vec(reference, &[rows, n]).unwrap())
+        );
     }
 
     /// The per-thread bounds hold: buffers past the count or byte limit are freed, not kept.
