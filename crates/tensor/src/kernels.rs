@@ -2345,8 +2345,6 @@ fn causal_softmax_rows(
         let (full, last) = chunks.split_at_mut(keys / LANES);
         let mut lanes = [0.0f32; LANES];
         for chunk in full.iter_mut() {
-            // An optimisation barrier, as in `map_by_lanes` (one vector per chunk).
-            std::hint::black_box(());
             exps(chunk);
             for l in 0..LANES {
                 lanes[l] = lanes[l] + chunk[l];
@@ -2430,21 +2428,15 @@ fn causal_max(chunks: &[[f32; LANES]], keys: usize, scale: f32) -> f32 {
     let mut lanes = [first; LANES];
     let (full, last) = chunks.split_at(keys / LANES);
     for chunk in full {
-        std::hint::black_box(());
         for (lane, &value) in lanes.iter_mut().zip(chunk) {
             *lane = larger(*lane, value * scale);
         }
     }
     if let Some(chunk) = last.first() {
-        for (l, (lane, &value)) in lanes.iter_mut().zip(chunk).enumerate() {
-            *lane = larger(
-                *lane,
-                if l < keys % LANES {
-                    value * scale
-                } else {
-                    first
-                },
-            );
+        let tail = keys % LANES;
+        for l in 0..LANES {
+            let value = if l < tail { chunk[l] * scale } else { first };
+            lanes[l] = larger(lanes[l], value);
         }
     }
     let mut width = LANES / 2;
