@@ -1385,8 +1385,11 @@ impl QuantizedInput {
         let hit =
             matches!(&self.cached, Some((kept, x)) if same(kept) && x.rows() == n && x.cols() == k);
         if !hit {
-            self.cached = None;
-            let x = quant::quantize_activations_on(values, n, k, compute)?;
+            // Quantized into the storage of the activations kept so far, when there are.
+            let x = match self.cached.take() {
+                Some((_, mut x)) => x.requantize(values, n, k, compute).map(|()| x),
+                None => quant::quantize_activations_on(values, n, k, compute),
+            }?;
             self.cached = Some((input.clone(), x));
             self.quantized += 1;
         }
