@@ -15,6 +15,7 @@
 //! depend on the tile, the thread or the vector width. On x86-64 they run AVX-512F or AVX2+FMA
 //! intrinsics, picked at run time ([`Isa`]); elsewhere scalar `mul_add`.
 
+use std::mem::MaybeUninit;
 use std::num::NonZeroUsize;
 
 use crate::pool::Pool;
@@ -262,6 +263,7 @@ mod x86 {
     #![allow(clippy::needless_range_loop)]
 
     use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
 
     use super::{Isa, TileKernel, TileSums, LANES};
 
@@ -1056,7 +1058,93 @@ mod x86 {
     }
     in_place_for!(gelu_avx512, "avx512f", gelu_in_place);
     in_place_for!(gelu_avx2, "avx2", gelu_in_place);
-    in_place_for!(silu_avx512, "avx512f", silu_in_place);
+    /// [`super::silu_in_place`] with AVX-512 written out: `expf` ([`super::expf_lanes`]'s
+    /// operations, one vector each) and SiLU's division on sixteen lanes, chunks with a lane
+    /// off `expf`'s vector path ([`super::expf_lane_is_plain`]) lane by lane as there. The
+    /// autovectorised loop took 0.80 ns an element (47 cycles a chunk), no faster than AVX2's.
+    /// Safety: the CPU supports AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn silu_avx512(values: &mut [f32]) {
+        silu_slice_avx512(values)
+    }
+
+    /// [`silu_avx512`] on `cols` values from every `stride` (a block of rows of a wider
+    /// matrix) in one call. Safety: the CPU supports AVX-512F, and those values are
+    /// initialised.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn silu_rows_avx512(
+        values: &mut [MaybeUninit<f32>],
+        stride: usize,
+        cols: usize,
+    ) {
+        for row in values.chunks_mut(stride.max(1)) {
+            let cols = cols.min(row.len());
+            // SAFETY: the caller's contract.
+            silu_slice_avx512(unsafe { super::assume_init(&mut row[..cols]) });
+        }
+    }
+
+    /// [`silu_avx512`]'s loop, inlined into its callers. Safety: as theirs.
+    #[inline(always)]
+    unsafe fn silu_slice_avx512(values: &mut [f32]) {
+        let (chunks, tail) = values.as_chunks_mut::<LANES>();
+        for chunk in chunks {
+            let x = _mm512_loadu_ps(chunk.as_ptr());
+            match silu_vector(x) {
+                Some(y) => _mm512_storeu_ps(chunk.as_mut_ptr(), y),
+                None => super::silu_scalar(chunk),
+            }
+        }
+        if !tail.is_empty() {
+            let mut lanes = [1.0f32; LANES];
+            lanes[..tail.len()].copy_from_slice(tail);
+            match silu_vector(_mm512_loadu_ps(lanes.as_ptr())) {
+                Some(y) => _mm512_storeu_ps(lanes.as_mut_ptr(), y),
+                None => super::silu_scalar(&mut lanes),
+            }
+            let len = tail.len();
+            tail.copy_from_slice(&lanes[..len]);
+        }
+    }
+
+    /// `x / (1 + expf(-x))` of every lane, or `None` when a lane is off `expf`'s vector path.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn silu_vector(x: __m512) -> Option<__m512> {
+        use super::expf_constants::*;
+        let splat = _mm512_set1_ps;
+        let int = _mm512_set1_epi32;
+        // `-x` has the magnitude of `x`.
+        let v = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), int(i32::MIN)));
+        let bits = _mm512_castps_si512(v);
+        let magnitude = _mm512_and_si512(bits, int(0x7fff_ffff));
+        let plain = _mm512_cmpgt_epi32_mask(magnitude, int(super::EXPF_TINY_BITS as i32))
+            & _mm512_cmplt_epi32_mask(magnitude, int(super::EXPF_LARGE_BITS as i32));
+        if plain != 0xffff {
+            return None;
+        }
+        let negative = _mm512_cmplt_epi32_mask(bits, _mm512_setzero_si512());
+        let half = _mm512_mask_blend_ps(negative, splat(0.5), splat(-0.5));
+        let k_far = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(
+            _mm512_add_ps(_mm512_mul_ps(splat(INV_LN2), v), half),
+        );
+        let k_near = _mm512_mask_blend_ps(negative, splat(1.0), splat(-1.0));
+        let far = _mm512_cmpgt_epi32_mask(magnitude, int(FAR_BITS as i32));
+        let near = _mm512_cmpgt_epi32_mask(magnitude, int(NEAR_BITS as i32));
+        let kf = _mm512_mask_blend_ps(far, _mm512_maskz_mov_ps(near, k_near), k_far);
+        let hi = _mm512_sub_ps(v, _mm512_mul_ps(kf, splat(LN2_HI)));
+        let lo = _mm512_mul_ps(kf, splat(LN2_LO));
+        let r = _mm512_sub_ps(hi, lo);
+        let rr = _mm512_mul_ps(r, r);
+        let p = _mm512_add_ps(splat(P1), _mm512_mul_ps(rr, splat(P2)));
+        let c = _mm512_sub_ps(r, _mm512_mul_ps(rr, p));
+        let quotient = _mm512_div_ps(_mm512_mul_ps(r, c), _mm512_sub_ps(splat(2.0), c));
+        let y = _mm512_add_ps(splat(1.0), _mm512_add_ps(_mm512_sub_ps(quotient, lo), hi));
+        let biased = _mm512_castps_si512(_mm512_add_ps(kf, splat(MAGIC)));
+        let scale = _mm512_slli_epi32::<23>(_mm512_sub_epi32(biased, int(MAGIC_BIAS as i32)));
+        let e = _mm512_mul_ps(y, _mm512_castsi512_ps(scale));
+        Some(_mm512_div_ps(x, _mm512_add_ps(splat(1.0), e)))
+    }
     in_place_for!(silu_avx2, "avx2", silu_in_place);
 
     /// `$name`: [`super::zip_body`] compiled with `$feature`. Safety: the CPU supports it.
@@ -1157,6 +1245,38 @@ pub(crate) fn activate(isa: Isa, activation: Activation, values: &mut [f32]) {
     }
 }
 
+/// [`activate`] on the first `cols` values of every `stride` of `values` (rows of a block of
+/// a wider matrix, the values between them possibly not written yet), in one call where the
+/// instruction set has a row loop of its own. Safety: those values are initialised.
+pub(crate) unsafe fn activate_rows(
+    isa: Isa,
+    activation: Activation,
+    values: &mut [MaybeUninit<f32>],
+    stride: usize,
+    cols: usize,
+) {
+    match (activation, isa) {
+        (Activation::Identity, _) => {}
+        // SAFETY: the callers pass an `isa` the CPU supports (checked by `supported_isa`),
+        // and the values as the contract says.
+        #[cfg(target_arch = "x86_64")]
+        (Activation::Silu, Isa::Avx512) => unsafe { x86::silu_rows_avx512(values, stride, cols) },
+        _ => {
+            for row in values.chunks_mut(stride.max(1)) {
+                let cols = cols.min(row.len());
+                // SAFETY: the caller's contract.
+                activate(isa, activation, unsafe { assume_init(&mut row[..cols]) });
+            }
+        }
+    }
+}
+
+/// `values` as the initialised floats they hold. Safety: every one of them is initialised.
+pub(crate) unsafe fn assume_init(values: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: `MaybeUninit<f32>` has `f32`'s layout, and the caller's contract.
+    unsafe { &mut *(values as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
 /// [`reference::silu`] over `values` in place, [`LANES`] at a time ([`silu_lanes`]); the tail
 /// padded with ones (a value on the vector path) and dropped. Inlined into one copy per
 /// instruction set.
@@ -1222,6 +1342,22 @@ fn expf_lane_is_plain(x: f32) -> bool {
     magnitude > EXPF_TINY_BITS && magnitude < EXPF_LARGE_BITS
 }
 
+/// `libm::expf`'s constants, by their bits, and the edges of its argument reduction.
+mod expf_constants {
+    pub(super) const LN2_HI: f32 = f32::from_bits(0x3f31_7200);
+    pub(super) const LN2_LO: f32 = f32::from_bits(0x35bf_be8e);
+    pub(super) const INV_LN2: f32 = f32::from_bits(0x3fb8_aa3b);
+    pub(super) const P1: f32 = f32::from_bits(0x3e2a_aa8f);
+    pub(super) const P2: f32 = f32::from_bits(0xbb35_5215);
+    /// `k + 127` read back from the bits of `k + MAGIC` (exact for integer `|k| < 2^22`).
+    pub(super) const MAGIC: f32 = 12_582_912.0;
+    pub(super) const MAGIC_BIAS: u32 = 0x4b40_0000 - 0x7f;
+    /// Above this `|x|` (bits of 1.5 ln 2) `k` is `(int)(x / ln 2 ± 0.5)`.
+    pub(super) const FAR_BITS: u32 = 0x3f85_1592;
+    /// Above this `|x|` (bits of 0.5 ln 2), and up to [`FAR_BITS`], `k` is ±1; below, 0.
+    pub(super) const NEAR_BITS: u32 = 0x3eb1_7218;
+}
+
 /// `libm::expf` (libm 0.2, FreeBSD's `e_expf.c`) of every lane, operation for operation, so
 /// the bits are the same, for lanes that are all [`expf_lane_is_plain`] (the caller checks):
 /// the argument reduction, the rational approximation and the one-multiply scale `2^k` (`k`
@@ -1230,15 +1366,7 @@ fn expf_lane_is_plain(x: f32) -> bool {
 /// checks it against `libm::expf` at every branch edge and over a sweep of bit patterns.
 #[inline(always)]
 fn expf_lanes(x: [f32; LANES]) -> [f32; LANES] {
-    // libm's constants, by their bits.
-    const LN2_HI: f32 = f32::from_bits(0x3f31_7200);
-    const LN2_LO: f32 = f32::from_bits(0x35bf_be8e);
-    const INV_LN2: f32 = f32::from_bits(0x3fb8_aa3b);
-    const P1: f32 = f32::from_bits(0x3e2a_aa8f);
-    const P2: f32 = f32::from_bits(0xbb35_5215);
-    // `k + 127` read back from the bits of `k + MAGIC` (exact for integer `|k| < 2^22`).
-    const MAGIC: f32 = 12_582_912.0;
-    const MAGIC_BIAS: u32 = 0x4b40_0000 - 0x7f;
+    use expf_constants::*;
     let mut out = [0.0f32; LANES];
     for l in 0..LANES {
         let bits = x[l].to_bits();
@@ -1249,9 +1377,9 @@ fn expf_lanes(x: [f32; LANES]) -> [f32; LANES] {
         // saturation does not; on plain lanes it is an integer in [-126, 126], never -0.
         let k_far = (INV_LN2 * x[l] + half).trunc();
         let k_near = if negative { -1.0f32 } else { 1.0 };
-        let kf = if magnitude > 0x3f85_1592 {
+        let kf = if magnitude > FAR_BITS {
             k_far
-        } else if magnitude > 0x3eb1_7218 {
+        } else if magnitude > NEAR_BITS {
             k_near
         } else {
             0.0

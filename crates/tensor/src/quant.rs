@@ -979,14 +979,11 @@ fn weight_rows_block(
                     };
                     span(x, i0..i1, w, g0..g1, out, isa);
                 }
-                if activation != Activation::Identity {
-                    for i in i0..i1 {
-                        let row = &mut block[at(i)..at(i) + kept.len()];
-                        // SAFETY: `span` wrote every value of the row.
-                        let row = unsafe { &mut *(row as *mut [MaybeUninit<f32>] as *mut [f32]) };
-                        kernels::activate(activation_isa, activation, row);
-                    }
-                }
+                let rows = &mut block[at(i0)..at(i1 - 1) + kept.len()];
+                // SAFETY: `span` wrote `kept.len()` values from every `width` of `rows`.
+                unsafe {
+                    kernels::activate_rows(activation_isa, activation, rows, width, kept.len())
+                };
             } else {
                 // SAFETY: `dots` holds a tile's rows of `CACHED_GROUPS` groups.
                 unsafe { span(x, i0..i1, w, g0..g1, SpanOut::dots(&mut dots), isa) };
@@ -1011,7 +1008,7 @@ fn write_all<'a>(out: &'a mut [MaybeUninit<f32>], values: &[f32]) -> &'a mut [f3
         out.write(value);
     }
     // SAFETY: every element of `out` was just written.
-    unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) }
+    unsafe { kernels::assume_init(out) }
 }
 
 /// `out[j] = activation.apply(dots[j])` with the kernels' activation for `isa` (a supported
