@@ -1265,8 +1265,10 @@ mod x86 {
     }
 
     /// Sixteen values of a block quantized with its `inverse` (`127 / amax` in every lane):
-    /// the product clamped with NaN kept and then taken to 0 as `as i32` does, truncation and
-    /// the carry of a remainder of at least one half; stored as i8 at `out` and returned.
+    /// the product clamped with NaN kept, rounded half away from zero as `trunc(p +
+    /// copysign(0.5⁻, p))` (`0.5⁻` the float below one half: the sum rounds to the next
+    /// integer exactly when `|p|`'s fraction is at least one half, and a tie at 0.5 itself
+    /// rounds to even, 1), a NaN lane 0 as `as i32` gives; stored as i8 at `out` and returned.
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn quantize_lanes(v: __m512, inverse: __m512, out: *mut i8) -> __m512i {
@@ -1274,19 +1276,20 @@ mod x86 {
             _mm512_set1_ps(-ACTIVATION_Q_MAX),
             _mm512_set1_ps(ACTIVATION_Q_MAX),
         );
-        let (half, minus_half) = (_mm512_set1_ps(0.5), _mm512_set1_ps(-0.5));
-        let one = _mm512_set1_epi32(1);
         let product = _mm512_mul_ps(v, inverse);
         // `f32::clamp`: NaN stays NaN (`vmaxps`/`vminps` return the second operand, NaN).
         let clamped = _mm512_min_ps(high, _mm512_max_ps(low, product));
         let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(clamped, clamped);
-        let clamped = _mm512_maskz_mov_ps(ordered, clamped);
-        let truncated = _mm512_cvttps_epi32(clamped);
-        let remainder = _mm512_sub_ps(clamped, _mm512_cvtepi32_ps(truncated));
-        let up = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(remainder, half);
-        let down = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(remainder, minus_half);
-        let carried = _mm512_mask_add_epi32(truncated, up, truncated, one);
-        let rounded = _mm512_mask_sub_epi32(carried, down, carried, one);
+        // `copysign(0.5⁻, clamped)`: the sign bit of `clamped` with the bits of 0.5⁻.
+        // (a & b) | c, lane by lane.
+        let below_half = _mm512_set1_epi32(0x3eff_ffff);
+        let signed_half = _mm512_ternarylogic_epi32::<0xea>(
+            _mm512_castps_si512(clamped),
+            _mm512_set1_epi32(i32::MIN),
+            below_half,
+        );
+        let sum = _mm512_add_ps(clamped, _mm512_castsi512_ps(signed_half));
+        let rounded = _mm512_maskz_cvttps_epi32(ordered, sum);
         _mm_storeu_si128(out as *mut __m128i, _mm512_cvtepi32_epi8(rounded));
         rounded
     }
@@ -1861,6 +1864,71 @@ mod tests {
         assert_eq!(q.sums[0], 0);
         let zeros = quantize_activations(&[0.0; BLOCK], 1, BLOCK).unwrap();
         assert_eq!((zeros.scales[0], zeros.sums[0]), (0.0, 0));
+    }
+
+    /// Every product near an integer's half and near an integer, both signs, below one and
+    /// up to the clamp, through every path (blocks whose `amax` is 127, so each value is its
+    /// own product): the specified rounding, half away from zero.
+    #[test]
+    fn rounding_is_exact_at_every_half_and_integer() {
+        let mut values = Vec::new();
+        for k in 0..=130 {
+            for edge in [k as f32 + 0.5, k as f32] {
+                let mut v = edge;
+                for _ in 0..3 {
+                    v = v.next_down();
+                }
+                for _ in 0..7 {
+                    values.extend([v, -v]);
+                    v = v.next_up();
+                }
+            }
+        }
+        values.extend([
+            0.25f32.next_down(),
+            0.25,
+            0.5f32.next_down(),
+            1e-30,
+            2.9e-39,
+        ]);
+        // Blocks of 31 values and 127 (the block's `amax`, so the inverse is 1).
+        let blocks: Vec<f32> = values
+            .chunks(BLOCK - 1)
+            .flat_map(|chunk| {
+                let mut block = chunk.to_vec();
+                block.resize(BLOCK - 1, 0.0);
+                block.push(127.0);
+                block
+            })
+            .collect();
+        // Whole rows of sixteen blocks, padded with blocks of zeros.
+        let cols = 16 * BLOCK;
+        let rows = blocks.len().div_ceil(cols);
+        let mut blocks = blocks;
+        blocks.resize(rows * cols, 0.0);
+        let blocks = &blocks[..];
+        let got = quantize_activations(blocks, rows, cols).unwrap();
+        let mut portable = got.clone();
+        portable.values.fill(0);
+        let out = TileBlocks {
+            scales: &mut portable.scales,
+            sums: &mut portable.sums,
+            scaled_sums: &mut portable.scaled_sums,
+            values: &mut portable.values,
+        };
+        quantize_tiles_portable(blocks, cols, out);
+        for (r, row) in blocks.chunks_exact(cols).enumerate() {
+            for (b, block) in row.chunks_exact(BLOCK).enumerate() {
+                let at = got.block_index(r, b);
+                let (_, q) = specified_block(block);
+                assert_eq!(&got.values[at * BLOCK..(at + 1) * BLOCK], q, "{block:?}");
+                assert_eq!(
+                    &portable.values[at * BLOCK..(at + 1) * BLOCK],
+                    q,
+                    "{block:?}"
+                );
+            }
+        }
     }
 
     /// docs/llm.md §2.1's rounding of one block, written as stated: `round` (half away from
