@@ -500,12 +500,7 @@ fn quantize_parts(
     let tiles = rows.div_ceil(TILE_ACTIVATION_ROWS);
     let threads = compute.threads.get().min(tiles);
     if threads <= 1 || x.len() < QUANTIZE_PARALLEL_MIN || cols == 0 {
-        let part = TileBlocks {
-            scales: &mut out.scales,
-            sums: &mut out.sums,
-            scaled_sums: &mut out.scaled_sums,
-            values: &mut out.values,
-        };
+        let part = out.blocks_mut();
         quantize_tiles(x, cols, part);
         return;
     }
@@ -546,6 +541,18 @@ struct TileBlocks<'a> {
     sums: &'a mut [i32],
     scaled_sums: &'a mut [f32],
     values: &'a mut [i8],
+}
+
+impl QuantActivations {
+    /// All its blocks, to be written.
+    fn blocks_mut(&mut self) -> TileBlocks<'_> {
+        TileBlocks {
+            scales: &mut self.scales,
+            sums: &mut self.sums,
+            scaled_sums: &mut self.scaled_sums,
+            values: &mut self.values,
+        }
+    }
 }
 
 impl TileBlocks<'_> {
@@ -1910,12 +1917,7 @@ mod tests {
         let got = quantize_activations(blocks, rows, cols).unwrap();
         let mut portable = got.clone();
         portable.values.fill(0);
-        let out = TileBlocks {
-            scales: &mut portable.scales,
-            sums: &mut portable.sums,
-            scaled_sums: &mut portable.scaled_sums,
-            values: &mut portable.values,
-        };
+        let out = portable.blocks_mut();
         quantize_tiles_portable(blocks, cols, out);
         for (r, row) in blocks.chunks_exact(cols).enumerate() {
             for (b, block) in row.chunks_exact(BLOCK).enumerate() {
@@ -1999,12 +2001,7 @@ mod tests {
             let mut portable = got.clone();
             portable.values.fill(0);
             portable.scales.fill(0.0);
-            let blocks = TileBlocks {
-                scales: &mut portable.scales,
-                sums: &mut portable.sums,
-                scaled_sums: &mut portable.scaled_sums,
-                values: &mut portable.values,
-            };
+            let blocks = portable.blocks_mut();
             quantize_tiles_portable(&row, ROW_BLOCKS * BLOCK, blocks);
             let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&portable.scales), bits(&got.scales));
