@@ -1158,6 +1158,24 @@ mod x86 {
     }
     zip_for!(zip_avx512, "avx512f");
     zip_for!(zip_avx2, "avx2");
+
+    /// `$name`: [`super::rmsnorm_rows`] compiled with `$feature`. Safety: the CPU supports it.
+    macro_rules! rmsnorm_for {
+        ($name:ident, $feature:literal) => {
+            #[target_feature(enable = $feature)]
+            pub(super) unsafe fn $name(
+                x: &[f32],
+                gamma: &[f32],
+                eps: f32,
+                n: usize,
+                out: &mut [f32],
+            ) {
+                super::rmsnorm_rows(x, gamma, eps, n, out)
+            }
+        };
+    }
+    rmsnorm_for!(rmsnorm_rows_avx512, "avx512f");
+    rmsnorm_for!(rmsnorm_rows_avx2, "avx2");
 }
 
 /// [`reference::gelu_erf`] over `values` in place; inlined into one copy per instruction set.
@@ -1779,15 +1797,31 @@ pub fn layernorm(
 
 /// [`reference::rmsnorm`], threaded over rows.
 pub fn rmsnorm(x: &[f32], gamma: &[f32], eps: f32, n: usize, out: &mut [f32], compute: Compute) {
+    let isa = supported_isa(compute.isa);
     for_row_ranges(out, n, 1, n * 2, compute.threads, |first, chunk| {
-        for (r, out_row) in chunk.chunks_exact_mut(n).enumerate() {
-            let row = &x[(first + r) * n..(first + r + 1) * n];
-            let inv = 1.0 / (dot(row, row) / n as f32 + eps).sqrt();
-            for c in 0..n {
-                out_row[c] = (row[c] * inv) * gamma[c];
-            }
+        let x = &x[first * n..first * n + chunk.len()];
+        match isa {
+            // SAFETY: `supported_isa` checked that the CPU has it.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { x86::rmsnorm_rows_avx512(x, gamma, eps, n, chunk) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { x86::rmsnorm_rows_avx2(x, gamma, eps, n, chunk) },
+            _ => rmsnorm_rows(x, gamma, eps, n, chunk),
         }
     });
+}
+
+/// [`rmsnorm`]'s rows `x` into `out`, inlined into one copy per instruction set (exact
+/// operations and the lane order of [`dot`]: the same bits on each).
+#[inline(always)]
+fn rmsnorm_rows(x: &[f32], gamma: &[f32], eps: f32, n: usize, out: &mut [f32]) {
+    for (row, out_row) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+        let inv = 1.0 / (dot(row, row) / n as f32 + eps).sqrt();
+        for ((o, &v), &g) in out_row.iter_mut().zip(row).zip(gamma) {
+            *o = (v * inv) * g;
+        }
+    }
 }
 
 /// One row of [`reference::softmax`]: the max of the kept scaled values, the exponentials,
