@@ -543,6 +543,8 @@ fn lane_leaves(
     let first_len = message_bytes.min(BLOCK_BYTES);
     s.firsts.clear();
     s.lasts.clear();
+    s.firsts.reserve(batch.len());
+    s.lasts.reserve(batch.len());
     for &(index, values) in batch {
         let bytes = f32_bytes(values);
         let mut first = [0u8; BLOCK_BYTES];
