@@ -108,10 +108,23 @@ pub(crate) fn equal_leaves(rows: usize, cols: usize, blocks: &[LeafBlock]) -> Ve
         chunks <= CHUNKS_MAX && blocks.iter().all(|(_, values)| values.len() == rows * cols);
     #[cfg(target_endian = "little")]
     if equal && blake3_lanes::lanes_available() && blocks.len() * chunks >= LANE_CHUNKS_MIN {
-        let mut scratch = LaneScratch::default();
         let mut out = Vec::with_capacity(blocks.len());
-        for batch in blocks.chunks(LANE_BATCH) {
-            lane_leaves(rows, cols, batch, &mut scratch, &mut out);
+        let mut hash = |scratch: &mut LaneScratch| {
+            for batch in blocks.chunks(LANE_BATCH) {
+                lane_leaves(rows, cols, batch, scratch, &mut out);
+            }
+        };
+        // This thread's scratch (an audit pass hashes a few hundred groups: growing new
+        // buffers for each was a percent of it), or a new one if it is in use.
+        let kept = LANE_SCRATCH.try_with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => {
+                hash(&mut scratch);
+                true
+            }
+            Err(_) => false,
+        });
+        if kept != Ok(true) {
+            hash(&mut LaneScratch::default());
         }
         return out;
     }
@@ -639,6 +652,12 @@ fn lane_leaves(
         width = above;
     }
     out.extend(s.cvs.iter().map(le_bytes_from_words_32));
+}
+
+thread_local! {
+    /// Each thread's [`LaneScratch`], kept between calls.
+    static LANE_SCRATCH: std::cell::RefCell<LaneScratch> =
+        std::cell::RefCell::new(LaneScratch::default());
 }
 
 /// Buffers reused by every batch of [`lane_leaves`].
