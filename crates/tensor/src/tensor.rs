@@ -83,8 +83,9 @@ fn recycled(len: usize) -> Option<Vec<f32>> {
         .flatten()
 }
 
-/// Keeps `buffer` for [`zeroed`] when it is large enough and the thread's bounds allow;
-/// otherwise frees it.
+/// Keeps `buffer` for [`zeroed`] when it is large enough and the thread's bounds allow, the
+/// smallest kept buffers freed to make room (the cheapest to fault in again: the largest, an
+/// audit's logits say, cost the most); otherwise frees it.
 fn recycle(buffer: Vec<f32>) {
     let bytes = buffer.capacity().saturating_mul(4);
     if !(RECYCLE_BYTES_MIN..=RECYCLED_BYTES_MAX).contains(&bytes) {
@@ -93,9 +94,13 @@ fn recycle(buffer: Vec<f32>) {
     // During thread teardown, or re-entered, the buffer is simply freed.
     let _ = RECYCLED.try_with(|cell| {
         if let Ok(mut list) = cell.try_borrow_mut() {
-            let held: usize = list.iter().map(|b| b.capacity() * 4).sum();
-            if list.len() < RECYCLED_BUFFERS_MAX && held + bytes <= RECYCLED_BYTES_MAX {
-                list.push(buffer);
+            list.push(buffer);
+            let mut held: usize = list.iter().map(|b| b.capacity() * 4).sum();
+            while list.len() > RECYCLED_BUFFERS_MAX || held > RECYCLED_BYTES_MAX {
+                let Some(smallest) = (0..list.len()).min_by_key(|&i| list[i].capacity()) else {
+                    break;
+                };
+                held -= list.swap_remove(smallest).capacity() * 4;
             }
         }
     });
@@ -317,6 +322,45 @@ mod tests {
         let reused = zeroed(len - 3);
         assert_eq!(reused.as_ptr(), address);
         assert!(reused.iter().all(|&v| v.to_bits() == 0) && reused.len() == len - 3);
+    }
+
+    /// A large dropped buffer (an audit's logits) outlives the smaller ones dropped after it
+    /// while the thread's bounds allow: the next output of its size reuses it instead of
+    /// faulting in fresh pages; smaller ones make room by leaving, smallest first.
+    #[test]
+    fn the_largest_dropped_buffers_are_kept() {
+        RECYCLED.with(|cell| cell.borrow_mut().clear());
+        let small = floats(RECYCLE_BYTES_MIN);
+        let large = 16 * small;
+        let big = Tensor::from_vec(vec![1.0; large], &[large]).unwrap();
+        let address = big.as_slice().unwrap().as_ptr();
+        drop(big);
+        // More small buffers than the thread keeps, all alive at once, then dropped.
+        let smalls: Vec<Tensor> = (0..RECYCLED_BUFFERS_MAX + 3)
+            .map(|i| Tensor::from_vec(vec![0.5; small + i], &[small + i]).unwrap())
+            .collect();
+        let kept_small: Vec<*const f32> = smalls[4..]
+            .iter()
+            .map(|t| t.as_slice().unwrap().as_ptr())
+            .collect();
+        drop(smalls);
+        let kept: Vec<*const f32> =
+            RECYCLED.with(|cell| cell.borrow().iter().map(|b| b.as_ptr()).collect());
+        assert_eq!(kept.len(), RECYCLED_BUFFERS_MAX);
+        assert!(kept.contains(&address), "the large buffer is kept");
+        // The four smallest left: the others are kept.
+        assert!(kept_small.iter().all(|p| kept.contains(p)));
+        let reused = zeroed(large);
+        assert_eq!(reused.as_ptr(), address);
+        drop(reused);
+        // Never past the byte bound: a buffer the size of the bound replaces every other.
+        let bound = floats(RECYCLED_BYTES_MAX);
+        drop(Tensor::from_vec(vec![0.0; bound], &[bound]).unwrap());
+        RECYCLED.with(|cell| {
+            let list = cell.borrow();
+            assert_eq!(list.len(), 1);
+            assert_eq!(list[0].capacity(), bound);
+        });
     }
 
     /// An op that writes every output takes a dropped buffer as it is (not cleared): sums,
