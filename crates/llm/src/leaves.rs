@@ -6,13 +6,17 @@
 //! as little-endian f32 (docs/engine.md §4). A decode pass's leaves are single rows of a few
 //! KiB: hashed one at a time, each BLAKE3 chunk is compressed in one lane. An audit pass has
 //! the leaves of every decode pass of an op at once, equal in size, so [`equal_leaves`] hashes
-//! them together. With AVX-512 ([`lane_leaves`], `piazza_primitives::blake3_lanes`): the
-//! BLAKE3 chunks of every leaf share sixteen lanes, each lane taking the next chunk as its own
-//! ends, blocks read in place (only each leaf's first block, head and first values, and its
-//! partial last block are copied), then the BLAKE3 parents of every leaf level by level,
-//! sixteen at a time. Elsewhere ([`batch_leaves`]): BLAKE3 chunk `j` of up to sixteen leaves
-//! together (`hash_many`), then their parents the same way, each leaf's first BLAKE3 chunk
-//! copied and each last partial block compressed on its own.
+//! them together. With AVX-512 (`piazza_primitives::blake3_lanes`), sixteen leaves at a time
+//! side by side ([`lockstep_leaves`], `hash_messages`): lane `i` takes block `b` of leaf `i`
+//! at the step every other lane takes block `b` of its own, so no lane waits or switches
+//! leaves, and each leaf's BLAKE3 tree is merged in the vectors as its chunks end. Fewer leaves
+//! than fill the lanes ([`lane_leaves`]: a prefill's long blocks, a group's last few) share
+//! them chunk by chunk, each lane taking the next chunk as its own ends, then their parents
+//! level by level. Either way the values are read in place: only each leaf's first block (the
+//! head and the first values) and its partial last block are copied. Elsewhere
+//! ([`batch_leaves`]): BLAKE3 chunk `j` of up to sixteen leaves together (`hash_many`), then
+//! their parents the same way, each leaf's first BLAKE3 chunk copied and each last partial
+//! block compressed on its own.
 //!
 //! `blake3::platform` is the crate's undocumented compression interface; the version is held
 //! to `~1.8` in `Cargo.toml`, and the tests compare every path with `step_hash`.
@@ -27,7 +31,9 @@ use blake3::hazmat::{
 };
 use blake3::platform::{le_bytes_from_words_32, Platform};
 use blake3::IncrementCounter;
-use piazza_primitives::blake3_lanes::{self, compress_many, hash_chunks, Chunk, Compression};
+use piazza_primitives::blake3_lanes::{
+    self, compress_many, hash_chunks, Chunk, Compression, Message,
+};
 use piazza_primitives::blake3_words::{CHUNK_END, CHUNK_START, IV, PARENT, ROOT};
 use piazza_tensor::pool::Pool;
 use piazza_trace::trace::{step_hash, TRACE_DOMAIN};
@@ -42,19 +48,24 @@ const BLOCKS_PER_CHUNK: usize = CHUNK_BYTES / BLOCK_BYTES;
 const LEAF_TAG: u8 = 0x00;
 /// Bytes of a leaf message before its values: Merkle leaf head, then the shape header.
 const HEAD_BYTES: usize = 2 + TRACE_DOMAIN.len() + 8 + 4 + 2 * 8;
-/// Leaves longer than this many BLAKE3 chunks are hashed one at a time: one such message
-/// fills the SIMD lanes by itself (BLAKE3 hashes its chunks together).
+/// Without AVX-512, leaves longer than this many BLAKE3 chunks are hashed one at a time: one
+/// such message fills `hash_many`'s SIMD lanes by itself (BLAKE3 hashes its chunks together).
 const CHUNKS_MAX: usize = 16;
 /// Leaves hashed together: every lane several times over, the batch's copied first chunks
 /// (`LEAF_BATCH` KiB) in the first-level cache.
 const LEAF_BATCH: usize = 32;
-/// Leaves hashed together by [`lane_leaves`]: their chunks fill the lanes four times over or
-/// more, the batch's first and last blocks (8 KiB) in the first-level cache.
-const LANE_BATCH: usize = 64;
+/// BLAKE3 chunks of [`lane_leaves`]'s leaves hashed together: every lane many times over, the
+/// batch's first and last blocks in the first-level cache.
+const LANE_BATCH_CHUNKS: usize = 256;
 /// Fewest BLAKE3 chunks in all for which [`lane_leaves`] beats `step_hash` one leaf at a time:
 /// its lanes cost the same however few are busy, and a lone chunk in the lanes is slower than
 /// one compression at a time.
 const LANE_CHUNKS_MIN: usize = 4;
+/// Fewest leaves of a group hashed side by side ([`lockstep_leaves`]) rather than chunk by
+/// chunk ([`lane_leaves`]): with fewer, the idle lanes cost more than `lane_leaves`'s
+/// bookkeeping (63 single-row leaves of 576 values: 10.1 against 11.8 ns a block; one audit
+/// pass's leaves in `leaves_speed`: 28.5–29.1 ms against 32.8–34.8 ms).
+const LOCKSTEP_LEAVES_MIN: usize = 14;
 /// Pieces per thread when [`grouped_leaves`] shares the hashing: more than one, so a thread
 /// slowed by another process does not hold the others up.
 const PIECES_PER_THREAD: usize = 2;
@@ -104,32 +115,43 @@ pub(crate) type LeafBlock<'a> = (usize, &'a [f32]);
 pub(crate) fn equal_leaves(rows: usize, cols: usize, blocks: &[LeafBlock]) -> Vec<Hash> {
     let message_bytes = HEAD_BYTES + 4 * rows * cols;
     let chunks = message_bytes.div_ceil(CHUNK_BYTES);
-    let equal =
-        chunks <= CHUNKS_MAX && blocks.iter().all(|(_, values)| values.len() == rows * cols);
+    let equal = blocks.iter().all(|(_, values)| values.len() == rows * cols);
     #[cfg(target_endian = "little")]
-    if equal && blake3_lanes::lanes_available() && blocks.len() * chunks >= LANE_CHUNKS_MIN {
+    if equal && blake3_lanes::lanes_available() {
         let mut out = Vec::with_capacity(blocks.len());
-        let mut hash = |scratch: &mut LaneScratch| {
-            for batch in blocks.chunks(LANE_BATCH) {
-                lane_leaves(rows, cols, batch, scratch, &mut out);
+        let mut groups = blocks.chunks(blake3_lanes::LANES).peekable();
+        while let Some(group) = groups.next_if(|g| g.len() >= LOCKSTEP_LEAVES_MIN) {
+            lockstep_leaves(rows, cols, group, &mut out);
+        }
+        let rest = groups.next().unwrap_or_default();
+        if rest.len() * chunks >= LANE_CHUNKS_MIN {
+            // This thread's scratch (an audit pass hashes a few hundred groups: growing new
+            // buffers for each was a percent of it), or a new one if it is in use.
+            let mut hash = |scratch: &mut LaneScratch| {
+                for batch in rest.chunks((LANE_BATCH_CHUNKS / chunks).max(1)) {
+                    lane_leaves(rows, cols, batch, scratch, &mut out);
+                }
+            };
+            let kept = LANE_SCRATCH.try_with(|cell| match cell.try_borrow_mut() {
+                Ok(mut scratch) => {
+                    hash(&mut scratch);
+                    true
+                }
+                Err(_) => false,
+            });
+            if kept != Ok(true) {
+                hash(&mut LaneScratch::default());
             }
-        };
-        // This thread's scratch (an audit pass hashes a few hundred groups: growing new
-        // buffers for each was a percent of it), or a new one if it is in use.
-        let kept = LANE_SCRATCH.try_with(|cell| match cell.try_borrow_mut() {
-            Ok(mut scratch) => {
-                hash(&mut scratch);
-                true
-            }
-            Err(_) => false,
-        });
-        if kept != Ok(true) {
-            hash(&mut LaneScratch::default());
+        } else {
+            out.extend(
+                rest.iter()
+                    .map(|&(index, values)| step_hash(index, values, rows, cols)),
+            );
         }
         return out;
     }
     #[cfg(target_endian = "little")]
-    if equal && blocks.len() > 1 {
+    if equal && chunks <= CHUNKS_MAX && blocks.len() > 1 {
         let platform = Platform::detect();
         let mut scratch = Scratch::default();
         let mut out = Vec::with_capacity(blocks.len());
@@ -538,6 +560,37 @@ fn hash_blocks(
     with_lengths!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
 }
 
+/// The leaves of `group` (at most sixteen, equal sizes) appended to `out`, hashed side by side
+/// in the lanes (`blake3_lanes::hash_messages`): each leaf's values read in place but for its
+/// first block (the head and the first values) and its partial last block, copied.
+#[cfg(target_endian = "little")]
+fn lockstep_leaves(rows: usize, cols: usize, group: &[LeafBlock], out: &mut Vec<Hash>) {
+    let n = group.len();
+    assert!((1..=blake3_lanes::LANES).contains(&n), "1..=16 leaves");
+    let message_bytes = HEAD_BYTES + 4 * rows * cols;
+    let first_len = message_bytes.min(BLOCK_BYTES);
+    let tail = message_bytes.saturating_sub(BLOCK_BYTES) % BLOCK_BYTES;
+    let mut pads = [[[0u8; BLOCK_BYTES]; 2]; blake3_lanes::LANES];
+    for (pad, &(index, values)) in pads.iter_mut().zip(group) {
+        let bytes = f32_bytes(values);
+        pad[0][..HEAD_BYTES].copy_from_slice(&leaf_head(index, rows, cols));
+        pad[0][HEAD_BYTES..first_len].copy_from_slice(&bytes[..first_len - HEAD_BYTES]);
+        pad[1][..tail].copy_from_slice(&bytes[bytes.len() - tail..]);
+    }
+    let messages: [Message; blake3_lanes::LANES] = std::array::from_fn(|i| {
+        let i = i.min(n - 1);
+        let bytes = f32_bytes(group[i].1);
+        Message {
+            first: &pads[i][0],
+            middle: &bytes[first_len - HEAD_BYTES..bytes.len() - tail],
+            last: (message_bytes > BLOCK_BYTES && tail > 0).then_some(&pads[i][1]),
+        }
+    });
+    let mut hashes = [[0u8; 32]; blake3_lanes::LANES];
+    blake3_lanes::hash_messages(message_bytes, &messages[..n], &mut hashes[..n]);
+    out.extend_from_slice(&hashes[..n]);
+}
+
 /// The leaves of `batch` (equal sizes) appended to `out`, every compression in
 /// `blake3_lanes`: each leaf's BLAKE3 chunks read in place (its first block, the head and
 /// the first values, and a partial last block from small copies), chunks of all leaves
@@ -742,7 +795,7 @@ mod tests {
         }
         lengths.extend([192, 576, 910, 1536]);
         for cols in lengths {
-            for (rows, count) in [(1, 1), (1, 3), (2, 17), (1, LEAF_BATCH + 5)] {
+            for (rows, count) in [(1, 1), (1, 3), (2, 17), (1, LEAF_BATCH + 5), (1, 46)] {
                 let blocks: Vec<(usize, &[f32])> = (0..count)
                     .map(|i| {
                         let at = (i * 7) % 50;
@@ -755,14 +808,25 @@ mod tests {
                     .collect();
                 let got = equal_leaves(rows, cols, &blocks);
                 assert_eq!(got, expected, "{rows} × {cols}, {count} leaves");
-                // Each lane path on its own, whichever `equal_leaves` chose.
+                // Each path on its own, whichever `equal_leaves` chose.
+                if blake3_lanes::lanes_available() {
+                    let mut lockstep = Vec::new();
+                    for group in blocks.chunks(blake3_lanes::LANES) {
+                        lockstep_leaves(rows, cols, group, &mut lockstep);
+                    }
+                    assert_eq!(
+                        lockstep, expected,
+                        "{rows} × {cols}, {count} leaves side by side"
+                    );
+                    let mut lanes = Vec::new();
+                    lane_leaves(rows, cols, &blocks, &mut LaneScratch::default(), &mut lanes);
+                    assert_eq!(
+                        lanes, expected,
+                        "{rows} × {cols}, {count} leaves chunk by chunk"
+                    );
+                }
                 let chunks = (HEAD_BYTES + 4 * rows * cols).div_ceil(CHUNK_BYTES);
                 if chunks <= CHUNKS_MAX {
-                    let mut lanes = Vec::new();
-                    for batch in blocks.chunks(LANE_BATCH) {
-                        lane_leaves(rows, cols, batch, &mut LaneScratch::default(), &mut lanes);
-                    }
-                    assert_eq!(lanes, expected, "{rows} × {cols}, {count} leaves in lanes");
                     let (platform, mut many) = (Platform::detect(), Vec::new());
                     for batch in blocks.chunks(LEAF_BATCH) {
                         let scratch = &mut Scratch::default();
