@@ -554,8 +554,9 @@ mod avx512 {
         }
     }
 
-    /// Most chaining values a message's tree holds at once: one per bit of its chunk count.
-    const TREE_DEPTH: usize = 64;
+    /// Chaining values a message's tree holds at once on the stack (one per bit of its chunk
+    /// count: messages up to 256 chunks); longer messages keep theirs on the heap.
+    const STACK_DEPTH: usize = 8;
 
     /// [`super::hash_messages`] of up to sixteen messages of `len` bytes: lane `i` hashes
     /// message `i` (lanes past the count repeat message 0 and are not written out). Block `b`
@@ -584,7 +585,6 @@ mod avx512 {
         let blocks = len.div_ceil(BLOCK_BYTES).max(1);
         let last_len = len - (blocks - 1) * BLOCK_BYTES;
         let chunks = blocks.div_ceil(BLOCKS_PER_CHUNK);
-        assert!(chunks.ilog2() < TREE_DEPTH as u32, "a tree this deep");
         let middle_blocks = message(0).middle.len() / BLOCK_BYTES;
         // Each lane's three parts, checked by the caller to make `len` bytes: block `b` of a
         // lane is its first, `middle + (b - 1) · 64`, or its last.
@@ -609,7 +609,15 @@ mod avx512 {
             compress!(iv, &m, words)
         };
         // Subtrees waiting for their right siblings (uninitialised past `depth`).
-        let mut stack = [std::mem::MaybeUninit::<[__m512i; 8]>::uninit(); TREE_DEPTH];
+        let tree_depth = chunks.ilog2() as usize + 1;
+        let mut on_stack = [std::mem::MaybeUninit::<[__m512i; 8]>::uninit(); STACK_DEPTH];
+        let mut on_heap = Vec::new();
+        let stack = if tree_depth <= STACK_DEPTH {
+            &mut on_stack[..]
+        } else {
+            on_heap.resize(tree_depth, std::mem::MaybeUninit::uninit());
+            &mut on_heap[..]
+        };
         let mut depth = 0;
         let mut cv = iv;
         for b in 0..blocks {
@@ -1029,14 +1037,14 @@ mod tests {
     }
 
     /// Messages of every length from 0 to past two chunks, and lengths that end a chunk, a
-    /// tree level or a larger tree (up to 17 chunks and one of 100), sixteen at a time and in
+    /// tree level or a larger tree (up to 17 chunks, 100 and 300), sixteen at a time and in
     /// other counts (idle lanes, a second group): each is `blake3::hash` of its bytes, on the
     /// lanes and on the fallback.
     #[test]
     fn messages_side_by_side_are_blake3_hashes() {
         let mut rng = Rng(0x0bad_5eed_cafe_f00d);
         let chunk = blake3::CHUNK_LEN;
-        let data: Vec<u8> = (0..101 * chunk).map(|_| rng.next() as u8).collect();
+        let data: Vec<u8> = (0..302 * chunk).map(|_| rng.next() as u8).collect();
         let mut lengths: Vec<usize> = (0..=2 * chunk + 130).step_by(7).collect();
         lengths.extend([
             1,
@@ -1058,6 +1066,8 @@ mod tests {
             16 * chunk,
             17 * chunk - 3,
             100 * chunk + 50,
+            // A tree deeper than the stack holds (past 256 chunks).
+            300 * chunk + 9,
         ]);
         for len in lengths {
             for count in [1usize, 3, 16, 17] {
