@@ -203,7 +203,12 @@ pub(crate) fn grouped_leaves(groups: &[LeafGroup], threads: usize) -> Vec<Vec<Ha
             }
             continue;
         }
-        let per_piece = (piece_bytes / bytes).max(1);
+        // Whole sixteens of leaves where a piece holds that many: the lanes take them side by
+        // side (`lockstep_leaves`), with no short group left at each piece's end.
+        let per_piece = match (piece_bytes / bytes).max(1) {
+            n if n >= blake3_lanes::LANES => n.div_ceil(blake3_lanes::LANES) * blake3_lanes::LANES,
+            n => n,
+        };
         for start in (0..blocks.len()).step_by(per_piece) {
             let end = (start + per_piece).min(blocks.len());
             pieces.push(Piece::Leaves(group, start..end));
