@@ -577,10 +577,7 @@ fn lockstep_leaves(rows: usize, cols: usize, group: &[LeafBlock], out: &mut Vec<
     let tail = message_bytes.saturating_sub(BLOCK_BYTES) % BLOCK_BYTES;
     let mut pads = [[[0u8; BLOCK_BYTES]; 2]; blake3_lanes::LANES];
     for (pad, &(index, values)) in pads.iter_mut().zip(group) {
-        let bytes = f32_bytes(values);
-        pad[0][..HEAD_BYTES].copy_from_slice(&leaf_head(index, rows, cols));
-        pad[0][HEAD_BYTES..first_len].copy_from_slice(&bytes[..first_len - HEAD_BYTES]);
-        pad[1][..tail].copy_from_slice(&bytes[bytes.len() - tail..]);
+        *pad = leaf_ends(index, rows, cols, values);
     }
     let messages: [Message; blake3_lanes::LANES] = std::array::from_fn(|i| {
         let i = i.min(n - 1);
@@ -611,21 +608,13 @@ fn lane_leaves(
     let message_bytes = HEAD_BYTES + 4 * rows * cols;
     let chunks = message_bytes.div_ceil(CHUNK_BYTES);
     let last_len = message_bytes % BLOCK_BYTES;
-    let first_len = message_bytes.min(BLOCK_BYTES);
     s.firsts.clear();
     s.lasts.clear();
     s.firsts.reserve(batch.len());
     s.lasts.reserve(batch.len());
     for &(index, values) in batch {
-        let bytes = f32_bytes(values);
-        let mut first = [0u8; BLOCK_BYTES];
-        first[..HEAD_BYTES].copy_from_slice(&leaf_head(index, rows, cols));
-        first[HEAD_BYTES..first_len].copy_from_slice(&bytes[..first_len - HEAD_BYTES]);
+        let [first, last] = leaf_ends(index, rows, cols, values);
         s.firsts.push(first);
-        let mut last = [0u8; BLOCK_BYTES];
-        if message_bytes > BLOCK_BYTES && last_len > 0 {
-            last[..last_len].copy_from_slice(&bytes[bytes.len() - last_len..]);
-        }
         s.lasts.push(last);
     }
     // Chunk by chunk (chunk `j` of every leaf, then `j + 1`): lanes then take chunks of the
@@ -731,6 +720,21 @@ struct LaneScratch {
     cvs: Vec<[u32; 8]>,
     /// Parent blocks of one tree level.
     parents: Vec<[u8; BLOCK_BYTES]>,
+}
+
+/// The two blocks of a leaf's message that are copied rather than read in place: its first
+/// (the head, then the first values) and its last when that is partial and not the first
+/// (zero-padded; all zeros otherwise).
+fn leaf_ends(index: usize, rows: usize, cols: usize, values: &[f32]) -> [[u8; BLOCK_BYTES]; 2] {
+    let message_bytes = HEAD_BYTES + 4 * rows * cols;
+    let first_len = message_bytes.min(BLOCK_BYTES);
+    let tail = message_bytes.saturating_sub(BLOCK_BYTES) % BLOCK_BYTES;
+    let bytes = f32_bytes(values);
+    let mut ends = [[0u8; BLOCK_BYTES]; 2];
+    ends[0][..HEAD_BYTES].copy_from_slice(&leaf_head(index, rows, cols));
+    ends[0][HEAD_BYTES..first_len].copy_from_slice(&bytes[..first_len - HEAD_BYTES]);
+    ends[1][..tail].copy_from_slice(&bytes[bytes.len() - tail..]);
+    ends
 }
 
 /// The leaf message's bytes before the values.
