@@ -1,6 +1,7 @@
 //! Prints SiLU's speed in nanoseconds per element over SmolLM2's feed-forward width (1536):
 //! the scalar reference (`libm::expf` per element, what the kernel ran before it was
-//! vectorised) beside `kernels::activation` on each instruction set:
+//! vectorised) beside `kernels::activation` on each instruction set; then the same for
+//! MiniLM's GELU (the same width as its feed-forward):
 //! `cargo run --release -p piazza-tensor --example silu_speed`. Printed, never asserted.
 use std::num::NonZeroUsize;
 use std::time::Instant;
@@ -25,24 +26,29 @@ fn best_ns_per_element(mut run: impl FnMut()) -> f64 {
 fn main() {
     let x: Vec<f32> = (0..WIDTH).map(|i| (i % 113) as f32 * 0.07 - 4.0).collect();
     let mut out = vec![0.0f32; WIDTH];
-    let reference_ns = best_ns_per_element(|| {
-        reference::activation(std::hint::black_box(&x), Activation::Silu, &mut out);
-    });
-    println!("reference (scalar libm expf): {reference_ns:.3} ns/element");
-    for isa in Isa::available() {
-        let compute = Compute {
-            threads: NonZeroUsize::MIN,
-            isa,
-        };
-        let ns = best_ns_per_element(|| {
-            kernels::activation(
-                std::hint::black_box(&x),
-                Activation::Silu,
-                &mut out,
-                WIDTH,
-                compute,
-            );
+    for (activation, what) in [
+        (Activation::Silu, "SiLU (libm expf)"),
+        (Activation::GeluErf, "GELU (erf)"),
+    ] {
+        let reference_ns = best_ns_per_element(|| {
+            reference::activation(std::hint::black_box(&x), activation, &mut out);
         });
-        println!("kernels {isa:?}: {ns:.3} ns/element");
+        println!("{what}: reference (scalar): {reference_ns:.3} ns/element");
+        for isa in Isa::available() {
+            let compute = Compute {
+                threads: NonZeroUsize::MIN,
+                isa,
+            };
+            let ns = best_ns_per_element(|| {
+                kernels::activation(
+                    std::hint::black_box(&x),
+                    activation,
+                    &mut out,
+                    WIDTH,
+                    compute,
+                );
+            });
+            println!("{what}: kernels {isa:?}: {ns:.3} ns/element");
+        }
     }
 }

@@ -90,21 +90,15 @@ pub fn sum_squared_deviation(x: &[f32], mean: f32) -> f32 {
 /// below `+0.0`, NaN stays NaN. Within 2 ulp of `libm::expf` (`exp_is_within_two_ulp_of_libm`).
 #[inline]
 pub fn exp(x: f32) -> f32 {
-    const LN2_HI: f32 = f32::from_bits(0x3f31_8000); // 0.693359375: 9 significant bits
-    const LN2_LO: f32 = -2.121_944_4e-4; // ln 2 - LN2_HI
-    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23
+    use exp_constants::*;
     let clamped = x.clamp(EXP_X_MIN, EXP_X_MAX);
     let rounded = clamped * std::f32::consts::LOG2_E + ROUND;
     let n = rounded - ROUND;
     let r = (clamped - n * LN2_HI) - n * LN2_LO;
-    let mut p = 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
+    let mut p = TAYLOR[0];
+    for c in &TAYLOR[1..] {
+        p = p * r + c;
+    }
     // `n` as an integer, read from the low bits of `rounded` (same exponent as ROUND), equal
     // to `n as i32` within [-150, 128]; wrapping operations (and no float-to-int cast) keep the
     // loop free of checks so it vectorises. A NaN's value is replaced below.
@@ -120,6 +114,27 @@ pub fn exp(x: f32) -> f32 {
     } else {
         y
     }
+}
+
+/// [`exp`]'s constants, shared with the kernels' vector copies of its operations.
+pub(crate) mod exp_constants {
+    /// `ln 2` rounded to 9 significant bits (0.693359375), so `n · LN2_HI` is exact.
+    pub(crate) const LN2_HI: f32 = f32::from_bits(0x3f31_8000);
+    /// `ln 2 - LN2_HI`.
+    pub(crate) const LN2_LO: f32 = -2.121_944_4e-4;
+    /// `1.5 · 2²³`: adding and subtracting it rounds to the nearest integer.
+    pub(crate) const ROUND: f32 = 12_582_912.0;
+    /// The Horner coefficients from the highest degree: `1/7!, 1/6!, …, 1/2, 1, 1`.
+    pub(crate) const TAYLOR: [f32; 8] = [
+        1.0 / 5040.0,
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ];
 }
 
 /// Largest input of [`exp`] computed (`ln(f32::MAX)` rounded down); above it `+inf`.
@@ -166,19 +181,13 @@ pub fn gelu_erf(x: f32) -> f32 {
 /// of `libm::erff` over the whole f32 range (`erf_is_close_to_libm`).
 #[inline]
 pub fn erf(x: f32) -> f32 {
-    const P: f32 = 0.327_591_1;
-    const A1: f32 = 0.254_829_6;
-    const A2: f32 = -0.284_496_72;
-    const A3: f32 = 1.421_413_8;
-    const A4: f32 = -1.453_152;
-    const A5: f32 = 1.061_405_4;
+    use erf_constants::*;
     let a = x.abs();
     let t = 1.0 / (1.0 + P * a);
-    let mut q = A5;
-    q = q * t + A4;
-    q = q * t + A3;
-    q = q * t + A2;
-    q = q * t + A1;
+    let mut q = A[0];
+    for c in &A[1..] {
+        q = q * t + c;
+    }
     q = q * t;
     let y = 1.0 - q * exp(-(a * a));
     // A select, not a branch, so a loop of `erf` vectorises.
@@ -187,6 +196,19 @@ pub fn erf(x: f32) -> f32 {
     } else {
         y.copysign(x)
     }
+}
+
+/// [`erf`]'s constants (Abramowitz & Stegun 7.1.26), shared with the kernels' vector copies.
+pub(crate) mod erf_constants {
+    pub(crate) const P: f32 = 0.327_591_1;
+    /// `A5, A4, A3, A2, A1`: the Horner coefficients from the highest degree.
+    pub(crate) const A: [f32; 5] = [
+        1.061_405_4,
+        -1.453_152,
+        1.421_413_8,
+        -0.284_496_72,
+        0.254_829_6,
+    ];
 }
 
 /// Bound on `|erf(x) - libm::erff(x)|` over f32 inputs (`erf_is_close_to_libm` measures
