@@ -216,6 +216,9 @@ const ROW_ALIGN: usize = 24;
 /// Widest panel (columns of `out`) and tallest tile (rows of `out`) of any kernel below.
 const PANEL_COLS_MAX: usize = 32;
 const TILE_ROWS_MAX: usize = 8;
+/// Rows of `a` a matmul takes at a time through every panel: their bytes stay in a core's L2
+/// cache while the panels pass (else a long `a` streams from L3 once per panel).
+const A_BLOCK_BYTES: usize = 1 << 18;
 /// One tile of finished sums, before the bias/activation epilogue.
 type TileSums = [[f32; PANEL_COLS_MAX]; TILE_ROWS_MAX];
 
@@ -1701,8 +1704,14 @@ impl Linear<'_> {
         packed: &[f32],
     ) {
         let panel_len = self.k * kernel.cols;
-        for (panel_index, panel) in packed.chunks_exact(panel_len).enumerate() {
-            self.panel_rows(kernel, a, first_row, out, panel, panel_index * kernel.cols);
+        let block_rows =
+            (A_BLOCK_BYTES / (size_of::<f32>() * self.k)) / kernel.tile_rows * kernel.tile_rows;
+        let block_rows = block_rows.max(kernel.tile_rows);
+        for (b, out) in out.chunks_mut(block_rows * self.n).enumerate() {
+            let first_row = first_row + b * block_rows;
+            for (panel_index, panel) in packed.chunks_exact(panel_len).enumerate() {
+                self.panel_rows(kernel, a, first_row, out, panel, panel_index * kernel.cols);
+            }
         }
     }
 
