@@ -219,12 +219,23 @@ const TILE_ROWS_MAX: usize = 8;
 /// Rows of `a` a matmul takes at a time through every panel: their bytes stay in a core's L2
 /// cache while the panels pass (else a long `a` streams from L3 once per panel).
 const A_BLOCK_BYTES: usize = 1 << 18;
-/// One tile of finished sums, before the bias/activation epilogue.
+/// One tile of finished sums, before the activation epilogue.
 type TileSums = [[f32; PANEL_COLS_MAX]; TILE_ROWS_MAX];
+
+/// Where a micro-kernel stores a tile: row `r`, column `c` at `ptr + r · stride + c`, each sum
+/// plus `bias[c]` first where `bias` is not null (the reference's `+ bias[j]`, one rounding,
+/// added in the registers).
+#[derive(Clone, Copy)]
+struct TileOut {
+    ptr: *mut f32,
+    stride: usize,
+    bias: *const f32,
+}
 
 /// A register-tiled micro-kernel: `rows ≤ tile_rows` rows of `a` (stride `k`, from `a[0]`)
 /// times one packed panel of `cols` columns (`panel[p * cols + c]`, `k * cols` floats), each
-/// output accumulated over `p = 0..k` in order with fused multiply-add, into `sums[r][c]`.
+/// output accumulated over `p = 0..k` in order with fused multiply-add, stored through a
+/// [`TileOut`].
 #[derive(Clone, Copy)]
 struct TileKernel {
     /// The instruction set the kernel (and its epilogue's activation) is compiled for.
@@ -232,13 +243,15 @@ struct TileKernel {
     cols: usize,
     tile_rows: usize,
     /// SAFETY contract: the CPU supports the kernel's instructions (checked when it is chosen);
-    /// `a.len() >= (rows - 1) * k + k`, `panel.len() >= k * cols`, `1 <= rows <= tile_rows`.
-    tile: unsafe fn(rows: usize, a: &[f32], k: usize, panel: &[f32], sums: &mut TileSums),
+    /// `a.len() >= (rows - 1) * k + k`, `panel.len() >= k * cols`, `1 <= rows <= tile_rows`;
+    /// `out` can take `rows` rows of `cols` values, and its bias (if any) `cols` values.
+    tile: unsafe fn(rows: usize, a: &[f32], k: usize, panel: &[f32], out: TileOut),
 }
 
 /// Portable kernel: scalar `f32::mul_add` (IEEE fusedMultiplyAdd; a library call where the CPU
 /// has no FMA instruction, so slow but the same bits).
-fn tile_portable(rows: usize, a: &[f32], k: usize, panel: &[f32], sums: &mut TileSums) {
+/// Safety: as [`TileKernel::tile`]'s.
+unsafe fn tile_portable(rows: usize, a: &[f32], k: usize, panel: &[f32], out: TileOut) {
     const COLS: usize = 16;
     for r in 0..rows {
         let row = &a[r * k..r * k + k];
@@ -249,7 +262,16 @@ fn tile_portable(rows: usize, a: &[f32], k: usize, panel: &[f32], sums: &mut Til
                 acc[c] = x.mul_add(b[c], acc[c]);
             }
         }
-        sums[r][..COLS].copy_from_slice(&acc);
+        for (c, sum) in acc.into_iter().enumerate() {
+            // SAFETY: the caller's contract.
+            unsafe {
+                let value = match out.bias.is_null() {
+                    true => sum,
+                    false => sum + *out.bias.add(c),
+                };
+                *out.ptr.add(r * out.stride + c) = value;
+            }
+        }
     }
 }
 
@@ -257,7 +279,7 @@ const PORTABLE: TileKernel = TileKernel {
     isa: Isa::Portable,
     cols: 16,
     tile_rows: 4,
-    tile: |rows, a, k, panel, sums| tile_portable(rows, a, k, panel, sums),
+    tile: tile_portable,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -268,21 +290,17 @@ mod x86 {
     use std::arch::x86_64::*;
     use std::mem::MaybeUninit;
 
-    use super::{Isa, TileKernel, TileSums, LANES};
+    use super::{Isa, TileKernel, TileOut, LANES};
 
     /// One micro-kernel: `$rows_fn::<R>` holds `R` rows × 2 vectors of `$width` lanes
     /// (`2 * $width` panel columns) in registers; `$tile_fn` dispatches on the row count under
     /// `$feature`; `$name` is the [`TileKernel`].
     macro_rules! micro_kernel {
         ($name:ident, $isa:ident, $tile_fn:ident, $rows_fn:ident, $feature:literal,
-         $width:literal, $tile_rows:literal, $zero:ident, $load:ident, $set1:ident, $fmadd:ident, $store:ident) => {
+         $width:literal, $tile_rows:literal, $zero:ident, $load:ident, $set1:ident, $fmadd:ident,
+         $add:ident, $store:ident) => {
             #[inline(always)]
-            unsafe fn $rows_fn<const R: usize>(
-                a: &[f32],
-                k: usize,
-                panel: &[f32],
-                sums: &mut TileSums,
-            ) {
+            unsafe fn $rows_fn<const R: usize>(a: &[f32], k: usize, panel: &[f32], out: TileOut) {
                 const COLS: usize = 2 * $width;
                 assert!(a.len() >= (R - 1) * k + k && panel.len() >= k * COLS);
                 let (pa, pb) = (a.as_ptr(), panel.as_ptr());
@@ -299,32 +317,34 @@ mod x86 {
                             acc[r][1] = $fmadd(x, b1, acc[r][1]);
                         }
                     }
+                    if !out.bias.is_null() {
+                        let bias = [$load(out.bias), $load(out.bias.add($width))];
+                        for r in 0..R {
+                            acc[r][0] = $add(acc[r][0], bias[0]);
+                            acc[r][1] = $add(acc[r][1], bias[1]);
+                        }
+                    }
                     for r in 0..R {
-                        $store(sums[r].as_mut_ptr(), acc[r][0]);
-                        $store(sums[r].as_mut_ptr().add($width), acc[r][1]);
+                        let row = out.ptr.add(r * out.stride);
+                        $store(row, acc[r][0]);
+                        $store(row.add($width), acc[r][1]);
                     }
                 }
             }
 
             #[target_feature(enable = $feature)]
-            unsafe fn $tile_fn(
-                rows: usize,
-                a: &[f32],
-                k: usize,
-                panel: &[f32],
-                sums: &mut TileSums,
-            ) {
+            unsafe fn $tile_fn(rows: usize, a: &[f32], k: usize, panel: &[f32], out: TileOut) {
                 // SAFETY: forwarded contract of `TileKernel::tile`.
                 unsafe {
                     match rows.min($tile_rows) {
-                        8 => $rows_fn::<8>(a, k, panel, sums),
-                        7 => $rows_fn::<7>(a, k, panel, sums),
-                        6 => $rows_fn::<6>(a, k, panel, sums),
-                        5 => $rows_fn::<5>(a, k, panel, sums),
-                        4 => $rows_fn::<4>(a, k, panel, sums),
-                        3 => $rows_fn::<3>(a, k, panel, sums),
-                        2 => $rows_fn::<2>(a, k, panel, sums),
-                        _ => $rows_fn::<1>(a, k, panel, sums),
+                        8 => $rows_fn::<8>(a, k, panel, out),
+                        7 => $rows_fn::<7>(a, k, panel, out),
+                        6 => $rows_fn::<6>(a, k, panel, out),
+                        5 => $rows_fn::<5>(a, k, panel, out),
+                        4 => $rows_fn::<4>(a, k, panel, out),
+                        3 => $rows_fn::<3>(a, k, panel, out),
+                        2 => $rows_fn::<2>(a, k, panel, out),
+                        _ => $rows_fn::<1>(a, k, panel, out),
                     }
                 }
             }
@@ -351,6 +371,7 @@ mod x86 {
         _mm512_loadu_ps,
         _mm512_set1_ps,
         _mm512_fmadd_ps,
+        _mm512_add_ps,
         _mm512_storeu_ps
     );
     // 6 rows × 16 columns: 12 of 16 ymm registers accumulate.
@@ -366,6 +387,7 @@ mod x86 {
         _mm256_loadu_ps,
         _mm256_set1_ps,
         _mm256_fmadd_ps,
+        _mm256_add_ps,
         _mm256_storeu_ps
     );
     /// `$name`: [`super::softmax_tail`] compiled with `$feature` (no FMA: the tail has no
@@ -1666,13 +1688,20 @@ impl Linear<'_> {
     }
 
     /// [`Linear::finish`] over one tile of sums in place (rows `..rows`, columns
-    /// `j..j + width` of the result in `sums[r][..width]`): the bias added to each row, then the
-    /// activation over the tile ([`activate`] for `isa`: the same operations per element, in
-    /// loops that vectorise where the activation does). Fused into the tile while it is in L1,
-    /// so the result is stored once.
+    /// `j..j + width` of the result in `sums[r][..width]`): the bias added to each row unless
+    /// the kernel added it (`biased`), then the activation over the tile ([`activate`] for
+    /// `isa`: the same operations per element, in loops that vectorise where the activation
+    /// does). Fused into the tile while it is in L1, so the result is stored once.
     #[inline(always)]
-    fn finish_tile(&self, isa: Isa, j: usize, rows: usize, width: usize, sums: &mut TileSums) {
-        if let Some(bias) = self.bias {
+    fn finish_tile(
+        &self,
+        isa: Isa,
+        j: usize,
+        (rows, width): (usize, usize),
+        biased: bool,
+        sums: &mut TileSums,
+    ) {
+        if let Some(bias) = self.bias.filter(|_| !biased) {
             for row in sums[..rows].iter_mut() {
                 for (sum, &b) in row[..width].iter_mut().zip(&bias[j..j + width]) {
                     *sum = *sum + b;
@@ -1728,17 +1757,43 @@ impl Linear<'_> {
         let (n, k, cols) = (self.n, self.k, kernel.cols);
         let rows = out.len() / n;
         let width = cols.min(n - j);
+        // A whole panel's bias is added in the kernel; a partial one's in `finish_tile`.
+        let whole = width == cols;
+        let bias = match self.bias {
+            Some(bias) if whole => bias[j..j + cols].as_ptr(),
+            _ => std::ptr::null(),
+        };
+        // A whole panel without an activation is stored straight into `out`; otherwise the
+        // tile goes through `sums` (the activation runs on it while it is in L1).
+        let direct = whole && self.activation == Activation::Identity;
         let mut sums: TileSums = [[0.0; PANEL_COLS_MAX]; TILE_ROWS_MAX];
         let mut i = 0;
         while i < rows {
             let tile_rows = kernel.tile_rows.min(rows - i);
             let a_tile = &a[(first_row + i) * k..(first_row + i + tile_rows) * k];
+            let tile_out = match direct {
+                true => TileOut {
+                    ptr: out[i * n + j..].as_mut_ptr(),
+                    stride: n,
+                    bias,
+                },
+                false => TileOut {
+                    ptr: sums.as_mut_ptr().cast(),
+                    stride: PANEL_COLS_MAX,
+                    bias,
+                },
+            };
             // SAFETY: `kernel` was chosen for a supported ISA; the slices have the lengths
-            // the contract asks for (`a_tile` holds `tile_rows` rows, `panel` `k * cols`).
-            unsafe { (kernel.tile)(tile_rows, a_tile, k, panel, &mut sums) };
-            self.finish_tile(kernel.isa, j, tile_rows, width, &mut sums);
-            for r in 0..tile_rows {
-                copy_row(&mut out[(i + r) * n + j..][..width], &sums[r][..width]);
+            // the contract asks for (`a_tile` holds `tile_rows` rows, `panel` `k * cols`);
+            // `out` holds rows `i..i + tile_rows` of `n` values and `j + cols <= n` when
+            // `direct`, `sums` holds `TILE_ROWS_MAX` rows of `PANEL_COLS_MAX >= cols`, and a
+            // bias is passed only for a whole panel (`j + cols <= n`).
+            unsafe { (kernel.tile)(tile_rows, a_tile, k, panel, tile_out) };
+            if !direct {
+                self.finish_tile(kernel.isa, j, (tile_rows, width), whole, &mut sums);
+                for r in 0..tile_rows {
+                    copy_row(&mut out[(i + r) * n + j..][..width], &sums[r][..width]);
+                }
             }
             i += tile_rows;
         }

@@ -60,7 +60,8 @@ pub fn linear_packed(
         });
     }
     let bias = bias.map(|bias| bias.vector(OP, n)).transpose()?;
-    let mut out = crate::tensor::zeroed(m * n);
+    // Every output is written (each panel's columns of every row).
+    let mut out = crate::tensor::overwritten(m * n);
     let op = Linear {
         b,
         bias,
@@ -147,7 +148,8 @@ pub fn layernorm(
         None => None,
     };
     let (gamma, beta) = (gamma.vector(OP, n)?, beta.vector(OP, n)?);
-    let mut out = crate::tensor::zeroed(xs.len());
+    // Every row is written whole.
+    let mut out = crate::tensor::overwritten(xs.len());
     kernels::layernorm(xs, residual, gamma, beta, eps, n, &mut out, compute);
     Tensor::from_vec(out, x.shape())
 }

@@ -1006,3 +1006,33 @@ fn silu_matches_libm_expf_over_a_sweep_of_bit_patterns() {
         assert_eq!(mismatches, 0, "{isa:?}: {mismatches} of {} differ", x.len());
     }
 }
+
+/// A long `a` runs through the panels a block of rows at a time (256 KiB of `a` each: 32 rows
+/// of 2048 here, so 100 rows make three whole blocks and a short one), with whole and partial
+/// panels, a bias and each activation: the reference's bits on every instruction set and
+/// thread count, every output written.
+#[test]
+fn linear_matches_over_blocks_of_rows() {
+    let (m, n, k) = (100, 70, 2048);
+    let (a, b, bias) = (spread(m * k, 6), spread(n * k, 7), spread(n, 8));
+    for activation in [Activation::Identity, Activation::GeluErf, Activation::Silu] {
+        let mut expected = vec![0.0f32; m * n];
+        reference::linear(&a, &b, Some(&bias), activation, m, n, k, &mut expected);
+        let op = Linear {
+            b: &b,
+            bias: Some(&bias),
+            activation,
+            n,
+            k,
+        };
+        for compute in computes() {
+            let mut out = vec![f32::NAN; m * n];
+            kernels::linear(&op, &a, &mut out, compute);
+            check_bits(
+                &format!("linear {activation:?} {compute:?}"),
+                &expected,
+                &out,
+            );
+        }
+    }
+}
