@@ -391,9 +391,9 @@ mod x86 {
         _mm256_storeu_ps
     );
     /// `$name`: [`super::softmax_tail`] compiled with `$feature` (no FMA: the tail has no
-    /// product to fuse). Safety: the CPU supports `$feature`.
+    /// product to fuse), its exponentials by `$exp`. Safety: the CPU supports `$feature`.
     macro_rules! softmax_tail_for {
-        ($name:ident, $feature:literal) => {
+        ($name:ident, $feature:literal, $exp:ty) => {
             #[target_feature(enable = $feature)]
             pub(super) unsafe fn $name(
                 row: &[f32],
@@ -402,12 +402,12 @@ mod x86 {
                 first: usize,
                 out: &mut [f32],
             ) {
-                super::softmax_tail(row, keep, scale, first, out)
+                super::softmax_tail::<$exp>(row, keep, scale, first, out)
             }
         };
     }
-    softmax_tail_for!(softmax_tail_avx512, "avx512f");
-    softmax_tail_for!(softmax_tail_avx2, "avx2");
+    softmax_tail_for!(softmax_tail_avx512, "avx512f", Exp);
+    softmax_tail_for!(softmax_tail_avx2, "avx2", super::LaneExp);
 
     /// `$name`: [`super::causal_unit_body`] compiled with `$feature` (no FMA: its dots and
     /// sums are unfused by specification). Safety: the CPU supports `$feature`.
@@ -1166,8 +1166,6 @@ mod x86 {
         #[inline]
         unsafe fn vectors<const N: usize>(x: [__m512; N]) -> Option<[__m512; N]> {
             use crate::reference::erf_constants::{A, P};
-            use crate::reference::exp_constants::*;
-            use crate::reference::EXP_X_MIN;
             let nan = x
                 .iter()
                 .fold(0, |m, &v| m | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v));
@@ -1200,43 +1198,14 @@ mod x86 {
             });
             let q = horner(t, &A);
             let q = each(&|i| _mm512_mul_ps(q[i], t[i]));
-            // exp(-(a·a)): the argument is at or below zero (not NaN), so only the lower clamp.
+            // exp(-(a·a)): the argument is at or below zero and not NaN.
             let z = each(&|i| {
                 _mm512_castsi512_ps(_mm512_xor_si512(
                     _mm512_castps_si512(_mm512_mul_ps(a[i], a[i])),
                     sign_bit,
                 ))
             });
-            let clamped = each(&|i| _mm512_max_ps(z[i], splat(EXP_X_MIN)));
-            let rounded = each(&|i| {
-                _mm512_add_ps(
-                    _mm512_mul_ps(clamped[i], splat(std::f32::consts::LOG2_E)),
-                    splat(ROUND),
-                )
-            });
-            let n = each(&|i| _mm512_sub_ps(rounded[i], splat(ROUND)));
-            let r = each(&|i| {
-                _mm512_sub_ps(
-                    _mm512_sub_ps(clamped[i], _mm512_mul_ps(n[i], splat(LN2_HI))),
-                    _mm512_mul_ps(n[i], splat(LN2_LO)),
-                )
-            });
-            let p = horner(r, &TAYLOR);
-            let e = each(&|i| {
-                // `n` as an integer, halved toward zero; `2^e` from its biased exponent.
-                let n =
-                    _mm512_sub_epi32(_mm512_castps_si512(rounded[i]), int(ROUND.to_bits() as i32));
-                let low = _mm512_srai_epi32::<1>(_mm512_add_epi32(n, _mm512_srli_epi32::<31>(n)));
-                let scale = |e: __m512i| {
-                    _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(e, int(127))))
-                };
-                let y = _mm512_mul_ps(
-                    _mm512_mul_ps(p[i], scale(low)),
-                    scale(_mm512_sub_epi32(n, low)),
-                );
-                let under = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(z[i], splat(EXP_X_MIN));
-                _mm512_mask_blend_ps(under, y, _mm512_setzero_ps())
-            });
+            let e = exp_vectors::<N, false>(z);
             // `y = 1 - q·e` with the sign of `inner`, then `half · (1 + erf)`.
             Some(each(&|i| {
                 let y = _mm512_sub_ps(splat(1.0), _mm512_mul_ps(q[i], e[i]));
@@ -1272,6 +1241,96 @@ mod x86 {
             let cols = cols.min(row.len());
             // SAFETY: the caller's contract.
             silu_slice_avx512(unsafe { super::assume_init(&mut row[..cols]) });
+        }
+    }
+
+    /// [`reference::exp`] of every lane of `x` (no lane NaN), operation for operation, `N`
+    /// vectors side by side. Without `FULL` every lane is at or below zero, where the upper
+    /// clamp and the `+inf` select change nothing and are left out (as
+    /// [`super::softmax_exp`]). Safety: the CPU supports AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn exp_vectors<const N: usize, const FULL: bool>(x: [__m512; N]) -> [__m512; N] {
+        use crate::reference::exp_constants::*;
+        use crate::reference::{EXP_X_MAX, EXP_X_MIN};
+        let splat = _mm512_set1_ps;
+        let int = _mm512_set1_epi32;
+        let each = |f: &dyn Fn(usize) -> __m512| -> [__m512; N] { std::array::from_fn(f) };
+        let clamped = each(&|i| {
+            let low = _mm512_max_ps(x[i], splat(EXP_X_MIN));
+            match FULL {
+                true => _mm512_min_ps(low, splat(EXP_X_MAX)),
+                false => low,
+            }
+        });
+        let rounded = each(&|i| {
+            _mm512_add_ps(
+                _mm512_mul_ps(clamped[i], splat(std::f32::consts::LOG2_E)),
+                splat(ROUND),
+            )
+        });
+        let n = each(&|i| _mm512_sub_ps(rounded[i], splat(ROUND)));
+        let r = each(&|i| {
+            _mm512_sub_ps(
+                _mm512_sub_ps(clamped[i], _mm512_mul_ps(n[i], splat(LN2_HI))),
+                _mm512_mul_ps(n[i], splat(LN2_LO)),
+            )
+        });
+        let mut p = [splat(TAYLOR[0]); N];
+        for &c in &TAYLOR[1..] {
+            p = each(&|i| _mm512_add_ps(_mm512_mul_ps(p[i], r[i]), splat(c)));
+        }
+        each(&|i| {
+            // `n` as an integer, halved toward zero; `2^e` from its biased exponent.
+            let n = _mm512_sub_epi32(_mm512_castps_si512(rounded[i]), int(ROUND.to_bits() as i32));
+            let low = _mm512_srai_epi32::<1>(_mm512_add_epi32(n, _mm512_srli_epi32::<31>(n)));
+            let scale = |e: __m512i| {
+                _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(e, int(127))))
+            };
+            let y = _mm512_mul_ps(
+                _mm512_mul_ps(p[i], scale(low)),
+                scale(_mm512_sub_epi32(n, low)),
+            );
+            let y = match FULL {
+                true => {
+                    let over = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x[i], splat(EXP_X_MAX));
+                    _mm512_mask_blend_ps(over, y, splat(f32::INFINITY))
+                }
+                false => y,
+            };
+            let under = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x[i], splat(EXP_X_MIN));
+            _mm512_mask_blend_ps(under, y, _mm512_setzero_ps())
+        })
+    }
+
+    /// [`reference::exp`] on the whole f32 range; a NaN lane (whose payload the scalar
+    /// reference decides) takes the scalar path.
+    pub(super) struct Exp;
+
+    impl VectorMap for Exp {
+        const PAD: f32 = 0.0;
+
+        fn scalar(values: &mut [f32]) {
+            super::map_by_lanes(values, crate::reference::exp)
+        }
+
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        unsafe fn vectors<const N: usize>(x: [__m512; N]) -> Option<[__m512; N]> {
+            if x.iter()
+                .any(|&v| _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v) != 0)
+            {
+                return None;
+            }
+            Some(exp_vectors::<N, true>(x))
+        }
+    }
+
+    impl super::ExpInPlace for Exp {
+        /// Safety: the CPU supports AVX-512F.
+        #[inline(always)]
+        unsafe fn exp_in_place(values: &mut [f32]) {
+            unsafe { map_in_place::<Exp>(values) }
         }
     }
 
@@ -2079,7 +2138,24 @@ fn softmax_row(isa: Isa, row: &[f32], keep: Option<&[f32]>, scale: f32, out: &mu
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { x86::softmax_tail_avx2(row, keep, scale, first, out) },
-        _ => softmax_tail(row, keep, scale, first, out),
+        _ => softmax_tail::<LaneExp>(row, keep, scale, first, out),
+    }
+}
+
+/// [`reference::exp`] over values in place, as one instruction set computes it.
+trait ExpInPlace {
+    /// Safety: the CPU supports the instruction set of the implementation.
+    unsafe fn exp_in_place(values: &mut [f32]);
+}
+
+/// [`reference::exp`] lane by lane in [`map_by_lanes`]' loop (vectorised where the caller's
+/// instruction set allows).
+struct LaneExp;
+
+impl ExpInPlace for LaneExp {
+    #[inline(always)]
+    unsafe fn exp_in_place(values: &mut [f32]) {
+        map_by_lanes(values, reference::exp)
     }
 }
 
@@ -2137,14 +2213,21 @@ fn kept_max(row: &[f32], keep: Option<&[f32]>, scale: f32, first: usize) -> f32 
 /// exponential is computed and the masked ones dropped by a select (the same bits as skipping
 /// them), so the loop has no branch and vectorises; inlined into one copy per instruction set.
 #[inline(always)]
-fn softmax_tail(row: &[f32], keep: Option<&[f32]>, scale: f32, first: usize, out: &mut [f32]) {
+fn softmax_tail<E: ExpInPlace>(
+    row: &[f32],
+    keep: Option<&[f32]>,
+    scale: f32,
+    first: usize,
+    out: &mut [f32],
+) {
     let max = kept_max(row, keep, scale, first);
     // The argument of each exponential first (each step one f32 operation, stored as f32:
     // the same bits as computed inline), then the exponentials over whole vectors.
     for (o, &value) in out.iter_mut().zip(row) {
         *o = value * scale - max;
     }
-    map_by_lanes(out, reference::exp);
+    // SAFETY: each copy of this function is compiled for the instruction set `E` runs on.
+    unsafe { E::exp_in_place(out) };
     if let Some(keep) = keep {
         for (o, &k) in out.iter_mut().zip(keep) {
             *o = if k != 0.0 { *o } else { 0.0 };
@@ -2523,7 +2606,7 @@ fn causal_unit_tail(
         *score = dot(unit.query, &unit.k[at..at + d]);
     }
     // Position 0 is always a key of a causal row, so the softmax starts there.
-    softmax_tail(scores, None, unit.scale, 0, p);
+    softmax_tail::<LaneExp>(scores, None, unit.scale, 0, p);
     weighted_values(p, unit.v, unit.kv_width, out);
 }
 
@@ -3204,6 +3287,44 @@ mod tests {
                 "x {x:e} ({:#x})",
                 x.to_bits()
             );
+        }
+    }
+
+    /// The exponentials of the softmax tail (AVX-512: four vectors side by side, every
+    /// operation of `reference::exp`, NaN vectors through the scalar path; elsewhere lane by
+    /// lane) equal `reference::exp` bit for bit on a stride through every f32 bit pattern and
+    /// around the clamps, the zeros and the infinities, with NaNs placed in groups.
+    #[test]
+    fn softmax_exponentials_equal_the_reference_on_a_sweep_of_bit_patterns() {
+        let mut inputs: Vec<f32> = (0..=u32::MAX).step_by(4093).map(f32::from_bits).collect();
+        for edge in [reference::EXP_X_MIN, reference::EXP_X_MAX, -87.0, 88.0, 1e-30] {
+            for edge in [edge, -edge] {
+                let bits = edge.to_bits();
+                inputs.extend((bits - 64..=bits + 64).map(f32::from_bits));
+            }
+        }
+        inputs.extend([0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY]);
+        for group in inputs.chunks_mut(4 * 64).filter(|g| g.len() > 100) {
+            group[100] = f32::NAN;
+        }
+        let expected: Vec<u32> = inputs.iter().map(|&x| reference::exp(x).to_bits()).collect();
+        let check = |what: &str, values: &[f32]| {
+            for (i, (value, expected)) in values.iter().zip(&expected).enumerate() {
+                assert_eq!(value.to_bits(), *expected, "{what}: exp({:e}) at {i}", inputs[i]);
+            }
+        };
+        for len in [inputs.len(), inputs.len() - 17, inputs.len() - 40] {
+            let mut values = inputs[..len].to_vec();
+            // SAFETY: the lane-by-lane loop runs on any CPU.
+            unsafe { LaneExp::exp_in_place(&mut values) };
+            check("lanes", &values);
+            #[cfg(target_arch = "x86_64")]
+            if Isa::Avx512.is_supported() {
+                let mut values = inputs[..len].to_vec();
+                // SAFETY: the CPU has AVX-512F (checked above).
+                unsafe { x86::Exp::exp_in_place(&mut values) };
+                check("AVX-512", &values);
+            }
         }
     }
 
