@@ -3297,7 +3297,13 @@ mod tests {
     #[test]
     fn softmax_exponentials_equal_the_reference_on_a_sweep_of_bit_patterns() {
         let mut inputs: Vec<f32> = (0..=u32::MAX).step_by(4093).map(f32::from_bits).collect();
-        for edge in [reference::EXP_X_MIN, reference::EXP_X_MAX, -87.0, 88.0, 1e-30] {
+        for edge in [
+            reference::EXP_X_MIN,
+            reference::EXP_X_MAX,
+            -87.0,
+            88.0,
+            1e-30,
+        ] {
             for edge in [edge, -edge] {
                 let bits = edge.to_bits();
                 inputs.extend((bits - 64..=bits + 64).map(f32::from_bits));
@@ -3307,10 +3313,18 @@ mod tests {
         for group in inputs.chunks_mut(4 * 64).filter(|g| g.len() > 100) {
             group[100] = f32::NAN;
         }
-        let expected: Vec<u32> = inputs.iter().map(|&x| reference::exp(x).to_bits()).collect();
+        let expected: Vec<u32> = inputs
+            .iter()
+            .map(|&x| reference::exp(x).to_bits())
+            .collect();
         let check = |what: &str, values: &[f32]| {
             for (i, (value, expected)) in values.iter().zip(&expected).enumerate() {
-                assert_eq!(value.to_bits(), *expected, "{what}: exp({:e}) at {i}", inputs[i]);
+                assert_eq!(
+                    value.to_bits(),
+                    *expected,
+                    "{what}: exp({:e}) at {i}",
+                    inputs[i]
+                );
             }
         };
         for len in [inputs.len(), inputs.len() - 17, inputs.len() - 40] {
