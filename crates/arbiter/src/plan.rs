@@ -434,7 +434,9 @@ impl StepPlan {
                     piazza_llm::OpKind::Embed => {
                         vec![Read::Gather(distinct(token_ids(inputs, config.vocab)?))]
                     }
-                    piazza_llm::OpKind::Linear { .. } => vec![Read::Rows(step.columns.clone())],
+                    ref linear if linear.is_linear() => {
+                        vec![Read::Rows(step.columns.clone()); op.weights().count()]
+                    }
                     _ => vec![Read::Whole; op.weights().count()],
                 };
                 let names: Vec<String> = op.weights().map(str::to_string).collect();

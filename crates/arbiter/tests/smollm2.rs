@@ -50,11 +50,20 @@ fn spread(model: &Model, job: &JobSpec, run: &JobRun) -> Vec<u64> {
             steps.push(index as u64);
         }
     }
-    // A column block that does not start at 0 (the LM head's last block) and an attention
+    // Column blocks that do not start at 0 (the LM head's last block, the gated FFN's and the
+    // FFN residual's, which reads the same columns of its residual input) and an attention
     // step of a KV head other than the first in a later pass.
     let op_of = |name: &str| graph.ops.iter().position(|op| op.name == name).unwrap();
-    let logits = op_of(&format!("pass{}.logits", graph.pass_starts.len() - 2));
-    steps.push(graph.steps.iter().rposition(|s| s.op == logits).unwrap() as u64);
+    let pass = graph.pass_starts.len() - 2;
+    for name in ["logits", "blk.29.ffn_gated", "blk.29.ffn_residual"] {
+        let op = op_of(&format!("pass{pass}.{name}"));
+        let last = graph.steps.iter().rposition(|s| s.op == op).unwrap();
+        assert_ne!(
+            graph.steps[last].columns.start, 0,
+            "{name} has one column block"
+        );
+        steps.push(last as u64);
+    }
     let attention = op_of(&format!(
         "pass{}.blk.29.attention",
         graph.pass_starts.len() - 2

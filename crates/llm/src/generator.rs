@@ -995,11 +995,11 @@ impl Generator {
         compute_block_inputs(
             &self.config,
             op,
-            &step.rows,
-            &step.columns,
+            (&step.rows, &step.columns),
             &inputs,
             &weights,
             Compute::new(1),
+            None,
         )
     }
 
@@ -1014,28 +1014,14 @@ impl Generator {
     ) -> Result<Tensor> {
         let [rows, width] = op.output_shape;
         let weights = self.weight_refs(op)?;
-        if let (
-            Some(cache),
-            OpKind::Linear { activation },
-            [Weight::Quant(w)],
-            [Input::Tensor(x)],
-        ) = (quantized_input, &op.kind, weights.as_slice(), inputs)
-        {
-            if w.rows() == width && x.shape() == [rows, w.cols()] {
-                let x = cache
-                    .get(x, rows, w.cols(), compute)
-                    .map_err(|e| step_error(op, e.to_string()))?;
-                return quantized_linear(op, x, w, 0..width, *activation, compute);
-            }
-        }
         compute_block_inputs(
             &self.config,
             op,
-            &(0..rows),
-            &(0..width),
+            (&(0..rows), &(0..width)),
             inputs,
             &weights,
             compute,
+            quantized_input,
         )
     }
 
@@ -1330,7 +1316,15 @@ pub fn compute_block(
         .enumerate()
         .map(|(i, w)| committed_weight(config, op, i, w, &inputs))
         .collect::<Result<Vec<_>>>()?;
-    compute_block_inputs(config, op, rows, columns, &inputs, &weights, compute)
+    compute_block_inputs(
+        config,
+        op,
+        (rows, columns),
+        &inputs,
+        &weights,
+        compute,
+        None,
+    )
 }
 
 /// The error of step work on `op`.
@@ -1421,7 +1415,7 @@ fn committed_weight<'a>(
     inputs: &[Input],
 ) -> Result<Weight<'a>> {
     let cols = match op.kind {
-        OpKind::Linear { .. } if index == 0 => inputs.first().and_then(|x| x.shape().get(1)),
+        ref kind if kind.is_linear() => inputs.first().and_then(|x| x.shape().get(1)),
         OpKind::Embed if index == 0 => Some(&config.hidden),
         _ => None,
     };
@@ -1689,11 +1683,11 @@ fn stack_parts(source: &Source) -> Option<(usize, Parts<'_>)> {
 fn compute_block_inputs(
     config: &LlamaConfig,
     op: &Op,
-    rows: &Range<usize>,
-    columns: &Range<usize>,
+    (rows, columns): (&Range<usize>, &Range<usize>),
     inputs: &[Input],
     weights: &[Weight],
     compute: Compute,
+    quantized_input: Option<&mut QuantizedInput>,
 ) -> Result<Tensor> {
     let [op_rows, width] = op.output_shape;
     let fail = |detail: String| Error::Step {
@@ -1748,7 +1742,57 @@ fn compute_block_inputs(
         _ => None,
     };
     let quant_error = |e: quant::QuantError| fail(e.to_string());
-    let column_split = matches!(op.kind, OpKind::Linear { .. } | OpKind::Attention { .. });
+    // Weight `i` of a linear op holds every row, or exactly the block's columns: the first row
+    // it holds.
+    let first_row = |held: usize| match held {
+        held if held == columns.len() => Ok(columns.start),
+        held if held >= columns.end => Ok(0),
+        held => Err(fail(format!("{held} weight rows lack columns {columns:?}"))),
+    };
+    // `act(x · w[columns]ᵀ)` of weight `i` on the block's rows of activation 0, in the
+    // profile the weight is held in; quantized, `x` is quantized once for all the op's
+    // weights (or taken from the op before it, `quantized_input`).
+    let mut local_input = QuantizedInput::default();
+    let quantized_input = quantized_input.unwrap_or(&mut local_input);
+    let mut linear = |i: usize, activation: Activation| -> Result<Tensor> {
+        match weights.get(i) {
+            Some(Weight::Quant(w)) => {
+                let first_row = first_row(w.rows())?;
+                let held = columns.start - first_row..columns.end - first_row;
+                let k = w.cols();
+                expect(0, [n, k])?;
+                let x = quantized_input
+                    .get(tensor(0)?, n, k, compute)
+                    .map_err(quant_error)?;
+                quantized_linear(op, x, w, held, activation, compute)
+            }
+            Some(Weight::F32(w)) => {
+                let [held, k] = *w.shape() else {
+                    return Err(fail(format!("weight {i} has shape {:?}", w.shape())));
+                };
+                let first_row = first_row(held)?;
+                let x = expect(0, [n, k])?;
+                let w = w
+                    .as_slice()
+                    .ok_or_else(|| fail("weight not contiguous".into()))?;
+                let w = &w[(columns.start - first_row) * k..(columns.end - first_row) * k];
+                let mut out = vec![0.0f32; n * columns.len()];
+                kernels::linear_by_columns(
+                    x,
+                    w,
+                    n,
+                    columns.len(),
+                    k,
+                    activation,
+                    &mut out,
+                    compute,
+                );
+                Tensor::from_vec(out, &[n, columns.len()]).map_err(tensor_error(op))
+            }
+            None => Err(fail("missing weight".into())),
+        }
+    };
+    let column_split = op.kind.is_linear() || matches!(op.kind, OpKind::Attention { .. });
     if !column_split && *columns != (0..width) {
         return Err(fail(
             "only linear and attention ops are split by columns".into(),
@@ -1767,20 +1811,6 @@ fn compute_block_inputs(
             }
             Tensor::from_vec(out, &[n, table.cols()]).map_err(tensor_error(op))?
         }
-        OpKind::Linear { activation } if quantized(0).is_some() => {
-            let w = quantized(0).ok_or_else(|| fail("missing weight".into()))?;
-            // Rows of `w` held: every row, or exactly the block's columns.
-            let first_row = match w.rows() {
-                held if held == columns.len() => columns.start,
-                held if held >= columns.end => 0,
-                held => return Err(fail(format!("{held} weight rows lack columns {columns:?}"))),
-            };
-            let k = w.cols();
-            let x = expect(0, [n, k])?;
-            let x = quant::quantize_activations_on(x, n, k, compute).map_err(quant_error)?;
-            let held = columns.start - first_row..columns.end - first_row;
-            quantized_linear(op, &x, w, held, *activation, compute)?
-        }
         OpKind::Embed => {
             let table = weight(0)?;
             let table_rows = table.shape().first().copied().unwrap_or(0);
@@ -1795,39 +1825,38 @@ fn compute_block_inputs(
             expect(0, [n, in_width])?;
             ops::rmsnorm(tensor(0)?, weight(0)?, *eps, compute).map_err(tensor_error(op))?
         }
-        OpKind::Linear { activation } => {
-            let w = weight(0)?;
-            // Rows of `w` held: every row, or exactly the block's columns.
-            let first_row = match w.shape() {
-                [held, _] if *held == columns.len() => columns.start,
-                [held, _] if *held >= columns.end => 0,
-                _ => {
-                    return Err(fail(format!(
-                        "weight {:?} lacks columns {columns:?}",
-                        w.shape()
-                    )))
-                }
-            };
-            let k = w.shape()[1];
-            let x = expect(0, [n, k])?;
-            let w = w
-                .as_slice()
-                .ok_or_else(|| fail("weight not contiguous".into()))?;
-            let w = &w[(columns.start - first_row) * k..(columns.end - first_row) * k];
-            let mut out = vec![0.0f32; n * columns.len()];
-            kernels::linear_by_columns(x, w, n, columns.len(), k, *activation, &mut out, compute);
-            Tensor::from_vec(out, &[n, columns.len()]).map_err(tensor_error(op))?
-        }
-        OpKind::Rope {
+        OpKind::Linear { activation } => linear(0, *activation)?,
+        OpKind::LinearRope {
             heads,
             base,
             first_position,
         } => {
-            expect(0, [n, width])?;
+            let head_dim = width.checked_div(*heads).unwrap_or(0);
+            if head_dim == 0
+                || width % heads != 0
+                || !columns.start.is_multiple_of(head_dim)
+                || !columns.len().is_multiple_of(head_dim)
+            {
+                return Err(fail(format!(
+                    "columns {columns:?} are not whole heads of {heads} in {width}"
+                )));
+            }
+            let product = linear(0, Activation::Identity)?;
             let positions: Vec<u32> = (0..n)
                 .map(|i| (first_position + rows.start + i) as u32)
                 .collect();
-            ops::rope(tensor(0)?, &positions, *heads, *base).map_err(tensor_error(op))?
+            ops::rope(&product, &positions, columns.len() / head_dim, *base)
+                .map_err(tensor_error(op))?
+        }
+        OpKind::LinearAdd => {
+            let product = linear(0, Activation::Identity)?;
+            expect(1, [n, columns.len()])?;
+            ops::add(tensor(1)?, &product, compute).map_err(tensor_error(op))?
+        }
+        OpKind::GatedLinear => {
+            let gate = linear(0, Activation::Silu)?;
+            let up = linear(1, Activation::Identity)?;
+            ops::mul(&gate, &up, compute).map_err(tensor_error(op))?
         }
         OpKind::Attention {
             heads,
@@ -1863,16 +1892,6 @@ fn compute_block_inputs(
             let mut out = vec![0.0f32; n * q_width];
             kernels::causal_attention(q, k, v, shape, &mut out, compute);
             Tensor::from_vec(out, &[n, q_width]).map_err(tensor_error(op))?
-        }
-        OpKind::Add | OpKind::Mul => {
-            expect(0, [n, width])?;
-            expect(1, [n, width])?;
-            let f = if op.kind == OpKind::Add {
-                ops::add
-            } else {
-                ops::mul
-            };
-            f(tensor(0)?, tensor(1)?, compute).map_err(tensor_error(op))?
         }
         OpKind::Sample { index, params } => {
             let logits = expect(0, [1, config.vocab])?;
@@ -1947,6 +1966,7 @@ pub fn chat_prompt_ids(generator: &Generator, messages: &[Message]) -> Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+    use piazza_tensor::reference;
 
     fn matrix(values: &[f32], width: usize) -> Tensor {
         Tensor::from_vec(values.to_vec(), &[values.len() / width, width]).unwrap()
@@ -1974,6 +1994,135 @@ mod tests {
         // The same storage read as another shape is quantized again.
         assert!(kept.get(&c, 4, 32, Compute::new(1)).is_ok());
         assert_eq!(kept.quantized, 4);
+    }
+
+    /// LinearRope, LinearAdd and GatedLinear give the bits of a Linear op followed by the
+    /// reference `rope`, `add` or `mul` (docs/llm.md §4), on a block of rows and of columns
+    /// that starts inside the op, in both profiles.
+    #[test]
+    fn linear_compositions_equal_their_separate_ops() {
+        let config = LlamaConfig {
+            layers: 1,
+            hidden: 64,
+            ffn: 96,
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 16,
+            vocab: 32,
+            context: 256,
+            rope_base: 10_000.0,
+            rms_eps: 1e-5,
+        };
+        let (n, k, width) = (5, 64, 96);
+        let value =
+            |i: usize, salt: usize| ((i * 7919 + salt * 104_729) % 2003) as f32 / 1001.0 - 1.0;
+        let x = matrix(&(0..n * k).map(|i| value(i, 1)).collect::<Vec<_>>(), k);
+        let residual: Vec<f32> = (0..n * 32).map(|i| value(i, 2) * 3.0).collect();
+        let residual = matrix(&residual, 32);
+        let f32_weight = |salt| {
+            matrix(
+                &(0..width * k)
+                    .map(|i| value(i, salt) * 0.2)
+                    .collect::<Vec<_>>(),
+                k,
+            )
+        };
+        let (w, u) = (f32_weight(3), f32_weight(4));
+        // Q4_1 in its committed f32 block encoding: per block `d`, `m`, 32 values in 0..=15.
+        let quantized = |salt: usize| {
+            let encoded: Vec<f32> = (0..width * 2)
+                .flat_map(|b| {
+                    let (d, m) = (
+                        value(b, salt).abs() * 0.02 + 0.001,
+                        value(b, salt + 1) * 0.1,
+                    );
+                    [d, m]
+                        .into_iter()
+                        .chain((0..32).map(move |e| ((b * 7 + e * salt) % 16) as f32))
+                })
+                .collect();
+            matrix(&encoded, 68)
+        };
+        let op = |kind: OpKind, activations: usize, weights: usize| Op {
+            name: "op".into(),
+            kind,
+            inputs: (0..activations)
+                .map(Source::Op)
+                .chain((0..weights).map(|i| Source::Weight(format!("w{i}"))))
+                .collect(),
+            output_shape: [8, width],
+        };
+        let (rows, columns) = (3..8, 32..64);
+        let block = |op: &Op, inputs: &[Tensor], weights: &[&Tensor]| {
+            compute_block(
+                &config,
+                op,
+                &rows,
+                &columns,
+                inputs,
+                weights,
+                Compute::new(1),
+            )
+            .unwrap()
+            .to_vec()
+        };
+        let linear = |w: &Tensor, activation| {
+            let op = op(OpKind::Linear { activation }, 1, 1);
+            block(&op, std::slice::from_ref(&x), &[w])
+        };
+        for profile_weights in [[w.clone(), u.clone()], [quantized(5), quantized(6)]] {
+            let [w, u] = &profile_weights;
+            let product = linear(w, Activation::Identity);
+            let mut expected = vec![0.0f32; product.len()];
+
+            let positions: Vec<u32> = (0..n).map(|i| (100 + rows.start + i) as u32).collect();
+            reference::rope(&product, &positions, 2, 16, config.rope_base, &mut expected);
+            let roped = OpKind::LinearRope {
+                heads: 6,
+                base: config.rope_base,
+                first_position: 100,
+            };
+            assert_eq!(
+                block(&op(roped, 1, 1), std::slice::from_ref(&x), &[w]),
+                expected
+            );
+
+            reference::add(residual.as_slice().unwrap(), &product, &mut expected);
+            let inputs = [x.clone(), residual.clone()];
+            assert_eq!(block(&op(OpKind::LinearAdd, 2, 1), &inputs, &[w]), expected);
+
+            reference::mul(
+                &linear(w, Activation::Silu),
+                &linear(u, Activation::Identity),
+                &mut expected,
+            );
+            let gated = block(
+                &op(OpKind::GatedLinear, 1, 2),
+                std::slice::from_ref(&x),
+                &[w, u],
+            );
+            assert_eq!(gated, expected);
+        }
+        // RoPE needs whole heads (16 columns here).
+        let roped = op(
+            OpKind::LinearRope {
+                heads: 6,
+                base: config.rope_base,
+                first_position: 0,
+            },
+            1,
+            1,
+        );
+        let split = compute_block(
+            &config,
+            &roped,
+            &rows,
+            &(8..40),
+            &[x],
+            &[&w],
+            Compute::new(1),
+        );
+        assert!(split.is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //!
 //! Every op's output is a matrix `[rows, width]`. Inputs are job inputs (the prompt ids),
 //! weights (by GGUF name) or earlier outputs, possibly several stacked by rows (the KV cache
-//! of a layer is the stack of that layer's `k_rope` / `v` outputs of every pass so far, a
+//! of a layer is the stack of that layer's `attn_k` / `attn_v` outputs of every pass so far, a
 //! [`Source::Series`] as every pass has the same ops; the token history is the prompt and
 //! every sampled token).
 
@@ -33,12 +33,19 @@ pub enum OpKind {
     RmsNorm { eps: f32, input_row_offset: usize },
     /// `act(x · wᵀ)`. Activations: x. Weights: w `[n, k]`.
     Linear { activation: Activation },
-    /// Rotate-half RoPE at position `first_position + row`. Activations: x.
-    Rope {
+    /// `rope(x · wᵀ)`: the linear output (rounded), rotated (rotate-half RoPE) at position
+    /// `first_position + row` in heads of `width / heads` columns. Activations: x. Weights: w.
+    LinearRope {
         heads: usize,
         base: f32,
         first_position: usize,
     },
+    /// `r + x · wᵀ`: the linear output (rounded), then the sum. A linear op with its residual
+    /// connection. Activations: x, r. Weights: w `[n, k]`.
+    LinearAdd,
+    /// `silu(x · gᵀ) ⊙ (x · uᵀ)` (SwiGLU): each factor rounded, then the product.
+    /// Activations: x. Weights: g, u `[n, k]`.
+    GatedLinear,
     /// Causal grouped-query attention; query row `i` is at `first_position + i`.
     /// Activations: q `[rows, heads·d]`, keys and values `[first_position + rows, kv_heads·d]`.
     Attention {
@@ -46,13 +53,23 @@ pub enum OpKind {
         kv_heads: usize,
         first_position: usize,
     },
-    /// Elementwise sum. Activations: x, y.
-    Add,
-    /// Elementwise product. Activations: x, y.
-    Mul,
     /// Choose token number `index` of the generation. Activations: logits `[1, vocab]`, token
     /// history `[history, 1]` (prompt, then every earlier sample). Output `[1, 1]`: the id.
     Sample { index: u64, params: SamplingParams },
+}
+
+impl OpKind {
+    /// A matrix product over weights `[n, k]` read by rows: a step of output columns `c`
+    /// reads rows `c` of each weight (and is cut by columns, [`Graph`]'s steps).
+    pub fn is_linear(&self) -> bool {
+        matches!(
+            self,
+            OpKind::Linear { .. }
+                | OpKind::LinearRope { .. }
+                | OpKind::LinearAdd
+                | OpKind::GatedLinear
+        )
+    }
 }
 
 /// One operator; its name is `pass{p}.{name}`, e.g. `pass0.blk.3.attn_q`.
@@ -97,6 +114,8 @@ impl OpReads for OpKind {
                     Some(g0 * head_dim..g1 * head_dim)
                 }
             }
+            // The residual's columns are the block's own.
+            OpKind::LinearAdd if input == 1 => Some(columns.clone()),
             _ => None,
         }
     }
@@ -114,7 +133,7 @@ pub struct Graph {
 /// Op indices a pass leaves for later passes.
 #[derive(Clone, Debug, Default)]
 pub struct Cache {
-    /// Per layer: the `k_rope` and `v` ops of every pass, in order.
+    /// Per layer: the `attn_k` (roped) and `attn_v` ops of every pass, in order.
     pub keys: Vec<OpStack>,
     pub values: Vec<OpStack>,
     /// The sample op of every pass.
@@ -174,19 +193,27 @@ impl Graph {
     ) -> usize {
         let index = self.ops.len();
         let [rows, width] = shape;
-        let column_block = match (
-            &kind,
-            inputs.iter().find_map(|s| match s {
-                Source::Weight(_) => Some(()),
-                _ => None,
-            }),
-        ) {
-            (OpKind::Linear { .. }, Some(())) => self.linear_k(&inputs).map_or(width, |k| {
-                (WEIGHT_BLOCK_FLOATS / k.max(1)).clamp(1, width.max(1))
-            }),
+        let matrices = inputs
+            .iter()
+            .filter(|s| matches!(s, Source::Weight(_)))
+            .count();
+        let column_block = match &kind {
+            linear if linear.is_linear() && matrices > 0 => {
+                self.linear_k(&inputs).map_or(width, |k| {
+                    let columns = WEIGHT_BLOCK_FLOATS / (k * matrices).max(1);
+                    match linear {
+                        // Whole heads: RoPE pairs columns within a head.
+                        OpKind::LinearRope { heads, .. } => {
+                            let head = (width / heads.max(&1)).max(1);
+                            (columns / head * head).clamp(head, width.max(head))
+                        }
+                        _ => columns.clamp(1, width.max(1)),
+                    }
+                })
+            }
             // One step per KV head: its query heads, its keys and values (≤ 2 MiB of cache
             // per step at the sequence limit).
-            (OpKind::Attention { kv_heads, .. }, _) => (width / kv_heads.max(&1)).max(1),
+            OpKind::Attention { kv_heads, .. } => (width / kv_heads.max(&1)).max(1),
             _ => width.max(1),
         };
         let row_block = match kind {
@@ -283,15 +310,20 @@ impl Graph {
                 vec![Source::Op(x), w("attn_norm")],
                 [rows, h],
             );
+            let rope = |heads| OpKind::LinearRope {
+                heads,
+                base: config.rope_base,
+                first_position,
+            };
             let q = self.push(
                 n("attn_q"),
-                linear.clone(),
+                rope(config.heads),
                 vec![Source::Op(normed), w("attn_q")],
                 [rows, h],
             );
             let k = self.push(
                 n("attn_k"),
-                linear.clone(),
+                rope(config.kv_heads),
                 vec![Source::Op(normed), w("attn_k")],
                 [rows, kv],
             );
@@ -301,24 +333,7 @@ impl Graph {
                 vec![Source::Op(normed), w("attn_v")],
                 [rows, kv],
             );
-            let rope = |heads| OpKind::Rope {
-                heads,
-                base: config.rope_base,
-                first_position,
-            };
-            let q_rope = self.push(
-                n("q_rope"),
-                rope(config.heads),
-                vec![Source::Op(q)],
-                [rows, h],
-            );
-            let k_rope = self.push(
-                n("k_rope"),
-                rope(config.kv_heads),
-                vec![Source::Op(k)],
-                [rows, kv],
-            );
-            cache.keys[layer].push(k_rope);
+            cache.keys[layer].push(k);
             cache.values[layer].push(v);
             let attention = self.push(
                 n("attention"),
@@ -328,22 +343,16 @@ impl Graph {
                     first_position,
                 },
                 vec![
-                    Source::Op(q_rope),
+                    Source::Op(q),
                     cache.keys[layer].source(),
                     cache.values[layer].source(),
                 ],
                 [rows, h],
             );
-            let attn_out = self.push(
-                n("attn_output"),
-                linear.clone(),
-                vec![Source::Op(attention), w("attn_output")],
-                [rows, h],
-            );
             let residual = self.push(
                 n("attn_residual"),
-                OpKind::Add,
-                vec![Source::Op(x), Source::Op(attn_out)],
+                OpKind::LinearAdd,
+                vec![Source::Op(attention), Source::Op(x), w("attn_output")],
                 [rows, h],
             );
             let normed = self.push(
@@ -352,36 +361,16 @@ impl Graph {
                 vec![Source::Op(residual), w("ffn_norm")],
                 [rows, h],
             );
-            let gate = self.push(
-                n("ffn_gate"),
-                OpKind::Linear {
-                    activation: Activation::Silu,
-                },
-                vec![Source::Op(normed), w("ffn_gate")],
-                [rows, f],
-            );
-            let up = self.push(
-                n("ffn_up"),
-                linear.clone(),
-                vec![Source::Op(normed), w("ffn_up")],
-                [rows, f],
-            );
             let gated = self.push(
                 n("ffn_gated"),
-                OpKind::Mul,
-                vec![Source::Op(gate), Source::Op(up)],
+                OpKind::GatedLinear,
+                vec![Source::Op(normed), w("ffn_gate"), w("ffn_up")],
                 [rows, f],
-            );
-            let down = self.push(
-                n("ffn_down"),
-                linear.clone(),
-                vec![Source::Op(gated), w("ffn_down")],
-                [rows, h],
             );
             x = self.push(
                 n("ffn_residual"),
-                OpKind::Add,
-                vec![Source::Op(residual), Source::Op(down)],
+                OpKind::LinearAdd,
+                vec![Source::Op(gated), Source::Op(residual), w("ffn_down")],
                 [rows, h],
             );
         }
@@ -612,7 +601,7 @@ impl GenerationLayout {
                 kv_heads: *kv_heads,
                 first_position: position,
             },
-            OpKind::Rope { heads, base, .. } => OpKind::Rope {
+            OpKind::LinearRope { heads, base, .. } => OpKind::LinearRope {
                 heads: *heads,
                 base: *base,
                 first_position: position,

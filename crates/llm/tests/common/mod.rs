@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use piazza_llm::{Compute, Generation, Generator, OpKind, Recording, Tensor};
+use piazza_llm::{Compute, Generation, Generator, Recording, Tensor};
 
 /// The SmolLM2 generator; fails with instructions when the file is missing.
 pub fn generator() -> &'static Generator {
@@ -38,7 +38,7 @@ pub fn step_from_committed_weights(
         .map(|name| {
             let tensor = weights.tensor(name).unwrap();
             match op.kind {
-                OpKind::Linear { .. } => tensor
+                ref linear if linear.is_linear() => tensor
                     .rows(step.columns.start, step.columns.len())
                     .unwrap()
                     .contiguous(),
