@@ -434,9 +434,12 @@ impl StepPlan {
                     piazza_llm::OpKind::Embed => {
                         vec![Read::Gather(distinct(token_ids(inputs, config.vocab)?))]
                     }
-                    ref linear if linear.is_linear() => {
-                        vec![Read::Rows(step.columns.clone()); op.weights().count()]
-                    }
+                    ref linear if linear.is_linear() => (0..op.weights().count())
+                        .map(|i| match linear.reads_weight_rows(i) {
+                            true => Read::Rows(step.columns.clone()),
+                            false => Read::Whole,
+                        })
+                        .collect(),
                     _ => vec![Read::Whole; op.weights().count()],
                 };
                 let names: Vec<String> = op.weights().map(str::to_string).collect();

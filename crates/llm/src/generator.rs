@@ -1351,49 +1351,76 @@ fn quantized_linear(
 }
 
 /// The quantized activations of the last quantized matmul's input in a pass, for the next op
-/// that reads the same tensor: q, k and v read one normalised input, gate and up another, and
-/// would each quantize it again. Quantizing is a function of the values, so the bits are the
-/// same; the tensor is held, so its storage is neither freed nor reused while it is the key.
+/// that reads the same tensor normalised the same way: q, k and v read one input (normalised
+/// with `attn_norm`), and would each normalise and quantize it again. Normalising and
+/// quantizing are functions of the values, so the bits are the same.
 #[derive(Default)]
 struct QuantizedInput {
-    cached: Option<(Tensor, quant::QuantActivations)>,
+    cached: Option<(InputKey, quant::QuantActivations)>,
     /// Inputs quantized so far (the others were kept ones).
     quantized: usize,
 }
 
+/// What a matmul's activations are made from: an activation tensor, RMS-normalised first
+/// with a gamma and epsilon when the op says so. Both tensors are held, so their storage is
+/// neither freed nor reused while they are the key.
+#[derive(Clone)]
+struct InputKey {
+    input: Tensor,
+    norm: Option<(Tensor, f32)>,
+}
+
+impl InputKey {
+    fn same(&self, other: &InputKey) -> bool {
+        let storage = |t: &Tensor| t.as_slice().map(|v| (v.as_ptr(), v.len()));
+        let input = storage(&self.input);
+        input.is_some_and(|(_, len)| len > 0)
+            && input == storage(&other.input)
+            && match (&self.norm, &other.norm) {
+                (None, None) => true,
+                (Some((gamma, eps)), Some((other, other_eps))) => {
+                    storage(gamma) == storage(other) && eps.to_bits() == other_eps.to_bits()
+                }
+                _ => false,
+            }
+    }
+}
+
 impl QuantizedInput {
-    /// `input` (`[n, k]`) quantized: the kept activations when `input` is the storage they
-    /// were quantized from, else quantized now (and kept).
-    fn get(
+    /// `key`'s activations as `[n, k]`, quantized: the kept ones when they are `key`'s, else
+    /// `values()` (made from `key`) quantized now and kept, into the storage of the ones kept
+    /// so far.
+    fn get<E>(
         &mut self,
-        input: &Tensor,
-        n: usize,
-        k: usize,
+        key: InputKey,
+        (n, k): (usize, usize),
         compute: Compute,
-    ) -> std::result::Result<&quant::QuantActivations, quant::QuantError> {
-        let values = input.as_slice().unwrap_or_default();
-        let same = |kept: &Tensor| {
-            kept.as_slice()
-                .is_some_and(|v| std::ptr::eq(v, values) && !values.is_empty())
+        values: impl FnOnce() -> std::result::Result<Tensor, E>,
+        quant_error: impl Fn(quant::QuantError) -> E,
+    ) -> std::result::Result<&quant::QuantActivations, E> {
+        let shape_error = |detail: &str| {
+            quant_error(quant::QuantError::Shape {
+                what: "quantized input",
+                detail: detail.into(),
+            })
         };
-        let hit =
-            matches!(&self.cached, Some((kept, x)) if same(kept) && x.rows() == n && x.cols() == k);
+        let hit = matches!(&self.cached,
+            Some((kept, x)) if kept.same(&key) && x.rows() == n && x.cols() == k);
         if !hit {
-            // Quantized into the storage of the activations kept so far, when there are.
+            let x = values()?;
+            let values = x.as_slice().ok_or_else(|| shape_error("not contiguous"))?;
             let x = match self.cached.take() {
                 Some((_, mut x)) => x.requantize(values, n, k, compute).map(|()| x),
                 None => quant::quantize_activations_on(values, n, k, compute),
-            }?;
-            self.cached = Some((input.clone(), x));
+            }
+            .map_err(&quant_error)?;
+            self.cached = Some((key, x));
             self.quantized += 1;
         }
         self.cached
             .as_ref()
             .map(|(_, x)| x)
-            .ok_or_else(|| quant::QuantError::Shape {
-                what: "quantized input",
-                detail: "none kept".into(),
-            })
+            .ok_or_else(|| shape_error("none kept"))
     }
 }
 
@@ -1415,7 +1442,7 @@ fn committed_weight<'a>(
     inputs: &[Input],
 ) -> Result<Weight<'a>> {
     let cols = match op.kind {
-        ref kind if kind.is_linear() => inputs.first().and_then(|x| x.shape().get(1)),
+        ref kind if kind.reads_weight_rows(index) => inputs.first().and_then(|x| x.shape().get(1)),
         OpKind::Embed if index == 0 => Some(&config.hidden),
         _ => None,
     };
@@ -1749,21 +1776,45 @@ fn compute_block_inputs(
         held if held >= columns.end => Ok(0),
         held => Err(fail(format!("{held} weight rows lack columns {columns:?}"))),
     };
-    // `act(x · w[columns]ᵀ)` of weight `i` on the block's rows of activation 0, in the
-    // profile the weight is held in; quantized, `x` is quantized once for all the op's
-    // weights (or taken from the op before it, `quantized_input`).
+    // A linear op's matrices follow its norm's gamma, when it has one.
+    let norm = op.kind.norm();
+    let first_matrix = usize::from(norm.is_some());
     let mut local_input = QuantizedInput::default();
     let quantized_input = quantized_input.unwrap_or(&mut local_input);
+    // Activation 0 as the matmuls read it (normalised first when the op says so), made at most
+    // once per op.
+    let mut matmul_input: Option<Tensor> = None;
+    let mut matmul_values = |k: usize| -> Result<Tensor> {
+        expect(0, [n, k])?;
+        if let Some(x) = &matmul_input {
+            return Ok(x.clone());
+        }
+        let x = match norm {
+            Some(eps) => {
+                ops::rmsnorm(tensor(0)?, weight(0)?, eps, compute).map_err(tensor_error(op))?
+            }
+            None => tensor(0)?.clone(),
+        };
+        Ok(matmul_input.insert(x).clone())
+    };
+    // `act(x · w[columns]ᵀ)` of matrix `i` on the block's rows of activation 0, in the profile
+    // the matrix is held in; quantized, `x` is quantized once for all the op's matrices (or
+    // kept from the op before it, `quantized_input`).
     let mut linear = |i: usize, activation: Activation| -> Result<Tensor> {
-        match weights.get(i) {
+        match weights.get(first_matrix + i) {
             Some(Weight::Quant(w)) => {
                 let first_row = first_row(w.rows())?;
                 let held = columns.start - first_row..columns.end - first_row;
                 let k = w.cols();
-                expect(0, [n, k])?;
-                let x = quantized_input
-                    .get(tensor(0)?, n, k, compute)
-                    .map_err(quant_error)?;
+                let key = InputKey {
+                    input: tensor(0)?.clone(),
+                    norm: match norm {
+                        Some(eps) => Some((weight(0)?.clone(), eps)),
+                        None => None,
+                    },
+                };
+                let values = || matmul_values(k);
+                let x = quantized_input.get(key, (n, k), compute, values, quant_error)?;
                 quantized_linear(op, x, w, held, activation, compute)
             }
             Some(Weight::F32(w)) => {
@@ -1771,7 +1822,10 @@ fn compute_block_inputs(
                     return Err(fail(format!("weight {i} has shape {:?}", w.shape())));
                 };
                 let first_row = first_row(held)?;
-                let x = expect(0, [n, k])?;
+                let x = matmul_values(k)?;
+                let x = x
+                    .as_slice()
+                    .ok_or_else(|| fail("input 0 is not contiguous".into()))?;
                 let w = w
                     .as_slice()
                     .ok_or_else(|| fail("weight not contiguous".into()))?;
@@ -1825,11 +1879,12 @@ fn compute_block_inputs(
             expect(0, [n, in_width])?;
             ops::rmsnorm(tensor(0)?, weight(0)?, *eps, compute).map_err(tensor_error(op))?
         }
-        OpKind::Linear { activation } => linear(0, *activation)?,
+        OpKind::Linear { activation, .. } => linear(0, *activation)?,
         OpKind::LinearRope {
             heads,
             base,
             first_position,
+            ..
         } => {
             let head_dim = width.checked_div(*heads).unwrap_or(0);
             if head_dim == 0
@@ -1853,7 +1908,7 @@ fn compute_block_inputs(
             expect(1, [n, columns.len()])?;
             ops::add(tensor(1)?, &product, compute).map_err(tensor_error(op))?
         }
-        OpKind::GatedLinear => {
+        OpKind::GatedLinear { .. } => {
             let gate = linear(0, Activation::Silu)?;
             let up = linear(1, Activation::Identity)?;
             ops::mul(&gate, &up, compute).map_err(tensor_error(op))?
@@ -1977,28 +2032,60 @@ mod tests {
         let values: Vec<f32> = (0..128).map(|i| (i as f32 - 60.0) * 0.37).collect();
         let a = matrix(&values, 64);
         let mut kept = QuantizedInput::default();
+        // `input`, normalised by `norm`, as `[n, k]`.
+        let mut get =
+            |input: &Tensor, norm: Option<(&Tensor, f32)>, n: usize, k: usize| {
+                let key = InputKey {
+                    input: input.clone(),
+                    norm: norm.map(|(gamma, eps)| (gamma.clone(), eps)),
+                };
+                let values =
+                    || match norm {
+                        Some((gamma, eps)) => ops::rmsnorm(input, gamma, eps, Compute::new(1))
+                            .map_err(|e| quant::QuantError::Shape {
+                                what: "norm",
+                                detail: e.to_string(),
+                            }),
+                        None => Ok(input.clone()),
+                    };
+                let x = kept.get(key, (n, k), Compute::new(1), values, |e| e);
+                (x.cloned(), kept.quantized)
+            };
         let expected = quant::quantize_activations(&values, 2, 64).unwrap();
         // q, k and v read one tensor (clones share its storage): quantized once.
         for input in [&a, &a.clone(), &a] {
-            assert_eq!(kept.get(input, 2, 64, Compute::new(1)).unwrap(), &expected);
+            assert_eq!(get(input, None, 2, 64), (Ok(expected.clone()), 1));
         }
-        assert_eq!(kept.quantized, 1);
         // Equal values in other storage, and other values: quantized again.
         let b = matrix(&values, 64);
-        assert_eq!(kept.get(&b, 2, 64, Compute::new(1)).unwrap(), &expected);
+        assert_eq!(get(&b, None, 2, 64), (Ok(expected.clone()), 2));
         let other: Vec<f32> = values.iter().map(|v| v * 2.0 + 1.0).collect();
         let c = matrix(&other, 64);
         let expected_c = quant::quantize_activations(&other, 2, 64).unwrap();
-        assert_eq!(kept.get(&c, 2, 64, Compute::new(1)).unwrap(), &expected_c);
-        assert_eq!(kept.quantized, 3);
+        assert_eq!(get(&c, None, 2, 64), (Ok(expected_c), 3));
         // The same storage read as another shape is quantized again.
-        assert!(kept.get(&c, 4, 32, Compute::new(1)).is_ok());
-        assert_eq!(kept.quantized, 4);
+        assert!(get(&c, None, 4, 32).0.is_ok());
+        assert_eq!(get(&c, None, 4, 32).1, 4);
+        // Normalised: by one gamma and epsilon once, again by another gamma or epsilon.
+        let gamma = || Tensor::from_vec(vec![0.5; 64], &[64]).unwrap();
+        let (gamma, other_gamma) = (gamma(), gamma());
+        let normed = ops::rmsnorm(&a, &gamma, 1e-5, Compute::new(1)).unwrap();
+        let expected_n = quant::quantize_activations(&normed.to_vec(), 2, 64).unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                get(&a, Some((&gamma, 1e-5)), 2, 64),
+                (Ok(expected_n.clone()), 5)
+            );
+        }
+        assert_eq!(get(&a, Some((&other_gamma, 1e-5)), 2, 64).1, 6);
+        assert_eq!(get(&a, Some((&other_gamma, 1e-6)), 2, 64).1, 7);
+        assert_eq!(get(&a, None, 2, 64), (Ok(expected), 8));
     }
 
     /// LinearRope, LinearAdd and GatedLinear give the bits of a Linear op followed by the
-    /// reference `rope`, `add` or `mul` (docs/llm.md §4), on a block of rows and of columns
-    /// that starts inside the op, in both profiles.
+    /// reference `rope`, `add` or `mul`, and a linear op with a norm those of the RmsNorm op
+    /// before it (docs/llm.md §4), on a block of rows and of columns that starts inside the op,
+    /// in both profiles.
     #[test]
     fn linear_compositions_equal_their_separate_ops() {
         let config = LlamaConfig {
@@ -2066,14 +2153,65 @@ mod tests {
             .unwrap()
             .to_vec()
         };
-        let linear = |w: &Tensor, activation| {
-            let op = op(OpKind::Linear { activation }, 1, 1);
-            block(&op, std::slice::from_ref(&x), &[w])
+        let gamma: Vec<f32> = (0..k).map(|i| 0.5 + value(i, 9).abs()).collect();
+        let gamma = Tensor::from_vec(gamma, &[k]).unwrap();
+        let eps = config.rms_eps;
+        // The RmsNorm op's output on the block's rows.
+        let rms = Op {
+            name: "norm".into(),
+            kind: OpKind::RmsNorm {
+                eps,
+                input_row_offset: 0,
+            },
+            inputs: vec![Source::Op(0), Source::Weight("gamma".into())],
+            output_shape: [8, k],
         };
-        for profile_weights in [[w.clone(), u.clone()], [quantized(5), quantized(6)]] {
-            let [w, u] = &profile_weights;
+        let normed = compute_block(
+            &config,
+            &rms,
+            &rows,
+            &(0..k),
+            std::slice::from_ref(&x),
+            &[&gamma],
+            Compute::new(1),
+        )
+        .unwrap();
+        for (weights, norm) in [
+            ([w.clone(), u.clone()], None),
+            ([w.clone(), u.clone()], Some(eps)),
+            ([quantized(5), quantized(6)], None),
+            ([quantized(5), quantized(6)], Some(eps)),
+        ] {
+            let [w, u] = &weights;
+            // The separate ops: a Linear op on the RmsNorm op's output, or on x.
+            let input = if norm.is_some() { &normed } else { &x };
+            let linear = |w: &Tensor, activation| {
+                let linear = OpKind::Linear {
+                    activation,
+                    norm: None,
+                };
+                block(&op(linear, 1, 1), std::slice::from_ref(input), &[w])
+            };
+            // The composed op reads x, and gamma before its matrices when it normalises.
+            let fused = |kind: OpKind, activations: &[Tensor], matrices: &[&Tensor]| {
+                let weights: Vec<&Tensor> = norm
+                    .map(|_| &gamma)
+                    .into_iter()
+                    .chain(matrices.iter().copied())
+                    .collect();
+                block(
+                    &op(kind, activations.len(), weights.len()),
+                    activations,
+                    &weights,
+                )
+            };
             let product = linear(w, Activation::Identity);
             let mut expected = vec![0.0f32; product.len()];
+            let linear_op = OpKind::Linear {
+                activation: Activation::Identity,
+                norm,
+            };
+            assert_eq!(fused(linear_op, std::slice::from_ref(&x), &[w]), product);
 
             let positions: Vec<u32> = (0..n).map(|i| (100 + rows.start + i) as u32).collect();
             reference::rope(&product, &positions, 2, 16, config.rope_base, &mut expected);
@@ -2081,27 +2219,23 @@ mod tests {
                 heads: 6,
                 base: config.rope_base,
                 first_position: 100,
+                norm,
             };
-            assert_eq!(
-                block(&op(roped, 1, 1), std::slice::from_ref(&x), &[w]),
-                expected
-            );
-
-            reference::add(residual.as_slice().unwrap(), &product, &mut expected);
-            let inputs = [x.clone(), residual.clone()];
-            assert_eq!(block(&op(OpKind::LinearAdd, 2, 1), &inputs, &[w]), expected);
+            assert_eq!(fused(roped, std::slice::from_ref(&x), &[w]), expected);
 
             reference::mul(
                 &linear(w, Activation::Silu),
                 &linear(u, Activation::Identity),
                 &mut expected,
             );
-            let gated = block(
-                &op(OpKind::GatedLinear, 1, 2),
-                std::slice::from_ref(&x),
-                &[w, u],
-            );
-            assert_eq!(gated, expected);
+            let gated = OpKind::GatedLinear { norm };
+            assert_eq!(fused(gated, std::slice::from_ref(&x), &[w, u]), expected);
+
+            if norm.is_none() {
+                reference::add(residual.as_slice().unwrap(), &product, &mut expected);
+                let inputs = [x.clone(), residual.clone()];
+                assert_eq!(fused(OpKind::LinearAdd, &inputs, &[w]), expected);
+            }
         }
         // RoPE needs whole heads (16 columns here).
         let roped = op(
@@ -2109,6 +2243,7 @@ mod tests {
                 heads: 6,
                 base: config.rope_base,
                 first_position: 0,
+                norm: None,
             },
             1,
             1,

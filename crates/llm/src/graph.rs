@@ -31,21 +31,28 @@ pub enum OpKind {
     Embed,
     /// `rmsnorm(x[row + input_row_offset])`. Activations: x. Weights: gamma.
     RmsNorm { eps: f32, input_row_offset: usize },
-    /// `act(x · wᵀ)`. Activations: x. Weights: w `[n, k]`.
-    Linear { activation: Activation },
+    /// `act(x · wᵀ)`. Activations: x. Weights: w `[n, k]`. With `norm: Some(eps)`, `x` is
+    /// first `rmsnorm(x)` with gamma, weight 0, before the matrices (the RmsNorm op's bits):
+    /// the normalised rows are not committed on their own. So for every linear op here.
+    Linear {
+        activation: Activation,
+        norm: Option<f32>,
+    },
     /// `rope(x · wᵀ)`: the linear output (rounded), rotated (rotate-half RoPE) at position
-    /// `first_position + row` in heads of `width / heads` columns. Activations: x. Weights: w.
+    /// `first_position + row` in heads of `width / heads` columns. Activations: x. Weights:
+    /// (gamma,) w.
     LinearRope {
         heads: usize,
         base: f32,
         first_position: usize,
+        norm: Option<f32>,
     },
     /// `r + x · wᵀ`: the linear output (rounded), then the sum. A linear op with its residual
     /// connection. Activations: x, r. Weights: w `[n, k]`.
     LinearAdd,
     /// `silu(x · gᵀ) ⊙ (x · uᵀ)` (SwiGLU): each factor rounded, then the product.
-    /// Activations: x. Weights: g, u `[n, k]`.
-    GatedLinear,
+    /// Activations: x. Weights: (gamma,) g, u `[n, k]`.
+    GatedLinear { norm: Option<f32> },
     /// Causal grouped-query attention; query row `i` is at `first_position + i`.
     /// Activations: q `[rows, heads·d]`, keys and values `[first_position + rows, kv_heads·d]`.
     Attention {
@@ -67,8 +74,25 @@ impl OpKind {
             OpKind::Linear { .. }
                 | OpKind::LinearRope { .. }
                 | OpKind::LinearAdd
-                | OpKind::GatedLinear
+                | OpKind::GatedLinear { .. }
         )
+    }
+
+    /// The RMSNorm epsilon of a linear op that normalises its input first (its weight 0 is
+    /// then gamma).
+    pub fn norm(&self) -> Option<f32> {
+        match *self {
+            OpKind::Linear { norm, .. }
+            | OpKind::LinearRope { norm, .. }
+            | OpKind::GatedLinear { norm } => norm,
+            _ => None,
+        }
+    }
+
+    /// Whether weight `index` is a matrix whose rows a step reads by its output columns
+    /// (every weight of a linear op but a norm's gamma).
+    pub fn reads_weight_rows(&self, index: usize) -> bool {
+        self.is_linear() && index >= usize::from(self.norm().is_some())
     }
 }
 
@@ -196,7 +220,8 @@ impl Graph {
         let matrices = inputs
             .iter()
             .filter(|s| matches!(s, Source::Weight(_)))
-            .count();
+            .count()
+            .saturating_sub(usize::from(kind.norm().is_some()));
         let column_block = match &kind {
             linear if linear.is_linear() && matrices > 0 => {
                 self.linear_k(&inputs).map_or(width, |k| {
@@ -290,13 +315,7 @@ impl Graph {
             vec![ids, weight("token_embd.weight".into())],
             [rows, h],
         );
-        let rms = OpKind::RmsNorm {
-            eps: config.rms_eps,
-            input_row_offset: 0,
-        };
-        let linear = OpKind::Linear {
-            activation: Activation::Identity,
-        };
+        let norm = Some(config.rms_eps);
         for layer in 0..config.layers {
             // Names joined from prefixes formatted once per layer (a generation has hundreds
             // of ops per pass, and `format!` per name was a few percent of building it).
@@ -304,33 +323,32 @@ impl Graph {
                 (name(&format!("blk.{layer}.")), format!("blk.{layer}."));
             let w = |part: &str| weight([weight_prefix.as_str(), part, ".weight"].concat());
             let n = |part: &str| [op_prefix.as_str(), part].concat();
-            let normed = self.push(
-                n("attn_norm"),
-                rms.clone(),
-                vec![Source::Op(x), w("attn_norm")],
-                [rows, h],
-            );
+            // q, k and v each normalise x with `attn_norm` first.
             let rope = |heads| OpKind::LinearRope {
                 heads,
                 base: config.rope_base,
                 first_position,
+                norm,
             };
             let q = self.push(
                 n("attn_q"),
                 rope(config.heads),
-                vec![Source::Op(normed), w("attn_q")],
+                vec![Source::Op(x), w("attn_norm"), w("attn_q")],
                 [rows, h],
             );
             let k = self.push(
                 n("attn_k"),
                 rope(config.kv_heads),
-                vec![Source::Op(normed), w("attn_k")],
+                vec![Source::Op(x), w("attn_norm"), w("attn_k")],
                 [rows, kv],
             );
             let v = self.push(
                 n("attn_v"),
-                linear.clone(),
-                vec![Source::Op(normed), w("attn_v")],
+                OpKind::Linear {
+                    activation: Activation::Identity,
+                    norm,
+                },
+                vec![Source::Op(x), w("attn_norm"), w("attn_v")],
                 [rows, kv],
             );
             cache.keys[layer].push(k);
@@ -355,16 +373,15 @@ impl Graph {
                 vec![Source::Op(attention), Source::Op(x), w("attn_output")],
                 [rows, h],
             );
-            let normed = self.push(
-                n("ffn_norm"),
-                rms.clone(),
-                vec![Source::Op(residual), w("ffn_norm")],
-                [rows, h],
-            );
             let gated = self.push(
                 n("ffn_gated"),
-                OpKind::GatedLinear,
-                vec![Source::Op(normed), w("ffn_gate"), w("ffn_up")],
+                OpKind::GatedLinear { norm },
+                vec![
+                    Source::Op(residual),
+                    w("ffn_norm"),
+                    w("ffn_gate"),
+                    w("ffn_up"),
+                ],
                 [rows, f],
             );
             x = self.push(
@@ -404,6 +421,7 @@ impl Graph {
             "audit.logits".into(),
             OpKind::Linear {
                 activation: Activation::Identity,
+                norm: None,
             },
             vec![
                 Source::Op(normed),
@@ -436,6 +454,7 @@ impl Graph {
         let weight = |name: String| Source::Weight(name);
         let linear = OpKind::Linear {
             activation: Activation::Identity,
+            norm: None,
         };
         let last = self.push(
             name("output_norm"),
@@ -601,10 +620,13 @@ impl GenerationLayout {
                 kv_heads: *kv_heads,
                 first_position: position,
             },
-            OpKind::LinearRope { heads, base, .. } => OpKind::LinearRope {
+            OpKind::LinearRope {
+                heads, base, norm, ..
+            } => OpKind::LinearRope {
                 heads: *heads,
                 base: *base,
                 first_position: position,
+                norm: *norm,
             },
             kind => kind.clone(),
         };

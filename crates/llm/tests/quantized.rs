@@ -95,7 +95,8 @@ fn quantized_steps_reexecute_from_the_generator_and_from_committed_rows() {
 fn every_isa_equals_the_reference_on_the_models_matrices() {
     let (_, _, recording) = recorded();
     let generator = quantized();
-    // Real activations: the prompt's normed rows of layer 0 and its gated FFN rows.
+    // Real activations: the prompt's attention and gated FFN rows of layer 0, and the last
+    // layer's output.
     let find = |suffix: &str| {
         let at = recording
             .graph
@@ -106,7 +107,7 @@ fn every_isa_equals_the_reference_on_the_models_matrices() {
         recording.outputs[at].clone()
     };
     for (weight, input) in [
-        ("blk.0.attn_q.weight", "blk.0.attn_norm"),
+        ("blk.0.attn_output.weight", "blk.0.attention"),
         ("blk.0.ffn_down.weight", "blk.0.ffn_gated"),
         ("token_embd.weight", "blk.29.ffn_residual"),
     ] {

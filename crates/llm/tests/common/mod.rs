@@ -35,14 +35,15 @@ pub fn step_from_committed_weights(
     let weights = generator.weights();
     let held: Vec<Tensor> = op
         .weights()
-        .map(|name| {
+        .enumerate()
+        .map(|(i, name)| {
             let tensor = weights.tensor(name).unwrap();
-            match op.kind {
-                ref linear if linear.is_linear() => tensor
+            match op.kind.reads_weight_rows(i) {
+                true => tensor
                     .rows(step.columns.start, step.columns.len())
                     .unwrap()
                     .contiguous(),
-                _ => tensor.clone(),
+                false => tensor.clone(),
             }
         })
         .collect();
